@@ -1,0 +1,188 @@
+package hsm
+
+import (
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"fmt"
+	"io"
+	"math/big"
+
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Key is a private key on a token. It implements crypto.Signer: RSA
+// PKCS #1 v1.5 (CKM_RSA_PKCS over a DigestInfo), RSA-PSS (CKM_RSA_PKCS_PSS)
+// and ECDSA (CKM_ECDSA, with the signature returned as ASN.1 DER as
+// crypto.Signer requires). A Key is bound to its Token: closing the token
+// ends it. Safe for concurrent use; signatures run in parallel up to the
+// token's session limit.
+type Key struct {
+	KeyInfo
+	t      *Token
+	handle pkcs11.ObjectHandle
+}
+
+var _ crypto.Signer = (*Key)(nil)
+
+func (t *Token) newKey(o keyObject) (*Key, error) {
+	if !o.info.CanSign {
+		return nil, &Error{Op: "find key", Kind: ErrKeyCannotSign, Detail: o.info.String() + " has CKA_SIGN false"}
+	}
+	if o.info.Public == nil {
+		return nil, &Error{Op: "find key", Kind: ErrKeyNotFound,
+			Detail: o.info.String() + ": the token shows neither its public key nor a certificate for it"}
+	}
+	if o.info.Type != KeyTypeRSA && o.info.Type != KeyTypeEC {
+		return nil, &Error{Op: "find key", Kind: ErrUnsupported, Detail: o.info.String() + ": only RSA and EC keys can sign"}
+	}
+	return &Key{KeyInfo: o.info, t: t, handle: o.handle}, nil
+}
+
+// Public returns the key's public half.
+func (k *Key) Public() crypto.PublicKey { return k.KeyInfo.Public }
+
+// Token returns the token the key is on.
+func (k *Key) Token() *Token { return k.t }
+
+// Sign signs digest, which must be the hash given by opts. See SignContext.
+func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.SignContext(context.Background(), digest, opts)
+}
+
+// SignContext signs digest like Sign, waiting for a free session no longer
+// than ctx allows. opts.HashFunc() names the hash; an *rsa.PSSOptions asks
+// for RSA-PSS. The randomness comes from the token. For a key with
+// CKA_ALWAYS_AUTHENTICATE the PIN source given to Login is asked again and
+// presented with C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit and C_Sign;
+// a wrong PIN there is never retried.
+func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts == nil {
+		opts = crypto.Hash(0)
+	}
+	h := opts.HashFunc()
+	if h != 0 && len(digest) != h.Size() {
+		return nil, &Error{Op: "sign", Kind: ErrUnsupported,
+			Detail: fmt.Sprintf("digest is %d bytes, %v needs %d", len(digest), h, h.Size())}
+	}
+	mech, input, err := k.mechanism(digest, opts)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := k.t.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sig, broken, err := k.signOn(sh, mech, input)
+	k.t.release(sh, broken || brokenSession(err))
+	if err != nil {
+		return nil, err
+	}
+	if k.Type == KeyTypeEC {
+		return ecdsaDER(sig)
+	}
+	return sig, nil
+}
+
+// signOn runs one signature on session sh. broken reports that the session
+// must not be reused (an operation may still be active on it).
+func (k *Key) signOn(sh pkcs11.SessionHandle, mech []*pkcs11.Mechanism, input []byte) (sig []byte, broken bool, err error) {
+	if err := k.t.p.SignInit(sh, mech, k.handle); err != nil {
+		return nil, false, wrap("C_SignInit", err)
+	}
+	if k.AlwaysAuthenticate {
+		if err := k.t.contextLogin(sh); err != nil {
+			// The signing operation C_SignInit started may still be
+			// active: close the session rather than reuse it.
+			return nil, true, err
+		}
+	}
+	sig, err = k.t.p.Sign(sh, input)
+	if err != nil {
+		return nil, false, wrap("C_Sign", err)
+	}
+	return sig, false, nil
+}
+
+// DigestInfo prefixes for PKCS #1 v1.5 (RFC 8017 section 9.2, note 1).
+var digestInfoPrefix = map[crypto.Hash][]byte{
+	crypto.SHA1:   {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
+	crypto.SHA224: {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c},
+	crypto.SHA256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
+	crypto.SHA384: {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
+	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
+}
+
+var pssHash = map[crypto.Hash][2]uint{
+	crypto.SHA1:   {pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1},
+	crypto.SHA224: {pkcs11.CKM_SHA224, pkcs11.CKG_MGF1_SHA224},
+	crypto.SHA256: {pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256},
+	crypto.SHA384: {pkcs11.CKM_SHA384, pkcs11.CKG_MGF1_SHA384},
+	crypto.SHA512: {pkcs11.CKM_SHA512, pkcs11.CKG_MGF1_SHA512},
+}
+
+// Mechanisms without parameters are shared, so that a signature allocates
+// no mechanism.
+var (
+	mechRSAPKCS = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)}
+	mechECDSA   = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}
+)
+
+func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*pkcs11.Mechanism, []byte, error) {
+	h := opts.HashFunc()
+	switch k.Type {
+	case KeyTypeRSA:
+		if pss, ok := opts.(*rsa.PSSOptions); ok {
+			hm, ok := pssHash[h]
+			if !ok {
+				return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS with %v", h)}
+			}
+			salt := pss.SaltLength
+			switch salt {
+			case rsa.PSSSaltLengthAuto, rsa.PSSSaltLengthEqualsHash:
+				salt = h.Size()
+			}
+			if salt < 0 {
+				return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS salt length %d", pss.SaltLength)}
+			}
+			params := pkcs11.NewPSSParams(hm[0], hm[1], uint(salt))
+			return []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, params)}, digest, nil
+		}
+		if h == 0 {
+			return mechRSAPKCS, digest, nil
+		}
+		prefix, ok := digestInfoPrefix[h]
+		if !ok {
+			return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA PKCS #1 v1.5 with %v", h)}
+		}
+		in := make([]byte, 0, len(prefix)+len(digest))
+		in = append(append(in, prefix...), digest...)
+		return mechRSAPKCS, in, nil
+	case KeyTypeEC:
+		if _, ok := opts.(*rsa.PSSOptions); ok {
+			return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: "RSA-PSS options with an EC key"}
+		}
+		return mechECDSA, digest, nil
+	}
+	return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: "key type " + k.Type.String()}
+}
+
+// ecdsaDER turns the raw r||s that CKM_ECDSA returns into the ASN.1 DER
+// form crypto.Signer callers expect.
+func ecdsaDER(raw []byte) ([]byte, error) {
+	if len(raw) == 0 || len(raw)%2 != 0 {
+		return nil, &Error{Op: "C_Sign", Kind: ErrDevice, Detail: fmt.Sprintf("ECDSA signature of odd length %d", len(raw))}
+	}
+	r := new(big.Int).SetBytes(raw[:len(raw)/2])
+	s := new(big.Int).SetBytes(raw[len(raw)/2:])
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1BigInt(r)
+		b.AddASN1BigInt(s)
+	})
+	return b.Bytes()
+}
+

@@ -1,0 +1,144 @@
+package hsm
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/softhsm"
+)
+
+// flagDouble sits in front of a real SoftHSM2 module, adds token flags that
+// SoftHSM2 never sets (PIN final try, PIN locked) and counts C_Login calls.
+type flagDouble struct {
+	p11
+	extra  uint
+	logins atomic.Int32
+}
+
+func (d *flagDouble) GetTokenInfo(slot uint) (pkcs11.TokenInfo, error) {
+	ti, err := d.p11.GetTokenInfo(slot)
+	ti.Flags |= d.extra
+	return ti, err
+}
+
+func (d *flagDouble) Login(sh pkcs11.SessionHandle, userType uint, pin string) error {
+	d.logins.Add(1)
+	return d.p11.Login(sh, userType, pin)
+}
+
+func openDouble(t *testing.T, extra uint) (*Token, *flagDouble, *softhsm.Token) {
+	t.Helper()
+	st := softhsm.New(t)
+	m, err := Open(st.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	d := &flagDouble{p11: m.p, extra: extra}
+	m.p = d
+	tok, err := m.OpenToken(st.SlotID, TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tok.Close() })
+	return tok, d, st
+}
+
+func TestLoginRefusesFinalTryAndLocked(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		flags  uint
+		opts   LoginOptions
+		want   error
+		logins int32
+	}{
+		{"final try refused", pkcs11.CKF_USER_PIN_FINAL_TRY, LoginOptions{}, ErrPINFinalTry, 0},
+		{"locked refused", pkcs11.CKF_USER_PIN_LOCKED, LoginOptions{AllowFinalTry: true}, ErrPINLocked, 0},
+		{"final try allowed", pkcs11.CKF_USER_PIN_FINAL_TRY, LoginOptions{AllowFinalTry: true}, nil, 1},
+		{"count low warns and tries", pkcs11.CKF_USER_PIN_COUNT_LOW, LoginOptions{}, nil, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, d, st := openDouble(t, tc.flags)
+			called := 0
+			src := func() ([]byte, error) { called++; return []byte(st.PIN), nil }
+			err := tok.Login(src, tc.opts)
+			if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+				t.Fatalf("Login = %v, want %v", err, tc.want)
+			}
+			if got := d.logins.Load(); got != tc.logins {
+				t.Errorf("C_Login called %d times, want %d", got, tc.logins)
+			}
+			if tc.logins == 0 && called != 0 {
+				t.Errorf("the PIN source was read although no login was tried")
+			}
+			var pe *PINError
+			if tc.want != nil && (!errors.As(err, &pe) || pe.Attempted) {
+				t.Errorf("error %v: want a *PINError with Attempted false", err)
+			}
+		})
+	}
+}
+
+func TestWrongPINReportsFlagsAndNeverRetries(t *testing.T) {
+	tok, d, _ := openDouble(t, 0)
+	d.extra = 0
+	err := tok.Login(StaticPIN([]byte("0000")), LoginOptions{})
+	var pe *PINError
+	if !errors.As(err, &pe) || !errors.Is(err, ErrPINIncorrect) || !pe.Attempted {
+		t.Fatalf("Login with a wrong PIN = %v, want an attempted *PINError ErrPINIncorrect", err)
+	}
+	if d.logins.Load() != 1 {
+		t.Fatalf("C_Login called %d times, want 1", d.logins.Load())
+	}
+	// After a wrong PIN the flags say final try: the next Login refuses
+	// without calling C_Login, even with the right PIN.
+	d.extra = pkcs11.CKF_USER_PIN_FINAL_TRY
+	err = tok.Login(StaticPIN([]byte("123456")), LoginOptions{})
+	if !errors.Is(err, ErrPINFinalTry) || d.logins.Load() != 1 {
+		t.Fatalf("Login on final try = %v with %d C_Login calls; want ErrPINFinalTry and no new call", err, d.logins.Load())
+	}
+}
+
+// TestAlwaysAuthenticateIsEnforced shows that SoftHSM2 refuses a signature
+// with a CKA_ALWAYS_AUTHENTICATE key without the context-specific login, so
+// the passing signature test proves that Key.Sign does it.
+func TestAlwaysAuthenticateIsEnforced(t *testing.T) {
+	tok, _, st := openDouble(t, 0)
+	st.GenerateRSA(t, 2048, softhsm.KeyOptions{ID: []byte{7}, AlwaysAuthenticate: true})
+	if err := tok.Login(StaticPIN([]byte(st.PIN)), LoginOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := tok.FindKey(KeySelector{ID: []byte{7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("x"))
+	mech, in, err := k.mechanism(d[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := tok.p.OpenSession(tok.slotID, pkcs11.CKF_SERIAL_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.p.CloseSession(sh)
+	if err := tok.p.SignInit(sh, mech, k.handle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tok.p.Sign(sh, in); err == nil {
+		t.Fatal("SoftHSM2 signed with an always-authenticate key without C_Login(CKU_CONTEXT_SPECIFIC)")
+	}
+	// A wrong PIN at the context login is reported and not retried.
+	bad := &Token{p: tok.p, slotID: tok.slotID, pin: StaticPIN([]byte("0000"))}
+	if err := tok.p.SignInit(sh, mech, k.handle); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_OPERATION_ACTIVE)) {
+		t.Fatal(err)
+	}
+	if err := bad.contextLogin(sh); !errors.Is(err, ErrPINIncorrect) {
+		t.Fatalf("context login with a wrong PIN = %v, want ErrPINIncorrect", err)
+	}
+}

@@ -1,0 +1,187 @@
+package signer
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/mp-hsm/mp-hsm/hsm"
+)
+
+// TokenSigner is a Signer over a private key on a smart card or HSM, with the
+// certificate chain read from the same token. Create it with Open (which
+// owns the module and token and closes them) or New (over a Key you manage).
+// Safe for concurrent use.
+type TokenSigner struct {
+	key   *hsm.Key
+	chain []*x509.Certificate
+
+	// owned resources, closed by Close when Open created them
+	tok *hsm.Token
+	mod *hsm.Module
+}
+
+var _ Signer = (*TokenSigner)(nil)
+
+// Options configures New.
+type Options struct {
+	// ExtraChain completes a chain the token lacks: issuer certificates
+	// (for instance from a PEM file) used after those on the token. Never
+	// the leaf's only source: the leaf must be on the token or here.
+	ExtraChain []*x509.Certificate
+}
+
+// New wraps key, which must be an RSA key of at least 2048 bits or a P-256
+// or P-384 key, with its chain: the token's certificate whose public key is
+// the key's, then each issuer found on the token or in opts.ExtraChain
+// (matched by name and verified signature), without the self-signed root.
+//
+// A key without any certificate gives an empty chain (grants must then use
+// a kid). A certificate that shares the key's CKA_ID but holds another
+// public key gives ErrCertificateMismatch.
+func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
+	if key == nil {
+		return nil, errors.New("signer: no key given")
+	}
+	pub := key.Public()
+	if err := CheckKey(pub); err != nil {
+		return nil, fmt.Errorf("key %s: %w", key.KeyInfo.String(), err)
+	}
+	certs, err := key.Token().Certificates()
+	if err != nil {
+		return nil, fmt.Errorf("reading the token's certificates: %w", err)
+	}
+	pool := make([]*x509.Certificate, 0, len(certs))
+	var sameID *x509.Certificate
+	for _, c := range certs {
+		pool = append(pool, c.Cert)
+		if len(key.ID) > 0 && bytes.Equal(c.ID, key.ID) && sameID == nil {
+			sameID = c.Cert
+		}
+	}
+	chain, err := BuildChain(pub, pool, opts.ExtraChain)
+	if err != nil {
+		return nil, fmt.Errorf("building the certificate chain: %w", err)
+	}
+	if len(chain) == 0 && sameID != nil {
+		if err := MatchCertificate(pub, sameID); err != nil {
+			return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.KeyInfo.String(), err)
+		}
+	}
+	return &TokenSigner{key: key, chain: chain}, nil
+}
+
+// Public returns the key's public half.
+func (s *TokenSigner) Public() crypto.PublicKey { return s.key.Public() }
+
+// Sign signs digest on the token (see hsm.Key.SignContext).
+func (s *TokenSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return s.key.Sign(rand, digest, opts)
+}
+
+// SignContext signs like Sign, waiting for a free token session no longer
+// than ctx allows.
+func (s *TokenSigner) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return s.key.SignContext(ctx, digest, opts)
+}
+
+// Chain returns the certificate chain, leaf first; empty when the token
+// holds no certificate for the key.
+func (s *TokenSigner) Chain() []*x509.Certificate { return s.chain }
+
+// Key returns the token key.
+func (s *TokenSigner) Key() *hsm.Key { return s.key }
+
+// Close closes the token and module when Open opened them; for a signer
+// from New it does nothing. Idempotent.
+func (s *TokenSigner) Close() error {
+	var err error
+	if s.tok != nil {
+		err = s.tok.Close()
+		s.tok = nil
+	}
+	if s.mod != nil {
+		err = errors.Join(err, s.mod.Close())
+		s.mod = nil
+	}
+	return err
+}
+
+// Config says where a token key is and how to log in. Its fields map one to
+// one onto mp-hsm's command-line flags.
+type Config struct {
+	// Module is the PKCS#11 module path. Empty: the first of
+	// hsm.DefaultModulePaths that exists.
+	Module string
+	// Token chooses the token; the zero value chooses the only token present.
+	Token hsm.TokenSelector
+	// Key chooses the key; the zero value chooses the authentication key
+	// (see hsm.Token.FindKey).
+	Key hsm.KeySelector
+	// PIN gives the PIN; nil means the reader's PIN pad, or no login when
+	// the token needs none.
+	PIN hsm.PINSource
+	// Login tunes the login, such as allowing a final PIN try.
+	Login hsm.LoginOptions
+	// Session tunes the token's sessions.
+	Session hsm.TokenOptions
+	// ExtraChain completes the chain (see Options).
+	ExtraChain []*x509.Certificate
+	// Logger receives warnings (such as a low PIN count); nil discards.
+	Logger *slog.Logger
+}
+
+// Open loads the module, finds the token, logs in (one C_Login at most, see
+// hsm.Token.Login), finds the key once, reads the chain and returns a signer
+// that owns all of it: Close it when done.
+func Open(cfg Config) (*TokenSigner, error) {
+	path := cfg.Module
+	if path == "" {
+		p, err := hsm.FindDefaultModule()
+		if err != nil {
+			return nil, err
+		}
+		path = p
+	}
+	mod, err := hsm.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	slot, err := mod.FindSlot(cfg.Token)
+	if err != nil {
+		mod.Close()
+		return nil, err
+	}
+	sopts := cfg.Session
+	if sopts.Logger == nil {
+		sopts.Logger = cfg.Logger
+	}
+	tok, err := mod.OpenToken(slot.ID, sopts)
+	if err != nil {
+		mod.Close()
+		return nil, err
+	}
+	fail := func(err error) (*TokenSigner, error) {
+		tok.Close()
+		mod.Close()
+		return nil, err
+	}
+	if err := tok.Login(cfg.PIN, cfg.Login); err != nil {
+		return fail(err)
+	}
+	key, err := tok.FindKey(cfg.Key)
+	if err != nil {
+		return fail(err)
+	}
+	s, err := New(key, Options{ExtraChain: cfg.ExtraChain})
+	if err != nil {
+		return fail(err)
+	}
+	s.tok, s.mod = tok, mod
+	return s, nil
+}
