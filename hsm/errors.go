@@ -157,10 +157,10 @@ func kindOf(rv pkcs11.Error) error {
 // the attempt (or before, when no attempt was made), so that the caller can
 // say how many tries are left without trying again.
 type PINError struct {
-	Kind      error      // ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...
+	Kind      error        // ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...
 	Code      pkcs11.Error // the C_Login return value, or 0 when no attempt was made
-	Flags     TokenFlags // the token's flags
-	Attempted bool       // whether C_Login was called
+	Flags     TokenFlags   // the token's flags
+	Attempted bool         // whether C_Login was called
 }
 
 // Error says what happened and what the token's flags now say. It never

@@ -185,4 +185,3 @@ func ecdsaDER(raw []byte) ([]byte, error) {
 	})
 	return b.Bytes()
 }
-
