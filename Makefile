@@ -1,0 +1,24 @@
+# mp-hsm: see README.md. `make test` and `make demo` work on a fresh Debian machine.
+GO ?= go
+export CGO_ENABLED := 1
+
+.PHONY: all build test vet deps demo bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o mp-hsm ./cmd/mp-hsm
+
+deps:
+	@./scripts/deps.sh
+
+vet: deps
+	$(GO) vet ./...
+
+# Every test, with the race detector, against SoftHSM2 and the emulator.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 9m ./...
+
+clean:
+	rm -rf mp-hsm .demo

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mp-hsm/mp-hsm/softhsm"
+)
+
+// Each provision runs in its own process, as with go run: a process has
+// one SoftHSM2 store, and replacing the store under a loaded module is not
+// something the command does.
+func TestMain(m *testing.M) {
+	if os.Getenv("MP_HSM_PROVISION_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "MP_HSM_PROVISION_MAIN=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		t.Logf("provision %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), err
+}
+
+func TestProvision(t *testing.T) {
+	module, err := softhsm.ModulePath()
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "demo")
+	for i := range 2 { // the second run replaces the first
+		out, err := run(t, "-dir", dir)
+		if err != nil {
+			t.Fatalf("run %d failed", i+1)
+		}
+		if strings.Contains(out, softhsm.DefaultPIN) {
+			t.Errorf("the output shows the PIN:\n%s", out)
+		}
+	}
+
+	fi, err := os.Stat(filepath.Join(dir, "pin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("pin file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if pin, _ := os.ReadFile(filepath.Join(dir, "pin")); string(pin) != softhsm.DefaultPIN {
+		t.Errorf("pin file holds %q", pin)
+	}
+	root, _ := os.ReadFile(filepath.Join(dir, "root.pem"))
+	if b, _ := pem.Decode(root); b == nil {
+		t.Error("root.pem holds no PEM block")
+	} else if c, err := x509.ParseCertificate(b.Bytes); err != nil || !c.IsCA {
+		t.Errorf("root.pem: %v, CA %v", err, c != nil && c.IsCA)
+	}
+	env, _ := os.ReadFile(filepath.Join(dir, "client.env"))
+	if !bytes.Contains(env, []byte("SOFTHSM2_CONF="+filepath.Join(dir, "softhsm2.conf")+"\n")) {
+		t.Errorf("client.env lacks SOFTHSM2_CONF:\n%s", env)
+	}
+
+	// Another process sees exactly one demo token with the objects.
+	tool, err := exec.LookPath("pkcs11-tool")
+	if err != nil {
+		t.Skip("pkcs11-tool is not installed")
+	}
+	cmd := exec.Command(tool, "--module", module, "--token-label", "mp-hsm-demo", "--login", "--pin", softhsm.DefaultPIN, "--list-objects")
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+filepath.Join(dir, "softhsm2.conf"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pkcs11-tool: %v\n%s", err, out)
+	}
+	for obj, want := range map[string]int{
+		"Private Key Object": 2, "Public Key Object": 2, "Certificate Object": 3,
+		"always authenticate": 1, "label:      Authentication": 3, "label:      Signing": 3,
+	} {
+		if got := strings.Count(string(out), obj); got != want {
+			t.Errorf("pkcs11-tool lists %q %d times, want %d:\n%s", obj, got, want, out)
+		}
+	}
+}
+
+func TestProvisionRefusesForeignDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "keep"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "-dir", dir); err == nil {
+		t.Error("provision replaced a directory it did not make")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keep")); err != nil {
+		t.Errorf("the directory was touched: %v", err)
+	}
+}
