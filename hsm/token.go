@@ -133,6 +133,11 @@ type LoginOptions struct {
 	// next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY). Set it only when a
 	// person has just typed the PIN and was told the risk.
 	AllowFinalTry bool
+	// Prompt, when set, is asked for the PIN when Login is given no PIN
+	// source and the reader has no PIN pad, for instance a terminal
+	// prompt. It is not asked when the token needs no login or when the
+	// login is refused before a PIN is presented.
+	Prompt PINSource
 }
 
 // Login logs the user in with the PIN from pin, or through the reader's PIN
@@ -175,6 +180,9 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	}
 	if flags.PINCountLow() {
 		t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
+	}
+	if pin == nil && !flags.ProtectedAuthPath() {
+		pin = opts.Prompt
 	}
 	var secret []byte
 	if pin != nil {

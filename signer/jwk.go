@@ -1,0 +1,104 @@
+package signer
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/big"
+)
+
+// JWK is a public key as a JSON Web Key (RFC 7517), with the members
+// Samarbeidsportalen asks for when a key is registered on a client.
+type JWK struct {
+	Kty string `json:"kty"`
+	Use string `json:"use,omitempty"`
+	Alg string `json:"alg,omitempty"`
+	Kid string `json:"kid,omitempty"`
+	// RSA
+	N string `json:"n,omitempty"`
+	E string `json:"e,omitempty"`
+	// EC
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
+}
+
+// PublicJWK returns pub as a JWK with use "sig", the given alg (empty: the
+// key's DefaultAlgorithm) and kid (empty: the RFC 7638 thumbprint).
+func PublicJWK(pub crypto.PublicKey, alg, kid string) (*JWK, error) {
+	j, err := bareJWK(pub)
+	if err != nil {
+		return nil, err
+	}
+	if alg == "" {
+		if alg, err = DefaultAlgorithm(pub); err != nil {
+			return nil, err
+		}
+	}
+	m, err := Method(alg)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Compatible(pub); err != nil {
+		return nil, err
+	}
+	if kid == "" {
+		if kid, err = Thumbprint(pub); err != nil {
+			return nil, err
+		}
+	}
+	j.Use, j.Alg, j.Kid = "sig", alg, kid
+	return j, nil
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+func bareJWK(pub crypto.PublicKey) (*JWK, error) {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return &JWK{Kty: "RSA", N: b64(k.N.Bytes()), E: b64(big.NewInt(int64(k.E)).Bytes())}, nil
+	case *ecdsa.PublicKey:
+		size := (k.Curve.Params().BitSize + 7) / 8
+		x, y := make([]byte, size), make([]byte, size)
+		k.X.FillBytes(x) //nolint:staticcheck // the coordinates are what a JWK holds
+		k.Y.FillBytes(y) //nolint:staticcheck
+		return &JWK{Kty: "EC", Crv: k.Curve.Params().Name, X: b64(x), Y: b64(y)}, nil
+	}
+	return nil, fmt.Errorf("%w: %T", ErrUnsupportedKey, pub)
+}
+
+// Thumbprint returns the RFC 7638 JWK SHA-256 thumbprint of pub, base64url
+// without padding: the kid mp-hsm uses unless told otherwise.
+func Thumbprint(pub crypto.PublicKey) (string, error) {
+	j, err := bareJWK(pub)
+	if err != nil {
+		return "", err
+	}
+	// RFC 7638: the required members only, in lexicographic order, no
+	// white space. json.Marshal of these structs keeps field order.
+	var canon []byte
+	switch j.Kty {
+	case "RSA":
+		canon, err = json.Marshal(struct {
+			E   string `json:"e"`
+			Kty string `json:"kty"`
+			N   string `json:"n"`
+		}{j.E, j.Kty, j.N})
+	default:
+		canon, err = json.Marshal(struct {
+			Crv string `json:"crv"`
+			Kty string `json:"kty"`
+			X   string `json:"x"`
+			Y   string `json:"y"`
+		}{j.Crv, j.Kty, j.X, j.Y})
+	}
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(canon)
+	return b64(sum[:]), nil
+}
