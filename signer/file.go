@@ -1,0 +1,239 @@
+package signer
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"software.sslmate.com/src/go-pkcs12"
+)
+
+// Errors from reading key files; test for them with errors.Is.
+var (
+	// ErrPKCS12Password reports that a PKCS#12 file could not be opened
+	// with the password given. The password is never part of the message.
+	ErrPKCS12Password = errors.New("signer: wrong PKCS#12 password")
+
+	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM
+	// does not decrypt.
+	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
+)
+
+// FileSigner is a Signer over a private key held in memory: a soft
+// enterprise certificate (PKCS#12) or a PEM key, for development and for
+// users without a smart card. It is safe for concurrent use.
+type FileSigner struct {
+	key   crypto.Signer
+	chain []*x509.Certificate
+}
+
+var _ Signer = (*FileSigner)(nil)
+
+// NewFileSigner returns a Signer over key, for callers that hold a key in
+// memory (tests, KMS adapters). chain, which may be empty, must be in Chain
+// order, leaf first; it is used as given (see BuildChain to order a set of
+// certificates). The key must pass CheckKey and the leaf must match it
+// (MatchCertificate).
+func NewFileSigner(key crypto.Signer, chain []*x509.Certificate) (*FileSigner, error) {
+	if key == nil {
+		return nil, fmt.Errorf("%w: nil key", ErrUnsupportedKey)
+	}
+	pub := key.Public()
+	if err := CheckKey(pub); err != nil {
+		return nil, err
+	}
+	if len(chain) > 0 {
+		if err := MatchCertificate(pub, chain[0]); err != nil {
+			return nil, err
+		}
+	}
+	var c []*x509.Certificate
+	if len(chain) > 0 {
+		c = append(c, chain...)
+	}
+	return &FileSigner{key: key, chain: c}, nil
+}
+
+// FromPEM returns a Signer over the PEM private key in keyPEM: PKCS#8
+// ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY").
+// Encrypted keys are refused with ErrEncryptedKey.
+//
+// chainPEM is optional: certificates in PEM (or one in DER), in any order.
+// Certificates found in keyPEM are used too, so the output of
+// "openssl pkcs12 -nodes" works as keyPEM alone. The chain is assembled with
+// BuildChain; if certificates are given but none matches the key, the error
+// wraps ErrCertificateMismatch.
+func FromPEM(keyPEM []byte, chainPEM []byte) (*FileSigner, error) {
+	key, certs, err := parseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if len(chainPEM) > 0 {
+		more, err := ReadCertificates(chainPEM)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, more...)
+	}
+	return newFromCertificates(key, certs)
+}
+
+// FromFiles reads a PEM private key from keyPath and, unless chainPath is
+// empty, certificates from chainPath, and calls FromPEM.
+func FromFiles(keyPath, chainPath string) (*FileSigner, error) {
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("signer: reading key: %w", err)
+	}
+	defer clear(keyPEM)
+	var chainPEM []byte
+	if chainPath != "" {
+		if chainPEM, err = os.ReadFile(chainPath); err != nil {
+			return nil, fmt.Errorf("signer: reading certificate chain: %w", err)
+		}
+	}
+	s, err := FromPEM(keyPEM, chainPEM)
+	if err != nil {
+		if chainPath != "" {
+			return nil, fmt.Errorf("%w (key %s, chain %s)", err, keyPath, chainPath)
+		}
+		return nil, fmt.Errorf("%w (key %s)", err, keyPath)
+	}
+	return s, nil
+}
+
+// FromPKCS12 returns a Signer over the key in a PKCS#12 (.p12, .pfx) file,
+// such as a soft virksomhetssertifikat. The file must hold exactly one
+// private key. Its certificates may come in any order; the chain is
+// assembled with BuildChain, so the root is left out. A wrong password gives
+// an error wrapping ErrPKCS12Password.
+func FromPKCS12(data []byte, password string) (*FileSigner, error) {
+	priv, cert, caCerts, err := pkcs12.DecodeChain(data, password)
+	if err != nil {
+		if errors.Is(err, pkcs12.ErrIncorrectPassword) || errors.Is(err, pkcs12.ErrDecryption) {
+			return nil, fmt.Errorf("%w (%w)", ErrPKCS12Password, err)
+		}
+		return nil, fmt.Errorf("signer: reading PKCS#12: %w", err)
+	}
+	key, ok := priv.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%w: PKCS#12 holds a %T", ErrUnsupportedKey, priv)
+	}
+	return newFromCertificates(key, append([]*x509.Certificate{cert}, caCerts...))
+}
+
+// FromPKCS12File reads the file at path and calls FromPKCS12.
+func FromPKCS12File(path, password string) (*FileSigner, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("signer: reading PKCS#12: %w", err)
+	}
+	defer clear(data)
+	s, err := FromPKCS12(data, password)
+	if err != nil {
+		return nil, fmt.Errorf("%w (file %s)", err, path)
+	}
+	return s, nil
+}
+
+// Public returns the public key.
+func (s *FileSigner) Public() crypto.PublicKey { return s.key.Public() }
+
+// Sign signs digest with the key; see crypto.Signer.
+func (s *FileSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return s.key.Sign(rand, digest, opts)
+}
+
+// Chain returns the certificate chain, leaf first; it is empty when no
+// certificate was given. Callers must not modify the returned slice.
+func (s *FileSigner) Chain() []*x509.Certificate { return s.chain }
+
+// newFromCertificates builds the chain of key from certs, which may be in
+// any order, and returns the signer.
+func newFromCertificates(key crypto.Signer, certs []*x509.Certificate) (*FileSigner, error) {
+	pub := key.Public()
+	if err := CheckKey(pub); err != nil {
+		return nil, err
+	}
+	chain, err := BuildChain(pub, certs, nil)
+	if err != nil {
+		return nil, err
+	}
+	if chain == nil && len(certs) > 0 {
+		// Name the certificate most likely meant as the leaf.
+		named := certs[0]
+		for _, c := range certs {
+			if !c.IsCA {
+				named = c
+				break
+			}
+		}
+		return nil, MatchCertificate(pub, named)
+	}
+	return NewFileSigner(key, chain)
+}
+
+// parseKeyPEM returns the one private key in data, and any certificates
+// found beside it.
+func parseKeyPEM(data []byte) (crypto.Signer, []*x509.Certificate, error) {
+	var (
+		key   crypto.Signer
+		certs []*x509.Certificate
+		seen  []string
+	)
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		seen = append(seen, block.Type)
+		if strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") || block.Type == "ENCRYPTED PRIVATE KEY" {
+			return nil, nil, fmt.Errorf("%w: decrypt it first (openssl pkey -in key.pem -out plain.pem) or use the PKCS#12 file", ErrEncryptedKey)
+		}
+		var (
+			parsed any
+			err    error
+		)
+		switch block.Type {
+		case "PRIVATE KEY":
+			parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "RSA PRIVATE KEY":
+			parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			parsed, err = x509.ParseECPrivateKey(block.Bytes)
+		case "CERTIFICATE":
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, nil, fmt.Errorf("signer: reading certificate beside the key: %w", err)
+			}
+			certs = append(certs, cert)
+			continue
+		default: // EC PARAMETERS, PUBLIC KEY, ...
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("signer: reading %s: %w", block.Type, err)
+		}
+		if key != nil {
+			return nil, nil, errors.New("signer: reading key: more than one private key in the PEM input")
+		}
+		s, ok := parsed.(crypto.Signer)
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: %T", ErrUnsupportedKey, parsed)
+		}
+		key = s
+	}
+	if key == nil {
+		if len(seen) == 0 {
+			return nil, nil, errors.New("signer: reading key: no PEM data")
+		}
+		return nil, nil, fmt.Errorf("signer: reading key: no private key in the PEM input (found %s)", strings.Join(seen, ", "))
+	}
+	return key, certs, nil
+}
