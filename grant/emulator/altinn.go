@@ -1,0 +1,97 @@
+package emulator
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// altinnExchangePath is the path of Altinn's exchange of a Maskinporten
+// token for an Altinn token (platform.altinn.no, platform.tt02.altinn.no).
+const altinnExchangePath = "/authentication/api/v1/exchange/maskinporten"
+
+// serveAltinnExchange answers GET with Authorization: Bearer <an access
+// token this emulator issued and that is still valid> with an Altinn token,
+// a JWT as text/plain that expires with the Maskinporten token; anything
+// else gets 401. The optional ?test=true of Altinn's test environment is
+// accepted and ignored.
+func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	mp, why := s.verifyAccessToken(r.Header.Get("Authorization"))
+	if mp == nil {
+		s.mu.Lock()
+		s.stats.AltinnRejected++
+		s.mu.Unlock()
+		s.logf("emulator: Altinn exchange refused: %s", why)
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	now := s.now()
+	claims := map[string]any{
+		"iss":                           s.URL + "/authentication/api/v1/openid/",
+		"iat":                           now.Unix(),
+		"nbf":                           now.Unix(),
+		"exp":                           mp["exp"],
+		"jti":                           randomID(32),
+		"token_type":                    "Bearer",
+		"scope":                         mp["scope"],
+		"client_id":                     mp["client_id"],
+		"client_amr":                    mp["client_amr"],
+		"consumer":                      mp["consumer"],
+		"urn:altinn:authenticatemethod": "maskinporten",
+		"urn:altinn:authlevel":          3,
+	}
+	if c, ok := mp["consumer"].(map[string]any); ok {
+		if id, ok := c["ID"].(string); ok {
+			claims["urn:altinn:orgNumber"] = strings.TrimPrefix(id, "0192:")
+		}
+	}
+	for _, k := range []string{"supplier", "authorization_details"} {
+		if v, ok := mp[k]; ok {
+			claims[k] = v
+		}
+	}
+	tok, err := s.key.sign(claims)
+	if err != nil {
+		http.Error(w, "cannot sign", http.StatusInternalServerError)
+		return
+	}
+	s.mu.Lock()
+	s.stats.AltinnExchanges++
+	s.mu.Unlock()
+	s.logf("emulator: Altinn exchange for client %v", mp["client_id"])
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write([]byte(tok))
+}
+
+// verifyAccessToken checks an Authorization header value carrying an access
+// token of this emulator, and returns its claims, or why it is refused.
+func (s *Server) verifyAccessToken(authz string) (jwt.MapClaims, string) {
+	scheme, tok, ok := strings.Cut(authz, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return nil, "no Bearer token"
+	}
+	claims := jwt.MapClaims{}
+	_, err := jwt.NewParser(
+		jwt.WithValidMethods([]string{"RS256"}),
+		jwt.WithIssuer(s.Issuer()),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(s.now),
+	).ParseWithClaims(tok, claims, func(t *jwt.Token) (any, error) {
+		return s.key.pub, nil
+	})
+	if err != nil {
+		return nil, err.Error()
+	}
+	if _, ok := claims["client_id"]; !ok {
+		return nil, "not an access token"
+	}
+	return claims, ""
+}

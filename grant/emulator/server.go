@@ -1,0 +1,477 @@
+package emulator
+
+import (
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Config describes the Maskinporten the emulator plays. The zero value is a
+// working emulator with no clients.
+type Config struct {
+	// Roots are the trusted roots for x5c chains; the intermediates come in
+	// the x5c header. With no roots, every x5c grant is refused (MP-120).
+	Roots []*x509.Certificate
+
+	// Clients are the registered clients. More can be added while the
+	// server runs with AddClient.
+	Clients []Client
+
+	// TokenLifetime is the lifetime of issued access tokens, answered as
+	// expires_in. If zero, 120 seconds.
+	TokenLifetime time.Duration
+
+	// MaxGrantLifetime is the largest exp - iat a grant may have. If zero,
+	// 120 seconds, as Maskinporten documents.
+	MaxGrantLifetime time.Duration
+
+	// ClockSkew is how far the clocks of client and server may differ: a
+	// grant may be issued at most ClockSkew in the future, and is taken as
+	// expired only when exp is more than ClockSkew in the past. (This is how
+	// Maskinporten checks, with 10 seconds.) If zero, 10 seconds.
+	ClockSkew time.Duration
+
+	// Now is the server's clock. If nil, time.Now.
+	Now func() time.Time
+
+	// Issuer is the issuer identifier: the only accepted grant audience, the
+	// iss of issued tokens, and the base of error_uri. If empty, the
+	// server's URL with a trailing slash, known once the server has started.
+	Issuer string
+
+	// Key signs the access tokens (RS256); it must be an RSA key. Its kid is
+	// the RFC 7638 thumbprint of the public key. If nil, a fresh 2048-bit
+	// RSA key.
+	Key crypto.Signer
+
+	// Logf, if not nil, is told of each answer of the token and exchange
+	// endpoints. It is never given a grant or a token.
+	Logf func(format string, args ...any)
+}
+
+// Client is a client registered in the emulator, as a Maskinporten
+// integration is registered in Samarbeidsportalen.
+type Client struct {
+	// ID is the client_id, which grants carry as iss.
+	ID string
+
+	// OrgNumber is the 9-digit organisation number owning the client. For
+	// x5c grants it must equal the organisation number in the leaf
+	// certificate (organizationIdentifier NTRNO-<orgnr>, OID 2.5.4.97, or a
+	// subject serialNumber of 9 digits), else MP-122.
+	OrgNumber string
+
+	// Scopes are the scopes the client may ask for.
+	Scopes []string
+
+	// Keys are the public keys registered on the client, by kid, for
+	// grants that carry kid instead of x5c. Only RSA keys can verify the
+	// accepted algorithms; an *x509.Certificate stands for its key.
+	Keys map[string]crypto.PublicKey
+
+	// DelegatedBy are the organisation numbers that delegated to this
+	// client's organisation in Altinn: consumer_org may name only these
+	// (else 403 MP-251).
+	DelegatedBy []string
+
+	// SystemUserOrgs are the organisation numbers that have a system user
+	// for this client's system in Altinn: authorization_details of type
+	// urn:altinn:systemuser may name only these (else MP-303).
+	SystemUserOrgs []string
+}
+
+// Stats counts what the server has seen. Server.Stats returns a copy.
+type Stats struct {
+	// TokenRequests counts every request to /token, faults included.
+	TokenRequests int
+	// Issued counts the access tokens issued.
+	Issued int
+	// Rejected counts refused token requests by MP code ("MP-124"), or by
+	// OAuth error ("invalid_request") where Maskinporten has no code.
+	// Answers from FailNext and DropNext are not counted here.
+	Rejected map[string]int
+	// Injected counts the token requests answered by FailNext or DropNext.
+	Injected int
+	// AltinnExchanges counts the Altinn tokens issued.
+	AltinnExchanges int
+	// AltinnRejected counts the refused exchanges (401).
+	AltinnRejected int
+	// JTIs counts the jti values used up: those of grants that passed
+	// authentication (signature, audience, time), even if then refused for
+	// what they asked.
+	JTIs int
+}
+
+// Server is a Maskinporten emulator listening on a local address, shaped
+// like httptest.Server. It is safe for concurrent use.
+type Server struct {
+	// URL is the base URL, http://127.0.0.1:port with no trailing slash.
+	// It is set by Start or StartOn.
+	URL string
+
+	cfg     Config
+	key     *tokenKey
+	roots   *x509.CertPool
+	handler http.Handler
+
+	mu         sync.Mutex
+	clients    map[string]Client
+	jtis       map[string]time.Time // jti -> grant exp, for pruning
+	nextPrune  time.Time
+	stats      Stats
+	failN      int
+	failStatus int
+	dropN      int
+	latency    time.Duration
+	dateOffset time.Duration
+
+	started   bool
+	srv       *http.Server
+	closing   chan struct{}
+	closeOnce sync.Once
+	inflight  sync.WaitGroup
+}
+
+// NewServer starts and returns a new emulator on 127.0.0.1 and a port the
+// system chooses. The caller should Close it when done. Like httptest, it
+// panics if it cannot start.
+func NewServer(cfg Config) *Server {
+	s := NewUnstartedServer(cfg)
+	s.Start()
+	return s
+}
+
+// NewTest starts an emulator for the test tb and closes it when the test
+// ends. If cfg.Logf is nil, the server logs through tb.Logf.
+func NewTest(tb testing.TB, cfg Config) *Server {
+	tb.Helper()
+	if cfg.Logf == nil {
+		cfg.Logf = tb.Logf
+	}
+	s := NewServer(cfg)
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// NewUnstartedServer returns a new emulator that is not yet listening; call
+// Start or StartOn. It panics on a configuration error: a Key that is not
+// RSA, or a client without ID or with an OrgNumber that is not 9 digits.
+func NewUnstartedServer(cfg Config) *Server {
+	if cfg.TokenLifetime <= 0 {
+		cfg.TokenLifetime = 120 * time.Second
+	}
+	if cfg.MaxGrantLifetime <= 0 {
+		cfg.MaxGrantLifetime = 120 * time.Second
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	key, err := newTokenKey(cfg.Key)
+	if err != nil {
+		panic("emulator: " + err.Error())
+	}
+	s := &Server{
+		cfg:     cfg,
+		key:     key,
+		roots:   x509.NewCertPool(),
+		clients: make(map[string]Client),
+		jtis:    make(map[string]time.Time),
+		stats:   Stats{Rejected: make(map[string]int)},
+		closing: make(chan struct{}),
+	}
+	for _, r := range cfg.Roots {
+		s.roots.AddCert(r)
+	}
+	for _, c := range cfg.Clients {
+		s.AddClient(c)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/.well-known/oauth-authorization-server", s.serveMetadata)
+	mux.HandleFunc("/jwks", s.serveJWKS)
+	mux.HandleFunc("/token", s.serveToken)
+	mux.HandleFunc(altinnExchangePath, s.serveAltinnExchange)
+	s.handler = mux
+	return s
+}
+
+// Start starts the server on 127.0.0.1 and a port the system chooses. It
+// panics if the server was already started or cannot listen.
+func (s *Server) Start() {
+	if err := s.StartOn("127.0.0.1:0"); err != nil {
+		panic("emulator: " + err.Error())
+	}
+}
+
+// StartOn starts the server listening on addr (host:port, as for
+// net.Listen), for `mp-hsm emulate --listen`. URL is then http:// and the
+// listening address.
+func (s *Server) StartOn(addr string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("server already started")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.started = true
+	s.URL = "http://" + ln.Addr().String()
+	s.srv = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.srv.Serve(ln) }()
+	return nil
+}
+
+// Close stops the server: it aborts pending latency, waits briefly for the
+// answers under way, and closes all connections. It may be called more
+// than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.mu.Lock()
+		srv := s.srv
+		s.mu.Unlock()
+		if srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = srv.Shutdown(ctx)
+			cancel()
+			_ = srv.Close()
+		}
+		s.inflight.Wait()
+	})
+}
+
+// Issuer returns the issuer identifier, with its trailing slash: the aud a
+// grant must carry. Unless Config.Issuer was set, it is empty until the
+// server has started.
+func (s *Server) Issuer() string {
+	if s.cfg.Issuer != "" {
+		return s.cfg.Issuer
+	}
+	if s.URL == "" {
+		return ""
+	}
+	return s.URL + "/"
+}
+
+// MetadataURL returns the URL of the OAuth 2.0 authorization server
+// metadata (RFC 8414).
+func (s *Server) MetadataURL() string { return s.URL + "/.well-known/oauth-authorization-server" }
+
+// TokenURL returns the URL of the token endpoint.
+func (s *Server) TokenURL() string { return s.URL + "/token" }
+
+// JWKSURL returns the URL of the JWK set holding the token-signing key.
+func (s *Server) JWKSURL() string { return s.URL + "/jwks" }
+
+// AltinnExchangeURL returns the URL of the emulated Altinn token exchange.
+func (s *Server) AltinnExchangeURL() string { return s.URL + altinnExchangePath }
+
+// PublicKey returns the public key that verifies the access tokens and
+// Altinn tokens the server issues (an *rsa.PublicKey; RS256).
+func (s *Server) PublicKey() crypto.PublicKey { return s.key.pub }
+
+// AddClient registers c, replacing any client with the same ID. It is safe
+// while the server runs. It panics if c has no ID or its OrgNumber is not
+// 9 digits.
+func (s *Server) AddClient(c Client) {
+	if c.ID == "" {
+		panic("emulator: client without ID")
+	}
+	if !isDigits(c.OrgNumber, 9) {
+		panic(fmt.Sprintf("emulator: client %q: OrgNumber %q is not 9 digits", c.ID, c.OrgNumber))
+	}
+	c.Scopes = slices.Clone(c.Scopes)
+	keys := make(map[string]crypto.PublicKey, len(c.Keys))
+	for kid, k := range c.Keys {
+		switch k := k.(type) {
+		case rsa.PublicKey:
+			keys[kid] = &k
+		case *x509.Certificate:
+			keys[kid] = k.PublicKey
+		default:
+			keys[kid] = k
+		}
+	}
+	c.Keys = keys
+	c.DelegatedBy = slices.Clone(c.DelegatedBy)
+	c.SystemUserOrgs = slices.Clone(c.SystemUserOrgs)
+	s.mu.Lock()
+	s.clients[c.ID] = c
+	s.mu.Unlock()
+}
+
+func (s *Server) client(id string) (Client, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.clients[id]
+	return c, ok
+}
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Rejected = maps.Clone(s.stats.Rejected)
+	return st
+}
+
+// FailNext makes the next n requests to /token answer status (such as 503)
+// with a Maskinporten-shaped error body, before looking at the grant. The
+// answers to 503 and 429 carry Retry-After: 1.
+func (s *Server) FailNext(n int, status int) {
+	s.mu.Lock()
+	s.failN, s.failStatus = n, status
+	s.mu.Unlock()
+}
+
+// SetLatency delays every answer by d; Close cuts the delay short.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	s.latency = d
+	s.mu.Unlock()
+}
+
+// DropNext makes the next n requests to /token fail mid-answer: the client
+// reads the status line and headers of a 200 answer, then the connection
+// closes before the body is complete (reading it fails with an unexpected
+// EOF).
+func (s *Server) DropNext(n int) {
+	s.mu.Lock()
+	s.dropN = n
+	s.mu.Unlock()
+}
+
+// SetDateOffset makes the Date header of every answer lie by d, for tests
+// of clients that estimate the server's clock.
+func (s *Server) SetDateOffset(d time.Duration) {
+	s.mu.Lock()
+	s.dateOffset = d
+	s.mu.Unlock()
+}
+
+func (s *Server) now() time.Time { return s.cfg.Now() }
+
+func (s *Server) logf(format string, args ...any) {
+	if s.cfg.Logf != nil {
+		s.cfg.Logf(format, args...)
+	}
+}
+
+// serveHTTP applies latency and the Date header to every answer.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	s.mu.Lock()
+	latency := s.latency
+	s.mu.Unlock()
+	if latency > 0 {
+		t := time.NewTimer(latency)
+		select {
+		case <-t.C:
+		case <-s.closing:
+			t.Stop()
+			panic(http.ErrAbortHandler) // close the connection without an answer
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	w.Header().Set("Date", s.date())
+	s.handler.ServeHTTP(w, r)
+}
+
+func (s *Server) date() string {
+	s.mu.Lock()
+	off := s.dateOffset
+	s.mu.Unlock()
+	return s.now().Add(off).UTC().Format(http.TimeFormat)
+}
+
+// fault reports which fault, if any, the next token request meets.
+func (s *Server) fault() (drop bool, failStatus int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.TokenRequests++
+	switch {
+	case s.dropN > 0:
+		s.dropN--
+		s.stats.Injected++
+		return true, 0
+	case s.failN > 0:
+		s.failN--
+		s.stats.Injected++
+		return false, s.failStatus
+	}
+	return false, 0
+}
+
+// drop hijacks the connection, writes the head of a 200 answer and part of
+// its body, and closes the connection.
+func (s *Server) drop(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\n" +
+		"Date: " + s.date() + "\r\n" +
+		"Content-Type: application/json;charset=UTF-8\r\n" +
+		"Content-Length: 1024\r\n" +
+		"\r\n" +
+		`{"access_token":"eyJ`)
+	_ = buf.Flush()
+}
+
+// useJTI records jti and reports whether it was new.
+func (s *Server) useJTI(jti string, exp time.Time) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, seen := s.jtis[jti]; seen {
+		return false
+	}
+	// A grant cannot be accepted after exp + skew, so its jti need not be
+	// remembered longer: forget such entries now and then.
+	if len(s.jtis) > 4096 && now.After(s.nextPrune) {
+		for k, e := range s.jtis {
+			if now.After(e.Add(s.cfg.ClockSkew)) {
+				delete(s.jtis, k)
+			}
+		}
+		s.nextPrune = now.Add(time.Minute)
+	}
+	s.jtis[jti] = exp
+	s.stats.JTIs++
+	return true
+}
+
+func (s *Server) countRejected(r *rejection) {
+	s.mu.Lock()
+	s.stats.Rejected[r.statsKey()]++
+	s.mu.Unlock()
+}
+
+func (s *Server) countIssued() {
+	s.mu.Lock()
+	s.stats.Issued++
+	s.mu.Unlock()
+}

@@ -1,0 +1,312 @@
+package emulator
+
+import (
+	"crypto"
+	"encoding/json"
+	"errors"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+const jwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+// rsaMethods are the accepted grant algorithms. They are named here rather
+// than looked up in golang-jwt's global registry, which other code may change.
+var rsaMethods = map[string]jwt.SigningMethod{
+	"RS256": jwt.SigningMethodRS256,
+	"RS384": jwt.SigningMethodRS384,
+	"RS512": jwt.SigningMethodRS512,
+}
+
+// scopesForUserLogin are scopes of ID-porten's user login, which a
+// Maskinporten client cannot get (MP-201).
+var scopesForUserLogin = []string{"openid", "profile"}
+
+// tokenAnswer is the body of a successful token answer.
+type tokenAnswer struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	drop, failStatus := s.fault()
+	switch {
+	case drop:
+		s.logf("emulator: /token: dropping the connection (DropNext)")
+		s.drop(w)
+		return
+	case failStatus != 0:
+		s.logf("emulator: /token: answering %d (FailNext)", failStatus)
+		injected(failStatus).write(w, s.Issuer())
+		return
+	}
+	var clientID string
+	tok, rej := s.issue(w, r, &clientID)
+	if rej != nil {
+		s.countRejected(rej)
+		s.logf("emulator: /token: refused client %q: %v", clientID, rej)
+		rej.write(w, s.Issuer())
+		return
+	}
+	s.countIssued()
+	s.logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
+	h := w.Header()
+	h.Set("Content-Type", "application/json;charset=UTF-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	_ = json.NewEncoder(w).Encode(tok)
+}
+
+// issue applies every rule of the token endpoint and returns the answer.
+// The order of the checks follows the grant's life: the request, the JWT,
+// the client and its key, the signature, the audience, time, reuse, and
+// last what the client asks for.
+func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string) (*tokenAnswer, *rejection) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return nil, &rejection{status: http.StatusMethodNotAllowed, error: errInvalidRequest,
+			text: "Invalid request.", detail: "The token endpoint takes POST only."}
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, badRequest("Content-Type must be application/x-www-form-urlencoded.")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		return nil, badRequest("The form body cannot be read.")
+	}
+	form := r.PostForm
+	for name, vals := range form {
+		if len(vals) > 1 {
+			return nil, badRequest("Parameter " + name + " is given more than once.")
+		}
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "":
+		return nil, badRequest("Missing grant_type.")
+	case jwtBearer:
+	default:
+		return nil, &rejection{status: http.StatusBadRequest, error: errUnsupportedGrantType,
+			text: "Unsupported grant type.", detail: "Use " + jwtBearer + "."}
+	}
+	assertion := form.Get("assertion")
+	if assertion == "" {
+		return nil, badRequest("Missing assertion.")
+	}
+
+	g, rej := parseGrant(assertion)
+	if rej != nil {
+		return nil, rej
+	}
+	cl := g.claims
+	*clientID = cl.iss
+	client, ok := s.client(cl.iss)
+	if !ok {
+		return nil, mp100()
+	}
+	now := s.now()
+
+	// The key: a registered one by kid, or the leaf of a trusted chain.
+	var (
+		pub crypto.PublicKey
+		amr string
+	)
+	if g.kid != "" {
+		if pub, ok = client.Keys[g.kid]; !ok {
+			return nil, unknownKid()
+		}
+		amr = "private_key_jwt"
+	} else {
+		if rej := verifyChain(g.x5c, s.roots, now); rej != nil {
+			return nil, rej
+		}
+		org, ok := certOrgNumber(g.x5c[0])
+		if !ok {
+			return nil, mp122("The certificate carries no organisation number (organizationIdentifier NTRNO-<orgnr>, or serialNumber).")
+		}
+		if org != client.OrgNumber {
+			return nil, mp122("Client orgno " + client.OrgNumber + " does not match certificate orgno " + org + ".")
+		}
+		pub = g.x5c[0].PublicKey
+		amr = "virksomhetssertifikat"
+	}
+	if err := rsaMethods[g.alg].Verify(g.input, g.sig, pub); err != nil {
+		if errors.Is(err, jwt.ErrInvalidKeyType) {
+			return nil, mp124("The key is not an RSA key, so it cannot verify " + g.alg + ".")
+		}
+		return nil, mp124("The signature does not verify with the key named in the header.")
+	}
+
+	if rej := audience(cl.aud, s.Issuer(), s.TokenURL()); rej != nil {
+		return nil, rej
+	}
+
+	skew := s.cfg.ClockSkew
+	switch {
+	case cl.iat.After(now.Add(skew)):
+		return nil, issuedInFuture("iat is " + cl.iat.Sub(now).Round(time.Second).String() + " ahead of the server clock; at most " + skew.String() + " is allowed.")
+	case !cl.exp.After(cl.iat):
+		return nil, mp130("JWT is expired.", "exp is not after iat.")
+	case cl.exp.Sub(cl.iat) > s.cfg.MaxGrantLifetime:
+		return nil, mp130("JWT has too long lifetime.", "exp - iat is "+cl.exp.Sub(cl.iat).String()+"; at most "+s.cfg.MaxGrantLifetime.String()+" is allowed.")
+	case now.Add(-skew).After(cl.exp):
+		return nil, mp130("JWT is expired.", "exp was "+now.Sub(cl.exp).Round(time.Second).String()+" ago.")
+	}
+
+	if !s.useJTI(cl.jti, cl.exp) {
+		return nil, mp012()
+	}
+
+	// What the client asks for.
+	consumer := client.OrgNumber
+	if cl.consumerOrg != "" {
+		if cl.consumerOrg == client.OrgNumber {
+			return nil, ownConsumerOrg()
+		}
+		if !slices.Contains(client.DelegatedBy, cl.consumerOrg) {
+			return nil, mp251(cl.consumerOrg, cl.scope, client.OrgNumber)
+		}
+		consumer = cl.consumerOrg
+	}
+	var sysUser *systemUserRequest
+	if cl.authzDetails != nil {
+		if sysUser, rej = parseAuthzDetails(cl.authzDetails); rej != nil {
+			return nil, rej
+		}
+		if !slices.Contains(client.SystemUserOrgs, sysUser.org) {
+			return nil, mp303("No system user of organisation " + sysUser.org + " is tied to this client's system.")
+		}
+	}
+	scopes := strings.Fields(cl.scope)
+	var userLogin, notAllowed []string
+	for _, sc := range scopes {
+		switch {
+		case slices.Contains(scopesForUserLogin, sc):
+			userLogin = append(userLogin, sc)
+		case !slices.Contains(client.Scopes, sc):
+			notAllowed = append(notAllowed, sc)
+		}
+	}
+	if len(userLogin) > 0 {
+		return nil, mp201(strings.Join(userLogin, " "))
+	}
+	if len(notAllowed) > 0 {
+		return nil, mp200(strings.Join(notAllowed, " "))
+	}
+
+	// The access token, with the claims Maskinporten's tokens carry.
+	scope := strings.Join(scopes, " ")
+	exp := now.Add(s.cfg.TokenLifetime)
+	claims := map[string]any{
+		"iss":        s.Issuer(),
+		"client_id":  client.ID,
+		"client_amr": amr,
+		"token_type": "Bearer",
+		"scope":      scope,
+		"consumer":   orgID(consumer),
+		"iat":        now.Unix(),
+		"exp":        exp.Unix(),
+		"jti":        randomID(32),
+	}
+	switch len(cl.resource) {
+	case 0:
+	case 1:
+		claims["aud"] = cl.resource[0]
+	default:
+		claims["aud"] = cl.resource
+	}
+	if cl.consumerOrg != "" {
+		claims["supplier"] = orgID(client.OrgNumber)
+		claims["delegation_source"] = s.URL + "/"
+	}
+	if cl.pid != "" {
+		claims["pid"] = cl.pid
+	}
+	if sysUser != nil {
+		claims["authorization_details"] = []map[string]any{{
+			"type":           systemUserType,
+			"systemuser_org": orgID(sysUser.org),
+			"systemuser_id":  []string{systemUserID(client.ID, sysUser.org)},
+			"system_id":      client.OrgNumber + "_" + client.ID,
+		}}
+	}
+	at, err := s.key.sign(claims)
+	if err != nil {
+		return nil, &rejection{status: http.StatusInternalServerError, error: errServerError,
+			text: "The emulator could not sign the token.", detail: err.Error()}
+	}
+	return &tokenAnswer{
+		AccessToken: at,
+		TokenType:   "Bearer",
+		ExpiresIn:   int64(s.cfg.TokenLifetime / time.Second),
+		Scope:       scope,
+	}, nil
+}
+
+// orgID is an organisation in ISO 6523 notation, as in consumer and
+// supplier.
+func orgID(orgnr string) map[string]string {
+	return map[string]string{"authority": "iso6523-actorid-upis", "ID": "0192:" + orgnr}
+}
+
+// systemUserID is a stable identifier for the system user of org on the
+// client's system.
+func systemUserID(clientID, org string) string {
+	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+clientID+":"+org)).String()
+}
+
+// metadata is the authorization server metadata (RFC 8414) Maskinporten
+// publishes, restricted to what the emulator does.
+type metadata struct {
+	Issuer                      string   `json:"issuer"`
+	TokenEndpoint               string   `json:"token_endpoint"`
+	JWKSURI                     string   `json:"jwks_uri"`
+	TokenEndpointAuthMethods    []string `json:"token_endpoint_auth_methods_supported"`
+	GrantTypes                  []string `json:"grant_types_supported"`
+	TokenEndpointAuthSigningAlg []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	AuthorizationDetailsTypes   []string `json:"authorization_details_types_supported"`
+}
+
+func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	if !getOnly(w, r) {
+		return
+	}
+	writeJSON(w, metadata{
+		Issuer:                      s.Issuer(),
+		TokenEndpoint:               s.TokenURL(),
+		JWKSURI:                     s.JWKSURL(),
+		TokenEndpointAuthMethods:    []string{"private_key_jwt"},
+		GrantTypes:                  []string{jwtBearer},
+		TokenEndpointAuthSigningAlg: []string{"RS256", "RS384", "RS512"},
+		AuthorizationDetailsTypes:   []string{systemUserType},
+	})
+}
+
+func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	if !getOnly(w, r) {
+		return
+	}
+	writeJSON(w, map[string]any{"keys": []any{s.key.jwk()}})
+}
+
+func getOnly(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	_ = json.NewEncoder(w).Encode(v)
+}
