@@ -220,6 +220,8 @@ func (e *SelectionError) Error() string {
 		switch e.Kind {
 		case ErrAmbiguousKey, ErrAmbiguousToken:
 			b.WriteString("; choose one of: ")
+		case ErrNoToken:
+			b.WriteString(": ")
 		default:
 			b.WriteString("; available: ")
 		}

@@ -251,6 +251,15 @@ func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
 	}
 	var present, matched []Slot
 	for _, s := range slots {
+		if s.Token != nil && !s.Token.Flags.Initialized() {
+			// An uninitialised token (SoftHSM2's free slot, a blank
+			// card) holds no keys: never choose it.
+			if sel.SlotID != nil && *sel.SlotID == s.ID {
+				return Slot{}, &SelectionError{Kind: ErrNoToken, Wanted: sel.String(), Tokens: slots,
+					Candidates: []string{fmt.Sprintf("the token in slot %d is not initialised", s.ID)}}
+			}
+			continue
+		}
 		if s.Token != nil {
 			present = append(present, s)
 			if sel.matches(s) {

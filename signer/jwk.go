@@ -3,6 +3,7 @@ package signer
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
@@ -101,4 +102,38 @@ func Thumbprint(pub crypto.PublicKey) (string, error) {
 	}
 	sum := sha256.Sum256(canon)
 	return b64(sum[:]), nil
+}
+
+// PublicKey decodes the JWK's public key (RSA, or EC on P-256 or P-384).
+func (j *JWK) PublicKey() (crypto.PublicKey, error) {
+	dec := base64.RawURLEncoding.DecodeString
+	switch j.Kty {
+	case "RSA":
+		n, err1 := dec(j.N)
+		e, err2 := dec(j.E)
+		if err1 != nil || err2 != nil || len(n) == 0 || len(e) == 0 || len(e) > 4 {
+			return nil, fmt.Errorf("%w: malformed RSA JWK", ErrUnsupportedKey)
+		}
+		exp := int(new(big.Int).SetBytes(e).Int64())
+		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: exp}, nil
+	case "EC":
+		var curve elliptic.Curve
+		switch j.Crv {
+		case "P-256":
+			curve = elliptic.P256()
+		case "P-384":
+			curve = elliptic.P384()
+		default:
+			return nil, fmt.Errorf("%w: curve %q", ErrUnsupportedKey, j.Crv)
+		}
+		x, err1 := dec(j.X)
+		y, err2 := dec(j.Y)
+		size := (curve.Params().BitSize + 7) / 8
+		if err1 != nil || err2 != nil || len(x) != size || len(y) != size {
+			return nil, fmt.Errorf("%w: malformed EC JWK", ErrUnsupportedKey)
+		}
+		point := append(append([]byte{4}, x...), y...)
+		return ecdsa.ParseUncompressedPublicKey(curve, point)
+	}
+	return nil, fmt.Errorf("%w: kty %q", ErrUnsupportedKey, j.Kty)
 }

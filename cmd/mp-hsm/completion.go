@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+)
+
+const bashCompletion = `# bash completion for mp-hsm; load with: source <(mp-hsm completion bash)
+_mp_hsm_complete() {
+  local cur opts
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  if [[ "$cur" == "-"* ]]; then
+    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
+  else
+    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+  fi
+  COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}
+complete -o bashdefault -o default -F _mp_hsm_complete mp-hsm
+`
+
+const zshCompletion = `#compdef mp-hsm
+# zsh completion for mp-hsm; load with: source <(mp-hsm completion zsh)
+_mp_hsm() {
+  local -a opts
+  local cur=${words[-1]}
+  if [[ "$cur" == "-"* ]]; then
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} "$cur" --generate-bash-completion 2>/dev/null)}")
+  else
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion 2>/dev/null)}")
+  fi
+  _describe 'values' opts
+}
+compdef _mp_hsm mp-hsm
+`
+
+func completionCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "completion",
+		Usage:     "print a shell completion script (bash, zsh or fish)",
+		UsageText: "source <(mp-hsm completion bash)",
+		ArgsUsage: "bash|zsh|fish",
+		Action: func(c *cli.Context) error {
+			switch c.Args().First() {
+			case "bash":
+				_, err := fmt.Fprint(e.stdout, bashCompletion)
+				return err
+			case "zsh":
+				_, err := fmt.Fprint(e.stdout, zshCompletion)
+				return err
+			case "fish":
+				s, err := c.App.ToFishCompletion()
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprint(e.stdout, s)
+				return err
+			}
+			return usagef("completion: name a shell: bash, zsh or fish")
+		},
+	}
+}

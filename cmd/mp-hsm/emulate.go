@@ -1,0 +1,130 @@
+package main
+
+import (
+	"crypto"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/grant/emulator"
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+func emulateCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "emulate",
+		Usage: "run a local Maskinporten emulator, as strict as the real one",
+		Description: "Serves the metadata document, /token, /jwks and an Altinn exchange on a loopback address\n" +
+			"until interrupted. It trusts the root certificates in --root for x5c grants and the JWKs in\n" +
+			"--jwks for kid grants, knows one client (--client-id, --org-number, --scope), and enforces\n" +
+			"Maskinporten's rules. It prints its metadata URL on stdout; use it as --well-known.\n" +
+			"--fail-next and --latency inject faults for testing clients.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "`HOST:PORT` to listen on (port 0: any free port)", EnvVars: []string{"MP_HSM_EMULATE_LISTEN"}},
+			&cli.StringSliceFlag{Name: "root", Usage: "PEM `FILE` of trusted root certificates for x5c (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_ROOT"}},
+			&cli.StringFlag{Name: "jwks", Usage: "JWK set `FILE` of keys registered on the client, for kid grants", EnvVars: []string{"MP_HSM_EMULATE_JWKS"}},
+			&cli.StringFlag{Name: "client-id", Usage: "the client `ID` the emulator knows", EnvVars: []string{"MP_HSM_CLIENT_ID", "MASKINPORTEN_CLIENT_ID"}},
+			&cli.StringFlag{Name: "org-number", Usage: "the client's organisation number `ORGNR` (must match the certificate)", EnvVars: []string{"MP_HSM_EMULATE_ORG_NUMBER"}},
+			&cli.StringSliceFlag{Name: "scope", Usage: "`SCOPE` the client may ask for (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_SCOPE"}},
+			&cli.StringSliceFlag{Name: "delegated-by", Usage: "`ORGNR` that delegated to the client (allowed consumer_org)"},
+			&cli.DurationFlag{Name: "token-lifetime", Value: 120 * time.Second, Usage: "lifetime of issued tokens"},
+			&cli.IntFlag{Name: "fail-next", Usage: "answer the next `N` token requests with --fail-status"},
+			&cli.IntFlag{Name: "fail-status", Value: 503, Usage: "HTTP `STATUS` for --fail-next"},
+			&cli.DurationFlag{Name: "latency", Usage: "add `DURATION` before every answer"},
+		},
+		Action: func(c *cli.Context) error { return e.emulate(c) },
+	}
+}
+
+func (e *env) emulate(c *cli.Context) error {
+	clientID, org := c.String("client-id"), c.String("org-number")
+	if clientID == "" || org == "" {
+		return usagef("the emulator needs --client-id and --org-number for the client it knows")
+	}
+	if len(org) != 9 || strings.Trim(org, "0123456789") != "" {
+		return usagef("--org-number %q: want 9 digits", org)
+	}
+	cfg := emulator.Config{TokenLifetime: c.Duration("token-lifetime"), Logf: func(f string, a ...any) { e.log.Info(fmt.Sprintf(f, a...)) }}
+	for _, f := range c.StringSlice("root") {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return usagef("--root: %v", err)
+		}
+		certs, err := signer.ReadCertificates(data)
+		if err != nil {
+			return usagef("--root %s: %v", f, err)
+		}
+		cfg.Roots = append(cfg.Roots, certs...)
+	}
+	client := emulator.Client{ID: clientID, OrgNumber: org, Scopes: c.StringSlice("scope"), DelegatedBy: c.StringSlice("delegated-by")}
+	if f := c.String("jwks"); f != "" {
+		keys, err := readJWKS(f)
+		if err != nil {
+			return usagef("--jwks %s: %v", f, err)
+		}
+		client.Keys = keys
+	}
+	if len(cfg.Roots) == 0 && len(client.Keys) == 0 {
+		return usagef("the emulator trusts nothing: give --root (for x5c grants) or --jwks (for kid grants)")
+	}
+	cfg.Clients = []emulator.Client{client}
+	srv := emulator.NewUnstartedServer(cfg)
+	if err := srv.StartOn(c.String("listen")); err != nil {
+		return usagef("--listen %s: %v", c.String("listen"), err)
+	}
+	defer srv.Close()
+	if n := c.Int("fail-next"); n > 0 {
+		srv.FailNext(n, c.Int("fail-status"))
+	}
+	if d := c.Duration("latency"); d > 0 {
+		srv.SetLatency(d)
+	}
+	fmt.Fprintln(e.stdout, srv.MetadataURL())
+	if f, ok := e.stdout.(*os.File); ok {
+		f.Sync()
+	}
+	e.log.Info("emulator running", "issuer", srv.Issuer(), "token_endpoint", srv.TokenURL())
+	<-c.Context.Done()
+	return nil
+}
+
+// readJWKS reads a JWK set (or a single JWK) of public keys, keyed by kid.
+func readJWKS(path string) (map[string]crypto.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &set); err != nil {
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	raws := set.Keys
+	if len(raws) == 0 {
+		raws = []json.RawMessage{data}
+	}
+	out := map[string]crypto.PublicKey{}
+	for _, raw := range raws {
+		var j signer.JWK
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return nil, err
+		}
+		pub, err := j.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		kid := j.Kid
+		if kid == "" {
+			if kid, err = signer.Thumbprint(pub); err != nil {
+				return nil, err
+			}
+		}
+		out[kid] = pub
+	}
+	return out, nil
+}

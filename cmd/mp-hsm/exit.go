@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+// exitCode maps an error to the contract's exit codes.
+func exitCode(err error) int {
+	var ce *codedError
+	var ue *usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.As(err, &ue),
+		errors.Is(err, hsm.ErrInvalidURI),
+		errors.Is(err, grant.ErrInvalidRequest),
+		errors.Is(err, grant.ErrInvalidConfig) && !errors.Is(err, grant.ErrEnvironmentMismatch):
+		return exitUsage
+	case errors.Is(err, grant.ErrRefused):
+		return exitRefused
+	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, grant.ErrBadResponse),
+		errors.Is(err, context.DeadlineExceeded):
+		return exitUnavailable
+	case isTokenProblem(err):
+		return exitToken
+	}
+	return exitInternal
+}
+
+// isTokenProblem reports errors about the module, token, key, PIN or
+// certificate.
+func isTokenProblem(err error) bool {
+	var he *hsm.Error
+	var pe *hsm.PINError
+	var se *hsm.SelectionError
+	var pf *pinFileError
+	return errors.As(err, &he) || errors.As(err, &pe) || errors.As(err, &se) || errors.As(err, &pf) ||
+		errors.Is(err, signer.ErrKeyTooSmall) || errors.Is(err, signer.ErrCertificateMismatch) ||
+		errors.Is(err, signer.ErrUnsupportedKey) || errors.Is(err, grant.ErrEnvironmentMismatch) ||
+		errors.Is(err, errNoPIN)
+}

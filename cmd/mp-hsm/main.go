@@ -1,0 +1,183 @@
+// Command mp-hsm gets Maskinporten access tokens with a key that never leaves
+// a smart card or HSM: it signs the JWT grant through PKCS#11, sends the
+// certificate chain from the card as x5c, and prints the token.
+//
+//	mp-hsm token --slot 0 --scope altinn:serviceowner
+//
+// See mp-hsm --help, README.md, and docs/ for the rest.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes, as the command-line contract fixes them.
+const (
+	exitOK          = 0
+	exitInternal    = 1
+	exitUsage       = 2
+	exitToken       = 3 // token, key or PIN problem
+	exitRefused     = 4 // Maskinporten refused the grant (4xx)
+	exitUnavailable = 5 // Maskinporten unreachable or failing, after retries
+)
+
+func main() {
+	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// env is what a command needs from the process, so that tests and the
+// daemon's reload can give their own.
+type env struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	log    *slog.Logger
+	getenv func(string) string
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv,
+		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	app := newApp(e)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	code := exitCode(err)
+	msg := err.Error()
+	if code == exitUsage && !strings.Contains(msg, "--help") {
+		msg += "\n(see mp-hsm --help)"
+	}
+	fmt.Fprintf(stderr, "mp-hsm: %s\n", msg)
+	return code
+}
+
+func newApp(e *env) *cli.App {
+	app := &cli.App{
+		Name:    "mp-hsm",
+		Usage:   "Maskinporten tokens signed by a key on a smart card or HSM (PKCS#11)",
+		Version: version(),
+		Description: "mp-hsm signs the Maskinporten JWT grant with a key that never leaves the card or HSM,\n" +
+			"sends the certificate chain read from the token as x5c (or a registered kid), and prints\n" +
+			"the access token. Every flag can also be set by the MP_HSM_* variable shown beside it.\n\n" +
+			"Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 token, key or PIN problem,\n" +
+			"4 Maskinporten refused the grant, 5 Maskinporten unreachable or failing after retries.",
+		Reader:               e.stdin,
+		Writer:               e.stdout,
+		ErrWriter:            e.stderr,
+		EnableBashCompletion: true,
+		Suggest:              true,
+		HideHelpCommand:      true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "`LEVEL` of diagnostics on stderr: debug, info, warn or error", EnvVars: []string{"MP_HSM_LOG_LEVEL"}},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT` of diagnostics: text or json", EnvVars: []string{"MP_HSM_LOG_FORMAT"}},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing on stderr but errors", EnvVars: []string{"MP_HSM_QUIET"}},
+		},
+		Before: func(c *cli.Context) error { return e.setupLogging(c) },
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageErr(err)
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // run maps errors to exit codes
+		Commands: []*cli.Command{
+			tokenCommand(e),
+			grantCommand(e),
+			listCommand(e),
+			jwkCommand(e),
+			inspectCommand(e),
+			doctorCommand(e),
+			emulateCommand(e),
+			serveCommand(e),
+			completionCommand(e),
+		},
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(e.stderr, "mp-hsm: no command %q (see mp-hsm --help)\n", name)
+			cli.OsExiter(exitUsage)
+		},
+	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = app.OnUsageError
+	}
+	return app
+}
+
+func (e *env) setupLogging(c *cli.Context) error {
+	var level slog.Level
+	switch strings.ToLower(c.String("log-level")) {
+	case "debug":
+		level = slog.LevelDebug
+	case "info":
+		level = slog.LevelInfo
+	case "warn", "warning", "":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	default:
+		return usageErr(fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level")))
+	}
+	if c.Bool("quiet") {
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.String("log-format") {
+	case "text", "":
+		e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
+	case "json":
+		e.log = slog.New(slog.NewJSONHandler(e.stderr, opts))
+	default:
+		return usageErr(fmt.Errorf("--log-format %q: use text or json", c.String("log-format")))
+	}
+	return nil
+}
+
+// usageError marks an error as bad usage or bad input (exit code 2).
+type usageError struct{ err error }
+
+func (u *usageError) Error() string { return u.err.Error() }
+func (u *usageError) Unwrap() error { return u.err }
+
+func usageErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &usageError{err}
+}
+
+func usagef(format string, args ...any) error { return usageErr(fmt.Errorf(format, args...)) }
+
+// codedError carries an explicit exit code.
+type codedError struct {
+	code int
+	err  error
+}
+
+func (c *codedError) Error() string { return c.err.Error() }
+func (c *codedError) Unwrap() error { return c.err }
+
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &codedError{code, err}
+}
+
+var errInterrupted = errors.New("interrupted")

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+// resolveEnvironment chooses the Maskinporten environment from --env,
+// --well-known, or --issuer with --token-endpoint; failing those, from the
+// certificate's issuing CA. A preset chosen by name is checked against the
+// certificate.
+func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
+	name, wk, iss, te := c.String("env"), c.String("well-known"), c.String("issuer"), c.String("token-endpoint")
+	given := 0
+	for _, v := range []bool{name != "", wk != "", iss != "" || te != ""} {
+		if v {
+			given++
+		}
+	}
+	if given > 1 {
+		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint")
+	}
+	var envr grant.Environment
+	var how string
+	switch {
+	case name != "":
+		var err error
+		envr, err = grant.EnvironmentByName(name)
+		if err != nil {
+			return envr, "", usagef("--env %q: use test or prod", name)
+		}
+		how = "--env " + envr.Name
+	case wk != "":
+		var err error
+		envr, err = grant.Discover(ctx, nil, wk)
+		if err != nil {
+			return envr, "", fmt.Errorf("--well-known %s: %w", wk, err)
+		}
+		how = "metadata " + wk
+	case iss != "" || te != "":
+		if iss == "" || te == "" {
+			return envr, "", usagef("--issuer and --token-endpoint go together")
+		}
+		envr = grant.Environment{Issuer: iss, TokenEndpoint: te}
+		how = "--issuer"
+	default:
+		if len(chain) == 0 {
+			return envr, "", usagef("no certificate to tell the environment from: give --env test or --env prod (or --well-known)")
+		}
+		n, err := grant.EnvironmentForCertificate(chain[0])
+		if err != nil {
+			return envr, "", usagef("cannot tell the environment from the certificate's issuer %q: give --env test or --env prod", chain[0].Issuer.CommonName)
+		}
+		envr, _ = grant.EnvironmentByName(n)
+		how = "certificate issued by " + chain[0].Issuer.CommonName
+	}
+	if x := c.String("altinn-exchange"); x != "" {
+		envr.AltinnExchange = x
+	}
+	if err := grant.CheckEnvironment(envr, chain); err != nil {
+		return envr, how, err
+	}
+	return envr, how, nil
+}
+
+// grantConfig builds the grant.Config for the key s and the flags.
+func (e *env) grantConfig(ctx context.Context, c *cli.Context, s signer.Signer) (*grant.Config, error) {
+	clientID := strings.TrimSpace(c.String("client-id"))
+	if clientID == "" {
+		return nil, usagef("missing --client-id (or MP_HSM_CLIENT_ID): the Maskinporten client the grant is for")
+	}
+	envr, how, err := e.resolveEnvironment(ctx, c, s.Chain())
+	if err != nil {
+		return nil, err
+	}
+	e.log.Debug("Maskinporten environment", "issuer", envr.Issuer, "token_endpoint", envr.TokenEndpoint, "from", how)
+	kid := c.String("kid")
+	if kid == "" && len(s.Chain()) == 0 {
+		return nil, withCode(exitToken, errors.New("the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate"))
+	}
+	cfg := &grant.Config{
+		ClientID:      clientID,
+		Signer:        s,
+		Algorithm:     c.String("alg"),
+		KeyID:         kid,
+		Environment:   envr,
+		AllowInsecure: c.Bool("allow-insecure"),
+		Logger:        e.log,
+	}
+	return cfg, nil
+}
+
+// request builds the grant.Request from the request flags.
+func requestFromFlags(c *cli.Context) (grant.Request, error) {
+	req := grant.Request{
+		Scopes:        c.StringSlice("scope"),
+		Resources:     c.StringSlice("resource"),
+		ConsumerOrg:   c.String("consumer-org"),
+		OnBehalfOf:    c.String("on-behalf-of"),
+		PID:           c.String("pid"),
+		SystemUserOrg: c.String("system-user-org"),
+		Lifetime:      c.Duration("lifetime"),
+	}
+	if len(req.Scopes) == 0 {
+		return req, usagef("missing --scope (or MP_HSM_SCOPE): the scopes to ask Maskinporten for")
+	}
+	if c.IsSet("lifetime") && (req.Lifetime < grant.MinLifetime || req.Lifetime > grant.MaxLifetime) {
+		return req, usagef("--lifetime %s: the grant lifetime must be from %s to %s", req.Lifetime, grant.MinLifetime, grant.MaxLifetime)
+	}
+	if err := req.Validate(); err != nil {
+		return req, err
+	}
+	return req, nil
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+func outputFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
+}
+
+func tokenCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "token",
+		Usage:     "get a Maskinporten access token and print it",
+		UsageText: "mp-hsm token --slot 0 --client-id ID --scope SCOPE [--output token|json|header] [--altinn]",
+		Description: "Signs a grant with the key on the token, sends it to Maskinporten and prints the access token\n" +
+			"alone on stdout, so that $(mp-hsm token ...) works. --output json prints the token response\n" +
+			"with expires_at; --output header prints 'Authorization: Bearer <token>'. --altinn exchanges\n" +
+			"the Maskinporten token for an Altinn token and prints that instead.",
+		Flags: concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{
+			outputFlag("`FORMAT`: token, json or header"),
+			&cli.BoolFlag{Category: catOut, Name: "altinn", Usage: "exchange the token for an Altinn token", EnvVars: []string{"MP_HSM_ALTINN"}},
+		}),
+		Action: func(c *cli.Context) error { return e.token(c) },
+	}
+}
+
+func checkOutput(c *cli.Context, allowed ...string) (string, error) {
+	o := c.String("output")
+	for _, a := range allowed {
+		if o == a {
+			return o, nil
+		}
+	}
+	return "", usagef("--output %q: use one of %v", o, allowed)
+}
+
+func (e *env) token(c *cli.Context) error {
+	out, err := checkOutput(c, "token", "json", "header")
+	if err != nil {
+		return err
+	}
+	req, err := requestFromFlags(c)
+	if err != nil {
+		return err
+	}
+	s, _, err := e.openSigner(c)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	cfg, err := e.grantConfig(ctx, c, s)
+	if err != nil {
+		return err
+	}
+	tok, err := cfg.Exchange(ctx, req)
+	if err != nil {
+		return err
+	}
+	e.log.Info("got a Maskinporten token", "token", tok)
+	if c.Bool("altinn") {
+		if cfg.Environment.AltinnExchange == "" {
+			return usagef("--altinn: this environment has no Altinn exchange URL; give --altinn-exchange")
+		}
+		tok, err = cfg.AltinnToken(ctx, tok.AccessToken)
+		if err != nil {
+			return fmt.Errorf("Altinn exchange: %w", err)
+		}
+	}
+	return e.printToken(out, tok)
+}
+
+// tokenJSON is Maskinporten's token response plus expires_at.
+type tokenJSON struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+	Scope       string `json:"scope,omitempty"`
+	ExpiresAt   string `json:"expires_at"`
+}
+
+func (e *env) printToken(out string, tok *grant.Token) error {
+	switch out {
+	case "json":
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(tokenJSON{
+			AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresIn: tok.ExpiresIn,
+			Scope: tok.Scope, ExpiresAt: tok.Expiry.UTC().Format(time.RFC3339),
+		})
+	case "header":
+		_, err := fmt.Fprintf(e.stdout, "Authorization: Bearer %s\n", tok.AccessToken)
+		return err
+	}
+	_, err := fmt.Fprintln(e.stdout, tok.AccessToken)
+	return err
+}
+
+func grantCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "grant",
+		Usage:     "print a signed JWT grant, without any network call",
+		UsageText: "mp-hsm grant --slot 0 --client-id ID --scope SCOPE --env test",
+		Description: "Signs a grant exactly as 'mp-hsm token' would and prints it on stdout. Nothing is sent.\n" +
+			"A grant can be used once and lives --lifetime (default 60s). With --well-known the metadata\n" +
+			"is fetched to learn the issuer.",
+		Flags:  concat(keyFlags(), mpFlags(), requestFlags()),
+		Action: func(c *cli.Context) error { return e.grant(c) },
+	}
+}
+
+func (e *env) grant(c *cli.Context) error {
+	req, err := requestFromFlags(c)
+	if err != nil {
+		return err
+	}
+	s, _, err := e.openSigner(c)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	cfg, err := e.grantConfig(ctx, c, s)
+	if err != nil {
+		return err
+	}
+	g, err := cfg.Grant(req)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(e.stdout, g)
+	return err
+}
