@@ -21,4 +21,9 @@ test: deps
 	$(GO) test -race -count=1 -timeout 9m ./...
 
 clean:
-	rm -rf mp-hsm .demo
+	rm -rf mp-hsm bin .demo
+
+# The main job on an embedded default: a SoftHSM2 token in .demo/ and the
+# local emulator. Finishes in well under a minute.
+demo: deps
+	./scripts/demo.sh
