@@ -475,3 +475,50 @@ func TestUseAfterClose(t *testing.T) {
 		t.Fatalf("Sign after Close = %v, want ErrClosed", err)
 	}
 }
+
+func TestSelectionByURI(t *testing.T) {
+	tok, _ := cardLike(t)
+	m, err := hsm.Open(tok.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, tc := range []struct {
+		uri       string
+		wantLabel string
+		wantErr   error
+	}{
+		{"pkcs11:token=" + tok.Label + ";id=%02", "Signing", nil},
+		{"pkcs11:serial=" + tok.Serial + ";object=Authentication;type=private", "Authentication", nil},
+		{"pkcs11:token=" + tok.Label + ";type=cert", "Authentication", nil}, // no key named: the default
+		{"pkcs11:token=" + tok.Label + ";id=%09", "", hsm.ErrKeyNotFound},
+		{"pkcs11:token=no-such-token", "", hsm.ErrTokenNotFound},
+		{"pkcs11:token=" + tok.Label + ";type=secret-key", "", hsm.ErrInvalidURI},
+	} {
+		t.Run(tc.uri, func(t *testing.T) {
+			u, err := hsm.ParseURI(tc.uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts, ks, err := u.Selectors()
+			if err == nil {
+				var slot hsm.Slot
+				if slot, err = m.FindSlot(ts); err == nil {
+					var ht *hsm.Token
+					if ht, err = m.OpenToken(slot.ID, hsm.TokenOptions{}); err == nil {
+						defer ht.Close()
+						if err = ht.Login(hsm.StaticPIN([]byte(tok.PIN)), hsm.LoginOptions{}); err == nil {
+							var k *hsm.Key
+							if k, err = ht.FindKey(ks); err == nil && k.Label != tc.wantLabel {
+								t.Fatalf("URI chose key %v, want %q", k, tc.wantLabel)
+							}
+						}
+					}
+				}
+			}
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+}

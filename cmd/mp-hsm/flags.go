@@ -102,14 +102,12 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		if u.HasPIN() && e.getenv("MP_HSM_KEY") != raw {
 			return nil, usagef("--key: a pin-value on the command line would be visible to every user of this machine (ps, shell history); put the PIN in MP_HSM_PIN or a file given by --pin-file")
 		}
-		switch u.Type {
-		case "", "private", "cert", "public":
-		default:
-			return nil, usagef("--key: type=%s cannot name a signing key; use type=private (or leave type out)", u.Type)
+		ts, kso, err := u.Selectors()
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
 		ks.uri = u
-		cfg.Token = hsm.TokenSelector{SlotID: u.SlotID, Label: u.Token, Serial: u.Serial, Manufacturer: u.Manufacturer, Model: u.Model}
-		cfg.Key = hsm.KeySelector{ID: u.ID, Label: u.Object}
+		cfg.Token, cfg.Key = ts, kso
 		if u.ModulePath != "" {
 			cfg.Module, ks.moduleSource = u.ModulePath, "uri"
 		}
