@@ -1,0 +1,321 @@
+package grant
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Environment names the endpoints of one Maskinporten environment.
+type Environment struct {
+	// Name is "test" or "prod" for the presets, and empty for others.
+	Name string
+	// Issuer is Maskinporten's issuer identifier, sent as the grant's aud
+	// claim exactly as written, trailing slash included.
+	Issuer string
+	// TokenEndpoint is the URL grants are posted to.
+	TokenEndpoint string
+	// AltinnExchange is the URL of Altinn's token exchange for this
+	// environment, or empty if there is none.
+	AltinnExchange string
+}
+
+// The public Maskinporten environments.
+var (
+	// Test is Maskinporten's test environment, paired with Altinn's tt02.
+	Test = Environment{
+		Name:           "test",
+		Issuer:         "https://test.maskinporten.no/",
+		TokenEndpoint:  "https://test.maskinporten.no/token",
+		AltinnExchange: "https://platform.tt02.altinn.no/authentication/api/v1/exchange/maskinporten",
+	}
+	// Prod is Maskinporten's production environment.
+	Prod = Environment{
+		Name:           "prod",
+		Issuer:         "https://maskinporten.no/",
+		TokenEndpoint:  "https://maskinporten.no/token",
+		AltinnExchange: "https://platform.altinn.no/authentication/api/v1/exchange/maskinporten",
+	}
+)
+
+// EnvironmentByName returns the preset named "test" or "prod" (case is
+// ignored), or a *ConfigError.
+func EnvironmentByName(name string) (Environment, error) {
+	switch strings.ToLower(name) {
+	case "test":
+		return Test, nil
+	case "prod":
+		return Prod, nil
+	}
+	return Environment{}, &ConfigError{Field: "Environment", Value: name, Reason: `unknown environment: want "test" or "prod"`}
+}
+
+// presetName returns "test" or "prod" for an environment that uses a
+// preset's issuer, or its Name.
+func (e Environment) presetName() string {
+	switch e.Issuer {
+	case Test.Issuer:
+		return "test"
+	case Prod.Issuer:
+		return "prod"
+	}
+	return e.Name
+}
+
+// validate checks that the issuer and the endpoints are usable URLs.
+func (e Environment) validate(allowInsecure bool) error {
+	if err := checkEndpoint("Environment.Issuer", e.Issuer, allowInsecure); err != nil {
+		return err
+	}
+	if err := checkEndpoint("Environment.TokenEndpoint", e.TokenEndpoint, allowInsecure); err != nil {
+		return err
+	}
+	if e.AltinnExchange != "" {
+		if err := checkEndpoint("Environment.AltinnExchange", e.AltinnExchange, allowInsecure); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkEndpoint requires an absolute https URL with a host; http is allowed
+// for loopback hosts, or for any host if allowInsecure is set.
+func checkEndpoint(field, raw string, allowInsecure bool) error {
+	if raw == "" {
+		return &ConfigError{Field: field, Reason: "missing"}
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return &ConfigError{Field: field, Value: raw, Reason: "not a URL", Err: err}
+	}
+	if !u.IsAbs() || u.Host == "" || u.Opaque != "" {
+		return &ConfigError{Field: field, Value: raw, Reason: "not an absolute URL"}
+	}
+	if u.User != nil {
+		return &ConfigError{Field: field, Value: raw, Reason: "credentials in a URL are not allowed"}
+	}
+	if u.Fragment != "" {
+		return &ConfigError{Field: field, Value: raw, Reason: "a fragment is not allowed"}
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if allowInsecure || isLoopback(u.Hostname()) {
+			return nil
+		}
+		return &ConfigError{Field: field, Value: raw, Reason: "http is allowed only for loopback hosts unless insecure endpoints are allowed; use https"}
+	}
+	return &ConfigError{Field: field, Value: raw, Reason: "scheme must be https"}
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Discover fetches the authorization server metadata (RFC 8414) at
+// metadataURL and returns the Environment it describes. If client is nil, a
+// client with a 30-second timeout is used.
+//
+// The metadata must hold issuer and token_endpoint; if the issuer is a
+// preset's, Name and AltinnExchange are taken from the preset. metadataURL
+// and the endpoints must be https, or http on a loopback host; use Metadata
+// with AllowInsecure to relax this.
+func Discover(ctx context.Context, client *http.Client, metadataURL string) (Environment, error) {
+	return discover(ctx, client, metadataURL, false)
+}
+
+const maxBody = 1 << 20 // the largest response body read
+
+func discover(ctx context.Context, client *http.Client, metadataURL string, allowInsecure bool) (Environment, error) {
+	if err := checkEndpoint("metadata URL", metadataURL, allowInsecure); err != nil {
+		return Environment{}, err
+	}
+	if client == nil {
+		client = defaultHTTPClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metadataURL, nil)
+	if err != nil {
+		return Environment{}, &ConfigError{Field: "metadata URL", Value: metadataURL, Reason: "cannot build request", Err: err}
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return Environment{}, &unavailableError{url: metadataURL, attempts: 1, err: err}
+	}
+	defer resp.Body.Close()
+	body, err := readBody(resp)
+	if err != nil {
+		return Environment{}, err
+	}
+	if err := checkStatus(&answer{url: metadataURL, status: resp.StatusCode, body: body, attempts: 1}); err != nil {
+		return Environment{}, err
+	}
+	var m struct {
+		Issuer        string `json:"issuer"`
+		TokenEndpoint string `json:"token_endpoint"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "metadata is not a JSON object", Err: err}
+	}
+	if m.Issuer == "" {
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "metadata has no issuer"}
+	}
+	if m.TokenEndpoint == "" {
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "metadata has no token_endpoint"}
+	}
+	env := Environment{Issuer: m.Issuer, TokenEndpoint: m.TokenEndpoint}
+	switch m.Issuer {
+	case Test.Issuer:
+		env.Name, env.AltinnExchange = Test.Name, Test.AltinnExchange
+	case Prod.Issuer:
+		env.Name, env.AltinnExchange = Prod.Name, Prod.AltinnExchange
+	}
+	if err := env.validate(allowInsecure); err != nil {
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "metadata holds an unusable endpoint", Err: err}
+	}
+	return env, nil
+}
+
+// readBody reads at most maxBody bytes of resp's body.
+func readBody(resp *http.Response) ([]byte, error) {
+	body, err := readLimited(resp.Body)
+	if err == errTooLarge {
+		return nil, &ResponseError{URL: resp.Request.URL.String(), StatusCode: resp.StatusCode, Reason: "body larger than 1 MiB"}
+	}
+	if err != nil {
+		return nil, &unavailableError{url: resp.Request.URL.String(), attempts: 1, err: fmt.Errorf("reading body: %w", err)}
+	}
+	return body, nil
+}
+
+// Metadata caches the Environment discovered at URL. If a refetch fails, it
+// keeps serving the last good copy and logs a warning. A Metadata must not
+// be copied after first use; its methods are safe for concurrent use.
+type Metadata struct {
+	// URL is the metadata URL, such as
+	// https://maskinporten.no/.well-known/oauth-authorization-server.
+	URL string
+	// HTTPClient is used for fetching. If nil, a client with a 30-second
+	// timeout is used.
+	HTTPClient *http.Client
+	// AllowInsecure allows http URLs for hosts that are not loopback.
+	AllowInsecure bool
+	// MaxAge is how long a fetched copy is used before refetching. If zero,
+	// 24 hours.
+	MaxAge time.Duration
+	// RetryAfter is how long to wait after a failed refetch before the next
+	// try, serving the last good copy meanwhile. If zero, one minute.
+	RetryAfter time.Duration
+	// Logger receives a warning when a stale copy is served. If nil,
+	// nothing is logged.
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	env     Environment
+	have    bool
+	nextTry time.Time
+	now     func() time.Time // for tests; nil means time.Now
+}
+
+// Environment returns the cached Environment, fetching it first if there is
+// none or the copy is older than MaxAge. An error is returned only if no
+// copy was ever fetched.
+func (m *Metadata) Environment(ctx context.Context) (Environment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now
+	if m.now != nil {
+		now = m.now
+	}
+	t := now()
+	if m.have && t.Before(m.nextTry) {
+		return m.env, nil
+	}
+	env, err := discover(ctx, m.HTTPClient, m.URL, m.AllowInsecure)
+	if err != nil {
+		if !m.have {
+			return Environment{}, err
+		}
+		m.nextTry = t.Add(orDefault(m.RetryAfter, time.Minute))
+		if m.Logger != nil {
+			m.Logger.WarnContext(ctx, "metadata refetch failed; using the last good copy", "url", m.URL, "error", err)
+		}
+		return m.env, nil
+	}
+	m.env, m.have = env, true
+	m.nextTry = t.Add(orDefault(m.MaxAge, 24*time.Hour))
+	return env, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Issuing CAs of Norwegian enterprise certificates (subject CN), by the
+// Maskinporten environment they are accepted in.
+var issuingCAs = map[string]string{
+	"Buypass Class 3 Test4 CA 1":                           "test",
+	"Buypass Class 3 Test4 CA 3":                           "test",
+	"Buypass Class 3 Test4 CA G2 HT Business":              "test",
+	"Buypass Class 3 Test4 CA G2 ST Business":              "test",
+	"Commfides CPN Enterprise-Norwegian SHA256 CA - TEST":  "test",
+	"Commfides CPN Enterprise-Norwegian SHA256 CA - TEST2": "test",
+	"Commfides Legal Person - G3 - TEST":                   "test",
+
+	"Buypass Class 3 CA 1":              "prod",
+	"Buypass Class 3 CA 3":              "prod",
+	"Buypass Class 3 CA G2 HT Business": "prod",
+	"Buypass Class 3 CA G2 ST Business": "prod",
+	"CPN Enterprise SHA256 CLASS 3":     "prod",
+	"Commfides Legal Person - G3":       "prod",
+}
+
+// EnvironmentForCertificate tells from the issuing CA of an enterprise
+// certificate (Buypass or Commfides) which environment accepts it: "test"
+// or "prod". For any other issuer it returns an error matching
+// ErrUnknownIssuer.
+func EnvironmentForCertificate(cert *x509.Certificate) (string, error) {
+	if cert == nil {
+		return "", fmt.Errorf("%w: no certificate", ErrUnknownIssuer)
+	}
+	if env, ok := issuingCAs[cert.Issuer.CommonName]; ok {
+		return env, nil
+	}
+	return "", fmt.Errorf("%w: %q", ErrUnknownIssuer, cert.Issuer.CommonName)
+}
+
+// CheckEnvironment refuses a test certificate for the production
+// environment and a production certificate for the test environment, with
+// an *EnvironmentMismatchError. It accepts everything it cannot judge: an
+// empty chain, a certificate from an unknown CA, or an environment that is
+// neither test nor prod.
+func CheckEnvironment(env Environment, chain []*x509.Certificate) error {
+	if len(chain) == 0 {
+		return nil
+	}
+	want := env.presetName()
+	if want != "test" && want != "prod" {
+		return nil
+	}
+	got, err := EnvironmentForCertificate(chain[0])
+	if err != nil || got == want {
+		return nil
+	}
+	return &EnvironmentMismatchError{Environment: want, CertificateEnvironment: got, Issuer: chain[0].Issuer.CommonName}
+}

@@ -1,0 +1,242 @@
+package grant
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Every error returned by this package matches at most one
+// of ErrInvalidRequest, ErrInvalidConfig, ErrRefused, ErrUnavailable and
+// ErrBadResponse under errors.Is, so a caller can map it to an outcome:
+//
+//   - ErrInvalidRequest, ErrInvalidConfig: fix the input; nothing was sent.
+//   - ErrRefused: the server answered 4xx; retrying will not help.
+//   - ErrUnavailable: network failure, timeout or 5xx after the retries.
+//   - ErrBadResponse: the server answered 2xx with something unusable.
+var (
+	// ErrInvalidRequest is matched by a *ValidationError.
+	ErrInvalidRequest = errors.New("grant: invalid request")
+
+	// ErrInvalidConfig is matched by a *ConfigError and by an
+	// *EnvironmentMismatchError.
+	ErrInvalidConfig = errors.New("grant: invalid configuration")
+
+	// ErrRefused is matched by a *TokenError for an HTTP 4xx answer.
+	ErrRefused = errors.New("grant: request refused")
+
+	// ErrUnavailable is matched by a *TokenError for an HTTP 5xx answer and
+	// by errors for network failures and timeouts, after the retries.
+	ErrUnavailable = errors.New("grant: server unavailable")
+
+	// ErrBadResponse is matched by a *ResponseError.
+	ErrBadResponse = errors.New("grant: bad response")
+
+	// ErrUnknownIssuer is returned by EnvironmentForCertificate for a
+	// certificate from a CA that is not a known Buypass or Commfides CA.
+	ErrUnknownIssuer = errors.New("grant: unknown certificate issuer")
+
+	// ErrEnvironmentMismatch is matched by an *EnvironmentMismatchError.
+	ErrEnvironmentMismatch = errors.New("grant: certificate does not belong to the environment")
+)
+
+// ValidationError reports a Request field that cannot be sent.
+//
+// Value is the offending value as given, except that a personal
+// identification number is masked beyond its first six digits.
+type ValidationError struct {
+	Field  string // the claim name: "scope", "resource", "consumer_org", "pid", ...
+	Value  string // the offending value, masked if it is a pid
+	Reason string // why it cannot be sent
+}
+
+// Error returns a one-line message.
+func (e *ValidationError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("grant: invalid %s: %s", e.Field, e.Reason)
+	}
+	return fmt.Sprintf("grant: invalid %s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+// Is reports whether target is ErrInvalidRequest.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidRequest }
+
+// ConfigError reports a Config or Environment field that cannot be used.
+type ConfigError struct {
+	Field  string // the Go field name, such as "ClientID" or "Environment.TokenEndpoint"
+	Value  string // the offending value, if any
+	Reason string // why it cannot be used
+	Err    error  // the underlying error, if any
+}
+
+// Error returns a one-line message.
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("grant: invalid ")
+	b.WriteString(e.Field)
+	if e.Value != "" {
+		fmt.Fprintf(&b, " %q", e.Value)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Reason)
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// Unwrap returns the underlying error.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// EnvironmentMismatchError reports a certificate issued for one environment
+// used against the other: Maskinporten refuses production certificates in
+// test and test certificates in production.
+type EnvironmentMismatchError struct {
+	Environment            string // the environment asked for: "test" or "prod"
+	CertificateEnvironment string // the environment of the certificate's issuer
+	Issuer                 string // the issuing CA's common name
+}
+
+// Error returns a one-line message naming both environments.
+func (e *EnvironmentMismatchError) Error() string {
+	return fmt.Sprintf("grant: the certificate is a %s certificate (issued by %q) but the environment is %s; Maskinporten %s accepts only %s certificates",
+		e.CertificateEnvironment, e.Issuer, e.Environment, e.Environment, e.Environment)
+}
+
+// Is reports whether target is ErrEnvironmentMismatch or ErrInvalidConfig.
+func (e *EnvironmentMismatchError) Is(target error) bool {
+	return target == ErrEnvironmentMismatch || target == ErrInvalidConfig
+}
+
+// TokenError is an error answer from Maskinporten's token endpoint or from
+// Altinn's exchange endpoint.
+//
+// It matches ErrRefused for a 4xx status and ErrUnavailable for a 5xx status.
+type TokenError struct {
+	// URL is the endpoint that answered.
+	URL string
+	// StatusCode is the HTTP status code.
+	StatusCode int
+	// Code is the OAuth 2 "error" field, such as "invalid_grant".
+	Code string
+	// Description is the "error_description" field, or a short excerpt of a
+	// body that was not an OAuth 2 error object.
+	Description string
+	// ErrorURI is the "error_uri" field, if any.
+	ErrorURI string
+	// MPCode is Maskinporten's error code, such as "MP-124", found in
+	// Description or ErrorURI, or empty.
+	MPCode string
+	// Hint tells the user what usually fixes this error, or is empty.
+	Hint string
+	// Skew is the server's clock minus the local clock, read from the
+	// response's Date header. It is zero unless it exceeds five seconds.
+	Skew time.Duration
+	// Attempts is the number of requests made, at least 1.
+	Attempts int
+}
+
+// Error returns a one-line message with the hint, if any. It never holds a
+// grant or a token.
+func (e *TokenError) Error() string {
+	var b strings.Builder
+	if e.StatusCode >= 500 {
+		fmt.Fprintf(&b, "grant: %s unavailable: HTTP %d", e.URL, e.StatusCode)
+	} else {
+		fmt.Fprintf(&b, "grant: %s refused the request: HTTP %d", e.URL, e.StatusCode)
+	}
+	if e.Code != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Code)
+	}
+	if e.Description != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Description)
+	}
+	if e.MPCode != "" && !strings.Contains(e.Description, e.MPCode) {
+		fmt.Fprintf(&b, " (%s)", e.MPCode)
+	}
+	if e.Attempts > 1 {
+		fmt.Fprintf(&b, " (after %d attempts)", e.Attempts)
+	}
+	if e.Skew != 0 {
+		fmt.Fprintf(&b, "; clock skew: the server's clock is %s %s the local clock", absDuration(e.Skew), aheadBehind(e.Skew))
+	}
+	if e.Hint != "" {
+		b.WriteString("; hint: ")
+		b.WriteString(e.Hint)
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrRefused (4xx) or ErrUnavailable (5xx).
+func (e *TokenError) Is(target error) bool {
+	switch target {
+	case ErrRefused:
+		return e.StatusCode >= 400 && e.StatusCode < 500
+	case ErrUnavailable:
+		return e.StatusCode >= 500
+	}
+	return false
+}
+
+// ResponseError reports a successful HTTP answer whose body cannot be used:
+// not JSON, no access_token, a non-positive expires_in, too large, or (for
+// discovery) metadata without issuer or token_endpoint.
+type ResponseError struct {
+	URL        string // the endpoint that answered
+	StatusCode int    // the HTTP status code
+	Reason     string // what is wrong with the body
+	Err        error  // the underlying error, if any
+}
+
+// Error returns a one-line message.
+func (e *ResponseError) Error() string {
+	s := fmt.Sprintf("grant: bad response from %s (HTTP %d): %s", e.URL, e.StatusCode, e.Reason)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Is reports whether target is ErrBadResponse.
+func (e *ResponseError) Is(target error) bool { return target == ErrBadResponse }
+
+// Unwrap returns the underlying error.
+func (e *ResponseError) Unwrap() error { return e.Err }
+
+// unavailableError wraps a network failure or timeout.
+type unavailableError struct {
+	url      string
+	attempts int
+	err      error
+}
+
+func (e *unavailableError) Error() string {
+	if e.attempts > 1 {
+		return fmt.Sprintf("grant: %s unavailable after %d attempts: %v", e.url, e.attempts, e.err)
+	}
+	return fmt.Sprintf("grant: %s unavailable: %v", e.url, e.err)
+}
+
+func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
+func (e *unavailableError) Unwrap() error        { return e.err }
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+func aheadBehind(d time.Duration) string {
+	if d < 0 {
+		return "behind"
+	}
+	return "ahead of"
+}

@@ -1,0 +1,237 @@
+package grant
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// GrantType is the OAuth 2 grant_type of a JWT bearer grant (RFC 7523).
+const GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+// Token is an access token from Maskinporten or Altinn.
+type Token struct {
+	// AccessToken is the token. It is opaque: do not parse it.
+	AccessToken string
+	// TokenType is "Bearer".
+	TokenType string
+	// Scope is the scopes granted, separated by spaces, as the server
+	// reported them. It is informational.
+	Scope string
+	// ExpiresIn is the lifetime in seconds the server gave.
+	ExpiresIn int
+	// Expiry is the local time at which the request that got the token was
+	// started, plus ExpiresIn: a little early, never late.
+	Expiry time.Time
+}
+
+// OAuth2 returns the token as an *oauth2.Token.
+func (t *Token) OAuth2() *oauth2.Token {
+	return &oauth2.Token{
+		AccessToken: t.AccessToken,
+		TokenType:   t.TokenType,
+		Expiry:      t.Expiry,
+		ExpiresIn:   int64(t.ExpiresIn),
+	}
+}
+
+// LogValue implements slog.LogValuer: it logs everything but the token.
+func (t *Token) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("token_type", t.TokenType),
+		slog.String("scope", t.Scope),
+		slog.Int("expires_in", t.ExpiresIn),
+		slog.Time("expiry", t.Expiry),
+	)
+}
+
+// Exchange gets a new access token for req from the environment's token
+// endpoint, without a cache (see TokenSource for one).
+//
+// req and c are checked first; if either is invalid, nothing is sent and
+// the error matches ErrInvalidRequest or ErrInvalidConfig. Network errors
+// and 5xx answers are retried, at most three attempts in all, with a
+// backoff and within ctx's deadline; every attempt signs a new grant. A 4xx
+// answer is not retried: it gives a *TokenError matching ErrRefused, with a
+// hint for Maskinporten's known error codes.
+func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
+	n, err := req.normalize()
+	if err != nil {
+		return nil, err
+	}
+	k, err := c.prepare()
+	if err != nil {
+		return nil, err
+	}
+	return c.exchange(ctx, k, n)
+}
+
+func (c *Config) exchange(ctx context.Context, k *keyInfo, n *normRequest) (*Token, error) {
+	endpoint := c.Environment.TokenEndpoint
+	log := c.logger()
+	a, err := c.send(ctx, endpoint, func() (*http.Request, error) {
+		g, jti, err := c.grant(k, n)
+		if err != nil {
+			return nil, err
+		}
+		log.DebugContext(ctx, "maskinporten token request", "url", endpoint, "client_id", c.ClientID, "scope", n.scope, "jti", jti)
+		body := url.Values{"grant_type": {GrantType}, "assertion": {g}}.Encode()
+		r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(body))
+		if err != nil {
+			return nil, &ConfigError{Field: "Environment.TokenEndpoint", Value: endpoint, Reason: "cannot build a request", Err: err}
+		}
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("Accept", "application/json")
+		return r, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStatus(a); err != nil {
+		return nil, err
+	}
+	var resp struct {
+		AccessToken string      `json:"access_token"`
+		TokenType   string      `json:"token_type"`
+		ExpiresIn   json.Number `json:"expires_in"`
+		Scope       string      `json:"scope"`
+	}
+	if err := json.Unmarshal(a.body, &resp); err != nil {
+		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "token response is not a JSON object", Err: err}
+	}
+	if resp.AccessToken == "" {
+		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "token response has no access_token"}
+	}
+	if resp.TokenType == "" {
+		resp.TokenType = "Bearer"
+	}
+	if !strings.EqualFold(resp.TokenType, "Bearer") {
+		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "token_type " + strconv.Quote(resp.TokenType) + " is not Bearer"}
+	}
+	exp, err := strconv.ParseInt(resp.ExpiresIn.String(), 10, 32)
+	if err != nil || exp <= 0 {
+		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "expires_in " + strconv.Quote(resp.ExpiresIn.String()) + " is not a positive integer"}
+	}
+	t := &Token{
+		AccessToken: resp.AccessToken,
+		TokenType:   "Bearer",
+		Scope:       resp.Scope,
+		ExpiresIn:   int(exp),
+		Expiry:      a.start.Add(time.Duration(exp) * time.Second),
+	}
+	log.DebugContext(ctx, "maskinporten token issued", "token", t, "attempts", a.attempts)
+	return t, nil
+}
+
+// checkStatus returns a *TokenError for a 4xx answer and a *ResponseError
+// for any other answer that is not 2xx.
+func checkStatus(a *answer) error {
+	switch {
+	case a.status >= 400:
+		return tokenError(a)
+	case a.status < 200 || a.status > 299:
+		return &ResponseError{URL: a.url, StatusCode: a.status, Reason: "unexpected HTTP status " + strconv.Itoa(a.status) + " " + http.StatusText(a.status)}
+	}
+	return nil
+}
+
+// tokenError makes a *TokenError from an error answer. The body may be an
+// OAuth 2 error object, Altinn's problem details, or anything else.
+func tokenError(a *answer) *TokenError {
+	e := &TokenError{URL: a.url, StatusCode: a.status, Skew: a.skew, Attempts: a.attempts}
+	var body struct {
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description"`
+		ErrorURI         string `json:"error_uri"`
+		Title            string `json:"title"`
+		Detail           string `json:"detail"`
+	}
+	if json.Unmarshal(a.body, &body) == nil {
+		e.Code = oneLine(body.Error)
+		e.Description = oneLine(body.ErrorDescription)
+		e.ErrorURI = oneLine(body.ErrorURI)
+		if e.Code == "" && e.Description == "" {
+			e.Description = oneLine(strings.TrimSpace(body.Title + " " + body.Detail))
+		}
+	} else {
+		e.Description = excerpt(a.body)
+	}
+	// The code may be in the description or only in error_uri, such as
+	// https://maskinporten.no/errors/MP-121.
+	for _, s := range []string{e.Description, e.ErrorURI, e.Code} {
+		if e.MPCode = mpCode(s); e.MPCode != "" {
+			break
+		}
+	}
+	e.Hint = hint(e)
+	return e
+}
+
+func oneLine(s string) string {
+	if len(s) > 500 {
+		s = s[:500] + "..."
+	}
+	return excerpt([]byte(s))
+}
+
+// mpCode returns the first "MP-" followed by digits in s, or "".
+func mpCode(s string) string {
+	for {
+		i := strings.Index(s, "MP-")
+		if i < 0 {
+			return ""
+		}
+		j := i + 3
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+		if j > i+3 {
+			return s[i:j]
+		}
+		s = s[j:]
+	}
+}
+
+// mpHints maps Maskinporten's error codes to advice.
+var mpHints = map[string]string{
+	"MP-100": "the client was not found or could not be authenticated: check the client id and the environment (test or prod)",
+	"MP-110": "aud must be the environment's issuer, trailing slash included (such as https://maskinporten.no/)",
+	"MP-120": "the certificate or key is not valid for this client: renew it and register it again",
+	"MP-121": "the key or certificate has expired (keys live a year): renew it and register it again",
+	"MP-122": "the certificate's organisation number is not the client's organisation: this is the wrong certificate for this client",
+	"MP-123": "x5c must be an array of standard-base64 DER certificates, leaf first",
+	"MP-124": "the signature is invalid: the key does not match the certificate or the registered key, or the alg is wrong",
+	"MP-130": "the grant has expired: check the local clock (NTP) and the grant lifetime",
+	"MP-012": "the grant was used before: every request needs a new grant with a new jti",
+	"MP-200": "the scope is not registered on this client: apply for it in Samarbeidsportalen",
+	"MP-201": "the scope is not registered on this client: apply for it in Samarbeidsportalen",
+	"MP-250": "the scope is not granted to this client or organisation: check the delegation in Altinn",
+	"MP-251": "the scope is not delegated: check the delegation in Altinn",
+}
+
+func hint(e *TokenError) string {
+	if h, ok := mpHints[e.MPCode]; ok {
+		return h
+	}
+	d := strings.ToLower(e.Description)
+	switch {
+	case strings.Contains(d, "unknown key identifier"):
+		return "the kid is not registered on this client: check KeyID and the client's keys"
+	case strings.Contains(d, "issue time is after now") || e.Skew != 0 && e.StatusCode == http.StatusBadRequest:
+		return "the local clock differs from Maskinporten's: synchronise it with NTP"
+	case e.Code == "invalid_scope":
+		return "the scope is not available to this client: apply for it in Samarbeidsportalen or check the delegation in Altinn"
+	case e.Code == "invalid_client" || e.StatusCode == http.StatusUnauthorized:
+		return "check the client id, the key and the environment (test or prod)"
+	case e.StatusCode >= 500:
+		return "the server is failing; try again later"
+	}
+	return ""
+}

@@ -1,0 +1,194 @@
+package grant
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// defaultHTTPClient is used when Config.HTTPClient is nil. It does not follow
+// redirects: a token endpoint that redirects is misconfigured, and following
+// a 307 would post the grant to another URL.
+var defaultHTTPClient = &http.Client{
+	Timeout:   30 * time.Second,
+	Transport: http.DefaultTransport, // honours HTTP(S)_PROXY and NO_PROXY
+	CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	},
+}
+
+var discardLogger = slog.New(slog.DiscardHandler)
+
+func (c *Config) httpClient() *http.Client {
+	if c.HTTPClient != nil {
+		return c.HTTPClient
+	}
+	return defaultHTTPClient
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return discardLogger
+}
+
+func (c *Config) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
+}
+
+var errTooLarge = errors.New("body too large")
+
+// readLimited reads r to its end, failing with errTooLarge past maxBody bytes.
+func readLimited(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxBody {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
+// excerpt returns the start of a body that is not the JSON expected, as one
+// printable line.
+func excerpt(b []byte) string {
+	const max = 200
+	s := strings.TrimSpace(string(b))
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// The retry policy for network errors and 5xx answers.
+const (
+	maxAttempts      = 3
+	defaultRetryBase = 250 * time.Millisecond
+	skewThreshold    = 5 * time.Second
+)
+
+// answer is an HTTP answer with status below 500, its body read.
+type answer struct {
+	url      string
+	status   int
+	header   http.Header
+	body     []byte
+	start    time.Time     // local clock when the successful attempt started
+	skew     time.Duration // server clock minus local clock, if over skewThreshold
+	attempts int
+}
+
+// send makes up to maxAttempts requests, each built anew by build, until one
+// is answered with a status below 500. Network errors and 5xx answers are
+// retried after an exponential backoff with jitter, unless ctx ends first.
+// After the last attempt a 5xx gives a *TokenError and a network error an
+// error matching ErrUnavailable.
+func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.Request, error)) (*answer, error) {
+	log := c.logger()
+	hc := c.httpClient()
+	var lastErr error
+	var last5xx *answer
+	attempt := 0
+	for {
+		attempt++
+		req, err := build()
+		if err != nil {
+			return nil, err
+		}
+		start := c.clock()
+		resp, err := hc.Do(req)
+		if err == nil {
+			var body []byte
+			body, err = readLimited(resp.Body)
+			resp.Body.Close()
+			a := &answer{url: endpoint, status: resp.StatusCode, header: resp.Header, body: body, start: start, attempts: attempt}
+			a.skew = c.skew(ctx, resp.Header)
+			log.DebugContext(ctx, "http answer", "url", endpoint, "attempt", attempt, "status", resp.StatusCode, "duration", c.clock().Sub(start))
+			switch {
+			case err == errTooLarge && resp.StatusCode < 500:
+				return nil, &ResponseError{URL: endpoint, StatusCode: resp.StatusCode, Reason: "body larger than 1 MiB"}
+			case err == errTooLarge:
+				a.body, err = nil, nil
+				last5xx, lastErr = a, nil
+			case err != nil:
+				lastErr, last5xx = err, nil
+			case resp.StatusCode < 500:
+				return a, nil
+			default:
+				last5xx, lastErr = a, nil
+			}
+		} else {
+			lastErr, last5xx = err, nil
+			log.DebugContext(ctx, "http request failed", "url", endpoint, "attempt", attempt, "error", err)
+		}
+		if attempt >= maxAttempts || ctx.Err() != nil {
+			break
+		}
+		delay := c.backoff(attempt)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
+			break
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if last5xx != nil {
+		return nil, tokenError(last5xx)
+	}
+	if ctx.Err() != nil && !errors.Is(lastErr, ctx.Err()) {
+		lastErr = errors.Join(lastErr, ctx.Err())
+	}
+	return nil, &unavailableError{url: endpoint, attempts: attempt, err: lastErr}
+}
+
+// backoff returns the wait before attempt+1: the base doubled per attempt,
+// with the upper half drawn at random.
+func (c *Config) backoff(attempt int) time.Duration {
+	base := c.retryBase
+	if base <= 0 {
+		base = defaultRetryBase
+	}
+	d := base << (attempt - 1)
+	return d/2 + rand.N(d/2+1)
+}
+
+// skew returns the server's clock minus the local clock from a Date header,
+// or zero when it is within skewThreshold or unknown.
+func (c *Config) skew(ctx context.Context, h http.Header) time.Duration {
+	date := h.Get("Date")
+	if date == "" {
+		return 0
+	}
+	t, err := http.ParseTime(date)
+	if err != nil {
+		return 0
+	}
+	d := t.Sub(c.clock()).Truncate(time.Second)
+	if absDuration(d) <= skewThreshold {
+		return 0
+	}
+	c.logger().DebugContext(ctx, "clock skew", "server_minus_local", d)
+	return d
+}

@@ -1,0 +1,236 @@
+package grant
+
+import (
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Grant lifetimes: the time between a grant's iat and exp claims.
+const (
+	DefaultLifetime = 60 * time.Second
+	MinLifetime     = 1 * time.Second
+	MaxLifetime     = 120 * time.Second // Maskinporten's documented limit
+)
+
+// Request is what a token is asked for: the claims of a grant that vary
+// from one token to another. The zero value is not valid: Scopes is required.
+type Request struct {
+	// Scopes are the scopes asked for. An element may hold several scopes
+	// separated by spaces. Order is kept, duplicates are dropped. Scopes are
+	// case-sensitive and must be RFC 6749 scope tokens (printable ASCII
+	// without space, '"' or '\').
+	Scopes []string
+
+	// Resources, if any, restrict the token's audience (claim "resource",
+	// sent as an array). Each is an absolute URI. Duplicates are dropped.
+	Resources []string
+
+	// ConsumerOrg is the organisation number of the organisation that
+	// delegated the scopes to the client in Altinn (claim "consumer_org").
+	// It may not be combined with OnBehalfOf.
+	ConsumerOrg string
+
+	// OnBehalfOf is the legacy "iss_onbehalfof" claim, a value registered on
+	// the client. Maskinporten plans to remove it; prefer ConsumerOrg.
+	OnBehalfOf string
+
+	// PID is an 11-digit Norwegian personal identification number (claim
+	// "pid"). It is never written in clear to errors or logs.
+	PID string
+
+	// SystemUserOrg is the organisation number of the customer whose Altinn
+	// system user the token is for (claim "authorization_details" of type
+	// "urn:altinn:systemuser").
+	SystemUserOrg string
+
+	// Lifetime is the grant's lifetime (exp - iat), from MinLifetime to
+	// MaxLifetime, in whole seconds. If zero, DefaultLifetime is used. It
+	// does not set the token's lifetime, which Maskinporten takes from the
+	// client's registration.
+	Lifetime time.Duration
+}
+
+// Validate reports the first problem that would make Maskinporten refuse the
+// request, as a *ValidationError, or nil.
+func (r Request) Validate() error {
+	_, err := r.normalize()
+	return err
+}
+
+// normRequest is a validated Request in the form the grant and the cache
+// use.
+type normRequest struct {
+	scopes      []string // deduplicated, in the order given
+	scope       string   // the scope claim: scopes joined by spaces
+	scopeKey    string   // the scope set for cache keys: sorted, joined by spaces
+	resources   []string // deduplicated, in the order given
+	resourceKey string   // sorted, joined by spaces
+	consumerOrg string
+	onBehalfOf  string
+	pid         string
+	systemUser  string
+	lifetime    int64 // seconds
+}
+
+func (r Request) normalize() (*normRequest, error) {
+	n := &normRequest{
+		consumerOrg: r.ConsumerOrg,
+		onBehalfOf:  r.OnBehalfOf,
+		pid:         r.PID,
+		systemUser:  r.SystemUserOrg,
+	}
+	for _, v := range r.Scopes {
+		for s := range strings.SplitSeq(v, " ") {
+			if s == "" {
+				continue
+			}
+			if !validScopeToken(s) {
+				return nil, &ValidationError{Field: "scope", Value: s, Reason: "a scope may not hold whitespace, control characters, '\"', '\\' or non-ASCII characters"}
+			}
+			if !slices.Contains(n.scopes, s) {
+				n.scopes = append(n.scopes, s)
+			}
+		}
+	}
+	if len(n.scopes) == 0 {
+		return nil, &ValidationError{Field: "scope", Reason: "at least one scope is required"}
+	}
+	n.scope = strings.Join(n.scopes, " ")
+	n.scopeKey = sortedKey(n.scopes)
+
+	for _, res := range r.Resources {
+		if err := validResource(res); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(n.resources, res) {
+			n.resources = append(n.resources, res)
+		}
+	}
+	n.resourceKey = sortedKey(n.resources)
+
+	if r.ConsumerOrg != "" && !ValidOrgNumber(r.ConsumerOrg) {
+		return nil, &ValidationError{Field: "consumer_org", Value: r.ConsumerOrg, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
+	}
+	if r.OnBehalfOf != "" {
+		if len(r.OnBehalfOf) > 255 || !validScopeToken(r.OnBehalfOf) {
+			return nil, &ValidationError{Field: "iss_onbehalfof", Value: r.OnBehalfOf, Reason: "must be 1 to 255 printable ASCII characters without spaces"}
+		}
+		if r.ConsumerOrg != "" {
+			return nil, &ValidationError{Field: "iss_onbehalfof", Value: r.OnBehalfOf, Reason: "may not be combined with consumer_org"}
+		}
+	}
+	if r.PID != "" && !ValidPID(r.PID) {
+		return nil, &ValidationError{Field: "pid", Value: MaskPID(r.PID), Reason: "not a valid personal identification number (11 digits with two check digits)"}
+	}
+	if r.SystemUserOrg != "" && !ValidOrgNumber(r.SystemUserOrg) {
+		return nil, &ValidationError{Field: "systemuser_org", Value: r.SystemUserOrg, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
+	}
+
+	lt := r.Lifetime
+	if lt == 0 {
+		lt = DefaultLifetime
+	}
+	if lt < MinLifetime || lt > MaxLifetime {
+		return nil, &ValidationError{Field: "lifetime", Value: r.Lifetime.String(), Reason: "must be from 1s to 120s"}
+	}
+	n.lifetime = int64(lt / time.Second)
+	return n, nil
+}
+
+// validScopeToken reports whether s is an RFC 6749 scope-token:
+// 1*( %x21 / %x23-5B / %x5D-7E ).
+func validScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+func validResource(res string) error {
+	if !validScopeToken(res) {
+		return &ValidationError{Field: "resource", Value: res, Reason: "must be a URI without whitespace or control characters"}
+	}
+	u, err := url.Parse(res)
+	if err != nil || u.Scheme == "" {
+		return &ValidationError{Field: "resource", Value: res, Reason: "must be an absolute URI"}
+	}
+	return nil
+}
+
+func sortedKey(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return strings.Join(c, " ")
+}
+
+// ValidOrgNumber reports whether s is a Norwegian organisation number: nine
+// digits of which the last is a modulus-11 check digit (weights 3, 2, 7, 6,
+// 5, 4, 3, 2).
+func ValidOrgNumber(s string) bool {
+	if len(s) != 9 || !allDigits(s) {
+		return false
+	}
+	c, ok := mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2})
+	return ok && c == int(s[8]-'0')
+}
+
+// ValidPID reports whether s is a Norwegian personal identification number
+// (fødselsnummer, D-number or synthetic test number): eleven digits of which
+// the last two are modulus-11 check digits. The date part is not checked.
+func ValidPID(s string) bool {
+	if len(s) != 11 || !allDigits(s) {
+		return false
+	}
+	k1, ok := mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2})
+	if !ok || k1 != int(s[9]-'0') {
+		return false
+	}
+	k2, ok := mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2})
+	return ok && k2 == int(s[10]-'0')
+}
+
+// MaskPID returns s with every character after the sixth replaced by '*',
+// for use in messages and logs.
+func MaskPID(s string) string {
+	if len(s) <= 6 {
+		return strings.Repeat("*", len(s))
+	}
+	return s[:6] + strings.Repeat("*", len(s)-6)
+}
+
+// mod11 returns the modulus-11 check digit of digits with the given weights;
+// ok is false when no check digit exists (the remainder gives 10).
+func mod11(digits string, weights []int) (int, bool) {
+	sum := 0
+	for i := range len(digits) {
+		sum += int(digits[i]-'0') * weights[i]
+	}
+	c := 11 - sum%11
+	switch c {
+	case 11:
+		return 0, true
+	case 10:
+		return 0, false
+	}
+	return c, true
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
