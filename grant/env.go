@@ -163,18 +163,24 @@ func discover(ctx context.Context, client *http.Client, metadataURL string, allo
 	if err := checkStatus(&answer{url: metadataURL, status: resp.StatusCode, body: body, attempts: 1}); err != nil {
 		return Environment{}, err
 	}
+	return parseMetadata(metadataURL, resp.StatusCode, body, allowInsecure)
+}
+
+// parseMetadata reads an authorization-server metadata document: a JSON
+// object with issuer and token_endpoint, both usable endpoints.
+func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bool) (Environment, error) {
 	var m struct {
 		Issuer        string `json:"issuer"`
 		TokenEndpoint string `json:"token_endpoint"`
 	}
 	if err := json.Unmarshal(body, &m); err != nil {
-		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "metadata is not a JSON object", Err: err}
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata is not a JSON object", Err: err}
 	}
 	if m.Issuer == "" {
-		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "metadata has no issuer"}
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata has no issuer"}
 	}
 	if m.TokenEndpoint == "" {
-		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "metadata has no token_endpoint"}
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata has no token_endpoint"}
 	}
 	env := Environment{Issuer: m.Issuer, TokenEndpoint: m.TokenEndpoint}
 	switch m.Issuer {
@@ -184,7 +190,7 @@ func discover(ctx context.Context, client *http.Client, metadataURL string, allo
 		env.Name, env.AltinnExchange = Prod.Name, Prod.AltinnExchange
 	}
 	if err := env.validate(allowInsecure); err != nil {
-		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "metadata holds an unusable endpoint", Err: err}
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata holds an unusable endpoint", Err: err}
 	}
 	return env, nil
 }

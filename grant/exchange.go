@@ -97,34 +97,9 @@ func (c *Config) exchange(ctx context.Context, k *keyInfo, n *normRequest) (*Tok
 	if err := checkStatus(a); err != nil {
 		return nil, err
 	}
-	var resp struct {
-		AccessToken string      `json:"access_token"`
-		TokenType   string      `json:"token_type"`
-		ExpiresIn   json.Number `json:"expires_in"`
-		Scope       string      `json:"scope"`
-	}
-	if err := json.Unmarshal(a.body, &resp); err != nil {
-		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "token response is not a JSON object", Err: err}
-	}
-	if resp.AccessToken == "" {
-		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "token response has no access_token"}
-	}
-	if resp.TokenType == "" {
-		resp.TokenType = "Bearer"
-	}
-	if !strings.EqualFold(resp.TokenType, "Bearer") {
-		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "token_type " + strconv.Quote(resp.TokenType) + " is not Bearer"}
-	}
-	exp, err := strconv.ParseInt(resp.ExpiresIn.String(), 10, 32)
-	if err != nil || exp <= 0 {
-		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "expires_in " + strconv.Quote(resp.ExpiresIn.String()) + " is not a positive integer"}
-	}
-	t := &Token{
-		AccessToken: resp.AccessToken,
-		TokenType:   "Bearer",
-		Scope:       resp.Scope,
-		ExpiresIn:   int(exp),
-		Expiry:      a.start.Add(time.Duration(exp) * time.Second),
+	t, err := parseTokenResponse(endpoint, a.status, a.body, a.start)
+	if err != nil {
+		return nil, err
 	}
 	log.DebugContext(ctx, "maskinporten token issued", "token", t, "attempts", a.attempts)
 	return t, nil
@@ -234,4 +209,39 @@ func hint(e *TokenError) string {
 		return "the server is failing; try again later"
 	}
 	return ""
+}
+
+// parseTokenResponse reads a 2xx token response: a JSON object with a
+// non-empty access_token, token_type Bearer (or none) and a positive integer
+// expires_in. Expiry counts from start, the local time the request began.
+func parseTokenResponse(endpoint string, status int, body []byte, start time.Time) (*Token, error) {
+	var resp struct {
+		AccessToken string      `json:"access_token"`
+		TokenType   string      `json:"token_type"`
+		ExpiresIn   json.Number `json:"expires_in"`
+		Scope       string      `json:"scope"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return nil, &ResponseError{URL: endpoint, StatusCode: status, Reason: "token response is not a JSON object", Err: err}
+	}
+	if resp.AccessToken == "" {
+		return nil, &ResponseError{URL: endpoint, StatusCode: status, Reason: "token response has no access_token"}
+	}
+	if resp.TokenType == "" {
+		resp.TokenType = "Bearer"
+	}
+	if !strings.EqualFold(resp.TokenType, "Bearer") {
+		return nil, &ResponseError{URL: endpoint, StatusCode: status, Reason: "token_type " + strconv.Quote(resp.TokenType) + " is not Bearer"}
+	}
+	exp, err := strconv.ParseInt(resp.ExpiresIn.String(), 10, 32)
+	if err != nil || exp <= 0 {
+		return nil, &ResponseError{URL: endpoint, StatusCode: status, Reason: "expires_in " + strconv.Quote(resp.ExpiresIn.String()) + " is not a positive integer"}
+	}
+	return &Token{
+		AccessToken: resp.AccessToken,
+		TokenType:   "Bearer",
+		Scope:       resp.Scope,
+		ExpiresIn:   int(exp),
+		Expiry:      start.Add(time.Duration(exp) * time.Second),
+	}, nil
 }
