@@ -27,3 +27,7 @@ clean:
 # local emulator. Finishes in well under a minute.
 demo: deps
 	./scripts/demo.sh
+
+# Every fuzz target for FUZZTIME each (default 30s): make fuzz FUZZTIME=2m
+fuzz: deps
+	./scripts/fuzz.sh
