@@ -18,11 +18,11 @@ func emulateCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "emulate",
 		Usage: "run a local Maskinporten emulator, as strict as the real one",
-		Description: "Serves the metadata document, /token, /jwks and an Altinn exchange on a loopback address\n" +
-			"until interrupted. It trusts the root certificates in --root for x5c grants and the JWKs in\n" +
-			"--jwks for kid grants, knows one client (--client-id, --org-number, --scope), and enforces\n" +
-			"Maskinporten's rules. It prints its metadata URL on stdout; use it as --well-known.\n" +
-			"--fail-next and --latency inject faults for testing clients.",
+		Description: "Serves the metadata document, /token, /jwks and an Altinn exchange on --listen (default: a\n" +
+			"free port on 127.0.0.1) until interrupted. It trusts the root certificates in --root for x5c\n" +
+			"grants and the JWKs in --jwks for kid grants, knows one client (--client-id, --org-number,\n" +
+			"--scope), and enforces Maskinporten's rules. It prints its metadata URL on stdout; use it as\n" +
+			"--well-known. --fail-next and --latency inject faults for testing clients.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "`HOST:PORT` to listen on (port 0: any free port)", EnvVars: []string{"MP_HSM_EMULATE_LISTEN"}},
 			&cli.StringSliceFlag{Name: "root", Usage: "PEM `FILE` of trusted root certificates for x5c (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_ROOT"}},
@@ -30,11 +30,11 @@ func emulateCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "client-id", Usage: "the client `ID` the emulator knows", EnvVars: []string{"MP_HSM_CLIENT_ID", "MASKINPORTEN_CLIENT_ID"}},
 			&cli.StringFlag{Name: "org-number", Usage: "the client's organisation number `ORGNR` (must match the certificate)", EnvVars: []string{"MP_HSM_EMULATE_ORG_NUMBER"}},
 			&cli.StringSliceFlag{Name: "scope", Usage: "`SCOPE` the client may ask for (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_SCOPE"}},
-			&cli.StringSliceFlag{Name: "delegated-by", Usage: "`ORGNR` that delegated to the client (allowed consumer_org)"},
-			&cli.DurationFlag{Name: "token-lifetime", Value: 120 * time.Second, Usage: "lifetime of issued tokens"},
-			&cli.IntFlag{Name: "fail-next", Usage: "answer the next `N` token requests with --fail-status"},
-			&cli.IntFlag{Name: "fail-status", Value: 503, Usage: "HTTP `STATUS` for --fail-next"},
-			&cli.DurationFlag{Name: "latency", Usage: "add `DURATION` before every answer"},
+			&cli.StringSliceFlag{Name: "delegated-by", Usage: "`ORGNR` that delegated to the client (allowed consumer_org)", EnvVars: []string{"MP_HSM_EMULATE_DELEGATED_BY"}},
+			&cli.DurationFlag{Name: "token-lifetime", Value: 120 * time.Second, Usage: "lifetime of issued tokens", EnvVars: []string{"MP_HSM_EMULATE_TOKEN_LIFETIME"}},
+			&cli.IntFlag{Name: "fail-next", Usage: "answer the next `N` token requests with --fail-status", EnvVars: []string{"MP_HSM_EMULATE_FAIL_NEXT"}},
+			&cli.IntFlag{Name: "fail-status", Value: 503, Usage: "HTTP `STATUS` for --fail-next", EnvVars: []string{"MP_HSM_EMULATE_FAIL_STATUS"}},
+			&cli.DurationFlag{Name: "latency", Usage: "add `DURATION` before every answer", EnvVars: []string{"MP_HSM_EMULATE_LATENCY"}},
 		},
 		Action: func(c *cli.Context) error { return e.emulate(c) },
 	}

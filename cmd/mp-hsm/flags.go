@@ -86,6 +86,7 @@ type keySetup struct {
 	tokenChosen  bool
 	keyChosen    bool
 	moduleSource string // "flag", "uri" or "default"
+	pinFrom      string // where the PIN comes from, for messages
 }
 
 // resolveKey turns the key flags into a signer.Config. The PIN is not read
@@ -154,6 +155,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		cfg.ExtraChain = certs
 	}
 	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri)
+	ks.pinFrom = e.pinOrigin(c.String("pin-file"), ks.uri)
 	cfg.PIN = explicit
 	cfg.Login = hsm.LoginOptions{AllowFinalTry: c.Bool("allow-final-pin-try"), Prompt: prompt}
 	ks.explicitPIN = explicit != nil
@@ -200,9 +202,19 @@ func (e *env) openSigner(c *cli.Context) (*signer.TokenSigner, *keySetup, error)
 	}
 	s, err := signer.Open(ks.cfg)
 	if err != nil {
-		return nil, ks, e.explainKeyError(err)
+		return nil, ks, explainPINError(e.explainKeyError(err), ks)
 	}
 	return s, ks, nil
+}
+
+// explainPINError says where a PIN the token refused came from, and what to
+// do: a wrong PIN is never retried, and the next ones lock the token.
+func explainPINError(err error, ks *keySetup) error {
+	var pe *hsm.PINError
+	if !errors.As(err, &pe) || pe.Kind != hsm.ErrPINIncorrect {
+		return err
+	}
+	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
 }
 
 // explainKeyError adds what to do to selection errors: which flag picks
@@ -214,9 +226,9 @@ func (e *env) explainKeyError(err error) error {
 	}
 	var hints []string
 	switch se.Kind {
-	case hsm.ErrAmbiguousToken, hsm.ErrTokenNotFound:
+	case hsm.ErrAmbiguousToken, hsm.ErrTokenNotFound, hsm.ErrSlotNotFound:
 		for _, s := range se.Tokens {
-			if s.Token != nil {
+			if s.Token != nil && s.Token.Flags.Initialized() {
 				hints = append(hints, fmt.Sprintf("--token-label %q or --token-serial %s or --slot %d", s.Token.Label, s.Token.Serial, s.ID))
 			}
 		}

@@ -19,8 +19,8 @@ func jwkCommand(e *env) *cli.Command {
 		Flags: concat(keyFlags(), []cli.Flag{
 			&cli.StringFlag{Category: catOut, Name: "kid", Usage: "`KID` to put in the JWK (default: the RFC 7638 thumbprint)", EnvVars: []string{"MP_HSM_KID"}},
 			&cli.StringFlag{Category: catOut, Name: "alg", Usage: "`ALG` to put in the JWK (default: RS256 for RSA keys)", EnvVars: []string{"MP_HSM_ALG"}},
-			&cli.BoolFlag{Category: catOut, Name: "jwks", Usage: "wrap the JWK in a JWK set {\"keys\":[...]}"},
-			&cli.BoolFlag{Category: catOut, Name: "pem", Usage: "print the public key as PEM instead"},
+			&cli.BoolFlag{Category: catOut, Name: "jwks", Usage: "wrap the JWK in a JWK set {\"keys\":[...]}", EnvVars: []string{"MP_HSM_JWKS"}},
+			&cli.BoolFlag{Category: catOut, Name: "pem", Usage: "print the public key as PEM instead", EnvVars: []string{"MP_HSM_PEM"}},
 		}),
 		Action: func(c *cli.Context) error { return e.jwk(c) },
 	}

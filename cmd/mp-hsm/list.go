@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,10 +21,12 @@ func listCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "list",
 		Usage: "show slots, tokens, keys and certificates",
-		Description: "Lists every slot of the module with its token (label, serial, manufacturer, PIN flags), the\n" +
-			"private keys (id, label, type, size, always-authenticate) and the certificates (subject, org\n" +
-			"number, issuer, environment, valid until). It logs in only when a PIN is given (MP_HSM_PIN,\n" +
-			"--pin-file); without one it shows what the token shows without login.",
+		Description: "Lists the slots of the module with their tokens (label, serial, manufacturer, PIN flags),\n" +
+			"the private keys (id, label, type, size, always-authenticate) and the certificates (subject,\n" +
+			"org number, issuer, environment, valid until, days left); --slot, --token-label,\n" +
+			"--token-serial or --key narrow it to one token. It logs in only when a PIN is given\n" +
+			"(MP_HSM_PIN, --pin-file, or the --key URI's pin-source); without one it shows what the token\n" +
+			"shows without login, which on most tokens leaves out the private keys, and says so.",
 		Flags:  concat(keyFlags(), []cli.Flag{outputFlag("`FORMAT`: table or json")}),
 		Action: func(c *cli.Context) error { return e.list(c) },
 	}
@@ -32,6 +36,7 @@ type listCert struct {
 	ID          string    `json:"id"`
 	Label       string    `json:"label"`
 	Subject     string    `json:"subject"`
+	CommonName  string    `json:"common_name"`
 	Issuer      string    `json:"issuer"`
 	OrgNumber   string    `json:"org_number,omitempty"`
 	Environment string    `json:"environment,omitempty"`
@@ -98,7 +103,7 @@ func keyUsageNames(u x509.KeyUsage) []string {
 func describeCert(c hsm.Certificate, now time.Time) listCert {
 	lc := listCert{
 		ID: fmt.Sprintf("%x", c.ID), Label: c.Label,
-		Subject: c.Cert.Subject.String(), Issuer: c.Cert.Issuer.CommonName,
+		Subject: c.Cert.Subject.String(), CommonName: c.Cert.Subject.CommonName, Issuer: c.Cert.Issuer.CommonName,
 		NotAfter: c.Cert.NotAfter.UTC(), DaysLeft: int(math.Floor(c.Cert.NotAfter.Sub(now).Hours() / 24)),
 		KeyUsage: keyUsageNames(c.Cert.KeyUsage),
 	}
@@ -166,7 +171,7 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 	lt := &listToken{Label: t.Label, Serial: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model,
 		Flags: t.Flags.Names(), Keys: []listKey{}, Certificates: []listCert{}}
 	if !t.Flags.Initialized() {
-		lt.Note = "token not initialised"
+		lt.Note = noteUninitialised
 		return lt, nil
 	}
 	tok, err := m.OpenToken(s.ID, hsm.TokenOptions{Logger: e.log})
@@ -203,8 +208,15 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 		}
 		lt.Keys = append(lt.Keys, lk)
 	}
+	// The module's object order is arbitrary; sort for stable output.
+	slices.SortStableFunc(lt.Keys, func(a, b listKey) int { return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Label, b.Label)) })
+	slices.SortStableFunc(lt.Certificates, func(a, b listCert) int {
+		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Label, b.Label))
+	})
 	return lt, nil
 }
+
+const noteUninitialised = "token not initialised"
 
 func yesNo(b bool) string {
 	if b {
@@ -213,48 +225,63 @@ func yesNo(b bool) string {
 	return "no"
 }
 
+// printList prints the table for people. Each table gets its own
+// tabwriter, so that columns align within a table and not across slots.
 func (e *env) printList(res listOutput) error {
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "Module %s\n", res.Module)
+	fmt.Fprintf(e.stdout, "Module %s\n", res.Module)
 	for _, s := range res.Slots {
 		if s.Token == nil {
-			fmt.Fprintf(w, "\nSlot %d\t%s\t(no token)\n", s.ID, s.Description)
+			fmt.Fprintf(e.stdout, "\nSlot %d  %s  (no token)\n", s.ID, s.Description)
 			continue
 		}
 		t := s.Token
-		fmt.Fprintf(w, "\nSlot %d\ttoken %q\tserial %s\t%s %s\n", s.ID, t.Label, t.Serial, t.Manufacturer, t.Model)
-		fmt.Fprintf(w, "  flags\t%s\n", strings.Join(t.Flags, ", "))
+		if t.Note == noteUninitialised {
+			fmt.Fprintf(e.stdout, "\nSlot %d  %s  (%s)\n", s.ID, s.Description, noteUninitialised)
+			continue
+		}
+		fmt.Fprintf(e.stdout, "\nSlot %d  token %q  serial %s  %s %s\n", s.ID, t.Label, t.Serial, t.Manufacturer, t.Model)
+		fmt.Fprintf(e.stdout, "  flags: %s\n", strings.Join(t.Flags, ", "))
 		if t.Note != "" {
-			fmt.Fprintf(w, "  note\t%s\n", t.Note)
+			fmt.Fprintf(e.stdout, "  note: %s\n", t.Note)
 		}
 		if len(t.Keys) > 0 {
-			fmt.Fprintf(w, "  KEY ID\tLABEL\tTYPE\tSIGN\tPIN EACH USE\tCERTIFICATE\n")
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "\n  KEY ID\tLABEL\tTYPE\tSIGN\tPIN EACH USE\tCERTIFICATE\n")
 			for _, k := range t.Keys {
 				typ := k.Type
 				if k.Bits > 0 {
 					typ = fmt.Sprintf("%s %d", k.Type, k.Bits)
 				}
 				cert := k.Certificate
+				if cert == "" {
+					cert = "-"
+				}
 				if k.Authentication {
 					cert += " [authentication]"
 				}
-				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Label, typ, yesNo(k.CanSign), yesNo(k.AlwaysAuthenticate), cert)
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\n", k.ID, dash(k.Label), typ, yesNo(k.CanSign), yesNo(k.AlwaysAuthenticate), cert)
+			}
+			if err := w.Flush(); err != nil {
+				return err
 			}
 		}
 		if len(t.Certificates) > 0 {
-			fmt.Fprintf(w, "  CERT ID\tSUBJECT\tORG NR\tISSUER\tENV\tVALID UNTIL\tDAYS LEFT\n")
+			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "\n  CERT ID\tSUBJECT\tORG NR\tISSUER\tENV\tVALID UNTIL\tDAYS LEFT\n")
 			for _, c := range t.Certificates {
-				env := c.Environment
-				if env == "" {
-					env = "-"
-				}
-				org := c.OrgNumber
-				if org == "" {
-					org = "-"
-				}
-				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\n", c.ID, c.Subject, org, c.Issuer, env, c.NotAfter.Format("2006-01-02"), c.DaysLeft)
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\n", c.ID, dash(c.CommonName), dash(c.OrgNumber), c.Issuer, dash(c.Environment), c.NotAfter.Format("2006-01-02"), c.DaysLeft)
+			}
+			if err := w.Flush(); err != nil {
+				return err
 			}
 		}
 	}
-	return w.Flush()
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

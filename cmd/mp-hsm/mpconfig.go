@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -42,7 +43,12 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 		var err error
 		envr, err = grant.Discover(ctx, nil, wk)
 		if err != nil {
-			return envr, "", fmt.Errorf("--well-known %s: %w", wk, err)
+			err = fmt.Errorf("--well-known %s: %w", wk, err)
+			if errors.Is(err, grant.ErrRefused) {
+				// A 4xx for a public document: the URL is wrong.
+				return envr, "", usageErr(fmt.Errorf("%w; check the metadata URL", err))
+			}
+			return envr, "", err
 		}
 		how = "metadata " + wk
 	case iss != "" || te != "":
@@ -73,9 +79,9 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 
 // grantConfig builds the grant.Config for the key s and the flags.
 func (e *env) grantConfig(ctx context.Context, c *cli.Context, s signer.Signer) (*grant.Config, error) {
-	clientID := strings.TrimSpace(c.String("client-id"))
-	if clientID == "" {
-		return nil, usagef("missing --client-id (or MP_HSM_CLIENT_ID): the Maskinporten client the grant is for")
+	clientID, err := clientIDFlag(c)
+	if err != nil {
+		return nil, err
 	}
 	envr, how, err := e.resolveEnvironment(ctx, c, s.Chain())
 	if err != nil {
@@ -98,6 +104,17 @@ func (e *env) grantConfig(ctx context.Context, c *cli.Context, s signer.Signer) 
 	return cfg, nil
 }
 
+// clientIDFlag returns --client-id, or a usage error when it is missing.
+// Commands check it before they open the token, so that a missing flag
+// costs no PIN entry.
+func clientIDFlag(c *cli.Context) (string, error) {
+	id := strings.TrimSpace(c.String("client-id"))
+	if id == "" {
+		return "", usagef("missing --client-id (or MP_HSM_CLIENT_ID or MASKINPORTEN_CLIENT_ID): the Maskinporten client the grant is for")
+	}
+	return id, nil
+}
+
 // request builds the grant.Request from the request flags.
 func requestFromFlags(c *cli.Context) (grant.Request, error) {
 	req := grant.Request{
@@ -113,10 +130,27 @@ func requestFromFlags(c *cli.Context) (grant.Request, error) {
 		return req, usagef("missing --scope (or MP_HSM_SCOPE): the scopes to ask Maskinporten for")
 	}
 	if c.IsSet("lifetime") && (req.Lifetime < grant.MinLifetime || req.Lifetime > grant.MaxLifetime) {
-		return req, usagef("--lifetime %s: the grant lifetime must be from %s to %s", req.Lifetime, grant.MinLifetime, grant.MaxLifetime)
+		return req, usagef("--lifetime %s: the grant lifetime must be from %ds to %ds", req.Lifetime,
+			grant.MinLifetime/time.Second, grant.MaxLifetime/time.Second)
 	}
 	if err := req.Validate(); err != nil {
+		var ve *grant.ValidationError
+		if errors.As(err, &ve) && claimFlags[ve.Field] != "" {
+			return req, fmt.Errorf("%s: %w", claimFlags[ve.Field], err)
+		}
 		return req, err
 	}
 	return req, nil
+}
+
+// claimFlags name the flag that sets each claim grant.ValidationError
+// names, so that an error says which flag to fix.
+var claimFlags = map[string]string{
+	"scope":          "--scope",
+	"resource":       "--resource",
+	"consumer_org":   "--consumer-org",
+	"iss_onbehalfof": "--on-behalf-of",
+	"pid":            "--pid",
+	"systemuser_org": "--system-user-org",
+	"lifetime":       "--lifetime",
 }

@@ -65,6 +65,21 @@ func (e *env) readPINFile(path string) ([]byte, error) {
 	return out, nil
 }
 
+// pinOrigin names the PIN source pinSources chooses, for messages.
+func (e *env) pinOrigin(pinFile string, uri *hsm.URI) string {
+	switch {
+	case pinFile != "":
+		return "the PIN file " + pinFile
+	case e.getenv("MP_HSM_PIN") != "":
+		return "MP_HSM_PIN"
+	case uri != nil && uri.PINSource != "":
+		return "the --key URI's pin-source"
+	case uri != nil && uri.HasPIN():
+		return "the --key URI's pin-value"
+	}
+	return "the terminal"
+}
+
 // pinSources returns the PIN source from --pin-file, MP_HSM_PIN or the URI's
 // pin-source or pin-value, in that order, and the terminal prompt to use
 // when none is set (nil when stdin is not a terminal). The PIN is read when

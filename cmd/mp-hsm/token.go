@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -39,7 +40,7 @@ func checkOutput(c *cli.Context, allowed ...string) (string, error) {
 			return o, nil
 		}
 	}
-	return "", usagef("--output %q: use one of %v", o, allowed)
+	return "", usagef("--output %q: use %s or %s", o, strings.Join(allowed[:len(allowed)-1], ", "), allowed[len(allowed)-1])
 }
 
 func (e *env) token(c *cli.Context) error {
@@ -49,6 +50,9 @@ func (e *env) token(c *cli.Context) error {
 	}
 	req, err := requestFromFlags(c)
 	if err != nil {
+		return err
+	}
+	if _, err := clientIDFlag(c); err != nil {
 		return err
 	}
 	s, _, err := e.openSigner(c)
@@ -62,15 +66,15 @@ func (e *env) token(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("altinn") && cfg.Environment.AltinnExchange == "" {
+		return usagef("--altinn: this environment has no Altinn exchange URL; give --altinn-exchange")
+	}
 	tok, err := cfg.Exchange(ctx, req)
 	if err != nil {
 		return err
 	}
 	e.log.Info("got a Maskinporten token", "token", tok)
 	if c.Bool("altinn") {
-		if cfg.Environment.AltinnExchange == "" {
-			return usagef("--altinn: this environment has no Altinn exchange URL; give --altinn-exchange")
-		}
 		tok, err = cfg.AltinnToken(ctx, tok.AccessToken)
 		if err != nil {
 			return fmt.Errorf("Altinn exchange: %w", err)
@@ -108,11 +112,12 @@ func (e *env) printToken(out string, tok *grant.Token) error {
 func grantCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:      "grant",
-		Usage:     "print a signed JWT grant, without any network call",
+		Usage:     "print a signed JWT grant without sending it",
 		UsageText: "mp-hsm grant --slot 0 --client-id ID --scope SCOPE --env test",
-		Description: "Signs a grant exactly as 'mp-hsm token' would and prints it on stdout. Nothing is sent.\n" +
-			"A grant can be used once and lives --lifetime (default 60s). With --well-known the metadata\n" +
-			"is fetched to learn the issuer.",
+		Description: "Signs a grant exactly as 'mp-hsm token' would and prints it on stdout; the grant is not\n" +
+			"sent anywhere. A grant can be used once and lives --lifetime (default 60s). With --well-known\n" +
+			"the metadata document is fetched to learn the issuer; with --env or --issuer nothing goes over\n" +
+			"the network.",
 		Flags:  concat(keyFlags(), mpFlags(), requestFlags()),
 		Action: func(c *cli.Context) error { return e.grant(c) },
 	}
@@ -121,6 +126,9 @@ func grantCommand(e *env) *cli.Command {
 func (e *env) grant(c *cli.Context) error {
 	req, err := requestFromFlags(c)
 	if err != nil {
+		return err
+	}
+	if _, err := clientIDFlag(c); err != nil {
 		return err
 	}
 	s, _, err := e.openSigner(c)
