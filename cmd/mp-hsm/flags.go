@@ -37,6 +37,8 @@ func keyFlags() []cli.Flag {
 		&cli.StringFlag{Category: catKey, Name: "key", Usage: "RFC 7512 pkcs11: `URI` of the key (token, serial, slot-id, id, object; module-path, pin-source)", EnvVars: []string{"MP_HSM_KEY"}},
 		&cli.StringFlag{Category: catKey, Name: "pin-file", Usage: "read the PIN from `PATH` (trailing newline trimmed); or set MP_HSM_PIN; else a prompt on a terminal", EnvVars: []string{"MP_HSM_PIN_FILE"}},
 		&cli.StringFlag{Category: catKey, Name: "chain-file", Usage: "PEM `PATH` of issuer certificates that complete the chain on the token", EnvVars: []string{"MP_HSM_CHAIN_FILE"}},
+		&cli.StringFlag{Category: catKey, Name: "p12", Usage: "use the key and chain in the PKCS#12 `FILE` (a soft enterprise certificate) instead of a token; password from MP_HSM_P12_PASSWORD or --p12-password-file", EnvVars: []string{"MP_HSM_P12"}},
+		&cli.StringFlag{Category: catKey, Name: "p12-password-file", Usage: "read the PKCS#12 password from `PATH`", EnvVars: []string{"MP_HSM_P12_PASSWORD_FILE"}},
 		&cli.BoolFlag{Category: catKey, Name: "allow-final-pin-try", Usage: "present the PIN even when the token says the next wrong PIN locks it", EnvVars: []string{"MP_HSM_ALLOW_FINAL_PIN_TRY"}},
 	}
 }
@@ -194,8 +196,46 @@ func readChainFile(path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// openSigner opens the token and key the flags name.
-func (e *env) openSigner(c *cli.Context) (*signer.TokenSigner, *keySetup, error) {
+// keySigner is the key a command signs with: on a token, or in a PKCS#12
+// file.
+type keySigner interface {
+	signer.Signer
+	Close() error
+}
+
+// fileKey is a PKCS#12 key; it holds nothing to close.
+type fileKey struct{ *signer.FileSigner }
+
+func (fileKey) Close() error { return nil }
+
+// openP12 reads the --p12 file with the password from MP_HSM_P12_PASSWORD
+// or --p12-password-file.
+func (e *env) openP12(c *cli.Context) (keySigner, error) {
+	path := c.String("p12")
+	var password string
+	if f := c.String("p12-password-file"); f != "" {
+		pw, err := e.readPINFile(f)
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("--p12-password-file: %w", err))
+		}
+		password = string(pw)
+		clear(pw)
+	} else {
+		password = e.getenv("MP_HSM_P12_PASSWORD")
+	}
+	fs, err := signer.FromPKCS12File(path, password)
+	if err != nil {
+		return nil, withCode(exitToken, fmt.Errorf("--p12: %w", err))
+	}
+	return fileKey{fs}, nil
+}
+
+// openSigner opens the key the flags name: on a token, or in --p12.
+func (e *env) openSigner(c *cli.Context) (keySigner, *keySetup, error) {
+	if c.String("p12") != "" {
+		s, err := e.openP12(c)
+		return s, &keySetup{}, err
+	}
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, nil, err
