@@ -6,8 +6,10 @@ export CGO_ENABLED := 1
 
 all: build
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+
 build:
-	$(GO) build -o mp-hsm ./cmd/mp-hsm
+	$(GO) build -ldflags "-X main.buildVersion=$(VERSION)" -o mp-hsm ./cmd/mp-hsm
 
 deps:
 	@./scripts/deps.sh

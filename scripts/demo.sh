@@ -12,7 +12,7 @@ step "Building mp-hsm"
 mkdir -p bin
 go build -o bin/mp-hsm ./cmd/mp-hsm
 MP=bin/mp-hsm
-echo "bin/mp-hsm $($MP --version | awk '{print $NF}')"
+$MP --version
 
 step "Provisioning a demo SoftHSM2 token in .demo/ (a test PKI like Buypass's, keys generated on the token)"
 go run ./softhsm/cmd/provision -dir .demo

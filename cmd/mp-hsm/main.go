@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -46,11 +47,25 @@ type env struct {
 	getenv func(string) string
 }
 
+// buildVersion is set at build time by the Makefile
+// (-ldflags "-X main.buildVersion=...").
+var buildVersion string
+
+// version returns the module version: the one set at build time, else the
+// one Go recorded (a tagged version for `go install ...@vX`), else "devel",
+// followed by the module path and the Go version.
 func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
+	v, mod, gov := buildVersion, "github.com/mp-hsm/mp-hsm", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		mod = bi.Main.Path
+		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
 	}
-	return "(devel)"
+	if v == "" {
+		v = "devel"
+	}
+	return v + " (" + mod + ", " + gov + ")"
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
