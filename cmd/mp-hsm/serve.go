@@ -1,8 +1,317 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/mp-hsm/mp-hsm/daemon"
+	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+// drainTimeout bounds the graceful shutdown, so that the process exits
+// within 10 seconds of SIGTERM.
+const drainTimeout = 9 * time.Second
 
 func serveCommand(e *env) *cli.Command {
-	return &cli.Command{Name: "serve", Usage: "run the token daemon (not yet written)", Hidden: true,
-		Action: func(*cli.Context) error { return usagef("serve: not yet written") }}
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the token daemon: hold the card or HSM and serve tokens to local programs",
+		UsageText: "mp-hsm serve --slot 0 --client-id ID [--listen unix:PATH] [--listen tcp:127.0.0.1:8400 --client-secret-file FILE]\n" +
+			"curl --unix-socket $XDG_RUNTIME_DIR/mp-hsm.sock -d grant_type=client_credentials -d scope=SCOPE http://mp-hsm/token",
+		Description: "Logs in once and serves Maskinporten tokens, cached and refreshed before they expire, to\n" +
+			"every local program: POST /token takes an OAuth2 client-credentials form (grant_type=\n" +
+			"client_credentials, scope, and optional resource, consumer_org, pid, system_user_org,\n" +
+			"altinn=true) and answers in Maskinporten's token-response shape, so any OAuth2 client library\n" +
+			"can use it as its token URL. GET /healthz, /readyz and /metrics (Prometheus) too.\n\n" +
+			"The default listener is unix:$XDG_RUNTIME_DIR/mp-hsm.sock (/run/mp-hsm/mp-hsm.sock as root),\n" +
+			"mode 0600 (0660 with --socket-group). TCP is loopback only unless --allow-remote, and callers\n" +
+			"must authenticate with HTTP Basic: the client id and the secret in --client-secret-file.\n" +
+			"Sockets passed by systemd (socket activation) are used when no --listen is given.\n\n" +
+			"A removed card or a device error makes the daemon not ready; it reconnects by itself. A PIN\n" +
+			"the token refuses is never retried. SIGHUP re-reads the PIN, secret and chain files and logs\n" +
+			"in again, keeping cached tokens if the key is the same; SIGTERM drains and exits.",
+		Flags:  concat(keyFlags(), mpFlags(), serveFlags()),
+		Action: func(c *cli.Context) error { return e.serve(c) },
+	}
+}
+
+func serveFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Category: catServ, Name: "listen", Usage: "`ADDR` to listen on: unix:PATH or tcp:HOST:PORT; repeatable (default: unix:$XDG_RUNTIME_DIR/mp-hsm.sock)", EnvVars: []string{"MP_HSM_LISTEN"}},
+		&cli.StringFlag{Category: catServ, Name: "socket-group", Usage: "`GROUP` (name or id) that may use the unix socket (mode 0660 instead of 0600)", EnvVars: []string{"MP_HSM_SOCKET_GROUP"}},
+		&cli.BoolFlag{Category: catServ, Name: "allow-remote", Usage: "allow TCP listeners on addresses that are not loopback", EnvVars: []string{"MP_HSM_ALLOW_REMOTE"}},
+		&cli.StringFlag{Category: catServ, Name: "client-secret-file", Usage: "`PATH` of the secret TCP callers must send (HTTP Basic, with the client id)", EnvVars: []string{"MP_HSM_CLIENT_SECRET_FILE"}},
+		&cli.StringSliceFlag{Category: catServ, Name: "allowed-scopes", Usage: "`SCOPE`s callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); default: any", EnvVars: []string{"MP_HSM_ALLOWED_SCOPES"}},
+		&cli.IntFlag{Category: catServ, Name: "max-concurrent", Value: 4, Usage: "at most `N` requests to Maskinporten at once", EnvVars: []string{"MP_HSM_MAX_CONCURRENT"}},
+		&cli.IntFlag{Category: catServ, Name: "max-keys", Value: 20000, Usage: "at most `N` distinct requests cached", EnvVars: []string{"MP_HSM_MAX_KEYS"}},
+		&cli.DurationFlag{Category: catServ, Name: "refresh-margin", Value: 30 * time.Second, Usage: "refresh used tokens `DURATION` before they expire (at most a quarter of their lifetime)", EnvVars: []string{"MP_HSM_REFRESH_MARGIN"}},
+		&cli.DurationFlag{Category: catServ, Name: "refresh-jitter", Value: 10 * time.Second, Usage: "refresh up to `DURATION` earlier, at random, to spread refreshes", EnvVars: []string{"MP_HSM_REFRESH_JITTER"}},
+	}
+}
+
+func (e *env) serve(c *cli.Context) error {
+	if !c.IsSet("log-level") && !c.Bool("quiet") {
+		// A daemon logs one line per Maskinporten call: info, unless asked
+		// otherwise.
+		opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+		if c.String("log-format") == "json" {
+			e.log = slog.New(slog.NewJSONHandler(e.stderr, opts))
+		} else {
+			e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
+		}
+	}
+	// SIGHUP reloads; registered first, so that an early one cannot kill
+	// the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	specs := c.StringSlice("listen")
+	activated, err := daemon.ActivationListeners()
+	if err != nil {
+		return err
+	}
+	if len(specs) == 0 && len(activated) == 0 {
+		p := daemon.DefaultSocketPath()
+		if p == "" {
+			return usagef("XDG_RUNTIME_DIR is not set: give --listen unix:PATH")
+		}
+		specs = []string{"unix:" + p}
+	}
+	tcp := false
+	for _, s := range specs {
+		if strings.HasPrefix(s, "tcp:") {
+			tcp = true
+		} else if !strings.HasPrefix(s, "unix:") {
+			return usagef("--listen %q: want unix:PATH or tcp:HOST:PORT", s)
+		}
+	}
+	for _, ln := range activated {
+		if _, ok := ln.Addr().(*net.TCPAddr); ok {
+			tcp = true
+		}
+	}
+	if tcp && c.String("client-secret-file") == "" {
+		return usagef("a TCP listener needs --client-secret-file: callers on TCP must authenticate with the client id and that secret")
+	}
+
+	cfg, ks, err := e.daemonConfig(c)
+	if err != nil {
+		return err
+	}
+	listeners := activated
+	closeAll := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}
+	opts := daemon.ListenOptions{SocketGroup: c.String("socket-group"), AllowRemote: c.Bool("allow-remote")}
+	for _, s := range specs {
+		ln, err := daemon.Listen(s, opts)
+		if err != nil {
+			closeAll()
+			if errors.Is(err, daemon.ErrConfig) {
+				return usageErr(err)
+			}
+			return err
+		}
+		listeners = append(listeners, ln)
+	}
+
+	srv, err := daemon.New(cfg)
+	if err != nil {
+		closeAll()
+		if errors.Is(err, daemon.ErrConfig) {
+			return usageErr(err)
+		}
+		return explainPINError(e.explainKeyError(err), ks)
+	}
+	if ok, reason := srv.Ready(); !ok {
+		e.log.Warn("not ready yet", "reason", reason)
+	}
+
+	serveErr := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	sdNotify("READY=1")
+
+	shutdown := func() error {
+		sdNotify("STOPPING=1")
+		e.log.Info("shutting down: draining requests in flight")
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	}
+	for {
+		select {
+		case <-c.Context.Done():
+			if err := shutdown(); err != nil {
+				e.log.Warn("shutdown did not finish in time", "error", err)
+			}
+			return nil
+		case <-hup:
+			e.log.Info("SIGHUP: reloading")
+			ncfg, _, err := e.daemonConfig(c)
+			if err == nil {
+				err = srv.Reload(ncfg)
+			}
+			if err != nil {
+				e.log.Error("reload failed", "error", err)
+			}
+		case err := <-serveErr:
+			if errors.Is(err, http.ErrServerClosed) {
+				continue
+			}
+			shutdown()
+			if errors.Is(err, daemon.ErrConfig) {
+				return usageErr(err)
+			}
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+}
+
+// daemonConfig builds the daemon's configuration from the flags, reading
+// the secret, chain and (when it is used) PIN files afresh.
+func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
+	var open func(context.Context) (signer.Signer, error)
+	ks := &keySetup{}
+	if c.String("p12") != "" {
+		open = func(context.Context) (signer.Signer, error) { return e.openP12(c) }
+	} else {
+		var err error
+		if ks, err = e.resolveKey(c); err != nil {
+			return daemon.Config{}, nil, err
+		}
+		sc := ks.cfg
+		if sc.PIN == nil && sc.Login.Prompt != nil {
+			sc.Login.Prompt = e.rememberedPrompt(sc.Login.Prompt)
+		}
+		open = func(context.Context) (signer.Signer, error) { return signer.Open(sc) }
+	}
+	clientID := strings.TrimSpace(c.String("client-id"))
+	if clientID == "" {
+		return daemon.Config{}, nil, usagef("missing --client-id (or MP_HSM_CLIENT_ID): the Maskinporten client the grants are for")
+	}
+	var err error
+	var envr grant.Environment
+	if c.String("env") != "" || c.String("well-known") != "" || c.String("issuer") != "" || c.String("token-endpoint") != "" {
+		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+		envr, _, err = e.resolveEnvironment(ctx, c, nil)
+		cancel()
+		if err != nil {
+			return daemon.Config{}, nil, err
+		}
+	} else {
+		// Chosen by the daemon from the certificate's issuing CA.
+		envr.AltinnExchange = c.String("altinn-exchange")
+	}
+	secret := ""
+	if p := c.String("client-secret-file"); p != "" {
+		if secret, err = e.readSecretFile(p); err != nil {
+			return daemon.Config{}, nil, err
+		}
+	}
+	return daemon.Config{
+		OpenSigner: open,
+		Grant: grant.Config{
+			ClientID:      clientID,
+			Algorithm:     c.String("alg"),
+			KeyID:         c.String("kid"),
+			Environment:   envr,
+			AllowInsecure: c.Bool("allow-insecure"),
+		},
+		ClientSecret:    secret,
+		AllowedScopes:   c.StringSlice("allowed-scopes"),
+		AllowRemote:     c.Bool("allow-remote"),
+		MaxConcurrent:   c.Int("max-concurrent"),
+		MaxKeys:         c.Int("max-keys"),
+		RefreshMargin:   c.Duration("refresh-margin"),
+		RefreshJitter:   c.Duration("refresh-jitter"),
+		ExchangeTimeout: c.Duration("timeout"),
+		Logger:          e.log,
+	}, ks, nil
+}
+
+// rememberedPrompt asks a terminal for the PIN once and keeps it for the
+// logins after a reconnect; a daemon cannot ask again. It is asked only
+// when the token needs a PIN and has no PIN pad. Without a terminal it is
+// prompt itself, which fails.
+func (e *env) rememberedPrompt(prompt hsm.PINSource) hsm.PINSource {
+	f, ok := e.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return prompt
+	}
+	var mu sync.Mutex
+	var kept []byte
+	return func() ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if kept == nil {
+			pin, err := prompt()
+			if err != nil {
+				return nil, err
+			}
+			kept = append([]byte(nil), pin...)
+			clear(pin)
+		}
+		return append([]byte(nil), kept...), nil
+	}
+}
+
+// readSecretFile reads the TCP callers' secret: one trailing newline is
+// trimmed; an empty file is an error. It is never logged.
+func (e *env) readSecretFile(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", usagef("--client-secret-file: %v", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		e.log.Warn("the client secret file can be read by group or others; restrict it with chmod 600", "path", path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", usagef("--client-secret-file: %v", err)
+	}
+	data = bytes.TrimSuffix(data, []byte("\n"))
+	data = bytes.TrimSuffix(data, []byte("\r"))
+	if len(data) == 0 {
+		return "", usagef("--client-secret-file %s is empty", path)
+	}
+	return string(data), nil
+}
+
+// sdNotify tells systemd about the daemon's state (sd_notify(3)) when it
+// runs as a Type=notify service; otherwise it does nothing.
+func sdNotify(state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	if strings.HasPrefix(addr, "@") {
+		addr = "\x00" + addr[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = conn.Write([]byte(state))
 }

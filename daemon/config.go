@@ -1,0 +1,271 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+// Config configures a Server. OpenSigner and Grant.ClientID are required;
+// every other zero value is documented. A Config is read by New and Reload
+// and not kept for later changes: to change it, call Reload.
+type Config struct {
+	// OpenSigner opens the key: it loads the module, logs in (with the
+	// PIN source it was built with) and finds the key, as signer.Open does.
+	// The daemon calls it at start, after a card or HSM fault (from the
+	// reconnect loop, again and again with a backoff), and on Reload. A
+	// signer that implements io.Closer is closed when the daemon stops
+	// using it. If it implements Prober, its Probe is used to notice a
+	// removed token while no one signs; a *signer.TokenSigner is probed
+	// with C_GetTokenInfo.
+	OpenSigner func(ctx context.Context) (signer.Signer, error)
+
+	// Grant is the template of the Maskinporten client: ClientID (required),
+	// Algorithm, KeyID, Environment, AllowInsecure, HTTPClient. Its Signer
+	// and Cache are ignored (the daemon sets its own), and its Logger is
+	// replaced by Logger. An Environment without Issuer means the preset
+	// (test or prod) that the leaf certificate's issuing CA tells; a
+	// non-empty AltinnExchange in it still overrides the preset's.
+	Grant grant.Config
+
+	// ClientID and ClientSecret are the credentials callers on TCP must
+	// present (HTTP Basic, or client_id and client_secret in the form).
+	// If ClientID is empty, Grant.ClientID is used. Without ClientSecret,
+	// Serve refuses TCP listeners and TCP requests are refused. Callers on
+	// a unix socket need no credentials.
+	ClientID     string
+	ClientSecret string
+
+	// AllowedScopes, if not empty, are the only scopes callers may ask
+	// for; an element ending in '*' allows every scope with that prefix
+	// ("altinn:*"). Each element may hold several scopes separated by
+	// spaces or commas.
+	AllowedScopes []string
+
+	// AllowRemote lets Serve accept TCP listeners on addresses that are not
+	// loopback. If false, only 127.0.0.0/8 and ::1 are served.
+	AllowRemote bool
+
+	// MaxConcurrent bounds the requests to Maskinporten (and Altinn) in
+	// flight at once. If zero, 4.
+	MaxConcurrent int
+
+	// MaxKeys bounds the cached keys (distinct requests); a request for a
+	// new key beyond it gets 503. If zero, 20000 (about 35 MiB of
+	// tokens).
+	MaxKeys int
+
+	// RefreshMargin is how long before expiry a used token is replaced. If
+	// zero, 30 seconds. It is never more than a quarter of the token's
+	// lifetime.
+	RefreshMargin time.Duration
+
+	// RefreshJitter is the most by which a refresh is moved earlier, at
+	// random, so that keys cached together do not refresh together. If
+	// zero, 10 seconds; it is never more than a tenth of the lifetime.
+	RefreshJitter time.Duration
+
+	// ExchangeTimeout bounds one exchange with Maskinporten, its retries
+	// included. If zero, 30 seconds.
+	ExchangeTimeout time.Duration
+
+	// RequestTimeout bounds how long a caller waits for a token that is not
+	// cached. If zero, ExchangeTimeout plus 5 seconds.
+	RequestTimeout time.Duration
+
+	// RefusalTTL is how long a refusal from Maskinporten (4xx) is
+	// remembered for its key, so that a caller repeating a bad request does
+	// not make Maskinporten requests in a loop. If zero, 5 seconds;
+	// negative disables it.
+	RefusalTTL time.Duration
+
+	// ReconnectMin and ReconnectMax bound the backoff of the reconnect
+	// loop after a card or HSM fault: the first attempt is made after
+	// ReconnectMin, and each failure doubles the wait up to ReconnectMax.
+	// If zero, 1 second and 30 seconds.
+	ReconnectMin, ReconnectMax time.Duration
+
+	// ProbeInterval is how often the signer is probed for a removed token
+	// while ready. If zero, 5 seconds; negative disables probing.
+	ProbeInterval time.Duration
+
+	// ReadTimeout bounds reading a request, body included; the headers
+	// must come within half of it. If zero, 10 seconds.
+	ReadTimeout time.Duration
+
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of the answer. If zero, RequestTimeout plus 5 seconds.
+	WriteTimeout time.Duration
+
+	// IdleTimeout bounds how long a kept-alive connection waits for the
+	// next request. If zero, 2 minutes.
+	IdleTimeout time.Duration
+
+	// Logger receives one line per Maskinporten call, state changes and
+	// faults. Secrets are never logged. If nil, nothing is logged.
+	Logger *slog.Logger
+
+	// Registry receives the daemon's metrics and is served on /metrics. If
+	// nil, a new registry is used (see Server.Registry). A Registry can be
+	// given to one Server only.
+	Registry *prometheus.Registry
+}
+
+// Prober is implemented by signers that can tell, without signing, whether
+// their token is still there. Probe returns an error matching
+// hsm.ErrTokenRemoved, hsm.ErrSessionClosed or hsm.ErrDevice when it is not.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// Defaults.
+const (
+	defaultMaxConcurrent   = 4
+	defaultMaxKeys         = 20000
+	defaultRefreshMargin   = 30 * time.Second
+	defaultRefreshJitter   = 10 * time.Second
+	defaultExchangeTimeout = 30 * time.Second
+	defaultRefusalTTL      = 5 * time.Second
+	defaultReconnectMin    = time.Second
+	defaultReconnectMax    = 30 * time.Second
+	defaultProbeInterval   = 5 * time.Second
+	defaultReadTimeout     = 10 * time.Second
+	defaultIdleTimeout     = 2 * time.Minute
+
+	// maxBody bounds a request body.
+	maxBody = 64 << 10
+	// maxHeaderBytes bounds a request's headers.
+	maxHeaderBytes = 16 << 10
+)
+
+// ErrConfig is matched by the errors New and Reload return for an invalid
+// Config.
+var ErrConfig = errors.New("daemon: invalid configuration")
+
+// withDefaults returns cfg with zero values replaced, or an error.
+func (cfg Config) withDefaults() (Config, error) {
+	bad := func(format string, args ...any) (Config, error) {
+		return cfg, fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	}
+	if cfg.OpenSigner == nil {
+		return bad("OpenSigner is required")
+	}
+	if strings.TrimSpace(cfg.Grant.ClientID) == "" {
+		return bad("Grant.ClientID is required")
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = cfg.Grant.ClientID
+	}
+	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 {
+		return bad("MaxConcurrent and MaxKeys may not be negative")
+	}
+	for _, a := range cfg.AllowedScopes {
+		for _, s := range splitScopes(a) {
+			if !validScope(strings.TrimSuffix(s, "*")) && s != "*" {
+				return bad("AllowedScopes: %q is not a scope", s)
+			}
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = defaultMaxConcurrent
+	}
+	if cfg.MaxKeys == 0 {
+		cfg.MaxKeys = defaultMaxKeys
+	}
+	def(&cfg.RefreshMargin, defaultRefreshMargin)
+	def(&cfg.RefreshJitter, defaultRefreshJitter)
+	def(&cfg.ExchangeTimeout, defaultExchangeTimeout)
+	def(&cfg.RequestTimeout, cfg.ExchangeTimeout+5*time.Second)
+	def(&cfg.RefusalTTL, defaultRefusalTTL)
+	def(&cfg.ReconnectMin, defaultReconnectMin)
+	def(&cfg.ReconnectMax, defaultReconnectMax)
+	def(&cfg.ProbeInterval, defaultProbeInterval)
+	def(&cfg.ReadTimeout, defaultReadTimeout)
+	def(&cfg.WriteTimeout, cfg.RequestTimeout+5*time.Second)
+	def(&cfg.IdleTimeout, defaultIdleTimeout)
+	if cfg.ReconnectMax < cfg.ReconnectMin {
+		cfg.ReconnectMax = cfg.ReconnectMin
+	}
+	if cfg.RefreshMargin < 0 || cfg.RefreshJitter < 0 || cfg.ExchangeTimeout < 0 || cfg.RequestTimeout < 0 ||
+		cfg.ReconnectMin < 0 || cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0 {
+		return bad("durations may not be negative (except RefusalTTL and ProbeInterval)")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
+
+// splitScopes splits a list of scopes separated by spaces or commas.
+func splitScopes(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' })
+}
+
+// validScope reports whether s is an RFC 6749 scope-token:
+// 1*( %x21 / %x23-5B / %x5D-7E ).
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// scopePolicy decides which scopes callers may ask for.
+type scopePolicy struct {
+	exact    map[string]bool
+	prefixes []string
+	any      bool
+}
+
+func newScopePolicy(allowed []string) *scopePolicy {
+	p := &scopePolicy{exact: map[string]bool{}}
+	n := 0
+	for _, a := range allowed {
+		for _, s := range splitScopes(a) {
+			n++
+			switch {
+			case s == "*":
+				p.any = true
+			case strings.HasSuffix(s, "*"):
+				p.prefixes = append(p.prefixes, strings.TrimSuffix(s, "*"))
+			default:
+				p.exact[s] = true
+			}
+		}
+	}
+	if n == 0 {
+		p.any = true
+	}
+	return p
+}
+
+func (p *scopePolicy) allows(scope string) bool {
+	if p.any || p.exact[scope] {
+		return true
+	}
+	for _, pre := range p.prefixes {
+		if strings.HasPrefix(scope, pre) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,372 @@
+package daemon
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+// conn is one opened signer and the grant configuration that signs with it.
+// A new conn is made at start, after each reconnect and on Reload.
+type conn struct {
+	raw      signer.Signer
+	grant    *grant.Config // Signer is a meteredSigner over raw
+	identity string        // what the cache's tokens depend on; see identity
+	leaf     *x509.Certificate
+}
+
+// meteredSigner measures signatures and reports card faults to the server.
+type meteredSigner struct {
+	s signer.Signer
+	c *conn
+	m *Server
+}
+
+var _ signer.Signer = (*meteredSigner)(nil)
+
+func (ms *meteredSigner) Public() crypto.PublicKey   { return ms.s.Public() }
+func (ms *meteredSigner) Chain() []*x509.Certificate { return ms.s.Chain() }
+
+// Sign signs on the token, observes the latency and reports a card or HSM
+// fault, which starts the reconnect loop.
+func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	start := time.Now()
+	sig, err := ms.s.Sign(rand, digest, opts)
+	ms.m.metrics.signSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		ms.m.metrics.signErrors.Inc()
+		if isDeviceFault(err) {
+			ms.m.fault(ms.c, err)
+		}
+	}
+	return sig, err
+}
+
+// isDeviceFault reports errors that a new session, or the token coming
+// back, may cure: the daemon reconnects. Besides the hsm package's device
+// sentinels, a key handle that is no longer valid counts: the token was
+// replaced or re-initialised under the daemon (SoftHSM2 answers so when
+// its token directory disappears).
+func isDeviceFault(err error) bool {
+	for _, k := range []error{hsm.ErrTokenRemoved, hsm.ErrSessionClosed, hsm.ErrDevice, hsm.ErrNoToken, hsm.ErrClosed, hsm.ErrNotLoggedIn,
+		pkcs11.Error(pkcs11.CKR_OBJECT_HANDLE_INVALID), pkcs11.Error(pkcs11.CKR_KEY_HANDLE_INVALID)} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// isPINError reports a login the token refused, or refused to try: it is
+// never retried.
+func isPINError(err error) bool {
+	var pe *hsm.PINError
+	if errors.As(err, &pe) {
+		return true
+	}
+	for _, k := range []error{hsm.ErrPINIncorrect, hsm.ErrPINLocked, hsm.ErrPINFinalTry, hsm.ErrPINExpired, hsm.ErrPINInvalid, hsm.ErrPINRequired} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// isTransientAtStart reports open errors with which New starts anyway, not
+// ready, and waits for the token: no token in the reader, or a device fault.
+func isTransientAtStart(err error) bool {
+	return isDeviceFault(err) && !errors.Is(err, hsm.ErrClosed)
+}
+
+// probeRequest is signed once per new conn to prove that the key can sign.
+var probeRequest = grant.Request{Scopes: []string{"mp-hsm:probe"}}
+
+// newConn checks raw and builds the grant configuration around it: the
+// environment (from the certificate if the template has none), the
+// instrumented HTTP client, and one test signature.
+func (s *Server) newConn(raw signer.Signer, st *settings) (*conn, error) {
+	tmpl := st.cfg.Grant
+	chain := raw.Chain()
+	env := tmpl.Environment
+	if env.Issuer == "" {
+		if len(chain) == 0 {
+			return nil, fmt.Errorf("%w: no Maskinporten environment given and the key has no certificate to tell it from", ErrConfig)
+		}
+		name, err := grant.EnvironmentForCertificate(chain[0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: no Maskinporten environment given, and the certificate does not tell it: %w", ErrConfig, err)
+		}
+		preset, err := grant.EnvironmentByName(name)
+		if err != nil {
+			return nil, err
+		}
+		if env.AltinnExchange != "" {
+			preset.AltinnExchange = env.AltinnExchange
+		}
+		env = preset
+	}
+	if err := grant.CheckEnvironment(env, chain); err != nil {
+		return nil, err
+	}
+	c := &conn{raw: raw}
+	if len(chain) > 0 {
+		c.leaf = chain[0]
+	}
+	gc := tmpl // a copy: the template is not changed
+	gc.Environment = env
+	gc.Signer = &meteredSigner{s: raw, c: c, m: s}
+	gc.Cache = nil
+	gc.Logger = st.cfg.Logger
+	gc.HTTPClient = s.instrumentedClient(tmpl.HTTPClient)
+	c.grant = &gc
+	if _, err := gc.Grant(probeRequest); err != nil {
+		return nil, fmt.Errorf("the key cannot sign a grant: %w", err)
+	}
+	id, err := identity(&gc, raw)
+	if err != nil {
+		return nil, err
+	}
+	c.identity = id
+	return c, nil
+}
+
+// identity is what tokens in the cache depend on besides the request: the
+// client, the environment, how the key is named (kid or x5c, alg) and the
+// key itself (its certificate, or its public key's thumbprint).
+func identity(gc *grant.Config, s signer.Signer) (string, error) {
+	var key string
+	if chain := s.Chain(); len(chain) > 0 {
+		sum := sha256.Sum256(chain[0].Raw)
+		key = "x5c:" + hex.EncodeToString(sum[:])
+	} else {
+		tp, err := signer.Thumbprint(s.Public())
+		if err != nil {
+			return "", err
+		}
+		key = "jwk:" + tp
+	}
+	return strings.Join([]string{gc.ClientID, gc.Environment.Issuer, gc.Environment.TokenEndpoint,
+		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, "\x00"), nil
+}
+
+// closeSigner closes s if it can be closed.
+func closeSigner(s signer.Signer) {
+	if c, ok := s.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+// probe asks the signer whether its token is still there.
+func probe(ctx context.Context, s signer.Signer) error {
+	switch p := s.(type) {
+	case Prober:
+		return p.Probe(ctx)
+	case *signer.TokenSigner:
+		_, err := p.Key().Token().Info()
+		return err
+	}
+	return nil
+}
+
+// open calls OpenSigner and builds a conn, counting the attempt.
+func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
+	raw, err := st.cfg.OpenSigner(ctx)
+	if err == nil && raw == nil {
+		err = errors.New("OpenSigner returned no signer and no error")
+	}
+	if err != nil {
+		if isPINError(err) {
+			s.metrics.reconnects.WithLabelValues("pin").Inc()
+		} else {
+			s.metrics.reconnects.WithLabelValues("error").Inc()
+		}
+		return nil, err
+	}
+	c, err := s.newConn(raw, st)
+	if err != nil {
+		closeSigner(raw)
+		s.metrics.reconnects.WithLabelValues("error").Inc()
+		return nil, err
+	}
+	s.metrics.reconnects.WithLabelValues("ok").Inc()
+	return c, nil
+}
+
+// installLocked makes c the current conn and returns the one it replaces,
+// for the caller to close outside the lock. The cache is emptied when c's
+// identity differs from the cache's. s.mu must be held.
+func (s *Server) installLocked(c *conn) *conn {
+	old := s.conn
+	s.conn = c
+	s.cur.Store(c)
+	s.lastLeaf.Store(c.leaf)
+	s.setStateLocked(stateReady, "")
+	if s.identity != c.identity {
+		if s.identity != "" {
+			n := s.store.clear()
+			s.log().Info("the key changed: cached tokens dropped", "dropped", n)
+		}
+		s.identity = c.identity
+	}
+	if old == c {
+		return nil
+	}
+	return old
+}
+
+// fault handles a card or HSM fault seen on c: unless c was already
+// replaced, the daemon turns not ready, closes c and starts reconnecting.
+func (s *Server) fault(c *conn, err error) {
+	s.mu.Lock()
+	if s.conn != c || c == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.conn = nil
+	s.cur.Store(nil)
+	s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
+	s.startLoopLocked()
+	s.mu.Unlock()
+	s.metrics.faults.Inc()
+	s.log().Warn("card or HSM fault: not ready; reconnecting", "error", err)
+	closeSigner(c.raw)
+}
+
+// startLoopLocked starts the reconnect loop unless it runs. s.mu must be
+// held.
+func (s *Server) startLoopLocked() {
+	if s.looping {
+		return
+	}
+	if s.goBackground(s.reconnectLoop) {
+		s.looping = true
+	}
+}
+
+// reconnectLoop calls OpenSigner with a doubling backoff until it succeeds,
+// the PIN is refused, or the server stops. It never retries a refused PIN.
+func (s *Server) reconnectLoop() {
+	wait := s.settings().cfg.ReconnectMin
+	lastMsg := ""
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			s.mu.Lock()
+			s.looping = false
+			s.mu.Unlock()
+			return
+		case <-t.C:
+		}
+		st := s.settings()
+		s.mu.Lock()
+		if s.state == stateReady || s.state == stateClosed {
+			s.looping = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+
+		c, err := s.open(s.ctx, st)
+		s.mu.Lock()
+		switch {
+		case err == nil:
+			if s.state == stateClosed || s.state == stateReady {
+				// Shut down, or a Reload got there first.
+				s.looping = false
+				s.mu.Unlock()
+				closeSigner(c.raw)
+				return
+			}
+			old := s.installLocked(c)
+			s.looping = false
+			s.mu.Unlock()
+			if old != nil {
+				closeSigner(old.raw)
+			}
+			s.logReady(c, "reconnected: ready")
+			return
+		case isPINError(err):
+			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
+			s.looping = false
+			s.mu.Unlock()
+			s.log().Error("the token refused the login; the PIN is not retried: fix the PIN source and reload (SIGHUP) or restart", "error", err)
+			return
+		case s.ctx.Err() != nil:
+			s.looping = false
+			s.mu.Unlock()
+			return
+		}
+		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
+		s.mu.Unlock()
+		if msg := err.Error(); msg != lastMsg {
+			s.log().Warn("reconnect failed; trying again", "error", err, "next_in", min(2*wait, st.cfg.ReconnectMax))
+			lastMsg = msg
+		} else {
+			s.log().Debug("reconnect failed; trying again", "error", err)
+		}
+		wait = min(2*wait, st.cfg.ReconnectMax)
+	}
+}
+
+func loginRefusedReason(err error) string {
+	return "login refused, not retried (" + err.Error() + "); fix the PIN source and reload (SIGHUP) or restart"
+}
+
+// probeLoop probes the current signer every ProbeInterval, so that a
+// removed token is noticed while nobody signs.
+func (s *Server) probeLoop() {
+	for {
+		iv := s.settings().cfg.ProbeInterval
+		if iv < 0 {
+			iv = time.Second // probing is off; look again for a reload
+		}
+		t := time.NewTimer(iv)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if s.settings().cfg.ProbeInterval < 0 {
+			continue
+		}
+		c := s.cur.Load()
+		if c == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		err := probe(ctx, c.raw)
+		cancel()
+		if err != nil && isDeviceFault(err) {
+			s.fault(c, err)
+		}
+	}
+}
+
+// logReady logs that the daemon is ready with c, and what c is.
+func (s *Server) logReady(c *conn, msg string) {
+	attrs := []any{"client_id", c.grant.ClientID, "issuer", c.grant.Environment.Issuer}
+	if c.leaf != nil {
+		attrs = append(attrs, "certificate", c.leaf.Subject.CommonName, "issued_by", c.leaf.Issuer.CommonName,
+			"not_after", c.leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if c.grant.KeyID != "" {
+		attrs = append(attrs, "kid", c.grant.KeyID)
+	}
+	s.log().Info(msg, attrs...)
+}

@@ -1,0 +1,62 @@
+// Package daemon is mp-hsm's token daemon: one process holds the smart card
+// or HSM, logs in once, and serves Maskinporten access tokens to every local
+// program over a unix socket or loopback TCP. `mp-hsm serve` is a thin
+// command around it.
+//
+// The daemon is a drop-in token URL for any OAuth 2 client library: POST
+// /token takes a client-credentials form (grant_type=client_credentials,
+// scope, and optional resource, consumer_org, pid, system_user_org,
+// altinn=true) and answers in Maskinporten's token-response shape, with
+// expires_in counted down to what is left of the cached token. Errors are
+// OAuth 2 error objects (RFC 6749 section 5.2).
+//
+// # Usage
+//
+//	srv, err := daemon.New(daemon.Config{
+//		OpenSigner: func(context.Context) (signer.Signer, error) { return signer.Open(sigCfg) },
+//		Grant:      grant.Config{ClientID: clientID, Environment: grant.Test},
+//	})
+//	ln, err := daemon.Listen("unix:"+daemon.DefaultSocketPath(), daemon.ListenOptions{})
+//	go srv.Serve(ln)
+//	...
+//	srv.Shutdown(ctx) // drains in-flight requests
+//
+// # Tokens
+//
+// Tokens are cached per request (scope set, resources, consumer_org, pid,
+// system user, Altinn or not) for the key in use; a new key (another
+// certificate, kid, client or environment) empties the cache. One exchange
+// per cache key is in flight at a time: concurrent callers of a cold key wait
+// for it. A semaphore bounds the exchanges with Maskinporten
+// (Config.MaxConcurrent). Tokens that callers use are refreshed in the
+// background before they expire, at a jittered time, so that many keys do not
+// refresh in the same second; keys nobody asked for within two token
+// lifetimes are dropped.
+//
+// # Card and HSM faults
+//
+// When signing fails because the token was removed, the session broke or the
+// device failed (hsm.ErrTokenRemoved, ErrSessionClosed, ErrDevice, ...), or
+// a periodic probe sees so, the daemon turns not ready (/readyz answers 503),
+// closes the signer, and calls Config.OpenSigner again with a growing
+// backoff until it succeeds: no restart is needed. Cached tokens are still
+// served meanwhile; requests the cache cannot answer get 503
+// temporarily_unavailable with the reason. A PIN the token refused
+// (hsm.ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...) stops the loop:
+// a PIN is never retried, and the daemon says so until Reload or a restart.
+//
+// # Endpoints
+//
+//	POST /token     OAuth 2 client credentials -> access token
+//	GET  /healthz   200 while the process runs
+//	GET  /readyz    200 when logged in and able to sign, else 503 and the reason
+//	GET  /metrics   Prometheus metrics from Config.Registry
+//
+// Callers on a unix socket are trusted (the socket's mode and group decide
+// who may connect). Callers on TCP must authenticate with HTTP Basic (or
+// client_id and client_secret in the form) with Config.ClientID and
+// Config.ClientSecret, compared in constant time.
+//
+// Grants, tokens, PINs and client secrets are never logged; personal
+// identification numbers are masked.
+package daemon

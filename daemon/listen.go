@@ -1,0 +1,256 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ListenOptions configure Listen.
+type ListenOptions struct {
+	// SocketGroup, if set, is the group (name or numeric id) that owns a
+	// unix socket; the socket's mode is then 0660 instead of 0600, so
+	// that members of the group may connect.
+	SocketGroup string
+
+	// AllowRemote allows TCP addresses that are not loopback. If false,
+	// only 127.0.0.0/8, ::1 and localhost are accepted.
+	AllowRemote bool
+}
+
+// DefaultSocketPath returns where the daemon listens by default:
+// /run/mp-hsm/mp-hsm.sock for root, and $XDG_RUNTIME_DIR/mp-hsm.sock for
+// other users; "" when XDG_RUNTIME_DIR is unset for a user other than root.
+func DefaultSocketPath() string {
+	if os.Geteuid() == 0 {
+		return "/run/mp-hsm/mp-hsm.sock"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "mp-hsm.sock")
+	}
+	return ""
+}
+
+// Listen opens a listener for addr, which is "unix:PATH" or
+// "tcp:HOST:PORT" (HOST may be an IP address or localhost; port 0 chooses a
+// free port).
+//
+// A unix socket is created with mode 0600 (0660 with opts.SocketGroup) from
+// the start: it is made under a temporary name in a private directory,
+// given its mode and group, and only then renamed into place, so no other
+// user can ever connect to it. A socket already at PATH is removed if no
+// process answers on it (left behind by a crash); if one answers, Listen
+// fails. Anything at PATH that is not a socket is never removed. The
+// socket is removed when the listener is closed. PATH's directory is
+// created (mode 0755) if missing.
+//
+// A TCP address that is not loopback is refused unless opts.AllowRemote.
+// A malformed or refused address gives an error matching ErrConfig.
+func Listen(addr string, opts ListenOptions) (net.Listener, error) {
+	network, rest, ok := strings.Cut(addr, ":")
+	if !ok || rest == "" {
+		return nil, fmt.Errorf("%w: listen %q: want unix:PATH or tcp:HOST:PORT", ErrConfig, addr)
+	}
+	switch network {
+	case "unix":
+		return listenUnix(rest, opts.SocketGroup)
+	case "tcp":
+		return listenTCP(rest, opts.AllowRemote)
+	}
+	return nil, fmt.Errorf("%w: listen %q: want unix:PATH or tcp:HOST:PORT", ErrConfig, addr)
+}
+
+func listenTCP(hostport string, allowRemote bool) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listen tcp:%s: %w", ErrConfig, hostport, err)
+	}
+	if !allowRemote {
+		switch ip := net.ParseIP(host); {
+		case host == "localhost":
+			host = "127.0.0.1"
+		case ip == nil || !ip.IsLoopback():
+			if host == "" {
+				host = "all interfaces"
+			}
+			return nil, fmt.Errorf("%w: listen tcp:%s: %s is not a loopback address; the daemon serves this machine only unless remote callers are allowed (--allow-remote)", ErrConfig, hostport, host)
+		}
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp:%s: %w", hostport, err)
+	}
+	return ln, nil
+}
+
+func listenUnix(path, group string) (net.Listener, error) {
+	fail := func(err error) (net.Listener, error) {
+		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
+	}
+	if path == "" {
+		return fail(errors.New("no path"))
+	}
+	path = filepath.Clean(path)
+	mode := os.FileMode(0o600)
+	gid := -1
+	if group != "" {
+		g, err := lookupGroup(group)
+		if err != nil {
+			return fail(err)
+		}
+		gid, mode = g, 0o660
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fail(err)
+	}
+	if err := removeStale(path); err != nil {
+		return fail(err)
+	}
+	// Bind in a private directory, set mode and group, then rename into
+	// place: the socket is never reachable with a wider mode.
+	tmp, err := os.MkdirTemp(dir, ".mp-hsm-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(tmp)
+	tmpPath := filepath.Join(tmp, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmpPath, Net: "unix"})
+	if err != nil {
+		return fail(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmpPath, mode); err != nil {
+		ln.Close()
+		return fail(err)
+	}
+	if gid >= 0 {
+		if err := os.Lchown(tmpPath, -1, gid); err != nil {
+			ln.Close()
+			return fail(fmt.Errorf("set the socket's group: %w", err))
+		}
+	}
+	if err := os.Rename(tmpPath, path); err != nil {
+		ln.Close()
+		return fail(err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return fail(err)
+	}
+	return &unixListener{UnixListener: ln, path: path, fi: fi}, nil
+}
+
+// unixListener removes its socket file on Close, if it is still its own.
+type unixListener struct {
+	*net.UnixListener
+	path string
+	fi   fs.FileInfo
+	once sync.Once
+}
+
+// Addr returns the socket's final path (not the temporary one it was bound
+// to).
+func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+// Close closes the listener and removes the socket file.
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		if fi, e := os.Lstat(l.path); e == nil && os.SameFile(fi, l.fi) {
+			os.Remove(l.path)
+		}
+	})
+	return err
+}
+
+// removeStale removes a socket at path that nobody listens on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; not removing it", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("another process listens on %s (is mp-hsm serve already running?)", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%s exists and cannot be checked: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove the stale socket: %w", err)
+	}
+	return nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if id, err := strconv.Atoi(name); err == nil && id >= 0 {
+		return id, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("socket group: %w", err)
+	}
+	id, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("socket group %q: gid %q is not a number", name, g.Gid)
+	}
+	return id, nil
+}
+
+// ActivationListeners returns the listeners systemd passed to this process
+// by socket activation (LISTEN_PID, LISTEN_FDS; sd_listen_fds(3)), or none
+// when it passed none. It unsets the variables, so that child processes do
+// not take the sockets for theirs. Each socket must be a listening stream
+// socket (unix or TCP).
+func ActivationListeners() ([]net.Listener, error) {
+	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
+	if pid == "" || fds == "" {
+		return nil, nil
+	}
+	defer func() {
+		os.Unsetenv("LISTEN_PID")
+		os.Unsetenv("LISTEN_FDS")
+		os.Unsetenv("LISTEN_FDNAMES")
+	}()
+	if p, err := strconv.Atoi(pid); err != nil || p != os.Getpid() {
+		return nil, nil // meant for another process
+	}
+	n, err := strconv.Atoi(fds)
+	if err != nil || n < 0 || n > 64 {
+		return nil, fmt.Errorf("socket activation: LISTEN_FDS=%q is not a count", fds)
+	}
+	const firstFD = 3 // SD_LISTEN_FDS_START
+	var lns []net.Listener
+	for fd := firstFD; fd < firstFD+n; fd++ {
+		syscall.CloseOnExec(fd)
+		f := os.NewFile(uintptr(fd), "systemd-socket-"+strconv.Itoa(fd))
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("socket activation: fd %d: %w", fd, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}

@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"math"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the daemon's Prometheus metrics. Their names start with
+// mphsm_.
+type metrics struct {
+	requests     *prometheus.CounterVec   // result: ok or the OAuth 2 error code
+	requestsOK   prometheus.Counter       // requests{result="ok"}
+	cacheHits    prometheus.Counter       // token requests answered from the cache
+	cacheMisses  prometheus.Counter       // token requests that waited for an exchange
+	upstream     *prometheus.CounterVec   // endpoint (token, altinn), status (HTTP code or "error")
+	refreshes    *prometheus.CounterVec   // result: ok, error
+	signSeconds  prometheus.Histogram     // signature latency
+	signErrors   prometheus.Counter       // failed signatures
+	reconnects   *prometheus.CounterVec   // result: ok, error, pin
+	faults       prometheus.Counter       // card or HSM faults noticed
+	ready        prometheus.GaugeFunc     // 1 when ready
+	storeSize    prometheus.GaugeFunc     // cached keys
+	certExpiry   prometheus.GaugeFunc     // seconds until the leaf certificate expires
+	inflight     prometheus.Gauge         // exchanges holding the semaphore
+	upstreamTime *prometheus.HistogramVec // endpoint: duration of calls
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mphsm_token_requests_total",
+			Help: "Token requests by result: ok, or the OAuth 2 error code answered.",
+		}, []string{"result"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mphsm_cache_hits_total",
+			Help: "Token requests answered from the cache.",
+		}),
+		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mphsm_cache_misses_total",
+			Help: "Token requests that could not be answered from the cache.",
+		}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mphsm_maskinporten_requests_total",
+			Help: "HTTP requests to Maskinporten (endpoint=token) and Altinn (endpoint=altinn) by status code, or status=error for network failures.",
+		}, []string{"endpoint", "status"}),
+		upstreamTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mphsm_maskinporten_request_duration_seconds",
+			Help:    "Duration of HTTP requests to Maskinporten and Altinn.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"endpoint"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mphsm_background_refreshes_total",
+			Help: "Tokens refreshed in the background before they expired, by result.",
+		}, []string{"result"}),
+		signSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mphsm_signature_duration_seconds",
+			Help:    "Latency of grant signatures on the card or HSM.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		signErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mphsm_signature_errors_total",
+			Help: "Grant signatures that failed.",
+		}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mphsm_signer_opens_total",
+			Help: "Attempts to open the key (start, reconnect, reload) by result: ok, error, pin (a refused PIN; not retried).",
+		}, []string{"result"}),
+		faults: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mphsm_token_faults_total",
+			Help: "Card or HSM faults noticed (token removed, session closed, device error).",
+		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mphsm_exchanges_in_flight",
+			Help: "Exchanges with Maskinporten or Altinn in flight (at most MaxConcurrent).",
+		}),
+	}
+	m.ready = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mphsm_ready",
+		Help: "1 when the daemon is logged in and able to sign, else 0.",
+	}, func() float64 {
+		if ok, _ := s.Ready(); ok {
+			return 1
+		}
+		return 0
+	})
+	m.storeSize = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mphsm_token_store_keys",
+		Help: "Keys (distinct requests) in the token store.",
+	}, func() float64 { return float64(s.store.len()) })
+	m.certExpiry = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mphsm_certificate_expiry_seconds",
+		Help: "Seconds until the key's certificate expires (negative once expired); NaN without a certificate.",
+	}, func() float64 {
+		if leaf := s.leaf(); leaf != nil {
+			return leaf.NotAfter.Sub(s.now()).Seconds()
+		}
+		return math.NaN()
+	})
+	// Pre-create the common series so that they are exported at zero.
+	m.requestsOK = m.requests.WithLabelValues("ok")
+	m.refreshes.WithLabelValues("ok")
+	m.refreshes.WithLabelValues("error")
+	return m
+}

@@ -1,0 +1,408 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is the token daemon. Make one with New, give it listeners with
+// Serve, and stop it with Shutdown. It is an http.Handler too. All methods
+// are safe for concurrent use.
+type Server struct {
+	st       atomic.Pointer[settings]
+	reg      *prometheus.Registry
+	metrics  *metrics
+	sem      chan struct{}
+	store    store
+	metricsH http.Handler
+
+	ctx    context.Context // ends when the server has stopped serving
+	cancel context.CancelFunc
+
+	// bgMu guards bg against Add after Shutdown has begun waiting.
+	bgMu    sync.Mutex
+	bg      sync.WaitGroup
+	stopped bool
+
+	mu       sync.Mutex
+	conn     *conn // current conn; nil unless ready
+	state    state
+	reason   string
+	looping  bool   // the reconnect loop runs
+	identity string // the identity of the cached tokens' key
+	servers  []*http.Server
+	closing  bool
+
+	cur      atomic.Pointer[conn]             // conn, readable without mu
+	lastLeaf atomic.Pointer[x509.Certificate] // the last key's certificate
+	ready    atomic.Pointer[readiness]
+}
+
+// settings are the parts of a Config requests read, swapped as a whole by
+// Reload.
+type settings struct {
+	cfg        Config
+	policy     *scopePolicy
+	idHash     [32]byte
+	secretHash [32]byte
+}
+
+func newSettings(cfg Config) *settings {
+	st := &settings{cfg: cfg, policy: newScopePolicy(cfg.AllowedScopes)}
+	st.idHash = sha256.Sum256([]byte(cfg.ClientID))
+	st.secretHash = sha256.Sum256([]byte(cfg.ClientSecret))
+	return st
+}
+
+type state int
+
+const (
+	stateStarting     state = iota
+	stateReady              // logged in and able to sign
+	stateFault              // the card or HSM failed; reconnecting
+	stateLoginRefused       // the PIN was refused; waiting for Reload
+	stateClosed             // Shutdown was called
+)
+
+type readiness struct {
+	ok     bool
+	reason string
+}
+
+// New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
+// a Server that is ready to Serve.
+//
+// If the token is absent or the device fails at start (hsm.ErrNoToken,
+// ErrTokenRemoved, ErrDevice, ErrSessionClosed), New still returns a
+// Server: not ready, reconnecting in the background until the token is
+// there. Any other error, such as a refused PIN, a key that is not found or
+// an invalid Config (ErrConfig), is returned and nothing keeps running.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s := &Server{reg: reg, sem: make(chan struct{}, cfg.MaxConcurrent)}
+	s.st.Store(newSettings(cfg))
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.setReady(false, "starting")
+	s.metrics = newMetrics(s) // registered on reg below, once New succeeds
+	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{cfg.Logger}})
+
+	c, err := s.open(s.ctx, s.settings())
+	s.mu.Lock()
+	switch {
+	case err == nil:
+		s.installLocked(c)
+	case isTransientAtStart(err):
+		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); waiting for it")
+		s.startLoopLocked()
+	default:
+		s.mu.Unlock()
+		s.cancel()
+		return nil, err
+	}
+	s.mu.Unlock()
+	if err != nil {
+		cfg.Logger.Warn("the card or HSM is not available; starting not ready and waiting for it", "error", err)
+	} else {
+		s.logReady(c, "logged in: ready")
+	}
+	if err := s.register(reg); err != nil {
+		s.stopBackground()
+		s.closeConn()
+		return nil, fmt.Errorf("%w: Registry: %w", ErrConfig, err)
+	}
+	s.goBackground(s.probeLoop)
+	return s, nil
+}
+
+// register moves the metrics onto reg.
+func (s *Server) register(reg prometheus.Registerer) error {
+	m := s.metrics
+	for _, c := range []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime,
+		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.ready, m.storeSize, m.certExpiry} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Registry returns the registry the metrics are in and /metrics serves:
+// Config.Registry, or the Server's own.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+func (s *Server) settings() *settings { return s.st.Load() }
+
+func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
+
+func (s *Server) now() time.Time { return time.Now() }
+
+// leaf returns the certificate of the key in use, or of the last one.
+func (s *Server) leaf() *x509.Certificate { return s.lastLeaf.Load() }
+
+// goBackground runs f in a goroutine that Shutdown waits for; false if the
+// server is stopping.
+func (s *Server) goBackground(f func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
+	return true
+}
+
+// setStateLocked changes the state and logs the change. s.mu must be held.
+func (s *Server) setStateLocked(st state, reason string) {
+	s.state, s.reason = st, reason
+	switch st {
+	case stateReady:
+		s.setReady(true, "")
+	default:
+		s.setReady(false, reason)
+	}
+}
+
+func (s *Server) setReady(ok bool, reason string) {
+	s.ready.Store(&readiness{ok: ok, reason: reason})
+}
+
+// Ready reports whether the daemon is logged in and able to sign, and if
+// not, why. An expired certificate makes it not ready.
+func (s *Server) Ready() (bool, string) {
+	r := s.ready.Load()
+	if !r.ok {
+		return false, r.reason
+	}
+	if leaf := s.leaf(); leaf != nil && s.now().After(leaf.NotAfter) {
+		return false, fmt.Sprintf("the certificate %q expired at %s; renew it", leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return true, ""
+}
+
+func (s *Server) notReady() error {
+	_, reason := s.Ready()
+	if reason == "" {
+		reason = "not ready"
+	}
+	return &notReadyError{reason: reason}
+}
+
+// Serve answers requests on ln until Shutdown; it returns
+// http.ErrServerClosed then, like http.Server.Serve. A TCP listener is
+// refused (and closed) without Config.ClientSecret, and on an address that
+// is not loopback unless Config.AllowRemote.
+func (s *Server) Serve(ln net.Listener) error {
+	st := s.settings()
+	if err := checkListener(ln, st.cfg.AllowRemote, st.cfg.ClientSecret != ""); err != nil {
+		ln.Close()
+		return err
+	}
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: st.cfg.ReadTimeout / 2,
+		ReadTimeout:       st.cfg.ReadTimeout,
+		WriteTimeout:      st.cfg.WriteTimeout,
+		IdleTimeout:       st.cfg.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          log.New(slogWriter{st.cfg.Logger}, "", 0),
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	s.servers = append(s.servers, hs)
+	s.mu.Unlock()
+	s.log().Info("listening", "address", ln.Addr().Network()+":"+ln.Addr().String())
+	return hs.Serve(ln)
+}
+
+// checkListener refuses TCP listeners without a secret, or on an address
+// that is not loopback unless remote is allowed.
+func checkListener(ln net.Listener, allowRemote, haveSecret bool) error {
+	addr := ln.Addr()
+	switch a := addr.(type) {
+	case *net.UnixAddr:
+		return nil
+	case *net.TCPAddr:
+		if !haveSecret {
+			return fmt.Errorf("%w: TCP listener %s: callers on TCP must authenticate, and no client secret is configured (--client-secret-file)", ErrConfig, addr)
+		}
+		if !allowRemote && !a.IP.IsLoopback() {
+			return fmt.Errorf("%w: TCP listener %s is not on a loopback address; allow it explicitly (--allow-remote)", ErrConfig, addr)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: listener on %s %s: only unix and tcp are supported", ErrConfig, addr.Network(), addr)
+}
+
+// Shutdown stops the server gracefully: the listeners close at once,
+// requests in flight are answered (waiting, if they must, for their
+// exchange), then background refreshes and the reconnect loop stop and the
+// signer is closed. If ctx ends first, the remaining connections are closed
+// and ctx's error is returned. Shutdown may be called more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	servers := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(servers))
+	for i, hs := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Shutdown(ctx); err != nil {
+				hs.Close()
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	s.stopBackground()
+	s.store.clear()
+	done := make(chan struct{})
+	go func() {
+		s.bg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.closeConn()
+	if err == nil {
+		err = errors.Join(errs...)
+	}
+	return err
+}
+
+// stopBackground cancels the background work and refuses more.
+func (s *Server) stopBackground() {
+	s.bgMu.Lock()
+	s.stopped = true
+	s.bgMu.Unlock()
+	s.cancel()
+}
+
+// closeConn closes the current signer and marks the server closed.
+func (s *Server) closeConn() {
+	s.mu.Lock()
+	c := s.conn
+	s.conn = nil
+	s.cur.Store(nil)
+	s.setStateLocked(stateClosed, "the daemon is shutting down")
+	s.mu.Unlock()
+	if c != nil {
+		closeSigner(c.raw)
+	}
+}
+
+// Reload applies a new configuration: it opens the key with the new
+// OpenSigner (a new login with the new PIN source) and swaps it in. Cached
+// tokens are kept when the key, the client and the environment are
+// unchanged, and dropped otherwise.
+//
+// When the daemon is ready and the new key cannot be opened, nothing
+// changes and the error is returned. When it is not ready (the card is
+// away, or a PIN was refused), the new configuration is adopted even if
+// the key cannot be opened yet: a refused PIN is reported again, any other
+// failure starts the reconnect loop with the new OpenSigner.
+//
+// Listeners, MaxConcurrent, the HTTP timeouts and the Registry keep their
+// values from New.
+//
+// PKCS#11 login state belongs to the process: while the old signer is
+// still open, the new one's login finds the token logged in, so a PIN
+// changed in the PIN source is only checked once the token is opened
+// afresh (after a fault or a restart).
+func (s *Server) Reload(cfg Config) error {
+	old := s.settings().cfg
+	cfg.Registry = old.Registry
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	st := newSettings(cfg)
+	c, err := s.open(s.ctx, st)
+	s.mu.Lock()
+	if s.state == stateClosed {
+		s.mu.Unlock()
+		if c != nil {
+			closeSigner(c.raw)
+		}
+		return errShuttingDown
+	}
+	if err != nil {
+		if s.state == stateReady {
+			s.mu.Unlock()
+			return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
+		}
+		s.st.Store(st)
+		if isPINError(err) {
+			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
+		} else {
+			s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
+			s.startLoopLocked()
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("reload: %w", err)
+	}
+	s.st.Store(st)
+	prev := s.installLocked(c)
+	s.mu.Unlock()
+	if prev != nil {
+		closeSigner(prev.raw)
+	}
+	s.logReady(c, "configuration reloaded; ready")
+	return nil
+}
+
+// slogWriter sends net/http's error log lines to slog at debug level
+// (they are about callers' broken connections, not about the daemon).
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("http: " + string(trimNewline(p)))
+	return len(p), nil
+}
+
+type slogPrinter struct{ l *slog.Logger }
+
+func (p slogPrinter) Println(v ...any) { p.l.Error("metrics: " + fmt.Sprint(v...)) }
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}
