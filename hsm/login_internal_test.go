@@ -142,3 +142,41 @@ func TestAlwaysAuthenticateIsEnforced(t *testing.T) {
 		t.Fatalf("context login with a wrong PIN = %v, want ErrPINIncorrect", err)
 	}
 }
+
+// brokenSlot makes C_GetTokenInfo fail for one slot, as a token being
+// removed does.
+type brokenSlot struct {
+	p11
+	bad uint
+}
+
+func (b *brokenSlot) GetTokenInfo(slot uint) (pkcs11.TokenInfo, error) {
+	if slot == b.bad {
+		return pkcs11.TokenInfo{}, pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED)
+	}
+	return b.p11.GetTokenInfo(slot)
+}
+
+func TestOneUnreadableSlotDoesNotHideOthers(t *testing.T) {
+	good := softhsm.New(t)
+	bad := softhsm.New(t)
+	m, err := Open(good.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.p = &brokenSlot{p11: m.p, bad: bad.SlotID}
+	s, err := m.FindSlot(TokenSelector{Label: good.Label})
+	if err != nil || s.ID != good.SlotID {
+		t.Fatalf("FindSlot(good) with another slot failing = %v, %v", s, err)
+	}
+	slots, err := m.Slots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		if s.ID == bad.SlotID && (s.Token != nil || s.Problem == "") {
+			t.Fatalf("the failing slot shows %+v; want no token and a problem", s)
+		}
+	}
+}

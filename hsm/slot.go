@@ -106,12 +106,18 @@ type Slot struct {
 	TokenPresent bool
 	Removable    bool
 	Hardware     bool
-	Token        *TokenInfo // nil when no token is present
+	Token        *TokenInfo // nil when no token is present or it cannot be read
+	// Problem says why a present token's information could not be read
+	// (for instance a token being removed), or is empty.
+	Problem string
 }
 
 // String describes the slot and token in one short phrase.
 func (s Slot) String() string {
 	if s.Token == nil {
+		if s.Problem != "" {
+			return fmt.Sprintf("slot %d (%s): %s", s.ID, s.Description, s.Problem)
+		}
 		return fmt.Sprintf("slot %d (%s): no token", s.ID, s.Description)
 	}
 	return fmt.Sprintf("slot %d: token %q serial %q", s.ID, s.Token.Label, s.Token.Serial)
@@ -167,9 +173,12 @@ func (m *Module) slot(id uint) (Slot, error) {
 		Hardware:     si.Flags&pkcs11.CKF_HW_SLOT != 0,
 	}
 	if s.TokenPresent {
+		// One unreadable token (being removed, not recognised) must not
+		// hide the others: record the problem and go on.
 		ti, err := m.p.GetTokenInfo(id)
 		if err != nil {
-			return Slot{}, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", id), err)
+			s.Problem = wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", id), err).Error()
+			return s, nil
 		}
 		s.Token = tokenInfo(ti)
 	}

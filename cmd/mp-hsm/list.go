@@ -71,6 +71,7 @@ type listToken struct {
 type listSlot struct {
 	ID          uint       `json:"slot_id"`
 	Description string     `json:"description"`
+	Problem     string     `json:"problem,omitempty"`
 	Token       *listToken `json:"token,omitempty"`
 }
 
@@ -140,7 +141,7 @@ func (e *env) list(c *cli.Context) error {
 	res := listOutput{Module: m.Path()}
 	now := time.Now()
 	for _, s := range slots {
-		ls := listSlot{ID: s.ID, Description: s.Description}
+		ls := listSlot{ID: s.ID, Description: s.Description, Problem: s.Problem}
 		if s.Token != nil && (ks.cfg.Token.IsZero() || matchesToken(ks.cfg.Token, s)) {
 			lt, err := e.listToken(m, s, ks, now)
 			if err != nil {
@@ -231,7 +232,11 @@ func (e *env) printList(res listOutput) error {
 	fmt.Fprintf(e.stdout, "Module %s\n", res.Module)
 	for _, s := range res.Slots {
 		if s.Token == nil {
-			fmt.Fprintf(e.stdout, "\nSlot %d  %s  (no token)\n", s.ID, s.Description)
+			what := "(no token)"
+			if s.Problem != "" {
+				what = "(token unreadable: " + s.Problem + ")"
+			}
+			fmt.Fprintf(e.stdout, "\nSlot %d  %s  %s\n", s.ID, s.Description, what)
 			continue
 		}
 		t := s.Token
