@@ -169,7 +169,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	for _, a := range cfg.AllowedScopes {
 		for _, s := range splitScopes(a) {
-			if !validScope(strings.TrimSuffix(s, "*")) && s != "*" {
+			if !grant.ValidScope(strings.TrimSuffix(s, "*")) && s != "*" {
 				return bad("AllowedScopes: %q is not a scope", s)
 			}
 		}
@@ -212,21 +212,6 @@ func (cfg Config) withDefaults() (Config, error) {
 // splitScopes splits a list of scopes separated by spaces or commas.
 func splitScopes(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' })
-}
-
-// validScope reports whether s is an RFC 6749 scope-token:
-// 1*( %x21 / %x23-5B / %x5D-7E ).
-func validScope(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }
 
 // scopePolicy decides which scopes callers may ask for.

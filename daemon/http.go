@@ -282,7 +282,7 @@ func parseRequest(form url.Values, policy *scopePolicy, buf []byte) (*tokenReque
 		if sc == "" {
 			continue
 		}
-		if !validScope(sc) {
+		if !grant.ValidScope(sc) {
 			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" holds characters a scope cannot hold")
 		}
 		if !policy.allows(sc) {

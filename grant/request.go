@@ -139,8 +139,14 @@ func (r Request) normalize() (*normRequest, error) {
 	return n, nil
 }
 
-// validScopeToken reports whether s is an RFC 6749 scope-token:
-// 1*( %x21 / %x23-5B / %x5D-7E ).
+// ValidScope reports whether s is one RFC 6749 scope-token,
+// 1*( %x21 / %x23-5B / %x5D-7E ): printable ASCII without space, '"' or
+// '\'. Maskinporten scopes are case-sensitive and look like
+// "altinn:serviceowner".
+func ValidScope(s string) bool { return validScopeToken(s) }
+
+// validScopeToken is ValidScope; the grant package also uses it for other
+// values that must be printable ASCII without spaces.
 func validScopeToken(s string) bool {
 	if s == "" {
 		return false

@@ -48,39 +48,23 @@ func (e *env) token(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	req, err := requestFromFlags(c)
-	if err != nil {
-		return err
-	}
-	if _, err := clientIDFlag(c); err != nil {
-		return err
-	}
-	s, _, err := e.openSigner(c)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-	defer cancel()
-	cfg, err := e.grantConfig(ctx, c, s)
-	if err != nil {
-		return err
-	}
-	if c.Bool("altinn") && cfg.Environment.AltinnExchange == "" {
-		return usagef("--altinn: this environment has no Altinn exchange URL; give --altinn-exchange")
-	}
-	tok, err := cfg.Exchange(ctx, req)
-	if err != nil {
-		return err
-	}
-	e.log.Info("got a Maskinporten token", "token", tok)
-	if c.Bool("altinn") {
-		tok, err = cfg.AltinnToken(ctx, tok.AccessToken)
-		if err != nil {
-			return fmt.Errorf("Altinn exchange: %w", err)
+	return e.withGrantConfig(c, func(ctx context.Context, cfg *grant.Config, req grant.Request) error {
+		if c.Bool("altinn") && cfg.Environment.AltinnExchange == "" {
+			return usagef("--altinn: this environment has no Altinn exchange URL; give --altinn-exchange")
 		}
-	}
-	return e.printToken(out, tok)
+		tok, err := cfg.Exchange(ctx, req)
+		if err != nil {
+			return err
+		}
+		e.log.Info("got a Maskinporten token", "token", tok)
+		if c.Bool("altinn") {
+			tok, err = cfg.AltinnToken(ctx, tok.AccessToken)
+			if err != nil {
+				return fmt.Errorf("Altinn exchange: %w", err)
+			}
+		}
+		return e.printToken(out, tok)
+	})
 }
 
 // tokenJSON is Maskinporten's token response plus expires_at.
@@ -124,6 +108,21 @@ func grantCommand(e *env) *cli.Command {
 }
 
 func (e *env) grant(c *cli.Context) error {
+	return e.withGrantConfig(c, func(ctx context.Context, cfg *grant.Config, req grant.Request) error {
+		g, err := cfg.Grant(req)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(e.stdout, g)
+		return err
+	})
+}
+
+// withGrantConfig does what token and grant share: it reads the request
+// flags and the client id before the token is opened (so that bad input
+// costs no PIN), opens the key, resolves Maskinporten within --timeout, and
+// calls f. The key is closed when f returns.
+func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Config, grant.Request) error) error {
 	req, err := requestFromFlags(c)
 	if err != nil {
 		return err
@@ -142,10 +141,5 @@ func (e *env) grant(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	g, err := cfg.Grant(req)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(e.stdout, g)
-	return err
+	return f(ctx, cfg, req)
 }
