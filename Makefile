@@ -1,5 +1,7 @@
 # mp-hsm: see README.md. `make test` and `make demo` work on a fresh Debian machine.
 GO ?= go
+COUNT ?= 5
+BENCHTIME ?= 1s
 export CGO_ENABLED := 1
 
 .PHONY: all build test vet deps demo bench fuzz clean
@@ -29,6 +31,11 @@ clean:
 # local emulator. Finishes in well under a minute.
 demo: deps
 	./scripts/demo.sh
+
+# Every benchmark on SoftHSM2 and the emulator, in one run, and
+# docs/BENCHMARKS.md from it (about 4 minutes on 2 cores): make bench COUNT=10
+bench: deps
+	COUNT=$(COUNT) BENCHTIME=$(BENCHTIME) ./scripts/bench.sh
 
 # Every fuzz target for FUZZTIME each (default 30s): make fuzz FUZZTIME=2m
 fuzz: deps

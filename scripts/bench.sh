@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# make bench: every benchmark of the module on SoftHSM2 and the emulator,
+# in one run, then docs/BENCHMARKS.md from that run (bench/report).
+#
+#   1. builds mp-hsm and provisions a SoftHSM2 store for the daemon in
+#      bin/bench/ (the go test benchmarks make their own tokens);
+#   2. runs the benchmarks of every package, one package at a time (-p 1),
+#      COUNT times each (default 5) with -benchmem: those named *Parallel*
+#      at -cpu 1,2 (2 goroutines against 1), the others at the default
+#      GOMAXPROCS; each pair of a comparison is in the same go test process;
+#   3. if `mp-hsm serve` works, offers it load on loopback (bench/load);
+#   4. writes docs/BENCHMARKS.md and docs/bench-daemon-latency.png.
+#
+# Raw output stays in bin/bench/ (bench.txt, load.json). Takes about 4
+# minutes on 2 cores. COUNT and BENCHTIME (default 1s) can be set:
+#   make bench COUNT=10 BENCHTIME=2s
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT=${COUNT:-5}
+BENCHTIME=${BENCHTIME:-1s}
+out=bin/bench
+raw=$out/bench.txt
+mkdir -p "$out"
+rm -f "$raw" "$out/load.json"
+start=$(date +%s)
+
+echo "== building mp-hsm and provisioning a SoftHSM2 store in $out/store"
+go build -o "$out/mp-hsm" ./cmd/mp-hsm
+go run ./softhsm/cmd/provision -dir "$out/store" >/dev/null
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain 2>/dev/null)" ]; then commit="$commit with uncommitted changes"; fi
+{
+  echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "# go: $(go version)"
+  echo "# cores: $(nproc)"
+  echo "# gomaxprocs: ${GOMAXPROCS:-$(nproc)}"
+  echo "# kernel: $(uname -sr)"
+  echo "# commit: $commit"
+  echo "# softhsm: $(softhsm2-util --version 2>/dev/null || echo unknown)"
+  echo "# count: $COUNT"
+  echo "# benchtime: $BENCHTIME"
+} >"$raw"
+
+status=0
+bench() {
+  echo "# cmd: go test $*" >>"$raw"
+  echo "== go test $*"
+  set +e
+  go test "$@" 2>&1 | tee -a "$raw"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || status=1
+}
+common=(-p 1 -run '^$' -count "$COUNT" -benchtime "$BENCHTIME" -benchmem -timeout 30m)
+bench "${common[@]}" -bench . -skip Parallel ./...
+bench "${common[@]}" -bench Parallel -cpu 1,2 ./...
+
+echo "== load on mp-hsm serve (bench/load)"
+if "$out/mp-hsm" serve --help >/dev/null 2>&1; then
+  echo "# cmd: go run ./bench/load -mp-hsm $out/mp-hsm -store $out/store -out $out/load.json" >>"$raw"
+  go run ./bench/load -mp-hsm "$out/mp-hsm" -store "$out/store" -out "$out/load.json" ||
+    echo "bench/load failed: the report will say the daemon's latency was not measured"
+else
+  echo "mp-hsm has no serve command: the report will say the daemon's latency was not measured"
+fi
+
+echo "# elapsed: $(($(date +%s) - start)) s" >>"$raw"
+go run ./bench/report -in "$raw" -load "$out/load.json" -out docs/BENCHMARKS.md -plot docs/bench-daemon-latency.png
+echo "== wrote docs/BENCHMARKS.md (raw output in $raw)"
+[ "$status" -eq 0 ] || echo "some benchmarks failed: see 'Problems in this run' in docs/BENCHMARKS.md" >&2
+exit $status
