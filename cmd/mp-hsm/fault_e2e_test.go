@@ -48,12 +48,12 @@ func TestFaultSlowMaskinporten(t *testing.T) {
 			emu.SetLatency(5 * time.Second)
 			return []string{"token", "--token-label", "e2e-card", "--client-id", e2eClient, "--scope", e2eScopeRead,
 				"--issuer", emu.Issuer(), "--token-endpoint", emu.TokenURL(), "--timeout", "2s"}
-		}, []string{"/token unavailable", "context deadline exceeded"}},
+		}, []string{"/token unavailable", "context deadline exceeded", "gave up after --timeout 2s"}},
 		{"metadata", func(t *testing.T) []string {
 			emu := fx.emulator(t)
 			emu.SetLatency(5 * time.Second)
 			return e2eTokenArgs(emu, "--timeout", "2s")
-		}, []string{"--well-known", "unavailable", "context deadline exceeded"}},
+		}, []string{"--well-known", "unavailable", "context deadline exceeded", "gave up after --timeout 2s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -139,7 +139,15 @@ func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Con
 	defer cancel()
 	cfg, err := e.grantConfig(ctx, c, s)
 	if err != nil {
-		return err
+		return timedOut(ctx, c, err)
 	}
-	return f(ctx, cfg, req)
+	return timedOut(ctx, c, f(ctx, cfg, req))
+}
+
+// timedOut says that --timeout ended err, when it did.
+func timedOut(ctx context.Context, c *cli.Context, err error) error {
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("%w\ngave up after --timeout %s; raise it if Maskinporten is slow", err, c.Duration("timeout"))
+	}
+	return err
 }
