@@ -262,18 +262,21 @@ func (d *daemonProc) stop() error {
 
 // TestFaultServe503Load: `mp-hsm serve` under a steady, paced load of
 // cached-token requests for 12 keys while Maskinporten answers 503 to 30%
-// of token requests, for 12 seconds (issue 6 asks for a minute; this is
-// the short form, to keep make test fast). Tokens live 6 s, so every key is
-// refreshed in the background about twice under the faults. At least 99.9%
+// of token requests, for a minute (-short: 12 seconds). Tokens live 6 s,
+// so every key is refreshed in the background about ten times under the
+// faults. At least 99.9%
 // of the client requests must succeed, and no token may be served expired.
 func TestFaultServe503Load(t *testing.T) {
 	t.Parallel()
 	const (
-		keys     = 12
-		workers  = 4
-		pace     = 10 * time.Millisecond // per worker between requests
-		duration = 12 * time.Second
+		keys    = 12
+		workers = 4
+		pace    = 10 * time.Millisecond // per worker between requests
 	)
+	duration := time.Minute
+	if testing.Short() {
+		duration = 12 * time.Second
+	}
 	fx := e2e(t)
 	cfg := fx.emulatorConfig(t)
 	cfg.Logf = func(string, ...any) {}
