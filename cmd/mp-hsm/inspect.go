@@ -47,6 +47,7 @@ func inspectCommand(e *env) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "`FORMAT`: text or json", EnvVars: []string{"MP_HSM_OUTPUT"}},
 			&cli.StringFlag{Category: catOut, Name: "now", Usage: "judge the times against `TIME` (RFC 3339) instead of the clock"},
+			&cli.BoolFlag{Category: catOut, Name: "show-pid", Usage: "show a pid claim in full (default: only its first six digits, as in mp-hsm's logs)"},
 		},
 		Action: func(c *cli.Context) error { return e.inspect(c) },
 	}
@@ -78,6 +79,9 @@ func (e *env) inspect(c *cli.Context) error {
 	d, err := inspectDecode(input)
 	if err != nil {
 		return usageErr(err)
+	}
+	if pid, ok := d.claims["pid"].(string); ok && !c.Bool("show-pid") {
+		d.claims["pid"] = grant.MaskPID(pid)
 	}
 	rep := inspectJWT(d, now)
 	if !c.Bool("quiet") {
