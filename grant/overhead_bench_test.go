@@ -4,8 +4,8 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
+	"github.com/mp-hsm/mp-hsm/internal/benchutil"
 	"testing"
-	"time"
 )
 
 // BenchmarkGrantVsSignatureInterleaved makes, in each iteration, one
@@ -29,23 +29,8 @@ func BenchmarkGrantVsSignatureInterleaved(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var grantT, sigT time.Duration
-	i := 0
-	for b.Loop() {
-		first, second, t1, t2 := grant, sig, &grantT, &sigT
-		if i%2 == 1 {
-			first, second, t1, t2 = sig, grant, &sigT, &grantT
-		}
-		i++
-		t0 := time.Now()
-		first()
-		tm := time.Now()
-		second()
-		*t1 += tm.Sub(t0)
-		*t2 += time.Since(tm)
-	}
-	n := float64(i)
-	b.ReportMetric(float64(grantT)/1e3/n, "grant-us/op")
-	b.ReportMetric(float64(sigT)/1e3/n, "sig-us/op")
+	grantT, sigT := benchutil.Interleave(b, grant, sig)
+	b.ReportMetric(float64(grantT)/1e3, "grant-us/op")
+	b.ReportMetric(float64(sigT)/1e3, "sig-us/op")
 	b.ReportMetric(100*(float64(grantT)/float64(sigT)-1), "added-%")
 }

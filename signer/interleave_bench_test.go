@@ -3,8 +3,8 @@ package signer_test
 import (
 	"crypto"
 	"crypto/sha256"
+	"github.com/mp-hsm/mp-hsm/internal/benchutil"
 	"testing"
-	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -37,23 +37,8 @@ func BenchmarkSignerVsRawInterleaved(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var rawT, signerT time.Duration
-	i := 0
-	for b.Loop() {
-		first, second, t1, t2 := raw, viaSigner, &rawT, &signerT
-		if i%2 == 1 {
-			first, second, t1, t2 = viaSigner, raw, &signerT, &rawT
-		}
-		i++
-		t0 := time.Now()
-		first()
-		tm := time.Now()
-		second()
-		*t1 += tm.Sub(t0)
-		*t2 += time.Since(tm)
-	}
-	n := float64(i)
-	b.ReportMetric(float64(rawT)/1e3/n, "raw-us/op")
-	b.ReportMetric(float64(signerT)/1e3/n, "signer-us/op")
+	rawT, signerT := benchutil.Interleave(b, raw, viaSigner)
+	b.ReportMetric(float64(rawT)/1e3, "raw-us/op")
+	b.ReportMetric(float64(signerT)/1e3, "signer-us/op")
 	b.ReportMetric(float64(rawT)/float64(signerT), "ratio")
 }
