@@ -16,8 +16,9 @@ import (
 // SoftHSM2 never sets (PIN final try, PIN locked) and counts C_Login calls.
 type flagDouble struct {
 	p11
-	extra  uint
-	logins atomic.Int32
+	extra   uint
+	logins  atomic.Int32
+	lastPIN atomic.Int32 // length of the last PIN presented; 0 means NULL
 }
 
 func (d *flagDouble) GetTokenInfo(slot uint) (pkcs11.TokenInfo, error) {
@@ -28,6 +29,7 @@ func (d *flagDouble) GetTokenInfo(slot uint) (pkcs11.TokenInfo, error) {
 
 func (d *flagDouble) Login(sh pkcs11.SessionHandle, userType uint, pin string) error {
 	d.logins.Add(1)
+	d.lastPIN.Store(int32(len(pin)))
 	return d.p11.Login(sh, userType, pin)
 }
 
@@ -178,5 +180,19 @@ func TestOneUnreadableSlotDoesNotHideOthers(t *testing.T) {
 		if s.ID == bad.SlotID && (s.Token != nil || s.Problem == "") {
 			t.Fatalf("the failing slot shows %+v; want no token and a problem", s)
 		}
+	}
+}
+
+// TestPINPadLogsInWithNullPIN: on a reader with a PIN pad
+// (CKF_PROTECTED_AUTHENTICATION_PATH) and no PIN given, Login presents a
+// NULL PIN (miekg/pkcs11 passes NULL for an empty one) and never asks the
+// prompt. SoftHSM2 has no pad, so it refuses; what matters is the call.
+func TestPINPadLogsInWithNullPIN(t *testing.T) {
+	tok, d, _ := openDouble(t, pkcs11.CKF_PROTECTED_AUTHENTICATION_PATH)
+	prompted := false
+	_ = tok.Login(nil, LoginOptions{Prompt: func() ([]byte, error) { prompted = true; return []byte("1"), nil }})
+	if d.logins.Load() != 1 || d.lastPIN.Load() != 0 || prompted {
+		t.Fatalf("C_Login calls %d, PIN length %d, prompted %v; want one call with a NULL PIN and no prompt",
+			d.logins.Load(), d.lastPIN.Load(), prompted)
 	}
 }
