@@ -6,53 +6,13 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
-
-// doctorBuilt is the mp-hsm binary built once per test process for the
-// doctor and inspect tests.
-var doctorBuilt struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-	out  []byte
-}
-
-// doctorBinary returns the path of mp-hsm built from this package, building
-// it on first use. removeDoctorBinary deletes it.
-func doctorBinary(t testing.TB) string {
-	t.Helper()
-	b := &doctorBuilt
-	b.once.Do(func() {
-		b.dir, b.err = os.MkdirTemp("", "mp-hsm-doctor-test-")
-		if b.err != nil {
-			return
-		}
-		b.path = filepath.Join(b.dir, "mp-hsm")
-		cmd := exec.Command("go", "build", "-o", b.path, ".")
-		b.out, b.err = cmd.CombinedOutput()
-	})
-	if b.err != nil {
-		t.Fatalf("go build: %v\n%s", b.err, b.out)
-	}
-	return b.path
-}
-
-// removeDoctorBinary deletes the binary doctorBinary built; a TestMain may
-// call it after the tests have run.
-func removeDoctorBinary() {
-	if doctorBuilt.dir != "" {
-		os.RemoveAll(doctorBuilt.dir)
-	}
-}
 
 // doctorResult is what a run of the binary printed and its exit code.
 type doctorResult struct {
@@ -64,7 +24,7 @@ type doctorResult struct {
 // process's environment without any MP_HSM_* setting, the variables in env.
 func doctorExec(t testing.TB, env []string, stdin string, args ...string) doctorResult {
 	t.Helper()
-	cmd := exec.Command(doctorBinary(t), args...)
+	cmd := exec.Command(binary(t), args...)
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(k, "MP_HSM_") || strings.HasPrefix(k, "MASKINPORTEN_") || k == "NO_COLOR" {

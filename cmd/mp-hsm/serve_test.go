@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,36 +20,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process writing and a test
-// reading.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// serveBinary builds mp-hsm into dir.
-func serveBinary(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "mp-hsm")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 type serveAnswer struct {
 	status      int
@@ -100,7 +68,7 @@ func TestServeCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := serveBinary(t, dir)
+	bin := binary(t)
 	secretFile := filepath.Join(dir, "secret")
 	os.WriteFile(secretFile, []byte("tcp-s3cret\n"), 0o600)
 	sock := filepath.Join(dir, "s.sock")
@@ -155,7 +123,7 @@ func TestServeCommand(t *testing.T) {
 		cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin}, base...)...)
 		cmd.Env = env
 		cmd.ExtraFiles = []*os.File{f}
-		var errOut syncBuffer
+		var errOut lockedLog
 		cmd.Stderr = &errOut
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -181,7 +149,7 @@ func TestServeCommand(t *testing.T) {
 		}
 	})
 
-	var stderr syncBuffer
+	var stderr lockedLog
 	cmd := exec.Command(bin, append(append([]string{}, base...), "--listen", "unix:"+sock,
 		"--listen", "tcp:127.0.0.1:0", "--client-secret-file", secretFile, "--allowed-scopes", "test:*")...)
 	cmd.Env = env
