@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -49,23 +50,55 @@ var (
 	libraries = map[string]*library{}
 )
 
-// DefaultModulePaths are the modules tried, in order, when no module is
-// given: the p11-kit proxy, OpenSC and SoftHSM2 at their Debian paths.
-var DefaultModulePaths = []string{
-	"/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
-	"/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
-	"/usr/lib/softhsm/libsofthsm2.so",
+// DefaultModulePaths returns the modules tried, in order, when no module is
+// given: the p11-kit proxy, OpenSC and SoftHSM2 at their Debian paths for
+// the architecture this program was built for.
+func DefaultModulePaths() []string {
+	lib := "/usr/lib/" + Multiarch()
+	return []string{
+		lib + "/p11-kit-proxy.so",
+		lib + "/opensc-pkcs11.so",
+		"/usr/lib/softhsm/libsofthsm2.so",
+	}
+}
+
+// Multiarch is Debian's multiarch triplet for the architecture this
+// program was built for ("x86_64-linux-gnu" on amd64), the directory under
+// /usr/lib where Debian installs PKCS#11 modules.
+func Multiarch() string {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "x86_64-linux-gnu"
+	case "arm64":
+		return "aarch64-linux-gnu"
+	case "386":
+		return "i386-linux-gnu"
+	case "arm":
+		return "arm-linux-gnueabihf"
+	case "ppc64le":
+		return "powerpc64le-linux-gnu"
+	case "riscv64":
+		return "riscv64-linux-gnu"
+	default:
+		return runtime.GOARCH + "-linux-gnu"
+	}
 }
 
 // FindDefaultModule returns the first of DefaultModulePaths that exists.
 func FindDefaultModule() (string, error) {
-	for _, p := range DefaultModulePaths {
-		if _, err := os.Stat(p); err == nil {
+	return firstModule(DefaultModulePaths())
+}
+
+// firstModule returns the first of paths that is a regular file (or a
+// link to one).
+func firstModule(paths []string) (string, error) {
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			return p, nil
 		}
 	}
 	return "", &Error{Op: "find module", Kind: ErrModuleNotFound,
-		Detail: "none of " + strings.Join(DefaultModulePaths, ", ") + " exists; install opensc (smart cards) or give the module path"}
+		Detail: "none of " + strings.Join(paths, ", ") + " exists; install opensc (smart cards) or give the module path"}
 }
 
 // Module is a loaded and initialised PKCS#11 module. Close it when done.
