@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -204,7 +205,15 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
 		if sc.PIN == nil && sc.Login.Prompt != nil {
 			sc.Login.Prompt = e.rememberedPrompt(sc.Login.Prompt)
 		}
-		open = func(context.Context) (signer.Signer, error) { return signer.Open(sc) }
+		var opened atomic.Bool
+		open = func(context.Context) (signer.Signer, error) {
+			s, err := signer.Open(sc)
+			if !opened.Swap(true) && moduleHasNoToken(err) {
+				e.log.Warn("the module has no token in any slot; still waiting for one. If the token is behind another module, choose it with --module PATH (MP_HSM_MODULE) or module-path in --key",
+					"module", sc.Module, "module_from", ks.moduleSource)
+			}
+			return s, err
+		}
 	}
 	clientID := strings.TrimSpace(c.String("client-id"))
 	if clientID == "" {
@@ -314,4 +323,20 @@ func sdNotify(state string) {
 	}
 	defer conn.Close()
 	_, _ = conn.Write([]byte(state))
+}
+
+// moduleHasNoToken reports a selection that failed because no slot of the
+// module holds an initialised token at all: a misconfiguration more often
+// than a card not yet inserted, unlike a known token that is away.
+func moduleHasNoToken(err error) bool {
+	var se *hsm.SelectionError
+	if !errors.As(err, &se) || se.Kind != hsm.ErrNoToken {
+		return false
+	}
+	for _, s := range se.Tokens {
+		if s.Token != nil && s.Token.Flags.Initialized() {
+			return false
+		}
+	}
+	return true
 }
