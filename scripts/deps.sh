@@ -1,26 +1,45 @@
 #!/usr/bin/env bash
-# Makes sure the system packages mp-hsm's tests and demo need are present:
-# SoftHSM2 (the token the tests run against) and OpenSC (pkcs11-spy counts
-# PKCS#11 calls; pkcs11-tool is used by bench/). Installs them when run as
-# root on a Debian-like system; otherwise says the one command to run.
+# Installs the system packages that mp-hsm's tests, demo and benchmarks use,
+# and nothing else: each line of NEEDS below names a file or command, the
+# Debian package that provides it and what uses it. Run by make test, make
+# demo and make bench. As root on a Debian-like system it installs what is
+# missing (without recommended packages) and says what; otherwise it says the
+# one command to run and fails.
 set -euo pipefail
 
-need=()
-[ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
-[ -e /usr/lib/x86_64-linux-gnu/pkcs11-spy.so ] || command -v pkcs11-tool >/dev/null || need+=(opensc)
-command -v gcc >/dev/null || need+=(gcc)
+arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
-fi
+# path-or-command | Debian package | what uses it
+NEEDS=(
+  "gcc|gcc|cgo: the hsm package and everything that links it"
+  "/usr/lib/softhsm/libsofthsm2.so|softhsm2|the PKCS#11 token of every test and of make demo"
+  "softhsm2-util|softhsm2|softhsm tests: another process sees the test tokens"
+  "pkcs11-tool|opensc|provision tests and the by-hand baseline in make bench"
+  "/usr/lib/$arch/pkcs11-spy.so|opensc-pkcs11|tests that count PKCS#11 calls"
+  "/usr/lib/$arch/opensc-pkcs11.so|opensc-pkcs11|the default-module test (OpenSC with no card)"
+  "openssl|openssl|signer tests: a PKCS#12 file written by openssl"
+)
 
-cmd="apt-get install -y ${need[*]}"
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-  echo "deps: installing ${need[*]}" >&2
+missing=() why=()
+for need in "${NEEDS[@]}"; do
+  IFS='|' read -r what pkg use <<<"$need"
+  if [[ $what == /* ]]; then [[ -e $what ]] && continue; else command -v "$what" >/dev/null && continue; fi
+  [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+  why+=("  $pkg: $what ($use)")
+done
+
+((${#missing[@]} == 0)) && exit 0
+
+if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  echo "deps: installing ${missing[*]}:" >&2
+  printf '%s\n' "${why[@]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  apt=(apt-get -o DPkg::Lock::Timeout=600 -q)
+  "${apt[@]}" update >/dev/null
+  "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
   exit 0
 fi
-echo "deps: missing ${need[*]}; install with: sudo $cmd" >&2
+echo "deps: missing ${missing[*]}:" >&2
+printf '%s\n' "${why[@]}" >&2
+echo "deps: install with: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
 exit 1
