@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -102,9 +102,6 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
-		if u.HasPIN() && e.getenv("MP_HSM_KEY") != raw {
-			return nil, usagef("--key: a pin-value on the command line would be visible to every user of this machine (ps, shell history); put the PIN in MP_HSM_PIN or a file given by --pin-file")
-		}
 		ts, kso, err := u.Selectors()
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
@@ -170,6 +167,11 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 		cfg.Module, ks.moduleSource = p, "default"
 	}
+	// A module is loaded with dlopen, which no signal interrupts: a FIFO
+	// or a device there would hang the process for good.
+	if err := safefile.CheckRegular(cfg.Module); err != nil {
+		return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module %w", err))
+	}
 	return ks, nil
 }
 
@@ -185,9 +187,9 @@ func merge(flag, val string, dst *string, attr string) error {
 }
 
 func readChainFile(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, safefile.MaxCertificates)
 	if err != nil {
-		return nil, fmt.Errorf("--chain-file: %w", err)
+		return nil, fmt.Errorf("--chain-file %w", err)
 	}
 	certs, err := signer.ReadCertificates(data)
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -192,6 +192,9 @@ func (e *env) serve(c *cli.Context) error {
 // daemonConfig builds the daemon's configuration from the flags, reading
 // the secret, chain and (when it is used) PIN files afresh.
 func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
+	if err := preflight(c); err != nil {
+		return daemon.Config{}, nil, err
+	}
 	var open func(context.Context) (signer.Signer, error)
 	ks := &keySetup{}
 	if c.String("p12") != "" {
@@ -285,26 +288,23 @@ func (e *env) rememberedPrompt(prompt hsm.PINSource) hsm.PINSource {
 	}
 }
 
-// readSecretFile reads the TCP callers' secret: one trailing newline is
-// trimmed; an empty file is an error. It is never logged.
+// readSecretFile reads the TCP callers' secret as readPINFile reads a PIN
+// (a regular file of at most safefile.MaxSecret bytes, one trailing newline
+// trimmed, no control characters). It is never logged.
 func (e *env) readSecretFile(path string) (string, error) {
-	st, err := os.Stat(path)
+	data, err := safefile.Read(path, safefile.MaxSecret)
 	if err != nil {
-		return "", usagef("--client-secret-file: %v", err)
+		return "", usageErr(fmt.Errorf("--client-secret-file %w", err))
 	}
-	if st.Mode().Perm()&0o077 != 0 {
+	defer clear(data)
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
 		e.log.Warn("the client secret file can be read by group or others; restrict it with chmod 600", "path", path)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", usagef("--client-secret-file: %v", err)
+	secret, reason := trimSecret(data)
+	if reason != "" {
+		return "", usagef("--client-secret-file %s %s", path, reason)
 	}
-	data = bytes.TrimSuffix(data, []byte("\n"))
-	data = bytes.TrimSuffix(data, []byte("\r"))
-	if len(data) == 0 {
-		return "", usagef("--client-secret-file %s is empty", path)
-	}
-	return string(data), nil
+	return string(secret), nil
 }
 
 // sdNotify tells systemd about the daemon's state (sd_notify(3)) when it
