@@ -56,6 +56,11 @@ var (
 	ErrPINInvalid = errors.New("PIN not accepted by the token")
 	// ErrNotLoggedIn: the operation needs a login first.
 	ErrNotLoggedIn = errors.New("not logged in")
+	// ErrLoginFailed: C_Login failed with a code that names no PIN
+	// problem (CKR_FUNCTION_FAILED, CKR_DEVICE_ERROR, ...). Some drivers
+	// report a wrong PIN so, and the try may have been counted: the PIN
+	// must not be presented again until a person has looked.
+	ErrLoginFailed = errors.New("login failed")
 
 	// ErrKeyNotFound: no private key matches the selector.
 	ErrKeyNotFound = errors.New("key not found")
@@ -167,6 +172,11 @@ type PINError struct {
 // contains the PIN.
 func (e *PINError) Error() string {
 	var msg string
+	switch {
+	case !e.Attempted && e.Code != 0:
+		// A refusal remembered: nothing was presented this time.
+		return "login: refusing to present the PIN again: the token refused it before (" + e.Code.Error() + "); check the PIN and the token, then start again"
+	}
 	switch e.Kind {
 	case ErrPINFinalTry:
 		msg = "refusing to try a PIN: the token says the next wrong PIN locks it; check the PIN and allow the final try explicitly"
@@ -180,6 +190,8 @@ func (e *PINError) Error() string {
 		msg = "PIN incorrect (one try spent, not retried): " + e.Flags.TriesLeft()
 	case ErrPINRequired:
 		msg = "the token needs a PIN and none was given"
+	case ErrLoginFailed:
+		msg = "the token refused the login without naming a PIN error (it may have counted a wrong PIN); the PIN is not presented again: check it and the token, then retry by hand"
 	default:
 		msg = e.Kind.Error()
 	}
@@ -191,10 +203,11 @@ func (e *PINError) Error() string {
 
 // Unwrap exposes the sentinel and the PKCS#11 return value.
 func (e *PINError) Unwrap() []error {
+	errs := []error{e.Kind}
 	if e.Code != 0 {
-		return []error{e.Kind, e.Code}
+		errs = append(errs, e.Code)
 	}
-	return []error{e.Kind}
+	return errs
 }
 
 // SelectionError is returned when a token or key selection matches nothing or

@@ -51,10 +51,13 @@ type Token struct {
 	flags  uint // session flags
 	log    *slog.Logger
 
-	mu       sync.Mutex // guards loginSH use (object searches, login) and the fields below
-	loginSH  pkcs11.SessionHandle
-	closed   bool
-	pin      PINSource // kept for CKU_CONTEXT_SPECIFIC logins
+	mu      sync.Mutex // guards loginSH use (object searches, login) and the fields below
+	loginSH pkcs11.SessionHandle
+	closed  bool
+	pin     PINSource // kept for CKU_CONTEXT_SPECIFIC logins
+	// refused is the context login's refusal, once one failed: the PIN
+	// is not presented again on this Token (see contextLogin).
+	refused  error
 	loggedIn bool
 
 	pool       chan pkcs11.SessionHandle // idle signing sessions
@@ -210,7 +213,10 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 			}
 			return &PINError{Kind: kind, Code: rv, Flags: after, Attempted: true}
 		}
-		return wrap("C_Login", err)
+		// Any other refusal may still have counted a wrong PIN: some
+		// drivers report one as CKR_FUNCTION_FAILED or CKR_DEVICE_ERROR.
+		// It is a refused login too, never a fault to log in again after.
+		return &PINError{Kind: ErrLoginFailed, Code: rv, Flags: flags, Attempted: true}
 	}
 	t.loggedIn = true
 	t.pin = pin
@@ -229,10 +235,17 @@ func bytesAsString(b []byte) string {
 
 // contextLogin presents the PIN for one operation on a key with
 // CKA_ALWAYS_AUTHENTICATE, on session sh, between C_SignInit and C_Sign.
+//
+// Once a context login has failed, for whatever reason the module gives,
+// every later one returns that refusal without calling C_Login: the PIN
+// may be wrong, and presenting it per signature would lock the card.
 func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
 	t.mu.Lock()
-	src := t.pin
+	src, refused := t.pin, t.refused
 	t.mu.Unlock()
+	if refused != nil {
+		return refused
+	}
 	var secret []byte
 	if src != nil {
 		var err error
@@ -242,20 +255,30 @@ func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
 		}
 		defer clear(secret)
 	}
-	if err := t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret)); err != nil {
-		var rv pkcs11.Error
-		if errors.As(err, &rv) {
-			if k := kindOf(rv); k == ErrPINIncorrect || k == ErrPINLocked {
-				flags := TokenFlags(0)
-				if ti, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
-					flags = TokenFlags(ti.Flags)
-				}
-				return &PINError{Kind: k, Code: rv, Flags: flags, Attempted: true}
-			}
-		}
-		return wrap("C_Login(CKU_CONTEXT_SPECIFIC)", err)
+	err := t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret))
+	if err == nil {
+		return nil
 	}
-	return nil
+	var rv pkcs11.Error
+	errors.As(err, &rv)
+	k := kindOf(rv)
+	if k != ErrPINIncorrect && k != ErrPINLocked && k != ErrPINExpired && k != ErrPINInvalid {
+		k = ErrLoginFailed
+	}
+	flags := TokenFlags(0)
+	if ti, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
+		flags = TokenFlags(ti.Flags)
+	}
+	if k == ErrPINIncorrect && flags.PINLocked() {
+		k = ErrPINLocked
+	}
+	pe := &PINError{Kind: k, Code: rv, Flags: flags, Attempted: true}
+	t.mu.Lock()
+	if t.refused == nil {
+		t.refused = &PINError{Kind: k, Code: rv, Flags: flags} // not attempted again
+	}
+	t.mu.Unlock()
+	return pe
 }
 
 // LoggedIn reports whether Login succeeded on this token.
