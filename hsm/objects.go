@@ -2,17 +2,28 @@ package hsm
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
-	"math/big"
 
 	"github.com/miekg/pkcs11"
 )
 
+// The attributes read per object: those every object of the class has, and
+// those it may lack or keep secret (CKA_ALWAYS_AUTHENTICATE is PKCS#11 2.20;
+// an EC key has no modulus; some cards hide the public exponent).
+var (
+	certAttrs       = []uint{pkcs11.CKA_ID, pkcs11.CKA_LABEL, pkcs11.CKA_VALUE}
+	pubAttrs        = []uint{pkcs11.CKA_ID, pkcs11.CKA_KEY_TYPE}
+	privAttrs       = []uint{pkcs11.CKA_ID, pkcs11.CKA_LABEL, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_SIGN}
+	privAttrsOption = []uint{pkcs11.CKA_ALWAYS_AUTHENTICATE, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT}
+)
+
 // Certificates returns the X.509 certificates on the token. Certificates are
 // public objects: no login is needed. Objects that do not parse as X.509 are
-// skipped with a warning in the log.
+// skipped with a warning in the log; a failure to read them (a card pulled
+// out: ErrTokenRemoved) is returned.
 func (t *Token) Certificates() ([]Certificate, error) {
 	if err := t.enter("list certificates"); err != nil {
 		return nil, err
@@ -34,7 +45,10 @@ func (t *Token) certificates() ([]Certificate, error) {
 	}
 	certs := make([]Certificate, 0, len(hs))
 	for _, h := range hs {
-		a := t.attrs(h, pkcs11.CKA_ID, pkcs11.CKA_LABEL, pkcs11.CKA_VALUE)
+		a, err := t.attrs(h, certAttrs, nil)
+		if err != nil {
+			return nil, err
+		}
 		c, err := x509.ParseCertificate(a[pkcs11.CKA_VALUE])
 		if err != nil {
 			t.log.Warn("skipping a certificate object that does not parse", "label", string(a[pkcs11.CKA_LABEL]), "err", err)
@@ -72,7 +86,9 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 	return out, nil
 }
 
-// keys lists the private keys. t.mu must be held, inside the gates.
+// keys lists the private keys. t.mu must be held, inside the gates. Each
+// object's attributes are read in one C_GetAttributeValue call when the
+// module allows (see attrs).
 func (t *Token) keys() ([]keyObject, error) {
 	hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)})
 	if err != nil {
@@ -86,46 +102,51 @@ func (t *Token) keys() ([]keyObject, error) {
 	if err != nil {
 		return nil, err
 	}
-	pubByID := map[string]pkcs11.ObjectHandle{}
+	type pubObject struct {
+		h   pkcs11.ObjectHandle
+		typ KeyType
+	}
+	pubByID := map[string]pubObject{}
 	for _, h := range pubs {
-		a := t.attrs(h, pkcs11.CKA_ID)
-		pubByID[string(a[pkcs11.CKA_ID])] = h
+		a, err := t.attrs(h, pubAttrs, nil)
+		if err != nil {
+			return nil, err
+		}
+		pubByID[string(a[pkcs11.CKA_ID])] = pubObject{h, keyType(a[pkcs11.CKA_KEY_TYPE])}
 	}
 
 	out := make([]keyObject, 0, len(hs))
 	for _, h := range hs {
-		a := t.attrs(h, pkcs11.CKA_ID, pkcs11.CKA_LABEL, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_SIGN,
-			pkcs11.CKA_ALWAYS_AUTHENTICATE, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT, pkcs11.CKA_EC_PARAMS)
+		a, err := t.attrs(h, privAttrs, privAttrsOption)
+		if err != nil {
+			return nil, err
+		}
 		k := KeyInfo{
 			ID:                 a[pkcs11.CKA_ID],
 			Label:              string(a[pkcs11.CKA_LABEL]),
+			Type:               keyType(a[pkcs11.CKA_KEY_TYPE]),
 			CanSign:            attrBool(a[pkcs11.CKA_SIGN]),
 			AlwaysAuthenticate: attrBool(a[pkcs11.CKA_ALWAYS_AUTHENTICATE]),
 		}
-		switch attrUint(a[pkcs11.CKA_KEY_TYPE]) {
-		case pkcs11.CKK_RSA:
-			k.Type = KeyTypeRSA
-			if mod := a[pkcs11.CKA_MODULUS]; len(mod) > 0 {
-				e := new(big.Int).SetBytes(a[pkcs11.CKA_PUBLIC_EXPONENT])
-				if e.IsInt64() && e.Int64() > 1 && e.Int64() < 1<<31 {
-					k.Public = &rsa.PublicKey{N: new(big.Int).SetBytes(mod), E: int(e.Int64())}
+		if k.Type == KeyTypeRSA {
+			if pub := rsaPublic(a[pkcs11.CKA_MODULUS], a[pkcs11.CKA_PUBLIC_EXPONENT]); pub != nil {
+				k.Public = pub
+			}
+		}
+		if p, ok := pubByID[string(k.ID)]; ok && k.Public == nil && p.typ == k.Type {
+			if k.Public, err = t.publicKey(p.h, k.Type); err != nil {
+				return nil, err
+			}
+		}
+		// The certificate: same public key (every public key type of the
+		// standard library has an Equal method); failing that (no public
+		// half visible), same CKA_ID.
+		if pub, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool }); ok {
+			for i := range certs {
+				if pub.Equal(certs[i].Cert.PublicKey) {
+					k.Certificate = &certs[i]
+					break
 				}
-			}
-		case pkcs11.CKK_EC:
-			k.Type = KeyTypeEC
-		}
-		if k.Public == nil {
-			if ph, ok := pubByID[string(k.ID)]; ok {
-				k.Public = t.publicKey(ph, k.Type)
-			}
-		}
-		// The certificate: same public key; failing that (no public half
-		// visible), same CKA_ID.
-		for i := range certs {
-			c := &certs[i]
-			if k.Public != nil && publicKeysEqual(k.Public, c.Cert.PublicKey) {
-				k.Certificate = c
-				break
 			}
 		}
 		if k.Public == nil {

@@ -12,25 +12,51 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// publicKey reads a public key object. t.mu must be held.
-func (t *Token) publicKey(h pkcs11.ObjectHandle, typ KeyType) crypto.PublicKey {
+// keyType maps CKA_KEY_TYPE to a KeyType.
+func keyType(v []byte) KeyType {
+	switch attrUint(v) {
+	case pkcs11.CKK_RSA:
+		return KeyTypeRSA
+	case pkcs11.CKK_EC:
+		return KeyTypeEC
+	}
+	return KeyTypeOther
+}
+
+// rsaPublic builds an RSA public key from CKA_MODULUS and
+// CKA_PUBLIC_EXPONENT, or returns nil when they do not make one.
+func rsaPublic(modulus, exponent []byte) *rsa.PublicKey {
+	e := new(big.Int).SetBytes(exponent)
+	if len(modulus) == 0 || !e.IsInt64() || e.Int64() < 2 || e.Int64() >= 1<<31 {
+		return nil
+	}
+	return &rsa.PublicKey{N: new(big.Int).SetBytes(modulus), E: int(e.Int64())}
+}
+
+// publicKey reads a public key object of type typ. It returns nil, and no
+// error, when the object's attributes do not make a key this package
+// knows (a curve it does not support, or attributes the module says it
+// does not have). t.mu must be held.
+func (t *Token) publicKey(h pkcs11.ObjectHandle, typ KeyType) (crypto.PublicKey, error) {
 	switch typ {
 	case KeyTypeRSA:
-		a := t.attrs(h, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT)
-		e := new(big.Int).SetBytes(a[pkcs11.CKA_PUBLIC_EXPONENT])
-		if len(a[pkcs11.CKA_MODULUS]) == 0 || !e.IsInt64() || e.Int64() < 2 || e.Int64() >= 1<<31 {
-			return nil
-		}
-		return &rsa.PublicKey{N: new(big.Int).SetBytes(a[pkcs11.CKA_MODULUS]), E: int(e.Int64())}
-	case KeyTypeEC:
-		a := t.attrs(h, pkcs11.CKA_EC_PARAMS, pkcs11.CKA_EC_POINT)
-		pub, err := parseECPublic(a[pkcs11.CKA_EC_PARAMS], a[pkcs11.CKA_EC_POINT])
+		a, err := t.attrs(h, nil, []uint{pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT})
 		if err != nil {
-			return nil
+			return nil, err
 		}
-		return pub
+		if pub := rsaPublic(a[pkcs11.CKA_MODULUS], a[pkcs11.CKA_PUBLIC_EXPONENT]); pub != nil {
+			return pub, nil
+		}
+	case KeyTypeEC:
+		a, err := t.attrs(h, nil, []uint{pkcs11.CKA_EC_PARAMS, pkcs11.CKA_EC_POINT})
+		if err != nil {
+			return nil, err
+		}
+		if pub, err := parseECPublic(a[pkcs11.CKA_EC_PARAMS], a[pkcs11.CKA_EC_POINT]); err == nil {
+			return pub, nil
+		}
 	}
-	return nil
+	return nil, nil
 }
 
 var (
@@ -72,10 +98,4 @@ func parseECPublic(params, point []byte) (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("EC point is not on %s", curve.Params().Name)
 	}
 	return pub, nil
-}
-
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	e, ok := a.(equaler)
-	return ok && e.Equal(b)
 }
