@@ -14,11 +14,22 @@ type TokenSelector struct {
 	Serial       string // token serial number, exact
 	Manufacturer string // token manufacturer ID, exact
 	Model        string // token model, exact
+
+	SlotDescription  string // the slot's description (CK_SLOT_INFO), exact
+	SlotManufacturer string // the slot's manufacturer ID (CK_SLOT_INFO), exact
+
+	// The library fields describe the module itself (C_GetInfo). When one
+	// is set and the module does not match it, FindSlot finds no token.
+	LibraryManufacturer string // the module's manufacturer ID, exact
+	LibraryDescription  string // the module's library description, exact
+	// LibraryVersion is the module's library version, "M.N" or "M"; as
+	// p11-kit reads RFC 7512, "M" means M.0.
+	LibraryVersion string
 }
 
 // IsZero reports whether the selector chooses nothing in particular.
 func (s TokenSelector) IsZero() bool {
-	return s.SlotID == nil && s.Label == "" && s.Serial == "" && s.Manufacturer == "" && s.Model == ""
+	return s == TokenSelector{}
 }
 
 // String describes the selection, as in "slot 0, label \"x\"".
@@ -27,23 +38,25 @@ func (s TokenSelector) String() string {
 	if s.SlotID != nil {
 		parts = append(parts, "slot "+strconv.FormatUint(uint64(*s.SlotID), 10))
 	}
-	if s.Label != "" {
-		parts = append(parts, fmt.Sprintf("label %q", s.Label))
-	}
-	if s.Serial != "" {
-		parts = append(parts, fmt.Sprintf("serial %q", s.Serial))
-	}
-	if s.Manufacturer != "" {
-		parts = append(parts, fmt.Sprintf("manufacturer %q", s.Manufacturer))
-	}
-	if s.Model != "" {
-		parts = append(parts, fmt.Sprintf("model %q", s.Model))
+	for _, f := range []struct{ name, v string }{
+		{"label", s.Label}, {"serial", s.Serial}, {"manufacturer", s.Manufacturer}, {"model", s.Model},
+		{"slot-description", s.SlotDescription}, {"slot-manufacturer", s.SlotManufacturer},
+		{"library-manufacturer", s.LibraryManufacturer}, {"library-description", s.LibraryDescription},
+		{"library-version", s.LibraryVersion},
+	} {
+		if f.v != "" {
+			parts = append(parts, fmt.Sprintf("%s %q", f.name, f.v))
+		}
 	}
 	return strings.Join(parts, ", ")
 }
 
 func (s TokenSelector) matches(slot Slot) bool {
 	if s.SlotID != nil && *s.SlotID != slot.ID {
+		return false
+	}
+	if s.SlotDescription != "" && s.SlotDescription != slot.Description ||
+		s.SlotManufacturer != "" && s.SlotManufacturer != slot.Manufacturer {
 		return false
 	}
 	t := slot.Token
@@ -55,6 +68,55 @@ func (s TokenSelector) matches(slot Slot) bool {
 		(s.Manufacturer == "" || s.Manufacturer == t.Manufacturer) &&
 		(s.Model == "" || s.Model == t.Model)
 }
+
+// checkLibrary compares the library fields of s with the module's
+// C_GetInfo. It returns a *SelectionError (ErrTokenNotFound) that says what
+// the module is when they differ. The caller is inside m.gate.
+func (m *Module) checkLibrary(s TokenSelector) error {
+	if s.LibraryManufacturer == "" && s.LibraryDescription == "" && s.LibraryVersion == "" {
+		return nil
+	}
+	i, err := m.p.GetInfo()
+	if err != nil {
+		return wrap("C_GetInfo", err)
+	}
+	manuf, desc := trimPadded(i.ManufacturerID), trimPadded(i.LibraryDescription)
+	ok := (s.LibraryManufacturer == "" || s.LibraryManufacturer == manuf) &&
+		(s.LibraryDescription == "" || s.LibraryDescription == desc)
+	if ok && s.LibraryVersion != "" {
+		major, minor, valid := parseVersion(s.LibraryVersion)
+		if !valid {
+			return &SelectionError{Kind: ErrTokenNotFound, Wanted: s.String(),
+				Candidates: []string{"library-version must be M or M.N, decimal numbers up to 255"}}
+		}
+		ok = major == i.LibraryVersion.Major && minor == i.LibraryVersion.Minor
+	}
+	if ok {
+		return nil
+	}
+	return &SelectionError{Kind: ErrTokenNotFound, Wanted: s.String(), Candidates: []string{fmt.Sprintf(
+		"module %s is library-manufacturer %q, library-description %q, library-version %d.%d",
+		m.path, manuf, desc, i.LibraryVersion.Major, i.LibraryVersion.Minor)}}
+}
+
+// parseVersion reads "M" or "M.N" (decimal, each at most 255); "M" is M.0.
+func parseVersion(v string) (major, minor byte, ok bool) {
+	ms, ns, dot := strings.Cut(v, ".")
+	a, err := strconv.ParseUint(ms, 10, 8)
+	if err != nil {
+		return 0, 0, false
+	}
+	var b uint64
+	if dot {
+		if b, err = strconv.ParseUint(ns, 10, 8); err != nil {
+			return 0, 0, false
+		}
+	}
+	return byte(a), byte(b), true
+}
+
+// trimPadded removes the blank (or NUL) padding of a PKCS#11 text field.
+func trimPadded(s string) string { return strings.TrimRight(s, " \x00") }
 
 // describeTokens lists tokens the way a person picks one: slot, label, serial.
 func describeTokens(slots []Slot) []string {
@@ -70,15 +132,19 @@ func describeTokens(slots []Slot) []string {
 // FindSlot returns the one slot whose token matches sel. It needs no login.
 //
 // With a slot ID that the module does not know, it returns ErrSlotNotFound;
-// with a known slot that holds no token, ErrNoToken; when nothing matches,
-// ErrTokenNotFound listing the tokens present; when several match (or, for
-// the zero selector, several tokens are present), ErrAmbiguousToken listing
-// them. All are *SelectionError.
+// with a known slot that holds no token, ErrNoToken; when nothing matches
+// (or the module does not match sel's library fields), ErrTokenNotFound
+// listing the tokens present; when several match (or, for the zero
+// selector, several tokens are present), ErrAmbiguousToken listing them.
+// All are *SelectionError.
 func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
 	if err := m.enter("find slot"); err != nil {
 		return Slot{}, err
 	}
 	defer m.gate.leave()
+	if err := m.checkLibrary(sel); err != nil {
+		return Slot{}, err
+	}
 	slots, err := m.slots()
 	if err != nil {
 		return Slot{}, err

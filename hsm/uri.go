@@ -131,6 +131,11 @@ var (
 // and its own example uses vendor-aaa; ParseURI asks for "x-" so that a
 // misspelt standard name, such as tokn, is reported instead of ignored.)
 //
+// ParseURI checks the grammar only. What the attributes mean is applied by
+// URI.Selectors (every path attribute; vendor attributes are refused there)
+// and URI.Module (module-name and module-path); pin-source and pin-value are
+// for the caller. No attribute that parses is silently dropped.
+//
 // Values are percent-encoded UTF-8 ("%20" for a space), except id, whose
 // value is raw bytes and best written fully encoded. Letters, digits and
 // -._~:[]@!$'()*+,= may be written as they are in both parts; '&' may also be
