@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 
@@ -64,25 +63,8 @@ func DefaultModulePaths() []string {
 
 // Multiarch is Debian's multiarch triplet for the architecture this
 // program was built for ("x86_64-linux-gnu" on amd64), the directory under
-// /usr/lib where Debian installs PKCS#11 modules.
-func Multiarch() string {
-	switch runtime.GOARCH {
-	case "amd64":
-		return "x86_64-linux-gnu"
-	case "arm64":
-		return "aarch64-linux-gnu"
-	case "386":
-		return "i386-linux-gnu"
-	case "arm":
-		return "arm-linux-gnueabihf"
-	case "ppc64le":
-		return "powerpc64le-linux-gnu"
-	case "riscv64":
-		return "riscv64-linux-gnu"
-	default:
-		return runtime.GOARCH + "-linux-gnu"
-	}
-}
+// /usr/lib where Debian installs PKCS#11 modules; "" where there is none.
+func Multiarch() string { return multiarchTriplet() }
 
 // FindDefaultModule returns the first of DefaultModulePaths that exists.
 func FindDefaultModule() (string, error) {
@@ -107,8 +89,12 @@ type Module struct {
 	p    p11
 	lib  *library
 
-	mu     sync.Mutex
-	closed bool
+	// gate is the module's closed state and counts the calls in flight into
+	// the module, including those of its tokens and keys.
+	gate gate
+
+	tokMu  sync.Mutex
+	tokens map[*Token]struct{} // open tokens, closed by Module.Close
 }
 
 // Open loads the PKCS#11 module at path and initialises it (C_Initialize with
@@ -158,22 +144,31 @@ func Open(path string) (*Module, error) {
 		libraries[abs] = lib
 	}
 	lib.refs++
-	return &Module{path: abs, p: lib.ctx, lib: lib}, nil
+	return &Module{path: abs, p: lib.ctx, lib: lib, tokens: map[*Token]struct{}{}}, nil
 }
 
 // Path returns the module's absolute path.
 func (m *Module) Path() string { return m.path }
 
-// Close releases the module. The last Close of a path in the process
-// finalises and unloads it, which ends every session and login on it. Close
-// is idempotent.
+// Close releases the module. It first waits for the calls in flight on the
+// module and on its tokens and keys (a signature under way finishes), then
+// closes every token opened from it, so that later calls on them return
+// ErrClosed. The last Close of a path in the process finalises and unloads
+// the module. Close is idempotent; it must not be called from a PINSource.
 func (m *Module) Close() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
+	if !m.gate.close() {
 		return nil
 	}
-	m.closed = true
+	// No call is in flight now and none can start: the tokens' sessions
+	// can be closed here without racing a signature.
+	m.tokMu.Lock()
+	toks := m.tokens
+	m.tokens = nil
+	m.tokMu.Unlock()
+	for t := range toks {
+		t.gate.close()
+		_ = t.closeSessions()
+	}
 	if m.lib == nil {
 		return nil
 	}
@@ -192,13 +187,20 @@ func (m *Module) Close() error {
 	return err
 }
 
-func (m *Module) check() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return &Error{Op: "module", Kind: ErrClosed}
+// enter counts a call into the module in, or returns ErrClosed for op.
+// Every successful enter is paired with m.gate.leave().
+func (m *Module) enter(op string) error {
+	if !m.gate.enter() {
+		return &Error{Op: op, Kind: ErrClosed, Detail: "the module was closed"}
 	}
 	return nil
+}
+
+// forget drops t from the tokens Close will close.
+func (m *Module) forget(t *Token) {
+	m.tokMu.Lock()
+	defer m.tokMu.Unlock()
+	delete(m.tokens, t)
 }
 
 // ModuleInfo describes a module (C_GetInfo).
@@ -211,9 +213,15 @@ type ModuleInfo struct {
 
 // Info returns the module's description.
 func (m *Module) Info() (ModuleInfo, error) {
-	if err := m.check(); err != nil {
+	if err := m.enter("module info"); err != nil {
 		return ModuleInfo{}, err
 	}
+	defer m.gate.leave()
+	return m.info()
+}
+
+// info reads C_GetInfo. The caller is inside m.gate.
+func (m *Module) info() (ModuleInfo, error) {
 	i, err := m.p.GetInfo()
 	if err != nil {
 		return ModuleInfo{}, wrap("C_GetInfo", err)

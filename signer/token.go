@@ -50,7 +50,7 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	}
 	pub := key.Public()
 	if err := CheckKey(pub); err != nil {
-		return nil, fmt.Errorf("key %s: %w", key.KeyInfo.String(), err)
+		return nil, fmt.Errorf("key %s: %w", key.String(), err)
 	}
 	certs, err := key.Token().Certificates()
 	if err != nil {
@@ -58,9 +58,10 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	}
 	pool := make([]*x509.Certificate, 0, len(certs))
 	var sameID *x509.Certificate
+	id := key.Info().ID
 	for _, c := range certs {
 		pool = append(pool, c.Cert)
-		if len(key.ID) > 0 && bytes.Equal(c.ID, key.ID) && sameID == nil {
+		if len(id) > 0 && bytes.Equal(c.ID, id) && sameID == nil {
 			sameID = c.Cert
 		}
 	}
@@ -70,7 +71,7 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	}
 	if len(chain) == 0 && sameID != nil {
 		if err := MatchCertificate(pub, sameID); err != nil {
-			return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.KeyInfo.String(), err)
+			return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.String(), err)
 		}
 	}
 	return &TokenSigner{key: key, chain: chain}, nil

@@ -415,12 +415,12 @@ func (d *doctorRun) checkKey() {
 	if !d.ks.keyChosen {
 		how = "; chosen as the authentication key"
 	}
-	if key.AlwaysAuthenticate {
-		d.warn("key", key.KeyInfo.String()+how,
+	if key.Info().AlwaysAuthenticate {
+		d.warn("key", key.String()+how,
 			"the key wants the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is likely the card's signing key; use the authentication key (see mp-hsm list)")
 		return
 	}
-	d.ok("key", "%s%s", key.KeyInfo.String(), how)
+	d.ok("key", "%s%s", key.String(), how)
 }
 
 // pickCertificate chooses, without a login, the certificate the key flags

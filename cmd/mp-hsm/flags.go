@@ -108,8 +108,14 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 		ks.uri = u
 		cfg.Token, cfg.Key = ts, kso
-		if u.ModulePath != "" {
-			cfg.Module, ks.moduleSource = u.ModulePath, "uri"
+		if c.String("module") == "" {
+			mod, err := u.Module()
+			if err != nil {
+				return nil, fmt.Errorf("--key: %w", err)
+			}
+			if mod != "" {
+				cfg.Module, ks.moduleSource = mod, "uri"
+			}
 		}
 	}
 	if m := c.String("module"); m != "" {
