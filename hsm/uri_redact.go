@@ -15,13 +15,12 @@ const uriRedacted = "REDACTED"
 // uriRedact replaces the values of secret attributes in s (see
 // uriSecretName) with "REDACTED". It reads s loosely, so that it also finds
 // them in input ParseURI refuses, and it errs on the side of hiding: a
-// secret value in the query runs to the next '&', one in the path to the
-// next ';'. It returns the redacted text and a function that maps a byte
+// secret value runs to the end of s, since an unencoded '&' or ';' may be
+// part of it. It returns the redacted text and a function that maps a byte
 // offset in s to one in the redacted text.
 func uriRedact(s string) (string, func(int) int) {
 	type span struct{ start, end int }
 	var spans []span
-	query := strings.IndexByte(s, '?')
 	start := 0
 	for start < len(s) {
 		j := start
@@ -40,14 +39,9 @@ func uriRedact(s string) (string, func(int) int) {
 			start = v
 			continue
 		}
-		stop := ";"
-		if query >= 0 && v > query {
-			stop = "&"
-		}
+		// A PIN may hold any character, '&' and ';' among them when it
+		// was not percent-encoded: the value may run to the end.
 		end := len(s)
-		if k := strings.Index(s[v:], stop); k >= 0 {
-			end = v + k
-		}
 		if end > v {
 			spans = append(spans, span{v, end})
 		}
