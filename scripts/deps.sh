@@ -18,6 +18,7 @@ NEEDS=(
   "/usr/lib/$arch/pkcs11-spy.so|opensc-pkcs11|tests that count PKCS#11 calls"
   "/usr/lib/$arch/opensc-pkcs11.so|opensc-pkcs11|the default-module test (OpenSC with no card)"
   "openssl|openssl|signer tests: a PKCS#12 file written by openssl"
+  "/usr/include/p11-kit-1/p11-kit/pkcs11.h|libp11-kit-dev|internal/p11shim: the test module built with gcc"
 )
 
 missing=() why=()
