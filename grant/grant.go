@@ -128,7 +128,8 @@ func (c *Config) prepare() (*keyInfo, error) {
 			return nil, err
 		}
 		if now := c.clock(); now.After(chain[0].NotAfter) {
-			return nil, &ConfigError{Field: "Signer", Reason: fmt.Sprintf("the certificate %q expired at %s; renew it", chain[0].Subject.CommonName, chain[0].NotAfter.UTC().Format(time.RFC3339))}
+			return nil, &ConfigError{Field: "Signer", Reason: fmt.Sprintf("the certificate %q expired at %s; renew it", chain[0].Subject.CommonName, chain[0].NotAfter.UTC().Format(time.RFC3339)),
+				Err: ErrCertificateExpired}
 		}
 	}
 	return headerMemo.get(c.Signer, alg, c.KeyID, chain)

@@ -18,6 +18,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ce):
 		return ce.code
+	case errors.Is(err, grant.ErrCertificateExpired):
+		return exitToken
 	case errors.As(err, &ue),
 		errors.Is(err, hsm.ErrInvalidURI),
 		errors.Is(err, grant.ErrInvalidRequest),

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -176,6 +177,9 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	// A module is loaded with dlopen, which no signal interrupts: a FIFO
 	// or a device there would hang the process for good.
 	if err := safefile.CheckRegular(cfg.Module); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w", err))
+		}
 		return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module %w", err))
 	}
 	return ks, nil
@@ -253,6 +257,16 @@ func (e *env) openSigner(c *cli.Context) (keySigner, *keySetup, error) {
 		return nil, ks, explainPINError(e.explainKeyError(err), ks)
 	}
 	return s, ks, nil
+}
+
+// warnAlwaysAuthenticate warns when the chosen key asks for the PIN before
+// every signature: on a Buypass or Commfides card that is the signing
+// (non-repudiation) key, not the authentication key grants are for.
+func (e *env) warnAlwaysAuthenticate(s *signer.TokenSigner) {
+	if info := s.Key().Info(); info.AlwaysAuthenticate {
+		e.log.Warn("the key asks for the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is usually the card's signing key, "+
+			"not its authentication key; every grant presents the PIN again (see mp-hsm list)", "key", info.String())
+	}
 }
 
 // explainPINError says where a PIN the token refused came from, and what to

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/internal/p11shim"
 	"github.com/mp-hsm/mp-hsm/internal/testexec"
+	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
 // e2eShim returns the environment that puts the shim, set as o, in front
@@ -259,4 +260,35 @@ func shortDir(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// TestExpiredCertificateIsATokenProblem: an expired certificate is a
+// problem with the key (exit 3), not bad usage.
+func TestExpiredCertificateIsATokenProblem(t *testing.T) {
+	t.Parallel()
+	ca, err := softhsm.NewCA(softhsm.EnvTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tok, _ := softhsm.NewWithKey(t, ca, softhsm.KeyOptions{Label: "Authentication"},
+		softhsm.LeafOptions{NotBefore: now.AddDate(-1, 0, -2), NotAfter: now.AddDate(0, 0, -2)})
+	res := runCLI(t, []string{"SOFTHSM2_CONF=" + tok.Config, "MP_HSM_MODULE=" + tok.Module, "MP_HSM_PIN=" + tok.PIN},
+		"grant", "--token-label", tok.Label, "--client-id", e2eClient, "--scope", e2eScopeRead, "--env", "test")
+	e2eWantFail(t, res, exitToken, "expired at", "renew it")
+}
+
+// TestAlwaysAuthenticateKeyWarns: choosing the card's signing key, which
+// asks for the PIN before every signature, works and says what it is.
+func TestAlwaysAuthenticateKeyWarns(t *testing.T) {
+	t.Parallel()
+	fx := e2e(t)
+	res := runCLI(t, fx.env(t, fx.card), "grant", "--token-label", "e2e-card", "--key-id", "02", "--client-id", e2eClient,
+		"--scope", e2eScopeRead, "--env", "test")
+	if res.code != 0 || strings.Count(res.stdout, ".") != 2 {
+		t.Fatalf("grant with the signing key: %s", res)
+	}
+	if !strings.Contains(res.stderr, "asks for the PIN before every signature") || strings.Count(strings.TrimSpace(res.stderr), "\n") != 0 {
+		t.Errorf("want one warning line about CKA_ALWAYS_AUTHENTICATE:\n%s", res)
+	}
 }

@@ -74,7 +74,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if i := pinInArgv(args); i > 0 {
 		// Refused before anything else, and without echoing the argument:
 		// every user of the machine can read argv (ps, /proc).
-		fmt.Fprintf(stderr, "mp-hsm: argument %d holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n", i)
+		fmt.Fprintf(stderr, "mp-hsm: argument %d%s holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n",
+			i, flagOf(args, i))
 		return exitUsage
 	}
 	app := newApp(e)
@@ -213,6 +214,20 @@ func pinInArgv(args []string) int {
 		}
 	}
 	return 0
+}
+
+// flagOf names the flag that argument i belongs to, as " (--key)", or "".
+func flagOf(args []string, i int) string {
+	a := args[i]
+	if strings.HasPrefix(a, "-") {
+		if name, _, ok := strings.Cut(a, "="); ok {
+			return " (" + name + ")"
+		}
+	}
+	if i > 1 && strings.HasPrefix(args[i-1], "-") && !strings.Contains(args[i-1], "=") {
+		return " (" + args[i-1] + ")"
+	}
+	return ""
 }
 
 // interruptContext is cancelled by the first SIGINT or SIGTERM, so that

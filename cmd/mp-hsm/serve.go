@@ -211,6 +211,9 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
 		var opened atomic.Bool
 		open = func(context.Context) (signer.Signer, error) {
 			s, err := signer.Open(sc)
+			if err == nil && !opened.Load() {
+				e.warnAlwaysAuthenticate(s)
+			}
 			if !opened.Swap(true) && moduleHasNoToken(err) {
 				e.log.Warn("the module has no token in any slot; still waiting for one. If the token is behind another module, choose it with --module PATH (MP_HSM_MODULE) or module-path in --key",
 					"module", sc.Module, "module_from", ks.moduleSource)

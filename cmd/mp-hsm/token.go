@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 func outputFlag(usage string) cli.Flag {
@@ -138,6 +139,9 @@ func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Con
 		return err
 	}
 	defer s.Close()
+	if ts, ok := s.(*signer.TokenSigner); ok {
+		e.warnAlwaysAuthenticate(ts)
+	}
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
 	cfg, err := e.grantConfig(ctx, c, s)
