@@ -23,6 +23,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/inspect"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -563,16 +564,16 @@ func (d *doctorRun) checkValidity() {
 	day := func(t time.Time) string { return t.UTC().Format("2006-01-02") }
 	switch {
 	case now.After(c.NotAfter):
-		d.fail("validity", exitToken, fmt.Sprintf("the certificate expired on %s (%s)", day(c.NotAfter), inspectRelative("not_after", c.NotAfter, now)),
+		d.fail("validity", exitToken, fmt.Sprintf("the certificate expired on %s (%s)", day(c.NotAfter), inspect.Relative("not_after", c.NotAfter, now)),
 			"renew the enterprise certificate with Buypass or Commfides and put the new one on the token (and register it where a kid is used)")
 	case now.Before(c.NotBefore):
-		d.fail("validity", exitToken, fmt.Sprintf("the certificate is valid only from %s (%s)", day(c.NotBefore), inspectRelative("not_before", c.NotBefore, now)),
+		d.fail("validity", exitToken, fmt.Sprintf("the certificate is valid only from %s (%s)", day(c.NotBefore), inspect.Relative("not_before", c.NotBefore, now)),
 			"wait until it is valid, or check the local clock")
 	case c.NotAfter.Sub(now) < doctorExpiryWarn:
-		d.warn("validity", fmt.Sprintf("the certificate expires on %s (in %s)", day(c.NotAfter), inspectDuration(c.NotAfter.Sub(now))),
+		d.warn("validity", fmt.Sprintf("the certificate expires on %s (in %s)", day(c.NotAfter), inspect.Duration(c.NotAfter.Sub(now))),
 			"order a new certificate now: renewal takes days, and the key must be registered again where a kid is used")
 	default:
-		d.ok("validity", "valid until %s (in %s)", day(c.NotAfter), inspectDuration(c.NotAfter.Sub(now)))
+		d.ok("validity", "valid until %s (in %s)", day(c.NotAfter), inspect.Duration(c.NotAfter.Sub(now)))
 	}
 }
 
@@ -581,7 +582,7 @@ func (d *doctorRun) checkKeyUsage() {
 		return
 	}
 	u := d.cert.KeyUsage
-	names := strings.Join(keyUsageNames(u), ", ")
+	names := strings.Join(inspect.KeyUsageNames(u), ", ")
 	switch {
 	case u == 0:
 		d.ok("key-usage", "no keyUsage extension: any use allowed")
@@ -785,7 +786,7 @@ func (d *doctorRun) checkClock() {
 	case skew.Abs() > doctorSkewWarn:
 		d.warn("clock", msg, hint)
 	default:
-		d.ok("clock", "within %s of the server's clock (Date header)", inspectDuration(doctorSkewWarn))
+		d.ok("clock", "within %s of the server's clock (Date header)", inspect.Duration(doctorSkewWarn))
 	}
 }
 
