@@ -65,11 +65,7 @@ func (k KeyInfo) IDHex() string { return hex.EncodeToString(k.ID) }
 // authentication: keyUsage digitalSignature without nonRepudiation, as the
 // authentication key of a Buypass or Commfides card has.
 func (k KeyInfo) Authentication() bool {
-	if k.Certificate == nil {
-		return false
-	}
-	u := k.Certificate.Cert.KeyUsage
-	return u&x509.KeyUsageDigitalSignature != 0 && u&x509.KeyUsageContentCommitment == 0
+	return k.Certificate != nil && k.Certificate.Authentication()
 }
 
 // String describes the key for a person choosing one: id, label, type and
