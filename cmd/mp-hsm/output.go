@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
@@ -89,4 +90,27 @@ func (e *env) printToken(out string, tok *grant.Token) error {
 func (e *env) colourOK() bool {
 	f, ok := e.stdout.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd())) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
+}
+
+// doctorColours are the ANSI colours of the doctor's statuses.
+var doctorColours = map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}
+
+// writeDoctorLine writes one check as a line of text: status, check,
+// message, and for a warning or failure its hint.
+func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
+	status := fmt.Sprintf("%-4s", r.Status)
+	if colour {
+		status = "\x1b[" + doctorColours[r.Status] + "m" + status + "\x1b[0m"
+	}
+	line := fmt.Sprintf("%s  %-13s  %s", status, r.Check, r.Message)
+	if r.Hint != "" && (r.Status == doctor.Warn || r.Status == doctor.Fail) {
+		line += "  hint: " + r.Hint
+	}
+	fmt.Fprintln(w, line)
+}
+
+// writeDoctorSummary writes the last line of the doctor's text.
+func writeDoctorSummary(w io.Writer, rs doctor.Results) {
+	fmt.Fprintf(w, "%d ok, %d warning(s), %d failed, %d skipped\n",
+		rs.Count(doctor.OK), rs.Count(doctor.Warn), rs.Count(doctor.Fail), rs.Count(doctor.Skip))
 }
