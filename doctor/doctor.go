@@ -9,9 +9,10 @@
 // ones found and is skipped, with a message saying why, when that is
 // missing. The checks that find the key on a smart card or HSM (module,
 // token, pin, login, key) need PKCS#11 and live in package
-// doctor/tokencheck, which Run reaches through the KeyFinder interface; this
-// package needs neither cgo nor a token: give it an open signer.Signer
-// instead. Nothing secret (PIN, grant, token) is ever put in a Result.
+// doctor/tokencheck, which Run reaches through the KeyFinder interface.
+// This package imports no PKCS#11 (package hsm) itself: give it an open
+// signer.Signer, or a KeyFinder. Nothing secret (PIN, grant, token) is
+// ever put in a Result.
 package doctor
 
 import (

@@ -18,7 +18,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// The doctor's tests need no token and no cgo: a key in memory, a test PKI
+// The doctor's tests need no token and no PKCS#11: a key in memory, a test PKI
 // named as Buypass's, and the Maskinporten emulator.
 
 const (

@@ -19,10 +19,10 @@ import (
 // Certificate describes one certificate of the x5c header. When it cannot
 // be decoded, only Index and Error are set.
 type Certificate struct {
-	Index       int      `json:"index"` // 0 for the leaf
-	Subject     string   `json:"subject,omitempty"`
-	Issuer      string   `json:"issuer,omitempty"`
-	IssuerCN    string   `json:"issuer_cn,omitempty"`
+	Index       int      `json:"index"`                 // 0 for the leaf
+	Subject     string   `json:"subject,omitempty"`     // distinguished name, most specific first
+	Issuer      string   `json:"issuer,omitempty"`      // distinguished name of the issuer
+	IssuerCN    string   `json:"issuer_cn,omitempty"`   // the issuer's common name, which tells the environment
 	Serial      string   `json:"serial,omitempty"`      // hex
 	OrgNumber   string   `json:"org_number,omitempty"`  // grant.CertificateOrgNumber
 	Environment string   `json:"environment,omitempty"` // test or prod, from the issuing CA

@@ -6,7 +6,7 @@
 // It only decodes: neither the signature nor the claims are verified, so
 // what a Report shows may be forged. Errors and the text form never quote
 // the input, which may be a live token; a pid claim is masked unless asked
-// for (Options.ShowPID). Nothing needs cgo or the network.
+// for (Options.ShowPID). Nothing is sent anywhere, and no token is touched.
 package inspect
 
 import (

@@ -31,38 +31,38 @@ var kindNames = map[string]string{
 // json prints and is part of the command-line contract, so fields are only
 // ever added.
 type Report struct {
-	Kind         string          `json:"kind"`        // KindGrant, KindAccessToken, KindAltinnToken or KindJWT
-	Description  string          `json:"description"` // the kind in words
-	Verified     bool            `json:"verified"`    // always false: nothing is verified
-	Now          string          `json:"now"`         // RFC 3339, UTC: the time the relative words count from
-	Header       map[string]any  `json:"header"`
+	Kind         string          `json:"kind"`                       // KindGrant, KindAccessToken, KindAltinnToken or KindJWT
+	Description  string          `json:"description"`                // the kind in words
+	Verified     bool            `json:"verified"`                   // always false: nothing is verified
+	Now          string          `json:"now"`                        // RFC 3339, UTC: the time the relative words count from
+	Header       map[string]any  `json:"header"`                     // as decoded
 	Claims       map[string]any  `json:"claims"`                     // a pid masked unless Options.ShowPID
 	Times        map[string]Time `json:"times"`                      // iat, nbf, exp, when present and valid
 	Lifetime     *int64          `json:"lifetime_seconds,omitempty"` // exp - iat
 	Expired      *bool           `json:"expired,omitempty"`          // exp is not after now; nil without exp
-	KeyID        string          `json:"kid,omitempty"`
-	Algorithm    string          `json:"alg,omitempty"`
-	Certificates []Certificate   `json:"certificates"` // from x5c, leaf first; never nil
-	AccessToken  *AccessToken    `json:"access_token,omitempty"`
-	Signature    int             `json:"signature_bytes"`
-	Problems     []string        `json:"problems,omitempty"` // what could not be decoded
+	KeyID        string          `json:"kid,omitempty"`              // the header's kid
+	Algorithm    string          `json:"alg,omitempty"`              // the header's alg
+	Certificates []Certificate   `json:"certificates"`               // from x5c, leaf first; never nil
+	AccessToken  *AccessToken    `json:"access_token,omitempty"`     // for KindAccessToken only
+	Signature    int             `json:"signature_bytes"`            // the signature's length; 0 if unsigned
+	Problems     []string        `json:"problems,omitempty"`         // what could not be decoded
 }
 
 // Time is a NumericDate claim.
 type Time struct {
-	Unix     int64  `json:"unix"`
+	Unix     int64  `json:"unix"`     // seconds since the epoch, a fraction cut off
 	Time     string `json:"time"`     // RFC 3339, UTC
 	Relative string `json:"relative"` // as Relative says it: "in 45 s", "expired 3 min ago"
 }
 
 // AccessToken sums up a Maskinporten access token.
 type AccessToken struct {
-	ClientID    string `json:"client_id"`
-	Scope       string `json:"scope"`
+	ClientID    string `json:"client_id"`              // the client the token was issued to
+	Scope       string `json:"scope"`                  // the scopes granted, separated by spaces
 	Consumer    string `json:"consumer,omitempty"`     // ISO 6523 ID, "0192:<orgnr>"
 	ConsumerOrg string `json:"consumer_org,omitempty"` // the organisation number in it
-	Supplier    string `json:"supplier,omitempty"`
-	ClientAMR   string `json:"client_amr,omitempty"`
+	Supplier    string `json:"supplier,omitempty"`     // ISO 6523 ID of the supplier claim, when there is one
+	ClientAMR   string `json:"client_amr,omitempty"`   // how the client authenticated, such as virksomhetssertifikat
 }
 
 // Options tunes Describe and Inspect. The zero value counts from the

@@ -18,8 +18,9 @@ import (
 
 // This file decides the commands' output formats: the --output flags, the
 // one validator every command calls with the formats it has, and the
-// writers. What a command shows is decided by its package (inspect.Report,
-// doctor.Result) or its own file (list.go); how it is written, here.
+// writers: JSON for every --output json, the token's forms and the
+// doctor's lines. A report with a text form of its own is written by its
+// package (inspect.Report.WriteText) or command (list's tables).
 
 // outputFlag is the --output flag of token and list, whose default is
 // "token" so that MP_HSM_OUTPUT can be shared by every command.
