@@ -65,7 +65,11 @@ func (k KeyInfo) IDHex() string { return hex.EncodeToString(k.ID) }
 // authentication: keyUsage digitalSignature without nonRepudiation, as the
 // authentication key of a Buypass or Commfides card has.
 func (k KeyInfo) Authentication() bool {
-	return k.Certificate != nil && k.Certificate.Authentication()
+	if k.Certificate == nil {
+		return false
+	}
+	u := k.Certificate.Cert.KeyUsage
+	return u&x509.KeyUsageDigitalSignature != 0 && u&x509.KeyUsageContentCommitment == 0
 }
 
 // String describes the key for a person choosing one: id, label, type and

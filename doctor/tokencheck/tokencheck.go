@@ -303,7 +303,7 @@ func (c *Checks) checkKey(report func(doctor.Result)) {
 // certificateWithoutLogin returns the chain of the certificate the key
 // selection points at, found without a login (when keys are not visible):
 // by CKA_ID or label; else the one authentication certificate, by the rule
-// FindKey chooses keys by (hsm.Certificate.Authentication); else the only
+// FindKey chooses keys by (hsm.KeyInfo.Authentication); else the only
 // end-entity certificate. Nil when none or several match.
 func (c *Checks) certificateWithoutLogin() []*x509.Certificate {
 	certs, err := c.tok.Certificates()
@@ -322,7 +322,7 @@ func (c *Checks) certificateWithoutLogin() []*x509.Certificate {
 		if named && (len(sel.ID) == 0 || string(sel.ID) == string(hc.ID)) && (sel.Label == "" || sel.Label == hc.Label) {
 			byName = append(byName, hc.Cert)
 		}
-		if hc.Authentication() {
+		if (hsm.KeyInfo{Certificate: &hc}).Authentication() { // the rule FindKey chooses keys by
 			auth = append(auth, hc.Cert)
 		}
 	}
