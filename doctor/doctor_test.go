@@ -120,7 +120,9 @@ func TestRunEnvironment(t *testing.T) {
 
 	boom := errors.New("no such environment")
 	rs = doctor.Run(context.Background(), doctor.Config{Signer: s,
-		Environment: func(context.Context, []*x509.Certificate) (grant.Environment, string, error) { return grant.Environment{}, "", boom }})
+		Environment: func(context.Context, []*x509.Certificate) (grant.Environment, string, error) {
+			return grant.Environment{}, "", boom
+		}})
 	if r := want(t, rs, "environment", doctor.Fail, doctor.ClassUsage); !errors.Is(r.Err, boom) {
 		t.Errorf("environment: err %v, want the EnvironmentFunc's", r.Err)
 	}
