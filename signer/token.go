@@ -137,17 +137,32 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// ModulePath returns the module Open loads: Module, or when it is empty the
+// first of hsm.DefaultModulePaths that exists.
+func (cfg Config) ModulePath() (string, error) {
+	if cfg.Module != "" {
+		return cfg.Module, nil
+	}
+	return hsm.FindDefaultModule()
+}
+
+// TokenOptions returns the options Open opens the token with: Session,
+// with Logger when Session names no logger.
+func (cfg Config) TokenOptions() hsm.TokenOptions {
+	o := cfg.Session
+	if o.Logger == nil {
+		o.Logger = cfg.Logger
+	}
+	return o
+}
+
 // Open loads the module, finds the token, logs in (one C_Login at most, see
 // hsm.Token.Login), finds the key once, reads the chain and returns a signer
 // that owns all of it: Close it when done.
 func Open(cfg Config) (*TokenSigner, error) {
-	path := cfg.Module
-	if path == "" {
-		p, err := hsm.FindDefaultModule()
-		if err != nil {
-			return nil, err
-		}
-		path = p
+	path, err := cfg.ModulePath()
+	if err != nil {
+		return nil, err
 	}
 	mod, err := hsm.Open(path)
 	if err != nil {
@@ -158,11 +173,7 @@ func Open(cfg Config) (*TokenSigner, error) {
 		mod.Close()
 		return nil, err
 	}
-	sopts := cfg.Session
-	if sopts.Logger == nil {
-		sopts.Logger = cfg.Logger
-	}
-	tok, err := mod.OpenToken(slot.ID, sopts)
+	tok, err := mod.OpenToken(slot.ID, cfg.TokenOptions())
 	if err != nil {
 		mod.Close()
 		return nil, err
