@@ -239,7 +239,7 @@ func TestCacheSweepsExpired(t *testing.T) {
 	srv := newEmulator(t, clk)
 	cfg := testConfig(t, srv, 0)
 	cfg.now = clk.Now
-	cfg.Cache = new(Cache)
+	cfg.Cache = &Cache{now: clk.Now}
 	if _, err := cfg.TokenSource(context.Background(), Request{Scopes: []string{"test:read"}}).Token(); err != nil {
 		t.Fatal(err)
 	}
