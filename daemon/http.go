@@ -107,20 +107,24 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	*bp = req.key[:0]
-	// A key in the store was validated when it was added: only a new key
+	// A key in the cache was validated when it was added: only a new key
 	// is validated in full.
-	e := s.store.getBytes(req.key)
+	e := s.cache.Lookup(req.key)
 	if e == nil {
 		if err := req.validate(); err != nil {
 			s.fail(w, err)
 			return
 		}
-		if e = s.entryFor(string(req.key), req.req, req.altinn, req.mpKey()); e == nil {
-			s.fail(w, errStoreFull)
+		f := &request{s: s, req: req.req, altinn: req.altinn}
+		if req.altinn {
+			f.mpKey = req.mpKey()
+		}
+		if e, err = s.cache.Add(string(req.key), f); err != nil {
+			s.fail(w, err)
 			return
 		}
 	}
-	t, hit, err := s.token(r.Context(), st.cfg.RequestTimeout, e, servable)
+	t, hit, err := s.token(r.Context(), st.cfg.RequestTimeout, e)
 	if err != nil {
 		s.metrics.cacheMisses.Inc()
 		s.fail(w, s.mapError(err))
@@ -132,12 +136,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.metrics.cacheMisses.Inc()
 	}
 	s.metrics.requestsOK.Inc()
-	scope := t.scope
+	scope := t.Scope
 	if scope == "" {
 		scope = strings.Join(req.req.Scopes, " ")
 	}
-	left := int64(t.expiry.Sub(s.now()) / time.Second)
-	out := appendTokenJSON((*bp)[:0], t.access, max(left, 1), scope)
+	left := int64(t.Expiry.Sub(s.now()) / time.Second)
+	out := appendTokenJSON((*bp)[:0], t.AccessToken, max(left, 1), scope)
 	*bp = out[:0]
 	h := w.Header()
 	h["Content-Type"] = hdrJSON

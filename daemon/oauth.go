@@ -71,10 +71,10 @@ func (s *Server) mapError(err error) *oauthError {
 	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
 			description: "Maskinporten is unavailable: " + err.Error(), retryAfter: 5}
-	case errors.Is(err, errStoreFull):
+	case errors.Is(err, grant.ErrCacheFull):
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
-			description: err.Error(), retryAfter: 5}
-	case errors.Is(err, errShuttingDown):
+			description: "the token cache is full (MaxKeys, --max-keys); try again later", retryAfter: 5}
+	case errors.Is(err, errShuttingDown), errors.Is(err, grant.ErrCacheClosed):
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
 			description: err.Error(), retryAfter: 1}
 	case errors.Is(err, grant.ErrBadResponse):
