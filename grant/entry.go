@@ -185,7 +185,7 @@ func (e *Entry) idle(now time.Time) bool {
 // hot reports whether e was asked for during the life of its token t: only
 // such entries are refreshed in the background.
 func (e *Entry) hot(t *cached) bool {
-	return e.lastUsed.Load() >= t.issued.UnixNano()
+	return e.lastUsed.Load() >= t.issued().UnixNano()
 }
 
 // scheduleLocked sets e's timer, with Background, for its next refresh or

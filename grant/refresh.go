@@ -2,6 +2,7 @@ package grant
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -39,40 +40,51 @@ func retryDelay(l time.Duration) time.Duration {
 	return min(max(l/20, 50*time.Millisecond), 5*time.Second)
 }
 
-// cached is an immutable cached token with the times the rule gives it.
+// cached is a cached token with the times the rule gives it. Only oauth
+// changes, once: Source makes it on first use, so that the daemon, which
+// never needs it, does not keep one per key.
 type cached struct {
 	token      *Token
-	oauth      *oauth2.Token // shared by all callers: read-only
+	oauth      atomic.Pointer[oauth2.Token] // shared by all callers: read-only
 	lifetime   time.Duration
-	issued     time.Time // E - L: the local time its request started
 	refreshAt  time.Time // due for refresh from then on
 	serveUntil time.Time // E - reserve(L): handed out only before then
-	halfway    time.Time // E - L/2: good for ForExchange until then
 }
 
 func (c *Cache) newCached(t *Token) *cached {
 	l := time.Duration(t.ExpiresIn) * time.Second
-	issued := t.Expiry.Add(-l)
 	return &cached{
 		token:      t,
-		oauth:      t.OAuth2(),
 		lifetime:   l,
-		issued:     issued,
 		refreshAt:  t.Expiry.Add(-margin(c.refreshMargin(), l) - jitter(c.RefreshJitter, l)),
 		serveUntil: t.Expiry.Add(-reserve(l)),
-		halfway:    issued.Add(l / 2),
 	}
+}
+
+// issued is when the request that got t started: E - L.
+func (t *cached) issued() time.Time { return t.token.Expiry.Add(-t.lifetime) }
+
+// oauthToken returns t as an *oauth2.Token, the same one on every call.
+func (t *cached) oauthToken() *oauth2.Token {
+	if o := t.oauth.Load(); o != nil {
+		return o
+	}
+	t.oauth.CompareAndSwap(nil, t.token.OAuth2())
+	return t.oauth.Load()
 }
 
 // backoff returns t with its refresh moved retryDelay after now, but not
 // past the time it is served until.
 func backoff(t *cached, now time.Time) *cached {
-	r := *t
+	r := &cached{token: t.token, lifetime: t.lifetime, serveUntil: t.serveUntil}
+	if o := t.oauth.Load(); o != nil {
+		r.oauth.Store(o) // so that callers that hold it can still invalidate it
+	}
 	r.refreshAt = now.Add(retryDelay(t.lifetime))
 	if r.refreshAt.After(t.serveUntil) {
 		r.refreshAt = t.serveUntil
 	}
-	return &r
+	return r
 }
 
 // Purpose is what a caller will do with a cached token. It decides which
@@ -93,7 +105,7 @@ const (
 
 // usable reports whether t may be handed out for p at now.
 func (c *Cache) usable(t *cached, now time.Time, p Purpose) bool {
-	if t == nil || p == ForExchange && now.After(t.halfway) {
+	if t == nil || p == ForExchange && now.After(t.token.Expiry.Add(-t.lifetime/2)) {
 		return false
 	}
 	if c.Background {

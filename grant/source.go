@@ -66,8 +66,9 @@ type binding struct {
 // token requests; its cancellation fails them.
 //
 // An invalid request or Config is reported by Token, without a request.
-// Token returns a cached token without allocating; the *oauth2.Token is
-// shared by all callers and must not be modified.
+// Token returns a cached token without allocating (but for one allocation
+// the first time a new token is handed out); the *oauth2.Token is shared by
+// all callers and must not be modified.
 func (c *Config) TokenSource(ctx context.Context, req Request) *Source {
 	return c.newSource(ctx, req, kindMaskinporten, nil)
 }
@@ -91,14 +92,14 @@ func (c *Config) newSource(ctx context.Context, req Request, kind tokenKind, cac
 func (s *Source) Token() (*oauth2.Token, error) {
 	if b := s.bound.Load(); b != nil && b.leaf == s.leaf() {
 		if t := b.entry.fresh(s.cache.clock(), ForUse); t != nil {
-			return t.oauth, nil
+			return t.oauthToken(), nil
 		}
 	}
 	t, err := s.token(ForUse)
 	if err != nil {
 		return nil, err
 	}
-	return t.oauth, nil
+	return t.oauthToken(), nil
 }
 
 // leaf returns the signer's current leaf certificate, or nil.
@@ -225,7 +226,7 @@ func (s *Source) invalidate(t *oauth2.Token) {
 	if b == nil {
 		return
 	}
-	if cur := b.entry.tok.Load(); cur != nil && cur.oauth == t {
+	if cur := b.entry.tok.Load(); cur != nil && cur.oauth.Load() == t {
 		b.entry.tok.CompareAndSwap(cur, nil)
 	}
 }
