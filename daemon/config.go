@@ -61,7 +61,7 @@ type Config struct {
 	// MaxKeys bounds the cached keys (distinct requests); when it is
 	// reached, keys nobody used for two token lifetimes make room, and
 	// otherwise a request for a new key gets 503. If zero, 20000 (about
-	// 40 MiB of tokens).
+	// 35 MiB of tokens).
 	MaxKeys int
 
 	// RefreshMargin is how long before expiry a used token is replaced

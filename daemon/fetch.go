@@ -33,6 +33,8 @@ type request struct {
 	mpKey  string // for an Altinn request: the key of its Maskinporten token
 }
 
+var _ grant.Fetcher = (*request)(nil)
+
 // notReadyError is returned for a token that cannot be served from the
 // cache while the daemon is not ready.
 type notReadyError struct{ reason string }

@@ -180,6 +180,8 @@ func (s *Source) key(k *keyInfo) cacheKey {
 // pointer, so that making a Fetcher of it does not allocate.
 type sourceFetcher struct{ s *Source }
 
+var _ Fetcher = sourceFetcher{}
+
 // Fetch gets a new token with the Source's context, which ctx (the cache's)
 // also ends.
 func (f sourceFetcher) Fetch(ctx context.Context, background bool) (*Token, error) {
