@@ -294,3 +294,22 @@ func ActivationListeners() ([]net.Listener, error) {
 	}
 	return lns, nil
 }
+
+// checkListener refuses TCP listeners without a secret, or on an address
+// that is not loopback unless remote is allowed.
+func checkListener(ln net.Listener, allowRemote, haveSecret bool) error {
+	addr := ln.Addr()
+	switch a := addr.(type) {
+	case *net.UnixAddr:
+		return nil
+	case *net.TCPAddr:
+		if !haveSecret {
+			return fmt.Errorf("%w: TCP listener %s: callers on TCP must authenticate, and no client secret is configured (--client-secret-file)", ErrConfig, addr)
+		}
+		if !allowRemote && !a.IP.IsLoopback() {
+			return fmt.Errorf("%w: TCP listener %s is not on a loopback address; allow it explicitly (--allow-remote)", ErrConfig, addr)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: listener on %s %s: only unix and tcp are supported", ErrConfig, addr.Network(), addr)
+}
