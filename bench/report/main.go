@@ -3,7 +3,7 @@
 // if the daemon was measured, the JSON of bench/load, which it also draws
 // as a PNG plot of latency percentiles against offered load.
 //
-//	(cd bench && go run ./report -in ../bin/bench/bench.txt -load bin/bench/load.json \
+//	(cd bench && go run ./report -in ../bin/bench/bench.txt -load ../bin/bench/load.json \
 //	    -out ../docs/BENCHMARKS.md -plot ../docs/bench-daemon-latency.png)
 //
 // Every figure is the median of its runs with the minimum and maximum
