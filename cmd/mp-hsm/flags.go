@@ -15,6 +15,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -84,7 +85,7 @@ func concat(groups ...[]cli.Flag) []cli.Flag {
 // keySetup is what the key flags resolve to.
 type keySetup struct {
 	cfg          signer.Config
-	uri          *hsm.URI
+	uri          *pkcs11uri.URI
 	explicitPIN  bool
 	tokenChosen  bool
 	keyChosen    bool
@@ -99,18 +100,18 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	cfg := &ks.cfg
 	cfg.Logger = e.log
 	if raw := c.String("key"); raw != "" {
-		u, err := hsm.ParseURI(raw)
+		u, err := pkcs11uri.Parse(raw)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
-		ts, kso, err := u.Selectors()
+		ts, kso, err := hsm.SelectorsFromURI(u)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
 		ks.uri = u
 		cfg.Token, cfg.Key = ts, kso
 		if c.String("module") == "" {
-			mod, err := u.Module()
+			mod, err := hsm.ModuleFromURI(u)
 			if err != nil {
 				return nil, fmt.Errorf("--key: %w", err)
 			}
