@@ -216,7 +216,7 @@ func (s *Server) installLocked(c *conn) *conn {
 	s.setStateLocked(stateReady, "")
 	if s.identity != c.identity {
 		if s.identity != "" {
-			n := s.store.clear()
+			n := s.cache.Clear()
 			s.log().Info("the key changed: cached tokens dropped", "dropped", n)
 		}
 		s.identity = c.identity

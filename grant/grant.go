@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -66,6 +67,9 @@ type Config struct {
 
 	now       func() time.Time // for tests; nil means time.Now
 	retryBase time.Duration    // for tests; zero means defaultRetryBase
+	// wait sleeps d or until ctx ends, before a retry; for tests; nil
+	// means a timer.
+	wait func(ctx context.Context, d time.Duration)
 }
 
 // Grant returns a new signed grant (a JWT per RFC 7523) for req. Each call

@@ -59,7 +59,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-scopes", Usage: "`SCOPE`s callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); default: any", EnvVars: []string{"MP_HSM_ALLOWED_SCOPES"}},
 		&cli.IntFlag{Category: catServ, Name: "max-concurrent", Value: 4, Usage: "at most `N` requests to Maskinporten at once", EnvVars: []string{"MP_HSM_MAX_CONCURRENT"}},
 		&cli.IntFlag{Category: catServ, Name: "max-keys", Value: 20000, Usage: "at most `N` distinct requests cached", EnvVars: []string{"MP_HSM_MAX_KEYS"}},
-		&cli.DurationFlag{Category: catServ, Name: "refresh-margin", Value: 30 * time.Second, Usage: "refresh used tokens `DURATION` before they expire (at most a quarter of their lifetime)", EnvVars: []string{"MP_HSM_REFRESH_MARGIN"}},
+		&cli.DurationFlag{Category: catServ, Name: "refresh-margin", Value: 30 * time.Second, Usage: "refresh used tokens `DURATION` before they expire (at most half of their lifetime)", EnvVars: []string{"MP_HSM_REFRESH_MARGIN"}},
 		&cli.DurationFlag{Category: catServ, Name: "refresh-jitter", Value: 10 * time.Second, Usage: "refresh up to `DURATION` earlier, at random, to spread refreshes", EnvVars: []string{"MP_HSM_REFRESH_JITTER"}},
 	}
 }
