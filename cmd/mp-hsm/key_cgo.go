@@ -16,11 +16,12 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
 )
 
 // keySetup is what the key flags resolve to.
 type keySetup struct {
-	cfg          signer.Config
+	cfg          p11.Config
 	uri          *pkcs11uri.URI
 	explicitPIN  bool
 	tokenChosen  bool
@@ -29,7 +30,7 @@ type keySetup struct {
 	pinFrom      string // where the PIN comes from, for messages
 }
 
-// resolveKey turns the key flags into a signer.Config. The PIN is not read
+// resolveKey turns the key flags into a p11.Config. The PIN is not read
 // here: the token asks for it when it needs it.
 func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	ks := &keySetup{}
@@ -139,7 +140,7 @@ func (e *env) openToken(c *cli.Context) (keySigner, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := signer.Open(ks.cfg)
+	s, err := p11.Open(ks.cfg)
 	if err != nil {
 		return nil, explainPINError(e.explainKeyError(err), ks)
 	}
@@ -151,7 +152,7 @@ func (e *env) openToken(c *cli.Context) (keySigner, error) {
 // (non-repudiation) key, not the authentication key grants are for.
 // Keys that are not on a token are never warned about.
 func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
-	ts, ok := s.(*signer.TokenSigner)
+	ts, ok := s.(*p11.TokenSigner)
 	if !ok {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
 )
 
 // tokenOpener returns the daemon's OpenSigner for the key on the token the
@@ -29,7 +30,7 @@ func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer,
 	}
 	var opened atomic.Bool
 	open := func(context.Context) (signer.Signer, error) {
-		s, err := signer.Open(sc)
+		s, err := p11.Open(sc)
 		if err == nil && !opened.Load() {
 			e.warnAlwaysAuthenticate(s)
 		}
