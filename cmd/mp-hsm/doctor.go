@@ -29,7 +29,9 @@ func doctorCommand(e *env) *cli.Command {
 			"organisation number (org-number); the environment fits the certificate (environment); the\n" +
 			"metadata can be fetched (metadata); the local clock is within 2 s (warn) or 5 s (fail) of\n" +
 			"the server's Date header (clock); and, only with --client-id and --scope, a real token\n" +
-			"request (token-request). The token itself is never shown; nor are the PIN or the grant.\n\n" +
+			"request (token-request). The token itself is never shown; nor are the PIN or the grant.\n" +
+			"With --p12 the checks of the module, token, PIN and login give way to one that opens the\n" +
+			"file (key).\n\n" +
 			"--output json prints an array of {check, status, message, hint}.\n\n" +
 			"Exit status: 0 when no check failed (warnings allowed); otherwise that of the first failed\n" +
 			"check: 2 bad flags or input; 3 module, token, PIN, key or certificate (environment mismatch\n" +
