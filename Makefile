@@ -19,9 +19,17 @@ deps:
 vet: deps
 	$(GO) vet ./...
 
-# Every test, with the race detector, against SoftHSM2 and the emulator.
+# The packages that must build and test without cgo (docs/ARCHITECTURE.md).
+PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect
+
+# Every test, with the race detector, against SoftHSM2 and the emulator;
+# first the promise that only PKCS#11 needs cgo: the pure packages vet and
+# test with CGO_ENABLED=0, and the command builds so.
 test: deps
 	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) vet $(PURE)
+	CGO_ENABLED=0 $(GO) test -count=1 $(PURE)
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/mp-hsm
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -race -count=1 -timeout 9m ./...
 

@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,10 +19,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/signer"
-	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
 var fileSigner struct {
@@ -29,27 +31,35 @@ var fileSigner struct {
 	err  error
 }
 
-// testSigner returns an in-memory key with a test-CA certificate: the
-// store's tests need no token.
+// testSigner returns an in-memory key with a self-signed certificate: the
+// cache's tests need no token, no CA and no cgo (their Maskinporten is a
+// fake that checks nothing).
 func testSigner(tb testing.TB) *signer.FileSigner {
 	tb.Helper()
 	fileSigner.once.Do(func() {
-		ca, err := softhsm.NewCA(softhsm.EnvTest)
-		if err != nil {
-			fileSigner.err = err
-			return
-		}
 		key, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
 			fileSigner.err = err
 			return
 		}
-		leaf, err := ca.IssueLeaf(key.Public(), softhsm.LeafOptions{})
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1),
+			Subject:      pkix.Name{CommonName: "daemon cache test"},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 		if err != nil {
 			fileSigner.err = err
 			return
 		}
-		fileSigner.s, fileSigner.err = signer.NewFileSigner(key, []*x509.Certificate{leaf, ca.Intermediate})
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			fileSigner.err = err
+			return
+		}
+		fileSigner.s, fileSigner.err = signer.NewFileSigner(key, []*x509.Certificate{leaf})
 	})
 	if fileSigner.err != nil {
 		tb.Fatal(fileSigner.err)

@@ -18,14 +18,14 @@ import (
 // every other zero value is documented. A Config is read by New and Reload
 // and not kept for later changes: to change it, call Reload.
 type Config struct {
-	// OpenSigner opens the key: it loads the module, logs in (with the
-	// PIN source it was built with) and finds the key, as signer.Open does.
+	// OpenSigner opens the key: on a token it loads the module, logs in
+	// (with the PIN source it was built with) and finds the key, as
+	// p11.Open (package signer/p11) does; a file or KMS key needs less.
 	// The daemon calls it at start, after a card or HSM fault (from the
 	// reconnect loop, again and again with a backoff), and on Reload. A
 	// signer that implements io.Closer is closed when the daemon stops
 	// using it. If it implements Prober, its Probe is used to notice a
-	// removed token while no one signs; a *signer.TokenSigner is probed
-	// with C_GetTokenInfo.
+	// removed token while no one signs; *p11.TokenSigner implements it.
 	OpenSigner func(ctx context.Context) (signer.Signer, error)
 
 	// Grant is the template of the Maskinporten client: ClientID (required),
@@ -123,8 +123,10 @@ type Config struct {
 }
 
 // Prober is implemented by signers that can tell, without signing, whether
-// their token is still there. Probe returns an error matching
-// hsm.ErrTokenRemoved, hsm.ErrSessionClosed or hsm.ErrDevice when it is not.
+// their token is still there, such as *p11.TokenSigner. Probe returns an
+// error matching one of tokenerr's transient kinds (tokenerr.Transient:
+// ErrTokenRemoved, ErrSessionClosed, ErrDevice, ...) when it is not; the
+// daemon then turns not ready and reconnects.
 type Prober interface {
 	Probe(ctx context.Context) error
 }

@@ -12,11 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/miekg/pkcs11"
-
 	"github.com/mp-hsm/mp-hsm/grant"
-	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // conn is one opened signer and the grant configuration that signs with it.
@@ -56,40 +54,22 @@ func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerO
 }
 
 // isDeviceFault reports errors that a new session, or the token coming
-// back, may cure: the daemon reconnects. Besides the hsm package's device
-// sentinels, a key handle that is no longer valid counts: the token was
-// replaced or re-initialised under the daemon (SoftHSM2 answers so when
-// its token directory disappears).
+// back, may cure: the daemon reconnects. They are tokenerr's transient
+// kinds (a removed card, a broken session, a device error, a lost login,
+// and a stale key handle: the token was replaced or re-initialised under
+// the daemon, as SoftHSM2 answers when its token directory disappears),
+// and ErrClosed: the signer's token was closed under the daemon.
 func isDeviceFault(err error) bool {
-	for _, k := range []error{hsm.ErrTokenRemoved, hsm.ErrSessionClosed, hsm.ErrDevice, hsm.ErrNoToken, hsm.ErrClosed, hsm.ErrNotLoggedIn,
-		pkcs11.Error(pkcs11.CKR_OBJECT_HANDLE_INVALID), pkcs11.Error(pkcs11.CKR_KEY_HANDLE_INVALID)} {
-		if errors.Is(err, k) {
-			return true
-		}
-	}
-	return false
+	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed)
 }
 
 // isPINError reports a login the token refused, or refused to try: it is
 // never retried.
-func isPINError(err error) bool {
-	var pe *hsm.PINError
-	if errors.As(err, &pe) {
-		return true
-	}
-	for _, k := range []error{hsm.ErrPINIncorrect, hsm.ErrPINLocked, hsm.ErrPINFinalTry, hsm.ErrPINExpired, hsm.ErrPINInvalid, hsm.ErrPINRequired} {
-		if errors.Is(err, k) {
-			return true
-		}
-	}
-	return false
-}
+func isPINError(err error) bool { return tokenerr.IsPINRefused(err) }
 
 // isTransientAtStart reports open errors with which New starts anyway, not
 // ready, and waits for the token: no token in the reader, or a device fault.
-func isTransientAtStart(err error) bool {
-	return isDeviceFault(err) && !errors.Is(err, hsm.ErrClosed) && !isPINError(err)
-}
+func isTransientAtStart(err error) bool { return tokenerr.Transient(err) }
 
 // probeRequest is signed once per new conn to prove that the key can sign.
 var probeRequest = grant.Request{Scopes: []string{"mp-hsm:probe"}}
@@ -169,14 +149,11 @@ func closeSigner(s signer.Signer) {
 	}
 }
 
-// probe asks the signer whether its token is still there.
+// probe asks the signer whether its token is still there, if it can tell
+// (see Prober).
 func probe(ctx context.Context, s signer.Signer) error {
-	switch p := s.(type) {
-	case Prober:
+	if p, ok := s.(Prober); ok {
 		return p.Probe(ctx)
-	case *signer.TokenSigner:
-		_, err := p.Key().Token().Info()
-		return err
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,10 +16,8 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
-	"github.com/mp-hsm/mp-hsm/grant"
-	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
-	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 func TestTokenOverUnixSocket(t *testing.T) {
@@ -319,7 +316,7 @@ func TestBackgroundRefreshKeepsHotKeyFresh(t *testing.T) {
 
 func TestTokenRemovalAndReconnect(t *testing.T) {
 	t.Parallel()
-	r := &removable{cfg: signerConfig(sharedToken(t))}
+	r := &removable{inner: sharedOpener(t)}
 	f := newFixture(t, options{modify: func(c *daemon.Config) {
 		c.OpenSigner = r.open
 		c.ProbeInterval = 50 * time.Millisecond
@@ -365,7 +362,7 @@ func TestTokenRemovalAndReconnect(t *testing.T) {
 // the daemon not ready, without waiting for the probe.
 func TestSignatureFaultDuringExchange(t *testing.T) {
 	t.Parallel()
-	r := &removable{cfg: signerConfig(sharedToken(t))}
+	r := &removable{inner: sharedOpener(t)}
 	f := newFixture(t, options{modify: func(c *daemon.Config) {
 		c.OpenSigner = r.open
 		c.ProbeInterval = -1
@@ -379,97 +376,6 @@ func TestSignatureFaultDuringExchange(t *testing.T) {
 	}
 	if f.emu.Stats().TokenRequests != 0 {
 		t.Fatal("an unsigned grant reached Maskinporten")
-	}
-}
-
-func TestWrongPINOneLogin(t *testing.T) {
-	// Not parallel: pkcs11-spy is configured through the environment.
-	setup(t)
-	tok, _ := softhsm.NewWithKey(t, testCA(t), softhsm.KeyOptions{Label: "pin"}, softhsm.LeafOptions{})
-	module := tok.Module
-	spyLog := ""
-	const spy = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so"
-	if _, err := os.Stat(spy); err == nil {
-		spyLog = filepath.Join(t.TempDir(), "spy.log")
-		t.Setenv("PKCS11SPY", tok.Module)
-		t.Setenv("PKCS11SPY_OUTPUT", spyLog)
-		module = spy
-	} else {
-		t.Log("pkcs11-spy.so not installed: counting PIN reads only")
-	}
-	var pinReads, opens atomic.Int32
-	wrong := func() ([]byte, error) { pinReads.Add(1); return []byte("999999"), nil }
-	sc := signer.Config{Module: module, Token: hsm.TokenSelector{Serial: tok.Serial}, PIN: wrong}
-	open := func(context.Context) (signer.Signer, error) {
-		if opens.Add(1) == 1 { // the card is not inserted when the daemon starts
-			return nil, &hsm.Error{Op: "C_GetTokenInfo", Kind: hsm.ErrNoToken}
-		}
-		return signer.Open(sc)
-	}
-	f := newFixture(t, options{tok: tok, noTCP: true, modify: func(c *daemon.Config) {
-		c.OpenSigner = open
-		c.ReconnectMin = 20 * time.Millisecond
-		c.ReconnectMax = 40 * time.Millisecond
-	}})
-	waitFor(t, 5*time.Second, "the login to be refused", func() bool {
-		_, body := f.get("/readyz")
-		return strings.Contains(body, "PIN incorrect")
-	})
-	time.Sleep(300 * time.Millisecond) // many backoff periods: the loop must have stopped
-	if n := pinReads.Load(); n != 1 {
-		t.Fatalf("the PIN was presented %d times, want exactly 1", n)
-	}
-	if n := opens.Load(); n != 2 {
-		t.Fatalf("OpenSigner was called %d times, want 2 (absent, then the wrong PIN)", n)
-	}
-	if spyLog != "" {
-		data, err := os.ReadFile(spyLog)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := strings.Count(string(data), "C_Login"); n != 1 {
-			t.Fatalf("pkcs11-spy saw %d C_Login calls, want exactly 1", n)
-		}
-	}
-	a := f.post(scopeForm("test:read"))
-	wantError(t, a, http.StatusServiceUnavailable, "temporarily_unavailable")
-	if !strings.Contains(a.Description, "PIN incorrect") || strings.Contains(f.logs.String(), "999999") {
-		t.Fatalf("503 %q: want the PIN reason; the log must not hold the PIN", a.Description)
-	}
-	// Reload with the right PIN: ready, without a restart.
-	cfg := f.cfg
-	right := signerConfig(tok)
-	right.Module = module
-	cfg.OpenSigner = func(context.Context) (signer.Signer, error) { return signer.Open(right) }
-	if err := f.srv.Reload(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if ok, reason := f.srv.Ready(); !ok {
-		t.Fatalf("not ready after a reload with the right PIN: %s", reason)
-	}
-	wantToken(t, f.post(scopeForm("test:read")))
-	if n := pinReads.Load(); n != 1 {
-		t.Fatalf("the wrong PIN was presented again (%d times)", n)
-	}
-}
-
-func TestNewFailsOnWrongPIN(t *testing.T) {
-	t.Parallel()
-	setup(t)
-	tok, _ := softhsm.NewWithKey(t, testCA(t), softhsm.KeyOptions{Label: "pin2"}, softhsm.LeafOptions{})
-	var reads atomic.Int32
-	sc := signerConfig(tok)
-	sc.PIN = func() ([]byte, error) { reads.Add(1); return []byte("000000"), nil }
-	emu := newEmulator(t, 0)
-	_, err := daemon.New(daemon.Config{
-		OpenSigner: func(context.Context) (signer.Signer, error) { return signer.Open(sc) },
-		Grant:      grant.Config{ClientID: testClient, Environment: environment(emu)},
-	})
-	if !errors.Is(err, hsm.ErrPINIncorrect) || reads.Load() != 1 {
-		t.Fatalf("New with a wrong PIN = %v after %d PIN reads, want ErrPINIncorrect after 1", err, reads.Load())
-	}
-	if _, err := daemon.New(daemon.Config{Grant: grant.Config{ClientID: "x"}}); !errors.Is(err, daemon.ErrConfig) {
-		t.Fatalf("New without OpenSigner = %v, want ErrConfig", err)
 	}
 }
 
@@ -591,11 +497,10 @@ func TestReloadNewKeyDropsCache(t *testing.T) {
 	f := newFixture(t, options{})
 	a := f.post(scopeForm("test:read"))
 	wantToken(t, a)
-	// Another card with another certificate of the same organisation.
-	tok2, _ := softhsm.NewWithKey(t, testCA(t), softhsm.KeyOptions{Label: "second"}, softhsm.LeafOptions{})
+	// Another key with another certificate of the same organisation.
+	second := fileKey(t)
 	cfg := f.cfg
-	sc := signerConfig(tok2)
-	cfg.OpenSigner = func(context.Context) (signer.Signer, error) { return signer.Open(sc) }
+	cfg.OpenSigner = func(context.Context) (signer.Signer, error) { return second, nil }
 	if err := f.srv.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -606,8 +511,8 @@ func TestReloadNewKeyDropsCache(t *testing.T) {
 	}
 	// A reload that cannot open its key changes nothing while ready.
 	bad := f.cfg
-	bad.OpenSigner = func(context.Context) (signer.Signer, error) { return nil, hsm.ErrKeyNotFound }
-	if err := f.srv.Reload(bad); !errors.Is(err, hsm.ErrKeyNotFound) {
+	bad.OpenSigner = func(context.Context) (signer.Signer, error) { return nil, tokenerr.ErrKeyNotFound }
+	if err := f.srv.Reload(bad); !errors.Is(err, tokenerr.ErrKeyNotFound) {
 		t.Fatalf("Reload with a missing key = %v", err)
 	}
 	if c := f.post(scopeForm("test:read")); c.AccessToken != b.AccessToken {

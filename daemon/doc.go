@@ -13,13 +13,19 @@
 // # Usage
 //
 //	srv, err := daemon.New(daemon.Config{
-//		OpenSigner: func(context.Context) (signer.Signer, error) { return signer.Open(sigCfg) },
+//		OpenSigner: func(context.Context) (signer.Signer, error) { return p11.Open(sigCfg) },
 //		Grant:      grant.Config{ClientID: clientID, Environment: grant.Test},
 //	})
 //	ln, err := daemon.Listen("unix:"+daemon.DefaultSocketPath(), daemon.ListenOptions{})
 //	go srv.Serve(ln)
 //	...
 //	srv.Shutdown(ctx) // drains in-flight requests
+//
+// The daemon imports no PKCS#11 and needs no cgo: the key comes from
+// OpenSigner (p11.Open of package signer/p11 for a card or HSM, which does
+// need cgo; signer.FromPKCS12File or signer.NewFileSigner for a file or
+// KMS key), and token failures are told apart by the kinds of package
+// tokenerr.
 //
 // # Tokens
 //
@@ -38,13 +44,13 @@
 // # Card and HSM faults
 //
 // When signing fails because the token was removed, the session broke or the
-// device failed (hsm.ErrTokenRemoved, ErrSessionClosed, ErrDevice, ...), or
+// device failed (tokenerr.ErrTokenRemoved, ErrSessionClosed, ErrDevice, ...), or
 // a periodic probe sees so, the daemon turns not ready (/readyz answers 503),
 // closes the signer, and calls Config.OpenSigner again with a growing
 // backoff until it succeeds: no restart is needed. Cached tokens are still
 // served meanwhile; requests the cache cannot answer get 503
 // temporarily_unavailable with the reason. A PIN the token refused
-// (hsm.ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...) stops the loop:
+// (tokenerr.ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...) stops the loop:
 // a PIN is never retried, and the daemon says so until Reload or a restart.
 //
 // # Endpoints

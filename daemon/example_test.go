@@ -2,8 +2,6 @@ package daemon_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -19,26 +17,28 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/signer"
-	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
-// The daemon in a program: a key (here in memory; in production
-// signer.Open on a smart card or HSM), a local Maskinporten emulator, and a
-// unix socket that any OAuth 2 client can use as its token URL.
+// The daemon in a program: a key (here in memory; in production p11.Open
+// of package signer/p11 on a smart card or HSM), a local Maskinporten
+// emulator, and a unix socket that any OAuth 2 client can use as its token
+// URL.
 func ExampleNew() {
-	// A test certificate and key, and an emulator that trusts them.
-	ca, _ := softhsm.NewCA(softhsm.EnvTest)
-	key, _ := rsa.GenerateKey(rand.Reader, 2048)
-	leaf, _ := ca.IssueLeaf(key.Public(), softhsm.LeafOptions{})
-	sig, _ := signer.NewFileSigner(key, []*x509.Certificate{leaf, ca.Intermediate})
+	// A key of organisation 910000004 with a certificate from a test root
+	// (see newFileKey), and an emulator that trusts the root.
+	sig, err := newFileKey()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	emu := emulator.NewServer(emulator.Config{
-		Roots:   []*x509.Certificate{ca.Root},
-		Clients: []emulator.Client{{ID: "my-client", OrgNumber: softhsm.DefaultOrgNumber, Scopes: []string{"example:read"}}},
+		Roots:   []*x509.Certificate{shared.root},
+		Clients: []emulator.Client{{ID: "my-client", OrgNumber: "910000004", Scopes: []string{"example:read"}}},
 	})
 	defer emu.Close()
 
 	srv, err := daemon.New(daemon.Config{
-		// With a card: func(context.Context) (signer.Signer, error) { return signer.Open(cfg) }
+		// With a card: func(context.Context) (signer.Signer, error) { return p11.Open(cfg) }
 		OpenSigner: func(context.Context) (signer.Signer, error) { return sig, nil },
 		Grant: grant.Config{ClientID: "my-client", Environment: grant.Environment{
 			Issuer: emu.Issuer(), TokenEndpoint: emu.TokenURL()}},

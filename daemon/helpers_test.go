@@ -8,10 +8,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,85 +28,141 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/miekg/pkcs11"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
-	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
-	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
-
-func TestMain(m *testing.M) { os.Exit(softhsm.Main(m)) }
 
 const (
 	testClient = "daemon-test-client"
 	testSecret = "local-s3cret"
-	consumer   = "910000012" // softhsm.ValidOrgNumber(1), delegated to the client
+	testOrg    = "910000004" // the client's organisation, in every test certificate
+	consumer   = "910000012" // a valid organisation number, delegated to the client
 	sysUserOrg = "910000020"
 )
 
 var testScopes = []string{"test:read", "test:write", "altinn:serviceowner", "test:other"}
 
-// shared is what many tests use and is slow to make: the CA, a SoftHSM2
-// token with an RSA key and its certificate, and the emulator's key.
+// The daemon's tests need no cgo: their keys are in memory (signer.FileSigner)
+// with certificates from the test root below, made in pure Go. With cgo,
+// sharedOpener signs on a SoftHSM2 token instead (softhsm_test.go), whose
+// certificate comes from the same root; without, on a key in memory
+// (nocgo_test.go).
+
+// shared is what many tests use and is slow to make: the test root, the
+// emulator's key, and a key in memory with its certificate.
 var shared struct {
-	once   sync.Once
-	ca     *softhsm.CA
-	tok    *softhsm.Token
-	emuKey crypto.Signer
-	err    error
+	once      sync.Once
+	root      *x509.Certificate
+	rootKey   *rsa.PrivateKey
+	emuKey    crypto.Signer
+	err       error
+	serial    atomic.Int64
+	notBefore time.Time
+
+	fileKeyOnce sync.Once
+	fileKey     *signer.FileSigner
+	fileKeyErr  error
 }
 
-func setup(t testing.TB) {
-	t.Helper()
+// setupPKI makes the shared root and keys once.
+func setupPKI() error {
 	shared.once.Do(func() {
-		if shared.ca, shared.err = softhsm.NewCA(softhsm.EnvTest); shared.err != nil {
+		shared.notBefore = time.Now().Add(-time.Hour)
+		if shared.rootKey, shared.err = rsa.GenerateKey(rand.Reader, 2048); shared.err != nil {
 			return
 		}
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		tmpl := &x509.Certificate{
+			SerialNumber:          big.NewInt(1),
+			Subject:               pkix.Name{CommonName: "mp-hsm daemon test root", Organization: []string{"mp-hsm"}},
+			NotBefore:             shared.notBefore,
+			NotAfter:              shared.notBefore.Add(10 * 365 * 24 * time.Hour),
+			IsCA:                  true,
+			BasicConstraintsValid: true,
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &shared.rootKey.PublicKey, shared.rootKey)
 		if err != nil {
 			shared.err = err
 			return
 		}
-		shared.emuKey = k
+		if shared.root, shared.err = x509.ParseCertificate(der); shared.err != nil {
+			return
+		}
+		shared.emuKey, shared.err = rsa.GenerateKey(rand.Reader, 2048)
 	})
-	if shared.err != nil {
-		t.Fatal(shared.err)
-	}
+	return shared.err
 }
 
-// testCA returns the shared test CA.
-func testCA(t testing.TB) *softhsm.CA {
-	setup(t)
-	return shared.ca
-}
-
-// sharedToken returns a SoftHSM2 token with a certified RSA key, made once.
-// Tests that log in with a wrong PIN make their own.
-var tokOnce sync.Once
-
-func sharedToken(t testing.TB) *softhsm.Token {
+func setup(t testing.TB) {
 	t.Helper()
-	setup(t)
-	tokOnce.Do(func() {
-		shared.tok, _ = softhsm.NewWithKey(t, shared.ca, softhsm.KeyOptions{Label: "daemon"}, softhsm.LeafOptions{})
-	})
-	if shared.tok == nil {
-		t.Fatal("no shared SoftHSM2 token")
+	if err := setupPKI(); err != nil {
+		t.Fatal(err)
 	}
-	return shared.tok
 }
 
-// signerConfig opens tok's key with its PIN.
-func signerConfig(tok *softhsm.Token) signer.Config {
-	return signer.Config{
-		Module: tok.Module,
-		Token:  hsm.TokenSelector{Serial: tok.Serial},
-		PIN:    hsm.StaticPIN([]byte(tok.PIN)),
+// issueLeaf returns a certificate for pub of organisation testOrg, issued
+// by the test root, as an enterprise certificate names its organisation.
+func issueLeaf(pub crypto.PublicKey) (*x509.Certificate, error) {
+	if err := setupPKI(); err != nil {
+		return nil, err
 	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(100 + shared.serial.Add(1)),
+		Subject: pkix.Name{
+			CommonName:   "MP-HSM TEST AS",
+			Organization: []string{"MP-HSM TEST AS"},
+			SerialNumber: testOrg,
+			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{2, 5, 4, 97}, Value: "NTRNO-" + testOrg}},
+		},
+		NotBefore: shared.notBefore,
+		NotAfter:  shared.notBefore.Add(365 * 24 * time.Hour),
+		KeyUsage:  x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, shared.root, pub, shared.rootKey)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+// newFileKey returns a new RSA key in memory with its certificate from the
+// test root: another key of the same organisation.
+func newFileKey() (*signer.FileSigner, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := issueLeaf(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	return signer.NewFileSigner(key, []*x509.Certificate{leaf})
+}
+
+// fileKey returns a new key in memory (see newFileKey), failing t if it
+// cannot be made.
+func fileKey(t testing.TB) *signer.FileSigner {
+	t.Helper()
+	s, err := newFileKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// sharedFileKey returns the key in memory made once for the package.
+func sharedFileKey(t testing.TB) *signer.FileSigner {
+	t.Helper()
+	shared.fileKeyOnce.Do(func() { shared.fileKey, shared.fileKeyErr = newFileKey() })
+	if shared.fileKeyErr != nil {
+		t.Fatal(shared.fileKeyErr)
+	}
+	return shared.fileKey
 }
 
 // newEmulator starts an emulator that trusts the test CA and knows
@@ -112,10 +171,10 @@ func newEmulator(t testing.TB, lifetime time.Duration) *emulator.Server {
 	t.Helper()
 	setup(t)
 	return emulator.NewTest(t, emulator.Config{
-		Roots: []*x509.Certificate{shared.ca.Root},
+		Roots: []*x509.Certificate{shared.root},
 		Clients: []emulator.Client{{
 			ID:             testClient,
-			OrgNumber:      softhsm.DefaultOrgNumber,
+			OrgNumber:      testOrg,
 			Scopes:         testScopes,
 			DelegatedBy:    []string{consumer},
 			SystemUserOrgs: []string{sysUserOrg},
@@ -165,21 +224,20 @@ type fixture struct {
 // options adjust a fixture's Config before New.
 type options struct {
 	lifetime time.Duration
-	tok      *softhsm.Token
+	open     func(context.Context) (signer.Signer, error) // if nil, sharedOpener
 	modify   func(*daemon.Config)
 	noTCP    bool
 }
 
 func newFixture(t testing.TB, o options) *fixture {
 	t.Helper()
-	tok := o.tok
-	if tok == nil {
-		tok = sharedToken(t)
+	open := o.open
+	if open == nil {
+		open = sharedOpener(t)
 	}
 	f := &fixture{t: t, emu: newEmulator(t, o.lifetime), reg: prometheus.NewRegistry(), logs: &logBuffer{}}
-	sc := signerConfig(tok)
 	f.cfg = daemon.Config{
-		OpenSigner:   func(context.Context) (signer.Signer, error) { return signer.Open(sc) },
+		OpenSigner:   open,
 		Grant:        grant.Config{ClientID: testClient, Environment: environment(f.emu)},
 		ClientSecret: testSecret,
 		Registry:     f.reg,
@@ -375,11 +433,11 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 
 // removable is a test double at the signer boundary for a card that can be
 // pulled out: while removed, the signer it opened fails every signature and
-// probe with CKR_DEVICE_REMOVED (hsm.ErrTokenRemoved), and opening fails
-// with CKR_TOKEN_NOT_PRESENT. Restored, it opens the real SoftHSM2 key
-// again, with a real login.
+// probe with tokenerr.ErrTokenRemoved, as hsm reports CKR_DEVICE_REMOVED,
+// and opening fails so too (CKR_TOKEN_NOT_PRESENT). Restored, it opens the
+// key with inner again: with cgo, the SoftHSM2 token with a real login.
 type removable struct {
-	cfg     signer.Config
+	inner   func(context.Context) (signer.Signer, error)
 	removed atomic.Bool
 	opens   atomic.Int64
 }
@@ -387,36 +445,46 @@ type removable struct {
 func (r *removable) isRemoved() bool  { return r.removed.Load() }
 func (r *removable) set(removed bool) { r.removed.Store(removed) }
 
-func (r *removable) open(context.Context) (signer.Signer, error) {
+func (r *removable) open(ctx context.Context) (signer.Signer, error) {
 	r.opens.Add(1)
 	if r.isRemoved() {
-		return nil, &hsm.Error{Op: "C_GetTokenInfo", Kind: hsm.ErrTokenRemoved, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
+		return nil, fmt.Errorf("C_GetTokenInfo: %w", tokenerr.ErrTokenRemoved)
 	}
-	s, err := signer.Open(r.cfg)
+	s, err := r.inner(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &removableSigner{TokenSigner: s, r: r}, nil
+	return &removableSigner{Signer: s, r: r}, nil
 }
 
 type removableSigner struct {
-	*signer.TokenSigner
+	signer.Signer
 	r *removable
 }
 
 func (s *removableSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if s.r.isRemoved() {
-		return nil, &hsm.Error{Op: "C_Sign", Kind: hsm.ErrTokenRemoved, Code: pkcs11.CKR_DEVICE_REMOVED}
+		return nil, fmt.Errorf("C_Sign: %w", tokenerr.ErrTokenRemoved)
 	}
-	return s.TokenSigner.Sign(rand, digest, opts)
+	return s.Signer.Sign(rand, digest, opts)
 }
 
-func (s *removableSigner) Probe(context.Context) error {
+func (s *removableSigner) Probe(ctx context.Context) error {
 	if s.r.isRemoved() {
-		return &hsm.Error{Op: "C_GetTokenInfo", Kind: hsm.ErrTokenRemoved, Code: pkcs11.CKR_DEVICE_REMOVED}
+		return fmt.Errorf("C_GetTokenInfo: %w", tokenerr.ErrTokenRemoved)
 	}
-	_, err := s.Key().Token().Info()
-	return err
+	if p, ok := s.Signer.(daemon.Prober); ok {
+		return p.Probe(ctx)
+	}
+	return nil
+}
+
+// Close closes the key opened, as the daemon closes every signer it drops.
+func (s *removableSigner) Close() error {
+	if c, ok := s.Signer.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 var _ daemon.Prober = (*removableSigner)(nil)

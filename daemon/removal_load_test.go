@@ -20,7 +20,7 @@ import (
 // loopback only.
 func TestRemovalUnderLoad(t *testing.T) {
 	t.Parallel()
-	r := &removable{cfg: signerConfig(sharedToken(t))}
+	r := &removable{inner: sharedOpener(t)}
 	f := newFixture(t, options{noTCP: true, modify: func(c *daemon.Config) {
 		c.OpenSigner = r.open
 		c.ProbeInterval = 50 * time.Millisecond

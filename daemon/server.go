@@ -87,10 +87,10 @@ type readiness struct {
 // New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
 // a Server that is ready to Serve.
 //
-// If the token is absent or the device fails at start (hsm.ErrNoToken,
-// ErrTokenRemoved, ErrDevice, ErrSessionClosed), New still returns a
-// Server: not ready, reconnecting in the background until the token is
-// there. Any other error, such as a refused PIN, a key that is not found or
+// If the token is absent or the device fails at start (an error
+// tokenerr.Transient reports, such as ErrNoToken, ErrTokenRemoved or
+// ErrDevice), New still returns a Server: not ready, reconnecting in the
+// background until the token is there. Any other error, such as a refused PIN, a key that is not found or
 // an invalid Config (ErrConfig), is returned and nothing keeps running.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()

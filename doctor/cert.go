@@ -22,7 +22,7 @@ import (
 const signTimeout = 2 * time.Minute
 
 // contextSigner is a signer that can be given a deadline, as hsm.Key and
-// signer.TokenSigner are.
+// p11.TokenSigner are.
 type contextSigner interface {
 	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
 }

@@ -27,7 +27,7 @@ func ExampleRun() {
 		Keys: map[string]crypto.PublicKey{"my-kid": key.Public()},
 	}}})
 	defer srv.Close()
-	s, err := signer.NewFileSigner(key, nil) // signer.Open in real use
+	s, err := signer.NewFileSigner(key, nil) // p11.Open on a card in real use
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,3 +1,8 @@
+//go:build cgo
+
+// SoftHSM2 needs cgo (package softhsm loads it through miekg/pkcs11);
+// the rest of grant's tests sign with keys in memory and need none.
+
 package grant_test
 
 import (
@@ -12,13 +17,14 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
 func TestMain(m *testing.M) { os.Exit(softhsm.Main(m)) }
 
 // TestTokenFromSoftHSM2 gets tokens with grants signed on a SoftHSM2 token
-// through signer.TokenSigner: x5c with the chain read from the token, and
+// through p11.TokenSigner: x5c with the chain read from the token, and
 // kid with the key registered on the client.
 func TestTokenFromSoftHSM2(t *testing.T) {
 	ca, err := softhsm.NewCA(softhsm.EnvTest)
@@ -26,7 +32,7 @@ func TestTokenFromSoftHSM2(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, _ := softhsm.NewWithKey(t, ca, softhsm.KeyOptions{ID: []byte{1}, Label: "Authentication"}, softhsm.LeafOptions{})
-	s, err := signer.Open(signer.Config{
+	s, err := p11.Open(p11.Config{
 		Module: tok.Module, Token: hsm.TokenSelector{Label: tok.Label},
 		PIN: hsm.StaticPIN([]byte(tok.PIN)),
 	})

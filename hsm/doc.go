@@ -39,13 +39,16 @@
 //
 // # Errors
 //
-// PKCS#11 return values are mapped to the sentinel errors of this package
-// (ErrTokenRemoved, ErrPINIncorrect, ErrKeyNotFound, ...), which errors.Is
-// recognises; the original return value stays reachable with
+// PKCS#11 return values are classified here, once, into the sentinel
+// errors of package tokenerr, which this package exports under the same
+// names (ErrTokenRemoved, ErrPINIncorrect, ErrKeyNotFound, ...) and which
+// errors.Is recognises; the original return value stays reachable with
 // errors.As(err, new(pkcs11.Error)). IsPINRefused and Transient classify an
 // error for a caller deciding whether to stop (a PIN problem: never retry)
-// or to open the token again (a removed card, a broken session), so that no
-// other package needs PKCS#11 return values.
+// or to open the token again (a removed card, a broken session). Because
+// the sentinels live in tokenerr, which needs no cgo, code that only
+// judges errors (the daemon, the command line's exit codes) need not
+// import this package, and no other package needs PKCS#11 return values.
 //
 // # Closing
 //

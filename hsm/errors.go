@@ -6,75 +6,46 @@ import (
 	"strings"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// Sentinel errors. Errors returned by this package match one of these with
-// errors.Is; most also carry the PKCS#11 return value (errors.As with a
-// pkcs11.Error).
+// The sentinel errors of package tokenerr, under the names this package
+// has always used: each is the same value (hsm.ErrPINLocked ==
+// tokenerr.ErrPINLocked), so errors.Is works with either, and code without
+// cgo can test an error from this package through tokenerr. Errors
+// returned by this package match one of them with errors.Is; most also
+// carry the PKCS#11 return value (errors.As with a pkcs11.Error). See
+// tokenerr for what each means.
 var (
-	// ErrModuleNotFound: no file at the module path.
-	ErrModuleNotFound = errors.New("PKCS#11 module not found")
-	// ErrNotModule: the file exists but is not a loadable PKCS#11 module.
-	ErrNotModule = errors.New("file is not a PKCS#11 module")
-	// ErrModule: the module failed in a way no other sentinel describes.
-	ErrModule = errors.New("PKCS#11 module error")
-	// ErrClosed: the Module, Token or Key was used after Close.
-	ErrClosed = errors.New("PKCS#11 module or token already closed")
+	ErrModuleNotFound = tokenerr.ErrModuleNotFound
+	ErrNotModule      = tokenerr.ErrNotModule
+	ErrModule         = tokenerr.ErrModule
+	ErrClosed         = tokenerr.ErrClosed
 
-	// ErrSlotNotFound: no slot has the requested slot ID.
-	ErrSlotNotFound = errors.New("slot not found")
-	// ErrNoToken: the slot (or every slot) has no token: insert the card.
-	ErrNoToken = errors.New("no token present")
-	// ErrTokenNotFound: no present token matches the label or serial asked for.
-	ErrTokenNotFound = errors.New("token not found")
-	// ErrAmbiguousToken: several tokens match and none was chosen.
-	ErrAmbiguousToken = errors.New("several tokens match")
-	// ErrTokenRemoved: the token was removed or is no longer recognised.
-	ErrTokenRemoved = errors.New("token removed")
-	// ErrSessionClosed: the session broke (closed or invalid handle); a new
-	// one may work.
-	ErrSessionClosed = errors.New("PKCS#11 session closed")
-	// ErrDevice: the token or reader reported a device error.
-	ErrDevice = errors.New("token device error")
-	// ErrWriteProtected: the token refuses writes or read-write sessions.
-	ErrWriteProtected = errors.New("token is write-protected")
+	ErrSlotNotFound   = tokenerr.ErrSlotNotFound
+	ErrNoToken        = tokenerr.ErrNoToken
+	ErrTokenNotFound  = tokenerr.ErrTokenNotFound
+	ErrAmbiguousToken = tokenerr.ErrAmbiguousToken
+	ErrTokenRemoved   = tokenerr.ErrTokenRemoved
+	ErrSessionClosed  = tokenerr.ErrSessionClosed
+	ErrDevice         = tokenerr.ErrDevice
+	ErrWriteProtected = tokenerr.ErrWriteProtected
 
-	// ErrPINRequired: the token needs a PIN and none was given.
-	ErrPINRequired = errors.New("PIN required")
-	// ErrPINIncorrect: the token rejected the PIN. One try was spent.
-	ErrPINIncorrect = errors.New("PIN incorrect")
-	// ErrPINLocked: the PIN is locked (blocked); it must be unblocked with
-	// the PUK or SO PIN before the token can be used.
-	ErrPINLocked = errors.New("PIN locked")
-	// ErrPINFinalTry: the token says one more wrong PIN locks it; Login
-	// refuses to try unless LoginOptions.AllowFinalTry is set.
-	ErrPINFinalTry = errors.New("PIN final try")
-	// ErrPINExpired: the PIN must be changed before use.
-	ErrPINExpired = errors.New("PIN expired")
-	// ErrPINInvalid: the PIN has characters or a length the token does not
-	// accept; no try was spent.
-	ErrPINInvalid = errors.New("PIN not accepted by the token")
-	// ErrNotLoggedIn: the operation needs a login first.
-	ErrNotLoggedIn = errors.New("not logged in")
-	// ErrLoginFailed: C_Login failed with a code that names no PIN
-	// problem (CKR_FUNCTION_FAILED, CKR_DEVICE_ERROR, ...). Some drivers
-	// report a wrong PIN so, and the try may have been counted: the PIN
-	// must not be presented again until a person has looked.
-	ErrLoginFailed = errors.New("login failed")
+	ErrPINRequired  = tokenerr.ErrPINRequired
+	ErrPINIncorrect = tokenerr.ErrPINIncorrect
+	ErrPINLocked    = tokenerr.ErrPINLocked
+	ErrPINFinalTry  = tokenerr.ErrPINFinalTry // Login refuses unless LoginOptions.AllowFinalTry
+	ErrPINExpired   = tokenerr.ErrPINExpired
+	ErrPINInvalid   = tokenerr.ErrPINInvalid
+	ErrNotLoggedIn  = tokenerr.ErrNotLoggedIn
+	ErrLoginFailed  = tokenerr.ErrLoginFailed
 
-	// ErrObjectGone: a key or object handle is no longer valid
-	// (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID): the token was
-	// replaced or re-initialised, or the object deleted. Find the key again.
-	ErrObjectGone = errors.New("key or object no longer on the token")
-	// ErrKeyNotFound: no private key matches the selector.
-	ErrKeyNotFound = errors.New("key not found")
-	// ErrAmbiguousKey: several private keys match and none was chosen.
-	ErrAmbiguousKey = errors.New("several keys match")
-	// ErrKeyCannotSign: the key does not allow signing (CKA_SIGN false) or
-	// does not support the mechanism asked for.
-	ErrKeyCannotSign = errors.New("key cannot sign")
-	// ErrUnsupported: the algorithm or signature option is not supported.
-	ErrUnsupported = errors.New("unsupported signature algorithm")
+	ErrObjectGone    = tokenerr.ErrObjectGone
+	ErrKeyNotFound   = tokenerr.ErrKeyNotFound
+	ErrAmbiguousKey  = tokenerr.ErrAmbiguousKey
+	ErrKeyCannotSign = tokenerr.ErrKeyCannotSign
+	ErrUnsupported   = tokenerr.ErrUnsupported
 )
 
 // Error is a failed PKCS#11 operation: what was done, which sentinel it
@@ -82,7 +53,7 @@ var (
 // from the module).
 type Error struct {
 	Op     string       // the operation, such as "C_Login" or "open module"
-	Kind   error        // one of the sentinels of this package
+	Kind   error        // one of the sentinels of this package (and of tokenerr)
 	Code   pkcs11.Error // the PKCS#11 return value, or 0
 	Detail string       // what else helps a person act, or ""
 }
@@ -164,49 +135,19 @@ func kindOf(rv pkcs11.Error) error {
 }
 
 // IsPINRefused reports whether err says that the token refused the PIN, or
-// that Login refused to present one: a *PINError, or any of ErrPINIncorrect,
-// ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid and
-// ErrPINRequired. Such an error must never be retried on its own: each retry
-// with the same PIN spends a try, and cards lock after a few. Tell the user
-// (Error says what the token's flags now report) and let them act.
-func IsPINRefused(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pe *PINError
-	if errors.As(err, &pe) {
-		return true
-	}
-	for _, k := range []error{ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid, ErrPINRequired} {
-		if errors.Is(err, k) {
-			return true
-		}
-	}
-	return false
-}
+// that Login refused to present one (every *PINError does). Such an error
+// must never be retried on its own: each retry with the same PIN spends a
+// try, and cards lock after a few. Tell the user (Error says what the
+// token's flags now report) and let them act. It is tokenerr.IsPINRefused.
+func IsPINRefused(err error) bool { return tokenerr.IsPINRefused(err) }
 
 // Transient reports whether err is a failure of the token or the reader
 // that may pass once the token is opened again (a new module, token and
-// login, and the key found again): the card was removed (ErrTokenRemoved)
-// or is not in the reader (ErrNoToken), the session broke
-// (ErrSessionClosed), the device failed (ErrDevice), the login was lost
-// (ErrNotLoggedIn), or the key's handle is stale (ErrObjectGone).
-//
-// It is false for PIN errors (see IsPINRefused), which must not be retried,
-// for ErrClosed, which says this process closed the Module or Token itself,
-// and for errors that name a wrong choice (ErrKeyNotFound, ErrUnsupported,
-// ...), which opening again does not cure.
-func Transient(err error) bool {
-	if err == nil || IsPINRefused(err) {
-		return false
-	}
-	for _, k := range []error{ErrTokenRemoved, ErrNoToken, ErrSessionClosed, ErrDevice, ErrNotLoggedIn, ErrObjectGone} {
-		if errors.Is(err, k) {
-			return true
-		}
-	}
-	return false
-}
+// login, and the key found again): a removed card, a broken session, a
+// device error, a lost login, a stale key handle. It is false for PIN
+// errors, for ErrClosed and for a wrong choice of token or key. It is
+// tokenerr.Transient.
+func Transient(err error) bool { return tokenerr.Transient(err) }
 
 // PINError is returned by Token.Login when the token refused the PIN or when
 // Login refused to try one. Flags holds the token's PIN flags as read after

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
@@ -496,11 +497,11 @@ func TestSelectionByURI(t *testing.T) {
 		{"pkcs11:token=" + tok.Label + ";type=secret-key", "", hsm.ErrInvalidURI},
 	} {
 		t.Run(tc.uri, func(t *testing.T) {
-			u, err := hsm.ParseURI(tc.uri)
+			u, err := pkcs11uri.Parse(tc.uri)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ts, ks, err := u.Selectors()
+			ts, ks, err := hsm.SelectorsFromURI(u)
 			if err == nil {
 				var slot hsm.Slot
 				if slot, err = m.FindSlot(ts); err == nil {

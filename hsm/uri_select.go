@@ -6,10 +6,17 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 )
 
-// Selectors returns the token and key selection the URI describes. Every
-// path attribute is used:
+// ErrInvalidURI is pkcs11uri.ErrInvalid, under the name this package has
+// always used: it is matched by every error of pkcs11uri.Parse and by the
+// refusals of SelectorsFromURI and ModuleFromURI.
+var ErrInvalidURI = pkcs11uri.ErrInvalid
+
+// SelectorsFromURI returns the token and key selection the RFC 7512 URI u
+// describes (see pkcs11uri.Parse). Every path attribute is used:
 //
 //   - token, serial, manufacturer, model and slot-id choose the token;
 //   - slot-description and slot-manufacturer choose the slot (CK_SLOT_INFO);
@@ -18,21 +25,21 @@ import (
 //   - id and object choose the key, and type says what kind of object the
 //     URI names: private, public or cert all lead to the key pair.
 //
-// It refuses, with an error matching ErrInvalidURI: a type that cannot name
-// a signing key (secret-key, data), and any vendor ("x-") attribute, since
-// mp-hsm knows none and would otherwise ignore it. The query attributes are
-// not selectors: Module resolves module-name and module-path, and the PIN
-// attributes are for the caller.
-func (u *URI) Selectors() (TokenSelector, KeySelector, error) {
+// It refuses, with a *pkcs11uri.Error matching ErrInvalidURI: a type that
+// cannot name a signing key (secret-key, data), and any vendor ("x-")
+// attribute, since mp-hsm knows none and would otherwise ignore it. The
+// query attributes are not selectors: ModuleFromURI resolves module-name
+// and module-path, and the PIN attributes are for the caller.
+func SelectorsFromURI(u *pkcs11uri.URI) (TokenSelector, KeySelector, error) {
 	switch u.Type {
 	case "", "private", "public", "cert":
 	default:
-		return TokenSelector{}, KeySelector{}, u.refuse("type",
+		return TokenSelector{}, KeySelector{}, u.AttrError("type",
 			"type="+u.Type+" cannot name a signing key; use type=private or leave type out")
 	}
 	if len(u.Vendor) > 0 {
 		name := slices.Sorted(maps.Keys(u.Vendor))[0]
-		return TokenSelector{}, KeySelector{}, u.refuse(name, fmt.Sprintf(
+		return TokenSelector{}, KeySelector{}, u.AttrError(name, fmt.Sprintf(
 			"mp-hsm knows no vendor attribute, and %s would be ignored; remove it", name))
 	}
 	ts := TokenSelector{
@@ -48,16 +55,16 @@ func (u *URI) Selectors() (TokenSelector, KeySelector, error) {
 	return ts, KeySelector{ID: u.ID, Label: u.Object}, nil
 }
 
-// Module returns the path of the PKCS#11 module the URI names: module-path
-// as given, or the file module-name resolves to (see ResolveModuleName). It
-// returns "" when the URI names no module; the caller then picks one (see
-// FindDefaultModule).
+// ModuleFromURI returns the path of the PKCS#11 module the URI u names:
+// module-path as given, or the file module-name resolves to (see
+// ResolveModuleName). It returns "" when the URI names no module; the
+// caller then picks one (see FindDefaultModule).
 //
 // With both, module-path is used and module-name must name the same file:
 // module-path's file name is NAME.so, or module-name resolves to that file.
 // Otherwise the error matches ErrInvalidURI. A module-name that resolves to
 // nothing gives an *Error matching ErrModuleNotFound.
-func (u *URI) Module() (string, error) {
+func ModuleFromURI(u *pkcs11uri.URI) (string, error) {
 	switch {
 	case u.ModuleName == "":
 		return u.ModulePath, nil
@@ -76,7 +83,7 @@ func (u *URI) Module() (string, error) {
 	if err == nil {
 		what = "names " + named
 	}
-	return "", u.refuse("module-name", fmt.Sprintf("module-name=%s %s, but module-path is %s; give one of them",
+	return "", u.AttrError("module-name", fmt.Sprintf("module-name=%s %s, but module-path is %s; give one of them",
 		u.ModuleName, what, u.ModulePath))
 }
 
@@ -87,33 +94,4 @@ func sameFile(a, b string) bool {
 	}
 	sb, err := os.Stat(b)
 	return err == nil && os.SameFile(sa, sb)
-}
-
-// refuse reports that attribute attr of the parsed URI u cannot be used,
-// placed in the form String writes.
-func (u *URI) refuse(attr, reason string) *URIError {
-	s := u.String()
-	return &URIError{URI: s, Attr: attr, Offset: uriAttrOffset(s, attr), Reason: reason}
-}
-
-// uriAttrOffset returns the byte offset of attribute attr in s, a URI as
-// String writes it, or 0. Unescaped ';' and '?' never occur in path values,
-// nor '&' in query values, so the separators are found unambiguously.
-func uriAttrOffset(s, attr string) int {
-	start := len(uriScheme)
-	path, query, _ := strings.Cut(s[start:], "?")
-	for _, part := range []struct {
-		text string
-		at   int
-		sep  string
-	}{{path, start, ";"}, {query, start + len(path) + 1, "&"}} {
-		at := part.at
-		for _, a := range strings.Split(part.text, part.sep) {
-			if strings.HasPrefix(a, attr+"=") {
-				return at
-			}
-			at += len(a) + 1
-		}
-	}
-	return 0
 }

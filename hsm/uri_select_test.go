@@ -7,17 +7,21 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 )
 
-// TestSelectorsUseEveryPathAttribute: each path attribute ParseURI accepts
+func uintPtr(n uint) *uint { return &n }
+
+// TestSelectorsFromURIUseEveryPathAttribute: each path attribute Parse accepts
 // ends up in a selector.
-func TestSelectorsUseEveryPathAttribute(t *testing.T) {
-	u, err := ParseURI("pkcs11:token=T;manufacturer=M;model=Mo;serial=S;slot-description=SD;slot-manufacturer=SM;slot-id=3;" +
+func TestSelectorsFromURIUseEveryPathAttribute(t *testing.T) {
+	u, err := pkcs11uri.Parse("pkcs11:token=T;manufacturer=M;model=Mo;serial=S;slot-description=SD;slot-manufacturer=SM;slot-id=3;" +
 		"library-manufacturer=LM;library-description=LD;library-version=2.40;object=O;type=private;id=%AB")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, ks, err := u.Selectors()
+	ts, ks, err := SelectorsFromURI(u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +42,7 @@ func TestSelectorsUseEveryPathAttribute(t *testing.T) {
 	}
 }
 
-func TestSelectorsRefuse(t *testing.T) {
+func TestSelectorsFromURIRefuse(t *testing.T) {
 	for _, tc := range []struct {
 		in, attr string
 		offset   int
@@ -51,14 +55,14 @@ func TestSelectorsRefuse(t *testing.T) {
 		{"pkcs11:type=data", "type", 7, "cannot name a signing key"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			u, err := ParseURI(tc.in)
+			u, err := pkcs11uri.Parse(tc.in)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = u.Selectors()
-			var ue *URIError
+			_, _, err = SelectorsFromURI(u)
+			var ue *pkcs11uri.Error
 			if !errors.Is(err, ErrInvalidURI) || !errors.As(err, &ue) {
-				t.Fatalf("Selectors() = %v, want a *URIError", err)
+				t.Fatalf("SelectorsFromURI = %v, want a *pkcs11uri.Error", err)
 			}
 			if ue.Attr != tc.attr || ue.Offset != tc.offset || !strings.Contains(ue.Reason, tc.reason) {
 				t.Errorf("got Attr %q Offset %d Reason %q; want %q %d %q", ue.Attr, ue.Offset, ue.Reason, tc.attr, tc.offset, tc.reason)
@@ -141,9 +145,9 @@ func TestMultiarchDirsFollowTheArchitecture(t *testing.T) {
 	}
 }
 
-// TestURIModule: module-path is used as given, module-name resolved, and
+// TestModuleFromURI: module-path is used as given, module-name resolved, and
 // both together must agree.
-func TestURIModule(t *testing.T) {
+func TestModuleFromURI(t *testing.T) {
 	opensc, err := ResolveModuleName("opensc-pkcs11")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -165,19 +169,19 @@ func TestURIModule(t *testing.T) {
 		{"pkcs11:?module-name=no-such-module-here&module-path=/x/y.so", "", ErrInvalidURI},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			u, err := ParseURI(tc.in)
+			u, err := pkcs11uri.Parse(tc.in)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := u.Module()
+			got, err := ModuleFromURI(u)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("Module() = %q, %v; want %v", got, err, tc.wantErr)
+					t.Fatalf("ModuleFromURI = %q, %v; want %v", got, err, tc.wantErr)
 				}
 				return
 			}
 			if err != nil || got != tc.want {
-				t.Fatalf("Module() = %q, %v; want %q", got, err, tc.want)
+				t.Fatalf("ModuleFromURI = %q, %v; want %q", got, err, tc.want)
 			}
 		})
 	}

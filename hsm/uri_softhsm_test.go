@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
@@ -39,26 +40,26 @@ func TestSelectionBySlotAndLibrary(t *testing.T) {
 	major, minor, _ := strings.Cut(info.Version, ".")
 	for _, tc := range []struct {
 		name string
-		u    hsm.URI
+		u    pkcs11uri.URI
 		want error // nil: finds tok
 	}{
-		{"slot-description", hsm.URI{SlotDescription: slot.Description}, nil},
-		{"slot-manufacturer and token", hsm.URI{Token: tok.Label, SlotManufacturer: slot.Manufacturer}, nil},
-		{"another slot-description", hsm.URI{Token: tok.Label, SlotDescription: "no such slot"}, hsm.ErrTokenNotFound},
-		{"the module's library attributes", hsm.URI{Token: tok.Label, LibraryManufacturer: info.Manufacturer,
+		{"slot-description", pkcs11uri.URI{SlotDescription: slot.Description}, nil},
+		{"slot-manufacturer and token", pkcs11uri.URI{Token: tok.Label, SlotManufacturer: slot.Manufacturer}, nil},
+		{"another slot-description", pkcs11uri.URI{Token: tok.Label, SlotDescription: "no such slot"}, hsm.ErrTokenNotFound},
+		{"the module's library attributes", pkcs11uri.URI{Token: tok.Label, LibraryManufacturer: info.Manufacturer,
 			LibraryDescription: info.Description, LibraryVersion: info.Version}, nil},
-		{"another library-description", hsm.URI{Token: tok.Label, LibraryDescription: "Another PKCS #11 library"}, hsm.ErrTokenNotFound},
-		{"another library-manufacturer", hsm.URI{Token: tok.Label, LibraryManufacturer: "Snake Oil, Inc."}, hsm.ErrTokenNotFound},
-		{"another library-version", hsm.URI{Token: tok.Label, LibraryVersion: "255.255"}, hsm.ErrTokenNotFound},
-		{"library-version M is M.0", hsm.URI{Token: tok.Label, LibraryVersion: major},
+		{"another library-description", pkcs11uri.URI{Token: tok.Label, LibraryDescription: "Another PKCS #11 library"}, hsm.ErrTokenNotFound},
+		{"another library-manufacturer", pkcs11uri.URI{Token: tok.Label, LibraryManufacturer: "Snake Oil, Inc."}, hsm.ErrTokenNotFound},
+		{"another library-version", pkcs11uri.URI{Token: tok.Label, LibraryVersion: "255.255"}, hsm.ErrTokenNotFound},
+		{"library-version M is M.0", pkcs11uri.URI{Token: tok.Label, LibraryVersion: major},
 			map[bool]error{true: nil, false: hsm.ErrTokenNotFound}[minor == "0"]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u, err := hsm.ParseURI(tc.u.String())
+			u, err := pkcs11uri.Parse(tc.u.String())
 			if err != nil {
 				t.Fatal(err)
 			}
-			ts, _, err := u.Selectors()
+			ts, _, err := hsm.SelectorsFromURI(u)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,11 +85,11 @@ func TestSelectionBySlotAndLibrary(t *testing.T) {
 // config for SoftHSM2) leads to the token.
 func TestModuleNameOpensTheModule(t *testing.T) {
 	tok := softhsm.New(t)
-	u, err := hsm.ParseURI((&hsm.URI{Token: tok.Label, ModuleName: "softhsm2"}).String())
+	u, err := pkcs11uri.Parse((&pkcs11uri.URI{Token: tok.Label, ModuleName: "softhsm2"}).String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, err := u.Module()
+	path, err := hsm.ModuleFromURI(u)
 	if errors.Is(err, hsm.ErrModuleNotFound) && os.Getenv("CI") == "" {
 		t.Skipf("no p11-kit config for SoftHSM2: %v", err)
 	}
@@ -100,7 +101,7 @@ func TestModuleNameOpensTheModule(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	ts, _, err := u.Selectors()
+	ts, _, err := hsm.SelectorsFromURI(u)
 	if err != nil {
 		t.Fatal(err)
 	}

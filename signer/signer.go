@@ -2,9 +2,12 @@
 // chain, and JWS signing methods for github.com/golang-jwt/jwt/v5 that sign
 // with any crypto.Signer.
 //
-// The primary Signer is backed by a key on a smart card or HSM (see New, in
-// token.go); FromPEM and FromPKCS12 give the same interface over a key held in
-// a file, for soft enterprise certificates and for development.
+// The primary Signer is backed by a key on a smart card or HSM: it is in
+// package signer/p11, the only part that speaks PKCS#11 and so needs cgo.
+// This package needs none: FromPEM and FromPKCS12 give the same interface
+// over a key held in a file, for soft enterprise certificates and for
+// development, and NewFileSigner over any crypto.Signer a program holds
+// (a KMS client, for instance).
 //
 // The JWS methods (RS256, RS384, RS512, PS256, ES256, ES384) are package
 // variables; they are never registered in golang-jwt's global registry, so

@@ -8,7 +8,7 @@ import (
 const sample = `# date: 2026-01-01T00:00:00Z
 # cmd: go test -bench .
 goos: linux
-pkg: github.com/mp-hsm/mp-hsm/signer
+pkg: github.com/mp-hsm/mp-hsm/signer/p11
 cpu: Some CPU
 BenchmarkRawCSign-2         	     766	    400 ns/op	     296 B/op	       4 allocs/op
 BenchmarkRawCSign-2         	     766	    500 ns/op	     296 B/op	       4 allocs/op
@@ -29,17 +29,17 @@ func TestParse(t *testing.T) {
 	if r.notes["date"] != "2026-01-01T00:00:00Z" || len(r.cmds) != 1 || r.cpu != "Some CPU" {
 		t.Errorf("notes %v, cmds %v, cpu %q", r.notes, r.cmds, r.cpu)
 	}
-	raw, ok := r.get("signer", "RawCSign", 0, "ns/op")
+	raw, ok := r.get("signer/p11", "RawCSign", 0, "ns/op")
 	if !ok || raw.n != 3 || raw.median != 500 || raw.min != 400 || raw.max != 600 {
 		t.Errorf("RawCSign: %+v %v", raw, ok)
 	}
-	if s, ok := r.get("signer", "SignerSignParallel", 1, "ns/op"); !ok || s.median != 1000 {
+	if s, ok := r.get("signer/p11", "SignerSignParallel", 1, "ns/op"); !ok || s.median != 1000 {
 		t.Errorf("SignerSignParallel at 1: %+v %v", s, ok)
 	}
-	if s, ok := r.get("signer", "SignerSignParallel", 2, "ns/op"); !ok || s.median != 500 {
+	if s, ok := r.get("signer/p11", "SignerSignParallel", 2, "ns/op"); !ok || s.median != 500 {
 		t.Errorf("SignerSignParallel at 2: %+v %v", s, ok)
 	}
-	if s, ok := r.get("signer", "Heap-10000Keys", 0, "heap-MiB"); !ok || s.median != 16.5 {
+	if s, ok := r.get("signer/p11", "Heap-10000Keys", 0, "heap-MiB"); !ok || s.median != 16.5 {
 		t.Errorf("a -N suffix over 64 is part of the name: %+v %v", s, ok)
 	}
 	if len(r.problems) != 2 {

@@ -25,18 +25,18 @@ func (r *results) rows() []row {
 	ns := func(pkg, name string, procs int) (stat, bool) { return r.get(pkg, name, procs, "ns/op") }
 
 	// 1. The signer against raw C_Sign.
-	raw, ok1 := ns("signer", "RawCSign", 0)
-	sig, ok2 := ns("signer", "SignerSign", 0)
+	raw, ok1 := ns("signer/p11", "RawCSign", 0)
+	sig, ok2 := ns("signer/p11", "SignerSign", 0)
 	if ok1 && ok2 {
 		ratio := raw.median / sig.median
-		x := row{what: "RSA 2048 signature through signer.TokenSigner (SoftHSM2)", measured: dur(sig), against: "raw C_SignInit + C_Sign: " + dur(raw),
+		x := row{what: "RSA 2048 signature through p11.TokenSigner (SoftHSM2)", measured: dur(sig), against: "raw C_SignInit + C_Sign: " + dur(raw),
 			ratio: fmt.Sprintf("%.3f (raw time ÷ signer time)", ratio), target: "≥ 0.95", status: metIf(ratio >= 0.95)}
-		if il, ok := r.get("signer", "SignerVsRawInterleaved", 0, "ratio"); ok {
+		if il, ok := r.get("signer/p11", "SignerVsRawInterleaved", 0, "ratio"); ok {
 			x.ratio += fmt.Sprintf("; interleaved pairs: %s", spread(il, "%.3f"))
 			x.status = metIf(il.median >= 0.95)
 		}
-		if rp, ok := ns("signer", "RawCSignParallel", 2); ok {
-			if sp, ok := ns("signer", "SignerSignParallel", 2); ok {
+		if rp, ok := ns("signer/p11", "RawCSignParallel", 2); ok {
+			if sp, ok := ns("signer/p11", "SignerSignParallel", 2); ok {
 				x.note = fmt.Sprintf("With 2 goroutines: signer %s, raw %s, ratio %.3f.", dur(sp), dur(rp), rp.median/sp.median)
 			}
 		}
@@ -46,17 +46,17 @@ func (r *results) rows() []row {
 	}
 
 	// 2. Two goroutines against one.
-	s1, ok1 := ns("signer", "SignerSignParallel", 1)
-	s2, ok2 := ns("signer", "SignerSignParallel", 2)
+	s1, ok1 := ns("signer/p11", "SignerSignParallel", 1)
+	s2, ok2 := ns("signer/p11", "SignerSignParallel", 2)
 	if ok1 && ok2 {
 		ratio := s1.median / s2.median
 		x := row{what: "signatures per second, 2 goroutines (-cpu 2) vs 1 (-cpu 1), signer on SoftHSM2", measured: "2: " + dur(s2) + " per signature",
 			against: "1: " + dur(s1), ratio: fmt.Sprintf("%.2f× throughput", ratio), target: "≥ 1.7", status: metIf(ratio >= 1.7)}
-		if one, ok := ns("signer", "SignerSign", 0); ok {
+		if one, ok := ns("signer/p11", "SignerSign", 0); ok {
 			x.note = fmt.Sprintf("Against one goroutine without RunParallel (SignerSign, %s), 2 goroutines give %.2f×. ", dur(one), one.median/s2.median)
 		}
-		if r1, ok := ns("signer", "RawCSignParallel", 1); ok {
-			if r2, ok := ns("signer", "RawCSignParallel", 2); ok {
+		if r1, ok := ns("signer/p11", "RawCSignParallel", 1); ok {
+			if r2, ok := ns("signer/p11", "RawCSignParallel", 2); ok {
 				rr := r1.median / r2.median
 				x.note += fmt.Sprintf("Raw C_Sign on one session per goroutine scales %.2f× in the same run.", rr)
 				if ratio < 1.7 && rr < 1.7 {

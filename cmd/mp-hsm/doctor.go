@@ -11,7 +11,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/mp-hsm/mp-hsm/doctor"
-	"github.com/mp-hsm/mp-hsm/doctor/tokencheck"
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
@@ -30,7 +29,9 @@ func doctorCommand(e *env) *cli.Command {
 			"organisation number (org-number); the environment fits the certificate (environment); the\n" +
 			"metadata can be fetched (metadata); the local clock is within 2 s (warn) or 5 s (fail) of\n" +
 			"the server's Date header (clock); and, only with --client-id and --scope, a real token\n" +
-			"request (token-request). The token itself is never shown; nor are the PIN or the grant.\n\n" +
+			"request (token-request). The token itself is never shown; nor are the PIN or the grant.\n" +
+			"With --p12 the checks of the module, token, PIN and login give way to one that opens the\n" +
+			"file (key).\n\n" +
 			"--output json prints an array of {check, status, message, hint}.\n\n" +
 			"Exit status: 0 when no check failed (warnings allowed); otherwise that of the first failed\n" +
 			"check: 2 bad flags or input; 3 module, token, PIN, key or certificate (environment mismatch\n" +
@@ -72,8 +73,12 @@ func (e *env) doctor(c *cli.Context) error {
 // chooses it (resolveEnvironment) unless --well-known alone names it, and
 // the request as token makes it.
 func (e *env) doctorConfig(c *cli.Context) doctor.Config {
+	key := e.doctorKey
+	if c.String("p12") != "" {
+		key = e.doctorP12
+	}
 	cfg := doctor.Config{
-		Key:           e.doctorKey(c),
+		Key:           key(c),
 		KeyID:         c.String("kid"),
 		Algorithm:     c.String("alg"),
 		WellKnown:     c.String("well-known"),
@@ -93,24 +98,36 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 	return cfg
 }
 
-// doctorKey returns the doctor's checks of the key the key flags choose,
-// or, when the flags do not resolve, a module check that fails saying why.
-func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
-	ks, err := e.resolveKey(c)
+// doctorP12 returns the doctor's check of the key in --p12: it opens the
+// file, and the checks after it judge the key and its chain.
+func (e *env) doctorP12(c *cli.Context) doctor.KeyFinder {
+	return &p12Check{open: func() (keySigner, error) { return e.openP12(c) }, path: c.String("p12")}
+}
+
+// p12Check is a doctor.KeyFinder over a PKCS#12 file: one check, key.
+type p12Check struct {
+	open func() (keySigner, error)
+	path string
+	s    keySigner
+}
+
+func (p *p12Check) FindKey(_ context.Context, report func(doctor.Result)) doctor.FoundKey {
+	s, err := p.open()
 	if err != nil {
-		hint := "fix the flag named; see mp-hsm --help"
-		if exitCode(err) != exitUsage {
-			hint = tokencheck.ModuleHint
-		}
-		return tokencheck.Failed(err, hint)
+		report(doctor.Failed("key", doctor.ClassToken, err,
+			"check the file and its password (MP_HSM_P12_PASSWORD or --p12-password-file)"))
+		return doctor.FoundKey{}
 	}
-	return &tokencheck.Checks{
-		Config:        ks.cfg,
-		DefaultModule: ks.moduleSource == "default",
-		Interactive:   isTerminal(e.stdin),
-		OnPINPad:      func() { fmt.Fprintln(e.stderr, "mp-hsm doctor: enter the PIN on the reader's PIN pad") },
-		Explain:       e.explainKeyError,
+	p.s = s
+	report(doctor.Result{Check: "key", Status: doctor.OK, Message: "the key in the PKCS#12 file " + p.path})
+	return doctor.FoundKey{Key: s, Signer: s, Chain: s.Chain()}
+}
+
+func (p *p12Check) Close() error {
+	if p.s == nil {
+		return nil
 	}
+	return p.s.Close()
 }
 
 // isTerminal reports whether r is a terminal a person can type on.

@@ -6,8 +6,9 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
-	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // exitCode maps an error to the contract's exit codes.
@@ -22,7 +23,7 @@ func exitCode(err error) int {
 	case errors.Is(err, grant.ErrCertificateExpired):
 		return exitToken
 	case errors.As(err, &ue),
-		errors.Is(err, hsm.ErrInvalidURI),
+		errors.Is(err, pkcs11uri.ErrInvalid),
 		errors.Is(err, grant.ErrInvalidRequest),
 		errors.Is(err, grant.ErrInvalidConfig) && !errors.Is(err, grant.ErrEnvironmentMismatch):
 		return exitUsage
@@ -38,13 +39,11 @@ func exitCode(err error) int {
 }
 
 // isTokenProblem reports errors about the module, token, key, PIN or
-// certificate.
+// certificate. Every error of package hsm matches a tokenerr sentinel, so
+// this needs no PKCS#11 and works the same in a build without cgo.
 func isTokenProblem(err error) bool {
-	var he *hsm.Error
-	var pe *hsm.PINError
-	var se *hsm.SelectionError
 	var pf *pinFileError
-	return errors.As(err, &he) || errors.As(err, &pe) || errors.As(err, &se) || errors.As(err, &pf) ||
+	return tokenerr.Kind(err) != nil || errors.As(err, &pf) ||
 		errors.Is(err, signer.ErrKeyTooSmall) || errors.Is(err, signer.ErrCertificateMismatch) ||
 		errors.Is(err, signer.ErrUnsupportedKey) || errors.Is(err, grant.ErrEnvironmentMismatch) ||
 		errors.Is(err, errNoPIN)

@@ -2,18 +2,12 @@ package main
 
 import (
 	"crypto/x509"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/grant"
-	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
@@ -81,121 +75,7 @@ func concat(groups ...[]cli.Flag) []cli.Flag {
 	return out
 }
 
-// keySetup is what the key flags resolve to.
-type keySetup struct {
-	cfg          signer.Config
-	uri          *hsm.URI
-	explicitPIN  bool
-	tokenChosen  bool
-	keyChosen    bool
-	moduleSource string // "flag", "uri" or "default"
-	pinFrom      string // where the PIN comes from, for messages
-}
-
-// resolveKey turns the key flags into a signer.Config. The PIN is not read
-// here: the token asks for it when it needs it.
-func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
-	ks := &keySetup{}
-	cfg := &ks.cfg
-	cfg.Logger = e.log
-	if raw := c.String("key"); raw != "" {
-		u, err := hsm.ParseURI(raw)
-		if err != nil {
-			return nil, usageErr(fmt.Errorf("--key: %w", err))
-		}
-		ts, kso, err := u.Selectors()
-		if err != nil {
-			return nil, usageErr(fmt.Errorf("--key: %w", err))
-		}
-		ks.uri = u
-		cfg.Token, cfg.Key = ts, kso
-		if c.String("module") == "" {
-			mod, err := u.Module()
-			if err != nil {
-				return nil, fmt.Errorf("--key: %w", err)
-			}
-			if mod != "" {
-				cfg.Module, ks.moduleSource = mod, "uri"
-			}
-		}
-	}
-	if m := c.String("module"); m != "" {
-		cfg.Module, ks.moduleSource = m, "flag"
-	}
-	if s := c.String("slot"); s != "" {
-		id, err := strconv.ParseUint(strings.TrimSpace(s), 10, 0)
-		if err != nil {
-			return nil, usagef("--slot %q: want the decimal slot ID the module reports (see mp-hsm list)", s)
-		}
-		if cfg.Token.SlotID != nil && uint(id) != *cfg.Token.SlotID {
-			return nil, usagef("--slot %d and the --key URI's slot-id=%d disagree", id, *cfg.Token.SlotID)
-		}
-		v := uint(id)
-		cfg.Token.SlotID = &v
-	}
-	if err := merge("--token-label", c.String("token-label"), &cfg.Token.Label, "token"); err != nil {
-		return nil, err
-	}
-	if err := merge("--token-serial", c.String("token-serial"), &cfg.Token.Serial, "serial"); err != nil {
-		return nil, err
-	}
-	if err := merge("--key-label", c.String("key-label"), &cfg.Key.Label, "object"); err != nil {
-		return nil, err
-	}
-	if h := c.String("key-id"); h != "" {
-		h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(h), ":", ""), "0x")
-		id, err := hex.DecodeString(h)
-		if err != nil || len(id) == 0 {
-			return nil, usagef("--key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", c.String("key-id"))
-		}
-		if cfg.Key.ID != nil && string(cfg.Key.ID) != string(id) {
-			return nil, usagef("--key-id %s and the --key URI's id disagree", h)
-		}
-		cfg.Key.ID = id
-	}
-	if f := c.String("chain-file"); f != "" {
-		certs, err := readChainFile(f)
-		if err != nil {
-			return nil, usageErr(err)
-		}
-		cfg.ExtraChain = certs
-	}
-	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri)
-	ks.pinFrom = e.pinOrigin(c.String("pin-file"), ks.uri)
-	cfg.PIN = explicit
-	cfg.Login = hsm.LoginOptions{AllowFinalTry: c.Bool("allow-final-pin-try"), Prompt: prompt}
-	ks.explicitPIN = explicit != nil
-	ks.tokenChosen = !cfg.Token.IsZero()
-	ks.keyChosen = len(cfg.Key.ID) > 0 || cfg.Key.Label != ""
-	if cfg.Module == "" {
-		p, err := hsm.FindDefaultModule()
-		if err != nil {
-			return nil, withCode(exitToken, fmt.Errorf("%w; give --module", err))
-		}
-		cfg.Module, ks.moduleSource = p, "default"
-	}
-	// A module is loaded with dlopen, which no signal interrupts: a FIFO
-	// or a device there would hang the process for good.
-	if err := safefile.CheckRegular(cfg.Module); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w", err))
-		}
-		return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module %w", err))
-	}
-	return ks, nil
-}
-
-func merge(flag, val string, dst *string, attr string) error {
-	if val == "" {
-		return nil
-	}
-	if *dst != "" && *dst != val {
-		return usagef("%s %q and the --key URI's %s=%q disagree", flag, val, attr, *dst)
-	}
-	*dst = val
-	return nil
-}
-
+// readChainFile reads the issuer certificates of --chain-file.
 func readChainFile(path string) ([]*x509.Certificate, error) {
 	data, err := safefile.Read(path, safefile.MaxCertificates)
 	if err != nil {
@@ -242,69 +122,11 @@ func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	return fileKey{fs}, nil
 }
 
-// openSigner opens the key the flags name: on a token, or in --p12.
-func (e *env) openSigner(c *cli.Context) (keySigner, *keySetup, error) {
+// openSigner opens the key the flags name: in --p12, or on a token (see
+// openToken, which a build without cgo does not have).
+func (e *env) openSigner(c *cli.Context) (keySigner, error) {
 	if c.String("p12") != "" {
-		s, err := e.openP12(c)
-		return s, &keySetup{}, err
+		return e.openP12(c)
 	}
-	ks, err := e.resolveKey(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	s, err := signer.Open(ks.cfg)
-	if err != nil {
-		return nil, ks, explainPINError(e.explainKeyError(err), ks)
-	}
-	return s, ks, nil
-}
-
-// warnAlwaysAuthenticate warns when the chosen key asks for the PIN before
-// every signature: on a Buypass or Commfides card that is the signing
-// (non-repudiation) key, not the authentication key grants are for.
-func (e *env) warnAlwaysAuthenticate(s *signer.TokenSigner) {
-	if info := s.Key().Info(); info.AlwaysAuthenticate {
-		e.log.Warn("the key asks for the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is usually the card's signing key, "+
-			"not its authentication key; every grant presents the PIN again (see mp-hsm list)", "key", info.String())
-	}
-}
-
-// explainPINError says where a PIN the token refused came from, and what to
-// do: a wrong PIN is never retried, and the next ones lock the token.
-func explainPINError(err error, ks *keySetup) error {
-	var pe *hsm.PINError
-	if !errors.As(err, &pe) || pe.Kind != hsm.ErrPINIncorrect {
-		return err
-	}
-	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
-}
-
-// explainKeyError adds what to do to selection errors: which flag picks
-// which token or key.
-func (e *env) explainKeyError(err error) error {
-	var se *hsm.SelectionError
-	if !errors.As(err, &se) {
-		return err
-	}
-	var hints []string
-	switch se.Kind {
-	case hsm.ErrAmbiguousToken, hsm.ErrTokenNotFound, hsm.ErrSlotNotFound:
-		for _, s := range se.Tokens {
-			if s.Token != nil && s.Token.Flags.Initialized() {
-				hints = append(hints, fmt.Sprintf("--token-label %q or --token-serial %s or --slot %d", s.Token.Label, s.Token.Serial, s.ID))
-			}
-		}
-	case hsm.ErrAmbiguousKey, hsm.ErrKeyNotFound:
-		for _, k := range se.Keys {
-			if k.Label != "" {
-				hints = append(hints, fmt.Sprintf("--key-id %s or --key-label %q", k.IDHex(), k.Label))
-			} else {
-				hints = append(hints, "--key-id "+k.IDHex())
-			}
-		}
-	}
-	if len(hints) == 0 {
-		return err
-	}
-	return fmt.Errorf("%w\npick one with: %s", err, strings.Join(hints, "; "))
+	return e.openToken(c)
 }

@@ -26,7 +26,7 @@ func jwkCommand(e *env) *cli.Command {
 }
 
 func (e *env) jwk(c *cli.Context) error {
-	s, _, err := e.openSigner(c)
+	s, err := e.openSigner(c)
 	if err != nil {
 		return err
 	}

@@ -102,7 +102,8 @@ func newApp(e *env) *cli.App {
 		Description: "mp-hsm signs the Maskinporten JWT grant with a key that never leaves the card or HSM,\n" +
 			"sends the certificate chain read from the token as x5c (or a registered kid), and prints\n" +
 			"the access token. Every flag can also be set by the MP_HSM_* variable shown beside it.\n\n" +
-			"Exit codes: 0 ok, 1 internal error, 2 bad usage or input, 3 token, key or PIN problem,\n" +
+			"Exit codes: 0 ok, 1 internal error, 2 bad usage or input (or a token asked of a build\n" +
+			"without cgo), 3 token, key or PIN problem,\n" +
 			"4 Maskinporten refused the grant, 5 Maskinporten unreachable or failing after retries.",
 		Reader:               e.stdin,
 		Writer:               e.stdout,

@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 )
 
 // pinFileError is a PIN file that cannot be used. It never holds the PIN.
@@ -70,7 +70,7 @@ func trimSecret(data []byte) (secret []byte, reason string) {
 }
 
 // pinOrigin names the PIN source pinSources chooses, for messages.
-func (e *env) pinOrigin(pinFile string, uri *hsm.URI) string {
+func (e *env) pinOrigin(pinFile string, uri *pkcs11uri.URI) string {
 	switch {
 	case pinFile != "":
 		return "the PIN file " + pinFile
@@ -88,7 +88,7 @@ func (e *env) pinOrigin(pinFile string, uri *hsm.URI) string {
 // pin-source or pin-value, in that order, and the terminal prompt to use
 // when none is set (nil when stdin is not a terminal). The PIN is read when
 // the token asks for it, not before.
-func (e *env) pinSources(pinFile string, uri *hsm.URI) (explicit hsm.PINSource, prompt hsm.PINSource) {
+func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI) (explicit, prompt func() ([]byte, error)) {
 	switch {
 	case pinFile != "":
 		explicit = func() ([]byte, error) { return e.readPINFile(pinFile) }

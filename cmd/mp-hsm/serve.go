@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/grant"
-	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
@@ -112,7 +110,7 @@ func (e *env) serve(c *cli.Context) error {
 		return usagef("a TCP listener needs --client-secret-file: callers on TCP must authenticate with the client id and that secret")
 	}
 
-	cfg, ks, err := e.daemonConfig(c)
+	cfg, explain, err := e.daemonConfig(c)
 	if err != nil {
 		return err
 	}
@@ -141,7 +139,7 @@ func (e *env) serve(c *cli.Context) error {
 		if errors.Is(err, daemon.ErrConfig) {
 			return usageErr(err)
 		}
-		return explainPINError(e.explainKeyError(err), ks)
+		return explain(err)
 	}
 	if ok, reason := srv.Ready(); !ok {
 		e.log.Warn("not ready yet", "reason", reason)
@@ -191,34 +189,19 @@ func (e *env) serve(c *cli.Context) error {
 
 // daemonConfig builds the daemon's configuration from the flags, reading
 // the secret, chain and (when it is used) PIN files afresh.
-func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
+//
+// It returns, beside the configuration, the function that adds to an error
+// of OpenSigner what the flags can do about it.
+func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, error) {
 	if err := preflight(c); err != nil {
 		return daemon.Config{}, nil, err
 	}
-	var open func(context.Context) (signer.Signer, error)
-	ks := &keySetup{}
-	if c.String("p12") != "" {
-		open = func(context.Context) (signer.Signer, error) { return e.openP12(c) }
-	} else {
+	open := func(context.Context) (signer.Signer, error) { return e.openP12(c) }
+	explain := func(err error) error { return err }
+	if c.String("p12") == "" {
 		var err error
-		if ks, err = e.resolveKey(c); err != nil {
+		if open, explain, err = e.tokenOpener(c); err != nil {
 			return daemon.Config{}, nil, err
-		}
-		sc := ks.cfg
-		if sc.PIN == nil && sc.Login.Prompt != nil {
-			sc.Login.Prompt = e.rememberedPrompt(sc.Login.Prompt)
-		}
-		var opened atomic.Bool
-		open = func(context.Context) (signer.Signer, error) {
-			s, err := signer.Open(sc)
-			if err == nil && !opened.Load() {
-				e.warnAlwaysAuthenticate(s)
-			}
-			if !opened.Swap(true) && moduleHasNoToken(err) {
-				e.log.Warn("the module has no token in any slot; still waiting for one. If the token is behind another module, choose it with --module PATH (MP_HSM_MODULE) or module-path in --key",
-					"module", sc.Module, "module_from", ks.moduleSource)
-			}
-			return s, err
 		}
 	}
 	clientID := strings.TrimSpace(c.String("client-id"))
@@ -262,14 +245,14 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
 		RefreshJitter:   c.Duration("refresh-jitter"),
 		ExchangeTimeout: c.Duration("timeout"),
 		Logger:          e.log,
-	}, ks, nil
+	}, explain, nil
 }
 
 // rememberedPrompt asks a terminal for the PIN once and keeps it for the
 // logins after a reconnect; a daemon cannot ask again. It is asked only
 // when the token needs a PIN and has no PIN pad. Without a terminal it is
 // prompt itself, which fails.
-func (e *env) rememberedPrompt(prompt hsm.PINSource) hsm.PINSource {
+func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, error) {
 	f, ok := e.stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return prompt
@@ -326,20 +309,4 @@ func sdNotify(state string) {
 	}
 	defer conn.Close()
 	_, _ = conn.Write([]byte(state))
-}
-
-// moduleHasNoToken reports a selection that failed because no slot of the
-// module holds an initialised token at all: a misconfiguration more often
-// than a card not yet inserted, unlike a known token that is away.
-func moduleHasNoToken(err error) bool {
-	var se *hsm.SelectionError
-	if !errors.As(err, &se) || se.Kind != hsm.ErrNoToken {
-		return false
-	}
-	for _, s := range se.Tokens {
-		if s.Token != nil && s.Token.Flags.Initialized() {
-			return false
-		}
-	}
-	return true
 }

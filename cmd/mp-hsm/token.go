@@ -7,7 +7,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/grant"
-	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 func tokenCommand(e *env) *cli.Command {
@@ -91,14 +90,12 @@ func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Con
 	if _, err := clientIDFlag(c); err != nil {
 		return err
 	}
-	s, _, err := e.openSigner(c)
+	s, err := e.openSigner(c)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	if ts, ok := s.(*signer.TokenSigner); ok {
-		e.warnAlwaysAuthenticate(ts)
-	}
+	e.warnAlwaysAuthenticate(s)
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
 	cfg, err := e.grantConfig(ctx, c, s)

@@ -1,13 +1,16 @@
 // Package tokencheck runs the doctor's checks of a key on a smart card or
 // HSM: module, token, pin, login and key. Checks is a doctor.KeyFinder: it
-// takes the steps of signer.Open one at a time, through the same hsm and
-// signer calls, reporting each, and goes on where it can after a failure
+// takes the steps of p11.Open one at a time, through the same hsm and
+// p11 calls, reporting each, and goes on where it can after a failure
 // (without a login it still finds the key's certificate), so that the
 // doctor's later checks have as much to judge as possible.
 //
 // It never spends a PIN try the card warns about: no login is tried when
 // the token's PIN flags say it is locked or on its final try, and at most
 // one C_Login is made.
+//
+// It speaks PKCS#11 through hsm and so needs cgo; package doctor, which
+// reaches it through doctor.KeyFinder, does not.
 package tokencheck
 
 import (
@@ -19,22 +22,23 @@ import (
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
 )
 
 // ModuleHint is the hint of a module that cannot be found or loaded.
 const ModuleHint = "install the card's PKCS#11 module (apt install opensc for Buypass and Commfides cards) or give --module PATH"
 
-// Checks finds the key signer.Open would find for Config, checking each
+// Checks finds the key p11.Open would find for Config, checking each
 // step. Use a Checks once: Run calls FindKey, then Close.
 type Checks struct {
-	// Config says where the key is and how to log in, as for signer.Open.
+	// Config says where the key is and how to log in, as for p11.Open.
 	// The login differs in two ways: it never allows a final PIN try,
 	// whatever Config.Login says, and it asks Config.Login.Prompt only when
 	// Interactive is set.
-	Config signer.Config
+	Config p11.Config
 	// DefaultModule says that Config.Module was found in the default
 	// places, for the module check's message. An empty Config.Module is
-	// looked for there too (see signer.Config.ModulePath).
+	// looked for there too (see p11.Config.ModulePath).
 	DefaultModule bool
 	// Interactive says that a person can answer Config.Login.Prompt or
 	// enter the PIN on a PIN pad. Without it and without Config.PIN no
@@ -277,7 +281,7 @@ func (c *Checks) checkKey(report func(doctor.Result)) {
 		return
 	}
 	c.found.Key = key
-	s, err := signer.New(key, signer.Options{ExtraChain: c.Config.ExtraChain})
+	s, err := p11.New(key, p11.Options{ExtraChain: c.Config.ExtraChain})
 	switch {
 	case errors.Is(err, signer.ErrCertificateMismatch):
 		c.found.CertErr = err // the certificate check reports it

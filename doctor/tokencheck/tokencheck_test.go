@@ -12,7 +12,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/doctor/tokencheck"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/hsm"
-	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
@@ -30,9 +30,9 @@ func setup(t *testing.T) (*softhsm.Token, *emulator.Server) {
 	return tok, emulator.NewTest(t, emulator.Config{Roots: []*x509.Certificate{ca.Root}})
 }
 
-// config is the signer.Config of tok, with pin (nil for none).
-func config(tok *softhsm.Token, pin hsm.PINSource) signer.Config {
-	return signer.Config{Module: tok.Module, Token: hsm.TokenSelector{Label: tok.Label}, PIN: pin}
+// config is the p11.Config of tok, with pin (nil for none).
+func config(tok *softhsm.Token, pin hsm.PINSource) p11.Config {
+	return p11.Config{Module: tok.Module, Token: hsm.TokenSelector{Label: tok.Label}, PIN: pin}
 }
 
 // run runs the doctor with c as its key finder.
@@ -136,7 +136,7 @@ func TestChecksExplain(t *testing.T) {
 
 func TestChecksNoModule(t *testing.T) {
 	_, srv := setup(t)
-	rs := run(t, &tokencheck.Checks{Config: signer.Config{Module: "/nonexistent/libpkcs11.so"}}, srv)
+	rs := run(t, &tokencheck.Checks{Config: p11.Config{Module: "/nonexistent/libpkcs11.so"}}, srv)
 	r := want(t, rs, "module", doctor.Fail, "/nonexistent/libpkcs11.so")
 	if r.Class != doctor.ClassToken || r.Hint != tokencheck.ModuleHint || r.Err == nil {
 		t.Errorf("module: %+v", r)

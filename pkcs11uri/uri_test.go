@@ -1,4 +1,4 @@
-package hsm
+package pkcs11uri
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ func inQuery(names ...string) map[string]bool {
 	return m
 }
 
-func TestParseURI(t *testing.T) {
+func TestParse(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
@@ -56,8 +56,8 @@ func TestParseURI(t *testing.T) {
 			&URI{Token: "A name with a substring %;", Object: "my-certificate", Type: "cert"}},
 		{"rfc utf-8", "pkcs11:token=Name%20with%20a%20small%20A%20with%20acute:%20%C3%A1;object=my-certificate;type=cert",
 			&URI{Token: "Name with a small A with acute: á", Object: "my-certificate", Type: "cert"}},
-		// The RFC's vendor example, with the "x-" names ParseURI asks for
-		// (see TestParseURIErrors for the original).
+		// The RFC's vendor example, with the "x-" names Parse asks for
+		// (see TestParseErrors for the original).
 		{"rfc vendor, x- names",
 			"pkcs11:token=my-token;object=my-certificate;type=cert;x-vendor-aaa=value-a?pin-source=file:/etc/token_pin&x-vendor-bbb=value-b",
 			&URI{Token: "my-token", Object: "my-certificate", Type: "cert", PINSource: "file:/etc/token_pin",
@@ -104,18 +104,18 @@ func TestParseURI(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseURI(tt.in)
+			got, err := Parse(tt.in)
 			if err != nil {
-				t.Fatalf("ParseURI(%q): %v", tt.in, err)
+				t.Fatalf("Parse(%q): %v", tt.in, err)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("ParseURI(%q)\n got %#v\nwant %#v", tt.in, got, tt.want)
+				t.Errorf("Parse(%q)\n got %#v\nwant %#v", tt.in, got, tt.want)
 			}
 		})
 	}
 }
 
-func TestParseURIErrors(t *testing.T) {
+func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		in     string
 		attr   string
@@ -208,26 +208,26 @@ func TestParseURIErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			u, err := ParseURI(tt.in)
+			u, err := Parse(tt.in)
 			if err == nil {
-				t.Fatalf("ParseURI(%q) = %#v, want an error", tt.in, u)
+				t.Fatalf("Parse(%q) = %#v, want an error", tt.in, u)
 			}
 			if u != nil {
-				t.Errorf("ParseURI(%q) returned a URI with its error", tt.in)
+				t.Errorf("Parse(%q) returned a URI with its error", tt.in)
 			}
-			if !errors.Is(err, ErrInvalidURI) {
-				t.Errorf("errors.Is(%v, ErrInvalidURI) = false", err)
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("errors.Is(%v, ErrInvalid) = false", err)
 			}
-			var ue *URIError
+			var ue *Error
 			if !errors.As(err, &ue) {
-				t.Fatalf("error %T is not a *URIError", err)
+				t.Fatalf("error %T is not a *Error", err)
 			}
 			if ue.Attr != tt.attr || ue.Offset != tt.offset || !strings.Contains(ue.Reason, tt.reason) {
-				t.Errorf("ParseURI(%q):\n got Attr %q, Offset %d, Reason %q\nwant Attr %q, Offset %d, Reason containing %q",
+				t.Errorf("Parse(%q):\n got Attr %q, Offset %d, Reason %q\nwant Attr %q, Offset %d, Reason containing %q",
 					tt.in, ue.Attr, ue.Offset, ue.Reason, tt.attr, tt.offset, tt.reason)
 			}
 			if ue.URI != tt.in && !strings.Contains(ue.URI, uriRedacted) {
-				t.Errorf("URIError.URI = %q, want the input %q", ue.URI, tt.in)
+				t.Errorf("Error.URI = %q, want the input %q", ue.URI, tt.in)
 			}
 			if !strings.Contains(err.Error(), ue.Reason) {
 				t.Errorf("Error() = %q does not contain the reason", err.Error())
@@ -236,9 +236,9 @@ func TestParseURIErrors(t *testing.T) {
 	}
 }
 
-// TestParseURIRedactsPIN checks that no error shows a PIN, wherever it was
+// TestParseRedactsPIN checks that no error shows a PIN, wherever it was
 // put and whatever is wrong with the URI.
-func TestParseURIRedactsPIN(t *testing.T) {
+func TestParseRedactsPIN(t *testing.T) {
 	const pin = "s3cr3t"
 	tests := []struct {
 		in      string
@@ -284,10 +284,10 @@ func TestParseURIRedactsPIN(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			_, err := ParseURI(tt.in)
-			var ue *URIError
+			_, err := Parse(tt.in)
+			var ue *Error
 			if !errors.As(err, &ue) {
-				t.Fatalf("ParseURI(%q) = %v, want a *URIError", tt.in, err)
+				t.Fatalf("Parse(%q) = %v, want a *Error", tt.in, err)
 			}
 			if strings.Contains(err.Error(), pin) || strings.Contains(ue.Reason, pin) ||
 				strings.Contains(err.Error(), "WRONG") || strings.Contains(err.Error(), "tail") {
@@ -345,7 +345,7 @@ func TestURIString(t *testing.T) {
 // apart from the PIN, and that String's output is a fixed point.
 func TestURIStringRoundTrip(t *testing.T) {
 	for _, in := range uriSeeds {
-		u, err := ParseURI(in)
+		u, err := Parse(in)
 		if err != nil {
 			continue // the seeds include refused URIs
 		}
@@ -356,14 +356,14 @@ func TestURIStringRoundTrip(t *testing.T) {
 func checkRoundTrip(t *testing.T, u *URI) {
 	t.Helper()
 	s := u.String()
-	got, err := ParseURI(s)
+	got, err := Parse(s)
 	if err != nil {
-		t.Fatalf("ParseURI(String() = %q): %v", s, err)
+		t.Fatalf("Parse(String() = %q): %v", s, err)
 	}
 	want := *u
 	want.PINValue = ""
 	if !reflect.DeepEqual(got, &want) {
-		t.Fatalf("ParseURI(String() = %q)\n got %#v\nwant %#v", s, got, &want)
+		t.Fatalf("Parse(String() = %q)\n got %#v\nwant %#v", s, got, &want)
 	}
 	if s2 := got.String(); s2 != s {
 		t.Fatalf("String is not canonical: %q, then %q", s, s2)
@@ -380,12 +380,34 @@ func TestURIHasPIN(t *testing.T) {
 		"pkcs11:?pin-source=file:/p":      false,
 		"pkcs11:token=t?pin-value=%31%32": true,
 	} {
-		u, err := ParseURI(in)
+		u, err := Parse(in)
 		if err != nil {
-			t.Fatalf("ParseURI(%q): %v", in, err)
+			t.Fatalf("Parse(%q): %v", in, err)
 		}
 		if got := u.HasPIN(); got != want {
-			t.Errorf("ParseURI(%q).HasPIN() = %v, want %v", in, got, want)
+			t.Errorf("Parse(%q).HasPIN() = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestAttrError: the error places the attribute in String's form, matches
+// ErrInvalid, and shows no PIN.
+func TestAttrError(t *testing.T) {
+	u, err := Parse("pkcs11:x-b=1;token=t;type=data?module-name=m&pin-value=1234")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		attr   string
+		offset int
+	}{{"token", 7}, {"type", 15}, {"x-b", 25}, {"module-name", 31}, {"pin-value", 0}, {"absent", 0}} {
+		e := u.AttrError(tc.attr, "refused")
+		if !errors.Is(e, ErrInvalid) || e.URI != "pkcs11:token=t;type=data;x-b=1?module-name=m" ||
+			e.Attr != tc.attr || e.Offset != tc.offset || e.Reason != "refused" {
+			t.Errorf("AttrError(%q) = %#v; want offset %d", tc.attr, e, tc.offset)
+		}
+		if strings.Contains(e.Error(), "1234") {
+			t.Errorf("AttrError shows the PIN: %v", e)
 		}
 	}
 }
@@ -418,19 +440,19 @@ var uriSeeds = []string{
 	"pkcs11:token=a%2",
 }
 
-func FuzzParseURI(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, s := range uriSeeds {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		u, err := ParseURI(in)
+		u, err := Parse(in)
 		if err != nil {
-			var ue *URIError
-			if !errors.As(err, &ue) || !errors.Is(err, ErrInvalidURI) || u != nil {
-				t.Fatalf("ParseURI(%q) = %v, %v: want only a *URIError", in, u, err)
+			var ue *Error
+			if !errors.As(err, &ue) || !errors.Is(err, ErrInvalid) || u != nil {
+				t.Fatalf("Parse(%q) = %v, %v: want only a *Error", in, u, err)
 			}
 			if ue.Offset < 0 || ue.Offset > len(ue.URI) || ue.Reason == "" {
-				t.Fatalf("ParseURI(%q): offset %d outside %q, or no reason", in, ue.Offset, ue.URI)
+				t.Fatalf("Parse(%q): offset %d outside %q, or no reason", in, ue.Offset, ue.URI)
 			}
 		} else {
 			checkRoundTrip(t, u)
@@ -443,18 +465,18 @@ func FuzzParseURI(f *testing.F) {
 			sep = "&"
 		}
 		withPIN := in + sep + "pin-value=" + pin
-		u, err = ParseURI(withPIN)
+		u, err = Parse(withPIN)
 		switch {
 		case err != nil && strings.Contains(err.Error(), pin):
-			t.Fatalf("ParseURI(%q): the error shows the PIN: %v", withPIN, err)
+			t.Fatalf("Parse(%q): the error shows the PIN: %v", withPIN, err)
 		case err == nil && (u.PINValue != pin || strings.Contains(u.String(), pin)):
-			t.Fatalf("ParseURI(%q): PINValue %q, String %q", withPIN, u.PINValue, u.String())
+			t.Fatalf("Parse(%q): PINValue %q, String %q", withPIN, u.PINValue, u.String())
 		}
 	})
 }
 
-func ExampleParseURI() {
-	u, err := ParseURI("pkcs11:token=Buypass%20ID;object=Authentication;type=private?pin-value=1234")
+func ExampleParse() {
+	u, err := Parse("pkcs11:token=Buypass%20ID;object=Authentication;type=private?pin-value=1234")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -462,7 +484,7 @@ func ExampleParseURI() {
 	fmt.Printf("token %q, key %q, PIN given: %v\n", u.Token, u.Object, u.HasPIN())
 	fmt.Println(u)
 
-	_, err = ParseURI("pkcs11:token=Buypass ID?pin-value=1234")
+	_, err = Parse("pkcs11:token=Buypass ID?pin-value=1234")
 	fmt.Println(err)
 	// Output:
 	// token "Buypass ID", key "Authentication", PIN given: true

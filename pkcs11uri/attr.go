@@ -1,4 +1,4 @@
-package hsm
+package pkcs11uri
 
 import (
 	"fmt"

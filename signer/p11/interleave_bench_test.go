@@ -1,17 +1,18 @@
-package signer_test
+package p11_test
 
 import (
 	"crypto"
 	"crypto/sha256"
-	"github.com/mp-hsm/mp-hsm/internal/benchutil"
 	"testing"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/internal/benchutil"
 )
 
 // BenchmarkSignerVsRawInterleaved makes, in each iteration, one signature
 // by hand (C_SignInit + C_Sign on a session opened beforehand) and one
-// through signer.TokenSigner, on the same key, in alternating order, and
+// through p11.TokenSigner, on the same key, in alternating order, and
 // times each apart: a drift of the machine during the run (frequency,
 // neighbours) then weighs on both alike. It reports the mean time of each
 // and ratio, the raw time over the signer's (1 means no overhead).

@@ -1,4 +1,4 @@
-package signer_test
+package p11_test
 
 import (
 	"crypto"
@@ -10,12 +10,12 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
-	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
 // The benchmarks compare one RSA 2048 PKCS #1 v1.5 SHA-256 signature through
-// signer.TokenSigner with the same signature made by hand with miekg/pkcs11
+// p11.TokenSigner with the same signature made by hand with miekg/pkcs11
 // (C_SignInit + C_Sign on a session opened beforehand) on the same key of
 // the same SoftHSM2 token, in the same run. The Parallel variants run
 // GOMAXPROCS goroutines (b.RunParallel); compare with -cpu 1,2.
@@ -23,19 +23,19 @@ import (
 var bench struct {
 	once sync.Once
 	tok  *softhsm.Token
-	s    *signer.TokenSigner
+	s    *p11.TokenSigner
 	err  error
 }
 
 var sha256Prefix = []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
 
-func benchSigner(b *testing.B) (*softhsm.Token, *signer.TokenSigner) {
+func benchSigner(b *testing.B) (*softhsm.Token, *p11.TokenSigner) {
 	b.Helper()
 	tok := softhsm.New(b) // skips the benchmark without SoftHSM2
 	bench.once.Do(func() {
 		tok.GenerateRSA(b, 2048, softhsm.KeyOptions{ID: []byte{0xbe}, Label: "bench"})
 		bench.tok = tok
-		bench.s, bench.err = signer.Open(signer.Config{
+		bench.s, bench.err = p11.Open(p11.Config{
 			Module: tok.Module, Token: hsm.TokenSelector{Label: tok.Label},
 			PIN: hsm.StaticPIN([]byte(tok.PIN)),
 		})

@@ -1,4 +1,4 @@
-package hsm
+package pkcs11uri
 
 import "strings"
 
@@ -14,7 +14,7 @@ const uriRedacted = "REDACTED"
 
 // uriRedact replaces the values of secret attributes in s (see
 // uriSecretName) with "REDACTED". It reads s loosely, so that it also finds
-// them in input ParseURI refuses, and it errs on the side of hiding: a
+// them in input Parse refuses, and it errs on the side of hiding: a
 // secret value runs to the end of s, since an unencoded '&' or ';' may be
 // part of it. It returns the redacted text and a function that maps a byte
 // offset in s to one in the redacted text.

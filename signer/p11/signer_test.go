@@ -1,4 +1,4 @@
-package signer_test
+package p11_test
 
 import (
 	"crypto/elliptic"
@@ -12,14 +12,15 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
 func TestMain(m *testing.M) { os.Exit(softhsm.Main(m)) }
 
-func openSigner(t testing.TB, tok *softhsm.Token, key hsm.KeySelector, extra []*x509.Certificate) (*signer.TokenSigner, error) {
+func openSigner(t testing.TB, tok *softhsm.Token, key hsm.KeySelector, extra []*x509.Certificate) (*p11.TokenSigner, error) {
 	t.Helper()
-	s, err := signer.Open(signer.Config{
+	s, err := p11.Open(p11.Config{
 		Module:     tok.Module,
 		Token:      hsm.TokenSelector{Label: tok.Label},
 		Key:        key,
@@ -157,7 +158,7 @@ func TestTokenSignerBadKeys(t *testing.T) {
 	t.Run("wrong PIN", func(t *testing.T) {
 		tok := softhsm.New(t)
 		tok.GenerateRSA(t, 2048, softhsm.KeyOptions{ID: []byte{1}})
-		_, err := signer.Open(signer.Config{Module: tok.Module, Token: hsm.TokenSelector{Label: tok.Label}, PIN: hsm.StaticPIN([]byte("0000"))})
+		_, err := p11.Open(p11.Config{Module: tok.Module, Token: hsm.TokenSelector{Label: tok.Label}, PIN: hsm.StaticPIN([]byte("0000"))})
 		if !errors.Is(err, hsm.ErrPINIncorrect) {
 			t.Fatalf("Open with a wrong PIN = %v, want ErrPINIncorrect", err)
 		}

@@ -1,4 +1,17 @@
-package hsm
+// Package pkcs11uri parses and writes RFC 7512 PKCS #11 URIs, such as
+//
+//	pkcs11:token=Buypass%20ID;object=Authentication;type=private
+//
+// It is the grammar only, in pure Go, as smallstep keeps its kms/uri: it
+// loads no module and needs no cgo, so that code which only reads or
+// writes a URI (a configuration file, the command line's PIN sources) does
+// not depend on PKCS#11. What the attributes select is applied by package
+// hsm (hsm.SelectorsFromURI, hsm.ModuleFromURI).
+//
+// Parse follows RFC 7512's percent-encoding and nothing else: it never
+// guesses whether id=7370 is hex or text, and resolves no environment
+// variable. Neither Parse's errors nor String ever show a PIN.
+package pkcs11uri
 
 import (
 	"errors"
@@ -42,7 +55,7 @@ type URI struct {
 	ModulePath string // module-path= : the module's file path
 	PINSource  string // pin-source= : where to read the PIN, as given
 	// PINValue is pin-value=, the PIN itself. String never writes it, and
-	// errors from ParseURI never show it.
+	// errors from Parse never show it.
 	PINValue string
 
 	// Vendor holds the vendor attributes (names starting with "x-") from the
@@ -55,12 +68,12 @@ type URI struct {
 	vendorQuery map[string]bool
 }
 
-// ErrInvalidURI is matched, with errors.Is, by every error ParseURI returns.
-var ErrInvalidURI = errors.New("invalid PKCS #11 URI")
+// ErrInvalid is matched, with errors.Is, by every error Parse returns.
+var ErrInvalid = errors.New("invalid PKCS #11 URI")
 
-// URIError reports why ParseURI refused a URI. errors.Is(err, ErrInvalidURI)
+// Error reports why Parse refused a URI. errors.Is(err, ErrInvalid)
 // is true for it.
-type URIError struct {
+type Error struct {
 	// URI is the input, with the value of any pin-value (and of any other
 	// attribute whose name suggests a PIN or password) replaced by
 	// "REDACTED".
@@ -75,7 +88,7 @@ type URIError struct {
 }
 
 // Error returns the reason with its place, and the redacted URI.
-func (e *URIError) Error() string {
+func (e *Error) Error() string {
 	where := fmt.Sprintf("at byte %d", e.Offset)
 	if e.Attr != "" {
 		where = fmt.Sprintf("attribute %q at byte %d", e.Attr, e.Offset)
@@ -83,8 +96,8 @@ func (e *URIError) Error() string {
 	return fmt.Sprintf("invalid PKCS #11 URI %q: %s: %s", e.URI, where, e.Reason)
 }
 
-// Is reports whether target is ErrInvalidURI.
-func (e *URIError) Is(target error) bool { return target == ErrInvalidURI }
+// Is reports whether target is ErrInvalid.
+func (e *Error) Is(target error) bool { return target == ErrInvalid }
 
 // The attribute names of RFC 7512, section 2.3, in the order String writes
 // them.
@@ -108,7 +121,7 @@ var (
 	}
 )
 
-// ParseURI parses a PKCS #11 URI as RFC 7512 defines it:
+// Parse parses a PKCS #11 URI as RFC 7512 defines it:
 //
 //	pkcs11:[path-attr *(";" path-attr)][?[query-attr *("&" query-attr)]]
 //
@@ -128,13 +141,14 @@ var (
 // pin-value. Vendor attributes are names starting with "x-" followed by
 // letters, digits, '-' or '_'; they may appear in either part. (RFC 7512
 // itself lets any other name made of those characters be a vendor attribute,
-// and its own example uses vendor-aaa; ParseURI asks for "x-" so that a
+// and its own example uses vendor-aaa; Parse asks for "x-" so that a
 // misspelt standard name, such as tokn, is reported instead of ignored.)
 //
-// ParseURI checks the grammar only. What the attributes mean is applied by
-// URI.Selectors (every path attribute; vendor attributes are refused there)
-// and URI.Module (module-name and module-path); pin-source and pin-value are
-// for the caller. No attribute that parses is silently dropped.
+// Parse checks the grammar only. What the attributes mean is applied by
+// hsm.SelectorsFromURI (every path attribute; vendor attributes are refused
+// there) and hsm.ModuleFromURI (module-name and module-path); pin-source
+// and pin-value are for the caller. No attribute that parses is silently
+// dropped.
 //
 // Values are percent-encoded UTF-8 ("%20" for a space), except id, whose
 // value is raw bytes and best written fully encoded. Letters, digits and
@@ -143,7 +157,7 @@ var (
 // ';', '%', '#' and spaces, must be percent-encoded. slot-id, library-version
 // and type take plain text only.
 //
-// ParseURI refuses, with a *URIError: a missing scheme, an unknown attribute,
+// Parse refuses, with a *Error: a missing scheme, an unknown attribute,
 // an attribute in the wrong part, a path attribute or a standard query
 // attribute given twice, a vendor attribute given twice, an empty attribute,
 // bad percent-encoding, a character that needs percent-encoding, text that
@@ -157,7 +171,7 @@ var (
 //	pkcs11:slot-id=0;id=%01%02?module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so
 //	pkcs11:token=HSM1;object=maskinporten-2025?pin-source=file:/run/secrets/hsm-pin
 //	pkcs11:token=SoftHSM;object=k1;x-vendor-flag=1?module-name=softhsm2&pin-value=1234
-func ParseURI(s string) (*URI, error) {
+func Parse(s string) (*URI, error) {
 	p := uriParser{in: s, u: &URI{}, path: map[string]int{}, query: map[string]int{}}
 	if err := p.parse(); err != nil {
 		return nil, err
@@ -171,9 +185,9 @@ type uriParser struct {
 	path, query map[string]int // attribute name -> offset where first seen
 }
 
-func (p *uriParser) fail(off int, attr, format string, args ...any) *URIError {
+func (p *uriParser) fail(off int, attr, format string, args ...any) *Error {
 	red, mapOff := uriRedact(p.in)
-	return &URIError{URI: red, Attr: attr, Offset: mapOff(off), Reason: fmt.Sprintf(format, args...)}
+	return &Error{URI: red, Attr: attr, Offset: mapOff(off), Reason: fmt.Sprintf(format, args...)}
 }
 
 const uriScheme = "pkcs11:"

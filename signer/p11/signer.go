@@ -1,4 +1,20 @@
-package signer
+// Package p11 is the signer.Signer over a private key on a smart card or
+// HSM: it opens the key through package hsm (PKCS#11), reads the
+// certificate chain from the same token, and signs there.
+//
+// It is a package of its own, beside signer, so that signer (the file
+// signers, the JWS methods, the JWK) and everything built on it (grant,
+// daemon, doctor) need no cgo; only this package and hsm do. It is not in
+// hsm either, which stays free of X.509 chains and JWS.
+//
+//	s, err := p11.Open(p11.Config{
+//		Module: "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+//		PIN:    hsm.StaticPIN(pin),
+//	})
+//	if err != nil { ... }
+//	defer s.Close()
+//	cfg := &grant.Config{ClientID: clientID, Signer: s}
+package p11
 
 import (
 	"bytes"
@@ -11,9 +27,10 @@ import (
 	"log/slog"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// TokenSigner is a Signer over a private key on a smart card or HSM, with the
+// TokenSigner is a signer.Signer over a private key on a smart card or HSM, with the
 // certificate chain read from the same token. Create it with Open (which
 // owns the module and token and closes them) or New (over a Key you manage).
 // Safe for concurrent use.
@@ -26,7 +43,7 @@ type TokenSigner struct {
 	mod *hsm.Module
 }
 
-var _ Signer = (*TokenSigner)(nil)
+var _ signer.Signer = (*TokenSigner)(nil)
 
 // Options configures New.
 type Options struct {
@@ -43,13 +60,13 @@ type Options struct {
 //
 // A key without any certificate gives an empty chain (grants must then use
 // a kid). A certificate that shares the key's CKA_ID but holds another
-// public key gives ErrCertificateMismatch.
+// public key gives signer.ErrCertificateMismatch.
 func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	if key == nil {
-		return nil, errors.New("signer: no key given")
+		return nil, errors.New("p11: no key given")
 	}
 	pub := key.Public()
-	if err := CheckKey(pub); err != nil {
+	if err := signer.CheckKey(pub); err != nil {
 		return nil, fmt.Errorf("key %s: %w", key.String(), err)
 	}
 	certs, err := key.Token().Certificates()
@@ -65,12 +82,12 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 			sameID = c.Cert
 		}
 	}
-	chain, err := BuildChain(pub, pool, opts.ExtraChain)
+	chain, err := signer.BuildChain(pub, pool, opts.ExtraChain)
 	if err != nil {
 		return nil, fmt.Errorf("building the certificate chain: %w", err)
 	}
 	if len(chain) == 0 && sameID != nil {
-		if err := MatchCertificate(pub, sameID); err != nil {
+		if err := signer.MatchCertificate(pub, sameID); err != nil {
 			return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.String(), err)
 		}
 	}
@@ -97,6 +114,19 @@ func (s *TokenSigner) Chain() []*x509.Certificate { return s.chain }
 
 // Key returns the token key.
 func (s *TokenSigner) Key() *hsm.Key { return s.key }
+
+// Probe reports whether the key's token is still there, without signing:
+// one C_GetTokenInfo, after ctx is checked. A removed card gives an error
+// matching tokenerr.ErrTokenRemoved (or ErrSessionClosed, ErrDevice); a
+// signer closed by Close gives one matching tokenerr.ErrClosed. The daemon
+// calls it (daemon.Prober) to notice a removed card while no one signs.
+func (s *TokenSigner) Probe(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	_, err := s.key.Token().Info()
+	return err
+}
 
 // Close closes the token and module when Open opened them; for a signer
 // from New it does nothing. Idempotent.

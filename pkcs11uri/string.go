@@ -1,4 +1,4 @@
-package hsm
+package pkcs11uri
 
 import (
 	"fmt"
@@ -19,8 +19,8 @@ import (
 //
 // String never writes PINValue: URIs end up in logs, error messages and
 // process listings, and a PIN there would be a PIN anyone could read. Use
-// HasPIN to learn whether the URI carried one. Apart from that, ParseURI of
-// String gives back u for every URI that ParseURI returned. Vendor entries
+// HasPIN to learn whether the URI carried one. Apart from that, Parse of
+// String gives back u for every URI that Parse returned. Vendor entries
 // whose name is not a valid "x-" name are left out, since they could not be
 // read back.
 func (u *URI) String() string {
@@ -172,4 +172,36 @@ func uriDescribe(c byte) string {
 		return fmt.Sprintf("%q", rune(c))
 	}
 	return fmt.Sprintf("byte 0x%02X", c)
+}
+
+// AttrError returns the *Error that refuses attribute attr of u for
+// reason: its URI is u.String() and its Offset is where attr starts there
+// (0 when String does not write attr). It is for a caller that refuses
+// what a URI says although Parse accepted it, as hsm.SelectorsFromURI
+// refuses vendor attributes; the error matches ErrInvalid like Parse's.
+func (u *URI) AttrError(attr, reason string) *Error {
+	s := u.String()
+	return &Error{URI: s, Attr: attr, Offset: attrOffset(s, attr), Reason: reason}
+}
+
+// attrOffset returns the byte offset of attribute attr in s, a URI as
+// String writes it, or 0. Unescaped ';' and '?' never occur in path values,
+// nor '&' in query values, so the separators are found unambiguously.
+func attrOffset(s, attr string) int {
+	start := len(uriScheme)
+	path, query, _ := strings.Cut(s[start:], "?")
+	for _, part := range []struct {
+		text string
+		at   int
+		sep  string
+	}{{path, start, ";"}, {query, start + len(path) + 1, "&"}} {
+		at := part.at
+		for _, a := range strings.Split(part.text, part.sep) {
+			if strings.HasPrefix(a, attr+"=") {
+				return at
+			}
+			at += len(a) + 1
+		}
+	}
+	return 0
 }

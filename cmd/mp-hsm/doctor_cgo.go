@@ -1,0 +1,32 @@
+//go:build cgo
+
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/doctor"
+	"github.com/mp-hsm/mp-hsm/doctor/tokencheck"
+)
+
+// doctorKey returns the doctor's checks of the key the key flags choose,
+// or, when the flags do not resolve, a module check that fails saying why.
+func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
+	ks, err := e.resolveKey(c)
+	if err != nil {
+		hint := "fix the flag named; see mp-hsm --help"
+		if exitCode(err) != exitUsage {
+			hint = tokencheck.ModuleHint
+		}
+		return tokencheck.Failed(err, hint)
+	}
+	return &tokencheck.Checks{
+		Config:        ks.cfg,
+		DefaultModule: ks.moduleSource == "default",
+		Interactive:   isTerminal(e.stdin),
+		OnPINPad:      func() { fmt.Fprintln(e.stderr, "mp-hsm doctor: enter the PIN on the reader's PIN pad") },
+		Explain:       e.explainKeyError,
+	}
+}

@@ -1,0 +1,61 @@
+//go:build cgo
+
+package main
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
+)
+
+// tokenOpener returns the daemon's OpenSigner for the key on the token the
+// key flags choose, and the function that explains its errors with the
+// flags (explainKeyError, explainPINError). The PIN is read at each open,
+// from the file or variable; one typed on a terminal is asked once and
+// kept, since a daemon cannot ask again.
+func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer, error), func(error) error, error) {
+	ks, err := e.resolveKey(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc := ks.cfg
+	if sc.PIN == nil && sc.Login.Prompt != nil {
+		sc.Login.Prompt = e.rememberedPrompt(sc.Login.Prompt)
+	}
+	var opened atomic.Bool
+	open := func(context.Context) (signer.Signer, error) {
+		s, err := p11.Open(sc)
+		if err == nil && !opened.Load() {
+			e.warnAlwaysAuthenticate(s)
+		}
+		if !opened.Swap(true) && moduleHasNoToken(err) {
+			e.log.Warn("the module has no token in any slot; still waiting for one. If the token is behind another module, choose it with --module PATH (MP_HSM_MODULE) or module-path in --key",
+				"module", sc.Module, "module_from", ks.moduleSource)
+		}
+		return s, err
+	}
+	explain := func(err error) error { return explainPINError(e.explainKeyError(err), ks) }
+	return open, explain, nil
+}
+
+// moduleHasNoToken reports a selection that failed because no slot of the
+// module holds an initialised token at all: a misconfiguration more often
+// than a card not yet inserted, unlike a known token that is away.
+func moduleHasNoToken(err error) bool {
+	var se *hsm.SelectionError
+	if !errors.As(err, &se) || se.Kind != hsm.ErrNoToken {
+		return false
+	}
+	for _, s := range se.Tokens {
+		if s.Token != nil && s.Token.Flags.Initialized() {
+			return false
+		}
+	}
+	return true
+}
