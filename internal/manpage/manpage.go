@@ -89,6 +89,12 @@ func render(name, markdown string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// go-md2man asks for no hyphenation (.nh), but groff's man macros turn
+	// it on again at every paragraph unless the HY register says otherwise;
+	// hyphenated flag names and variables could not be copied.
+	if i := strings.Index(roff, ".TH "); i >= 0 {
+		roff = roff[:i] + ".nr HY 0\n" + roff[i:]
+	}
 	return []byte(roff), nil
 }
 

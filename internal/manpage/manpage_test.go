@@ -71,7 +71,7 @@ func TestCommandPageHasFlagsAsHelpPrintsThem(t *testing.T) {
 	}
 	get := string(pages["tool-get.1"])
 	for _, want := range []string{
-		".TH tool-get 1",
+		".nr HY 0\n.TH tool-get 1", // no hyphenation
 		"tool-get \\- get a thing", // whatis entry: name \- description
 		".SS Choosing",
 		`\fB--id ID\fP`,
