@@ -88,9 +88,6 @@ for arch in $ARCHES; do
 	install -m 0644 contrib/systemd/mp-hsm.sysusers "$root/usr/lib/sysusers.d/mp-hsm.conf"
 	install -m 0644 contrib/systemd/mp-hsm.tmpfiles "$root/usr/lib/tmpfiles.d/mp-hsm.conf"
 	install -m 0644 contrib/systemd/mp-hsm.env "$root/etc/mp-hsm/mp-hsm.env"
-	if [ -s contrib/debian/lintian-overrides ]; then
-		install -D -m 0644 contrib/debian/lintian-overrides "$root/usr/share/lintian/overrides/mp-hsm"
-	fi
 
 	"$work/debtool" copyright "$bin" "$("$GO" env GOROOT)" "$("$GO" env GOMODCACHE)" >"$doc/copyright"
 	# A native package's changelog: one entry, for the commit built.
