@@ -4,7 +4,7 @@ COUNT ?= 5
 BENCHTIME ?= 1s
 export CGO_ENABLED := 1
 
-.PHONY: all build test vet deps deps-deb deb demo bench fuzz clean
+.PHONY: all build test vet deps deb demo bench fuzz clean
 
 all: build
 
@@ -16,13 +16,10 @@ build:
 deps:
 	@./scripts/deps.sh
 
-deps-deb:
-	@./scripts/deps.sh deb
-
 # dist/mp-hsm_<version>_amd64.deb and _arm64.deb, reproducible, checked by
 # lintian (scripts/deb.sh; a few minutes of cgo compiling on 2 cores the
 # first time).
-deb: deps-deb
+deb: deps
 	./scripts/deb.sh
 
 vet: deps
@@ -31,8 +28,9 @@ vet: deps
 # Every test, with the race detector, against SoftHSM2 and the emulator;
 # the packages from make deb are unpacked and run by packaging/deb_test.go,
 # which builds them once more and compares the bytes.
-test: deps-deb deb
+test: deps deb
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./... && $(GO) test -count=1 ./...
 	MP_HSM_DEB_DIR=$(CURDIR)/dist $(GO) test -race -count=1 -timeout 9m ./...
 
 clean:

@@ -58,14 +58,17 @@ type Config struct {
 	// flight at once. If zero, 4.
 	MaxConcurrent int
 
-	// MaxKeys bounds the cached keys (distinct requests); a request for a
-	// new key beyond it gets 503. If zero, 20000 (about 35 MiB of
-	// tokens).
+	// MaxKeys bounds the cached keys (distinct requests); when it is
+	// reached, keys nobody used for two token lifetimes make room, and
+	// otherwise a request for a new key gets 503. If zero, 20000 (about
+	// 35 MiB of tokens).
 	MaxKeys int
 
-	// RefreshMargin is how long before expiry a used token is replaced. If
-	// zero, 30 seconds. It is never more than a quarter of the token's
-	// lifetime.
+	// RefreshMargin is how long before expiry a used token is replaced
+	// (grant.Cache.RefreshMargin). If zero, 30 seconds. It is never more
+	// than half of the token's lifetime, nor less than twice the time a
+	// token must have left to be served (a tenth of its lifetime, 1 to 10
+	// seconds).
 	RefreshMargin time.Duration
 
 	// RefreshJitter is the most by which a refresh is moved earlier, at

@@ -48,7 +48,7 @@ func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerO
 	ms.m.metrics.signSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		ms.m.metrics.signErrors.Inc()
-		if isDeviceFault(err) {
+		if isDeviceFault(err) && !isPINError(err) {
 			ms.m.fault(ms.c, err)
 		}
 	}
@@ -88,7 +88,7 @@ func isPINError(err error) bool {
 // isTransientAtStart reports open errors with which New starts anyway, not
 // ready, and waits for the token: no token in the reader, or a device fault.
 func isTransientAtStart(err error) bool {
-	return isDeviceFault(err) && !errors.Is(err, hsm.ErrClosed)
+	return isDeviceFault(err) && !errors.Is(err, hsm.ErrClosed) && !isPINError(err)
 }
 
 // probeRequest is signed once per new conn to prove that the key can sign.
@@ -216,7 +216,7 @@ func (s *Server) installLocked(c *conn) *conn {
 	s.setStateLocked(stateReady, "")
 	if s.identity != c.identity {
 		if s.identity != "" {
-			n := s.store.clear()
+			n := s.cache.Clear()
 			s.log().Info("the key changed: cached tokens dropped", "dropped", n)
 		}
 		s.identity = c.identity

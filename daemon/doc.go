@@ -24,14 +24,16 @@
 // # Tokens
 //
 // Tokens are cached per request (scope set, resources, consumer_org, pid,
-// system user, Altinn or not) for the key in use; a new key (another
-// certificate, kid, client or environment) empties the cache. One exchange
-// per cache key is in flight at a time: concurrent callers of a cold key wait
-// for it. A semaphore bounds the exchanges with Maskinporten
-// (Config.MaxConcurrent). Tokens that callers use are refreshed in the
-// background before they expire, at a jittered time, so that many keys do not
-// refresh in the same second; keys nobody asked for within two token
-// lifetimes are dropped.
+// system user, Altinn or not) for the key in use, in a grant.Cache: the
+// same cache and refresh rule as grant.Config.TokenSource (see the grant
+// package's "Token cache"), with its Background and RefuseWhenFull options.
+// A new key (another certificate, kid, client or environment) empties the
+// cache. One exchange per cache key is in flight at a time: concurrent
+// callers of a cold key wait for it. A semaphore bounds the exchanges with
+// Maskinporten (Config.MaxConcurrent). Tokens that callers use are
+// refreshed in the background before they expire, at a jittered time, so
+// that many keys do not refresh in the same second; keys nobody asked for
+// within two token lifetimes are dropped.
 //
 // # Card and HSM faults
 //

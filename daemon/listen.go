@@ -85,6 +85,11 @@ func listenTCP(hostport string, allowRemote bool) (net.Listener, error) {
 			return nil, fmt.Errorf("%w: listen tcp:%s: %s is not a loopback address; the daemon serves this machine only unless remote callers are allowed (--allow-remote)", ErrConfig, hostport, host)
 		}
 	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			return nil, fmt.Errorf("%w: listen tcp:%s: port %q: want a number from 0 to 65535", ErrConfig, hostport, port)
+		}
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
 		return nil, fmt.Errorf("listen tcp:%s: %w", hostport, err)
@@ -92,20 +97,30 @@ func listenTCP(hostport string, allowRemote bool) (net.Listener, error) {
 	return ln, nil
 }
 
+// maxUnixPath is the longest path a unix socket can be bound to on Linux
+// (sun_path is 108 bytes with its NUL).
+const maxUnixPath = 107
+
 func listenUnix(path, group string) (net.Listener, error) {
 	fail := func(err error) (net.Listener, error) {
 		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
 	}
+	bad := func(format string, args ...any) (net.Listener, error) {
+		return nil, fmt.Errorf("%w: listen unix:%s: %s", ErrConfig, path, fmt.Sprintf(format, args...))
+	}
 	if path == "" {
-		return fail(errors.New("no path"))
+		return bad("no path")
 	}
 	path = filepath.Clean(path)
+	if len(path) > maxUnixPath {
+		return bad("the path is %d bytes; a unix socket path is at most %d", len(path), maxUnixPath)
+	}
 	mode := os.FileMode(0o600)
 	gid := -1
 	if group != "" {
 		g, err := lookupGroup(group)
 		if err != nil {
-			return fail(err)
+			return bad("%v", err)
 		}
 		gid, mode = g, 0o660
 	}
@@ -113,18 +128,27 @@ func listenUnix(path, group string) (net.Listener, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSocket == 0 {
+		return bad("%s exists and is not a socket; choose another path", path)
+	}
 	if err := removeStale(path); err != nil {
 		return fail(err)
 	}
 	// Bind in a private directory, set mode and group, then rename into
-	// place: the socket is never reachable with a wider mode.
-	tmp, err := os.MkdirTemp(dir, ".mp-hsm-")
+	// place: the socket is never reachable with a wider mode. The private
+	// directory's name is short (".NNNNNNNNN/s"); when even that would
+	// make the path too long, the socket is bound in place under a umask
+	// that leaves it to its owner alone until its mode is set.
+	tmp, err := os.MkdirTemp(dir, ".")
 	if err != nil {
 		return fail(err)
 	}
 	defer os.RemoveAll(tmp)
 	tmpPath := filepath.Join(tmp, "s")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmpPath, Net: "unix"})
+	if len(tmpPath) > maxUnixPath {
+		tmpPath = path
+	}
+	ln, err := bindPrivate(tmpPath)
 	if err != nil {
 		return fail(err)
 	}
@@ -139,9 +163,11 @@ func listenUnix(path, group string) (net.Listener, error) {
 			return fail(fmt.Errorf("set the socket's group: %w", err))
 		}
 	}
-	if err := os.Rename(tmpPath, path); err != nil {
-		ln.Close()
-		return fail(err)
+	if tmpPath != path {
+		if err := os.Rename(tmpPath, path); err != nil {
+			ln.Close()
+			return fail(err)
+		}
 	}
 	fi, err := os.Lstat(path)
 	if err != nil {
@@ -173,6 +199,20 @@ func (l *unixListener) Close() error {
 	})
 	return err
 }
+
+// bindPrivate binds a unix socket at path, created with mode 0600 (the
+// umask is narrowed around the bind), ready for the caller's chmod.
+func bindPrivate(path string) (*net.UnixListener, error) {
+	umaskMu.Lock()
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	umaskMu.Unlock()
+	return ln, err
+}
+
+// umaskMu serialises the daemon's own umask changes.
+var umaskMu sync.Mutex
 
 // removeStale removes a socket at path that nobody listens on.
 func removeStale(path string) error {
@@ -253,4 +293,23 @@ func ActivationListeners() ([]net.Listener, error) {
 		lns = append(lns, ln)
 	}
 	return lns, nil
+}
+
+// checkListener refuses TCP listeners without a secret, or on an address
+// that is not loopback unless remote is allowed.
+func checkListener(ln net.Listener, allowRemote, haveSecret bool) error {
+	addr := ln.Addr()
+	switch a := addr.(type) {
+	case *net.UnixAddr:
+		return nil
+	case *net.TCPAddr:
+		if !haveSecret {
+			return fmt.Errorf("%w: TCP listener %s: callers on TCP must authenticate, and no client secret is configured (--client-secret-file)", ErrConfig, addr)
+		}
+		if !allowRemote && !a.IP.IsLoopback() {
+			return fmt.Errorf("%w: TCP listener %s is not on a loopback address; allow it explicitly (--allow-remote)", ErrConfig, addr)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: listener on %s %s: only unix and tcp are supported", ErrConfig, addr.Network(), addr)
 }

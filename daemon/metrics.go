@@ -86,8 +86,8 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.storeSize = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mphsm_token_store_keys",
-		Help: "Keys (distinct requests) in the token store.",
-	}, func() float64 { return float64(s.store.len()) })
+		Help: "Keys (distinct requests) in the token cache.",
+	}, func() float64 { return float64(s.cache.Len()) })
 	m.certExpiry = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mphsm_certificate_expiry_seconds",
 		Help: "Seconds until the key's certificate expires (negative once expired); NaN without a certificate.",

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mp-hsm/mp-hsm/grant"
 )
 
 // Server is the token daemon. Make one with New, give it listeners with
@@ -26,7 +28,7 @@ type Server struct {
 	reg      *prometheus.Registry
 	metrics  *metrics
 	sem      chan struct{}
-	store    store
+	cache    *grant.Cache
 	metricsH http.Handler
 
 	ctx    context.Context // ends when the server has stopped serving
@@ -99,7 +101,7 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, sem: make(chan struct{}, cfg.MaxConcurrent)}
+	s := &Server{reg: reg, sem: make(chan struct{}, cfg.MaxConcurrent), cache: newCache(cfg)}
 	s.st.Store(newSettings(cfg))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.setReady(false, "starting")
@@ -242,25 +244,6 @@ func (s *Server) Serve(ln net.Listener) error {
 	return hs.Serve(ln)
 }
 
-// checkListener refuses TCP listeners without a secret, or on an address
-// that is not loopback unless remote is allowed.
-func checkListener(ln net.Listener, allowRemote, haveSecret bool) error {
-	addr := ln.Addr()
-	switch a := addr.(type) {
-	case *net.UnixAddr:
-		return nil
-	case *net.TCPAddr:
-		if !haveSecret {
-			return fmt.Errorf("%w: TCP listener %s: callers on TCP must authenticate, and no client secret is configured (--client-secret-file)", ErrConfig, addr)
-		}
-		if !allowRemote && !a.IP.IsLoopback() {
-			return fmt.Errorf("%w: TCP listener %s is not on a loopback address; allow it explicitly (--allow-remote)", ErrConfig, addr)
-		}
-		return nil
-	}
-	return fmt.Errorf("%w: listener on %s %s: only unix and tcp are supported", ErrConfig, addr.Network(), addr)
-}
-
 // Shutdown stops the server gracefully: the listeners close at once,
 // requests in flight are answered (waiting, if they must, for their
 // exchange), then background refreshes and the reconnect loop stop and the
@@ -287,9 +270,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.stopBackground()
-	s.store.clear()
 	done := make(chan struct{})
 	go func() {
+		s.cache.Close()
 		s.bg.Wait()
 		close(done)
 	}()
@@ -338,8 +321,9 @@ func (s *Server) closeConn() {
 // the key cannot be opened yet: a refused PIN is reported again, any other
 // failure starts the reconnect loop with the new OpenSigner.
 //
-// Listeners, MaxConcurrent, the HTTP timeouts and the Registry keep their
-// values from New.
+// Listeners, MaxConcurrent, the HTTP timeouts, the Registry and the token
+// cache's settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep
+// their values from New.
 //
 // PKCS#11 login state belongs to the process: while the old signer is
 // still open, the new one's login finds the token logged in, so a PIN
@@ -386,6 +370,8 @@ func (s *Server) Reload(cfg Config) error {
 	s.logReady(c, "configuration reloaded; ready")
 	return nil
 }
+
+var errShuttingDown = errors.New("the daemon is shutting down")
 
 // slogWriter sends net/http's error log lines to slog at debug level
 // (they are about callers' broken connections, not about the daemon).

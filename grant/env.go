@@ -70,7 +70,15 @@ func (e Environment) presetName() string {
 	return e.Name
 }
 
-// validate checks that the issuer and the endpoints are usable URLs.
+// Validate checks that the issuer and the endpoints are usable URLs:
+// absolute, https (or http on a loopback host, or anywhere when
+// allowInsecure is set), without credentials or a fragment. The error is a
+// *ConfigError naming the field; credentials in a URL are never echoed.
+func (e Environment) Validate(allowInsecure bool) error {
+	return e.validate(allowInsecure)
+}
+
+// validate is Validate.
 func (e Environment) validate(allowInsecure bool) error {
 	if err := checkEndpoint("Environment.Issuer", e.Issuer, allowInsecure); err != nil {
 		return err
@@ -92,18 +100,23 @@ func checkEndpoint(field, raw string, allowInsecure bool) error {
 	if raw == "" {
 		return &ConfigError{Field: field, Reason: "missing"}
 	}
+	shown := RedactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		return &ConfigError{Field: field, Value: raw, Reason: "not a URL", Err: err}
+		if shown != raw {
+			// The parser's message may quote a piece of the password.
+			return &ConfigError{Field: field, Value: shown, Reason: "not a URL, and credentials in a URL are not allowed"}
+		}
+		return &ConfigError{Field: field, Value: shown, Reason: "not a URL", Err: err}
 	}
 	if !u.IsAbs() || u.Host == "" || u.Opaque != "" {
-		return &ConfigError{Field: field, Value: raw, Reason: "not an absolute URL"}
+		return &ConfigError{Field: field, Value: shown, Reason: "not an absolute URL"}
 	}
 	if u.User != nil {
-		return &ConfigError{Field: field, Value: raw, Reason: "credentials in a URL are not allowed"}
+		return &ConfigError{Field: field, Value: shown, Reason: "credentials in a URL are not allowed"}
 	}
 	if u.Fragment != "" {
-		return &ConfigError{Field: field, Value: raw, Reason: "a fragment is not allowed"}
+		return &ConfigError{Field: field, Value: shown, Reason: "a fragment is not allowed"}
 	}
 	switch u.Scheme {
 	case "https":
@@ -112,9 +125,26 @@ func checkEndpoint(field, raw string, allowInsecure bool) error {
 		if allowInsecure || isLoopback(u.Hostname()) {
 			return nil
 		}
-		return &ConfigError{Field: field, Value: raw, Reason: "http is allowed only for loopback hosts unless insecure endpoints are allowed; use https"}
+		return &ConfigError{Field: field, Value: shown, Reason: "http is allowed only for loopback hosts unless insecure endpoints are allowed; use https"}
 	}
-	return &ConfigError{Field: field, Value: raw, Reason: "scheme must be https"}
+	return &ConfigError{Field: field, Value: shown, Reason: "scheme must be https"}
+}
+
+// RedactURL returns raw with any user information (user:password@)
+// replaced by "REDACTED@", for error messages and logs. It works on text
+// that does not parse as a URL too: everything between "://" and the last
+// "@" is dropped.
+func RedactURL(raw string) string {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return raw
+	}
+	rest := raw[i+3:]
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	return raw[:i+3] + "REDACTED@" + rest[at+1:]
 }
 
 func isLoopback(host string) bool {

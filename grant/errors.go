@@ -37,6 +37,10 @@ var (
 	// certificate from a CA that is not a known Buypass or Commfides CA.
 	ErrUnknownIssuer = errors.New("grant: unknown certificate issuer")
 
+	// ErrCertificateExpired is wrapped by the *ConfigError for a signer
+	// whose certificate has expired: a key problem, not a usage error.
+	ErrCertificateExpired = errors.New("grant: the certificate has expired")
+
 	// ErrEnvironmentMismatch is matched by an *EnvironmentMismatchError.
 	ErrEnvironmentMismatch = errors.New("grant: certificate does not belong to the environment")
 )

@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -66,6 +67,9 @@ type Config struct {
 
 	now       func() time.Time // for tests; nil means time.Now
 	retryBase time.Duration    // for tests; zero means defaultRetryBase
+	// wait sleeps d or until ctx ends, before a retry; for tests; nil
+	// means a timer.
+	wait func(ctx context.Context, d time.Duration)
 }
 
 // Grant returns a new signed grant (a JWT per RFC 7523) for req. Each call
@@ -128,7 +132,8 @@ func (c *Config) prepare() (*keyInfo, error) {
 			return nil, err
 		}
 		if now := c.clock(); now.After(chain[0].NotAfter) {
-			return nil, &ConfigError{Field: "Signer", Reason: fmt.Sprintf("the certificate %q expired at %s; renew it", chain[0].Subject.CommonName, chain[0].NotAfter.UTC().Format(time.RFC3339))}
+			return nil, &ConfigError{Field: "Signer", Reason: fmt.Sprintf("the certificate %q expired at %s; renew it", chain[0].Subject.CommonName, chain[0].NotAfter.UTC().Format(time.RFC3339)),
+				Err: ErrCertificateExpired}
 		}
 	}
 	return headerMemo.get(c.Signer, alg, c.KeyID, chain)

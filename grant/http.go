@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -80,7 +81,10 @@ func excerpt(b []byte) string {
 const (
 	maxAttempts      = 3
 	defaultRetryBase = 250 * time.Millisecond
-	skewThreshold    = 5 * time.Second
+	// maxRetryAfter is the longest Retry-After honoured by waiting; a
+	// server that asks for more gets no retry, and its answer is returned.
+	maxRetryAfter = 60 * time.Second
+	skewThreshold = 5 * time.Second
 )
 
 // answer is an HTTP answer with status below 500, its body read.
@@ -141,15 +145,21 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 			break
 		}
 		delay := c.backoff(attempt)
+		if last5xx != nil {
+			// A server that says when to come back (RFC 9110 section
+			// 10.2.3) is not asked sooner, nor waited for beyond reason.
+			if ra, ok := retryAfter(last5xx.header, c.clock()); ok {
+				if ra > maxRetryAfter {
+					log.DebugContext(ctx, "not retried: Retry-After too long", "url", endpoint, "retry_after", ra)
+					break
+				}
+				delay = max(delay, ra)
+			}
+		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
 			break
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-t.C:
-		}
+		c.sleep(ctx, delay)
 		if ctx.Err() != nil {
 			break
 		}
@@ -161,6 +171,36 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 		lastErr = errors.Join(lastErr, ctx.Err())
 	}
 	return nil, &unavailableError{url: endpoint, attempts: attempt, err: lastErr}
+}
+
+// sleep waits d, or until ctx ends.
+func (c *Config) sleep(ctx context.Context, d time.Duration) {
+	if c.wait != nil {
+		c.wait(ctx, d)
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// retryAfter reads a Retry-After header: a number of seconds or an HTTP
+// date. It reports false when there is none or it does not parse.
+func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
 }
 
 // backoff returns the wait before attempt+1: the base doubled per attempt,

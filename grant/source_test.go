@@ -239,7 +239,7 @@ func TestCacheSweepsExpired(t *testing.T) {
 	srv := newEmulator(t, clk)
 	cfg := testConfig(t, srv, 0)
 	cfg.now = clk.Now
-	cfg.Cache = new(Cache)
+	cfg.Cache = &Cache{now: clk.Now}
 	if _, err := cfg.TokenSource(context.Background(), Request{Scopes: []string{"test:read"}}).Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -277,5 +277,32 @@ func TestCachedTokenDoesNotAllocate(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { ts.Token() }); n != 0 {
 		t.Errorf("Token allocates %v times per call, want 0", n)
+	}
+}
+
+func TestTokenSourceBackgroundCache(t *testing.T) {
+	clk := newFakeClock()
+	srv := newEmulator(t, clk) // tokens live 120 s
+	cfg := testConfig(t, srv, 0)
+	cfg.now = clk.Now
+	cfg.Cache = &Cache{Background: true, now: clk.Now}
+	t.Cleanup(cfg.Cache.Close)
+	ts := cfg.TokenSource(context.Background(), testReq)
+	first, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Due at 90 s: handed out at once while a refresh runs.
+	clk.Advance(91 * time.Second)
+	if tok, err := ts.Token(); err != nil || tok != first {
+		t.Fatalf("Token = %v, %v; want the due token without waiting", tok, err)
+	}
+	waitFlight(ts.bound.Load().entry)
+	second, err := ts.Token()
+	if err != nil || second.AccessToken == first.AccessToken {
+		t.Fatalf("after the background refresh: %v, same token %v", err, second.AccessToken == first.AccessToken)
+	}
+	if n := srv.Stats().TokenRequests; n != 2 {
+		t.Errorf("TokenRequests = %d, want 2", n)
 	}
 }

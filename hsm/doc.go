@@ -42,5 +42,15 @@
 // PKCS#11 return values are mapped to the sentinel errors of this package
 // (ErrTokenRemoved, ErrPINIncorrect, ErrKeyNotFound, ...), which errors.Is
 // recognises; the original return value stays reachable with
-// errors.As(err, new(pkcs11.Error)).
+// errors.As(err, new(pkcs11.Error)). IsPINRefused and Transient classify an
+// error for a caller deciding whether to stop (a PIN problem: never retry)
+// or to open the token again (a removed card, a broken session), so that no
+// other package needs PKCS#11 return values.
+//
+// # Closing
+//
+// Module.Close and Token.Close wait for the calls in flight (a signature
+// under way finishes) and then end the sessions; every later call on the
+// Module, its Tokens or their Keys returns ErrClosed. Module.Close closes
+// the tokens opened from it.
 package hsm

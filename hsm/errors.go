@@ -56,7 +56,16 @@ var (
 	ErrPINInvalid = errors.New("PIN not accepted by the token")
 	// ErrNotLoggedIn: the operation needs a login first.
 	ErrNotLoggedIn = errors.New("not logged in")
+	// ErrLoginFailed: C_Login failed with a code that names no PIN
+	// problem (CKR_FUNCTION_FAILED, CKR_DEVICE_ERROR, ...). Some drivers
+	// report a wrong PIN so, and the try may have been counted: the PIN
+	// must not be presented again until a person has looked.
+	ErrLoginFailed = errors.New("login failed")
 
+	// ErrObjectGone: a key or object handle is no longer valid
+	// (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID): the token was
+	// replaced or re-initialised, or the object deleted. Find the key again.
+	ErrObjectGone = errors.New("key or object no longer on the token")
 	// ErrKeyNotFound: no private key matches the selector.
 	ErrKeyNotFound = errors.New("key not found")
 	// ErrAmbiguousKey: several private keys match and none was chosen.
@@ -146,10 +155,57 @@ func kindOf(rv pkcs11.Error) error {
 		return ErrKeyCannotSign
 	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID:
 		return ErrUnsupported
+	case pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_KEY_HANDLE_INVALID:
+		return ErrObjectGone
 	case pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED:
 		return ErrClosed
 	}
 	return ErrModule
+}
+
+// IsPINRefused reports whether err says that the token refused the PIN, or
+// that Login refused to present one: a *PINError, or any of ErrPINIncorrect,
+// ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid and
+// ErrPINRequired. Such an error must never be retried on its own: each retry
+// with the same PIN spends a try, and cards lock after a few. Tell the user
+// (Error says what the token's flags now report) and let them act.
+func IsPINRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pe *PINError
+	if errors.As(err, &pe) {
+		return true
+	}
+	for _, k := range []error{ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid, ErrPINRequired} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// Transient reports whether err is a failure of the token or the reader
+// that may pass once the token is opened again (a new module, token and
+// login, and the key found again): the card was removed (ErrTokenRemoved)
+// or is not in the reader (ErrNoToken), the session broke
+// (ErrSessionClosed), the device failed (ErrDevice), the login was lost
+// (ErrNotLoggedIn), or the key's handle is stale (ErrObjectGone).
+//
+// It is false for PIN errors (see IsPINRefused), which must not be retried,
+// for ErrClosed, which says this process closed the Module or Token itself,
+// and for errors that name a wrong choice (ErrKeyNotFound, ErrUnsupported,
+// ...), which opening again does not cure.
+func Transient(err error) bool {
+	if err == nil || IsPINRefused(err) {
+		return false
+	}
+	for _, k := range []error{ErrTokenRemoved, ErrNoToken, ErrSessionClosed, ErrDevice, ErrNotLoggedIn, ErrObjectGone} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // PINError is returned by Token.Login when the token refused the PIN or when
@@ -167,6 +223,11 @@ type PINError struct {
 // contains the PIN.
 func (e *PINError) Error() string {
 	var msg string
+	switch {
+	case !e.Attempted && e.Code != 0:
+		// A refusal remembered: nothing was presented this time.
+		return "login: refusing to present the PIN again: the token refused it before (" + e.Code.Error() + "); check the PIN and the token, then start again"
+	}
 	switch e.Kind {
 	case ErrPINFinalTry:
 		msg = "refusing to try a PIN: the token says the next wrong PIN locks it; check the PIN and allow the final try explicitly"
@@ -180,6 +241,8 @@ func (e *PINError) Error() string {
 		msg = "PIN incorrect (one try spent, not retried): " + e.Flags.TriesLeft()
 	case ErrPINRequired:
 		msg = "the token needs a PIN and none was given"
+	case ErrLoginFailed:
+		msg = "the token refused the login without naming a PIN error (it may have counted a wrong PIN); the PIN is not presented again: check it and the token, then retry by hand"
 	default:
 		msg = e.Kind.Error()
 	}
@@ -191,10 +254,11 @@ func (e *PINError) Error() string {
 
 // Unwrap exposes the sentinel and the PKCS#11 return value.
 func (e *PINError) Unwrap() []error {
+	errs := []error{e.Kind}
 	if e.Code != 0 {
-		return []error{e.Kind, e.Code}
+		errs = append(errs, e.Code)
 	}
-	return []error{e.Kind}
+	return errs
 }
 
 // SelectionError is returned when a token or key selection matches nothing or

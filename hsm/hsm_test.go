@@ -241,7 +241,7 @@ func TestKeysCertificatesAndKeySelection(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || k.Label != tc.wantLabel {
+			if err != nil || k.Info().Label != tc.wantLabel {
 				t.Fatalf("FindKey(%v) = %v, %v; want %q", tc.sel, k, err, tc.wantLabel)
 			}
 		})
@@ -264,7 +264,7 @@ func TestAmbiguousKeys(t *testing.T) {
 		}
 	}
 	k, err := ht.FindKey(hsm.KeySelector{ID: []byte{2}})
-	if err != nil || !bytes.Equal(k.ID, []byte{2}) {
+	if err != nil || !bytes.Equal(k.Info().ID, []byte{2}) {
 		t.Fatalf("FindKey(id 02) = %v, %v", k, err)
 	}
 }
@@ -336,7 +336,7 @@ func TestSignVerifiedByStandardLibrary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if k.Type != hsm.KeyTypeEC {
+		if k.Info().Type != hsm.KeyTypeEC {
 			t.Fatalf("key %v: want EC", k)
 		}
 		d := digest(h, msg)
@@ -357,7 +357,7 @@ func TestAlwaysAuthenticateKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !k.AlwaysAuthenticate {
+	if !k.Info().AlwaysAuthenticate {
 		t.Fatal("the signing key should have CKA_ALWAYS_AUTHENTICATE")
 	}
 	d := digest(crypto.SHA256, []byte("grant"))
@@ -509,7 +509,7 @@ func TestSelectionByURI(t *testing.T) {
 						defer ht.Close()
 						if err = ht.Login(hsm.StaticPIN([]byte(tok.PIN)), hsm.LoginOptions{}); err == nil {
 							var k *hsm.Key
-							if k, err = ht.FindKey(ks); err == nil && k.Label != tc.wantLabel {
+							if k, err = ht.FindKey(ks); err == nil && k.Info().Label != tc.wantLabel {
 								t.Fatalf("URI chose key %v, want %q", k, tc.wantLabel)
 							}
 						}

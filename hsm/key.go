@@ -19,9 +19,12 @@ import (
 // and ECDSA (CKM_ECDSA, with the signature returned as ASN.1 DER as
 // crypto.Signer requires). A Key is bound to its Token: closing the token
 // ends it. Safe for concurrent use; signatures run in parallel up to the
-// token's session limit.
+// token's session limit. After Close of its Token or Module, its methods
+// that reach the token return ErrClosed.
 type Key struct {
-	KeyInfo
+	// info is what FindKey found. It is never changed: signing reads its
+	// Type and AlwaysAuthenticate, and Info hands out copies.
+	info   KeyInfo
 	t      *Token
 	handle pkcs11.ObjectHandle
 }
@@ -39,11 +42,18 @@ func (t *Token) newKey(o keyObject) (*Key, error) {
 	if o.info.Type != KeyTypeRSA && o.info.Type != KeyTypeEC {
 		return nil, &Error{Op: "find key", Kind: ErrUnsupported, Detail: o.info.String() + ": only RSA and EC keys can sign"}
 	}
-	return &Key{KeyInfo: o.info, t: t, handle: o.handle}, nil
+	return &Key{info: o.info.clone(), t: t, handle: o.handle}, nil
 }
 
+// Info describes the key: a copy, which the caller may change without
+// changing the Key.
+func (k *Key) Info() KeyInfo { return k.info.clone() }
+
+// String describes the key as KeyInfo.String does.
+func (k *Key) String() string { return k.info.String() }
+
 // Public returns the key's public half.
-func (k *Key) Public() crypto.PublicKey { return k.KeyInfo.Public }
+func (k *Key) Public() crypto.PublicKey { return k.info.Public }
 
 // Token returns the token the key is on.
 func (k *Key) Token() *Token { return k.t }
@@ -60,6 +70,10 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 // presented with C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit and C_Sign;
 // a wrong PIN there is never retried.
 func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if err := k.t.enter("sign"); err != nil {
+		return nil, err
+	}
+	defer k.t.leave()
 	if opts == nil {
 		opts = crypto.Hash(0)
 	}
@@ -81,7 +95,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	if err != nil {
 		return nil, err
 	}
-	if k.Type == KeyTypeEC {
+	if k.info.Type == KeyTypeEC {
 		return ecdsaDER(sig)
 	}
 	return sig, nil
@@ -93,7 +107,7 @@ func (k *Key) signOn(sh pkcs11.SessionHandle, mech []*pkcs11.Mechanism, input []
 	if err := k.t.p.SignInit(sh, mech, k.handle); err != nil {
 		return nil, false, wrap("C_SignInit", err)
 	}
-	if k.AlwaysAuthenticate {
+	if k.info.AlwaysAuthenticate {
 		if err := k.t.contextLogin(sh); err != nil {
 			// The signing operation C_SignInit started may still be
 			// active: close the session rather than reuse it.
@@ -133,7 +147,7 @@ var (
 
 func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*pkcs11.Mechanism, []byte, error) {
 	h := opts.HashFunc()
-	switch k.Type {
+	switch k.info.Type {
 	case KeyTypeRSA:
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
 			hm, ok := pssHash[h]
@@ -167,7 +181,7 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*pkcs11.Mechan
 		}
 		return mechECDSA, digest, nil
 	}
-	return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: "key type " + k.Type.String()}
+	return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: "key type " + k.info.Type.String()}
 }
 
 // ecdsaDER turns the raw r||s that CKM_ECDSA returns into the ASN.1 DER

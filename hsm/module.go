@@ -49,23 +49,38 @@ var (
 	libraries = map[string]*library{}
 )
 
-// DefaultModulePaths are the modules tried, in order, when no module is
-// given: the p11-kit proxy, OpenSC and SoftHSM2 at their Debian paths.
-var DefaultModulePaths = []string{
-	"/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
-	"/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
-	"/usr/lib/softhsm/libsofthsm2.so",
+// DefaultModulePaths returns the modules tried, in order, when no module is
+// given: the p11-kit proxy, OpenSC and SoftHSM2 at their Debian paths for
+// the architecture this program was built for.
+func DefaultModulePaths() []string {
+	lib := "/usr/lib/" + Multiarch()
+	return []string{
+		lib + "/p11-kit-proxy.so",
+		lib + "/opensc-pkcs11.so",
+		"/usr/lib/softhsm/libsofthsm2.so",
+	}
 }
+
+// Multiarch is Debian's multiarch triplet for the architecture this
+// program was built for ("x86_64-linux-gnu" on amd64), the directory under
+// /usr/lib where Debian installs PKCS#11 modules; "" where there is none.
+func Multiarch() string { return multiarchTriplet() }
 
 // FindDefaultModule returns the first of DefaultModulePaths that exists.
 func FindDefaultModule() (string, error) {
-	for _, p := range DefaultModulePaths {
-		if _, err := os.Stat(p); err == nil {
+	return firstModule(DefaultModulePaths())
+}
+
+// firstModule returns the first of paths that is a regular file (or a
+// link to one).
+func firstModule(paths []string) (string, error) {
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			return p, nil
 		}
 	}
 	return "", &Error{Op: "find module", Kind: ErrModuleNotFound,
-		Detail: "none of " + strings.Join(DefaultModulePaths, ", ") + " exists; install opensc (smart cards) or give the module path"}
+		Detail: "none of " + strings.Join(paths, ", ") + " exists; install opensc (smart cards) or give the module path"}
 }
 
 // Module is a loaded and initialised PKCS#11 module. Close it when done.
@@ -74,8 +89,12 @@ type Module struct {
 	p    p11
 	lib  *library
 
-	mu     sync.Mutex
-	closed bool
+	// gate is the module's closed state and counts the calls in flight into
+	// the module, including those of its tokens and keys.
+	gate gate
+
+	tokMu  sync.Mutex
+	tokens map[*Token]struct{} // open tokens, closed by Module.Close
 }
 
 // Open loads the PKCS#11 module at path and initialises it (C_Initialize with
@@ -125,22 +144,31 @@ func Open(path string) (*Module, error) {
 		libraries[abs] = lib
 	}
 	lib.refs++
-	return &Module{path: abs, p: lib.ctx, lib: lib}, nil
+	return &Module{path: abs, p: lib.ctx, lib: lib, tokens: map[*Token]struct{}{}}, nil
 }
 
 // Path returns the module's absolute path.
 func (m *Module) Path() string { return m.path }
 
-// Close releases the module. The last Close of a path in the process
-// finalises and unloads it, which ends every session and login on it. Close
-// is idempotent.
+// Close releases the module. It first waits for the calls in flight on the
+// module and on its tokens and keys (a signature under way finishes), then
+// closes every token opened from it, so that later calls on them return
+// ErrClosed. The last Close of a path in the process finalises and unloads
+// the module. Close is idempotent; it must not be called from a PINSource.
 func (m *Module) Close() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
+	if !m.gate.close() {
 		return nil
 	}
-	m.closed = true
+	// No call is in flight now and none can start: the tokens' sessions
+	// can be closed here without racing a signature.
+	m.tokMu.Lock()
+	toks := m.tokens
+	m.tokens = nil
+	m.tokMu.Unlock()
+	for t := range toks {
+		t.gate.close()
+		_ = t.closeSessions()
+	}
 	if m.lib == nil {
 		return nil
 	}
@@ -159,13 +187,20 @@ func (m *Module) Close() error {
 	return err
 }
 
-func (m *Module) check() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return &Error{Op: "module", Kind: ErrClosed}
+// enter counts a call into the module in, or returns ErrClosed for op.
+// Every successful enter is paired with m.gate.leave().
+func (m *Module) enter(op string) error {
+	if !m.gate.enter() {
+		return &Error{Op: op, Kind: ErrClosed, Detail: "the module was closed"}
 	}
 	return nil
+}
+
+// forget drops t from the tokens Close will close.
+func (m *Module) forget(t *Token) {
+	m.tokMu.Lock()
+	defer m.tokMu.Unlock()
+	delete(m.tokens, t)
 }
 
 // ModuleInfo describes a module (C_GetInfo).
@@ -178,9 +213,15 @@ type ModuleInfo struct {
 
 // Info returns the module's description.
 func (m *Module) Info() (ModuleInfo, error) {
-	if err := m.check(); err != nil {
+	if err := m.enter("module info"); err != nil {
 		return ModuleInfo{}, err
 	}
+	defer m.gate.leave()
+	return m.info()
+}
+
+// info reads C_GetInfo. The caller is inside m.gate.
+func (m *Module) info() (ModuleInfo, error) {
 	i, err := m.p.GetInfo()
 	if err != nil {
 		return ModuleInfo{}, wrap("C_GetInfo", err)

@@ -1,31 +1,15 @@
 package hsm
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
 	"sync"
-	"sync/atomic"
-	"unsafe"
 
 	"github.com/miekg/pkcs11"
 )
-
-// PINSource returns the PIN to present to the token. The caller of a
-// PINSource zeroes the returned slice as soon as it has been presented, so a
-// PINSource must return a fresh slice each time. A nil PINSource means: no
-// PIN, use the reader's PIN pad if it has one.
-type PINSource func() ([]byte, error)
-
-// StaticPIN returns a PINSource that hands out copies of pin. It keeps its
-// own copy of pin for as long as the PINSource is reachable.
-func StaticPIN(pin []byte) PINSource {
-	kept := append([]byte(nil), pin...)
-	return func() ([]byte, error) { return append([]byte(nil), kept...), nil }
-}
 
 // TokenOptions configures OpenToken. The zero value is ready to use.
 type TokenOptions struct {
@@ -43,7 +27,8 @@ type TokenOptions struct {
 }
 
 // Token is an open token: a login session, a pool of signing sessions, and
-// the login state. Close it when done. Safe for concurrent use.
+// the login state. Close it when done; closing its Module closes it too.
+// Safe for concurrent use.
 type Token struct {
 	m      *Module
 	p      p11
@@ -51,27 +36,31 @@ type Token struct {
 	flags  uint // session flags
 	log    *slog.Logger
 
-	mu       sync.Mutex // guards loginSH use (object searches, login) and the fields below
-	loginSH  pkcs11.SessionHandle
-	closed   bool
-	pin      PINSource // kept for CKU_CONTEXT_SPECIFIC logins
+	// gate is the token's closed state, the only one, and counts the
+	// calls in flight on the token and its keys.
+	gate gate
+
+	mu      sync.Mutex // serialises use of loginSH (object searches, login) and guards the fields below
+	loginSH pkcs11.SessionHandle
+	pin     PINSource // kept for CKU_CONTEXT_SPECIFIC logins
+	// refused is the context login's refusal, once one failed: the PIN
+	// is not presented again on this Token (see contextLogin).
+	refused  error
 	loggedIn bool
 
-	pool       chan pkcs11.SessionHandle // idle signing sessions
-	slots      chan struct{}             // one per session that exists
-	poolMu     sync.Mutex
-	poolClosed bool
-	isClosed   atomic.Bool
-	maxSess    int
+	pool    chan pkcs11.SessionHandle // idle signing sessions
+	slots   chan struct{}             // one per session that exists
+	maxSess int
 }
 
 // OpenToken opens the token in slotID: one session that holds the login
 // state and serves object searches, and, lazily, up to MaxSessions signing
 // sessions.
 func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
-	if err := m.check(); err != nil {
+	if err := m.enter("open token"); err != nil {
 		return nil, err
 	}
+	defer m.gate.leave()
 	ti, err := m.p.GetTokenInfo(slotID)
 	if err != nil {
 		if errors.Is(err, pkcs11.Error(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
@@ -108,7 +97,30 @@ func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 		slots:   make(chan struct{}, n),
 		maxSess: n,
 	}
+	m.tokMu.Lock()
+	m.tokens[t] = struct{}{}
+	m.tokMu.Unlock()
 	return t, nil
+}
+
+// enter counts a call on the token in, into the token's gate and then the
+// module's, or returns ErrClosed for op when either is closed. Every
+// successful enter is paired with t.leave().
+func (t *Token) enter(op string) error {
+	if !t.gate.enter() {
+		return &Error{Op: op, Kind: ErrClosed, Detail: "the token was closed"}
+	}
+	if err := t.m.enter(op); err != nil {
+		t.gate.leave()
+		return err
+	}
+	return nil
+}
+
+// leave counts a call out of the module's gate and the token's.
+func (t *Token) leave() {
+	t.m.gate.leave()
+	t.gate.leave()
 }
 
 // SlotID returns the slot the token is in.
@@ -120,6 +132,10 @@ func (t *Token) MaxSessions() int { return t.maxSess }
 // Info reads the token's information afresh (C_GetTokenInfo), for instance
 // to see its PIN flags.
 func (t *Token) Info() (TokenInfo, error) {
+	if err := t.enter("token info"); err != nil {
+		return TokenInfo{}, err
+	}
+	defer t.leave()
 	ti, err := t.p.GetTokenInfo(t.slotID)
 	if err != nil {
 		return TokenInfo{}, wrap("C_GetTokenInfo", err)
@@ -127,213 +143,34 @@ func (t *Token) Info() (TokenInfo, error) {
 	return *tokenInfo(ti), nil
 }
 
-// LoginOptions configures Token.Login.
-type LoginOptions struct {
-	// AllowFinalTry lets Login present a PIN although the token says the
-	// next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY). Set it only when a
-	// person has just typed the PIN and was told the risk.
-	AllowFinalTry bool
-	// Prompt, when set, is asked for the PIN when Login is given no PIN
-	// source and the reader has no PIN pad, for instance a terminal
-	// prompt. It is not asked when the token needs no login or when the
-	// login is refused before a PIN is presented.
-	Prompt PINSource
-}
-
-// Login logs the user in with the PIN from pin, or through the reader's PIN
-// pad when pin is nil and the token has a protected authentication path.
-//
-// Lockout warning: smart cards lock after a few wrong PINs. Login therefore
-// reads the token flags first and
-//   - does nothing when the token needs no login;
-//   - refuses, without presenting the PIN, when the PIN is locked
-//     (ErrPINLocked) or on its final try (ErrPINFinalTry, unless
-//     opts.AllowFinalTry);
-//   - logs a warning when the token reports a low PIN count;
-//   - calls pin once and C_Login exactly once, and never again on its own:
-//     a wrong PIN returns a *PINError (ErrPINIncorrect) with the token's
-//     flags as read after the attempt.
-//
-// The PIN bytes are zeroed after C_Login. The PIN source is kept for keys
-// with CKA_ALWAYS_AUTHENTICATE, which need the PIN again before each
-// signature.
-func (t *Token) Login(pin PINSource, opts LoginOptions) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return &Error{Op: "login", Kind: ErrClosed}
-	}
-	ti, err := t.p.GetTokenInfo(t.slotID)
-	if err != nil {
-		return wrap("C_GetTokenInfo", err)
-	}
-	flags := TokenFlags(ti.Flags)
-	if !flags.LoginRequired() {
-		t.loggedIn = true
-		return nil
-	}
-	if flags.PINLocked() {
-		return &PINError{Kind: ErrPINLocked, Flags: flags}
-	}
-	if flags.PINFinalTry() && !opts.AllowFinalTry {
-		return &PINError{Kind: ErrPINFinalTry, Flags: flags}
-	}
-	if flags.PINCountLow() {
-		t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
-	}
-	if pin == nil && !flags.ProtectedAuthPath() {
-		pin = opts.Prompt
-	}
-	var secret []byte
-	if pin != nil {
-		secret, err = pin()
-		if err != nil {
-			return fmt.Errorf("login: reading the PIN: %w", err)
-		}
-		defer clear(secret)
-	}
-	if len(secret) == 0 && !flags.ProtectedAuthPath() {
-		return &PINError{Kind: ErrPINRequired, Flags: flags}
-	}
-	err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
-	if err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
-		var rv pkcs11.Error
-		errors.As(err, &rv)
-		kind := kindOf(rv)
-		if kind == ErrPINIncorrect || kind == ErrPINLocked || kind == ErrPINExpired || kind == ErrPINInvalid {
-			after := flags
-			if ti2, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
-				after = TokenFlags(ti2.Flags)
-			}
-			if kind == ErrPINIncorrect && after.PINLocked() {
-				kind = ErrPINLocked
-			}
-			return &PINError{Kind: kind, Code: rv, Flags: after, Attempted: true}
-		}
-		return wrap("C_Login", err)
-	}
-	t.loggedIn = true
-	t.pin = pin
-	return nil
-}
-
-// bytesAsString views b as a string without copying, so that the only copy
-// of the PIN in Go memory is the caller's slice, which is zeroed after use.
-// The string must not outlive b's contents.
-func bytesAsString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
-}
-
-// contextLogin presents the PIN for one operation on a key with
-// CKA_ALWAYS_AUTHENTICATE, on session sh, between C_SignInit and C_Sign.
-func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
-	t.mu.Lock()
-	src := t.pin
-	t.mu.Unlock()
-	var secret []byte
-	if src != nil {
-		var err error
-		secret, err = src()
-		if err != nil {
-			return fmt.Errorf("context login: reading the PIN: %w", err)
-		}
-		defer clear(secret)
-	}
-	if err := t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret)); err != nil {
-		var rv pkcs11.Error
-		if errors.As(err, &rv) {
-			if k := kindOf(rv); k == ErrPINIncorrect || k == ErrPINLocked {
-				flags := TokenFlags(0)
-				if ti, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
-					flags = TokenFlags(ti.Flags)
-				}
-				return &PINError{Kind: k, Code: rv, Flags: flags, Attempted: true}
-			}
-		}
-		return wrap("C_Login(CKU_CONTEXT_SPECIFIC)", err)
-	}
-	return nil
-}
-
-// LoggedIn reports whether Login succeeded on this token.
-func (t *Token) LoggedIn() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.loggedIn
-}
-
-// acquire returns a signing session, opening one when fewer than MaxSessions
-// exist, and otherwise waiting for one to come back or for ctx to end.
-func (t *Token) acquire(ctx context.Context) (pkcs11.SessionHandle, error) {
-	if t.isClosed.Load() {
-		return 0, &Error{Op: "sign", Kind: ErrClosed}
-	}
-	select {
-	case sh := <-t.pool:
-		return sh, nil
-	default:
-	}
-	select {
-	case sh := <-t.pool:
-		return sh, nil
-	case t.slots <- struct{}{}:
-		sh, err := t.p.OpenSession(t.slotID, t.flags)
-		if err != nil {
-			<-t.slots
-			return 0, wrap("C_OpenSession", err)
-		}
-		return sh, nil
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-}
-
-// brokenSession reports whether err shows the session unusable.
-func brokenSession(err error) bool {
-	return err != nil && (errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrTokenRemoved) || errors.Is(err, ErrDevice))
-}
-
-// release gives a session back to the pool, or closes it when broken.
-func (t *Token) release(sh pkcs11.SessionHandle, broken bool) {
-	if broken {
-		t.discard(sh)
-		return
-	}
-	t.poolMu.Lock()
-	defer t.poolMu.Unlock()
-	if t.poolClosed {
-		_ = t.p.CloseSession(sh)
-		<-t.slots
-		return
-	}
-	t.pool <- sh // never blocks: at most cap(pool) sessions exist
-}
-
-func (t *Token) discard(sh pkcs11.SessionHandle) {
-	_ = t.p.CloseSession(sh)
-	<-t.slots
-}
-
-// Close closes every session of the token, which ends its login. It does
-// not close the Module. Close is idempotent.
+// Close closes every session of the token, which ends its login. It waits
+// for the calls in flight on the token and its keys (a signature under way
+// finishes); later calls return ErrClosed. It does not close the Module.
+// Close is idempotent; it must not be called from a PINSource.
 func (t *Token) Close() error {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
+	if !t.gate.close() {
 		return nil
 	}
-	t.closed = true
-	t.isClosed.Store(true)
+	if !t.m.gate.enter() {
+		// The module is closing, and closes this token's sessions.
+		return nil
+	}
+	defer t.m.gate.leave()
+	// Forgotten before the sessions are closed, and inside the module's
+	// gate: Module.Close, which waits for this, will not close them again.
+	t.m.forget(t)
+	return t.closeSessions()
+}
+
+// closeSessions closes the idle signing sessions and the login session.
+// The token's gate is closed and drained, so every signing session is back
+// in the pool, and nothing else uses the module's sessions of this token.
+func (t *Token) closeSessions() error {
+	t.mu.Lock()
 	t.pin = nil
 	t.loggedIn = false
 	sh := t.loginSH
 	t.mu.Unlock()
-
-	t.poolMu.Lock()
-	t.poolClosed = true
 	for idle := true; idle; {
 		select {
 		case s := <-t.pool:
@@ -342,7 +179,5 @@ func (t *Token) Close() error {
 			idle = false
 		}
 	}
-	t.poolMu.Unlock()
-	// Sessions in use are closed by release when they come back.
 	return wrap("C_CloseSession", t.p.CloseSession(sh))
 }

@@ -69,7 +69,7 @@ func needTools(t *testing.T) {
 		}
 	}
 	if len(missing) > 0 {
-		t.Fatalf("missing what the package test needs: run `make deps-deb` as root, or apt-get install %s", strings.Join(missing, " "))
+		t.Fatalf("missing what the package test needs: run scripts/deps.sh as root, or apt-get install --no-install-recommends %s", strings.Join(missing, " "))
 	}
 }
 

@@ -16,6 +16,9 @@
 #   make bench COUNT=10 BENCHTIME=2s
 set -euo pipefail
 cd "$(dirname "$0")/.."
+top=$(pwd)
+# bench/ is a module of its own (github.com/mp-hsm/mp-hsm/bench): its
+# plotting and load-generating dependencies stay out of the library's.
 COUNT=${COUNT:-5}
 BENCHTIME=${BENCHTIME:-1s}
 out=bin/bench
@@ -58,15 +61,15 @@ bench "${common[@]}" -bench Parallel -cpu 1,2 ./...
 
 echo "== load on mp-hsm serve (bench/load)"
 if "$out/mp-hsm" serve --help >/dev/null 2>&1; then
-  echo "# cmd: go run ./bench/load -mp-hsm $out/mp-hsm -store $out/store -out $out/load.json" >>"$raw"
-  go run ./bench/load -mp-hsm "$out/mp-hsm" -store "$out/store" -out "$out/load.json" ||
+  echo "# cmd: (cd bench && go run ./load -mp-hsm $top/$out/mp-hsm -store $top/$out/store -out $top/$out/load.json)" >>"$raw"
+  (cd bench && go run ./load -mp-hsm "$top/$out/mp-hsm" -store "$top/$out/store" -out "$top/$out/load.json") ||
     echo "bench/load failed: the report will say the daemon's latency was not measured"
 else
   echo "mp-hsm has no serve command: the report will say the daemon's latency was not measured"
 fi
 
 echo "# elapsed: $(($(date +%s) - start)) s" >>"$raw"
-go run ./bench/report -in "$raw" -load "$out/load.json" -out docs/BENCHMARKS.md -plot docs/bench-daemon-latency.png
+(cd bench && go run ./report -in "$top/$raw" -load "$top/$out/load.json" -out "$top/docs/BENCHMARKS.md" -plot "$top/docs/bench-daemon-latency.png")
 echo "== wrote docs/BENCHMARKS.md (raw output in $raw)"
 [ "$status" -eq 0 ] || echo "some benchmarks failed: see 'Problems in this run' in docs/BENCHMARKS.md" >&2
 exit $status

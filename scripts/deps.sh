@@ -1,50 +1,53 @@
 #!/usr/bin/env bash
-# Makes sure the system packages mp-hsm's tests and demo need are present:
-# SoftHSM2 (the token the tests run against) and OpenSC (pkcs11-spy counts
-# PKCS#11 calls; pkcs11-tool is used by bench/). With the argument "deb",
-# also what the Debian packages (make deb) and their test need: the arm64
-# cross compiler and C library, qemu-user-static to run the arm64 binary,
-# dpkg-dev (dpkg-buildflags, dpkg-shlibdeps), lintian, systemd
-# (systemd-analyze verify) and man-db (man -l). Installs them when run as
-# root on a Debian-like system, and says what it installs; otherwise says
-# the one command to run.
+# Installs the system packages that mp-hsm's tests, demo and benchmarks use,
+# and nothing else: each line of NEEDS below names a file or command, the
+# Debian package that provides it and what uses it. Run by make test, make
+# deb, make demo and make bench. As root on a Debian-like system it installs what is
+# missing (without recommended packages) and says what; otherwise it says the
+# one command to run and fails.
 set -euo pipefail
 
-need=()
-[ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
-[ -e /usr/lib/x86_64-linux-gnu/pkcs11-spy.so ] || command -v pkcs11-tool >/dev/null || need+=(opensc)
-command -v gcc >/dev/null || need+=(gcc)
+arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 
-deb=()
-if [ "${1:-}" = deb ]; then
-  command -v aarch64-linux-gnu-gcc >/dev/null || deb+=(gcc-aarch64-linux-gnu)
-  [ -e /usr/aarch64-linux-gnu/include/stdlib.h ] || deb+=(libc6-dev-arm64-cross)
-  command -v qemu-aarch64-static >/dev/null || deb+=(qemu-user-static)
-  command -v dpkg-buildflags >/dev/null && command -v dpkg-shlibdeps >/dev/null || deb+=(dpkg-dev)
-  command -v lintian >/dev/null || deb+=(lintian)
-  command -v systemd-analyze >/dev/null || deb+=(systemd)
-  command -v man >/dev/null || deb+=(man-db)
-fi
+# path-or-command | Debian package | what uses it
+NEEDS=(
+  "gcc|gcc|cgo: the hsm package and everything that links it"
+  "/usr/lib/softhsm/libsofthsm2.so|softhsm2|the PKCS#11 token of every test and of make demo"
+  "softhsm2-util|softhsm2|softhsm tests: another process sees the test tokens"
+  "pkcs11-tool|opensc|provision tests and the by-hand baseline in make bench"
+  "/usr/lib/$arch/pkcs11-spy.so|opensc-pkcs11|tests that count PKCS#11 calls"
+  "/usr/lib/$arch/opensc-pkcs11.so|opensc-pkcs11|the default-module test (OpenSC with no card)"
+  "openssl|openssl|signer tests: a PKCS#12 file written by openssl"
+  "/usr/include/p11-kit-1/p11-kit/pkcs11.h|libp11-kit-dev|internal/p11shim: the test module built with gcc"
+  "aarch64-linux-gnu-gcc|gcc-aarch64-linux-gnu|make deb: the arm64 binary (cgo)"
+  "/usr/aarch64-linux-gnu/include/stdlib.h|libc6-dev-arm64-cross|make deb: the arm64 C library"
+  "dpkg-buildflags|dpkg-dev|make deb: Debian's hardening flags; dpkg-shlibdeps in the packaging test"
+  "lintian|lintian|make deb: checks both packages"
+  "qemu-aarch64-static|qemu-user-static|packaging test: runs the arm64 binary"
+  "systemd-analyze|systemd|packaging test: verifies the units, applies sysusers.d and tmpfiles.d"
+  "man|man-db|packaging test: man -l of the man pages"
+)
 
-if [ ${#need[@]} -eq 0 ] && [ ${#deb[@]} -eq 0 ]; then
-  exit 0
-fi
+missing=() why=()
+for need in "${NEEDS[@]}"; do
+  IFS='|' read -r what pkg use <<<"$need"
+  if [[ $what == /* ]]; then [[ -e $what ]] && continue; else command -v "$what" >/dev/null && continue; fi
+  [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+  why+=("  $pkg: $what ($use)")
+done
 
-# Other people's apt-get may hold the lock: wait for it, up to 10 minutes.
-apt=(apt-get -o DPkg::Lock::Timeout=600)
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+((${#missing[@]} == 0)) && exit 0
+
+if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  echo "deps: installing ${missing[*]}:" >&2
+  printf '%s\n' "${why[@]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  "${apt[@]}" update -qq >/dev/null
-  if [ ${#need[@]} -gt 0 ]; then
-    echo "deps: installing ${need[*]}" >&2
-    "${apt[@]}" install -y -qq "${need[@]}" >/dev/null
-  fi
-  if [ ${#deb[@]} -gt 0 ]; then
-    # Without Recommends: lintian's and qemu's would pull in far more.
-    echo "deps: installing, for the Debian packages: ${deb[*]}" >&2
-    "${apt[@]}" install -y -qq --no-install-recommends "${deb[@]}" >/dev/null
-  fi
+  apt=(apt-get -o DPkg::Lock::Timeout=600 -q)
+  "${apt[@]}" update >/dev/null
+  "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
   exit 0
 fi
-echo "deps: missing ${need[*]} ${deb[*]}; install with: sudo apt-get install -y ${need[*]} ${deb[*]}" >&2
+echo "deps: missing ${missing[*]}:" >&2
+printf '%s\n' "${why[@]}" >&2
+echo "deps: install with: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
 exit 1

@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
 // Errors from reading key files; test for them with errors.Is.
@@ -86,14 +87,14 @@ func FromPEM(keyPEM []byte, chainPEM []byte) (*FileSigner, error) {
 // FromFiles reads a PEM private key from keyPath and, unless chainPath is
 // empty, certificates from chainPath, and calls FromPEM.
 func FromFiles(keyPath, chainPath string) (*FileSigner, error) {
-	keyPEM, err := os.ReadFile(keyPath)
+	keyPEM, err := safefile.Read(keyPath, safefile.MaxCertificates)
 	if err != nil {
 		return nil, fmt.Errorf("signer: reading key: %w", err)
 	}
 	defer clear(keyPEM)
 	var chainPEM []byte
 	if chainPath != "" {
-		if chainPEM, err = os.ReadFile(chainPath); err != nil {
+		if chainPEM, err = safefile.Read(chainPath, safefile.MaxCertificates); err != nil {
 			return nil, fmt.Errorf("signer: reading certificate chain: %w", err)
 		}
 	}
@@ -129,7 +130,7 @@ func FromPKCS12(data []byte, password string) (*FileSigner, error) {
 
 // FromPKCS12File reads the file at path and calls FromPKCS12.
 func FromPKCS12File(path, password string) (*FileSigner, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, safefile.MaxPKCS12)
 	if err != nil {
 		return nil, fmt.Errorf("signer: reading PKCS#12: %w", err)
 	}

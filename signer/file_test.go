@@ -13,12 +13,13 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
 )
 
 func pemBlock(t testing.TB, typ string, der []byte) []byte {
@@ -291,12 +292,9 @@ func TestFromPKCS12(t *testing.T) {
 }
 
 // TestFromPKCS12OpenSSL reads a PKCS#12 file written by the openssl command,
-// as users export soft certificates; skipped without openssl.
+// as users export soft certificates; it needs openssl (make deps).
 func TestFromPKCS12OpenSSL(t *testing.T) {
-	opensslPath, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl not installed")
-	}
+	opensslPath := testexec.Tool(t, "openssl", "openssl")
 	p := newTestPKI(t)
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
@@ -310,10 +308,11 @@ func TestFromPKCS12OpenSSL(t *testing.T) {
 	certPath := write("leaf.pem", certsPEM(p.leaf))
 	caPath := write("ca.pem", certsPEM(p.root, p.inter))
 	p12Path := filepath.Join(dir, "out.p12")
-	cmd := exec.Command(opensslPath, "pkcs12", "-export", "-inkey", keyPath, "-in", certPath,
+	cmd := testexec.Command(t, 0, opensslPath, "pkcs12", "-export", "-inkey", keyPath, "-in", certPath,
 		"-certfile", caPath, "-name", "virksomhet", "-passout", "pass:secret", "-out", p12Path)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("openssl pkcs12 -export: %v\n%s", err, out)
+	cmd.Env = testexec.Env(dir)
+	if res := testexec.Run(t, cmd); res.Code != 0 {
+		t.Fatalf("openssl pkcs12 -export: %s", res)
 	}
 	s, err := FromPKCS12File(p12Path, "secret")
 	if err != nil {

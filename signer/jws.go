@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // SigningMethod is a JWS algorithm (RFC 7518) that signs with any
@@ -220,61 +222,20 @@ var errECDSASignature = errors.New("signer returned a malformed ECDSA signature;
 
 // rawECDSA converts an ASN.1 DER ECDSA signature, SEQUENCE { r INTEGER,
 // s INTEGER }, to r||s with each of r and s left-padded to size bytes, the form
-// RFC 7518 section 3.4 requires.
+// RFC 7518 section 3.4 requires. It reads the DER with cryptobyte, as
+// hsm writes it, and so accepts only minimal (DER, not BER) encodings.
 func rawECDSA(der []byte, size int) ([]byte, error) {
-	seq, rest, ok := derElement(der, 0x30)
-	if !ok || len(rest) != 0 {
+	var r, s big.Int
+	in, seq := cryptobyte.String(der), cryptobyte.String(nil)
+	if !in.ReadASN1(&seq, cbasn1.SEQUENCE) || !in.Empty() ||
+		!seq.ReadASN1Integer(&r) || !seq.ReadASN1Integer(&s) || !seq.Empty() {
 		return nil, errECDSASignature
 	}
-	r, seq, ok := derElement(seq, 0x02)
-	if !ok {
-		return nil, errECDSASignature
-	}
-	s, seq, ok := derElement(seq, 0x02)
-	if !ok || len(seq) != 0 {
+	if r.Sign() < 0 || s.Sign() < 0 || r.BitLen() > 8*size || s.BitLen() > 8*size {
 		return nil, errECDSASignature
 	}
 	out := make([]byte, 2*size)
-	if !putUnsigned(out[:size], r) || !putUnsigned(out[size:], s) {
-		return nil, errECDSASignature
-	}
+	r.FillBytes(out[:size])
+	s.FillBytes(out[size:])
 	return out, nil
-}
-
-// derElement splits the DER element with the given tag from the front of b.
-// Lengths up to 255 are enough for ECDSA signatures on P-256 and P-384.
-func derElement(b []byte, tag byte) (content, rest []byte, ok bool) {
-	if len(b) < 2 || b[0] != tag {
-		return nil, nil, false
-	}
-	n := int(b[1])
-	b = b[2:]
-	if n >= 0x80 {
-		// Long form: only one length byte, and only where needed (DER).
-		if n != 0x81 || len(b) == 0 || b[0] < 0x80 {
-			return nil, nil, false
-		}
-		n = int(b[0])
-		b = b[1:]
-	}
-	if len(b) < n {
-		return nil, nil, false
-	}
-	return b[:n], b[n:], true
-}
-
-// putUnsigned writes the non-negative DER INTEGER content v right-aligned
-// into dst, reporting false if v is empty, negative or too long.
-func putUnsigned(dst, v []byte) bool {
-	if len(v) == 0 || v[0]&0x80 != 0 {
-		return false
-	}
-	for len(v) > 1 && v[0] == 0 {
-		v = v[1:]
-	}
-	if len(v) > len(dst) {
-		return false
-	}
-	copy(dst[len(dst)-len(v):], v)
-	return true
 }

@@ -50,7 +50,7 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	}
 	pub := key.Public()
 	if err := CheckKey(pub); err != nil {
-		return nil, fmt.Errorf("key %s: %w", key.KeyInfo.String(), err)
+		return nil, fmt.Errorf("key %s: %w", key.String(), err)
 	}
 	certs, err := key.Token().Certificates()
 	if err != nil {
@@ -58,9 +58,10 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	}
 	pool := make([]*x509.Certificate, 0, len(certs))
 	var sameID *x509.Certificate
+	id := key.Info().ID
 	for _, c := range certs {
 		pool = append(pool, c.Cert)
-		if len(key.ID) > 0 && bytes.Equal(c.ID, key.ID) && sameID == nil {
+		if len(id) > 0 && bytes.Equal(c.ID, id) && sameID == nil {
 			sameID = c.Cert
 		}
 	}
@@ -70,7 +71,7 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	}
 	if len(chain) == 0 && sameID != nil {
 		if err := MatchCertificate(pub, sameID); err != nil {
-			return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.KeyInfo.String(), err)
+			return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.String(), err)
 		}
 	}
 	return &TokenSigner{key: key, chain: chain}, nil
@@ -136,17 +137,32 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// ModulePath returns the module Open loads: Module, or when it is empty the
+// first of hsm.DefaultModulePaths that exists.
+func (cfg Config) ModulePath() (string, error) {
+	if cfg.Module != "" {
+		return cfg.Module, nil
+	}
+	return hsm.FindDefaultModule()
+}
+
+// TokenOptions returns the options Open opens the token with: Session,
+// with Logger when Session names no logger.
+func (cfg Config) TokenOptions() hsm.TokenOptions {
+	o := cfg.Session
+	if o.Logger == nil {
+		o.Logger = cfg.Logger
+	}
+	return o
+}
+
 // Open loads the module, finds the token, logs in (one C_Login at most, see
 // hsm.Token.Login), finds the key once, reads the chain and returns a signer
 // that owns all of it: Close it when done.
 func Open(cfg Config) (*TokenSigner, error) {
-	path := cfg.Module
-	if path == "" {
-		p, err := hsm.FindDefaultModule()
-		if err != nil {
-			return nil, err
-		}
-		path = p
+	path, err := cfg.ModulePath()
+	if err != nil {
+		return nil, err
 	}
 	mod, err := hsm.Open(path)
 	if err != nil {
@@ -157,11 +173,7 @@ func Open(cfg Config) (*TokenSigner, error) {
 		mod.Close()
 		return nil, err
 	}
-	sopts := cfg.Session
-	if sopts.Logger == nil {
-		sopts.Logger = cfg.Logger
-	}
-	tok, err := mod.OpenToken(slot.ID, sopts)
+	tok, err := mod.OpenToken(slot.ID, cfg.TokenOptions())
 	if err != nil {
 		mod.Close()
 		return nil, err

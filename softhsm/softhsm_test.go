@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
@@ -147,14 +147,13 @@ func TestNewLabelTooLong(t *testing.T) {
 // process.
 func TestSubprocessSeesToken(t *testing.T) {
 	tok := softhsm.New(t)
-	tool, err := exec.LookPath("softhsm2-util")
-	if err != nil {
-		t.Skip("softhsm2-util is not installed")
+	cmd := testexec.Command(t, 0, testexec.Tool(t, "softhsm2-util", "softhsm2"), "--show-slots")
+	cmd.Env = testexec.Env(t.TempDir(), "SOFTHSM2_CONF="+os.Getenv("SOFTHSM2_CONF"))
+	res := testexec.Run(t, cmd)
+	if res.Code != 0 {
+		t.Fatalf("%s", res)
 	}
-	out, err := exec.Command(tool, "--show-slots").CombinedOutput()
-	if err != nil {
-		t.Fatalf("softhsm2-util --show-slots: %v\n%s", err, out)
-	}
+	out := []byte(res.Stdout)
 	if !bytes.Contains(out, []byte(tok.Serial)) || !bytes.Contains(out, []byte(tok.Label)) {
 		t.Errorf("softhsm2-util --show-slots does not show token %q serial %s:\n%s", tok.Label, tok.Serial, out)
 	}

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -20,32 +17,11 @@ type doctorResult struct {
 	code           int
 }
 
-// doctorExec runs the binary with args, stdin and, on top of the test
-// process's environment without any MP_HSM_* setting, the variables in env.
+// doctorExec runs the binary as runCLI does, with stdin as its input.
 func doctorExec(t testing.TB, env []string, stdin string, args ...string) doctorResult {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "MP_HSM_") || strings.HasPrefix(k, "MASKINPORTEN_") || k == "NO_COLOR" {
-			continue
-		}
-		cmd.Env = append(cmd.Env, kv)
-	}
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("running mp-hsm %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return doctorResult{stdout: stdout.String(), stderr: stderr.String(), code: code}
+	r := runCLIWith(t, cliOpts{env: env, stdin: stdin}, args...)
+	return doctorResult{stdout: r.stdout, stderr: r.stderr, code: r.code}
 }
 
 // doctorTokenEnv is the environment that points the binary at tok.

@@ -13,7 +13,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -27,7 +26,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -41,6 +39,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
@@ -80,9 +79,10 @@ func binary(t testing.TB) string {
 			return
 		}
 		b.path = filepath.Join(b.dir, "mp-hsm")
-		cmd := exec.Command("go", "build", "-o", b.path, ".")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build: %v\n%s", err, out)
+		cmd := testexec.Command(t, 5*time.Minute, "go", "build", "-o", b.path, ".")
+		cmd.Env = os.Environ()
+		if res := testexec.Run(t, cmd); res.Code != 0 {
+			b.err = fmt.Errorf("go build: exit %d\n%s", res.Code, res.Stderr)
 		}
 	})
 	if b.err != nil {
@@ -118,14 +118,18 @@ func (r cliResult) String() string {
 
 // cliOpts are the less common settings of a run.
 type cliOpts struct {
-	env    []string // KEY=value, the environment beside PATH, HOME and TMPDIR
-	stdout *os.File // if set, the child's stdout instead of a buffer
+	env     []string      // KEY=value, the environment beside testexec.Env's
+	stdin   string        // the child's standard input
+	stdout  *os.File      // if set, the child's stdout instead of a buffer
+	timeout time.Duration // the run's deadline; 0 means testexec.DefaultTimeout
 }
 
 // runCLI runs the binary with env (KEY=value; later entries win) as its
-// environment, beside PATH, HOME and TMPDIR. Nothing else is inherited: no
-// MP_HSM_* or MASKINPORTEN_* variable, no SOFTHSM2_CONF. Stdin is empty and
-// not a terminal. It fails t if the sentinel PINs or the MP_HSM_PIN of env
+// environment, beside testexec.Env's PATH, HOME, TMPDIR and XDG directories
+// in a temporary directory of the test. Nothing else is inherited: no
+// MP_HSM_* or MASKINPORTEN_* variable, no SOFTHSM2_CONF, no user
+// configuration. Stdin is empty and not a terminal. The run has a deadline
+// (see testexec). It fails t if the sentinel PINs or the MP_HSM_PIN of env
 // appear on stdout or stderr, or a JWT appears on stderr.
 func runCLI(t testing.TB, env []string, args ...string) cliResult {
 	t.Helper()
@@ -136,30 +140,16 @@ var e2eJWTRE = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.`)
 
 func runCLIWith(t testing.TB, o cliOpts, args ...string) cliResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary(t), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.TempDir(), "TMPDIR=" + os.TempDir()}
-	cmd.Env = append(cmd.Env, o.env...)
-	var stdout, stderr bytes.Buffer
+	cmd := testexec.Command(t, o.timeout, binary(t), args...)
+	cmd.Env = testexec.Env(t.TempDir(), o.env...)
+	cmd.Stdin = strings.NewReader(o.stdin)
 	if o.stdout != nil {
 		cmd.Stdout = o.stdout
-	} else {
-		cmd.Stdout = &stdout
 	}
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	res := cliResult{args: args, stdout: stdout.String(), stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.Exited():
-		res.code = ee.ExitCode()
-	default:
-		t.Fatalf("mp-hsm %s: %v\nstderr: %s", strings.Join(args, " "), err, res.stderr)
-	}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		res.maxRSSKiB = ru.Maxrss // kilobytes on Linux
+	r := testexec.Run(t, cmd)
+	res := cliResult{args: args, stdout: r.Stdout, stderr: r.Stderr, code: r.Code}
+	if r.Rusage != nil {
+		res.maxRSSKiB = r.Rusage.Maxrss // kilobytes on Linux
 	}
 	secrets := []string{sentinelPIN, e2eWrongPIN}
 	for _, kv := range o.env {
@@ -1202,18 +1192,15 @@ func TestE2EEmulateCommand(t *testing.T) {
 	if err := os.WriteFile(root, fx.ca.RootPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary(t), "emulate", "--root", root, "--client-id", e2eClient, "--scope", e2eScopeRead)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "MP_HSM_EMULATE_ORG_NUMBER=" + softhsm.DefaultOrgNumber, "MP_HSM_EMULATE_FAIL_NEXT=1"}
-	var stderr bytes.Buffer
+	cmd := testexec.Command(t, 2*time.Minute, binary(t), "emulate", "--root", root, "--client-id", e2eClient, "--scope", e2eScopeRead)
+	cmd.Env = testexec.Env(t.TempDir(), "MP_HSM_EMULATE_ORG_NUMBER="+softhsm.DefaultOrgNumber, "MP_HSM_EMULATE_FAIL_NEXT=1")
+	var stderr testexec.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p := testexec.Start(t, cmd)
 	line := make(chan string, 1)
 	go func() {
 		l, _ := bufio.NewReader(out).ReadString('\n')
@@ -1241,7 +1228,7 @@ func TestE2EEmulateCommand(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Wait(); err != nil {
+	if err := p.Err(); err != nil {
 		t.Errorf("emulate after SIGTERM: %v, want exit 0\nstderr: %s", err, stderr.String())
 	}
 	if e2eJWTRE.MatchString(stderr.String()) {

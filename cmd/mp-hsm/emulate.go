@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -50,9 +51,9 @@ func (e *env) emulate(c *cli.Context) error {
 	}
 	cfg := emulator.Config{TokenLifetime: c.Duration("token-lifetime"), Logf: func(f string, a ...any) { e.log.Info(fmt.Sprintf(f, a...)) }}
 	for _, f := range c.StringSlice("root") {
-		data, err := os.ReadFile(f)
+		data, err := safefile.Read(f, safefile.MaxCertificates)
 		if err != nil {
-			return usagef("--root: %v", err)
+			return usagef("--root %v", err)
 		}
 		certs, err := signer.ReadCertificates(data)
 		if err != nil {
@@ -94,7 +95,7 @@ func (e *env) emulate(c *cli.Context) error {
 
 // readJWKS reads a JWK set (or a single JWK) of public keys, keyed by kid.
 func readJWKS(path string) (map[string]crypto.PublicKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, safefile.MaxCertificates)
 	if err != nil {
 		return nil, err
 	}

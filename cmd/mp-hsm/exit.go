@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -18,6 +19,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ce):
 		return ce.code
+	case errors.Is(err, grant.ErrCertificateExpired):
+		return exitToken
 	case errors.As(err, &ue),
 		errors.Is(err, hsm.ErrInvalidURI),
 		errors.Is(err, grant.ErrInvalidRequest),
@@ -45,4 +48,30 @@ func isTokenProblem(err error) bool {
 		errors.Is(err, signer.ErrKeyTooSmall) || errors.Is(err, signer.ErrCertificateMismatch) ||
 		errors.Is(err, signer.ErrUnsupportedKey) || errors.Is(err, grant.ErrEnvironmentMismatch) ||
 		errors.Is(err, errNoPIN)
+}
+
+// doctorExit returns the exit code of a failed doctor check: that of an
+// error this command made itself from its flags (a usage error, or one
+// with an explicit code), which package doctor cannot know; else the one
+// the contract gives the check's class.
+func doctorExit(r doctor.Result) int {
+	var ce *codedError
+	var ue *usageError
+	switch {
+	case errors.As(r.Err, &ce):
+		return ce.code
+	case errors.As(r.Err, &ue):
+		return exitUsage
+	}
+	switch r.Class {
+	case doctor.ClassUsage:
+		return exitUsage
+	case doctor.ClassToken:
+		return exitToken
+	case doctor.ClassRefused:
+		return exitRefused
+	case doctor.ClassUnavailable:
+		return exitUnavailable
+	}
+	return exitInternal
 }

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
 )
 
 // TestFaultSlowMaskinporten: the emulator answers after 5 s; with
@@ -178,6 +179,10 @@ func startDaemon(t *testing.T, env []string, secret string, global []string, arg
 	}
 }
 
+// daemonDeadline is how long a test's daemon may run before it is killed
+// and the test fails naming it: over the longest test (a minute of load).
+const daemonDeadline = 4 * time.Minute
+
 // daemonStart starts the daemon without waiting for it.
 func daemonStart(t *testing.T, env []string, secret string, global []string, args ...string) *daemonProc {
 	t.Helper()
@@ -193,15 +198,13 @@ func daemonStart(t *testing.T, env []string, secret string, global []string, arg
 	addr := ln.Addr().String()
 	ln.Close()
 	argv := append(slices.Clone(global), "serve", "--listen", "tcp:"+addr, "--client-secret-file", secretFile)
-	cmd := exec.Command(binary(t), append(argv, args...)...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "TMPDIR=" + dir}, env...)
-	d := &daemonProc{cmd: cmd, base: "http://" + addr, home: dir, client: e2eClient, secret: secret, stderr: &lockedLog{}, exited: make(chan error, 1),
+	cmd := testexec.Command(t, daemonDeadline, binary(t), append(argv, args...)...)
+	cmd.Env = testexec.Env(dir, env...)
+	d := &daemonProc{cmd: cmd.Cmd, base: "http://" + addr, home: dir, client: e2eClient, secret: secret, stderr: &lockedLog{}, exited: make(chan error, 1),
 		http: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	cmd.Stderr = d.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.exited <- cmd.Wait() }()
+	p := testexec.Start(t, cmd)
+	go func() { d.exited <- p.Err() }()
 	t.Cleanup(func() {
 		d.stop()
 		d.http.CloseIdleConnections()

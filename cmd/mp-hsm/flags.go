@@ -5,7 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -102,17 +103,20 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
-		if u.HasPIN() && e.getenv("MP_HSM_KEY") != raw {
-			return nil, usagef("--key: a pin-value on the command line would be visible to every user of this machine (ps, shell history); put the PIN in MP_HSM_PIN or a file given by --pin-file")
-		}
 		ts, kso, err := u.Selectors()
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
 		ks.uri = u
 		cfg.Token, cfg.Key = ts, kso
-		if u.ModulePath != "" {
-			cfg.Module, ks.moduleSource = u.ModulePath, "uri"
+		if c.String("module") == "" {
+			mod, err := u.Module()
+			if err != nil {
+				return nil, fmt.Errorf("--key: %w", err)
+			}
+			if mod != "" {
+				cfg.Module, ks.moduleSource = mod, "uri"
+			}
 		}
 	}
 	if m := c.String("module"); m != "" {
@@ -170,6 +174,14 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 		cfg.Module, ks.moduleSource = p, "default"
 	}
+	// A module is loaded with dlopen, which no signal interrupts: a FIFO
+	// or a device there would hang the process for good.
+	if err := safefile.CheckRegular(cfg.Module); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w", err))
+		}
+		return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module %w", err))
+	}
 	return ks, nil
 }
 
@@ -185,9 +197,9 @@ func merge(flag, val string, dst *string, attr string) error {
 }
 
 func readChainFile(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, safefile.MaxCertificates)
 	if err != nil {
-		return nil, fmt.Errorf("--chain-file: %w", err)
+		return nil, fmt.Errorf("--chain-file %w", err)
 	}
 	certs, err := signer.ReadCertificates(data)
 	if err != nil {
@@ -245,6 +257,16 @@ func (e *env) openSigner(c *cli.Context) (keySigner, *keySetup, error) {
 		return nil, ks, explainPINError(e.explainKeyError(err), ks)
 	}
 	return s, ks, nil
+}
+
+// warnAlwaysAuthenticate warns when the chosen key asks for the PIN before
+// every signature: on a Buypass or Commfides card that is the signing
+// (non-repudiation) key, not the authentication key grants are for.
+func (e *env) warnAlwaysAuthenticate(s *signer.TokenSigner) {
+	if info := s.Key().Info(); info.AlwaysAuthenticate {
+		e.log.Warn("the key asks for the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is usually the card's signing key, "+
+			"not its authentication key; every grant presents the PIN again (see mp-hsm list)", "key", info.String())
+	}
 }
 
 // explainPINError says where a PIN the token refused came from, and what to

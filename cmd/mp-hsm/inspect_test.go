@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +12,9 @@ import (
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
-var updateInspect = flag.Bool("update-inspect", false, "rewrite the golden files under testdata/inspect")
+// inspectTestdata holds the JWTs and golden outputs of package inspect,
+// which owns them (go test ./inspect -update rewrites them).
+var inspectTestdata = filepath.Join("..", "..", "inspect", "testdata")
 
 // inspectReportJSON is the JSON of mp-hsm inspect, as a script reads it.
 type inspectReportJSON struct {
@@ -77,7 +77,7 @@ func TestInspectGolden(t *testing.T) {
 		{"grant", "2026-01-01T12:03:00Z"},
 		{"access_token", "2026-01-01T12:01:15Z"},
 	} {
-		jwt, err := os.ReadFile(filepath.Join("testdata", "inspect", tc.name+".jwt"))
+		jwt, err := os.ReadFile(filepath.Join(inspectTestdata, tc.name+".jwt"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,18 +91,13 @@ func TestInspectGolden(t *testing.T) {
 					t.Errorf("stderr does not say that nothing is verified: %q", r.stderr)
 				}
 				wantNoLeak(t, string(jwt), r.stdout+r.stderr)
-				golden := filepath.Join("testdata", "inspect", tc.name+"."+map[string]string{"text": "txt", "json": "json"}[out])
-				if *updateInspect {
-					if err := os.WriteFile(golden, []byte(r.stdout), 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
+				golden := filepath.Join(inspectTestdata, tc.name+"."+map[string]string{"text": "txt", "json": "json"}[out])
 				want, err := os.ReadFile(golden)
 				if err != nil {
-					t.Fatalf("%v (run with -update-inspect to write it)", err)
+					t.Fatal(err)
 				}
 				if r.stdout != string(want) {
-					t.Errorf("output differs from %s (run with -update-inspect to accept):\ngot:\n%s\nwant:\n%s", golden, r.stdout, want)
+					t.Errorf("output differs from %s (package inspect's golden file):\ngot:\n%s\nwant:\n%s", golden, r.stdout, want)
 				}
 			})
 		}
@@ -195,40 +190,6 @@ func TestInspectAccessTokenFromEmulator(t *testing.T) {
 	wantNoLeak(t, plain, r.stdout+r.stderr)
 }
 
-func TestInspectRelativeTimes(t *testing.T) {
-	jwt, err := os.ReadFile(filepath.Join("testdata", "inspect", "access_token.jwt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// iat 2026-01-01T12:00:00Z, exp 120 s later.
-	for _, tc := range []struct {
-		now      string
-		iat, exp string
-		expired  bool
-	}{
-		{"2026-01-01T12:01:15Z", "1 min ago", "in 45 s", false},
-		{"2026-01-01T12:05:00Z", "5 min ago", "expired 3 min ago", true},
-		{"2026-01-01T11:59:50Z", "in 10 s (issued in the future: clock skew?)", "in 2 min", false},
-		{"2026-01-01T12:02:00Z", "2 min ago", "expires now", true},
-		{"2026-01-03T13:00:00Z", "2 days ago", "expired 2 days ago", true},
-		{"2026-01-01T15:00:00Z", "3 h ago", "expired 2 h ago", true},
-	} {
-		rep := inspectJSONOf(t, string(jwt), "--now", tc.now)
-		if got := rep.Times["iat"].Relative; got != tc.iat {
-			t.Errorf("now %s: iat %q, want %q", tc.now, got, tc.iat)
-		}
-		if got := rep.Times["exp"].Relative; got != tc.exp {
-			t.Errorf("now %s: exp %q, want %q", tc.now, got, tc.exp)
-		}
-		if rep.Expired == nil || *rep.Expired != tc.expired {
-			t.Errorf("now %s: expired %v, want %v", tc.now, rep.Expired, tc.expired)
-		}
-		if rep.Times["exp"].Time != "2026-01-01T12:02:00Z" {
-			t.Errorf("exp time %q", rep.Times["exp"].Time)
-		}
-	}
-}
-
 // b64url encodes s as a JWT part.
 func b64url(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
@@ -245,18 +206,9 @@ func TestInspectBadInput(t *testing.T) {
 		{"empty stdin", []string{"inspect"}, "", "no JWT given"},
 		{"blank argument", []string{"inspect", "  "}, "", "no JWT given"},
 		{"one part", []string{"inspect", "-"}, secretish, "found no dot"},
-		{"two parts", []string{"inspect", hdr + "." + secretish}, "", "found 2 parts"},
 		{"four parts", []string{"inspect", hdr + "." + claims + "." + secretish + ".x"}, "", "found 4 parts"},
-		{"JWE", []string{"inspect", strings.Repeat(secretish+".", 4) + secretish}, "", "encrypted JWT (JWE)"},
 		{"not base64url", []string{"inspect", "-"}, hdr + "." + claims + "!." + secretish, "part 2 (the claims) is not base64url: character '!' at byte"},
-		{"standard base64", []string{"inspect", "-"}, hdr + "+." + claims + "." + secretish, "standard base64, not base64url"},
-		{"header not JSON", []string{"inspect", "-"}, b64url("not json") + "." + claims + "." + secretish, "part 1 (the header) is not JSON"},
-		{"claims an array", []string{"inspect", "-"}, hdr + "." + b64url("[1,2]") + "." + secretish, "part 2 (the claims) is JSON but not an object"},
 		{"claims cut short", []string{"inspect", "-"}, hdr + "." + b64url(`{"iss":"x"`) + "." + secretish, "part 2 (the claims) is not JSON: it ends too early"},
-		{"trailing data", []string{"inspect", "-"}, hdr + "." + b64url(`{}{}`) + "." + secretish, "has more after its JSON object"},
-		{"empty header", []string{"inspect", "-"}, "." + claims + "." + secretish, "part 1 (the header) is empty"},
-		{"bad signature", []string{"inspect", "-"}, hdr + "." + claims + ".a*b" + secretish, "part 3 (the signature) is not base64url"},
-		{"space inside", []string{"inspect", "-"}, hdr + ". " + claims + "." + secretish, "white space at byte"},
 		{"JSON without token", []string{"inspect", "-"}, `{"token_type":"Bearer","secret":"` + secretish + `"}`, "JSON without access_token"},
 		{"two arguments", []string{"inspect", hdr, claims}, "", "not 2 arguments"},
 		{"bad --now", []string{"inspect", "--now", "yesterday", hdr + "." + claims + "."}, "", `--now "yesterday"`},
@@ -278,67 +230,4 @@ func TestInspectBadInput(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestInspectRelative(t *testing.T) {
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		claim string
-		d     time.Duration
-		want  string
-	}{
-		{"exp", 45 * time.Second, "in 45 s"},
-		{"exp", -200 * time.Second, "expired 3 min ago"},
-		{"exp", 400 * time.Millisecond, "expires now"},
-		{"iat", -59 * time.Second, "59 s ago"},
-		{"iat", 0, "now"},
-		{"nbf", 90 * time.Second, "in 1 min (not yet valid)"},
-		{"nbf", -3 * time.Hour, "3 h ago"},
-		{"exp", 47 * time.Hour, "in 47 h"},
-		{"exp", 72 * time.Hour, "in 3 days"},
-		{"not_after", -49 * time.Hour, "expired 2 days ago"},
-	} {
-		if got := inspectRelative(tc.claim, now.Add(tc.d), now); got != tc.want {
-			t.Errorf("%s %v: %q, want %q", tc.claim, tc.d, got, tc.want)
-		}
-	}
-}
-
-func FuzzInspect(f *testing.F) {
-	for _, name := range []string{"grant", "access_token"} {
-		if b, err := os.ReadFile(filepath.Join("testdata", "inspect", name+".jwt")); err == nil {
-			f.Add(string(b))
-		}
-	}
-	hdr := b64url(`{"alg":"RS256","x5c":["MIIB","@@",7]}`)
-	for _, s := range []string{
-		"", ".", "..", "....", "a.b.c", "Bearer a.b.c", "Authorization: bearer x.y.z", `{"access_token":"a.b.c"}`, `{"access_token":null}`,
-		hdr + "." + b64url(`{"iat":1e400,"exp":-1e400,"nbf":"x","consumer":{"ID":7}}`) + ".",
-		hdr + "." + b64url(`{"iat":9223372036854775807,"exp":-9223372036854775808,"nbf":253402300800}`) + ".AA",
-		b64url(`{"x5c":"not an array"}`) + "." + b64url(`{"urn:altinn:org":"x","k\u0000":"\u001b[2J"}`) + ".sig",
-		b64url(`{}`) + "." + b64url("\xff\xfe") + ".",
-	} {
-		f.Add(s)
-	}
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	f.Fuzz(func(t *testing.T, input string) {
-		d, err := inspectDecode(input)
-		if err != nil {
-			if s := strings.TrimSpace(input); len(s) >= 24 && strings.Contains(err.Error(), s) {
-				t.Errorf("the error quotes the input: %v", err)
-			}
-			return
-		}
-		rep := inspectJWT(d, now)
-		if _, err := json.Marshal(rep); err != nil {
-			t.Errorf("JSON output: %v", err)
-		}
-		var buf bytes.Buffer
-		if err := rep.writeText(&buf); err != nil {
-			t.Errorf("text output: %v", err)
-		}
-		if bytes.ContainsRune(buf.Bytes(), 0x1b) {
-			t.Errorf("the text output holds an escape character")
-		}
-	})
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 
 	"github.com/urfave/cli/v2"
@@ -43,10 +42,8 @@ func (e *env) jwk(c *cli.Context) error {
 	if err != nil {
 		return usageErr(err)
 	}
-	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
 	if c.Bool("jwks") {
-		return enc.Encode(map[string]any{"keys": []*signer.JWK{j}})
+		return writeJSON(e.stdout, map[string]any{"keys": []*signer.JWK{j}})
 	}
-	return enc.Encode(j)
+	return writeJSON(e.stdout, j)
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"cmp"
-	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/inspect"
 )
 
 func listCommand(e *env) *cli.Command {
@@ -80,33 +79,12 @@ type listOutput struct {
 	Slots  []listSlot `json:"slots"`
 }
 
-func keyUsageNames(u x509.KeyUsage) []string {
-	var out []string
-	for _, n := range []struct {
-		bit  x509.KeyUsage
-		name string
-	}{
-		{x509.KeyUsageDigitalSignature, "digitalSignature"},
-		{x509.KeyUsageContentCommitment, "nonRepudiation"},
-		{x509.KeyUsageKeyEncipherment, "keyEncipherment"},
-		{x509.KeyUsageDataEncipherment, "dataEncipherment"},
-		{x509.KeyUsageKeyAgreement, "keyAgreement"},
-		{x509.KeyUsageCertSign, "keyCertSign"},
-		{x509.KeyUsageCRLSign, "cRLSign"},
-	} {
-		if u&n.bit != 0 {
-			out = append(out, n.name)
-		}
-	}
-	return out
-}
-
 func describeCert(c hsm.Certificate, now time.Time) listCert {
 	lc := listCert{
 		ID: fmt.Sprintf("%x", c.ID), Label: c.Label,
 		Subject: c.Cert.Subject.String(), CommonName: c.Cert.Subject.CommonName, Issuer: c.Cert.Issuer.CommonName,
 		NotAfter: c.Cert.NotAfter.UTC(), DaysLeft: int(math.Floor(c.Cert.NotAfter.Sub(now).Hours() / 24)),
-		KeyUsage: keyUsageNames(c.Cert.KeyUsage),
+		KeyUsage: inspect.KeyUsageNames(c.Cert.KeyUsage),
 	}
 	if o, ok := grant.CertificateOrgNumber(c.Cert); ok {
 		lc.OrgNumber = o
@@ -118,12 +96,9 @@ func describeCert(c hsm.Certificate, now time.Time) listCert {
 }
 
 func (e *env) list(c *cli.Context) error {
-	out := c.String("output")
-	if out == "token" { // the shared default means "table" here
-		out = "table"
-	}
-	if out != "table" && out != "json" {
-		return usagef("--output %q: use table or json", out)
+	out, err := outputFormat(c, "table", "json")
+	if err != nil {
+		return err
 	}
 	ks, err := e.resolveKey(c)
 	if err != nil {
@@ -154,9 +129,7 @@ func (e *env) list(c *cli.Context) error {
 		res.Slots = append(res.Slots, ls)
 	}
 	if out == "json" {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return writeJSON(e.stdout, res)
 	}
 	return e.printList(res)
 }

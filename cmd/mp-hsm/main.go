@@ -71,8 +71,15 @@ func version() string {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if i := pinInArgv(args); i > 0 {
+		// Refused before anything else, and without echoing the argument:
+		// every user of the machine can read argv (ps, /proc).
+		fmt.Fprintf(stderr, "mp-hsm: argument %d%s holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n",
+			i, flagOf(args, i))
+		return exitUsage
+	}
 	app := newApp(e)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptContext(stderr)
 	defer stop()
 	err := app.RunContext(ctx, args)
 	if err == nil {
@@ -197,3 +204,63 @@ func withCode(code int, err error) error {
 }
 
 var errInterrupted = errors.New("interrupted")
+
+// pinInArgv returns the position of the first argument that holds an RFC
+// 7512 pin-value attribute, or 0. It looks at the real argv, whatever the
+// environment holds.
+func pinInArgv(args []string) int {
+	for i, a := range args {
+		if i > 0 && strings.Contains(strings.ToLower(a), "pin-value") {
+			return i
+		}
+	}
+	return 0
+}
+
+// flagOf names the flag that argument i belongs to, as " (--key)", or "".
+func flagOf(args []string, i int) string {
+	a := args[i]
+	if strings.HasPrefix(a, "-") {
+		if name, _, ok := strings.Cut(a, "="); ok {
+			return " (" + name + ")"
+		}
+	}
+	if i > 1 && strings.HasPrefix(args[i-1], "-") && !strings.Contains(args[i-1], "=") {
+		return " (" + args[i-1] + ")"
+	}
+	return ""
+}
+
+// interruptContext is cancelled by the first SIGINT or SIGTERM, so that
+// the command stops cleanly (the daemon drains its requests). A second one
+// ends the process at once: a call that does not look at the context (a
+// PKCS#11 module busy in C) cannot keep it alive.
+func interruptContext(stderr io.Writer) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			fmt.Fprintf(stderr, "mp-hsm: second %v: exiting at once\n", sig)
+			code := 128 + int(syscall.SIGTERM)
+			if sig == os.Interrupt {
+				code = 128 + int(syscall.SIGINT)
+			}
+			os.Exit(code)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
+}

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"strings"
 
 	"golang.org/x/term"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
 // pinFileError is a PIN file that cannot be used. It never holds the PIN.
@@ -27,42 +27,46 @@ func (e *pinFileError) Unwrap() error { return e.err }
 
 var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PIN or --pin-file (or use a PIN-pad reader)")
 
-// readPINFile reads a PIN file, trimming one trailing newline. An empty or
-// unreadable file is an error, never an empty PIN that would spend a login
+// readPINFile reads a PIN file: a regular file of at most
+// safefile.MaxPIN bytes, one trailing newline (or CRLF) trimmed. A file
+// that is empty after that, or that holds another control character (a
+// second newline, a NUL), is an error, never a PIN that would spend a login
 // attempt. A file that group or others can read is used, with a warning.
 func (e *env) readPINFile(path string) ([]byte, error) {
-	st, err := os.Stat(path)
+	data, err := safefile.Read(path, safefile.MaxPIN)
 	if err != nil {
-		reason := "cannot be read: " + err.Error()
-		if errors.Is(err, fs.ErrNotExist) {
-			reason = "does not exist"
+		var fe *safefile.Error
+		if errors.As(err, &fe) {
+			return nil, &pinFileError{path: path, reason: fe.Reason, err: err}
 		}
-		return nil, &pinFileError{path: path, reason: reason, err: err}
+		return nil, &pinFileError{path: path, reason: "cannot be read", err: err}
 	}
-	if st.IsDir() {
-		return nil, &pinFileError{path: path, reason: "is a directory"}
-	}
-	if st.Mode().Perm()&0o077 != 0 {
+	defer clear(data)
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
 		e.log.Warn("the PIN file can be read by group or others; restrict it with chmod 600", "path", path, "mode", st.Mode().Perm().String())
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, &pinFileError{path: path, reason: "cannot be read: " + err.Error(), err: err}
+	pin, reason := trimSecret(data)
+	if reason != "" {
+		return nil, &pinFileError{path: path, reason: reason}
 	}
-	pin := data
-	if bytes.HasSuffix(pin, []byte("\n")) {
-		pin = pin[:len(pin)-1]
-		if bytes.HasSuffix(pin, []byte("\r")) {
-			pin = pin[:len(pin)-1]
+	return append([]byte(nil), pin...), nil
+}
+
+// trimSecret trims one trailing newline (or CRLF) from the content of a
+// PIN, password or secret file and returns it, or why it cannot be one:
+// empty, or holding a control character. The reason never quotes it.
+func trimSecret(data []byte) (secret []byte, reason string) {
+	s := bytes.TrimSuffix(data, []byte("\n"))
+	s = bytes.TrimSuffix(s, []byte("\r"))
+	if len(s) == 0 {
+		return nil, "is empty"
+	}
+	for i, c := range s {
+		if c < 0x20 || c == 0x7f {
+			return nil, fmt.Sprintf("holds a control character at byte %d (more than one line?): it must hold the value and at most one newline", i+1)
 		}
 	}
-	if len(pin) == 0 {
-		clear(data)
-		return nil, &pinFileError{path: path, reason: "is empty"}
-	}
-	out := append([]byte(nil), pin...)
-	clear(data)
-	return out, nil
+	return s, ""
 }
 
 // pinOrigin names the PIN source pinSources chooses, for messages.

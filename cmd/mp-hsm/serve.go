@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,6 +21,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -60,7 +61,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-scopes", Usage: "`SCOPE`s callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); default: any", EnvVars: []string{"MP_HSM_ALLOWED_SCOPES"}},
 		&cli.IntFlag{Category: catServ, Name: "max-concurrent", Value: 4, Usage: "at most `N` requests to Maskinporten at once", EnvVars: []string{"MP_HSM_MAX_CONCURRENT"}},
 		&cli.IntFlag{Category: catServ, Name: "max-keys", Value: 20000, Usage: "at most `N` distinct requests cached", EnvVars: []string{"MP_HSM_MAX_KEYS"}},
-		&cli.DurationFlag{Category: catServ, Name: "refresh-margin", Value: 30 * time.Second, Usage: "refresh used tokens `DURATION` before they expire (at most a quarter of their lifetime)", EnvVars: []string{"MP_HSM_REFRESH_MARGIN"}},
+		&cli.DurationFlag{Category: catServ, Name: "refresh-margin", Value: 30 * time.Second, Usage: "refresh used tokens `DURATION` before they expire (at most half of their lifetime)", EnvVars: []string{"MP_HSM_REFRESH_MARGIN"}},
 		&cli.DurationFlag{Category: catServ, Name: "refresh-jitter", Value: 10 * time.Second, Usage: "refresh up to `DURATION` earlier, at random, to spread refreshes", EnvVars: []string{"MP_HSM_REFRESH_JITTER"}},
 	}
 }
@@ -191,6 +192,9 @@ func (e *env) serve(c *cli.Context) error {
 // daemonConfig builds the daemon's configuration from the flags, reading
 // the secret, chain and (when it is used) PIN files afresh.
 func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
+	if err := preflight(c); err != nil {
+		return daemon.Config{}, nil, err
+	}
 	var open func(context.Context) (signer.Signer, error)
 	ks := &keySetup{}
 	if c.String("p12") != "" {
@@ -204,7 +208,18 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
 		if sc.PIN == nil && sc.Login.Prompt != nil {
 			sc.Login.Prompt = e.rememberedPrompt(sc.Login.Prompt)
 		}
-		open = func(context.Context) (signer.Signer, error) { return signer.Open(sc) }
+		var opened atomic.Bool
+		open = func(context.Context) (signer.Signer, error) {
+			s, err := signer.Open(sc)
+			if err == nil && !opened.Load() {
+				e.warnAlwaysAuthenticate(s)
+			}
+			if !opened.Swap(true) && moduleHasNoToken(err) {
+				e.log.Warn("the module has no token in any slot; still waiting for one. If the token is behind another module, choose it with --module PATH (MP_HSM_MODULE) or module-path in --key",
+					"module", sc.Module, "module_from", ks.moduleSource)
+			}
+			return s, err
+		}
 	}
 	clientID := strings.TrimSpace(c.String("client-id"))
 	if clientID == "" {
@@ -276,26 +291,23 @@ func (e *env) rememberedPrompt(prompt hsm.PINSource) hsm.PINSource {
 	}
 }
 
-// readSecretFile reads the TCP callers' secret: one trailing newline is
-// trimmed; an empty file is an error. It is never logged.
+// readSecretFile reads the TCP callers' secret as readPINFile reads a PIN
+// (a regular file of at most safefile.MaxSecret bytes, one trailing newline
+// trimmed, no control characters). It is never logged.
 func (e *env) readSecretFile(path string) (string, error) {
-	st, err := os.Stat(path)
+	data, err := safefile.Read(path, safefile.MaxSecret)
 	if err != nil {
-		return "", usagef("--client-secret-file: %v", err)
+		return "", usageErr(fmt.Errorf("--client-secret-file %w", err))
 	}
-	if st.Mode().Perm()&0o077 != 0 {
+	defer clear(data)
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
 		e.log.Warn("the client secret file can be read by group or others; restrict it with chmod 600", "path", path)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", usagef("--client-secret-file: %v", err)
+	secret, reason := trimSecret(data)
+	if reason != "" {
+		return "", usagef("--client-secret-file %s %s", path, reason)
 	}
-	data = bytes.TrimSuffix(data, []byte("\n"))
-	data = bytes.TrimSuffix(data, []byte("\r"))
-	if len(data) == 0 {
-		return "", usagef("--client-secret-file %s is empty", path)
-	}
-	return string(data), nil
+	return string(secret), nil
 }
 
 // sdNotify tells systemd about the daemon's state (sd_notify(3)) when it
@@ -314,4 +326,20 @@ func sdNotify(state string) {
 	}
 	defer conn.Close()
 	_, _ = conn.Write([]byte(state))
+}
+
+// moduleHasNoToken reports a selection that failed because no slot of the
+// module holds an initialised token at all: a misconfiguration more often
+// than a card not yet inserted, unlike a known token that is away.
+func moduleHasNoToken(err error) bool {
+	var se *hsm.SelectionError
+	if !errors.As(err, &se) || se.Kind != hsm.ErrNoToken {
+		return false
+	}
+	for _, s := range se.Tokens {
+		if s.Token != nil && s.Token.Flags.Initialized() {
+			return false
+		}
+	}
+	return true
 }

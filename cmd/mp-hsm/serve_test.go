@@ -4,20 +4,21 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
@@ -63,7 +64,7 @@ func TestServeCommand(t *testing.T) {
 		Clients: []emulator.Client{{ID: client, OrgNumber: softhsm.DefaultOrgNumber, Scopes: []string{"test:a", "test:b"}}},
 		Logf:    func(string, ...any) {},
 	})
-	dir, err := os.MkdirTemp("", "mphsm")
+	dir, err := os.MkdirTemp("", "mphsm") // short: unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +73,17 @@ func TestServeCommand(t *testing.T) {
 	secretFile := filepath.Join(dir, "secret")
 	os.WriteFile(secretFile, []byte("tcp-s3cret\n"), 0o600)
 	sock := filepath.Join(dir, "s.sock")
-	base := []string{"serve", "--token-serial", tok.Serial, "--client-id", client,
+	base := []string{"serve", "--module", tok.Module, "--token-serial", tok.Serial, "--client-id", client,
 		"--issuer", emu.Issuer(), "--token-endpoint", emu.TokenURL()}
-	env := append(os.Environ(), "MP_HSM_PIN="+tok.PIN)
+	// The module is named: nothing depends on which modules this machine
+	// has (see TestServeNoTokenInModule for the default module).
+	env := testexec.Env(dir, "SOFTHSM2_CONF="+tok.Config, "MP_HSM_PIN="+tok.PIN)
+	run := func(t *testing.T, env []string, args ...string) testexec.Result {
+		t.Helper()
+		cmd := testexec.Command(t, time.Minute, bin, args...)
+		cmd.Env = env
+		return testexec.Run(t, cmd)
+	}
 
 	t.Run("usage errors", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -86,22 +95,16 @@ func TestServeCommand(t *testing.T) {
 			{[]string{"--listen", "tcp:0.0.0.0:0", "--client-secret-file", secretFile}, exitUsage, "--allow-remote"},
 			{[]string{"--listen", "udp:x"}, exitUsage, "unix:PATH or tcp:HOST:PORT"},
 		} {
-			cmd := exec.Command(bin, append(append([]string{}, base...), tc.args...)...)
-			cmd.Env = env
-			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != tc.code || !strings.Contains(string(out), tc.want) {
-				t.Errorf("serve %v: %v\n%s\nwant exit %d mentioning %q", tc.args, err, out, tc.code, tc.want)
+			res := run(t, env, append(slices.Clone(base), tc.args...)...)
+			if res.Code != tc.code || !strings.Contains(res.Stderr, tc.want) {
+				t.Errorf("serve %v: %s\nwant exit %d mentioning %q", tc.args, res, tc.code, tc.want)
 			}
 		}
-		cmd := exec.Command(bin, append(append([]string{}, base...), "--listen", "unix:"+sock)...)
-		cmd.Env = append(os.Environ(), "MP_HSM_PIN=000000")
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != exitToken || !strings.Contains(string(out), "PIN incorrect") {
-			t.Errorf("serve with a wrong PIN: %v\n%s\nwant exit 3 and PIN incorrect", err, out)
+		res := run(t, testexec.Setenv(env, "MP_HSM_PIN=000000"), append(slices.Clone(base), "--listen", "unix:"+sock)...)
+		if res.Code != exitToken || !strings.Contains(res.Stderr, "PIN incorrect") {
+			t.Errorf("serve with a wrong PIN: %s\nwant exit 3 and PIN incorrect", res)
 		}
-		if strings.Contains(string(out), "000000") {
+		if strings.Contains(res.Stdout+res.Stderr, "000000") {
 			t.Error("the PIN is in the output")
 		}
 	})
@@ -120,17 +123,12 @@ func TestServeCommand(t *testing.T) {
 		defer f.Close()
 		// As systemd does: the socket is fd 3, LISTEN_PID is the daemon's
 		// pid (the shell's, which exec keeps).
-		cmd := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin}, base...)...)
+		cmd := testexec.Command(t, time.Minute, "/bin/sh", append([]string{"-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin}, base...)...)
 		cmd.Env = env
 		cmd.ExtraFiles = []*os.File{f}
 		var errOut lockedLog
 		cmd.Stderr = &errOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		defer cmd.Process.Kill()
+		p := testexec.Start(t, cmd)
 		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		}}}
@@ -140,8 +138,8 @@ func TestServeCommand(t *testing.T) {
 		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-done:
-			if err != nil {
+		case <-p.Done():
+			if err := p.Err(); err != nil {
 				t.Fatalf("exit: %v\n%s", err, errOut.String())
 			}
 		case <-time.After(10 * time.Second):
@@ -150,17 +148,12 @@ func TestServeCommand(t *testing.T) {
 	})
 
 	var stderr lockedLog
-	cmd := exec.Command(bin, append(append([]string{}, base...), "--listen", "unix:"+sock,
+	cmd := testexec.Command(t, 2*time.Minute, bin, append(slices.Clone(base), "--listen", "unix:"+sock,
 		"--listen", "tcp:127.0.0.1:0", "--client-secret-file", secretFile, "--allowed-scopes", "test:*")...)
 	cmd.Env = env
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	p := testexec.Start(t, cmd)
 	t.Cleanup(func() {
-		cmd.Process.Kill()
 		if t.Failed() || testing.Verbose() {
 			t.Logf("serve's stderr:\n%s", stderr.String())
 		}
@@ -185,9 +178,15 @@ func TestServeCommand(t *testing.T) {
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket: %v, mode %v; want 0600", err, fi.Mode())
 	}
-	m := regexp.MustCompile(`address=tcp:(127\.0\.0\.1:\d+)`).FindStringSubmatch(stderr.String())
-	if m == nil {
-		t.Fatalf("no TCP address in the log:\n%s", stderr.String())
+	// Each listener logs its address when it is up; the unix socket may
+	// answer before the TCP line is written.
+	tcpRE := regexp.MustCompile(`address=tcp:(127\.0\.0\.1:\d+)`)
+	m := tcpRE.FindStringSubmatch(stderr.String())
+	for ; m == nil; m = tcpRE.FindStringSubmatch(stderr.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no TCP address in the log:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	tcpURL := "http://" + m[1] + "/token"
 	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"test:a"}}
@@ -234,8 +233,8 @@ func TestServeCommand(t *testing.T) {
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-exited:
-		if err != nil {
+	case <-p.Done():
+		if err := p.Err(); err != nil {
 			t.Fatalf("serve exited with %v after SIGTERM", err)
 		}
 	case <-time.After(10 * time.Second):
@@ -252,5 +251,82 @@ func TestServeCommand(t *testing.T) {
 	}
 	if logs := stderr.String(); strings.Contains(logs, a.AccessToken) || strings.Contains(logs, "tcp-s3cret") || strings.Contains(logs, tok.PIN+"\n") {
 		t.Error("the log holds a token, the secret or the PIN")
+	}
+}
+
+// TestServeNoTokenInModule: `mp-hsm serve` with a module that holds no
+// token at all says so in one line naming the module and the flags that
+// choose another, and keeps waiting; SIGTERM still ends it at once. Once
+// with the module named, once with the default module, deliberately: the
+// test computes which module the default is on this machine.
+func TestServeNoTokenInModule(t *testing.T) {
+	t.Parallel()
+	bin := binary(t)
+	softhsmModule, err := softhsm.ModulePath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaultModule, err := hsm.FindDefaultModule()
+	if err != nil {
+		t.Fatalf("no default module on this machine (make deps installs OpenSC): %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		module string
+		from   string
+	}{
+		{"named", []string{"--module", softhsmModule}, softhsmModule, "flag"},
+		{"default", nil, defaultModule, "default"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir, err := os.MkdirTemp("", "mphsm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			// An empty SoftHSM2 store: SoftHSM2, alone or behind the p11-kit
+			// proxy, shows only its uninitialised free slot.
+			tokens := filepath.Join(dir, "tokens")
+			conf := filepath.Join(dir, "softhsm2.conf")
+			if err := os.Mkdir(tokens, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(conf, []byte("directories.tokendir = "+tokens+"\nobjectstore.backend = file\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"serve", "--listen", "unix:" + filepath.Join(dir, "s.sock"), "--client-id", "c",
+				"--issuer", "http://127.0.0.1:9/", "--token-endpoint", "http://127.0.0.1:9/token"}, tc.args...)
+			cmd := testexec.Command(t, time.Minute, bin, args...)
+			cmd.Env = testexec.Env(dir, "SOFTHSM2_CONF="+conf, "MP_HSM_PIN=123456")
+			p := testexec.Start(t, cmd)
+			want := regexp.MustCompile(`msg="the module has no token in any slot; still waiting for one\. If the token is behind another module, choose it with --module PATH \(MP_HSM_MODULE\) or module-path in --key" module=` +
+				regexp.QuoteMeta(tc.module) + ` module_from=` + tc.from + `\n`)
+			deadline := time.Now().Add(30 * time.Second)
+			for _, stderr := p.Output(); !want.MatchString(stderr); _, stderr = p.Output() {
+				select {
+				case <-p.Done():
+					t.Fatalf("serve exited instead of waiting for a token: %s", p.Wait())
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no line saying the module has no token after 30 s; stderr:\n%s", stderr)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if _, stderr := p.Output(); strings.Count(stderr, "the module has no token") != 1 {
+				t.Errorf("said more than once:\n%s", stderr)
+			}
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.Done():
+				if res := p.Wait(); res.Code != 0 {
+					t.Errorf("after SIGTERM: %s", res)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("serve did not exit within 10 s of SIGTERM")
+			}
+		})
 	}
 }

@@ -2,19 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
-
-func outputFlag(usage string) cli.Flag {
-	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
-}
 
 func tokenCommand(e *env) *cli.Command {
 	return &cli.Command{
@@ -33,18 +27,8 @@ func tokenCommand(e *env) *cli.Command {
 	}
 }
 
-func checkOutput(c *cli.Context, allowed ...string) (string, error) {
-	o := c.String("output")
-	for _, a := range allowed {
-		if o == a {
-			return o, nil
-		}
-	}
-	return "", usagef("--output %q: use %s or %s", o, strings.Join(allowed[:len(allowed)-1], ", "), allowed[len(allowed)-1])
-}
-
 func (e *env) token(c *cli.Context) error {
-	out, err := checkOutput(c, "token", "json", "header")
+	out, err := outputFormat(c, "token", "json", "header")
 	if err != nil {
 		return err
 	}
@@ -65,32 +49,6 @@ func (e *env) token(c *cli.Context) error {
 		}
 		return e.printToken(out, tok)
 	})
-}
-
-// tokenJSON is Maskinporten's token response plus expires_at.
-type tokenJSON struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int    `json:"expires_in"`
-	Scope       string `json:"scope,omitempty"`
-	ExpiresAt   string `json:"expires_at"`
-}
-
-func (e *env) printToken(out string, tok *grant.Token) error {
-	switch out {
-	case "json":
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(tokenJSON{
-			AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresIn: tok.ExpiresIn,
-			Scope: tok.Scope, ExpiresAt: tok.Expiry.UTC().Format(time.RFC3339),
-		})
-	case "header":
-		_, err := fmt.Fprintf(e.stdout, "Authorization: Bearer %s\n", tok.AccessToken)
-		return err
-	}
-	_, err := fmt.Fprintln(e.stdout, tok.AccessToken)
-	return err
 }
 
 func grantCommand(e *env) *cli.Command {
@@ -118,11 +76,14 @@ func (e *env) grant(c *cli.Context) error {
 	})
 }
 
-// withGrantConfig does what token and grant share: it reads the request
-// flags and the client id before the token is opened (so that bad input
-// costs no PIN), opens the key, resolves Maskinporten within --timeout, and
+// withGrantConfig does what token and grant share: it checks every flag
+// that needs no token (preflight), the request flags and the client id
+// before the token is opened (so that bad input costs no PIN), opens the key, resolves Maskinporten within --timeout, and
 // calls f. The key is closed when f returns.
 func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Config, grant.Request) error) error {
+	if err := preflight(c); err != nil {
+		return err
+	}
 	req, err := requestFromFlags(c)
 	if err != nil {
 		return err
@@ -135,6 +96,9 @@ func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Con
 		return err
 	}
 	defer s.Close()
+	if ts, ok := s.(*signer.TokenSigner); ok {
+		e.warnAlwaysAuthenticate(ts)
+	}
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
 	cfg, err := e.grantConfig(ctx, c, s)

@@ -16,102 +16,6 @@ import (
 	"time"
 )
 
-// Config describes the Maskinporten the emulator plays. The zero value is a
-// working emulator with no clients.
-type Config struct {
-	// Roots are the trusted roots for x5c chains; the intermediates come in
-	// the x5c header. With no roots, every x5c grant is refused (MP-120).
-	Roots []*x509.Certificate
-
-	// Clients are the registered clients. More can be added while the
-	// server runs with AddClient.
-	Clients []Client
-
-	// TokenLifetime is the lifetime of issued access tokens, answered as
-	// expires_in. If zero, 120 seconds.
-	TokenLifetime time.Duration
-
-	// MaxGrantLifetime is the largest exp - iat a grant may have. If zero,
-	// 120 seconds, as Maskinporten documents.
-	MaxGrantLifetime time.Duration
-
-	// ClockSkew is how far the clocks of client and server may differ: a
-	// grant may be issued at most ClockSkew in the future, and is taken as
-	// expired only when exp is more than ClockSkew in the past. (This is how
-	// Maskinporten checks, with 10 seconds.) If zero, 10 seconds.
-	ClockSkew time.Duration
-
-	// Now is the server's clock. If nil, time.Now.
-	Now func() time.Time
-
-	// Issuer is the issuer identifier: the only accepted grant audience, the
-	// iss of issued tokens, and the base of error_uri. If empty, the
-	// server's URL with a trailing slash, known once the server has started.
-	Issuer string
-
-	// Key signs the access tokens (RS256); it must be an RSA key. Its kid is
-	// the RFC 7638 thumbprint of the public key. If nil, a fresh 2048-bit
-	// RSA key.
-	Key crypto.Signer
-
-	// Logf, if not nil, is told of each answer of the token and exchange
-	// endpoints. It is never given a grant or a token.
-	Logf func(format string, args ...any)
-}
-
-// Client is a client registered in the emulator, as a Maskinporten
-// integration is registered in Samarbeidsportalen.
-type Client struct {
-	// ID is the client_id, which grants carry as iss.
-	ID string
-
-	// OrgNumber is the 9-digit organisation number owning the client. For
-	// x5c grants it must equal the organisation number in the leaf
-	// certificate (organizationIdentifier NTRNO-<orgnr>, OID 2.5.4.97, or a
-	// subject serialNumber of 9 digits), else MP-122.
-	OrgNumber string
-
-	// Scopes are the scopes the client may ask for.
-	Scopes []string
-
-	// Keys are the public keys registered on the client, by kid, for
-	// grants that carry kid instead of x5c. Only RSA keys can verify the
-	// accepted algorithms; an *x509.Certificate stands for its key.
-	Keys map[string]crypto.PublicKey
-
-	// DelegatedBy are the organisation numbers that delegated to this
-	// client's organisation in Altinn: consumer_org may name only these
-	// (else 403 MP-251).
-	DelegatedBy []string
-
-	// SystemUserOrgs are the organisation numbers that have a system user
-	// for this client's system in Altinn: authorization_details of type
-	// urn:altinn:systemuser may name only these (else MP-303).
-	SystemUserOrgs []string
-}
-
-// Stats counts what the server has seen. Server.Stats returns a copy.
-type Stats struct {
-	// TokenRequests counts every request to /token, faults included.
-	TokenRequests int
-	// Issued counts the access tokens issued.
-	Issued int
-	// Rejected counts refused token requests by MP code ("MP-124"), or by
-	// OAuth error ("invalid_request") where Maskinporten has no code.
-	// Answers from FailNext and DropNext are not counted here.
-	Rejected map[string]int
-	// Injected counts the token requests answered by FailNext or DropNext.
-	Injected int
-	// AltinnExchanges counts the Altinn tokens issued.
-	AltinnExchanges int
-	// AltinnRejected counts the refused exchanges (401).
-	AltinnRejected int
-	// JTIs counts the jti values used up: those of grants that passed
-	// authentication (signature, audience, time), even if then refused for
-	// what they asked.
-	JTIs int
-}
-
 // Server is a Maskinporten emulator listening on a local address, shaped
 // like httptest.Server. It is safe for concurrent use.
 type Server struct {
@@ -330,40 +234,6 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// FailNext makes the next n requests to /token answer status (such as 503)
-// with a Maskinporten-shaped error body, before looking at the grant. The
-// answers to 503 and 429 carry Retry-After: 1.
-func (s *Server) FailNext(n int, status int) {
-	s.mu.Lock()
-	s.failN, s.failStatus = n, status
-	s.mu.Unlock()
-}
-
-// SetLatency delays every answer by d; Close cuts the delay short.
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	s.latency = d
-	s.mu.Unlock()
-}
-
-// DropNext makes the next n requests to /token fail mid-answer: the client
-// reads the status line and headers of a 200 answer, then the connection
-// closes before the body is complete (reading it fails with an unexpected
-// EOF).
-func (s *Server) DropNext(n int) {
-	s.mu.Lock()
-	s.dropN = n
-	s.mu.Unlock()
-}
-
-// SetDateOffset makes the Date header of every answer lie by d, for tests
-// of clients that estimate the server's clock.
-func (s *Server) SetDateOffset(d time.Duration) {
-	s.mu.Lock()
-	s.dateOffset = d
-	s.mu.Unlock()
-}
-
 func (s *Server) now() time.Time { return s.cfg.Now() }
 
 func (s *Server) logf(format string, args ...any) {
@@ -395,53 +265,6 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
-func (s *Server) date() string {
-	s.mu.Lock()
-	off := s.dateOffset
-	s.mu.Unlock()
-	return s.now().Add(off).UTC().Format(http.TimeFormat)
-}
-
-// fault reports which fault, if any, the next token request meets.
-func (s *Server) fault() (drop bool, failStatus int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stats.TokenRequests++
-	switch {
-	case s.dropN > 0:
-		s.dropN--
-		s.stats.Injected++
-		return true, 0
-	case s.failN > 0:
-		s.failN--
-		s.stats.Injected++
-		return false, s.failStatus
-	}
-	return false, 0
-}
-
-// drop hijacks the connection, writes the head of a 200 answer and part of
-// its body, and closes the connection.
-func (s *Server) drop(w http.ResponseWriter) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		panic(http.ErrAbortHandler)
-	}
-	conn, buf, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\n" +
-		"Date: " + s.date() + "\r\n" +
-		"Content-Type: application/json;charset=UTF-8\r\n" +
-		"Content-Length: 1024\r\n" +
-		"\r\n" +
-		`{"access_token":"eyJ`)
-	_ = buf.Flush()
-}
-
-// useJTI records jti and reports whether it was new.
 func (s *Server) useJTI(jti string, exp time.Time) bool {
 	now := s.now()
 	s.mu.Lock()

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
@@ -26,15 +28,15 @@ func TestMain(m *testing.M) {
 
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
+	cmd := testexec.Command(t, 2*time.Minute, os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "MP_HSM_PROVISION_MAIN=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if err != nil {
-		t.Logf("provision %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	res := testexec.Run(t, cmd)
+	var err error
+	if res.Code != 0 {
+		err = fmt.Errorf("exit %d", res.Code)
+		t.Logf("provision %s: %v\n%s", strings.Join(args, " "), err, res.Stderr)
 	}
-	return stdout.String(), err
+	return res.Stdout, err
 }
 
 func TestProvision(t *testing.T) {
@@ -78,16 +80,13 @@ func TestProvision(t *testing.T) {
 	}
 
 	// Another process sees exactly one demo token with the objects.
-	tool, err := exec.LookPath("pkcs11-tool")
-	if err != nil {
-		t.Skip("pkcs11-tool is not installed")
+	cmd := testexec.Command(t, 0, testexec.Tool(t, "pkcs11-tool", "opensc"), "--module", module, "--token-label", "mp-hsm-demo", "--login", "--pin", softhsm.DefaultPIN, "--list-objects")
+	cmd.Env = testexec.Env(t.TempDir(), "SOFTHSM2_CONF="+filepath.Join(dir, "softhsm2.conf"))
+	res := testexec.Run(t, cmd)
+	if res.Code != 0 {
+		t.Fatalf("pkcs11-tool: %s", res)
 	}
-	cmd := exec.Command(tool, "--module", module, "--token-label", "mp-hsm-demo", "--login", "--pin", softhsm.DefaultPIN, "--list-objects")
-	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+filepath.Join(dir, "softhsm2.conf"))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("pkcs11-tool: %v\n%s", err, out)
-	}
+	out := res.Stdout
 	for obj, want := range map[string]int{
 		"Private Key Object": 2, "Public Key Object": 2, "Certificate Object": 3,
 		"always authenticate": 1, "label:      Authentication": 3, "label:      Signing": 3,

@@ -2,19 +2,21 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -55,15 +57,18 @@ func testSigner(tb testing.TB) *signer.FileSigner {
 	return fileSigner.s
 }
 
-// newOfflineServer returns a ready Server whose Maskinporten is nowhere:
-// for tests of the store and the handler that fill the cache themselves.
+// newOfflineServer returns a ready Server whose Maskinporten is a fake
+// transport that answers every grant at once with a new token shaped like
+// Maskinporten's, and whose key returns a dummy signature: for tests of the
+// cache and the handler that need many tokens quickly.
 func newOfflineServer(tb testing.TB) *Server {
 	tb.Helper()
-	s := testSigner(tb)
+	s := unsignedSigner{testSigner(tb)}
 	srv, err := New(Config{
 		OpenSigner: func(context.Context) (signer.Signer, error) { return s, nil },
 		Grant: grant.Config{ClientID: "offline", Environment: grant.Environment{
-			Issuer: "http://127.0.0.1:9/", TokenEndpoint: "http://127.0.0.1:9/token"}},
+			Issuer: "http://127.0.0.1:9/", TokenEndpoint: "http://127.0.0.1:9/token"},
+			HTTPClient: &http.Client{Transport: new(fakeMaskinporten)}},
 		ProbeInterval: -1,
 	})
 	if err != nil {
@@ -71,6 +76,27 @@ func newOfflineServer(tb testing.TB) *Server {
 	}
 	tb.Cleanup(func() { srv.Shutdown(context.Background()) })
 	return srv
+}
+
+// unsignedSigner is a key whose signatures are zeros: fakeMaskinporten
+// does not check them, and real ones would take most of the time.
+type unsignedSigner struct{ *signer.FileSigner }
+
+func (unsignedSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return make([]byte, 256), nil
+}
+
+// fakeMaskinporten answers every request with a new token that lives 120 s.
+type fakeMaskinporten struct{ n atomic.Int64 }
+
+func (f *fakeMaskinporten) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	i := int(f.n.Add(1))
+	body := fmt.Sprintf(`{"access_token":%q,"token_type":"Bearer","expires_in":120,"scope":"example:scope/%d"}`, fakeAccessToken(i), i)
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: r}, nil
 }
 
 // fakeAccessToken is shaped like a Maskinporten access token: a JWT of
@@ -84,18 +110,18 @@ func fakeAccessToken(i int) string {
 }
 
 // fill caches n tokens in s, each with its refresh timer, as n distinct
-// requests would.
-func fill(s *Server, n int) {
-	now := time.Now()
+// requests do: each is fetched from fakeMaskinporten.
+func fill(tb testing.TB, s *Server, n int) {
 	for i := range n {
 		scope := fmt.Sprintf("example:scope/%d", i)
 		key := "mp\x00" + scope + "\x00\x00\x00\x00"
-		e := s.entryFor(key, grant.Request{Scopes: []string{scope}}, false, key)
-		e.tok.Store(s.newToken(&grant.Token{AccessToken: fakeAccessToken(i), TokenType: "Bearer", Scope: scope,
-			ExpiresIn: 120, Expiry: now.Add(120 * time.Second)}))
-		e.mu.Lock()
-		s.scheduleLocked(e, now)
-		e.mu.Unlock()
+		e, err := s.cache.Add(key, &request{s: s, req: grant.Request{Scopes: []string{scope}}})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, _, err := e.Token(context.Background(), grant.ForUse); err != nil {
+			tb.Fatal(err)
+		}
 	}
 }
 
@@ -109,17 +135,17 @@ func heapInUse() uint64 {
 
 // BenchmarkHeap10000Keys reports the heap with 10,000 cached tokens
 // (target: under 50 MiB): heap-MiB is the whole heap in use, store-MiB what
-// the 10,000 entries, their tokens and timers add.
+// the 10,000 cache entries, their tokens, requests and timers add.
 func BenchmarkHeap10000Keys(b *testing.B) {
 	const n = 10000
 	var total, added uint64
 	for b.Loop() {
 		s := newOfflineServer(b)
 		before := heapInUse()
-		fill(s, n)
+		fill(b, s, n)
 		after := heapInUse()
-		if s.store.len() != n {
-			b.Fatalf("%d keys in the store", s.store.len())
+		if s.cache.Len() != n {
+			b.Fatalf("%d keys in the cache", s.cache.Len())
 		}
 		total, added = after, after-before
 		runtime.KeepAlive(s)
@@ -134,7 +160,7 @@ func BenchmarkHeap10000Keys(b *testing.B) {
 // without a network: the daemon's own cost per request.
 func BenchmarkHandlerCachedToken(b *testing.B) {
 	s := newOfflineServer(b)
-	fill(s, 1)
+	fill(b, s, 1)
 	body := "grant_type=client_credentials&scope=example%3Ascope%2F0"
 	unix := &net.UnixAddr{Name: "/run/mp-hsm/mp-hsm.sock", Net: "unix"}
 	b.ReportAllocs()
@@ -152,42 +178,7 @@ func BenchmarkHandlerCachedToken(b *testing.B) {
 	})
 }
 
-func TestStoreDropsUnusedKeys(t *testing.T) {
-	s := newOfflineServer(t)
-	now := time.Now()
-	e := s.entryFor("k", grant.Request{Scopes: []string{"a"}}, false, "k")
-	// A token issued two seconds ago that lives one second: expired, and
-	// not asked for within two lifetimes.
-	e.tok.Store(s.newToken(&grant.Token{AccessToken: "x", ExpiresIn: 1, Expiry: now.Add(-time.Second)}))
-	e.lastUsed.Store(now.Add(-3 * time.Second).UnixNano())
-	s.onTimer(e)
-	if s.store.len() != 0 || !e.dead {
-		t.Fatal("a key unused for two lifetimes was kept")
-	}
-	// Used recently: kept, and its timer set.
-	e2 := s.entryFor("k2", grant.Request{Scopes: []string{"a"}}, false, "k2")
-	e2.tok.Store(s.newToken(&grant.Token{AccessToken: "x", ExpiresIn: 1, Expiry: now.Add(-time.Second)}))
-	s.onTimer(e2)
-	if s.store.len() != 1 || e2.timer == nil {
-		t.Fatal("a key used just now was dropped")
-	}
-}
-
-func TestFreshnessRules(t *testing.T) {
-	s := newOfflineServer(t)
-	for _, l := range []time.Duration{3 * time.Second, 4 * time.Second, time.Minute, 120 * time.Second, 10 * time.Minute} {
-		for range 20 {
-			now := time.Now()
-			tok := s.newToken(&grant.Token{AccessToken: "x", ExpiresIn: int(l / time.Second), Expiry: now.Add(l)})
-			served := tok.expiry.Add(-minServe(l)) // served until then
-			if !tok.refreshAt.Before(served) || !tok.refreshAt.After(now) {
-				t.Fatalf("lifetime %s: refresh at +%s, served until +%s", l, tok.refreshAt.Sub(now), served.Sub(now))
-			}
-			if l >= time.Minute && tok.expiry.Sub(tok.refreshAt) > 40*time.Second {
-				t.Fatalf("lifetime %s: refreshed %s early", l, tok.expiry.Sub(tok.refreshAt))
-			}
-		}
-	}
+func TestAppendJSONString(t *testing.T) {
 	if got := appendJSONString(nil, "a\"\\\x01\nø😀"); string(got) != `"a\"\\\u0001\n\u00f8\ud83d\ude00"` {
 		t.Fatalf("appendJSONString: %s", got)
 	}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/mp-hsm/mp-hsm/doctor"
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// This file decides the commands' output formats: the --output flags, the
+// one validator every command calls with the formats it has, and the
+// writers: JSON for every --output json, the token's forms and the
+// doctor's lines. A report with a text form of its own is written by its
+// package (inspect.Report.WriteText) or command (list's tables).
+
+// outputFlag is the --output flag of token and list, whose default is
+// "token" so that MP_HSM_OUTPUT can be shared by every command.
+func outputFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
+}
+
+// textOutputFlag is the --output flag of doctor and inspect.
+func textOutputFlag() cli.Flag {
+	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "`FORMAT`: text or json", EnvVars: []string{"MP_HSM_OUTPUT"}}
+}
+
+// outputFormat returns the --output format c was given, one of formats,
+// whose first is the command's default. "token", the shared default of
+// MP_HSM_OUTPUT, means that default for a command without a token format.
+// Any other value is a usage error naming the formats.
+func outputFormat(c *cli.Context, formats ...string) (string, error) {
+	o := c.String("output")
+	if o == "token" && !slices.Contains(formats, "token") {
+		o = formats[0]
+	}
+	if slices.Contains(formats, o) {
+		return o, nil
+	}
+	use := formats[0]
+	if n := len(formats); n > 1 {
+		use = strings.Join(formats[:n-1], ", ") + " or " + formats[n-1]
+	}
+	return "", usagef("--output %q: use %s", o, use)
+}
+
+// writeJSON writes v as JSON indented by two spaces, and a newline: the
+// form of every --output json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// tokenJSON is Maskinporten's token response plus expires_at.
+type tokenJSON struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+	Scope       string `json:"scope,omitempty"`
+	ExpiresAt   string `json:"expires_at"`
+}
+
+// printToken writes tok as the token command's --output says: the access
+// token alone, the token response as JSON, or an Authorization header.
+func (e *env) printToken(out string, tok *grant.Token) error {
+	switch out {
+	case "json":
+		return writeJSON(e.stdout, tokenJSON{
+			AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresIn: tok.ExpiresIn,
+			Scope: tok.Scope, ExpiresAt: tok.Expiry.UTC().Format(time.RFC3339),
+		})
+	case "header":
+		_, err := fmt.Fprintf(e.stdout, "Authorization: Bearer %s\n", tok.AccessToken)
+		return err
+	}
+	_, err := fmt.Fprintln(e.stdout, tok.AccessToken)
+	return err
+}
+
+// colourOK reports whether text on stdout may be coloured: only on a
+// terminal, never with NO_COLOR set or TERM=dumb.
+func (e *env) colourOK() bool {
+	f, ok := e.stdout.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd())) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
+}
+
+// doctorColours are the ANSI colours of the doctor's statuses.
+var doctorColours = map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}
+
+// writeDoctorLine writes one check as a line of text: status, check,
+// message, and for a warning or failure its hint.
+func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
+	status := fmt.Sprintf("%-4s", r.Status)
+	if colour {
+		status = "\x1b[" + doctorColours[r.Status] + "m" + status + "\x1b[0m"
+	}
+	line := fmt.Sprintf("%s  %-13s  %s", status, r.Check, r.Message)
+	if r.Hint != "" && (r.Status == doctor.Warn || r.Status == doctor.Fail) {
+		line += "  hint: " + r.Hint
+	}
+	fmt.Fprintln(w, line)
+}
+
+// writeDoctorSummary writes the last line of the doctor's text.
+func writeDoctorSummary(w io.Writer, rs doctor.Results) {
+	fmt.Fprintf(w, "%d ok, %d warning(s), %d failed, %d skipped\n",
+		rs.Count(doctor.OK), rs.Count(doctor.Warn), rs.Count(doctor.Fail), rs.Count(doctor.Skip))
+}

@@ -1,0 +1,139 @@
+package daemon
+
+import (
+	"errors"
+	"mime"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// tokenRequest is a parsed request and its cache key.
+type tokenRequest struct {
+	req    grant.Request
+	altinn bool
+	key    []byte // "mp" or "altinn", then the fields, separated by NUL
+}
+
+// mpKey is the key of the request's Maskinporten token.
+func (tr *tokenRequest) mpKey() string {
+	_, rest, _ := strings.Cut(string(tr.key), "\x00")
+	return "mp\x00" + rest
+}
+
+// isForm reports whether ct is application/x-www-form-urlencoded.
+func isForm(ct string) bool {
+	if ct == "application/x-www-form-urlencoded" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/x-www-form-urlencoded"
+}
+
+// parseRequest checks a client-credentials form, applies the scope policy,
+// and builds the cache key into buf. Scopes and resources are
+// deduplicated and sorted, so that the same set always makes the same key
+// and the same grant. The claims are validated by validate, which is only
+// needed for a key that is not yet in the cache.
+func parseRequest(form url.Values, policy *scopePolicy, buf []byte) (*tokenRequest, error) {
+	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "altinn", "client_id", "client_secret"} {
+		if len(form[name]) > 1 {
+			return nil, badRequest(errInvalidRequest, "the parameter "+name+" is given more than once")
+		}
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "client_credentials":
+	case "":
+		return nil, badRequest(errInvalidRequest, "grant_type is missing; use client_credentials")
+	default:
+		return nil, badRequest(errUnsupportedGrantType, "grant_type "+strconv.Quote(gt)+" is not supported; use client_credentials")
+	}
+	raw := form.Get("scope")
+	scopes := make([]string, 0, 4)
+	for sc := range strings.SplitSeq(raw, " ") {
+		if sc == "" {
+			continue
+		}
+		if !grant.ValidScope(sc) {
+			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" holds characters a scope cannot hold")
+		}
+		if !policy.allows(sc) {
+			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" is not allowed by this daemon (--allowed-scopes)")
+		}
+		scopes = append(scopes, sc)
+	}
+	if len(scopes) == 0 {
+		return nil, badRequest(errInvalidScope, "scope is missing: give the scopes to ask Maskinporten for, separated by spaces")
+	}
+	if len(scopes) > 1 {
+		slices.Sort(scopes)
+		scopes = slices.Compact(scopes)
+	}
+	resources := form["resource"]
+	if len(resources) > 1 {
+		resources = slices.Clone(resources)
+		slices.Sort(resources)
+		resources = slices.Compact(resources)
+	}
+	tr := &tokenRequest{req: grant.Request{
+		Scopes:        scopes,
+		Resources:     resources,
+		ConsumerOrg:   form.Get("consumer_org"),
+		PID:           form.Get("pid"),
+		SystemUserOrg: form.Get("system_user_org"),
+	}}
+	switch v := form.Get("altinn"); v {
+	case "", "false", "0":
+		buf = append(buf, "mp"...)
+	case "true", "1":
+		tr.altinn = true
+		buf = append(buf, "altinn"...)
+	default:
+		return nil, badRequest(errInvalidRequest, "altinn must be true or false, not "+strconv.Quote(v))
+	}
+	for _, list := range [][]string{scopes, resources} {
+		buf = append(buf, 0)
+		for i, v := range list {
+			if i > 0 {
+				buf = append(buf, ' ')
+			}
+			buf = append(buf, v...)
+		}
+	}
+	for _, v := range []string{tr.req.ConsumerOrg, tr.req.PID, tr.req.SystemUserOrg} {
+		buf = append(buf, 0)
+		buf = append(buf, v...)
+	}
+	tr.key = buf
+	return tr, nil
+}
+
+// validate checks the claims as grant.Request.Validate does, as OAuth 2
+// errors.
+func (tr *tokenRequest) validate() error {
+	for _, res := range tr.req.Resources {
+		if strings.ContainsRune(res, 0) {
+			return badRequest(errInvalidRequest, "invalid resource")
+		}
+	}
+	err := tr.req.Validate()
+	if err == nil {
+		return nil
+	}
+	var ve *grant.ValidationError
+	if errors.As(err, &ve) {
+		code := errInvalidRequest
+		if ve.Field == "scope" {
+			code = errInvalidScope
+		}
+		field := ve.Field
+		if field == "systemuser_org" {
+			field = "system_user_org"
+		}
+		return badRequest(code, "invalid "+field+": "+ve.Reason)
+	}
+	return badRequest(errInvalidRequest, err.Error())
+}

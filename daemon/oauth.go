@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// OAuth 2 error codes (RFC 6749 section 5.2, and temporarily_unavailable
+// from section 4.1.2.1).
+const (
+	errInvalidRequest         = "invalid_request"
+	errInvalidClient          = "invalid_client"
+	errUnsupportedGrantType   = "unsupported_grant_type"
+	errInvalidScope           = "invalid_scope"
+	errServerError            = "server_error"
+	errTemporarilyUnavailable = "temporarily_unavailable"
+)
+
+// oauthError is an OAuth 2 error answer.
+type oauthError struct {
+	status      int
+	code        string
+	description string
+	retryAfter  int // seconds, for 503
+}
+
+func (e *oauthError) Error() string { return e.code + ": " + e.description }
+
+func badRequest(code, description string) *oauthError {
+	return &oauthError{status: http.StatusBadRequest, code: code, description: description}
+}
+
+// mapError turns an error from getting a token into an OAuth 2 error: 503
+// temporarily_unavailable when the card is away or Maskinporten fails, the
+// caller's error when Maskinporten refused the scope, and server_error when
+// the daemon's own configuration is at fault.
+func (s *Server) mapError(err error) *oauthError {
+	var oe *oauthError
+	var nre *notReadyError
+	var te *grant.TokenError
+	switch {
+	case errors.As(err, &oe):
+		return oe
+	case errors.As(err, &nre):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: "cannot get a token now: " + nre.reason, retryAfter: 5}
+	case isDeviceFault(err):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: "the card or HSM failed while signing (" + err.Error() + "); reconnecting", retryAfter: 5}
+	case isPINError(err):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: loginRefusedReason(err)}
+	case errors.As(err, &te) && te.StatusCode < 500:
+		desc := "Maskinporten refused: " + te.Error()
+		switch {
+		case te.Code == errInvalidScope:
+			return &oauthError{status: http.StatusBadRequest, code: errInvalidScope, description: desc}
+		case te.StatusCode == http.StatusForbidden:
+			code := te.Code
+			if code == "" {
+				code = errInvalidScope
+			}
+			return &oauthError{status: http.StatusForbidden, code: code, description: desc}
+		}
+		return &oauthError{status: http.StatusBadGateway, code: errServerError,
+			description: desc + " (the daemon's client id, key or environment is wrong)"}
+	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: "Maskinporten is unavailable: " + err.Error(), retryAfter: 5}
+	case errors.Is(err, grant.ErrCacheFull):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: "the token cache is full (MaxKeys, --max-keys); try again later", retryAfter: 5}
+	case errors.Is(err, errShuttingDown), errors.Is(err, grant.ErrCacheClosed):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: err.Error(), retryAfter: 1}
+	case errors.Is(err, grant.ErrBadResponse):
+		return &oauthError{status: http.StatusBadGateway, code: errServerError, description: err.Error()}
+	case errors.Is(err, grant.ErrInvalidRequest):
+		return badRequest(errInvalidRequest, err.Error())
+	case errors.Is(err, grant.ErrInvalidConfig), errors.Is(err, ErrConfig):
+		return &oauthError{status: http.StatusInternalServerError, code: errServerError,
+			description: "the daemon's configuration is invalid: " + err.Error()}
+	case errors.Is(err, context.Canceled):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: "the request was canceled", retryAfter: 1}
+	}
+	return &oauthError{status: http.StatusInternalServerError, code: errServerError, description: err.Error()}
+}
+
+// fail counts and writes an error answer.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	var oe *oauthError
+	if !errors.As(err, &oe) {
+		oe = s.mapError(err)
+	}
+	s.metrics.requests.WithLabelValues(oe.code).Inc()
+	s.writeError(w, oe)
+}
+
+func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
+	h := w.Header()
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
+	h["Pragma"] = hdrNoCache
+	if oe.retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(oe.retryAfter))
+	}
+	w.WriteHeader(oe.status)
+	b := append([]byte(`{"error":`), '"')
+	b = append(b, oe.code...)
+	b = append(b, `","error_description":`...)
+	b = appendJSONString(b, oe.description)
+	b = append(b, "}\n"...)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,91 @@
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// checkTokenRequest asks Maskinporten for a real token, and explains a
+// refusal. The token is never shown.
+func (r *run) checkTokenRequest(ctx context.Context) {
+	const check = "token-request"
+	cfg := r.cfg
+	if len(cfg.Request.Scopes) == 0 || strings.TrimSpace(cfg.ClientID) == "" {
+		r.skip(check, "give --client-id and --scope to try a real token request")
+		return
+	}
+	switch {
+	case r.key.Signer == nil:
+		r.skip(check, "needs the key and its certificate")
+		return
+	case r.envFail || r.envr == nil:
+		r.skip(check, "needs the environment")
+		return
+	case r.meta != nil && r.meta.err != nil:
+		r.skip(check, "the metadata could not be read")
+		return
+	}
+	validate := cfg.CheckRequest
+	if validate == nil {
+		validate = grant.Request.Validate
+	}
+	if err := validate(cfg.Request); err != nil {
+		r.add(Failed(check, ClassUsage, err, "fix the request flags"))
+		return
+	}
+	if cfg.KeyID == "" && len(r.key.Signer.Chain()) == 0 {
+		r.fail(check, ClassToken, nil, "the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate",
+			"fix the flags named")
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	gc := &grant.Config{
+		ClientID:      strings.TrimSpace(cfg.ClientID),
+		Signer:        r.key.Signer,
+		Algorithm:     cfg.Algorithm,
+		KeyID:         cfg.KeyID,
+		Environment:   *r.envr,
+		AllowInsecure: cfg.AllowInsecure,
+		HTTPClient:    cfg.HTTPClient,
+		Logger:        cfg.Logger,
+	}
+	tok, err := gc.Exchange(ctx, cfg.Request)
+	if err != nil {
+		msg, hint := err.Error(), "check the network and Maskinporten's status (status.digdir.no)"
+		var te *grant.TokenError
+		if errors.As(err, &te) {
+			msg, hint = explainRefusal(te)
+		}
+		r.fail(check, ClassOf(err, ClassUnavailable), err, msg, hint)
+		return
+	}
+	r.ok(check, fmt.Sprintf("Maskinporten issued a token for scope %q, valid %d s (not shown)", tok.Scope, tok.ExpiresIn))
+}
+
+// explainRefusal says what the token endpoint answered, and what to do.
+func explainRefusal(te *grant.TokenError) (msg, hint string) {
+	msg = fmt.Sprintf("%s answered HTTP %d", te.URL, te.StatusCode)
+	if te.Code != "" {
+		msg += " " + te.Code
+	}
+	if te.Description != "" {
+		msg += ": " + te.Description
+	}
+	if te.MPCode != "" && !strings.Contains(te.Description, te.MPCode) {
+		msg += " (" + te.MPCode + ")"
+	}
+	if te.Skew != 0 {
+		msg += fmt.Sprintf("; its clock differs from the local one by %s", te.Skew.Round(time.Second))
+	}
+	hint = te.Hint
+	if hint == "" {
+		hint = "see Maskinporten's error documentation for the code"
+	}
+	return msg, hint
+}

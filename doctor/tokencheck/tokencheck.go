@@ -1,0 +1,349 @@
+// Package tokencheck runs the doctor's checks of a key on a smart card or
+// HSM: module, token, pin, login and key. Checks is a doctor.KeyFinder: it
+// takes the steps of signer.Open one at a time, through the same hsm and
+// signer calls, reporting each, and goes on where it can after a failure
+// (without a login it still finds the key's certificate), so that the
+// doctor's later checks have as much to judge as possible.
+//
+// It never spends a PIN try the card warns about: no login is tried when
+// the token's PIN flags say it is locked or on its final try, and at most
+// one C_Login is made.
+package tokencheck
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/mp-hsm/mp-hsm/doctor"
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+// ModuleHint is the hint of a module that cannot be found or loaded.
+const ModuleHint = "install the card's PKCS#11 module (apt install opensc for Buypass and Commfides cards) or give --module PATH"
+
+// Checks finds the key signer.Open would find for Config, checking each
+// step. Use a Checks once: Run calls FindKey, then Close.
+type Checks struct {
+	// Config says where the key is and how to log in, as for signer.Open.
+	// The login differs in two ways: it never allows a final PIN try,
+	// whatever Config.Login says, and it asks Config.Login.Prompt only when
+	// Interactive is set.
+	Config signer.Config
+	// DefaultModule says that Config.Module was found in the default
+	// places, for the module check's message. An empty Config.Module is
+	// looked for there too (see signer.Config.ModulePath).
+	DefaultModule bool
+	// Interactive says that a person can answer Config.Login.Prompt or
+	// enter the PIN on a PIN pad. Without it and without Config.PIN no
+	// login is tried.
+	Interactive bool
+	// OnPINPad, if set, is called before a login on the reader's PIN pad,
+	// to tell the person to use it.
+	OnPINPad func()
+	// Explain, if set, rewrites a token or key selection error before it
+	// becomes a check's message: mp-hsm adds the flags that pick each
+	// token or key. It must wrap the error it is given.
+	Explain func(error) error
+
+	configErr  error // see Failed
+	configHint string
+
+	mod      *hsm.Module
+	slot     hsm.Slot
+	tok      *hsm.Token
+	pinBlock bool // the PIN flags forbid a login
+	loggedIn bool
+	found    doctor.FoundKey
+}
+
+var _ doctor.KeyFinder = (*Checks)(nil)
+
+// Failed returns a KeyFinder for a key whose Config could not be made, such
+// as from a flag that does not parse: its module check fails with err and
+// hint, and the token checks after it are skipped.
+func Failed(err error, hint string) doctor.KeyFinder {
+	return &Checks{configErr: err, configHint: hint}
+}
+
+// FindKey runs the checks module, token, pin, login and key, passing each
+// result to report, and returns what they found.
+func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor.FoundKey {
+	c.checkModule(report)
+	c.checkToken(report)
+	c.checkPIN(report)
+	c.checkLogin(report)
+	c.checkKey(report)
+	if c.tok != nil && !c.loggedIn {
+		c.found.NoLogin = true
+		c.found.Chain = c.certificateWithoutLogin()
+	}
+	return c.found
+}
+
+// Close closes the token and the module. The key found is not usable after
+// it. Idempotent.
+func (c *Checks) Close() error {
+	var err error
+	if c.tok != nil {
+		err = c.tok.Close()
+		c.tok = nil
+	}
+	if c.mod != nil {
+		err = errors.Join(err, c.mod.Close())
+		c.mod = nil
+	}
+	return err
+}
+
+func ok(check, msg string) doctor.Result {
+	return doctor.Result{Check: check, Status: doctor.OK, Message: msg}
+}
+
+func skip(check, msg string) doctor.Result {
+	return doctor.Result{Check: check, Status: doctor.Skip, Message: msg}
+}
+
+// failed is a failed check for err, a token problem unless err says
+// otherwise.
+func failed(check string, err error, hint string) doctor.Result {
+	def := doctor.ClassToken
+	if errors.Is(err, hsm.ErrInvalidURI) {
+		def = doctor.ClassUsage
+	}
+	return doctor.Failed(check, def, err, hint)
+}
+
+// explain applies Explain.
+func (c *Checks) explain(err error) error {
+	if c.Explain == nil {
+		return err
+	}
+	return c.Explain(err)
+}
+
+func (c *Checks) checkModule(report func(doctor.Result)) {
+	const check = "module"
+	if c.configErr != nil {
+		report(doctor.Failed(check, doctor.ClassUsage, c.configErr, c.configHint))
+		return
+	}
+	path, err := c.Config.ModulePath()
+	if err != nil {
+		report(failed(check, err, ModuleHint))
+		return
+	}
+	m, err := hsm.Open(path)
+	if err != nil {
+		report(failed(check, err, ModuleHint))
+		return
+	}
+	c.mod = m
+	msg := m.Path()
+	if info, err := m.Info(); err == nil {
+		msg += fmt.Sprintf(" (%s %s, library %s, PKCS#11 %s)", info.Manufacturer, info.Description, info.Version, info.Cryptoki)
+	}
+	if c.DefaultModule || c.Config.Module == "" {
+		msg += "; found in the default places"
+	}
+	report(ok(check, msg))
+}
+
+func (c *Checks) checkToken(report func(doctor.Result)) {
+	const check = "token"
+	if c.mod == nil {
+		report(skip(check, "needs the module"))
+		return
+	}
+	slot, err := c.mod.FindSlot(c.Config.Token)
+	if err != nil {
+		report(failed(check, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)"))
+		return
+	}
+	tok, err := c.mod.OpenToken(slot.ID, c.Config.TokenOptions())
+	if err != nil {
+		report(failed(check, err, "the token is present but cannot be opened: reinsert the card and try again"))
+		return
+	}
+	c.slot, c.tok = slot, tok
+	t := slot.Token
+	how := ""
+	if c.Config.Token.IsZero() {
+		how = "; the only token present"
+	}
+	report(ok(check, fmt.Sprintf("%q (serial %s, %s %s) in slot %d%s", t.Label, t.Serial, t.Manufacturer, t.Model, slot.ID, how)))
+}
+
+func (c *Checks) checkPIN(report func(doctor.Result)) {
+	const check = "pin"
+	if c.tok == nil {
+		report(skip(check, "needs the token"))
+		return
+	}
+	info, err := c.tok.Info()
+	if err != nil {
+		report(failed(check, err, "reinsert the card and try again"))
+		c.pinBlock = true
+		return
+	}
+	f := info.Flags
+	c.slot.Token.Flags = f
+	warn := func(msg, hint string) doctor.Result {
+		return doctor.Result{Check: check, Status: doctor.Warn, Message: msg, Hint: hint}
+	}
+	block := func(msg, hint string) doctor.Result {
+		c.pinBlock = true
+		return doctor.Result{Check: check, Status: doctor.Fail, Message: msg, Hint: hint, Class: doctor.ClassToken}
+	}
+	switch {
+	case !f.LoginRequired():
+		report(ok(check, "the token needs no login"))
+	case f.PINLocked():
+		report(block("the PIN is locked (CKF_USER_PIN_LOCKED); no login was tried",
+			"unblock the PIN with the PUK (or SO PIN) using the card issuer's tools, then run doctor again"))
+	case f.PINFinalTry():
+		report(block("one more wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY); no login was tried",
+			"doctor never spends the final try: when you are certain of the PIN, log in once with mp-hsm token --allow-final-pin-try"))
+	case f.PINCountLow():
+		report(warn("a wrong PIN was entered since the last login (CKF_USER_PIN_COUNT_LOW)",
+			"make sure the PIN is right before the next try: the card locks after a few wrong PINs"))
+	case f.PINToBeChanged():
+		report(warn("the token wants its PIN changed (CKF_USER_PIN_TO_BE_CHANGED)",
+			"change the PIN with the card issuer's tools before using the key"))
+	case f.ProtectedAuthPath():
+		report(ok(check, "no PIN problems reported; the reader has a PIN pad"))
+	default:
+		report(ok(check, "no PIN problems reported"))
+	}
+}
+
+func (c *Checks) checkLogin(report func(doctor.Result)) {
+	const check = "login"
+	switch {
+	case c.tok == nil:
+		report(skip(check, "needs the token"))
+		return
+	case c.pinBlock:
+		report(skip(check, "not tried: see the PIN check"))
+		return
+	case !c.slot.Token.Flags.LoginRequired():
+		c.loggedIn = true
+		report(skip(check, "the token needs no login"))
+		return
+	}
+	var pin hsm.PINSource
+	opts := hsm.LoginOptions{} // never the final try, whatever Config.Login says
+	switch {
+	case c.Config.PIN != nil:
+		pin = c.Config.PIN
+	case c.slot.Token.Flags.ProtectedAuthPath() && c.Interactive:
+		if c.OnPINPad != nil {
+			c.OnPINPad()
+		}
+	case c.Interactive:
+		opts.Prompt = c.Config.Login.Prompt
+	default:
+		report(skip(check, "no PIN given (MP_HSM_PIN or --pin-file) and no terminal to ask on; the key checks need a login"))
+		return
+	}
+	if err := c.tok.Login(pin, opts); err != nil {
+		hint := "check the PIN in MP_HSM_PIN or --pin-file before trying again: the card locks after a few wrong PINs"
+		var pe *hsm.PINError
+		if errors.As(err, &pe) && errors.Is(err, hsm.ErrPINLocked) {
+			hint = "unblock the PIN with the PUK (or SO PIN) using the card issuer's tools"
+		}
+		report(failed(check, err, hint))
+		return
+	}
+	c.loggedIn = true
+	report(ok(check, "logged in"))
+}
+
+func (c *Checks) checkKey(report func(doctor.Result)) {
+	const check = "key"
+	switch {
+	case c.tok == nil:
+		report(skip(check, "needs the token"))
+		return
+	case !c.loggedIn:
+		report(skip(check, "needs a login"))
+		return
+	}
+	key, err := c.tok.FindKey(c.Config.Key)
+	if err != nil {
+		report(failed(check, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)"))
+		return
+	}
+	c.found.Key = key
+	s, err := signer.New(key, signer.Options{ExtraChain: c.Config.ExtraChain})
+	switch {
+	case errors.Is(err, signer.ErrCertificateMismatch):
+		c.found.CertErr = err // the certificate check reports it
+	case err != nil:
+		report(failed(check, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)"))
+		return
+	default:
+		c.found.Signer = s
+		c.found.Chain = s.Chain()
+	}
+	how := ""
+	if len(c.Config.Key.ID) == 0 && c.Config.Key.Label == "" {
+		how = "; chosen as the authentication key"
+	}
+	if key.Info().AlwaysAuthenticate {
+		report(doctor.Result{Check: check, Status: doctor.Warn, Message: key.String() + how,
+			Hint: "the key wants the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is likely the card's signing key; use the authentication key (see mp-hsm list)"})
+		return
+	}
+	report(ok(check, key.String()+how))
+}
+
+// certificateWithoutLogin returns the chain of the certificate the key
+// selection points at, found without a login (when keys are not visible):
+// by CKA_ID or label; else the one authentication certificate, by the rule
+// FindKey chooses keys by (hsm.KeyInfo.Authentication); else the only
+// end-entity certificate. Nil when none or several match.
+func (c *Checks) certificateWithoutLogin() []*x509.Certificate {
+	certs, err := c.tok.Certificates()
+	if err != nil {
+		return nil
+	}
+	sel := c.Config.Key
+	named := len(sel.ID) > 0 || sel.Label != ""
+	var pool, byName, auth, leaves []*x509.Certificate
+	for _, hc := range certs {
+		pool = append(pool, hc.Cert)
+		if hc.Cert.IsCA {
+			continue
+		}
+		leaves = append(leaves, hc.Cert)
+		if named && (len(sel.ID) == 0 || string(sel.ID) == string(hc.ID)) && (sel.Label == "" || sel.Label == hc.Label) {
+			byName = append(byName, hc.Cert)
+		}
+		if (hsm.KeyInfo{Certificate: &hc}).Authentication() { // the rule FindKey chooses keys by
+			auth = append(auth, hc.Cert)
+		}
+	}
+	var cert *x509.Certificate
+	switch {
+	case named:
+		if len(byName) == 1 {
+			cert = byName[0]
+		}
+	case len(auth) == 1:
+		cert = auth[0]
+	case len(leaves) == 1:
+		cert = leaves[0]
+	}
+	if cert == nil {
+		return nil
+	}
+	chain, err := signer.BuildChain(cert.PublicKey, pool, c.Config.ExtraChain)
+	if err != nil || len(chain) == 0 {
+		return []*x509.Certificate{cert}
+	}
+	chain[0] = cert
+	return chain
+}

@@ -1,0 +1,88 @@
+package emulator
+
+import (
+	"net/http"
+	"time"
+)
+
+// FailNext makes the next n requests to /token answer status (such as 503)
+// with a Maskinporten-shaped error body, before looking at the grant. The
+// answers to 503 and 429 carry Retry-After: 1.
+func (s *Server) FailNext(n int, status int) {
+	s.mu.Lock()
+	s.failN, s.failStatus = n, status
+	s.mu.Unlock()
+}
+
+// SetLatency delays every answer by d; Close cuts the delay short.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	s.latency = d
+	s.mu.Unlock()
+}
+
+// DropNext makes the next n requests to /token fail mid-answer: the client
+// reads the status line and headers of a 200 answer, then the connection
+// closes before the body is complete (reading it fails with an unexpected
+// EOF).
+func (s *Server) DropNext(n int) {
+	s.mu.Lock()
+	s.dropN = n
+	s.mu.Unlock()
+}
+
+// SetDateOffset makes the Date header of every answer lie by d, for tests
+// of clients that estimate the server's clock.
+func (s *Server) SetDateOffset(d time.Duration) {
+	s.mu.Lock()
+	s.dateOffset = d
+	s.mu.Unlock()
+}
+
+func (s *Server) date() string {
+	s.mu.Lock()
+	off := s.dateOffset
+	s.mu.Unlock()
+	return s.now().Add(off).UTC().Format(http.TimeFormat)
+}
+
+// fault reports which fault, if any, the next token request meets.
+func (s *Server) fault() (drop bool, failStatus int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.TokenRequests++
+	switch {
+	case s.dropN > 0:
+		s.dropN--
+		s.stats.Injected++
+		return true, 0
+	case s.failN > 0:
+		s.failN--
+		s.stats.Injected++
+		return false, s.failStatus
+	}
+	return false, 0
+}
+
+// drop hijacks the connection, writes the head of a 200 answer and part of
+// its body, and closes the connection.
+func (s *Server) drop(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\n" +
+		"Date: " + s.date() + "\r\n" +
+		"Content-Type: application/json;charset=UTF-8\r\n" +
+		"Content-Length: 1024\r\n" +
+		"\r\n" +
+		`{"access_token":"eyJ`)
+	_ = buf.Flush()
+}
+
+// useJTI records jti and reports whether it was new.

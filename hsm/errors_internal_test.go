@@ -1,0 +1,108 @@
+package hsm
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/softhsm"
+)
+
+func TestErrorPredicates(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		err        error
+		kind       error // nil: do not check
+		transient  bool
+		pinRefused bool
+	}{
+		{"nil", nil, nil, false, false},
+		{"device removed", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED)), ErrTokenRemoved, true, false},
+		{"token not present", wrap("C_GetTokenInfo", pkcs11.Error(pkcs11.CKR_TOKEN_NOT_PRESENT)), ErrTokenRemoved, true, false},
+		{"session handle invalid", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID)), ErrSessionClosed, true, false},
+		{"device error", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_ERROR)), ErrDevice, true, false},
+		{"not logged in", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)), ErrNotLoggedIn, true, false},
+		{"key handle invalid", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_KEY_HANDLE_INVALID)), ErrObjectGone, true, false},
+		{"object handle invalid", wrap("C_GetAttributeValue", pkcs11.Error(pkcs11.CKR_OBJECT_HANDLE_INVALID)), ErrObjectGone, true, false},
+		{"no token in the slot", &SelectionError{Kind: ErrNoToken}, ErrNoToken, true, false},
+		{"wrapped again with %w", fmt.Errorf("signing: %w", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED))), ErrTokenRemoved, true, false},
+
+		{"PIN incorrect", &PINError{Kind: ErrPINIncorrect, Code: pkcs11.CKR_PIN_INCORRECT, Attempted: true}, ErrPINIncorrect, false, true},
+		{"PIN locked", &PINError{Kind: ErrPINLocked}, ErrPINLocked, false, true},
+		{"PIN final try", &PINError{Kind: ErrPINFinalTry}, ErrPINFinalTry, false, true},
+		{"PIN required", &PINError{Kind: ErrPINRequired}, ErrPINRequired, false, true},
+		{"PIN expired from C_Login", wrap("C_Login", pkcs11.Error(pkcs11.CKR_PIN_EXPIRED)), ErrPINExpired, false, true},
+		{"PIN length", wrap("C_Login", pkcs11.Error(pkcs11.CKR_PIN_LEN_RANGE)), ErrPINInvalid, false, true},
+		{"context login, wrong PIN", fmt.Errorf("sign: %w", &PINError{Kind: ErrPINIncorrect}), ErrPINIncorrect, false, true},
+
+		{"closed", &Error{Op: "sign", Kind: ErrClosed}, ErrClosed, false, false},
+		{"key not found", &SelectionError{Kind: ErrKeyNotFound}, ErrKeyNotFound, false, false},
+		{"mechanism invalid", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID)), ErrUnsupported, false, false},
+		{"other module error", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DATA_LEN_RANGE)), ErrModule, false, false},
+		{"not from hsm", errors.New("EOF"), nil, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.kind != nil && !errors.Is(tc.err, tc.kind) {
+				t.Errorf("errors.Is(%v, %v) = false", tc.err, tc.kind)
+			}
+			if got := Transient(tc.err); got != tc.transient {
+				t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.transient)
+			}
+			if got := IsPINRefused(tc.err); got != tc.pinRefused {
+				t.Errorf("IsPINRefused(%v) = %v, want %v", tc.err, got, tc.pinRefused)
+			}
+		})
+	}
+}
+
+// TestErrorPredicatesOnSoftHSM classifies errors SoftHSM2 really gives: a
+// wrong PIN, a key deleted under a Key (a stale handle), and a closed token.
+func TestErrorPredicatesOnSoftHSM(t *testing.T) {
+	st := softhsm.New(t)
+	st.GenerateRSA(t, 2048, softhsm.KeyOptions{ID: []byte{1}})
+	m, err := Open(st.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tok, err := m.OpenToken(st.SlotID, TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+
+	err = tok.Login(StaticPIN([]byte("000000")), LoginOptions{})
+	if !IsPINRefused(err) || Transient(err) {
+		t.Errorf("wrong PIN %v: IsPINRefused %v, Transient %v; want true, false", err, IsPINRefused(err), Transient(err))
+	}
+	if err := tok.Login(StaticPIN([]byte(st.PIN)), LoginOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := tok.FindKey(KeySelector{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := m.lib.ctx.OpenSession(st.SlotID, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.lib.ctx.DestroyObject(sh, k.handle); err != nil {
+		t.Fatal(err)
+	}
+	m.lib.ctx.CloseSession(sh)
+	d := sha256.Sum256(nil)
+	_, err = k.Sign(nil, d[:], crypto.SHA256)
+	if !errors.Is(err, ErrObjectGone) || !Transient(err) || IsPINRefused(err) {
+		t.Errorf("signing with a deleted key = %v; want ErrObjectGone, transient", err)
+	}
+
+	tok.Close()
+	_, err = k.Sign(nil, d[:], crypto.SHA256)
+	if !errors.Is(err, ErrClosed) || Transient(err) || IsPINRefused(err) {
+		t.Errorf("signing after Close = %v; want ErrClosed, not transient", err)
+	}
+}

@@ -1,0 +1,181 @@
+package hsm
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/miekg/pkcs11"
+)
+
+// PINSource returns the PIN to present to the token. The caller of a
+// PINSource zeroes the returned slice as soon as it has been presented, so a
+// PINSource must return a fresh slice each time. A nil PINSource means: no
+// PIN, use the reader's PIN pad if it has one.
+type PINSource func() ([]byte, error)
+
+// StaticPIN returns a PINSource that hands out copies of pin. It keeps its
+// own copy of pin for as long as the PINSource is reachable.
+func StaticPIN(pin []byte) PINSource {
+	kept := append([]byte(nil), pin...)
+	return func() ([]byte, error) { return append([]byte(nil), kept...), nil }
+}
+
+// LoginOptions configures Token.Login.
+type LoginOptions struct {
+	// AllowFinalTry lets Login present a PIN although the token says the
+	// next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY). Set it only when a
+	// person has just typed the PIN and was told the risk.
+	AllowFinalTry bool
+	// Prompt, when set, is asked for the PIN when Login is given no PIN
+	// source and the reader has no PIN pad, for instance a terminal
+	// prompt. It is not asked when the token needs no login or when the
+	// login is refused before a PIN is presented.
+	Prompt PINSource
+}
+
+// Login logs the user in with the PIN from pin, or through the reader's PIN
+// pad when pin is nil and the token has a protected authentication path.
+//
+// Lockout warning: smart cards lock after a few wrong PINs. Login therefore
+// reads the token flags first and
+//   - does nothing when the token needs no login;
+//   - refuses, without presenting the PIN, when the PIN is locked
+//     (ErrPINLocked) or on its final try (ErrPINFinalTry, unless
+//     opts.AllowFinalTry);
+//   - logs a warning when the token reports a low PIN count;
+//   - calls pin once and C_Login exactly once, and never again on its own:
+//     a wrong PIN returns a *PINError (ErrPINIncorrect) with the token's
+//     flags as read after the attempt.
+//
+// The PIN bytes are zeroed after C_Login. The PIN source is kept for keys
+// with CKA_ALWAYS_AUTHENTICATE, which need the PIN again before each
+// signature.
+func (t *Token) Login(pin PINSource, opts LoginOptions) error {
+	if err := t.enter("login"); err != nil {
+		return err
+	}
+	defer t.leave()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ti, err := t.p.GetTokenInfo(t.slotID)
+	if err != nil {
+		return wrap("C_GetTokenInfo", err)
+	}
+	flags := TokenFlags(ti.Flags)
+	if !flags.LoginRequired() {
+		t.loggedIn = true
+		return nil
+	}
+	if flags.PINLocked() {
+		return &PINError{Kind: ErrPINLocked, Flags: flags}
+	}
+	if flags.PINFinalTry() && !opts.AllowFinalTry {
+		return &PINError{Kind: ErrPINFinalTry, Flags: flags}
+	}
+	if flags.PINCountLow() {
+		t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
+	}
+	if pin == nil && !flags.ProtectedAuthPath() {
+		pin = opts.Prompt
+	}
+	var secret []byte
+	if pin != nil {
+		secret, err = pin()
+		if err != nil {
+			return fmt.Errorf("login: reading the PIN: %w", err)
+		}
+		defer clear(secret)
+	}
+	if len(secret) == 0 && !flags.ProtectedAuthPath() {
+		return &PINError{Kind: ErrPINRequired, Flags: flags}
+	}
+	err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
+	if err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
+		var rv pkcs11.Error
+		errors.As(err, &rv)
+		kind := kindOf(rv)
+		if kind == ErrPINIncorrect || kind == ErrPINLocked || kind == ErrPINExpired || kind == ErrPINInvalid {
+			after := flags
+			if ti2, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
+				after = TokenFlags(ti2.Flags)
+			}
+			if kind == ErrPINIncorrect && after.PINLocked() {
+				kind = ErrPINLocked
+			}
+			return &PINError{Kind: kind, Code: rv, Flags: after, Attempted: true}
+		}
+		// Any other refusal may still have counted a wrong PIN: some
+		// drivers report one as CKR_FUNCTION_FAILED or CKR_DEVICE_ERROR.
+		// It is a refused login too, never a fault to log in again after.
+		return &PINError{Kind: ErrLoginFailed, Code: rv, Flags: flags, Attempted: true}
+	}
+	t.loggedIn = true
+	t.pin = pin
+	return nil
+}
+
+// bytesAsString views b as a string without copying, so that the only copy
+// of the PIN in Go memory is the caller's slice, which is zeroed after use.
+// The string must not outlive b's contents.
+func bytesAsString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// contextLogin presents the PIN for one operation on a key with
+// CKA_ALWAYS_AUTHENTICATE, on session sh, between C_SignInit and C_Sign.
+//
+// Once a context login has failed, for whatever reason the module gives,
+// every later one returns that refusal without calling C_Login: the PIN
+// may be wrong, and presenting it per signature would lock the card.
+func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
+	t.mu.Lock()
+	src, refused := t.pin, t.refused
+	t.mu.Unlock()
+	if refused != nil {
+		return refused
+	}
+	var secret []byte
+	if src != nil {
+		var err error
+		secret, err = src()
+		if err != nil {
+			return fmt.Errorf("context login: reading the PIN: %w", err)
+		}
+		defer clear(secret)
+	}
+	err := t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret))
+	if err == nil {
+		return nil
+	}
+	var rv pkcs11.Error
+	errors.As(err, &rv)
+	k := kindOf(rv)
+	if k != ErrPINIncorrect && k != ErrPINLocked && k != ErrPINExpired && k != ErrPINInvalid {
+		k = ErrLoginFailed
+	}
+	flags := TokenFlags(0)
+	if ti, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
+		flags = TokenFlags(ti.Flags)
+	}
+	if k == ErrPINIncorrect && flags.PINLocked() {
+		k = ErrPINLocked
+	}
+	t.mu.Lock()
+	if t.refused == nil {
+		t.refused = &PINError{Kind: k, Code: rv, Flags: flags} // not attempted again
+	}
+	t.mu.Unlock()
+	return &PINError{Kind: k, Code: rv, Flags: flags, Attempted: true}
+}
+
+// LoggedIn reports whether Login succeeded on this token and the token is
+// still open.
+func (t *Token) LoggedIn() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.loggedIn && !t.gate.closed()
+}

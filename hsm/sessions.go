@@ -1,0 +1,55 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+
+	"github.com/miekg/pkcs11"
+)
+
+// acquire returns a signing session, opening one when fewer than MaxSessions
+// exist, and otherwise waiting for one to come back or for ctx to end. The
+// caller is inside the token's gate, so Close waits for the session to come
+// back.
+func (t *Token) acquire(ctx context.Context) (pkcs11.SessionHandle, error) {
+	select {
+	case sh := <-t.pool:
+		return sh, nil
+	default:
+	}
+	select {
+	case sh := <-t.pool:
+		return sh, nil
+	case t.slots <- struct{}{}:
+		sh, err := t.p.OpenSession(t.slotID, t.flags)
+		if err != nil {
+			<-t.slots
+			return 0, wrap("C_OpenSession", err)
+		}
+		return sh, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// brokenSession reports whether err shows the session unusable.
+func brokenSession(err error) bool {
+	return err != nil && (errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrTokenRemoved) || errors.Is(err, ErrDevice))
+}
+
+// release gives a session back to the pool, or closes it when broken. The
+// caller is still inside the token's gate: Close closes the pool's sessions
+// only once every call has left it.
+func (t *Token) release(sh pkcs11.SessionHandle, broken bool) {
+	if broken {
+		t.discard(sh)
+		return
+	}
+	t.pool <- sh // never blocks: at most cap(pool) sessions exist
+}
+
+// discard closes a signing session and frees its place.
+func (t *Token) discard(sh pkcs11.SessionHandle) {
+	_ = t.p.CloseSession(sh)
+	<-t.slots
+}

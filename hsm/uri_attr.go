@@ -1,0 +1,263 @@
+package hsm
+
+import (
+	"fmt"
+	"math/bits"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// attribute parses a, one name=value attribute of the path (or, when query
+// is set, of the query) starting at byte off, into p.u.
+func (p *uriParser) attribute(a string, off int, query bool) error {
+	part, sep := "path", ';'
+	seen, names := p.path, uriPathNames
+	if query {
+		part, sep = "query", '&'
+		seen, names = p.query, uriQueryNames
+	}
+	if a == "" {
+		return p.fail(off, "", "empty attribute in the %s: remove the extra %q", part, sep)
+	}
+	name, raw, hasEq := strings.Cut(a, "=")
+	if !hasEq {
+		return p.fail(off, "", "expected name=value in the %s, found no '='", part)
+	}
+	if name == "" {
+		return p.fail(off, "", "empty attribute name before '='")
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !uriNameChar(c) {
+			hint := ""
+			if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+				hint = " (a PKCS #11 URI holds no whitespace: remove it)"
+			}
+			return p.fail(off+i, "", "%s is not allowed in an attribute name; names are letters, digits, '-' and '_'%s",
+				uriDescribe(c), hint)
+		}
+	}
+	vendor := uriVendorName(name)
+	if !vendor && !slices.Contains(names, name) {
+		return p.fail(off, name, "%s", uriUnknown(name, part, names))
+	}
+	if first, dup := seen[name]; dup {
+		if vendor {
+			return p.fail(off, name, "vendor attribute %s is given twice (first at byte %d); mp-hsm keeps one value "+
+				"per vendor attribute, so give it once", name, first)
+		}
+		return p.fail(off, name, "%s is given twice (first at byte %d); each %s attribute may appear only once",
+			name, first, part)
+	}
+	if first, dup := p.path[name]; dup && vendor && query {
+		return p.fail(off, name, "vendor attribute %s is in both the path (byte %d) and the query; give it once", name, first)
+	}
+	seen[name] = off
+
+	voff := off + len(name) + 1
+	switch name {
+	case "slot-id":
+		return p.slotID(raw, voff)
+	case "library-version":
+		return p.libraryVersion(raw, voff)
+	case "type":
+		return p.objectType(raw, voff)
+	}
+	b, err := p.unescape(name, raw, voff, query)
+	if err != nil {
+		return err
+	}
+	if name == "id" {
+		if len(b) > 0 {
+			p.u.ID = b
+		}
+		return nil
+	}
+	if !vendor && !utf8.Valid(b) {
+		return p.notUTF8(name, raw, voff, b)
+	}
+	v := string(b)
+	switch name {
+	case "token":
+		p.u.Token = v
+	case "manufacturer":
+		p.u.Manufacturer = v
+	case "model":
+		p.u.Model = v
+	case "serial":
+		p.u.Serial = v
+	case "slot-description":
+		p.u.SlotDescription = v
+	case "slot-manufacturer":
+		p.u.SlotManufacturer = v
+	case "library-manufacturer":
+		p.u.LibraryManufacturer = v
+	case "library-description":
+		p.u.LibraryDescription = v
+	case "object":
+		p.u.Object = v
+	case "module-name":
+		p.u.ModuleName = v
+	case "module-path":
+		p.u.ModulePath = v
+	case "pin-source":
+		p.u.PINSource = v
+	case "pin-value":
+		p.u.PINValue = v
+	default: // vendor
+		if p.u.Vendor == nil {
+			p.u.Vendor = map[string]string{}
+		}
+		p.u.Vendor[name] = v
+		if query {
+			if p.u.vendorQuery == nil {
+				p.u.vendorQuery = map[string]bool{}
+			}
+			p.u.vendorQuery[name] = true
+		}
+	}
+	return nil
+}
+
+// uriUnknown explains an unknown or misplaced attribute name.
+func uriUnknown(name, part string, names []string) string {
+	switch {
+	case part == "path" && slices.Contains(uriQueryNames, name):
+		return fmt.Sprintf("%s is a query attribute: put it after '?', as in pkcs11:token=t?%s=...", name, name)
+	case part == "query" && slices.Contains(uriPathNames, name):
+		return fmt.Sprintf("%s is a path attribute: put it before '?', as in pkcs11:%s=...", name, name)
+	}
+	lower := strings.ToLower(name)
+	if slices.Contains(uriPathNames, lower) || slices.Contains(uriQueryNames, lower) {
+		return fmt.Sprintf("unknown %s attribute %s: attribute names are case-sensitive; write %s", part, name, lower)
+	}
+	return fmt.Sprintf("unknown %s attribute %s; the %s attributes are %s, and vendor attributes start with \"x-\"",
+		part, name, part, strings.Join(names, ", "))
+}
+
+func (p *uriParser) slotID(raw string, off int) error {
+	if raw == "" {
+		return p.fail(off, "slot-id", "slot-id needs a value: a decimal slot number, as in slot-id=0")
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] < '0' || raw[i] > '9' {
+			return p.fail(off+i, "slot-id", "slot-id must be a decimal number written with the digits 0-9, found %s",
+				uriDescribe(raw[i]))
+		}
+	}
+	n, err := strconv.ParseUint(raw, 10, bits.UintSize)
+	if err != nil {
+		return p.fail(off, "slot-id", "slot-id %s does not fit in a %d-bit CK_SLOT_ID", raw, bits.UintSize)
+	}
+	id := uint(n)
+	p.u.SlotID = &id
+	return nil
+}
+
+func (p *uriParser) libraryVersion(raw string, off int) error {
+	const want = "library-version must be M or M.N, decimal numbers of at most 255 (the CK_VERSION of the library), as in library-version=2.20"
+	major, minor, dot := strings.Cut(raw, ".")
+	for i, part := range []string{major, minor} {
+		if i == 1 && !dot {
+			break
+		}
+		start := off
+		if i == 1 {
+			start = off + len(major) + 1
+		}
+		if part == "" {
+			return p.fail(start, "library-version", "%s; a number is missing", want)
+		}
+		for j := 0; j < len(part); j++ {
+			if part[j] < '0' || part[j] > '9' {
+				return p.fail(start+j, "library-version", "%s; found %s", want, uriDescribe(part[j]))
+			}
+		}
+		if _, err := strconv.ParseUint(part, 10, 8); err != nil {
+			return p.fail(start, "library-version", "%s; %s is too large", want, part)
+		}
+	}
+	p.u.LibraryVersion = raw
+	return nil
+}
+
+func (p *uriParser) objectType(raw string, off int) error {
+	if raw == "" || slices.Contains(uriTypes, raw) {
+		p.u.Type = raw
+		return nil
+	}
+	reason := fmt.Sprintf("type %q is not one of %s", raw, strings.Join(uriTypes, ", "))
+	if strings.ContainsRune(raw, '%') {
+		reason += "; write the type as plain text, without percent-encoding"
+	} else if t := uriTypeHint[strings.ToLower(raw)]; t != "" {
+		reason += fmt.Sprintf("; did you mean type=%s?", t)
+	} else if lower := strings.ToLower(raw); slices.Contains(uriTypes, lower) {
+		reason += fmt.Sprintf("; types are lower case: type=%s", lower)
+	}
+	return p.fail(off, "type", "%s", reason)
+}
+
+// unescape percent-decodes raw, the value of attribute name at byte off, and
+// checks that every other character may stand unescaped in its part. Reasons
+// for a PIN-like attribute do not show its characters.
+func (p *uriParser) unescape(name, raw string, off int, query bool) ([]byte, error) {
+	secret := uriSecretName(name)
+	part := "path"
+	if query {
+		part = "query"
+	}
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(raw) || uriUnhex(raw[i+1]) < 0 || uriUnhex(raw[i+2]) < 0 {
+				if secret {
+					return nil, p.fail(off, name, "the value of %s has a '%%' not followed by two hexadecimal digits "+
+						"(not shown; write a literal '%%' as %%25)", name)
+				}
+				return nil, p.fail(off+i, name, "malformed percent-encoding: '%%' must be followed by two hexadecimal "+
+					"digits; write a literal '%%' as %%25")
+			}
+			out = append(out, byte(uriUnhex(raw[i+1])<<4|uriUnhex(raw[i+2])))
+			i += 2
+		case uriAllowed(c, query):
+			out = append(out, c)
+		default:
+			if secret {
+				return nil, p.fail(off, name, "the value of %s has a character that must be percent-encoded in the %s "+
+					"(not shown); encode every character that is not a letter or digit as %%XX, or better, use pin-source",
+					name, part)
+			}
+			return nil, p.fail(off+i, name, "%s is not allowed unescaped in the %s; percent-encode it as %%%02X",
+				uriDescribe(c), part, c)
+		}
+	}
+	return out, nil
+}
+
+// notUTF8 reports that the decoded value b of a text attribute is not UTF-8.
+func (p *uriParser) notUTF8(name, raw string, off int, b []byte) error {
+	if uriSecretName(name) {
+		return p.fail(off, name, "the value of %s is not valid UTF-8 after percent-decoding (not shown)", name)
+	}
+	k := 0 // index in b of the first byte of the invalid sequence
+	for k < len(b) {
+		r, size := utf8.DecodeRune(b[k:])
+		if r == utf8.RuneError && size <= 1 {
+			break
+		}
+		k += size
+	}
+	i := 0 // the offset in raw that decoded to b[k]
+	for n := 0; n < k; n++ {
+		if raw[i] == '%' {
+			i += 3
+		} else {
+			i++
+		}
+	}
+	return p.fail(off+i, name, "the value of %s is not valid UTF-8 after percent-decoding: byte 0x%02X does not start "+
+		"a valid sequence (PKCS #11 text attributes are UTF-8; only id takes arbitrary bytes)", name, b[k])
+}

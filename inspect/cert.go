@@ -1,0 +1,145 @@
+package inspect
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// Certificate describes one certificate of the x5c header. When it cannot
+// be decoded, only Index and Error are set.
+type Certificate struct {
+	Index       int      `json:"index"`                 // 0 for the leaf
+	Subject     string   `json:"subject,omitempty"`     // distinguished name, most specific first
+	Issuer      string   `json:"issuer,omitempty"`      // distinguished name of the issuer
+	IssuerCN    string   `json:"issuer_cn,omitempty"`   // the issuer's common name, which tells the environment
+	Serial      string   `json:"serial,omitempty"`      // hex
+	OrgNumber   string   `json:"org_number,omitempty"`  // grant.CertificateOrgNumber
+	Environment string   `json:"environment,omitempty"` // test or prod, from the issuing CA
+	NotBefore   string   `json:"not_before,omitempty"`  // RFC 3339, UTC
+	NotAfter    string   `json:"not_after,omitempty"`   // RFC 3339, UTC
+	Validity    string   `json:"validity,omitempty"`    // "valid, expires in 300 days", "expired 2 days ago", ...
+	KeyUsage    []string `json:"key_usage,omitempty"`   // KeyUsageNames
+	PublicKey   string   `json:"public_key,omitempty"`  // "RSA 2048", "ECDSA P-256", ...
+	SHA256      string   `json:"sha256,omitempty"`      // hex fingerprint of the DER
+	Error       string   `json:"error,omitempty"`       // why it could not be decoded
+}
+
+// describeX5C reads the x5c header: an array of standard base64 DER
+// certificates, leaf first. problem says why the header itself is unusable.
+func describeX5C(v any, now time.Time) (certs []Certificate, problem string) {
+	arr, ok := v.([]any)
+	if !ok {
+		return []Certificate{}, "header x5c is not an array (Maskinporten answers MP-123)"
+	}
+	out := make([]Certificate, 0, len(arr))
+	for i, el := range arr {
+		ic := Certificate{Index: i}
+		s, ok := el.(string)
+		if !ok {
+			ic.Error = "not a string"
+			out = append(out, ic)
+			continue
+		}
+		der, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			ic.Error = "not standard base64 (x5c is not base64url)"
+			out = append(out, ic)
+			continue
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			ic.Error = "not a DER certificate: " + strings.TrimPrefix(err.Error(), "x509: ")
+			out = append(out, ic)
+			continue
+		}
+		out = append(out, describeCert(i, cert, now))
+	}
+	return out, ""
+}
+
+func describeCert(i int, cert *x509.Certificate, now time.Time) Certificate {
+	ic := Certificate{
+		Index:     i,
+		Subject:   dn(cert.Subject),
+		Issuer:    dn(cert.Issuer),
+		IssuerCN:  cert.Issuer.CommonName,
+		NotBefore: cert.NotBefore.UTC().Format(time.RFC3339),
+		NotAfter:  cert.NotAfter.UTC().Format(time.RFC3339),
+		KeyUsage:  KeyUsageNames(cert.KeyUsage),
+		PublicKey: publicKey(cert.PublicKey),
+	}
+	if cert.SerialNumber != nil {
+		ic.Serial = hex.EncodeToString(cert.SerialNumber.Bytes())
+	}
+	sum := sha256.Sum256(cert.Raw)
+	ic.SHA256 = hex.EncodeToString(sum[:])
+	if o, ok := grant.CertificateOrgNumber(cert); ok {
+		ic.OrgNumber = o
+	}
+	if env, err := grant.EnvironmentForCertificate(cert); err == nil {
+		ic.Environment = env
+	}
+	switch {
+	case now.Before(cert.NotBefore):
+		ic.Validity = "not yet valid: " + Relative("not_before", cert.NotBefore, now)
+	case now.After(cert.NotAfter):
+		ic.Validity = Relative("not_after", cert.NotAfter, now)
+	default:
+		ic.Validity = "valid, expires " + Relative("not_after", cert.NotAfter, now)
+	}
+	return ic
+}
+
+// attrNames are the short names of distinguished-name attributes;
+// pkix.Name.String shows organizationIdentifier, which enterprise
+// certificates carry, only as hex.
+var attrNames = map[string]string{
+	"2.5.4.3": "CN", "2.5.4.5": "SERIALNUMBER", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST",
+	"2.5.4.9": "STREET", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.17": "postalCode",
+	"2.5.4.97": "organizationIdentifier", "1.2.840.113549.1.9.1": "emailAddress",
+}
+
+// dn writes a distinguished name as pkix.Name.String does (most specific
+// first), with organizationIdentifier by name.
+func dn(n pkix.Name) string {
+	parts := make([]string, 0, len(n.Names))
+	for i := len(n.Names) - 1; i >= 0; i-- {
+		a := n.Names[i]
+		name, ok := attrNames[a.Type.String()]
+		if !ok {
+			name = a.Type.String()
+		}
+		v, isStr := a.Value.(string)
+		if !isStr {
+			v = fmt.Sprint(a.Value)
+		}
+		parts = append(parts, name+"="+v)
+	}
+	if len(parts) == 0 {
+		return n.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+func publicKey(pub any) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return "unknown"
+}

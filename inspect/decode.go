@@ -1,0 +1,201 @@
+// Package inspect decodes a JWT, such as a Maskinporten grant or access
+// token, into a Report for people and scripts: header, claims, the times
+// iat, nbf and exp relative to a given now, the certificates in x5c and, for
+// an access token, its client, scope and consumer.
+//
+// It only decodes: neither the signature nor the claims are verified, so
+// what a Report shows may be forged. Errors and the text form never quote
+// the input, which may be a live token; a pid claim is masked unless asked
+// for (Options.ShowPID). Nothing is sent anywhere, and no token is touched.
+package inspect
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode"
+)
+
+// JWT is a compact JWS taken apart, nothing verified.
+type JWT struct {
+	// Header is the JOSE header; numbers are json.Number.
+	Header map[string]any
+	// Claims is the payload; numbers are json.Number.
+	Claims map[string]any
+	// SignatureLen is the length of the signature in bytes; 0 for an
+	// unsigned JWT.
+	SignatureLen int
+}
+
+// DecodeError is why Decode could not take its input apart. Its message
+// says precisely what is wrong without quoting the input.
+type DecodeError struct {
+	// Part is the part at fault: 1 the header, 2 the claims, 3 the
+	// signature, or 0 the input as a whole.
+	Part int
+	// Err is the underlying error, such as a *json.SyntaxError or a
+	// base64.CorruptInputError, or nil.
+	Err error
+	msg string
+}
+
+// Error returns the one-line message.
+func (e *DecodeError) Error() string { return e.msg }
+
+// Unwrap returns Err.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+func decodeErr(part int, cause error, format string, args ...any) *DecodeError {
+	return &DecodeError{Part: part, Err: cause, msg: fmt.Sprintf(format, args...)}
+}
+
+// Decode takes a compact JWS apart: three base64url parts, the first two
+// JSON objects. input may be surrounded by white space, may start with
+// "Authorization:" and "Bearer", or be a token response (a JSON object with
+// access_token). Every error is a *DecodeError. Decode never panics.
+func Decode(input string) (*JWT, error) {
+	s, err := extract(input)
+	if err != nil {
+		return nil, err
+	}
+	parts := strings.Split(s, ".")
+	switch n := len(parts); {
+	case n == 5:
+		return nil, decodeErr(0, nil, "not a signed JWT: 5 dot-separated parts make an encrypted JWT (JWE), which cannot be decoded without its key")
+	case n == 1:
+		return nil, decodeErr(0, nil, "not a JWT: want three base64url parts separated by dots (header.claims.signature), found no dot")
+	case n != 3:
+		return nil, decodeErr(0, nil, "not a JWT: want three base64url parts separated by dots (header.claims.signature), found %d parts", n)
+	}
+	j := &JWT{}
+	if j.Header, err = decodePart(parts[0], 1, "part 1 (the header)"); err != nil {
+		return nil, err
+	}
+	if j.Claims, err = decodePart(parts[1], 2, "part 2 (the claims)"); err != nil {
+		return nil, err
+	}
+	sig, err := base64URL(parts[2])
+	if err != nil {
+		return nil, decodeErr(3, errors.Unwrap(err), "part 3 (the signature) is not base64url: %v", err)
+	}
+	j.SignatureLen = len(sig)
+	return j, nil
+}
+
+// extract trims input and removes an "Authorization: Bearer" prefix, or
+// takes access_token out of a token response.
+func extract(input string) (string, error) {
+	s := strings.TrimSpace(input)
+	if s == "" {
+		return "", decodeErr(0, nil, "no JWT given: pass it as the argument, or on stdin (mp-hsm inspect -)")
+	}
+	if rest, ok := cutPrefixFold(s, "authorization:"); ok {
+		s = strings.TrimSpace(rest)
+	}
+	if rest, ok := cutPrefixFold(s, "bearer "); ok {
+		s = strings.TrimSpace(rest)
+	}
+	if strings.HasPrefix(s, "{") {
+		var resp struct {
+			AccessToken *string `json:"access_token"`
+		}
+		if err := json.Unmarshal([]byte(s), &resp); err != nil {
+			return "", decodeErr(0, err, "the input starts with '{' but is not a token response (JSON with access_token): %s", jsonProblem(err))
+		}
+		if resp.AccessToken == nil {
+			return "", decodeErr(0, nil, "the input is JSON without access_token: give the JWT itself, or a token response")
+		}
+		s = strings.TrimSpace(*resp.AccessToken)
+		if s == "" {
+			return "", decodeErr(0, nil, "the token response's access_token is empty")
+		}
+	}
+	if i := strings.IndexFunc(s, unicode.IsSpace); i >= 0 {
+		return "", decodeErr(0, nil, "not a JWT: it holds white space at byte %d; a JWT is one word of base64url parts separated by dots", i)
+	}
+	return s, nil
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+// partError is a base64url problem in one part; it wraps the decoder's
+// error when there is one.
+type partError struct {
+	msg string
+	err error
+}
+
+func (e *partError) Error() string { return e.msg }
+func (e *partError) Unwrap() error { return e.err }
+
+// base64URL decodes base64url without padding, tolerating padding.
+func base64URL(part string) ([]byte, error) {
+	if i := strings.IndexAny(part, "+/"); i >= 0 {
+		return nil, &partError{msg: fmt.Sprintf("%q at byte %d is standard base64, not base64url (which has '-' and '_')", part[i], i)}
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(part, "="))
+	if err != nil {
+		var ce base64.CorruptInputError
+		if errors.As(err, &ce) {
+			if int(ce) < len(part) && part[ce] >= 0x21 && part[ce] < 0x7f {
+				return nil, &partError{fmt.Sprintf("character %q at byte %d is not base64url", part[ce], int64(ce)), err}
+			}
+			if int(ce) >= len(strings.TrimRight(part, "=")) {
+				return nil, &partError{"its length is impossible for base64url (cut short?)", err}
+			}
+			return nil, &partError{fmt.Sprintf("byte %d is not base64url", int64(ce)), err}
+		}
+		return nil, &partError{err.Error(), err}
+	}
+	return b, nil
+}
+
+// decodePart decodes one base64url part holding a JSON object.
+func decodePart(part string, index int, name string) (map[string]any, error) {
+	if part == "" {
+		return nil, decodeErr(index, nil, "%s is empty", name)
+	}
+	raw, err := base64URL(part)
+	if err != nil {
+		return nil, decodeErr(index, errors.Unwrap(err), "%s is not base64url: %v", name, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, decodeErr(index, err, "%s is not JSON: %s", name, jsonProblem(err))
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, decodeErr(index, nil, "%s is JSON but not an object", name)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, decodeErr(index, nil, "%s has more after its JSON object", name)
+	}
+	return m, nil
+}
+
+// jsonProblem describes a JSON decoding error without quoting the input.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("%s (at byte %d)", strings.TrimPrefix(se.Error(), "json: "), se.Offset)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "it ends too early"
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("%s where %s was expected", te.Value, te.Type)
+	}
+	return "invalid JSON"
+}

@@ -1,0 +1,139 @@
+package inspect
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
+)
+
+// The order claims and header fields are shown in; others follow sorted.
+var (
+	headerOrder = []string{"alg", "typ", "kid", "x5c", "x5t", "x5t#S256", "jku", "x5u"}
+	claimOrder  = []string{"iss", "client_id", "aud", "scope", "consumer", "supplier", "resource",
+		"consumer_org", "iss_onbehalfof", "pid", "authorization_details", "client_amr", "token_type",
+		"delegation_source", "iat", "nbf", "exp", "jti"}
+)
+
+func ordered(m map[string]any, first []string) []string {
+	keys := make([]string, 0, len(m))
+	for _, k := range first {
+		if _, ok := m[k]; ok {
+			keys = append(keys, k)
+		}
+	}
+	var rest []string
+	for k := range m {
+		if !slices.Contains(first, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	return append(keys, rest...)
+}
+
+// printable returns s as is when it is printable UTF-8, and quoted
+// otherwise, so that a token cannot send control sequences to a terminal.
+func printable(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// value writes a JSON value in one line: strings as they are, others as
+// compact JSON.
+func value(v any) string {
+	if s, ok := v.(string); ok {
+		return printable(s)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "?"
+	}
+	return printable(string(b))
+}
+
+// WriteText writes the report for people, as mp-hsm inspect prints it: the
+// kind, the header, the claims with their times in words, each x5c
+// certificate, any problems and the signature's size. Every value from the
+// JWT is written printable: no control character reaches w.
+func (r *Report) WriteText(out io.Writer) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "%s\n", r.Description)
+	fmt.Fprintf(w, "header\n")
+	for _, k := range ordered(r.Header, headerOrder) {
+		v := value(r.Header[k])
+		if k == "x5c" {
+			if arr, ok := r.Header[k].([]any); ok {
+				v = fmt.Sprintf("%d certificate(s), below", len(arr))
+			}
+		}
+		fmt.Fprintf(w, "  %s\t%s\n", printable(k), v)
+	}
+	fmt.Fprintf(w, "claims\n")
+	for _, k := range ordered(r.Claims, claimOrder) {
+		v := value(r.Claims[k])
+		if t, ok := r.Times[k]; ok {
+			v = fmt.Sprintf("%s  (%s)", t.Time, t.Relative)
+		} else if id, org := orgClaim(r.Claims[k]); id != "" {
+			v = printable(id)
+			if org != "" {
+				v += " (organisation number " + printable(org) + ")"
+			}
+		}
+		fmt.Fprintf(w, "  %s\t%s\n", printable(k), v)
+	}
+	if r.Lifetime != nil {
+		fmt.Fprintf(w, "  (exp - iat)\t%d s\n", *r.Lifetime)
+	}
+	for _, c := range r.Certificates {
+		writeCertText(w, c)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "problem\t%s\n", printable(p))
+	}
+	if r.Signature == 0 {
+		fmt.Fprintf(w, "signature\tnone (unsigned JWT)\n")
+	} else {
+		fmt.Fprintf(w, "signature\t%d bytes, NOT verified\n", r.Signature)
+	}
+	return w.Flush()
+}
+
+func writeCertText(w io.Writer, c Certificate) {
+	role := "leaf"
+	if c.Index > 0 {
+		role = "issuer"
+	}
+	fmt.Fprintf(w, "certificate %d (x5c, %s)\n", c.Index, role)
+	if c.Error != "" {
+		fmt.Fprintf(w, "  error\t%s\n", c.Error)
+		return
+	}
+	fmt.Fprintf(w, "  subject\t%s\n", printable(c.Subject))
+	if c.OrgNumber != "" {
+		fmt.Fprintf(w, "  org number\t%s\n", c.OrgNumber)
+	} else if c.Index == 0 {
+		fmt.Fprintf(w, "  org number\tnone found\n")
+	}
+	fmt.Fprintf(w, "  issuer\t%s\n", printable(c.Issuer))
+	switch {
+	case c.Environment != "":
+		fmt.Fprintf(w, "  environment\t%s (from the issuing CA)\n", c.Environment)
+	case c.Index == 0:
+		fmt.Fprintf(w, "  environment\tunknown: not a known Buypass or Commfides CA\n")
+	}
+	fmt.Fprintf(w, "  valid\t%s to %s  (%s)\n", c.NotBefore, c.NotAfter, c.Validity)
+	if len(c.KeyUsage) > 0 {
+		fmt.Fprintf(w, "  key usage\t%s\n", strings.Join(c.KeyUsage, ", "))
+	}
+	fmt.Fprintf(w, "  public key\t%s\n", c.PublicKey)
+	fmt.Fprintf(w, "  serial\t%s\n", c.Serial)
+	fmt.Fprintf(w, "  sha256\t%s\n", c.SHA256)
+}

@@ -1,0 +1,126 @@
+// Package safefile reads the small files mp-hsm is given (a PIN, a secret,
+// a certificate chain, a PKCS#12 file) without the surprises a path can
+// hold: a FIFO that blocks the read forever, a device such as /dev/zero
+// that never ends, or a file far larger than its kind can be.
+//
+// A file is opened with O_NONBLOCK, so that opening a FIFO does not wait
+// for a writer, and then must be a regular file (symbolic links are
+// followed: secrets mounted by Kubernetes or systemd credentials are links)
+// no larger than the limit given for its kind. It is read to its end, and
+// a file that grew past the limit while being read is refused too.
+package safefile
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+// Limits for the kinds of file mp-hsm reads.
+const (
+	// MaxPIN bounds a PIN or password file: PKCS#11 PINs are short, and
+	// no token takes one of more than a few hundred bytes.
+	MaxPIN = 1 << 10
+	// MaxSecret bounds a client secret file.
+	MaxSecret = 4 << 10
+	// MaxCertificates bounds a PEM file of certificates or a key.
+	MaxCertificates = 1 << 20
+	// MaxPKCS12 bounds a PKCS#12 file.
+	MaxPKCS12 = 1 << 20
+)
+
+// ErrNotRegular is wrapped by the error for a path that is not a regular
+// file (a FIFO, a device, a socket or a directory).
+var ErrNotRegular = errors.New("not a regular file")
+
+// ErrTooLarge is wrapped by the error for a file over its limit.
+var ErrTooLarge = errors.New("too large")
+
+// Error is a file that could not be read. It names the path and the
+// reason, never the content.
+type Error struct {
+	Path   string
+	Reason string
+	Err    error
+}
+
+func (e *Error) Error() string { return e.Path + ": " + e.Reason }
+
+// Unwrap returns the cause: ErrNotRegular, ErrTooLarge, or the error of
+// the system call (fs.ErrNotExist, fs.ErrPermission, ...).
+func (e *Error) Unwrap() error { return e.Err }
+
+// Read returns the content of the regular file at path, at most max bytes.
+func Read(path string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, &Error{Path: path, Reason: "cannot be read: " + err.Error(), Err: err}
+	}
+	if err := regular(path, fi); err != nil {
+		return nil, err
+	}
+	if fi.Size() > max {
+		return nil, tooLarge(path, max)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, &Error{Path: path, Reason: "cannot be read: " + err.Error(), Err: err}
+	}
+	if int64(len(data)) > max {
+		clear(data)
+		return nil, tooLarge(path, max)
+	}
+	return data, nil
+}
+
+// CheckRegular returns nil when path is a regular file (after following
+// links), and otherwise an *Error saying what it is. It reads nothing.
+func CheckRegular(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return openError(path, err)
+	}
+	return regular(path, fi)
+}
+
+func openError(path string, err error) error {
+	reason := "cannot be read: " + err.Error()
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		reason = "does not exist"
+	case errors.Is(err, fs.ErrPermission):
+		reason = "permission denied"
+	}
+	return &Error{Path: path, Reason: reason, Err: err}
+}
+
+func regular(path string, fi fs.FileInfo) error {
+	m := fi.Mode()
+	if m.IsRegular() {
+		return nil
+	}
+	what := "not a regular file"
+	switch {
+	case m.IsDir():
+		what = "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case m&fs.ModeSocket != 0:
+		what = "a socket"
+	case m&fs.ModeDevice != 0 || m&fs.ModeCharDevice != 0:
+		what = "a device"
+	}
+	return &Error{Path: path, Reason: fmt.Sprintf("is %s; give a regular file", what), Err: ErrNotRegular}
+}
+
+func tooLarge(path string, max int64) error {
+	return &Error{Path: path, Reason: fmt.Sprintf("is larger than the %d bytes such a file can hold; is it the right file?", max), Err: ErrTooLarge}
+}
