@@ -1,3 +1,5 @@
+// mp-hsm is licensed under the Apache License, Version 2.0 (SPDX: Apache-2.0);
+// the full text is in LICENSE.
 module github.com/mp-hsm/mp-hsm
 
 go 1.26.0

@@ -33,6 +33,12 @@ _mp_hsm() {
   _describe 'values' opts
 }
 compdef _mp_hsm mp-hsm
+# Autoloaded from $fpath (the Debian package's vendor-completions/_mp-hsm):
+# this file is the completion function, so complete now, not only on the
+# next TAB.
+if [[ "${funcstack[1]}" == "_mp-hsm" ]]; then
+  _mp_hsm "$@"
+fi
 `
 
 func completionCommand(e *env) *cli.Command {

@@ -131,6 +131,7 @@ func newApp(e *env) *cli.App {
 			emulateCommand(e),
 			serveCommand(e),
 			completionCommand(e),
+			manPagesCommand(e),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(e.stderr, "mp-hsm: no command %q (see mp-hsm --help)\n", name)
