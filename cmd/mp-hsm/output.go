@@ -22,10 +22,11 @@ import (
 // doctor's lines. A report with a text form of its own is written by its
 // package (inspect.Report.WriteText) or command (list's tables).
 
-// outputFlag is the --output flag of token and list, whose default is
-// "token" so that MP_HSM_OUTPUT can be shared by every command.
-func outputFlag(usage string) cli.Flag {
-	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
+// outputFlag is the --output flag of token and list, whose value is
+// "token" unless set, so that MP_HSM_OUTPUT can be shared by every
+// command; --help shows shown, the command's own default.
+func outputFlag(usage, shown string) cli.Flag {
+	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", DefaultText: shown, Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
 }
 
 // textOutputFlag is the --output flag of doctor and inspect.

@@ -19,7 +19,7 @@ func tokenCommand(e *env) *cli.Command {
 			"with expires_at; --output header prints 'Authorization: Bearer <token>'. --altinn exchanges\n" +
 			"the Maskinporten token for an Altinn token and prints that instead.",
 		Flags: concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{
-			outputFlag("`FORMAT`: token, json or header"),
+			outputFlag("`FORMAT`: token, json or header", "token"),
 			&cli.BoolFlag{Category: catOut, Name: "altinn", Usage: "exchange the token for an Altinn token", EnvVars: []string{"MP_HSM_ALTINN"}},
 		}),
 		Action: func(c *cli.Context) error { return e.token(c) },
