@@ -47,7 +47,8 @@ type Config struct {
 	// AllowedScopes, if not empty, are the only scopes callers may ask
 	// for; an element ending in '*' allows every scope with that prefix
 	// ("altinn:*"). Each element may hold several scopes separated by
-	// spaces or commas.
+	// spaces or commas. A list with elements but no scope in them (",")
+	// is an error (ErrConfig), not "any scope".
 	AllowedScopes []string
 
 	// AllowRemote lets Serve accept TCP listeners on addresses that are not
@@ -170,12 +171,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 {
 		return bad("MaxConcurrent and MaxKeys may not be negative")
 	}
-	for _, a := range cfg.AllowedScopes {
-		for _, s := range splitScopes(a) {
-			if !grant.ValidScope(strings.TrimSuffix(s, "*")) && s != "*" {
-				return bad("AllowedScopes: %q is not a scope", s)
-			}
-		}
+	if err := checkList("AllowedScopes", cfg.AllowedScopes, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
+		return cfg, err
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -210,50 +207,4 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg, nil
-}
-
-// splitScopes splits a list of scopes separated by spaces or commas.
-func splitScopes(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' })
-}
-
-// scopePolicy decides which scopes callers may ask for.
-type scopePolicy struct {
-	exact    map[string]bool
-	prefixes []string
-	any      bool
-}
-
-func newScopePolicy(allowed []string) *scopePolicy {
-	p := &scopePolicy{exact: map[string]bool{}}
-	n := 0
-	for _, a := range allowed {
-		for _, s := range splitScopes(a) {
-			n++
-			switch {
-			case s == "*":
-				p.any = true
-			case strings.HasSuffix(s, "*"):
-				p.prefixes = append(p.prefixes, strings.TrimSuffix(s, "*"))
-			default:
-				p.exact[s] = true
-			}
-		}
-	}
-	if n == 0 {
-		p.any = true
-	}
-	return p
-}
-
-func (p *scopePolicy) allows(scope string) bool {
-	if p.any || p.exact[scope] {
-		return true
-	}
-	for _, pre := range p.prefixes {
-		if strings.HasPrefix(scope, pre) {
-			return true
-		}
-	}
-	return false
 }

@@ -38,7 +38,7 @@ func isForm(ct string) bool {
 // deduplicated and sorted, so that the same set always makes the same key
 // and the same grant. The claims are validated by validate, which is only
 // needed for a key that is not yet in the cache.
-func parseRequest(form url.Values, policy *scopePolicy, buf []byte) (*tokenRequest, error) {
+func parseRequest(form url.Values, policy *listPolicy, buf []byte) (*tokenRequest, error) {
 	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "altinn", "client_id", "client_secret"} {
 		if len(form[name]) > 1 {
 			return nil, badRequest(errInvalidRequest, "the parameter "+name+" is given more than once")

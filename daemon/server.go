@@ -57,13 +57,13 @@ type Server struct {
 // Reload.
 type settings struct {
 	cfg        Config
-	policy     *scopePolicy
+	policy     *listPolicy // AllowedScopes
 	idHash     [32]byte
 	secretHash [32]byte
 }
 
 func newSettings(cfg Config) *settings {
-	st := &settings{cfg: cfg, policy: newScopePolicy(cfg.AllowedScopes)}
+	st := &settings{cfg: cfg, policy: newListPolicy(cfg.AllowedScopes)}
 	st.idHash = sha256.Sum256([]byte(cfg.ClientID))
 	st.secretHash = sha256.Sum256([]byte(cfg.ClientSecret))
 	return st

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,9 @@ func (e *env) serve(c *cli.Context) error {
 		} else {
 			e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
 		}
+	}
+	if err := emptyListFlag(c); err != nil {
+		return err
 	}
 	// SIGHUP reloads; registered first, so that an early one cannot kill
 	// the process.
@@ -263,6 +267,28 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, *keySetup, error) {
 		ExchangeTimeout: c.Duration("timeout"),
 		Logger:          e.log,
 	}, ks, nil
+}
+
+// emptyListFlag refuses a list flag of c's command that is given, on the
+// command line or in its environment variable, but holds no entry once
+// split at commas and spaces: "--allowed-scopes ," would otherwise read as
+// no list at all, which allows everything.
+func emptyListFlag(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		sf, ok := f.(*cli.StringSliceFlag)
+		if !ok || !c.IsSet(sf.Name) {
+			continue
+		}
+		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
+			continue
+		}
+		name := "--" + sf.Name
+		if len(sf.EnvVars) > 0 {
+			name += " (or " + sf.EnvVars[0] + ")"
+		}
+		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
+	}
+	return nil
 }
 
 // rememberedPrompt asks a terminal for the PIN once and keeps it for the
