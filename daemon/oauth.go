@@ -113,7 +113,29 @@ func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	b := append([]byte(`{"error":`), '"')
 	b = append(b, oe.code...)
 	b = append(b, `","error_description":`...)
-	b = appendJSONString(b, oe.description)
+	b = appendDescription(b, oe.description)
 	b = append(b, "}\n"...)
 	_, _ = w.Write(b)
+}
+
+// appendDescription appends s as the JSON string of an error_description,
+// which RFC 6749 section 5.2 limits to %x20-21 / %x23-5B / %x5D-7E: a
+// double quote becomes a single one, a backslash a slash, and any other
+// byte outside the set (a control character, or part of a non-ASCII
+// character in a caller's value) a question mark.
+func appendDescription(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			b = append(b, '\'')
+		case c == '\\':
+			b = append(b, '/')
+		case c < 0x20 || c > 0x7e:
+			b = append(b, '?')
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
