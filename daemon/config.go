@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,32 @@ type Config struct {
 	// spaces or commas. A list with elements but no scope in them (",")
 	// is an error (ErrConfig), not "any scope".
 	AllowedScopes []string
+
+	// AllowedResources, if not empty, are the only resource values (RFC
+	// 8707: the audiences of the token) callers may ask for: absolute
+	// URIs, an absolute URI's beginning followed by '*'
+	// ("https://api.example.no/*"), or "*" for any. Each element may hold
+	// several separated by spaces or commas. A request with a resource
+	// outside the list gets 400 invalid_target before anything is signed.
+	// A list with elements but no entry in them is an error (ErrConfig).
+	AllowedResources []string
+
+	// MaxResourcesPerCaller bounds the distinct resource values among the
+	// cached requests one caller added (a caller is a peer uid on a unix
+	// socket, a remote address on TCP): a request for a new one beyond it
+	// gets 400 invalid_target, and the cache is not filled. It does not
+	// apply when AllowedResources names exact URIs only, which bounds them
+	// already. If zero, 16; negative means no bound.
+	MaxResourcesPerCaller int
+
+	// MaxKeysPerCaller bounds the cached requests (keys) one caller added,
+	// so that no caller can fill MaxKeys for the others with distinct
+	// scopes, resources, consumer_org or pid values: a request for a new
+	// key beyond it gets 503 temporarily_unavailable until some of the
+	// caller's keys are dropped (two token lifetimes after their last
+	// use). If zero, half of MaxKeys (at least 1); negative means no bound
+	// but MaxKeys.
+	MaxKeysPerCaller int
 
 	// AllowRemote lets Serve accept TCP listeners on addresses that are not
 	// loopback. If false, only 127.0.0.0/8 and ::1 are served.
@@ -144,6 +171,11 @@ const (
 	defaultReadTimeout     = 10 * time.Second
 	defaultIdleTimeout     = 2 * time.Minute
 
+	// defaultMaxResourcesPerCaller is generous for a program that calls
+	// a few APIs, and stops a caller asking for a new resource each time
+	// from filling the cache.
+	defaultMaxResourcesPerCaller = 16
+
 	// maxBody bounds a request body.
 	maxBody = 64 << 10
 	// maxHeaderBytes bounds a request's headers.
@@ -174,6 +206,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if err := checkList("AllowedScopes", cfg.AllowedScopes, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
 		return cfg, err
 	}
+	if err := checkList("AllowedResources", cfg.AllowedResources, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"); err != nil {
+		return cfg, err
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -184,6 +219,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxKeys == 0 {
 		cfg.MaxKeys = defaultMaxKeys
+	}
+	if cfg.MaxResourcesPerCaller == 0 {
+		cfg.MaxResourcesPerCaller = defaultMaxResourcesPerCaller
+	}
+	if cfg.MaxKeysPerCaller == 0 {
+		cfg.MaxKeysPerCaller = max(cfg.MaxKeys/2, 1)
 	}
 	def(&cfg.RefreshMargin, defaultRefreshMargin)
 	def(&cfg.RefreshJitter, defaultRefreshJitter)
@@ -207,4 +248,25 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg, nil
+}
+
+// settings are the parts of a Config requests read, swapped as a whole by
+// Reload.
+type settings struct {
+	cfg        Config
+	policy     *listPolicy // AllowedScopes
+	resources  *listPolicy // AllowedResources
+	maxRes     int         // MaxResourcesPerCaller, or 0 where AllowedResources bounds them
+	idHash     [32]byte
+	secretHash [32]byte
+}
+
+func newSettings(cfg Config) *settings {
+	st := &settings{cfg: cfg, policy: newListPolicy(cfg.AllowedScopes), resources: newListPolicy(cfg.AllowedResources)}
+	if st.maxRes = max(cfg.MaxResourcesPerCaller, 0); st.resources.finite() {
+		st.maxRes = 0
+	}
+	st.idHash = sha256.Sum256([]byte(cfg.ClientID))
+	st.secretHash = sha256.Sum256([]byte(cfg.ClientSecret))
+	return st
 }

@@ -24,6 +24,8 @@ func TestConfigRefusesEmptyLists(t *testing.T) {
 		{"scopes comma", func(c *Config) { c.AllowedScopes = []string{",", ""} }, "AllowedScopes"},
 		{"scopes empty", func(c *Config) { c.AllowedScopes = []string{""} }, "AllowedScopes"},
 		{"scopes spaces", func(c *Config) { c.AllowedScopes = []string{" ", " , "} }, "AllowedScopes"},
+		{"resources comma", func(c *Config) { c.AllowedResources = []string{","} }, "AllowedResources"},
+		{"resources empty", func(c *Config) { c.AllowedResources = []string{"", " "} }, "AllowedResources"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Config{
@@ -41,3 +43,22 @@ func TestConfigRefusesEmptyLists(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigResourceEntries: AllowedResources entries are absolute URIs,
+// their beginnings with '*', or '*'; anything else is ErrConfig.
+func TestConfigResourceEntries(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"https://api.example.no/x", "https://api.example.no/*", "urn:altinn:*", "*"} {
+		if _, err := (Config{OpenSigner: nopOpen, Grant: grant.Config{ClientID: "c"}, AllowedResources: []string{v}}).withDefaults(); err != nil {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+	for _, v := range []string{"api.example.no/x", "https*", "https://a b/", "https://x/\"x\""} {
+		_, err := (Config{OpenSigner: nopOpen, Grant: grant.Config{ClientID: "c"}, AllowedResources: []string{v}}).withDefaults()
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "AllowedResources") {
+			t.Errorf("%q: %v, want ErrConfig naming AllowedResources", v, err)
+		}
+	}
+}
+
+func nopOpen(context.Context) (signer.Signer, error) { return nil, errors.New("not opened in this test") }

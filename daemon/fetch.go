@@ -30,7 +30,8 @@ type request struct {
 	s      *Server
 	req    grant.Request
 	altinn bool
-	mpKey  string // for an Altinn request: the key of its Maskinporten token
+	mpKey  string   // for an Altinn request: the key of its Maskinporten token
+	owner  callerID // who added the key: its exchanges use this caller's share
 }
 
 var _ grant.Fetcher = (*request)(nil)
@@ -99,7 +100,7 @@ func (r *request) exchange(ctx context.Context) (*grant.Token, error) {
 	if c.grant.Environment.AltinnExchange == "" {
 		return nil, &grant.ConfigError{Field: "Environment.AltinnExchange", Reason: "this environment has no Altinn token exchange; give its URL"}
 	}
-	mp, err := s.cache.Add(r.mpKey, &request{s: s, req: r.req, mpKey: r.mpKey})
+	mp, err := s.cache.Add(r.mpKey, &request{s: s, req: r.req, mpKey: r.mpKey, owner: r.owner})
 	if err != nil {
 		return nil, err
 	}

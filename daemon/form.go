@@ -33,12 +33,13 @@ func isForm(ct string) bool {
 	return err == nil && mt == "application/x-www-form-urlencoded"
 }
 
-// parseRequest checks a client-credentials form, applies the scope policy,
+// parseRequest checks a client-credentials form, applies the scope and
+// resource policies,
 // and builds the cache key into buf. Scopes and resources are
 // deduplicated and sorted, so that the same set always makes the same key
 // and the same grant. The claims are validated by validate, which is only
 // needed for a key that is not yet in the cache.
-func parseRequest(form url.Values, policy *listPolicy, buf []byte) (*tokenRequest, error) {
+func parseRequest(form url.Values, policy, resPolicy *listPolicy, buf []byte) (*tokenRequest, error) {
 	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "altinn", "client_id", "client_secret"} {
 		if len(form[name]) > 1 {
 			return nil, badRequest(errInvalidRequest, "the parameter "+name+" is given more than once")
@@ -73,6 +74,11 @@ func parseRequest(form url.Values, policy *listPolicy, buf []byte) (*tokenReques
 		scopes = slices.Compact(scopes)
 	}
 	resources := form["resource"]
+	for _, res := range resources {
+		if !resPolicy.allows(res) {
+			return nil, badRequest(errInvalidTarget, "the resource '"+res+"' is not allowed by this daemon (--allowed-resources)")
+		}
+	}
 	if len(resources) > 1 {
 		resources = slices.Clone(resources)
 		slices.Sort(resources)

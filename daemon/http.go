@@ -101,7 +101,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			description: "client authentication failed: callers on TCP must send the daemon's client id and secret (HTTP Basic)"})
 		return
 	}
-	req, err := parseRequest(form, st.policy, (*bp)[:0])
+	req, err := parseRequest(form, st.policy, st.resources, (*bp)[:0])
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -115,11 +115,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, err)
 			return
 		}
-		f := &request{s: s, req: req.req, altinn: req.altinn}
+		who := callerOf(r)
+		f := &request{s: s, req: req.req, altinn: req.altinn, owner: who}
 		if req.altinn {
 			f.mpKey = req.mpKey()
 		}
-		if e, err = s.cache.Add(string(req.key), f); err != nil {
+		if e, err = s.addKey(who, string(req.key), f, st); err != nil {
 			s.fail(w, err)
 			return
 		}

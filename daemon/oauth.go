@@ -9,13 +9,14 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// OAuth 2 error codes (RFC 6749 section 5.2, and temporarily_unavailable
-// from section 4.1.2.1).
+// OAuth 2 error codes (RFC 6749 section 5.2, temporarily_unavailable from
+// section 4.1.2.1, and invalid_target from RFC 8707).
 const (
 	errInvalidRequest         = "invalid_request"
 	errInvalidClient          = "invalid_client"
 	errUnsupportedGrantType   = "unsupported_grant_type"
 	errInvalidScope           = "invalid_scope"
+	errInvalidTarget          = "invalid_target" // RFC 8707 section 2
 	errServerError            = "server_error"
 	errTemporarilyUnavailable = "temporarily_unavailable"
 )

@@ -101,3 +101,6 @@ func (p *listPolicy) allows(v string) bool {
 	}
 	return false
 }
+
+// finite reports whether p allows a fixed set of values: exact ones only.
+func (p *listPolicy) finite() bool { return !p.any && len(p.prefixes) == 0 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -29,6 +28,7 @@ type Server struct {
 	metrics  *metrics
 	sem      chan struct{}
 	cache    *grant.Cache
+	quotas   quotas // per-caller bounds on the cache
 	metricsH http.Handler
 
 	ctx    context.Context // ends when the server has stopped serving
@@ -51,22 +51,6 @@ type Server struct {
 	cur      atomic.Pointer[conn]             // conn, readable without mu
 	lastLeaf atomic.Pointer[x509.Certificate] // the last key's certificate
 	ready    atomic.Pointer[readiness]
-}
-
-// settings are the parts of a Config requests read, swapped as a whole by
-// Reload.
-type settings struct {
-	cfg        Config
-	policy     *listPolicy // AllowedScopes
-	idHash     [32]byte
-	secretHash [32]byte
-}
-
-func newSettings(cfg Config) *settings {
-	st := &settings{cfg: cfg, policy: newListPolicy(cfg.AllowedScopes)}
-	st.idHash = sha256.Sum256([]byte(cfg.ClientID))
-	st.secretHash = sha256.Sum256([]byte(cfg.ClientSecret))
-	return st
 }
 
 type state int
@@ -225,6 +209,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	hs := &http.Server{
 		Handler:           s,
+		ConnContext:       connContext,
 		ReadHeaderTimeout: st.cfg.ReadTimeout / 2,
 		ReadTimeout:       st.cfg.ReadTimeout,
 		WriteTimeout:      st.cfg.WriteTimeout,

@@ -32,6 +32,7 @@ func TestServeRefusesEmptyListOptions(t *testing.T) {
 		{"allowed-scopes space", append([]string{"--allowed-scopes", " "}, listen...), nil, "--allowed-scopes (or MP_HSM_ALLOWED_SCOPES) is given but holds no entry"},
 		{"allowed-scopes variable", listen, []string{"MP_HSM_ALLOWED_SCOPES=,"}, "--allowed-scopes (or MP_HSM_ALLOWED_SCOPES) is given but holds no entry"},
 		{"allowed-scopes empty variable", listen, []string{"MP_HSM_ALLOWED_SCOPES="}, "--allowed-scopes (or MP_HSM_ALLOWED_SCOPES) is given but holds no entry"},
+		{"allowed-resources comma", append([]string{"--allowed-resources", ", ,"}, listen...), nil, "--allowed-resources (or MP_HSM_ALLOWED_RESOURCES) is given but holds no entry"},
 		{"listen comma", []string{"--listen", ","}, nil, "--listen (or MP_HSM_LISTEN) is given but holds no entry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
