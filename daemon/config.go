@@ -86,6 +86,16 @@ type Config struct {
 	// flight at once. If zero, 4.
 	MaxConcurrent int
 
+	// MaxConcurrentPerCaller is the share of the MaxConcurrent slots one
+	// caller (a peer uid on a unix socket, a remote address on TCP) may
+	// hold at once, for the keys it added, background refreshes included:
+	// a caller at its share waits for one of its own exchanges to end,
+	// within RequestTimeout, even while other slots are free, so that its
+	// cold requests cannot starve other callers'. Waiting callers are
+	// served in turn. If zero, half of MaxConcurrent (at least 1); at most
+	// MaxConcurrent.
+	MaxConcurrentPerCaller int
+
 	// MaxKeys bounds the cached keys (distinct requests); when it is
 	// reached, keys nobody used for two token lifetimes make room, and
 	// otherwise a request for a new key gets 503. If zero, 20000 (about
@@ -200,8 +210,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ClientID == "" {
 		cfg.ClientID = cfg.Grant.ClientID
 	}
-	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 {
-		return bad("MaxConcurrent and MaxKeys may not be negative")
+	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 || cfg.MaxConcurrentPerCaller < 0 {
+		return bad("MaxConcurrent, MaxConcurrentPerCaller and MaxKeys may not be negative")
 	}
 	if err := checkList("AllowedScopes", cfg.AllowedScopes, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
 		return cfg, err
@@ -216,6 +226,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MaxConcurrent == 0 {
 		cfg.MaxConcurrent = defaultMaxConcurrent
+	}
+	if cfg.MaxConcurrentPerCaller == 0 {
+		cfg.MaxConcurrentPerCaller = max(cfg.MaxConcurrent/2, 1)
+	}
+	if cfg.MaxConcurrentPerCaller > cfg.MaxConcurrent {
+		return bad("MaxConcurrentPerCaller (%d) is more than MaxConcurrent (%d)", cfg.MaxConcurrentPerCaller, cfg.MaxConcurrent)
 	}
 	if cfg.MaxKeys == 0 {
 		cfg.MaxKeys = defaultMaxKeys

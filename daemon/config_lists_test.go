@@ -61,4 +61,6 @@ func TestConfigResourceEntries(t *testing.T) {
 	}
 }
 
-func nopOpen(context.Context) (signer.Signer, error) { return nil, errors.New("not opened in this test") }
+func nopOpen(context.Context) (signer.Signer, error) {
+	return nil, errors.New("not opened in this test")
+}

@@ -91,10 +91,10 @@ func (r *request) exchange(ctx context.Context) (*grant.Token, error) {
 	}
 	if !r.altinn {
 		ctx = withCallInfo(ctx, &callInfo{endpoint: "token", attrs: r.attrs()})
-		if err := s.acquire(ctx); err != nil {
+		if err := s.adm.acquire(ctx, r.owner); err != nil {
 			return nil, err
 		}
-		defer s.release()
+		defer s.adm.release(r.owner)
 		return c.grant.Exchange(ctx, r.req)
 	}
 	if c.grant.Environment.AltinnExchange == "" {
@@ -109,27 +109,11 @@ func (r *request) exchange(ctx context.Context) (*grant.Token, error) {
 		return nil, err
 	}
 	ctx = withCallInfo(ctx, &callInfo{endpoint: "altinn", attrs: r.attrs()})
-	if err := s.acquire(ctx); err != nil {
+	if err := s.adm.acquire(ctx, r.owner); err != nil {
 		return nil, err
 	}
-	defer s.release()
+	defer s.adm.release(r.owner)
 	return c.grant.AltinnToken(ctx, mt.AccessToken)
-}
-
-// acquire takes a slot of the Maskinporten semaphore.
-func (s *Server) acquire(ctx context.Context) error {
-	select {
-	case s.sem <- struct{}{}:
-		s.metrics.inflight.Inc()
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Server) release() {
-	s.metrics.inflight.Dec()
-	<-s.sem
 }
 
 // attrs describe r for logs: never the pid in clear.

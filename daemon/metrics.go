@@ -22,7 +22,8 @@ type metrics struct {
 	ready        prometheus.GaugeFunc     // 1 when ready
 	storeSize    prometheus.GaugeFunc     // cached keys
 	certExpiry   prometheus.GaugeFunc     // seconds until the leaf certificate expires
-	inflight     prometheus.Gauge         // exchanges holding the semaphore
+	inflight     prometheus.Gauge         // exchanges holding a slot
+	queued       prometheus.Gauge         // exchanges waiting for a slot
 	upstreamTime *prometheus.HistogramVec // endpoint: duration of calls
 }
 
@@ -73,6 +74,10 @@ func newMetrics(s *Server) *metrics {
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mphsm_exchanges_in_flight",
 			Help: "Exchanges with Maskinporten or Altinn in flight (at most MaxConcurrent).",
+		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mphsm_exchanges_queued",
+			Help: "Exchanges waiting for one of the MaxConcurrent slots, or for their caller's share of them (MaxConcurrentPerCaller).",
 		}),
 	}
 	m.ready = prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -26,7 +26,7 @@ type Server struct {
 	st       atomic.Pointer[settings]
 	reg      *prometheus.Registry
 	metrics  *metrics
-	sem      chan struct{}
+	adm      *admission // the MaxConcurrent slots for exchanges
 	cache    *grant.Cache
 	quotas   quotas // per-caller bounds on the cache
 	metricsH http.Handler
@@ -85,11 +85,12 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, sem: make(chan struct{}, cfg.MaxConcurrent), cache: newCache(cfg)}
+	s := &Server{reg: reg, cache: newCache(cfg)}
 	s.st.Store(newSettings(cfg))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.setReady(false, "starting")
 	s.metrics = newMetrics(s) // registered on reg below, once New succeeds
+	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
 	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{cfg.Logger}})
 
 	c, err := s.open(s.ctx, s.settings())
@@ -124,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) register(reg prometheus.Registerer) error {
 	m := s.metrics
 	for _, c := range []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime,
-		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.ready, m.storeSize, m.certExpiry} {
+		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.ready, m.storeSize, m.certExpiry} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -306,7 +307,7 @@ func (s *Server) closeConn() {
 // the key cannot be opened yet: a refused PIN is reported again, any other
 // failure starts the reconnect loop with the new OpenSigner.
 //
-// Listeners, MaxConcurrent, the HTTP timeouts, the Registry and the token
+// Listeners, MaxConcurrent, MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the token
 // cache's settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep
 // their values from New.
 //
