@@ -96,6 +96,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.authorized(r, form, st) {
+		s.authFailed(r, form)
 		w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
 		s.fail(w, &oauthError{status: http.StatusUnauthorized, code: errInvalidClient,
 			description: "client authentication failed: callers on TCP must send the daemon's client id and secret (HTTP Basic)"})

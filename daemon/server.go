@@ -28,7 +28,8 @@ type Server struct {
 	metrics  *metrics
 	adm      *admission // the MaxConcurrent slots for exchanges
 	cache    *grant.Cache
-	quotas   quotas // per-caller bounds on the cache
+	quotas   quotas        // per-caller bounds on the cache
+	authFail *authFailures // failed authentication on TCP, per address
 	metricsH http.Handler
 
 	ctx    context.Context // ends when the server has stopped serving
@@ -85,7 +86,7 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, cache: newCache(cfg)}
+	s := &Server{reg: reg, cache: newCache(cfg), authFail: newAuthFailures()}
 	s.st.Store(newSettings(cfg))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.setReady(false, "starting")
@@ -125,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) register(reg prometheus.Registerer) error {
 	m := s.metrics
 	for _, c := range []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime,
-		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.ready, m.storeSize, m.certExpiry} {
+		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.ready, m.storeSize, m.certExpiry} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
