@@ -47,7 +47,14 @@ func serveCommand(e *env) *cli.Command {
 			"Sockets passed by systemd (socket activation) are used when no --listen is given.\n\n" +
 			"A removed card or a device error makes the daemon not ready; it reconnects by itself. A PIN\n" +
 			"the token refuses is never retried. SIGHUP re-reads the PIN, secret and chain files and logs\n" +
-			"in again, keeping cached tokens if the key is the same; SIGTERM drains and exits.",
+			"in again, keeping cached tokens if the key is the same; SIGTERM drains and exits.\n\n" +
+			"Prefer --pin-file to MP_HSM_PIN: an environment variable stays readable in /proc/PID/environ\n" +
+			"by the same user and root for the life of the daemon.\n\n" +
+			"Callers are bounded each (a caller is a uid on the unix socket, an address on TCP): at most\n" +
+			"--max-concurrent-per-caller of the --max-concurrent requests to Maskinporten, and at most\n" +
+			"--max-keys-per-caller requests and --max-resources-per-caller resources in the cache.\n" +
+			"Failed TCP authentication is logged (once a minute per address) and, after 5 failures,\n" +
+			"answered ever more slowly (up to 1 s) to that address.",
 		Flags:  concat(keyFlags(), mpFlags(), serveFlags()),
 		Action: func(c *cli.Context) error { return e.serve(c) },
 	}
@@ -62,9 +69,9 @@ func serveFlags() []cli.Flag {
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-scopes", Usage: "`SCOPE`s callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); default: any", EnvVars: []string{"MP_HSM_ALLOWED_SCOPES"}},
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-resources", Usage: "resource `URL`s (token audiences) callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); others get 400 invalid_target; default: any, within --max-resources-per-caller", EnvVars: []string{"MP_HSM_ALLOWED_RESOURCES"}},
 		&cli.IntFlag{Category: catServ, Name: "max-resources-per-caller", Value: 16, Usage: "at most `N` distinct resources cached for one caller (a uid on the unix socket, an address on TCP); more get 400 invalid_target; not applied when --allowed-resources lists exact URLs only; -1: no bound", EnvVars: []string{"MP_HSM_MAX_RESOURCES_PER_CALLER"}},
-		&cli.IntFlag{Category: catServ, Name: "max-keys-per-caller", Usage: "at most `N` distinct requests cached for one caller; more get 503 (default: half of --max-keys; -1: no bound but --max-keys)", EnvVars: []string{"MP_HSM_MAX_KEYS_PER_CALLER"}},
+		&cli.IntFlag{Category: catServ, Name: "max-keys-per-caller", Usage: "at most `N` distinct requests cached for one caller; more get 503; -1: no bound but --max-keys", DefaultText: "half of --max-keys", EnvVars: []string{"MP_HSM_MAX_KEYS_PER_CALLER"}},
 		&cli.IntFlag{Category: catServ, Name: "max-concurrent", Value: 4, Usage: "at most `N` requests to Maskinporten at once", EnvVars: []string{"MP_HSM_MAX_CONCURRENT"}},
-		&cli.IntFlag{Category: catServ, Name: "max-concurrent-per-caller", Usage: "at most `N` of the --max-concurrent requests for one caller (a uid on the unix socket, an address on TCP), so that one caller's cold requests cannot starve the others' (default: half of --max-concurrent, at least 1)", EnvVars: []string{"MP_HSM_MAX_CONCURRENT_PER_CALLER"}},
+		&cli.IntFlag{Category: catServ, Name: "max-concurrent-per-caller", Usage: "at most `N` of the --max-concurrent requests for one caller (a uid on the unix socket, an address on TCP), so that one caller's cold requests cannot starve the others'", DefaultText: "half of --max-concurrent, at least 1", EnvVars: []string{"MP_HSM_MAX_CONCURRENT_PER_CALLER"}},
 		&cli.IntFlag{Category: catServ, Name: "max-keys", Value: 20000, Usage: "at most `N` distinct requests cached", EnvVars: []string{"MP_HSM_MAX_KEYS"}},
 		&cli.DurationFlag{Category: catServ, Name: "refresh-margin", Value: 30 * time.Second, Usage: "refresh used tokens `DURATION` before they expire (at most half of their lifetime)", EnvVars: []string{"MP_HSM_REFRESH_MARGIN"}},
 		&cli.DurationFlag{Category: catServ, Name: "refresh-jitter", Value: 10 * time.Second, Usage: "refresh up to `DURATION` earlier, at random, to spread refreshes", EnvVars: []string{"MP_HSM_REFRESH_JITTER"}},
