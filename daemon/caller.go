@@ -15,14 +15,21 @@ import (
 // has a whole /64. It is comparable, for map keys, and made without
 // allocating.
 type callerID struct {
-	unix bool
-	uid  int64      // unix: the peer's uid; -1 if unknown
-	ip   netip.Addr // TCP: the address or /64 prefix; invalid if unknown
+	unix    bool
+	refresh bool       // refreshCaller
+	uid     int64      // unix: the peer's uid; -1 if unknown
+	ip      netip.Addr // TCP: the address or /64 prefix; invalid if unknown
 }
+
+// refreshCaller stands for the daemon's own background refreshes when they
+// wait for a slot: no caller waits for them.
+var refreshCaller = callerID{refresh: true, uid: -1}
 
 // String names the caller in logs and error descriptions.
 func (c callerID) String() string {
 	switch {
+	case c.refresh:
+		return "background refreshes"
 	case c.unix && c.uid >= 0:
 		return "uid " + strconv.FormatInt(c.uid, 10)
 	case c.unix:

@@ -88,12 +88,14 @@ type Config struct {
 
 	// MaxConcurrentPerCaller is the share of the MaxConcurrent slots one
 	// caller (a peer uid on a unix socket, a remote address on TCP) may
-	// hold at once, for the keys it added, background refreshes included:
-	// a caller at its share waits for one of its own exchanges to end,
-	// within RequestTimeout, even while other slots are free, so that its
-	// cold requests cannot starve other callers'. Waiting callers are
-	// served in turn. If zero, half of MaxConcurrent (at least 1); at most
-	// MaxConcurrent.
+	// hold at once for the exchanges its requests started: a caller at
+	// its share waits for one of its own exchanges to end, within
+	// ExchangeTimeout, even while other slots are free, so that its cold
+	// requests cannot starve other callers'. A slot that comes free goes
+	// to the waiting caller that holds the fewest, then in turn.
+	// Background refreshes are bounded by MaxConcurrent alone but wait
+	// their turn like a caller. If zero, half of MaxConcurrent (at least
+	// 1); at most MaxConcurrent.
 	MaxConcurrentPerCaller int
 
 	// MaxKeys bounds the cached keys (distinct requests); when it is

@@ -117,7 +117,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		who := callerOf(r)
-		f := &request{s: s, req: req.req, altinn: req.altinn, owner: who}
+		f := newRequest(s, req.req, req.altinn, who)
 		if req.altinn {
 			f.mpKey = req.mpKey()
 		}
@@ -126,7 +126,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	t, hit, err := s.token(r.Context(), st.cfg.RequestTimeout, e)
+	t, hit, err := s.token(r.Context(), st.cfg.RequestTimeout, e, r)
 	if err != nil {
 		s.metrics.cacheMisses.Inc()
 		s.fail(w, s.mapError(err))

@@ -69,6 +69,9 @@ func (s *Server) mapError(err error) *oauthError {
 		}
 		return &oauthError{status: http.StatusBadGateway, code: errServerError,
 			description: desc + " (the daemon's client id, key or environment is wrong)"}
+	case errors.Is(err, errSlotWait) && errors.Is(err, context.DeadlineExceeded):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: errSlotWait.Error(), retryAfter: 5}
 	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
 			description: "Maskinporten is unavailable: " + err.Error(), retryAfter: 5}
