@@ -69,8 +69,8 @@ type notReadyError struct{ reason string }
 func (e *notReadyError) Error() string { return e.reason }
 
 // token returns e's token for r, from the cache or from a fetch that it
-// starts for r's caller or joins, waiting for it no longer than ctx and timeout (if
-// positive) allow. hit reports a cached answer.
+// starts for r's caller or joins, waiting for it no longer than ctx and
+// timeout (if positive) allow. hit reports a cached answer.
 func (s *Server) token(ctx context.Context, timeout time.Duration, e *grant.Entry, r *http.Request) (t *grant.Token, hit bool, err error) {
 	if t, ok := e.Cached(grant.ForUse); ok {
 		return t, true, nil

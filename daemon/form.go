@@ -34,11 +34,10 @@ func isForm(ct string) bool {
 }
 
 // parseRequest checks a client-credentials form, applies the scope and
-// resource policies,
-// and builds the cache key into buf. Scopes and resources are
-// deduplicated and sorted, so that the same set always makes the same key
-// and the same grant. The claims are validated by validate, which is only
-// needed for a key that is not yet in the cache.
+// resource policies, and builds the cache key into buf. Scopes and
+// resources are deduplicated and sorted, so that the same set always makes
+// the same key and the same grant. The claims are validated by validate,
+// which is only needed for a key that is not yet in the cache.
 func parseRequest(form url.Values, policy, resPolicy *listPolicy, buf []byte) (*tokenRequest, error) {
 	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "altinn", "client_id", "client_secret"} {
 		if len(form[name]) > 1 {
@@ -76,7 +75,7 @@ func parseRequest(form url.Values, policy, resPolicy *listPolicy, buf []byte) (*
 	resources := form["resource"]
 	for _, res := range resources {
 		if !resPolicy.allows(res) {
-			return nil, badRequest(errInvalidTarget, "the resource '"+res+"' is not allowed by this daemon (--allowed-resources)")
+			return nil, badRequest(errInvalidTarget, "the resource '"+excerpt(res)+"' is not allowed by this daemon (--allowed-resources)")
 		}
 	}
 	if len(resources) > 1 {
@@ -142,4 +141,13 @@ func (tr *tokenRequest) validate() error {
 		return badRequest(code, "invalid "+field+": "+ve.Reason)
 	}
 	return badRequest(errInvalidRequest, err.Error())
+}
+
+// excerpt shortens a caller's value for an error description.
+func excerpt(v string) string {
+	const n = 100
+	if len(v) <= n {
+		return v
+	}
+	return v[:n] + "..."
 }
