@@ -42,6 +42,7 @@ func BenchmarkColdStart(b *testing.B) {
 		counter := &inflight{base: http.DefaultTransport}
 		f := newFixture(b, options{noTCP: true, modify: func(c *daemon.Config) {
 			c.Grant.HTTPClient = &http.Client{Transport: counter, Timeout: 30 * time.Second}
+			c.MaxResourcesPerCaller = -1 // 1,000 resources from one caller
 		}})
 		client := unixClient(f.sock)
 		client.Transport.(*http.Transport).MaxIdleConnsPerHost = 256

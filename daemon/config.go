@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,8 +48,35 @@ type Config struct {
 	// AllowedScopes, if not empty, are the only scopes callers may ask
 	// for; an element ending in '*' allows every scope with that prefix
 	// ("altinn:*"). Each element may hold several scopes separated by
-	// spaces or commas.
+	// spaces or commas. A list with elements but no scope in them (",")
+	// is an error (ErrConfig), not "any scope".
 	AllowedScopes []string
+
+	// AllowedResources, if not empty, are the only resource values (RFC
+	// 8707: the audiences of the token) callers may ask for: absolute
+	// URIs, an absolute URI's beginning followed by '*'
+	// ("https://api.example.no/*"), or "*" for any. Each element may hold
+	// several separated by spaces or commas. A request with a resource
+	// outside the list gets 400 invalid_target before anything is signed.
+	// A list with elements but no entry in them is an error (ErrConfig).
+	AllowedResources []string
+
+	// MaxResourcesPerCaller bounds the distinct resource values among the
+	// cached requests one caller added (a caller is a peer uid on a unix
+	// socket, a remote address on TCP): a request for a new one beyond it
+	// gets 400 invalid_target, and the cache is not filled. It does not
+	// apply when AllowedResources names exact URIs only, which bounds them
+	// already. If zero, 16; negative means no bound.
+	MaxResourcesPerCaller int
+
+	// MaxKeysPerCaller bounds the cached requests (keys) one caller added,
+	// so that no caller can fill MaxKeys for the others with distinct
+	// scopes, resources, consumer_org or pid values: a request for a new
+	// key beyond it gets 503 temporarily_unavailable until some of the
+	// caller's keys are dropped (two token lifetimes after their last
+	// use). If zero, half of MaxKeys (at least 1); negative means no bound
+	// but MaxKeys.
+	MaxKeysPerCaller int
 
 	// AllowRemote lets Serve accept TCP listeners on addresses that are not
 	// loopback. If false, only 127.0.0.0/8 and ::1 are served.
@@ -57,6 +85,18 @@ type Config struct {
 	// MaxConcurrent bounds the requests to Maskinporten (and Altinn) in
 	// flight at once. If zero, 4.
 	MaxConcurrent int
+
+	// MaxConcurrentPerCaller is the share of the MaxConcurrent slots one
+	// caller (a peer uid on a unix socket, a remote address on TCP) may
+	// hold at once for the exchanges its requests started: a caller at
+	// its share waits for one of its own exchanges to end, within
+	// ExchangeTimeout, even while other slots are free, so that its cold
+	// requests cannot starve other callers'. A slot that comes free goes
+	// to the waiting caller that holds the fewest, then in turn.
+	// Background refreshes are bounded by MaxConcurrent alone but wait
+	// their turn like a caller. If zero, half of MaxConcurrent (at least
+	// 1); at most MaxConcurrent.
+	MaxConcurrentPerCaller int
 
 	// MaxKeys bounds the cached keys (distinct requests); when it is
 	// reached, keys nobody used for two token lifetimes make room, and
@@ -145,6 +185,11 @@ const (
 	defaultReadTimeout     = 10 * time.Second
 	defaultIdleTimeout     = 2 * time.Minute
 
+	// defaultMaxResourcesPerCaller is generous for a program that calls
+	// a few APIs, and stops a caller asking for a new resource each time
+	// from filling the cache.
+	defaultMaxResourcesPerCaller = 16
+
 	// maxBody bounds a request body.
 	maxBody = 64 << 10
 	// maxHeaderBytes bounds a request's headers.
@@ -169,15 +214,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ClientID == "" {
 		cfg.ClientID = cfg.Grant.ClientID
 	}
-	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 {
-		return bad("MaxConcurrent and MaxKeys may not be negative")
+	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 || cfg.MaxConcurrentPerCaller < 0 {
+		return bad("MaxConcurrent, MaxConcurrentPerCaller and MaxKeys may not be negative")
 	}
-	for _, a := range cfg.AllowedScopes {
-		for _, s := range splitScopes(a) {
-			if !grant.ValidScope(strings.TrimSuffix(s, "*")) && s != "*" {
-				return bad("AllowedScopes: %q is not a scope", s)
-			}
-		}
+	if err := checkList("AllowedScopes", cfg.AllowedScopes, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
+		return cfg, err
+	}
+	if err := checkList("AllowedResources", cfg.AllowedResources, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"); err != nil {
+		return cfg, err
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -187,8 +231,20 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxConcurrent == 0 {
 		cfg.MaxConcurrent = defaultMaxConcurrent
 	}
+	if cfg.MaxConcurrentPerCaller == 0 {
+		cfg.MaxConcurrentPerCaller = max(cfg.MaxConcurrent/2, 1)
+	}
+	if cfg.MaxConcurrentPerCaller > cfg.MaxConcurrent {
+		return bad("MaxConcurrentPerCaller (%d) is more than MaxConcurrent (%d)", cfg.MaxConcurrentPerCaller, cfg.MaxConcurrent)
+	}
 	if cfg.MaxKeys == 0 {
 		cfg.MaxKeys = defaultMaxKeys
+	}
+	if cfg.MaxResourcesPerCaller == 0 {
+		cfg.MaxResourcesPerCaller = defaultMaxResourcesPerCaller
+	}
+	if cfg.MaxKeysPerCaller == 0 {
+		cfg.MaxKeysPerCaller = max(cfg.MaxKeys/2, 1)
 	}
 	def(&cfg.RefreshMargin, defaultRefreshMargin)
 	def(&cfg.RefreshJitter, defaultRefreshJitter)
@@ -214,48 +270,23 @@ func (cfg Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
-// splitScopes splits a list of scopes separated by spaces or commas.
-func splitScopes(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' })
+// settings are the parts of a Config requests read, swapped as a whole by
+// Reload.
+type settings struct {
+	cfg        Config
+	policy     *listPolicy // AllowedScopes
+	resources  *listPolicy // AllowedResources
+	maxRes     int         // MaxResourcesPerCaller, or 0 where AllowedResources bounds them
+	idHash     [32]byte
+	secretHash [32]byte
 }
 
-// scopePolicy decides which scopes callers may ask for.
-type scopePolicy struct {
-	exact    map[string]bool
-	prefixes []string
-	any      bool
-}
-
-func newScopePolicy(allowed []string) *scopePolicy {
-	p := &scopePolicy{exact: map[string]bool{}}
-	n := 0
-	for _, a := range allowed {
-		for _, s := range splitScopes(a) {
-			n++
-			switch {
-			case s == "*":
-				p.any = true
-			case strings.HasSuffix(s, "*"):
-				p.prefixes = append(p.prefixes, strings.TrimSuffix(s, "*"))
-			default:
-				p.exact[s] = true
-			}
-		}
+func newSettings(cfg Config) *settings {
+	st := &settings{cfg: cfg, policy: newListPolicy(cfg.AllowedScopes), resources: newListPolicy(cfg.AllowedResources)}
+	if st.maxRes = max(cfg.MaxResourcesPerCaller, 0); st.resources.finite() {
+		st.maxRes = 0
 	}
-	if n == 0 {
-		p.any = true
-	}
-	return p
-}
-
-func (p *scopePolicy) allows(scope string) bool {
-	if p.any || p.exact[scope] {
-		return true
-	}
-	for _, pre := range p.prefixes {
-		if strings.HasPrefix(scope, pre) {
-			return true
-		}
-	}
-	return false
+	st.idHash = sha256.Sum256([]byte(cfg.ClientID))
+	st.secretHash = sha256.Sum256([]byte(cfg.ClientSecret))
+	return st
 }

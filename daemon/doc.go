@@ -35,8 +35,9 @@
 // package's "Token cache"), with its Background and RefuseWhenFull options.
 // A new key (another certificate, kid, client or environment) empties the
 // cache. One exchange per cache key is in flight at a time: concurrent
-// callers of a cold key wait for it. A semaphore bounds the exchanges with
-// Maskinporten (Config.MaxConcurrent). Tokens that callers use are
+// callers of a cold key wait for it. The exchanges with Maskinporten are
+// bounded (Config.MaxConcurrent), and so is each caller's share of them
+// (MaxConcurrentPerCaller). Tokens that callers use are
 // refreshed in the background before they expire, at a jittered time, so
 // that many keys do not refresh in the same second; keys nobody asked for
 // within two token lifetimes are dropped.
@@ -63,8 +64,18 @@
 // Callers on a unix socket are trusted (the socket's mode and group decide
 // who may connect). Callers on TCP must authenticate with HTTP Basic (or
 // client_id and client_secret in the form) with Config.ClientID and
-// Config.ClientSecret, compared in constant time.
+// Config.ClientSecret, compared in constant time; failures are logged at
+// most once a minute per address, counted, and answered ever more slowly
+// to an address that keeps failing.
 //
 // Grants, tokens, PINs and client secrets are never logged; personal
 // identification numbers are masked.
+//
+// # Callers
+//
+// A caller is the peer's uid on a unix socket (SO_PEERCRED) and the remote
+// address on TCP. No caller can starve the others: it holds at most
+// MaxConcurrentPerCaller of the exchanges in flight, and has at most
+// MaxKeysPerCaller requests and MaxResourcesPerCaller distinct resources
+// in the cache (AllowedResources may limit the resources for everyone).
 package daemon

@@ -3,8 +3,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
@@ -31,6 +34,30 @@ type request struct {
 	req    grant.Request
 	altinn bool
 	mpKey  string // for an Altinn request: the key of its Maskinporten token
+
+	// by is the caller whose request found no token to serve: the next
+	// fetch that a caller waits for uses its share of the slots (see
+	// admission). At first, the caller that added the key.
+	by atomic.Pointer[callerID]
+}
+
+// newRequest returns the fetcher of a key that who adds.
+func newRequest(s *Server, req grant.Request, altinn bool, who callerID) *request {
+	r := &request{s: s, req: req, altinn: altinn}
+	r.by.Store(&who)
+	return r
+}
+
+// caller returns whom a fetch is for: background refreshes are the
+// daemon's own (refreshCaller).
+func (r *request) caller(background bool) callerID {
+	if background {
+		return refreshCaller
+	}
+	if who := r.by.Load(); who != nil {
+		return *who
+	}
+	return callerID{uid: -1}
 }
 
 var _ grant.Fetcher = (*request)(nil)
@@ -41,12 +68,17 @@ type notReadyError struct{ reason string }
 
 func (e *notReadyError) Error() string { return e.reason }
 
-// token returns e's token, from the cache or from a fetch that it starts
-// or joins, waiting for it no longer than ctx and timeout (if positive)
-// allow. hit reports a cached answer.
-func (s *Server) token(ctx context.Context, timeout time.Duration, e *grant.Entry) (t *grant.Token, hit bool, err error) {
+// token returns e's token for r, from the cache or from a fetch that it
+// starts for r's caller or joins, waiting for it no longer than ctx and
+// timeout (if positive) allow. hit reports a cached answer.
+func (s *Server) token(ctx context.Context, timeout time.Duration, e *grant.Entry, r *http.Request) (t *grant.Token, hit bool, err error) {
 	if t, ok := e.Cached(grant.ForUse); ok {
 		return t, true, nil
+	}
+	if f, ok := e.Fetcher().(*request); ok {
+		who := callerOf(r)
+		f.by.Store(&who)    // a fetch this starts is for r's caller,
+		s.adm.offer(f, who) // and one that waits may run on its share
 	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -62,7 +94,7 @@ func (r *request) Fetch(ctx context.Context, background bool) (*grant.Token, err
 	s := r.s
 	ctx, cancel := context.WithTimeout(ctx, s.settings().cfg.ExchangeTimeout)
 	defer cancel()
-	t, err := r.exchange(ctx)
+	t, err := r.exchange(ctx, r.caller(background))
 	var nre *notReadyError
 	if errors.As(err, &nre) {
 		return nil, err // /readyz says why; retried by the cache
@@ -82,7 +114,7 @@ func (r *request) Fetch(ctx context.Context, background bool) (*grant.Token, err
 
 // exchange gets a new token for r from Maskinporten, or for an Altinn
 // request from Altinn with a Maskinporten token that has half its life left.
-func (r *request) exchange(ctx context.Context) (*grant.Token, error) {
+func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, error) {
 	s := r.s
 	c := s.cur.Load()
 	if c == nil {
@@ -90,45 +122,35 @@ func (r *request) exchange(ctx context.Context) (*grant.Token, error) {
 	}
 	if !r.altinn {
 		ctx = withCallInfo(ctx, &callInfo{endpoint: "token", attrs: r.attrs()})
-		if err := s.acquire(ctx); err != nil {
-			return nil, err
+		who, err := s.adm.acquire(ctx, who, r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errSlotWait, err)
 		}
-		defer s.release()
+		defer s.adm.release(who)
 		return c.grant.Exchange(ctx, r.req)
 	}
 	if c.grant.Environment.AltinnExchange == "" {
 		return nil, &grant.ConfigError{Field: "Environment.AltinnExchange", Reason: "this environment has no Altinn token exchange; give its URL"}
 	}
-	mp, err := s.cache.Add(r.mpKey, &request{s: s, req: r.req, mpKey: r.mpKey})
+	mp, err := s.cache.Add(r.mpKey, newRequest(s, r.req, false, who))
 	if err != nil {
 		return nil, err
+	}
+	if f, ok := mp.Fetcher().(*request); ok {
+		f.by.Store(&who)
+		s.adm.offer(f, who)
 	}
 	mt, _, err := mp.Token(ctx, grant.ForExchange)
 	if err != nil {
 		return nil, err
 	}
 	ctx = withCallInfo(ctx, &callInfo{endpoint: "altinn", attrs: r.attrs()})
-	if err := s.acquire(ctx); err != nil {
-		return nil, err
+	who, err = s.adm.acquire(ctx, who, r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errSlotWait, err)
 	}
-	defer s.release()
+	defer s.adm.release(who)
 	return c.grant.AltinnToken(ctx, mt.AccessToken)
-}
-
-// acquire takes a slot of the Maskinporten semaphore.
-func (s *Server) acquire(ctx context.Context) error {
-	select {
-	case s.sem <- struct{}{}:
-		s.metrics.inflight.Inc()
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Server) release() {
-	s.metrics.inflight.Dec()
-	<-s.sem
 }
 
 // attrs describe r for logs: never the pid in clear.

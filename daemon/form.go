@@ -33,12 +33,12 @@ func isForm(ct string) bool {
 	return err == nil && mt == "application/x-www-form-urlencoded"
 }
 
-// parseRequest checks a client-credentials form, applies the scope policy,
-// and builds the cache key into buf. Scopes and resources are
-// deduplicated and sorted, so that the same set always makes the same key
-// and the same grant. The claims are validated by validate, which is only
-// needed for a key that is not yet in the cache.
-func parseRequest(form url.Values, policy *scopePolicy, buf []byte) (*tokenRequest, error) {
+// parseRequest checks a client-credentials form, applies the scope and
+// resource policies, and builds the cache key into buf. Scopes and
+// resources are deduplicated and sorted, so that the same set always makes
+// the same key and the same grant. The claims are validated by validate,
+// which is only needed for a key that is not yet in the cache.
+func parseRequest(form url.Values, policy, resPolicy *listPolicy, buf []byte) (*tokenRequest, error) {
 	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "altinn", "client_id", "client_secret"} {
 		if len(form[name]) > 1 {
 			return nil, badRequest(errInvalidRequest, "the parameter "+name+" is given more than once")
@@ -73,6 +73,11 @@ func parseRequest(form url.Values, policy *scopePolicy, buf []byte) (*tokenReque
 		scopes = slices.Compact(scopes)
 	}
 	resources := form["resource"]
+	for _, res := range resources {
+		if !resPolicy.allows(res) {
+			return nil, badRequest(errInvalidTarget, "the resource '"+excerpt(res)+"' is not allowed by this daemon (--allowed-resources)")
+		}
+	}
 	if len(resources) > 1 {
 		resources = slices.Clone(resources)
 		slices.Sort(resources)
@@ -136,4 +141,13 @@ func (tr *tokenRequest) validate() error {
 		return badRequest(code, "invalid "+field+": "+ve.Reason)
 	}
 	return badRequest(errInvalidRequest, err.Error())
+}
+
+// excerpt shortens a caller's value for an error description.
+func excerpt(v string) string {
+	const n = 100
+	if len(v) <= n {
+		return v
+	}
+	return v[:n] + "..."
 }

@@ -96,12 +96,13 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.authorized(r, form, st) {
+		s.authFailed(r, form)
 		w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
 		s.fail(w, &oauthError{status: http.StatusUnauthorized, code: errInvalidClient,
 			description: "client authentication failed: callers on TCP must send the daemon's client id and secret (HTTP Basic)"})
 		return
 	}
-	req, err := parseRequest(form, st.policy, (*bp)[:0])
+	req, err := parseRequest(form, st.policy, st.resources, (*bp)[:0])
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -115,16 +116,17 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, err)
 			return
 		}
-		f := &request{s: s, req: req.req, altinn: req.altinn}
+		who := callerOf(r)
+		f := newRequest(s, req.req, req.altinn, who)
 		if req.altinn {
 			f.mpKey = req.mpKey()
 		}
-		if e, err = s.cache.Add(string(req.key), f); err != nil {
+		if e, err = s.addKey(who, string(req.key), f, st); err != nil {
 			s.fail(w, err)
 			return
 		}
 	}
-	t, hit, err := s.token(r.Context(), st.cfg.RequestTimeout, e)
+	t, hit, err := s.token(r.Context(), st.cfg.RequestTimeout, e, r)
 	if err != nil {
 		s.metrics.cacheMisses.Inc()
 		s.fail(w, s.mapError(err))

@@ -22,7 +22,9 @@ type metrics struct {
 	ready        prometheus.GaugeFunc     // 1 when ready
 	storeSize    prometheus.GaugeFunc     // cached keys
 	certExpiry   prometheus.GaugeFunc     // seconds until the leaf certificate expires
-	inflight     prometheus.Gauge         // exchanges holding the semaphore
+	inflight     prometheus.Gauge         // exchanges holding a slot
+	queued       prometheus.Gauge         // exchanges waiting for a slot
+	authFailures prometheus.Counter       // failed client authentication on TCP
 	upstreamTime *prometheus.HistogramVec // endpoint: duration of calls
 }
 
@@ -73,6 +75,14 @@ func newMetrics(s *Server) *metrics {
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mphsm_exchanges_in_flight",
 			Help: "Exchanges with Maskinporten or Altinn in flight (at most MaxConcurrent).",
+		}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mphsm_auth_failures_total",
+			Help: "Token requests on TCP refused for want of the right client id and secret.",
+		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mphsm_exchanges_queued",
+			Help: "Exchanges waiting for one of the MaxConcurrent slots, or for their caller's share of them (MaxConcurrentPerCaller).",
 		}),
 	}
 	m.ready = prometheus.NewGaugeFunc(prometheus.GaugeOpts{

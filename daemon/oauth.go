@@ -9,13 +9,14 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// OAuth 2 error codes (RFC 6749 section 5.2, and temporarily_unavailable
-// from section 4.1.2.1).
+// OAuth 2 error codes (RFC 6749 section 5.2, temporarily_unavailable from
+// section 4.1.2.1, and invalid_target from RFC 8707).
 const (
 	errInvalidRequest         = "invalid_request"
 	errInvalidClient          = "invalid_client"
 	errUnsupportedGrantType   = "unsupported_grant_type"
 	errInvalidScope           = "invalid_scope"
+	errInvalidTarget          = "invalid_target" // RFC 8707 section 2
 	errServerError            = "server_error"
 	errTemporarilyUnavailable = "temporarily_unavailable"
 )
@@ -68,6 +69,9 @@ func (s *Server) mapError(err error) *oauthError {
 		}
 		return &oauthError{status: http.StatusBadGateway, code: errServerError,
 			description: desc + " (the daemon's client id, key or environment is wrong)"}
+	case errors.Is(err, errSlotWait) && errors.Is(err, context.DeadlineExceeded):
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: errSlotWait.Error(), retryAfter: 5}
 	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
 			description: "Maskinporten is unavailable: " + err.Error(), retryAfter: 5}
@@ -113,7 +117,29 @@ func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	b := append([]byte(`{"error":`), '"')
 	b = append(b, oe.code...)
 	b = append(b, `","error_description":`...)
-	b = appendJSONString(b, oe.description)
+	b = appendDescription(b, oe.description)
 	b = append(b, "}\n"...)
 	_, _ = w.Write(b)
+}
+
+// appendDescription appends s as the JSON string of an error_description,
+// which RFC 6749 section 5.2 limits to %x20-21 / %x23-5B / %x5D-7E: a
+// double quote becomes a single one, a backslash a slash, and any other
+// byte outside the set (a control character, or part of a non-ASCII
+// character in a caller's value) a question mark.
+func appendDescription(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			b = append(b, '\'')
+		case c == '\\':
+			b = append(b, '/')
+		case c < 0x20 || c > 0x7e:
+			b = append(b, '?')
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }

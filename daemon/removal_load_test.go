@@ -26,6 +26,7 @@ func TestRemovalUnderLoad(t *testing.T) {
 		c.ProbeInterval = 50 * time.Millisecond
 		c.ReconnectMin = 50 * time.Millisecond
 		c.ReconnectMax = 200 * time.Millisecond
+		c.MaxResourcesPerCaller = -1 // a new resource for every request, from one caller
 	}})
 	wantToken(t, f.post(scopeForm("test:read")))
 

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -27,8 +26,10 @@ type Server struct {
 	st       atomic.Pointer[settings]
 	reg      *prometheus.Registry
 	metrics  *metrics
-	sem      chan struct{}
+	adm      *admission // the MaxConcurrent slots for exchanges
 	cache    *grant.Cache
+	quotas   quotas        // per-caller bounds on the cache
+	authFail *authFailures // failed authentication on TCP, per address
 	metricsH http.Handler
 
 	ctx    context.Context // ends when the server has stopped serving
@@ -51,22 +52,6 @@ type Server struct {
 	cur      atomic.Pointer[conn]             // conn, readable without mu
 	lastLeaf atomic.Pointer[x509.Certificate] // the last key's certificate
 	ready    atomic.Pointer[readiness]
-}
-
-// settings are the parts of a Config requests read, swapped as a whole by
-// Reload.
-type settings struct {
-	cfg        Config
-	policy     *scopePolicy
-	idHash     [32]byte
-	secretHash [32]byte
-}
-
-func newSettings(cfg Config) *settings {
-	st := &settings{cfg: cfg, policy: newScopePolicy(cfg.AllowedScopes)}
-	st.idHash = sha256.Sum256([]byte(cfg.ClientID))
-	st.secretHash = sha256.Sum256([]byte(cfg.ClientSecret))
-	return st
 }
 
 type state int
@@ -101,11 +86,12 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, sem: make(chan struct{}, cfg.MaxConcurrent), cache: newCache(cfg)}
+	s := &Server{reg: reg, cache: newCache(cfg), authFail: newAuthFailures()}
 	s.st.Store(newSettings(cfg))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.setReady(false, "starting")
 	s.metrics = newMetrics(s) // registered on reg below, once New succeeds
+	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
 	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{cfg.Logger}})
 
 	c, err := s.open(s.ctx, s.settings())
@@ -140,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) register(reg prometheus.Registerer) error {
 	m := s.metrics
 	for _, c := range []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime,
-		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.ready, m.storeSize, m.certExpiry} {
+		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.ready, m.storeSize, m.certExpiry} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -225,6 +211,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	hs := &http.Server{
 		Handler:           s,
+		ConnContext:       connContext,
 		ReadHeaderTimeout: st.cfg.ReadTimeout / 2,
 		ReadTimeout:       st.cfg.ReadTimeout,
 		WriteTimeout:      st.cfg.WriteTimeout,
@@ -321,7 +308,7 @@ func (s *Server) closeConn() {
 // the key cannot be opened yet: a refused PIN is reported again, any other
 // failure starts the reconnect loop with the new OpenSigner.
 //
-// Listeners, MaxConcurrent, the HTTP timeouts, the Registry and the token
+// Listeners, MaxConcurrent, MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the token
 // cache's settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep
 // their values from New.
 //

@@ -63,6 +63,10 @@ func (e *Entry) Token(ctx context.Context, p Purpose) (tok *Token, hit bool, err
 	return t.token, fl == nil, nil
 }
 
+// Fetcher returns the Fetcher the entry was added with, which makes its
+// fetches and background refreshes.
+func (e *Entry) Fetcher() Fetcher { return e.fetcher }
+
 // touch records a request for e at now, at most once a millisecond, so that
 // callers on many cores do not fight over the cache line.
 func (e *Entry) touch(now time.Time) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,7 +45,14 @@ func serveCommand(e *env) *cli.Command {
 			"Sockets passed by systemd (socket activation) are used when no --listen is given.\n\n" +
 			"A removed card or a device error makes the daemon not ready; it reconnects by itself. A PIN\n" +
 			"the token refuses is never retried. SIGHUP re-reads the PIN, secret and chain files and logs\n" +
-			"in again, keeping cached tokens if the key is the same; SIGTERM drains and exits.",
+			"in again, keeping cached tokens if the key is the same; SIGTERM drains and exits.\n\n" +
+			"Prefer --pin-file to MP_HSM_PIN: an environment variable stays readable in /proc/PID/environ\n" +
+			"by the same user and root for the life of the daemon.\n\n" +
+			"Callers are bounded each (a caller is a uid on the unix socket, an address on TCP): at most\n" +
+			"--max-concurrent-per-caller of the --max-concurrent requests to Maskinporten, and at most\n" +
+			"--max-keys-per-caller requests and --max-resources-per-caller resources in the cache.\n" +
+			"Failed TCP authentication is logged (once a minute per address) and, after 5 failures,\n" +
+			"answered ever more slowly (up to 1 s) to that address.",
 		Flags:  concat(keyFlags(), mpFlags(), serveFlags()),
 		Action: func(c *cli.Context) error { return e.serve(c) },
 	}
@@ -57,7 +65,11 @@ func serveFlags() []cli.Flag {
 		&cli.BoolFlag{Category: catServ, Name: "allow-remote", Usage: "allow TCP listeners on addresses that are not loopback", EnvVars: []string{"MP_HSM_ALLOW_REMOTE"}},
 		&cli.StringFlag{Category: catServ, Name: "client-secret-file", Usage: "`PATH` of the secret TCP callers must send (HTTP Basic, with the client id)", EnvVars: []string{"MP_HSM_CLIENT_SECRET_FILE"}},
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-scopes", Usage: "`SCOPE`s callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); default: any", EnvVars: []string{"MP_HSM_ALLOWED_SCOPES"}},
+		&cli.StringSliceFlag{Category: catServ, Name: "allowed-resources", Usage: "resource `URL`s (token audiences) callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); others get 400 invalid_target; default: any, within --max-resources-per-caller", EnvVars: []string{"MP_HSM_ALLOWED_RESOURCES"}},
+		&cli.IntFlag{Category: catServ, Name: "max-resources-per-caller", Value: 16, Usage: "at most `N` distinct resources cached for one caller (a uid on the unix socket, an address on TCP); more get 400 invalid_target; not applied when --allowed-resources lists exact URLs only; -1: no bound", EnvVars: []string{"MP_HSM_MAX_RESOURCES_PER_CALLER"}},
+		&cli.IntFlag{Category: catServ, Name: "max-keys-per-caller", Usage: "at most `N` distinct requests cached for one caller; more get 503; -1: no bound but --max-keys", DefaultText: "half of --max-keys", EnvVars: []string{"MP_HSM_MAX_KEYS_PER_CALLER"}},
 		&cli.IntFlag{Category: catServ, Name: "max-concurrent", Value: 4, Usage: "at most `N` requests to Maskinporten at once", EnvVars: []string{"MP_HSM_MAX_CONCURRENT"}},
+		&cli.IntFlag{Category: catServ, Name: "max-concurrent-per-caller", Usage: "at most `N` of the --max-concurrent requests for one caller (a uid on the unix socket, an address on TCP), so that one caller's cold requests cannot starve the others'", DefaultText: "half of --max-concurrent, at least 1", EnvVars: []string{"MP_HSM_MAX_CONCURRENT_PER_CALLER"}},
 		&cli.IntFlag{Category: catServ, Name: "max-keys", Value: 20000, Usage: "at most `N` distinct requests cached", EnvVars: []string{"MP_HSM_MAX_KEYS"}},
 		&cli.DurationFlag{Category: catServ, Name: "refresh-margin", Value: 30 * time.Second, Usage: "refresh used tokens `DURATION` before they expire (at most half of their lifetime)", EnvVars: []string{"MP_HSM_REFRESH_MARGIN"}},
 		&cli.DurationFlag{Category: catServ, Name: "refresh-jitter", Value: 10 * time.Second, Usage: "refresh up to `DURATION` earlier, at random, to spread refreshes", EnvVars: []string{"MP_HSM_REFRESH_JITTER"}},
@@ -74,6 +86,9 @@ func (e *env) serve(c *cli.Context) error {
 		} else {
 			e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
 		}
+	}
+	if err := emptyListFlag(c); err != nil {
+		return err
 	}
 	// SIGHUP reloads; registered first, so that an early one cannot kill
 	// the process.
@@ -236,16 +251,42 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 			Environment:   envr,
 			AllowInsecure: c.Bool("allow-insecure"),
 		},
-		ClientSecret:    secret,
-		AllowedScopes:   c.StringSlice("allowed-scopes"),
-		AllowRemote:     c.Bool("allow-remote"),
-		MaxConcurrent:   c.Int("max-concurrent"),
-		MaxKeys:         c.Int("max-keys"),
-		RefreshMargin:   c.Duration("refresh-margin"),
-		RefreshJitter:   c.Duration("refresh-jitter"),
-		ExchangeTimeout: c.Duration("timeout"),
-		Logger:          e.log,
+		ClientSecret:           secret,
+		AllowedScopes:          c.StringSlice("allowed-scopes"),
+		AllowedResources:       c.StringSlice("allowed-resources"),
+		MaxResourcesPerCaller:  c.Int("max-resources-per-caller"),
+		MaxKeysPerCaller:       c.Int("max-keys-per-caller"),
+		AllowRemote:            c.Bool("allow-remote"),
+		MaxConcurrent:          c.Int("max-concurrent"),
+		MaxConcurrentPerCaller: c.Int("max-concurrent-per-caller"),
+		MaxKeys:                c.Int("max-keys"),
+		RefreshMargin:          c.Duration("refresh-margin"),
+		RefreshJitter:          c.Duration("refresh-jitter"),
+		ExchangeTimeout:        c.Duration("timeout"),
+		Logger:                 e.log,
 	}, explain, nil
+}
+
+// emptyListFlag refuses a list flag of c's command that is given, on the
+// command line or in its environment variable, but holds no entry once
+// split at commas and spaces: "--allowed-scopes ," would otherwise read as
+// no list at all, which allows everything.
+func emptyListFlag(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		sf, ok := f.(*cli.StringSliceFlag)
+		if !ok || !c.IsSet(sf.Name) {
+			continue
+		}
+		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
+			continue
+		}
+		name := "--" + sf.Name
+		if len(sf.EnvVars) > 0 {
+			name += " (or " + sf.EnvVars[0] + ")"
+		}
+		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
+	}
+	return nil
 }
 
 // rememberedPrompt asks a terminal for the PIN once and keeps it for the

@@ -1,0 +1,83 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+)
+
+// callerID is who asks, for the per-caller bounds (the fair share of
+// upstream slots, keys and resources in the cache) and for counting failed
+// authentication: on a unix socket the peer's uid (SO_PEERCRED), on TCP
+// the remote address, an IPv6 address by its /64, since one host usually
+// has a whole /64. It is comparable, for map keys, and made without
+// allocating.
+type callerID struct {
+	unix    bool
+	refresh bool       // refreshCaller
+	uid     int64      // unix: the peer's uid; -1 if unknown
+	ip      netip.Addr // TCP: the address or /64 prefix; invalid if unknown
+}
+
+// refreshCaller stands for the daemon's own background refreshes when they
+// wait for a slot: no caller waits for them.
+var refreshCaller = callerID{refresh: true, uid: -1}
+
+// String names the caller in logs and error descriptions.
+func (c callerID) String() string {
+	switch {
+	case c.refresh:
+		return "background refreshes"
+	case c.unix && c.uid >= 0:
+		return "uid " + strconv.FormatInt(c.uid, 10)
+	case c.unix:
+		return "unix socket peer of unknown uid"
+	case c.ip.Is6():
+		return c.ip.String() + "/64"
+	case c.ip.IsValid():
+		return c.ip.String()
+	}
+	return "unknown address"
+}
+
+// peerKey is the context key of the uid of a unix socket's peer.
+type peerKey struct{}
+
+// connContext is the http.Server's ConnContext: it reads the uid of a unix
+// socket's peer once per connection, so that requests need not.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if uid, ok := peerUID(c); ok {
+		return context.WithValue(ctx, peerKey{}, uid)
+	}
+	return ctx
+}
+
+// callerOf returns who sent r.
+func callerOf(r *http.Request) callerID {
+	ctx := r.Context()
+	if la, ok := ctx.Value(http.LocalAddrContextKey).(net.Addr); ok && la.Network() == "unix" {
+		uid := int64(-1)
+		if v, ok := ctx.Value(peerKey{}).(uint32); ok {
+			uid = int64(v)
+		}
+		return callerID{unix: true, uid: uid}
+	}
+	return callerID{uid: -1, ip: addressOf(r.RemoteAddr)}
+}
+
+// addressOf returns the address of a TCP peer "host:port" as callerID
+// keeps it: IPv4 as is, IPv6 as its /64.
+func addressOf(hostport string) netip.Addr {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return netip.Addr{}
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.WithZone("").Prefix(64)
+		ip = p.Addr()
+	}
+	return ip
+}
