@@ -186,11 +186,9 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 // for the caller to close outside the lock. The cache is emptied when c's
 // identity differs from the cache's. s.mu must be held.
 func (s *Server) installLocked(c *conn) *conn {
-	old := s.conn
-	s.conn = c
-	s.cur.Store(c)
+	old := s.status().conn
+	s.stat.Store(&status{state: stateReady, conn: c})
 	s.lastLeaf.Store(c.leaf)
-	s.setStateLocked(stateReady, "")
 	if s.identity != c.identity {
 		if s.identity != "" {
 			n := s.cache.Clear()
@@ -208,12 +206,10 @@ func (s *Server) installLocked(c *conn) *conn {
 // replaced, the daemon turns not ready, closes c and starts reconnecting.
 func (s *Server) fault(c *conn, err error) {
 	s.mu.Lock()
-	if s.conn != c || c == nil {
+	if s.status().conn != c || c == nil {
 		s.mu.Unlock()
 		return
 	}
-	s.conn = nil
-	s.cur.Store(nil)
 	s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
 	s.startLoopLocked()
 	s.mu.Unlock()
@@ -251,7 +247,7 @@ func (s *Server) reconnectLoop() {
 		}
 		st := s.settings()
 		s.mu.Lock()
-		if s.state == stateReady || s.state == stateClosed {
+		if st := s.status().state; st == stateReady || st == stateClosed {
 			s.looping = false
 			s.mu.Unlock()
 			return
@@ -262,7 +258,7 @@ func (s *Server) reconnectLoop() {
 		s.mu.Lock()
 		switch {
 		case err == nil:
-			if s.state == stateClosed || s.state == stateReady {
+			if st := s.status().state; st == stateClosed || st == stateReady {
 				// Shut down, or a Reload got there first.
 				s.looping = false
 				s.mu.Unlock()
@@ -322,7 +318,7 @@ func (s *Server) probeLoop() {
 		if s.settings().cfg.ProbeInterval < 0 {
 			continue
 		}
-		c := s.cur.Load()
+		c := s.status().conn
 		if c == nil {
 			continue
 		}

@@ -116,7 +116,7 @@ func (r *request) Fetch(ctx context.Context, background bool) (*grant.Token, err
 // request from Altinn with a Maskinporten token that has half its life left.
 func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, error) {
 	s := r.s
-	c := s.cur.Load()
+	c := s.status().conn
 	if c == nil {
 		return nil, s.notReady()
 	}

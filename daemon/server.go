@@ -35,23 +35,21 @@ type Server struct {
 	ctx    context.Context // ends when the server has stopped serving
 	cancel context.CancelFunc
 
-	// bgMu guards bg against Add after Shutdown has begun waiting.
-	bgMu    sync.Mutex
-	bg      sync.WaitGroup
-	stopped bool
+	// bgMu orders bg.Add against stopBackground's cancel: no background
+	// work starts once ctx has ended and Shutdown waits for bg.
+	bgMu sync.Mutex
+	bg   sync.WaitGroup
 
 	mu       sync.Mutex
-	conn     *conn // current conn; nil unless ready
-	state    state
-	reason   string
 	looping  bool   // the reconnect loop runs
 	identity string // the identity of the cached tokens' key
 	servers  []*http.Server
-	closing  bool
+	closing  bool // Shutdown has begun: listeners drain; ctx ends later
 
-	cur      atomic.Pointer[conn]             // conn, readable without mu
+	// stat is the daemon's state, its reason and its signer as one
+	// value: replaced under mu, read without it (requests, /readyz).
+	stat     atomic.Pointer[status]
 	lastLeaf atomic.Pointer[x509.Certificate] // the last key's certificate
-	ready    atomic.Pointer[readiness]
 }
 
 type state int
@@ -64,9 +62,12 @@ const (
 	stateClosed             // Shutdown was called
 )
 
-type readiness struct {
-	ok     bool
-	reason string
+// status is one state of the daemon. It is never changed: a new one
+// replaces it.
+type status struct {
+	state  state
+	reason string // why it is not ready; "" when ready
+	conn   *conn  // the signer; set exactly when ready
 }
 
 // New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
@@ -89,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{reg: reg, cache: newCache(cfg), authFail: newAuthFailures()}
 	s.st.Store(newSettings(cfg))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.setReady(false, "starting")
+	s.stat.Store(&status{state: stateStarting, reason: "starting"})
 	s.metrics = newMetrics(s) // registered on reg below, once New succeeds
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
 	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{cfg.Logger}})
@@ -152,7 +153,7 @@ func (s *Server) leaf() *x509.Certificate { return s.lastLeaf.Load() }
 func (s *Server) goBackground(f func()) bool {
 	s.bgMu.Lock()
 	defer s.bgMu.Unlock()
-	if s.stopped {
+	if s.ctx.Err() != nil {
 		return false
 	}
 	s.bg.Add(1)
@@ -163,27 +164,21 @@ func (s *Server) goBackground(f func()) bool {
 	return true
 }
 
-// setStateLocked changes the state and logs the change. s.mu must be held.
-func (s *Server) setStateLocked(st state, reason string) {
-	s.state, s.reason = st, reason
-	switch st {
-	case stateReady:
-		s.setReady(true, "")
-	default:
-		s.setReady(false, reason)
-	}
-}
+// status returns the daemon's current state.
+func (s *Server) status() *status { return s.stat.Load() }
 
-func (s *Server) setReady(ok bool, reason string) {
-	s.ready.Store(&readiness{ok: ok, reason: reason})
+// setStateLocked makes the daemon not ready, in state st (not stateReady:
+// see installLocked), for reason; it holds no signer then. s.mu must be
+// held.
+func (s *Server) setStateLocked(st state, reason string) {
+	s.stat.Store(&status{state: st, reason: reason})
 }
 
 // Ready reports whether the daemon is logged in and able to sign, and if
 // not, why. An expired certificate makes it not ready.
 func (s *Server) Ready() (bool, string) {
-	r := s.ready.Load()
-	if !r.ok {
-		return false, r.reason
+	if st := s.status(); st.state != stateReady {
+		return false, st.reason
 	}
 	if leaf := s.leaf(); leaf != nil && s.now().After(leaf.NotAfter) {
 		return false, fmt.Sprintf("the certificate %q expired at %s; renew it", leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
@@ -279,17 +274,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // stopBackground cancels the background work and refuses more.
 func (s *Server) stopBackground() {
 	s.bgMu.Lock()
-	s.stopped = true
-	s.bgMu.Unlock()
 	s.cancel()
+	s.bgMu.Unlock()
 }
 
 // closeConn closes the current signer and marks the server closed.
 func (s *Server) closeConn() {
 	s.mu.Lock()
-	c := s.conn
-	s.conn = nil
-	s.cur.Store(nil)
+	c := s.status().conn
 	s.setStateLocked(stateClosed, "the daemon is shutting down")
 	s.mu.Unlock()
 	if c != nil {
@@ -326,7 +318,7 @@ func (s *Server) Reload(cfg Config) error {
 	st := newSettings(cfg)
 	c, err := s.open(s.ctx, st)
 	s.mu.Lock()
-	if s.state == stateClosed {
+	if s.status().state == stateClosed {
 		s.mu.Unlock()
 		if c != nil {
 			closeSigner(c.raw)
@@ -334,7 +326,7 @@ func (s *Server) Reload(cfg Config) error {
 		return errShuttingDown
 	}
 	if err != nil {
-		if s.state == stateReady {
+		if s.status().state == stateReady {
 			s.mu.Unlock()
 			return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
 		}
