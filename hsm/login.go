@@ -112,6 +112,7 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	}
 	t.loggedIn = true
 	t.pin = pin
+	t.certs = nil // a token may show more certificates after a login
 	return nil
 }
 
