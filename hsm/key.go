@@ -68,7 +68,8 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 // for RSA-PSS. The randomness comes from the token. For a key with
 // CKA_ALWAYS_AUTHENTICATE the PIN source given to Login is asked again and
 // presented with C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit and C_Sign;
-// a wrong PIN there is never retried.
+// a wrong PIN there is never retried, and a module that knows no context
+// login (CKR_USER_TYPE_INVALID, as opencryptoki) is signed on without one.
 func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if err := k.t.enter("sign"); err != nil {
 		return nil, err

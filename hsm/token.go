@@ -47,6 +47,9 @@ type Token struct {
 	// is not presented again on this Token (see contextLogin).
 	refused  error
 	loggedIn bool
+	// noContextLogin is set once the module answered a context login with
+	// CKR_USER_TYPE_INVALID: it signs without one (see contextLogin).
+	noContextLogin bool
 	// certs are the token's certificates, read once (see certificates);
 	// nil until read, and again after a Login, which may show more.
 	certs []Certificate
