@@ -23,16 +23,24 @@
  *                             every private key says CKA_ALWAYS_AUTHENTICATE
  *                             true, which the real module does not enforce
  *                             (opencryptoki stores it and signs without)
+ *   P11SHIM_NOISE=TEXT        C_Initialize writes TEXT and a newline to
+ *                             stderr, as tpm2-pkcs11 writes its errors
  *   P11SHIM_COUNT_FILE=PATH   appends the name of each C_Login call to PATH,
- *                             and "C_SignInit=CKR_OPERATION_ACTIVE" when a
- *                             C_SignInit meets an operation left active
+ *                             "C_SignInit=CKR_OPERATION_ACTIVE" when a
+ *                             C_SignInit meets an operation left active, and
+ *                             at C_Initialize "progname=NAME", the program
+ *                             name glibc gives modules (p11-kit's enable-in
+ *                             and disable-in match it)
  *
  * The variables are read at each call; the count of signatures starts again
  * at each C_Initialize. Built by the tests with the system C
  * compiler and p11-kit's pkcs11.h; never shipped.
  */
+#define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,6 +97,12 @@ static CK_RV shim_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len, CK_B
 
 static CK_RV shim_Initialize(CK_VOID_PTR args) {
 	__atomic_store_n(&signatures, 0, __ATOMIC_SEQ_CST);
+	const char *noise = getenv("P11SHIM_NOISE");
+	if (noise != NULL && *noise != '\0')
+		fprintf(stderr, "%s\n", noise);
+	char line[300];
+	snprintf(line, sizeof line, "progname=%s", program_invocation_short_name);
+	note(line);
 	return real->C_Initialize(args);
 }
 
