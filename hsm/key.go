@@ -68,7 +68,8 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 // for RSA-PSS. The randomness comes from the token. For a key with
 // CKA_ALWAYS_AUTHENTICATE the PIN source given to Login is asked again and
 // presented with C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit and C_Sign;
-// a wrong PIN there is never retried.
+// a wrong PIN there is never retried, and a module that knows no context
+// login (CKR_USER_TYPE_INVALID, as opencryptoki) is signed on without one.
 func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if err := k.t.enter("sign"); err != nil {
 		return nil, err
@@ -90,8 +91,14 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	if err != nil {
 		return nil, err
 	}
-	sig, broken, err := k.signOn(sh, mech, input)
-	k.t.release(sh, broken || brokenSession(err))
+	sig, err := k.signOn(sh, mech, input)
+	// A session on which a signature failed goes back to the pool only
+	// after it was replaced: its operation state is unknown (tpm2-pkcs11
+	// leaves the operation active after a failed C_Sign, and answers the
+	// next C_SignInit with CKR_OPERATION_ACTIVE), and PKCS#11 before 3.0
+	// has no call to reset it. Closing it is one C_CloseSession, and the
+	// next signature opens a new one; failures are rare, signatures not.
+	k.t.release(sh, err != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -101,24 +108,22 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	return sig, nil
 }
 
-// signOn runs one signature on session sh. broken reports that the session
-// must not be reused (an operation may still be active on it).
-func (k *Key) signOn(sh pkcs11.SessionHandle, mech []*pkcs11.Mechanism, input []byte) (sig []byte, broken bool, err error) {
+// signOn runs one signature on session sh. After an error the session's
+// operation state is unknown (see SignContext).
+func (k *Key) signOn(sh pkcs11.SessionHandle, mech []*pkcs11.Mechanism, input []byte) ([]byte, error) {
 	if err := k.t.p.SignInit(sh, mech, k.handle); err != nil {
-		return nil, false, wrap("C_SignInit", err)
+		return nil, wrap("C_SignInit", err)
 	}
 	if k.info.AlwaysAuthenticate {
 		if err := k.t.contextLogin(sh); err != nil {
-			// The signing operation C_SignInit started may still be
-			// active: close the session rather than reuse it.
-			return nil, true, err
+			return nil, err
 		}
 	}
-	sig, err = k.t.p.Sign(sh, input)
+	sig, err := k.t.p.Sign(sh, input)
 	if err != nil {
-		return nil, false, wrap("C_Sign", err)
+		return nil, wrap("C_Sign", err)
 	}
-	return sig, false, nil
+	return sig, nil
 }
 
 // DigestInfo prefixes for PKCS #1 v1.5 (RFC 8017 section 9.2, note 1).

@@ -112,6 +112,7 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	}
 	t.loggedIn = true
 	t.pin = pin
+	t.certs = nil // a token may show more certificates after a login
 	return nil
 }
 
@@ -131,10 +132,21 @@ func bytesAsString(b []byte) string {
 // Once a context login has failed, for whatever reason the module gives,
 // every later one returns that refusal without calling C_Login: the PIN
 // may be wrong, and presenting it per signature would lock the card.
+//
+// One refusal is not a failure: CKR_USER_TYPE_INVALID, with which a module
+// that knows no context-specific login answers (opencryptoki stores
+// CKA_ALWAYS_AUTHENTICATE but does not enforce it). The module rejects the
+// user type before it looks at the PIN, so no PIN try is spent. The
+// signature then goes on without a context login, this and every later
+// time on this Token (C_Login is not called again), and the debug log says
+// so once.
 func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
 	t.mu.Lock()
-	src, refused := t.pin, t.refused
+	src, refused, skip := t.pin, t.refused, t.noContextLogin
 	t.mu.Unlock()
+	if skip {
+		return nil
+	}
 	if refused != nil {
 		return refused
 	}
@@ -153,6 +165,17 @@ func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
 	}
 	var rv pkcs11.Error
 	errors.As(err, &rv)
+	if rv == pkcs11.CKR_USER_TYPE_INVALID {
+		t.mu.Lock()
+		first := !t.noContextLogin
+		t.noContextLogin = true
+		t.mu.Unlock()
+		if first {
+			t.log.Debug("the module refuses context-specific logins (CKR_USER_TYPE_INVALID) although the key has CKA_ALWAYS_AUTHENTICATE: "+
+				"signing without one; no PIN try was spent", "slot", t.slotID)
+		}
+		return nil
+	}
 	k := kindOf(rv)
 	if k != ErrPINIncorrect && k != ErrPINLocked && k != ErrPINExpired && k != ErrPINInvalid {
 		k = ErrLoginFailed

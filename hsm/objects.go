@@ -24,6 +24,12 @@ var (
 // public objects: no login is needed. Objects that do not parse as X.509 are
 // skipped with a warning in the log; a failure to read them (a card pulled
 // out: ErrTokenRemoved) is returned.
+//
+// The certificates are read once per Token (FindKey reads them too) and
+// kept; a Login reads them again at the next call, since a token may show
+// more objects after it. A certificate written to the token later is seen
+// by a Token opened later. The caller may change the returned slice and
+// the Certificates' IDs; the parsed certificates are shared.
 func (t *Token) Certificates() ([]Certificate, error) {
 	if err := t.enter("list certificates"); err != nil {
 		return nil, err
@@ -31,11 +37,24 @@ func (t *Token) Certificates() ([]Certificate, error) {
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.certificates()
+	certs, err := t.certificates()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Certificate, len(certs))
+	for i, c := range certs {
+		c.ID = bytes.Clone(c.ID)
+		out[i] = c
+	}
+	return out, nil
 }
 
-// certificates lists the certificates. t.mu must be held, inside the gates.
+// certificates returns the certificates, read once and kept in t.certs.
+// t.mu must be held, inside the gates. The result must not be changed.
 func (t *Token) certificates() ([]Certificate, error) {
+	if t.certs != nil {
+		return t.certs, nil
+	}
 	hs, err := t.findObjects([]*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
 		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
@@ -56,6 +75,7 @@ func (t *Token) certificates() ([]Certificate, error) {
 		}
 		certs = append(certs, Certificate{ID: a[pkcs11.CKA_ID], Label: string(a[pkcs11.CKA_LABEL]), Cert: c})
 	}
+	t.certs = certs
 	return certs, nil
 }
 
@@ -88,7 +108,9 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 
 // keys lists the private keys. t.mu must be held, inside the gates. Each
 // object's attributes are read in one C_GetAttributeValue call when the
-// module allows (see attrs).
+// module allows (see attrs); the certificates are read once per Token, and
+// public key objects are searched only for a private key that does not
+// show its public half itself (an RSA key shows its modulus).
 func (t *Token) keys() ([]keyObject, error) {
 	hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)})
 	if err != nil {
@@ -98,23 +120,6 @@ func (t *Token) keys() ([]keyObject, error) {
 	if err != nil {
 		return nil, err
 	}
-	pubs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY)})
-	if err != nil {
-		return nil, err
-	}
-	type pubObject struct {
-		h   pkcs11.ObjectHandle
-		typ KeyType
-	}
-	pubByID := map[string]pubObject{}
-	for _, h := range pubs {
-		a, err := t.attrs(h, pubAttrs, nil)
-		if err != nil {
-			return nil, err
-		}
-		pubByID[string(a[pkcs11.CKA_ID])] = pubObject{h, keyType(a[pkcs11.CKA_KEY_TYPE])}
-	}
-
 	out := make([]keyObject, 0, len(hs))
 	for _, h := range hs {
 		a, err := t.attrs(h, privAttrs, privAttrsOption)
@@ -133,11 +138,13 @@ func (t *Token) keys() ([]keyObject, error) {
 				k.Public = pub
 			}
 		}
-		if p, ok := pubByID[string(k.ID)]; ok && k.Public == nil && p.typ == k.Type {
-			if k.Public, err = t.publicKey(p.h, k.Type); err != nil {
-				return nil, err
-			}
-		}
+		out = append(out, keyObject{info: k, handle: h})
+	}
+	if err := t.publicHalves(out); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		k := &out[i].info
 		// The certificate: same public key (every public key type of the
 		// standard library has an Equal method); failing that (no public
 		// half visible), same CKA_ID.
@@ -164,7 +171,47 @@ func (t *Token) keys() ([]keyObject, error) {
 		case *ecdsa.PublicKey:
 			k.Bits = pub.Curve.Params().BitSize
 		}
-		out = append(out, keyObject{info: k, handle: h})
+		// KeyInfo hands out its own copy of the certificate (clone).
+		*k = k.clone()
 	}
 	return out, nil
+}
+
+// publicHalves fills in the public key of each key in keys that lacks one
+// from the public key object with the same CKA_ID and type. It searches
+// the public key objects only when some key lacks its public half. t.mu
+// must be held, inside the gates.
+func (t *Token) publicHalves(keys []keyObject) error {
+	need := false
+	for _, k := range keys {
+		need = need || k.info.Public == nil
+	}
+	if !need {
+		return nil
+	}
+	pubs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY)})
+	if err != nil {
+		return err
+	}
+	type pubObject struct {
+		h   pkcs11.ObjectHandle
+		typ KeyType
+	}
+	pubByID := map[string]pubObject{}
+	for _, h := range pubs {
+		a, err := t.attrs(h, pubAttrs, nil)
+		if err != nil {
+			return err
+		}
+		pubByID[string(a[pkcs11.CKA_ID])] = pubObject{h, keyType(a[pkcs11.CKA_KEY_TYPE])}
+	}
+	for i := range keys {
+		k := &keys[i].info
+		if p, ok := pubByID[string(k.ID)]; ok && k.Public == nil && p.typ == k.Type {
+			if k.Public, err = t.publicKey(p.h, k.Type); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -118,6 +118,17 @@ func parseVersion(v string) (major, minor byte, ok bool) {
 // trimPadded removes the blank (or NUL) padding of a PKCS#11 text field.
 func trimPadded(s string) string { return strings.TrimRight(s, " \x00") }
 
+// matching returns the slots whose initialised token matches sel.
+func matching(sel TokenSelector, slots []Slot) []Slot {
+	var out []Slot
+	for _, s := range slots {
+		if s.Token != nil && s.Token.Flags.Initialized() && sel.matches(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // describeTokens lists tokens the way a person picks one: slot, label, serial.
 func describeTokens(slots []Slot) []string {
 	var out []string
@@ -137,6 +148,12 @@ func describeTokens(slots []Slot) []string {
 // listing the tokens present; when several match (or, for the zero
 // selector, several tokens are present), ErrAmbiguousToken listing them.
 // All are *SelectionError.
+//
+// Economy: when sel names no slot field, FindSlot reads only the tokens'
+// information (C_GetTokenInfo per slot), and the returned Slot's own
+// fields (Description, Manufacturer, Removable, Hardware) are left empty;
+// Slots reads them. Only when no single token matches does it read the
+// slots' information too, to explain the error.
 func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
 	if err := m.enter("find slot"); err != nil {
 		return Slot{}, err
@@ -144,6 +161,13 @@ func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
 	defer m.gate.leave()
 	if err := m.checkLibrary(sel); err != nil {
 		return Slot{}, err
+	}
+	if sel.SlotDescription == "" && sel.SlotManufacturer == "" {
+		if slots, err := m.tokenSlots(); err == nil {
+			if matched := matching(sel, slots); len(matched) == 1 {
+				return matched[0], nil
+			}
+		}
 	}
 	slots, err := m.slots()
 	if err != nil {

@@ -2,7 +2,6 @@ package hsm
 
 import (
 	"context"
-	"errors"
 
 	"github.com/miekg/pkcs11"
 )
@@ -32,12 +31,8 @@ func (t *Token) acquire(ctx context.Context) (pkcs11.SessionHandle, error) {
 	}
 }
 
-// brokenSession reports whether err shows the session unusable.
-func brokenSession(err error) bool {
-	return err != nil && (errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrTokenRemoved) || errors.Is(err, ErrDevice))
-}
-
-// release gives a session back to the pool, or closes it when broken. The
+// release gives a session back to the pool, or closes it when broken (its
+// state unknown after an error: a new one is opened when needed). The
 // caller is still inside the token's gate: Close closes the pool's sessions
 // only once every call has left it.
 func (t *Token) release(sh pkcs11.SessionHandle, broken bool) {

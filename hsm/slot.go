@@ -164,6 +164,27 @@ func (m *Module) slots() ([]Slot, error) {
 	return slots, nil
 }
 
+// tokenSlots lists the slots with their tokens' information only: one
+// C_GetTokenInfo per slot and no C_GetSlotInfo, so that the slot
+// information FindSlot does not need costs no call (on a network HSM every
+// call is a round trip). A slot whose token cannot be read, or holds none
+// (CKR_TOKEN_NOT_PRESENT), has a nil Token. The caller is inside m.gate.
+func (m *Module) tokenSlots() ([]Slot, error) {
+	ids, err := m.p.GetSlotList(false)
+	if err != nil {
+		return nil, wrap("C_GetSlotList", err)
+	}
+	slots := make([]Slot, len(ids))
+	for i, id := range ids {
+		slots[i].ID = id
+		if ti, err := m.p.GetTokenInfo(id); err == nil {
+			slots[i].TokenPresent = true
+			slots[i].Token = tokenInfo(ti)
+		}
+	}
+	return slots, nil
+}
+
 func (m *Module) slot(id uint) (Slot, error) {
 	si, err := m.p.GetSlotInfo(id)
 	if err != nil {

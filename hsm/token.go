@@ -47,6 +47,12 @@ type Token struct {
 	// is not presented again on this Token (see contextLogin).
 	refused  error
 	loggedIn bool
+	// noContextLogin is set once the module answered a context login with
+	// CKR_USER_TYPE_INVALID: it signs without one (see contextLogin).
+	noContextLogin bool
+	// certs are the token's certificates, read once (see certificates);
+	// nil until read, and again after a Login, which may show more.
+	certs []Certificate
 
 	pool    chan pkcs11.SessionHandle // idle signing sessions
 	slots   chan struct{}             // one per session that exists
@@ -68,6 +74,27 @@ func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 		}
 		return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
 	}
+	return m.openToken(slotID, tokenInfo(ti), opts)
+}
+
+// OpenSlot opens the token of s, a Slot that FindSlot or Slots returned,
+// like OpenToken but with the token information read then: it makes no
+// C_GetTokenInfo call of its own. A Slot without token information gives
+// ErrNoToken.
+func (m *Module) OpenSlot(s Slot, opts TokenOptions) (*Token, error) {
+	if err := m.enter("open token"); err != nil {
+		return nil, err
+	}
+	defer m.gate.leave()
+	if s.Token == nil {
+		return nil, &Error{Op: fmt.Sprintf("open token in slot %d", s.ID), Kind: ErrNoToken, Detail: "the slot showed no token"}
+	}
+	return m.openToken(s.ID, s.Token, opts)
+}
+
+// openToken opens a token whose information ti was just read. The caller
+// is inside m.gate.
+func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Token, error) {
 	flags := uint(pkcs11.CKF_SERIAL_SESSION)
 	if opts.ReadWrite {
 		flags |= pkcs11.CKF_RW_SESSION
@@ -79,7 +106,7 @@ func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 	n := opts.MaxSessions
 	if n <= 0 {
 		n = 2 * runtime.GOMAXPROCS(0)
-		if max := tokenInfo(ti).MaxSessions; max > 1 && int(max)-1 < n {
+		if max := ti.MaxSessions; max > 1 && int(max)-1 < n {
 			n = int(max) - 1
 		}
 	}
@@ -169,6 +196,7 @@ func (t *Token) closeSessions() error {
 	t.mu.Lock()
 	t.pin = nil
 	t.loggedIn = false
+	t.certs = nil
 	sh := t.loginSH
 	t.mu.Unlock()
 	for idle := true; idle; {

@@ -9,9 +9,11 @@
 #      at -cpu 1,2 (2 goroutines against 1), the others at the default
 #      GOMAXPROCS; each pair of a comparison is in the same go test process;
 #   3. if `mp-hsm serve` works, offers it load on loopback (bench/load);
-#   4. writes docs/BENCHMARKS.md and docs/bench-daemon-latency.png.
+#   4. counts PKCS#11 calls with OpenSC's pkcs11-spy (the counting tests
+#      TestE2ETokenCallCount and TestCallsPerGrant write bin/bench/calls.txt);
+#   5. writes docs/BENCHMARKS.md and docs/bench-daemon-latency.png.
 #
-# Raw output stays in bin/bench/ (bench.txt, load.json). Takes about 4
+# Raw output stays in bin/bench/ (bench.txt, load.json, calls.txt). Takes about 4
 # minutes on 2 cores. COUNT and BENCHTIME (default 1s) can be set:
 #   make bench COUNT=10 BENCHTIME=2s
 set -euo pipefail
@@ -24,7 +26,7 @@ BENCHTIME=${BENCHTIME:-1s}
 out=bin/bench
 raw=$out/bench.txt
 mkdir -p "$out"
-rm -f "$raw" "$out/load.json"
+rm -f "$raw" "$out/load.json" "$out/calls.txt"
 start=$(date +%s)
 
 echo "== building mp-hsm and provisioning a SoftHSM2 store in $out/store"
@@ -68,8 +70,15 @@ else
   echo "mp-hsm has no serve command: the report will say the daemon's latency was not measured"
 fi
 
+echo "== PKCS#11 calls (pkcs11-spy)"
+echo "# cmd: MP_HSM_CALLS_FILE=$out/calls.txt go test -count=1 -run 'TestE2ETokenCallCount|TestCallsPerGrant' ./cmd/mp-hsm ./signer/p11" >>"$raw"
+if ! MP_HSM_CALLS_FILE="$top/$out/calls.txt" go test -count=1 -run 'TestE2ETokenCallCount|TestCallsPerGrant' ./cmd/mp-hsm ./signer/p11; then
+  echo "the counting tests failed: see 'PKCS#11 calls' in docs/BENCHMARKS.md" >&2
+  status=1
+fi
+
 echo "# elapsed: $(($(date +%s) - start)) s" >>"$raw"
-(cd bench && go run ./report -in "$top/$raw" -load "$top/$out/load.json" -out "$top/docs/BENCHMARKS.md" -plot "$top/docs/bench-daemon-latency.png")
+(cd bench && go run ./report -in "$top/$raw" -load "$top/$out/load.json" -calls "$top/$out/calls.txt" -out "$top/docs/BENCHMARKS.md" -plot "$top/docs/bench-daemon-latency.png")
 echo "== wrote docs/BENCHMARKS.md (raw output in $raw)"
 [ "$status" -eq 0 ] || echo "some benchmarks failed: see 'Problems in this run' in docs/BENCHMARKS.md" >&2
 exit $status

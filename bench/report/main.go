@@ -1,10 +1,11 @@
 // Command report writes docs/BENCHMARKS.md from one run of make bench: the
 // output of `go test -bench` (all packages, -count >= 5, -benchmem) and,
 // if the daemon was measured, the JSON of bench/load, which it also draws
-// as a PNG plot of latency percentiles against offered load.
+// as a PNG plot of latency percentiles against offered load; and, if the
+// counting tests ran, the PKCS#11 call counts they wrote (-calls).
 //
 //	(cd bench && go run ./report -in ../bin/bench/bench.txt -load ../bin/bench/load.json \
-//	    -out ../docs/BENCHMARKS.md -plot ../docs/bench-daemon-latency.png)
+//	    -calls ../bin/bench/calls.txt -out ../docs/BENCHMARKS.md -plot ../docs/bench-daemon-latency.png)
 //
 // Every figure is the median of its runs with the minimum and maximum
 // beside it; every comparison is the ratio of two medians from the same
@@ -29,14 +30,15 @@ func main() {
 	load := flag.String("load", "", "JSON of bench/load (optional)")
 	out := flag.String("out", "docs/BENCHMARKS.md", "the report to write")
 	plotFile := flag.String("plot", "docs/bench-daemon-latency.png", "the PNG plot to write, if -load has points")
+	calls := flag.String("calls", "", "the PKCS#11 call counts the counting tests wrote (optional)")
 	flag.Parse()
-	if err := run(*in, *load, *out, *plotFile); err != nil {
+	if err := run(*in, *load, *calls, *out, *plotFile); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
 }
 
-func run(in, loadFile, out, plotFile string) error {
+func run(in, loadFile, callsFile, out, plotFile string) error {
 	f, err := os.Open(in)
 	if err != nil {
 		return err
@@ -57,6 +59,10 @@ func run(in, loadFile, out, plotFile string) error {
 			return err
 		}
 	}
+	calls, err := readCalls(callsFile)
+	if err != nil {
+		return err
+	}
 	plotRel := ""
 	if ld != nil && len(ld.Points) > 0 {
 		if err := drawLoad(ld, plotFile); err != nil {
@@ -65,7 +71,7 @@ func run(in, loadFile, out, plotFile string) error {
 		plotRel, _ = filepath.Rel(filepath.Dir(out), plotFile)
 	}
 	var b strings.Builder
-	writeReport(&b, r, ld, plotRel)
+	writeReport(&b, r, ld, calls, plotRel)
 	return os.WriteFile(out, []byte(b.String()), 0o644)
 }
 

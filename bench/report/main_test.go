@@ -53,7 +53,7 @@ func TestRowsWithoutDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	writeReport(&b, r, nil, "")
+	writeReport(&b, r, nil, nil, "")
 	out := b.String()
 	for _, want := range []string{"1.000 (raw time ÷ signer time)", "not measured: the daemon benchmarks do not exist yet", "TODO: not measured", "2.00× throughput", "| signed grant vs signature alone | - | - | - | < 5% added | not measured |"} {
 		if !strings.Contains(out, want) {
@@ -74,5 +74,35 @@ func TestSummarise(t *testing.T) {
 		if got := summarise(tc.in); got != tc.want {
 			t.Errorf("summarise(%v) = %+v, want %+v", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestCallsSection(t *testing.T) {
+	calls, err := parseCalls(strings.NewReader(`token slots=2 total=32 minimum=26 bound=32 C_GetAttributeValue=10 C_GetTokenInfo=3
+token slots=4 total=36 minimum=28 bound=35 C_GetAttributeValue=12
+grant key=always-authenticate-key grants=20 total=80 C_Sign=40 C_Login=20 C_SignInit=20
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	writeCalls(&b, calls)
+	out := b.String()
+	for _, want := range []string{
+		"| 2 slots, 3 certificates | 32 | 26 | ≤ 32 | met | C_GetAttributeValue=10 C_GetTokenInfo=3 |",
+		"| 4 slots, 3 certificates | 36 | 28 | ≤ 35 | **missed** |",
+		"| always authenticate key | 20 | 80 | 4.00 | C_Sign=40 C_Login=20 C_SignInit=20 |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("calls section lacks %q:\n%s", want, out)
+		}
+	}
+	b.Reset()
+	writeCalls(&b, nil)
+	if !strings.Contains(b.String(), "TODO: not measured") {
+		t.Errorf("without a calls file: %s", b.String())
+	}
+	if _, err := parseCalls(strings.NewReader("token total\n")); err == nil {
+		t.Error("a field without = was accepted")
 	}
 }

@@ -135,7 +135,7 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 		lt.Note = noteUninitialised
 		return lt, nil
 	}
-	tok, err := m.OpenToken(s.ID, hsm.TokenOptions{Logger: e.log})
+	tok, err := m.OpenSlot(s, hsm.TokenOptions{Logger: e.log})
 	if err != nil {
 		return nil, err
 	}

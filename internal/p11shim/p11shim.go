@@ -1,7 +1,8 @@
 // Package p11shim builds, for tests, a PKCS#11 module that forwards every
 // call to a real module (SoftHSM2) and misbehaves on request: a wrong PIN
 // reported loosely (CKR_FUNCTION_FAILED instead of CKR_PIN_INCORRECT), a
-// slow C_Login, a device error in the middle of signing. These are the
+// slow C_Login, a device error in the middle of signing that leaves the
+// operation active, a module that refuses context-specific logins. These are the
 // cases that no real token shows on demand; everything else is the real
 // module's behaviour.
 //
@@ -88,10 +89,36 @@ type Options struct {
 	// LoginSleep makes each C_Login wait this long first (whole seconds).
 	LoginSleep time.Duration
 	// SignFailAfter, when positive, makes C_Sign return CKR_DEVICE_ERROR
-	// after that many signatures.
+	// after that many signatures (counted from the last C_Initialize, among
+	// the signatures made while it is set), without asking the real module:
+	// the real module's signing operation stays active, as tpm2-pkcs11's
+	// does after a failed C_Sign.
 	SignFailAfter int
+	// SignFailures, when positive, lets only that many signatures fail
+	// after SignFailAfter; zero fails every one.
+	SignFailures int
+	// SignRV, when non-zero, is the code failing signatures return
+	// instead of CKR_DEVICE_ERROR (0x6 is CKR_FUNCTION_FAILED).
+	SignRV uint
+	// ContextLoginRV, when non-zero, is what C_Login(CKU_CONTEXT_SPECIFIC)
+	// returns, without asking the real module (0x103 is
+	// CKR_USER_TYPE_INVALID, opencryptoki's answer).
+	ContextLoginRV uint
+	// Noise, when set, is written with a newline to stderr at each
+	// C_Initialize, as modules such as tpm2-pkcs11 write their errors.
+	Noise string
+	// AlwaysAuthenticate makes every private key say
+	// CKA_ALWAYS_AUTHENTICATE true, which the real module does not enforce,
+	// as opencryptoki stores the attribute and signs without a context
+	// login. With ContextLoginRV 0x103 the shim is opencryptoki's case.
+	AlwaysAuthenticate bool
 	// CountFile, when set, gets one line per C_Login call: "C_Login" or
-	// "C_Login(CKU_CONTEXT_SPECIFIC)".
+	// "C_Login(CKU_CONTEXT_SPECIFIC)"; one line
+	// "C_SignInit=CKR_OPERATION_ACTIVE" per C_SignInit that the real module
+	// refused because an operation was still active on the session; and
+	// at each C_Initialize "progname=NAME", the program name glibc gives
+	// the modules a process loads (program_invocation_short_name), which
+	// p11-kit's enable-in and disable-in module options match.
 	CountFile string
 }
 
@@ -108,10 +135,46 @@ func (o Options) Env() []string {
 	if o.SignFailAfter > 0 {
 		env = append(env, "P11SHIM_SIGN_FAIL_AFTER="+strconv.Itoa(o.SignFailAfter))
 	}
+	if o.SignFailures > 0 {
+		env = append(env, "P11SHIM_SIGN_FAILURES="+strconv.Itoa(o.SignFailures))
+	}
+	if o.SignRV != 0 {
+		env = append(env, "P11SHIM_SIGN_RV=0x"+strconv.FormatUint(uint64(o.SignRV), 16))
+	}
+	if o.ContextLoginRV != 0 {
+		env = append(env, "P11SHIM_CONTEXT_LOGIN_RV=0x"+strconv.FormatUint(uint64(o.ContextLoginRV), 16))
+	}
+	if o.Noise != "" {
+		env = append(env, "P11SHIM_NOISE="+o.Noise)
+	}
+	if o.AlwaysAuthenticate {
+		env = append(env, "P11SHIM_ALWAYS_AUTHENTICATE=1")
+	}
 	if o.CountFile != "" {
 		env = append(env, "P11SHIM_COUNT_FILE="+o.CountFile)
 	}
 	return env
+}
+
+// variables are every variable the shim reads.
+var variables = []string{"P11SHIM_MODULE", "P11SHIM_LOGIN_RV", "P11SHIM_LOGIN_SLEEP", "P11SHIM_SIGN_FAIL_AFTER",
+	"P11SHIM_SIGN_FAILURES", "P11SHIM_SIGN_RV", "P11SHIM_CONTEXT_LOGIN_RV", "P11SHIM_ALWAYS_AUTHENTICATE", "P11SHIM_NOISE", "P11SHIM_COUNT_FILE"}
+
+// Setenv sets o for a shim loaded into this process, with t.Setenv, until
+// the test ends: the variables o sets, and the others empty (which the
+// shim reads as unset). The test cannot be parallel. The shim loads the
+// real module once per process: o.Real must be the same in every test of
+// the process. Its signature count (SignFailAfter) is per process too.
+func (o Options) Setenv(t testing.TB) {
+	t.Helper()
+	set := map[string]string{}
+	for _, kv := range o.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		set[k] = v
+	}
+	for _, k := range variables {
+		t.Setenv(k, set[k])
+	}
 }
 
 // Count returns how many lines equal to call the count file holds.

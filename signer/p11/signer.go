@@ -203,7 +203,7 @@ func Open(cfg Config) (*TokenSigner, error) {
 		mod.Close()
 		return nil, err
 	}
-	tok, err := mod.OpenToken(slot.ID, cfg.TokenOptions())
+	tok, err := mod.OpenSlot(slot, cfg.TokenOptions())
 	if err != nil {
 		mod.Close()
 		return nil, err

@@ -9,13 +9,38 @@
  *   P11SHIM_LOGIN_SLEEP=N     C_Login sleeps N seconds first (a slow card)
  *   P11SHIM_SIGN_FAIL_AFTER=N after N signatures, C_Sign returns
  *                             CKR_DEVICE_ERROR (a device error mid-signature)
- *   P11SHIM_COUNT_FILE=PATH   appends the name of each C_Login call to PATH
+ *                             without asking the real module, whose signing
+ *                             operation stays active, as tpm2-pkcs11's does
+ *   P11SHIM_SIGN_FAILURES=K   only K signatures fail (default: every one
+ *                             after N)
+ *   P11SHIM_SIGN_RV=0x6       the code failing signatures return instead of
+ *                             CKR_DEVICE_ERROR
+ *   P11SHIM_CONTEXT_LOGIN_RV=0x103
+ *                             C_Login(CKU_CONTEXT_SPECIFIC) returns this
+ *                             code without asking the real module
+ *                             (CKR_USER_TYPE_INVALID here, as opencryptoki)
+ *   P11SHIM_ALWAYS_AUTHENTICATE=1
+ *                             every private key says CKA_ALWAYS_AUTHENTICATE
+ *                             true, which the real module does not enforce
+ *                             (opencryptoki stores it and signs without)
+ *   P11SHIM_NOISE=TEXT        C_Initialize writes TEXT and a newline to
+ *                             stderr, as tpm2-pkcs11 writes its errors
+ *   P11SHIM_COUNT_FILE=PATH   appends the name of each C_Login call to PATH,
+ *                             "C_SignInit=CKR_OPERATION_ACTIVE" when a
+ *                             C_SignInit meets an operation left active, and
+ *                             at C_Initialize "progname=NAME", the program
+ *                             name glibc gives modules (p11-kit's enable-in
+ *                             and disable-in match it)
  *
- * The variables are read at each call. Built by the tests with the system C
+ * The variables are read at each call; the count of signatures starts again
+ * at each C_Initialize. Built by the tests with the system C
  * compiler and p11-kit's pkcs11.h; never shipped.
  */
+#define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -42,6 +67,9 @@ static void note(const char *what) {
 
 static CK_RV shim_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin, CK_ULONG len) {
 	note(user == CKU_CONTEXT_SPECIFIC ? "C_Login(CKU_CONTEXT_SPECIFIC)" : "C_Login");
+	const char *c = getenv("P11SHIM_CONTEXT_LOGIN_RV");
+	if (user == CKU_CONTEXT_SPECIFIC && c != NULL && *c != '\0')
+		return (CK_RV)strtoul(c, NULL, 0);
 	const char *s = getenv("P11SHIM_LOGIN_SLEEP");
 	if (s != NULL && *s != '\0')
 		sleep((unsigned)atoi(s));
@@ -54,10 +82,47 @@ static CK_RV shim_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR 
 
 static CK_RV shim_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig, CK_ULONG_PTR siglen) {
 	const char *n = getenv("P11SHIM_SIGN_FAIL_AFTER");
-	if (n != NULL && *n != '\0' && sig != NULL &&
-	    __atomic_fetch_add(&signatures, 1, __ATOMIC_SEQ_CST) >= strtoul(n, NULL, 10))
-		return CKR_DEVICE_ERROR;
+	if (n != NULL && *n != '\0' && sig != NULL) {
+		unsigned long i = __atomic_fetch_add(&signatures, 1, __ATOMIC_SEQ_CST);
+		unsigned long after = strtoul(n, NULL, 10);
+		const char *k = getenv("P11SHIM_SIGN_FAILURES");
+		unsigned long failures = (k != NULL && *k != '\0') ? strtoul(k, NULL, 10) : 0;
+		if (i >= after && (failures == 0 || i < after + failures)) {
+			const char *r = getenv("P11SHIM_SIGN_RV");
+			return (r != NULL && *r != '\0') ? (CK_RV)strtoul(r, NULL, 0) : CKR_DEVICE_ERROR;
+		}
+	}
 	return real->C_Sign(h, data, len, sig, siglen);
+}
+
+static CK_RV shim_Initialize(CK_VOID_PTR args) {
+	__atomic_store_n(&signatures, 0, __ATOMIC_SEQ_CST);
+	const char *noise = getenv("P11SHIM_NOISE");
+	if (noise != NULL && *noise != '\0')
+		fprintf(stderr, "%s\n", noise);
+	char line[300];
+	snprintf(line, sizeof line, "progname=%s", program_invocation_short_name);
+	note(line);
+	return real->C_Initialize(args);
+}
+
+static CK_RV shim_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n) {
+	CK_RV rv = real->C_GetAttributeValue(h, o, tmpl, n);
+	const char *a = getenv("P11SHIM_ALWAYS_AUTHENTICATE");
+	if (rv != CKR_OK || a == NULL || *a == '\0')
+		return rv;
+	for (CK_ULONG i = 0; i < n; i++) {
+		if (tmpl[i].type == CKA_ALWAYS_AUTHENTICATE && tmpl[i].pValue != NULL && tmpl[i].ulValueLen == sizeof(CK_BBOOL))
+			*(CK_BBOOL *)tmpl[i].pValue = CK_TRUE;
+	}
+	return rv;
+}
+
+static CK_RV shim_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key) {
+	CK_RV rv = real->C_SignInit(h, mech, key);
+	if (rv == CKR_OPERATION_ACTIVE)
+		note("C_SignInit=CKR_OPERATION_ACTIVE");
+	return rv;
 }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list) {
@@ -80,6 +145,9 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list) {
 		shim = *l;
 		shim.C_Login = shim_Login;
 		shim.C_Sign = shim_Sign;
+		shim.C_SignInit = shim_SignInit;
+		shim.C_Initialize = shim_Initialize;
+		shim.C_GetAttributeValue = shim_GetAttributeValue;
 		real = l;
 	}
 	*list = &shim;
