@@ -292,3 +292,31 @@ func TestAlwaysAuthenticateKeyWarns(t *testing.T) {
 		t.Errorf("want one warning line about CKA_ALWAYS_AUTHENTICATE:\n%s", res)
 	}
 }
+
+// TestServeListenerConfigErrors: a listener the user got wrong is a
+// configuration error, exit 2, named before the token is opened.
+func TestServeListenerConfigErrors(t *testing.T) {
+	t.Parallel()
+	fx := e2e(t)
+	dir := shortDir(t)
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"serve", "--token-label", "e2e-card", "--client-id", e2eClient, "--env", "test"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--listen", "unix:" + file}, "exists and is not a socket"},
+		{[]string{"--listen", "unix:" + filepath.Join(dir, "s"), "--socket-group", "no-such-group-mphsm"}, "no-such-group-mphsm"},
+		{[]string{"--listen", "tcp:127.0.0.1:99999", "--client-secret-file", secret}, `port "99999"`},
+	} {
+		res := runCLI(t, fx.env(t, fx.card), append(append([]string{}, base...), tc.args...)...)
+		e2eWantFail(t, res, exitUsage, tc.want)
+	}
+}
