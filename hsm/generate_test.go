@@ -171,4 +171,3 @@ func TestParseKeySpec(t *testing.T) {
 		}
 	}
 }
-
