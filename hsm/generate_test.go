@@ -171,3 +171,40 @@ func TestParseKeySpec(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteCertificate(t *testing.T) {
+	tok := softhsm.New(t)
+	ht := openRW(t, tok)
+	key, err := ht.GenerateKey(hsm.GenerateOptions{Label: "leaf", ID: []byte{0x0c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := softhsm.NewCA(softhsm.EnvTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueLeaf(key.Public(), softhsm.LeafOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ht.WriteCertificate(cert, []byte{0x0c}, "leaf"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ht.WriteCertificate(cert, []byte{0x0c}, "leaf"); !errors.Is(err, hsm.ErrObjectExists) {
+		t.Errorf("second WriteCertificate = %v, want ErrObjectExists", err)
+	}
+	k, err := ht.FindKey(hsm.KeySelector{ID: []byte{0x0c}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := k.Info().Certificate; c == nil || !c.Cert.Equal(cert) || string(c.ID) != "\x0c" || c.Label != "leaf" {
+		t.Errorf("the key's certificate is %+v, want the one written", c)
+	}
+	certs, err := ht.Certificates()
+	if err != nil || len(certs) != 1 {
+		t.Errorf("Certificates = %d, %v; want the one written", len(certs), err)
+	}
+	if err := open(t, tok, tok.PIN).WriteCertificate(cert, nil, ""); !errors.Is(err, hsm.ErrReadOnly) {
+		t.Errorf("WriteCertificate on a read-only token = %v, want ErrReadOnly", err)
+	}
+}
