@@ -126,6 +126,7 @@ func newApp(e *env) *cli.App {
 			grantCommand(e),
 			listCommand(e),
 			jwkCommand(e),
+			keyCommand(e),
 			inspectCommand(e),
 			doctorCommand(e),
 			emulateCommand(e),
