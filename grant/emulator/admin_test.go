@@ -185,4 +185,3 @@ func TestAdminJWKSRefusals(t *testing.T) {
 		}
 	})
 }
-
