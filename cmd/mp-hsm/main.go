@@ -127,6 +127,7 @@ func newApp(e *env) *cli.App {
 			listCommand(e),
 			jwkCommand(e),
 			keyCommand(e),
+			adminCommand(e),
 			inspectCommand(e),
 			doctorCommand(e),
 			emulateCommand(e),
