@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
 
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -107,5 +112,54 @@ func TestE2EAdminKeys(t *testing.T) {
 	e2eWantOK(t, runCLI(t, env, "admin", "keys", "remove", "--client-id", e2eClient, "--kid", "next-1"))
 	if got := list(); len(got.Keys) != 0 {
 		t.Errorf("after removing the last: %+v", got)
+	}
+}
+
+// TestE2EEmulateAdminAPI runs `mp-hsm emulate --admin-client-id` and
+// registers a key on its client through it.
+func TestE2EEmulateAdminAPI(t *testing.T) {
+	t.Parallel()
+	fx := e2e(t)
+	root := filepath.Join(t.TempDir(), "root.pem")
+	if err := os.WriteFile(root, fx.ca.RootPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := testexec.Command(t, 2*time.Minute, binary(t), "emulate", "--root", root, "--client-id", e2eClient,
+		"--org-number", softhsm.DefaultOrgNumber, "--scope", e2eScopeRead, "--admin-client-id", e2eAdminClient)
+	cmd.Env = testexec.Env(t.TempDir())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testexec.Start(t, cmd)
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(out).ReadString('\n')
+		line <- strings.TrimSpace(l)
+	}()
+	var wk string
+	select {
+	case wk = <-line:
+	case <-time.After(20 * time.Second):
+		t.Fatal("emulate printed no metadata URL")
+	}
+	api := strings.TrimSuffix(wk, "/.well-known/oauth-authorization-server") + "/api/v1/"
+	env := fx.env(t, fx.card, "MP_HSM_TOKEN_LABEL=e2e-card", "MP_HSM_WELL_KNOWN="+wk, "MP_HSM_ADMIN_API="+api)
+	res := runCLI(t, env, "admin", "keys", "list", "--client-id", e2eClient, "--admin-client-id", e2eAdminClient)
+	e2eWantOK(t, res)
+	if !strings.Contains(res.stdout, "no registered keys") {
+		t.Errorf("list: %s", res.stdout)
+	}
+	res = runCLI(t, env, "jwk", "--kid", "card-1")
+	e2eWantOK(t, res)
+	res = runCLIWith(t, cliOpts{env: env, stdin: res.stdout}, "admin", "keys", "add", "--client-id", e2eClient, "--admin-client-id", e2eAdminClient, "-")
+	e2eWantOK(t, res)
+	res = runCLI(t, env, "token", "--client-id", e2eClient, "--scope", e2eScopeRead, "--kid", "card-1")
+	e2eWantOK(t, res)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Err(); err != nil {
+		t.Errorf("emulate after SIGTERM: %v", err)
 	}
 }
