@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 const catAdmin = "Self-service API"
@@ -62,6 +64,19 @@ func adminCommand(e *env) *cli.Command {
 					Flags: adminFlags(textOutputFlag(),
 						&cli.StringFlag{Category: catAdmin, Name: "kid", Usage: "`KID` of the key to remove"}),
 					Action: func(c *cli.Context) error { return e.adminKeys(c, "remove") },
+				},
+				{
+					Name: "rotate", Usage: "make a key on the token, register it beside the client's keys, prove it with a token, and remove --remove",
+					Description: "In one login: generates the key pair --label (as key generate), registers its JWK (kid: the\n" +
+						"thumbprint) on --client-id, gets a token for --client-id with --scope using the new kid, and only\n" +
+						"then removes the key --remove, if given. On a failure it says what state the client is left in.",
+					Flags: adminFlags(textOutputFlag(),
+						&cli.StringFlag{Category: catAdmin, Name: "label", Usage: "CKA_LABEL `L` of the new key pair"},
+						&cli.StringFlag{Category: catAdmin, Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
+						&cli.StringFlag{Category: catAdmin, Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
+						&cli.StringSliceFlag{Category: catAdmin, Name: "scope", Usage: "`SCOPE` of --client-id to prove the new key with (repeatable)", EnvVars: []string{"MP_HSM_SCOPE"}},
+						&cli.StringFlag{Category: catAdmin, Name: "remove", Usage: "`KID` of the old key to remove once the new one works"}),
+					Action: func(c *cli.Context) error { return e.adminRotate(c) },
 				},
 			},
 		}},
@@ -112,30 +127,9 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
-	envr, _, err := e.resolveEnvironment(ctx, c, s.Chain())
+	api, _, err := e.adminAPI(ctx, c, adminID, s)
 	if err != nil {
 		return timedOut(ctx, c, err)
-	}
-	base := c.String("admin-api")
-	if base == "" {
-		switch envr.Name {
-		case "test":
-			base = admin.TestAPI
-		case "prod":
-			base = admin.ProdAPI
-		default:
-			return usagef("missing --admin-api (or MP_HSM_ADMIN_API): the environment has no preset self-service API")
-		}
-	}
-	if len(s.Chain()) == 0 {
-		return withCode(exitToken, errors.New("the key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate)"))
-	}
-	cfg := &grant.Config{ClientID: adminID, Signer: s, Algorithm: c.String("alg"), Environment: envr,
-		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}
-	api := &admin.Client{
-		BaseURL: base,
-		Read:    cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeRead}}),
-		Write:   cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeWrite}}),
 	}
 	var set *admin.KeySet
 	switch op {
@@ -150,6 +144,36 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 		return timedOut(ctx, c, adminExit(err))
 	}
 	return writeKeySet(e.stdout, format, clientID, set)
+}
+
+// adminAPI resolves the environment and the API's base, and returns a
+// client of the API that authenticates as adminID with s and its x5c.
+func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s signer.Signer) (*admin.Client, grant.Environment, error) {
+	envr, _, err := e.resolveEnvironment(ctx, c, s.Chain())
+	if err != nil {
+		return nil, envr, err
+	}
+	base := c.String("admin-api")
+	if base == "" {
+		switch envr.Name {
+		case "test":
+			base = admin.TestAPI
+		case "prod":
+			base = admin.ProdAPI
+		default:
+			return nil, envr, usagef("missing --admin-api (or MP_HSM_ADMIN_API): the environment has no preset self-service API")
+		}
+	}
+	if len(s.Chain()) == 0 {
+		return nil, envr, withCode(exitToken, errors.New("the key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate)"))
+	}
+	cfg := &grant.Config{ClientID: adminID, Signer: s, Algorithm: c.String("alg"), Environment: envr,
+		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}
+	return &admin.Client{
+		BaseURL: base,
+		Read:    cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeRead}}),
+		Write:   cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeWrite}}),
+	}, envr, nil
 }
 
 // adminExit gives the admin package's errors their exit codes: a refusal
@@ -238,4 +262,13 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// mustMarshal is json.Marshal for values that always marshal.
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

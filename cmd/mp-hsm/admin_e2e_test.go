@@ -163,3 +163,61 @@ func TestE2EEmulateAdminAPI(t *testing.T) {
 		t.Errorf("emulate after SIGTERM: %v", err)
 	}
 }
+
+// TestE2EAdminRotate rotates the client's key in one command, and shows
+// what a failed proof leaves behind.
+func TestE2EAdminRotate(t *testing.T) {
+	t.Parallel()
+	fx := e2e(t)
+	cfg := fx.emulatorConfig(t)
+	cfg.AdminClient = e2eAdminClient
+	cfg.Clients = append(cfg.Clients, emulator.Client{ID: e2eAdminClient, OrgNumber: softhsm.DefaultOrgNumber,
+		Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
+	srv := emulator.NewTest(t, cfg)
+	env := fx.env(t, fx.card, "MP_HSM_TOKEN_LABEL=e2e-card", "MP_HSM_ADMIN_CLIENT_ID="+e2eAdminClient,
+		"MP_HSM_ADMIN_API="+srv.AdminAPIURL(), "MP_HSM_WELL_KNOWN="+srv.MetadataURL())
+	old, err := signer.Thumbprint(fx.cardPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kids := func() string {
+		t.Helper()
+		res := runCLI(t, env, "admin", "keys", "list", "--client-id", e2eClient, "--output", "json")
+		e2eWantOK(t, res)
+		var out keySetJSON
+		if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+			t.Fatal(err)
+		}
+		var k []string
+		for _, r := range out.Keys {
+			k = append(k, r.Kid)
+		}
+		return strings.Join(k, ",")
+	}
+
+	// Refused before anything changes.
+	e2eWantFail(t, runCLI(t, env, "admin", "keys", "rotate", "--client-id", e2eClient, "--label", "R"), exitUsage, "--scope")
+	e2eWantFail(t, runCLI(t, env, "admin", "keys", "rotate", "--client-id", e2eClient, "--label", "Authentication", "--scope", e2eScopeRead),
+		exitUsage, "taken", "nothing was changed")
+
+	// A proof that fails (a scope the client lacks): the new key stays
+	// registered beside the old, nothing is removed, and the error says so.
+	res := runCLI(t, env, "admin", "keys", "rotate", "--client-id", e2eClient, "--label", "R0", "--id", "0e", "--scope", "e2e:none", "--remove", old)
+	e2eWantFail(t, res, exitRefused, "is registered on client", "nothing was removed")
+	if got := kids(); !strings.HasPrefix(got, old+",") || strings.Count(got, ",") != 1 {
+		t.Errorf("after the failed proof the client has %q, want the old key and the new", got)
+	}
+
+	res = runCLI(t, env, "admin", "keys", "rotate", "--client-id", e2eClient, "--label", "R1", "--id", "0f", "--scope", e2eScopeRead, "--remove", old, "--output", "json")
+	e2eWantOK(t, res)
+	var rot rotatedJSON
+	if err := json.Unmarshal([]byte(res.stdout), &rot); err != nil || rot.ID != "0f" || rot.Removed != old || rot.Kid == "" {
+		t.Fatalf("rotate printed %+v (%v)", rot, err)
+	}
+	if got := kids(); strings.Contains(got, old) || !strings.Contains(got, rot.Kid) {
+		t.Errorf("after rotate the client has %q: want %s and not %s", got, rot.Kid, old)
+	}
+	res = runCLI(t, env, e2eTokenArgs(srv, "--key-id", "0f", "--kid", rot.Kid)...)
+	e2eWantOK(t, res)
+	e2eAccessToken(t, srv, res.stdout)
+}

@@ -21,6 +21,7 @@ import (
 type writableToken struct {
 	mod *hsm.Module
 	tok *hsm.Token
+	ks  *keySetup
 }
 
 func (w *writableToken) close() {
@@ -57,7 +58,28 @@ func (e *env) openWritable(c *cli.Context) (*writableToken, error) {
 		mod.Close()
 		return nil, explainPINError(err, ks)
 	}
-	return &writableToken{mod: mod, tok: tok}, nil
+	return &writableToken{mod: mod, tok: tok, ks: ks}, nil
+}
+
+// generateOptions reads --label, --id and --type, before any PIN is asked.
+func generateOptions(c *cli.Context) (hsm.GenerateOptions, error) {
+	o := hsm.GenerateOptions{Label: c.String("label")}
+	if o.Label == "" {
+		return o, usagef("--label is needed: the CKA_LABEL of the new key pair")
+	}
+	if h := c.String("id"); h != "" {
+		id, err := hex.DecodeString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(h), ":", ""), "0x"))
+		if err != nil || len(id) == 0 {
+			return o, usagef("--id %q: want the CKA_ID in hex, such as 01 or 0a1b", h)
+		}
+		o.ID = id
+	}
+	spec, err := hsm.ParseKeySpec(c.String("type"))
+	if err != nil {
+		return o, usageErr(fmt.Errorf("--type: %w", err))
+	}
+	o.Spec = spec
+	return o, nil
 }
 
 // generatedJSON is what key generate prints with --output json.
@@ -74,27 +96,16 @@ func (e *env) keyGenerate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	label := c.String("label")
-	if label == "" {
-		return usagef("--label is needed: the CKA_LABEL of the new key pair")
-	}
-	var id []byte
-	if h := c.String("id"); h != "" {
-		id, err = hex.DecodeString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(h), ":", ""), "0x"))
-		if err != nil || len(id) == 0 {
-			return usagef("--id %q: want the CKA_ID in hex, such as 01 or 0a1b", h)
-		}
-	}
-	spec, err := hsm.ParseKeySpec(c.String("type"))
+	opts, err := generateOptions(c)
 	if err != nil {
-		return usageErr(fmt.Errorf("--type: %w", err))
+		return err
 	}
 	w, err := e.openWritable(c)
 	if err != nil {
 		return err
 	}
 	defer w.close()
-	key, err := w.tok.GenerateKey(hsm.GenerateOptions{Label: label, ID: id, Spec: spec})
+	key, err := w.tok.GenerateKey(opts)
 	if errors.Is(err, hsm.ErrObjectExists) {
 		return usageErr(fmt.Errorf("%w\nchoose another --label or --id (see mp-hsm list)", err))
 	}
@@ -106,7 +117,7 @@ func (e *env) keyGenerate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out := generatedJSON{ID: info.IDHex(), Label: info.Label, Type: spec.String(), Kid: kid}
+	out := generatedJSON{ID: info.IDHex(), Label: info.Label, Type: opts.Spec.String(), Kid: kid}
 	if format == "json" {
 		return writeJSON(e.stdout, out)
 	}

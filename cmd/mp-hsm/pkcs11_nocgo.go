@@ -55,3 +55,6 @@ func (e *env) keyGenerate(*cli.Context) error { return usageErr(errNoCgo) }
 
 // keyImportCert refuses: see errNoCgo.
 func (e *env) keyImportCert(*cli.Context) error { return usageErr(errNoCgo) }
+
+// adminRotate refuses: see errNoCgo.
+func (e *env) adminRotate(*cli.Context) error { return usageErr(errNoCgo) }
