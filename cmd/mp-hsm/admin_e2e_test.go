@@ -221,3 +221,36 @@ func TestE2EAdminRotate(t *testing.T) {
 	e2eWantOK(t, res)
 	e2eAccessToken(t, srv, res.stdout)
 }
+
+// TestE2EDoctorRegisteredKey: doctor looks --kid up through the
+// self-service API when given --admin-client-id.
+func TestE2EDoctorRegisteredKey(t *testing.T) {
+	t.Parallel()
+	fx := e2e(t)
+	cfg := fx.emulatorConfig(t)
+	cfg.AdminClient = e2eAdminClient
+	cfg.Clients = append(cfg.Clients, emulator.Client{ID: e2eAdminClient, OrgNumber: softhsm.DefaultOrgNumber,
+		Scopes: []string{emulator.ScopeAdminRead}})
+	srv := emulator.NewTest(t, cfg)
+	env := fx.env(t, fx.card, "MP_HSM_TOKEN_LABEL=e2e-card", "MP_HSM_ADMIN_CLIENT_ID="+e2eAdminClient,
+		"MP_HSM_ADMIN_API="+srv.AdminAPIURL(), "MP_HSM_WELL_KNOWN="+srv.MetadataURL(), "MP_HSM_CLIENT_ID="+e2eClient)
+	kid, err := signer.Thumbprint(fx.cardPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runCLI(t, env, "doctor", "--kid", kid)
+	e2eWantOK(t, res)
+	if !strings.Contains(res.stdout, "registered-key") || !strings.Contains(res.stdout, "is registered on client "+e2eClient) {
+		t.Errorf("doctor:\n%s", res.stdout)
+	}
+	res = runCLI(t, env, "doctor", "--kid", "not-there")
+	if res.code != exitRefused || !strings.Contains(res.stdout, `kid "not-there" is not registered`) || !strings.Contains(res.stdout, "admin keys add") {
+		t.Errorf("doctor with an unregistered kid:\n%s", res)
+	}
+	// Without --admin-client-id there is no such check.
+	res = runCLI(t, e2eSetenv(env, "MP_HSM_ADMIN_CLIENT_ID"), "doctor", "--kid", kid)
+	e2eWantOK(t, res)
+	if strings.Contains(res.stdout, "registered-key") {
+		t.Errorf("registered-key ran without --admin-client-id:\n%s", res.stdout)
+	}
+}
