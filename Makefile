@@ -26,7 +26,7 @@ vet: deps
 	$(GO) vet ./...
 
 # The packages that must build and test without cgo (docs/ARCHITECTURE.md).
-PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect
+PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect ./admin
 
 # Every test, with the race detector, against SoftHSM2 and the emulator;
 # first the promise that only PKCS#11 needs cgo: the pure packages vet and

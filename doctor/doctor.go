@@ -82,6 +82,12 @@ type Config struct {
 	// judged by. If nil, time.Now.
 	Now func() time.Time
 
+	// RegisteredKeys, if set, reads the client's registered keys through
+	// Digdir's self-service API for the registered-key check, which looks
+	// KeyID up there and warns when the set was last changed KeyAgeWarn
+	// or more ago. If nil, that check does not run.
+	RegisteredKeys RegisteredKeysFunc
+
 	// Report, if set, is called with each result as its check ends, so
 	// that slow checks can show progress.
 	Report func(Result)
@@ -150,7 +156,8 @@ type run struct {
 
 // Run runs the checks, in order: those of cfg.Key (or none for
 // cfg.Signer), then signature, certificate, validity, key-usage, issuer,
-// org-number, environment, metadata, clock and token-request. Each ends in
+// org-number, environment, metadata, clock and token-request, and
+// registered-key when cfg.RegisteredKeys is set. Each ends in
 // one Result; Run never stops early, and the Results say what failed.
 // Canceling ctx makes the remaining network checks fail.
 func Run(ctx context.Context, cfg Config) Results {
@@ -181,6 +188,7 @@ func Run(ctx context.Context, cfg Config) Results {
 	r.checkMetadata(ctx)
 	r.checkClock()
 	r.checkTokenRequest(ctx)
+	r.checkRegisteredKey(ctx)
 	return r.results
 }
 

@@ -26,7 +26,7 @@ export MP_HSM_CLIENT_ID=demo-client
 
 step "Starting the Maskinporten emulator on a free loopback port"
 $MP emulate --root .demo/root.pem --client-id "$MP_HSM_CLIENT_ID" --org-number "$MP_HSM_ORG_NUMBER" \
-  --scope demo:read --scope demo:write >.demo/emulator.url 2>.demo/emulator.log &
+  --scope demo:read --scope demo:write --admin-client-id demo-admin >.demo/emulator.url 2>.demo/emulator.log &
 EMU=$!
 trap 'kill $EMU 2>/dev/null || true; wait $EMU 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ -s .demo/emulator.url ] && break; sleep 0.1; done
@@ -49,5 +49,12 @@ printf '%s\n' "$TOKEN" | $MP inspect -
 
 step "mp-hsm doctor: the whole setup, check by check"
 $MP doctor --token-label "$MP_HSM_TOKEN_LABEL" --scope demo:read
+
+step "mp-hsm admin keys rotate: a new key made on the token, registered through the self-service API, proven with a token"
+ADMIN_API=${WELL_KNOWN%/.well-known/oauth-authorization-server}/api/v1/
+echo "\$ mp-hsm admin keys rotate --client-id $MP_HSM_CLIENT_ID --admin-client-id demo-admin --label demo-rotated --scope demo:read"
+$MP admin keys rotate --token-label "$MP_HSM_TOKEN_LABEL" --client-id "$MP_HSM_CLIENT_ID" --admin-client-id demo-admin \
+  --admin-api "$ADMIN_API" --label "demo-rotated-$(date +%s)" --scope demo:read
+$MP admin keys list --token-label "$MP_HSM_TOKEN_LABEL" --client-id "$MP_HSM_CLIENT_ID" --admin-client-id demo-admin --admin-api "$ADMIN_API"
 
 step "Done: stopping the emulator"

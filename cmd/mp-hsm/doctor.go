@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 func doctorCommand(e *env) *cli.Command {
@@ -29,7 +32,10 @@ func doctorCommand(e *env) *cli.Command {
 			"organisation number (org-number); the environment fits the certificate (environment); the\n" +
 			"metadata can be fetched (metadata); the local clock is within 2 s (warn) or 5 s (fail) of\n" +
 			"the server's Date header (clock); and, only with --client-id and --scope, a real token\n" +
-			"request (token-request). The token itself is never shown; nor are the PIN or the grant.\n" +
+			"request (token-request); and, only with --admin-client-id, --client-id and --kid, the kid looked up\n" +
+			"in the client's keys through Digdir's self-service API (registered-key: missing fails; a key set\n" +
+			"last changed 335 days or more ago warns, as registered keys last a year). The token itself is\n" +
+			"never shown; nor are the PIN or the grant.\n" +
 			"With --p12 the checks of the module, token, PIN and login give way to one that opens the\n" +
 			"file (key).\n\n" +
 			"--output json prints an array of {check, status, message, hint}.\n\n" +
@@ -37,7 +43,10 @@ func doctorCommand(e *env) *cli.Command {
 			"check: 2 bad flags or input; 3 module, token, PIN, key or certificate (environment mismatch\n" +
 			"included); 4 Maskinporten would refuse the grant: refused token request, or clock skew;\n" +
 			"5 metadata or token endpoint unreachable or failing.",
-		Flags:  concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{textOutputFlag()}),
+		Flags: concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{textOutputFlag(),
+			&cli.StringFlag{Category: catAdmin, Name: "admin-client-id", Usage: "the self-service client `ID`: look --kid up in --client-id's registered keys", EnvVars: []string{"MP_HSM_ADMIN_CLIENT_ID"}},
+			&cli.StringFlag{Category: catAdmin, Name: "admin-api", Usage: "the self-service API's base `URL` (default: the environment's)", EnvVars: []string{"MP_HSM_ADMIN_API"}},
+		}),
 		Action: func(c *cli.Context) error { return e.doctor(c) },
 	}
 }
@@ -90,6 +99,15 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 	if cfg.WellKnown == "" || c.String("env") != "" || c.String("issuer") != "" || c.String("token-endpoint") != "" {
 		cfg.Environment = func(ctx context.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
 			return e.resolveEnvironment(ctx, c, chain)
+		}
+	}
+	if adminID := c.String("admin-client-id"); adminID != "" {
+		cfg.RegisteredKeys = func(ctx context.Context, s signer.Signer) (*admin.KeySet, error) {
+			api, _, err := e.adminAPI(ctx, c, adminID, s)
+			if err != nil {
+				return nil, err
+			}
+			return api.List(ctx, strings.TrimSpace(c.String("client-id")))
 		}
 	}
 	req, reqErr := requestFromFlags(c) // errors that name the flags

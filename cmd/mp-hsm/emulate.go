@@ -23,7 +23,8 @@ func emulateCommand(e *env) *cli.Command {
 			"free port on 127.0.0.1) until interrupted. It trusts the root certificates in --root for x5c\n" +
 			"grants and the JWKs in --jwks for kid grants, knows one client (--client-id, --org-number,\n" +
 			"--scope), and enforces Maskinporten's rules. It prints its metadata URL on stdout; use it as\n" +
-			"--well-known. --fail-next and --latency inject faults for testing clients.",
+			"--well-known. --fail-next and --latency inject faults for testing clients. With --admin-client-id\n" +
+			"it also serves Digdir's self-service API for the client's keys at <URL>/api/v1/ (see mp-hsm admin).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "`HOST:PORT` to listen on (port 0: any free port)", EnvVars: []string{"MP_HSM_EMULATE_LISTEN"}},
 			&cli.StringSliceFlag{Name: "root", Usage: "PEM `FILE` of trusted root certificates for x5c (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_ROOT"}},
@@ -35,6 +36,7 @@ func emulateCommand(e *env) *cli.Command {
 			&cli.DurationFlag{Name: "token-lifetime", Value: 120 * time.Second, Usage: "lifetime of issued tokens", EnvVars: []string{"MP_HSM_EMULATE_TOKEN_LIFETIME"}},
 			&cli.IntFlag{Name: "fail-next", Usage: "answer the next `N` token requests with --fail-status", EnvVars: []string{"MP_HSM_EMULATE_FAIL_NEXT"}},
 			&cli.IntFlag{Name: "fail-status", Value: 503, Usage: "HTTP `STATUS` for --fail-next", EnvVars: []string{"MP_HSM_EMULATE_FAIL_STATUS"}},
+			&cli.StringFlag{Name: "admin-client-id", Usage: "also serve the self-service API, to the self-service client `ID` of the same organisation (x5c, scopes idporten:dcr.read and idporten:dcr.write)", EnvVars: []string{"MP_HSM_EMULATE_ADMIN_CLIENT_ID"}},
 			&cli.DurationFlag{Name: "latency", Usage: "add `DURATION` before every answer", EnvVars: []string{"MP_HSM_EMULATE_LATENCY"}},
 		},
 		Action: func(c *cli.Context) error { return e.emulate(c) },
@@ -73,6 +75,13 @@ func (e *env) emulate(c *cli.Context) error {
 		return usagef("the emulator trusts nothing: give --root (for x5c grants) or --jwks (for kid grants)")
 	}
 	cfg.Clients = []emulator.Client{client}
+	if admin := c.String("admin-client-id"); admin != "" {
+		if admin == clientID {
+			return usagef("--admin-client-id %q is --client-id: the self-service client is a client of its own", admin)
+		}
+		cfg.AdminClient = admin
+		cfg.Clients = append(cfg.Clients, emulator.Client{ID: admin, OrgNumber: org, Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
+	}
 	srv := emulator.NewUnstartedServer(cfg)
 	if err := srv.StartOn(c.String("listen")); err != nil {
 		return usagef("--listen %s: %v", c.String("listen"), err)
@@ -89,6 +98,9 @@ func (e *env) emulate(c *cli.Context) error {
 		f.Sync()
 	}
 	e.log.Info("emulator running", "issuer", srv.Issuer(), "token_endpoint", srv.TokenURL())
+	if cfg.AdminClient != "" {
+		e.log.Info("self-service API", "url", srv.AdminAPIURL(), "client_id", cfg.AdminClient)
+	}
 	<-c.Context.Done()
 	return nil
 }

@@ -126,6 +126,8 @@ func newApp(e *env) *cli.App {
 			grantCommand(e),
 			listCommand(e),
 			jwkCommand(e),
+			keyCommand(e),
+			adminCommand(e),
 			inspectCommand(e),
 			doctorCommand(e),
 			emulateCommand(e),

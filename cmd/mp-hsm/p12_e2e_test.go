@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,14 +42,28 @@ func TestE2EP12(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := emulator.NewTest(t, emulator.Config{
-		Roots:   []*x509.Certificate{ca.Root},
-		Clients: []emulator.Client{{ID: "p12-client", OrgNumber: softhsm.DefaultOrgNumber, Scopes: []string{"p12:read"}}},
+		Roots: []*x509.Certificate{ca.Root},
+		Clients: []emulator.Client{{ID: "p12-client", OrgNumber: softhsm.DefaultOrgNumber, Scopes: []string{"p12:read"}},
+			{ID: "p12-admin", OrgNumber: softhsm.DefaultOrgNumber, Scopes: []string{emulator.ScopeAdminRead}}},
+		AdminClient: "p12-admin",
 	})
 	args := []string{"token", "--p12", p12, "--client-id", "p12-client", "--scope", "p12:read", "--well-known", srv.MetadataURL()}
 
 	res := runCLI(t, []string{"MP_HSM_P12_PASSWORD=" + password}, args...)
 	if res.code != 0 || !strings.HasPrefix(res.stdout, "eyJ") {
 		t.Fatalf("token with --p12: %v", res)
+	}
+	// key csr and admin keys need no token: they sign with the PKCS#12 key.
+	res = runCLI(t, []string{"MP_HSM_P12_PASSWORD=" + password}, "key", "csr", "--p12", p12, "--org-number", softhsm.DefaultOrgNumber, "--org-name", "P12 AS")
+	if b, _ := pem.Decode([]byte(res.stdout)); res.code != 0 || b == nil {
+		t.Fatalf("key csr --p12: %v", res)
+	} else if csr, err := x509.ParseCertificateRequest(b.Bytes); err != nil || csr.CheckSignature() != nil || !key.PublicKey.Equal(csr.PublicKey) {
+		t.Errorf("key csr --p12: a request that does not verify with the file's key (%v)", err)
+	}
+	res = runCLI(t, []string{"MP_HSM_P12_PASSWORD=" + password}, "admin", "keys", "list", "--p12", p12, "--client-id", "p12-client",
+		"--admin-client-id", "p12-admin", "--admin-api", srv.AdminAPIURL(), "--well-known", srv.MetadataURL())
+	if res.code != 0 || !strings.Contains(res.stdout, "no registered keys") {
+		t.Errorf("admin keys list --p12: %v", res)
 	}
 	res = runCLI(t, []string{"MP_HSM_P12_PASSWORD=wrong"}, args...)
 	if res.code != exitToken || !strings.Contains(res.stderr, "password") {

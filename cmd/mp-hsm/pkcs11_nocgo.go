@@ -49,3 +49,12 @@ func (noCgoCheck) FindKey(_ context.Context, report func(doctor.Result)) doctor.
 }
 
 func (noCgoCheck) Close() error { return nil }
+
+// keyGenerate refuses: see errNoCgo.
+func (e *env) keyGenerate(*cli.Context) error { return usageErr(errNoCgo) }
+
+// keyImportCert refuses: see errNoCgo.
+func (e *env) keyImportCert(*cli.Context) error { return usageErr(errNoCgo) }
+
+// adminRotate refuses: see errNoCgo.
+func (e *env) adminRotate(*cli.Context) error { return usageErr(errNoCgo) }

@@ -44,6 +44,13 @@ type Config struct {
 	// RSA key.
 	Key crypto.Signer
 
+	// AdminClient is the ID of the organisation's self-service client
+	// (one of Clients): an access token issued to it with scope
+	// idporten:dcr.read reads, and with idporten:dcr.write changes, the
+	// keys of the clients of its organisation through the self-service
+	// API (see Server.AdminAPIURL). If empty, that API is not served.
+	AdminClient string
+
 	// Logf, if not nil, is told of each answer of the token and exchange
 	// endpoints. It is never given a grant or a token.
 	Logf func(format string, args ...any)
@@ -96,6 +103,8 @@ type Stats struct {
 	AltinnExchanges int
 	// AltinnRejected counts the refused exchanges (401).
 	AltinnRejected int
+	// AdminRequests counts every request to the self-service API.
+	AdminRequests int
 	// JTIs counts the jti values used up: those of grants that passed
 	// authentication (signature, audience, time), even if then refused for
 	// what they asked.

@@ -10,6 +10,7 @@
 //	GET  /jwks                                      the token-signing key
 //	POST /token                                     JWT grant -> access token
 //	GET  /authentication/api/v1/exchange/maskinporten   Altinn token exchange
+//	GET, POST, DELETE /api/v1/clients/{id}/jwks     self-service key API (Config.AdminClient)
 //
 // # What /token enforces
 //
@@ -51,6 +52,19 @@
 // aud when the grant asked for a resource; supplier and delegation_source
 // when it named a consumer_org; pid; and authorization_details with
 // systemuser_id and system_id for a system user.
+//
+// # The self-service key API
+//
+// With Config.AdminClient set, the server also plays Digdir's self-service
+// API for a client's registered keys, under Server.AdminAPIURL. Each call
+// needs a bearer access token this server issued to AdminClient, with scope
+// idporten:dcr.read (GET) or idporten:dcr.write (POST, DELETE), for a
+// client of AdminClient's organisation. GET answers {"keys", "created",
+// "last_updated"}; POST replaces the whole set with 1 to MaxClientKeys
+// public RSA (2048 bits or more) or EC P-256 keys, each with its own kid
+// and use "sig" and no private members; DELETE removes every key. The set
+// is at once what kid grants of that client are checked against. Refusals
+// are {"error", "error_description"} with 400, 401, 403 or 404.
 //
 // # Faults
 //

@@ -30,7 +30,8 @@ type Server struct {
 
 	mu         sync.Mutex
 	clients    map[string]Client
-	jtis       map[string]time.Time // jti -> grant exp, for pruning
+	jtis       map[string]time.Time   // jti -> grant exp, for pruning
+	jwks       map[string]*clientJWKS // key sets by client, once the self-service API has seen them
 	nextPrune  time.Time
 	stats      Stats
 	failN      int
@@ -93,6 +94,7 @@ func NewUnstartedServer(cfg Config) *Server {
 		roots:   x509.NewCertPool(),
 		clients: make(map[string]Client),
 		jtis:    make(map[string]time.Time),
+		jwks:    make(map[string]*clientJWKS),
 		stats:   Stats{Rejected: make(map[string]int)},
 		closing: make(chan struct{}),
 	}
@@ -107,6 +109,7 @@ func NewUnstartedServer(cfg Config) *Server {
 	mux.HandleFunc("/jwks", s.serveJWKS)
 	mux.HandleFunc("/token", s.serveToken)
 	mux.HandleFunc(altinnExchangePath, s.serveAltinnExchange)
+	mux.HandleFunc(adminAPIPath+"clients/{id}/jwks", s.serveClientJWKS)
 	s.handler = mux
 	return s
 }
@@ -215,6 +218,7 @@ func (s *Server) AddClient(c Client) {
 	c.SystemUserOrgs = slices.Clone(c.SystemUserOrgs)
 	s.mu.Lock()
 	s.clients[c.ID] = c
+	delete(s.jwks, c.ID)
 	s.mu.Unlock()
 }
 

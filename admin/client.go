@@ -1,0 +1,247 @@
+// Package admin manages a Maskinporten client's registered keys through
+// Digdir's self-service API ("selvbetjening via API"), as the
+// organisation's self-service client.
+//
+// The API keeps a client's keys as one JWK set: POST replaces the whole
+// set, and the last key is removed with DELETE. Client.Add and
+// Client.Remove therefore read the set, change it, and write it back,
+// keeping the other keys; they check what Digdir would refuse (a private
+// key, a key without kid or with a use other than sig, a kid already
+// registered, a sixth key) before they change anything.
+//
+// Authentication is an ordinary Maskinporten access token of the
+// self-service client, from any oauth2.TokenSource (such as
+// grant.Config.TokenSource): scope idporten:dcr.read to read and
+// idporten:dcr.write to change.
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// The scopes the self-service API asks for.
+const (
+	ScopeRead  = "idporten:dcr.read"
+	ScopeWrite = "idporten:dcr.write"
+)
+
+// MaxKeys is how many keys Digdir lets a client have.
+const MaxKeys = 5
+
+// Base URLs of the self-service API.
+const (
+	TestAPI = "https://api.test.samarbeid.digdir.no/api/v1/"
+	ProdAPI = "https://api.samarbeid.digdir.no/api/v1/"
+)
+
+// Client talks to the self-service API. Its fields map onto mp-hsm
+// admin's flags. A Client is safe for concurrent use once set up.
+type Client struct {
+	// BaseURL is the API's base, with or without its trailing slash, such
+	// as TestAPI.
+	BaseURL string
+	// Read gives access tokens with scope idporten:dcr.read, for List.
+	Read oauth2.TokenSource
+	// Write gives access tokens with scope idporten:dcr.write, for the
+	// changes. If nil, Read is used for them too (a token with both
+	// scopes).
+	Write oauth2.TokenSource
+	// HTTPClient sends the requests. If nil, http.DefaultClient.
+	HTTPClient *http.Client
+}
+
+// KeySet is a client's registered keys as the API answers them.
+type KeySet struct {
+	Keys        []Key
+	Created     time.Time // zero when the API did not say
+	LastUpdated time.Time // zero when the API did not say
+}
+
+// Kids returns the kids of the set, in order.
+func (s *KeySet) Kids() []string {
+	out := make([]string, len(s.Keys))
+	for i, k := range s.Keys {
+		out[i] = k.Kid
+	}
+	return out
+}
+
+// List returns the keys registered on clientID.
+func (c *Client) List(ctx context.Context, clientID string) (*KeySet, error) {
+	var raw struct {
+		Keys        []json.RawMessage `json:"keys"`
+		Created     string            `json:"created"`
+		LastUpdated string            `json:"last_updated"`
+	}
+	if err := c.do(ctx, http.MethodGet, clientID, nil, &raw); err != nil {
+		return nil, err
+	}
+	set := &KeySet{}
+	for i, r := range raw.Keys {
+		k, err := ParseKey(r)
+		if err != nil {
+			return nil, fmt.Errorf("admin: the API's key %d: %w", i, err)
+		}
+		set.Keys = append(set.Keys, k)
+	}
+	set.Created, _ = parseTime(raw.Created)
+	set.LastUpdated, _ = parseTime(raw.LastUpdated)
+	return set, nil
+}
+
+// parseTime reads the API's dates: RFC 3339, with or without a zone.
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("date %q", s)
+}
+
+// Add registers keys on clientID beside the keys it has. Each key is
+// checked first (see CheckKey), with no request sent; then the set is read,
+// and a kid already registered (ErrKidTaken) or more than MaxKeys keys in
+// all (ErrTooManyKeys) is refused before the set is written.
+func (c *Client) Add(ctx context.Context, clientID string, keys ...Key) (*KeySet, error) {
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("admin: no key to add: %w", ErrInvalidKey)
+	}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if err := CheckKey(k); err != nil {
+			return nil, err
+		}
+		if seen[k.Kid] {
+			return nil, fmt.Errorf("admin: kid %q given twice: %w", k.Kid, ErrKidTaken)
+		}
+		seen[k.Kid] = true
+	}
+	set, err := c.List(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range set.Keys {
+		if seen[k.Kid] {
+			return nil, fmt.Errorf("admin: client %s already has a key with kid %q: %w", clientID, k.Kid, ErrKidTaken)
+		}
+	}
+	if n := len(set.Keys) + len(keys); n > MaxKeys {
+		return nil, fmt.Errorf("admin: client %s has %d keys (%s) and may have at most %d: remove one first (mp-hsm admin keys remove --client-id %s --kid KID): %w",
+			clientID, len(set.Keys), strings.Join(set.Kids(), ", "), MaxKeys, clientID, ErrTooManyKeys)
+	}
+	return c.put(ctx, clientID, append(set.Keys, keys...))
+}
+
+// Remove removes the key kid from clientID and keeps the others; removing
+// the last key deletes the set. A kid the client does not have is
+// ErrKidNotFound, before anything is written.
+func (c *Client) Remove(ctx context.Context, clientID, kid string) (*KeySet, error) {
+	set, err := c.List(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	var keep []Key
+	for _, k := range set.Keys {
+		if k.Kid != kid {
+			keep = append(keep, k)
+		}
+	}
+	if len(keep) == len(set.Keys) {
+		return nil, fmt.Errorf("admin: client %s has no key with kid %q (it has: %s): %w", clientID, kid, strings.Join(set.Kids(), ", "), ErrKidNotFound)
+	}
+	if len(keep) == 0 {
+		if err := c.do(ctx, http.MethodDelete, clientID, nil, nil); err != nil {
+			return nil, err
+		}
+		return &KeySet{}, nil
+	}
+	return c.put(ctx, clientID, keep)
+}
+
+// put replaces clientID's set with keys.
+func (c *Client) put(ctx context.Context, clientID string, keys []Key) (*KeySet, error) {
+	raws := make([]json.RawMessage, len(keys))
+	for i, k := range keys {
+		raws[i] = k.Raw
+	}
+	body, err := json.Marshal(map[string]any{"keys": raws})
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if err := c.do(ctx, http.MethodPost, clientID, body, nil); err != nil {
+		return nil, err
+	}
+	return c.List(ctx, clientID)
+}
+
+// do sends one request to clientID's jwks with a token of the scope the
+// method needs, and decodes a 2xx answer into out (if not nil). Any other
+// status is an *APIError.
+func (c *Client) do(ctx context.Context, method, clientID string, body []byte, out any) error {
+	ts := c.Read
+	if method != http.MethodGet && c.Write != nil {
+		ts = c.Write
+	}
+	if ts == nil {
+		return fmt.Errorf("admin: no token source for the self-service client")
+	}
+	base := strings.TrimSuffix(c.BaseURL, "/")
+	if base == "" {
+		return fmt.Errorf("admin: no API base URL")
+	}
+	u := base + "/clients/" + url.PathEscape(clientID) + "/jwks"
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	tok, err := ts.Token()
+	if err != nil {
+		return fmt.Errorf("admin: a token for the self-service client: %w", err)
+	}
+	tok.SetAuthHeader(req)
+	hc := c.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin: %s %s: %w", method, u, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("admin: %s %s: %w", method, u, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return newAPIError(method, u, resp.StatusCode, data)
+	}
+	if out == nil || len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("admin: %s %s: the answer is not the JSON expected: %w", method, u, err)
+	}
+	return nil
+}

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/admin"
+	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+const catAdmin = "Self-service API"
+
+// adminFlags are the key flags (the self-service client's key), the
+// Maskinporten flags but --client-id and --kid (the self-service client
+// authenticates with x5c), and the API's own.
+func adminFlags(extra ...cli.Flag) []cli.Flag {
+	mp := slices.DeleteFunc(mpFlags(), func(f cli.Flag) bool {
+		n := f.Names()[0]
+		return n == "client-id" || n == "kid"
+	})
+	return concat(keyFlags(), mp, []cli.Flag{
+		&cli.StringFlag{Category: catAdmin, Name: "client-id", Usage: "the Maskinporten client `ID` whose keys to manage"},
+		&cli.StringFlag{Category: catAdmin, Name: "admin-client-id", Usage: "the organisation's self-service client `ID` (its token authenticates the API calls)", EnvVars: []string{"MP_HSM_ADMIN_CLIENT_ID"}},
+		&cli.StringFlag{Category: catAdmin, Name: "admin-api", Usage: "the self-service API's base `URL` (.../api/v1/; default: the environment's)", EnvVars: []string{"MP_HSM_ADMIN_API"}},
+	}, extra)
+}
+
+func adminCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "admin",
+		Usage: "manage Maskinporten clients through Digdir's self-service API",
+		Subcommands: []*cli.Command{{
+			Name:  "keys",
+			Usage: "list, add or remove the keys registered on a client",
+			Description: "Calls Digdir's self-service API as --admin-client-id, with a Maskinporten token got with the\n" +
+				"chosen key and its certificate (x5c): scope idporten:dcr.read to list, idporten:dcr.write to\n" +
+				"change. The API replaces a client's whole key set at once: add and remove keep the other keys.",
+			Subcommands: []*cli.Command{
+				{
+					Name: "list", Usage: "show the client's keys: kid, alg, size, and the set's created and last_updated",
+					Flags:  adminFlags(textOutputFlag()),
+					Action: func(c *cli.Context) error { return e.adminKeys(c, "list") },
+				},
+				{
+					Name: "add", Usage: "register the JWK or JWK set in FILE (- for stdin) beside the client's keys", ArgsUsage: "FILE|-",
+					Description: "Refuses, before anything is sent, a key with private members, without kid, or with a use other\n" +
+						"than sig; and before anything is changed, a kid the client has or a sixth key.",
+					Flags:  adminFlags(textOutputFlag()),
+					Action: func(c *cli.Context) error { return e.adminKeys(c, "add") },
+				},
+				{
+					Name: "remove", Usage: "remove the key --kid from the client, keeping the others",
+					Flags: adminFlags(textOutputFlag(),
+						&cli.StringFlag{Category: catAdmin, Name: "kid", Usage: "`KID` of the key to remove"}),
+					Action: func(c *cli.Context) error { return e.adminKeys(c, "remove") },
+				},
+				{
+					Name: "rotate", Usage: "make a key on the token, register it beside the client's keys, prove it with a token, and remove --remove",
+					Description: "In one login: generates the key pair --label (as key generate), registers its JWK (kid: the\n" +
+						"thumbprint) on --client-id, gets a token for --client-id with --scope using the new kid, and only\n" +
+						"then removes the key --remove, if given. On a failure it says what state the client is left in.",
+					Flags: adminFlags(textOutputFlag(),
+						&cli.StringFlag{Category: catAdmin, Name: "label", Usage: "CKA_LABEL `L` of the new key pair"},
+						&cli.StringFlag{Category: catAdmin, Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
+						&cli.StringFlag{Category: catAdmin, Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
+						&cli.StringSliceFlag{Category: catAdmin, Name: "scope", Usage: "`SCOPE` of --client-id to prove the new key with (repeatable)", EnvVars: []string{"MP_HSM_SCOPE"}},
+						&cli.StringFlag{Category: catAdmin, Name: "remove", Usage: "`KID` of the old key to remove once the new one works"}),
+					Action: func(c *cli.Context) error { return e.adminRotate(c) },
+				},
+			},
+		}},
+	}
+}
+
+// adminKeys runs list, add or remove. What needs no token is checked
+// first, so that bad input costs no PIN.
+func (e *env) adminKeys(c *cli.Context, op string) error {
+	format, err := outputFormat(c, "text", "json")
+	if err != nil {
+		return err
+	}
+	clientID := strings.TrimSpace(c.String("client-id"))
+	if clientID == "" {
+		return usagef("missing --client-id: the client whose keys to manage")
+	}
+	adminID := strings.TrimSpace(c.String("admin-client-id"))
+	if adminID == "" {
+		return usagef("missing --admin-client-id (or MP_HSM_ADMIN_CLIENT_ID): the organisation's self-service client")
+	}
+	var keys []admin.Key
+	switch op {
+	case "add":
+		if keys, err = e.readKeysArg(c); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := admin.CheckKey(k); err != nil {
+				return usageErr(err)
+			}
+		}
+	case "remove":
+		if c.String("kid") == "" {
+			return usagef("missing --kid: the key to remove (see mp-hsm admin keys list)")
+		}
+	}
+	if c.NArg() > 0 && op != "add" {
+		return usagef("admin keys %s takes no arguments, got %q", op, c.Args().First())
+	}
+	if err := preflight(c); err != nil {
+		return err
+	}
+	s, err := e.openSigner(c)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	api, _, err := e.adminAPI(ctx, c, adminID, s)
+	if err != nil {
+		return timedOut(ctx, c, err)
+	}
+	var set *admin.KeySet
+	switch op {
+	case "list":
+		set, err = api.List(ctx, clientID)
+	case "add":
+		set, err = api.Add(ctx, clientID, keys...)
+	case "remove":
+		set, err = api.Remove(ctx, clientID, c.String("kid"))
+	}
+	if err != nil {
+		return timedOut(ctx, c, adminExit(err))
+	}
+	return writeKeySet(e.stdout, format, clientID, set)
+}
+
+// adminAPI resolves the environment and the API's base, and returns a
+// client of the API that authenticates as adminID with s and its x5c.
+func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s signer.Signer) (*admin.Client, grant.Environment, error) {
+	envr, _, err := e.resolveEnvironment(ctx, c, s.Chain())
+	if err != nil {
+		return nil, envr, err
+	}
+	base := c.String("admin-api")
+	if base == "" {
+		switch envr.Name {
+		case "test":
+			base = admin.TestAPI
+		case "prod":
+			base = admin.ProdAPI
+		default:
+			return nil, envr, usagef("missing --admin-api (or MP_HSM_ADMIN_API): the environment has no preset self-service API")
+		}
+	}
+	if len(s.Chain()) == 0 {
+		return nil, envr, withCode(exitToken, errors.New("the key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate)"))
+	}
+	cfg := &grant.Config{ClientID: adminID, Signer: s, Algorithm: c.String("alg"), Environment: envr,
+		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}
+	return &admin.Client{
+		BaseURL: base,
+		Read:    cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeRead}}),
+		Write:   cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeWrite}}),
+	}, envr, nil
+}
+
+// adminExit gives the admin package's errors their exit codes: a refusal
+// of ours is bad input (2); the API's 4xx is a refusal (4), its 5xx an
+// unavailable service (5).
+func adminExit(err error) error {
+	var ae *admin.APIError
+	switch {
+	case errors.Is(err, admin.ErrInvalidKey), errors.Is(err, admin.ErrKidTaken),
+		errors.Is(err, admin.ErrTooManyKeys), errors.Is(err, admin.ErrKidNotFound):
+		return usageErr(err)
+	case errors.As(err, &ae) && ae.Status >= 500:
+		return withCode(exitUnavailable, err)
+	case errors.As(err, &ae):
+		return withCode(exitRefused, err)
+	}
+	return err
+}
+
+// readKeysArg reads add's FILE or stdin.
+func (e *env) readKeysArg(c *cli.Context) ([]admin.Key, error) {
+	if c.NArg() != 1 {
+		return nil, usagef("admin keys add takes one FILE (or - for stdin) holding a JWK or a JWK set, as mp-hsm jwk prints")
+	}
+	name := c.Args().First()
+	var data []byte
+	var err error
+	if name == "-" {
+		data, err = io.ReadAll(io.LimitReader(e.stdin, safefile.MaxCertificates))
+	} else {
+		data, err = safefile.Read(name, safefile.MaxCertificates)
+	}
+	if err != nil {
+		return nil, usageErr(err)
+	}
+	keys, err := admin.ParseKeys(data)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("%s: %w", name, err))
+	}
+	return keys, nil
+}
+
+// keySetJSON is what list, add and remove print with --output json.
+type keySetJSON struct {
+	ClientID    string       `json:"client_id"`
+	Created     string       `json:"created,omitempty"`
+	LastUpdated string       `json:"last_updated,omitempty"`
+	Keys        []keyRowJSON `json:"keys"`
+}
+
+type keyRowJSON struct {
+	Kid  string `json:"kid"`
+	Kty  string `json:"kty"`
+	Alg  string `json:"alg,omitempty"`
+	Use  string `json:"use,omitempty"`
+	Size int    `json:"size,omitempty"`
+}
+
+func writeKeySet(w io.Writer, format, clientID string, set *admin.KeySet) error {
+	out := keySetJSON{ClientID: clientID, Keys: []keyRowJSON{}}
+	if !set.Created.IsZero() {
+		out.Created = set.Created.UTC().Format(time.RFC3339)
+		out.LastUpdated = set.LastUpdated.UTC().Format(time.RFC3339)
+	}
+	for _, k := range set.Keys {
+		out.Keys = append(out.Keys, keyRowJSON{Kid: k.Kid, Kty: k.Kty, Alg: k.Alg, Use: k.Use, Size: k.Bits})
+	}
+	if format == "json" {
+		return writeJSON(w, out)
+	}
+	if len(out.Keys) == 0 {
+		_, err := fmt.Fprintf(w, "client %s has no registered keys\n", clientID)
+		return err
+	}
+	fmt.Fprintf(w, "client %s: %d key(s); set created %s, last updated %s\n", clientID, len(out.Keys), orDash(out.Created), orDash(out.LastUpdated))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KID\tALG\tKTY\tSIZE")
+	for _, k := range out.Keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", k.Kid, orDash(k.Alg), k.Kty, k.Size)
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// mustMarshal is json.Marshal for values that always marshal.
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// keyCommand groups the commands that make and equip a key on the token:
+// generate, csr and import-cert. generate and import-cert write to the
+// token (key_write_cgo.go); csr only signs, so it works with --p12 too.
+func keyCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "key",
+		Usage: "make a key pair on the token, ask for its certificate, and put the certificate beside it",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "generate",
+				Usage: "make a key pair on the token (the private key sensitive and never extractable)",
+				Description: "Opens a read-write session, logs in once, refuses a --label or --id that any object on the token\n" +
+					"already has, and generates the pair. Prints its id, label, type and JWK thumbprint (the kid\n" +
+					"mp-hsm jwk prints).",
+				Flags: concat(keyFlags(), []cli.Flag{
+					&cli.StringFlag{Name: "label", Usage: "CKA_LABEL `L` of the new key pair (required)"},
+					&cli.StringFlag{Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
+					&cli.StringFlag{Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
+					outputFlag("`FORMAT`: text or json", "text"),
+				}),
+				Action: func(c *cli.Context) error { return e.keyGenerate(c) },
+			},
+			{
+				Name:  "csr",
+				Usage: "print a PKCS#10 certificate request (PEM) signed with the chosen key",
+				Description: "The subject is O=--org-name, organizationIdentifier=NTRNO-<--org-number>, serialNumber,\n" +
+					"CN and C=NO, as Norwegian enterprise certificates have them.",
+				Flags: concat(keyFlags(), []cli.Flag{
+					&cli.StringFlag{Name: "org-number", Usage: "the organisation's `ORGNR` (9 digits)"},
+					&cli.StringFlag{Name: "org-name", Usage: "the organisation's `NAME` (subject O)"},
+					&cli.StringFlag{Name: "common-name", Usage: "subject CN `NAME` (default: --org-name)"},
+					&cli.StringFlag{Name: "serial-number", Usage: "subject serialNumber `SN` (default: --org-number)"},
+				}),
+				Action: func(c *cli.Context) error { return e.keyCSR(c) },
+			},
+			{
+				Name:      "import-cert",
+				Usage:     "write an issued certificate (and any issuers in FILE) onto the token beside its key",
+				ArgsUsage: "FILE",
+				Description: "FILE holds PEM certificates, the one for a key on the token first or anywhere. It is written\n" +
+					"with the CKA_ID and label of the key whose public key it holds; a certificate that fits no key\n" +
+					"on the token is refused before anything is written.",
+				Flags:  keyFlags(),
+				Action: func(c *cli.Context) error { return e.keyImportCert(c) },
+			},
+		},
+	}
+}
+
+// oidOrganizationIdentifier is X.520 organizationIdentifier (2.5.4.97),
+// which holds NTRNO-<orgnr> in Norwegian enterprise certificates.
+var oidOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
+
+// csrSubject is the subject key csr asks for.
+func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
+	if !grant.ValidOrgNumber(orgNumber) {
+		return pkix.Name{}, usagef("--org-number %q: want the organisation's 9-digit number", orgNumber)
+	}
+	if orgName == "" {
+		return pkix.Name{}, usagef("--org-name is needed (the organisation's name, subject O)")
+	}
+	if cn == "" {
+		cn = orgName
+	}
+	if serial == "" {
+		serial = orgNumber
+	}
+	return pkix.Name{
+		Country:      []string{"NO"},
+		Organization: []string{orgName},
+		CommonName:   cn,
+		SerialNumber: serial,
+		ExtraNames: []pkix.AttributeTypeAndValue{
+			{Type: oidOrganizationIdentifier, Value: "NTRNO-" + orgNumber},
+		},
+	}, nil
+}
+
+// keyCSR signs a certificate request with the chosen key.
+func (e *env) keyCSR(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("key csr takes no arguments, got %q", c.Args().First())
+	}
+	subject, err := csrSubject(c.String("org-number"), c.String("org-name"), c.String("common-name"), c.String("serial-number"))
+	if err != nil {
+		return err
+	}
+	s, err := e.openSigner(c)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject}, s)
+	if err != nil {
+		return withCode(exitToken, fmt.Errorf("signing the certificate request: %w", err))
+	}
+	return pem.Encode(e.stdout, &pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}

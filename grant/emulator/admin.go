@@ -1,0 +1,267 @@
+package emulator
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math/big"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The self-service ("selvbetjening") API, as Digdir serves it under
+// https://api.test.samarbeid.digdir.no/api/v1/: here only a client's keys,
+// GET, POST and DELETE on /api/v1/clients/{client_id}/jwks.
+const (
+	adminAPIPath = "/api/v1/"
+
+	// ScopeAdminRead is the scope a self-service token needs to read.
+	ScopeAdminRead = "idporten:dcr.read"
+	// ScopeAdminWrite is the scope a self-service token needs to change.
+	ScopeAdminWrite = "idporten:dcr.write"
+
+	// MaxClientKeys is how many keys Digdir lets a client have.
+	MaxClientKeys = 5
+)
+
+// privateJWKMembers are the JWK members of private or symmetric keys (RFC
+// 7518 section 6): a key set holding one is refused.
+var privateJWKMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+// clientJWKS is a client's key set as the self-service API keeps it.
+type clientJWKS struct {
+	keys    []map[string]any
+	created time.Time
+	updated time.Time
+}
+
+// AdminAPIURL returns the base URL of the emulated self-service API, with
+// its trailing slash, as mp-hsm admin's --admin-api takes it. The API
+// answers only when Config.AdminClient is set.
+func (s *Server) AdminAPIURL() string { return s.URL + adminAPIPath }
+
+// adminError answers with status and a JSON body
+// {"error": code, "error_description": detail}.
+func adminError(w http.ResponseWriter, status int, code, detail string) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": detail})
+}
+
+// serveClientJWKS serves GET, POST and DELETE on
+// /api/v1/clients/{id}/jwks, for a bearer token this emulator issued to
+// Config.AdminClient with the scope the method needs.
+func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.stats.AdminRequests++
+	s.mu.Unlock()
+	if s.cfg.AdminClient == "" {
+		adminError(w, http.StatusNotFound, "not_found", "the self-service API is not served: the emulator has no self-service client")
+		return
+	}
+	need := ScopeAdminWrite
+	switch r.Method {
+	case http.MethodGet:
+		need = ScopeAdminRead
+	case http.MethodPost, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		adminError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not served here")
+		return
+	}
+	claims, why := s.verifyAccessToken(r.Header.Get("Authorization"))
+	if why != "" {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		adminError(w, http.StatusUnauthorized, "invalid_token", "a Maskinporten access token is needed: "+why)
+		return
+	}
+	if claims["client_id"] != s.cfg.AdminClient {
+		adminError(w, http.StatusForbidden, "access_denied", "the token's client is not a self-service client")
+		return
+	}
+	scope, _ := claims["scope"].(string)
+	if !slices.Contains(strings.Fields(scope), need) {
+		adminError(w, http.StatusForbidden, "insufficient_scope", "the token lacks scope "+need)
+		return
+	}
+	admin, _ := s.client(s.cfg.AdminClient)
+	id := r.PathValue("id")
+	target, ok := s.client(id)
+	if !ok || target.OrgNumber != admin.OrgNumber {
+		adminError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no client %q in the organisation", id))
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		writeJSON(w, s.jwksOf(id, target).answer())
+	case http.MethodDelete:
+		s.setClientKeys(id, nil, nil)
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodPost:
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+		if err != nil {
+			adminError(w, http.StatusBadRequest, "invalid_request", "the body could not be read: "+err.Error())
+			return
+		}
+		keys, pubs, detail := parseClientJWKS(body)
+		if detail != "" {
+			adminError(w, http.StatusBadRequest, "invalid_request", detail)
+			return
+		}
+		writeJSON(w, s.setClientKeys(id, keys, pubs).answer())
+	}
+}
+
+// answer is the key set in the API's shape.
+func (j *clientJWKS) answer() map[string]any {
+	out := map[string]any{"keys": j.keys}
+	if j.keys == nil {
+		out["keys"] = []any{}
+	}
+	if !j.created.IsZero() {
+		out["created"] = j.created.UTC().Format(time.RFC3339)
+		out["last_updated"] = j.updated.UTC().Format(time.RFC3339)
+	}
+	return out
+}
+
+// jwksOf returns client id's key set, made from Client.Keys the first time.
+func (s *Server) jwksOf(id string, c Client) *clientJWKS {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j, ok := s.jwks[id]; ok {
+		return j
+	}
+	j := &clientJWKS{}
+	for _, kid := range slices.Sorted(maps.Keys(c.Keys)) {
+		if m := publicJWK(c.Keys[kid], kid); m != nil {
+			j.keys = append(j.keys, m)
+		}
+	}
+	if len(j.keys) > 0 {
+		j.created = s.now()
+		j.updated = j.created
+	}
+	s.jwks[id] = j
+	return j
+}
+
+// setClientKeys replaces client id's key set (keys nil: removes it) and the
+// keys kid grants may use, at once.
+func (s *Server) setClientKeys(id string, keys []map[string]any, pubs map[string]crypto.PublicKey) *clientJWKS {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := &clientJWKS{keys: keys}
+	if keys != nil {
+		j.created, j.updated = now, now
+		if old, ok := s.jwks[id]; ok && !old.created.IsZero() {
+			j.created = old.created
+		}
+	}
+	s.jwks[id] = j
+	c := s.clients[id]
+	c.Keys = pubs
+	if c.Keys == nil {
+		c.Keys = map[string]crypto.PublicKey{}
+	}
+	s.clients[id] = c
+	return j
+}
+
+// parseClientJWKS checks a posted key set as Digdir does: {"keys": [...]}
+// of 1 to MaxClientKeys public keys, each with a kid of its own and use
+// sig. It returns the keys, their public keys by kid, or why it refuses.
+func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey, string) {
+	var set struct {
+		Keys []map[string]any `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &set); err != nil {
+		return nil, nil, "the body is not a JWK set: " + err.Error()
+	}
+	switch n := len(set.Keys); {
+	case n == 0:
+		return nil, nil, "the JWK set is empty; to remove every key, DELETE the set"
+	case n > MaxClientKeys:
+		return nil, nil, fmt.Sprintf("%d keys: a client may have at most %d", n, MaxClientKeys)
+	}
+	pubs := map[string]crypto.PublicKey{}
+	for i, k := range set.Keys {
+		for _, m := range privateJWKMembers {
+			if _, ok := k[m]; ok {
+				return nil, nil, fmt.Sprintf("key %d has the private member %q: register public keys only", i, m)
+			}
+		}
+		kid, _ := k["kid"].(string)
+		if kid == "" {
+			return nil, nil, fmt.Sprintf("key %d has no kid", i)
+		}
+		if _, dup := pubs[kid]; dup {
+			return nil, nil, fmt.Sprintf("kid %q appears twice", kid)
+		}
+		if use, _ := k["use"].(string); use != "sig" {
+			return nil, nil, fmt.Sprintf("key %q: use must be \"sig\"", kid)
+		}
+		pub, why := jwkPublic(k)
+		if why != "" {
+			return nil, nil, fmt.Sprintf("key %q: %s", kid, why)
+		}
+		pubs[kid] = pub
+	}
+	return set.Keys, pubs, ""
+}
+
+// jwkPublic reads an RSA (2048 bits or more) or EC P-256 public JWK.
+func jwkPublic(k map[string]any) (crypto.PublicKey, string) {
+	num := func(name string) *big.Int {
+		s, _ := k[name].(string)
+		b, err := b64.DecodeString(s)
+		if err != nil || len(b) == 0 {
+			return nil
+		}
+		return new(big.Int).SetBytes(b)
+	}
+	switch k["kty"] {
+	case "RSA":
+		n, e := num("n"), num("e")
+		if n == nil || e == nil || !e.IsInt64() || e.Int64() < 3 {
+			return nil, "n and e must be base64url big-endian integers"
+		}
+		if n.BitLen() < 2048 {
+			return nil, fmt.Sprintf("an RSA key of %d bits; at least 2048", n.BitLen())
+		}
+		return &rsa.PublicKey{N: n, E: int(e.Int64())}, ""
+	case "EC":
+		x, y := num("x"), num("y")
+		if k["crv"] != "P-256" || x == nil || y == nil {
+			return nil, "an EC key must be crv P-256 with x and y"
+		}
+		pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+		if _, err := pub.ECDH(); err != nil {
+			return nil, "the point is not on P-256"
+		}
+		return pub, ""
+	}
+	return nil, fmt.Sprintf("kty %v: want RSA or EC", k["kty"])
+}
+
+// publicJWK is pub as a JWK with use sig and kid, or nil for a key type
+// the API does not show.
+func publicJWK(pub crypto.PublicKey, kid string) map[string]any {
+	switch p := pub.(type) {
+	case *rsa.PublicKey:
+		return map[string]any{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+			"n": b64.EncodeToString(p.N.Bytes()), "e": b64.EncodeToString(big.NewInt(int64(p.E)).Bytes())}
+	case *ecdsa.PublicKey:
+		return map[string]any{"kty": "EC", "use": "sig", "alg": "ES256", "kid": kid, "crv": "P-256",
+			"x": b64.EncodeToString(p.X.FillBytes(make([]byte, 32))), "y": b64.EncodeToString(p.Y.FillBytes(make([]byte, 32)))}
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package hsm
+
+import (
+	"crypto/x509"
+	"encoding/asn1"
+
+	"github.com/miekg/pkcs11"
+)
+
+// WriteCertificate writes cert onto the token as a public token object
+// (CKO_CERTIFICATE, CKC_X_509) with CKA_ID id and CKA_LABEL label, the
+// subject, issuer and serial number PKCS#11 asks for, and the DER value.
+// To sit beside a key, id must be the key's CKA_ID.
+//
+// Like GenerateKey, it needs a read-write token (ErrReadOnly) that is
+// logged in (ErrNotLoggedIn). When the same certificate is already on the
+// token it returns ErrObjectExists and writes nothing.
+func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string) error {
+	const op = "write certificate"
+	w, err := t.enterWrite(op)
+	if err != nil {
+		return err
+	}
+	defer t.leave()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	hs, err := t.findObjects([]*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	})
+	if err != nil {
+		return err
+	}
+	if len(hs) > 0 {
+		return &Error{Op: op, Kind: ErrObjectExists, Detail: "the certificate for " + cert.Subject.String() + " is already on the token"}
+	}
+	serial, err := asn1Integer(cert)
+	if err != nil {
+		return &Error{Op: op, Kind: ErrUnsupported, Detail: err.Error()}
+	}
+	temp := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SUBJECT, cert.RawSubject),
+		pkcs11.NewAttribute(pkcs11.CKA_ISSUER, cert.RawIssuer),
+		pkcs11.NewAttribute(pkcs11.CKA_SERIAL_NUMBER, serial),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	}
+	if len(id) > 0 {
+		temp = append(temp, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+	}
+	if label != "" {
+		temp = append(temp, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
+	}
+	_, err = w.CreateObject(t.loginSH, temp)
+	return wrap("C_CreateObject", err)
+}
+
+// asn1Integer returns the DER INTEGER of cert's serial number, the form of
+// CKA_SERIAL_NUMBER.
+func asn1Integer(cert *x509.Certificate) ([]byte, error) {
+	return asn1.Marshal(cert.SerialNumber)
+}
