@@ -54,8 +54,11 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	if label != "" {
 		temp = append(temp, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
 	}
-	_, err = w.CreateObject(t.loginSH, temp)
-	return wrap("C_CreateObject", err)
+	if _, err = w.CreateObject(t.loginSH, temp); err != nil {
+		return wrap("C_CreateObject", err)
+	}
+	t.certs = nil // the certificates read before are no longer all of them
+	return nil
 }
 
 // asn1Integer returns the DER INTEGER of cert's serial number, the form of
