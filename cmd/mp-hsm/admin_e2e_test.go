@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
-
-	"github.com/mp-hsm/mp-hsm/internal/testexec"
 
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -124,25 +120,9 @@ func TestE2EEmulateAdminAPI(t *testing.T) {
 	if err := os.WriteFile(root, fx.ca.RootPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := testexec.Command(t, 2*time.Minute, binary(t), "emulate", "--root", root, "--client-id", e2eClient,
+	em := startEmulate(t, binary(t), nil, "--root", root, "--client-id", e2eClient,
 		"--org-number", softhsm.DefaultOrgNumber, "--scope", e2eScopeRead, "--admin-client-id", e2eAdminClient)
-	cmd.Env = testexec.Env(t.TempDir())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testexec.Start(t, cmd)
-	line := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(out).ReadString('\n')
-		line <- strings.TrimSpace(l)
-	}()
-	var wk string
-	select {
-	case wk = <-line:
-	case <-time.After(20 * time.Second):
-		t.Fatal("emulate printed no metadata URL")
-	}
+	wk, p := em.wellKnown, em.proc
 	api := strings.TrimSuffix(wk, "/.well-known/oauth-authorization-server") + "/api/v1/"
 	env := fx.env(t, fx.card, "MP_HSM_TOKEN_LABEL=e2e-card", "MP_HSM_WELL_KNOWN="+wk, "MP_HSM_ADMIN_API="+api)
 	res := runCLI(t, env, "admin", "keys", "list", "--client-id", e2eClient, "--admin-client-id", e2eAdminClient)
@@ -156,7 +136,7 @@ func TestE2EEmulateAdminAPI(t *testing.T) {
 	e2eWantOK(t, res)
 	res = runCLI(t, env, "token", "--client-id", e2eClient, "--scope", e2eScopeRead, "--kid", "card-1")
 	e2eWantOK(t, res)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Err(); err != nil {

@@ -1192,29 +1192,9 @@ func TestE2EEmulateCommand(t *testing.T) {
 	if err := os.WriteFile(root, fx.ca.RootPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := testexec.Command(t, 2*time.Minute, binary(t), "emulate", "--root", root, "--client-id", e2eClient, "--scope", e2eScopeRead)
-	cmd.Env = testexec.Env(t.TempDir(), "MP_HSM_EMULATE_ORG_NUMBER="+softhsm.DefaultOrgNumber, "MP_HSM_EMULATE_FAIL_NEXT=1")
-	var stderr testexec.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testexec.Start(t, cmd)
-	line := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(out).ReadString('\n')
-		line <- strings.TrimSpace(l)
-	}()
-	var wk string
-	select {
-	case wk = <-line:
-	case <-time.After(20 * time.Second):
-		t.Fatal("emulate printed no metadata URL")
-	}
-	if !strings.HasPrefix(wk, "http://127.0.0.1:") || !strings.HasSuffix(wk, "/.well-known/oauth-authorization-server") {
-		t.Fatalf("emulate printed %q, want its metadata URL", wk)
-	}
+	em := startEmulate(t, binary(t), []string{"MP_HSM_EMULATE_ORG_NUMBER=" + softhsm.DefaultOrgNumber, "MP_HSM_EMULATE_FAIL_NEXT=1"},
+		"--root", root, "--client-id", e2eClient, "--scope", e2eScopeRead)
+	wk, cmd, p, stderr := em.wellKnown, em.proc.Cmd, em.proc, em.stderr
 
 	// The first request meets the injected 503; the retry gets a token.
 	res := runCLI(t, fx.env(t, fx.card), "token", "--token-label", "e2e-card", "--client-id", e2eClient, "--scope", e2eScopeRead, "--well-known", wk)
@@ -1256,4 +1236,43 @@ func BenchmarkTokenCommand(b *testing.B) {
 		maxRSS = max(maxRSS, res.maxRSSKiB)
 	}
 	b.ReportMetric(float64(maxRSS), "maxrss-KiB")
+}
+
+// emulateProc is `mp-hsm emulate` run by a test: its metadata URL, the
+// process and its stderr.
+type emulateProc struct {
+	wellKnown string
+	proc      *testexec.Proc
+	stderr    *testexec.Buffer
+}
+
+// startEmulate runs bin's `emulate` with args in env (as testexec.Env
+// gives it) and waits for the metadata URL it prints first; the test fails
+// if none comes within 20 seconds. The process is stopped when the test
+// ends.
+func startEmulate(t *testing.T, bin string, env []string, args ...string) *emulateProc {
+	t.Helper()
+	cmd := testexec.Command(t, 2*time.Minute, bin, append([]string{"emulate"}, args...)...)
+	cmd.Env = testexec.Env(t.TempDir(), env...)
+	e := &emulateProc{stderr: &testexec.Buffer{}}
+	cmd.Stderr = e.stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proc = testexec.Start(t, cmd)
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(out).ReadString('\n')
+		line <- strings.TrimSpace(l)
+	}()
+	select {
+	case e.wellKnown = <-line:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("emulate printed no metadata URL; stderr: %s", e.stderr)
+	}
+	if !strings.HasPrefix(e.wellKnown, "http://127.0.0.1:") || !strings.HasSuffix(e.wellKnown, "/.well-known/oauth-authorization-server") {
+		t.Fatalf("emulate printed %q, want its metadata URL", e.wellKnown)
+	}
+	return e
 }

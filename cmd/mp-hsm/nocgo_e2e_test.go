@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -101,29 +100,9 @@ func TestE2ENoCgo(t *testing.T) {
 	}
 
 	// The emulator of the same binary.
-	em := testexec.Command(t, 2*time.Minute, bin, "emulate", "--root", root, "--client-id", "nocgo-client", "--scope", "nocgo:read")
-	em.Env = testexec.Env(t.TempDir(), "MP_HSM_EMULATE_ORG_NUMBER="+softhsm.DefaultOrgNumber)
-	var emErr testexec.Buffer
-	em.Stderr = &emErr
-	out, err := em.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testexec.Start(t, em)
-	line := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(out).ReadString('\n')
-		line <- strings.TrimSpace(l)
-	}()
-	var wk string
-	select {
-	case wk = <-line:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("emulate printed no metadata URL; stderr: %s", emErr.String())
-	}
-	if !strings.HasSuffix(wk, "/.well-known/oauth-authorization-server") {
-		t.Fatalf("emulate printed %q, want its metadata URL", wk)
-	}
+	emu := startEmulate(t, bin, []string{"MP_HSM_EMULATE_ORG_NUMBER=" + softhsm.DefaultOrgNumber},
+		"--root", root, "--client-id", "nocgo-client", "--scope", "nocgo:read")
+	wk, p, emErr := emu.wellKnown, emu.proc, emu.stderr
 
 	p12Env := []string{"MP_HSM_P12_PASSWORD=" + password}
 	tokenArgs := []string{"--client-id", "nocgo-client", "--scope", "nocgo:read", "--well-known", wk}
@@ -197,7 +176,7 @@ func TestE2ENoCgo(t *testing.T) {
 		t.Errorf("doctor without --p12: want the module check failing with exit 2, got %v", res)
 	}
 
-	if err := em.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Err(); err != nil {
