@@ -19,18 +19,7 @@ const e2eAdminClient = "e2e-admin"
 // self-service API, uses it, and retires the old one.
 func TestE2EAdminKeys(t *testing.T) {
 	t.Parallel()
-	fx := e2e(t)
-	cfg := fx.emulatorConfig(t)
-	cfg.AdminClient = e2eAdminClient
-	cfg.Clients = append(cfg.Clients, emulator.Client{ID: e2eAdminClient, OrgNumber: softhsm.DefaultOrgNumber,
-		Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
-	srv := emulator.NewTest(t, cfg)
-	env := fx.env(t, fx.card, "MP_HSM_TOKEN_LABEL=e2e-card", "MP_HSM_ADMIN_CLIENT_ID="+e2eAdminClient,
-		"MP_HSM_ADMIN_API="+srv.AdminAPIURL(), "MP_HSM_WELL_KNOWN="+srv.MetadataURL())
-	old, err := signer.Thumbprint(fx.cardPub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, srv, env, old := adminFixture(t)
 	list := func() keySetJSON {
 		t.Helper()
 		res := runCLI(t, env, "admin", "keys", "list", "--client-id", e2eClient, "--output", "json")
@@ -148,18 +137,7 @@ func TestE2EEmulateAdminAPI(t *testing.T) {
 // what a failed proof leaves behind.
 func TestE2EAdminRotate(t *testing.T) {
 	t.Parallel()
-	fx := e2e(t)
-	cfg := fx.emulatorConfig(t)
-	cfg.AdminClient = e2eAdminClient
-	cfg.Clients = append(cfg.Clients, emulator.Client{ID: e2eAdminClient, OrgNumber: softhsm.DefaultOrgNumber,
-		Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
-	srv := emulator.NewTest(t, cfg)
-	env := fx.env(t, fx.card, "MP_HSM_TOKEN_LABEL=e2e-card", "MP_HSM_ADMIN_CLIENT_ID="+e2eAdminClient,
-		"MP_HSM_ADMIN_API="+srv.AdminAPIURL(), "MP_HSM_WELL_KNOWN="+srv.MetadataURL())
-	old, err := signer.Thumbprint(fx.cardPub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, srv, env, old := adminFixture(t)
 	kids := func() string {
 		t.Helper()
 		res := runCLI(t, env, "admin", "keys", "list", "--client-id", e2eClient, "--output", "json")
@@ -233,4 +211,25 @@ func TestE2EDoctorRegisteredKey(t *testing.T) {
 	if strings.Contains(res.stdout, "registered-key") {
 		t.Errorf("registered-key ran without --admin-client-id:\n%s", res.stdout)
 	}
+}
+
+// adminFixture is the setup of the admin tests: the e2e tokens, an
+// emulator that also serves the self-service API to e2eAdminClient, the
+// environment that points the binary at both with the card's key, and the
+// card key's registered kid (its thumbprint).
+func adminFixture(t *testing.T) (*e2eFixture, *emulator.Server, []string, string) {
+	t.Helper()
+	fx := e2e(t)
+	cfg := fx.emulatorConfig(t)
+	cfg.AdminClient = e2eAdminClient
+	cfg.Clients = append(cfg.Clients, emulator.Client{ID: e2eAdminClient, OrgNumber: softhsm.DefaultOrgNumber,
+		Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
+	srv := emulator.NewTest(t, cfg)
+	env := fx.env(t, fx.card, "MP_HSM_TOKEN_LABEL=e2e-card", "MP_HSM_ADMIN_CLIENT_ID="+e2eAdminClient,
+		"MP_HSM_ADMIN_API="+srv.AdminAPIURL(), "MP_HSM_WELL_KNOWN="+srv.MetadataURL())
+	old, err := signer.Thumbprint(fx.cardPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fx, srv, env, old
 }

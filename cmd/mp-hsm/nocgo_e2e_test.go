@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/mp-hsm/mp-hsm/internal/testexec"
 	"github.com/mp-hsm/mp-hsm/softhsm"
@@ -73,28 +68,10 @@ func TestE2ENoCgo(t *testing.T) {
 	}
 
 	// A soft enterprise certificate from the test PKI.
-	ca, err := softhsm.NewCA(softhsm.EnvTest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.IssueLeaf(&key.PublicKey, softhsm.LeafOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const password = "nocgo-p12-password"
-	data, err := pkcs12.Modern.Encode(key, leaf, []*x509.Certificate{ca.Intermediate}, password)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, _, p12 := softP12(t, password)
 	dir := t.TempDir()
-	p12, root := filepath.Join(dir, "soft.p12"), filepath.Join(dir, "root.pem")
-	if err := os.WriteFile(p12, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	root := filepath.Join(dir, "root.pem")
 	if err := os.WriteFile(root, ca.RootPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -19,28 +19,8 @@ import (
 // TestE2EP12 gets a token with a soft enterprise certificate (PKCS#12)
 // instead of a token, and refuses a wrong password with exit 3.
 func TestE2EP12(t *testing.T) {
-	ca, err := softhsm.NewCA(softhsm.EnvTest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.IssueLeaf(&key.PublicKey, softhsm.LeafOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const password = "p12-sentinel-password"
-	data, err := pkcs12.Modern.Encode(key, leaf, []*x509.Certificate{ca.Intermediate}, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	p12 := filepath.Join(dir, "soft.p12")
-	if err := os.WriteFile(p12, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca, key, p12 := softP12(t, password)
 	srv := emulator.NewTest(t, emulator.Config{
 		Roots: []*x509.Certificate{ca.Root},
 		Clients: []emulator.Client{{ID: "p12-client", OrgNumber: softhsm.DefaultOrgNumber, Scopes: []string{"p12:read"}},
@@ -72,4 +52,31 @@ func TestE2EP12(t *testing.T) {
 	if strings.Contains(res.stderr+res.stdout, password) {
 		t.Fatal("the PKCS#12 password appears in the output")
 	}
+}
+
+// softP12 writes a soft enterprise certificate from a new test PKI to a
+// PKCS#12 file under password, and returns the CA, the key and the path.
+func softP12(t *testing.T, password string) (*softhsm.CA, *rsa.PrivateKey, string) {
+	t.Helper()
+	ca, err := softhsm.NewCA(softhsm.EnvTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.IssueLeaf(&key.PublicKey, softhsm.LeafOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := pkcs12.Modern.Encode(key, leaf, []*x509.Certificate{ca.Intermediate}, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p12 := filepath.Join(t.TempDir(), "soft.p12")
+	if err := os.WriteFile(p12, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ca, key, p12
 }
