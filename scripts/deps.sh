@@ -2,7 +2,8 @@
 # Installs the system packages that mp-hsm's tests, demo and benchmarks use,
 # and nothing else: each line of NEEDS below names a file or command, the
 # Debian package that provides it and what uses it. Run by make test, make
-# deb, make demo and make bench. As root on a Debian-like system it installs what is
+# demo and make bench; `deps.sh deb` (make deb) adds the lines of DEB_NEEDS:
+# the arm64 cross compiler and lintian, which make test does not use. As root on a Debian-like system it installs what is
 # missing (without recommended packages) and says what; otherwise it says the
 # one command to run and fails.
 set -euo pipefail
@@ -19,14 +20,19 @@ NEEDS=(
   "/usr/lib/$arch/opensc-pkcs11.so|opensc-pkcs11|the default-module test (OpenSC with no card)"
   "openssl|openssl|signer tests: a PKCS#12 file written by openssl"
   "/usr/include/p11-kit-1/p11-kit/pkcs11.h|libp11-kit-dev|internal/p11shim: the test module built with gcc"
-  "aarch64-linux-gnu-gcc|gcc-aarch64-linux-gnu|make deb: the arm64 binary (cgo)"
-  "/usr/aarch64-linux-gnu/include/stdlib.h|libc6-dev-arm64-cross|make deb: the arm64 C library"
   "dpkg-buildflags|dpkg-dev|make deb: Debian's hardening flags; dpkg-shlibdeps in the packaging test"
-  "lintian|lintian|make deb: checks both packages"
-  "qemu-aarch64-static|qemu-user-static|packaging test: runs the arm64 binary"
   "systemd-analyze|systemd|packaging test: verifies the units, applies sysusers.d and tmpfiles.d"
   "man|man-db|packaging test: man -l of the man pages"
 )
+
+# Only for make deb (both architectures, lintian, the arm64 package test).
+DEB_NEEDS=(
+  "aarch64-linux-gnu-gcc|gcc-aarch64-linux-gnu|make deb: the arm64 binary (cgo)"
+  "/usr/aarch64-linux-gnu/include/stdlib.h|libc6-dev-arm64-cross|make deb: the arm64 C library"
+  "lintian|lintian|make deb: checks both packages"
+  "qemu-aarch64-static|qemu-user-static|make deb's packaging test: runs the arm64 binary"
+)
+[[ ${1:-} == deb ]] && NEEDS+=("${DEB_NEEDS[@]}")
 
 missing=() why=()
 for need in "${NEEDS[@]}"; do
