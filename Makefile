@@ -41,13 +41,13 @@ PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect .
 # first the promise that only PKCS#11 needs cgo: the pure packages vet and
 # test with CGO_ENABLED=0, and the command builds so. The package from
 # test-deb is unpacked and run by packaging/, which builds it once more and
-# compares the bytes.
+# compares the bytes. bench/ (its own module, with gonum/plot) is vetted
+# and tested by make bench.
 test: deps test-deb
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet $(PURE)
 	CGO_ENABLED=0 $(GO) test -count=1 $(PURE)
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/mp-hsm
-	cd bench && $(GO) vet ./... && $(GO) test -count=1 ./...
 	MP_HSM_DEB_DIR=$(CURDIR)/dist MP_HSM_DEB_ARCHES="$(TEST_DEB_ARCHES)" $(GO) test -race -count=1 -timeout 9m ./...
 
 clean:

@@ -29,6 +29,11 @@ mkdir -p "$out"
 rm -f "$raw" "$out/load.json" "$out/calls.txt"
 start=$(date +%s)
 
+# The report's own module (gonum/plot: too heavy to compile in make test)
+# is vetted and tested before it is trusted with the figures.
+echo "== vetting and testing bench/ (the load generator and the report)"
+(cd bench && go vet ./... && go test -count=1 ./...)
+
 echo "== building mp-hsm and provisioning a SoftHSM2 store in $out/store"
 go build -o "$out/mp-hsm" ./cmd/mp-hsm
 go run ./softhsm/cmd/provision -dir "$out/store" >/dev/null
