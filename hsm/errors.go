@@ -212,6 +212,11 @@ type SelectionError struct {
 	Candidates []string
 	Tokens     []Slot    // for token errors: the slots considered
 	Keys       []KeyInfo // for key errors: the keys considered
+	// ModuleOutput is what the module wrote on standard error while it
+	// loaded, held back by OpenOptions.HoldLoadOutput, for errors that
+	// found no token: it may say why (a module that could not reach its
+	// device). Error does not include it; show it beside the error.
+	ModuleOutput string
 }
 
 // Error lists the candidates on the same line.

@@ -42,6 +42,9 @@ type library struct {
 	ctx      *pkcs11.Ctx
 	refs     int
 	finalize bool // we initialised it, so we finalise it
+	// loadOutput is what the module wrote on standard error while it
+	// loaded, when OpenWith held it back.
+	loadOutput string
 }
 
 var (
@@ -106,6 +109,10 @@ type Module struct {
 // A missing file gives ErrModuleNotFound; a file that cannot be loaded as a
 // PKCS#11 module gives ErrNotModule.
 func Open(path string) (*Module, error) {
+	return open(path, OpenOptions{})
+}
+
+func open(path string, o OpenOptions) (*Module, error) {
 	if path == "" {
 		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: "no module path given"}
 	}
@@ -127,17 +134,33 @@ func Open(path string) (*Module, error) {
 	defer libMu.Unlock()
 	lib := libraries[abs]
 	if lib == nil {
-		ctx := pkcs11.New(abs)
+		var ctx *pkcs11.Ctx
+		var initErr error
+		load := func() {
+			if ctx = pkcs11.New(abs); ctx != nil {
+				initErr = ctx.Initialize()
+			}
+		}
+		var held string
+		if o.HoldLoadOutput {
+			held = holdStderr(load)
+		} else {
+			load()
+		}
 		if ctx == nil {
 			return nil, &Error{Op: "open module", Kind: ErrNotModule,
 				Detail: fmt.Sprintf("%s could not be loaded or has no C_GetFunctionList", abs)}
 		}
-		lib = &library{path: abs, ctx: ctx, finalize: true}
-		if err := ctx.Initialize(); err != nil {
+		lib = &library{path: abs, ctx: ctx, finalize: true, loadOutput: held}
+		if err := initErr; err != nil {
 			if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 				lib.finalize = false
 			} else {
 				ctx.Destroy()
+				if held != "" {
+					// The module failed: what it wrote may say why.
+					fmt.Fprintln(os.Stderr, held)
+				}
 				return nil, wrap("C_Initialize "+abs, err)
 			}
 		}

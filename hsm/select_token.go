@@ -155,6 +155,11 @@ func describeTokens(slots []Slot) []string {
 // Slots reads them. Only when no single token matches does it read the
 // slots' information too, to explain the error.
 func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
+	s, err := m.findSlot(sel)
+	return s, m.withLoadOutput(err)
+}
+
+func (m *Module) findSlot(sel TokenSelector) (Slot, error) {
 	if err := m.enter("find slot"); err != nil {
 		return Slot{}, err
 	}

@@ -36,6 +36,10 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	ks := &keySetup{}
 	cfg := &ks.cfg
 	cfg.Logger = e.log
+	// A command that asked for a token shows what modules write while
+	// they load (p11-kit's proxy loads every registered one) only if no
+	// token is found; serve, which logs, turns this off.
+	cfg.ModuleOptions.HoldLoadOutput = true
 	if raw := c.String("key"); raw != "" {
 		u, err := pkcs11uri.Parse(raw)
 		if err != nil {
@@ -200,4 +204,14 @@ func (e *env) explainKeyError(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w\npick one with: %s", err, strings.Join(hints, "; "))
+}
+
+// moduleOutputOf returns what the module wrote while it loaded, held back
+// and kept in a selection error that found no token.
+func moduleOutputOf(err error) string {
+	var se *hsm.SelectionError
+	if errors.As(err, &se) {
+		return se.ModuleOutput
+	}
+	return ""
 }

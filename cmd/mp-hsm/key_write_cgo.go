@@ -37,7 +37,7 @@ func (e *env) openWritable(c *cli.Context) (*writableToken, error) {
 		return nil, err
 	}
 	cfg := ks.cfg
-	mod, err := hsm.Open(cfg.Module)
+	mod, err := hsm.OpenWith(cfg.Module, cfg.ModuleOptions)
 	if err != nil {
 		return nil, withCode(exitToken, err)
 	}

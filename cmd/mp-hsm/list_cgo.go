@@ -91,7 +91,7 @@ func (e *env) list(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := hsm.Open(ks.cfg.Module)
+	m, err := hsm.OpenWith(ks.cfg.Module, ks.cfg.ModuleOptions)
 	if err != nil {
 		return err
 	}
@@ -115,10 +115,23 @@ func (e *env) list(c *cli.Context) error {
 		}
 		res.Slots = append(res.Slots, ls)
 	}
+	if !res.hasToken() {
+		e.showLoadOutput(m.LoadOutput())
+	}
 	if out == "json" {
 		return writeJSON(e.stdout, res)
 	}
 	return e.printList(res)
+}
+
+// hasToken reports whether the listing shows a token.
+func (l listOutput) hasToken() bool {
+	for _, s := range l.Slots {
+		if s.Token != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func matchesToken(sel hsm.TokenSelector, s hsm.Slot) bool {

@@ -91,7 +91,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		msg += "\n(see mp-hsm --help)"
 	}
 	fmt.Fprintf(stderr, "mp-hsm: %s\n", msg)
+	e.showLoadOutput(moduleOutputOf(err))
 	return code
+}
+
+// showLoadOutput shows what modules wrote on standard error while they
+// loaded, held back (hsm.OpenOptions.HoldLoadOutput) because it is noise
+// while the token is found, and shown when none is, as it may say why.
+func (e *env) showLoadOutput(out string) {
+	if out == "" {
+		return
+	}
+	fmt.Fprintf(e.stderr, "mp-hsm: while the module loaded, it (or a module p11-kit's proxy loaded) wrote:\n%s\n", out)
 }
 
 func newApp(e *env) *cli.App {

@@ -33,6 +33,28 @@ func TestE2EProgramNameForP11Kit(t *testing.T) {
 	}
 }
 
+// TestE2EModuleOutputHeldUnlessNoToken: what a module writes on stderr
+// while it loads (the shim, standing for tpm2-pkcs11 behind p11-kit's
+// proxy) is not shown when the token asked for is found, and is shown after
+// the error when none is, since it may say why.
+func TestE2EModuleOutputHeldUnlessNoToken(t *testing.T) {
+	t.Parallel()
+	fx := e2e(t)
+	const noise = "p11shim: ERROR: Could not initialize tpm ctx: 0x5"
+	env, _ := e2eShim(t, fx, p11shim.Options{Noise: noise})
+	res := runCLI(t, env, "list")
+	if res.code != 0 || strings.Contains(res.stderr, noise) {
+		t.Errorf("list with tokens found: want exit 0 and nothing the module wrote on loading:\n%s", res)
+	}
+	res = runCLI(t, env, "list", "--token-label", "no-such-token")
+	if res.code != 0 || !strings.Contains(res.stderr, "while the module loaded") || !strings.Contains(res.stderr, noise) {
+		t.Errorf("list that shows no token: want exit 0 and what the module wrote on loading:\n%s", res)
+	}
+	res = runCLI(t, env, "token", "--token-label", "no-such-token", "--client-id", e2eClient, "--scope", e2eScopeRead,
+		"--well-known", "http://127.0.0.1:9/.well-known/oauth-authorization-server")
+	e2eWantFail(t, res, exitToken, "no-such-token", "while the module loaded", noise)
+}
+
 // TestE2EP11KitDisableIn: a module registered with p11-kit that writes
 // errors on stderr (the shim, standing for tpm2-pkcs11) is heard through
 // p11-kit's proxy until its module file says "disable-in: mp-hsm", as the
@@ -68,7 +90,10 @@ func TestE2EP11KitDisableIn(t *testing.T) {
 		}
 		env := fx.env(t, fx.card, append(p11shim.Options{Real: fx.card.Module, Noise: noise}.Env(),
 			"HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "MP_HSM_MODULE="+proxy, "MP_HSM_PIN")...)
-		res := runCLI(t, env, "list")
+		// A label no module has: what the modules wrote on loading is
+		// shown (TestE2EModuleOutputHeldUnlessNoToken), so it is heard if
+		// p11-kit loaded the noisy module.
+		res := runCLI(t, env, "list", "--token-label", "no-such-token")
 		if heard := strings.Contains(res.stderr, noise); heard != tc.heard {
 			t.Errorf("module file %q: the noisy module heard %v, want %v:\n%s", tc.options, heard, tc.heard, res)
 		}

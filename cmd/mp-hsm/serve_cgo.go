@@ -25,6 +25,7 @@ func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer,
 		return nil, nil, err
 	}
 	sc := ks.cfg
+	sc.ModuleOptions.HoldLoadOutput = false // a daemon logs: what modules write goes with it
 	if sc.PIN == nil && sc.Login.Prompt != nil {
 		sc.Login.Prompt = e.rememberedPrompt(sc.Login.Prompt)
 	}

@@ -139,7 +139,7 @@ func (c *Checks) checkModule(report func(doctor.Result)) {
 		report(failed(check, err, ModuleHint))
 		return
 	}
-	m, err := hsm.Open(path)
+	m, err := hsm.OpenWith(path, c.Config.ModuleOptions)
 	if err != nil {
 		report(failed(check, err, ModuleHint))
 		return

@@ -161,6 +161,11 @@ type Config struct {
 	Login hsm.LoginOptions
 	// Session tunes the token's sessions.
 	Session hsm.TokenOptions
+
+	// ModuleOptions are the options the module is loaded with
+	// (hsm.OpenWith): HoldLoadOutput keeps what modules write on loading
+	// out of the way unless no token matches.
+	ModuleOptions hsm.OpenOptions
 	// ExtraChain completes the chain (see Options).
 	ExtraChain []*x509.Certificate
 	// Logger receives warnings (such as a low PIN count); nil discards.
@@ -194,7 +199,7 @@ func Open(cfg Config) (*TokenSigner, error) {
 	if err != nil {
 		return nil, err
 	}
-	mod, err := hsm.Open(path)
+	mod, err := hsm.OpenWith(path, cfg.ModuleOptions)
 	if err != nil {
 		return nil, err
 	}
