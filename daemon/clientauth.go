@@ -22,13 +22,25 @@ const (
 // HTTP Basic there are up to two candidates for the id and for the
 // secret: the values form-decoded, as RFC 6749 section 2.3.1 says a client
 // sends them, and the raw values, as many libraries send them (Python's
-// requests-oauthlib and authlib, Java's google-oauth-client). A raw value
-// that does not decode, or decodes to itself, is one candidate.
+// requests-oauthlib and authlib). A raw value that does not decode, or
+// decodes to itself, is one candidate. In the form, each is the one
+// value given; repeated says one was given more than once.
 type credentials struct {
-	method  authMethod
-	ids     []string
-	secrets []string
+	method   authMethod
+	ids      candidates
+	secrets  candidates
+	repeated bool
 }
+
+// candidates are the values one credential may stand for, without
+// allocating.
+type candidates struct {
+	v [2]string
+	n int
+}
+
+// list returns the candidates.
+func (c *candidates) list() []string { return c.v[:c.n] }
 
 // presentedCredentials returns the credentials r and its form present. A
 // request that uses two methods (HTTP Basic, and client_secret or another
@@ -38,18 +50,26 @@ type credentials struct {
 func presentedCredentials(r *http.Request, form url.Values) (credentials, *oauthError) {
 	id, secret, basic := r.BasicAuth()
 	if !basic {
-		if !form.Has("client_id") && !form.Has("client_secret") {
+		ids, secrets := form["client_id"], form["client_secret"]
+		if len(ids) == 0 && len(secrets) == 0 {
 			return credentials{method: authNone}, nil
 		}
-		return credentials{method: authPost, ids: form["client_id"], secrets: form["client_secret"]}, nil
+		c := credentials{method: authPost, repeated: len(ids) > 1 || len(secrets) > 1}
+		if len(ids) > 0 {
+			c.ids = candidates{v: [2]string{ids[0]}, n: 1}
+		}
+		if len(secrets) > 0 {
+			c.secrets = candidates{v: [2]string{secrets[0]}, n: 1}
+		}
+		return c, nil
 	}
-	c := credentials{method: authBasic, ids: candidates(id), secrets: candidates(secret)}
+	c := credentials{method: authBasic, ids: decodedAndRaw(id), secrets: decodedAndRaw(secret)}
 	if form.Has("client_secret") {
 		return c, badRequest(errInvalidRequest,
 			"the request authenticates twice, with HTTP Basic and client_secret in the body: use one method only (RFC 6749 section 2.3)")
 	}
 	for _, fid := range form["client_id"] {
-		if !anyEqual(c.ids, fid) {
+		if fid != c.ids.v[0] && (c.ids.n < 2 || fid != c.ids.v[1]) {
 			return c, badRequest(errInvalidRequest,
 				"the client_id in the body differs from the HTTP Basic user: use one method only (RFC 6749 section 2.3)")
 		}
@@ -57,25 +77,14 @@ func presentedCredentials(r *http.Request, form url.Values) (credentials, *oauth
 	return c, nil
 }
 
-// candidates returns v form-decoded and v as it came, once if they are
+// decodedAndRaw returns v form-decoded and v as it came, once if they are
 // the same or v does not decode.
-func candidates(v string) []string {
+func decodedAndRaw(v string) candidates {
 	d, err := url.QueryUnescape(v)
 	if err != nil || d == v {
-		return []string{v}
+		return candidates{v: [2]string{v}, n: 1}
 	}
-	return []string{d, v}
-}
-
-// anyEqual reports whether v is one of vs. It is for ids, which are not
-// secret.
-func anyEqual(vs []string, v string) bool {
-	for _, x := range vs {
-		if x == v {
-			return true
-		}
-	}
-	return false
+	return candidates{v: [2]string{d, v}, n: 2}
 }
 
 // matchesHash reports whether one of the candidates hashes (SHA-256) to
@@ -102,17 +111,14 @@ func onUnixSocket(r *http.Request) bool {
 // connect); on TCP with the daemon's client id and secret, by either
 // method. Repeated client_id or client_secret parameters authenticate
 // nothing.
-func (s *Server) authorized(r *http.Request, c credentials, st *settings) bool {
+func (s *Server) authorized(r *http.Request, c *credentials, st *settings) bool {
 	if onUnixSocket(r) {
 		return true
 	}
-	if st.cfg.ClientSecret == "" || c.method == authNone || len(c.ids) == 0 || len(c.secrets) == 0 {
+	if st.cfg.ClientSecret == "" || c.method == authNone || c.repeated || c.ids.n == 0 || c.secrets.n == 0 {
 		return false
 	}
-	if c.method == authPost && (len(c.ids) != 1 || len(c.secrets) != 1) {
-		return false
-	}
-	okID := matchesHash(c.ids, &st.idHash)
-	okSecret := matchesHash(c.secrets, &st.secretHash)
+	okID := matchesHash(c.ids.list(), &st.idHash)
+	okSecret := matchesHash(c.secrets.list(), &st.secretHash)
 	return okID && okSecret
 }

@@ -103,7 +103,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, twice)
 		return
 	}
-	if !s.authorized(r, creds, st) {
+	if !s.authorized(r, &creds, st) {
 		s.authFailed(r, form)
 		w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
 		s.fail(w, &oauthError{status: http.StatusUnauthorized, code: errInvalidClient,
