@@ -261,17 +261,17 @@ func nodeModules(t *testing.T, npm string) string {
 		h.Write(b)
 	}
 	base, err := os.UserCacheDir()
-	if err != nil {
+	if err == nil {
+		base = filepath.Join(base, "mp-hsm-test")
+		err = os.MkdirAll(base, 0o755)
+	}
+	if err != nil { // no cache directory: install for this run only
 		base = t.TempDir()
 	}
-	base = filepath.Join(base, "mp-hsm-test")
 	dir := filepath.Join(base, "node-"+hex.EncodeToString(h.Sum(nil))[:16])
 	const done = ".mp-hsm-installed"
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", done)); err == nil {
 		return filepath.Join(dir, "node_modules")
-	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
 	}
 	tmp, err := os.MkdirTemp(base, "installing-")
 	if err != nil {
@@ -284,7 +284,7 @@ func nodeModules(t *testing.T, npm string) string {
 			t.Fatal(err)
 		}
 	}
-	cmd := testexec.Command(t, 3*time.Minute, npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=warn")
+	cmd := testexec.Command(t, 3*time.Minute, npm, "ci", "--ignore-scripts", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=warn")
 	cmd.Dir = tmp
 	cmd.Env = testexec.Env(tmp, "npm_config_cache="+filepath.Join(base, "npm-cache"), "npm_config_update_notifier=false")
 	res := testexec.Run(t, cmd)
