@@ -240,7 +240,7 @@ func nodeTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		need(t, "%s is not installed (Node.js 20 or later; make deps installs npm)", name)
+		need(t, "%s is not installed (Node.js 20 or later; apt-get install nodejs npm, or make deps)", name)
 	}
 	return p
 }

@@ -11,9 +11,16 @@
 //
 // Prints one JSON line per library and method: the library's version, the
 // token's type and lifetime, what discovery found, and the resource
-// server's status and answer, or the error.
+// server's status and answer, or the error. Exits 77 on a Node older than
+// 20.
 import { createRequire } from 'node:module';
 import path from 'node:path';
+
+// openid-client 6 needs Node 20 or later (fetch and WebCrypto as globals).
+if (Number(process.versions.node.split('.')[0]) < 20) {
+  console.error(`Node ${process.versions.node} is too old: openid-client needs Node 20 or later`);
+  process.exit(77);
+}
 
 const { ISSUER, CLIENT_ID, CLIENT_SECRET, SCOPE, RESOURCE_URL, NODE_PATH } = process.env;
 // The modules are installed outside this directory; resolve them there.
