@@ -89,9 +89,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The client is authenticated before the body's type and content are
-	// judged (RFC 6749 section 5.2: an unauthenticated caller learns only
-	// invalid_client). A body that is not a form holds no credentials;
-	// one that does not parse still gives what it holds before the fault.
+	// judged, so that a caller without the right credentials learns only
+	// invalid_client (RFC 6749 section 5.2). A body that is not a form
+	// holds no credentials; a form with a fault still gives what it holds.
 	isFormBody := isForm(r.Header.Get("Content-Type"))
 	var form url.Values
 	var formErr error
