@@ -452,8 +452,8 @@ func TestMaskinportenFailures(t *testing.T) {
 	f.emu.FailNext(3, http.StatusServiceUnavailable)
 	a := f.post(scopeForm("test:read"))
 	wantError(t, a, http.StatusServiceUnavailable, "temporarily_unavailable")
-	if a.Header.Get("Retry-After") == "" {
-		t.Fatal("no Retry-After")
+	if ra := a.Header.Get("Retry-After"); ra != "1" { // the emulator's, as Maskinporten's
+		t.Fatalf("Retry-After %q, want Maskinporten's 1", ra)
 	}
 	wantToken(t, f.post(scopeForm("test:read"))) // recovered; not cached as a failure
 
@@ -466,10 +466,13 @@ func TestMaskinportenFailures(t *testing.T) {
 	if f.emu.Stats().TokenRequests != before {
 		t.Fatal("a refusal was not remembered: Maskinporten asked again at once")
 	}
-	// consumer_org that did not delegate: 403 from Maskinporten, passed on.
+	// consumer_org that did not delegate: Maskinporten's 403 MP-251 is
+	// RFC 6749's invalid_scope (400), its code and text kept.
 	a = f.post(scopeForm("test:read", "consumer_org", "910000039"))
-	if a.Status != http.StatusForbidden || a.Error == "" {
-		t.Fatalf("undelegated consumer_org: %s, want 403", describe(a))
+	wantError(t, a, http.StatusBadRequest, "invalid_scope")
+	if !strings.Contains(a.Description, "HTTP 403 access_denied") || !strings.Contains(a.Description, "MP-251") ||
+		!strings.Contains(a.Description, "has not delegated access") {
+		t.Fatalf("undelegated consumer_org: %s, want Maskinporten's 403, MP-251 and its text", describe(a))
 	}
 }
 

@@ -60,11 +60,14 @@
 //	GET  /healthz   200 while the process runs
 //	GET  /readyz    200 when logged in and able to sign, else 503 and the reason
 //	GET  /metrics   Prometheus metrics from Config.Registry
+//	GET  /.well-known/oauth-authorization-server, /.well-known/openid-configuration
+//	                RFC 8414 metadata: issuer and token_endpoint from the request's Host
 //
 // Callers on a unix socket are trusted (the socket's mode and group decide
 // who may connect). Callers on TCP must authenticate with HTTP Basic (or
 // client_id and client_secret in the form) with Config.ClientID and
-// Config.ClientSecret, compared in constant time; failures are logged at
+// Config.ClientSecret, compared in constant time (Basic credentials both
+// form-decoded and raw); one method only; failures are logged at
 // most once a minute per address, counted, and answered ever more slowly
 // to an address that keeps failing.
 //

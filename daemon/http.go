@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,9 +10,12 @@ import (
 	"time"
 )
 
-// ServeHTTP answers POST /token, GET /healthz, GET /readyz and GET
-// /metrics. Callers on a unix socket need no credentials; others must
-// authenticate for /token (see Config.ClientSecret).
+// ServeHTTP answers POST /token, GET /healthz, GET /readyz, GET /metrics
+// and GET of the authorization server metadata (RFC 8414, at
+// /.well-known/oauth-authorization-server and
+// /.well-known/openid-configuration). Callers on a unix socket need no
+// credentials; others must authenticate for /token (see
+// Config.ClientSecret).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/token":
@@ -36,6 +36,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if getOnly(w, r) {
 			s.metricsH.ServeHTTP(w, r)
 		}
+	case metadataPath, oidcMetadataPath:
+		s.serveMetadata(w, r)
 	default:
 		s.writeError(w, &oauthError{status: http.StatusNotFound, code: errInvalidRequest,
 			description: "no such endpoint; the token endpoint is POST /token"})
@@ -78,10 +80,6 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			description: "the token endpoint takes POST only"})
 		return
 	}
-	if !isForm(r.Header.Get("Content-Type")) {
-		s.fail(w, badRequest(errInvalidRequest, "Content-Type must be application/x-www-form-urlencoded"))
-		return
-	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	body, err := readBody(w, r, (*bp)[:0])
@@ -90,16 +88,34 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		s.fail(w, badRequest(errInvalidRequest, "the body is not a valid form: "+err.Error()))
+	// The client is authenticated before the body's type and content are
+	// judged, so that a caller without the right credentials learns only
+	// invalid_client (RFC 6749 section 5.2). A body that is not a form
+	// holds no credentials; a form with a fault still gives what it holds.
+	isFormBody := isForm(r.Header.Get("Content-Type"))
+	var form url.Values
+	var formErr error
+	if isFormBody {
+		form, formErr = url.ParseQuery(string(body))
+	}
+	creds, twice := presentedCredentials(r, form)
+	if twice != nil {
+		s.fail(w, twice)
 		return
 	}
-	if !s.authorized(r, form, st) {
+	if !s.authorized(r, &creds, st) {
 		s.authFailed(r, form)
 		w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
 		s.fail(w, &oauthError{status: http.StatusUnauthorized, code: errInvalidClient,
 			description: "client authentication failed: callers on TCP must send the daemon's client id and secret (HTTP Basic)"})
+		return
+	}
+	if !isFormBody {
+		s.fail(w, badRequest(errInvalidRequest, "Content-Type must be application/x-www-form-urlencoded"))
+		return
+	}
+	if formErr != nil {
+		s.fail(w, badRequest(errInvalidRequest, "the body is not a valid form: "+formErr.Error()))
 		return
 	}
 	req, err := parseRequest(form, st.policy, st.resources, (*bp)[:0])
@@ -177,35 +193,4 @@ func readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, error
 			return buf, badRequest(errInvalidRequest, "the request body could not be read")
 		}
 	}
-}
-
-// authorized reports whether the caller may ask for tokens: always on a
-// unix socket; on TCP with the client id and secret, in an HTTP Basic
-// header (form-encoded, as RFC 6749 section 2.3.1 says) or in the form.
-func (s *Server) authorized(r *http.Request, form url.Values, st *settings) bool {
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && la.Network() == "unix" {
-		return true
-	}
-	if st.cfg.ClientSecret == "" {
-		return false
-	}
-	id, secret, ok := r.BasicAuth()
-	if ok {
-		if v, err := url.QueryUnescape(id); err == nil {
-			id = v
-		}
-		if v, err := url.QueryUnescape(secret); err == nil {
-			secret = v
-		}
-	} else {
-		if len(form["client_secret"]) != 1 || len(form["client_id"]) != 1 {
-			return false
-		}
-		id, secret = form.Get("client_id"), form.Get("client_secret")
-	}
-	ih := sha256.Sum256([]byte(id))
-	sh := sha256.Sum256([]byte(secret))
-	okID := subtle.ConstantTimeCompare(ih[:], st.idHash[:])
-	okSecret := subtle.ConstantTimeCompare(sh[:], st.secretHash[:])
-	return okID&okSecret == 1
 }

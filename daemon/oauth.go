@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
 )
@@ -36,9 +37,11 @@ func badRequest(code, description string) *oauthError {
 }
 
 // mapError turns an error from getting a token into an OAuth 2 error: 503
-// temporarily_unavailable when the card is away or Maskinporten fails, the
-// caller's error when Maskinporten refused the scope, and server_error when
-// the daemon's own configuration is at fault.
+// temporarily_unavailable when the card is away or Maskinporten fails or
+// rate-limits (with Maskinporten's Retry-After when it gave one), the
+// caller's invalid_scope when Maskinporten refused the scope (not
+// registered, or not delegated: its 403), and server_error when the
+// daemon's own configuration is at fault.
 func (s *Server) mapError(err error) *oauthError {
 	var oe *oauthError
 	var nre *notReadyError
@@ -55,17 +58,18 @@ func (s *Server) mapError(err error) *oauthError {
 	case isPINError(err):
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
 			description: loginRefusedReason(err)}
+	case errors.As(err, &te) && te.StatusCode == http.StatusTooManyRequests:
+		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
+			description: "Maskinporten asks the daemon to slow down: " + te.Error(), retryAfter: retrySeconds(te.RetryAfter)}
 	case errors.As(err, &te) && te.StatusCode < 500:
 		desc := "Maskinporten refused: " + te.Error()
 		switch {
-		case te.Code == errInvalidScope:
+		case te.Code == errInvalidScope, te.StatusCode == http.StatusForbidden:
+			// A scope not delegated (MP-250/251, 403 access_denied)
+			// exceeds what the resource owner granted: RFC 6749
+			// section 5.2's invalid_scope, with Maskinporten's code and
+			// description kept in the description.
 			return &oauthError{status: http.StatusBadRequest, code: errInvalidScope, description: desc}
-		case te.StatusCode == http.StatusForbidden:
-			code := te.Code
-			if code == "" {
-				code = errInvalidScope
-			}
-			return &oauthError{status: http.StatusForbidden, code: code, description: desc}
 		}
 		return &oauthError{status: http.StatusBadGateway, code: errServerError,
 			description: desc + " (the daemon's client id, key or environment is wrong)"}
@@ -73,8 +77,13 @@ func (s *Server) mapError(err error) *oauthError {
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
 			description: errSlotWait.Error(), retryAfter: 5}
 	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		// Maskinporten's own Retry-After, if it gave one, is passed on.
+		var ra time.Duration
+		if errors.As(err, &te) {
+			ra = te.RetryAfter
+		}
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
-			description: "Maskinporten is unavailable: " + err.Error(), retryAfter: 5}
+			description: "Maskinporten is unavailable: " + err.Error(), retryAfter: retrySeconds(ra)}
 	case errors.Is(err, grant.ErrCacheFull):
 		return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable,
 			description: "the token cache is full (MaxKeys, --max-keys); try again later", retryAfter: 5}
@@ -93,6 +102,15 @@ func (s *Server) mapError(err error) *oauthError {
 			description: "the request was canceled", retryAfter: 1}
 	}
 	return &oauthError{status: http.StatusInternalServerError, code: errServerError, description: err.Error()}
+}
+
+// retrySeconds is the Retry-After, in whole seconds, of a 503 after an
+// upstream asked to wait d: d rounded up, or 5 s if it did not ask.
+func retrySeconds(d time.Duration) int {
+	if d <= 0 {
+		return 5
+	}
+	return int((d + time.Second - 1) / time.Second)
 }
 
 // fail counts and writes an error answer.

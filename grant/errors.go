@@ -143,6 +143,10 @@ type TokenError struct {
 	Skew time.Duration
 	// Attempts is the number of requests made, at least 1.
 	Attempts int
+	// RetryAfter is how long the server asked to be left alone, from the
+	// Retry-After header of the last answer (RFC 9110 section 10.2.3: a
+	// 503 or 429), or zero. Ask again no sooner.
+	RetryAfter time.Duration
 }
 
 // Error returns a one-line message with the hint, if any. It never holds a

@@ -63,6 +63,10 @@ func TestExchangeHonoursRetryAfter(t *testing.T) {
 				if !errors.As(err, &te) || te.StatusCode != http.StatusServiceUnavailable || te.Attempts != 1 {
 					t.Fatalf("err = %v, want the 503 after one attempt", err)
 				}
+				// The caller is told how long the server asked for.
+				if want := map[string]time.Duration{"too long": 300 * time.Second, "past the deadline": 7 * time.Second}[tc.name]; te.RetryAfter != want {
+					t.Errorf("RetryAfter = %v, want %v", te.RetryAfter, want)
+				}
 			} else if err != nil {
 				t.Fatal(err)
 			}

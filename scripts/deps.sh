@@ -23,6 +23,10 @@ NEEDS=(
   "dpkg-buildflags|dpkg-dev|make deb: Debian's hardening flags; dpkg-shlibdeps in the packaging test"
   "systemd-analyze|systemd|packaging test: verifies the units, applies sysusers.d and tmpfiles.d"
   "man|man-db|packaging test: man -l of the man pages"
+  "/usr/lib/python3/dist-packages/authlib/__init__.py|python3-authlib|daemon interop test: authlib under /usr/bin/python3 gets tokens from the daemon"
+  "/usr/lib/python3/dist-packages/requests_oauthlib/__init__.py|python3-requests-oauthlib|daemon interop test: requests-oauthlib under /usr/bin/python3"
+  "node|nodejs|daemon interop test: openid-client and simple-oauth2 need Node 20 or later (a node from elsewhere on PATH does as well)"
+  "npm|npm|daemon interop test: npm ci of daemon/testdata/interop/node (checked as a command: a nodejs from elsewhere bundles npm and conflicts with Debian's npm package)"
 )
 
 # Only for make deb (both architectures, lintian, the arm64 package test).

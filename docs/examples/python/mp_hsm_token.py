@@ -13,8 +13,11 @@ Over loopback TCP, with the daemon's client id and the secret from its
     MP_HSM_CLIENT_SECRET=... python3 mp_hsm_token.py --url http://127.0.0.1:8400/token \
         --client-id my-client --scope altinn:serviceowner
 
-With requests-oauthlib, over TCP, the daemon is an ordinary token URL:
+With requests-oauthlib, over TCP, the daemon is an ordinary token URL
+(oauthlib refuses plain HTTP unless OAUTHLIB_INSECURE_TRANSPORT is set; the
+daemon's TCP listener is loopback HTTP):
 
+    os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
     from oauthlib.oauth2 import BackendApplicationClient
     from requests_oauthlib import OAuth2Session
     session = OAuth2Session(client=BackendApplicationClient(client_id="my-client"))
