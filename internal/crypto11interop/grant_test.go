@@ -103,11 +103,7 @@ func (e errNotFound) Error() string { return "not found: " + string(e) }
 // refuses to build the grant.
 func TestCrypto11KeySignsGrant(t *testing.T) {
 	t.Parallel()
-	ca, err := softhsm.NewCA(softhsm.EnvTest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := softhsm.NewWithKey(t, ca, softhsm.KeyOptions{ID: []byte{1}, Label: "Authentication"}, softhsm.LeafOptions{})
+	ca, tok := token(t)
 	srv := emulator.NewTest(t, emulator.Config{
 		Roots: []*x509.Certificate{ca.Root},
 		Clients: []emulator.Client{{

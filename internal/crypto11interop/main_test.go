@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,4 +164,30 @@ func checkTranscript(t *testing.T, got, want []string) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("transcript:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// fixture is the token every test here uses: an RSA key labelled
+// "Authentication" with its leaf certificate and the intermediate, issued
+// by ca. Children only read it, so tests and their children share it.
+var fixture struct {
+	once sync.Once
+	ca   *softhsm.CA
+	tok  *softhsm.Token
+}
+
+// token makes the fixture on first use.
+func token(t *testing.T) (*softhsm.CA, *softhsm.Token) {
+	t.Helper()
+	fixture.once.Do(func() {
+		ca, err := softhsm.NewCA(softhsm.EnvTest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fixture.tok, _ = softhsm.NewWithKey(t, ca, softhsm.KeyOptions{ID: []byte{1}, Label: "Authentication"}, softhsm.LeafOptions{})
+		fixture.ca = ca
+	})
+	if fixture.tok == nil {
+		t.Fatal("the token could not be made (see the first test that tried)")
+	}
+	return fixture.ca, fixture.tok
 }
