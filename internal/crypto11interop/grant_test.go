@@ -101,8 +101,10 @@ func (e errNotFound) Error() string { return "not found: " + string(e) }
 // of the client, so only the chain (x5c) to its trusted root can identify
 // the key: the leaf alone is refused, and with no certificate grant
 // refuses to build the grant.
+//
+// It does not run in parallel with TestSharedModule, whose children use
+// the same token (see there).
 func TestCrypto11KeySignsGrant(t *testing.T) {
-	t.Parallel()
 	ca, tok := token(t)
 	srv := emulator.NewTest(t, emulator.Config{
 		Roots: []*x509.Certificate{ca.Root},

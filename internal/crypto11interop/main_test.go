@@ -168,7 +168,7 @@ func checkTranscript(t *testing.T, got, want []string) {
 
 // fixture is the token every test here uses: an RSA key labelled
 // "Authentication" with its leaf certificate and the intermediate, issued
-// by ca. Children only read it, so tests and their children share it.
+// by ca. Its children run one at a time (see TestSharedModule).
 var fixture struct {
 	once sync.Once
 	ca   *softhsm.CA

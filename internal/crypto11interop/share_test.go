@@ -124,12 +124,18 @@ func mphsmOpensFirst(c *child) error {
 	return c.step("crypto11 close", ctx.Close())
 }
 
-// initCall is a C_Initialize or C_Finalize in the spy's log and what the
-// module returned.
-func initCalls(calls []p11spy.Call) []string {
+// lifecycle returns the C_Initialize, C_Login and C_Finalize calls in the
+// spy's log, in order, each with what the module returned.
+func lifecycle(calls []p11spy.Call) []string {
+	return lifecycleOf(calls, map[string]bool{"C_Initialize": true, "C_Login": true, "C_Finalize": true})
+}
+
+// lifecycleOf returns the calls named in names (all when names is nil),
+// in order, each as "C_Name RETURN_VALUE".
+func lifecycleOf(calls []p11spy.Call, names map[string]bool) []string {
 	var out []string
 	for _, call := range calls {
-		if call.Name != "C_Initialize" && call.Name != "C_Finalize" {
+		if names != nil && !names[call.Name] {
 			continue
 		}
 		ret := "?"
@@ -144,9 +150,15 @@ func initCalls(calls []p11spy.Call) []string {
 	return out
 }
 
-// TestSharedModule runs crypto11 and mp-hsm (signer/p11 over hsm) on one
-// SoftHSM2 module in one process, behind pkcs11-spy, which counts each
-// C_Initialize and C_Finalize and what the module answered.
+// The lines of lifecycle.
+const (
+	initOK      = "C_Initialize CKR_OK"
+	initAlready = "C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED"
+	loginOK     = "C_Login CKR_OK"
+	loginShared = "C_Login CKR_USER_ALREADY_LOGGED_IN" // the process is logged in already: no PIN spent
+	finalize    = "C_Finalize CKR_OK"
+)
+
 func TestSharedModule(t *testing.T) {
 	t.Parallel()
 	_, tok := token(t)
@@ -154,7 +166,7 @@ func TestSharedModule(t *testing.T) {
 	for _, tc := range []struct {
 		scenario string
 		want     []string
-		init     []string // C_Initialize and C_Finalize, in order
+		calls    []string // C_Initialize, C_Login and C_Finalize, in order (lifecycle)
 		lastCall string   // the last call the spy saw
 	}{{
 		scenario: "mp-hsm closes first",
@@ -171,11 +183,10 @@ func TestSharedModule(t *testing.T) {
 			"crypto11 sign: ok",
 			"crypto11 close: ok",
 		},
-		// crypto11 initialises; hsm is told the module is initialised
+		// crypto11 initialises and logs in; hsm is told both are done
 		// (twice: it opens twice) and never finalises; crypto11's Close
 		// finalises, last.
-		init: []string{"C_Initialize CKR_OK", "C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED",
-			"C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED", "C_Finalize CKR_OK"},
+		calls:    []string{initOK, loginOK, initAlready, loginShared, initAlready, loginShared, finalize},
 		lastCall: "C_Finalize",
 	}, {
 		scenario: "crypto11 closes first",
@@ -195,8 +206,9 @@ func TestSharedModule(t *testing.T) {
 			"mp-hsm close the new signer: ok",
 			"mp-hsm close the first signer: ok",
 		},
-		init: []string{"C_Initialize CKR_OK", "C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED",
-			"C_Finalize CKR_OK", "C_Initialize CKR_OK", "C_Finalize CKR_OK"},
+		// After crypto11's C_Finalize, hsm's second Open initialises the
+		// module and logs in; the last Close of hsm finalises it.
+		calls:    []string{initOK, loginOK, initAlready, loginShared, finalize, initOK, loginOK, finalize},
 		lastCall: "C_Finalize",
 	}, {
 		scenario: "mp-hsm opens first",
@@ -210,8 +222,7 @@ func TestSharedModule(t *testing.T) {
 			"crypto11 sign: ok",
 			"crypto11 close: ok",
 		},
-		init: []string{"C_Initialize CKR_OK", "C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED",
-			"C_Finalize CKR_OK", "C_Initialize CKR_OK", "C_Finalize CKR_OK"},
+		calls:    []string{initOK, loginOK, initAlready, finalize, initOK, loginOK, finalize},
 		lastCall: "C_Finalize",
 	}, {
 		scenario: "crypto11 reconfigures",
@@ -229,19 +240,26 @@ func TestSharedModule(t *testing.T) {
 			"crypto11 sign: ok",
 			"crypto11 close: ok",
 		},
-		init: []string{"C_Initialize CKR_OK", "C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED",
-			"C_Finalize CKR_OK", "C_Initialize CKR_OK", "C_Finalize CKR_OK"},
+		calls:    []string{initOK, loginOK, initAlready, loginShared, finalize, initOK, loginOK, finalize},
 		lastCall: "C_Finalize",
 	}} {
 		t.Run(strings.ReplaceAll(tc.scenario, " ", "_"), func(t *testing.T) {
-			t.Parallel()
 			log := filepath.Join(t.TempDir(), "spy.log")
 			kv := append(p11spy.Env(tok.Module, log),
 				envModule+"="+spy, envToken+"="+tok.Label, envPIN+"="+tok.PIN, envKey+"=Authentication")
+			defer func() {
+				if t.Failed() { // what the module answered, without arguments (C_Login's holds the PIN)
+					var b strings.Builder
+					for _, line := range lifecycleOf(p11spy.Read(t, log), nil) {
+						b.WriteString("\n" + line)
+					}
+					t.Log("the calls the spy saw:", b.String())
+				}
+			}()
 			checkTranscript(t, runScenario(t, tc.scenario, kv...), tc.want)
 			calls := p11spy.Read(t, log)
-			if got := initCalls(calls); fmt.Sprint(got) != fmt.Sprint(tc.init) {
-				t.Errorf("C_Initialize and C_Finalize: %q, want %q", got, tc.init)
+			if got := lifecycle(calls); fmt.Sprint(got) != fmt.Sprint(tc.calls) {
+				t.Errorf("C_Initialize, C_Login and C_Finalize:\n%q\nwant\n%q", got, tc.calls)
 			}
 			if n := len(calls); n == 0 || calls[n-1].Name != tc.lastCall {
 				t.Errorf("the last call was not %s: %s", tc.lastCall, p11spy.Format(p11spy.Counts(calls)))
