@@ -6,7 +6,8 @@
 // and left out: it always opens read-write sessions, which some qualified
 // cards refuse; it logs in inside its constructor, before the token's PIN
 // flags can be read; and it cannot do the CKU_CONTEXT_SPECIFIC login that keys
-// with CKA_ALWAYS_AUTHENTICATE need.)
+// with CKA_ALWAYS_AUTHENTICATE need. A program may still use both on one
+// module: docs/crypto11.md says how.)
 //
 // # The usual flow
 //
