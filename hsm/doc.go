@@ -6,7 +6,8 @@
 // and left out: it always opens read-write sessions, which some qualified
 // cards refuse; it logs in inside its constructor, before the token's PIN
 // flags can be read; and it cannot do the CKU_CONTEXT_SPECIFIC login that keys
-// with CKA_ALWAYS_AUTHENTICATE need.)
+// with CKA_ALWAYS_AUTHENTICATE need. A program may still use both on one
+// module: docs/crypto11.md says how.)
 //
 // # The usual flow
 //
@@ -30,7 +31,10 @@
 //
 // A Module may be opened several times in one process (PKCS#11 modules are
 // initialised once per process; Open counts references and the last Close
-// finalises). A Token keeps one session for its login state and object
+// finalises, but only a module that Open initialised: one that other code in
+// the process, such as crypto11, initialised first is left to that code).
+// A module that other code finalises under open Modules makes their calls
+// return ErrClosed; Open loads it afresh. A Token keeps one session for its login state and object
 // searches, and a pool of read-only sessions for signing: signatures run in
 // parallel, one per session, up to TokenOptions.MaxSessions (by default the
 // token's own session limit, capped at twice GOMAXPROCS). Keys are found once

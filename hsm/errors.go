@@ -96,7 +96,11 @@ func wrap(op string, err error) error {
 	if !errors.As(err, &rv) {
 		return &Error{Op: op, Kind: ErrModule, Detail: err.Error()}
 	}
-	return &Error{Op: op, Kind: kindOf(rv), Code: rv}
+	e := &Error{Op: op, Kind: kindOf(rv), Code: rv}
+	if rv == pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED {
+		e.Detail = finalisedDetail
+	}
+	return e
 }
 
 // kindOf maps a PKCS#11 return value to a sentinel.

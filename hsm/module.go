@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
 )
@@ -40,12 +41,25 @@ var _ p11 = (*pkcs11.Ctx)(nil)
 type library struct {
 	path     string
 	ctx      *pkcs11.Ctx
-	refs     int
+	refs     int  // open Modules of this load; guarded by libMu
 	finalize bool // we initialised it, so we finalise it
 	// loadOutput is what the module wrote on standard error while it
 	// loaded, when OpenWith held it back.
 	loadOutput string
+
+	// gone is set once the module turned out to have been finalised under
+	// this load by other code in the process (crypto11 does so when its
+	// last Context closes). The session and object handles of its Modules
+	// belong to the finalised module and may name another's in a module
+	// initialised again: they are never used again, every call through
+	// them returns ErrClosed, and the last Close finalises nothing.
+	gone atomic.Bool
 }
+
+// finalisedDetail explains CKR_CRYPTOKI_NOT_INITIALIZED from a module that
+// this package had open.
+const finalisedDetail = "other code in this process finalised the module (C_Finalize), " +
+	"as crypto11 does when its last Context closes; open the module again"
 
 var (
 	libMu     sync.Mutex
@@ -106,6 +120,11 @@ type Module struct {
 // initialised first (CKR_CRYPTOKI_ALREADY_INITIALIZED) is used as it is and
 // never finalised by this package.
 //
+// When other code has finalised the module under the Modules this process
+// has open (C_GetInfo answers CKR_CRYPTOKI_NOT_INITIALIZED), Open loads and
+// initialises it afresh, and those older Modules, their tokens and keys
+// return ErrClosed from then on.
+//
 // A missing file gives ErrModuleNotFound; a file that cannot be loaded as a
 // PKCS#11 module gives ErrNotModule.
 func Open(path string) (*Module, error) {
@@ -133,6 +152,13 @@ func open(path string, o OpenOptions) (*Module, error) {
 	libMu.Lock()
 	defer libMu.Unlock()
 	lib := libraries[abs]
+	if lib != nil {
+		if _, err := lib.ctx.GetInfo(); errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
+			lib.gone.Store(true)
+			delete(libraries, abs)
+			lib = nil
+		}
+	}
 	if lib == nil {
 		var ctx *pkcs11.Ctx
 		var initErr error
@@ -176,8 +202,10 @@ func (m *Module) Path() string { return m.path }
 // Close releases the module. It first waits for the calls in flight on the
 // module and on its tokens and keys (a signature under way finishes), then
 // closes every token opened from it, so that later calls on them return
-// ErrClosed. The last Close of a path in the process finalises and unloads
-// the module. Close is idempotent; it must not be called from a PINSource.
+// ErrClosed. The last Close of a path in the process unloads the module,
+// and finalises it when Open initialised it: never a module that other code
+// initialised, nor one that other code finalised under it. Close is
+// idempotent; it must not be called from a PINSource.
 func (m *Module) Close() error {
 	if !m.gate.close() {
 		return nil
@@ -201,9 +229,11 @@ func (m *Module) Close() error {
 	if m.lib.refs > 0 {
 		return nil
 	}
-	delete(libraries, m.lib.path)
+	if libraries[m.lib.path] == m.lib {
+		delete(libraries, m.lib.path)
+	}
 	var err error
-	if m.lib.finalize {
+	if m.lib.finalize && !m.lib.gone.Load() {
 		err = wrap("C_Finalize", m.lib.ctx.Finalize())
 	}
 	m.lib.ctx.Destroy()
@@ -216,8 +246,16 @@ func (m *Module) enter(op string) error {
 	if !m.gate.enter() {
 		return &Error{Op: op, Kind: ErrClosed, Detail: "the module was closed"}
 	}
+	if m.gone() {
+		m.gate.leave()
+		return &Error{Op: op, Kind: ErrClosed, Code: pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, Detail: finalisedDetail}
+	}
 	return nil
 }
+
+// gone reports whether other code finalised the module under m (see
+// library.gone).
+func (m *Module) gone() bool { return m.lib != nil && m.lib.gone.Load() }
 
 // forget drops t from the tokens Close will close.
 func (m *Module) forget(t *Token) {

@@ -199,13 +199,32 @@ func (t *Token) closeSessions() error {
 	t.certs = nil
 	sh := t.loginSH
 	t.mu.Unlock()
+	gone := t.m.gone()
 	for idle := true; idle; {
 		select {
 		case s := <-t.pool:
-			t.discard(s)
+			if gone {
+				<-t.slots
+			} else {
+				t.discard(s)
+			}
 		default:
 			idle = false
 		}
 	}
-	return wrap("C_CloseSession", t.p.CloseSession(sh))
+	if gone {
+		// The module was finalised under this token: its sessions went
+		// with it, and their handles may now be another's.
+		return nil
+	}
+	err := t.p.CloseSession(sh)
+	if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
+		// Finalised by other code: the sessions are gone already, which
+		// is what Close wants. Nothing of this load is used again.
+		if t.m.lib != nil {
+			t.m.lib.gone.Store(true)
+		}
+		return nil
+	}
+	return wrap("C_CloseSession", err)
 }

@@ -1,13 +1,17 @@
 package signer_test
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"fmt"
 	"log"
+	"math/big"
 	"os"
 	"strings"
 	"time"
@@ -110,4 +114,67 @@ func ExampleDefaultAlgorithm() {
 	// Output:
 	// ES256
 	// signer: unsupported key: RS256 needs an RSA key, got: ECDSA P-256 key; use ES256 (key is of invalid type)
+}
+
+// Wrap a crypto.Signer that the program already holds, such as a key that
+// github.com/ThalesGroup/crypto11 found on a token (Context.FindKeyPair),
+// with its certificates in any order (Context.FindCertificate): BuildChain
+// puts the leaf first and leaves the root out, and NewFileSigner gives the
+// Signer that grant.Config takes, with the chain for the x5c header.
+func ExampleBuildChain() {
+	// Stand-ins for what crypto11 returns: a key and three certificates.
+	key, root, intermediate, leaf := examplePKI()
+
+	chain, err := signer.BuildChain(key.Public(), []*x509.Certificate{root, leaf, intermediate}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, err := signer.NewFileSigner(key, chain)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, c := range s.Chain() {
+		fmt.Println(c.Subject.CommonName)
+	}
+	// Output:
+	// MP-HSM TEST AS
+	// Example Issuing CA
+}
+
+// examplePKI returns a key and its leaf certificate, issued by an
+// intermediate under a self-signed root.
+func examplePKI() (key crypto.Signer, root, intermediate, leaf *x509.Certificate) {
+	issue := func(cn string, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer, ca bool) *x509.Certificate {
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(time.Now().UnixNano()),
+			Subject:      pkix.Name{CommonName: cn},
+			NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			IsCA: ca, BasicConstraintsValid: true,
+			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		}
+		if parent == nil {
+			parent = tmpl
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
+		if err != nil {
+			log.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return cert
+	}
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return k
+	}
+	rootKey, intKey, leafKey := newKey(), newKey(), newKey()
+	root = issue("Example Root CA", rootKey.Public(), nil, rootKey, true)
+	intermediate = issue("Example Issuing CA", intKey.Public(), root, rootKey, true)
+	leaf = issue("MP-HSM TEST AS", leafKey.Public(), intermediate, intKey, false)
+	return leafKey, root, intermediate, leaf
 }

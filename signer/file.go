@@ -25,9 +25,12 @@ var (
 	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
 )
 
-// FileSigner is a Signer over a private key held in memory: a soft
-// enterprise certificate (PKCS#12) or a PEM key, for development and for
-// users without a smart card. It is safe for concurrent use.
+// FileSigner is a Signer over a crypto.Signer and a chain given to it: a
+// private key read from a soft enterprise certificate (PKCS#12) or a PEM
+// file and held in memory, for development and for users without a smart
+// card, or any crypto.Signer a program already holds (NewFileSigner), such
+// as a crypto11 key on a token or a KMS client. Sign calls the key's Sign.
+// It is safe for concurrent use when the key is.
 type FileSigner struct {
 	key   crypto.Signer
 	chain []*x509.Certificate
@@ -35,11 +38,12 @@ type FileSigner struct {
 
 var _ Signer = (*FileSigner)(nil)
 
-// NewFileSigner returns a Signer over key, for callers that hold a key in
-// memory (tests, KMS adapters). chain, which may be empty, must be in Chain
-// order, leaf first; it is used as given (see BuildChain to order a set of
-// certificates). The key must pass CheckKey and the leaf must match it
-// (MatchCertificate).
+// NewFileSigner returns a Signer over key, for callers that already hold a
+// crypto.Signer: a key in memory (tests), a crypto11 key on a token, a KMS
+// adapter. chain, which may be empty, must be in Chain order, leaf first;
+// it is used as given (BuildChain orders a set of certificates, such as
+// those read from the token, and leaves the root out). The key must pass
+// CheckKey and the leaf must match it (MatchCertificate).
 func NewFileSigner(key crypto.Signer, chain []*x509.Certificate) (*FileSigner, error) {
 	if key == nil {
 		return nil, fmt.Errorf("%w: nil key", ErrUnsupportedKey)

@@ -7,7 +7,8 @@
 // This package needs none: FromPEM and FromPKCS12 give the same interface
 // over a key held in a file, for soft enterprise certificates and for
 // development, and NewFileSigner over any crypto.Signer a program holds
-// (a KMS client, for instance).
+// (a KMS client, or a key that github.com/ThalesGroup/crypto11 opened:
+// see docs/crypto11.md).
 //
 // The JWS methods (RS256, RS384, RS512, PS256, ES256, ES384) are package
 // variables; they are never registered in golang-jwt's global registry, so
