@@ -18,6 +18,8 @@ NEEDS=(
   "/usr/lib/$arch/pkcs11-spy.so|opensc-pkcs11|tests that count PKCS#11 calls"
   "/usr/lib/$arch/opensc-pkcs11.so|opensc-pkcs11|the default-module test (OpenSC with no card)"
   "openssl|openssl|signer tests: a PKCS#12 file written by openssl"
+  "/usr/sbin/pkcsslotd|opencryptoki|conformance suite: opencryptoki's slot daemon and soft token (internal/backends)"
+  "/usr/lib/$arch/pkcs11/libopencryptoki.so|opencryptoki|conformance suite: opencryptoki's PKCS#11 module"
   "/usr/include/p11-kit-1/p11-kit/pkcs11.h|libp11-kit-dev|internal/p11shim: the test module built with gcc"
   "aarch64-linux-gnu-gcc|gcc-aarch64-linux-gnu|make deb: the arm64 binary (cgo)"
   "/usr/aarch64-linux-gnu/include/stdlib.h|libc6-dev-arm64-cross|make deb: the arm64 C library"
