@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/miekg/pkcs11"
-
 	"github.com/mp-hsm/mp-hsm/hsm"
 )
 
@@ -41,6 +39,27 @@ const (
 	ockSOPIN        = "ock-so-1"
 	ockDefaultSOPIN = "87654321" // the SO PIN of a soft token never initialised
 )
+
+// ockNotes are what a user of opencryptoki's soft token must know, each
+// proven by opencryptoki_test.go or seen in opencryptoki 3.8.1's source.
+var ockNotes = []string{
+	"Paths are compiled in (/etc/opencryptoki, /var/lib/opencryptoki/swtok, /var/run/pkcsslotd.socket): " +
+		"one soft token per machine, behind one pkcsslotd.",
+	"pkcsslotd must run, started by root (systemctl start pkcsslotd); a user who is not root must be in group pkcs11.",
+	"PIN counters are real: count-low after 1 wrong PIN, final try after 2, locked after 3 " +
+		"(mp-hsm then refuses to try a PIN before the last try); the SO unlocks with C_InitPIN.",
+	"No EC: CKM_EC_KEY_PAIR_GEN is not in the mechanism list (CKR_MECHANISM_INVALID). " +
+		"RSA signs with CKM_RSA_PKCS and CKM_RSA_PKCS_PSS; CKM_SHA256_RSA_PKCS is not listed.",
+	"A private key made from a template that does not say otherwise is stored extractable, not sensitive and " +
+		"not CKA_PRIVATE (its private exponent can be read): set CKA_SENSITIVE, CKA_EXTRACTABLE=false and " +
+		"CKA_PRIVATE explicitly, as mp-hsm's key generation does; then it is stored as asked.",
+	"CKA_ALWAYS_AUTHENTICATE is stored but not enforced, and C_Login(CKU_CONTEXT_SPECIFIC) is refused with " +
+		"CKR_USER_TYPE_INVALID before the PIN is looked at: mp-hsm then signs without a context login, " +
+		"spending no PIN try.",
+	"PINs are 4 to 8 bytes. C_InitToken keeps the SO PIN it is given but encrypts the SO's master key under " +
+		"the default SO PIN (87654321), so re-initialise with the default SO PIN and change it afterwards (C_SetPIN), " +
+		"or the SO can no longer log in.",
+}
 
 // ockLockWait is how long StartOpenCryptoki waits for another process's
 // use of the soft token to end.
@@ -73,13 +92,7 @@ func StartOpenCryptoki(dir string) (*Running, error) {
 		Label:  ockLabel,
 		PIN:    ockPIN,
 		SOPIN:  ockSOPIN,
-		Notes: []string{
-			"One soft token per machine: opencryptoki's paths are compiled in (/etc/opencryptoki, " +
-				"/var/lib/opencryptoki/swtok, /var/run/pkcsslotd.socket), so tests serialise on a lock file.",
-			"pkcsslotd must run (started by root; systemctl start pkcsslotd); a user who is not root " +
-				"must be in group pkcs11.",
-			"PINs are 4 to 8 bytes.",
-		},
+		Notes:  ockNotes,
 	}
 	for _, p := range []string{ockDaemon, r.Module} {
 		if _, err := os.Stat(p); err != nil {
@@ -118,10 +131,7 @@ func StartOpenCryptoki(dir string) (*Running, error) {
 
 // ockLock opens and locks ockLockFile, waiting up to ockLockWait.
 func ockLock() (*os.File, error) {
-	path := ockLockFile
-	if _, err := os.Stat(filepath.Dir(path)); err != nil {
-		path = filepath.Join(os.TempDir(), filepath.Base(path))
-	}
+	path := ockLockPath()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		return nil, fmt.Errorf("opencryptoki: the lock file: %w", err)
@@ -139,6 +149,15 @@ func ockLock() (*os.File, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ockLockPath returns ockLockFile, or a file of that name in the
+// temporary directory on a machine without /run/lock.
+func ockLockPath() string {
+	if _, err := os.Stat(filepath.Dir(ockLockFile)); err != nil {
+		return filepath.Join(os.TempDir(), filepath.Base(ockLockFile))
+	}
+	return ockLockFile
 }
 
 // ockDaemonUp makes sure one pkcsslotd runs. One that a killed test left
@@ -268,125 +287,4 @@ func ockVersion() (string, error) {
 		return "", fmt.Errorf("opencryptoki: dpkg-query: %w", err)
 	}
 	return strings.Join(strings.Split(strings.TrimSpace(string(out)), "\n"), ", "), nil
-}
-
-// ockInitToken re-initialises the soft token and returns its serial
-// number: it deletes the token's store (ockWipe), so that opencryptoki
-// makes a new one with the default SO PIN, then through PKCS#11 gives it
-// our label (C_InitToken), our SO PIN (C_SetPIN) and our user PIN
-// (C_InitPIN). pkcsconf would do the same, but it exits 0 when it fails.
-//
-// C_InitToken alone is not enough: opencryptoki 3.8.1 keeps, on
-// C_InitToken, the SO PIN it is given but encrypts the SO's master key
-// (MK_SO) under the default SO PIN, so that every later SO login fails
-// with CKR_FUNCTION_FAILED unless the SO PIN is the default.
-func ockInitToken(module string) (serial string, err error) {
-	if err := ockWipe(); err != nil {
-		return "", err
-	}
-	p := pkcs11.New(module)
-	if p == nil {
-		return "", fmt.Errorf("opencryptoki: %s could not be loaded", module)
-	}
-	defer p.Destroy()
-	if err := p.Initialize(); err != nil {
-		return "", fmt.Errorf("opencryptoki: C_Initialize (is pkcsslotd running, and are you in group pkcs11?): %w", err)
-	}
-	defer func() {
-		if e := p.Finalize(); e != nil && err == nil {
-			err = fmt.Errorf("opencryptoki: C_Finalize: %w", e)
-		}
-	}()
-	slot, _, err := ockSoftSlot(p)
-	if err != nil {
-		return "", err
-	}
-	if err := p.InitToken(slot, ockDefaultSOPIN, ockLabel); err != nil {
-		return "", fmt.Errorf("opencryptoki: C_InitToken: %w", err)
-	}
-	sh, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-	if err != nil {
-		return "", fmt.Errorf("opencryptoki: C_OpenSession: %w", err)
-	}
-	defer p.CloseSession(sh)
-	if err := p.Login(sh, pkcs11.CKU_SO, ockDefaultSOPIN); err != nil {
-		return "", fmt.Errorf("opencryptoki: C_Login as SO: %w", err)
-	}
-	if err := p.SetPIN(sh, ockDefaultSOPIN, ockSOPIN); err != nil {
-		return "", fmt.Errorf("opencryptoki: C_SetPIN of the SO: %w", err)
-	}
-	if err := p.InitPIN(sh, ockPIN); err != nil {
-		return "", fmt.Errorf("opencryptoki: C_InitPIN: %w", err)
-	}
-	if err := p.Logout(sh); err != nil {
-		return "", fmt.Errorf("opencryptoki: C_Logout: %w", err)
-	}
-	ti, err := p.GetTokenInfo(slot)
-	if err != nil {
-		return "", fmt.Errorf("opencryptoki: C_GetTokenInfo: %w", err)
-	}
-	const want = pkcs11.CKF_TOKEN_INITIALIZED | pkcs11.CKF_USER_PIN_INITIALIZED | pkcs11.CKF_LOGIN_REQUIRED
-	const unwanted = pkcs11.CKF_USER_PIN_TO_BE_CHANGED | pkcs11.CKF_USER_PIN_COUNT_LOW |
-		pkcs11.CKF_USER_PIN_FINAL_TRY | pkcs11.CKF_USER_PIN_LOCKED | pkcs11.CKF_SO_PIN_TO_BE_CHANGED
-	if ti.Flags&want != want || ti.Flags&unwanted != 0 {
-		return "", fmt.Errorf("opencryptoki: after initialisation the token's flags are %s", hsm.TokenFlags(ti.Flags))
-	}
-	return strings.TrimRight(ti.SerialNumber, " \x00"), nil
-}
-
-// The soft token's store, and the shared memory in which opencryptoki
-// keeps the token's data while processes use it.
-const (
-	ockStore = "/var/lib/opencryptoki/swtok"
-	ockShm   = "/dev/shm/var.lib.opencryptoki.swtok"
-)
-
-// ockWipe deletes the soft token's store: its token data (NVTOK.DAT), the
-// master keys and the objects, and the shared memory that caches them. It
-// runs under the lock file, when no process of ours has opencryptoki
-// loaded. A token initialised with a label not ours is someone's: ockWipe
-// refuses to delete it.
-func ockWipe() error {
-	nv, err := os.ReadFile(filepath.Join(ockStore, "NVTOK.DAT"))
-	// NVTOK.DAT begins with the token's CK_TOKEN_INFO: the label (32
-	// bytes), manufacturer (32), model (16), serial number (16), flags (32
-	// bits, little-endian on the machines Debian builds it for).
-	if err == nil && len(nv) >= 100 {
-		label := strings.TrimRight(string(nv[:32]), " \x00")
-		flags := uint(nv[96]) | uint(nv[97])<<8 | uint(nv[98])<<16 | uint(nv[99])<<24
-		if flags&pkcs11.CKF_TOKEN_INITIALIZED != 0 && label != ockLabel {
-			return fmt.Errorf("opencryptoki: the soft token in %s is initialised with label %q, not %q: "+
-				"it is someone's, and re-initialising it would delete its keys", ockStore, label, ockLabel)
-		}
-	}
-	objs, _ := filepath.Glob(filepath.Join(ockStore, "TOK_OBJ", "*"))
-	for _, f := range append(objs, filepath.Join(ockStore, "NVTOK.DAT"), filepath.Join(ockStore, "MK_SO"),
-		filepath.Join(ockStore, "MK_USER"), ockShm) {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("opencryptoki: re-initialising the soft token: %w", err)
-		}
-	}
-	return nil
-}
-
-// ockSoftSlot finds the slot of the soft token.
-func ockSoftSlot(p *pkcs11.Ctx) (uint, pkcs11.TokenInfo, error) {
-	slots, err := p.GetSlotList(true)
-	if err != nil {
-		return 0, pkcs11.TokenInfo{}, fmt.Errorf("opencryptoki: C_GetSlotList: %w", err)
-	}
-	var models []string
-	for _, s := range slots {
-		ti, err := p.GetTokenInfo(s)
-		if err != nil {
-			return 0, ti, fmt.Errorf("opencryptoki: C_GetTokenInfo of slot %d: %w", s, err)
-		}
-		model := strings.TrimRight(ti.Model, " \x00")
-		if model == ockModel {
-			return s, ti, nil
-		}
-		models = append(models, fmt.Sprintf("slot %d: %q", s, model))
-	}
-	return 0, pkcs11.TokenInfo{}, fmt.Errorf("opencryptoki: no slot holds the soft token (model %q; found %v): "+
-		"is libpkcs11_sw.so in /etc/opencryptoki/opencryptoki.conf?", ockModel, models)
 }

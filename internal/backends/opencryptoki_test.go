@@ -46,7 +46,7 @@ func ockNeed(t *testing.T) {
 // start.
 func ockRecorded(t *testing.T) int {
 	t.Helper()
-	b, err := os.ReadFile(ockLockFile)
+	b, err := os.ReadFile(ockLockPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestOpenCryptokiStartStop(t *testing.T) {
 			t.Errorf("Version = %q", r.Version)
 		}
 		// The lock is held: a second Start would wait.
-		f, err := os.Open(ockLockFile)
+		f, err := os.Open(ockLockPath())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -412,7 +412,8 @@ const ockPINFlags = pkcs11.CKF_USER_PIN_COUNT_LOW | pkcs11.CKF_USER_PIN_FINAL_TR
 // in the error are those the token then reports (opencryptoki counts
 // for real: count-low, final try, locked), and Login refuses without
 // presenting the PIN on the final try (unless allowed) and once locked.
-// It leaves the user PIN locked: it runs last.
+// Then the SO, with r.SOPIN, unlocks the user PIN (C_InitPIN), and hsm
+// logs in again.
 func ockWrongPIN(t *testing.T, r *Running) {
 	spy := p11spy.Path(t)
 	log := filepath.Join(t.TempDir(), "spy.log")
@@ -493,5 +494,23 @@ func ockWrongPIN(t *testing.T, r *Running) {
 		if strings.Contains(err.Error(), r.PIN) || strings.Contains(err.Error(), "wrong-pn") {
 			t.Errorf("step %d: the error shows the PIN: %v", i+1, err)
 		}
+	}
+	if err := mod.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ockSession(t, r, func(p *pkcs11.Ctx, _ uint, sh pkcs11.SessionHandle) {
+		if err := p.Login(sh, pkcs11.CKU_SO, r.SOPIN); err != nil {
+			t.Fatalf("SO login: %v", err)
+		}
+		if err := p.InitPIN(sh, r.PIN); err != nil {
+			t.Fatalf("C_InitPIN: %v", err)
+		}
+	})
+	open()
+	if err := tok.Login(right, hsm.LoginOptions{}); err != nil {
+		t.Fatalf("login after the SO unlocked the PIN: %v", err)
+	}
+	if info, err := tok.Info(); err != nil || uint(info.Flags)&ockPINFlags != 0 {
+		t.Errorf("after the SO unlocked the PIN, the token reports %s (%v)", info.Flags, err)
 	}
 }
