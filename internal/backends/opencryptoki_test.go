@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/rsa"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"os"
@@ -12,11 +14,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/p11spy"
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
@@ -512,5 +516,161 @@ func ockWrongPIN(t *testing.T, r *Running) {
 	}
 	if info, err := tok.Info(); err != nil || uint(info.Flags)&ockPINFlags != 0 {
 		t.Errorf("after the SO unlocked the PIN, the token reports %s (%v)", info.Flags, err)
+	}
+}
+
+// ockHelperEnv names the directory in which TestOpenCryptokiHelperProcess,
+// run as a child of TestOpenCryptokiKilledHolder, starts the backend.
+const ockHelperEnv = "MP_HSM_OCK_HELPER_DIR"
+
+// TestOpenCryptokiHelperProcess is not a test: run by
+// TestOpenCryptokiKilledHolder as a child (with ockHelperEnv set), it
+// starts the backend, logs in with hsm, prints the pid of its pkcsslotd
+// and waits to be killed. Without ockHelperEnv it does nothing.
+func TestOpenCryptokiHelperProcess(t *testing.T) {
+	dir := os.Getenv(ockHelperEnv)
+	if dir == "" {
+		return
+	}
+	r, err := StartOpenCryptoki(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := hsm.Open(r.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot, err := mod.FindSlot(hsm.TokenSelector{Label: r.Label})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := mod.OpenSlot(slot, hsm.TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.Login(hsm.StaticPIN([]byte(r.PIN)), hsm.LoginOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("ready pid %d\n", ockRecorded(t))
+	time.Sleep(time.Minute) // the parent kills this process long before
+}
+
+// TestOpenCryptokiKilledHolder proves that a test killed while it held the
+// soft token (no Stop ran; its pkcsslotd and opencryptoki session were
+// left behind) does not block the next Start: the lock died with the
+// process, and Start ends the pkcsslotd the lock file names and starts its
+// own.
+func TestOpenCryptokiKilledHolder(t *testing.T) {
+	ockNeed(t)
+	ockNoDaemon(t)
+	dir := t.TempDir()
+	cmd := testexec.Command(t, time.Minute, os.Args[0], "-test.run=^TestOpenCryptokiHelperProcess$", "-test.v")
+	cmd.Env = testexec.Env(dir, ockHelperEnv+"="+dir)
+	p := testexec.Start(t, cmd)
+	var stale int
+	for stale == 0 {
+		select {
+		case <-p.Done():
+			t.Fatalf("the helper exited: %s", p.Wait())
+		case <-time.After(20 * time.Millisecond):
+		}
+		out, _ := p.Output()
+		if _, after, ok := strings.Cut(out, "ready pid "); ok && strings.HasSuffix(after, "\n") {
+			var err error
+			if stale, err = strconv.Atoi(strings.TrimSpace(after)); err != nil || stale == 0 {
+				t.Fatalf("the helper printed %q", out)
+			}
+		}
+	}
+	if err := p.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	if !ockAlive(stale) {
+		t.Fatalf("the killed helper's pkcsslotd %d is gone already: nothing to prove", stale)
+	}
+	r, err := StartOpenCryptoki(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := r.Stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if ockAlive(stale) {
+		t.Errorf("Start left the killed test's pkcsslotd %d running", stale)
+	}
+	if pid := ockRecorded(t); pid == 0 || pid == stale || !ockAlive(pid) {
+		t.Errorf("after Start the lock file names pid %d (alive %v), the stale one was %d", pid, ockAlive(pid), stale)
+	}
+	if ti := ockTokenInfo(t, r); strings.TrimSpace(ti.Label) != ockLabel {
+		t.Errorf("token label %q", ti.Label)
+	}
+}
+
+// TestOpenCryptokiForeignDaemon proves that Start uses a pkcsslotd it did
+// not start (the system's service) and that Stop leaves it running.
+func TestOpenCryptokiForeignDaemon(t *testing.T) {
+	ockNeed(t)
+	ockNoDaemon(t)
+	if os.Geteuid() != 0 {
+		t.Skip("only root can start pkcsslotd")
+	}
+	res := testexec.Run(t, testexec.Command(t, 30*time.Second, ockDaemon))
+	if res.Code != 0 {
+		t.Fatal(res)
+	}
+	var pid int
+	for end := time.Now().Add(10 * time.Second); pid == 0 || !ockAlive(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("pkcsslotd wrote no pid file %s", ockPIDFile)
+		}
+		b, _ := os.ReadFile(ockPIDFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	t.Cleanup(func() {
+		if err := ockKill(pid); err != nil {
+			t.Error(err)
+		}
+	})
+	r, err := StartOpenCryptoki(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ockRecorded(t); got != 0 {
+		t.Errorf("the lock file names pid %d, but Start started no pkcsslotd", got)
+	}
+	if ti := ockTokenInfo(t, r); strings.TrimSpace(ti.Label) != ockLabel {
+		t.Errorf("token label %q", ti.Label)
+	}
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !ockAlive(pid) {
+		t.Errorf("Stop ended pkcsslotd %d, which it did not start", pid)
+	}
+}
+
+// ockNoDaemon fails the test (under CI) or skips it when a pkcsslotd runs
+// that no test of ours started: the test needs to start its own.
+func ockNoDaemon(t *testing.T) {
+	t.Helper()
+	f, err := ockLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	daemons := ockDaemons()
+	recorded, _ := io.ReadAll(f)
+	for _, pid := range daemons {
+		if strconv.Itoa(pid) == strings.TrimSpace(string(recorded)) {
+			continue // a killed test's: Start ends it
+		}
+		msg := fmt.Sprintf("pkcsslotd %d runs, not started by these tests: stop it (systemctl stop pkcsslotd)", pid)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
 }
