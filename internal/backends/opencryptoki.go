@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -74,10 +76,11 @@ func OpenCryptokiModule() string {
 // StartOpenCryptoki brings up opencryptoki's soft token: it takes the
 // machine-wide lock file (waiting for another process's Running to stop),
 // starts pkcsslotd unless one is already running (the system's service:
-// then it is used and left running), and re-initialises the soft token
-// through PKCS#11 (C_InitToken, C_InitPIN, C_SetPIN) with ockLabel and
-// fresh PINs, which deletes every object on it. A soft token that was
-// initialised with another label is someone's: Start refuses to wipe it.
+// then it is used and left running), and re-initialises the soft token:
+// it deletes the token's store, every object on it included, and sets it
+// up again through PKCS#11 (see ockInitToken) with its label and PINs. A
+// soft token that was initialised with another label is someone's: Start
+// refuses to wipe it.
 //
 // Starting pkcsslotd needs root. A user that is not root can use a
 // pkcsslotd that root started (systemctl start pkcsslotd) when the user is
@@ -92,7 +95,7 @@ func StartOpenCryptoki(dir string) (*Running, error) {
 		Label:  ockLabel,
 		PIN:    ockPIN,
 		SOPIN:  ockSOPIN,
-		Notes:  ockNotes,
+		Notes:  slices.Clone(ockNotes),
 	}
 	for _, p := range []string{ockDaemon, r.Module} {
 		if _, err := os.Stat(p); err != nil {
@@ -276,8 +279,11 @@ func ockKill(pid int) error {
 	return fmt.Errorf("pid %d survived SIGKILL", pid)
 }
 
-// ockVersion returns the Debian packages' versions.
-func ockVersion() (string, error) {
+// ockVersion returns the Debian packages' versions, asked once per
+// process (dpkg-query takes a quarter of a second on a busy machine).
+var ockVersion = sync.OnceValues(ockDpkgVersion)
+
+func ockDpkgVersion() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f", "${Package} ${Version}\n",

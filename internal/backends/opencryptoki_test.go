@@ -674,3 +674,21 @@ func ockNoDaemon(t *testing.T) {
 		t.Skip(msg)
 	}
 }
+
+// BenchmarkOpenCryptokiStartStop measures what the conformance suite pays
+// for the backend: StartOpenCryptoki (pkcsslotd, wipe, C_InitToken,
+// PINs) and Stop.
+func BenchmarkOpenCryptokiStartStop(b *testing.B) {
+	if _, err := os.Stat(ockDaemon); err != nil {
+		b.Skip("opencryptoki is not installed")
+	}
+	for range b.N {
+		r, err := StartOpenCryptoki(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Stop(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
