@@ -70,7 +70,8 @@ func TestOpenCryptokiStartStop(t *testing.T) {
 			t.Fatalf("start %d: %v", i+1, err)
 		}
 		if r.Name != "opencryptoki" || r.Label != ockLabel || r.Serial == "" || r.PIN == "" || r.SOPIN == "" {
-			t.Errorf("start %d: got %+v", i+1, *r)
+			t.Errorf("start %d: name %q label %q serial %q, PIN and SO PIN set: %v, %v",
+				i+1, r.Name, r.Label, r.Serial, r.PIN != "", r.SOPIN != "")
 		}
 		if !strings.Contains(r.Version, "opencryptoki 3.") || !strings.Contains(r.Version, "libopencryptoki0 3.") {
 			t.Errorf("Version = %q", r.Version)
