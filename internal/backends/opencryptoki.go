@@ -47,7 +47,9 @@ const (
 var ockNotes = []string{
 	"Paths are compiled in (/etc/opencryptoki, /var/lib/opencryptoki/swtok, /var/run/pkcsslotd.socket): " +
 		"one soft token per machine, behind one pkcsslotd.",
-	"pkcsslotd must run, started by root (systemctl start pkcsslotd); a user who is not root must be in group pkcs11.",
+	"pkcsslotd must run, started by root (systemctl start pkcsslotd). A user who is not root must be listed as a " +
+		"member of group pkcs11 in /etc/group (usermod -aG pkcs11 USER): opencryptoki reads the member list, so the " +
+		"group as primary group or through newgrp does not count, and C_Initialize fails with CKR_HOST_MEMORY.",
 	"PIN counters are real: count-low after 1 wrong PIN, final try after 2, locked after 3 " +
 		"(mp-hsm then refuses to try a PIN before the last try); the SO unlocks with C_InitPIN.",
 	"No EC: CKM_EC_KEY_PAIR_GEN is not in the mechanism list (CKR_MECHANISM_INVALID). " +
@@ -84,8 +86,9 @@ func OpenCryptokiModule() string {
 //
 // Starting pkcsslotd needs root. A user that is not root can use a
 // pkcsslotd that root started (systemctl start pkcsslotd) when the user is
-// in group pkcs11, which owns /var/lib/opencryptoki, /run/lock/opencryptoki
-// and pkcsslotd's socket and shared memory.
+// listed as a member of group pkcs11 in /etc/group (see ockNotes); the
+// group owns /var/lib/opencryptoki, /run/lock/opencryptoki and pkcsslotd's
+// socket and shared memory.
 //
 // dir receives pkcsslotd's output (pkcsslotd.log).
 func StartOpenCryptoki(dir string) (*Running, error) {

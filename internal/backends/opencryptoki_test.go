@@ -618,23 +618,7 @@ func TestOpenCryptokiForeignDaemon(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("only root can start pkcsslotd")
 	}
-	res := testexec.Run(t, testexec.Command(t, 30*time.Second, ockDaemon))
-	if res.Code != 0 {
-		t.Fatal(res)
-	}
-	var pid int
-	for end := time.Now().Add(10 * time.Second); pid == 0 || !ockAlive(pid); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("pkcsslotd wrote no pid file %s", ockPIDFile)
-		}
-		b, _ := os.ReadFile(ockPIDFile)
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	t.Cleanup(func() {
-		if err := ockKill(pid); err != nil {
-			t.Error(err)
-		}
-	})
+	pid := ockForeignDaemon(t)
 	r, err := StartOpenCryptoki(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -651,6 +635,48 @@ func TestOpenCryptokiForeignDaemon(t *testing.T) {
 	if !ockAlive(pid) {
 		t.Errorf("Stop ended pkcsslotd %d, which it did not start", pid)
 	}
+}
+
+// ockForeignDaemon starts a pkcsslotd as the system would, not recorded
+// in the lock file, and ends it when the test ends. Both happen under the
+// lock: a second pkcsslotd started beside a running one takes over its
+// shared memory, and the first one's exit then destroys it, breaking the
+// process that was using it.
+func ockForeignDaemon(t *testing.T) int {
+	t.Helper()
+	lock, err := ockLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if pids := ockDaemons(); len(pids) > 0 {
+		t.Fatalf("pkcsslotd %v runs already", pids)
+	}
+	_ = os.Remove(ockPIDFile)
+	res := testexec.Run(t, testexec.Command(t, 30*time.Second, ockDaemon))
+	if res.Code != 0 {
+		t.Fatal(res)
+	}
+	var pid int
+	for end := time.Now().Add(10 * time.Second); pid == 0 || !ockAlive(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("pkcsslotd wrote no pid file %s", ockPIDFile)
+		}
+		b, _ := os.ReadFile(ockPIDFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	t.Cleanup(func() {
+		lock, err := ockLock()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer lock.Close()
+		if err := ockKill(pid); err != nil {
+			t.Error(err)
+		}
+	})
+	return pid
 }
 
 // ockNoDaemon fails the test (under CI) or skips it when a pkcsslotd runs

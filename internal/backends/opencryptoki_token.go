@@ -36,7 +36,8 @@ func ockInitToken(module string) (serial string, err error) {
 			return "", fmt.Errorf("opencryptoki: this process still has %s initialised (close every hsm.Module "+
 				"on it before Start): %w", module, err)
 		}
-		return "", fmt.Errorf("opencryptoki: C_Initialize (is pkcsslotd running, and are you in group pkcs11?): %w", err)
+		return "", fmt.Errorf("opencryptoki: C_Initialize (is pkcsslotd running, and is this user listed "+
+			"in group pkcs11 in /etc/group?): %w", err)
 	}
 	defer func() {
 		if e := p.Finalize(); e != nil && err == nil {
