@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -317,9 +318,20 @@ func TestOpenCryptoki(t *testing.T) {
 		var found []string
 		for _, s := range slots {
 			found = append(found, s.String())
-			if s.Token != nil && s.Token.Label == r.Label && s.Token.Serial == r.Serial {
-				return
+			if s.Token == nil || s.Token.Label != r.Label || s.Token.Serial != r.Serial {
+				continue
 			}
+			// opencryptoki reports a session limit of 2^64-2: no limit
+			// that should keep hsm from signing in parallel.
+			tok, err := mod.OpenSlot(s, hsm.TokenOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := tok.MaxSessions(), 2*runtime.GOMAXPROCS(0); got != want {
+				t.Errorf("the token reports a session limit of %d; hsm signs on %d sessions at once, want %d",
+					s.Token.MaxSessions, got, want)
+			}
+			return
 		}
 		t.Errorf("no token %q serial %q among %q", r.Label, r.Serial, found)
 	})
