@@ -60,9 +60,10 @@ var ockNotes = []string{
 	"CKA_ALWAYS_AUTHENTICATE is stored but not enforced, and C_Login(CKU_CONTEXT_SPECIFIC) is refused with " +
 		"CKR_USER_TYPE_INVALID before the PIN is looked at: mp-hsm then signs without a context login, " +
 		"spending no PIN try.",
-	"PINs are 4 to 8 bytes. C_InitToken keeps the SO PIN it is given but encrypts the SO's master key under " +
-		"the default SO PIN (87654321), so re-initialise with the default SO PIN and change it afterwards (C_SetPIN), " +
-		"or the SO can no longer log in.",
+	"PINs are 4 to 8 bytes.",
+	"C_InitToken (pkcsconf -I) keeps the SO PIN it is given but encrypts the SO's master key under the default " +
+		"SO PIN (87654321): re-initialise with the default SO PIN and change it afterwards (C_SetPIN, pkcsconf -P), " +
+		"or the SO can no longer log in (CKR_FUNCTION_FAILED).",
 }
 
 // ockLockWait is how long StartOpenCryptoki waits for another process's
@@ -150,11 +151,34 @@ func ockLock() (*os.File, error) {
 			return f, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			holder := ockLockHolder(f)
 			f.Close()
-			return nil, fmt.Errorf("opencryptoki: locking %s (another process uses the soft token): %w", path, err)
+			return nil, fmt.Errorf("opencryptoki: locking %s (process %s uses the soft token): %w", path, holder, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ockLockHolder names the process holding the flock on f, from
+// /proc/locks ("1: FLOCK ADVISORY WRITE pid maj:min:inode start end"), or
+// says it is unknown.
+func ockLockHolder(f *os.File) string {
+	st, err := f.Stat()
+	if err != nil {
+		return "unknown"
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	locks, err := os.ReadFile("/proc/locks")
+	if !ok || err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(locks), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 6 && fields[1] == "FLOCK" && strings.HasSuffix(fields[5], ":"+strconv.FormatUint(sys.Ino, 10)) {
+			return fields[4]
+		}
+	}
+	return "unknown"
 }
 
 // ockLockPath returns ockLockFile, or a file of that name in the

@@ -85,6 +85,9 @@ func TestOpenCryptokiStartStop(t *testing.T) {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); !errors.Is(err, syscall.EWOULDBLOCK) {
 			t.Errorf("start %d: the lock file is not locked: flock = %v", i+1, err)
 		}
+		if got, want := ockLockHolder(f), strconv.Itoa(os.Getpid()); got != want {
+			t.Errorf("start %d: /proc/locks names %s as the lock's holder, want this process, %s", i+1, got, want)
+		}
 		f.Close()
 		ti := ockTokenInfo(t, r)
 		if strings.TrimSpace(ti.Label) != ockLabel || hsm.TokenFlags(ti.Flags).PINCountLow() {
