@@ -28,7 +28,8 @@ import (
 )
 
 // ockNeed fails the test (under CI) or skips it when opencryptoki is not
-// installed or the test is not root (only root can start pkcsslotd).
+// installed, or when the test is not root and no pkcsslotd runs (only root
+// can start one).
 func ockNeed(t *testing.T) {
 	t.Helper()
 	msg := ""
