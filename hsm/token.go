@@ -106,8 +106,11 @@ func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Toke
 	n := opts.MaxSessions
 	if n <= 0 {
 		n = 2 * runtime.GOMAXPROCS(0)
-		if max := ti.MaxSessions; max > 1 && int(max)-1 < n {
-			n = int(max) - 1
+		// The token's limit less the login session, compared as uint: a
+		// module may report a count that int would make negative
+		// (opencryptoki 3.8.1 reports 2^64-2), which gave one session.
+		if max := ti.MaxSessions; max > 1 && max-1 < uint(n) {
+			n = int(max - 1)
 		}
 	}
 	if n < 1 {

@@ -19,6 +19,8 @@ NEEDS=(
   "/usr/lib/$arch/pkcs11-spy.so|opensc-pkcs11|tests that count PKCS#11 calls"
   "/usr/lib/$arch/opensc-pkcs11.so|opensc-pkcs11|the default-module test (OpenSC with no card)"
   "openssl|openssl|signer tests: a PKCS#12 file written by openssl"
+  "/usr/sbin/pkcsslotd|opencryptoki|conformance suite: opencryptoki's slot daemon and soft token (internal/backends)"
+  "/usr/lib/$arch/pkcs11/libopencryptoki.so|opencryptoki|conformance suite: opencryptoki's PKCS#11 module"
   "/usr/include/p11-kit-1/p11-kit/pkcs11.h|libp11-kit-dev|internal/p11shim: the test module built with gcc"
   "dpkg-buildflags|dpkg-dev|make deb: Debian's hardening flags; dpkg-shlibdeps in the packaging test"
   "systemd-analyze|systemd|packaging test: verifies the units, applies sysusers.d and tmpfiles.d"
