@@ -26,6 +26,12 @@ NEEDS=(
   "qemu-aarch64-static|qemu-user-static|packaging test: runs the arm64 binary"
   "systemd-analyze|systemd|packaging test: verifies the units, applies sysusers.d and tmpfiles.d"
   "man|man-db|packaging test: man -l of the man pages"
+  "/usr/lib/$arch/pkcs11/libtpm2_pkcs11.so|libtpm2-pkcs11-1|internal/backends: the tpm2-pkcs11 backend's module"
+  "swtpm|swtpm|internal/backends: the software TPM under tpm2-pkcs11"
+  "/usr/sbin/tpm2-abrmd|tpm2-abrmd|internal/backends: the TPM resource manager (without one tpm2-pkcs11 fills the TPM with transient objects)"
+  "/usr/lib/$arch/libtss2-tcti-tabrmd.so.0|libtss2-tcti-tabrmd0|internal/backends: tpm2-pkcs11 and tpm2-tools reach tpm2-abrmd (tpm2-abrmd does not pull it in)"
+  "dbus-daemon|dbus-daemon|internal/backends: the private D-Bus bus tpm2-abrmd serves on"
+  "tpm2_dictionarylockout|tpm2-tools|internal/backends: relaxes the TPM's dictionary-attack lockout for wrong-PIN tests"
 )
 
 missing=() why=()

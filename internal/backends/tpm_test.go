@@ -1,0 +1,475 @@
+package backends
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/testexec"
+	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
+)
+
+// startTPM starts a TPM backend in a new directory and stops it in
+// t.Cleanup, failing t if Stop fails. Without swtpm and the rest it skips,
+// unless CI is set.
+func startTPM(t *testing.T) *Running {
+	t.Helper()
+	if _, err := tpmFind(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err.Error() + "; with CI set, this fails the test")
+	}
+	dir := shortTempDir(t)
+	start := time.Now()
+	r, err := StartTPM(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("StartTPM took %v: %s", time.Since(start).Round(time.Millisecond), r.Version)
+	t.Cleanup(func() {
+		if err := r.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return r
+}
+
+// shortTempDir is a temporary directory with a path short enough for the
+// unix sockets in it (t.TempDir's paths grow with the test's name).
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tpm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// processesIn returns the command lines of the processes whose command
+// line mentions dir.
+func processesIn(t *testing.T, dir string) []string {
+	t.Helper()
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(dir)) {
+			continue // gone meanwhile, or not ours
+		}
+		found = append(found, p+": "+strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " "))
+	}
+	return found
+}
+
+func TestStartTPMTwice(t *testing.T) {
+	pkcs11Tool := testexec.Tool(t, "pkcs11-tool", "opensc")
+	a, b := startTPM(t), startTPM(t)
+	if a.Getenv("TPM2_PKCS11_STORE") == b.Getenv("TPM2_PKCS11_STORE") || a.Getenv("TPM2_PKCS11_TCTI") == b.Getenv("TPM2_PKCS11_TCTI") {
+		t.Fatalf("two backends share a store or a TCTI: %q, %q", a.Env, b.Env)
+	}
+	for _, r := range []*Running{a, b} {
+		if r.Name != "tpm2-pkcs11" || r.Label != tpmLabel || r.PIN == "" || r.SOPIN == "" || r.Serial == "" || len(r.Notes) == 0 {
+			t.Errorf("Running %+v", r)
+		}
+		if !strings.Contains(r.Version, "libtpm2-pkcs11-1 ") || !strings.Contains(r.Version, "swtpm ") {
+			t.Errorf("Version %q names neither libtpm2-pkcs11-1 nor swtpm", r.Version)
+		}
+		dir := filepath.Dir(r.Getenv("TPM2_PKCS11_STORE"))
+		if len(processesIn(t, dir)) < 3 {
+			t.Errorf("%s: processes %q, want swtpm, dbus-daemon and tpm2-abrmd", dir, processesIn(t, dir))
+		}
+		// Another process sees the token, initialised, through the
+		// resource manager, with only Env (and a HOME of its own).
+		home := t.TempDir()
+		cmd := testexec.Command(t, time.Minute, pkcs11Tool, "--module", r.Module, "--list-token-slots")
+		cmd.Env = testexec.Env(home, r.Env...)
+		res := testexec.Run(t, cmd)
+		if res.Code != 0 || !strings.Contains(res.Stdout, "token label        : "+r.Label) ||
+			!strings.Contains(res.Stdout, "PIN initialized") || !strings.Contains(res.Stdout, "serial num         : "+r.Serial) {
+			t.Errorf("pkcs11-tool does not list the initialised token:\n%s", res)
+		}
+		if _, err := os.Stat(filepath.Join(home, ".tpm2_pkcs11")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("tpm2-pkcs11 made %s/.tpm2_pkcs11 (%v)", home, err)
+		}
+	}
+	for _, r := range []*Running{a, b} {
+		dir := filepath.Dir(r.Getenv("TPM2_PKCS11_STORE"))
+		if err := r.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if left := processesIn(t, dir); len(left) > 0 {
+			t.Errorf("after Stop, still running: %q", left)
+		}
+		if err := r.Stop(); err != nil {
+			t.Errorf("second Stop: %v", err)
+		}
+	}
+}
+
+// TestStartTPMFails: a directory that cannot hold the sockets is an error
+// that says so, and nothing is left running.
+func TestStartTPMFails(t *testing.T) {
+	if _, err := tpmFind(); err != nil {
+		t.Skip(err)
+	}
+	long := filepath.Join(shortTempDir(t), strings.Repeat("d", 100))
+	r, err := StartTPM(long)
+	if err == nil || r != nil || !strings.Contains(err.Error(), "too long for a unix socket") {
+		t.Fatalf("StartTPM(%d-byte dir) = %v, %v", len(long), r, err)
+	}
+}
+
+// useTPM sets the process environment that the module needs to reach r,
+// and a HOME of the test's own.
+func useTPM(t *testing.T, r *Running) (home string) {
+	t.Helper()
+	for _, kv := range r.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	home = t.TempDir()
+	t.Setenv("HOME", home)
+	return home
+}
+
+// tpmKey is a key pair that tpmGenerate made.
+type tpmKey struct {
+	id     []byte
+	label  string
+	public crypto.PublicKey
+}
+
+// tpmGenerate generates a key pair on r's token through PKCS#11: "rsa2048",
+// "rsa4096" or "ec-p256"; private, sensitive, not extractable. It checks
+// those attributes on the private key as the token reports them.
+func tpmGenerate(t *testing.T, r *Running, kind string, id []byte, label string, alwaysAuth bool) (tpmKey, error) {
+	t.Helper()
+	p, sh := tpmSession(t, r)
+	defer tpmClose(t, p, sh)
+	common := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}
+	pub := append([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true)}, common...)
+	priv := append([]*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+	}, common...)
+	if alwaysAuth {
+		priv = append(priv, pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_AUTHENTICATE, true))
+	}
+	var mech uint
+	switch kind {
+	case "rsa2048", "rsa4096":
+		bits := map[string]int{"rsa2048": 2048, "rsa4096": 4096}[kind]
+		mech = pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN
+		pub = append(pub, pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
+	case "ec-p256":
+		mech = pkcs11.CKM_EC_KEY_PAIR_GEN
+		pub = append(pub, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}))
+	default:
+		t.Fatalf("tpmGenerate: kind %q", kind)
+	}
+	pubH, privH, err := p.GenerateKeyPair(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pub, priv)
+	if err != nil {
+		return tpmKey{}, err
+	}
+	attrs, err := p.GetAttributeValue(sh, privH, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_AUTHENTICATE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, nil),
+	})
+	if err != nil {
+		t.Fatalf("C_GetAttributeValue of the new private key: %v", err)
+	}
+	want := []bool{true, false, alwaysAuth, true}
+	for i, a := range attrs {
+		if got := len(a.Value) == 1 && a.Value[0] == 1; got != want[i] {
+			t.Errorf("%s key: attribute %#x is %v, want %v", kind, a.Type, a.Value, want[i])
+		}
+	}
+	k := tpmKey{id: id, label: label}
+	if kind == "ec-p256" {
+		a, err := p.GetAttributeValue(sh, pubH, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
+		if err != nil {
+			t.Fatalf("C_GetAttributeValue(CKA_EC_POINT): %v", err)
+		}
+		point := a[0].Value
+		if len(point) > 2 && point[0] == 0x04 && int(point[1]) == len(point)-2 { // DER OCTET STRING
+			point = point[2:]
+		}
+		x, y := elliptic.Unmarshal(elliptic.P256(), point) //nolint:staticcheck // a test reading a raw point
+		if x == nil {
+			t.Fatalf("CKA_EC_POINT %x is no P-256 point", a[0].Value)
+		}
+		k.public = &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+	} else {
+		a, err := p.GetAttributeValue(sh, pubH, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil), pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil)})
+		if err != nil {
+			t.Fatalf("C_GetAttributeValue(CKA_MODULUS): %v", err)
+		}
+		k.public = &rsa.PublicKey{N: new(big.Int).SetBytes(a[0].Value), E: int(new(big.Int).SetBytes(a[1].Value).Int64())}
+	}
+	return k, nil
+}
+
+// tpmPutCertificate stores cert on r's token with id and label
+// (C_CreateObject).
+func tpmPutCertificate(t *testing.T, r *Running, cert *x509.Certificate, id []byte, label string) {
+	t.Helper()
+	p, sh := tpmSession(t, r)
+	defer tpmClose(t, p, sh)
+	_, err := p.CreateObject(sh, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_SUBJECT, cert.RawSubject),
+		pkcs11.NewAttribute(pkcs11.CKA_ISSUER, cert.RawIssuer),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	})
+	if err != nil {
+		t.Fatalf("C_CreateObject(certificate %q): %v", label, err)
+	}
+}
+
+// tpmSession loads r's module in this process (useTPM must have set the
+// environment), and opens a read-write session logged in as the user.
+func tpmSession(t *testing.T, r *Running) (*pkcs11.Ctx, pkcs11.SessionHandle) {
+	t.Helper()
+	p := pkcs11.New(r.Module)
+	if p == nil {
+		t.Fatalf("cannot load %s", r.Module)
+	}
+	if err := p.Initialize(); err != nil {
+		t.Fatalf("C_Initialize: %v", err)
+	}
+	slot := tpmSlot(t, p, r.Label)
+	sh, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatalf("C_OpenSession: %v", err)
+	}
+	if err := p.Login(sh, pkcs11.CKU_USER, r.PIN); err != nil {
+		t.Fatalf("C_Login: %v", err)
+	}
+	return p, sh
+}
+
+func tpmClose(t *testing.T, p *pkcs11.Ctx, sh pkcs11.SessionHandle) {
+	t.Helper()
+	if err := p.CloseSession(sh); err != nil {
+		t.Errorf("C_CloseSession: %v", err)
+	}
+	if err := p.Finalize(); err != nil {
+		t.Errorf("C_Finalize: %v", err)
+	}
+	p.Destroy()
+}
+
+// tpmSlot finds the slot of the token labelled label.
+func tpmSlot(t *testing.T, p *pkcs11.Ctx, label string) uint {
+	t.Helper()
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		t.Fatalf("C_GetSlotList: %v", err)
+	}
+	for _, s := range slots {
+		if ti, err := p.GetTokenInfo(s); err == nil && strings.TrimRight(ti.Label, " ") == label {
+			return s
+		}
+	}
+	t.Fatalf("no token labelled %q in slots %v", label, slots)
+	return 0
+}
+
+// issue makes a certificate for pub, signed by a CA made here, and returns
+// it and the CA's.
+func issue(t *testing.T, pub crypto.PublicKey, cn string) (leaf, ca *x509.Certificate) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tpm test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca, err = x509.ParseCertificate(caDER); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	return leaf, ca
+}
+
+// TestTPMSign: keys generated on the TPM token, a certificate stored
+// beside one, and the project's own hsm and signer/p11 list the token, log
+// in and sign RS256, PS256 and ES256 with them.
+func TestTPMSign(t *testing.T) {
+	r := startTPM(t)
+	home := useTPM(t, r)
+	rsaKey, err := tpmGenerate(t, r, "rsa2048", []byte{1}, "rsa", false)
+	if err != nil {
+		t.Fatalf("generating RSA-2048: %v", err)
+	}
+	ecKey, err := tpmGenerate(t, r, "ec-p256", []byte{2}, "ec", false)
+	if err != nil {
+		t.Fatalf("generating EC P-256: %v", err)
+	}
+	leaf, ca := issue(t, rsaKey.public, "tpm rsa")
+	tpmPutCertificate(t, r, leaf, rsaKey.id, "rsa")
+	tpmPutCertificate(t, r, ca, []byte{0xca}, "ca")
+
+	// The token is listed, and found by label and by serial.
+	m, err := hsm.Open(r.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots, err := m.Slots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed bool
+	for _, s := range slots {
+		listed = listed || s.Token != nil && s.Token.Label == r.Label && s.Token.Serial == r.Serial
+	}
+	if !listed {
+		t.Errorf("hsm lists %v, not the token %q (serial %q)", slots, r.Label, r.Serial)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// tpm2-pkcs11 offers no RSA-PSS on swtpm: C_GetMechanismList lacks
+	// CKM_RSA_PKCS_PSS (the suite reports PS256 as not supported by this
+	// token). Asked anyway, it keeps a pointer to the caller's PSS
+	// parameters from C_SignInit and reads them in C_Sign; miekg/pkcs11
+	// frees them when C_SignInit returns, so the signature fails
+	// (CKR_MECHANISM_INVALID) or, should the freed memory still hold them,
+	// succeeds.
+	mechs := tpmMechanisms(t, r)
+	if mechs[pkcs11.CKM_RSA_PKCS_PSS] || mechs[pkcs11.CKM_SHA256_RSA_PKCS_PSS] {
+		t.Errorf("the token now offers RSA-PSS: the notes and this test say it does not")
+	}
+	for _, need := range []uint{pkcs11.CKM_RSA_PKCS, pkcs11.CKM_ECDSA, pkcs11.CKM_RSA_X_509} {
+		if !mechs[need] {
+			t.Errorf("the token does not offer mechanism %#x", need)
+		}
+	}
+	for _, c := range []struct {
+		alg string
+		key tpmKey
+	}{{"RS256", rsaKey}, {"PS256", rsaKey}, {"ES256", ecKey}} {
+		t.Run(c.alg, func(t *testing.T) {
+			s, err := p11.Open(p11.Config{
+				Module: r.Module,
+				Token:  hsm.TokenSelector{Label: r.Label, Serial: r.Serial},
+				Key:    hsm.KeySelector{ID: c.key.id},
+				PIN:    hsm.StaticPIN([]byte(r.PIN)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if !publicEqual(s.Public(), c.key.public) {
+				t.Fatalf("the signer's public key is not the one generated")
+			}
+			if bytes.Equal(c.key.id, rsaKey.id) {
+				if ch := s.Chain(); len(ch) != 1 || !ch[0].Equal(leaf) {
+					t.Errorf("chain read from the token: %d certificates, want the leaf", len(ch))
+				}
+			}
+			m, err := signer.Method(c.alg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const signing = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJ0cG0ifQ"
+			sig, err := m.Sign(signing, s)
+			if c.alg == "PS256" && errors.Is(err, hsm.ErrUnsupported) && errors.Is(err, pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID)) {
+				t.Logf("PS256 on the TPM, which does not offer RSA-PSS: %v", err)
+				return
+			}
+			if err != nil {
+				t.Fatalf("%s on the TPM: %v", c.alg, err)
+			}
+			if err := m.Verify(signing, sig, c.key.public); err != nil {
+				t.Errorf("%s signature does not verify: %v", c.alg, err)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(home, ".tpm2_pkcs11")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("tpm2-pkcs11 made ~/.tpm2_pkcs11 (%v)", err)
+	}
+}
+
+func publicEqual(a, b crypto.PublicKey) bool {
+	e, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(b)
+}
+
+// TestTPMRSA4096Refused: the TPM refuses RSA-4096 keys, as the notes say.
+func TestTPMRSA4096Refused(t *testing.T) {
+	r := startTPM(t)
+	useTPM(t, r)
+	_, err := tpmGenerate(t, r, "rsa4096", []byte{4}, "rsa4096", false)
+	if err == nil {
+		t.Fatal("the TPM generated an RSA-4096 key; the notes say it refuses them")
+	}
+	t.Logf("RSA-4096: %v", err)
+}
+
+// tpmMechanisms returns the mechanisms r's token offers.
+func tpmMechanisms(t *testing.T, r *Running) map[uint]bool {
+	t.Helper()
+	p, sh := tpmSession(t, r)
+	defer tpmClose(t, p, sh)
+	ms, err := p.GetMechanismList(tpmSlot(t, p, r.Label))
+	if err != nil {
+		t.Fatalf("C_GetMechanismList: %v", err)
+	}
+	got := map[uint]bool{}
+	for _, m := range ms {
+		got[m.Mechanism] = true
+	}
+	return got
+}
