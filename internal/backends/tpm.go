@@ -252,14 +252,14 @@ func tpmInitToken(r *Running, env []string) (string, error) {
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("tpm2-pkcs11: initialising the token (C_InitToken, C_InitPIN in a child process): %w\n%s%s", err, stdout.String(), stderr.String())
 	}
-	serial, ok := strings.CutPrefix(strings.TrimSpace(lastLine(stdout.String())), "serial=")
+	serial, ok := strings.CutPrefix(strings.TrimSpace(tpmLastLine(stdout.String())), "serial=")
 	if !ok {
 		return "", fmt.Errorf("tpm2-pkcs11: the token initialiser printed no serial:\n%s%s", stdout.String(), stderr.String())
 	}
 	return serial, nil
 }
 
-func lastLine(s string) string {
+func tpmLastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
 		return s[i+1:]

@@ -38,7 +38,7 @@ func init() {
 // PIN: C_InitToken, then C_InitPIN in a read-write session of the SO. It
 // returns the token's serial.
 func tpmInitChild(module, label string, pins *os.File) (serial string, err error) {
-	sopin, pin, err := readPINs(pins)
+	sopin, pin, err := tpmReadPINs(pins)
 	if err != nil {
 		return "", err
 	}
@@ -93,9 +93,9 @@ func tpmInitChild(module, label string, pins *os.File) (serial string, err error
 	return strings.TrimSpace(ti.SerialNumber), nil
 }
 
-// readPINs reads the SO PIN and the user PIN, one a line, from the
+// tpmReadPINs reads the SO PIN and the user PIN, one a line, from the
 // initialiser's standard input.
-func readPINs(f *os.File) (sopin, pin string, err error) {
+func tpmReadPINs(f *os.File) (sopin, pin string, err error) {
 	sc := bufio.NewScanner(f)
 	var lines []string
 	for len(lines) < 2 && sc.Scan() {

@@ -7,13 +7,17 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,10 +29,10 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 )
 
-// startTPM starts a TPM backend in a new directory and stops it in
-// t.Cleanup, failing t if Stop fails. Without swtpm and the rest it skips,
-// unless CI is set.
-func startTPM(t *testing.T) *Running {
+// startTPMs starts n TPM backends at once, each in a new directory, and
+// stops them in t.Cleanup, failing t if Stop fails. Without swtpm and the
+// rest it skips, unless CI is set.
+func startTPMs(t *testing.T, n int) []*Running {
 	t.Helper()
 	if _, err := tpmFind(); err != nil {
 		if os.Getenv("CI") != "" {
@@ -36,19 +40,32 @@ func startTPM(t *testing.T) *Running {
 		}
 		t.Skip(err.Error() + "; with CI set, this fails the test")
 	}
-	dir := shortTempDir(t)
-	start := time.Now()
-	r, err := StartTPM(dir)
-	if err != nil {
+	rs, errs := make([]*Running, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i := range rs {
+		dir := shortTempDir(t)
+		wg.Go(func() {
+			start := time.Now()
+			rs[i], errs[i] = StartTPM(dir)
+			if errs[i] == nil {
+				t.Logf("StartTPM took %v: %s", time.Since(start).Round(time.Millisecond), rs[i].Version)
+			}
+		})
+	}
+	wg.Wait()
+	for _, r := range rs {
+		if r != nil {
+			t.Cleanup(func() {
+				if err := r.Stop(); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("StartTPM took %v: %s", time.Since(start).Round(time.Millisecond), r.Version)
-	t.Cleanup(func() {
-		if err := r.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	return r
+	return rs
 }
 
 // shortTempDir is a temporary directory with a path short enough for the
@@ -84,7 +101,8 @@ func processesIn(t *testing.T, dir string) []string {
 
 func TestStartTPMTwice(t *testing.T) {
 	pkcs11Tool := testexec.Tool(t, "pkcs11-tool", "opensc")
-	a, b := startTPM(t), startTPM(t)
+	rs := startTPMs(t, 2) // at once: StartTPM may run concurrently
+	a, b := rs[0], rs[1]
 	if a.Getenv("TPM2_PKCS11_STORE") == b.Getenv("TPM2_PKCS11_STORE") || a.Getenv("TPM2_PKCS11_TCTI") == b.Getenv("TPM2_PKCS11_TCTI") {
 		t.Fatalf("two backends share a store or a TCTI: %q, %q", a.Env, b.Env)
 	}
@@ -182,19 +200,22 @@ func tpmGenerate(t *testing.T, r *Running, kind string, id []byte, label string,
 	if alwaysAuth {
 		priv = append(priv, pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_AUTHENTICATE, true))
 	}
-	var mech uint
+	var mech, keyType uint
 	switch kind {
 	case "rsa2048", "rsa4096":
 		bits := map[string]int{"rsa2048": 2048, "rsa4096": 4096}[kind]
-		mech = pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN
+		mech, keyType = pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, pkcs11.CKK_RSA
 		pub = append(pub, pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
 			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}))
 	case "ec-p256":
-		mech = pkcs11.CKM_EC_KEY_PAIR_GEN
+		mech, keyType = pkcs11.CKM_EC_KEY_PAIR_GEN, pkcs11.CKK_EC
 		pub = append(pub, pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}))
 	default:
 		t.Fatalf("tpmGenerate: kind %q", kind)
 	}
+	// CKA_CLASS and CKA_KEY_TYPE too, as the generic GenerateKey sets them.
+	pub = append(pub, pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType))
+	priv = append(priv, pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType))
 	pubH, privH, err := p.GenerateKeyPair(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pub, priv)
 	if err != nil {
 		return tpmKey{}, err
@@ -246,7 +267,12 @@ func tpmPutCertificate(t *testing.T, r *Running, cert *x509.Certificate, id []by
 	t.Helper()
 	p, sh := tpmSession(t, r)
 	defer tpmClose(t, p, sh)
-	_, err := p.CreateObject(sh, []*pkcs11.Attribute{
+	serial, err := asn1.Marshal(cert.SerialNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.CreateObject(sh, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_SERIAL_NUMBER, serial),
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
 		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
@@ -342,12 +368,23 @@ func issue(t *testing.T, pub crypto.PublicKey, cn string) (leaf, ca *x509.Certif
 	return leaf, ca
 }
 
-// TestTPMSign: keys generated on the TPM token, a certificate stored
+// TestTPMToken runs, on one TPM backend used by this process, the tests
+// below; each generates keys of its own.
+func TestTPMToken(t *testing.T) {
+	r := startTPMs(t, 1)[0]
+	home := useTPM(t, r)
+	t.Run("sign", func(t *testing.T) { testTPMSign(t, r) })
+	t.Run("rsa4096-refused", func(t *testing.T) { testTPMRSA4096Refused(t, r) })
+	t.Run("always-authenticate", func(t *testing.T) { testTPMAlwaysAuthenticate(t, r) })
+	if _, err := os.Stat(filepath.Join(home, ".tpm2_pkcs11")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("tpm2-pkcs11 made ~/.tpm2_pkcs11 (%v)", err)
+	}
+}
+
+// testTPMSign: keys generated on the TPM token, a certificate stored
 // beside one, and the project's own hsm and signer/p11 list the token, log
 // in and sign RS256, PS256 and ES256 with them.
-func TestTPMSign(t *testing.T) {
-	r := startTPM(t)
-	home := useTPM(t, r)
+func testTPMSign(t *testing.T, r *Running) {
 	rsaKey, err := tpmGenerate(t, r, "rsa2048", []byte{1}, "rsa", false)
 	if err != nil {
 		t.Fatalf("generating RSA-2048: %v", err)
@@ -437,9 +474,6 @@ func TestTPMSign(t *testing.T) {
 			}
 		})
 	}
-	if _, err := os.Stat(filepath.Join(home, ".tpm2_pkcs11")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("tpm2-pkcs11 made ~/.tpm2_pkcs11 (%v)", err)
-	}
 }
 
 func publicEqual(a, b crypto.PublicKey) bool {
@@ -447,10 +481,8 @@ func publicEqual(a, b crypto.PublicKey) bool {
 	return ok && e.Equal(b)
 }
 
-// TestTPMRSA4096Refused: the TPM refuses RSA-4096 keys, as the notes say.
-func TestTPMRSA4096Refused(t *testing.T) {
-	r := startTPM(t)
-	useTPM(t, r)
+// testTPMRSA4096Refused: the TPM refuses RSA-4096 keys, as the notes say.
+func testTPMRSA4096Refused(t *testing.T, r *Running) {
 	_, err := tpmGenerate(t, r, "rsa4096", []byte{4}, "rsa4096", false)
 	if err == nil {
 		t.Fatal("the TPM generated an RSA-4096 key; the notes say it refuses them")
@@ -472,4 +504,187 @@ func tpmMechanisms(t *testing.T, r *Running) map[uint]bool {
 		got[m.Mechanism] = true
 	}
 	return got
+}
+
+// scriptedPIN is a PIN source that answers each call with the next of its
+// answers: a PIN, or an error. It counts the calls.
+type scriptedPIN struct {
+	mu      sync.Mutex
+	answers []any // string or error
+	calls   int
+}
+
+func (s *scriptedPIN) source() hsm.PINSource {
+	return func() ([]byte, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.calls >= len(s.answers) {
+			return nil, fmt.Errorf("PIN source asked %d times, scripted for %d", s.calls+1, len(s.answers))
+		}
+		a := s.answers[s.calls]
+		s.calls++
+		if err, ok := a.(error); ok {
+			return nil, err
+		}
+		return []byte(a.(string)), nil
+	}
+}
+
+func (s *scriptedPIN) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+var errNoPIN = errors.New("no PIN this time")
+
+// testTPMAlwaysAuthenticate: what tpm2-pkcs11 does with a key that has
+// CKA_ALWAYS_AUTHENTICATE, and that hsm signs, fails and signs again on it
+// without ever meeting CKR_OPERATION_ACTIVE.
+func testTPMAlwaysAuthenticate(t *testing.T, r *Running) {
+	// EC keys: the TPM makes them much faster than RSA keys.
+	aa, err := tpmGenerate(t, r, "ec-p256", []byte{0xaa, 3}, "always", true)
+	if err != nil {
+		t.Fatalf("generating an EC key with CKA_ALWAYS_AUTHENTICATE: %v", err)
+	}
+	plain, err := tpmGenerate(t, r, "ec-p256", []byte{0xaa, 4}, "plain", false)
+	if err != nil {
+		t.Fatalf("generating EC P-256: %v", err)
+	}
+	digest := sha256.Sum256([]byte("tpm"))
+
+	// The module itself: a C_Sign without the context login fails, and
+	// leaves the operation active, so the next C_SignInit on that session
+	// answers CKR_OPERATION_ACTIVE. This is why hsm replaces a session
+	// whose signature failed.
+	t.Run("module", func(t *testing.T) {
+		p, sh := tpmSession(t, r)
+		defer tpmClose(t, p, sh)
+		key := tpmFindKey(t, p, sh, aa.id)
+		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}
+		in := digest[:]
+		if err := p.SignInit(sh, mech, key); err != nil {
+			t.Fatalf("C_SignInit: %v", err)
+		}
+		_, err := p.Sign(sh, in)
+		if !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)) {
+			t.Fatalf("C_Sign without the context login: %v, want CKR_USER_NOT_LOGGED_IN", err)
+		}
+		err = p.SignInit(sh, mech, key)
+		if !errors.Is(err, pkcs11.Error(pkcs11.CKR_OPERATION_ACTIVE)) {
+			t.Fatalf("C_SignInit after the failed C_Sign: %v, want CKR_OPERATION_ACTIVE (the module changed: see hsm.Key.SignContext)", err)
+		}
+		t.Logf("C_Sign without a context login: CKR_USER_NOT_LOGGED_IN; then C_SignInit on that session: CKR_OPERATION_ACTIVE")
+	})
+
+	// hsm on one signing session: the replaced session signs again.
+	m, err := hsm.Open(r.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	slot, err := m.FindSlot(hsm.TokenSelector{Label: r.Label})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A wrong PIN: one C_Login, and the token's flags say nothing of it.
+	tok, err := m.OpenSlot(slot, hsm.TokenOptions{MaxSessions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pe *hsm.PINError
+	err = tok.Login(hsm.StaticPIN([]byte("000000")), hsm.LoginOptions{})
+	if !errors.As(err, &pe) || !errors.Is(err, hsm.ErrPINIncorrect) || !pe.Attempted {
+		t.Fatalf("Login with a wrong PIN: %v, want ErrPINIncorrect", err)
+	}
+	if pe.Flags.PINCountLow() || pe.Flags.PINFinalTry() || pe.Flags.PINLocked() {
+		t.Errorf("after a wrong PIN the token reports %v; the notes say it never does", pe.Flags)
+	}
+	t.Logf("flags after a wrong PIN: %v", pe.Flags)
+	if err := tok.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	pins := &scriptedPIN{answers: []any{
+		r.PIN,    // Login
+		r.PIN,    // 1st signature: signs
+		errNoPIN, // 2nd: no context login, after C_SignInit
+		r.PIN,    // 3rd: signs on a new session
+		"000000", // 4th: a wrong PIN in the context login
+	}}
+	tok, err = m.OpenSlot(slot, hsm.TokenOptions{MaxSessions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.Login(pins.source(), hsm.LoginOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	aaKey, err := tok.FindKey(hsm.KeySelector{ID: aa.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !aaKey.Info().AlwaysAuthenticate {
+		t.Fatalf("hsm does not see CKA_ALWAYS_AUTHENTICATE on %v", aaKey)
+	}
+	plainKey, err := tok.FindKey(hsm.KeySelector{ID: plain.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signs := func(k *hsm.Key, pub crypto.PublicKey) {
+		t.Helper()
+		sig, err := k.Sign(nil, digest[:], crypto.SHA256)
+		if err != nil {
+			t.Fatalf("signing with %v: %v", k, err)
+		}
+		switch pub := pub.(type) {
+		case *rsa.PublicKey:
+			err = rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig)
+		case *ecdsa.PublicKey:
+			if !ecdsa.VerifyASN1(pub, digest[:], sig) {
+				err = errors.New("ECDSA signature does not verify")
+			}
+		}
+		if err != nil {
+			t.Fatalf("signature of %v: %v", k, err)
+		}
+	}
+
+	signs(aaKey, aa.public)
+	if _, err := aaKey.Sign(nil, digest[:], crypto.SHA256); !errors.Is(err, errNoPIN) {
+		t.Fatalf("signing when the PIN source fails: %v, want %v", err, errNoPIN)
+	}
+	signs(aaKey, aa.public) // not CKR_OPERATION_ACTIVE: the session was replaced
+	signs(plainKey, plain.public)
+
+	_, err = aaKey.Sign(nil, digest[:], crypto.SHA256)
+	if !errors.As(err, &pe) || !errors.Is(err, hsm.ErrPINIncorrect) || !pe.Attempted {
+		t.Fatalf("context login with a wrong PIN: %v, want ErrPINIncorrect", err)
+	}
+	asked := pins.count()
+	_, err = aaKey.Sign(nil, digest[:], crypto.SHA256)
+	if !errors.As(err, &pe) || pe.Attempted || pins.count() != asked {
+		t.Fatalf("after a wrong context PIN, signing again: %v (PIN source asked %d times, was %d); want the refusal, not presented again", err, pins.count(), asked)
+	}
+	signs(plainKey, plain.public) // the user login holds, and the session is usable
+	if pins.count() != len(pins.answers) {
+		t.Errorf("PIN source asked %d times, want %d", pins.count(), len(pins.answers))
+	}
+}
+
+// tpmFindKey finds the private key with CKA_ID id.
+func tpmFindKey(t *testing.T, p *pkcs11.Ctx, sh pkcs11.SessionHandle, id []byte) pkcs11.ObjectHandle {
+	t.Helper()
+	if err := p.FindObjectsInit(sh, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_ID, id)}); err != nil {
+		t.Fatalf("C_FindObjectsInit: %v", err)
+	}
+	hs, _, err := p.FindObjects(sh, 2)
+	if err2 := p.FindObjectsFinal(sh); err == nil {
+		err = err2
+	}
+	if err != nil || len(hs) != 1 {
+		t.Fatalf("C_FindObjects(private key %x): %v, %d found", id, err, len(hs))
+	}
+	return hs[0]
 }
