@@ -49,10 +49,13 @@ var tpmBusNames atomic.Int64
 //
 // The daemons are child processes in process groups of their own, killed
 // when this process dies (SIGKILL as parent-death signal) or by Stop.
-func StartTPM(dir string) (r *Running, err error) {
+func StartTPM(dir string) (_ *Running, err error) {
 	need, err := tpmFind()
 	if err != nil {
 		return nil, err
+	}
+	if dir, err = filepath.Abs(dir); err != nil { // the daemons run in dir
+		return nil, fmt.Errorf("tpm2-pkcs11: %w", err)
 	}
 	for _, sub := range []string{"tpm", "store"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
@@ -66,7 +69,7 @@ func StartTPM(dir string) (r *Running, err error) {
 	}
 	busName := fmt.Sprintf("com.intel.tss2.Tabrmd.mphsm%d_%d", os.Getpid(), tpmBusNames.Add(1))
 	tcti := "tabrmd:bus_type=session,bus_name=" + busName
-	r = &Running{
+	r := &Running{
 		Name:   "tpm2-pkcs11",
 		Module: need["module"],
 		Env: []string{
@@ -81,9 +84,8 @@ func StartTPM(dir string) (r *Running, err error) {
 		Notes: tpmNotes,
 	}
 	defer func() {
-		if err != nil {
+		if err != nil { // every return below returns nil and err
 			err = errors.Join(err, r.Stop())
-			r = nil
 		}
 	}()
 	// Child processes get PATH (for the tools' own helpers) and r.Env;
@@ -139,19 +141,27 @@ func StartTPM(dir string) (r *Running, err error) {
 	return r, nil
 }
 
-// tpmNotes are what a user of tpm2-pkcs11 must know, for COMPATIBILITY.md.
+// tpmNotes are what a user of tpm2-pkcs11 must know, for COMPATIBILITY.md;
+// tpm_test.go checks what they say of the token's behaviour.
 var tpmNotes = []string{
-	"Needs a resource manager: tpm2-pkcs11 talking to the TPM directly leaves transient objects loaded " +
-		"until the TPM has no room (TPM_RC_OBJECT_MEMORY, 0x902). Use the kernel's (/dev/tpmrm0, " +
-		"TPM2_PKCS11_TCTI=device:/dev/tpmrm0) or tpm2-abrmd with libtss2-tcti-tabrmd0 " +
-		"(here on a private D-Bus bus, TPM2_PKCS11_TCTI=tabrmd:bus_type=session,bus_name=...).",
-	"The token never reports CKF_USER_PIN_COUNT_LOW, FINAL_TRY or LOCKED. Each wrong PIN instead counts " +
-		"towards the TPM's dictionary-attack lockout, which locks every key of the TPM (swtpm's default: " +
-		"3 tries, then 1000 s); tpm2_dictionarylockout sets it (relaxed here to 1000 tries).",
-	"RSA-4096 keys are refused (the TPM's limit); RSA-2048 with PKCS #1 v1.5 and PSS, and EC P-256, sign.",
-	"tpm2-pkcs11 reads TPM2_PKCS11_STORE (its SQLite store) and TPM2_PKCS11_TCTI in C_Initialize; " +
-		"without TPM2_PKCS11_STORE it creates ~/.tpm2_pkcs11. Installing libtpm2-pkcs11-1 registers it " +
-		"with p11-kit, so p11-kit's proxy loads it too (and prints its TCTI errors where no TPM is set up).",
+	"Needs a resource manager: talking to the TPM directly, tpm2-pkcs11 leaves transient objects loaded " +
+		"until the TPM has no room (TPM_RC_OBJECT_MEMORY, 0x902). On a machine with a TPM it finds the kernel's, " +
+		"/dev/tpmrm0 (group tss), by itself; tpm2-abrmd needs libtss2-tcti-tabrmd0, which tpm2-abrmd does not pull in " +
+		"(here: swtpm behind tpm2-abrmd on a private D-Bus bus, TPM2_PKCS11_TCTI=tabrmd:bus_type=session,bus_name=...).",
+	"The token never reports a wrong PIN in its flags (no count-low, final-try or locked). Each wrong PIN counts " +
+		"towards the TPM's dictionary-attack lockout instead, which then locks every key of the TPM " +
+		"(swtpm's default: 3 tries, then 1000 s; relaxed here with tpm2_dictionarylockout). A wrong PIN also prints " +
+		"tpm2-pkcs11's and the TSS's errors on stderr (TSS2_LOG=all+NONE silences the TSS's, not tpm2-pkcs11's).",
+	"RSA keys of 1024 to 3072 bits (RSA-4096: CKR_ATTRIBUTE_VALUE_INVALID) and EC P-256. RSA PKCS #1 v1.5 and ECDSA " +
+		"sign; RSA-PSS is not offered (no CKM_RSA_PKCS_PSS in C_GetMechanismList on swtpm), and when asked anyway " +
+		"tpm2-pkcs11 reads the caller's CK_RSA_PKCS_PSS_PARAMS again in C_Sign, after callers such as " +
+		"github.com/miekg/pkcs11 freed them: CKR_MECHANISM_INVALID.",
+	"After a C_Sign without the context login that CKA_ALWAYS_AUTHENTICATE asks for (CKR_USER_NOT_LOGGED_IN), " +
+		"the operation stays active: the next C_SignInit on that session gets CKR_OPERATION_ACTIVE. mp-hsm replaces " +
+		"a session whose signature failed.",
+	"tpm2-pkcs11 reads TPM2_PKCS11_STORE (its SQLite store) and TPM2_PKCS11_TCTI in C_Initialize, so a process " +
+		"sees one store; without TPM2_PKCS11_STORE it uses /etc/tpm2_pkcs11 or creates ~/.tpm2_pkcs11. " +
+		"Installing libtpm2-pkcs11-1 registers it with p11-kit, so p11-kit's proxy loads it too.",
 }
 
 // tpmFind returns the paths of what StartTPM runs, or an error naming the

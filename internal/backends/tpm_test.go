@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,12 +35,7 @@ import (
 // rest it skips, unless CI is set.
 func startTPMs(t *testing.T, n int) []*Running {
 	t.Helper()
-	if _, err := tpmFind(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err.Error() + "; with CI set, this fails the test")
-	}
+	needTPM(t)
 	rs, errs := make([]*Running, n), make([]error, n)
 	var wg sync.WaitGroup
 	for i := range rs {
@@ -66,6 +62,18 @@ func startTPMs(t *testing.T, n int) []*Running {
 		t.Fatal(err)
 	}
 	return rs
+}
+
+// needTPM skips t when what StartTPM runs is not installed, or fails it
+// when CI is set.
+func needTPM(t *testing.T) {
+	t.Helper()
+	if _, err := tpmFind(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err.Error() + "; with CI set, this fails the test")
+	}
 }
 
 // shortTempDir is a temporary directory with a path short enough for the
@@ -145,16 +153,32 @@ func TestStartTPMTwice(t *testing.T) {
 	}
 }
 
-// TestStartTPMFails: a directory that cannot hold the sockets is an error
-// that says so, and nothing is left running.
+// TestStartTPMFails: a directory that cannot hold the sockets, or a store
+// that is no tpm2-pkcs11 store, is an error that says what failed, and
+// nothing is left running.
 func TestStartTPMFails(t *testing.T) {
-	if _, err := tpmFind(); err != nil {
-		t.Skip(err)
-	}
+	needTPM(t)
 	long := filepath.Join(shortTempDir(t), strings.Repeat("d", 100))
 	r, err := StartTPM(long)
 	if err == nil || r != nil || !strings.Contains(err.Error(), "too long for a unix socket") {
 		t.Fatalf("StartTPM(%d-byte dir) = %v, %v", len(long), r, err)
+	}
+
+	// The daemons start, then the token initialiser fails on the store.
+	dir := shortTempDir(t)
+	if err := os.MkdirAll(filepath.Join(dir, "store"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "store", "tpm2_pkcs11.sqlite3"), []byte("not a database\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err = StartTPM(dir)
+	if err == nil || r != nil || !strings.Contains(err.Error(), "initialising the token") || !strings.Contains(err.Error(), "C_Initialize") {
+		t.Fatalf("StartTPM on a broken store = %v, %v; want the initialiser's C_Initialize error", r, err)
+	}
+	t.Logf("StartTPM on a broken store: %v", err)
+	if left := processesIn(t, dir); len(left) > 0 {
+		t.Errorf("after a failed StartTPM, still running: %q", left)
 	}
 }
 
@@ -484,10 +508,18 @@ func publicEqual(a, b crypto.PublicKey) bool {
 // testTPMRSA4096Refused: the TPM refuses RSA-4096 keys, as the notes say.
 func testTPMRSA4096Refused(t *testing.T, r *Running) {
 	_, err := tpmGenerate(t, r, "rsa4096", []byte{4}, "rsa4096", false)
-	if err == nil {
-		t.Fatal("the TPM generated an RSA-4096 key; the notes say it refuses them")
+	if !errors.Is(err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_VALUE_INVALID)) {
+		t.Fatalf("generating an RSA-4096 key: %v; the notes say CKR_ATTRIBUTE_VALUE_INVALID", err)
 	}
-	t.Logf("RSA-4096: %v", err)
+	p, sh := tpmSession(t, r)
+	defer tpmClose(t, p, sh)
+	mi, err := p.GetMechanismInfo(tpmSlot(t, p, r.Label), []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)})
+	if err != nil {
+		t.Fatalf("C_GetMechanismInfo(CKM_RSA_PKCS_KEY_PAIR_GEN): %v", err)
+	}
+	if mi.MinKeySize != 1024 || mi.MaxKeySize != 3072 {
+		t.Errorf("RSA key sizes %d to %d; the notes say 1024 to 3072", mi.MinKeySize, mi.MaxKeySize)
+	}
 }
 
 // tpmMechanisms returns the mechanisms r's token offers.
@@ -601,7 +633,9 @@ func testTPMAlwaysAuthenticate(t *testing.T, r *Running) {
 	if pe.Flags.PINCountLow() || pe.Flags.PINFinalTry() || pe.Flags.PINLocked() {
 		t.Errorf("after a wrong PIN the token reports %v; the notes say it never does", pe.Flags)
 	}
-	t.Logf("flags after a wrong PIN: %v", pe.Flags)
+	if n := tpmLockoutCounter(t, r); n < 1 {
+		t.Errorf("after a wrong PIN the TPM's lockout counter is %d; the notes say it counts", n)
+	}
 	if err := tok.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -687,4 +721,24 @@ func tpmFindKey(t *testing.T, p *pkcs11.Ctx, sh pkcs11.SessionHandle, id []byte)
 		t.Fatalf("C_FindObjects(private key %x): %v, %d found", id, err, len(hs))
 	}
 	return hs[0]
+}
+
+// tpmLockoutCounter reads the TPM's dictionary-attack counter
+// (TPM2_PT_LOCKOUT_COUNTER) with tpm2_getcap.
+func tpmLockoutCounter(t *testing.T, r *Running) int64 {
+	t.Helper()
+	cmd := testexec.Command(t, time.Minute, testexec.Tool(t, "tpm2_getcap", "tpm2-tools"), "properties-variable")
+	cmd.Env = testexec.Env(t.TempDir(), r.Env...)
+	res := testexec.Run(t, cmd)
+	for _, line := range strings.Split(res.Stdout, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "TPM2_PT_LOCKOUT_COUNTER:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 0, 64)
+			if err != nil {
+				t.Fatalf("TPM2_PT_LOCKOUT_COUNTER %q: %v", v, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("tpm2_getcap shows no TPM2_PT_LOCKOUT_COUNTER:\n%s", res)
+	return 0
 }
