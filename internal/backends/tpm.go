@@ -69,6 +69,8 @@ func StartTPM(dir string) (_ *Running, err error) {
 	}
 	busName := fmt.Sprintf("com.intel.tss2.Tabrmd.mphsm%d_%d", os.Getpid(), tpmBusNames.Add(1))
 	tcti := "tabrmd:bus_type=session,bus_name=" + busName
+	version := make(chan string, 1) // dpkg-query meanwhile
+	go func() { version <- tpmVersions("libtpm2-pkcs11-1", "swtpm", "tpm2-abrmd") }()
 	r := &Running{
 		Name:   "tpm2-pkcs11",
 		Module: need["module"],
@@ -137,7 +139,7 @@ func StartTPM(dir string) (_ *Running, err error) {
 		return nil, err
 	}
 	r.Serial = serial
-	r.Version = tpmVersions("libtpm2-pkcs11-1", "swtpm", "tpm2-abrmd")
+	r.Version = <-version
 	return r, nil
 }
 
