@@ -143,11 +143,15 @@ func StartTPM(dir string) (_ *Running, err error) {
 	return r, nil
 }
 
-// tpmNotes are what a user of tpm2-pkcs11 must know, for COMPATIBILITY.md;
-// tpm_test.go checks what they say of the token's behaviour.
+// tpmNotes are what a user of tpm2-pkcs11 must know, for COMPATIBILITY.md.
+// tpm_test.go checks what they say of the token's flags, the lockout
+// counter, key sizes, RSA-PSS and CKR_OPERATION_ACTIVE; the 0x902 without
+// a resource manager was seen by hand (five keys signing in one process
+// on swtpm directly: the third key's Esys_Load failed).
 var tpmNotes = []string{
-	"Needs a resource manager: talking to the TPM directly, tpm2-pkcs11 leaves transient objects loaded " +
-		"until the TPM has no room (TPM_RC_OBJECT_MEMORY, 0x902). On a machine with a TPM it finds the kernel's, " +
+	"Needs a resource manager: tpm2-pkcs11 keeps each key it has used loaded in the TPM, which holds only a few " +
+		"objects (swtpm: 3, the primary key included), so talking to the TPM directly the third key fails " +
+		"(TPM_RC_OBJECT_MEMORY, 0x902). On a machine with a TPM it finds the kernel's, " +
 		"/dev/tpmrm0 (group tss), by itself; tpm2-abrmd needs libtss2-tcti-tabrmd0, which tpm2-abrmd does not pull in " +
 		"(here: swtpm behind tpm2-abrmd on a private D-Bus bus, TPM2_PKCS11_TCTI=tabrmd:bus_type=session,bus_name=...).",
 	"The token never reports a wrong PIN in its flags (no count-low, final-try or locked). Each wrong PIN counts " +
