@@ -263,11 +263,11 @@ func tpmGenerate(t *testing.T, r *Running, kind string, id []byte, label string,
 		if len(point) > 2 && point[0] == 0x04 && int(point[1]) == len(point)-2 { // DER OCTET STRING
 			point = point[2:]
 		}
-		x, y := elliptic.Unmarshal(elliptic.P256(), point) //nolint:staticcheck // a test reading a raw point
-		if x == nil {
-			t.Fatalf("CKA_EC_POINT %x is no P-256 point", a[0].Value)
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+		if err != nil {
+			t.Fatalf("CKA_EC_POINT %x: %v", a[0].Value, err)
 		}
-		k.public = &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+		k.public = pub
 	} else {
 		a, err := p.GetAttributeValue(sh, pubH, []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil), pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil)})
