@@ -144,8 +144,8 @@ func StartTPM(dir string) (_ *Running, err error) {
 }
 
 // tpmNotes are what a user of tpm2-pkcs11 must know, for COMPATIBILITY.md.
-// tpm_test.go checks what they say of the token's flags, the lockout
-// counter, key sizes, RSA-PSS and CKR_OPERATION_ACTIVE; the 0x902 without
+// tpm_test.go checks what they say of the token's flags, the lockout,
+// key sizes, RSA-PSS and CKR_OPERATION_ACTIVE; the 0x902 without
 // a resource manager was seen by hand (five keys signing in one process
 // on swtpm directly: the third key's Esys_Load failed).
 var tpmNotes = []string{
@@ -155,8 +155,10 @@ var tpmNotes = []string{
 		"/dev/tpmrm0 (group tss), by itself; tpm2-abrmd needs libtss2-tcti-tabrmd0, which tpm2-abrmd does not pull in " +
 		"(here: swtpm behind tpm2-abrmd on a private D-Bus bus, TPM2_PKCS11_TCTI=tabrmd:bus_type=session,bus_name=...).",
 	"The token never reports a wrong PIN in its flags (no count-low, final-try or locked). Each wrong PIN counts " +
-		"towards the TPM's dictionary-attack lockout instead, which then locks every key of the TPM " +
-		"(swtpm's default: 3 tries, then 1000 s; relaxed here with tpm2_dictionarylockout). A wrong PIN also prints " +
+		"towards the TPM's dictionary-attack lockout instead (swtpm's default: 3 tries, then 1000 s; relaxed here " +
+		"with tpm2_dictionarylockout). In the lockout every PIN, the right one and the SO PIN too, gets " +
+		"CKR_PIN_LOCKED, still without the flag, until the recovery time has passed or tpm2_dictionarylockout " +
+		"--clear-lockout; mp-hsm says so instead of pointing to a PUK. A wrong PIN also prints " +
 		"tpm2-pkcs11's and the TSS's errors on stderr (TSS2_LOG=all+NONE silences the TSS's, not tpm2-pkcs11's).",
 	"RSA keys of 1024 to 3072 bits (RSA-4096: CKR_ATTRIBUTE_VALUE_INVALID) and EC P-256. RSA PKCS #1 v1.5 and ECDSA " +
 		"sign; RSA-PSS is not offered (no CKM_RSA_PKCS_PSS in C_GetMechanismList on swtpm), and when asked anyway " +

@@ -394,6 +394,7 @@ func TestTPMToken(t *testing.T) {
 	t.Run("sign", func(t *testing.T) { testTPMSign(t, r) })
 	t.Run("rsa4096-refused", func(t *testing.T) { testTPMRSA4096Refused(t, r) })
 	t.Run("always-authenticate", func(t *testing.T) { testTPMAlwaysAuthenticate(t, r) })
+	t.Run("lockout", func(t *testing.T) { testTPMLockout(t, r) })
 	if _, err := os.Stat(filepath.Join(home, ".tpm2_pkcs11")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("tpm2-pkcs11 made ~/.tpm2_pkcs11 (%v)", err)
 	}
@@ -755,5 +756,72 @@ func BenchmarkStartTPM(b *testing.B) {
 		if err := errors.Join(r.Stop(), os.RemoveAll(dir)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// testTPMLockout: what the token says once the TPM's dictionary-attack
+// lockout has struck.
+func testTPMLockout(t *testing.T, r *Running) {
+	lockout := func(args ...string) {
+		t.Helper()
+		cmd := testexec.Command(t, time.Minute, testexec.Tool(t, "tpm2_dictionarylockout", "tpm2-tools"), args...)
+		cmd.Env = testexec.Env(t.TempDir(), r.Env...)
+		if res := testexec.Run(t, cmd); res.Code != 0 {
+			t.Fatal(res)
+		}
+	}
+	lockout("--setup-parameters", "--max-tries=2", "--recovery-time=600", "--lockout-recovery-time=1", "--clear-lockout")
+	defer lockout("--setup-parameters", "--max-tries=1000", "--recovery-time=1", "--lockout-recovery-time=1", "--clear-lockout")
+	m, err := hsm.Open(r.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	slot, err := m.FindSlot(hsm.TokenSelector{Label: r.Label})
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := func(pin string) (*hsm.PINError, error) {
+		t.Helper()
+		tok, err := m.OpenSlot(slot, hsm.TokenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tok.Close()
+		err = tok.Login(hsm.StaticPIN([]byte(pin)), hsm.LoginOptions{})
+		var pe *hsm.PINError
+		errors.As(err, &pe)
+		return pe, err
+	}
+	for i := range 2 {
+		pe, err := login("000000")
+		if !errors.Is(err, hsm.ErrPINIncorrect) || pe.Flags.PINCountLow() || pe.Flags.PINFinalTry() || pe.Flags.PINLocked() {
+			t.Fatalf("wrong PIN %d of 2: %v, flags %v; want ErrPINIncorrect and no PIN flags", i+1, err, pe.Flags)
+		}
+	}
+	pe, err := login(r.PIN)
+	if !errors.Is(err, hsm.ErrPINLocked) || !pe.Attempted || pe.Flags.PINLocked() || !strings.Contains(err.Error(), "dictionary-attack lockout") {
+		t.Fatalf("the right PIN in the TPM's lockout: %v (flags %v), want ErrPINLocked after one C_Login, no flag, the lockout named", err, pe.Flags)
+	}
+
+	// Nor does the SO PIN help: the TPM refuses every authorisation.
+	p := pkcs11.New(r.Module)
+	defer p.Destroy()
+	if err := p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		t.Fatalf("C_Initialize: %v", err)
+	}
+	sh, err := p.OpenSession(slot.ID, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatalf("C_OpenSession: %v", err)
+	}
+	err = p.Login(sh, pkcs11.CKU_SO, r.SOPIN)
+	p.CloseSession(sh)
+	if !errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_LOCKED)) {
+		t.Fatalf("the SO PIN in the TPM's lockout: %v, want CKR_PIN_LOCKED", err)
+	}
+
+	lockout("--setup-parameters", "--max-tries=1000", "--recovery-time=1", "--lockout-recovery-time=1", "--clear-lockout")
+	if _, err := login(r.PIN); err != nil {
+		t.Fatalf("the right PIN once the lockout was cleared: %v", err)
 	}
 }
