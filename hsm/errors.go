@@ -177,9 +177,16 @@ func (e *PINError) Error() string {
 	case ErrPINFinalTry:
 		msg = "refusing to try a PIN: the token says the next wrong PIN locks it; check the PIN and allow the final try explicitly"
 	case ErrPINLocked:
-		if e.Attempted {
+		switch {
+		case e.Attempted && !e.Flags.PINLocked():
+			// tpm2-pkcs11 answers every PIN, the SO PIN too, so while the
+			// TPM's dictionary-attack lockout lasts, and never sets the flag.
+			msg = "PIN locked: the token refuses PINs as locked although its flags do not say so; " +
+				"a TPM does while its dictionary-attack lockout lasts (until its recovery time has passed, " +
+				"or tpm2_dictionarylockout --clear-lockout)"
+		case e.Attempted:
 			msg = "PIN locked: the token is now blocked; unblock it with the PUK (or SO PIN) before use"
-		} else {
+		default:
 			msg = "refusing to try a PIN: the token says the PIN is locked; unblock it with the PUK (or SO PIN) first"
 		}
 	case ErrPINIncorrect:

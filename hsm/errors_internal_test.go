@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -104,5 +105,22 @@ func TestErrorPredicatesOnSoftHSM(t *testing.T) {
 	_, err = k.Sign(nil, d[:], crypto.SHA256)
 	if !errors.Is(err, ErrClosed) || Transient(err) || IsPINRefused(err) {
 		t.Errorf("signing after Close = %v; want ErrClosed, not transient", err)
+	}
+}
+
+// TestPINLockedMessage: a token that says CKR_PIN_LOCKED with its flags
+// (a card) is told to be unblocked with its PUK; one that says it without
+// them (tpm2-pkcs11 in the TPM's dictionary-attack lockout, whose SO PIN
+// is refused as well) is not.
+func TestPINLockedMessage(t *testing.T) {
+	card := (&PINError{Kind: ErrPINLocked, Code: pkcs11.CKR_PIN_LOCKED, Attempted: true,
+		Flags: TokenFlags(pkcs11.CKF_LOGIN_REQUIRED | pkcs11.CKF_USER_PIN_LOCKED)}).Error()
+	tpm := (&PINError{Kind: ErrPINLocked, Code: pkcs11.CKR_PIN_LOCKED, Attempted: true,
+		Flags: TokenFlags(pkcs11.CKF_LOGIN_REQUIRED)}).Error()
+	if !strings.Contains(card, "PUK") || strings.Contains(card, "dictionary-attack") {
+		t.Errorf("card locked: %q", card)
+	}
+	if strings.Contains(tpm, "PUK") || !strings.Contains(tpm, "dictionary-attack lockout") || !strings.Contains(tpm, "CKR_PIN_LOCKED") {
+		t.Errorf("locked without the flag: %q", tpm)
 	}
 }

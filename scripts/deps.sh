@@ -29,6 +29,12 @@ NEEDS=(
   "/usr/lib/python3/dist-packages/requests_oauthlib/__init__.py|python3-requests-oauthlib|daemon interop test: requests-oauthlib under /usr/bin/python3"
   "node|nodejs|daemon interop test: openid-client and simple-oauth2 need Node 20 or later (a node from elsewhere on PATH does as well)"
   "npm|npm|daemon interop test: npm ci of daemon/testdata/interop/node (checked as a command: a nodejs from elsewhere bundles npm and conflicts with Debian's npm package)"
+  "/usr/lib/$arch/pkcs11/libtpm2_pkcs11.so|libtpm2-pkcs11-1|internal/backends: the tpm2-pkcs11 backend's module"
+  "swtpm|swtpm|internal/backends: the software TPM under tpm2-pkcs11"
+  "/usr/sbin/tpm2-abrmd|tpm2-abrmd|internal/backends: the TPM resource manager (without one tpm2-pkcs11 fills the TPM with transient objects)"
+  "/usr/lib/$arch/libtss2-tcti-tabrmd.so.0|libtss2-tcti-tabrmd0|internal/backends: tpm2-pkcs11 and tpm2-tools reach tpm2-abrmd (tpm2-abrmd does not pull it in)"
+  "dbus-daemon|dbus-daemon|internal/backends: the private D-Bus bus tpm2-abrmd serves on"
+  "tpm2_dictionarylockout|tpm2-tools|internal/backends: relaxes the TPM's dictionary-attack lockout for wrong-PIN tests"
 )
 
 # Only for make deb (both architectures, lintian, the arm64 package test).

@@ -257,6 +257,10 @@ func (c *Checks) checkLogin(report func(doctor.Result)) {
 		var pe *hsm.PINError
 		if errors.As(err, &pe) && errors.Is(err, hsm.ErrPINLocked) {
 			hint = "unblock the PIN with the PUK (or SO PIN) using the card issuer's tools"
+			if !pe.Flags.PINLocked() { // tpm2-pkcs11 during the TPM's lockout: no PIN helps
+				hint = "wait until the TPM's dictionary-attack lockout has passed (its recovery time), " +
+					"or clear it with tpm2_dictionarylockout --clear-lockout, then run doctor again"
+			}
 		}
 		report(failed(check, err, hint))
 		return

@@ -8,10 +8,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/miekg/pkcs11"
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/doctor/tokencheck"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/p11shim"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
@@ -98,6 +100,23 @@ func TestChecksWrongPIN(t *testing.T) {
 		if strings.Contains(r.Message+r.Hint, wrong) {
 			t.Errorf("check %s shows the PIN: %s", r.Check, r.Message)
 		}
+	}
+}
+
+// TestChecksPINLockedWithoutFlag: a module that answers CKR_PIN_LOCKED
+// while its flags do not say so, as tpm2-pkcs11 does during the TPM's
+// dictionary-attack lockout (here the shim in front of SoftHSM2), gets the
+// TPM's remedy, not the PUK.
+func TestChecksPINLockedWithoutFlag(t *testing.T) {
+	tok, srv := setup(t)
+	shim := p11shim.Build(t)
+	p11shim.Options{Real: tok.Module, LoginRV: pkcs11.CKR_PIN_LOCKED}.Setenv(t)
+	cfg := config(tok, hsm.StaticPIN([]byte("999888")))
+	cfg.Module = shim
+	rs := run(t, &tokencheck.Checks{Config: cfg}, srv)
+	r := want(t, rs, "login", doctor.Fail, "dictionary-attack lockout")
+	if !errors.Is(r.Err, hsm.ErrPINLocked) || strings.Contains(r.Hint, "PUK") || !strings.Contains(r.Hint, "tpm2_dictionarylockout") {
+		t.Errorf("login: err %v, hint %q; want ErrPINLocked and the TPM's remedy", r.Err, r.Hint)
 	}
 }
 
