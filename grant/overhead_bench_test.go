@@ -4,8 +4,9 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
-	"github.com/mp-hsm/mp-hsm/internal/benchutil"
 	"testing"
+
+	"github.com/mp-hsm/mp-hsm/internal/benchutil"
 )
 
 // BenchmarkGrantVsSignatureInterleaved makes, in each iteration, one
