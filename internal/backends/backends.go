@@ -13,6 +13,8 @@ package backends
 import (
 	"errors"
 	"strings"
+
+	"github.com/miekg/pkcs11"
 )
 
 // Running is a started backend with one initialised, empty token.
@@ -38,6 +40,13 @@ type Running struct {
 	Notes []string
 
 	stops []func() error // run in reverse order by Stop
+
+	// keyTemplate, when a backend's Start sets it, adjusts the public and
+	// private key templates GenerateKey built for spec, for a token that
+	// needs other attributes than the generic ones.
+	keyTemplate func(spec KeySpec, pub, priv []*pkcs11.Attribute) ([]*pkcs11.Attribute, []*pkcs11.Attribute)
+	// p11 is GenerateKey's and PutCertificate's own handle on Module.
+	p11 provisioner
 }
 
 // onStop adds f to what Stop runs, before everything added earlier.
