@@ -1,0 +1,222 @@
+package conformance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mp-hsm/mp-hsm/internal/backends"
+)
+
+// starter is a backend's Start function under its name.
+type starter struct {
+	name  string
+	start func(dir string) (*backends.Running, error)
+}
+
+// starters are the backends, in the order of docs/COMPATIBILITY.md.
+var starters = []starter{
+	{"softhsm2", backends.StartSoftHSM},
+	{"p11-kit-proxy", backends.StartP11KitProxy},
+	{"pkcs11-spy", backends.StartSpy},
+	{"tpm2-pkcs11", backends.StartTPM},
+	{"opencryptoki", backends.StartOpenCryptoki},
+}
+
+// suite is what TestMain set up for the tests.
+var suite struct {
+	running  map[string]*backends.Running // by starter name, the backends that started
+	startErr map[string]error             // by starter name, why a backend did not start
+	env      []string                     // the union of the started backends' Env
+	rec      *Recorder
+
+	bin    string // the mp-hsm binary
+	binErr error
+	binOK  chan struct{} // closed when the build ended
+
+	// closers close what the tests opened on the modules (hsm.Module),
+	// after every test: one backend's C_Finalize may reach a module
+	// another backend still uses (pkcs11-spy and p11-kit's proxy load
+	// the same libsofthsm2.so, p11-kit also tpm2-pkcs11).
+	mu      sync.Mutex
+	closers []func() error
+}
+
+// atEnd adds f to what TestMain runs after the tests, before the backends
+// stop.
+func atEnd(f func() error) {
+	suite.mu.Lock()
+	defer suite.mu.Unlock()
+	suite.closers = append(suite.closers, f)
+}
+
+// ci reports whether the suite runs under CI, where a backend that cannot
+// start fails it.
+func ci() bool { return os.Getenv("CI") == "true" || os.Getenv("CI") == "1" }
+
+// TestMain starts every backend once, in parallel, and builds the mp-hsm
+// binary meanwhile; sets the union of the backends' Env in this process,
+// whose HOME and XDG directories it moves to a temporary directory (so
+// that modules loaded here, p11-kit's proxy above all, write nothing in
+// the real ones); runs the tests; then closes the modules and stops the
+// backends.
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	buildEnv := os.Environ() // the real HOME: Go's build cache is shared
+	tmp, err := os.MkdirTemp("", "mp-hsm-conformance-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "conformance:", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	home := filepath.Join(tmp, "home")
+	for k, v := range map[string]string{
+		"HOME": home, "XDG_CONFIG_HOME": filepath.Join(home, ".config"),
+		"XDG_DATA_HOME": filepath.Join(home, ".local", "share"), "XDG_CACHE_HOME": filepath.Join(home, ".cache"),
+	} {
+		if err := errors.Join(os.MkdirAll(v, 0o700), os.Setenv(k, v)); err != nil {
+			fmt.Fprintln(os.Stderr, "conformance:", err)
+			return 1
+		}
+	}
+
+	if suite.rec, err = NewRecorder(os.Getenv("MP_HSM_COMPAT_OUT")); err != nil {
+		fmt.Fprintln(os.Stderr, "conformance:", err)
+		return 1
+	}
+	defer suite.rec.Close()
+
+	suite.binOK = make(chan struct{})
+	go func() {
+		defer close(suite.binOK)
+		suite.bin, suite.binErr = buildBinary(buildEnv, filepath.Join(tmp, "bin"))
+	}()
+
+	startAll(tmp)
+	code := m.Run()
+
+	<-suite.binOK
+	for i := len(suite.closers) - 1; i >= 0; i-- {
+		if err := suite.closers[i](); err != nil {
+			fmt.Fprintln(os.Stderr, "conformance: closing:", err)
+		}
+	}
+	// p11-kit's proxy first: its C_Finalize reaches the modules it loaded,
+	// whose daemons must still run.
+	for _, s := range []string{"p11-kit-proxy", "pkcs11-spy", "softhsm2", "tpm2-pkcs11", "opencryptoki"} {
+		if r := suite.running[s]; r != nil {
+			if err := r.Stop(); err != nil {
+				fmt.Fprintf(os.Stderr, "conformance: stopping %s: %v\n", s, err)
+			}
+		}
+	}
+	if ci() && len(suite.startErr) > 0 && code == 0 {
+		code = 1
+	}
+	return code
+}
+
+// startAll starts every backend in a directory of its own under tmp, in
+// parallel, and sets the union of their Env in this process. A backend
+// whose Env conflicts with an earlier one's does not count as started.
+func startAll(tmp string) {
+	suite.running = map[string]*backends.Running{}
+	suite.startErr = map[string]error{}
+	type started struct {
+		r   *backends.Running
+		err error
+	}
+	results := make([]started, len(starters))
+	var wg sync.WaitGroup
+	for i, s := range starters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dir := filepath.Join(tmp, s.name)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				results[i].err = err
+				return
+			}
+			results[i].r, results[i].err = s.start(dir)
+		}()
+	}
+	wg.Wait()
+	set := map[string]string{}
+	owner := map[string]string{}
+	for i, s := range starters {
+		r, err := results[i].r, results[i].err
+		if err == nil && r == nil {
+			err = errors.New("Start returned no backend and no error")
+		}
+		if err == nil {
+			err = envConflict(r, set, owner)
+		}
+		if err != nil {
+			if r != nil {
+				r.Stop()
+			}
+			suite.startErr[s.name] = err
+			continue
+		}
+		for _, kv := range r.Env {
+			k, v, _ := strings.Cut(kv, "=")
+			set[k], owner[k] = v, s.name
+			os.Setenv(k, v)
+			suite.env = append(suite.env, kv)
+		}
+		suite.running[s.name] = r
+	}
+}
+
+// envConflict says which variable of r.Env another backend already set
+// to another value, if one does.
+func envConflict(r *backends.Running, set, owner map[string]string) error {
+	for _, kv := range r.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("Env entry %q is not KEY=VALUE", kv)
+		}
+		if old, seen := set[k]; seen && old != v {
+			return fmt.Errorf("Env sets %s=%s, but %s needs %s=%s in the same process", k, v, owner[k], k, old)
+		}
+	}
+	return nil
+}
+
+// buildBinary builds mp-hsm into dir with env, as the end-to-end tests of
+// cmd/mp-hsm do (go build -o, no other flags: Go's build cache is shared).
+func buildBinary(env []string, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "mp-hsm")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/mp-hsm/mp-hsm/cmd/mp-hsm")
+	cmd.Env = env
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build mp-hsm: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// binary returns the mp-hsm binary, waiting for its build.
+func binary(t testing.TB) string {
+	t.Helper()
+	<-suite.binOK
+	if suite.binErr != nil {
+		t.Fatal(suite.binErr)
+	}
+	return suite.bin
+}
