@@ -32,14 +32,18 @@ PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect .
 # first the promise that only PKCS#11 needs cgo: the pure packages vet and
 # test with CGO_ENABLED=0, and the command builds so. The packages from
 # make deb are unpacked and run by packaging/deb_test.go, which builds them
-# once more and compares the bytes.
+# once more and compares the bytes. The conformance suite
+# (internal/conformance) writes its results to dist/compat.jsonl, rendered
+# to dist/COMPATIBILITY.md (copy it to docs/ to publish a run).
 test: deps deb
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet $(PURE)
 	CGO_ENABLED=0 $(GO) test -count=1 $(PURE)
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/mp-hsm
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 ./...
-	MP_HSM_DEB_DIR=$(CURDIR)/dist $(GO) test -race -count=1 -timeout 9m ./...
+	mkdir -p dist && rm -f dist/compat.jsonl
+	MP_HSM_DEB_DIR=$(CURDIR)/dist MP_HSM_COMPAT_OUT=$(CURDIR)/dist/compat.jsonl $(GO) test -race -count=1 -timeout 9m ./...
+	$(GO) run ./internal/conformance/compatreport -in dist/compat.jsonl -out dist/COMPATIBILITY.md
 
 clean:
 	rm -rf mp-hsm bin .demo dist

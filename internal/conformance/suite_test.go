@@ -113,6 +113,9 @@ func (fx *fixture) feature(t *testing.T, name string, f func(c *check)) bool {
 		f(c)
 	})
 	res := Result{Feature: name, Result: OK, Note: strings.Join(c.notes, "; ")}
+	if name == "start" {
+		res.Notes = fx.r.Notes
+	}
 	switch {
 	case c.notSupported != "":
 		res.Result, res.Note = Unsupported, c.notSupported
@@ -310,7 +313,7 @@ func (fx *fixture) list(c *check) {
 	for _, s := range slots {
 		if s.Token != nil && s.Token.Serial == fx.r.Serial && s.Token.Label == fx.r.Label {
 			found = true
-			c.note("slot %d of %d listed", s.ID, len(slots))
+			c.note("the token in slot %d; the module lists %d slots", s.ID, len(slots))
 		}
 	}
 	if !found {
