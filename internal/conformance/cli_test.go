@@ -15,6 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/backends"
 	"github.com/mp-hsm/mp-hsm/internal/p11spy"
 	"github.com/mp-hsm/mp-hsm/internal/testexec"
@@ -184,5 +185,26 @@ func (fx *fixture) serveRun(c *check) {
 		if strings.Contains(res.Stdout+res.Stderr, pin) {
 			c.fail("the PIN appears in serve's output")
 		}
+	}
+}
+
+// p11kitProxy is the path of p11-kit's proxy module.
+func p11kitProxy() string { return "/usr/lib/" + hsm.Multiarch() + "/p11-kit-proxy.so" }
+
+// p11kitNeighbours runs `mp-hsm token` through p11-kit's proxy as a user
+// who set up only this token: without the other backends' settings, which
+// the modules p11-kit also loads (tpm2-pkcs11 above all) then lack. It
+// records what the user sees.
+func (fx *fixture) p11kitNeighbours(c *check) {
+	dir := c.t.TempDir()
+	env := testexec.Env(dir, append(append([]string{}, fx.r.Env...), "MP_HSM_PIN="+fx.r.PIN)...)
+	res := fx.runCLI(c, env, fx.tokenArgs(fx.r.Module)...)
+	if res.Code != 0 {
+		c.fatal("exit %d, want 0:\n%s", res.Code, res)
+	}
+	fx.checkAccessToken(c, strings.TrimSpace(res.Stdout))
+	c.note("%s", stderrNote(res.Stderr))
+	if _, err := os.Stat(filepath.Join(dir, ".tpm2_pkcs11")); err == nil {
+		c.note("tpm2-pkcs11 created ~/.tpm2_pkcs11")
 	}
 }
