@@ -17,6 +17,7 @@ NEEDS=(
   "pkcs11-tool|opensc|provision tests and the by-hand baseline in make bench"
   "/usr/lib/$arch/pkcs11-spy.so|opensc-pkcs11|tests that count PKCS#11 calls"
   "/usr/lib/$arch/opensc-pkcs11.so|opensc-pkcs11|the default-module test (OpenSC with no card)"
+  "/usr/lib/$arch/p11-kit-proxy.so|p11-kit-modules|conformance suite: SoftHSM2 through p11-kit's proxy"
   "openssl|openssl|signer tests: a PKCS#12 file written by openssl"
   "/usr/include/p11-kit-1/p11-kit/pkcs11.h|libp11-kit-dev|internal/p11shim: the test module built with gcc"
   "aarch64-linux-gnu-gcc|gcc-aarch64-linux-gnu|make deb: the arm64 binary (cgo)"
