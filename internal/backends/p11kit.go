@@ -116,11 +116,14 @@ func StartP11KitProxy(dir string) (*Running, error) {
 	if err != nil {
 		return nil, fmt.Errorf("p11-kit-proxy: %w", err)
 	}
+	tpm := ""
+	if slices.ContainsFunc(others, func(m string) bool { return strings.Contains(m, "tpm2_pkcs11") }) {
+		tpm = " (tpm2-pkcs11 without its TCTI and store prints errors on stderr and creates ~/.tpm2_pkcs11)"
+	}
 	r.Notes = []string{
 		"p11-kit's proxy loads every module registered system-wide (" + strings.Join(p11kitModuleDirs, ", ") + "): here also " +
-			orNone(others) + ". Their tokens are listed beside yours, and each module needs its own settings in the environment " +
-			"(tpm2-pkcs11 without its TCTI and store prints errors on stderr and creates ~/.tpm2_pkcs11). " +
-			"Keep a module out of mp-hsm with a line \"disable-in: mp-hsm\" in its module file, or give --module the module itself.",
+			orNone(others) + ". Their tokens are listed beside yours, and each module needs its own settings in the environment" +
+			tpm + ". Keep a module out of mp-hsm with a line \"disable-in: mp-hsm\" in its module file, or give --module the module itself.",
 		"The proxy numbers slots itself: slot IDs through p11-kit differ from those the module reports alone. Choose tokens by label, serial or URI.",
 		"p11-kit reads no user configuration (~/.config/pkcs11) in a program running as root.",
 	}

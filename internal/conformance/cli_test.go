@@ -97,7 +97,7 @@ func stderrNote(stderr string) string {
 	if len(first) > 160 {
 		first = first[:160] + "..."
 	}
-	return fmt.Sprintf("%d lines on stderr, the first: %s", strings.Count(stderr, "\n")+1, first)
+	return fmt.Sprintf("%s on stderr, the first: %s", plural(strings.Count(stderr, "\n")+1, "line"), first)
 }
 
 // checkAccessToken fails c unless s is an access token the emulator

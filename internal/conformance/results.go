@@ -71,11 +71,11 @@ var Features = []Feature{
 	{"chain", "the certificate chain read from the token"},
 	{"concurrent-64", "64 goroutines signing at once through one signer"},
 	{"after-failed-signature", "after a failed signature the next one succeeds (no CKR_OPERATION_ACTIVE)"},
-	{"wrong-pin", "a wrong PIN (mp-hsm token): exit 3 and exactly one C_Login, counted with pkcs11-spy"},
-	{"pin-flags", "the PIN flags the token reports after one wrong PIN"},
 	{"mp-hsm-token", "a whole `mp-hsm token` run against the emulator"},
 	{"mp-hsm-serve", "`mp-hsm serve` on a unix socket: a token fetched through it"},
 	{"p11-kit-neighbours", "`mp-hsm token` through p11-kit's proxy with this token's settings alone, the other registered modules unconfigured"},
+	{"wrong-pin", "a wrong PIN (mp-hsm token): exit 3 and exactly one C_Login, counted with pkcs11-spy"},
+	{"pin-flags", "the PIN flags the token reports after one wrong PIN"},
 }
 
 // Recorder appends Results to a file as JSON lines. Safe for concurrent

@@ -182,14 +182,16 @@ func (fx *fixture) run(t *testing.T) {
 	fx.feature(t, "concurrent-64", fx.concurrent)
 	fx.feature(t, "after-failed-signature", fx.afterFailedSignature)
 	// The features that run mp-hsm come last: the binary is built
-	// meanwhile. A wrong PIN in another process leaves this one's login.
-	fx.feature(t, "wrong-pin", fx.wrongPIN)
-	fx.feature(t, "pin-flags", fx.pinFlags)
+	// meanwhile. The wrong PIN is the very last, so that the runs before
+	// it show what a user sees after right PINs only; a wrong PIN in
+	// another process leaves this one's login in place.
 	fx.feature(t, "mp-hsm-token", fx.tokenRun)
 	fx.feature(t, "mp-hsm-serve", fx.serveRun)
 	if fx.r.Module == p11kitProxy() {
 		fx.feature(t, "p11-kit-neighbours", fx.p11kitNeighbours)
 	}
+	fx.feature(t, "wrong-pin", fx.wrongPIN)
+	fx.feature(t, "pin-flags", fx.pinFlags)
 }
 
 // provision generates the keys and writes the certificates, and opens
@@ -317,7 +319,7 @@ func (fx *fixture) list(c *check) {
 	for _, s := range slots {
 		if s.Token != nil && s.Token.Serial == fx.r.Serial && s.Token.Label == fx.r.Label {
 			found = true
-			c.note("the token in slot %d; the module lists %d slots", s.ID, len(slots))
+			c.note("the token in slot %d; the module lists %s", s.ID, plural(len(slots), "slot"))
 		}
 	}
 	if !found {
@@ -353,4 +355,12 @@ func (fx *fixture) list(c *check) {
 	if !leaf || !inter {
 		c.fail("certificates listed: %d, leaf among them %v, issuing CA %v", len(certs), leaf, inter)
 	}
+}
+
+// plural is "1 slot" or "n slots".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
