@@ -126,8 +126,11 @@ func runMain(m *testing.M) int {
 	return code
 }
 
-// startTimeout bounds the start of all backends together.
-const startTimeout = 3 * time.Minute
+// startTimeout bounds the start of all backends together. It exceeds
+// the 5 minutes StartOpenCryptoki waits for another process's use of the
+// machine's one soft token (go test runs packages in parallel), so that
+// its own error comes first.
+const startTimeout = 6 * time.Minute
 
 // startAll starts every backend in a directory of its own under tmp, in
 // parallel, and sets the union of their Env in this process. A backend
