@@ -14,6 +14,12 @@ import (
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
+// This file's name sorts after opencryptoki_test.go on purpose: go test
+// runs a package's tests in the order of its files, and opencryptoki's
+// C_Initialize crashed (SIGSEGV in libitm's _ITM_beginTransaction, under
+// its TPM STDLL's ST_Initialize) in a process that had loaded
+// libsofthsm2.so before it.
+
 // TestSoftHSMBackends starts the three backends on SoftHSM2, provisions
 // one, and stops them: the shared store goes with the last. Starting the
 // p11-kit and spy backends loads neither module.
