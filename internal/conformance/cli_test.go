@@ -75,16 +75,24 @@ func (fx *fixture) wrongPIN(c *check) {
 	env := fx.cliEnv(dir, append(spyEnv, "MP_HSM_PIN="+wrongPINValue)...)
 	res := fx.runCLI(c, env, fx.tokenArgs(module)...)
 	if res.Code != exitToken {
-		c.fail("exit %d, want %d:\n%s", res.Code, exitToken, res)
+		c.fail("exit %d, want %d: %s", res.Code, exitToken, describe(res))
 	}
 	counts := p11spy.Counts(p11spy.Read(c.t, log))
 	if counts["C_Login"] != 1 {
 		c.fail("%d C_Login calls, want exactly 1 (%s)", counts["C_Login"], p11spy.Format(counts))
 	}
 	c.note("%d PKCS#11 calls, %d C_Login", p11spy.Total(counts), counts["C_Login"])
+	c.note("mp-hsm said: %s", strings.TrimSpace(res.Stderr))
 	if err := os.Remove(log); err != nil && !os.IsNotExist(err) { // it holds the PIN
 		c.fail("%v", err)
 	}
+}
+
+// describe is a run's command line, exit code and stderr, for a failure
+// message that also goes to the results file: never its stdout, which may
+// hold an access token.
+func describe(res testexec.Result) string {
+	return fmt.Sprintf("mp-hsm %s: exit %d; stderr: %s", strings.Join(res.Args[1:], " "), res.Code, strings.TrimSpace(res.Stderr))
 }
 
 // stderrNote describes what a run printed on stderr.
@@ -118,7 +126,7 @@ func (fx *fixture) tokenRun(c *check) {
 	dir := c.t.TempDir()
 	res := fx.runCLI(c, fx.cliEnv(dir, "MP_HSM_PIN="+fx.r.PIN), fx.tokenArgs(fx.r.Module)...)
 	if res.Code != 0 {
-		c.fatal("exit %d, want 0:\n%s", res.Code, res)
+		c.fatal("exit %d, want 0: %s", res.Code, describe(res))
 	}
 	fx.checkAccessToken(c, strings.TrimSpace(res.Stdout))
 	c.note("%s", stderrNote(res.Stderr))
@@ -145,7 +153,7 @@ func (fx *fixture) serveRun(c *check) {
 		}
 		select {
 		case <-proc.Done():
-			c.fatal("serve exited before it listened:\n%s", proc.Wait())
+			c.fatal("serve exited before it listened: %s", describe(proc.Wait()))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -179,7 +187,7 @@ func (fx *fixture) serveRun(c *check) {
 	}
 	res := proc.Wait()
 	if res.Code != 0 {
-		c.fail("serve after SIGTERM: exit %d, want 0:\n%s", res.Code, res)
+		c.fail("serve after SIGTERM: exit %d, want 0: %s", res.Code, describe(res))
 	}
 	for _, pin := range []string{fx.r.PIN, fx.r.SOPIN} {
 		if strings.Contains(res.Stdout+res.Stderr, pin) {
@@ -200,7 +208,7 @@ func (fx *fixture) p11kitNeighbours(c *check) {
 	env := testexec.Env(dir, append(append([]string{}, fx.r.Env...), "MP_HSM_PIN="+fx.r.PIN)...)
 	res := fx.runCLI(c, env, fx.tokenArgs(fx.r.Module)...)
 	if res.Code != 0 {
-		c.fatal("exit %d, want 0:\n%s", res.Code, res)
+		c.fatal("exit %d, want 0: %s", res.Code, describe(res))
 	}
 	fx.checkAccessToken(c, strings.TrimSpace(res.Stdout))
 	c.note("%s", stderrNote(res.Stderr))

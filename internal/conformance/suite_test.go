@@ -104,30 +104,46 @@ func record(t *testing.T, r *backends.Running, name, version string, res Result)
 	}
 }
 
-// feature runs f as the subtest name and records its outcome.
-func (fx *fixture) feature(t *testing.T, name string, f func(c *check)) bool {
+// feature runs f as the subtest name and records its outcome. A feature
+// that go test's -run leaves out is neither run nor recorded.
+func (fx *fixture) feature(t *testing.T, name string, f func(c *check)) {
 	t.Helper()
 	c := &check{}
-	ok := t.Run(name, func(t *testing.T) {
+	t.Run(name, func(t *testing.T) {
 		c.t = t
 		f(c)
 	})
+	if c.t != nil {
+		fx.record(t, name, c)
+	}
+}
+
+// step runs f, a feature the features after it need, in t itself: -run
+// cannot leave it out, and a failure ends t (the backend's tree). It
+// reports whether f passed.
+func (fx *fixture) step(t *testing.T, name string, f func(c *check)) bool {
+	t.Helper()
+	c := &check{t: t}
+	defer fx.record(t, name, c) // also when f ends t with FailNow
+	f(c)
+	return len(c.failures) == 0
+}
+
+// record writes c's outcome of feature name on fx's backend.
+func (fx *fixture) record(t *testing.T, name string, c *check) {
 	res := Result{Feature: name, Result: OK, Note: strings.Join(c.notes, "; ")}
 	if name == "start" {
 		res.Notes = fx.r.Notes
 	}
 	switch {
+	case len(c.failures) > 0:
+		res.Result, res.Note = Failed, strings.Join(append(c.failures, c.notes...), "; ")
 	case c.notSupported != "":
 		res.Result, res.Note = Unsupported, c.notSupported
-	case !ok:
-		res.Result = Failed
-		if len(c.failures) == 0 {
-			c.failures = []string{"the test failed (see its log)"}
-		}
-		res.Note = strings.Join(append(c.failures, c.notes...), "; ")
+	case c.t.Failed() && c.t != t:
+		res.Result, res.Note = Failed, strings.Join(append([]string{"the test failed (see its log)"}, c.notes...), "; ")
 	}
 	record(t, fx.r, "", "", res)
-	return ok
 }
 
 // TestConformance runs every feature on every backend: one subtest tree
@@ -161,11 +177,11 @@ func TestConformance(t *testing.T) {
 
 // run provisions fx's token and tests every feature on it.
 func (fx *fixture) run(t *testing.T) {
-	if !fx.feature(t, "start", fx.provision) {
+	if !fx.step(t, "start", fx.provision) {
 		return
 	}
 	fx.feature(t, "key-protection", fx.keyProtection)
-	if !fx.feature(t, "login", fx.login) {
+	if !fx.step(t, "login", fx.login) {
 		return
 	}
 	fx.feature(t, "list", fx.list)
