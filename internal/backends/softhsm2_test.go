@@ -27,6 +27,7 @@ func TestSoftHSMBackends(t *testing.T) {
 	if _, err := softhsm.ModulePath(); errors.Is(err, softhsm.ErrNotInstalled) && os.Getenv("CI") == "" {
 		t.Skipf("%v (with CI set, this fails the test)", err)
 	}
+	PreloadModules() // for opencryptoki's tests after this one
 	var rs []*Running
 	for _, start := range []func(string) (*Running, error){StartSoftHSM, StartP11KitProxy, StartSpy} {
 		r, err := start(t.TempDir())

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/pkcs11"
+
 	"github.com/mp-hsm/mp-hsm/internal/backends"
 )
 
@@ -72,7 +74,8 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	buildEnv := os.Environ() // the real HOME: Go's build cache is shared
+	backends.PreloadModules() // before any module: see its doc
+	buildEnv := os.Environ()  // the real HOME: Go's build cache is shared
 	tmp, err := os.MkdirTemp("", "mp-hsm-conformance-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "conformance:", err)
@@ -103,6 +106,7 @@ func runMain(m *testing.M) int {
 	}()
 
 	startAll(tmp)
+	initInOrder()
 	code := m.Run()
 
 	<-suite.binOK
@@ -189,6 +193,33 @@ func startAll(tmp string) {
 			suite.env = append(suite.env, kv)
 		}
 		suite.running[s.name] = r
+	}
+}
+
+// initOrder is the order in which initInOrder initialises the modules in
+// this process: p11-kit's proxy last.
+var initOrder = []string{"tpm2-pkcs11", "opencryptoki", "softhsm2", "pkcs11-spy", "p11-kit-proxy"}
+
+// initInOrder initialises every started backend's module in this process
+// (through the backend's own handle), p11-kit's proxy last. The proxy
+// also initialises the modules registered with p11-kit (tpm2-pkcs11,
+// SoftHSM2), and finalises those it initialised when it is finalised or
+// fails: under the backend that uses the same module directly, whose
+// sessions then die (CKR_SESSION_HANDLE_INVALID, seen on tpm2-pkcs11).
+// A module that another user initialised first answers the proxy
+// CKR_CRYPTOKI_ALREADY_INITIALIZED, and p11-kit then never finalises it.
+// A backend whose module cannot be initialised counts as not started.
+func initInOrder() {
+	for _, name := range initOrder {
+		r := suite.running[name]
+		if r == nil {
+			continue
+		}
+		if _, err := r.HasMechanism(pkcs11.CKM_RSA_PKCS); err != nil {
+			suite.startErr[name] = fmt.Errorf("initialising its module in the test process: %w", err)
+			delete(suite.running, name)
+			r.Stop()
+		}
 	}
 }
 
