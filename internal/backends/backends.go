@@ -13,8 +13,6 @@ package backends
 import (
 	"errors"
 	"strings"
-
-	"github.com/miekg/pkcs11"
 )
 
 // Running is a started backend with one initialised, empty token.
@@ -41,10 +39,6 @@ type Running struct {
 
 	stops []func() error // run in reverse order by Stop
 
-	// keyTemplate, when a backend's Start sets it, adjusts the public and
-	// private key templates GenerateKey built for spec, for a token that
-	// needs other attributes than the generic ones.
-	keyTemplate func(spec KeySpec, pub, priv []*pkcs11.Attribute) ([]*pkcs11.Attribute, []*pkcs11.Attribute)
 	// p11 is GenerateKey's and PutCertificate's own handle on Module.
 	p11 provisioner
 }

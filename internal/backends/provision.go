@@ -136,8 +136,8 @@ var p256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 // GenerateKey generates a key pair on r's token as spec says and returns
 // its public key. Both halves are token objects with spec's CKA_ID and
 // CKA_LABEL; the private key is private, sensitive, not extractable and
-// can sign. A backend's keyTemplate hook may change the templates. It logs
-// in with r.PIN for the generation (see session): call it before the code
+// can sign; every backend takes these templates as they are. It logs in
+// with r.PIN for the generation (see session): call it before the code
 // under test logs in.
 func (r *Running) GenerateKey(spec KeySpec) (crypto.PublicKey, error) {
 	var mech uint
@@ -175,9 +175,6 @@ func (r *Running) GenerateKey(spec KeySpec) (crypto.PublicKey, error) {
 	}
 	if spec.AlwaysAuthenticate {
 		privT = append(privT, pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_AUTHENTICATE, true))
-	}
-	if r.keyTemplate != nil {
-		pubT, privT = r.keyTemplate(spec, pubT, privT)
 	}
 	var pub crypto.PublicKey
 	err := r.session(func(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
