@@ -41,14 +41,18 @@ PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect .
 # first the promise that only PKCS#11 needs cgo: the pure packages vet and
 # test with CGO_ENABLED=0, and the command builds so. The package from
 # test-deb is unpacked and run by packaging/, which builds it once more and
-# compares the bytes. bench/ (its own module, with gonum/plot) is vetted
-# and tested by make bench.
+# compares the bytes. The conformance suite (internal/conformance) writes
+# its results to dist/compat.jsonl, rendered to dist/COMPATIBILITY.md (copy
+# it to docs/ to publish a run). bench/ (its own module, with gonum/plot)
+# is vetted and tested by make bench.
 test: deps test-deb
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) vet $(PURE)
 	CGO_ENABLED=0 $(GO) test -count=1 $(PURE)
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/mp-hsm
-	MP_HSM_DEB_DIR=$(CURDIR)/dist MP_HSM_DEB_ARCHES="$(TEST_DEB_ARCHES)" $(GO) test -race -count=1 -timeout 9m ./...
+	mkdir -p dist && rm -f dist/compat.jsonl
+	MP_HSM_DEB_DIR=$(CURDIR)/dist MP_HSM_DEB_ARCHES="$(TEST_DEB_ARCHES)" MP_HSM_COMPAT_OUT=$(CURDIR)/dist/compat.jsonl $(GO) test -race -count=1 -timeout 9m ./...
+	$(GO) run ./internal/conformance/compatreport -in dist/compat.jsonl -out dist/COMPATIBILITY.md
 
 clean:
 	rm -rf mp-hsm bin .demo dist

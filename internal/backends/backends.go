@@ -38,6 +38,9 @@ type Running struct {
 	Notes []string
 
 	stops []func() error // run in reverse order by Stop
+
+	// p11 is GenerateKey's and PutCertificate's own handle on Module.
+	p11 provisioner
 }
 
 // onStop adds f to what Stop runs, before everything added earlier.
