@@ -118,7 +118,7 @@ func StartP11KitProxy(dir string) (*Running, error) {
 	}
 	tpm := ""
 	if slices.ContainsFunc(others, func(m string) bool { return strings.Contains(m, "tpm2_pkcs11") }) {
-		tpm = " (tpm2-pkcs11 without its TCTI and store prints errors on stderr and creates ~/.tpm2_pkcs11)"
+		tpm = " (tpm2-pkcs11 without its TCTI and store prints errors on stderr, which mp-hsm holds back unless no token matches, and creates ~/.tpm2_pkcs11)"
 	}
 	r.Notes = []string{
 		"p11-kit's proxy loads every module registered system-wide (" + strings.Join(p11kitModuleDirs, ", ") + "): here also " +
