@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -79,11 +80,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	app := newApp(e)
-	ctx, stop := interruptContext(stderr)
+	ctx, stop, stoppedBy := interruptContext(stderr)
 	defer stop()
 	err := app.RunContext(ctx, args)
 	if err == nil {
 		return exitOK
+	}
+	if sig := stoppedBy(); sig != 0 {
+		// What was in flight failed because the user stopped it: say so,
+		// with the shell's code for the signal, not the failure's (a
+		// metadata request cancelled would otherwise read "Maskinporten
+		// unreachable", exit 5).
+		fmt.Fprintf(stderr, "mp-hsm: stopped by %v (%v)\n", sig, err)
+		return 128 + int(sig)
 	}
 	code := exitCode(err)
 	msg := err.Error()
@@ -248,15 +257,22 @@ func flagOf(args []string, i int) string {
 // interruptContext is cancelled by the first SIGINT or SIGTERM, so that
 // the command stops cleanly (the daemon drains its requests). A second one
 // ends the process at once: a call that does not look at the context (a
-// PKCS#11 module busy in C) cannot keep it alive.
-func interruptContext(stderr io.Writer) (context.Context, func()) {
+// PKCS#11 module busy in C) cannot keep it alive. It returns the context,
+// the function that stops listening, and one that tells the signal that
+// cancelled the context (0 if none did): a command that fails after it
+// exits with 128 + that signal.
+func interruptContext(stderr io.Writer) (context.Context, func(), func() syscall.Signal) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	done := make(chan struct{})
+	var first atomic.Int32 // the signal that cancelled ctx, 0 before
 	go func() {
 		select {
-		case <-sigs:
+		case sig := <-sigs:
+			if s, ok := sig.(syscall.Signal); ok {
+				first.Store(int32(s))
+			}
 			cancel()
 		case <-done:
 			return
@@ -273,8 +289,10 @@ func interruptContext(stderr io.Writer) (context.Context, func()) {
 		}
 	}()
 	return ctx, func() {
-		signal.Stop(sigs)
-		close(done)
-		cancel()
-	}
+			signal.Stop(sigs)
+			close(done)
+			cancel()
+		}, func() syscall.Signal {
+			return syscall.Signal(first.Load())
+		}
 }
