@@ -19,7 +19,7 @@ import (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/token":
-		s.serveToken(w, r)
+		s.serveTokenAnswered(w, r)
 	case "/healthz":
 		if getOnly(w, r) {
 			writeText(w, http.StatusOK, "ok\n")
@@ -70,7 +70,7 @@ var (
 	hdrNoCache = []string{"no-cache"}
 )
 
-func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveToken(w *answer, r *http.Request) {
 	st := s.settings()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -95,18 +95,20 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, badRequest(errInvalidRequest, "the body is not a valid form: "+err.Error()))
 		return
 	}
-	if !s.authorized(r, form, st) {
-		s.authFailed(r, form)
+	w.form = form
+	cl, err := s.admit(r, form, st)
+	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
-		s.fail(w, &oauthError{status: http.StatusUnauthorized, code: errInvalidClient,
-			description: "client authentication failed: callers on TCP must send the daemon's client id and secret (HTTP Basic)"})
+		s.fail(w, err)
 		return
 	}
-	req, err := parseRequest(form, st.policy, st.resources, (*bp)[:0])
+	w.client = cl
+	req, err := parseRequest(form, cl, st.resources, (*bp)[:0])
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	w.req = req
 	*bp = req.key[:0]
 	// A key in the cache was validated when it was added: only a new key
 	// is validated in full.
@@ -117,7 +119,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		who := callerOf(r)
-		f := newRequest(s, req.req, req.altinn, who)
+		f := newRequest(s, cl.Name, req.req, req.altinn, who)
 		if req.altinn {
 			f.mpKey = req.mpKey()
 		}
@@ -132,6 +134,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, s.mapError(err))
 		return
 	}
+	w.hit = hit
 	if hit {
 		s.metrics.cacheHits.Inc()
 	} else {
@@ -179,14 +182,15 @@ func readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, error
 	}
 }
 
-// authorized reports whether the caller may ask for tokens: always on a
-// unix socket; on TCP with the client id and secret, in an HTTP Basic
-// header (form-encoded, as RFC 6749 section 2.3.1 says) or in the form.
-func (s *Server) authorized(r *http.Request, form url.Values, st *settings) bool {
+// authorized reports whether the caller may ask for client c's tokens:
+// always on a unix socket (see chooseClient); on TCP with c's name and
+// secret, in an HTTP Basic header (form-encoded, as RFC 6749 section 2.3.1
+// says) or in the form.
+func (s *Server) authorized(r *http.Request, form url.Values, c *client) bool {
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && la.Network() == "unix" {
 		return true
 	}
-	if st.cfg.ClientSecret == "" {
+	if c.Secret == "" {
 		return false
 	}
 	id, secret, ok := r.BasicAuth()
@@ -205,7 +209,7 @@ func (s *Server) authorized(r *http.Request, form url.Values, st *settings) bool
 	}
 	ih := sha256.Sum256([]byte(id))
 	sh := sha256.Sum256([]byte(secret))
-	okID := subtle.ConstantTimeCompare(ih[:], st.idHash[:])
-	okSecret := subtle.ConstantTimeCompare(sh[:], st.secretHash[:])
+	okID := subtle.ConstantTimeCompare(ih[:], c.idHash[:])
+	okSecret := subtle.ConstantTimeCompare(sh[:], c.secretHash[:])
 	return okID&okSecret == 1
 }
