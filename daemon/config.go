@@ -2,7 +2,7 @@ package daemon
 
 import (
 	"context"
-		"errors"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
