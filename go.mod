@@ -5,6 +5,7 @@ module github.com/mp-hsm/mp-hsm
 go 1.26.0
 
 require (
+	github.com/BurntSushi/toml v1.5.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/uuid v1.6.0
 	github.com/miekg/pkcs11 v1.1.2
@@ -28,4 +29,5 @@ require (
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
