@@ -165,6 +165,9 @@ func (a *answer) noteError(err error, oe *oauthError) {
 	var ae *admissionError
 	if errors.As(err, &ae) {
 		a.reason = ae.reason
+		if ae.client != nil {
+			a.client = ae.client
+		}
 	}
 }
 

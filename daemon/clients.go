@@ -216,6 +216,7 @@ const (
 type admissionError struct {
 	oauthError
 	reason string
+	client *client // the client named, when it exists
 }
 
 func refuse(reason string, status int, code, description string) *admissionError {
@@ -244,8 +245,10 @@ func chooseClient(r *http.Request, form url.Values, st *settings) (*client, *adm
 				"this daemon has no client '"+excerpt(name)+"'; send the name of one of its clients as client_id")
 		}
 		if !c.admitsPeer(p) {
-			return nil, refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
+			ae := refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
 				who+" is not admitted to the client '"+c.Name+"': neither its users nor its groups name it; ask the daemon's operator")
+			ae.client = c
+			return nil, ae
 		}
 		return c, nil
 	}
