@@ -160,4 +160,3 @@ func TestClientsRefusedConfig(t *testing.T) {
 		}
 	}
 }
-

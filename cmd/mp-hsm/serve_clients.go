@@ -34,9 +34,6 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 			dc.Secret = secret
 		}
 		if cs.KeyID != "" || cs.KeyLabel != "" {
-			if c.String("p12") != "" {
-				return nil, usagef("config %s: client %q: key-id and key-label choose another key on the token; with --p12 there is none", path, cs.Name)
-			}
 			var id []byte
 			if cs.KeyID != "" {
 				var err error
@@ -44,6 +41,9 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 				if err != nil || len(id) == 0 {
 					return nil, usagef("config %s: client %q: key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", path, cs.Name, cs.KeyID)
 				}
+			}
+			if c.String("p12") != "" {
+				return nil, usagef("config %s: client %q: key-id and key-label choose another key on the token; with --p12 there is none", path, cs.Name)
 			}
 			open, err := e.clientKeyOpener(c, id, cs.KeyLabel)
 			if err != nil {
