@@ -52,7 +52,24 @@ func serveCommand(e *env) *cli.Command {
 			"--max-concurrent-per-caller of the --max-concurrent requests to Maskinporten, and at most\n" +
 			"--max-keys-per-caller requests and --max-resources-per-caller resources in the cache.\n" +
 			"Failed TCP authentication is logged (once a minute per address) and, after 5 failures,\n" +
-			"answered ever more slowly (up to 1 s) to that address.",
+			"answered ever more slowly (up to 1 s) to that address.\n\n" +
+			"--config FILE (TOML) sets any option below by its long name (a flag or MP_HSM_* variable\n" +
+			"wins over the file) and may hold [[client]] tables, one per Maskinporten client:\n" +
+			"  [[client]]\n" +
+			"  name        = \"ledger\"                 # what callers send as client_id\n" +
+			"  client-id   = \"0b7f...\"                # the Maskinporten client (the grant's iss); default: name\n" +
+			"  scopes      = [\"altinn:instances.*\"]   # what callers may ask for; default: --allowed-scopes\n" +
+			"  users       = [\"ledger\", \"1001\"]       # unix socket callers admitted, by name or uid\n" +
+			"  groups      = [\"mp-users\"]             # ... or by group (primary or supplementary)\n" +
+			"  secret-file = \"/etc/mp-hsm/ledger.secret\"  # TCP callers: HTTP Basic name + this secret\n" +
+			"  kid         = \"\"   # sent instead of x5c; key-id, key-label: another key on the same token\n" +
+			"A caller names its client as client_id (form or HTTP Basic user); naming none, it gets the\n" +
+			"one client it is admitted to, if exactly one. Anything else is refused before anything is\n" +
+			"signed. Without [[client]] tables, --client-id is the one client, for every caller on the\n" +
+			"socket. --audit-log PATH writes one JSON line per answered token request (who, which client,\n" +
+			"what, outcome; never a token or secret). SIGHUP reopens the audit log and reads the command\n" +
+			"line, environment and file again; a file that does not work is refused and logged, and the\n" +
+			"running configuration kept. See docs/daemon.md.",
 		Flags:  withConfigFile(concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
 		Before: func(c *cli.Context) error { return e.applyConfigFile(c) },
 		Action: func(c *cli.Context) error {
