@@ -87,6 +87,18 @@ func (c *client) admitsPeer(p *peer) bool {
 	return false
 }
 
+// CheckClients checks clients as New and Reload do (names, scopes, users
+// and groups looked up, someone admitted), without opening anything, so
+// that a configuration file can be refused with its name. The error
+// matches ErrConfig and names the client and field.
+func CheckClients(clients []Client) error {
+	if len(clients) == 0 {
+		return nil
+	}
+	_, err := resolveClients(Config{Clients: clients})
+	return err
+}
+
 // resolveClients checks cfg's clients and resolves them, or, without
 // Clients, makes the one implicit client of the flat fields (ClientID,
 // ClientSecret, Grant.ClientID, AllowedScopes) that every caller on a unix

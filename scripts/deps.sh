@@ -26,6 +26,8 @@ NEEDS=(
   "qemu-aarch64-static|qemu-user-static|packaging test: runs the arm64 binary"
   "systemd-analyze|systemd|packaging test: verifies the units, applies sysusers.d and tmpfiles.d"
   "man|man-db|packaging test: man -l of the man pages"
+  "setpriv|util-linux|TestServeClients: a daemon caller run as another uid"
+  "curl|curl|TestServeClients: the caller of another uid, over the unix socket"
 )
 
 missing=() why=()

@@ -53,6 +53,9 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 		}
 		out = append(out, dc)
 	}
+	if err := daemon.CheckClients(out); err != nil {
+		return nil, usagef("config %s: %v", path, err)
+	}
 	return out, nil
 }
 

@@ -29,6 +29,8 @@ func TestServeConfigRefused(t *testing.T) {
 		{"client table", "client = \"x\"\n", "client: want [[client]] tables"},
 		{"client-id beside clients", "client-id = \"x\"\n[[client]]\nname = \"a\"\nusers = [\"0\"]\n", "--client-id is given too"},
 		{"key-id", "[[client]]\nname = \"a\"\nusers = [\"0\"]\nkey-id = \"zz\"\n", `client "a": key-id "zz": want the CKA_ID in hex`},
+		{"unknown group", "[[client]]\nname = \"a\"\ngroups = [\"no-such-group-here\"]\n", `client "a": groups: no group "no-such-group-here"`},
+		{"nobody admitted", "[[client]]\nname = \"a\"\n", `client "a" admits nobody`},
 		{"socket-mode", "socket-mode = \"0777\"\n[[client]]\nname = \"a\"\nusers = [\"0\"]\n", "--socket-mode \"0777\""},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
