@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
+	"github.com/mp-hsm/mp-hsm/internal/p11spy"
 	"github.com/mp-hsm/mp-hsm/internal/testexec"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
@@ -96,6 +97,9 @@ func TestServeClients(t *testing.T) {
 	secretFile := filepath.Join(dir, "payroll.secret")
 	const secret = "payroll-s3cret+%/="
 	os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
+	// The daemon loads OpenSC's pkcs11-spy, which logs every call: the
+	// token is logged in once for the three clients and two keys.
+	spy, spyLog := p11spy.Path(t), filepath.Join(dir, "spy.log")
 	conf := filepath.Join(dir, "mp-hsm.toml")
 	config := func(ledgerUsers string) string {
 		return fmt.Sprintf(`# the daemon for an organisation
@@ -127,12 +131,12 @@ client-id = "ops-mp"
 groups    = ["root"]
 key-label = "ops"
 kid       = "ops-kid"
-`, tok.Module, tok.Serial, emu.Issuer(), emu.TokenURL(), sock, audit, ledgerUsers, secretFile)
+`, spy, tok.Serial, emu.Issuer(), emu.TokenURL(), sock, audit, ledgerUsers, secretFile)
 	}
 	os.WriteFile(conf, []byte(config(`"nobody"`)), 0o644)
 
 	bin := binary(t)
-	env := testexec.Env(dir, "SOFTHSM2_CONF="+tok.Config, "MP_HSM_PIN="+tok.PIN)
+	env := testexec.Env(dir, append(p11spy.Env(tok.Module, spyLog), "SOFTHSM2_CONF="+tok.Config, "MP_HSM_PIN="+tok.PIN)...)
 	cmd := testexec.Command(t, 2*time.Minute, bin, "serve", "--config", conf)
 	cmd.Env = env
 	var errOut lockedLog
@@ -210,6 +214,10 @@ kid       = "ops-kid"
 	tc := &http.Client{Timeout: 20 * time.Second}
 	want("TCP with payroll's secret", servePost(t, tc, "http://"+tcpAddr+"/token", form("test:b"), url.QueryEscape("payroll"), url.QueryEscape(secret)), 200, "", "payroll-mp")
 	want("TCP as ledger with payroll's secret", servePost(t, tc, "http://"+tcpAddr+"/token", form("test:a"), "ledger", url.QueryEscape(secret)), 401, "invalid_client", "")
+
+	if n := p11spy.Counts(p11spy.Read(t, spyLog))["C_Login"]; n != 1 {
+		t.Errorf("C_Login was called %d times; want 1 (one login for every client and key)", n)
+	}
 
 	lines := readAudit(t, audit)
 	wantOutcomes := []string{"refused", "issued", "issued", "refused", "refused", "refused", "issued", "cached", "refused", "cached", "refused"}
