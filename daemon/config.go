@@ -48,8 +48,8 @@ type Config struct {
 	ClientSecret string
 
 	// Clients, if not empty, are the Maskinporten clients the daemon
-	// serves, each to the callers it admits (see Client); Grant.ClientID,
-	// ClientID and ClientSecret are then not used. A caller chooses one by
+	// serves, each to the callers it admits (see Client); Grant.ClientID
+	// is then not used, and ClientID and ClientSecret must be empty. A caller chooses one by
 	// name (client_id); naming none, it gets the one it is admitted to if
 	// there is exactly one; anything else is refused before anything is
 	// signed.

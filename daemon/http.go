@@ -98,7 +98,9 @@ func (s *Server) serveToken(w *answer, r *http.Request) {
 	w.form = form
 	cl, err := s.admit(r, form, st)
 	if err != nil {
-		w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
+		if oe := new(oauthError); errors.As(err, &oe) && oe.status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
+		}
 		s.fail(w, err)
 		return
 	}
