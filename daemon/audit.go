@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,16 +24,21 @@ import (
 // failed (5xx), the HTTP status and the OAuth 2 error. It never holds a
 // token, grant, PIN or secret. Lines are written whole, one write each,
 // so that a file opened with O_APPEND keeps them whole. Safe for
-// concurrent use.
+// concurrent use; a writer given to NewAuditLog must be safe for
+// concurrent writes too.
 type AuditLog struct {
 	path string // "" for a writer given to NewAuditLog
 
-	mu     sync.Mutex
+	// mu is held for reading by writers (each line is one write call,
+	// which the file keeps whole) and for writing by Reopen and Close.
+	mu     sync.RWMutex
 	w      io.Writer
-	f      *os.File // the file opened, nil for standard output or a writer
-	buf    []byte
-	failed bool // the last write failed (logged once until one works)
+	f      *os.File    // the file opened, nil for standard output or a writer
+	failed atomic.Bool // the last write failed (logged once until one works)
 }
+
+// auditBufs holds the buffers lines are encoded in, outside any lock.
+var auditBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // OpenAuditLog opens path for appending (created with mode 0600; an
 // existing file keeps its mode; a symbolic link is refused), or standard
@@ -105,16 +111,16 @@ func (a *AuditLog) Close() error {
 // write writes one line; it reports an error only when the previous write
 // worked, so that a failing log is logged once, not once per request.
 func (a *AuditLog) write(encode func([]byte) []byte) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.buf = encode(a.buf[:0])
-	_, err := a.w.Write(a.buf)
-	if cap(a.buf) > 64<<10 {
-		a.buf = nil
+	bp := auditBufs.Get().(*[]byte)
+	line := encode((*bp)[:0])
+	a.mu.RLock()
+	_, err := a.w.Write(line)
+	a.mu.RUnlock()
+	if cap(line) <= 64<<10 {
+		*bp = line[:0]
+		auditBufs.Put(bp)
 	}
-	was := a.failed
-	a.failed = err != nil
-	if err != nil && !was {
+	if was := a.failed.Swap(err != nil); err != nil && !was {
 		return err
 	}
 	return nil
