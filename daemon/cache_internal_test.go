@@ -124,8 +124,8 @@ func fakeAccessToken(i int) string {
 func fill(tb testing.TB, s *Server, n int) {
 	for i := range n {
 		scope := fmt.Sprintf("example:scope/%d", i)
-		key := "mp\x00" + scope + "\x00\x00\x00\x00"
-		e, err := s.cache.Add(key, &request{s: s, req: grant.Request{Scopes: []string{scope}}})
+		key := "mp\x00offline\x00" + scope + "\x00\x00\x00\x00"
+		e, err := s.cache.Add(key, &request{s: s, client: "offline", req: grant.Request{Scopes: []string{scope}}})
 		if err != nil {
 			tb.Fatal(err)
 		}
