@@ -10,9 +10,11 @@ import (
 
 // peerOf returns who is at the other end of a unix socket connection: the
 // uid, gid and pid the kernel recorded when it connected (SO_PEERCRED),
-// and, read from /proc/PID while the connection is new, the supplementary
-// groups and the executable (empty when /proc does not tell, for instance
-// when the caller already exited).
+// the supplementary groups (SO_PEERGROUPS where the kernel has it, else
+// /proc/PID/status), and the executable (/proc/PID/exe; empty when /proc
+// does not tell). What /proc says is used only while its process has the
+// peer's effective uid, so that a pid reused by another user's process
+// is not read as the caller.
 func peerOf(c net.Conn) (*peer, bool) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -24,39 +26,55 @@ func peerOf(c net.Conn) (*peer, bool) {
 	}
 	var cred *syscall.Ucred
 	var cerr error
+	var groups []uint32
+	kernelGroups := false
 	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+		groups, kernelGroups = peerGroups(fd)
 	}); err != nil || cerr != nil {
 		return nil, false
 	}
-	p := &peer{uid: cred.Uid, gid: cred.Gid, pid: cred.Pid}
+	p := &peer{uid: cred.Uid, gid: cred.Gid, pid: cred.Pid, groups: groups}
 	if cred.Pid > 0 {
 		dir := "/proc/" + strconv.Itoa(int(cred.Pid))
-		p.groups = procGroups(dir + "/status")
-		p.exe, _ = os.Readlink(dir + "/exe")
+		euid, procGroups, ok := procStatus(dir + "/status")
+		if ok && euid == cred.Uid {
+			if !kernelGroups {
+				p.groups = procGroups
+			}
+			p.exe, _ = os.Readlink(dir + "/exe")
+		}
 	}
 	return p, true
 }
 
-// procGroups returns the supplementary groups of /proc/PID/status's
-// Groups line.
-func procGroups(path string) []uint32 {
+// procStatus returns the effective uid and the supplementary groups of
+// /proc/PID/status.
+func procStatus(path string) (euid uint32, groups []uint32, ok bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil
+		return 0, nil, false
 	}
+	uidSeen := false
 	for line := range bytes.SplitSeq(data, []byte("\n")) {
-		rest, ok := bytes.CutPrefix(line, []byte("Groups:"))
-		if !ok {
-			continue
+		if rest, found := bytes.CutPrefix(line, []byte("Uid:")); found {
+			f := bytes.Fields(rest)
+			if len(f) < 2 {
+				return 0, nil, false
+			}
+			u, err := strconv.ParseUint(string(f[1]), 10, 32)
+			if err != nil {
+				return 0, nil, false
+			}
+			euid, uidSeen = uint32(u), true
 		}
-		var gids []uint32
-		for _, f := range bytes.Fields(rest) {
-			if g, err := strconv.ParseUint(string(f), 10, 32); err == nil {
-				gids = append(gids, uint32(g))
+		if rest, found := bytes.CutPrefix(line, []byte("Groups:")); found {
+			for _, f := range bytes.Fields(rest) {
+				if g, err := strconv.ParseUint(string(f), 10, 32); err == nil {
+					groups = append(groups, uint32(g))
+				}
 			}
 		}
-		return gids
 	}
-	return nil
+	return euid, groups, uidSeen
 }

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,6 +36,7 @@ type auditLine struct {
 		UID     *int   `json:"uid"`
 		GID     *int   `json:"gid"`
 		PID     int    `json:"pid"`
+		Groups  []int  `json:"groups"`
 		Exe     string `json:"exe"`
 		Address string `json:"address"`
 	} `json:"peer"`
@@ -193,10 +195,14 @@ kid       = "ops-kid"
 	want("payroll asking for ledger's scope", servePost(t, uc, "http://mp-hsm/token", form("test:a", "client_id", "payroll"), "", ""), 400, "invalid_scope", "")
 
 	// As nobody: admitted to ledger only.
-	asNobody := func(args ...string) serveAnswer {
+	asNobodyIn := func(groups string, args ...string) serveAnswer {
 		t.Helper()
-		c := testexec.Command(t, 30*time.Second, "setpriv", append([]string{"--reuid", fmt.Sprint(nobody), "--regid", fmt.Sprint(nobody), "--clear-groups",
-			"curl", "-sS", "--unix-socket", sock, "-w", "\n%{http_code}", "http://mp-hsm/token"}, args...)...)
+		grp := []string{"--clear-groups"}
+		if groups != "" {
+			grp = []string{"--groups", groups}
+		}
+		c := testexec.Command(t, 30*time.Second, "setpriv", append(append([]string{"--reuid", fmt.Sprint(nobody), "--regid", fmt.Sprint(nobody)}, grp...),
+			append([]string{"curl", "-sS", "--unix-socket", sock, "-w", "\n%{http_code}", "http://mp-hsm/token"}, args...)...)...)
 		c.Env = env
 		res := testexec.Run(t, c)
 		body, code, _ := strings.Cut(strings.TrimSpace(res.Stdout), "\n")
@@ -206,9 +212,13 @@ kid       = "ops-kid"
 		}
 		return a
 	}
+	asNobody := func(args ...string) serveAnswer { t.Helper(); return asNobodyIn("", args...) }
 	want("nobody naming no client", asNobody("-d", "grant_type=client_credentials", "-d", "scope=test:a"), 200, "", "ledger-mp")
 	want("nobody again (cached)", asNobody("-d", "grant_type=client_credentials", "-d", "scope=test:a"), 200, "", "ledger-mp")
 	want("nobody naming payroll", asNobody("-d", "grant_type=client_credentials", "-d", "scope=test:b", "-d", "client_id=payroll"), 401, "invalid_client", "")
+	// With the supplementary group root, nobody is admitted to ops too.
+	want("nobody in group root naming no client", asNobodyIn("0", "-d", "grant_type=client_credentials", "-d", "scope=test:c"), 400, "invalid_request", "")
+	want("nobody in group root naming ops", asNobodyIn("0", "-d", "grant_type=client_credentials", "-d", "scope=test:c", "-d", "client_id=ops"), 200, "", "ops-mp")
 
 	// TCP: a client's name and secret.
 	tc := &http.Client{Timeout: 20 * time.Second}
@@ -220,7 +230,7 @@ kid       = "ops-kid"
 	}
 
 	lines := readAudit(t, audit)
-	wantOutcomes := []string{"refused", "issued", "issued", "refused", "refused", "refused", "issued", "cached", "refused", "cached", "refused"}
+	wantOutcomes := []string{"refused", "issued", "issued", "refused", "refused", "refused", "issued", "cached", "refused", "refused", "cached", "cached", "refused"}
 	if len(lines) != len(wantOutcomes) {
 		t.Fatalf("audit log: %d lines; want %d (one per request)", len(lines), len(wantOutcomes))
 	}
@@ -236,7 +246,10 @@ kid       = "ops-kid"
 	if l := lines[8]; *l.Peer.UID != nobody || l.Error != "invalid_client" || l.Status != 401 {
 		t.Errorf("audit line of nobody's refusal: %+v", l)
 	}
-	if l := lines[9]; !strings.HasPrefix(l.Peer.Address, "127.0.0.1:") || l.Client != "payroll" || l.Peer.UID != nil {
+	if l := lines[10]; l.Peer.UID == nil || *l.Peer.UID != nobody || !slices.Equal(l.Peer.Groups, []int{0}) || l.Client != "ops" {
+		t.Errorf("audit line of nobody in group root: %+v", l)
+	}
+	if l := lines[11]; !strings.HasPrefix(l.Peer.Address, "127.0.0.1:") || l.Client != "payroll" || l.Peer.UID != nil {
 		t.Errorf("audit line of the TCP request: %+v", l)
 	}
 	data, _ := os.ReadFile(audit)
@@ -292,7 +305,7 @@ kid       = "ops-kid"
 		`mphsm_client_requests_total{client="ledger",outcome="cached"} 3`,
 		`mphsm_client_refusals_total{client="ledger",reason="not_admitted"} 1`,
 		`mphsm_client_refusals_total{client="payroll",reason="not_admitted"} 1`,
-		`mphsm_client_refusals_total{client="(none)",reason="ambiguous_client"} 1`,
+		`mphsm_client_refusals_total{client="(none)",reason="ambiguous_client"} 2`,
 		`mphsm_client_refusals_total{client="(none)",reason="bad_credentials"} 1`,
 		`mphsm_client_refusals_total{client="payroll",reason="invalid_scope"} 1`,
 	} {
