@@ -43,3 +43,20 @@ func TestServeConfigRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestServeConfigFlagsWin checks that a flag wins over the same option in
+// the file: the file's socket-mode would be refused, the flag's is not,
+// and serve goes on to open the key (which does not exist here).
+func TestServeConfigFlagsWin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	os.WriteFile(path, []byte("socket-mode = \"0777\"\nclient-id = \"from-file\"\n"), 0o600)
+	var out, errOut bytes.Buffer
+	p12 := filepath.Join(dir, "none.p12")
+	code := run([]string{"mp-hsm", "serve", "--config", path, "--socket-mode", "0600", "--p12", p12, "--env", "test",
+		"--listen", "unix:" + filepath.Join(dir, "s.sock")}, strings.NewReader(""), &out, &errOut)
+	if code == exitOK || strings.Contains(errOut.String(), "socket-mode") || !strings.Contains(errOut.String(), "none.p12") {
+		t.Errorf("exit %d, %s\nwant the flag's socket mode taken and the missing PKCS#12 file reported", code, errOut.String())
+	}
+}
