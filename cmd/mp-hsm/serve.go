@@ -151,6 +151,9 @@ func (e *env) serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if mode&0o006 != 0 && !e.hasClients() {
+		return usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
+	}
 	var audit *daemon.AuditLog
 	if p := c.String("audit-log"); p != "" {
 		if audit, err = daemon.OpenAuditLog(p); err != nil {

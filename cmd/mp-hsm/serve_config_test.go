@@ -31,6 +31,7 @@ func TestServeConfigRefused(t *testing.T) {
 		{"key-id", "[[client]]\nname = \"a\"\nusers = [\"0\"]\nkey-id = \"zz\"\n", `client "a": key-id "zz": want the CKA_ID in hex`},
 		{"unknown group", "[[client]]\nname = \"a\"\ngroups = [\"no-such-group-here\"]\n", `client "a": groups: no group "no-such-group-here"`},
 		{"nobody admitted", "[[client]]\nname = \"a\"\n", `client "a" admits nobody`},
+		{"socket-mode without clients", "socket-mode = \"0666\"\n", "--socket-mode 0666 lets every local user connect"},
 		{"socket-mode", "socket-mode = \"0777\"\n[[client]]\nname = \"a\"\nusers = [\"0\"]\n", "--socket-mode \"0777\""},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
