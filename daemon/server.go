@@ -305,6 +305,10 @@ func (s *Server) closeConn() {
 // the key cannot be opened yet: a refused PIN is reported again, any other
 // failure starts the reconnect loop with the new OpenSigner.
 //
+// The new Clients (admission, scopes, keys) and Audit apply to the
+// requests that follow; a client added, removed or changed empties the
+// cache, as a new key does.
+//
 // Listeners, MaxConcurrent, MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the token
 // cache's settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep
 // their values from New.
