@@ -40,9 +40,7 @@ func (c *conn) grantFor(name string) (*grant.Config, error) {
 
 // close closes the clients' own keys, then the daemon's signer.
 func (c *conn) close() {
-	for _, s := range c.subs {
-		closeSigner(s)
-	}
+	c.closeSubs()
 	closeSigner(c.raw)
 }
 
@@ -174,7 +172,7 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	return c, nil
 }
 
-// closeSubs closes the clients' own keys of a conn that was not made.
+// closeSubs closes the clients' own keys.
 func (c *conn) closeSubs() {
 	for _, s := range c.subs {
 		closeSigner(s)
