@@ -258,6 +258,9 @@ kid       = "ops-kid"
 			t.Fatal("an access token is in the audit log or the daemon's log")
 		}
 	}
+	if strings.Contains(string(data), "eyJ") {
+		t.Fatal("the audit log holds a JWT (a token or a grant)")
+	}
 	for _, s := range []string{secret, url.QueryEscape(secret), tok.PIN} {
 		if strings.Contains(string(data), s) {
 			t.Fatalf("the audit log holds a secret or the PIN")
