@@ -160,3 +160,31 @@ func TestClientsRefusedConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadClients applies new clients with Reload, and keeps the running
+// ones when the new ones are refused.
+func TestReloadClients(t *testing.T) {
+	t.Parallel()
+	uid := strconv.Itoa(os.Getuid())
+	f := newFixture(t, options{noTCP: true, modify: func(c *daemon.Config) {
+		c.ClientSecret, c.Grant.ClientID = "", ""
+		c.Clients = []daemon.Client{{Name: "mine", ClientID: testClient, Users: []string{uid}}}
+	}})
+	wantToken(t, f.post(scopeForm("test:read")))
+	cfg := f.cfg
+	cfg.Clients = []daemon.Client{
+		{Name: "mine", ClientID: testClient, Users: []string{"65534"}},
+		{Name: "next", ClientID: testClient, Users: []string{uid}},
+	}
+	if err := f.srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, f.post(url.Values{"grant_type": {"client_credentials"}, "scope": {"test:read"}, "client_id": {"mine"}}), 401, "invalid_client")
+	wantToken(t, f.post(scopeForm("test:read"))) // next, the only one left
+	bad := cfg
+	bad.Clients = []daemon.Client{{Name: "mine", ClientID: testClient, Users: []string{"no-such-user-here"}}}
+	if err := f.srv.Reload(bad); !errors.Is(err, daemon.ErrConfig) {
+		t.Fatalf("Reload with an unknown user: %v; want ErrConfig", err)
+	}
+	wantToken(t, f.post(scopeForm("test:read"))) // still next
+}
