@@ -5,6 +5,7 @@ module github.com/mp-hsm/mp-hsm
 go 1.26.0
 
 require (
+	github.com/BurntSushi/toml v1.5.0
 	github.com/ThalesGroup/crypto11 v1.6.2
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/uuid v1.6.0
@@ -31,4 +32,5 @@ require (
 	github.com/thales-e-security/pool v0.0.2 // indirect
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

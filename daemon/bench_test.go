@@ -4,10 +4,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/daemon"
 )
 
 // BenchmarkServeCachedToken compares, over loopback TCP with keep-alive,
@@ -17,9 +20,35 @@ import (
 //
 //	go test -run '^$' -bench ServeCachedToken ./daemon
 func BenchmarkServeCachedToken(b *testing.B) {
-	f := newFixture(b, options{})
+	benchCachedToken(b, newFixture(b, options{}), testClient, testSecret)
+}
+
+// BenchmarkServeCachedTokenClients is BenchmarkServeCachedToken with the
+// daemon of an organisation: three clients, each with a scope policy, the
+// caller one of them by its secret, and the audit log on, to a file.
+func BenchmarkServeCachedTokenClients(b *testing.B) {
+	audit, err := daemon.OpenAuditLog(filepath.Join(b.TempDir(), "audit.jsonl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { audit.Close() })
+	f := newFixture(b, options{modify: func(c *daemon.Config) {
+		c.ClientSecret = ""
+		c.Audit = audit
+		c.Clients = []daemon.Client{
+			{Name: "ledger", ClientID: testClient, Scopes: []string{"test:read"}, Users: []string{"0"}, Secret: "ledger-s3cret"},
+			{Name: "payroll", ClientID: testClient, Scopes: []string{"test:*"}, Groups: []string{"0"}, Secret: "payroll-s3cret"},
+			{Name: "ops", ClientID: testClient, Scopes: []string{"altinn:*"}, Users: []string{"65534"}, Secret: "ops-s3cret"},
+		}
+	}})
+	benchCachedToken(b, f, "payroll", "payroll-s3cret")
+}
+
+// benchCachedToken runs the daemon, bare and interleaved cases against f,
+// as user with secret on TCP.
+func benchCachedToken(b *testing.B, f *fixture, user, secret string) {
 	body := scopeForm("test:read test:write").Encode()
-	warm := postTo(b, f.client, f.tcp+"/token", scopeForm("test:read test:write"), func(r *http.Request) { r.SetBasicAuth(testClient, testSecret) })
+	warm := postTo(b, f.client, f.tcp+"/token", scopeForm("test:read test:write"), func(r *http.Request) { r.SetBasicAuth(user, secret) })
 	wantToken(b, warm)
 	fixed := []byte(`{"access_token":"` + warm.AccessToken + `","token_type":"Bearer","expires_in":119,"scope":"test:read test:write"}` + "\n")
 	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +63,7 @@ func BenchmarkServeCachedToken(b *testing.B) {
 		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		if auth {
-			req.SetBasicAuth(testClient, testSecret)
+			req.SetBasicAuth(user, secret)
 		}
 		resp, err := client.Do(req)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -71,16 +72,24 @@ func testSigner(tb testing.TB) *signer.FileSigner {
 // transport that answers every grant at once with a new token shaped like
 // Maskinporten's, and whose key returns a dummy signature: for tests of the
 // cache and the handler that need many tokens quickly.
-func newOfflineServer(tb testing.TB) *Server {
+func newOfflineServer(tb testing.TB) *Server { return newOfflineServerWith(tb, nil) }
+
+// newOfflineServerWith is newOfflineServer with its Config changed by
+// modify.
+func newOfflineServerWith(tb testing.TB, modify func(*Config)) *Server {
 	tb.Helper()
 	s := unsignedSigner{testSigner(tb)}
-	srv, err := New(Config{
+	cfg := Config{
 		OpenSigner: func(context.Context) (signer.Signer, error) { return s, nil },
 		Grant: grant.Config{ClientID: "offline", Environment: grant.Environment{
 			Issuer: "http://127.0.0.1:9/", TokenEndpoint: "http://127.0.0.1:9/token"},
 			HTTPClient: &http.Client{Transport: new(fakeMaskinporten)}},
 		ProbeInterval: -1,
-	})
+	}
+	if modify != nil {
+		modify(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -124,8 +133,8 @@ func fakeAccessToken(i int) string {
 func fill(tb testing.TB, s *Server, n int) {
 	for i := range n {
 		scope := fmt.Sprintf("example:scope/%d", i)
-		key := "mp\x00" + scope + "\x00\x00\x00\x00"
-		e, err := s.cache.Add(key, &request{s: s, req: grant.Request{Scopes: []string{scope}}})
+		key := "mp\x00offline\x00" + scope + "\x00\x00\x00\x00"
+		e, err := s.cache.Add(key, &request{s: s, client: "offline", req: grant.Request{Scopes: []string{scope}}})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -179,6 +188,42 @@ func BenchmarkHandlerCachedToken(b *testing.B) {
 			r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(body))
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, unix))
+			w := httptest.NewRecorder()
+			s.ServeHTTP(w, r)
+			if w.Code != http.StatusOK {
+				b.Fatalf("%d %s", w.Code, w.Body)
+			}
+		}
+	})
+}
+
+// BenchmarkHandlerCachedTokenClients is BenchmarkHandlerCachedToken with
+// three clients, scope policies and the audit log on (to a file), the
+// caller on TCP with a client's name and secret.
+func BenchmarkHandlerCachedTokenClients(b *testing.B) {
+	audit, err := OpenAuditLog(filepath.Join(b.TempDir(), "audit.jsonl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { audit.Close() })
+	s := newOfflineServerWith(b, func(c *Config) {
+		c.Audit = audit
+		c.Clients = []Client{
+			{Name: "ledger", Scopes: []string{"altinn:*"}, Users: []string{"0"}, Secret: "ledger-s3cret"},
+			{Name: "offline", Scopes: []string{"example:*"}, Groups: []string{"0"}, Secret: "offline-s3cret"},
+			{Name: "ops", Scopes: []string{"test:*"}, Users: []string{"65534"}, Secret: "ops-s3cret"},
+		}
+	})
+	fill(b, s, 1)
+	body := "grant_type=client_credentials&scope=example%3Ascope%2F0"
+	tcp := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8400}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(body))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			r.SetBasicAuth("offline", "offline-s3cret")
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, tcp))
 			w := httptest.NewRecorder()
 			s.ServeHTTP(w, r)
 			if w.Code != http.StatusOK {

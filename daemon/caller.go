@@ -42,25 +42,59 @@ func (c callerID) String() string {
 	return "unknown address"
 }
 
-// peerKey is the context key of the uid of a unix socket's peer.
+// peer is a unix socket's peer as the kernel and /proc tell at connect
+// time: who asks, for the clients' users and groups and the audit trail.
+type peer struct {
+	uid, gid uint32
+	pid      int32
+	groups   []uint32 // supplementary groups, from /proc/PID/status
+	exe      string   // /proc/PID/exe; "" if unknown
+}
+
+// inGroup reports whether gid is the peer's primary or a supplementary
+// group.
+func (p *peer) inGroup(gid uint32) bool {
+	if p.gid == gid {
+		return true
+	}
+	for _, g := range p.groups {
+		if g == gid {
+			return true
+		}
+	}
+	return false
+}
+
+// peerKey is the context key of a unix socket's *peer.
 type peerKey struct{}
 
-// connContext is the http.Server's ConnContext: it reads the uid of a unix
-// socket's peer once per connection, so that requests need not.
+// connContext is the http.Server's ConnContext: it reads a unix socket's
+// peer once per connection, so that requests need not.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if uid, ok := peerUID(c); ok {
-		return context.WithValue(ctx, peerKey{}, uid)
+	if p, ok := peerOf(c); ok {
+		return context.WithValue(ctx, peerKey{}, p)
 	}
 	return ctx
 }
 
+// onUnixSocket reports whether r came on a unix socket.
+func onUnixSocket(r *http.Request) bool {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return ok && la.Network() == "unix"
+}
+
+// peerOfRequest returns the unix socket peer that sent r, or nil.
+func peerOfRequest(r *http.Request) *peer {
+	p, _ := r.Context().Value(peerKey{}).(*peer)
+	return p
+}
+
 // callerOf returns who sent r.
 func callerOf(r *http.Request) callerID {
-	ctx := r.Context()
-	if la, ok := ctx.Value(http.LocalAddrContextKey).(net.Addr); ok && la.Network() == "unix" {
+	if onUnixSocket(r) {
 		uid := int64(-1)
-		if v, ok := ctx.Value(peerKey{}).(uint32); ok {
-			uid = int64(v)
+		if p := peerOfRequest(r); p != nil {
+			uid = int64(p.uid)
 		}
 		return callerID{unix: true, uid: uid}
 	}

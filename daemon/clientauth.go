@@ -3,7 +3,6 @@ package daemon
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"net"
 	"net/http"
 	"net/url"
 )
@@ -100,25 +99,18 @@ func matchesHash(candidates []string, want *[32]byte) bool {
 	return ok == 1
 }
 
-// onUnixSocket reports whether r came over a unix socket.
-func onUnixSocket(r *http.Request) bool {
-	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	return ok && la.Network() == "unix"
-}
-
-// authorized reports whether a caller that presented c may ask for
-// tokens: always on a unix socket (the socket's mode decides who may
-// connect); on TCP with the daemon's client id and secret, by either
-// method. Repeated client_id or client_secret parameters authenticate
-// nothing.
-func (s *Server) authorized(r *http.Request, c *credentials, st *settings) bool {
+// authorized reports whether a caller that presented c may ask for client
+// cl's tokens: always on a unix socket (its peer credentials decide, see
+// chooseClient); on TCP with cl's name and secret, by either method.
+// Repeated client_id or client_secret parameters authenticate nothing.
+func (s *Server) authorized(r *http.Request, c *credentials, cl *client) bool {
 	if onUnixSocket(r) {
 		return true
 	}
-	if st.cfg.ClientSecret == "" || c.method == authNone || c.repeated || c.ids.n == 0 || c.secrets.n == 0 {
+	if cl.Secret == "" || c.method == authNone || c.repeated || c.ids.n == 0 || c.secrets.n == 0 {
 		return false
 	}
-	okID := matchesHash(c.ids.list(), &st.idHash)
-	okSecret := matchesHash(c.secrets.list(), &st.secretHash)
+	okID := matchesHash(c.ids.list(), &cl.idHash)
+	okSecret := matchesHash(c.secrets.list(), &cl.secretHash)
 	return okID && okSecret
 }

@@ -2,10 +2,10 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,9 +41,23 @@ type Config struct {
 	// present (HTTP Basic, or client_id and client_secret in the form).
 	// If ClientID is empty, Grant.ClientID is used. Without ClientSecret,
 	// Serve refuses TCP listeners and TCP requests are refused. Callers on
-	// a unix socket need no credentials.
+	// a unix socket need no credentials. Both are for a daemon without
+	// Clients: it serves one client, Grant.ClientID, to every caller on a
+	// unix socket.
 	ClientID     string
 	ClientSecret string
+
+	// Clients, if not empty, are the Maskinporten clients the daemon
+	// serves, each to the callers it admits (see Client); Grant.ClientID
+	// is then not used, and ClientID and ClientSecret must be empty. A caller chooses one by
+	// name (client_id); naming none, it gets the one it is admitted to if
+	// there is exactly one; anything else is refused before anything is
+	// signed.
+	Clients []Client
+
+	// Audit, if not nil, receives one line per answered token request
+	// (see AuditLog). The caller opens and closes it.
+	Audit *AuditLog
 
 	// AllowedScopes, if not empty, are the only scopes callers may ask
 	// for; an element ending in '*' allows every scope with that prefix
@@ -208,8 +222,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.OpenSigner == nil {
 		return bad("OpenSigner is required")
 	}
-	if strings.TrimSpace(cfg.Grant.ClientID) == "" {
-		return bad("Grant.ClientID is required")
+	if strings.TrimSpace(cfg.Grant.ClientID) == "" && len(cfg.Clients) == 0 {
+		return bad("Grant.ClientID (or Clients) is required")
 	}
 	if cfg.ClientID == "" {
 		cfg.ClientID = cfg.Grant.ClientID
@@ -273,20 +287,32 @@ func (cfg Config) withDefaults() (Config, error) {
 // settings are the parts of a Config requests read, swapped as a whole by
 // Reload.
 type settings struct {
-	cfg        Config
-	policy     *listPolicy // AllowedScopes
-	resources  *listPolicy // AllowedResources
-	maxRes     int         // MaxResourcesPerCaller, or 0 where AllowedResources bounds them
-	idHash     [32]byte
-	secretHash [32]byte
+	cfg       Config
+	clients   []*client          // Clients resolved, or the one implicit client
+	byName    map[string]*client // clients by Name
+	resources *listPolicy        // AllowedResources
+	maxRes    int                // MaxResourcesPerCaller, or 0 where AllowedResources bounds them
 }
 
-func newSettings(cfg Config) *settings {
-	st := &settings{cfg: cfg, policy: newListPolicy(cfg.AllowedScopes), resources: newListPolicy(cfg.AllowedResources)}
+// newSettings resolves cfg (checked by withDefaults) for requests,
+// counting the clients' requests in m.
+func newSettings(cfg Config, m *metrics) (*settings, error) {
+	clients, err := resolveClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st := &settings{cfg: cfg, clients: clients, byName: map[string]*client{}, resources: newListPolicy(cfg.AllowedResources)}
+	for _, c := range clients {
+		st.byName[c.Name] = c
+		c.m = m.client(c.Name)
+	}
 	if st.maxRes = max(cfg.MaxResourcesPerCaller, 0); st.resources.finite() {
 		st.maxRes = 0
 	}
-	st.idHash = sha256.Sum256([]byte(cfg.ClientID))
-	st.secretHash = sha256.Sum256([]byte(cfg.ClientSecret))
-	return st
+	return st, nil
+}
+
+// anySecret reports whether some client admits callers on TCP.
+func (st *settings) anySecret() bool {
+	return slices.ContainsFunc(st.clients, func(c *client) bool { return c.Secret != "" })
 }

@@ -2,82 +2,54 @@ package daemon
 
 import (
 	"context"
-	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/signer"
-	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // conn is one opened signer and the grant configuration that signs with it.
 // A new conn is made at start, after each reconnect and on Reload.
 type conn struct {
 	raw      signer.Signer
-	grant    *grant.Config // Signer is a meteredSigner over raw
-	identity string        // what the cache's tokens depend on; see identity
+	grant    *grant.Config            // the first client's; its Signer is a meteredSigner
+	grants   map[string]*grant.Config // every client's, by client name
+	subs     []signer.Signer          // clients' own keys (Client.OpenKey)
+	identity string                   // what the cache's tokens depend on; see identity
 	leaf     *x509.Certificate
 }
 
-// meteredSigner measures signatures and reports card faults to the server.
-type meteredSigner struct {
-	s signer.Signer
-	c *conn
-	m *Server
-}
-
-var _ signer.Signer = (*meteredSigner)(nil)
-
-func (ms *meteredSigner) Public() crypto.PublicKey   { return ms.s.Public() }
-func (ms *meteredSigner) Chain() []*x509.Certificate { return ms.s.Chain() }
-
-// Sign signs on the token, observes the latency and reports a card or HSM
-// fault, which starts the reconnect loop.
-func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	start := time.Now()
-	sig, err := ms.s.Sign(rand, digest, opts)
-	ms.m.metrics.signSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		ms.m.metrics.signErrors.Inc()
-		if isDeviceFault(err) && !isPINError(err) {
-			ms.m.fault(ms.c, err)
-		}
+// grantFor returns the grant configuration of the client called name, or
+// an error if this conn does not serve it (a reload removed it).
+func (c *conn) grantFor(name string) (*grant.Config, error) {
+	if gc := c.grants[name]; gc != nil {
+		return gc, nil
 	}
-	return sig, err
+	return nil, &notReadyError{reason: "the client '" + name + "' is no longer configured"}
 }
 
-// isDeviceFault reports errors that a new session, or the token coming
-// back, may cure: the daemon reconnects. They are tokenerr's transient
-// kinds (a removed card, a broken session, a device error, a lost login,
-// and a stale key handle: the token was replaced or re-initialised under
-// the daemon, as SoftHSM2 answers when its token directory disappears),
-// and ErrClosed: the signer's token was closed under the daemon.
-func isDeviceFault(err error) bool {
-	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed)
+// close closes the clients' own keys, then the daemon's signer.
+func (c *conn) close() {
+	c.closeSubs()
+	closeSigner(c.raw)
 }
-
-// isPINError reports a login the token refused, or refused to try: it is
-// never retried.
-func isPINError(err error) bool { return tokenerr.IsPINRefused(err) }
-
-// isTransientAtStart reports open errors with which New starts anyway, not
-// ready, and waits for the token: no token in the reader, or a device fault.
-func isTransientAtStart(err error) bool { return tokenerr.Transient(err) }
 
 // probeRequest is signed once per new conn to prove that the key can sign.
 var probeRequest = grant.Request{Scopes: []string{"mp-hsm:probe"}}
 
-// newConn checks raw and builds the grant configuration around it: the
-// environment (from the certificate if the template has none), the
-// instrumented HTTP client, and one test signature.
-func (s *Server) newConn(raw signer.Signer, st *settings) (*conn, error) {
+// newConn checks raw and builds every client's grant configuration around
+// it (or around the client's own key, see Client.OpenKey): the environment
+// (from the certificate if the template has none), the instrumented HTTP
+// client, and one test signature with each key.
+func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (*conn, error) {
 	tmpl := st.cfg.Grant
 	chain := raw.Chain()
 	env := tmpl.Environment
@@ -101,26 +73,63 @@ func (s *Server) newConn(raw signer.Signer, st *settings) (*conn, error) {
 	if err := grant.CheckEnvironment(env, chain); err != nil {
 		return nil, err
 	}
-	c := &conn{raw: raw}
+	c := &conn{raw: raw, grants: map[string]*grant.Config{}}
 	if len(chain) > 0 {
 		c.leaf = chain[0]
 	}
-	gc := tmpl // a copy: the template is not changed
-	gc.Environment = env
-	gc.Signer = &meteredSigner{s: raw, c: c, m: s}
-	gc.Cache = nil
-	gc.Logger = st.cfg.Logger
-	gc.HTTPClient = s.instrumentedClient(tmpl.HTTPClient)
-	c.grant = &gc
-	if _, err := gc.Grant(probeRequest); err != nil {
-		return nil, fmt.Errorf("the key cannot sign a grant: %w", err)
+	hc := s.instrumentedClient(tmpl.HTTPClient)
+	ids := make([]string, 0, len(st.clients))
+	for _, cl := range st.clients {
+		key := raw
+		if cl.OpenKey != nil {
+			sub, err := cl.OpenKey(ctx, raw)
+			if err == nil && sub == nil {
+				err = errors.New("OpenKey returned no signer and no error")
+			}
+			if err != nil {
+				c.closeSubs()
+				return nil, fmt.Errorf("client %q: its key: %w", cl.Name, err)
+			}
+			c.subs = append(c.subs, sub)
+			key = sub
+			if err := grant.CheckEnvironment(env, sub.Chain()); err != nil {
+				c.closeSubs()
+				return nil, fmt.Errorf("client %q: %w", cl.Name, err)
+			}
+		}
+		gc := tmpl // a copy: the template is not changed
+		gc.ClientID = cl.ClientID
+		gc.KeyID = cl.KeyID
+		gc.Environment = env
+		gc.Signer = &meteredSigner{s: key, c: c, m: s}
+		gc.Cache = nil
+		gc.Logger = st.cfg.Logger
+		gc.HTTPClient = hc
+		if _, err := gc.Grant(probeRequest); err != nil {
+			c.closeSubs()
+			return nil, fmt.Errorf("client %q: the key cannot sign a grant: %w", cl.Name, err)
+		}
+		id, err := identity(&gc, key)
+		if err != nil {
+			c.closeSubs()
+			return nil, err
+		}
+		c.grants[cl.Name] = &gc
+		if c.grant == nil {
+			c.grant = &gc
+		}
+		ids = append(ids, cl.Name+"\x01"+id)
 	}
-	id, err := identity(&gc, raw)
-	if err != nil {
-		return nil, err
-	}
-	c.identity = id
+	slices.Sort(ids)
+	c.identity = strings.Join(ids, "\x02")
 	return c, nil
+}
+
+// closeSubs closes the clients' own keys.
+func (c *conn) closeSubs() {
+	for _, s := range c.subs {
+		closeSigner(s)
+	}
 }
 
 // identity is what tokens in the cache depend on besides the request: the
@@ -172,7 +181,7 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 		}
 		return nil, err
 	}
-	c, err := s.newConn(raw, st)
+	c, err := s.newConn(ctx, raw, st)
 	if err != nil {
 		closeSigner(raw)
 		s.metrics.reconnects.WithLabelValues("error").Inc()
@@ -215,7 +224,7 @@ func (s *Server) fault(c *conn, err error) {
 	s.mu.Unlock()
 	s.metrics.faults.Inc()
 	s.log().Warn("card or HSM fault: not ready; reconnecting", "error", err)
-	closeSigner(c.raw)
+	c.close()
 }
 
 // startLoopLocked starts the reconnect loop unless it runs. s.mu must be
@@ -262,14 +271,14 @@ func (s *Server) reconnectLoop() {
 				// Shut down, or a Reload got there first.
 				s.looping = false
 				s.mu.Unlock()
-				closeSigner(c.raw)
+				c.close()
 				return
 			}
 			old := s.installLocked(c)
 			s.looping = false
 			s.mu.Unlock()
 			if old != nil {
-				closeSigner(old.raw)
+				old.close()
 			}
 			s.logReady(c, "reconnected: ready")
 			return
@@ -334,6 +343,14 @@ func (s *Server) probeLoop() {
 // logReady logs that the daemon is ready with c, and what c is.
 func (s *Server) logReady(c *conn, msg string) {
 	attrs := []any{"client_id", c.grant.ClientID, "issuer", c.grant.Environment.Issuer}
+	if len(c.grants) > 1 {
+		names := make([]string, 0, len(c.grants))
+		for name, gc := range c.grants {
+			names = append(names, name+"="+gc.ClientID)
+		}
+		slices.Sort(names)
+		attrs = []any{"clients", strings.Join(names, " "), "issuer", c.grant.Environment.Issuer}
+	}
 	if c.leaf != nil {
 		attrs = append(attrs, "certificate", c.leaf.Subject.CommonName, "issued_by", c.leaf.Issuer.CommonName,
 			"not_after", c.leaf.NotAfter.UTC().Format(time.RFC3339))

@@ -153,7 +153,7 @@ func (a defAnswer) String() string {
 func unixPeer(uid uint32) func(*http.Request) *http.Request {
 	return func(r *http.Request) *http.Request {
 		ctx := context.WithValue(r.Context(), http.LocalAddrContextKey, &net.UnixAddr{Name: "/run/mp-hsm.sock", Net: "unix"})
-		return r.WithContext(context.WithValue(ctx, peerKey{}, uid))
+		return r.WithContext(context.WithValue(ctx, peerKey{}, &peer{uid: uid, gid: uid}))
 	}
 }
 

@@ -74,6 +74,21 @@
 // Grants, tokens, PINs and client secrets are never logged; personal
 // identification numbers are masked.
 //
+// # Clients
+//
+// With Config.Clients one daemon serves several Maskinporten clients from
+// the one logged-in key (or, per client, another key found through it:
+// Client.OpenKey), each to the callers it admits: on a unix socket by the
+// peer's uid and groups (SO_PEERCRED, and the supplementary groups from
+// /proc), on TCP by the client's name and secret. A caller names a client
+// as client_id, or gets the only one it is admitted to; any other request
+// is refused with an OAuth 2 error that says why, before anything is
+// signed. Each client has its own scope policy and cache keys. Without
+// Clients the daemon serves Grant.ClientID to every caller on the socket.
+// Config.Audit (an AuditLog) receives one JSON line per answered token
+// request: the peer, the client, what was asked for and the outcome,
+// never a token or secret.
+//
 // # Callers
 //
 // A caller is the peer's uid on a unix socket (SO_PEERCRED) and the remote

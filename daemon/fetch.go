@@ -31,6 +31,7 @@ func newCache(cfg Config) *grant.Cache {
 // entry.
 type request struct {
 	s      *Server
+	client string // the name of the client whose grant is signed
 	req    grant.Request
 	altinn bool
 	mpKey  string // for an Altinn request: the key of its Maskinporten token
@@ -42,8 +43,8 @@ type request struct {
 }
 
 // newRequest returns the fetcher of a key that who adds.
-func newRequest(s *Server, req grant.Request, altinn bool, who callerID) *request {
-	r := &request{s: s, req: req, altinn: altinn}
+func newRequest(s *Server, client string, req grant.Request, altinn bool, who callerID) *request {
+	r := &request{s: s, client: client, req: req, altinn: altinn}
 	r.by.Store(&who)
 	return r
 }
@@ -120,6 +121,10 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 	if c == nil {
 		return nil, s.notReady()
 	}
+	gc, err := c.grantFor(r.client)
+	if err != nil {
+		return nil, err
+	}
 	if !r.altinn {
 		ctx = withCallInfo(ctx, &callInfo{endpoint: "token", attrs: r.attrs()})
 		who, err := s.adm.acquire(ctx, who, r)
@@ -127,12 +132,12 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 			return nil, fmt.Errorf("%w: %w", errSlotWait, err)
 		}
 		defer s.adm.release(who)
-		return c.grant.Exchange(ctx, r.req)
+		return gc.Exchange(ctx, r.req)
 	}
-	if c.grant.Environment.AltinnExchange == "" {
+	if gc.Environment.AltinnExchange == "" {
 		return nil, &grant.ConfigError{Field: "Environment.AltinnExchange", Reason: "this environment has no Altinn token exchange; give its URL"}
 	}
-	mp, err := s.cache.Add(r.mpKey, newRequest(s, r.req, false, who))
+	mp, err := s.cache.Add(r.mpKey, newRequest(s, r.client, r.req, false, who))
 	if err != nil {
 		return nil, err
 	}
@@ -150,12 +155,12 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 		return nil, fmt.Errorf("%w: %w", errSlotWait, err)
 	}
 	defer s.adm.release(who)
-	return c.grant.AltinnToken(ctx, mt.AccessToken)
+	return gc.AltinnToken(ctx, mt.AccessToken)
 }
 
 // attrs describe r for logs: never the pid in clear.
 func (r *request) attrs() []slog.Attr {
-	a := []slog.Attr{slog.String("scope", strings.Join(r.req.Scopes, " "))}
+	a := []slog.Attr{slog.String("client", r.client), slog.String("scope", strings.Join(r.req.Scopes, " "))}
 	if len(r.req.Resources) > 0 {
 		a = append(a, slog.String("resource", strings.Join(r.req.Resources, " ")))
 	}

@@ -38,7 +38,10 @@ func isForm(ct string) bool {
 // resources are deduplicated and sorted, so that the same set always makes
 // the same key and the same grant. The claims are validated by validate,
 // which is only needed for a key that is not yet in the cache.
-func parseRequest(form url.Values, policy, resPolicy *listPolicy, buf []byte) (*tokenRequest, error) {
+//
+// The key starts with the kind ("mp" or "altinn") and the client's name.
+func parseRequest(form url.Values, cl *client, resPolicy *listPolicy, buf []byte) (*tokenRequest, error) {
+	policy := cl.policy
 	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "altinn", "client_id", "client_secret"} {
 		if len(form[name]) > 1 {
 			return nil, badRequest(errInvalidRequest, "the parameter "+name+" is given more than once")
@@ -61,7 +64,10 @@ func parseRequest(form url.Values, policy, resPolicy *listPolicy, buf []byte) (*
 			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" holds characters a scope cannot hold")
 		}
 		if !policy.allows(sc) {
-			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" is not allowed by this daemon (--allowed-scopes)")
+			if cl.anyUnix {
+				return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" is not allowed by this daemon (--allowed-scopes)")
+			}
+			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" is not allowed for the client '"+cl.Name+"' (its scopes)")
 		}
 		scopes = append(scopes, sc)
 	}
@@ -99,6 +105,8 @@ func parseRequest(form url.Values, policy, resPolicy *listPolicy, buf []byte) (*
 	default:
 		return nil, badRequest(errInvalidRequest, "altinn must be true or false, not "+strconv.Quote(v))
 	}
+	buf = append(buf, 0)
+	buf = append(buf, cl.Name...)
 	for _, list := range [][]string{scopes, resources} {
 		buf = append(buf, 0)
 		for i, v := range list {

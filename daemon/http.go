@@ -19,7 +19,7 @@ import (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/token":
-		s.serveToken(w, r)
+		s.serveTokenAnswered(w, r)
 	case "/healthz":
 		if getOnly(w, r) {
 			writeText(w, http.StatusOK, "ok\n")
@@ -72,7 +72,7 @@ var (
 	hdrNoCache = []string{"no-cache"}
 )
 
-func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveToken(w *answer, r *http.Request) {
 	st := s.settings()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -103,13 +103,16 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, twice)
 		return
 	}
-	if !s.authorized(r, &creds, st) {
-		s.authFailed(r, form)
-		w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
-		s.fail(w, &oauthError{status: http.StatusUnauthorized, code: errInvalidClient,
-			description: "client authentication failed: callers on TCP must send the daemon's client id and secret (HTTP Basic)"})
+	w.form = form
+	cl, err := s.admit(r, &creds, form, st)
+	if err != nil {
+		if oe := new(oauthError); errors.As(err, &oe) && oe.status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
+		}
+		s.fail(w, err)
 		return
 	}
+	w.client = cl
 	if !isFormBody {
 		s.fail(w, badRequest(errInvalidRequest, "Content-Type must be application/x-www-form-urlencoded"))
 		return
@@ -118,11 +121,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, badRequest(errInvalidRequest, "the body is not a valid form: "+formErr.Error()))
 		return
 	}
-	req, err := parseRequest(form, st.policy, st.resources, (*bp)[:0])
+	req, err := parseRequest(form, cl, st.resources, (*bp)[:0])
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
+	w.req = req
 	*bp = req.key[:0]
 	// A key in the cache was validated when it was added: only a new key
 	// is validated in full.
@@ -133,7 +137,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		who := callerOf(r)
-		f := newRequest(s, req.req, req.altinn, who)
+		f := newRequest(s, cl.Name, req.req, req.altinn, who)
 		if req.altinn {
 			f.mpKey = req.mpKey()
 		}
@@ -148,6 +152,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, s.mapError(err))
 		return
 	}
+	w.hit = hit
 	if hit {
 		s.metrics.cacheHits.Inc()
 	} else {

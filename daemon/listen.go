@@ -22,6 +22,11 @@ type ListenOptions struct {
 	// that members of the group may connect.
 	SocketGroup string
 
+	// SocketMode, if not zero, is a unix socket's mode (its permission
+	// bits only, such as 0666 when the clients' users and groups decide
+	// who is served), instead of 0600 or 0660.
+	SocketMode os.FileMode
+
 	// AllowRemote allows TCP addresses that are not loopback. If false,
 	// only 127.0.0.0/8, ::1 and localhost are accepted.
 	AllowRemote bool
@@ -62,7 +67,7 @@ func Listen(addr string, opts ListenOptions) (net.Listener, error) {
 	}
 	switch network {
 	case "unix":
-		return listenUnix(rest, opts.SocketGroup)
+		return listenUnix(rest, opts.SocketGroup, opts.SocketMode)
 	case "tcp":
 		return listenTCP(rest, opts.AllowRemote)
 	}
@@ -101,7 +106,7 @@ func listenTCP(hostport string, allowRemote bool) (net.Listener, error) {
 // (sun_path is 108 bytes with its NUL).
 const maxUnixPath = 107
 
-func listenUnix(path, group string) (net.Listener, error) {
+func listenUnix(path, group string, setMode os.FileMode) (net.Listener, error) {
 	fail := func(err error) (net.Listener, error) {
 		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
 	}
@@ -123,6 +128,12 @@ func listenUnix(path, group string) (net.Listener, error) {
 			return bad("%v", err)
 		}
 		gid, mode = g, 0o660
+	}
+	if setMode != 0 {
+		if setMode&^os.ModePerm != 0 || setMode&0o111 != 0 {
+			return bad("socket mode %#o: want permission bits without execute bits, such as 0660 or 0666", setMode)
+		}
+		mode = setMode
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"math"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -26,6 +27,61 @@ type metrics struct {
 	queued       prometheus.Gauge         // exchanges waiting for a slot
 	authFailures prometheus.Counter       // failed client authentication on TCP
 	upstreamTime *prometheus.HistogramVec // endpoint: duration of calls
+
+	clientRequests *prometheus.CounterVec // client, outcome: issued, cached, refused, failed
+	clientRefusals *prometheus.CounterVec // client, reason
+	clientsMu      sync.Mutex
+	clients        map[string]*clientMetrics // by client name
+}
+
+// clientMetrics are one client's series, made once per client name so
+// that a request counts without looking them up.
+type clientMetrics struct {
+	name                            string
+	issued, cached, refused, failed prometheus.Counter
+}
+
+// noClient names, in the per-client metrics, the requests refused before
+// a client was chosen: a name a caller sent is never a label.
+const noClient = "(none)"
+
+// client returns the series of the client called name.
+func (m *metrics) client(name string) *clientMetrics {
+	m.clientsMu.Lock()
+	defer m.clientsMu.Unlock()
+	if cm := m.clients[name]; cm != nil {
+		return cm
+	}
+	cm := &clientMetrics{name: name,
+		issued:  m.clientRequests.WithLabelValues(name, outcomeIssued),
+		cached:  m.clientRequests.WithLabelValues(name, outcomeCached),
+		refused: m.clientRequests.WithLabelValues(name, outcomeRefused),
+		failed:  m.clientRequests.WithLabelValues(name, outcomeFailed),
+	}
+	if m.clients == nil {
+		m.clients = map[string]*clientMetrics{}
+	}
+	m.clients[name] = cm
+	return cm
+}
+
+// count counts a request answered for cm's client with outcome, and a
+// refusal's reason.
+func (m *metrics) count(cm *clientMetrics, outcome, reason string) {
+	if cm == nil {
+		cm = m.client(noClient)
+	}
+	switch outcome {
+	case outcomeIssued:
+		cm.issued.Inc()
+	case outcomeCached:
+		cm.cached.Inc()
+	case outcomeRefused:
+		cm.refused.Inc()
+		m.clientRefusals.WithLabelValues(cm.name, reason).Inc()
+	default:
+		cm.failed.Inc()
+	}
 }
 
 func newMetrics(s *Server) *metrics {
@@ -85,6 +141,14 @@ func newMetrics(s *Server) *metrics {
 			Help: "Exchanges waiting for one of the MaxConcurrent slots, or for their caller's share of them (MaxConcurrentPerCaller).",
 		}),
 	}
+	m.clientRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mphsm_client_requests_total",
+		Help: "Token requests by client (its name; (none) before one was chosen) and outcome: issued, cached, refused (4xx), failed (5xx).",
+	}, []string{"client", "outcome"})
+	m.clientRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mphsm_client_refusals_total",
+		Help: "Token requests refused (4xx) by client and reason: unknown_client, not_admitted, no_client, ambiguous_client, bad_credentials, or the OAuth 2 error code.",
+	}, []string{"client", "reason"})
 	m.ready = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mphsm_ready",
 		Help: "1 when the daemon is logged in and able to sign, else 0.",

@@ -119,6 +119,9 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	if !errors.As(err, &oe) {
 		oe = s.mapError(err)
 	}
+	if a, ok := w.(*answer); ok {
+		a.noteError(err, oe)
+	}
 	s.metrics.requests.WithLabelValues(oe.code).Inc()
 	s.writeError(w, oe)
 }

@@ -4,6 +4,6 @@ package daemon
 
 import "net"
 
-// peerUID is not implemented here: every unix socket peer is one caller
-// of unknown uid.
-func peerUID(net.Conn) (uint32, bool) { return 0, false }
+// peerOf is not implemented here: every unix socket peer is one caller
+// of unknown uid, admitted only by a client that admits every caller.
+func peerOf(net.Conn) (*peer, bool) { return nil, false }

@@ -88,10 +88,14 @@ func New(cfg Config) (*Server, error) {
 		reg = prometheus.NewRegistry()
 	}
 	s := &Server{reg: reg, cache: newCache(cfg), authFail: newAuthFailures()}
-	s.st.Store(newSettings(cfg))
+	s.metrics = newMetrics(s) // registered on reg below, once New succeeds
+	st, err := newSettings(cfg, s.metrics)
+	if err != nil {
+		return nil, err
+	}
+	s.st.Store(st)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.stat.Store(&status{state: stateStarting, reason: "starting"})
-	s.metrics = newMetrics(s) // registered on reg below, once New succeeds
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
 	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{cfg.Logger}})
 
@@ -127,7 +131,8 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) register(reg prometheus.Registerer) error {
 	m := s.metrics
 	for _, c := range []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime,
-		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.ready, m.storeSize, m.certExpiry} {
+		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.ready, m.storeSize, m.certExpiry,
+		m.clientRequests, m.clientRefusals} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -200,7 +205,7 @@ func (s *Server) notReady() error {
 // is not loopback unless Config.AllowRemote.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
-	if err := checkListener(ln, st.cfg.AllowRemote, st.cfg.ClientSecret != ""); err != nil {
+	if err := checkListener(ln, st.cfg.AllowRemote, st.anySecret()); err != nil {
 		ln.Close()
 		return err
 	}
@@ -285,7 +290,7 @@ func (s *Server) closeConn() {
 	s.setStateLocked(stateClosed, "the daemon is shutting down")
 	s.mu.Unlock()
 	if c != nil {
-		closeSigner(c.raw)
+		c.close()
 	}
 }
 
@@ -299,6 +304,10 @@ func (s *Server) closeConn() {
 // away, or a PIN was refused), the new configuration is adopted even if
 // the key cannot be opened yet: a refused PIN is reported again, any other
 // failure starts the reconnect loop with the new OpenSigner.
+//
+// The new Clients (admission, scopes, keys) and Audit apply to the
+// requests that follow; a client added, removed or changed empties the
+// cache, as a new key does.
 //
 // Listeners, MaxConcurrent, MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the token
 // cache's settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep
@@ -315,13 +324,16 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	st := newSettings(cfg)
+	st, err := newSettings(cfg, s.metrics)
+	if err != nil {
+		return err
+	}
 	c, err := s.open(s.ctx, st)
 	s.mu.Lock()
 	if s.status().state == stateClosed {
 		s.mu.Unlock()
 		if c != nil {
-			closeSigner(c.raw)
+			c.close()
 		}
 		return errShuttingDown
 	}
@@ -344,7 +356,7 @@ func (s *Server) Reload(cfg Config) error {
 	prev := s.installLocked(c)
 	s.mu.Unlock()
 	if prev != nil {
-		closeSigner(prev.raw)
+		prev.close()
 	}
 	s.logReady(c, "configuration reloaded; ready")
 	return nil

@@ -36,6 +36,8 @@ NEEDS=(
   "/usr/lib/$arch/libtss2-tcti-tabrmd.so.0|libtss2-tcti-tabrmd0|internal/backends: tpm2-pkcs11 and tpm2-tools reach tpm2-abrmd (tpm2-abrmd does not pull it in)"
   "dbus-daemon|dbus-daemon|internal/backends: the private D-Bus bus tpm2-abrmd serves on"
   "tpm2_dictionarylockout|tpm2-tools|internal/backends: relaxes the TPM's dictionary-attack lockout for wrong-PIN tests"
+  "setpriv|util-linux|TestServeClients: a daemon caller run as another uid"
+  "curl|curl|TestServeClients: the caller of another uid, over the unix socket"
 )
 
 # Only for make deb (both architectures, lintian, the arm64 package test).

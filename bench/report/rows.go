@@ -155,6 +155,7 @@ func (r *results) rows() []row {
 	} else {
 		add(row{what: "daemon cached tokens over loopback vs bare net/http", target: "≥ 0.9", status: notMeasured, note: noDaemon("BenchmarkServeCachedToken (daemon and bare)")})
 	}
+	add(r.clientsRow(noDaemon("BenchmarkServeCachedTokenClients (daemon and bare)")))
 	if h, ok := r.get("daemon", "Heap10000Keys", 0, "heap-MiB"); ok {
 		x := row{what: "daemon heap with 10,000 cached keys", measured: spread(h, "%.1f MiB"), against: "absolute target", ratio: "-",
 			target: "< 50 MiB", status: metIf(h.max < 50)}
@@ -264,3 +265,26 @@ func spread(s stat, format string) string {
 }
 
 // loadResult is the JSON of bench/load.
+
+// clientsRow reports the daemon's cached-token figure with the
+// configuration of an organisation (issue 13): three clients, scope
+// policies and the audit log on, against the bare handler; the
+// interleaved pairs decide, as for the single client.
+func (r *results) clientsRow(missing string) row {
+	const target = "≥ 0.8"
+	dd, ok1 := r.get("daemon", "ServeCachedTokenClients/daemon", 0, "ns/op")
+	db, ok2 := r.get("daemon", "ServeCachedTokenClients/bare", 0, "ns/op")
+	if !ok1 || !ok2 {
+		return row{what: "daemon cached tokens with three clients and the audit log vs bare net/http", target: target, status: notMeasured, note: missing}
+	}
+	ratio := db.median / dd.median
+	x := row{what: "daemon: cached token with three clients, scope policies and the audit log on (to a file), over loopback TCP", measured: dur(dd) + " per request",
+		against: "a bare net/http handler answering the same bytes: " + dur(db), ratio: fmt.Sprintf("%.2f (bare time ÷ daemon time)", ratio),
+		target: target, status: metIf(ratio >= 0.8)}
+	if il, ok := r.get("daemon", "ServeCachedTokenClients/interleaved", 0, "ratio"); ok {
+		x.ratio += fmt.Sprintf("; interleaved pairs: %s", spread(il, "%.3f"))
+		x.status = metIf(il.median >= 0.8)
+		x.note = fmt.Sprintf("Interleaved (daemon and bare in turn under the same load): ratio %s.", spread(il, "%.2f"))
+	}
+	return x
+}

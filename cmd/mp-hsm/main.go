@@ -46,6 +46,10 @@ type env struct {
 	stderr io.Writer
 	log    *slog.Logger
 	getenv func(string) string
+
+	args      []string                 // the process's arguments, parsed again on SIGHUP
+	serveFile *serveFile               // serve's --config file, read by the command's Before
+	reparsed  func(*cli.Context) error // set when parsing again: serve's action calls it instead
 }
 
 // buildVersion is set at build time by the Makefile
@@ -70,7 +74,7 @@ func version() string {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv,
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, args: args,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if i := pinInArgv(args); i > 0 {
 		// Refused before anything else, and without echoing the argument:

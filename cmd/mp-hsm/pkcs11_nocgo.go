@@ -35,6 +35,11 @@ func (e *env) tokenOpener(*cli.Context) (func(context.Context) (signer.Signer, e
 	return nil, nil, usageErr(errNoCgo)
 }
 
+// clientKeyOpener refuses: see errNoCgo.
+func (e *env) clientKeyOpener(*cli.Context, []byte, string) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
+	return nil, usageErr(errNoCgo)
+}
+
 // doctorKey returns a module check that fails with errNoCgo; the checks
 // of the key and certificate after it are skipped.
 func (e *env) doctorKey(*cli.Context) doctor.KeyFinder { return noCgoCheck{} }

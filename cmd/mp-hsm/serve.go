@@ -52,9 +52,32 @@ func serveCommand(e *env) *cli.Command {
 			"--max-concurrent-per-caller of the --max-concurrent requests to Maskinporten, and at most\n" +
 			"--max-keys-per-caller requests and --max-resources-per-caller resources in the cache.\n" +
 			"Failed TCP authentication is logged (once a minute per address) and, after 5 failures,\n" +
-			"answered ever more slowly (up to 1 s) to that address.",
-		Flags:  concat(keyFlags(), mpFlags(), serveFlags()),
-		Action: func(c *cli.Context) error { return e.serve(c) },
+			"answered ever more slowly (up to 1 s) to that address.\n\n" +
+			"--config FILE (TOML) sets any option below by its long name (a flag or MP_HSM_* variable\n" +
+			"wins over the file) and may hold [[client]] tables, one per Maskinporten client:\n" +
+			"  [[client]]\n" +
+			"  name        = \"ledger\"                 # what callers send as client_id\n" +
+			"  client-id   = \"0b7f...\"                # the Maskinporten client (the grant's iss); default: name\n" +
+			"  scopes      = [\"altinn:instances.*\"]   # what callers may ask for; default: --allowed-scopes\n" +
+			"  users       = [\"ledger\", \"1001\"]       # unix socket callers admitted, by name or uid\n" +
+			"  groups      = [\"mp-users\"]             # ... or by group (primary or supplementary)\n" +
+			"  secret-file = \"/etc/mp-hsm/ledger.secret\"  # TCP callers: HTTP Basic name + this secret\n" +
+			"  kid         = \"\"   # sent instead of x5c; key-id, key-label: another key on the same token\n" +
+			"A caller names its client as client_id (form or HTTP Basic user); naming none, it gets the\n" +
+			"one client it is admitted to, if exactly one. Anything else is refused before anything is\n" +
+			"signed. Without [[client]] tables, --client-id is the one client, for every caller on the\n" +
+			"socket. --audit-log PATH writes one JSON line per answered token request (who, which client,\n" +
+			"what, outcome; never a token or secret). SIGHUP reopens the audit log and reads the command\n" +
+			"line, environment and file again; a file that does not work is refused and logged, and the\n" +
+			"running configuration kept. See docs/daemon.md.",
+		Flags:  withConfigFile(concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
+		Before: func(c *cli.Context) error { return e.applyConfigFile(c) },
+		Action: func(c *cli.Context) error {
+			if e.reparsed != nil {
+				return e.reparsed(c)
+			}
+			return e.serve(c)
+		},
 	}
 }
 
@@ -121,21 +144,36 @@ func (e *env) serve(c *cli.Context) error {
 			tcp = true
 		}
 	}
-	if tcp && c.String("client-secret-file") == "" {
-		return usagef("a TCP listener needs --client-secret-file: callers on TCP must authenticate with the client id and that secret")
+	if tcp && c.String("client-secret-file") == "" && !e.clientWithSecret() {
+		return usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
+	}
+	mode, err := socketMode(c)
+	if err != nil {
+		return err
+	}
+	if mode&0o006 != 0 && !e.hasClients() {
+		return usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
+	}
+	var audit *daemon.AuditLog
+	if p := c.String("audit-log"); p != "" {
+		if audit, err = daemon.OpenAuditLog(p); err != nil {
+			return usageErr(err)
+		}
+		defer audit.Close()
 	}
 
 	cfg, explain, err := e.daemonConfig(c)
 	if err != nil {
 		return err
 	}
+	cfg.Audit = audit
 	listeners := activated
 	closeAll := func() {
 		for _, ln := range listeners {
 			ln.Close()
 		}
 	}
-	opts := daemon.ListenOptions{SocketGroup: c.String("socket-group"), AllowRemote: c.Bool("allow-remote")}
+	opts := daemon.ListenOptions{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
 	for _, s := range specs {
 		ln, err := daemon.Listen(s, opts)
 		if err != nil {
@@ -182,13 +220,7 @@ func (e *env) serve(c *cli.Context) error {
 			return nil
 		case <-hup:
 			e.log.Info("SIGHUP: reloading")
-			ncfg, _, err := e.daemonConfig(c)
-			if err == nil {
-				err = srv.Reload(ncfg)
-			}
-			if err != nil {
-				e.log.Error("reload failed", "error", err)
-			}
+			e.reload(c, srv, audit)
 		case err := <-serveErr:
 			if errors.Is(err, http.ErrServerClosed) {
 				continue
@@ -219,11 +251,14 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 			return daemon.Config{}, nil, err
 		}
 	}
-	clientID := strings.TrimSpace(c.String("client-id"))
-	if clientID == "" {
-		return daemon.Config{}, nil, usagef("missing --client-id (or MP_HSM_CLIENT_ID): the Maskinporten client the grants are for")
+	clients, err := e.daemonClients(c)
+	if err != nil {
+		return daemon.Config{}, nil, err
 	}
-	var err error
+	clientID := strings.TrimSpace(c.String("client-id"))
+	if clientID == "" && len(clients) == 0 {
+		return daemon.Config{}, nil, usagef("missing --client-id (or MP_HSM_CLIENT_ID, or [[client]] tables in --config): the Maskinporten client the grants are for")
+	}
 	var envr grant.Environment
 	if c.String("env") != "" || c.String("well-known") != "" || c.String("issuer") != "" || c.String("token-endpoint") != "" {
 		ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
@@ -252,6 +287,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 			AllowInsecure: c.Bool("allow-insecure"),
 		},
 		ClientSecret:           secret,
+		Clients:                clients,
 		AllowedScopes:          c.StringSlice("allowed-scopes"),
 		AllowedResources:       c.StringSlice("allowed-resources"),
 		MaxResourcesPerCaller:  c.Int("max-resources-per-caller"),
@@ -273,7 +309,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 // no list at all, which allows everything.
 func emptyListFlag(c *cli.Context) error {
 	for _, f := range c.Command.Flags {
-		sf, ok := f.(*cli.StringSliceFlag)
+		sf, ok := unwrapFlag(f).(*cli.StringSliceFlag)
 		if !ok || !c.IsSet(sf.Name) {
 			continue
 		}
@@ -319,9 +355,15 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 // (a regular file of at most safefile.MaxSecret bytes, one trailing newline
 // trimmed, no control characters). It is never logged.
 func (e *env) readSecretFile(path string) (string, error) {
+	return e.readSecret(path, "--client-secret-file")
+}
+
+// readSecret reads a secret file as readSecretFile does; what names it in
+// errors.
+func (e *env) readSecret(path, what string) (string, error) {
 	data, err := safefile.Read(path, safefile.MaxSecret)
 	if err != nil {
-		return "", usageErr(fmt.Errorf("--client-secret-file %w", err))
+		return "", usageErr(fmt.Errorf("%s %w", what, err))
 	}
 	defer clear(data)
 	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
@@ -329,7 +371,7 @@ func (e *env) readSecretFile(path string) (string, error) {
 	}
 	secret, reason := trimSecret(data)
 	if reason != "" {
-		return "", usagef("--client-secret-file %s %s", path, reason)
+		return "", usagef("%s %s %s", what, path, reason)
 	}
 	return string(secret), nil
 }

@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
@@ -59,4 +61,30 @@ func moduleHasNoToken(err error) bool {
 		}
 	}
 	return true
+}
+
+// clientKeyOpener returns a client's OpenKey: the key sel chooses on the
+// token of the daemon's signer (id and label as hsm.KeySelector), found through its logged-in session (no
+// second login), with the chain from the token and --chain-file.
+func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
+	var extra []*x509.Certificate
+	if f := c.String("chain-file"); f != "" {
+		certs, err := readChainFile(f)
+		if err != nil {
+			return nil, err
+		}
+		extra = certs
+	}
+	sel := hsm.KeySelector{ID: id, Label: label}
+	return func(_ context.Context, primary signer.Signer) (signer.Signer, error) {
+		ts, ok := primary.(*p11.TokenSigner)
+		if !ok {
+			return nil, fmt.Errorf("key %s: the daemon's key is not on a token", sel)
+		}
+		key, err := ts.Key().Token().FindKey(sel)
+		if err != nil {
+			return nil, err
+		}
+		return p11.New(key, p11.Options{ExtraChain: extra})
+	}, nil
 }

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+)
+
+// A serve --config file is TOML: any serve flag by its long name, and
+// [[client]] tables. The flag values go through urfave/cli's altsrc, so a
+// flag or its MP_HSM_* variable still wins over the file; the file is
+// parsed with the TOML library altsrc uses (BurntSushi/toml), and checked
+// here first so that a mistake is named by file, client and field.
+
+// clientSection is one [[client]] table.
+type clientSection struct {
+	Name       string
+	ClientID   string
+	Scopes     []string
+	Users      []string
+	Groups     []string
+	SecretFile string
+	KID        string
+	KeyID      string
+	KeyLabel   string
+}
+
+// serveFile is a parsed --config file.
+type serveFile struct {
+	path    string
+	values  map[any]any // flag values for altsrc, by long name
+	clients []clientSection
+}
+
+// withConfigFile makes the flags settable from the --config file (see
+// altsrc); the other flag types are left as they are.
+func withConfigFile(flags []cli.Flag) []cli.Flag {
+	out := make([]cli.Flag, len(flags))
+	for i, f := range flags {
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			out[i] = altsrc.NewStringFlag(f)
+		case *cli.StringSliceFlag:
+			out[i] = altsrc.NewStringSliceFlag(f)
+		case *cli.BoolFlag:
+			out[i] = altsrc.NewBoolFlag(f)
+		case *cli.IntFlag:
+			out[i] = altsrc.NewIntFlag(f)
+		case *cli.DurationFlag:
+			out[i] = altsrc.NewDurationFlag(f)
+		default:
+			out[i] = f
+		}
+	}
+	return out
+}
+
+// applyConfigFile is the serve command's Before: it reads --config, if
+// given, into the flags not set on the command line or in the
+// environment, and keeps its clients for the action.
+func (e *env) applyConfigFile(c *cli.Context) error {
+	e.serveFile = nil
+	path := c.String("config")
+	if path == "" {
+		return nil
+	}
+	sf, err := readServeFile(path, c.Command.Flags)
+	if err != nil {
+		return err
+	}
+	src := altsrc.NewMapInputSource(path, sf.values)
+	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
+		return usagef("config %s: %v", path, err)
+	}
+	e.serveFile = sf
+	return nil
+}
+
+// readServeFile reads and checks a --config file against the command's
+// flags.
+func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
+	bad := func(format string, args ...any) (*serveFile, error) {
+		return nil, usagef("config %s: %s", path, fmt.Sprintf(format, args...))
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageErr(fmt.Errorf("config: %w", err))
+	}
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return bad("line %d: %s", pe.Position.Line, pe.Message)
+		}
+		return bad("%v", err)
+	}
+	byName := map[string]cli.Flag{}
+	for _, f := range flags {
+		byName[f.Names()[0]] = f
+	}
+	sf := &serveFile{path: path, values: map[any]any{}}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := raw[k]
+		if k == "client" {
+			tables, ok := v.([]map[string]any)
+			if !ok {
+				return bad("client: want [[client]] tables")
+			}
+			for i, t := range tables {
+				cs, err := clientTable(t, i)
+				if err != nil {
+					return bad("%v", err)
+				}
+				sf.clients = append(sf.clients, cs)
+			}
+			continue
+		}
+		f, ok := byName[k]
+		if !ok || k == "config" {
+			return bad("%q is not a serve option (see mp-hsm serve --help; clients are [[client]] tables)", k)
+		}
+		val, err := flagValue(f, v)
+		if err != nil {
+			return bad("%s: %v", k, err)
+		}
+		sf.values[k] = val
+	}
+	return sf, nil
+}
+
+// flagValue checks a file value for flag f and gives it the type altsrc
+// wants.
+func flagValue(f cli.Flag, v any) (any, error) {
+	switch f.(type) {
+	case *altsrc.StringFlag:
+		if s, ok := v.(string); ok {
+			return s, nil
+		}
+		return nil, fmt.Errorf("want a string, not %s", tomlType(v))
+	case *altsrc.StringSliceFlag:
+		switch v := v.(type) {
+		case string:
+			return []any{v}, nil
+		case []any:
+			for _, e := range v {
+				if _, ok := e.(string); !ok {
+					return nil, fmt.Errorf("want strings, not %s", tomlType(e))
+				}
+			}
+			return v, nil
+		}
+		return nil, fmt.Errorf("want a list of strings, not %s", tomlType(v))
+	case *altsrc.BoolFlag:
+		if b, ok := v.(bool); ok {
+			return b, nil
+		}
+		return nil, fmt.Errorf("want true or false, not %s", tomlType(v))
+	case *altsrc.IntFlag:
+		if n, ok := v.(int64); ok && int64(int(n)) == n {
+			return int(n), nil
+		}
+		return nil, fmt.Errorf("want an integer, not %s", tomlType(v))
+	case *altsrc.DurationFlag:
+		s, ok := v.(string)
+		if !ok {
+			return nil, fmt.Errorf("want a duration such as \"30s\", not %s", tomlType(v))
+		}
+		if _, err := time.ParseDuration(s); err != nil {
+			return nil, fmt.Errorf("want a duration such as \"30s\": %v", err)
+		}
+		return s, nil
+	}
+	return nil, errors.New("cannot be set in the file")
+}
+
+// clientTable checks the i-th [[client]] table.
+func clientTable(t map[string]any, i int) (clientSection, error) {
+	var cs clientSection
+	name, _ := t["name"].(string)
+	where := fmt.Sprintf("client %d", i+1)
+	if name != "" {
+		where = fmt.Sprintf("client %q", name)
+	}
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := t[k]
+		str := func(dst *string) error {
+			s, ok := v.(string)
+			if !ok {
+				return fmt.Errorf("%s: %s: want a string, not %s", where, k, tomlType(v))
+			}
+			*dst = s
+			return nil
+		}
+		list := func(dst *[]string, ids bool) error {
+			vs, ok := v.([]any)
+			if !ok {
+				return fmt.Errorf("%s: %s: want a list, such as [\"a\", \"b\"], not %s", where, k, tomlType(v))
+			}
+			for _, e := range vs {
+				switch e := e.(type) {
+				case string:
+					*dst = append(*dst, e)
+				case int64:
+					if ids && e >= 0 {
+						*dst = append(*dst, strconv.FormatInt(e, 10))
+						continue
+					}
+					return fmt.Errorf("%s: %s: %d is not a name or id", where, k, e)
+				default:
+					return fmt.Errorf("%s: %s: want strings, not %s", where, k, tomlType(e))
+				}
+			}
+			return nil
+		}
+		var err error
+		switch k {
+		case "name":
+			err = str(&cs.Name)
+		case "client-id":
+			err = str(&cs.ClientID)
+		case "secret-file":
+			err = str(&cs.SecretFile)
+		case "kid":
+			err = str(&cs.KID)
+		case "key-id":
+			err = str(&cs.KeyID)
+		case "key-label":
+			err = str(&cs.KeyLabel)
+		case "scopes":
+			err = list(&cs.Scopes, false)
+		case "users":
+			err = list(&cs.Users, true)
+		case "groups":
+			err = list(&cs.Groups, true)
+		default:
+			err = fmt.Errorf("%s: unknown field %q (want name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label)", where, k)
+		}
+		if err != nil {
+			return cs, err
+		}
+	}
+	if cs.Name == "" {
+		return cs, fmt.Errorf("%s: name is missing", where)
+	}
+	return cs, nil
+}
+
+// tomlType names the TOML type of v for an error.
+func tomlType(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "a list"
+	case map[string]any, []map[string]any:
+		return "a table"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// reloadContext parses the command line, the environment and the --config
+// file afresh, as at start, and calls use with the env and the serve
+// command's context they made: what SIGHUP applies. Without the process's
+// arguments (e.args, as in tests that call serve directly) it calls use
+// with e and c.
+func (e *env) reloadContext(c *cli.Context, use func(*env, *cli.Context) error) error {
+	if e.args == nil {
+		return use(e, c)
+	}
+	re := *e
+	var useErr error
+	used := false
+	re.reparsed = func(nc *cli.Context) error {
+		used = true
+		useErr = use(&re, nc)
+		return nil
+	}
+	if err := newApp(&re).RunContext(c.Context, e.args); err != nil {
+		return err
+	}
+	if !used {
+		return errors.New("the command line did not run serve again")
+	}
+	return useErr
+}
+
+// configFlags are the serve flags about the config file and what only it
+// needs.
+func configFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Category: catServ, Name: "config", Usage: "read serve options (by their long names) and [[client]] tables from the TOML `FILE`; flags and MP_HSM_* variables win over it; re-read on SIGHUP", EnvVars: []string{"MP_HSM_CONFIG"}},
+		&cli.StringFlag{Category: catServ, Name: "socket-mode", Usage: "`MODE` of the unix socket, such as 0666 when the [[client]] tables' users and groups decide who is served", DefaultText: "0600, 0660 with --socket-group", EnvVars: []string{"MP_HSM_SOCKET_MODE"}},
+		&cli.StringFlag{Category: catServ, Name: "audit-log", Usage: "append one JSON line per answered token request to `PATH` (mode 0600, reopened on SIGHUP); - for standard output", EnvVars: []string{"MP_HSM_AUDIT_LOG"}},
+	}
+}
+
+// socketMode parses --socket-mode: an octal mode; 0 when not given.
+func socketMode(c *cli.Context) (os.FileMode, error) {
+	v := strings.TrimSpace(c.String("socket-mode"))
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n == 0 || n&^0o666 != 0 {
+		return 0, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
+	}
+	return os.FileMode(n), nil
+}
+
+// unwrapFlag returns the cli flag an altsrc flag wraps.
+func unwrapFlag(f cli.Flag) cli.Flag {
+	switch f := f.(type) {
+	case *altsrc.StringSliceFlag:
+		return f.StringSliceFlag
+	case *altsrc.StringFlag:
+		return f.StringFlag
+	}
+	return f
+}
+
+// hasClients reports whether the config file has [[client]] tables.
+func (e *env) hasClients() bool { return e.serveFile != nil && len(e.serveFile.clients) > 0 }

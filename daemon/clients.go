@@ -1,0 +1,327 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+// Client is one Maskinporten client the daemon serves (Config.Clients),
+// and who may ask for its tokens.
+type Client struct {
+	// Name is what callers send as client_id, in the form or as the HTTP
+	// Basic user, to choose this client. Required and unique; printable
+	// ASCII without spaces.
+	Name string
+
+	// ClientID is the Maskinporten client id, the grant's iss. If empty,
+	// Name.
+	ClientID string
+
+	// Scopes, if not empty, are the only scopes callers may ask for with
+	// this client, written as Config.AllowedScopes. If empty,
+	// Config.AllowedScopes applies.
+	Scopes []string
+
+	// Users and Groups admit callers on a unix socket: a user by name or
+	// uid; a group by name or gid, the caller's primary group or one of
+	// its supplementary groups (read from /proc when it connects). Names
+	// are looked up when the configuration is applied (New, Reload).
+	Users, Groups []string
+
+	// Secret admits callers on TCP that send Name and this secret (HTTP
+	// Basic, or client_id and client_secret in the form). If empty, no
+	// caller on TCP may use this client.
+	Secret string
+
+	// KeyID is the kid sent in this client's grants instead of x5c. If
+	// empty: Config.Grant.KeyID when the client signs with the daemon's
+	// key, none when it has its own (OpenKey).
+	KeyID string
+
+	// OpenKey, if set, gives this client a key of its own, derived from
+	// the daemon's signer (the one OpenSigner opened), such as another key
+	// on the same token found through that signer's logged-in session: the
+	// token is logged in once, by OpenSigner. It is called each time
+	// OpenSigner's signer is (start, reconnect, reload). A signer it
+	// returns that implements io.Closer is closed before the daemon's.
+	OpenKey func(ctx context.Context, primary signer.Signer) (signer.Signer, error)
+}
+
+// client is a Client as requests use it: its policy and its admitted
+// users and groups resolved.
+type client struct {
+	Client
+	policy     *listPolicy
+	uids, gids map[uint32]bool
+	anyUnix    bool // the implicit client of a Config without Clients
+	idHash     [32]byte
+	secretHash [32]byte
+	m          *clientMetrics
+}
+
+// admitsPeer reports whether p, a unix socket peer, may use c.
+func (c *client) admitsPeer(p *peer) bool {
+	if c.anyUnix {
+		return true
+	}
+	if p == nil {
+		return false
+	}
+	if c.uids[p.uid] || c.gids[p.gid] {
+		return true
+	}
+	for _, g := range p.groups {
+		if c.gids[g] {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckClients checks clients as New and Reload do (names, scopes, users
+// and groups looked up, someone admitted), without opening anything, so
+// that a configuration file can be refused with its name. The error
+// matches ErrConfig and names the client and field.
+func CheckClients(clients []Client) error {
+	if len(clients) == 0 {
+		return nil
+	}
+	_, err := resolveClients(Config{Clients: clients})
+	return err
+}
+
+// resolveClients checks cfg's clients and resolves them, or, without
+// Clients, makes the one implicit client of the flat fields (ClientID,
+// ClientSecret, Grant.ClientID, AllowedScopes) that every caller on a unix
+// socket may use, as before clients existed.
+func resolveClients(cfg Config) ([]*client, error) {
+	bad := func(format string, args ...any) ([]*client, error) {
+		return nil, fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	}
+	if len(cfg.Clients) == 0 {
+		c := &client{Client: Client{Name: cfg.ClientID, ClientID: cfg.Grant.ClientID, Secret: cfg.ClientSecret, KeyID: cfg.Grant.KeyID},
+			policy: newListPolicy(cfg.AllowedScopes), anyUnix: true}
+		c.hash()
+		return []*client{c}, nil
+	}
+	if cfg.ClientSecret != "" || (cfg.ClientID != "" && cfg.ClientID != cfg.Grant.ClientID) {
+		return bad("ClientID and ClientSecret are for a daemon without Clients; give each client its Secret")
+	}
+	out := make([]*client, 0, len(cfg.Clients))
+	for i, cl := range cfg.Clients {
+		where := fmt.Sprintf("client %d", i+1)
+		if cl.Name != "" {
+			where = fmt.Sprintf("client %q", cl.Name)
+		}
+		if cl.Name == "" || !validClientName(cl.Name) {
+			return bad("%s: name must be printable ASCII without spaces, quotes, backslashes, ':' or '%%', and not empty", where)
+		}
+		if slices.ContainsFunc(out, func(o *client) bool { return o.Name == cl.Name }) {
+			return bad("%s: the name is used by another client", where)
+		}
+		if cl.ClientID == "" {
+			cl.ClientID = cl.Name
+		}
+		if strings.TrimSpace(cl.ClientID) != cl.ClientID || !validClientName(cl.ClientID) {
+			return bad("%s: client-id %q is not a valid Maskinporten client id", where, cl.ClientID)
+		}
+		if err := checkList(where+": scopes", cl.Scopes, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
+			return nil, err
+		}
+		if len(cl.Users) == 0 && len(cl.Groups) == 0 && cl.Secret == "" {
+			return bad("%s admits nobody: give users or groups (unix socket callers), or a secret (TCP callers)", where)
+		}
+		if cl.KeyID == "" && cl.OpenKey == nil {
+			cl.KeyID = cfg.Grant.KeyID
+		}
+		c := &client{Client: cl, uids: map[uint32]bool{}, gids: map[uint32]bool{}}
+		c.policy = newListPolicy(cfg.AllowedScopes)
+		if len(cl.Scopes) > 0 {
+			c.policy = newListPolicy(cl.Scopes)
+		}
+		for _, u := range cl.Users {
+			id, err := lookupID(u, true)
+			if err != nil {
+				return bad("%s: users: %v", where, err)
+			}
+			c.uids[id] = true
+		}
+		for _, g := range cl.Groups {
+			id, err := lookupID(g, false)
+			if err != nil {
+				return bad("%s: groups: %v", where, err)
+			}
+			c.gids[id] = true
+		}
+		c.hash()
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func (c *client) hash() {
+	c.idHash = sha256.Sum256([]byte(c.Name))
+	c.secretHash = sha256.Sum256([]byte(c.Secret))
+}
+
+// validClientName reports whether v may name a client: printable ASCII,
+// no space, quote, backslash, ':' (the HTTP Basic separator) or '%'.
+func validClientName(v string) bool {
+	if v == "" || len(v) > 200 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"\:%`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// lookupID resolves a user (or group) given by name or numeric id.
+func lookupID(v string, isUser bool) (uint32, error) {
+	v = strings.TrimSpace(v)
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	var id string
+	if isUser {
+		u, err := user.Lookup(v)
+		if err != nil {
+			return 0, fmt.Errorf("no user %q on this system", v)
+		}
+		id = u.Uid
+	} else {
+		g, err := user.LookupGroup(v)
+		if err != nil {
+			return 0, fmt.Errorf("no group %q on this system", v)
+		}
+		id = g.Gid
+	}
+	n, err := strconv.ParseUint(id, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q has the id %q, not a number", v, id)
+	}
+	return uint32(n), nil
+}
+
+// Reasons for refusing a caller before its request is looked at, as the
+// metrics and the audit trail name them.
+const (
+	reasonUnknownClient = "unknown_client"   // no client of that name
+	reasonNotAdmitted   = "not_admitted"     // the client's users and groups do not admit the peer
+	reasonNoClient      = "no_client"        // the peer is admitted to no client
+	reasonAmbiguous     = "ambiguous_client" // admitted to several; none named
+	reasonCredentials   = "bad_credentials"  // TCP without a client's name and secret
+)
+
+// admissionError refuses a caller: an OAuth 2 error and its reason.
+type admissionError struct {
+	oauthError
+	reason string
+	client *client // the client named, when it exists
+}
+
+func refuse(reason string, status int, code, description string) *admissionError {
+	return &admissionError{oauthError: oauthError{status: status, code: code, description: description}, reason: reason}
+}
+
+// chooseClient returns the client a caller on a unix socket asks for and
+// may use: the one it names as client_id (in the form or as the HTTP Basic
+// user), or, naming none, the only one its peer credentials admit it to.
+// Anything else is refused, saying why. A caller on TCP is chosen by its
+// credentials (see admit).
+func chooseClient(r *http.Request, creds *credentials, st *settings) (*client, *admissionError) {
+	if len(st.clients) == 1 && st.clients[0].anyUnix {
+		return st.clients[0], nil // no Clients: every caller, whatever it names, as before
+	}
+	p := peerOfRequest(r)
+	who := "this unix socket peer (its uid is unknown)"
+	if p != nil {
+		who = "uid " + strconv.FormatUint(uint64(p.uid), 10) + " (gid " + strconv.FormatUint(uint64(p.gid), 10) + ")"
+	}
+	c, name := namedClient(creds, st)
+	if name != "" {
+		if c == nil {
+			return nil, refuse(reasonUnknownClient, http.StatusUnauthorized, errInvalidClient,
+				"this daemon has no client '"+excerpt(name)+"'; send the name of one of its clients as client_id")
+		}
+		if !c.admitsPeer(p) {
+			ae := refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
+				who+" is not admitted to the client '"+c.Name+"': neither its users nor its groups name it; ask the daemon's operator")
+			ae.client = c
+			return nil, ae
+		}
+		return c, nil
+	}
+	var found *client
+	var names []string
+	for _, c := range st.clients {
+		if c.admitsPeer(p) {
+			found = c
+			names = append(names, c.Name)
+		}
+	}
+	switch len(names) {
+	case 0:
+		return nil, refuse(reasonNoClient, http.StatusUnauthorized, errInvalidClient,
+			who+" is admitted to no client of this daemon; ask its operator to add it to a client's users or groups")
+	case 1:
+		return found, nil
+	}
+	return nil, refuse(reasonAmbiguous, http.StatusBadRequest, errInvalidRequest,
+		who+" is admitted to several clients ("+strings.Join(names, ", ")+"); name one as client_id (in the form or as the HTTP Basic user)")
+}
+
+// namedClient returns the client a request names as its client id (the
+// HTTP Basic user, form-decoded as RFC 6749 section 2.3.1 says or raw, or
+// the form's client_id), or nil, and the name as sent ("" if none).
+func namedClient(c *credentials, st *settings) (*client, string) {
+	ids := c.ids.list()
+	for _, id := range ids {
+		if cl := st.byName[id]; cl != nil {
+			return cl, id
+		}
+	}
+	if len(ids) > 0 {
+		return nil, ids[0]
+	}
+	return nil, ""
+}
+
+func (e *admissionError) Unwrap() error { return &e.oauthError }
+
+// admit returns the client r may use: on a unix socket the one it names,
+// or the only one, that its peer credentials admit it to (chooseClient);
+// on TCP the one whose name and secret it sends, every client's compared
+// in constant time.
+func (s *Server) admit(r *http.Request, creds *credentials, form url.Values, st *settings) (*client, error) {
+	if onUnixSocket(r) {
+		c, ae := chooseClient(r, creds, st)
+		if ae != nil {
+			return nil, ae
+		}
+		return c, nil
+	}
+	var found *client
+	for _, c := range st.clients {
+		if s.authorized(r, creds, c) {
+			found = c
+		}
+	}
+	if found == nil {
+		s.authFailed(r, form)
+		return nil, refuse(reasonCredentials, http.StatusUnauthorized, errInvalidClient,
+			"client authentication failed: callers on TCP must send a client's name and secret (HTTP Basic)")
+	}
+	return found, nil
+}
