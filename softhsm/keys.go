@@ -10,7 +10,6 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
 
 	"github.com/miekg/pkcs11"
 )
@@ -72,7 +71,7 @@ func (tok *Token) GenerateRSAKey(bits int, o KeyOptions) (*rsa.PublicKey, error)
 		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
 	}
 	privT := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)}
-	pub, err := tok.generate(mech, pubT, privT, o, readRSA)
+	pub, err := tok.generate(mech, pubT, privT, o, ReadRSAPublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("softhsm: generate RSA %d key on token %q: %w", bits, tok.Label, err)
 	}
@@ -98,7 +97,7 @@ func (tok *Token) GenerateECKey(curve elliptic.Curve, o KeyOptions) (*ecdsa.Publ
 	}
 	privT := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC)}
 	read := func(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
-		return readEC(ctx, sh, h, curve)
+		return ReadECPublicKey(ctx, sh, h, curve)
 	}
 	pub, err := tok.generate(mech, pubT, privT, o, read)
 	if err != nil {
@@ -170,40 +169,6 @@ func (tok *Token) generate(mech []*pkcs11.Mechanism, pubT, privT []*pkcs11.Attri
 	return pub, err
 }
 
-// readRSA reads an RSA public key object.
-func readRSA(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
-	attrs, err := ctx.GetAttributeValue(sh, h, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("C_GetAttributeValue(CKA_MODULUS, CKA_PUBLIC_EXPONENT): %w", err)
-	}
-	e := new(big.Int).SetBytes(attrs[1].Value)
-	if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 {
-		return nil, fmt.Errorf("public exponent %v out of range", e)
-	}
-	return &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}, nil
-}
-
-// readEC reads an EC public key object on curve. CKA_EC_POINT is a DER
-// OCTET STRING holding the uncompressed point.
-func readEC(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, curve elliptic.Curve) (crypto.PublicKey, error) {
-	attrs, err := ctx.GetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
-	if err != nil {
-		return nil, fmt.Errorf("C_GetAttributeValue(CKA_EC_POINT): %w", err)
-	}
-	var point []byte
-	if rest, err := asn1.Unmarshal(attrs[0].Value, &point); err != nil || len(rest) > 0 {
-		return nil, fmt.Errorf("CKA_EC_POINT is not a DER OCTET STRING")
-	}
-	pub, err := ecdsa.ParseUncompressedPublicKey(curve, point)
-	if err != nil {
-		return nil, fmt.Errorf("CKA_EC_POINT: %w", err)
-	}
-	return pub, nil
-}
-
 // PutCertificate writes cert to the token as an X.509 certificate object
 // (CKO_CERTIFICATE, CKC_X_509) with CKA_VALUE, CKA_SUBJECT, CKA_ISSUER,
 // CKA_SERIAL_NUMBER, CKA_ID and CKA_LABEL. It is a public token object, so
@@ -217,31 +182,15 @@ func (tok *Token) PutCertificate(cert *x509.Certificate, id []byte, label string
 	if len(id) == 0 {
 		id = cert.SubjectKeyId
 	}
-	serial, err := asn1.Marshal(cert.SerialNumber)
+	tmpl, err := CertificateTemplate(cert, id, label)
 	if err != nil {
-		return fmt.Errorf("softhsm: certificate serial number: %w", err)
+		return fmt.Errorf("softhsm: %w", err)
 	}
 	category := 1 // token user
 	if cert.IsCA {
 		category = 2 // authority
 	}
-	tmpl := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
-		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_CATEGORY, category),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
-		pkcs11.NewAttribute(pkcs11.CKA_SUBJECT, cert.RawSubject),
-		pkcs11.NewAttribute(pkcs11.CKA_ISSUER, cert.RawIssuer),
-		pkcs11.NewAttribute(pkcs11.CKA_SERIAL_NUMBER, serial),
-	}
-	if len(id) > 0 {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
-	}
-	if label != "" {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
-	}
+	tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_CATEGORY, category))
 	err = tok.session(false, func(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
 		if _, err := ctx.CreateObject(sh, tmpl); err != nil {
 			return fmt.Errorf("C_CreateObject: %w", err)

@@ -2,18 +2,15 @@ package backends
 
 import (
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
-	"encoding/asn1"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"sync"
 
 	"github.com/miekg/pkcs11"
+	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
 // KeySpec describes a key pair for GenerateKey.
@@ -183,49 +180,14 @@ func (r *Running) GenerateKey(spec KeySpec) (crypto.PublicKey, error) {
 			return fmt.Errorf("C_GenerateKeyPair: %w", err)
 		}
 		if keyType == pkcs11.CKK_RSA {
-			pub, err = readRSA(ctx, sh, pubH)
+			pub, err = softhsm.ReadRSAPublicKey(ctx, sh, pubH)
 		} else {
-			pub, err = readP256(ctx, sh, pubH)
+			pub, err = softhsm.ReadECPublicKey(ctx, sh, pubH, elliptic.P256())
 		}
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: generate %s key %q: %w", r.Name, spec.Kind, spec.Label, err)
-	}
-	return pub, nil
-}
-
-// readRSA reads an RSA public key object.
-func readRSA(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
-	attrs, err := ctx.GetAttributeValue(sh, h, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil),
-		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("C_GetAttributeValue(CKA_MODULUS, CKA_PUBLIC_EXPONENT): %w", err)
-	}
-	e := new(big.Int).SetBytes(attrs[1].Value)
-	if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 {
-		return nil, fmt.Errorf("public exponent %v out of range", e)
-	}
-	return &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}, nil
-}
-
-// readP256 reads a P-256 public key object. CKA_EC_POINT is a DER OCTET
-// STRING holding the uncompressed point (some modules give the bare point).
-func readP256(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
-	attrs, err := ctx.GetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
-	if err != nil {
-		return nil, fmt.Errorf("C_GetAttributeValue(CKA_EC_POINT): %w", err)
-	}
-	point := attrs[0].Value
-	var inner []byte
-	if rest, err := asn1.Unmarshal(point, &inner); err == nil && len(rest) == 0 {
-		point = inner
-	}
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
-	if err != nil {
-		return nil, fmt.Errorf("CKA_EC_POINT: %w", err)
 	}
 	return pub, nil
 }
@@ -237,21 +199,9 @@ func (r *Running) PutCertificate(cert *x509.Certificate, id []byte, label string
 	if cert == nil {
 		return fmt.Errorf("%s: no certificate given", r.Name)
 	}
-	serial, err := asn1.Marshal(cert.SerialNumber)
+	tmpl, err := softhsm.CertificateTemplate(cert, id, label)
 	if err != nil {
-		return fmt.Errorf("%s: certificate serial number: %w", r.Name, err)
-	}
-	tmpl := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
-		pkcs11.NewAttribute(pkcs11.CKA_SUBJECT, cert.RawSubject),
-		pkcs11.NewAttribute(pkcs11.CKA_ISSUER, cert.RawIssuer),
-		pkcs11.NewAttribute(pkcs11.CKA_SERIAL_NUMBER, serial),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		return fmt.Errorf("%s: %w", r.Name, err)
 	}
 	err = r.session(func(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
 		if _, err := ctx.CreateObject(sh, tmpl); err != nil {
