@@ -152,7 +152,14 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	}
 	_, privH, err := w.GenerateKeyPair(t.loginSH, mech, pubT, privT)
 	if err != nil {
-		return nil, wrap("C_GenerateKeyPair", err)
+		err = wrap("C_GenerateKeyPair", err)
+		var e *Error
+		if errors.As(err, &e) && e.Kind == ErrUnsupported {
+			// The mechanism is the key pair generation, not a signature.
+			e.Detail = "the token cannot generate " + o.Spec.String() + " keys (" +
+				pkcs11MechanismName(mech[0].Mechanism) + " is not among its mechanisms): choose another --type"
+		}
+		return nil, err
 	}
 	objs, err := t.keys()
 	if err != nil {
@@ -210,4 +217,16 @@ func (t *Token) refuseTaken(op, label string, id []byte) error {
 		}
 	}
 	return nil
+}
+
+// pkcs11MechanismName names the key pair generation mechanisms GenerateKey
+// uses.
+func pkcs11MechanismName(m uint) string {
+	switch m {
+	case pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN:
+		return "CKM_RSA_PKCS_KEY_PAIR_GEN"
+	case pkcs11.CKM_EC_KEY_PAIR_GEN:
+		return "CKM_EC_KEY_PAIR_GEN"
+	}
+	return fmt.Sprintf("mechanism 0x%x", m)
 }

@@ -307,6 +307,12 @@ func TestOpenCryptoki(t *testing.T) {
 		if err := tok.WriteCertificate(leaf, []byte{1}, "ock-rsa"); err != nil {
 			t.Fatalf("storing the certificate: %v", err)
 		}
+		// No EC on opencryptoki: the error says the token cannot make
+		// such keys, not that a signature algorithm is unsupported.
+		_, err = tok.GenerateKey(hsm.GenerateOptions{Label: "ock-ec", Spec: hsm.KeySpecs["ec:p256"]})
+		if !errors.Is(err, hsm.ErrUnsupported) || !strings.Contains(fmt.Sprint(err), "cannot generate ec:p256 keys (CKM_EC_KEY_PAIR_GEN") {
+			t.Errorf("generating an EC key on opencryptoki: %v, want ErrUnsupported saying the token cannot generate ec:p256 keys", err)
+		}
 	})
 
 	t.Run("list", func(t *testing.T) {
