@@ -86,31 +86,45 @@ func decodedAndRaw(v string) candidates {
 	return candidates{v: [2]string{d, v}, n: 2}
 }
 
-// matchesHash reports whether one of the candidates hashes (SHA-256) to
-// want. Every candidate is hashed and compared in constant time, whether
-// or not an earlier one matched, so the time taken does not depend on
-// which one did.
-func matchesHash(candidates []string, want *[32]byte) bool {
+// hashes returns the SHA-256 of each candidate, computed once per request
+// for the comparison with every client's.
+func (c *candidates) hashes() ([2][32]byte, int) {
+	var h [2][32]byte
+	for i := 0; i < c.n; i++ {
+		h[i] = sha256.Sum256([]byte(c.v[i]))
+	}
+	return h, c.n
+}
+
+// matchesHash reports whether one of the hashed candidates equals want.
+// Every candidate is compared in constant time, whether or not an earlier
+// one matched, so the time taken does not depend on which one did.
+func matchesHash(hashes [][32]byte, want *[32]byte) bool {
 	ok := 0
-	for _, c := range candidates {
-		h := sha256.Sum256([]byte(c))
-		ok |= subtle.ConstantTimeCompare(h[:], want[:])
+	for i := range hashes {
+		ok |= subtle.ConstantTimeCompare(hashes[i][:], want[:])
 	}
 	return ok == 1
 }
 
-// authorized reports whether a caller that presented c may ask for client
-// cl's tokens: always on a unix socket (its peer credentials decide, see
-// chooseClient); on TCP with cl's name and secret, by either method.
-// Repeated client_id or client_secret parameters authenticate nothing.
-func (s *Server) authorized(r *http.Request, c *credentials, cl *client) bool {
-	if onUnixSocket(r) {
-		return true
+// tcpClient returns the client whose name and secret a TCP caller
+// presented in c, by either method, or nil. The presented values are
+// hashed once and compared with every client's in constant time, each
+// client's whether or not an earlier one matched. Repeated client_id or
+// client_secret parameters authenticate nothing.
+func tcpClient(c *credentials, clients []*client) *client {
+	if c.method == authNone || c.repeated || c.ids.n == 0 || c.secrets.n == 0 {
+		return nil
 	}
-	if cl.Secret == "" || c.method == authNone || c.repeated || c.ids.n == 0 || c.secrets.n == 0 {
-		return false
+	idH, nID := c.ids.hashes()
+	secH, nSec := c.secrets.hashes()
+	var found *client
+	for _, cl := range clients {
+		okID := matchesHash(idH[:nID], &cl.idHash)
+		okSecret := matchesHash(secH[:nSec], &cl.secretHash)
+		if cl.Secret != "" && okID && okSecret {
+			found = cl
+		}
 	}
-	okID := matchesHash(c.ids.list(), &cl.idHash)
-	okSecret := matchesHash(c.secrets.list(), &cl.secretHash)
-	return okID && okSecret
+	return found
 }

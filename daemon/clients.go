@@ -312,12 +312,7 @@ func (s *Server) admit(r *http.Request, creds *credentials, form url.Values, st 
 		}
 		return c, nil
 	}
-	var found *client
-	for _, c := range st.clients {
-		if s.authorized(r, creds, c) {
-			found = c
-		}
-	}
+	found := tcpClient(creds, st.clients)
 	if found == nil {
 		s.authFailed(r, form)
 		return nil, refuse(reasonCredentials, http.StatusUnauthorized, errInvalidClient,
