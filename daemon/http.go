@@ -118,7 +118,9 @@ func (s *Server) serveToken(w *answer, r *http.Request) {
 		return
 	}
 	if formErr != nil {
-		s.fail(w, badRequest(errInvalidRequest, "the body is not a valid form: "+formErr.Error()))
+		// Not formErr's text: it quotes the bad %-escape, which may be a
+		// piece of the client_secret, and descriptions reach the audit log.
+		s.fail(w, badRequest(errInvalidRequest, "the body is not a valid form: a '%' not followed by two hex digits, or a ';' between parameters"))
 		return
 	}
 	req, err := parseRequest(form, cl, st.resources, (*bp)[:0])
