@@ -22,6 +22,9 @@ func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 		}
 		return tokencheck.Failed(err, hint)
 	}
+	// doctor diagnoses: what modules write while they load is part of
+	// the diagnosis, so it goes through, not held back as for token.
+	ks.cfg.ModuleOptions.HoldLoadOutput = false
 	return &tokencheck.Checks{
 		Config:        ks.cfg,
 		DefaultModule: ks.moduleSource == "default",

@@ -38,7 +38,8 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	cfg.Logger = e.log
 	// A command that asked for a token shows what modules write while
 	// they load (p11-kit's proxy loads every registered one) only if no
-	// token is found; serve, which logs, turns this off.
+	// token is found; serve, which logs, and doctor, which diagnoses, turn
+	// this off.
 	cfg.ModuleOptions.HoldLoadOutput = true
 	if raw := c.String("key"); raw != "" {
 		u, err := pkcs11uri.Parse(raw)
