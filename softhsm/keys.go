@@ -218,21 +218,7 @@ func (tok *Token) session(login bool, f func(ctx *pkcs11.Ctx, sh pkcs11.SessionH
 		if err != nil {
 			return err
 		}
-		sh, err := ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-		if err != nil {
-			return fmt.Errorf("C_OpenSession(slot %d): %w", slot, err)
-		}
-		defer ctx.CloseSession(sh)
-		if login {
-			switch err := ctx.Login(sh, pkcs11.CKU_USER, tok.PIN); {
-			case err == nil:
-				defer ctx.Logout(sh)
-			case errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)):
-			default:
-				return fmt.Errorf("C_Login(CKU_USER): %w", err)
-			}
-		}
-		return f(ctx, sh)
+		return InSession(ctx, slot, tok.PIN, login, f)
 	})
 }
 

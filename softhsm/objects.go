@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"math/big"
 
@@ -81,4 +82,27 @@ func ReadECPublicKey(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHa
 		return nil, fmt.Errorf("CKA_EC_POINT: %w", err)
 	}
 	return pub, nil
+}
+
+// InSession runs f in a new read-write session on slot, logged in as the
+// user with pin if login is set. A login already in place in the process
+// (CKR_USER_ALREADY_LOGGED_IN: code under test logged in) is used and left
+// in place; otherwise the session logs out when f returns, which logs out
+// every session of the process on the token.
+func InSession(ctx *pkcs11.Ctx, slot uint, pin string, login bool, f func(*pkcs11.Ctx, pkcs11.SessionHandle) error) error {
+	sh, err := ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return fmt.Errorf("C_OpenSession(slot %d): %w", slot, err)
+	}
+	defer ctx.CloseSession(sh)
+	if login {
+		switch err := ctx.Login(sh, pkcs11.CKU_USER, pin); {
+		case err == nil:
+			defer ctx.Logout(sh)
+		case errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)):
+		default:
+			return fmt.Errorf("C_Login(CKU_USER): %w", err)
+		}
+	}
+	return f(ctx, sh)
 }

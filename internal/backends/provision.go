@@ -112,19 +112,7 @@ func (r *Running) session(f func(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle) error
 	if err != nil {
 		return err
 	}
-	sh, err := ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-	if err != nil {
-		return fmt.Errorf("C_OpenSession(slot %d): %w", slot, err)
-	}
-	defer ctx.CloseSession(sh)
-	switch err := ctx.Login(sh, pkcs11.CKU_USER, r.PIN); {
-	case err == nil:
-		defer ctx.Logout(sh)
-	case errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)):
-	default:
-		return fmt.Errorf("C_Login(CKU_USER): %w", err)
-	}
-	return f(ctx, sh)
+	return softhsm.InSession(ctx, slot, r.PIN, true, f)
 }
 
 // p256 is the DER OID of the named curve P-256, CKA_EC_PARAMS.
