@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -55,7 +56,17 @@ type fixture struct {
 	mod  *hsm.Module
 	slot hsm.Slot
 	tok  *hsm.Token // nil until the login feature logged in
+
 }
+
+// provisionMu: one backend's start step (which writes its keys and
+// certificates) holds it for writing, every other step and feature of any
+// backend for reading. tpm2-pkcs11 keeps its objects in an SQLite store
+// that every process and module loading it with the suite's environment
+// opens (p11-kit's proxy too, in this process and in the mp-hsm runs on the
+// p11-kit backend): a key written while another reads failed now and then
+// with "Failed to add public object to db" (CKR_GENERAL_ERROR).
+var provisionMu sync.RWMutex
 
 // check is one feature's outcome as a test finds it.
 type check struct {
@@ -109,10 +120,12 @@ func record(t *testing.T, r *backends.Running, name, version string, res Result)
 func (fx *fixture) feature(t *testing.T, name string, f func(c *check)) {
 	t.Helper()
 	c := &check{}
+	provisionMu.RLock()
 	t.Run(name, func(t *testing.T) {
 		c.t = t
 		f(c)
 	})
+	provisionMu.RUnlock()
 	if c.t != nil {
 		fx.record(t, name, c)
 	}
@@ -177,11 +190,21 @@ func TestConformance(t *testing.T) {
 
 // run provisions fx's token and tests every feature on it.
 func (fx *fixture) run(t *testing.T) {
-	if !fx.step(t, "start", fx.provision) {
+	started := func() bool {
+		provisionMu.Lock()
+		defer provisionMu.Unlock() // also when the step ends t with FailNow
+		return fx.step(t, "start", fx.provision)
+	}()
+	if !started {
 		return
 	}
 	fx.feature(t, "key-protection", fx.keyProtection)
-	if !fx.step(t, "login", fx.login) {
+	loggedIn := func() bool {
+		provisionMu.RLock()
+		defer provisionMu.RUnlock()
+		return fx.step(t, "login", fx.login)
+	}()
+	if !loggedIn {
 		return
 	}
 	fx.feature(t, "list", fx.list)
