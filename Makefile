@@ -4,7 +4,7 @@ COUNT ?= 5
 BENCHTIME ?= 1s
 export CGO_ENABLED := 1
 
-.PHONY: all build test test-deb vet deps deb demo bench fuzz clean
+.PHONY: all build test test-deb vet lint deps deb demo bench fuzz clean
 
 all: build
 
@@ -34,10 +34,16 @@ test-deb: deps
 vet: deps
 	$(GO) vet ./...
 
+# staticcheck at a pinned version, run through go run so that go.mod does
+# not list it; part of make test.
+STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	$(GO) run $(STATICCHECK) ./...
+
 # The packages that must build and test without cgo (docs/ARCHITECTURE.md).
 PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect ./admin
 
-# Every test, with the race detector, against SoftHSM2 and the emulator,
+# staticcheck (lint) first, then every test, with the race detector, against SoftHSM2 and the emulator,
 # each package vetted with every analyzer (-vet=all; go vet alone for the
 # few packages without tests); first the promise that only PKCS#11 needs
 # cgo: the pure packages vet and test with CGO_ENABLED=0 (and
@@ -49,7 +55,7 @@ PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect .
 # is vetted and tested by make bench. One vet per package and no separate
 # go vet ./... keep make test within its 10 minutes on a fresh machine.
 NOTESTS = $(GO) list -f '{{if not (or .TestGoFiles .XTestGoFiles)}}{{.ImportPath}}{{end}}' ./...
-test: deps test-deb
+test: deps test-deb lint
 	CGO_ENABLED=0 $(GO) test -vet=all -count=1 $(PURE)
 	$(GO) vet $$($(NOTESTS))
 	mkdir -p dist && rm -f dist/compat.jsonl

@@ -51,20 +51,6 @@ type peer struct {
 	exe      string   // /proc/PID/exe; "" if unknown
 }
 
-// inGroup reports whether gid is the peer's primary or a supplementary
-// group.
-func (p *peer) inGroup(gid uint32) bool {
-	if p.gid == gid {
-		return true
-	}
-	for _, g := range p.groups {
-		if g == gid {
-			return true
-		}
-	}
-	return false
-}
-
 // peerKey is the context key of a unix socket's *peer.
 type peerKey struct{}
 

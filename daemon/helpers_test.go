@@ -156,6 +156,8 @@ func fileKey(t testing.TB) *signer.FileSigner {
 }
 
 // sharedFileKey returns the key in memory made once for the package.
+//
+//lint:ignore U1000 used by nocgo_test.go, which builds without cgo
 func sharedFileKey(t testing.TB) *signer.FileSigner {
 	t.Helper()
 	shared.fileKeyOnce.Do(func() { shared.fileKey, shared.fileKeyErr = newFileKey() })

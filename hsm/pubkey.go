@@ -91,10 +91,8 @@ func parseECPublic(params, point []byte) (*ecdsa.PublicKey, error) {
 	if len(raw) != 1+2*size || raw[0] != 4 {
 		return nil, fmt.Errorf("EC point is not an uncompressed point on %s", curve.Params().Name)
 	}
-	x := new(big.Int).SetBytes(raw[1 : 1+size])
-	y := new(big.Int).SetBytes(raw[1+size:])
-	pub := &ecdsa.PublicKey{Curve: curve, X: x, Y: y}
-	if !curve.IsOnCurve(x, y) { //nolint:staticcheck // validating a point read from the token
+	pub, err := ecdsa.ParseUncompressedPublicKey(curve, raw)
+	if err != nil {
 		return nil, fmt.Errorf("EC point is not on %s", curve.Params().Name)
 	}
 	return pub, nil

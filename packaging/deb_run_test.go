@@ -371,7 +371,7 @@ func TestTokenFromSoftHSM2AndTheEmulator(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "softhsm")
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("the go command is not on PATH: %v", err)
 	}
 	command(t, 3*time.Minute, repo, nil, goTool, "run", "./softhsm/cmd/provision", "-dir", store)
 	settings := readEnvFile(t, filepath.Join(store, "client.env"))

@@ -63,11 +63,12 @@ func bareJWK(pub crypto.PublicKey) (*JWK, error) {
 	case *rsa.PublicKey:
 		return &JWK{Kty: "RSA", N: b64(k.N.Bytes()), E: b64(big.NewInt(int64(k.E)).Bytes())}, nil
 	case *ecdsa.PublicKey:
-		size := (k.Curve.Params().BitSize + 7) / 8
-		x, y := make([]byte, size), make([]byte, size)
-		k.X.FillBytes(x) //nolint:staticcheck // the coordinates are what a JWK holds
-		k.Y.FillBytes(y) //nolint:staticcheck
-		return &JWK{Kty: "EC", Crv: k.Curve.Params().Name, X: b64(x), Y: b64(y)}, nil
+		point, err := k.Bytes()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
+		}
+		size := (len(point) - 1) / 2
+		return &JWK{Kty: "EC", Crv: k.Curve.Params().Name, X: b64(point[1 : 1+size]), Y: b64(point[1+size:])}, nil
 	}
 	return nil, fmt.Errorf("%w: %T", ErrUnsupportedKey, pub)
 }

@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -229,8 +228,6 @@ func withCode(code int, err error) error {
 	}
 	return &codedError{code, err}
 }
-
-var errInterrupted = errors.New("interrupted")
 
 // pinInArgv returns the position of the first argument that holds an RFC
 // 7512 pin-value attribute, or 0. It looks at the real argv, whatever the

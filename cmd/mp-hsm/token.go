@@ -43,7 +43,7 @@ func (e *env) token(c *cli.Context) error {
 		if c.Bool("altinn") {
 			tok, err = cfg.AltinnToken(ctx, tok.AccessToken)
 			if err != nil {
-				return fmt.Errorf("Altinn exchange: %w", err)
+				return fmt.Errorf("the Altinn exchange: %w", err)
 			}
 		}
 		return e.printToken(out, tok)

@@ -240,11 +240,12 @@ func jwkPublic(k map[string]any) (crypto.PublicKey, string) {
 		return &rsa.PublicKey{N: n, E: int(e.Int64())}, ""
 	case "EC":
 		x, y := num("x"), num("y")
-		if k["crv"] != "P-256" || x == nil || y == nil {
+		if k["crv"] != "P-256" || x == nil || y == nil || x.BitLen() > 256 || y.BitLen() > 256 {
 			return nil, "an EC key must be crv P-256 with x and y"
 		}
-		pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
-		if _, err := pub.ECDH(); err != nil {
+		point := append([]byte{4}, x.FillBytes(make([]byte, 32))...)
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(point, y.FillBytes(make([]byte, 32))...))
+		if err != nil {
 			return nil, "the point is not on P-256"
 		}
 		return pub, ""
@@ -260,8 +261,12 @@ func publicJWK(pub crypto.PublicKey, kid string) map[string]any {
 		return map[string]any{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
 			"n": b64.EncodeToString(p.N.Bytes()), "e": b64.EncodeToString(big.NewInt(int64(p.E)).Bytes())}
 	case *ecdsa.PublicKey:
+		point, err := p.Bytes()
+		if err != nil || len(point) != 65 {
+			return nil
+		}
 		return map[string]any{"kty": "EC", "use": "sig", "alg": "ES256", "kid": kid, "crv": "P-256",
-			"x": b64.EncodeToString(p.X.FillBytes(make([]byte, 32))), "y": b64.EncodeToString(p.Y.FillBytes(make([]byte, 32)))}
+			"x": b64.EncodeToString(point[1:33]), "y": b64.EncodeToString(point[33:])}
 	}
 	return nil
 }

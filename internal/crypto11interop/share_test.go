@@ -129,7 +129,7 @@ func mphsmOpensFirst(c *child) error {
 // signer and initialises it again; the signer's handles are stale, and
 // crypto11 must still sign after the signer closed.
 func crypto11Reconfigures(c *child) error {
-	ctx, key, err := c.openCrypto11()
+	ctx, _, err := c.openCrypto11()
 	if c.step("crypto11 configure", err) != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func crypto11Reconfigures(c *child) error {
 	}
 	c.step("mp-hsm sign", signAndVerify(s, "1"))
 	c.step("crypto11 close", ctx.Close())
-	ctx, key, err = c.openCrypto11()
+	ctx, key, err := c.openCrypto11()
 	if c.step("crypto11 configure again", err) != nil {
 		return err
 	}
