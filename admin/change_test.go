@@ -240,4 +240,3 @@ func TestPrivateMembersNeverSent(t *testing.T) {
 		t.Errorf("%d bodies sent, want 2", len(bodies))
 	}
 }
-

@@ -102,7 +102,7 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	out := &Rotated{Kid: kid, Set: set}
 	if err := r.Prove(ctx, kid); err != nil {
 		return nil, &ChangeError{ClientID: r.ClientID, State: c.readBack(ctx, r.ClientID),
-			Err: fmt.Errorf("the new key %s is registered on client %s, but a token with it failed; nothing was removed: %w", kid, r.ClientID, err),
+			Err:  fmt.Errorf("the new key %s is registered on client %s, but a token with it failed; nothing was removed: %w", kid, r.ClientID, err),
 			Next: fmt.Sprintf("mp-hsm admin keys remove --client-id %s --kid %s takes the new one away", r.ClientID, kid)}
 	}
 	if r.Remove != "" {
