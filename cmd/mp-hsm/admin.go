@@ -186,8 +186,8 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 	return &admin.Client{
 		BaseURL:       base,
 		AllowInsecure: c.Bool("allow-insecure"),
-		Read:    cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeRead}}),
-		Write:   cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeWrite}}),
+		Read:          cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeRead}}),
+		Write:         cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeWrite}}),
 	}, envr, nil
 }
 

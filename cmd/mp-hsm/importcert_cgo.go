@@ -24,7 +24,7 @@ type certWrite struct {
 	id       []byte
 	label    string
 	forKey   bool
-	key      string             // the key's description, for a key's certificate
+	key      string              // the key's description, for a key's certificate
 	replaces []*x509.Certificate // the key's certificates from other issuers, removed with --replace
 }
 

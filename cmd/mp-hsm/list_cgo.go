@@ -15,8 +15,8 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
-	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/inspect"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
 type listCert struct {
