@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
@@ -214,5 +215,17 @@ func TestE2EAdminAPIPlainHTTP(t *testing.T) {
 	} {
 		res := runCLI(t, e2eSetenv(env, "MP_HSM_ADMIN_API=http://api.test.samarbeid.digdir.no/api/v1/", "MP_HSM_PIN"), args...)
 		e2eWantFail(t, res, exitUsage, "--admin-api", "http is allowed only for loopback hosts")
+	}
+}
+
+// TestDoctorLineEscaped: a doctor message quoting a card's or an API's
+// value stays one line, without escape sequences, and bounded.
+func TestDoctorLineEscaped(t *testing.T) {
+	var b strings.Builder
+	writeDoctorLine(&b, doctor.Result{Check: "certificate", Status: doctor.Fail,
+		Message: "\"Evil\nOK    key  all good\x1b[2J\"" + strings.Repeat("x", 10000), Hint: "fix\rit"}, false)
+	got := b.String()
+	if strings.Count(got, "\n") != 1 || strings.ContainsAny(got, "\x1b\r") || !strings.Contains(got, `Evil\nOK`) || len(got) > 2*maxDoctorText+100 {
+		t.Errorf("doctor line: %q", got)
 	}
 }
