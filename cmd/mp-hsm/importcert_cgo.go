@@ -138,7 +138,7 @@ func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 		if len(done) == 0 {
 			return fmt.Errorf("%w\nnothing was written", err)
 		}
-		return fmt.Errorf("%w\nalready written: %s; run key import-cert again with the same file to write the rest (what is there is skipped)", err, joinQuoted(done))
+		return fmt.Errorf("%w\nalready written: %s (see mp-hsm list); import the rest from a file without them", err, joinQuoted(done))
 	}
 	for _, wr := range plan {
 		if err := tok.WriteCertificate(wr.cert, wr.id, wr.label); err != nil && !(errors.Is(err, hsm.ErrObjectExists) && !wr.forKey) {
