@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
@@ -54,7 +55,7 @@ func TestCheck(t *testing.T) {
 			t.Errorf("Check(%q) = %v", tc.in, err)
 		case tc.want != "" && (!errors.Is(err, textsafe.ErrInvalid) || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("Check(%q) = %v, want ErrInvalid saying %q", tc.in, err, tc.want)
-		case err != nil && strings.ContainsAny(err.Error(), "\n\x1b\xff"):
+		case err != nil && strings.IndexFunc(err.Error(), func(r rune) bool { return r == '\n' || r == 0x1b || r == utf8.RuneError }) >= 0:
 			t.Errorf("Check(%q): the error quotes the raw value: %q", tc.in, err)
 		}
 	}
