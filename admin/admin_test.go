@@ -80,7 +80,13 @@ func tokens(t *testing.T, srv *emulator.Server, client string, i int, kid, scope
 // jwk is key i as a JWK with kid and use sig, plus extra members.
 func jwk(t *testing.T, i int, kid string, extra ...string) admin.Key {
 	t.Helper()
-	j, err := signer.PublicJWK(rsaKey(i).Public(), "", kid)
+	return pubJWK(t, rsaKey(i).Public(), kid, extra...)
+}
+
+// pubJWK is pub as a JWK with kid and use sig, plus extra members.
+func pubJWK(t *testing.T, pub crypto.PublicKey, kid string, extra ...string) admin.Key {
+	t.Helper()
+	j, err := signer.PublicJWK(pub, "", kid)
 	if err != nil {
 		t.Fatal(err)
 	}

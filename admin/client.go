@@ -23,10 +23,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
 // The scopes the self-service API asks for.
@@ -58,6 +62,20 @@ type Client struct {
 	Write oauth2.TokenSource
 	// HTTPClient sends the requests. If nil, http.DefaultClient.
 	HTTPClient *http.Client
+	// AllowInsecure allows an http BaseURL for a host that is not
+	// loopback. Without it such a URL is refused before any token is sent
+	// (CheckBaseURL): the self-service token may change every client's keys.
+	AllowInsecure bool
+}
+
+// CheckBaseURL refuses an API base URL that a self-service token must not
+// be sent to, by the rule of the token endpoint (grant.CheckEndpoint):
+// https, or http to a loopback host, unless allowInsecure.
+func CheckBaseURL(raw string, allowInsecure bool) error {
+	if err := grant.CheckEndpoint("self-service API URL", raw, allowInsecure); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	return nil
 }
 
 // KeySet is a client's registered keys as the API answers them.
@@ -67,13 +85,22 @@ type KeySet struct {
 	LastUpdated time.Time // zero when the API did not say
 }
 
+// has reports whether the set has a key with kid.
+func (s *KeySet) has(kid string) bool {
+	return slices.ContainsFunc(s.Keys, func(k Key) bool { return k.Kid == kid })
+}
+
+// kidList is the set's kids for a message, escaped.
+func (s *KeySet) kidList() string {
+	if len(s.Keys) == 0 {
+		return "none"
+	}
+	return textsafe.Escape(strings.Join(s.Kids(), ", "))
+}
+
 // Kids returns the kids of the set, in order.
 func (s *KeySet) Kids() []string {
-	out := make([]string, len(s.Keys))
-	for i, k := range s.Keys {
-		out[i] = k.Kid
-	}
-	return out
+	return kidsOf(s.Keys)
 }
 
 // List returns the keys registered on clientID.
@@ -113,79 +140,91 @@ func parseTime(s string) (time.Time, error) {
 }
 
 // Add registers keys on clientID beside the keys it has. Each key is
-// checked first (see CheckKey), with no request sent; then the set is read,
-// and a kid already registered (ErrKidTaken) or more than MaxKeys keys in
-// all (ErrTooManyKeys) is refused before the set is written.
+// checked first (see CheckKey), with no request sent; then, under the
+// client's change lock (see Lock), the set is read, and a kid already
+// registered (ErrKidTaken) or more than MaxKeys keys in all
+// (ErrTooManyKeys) is refused before the set is written. The set returned
+// is read back from the API; a failed or unanswered write is reported as a
+// *ChangeError holding the state read back.
 func (c *Client) Add(ctx context.Context, clientID string, keys ...Key) (*KeySet, error) {
+	if err := checkNew(keys); err != nil {
+		return nil, err
+	}
+	l, err := c.Lock(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Unlock()
+	set, err := c.List(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAdd(clientID, set, keys); err != nil {
+		return nil, err
+	}
+	return c.write(ctx, clientID, set, append(slices.Clip(set.Keys), keys...), "add")
+}
+
+// checkNew refuses, with no request sent, an empty list, a key Digdir
+// would refuse and a kid given twice.
+func checkNew(keys []Key) error {
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("admin: no key to add: %w", ErrInvalidKey)
+		return fmt.Errorf("admin: no key to add: %w", ErrInvalidKey)
 	}
 	seen := map[string]bool{}
 	for _, k := range keys {
 		if err := CheckKey(k); err != nil {
-			return nil, err
+			return err
 		}
 		if seen[k.Kid] {
-			return nil, fmt.Errorf("admin: kid %q given twice: %w", k.Kid, ErrKidTaken)
+			return fmt.Errorf("admin: kid %q given twice: %w", textsafe.Escape(k.Kid), ErrKidTaken)
 		}
 		seen[k.Kid] = true
 	}
-	set, err := c.List(ctx, clientID)
-	if err != nil {
-		return nil, err
-	}
-	for _, k := range set.Keys {
-		if seen[k.Kid] {
-			return nil, fmt.Errorf("admin: client %s already has a key with kid %q: %w", clientID, k.Kid, ErrKidTaken)
+	return nil
+}
+
+// checkAdd refuses keys whose kid set has, and more than MaxKeys in all.
+func checkAdd(clientID string, set *KeySet, keys []Key) error {
+	for _, k := range keys {
+		if set.has(k.Kid) {
+			return fmt.Errorf("admin: client %s already has a key with kid %q: %w", clientID, textsafe.Escape(k.Kid), ErrKidTaken)
 		}
 	}
 	if n := len(set.Keys) + len(keys); n > MaxKeys {
-		return nil, fmt.Errorf("admin: client %s has %d keys (%s) and may have at most %d: remove one first (mp-hsm admin keys remove --client-id %s --kid KID): %w",
-			clientID, len(set.Keys), strings.Join(set.Kids(), ", "), MaxKeys, clientID, ErrTooManyKeys)
+		return fmt.Errorf("admin: client %s has %d keys (%s) and may have at most %d: remove one first (mp-hsm admin keys remove --client-id %s --kid KID): %w",
+			clientID, len(set.Keys), set.kidList(), MaxKeys, clientID, ErrTooManyKeys)
 	}
-	return c.put(ctx, clientID, append(set.Keys, keys...))
+	return nil
 }
 
 // Remove removes the key kid from clientID and keeps the others; removing
-// the last key deletes the set. A kid the client does not have is
-// ErrKidNotFound, before anything is written.
+// the last key deletes the set. Under the client's change lock, a kid the
+// client does not have is ErrKidNotFound, before anything is written. The
+// set returned is read back, as for Add.
 func (c *Client) Remove(ctx context.Context, clientID, kid string) (*KeySet, error) {
+	l, err := c.Lock(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Unlock()
 	set, err := c.List(ctx, clientID)
 	if err != nil {
 		return nil, err
 	}
-	var keep []Key
-	for _, k := range set.Keys {
-		if k.Kid != kid {
-			keep = append(keep, k)
-		}
-	}
-	if len(keep) == len(set.Keys) {
-		return nil, fmt.Errorf("admin: client %s has no key with kid %q (it has: %s): %w", clientID, kid, strings.Join(set.Kids(), ", "), ErrKidNotFound)
-	}
-	if len(keep) == 0 {
-		if err := c.do(ctx, http.MethodDelete, clientID, nil, nil); err != nil {
-			return nil, err
-		}
-		return &KeySet{}, nil
-	}
-	return c.put(ctx, clientID, keep)
-}
-
-// put replaces clientID's set with keys.
-func (c *Client) put(ctx context.Context, clientID string, keys []Key) (*KeySet, error) {
-	raws := make([]json.RawMessage, len(keys))
-	for i, k := range keys {
-		raws[i] = k.Raw
-	}
-	body, err := json.Marshal(map[string]any{"keys": raws})
+	keep, err := without(clientID, set, kid)
 	if err != nil {
-		return nil, fmt.Errorf("admin: %w", err)
-	}
-	if err := c.do(ctx, http.MethodPost, clientID, body, nil); err != nil {
 		return nil, err
 	}
-	return c.List(ctx, clientID)
+	return c.write(ctx, clientID, set, keep, "remove")
+}
+
+// without returns set's keys but kid, or ErrKidNotFound.
+func without(clientID string, set *KeySet, kid string) ([]Key, error) {
+	if !set.has(kid) {
+		return nil, fmt.Errorf("admin: client %s has no key with kid %q (it has: %s): %w", clientID, textsafe.Escape(kid), set.kidList(), ErrKidNotFound)
+	}
+	return slices.DeleteFunc(slices.Clone(set.Keys), func(k Key) bool { return k.Kid == kid }), nil
 }
 
 // do sends one request to clientID's jwks with a token of the scope the
@@ -199,10 +238,10 @@ func (c *Client) do(ctx context.Context, method, clientID string, body []byte, o
 	if ts == nil {
 		return fmt.Errorf("admin: no token source for the self-service client")
 	}
-	base := strings.TrimSuffix(c.BaseURL, "/")
-	if base == "" {
-		return fmt.Errorf("admin: no API base URL")
+	if err := CheckBaseURL(c.BaseURL, c.AllowInsecure); err != nil {
+		return err
 	}
+	base := strings.TrimSuffix(c.BaseURL, "/")
 	u := base + "/clients/" + url.PathEscape(clientID) + "/jwks"
 	var rd io.Reader
 	if body != nil {

@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -25,11 +28,21 @@ var (
 )
 
 // privateMembers are the JWK members of private or symmetric keys (RFC 7518
-// section 6).
-var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+// section 6). A member by one of these names, in any letter case and at
+// any depth, makes a key private.
+var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "r", "t", "k"}
 
-// Key is one registered (or to be registered) key: its JSON as it is,
-// sent back unchanged, and what a person choosing keys needs.
+// publicMembers is the allowlist: the only members of a JWK that are sent
+// to the API, by key type. x5c and x5t carry the key's public certificate
+// chain and its thumbprint, nothing secret.
+var publicMembers = map[string][]string{
+	"RSA": {"kty", "kid", "alg", "use", "n", "e", "x5c", "x5t", "x5t#S256"},
+	"EC":  {"kty", "kid", "alg", "use", "crv", "x", "y", "x5c", "x5t", "x5t#S256"},
+}
+
+// Key is one registered (or to be registered) key: its public members
+// (Raw, rebuilt from the allowlist, is what is sent) and what a person
+// choosing keys needs.
 type Key struct {
 	Raw     json.RawMessage
 	Kid     string
@@ -37,26 +50,51 @@ type Key struct {
 	Alg     string
 	Use     string
 	Bits    int      // RSA modulus size or EC curve size; 0 when unreadable
-	Private []string // the private members present, if any
+	Private []string // the private members present, if any, as spelled
 }
 
 // ParseKey reads one JWK. It fails only when raw is not a JSON object;
-// what Digdir would refuse is for CheckKey.
+// what Digdir would refuse is for CheckKey. Raw keeps only the public
+// members of the key's type (RSA: kty, kid, alg, use, n, e; EC: kty, kid,
+// alg, use, crv, x, y; both: x5c, x5t, x5t#S256), spelled so, so that no
+// other member, private or unknown, is ever sent; private members
+// anywhere in raw, in any letter case, are listed in Private.
 func ParseKey(raw []byte) (Key, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return Key{}, fmt.Errorf("not a JWK: %w", err)
 	}
-	var j signer.JWK
-	if err := json.Unmarshal(raw, &j); err != nil {
+	var k Key
+	var all any
+	if err := json.Unmarshal(raw, &all); err != nil {
 		return Key{}, fmt.Errorf("not a JWK: %w", err)
 	}
-	k := Key{Raw: append(json.RawMessage(nil), raw...), Kid: j.Kid, Kty: j.Kty, Alg: j.Alg, Use: j.Use}
-	for _, p := range privateMembers {
-		if _, ok := m[p]; ok {
-			k.Private = append(k.Private, p)
+	findPrivate(all, "", &k.Private)
+	var kty string
+	_ = json.Unmarshal(m["kty"], &kty)
+	pub := map[string]json.RawMessage{}
+	for _, name := range publicMembers[kty] {
+		if v, ok := m[name]; ok {
+			pub[name] = v
 		}
 	}
+	if kty == "" || publicMembers[kty] == nil {
+		pub = map[string]json.RawMessage{}
+		for _, name := range []string{"kty", "kid", "alg", "use"} {
+			if v, ok := m[name]; ok {
+				pub[name] = v
+			}
+		}
+	}
+	clean, err := json.Marshal(pub)
+	if err != nil {
+		return Key{}, fmt.Errorf("not a JWK: %w", err)
+	}
+	var j signer.JWK
+	if err := json.Unmarshal(clean, &j); err != nil {
+		return Key{}, fmt.Errorf("not a JWK: %w", err)
+	}
+	k.Raw, k.Kid, k.Kty, k.Alg, k.Use = clean, j.Kid, j.Kty, j.Alg, j.Use
 	if pub, err := j.PublicKey(); err == nil {
 		switch p := pub.(type) {
 		case *rsa.PublicKey:
@@ -66,6 +104,28 @@ func ParseKey(raw []byte) (Key, error) {
 		}
 	}
 	return k, nil
+}
+
+// findPrivate appends to out the path of each member of v, at any depth,
+// whose name is a private member's in any letter case.
+func findPrivate(v any, path string, out *[]string) {
+	switch v := v.(type) {
+	case map[string]any:
+		for _, name := range slices.Sorted(maps.Keys(v)) {
+			p := name
+			if path != "" {
+				p = path + "." + name
+			}
+			if slices.Contains(privateMembers, strings.ToLower(name)) {
+				*out = append(*out, textsafe.EscapeN(p, 40))
+			}
+			findPrivate(v[name], p, out)
+		}
+	case []any:
+		for i, e := range v {
+			findPrivate(e, fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	}
 }
 
 // ParseKeys reads a JWK or a JWK set {"keys": [...]}, as mp-hsm jwk prints
@@ -95,10 +155,12 @@ func ParseKeys(data []byte) ([]Key, error) {
 	return out, nil
 }
 
-// CheckKey returns an ErrInvalidKey error when Digdir would refuse k: it
-// has private members, no kid, or a use other than sig.
+// CheckKey returns an ErrInvalidKey error when Digdir would refuse k or
+// when it is not a public key mp-hsm can read: it has private members (in
+// any case, at any depth), no kid, a use other than sig, or no readable
+// RSA or EC public key.
 func CheckKey(k Key) error {
-	name := k.Kid
+	name := textsafe.Escape(k.Kid)
 	if name == "" {
 		name = "without kid"
 	}
@@ -108,7 +170,9 @@ func CheckKey(k Key) error {
 	case k.Kid == "":
 		return fmt.Errorf("admin: a key has no kid: give it one (mp-hsm jwk sets the thumbprint): %w", ErrInvalidKey)
 	case k.Use != "sig":
-		return fmt.Errorf("admin: key %s has use %q: Digdir takes only use \"sig\": %w", name, k.Use, ErrInvalidKey)
+		return fmt.Errorf("admin: key %s has use %q: Digdir takes only use \"sig\": %w", name, textsafe.Escape(k.Use), ErrInvalidKey)
+	case k.Bits == 0:
+		return fmt.Errorf("admin: key %s is not a readable RSA or EC public key (kty %q; members n and e, or crv, x and y, spelled so): %w", name, textsafe.Escape(k.Kty), ErrInvalidKey)
 	}
 	return nil
 }

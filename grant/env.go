@@ -94,8 +94,16 @@ func (e Environment) validate(allowInsecure bool) error {
 	return nil
 }
 
-// checkEndpoint requires an absolute https URL with a host; http is allowed
-// for loopback hosts, or for any host if allowInsecure is set.
+// CheckEndpoint is the rule for every URL mp-hsm sends a credential to
+// (the token endpoint, the Altinn exchange, Digdir's self-service API): an
+// absolute https URL with a host; http is allowed for loopback hosts, or
+// for any host if allowInsecure is set. A refusal is a *ConfigError naming
+// field, with any credentials in the URL redacted.
+func CheckEndpoint(field, raw string, allowInsecure bool) error {
+	return checkEndpoint(field, raw, allowInsecure)
+}
+
+// checkEndpoint is CheckEndpoint.
 func checkEndpoint(field, raw string, allowInsecure bool) error {
 	if raw == "" {
 		return &ConfigError{Field: field, Reason: "missing"}

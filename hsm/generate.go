@@ -24,6 +24,7 @@ var ErrReadOnly = errors.New("token opened read-only")
 type writer interface {
 	GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, pub, priv []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error)
 	CreateObject(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
+	DestroyObject(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error
 }
 
 var _ writer = (*pkcs11.Ctx)(nil)
@@ -85,7 +86,10 @@ var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 // The token must have been opened with TokenOptions.ReadWrite (else
 // ErrReadOnly) and logged in with Login (else ErrNotLoggedIn): GenerateKey
 // never logs in itself. When any object on the token already has the label
-// or the id, it returns ErrObjectExists before anything is generated.
+// or the id, it returns ErrObjectExists before anything is generated. That
+// check and the generation are atomic within the process; between
+// processes, hold the token's change lock (internal/changelock, which
+// every mp-hsm command that writes takes) around them.
 func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	const op = "generate key"
 	if o.Label == "" {
@@ -171,6 +175,21 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		}
 	}
 	return nil, &Error{Op: op, Kind: ErrObjectGone, Detail: "the generated key is not among the token's keys"}
+}
+
+// CheckFree returns ErrObjectExists when an object on the token has label
+// or id (either may be empty), so that a change of several steps can
+// refuse a clash before its first step. Only a lock held across processes
+// (mp-hsm takes internal/changelock's) keeps it true until GenerateKey.
+func (t *Token) CheckFree(label string, id []byte) error {
+	const op = "generate key"
+	if err := t.enter(op); err != nil {
+		return err
+	}
+	defer t.leave()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.refuseTaken(op, label, id)
 }
 
 // enterWrite enters the token's gate for a write and checks that the token

@@ -61,6 +61,34 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	return nil
 }
 
+// DeleteCertificate removes every certificate object on the token whose
+// value is cert, and returns how many it removed. It needs a read-write
+// token that is logged in, as WriteCertificate does.
+func (t *Token) DeleteCertificate(cert *x509.Certificate) (int, error) {
+	const op = "delete certificate"
+	w, err := t.enterWrite(op)
+	if err != nil {
+		return 0, err
+	}
+	defer t.leave()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	hs, err := t.findObjects([]*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	})
+	if err != nil {
+		return 0, err
+	}
+	t.certs = nil
+	for i, h := range hs {
+		if err := w.DestroyObject(t.loginSH, h); err != nil {
+			return i, wrap("C_DestroyObject", err)
+		}
+	}
+	return len(hs), nil
+}
+
 // asn1Integer returns the DER INTEGER of cert's serial number, the form of
 // CKA_SERIAL_NUMBER.
 func asn1Integer(cert *x509.Certificate) ([]byte, error) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -115,7 +115,10 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 		}
 	}
 	if c.NArg() > 0 && op != "add" {
-		return usagef("admin keys %s takes no arguments, got %q", op, c.Args().First())
+		return usagef("admin keys %s takes no arguments, got %q", op, textsafe.Escape(c.Args().First()))
+	}
+	if err := checkAdminAPI(c); err != nil {
+		return err
 	}
 	if err := preflight(c); err != nil {
 		return err
@@ -146,6 +149,17 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	return writeKeySet(e.stdout, format, clientID, set)
 }
 
+// checkAdminAPI refuses, before any PIN is asked, an --admin-api that the
+// self-service token must not be sent to (admin.CheckBaseURL).
+func checkAdminAPI(c *cli.Context) error {
+	if base := c.String("admin-api"); base != "" {
+		if err := admin.CheckBaseURL(base, c.Bool("allow-insecure")); err != nil {
+			return usageErr(fmt.Errorf("--admin-api: %w", err))
+		}
+	}
+	return nil
+}
+
 // adminAPI resolves the environment and the API's base, and returns a
 // client of the API that authenticates as adminID with s and its x5c.
 func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s signer.Signer) (*admin.Client, grant.Environment, error) {
@@ -170,20 +184,21 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 	cfg := &grant.Config{ClientID: adminID, Signer: s, Algorithm: c.String("alg"), Environment: envr,
 		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}
 	return &admin.Client{
-		BaseURL: base,
-		Read:    cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeRead}}),
-		Write:   cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeWrite}}),
+		BaseURL:       base,
+		AllowInsecure: c.Bool("allow-insecure"),
+		Read:          cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeRead}}),
+		Write:         cfg.TokenSource(ctx, grant.Request{Scopes: []string{admin.ScopeWrite}}),
 	}, envr, nil
 }
 
 // adminExit gives the admin package's errors their exit codes: a refusal
-// of ours is bad input (2); the API's 4xx is a refusal (4), its 5xx an
+// of ours, or a set changed by someone else meanwhile, is bad input (2); the API's 4xx is a refusal (4), its 5xx an
 // unavailable service (5).
 func adminExit(err error) error {
 	var ae *admin.APIError
 	switch {
 	case errors.Is(err, admin.ErrInvalidKey), errors.Is(err, admin.ErrKidTaken),
-		errors.Is(err, admin.ErrTooManyKeys), errors.Is(err, admin.ErrKidNotFound):
+		errors.Is(err, admin.ErrTooManyKeys), errors.Is(err, admin.ErrKidNotFound), errors.Is(err, admin.ErrChanged):
 		return usageErr(err)
 	case errors.As(err, &ae) && ae.Status >= 500:
 		return withCode(exitUnavailable, err)
@@ -245,14 +260,16 @@ func writeKeySet(w io.Writer, format, clientID string, set *admin.KeySet) error 
 		return writeJSON(w, out)
 	}
 	if len(out.Keys) == 0 {
-		_, err := fmt.Fprintf(w, "client %s has no registered keys\n", clientID)
+		_, err := fmt.Fprintf(w, "client %s has no registered keys\n", textsafe.Escape(clientID))
 		return err
 	}
-	fmt.Fprintf(w, "client %s: %d key(s); set created %s, last updated %s\n", clientID, len(out.Keys), orDash(out.Created), orDash(out.LastUpdated))
+	fmt.Fprintf(w, "client %s: %d key(s); set created %s, last updated %s\n", textsafe.Escape(clientID), len(out.Keys), orDash(out.Created), orDash(out.LastUpdated))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KID\tALG\tKTY\tSIZE")
+	// The API's values are escaped: a kid with a newline or an escape
+	// sequence could forge a row.
 	for _, k := range out.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", k.Kid, orDash(k.Alg), k.Kty, k.Size)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", textsafe.Escape(k.Kid), orDash(textsafe.Escape(k.Alg)), textsafe.Escape(k.Kty), k.Size)
 	}
 	return tw.Flush()
 }
@@ -262,13 +279,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// mustMarshal is json.Marshal for values that always marshal.
-func mustMarshal(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
 }

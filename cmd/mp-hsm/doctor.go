@@ -14,6 +14,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -72,7 +73,7 @@ func (e *env) doctor(c *cli.Context) error {
 		writeDoctorSummary(e.stdout, rs)
 	}
 	if first := rs.FirstFailure(); first != nil {
-		return withCode(doctorExit(*first), fmt.Errorf("doctor: %d check(s) failed, first %s: %s", rs.Count(doctor.Fail), first.Check, first.Message))
+		return withCode(doctorExit(*first), fmt.Errorf("doctor: %d check(s) failed, first %s: %s", rs.Count(doctor.Fail), first.Check, textsafe.EscapeN(first.Message, maxDoctorText)))
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
 // keyCommand groups the commands that make and equip a key on the token:
@@ -53,9 +54,15 @@ func keyCommand(e *env) *cli.Command {
 				Usage:     "write an issued certificate (and any issuers in FILE) onto the token beside its key",
 				ArgsUsage: "FILE",
 				Description: "FILE holds PEM certificates, the one for a key on the token first or anywhere. It is written\n" +
-					"with the CKA_ID and label of the key whose public key it holds; a certificate that fits no key\n" +
-					"on the token is refused before anything is written.",
-				Flags:  keyFlags(),
+					"with the CKA_ID and label of the key whose public key it holds. The whole file is checked before\n" +
+					"anything is written: a certificate that fits no key and is no CA, one already beside its key, an\n" +
+					"expired or not yet valid one (unless --force), and one for a key that has a certificate from\n" +
+					"another issuer (unless --replace, which removes that one) are refused. A token with several\n" +
+					"certificates for one key sends the first the module lists (see docs/lifecycle.md).",
+				Flags: concat(keyFlags(), []cli.Flag{
+					&cli.BoolFlag{Name: "force", Usage: "write certificates that are expired or not yet valid"},
+					&cli.BoolFlag{Name: "replace", Usage: "remove the key's certificates from other issuers once the new one is written"},
+				}),
 				Action: func(c *cli.Context) error { return e.keyImportCert(c) },
 			},
 		},
@@ -66,10 +73,21 @@ func keyCommand(e *env) *cli.Command {
 // which holds NTRNO-<orgnr> in Norwegian enterprise certificates.
 var oidOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
 
-// csrSubject is the subject key csr asks for.
+// X.520's upper bounds (RFC 5280 appendix A.1) of the subject fields key
+// csr fills: ub-common-name, ub-organization-name and ub-serial-number are
+// 64 characters.
+const (
+	ubCommonName   = 64
+	ubOrganization = 64
+	ubSerialNumber = 64
+)
+
+// csrSubject is the subject key csr asks for. Each field is checked
+// against its X.520 upper bound and refused with a control character
+// (textsafe.Check); C is always NO.
 func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
 	if !grant.ValidOrgNumber(orgNumber) {
-		return pkix.Name{}, usagef("--org-number %q: want the organisation's 9-digit number", orgNumber)
+		return pkix.Name{}, usagef("--org-number %q: want the organisation's 9-digit number", textsafe.EscapeN(orgNumber, 40))
 	}
 	if orgName == "" {
 		return pkix.Name{}, usagef("--org-name is needed (the organisation's name, subject O)")
@@ -79,6 +97,14 @@ func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
 	}
 	if serial == "" {
 		serial = orgNumber
+	}
+	for _, f := range []struct {
+		flag, v string
+		max     int
+	}{{"--org-name", orgName, ubOrganization}, {"--common-name", cn, ubCommonName}, {"--serial-number", serial, ubSerialNumber}} {
+		if err := textsafe.Check(f.flag, f.v, f.max); err != nil {
+			return pkix.Name{}, usageErr(err)
+		}
 	}
 	return pkix.Name{
 		Country:      []string{"NO"},

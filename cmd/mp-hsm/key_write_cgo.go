@@ -3,35 +3,43 @@
 package main
 
 import (
-	"crypto"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
-	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/internal/changelock"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 // writableToken is a token opened read-write and logged in, with its
 // module; close closes both.
 type writableToken struct {
-	mod *hsm.Module
-	tok *hsm.Token
-	ks  *keySetup
+	mod  *hsm.Module
+	tok  *hsm.Token
+	ks   *keySetup
+	lock *changelock.Lock
 }
 
 func (w *writableToken) close() {
 	w.tok.Close()
 	w.mod.Close()
+	w.lock.Unlock()
 }
 
 // openWritable opens the token the key flags choose in a read-write
-// session and logs in: one C_Login, never retried (hsm.Token.Login).
-func (e *env) openWritable(c *cli.Context) (*writableToken, error) {
+// session, takes the token's change lock (waiting, until ctx ends, for
+// another mp-hsm process that changes it), and logs in: one C_Login,
+// never retried (hsm.Token.Login). Everything the command checks on the
+// token and writes to it is done under the lock, so two commands at once
+// cannot both find a label free and both take it.
+func (e *env) openWritable(ctx context.Context, c *cli.Context) (*writableToken, error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
@@ -46,26 +54,56 @@ func (e *env) openWritable(c *cli.Context) (*writableToken, error) {
 		mod.Close()
 		return nil, e.explainKeyError(err)
 	}
+	ti := slot.Token
+	if ti == nil {
+		mod.Close()
+		return nil, withCode(exitToken, fmt.Errorf("slot %d has no token", slot.ID))
+	}
+	lock, err := changelock.Acquire(ctx, "token", ti.Manufacturer, ti.Model, ti.Serial, ti.Label)
+	if err != nil {
+		mod.Close()
+		return nil, err
+	}
 	opts := cfg.TokenOptions()
 	opts.ReadWrite = true
 	tok, err := mod.OpenToken(slot.ID, opts)
 	if err != nil {
 		mod.Close()
+		lock.Unlock()
 		return nil, err
 	}
 	if err := tok.Login(cfg.PIN, cfg.Login); err != nil {
 		tok.Close()
 		mod.Close()
+		lock.Unlock()
 		return nil, explainPINError(err, ks)
 	}
-	return &writableToken{mod: mod, tok: tok, ks: ks}, nil
+	return &writableToken{mod: mod, tok: tok, ks: ks, lock: lock}, nil
 }
+
+// changeContext bounds how long a key command waits for another mp-hsm
+// process's change of the same token: --timeout where the command has
+// it, else 30 s.
+func changeContext(c *cli.Context) (context.Context, context.CancelFunc) {
+	d := c.Duration("timeout")
+	if d <= 0 {
+		d = 30 * time.Second
+	}
+	return context.WithTimeout(c.Context, d)
+}
+
+// maxLabel bounds a new key's CKA_LABEL: PKCS#11 sets none, but cards
+// keep labels short and list prints them in a column.
+const maxLabel = 64
 
 // generateOptions reads --label, --id and --type, before any PIN is asked.
 func generateOptions(c *cli.Context) (hsm.GenerateOptions, error) {
 	o := hsm.GenerateOptions{Label: c.String("label")}
 	if o.Label == "" {
 		return o, usagef("--label is needed: the CKA_LABEL of the new key pair")
+	}
+	if err := textsafe.Check("--label", o.Label, maxLabel); err != nil {
+		return o, usageErr(err)
 	}
 	if h := c.String("id"); h != "" {
 		id, err := hex.DecodeString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(h), ":", ""), "0x"))
@@ -100,7 +138,9 @@ func (e *env) keyGenerate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	w, err := e.openWritable(c)
+	ctx, cancel := changeContext(c)
+	defer cancel()
+	w, err := e.openWritable(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -124,75 +164,4 @@ func (e *env) keyGenerate(c *cli.Context) error {
 	_, err = fmt.Fprintf(e.stdout, "generated %s key pair on the token\nid:    %s\nlabel: %s\nkid:   %s (RFC 7638 thumbprint)\nuse it with: --key-id %s\n",
 		out.Type, out.ID, out.Label, out.Kid, out.ID)
 	return err
-}
-
-// keyImportCert writes the certificates of a file onto the token: each
-// one that holds a key's public key with that key's CKA_ID and label, the
-// others (issuers) with their SubjectKeyId and common name.
-func (e *env) keyImportCert(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return usagef("key import-cert takes one FILE of PEM certificates")
-	}
-	path := c.Args().First()
-	data, err := safefile.Read(path, safefile.MaxCertificates)
-	if err != nil {
-		return usageErr(err)
-	}
-	certs, err := signer.ReadCertificates(data)
-	if err != nil {
-		return usageErr(fmt.Errorf("%s: %w", path, err))
-	}
-	w, err := e.openWritable(c)
-	if err != nil {
-		return err
-	}
-	defer w.close()
-	keys, err := w.tok.Keys()
-	if err != nil {
-		return err
-	}
-	type write struct {
-		i         int
-		id        []byte
-		label     string
-		forKey    bool
-		keyString string
-	}
-	var plan []write
-	matched := false
-	for i, cert := range certs {
-		wr := write{i: i, id: cert.SubjectKeyId, label: cert.Subject.CommonName}
-		for _, k := range keys {
-			if pub, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(cert.PublicKey) {
-				wr = write{i: i, id: k.ID, label: k.Label, forKey: true, keyString: k.String()}
-				matched = true
-				break
-			}
-		}
-		if !wr.forKey && !cert.IsCA {
-			return usagef("%s: certificate %q holds the public key of no key on the token and is not a CA certificate (see mp-hsm list); nothing written", path, cert.Subject.CommonName)
-		}
-		plan = append(plan, wr)
-	}
-	if !matched {
-		return usagef("%s: no certificate in it holds the public key of a key on the token (see mp-hsm list); nothing written", path)
-	}
-	for _, wr := range plan {
-		cert := certs[wr.i]
-		err := w.tok.WriteCertificate(cert, wr.id, wr.label)
-		switch {
-		case errors.Is(err, hsm.ErrObjectExists) && !wr.forKey:
-			continue // an issuer already there
-		case errors.Is(err, hsm.ErrObjectExists):
-			return usageErr(err)
-		case err != nil:
-			return err
-		}
-		if wr.forKey {
-			fmt.Fprintf(e.stdout, "wrote certificate %q beside key %s\n", cert.Subject.CommonName, wr.keyString)
-		} else {
-			fmt.Fprintf(e.stdout, "wrote issuer certificate %q\n", cert.Subject.CommonName)
-		}
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/inspect"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
 type listCert struct {
@@ -199,25 +200,27 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// printList prints the table for people. Each table gets its own
+// printList prints the table for people. Every value from the card
+// (labels, descriptions, certificate names) is escaped and bounded
+// (textsafe.Escape): a label with a newline or a tab could forge a row. Each table gets its own
 // tabwriter, so that columns align within a table and not across slots.
 func (e *env) printList(res listOutput) error {
-	fmt.Fprintf(e.stdout, "Module %s\n", res.Module)
+	fmt.Fprintf(e.stdout, "Module %s\n", textsafe.Escape(res.Module))
 	for _, s := range res.Slots {
 		if s.Token == nil {
 			what := "(no token)"
 			if s.Problem != "" {
-				what = "(token unreadable: " + s.Problem + ")"
+				what = "(token unreadable: " + textsafe.Escape(s.Problem) + ")"
 			}
-			fmt.Fprintf(e.stdout, "\nSlot %d  %s  %s\n", s.ID, s.Description, what)
+			fmt.Fprintf(e.stdout, "\nSlot %d  %s  %s\n", s.ID, textsafe.Escape(s.Description), what)
 			continue
 		}
 		t := s.Token
 		if t.Note == noteUninitialised {
-			fmt.Fprintf(e.stdout, "\nSlot %d  %s  (%s)\n", s.ID, s.Description, noteUninitialised)
+			fmt.Fprintf(e.stdout, "\nSlot %d  %s  (%s)\n", s.ID, textsafe.Escape(s.Description), noteUninitialised)
 			continue
 		}
-		fmt.Fprintf(e.stdout, "\nSlot %d  token %q  serial %s  %s %s\n", s.ID, t.Label, t.Serial, t.Manufacturer, t.Model)
+		fmt.Fprintf(e.stdout, "\nSlot %d  token \"%s\"  serial %s  %s %s\n", s.ID, textsafe.Escape(t.Label), textsafe.Escape(t.Serial), textsafe.Escape(t.Manufacturer), textsafe.Escape(t.Model))
 		fmt.Fprintf(e.stdout, "  flags: %s\n", strings.Join(t.Flags, ", "))
 		if t.Note != "" {
 			fmt.Fprintf(e.stdout, "  note: %s\n", t.Note)
@@ -230,14 +233,14 @@ func (e *env) printList(res listOutput) error {
 				if k.Bits > 0 {
 					typ = fmt.Sprintf("%s %d", k.Type, k.Bits)
 				}
-				cert := k.Certificate
+				cert := textsafe.Escape(k.Certificate)
 				if cert == "" {
 					cert = "-"
 				}
 				if k.Authentication {
 					cert += " [authentication]"
 				}
-				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\n", k.ID, dash(k.Label), typ, yesNo(k.CanSign), yesNo(k.AlwaysAuthenticate), cert)
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\n", k.ID, dash(textsafe.Escape(k.Label)), typ, yesNo(k.CanSign), yesNo(k.AlwaysAuthenticate), cert)
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -247,7 +250,7 @@ func (e *env) printList(res listOutput) error {
 			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "\n  CERT ID\tSUBJECT\tORG NR\tISSUER\tENV\tVALID UNTIL\tDAYS LEFT\n")
 			for _, c := range t.Certificates {
-				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\n", c.ID, dash(c.CommonName), dash(c.OrgNumber), c.Issuer, dash(c.Environment), c.NotAfter.Format("2006-01-02"), c.DaysLeft)
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\t%d\n", c.ID, dash(textsafe.Escape(c.CommonName)), dash(c.OrgNumber), textsafe.Escape(c.Issuer), dash(c.Environment), c.NotAfter.Format("2006-01-02"), c.DaysLeft)
 			}
 			if err := w.Flush(); err != nil {
 				return err

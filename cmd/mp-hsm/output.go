@@ -14,6 +14,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
 // This file decides the commands' output formats: the --output flags, the
@@ -98,18 +99,22 @@ func (e *env) colourOK() bool {
 var doctorColours = map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}
 
 // writeDoctorLine writes one check as a line of text: status, check,
-// message, and for a warning or failure its hint.
+// message, and for a warning or failure its hint. Messages quote the card,
+// certificates and APIs, so they are escaped (one line each) and bounded.
+// maxDoctorText is the bound; error chains and hints run long.
 func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
 	status := fmt.Sprintf("%-4s", r.Status)
 	if colour {
 		status = "\x1b[" + doctorColours[r.Status] + "m" + status + "\x1b[0m"
 	}
-	line := fmt.Sprintf("%s  %-13s  %s", status, r.Check, r.Message)
+	line := fmt.Sprintf("%s  %-13s  %s", status, r.Check, textsafe.EscapeN(r.Message, maxDoctorText))
 	if r.Hint != "" && (r.Status == doctor.Warn || r.Status == doctor.Fail) {
-		line += "  hint: " + r.Hint
+		line += "  hint: " + textsafe.EscapeN(r.Hint, maxDoctorText)
 	}
 	fmt.Fprintln(w, line)
 }
+
+const maxDoctorText = 2000
 
 // writeDoctorSummary writes the last line of the doctor's text.
 func writeDoctorSummary(w io.Writer, rs doctor.Results) {

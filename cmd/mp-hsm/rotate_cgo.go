@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
-	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 )
 
@@ -27,10 +27,49 @@ type rotatedJSON struct {
 	Removed  string `json:"removed,omitempty"`
 }
 
-// adminRotate generates a key, registers it beside the client's keys,
-// proves it with a token, and removes --remove. The token is opened
-// read-write and logged in once; the self-service client signs with the
-// key the key flags choose, on the same login.
+// tokenKey is admin.NewKey on a token opened read-write, logged in, with
+// its change lock held: the token side of admin.Client.Rotate.
+type tokenKey struct {
+	tok  *hsm.Token
+	opts hsm.GenerateOptions
+	key  *hsm.Key // once generated
+}
+
+// Check refuses a label or id the token has (hsm.ErrObjectExists).
+func (k *tokenKey) Check() error {
+	if err := k.tok.CheckFree(k.opts.Label, k.opts.ID); err != nil {
+		return usageErr(fmt.Errorf("%w\nchoose another --label or --id; nothing was changed", err))
+	}
+	return nil
+}
+
+// Generate makes the key pair.
+func (k *tokenKey) Generate() (crypto.PublicKey, error) {
+	key, err := k.tok.GenerateKey(k.opts)
+	if errors.Is(err, hsm.ErrObjectExists) {
+		return nil, usageErr(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k.key = key
+	return key.Public(), nil
+}
+
+// Undo names the tool that deletes the new key: mp-hsm writes keys but
+// deletes none.
+func (k *tokenKey) Undo() string {
+	id := fmt.Sprintf("%x", k.opts.ID)
+	if k.key != nil {
+		id = k.key.Info().IDHex()
+	}
+	return fmt.Sprintf("pkcs11-tool --login --delete-object --type privkey --id %s (and --type pubkey)", id)
+}
+
+// adminRotate runs admin.Client.Rotate with a key made on the token. The
+// token is opened read-write, locked against other mp-hsm processes and
+// logged in once; the self-service client signs with the key the key
+// flags choose, on the same login.
 func (e *env) adminRotate(c *cli.Context) error {
 	format, err := outputFormat(c, "text", "json")
 	if err != nil {
@@ -50,12 +89,17 @@ func (e *env) adminRotate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkAdminAPI(c); err != nil {
+		return err
+	}
 	if err := preflight(c); err != nil {
 		return err
 	}
-	w, err := e.openWritable(c)
+	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	defer cancel()
+	w, err := e.openWritable(ctx, c)
 	if err != nil {
-		return err
+		return timedOut(ctx, c, err)
 	}
 	defer w.close()
 	authKey, err := w.tok.FindKey(w.ks.cfg.Key)
@@ -66,64 +110,36 @@ func (e *env) adminRotate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-	defer cancel()
 	api, envr, err := e.adminAPI(ctx, c, adminID, self)
 	if err != nil {
 		return timedOut(ctx, c, err)
 	}
-
-	key, err := w.tok.GenerateKey(opts)
-	if errors.Is(err, hsm.ErrObjectExists) {
-		return usageErr(fmt.Errorf("%w\nchoose another --label or --id; nothing was changed", err))
-	}
-	if err != nil {
-		return fmt.Errorf("%w\nnothing was changed", err)
-	}
-	info := key.Info()
-	kid, err := signer.Thumbprint(key.Public())
-	if err != nil {
-		return err
-	}
-	out := rotatedJSON{ClientID: clientID, ID: info.IDHex(), Label: info.Label, Type: opts.Spec.String(), Kid: kid}
-	state := func(err error, what string) error {
-		return fmt.Errorf("%w\n%s", err, what)
-	}
-	j, err := signer.PublicJWK(key.Public(), "", kid)
-	if err != nil {
-		return state(err, fmt.Sprintf("the new key (--key-id %s) is on the token; client %s is unchanged", out.ID, clientID))
-	}
-	jk, err := admin.ParseKeys(mustMarshal(j))
-	if err != nil {
-		return err
-	}
-	if _, err := api.Add(ctx, clientID, jk...); err != nil {
-		return timedOut(ctx, c, adminExit(state(err, fmt.Sprintf("the new key (--key-id %s) is on the token but not registered; client %s is unchanged", out.ID, clientID))))
-	}
-	ns, err := p11.New(key, p11.Options{})
-	if err != nil {
-		return err
-	}
-	cfg := &grant.Config{ClientID: clientID, Signer: ns, KeyID: kid, Algorithm: c.String("alg"), Environment: envr,
-		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}
-	if _, err := cfg.Exchange(ctx, grant.Request{Scopes: c.StringSlice("scope")}); err != nil {
-		return timedOut(ctx, c, state(err, fmt.Sprintf("the new key %s is registered on client %s beside its other keys, but a token with it failed; "+
-			"nothing was removed (mp-hsm admin keys remove --client-id %s --kid %s takes the new one away)", kid, clientID, clientID, kid)))
-	}
-	if old := c.String("remove"); old != "" {
-		if _, err := api.Remove(ctx, clientID, old); err != nil {
-			return timedOut(ctx, c, adminExit(state(err, fmt.Sprintf("the new key %s is registered and works (--key-id %s --kid %s); the old key %s is still registered", kid, out.ID, kid, old))))
+	nk := &tokenKey{tok: w.tok, opts: opts}
+	prove := func(ctx context.Context, kid string) error {
+		ns, err := p11.New(nk.key, p11.Options{})
+		if err != nil {
+			return err
 		}
-		out.Removed = old
+		cfg := &grant.Config{ClientID: clientID, Signer: ns, KeyID: kid, Algorithm: c.String("alg"), Environment: envr,
+			AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}
+		_, err = cfg.Exchange(ctx, grant.Request{Scopes: c.StringSlice("scope")})
+		return err
 	}
+	res, err := api.Rotate(ctx, admin.Rotation{ClientID: clientID, Key: nk, Prove: prove, Remove: c.String("remove")})
+	if err != nil {
+		return timedOut(ctx, c, adminExit(err))
+	}
+	info := nk.key.Info()
+	out := rotatedJSON{ClientID: clientID, ID: info.IDHex(), Label: info.Label, Type: opts.Spec.String(), Kid: res.Kid, Removed: res.Removed}
 	if format == "json" {
 		return writeJSON(e.stdout, out)
 	}
 	fmt.Fprintf(e.stdout, "new %s key on the token: id %s, label %s\nregistered on client %s as kid %s, and a token with it was issued\n",
-		out.Type, out.ID, out.Label, clientID, kid)
+		out.Type, out.ID, out.Label, clientID, out.Kid)
 	if out.Removed != "" {
 		fmt.Fprintf(e.stdout, "removed kid %s from client %s\n", out.Removed, clientID)
 	}
-	_, err = fmt.Fprintf(e.stdout, "use it with: --key-id %s --kid %s\n", out.ID, kid)
+	fmt.Fprintf(e.stdout, "client %s now has (read back from the API): %s\n", clientID, strings.Join(res.Set.Kids(), ", "))
+	_, err = fmt.Fprintf(e.stdout, "use it with: --key-id %s --kid %s\n", out.ID, out.Kid)
 	return err
 }

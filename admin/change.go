@@ -1,0 +1,126 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mp-hsm/mp-hsm/internal/changelock"
+)
+
+// ErrChanged: the set read back after a write is neither the set written
+// nor the set before it: something else changed the client's keys at the
+// same time (a process that does not take the change lock, or a person in
+// Samarbeidsportalen).
+var ErrChanged = errors.New("the key set changed under us")
+
+// readBackTimeout bounds the read that follows a write, also when the
+// write used up the caller's deadline.
+const readBackTimeout = 10 * time.Second
+
+// ChangeError is a change of a client's key set that failed, or whose
+// answer was lost, with the set read back from the API afterwards. Err
+// says what failed; State is the set as the API has it now (nil when it
+// could not be read, then ReadErr says why); Next is the command that
+// undoes or completes the change, when one is needed.
+type ChangeError struct {
+	ClientID string
+	Err      error
+	State    *KeySet
+	ReadErr  error
+	Next     string
+}
+
+// Error says what failed, the real state and what to do.
+func (e *ChangeError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Err.Error())
+	if e.State != nil {
+		fmt.Fprintf(&b, "\nread back from the API: client %s has %d key(s): %s", e.ClientID, len(e.State.Keys), e.State.kidList())
+	} else {
+		fmt.Fprintf(&b, "\nthe client's keys could not be read back (%v): see them with mp-hsm admin keys list --client-id %s", e.ReadErr, e.ClientID)
+	}
+	if e.Next != "" {
+		b.WriteString("\n" + e.Next)
+	}
+	return b.String()
+}
+
+// Unwrap returns Err.
+func (e *ChangeError) Unwrap() error { return e.Err }
+
+// Lock takes the change lock of clientID's key set at this API, which
+// every mp-hsm process takes before it reads a set to change it (see
+// internal/changelock): Add, Remove and Rotate take it themselves. It
+// waits while another process holds it, until ctx ends.
+func (c *Client) Lock(ctx context.Context, clientID string) (*changelock.Lock, error) {
+	base := strings.TrimSuffix(c.BaseURL, "/")
+	l, err := changelock.Acquire(ctx, "key-set", base, clientID)
+	if err != nil {
+		return nil, fmt.Errorf("admin: client %s: %w", clientID, err)
+	}
+	return l, nil
+}
+
+// write replaces clientID's set, read as before, with keys (the lock
+// held), and reads it back. A write that failed or whose answer was lost
+// is judged by the set read back: if it is keys, the change was made and
+// write returns it; otherwise a *ChangeError. op is "add" or "remove", for
+// the command that completes the change.
+func (c *Client) write(ctx context.Context, clientID string, before *KeySet, keys []Key, op string) (*KeySet, error) {
+	var err error
+	if len(keys) == 0 {
+		err = c.do(ctx, http.MethodDelete, clientID, nil, nil)
+	} else {
+		raws := make([]json.RawMessage, len(keys))
+		for i, k := range keys {
+			raws[i] = k.Raw
+		}
+		body, merr := json.Marshal(map[string]any{"keys": raws})
+		if merr != nil {
+			return nil, fmt.Errorf("admin: %w", merr)
+		}
+		err = c.do(ctx, http.MethodPost, clientID, body, nil)
+	}
+	// Read back even when the write failed: an answer lost on the way
+	// back says nothing of what the API did. The read gets its own
+	// context, so that a deadline that cut the write short still lets it
+	// report the truth.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
+	defer cancel()
+	got, rerr := c.List(rctx, clientID)
+	want := kidsOf(keys)
+	switch {
+	case rerr == nil && sameKids(got.Kids(), want):
+		return got, nil // done, whatever the write's answer said
+	case err == nil && rerr != nil:
+		err = fmt.Errorf("admin: the change was sent and answered, but reading it back failed")
+	case err == nil:
+		err = fmt.Errorf("admin: client %s: wrote the keys %s but read back %s: %w", clientID,
+			strings.Join(want, ", "), got.kidList(), ErrChanged)
+	}
+	ce := &ChangeError{ClientID: clientID, Err: err, State: got, ReadErr: rerr}
+	if rerr == nil && sameKids(got.Kids(), before.Kids()) {
+		ce.Next = fmt.Sprintf("nothing was changed; to try again: mp-hsm admin keys %s --client-id %s ...", op, clientID)
+	}
+	return nil, ce
+}
+
+// sameKids reports whether a and b hold the same kids, in any order.
+func sameKids(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
+}
+
+// kidsOf returns the kids of keys, in order.
+func kidsOf(keys []Key) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.Kid
+	}
+	return out
+}

@@ -1,0 +1,171 @@
+package admin
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"fmt"
+
+	"github.com/mp-hsm/mp-hsm/signer"
+)
+
+// NewKey is the token side of a rotation: the key pair Rotate has made
+// there. mp-hsm fills it from hsm (a read-write token, logged in, its
+// change lock held); admin knows nothing of PKCS#11.
+type NewKey interface {
+	// Check refuses, before anything is changed, a key that cannot be
+	// made (a label or id the token already has).
+	Check() error
+	// Generate makes the key pair and returns its public key.
+	Generate() (crypto.PublicKey, error)
+	// Undo is the command that removes the made key from the token, for
+	// messages.
+	Undo() string
+}
+
+// Rotation is what Rotate does.
+type Rotation struct {
+	// ClientID is the client whose key is rotated.
+	ClientID string
+	// Key makes the new key.
+	Key NewKey
+	// Prove gets a token for ClientID with the new key, sent with kid: the
+	// old key is removed only once it succeeds.
+	Prove func(ctx context.Context, kid string) error
+	// Remove is the kid of the key to remove once the new one works; empty
+	// for none.
+	Remove string
+}
+
+// Rotated is what a rotation did, read back from the API.
+type Rotated struct {
+	Kid     string  // the new key's kid (its RFC 7638 thumbprint)
+	Removed string  // the kid removed, if any
+	Set     *KeySet // the client's keys after it, as the API has them
+}
+
+// Rotate makes a new key, registers it beside ClientID's keys, proves it
+// with a token, and then removes r.Remove. Everything that can be checked
+// before the first change is checked first, with no key made: the API
+// answers with the client's set and gives a token that may change it, the
+// set has room for one more key (MaxKeys), r.Remove is registered
+// (ErrKidNotFound), and r.Key.Check passes. The client's change lock is
+// held throughout, so another mp-hsm process cannot change the set in
+// between. After a failure the set is read back and the error, a
+// *ChangeError, holds the real state and the command that undoes or
+// completes the rotation.
+func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
+	l, err := c.Lock(ctx, r.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Unlock()
+	set, err := c.List(ctx, r.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Remove != "" && !set.has(r.Remove) {
+		_, err := without(r.ClientID, set, r.Remove)
+		return nil, err
+	}
+	if len(set.Keys) >= MaxKeys {
+		return nil, fmt.Errorf("admin: client %s has %d keys (%s), the most it may have, and the new key is registered before the old is removed: remove one first (mp-hsm admin keys remove --client-id %s --kid KID): %w",
+			r.ClientID, len(set.Keys), set.kidList(), r.ClientID, ErrTooManyKeys)
+	}
+	if err := c.canWrite(); err != nil {
+		return nil, err
+	}
+	if err := r.Key.Check(); err != nil {
+		return nil, err
+	}
+
+	pub, err := r.Key.Generate()
+	if err != nil {
+		return nil, fmt.Errorf("%w\nnothing was changed", err)
+	}
+	kid, err := signer.Thumbprint(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
+	}
+	key, err := publicKey(pub, kid)
+	if err != nil {
+		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
+	}
+	if err := checkAdd(r.ClientID, set, []Key{key}); err != nil {
+		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
+	}
+	set, err = c.write(ctx, r.ClientID, set, append(set.Keys, key), "add")
+	if err != nil {
+		return nil, withNext(err, fmt.Sprintf("the new key %s is on the token but not registered; register it with mp-hsm jwk --kid %s | mp-hsm admin keys add --client-id %s -, or remove it with %s",
+			kid, kid, r.ClientID, r.Key.Undo()))
+	}
+	out := &Rotated{Kid: kid, Set: set}
+	if err := r.Prove(ctx, kid); err != nil {
+		return nil, &ChangeError{ClientID: r.ClientID, State: c.readBack(ctx, r.ClientID),
+			Err:  fmt.Errorf("the new key %s is registered on client %s, but a token with it failed; nothing was removed: %w", kid, r.ClientID, err),
+			Next: fmt.Sprintf("mp-hsm admin keys remove --client-id %s --kid %s takes the new one away", r.ClientID, kid)}
+	}
+	if r.Remove != "" {
+		keep, err := without(r.ClientID, set, r.Remove)
+		if err == nil {
+			set, err = c.write(ctx, r.ClientID, set, keep, "remove")
+		}
+		if err != nil {
+			return nil, withNext(err, fmt.Sprintf("the new key %s is registered and works; the old key %s is still registered: mp-hsm admin keys remove --client-id %s --kid %s completes the rotation",
+				kid, r.Remove, r.ClientID, r.Remove))
+		}
+		out.Removed, out.Set = r.Remove, set
+	}
+	return out, nil
+}
+
+// canWrite gets a token of the scope that changes a set, so that missing
+// rights show before a key is made.
+func (c *Client) canWrite() error {
+	ts := c.Write
+	if ts == nil {
+		ts = c.Read
+	}
+	if ts == nil {
+		return fmt.Errorf("admin: no token source for the self-service client")
+	}
+	if _, err := ts.Token(); err != nil {
+		return fmt.Errorf("admin: a token to change keys (scope %s) for the self-service client: %w", ScopeWrite, err)
+	}
+	return nil
+}
+
+// readBack lists clientID's keys for a report, nil if that fails.
+func (c *Client) readBack(ctx context.Context, clientID string) *KeySet {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
+	defer cancel()
+	set, _ := c.List(rctx, clientID)
+	return set
+}
+
+// withNext sets the command that completes the change on a *ChangeError,
+// or adds it to another error.
+func withNext(err error, next string) error {
+	if ce, ok := err.(*ChangeError); ok {
+		ce.Next = next
+		return ce
+	}
+	return fmt.Errorf("%w\n%s", err, next)
+}
+
+// publicKey is pub as a Key with kid and use sig.
+func publicKey(pub crypto.PublicKey, kid string) (Key, error) {
+	j, err := signer.PublicJWK(pub, "", kid)
+	if err != nil {
+		return Key{}, err
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return Key{}, err
+	}
+	k, err := ParseKey(b)
+	if err != nil {
+		return Key{}, err
+	}
+	return k, CheckKey(k)
+}
