@@ -162,8 +162,13 @@ func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	return m, nil
 }
 
-// check validates the consent's id and from, as *ValidationErrors for the
-// fields consent_id and consent_from. A from is shown masked (MaskParty).
+// Validate reports whether c can be sent: zero, or an ID that is a UUID
+// and a From of one of the two URN forms whose number has valid check
+// digits. The error is a *ValidationError for the field consent_id or
+// consent_from, with a person's number masked (MaskParty).
+func (c Consent) Validate() error { return c.check() }
+
+// check is Validate.
 func (c Consent) check() error {
 	switch {
 	case c.ID == "" && c.From == "":
