@@ -1,11 +1,20 @@
 package main
 
 import (
+	"context"
+	"crypto/x509"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
@@ -152,5 +161,106 @@ func TestE2EEmulateConsent(t *testing.T) {
 	e2eWantFail(t, res, exitUsage, "--consent", "010190*****")
 	if strings.Contains(res.stderr, "01019012481") {
 		t.Errorf("emulate --consent shows the identity number:\n%s", res)
+	}
+}
+
+// TestServeConsent runs `mp-hsm serve --config` as a process on SoftHSM2
+// with the emulator: a client whose authorization-types list
+// urn:altinn:consent gets a consent token for a caller's
+// authorization_details; a client without the key is refused; the audit
+// log and stderr hold the consent id but not the identity number.
+func TestServeConsent(t *testing.T) {
+	ca, err := softhsm.NewCA(softhsm.EnvTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := softhsm.NewWithKey(t, ca, softhsm.KeyOptions{Label: "serve"}, softhsm.LeafOptions{})
+	fnr := "01019012480"
+	from := grant.PersonURNPrefix + fnr
+	emu := emulator.NewTest(t, emulator.Config{
+		Roots:    []*x509.Certificate{ca.Root},
+		Clients:  []emulator.Client{{ID: "bank-mp", OrgNumber: softhsm.DefaultOrgNumber, Scopes: []string{"altinn:consentrequests.read"}}},
+		Consents: []emulator.Consent{{ID: e2eConsentID, From: from, To: softhsm.DefaultOrgNumber}},
+		Logf:     func(string, ...any) {},
+	})
+	dir, err := os.MkdirTemp("", "mphsm") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock, audit, conf := filepath.Join(dir, "s.sock"), filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "mp-hsm.toml")
+	uid := os.Getuid()
+	config := fmt.Sprintf(`module = %q
+token-serial = %q
+issuer = %q
+token-endpoint = %q
+listen = ["unix:%s"]
+audit-log = %q
+
+[[client]]
+name = "bank"
+client-id = "bank-mp"
+users = [%d]
+authorization-types = ["urn:altinn:consent"]
+
+[[client]]
+name = "plain"
+client-id = "bank-mp"
+users = [%d]
+`, tok.Module, tok.Serial, emu.Issuer(), emu.TokenURL(), sock, audit, uid, uid)
+	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := testexec.Command(t, 2*time.Minute, binary(t), "serve", "--config", conf)
+	cmd.Env = testexec.Env(dir, "SOFTHSM2_CONF="+tok.Config, "MP_HSM_PIN="+tok.PIN)
+	stderr := &testexec.Buffer{}
+	cmd.Stderr = stderr
+	p := testexec.Start(t, cmd)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve made no socket within 30 s; stderr: %s", stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	form := func(client string) url.Values {
+		return url.Values{"grant_type": {"client_credentials"}, "scope": {"altinn:consentrequests.read"}, "client_id": {client},
+			"authorization_details": {`[{"type":"urn:altinn:consent","id":"` + e2eConsentID + `","from":"` + from + `"}]`}}
+	}
+	a := servePost(t, c, "http://mp-hsm/token", form("bank"), "", "")
+	if a.status != 200 || a.AccessToken == "" {
+		t.Fatalf("bank: %+v; stderr: %s", a, stderr)
+	}
+	claims := jwt.MapClaims{}
+	if _, err := jwt.ParseWithClaims(a.AccessToken, claims, func(*jwt.Token) (any, error) { return emu.PublicKey(), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if ad, _ := claims["authorization_details"].([]any); len(ad) != 1 || ad[0].(map[string]any)["id"] != e2eConsentID {
+		t.Errorf("authorization_details = %v", claims["authorization_details"])
+	}
+	if a := servePost(t, c, "http://mp-hsm/token", form("plain"), "", ""); a.status != 400 || a.Error != "invalid_authorization_details" {
+		t.Errorf("plain: %+v, want 400 invalid_authorization_details", a)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.Err(); err != nil {
+		t.Errorf("serve after SIGTERM: %v; stderr: %s", err, stderr)
+	}
+	log, err := os.ReadFile(audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), `"consent_id":["`+e2eConsentID+`"]`) || !strings.Contains(string(log), fnr[:6]+"*****") {
+		t.Errorf("audit log lacks the consent id or the masked from:\n%s", log)
+	}
+	for what, s := range map[string]string{"audit log": string(log), "stderr": stderr.String()} {
+		if strings.Contains(s, fnr) {
+			t.Errorf("the %s holds the identity number:\n%s", what, s)
+		}
 	}
 }
