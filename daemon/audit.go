@@ -20,7 +20,8 @@ import (
 // answered token request, saying who asked (the unix socket peer's uid,
 // gid, pid and executable, or the TCP address), for which client, for
 // what (scope, resource, consumer_org, system_user_org, the pid claim
-// masked), and how it ended: outcome issued, cached, refused (4xx) or
+// masked, the authorization_details types and a consent's id and from,
+// a person's number masked), and how it ended: outcome issued, cached, refused (4xx) or
 // failed (5xx), the HTTP status and the OAuth 2 error. It never holds a
 // token, grant, PIN or secret. Lines are written whole, one write each,
 // so that a file opened with O_APPEND keeps them whole. Safe for
@@ -269,6 +270,7 @@ func (a *answer) appendAudit(b []byte, r *http.Request, outcome string) []byte {
 		if q.PID != "" {
 			b = appendField(b, "pid", grant.MaskPID(excerpt(q.PID)))
 		}
+		b = appendDetails(b, a.req.details)
 		if a.req.altinn {
 			b = append(b, `,"altinn":true`...)
 		}
@@ -290,6 +292,26 @@ func (a *answer) appendAudit(b []byte, r *http.Request, outcome string) []byte {
 		b = appendField(b, "error_description", a.oe.description)
 	}
 	return append(b, "}\n"...)
+}
+
+// appendDetails appends the types of the request's authorization_details
+// and, for consents, their ids and froms, a person's number masked
+// (grant.MaskParty).
+func appendDetails(b []byte, details []grant.AuthorizationDetail) []byte {
+	if len(details) == 0 {
+		return b
+	}
+	var types, ids, froms []string
+	for _, d := range details {
+		types = append(types, d.Type)
+		if d.Type == grant.ConsentType {
+			ids = append(ids, d.Consent.ID)
+			froms = append(froms, grant.MaskParty(d.Consent.From))
+		}
+	}
+	b = appendList(b, "authorization_types", types)
+	b = appendList(b, "consent_id", ids)
+	return appendList(b, "consent_from", froms)
 }
 
 // appendField appends ,"name":"value" unless value is empty.

@@ -200,6 +200,7 @@ func TestMetadata(t *testing.T) {
 			"grant_types_supported":                 []any{"client_credentials"},
 			"token_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post"},
 			"response_types_supported":              []any{},
+			"authorization_details_types_supported": []any{}, // no client allows any
 		}
 		if !jsonEqual(m, want) {
 			t.Fatalf("GET %s over TCP: %v, want %v", path, m, want)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -30,6 +31,13 @@ type Client struct {
 	// this client, written as Config.AllowedScopes. If empty,
 	// Config.AllowedScopes applies.
 	Scopes []string
+
+	// AuthorizationTypes are the RFC 9396 authorization_details types
+	// callers may send for this client (form parameter
+	// authorization_details), such as "urn:altinn:consent". Exact types
+	// only. If empty, none: a request with authorization_details is
+	// refused.
+	AuthorizationTypes []string
 
 	// Users and Groups admit callers on a unix socket: a user by name or
 	// uid; a group by name or gid, the caller's primary group or one of
@@ -61,6 +69,7 @@ type Client struct {
 type client struct {
 	Client
 	policy     *listPolicy
+	authzTypes map[string]bool // AuthorizationTypes; empty allows none
 	uids, gids map[uint32]bool
 	anyUnix    bool // the implicit client of a Config without Clients
 	idHash     [32]byte
@@ -137,13 +146,21 @@ func resolveClients(cfg Config) ([]*client, error) {
 		if err := checkList(where+": scopes", cl.Scopes, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
 			return nil, err
 		}
+		if err := checkList(where+": authorization-types", cl.AuthorizationTypes, grant.ValidScope, "an authorization_details type such as urn:altinn:consent"); err != nil {
+			return nil, err
+		}
 		if len(cl.Users) == 0 && len(cl.Groups) == 0 && cl.Secret == "" {
 			return bad("%s admits nobody: give users or groups (unix socket callers), or a secret (TCP callers)", where)
 		}
 		if cl.KeyID == "" && cl.OpenKey == nil {
 			cl.KeyID = cfg.Grant.KeyID
 		}
-		c := &client{Client: cl, uids: map[uint32]bool{}, gids: map[uint32]bool{}}
+		c := &client{Client: cl, uids: map[uint32]bool{}, gids: map[uint32]bool{}, authzTypes: map[string]bool{}}
+		for _, a := range cl.AuthorizationTypes {
+			for _, typ := range splitList(a) {
+				c.authzTypes[typ] = true
+			}
+		}
 		c.policy = newListPolicy(cfg.AllowedScopes)
 		if len(cl.Scopes) > 0 {
 			c.policy = newListPolicy(cl.Scopes)

@@ -6,7 +6,8 @@
 // The daemon is a drop-in token URL for any OAuth 2 client library: POST
 // /token takes a client-credentials form (grant_type=client_credentials,
 // scope, and optional resource, consumer_org, pid, system_user_org,
-// altinn=true) and answers in Maskinporten's token-response shape, with
+// altinn=true, and authorization_details (RFC 9396) for a client whose
+// Client.AuthorizationTypes list its types) and answers in Maskinporten's token-response shape, with
 // expires_in counted down to what is left of the cached token. Errors are
 // OAuth 2 error objects (RFC 6749 section 5.2).
 //

@@ -173,6 +173,22 @@ func (r *request) attrs() []slog.Attr {
 	if r.req.SystemUserOrg != "" {
 		a = append(a, slog.String("system_user_org", r.req.SystemUserOrg))
 	}
+	if len(r.req.AuthorizationDetails) > 0 {
+		// The types and consent ids only: a consent's from may be a
+		// person's identity number.
+		var types, ids []string
+		details, _ := grant.ParseAuthorizationDetails(r.req.AuthorizationDetails)
+		for _, d := range details {
+			types = append(types, d.Type)
+			if d.Consent.ID != "" {
+				ids = append(ids, d.Consent.ID)
+			}
+		}
+		a = append(a, slog.String("authorization_types", strings.Join(types, " ")))
+		if len(ids) > 0 {
+			a = append(a, slog.String("consent_id", strings.Join(ids, " ")))
+		}
+	}
 	if r.altinn {
 		a = append(a, slog.Bool("altinn", true))
 	}

@@ -13,9 +13,10 @@ import (
 
 // tokenRequest is a parsed request and its cache key.
 type tokenRequest struct {
-	req    grant.Request
-	altinn bool
-	key    []byte // "mp" or "altinn", then the fields, separated by NUL
+	req     grant.Request
+	details []grant.AuthorizationDetail // of req.AuthorizationDetails, for the audit trail
+	altinn  bool
+	key     []byte // "mp" or "altinn", then the fields, separated by NUL
 }
 
 // mpKey is the key of the request's Maskinporten token.
@@ -42,7 +43,7 @@ func isForm(ct string) bool {
 // The key starts with the kind ("mp" or "altinn") and the client's name.
 func parseRequest(form url.Values, cl *client, resPolicy *listPolicy, buf []byte) (*tokenRequest, error) {
 	policy := cl.policy
-	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "altinn", "client_id", "client_secret"} {
+	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "authorization_details", "altinn", "client_id", "client_secret"} {
 		if len(form[name]) > 1 {
 			return nil, badRequest(errInvalidRequest, "the parameter "+name+" is given more than once")
 		}
@@ -96,6 +97,11 @@ func parseRequest(form url.Values, cl *client, resPolicy *listPolicy, buf []byte
 		PID:           form.Get("pid"),
 		SystemUserOrg: form.Get("system_user_org"),
 	}}
+	if raw := form.Get("authorization_details"); raw != "" {
+		if err := tr.authorizationDetails(raw, cl); err != nil {
+			return nil, err
+		}
+	}
 	switch v := form.Get("altinn"); v {
 	case "", "false", "0":
 		buf = append(buf, "mp"...)
@@ -120,8 +126,36 @@ func parseRequest(form url.Values, cl *client, resPolicy *listPolicy, buf []byte
 		buf = append(buf, 0)
 		buf = append(buf, v...)
 	}
+	buf = append(buf, 0)
+	buf = append(buf, tr.req.AuthorizationDetails...)
 	tr.key = buf
 	return tr, nil
+}
+
+// authorizationDetails checks the authorization_details parameter (RFC
+// 9396) with grant.ParseAuthorizationDetails, and that the client's
+// authorization-types list each element's type: none are allowed unless
+// listed.
+func (tr *tokenRequest) authorizationDetails(raw string, cl *client) error {
+	details, err := grant.ParseAuthorizationDetails([]byte(raw))
+	if err != nil {
+		var ve *grant.ValidationError
+		if errors.As(err, &ve) {
+			return badRequest(errInvalidAuthzDetails, "invalid authorization_details: "+ve.Reason)
+		}
+		return badRequest(errInvalidAuthzDetails, "invalid authorization_details")
+	}
+	for _, d := range details {
+		if !cl.authzTypes[d.Type] {
+			if cl.anyUnix {
+				return badRequest(errInvalidAuthzDetails, "authorization_details of type "+strconv.Quote(excerpt(d.Type))+" is not allowed: a daemon without [[client]] tables allows none")
+			}
+			return badRequest(errInvalidAuthzDetails, "authorization_details of type "+strconv.Quote(excerpt(d.Type))+" is not allowed for the client '"+cl.Name+"' (its authorization-types)")
+		}
+	}
+	tr.req.AuthorizationDetails = []byte(raw)
+	tr.details = details
+	return nil
 }
 
 // validate checks the claims as grant.Request.Validate does, as OAuth 2
@@ -143,8 +177,11 @@ func (tr *tokenRequest) validate() error {
 			code = errInvalidScope
 		}
 		field := ve.Field
-		if field == "systemuser_org" {
+		switch field {
+		case "systemuser_org":
 			field = "system_user_org"
+		case "authorization_details":
+			code = errInvalidAuthzDetails
 		}
 		return badRequest(code, "invalid "+field+": "+ve.Reason)
 	}

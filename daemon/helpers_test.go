@@ -181,6 +181,7 @@ func newEmulator(t testing.TB, lifetime time.Duration) *emulator.Server {
 			DelegatedBy:    []string{consumer},
 			SystemUserOrgs: []string{sysUserOrg},
 		}},
+		Consents:      []emulator.Consent{{ID: testConsentID, From: testConsentFrom, To: testOrg}},
 		TokenLifetime: lifetime,
 		Key:           shared.emuKey,
 		Logf:          func(string, ...any) {}, // the daemon's log tells the story

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"slices"
 )
 
 // The paths of the authorization server metadata: RFC 8414's, and OpenID
@@ -28,6 +29,9 @@ type metadata struct {
 	// ResponseTypes is required by RFC 8414; the daemon has no
 	// authorization endpoint, so it supports none.
 	ResponseTypes []string `json:"response_types_supported"`
+	// AuthzTypes are the authorization_details types (RFC 9396 section
+	// 10) some client's authorization-types allow.
+	AuthzTypes []string `json:"authorization_details_types_supported"`
 }
 
 // serveMetadata answers GET of the metadata paths. The URLs are those by
@@ -52,10 +56,19 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		GrantTypes:    []string{"client_credentials"},
 		AuthMethods:   []string{string(authBasic), string(authPost)},
 		ResponseTypes: []string{},
+		AuthzTypes:    []string{},
 	}
 	if onUnixSocket(r) {
 		m.AuthMethods = []string{string(authNone), string(authBasic), string(authPost)}
 	}
+	for _, c := range s.settings().clients {
+		for typ := range c.authzTypes {
+			if !slices.Contains(m.AuthzTypes, typ) {
+				m.AuthzTypes = append(m.AuthzTypes, typ)
+			}
+		}
+	}
+	slices.Sort(m.AuthzTypes)
 	b, err := json.Marshal(m)
 	if err != nil { // cannot happen: strings only
 		writeText(w, http.StatusInternalServerError, "metadata: "+err.Error()+"\n")

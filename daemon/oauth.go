@@ -17,7 +17,8 @@ const (
 	errInvalidClient          = "invalid_client"
 	errUnsupportedGrantType   = "unsupported_grant_type"
 	errInvalidScope           = "invalid_scope"
-	errInvalidTarget          = "invalid_target" // RFC 8707 section 2
+	errInvalidTarget          = "invalid_target"                // RFC 8707 section 2
+	errInvalidAuthzDetails    = "invalid_authorization_details" // RFC 9396 section 5
 	errServerError            = "server_error"
 	errTemporarilyUnavailable = "temporarily_unavailable"
 )
@@ -70,6 +71,10 @@ func (s *Server) mapError(err error) *oauthError {
 			// section 5.2's invalid_scope, with Maskinporten's code and
 			// description kept in the description.
 			return &oauthError{status: http.StatusBadRequest, code: errInvalidScope, description: desc}
+		case te.Code == errInvalidAuthzDetails:
+			// A consent Maskinporten (Altinn) does not know or that was
+			// not given to this organisation: the caller's to fix.
+			return &oauthError{status: http.StatusBadRequest, code: errInvalidAuthzDetails, description: desc}
 		}
 		return &oauthError{status: http.StatusBadGateway, code: errServerError,
 			description: desc + " (the daemon's client id, key or environment is wrong)"}

@@ -231,29 +231,31 @@ func newKeyInfo(s signer.Signer, alg, kid string, chain []*x509.Certificate) (*k
 
 // claims are the grant's claims, in the order they are written.
 type claims struct {
-	Aud                  string         `json:"aud"`
-	Iss                  string         `json:"iss"`
-	Iat                  int64          `json:"iat"`
-	Exp                  int64          `json:"exp"`
-	Jti                  string         `json:"jti"`
-	Scope                string         `json:"scope"`
-	Resource             []string       `json:"resource,omitempty"`
-	ConsumerOrg          string         `json:"consumer_org,omitempty"`
-	OnBehalfOf           string         `json:"iss_onbehalfof,omitempty"`
-	PID                  string         `json:"pid,omitempty"`
-	AuthorizationDetails []systemUserAD `json:"authorization_details,omitempty"`
+	Aud                  string          `json:"aud"`
+	Iss                  string          `json:"iss"`
+	Iat                  int64           `json:"iat"`
+	Exp                  int64           `json:"exp"`
+	Jti                  string          `json:"jti"`
+	Scope                string          `json:"scope"`
+	Resource             []string        `json:"resource,omitempty"`
+	ConsumerOrg          string          `json:"consumer_org,omitempty"`
+	OnBehalfOf           string          `json:"iss_onbehalfof,omitempty"`
+	PID                  string          `json:"pid,omitempty"`
+	AuthorizationDetails json.RawMessage `json:"authorization_details,omitempty"`
 }
 
-// systemUserAD is an authorization_details element asking for an Altinn
-// system user token.
-type systemUserAD struct {
-	Type          string   `json:"type"`
-	SystemUserOrg partyOrg `json:"systemuser_org"`
-}
-
-type partyOrg struct {
-	Authority string `json:"authority"`
-	ID        string `json:"ID"`
+// systemUserDetail is the authorization_details element asking for the
+// Altinn system user of the organisation orgnr.
+func systemUserDetail(orgnr string) json.RawMessage {
+	type partyOrg struct {
+		Authority string `json:"authority"`
+		ID        string `json:"ID"`
+	}
+	b, _ := json.Marshal(struct {
+		Type          string   `json:"type"`
+		SystemUserOrg partyOrg `json:"systemuser_org"`
+	}{SystemUserType, partyOrg{Authority: "iso6523-actorid-upis", ID: "0192:" + orgnr}})
+	return b
 }
 
 // grant builds and signs a grant; it returns the grant and its jti.
@@ -275,12 +277,8 @@ func (c *Config) grant(k *keyInfo, n *normRequest) (string, string, error) {
 		ConsumerOrg: n.consumerOrg,
 		OnBehalfOf:  n.onBehalfOf,
 		PID:         n.pid,
-	}
-	if n.systemUser != "" {
-		cl.AuthorizationDetails = []systemUserAD{{
-			Type:          "urn:altinn:systemuser",
-			SystemUserOrg: partyOrg{Authority: "iso6523-actorid-upis", ID: "0192:" + n.systemUser},
-		}}
+
+		AuthorizationDetails: n.authzDetails,
 	}
 	payload, err := json.Marshal(cl)
 	if err != nil {

@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"encoding/json"
 	"net/url"
 	"slices"
 	"strings"
@@ -45,6 +46,17 @@ type Request struct {
 	// "urn:altinn:systemuser").
 	SystemUserOrg string
 
+	// Consent, if not zero, asks for a consent token: the consent's
+	// authorization detail (type "urn:altinn:consent", id, from) is sent in
+	// "authorization_details". ID and From go together.
+	Consent Consent
+
+	// AuthorizationDetails, if not empty, is an RFC 9396
+	// authorization_details array (JSON) whose elements are sent as given,
+	// after the system user's and the consent's, for types Maskinporten
+	// adds later. It is checked by ParseAuthorizationDetails.
+	AuthorizationDetails json.RawMessage
+
 	// Lifetime is the grant's lifetime (exp - iat), from MinLifetime to
 	// MaxLifetime, in whole seconds. If zero, DefaultLifetime is used. It
 	// does not set the token's lifetime, which Maskinporten takes from the
@@ -71,7 +83,11 @@ type normRequest struct {
 	onBehalfOf  string
 	pid         string
 	systemUser  string
-	lifetime    int64 // seconds
+	// authzDetails is the authorization_details claim, compact JSON: the
+	// system user's element, the consent's, then AuthorizationDetails'.
+	// It is part of the cache key, so two consents never share a token.
+	authzDetails json.RawMessage
+	lifetime     int64 // seconds
 }
 
 func (r Request) normalize() (*normRequest, error) {
@@ -127,6 +143,9 @@ func (r Request) normalize() (*normRequest, error) {
 	if r.SystemUserOrg != "" && !ValidOrgNumber(r.SystemUserOrg) {
 		return nil, &ValidationError{Field: "systemuser_org", Value: r.SystemUserOrg, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
 	}
+	if err := n.authorizationDetails(r); err != nil {
+		return nil, err
+	}
 
 	lt := r.Lifetime
 	if lt == 0 {
@@ -137,6 +156,32 @@ func (r Request) normalize() (*normRequest, error) {
 	}
 	n.lifetime = int64(lt / time.Second)
 	return n, nil
+}
+
+// authorizationDetails builds the authorization_details claim from the
+// system user, the consent and the caller's own elements, each checked.
+func (n *normRequest) authorizationDetails(r Request) error {
+	if err := r.Consent.check(); err != nil {
+		return err
+	}
+	var elems []json.RawMessage
+	if n.systemUser != "" {
+		elems = append(elems, systemUserDetail(n.systemUser))
+	}
+	if !r.Consent.IsZero() {
+		elems = append(elems, r.Consent.detail())
+	}
+	if len(r.AuthorizationDetails) > 0 {
+		given, _, err := parseAuthorizationDetails(r.AuthorizationDetails)
+		if err != nil {
+			return err
+		}
+		elems = append(elems, given...)
+	}
+	if len(elems) > 0 {
+		n.authzDetails, _ = json.Marshal(elems)
+	}
+	return nil
 }
 
 // ValidScope reports whether s is one RFC 6749 scope-token,

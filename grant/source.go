@@ -30,11 +30,12 @@ type cacheKey struct {
 	onBehalfOf    string
 	pid           string
 	systemUserOrg string
+	authzDetails  string // the authorization_details claim: system user, consents, the caller's own
 }
 
 func (k *cacheKey) String() string {
 	return strings.Join([]string{string('0' + k.kind), k.issuer, k.endpoint, k.clientID, k.keyIdentity, k.scopes,
-		k.resources, k.consumerOrg, k.onBehalfOf, k.pid, k.systemUserOrg}, "\x00")
+		k.resources, k.consumerOrg, k.onBehalfOf, k.pid, k.systemUserOrg, k.authzDetails}, "\x00")
 }
 
 // Source is an oauth2.TokenSource that caches tokens from one Config for one
@@ -169,6 +170,7 @@ func (s *Source) key(k *keyInfo) cacheKey {
 		onBehalfOf:    s.req.onBehalfOf,
 		pid:           s.req.pid,
 		systemUserOrg: s.req.systemUser,
+		authzDetails:  string(s.req.authzDetails),
 	}
 	if s.kind == kindAltinn {
 		key.endpoint += " " + s.cfg.Environment.AltinnExchange

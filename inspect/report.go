@@ -31,21 +31,22 @@ var kindNames = map[string]string{
 // json prints and is part of the command-line contract, so fields are only
 // ever added.
 type Report struct {
-	Kind         string          `json:"kind"`                       // KindGrant, KindAccessToken, KindAltinnToken or KindJWT
-	Description  string          `json:"description"`                // the kind in words
-	Verified     bool            `json:"verified"`                   // always false: nothing is verified
-	Now          string          `json:"now"`                        // RFC 3339, UTC: the time the relative words count from
-	Header       map[string]any  `json:"header"`                     // as decoded
-	Claims       map[string]any  `json:"claims"`                     // a pid masked unless Options.ShowPID
-	Times        map[string]Time `json:"times"`                      // iat, nbf, exp, when present and valid
-	Lifetime     *int64          `json:"lifetime_seconds,omitempty"` // exp - iat
-	Expired      *bool           `json:"expired,omitempty"`          // exp is not after now; nil without exp
-	KeyID        string          `json:"kid,omitempty"`              // the header's kid
-	Algorithm    string          `json:"alg,omitempty"`              // the header's alg
-	Certificates []Certificate   `json:"certificates"`               // from x5c, leaf first; never nil
-	AccessToken  *AccessToken    `json:"access_token,omitempty"`     // for KindAccessToken only
-	Signature    int             `json:"signature_bytes"`            // the signature's length; 0 if unsigned
-	Problems     []string        `json:"problems,omitempty"`         // what could not be decoded
+	Kind         string          `json:"kind"`                            // KindGrant, KindAccessToken, KindAltinnToken or KindJWT
+	Description  string          `json:"description"`                     // the kind in words
+	Verified     bool            `json:"verified"`                        // always false: nothing is verified
+	Now          string          `json:"now"`                             // RFC 3339, UTC: the time the relative words count from
+	Header       map[string]any  `json:"header"`                          // as decoded
+	Claims       map[string]any  `json:"claims"`                          // a pid masked unless Options.ShowPID
+	Times        map[string]Time `json:"times"`                           // iat, nbf, exp, when present and valid
+	Lifetime     *int64          `json:"lifetime_seconds,omitempty"`      // exp - iat
+	Expired      *bool           `json:"expired,omitempty"`               // exp is not after now; nil without exp
+	KeyID        string          `json:"kid,omitempty"`                   // the header's kid
+	Algorithm    string          `json:"alg,omitempty"`                   // the header's alg
+	Certificates []Certificate   `json:"certificates"`                    // from x5c, leaf first; never nil
+	AccessToken  *AccessToken    `json:"access_token,omitempty"`          // for KindAccessToken only
+	Details      []Detail        `json:"authorization_details,omitempty"` // the authorization_details claim, element by element
+	Signature    int             `json:"signature_bytes"`                 // the signature's length; 0 if unsigned
+	Problems     []string        `json:"problems,omitempty"`              // what could not be decoded
 }
 
 // Time is a NumericDate claim.
@@ -70,8 +71,10 @@ type AccessToken struct {
 type Options struct {
 	// Now is the time relative times count from; zero means time.Now().
 	Now time.Time
-	// ShowPID shows a pid claim in full. By default only its first six
-	// digits are shown (grant.MaskPID), as in mp-hsm's logs.
+	// ShowPID shows personal identification numbers in full: a pid claim
+	// and a person's number in an authorization detail's from (a consent).
+	// By default only their first six digits are shown (grant.MaskPID,
+	// grant.MaskParty), as in mp-hsm's logs.
 	ShowPID bool
 }
 
@@ -96,9 +99,22 @@ func Describe(j *JWT, opts Options) *Report {
 		claims = maps.Clone(claims)
 		claims["pid"] = grant.MaskPID(pid)
 	}
+	var details []Detail
+	var detailsProblem string
+	if v, ok := claims["authorization_details"]; ok {
+		var shown any
+		shown, details, detailsProblem = describeDetails(v, opts.ShowPID, now)
+		if !opts.ShowPID {
+			claims = maps.Clone(claims)
+			claims["authorization_details"] = shown
+		}
+	}
 	r := &Report{
-		Header: j.Header, Claims: claims, Times: map[string]Time{},
+		Header: j.Header, Claims: claims, Times: map[string]Time{}, Details: details,
 		Now: now.UTC().Format(time.RFC3339), Certificates: []Certificate{}, Signature: j.SignatureLen,
+	}
+	if detailsProblem != "" {
+		r.Problems = append(r.Problems, detailsProblem)
 	}
 	r.Kind = kind(j)
 	r.Description = kindNames[r.Kind]

@@ -81,6 +81,8 @@ func (r *Report) WriteText(out io.Writer) error {
 		v := value(r.Claims[k])
 		if t, ok := r.Times[k]; ok {
 			v = fmt.Sprintf("%s  (%s)", t.Time, t.Relative)
+		} else if k == "authorization_details" && len(r.Details) > 0 {
+			v = fmt.Sprintf("%d element(s), below", len(r.Details))
 		} else if id, org := orgClaim(r.Claims[k]); id != "" {
 			v = printable(id)
 			if org != "" {
@@ -92,6 +94,7 @@ func (r *Report) WriteText(out io.Writer) error {
 	if r.Lifetime != nil {
 		fmt.Fprintf(w, "  (exp - iat)\t%d s\n", *r.Lifetime)
 	}
+	writeDetailsText(w, r.Details)
 	for _, c := range r.Certificates {
 		writeCertText(w, c)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -24,7 +26,9 @@ func emulateCommand(e *env) *cli.Command {
 			"grants and the JWKs in --jwks for kid grants, knows one client (--client-id, --org-number,\n" +
 			"--scope), and enforces Maskinporten's rules. It prints its metadata URL on stdout; use it as\n" +
 			"--well-known. --fail-next and --latency inject faults for testing clients. With --admin-client-id\n" +
-			"it also serves Digdir's self-service API for the client's keys at <URL>/api/v1/ (see mp-hsm admin).",
+			"it also serves Digdir's self-service API for the client's keys at <URL>/api/v1/ (see mp-hsm admin).\n" +
+			"--consent ID:FROM makes it know a consent given in Altinn to the client's organisation, for\n" +
+			"consent tokens (grants with authorization_details of type urn:altinn:consent).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "`HOST:PORT` to listen on (port 0: any free port)", EnvVars: []string{"MP_HSM_EMULATE_LISTEN"}},
 			&cli.StringSliceFlag{Name: "root", Usage: "PEM `FILE` of trusted root certificates for x5c (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_ROOT"}},
@@ -37,6 +41,7 @@ func emulateCommand(e *env) *cli.Command {
 			&cli.IntFlag{Name: "fail-next", Usage: "answer the next `N` token requests with --fail-status", EnvVars: []string{"MP_HSM_EMULATE_FAIL_NEXT"}},
 			&cli.IntFlag{Name: "fail-status", Value: 503, Usage: "HTTP `STATUS` for --fail-next", EnvVars: []string{"MP_HSM_EMULATE_FAIL_STATUS"}},
 			&cli.StringFlag{Name: "admin-client-id", Usage: "also serve the self-service API, to the self-service client `ID` of the same organisation (x5c, scopes idporten:dcr.read and idporten:dcr.write)", EnvVars: []string{"MP_HSM_EMULATE_ADMIN_CLIENT_ID"}},
+			&cli.StringSliceFlag{Name: "consent", Usage: "a consent given in Altinn to the client's organisation, `ID:FROM` (UUID, then urn:altinn:person:identifier-no:<fnr> or urn:altinn:organization:identifier-no:<orgnr>); repeatable", EnvVars: []string{"MP_HSM_EMULATE_CONSENT"}},
 			&cli.DurationFlag{Name: "latency", Usage: "add `DURATION` before every answer", EnvVars: []string{"MP_HSM_EMULATE_LATENCY"}},
 		},
 		Action: func(c *cli.Context) error { return e.emulate(c) },
@@ -63,6 +68,7 @@ func (e *env) emulate(c *cli.Context) error {
 		}
 		cfg.Roots = append(cfg.Roots, certs...)
 	}
+	var err error
 	client := emulator.Client{ID: clientID, OrgNumber: org, Scopes: c.StringSlice("scope"), DelegatedBy: c.StringSlice("delegated-by")}
 	if f := c.String("jwks"); f != "" {
 		keys, err := readJWKS(f)
@@ -75,6 +81,9 @@ func (e *env) emulate(c *cli.Context) error {
 		return usagef("the emulator trusts nothing: give --root (for x5c grants) or --jwks (for kid grants)")
 	}
 	cfg.Clients = []emulator.Client{client}
+	if cfg.Consents, err = consentsFlag(c.StringSlice("consent"), org); err != nil {
+		return err
+	}
 	if admin := c.String("admin-client-id"); admin != "" {
 		if admin == clientID {
 			return usagef("--admin-client-id %q is --client-id: the self-service client is a client of its own", admin)
@@ -103,6 +112,24 @@ func (e *env) emulate(c *cli.Context) error {
 	}
 	<-c.Context.Done()
 	return nil
+}
+
+// consentsFlag reads --consent ID:FROM values: consents given to org, valid
+// for a year from now.
+func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
+	var out []emulator.Consent
+	for _, v := range vals {
+		id, from, _ := strings.Cut(v, ":")
+		gc := grant.Consent{ID: id, From: from}
+		if err := gc.Validate(); err != nil || from == "" {
+			if err == nil {
+				err = errors.New("missing FROM")
+			}
+			return nil, usagef("--consent %s: want ID:FROM: %v", grant.MaskParty(v), err)
+		}
+		out = append(out, emulator.Consent{ID: id, From: from, To: org})
+	}
+	return out, nil
 }
 
 // readJWKS reads a JWK set (or a single JWK) of public keys, keyed by kid.

@@ -63,6 +63,9 @@ func requestFlags() []cli.Flag {
 		&cli.StringFlag{Category: catReq, Name: "on-behalf-of", Usage: "legacy iss_onbehalfof `ID`", EnvVars: []string{"MP_HSM_ON_BEHALF_OF"}},
 		&cli.StringFlag{Category: catReq, Name: "pid", Usage: "personal identification number `PID` (11 digits)", EnvVars: []string{"MP_HSM_PID"}},
 		&cli.StringFlag{Category: catReq, Name: "system-user-org", Usage: "`ORGNR` of the customer whose Altinn system user the token is for", EnvVars: []string{"MP_HSM_SYSTEM_USER_ORG"}},
+		&cli.StringFlag{Category: catReq, Name: "consent-id", Usage: "`UUID` of an Altinn consent to carry in the token (with --consent-from)", EnvVars: []string{"MP_HSM_CONSENT_ID"}},
+		&cli.StringFlag{Category: catReq, Name: "consent-from", Usage: "`URN` of who gave the consent: urn:altinn:person:identifier-no:<fnr> or urn:altinn:organization:identifier-no:<orgnr> (with --consent-id)", EnvVars: []string{"MP_HSM_CONSENT_FROM"}},
+		&cli.StringFlag{Category: catReq, Name: "authorization-details", Usage: "RFC 9396 authorization_details `JSON` array, sent as given after the system user's and the consent's", EnvVars: []string{"MP_HSM_AUTHORIZATION_DETAILS"}},
 		&cli.DurationFlag{Category: catReq, Name: "lifetime", Value: grant.DefaultLifetime, Usage: "grant lifetime (exp - iat), at most 120s", EnvVars: []string{"MP_HSM_LIFETIME"}},
 	}
 }

@@ -22,14 +22,15 @@ func inspectCommand(e *env) *cli.Command {
 			"read from the argument or, with - or no argument, from stdin: its header, its claims, the\n" +
 			"times iat, nbf and exp as dates with how long ago or how soon, the certificates in x5c\n" +
 			"(subject, organisation number, issuer, validity, environment) and, for an access token,\n" +
-			"client_id, scope and consumer. stdin may also hold 'Authorization: Bearer <token>' or the\n" +
-			"JSON of 'mp-hsm token --output json'. Prefer stdin: an argument is visible to other users.\n\n" +
+			"client_id, scope and consumer; authorization_details element by element (a consent's id,\n" +
+			"from, to, validity and rights; a person's number masked). stdin may also hold\n" +
+			"'Authorization: Bearer <token>' or the JSON of 'mp-hsm token --output json'. Prefer stdin: an argument is visible to other users.\n\n" +
 			"It only decodes: neither the signature nor the claims are verified, so what it shows may\n" +
 			"be forged. Nothing is sent anywhere. --output json prints a stable JSON object.",
 		Flags: []cli.Flag{
 			textOutputFlag(),
 			&cli.StringFlag{Category: catOut, Name: "now", Usage: "judge the times against `TIME` (RFC 3339) instead of the clock"},
-			&cli.BoolFlag{Category: catOut, Name: "show-pid", Usage: "show a pid claim in full (default: only its first six digits, as in mp-hsm's logs)"},
+			&cli.BoolFlag{Category: catOut, Name: "show-personal-data", Aliases: []string{"show-pid"}, Usage: "show personal identification numbers in full: a pid claim and a consent's from (default: only their first six digits, as in mp-hsm's logs)"},
 		},
 		Action: func(c *cli.Context) error { return e.inspect(c) },
 	}
@@ -43,7 +44,7 @@ func (e *env) inspect(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := inspect.Options{Now: time.Now(), ShowPID: c.Bool("show-pid")}
+	opts := inspect.Options{Now: time.Now(), ShowPID: c.Bool("show-personal-data")}
 	if s := c.String("now"); s != "" {
 		t, err := time.Parse(time.RFC3339, s)
 		if err != nil {

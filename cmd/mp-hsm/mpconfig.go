@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -124,7 +125,11 @@ func requestFromFlags(c *cli.Context) (grant.Request, error) {
 		OnBehalfOf:    c.String("on-behalf-of"),
 		PID:           c.String("pid"),
 		SystemUserOrg: c.String("system-user-org"),
+		Consent:       grant.Consent{ID: c.String("consent-id"), From: c.String("consent-from")},
 		Lifetime:      c.Duration("lifetime"),
+	}
+	if ad := c.String("authorization-details"); ad != "" {
+		req.AuthorizationDetails = json.RawMessage(ad)
 	}
 	if len(req.Scopes) == 0 {
 		return req, usagef("missing --scope (or MP_HSM_SCOPE): the scopes to ask Maskinporten for")
@@ -146,11 +151,14 @@ func requestFromFlags(c *cli.Context) (grant.Request, error) {
 // claimFlags name the flag that sets each claim grant.ValidationError
 // names, so that an error says which flag to fix.
 var claimFlags = map[string]string{
-	"scope":          "--scope",
-	"resource":       "--resource",
-	"consumer_org":   "--consumer-org",
-	"iss_onbehalfof": "--on-behalf-of",
-	"pid":            "--pid",
-	"systemuser_org": "--system-user-org",
-	"lifetime":       "--lifetime",
+	"scope":                 "--scope",
+	"resource":              "--resource",
+	"consumer_org":          "--consumer-org",
+	"iss_onbehalfof":        "--on-behalf-of",
+	"pid":                   "--pid",
+	"systemuser_org":        "--system-user-org",
+	"consent_id":            "--consent-id",
+	"consent_from":          "--consent-from",
+	"authorization_details": "--authorization-details",
+	"lifetime":              "--lifetime",
 }

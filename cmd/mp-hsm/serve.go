@@ -37,7 +37,8 @@ func serveCommand(e *env) *cli.Command {
 		Description: "Logs in once and serves Maskinporten tokens, cached and refreshed before they expire, to\n" +
 			"every local program: POST /token takes an OAuth2 client-credentials form (grant_type=\n" +
 			"client_credentials, scope, and optional resource, consumer_org, pid, system_user_org,\n" +
-			"altinn=true) and answers in Maskinporten's token-response shape, so any OAuth2 client library\n" +
+			"altinn=true, and authorization_details for a client whose authorization-types list its types)\n" +
+			"and answers in Maskinporten's token-response shape, so any OAuth2 client library\n" +
 			"can use it as its token URL. GET /healthz, /readyz and /metrics (Prometheus) too.\n\n" +
 			"The default listener is unix:$XDG_RUNTIME_DIR/mp-hsm.sock (/run/mp-hsm/mp-hsm.sock as root),\n" +
 			"mode 0600 (0660 with --socket-group). TCP is loopback only unless --allow-remote, and callers\n" +

@@ -31,6 +31,9 @@ type clientSection struct {
 	KID        string
 	KeyID      string
 	KeyLabel   string
+	// AuthzTypes are the authorization_details types callers may send for
+	// this client (authorization-types); none if empty.
+	AuthzTypes []string
 }
 
 // serveFile is a parsed --config file.
@@ -250,8 +253,10 @@ func clientTable(t map[string]any, i int) (clientSection, error) {
 			err = list(&cs.Users, true)
 		case "groups":
 			err = list(&cs.Groups, true)
+		case "authorization-types":
+			err = list(&cs.AuthzTypes, false)
 		default:
-			err = fmt.Errorf("%s: unknown field %q (want name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label)", where, k)
+			err = fmt.Errorf("%s: unknown field %q (want name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types)", where, k)
 		}
 		if err != nil {
 			return cs, err

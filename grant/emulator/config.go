@@ -51,6 +51,14 @@ type Config struct {
 	// API (see Server.AdminAPIURL). If empty, that API is not served.
 	AdminClient string
 
+	// Consents are the consents given in Altinn 3 that grants may name in
+	// authorization_details of type urn:altinn:consent to get a consent
+	// token. A grant naming an unknown id, another from, a consent given
+	// to another organisation or one past its ValidTo is refused with 400
+	// invalid_authorization_details (Maskinporten documents no MP code
+	// for these).
+	Consents []Consent
+
 	// Logf, if not nil, is told of each answer of the token and exchange
 	// endpoints. It is never given a grant or a token.
 	Logf func(format string, args ...any)

@@ -27,8 +27,12 @@
 // before; no claims but aud, iss, iat, exp, jti, scope, resource,
 // consumer_org, iss_onbehalfof, pid and authorization_details; resource as
 // an array; consumer_org only from an organisation that delegated to the
-// client, never with iss_onbehalfof; the system-user form of
-// authorization_details; and only scopes registered on the client.
+// client, never with iss_onbehalfof; authorization_details as an array of
+// at most one system user (urn:altinn:systemuser, for Client.SystemUserOrgs)
+// and at most one consent (urn:altinn:consent: a Config.Consents entry
+// with the same id and from, given to the client's organisation or to the
+// consumer_org, and not past its ValidTo); and only scopes registered on
+// the client.
 //
 // # Errors
 //
@@ -51,7 +55,8 @@
 // ({"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}), iat, exp, jti;
 // aud when the grant asked for a resource; supplier and delegation_source
 // when it named a consumer_org; pid; and authorization_details with
-// systemuser_id and system_id for a system user.
+// systemuser_id and system_id for a system user, and with to, consented,
+// validTo and consentRights for a consent.
 //
 // # The self-service key API
 //

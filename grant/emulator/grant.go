@@ -240,28 +240,63 @@ type systemUserRequest struct {
 
 const systemUserType = "urn:altinn:systemuser"
 
-// parseAuthzDetails checks the shape documented for system users:
+// authzRequest is what a grant's authorization_details ask for: a system
+// user, a consent, or both.
+type authzRequest struct {
+	sysUser *systemUserRequest
+	consent *consentRequest
+}
+
+// parseAuthzDetails checks that authorization_details is a JSON array of
+// objects of the known types, at most one of each (one party per request),
+// in the documented shapes: for system users
 //
-//	[{"type":"urn:altinn:systemuser",
-//	  "systemuser_org":{"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}}]
+//	{"type":"urn:altinn:systemuser",
+//	 "systemuser_org":{"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}}
 //
-// with an optional externalRef, and one party per request.
-func parseAuthzDetails(raw json.RawMessage) (*systemUserRequest, *rejection) {
+// with an optional externalRef, and for consents
+// {"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}.
+func parseAuthzDetails(raw json.RawMessage) (*authzRequest, *rejection) {
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
 		return nil, mp303("authorization_details must be a JSON array of objects.")
 	}
-	if len(list) != 1 {
-		return nil, mp303("authorization_details must hold exactly one element: one party per request.")
+	if len(list) == 0 {
+		return nil, mp303("authorization_details must hold at least one element.")
 	}
-	d := list[0]
-	var typ string
-	if err := json.Unmarshal(d["type"], &typ); err != nil {
-		return nil, mp301("Each element needs a type.")
+	req := &authzRequest{}
+	for _, d := range list {
+		var typ string
+		if err := json.Unmarshal(d["type"], &typ); err != nil {
+			return nil, mp301("Each element needs a type.")
+		}
+		switch typ {
+		case systemUserType:
+			if req.sysUser != nil {
+				return nil, mp303("authorization_details may hold one " + systemUserType + " element: one party per request.")
+			}
+			su, rej := parseSystemUser(d)
+			if rej != nil {
+				return nil, rej
+			}
+			req.sysUser = su
+		case consentType:
+			if req.consent != nil {
+				return nil, mp303("authorization_details may hold one " + consentType + " element: one party per request.")
+			}
+			c, rej := parseConsentDetail(d)
+			if rej != nil {
+				return nil, rej
+			}
+			req.consent = &c
+		default:
+			return nil, mp301("type " + typ + " is not supported; the supported types are " + systemUserType + " and " + consentType + ".")
+		}
 	}
-	if typ != systemUserType {
-		return nil, mp301("type " + typ + " is not supported; the supported type is " + systemUserType + ".")
-	}
+	return req, nil
+}
+
+func parseSystemUser(d map[string]json.RawMessage) (*systemUserRequest, *rejection) {
 	for name := range d {
 		switch name {
 		case "type", "systemuser_org", "externalRef":

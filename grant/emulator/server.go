@@ -24,6 +24,7 @@ type Server struct {
 	URL string
 
 	cfg     Config
+	made    time.Time // when NewUnstartedServer made it, on cfg.Now
 	key     *tokenKey
 	roots   *x509.CertPool
 	handler http.Handler
@@ -70,7 +71,8 @@ func NewTest(tb testing.TB, cfg Config) *Server {
 
 // NewUnstartedServer returns a new emulator that is not yet listening; call
 // Start or StartOn. It panics on a configuration error: a Key that is not
-// RSA, or a client without ID or with an OrgNumber that is not 9 digits.
+// RSA, a client without ID or with an OrgNumber that is not 9 digits, or a
+// consent without ID or From or with a To that is not 9 digits.
 func NewUnstartedServer(cfg Config) *Server {
 	if cfg.TokenLifetime <= 0 {
 		cfg.TokenLifetime = 120 * time.Second
@@ -100,6 +102,13 @@ func NewUnstartedServer(cfg Config) *Server {
 	}
 	for _, r := range cfg.Roots {
 		s.roots.AddCert(r)
+	}
+	s.made = cfg.Now()
+	s.cfg.Consents = slices.Clone(cfg.Consents)
+	for _, c := range s.cfg.Consents {
+		if c.ID == "" || c.From == "" || !isDigits(c.To, 9) {
+			panic(fmt.Sprintf("emulator: consent %q: ID and From are required, and To must be 9 digits (%q)", c.ID, c.To))
+		}
 	}
 	for _, c := range cfg.Clients {
 		s.AddClient(c)

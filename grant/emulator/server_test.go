@@ -72,7 +72,7 @@ func TestMetadata(t *testing.T) {
 		"token_endpoint_auth_methods_supported": "[private_key_jwt]",
 		"grant_types_supported":                 "[urn:ietf:params:oauth:grant-type:jwt-bearer]",
 		"token_endpoint_auth_signing_alg_values_supported": "[RS256 RS384 RS512]",
-		"authorization_details_types_supported":            "[urn:altinn:systemuser]",
+		"authorization_details_types_supported":            "[urn:altinn:systemuser urn:altinn:consent]",
 	}
 	for k, v := range want {
 		if got := fmt.Sprint(md[k]); got != v {

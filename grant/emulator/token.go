@@ -177,12 +177,19 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		consumer = cl.consumerOrg
 	}
 	var sysUser *systemUserRequest
+	var consent *Consent
 	if cl.authzDetails != nil {
-		if sysUser, rej = parseAuthzDetails(cl.authzDetails); rej != nil {
+		ad, rej := parseAuthzDetails(cl.authzDetails)
+		if rej != nil {
 			return nil, rej
 		}
-		if !slices.Contains(client.SystemUserOrgs, sysUser.org) {
+		if sysUser = ad.sysUser; sysUser != nil && !slices.Contains(client.SystemUserOrgs, sysUser.org) {
 			return nil, mp303("No system user of organisation " + sysUser.org + " is tied to this client's system.")
+		}
+		if ad.consent != nil {
+			if consent, rej = s.consentFor(*ad.consent, consumer, now); rej != nil {
+				return nil, rej
+			}
 		}
 	}
 	scopes := strings.Fields(cl.scope)
@@ -230,13 +237,20 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if cl.pid != "" {
 		claims["pid"] = cl.pid
 	}
+	var details []map[string]any
 	if sysUser != nil {
-		claims["authorization_details"] = []map[string]any{{
+		details = append(details, map[string]any{
 			"type":           systemUserType,
 			"systemuser_org": orgID(sysUser.org),
 			"systemuser_id":  []string{systemUserID(client.ID, sysUser.org)},
 			"system_id":      client.OrgNumber + "_" + client.ID,
-		}}
+		})
+	}
+	if consent != nil {
+		details = append(details, s.consentClaim(consent))
+	}
+	if details != nil {
+		claims["authorization_details"] = details
 	}
 	at, err := s.key.sign(claims)
 	if err != nil {
@@ -286,7 +300,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 		TokenEndpointAuthMethods:    []string{"private_key_jwt"},
 		GrantTypes:                  []string{jwtBearer},
 		TokenEndpointAuthSigningAlg: []string{"RS256", "RS384", "RS512"},
-		AuthorizationDetailsTypes:   []string{systemUserType},
+		AuthorizationDetailsTypes:   []string{systemUserType, consentType},
 	})
 }
 

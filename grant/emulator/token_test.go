@@ -142,7 +142,9 @@ func TestRejections(t *testing.T) {
 		{"consumer_org never delegated", grant(func(s *spec) { s.claims["consumer_org"] = orgOther }), http.StatusForbidden, "access_denied", "MP-251",
 			"Consumer " + orgOther + " has not delegated access to the scope test:read to supplier " + orgA},
 		{"authorization_details not an array", grant(func(s *spec) { s.claims["authorization_details"] = map[string]any{"type": "urn:altinn:systemuser"} }), bad, "invalid_authorization_details", "MP-303", "array"},
-		{"authorization_details of unknown type", grant(func(s *spec) { s.claims["authorization_details"] = []any{map[string]any{"type": "urn:altinn:consent"}} }), bad, "invalid_authorization_details", "MP-301", "urn:altinn:consent"},
+		{"authorization_details of unknown type", grant(func(s *spec) {
+			s.claims["authorization_details"] = []any{map[string]any{"type": "urn:example:unknown"}}
+		}), bad, "invalid_authorization_details", "MP-301", "urn:example:unknown"},
 		{"authorization_details with unknown field", grant(func(s *spec) {
 			s.claims["authorization_details"] = []any{map[string]any{"type": "urn:altinn:systemuser", "systemuser_org": sysOrg(orgSysUser), "party": "x"}}
 		}), bad, "invalid_authorization_details", "MP-302", "party"},

@@ -1,0 +1,219 @@
+package grant
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// Types of RFC 9396 authorization details that Maskinporten knows.
+const (
+	// SystemUserType asks for an Altinn system user token
+	// (Request.SystemUserOrg).
+	SystemUserType = "urn:altinn:systemuser"
+	// ConsentType asks for a consent token (Request.Consent): the consent a
+	// person or organisation gave in Altinn 3.
+	ConsentType = "urn:altinn:consent"
+)
+
+// The two forms of a consent's from: a person by national identity number
+// (fødselsnummer or D-number), or an organisation by organisation number.
+const (
+	PersonURNPrefix       = "urn:altinn:person:identifier-no:"
+	OrganizationURNPrefix = "urn:altinn:organization:identifier-no:"
+)
+
+// Consent names a consent given in Altinn 3, to be carried in the token as
+// the authorization detail
+//
+//	{"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}
+//
+// The zero value asks for no consent.
+type Consent struct {
+	// ID is the consent request's id, a UUID
+	// (77ed8698-e619-4066-9eb4-5c1eb3f165a1).
+	ID string
+	// From is who gave the consent: PersonURNPrefix followed by an 11-digit
+	// national identity number, or OrganizationURNPrefix followed by a
+	// 9-digit organisation number. A person's number is personal data: it
+	// is never written in clear to errors or logs (see MaskParty).
+	From string
+}
+
+// IsZero reports whether c asks for no consent.
+func (c Consent) IsZero() bool { return c.ID == "" && c.From == "" }
+
+// AuthorizationDetail is one element of an authorization_details array, as
+// ParseAuthorizationDetails read it.
+type AuthorizationDetail struct {
+	// Type is the element's type, such as ConsentType.
+	Type string
+	// Consent holds id and from of an element of ConsentType, and is zero
+	// for other types.
+	Consent Consent
+}
+
+// maxAuthorizationDetails bounds the size of an authorization_details
+// array, well above what Maskinporten's grants carry.
+const maxAuthorizationDetails = 16 << 10
+
+// ParseAuthorizationDetails checks raw, an RFC 9396 authorization_details
+// value, and returns its elements. raw must be a JSON array of one or more
+// objects, each with a non-empty string member "type" and no member given
+// twice; an element of ConsentType must hold an id and a from that
+// Consent's rules accept. It is the one check of authorization details:
+// Request.Validate, the command line and the token daemon all use it.
+//
+// The error is a *ValidationError for the field "authorization_details"
+// that never quotes a person's identity number in clear.
+func ParseAuthorizationDetails(raw []byte) ([]AuthorizationDetail, error) {
+	_, details, err := parseAuthorizationDetails(raw)
+	return details, err
+}
+
+// parseAuthorizationDetails is ParseAuthorizationDetails; it also returns
+// each element, compacted, as it is sent.
+func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDetail, error) {
+	bad := func(reason string) error {
+		return &ValidationError{Field: "authorization_details", Reason: reason}
+	}
+	if len(raw) > maxAuthorizationDetails {
+		return nil, nil, bad(fmt.Sprintf("longer than %d bytes", maxAuthorizationDetails))
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil || elems == nil {
+		return nil, nil, bad(`must be a JSON array of objects, such as [{"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}]`)
+	}
+	if len(elems) == 0 {
+		return nil, nil, bad("the array is empty: give at least one object with a type, or leave it out")
+	}
+	details := make([]AuthorizationDetail, len(elems))
+	for i, e := range elems {
+		where := fmt.Sprintf("element %d", i+1)
+		members, err := objectMembers(e)
+		if err != nil {
+			return nil, nil, bad(where + ": " + err.Error())
+		}
+		var d AuthorizationDetail
+		if err := json.Unmarshal(members["type"], &d.Type); err != nil || d.Type == "" {
+			return nil, nil, bad(where + `: "type" must be a non-empty string`)
+		}
+		if d.Type == ConsentType {
+			if err := json.Unmarshal(members["id"], &d.Consent.ID); err != nil || d.Consent.ID == "" {
+				return nil, nil, bad(where + ` (` + ConsentType + `): "id" must be a string, the consent request's UUID`)
+			}
+			if err := json.Unmarshal(members["from"], &d.Consent.From); err != nil || d.Consent.From == "" {
+				return nil, nil, bad(where + ` (` + ConsentType + `): "from" must be a string, ` + PersonURNPrefix + `<national identity number> or ` + OrganizationURNPrefix + `<organisation number>`)
+			}
+			if err := d.Consent.check(); err != nil {
+				var ve *ValidationError
+				if errors.As(err, &ve) {
+					ve.Reason = where + " (" + ConsentType + ") " + ve.Field[len("consent_"):] + ": " + ve.Reason
+					ve.Field = "authorization_details"
+				}
+				return nil, nil, err
+			}
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, e); err != nil {
+			return nil, nil, bad(where + ": not JSON")
+		}
+		elems[i] = b.Bytes()
+		details[i] = d
+	}
+	return elems, details, nil
+}
+
+// objectMembers reads a JSON object's members, refusing a member given
+// twice: parsers disagree on which one counts, so a duplicated type could
+// pass one check and mean another thing to Maskinporten.
+func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	m := map[string]json.RawMessage{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, errors.New("not a JSON object")
+		}
+		name, _ := t.(string)
+		if _, dup := m[name]; dup {
+			return nil, fmt.Errorf("the member %q is given twice", name)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, errors.New("not a JSON object")
+		}
+		m[name] = v
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, errors.New("not a JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("not a JSON object")
+	}
+	return m, nil
+}
+
+// Validate reports whether c can be sent: zero, or an ID that is a UUID
+// and a From of one of the two URN forms whose number has valid check
+// digits. The error is a *ValidationError for the field consent_id or
+// consent_from, with a person's number masked (MaskParty).
+func (c Consent) Validate() error { return c.check() }
+
+// check is Validate.
+func (c Consent) check() error {
+	switch {
+	case c.ID == "" && c.From == "":
+		return nil
+	case c.From == "":
+		return &ValidationError{Field: "consent_from", Reason: "missing: a consent id needs the from of the consent (" + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>)"}
+	case c.ID == "":
+		return &ValidationError{Field: "consent_id", Reason: "missing: a consent's from needs the consent id (the consent request's UUID)"}
+	}
+	if _, err := uuid.Parse(c.ID); err != nil || len(c.ID) != 36 {
+		return &ValidationError{Field: "consent_id", Value: c.ID, Reason: "not a UUID in its usual form (77ed8698-e619-4066-9eb4-5c1eb3f165a1)"}
+	}
+	if pid, ok := strings.CutPrefix(c.From, PersonURNPrefix); ok {
+		if !ValidPID(pid) {
+			return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "not a valid national identity number (11 digits with two modulus-11 check digits)"}
+		}
+		return nil
+	}
+	if org, ok := strings.CutPrefix(c.From, OrganizationURNPrefix); ok {
+		if !ValidOrgNumber(org) {
+			return &ValidationError{Field: "consent_from", Value: c.From, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
+		}
+		return nil
+	}
+	return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "must be " + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>"}
+}
+
+// detail is the consent's authorization detail as sent.
+func (c Consent) detail() json.RawMessage {
+	b, _ := json.Marshal(struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+		From string `json:"from"`
+	}{ConsentType, c.ID, c.From})
+	return b
+}
+
+// MaskParty returns a party's URN for messages and logs: a person's
+// national identity number masked as MaskPID masks a pid; an
+// organisation's URN as it is. Text of no known form is masked after its
+// last ':' (or whole), since it may be a mistyped identity number.
+func MaskParty(urn string) string {
+	if org, ok := strings.CutPrefix(urn, OrganizationURNPrefix); ok && ValidOrgNumber(org) {
+		return urn
+	}
+	i := strings.LastIndexByte(urn, ':') + 1
+	return urn[:i] + MaskPID(urn[i:])
+}

@@ -1,0 +1,151 @@
+package inspect
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// Detail sums up one element of an authorization_details claim (RFC 9396)
+// of a grant or an access token: its type and, for an Altinn consent or
+// system user, what it names. A person's identity number in From is
+// masked unless Options.ShowPID.
+type Detail struct {
+	Type          string   `json:"type"`
+	ConsentID     string   `json:"id,omitempty"`             // a consent's id
+	From          string   `json:"from,omitempty"`           // who gave the consent (a URN)
+	To            string   `json:"to,omitempty"`             // ISO 6523 ID of whom it was given to, "0192:<orgnr>" (tokens)
+	Consented     *Time    `json:"consented,omitempty"`      // when it was given (tokens)
+	ValidTo       *Time    `json:"valid_to,omitempty"`       // when it runs out (tokens)
+	Rights        []string `json:"rights,omitempty"`         // consentRights in words (tokens)
+	SystemUserOrg string   `json:"systemuser_org,omitempty"` // ISO 6523 ID of a system user's organisation
+	Problems      []string `json:"problems,omitempty"`       // what could not be read
+	raw           map[string]any
+}
+
+// describeDetails reads the authorization_details claim v. It returns the
+// claim to show (from masked unless showPID) and the summary of each
+// element.
+func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string) {
+	arr, ok := v.([]any)
+	if !ok {
+		return v, nil, "claim authorization_details: not a JSON array"
+	}
+	shown := make([]any, len(arr))
+	var out []Detail
+	for i, e := range arr {
+		m, ok := e.(map[string]any)
+		if !ok {
+			shown[i] = e
+			out = append(out, Detail{Problems: []string{fmt.Sprintf("element %d is not an object", i+1)}})
+			continue
+		}
+		if from, ok := m["from"].(string); ok && !showPID {
+			m = maps.Clone(m)
+			m["from"] = grant.MaskParty(from)
+		}
+		shown[i] = m
+		d := Detail{raw: m}
+		d.Type, _ = m["type"].(string)
+		d.ConsentID, _ = m["id"].(string)
+		d.From, _ = m["from"].(string)
+		d.To, _ = orgClaim(m["to"])
+		d.SystemUserOrg, _ = orgClaim(m["systemuser_org"])
+		for name, dst := range map[string]**Time{"consented": &d.Consented, "validTo": &d.ValidTo} {
+			s, ok := m[name].(string)
+			if !ok {
+				continue
+			}
+			t, err := time.Parse(time.RFC3339Nano, s)
+			if err != nil {
+				d.Problems = append(d.Problems, name+" is not an RFC 3339 time")
+				continue
+			}
+			rel := name
+			if name == "validTo" {
+				rel = "exp" // says "expired ... ago" once past
+			}
+			*dst = &Time{Unix: t.Unix(), Time: t.UTC().Format(time.RFC3339), Relative: Relative(rel, t, now)}
+		}
+		if rights, ok := m["consentRights"].([]any); ok {
+			for _, r := range rights {
+				d.Rights = append(d.Rights, rightInWords(r))
+			}
+		}
+		out = append(out, d)
+	}
+	return shown, out, ""
+}
+
+// rightInWords writes a consentRights element as "consent on
+// standard-samtykke-for-dele-data (inntektsaar=2028)".
+func rightInWords(v any) string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return value(v)
+	}
+	var actions, resources, meta []string
+	if a, ok := m["action"].([]any); ok {
+		for _, x := range a {
+			actions = append(actions, value(x))
+		}
+	}
+	if rs, ok := m["resource"].([]any); ok {
+		for _, r := range rs {
+			if rm, ok := r.(map[string]any); ok && rm["value"] != nil {
+				resources = append(resources, value(rm["value"]))
+			} else {
+				resources = append(resources, value(r))
+			}
+		}
+	}
+	md, ok := m["metaData"].(map[string]any)
+	if !ok {
+		md, _ = m["metadata"].(map[string]any)
+	}
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		meta = append(meta, printable(k)+"="+value(md[k]))
+	}
+	s := strings.Join(actions, ", ") + " on " + strings.Join(resources, ", ")
+	if len(meta) > 0 {
+		s += " (" + strings.Join(meta, ", ") + ")"
+	}
+	return s
+}
+
+// writeDetailsText writes each detail as a section of the text report.
+func writeDetailsText(w io.Writer, details []Detail) {
+	for i, d := range details {
+		fmt.Fprintf(w, "authorization detail %d\t%s\n", i+1, printable(d.Type))
+		if d.ConsentID != "" {
+			fmt.Fprintf(w, "  consent id\t%s\n", printable(d.ConsentID))
+		}
+		if d.From != "" {
+			fmt.Fprintf(w, "  from\t%s\n", printable(d.From))
+		}
+		if d.To != "" {
+			_, org := orgClaim(d.raw["to"])
+			fmt.Fprintf(w, "  to\t%s (organisation number %s)\n", printable(d.To), printable(org))
+		}
+		if d.Consented != nil {
+			fmt.Fprintf(w, "  consented\t%s  (%s)\n", d.Consented.Time, d.Consented.Relative)
+		}
+		if d.ValidTo != nil {
+			fmt.Fprintf(w, "  valid to\t%s  (%s)\n", d.ValidTo.Time, d.ValidTo.Relative)
+		}
+		for _, r := range d.Rights {
+			fmt.Fprintf(w, "  right\t%s\n", r)
+		}
+		if d.SystemUserOrg != "" {
+			fmt.Fprintf(w, "  system user of\t%s\n", printable(d.SystemUserOrg))
+		}
+		for _, p := range d.Problems {
+			fmt.Fprintf(w, "  problem\t%s\n", printable(p))
+		}
+	}
+}
