@@ -9,10 +9,13 @@ import (
 )
 
 // callerID is who asks, for the per-caller bounds (the fair share of
-// upstream slots, keys and resources in the cache) and for counting failed
-// authentication: on a unix socket the peer's uid (SO_PEERCRED), on TCP
-// the remote address, an IPv6 address by its /64, since one host usually
-// has a whole /64. It is comparable, for map keys, and made without
+// upstream slots, keys and resources in the cache), for counting failed
+// authentication and for summarizing refusals: on a unix socket the peer's
+// uid (SO_PEERCRED), on TCP the remote address, an IPv6 address by its
+// /64, since one host usually has a whole /64, and every loopback address
+// (127.0.0.0/8, ::1, and their IPv4-mapped forms) as one caller, since any
+// local program may pick any of them. callerOf is the one place that
+// decides it. It is comparable, for map keys, and made without
 // allocating.
 type callerID struct {
 	unix    bool
@@ -34,6 +37,8 @@ func (c callerID) String() string {
 		return "uid " + strconv.FormatInt(c.uid, 10)
 	case c.unix:
 		return "unix socket peer of unknown uid"
+	case c.ip == loopbackCaller:
+		return "loopback TCP (127.0.0.0/8, ::1)"
 	case c.ip.Is6():
 		return c.ip.String() + "/64"
 	case c.ip.IsValid():
@@ -101,16 +106,23 @@ func callerOf(r *http.Request) callerID {
 	return callerID{uid: -1, ip: addressOf(r.RemoteAddr)}
 }
 
+// loopbackCaller is the address every loopback TCP caller is counted as.
+var loopbackCaller = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
 // addressOf returns the address of a TCP peer "host:port" as callerID
-// keeps it: IPv4 as is, IPv6 as its /64.
+// keeps it: any loopback address as loopbackCaller, other IPv4 addresses
+// as they are, IPv6 as its /64.
 func addressOf(hostport string) netip.Addr {
 	ap, err := netip.ParseAddrPort(hostport)
 	if err != nil {
 		return netip.Addr{}
 	}
-	ip := ap.Addr().Unmap()
+	ip := ap.Addr().Unmap().WithZone("")
+	if ip.IsLoopback() {
+		return loopbackCaller
+	}
 	if ip.Is6() {
-		p, _ := ip.WithZone("").Prefix(64)
+		p, _ := ip.Prefix(64)
 		ip = p.Addr()
 	}
 	return ip

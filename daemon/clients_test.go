@@ -25,7 +25,7 @@ func TestClientsChosenAndAdmitted(t *testing.T) {
 	t.Parallel()
 	uid, gid := strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())
 	var audit lockedBuffer
-	const otherSecret = "other+s3cret%"
+	const otherSecret = "other+s3cret%-long"
 	f := newFixture(t, options{modify: func(c *daemon.Config) {
 		c.ClientSecret = ""
 		c.Grant.ClientID = ""

@@ -32,7 +32,7 @@ import (
 const (
 	defClient = "defences-client"
 	defKid    = "defences-key"
-	defSecret = "defences-s3cret"
+	defSecret = "defences-s3cret-7d1a"
 )
 
 var defKeys struct {
