@@ -223,6 +223,7 @@ func BenchmarkHandlerCachedTokenClients(b *testing.B) {
 			r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(body))
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			r.SetBasicAuth("offline", "offline-s3cret-8c2f")
+			r.Host = "127.0.0.1:8400"
 			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, tcp))
 			w := httptest.NewRecorder()
 			s.ServeHTTP(w, r)

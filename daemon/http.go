@@ -15,8 +15,13 @@ import (
 // /.well-known/oauth-authorization-server and
 // /.well-known/openid-configuration). Callers on a unix socket need no
 // credentials; others must authenticate for /token (see
-// Config.ClientSecret).
+// Config.ClientSecret). On TCP, a request whose Host header does not name
+// the daemon gets 421 (see Config.AllowedHosts).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !onUnixSocket(r) && !hostAllowed(r, s.settings()) {
+		writeMisdirected(w)
+		return
+	}
 	switch r.URL.Path {
 	case "/token":
 		s.serveTokenAnswered(w, r)
