@@ -47,13 +47,22 @@ func (c callerID) String() string {
 	return "unknown address"
 }
 
-// peer is a unix socket's peer as the kernel and /proc tell at connect
-// time: who asks, for the clients' users and groups and the audit trail.
+// peer is a unix socket's peer: who asks, for the clients' users and
+// groups and the audit trail. The uid, gid and pid are the kernel's,
+// recorded when the peer connected; the groups the kernel's too
+// (SO_PEERGROUPS), or /proc's when the daemon accepted.
+//
+// exeAtAccept is not who asks: it is the program that the peer's pid ran
+// when the daemon accepted the connection (/proc/PID/exe), read after the
+// connect. A caller may connect and then exec another program before
+// the accept, so it can make exeAtAccept name any program it can run. It
+// is written to the audit log under that name, as a hint, and never
+// used to admit.
 type peer struct {
-	uid, gid uint32
-	pid      int32
-	groups   []uint32 // supplementary groups, from /proc/PID/status
-	exe      string   // /proc/PID/exe; "" if unknown
+	uid, gid    uint32
+	pid         int32
+	groups      []uint32 // supplementary groups
+	exeAtAccept string   // /proc/PID/exe when accepted; "" if unknown
 }
 
 // inGroup reports whether gid is the peer's primary or a supplementary

@@ -59,6 +59,14 @@ type Config struct {
 	// (see AuditLog). The caller opens and closes it.
 	Audit *AuditLog
 
+	// AuditServeOnFailure, if true, sends a token whose audit line could
+	// not be written (a full disk) all the same. If false, the default,
+	// such a request gets 503 temporarily_unavailable instead: no token
+	// leaves the daemon without its audit line. Either way each failure
+	// is counted (mphsm_audit_write_failures_total) and logged, at most
+	// once a minute.
+	AuditServeOnFailure bool
+
 	// AllowedScopes, if not empty, are the only scopes callers may ask
 	// for; an element ending in '*' allows every scope with that prefix
 	// ("altinn:*"). Each element may hold several scopes separated by

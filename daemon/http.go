@@ -77,8 +77,7 @@ var (
 	hdrNoCache = []string{"no-cache"}
 )
 
-func (s *Server) serveToken(w *answer, r *http.Request) {
-	st := s.settings()
+func (s *Server) serveToken(w *answer, r *http.Request, st *settings) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		s.fail(w, &oauthError{status: http.StatusMethodNotAllowed, code: errInvalidRequest,
@@ -164,6 +163,10 @@ func (s *Server) serveToken(w *answer, r *http.Request) {
 		s.metrics.cacheHits.Inc()
 	} else {
 		s.metrics.cacheMisses.Inc()
+	}
+	if err := s.auditToken(w, r, st); err != nil {
+		s.fail(w, err)
+		return
 	}
 	s.metrics.requestsOK.Inc()
 	scope := t.Scope
