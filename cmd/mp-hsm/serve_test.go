@@ -94,6 +94,8 @@ func TestServeCommand(t *testing.T) {
 			{[]string{"--listen", "tcp:127.0.0.1:0"}, exitUsage, "--client-secret-file"},
 			{[]string{"--listen", "tcp:0.0.0.0:0", "--client-secret-file", secretFile}, exitUsage, "--allow-remote"},
 			{[]string{"--listen", "udp:x"}, exitUsage, "unix:PATH or tcp:HOST:PORT"},
+			{[]string{"--listen", "unix:" + sock, "--audit-failure", "ignore"}, exitUsage, `--audit-failure "ignore": want refuse`},
+			{[]string{"--listen", "unix:" + sock, "--allowed-hosts", "evil.example:80"}, exitUsage, "AllowedHosts"},
 		} {
 			res := run(t, env, append(slices.Clone(base), tc.args...)...)
 			if res.Code != tc.code || !strings.Contains(res.Stderr, tc.want) {
