@@ -67,7 +67,8 @@ func serveCommand(e *env) *cli.Command {
 			"one client it is admitted to, if exactly one. Anything else is refused before anything is\n" +
 			"signed. Without [[client]] tables, --client-id is the one client, for every caller on the\n" +
 			"socket. --audit-log PATH writes one JSON line per answered token request (who, which client,\n" +
-			"what, outcome; never a token or secret). SIGHUP reopens the audit log and reads the command\n" +
+			"what, outcome; never a token or secret); no token is sent without its line (--audit-failure).\n" +
+			"SIGHUP reopens the audit log and reads the command\n" +
 			"line, environment and file again; a file that does not work is refused and logged, and the\n" +
 			"running configuration kept. See docs/daemon.md.",
 		Flags:  withConfigFile(concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
