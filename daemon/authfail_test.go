@@ -110,7 +110,10 @@ func TestAuthFailuresSpacedPerAddress(t *testing.T) {
 	form := tokenForm("test:read")
 	form.Set("client_id", defClient)
 	form.Set("client_secret", wrongSecret)
-	noAuth := func(r *http.Request) *http.Request { r.RemoteAddr = "[2001:db8:5:6::1]:7000"; return r }
+	noAuth := func(r *http.Request) *http.Request {
+		r.RemoteAddr, r.Host = "[2001:db8:5:6::1]:7000", "localhost:8400"
+		return r
+	}
 	for range 20 {
 		wantErrorAnswer(t, f.ask(noAuth, form), http.StatusUnauthorized, errInvalidClient)
 	}

@@ -36,12 +36,12 @@ func BenchmarkServeCachedTokenClients(b *testing.B) {
 		c.ClientSecret = ""
 		c.Audit = audit
 		c.Clients = []daemon.Client{
-			{Name: "ledger", ClientID: testClient, Scopes: []string{"test:read"}, Users: []string{"0"}, Secret: "ledger-s3cret"},
-			{Name: "payroll", ClientID: testClient, Scopes: []string{"test:*"}, Groups: []string{"0"}, Secret: "payroll-s3cret"},
-			{Name: "ops", ClientID: testClient, Scopes: []string{"altinn:*"}, Users: []string{"65534"}, Secret: "ops-s3cret"},
+			{Name: "ledger", ClientID: testClient, Scopes: []string{"test:read"}, Users: []string{"0"}, Secret: "ledger-s3cret-8c2f"},
+			{Name: "payroll", ClientID: testClient, Scopes: []string{"test:*"}, Groups: []string{"0"}, Secret: "payroll-s3cret-8c2f"},
+			{Name: "ops", ClientID: testClient, Scopes: []string{"altinn:*"}, Users: []string{"65534"}, Secret: "ops-s3cret-8c2f01ab"},
 		}
 	}})
-	benchCachedToken(b, f, "payroll", "payroll-s3cret")
+	benchCachedToken(b, f, "payroll", "payroll-s3cret-8c2f")
 }
 
 // benchCachedToken runs the daemon, bare and interleaved cases against f,

@@ -209,9 +209,9 @@ func BenchmarkHandlerCachedTokenClients(b *testing.B) {
 	s := newOfflineServerWith(b, func(c *Config) {
 		c.Audit = audit
 		c.Clients = []Client{
-			{Name: "ledger", Scopes: []string{"altinn:*"}, Users: []string{"0"}, Secret: "ledger-s3cret"},
-			{Name: "offline", Scopes: []string{"example:*"}, Groups: []string{"0"}, Secret: "offline-s3cret"},
-			{Name: "ops", Scopes: []string{"test:*"}, Users: []string{"65534"}, Secret: "ops-s3cret"},
+			{Name: "ledger", Scopes: []string{"altinn:*"}, Users: []string{"0"}, Secret: "ledger-s3cret-8c2f"},
+			{Name: "offline", Scopes: []string{"example:*"}, Groups: []string{"0"}, Secret: "offline-s3cret-8c2f"},
+			{Name: "ops", Scopes: []string{"test:*"}, Users: []string{"65534"}, Secret: "ops-s3cret-8c2f01ab"},
 		}
 	})
 	fill(b, s, 1)
@@ -222,7 +222,8 @@ func BenchmarkHandlerCachedTokenClients(b *testing.B) {
 		for pb.Next() {
 			r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(body))
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			r.SetBasicAuth("offline", "offline-s3cret")
+			r.SetBasicAuth("offline", "offline-s3cret-8c2f")
+			r.Host = "127.0.0.1:8400"
 			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, tcp))
 			w := httptest.NewRecorder()
 			s.ServeHTTP(w, r)

@@ -9,10 +9,13 @@ import (
 )
 
 // callerID is who asks, for the per-caller bounds (the fair share of
-// upstream slots, keys and resources in the cache) and for counting failed
-// authentication: on a unix socket the peer's uid (SO_PEERCRED), on TCP
-// the remote address, an IPv6 address by its /64, since one host usually
-// has a whole /64. It is comparable, for map keys, and made without
+// upstream slots, keys and resources in the cache), for counting failed
+// authentication and for summarizing refusals: on a unix socket the peer's
+// uid (SO_PEERCRED), on TCP the remote address, an IPv6 address by its
+// /64, since one host usually has a whole /64, and every loopback address
+// (127.0.0.0/8, ::1, and their IPv4-mapped forms) as one caller, since any
+// local program may pick any of them. callerOf is the one place that
+// decides it. It is comparable, for map keys, and made without
 // allocating.
 type callerID struct {
 	unix    bool
@@ -34,6 +37,8 @@ func (c callerID) String() string {
 		return "uid " + strconv.FormatInt(c.uid, 10)
 	case c.unix:
 		return "unix socket peer of unknown uid"
+	case c.ip == loopbackCaller:
+		return "loopback TCP (127.0.0.0/8, ::1)"
 	case c.ip.Is6():
 		return c.ip.String() + "/64"
 	case c.ip.IsValid():
@@ -42,13 +47,22 @@ func (c callerID) String() string {
 	return "unknown address"
 }
 
-// peer is a unix socket's peer as the kernel and /proc tell at connect
-// time: who asks, for the clients' users and groups and the audit trail.
+// peer is a unix socket's peer: who asks, for the clients' users and
+// groups and the audit trail. The uid, gid and pid are the kernel's,
+// recorded when the peer connected; the groups the kernel's too
+// (SO_PEERGROUPS), or /proc's when the daemon accepted.
+//
+// exeAtAccept is not who asks: it is the program that the peer's pid ran
+// when the daemon accepted the connection (/proc/PID/exe), read after the
+// connect. A caller may connect and then exec another program before
+// the accept, so it can make exeAtAccept name any program it can run. It
+// is written to the audit log under that name, as a hint, and never
+// used to admit.
 type peer struct {
-	uid, gid uint32
-	pid      int32
-	groups   []uint32 // supplementary groups, from /proc/PID/status
-	exe      string   // /proc/PID/exe; "" if unknown
+	uid, gid    uint32
+	pid         int32
+	groups      []uint32 // supplementary groups
+	exeAtAccept string   // /proc/PID/exe when accepted; "" if unknown
 }
 
 // peerKey is the context key of a unix socket's *peer.
@@ -87,16 +101,23 @@ func callerOf(r *http.Request) callerID {
 	return callerID{uid: -1, ip: addressOf(r.RemoteAddr)}
 }
 
+// loopbackCaller is the address every loopback TCP caller is counted as.
+var loopbackCaller = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
 // addressOf returns the address of a TCP peer "host:port" as callerID
-// keeps it: IPv4 as is, IPv6 as its /64.
+// keeps it: any loopback address as loopbackCaller, other IPv4 addresses
+// as they are, IPv6 as its /64.
 func addressOf(hostport string) netip.Addr {
 	ap, err := netip.ParseAddrPort(hostport)
 	if err != nil {
 		return netip.Addr{}
 	}
-	ip := ap.Addr().Unmap()
+	ip := ap.Addr().Unmap().WithZone("")
+	if ip.IsLoopback() {
+		return loopbackCaller
+	}
 	if ip.Is6() {
-		p, _ := ip.WithZone("").Prefix(64)
+		p, _ := ip.Prefix(64)
 		ip = p.Addr()
 	}
 	return ip

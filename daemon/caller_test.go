@@ -62,7 +62,9 @@ func TestAddressOf(t *testing.T) {
 		"[::ffff:192.0.2.7]:4000":        "192.0.2.7",
 		"[2001:db8:1:2:3:4:5:6]:443":     "2001:db8:1:2::/64",
 		"[2001:db8:1:2:ffff::1%eth0]:80": "2001:db8:1:2::/64",
-		"[::1]:8400":                     "::/64",
+		"[::1]:8400":                     "loopback TCP (127.0.0.0/8, ::1)",
+		"127.3.4.5:9":                    "loopback TCP (127.0.0.0/8, ::1)",
+		"[::ffff:127.0.0.2]:9":           "loopback TCP (127.0.0.0/8, ::1)",
 		"nonsense":                       "unknown address",
 	} {
 		if got := (callerID{uid: -1, ip: addressOf(in)}).String(); got != want {

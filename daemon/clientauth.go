@@ -3,9 +3,26 @@ package daemon
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"fmt"
 	"net/http"
 	"net/url"
 )
+
+// MinSecretLength is the fewest bytes a client secret (Config.ClientSecret,
+// Client.Secret) may have. The delay after failed attempts (see
+// authFailures) bounds how fast a secret can be guessed, not whether: a
+// short one would still fall.
+const MinSecretLength = 16
+
+// checkSecret refuses a client secret that is set but shorter than
+// MinSecretLength; what names it in the error, which never holds it.
+func checkSecret(what, secret string) error {
+	if secret == "" || len(secret) >= MinSecretLength {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is %d bytes; a client secret must have at least %d, "+
+		"such as 32 random bytes in base64 (head -c 32 /dev/urandom | base64)", ErrConfig, what, len(secret), MinSecretLength)
+}
 
 // authMethod is how a token request presents client credentials, by the
 // names of RFC 8414's token_endpoint_auth_methods_supported.

@@ -15,7 +15,7 @@ import (
 // (RFC 6749 section 2.3.1) changes or that a decoder may trip on: '+',
 // '%' (before hex digits and not), ':', a space, '&' and '='. The first
 // does not form-decode; the second does, to another string.
-var specialSecrets = []string{"s3+cr%et:%41 b&c=d", "a+b%41:c d&e=f"}
+var specialSecrets = []string{"s3+cr%et:%41 b&c=d", "a+b%41:c d&e=f+long"}
 
 // basicRaw sets HTTP Basic credentials as most libraries do: not
 // form-encoded.

@@ -117,6 +117,9 @@ func resolveClients(cfg Config) ([]*client, error) {
 		return nil, fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
 	}
 	if len(cfg.Clients) == 0 {
+		if err := checkSecret("the client secret (ClientSecret, --client-secret-file)", cfg.ClientSecret); err != nil {
+			return nil, err
+		}
 		c := &client{Client: Client{Name: cfg.ClientID, ClientID: cfg.Grant.ClientID, Secret: cfg.ClientSecret, KeyID: cfg.Grant.KeyID},
 			policy: newListPolicy(cfg.AllowedScopes), anyUnix: true}
 		c.hash()
@@ -147,6 +150,9 @@ func resolveClients(cfg Config) ([]*client, error) {
 			return nil, err
 		}
 		if err := checkList(where+": authorization-types", cl.AuthorizationTypes, grant.ValidScope, "an authorization_details type such as urn:altinn:consent"); err != nil {
+			return nil, err
+		}
+		if err := checkSecret(where+": the secret (secret-file)", cl.Secret); err != nil {
 			return nil, err
 		}
 		if len(cl.Users) == 0 && len(cl.Groups) == 0 && cl.Secret == "" {

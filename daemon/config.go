@@ -59,6 +59,14 @@ type Config struct {
 	// (see AuditLog). The caller opens and closes it.
 	Audit *AuditLog
 
+	// AuditServeOnFailure, if true, sends a token whose audit line could
+	// not be written (a full disk) all the same. If false, the default,
+	// such a request gets 503 temporarily_unavailable instead: no token
+	// leaves the daemon without its audit line. Either way each failure
+	// is counted (mphsm_audit_write_failures_total) and logged, at most
+	// once a minute.
+	AuditServeOnFailure bool
+
 	// AllowedScopes, if not empty, are the only scopes callers may ask
 	// for; an element ending in '*' allows every scope with that prefix
 	// ("altinn:*"). Each element may hold several scopes separated by
@@ -91,6 +99,16 @@ type Config struct {
 	// use). If zero, half of MaxKeys (at least 1); negative means no bound
 	// but MaxKeys.
 	MaxKeysPerCaller int
+
+	// AllowedHosts are host names, besides localhost, the loopback
+	// addresses and the address a connection came to, that TCP callers
+	// may send in their Host header, such as the name remote callers use
+	// with AllowRemote. A request on TCP with another Host gets 421
+	// Misdirected Request, so that a web page cannot read the daemon
+	// through a browser by DNS rebinding. Names only (no port, no
+	// wildcard), compared without case; each element may hold several
+	// separated by spaces or commas. Unix socket requests are not checked.
+	AllowedHosts []string
 
 	// AllowRemote lets Serve accept TCP listeners on addresses that are not
 	// loopback. If false, only 127.0.0.0/8 and ::1 are served.
@@ -237,6 +255,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if err := checkList("AllowedResources", cfg.AllowedResources, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"); err != nil {
 		return cfg, err
 	}
+	if err := checkList("AllowedHosts", cfg.AllowedHosts, validHostEntry, "a host name without port or wildcard"); err != nil {
+		return cfg, err
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -292,6 +313,7 @@ type settings struct {
 	byName    map[string]*client // clients by Name
 	resources *listPolicy        // AllowedResources
 	maxRes    int                // MaxResourcesPerCaller, or 0 where AllowedResources bounds them
+	hosts     map[string]bool    // AllowedHosts, lower case
 }
 
 // newSettings resolves cfg (checked by withDefaults) for requests,
@@ -302,6 +324,12 @@ func newSettings(cfg Config, m *metrics) (*settings, error) {
 		return nil, err
 	}
 	st := &settings{cfg: cfg, clients: clients, byName: map[string]*client{}, resources: newListPolicy(cfg.AllowedResources)}
+	st.hosts = map[string]bool{}
+	for _, a := range cfg.AllowedHosts {
+		for _, h := range splitList(a) {
+			st.hosts[strings.ToLower(strings.TrimSuffix(h, "."))] = true
+		}
+	}
 	for _, c := range clients {
 		st.byName[c.Name] = c
 		c.m = m.client(c.Name)

@@ -32,7 +32,7 @@ import (
 const (
 	defClient = "defences-client"
 	defKid    = "defences-key"
-	defSecret = "defences-s3cret"
+	defSecret = "defences-s3cret-7d1a"
 )
 
 var defKeys struct {
@@ -162,6 +162,7 @@ func unixPeer(uid uint32) func(*http.Request) *http.Request {
 func tcpPeer(addr, secret string) func(*http.Request) *http.Request {
 	return func(r *http.Request) *http.Request {
 		r.RemoteAddr = addr
+		r.Host = "127.0.0.1:8400"
 		r.SetBasicAuth(defClient, secret)
 		return r
 	}

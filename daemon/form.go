@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mp-hsm/mp-hsm/grant"
 )
@@ -53,7 +54,7 @@ func parseRequest(form url.Values, cl *client, resPolicy *listPolicy, buf []byte
 	case "":
 		return nil, badRequest(errInvalidRequest, "grant_type is missing; use client_credentials")
 	default:
-		return nil, badRequest(errUnsupportedGrantType, "grant_type "+strconv.Quote(gt)+" is not supported; use client_credentials")
+		return nil, badRequest(errUnsupportedGrantType, "grant_type "+strconv.Quote(excerpt(gt))+" is not supported; use client_credentials")
 	}
 	raw := form.Get("scope")
 	scopes := make([]string, 0, 4)
@@ -62,13 +63,13 @@ func parseRequest(form url.Values, cl *client, resPolicy *listPolicy, buf []byte
 			continue
 		}
 		if !grant.ValidScope(sc) {
-			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" holds characters a scope cannot hold")
+			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(excerpt(sc))+" holds characters a scope cannot hold")
 		}
 		if !policy.allows(sc) {
 			if cl.anyUnix {
-				return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" is not allowed by this daemon (--allowed-scopes)")
+				return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(excerpt(sc))+" is not allowed by this daemon (--allowed-scopes)")
 			}
-			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(sc)+" is not allowed for the client '"+cl.Name+"' (its scopes)")
+			return nil, badRequest(errInvalidScope, "the scope "+strconv.Quote(excerpt(sc))+" is not allowed for the client '"+cl.Name+"' (its scopes)")
 		}
 		scopes = append(scopes, sc)
 	}
@@ -109,7 +110,7 @@ func parseRequest(form url.Values, cl *client, resPolicy *listPolicy, buf []byte
 		tr.altinn = true
 		buf = append(buf, "altinn"...)
 	default:
-		return nil, badRequest(errInvalidRequest, "altinn must be true or false, not "+strconv.Quote(v))
+		return nil, badRequest(errInvalidRequest, "altinn must be true or false, not "+strconv.Quote(excerpt(v)))
 	}
 	buf = append(buf, 0)
 	buf = append(buf, cl.Name...)
@@ -188,11 +189,25 @@ func (tr *tokenRequest) validate() error {
 	return badRequest(errInvalidRequest, err.Error())
 }
 
-// excerpt shortens a caller's value for an error description.
-func excerpt(v string) string {
-	const n = 100
+// Bounds on a caller's values where the daemon repeats them: error
+// descriptions and the audit log.
+const (
+	maxCallerValue  = 100 // bytes of one value (a scope, a resource, grant_type, ...)
+	maxCallerValues = 20  // values of a list (scopes, resources)
+)
+
+// excerpt is the bound on a caller's value wherever the daemon repeats
+// it (an error description, the audit log): at most maxCallerValue bytes.
+func excerpt(v string) string { return shorten(v, maxCallerValue) }
+
+// shorten returns v cut to at most n bytes, at the start of a UTF-8
+// character, and "..." after a cut.
+func shorten(v string, n int) string {
 	if len(v) <= n {
 		return v
+	}
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
 	}
 	return v[:n] + "..."
 }

@@ -39,7 +39,7 @@ import (
 
 const (
 	testClient = "daemon-test-client"
-	testSecret = "local-s3cret"
+	testSecret = "local-s3cret-4b9e2f"
 	testOrg    = "910000004" // the client's organisation, in every test certificate
 	consumer   = "910000012" // a valid organisation number, delegated to the client
 	sysUserOrg = "910000020"

@@ -15,8 +15,13 @@ import (
 // /.well-known/oauth-authorization-server and
 // /.well-known/openid-configuration). Callers on a unix socket need no
 // credentials; others must authenticate for /token (see
-// Config.ClientSecret).
+// Config.ClientSecret). On TCP, a request whose Host header does not name
+// the daemon gets 421 (see Config.AllowedHosts).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !onUnixSocket(r) && !hostAllowed(r, s.settings()) {
+		writeMisdirected(w)
+		return
+	}
 	switch r.URL.Path {
 	case "/token":
 		s.serveTokenAnswered(w, r)
@@ -72,8 +77,7 @@ var (
 	hdrNoCache = []string{"no-cache"}
 )
 
-func (s *Server) serveToken(w *answer, r *http.Request) {
-	st := s.settings()
+func (s *Server) serveToken(w *answer, r *http.Request, st *settings) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		s.fail(w, &oauthError{status: http.StatusMethodNotAllowed, code: errInvalidRequest,
@@ -159,6 +163,10 @@ func (s *Server) serveToken(w *answer, r *http.Request) {
 		s.metrics.cacheHits.Inc()
 	} else {
 		s.metrics.cacheMisses.Inc()
+	}
+	if err := s.auditToken(w, r, st); err != nil {
+		s.fail(w, err)
+		return
 	}
 	s.metrics.requestsOK.Inc()
 	scope := t.Scope

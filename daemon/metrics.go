@@ -10,23 +10,24 @@ import (
 // metrics are the daemon's Prometheus metrics. Their names start with
 // mphsm_.
 type metrics struct {
-	requests     *prometheus.CounterVec   // result: ok or the OAuth 2 error code
-	requestsOK   prometheus.Counter       // requests{result="ok"}
-	cacheHits    prometheus.Counter       // token requests answered from the cache
-	cacheMisses  prometheus.Counter       // token requests that waited for an exchange
-	upstream     *prometheus.CounterVec   // endpoint (token, altinn), status (HTTP code or "error")
-	refreshes    *prometheus.CounterVec   // result: ok, error
-	signSeconds  prometheus.Histogram     // signature latency
-	signErrors   prometheus.Counter       // failed signatures
-	reconnects   *prometheus.CounterVec   // result: ok, error, pin
-	faults       prometheus.Counter       // card or HSM faults noticed
-	ready        prometheus.GaugeFunc     // 1 when ready
-	storeSize    prometheus.GaugeFunc     // cached keys
-	certExpiry   prometheus.GaugeFunc     // seconds until the leaf certificate expires
-	inflight     prometheus.Gauge         // exchanges holding a slot
-	queued       prometheus.Gauge         // exchanges waiting for a slot
-	authFailures prometheus.Counter       // failed client authentication on TCP
-	upstreamTime *prometheus.HistogramVec // endpoint: duration of calls
+	requests      *prometheus.CounterVec   // result: ok or the OAuth 2 error code
+	requestsOK    prometheus.Counter       // requests{result="ok"}
+	cacheHits     prometheus.Counter       // token requests answered from the cache
+	cacheMisses   prometheus.Counter       // token requests that waited for an exchange
+	upstream      *prometheus.CounterVec   // endpoint (token, altinn), status (HTTP code or "error")
+	refreshes     *prometheus.CounterVec   // result: ok, error
+	signSeconds   prometheus.Histogram     // signature latency
+	signErrors    prometheus.Counter       // failed signatures
+	reconnects    *prometheus.CounterVec   // result: ok, error, pin
+	faults        prometheus.Counter       // card or HSM faults noticed
+	ready         prometheus.GaugeFunc     // 1 when ready
+	storeSize     prometheus.GaugeFunc     // cached keys
+	certExpiry    prometheus.GaugeFunc     // seconds until the leaf certificate expires
+	inflight      prometheus.Gauge         // exchanges holding a slot
+	queued        prometheus.Gauge         // exchanges waiting for a slot
+	authFailures  prometheus.Counter       // failed client authentication on TCP
+	auditFailures prometheus.Counter       // audit lines that could not be written whole
+	upstreamTime  *prometheus.HistogramVec // endpoint: duration of calls
 
 	clientRequests *prometheus.CounterVec // client, outcome: issued, cached, refused, failed
 	clientRefusals *prometheus.CounterVec // client, reason
@@ -135,6 +136,10 @@ func newMetrics(s *Server) *metrics {
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mphsm_auth_failures_total",
 			Help: "Token requests on TCP refused for want of the right client id and secret.",
+		}),
+		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mphsm_audit_write_failures_total",
+			Help: "Audit lines that could not be written whole (a full disk, an I/O error); each token among them was refused with 503 unless the audit failure policy is serve.",
 		}),
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mphsm_exchanges_queued",

@@ -11,8 +11,9 @@ import (
 // peerOf returns who is at the other end of a unix socket connection: the
 // uid, gid and pid the kernel recorded when it connected (SO_PEERCRED),
 // the supplementary groups (SO_PEERGROUPS where the kernel has it, else
-// /proc/PID/status), and the executable (/proc/PID/exe; empty when /proc
-// does not tell). What /proc says is used only while its process has the
+// /proc/PID/status), and the executable the pid runs now, at accept
+// (/proc/PID/exe; empty when /proc does not tell), which is not
+// necessarily the one that connected (see peer). What /proc says is used only while its process has the
 // peer's effective uid, so that a pid reused by another user's process
 // is not read as the caller.
 func peerOf(c net.Conn) (*peer, bool) {
@@ -42,7 +43,7 @@ func peerOf(c net.Conn) (*peer, bool) {
 			if !kernelGroups {
 				p.groups = procGroups
 			}
-			p.exe, _ = os.Readlink(dir + "/exe")
+			p.exeAtAccept, _ = os.Readlink(dir + "/exe")
 		}
 	}
 	return p, true

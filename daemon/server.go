@@ -30,6 +30,7 @@ type Server struct {
 	cache    *grant.Cache
 	quotas   quotas        // per-caller bounds on the cache
 	authFail *authFailures // failed authentication on TCP, per address
+	refusals *refusalLog   // refusals of callers no client admits, summarized for the audit log
 	metricsH http.Handler
 
 	ctx    context.Context // ends when the server has stopped serving
@@ -87,7 +88,7 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, cache: newCache(cfg), authFail: newAuthFailures()}
+	s := &Server{reg: reg, cache: newCache(cfg), authFail: newAuthFailures(), refusals: newRefusalLog()}
 	s.metrics = newMetrics(s) // registered on reg below, once New succeeds
 	st, err := newSettings(cfg, s.metrics)
 	if err != nil {
@@ -131,7 +132,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) register(reg prometheus.Registerer) error {
 	m := s.metrics
 	for _, c := range []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime,
-		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.ready, m.storeSize, m.certExpiry,
+		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.auditFailures, m.ready, m.storeSize, m.certExpiry,
 		m.clientRequests, m.clientRefusals} {
 		if err := reg.Register(c); err != nil {
 			return err

@@ -308,7 +308,7 @@ func TestFaultServe503Load(t *testing.T) {
 	}))
 	t.Cleanup(front.Close)
 
-	d := startDaemon(t, fx.env(t, fx.card), "fault-secret", []string{"--log-level", "warn"},
+	d := startDaemon(t, fx.env(t, fx.card), "fault-secret-5a0e77", []string{"--log-level", "warn"},
 		"--token-label", "e2e-card", "--client-id", e2eClient, "--issuer", emu.Issuer(), "--token-endpoint", front.URL+"/token")
 	form := func(i int) url.Values {
 		return url.Values{"grant_type": {"client_credentials"}, "scope": {fmt.Sprintf("fault:%d", i)}}

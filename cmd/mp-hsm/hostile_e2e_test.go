@@ -67,7 +67,7 @@ func TestDaemonStopsLoggingInAfterLooseRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	env, calls := e2eShim(t, fx, p11shim.Options{LoginRV: 0x6, SignFailAfter: 1}, "MP_HSM_PIN", "MP_HSM_PIN_FILE="+pinFile)
-	d := startDaemon(t, env, "tcp-secret", []string{"--log-level", "info"}, "--token-label", "e2e-wrong-pin", "--client-id", e2eClient,
+	d := startDaemon(t, env, "tcp-secret-5a0e77", []string{"--log-level", "info"}, "--token-label", "e2e-wrong-pin", "--client-id", e2eClient,
 		"--issuer", emu.Issuer(), "--token-endpoint", emu.TokenURL())
 	if err := os.WriteFile(pinFile, []byte(e2eWrongPIN+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -311,7 +311,7 @@ func TestServeListenerConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	secret := filepath.Join(dir, "secret")
-	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+	if err := os.WriteFile(secret, []byte("s3cret-5a0e77a1b2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	base := []string{"serve", "--token-label", "e2e-card", "--client-id", e2eClient, "--env", "test"}

@@ -68,7 +68,8 @@ func serveCommand(e *env) *cli.Command {
 			"one client it is admitted to, if exactly one. Anything else is refused before anything is\n" +
 			"signed. Without [[client]] tables, --client-id is the one client, for every caller on the\n" +
 			"socket. --audit-log PATH writes one JSON line per answered token request (who, which client,\n" +
-			"what, outcome; never a token or secret). SIGHUP reopens the audit log and reads the command\n" +
+			"what, outcome; never a token or secret); no token is sent without its line (--audit-failure).\n" +
+			"SIGHUP reopens the audit log and reads the command\n" +
 			"line, environment and file again; a file that does not work is refused and logged, and the\n" +
 			"running configuration kept. See docs/daemon.md.",
 		Flags:  withConfigFile(concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
@@ -87,6 +88,8 @@ func serveFlags() []cli.Flag {
 		&cli.StringSliceFlag{Category: catServ, Name: "listen", Usage: "`ADDR` to listen on: unix:PATH or tcp:HOST:PORT; repeatable (default: unix:$XDG_RUNTIME_DIR/mp-hsm.sock)", EnvVars: []string{"MP_HSM_LISTEN"}},
 		&cli.StringFlag{Category: catServ, Name: "socket-group", Usage: "`GROUP` (name or id) that may use the unix socket (mode 0660 instead of 0600)", EnvVars: []string{"MP_HSM_SOCKET_GROUP"}},
 		&cli.BoolFlag{Category: catServ, Name: "allow-remote", Usage: "allow TCP listeners on addresses that are not loopback", EnvVars: []string{"MP_HSM_ALLOW_REMOTE"}},
+		&cli.StringSliceFlag{Category: catServ, Name: "allowed-hosts", Usage: "host `NAME`s TCP callers may send in the Host header besides localhost, loopback addresses and the listen address (repeatable, or separated by spaces or commas); others get 421, against DNS rebinding", EnvVars: []string{"MP_HSM_ALLOWED_HOSTS"}},
+		&cli.StringFlag{Category: catServ, Name: "audit-failure", Value: "refuse", Usage: "when an audit line cannot be written (a full disk): `refuse` the token (503), or serve it all the same; counted and logged either way", EnvVars: []string{"MP_HSM_AUDIT_FAILURE"}},
 		&cli.StringFlag{Category: catServ, Name: "client-secret-file", Usage: "`PATH` of the secret TCP callers must send (HTTP Basic, with the client id)", EnvVars: []string{"MP_HSM_CLIENT_SECRET_FILE"}},
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-scopes", Usage: "`SCOPE`s callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); default: any", EnvVars: []string{"MP_HSM_ALLOWED_SCOPES"}},
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-resources", Usage: "resource `URL`s (token audiences) callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); others get 400 invalid_target; default: any, within --max-resources-per-caller", EnvVars: []string{"MP_HSM_ALLOWED_RESOURCES"}},
@@ -272,6 +275,14 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 		// Chosen by the daemon from the certificate's issuing CA.
 		envr.AltinnExchange = c.String("altinn-exchange")
 	}
+	auditServe := false
+	switch v := strings.TrimSpace(c.String("audit-failure")); v {
+	case "refuse", "":
+	case "serve":
+		auditServe = true
+	default:
+		return daemon.Config{}, nil, usagef("--audit-failure %q: want refuse (no token without its audit line; the default) or serve", v)
+	}
 	secret := ""
 	if p := c.String("client-secret-file"); p != "" {
 		if secret, err = e.readSecretFile(p); err != nil {
@@ -289,6 +300,8 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 		},
 		ClientSecret:           secret,
 		Clients:                clients,
+		AuditServeOnFailure:    auditServe,
+		AllowedHosts:           c.StringSlice("allowed-hosts"),
 		AllowedScopes:          c.StringSlice("allowed-scopes"),
 		AllowedResources:       c.StringSlice("allowed-resources"),
 		MaxResourcesPerCaller:  c.Int("max-resources-per-caller"),

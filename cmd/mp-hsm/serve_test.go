@@ -71,7 +71,7 @@ func TestServeCommand(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	bin := binary(t)
 	secretFile := filepath.Join(dir, "secret")
-	os.WriteFile(secretFile, []byte("tcp-s3cret\n"), 0o600)
+	os.WriteFile(secretFile, []byte("tcp-s3cret-5a0e77\n"), 0o600)
 	sock := filepath.Join(dir, "s.sock")
 	base := []string{"serve", "--module", tok.Module, "--token-serial", tok.Serial, "--client-id", client,
 		"--issuer", emu.Issuer(), "--token-endpoint", emu.TokenURL()}
@@ -94,6 +94,8 @@ func TestServeCommand(t *testing.T) {
 			{[]string{"--listen", "tcp:127.0.0.1:0"}, exitUsage, "--client-secret-file"},
 			{[]string{"--listen", "tcp:0.0.0.0:0", "--client-secret-file", secretFile}, exitUsage, "--allow-remote"},
 			{[]string{"--listen", "udp:x"}, exitUsage, "unix:PATH or tcp:HOST:PORT"},
+			{[]string{"--listen", "unix:" + sock, "--audit-failure", "ignore"}, exitUsage, `--audit-failure "ignore": want refuse`},
+			{[]string{"--listen", "unix:" + sock, "--allowed-hosts", "evil.example:80"}, exitUsage, "AllowedHosts"},
 		} {
 			res := run(t, env, append(slices.Clone(base), tc.args...)...)
 			if res.Code != tc.code || !strings.Contains(res.Stderr, tc.want) {
@@ -195,7 +197,7 @@ func TestServeCommand(t *testing.T) {
 	if a.status != 200 || a.AccessToken == "" || a.TokenType != "Bearer" {
 		t.Fatalf("unix: %+v", a)
 	}
-	b := servePost(t, http.DefaultClient, tcpURL, form, client, "tcp-s3cret")
+	b := servePost(t, http.DefaultClient, tcpURL, form, client, "tcp-s3cret-5a0e77")
 	if b.AccessToken != a.AccessToken {
 		t.Fatalf("tcp: %+v, want the cached token", b)
 	}
@@ -249,7 +251,7 @@ func TestServeCommand(t *testing.T) {
 	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 		t.Error("the socket is still there after exit")
 	}
-	if logs := stderr.String(); strings.Contains(logs, a.AccessToken) || strings.Contains(logs, "tcp-s3cret") || strings.Contains(logs, tok.PIN+"\n") {
+	if logs := stderr.String(); strings.Contains(logs, a.AccessToken) || strings.Contains(logs, "tcp-s3cret-5a0e77") || strings.Contains(logs, tok.PIN+"\n") {
 		t.Error("the log holds a token, the secret or the PIN")
 	}
 }
