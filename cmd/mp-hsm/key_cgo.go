@@ -28,6 +28,7 @@ type keySetup struct {
 	keyChosen    bool
 	moduleSource string // "flag", "uri" or "default"
 	pinFrom      string // where the PIN comes from, for messages
+	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
 }
 
 // resolveKey turns the key flags into a p11.Config. The PIN is not read
@@ -41,7 +42,9 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	// token is found; serve, which logs, and doctor, which diagnoses, turn
 	// this off.
 	cfg.ModuleOptions.HoldLoadOutput = true
-	if raw := c.String("key"); raw != "" {
+	sel, fromEnv := selectors(c)
+	ks.fromEnv = fromEnv
+	if raw := sel["key"]; raw != "" {
 		u, err := pkcs11uri.Parse(raw)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
@@ -65,7 +68,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	if m := c.String("module"); m != "" {
 		cfg.Module, ks.moduleSource = m, "flag"
 	}
-	if s := c.String("slot"); s != "" {
+	if s := sel["slot"]; s != "" {
 		id, err := strconv.ParseUint(strings.TrimSpace(s), 10, 0)
 		if err != nil {
 			return nil, usagef("--slot %q: want the decimal slot ID the module reports (see mp-hsm list)", s)
@@ -76,20 +79,20 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		v := uint(id)
 		cfg.Token.SlotID = &v
 	}
-	if err := merge("--token-label", c.String("token-label"), &cfg.Token.Label, "token"); err != nil {
+	if err := merge("--token-label", sel["token-label"], &cfg.Token.Label, "token"); err != nil {
 		return nil, err
 	}
-	if err := merge("--token-serial", c.String("token-serial"), &cfg.Token.Serial, "serial"); err != nil {
+	if err := merge("--token-serial", sel["token-serial"], &cfg.Token.Serial, "serial"); err != nil {
 		return nil, err
 	}
-	if err := merge("--key-label", c.String("key-label"), &cfg.Key.Label, "object"); err != nil {
+	if err := merge("--key-label", sel["key-label"], &cfg.Key.Label, "object"); err != nil {
 		return nil, err
 	}
-	if h := c.String("key-id"); h != "" {
+	if h := sel["key-id"]; h != "" {
 		h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(h), ":", ""), "0x")
 		id, err := hex.DecodeString(h)
 		if err != nil || len(id) == 0 {
-			return nil, usagef("--key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", c.String("key-id"))
+			return nil, usagef("--key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", sel["key-id"])
 		}
 		if cfg.Key.ID != nil && string(cfg.Key.ID) != string(id) {
 			return nil, usagef("--key-id %s and the --key URI's id disagree", h)
@@ -147,7 +150,7 @@ func (e *env) openToken(c *cli.Context) (keySigner, error) {
 	}
 	s, err := p11.Open(ks.cfg)
 	if err != nil {
-		return nil, explainPINError(e.explainKeyError(err), ks)
+		return nil, explainPINError(ks.explainSelection(e.explainKeyError(err)), ks)
 	}
 	return s, nil
 }
@@ -175,6 +178,16 @@ func explainPINError(err error, ks *keySetup) error {
 		return err
 	}
 	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
+}
+
+// explainSelection adds to a selection error which selectors came from
+// the environment.
+func (ks *keySetup) explainSelection(err error) error {
+	var se *hsm.SelectionError
+	if !errors.As(err, &se) {
+		return err
+	}
+	return explainEnvSelectors(err, ks.fromEnv)
 }
 
 // explainKeyError adds what to do to selection errors: which flag picks

@@ -44,7 +44,7 @@ func (e *env) openWritable(c *cli.Context) (*writableToken, error) {
 	slot, err := mod.FindSlot(cfg.Token)
 	if err != nil {
 		mod.Close()
-		return nil, e.explainKeyError(err)
+		return nil, ks.explainSelection(e.explainKeyError(err))
 	}
 	opts := cfg.TokenOptions()
 	opts.ReadWrite = true
