@@ -315,8 +315,11 @@ func (s *Server) admit(r *http.Request, creds *credentials, form url.Values, st 
 	found := tcpClient(creds, st.clients)
 	if found == nil {
 		s.authFailed(r, form)
-		return nil, refuse(reasonCredentials, http.StatusUnauthorized, errInvalidClient,
-			"client authentication failed: callers on TCP must send a client's name and secret (HTTP Basic)")
+		msg := "client authentication failed: callers on TCP must send a client's name and secret (HTTP Basic)"
+		if creds.method != authNone {
+			msg = "client authentication failed: the client id or secret is wrong"
+		}
+		return nil, refuse(reasonCredentials, http.StatusUnauthorized, errInvalidClient, msg)
 	}
 	return found, nil
 }

@@ -22,6 +22,10 @@ const (
 	errTemporarilyUnavailable = "temporarily_unavailable"
 )
 
+// errInvalidAuthorizationDetails is RFC 9396's code, which Maskinporten
+// answers for a system user it does not know (MP-303).
+const errInvalidAuthorizationDetails = "invalid_authorization_details"
+
 // oauthError is an OAuth 2 error answer.
 type oauthError struct {
 	status      int
@@ -70,6 +74,12 @@ func (s *Server) mapError(err error) *oauthError {
 			// section 5.2's invalid_scope, with Maskinporten's code and
 			// description kept in the description.
 			return &oauthError{status: http.StatusBadRequest, code: errInvalidScope, description: desc}
+		case te.Code == errInvalidAuthorizationDetails:
+			// MP-303: the authorization_details the caller's
+			// system_user_org (or its own authorization_details) made
+			// name no system user of this client: the caller's request.
+			return badRequest(errInvalidRequest, desc+" (the request's system_user_org or authorization_details: "+
+				"that organisation has no system user for this client in Altinn)")
 		}
 		return &oauthError{status: http.StatusBadGateway, code: errServerError,
 			description: desc + " (the daemon's client id, key or environment is wrong)"}

@@ -26,8 +26,8 @@ type keySetup struct {
 	explicitPIN  bool
 	tokenChosen  bool
 	keyChosen    bool
-	moduleSource string // "flag", "uri" or "default"
-	pinFrom      string // where the PIN comes from, for messages
+	moduleSource string   // "flag", "uri" or "default"
+	pinFrom      string   // where the PIN comes from, for messages
 	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
 }
 
