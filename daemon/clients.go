@@ -257,7 +257,7 @@ func chooseClient(r *http.Request, creds *credentials, st *settings) (*client, *
 		}
 		if !c.admitsPeer(p) {
 			ae := refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
-				who+" is not admitted to the client '"+c.Name+"': neither its users nor its groups name it; ask the daemon's operator")
+				who+" is not admitted to the client '"+c.Name+"': neither its users nor its groups name it; ask the daemon's operator"+newLoginHint)
 			ae.client = c
 			return nil, ae
 		}
@@ -274,13 +274,17 @@ func chooseClient(r *http.Request, creds *credentials, st *settings) (*client, *
 	switch len(names) {
 	case 0:
 		return nil, refuse(reasonNoClient, http.StatusUnauthorized, errInvalidClient,
-			who+" is admitted to no client of this daemon; ask its operator to add it to a client's users or groups")
+			who+" is admitted to no client of this daemon; ask its operator to add it to a client's users or groups"+newLoginHint)
 	case 1:
 		return found, nil
 	}
 	return nil, refuse(reasonAmbiguous, http.StatusBadRequest, errInvalidRequest,
 		who+" is admitted to several clients ("+strings.Join(names, ", ")+"); name one as client_id (in the form or as the HTTP Basic user)")
 }
+
+// newLoginHint ends a refusal of a unix socket peer: the groups it is
+// judged by are those its process started with.
+const newLoginHint = " (a group added with usermod counts only for processes started after the user's next login: `id` shows the groups a shell has)"
 
 // namedClient returns the client a request names as its client id (the
 // HTTP Basic user, form-decoded as RFC 6749 section 2.3.1 says or raw, or
