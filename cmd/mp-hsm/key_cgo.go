@@ -124,7 +124,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	// or a device there would hang the process for good.
 	if err := safefile.CheckRegular(cfg.Module); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w", err))
+			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w%s", err, moduleSuggestion(cfg.Module)))
 		}
 		return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module %w", err))
 	}
@@ -181,11 +181,16 @@ func explainPINError(err error, ks *keySetup) error {
 }
 
 // explainSelection adds to a selection error which selectors came from
-// the environment.
+// the environment and, when the module has no token, which module that
+// was and how it was chosen.
 func (ks *keySetup) explainSelection(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {
 		return err
+	}
+	if moduleHasNoToken(err) {
+		how := map[string]string{"default": "the first default module found", "flag": "--module (MP_HSM_MODULE)", "uri": "the --key URI's module-path"}[ks.moduleSource]
+		err = fmt.Errorf("%w\nthe module was %s (%s); if the token is behind another module, choose it with --module PATH", err, ks.cfg.Module, how)
 	}
 	return explainEnvSelectors(err, ks.fromEnv)
 }

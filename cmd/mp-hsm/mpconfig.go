@@ -46,7 +46,12 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 			err = fmt.Errorf("--well-known %s: %w", wk, err)
 			if errors.Is(err, grant.ErrRefused) {
 				// A 4xx for a public document: the URL is wrong.
-				return envr, "", usageErr(fmt.Errorf("%w; check the metadata URL", err))
+				hint := "check the metadata URL"
+				if !strings.Contains(wk, "/.well-known/") {
+					hint = "--well-known is the metadata document's URL, which ends in /.well-known/oauth-authorization-server " +
+						"(as mp-hsm emulate prints it), not the server's base URL"
+				}
+				return envr, "", usageErr(fmt.Errorf("%w; %s", err, hint))
 			}
 			return envr, "", err
 		}
