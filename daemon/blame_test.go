@@ -48,3 +48,21 @@ func TestWrongTCPSecretSaysSo(t *testing.T) {
 		t.Errorf("no credentials: description %q does not say what to send", a.Description)
 	}
 }
+
+// TestReloadNamesWhatChanged: a reload to another Maskinporten (a new
+// well-known) empties the cache and says the environment changed, not the
+// key (on 20aa3dc: "the key changed: cached tokens dropped").
+func TestReloadNamesWhatChanged(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, options{})
+	wantToken(t, f.post(scopeForm("test:read")))
+	cfg := f.cfg
+	cfg.Grant.Environment = environment(newEmulator(t, 0))
+	if err := f.srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	logs := f.logs.String()
+	if !strings.Contains(logs, "the environment changed: cached tokens dropped") || strings.Contains(logs, "the key changed") {
+		t.Errorf("the reload's log does not say the environment changed:\n%s", logs)
+	}
+}
