@@ -78,3 +78,17 @@ func TestE2EUsageHints(t *testing.T) {
 		t.Errorf("the hint names a Go field:\n%s", res)
 	}
 }
+
+// TestServeConfigConflictNamesFile: a conflict between an option of the
+// config file and a flag names the file (on 20aa3dc it did not).
+func TestServeConfigConflictNamesFile(t *testing.T) {
+	t.Parallel()
+	fx := e2e(t)
+	conf := filepath.Join(t.TempDir(), "mp-hsm.toml")
+	if err := os.WriteFile(conf, []byte("env = \"test\"\nclient-id = \""+e2eClient+"\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := runCLI(t, fx.env(t, fx.card, "MP_HSM_TOKEN_LABEL=e2e-card"), "serve", "--config", conf,
+		"--listen", "unix:"+filepath.Join(shortDir(t), "s.sock"), "--well-known", "http://127.0.0.1:9/.well-known/oauth-authorization-server")
+	e2eWantFail(t, res, exitUsage, "choose Maskinporten one way", "env from config "+conf, "(see mp-hsm serve --help)")
+}

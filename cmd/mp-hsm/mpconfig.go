@@ -27,7 +27,7 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 		}
 	}
 	if given > 1 {
-		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint")
+		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint%s", e.fromConfigFile("env", "well-known", "issuer", "token-endpoint"))
 	}
 	var envr grant.Environment
 	var how string
@@ -158,4 +158,23 @@ var claimFlags = map[string]string{
 	"pid":            "--pid",
 	"systemuser_org": "--system-user-org",
 	"lifetime":       "--lifetime",
+}
+
+// fromConfigFile says which of the options names a serve --config file
+// set, for an error about their conflict with a flag or variable: "" when
+// none.
+func (e *env) fromConfigFile(names ...string) string {
+	if e.serveFile == nil {
+		return ""
+	}
+	var set []string
+	for _, n := range names {
+		if v, ok := e.serveFile.values[n]; ok && v != "" {
+			set = append(set, n)
+		}
+	}
+	if len(set) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%s from config %s: a flag or variable replaces only the same option)", strings.Join(set, ", "), e.serveFile.path)
 }
