@@ -381,3 +381,54 @@ func issueFromCSR(t *testing.T, ca *softhsm.CA, csrFile, out string) {
 		t.Fatal(err)
 	}
 }
+
+// TestTryItLocally runs docs/try-it-locally.md's commands as written, in
+// one bash, in an empty directory: a SoftHSM2 token of its own, a key, a
+// CSR signed by an openssl CA, import-cert, a token, a daemon and a
+// rotation against mp-hsm emulate.
+func TestTryItLocally(t *testing.T) {
+	for _, tool := range []string{"softhsm2-util", "openssl", "curl", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing (scripts/deps.sh installs it)", tool)
+			}
+			t.Skipf("%s is missing", tool)
+		}
+	}
+	module, err := softhsm.ModulePath()
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Parallel()
+	script := docBlock(t, readDoc(t, "try-it-locally.md"), "# Try it locally", "sh")
+	// The page names Debian's path of SoftHSM2's module; the test uses
+	// the one this machine has, which is the same on Debian.
+	script = replaceEach(t, "try-it-locally.md", script, "/usr/lib/softhsm/libsofthsm2.so", module)
+	dir, err := os.MkdirTemp("", "mphsm") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := binary(t)
+	c := testexec.Command(t, 3*time.Minute, "bash", "-euo", "pipefail", "-c", script)
+	c.Env, c.Dir = testexec.Env(dir, "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH")), dir
+	res := testexec.Run(t, c)
+	if res.Code != 0 {
+		logs := ""
+		for _, f := range []string{"emulator.log", "serve.log"} {
+			data, _ := os.ReadFile(filepath.Join(dir, f))
+			logs += f + ":\n" + string(data)
+		}
+		t.Fatalf("try-it-locally.md: %s\n%s", res, logs)
+	}
+	// Two access tokens (mp-hsm token, the daemon's answer) and the rotation.
+	if n := len(regexp.MustCompile(`eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`).FindAllString(res.Stdout, -1)); n != 2 {
+		t.Errorf("want 2 access tokens in the output, got %d:\n%s", n, res.Stdout)
+	}
+	if !strings.Contains(res.Stdout, `"token_type":"Bearer"`) {
+		t.Errorf("the daemon's answer is not in the output:\n%s", res.Stdout)
+	}
+	if !strings.Contains(res.Stdout, "rotated") {
+		t.Errorf("the rotation is not in the output:\n%s", res.Stdout)
+	}
+}
