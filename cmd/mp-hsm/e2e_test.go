@@ -927,7 +927,7 @@ func TestE2EBadInput(t *testing.T) {
 		code int
 		want []string
 	}{
-		{"unknown flag", e2eTokenArgs(srv, "--bogus"), nil, exitUsage, []string{"flag provided but not defined: -bogus", "mp-hsm --help"}},
+		{"unknown flag", e2eTokenArgs(srv, "--bogus"), nil, exitUsage, []string{"flag provided but not defined: -bogus", "(see mp-hsm token --help)"}},
 		{"unknown command", []string{"tokn"}, nil, exitUsage, []string{`no command "tokn"`, "mp-hsm --help"}},
 		{"missing scope", without("--scope"), nil, exitUsage, []string{"missing --scope", "MP_HSM_SCOPE"}},
 		// No PIN at all: the usage error comes before the token is opened.

@@ -111,6 +111,9 @@ func emulateClients(c *cli.Context) ([]emulator.Client, error) {
 		}
 	}
 	var clients []emulator.Client
+	if len(c.StringSlice("client-id")) > 0 && c.String("org-number") == "" {
+		return nil, usagef("the emulator needs --client-id and --org-number for the clients it knows from flags (or --config with [[client]] tables)")
+	}
 	for _, id := range c.StringSlice("client-id") {
 		cl := emulator.Client{ID: id, OrgNumber: c.String("org-number"), Scopes: c.StringSlice("scope"),
 			DelegatedBy: c.StringSlice("delegated-by"), SystemUserOrgs: c.StringSlice("system-user-org"), Keys: keys}
