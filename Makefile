@@ -68,7 +68,7 @@ clean:
 # The main job on an embedded default: a SoftHSM2 token in .demo/ and the
 # local emulator. Finishes in well under a minute.
 demo: deps
-	./scripts/demo.sh
+	VERSION=$(VERSION) ./scripts/demo.sh
 
 # Every benchmark on SoftHSM2 and the emulator, in one run, and
 # docs/BENCHMARKS.md from it (about 4 minutes on 2 cores): make bench COUNT=10

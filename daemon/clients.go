@@ -280,7 +280,7 @@ func chooseClient(r *http.Request, creds *credentials, st *settings) (*client, *
 		}
 		if !c.admitsPeer(p) {
 			ae := refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
-				who+" is not admitted to the client '"+c.Name+"': neither its users nor its groups name it; ask the daemon's operator")
+				who+" is not admitted to the client '"+c.Name+"': neither its users nor its groups name it; ask the daemon's operator"+newLoginHint)
 			ae.client = c
 			return nil, ae
 		}
@@ -297,13 +297,17 @@ func chooseClient(r *http.Request, creds *credentials, st *settings) (*client, *
 	switch len(names) {
 	case 0:
 		return nil, refuse(reasonNoClient, http.StatusUnauthorized, errInvalidClient,
-			who+" is admitted to no client of this daemon; ask its operator to add it to a client's users or groups")
+			who+" is admitted to no client of this daemon; ask its operator to add it to a client's users or groups"+newLoginHint)
 	case 1:
 		return found, nil
 	}
 	return nil, refuse(reasonAmbiguous, http.StatusBadRequest, errInvalidRequest,
 		who+" is admitted to several clients ("+strings.Join(names, ", ")+"); name one as client_id (in the form or as the HTTP Basic user)")
 }
+
+// newLoginHint ends a refusal of a unix socket peer: the groups it is
+// judged by are those its process started with.
+const newLoginHint = " (a group added with usermod counts only for processes started after the user's next login: `id` shows the groups a shell has)"
 
 // namedClient returns the client a request names as its client id (the
 // HTTP Basic user, form-decoded as RFC 6749 section 2.3.1 says or raw, or
@@ -338,8 +342,11 @@ func (s *Server) admit(r *http.Request, creds *credentials, form url.Values, st 
 	found := tcpClient(creds, st.clients)
 	if found == nil {
 		s.authFailed(r, form)
-		return nil, refuse(reasonCredentials, http.StatusUnauthorized, errInvalidClient,
-			"client authentication failed: callers on TCP must send a client's name and secret (HTTP Basic)")
+		msg := "client authentication failed: callers on TCP must send a client's name and secret (HTTP Basic)"
+		if creds.method != authNone {
+			msg = "client authentication failed: the client id or secret is wrong"
+		}
+		return nil, refuse(reasonCredentials, http.StatusUnauthorized, errInvalidClient, msg)
 	}
 	return found, nil
 }

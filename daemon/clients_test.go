@@ -65,6 +65,10 @@ func TestClientsChosenAndAdmitted(t *testing.T) {
 			t.Errorf("%s: %s; want %d %s %q", c.what, describe(c.a), c.status, c.code, c.desc)
 		}
 	}
+	// Group membership counts from a new login: the refusal says so.
+	if d := cases[4].a.Description; !strings.Contains(d, "next login: `id` shows the groups") {
+		t.Errorf("naming other: %q does not say that a new group needs a new login", d)
+	}
 	if n := f.emu.Stats().TokenRequests; n != 3 {
 		t.Errorf("Maskinporten was asked %d times; want 3 (mine, also, TCP other; the refusals never reach it)", n)
 	}

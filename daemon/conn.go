@@ -151,6 +151,32 @@ func identity(gc *grant.Config, s signer.Signer) (string, error) {
 		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, "\x00"), nil
 }
 
+// identityParts name the fields of a client's identity, in order.
+var identityParts = []string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
+
+// identityChange names what differs between two identities (as conn
+// joins them), for the log line of a cache emptied on a change.
+func identityChange(old, new string) string {
+	o, n := strings.Split(old, "\x02"), strings.Split(new, "\x02")
+	if len(o) != len(n) {
+		return "the clients"
+	}
+	for i := range o {
+		on, oid, _ := strings.Cut(o[i], "\x01")
+		nn, nid, _ := strings.Cut(n[i], "\x01")
+		if on != nn {
+			return "the clients"
+		}
+		of, nf := strings.Split(oid, "\x00"), strings.Split(nid, "\x00")
+		for j := range min(len(of), len(nf), len(identityParts)) {
+			if of[j] != nf[j] {
+				return identityParts[j]
+			}
+		}
+	}
+	return "the key"
+}
+
 // closeSigner closes s if it can be closed.
 func closeSigner(s signer.Signer) {
 	if c, ok := s.(io.Closer); ok {
@@ -201,7 +227,7 @@ func (s *Server) installLocked(c *conn) *conn {
 	if s.identity != c.identity {
 		if s.identity != "" {
 			n := s.cache.Clear()
-			s.log().Info("the key changed: cached tokens dropped", "dropped", n)
+			s.log().Info(identityChange(s.identity, c.identity)+" changed: cached tokens dropped", "dropped", n)
 		}
 		s.identity = c.identity
 	}

@@ -240,7 +240,7 @@ func removeStale(path string) error {
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("another process listens on %s (is mp-hsm serve already running?)", path)
+		return fmt.Errorf("another process listens on %s (is mp-hsm serve already running?): %w", path, syscall.EADDRINUSE)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("%s exists and cannot be checked: %w", path, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
@@ -71,10 +72,16 @@ func (s *Server) mapError(err error) *oauthError {
 			// section 5.2's invalid_scope, with Maskinporten's code and
 			// description kept in the description.
 			return &oauthError{status: http.StatusBadRequest, code: errInvalidScope, description: desc}
+		case te.Code == errInvalidAuthzDetails && strings.HasPrefix(te.MPCode, "MP-30"):
+			// MP-301..303: the authorization_details the caller's
+			// system_user_org made name no system user of this client:
+			// the caller's request.
+			return badRequest(errInvalidRequest, desc+" (the request's system_user_org: "+
+				"that organisation has no system user for this client in Altinn)")
 		case te.Code == errInvalidAuthzDetails:
 			// A consent Maskinporten (Altinn) does not know or that was
 			// not given to this organisation: the caller's to fix.
-			return &oauthError{status: http.StatusBadRequest, code: errInvalidAuthzDetails, description: desc}
+			return badRequest(errInvalidAuthzDetails, desc)
 		}
 		return &oauthError{status: http.StatusBadGateway, code: errServerError,
 			description: desc + " (the daemon's client id, key or environment is wrong)"}

@@ -57,12 +57,18 @@ func (r *run) checkTokenRequest(ctx context.Context) {
 	}
 	tok, err := gc.Exchange(ctx, cfg.Request)
 	if err != nil {
+		class := ClassOf(err, ClassUnavailable)
 		msg, hint := err.Error(), "check the network and Maskinporten's status (status.digdir.no)"
+		if class != ClassUnavailable {
+			// Refused before anything was sent (an expired certificate,
+			// a bad setting): the network is not to blame.
+			hint = "nothing was sent to Maskinporten: fix what the message (and any failed check above) says"
+		}
 		var te *grant.TokenError
 		if errors.As(err, &te) {
 			msg, hint = explainRefusal(te)
 		}
-		r.fail(check, ClassOf(err, ClassUnavailable), err, msg, hint)
+		r.fail(check, class, err, msg, hint)
 		return
 	}
 	r.ok(check, fmt.Sprintf("Maskinporten issued a token for scope %q, valid %d s (not shown)", tok.Scope, tok.ExpiresIn))

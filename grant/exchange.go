@@ -201,7 +201,7 @@ func hint(e *TokenError) string {
 	d := strings.ToLower(e.Description)
 	switch {
 	case strings.Contains(d, "unknown key identifier"):
-		return "the kid is not registered on this client: check KeyID and the client's keys"
+		return "the kid is not registered on this client: check the kid sent (--kid) against the client's keys (mp-hsm admin keys list)"
 	case strings.Contains(d, "issue time is after now") || e.Skew != 0 && e.StatusCode == http.StatusBadRequest:
 		return "the local clock differs from Maskinporten's: synchronise it with NTP"
 	case e.Code == "invalid_scope":

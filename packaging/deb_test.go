@@ -212,7 +212,7 @@ func TestControlFields(t *testing.T) {
 		}
 		want := map[string]string{
 			"Package": "mp-hsm", "Version": version, "Architecture": arch, "Depends": libc,
-			"Recommends": "pcscd, opensc-pkcs11", "Suggests": "softhsm2", "Section": "utils",
+			"Recommends": "pcscd, opensc-pkcs11, bash-completion", "Suggests": "softhsm2", "Section": "utils",
 		}
 		for field, w := range want {
 			if got := strings.TrimSpace(command(t, time.Minute, "", nil, "dpkg-deb", "-f", deb, field)); got != w {
@@ -257,6 +257,8 @@ var wantFiles = []string{
 	"usr/share/bash-completion/completions/mp-hsm",
 	"usr/share/doc/mp-hsm/changelog.gz",
 	"usr/share/doc/mp-hsm/copyright",
+	"usr/share/doc/mp-hsm/daemon.md.gz",
+	"usr/share/doc/mp-hsm/lifecycle.md.gz",
 	"usr/share/fish/vendor_completions.d/mp-hsm.fish",
 	"usr/share/zsh/vendor-completions/_mp-hsm",
 }

@@ -88,6 +88,9 @@ for arch in $ARCHES; do
 	install -m 0644 contrib/systemd/mp-hsm.sysusers "$root/usr/lib/sysusers.d/mp-hsm.conf"
 	install -m 0644 contrib/systemd/mp-hsm.tmpfiles "$root/usr/lib/tmpfiles.d/mp-hsm.conf"
 	install -m 0644 contrib/systemd/mp-hsm.env "$root/etc/mp-hsm/mp-hsm.env"
+	for page in docs/daemon.md docs/lifecycle.md; do
+		gzip -9n <"$page" >"$doc/$(basename "$page").gz"
+	done
 
 	"$work/debtool" copyright "$bin" "$("$GO" env GOROOT)" "$("$GO" env GOMODCACHE)" >"$doc/copyright"
 	# A native package's changelog: one entry, for the commit built.

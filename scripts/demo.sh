@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 step() { printf '\n\033[1m== %s\033[0m\n' "$*" 2>/dev/null || printf '\n== %s\n' "$*"; }
 [ -n "${NO_COLOR:-}" ] && step() { printf '\n== %s\n' "$*"; }
 
+# run shows a command exactly as it runs it ($MP is bin/mp-hsm), then runs it.
+run() { printf '$'; printf ' %q' "$@"; printf '\n'; "$@"; }
+
 step "Building mp-hsm"
 mkdir -p bin
-go build -o bin/mp-hsm ./cmd/mp-hsm
+VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo devel)}
+go build -ldflags "-X main.buildVersion=$VERSION" -o bin/mp-hsm ./cmd/mp-hsm
 MP=bin/mp-hsm
 $MP --version
 
@@ -29,18 +33,20 @@ $MP emulate --root .demo/root.pem --client-id "$MP_HSM_CLIENT_ID" --org-number "
   --scope demo:read --scope demo:write --admin-client-id demo-admin >.demo/emulator.url 2>.demo/emulator.log &
 EMU=$!
 trap 'kill $EMU 2>/dev/null || true; wait $EMU 2>/dev/null || true' EXIT
-for _ in $(seq 50); do [ -s .demo/emulator.url ] && break; sleep 0.1; done
-WELL_KNOWN=$(head -n1 .demo/emulator.url)
+# Its first line is the metadata URL, its second the self-service API's base.
+for _ in $(seq 50); do [ "$(wc -l <.demo/emulator.url)" -ge 2 ] && break; sleep 0.1; done
+WELL_KNOWN=$(sed -n 1p .demo/emulator.url)
+ADMIN_API=$(sed -n 2p .demo/emulator.url)
 [ -n "$WELL_KNOWN" ] || { echo "the emulator did not start:"; cat .demo/emulator.log; exit 1; }
 export MP_HSM_WELL_KNOWN=$WELL_KNOWN
 echo "metadata: $WELL_KNOWN"
+echo "self-service API: $ADMIN_API"
 
 step "mp-hsm list: what is on the token"
 $MP list --token-label "$MP_HSM_TOKEN_LABEL"
 
 step "mp-hsm token: sign a grant on the token, send it with the chain as x5c, get an access token"
-echo "\$ mp-hsm token --token-label $MP_HSM_TOKEN_LABEL --scope demo:read --output json"
-TOKEN_JSON=$($MP token --token-label "$MP_HSM_TOKEN_LABEL" --scope demo:read --output json)
+TOKEN_JSON=$(run $MP token --token-label "$MP_HSM_TOKEN_LABEL" --scope demo:read --output json)
 echo "$TOKEN_JSON"
 
 step "mp-hsm inspect: what the access token says (decoded only, not verified)"
@@ -51,10 +57,8 @@ step "mp-hsm doctor: the whole setup, check by check"
 $MP doctor --token-label "$MP_HSM_TOKEN_LABEL" --scope demo:read
 
 step "mp-hsm admin keys rotate: a new key made on the token, registered through the self-service API, proven with a token"
-ADMIN_API=${WELL_KNOWN%/.well-known/oauth-authorization-server}/api/v1/
-echo "\$ mp-hsm admin keys rotate --client-id $MP_HSM_CLIENT_ID --admin-client-id demo-admin --label demo-rotated --scope demo:read"
-$MP admin keys rotate --token-label "$MP_HSM_TOKEN_LABEL" --client-id "$MP_HSM_CLIENT_ID" --admin-client-id demo-admin \
+run $MP admin keys rotate --token-label "$MP_HSM_TOKEN_LABEL" --client-id "$MP_HSM_CLIENT_ID" --admin-client-id demo-admin \
   --admin-api "$ADMIN_API" --label "demo-rotated-$(date +%s)" --scope demo:read
-$MP admin keys list --token-label "$MP_HSM_TOKEN_LABEL" --client-id "$MP_HSM_CLIENT_ID" --admin-client-id demo-admin --admin-api "$ADMIN_API"
+run $MP admin keys list --token-label "$MP_HSM_TOKEN_LABEL" --client-id "$MP_HSM_CLIENT_ID" --admin-client-id demo-admin --admin-api "$ADMIN_API"
 
 step "Done: stopping the emulator"

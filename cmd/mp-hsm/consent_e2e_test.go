@@ -162,6 +162,20 @@ func TestE2EEmulateConsent(t *testing.T) {
 	if strings.Contains(res.stderr, "01019012481") {
 		t.Errorf("emulate --consent shows the identity number:\n%s", res)
 	}
+
+	// The same consent from a [[client]] table of emulate --config.
+	conf := filepath.Join(t.TempDir(), "emulate.toml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "[[client]]\nclient-id = %q\norg-number = %q\nscopes = [%q]\nconsents = [%q]\n",
+		e2eClient, softhsm.DefaultOrgNumber, e2eScopeRead, e2eConsentID+":"+from), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	em = startEmulate(t, binary(t), nil, "--root", root, "--config", conf)
+	res = runCLI(t, fx.env(t, fx.card), "token", "--token-label", "e2e-card", "--client-id", e2eClient, "--scope", e2eScopeRead,
+		"--well-known", em.wellKnown, "--consent-id", e2eConsentID, "--consent-from", from)
+	e2eWantOK(t, res)
+	res = runCLI(t, fx.env(t, fx.card), "token", "--token-label", "e2e-card", "--client-id", e2eClient, "--scope", e2eScopeRead,
+		"--well-known", em.wellKnown, "--consent-id", "0d6c5b7e-4f0a-4c43-9a59-2e1f3a4b5c6d", "--consent-from", from)
+	e2eWantFail(t, res, exitRefused, "consent")
 }
 
 // TestServeConsent runs `mp-hsm serve --config` as a process on SoftHSM2

@@ -182,6 +182,23 @@ func TestDoctorExpiredCertificate(t *testing.T) {
 	}
 }
 
+// TestDoctorExpiredCertificateNoNetworkHint: with --client-id and
+// --scope, the token request of an expired certificate is not blamed on
+// the network (on 20aa3dc: "check the network and Maskinporten's status").
+func TestDoctorExpiredCertificateNoNetworkHint(t *testing.T) {
+	now := time.Now()
+	tok, srv := doctorSetup(t, softhsm.LeafOptions{NotBefore: now.AddDate(-1, 0, -2), NotAfter: now.AddDate(0, 0, -2)})
+	r := doctorExec(t, doctorTokenEnv(tok), "", "doctor", "--token-label", tok.Label, "--well-known", srv.MetadataURL(),
+		"--client-id", doctorClientID, "--scope", doctorScope)
+	if r.code != exitToken {
+		t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, exitToken, r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stdout+r.stderr, "check the network") {
+		t.Errorf("an expired certificate is blamed on the network:\n%s\n%s", r.stdout, r.stderr)
+	}
+	wantDoctorCheck(t, r, "token-request", "fail", "expired", "nothing was sent to Maskinporten")
+}
+
 func TestDoctorExpiresSoon(t *testing.T) {
 	now := time.Now()
 	tok, srv := doctorSetup(t, softhsm.LeafOptions{NotBefore: now.AddDate(-1, 0, 0), NotAfter: now.AddDate(0, 0, 30)})

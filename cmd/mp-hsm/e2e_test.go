@@ -927,7 +927,7 @@ func TestE2EBadInput(t *testing.T) {
 		code int
 		want []string
 	}{
-		{"unknown flag", e2eTokenArgs(srv, "--bogus"), nil, exitUsage, []string{"flag provided but not defined: -bogus", "mp-hsm --help"}},
+		{"unknown flag", e2eTokenArgs(srv, "--bogus"), nil, exitUsage, []string{"flag provided but not defined: -bogus", "(see mp-hsm token --help)"}},
 		{"unknown command", []string{"tokn"}, nil, exitUsage, []string{`no command "tokn"`, "mp-hsm --help"}},
 		{"missing scope", without("--scope"), nil, exitUsage, []string{"missing --scope", "MP_HSM_SCOPE"}},
 		// No PIN at all: the usage error comes before the token is opened.
@@ -1239,11 +1239,11 @@ func BenchmarkTokenCommand(b *testing.B) {
 }
 
 // emulateProc is `mp-hsm emulate` run by a test: its metadata URL, the
-// process and its stderr.
+// self-service API's base (when it serves one), the process and its stderr.
 type emulateProc struct {
-	wellKnown string
-	proc      *testexec.Proc
-	stderr    *testexec.Buffer
+	wellKnown, adminAPI string
+	proc                *testexec.Proc
+	stderr              *testexec.Buffer
 }
 
 // startEmulate runs bin's `emulate` with args in env (as testexec.Env
@@ -1254,6 +1254,14 @@ func startEmulate(t *testing.T, bin string, env []string, args ...string) *emula
 	t.Helper()
 	cmd := testexec.Command(t, 2*time.Minute, bin, append([]string{"emulate"}, args...)...)
 	cmd.Env = testexec.Env(t.TempDir(), env...)
+	return startEmulateCmd(t, cmd)
+}
+
+// startEmulateCmd starts cmd, an `mp-hsm emulate`, and reads the lines it
+// prints first: the metadata URL and, with --admin-client-id in its
+// arguments, the self-service API's base.
+func startEmulateCmd(t *testing.T, cmd *testexec.Cmd) *emulateProc {
+	t.Helper()
 	e := &emulateProc{stderr: &testexec.Buffer{}}
 	cmd.Stderr = e.stderr
 	out, err := cmd.StdoutPipe()
@@ -1261,18 +1269,41 @@ func startEmulate(t *testing.T, bin string, env []string, args ...string) *emula
 		t.Fatal(err)
 	}
 	e.proc = testexec.Start(t, cmd)
-	line := make(chan string, 1)
+	n := 1
+	if slices.Contains(cmd.Args, "--admin-client-id") {
+		n = 2
+	}
+	lines := make(chan []string, 1)
 	go func() {
-		l, _ := bufio.NewReader(out).ReadString('\n')
-		line <- strings.TrimSpace(l)
+		r := bufio.NewReader(out)
+		var got []string
+		for range n {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				break
+			}
+			got = append(got, strings.TrimSpace(l))
+		}
+		lines <- got
 	}()
+	var got []string
 	select {
-	case e.wellKnown = <-line:
+	case got = <-lines:
 	case <-time.After(20 * time.Second):
 		t.Fatalf("emulate printed no metadata URL; stderr: %s", e.stderr)
 	}
+	if len(got) != n {
+		t.Fatalf("emulate printed %q, want %d lines; stderr: %s", got, n, e.stderr)
+	}
+	e.wellKnown = got[0]
 	if !strings.HasPrefix(e.wellKnown, "http://127.0.0.1:") || !strings.HasSuffix(e.wellKnown, "/.well-known/oauth-authorization-server") {
 		t.Fatalf("emulate printed %q, want its metadata URL", e.wellKnown)
+	}
+	if n == 2 {
+		e.adminAPI = got[1]
+		if want := strings.TrimSuffix(e.wellKnown, ".well-known/oauth-authorization-server") + "api/v1/"; e.adminAPI != want {
+			t.Fatalf("emulate printed %q as its second line, want the self-service API %q", e.adminAPI, want)
+		}
 	}
 	return e
 }

@@ -23,20 +23,29 @@ func emulateCommand(e *env) *cli.Command {
 		Usage: "run a local Maskinporten emulator, as strict as the real one",
 		Description: "Serves the metadata document, /token, /jwks and an Altinn exchange on --listen (default: a\n" +
 			"free port on 127.0.0.1) until interrupted. It trusts the root certificates in --root for x5c\n" +
-			"grants and the JWKs in --jwks for kid grants, knows one client (--client-id, --org-number,\n" +
-			"--scope), and enforces Maskinporten's rules. It prints its metadata URL on stdout; use it as\n" +
-			"--well-known. --fail-next and --latency inject faults for testing clients. With --admin-client-id\n" +
-			"it also serves Digdir's self-service API for the client's keys at <URL>/api/v1/ (see mp-hsm admin).\n" +
-			"--consent ID:FROM makes it know a consent given in Altinn to the client's organisation, for\n" +
-			"consent tokens (grants with authorization_details of type urn:altinn:consent).",
+			"grants and the JWKs in --jwks for kid grants, and enforces Maskinporten's rules.\n\n" +
+			"It serves a whole organisation: each --client-id (repeatable) gets the --org-number, --scope,\n" +
+			"--delegated-by and --system-user-org given (system users: organisations that gave the clients an\n" +
+			"Altinn system user, for system_user_org). --config FILE adds clients from a TOML file, each a\n" +
+			"[[client]] table with its own fields: client-id, org-number, scopes, delegated-by,\n" +
+			"system-user-org, jwks (a JWK set file of keys registered on it, relative to the file) and\n" +
+			"consents (\"ID:FROM\" strings, as --consent, given to the client's organisation).\n\n" +
+			"It prints its metadata URL on stdout as its first line; use it as --well-known. With\n" +
+			"--admin-client-id it also serves Digdir's self-service API for the clients' keys and prints its\n" +
+			"base (<URL>/api/v1/, for --admin-api) as the second line. --fail-next and --latency inject\n" +
+			"faults for testing clients. --consent ID:FROM (repeatable) makes it know a consent given in\n" +
+			"Altinn to --org-number's organisation, for consent tokens (authorization_details of type\n" +
+			"urn:altinn:consent).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", Usage: "`HOST:PORT` to listen on (port 0: any free port)", EnvVars: []string{"MP_HSM_EMULATE_LISTEN"}},
 			&cli.StringSliceFlag{Name: "root", Usage: "PEM `FILE` of trusted root certificates for x5c (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_ROOT"}},
 			&cli.StringFlag{Name: "jwks", Usage: "JWK set `FILE` of keys registered on the client, for kid grants", EnvVars: []string{"MP_HSM_EMULATE_JWKS"}},
-			&cli.StringFlag{Name: "client-id", Usage: "the client `ID` the emulator knows", EnvVars: []string{"MP_HSM_CLIENT_ID", "MASKINPORTEN_CLIENT_ID"}},
-			&cli.StringFlag{Name: "org-number", Usage: "the client's organisation number `ORGNR` (must match the certificate)", EnvVars: []string{"MP_HSM_EMULATE_ORG_NUMBER"}},
-			&cli.StringSliceFlag{Name: "scope", Usage: "`SCOPE` the client may ask for (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_SCOPE"}},
-			&cli.StringSliceFlag{Name: "delegated-by", Usage: "`ORGNR` that delegated to the client (allowed consumer_org)", EnvVars: []string{"MP_HSM_EMULATE_DELEGATED_BY"}},
+			&cli.StringSliceFlag{Name: "client-id", Usage: "a client `ID` the emulator knows (repeatable; each gets the flags below)", EnvVars: []string{"MP_HSM_CLIENT_ID", "MASKINPORTEN_CLIENT_ID"}},
+			&cli.StringFlag{Name: "org-number", Usage: "the clients' organisation number `ORGNR` (must match the certificate)", EnvVars: []string{"MP_HSM_EMULATE_ORG_NUMBER"}},
+			&cli.StringSliceFlag{Name: "scope", Usage: "`SCOPE` the clients may ask for (repeatable)", EnvVars: []string{"MP_HSM_EMULATE_SCOPE"}},
+			&cli.StringSliceFlag{Name: "delegated-by", Usage: "`ORGNR` that delegated to the clients (allowed consumer_org; repeatable)", EnvVars: []string{"MP_HSM_EMULATE_DELEGATED_BY"}},
+			&cli.StringSliceFlag{Name: "system-user-org", Usage: "`ORGNR` with an Altinn system user for the clients (allowed system_user_org; repeatable)", EnvVars: []string{"MP_HSM_EMULATE_SYSTEM_USER_ORG"}},
+			&cli.StringFlag{Name: "config", Usage: "TOML `FILE` of [[client]] tables: more clients, each with its own fields", EnvVars: []string{"MP_HSM_EMULATE_CONFIG"}},
 			&cli.DurationFlag{Name: "token-lifetime", Value: 120 * time.Second, Usage: "lifetime of issued tokens", EnvVars: []string{"MP_HSM_EMULATE_TOKEN_LIFETIME"}},
 			&cli.IntFlag{Name: "fail-next", Usage: "answer the next `N` token requests with --fail-status", EnvVars: []string{"MP_HSM_EMULATE_FAIL_NEXT"}},
 			&cli.IntFlag{Name: "fail-status", Value: 503, Usage: "HTTP `STATUS` for --fail-next", EnvVars: []string{"MP_HSM_EMULATE_FAIL_STATUS"}},
@@ -49,13 +58,6 @@ func emulateCommand(e *env) *cli.Command {
 }
 
 func (e *env) emulate(c *cli.Context) error {
-	clientID, org := c.String("client-id"), c.String("org-number")
-	if clientID == "" || org == "" {
-		return usagef("the emulator needs --client-id and --org-number for the client it knows")
-	}
-	if len(org) != 9 || strings.Trim(org, "0123456789") != "" {
-		return usagef("--org-number %q: want 9 digits", org)
-	}
 	cfg := emulator.Config{TokenLifetime: c.Duration("token-lifetime"), Logf: func(f string, a ...any) { e.log.Info(fmt.Sprintf(f, a...)) }}
 	for _, f := range c.StringSlice("root") {
 		data, err := safefile.Read(f, safefile.MaxCertificates)
@@ -68,28 +70,15 @@ func (e *env) emulate(c *cli.Context) error {
 		}
 		cfg.Roots = append(cfg.Roots, certs...)
 	}
-	var err error
-	client := emulator.Client{ID: clientID, OrgNumber: org, Scopes: c.StringSlice("scope"), DelegatedBy: c.StringSlice("delegated-by")}
-	if f := c.String("jwks"); f != "" {
-		keys, err := readJWKS(f)
-		if err != nil {
-			return usagef("--jwks %s: %v", f, err)
-		}
-		client.Keys = keys
-	}
-	if len(cfg.Roots) == 0 && len(client.Keys) == 0 {
-		return usagef("the emulator trusts nothing: give --root (for x5c grants) or --jwks (for kid grants)")
-	}
-	cfg.Clients = []emulator.Client{client}
-	if cfg.Consents, err = consentsFlag(c.StringSlice("consent"), org); err != nil {
+	clients, consents, err := emulateClients(c)
+	if err != nil {
 		return err
 	}
+	cfg.Clients, cfg.Consents = clients, consents
 	if admin := c.String("admin-client-id"); admin != "" {
-		if admin == clientID {
-			return usagef("--admin-client-id %q is --client-id: the self-service client is a client of its own", admin)
+		if err := addAdminClient(&cfg, admin, c.String("org-number")); err != nil {
+			return err
 		}
-		cfg.AdminClient = admin
-		cfg.Clients = append(cfg.Clients, emulator.Client{ID: admin, OrgNumber: org, Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
 	}
 	srv := emulator.NewUnstartedServer(cfg)
 	if err := srv.StartOn(c.String("listen")); err != nil {
@@ -103,6 +92,9 @@ func (e *env) emulate(c *cli.Context) error {
 		srv.SetLatency(d)
 	}
 	fmt.Fprintln(e.stdout, srv.MetadataURL())
+	if cfg.AdminClient != "" {
+		fmt.Fprintln(e.stdout, srv.AdminAPIURL())
+	}
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
 	}
@@ -130,6 +122,78 @@ func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 		out = append(out, emulator.Consent{ID: id, From: from, To: org})
 	}
 	return out, nil
+}
+
+// emulateClients are the clients of the flags (each --client-id with the
+// shared --org-number, --scope, --delegated-by, --system-user-org and
+// --jwks keys) and of the --config file, checked, and the consents of
+// --consent and of the file's clients.
+func emulateClients(c *cli.Context) ([]emulator.Client, []emulator.Consent, error) {
+	var keys map[string]crypto.PublicKey
+	if f := c.String("jwks"); f != "" {
+		var err error
+		if keys, err = readJWKS(f); err != nil {
+			return nil, nil, usagef("--jwks %s: %v", f, err)
+		}
+	}
+	var clients []emulator.Client
+	if len(c.StringSlice("client-id")) > 0 && c.String("org-number") == "" {
+		return nil, nil, usagef("the emulator needs --client-id and --org-number for the clients it knows from flags (or --config with [[client]] tables)")
+	}
+	for _, id := range c.StringSlice("client-id") {
+		cl := emulator.Client{ID: id, OrgNumber: c.String("org-number"), Scopes: c.StringSlice("scope"),
+			DelegatedBy: c.StringSlice("delegated-by"), SystemUserOrgs: c.StringSlice("system-user-org"), Keys: keys}
+		if err := checkEmulateClient(cl); err != nil {
+			return nil, nil, usagef("--client-id %s: %v (flags: --org-number, --delegated-by, --system-user-org)", id, err)
+		}
+		clients = append(clients, cl)
+	}
+	consents, err := consentsFlag(c.StringSlice("consent"), c.String("org-number"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if f := c.String("config"); f != "" {
+		more, given, err := readEmulateFile(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		clients, consents = append(clients, more...), append(consents, given...)
+	}
+	if len(clients) == 0 {
+		return nil, nil, usagef("the emulator knows no client: give --client-id and --org-number, or --config with [[client]] tables")
+	}
+	seen := map[string]bool{}
+	trusts := len(c.StringSlice("root")) > 0
+	for _, cl := range clients {
+		if seen[cl.ID] {
+			return nil, nil, usagef("client %q is given twice (--client-id, --config)", cl.ID)
+		}
+		seen[cl.ID] = true
+		trusts = trusts || len(cl.Keys) > 0
+	}
+	if !trusts {
+		return nil, nil, usagef("the emulator trusts nothing: give --root (for x5c grants) or --jwks (for kid grants)")
+	}
+	return clients, consents, nil
+}
+
+// addAdminClient makes admin the self-service client of cfg: a client of
+// its own, of org (or, if empty, of the one organisation of the other
+// clients), with both self-service scopes.
+func addAdminClient(cfg *emulator.Config, admin, org string) error {
+	for _, cl := range cfg.Clients {
+		if cl.ID == admin {
+			return usagef("--admin-client-id %q is also a client: the self-service client is a client of its own", admin)
+		}
+		if org == "" {
+			org = cl.OrgNumber
+		} else if cl.OrgNumber != org {
+			return usagef("--admin-client-id %q: the clients are of several organisations; give its --org-number", admin)
+		}
+	}
+	cfg.AdminClient = admin
+	cfg.Clients = append(cfg.Clients, emulator.Client{ID: admin, OrgNumber: org, Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
+	return nil
 }
 
 // readJWKS reads a JWK set (or a single JWK) of public keys, keyed by kid.

@@ -109,7 +109,7 @@ func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	path := c.String("p12")
 	var password string
 	if f := c.String("p12-password-file"); f != "" {
-		pw, err := e.readPINFile(f)
+		pw, err := e.readPINFileAs("password file", f)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--p12-password-file: %w", err))
 		}

@@ -7,6 +7,7 @@ package main
 // device error are internal/p11shim in front of the real SoftHSM2.
 
 import (
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -326,4 +327,34 @@ func TestServeListenerConfigErrors(t *testing.T) {
 		res := runCLI(t, fx.env(t, fx.card), append(append([]string{}, base...), tc.args...)...)
 		e2eWantFail(t, res, exitUsage, tc.want)
 	}
+}
+
+// TestServeSocketInUse: a socket another daemon holds, or a TCP port in
+// use, is a configuration error, exit 2, which the unit's
+// RestartPreventExitStatus stops on (on 20aa3dc, exit 1: systemd restarted
+// it in a loop).
+func TestServeSocketInUse(t *testing.T) {
+	t.Parallel()
+	fx := e2e(t)
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "held.sock")
+	held, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	tcpHeld, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcpHeld.Close()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"serve", "--token-label", "e2e-card", "--client-id", e2eClient, "--env", "test"}
+	res := runCLI(t, fx.env(t, fx.card), append(base, "--listen", "unix:"+sock)...)
+	e2eWantFail(t, res, exitUsage, "another process listens on "+sock)
+	res = runCLI(t, fx.env(t, fx.card), append(base, "--listen", "tcp:"+tcpHeld.Addr().String(), "--client-secret-file", secret)...)
+	e2eWantFail(t, res, exitUsage, "address already in use")
 }

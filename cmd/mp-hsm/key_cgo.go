@@ -26,8 +26,9 @@ type keySetup struct {
 	explicitPIN  bool
 	tokenChosen  bool
 	keyChosen    bool
-	moduleSource string // "flag", "uri" or "default"
-	pinFrom      string // where the PIN comes from, for messages
+	moduleSource string   // "flag", "uri" or "default"
+	pinFrom      string   // where the PIN comes from, for messages
+	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
 }
 
 // resolveKey turns the key flags into a p11.Config. The PIN is not read
@@ -41,7 +42,9 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	// token is found; serve, which logs, and doctor, which diagnoses, turn
 	// this off.
 	cfg.ModuleOptions.HoldLoadOutput = true
-	if raw := c.String("key"); raw != "" {
+	sel, fromEnv := selectors(c)
+	ks.fromEnv = fromEnv
+	if raw := sel["key"]; raw != "" {
 		u, err := pkcs11uri.Parse(raw)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
@@ -65,7 +68,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	if m := c.String("module"); m != "" {
 		cfg.Module, ks.moduleSource = m, "flag"
 	}
-	if s := c.String("slot"); s != "" {
+	if s := sel["slot"]; s != "" {
 		id, err := strconv.ParseUint(strings.TrimSpace(s), 10, 0)
 		if err != nil {
 			return nil, usagef("--slot %q: want the decimal slot ID the module reports (see mp-hsm list)", s)
@@ -76,20 +79,20 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		v := uint(id)
 		cfg.Token.SlotID = &v
 	}
-	if err := merge("--token-label", c.String("token-label"), &cfg.Token.Label, "token"); err != nil {
+	if err := merge("--token-label", sel["token-label"], &cfg.Token.Label, "token"); err != nil {
 		return nil, err
 	}
-	if err := merge("--token-serial", c.String("token-serial"), &cfg.Token.Serial, "serial"); err != nil {
+	if err := merge("--token-serial", sel["token-serial"], &cfg.Token.Serial, "serial"); err != nil {
 		return nil, err
 	}
-	if err := merge("--key-label", c.String("key-label"), &cfg.Key.Label, "object"); err != nil {
+	if err := merge("--key-label", sel["key-label"], &cfg.Key.Label, "object"); err != nil {
 		return nil, err
 	}
-	if h := c.String("key-id"); h != "" {
+	if h := sel["key-id"]; h != "" {
 		h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(h), ":", ""), "0x")
 		id, err := hex.DecodeString(h)
 		if err != nil || len(id) == 0 {
-			return nil, usagef("--key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", c.String("key-id"))
+			return nil, usagef("--key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", sel["key-id"])
 		}
 		if cfg.Key.ID != nil && string(cfg.Key.ID) != string(id) {
 			return nil, usagef("--key-id %s and the --key URI's id disagree", h)
@@ -121,7 +124,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	// or a device there would hang the process for good.
 	if err := safefile.CheckRegular(cfg.Module); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w", err))
+			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w%s", err, moduleSuggestion(cfg.Module)))
 		}
 		return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module %w", err))
 	}
@@ -147,7 +150,7 @@ func (e *env) openToken(c *cli.Context) (keySigner, error) {
 	}
 	s, err := p11.Open(ks.cfg)
 	if err != nil {
-		return nil, explainPINError(e.explainKeyError(err), ks)
+		return nil, explainPINError(ks.explainSelection(e.explainKeyError(err)), ks)
 	}
 	return s, nil
 }
@@ -175,6 +178,21 @@ func explainPINError(err error, ks *keySetup) error {
 		return err
 	}
 	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
+}
+
+// explainSelection adds to a selection error which selectors came from
+// the environment and, when the module has no token, which module that
+// was and how it was chosen.
+func (ks *keySetup) explainSelection(err error) error {
+	var se *hsm.SelectionError
+	if !errors.As(err, &se) {
+		return err
+	}
+	if moduleHasNoToken(err) {
+		how := map[string]string{"default": "the first default module found", "flag": "--module (MP_HSM_MODULE)", "uri": "the --key URI's module-path"}[ks.moduleSource]
+		err = fmt.Errorf("%w\nthe module was %s (%s); if the token is behind another module, choose it with --module PATH", err, ks.cfg.Module, how)
+	}
+	return explainEnvSelectors(err, ks.fromEnv)
 }
 
 // explainKeyError adds what to do to selection errors: which flag picks

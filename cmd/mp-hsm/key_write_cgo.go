@@ -52,7 +52,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (*writableToken,
 	slot, err := mod.FindSlot(cfg.Token)
 	if err != nil {
 		mod.Close()
-		return nil, e.explainKeyError(err)
+		return nil, ks.explainSelection(e.explainKeyError(err))
 	}
 	ti := slot.Token
 	if ti == nil {

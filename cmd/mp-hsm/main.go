@@ -99,12 +99,36 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(err)
 	msg := err.Error()
+	if strings.HasPrefix(msg, "flag provided but not defined: -pin") {
+		msg += "\nthe PIN is never taken from the command line (every user can read it with ps): give --pin-file FILE, or MP_HSM_PIN"
+	}
 	if code == exitUsage && !strings.Contains(msg, "--help") {
-		msg += "\n(see mp-hsm --help)"
+		msg += "\n(see " + helpCommand(app, args) + " --help)"
 	}
 	fmt.Fprintf(stderr, "mp-hsm: %s\n", msg)
 	e.showLoadOutput(moduleOutputOf(err))
 	return code
+}
+
+// helpCommand is the command line whose --help a usage error points to:
+// mp-hsm and the (sub)commands args named before their first flag.
+func helpCommand(app *cli.App, args []string) string {
+	path := []string{"mp-hsm"}
+	cmds := app.Commands
+	for _, a := range args[min(1, len(args)):] {
+		var found *cli.Command
+		for _, c := range cmds {
+			if c.HasName(a) {
+				found = c
+			}
+		}
+		if found == nil {
+			break
+		}
+		path = append(path, found.Name)
+		cmds = found.Subcommands
+	}
+	return strings.Join(path, " ")
 }
 
 // showLoadOutput shows what modules wrote on standard error while they

@@ -28,7 +28,7 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 		}
 	}
 	if given > 1 {
-		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint")
+		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint%s", e.fromConfigFile("env", "well-known", "issuer", "token-endpoint"))
 	}
 	var envr grant.Environment
 	var how string
@@ -47,7 +47,12 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 			err = fmt.Errorf("--well-known %s: %w", wk, err)
 			if errors.Is(err, grant.ErrRefused) {
 				// A 4xx for a public document: the URL is wrong.
-				return envr, "", usageErr(fmt.Errorf("%w; check the metadata URL", err))
+				hint := "check the metadata URL"
+				if !strings.Contains(wk, "/.well-known/") {
+					hint = "--well-known is the metadata document's URL, which ends in /.well-known/oauth-authorization-server " +
+						"(as mp-hsm emulate prints it), not the server's base URL"
+				}
+				return envr, "", usageErr(fmt.Errorf("%w; %s", err, hint))
 			}
 			return envr, "", err
 		}
@@ -161,4 +166,23 @@ var claimFlags = map[string]string{
 	"consent_from":          "--consent-from",
 	"authorization_details": "--authorization-details",
 	"lifetime":              "--lifetime",
+}
+
+// fromConfigFile says which of the options names a serve --config file
+// set, for an error about their conflict with a flag or variable: "" when
+// none.
+func (e *env) fromConfigFile(names ...string) string {
+	if e.serveFile == nil {
+		return ""
+	}
+	var set []string
+	for _, n := range names {
+		if v, ok := e.serveFile.values[n]; ok && v != "" {
+			set = append(set, n)
+		}
+	}
+	if len(set) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%s from config %s: a flag or variable replaces only the same option)", strings.Join(set, ", "), e.serveFile.path)
 }

@@ -15,13 +15,14 @@ import (
 
 // pinFileError is a PIN file that cannot be used. It never holds the PIN.
 type pinFileError struct {
+	what   string // "PIN file" or "password file"
 	path   string
 	reason string
 	err    error
 }
 
 func (e *pinFileError) Error() string {
-	return fmt.Sprintf("PIN file %s: %s", e.path, e.reason)
+	return fmt.Sprintf("%s %s: %s", e.what, e.path, e.reason)
 }
 func (e *pinFileError) Unwrap() error { return e.err }
 
@@ -32,22 +33,26 @@ var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PI
 // that is empty after that, or that holds another control character (a
 // second newline, a NUL), is an error, never a PIN that would spend a login
 // attempt. A file that group or others can read is used, with a warning.
-func (e *env) readPINFile(path string) ([]byte, error) {
+func (e *env) readPINFile(path string) ([]byte, error) { return e.readPINFileAs("PIN file", path) }
+
+// readPINFileAs is readPINFile for a file that what names in messages
+// ("PIN file", "password file").
+func (e *env) readPINFileAs(what, path string) ([]byte, error) {
 	data, err := safefile.Read(path, safefile.MaxPIN)
 	if err != nil {
 		var fe *safefile.Error
 		if errors.As(err, &fe) {
-			return nil, &pinFileError{path: path, reason: fe.Reason, err: err}
+			return nil, &pinFileError{what: what, path: path, reason: fe.Reason, err: err}
 		}
-		return nil, &pinFileError{path: path, reason: "cannot be read", err: err}
+		return nil, &pinFileError{what: what, path: path, reason: "cannot be read", err: err}
 	}
 	defer clear(data)
 	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
-		e.log.Warn("the PIN file can be read by group or others; restrict it with chmod 600", "path", path, "mode", st.Mode().Perm().String())
+		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path, "mode", st.Mode().Perm().String())
 	}
 	pin, reason := trimSecret(data)
 	if reason != "" {
-		return nil, &pinFileError{path: path, reason: reason}
+		return nil, &pinFileError{what: what, path: path, reason: reason}
 	}
 	return append([]byte(nil), pin...), nil
 }

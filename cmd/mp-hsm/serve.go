@@ -182,7 +182,8 @@ func (e *env) serve(c *cli.Context) error {
 		ln, err := daemon.Listen(s, opts)
 		if err != nil {
 			closeAll()
-			if errors.Is(err, daemon.ErrConfig) {
+			// A socket or port in use is the configuration's to fix.
+			if errors.Is(err, daemon.ErrConfig) || errors.Is(err, syscall.EADDRINUSE) {
 				return usageErr(err)
 			}
 			return err

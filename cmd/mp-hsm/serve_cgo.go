@@ -43,7 +43,7 @@ func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer,
 		}
 		return s, err
 	}
-	explain := func(err error) error { return explainPINError(e.explainKeyError(err), ks) }
+	explain := func(err error) error { return explainPINError(ks.explainSelection(e.explainKeyError(err)), ks) }
 	return open, explain, nil
 }
 

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// How selectors from the command line and from the environment combine:
+// within each group below, a selector given on the command line (or in a
+// serve --config file) replaces every selector of the group that came
+// from the environment. So with client.env's MP_HSM_KEY_ID=01 sourced,
+// `mp-hsm jwk --key-label ops-signing` chooses the key by its label alone,
+// as it would without the variable. Selectors of one origin combine: all
+// must match.
+var selectorGroups = [][]string{
+	{"key", "key-id", "key-label"},
+	{"slot", "token-label", "token-serial"},
+}
+
+// selectors returns the value of every selector flag of c after the rule
+// above, and the variables (NAME=value) among them that came from the
+// environment, for messages.
+func selectors(c *cli.Context) (vals map[string]string, fromEnv []string) {
+	vals = map[string]string{}
+	for _, group := range selectorGroups {
+		env := map[string]string{}
+		given := false
+		for _, name := range group {
+			v := c.String(name)
+			if v == "" {
+				continue
+			}
+			if variable := envOrigin(c, name, v); variable != "" {
+				env[name] = variable
+			} else {
+				given = true
+			}
+			vals[name] = v
+		}
+		for _, name := range group {
+			if env[name] == "" {
+				continue
+			}
+			if given {
+				delete(vals, name)
+			} else {
+				fromEnv = append(fromEnv, env[name]+"="+vals[name])
+			}
+		}
+	}
+	return vals, fromEnv
+}
+
+// envOrigin returns the environment variable that gave flag name its value
+// v, or "" when v came from the command line or a config file (a flag
+// given with the variable's own value counts as the variable's).
+func envOrigin(c *cli.Context, name, v string) string {
+	for _, f := range c.Command.Flags {
+		ef, ok := f.(interface{ GetEnvVars() []string })
+		if !ok || f.Names()[0] != name {
+			continue
+		}
+		for _, variable := range ef.GetEnvVars() {
+			if x, ok := os.LookupEnv(variable); ok && strings.TrimSpace(x) == strings.TrimSpace(v) {
+				return variable
+			}
+		}
+	}
+	return ""
+}
+
+// explainEnvSelectors adds to a key or token selection error which of its
+// selectors came from the environment, and how to replace them.
+func explainEnvSelectors(err error, fromEnv []string) error {
+	if err == nil || len(fromEnv) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\nfrom the environment: %s (a --key-id, --key-label or --key flag replaces the key's variables; --slot, --token-label or --token-serial the token's)",
+		err, strings.Join(fromEnv, ", "))
+}
