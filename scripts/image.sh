@@ -67,16 +67,7 @@ ln -s usr/lib "$base/lib"
 ln -s usr/lib64 "$base/lib64"
 chmod 1777 "$base/tmp"
 declare -A copied=() pkgs=()
-
-# pkg_of PATH: the package that installed PATH, under any of its usr-merge names.
-pkg_of() {
-	local p
-	for p in "$1" "${1#/usr}" "/usr$1"; do
-		dpkg-query -S "$p" 2>/dev/null | sed -n '1s/: .*//p' | grep . && return 0
-	done
-	echo "image: $1 belongs to no Debian package" >&2
-	return 1
-}
+files=()
 
 # copy PATH: PATH into the base layer as it is on this machine (a link as a
 # link, and then its target), with its directory's real name.
@@ -94,7 +85,7 @@ copy() {
 		case $t in /*) copy "$t" ;; *) copy "$d/$t" ;; esac
 	else
 		cp "$q" "$base$q"
-		pkgs[$(pkg_of "$1")]=1
+		files+=("$q")
 	fi
 }
 
@@ -126,6 +117,16 @@ for f in "$app/usr/bin/mp-hsm" "${mods[@]}"; do
 done
 copy /usr/lib/os-release
 ln -s ../usr/lib/os-release "$base/etc/os-release"
+
+# The package of each file, under any of its usr-merge names, from dpkg's
+# file lists in one pass (dpkg-query -S takes a second per file).
+for f in "${files[@]}"; do printf '%s\n%s\n%s\n' "$f" "${f#/usr}" "/usr$f"; done >"$work/names"
+grep -Fx -f "$work/names" /var/lib/dpkg/info/*.list | sed 's|^/var/lib/dpkg/info/\(.*\)\.list:|\1 |' >"$work/owners"
+for f in "${files[@]}"; do
+	p=$(awk -v a="$f" -v b="${f#/usr}" -v c="/usr$f" '$2 == a || $2 == b || $2 == c { print $1; exit }' "$work/owners")
+	[ -n "$p" ] || { echo "image: $f belongs to no Debian package" >&2; exit 1; }
+	pkgs[$p]=1
+done
 
 # The CA bundle from the package's certificates, in a fixed order.
 dpkg-query -L ca-certificates | grep '^/usr/share/ca-certificates/.*\.crt$' | sort | xargs cat \

@@ -47,7 +47,7 @@ func (l Layer) build(mtime time.Time) (blob, error) {
 	var gz bytes.Buffer
 	// compress/gzip writes no name, no time and OS "unknown" unless told:
 	// the same tar gives the same bytes with the same Go.
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(&gz, gzip.DefaultCompression)
 	if err != nil {
 		return blob{}, err
 	}
