@@ -18,9 +18,11 @@
 #      same commit (scripts/deb.sh builds it: the same hardened binary).
 # No shell, no package manager. ENTRYPOINT /usr/bin/mp-hsm, USER 65532:65532.
 #
-#   DEB=file.deb   take mp-hsm from this package (make test passes the one
-#                  test-deb just built) instead of building one
+#   DEB_DIR=dir    take mp-hsm from the package of this commit in dir (make
+#                  test-image: the one test-deb just built) instead of
+#                  building one
 #   DIST=dir       write the archive there (default: dist)
+# It prints the archive's path on stdout, and what it does on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,10 +48,11 @@ version=$("$work/debtool" version "$describe" "$SOURCE_DATE_EPOCH")
 tag=$(printf '%s' "$version" | tr '~+' '--')
 echo "image: mp-hsm $version ($describe) for $arch" >&2
 
-if [ -z "${DEB:-}" ]; then
-	ARCHES=$arch LINTIAN=0 DIST="$work/deb" ./scripts/deb.sh
-	DEB=$work/deb/mp-hsm_${version}_$arch.deb
+if [ -z "${DEB_DIR:-}" ]; then
+	DEB_DIR=$work/deb
+	ARCHES=$arch LINTIAN=0 DIST="$DEB_DIR" ./scripts/deb.sh
 fi
+DEB=$DEB_DIR/mp-hsm_${version}_$arch.deb
 [ -f "$DEB" ] || { echo "image: no package $DEB" >&2; exit 1; }
 
 # Layer 2: mp-hsm from the package.
@@ -156,3 +159,4 @@ digest=$("$work/imagetool" -out "$out" -arch "$arch" -epoch "$SOURCE_DATE_EPOCH"
 	"$base=Debian $(cat /etc/debian_version): C library, p11-kit and OpenSC modules, CA certificates ($(printf '%s\n' "${!pkgs[@]}" | sort | tr '\n' ' '))" \
 	"$app=mp-hsm $describe from $(basename "$DEB")")
 echo "image: $out ($(stat -c %s "$out") bytes, manifest $digest)" >&2
+echo "$out"
