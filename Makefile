@@ -62,9 +62,12 @@ PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect .
 # it to docs/ to publish a run). bench/ (its own module, with gonum/plot)
 # is vetted and tested by make bench. One vet per package and no separate
 # go vet ./... keep make test within its 10 minutes on a fresh machine.
+# deploy/kubernetes (its own module, with the Kubernetes API types) decodes
+# the manifests of docs/kubernetes.md strictly; test-image runs the image.
 NOTESTS = $(GO) list -f '{{if not (or .TestGoFiles .XTestGoFiles)}}{{.ImportPath}}{{end}}' ./...
 test: deps test-deb test-image
 	CGO_ENABLED=0 $(GO) test -vet=all -count=1 $(PURE)
+	cd deploy/kubernetes && $(GO) test -vet=all -count=1 ./...
 	$(GO) vet $$($(NOTESTS))
 	mkdir -p dist && rm -f dist/compat.jsonl
 	MP_HSM_DEB_DIR=$(CURDIR)/dist MP_HSM_DEB_ARCHES="$(TEST_DEB_ARCHES)" MP_HSM_COMPAT_OUT=$(CURDIR)/dist/compat.jsonl $(GO) test -race -vet=all -count=1 -timeout 9m ./...
