@@ -259,7 +259,7 @@ func checkDaemon(t *testing.T, h help, d *appsv1.Deployment, c corev1.Container,
 				tables, _ := v.([]map[string]any)
 				for _, tab := range tables {
 					for ck, cv := range tab {
-						if !regexp.MustCompile(`\b` + regexp.QuoteMeta(ck) + `\s+=`).MatchString(h.serveText) &&
+						if !regexp.MustCompile(`\b`+regexp.QuoteMeta(ck)+`\s+=`).MatchString(h.serveText) &&
 							!strings.Contains(h.serveText, " "+ck+",") && !strings.Contains(h.serveText, " "+ck+":") {
 							t.Errorf("config: [[client]] key %q is not one mp-hsm serve --help shows", ck)
 						}
