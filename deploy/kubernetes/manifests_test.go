@@ -17,7 +17,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -112,7 +111,7 @@ func mpHSMHelp(t *testing.T) help {
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("no go on PATH to build with: %v", err)
 	}
 	run("../..", goTool, "build", "-o", bin, "./cmd/mp-hsm")
 	serve, global := run("", bin, "serve", "--help"), run("", bin, "--help")

@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -273,7 +272,7 @@ func TestImage(t *testing.T) {
 	store := filepath.Join(dir, "store")
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("no go on PATH to build with: %v", err)
 	}
 	provision := exec.Command(goTool, "run", "./softhsm/cmd/provision", "-dir", store)
 	provision.Dir = repo
