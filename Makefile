@@ -4,7 +4,7 @@ COUNT ?= 5
 BENCHTIME ?= 1s
 export CGO_ENABLED := 1
 
-.PHONY: all build test test-deb vet lint deps deb demo bench fuzz clean
+.PHONY: all build test test-deb test-image image vet lint deps deb demo bench fuzz clean
 
 all: build
 
@@ -31,6 +31,20 @@ TEST_DEB_ARCHES = amd64
 test-deb: deps
 	ARCHES="$(TEST_DEB_ARCHES)" LINTIAN=0 ./scripts/deb.sh
 
+# dist/mp-hsm-image_<version>_amd64.tar, an OCI image archive (podman load,
+# skopeo copy oci-archive:...), reproducible, from the Debian package of the
+# same commit and this machine's Debian libraries (scripts/image.sh).
+image: deps
+	./scripts/image.sh >/dev/null
+
+# make test's image test: the image from test-deb's package, loaded into
+# podman and run as a sidecar would run it (packaging/imagetest), and built
+# once more to compare the bytes. Where podman does not work it says so in
+# capitals and skips (fails with CI set).
+test-image: deps test-deb
+	img=$$(DEB_DIR=dist ./scripts/image.sh) && \
+	MP_HSM_IMAGE=$(CURDIR)/$$img MP_HSM_IMAGE_DEB_DIR=$(CURDIR)/dist $(GO) test -v -count=1 -timeout 5m ./packaging/imagetest
+
 vet: deps
 	$(GO) vet ./...
 
@@ -54,9 +68,12 @@ PURE = ./grant/... ./signer ./daemon ./pkcs11uri ./tokenerr ./doctor ./inspect .
 # it to docs/ to publish a run). bench/ (its own module, with gonum/plot)
 # is vetted and tested by make bench. One vet per package and no separate
 # go vet ./... keep make test within its 10 minutes on a fresh machine.
+# deploy/kubernetes (its own module, with the Kubernetes API types) decodes
+# the manifests of docs/kubernetes.md strictly; test-image runs the image.
 NOTESTS = $(GO) list -f '{{if not (or .TestGoFiles .XTestGoFiles)}}{{.ImportPath}}{{end}}' ./...
-test: deps test-deb lint
+test: deps test-deb lint test-image
 	CGO_ENABLED=0 $(GO) test -vet=all -count=1 $(PURE)
+	cd deploy/kubernetes && $(GO) test -vet=all -count=1 ./...
 	$(GO) vet $$($(NOTESTS))
 	mkdir -p dist && rm -f dist/compat.jsonl
 	MP_HSM_DEB_DIR=$(CURDIR)/dist MP_HSM_DEB_ARCHES="$(TEST_DEB_ARCHES)" MP_HSM_COMPAT_OUT=$(CURDIR)/dist/compat.jsonl $(GO) test -race -vet=all -count=1 -timeout 9m ./...

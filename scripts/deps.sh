@@ -38,6 +38,13 @@ NEEDS=(
   "tpm2_dictionarylockout|tpm2-tools|internal/backends: relaxes the TPM's dictionary-attack lockout for wrong-PIN tests"
   "setpriv|util-linux|TestServeClients: a daemon caller run as another uid"
   "curl|curl|TestServeClients: the caller of another uid, over the unix socket"
+  "/usr/lib/$arch/pkcs11/p11-kit-client.so|p11-kit-modules|make image: p11-kit's client module, in the image"
+  "/usr/lib/$arch/libpcsclite.so.1|libpcsclite1|make image: OpenSC's PC/SC library, in the image"
+  "/usr/share/ca-certificates/mozilla|ca-certificates|make image: the CA certificates in the image"
+  "p11-kit|p11-kit|make test-image: p11-kit server, the token's socket mounted into the container"
+  "podman|podman|make test-image: loads and runs the image"
+  "runc|runc|make test-image: podman's runtime (crun does not work on every machine)"
+  "skopeo|skopeo|make test-image: copies the image archive"
 )
 
 # Only for make deb (both architectures, lintian, the arm64 package test).
