@@ -19,7 +19,7 @@ import (
 type Running struct {
 	// Name is the backend's name in test names and docs/COMPATIBILITY.md:
 	// "softhsm2", "p11-kit-proxy", "pkcs11-spy", "tpm2-pkcs11",
-	// "opencryptoki".
+	// "opencryptoki", "card".
 	Name string
 	// Version names the Debian packages it runs on, with their versions:
 	// "libtpm2-pkcs11-1 1.9.0-0.1, swtpm 0.7.1-1.3".
@@ -36,6 +36,9 @@ type Running struct {
 	// dictionary-attack lockout, compiled-in paths), for
 	// docs/COMPATIBILITY.md.
 	Notes []string
+	// Card is set on the smart card of StartCard, whose keys come with it
+	// and which the fault tests pull and slow down; nil on the others.
+	Card *Card
 
 	stops []func() error // run in reverse order by Stop
 
