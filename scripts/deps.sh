@@ -38,6 +38,11 @@ NEEDS=(
   "tpm2_dictionarylockout|tpm2-tools|internal/backends: relaxes the TPM's dictionary-attack lockout for wrong-PIN tests"
   "setpriv|util-linux|TestServeClients: a daemon caller run as another uid"
   "curl|curl|TestServeClients: the caller of another uid, over the unix socket"
+  "/usr/sbin/pcscd|pcscd|internal/backends: the card backend's private pcscd"
+  "/usr/lib/pcsc/drivers/serial/libifdvpcd.so|vsmartcard-vpcd|internal/backends: vpcd, the card backend's virtual reader"
+  "/usr/include/cacard/libcacard.h|libcacard-dev|internal/backends: libcacard's virtual CAC card, in cardbridge (built with gcc)"
+  "certutil|libnss3-tools|internal/backends: the card backend's NSS database (its key and certificates)"
+  "nsenter|util-linux|internal/backends: pcscd in the card bridge's mount and network namespaces"
 )
 
 # Only for make deb (both architectures, lintian, the arm64 package test).

@@ -1,7 +1,8 @@
 // Package backends starts, for tests, the PKCS#11 implementations that the
 // conformance suite (internal/conformance) runs on: SoftHSM2 alone, through
 // p11-kit's proxy and through OpenSC's pkcs11-spy; tpm2-pkcs11 on swtpm
-// behind tpm2-abrmd; opencryptoki's soft token behind pkcsslotd. Each Start
+// behind tpm2-abrmd; opencryptoki's soft token behind pkcsslotd; a smart
+// card through OpenSC and a pcscd of its own (StartCard). Each Start
 // function starts what its backend needs as child processes (bound to
 // loopback or unix sockets in a directory of the caller's), initialises one
 // token and returns a Running, whose Stop ends those processes by pid.

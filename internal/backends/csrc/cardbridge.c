@@ -1,21 +1,26 @@
 /*
  * cardbridge: a virtual smart card for tests. It puts libcacard's CAC card
  * (keys and certificates in an NSS database) behind vsmartcard's vpcd
- * reader driver in pcscd: it listens on a loopback TCP port, vpcd (its
- * reader.conf naming 127.0.0.1:PORT) connects to it, and it answers vpcd's
- * messages: a 2-byte big-endian length, then either a 1-byte control
- * (0 power off, 1 power on, 2 reset, 4 get ATR) or a command APDU.
+ * reader driver in pcscd. vpcd listens on PORT (reader.conf's DEVICENAME
+ * /dev/null:PORT) and accepts when pcscd polls the reader; the bridge dials
+ * it on loopback and answers its messages: a 2-byte big-endian length, then
+ * either a 1-byte control (0 power off, 1 power on, 2 reset, 4 get ATR) or
+ * a command APDU. (Debian's vpcd 3.3 cannot reconnect when it dials the
+ * card itself: FD_SET(-1) aborts pcscd.) It brings up the loopback
+ * interface, which a new network namespace starts without.
  *
  * It adds what a real card has and libcacard lacks: a PIN retry counter
  * (VERIFY answers 63Cx with x tries left, 6983 when none are), and what the
  * tests need: removal and re-insertion, a delay per APDU.
  *
- * Usage: cardbridge NSSDB READER CERT...  (NSSDB as "sql:/dir")
- * It prints "port N" on stdout once listening, then reads commands, one a
- * line, from stdin, and answers each with "ok" once it has taken effect:
+ * Usage: cardbridge PORT NSSDB READER CERT...  (NSSDB as "sql:/dir")
+ * It prints "ready" on stdout once the card is up, then reads commands,
+ * one a line, from stdin, and answers each with "ok" once it has taken
+ * effect:
  *   remove     the card leaves the reader: the connection to vpcd is
- *              closed, and new ones are closed at once, until insert
- *   insert     the card is back (powered off: the login is gone)
+ *              closed and not dialed again until insert; the card is
+ *              powered off (its login is gone)
+ *   insert     the card is back
  *   delay MS   every APDU waits MS milliseconds first
  *   tries N    N PIN tries are left (0 blocks the PIN)
  *   stats      answers "apdus N" instead of "ok"
