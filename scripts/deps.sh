@@ -45,6 +45,11 @@ NEEDS=(
   "podman|podman|make test-image: loads and runs the image"
   "runc|runc|make test-image: podman's runtime (crun does not work on every machine)"
   "skopeo|skopeo|make test-image: copies the image archive"
+  "/usr/sbin/pcscd|pcscd|internal/backends: the card backend's private pcscd"
+  "/usr/lib/pcsc/drivers/serial/libifdvpcd.so|vsmartcard-vpcd|internal/backends: vpcd, the card backend's virtual reader"
+  "/usr/include/cacard/libcacard.h|libcacard-dev|internal/backends: libcacard's virtual CAC card, in cardbridge (built with gcc)"
+  "certutil|libnss3-tools|internal/backends: the card backend's NSS database (its key and certificates)"
+  "nsenter|util-linux|internal/backends: pcscd in the card bridge's mount and network namespaces"
 )
 
 # Only for make deb (both architectures, lintian, the arm64 package test).

@@ -17,11 +17,11 @@ import (
 // process group of its own, its output in a log file in the backend's
 // directory.
 type tpmProc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed when the process has exited
-	err  error         // what Wait returned, once done is closed
+	backend, name string // "tpm2-pkcs11", "swtpm"
+	cmd           *exec.Cmd
+	log           string
+	done          chan struct{} // closed when the process has exited
+	err           error         // what Wait returned, once done is closed
 }
 
 // tpmProcAttr puts cmd in a process group of its own, killed with it, and
@@ -36,17 +36,17 @@ func tpmProcAttr(cmd *exec.Cmd) {
 
 // tpmDaemon starts path with args as a daemon of r, which r.Stop ends.
 func tpmDaemon(r *Running, dir, name string, env []string, path string, args ...string) (*tpmProc, error) {
-	p := &tpmProc{name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{})}
+	p := &tpmProc{backend: r.Name, name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{})}
 	out, err := os.OpenFile(p.log, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("tpm2-pkcs11: %s: %w", name, err)
+		return nil, fmt.Errorf("%s: %s: %w", r.Name, name, err)
 	}
 	defer out.Close() // the child has its own descriptor
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Env, p.cmd.Dir, p.cmd.Stdout, p.cmd.Stderr = env, dir, out, out
 	tpmProcAttr(p.cmd)
 	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("tpm2-pkcs11: starting %s: %w", name, err)
+		return nil, fmt.Errorf("%s: starting %s: %w", r.Name, name, err)
 	}
 	go func() {
 		p.err = p.cmd.Wait()
@@ -71,13 +71,13 @@ func (p *tpmProc) stop() error {
 			select {
 			case <-p.done:
 			case <-time.After(5 * time.Second):
-				return fmt.Errorf("tpm2-pkcs11: %s (pid %d) still running after SIGKILL", p.name, pgid)
+				return fmt.Errorf("%s: %s (pid %d) still running after SIGKILL", p.backend, p.name, pgid)
 			}
 		}
 	}
 	// Whatever the leader left in its group goes with it.
 	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("tpm2-pkcs11: killing what %s left: %w", p.name, err)
+		return fmt.Errorf("%s: killing what %s left: %w", p.backend, p.name, err)
 	}
 	return nil
 }
@@ -87,7 +87,7 @@ func (p *tpmProc) stop() error {
 func (p *tpmProc) exited() error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("tpm2-pkcs11: %s exited (%v) while starting: %s", p.name, p.err, p.tail())
+		return fmt.Errorf("%s: %s exited (%v) while starting: %s", p.backend, p.name, p.err, p.tail())
 	default:
 		return nil
 	}
@@ -121,7 +121,7 @@ func (p *tpmProc) waitSocket(paths ...string) error {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("tpm2-pkcs11: %s did not listen on %s within %v (%v): %s", p.name, path, tpmStepTimeout, err, p.tail())
+				return fmt.Errorf("%s: %s did not listen on %s within %v (%v): %s", p.backend, p.name, path, tpmStepTimeout, err, p.tail())
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -142,8 +142,8 @@ func (p *tpmProc) retry(env, argv []string) error {
 			return errors.Join(err2, err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("tpm2-pkcs11: %s failed until %s had run for %v: %w\n%s\n%s log: %s",
-				filepath.Base(argv[0]), p.name, tpmStepTimeout, err, out, p.name, p.tail())
+			return fmt.Errorf("%s: %s failed until %s had run for %v: %w\n%s\n%s log: %s",
+				p.backend, filepath.Base(argv[0]), p.name, tpmStepTimeout, err, out, p.name, p.tail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -21,8 +21,21 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/testexec"
 )
 
-// wrongPINValue is the wrong PIN the suite presents once per backend.
+// wrongPINValue is the wrong PIN the suite presents once per backend;
+// the card's is cardWrongPIN (see badPIN).
 const wrongPINValue = "Wrong-PIN-e81c3d"
+
+// cardWrongPIN is a wrong PIN of a length the card takes (a CAC PIN has
+// at most 8 characters; OpenSC refuses a longer one itself).
+const cardWrongPIN = "Wr-9c41d"
+
+// badPIN is the wrong PIN for fx's token.
+func (fx *fixture) badPIN() string {
+	if fx.r.Card != nil {
+		return cardWrongPIN
+	}
+	return wrongPINValue
+}
 
 // exitToken is mp-hsm's exit code for a token, key or PIN problem.
 const exitToken = 3
@@ -41,7 +54,7 @@ func (fx *fixture) runCLI(c *check, env []string, args ...string) testexec.Resul
 	cmd := testexec.Command(c.t, 2*time.Minute, binary(c.t), args...)
 	cmd.Env = env
 	res := testexec.Run(c.t, cmd)
-	for _, pin := range []string{fx.r.PIN, fx.r.SOPIN, wrongPINValue} {
+	for _, pin := range []string{fx.r.PIN, fx.r.SOPIN, fx.badPIN()} {
 		if pin != "" && strings.Contains(res.Stdout+res.Stderr, pin) {
 			c.fail("a PIN appears in the output of mp-hsm %s", args[0])
 		}
@@ -72,7 +85,7 @@ func (fx *fixture) wrongPIN(c *check) {
 	dir := c.t.TempDir()
 	log := filepath.Join(dir, "spy.log")
 	module, spyEnv := fx.spied(log)
-	env := fx.cliEnv(dir, append(spyEnv, "MP_HSM_PIN="+wrongPINValue)...)
+	env := fx.cliEnv(dir, append(spyEnv, "MP_HSM_PIN="+fx.badPIN())...)
 	res := fx.runCLI(c, env, fx.tokenArgs(module)...)
 	if res.Code != exitToken {
 		c.fail("exit %d, want %d: %s", res.Code, exitToken, describe(res))
@@ -135,6 +148,14 @@ func (fx *fixture) tokenRun(c *check) {
 // serveRun runs `mp-hsm serve` on a unix socket and fetches a token
 // through it.
 func (fx *fixture) serveRun(c *check) {
+	client, proc := fx.startServe(c)
+	fx.fetchToken(c, client, proc, "")
+	fx.stopServe(c, proc)
+}
+
+// startServe starts `mp-hsm serve` on a unix socket in a directory of its
+// own, waits for the socket, and returns a client that reaches it.
+func (fx *fixture) startServe(c *check) (*http.Client, *testexec.Proc) {
 	t := c.t
 	dir, err := os.MkdirTemp("", "mphsm") // short: unix socket paths are limited
 	if err != nil {
@@ -164,24 +185,49 @@ func (fx *fixture) serveRun(c *check) {
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
-	form := url.Values{"grant_type": {"client_credentials"}, "scope": {confScope}}
-	resp, err := client.PostForm("http://mp-hsm/token", form)
+	return client, proc
+}
+
+// fetchToken asks serve for a token (for resource, if not empty: a
+// request the cache has not seen, which signs a new grant) and checks it.
+func (fx *fixture) fetchToken(c *check, client *http.Client, proc *testexec.Proc, resource string) {
+	status, answer, err := postToken(client, resource)
 	if err != nil {
 		c.fatal("POST /token: %v", err)
 	}
-	defer resp.Body.Close()
-	var answer struct {
-		AccessToken string `json:"access_token"`
-		Error       string `json:"error"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
-		c.fatal("POST /token: %d, body not JSON: %v", resp.StatusCode, err)
-	}
-	if resp.StatusCode != http.StatusOK {
+	if status != http.StatusOK {
 		_, stderr := proc.Output()
-		c.fatal("POST /token: %d %s; serve's stderr: %s", resp.StatusCode, answer.Error, stderr)
+		c.fatal("POST /token: %d %s; serve's stderr: %s", status, answer.Error, stderr)
 	}
 	fx.checkAccessToken(c, answer.AccessToken)
+}
+
+// tokenAnswer is the body of serve's answer to POST /token.
+type tokenAnswer struct {
+	AccessToken string `json:"access_token"`
+	Error       string `json:"error"`
+}
+
+// postToken posts a token request to serve.
+func postToken(client *http.Client, resource string) (int, tokenAnswer, error) {
+	var answer tokenAnswer
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {confScope}}
+	if resource != "" {
+		form.Set("resource", resource)
+	}
+	resp, err := client.PostForm("http://mp-hsm/token", form)
+	if err != nil {
+		return 0, answer, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+		return resp.StatusCode, answer, fmt.Errorf("%d, body not JSON: %w", resp.StatusCode, err)
+	}
+	return resp.StatusCode, answer, nil
+}
+
+// stopServe ends serve with SIGTERM: exit 0, no PIN in its output.
+func (fx *fixture) stopServe(c *check, proc *testexec.Proc) {
 	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
 		c.fatal("%v", err)
 	}
@@ -190,7 +236,7 @@ func (fx *fixture) serveRun(c *check) {
 		c.fail("serve after SIGTERM: exit %d, want 0: %s", res.Code, describe(res))
 	}
 	for _, pin := range []string{fx.r.PIN, fx.r.SOPIN} {
-		if strings.Contains(res.Stdout+res.Stderr, pin) {
+		if pin != "" && strings.Contains(res.Stdout+res.Stderr, pin) {
 			c.fail("the PIN appears in serve's output")
 		}
 	}

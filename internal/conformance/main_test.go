@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/mp-hsm/mp-hsm/internal/backends"
+	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
 // starter is a backend's Start function under its name.
@@ -30,6 +31,7 @@ var starters = []starter{
 	{"pkcs11-spy", backends.StartSpy},
 	{"tpm2-pkcs11", backends.StartTPM},
 	{"opencryptoki", backends.StartOpenCryptoki},
+	{"card", func(dir string) (*backends.Running, error) { return backends.StartCard(dir, suite.ca) }},
 }
 
 // suite is what TestMain set up for the tests.
@@ -38,6 +40,7 @@ var suite struct {
 	startErr map[string]error             // by starter name, why a backend did not start
 	env      []string                     // the union of the started backends' Env
 	rec      *Recorder
+	ca       *softhsm.CA // issues every backend's certificates; the emulator trusts its root
 
 	bin    string // the mp-hsm binary
 	binErr error
@@ -99,6 +102,11 @@ func runMain(m *testing.M) int {
 	}
 	defer suite.rec.Close()
 
+	if suite.ca, err = softhsm.NewCA(softhsm.EnvTest); err != nil {
+		fmt.Fprintln(os.Stderr, "conformance:", err)
+		return 1
+	}
+
 	suite.binOK = make(chan struct{})
 	go func() {
 		defer close(suite.binOK)
@@ -117,7 +125,7 @@ func runMain(m *testing.M) int {
 	}
 	// p11-kit's proxy first: its C_Finalize reaches the modules it loaded,
 	// whose daemons must still run.
-	for _, s := range []string{"p11-kit-proxy", "pkcs11-spy", "softhsm2", "tpm2-pkcs11", "opencryptoki"} {
+	for _, s := range []string{"p11-kit-proxy", "pkcs11-spy", "softhsm2", "tpm2-pkcs11", "opencryptoki", "card"} {
 		if r := suite.running[s]; r != nil {
 			if err := r.Stop(); err != nil {
 				fmt.Fprintf(os.Stderr, "conformance: stopping %s: %v\n", s, err)
@@ -198,7 +206,7 @@ func startAll(tmp string) {
 
 // initOrder is the order in which initInOrder initialises the modules in
 // this process: p11-kit's proxy last.
-var initOrder = []string{"tpm2-pkcs11", "opencryptoki", "softhsm2", "pkcs11-spy", "p11-kit-proxy"}
+var initOrder = []string{"tpm2-pkcs11", "opencryptoki", "card", "softhsm2", "pkcs11-spy", "p11-kit-proxy"}
 
 // initInOrder initialises every started backend's module in this process
 // (through the backend's own handle), p11-kit's proxy last. The proxy

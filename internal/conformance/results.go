@@ -76,6 +76,13 @@ var Features = []Feature{
 	{"p11-kit-neighbours", "`mp-hsm token` through p11-kit's proxy with this token's settings alone, the other registered modules unconfigured"},
 	{"wrong-pin", "a wrong PIN (mp-hsm token): exit 3 and exactly one C_Login, counted with pkcs11-spy"},
 	{"pin-flags", "the PIN flags the token reports after one wrong PIN"},
+	{"doctor", "`mp-hsm doctor` against the emulator: every check passes"},
+	{"final-try", "the right PIN with one try left: refused with no C_Login (card)"},
+	{"locked", "a blocked PIN: refused with no C_Login (card)"},
+	{"slow-card", "`mp-hsm token` on a card that takes 50 ms per APDU"},
+	{"pull-idle", "card pulled while `mp-hsm serve` is idle: not ready within 5 s; ready within 2 s after re-insertion; the next uncached request succeeds"},
+	{"pull-signing", "card pulled while `mp-hsm serve` signs: the request is answered (200 or 503); then as pull-idle"},
+	{"pcscd-restart", "pcscd restarted while `mp-hsm serve` is idle: ready within 2 s; the next uncached request succeeds"},
 }
 
 // Recorder appends Results to a file as JSON lines. Safe for concurrent

@@ -163,10 +163,7 @@ func (fx *fixture) record(t *testing.T, name string, c *check) {
 // per backend, the backends in parallel, the features of one backend in
 // order (a token has one PKCS#11 login state per process).
 func TestConformance(t *testing.T) {
-	ca, err := softhsm.NewCA(softhsm.EnvTest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := suite.ca
 	emu := emulator.NewTest(t, emulator.Config{
 		Roots:   []*x509.Certificate{ca.Root},
 		Clients: []emulator.Client{{ID: confClient, OrgNumber: softhsm.DefaultOrgNumber, Scopes: []string{confScope}}},
@@ -188,8 +185,13 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-// run provisions fx's token and tests every feature on it.
+// run provisions fx's token and tests every feature on it. The card
+// comes provisioned and has features of its own (runCard).
 func (fx *fixture) run(t *testing.T) {
+	if fx.r.Card != nil {
+		fx.runCard(t)
+		return
+	}
 	started := func() bool {
 		provisionMu.Lock()
 		defer provisionMu.Unlock() // also when the step ends t with FailNow
