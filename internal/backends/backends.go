@@ -1,6 +1,7 @@
 // Package backends starts, for tests, the PKCS#11 implementations that the
 // conformance suite (internal/conformance) runs on: SoftHSM2 alone, through
-// p11-kit's proxy and through OpenSC's pkcs11-spy; tpm2-pkcs11 on swtpm
+// p11-kit's proxy, through OpenSC's pkcs11-spy and behind p11-kit's RPC (a
+// network HSM); tpm2-pkcs11 on swtpm
 // behind tpm2-abrmd; opencryptoki's soft token behind pkcsslotd. Each Start
 // function starts what its backend needs as child processes (bound to
 // loopback or unix sockets in a directory of the caller's), initialises one
@@ -18,8 +19,8 @@ import (
 // Running is a started backend with one initialised, empty token.
 type Running struct {
 	// Name is the backend's name in test names and docs/COMPATIBILITY.md:
-	// "softhsm2", "p11-kit-proxy", "pkcs11-spy", "tpm2-pkcs11",
-	// "opencryptoki".
+	// "softhsm2", "p11-kit-proxy", "pkcs11-spy", "p11-kit-rpc",
+	// "tpm2-pkcs11", "opencryptoki".
 	Name string
 	// Version names the Debian packages it runs on, with their versions:
 	// "libtpm2-pkcs11-1 1.9.0-0.1, swtpm 0.7.1-1.3".
@@ -36,6 +37,9 @@ type Running struct {
 	// dictionary-attack lockout, compiled-in paths), for
 	// docs/COMPATIBILITY.md.
 	Notes []string
+	// RPC is the network HSM of the p11-kit-rpc backend, which tests
+	// stop, start and slow down; nil for the other backends.
+	RPC *RPCServer
 
 	stops []func() error // run in reverse order by Stop
 
