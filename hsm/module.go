@@ -24,6 +24,7 @@ type p11 interface {
 	GetMechanismList(slotID uint) ([]*pkcs11.Mechanism, error)
 	OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error)
 	CloseSession(sh pkcs11.SessionHandle) error
+	GetSessionInfo(sh pkcs11.SessionHandle) (pkcs11.SessionInfo, error)
 	Login(sh pkcs11.SessionHandle, userType uint, pin string) error
 	Logout(sh pkcs11.SessionHandle) error
 	FindObjectsInit(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) error
