@@ -42,6 +42,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	looping  bool   // the reconnect loop runs
+	// openFailures counts the reconnect loop's failed attempts, so that a
+	// request waiting for the reconnect (awaitReconnect) sees one fail.
+	openFailures atomic.Int64
 	identity string // the identity of the cached tokens' key
 	servers  []*http.Server
 	closing  bool // Shutdown has begun: listeners drain; ctx ends later
