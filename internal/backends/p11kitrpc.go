@@ -90,7 +90,7 @@ func StartP11KitRPC(dir string) (_ *Running, err error) {
 			"Every PKCS#11 call is a round trip; the server starts a p11-kit-remote process per connection.",
 		"After the server went away, p11-kit-client.so answers every call with CKR_DEVICE_ERROR until it is " +
 			"finalised and initialised again (it does not reconnect by itself): mp-hsm serve reopens the module.",
-		"The proxy numbers slots itself, as p11-kit's proxy module does (from 0x11).",
+		"p11-kit-client.so numbers slots itself (from 0x11), not as the module behind the server does: choose the token by label, serial or URI.",
 	}
 	return r, nil
 }

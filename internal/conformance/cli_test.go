@@ -132,9 +132,9 @@ func (fx *fixture) tokenRun(c *check) {
 	c.note("%s", stderrNote(res.Stderr))
 }
 
-// serveRun runs `mp-hsm serve` on a unix socket and fetches a token
-// through it.
-func (fx *fixture) serveRun(c *check) {
+// startServe starts `mp-hsm serve` on fx's token, on a unix socket, and
+// returns it with an HTTP client that reaches it.
+func (fx *fixture) startServe(c *check) (*testexec.Proc, *http.Client) {
 	t := c.t
 	dir, err := os.MkdirTemp("", "mphsm") // short: unix socket paths are limited
 	if err != nil {
@@ -161,9 +161,15 @@ func (fx *fixture) serveRun(c *check) {
 			c.fatal("serve made no socket in 30 s; stderr: %s", stderr)
 		}
 	}
-	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	return proc, &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
+}
+
+// serveRun runs `mp-hsm serve` on a unix socket and fetches a token
+// through it.
+func (fx *fixture) serveRun(c *check) {
+	proc, client := fx.startServe(c)
 	form := url.Values{"grant_type": {"client_credentials"}, "scope": {confScope}}
 	resp, err := client.PostForm("http://mp-hsm/token", form)
 	if err != nil {

@@ -76,6 +76,7 @@ var Features = []Feature{
 	{"p11-kit-neighbours", "`mp-hsm token` through p11-kit's proxy with this token's settings alone, the other registered modules unconfigured"},
 	{"wrong-pin", "a wrong PIN (mp-hsm token): exit 3 and exactly one C_Login, counted with pkcs11-spy"},
 	{"pin-flags", "the PIN flags the token reports after one wrong PIN"},
+	{"hsm-faults", "`mp-hsm serve` on a network HSM whose server is killed while idle (not ready within 5 s) and while signing (the request made again after the reconnect), restarted (ready within 2 s), and a slow link"},
 }
 
 // Recorder appends Results to a file as JSON lines. Safe for concurrent
