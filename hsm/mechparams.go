@@ -3,30 +3,7 @@ package hsm
 /*
 #include <stdlib.h>
 #include <string.h>
-
-// The few PKCS#11 types this file needs, as pkcs11.h declares them
-// (packed on Windows, as miekg/pkcs11 builds them there).
-#ifdef _WIN32
-#pragma pack(push, cryptoki, 1)
-#endif
-typedef struct {
-	unsigned long mechanism;
-	void *pParameter;
-	unsigned long ulParameterLen;
-} mp_mechanism;
-
-typedef struct {
-	unsigned char major, minor;
-} mp_version;
-
-// CK_FUNCTION_LIST up to C_Sign: C_SignInit is the 43rd function.
-typedef struct {
-	mp_version version;
-	void *fn[44];
-} mp_function_list;
-#ifdef _WIN32
-#pragma pack(pop, cryptoki)
-#endif
+#include "p11abi.h"
 
 enum { mp_sign_init_index = 42 };
 
@@ -84,12 +61,17 @@ const ckrHostMemory = 0x2
 // miekg/pkcs11 loaded it, with a copy of the mechanism that lives until
 // the next C_Sign on the session returns or the session is closed.
 // Mechanisms without parameters go through miekg/pkcs11 unchanged.
+// GetAttributeValue, too, calls the module directly (see attrcall.go).
 type ctx struct {
 	*pkcs11.Ctx
 	// list is the module's CK_FUNCTION_LIST, nil when miekg/pkcs11's
 	// context does not have the layout of the version go.mod pins: then
 	// every call goes through miekg/pkcs11 as it is.
 	list unsafe.Pointer
+
+	// attrBufSize, when set, replaces attrBufSize (tests: values that do
+	// not fit).
+	attrBufSize func(ty uint) int
 
 	mu   sync.Mutex
 	held map[pkcs11.SessionHandle]*C.mp_mechanism // the signing operation's mechanism, per session
