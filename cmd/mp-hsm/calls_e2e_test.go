@@ -75,4 +75,15 @@ func TestE2ETokenCallCount(t *testing.T) {
 			p11spy.Record(t, fmt.Sprintf("token slots=%d total=%d minimum=%d bound=%d %s", tc.slots, total, min, bound, p11spy.Format(counts)))
 		})
 	}
+	// The minimum is a program's count, not only arithmetic:
+	// internal/p11bare, BenchmarkTokenRPC's baseline, makes exactly it.
+	t.Run("bare program", func(t *testing.T) {
+		log := filepath.Join(t.TempDir(), "spy.log")
+		env := fx.envAlone(t, fx.card, append(p11spy.Env(fx.card.Module, log), "MP_HSM_MODULE="+spy)...)
+		manualRun(t, env, bareBinary(t), "-token-label", "e2e-card")
+		counts := p11spy.Counts(p11spy.Read(t, log))
+		if total, min := p11spy.Total(counts), minimumCalls(2, 3); total != min {
+			t.Errorf("internal/p11bare made %d PKCS#11 calls, want the minimum %d: %s", total, min, p11spy.Format(counts))
+		}
+	})
 }

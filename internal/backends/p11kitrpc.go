@@ -47,13 +47,9 @@ type RPCServer struct {
 // round trip; the server runs a new p11-kit-remote process per client
 // connection.
 func StartP11KitRPC(dir string) (_ *Running, err error) {
-	client := "/usr/lib/" + hsm.Multiarch() + "/pkcs11/p11-kit-client.so"
-	if _, err := os.Stat(client); err != nil {
-		return nil, fmt.Errorf("p11-kit-rpc: %w (apt-get install p11-kit-modules)", err)
-	}
-	p11kit, err := exec.LookPath("p11-kit")
+	client, err := P11KitClient()
 	if err != nil {
-		return nil, fmt.Errorf("p11-kit-rpc: %w (apt-get install p11-kit)", err)
+		return nil, err
 	}
 	tok, release, err := softToken("conf-p11-kit-rpc")
 	if err != nil {
@@ -68,22 +64,13 @@ func StartP11KitRPC(dir string) (_ *Running, err error) {
 			r.Stop()
 		}
 	}()
-	s := &RPCServer{
-		dir: dir, server: filepath.Join(dir, "server.sock"),
-		uri: "pkcs11:token=" + tok.Label, p11kit: p11kit, module: tok.Module,
-		env: []string{"PATH=" + os.Getenv("PATH"), "SOFTHSM2_CONF=" + tok.Config, "HOME=" + dir},
-	}
-	if s.ln, err = net.Listen("unix", filepath.Join(dir, "client.sock")); err != nil {
-		return nil, fmt.Errorf("p11-kit-rpc: %w", err)
-	}
-	go s.accept()
-	r.onStop(s.close)
-	if err := s.Start(); err != nil {
+	s, err := ServeP11KitRPC(dir, tok.Module, tok.Label, []string{"SOFTHSM2_CONF=" + tok.Config})
+	if err != nil {
 		return nil, err
 	}
-	r.onStop(s.Stop)
+	r.onStop(s.Close)
 	r.RPC = s
-	r.Env = append(r.Env, "P11_KIT_SERVER_ADDRESS=unix:path="+s.ln.Addr().String())
+	r.Env = append(r.Env, "P11_KIT_SERVER_ADDRESS="+s.Address())
 	r.Notes = []string{
 		"p11-kit's RPC: `p11-kit server --provider MODULE pkcs11:token=LABEL` exports a token on a unix socket, and " +
 			"p11-kit-client.so reaches it at P11_KIT_SERVER_ADDRESS (here through a proxy that can delay each message). " +
@@ -94,6 +81,49 @@ func StartP11KitRPC(dir string) (_ *Running, err error) {
 	}
 	return r, nil
 }
+
+// P11KitClient returns the path of p11-kit-client.so, the module that
+// reaches a p11-kit server, or an error that says how to install it.
+func P11KitClient() (string, error) {
+	client := "/usr/lib/" + hsm.Multiarch() + "/pkcs11/p11-kit-client.so"
+	if _, err := os.Stat(client); err != nil {
+		return "", fmt.Errorf("p11-kit-rpc: %w (apt-get install p11-kit-modules)", err)
+	}
+	return client, nil
+}
+
+// ServeP11KitRPC serves the token labelled label of module over p11-kit's
+// RPC, as StartP11KitRPC does for a token of its own: `p11-kit server`
+// with env (such as SOFTHSM2_CONF) beside PATH, and the proxy in this
+// process that clients reach at Address, with p11-kit-client.so. Close
+// stops both.
+func ServeP11KitRPC(dir, module, label string, env []string) (_ *RPCServer, err error) {
+	p11kit, err := exec.LookPath("p11-kit")
+	if err != nil {
+		return nil, fmt.Errorf("p11-kit-rpc: %w (apt-get install p11-kit)", err)
+	}
+	s := &RPCServer{
+		dir: dir, server: filepath.Join(dir, "server.sock"),
+		uri: "pkcs11:token=" + label, p11kit: p11kit, module: module,
+		env: append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}, env...),
+	}
+	if s.ln, err = net.Listen("unix", filepath.Join(dir, "client.sock")); err != nil {
+		return nil, fmt.Errorf("p11-kit-rpc: %w", err)
+	}
+	go s.accept()
+	if err := s.Start(); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Address is the value of P11_KIT_SERVER_ADDRESS that leads
+// p11-kit-client.so to the server, through the proxy.
+func (s *RPCServer) Address() string { return "unix:path=" + s.ln.Addr().String() }
+
+// Close stops the server and the proxy.
+func (s *RPCServer) Close() error { return errors.Join(s.Stop(), s.close()) }
 
 // Start starts the server and waits until it accepts connections. A
 // server that runs already is an error.
