@@ -162,14 +162,22 @@ type Config struct {
 	// negative disables it.
 	RefusalTTL time.Duration
 
+	// PresencePoll is how often the reconnect loop after a card or HSM
+	// fault calls OpenSigner while the token is away: an open that failed
+	// because no token (or no matching token) is there, or with a device
+	// error, which OpenSigner reports before it reads a PIN. The first
+	// attempt is made after PresencePoll too. If zero, 500 milliseconds.
+	PresencePoll time.Duration
+
 	// ReconnectMin and ReconnectMax bound the backoff of the reconnect
-	// loop after a card or HSM fault: the first attempt is made after
-	// ReconnectMin, and each failure doubles the wait up to ReconnectMax.
-	// If zero, 1 second and 30 seconds.
+	// loop after any other failure to open (a module that does not load):
+	// each such failure doubles the wait, from ReconnectMin up to
+	// ReconnectMax. If zero, 1 second and 30 seconds.
 	ReconnectMin, ReconnectMax time.Duration
 
 	// ProbeInterval is how often the signer is probed for a removed token
-	// while ready. If zero, 5 seconds; negative disables probing.
+	// while ready (see Prober). If zero, 2 seconds; negative disables
+	// probing.
 	ProbeInterval time.Duration
 
 	// ReadTimeout bounds reading a request, body included; the headers
@@ -213,7 +221,8 @@ const (
 	defaultRefusalTTL      = 5 * time.Second
 	defaultReconnectMin    = time.Second
 	defaultReconnectMax    = 30 * time.Second
-	defaultProbeInterval   = 5 * time.Second
+	defaultProbeInterval   = 2 * time.Second
+	defaultPresencePoll    = 500 * time.Millisecond
 	defaultReadTimeout     = 10 * time.Second
 	defaultIdleTimeout     = 2 * time.Minute
 
@@ -289,6 +298,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	def(&cfg.ReconnectMin, defaultReconnectMin)
 	def(&cfg.ReconnectMax, defaultReconnectMax)
 	def(&cfg.ProbeInterval, defaultProbeInterval)
+	def(&cfg.PresencePoll, defaultPresencePoll)
 	def(&cfg.ReadTimeout, defaultReadTimeout)
 	def(&cfg.WriteTimeout, cfg.RequestTimeout+5*time.Second)
 	def(&cfg.IdleTimeout, defaultIdleTimeout)
@@ -296,7 +306,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.ReconnectMax = cfg.ReconnectMin
 	}
 	if cfg.RefreshMargin < 0 || cfg.RefreshJitter < 0 || cfg.ExchangeTimeout < 0 || cfg.RequestTimeout < 0 ||
-		cfg.ReconnectMin < 0 || cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0 {
+		cfg.ReconnectMin < 0 || cfg.PresencePoll < 0 || cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0 {
 		return bad("durations may not be negative (except RefusalTTL and ProbeInterval)")
 	}
 	if cfg.Logger == nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // conn is one opened signer and the grant configuration that signs with it.
@@ -264,10 +265,13 @@ func (s *Server) startLoopLocked() {
 	}
 }
 
-// reconnectLoop calls OpenSigner with a doubling backoff until it succeeds,
-// the PIN is refused, or the server stops. It never retries a refused PIN.
+// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused,
+// or the server stops: every PresencePoll while the token is away (see
+// tokenAway), with a doubling backoff from ReconnectMin to ReconnectMax
+// after other failures. It never retries a refused PIN.
 func (s *Server) reconnectLoop() {
-	wait := s.settings().cfg.ReconnectMin
+	wait := s.settings().cfg.PresencePoll
+	backoff := time.Duration(0)
 	lastMsg := ""
 	for {
 		t := time.NewTimer(wait)
@@ -321,15 +325,59 @@ func (s *Server) reconnectLoop() {
 		}
 		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
 		s.mu.Unlock()
+		s.openFailures.Add(1)
+		if tokenAway(err) {
+			wait, backoff = st.cfg.PresencePoll, 0
+		} else {
+			backoff = min(max(2*backoff, st.cfg.ReconnectMin), st.cfg.ReconnectMax)
+			wait = backoff
+		}
 		if msg := err.Error(); msg != lastMsg {
-			s.log().Warn("reconnect failed; trying again", "error", err, "next_in", min(2*wait, st.cfg.ReconnectMax))
+			s.log().Warn("reconnect failed; trying again", "error", err, "next_in", wait)
 			lastMsg = msg
 		} else {
 			s.log().Debug("reconnect failed; trying again", "error", err)
 		}
-		wait = min(2*wait, st.cfg.ReconnectMax)
 	}
 }
+
+// tokenAway reports an open that failed because the token is not there
+// (yet): none present, none matching (a network HSM whose server is down
+// lists no token), or a device error. Such an open fails before any PIN is
+// read, so polling for the token's return spends no login.
+func tokenAway(err error) bool {
+	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrTokenNotFound) || errors.Is(err, tokenerr.ErrSlotNotFound)
+}
+
+// awaitReconnect waits, after a request met a fault on old, until the
+// daemon is ready with a newer conn, for at most retryWait or ctx, and
+// only until the reconnect loop's next attempt fails (the token is away:
+// the caller gets its 503 now). It reports whether the daemon is ready
+// again: the request may then be made once more.
+func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
+	ctx, cancel := context.WithTimeout(ctx, retryWait)
+	defer cancel()
+	failures := s.openFailures.Load()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		switch st := s.status(); {
+		case st.state == stateReady && st.conn != old:
+			return true
+		case st.state == stateLoginRefused || st.state == stateClosed || s.openFailures.Load() != failures:
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// retryWait bounds how long a request that met a card or HSM fault waits
+// for the reconnect before it is answered 503.
+const retryWait = 5 * time.Second
 
 func loginRefusedReason(err error) string {
 	return "login refused, not retried (" + err.Error() + "); fix the PIN source and reload (SIGHUP) or restart"

@@ -366,11 +366,14 @@ func TestSignatureFaultDuringExchange(t *testing.T) {
 	f := newFixture(t, options{modify: func(c *daemon.Config) {
 		c.OpenSigner = r.open
 		c.ProbeInterval = -1
-		c.ReconnectMin = time.Hour // stay down for the test
+		c.PresencePoll = 20 * time.Millisecond // the card stays away: the reconnect fails at once
 	}})
 	r.set(true)
 	a := f.post(scopeForm("test:read"))
 	wantError(t, a, http.StatusServiceUnavailable, "temporarily_unavailable")
+	if r.opens.Load() < 2 {
+		t.Errorf("%d opens: the request was answered before the reconnect was tried", r.opens.Load())
+	}
 	if ok, reason := f.srv.Ready(); ok || !strings.Contains(reason, "token removed") {
 		t.Fatalf("Ready() = %v, %q after a failed signature", ok, reason)
 	}

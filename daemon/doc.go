@@ -47,11 +47,16 @@
 //
 // When signing fails because the token was removed, the session broke or the
 // device failed (tokenerr.ErrTokenRemoved, ErrSessionClosed, ErrDevice, ...), or
-// a periodic probe sees so, the daemon turns not ready (/readyz answers 503),
-// closes the signer, and calls Config.OpenSigner again with a growing
-// backoff until it succeeds: no restart is needed. Cached tokens are still
-// served meanwhile; requests the cache cannot answer get 503
-// temporarily_unavailable with the reason. A PIN the token refused
+// a periodic probe sees so (Prober: every 2 s by default; p11.TokenSigner
+// asks the slot and the login session, not cached token information), the
+// daemon turns not ready (/readyz answers 503), closes the signer, and calls
+// Config.OpenSigner again every PresencePoll while the token is away (such
+// an open fails before it reads a PIN), with a growing backoff after other
+// failures, until it succeeds: no restart is needed. A request whose
+// signature met the fault waits for that reconnect and is made once more
+// (a new grant: the failed one was never sent); it gets 503 if the next
+// attempt fails. Cached tokens are still served meanwhile; other requests
+// the cache cannot answer get 503 temporarily_unavailable with the reason. A PIN the token refused
 // (tokenerr.ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...) stops the loop:
 // a PIN is never retried, and the daemon says so until Reload or a restart.
 //

@@ -95,7 +95,13 @@ func (r *request) Fetch(ctx context.Context, background bool) (*grant.Token, err
 	s := r.s
 	ctx, cancel := context.WithTimeout(ctx, s.settings().cfg.ExchangeTimeout)
 	defer cancel()
+	c := s.status().conn
 	t, err := r.exchange(ctx, r.caller(background))
+	if err != nil && isDeviceFault(err) && !isPINError(err) && s.awaitReconnect(ctx, c) {
+		// The card or HSM failed under this request and is back: one more
+		// try, with the new session, rather than a 503.
+		t, err = r.exchange(ctx, r.caller(background))
+	}
 	var nre *notReadyError
 	if errors.As(err, &nre) {
 		return nil, err // /readyz says why; retried by the cache

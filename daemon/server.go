@@ -41,11 +41,14 @@ type Server struct {
 	bgMu sync.Mutex
 	bg   sync.WaitGroup
 
-	mu       sync.Mutex
-	looping  bool   // the reconnect loop runs
-	identity string // the identity of the cached tokens' key
-	servers  []*http.Server
-	closing  bool // Shutdown has begun: listeners drain; ctx ends later
+	mu      sync.Mutex
+	looping bool // the reconnect loop runs
+	// openFailures counts the reconnect loop's failed attempts, so that a
+	// request waiting for the reconnect (awaitReconnect) sees one fail.
+	openFailures atomic.Int64
+	identity     string // the identity of the cached tokens' key
+	servers      []*http.Server
+	closing      bool // Shutdown has begun: listeners drain; ctx ends later
 
 	// stat is the daemon's state, its reason and its signer as one
 	// value: replaced under mu, read without it (requests, /readyz).

@@ -175,7 +175,8 @@ func (e *PINError) Error() string {
 	}
 	switch e.Kind {
 	case ErrPINFinalTry:
-		msg = "refusing to try a PIN: the token says the next wrong PIN locks it; check the PIN and allow the final try explicitly"
+		msg = "refusing to try a PIN: the token says the next wrong PIN locks it; when you are certain of the PIN, " +
+			"allow the final try explicitly (mp-hsm --allow-final-pin-try; LoginOptions.AllowFinalTry)"
 	case ErrPINLocked:
 		switch {
 		case e.Attempted && !e.Flags.PINLocked():

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -81,6 +82,9 @@ func TestLoginRefusesFinalTryAndLocked(t *testing.T) {
 			var pe *PINError
 			if tc.want != nil && (!errors.As(err, &pe) || pe.Attempted) {
 				t.Errorf("error %v: want a *PINError with Attempted false", err)
+			}
+			if tc.want == ErrPINFinalTry && !strings.Contains(err.Error(), "--allow-final-pin-try") {
+				t.Errorf("error %q does not name the flag that allows the final try", err)
 			}
 		})
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// p11 is the part of the PKCS#11 API this package uses. *pkcs11.Ctx
-// implements it; tests put a double in front of a real module to reach states
+// p11 is the part of the PKCS#11 API this package uses. *ctx (miekg/pkcs11's
+// Ctx, with mechanism parameters kept until C_Sign) implements it; tests put a double in front of a real module to reach states
 // SoftHSM2 cannot show (a PIN on its final try, a removed token).
 type p11 interface {
 	GetInfo() (pkcs11.Info, error)
@@ -24,6 +24,7 @@ type p11 interface {
 	GetMechanismList(slotID uint) ([]*pkcs11.Mechanism, error)
 	OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error)
 	CloseSession(sh pkcs11.SessionHandle) error
+	GetSessionInfo(sh pkcs11.SessionHandle) (pkcs11.SessionInfo, error)
 	Login(sh pkcs11.SessionHandle, userType uint, pin string) error
 	Logout(sh pkcs11.SessionHandle) error
 	FindObjectsInit(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) error
@@ -40,7 +41,7 @@ var _ p11 = (*pkcs11.Ctx)(nil)
 // path in this process.
 type library struct {
 	path     string
-	ctx      *pkcs11.Ctx
+	ctx      *ctx
 	refs     int  // open Modules of this load; guarded by libMu
 	finalize bool // we initialised it, so we finalise it
 	// loadOutput is what the module wrote on standard error while it
@@ -177,7 +178,7 @@ func open(path string, o OpenOptions) (*Module, error) {
 			return nil, &Error{Op: "open module", Kind: ErrNotModule,
 				Detail: fmt.Sprintf("%s could not be loaded or has no C_GetFunctionList", abs)}
 		}
-		lib = &library{path: abs, ctx: ctx, finalize: true, loadOutput: held}
+		lib = &library{path: abs, ctx: newCtx(ctx), finalize: true, loadOutput: held}
 		if err := initErr; err != nil {
 			if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 				lib.finalize = false

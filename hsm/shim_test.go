@@ -151,3 +151,39 @@ func TestFailedSignatureReplacesSession(t *testing.T) {
 		t.Errorf("%d C_SignInit calls met an operation left active, want 0", n)
 	}
 }
+
+// TestPSSParamsLiveUntilSign is tpm2-pkcs11 1.9's case: the module keeps
+// the pointer to the CK_RSA_PKCS_PSS_PARAMS given to C_SignInit and reads
+// them again in C_Sign. The shim compares them there with what C_SignInit
+// saw; had they been freed after C_SignInit (as miekg/pkcs11 does with its
+// copy), it would answer CKR_MECHANISM_INVALID.
+func TestPSSParamsLiveUntilSign(t *testing.T) {
+	ca, err := softhsm.NewCA(softhsm.EnvTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := softhsm.NewWithKey(t, ca, softhsm.KeyOptions{ID: []byte{1}, Label: "Authentication"}, softhsm.LeafOptions{})
+	tok, _, calls := openShim(t, st, p11shim.Options{CheckParams: true}, hsm.TokenOptions{MaxSessions: 2})
+	key, err := tok.FindKey(hsm.KeySelector{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pss := &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}
+	for i := range 5 {
+		d := digest(crypto.SHA256, []byte{byte(i)})
+		sig, err := key.Sign(nil, d, pss)
+		if err != nil {
+			t.Fatalf("PSS signature %d: %v", i, err)
+		}
+		if err := rsa.VerifyPSS(key.Public().(*rsa.PublicKey), crypto.SHA256, d, sig, pss); err != nil {
+			t.Fatalf("PSS signature %d does not verify: %v", i, err)
+		}
+		// A PKCS #1 v1.5 signature between them: no parameters to keep.
+		if _, err := key.Sign(nil, d, crypto.SHA256); err != nil {
+			t.Fatalf("PKCS #1 v1.5 signature %d: %v", i, err)
+		}
+	}
+	if n := p11shim.Count(t, calls, "C_Sign=parameters changed"); n != 0 {
+		t.Errorf("%d C_Sign calls found the PSS parameters changed since C_SignInit, want 0", n)
+	}
+}

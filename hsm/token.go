@@ -173,6 +173,38 @@ func (t *Token) Info() (TokenInfo, error) {
 	return *tokenInfo(ti), nil
 }
 
+// Check asks the module whether the token is still there and the login
+// still holds, without signing and without a PIN: C_GetSlotInfo (is
+// CKF_TOKEN_PRESENT set?) and C_GetSessionInfo on the session that holds
+// the login (is it still open, and logged in when Login succeeded?). Unlike
+// C_GetTokenInfo, which OpenSC answers from its cache while the card is
+// away, both reach the reader or the HSM. A removed token gives
+// ErrTokenRemoved; a closed session ErrSessionClosed; a lost login
+// ErrNotLoggedIn; a dead link or device ErrDevice: all Transient.
+func (t *Token) Check() error {
+	if err := t.enter("check token"); err != nil {
+		return err
+	}
+	defer t.leave()
+	si, err := t.p.GetSlotInfo(t.slotID)
+	if err != nil {
+		return wrap(fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID), err)
+	}
+	if si.Flags&pkcs11.CKF_TOKEN_PRESENT == 0 {
+		return &Error{Op: fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID), Kind: ErrTokenRemoved, Detail: "the slot says no token is present"}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ss, err := t.p.GetSessionInfo(t.loginSH)
+	if err != nil {
+		return wrap("C_GetSessionInfo", err)
+	}
+	if t.loggedIn && ss.State != pkcs11.CKS_RO_USER_FUNCTIONS && ss.State != pkcs11.CKS_RW_USER_FUNCTIONS {
+		return &Error{Op: "C_GetSessionInfo", Kind: ErrNotLoggedIn, Detail: fmt.Sprintf("the session lost its login (state %d)", ss.State)}
+	}
+	return nil
+}
+
 // Close closes every session of the token, which ends its login. It waits
 // for the calls in flight on the token and its keys (a signature under way
 // finishes); later calls return ErrClosed. It does not close the Module.

@@ -7,7 +7,9 @@
 #   2. runs the benchmarks of every package, one package at a time (-p 1),
 #      COUNT times each (default 5) with -benchmem: those named *Parallel*
 #      at -cpu 1,2 (2 goroutines against 1), the others at the default
-#      GOMAXPROCS; each pair of a comparison is in the same go test process;
+#      GOMAXPROCS; each pair of a comparison is in the same go test process
+#      (among them cmd/mp-hsm's BenchmarkTokenRPC: `mp-hsm token` against
+#      internal/p11bare over p11-kit's RPC with 2 ms per round trip);
 #   3. if `mp-hsm serve` works, offers it load on loopback (bench/load);
 #   4. counts PKCS#11 calls with OpenSC's pkcs11-spy (the counting tests
 #      TestE2ETokenCallCount and TestCallsPerGrant write bin/bench/calls.txt);

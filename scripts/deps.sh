@@ -19,6 +19,8 @@ NEEDS=(
   "/usr/lib/$arch/pkcs11-spy.so|opensc-pkcs11|tests that count PKCS#11 calls"
   "/usr/lib/$arch/opensc-pkcs11.so|opensc-pkcs11|the default-module test (OpenSC with no card)"
   "/usr/lib/$arch/p11-kit-proxy.so|p11-kit-modules|conformance suite: SoftHSM2 through p11-kit's proxy"
+  "/usr/lib/$arch/pkcs11/p11-kit-client.so|p11-kit-modules|conformance suite: SoftHSM2 behind p11-kit's RPC (the network HSM path)"
+  "p11-kit|p11-kit|conformance suite: p11-kit server, the network HSM path's server"
   "openssl|openssl|signer tests: a PKCS#12 file written by openssl"
   "/usr/sbin/pkcsslotd|opencryptoki|conformance suite: opencryptoki's slot daemon and soft token (internal/backends)"
   "/usr/lib/$arch/pkcs11/libopencryptoki.so|opencryptoki|conformance suite: opencryptoki's PKCS#11 module"

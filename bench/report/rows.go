@@ -127,6 +127,8 @@ func (r *results) rows() []row {
 		add(row{what: "`mp-hsm token` vs bench/manual.sh", target: "≤ 0.5", status: notMeasured, note: "BenchmarkTokenVsManual missing (it skips without pkcs11-tool, openssl or curl)"})
 	}
 
+	add(r.rpcRow())
+
 	// 6-8. The daemon.
 	noDaemon := func(bench string) string {
 		if !r.has("daemon", "") {
@@ -286,5 +288,27 @@ func (r *results) clientsRow(missing string) row {
 		x.status = metIf(il.median >= 0.8)
 		x.note = fmt.Sprintf("Interleaved (daemon and bare in turn under the same load): ratio %s.", spread(il, "%.2f"))
 	}
+	return x
+}
+
+// rpcRow reports BenchmarkTokenRPC: a whole `mp-hsm token` over p11-kit's
+// RPC with a delay per round trip, against internal/p11bare over the same
+// link. The interleaved pairs decide, as for the signer.
+func (r *results) rpcRow() row {
+	const what, target = "a whole `mp-hsm token` over p11-kit's RPC (a network HSM), 2 ms per round trip", "≤ 1.1"
+	mp, ok1 := r.get("cmd/mp-hsm", "TokenRPC/mp-hsm", 0, "ns/op")
+	bare, ok2 := r.get("cmd/mp-hsm", "TokenRPC/bare", 0, "ns/op")
+	if !ok1 || !ok2 {
+		return row{what: what, target: target, status: notMeasured, note: "BenchmarkTokenRPC missing (it skips without p11-kit and p11-kit-client.so)"}
+	}
+	ratio := mp.median / bare.median
+	x := row{what: what, measured: dur(mp),
+		against: "internal/p11bare (miekg/pkcs11, the minimum of calls, no HTTP) over the same link: " + dur(bare),
+		ratio:   fmt.Sprintf("%.3f of the bare program's time", ratio), target: target, status: metIf(ratio <= 1.1)}
+	if il, ok := r.get("cmd/mp-hsm", "TokenRPC/interleaved", 0, "ratio"); ok {
+		x.ratio += fmt.Sprintf("; interleaved pairs: %s", spread(il, "%.3f"))
+		x.status = metIf(il.median <= 1.1)
+	}
+	x.note = "Both are whole processes; mp-hsm's time includes its HTTP exchange with the emulator, which the bare program does not make."
 	return x
 }

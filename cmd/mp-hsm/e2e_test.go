@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 // e2eCleanup removes what the end-to-end tests left in the temporary
 // directory and returns code.
 func e2eCleanup(code int) int {
-	for _, dir := range []string{builtBinary.dir, noCgoBinary.dir, e2eShared.golden} {
+	for _, dir := range []string{builtBinary.dir, noCgoBinary.dir, bareBuilt.dir, e2eShared.golden} {
 		if dir != "" {
 			os.RemoveAll(dir)
 		}

@@ -59,7 +59,7 @@ func BenchmarkTokenVsManual(b *testing.B) {
 
 // manualRun runs name with args in env (beside PATH, HOME and TMPDIR) and
 // returns its stdout; it fails b unless it exits 0 with output.
-func manualRun(b *testing.B, env []string, name string, args ...string) string {
+func manualRun(b testing.TB, env []string, name string, args ...string) string {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

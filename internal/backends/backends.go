@@ -1,8 +1,9 @@
 // Package backends starts, for tests, the PKCS#11 implementations that the
 // conformance suite (internal/conformance) runs on: SoftHSM2 alone, through
-// p11-kit's proxy and through OpenSC's pkcs11-spy; tpm2-pkcs11 on swtpm
-// behind tpm2-abrmd; opencryptoki's soft token behind pkcsslotd; a smart
-// card through OpenSC and a pcscd of its own (StartCard). Each Start
+// p11-kit's proxy, through OpenSC's pkcs11-spy and behind p11-kit's RPC (a
+// network HSM); tpm2-pkcs11 on swtpm behind tpm2-abrmd; opencryptoki's soft
+// token behind pkcsslotd; a smart card through OpenSC and a pcscd of its
+// own (StartCard). Each Start
 // function starts what its backend needs as child processes (bound to
 // loopback or unix sockets in a directory of the caller's), initialises one
 // token and returns a Running, whose Stop ends those processes by pid.
@@ -19,8 +20,8 @@ import (
 // Running is a started backend with one initialised, empty token.
 type Running struct {
 	// Name is the backend's name in test names and docs/COMPATIBILITY.md:
-	// "softhsm2", "p11-kit-proxy", "pkcs11-spy", "tpm2-pkcs11",
-	// "opencryptoki", "card".
+	// "softhsm2", "p11-kit-proxy", "pkcs11-spy", "p11-kit-rpc",
+	// "tpm2-pkcs11", "opencryptoki", "card".
 	Name string
 	// Version names the Debian packages it runs on, with their versions:
 	// "libtpm2-pkcs11-1 1.9.0-0.1, swtpm 0.7.1-1.3".
@@ -40,6 +41,9 @@ type Running struct {
 	// Card is set on the smart card of StartCard, whose keys come with it
 	// and which the fault tests pull and slow down; nil on the others.
 	Card *Card
+	// RPC is the network HSM of the p11-kit-rpc backend, which tests
+	// stop, start and slow down; nil for the other backends.
+	RPC *RPCServer
 
 	stops []func() error // run in reverse order by Stop
 

@@ -91,6 +91,11 @@ func OpenCryptokiModule() string {
 // group owns /var/lib/opencryptoki, /run/lock/opencryptoki and pkcsslotd's
 // socket and shared memory.
 //
+// A test binary whose TestMain calls Private runs, as root, in a mount
+// namespace of its own where all of that is empty: its own pkcsslotd and
+// soft token, and its own lock file, so that the machine's token is never
+// touched and test binaries do not wait for one another.
+//
 // dir receives pkcsslotd's output (pkcsslotd.log).
 func StartOpenCryptoki(dir string) (*Running, error) {
 	r := &Running{
@@ -255,14 +260,24 @@ func ockDaemonUp(r *Running, dir string, lock *os.File) error {
 }
 
 // ockDaemons returns the pids of the pkcsslotd processes running (not
-// zombies).
+// zombies) in this process's mount namespace: one in another (the
+// machine's, seen from Private's namespace) serves another socket and
+// store.
 func ockDaemons() []int {
 	entries, _ := os.ReadDir("/proc")
+	self, _ := os.Readlink("/proc/self/ns/mnt")
 	var pids []int
 	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && ockAlive(pid) {
-			pids = append(pids, pid)
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !ockAlive(pid) {
+			continue
 		}
+		// Unreadable (another user's process): counted, as before
+		// namespaces were looked at.
+		if ns, err := os.Readlink("/proc/" + e.Name() + "/ns/mnt"); err == nil && self != "" && ns != self {
+			continue
+		}
+		pids = append(pids, pid)
 	}
 	return pids
 }

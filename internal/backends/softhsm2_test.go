@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
@@ -20,17 +22,18 @@ import (
 // its TPM STDLL's ST_Initialize) in a process that had loaded
 // libsofthsm2.so before it.
 
-// TestSoftHSMBackends starts the three backends on SoftHSM2, provisions
-// one, and stops them: the shared store goes with the last. Starting the
-// p11-kit and spy backends loads neither module.
+// TestSoftHSMBackends starts the four backends on SoftHSM2, provisions
+// one, stops and starts the RPC backend's server, and stops them: the
+// shared store goes with the last. Starting the p11-kit and spy backends
+// loads neither module.
 func TestSoftHSMBackends(t *testing.T) {
 	if _, err := softhsm.ModulePath(); errors.Is(err, softhsm.ErrNotInstalled) && os.Getenv("CI") == "" {
 		t.Skipf("%v (with CI set, this fails the test)", err)
 	}
 	PreloadModules() // for opencryptoki's tests after this one
 	var rs []*Running
-	for _, start := range []func(string) (*Running, error){StartSoftHSM, StartP11KitProxy, StartSpy} {
-		r, err := start(t.TempDir())
+	for _, start := range []func(string) (*Running, error){StartSoftHSM, StartP11KitProxy, StartSpy, StartP11KitRPC} {
+		r, err := start(shortTempDir(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,6 +113,8 @@ func TestSoftHSMBackends(t *testing.T) {
 		}
 	}
 
+	checkRPC(t, rs[3])
+
 	dir := filepath.Dir(conf)
 	for i, r := range rs {
 		if err := r.Stop(); err != nil {
@@ -160,4 +165,54 @@ func TestP11KitModules(t *testing.T) {
 	if want := "liba.so+proxy libb.so libc.so libd.so"; strings.Join(got, " ") != want {
 		t.Errorf("modules %q, want %q", strings.Join(got, " "), want)
 	}
+}
+
+// checkRPC reaches r's token through p11-kit-client.so with package hsm,
+// stops the server (every call then fails with CKR_DEVICE_ERROR, ErrDevice
+// in hsm), starts it again (a module opened afresh finds the token), and
+// slows the link.
+func checkRPC(t *testing.T, r *Running) {
+	t.Helper()
+	if r.RPC == nil || !strings.HasPrefix(r.Getenv("P11_KIT_SERVER_ADDRESS"), "unix:path=") {
+		t.Fatalf("p11-kit-rpc: RPC %v, Env %q", r.RPC, r.Env)
+	}
+	t.Setenv("P11_KIT_SERVER_ADDRESS", r.Getenv("P11_KIT_SERVER_ADDRESS"))
+	find := func() (*hsm.Module, error) {
+		m, err := hsm.Open(r.Module)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := m.FindSlot(hsm.TokenSelector{Label: r.Label, Serial: r.Serial}); err != nil {
+			m.Close()
+			return nil, err
+		}
+		return m, nil
+	}
+	m, err := find()
+	if err != nil {
+		t.Fatalf("the token through p11-kit's RPC: %v", err)
+	}
+	if err := r.RPC.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Slots(); !errors.Is(err, hsm.ErrDevice) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_DEVICE_ERROR)) {
+		t.Errorf("slots with the server stopped: %v, want ErrDevice (CKR_DEVICE_ERROR)", err)
+	}
+	m.Close()
+	if err := r.RPC.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.RPC.SetDelay(100 * time.Millisecond)
+	start := time.Now()
+	m, err = find()
+	if err != nil {
+		t.Fatalf("the token after the server's restart: %v", err)
+	}
+	// C_Initialize, C_GetSlotList twice, C_GetTokenInfo: four messages
+	// at least, each held 100 ms.
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Errorf("finding the token over a link slowed by 100 ms a message took %v, want 400 ms or more", d)
+	}
+	r.RPC.SetDelay(0)
+	m.Close()
 }

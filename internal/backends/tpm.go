@@ -161,9 +161,9 @@ var tpmNotes = []string{
 		"--clear-lockout; mp-hsm says so instead of pointing to a PUK. A wrong PIN also prints " +
 		"tpm2-pkcs11's and the TSS's errors on stderr (TSS2_LOG=all+NONE silences the TSS's, not tpm2-pkcs11's).",
 	"RSA keys of 1024 to 3072 bits (RSA-4096: CKR_ATTRIBUTE_VALUE_INVALID) and EC P-256. RSA PKCS #1 v1.5 and ECDSA " +
-		"sign; RSA-PSS is not offered (no CKM_RSA_PKCS_PSS in C_GetMechanismList on swtpm), and when asked anyway " +
-		"tpm2-pkcs11 reads the caller's CK_RSA_PKCS_PSS_PARAMS again in C_Sign, after callers such as " +
-		"github.com/miekg/pkcs11 freed them: CKR_MECHANISM_INVALID.",
+		"sign; RSA-PSS is not offered (no CKM_RSA_PKCS_PSS in C_GetMechanismList on swtpm). tpm2-pkcs11 reads the " +
+		"caller's CK_RSA_PKCS_PSS_PARAMS again in C_Sign, so a caller must keep them until C_Sign returns " +
+		"(github.com/miekg/pkcs11 frees its copy after C_SignInit: CKR_MECHANISM_INVALID); mp-hsm keeps them.",
 	"After a C_Sign without the context login that CKA_ALWAYS_AUTHENTICATE asks for (CKR_USER_NOT_LOGGED_IN), " +
 		"the operation stays active: the next C_SignInit on that session gets CKR_OPERATION_ACTIVE. mp-hsm replaces " +
 		"a session whose signature failed.",

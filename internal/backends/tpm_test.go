@@ -439,10 +439,10 @@ func testTPMSign(t *testing.T, r *Running) {
 	// tpm2-pkcs11 offers no RSA-PSS on swtpm: C_GetMechanismList lacks
 	// CKM_RSA_PKCS_PSS (the suite reports PS256 as not supported by this
 	// token). Asked anyway, it keeps a pointer to the caller's PSS
-	// parameters from C_SignInit and reads them in C_Sign; miekg/pkcs11
-	// frees them when C_SignInit returns, so the signature fails
-	// (CKR_MECHANISM_INVALID) or, should the freed memory still hold them,
-	// succeeds.
+	// parameters from C_SignInit and reads them in C_Sign; hsm keeps them
+	// until C_Sign returns (hsm's TestPSSParamsLiveUntilSign shows that on
+	// a module that reads them as tpm2-pkcs11 does), so the signature is
+	// made or refused as not offered (CKR_MECHANISM_INVALID).
 	mechs := tpmMechanisms(t, r)
 	if mechs[pkcs11.CKM_RSA_PKCS_PSS] || mechs[pkcs11.CKM_SHA256_RSA_PKCS_PSS] {
 		t.Errorf("the token now offers RSA-PSS: the notes and this test say it does not")

@@ -192,9 +192,9 @@ func (fx *fixture) backAgain(c *check, client *http.Client, proc *testexec.Proc,
 	took, ok := waitReady(client, true, 30*time.Second)
 	switch {
 	case !ok:
-		c.fail("serve not ready 30 s after the card came back (issue 21: within %v)", readyAgain)
+		c.fail("serve not ready 30 s after the token came back (issue 21: within %v)", readyAgain)
 	case took > readyAgain:
-		c.fail("serve ready %v after the card came back, want within %v (issue 21: poll presence instead of waiting out the reconnect backoff)",
+		c.fail("serve ready %v after the token came back, want within %v (issue 21: poll presence instead of waiting out the reconnect backoff)",
 			took.Round(100*time.Millisecond), readyAgain)
 	default:
 		c.note("ready again after %v", took.Round(100*time.Millisecond))
@@ -202,7 +202,7 @@ func (fx *fixture) backAgain(c *check, client *http.Client, proc *testexec.Proc,
 	status, answer, err := postToken(client, resource)
 	if err != nil || status != http.StatusOK {
 		_, stderr := proc.Output()
-		c.fail("the first request after the card came back: %d %s %v (issue 21: retry once after a reconnect instead of 503); serve's stderr: %s",
+		c.fail("the first request after the token came back: %d %s %v (issue 21: retry once after a reconnect instead of 503); serve's stderr: %s",
 			status, answer.Error, err, lastLines(stderr, 5))
 		return
 	}
@@ -213,10 +213,10 @@ func (fx *fixture) backAgain(c *check, client *http.Client, proc *testexec.Proc,
 func noticeGone(c *check, client *http.Client) {
 	took, ok := waitReady(client, false, noticeRemoval)
 	if !ok {
-		c.fail("serve still ready %v after the card was pulled (issue 21: a probe of the slot's token-present flag and the session, not OpenSC's cached C_GetTokenInfo)", noticeRemoval)
+		c.fail("serve still ready %v after the token left (issue 21: a probe of the slot's token-present flag and the session, not OpenSC's cached C_GetTokenInfo)", noticeRemoval)
 		return
 	}
-	c.note("not ready %v after the card was pulled", took.Round(100*time.Millisecond))
+	c.note("not ready %v after the token left", took.Round(100*time.Millisecond))
 }
 
 // pullIdle pulls the card while serve is idle, then puts it back.

@@ -29,6 +29,7 @@ var starters = []starter{
 	{"softhsm2", backends.StartSoftHSM},
 	{"p11-kit-proxy", backends.StartP11KitProxy},
 	{"pkcs11-spy", backends.StartSpy},
+	{"p11-kit-rpc", backends.StartP11KitRPC},
 	{"tpm2-pkcs11", backends.StartTPM},
 	{"opencryptoki", backends.StartOpenCryptoki},
 	{"card", func(dir string) (*backends.Running, error) { return backends.StartCard(dir, suite.ca) }},
@@ -73,6 +74,11 @@ func ci() bool { return os.Getenv("CI") != "" }
 // the real ones); runs the tests; then closes the modules and stops the
 // backends.
 func TestMain(m *testing.M) {
+	// opencryptoki's soft token is machine-wide: the suite runs in a
+	// mount namespace with one of its own (backends.Private).
+	if code, ran := backends.Private(); ran {
+		os.Exit(code)
+	}
 	os.Exit(runMain(m))
 }
 
@@ -125,7 +131,7 @@ func runMain(m *testing.M) int {
 	}
 	// p11-kit's proxy first: its C_Finalize reaches the modules it loaded,
 	// whose daemons must still run.
-	for _, s := range []string{"p11-kit-proxy", "pkcs11-spy", "softhsm2", "tpm2-pkcs11", "opencryptoki", "card"} {
+	for _, s := range []string{"p11-kit-proxy", "pkcs11-spy", "p11-kit-rpc", "softhsm2", "tpm2-pkcs11", "opencryptoki", "card"} {
 		if r := suite.running[s]; r != nil {
 			if err := r.Stop(); err != nil {
 				fmt.Fprintf(os.Stderr, "conformance: stopping %s: %v\n", s, err)
@@ -206,7 +212,7 @@ func startAll(tmp string) {
 
 // initOrder is the order in which initInOrder initialises the modules in
 // this process: p11-kit's proxy last.
-var initOrder = []string{"tpm2-pkcs11", "opencryptoki", "card", "softhsm2", "pkcs11-spy", "p11-kit-proxy"}
+var initOrder = []string{"tpm2-pkcs11", "opencryptoki", "card", "softhsm2", "pkcs11-spy", "p11-kit-rpc", "p11-kit-proxy"}
 
 // initInOrder initialises every started backend's module in this process
 // (through the backend's own handle), p11-kit's proxy last. The proxy

@@ -83,6 +83,7 @@ var Features = []Feature{
 	{"pull-idle", "card pulled while `mp-hsm serve` is idle: not ready within 5 s; ready within 2 s after re-insertion; the next uncached request succeeds"},
 	{"pull-signing", "card pulled while `mp-hsm serve` signs: the request is answered (200 or 503); then as pull-idle"},
 	{"pcscd-restart", "pcscd restarted while `mp-hsm serve` is idle: ready within 2 s; the next uncached request succeeds"},
+	{"hsm-faults", "`mp-hsm serve` on a network HSM whose server is killed while idle (not ready within 5 s) and while signing (the request made again after the reconnect), restarted (ready within 2 s), and a slow link"},
 }
 
 // Recorder appends Results to a file as JSON lines. Safe for concurrent

@@ -233,6 +233,10 @@ func (fx *fixture) run(t *testing.T) {
 	}
 	fx.feature(t, "wrong-pin", fx.wrongPIN)
 	fx.feature(t, "pin-flags", fx.pinFlags)
+	if fx.r.RPC != nil {
+		// Last: it breaks this process's connections to the server.
+		fx.feature(t, "hsm-faults", fx.rpcFaults)
+	}
 }
 
 // provision generates the keys and writes the certificates, and opens

@@ -104,6 +104,11 @@ type Options struct {
 	// returns, without asking the real module (0x103 is
 	// CKR_USER_TYPE_INVALID, opencryptoki's answer).
 	ContextLoginRV uint
+	// CheckParams makes C_Sign read the mechanism parameters given to
+	// C_SignInit again, as tpm2-pkcs11 1.9 does: when they changed (freed
+	// by the caller) it returns CKR_MECHANISM_INVALID, tpm2-pkcs11's
+	// answer, and the count file gets "C_Sign=parameters changed".
+	CheckParams bool
 	// Noise, when set, is written with a newline to stderr at each
 	// C_Initialize, as modules such as tpm2-pkcs11 write their errors.
 	Noise string
@@ -113,7 +118,8 @@ type Options struct {
 	// login. With ContextLoginRV 0x103 the shim is opencryptoki's case.
 	AlwaysAuthenticate bool
 	// CountFile, when set, gets one line per C_Login call: "C_Login" or
-	// "C_Login(CKU_CONTEXT_SPECIFIC)"; one line
+	// "C_Login(CKU_CONTEXT_SPECIFIC)"; "C_Sign=parameters changed" (see
+	// CheckParams); one line
 	// "C_SignInit=CKR_OPERATION_ACTIVE" per C_SignInit that the real module
 	// refused because an operation was still active on the session; and
 	// at each C_Initialize "progname=NAME", the program name glibc gives
@@ -144,6 +150,9 @@ func (o Options) Env() []string {
 	if o.ContextLoginRV != 0 {
 		env = append(env, "P11SHIM_CONTEXT_LOGIN_RV=0x"+strconv.FormatUint(uint64(o.ContextLoginRV), 16))
 	}
+	if o.CheckParams {
+		env = append(env, "P11SHIM_CHECK_PARAMS=1")
+	}
 	if o.Noise != "" {
 		env = append(env, "P11SHIM_NOISE="+o.Noise)
 	}
@@ -158,7 +167,8 @@ func (o Options) Env() []string {
 
 // variables are every variable the shim reads.
 var variables = []string{"P11SHIM_MODULE", "P11SHIM_LOGIN_RV", "P11SHIM_LOGIN_SLEEP", "P11SHIM_SIGN_FAIL_AFTER",
-	"P11SHIM_SIGN_FAILURES", "P11SHIM_SIGN_RV", "P11SHIM_CONTEXT_LOGIN_RV", "P11SHIM_ALWAYS_AUTHENTICATE", "P11SHIM_NOISE", "P11SHIM_COUNT_FILE"}
+	"P11SHIM_SIGN_FAILURES", "P11SHIM_SIGN_RV", "P11SHIM_CONTEXT_LOGIN_RV", "P11SHIM_ALWAYS_AUTHENTICATE", "P11SHIM_NOISE", "P11SHIM_COUNT_FILE",
+	"P11SHIM_CHECK_PARAMS"}
 
 // Setenv sets o for a shim loaded into this process, with t.Setenv, until
 // the test ends: the variables o sets, and the others empty (which the

@@ -115,17 +115,19 @@ func (s *TokenSigner) Chain() []*x509.Certificate { return s.chain }
 // Key returns the token key.
 func (s *TokenSigner) Key() *hsm.Key { return s.key }
 
-// Probe reports whether the key's token is still there, without signing:
-// one C_GetTokenInfo, after ctx is checked. A removed card gives an error
-// matching tokenerr.ErrTokenRemoved (or ErrSessionClosed, ErrDevice); a
+// Probe reports whether the key's token is still there and logged in,
+// without signing and without a PIN: hsm.Token.Check (C_GetSlotInfo and
+// C_GetSessionInfo, which reach the reader or the HSM, where
+// C_GetTokenInfo may be answered from a cache), after ctx is checked. A
+// removed card gives an error matching tokenerr.ErrTokenRemoved (or
+// ErrSessionClosed, ErrNotLoggedIn, ErrDevice for a dead HSM link); a
 // signer closed by Close gives one matching tokenerr.ErrClosed. The daemon
 // calls it (daemon.Prober) to notice a removed card while no one signs.
 func (s *TokenSigner) Probe(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	_, err := s.key.Token().Info()
-	return err
+	return s.key.Token().Check()
 }
 
 // Close closes the token and module when Open opened them; for a signer

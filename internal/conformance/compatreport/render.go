@@ -10,7 +10,7 @@ import (
 
 // backendOrder is the order of the backends' columns; backends not named
 // here follow in the order of the results.
-var backendOrder = []string{"softhsm2", "p11-kit-proxy", "pkcs11-spy", "tpm2-pkcs11", "opencryptoki"}
+var backendOrder = []string{"softhsm2", "p11-kit-proxy", "pkcs11-spy", "p11-kit-rpc", "tpm2-pkcs11", "opencryptoki"}
 
 // report is the results arranged by backend and feature.
 type report struct {

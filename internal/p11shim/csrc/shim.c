@@ -23,6 +23,11 @@
  *                             every private key says CKA_ALWAYS_AUTHENTICATE
  *                             true, which the real module does not enforce
  *                             (opencryptoki stores it and signs without)
+ *   P11SHIM_CHECK_PARAMS=1    C_Sign reads the mechanism parameters given to
+ *                             C_SignInit again, as tpm2-pkcs11 1.9 does, and
+ *                             when they changed or were freed returns
+ *                             CKR_MECHANISM_INVALID (tpm2-pkcs11's answer)
+ *                             and notes "C_Sign=parameters changed"
  *   P11SHIM_NOISE=TEXT        C_Initialize writes TEXT and a newline to
  *                             stderr, as tpm2-pkcs11 writes its errors
  *   P11SHIM_COUNT_FILE=PATH   appends the name of each C_Login call to PATH,
@@ -50,6 +55,35 @@
 static CK_FUNCTION_LIST_PTR real;
 static CK_FUNCTION_LIST shim;
 static unsigned long signatures;
+
+static void note(const char *what);
+
+/* The parameters each session's C_SignInit was given (P11SHIM_CHECK_PARAMS):
+ * the caller's pointer and a copy of what it pointed to then. */
+#define HELD 64
+static struct {
+	CK_SESSION_HANDLE h;
+	void *ptr;
+	CK_ULONG len;
+	unsigned char copy[64];
+} held[HELD];
+
+static int check_params(void) {
+	const char *c = getenv("P11SHIM_CHECK_PARAMS");
+	return c != NULL && *c != '\0';
+}
+
+/* params_changed reports whether the parameters kept for h differ now from
+ * what C_SignInit saw, and forgets them when done is set. */
+static int params_changed(CK_SESSION_HANDLE h, int done) {
+	int i = (int)(h % HELD);
+	if (held[i].ptr == NULL || held[i].h != h)
+		return 0;
+	int changed = memcmp(held[i].ptr, held[i].copy, held[i].len) != 0;
+	if (done || changed)
+		held[i].ptr = NULL;
+	return changed;
+}
 
 static void note(const char *what) {
 	const char *path = getenv("P11SHIM_COUNT_FILE");
@@ -92,6 +126,10 @@ static CK_RV shim_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len, CK_B
 			return (r != NULL && *r != '\0') ? (CK_RV)strtoul(r, NULL, 0) : CKR_DEVICE_ERROR;
 		}
 	}
+	if (check_params() && params_changed(h, sig != NULL)) {
+		note("C_Sign=parameters changed");
+		return CKR_MECHANISM_INVALID;
+	}
 	return real->C_Sign(h, data, len, sig, siglen);
 }
 
@@ -122,6 +160,15 @@ static CK_RV shim_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech, CK_OBJECT
 	CK_RV rv = real->C_SignInit(h, mech, key);
 	if (rv == CKR_OPERATION_ACTIVE)
 		note("C_SignInit=CKR_OPERATION_ACTIVE");
+	int i = (int)(h % HELD);
+	held[i].ptr = NULL;
+	if (rv == CKR_OK && check_params() && mech != NULL && mech->pParameter != NULL &&
+	    mech->ulParameterLen > 0 && mech->ulParameterLen <= sizeof held[i].copy) {
+		held[i].h = h;
+		held[i].len = mech->ulParameterLen;
+		memcpy(held[i].copy, mech->pParameter, mech->ulParameterLen);
+		held[i].ptr = mech->pParameter;
+	}
 	return rv;
 }
 
