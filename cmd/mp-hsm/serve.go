@@ -353,7 +353,8 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 
 // readSecretFile reads the TCP callers' secret as readPINFile reads a PIN
 // (a regular file of at most safefile.MaxSecret bytes, one trailing newline
-// trimmed, no control characters). It is never logged.
+// trimmed, no control characters, refused when another user can change
+// it). It is never logged.
 func (e *env) readSecretFile(path string) (string, error) {
 	return e.readSecret(path, "--client-secret-file")
 }
@@ -361,12 +362,12 @@ func (e *env) readSecretFile(path string) (string, error) {
 // readSecret reads a secret file as readSecretFile does; what names it in
 // errors.
 func (e *env) readSecret(path, what string) (string, error) {
-	data, err := safefile.Read(path, safefile.MaxSecret)
+	data, fi, err := safefile.ReadPrivate(path, safefile.MaxSecret)
 	if err != nil {
 		return "", usageErr(fmt.Errorf("%s %w", what, err))
 	}
 	defer clear(data)
-	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+	if safefile.ReadableByOthers(fi) {
 		e.log.Warn("the client secret file can be read by group or others; restrict it with chmod 600", "path", path)
 	}
 	secret, reason := trimSecret(data)

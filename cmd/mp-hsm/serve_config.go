@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
 // A serve --config file is TOML: any serve flag by its long name, and
@@ -90,17 +93,24 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 	bad := func(format string, args ...any) (*serveFile, error) {
 		return nil, usagef("config %s: %s", path, fmt.Sprintf(format, args...))
 	}
-	data, err := os.ReadFile(path)
+	data, fi, err := safefile.ReadPrivate(path, safefile.MaxConfig)
 	if err != nil {
-		return nil, usageErr(fmt.Errorf("config: %w", err))
+		return nil, usageErr(fmt.Errorf("config %w", err))
 	}
 	var raw map[string]any
-	if _, err := toml.Decode(string(data), &raw); err != nil {
+	md, err := toml.Decode(string(data), &raw)
+	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			return bad("line %d: %s", pe.Position.Line, pe.Message)
 		}
 		return bad("%v", err)
+	}
+	if err := repeatedKey(md); err != nil {
+		return bad("%v", err)
+	}
+	if holdsPINValue(raw) && safefile.ReadableByOthers(fi) {
+		return bad("holds a pin-value, and group or others can read the file (mode %04o): make it readable by its owner only (chmod 600 %s), or better give the PIN with pin-file", fi.Mode().Perm(), path)
 	}
 	byName := map[string]cli.Flag{}
 	for _, f := range flags {
@@ -139,6 +149,61 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 		sf.values[k] = val
 	}
 	return sf, nil
+}
+
+// repeatedKey refuses a key the file sets twice in the same table. The
+// TOML library refuses most repeats itself, but not one whose value is a
+// list (`scopes = ["a"]` then `scopes = []`: the last would win), so the
+// keys it read are checked here, in order: a new [[table]] element starts
+// its keys afresh. An inline array of tables cannot be checked so (its
+// elements' keys are not told apart) and is refused: write [[tables]].
+func repeatedKey(md toml.MetaData) error {
+	seen := map[string]bool{}
+	for _, k := range md.Keys() {
+		name := k.String()
+		if md.Type(k...) == "ArrayHash" { // [[name]]: a new element
+			for s := range seen {
+				if strings.HasPrefix(s, name+".") {
+					delete(seen, s)
+				}
+			}
+			continue
+		}
+		for i := 1; i < len(k); i++ {
+			if md.Type(k[:i]...) == "Array" {
+				return fmt.Errorf("%s: an inline array of tables; write [[%s]] tables", k[:i], k[:i])
+			}
+		}
+		if seen[name] {
+			return fmt.Errorf("%s is set twice; set it once", name)
+		}
+		seen[name] = true
+	}
+	return nil
+}
+
+// holdsPINValue reports whether a value of the file, at any depth, holds
+// an RFC 7512 pin-value (in a key URI): the PIN itself.
+func holdsPINValue(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.Contains(strings.ToLower(v), "pin-value")
+	case []any:
+		return slices.ContainsFunc(v, holdsPINValue)
+	case []map[string]any:
+		for _, t := range v {
+			if holdsPINValue(t) {
+				return true
+			}
+		}
+	case map[string]any:
+		for _, e := range v {
+			if holdsPINValue(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // flagValue checks a file value for flag f and gives it the type altsrc
