@@ -110,62 +110,28 @@ func (e *env) serve(c *cli.Context) error {
 			e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
 		}
 	}
-	if err := emptyListFlag(c); err != nil {
-		return err
-	}
 	// SIGHUP reloads; registered first, so that an early one cannot kill
 	// the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	specs := c.StringSlice("listen")
 	activated, err := daemon.ActivationListeners()
 	if err != nil {
 		return err
 	}
-	if len(specs) == 0 && len(activated) == 0 {
-		p := daemon.DefaultSocketPath()
-		if p == "" {
-			return usagef("XDG_RUNTIME_DIR is not set: give --listen unix:PATH")
-		}
-		specs = []string{"unix:" + p}
-	}
-	tcp := false
-	for _, s := range specs {
-		if strings.HasPrefix(s, "tcp:") {
-			tcp = true
-		} else if !strings.HasPrefix(s, "unix:") {
-			return usagef("--listen %q: want unix:PATH or tcp:HOST:PORT", s)
-		}
-	}
-	for _, ln := range activated {
-		if _, ok := ln.Addr().(*net.TCPAddr); ok {
-			tcp = true
-		}
-	}
-	if tcp && c.String("client-secret-file") == "" && !e.clientWithSecret() {
-		return usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
-	}
-	mode, err := socketMode(c)
+	plan, err := e.checkServe(c, activated)
 	if err != nil {
 		return err
 	}
-	if mode&0o006 != 0 && !e.hasClients() {
-		return usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
-	}
 	var audit *daemon.AuditLog
-	if p := c.String("audit-log"); p != "" {
-		if audit, err = daemon.OpenAuditLog(p); err != nil {
+	if plan.auditLog != "" {
+		if audit, err = daemon.OpenAuditLog(plan.auditLog); err != nil {
 			return usageErr(err)
 		}
 		defer audit.Close()
 	}
-
-	cfg, explain, err := e.daemonConfig(c)
-	if err != nil {
-		return err
-	}
+	cfg, explain := plan.cfg, plan.explain
 	cfg.Audit = audit
 	listeners := activated
 	closeAll := func() {
@@ -173,9 +139,8 @@ func (e *env) serve(c *cli.Context) error {
 			ln.Close()
 		}
 	}
-	opts := daemon.ListenOptions{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
-	for _, s := range specs {
-		ln, err := daemon.Listen(s, opts)
+	for _, s := range plan.specs {
+		ln, err := daemon.Listen(s, plan.listen)
 		if err != nil {
 			closeAll()
 			if errors.Is(err, daemon.ErrConfig) {
@@ -220,7 +185,7 @@ func (e *env) serve(c *cli.Context) error {
 			return nil
 		case <-hup:
 			e.log.Info("SIGHUP: reloading")
-			e.reload(c, srv, audit)
+			e.reload(c, plan, activated, srv, audit)
 		case err := <-serveErr:
 			if errors.Is(err, http.ErrServerClosed) {
 				continue
