@@ -68,8 +68,9 @@ func serveCommand(e *env) *cli.Command {
 			"signed. Without [[client]] tables, --client-id is the one client, for every caller on the\n" +
 			"socket. --audit-log PATH writes one JSON line per answered token request (who, which client,\n" +
 			"what, outcome; never a token or secret). SIGHUP reopens the audit log and reads the command\n" +
-			"line, environment and file again; a file that does not work is refused and logged, and the\n" +
-			"running configuration kept. See docs/daemon.md.",
+			"line, environment and file again; what start would refuse is refused and logged, and the\n" +
+			"running configuration kept. The file must be one only its owner and root can change; a key\n" +
+			"set twice or an empty list is refused. See docs/daemon.md.",
 		Flags:  withConfigFile(concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
 		Before: func(c *cli.Context) error { return e.applyConfigFile(c) },
 		Action: func(c *cli.Context) error {
