@@ -6,8 +6,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
 // AuditLog is the daemon's audit trail (Config.Audit): one JSON line per
@@ -67,13 +68,9 @@ func OpenAuditLog(path string) (*AuditLog, error) {
 func NewAuditLog(w io.Writer) *AuditLog { return &AuditLog{w: w} }
 
 func openAuditFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := safefile.OpenAppend(path, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("audit log: %w", err)
-	}
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("audit log %s: not a regular file", path)
+		return nil, fmt.Errorf("audit log %w", err)
 	}
 	return f, nil
 }

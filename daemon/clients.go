@@ -27,9 +27,10 @@ type Client struct {
 	// Name.
 	ClientID string
 
-	// Scopes, if not empty, are the only scopes callers may ask for with
-	// this client, written as Config.AllowedScopes. If empty,
-	// Config.AllowedScopes applies.
+	// Scopes, if not nil, are the only scopes callers may ask for with
+	// this client, written as Config.AllowedScopes. If nil,
+	// Config.AllowedScopes applies. A list that is not nil but holds no
+	// scope is refused (ErrConfig), never read as "any scope".
 	Scopes []string
 
 	// AuthorizationTypes are the RFC 9396 authorization_details types
@@ -42,7 +43,8 @@ type Client struct {
 	// Users and Groups admit callers on a unix socket: a user by name or
 	// uid; a group by name or gid, the caller's primary group or one of
 	// its supplementary groups (read from /proc when it connects). Names
-	// are looked up when the configuration is applied (New, Reload).
+	// are looked up when the configuration is applied (New, Reload). A
+	// list that is not nil but empty is refused (ErrConfig).
 	Users, Groups []string
 
 	// Secret admits callers on TCP that send Name and this secret (HTTP
@@ -108,25 +110,30 @@ func CheckClients(clients []Client) error {
 	return err
 }
 
-// resolveClients checks cfg's clients and resolves them, or, without
-// Clients, makes the one implicit client of the flat fields (ClientID,
-// ClientSecret, Grant.ClientID, AllowedScopes) that every caller on a unix
-// socket may use, as before clients existed.
+// resolveClients checks cfg's clients and resolves them: the one model of
+// who may have what, for New and Reload alike. Without Clients, the flat
+// fields (ClientID, ClientSecret, Grant.ClientID, Grant.KeyID,
+// AllowedScopes) are the one implicit client, checked by the same rules,
+// that every caller on a unix socket may use, as before clients existed
+// (Serve and Reload refuse it on a socket every local user can reach).
+//
+// A list that is given (not nil) but holds no entry (Scopes, Users,
+// Groups) is refused: an empty list never means "anything".
 func resolveClients(cfg Config) ([]*client, error) {
-	bad := func(format string, args ...any) ([]*client, error) {
-		return nil, fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
-	}
 	if len(cfg.Clients) == 0 {
-		if err := checkSecret("the client secret (ClientSecret, --client-secret-file)", cfg.ClientSecret); err != nil {
+		var scopes []string
+		if len(cfg.AllowedScopes) > 0 {
+			scopes = cfg.AllowedScopes
+		}
+		c, err := resolveClient(cfg, Client{Name: cfg.ClientID, ClientID: cfg.Grant.ClientID, Secret: cfg.ClientSecret,
+			Scopes: scopes, KeyID: cfg.Grant.KeyID}, "the client (ClientID, Grant.ClientID)", true)
+		if err != nil {
 			return nil, err
 		}
-		c := &client{Client: Client{Name: cfg.ClientID, ClientID: cfg.Grant.ClientID, Secret: cfg.ClientSecret, KeyID: cfg.Grant.KeyID},
-			policy: newListPolicy(cfg.AllowedScopes), anyUnix: true}
-		c.hash()
 		return []*client{c}, nil
 	}
 	if cfg.ClientSecret != "" || (cfg.ClientID != "" && cfg.ClientID != cfg.Grant.ClientID) {
-		return bad("ClientID and ClientSecret are for a daemon without Clients; give each client its Secret")
+		return nil, fmt.Errorf("%w: ClientID and ClientSecret are for a daemon without Clients; give each client its Secret", ErrConfig)
 	}
 	out := make([]*client, 0, len(cfg.Clients))
 	for i, cl := range cfg.Clients {
@@ -134,61 +141,90 @@ func resolveClients(cfg Config) ([]*client, error) {
 		if cl.Name != "" {
 			where = fmt.Sprintf("client %q", cl.Name)
 		}
-		if cl.Name == "" || !validClientName(cl.Name) {
-			return bad("%s: name must be printable ASCII without spaces, quotes, backslashes, ':' or '%%', and not empty", where)
-		}
 		if slices.ContainsFunc(out, func(o *client) bool { return o.Name == cl.Name }) {
-			return bad("%s: the name is used by another client", where)
+			return nil, fmt.Errorf("%w: %s: the name is used by another client", ErrConfig, where)
 		}
-		if cl.ClientID == "" {
-			cl.ClientID = cl.Name
-		}
-		if strings.TrimSpace(cl.ClientID) != cl.ClientID || !validClientName(cl.ClientID) {
-			return bad("%s: client-id %q is not a valid Maskinporten client id", where, cl.ClientID)
-		}
-		if err := checkList(where+": scopes", cl.Scopes, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
+		c, err := resolveClient(cfg, cl, where, false)
+		if err != nil {
 			return nil, err
 		}
-		if err := checkList(where+": authorization-types", cl.AuthorizationTypes, grant.ValidScope, "an authorization_details type such as urn:altinn:consent"); err != nil {
-			return nil, err
-		}
-		if err := checkSecret(where+": the secret (secret-file)", cl.Secret); err != nil {
-			return nil, err
-		}
-		if len(cl.Users) == 0 && len(cl.Groups) == 0 && cl.Secret == "" {
-			return bad("%s admits nobody: give users or groups (unix socket callers), or a secret (TCP callers)", where)
-		}
-		if cl.KeyID == "" && cl.OpenKey == nil {
-			cl.KeyID = cfg.Grant.KeyID
-		}
-		c := &client{Client: cl, uids: map[uint32]bool{}, gids: map[uint32]bool{}, authzTypes: map[string]bool{}}
-		for _, a := range cl.AuthorizationTypes {
-			for _, typ := range splitList(a) {
-				c.authzTypes[typ] = true
-			}
-		}
-		c.policy = newListPolicy(cfg.AllowedScopes)
-		if len(cl.Scopes) > 0 {
-			c.policy = newListPolicy(cl.Scopes)
-		}
-		for _, u := range cl.Users {
-			id, err := lookupID(u, true)
-			if err != nil {
-				return bad("%s: users: %v", where, err)
-			}
-			c.uids[id] = true
-		}
-		for _, g := range cl.Groups {
-			id, err := lookupID(g, false)
-			if err != nil {
-				return bad("%s: groups: %v", where, err)
-			}
-			c.gids[id] = true
-		}
-		c.hash()
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// resolveClient checks one client, named where in errors, and resolves
+// it; anyUnix is the implicit client, which admits every unix socket
+// caller instead of its Users and Groups.
+func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, error) {
+	bad := func(format string, args ...any) (*client, error) {
+		return nil, fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	}
+	if cl.Name == "" || !validClientName(cl.Name) {
+		return bad("%s: name must be printable ASCII without spaces, quotes, backslashes, ':' or '%%', and not empty", where)
+	}
+	if cl.ClientID == "" {
+		cl.ClientID = cl.Name
+	}
+	if strings.TrimSpace(cl.ClientID) != cl.ClientID || !validClientName(cl.ClientID) {
+		return bad("%s: client-id %q is not a valid Maskinporten client id", where, cl.ClientID)
+	}
+	if err := checkList(where+": scopes", cl.Scopes, cl.Scopes != nil, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
+		return nil, err
+	}
+	if err := checkList(where+": authorization-types", cl.AuthorizationTypes, cl.AuthorizationTypes != nil, grant.ValidScope, "an authorization_details type such as urn:altinn:consent"); err != nil {
+		return nil, err
+	}
+	secretWhat := where + ": the secret (secret-file)"
+	if anyUnix {
+		secretWhat = "the client secret (ClientSecret, --client-secret-file)"
+	}
+	if err := checkSecret(secretWhat, cl.Secret); err != nil {
+		return nil, err
+	}
+	for _, l := range []struct {
+		field string
+		list  []string
+	}{{"users", cl.Users}, {"groups", cl.Groups}} {
+		if l.list != nil && len(l.list) == 0 {
+			return bad("%s: %s is given but holds no entry; leave it out, or name who is admitted", where, l.field)
+		}
+	}
+	if anyUnix && (cl.Users != nil || cl.Groups != nil) {
+		return bad("%s admits every caller on a unix socket; users and groups are for Clients", where)
+	}
+	if !anyUnix && len(cl.Users) == 0 && len(cl.Groups) == 0 && cl.Secret == "" {
+		return bad("%s admits nobody: give users or groups (unix socket callers), or a secret (TCP callers)", where)
+	}
+	if cl.KeyID == "" && cl.OpenKey == nil {
+		cl.KeyID = cfg.Grant.KeyID
+	}
+	c := &client{Client: cl, anyUnix: anyUnix, uids: map[uint32]bool{}, gids: map[uint32]bool{}, authzTypes: map[string]bool{}}
+	for _, a := range cl.AuthorizationTypes {
+		for _, typ := range splitList(a) {
+			c.authzTypes[typ] = true
+		}
+	}
+	c.policy = newListPolicy(cfg.AllowedScopes)
+	if cl.Scopes != nil {
+		c.policy = newListPolicy(cl.Scopes)
+	}
+	for _, u := range cl.Users {
+		id, err := lookupID(u, true)
+		if err != nil {
+			return bad("%s: users: %v", where, err)
+		}
+		c.uids[id] = true
+	}
+	for _, g := range cl.Groups {
+		id, err := lookupID(g, false)
+		if err != nil {
+			return bad("%s: groups: %v", where, err)
+		}
+		c.gids[id] = true
+	}
+	c.hash()
+	return c, nil
 }
 
 func (c *client) hash() {

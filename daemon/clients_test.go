@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
+	"github.com/mp-hsm/mp-hsm/grant"
 )
 
 // lockedBuffer is an audit log's writer that tests read.
@@ -157,6 +158,13 @@ func TestClientsRefusedConfig(t *testing.T) {
 		{base(daemon.Client{Name: "a", Users: []string{"no-such-user-here"}}), `client "a": users: no user "no-such-user-here"`},
 		{base(daemon.Client{Name: "a", Groups: []string{"no-such-group-here"}}), `client "a": groups: no group "no-such-group-here"`},
 		{base(daemon.Client{Name: "a", Users: []string{"0"}, Scopes: []string{","}}), `client "a": scopes is given but holds no entry`},
+		// An empty list never widens anything (issue 19, defect 2).
+		{base(daemon.Client{Name: "a", Users: []string{"0"}, Scopes: []string{}}), `client "a": scopes is given but holds no entry`},
+		{base(daemon.Client{Name: "a", Users: []string{}, Secret: "sixteen-or-more-bytes"}), `client "a": users is given but holds no entry`},
+		{base(daemon.Client{Name: "a", Users: []string{"0"}, Groups: []string{}}), `client "a": groups is given but holds no entry`},
+		// The flat fields are one client, checked by the same rules.
+		{daemon.Config{OpenSigner: sharedOpener(t), Grant: grant.Config{ClientID: "a b"}}, `the client (ClientID, Grant.ClientID): name must be`},
+		{daemon.Config{OpenSigner: sharedOpener(t), Grant: grant.Config{ClientID: "ok"}, AllowedScopes: []string{"test:*", "bad\"scope"}}, "AllowedScopes: "},
 		{func() daemon.Config {
 			c := base(daemon.Client{Name: "a", Users: []string{"0"}})
 			c.ClientSecret = "x"

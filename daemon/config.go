@@ -258,13 +258,13 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 || cfg.MaxConcurrentPerCaller < 0 {
 		return bad("MaxConcurrent, MaxConcurrentPerCaller and MaxKeys may not be negative")
 	}
-	if err := checkList("AllowedScopes", cfg.AllowedScopes, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
+	if err := checkList("AllowedScopes", cfg.AllowedScopes, len(cfg.AllowedScopes) > 0, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
 		return cfg, err
 	}
-	if err := checkList("AllowedResources", cfg.AllowedResources, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"); err != nil {
+	if err := checkList("AllowedResources", cfg.AllowedResources, len(cfg.AllowedResources) > 0, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"); err != nil {
 		return cfg, err
 	}
-	if err := checkList("AllowedHosts", cfg.AllowedHosts, validHostEntry, "a host name without port or wildcard"); err != nil {
+	if err := checkList("AllowedHosts", cfg.AllowedHosts, len(cfg.AllowedHosts) > 0, validHostEntry, "a host name without port or wildcard"); err != nil {
 		return cfg, err
 	}
 	def := func(d *time.Duration, v time.Duration) {

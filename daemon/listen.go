@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -306,21 +307,50 @@ func ActivationListeners() ([]net.Listener, error) {
 	return lns, nil
 }
 
-// checkListener refuses TCP listeners without a secret, or on an address
-// that is not loopback unless remote is allowed.
-func checkListener(ln net.Listener, allowRemote, haveSecret bool) error {
+// checkListener refuses a listener that st would open to more callers
+// than it means to serve: a TCP listener without a client secret, or on an
+// address that is not loopback unless remote callers are allowed; a unix
+// socket that every local user can connect to, while a client admits any
+// caller on it (a Config without Clients). Serve and Reload call it.
+func (st *settings) checkListener(ln net.Listener) error {
 	addr := ln.Addr()
 	switch a := addr.(type) {
 	case *net.UnixAddr:
+		if !slices.ContainsFunc(st.clients, func(c *client) bool { return c.anyUnix }) {
+			return nil
+		}
+		if mode, open := socketOpenToAll(a.Name); open {
+			return fmt.Errorf("%w: unix socket %s (%s) lets every local user connect, and without clients (Config.Clients, [[client]] tables) nothing else decides who gets tokens: add clients with users or groups, or narrow the socket (mode 0600, or 0660 with a socket group)", ErrConfig, a.Name, mode)
+		}
 		return nil
 	case *net.TCPAddr:
-		if !haveSecret {
+		if !st.anySecret() {
 			return fmt.Errorf("%w: TCP listener %s: callers on TCP must authenticate, and no client secret is configured (--client-secret-file)", ErrConfig, addr)
 		}
-		if !allowRemote && !a.IP.IsLoopback() {
+		if !st.cfg.AllowRemote && !a.IP.IsLoopback() {
 			return fmt.Errorf("%w: TCP listener %s is not on a loopback address; allow it explicitly (--allow-remote)", ErrConfig, addr)
 		}
 		return nil
 	}
 	return fmt.Errorf("%w: listener on %s %s: only unix and tcp are supported", ErrConfig, addr.Network(), addr)
+}
+
+// socketOpenToAll reports whether every local user may connect to the unix
+// socket at path (connecting needs write permission), and describes its
+// mode: an abstract socket (no file) has no permissions at all. A socket
+// whose file is gone cannot be reached; one whose file cannot be examined
+// otherwise is taken as open.
+func socketOpenToAll(path string) (string, bool) {
+	if path == "" || path[0] == '@' || path[0] == 0 {
+		return "an abstract socket, without permissions", true
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "removed", false
+	}
+	if err != nil {
+		return "its mode cannot be read: " + err.Error(), true
+	}
+	perm := fi.Mode().Perm()
+	return fmt.Sprintf("mode %04o", perm), perm&0o002 != 0
 }

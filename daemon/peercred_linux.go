@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
 // peerOf returns who is at the other end of a unix socket connection: the
@@ -49,10 +51,14 @@ func peerOf(c net.Conn) (*peer, bool) {
 	return p, true
 }
 
+// maxProcStatus bounds /proc/PID/status, which lists up to 65536
+// supplementary groups.
+const maxProcStatus = 1 << 20
+
 // procStatus returns the effective uid and the supplementary groups of
 // /proc/PID/status.
 func procStatus(path string) (euid uint32, groups []uint32, ok bool) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.Read(path, maxProcStatus)
 	if err != nil {
 		return 0, nil, false
 	}

@@ -14,11 +14,13 @@ func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' })
 }
 
-// checkList checks a list option of Config: a list that has elements but,
-// once split, no entry (",", " ") is refused rather than read as "no
-// list", which would allow everything; each entry must pass valid.
-func checkList(field string, list []string, valid func(string) bool, want string) error {
-	if len(list) == 0 {
+// checkList checks a list option of Config or a Client: a list that is
+// given but, once split, holds no entry ([], ",", " ") is refused rather
+// than read as "no list", which would allow everything; each entry must
+// pass valid. A Config list is given when it has elements (the zero value
+// is the documented default), a Client's when it is not nil.
+func checkList(field string, list []string, given bool, valid func(string) bool, want string) error {
+	if !given {
 		return nil
 	}
 	n := 0

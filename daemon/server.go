@@ -48,7 +48,8 @@ type Server struct {
 	openFailures atomic.Int64
 	identity     string // the identity of the cached tokens' key
 	servers      []*http.Server
-	closing      bool // Shutdown has begun: listeners drain; ctx ends later
+	lns          []net.Listener // what Serve was given: Reload checks them against the new settings
+	closing      bool           // Shutdown has begun: listeners drain; ctx ends later
 
 	// stat is the daemon's state, its reason and its signer as one
 	// value: replaced under mu, read without it (requests, /readyz).
@@ -206,13 +207,12 @@ func (s *Server) notReady() error {
 // Serve answers requests on ln until Shutdown; it returns
 // http.ErrServerClosed then, like http.Server.Serve. A TCP listener is
 // refused (and closed) without Config.ClientSecret, and on an address that
-// is not loopback unless Config.AllowRemote.
+// is not loopback unless Config.AllowRemote; a unix socket that every
+// local user may connect to (write permission for others, or an abstract
+// socket) is refused without Clients, which would serve them all. Reload
+// checks its configuration against the same listeners.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
-	if err := checkListener(ln, st.cfg.AllowRemote, st.anySecret()); err != nil {
-		ln.Close()
-		return err
-	}
 	hs := &http.Server{
 		Handler:           s,
 		ConnContext:       connContext,
@@ -224,12 +224,18 @@ func (s *Server) Serve(ln net.Listener) error {
 		ErrorLog:          log.New(slogWriter{st.cfg.Logger}, "", 0),
 	}
 	s.mu.Lock()
+	if err := s.settings().checkListener(ln); err != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return err
+	}
 	if s.closing {
 		s.mu.Unlock()
 		ln.Close()
 		return http.ErrServerClosed
 	}
 	s.servers = append(s.servers, hs)
+	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
 	s.log().Info("listening", "address", ln.Addr().Network()+":"+ln.Addr().String())
 	return hs.Serve(ln)
@@ -313,6 +319,11 @@ func (s *Server) closeConn() {
 // requests that follow; a client added, removed or changed empties the
 // cache, as a new key does.
 //
+// The new configuration must suit the listeners being served, as at
+// Serve: a unix socket that every local user can connect to needs Clients
+// that decide who is served, and a TCP listener needs a secret. One that
+// does not is refused (ErrConfig) and the current one kept.
+//
 // Listeners, MaxConcurrent, MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the token
 // cache's settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep
 // their values from New.
@@ -332,8 +343,21 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	err = s.checkListenersLocked(st)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	c, err := s.open(s.ctx, st)
 	s.mu.Lock()
+	if err := s.checkListenersLocked(st); err != nil { // a Serve since
+		s.mu.Unlock()
+		if c != nil {
+			c.close()
+		}
+		return err
+	}
 	if s.status().state == stateClosed {
 		s.mu.Unlock()
 		if c != nil {
@@ -363,6 +387,18 @@ func (s *Server) Reload(cfg Config) error {
 		prev.close()
 	}
 	s.logReady(c, "configuration reloaded; ready")
+	return nil
+}
+
+// checkListenersLocked checks st against every listener Serve was given,
+// as Serve checked the settings it started with: what start refuses,
+// Reload refuses.
+func (s *Server) checkListenersLocked(st *settings) error {
+	for _, ln := range s.lns {
+		if err := st.checkListener(ln); err != nil {
+			return fmt.Errorf("%w (the daemon keeps its current configuration)", err)
+		}
+	}
 	return nil
 }
 

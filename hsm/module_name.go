@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,7 +10,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
+
+// maxModuleConfig bounds a p11-kit module config: a few lines.
+const maxModuleConfig = 64 << 10
 
 // ResolveModuleName returns the file of the PKCS#11 module called name, as
 // RFC 7512's module-name gives it ("opensc-pkcs11", "softhsm2"), looking
@@ -113,13 +119,12 @@ func (d moduleDirs) resolve(name string) (string, error) {
 // missing config gives an error matching fs.ErrNotExist; a config without
 // a module line, or naming a file that is not there, another error.
 func (d moduleDirs) fromConfig(conf string) (string, error) {
-	f, err := os.Open(conf)
+	data, err := safefile.Read(conf, maxModuleConfig)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
 	module := ""
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if key, val, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") && strings.TrimSpace(key) == "module" {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/tokenerr"
@@ -24,6 +25,7 @@ func exitCode(err error) int {
 		return exitToken
 	case errors.As(err, &ue),
 		errors.Is(err, pkcs11uri.ErrInvalid),
+		errors.Is(err, safefile.ErrUnsafe),
 		errors.Is(err, grant.ErrInvalidRequest),
 		errors.Is(err, grant.ErrInvalidConfig) && !errors.Is(err, grant.ErrEnvironmentMismatch):
 		return exitUsage

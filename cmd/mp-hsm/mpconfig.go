@@ -49,7 +49,7 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 				// A 4xx for a public document: the URL is wrong.
 				hint := "check the metadata URL"
 				if !strings.Contains(wk, "/.well-known/") {
-					hint = "--well-known is the metadata document's URL, which ends in /.well-known/oauth-authorization-server " +
+					hint += ": --well-known is the metadata document's URL, which ends in /.well-known/oauth-authorization-server " +
 						"(as mp-hsm emulate prints it), not the server's base URL"
 				}
 				return envr, "", usageErr(fmt.Errorf("%w; %s", err, hint))

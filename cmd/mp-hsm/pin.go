@@ -32,13 +32,15 @@ var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PI
 // safefile.MaxPIN bytes, one trailing newline (or CRLF) trimmed. A file
 // that is empty after that, or that holds another control character (a
 // second newline, a NUL), is an error, never a PIN that would spend a login
-// attempt. A file that group or others can read is used, with a warning.
+// attempt. A file that another user can change is refused
+// (safefile.ReadPrivate: safefile.ErrUnsafe, exit 2); one that group or
+// others can read is used, with a warning.
 func (e *env) readPINFile(path string) ([]byte, error) { return e.readPINFileAs("PIN file", path) }
 
 // readPINFileAs is readPINFile for a file that what names in messages
 // ("PIN file", "password file").
 func (e *env) readPINFileAs(what, path string) ([]byte, error) {
-	data, err := safefile.Read(path, safefile.MaxPIN)
+	data, fi, err := safefile.ReadPrivate(path, safefile.MaxPIN)
 	if err != nil {
 		var fe *safefile.Error
 		if errors.As(err, &fe) {
@@ -47,8 +49,8 @@ func (e *env) readPINFileAs(what, path string) ([]byte, error) {
 		return nil, &pinFileError{what: what, path: path, reason: "cannot be read", err: err}
 	}
 	defer clear(data)
-	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
-		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path, "mode", st.Mode().Perm().String())
+	if safefile.ReadableByOthers(fi) {
+		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path, "mode", fi.Mode().Perm().String())
 	}
 	pin, reason := trimSecret(data)
 	if reason != "" {

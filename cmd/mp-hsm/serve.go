@@ -69,9 +69,10 @@ func serveCommand(e *env) *cli.Command {
 			"signed. Without [[client]] tables, --client-id is the one client, for every caller on the\n" +
 			"socket. --audit-log PATH writes one JSON line per answered token request (who, which client,\n" +
 			"what, outcome; never a token or secret); no token is sent without its line (--audit-failure).\n" +
-			"SIGHUP reopens the audit log and reads the command\n" +
-			"line, environment and file again; a file that does not work is refused and logged, and the\n" +
-			"running configuration kept. See docs/daemon.md.",
+			"SIGHUP reopens the audit log and reads the command line, environment and file again; what\n" +
+			"start would refuse is refused and logged, and the running configuration kept. The file must be\n" +
+			"one only its owner and root can change; a key set twice or an empty list is refused. See\n" +
+			"docs/daemon.md.",
 		Flags:  withConfigFile(concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
 		Before: func(c *cli.Context) error { return e.applyConfigFile(c) },
 		Action: func(c *cli.Context) error {
@@ -114,62 +115,28 @@ func (e *env) serve(c *cli.Context) error {
 			e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
 		}
 	}
-	if err := emptyListFlag(c); err != nil {
-		return err
-	}
 	// SIGHUP reloads; registered first, so that an early one cannot kill
 	// the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	specs := c.StringSlice("listen")
 	activated, err := daemon.ActivationListeners()
 	if err != nil {
 		return err
 	}
-	if len(specs) == 0 && len(activated) == 0 {
-		p := daemon.DefaultSocketPath()
-		if p == "" {
-			return usagef("XDG_RUNTIME_DIR is not set: give --listen unix:PATH")
-		}
-		specs = []string{"unix:" + p}
-	}
-	tcp := false
-	for _, s := range specs {
-		if strings.HasPrefix(s, "tcp:") {
-			tcp = true
-		} else if !strings.HasPrefix(s, "unix:") {
-			return usagef("--listen %q: want unix:PATH or tcp:HOST:PORT", s)
-		}
-	}
-	for _, ln := range activated {
-		if _, ok := ln.Addr().(*net.TCPAddr); ok {
-			tcp = true
-		}
-	}
-	if tcp && c.String("client-secret-file") == "" && !e.clientWithSecret() {
-		return usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
-	}
-	mode, err := socketMode(c)
+	plan, err := e.checkServe(c, activated)
 	if err != nil {
 		return err
 	}
-	if mode&0o006 != 0 && !e.hasClients() {
-		return usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
-	}
 	var audit *daemon.AuditLog
-	if p := c.String("audit-log"); p != "" {
-		if audit, err = daemon.OpenAuditLog(p); err != nil {
+	if plan.auditLog != "" {
+		if audit, err = daemon.OpenAuditLog(plan.auditLog); err != nil {
 			return usageErr(err)
 		}
 		defer audit.Close()
 	}
-
-	cfg, explain, err := e.daemonConfig(c)
-	if err != nil {
-		return err
-	}
+	cfg, explain := plan.cfg, plan.explain
 	cfg.Audit = audit
 	listeners := activated
 	closeAll := func() {
@@ -177,9 +144,8 @@ func (e *env) serve(c *cli.Context) error {
 			ln.Close()
 		}
 	}
-	opts := daemon.ListenOptions{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
-	for _, s := range specs {
-		ln, err := daemon.Listen(s, opts)
+	for _, s := range plan.specs {
+		ln, err := daemon.Listen(s, plan.listen)
 		if err != nil {
 			closeAll()
 			// A socket or port in use is the configuration's to fix.
@@ -225,7 +191,7 @@ func (e *env) serve(c *cli.Context) error {
 			return nil
 		case <-hup:
 			e.log.Info("SIGHUP: reloading")
-			e.reload(c, srv, audit)
+			e.reload(c, plan, activated, srv, audit)
 		case err := <-serveErr:
 			if errors.Is(err, http.ErrServerClosed) {
 				continue
@@ -368,7 +334,8 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 
 // readSecretFile reads the TCP callers' secret as readPINFile reads a PIN
 // (a regular file of at most safefile.MaxSecret bytes, one trailing newline
-// trimmed, no control characters). It is never logged.
+// trimmed, no control characters, refused when another user can change
+// it). It is never logged.
 func (e *env) readSecretFile(path string) (string, error) {
 	return e.readSecret(path, "--client-secret-file")
 }
@@ -376,12 +343,12 @@ func (e *env) readSecretFile(path string) (string, error) {
 // readSecret reads a secret file as readSecretFile does; what names it in
 // errors.
 func (e *env) readSecret(path, what string) (string, error) {
-	data, err := safefile.Read(path, safefile.MaxSecret)
+	data, fi, err := safefile.ReadPrivate(path, safefile.MaxSecret)
 	if err != nil {
 		return "", usageErr(fmt.Errorf("%s %w", what, err))
 	}
 	defer clear(data)
-	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+	if safefile.ReadableByOthers(fi) {
 		e.log.Warn("the client secret file can be read by group or others; restrict it with chmod 600", "path", path)
 	}
 	secret, reason := trimSecret(data)

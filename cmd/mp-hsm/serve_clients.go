@@ -72,31 +72,3 @@ func (e *env) clientWithSecret() bool {
 	}
 	return false
 }
-
-// reload is SIGHUP: the audit log is reopened (for logrotate), then the
-// command line, the environment and the --config file are read again and
-// applied. A configuration that cannot be read or applied is refused,
-// logged, and the running one kept.
-func (e *env) reload(c *cli.Context, srv *daemon.Server, audit *daemon.AuditLog) {
-	if audit != nil {
-		if err := audit.Reopen(); err != nil {
-			e.log.Error("SIGHUP: cannot reopen the audit log; writing on to the file open", "path", audit.Path(), "error", err)
-		}
-	}
-	err := e.reloadContext(c, func(re *env, nc *cli.Context) error {
-		if p := nc.String("audit-log"); p != c.String("audit-log") {
-			e.log.Warn("SIGHUP: audit-log changed; the new path applies after a restart", "audit_log", c.String("audit-log"))
-		}
-		cfg, _, err := re.daemonConfig(nc)
-		if err != nil {
-			return err
-		}
-		cfg.Audit = audit
-		cfg.Logger = e.log
-		return srv.Reload(cfg)
-	})
-	if err != nil {
-		e.log.Error("reload refused; the running configuration is kept", "config", c.String("config"), "error", err)
-		return
-	}
-}

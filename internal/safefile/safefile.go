@@ -1,13 +1,22 @@
-// Package safefile reads the small files mp-hsm is given (a PIN, a secret,
-// a certificate chain, a PKCS#12 file) without the surprises a path can
-// hold: a FIFO that blocks the read forever, a device such as /dev/zero
-// that never ends, or a file far larger than its kind can be.
+// Package safefile is the one way mp-hsm opens a file: every file it reads
+// (a config, a PIN, a secret, a certificate chain, a PKCS#12 file, a
+// certificate to import, a JWK to register) and the audit log it appends
+// to. A path can hold surprises: a FIFO that blocks the open or the read
+// forever, a device such as /dev/zero that never ends, a file far larger
+// than its kind can be, a symbolic link where a file is written, or a
+// config that another user can edit.
 //
-// A file is opened with O_NONBLOCK, so that opening a FIFO does not wait
-// for a writer, and then must be a regular file (symbolic links are
+// Read opens a file with O_NONBLOCK, so that opening a FIFO does not wait
+// for a writer, and then it must be a regular file (symbolic links are
 // followed: secrets mounted by Kubernetes or systemd credentials are links)
 // no larger than the limit given for its kind. It is read to its end, and
 // a file that grew past the limit while being read is refused too.
+// ReadPrivate adds, for a file whose content mp-hsm trusts (config, PIN,
+// secret), that no user but its owner and root can change it. OpenAppend
+// opens a file to append to (never through a symbolic link), and
+// CheckRegular checks a path that another library opens (a PKCS#11
+// module). Code outside this package does not call os.Open, os.OpenFile or
+// os.ReadFile (TestOneOpener).
 package safefile
 
 import (
@@ -28,6 +37,8 @@ const (
 	MaxSecret = 4 << 10
 	// MaxCertificates bounds a PEM file of certificates or a key.
 	MaxCertificates = 1 << 20
+	// MaxConfig bounds a configuration file (mp-hsm serve --config).
+	MaxConfig = 1 << 20
 	// MaxPKCS12 bounds a PKCS#12 file.
 	MaxPKCS12 = 1 << 20
 )
@@ -54,31 +65,42 @@ func (e *Error) Error() string { return e.Path + ": " + e.Reason }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Read returns the content of the regular file at path, at most max bytes.
+// Use it for what anyone may give mp-hsm to read (a certificate chain, a
+// PKCS#12 file, a certificate to import, a JWK); use ReadPrivate for a
+// file whose content decides what mp-hsm does or proves who it is.
 func Read(path string, max int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	data, _, err := read(path, max)
+	return data, err
+}
+
+// read opens path without blocking, checks that it is a regular file
+// within max bytes and reads it; it returns the file's information as the
+// open file (not the path) has it.
+func read(path string, max int64) ([]byte, fs.FileInfo, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, openError(path, err)
+		return nil, nil, openError(path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, &Error{Path: path, Reason: "cannot be read: " + err.Error(), Err: err}
+		return nil, nil, &Error{Path: path, Reason: "cannot be read: " + err.Error(), Err: err}
 	}
 	if err := regular(path, fi); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if fi.Size() > max {
-		return nil, tooLarge(path, max)
+		return nil, nil, tooLarge(path, max)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
-		return nil, &Error{Path: path, Reason: "cannot be read: " + err.Error(), Err: err}
+		return nil, nil, &Error{Path: path, Reason: "cannot be read: " + err.Error(), Err: err}
 	}
 	if int64(len(data)) > max {
 		clear(data)
-		return nil, tooLarge(path, max)
+		return nil, nil, tooLarge(path, max)
 	}
-	return data, nil
+	return data, fi, nil
 }
 
 // CheckRegular returns nil when path is a regular file (after following

@@ -1,0 +1,37 @@
+package safefile
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+// OpenAppend opens path to append to it, as the daemon's audit log is: it
+// is created with mode perm if missing (an existing file keeps its mode),
+// a symbolic link at path is refused (O_NOFOLLOW: the file written is the
+// one named), the open never blocks (O_NONBLOCK: a FIFO without a reader
+// fails at once instead of waiting), and what was opened must be a
+// regular file, not a FIFO or a device such as /dev/zero or /dev/null.
+// The error is an *Error naming the path.
+func OpenAppend(path string, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, perm)
+	if err != nil {
+		switch {
+		case errors.Is(err, syscall.ELOOP):
+			return nil, &Error{Path: path, Reason: "is a symbolic link; give the path of the file itself", Err: ErrNotRegular}
+		case errors.Is(err, syscall.ENXIO):
+			return nil, &Error{Path: path, Reason: "is a FIFO; give a regular file", Err: ErrNotRegular}
+		}
+		return nil, openError(path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, &Error{Path: path, Reason: "cannot be opened: " + err.Error(), Err: err}
+	}
+	if err := regular(path, fi); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
