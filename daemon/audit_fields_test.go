@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"net"
 	"net/http"
 	"os"
@@ -192,7 +193,7 @@ func TestAuditExeAtAccept(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "d.sock")
-	ln, err := Listen("unix:"+sock, ListenOptions{})
+	ln, err := socket.Listen("unix:"+sock, socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

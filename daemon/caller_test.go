@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"net"
 	"net/http"
 	"os"
@@ -24,7 +25,7 @@ func TestCallerIsPeerUID(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "d.sock")
-	ln, err := Listen("unix:"+sock, ListenOptions{})
+	ln, err := socket.Listen("unix:"+sock, socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

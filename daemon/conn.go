@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -26,15 +27,6 @@ type conn struct {
 	subs     []signer.Signer          // clients' own keys (Client.OpenKey)
 	identity string                   // what the cache's tokens depend on; see identity
 	leaf     *x509.Certificate
-}
-
-// grantFor returns the grant configuration of the client called name, or
-// an error if this conn does not serve it (a reload removed it).
-func (c *conn) grantFor(name string) (*grant.Config, error) {
-	if gc := c.grants[name]; gc != nil {
-		return gc, nil
-	}
-	return nil, &notReadyError{reason: "the client '" + name + "' is no longer configured"}
 }
 
 // close closes the clients' own keys, then the daemon's signer.
@@ -102,8 +94,7 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		gc.ClientID = cl.ClientID
 		gc.KeyID = cl.KeyID
 		gc.Environment = env
-		gc.Signer = &meteredSigner{s: key, c: c, m: s}
-		gc.Cache = nil
+		gc.Signer = &meteredSigner{Signer: key, c: c, s: s}
 		gc.Logger = st.cfg.Logger
 		gc.HTTPClient = hc
 		if _, err := gc.Grant(probeRequest); err != nil {
@@ -227,7 +218,7 @@ func (s *Server) installLocked(c *conn) *conn {
 	s.lastLeaf.Store(c.leaf)
 	if s.identity != c.identity {
 		if s.identity != "" {
-			n := s.cache.Clear()
+			n := s.cache.clear()
 			s.log().Info(identityChange(s.identity, c.identity)+" changed: cached tokens dropped", "dropped", n)
 		}
 		s.identity = c.identity
@@ -434,3 +425,41 @@ func (s *Server) logReady(c *conn, msg string) {
 	}
 	s.log().Info(msg, attrs...)
 }
+
+// meteredSigner measures signatures and reports card faults to the server.
+type meteredSigner struct {
+	signer.Signer
+	c *conn
+	s *Server
+}
+
+// Sign signs on the token, observes the latency and reports a card or HSM
+// fault, which starts the reconnect loop.
+func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	start := time.Now()
+	sig, err := ms.Signer.Sign(rand, digest, opts)
+	ms.s.metrics.signSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		ms.s.metrics.signErrors.Inc()
+		if isDeviceFault(err) && !isPINError(err) {
+			ms.s.fault(ms.c, err)
+		}
+	}
+	return sig, err
+}
+
+// isDeviceFault reports errors that a new session, or the token coming
+// back, may cure: tokenerr's transient kinds (a removed card, a broken
+// session, a device error, a lost login, a stale key handle) and
+// ErrClosed, a token closed under the daemon.
+func isDeviceFault(err error) bool {
+	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed)
+}
+
+// isPINError reports a login the token refused, or refused to try: it is
+// never retried.
+func isPINError(err error) bool { return tokenerr.IsPINRefused(err) }
+
+// isTransient reports open errors with which New starts anyway, not
+// ready, and waits for the token.
+func isTransient(err error) bool { return tokenerr.Transient(err) }

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"io"
 	"log/slog"
 	"net"
@@ -153,7 +154,7 @@ func (a defAnswer) String() string {
 func unixPeer(uid uint32) func(*http.Request) *http.Request {
 	return func(r *http.Request) *http.Request {
 		ctx := context.WithValue(r.Context(), http.LocalAddrContextKey, &net.UnixAddr{Name: "/run/mp-hsm.sock", Net: "unix"})
-		return r.WithContext(context.WithValue(ctx, peerKey{}, &peer{uid: uid, gid: uid}))
+		return r.WithContext(context.WithValue(ctx, peerKey{}, &socket.Peer{UID: uid, GID: uid}))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"net"
 	"net/http"
 	"net/url"
@@ -51,7 +52,7 @@ func ExampleNew() {
 	dir, _ := os.MkdirTemp("", "mphsm")
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "mp-hsm.sock")
-	ln, err := daemon.Listen("unix:"+sock, daemon.ListenOptions{}) // mode 0600
+	ln, err := socket.Listen("unix:"+sock, socket.Options{}) // mode 0600
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -3,6 +3,7 @@ package daemon
 import (
 	"math"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -66,10 +67,14 @@ func (m *metrics) client(name string) *clientMetrics {
 	return cm
 }
 
-// count counts a request answered for cm's client with outcome, and a
-// refusal's reason.
-func (m *metrics) count(cm *clientMetrics, outcome, reason string) {
-	if cm == nil {
+// count counts a request answered for cl (nil before one was chosen)
+// with outcome, and a refusal's reason: why the caller was refused, or the
+// OAuth 2 error code.
+func (m *metrics) count(cl *client, outcome string, oe *oauthError) {
+	var cm *clientMetrics
+	if cl != nil {
+		cm = cl.m
+	} else {
 		cm = m.client(noClient)
 	}
 	switch outcome {
@@ -79,10 +84,21 @@ func (m *metrics) count(cm *clientMetrics, outcome, reason string) {
 		cm.cached.Inc()
 	case outcomeRefused:
 		cm.refused.Inc()
+		reason := oe.reason
+		if reason == "" {
+			reason = oe.code
+		}
 		m.clientRefusals.WithLabelValues(cm.name, reason).Inc()
 	default:
 		cm.failed.Inc()
 	}
+}
+
+// collectors are the metrics to register.
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime, m.refreshes,
+		m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.auditFailures,
+		m.ready, m.storeSize, m.certExpiry, m.clientRequests, m.clientRefusals}
 }
 
 func newMetrics(s *Server) *metrics {
@@ -166,13 +182,13 @@ func newMetrics(s *Server) *metrics {
 	m.storeSize = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mphsm_token_store_keys",
 		Help: "Keys (distinct requests) in the token cache.",
-	}, func() float64 { return float64(s.cache.Len()) })
+	}, func() float64 { return float64(s.cache.len()) })
 	m.certExpiry = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mphsm_certificate_expiry_seconds",
 		Help: "Seconds until the key's certificate expires (negative once expired); NaN without a certificate.",
 	}, func() float64 {
-		if leaf := s.leaf(); leaf != nil {
-			return leaf.NotAfter.Sub(s.now()).Seconds()
+		if leaf := s.lastLeaf.Load(); leaf != nil {
+			return time.Until(leaf.NotAfter).Seconds()
 		}
 		return math.NaN()
 	})
