@@ -150,7 +150,7 @@ func (h *holding) drop(key string) {
 // tokenOf returns e's token for c, from the cache or from a fetch that it
 // starts for c's caller or joins, within RequestTimeout. hit reports a
 // cached one.
-func (s *Server) tokenOf(e *entry, c *call) (*grant.Token, bool, error) {
+func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
 	if t := e.cached(forUse); t != nil {
 		return t, true, nil
 	}
@@ -225,7 +225,7 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 		if err != nil {
 			return nil, err
 		}
-		endpoint, mpToken = "altinn", mt.AccessToken
+		endpoint, mpToken = "altinn", mt.token.AccessToken
 	}
 	ctx = context.WithValue(ctx, callInfoKey{}, &callInfo{endpoint: endpoint, attrs: r.attrs()})
 	who, err := s.adm.acquire(ctx, who, r)

@@ -57,7 +57,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, who callerID
 }
 
 // pipeline runs the stages up to the token.
-func (s *Server) pipeline(w http.ResponseWriter, c *call) (*grant.Token, error) {
+func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
 	r := c.r
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -126,9 +126,8 @@ func (s *Server) pipeline(w http.ResponseWriter, c *call) (*grant.Token, error) 
 
 // readBody reads the body into c.buf, at most maxBody bytes.
 func (c *call) readBody(w http.ResponseWriter) error {
-	tooLarge := &oauthError{status: http.StatusRequestEntityTooLarge, code: errInvalidRequest, description: "the request body is larger than 64 KiB"}
 	if c.r.ContentLength > maxBody {
-		return tooLarge
+		return errTooLarge
 	}
 	rd := http.MaxBytesReader(w, c.r.Body, maxBody)
 	for {
@@ -137,17 +136,19 @@ func (c *call) readBody(w http.ResponseWriter) error {
 		}
 		n, err := rd.Read(c.buf[len(c.buf):cap(c.buf)])
 		c.buf = c.buf[:len(c.buf)+n]
-		var mbe *http.MaxBytesError
-		switch {
-		case err == io.EOF:
+		if err == io.EOF {
 			return nil
-		case errors.As(err, &mbe):
-			return tooLarge
-		case err != nil:
+		}
+		if err != nil {
+			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+				return errTooLarge
+			}
 			return badRequest(errInvalidRequest, "the request body could not be read")
 		}
 	}
 }
+
+var errTooLarge = &oauthError{status: http.StatusRequestEntityTooLarge, code: errInvalidRequest, description: "the request body is larger than 64 KiB"}
 
 // authorize checks the form against the client's policy and builds the
 // cache key. Scopes and resources are sorted and deduplicated, so that the
@@ -263,7 +264,7 @@ func (c *call) validate() error {
 // answer writes the token, or the error, and the audit line: a token's
 // before the token is sent (no token without its line, unless
 // AuditServeOnFailure), any other answer's after it.
-func (s *Server) answer(w http.ResponseWriter, c *call, tok *grant.Token, err error) {
+func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) {
 	audited := err == nil // a token's line is written, or tried, once: before the token
 	if audited && s.audit(c, http.StatusOK, nil) != nil && !c.st.cfg.AuditServeOnFailure {
 		err = errAuditUnwritable
@@ -280,16 +281,12 @@ func (s *Server) answer(w http.ResponseWriter, c *call, tok *grant.Token, err er
 	}
 	s.metrics.count(c.client, outcomeOf(http.StatusOK, c.hit), nil)
 	s.metrics.requestsOK.Inc()
-	scope := tok.Scope
-	if scope == "" {
-		scope = strings.Join(c.req.Scopes, " ")
-	}
-	writeJSON(w, http.StatusOK, struct {
-		AccessToken string `json:"access_token"`
-		TokenType   string `json:"token_type"`
-		ExpiresIn   int64  `json:"expires_in"`
-		Scope       string `json:"scope"`
-	}{tok.AccessToken, "Bearer", max(int64(time.Until(tok.Expiry)/time.Second), 1), scope})
+	h := w.Header()
+	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
+	b := append(c.buf[:0], tok.head...)
+	b = strconv.AppendInt(b, max(int64(time.Until(tok.token.Expiry)/time.Second), 1), 10)
+	c.buf = append(b, tok.tail...)
+	_, _ = w.Write(c.buf)
 }
 
 // Outcomes of a token request, in the audit log and the metrics.
