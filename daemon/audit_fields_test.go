@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 
 	"github.com/mp-hsm/mp-hsm/internal/testexec"
 )

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"encoding/json"
-	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 )
 
 // TestCallerIsPeerUID: over a real unix socket, a caller is the uid the

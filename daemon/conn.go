@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -31,8 +30,9 @@ type conn struct {
 
 // close closes the clients' own keys, then the daemon's signer.
 func (c *conn) close() {
-	c.closeSubs()
-	closeSigner(c.raw)
+	for _, s := range append(c.subs, c.raw) {
+		closeSigner(s)
+	}
 }
 
 // probeRequest is signed once per new conn to prove that the key can sign.
@@ -71,6 +71,12 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		c.leaf = chain[0]
 	}
 	hc := s.instrumentedClient(tmpl.HTTPClient)
+	fail := func(format string, args ...any) (*conn, error) {
+		for _, sub := range c.subs {
+			closeSigner(sub)
+		}
+		return nil, fmt.Errorf(format, args...)
+	}
 	ids := make([]string, 0, len(st.clients))
 	for _, cl := range st.clients {
 		key := raw
@@ -80,31 +86,23 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 				err = errors.New("OpenKey returned no signer and no error")
 			}
 			if err != nil {
-				c.closeSubs()
-				return nil, fmt.Errorf("client %q: its key: %w", cl.Name, err)
+				return fail("client %q: its key: %w", cl.Name, err)
 			}
 			c.subs = append(c.subs, sub)
 			key = sub
 			if err := grant.CheckEnvironment(env, sub.Chain()); err != nil {
-				c.closeSubs()
-				return nil, fmt.Errorf("client %q: %w", cl.Name, err)
+				return fail("client %q: %w", cl.Name, err)
 			}
 		}
-		gc := tmpl // a copy: the template is not changed
-		gc.ClientID = cl.ClientID
-		gc.KeyID = cl.KeyID
-		gc.Environment = env
+		gc := tmpl // a copy
+		gc.ClientID, gc.KeyID, gc.Environment, gc.Logger, gc.HTTPClient = cl.ClientID, cl.KeyID, env, st.cfg.Logger, hc
 		gc.Signer = &meteredSigner{Signer: key, c: c, s: s}
-		gc.Logger = st.cfg.Logger
-		gc.HTTPClient = hc
 		if _, err := gc.Grant(probeRequest); err != nil {
-			c.closeSubs()
-			return nil, fmt.Errorf("client %q: the key cannot sign a grant: %w", cl.Name, err)
+			return fail("client %q: the key cannot sign a grant: %w", cl.Name, err)
 		}
 		id, err := identity(&gc, key)
 		if err != nil {
-			c.closeSubs()
-			return nil, err
+			return fail("%w", err)
 		}
 		c.grants[cl.Name] = &gc
 		if c.grant == nil {
@@ -115,13 +113,6 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	slices.Sort(ids)
 	c.identity = strings.Join(ids, "\x02")
 	return c, nil
-}
-
-// closeSubs closes the clients' own keys.
-func (c *conn) closeSubs() {
-	for _, s := range c.subs {
-		closeSigner(s)
-	}
 }
 
 // identity is what tokens in the cache depend on besides the request: the
@@ -176,37 +167,27 @@ func closeSigner(s signer.Signer) {
 	}
 }
 
-// probe asks the signer whether its token is still there, if it can tell
-// (see Prober).
-func probe(ctx context.Context, s signer.Signer) error {
-	if p, ok := s.(Prober); ok {
-		return p.Probe(ctx)
-	}
-	return nil
-}
-
 // open calls OpenSigner and builds a conn, counting the attempt.
 func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	raw, err := st.cfg.OpenSigner(ctx)
 	if err == nil && raw == nil {
 		err = errors.New("OpenSigner returned no signer and no error")
 	}
-	if err != nil {
-		if isPINError(err) {
-			s.metrics.reconnects.WithLabelValues("pin").Inc()
-		} else {
-			s.metrics.reconnects.WithLabelValues("error").Inc()
+	var c *conn
+	if err == nil {
+		if c, err = s.newConn(ctx, raw, st); err != nil {
+			closeSigner(raw)
 		}
-		return nil, err
 	}
-	c, err := s.newConn(ctx, raw, st)
-	if err != nil {
-		closeSigner(raw)
-		s.metrics.reconnects.WithLabelValues("error").Inc()
-		return nil, err
+	result := "ok"
+	switch {
+	case isPINError(err):
+		result = "pin"
+	case err != nil:
+		result = "error"
 	}
-	s.metrics.reconnects.WithLabelValues("ok").Inc()
-	return c, nil
+	s.metrics.reconnects.WithLabelValues(result).Inc()
+	return c, err
 }
 
 // installLocked makes c the current conn and returns the one it replaces,
@@ -397,7 +378,10 @@ func (s *Server) probeLoop() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-		err := probe(ctx, c.raw)
+		var err error
+		if p, ok := c.raw.(Prober); ok {
+			err = p.Probe(ctx)
+		}
 		cancel()
 		if err != nil && isDeviceFault(err) {
 			s.fault(c, err)
@@ -425,41 +409,3 @@ func (s *Server) logReady(c *conn, msg string) {
 	}
 	s.log().Info(msg, attrs...)
 }
-
-// meteredSigner measures signatures and reports card faults to the server.
-type meteredSigner struct {
-	signer.Signer
-	c *conn
-	s *Server
-}
-
-// Sign signs on the token, observes the latency and reports a card or HSM
-// fault, which starts the reconnect loop.
-func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	start := time.Now()
-	sig, err := ms.Signer.Sign(rand, digest, opts)
-	ms.s.metrics.signSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		ms.s.metrics.signErrors.Inc()
-		if isDeviceFault(err) && !isPINError(err) {
-			ms.s.fault(ms.c, err)
-		}
-	}
-	return sig, err
-}
-
-// isDeviceFault reports errors that a new session, or the token coming
-// back, may cure: tokenerr's transient kinds (a removed card, a broken
-// session, a device error, a lost login, a stale key handle) and
-// ErrClosed, a token closed under the daemon.
-func isDeviceFault(err error) bool {
-	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed)
-}
-
-// isPINError reports a login the token refused, or refused to try: it is
-// never retried.
-func isPINError(err error) bool { return tokenerr.IsPINRefused(err) }
-
-// isTransient reports open errors with which New starts anyway, not
-// ready, and waits for the token.
-func isTransient(err error) bool { return tokenerr.Transient(err) }

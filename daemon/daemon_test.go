@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"context"
 	"errors"
-	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/grant"

@@ -12,7 +12,6 @@ import (
 	"encoding/asn1"
 	"encoding/json"
 	"fmt"
-	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"io"
 	"log/slog"
 	"math/big"
@@ -27,6 +26,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"

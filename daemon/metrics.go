@@ -1,9 +1,15 @@
 package daemon
 
 import (
+	"crypto"
+	"errors"
+	"io"
 	"math"
 	"sync"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -198,3 +204,41 @@ func newMetrics(s *Server) *metrics {
 	m.refreshes.WithLabelValues("error")
 	return m
 }
+
+// meteredSigner measures signatures and reports card faults to the server.
+type meteredSigner struct {
+	signer.Signer
+	c *conn
+	s *Server
+}
+
+// Sign signs on the token, observes the latency and reports a card or HSM
+// fault, which starts the reconnect loop.
+func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	start := time.Now()
+	sig, err := ms.Signer.Sign(rand, digest, opts)
+	ms.s.metrics.signSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		ms.s.metrics.signErrors.Inc()
+		if isDeviceFault(err) && !isPINError(err) {
+			ms.s.fault(ms.c, err)
+		}
+	}
+	return sig, err
+}
+
+// isDeviceFault reports errors that a new session, or the token coming
+// back, may cure: tokenerr's transient kinds (a removed card, a broken
+// session, a device error, a lost login, a stale key handle) and
+// ErrClosed, a token closed under the daemon.
+func isDeviceFault(err error) bool {
+	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed)
+}
+
+// isPINError reports a login the token refused, or refused to try: it is
+// never retried.
+func isPINError(err error) bool { return tokenerr.IsPINRefused(err) }
+
+// isTransient reports open errors with which New starts anyway, not
+// ready, and waits for the token.
+func isTransient(err error) bool { return tokenerr.Transient(err) }

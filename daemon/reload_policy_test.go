@@ -3,7 +3,6 @@ package daemon_test
 import (
 	"context"
 	"errors"
-	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"log/slog"
 	"net/http"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/grant"
