@@ -15,11 +15,11 @@ import (
 // ask for, checked: checkServe makes it at start and again at each SIGHUP,
 // so that a reload is judged by exactly the checks start makes.
 type servePlan struct {
-	specs    []string             // the --listen addresses (none with socket activation alone)
-	listen   socket.Options // how they are opened
-	auditLog string               // --audit-log, "" for none
-	cfg      daemon.Config        // the daemon's configuration, without Audit
-	explain  func(error) error    // adds to an OpenSigner error what the flags can do
+	specs    []string          // the --listen addresses (none with socket activation alone)
+	listen   socket.Options    // how they are opened
+	auditLog string            // --audit-log, "" for none
+	cfg      daemon.Config     // the daemon's configuration, without Audit
+	explain  func(error) error // adds to an OpenSigner error what the flags can do
 }
 
 // checkServe checks c as serve's one validation: the list flags, the
