@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
 )
 
 // TestUnknownSystemUserBlamesCaller: Maskinporten's refusal of a
