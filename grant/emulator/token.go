@@ -12,6 +12,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/mp-hsm/mp-hsm/internal/orgid"
 )
 
 const jwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -128,7 +130,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		if rej := verifyChain(g.x5c, s.roots, now); rej != nil {
 			return nil, rej
 		}
-		org, ok := certOrgNumber(g.x5c[0])
+		org, ok := orgid.FromCertificate(g.x5c[0])
 		if !ok {
 			return nil, mp122("The certificate carries no organisation number (organizationIdentifier NTRNO-<orgnr>, or serialNumber).")
 		}
