@@ -39,10 +39,10 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 	leaf := chain[0]
 	for _, c := range chain {
 		if now.After(c.NotAfter) {
-			return mp121("The certificate " + describe(c) + " expired at " + c.NotAfter.UTC().Format(time.RFC3339) + ".")
+			return mp("MP-121", "The certificate "+describe(c)+" expired at "+c.NotAfter.UTC().Format(time.RFC3339)+".")
 		}
 		if now.Before(c.NotBefore) {
-			return mp120("The certificate " + describe(c) + " is not valid before " + c.NotBefore.UTC().Format(time.RFC3339) + ".")
+			return mp("MP-120", "The certificate "+describe(c)+" is not valid before "+c.NotBefore.UTC().Format(time.RFC3339)+".")
 		}
 	}
 	inter := x509.NewCertPool()
@@ -60,13 +60,13 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 	}
 	var inv x509.CertificateInvalidError
 	if errors.As(err, &inv) && inv.Reason == x509.Expired && now.After(inv.Cert.NotAfter) {
-		return mp121("The certificate " + describe(inv.Cert) + " has expired.")
+		return mp("MP-121", "The certificate "+describe(inv.Cert)+" has expired.")
 	}
 	var unknown x509.UnknownAuthorityError
 	if errors.As(err, &unknown) {
-		return mp120("The certificate chain does not lead to a trusted root; is it a production certificate in test, or the other way round?")
+		return mp("MP-120", "The certificate chain does not lead to a trusted root; is it a production certificate in test, or the other way round?")
 	}
-	return mp120("The certificate chain does not verify: " + err.Error() + ".")
+	return mp("MP-120", "The certificate chain does not verify: "+err.Error()+".")
 }
 
 func describe(c *x509.Certificate) string {
