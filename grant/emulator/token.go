@@ -306,7 +306,7 @@ func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	if !getOnly(w, r) {
 		return
 	}
-	writeJSON(w, map[string]any{"keys": []any{s.key.jwk()}})
+	writeJSON(w, map[string]any{"keys": []any{s.key.jwk}})
 }
 
 func getOnly(w http.ResponseWriter, r *http.Request) bool {
