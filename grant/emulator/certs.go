@@ -2,35 +2,9 @@ package emulator
 
 import (
 	"crypto/x509"
-	"encoding/asn1"
 	"errors"
-	"strings"
 	"time"
 )
-
-// oidOrganizationIdentifier is organizationIdentifier (X.520, 2.5.4.97),
-// where SEID 2 enterprise certificates carry "NTRNO-<org number>".
-var oidOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
-
-// certOrgNumber returns the Norwegian organisation number of an enterprise
-// certificate: organizationIdentifier NTRNO-<9 digits> (SEID 2), else a
-// subject serialNumber of 9 digits (SEID 1).
-func certOrgNumber(c *x509.Certificate) (string, bool) {
-	for _, atv := range c.Subject.Names {
-		if !atv.Type.Equal(oidOrganizationIdentifier) {
-			continue
-		}
-		if s, ok := atv.Value.(string); ok {
-			if org, found := strings.CutPrefix(s, "NTRNO-"); found && isDigits(org, 9) {
-				return org, true
-			}
-		}
-	}
-	if isDigits(c.Subject.SerialNumber, 9) {
-		return c.Subject.SerialNumber, true
-	}
-	return "", false
-}
 
 // verifyChain checks the x5c chain (leaf first) against the trusted roots at
 // now. The rejection tells an expired certificate (MP-121) from any other
