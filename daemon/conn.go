@@ -50,13 +50,9 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		if len(chain) == 0 {
 			return nil, fmt.Errorf("%w: no Maskinporten environment given and the key has no certificate to tell it from", ErrConfig)
 		}
-		name, err := grant.EnvironmentForCertificate(chain[0])
+		preset, err := grant.EnvironmentForCertificate(chain[0])
 		if err != nil {
 			return nil, fmt.Errorf("%w: no Maskinporten environment given, and the certificate does not tell it: %w", ErrConfig, err)
-		}
-		preset, err := grant.EnvironmentByName(name)
-		if err != nil {
-			return nil, err
 		}
 		if env.AltinnExchange != "" {
 			preset.AltinnExchange = env.AltinnExchange
