@@ -2,15 +2,9 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 )
-
-// errSlotWait is matched by the error of an exchange that ended before it
-// got a slot: its caller's share was taken by its other exchanges, or
-// every slot was, for longer than ExchangeTimeout.
-var errSlotWait = errors.New("waited too long for a turn to call Maskinporten: this caller's other requests take its share (--max-concurrent-per-caller), or all requests do (--max-concurrent)")
 
 // admission hands out the MaxConcurrent slots for exchanges with
 // Maskinporten and Altinn, so that one caller's cold requests cannot
@@ -198,11 +192,4 @@ func (a *admission) takeLocked(who callerID) {
 	a.held[who]++
 	a.free--
 	a.m.inflight.Inc()
-}
-
-// load returns the slots who holds and its exchanges waiting for one.
-func (a *admission) load(who callerID) (held, waiting int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.held[who], len(a.queues[who])
 }

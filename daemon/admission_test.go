@@ -273,3 +273,10 @@ func TestShareWaitTimesOut(t *testing.T) {
 	wantTokenAnswer(t, f.ask(unixPeer(1002), tokenForm("test:s2")))
 	f.srv.adm.release(who)
 }
+
+// load returns the slots who holds and its exchanges waiting for one.
+func (a *admission) load(who callerID) (held, waiting int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.held[who], len(a.queues[who])
+}

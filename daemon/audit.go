@@ -1,13 +1,15 @@
 package daemon
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
@@ -40,15 +42,11 @@ type AuditLog struct {
 	f    *os.File // the file opened, nil for standard output or a writer
 	torn bool     // a short write left part of a line: the next starts with a newline
 
-	// failing is set while writes fail; unreported counts the failures
-	// since the last log line about them, at reportedAt (guarded by mu).
-	failing    atomic.Bool
-	unreported int
-	reportedAt time.Time
+	// failures counts the writes that failed since one last worked; the
+	// first reported of them were logged, the last time at reportedAt.
+	failures, reported int
+	reportedAt         time.Time
 }
-
-// auditBufs holds the buffers lines are encoded in, outside any lock.
-var auditBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // OpenAuditLog opens path for appending (created with mode 0600; an
 // existing file keeps its mode; a symbolic link is refused), or standard
@@ -57,23 +55,15 @@ func OpenAuditLog(path string) (*AuditLog, error) {
 	if path == "-" {
 		return &AuditLog{path: path, w: os.Stdout}, nil
 	}
-	f, err := openAuditFile(path)
+	f, err := safefile.OpenAppend(path, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("audit log %w", err)
 	}
 	return &AuditLog{path: path, w: f, f: f}, nil
 }
 
 // NewAuditLog returns an audit log that writes its lines to w.
 func NewAuditLog(w io.Writer) *AuditLog { return &AuditLog{w: w} }
-
-func openAuditFile(path string) (*os.File, error) {
-	f, err := safefile.OpenAppend(path, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("audit log %w", err)
-	}
-	return f, nil
-}
 
 // Path returns the path the log was opened with: "-" for standard
 // output, "" for a writer.
@@ -87,9 +77,9 @@ func (a *AuditLog) Reopen() error {
 	if a.path == "" || a.path == "-" {
 		return nil
 	}
-	f, err := openAuditFile(a.path)
+	f, err := safefile.OpenAppend(a.path, 0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("audit log %w", err)
 	}
 	a.mu.Lock()
 	old := a.f
@@ -114,17 +104,15 @@ func (a *AuditLog) Close() error {
 	return err
 }
 
-// write writes the line that encode appends, whole or not at all, in one
-// write call. When the write is cut short, the bytes written are cut off
-// the file again; where that fails (or there is no file), the next line
-// starts with a newline, so that it is whole. Every failure is returned.
-func (a *AuditLog) write(encode func([]byte) []byte) error {
-	bp := auditBufs.Get().(*[]byte)
-	buf := encode(append((*bp)[:0], '\n')) // the newline is written only after a torn line
+// write writes line whole or not at all, in one write call. When the
+// write is cut short, the bytes written are cut off the file again; where
+// that fails (or there is no file), the next line starts with a newline,
+// so that it is whole.
+func (a *AuditLog) write(line []byte) error {
 	a.mu.Lock()
-	line := buf[1:]
+	defer a.mu.Unlock()
 	if a.torn {
-		line = buf
+		line = append([]byte{'\n'}, line...)
 	}
 	n, err := a.w.Write(line)
 	if err == nil && n < len(line) {
@@ -136,16 +124,11 @@ func (a *AuditLog) write(encode func([]byte) []byte) error {
 	case n > 0:
 		a.torn = a.f == nil || cutBack(a.f, int64(n)) != nil
 	}
-	a.mu.Unlock()
-	if cap(buf) <= 64<<10 {
-		*bp = buf[:0]
-		auditBufs.Put(bp)
-	}
 	return err
 }
 
-// cutBack cuts the last n bytes off f, the part of a line a short write
-// left.
+// cutBack cuts the last n bytes, the part of a line a short write left,
+// off f.
 func cutBack(f *os.File, n int64) error {
 	st, err := f.Stat()
 	if err != nil {
@@ -154,35 +137,124 @@ func cutBack(f *os.File, n int64) error {
 	return f.Truncate(max(st.Size()-n, 0))
 }
 
-// auditReportEvery is the least time between two log lines about failed
-// writes to the audit log.
-const auditReportEvery = time.Minute
-
-// noteFailure counts a failed write and reports whether to log it now,
-// with the failures since the last line (at most one line a minute).
-func (a *AuditLog) noteFailure(now time.Time) (failures int, report bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.failing.Store(true)
-	a.unreported++
-	if !a.reportedAt.IsZero() && now.Sub(a.reportedAt) < auditReportEvery {
-		return 0, false
-	}
-	failures, a.unreported, a.reportedAt = a.unreported, 0, now
-	return failures, true
+// auditLine is one line of the audit log. A caller's values in it are
+// bounded by excerpt, lists to maxCallerValues values, every string to
+// maxAuditField bytes.
+type auditLine struct {
+	Time          string   `json:"time"`
+	Peer          any      `json:"peer"`
+	ExeAtAccept   string   `json:"exe_at_accept,omitempty"` // a hint, not who asked: see socket.Peer
+	Client        string   `json:"client,omitempty"`
+	ClientID      string   `json:"client_id,omitempty"`
+	Scope         string   `json:"scope,omitempty"`
+	Resource      []string `json:"resource,omitempty"`
+	ConsumerOrg   string   `json:"consumer_org,omitempty"`
+	SystemUserOrg string   `json:"system_user_org,omitempty"`
+	PID           string   `json:"pid,omitempty"` // masked
+	AuthzTypes    []string `json:"authorization_types,omitempty"`
+	ConsentID     []string `json:"consent_id,omitempty"`
+	ConsentFrom   []string `json:"consent_from,omitempty"` // a person's number masked
+	Altinn        bool     `json:"altinn,omitempty"`
+	Outcome       string   `json:"outcome"`
+	Status        int      `json:"status"`
+	Error         string   `json:"error,omitempty"`
+	Description   string   `json:"error_description,omitempty"`
+	Refusals      int      `json:"refusals,omitempty"` // the refusals of this caller the line stands for
 }
 
-// noteWritten, after a write that worked, reports whether writes failed
-// before it, with the failures not yet logged.
-func (a *AuditLog) noteWritten() (unreported int, recovered bool) {
-	if !a.failing.Load() {
-		return 0, false
+// maxAuditField bounds every string of an audit line, whatever its source.
+const maxAuditField = 512
+
+// audit writes c's audit line, if there is an audit log. Refusals of
+// callers that no client admits are summarized: at most one line per
+// caller a minute, with their count (s.refusals). A failure to write is
+// counted and logged at most once a minute; the first line that works
+// again after failures is logged too.
+func (s *Server) audit(c *call, status int, oe *oauthError) error {
+	al := c.st.cfg.Audit
+	if al == nil {
+		return nil
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.failing.Swap(false) {
-		return 0, false
+	l := auditLine{Time: time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"), Status: status, Outcome: outcomeOf(status, c.hit)}
+	if oe != nil {
+		l.Error, l.Description = oe.code, shorten(oe.description, maxAuditField)
+		switch oe.reason {
+		case reasonUnknownClient, reasonNotAdmitted, reasonNoClient, reasonCredentials:
+			n, write := s.refusals.note(c.who, nil)
+			if !write {
+				return nil
+			}
+			l.Refusals = n
+		}
 	}
-	unreported, a.unreported, a.reportedAt = a.unreported, 0, time.Time{}
-	return unreported, true
+	switch p := c.peer; {
+	case p != nil:
+		l.Peer = struct {
+			UID    uint32   `json:"uid"`
+			GID    uint32   `json:"gid"`
+			PID    int32    `json:"pid"`
+			Groups []uint32 `json:"groups,omitempty"`
+		}{p.UID, p.GID, p.PID, p.Groups}
+		l.ExeAtAccept = shorten(p.ExeAtAccept, maxAuditField)
+	case c.who.unix:
+		l.Peer = map[string]string{"unix": "unknown"}
+	default:
+		l.Peer = map[string]string{"address": shorten(c.r.RemoteAddr, maxAuditField)}
+	}
+	if cl := c.client; cl != nil {
+		l.Client, l.ClientID = cl.Name, cl.ClientID
+	}
+	if q := &c.req; c.asked {
+		scopes := q.Scopes[:min(len(q.Scopes), maxCallerValues)]
+		l.Scope = strings.Join(bounded(scopes), " ")
+		if len(q.Scopes) > maxCallerValues {
+			l.Scope += " ..."
+		}
+		l.Resource, l.ConsumerOrg, l.SystemUserOrg, l.PID, l.Altinn = bounded(q.Resources), excerpt(q.ConsumerOrg), excerpt(q.SystemUserOrg), q.PID, c.altinn
+		for _, d := range c.detail {
+			l.AuthzTypes = append(l.AuthzTypes, d.Type)
+			if d.Type == grant.ConsentType {
+				l.ConsentID, l.ConsentFrom = append(l.ConsentID, d.Consent.ID), append(l.ConsentFrom, grant.MaskParty(d.Consent.From))
+			}
+		}
+		l.AuthzTypes, l.ConsentID, l.ConsentFrom = bounded(l.AuthzTypes), bounded(l.ConsentID), bounded(l.ConsentFrom)
+	} else if f := c.form; f != nil {
+		l.Scope, l.Resource, l.ConsumerOrg, l.SystemUserOrg, l.PID = excerpt(f.Get("scope")), bounded(f["resource"]), excerpt(f.Get("consumer_org")), excerpt(f.Get("system_user_org")), f.Get("pid")
+	}
+	if l.PID != "" {
+		l.PID = grant.MaskPID(excerpt(l.PID))
+	}
+	line, _ := json.Marshal(l) // strings, numbers and lists of them only
+	err := al.write(append(line, '\n'))
+	al.mu.Lock()
+	defer al.mu.Unlock()
+	if err == nil {
+		if al.failures > 0 {
+			s.log().Warn("the audit log is written again", "path", al.path, "failures_not_logged_before", al.failures-al.reported)
+			al.failures, al.reported, al.reportedAt = 0, 0, time.Time{}
+		}
+		return nil
+	}
+	s.metrics.auditFailures.Inc()
+	if al.failures++; al.reportedAt.IsZero() || time.Since(al.reportedAt) >= time.Minute {
+		then := "tokens are refused (503) until it can be written"
+		if c.st.cfg.AuditServeOnFailure {
+			then = "tokens are served without their audit lines (AuditServeOnFailure, --audit-failure serve)"
+		}
+		s.log().Error("cannot write the audit log: "+then, "path", al.path, "failures", al.failures-al.reported, "error", err)
+		al.reported, al.reportedAt = al.failures, time.Now()
+	}
+	return err
+}
+
+// bounded returns at most maxCallerValues of vs, each bounded by excerpt.
+func bounded(vs []string) []string {
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([]string, 0, min(len(vs), maxCallerValues))
+	for _, v := range vs[:cap(out)] {
+		out = append(out, excerpt(v))
+	}
+	return out
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+
 	"github.com/mp-hsm/mp-hsm/internal/testexec"
 )
 
@@ -192,7 +194,7 @@ func TestAuditExeAtAccept(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "d.sock")
-	ln, err := Listen("unix:"+sock, ListenOptions{})
+	ln, err := socket.Listen("unix:"+sock, socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func TestAuditReopenWhileWriting(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range lines {
-				if err := a.write(func(b []byte) []byte { return fmt.Appendf(b, "{\"w\":%d,\"i\":%d}\n", w, i) }); err != nil {
+				if err := a.write(fmt.Appendf(nil, "{\"w\":%d,\"i\":%d}\n", w, i)); err != nil {
 					t.Error(err)
 					return
 				}

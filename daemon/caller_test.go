@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 )
 
 // TestCallerIsPeerUID: over a real unix socket, a caller is the uid the
@@ -24,7 +26,7 @@ func TestCallerIsPeerUID(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "d.sock")
-	ln, err := Listen("unix:"+sock, ListenOptions{})
+	ln, err := socket.Listen("unix:"+sock, socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

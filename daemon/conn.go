@@ -28,19 +28,11 @@ type conn struct {
 	leaf     *x509.Certificate
 }
 
-// grantFor returns the grant configuration of the client called name, or
-// an error if this conn does not serve it (a reload removed it).
-func (c *conn) grantFor(name string) (*grant.Config, error) {
-	if gc := c.grants[name]; gc != nil {
-		return gc, nil
-	}
-	return nil, &notReadyError{reason: "the client '" + name + "' is no longer configured"}
-}
-
 // close closes the clients' own keys, then the daemon's signer.
 func (c *conn) close() {
-	c.closeSubs()
-	closeSigner(c.raw)
+	for _, s := range append(c.subs, c.raw) {
+		closeSigner(s)
+	}
 }
 
 // probeRequest is signed once per new conn to prove that the key can sign.
@@ -75,6 +67,12 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		c.leaf = chain[0]
 	}
 	hc := s.instrumentedClient(tmpl.HTTPClient)
+	fail := func(format string, args ...any) (*conn, error) {
+		for _, sub := range c.subs {
+			closeSigner(sub)
+		}
+		return nil, fmt.Errorf(format, args...)
+	}
 	ids := make([]string, 0, len(st.clients))
 	for _, cl := range st.clients {
 		key := raw
@@ -84,31 +82,23 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 				err = errors.New("OpenKey returned no signer and no error")
 			}
 			if err != nil {
-				c.closeSubs()
-				return nil, fmt.Errorf("client %q: its key: %w", cl.Name, err)
+				return fail("client %q: its key: %w", cl.Name, err)
 			}
 			c.subs = append(c.subs, sub)
 			key = sub
 			if err := grant.CheckEnvironment(env, sub.Chain()); err != nil {
-				c.closeSubs()
-				return nil, fmt.Errorf("client %q: %w", cl.Name, err)
+				return fail("client %q: %w", cl.Name, err)
 			}
 		}
-		gc := tmpl // a copy: the template is not changed
-		gc.ClientID = cl.ClientID
-		gc.KeyID = cl.KeyID
-		gc.Environment = env
-		gc.Signer = &meteredSigner{s: key, c: c, m: s}
-		gc.Logger = st.cfg.Logger
-		gc.HTTPClient = hc
+		gc := tmpl // a copy
+		gc.ClientID, gc.KeyID, gc.Environment, gc.Logger, gc.HTTPClient = cl.ClientID, cl.KeyID, env, st.cfg.Logger, hc
+		gc.Signer = &meteredSigner{Signer: key, c: c, s: s}
 		if _, err := gc.Grant(probeRequest); err != nil {
-			c.closeSubs()
-			return nil, fmt.Errorf("client %q: the key cannot sign a grant: %w", cl.Name, err)
+			return fail("client %q: the key cannot sign a grant: %w", cl.Name, err)
 		}
 		id, err := identity(&gc, key)
 		if err != nil {
-			c.closeSubs()
-			return nil, err
+			return fail("%w", err)
 		}
 		c.grants[cl.Name] = &gc
 		if c.grant == nil {
@@ -119,13 +109,6 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	slices.Sort(ids)
 	c.identity = strings.Join(ids, "\x02")
 	return c, nil
-}
-
-// closeSubs closes the clients' own keys.
-func (c *conn) closeSubs() {
-	for _, s := range c.subs {
-		closeSigner(s)
-	}
 }
 
 // identity is what tokens in the cache depend on besides the request: the
@@ -180,37 +163,27 @@ func closeSigner(s signer.Signer) {
 	}
 }
 
-// probe asks the signer whether its token is still there, if it can tell
-// (see Prober).
-func probe(ctx context.Context, s signer.Signer) error {
-	if p, ok := s.(Prober); ok {
-		return p.Probe(ctx)
-	}
-	return nil
-}
-
 // open calls OpenSigner and builds a conn, counting the attempt.
 func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	raw, err := st.cfg.OpenSigner(ctx)
 	if err == nil && raw == nil {
 		err = errors.New("OpenSigner returned no signer and no error")
 	}
-	if err != nil {
-		if isPINError(err) {
-			s.metrics.reconnects.WithLabelValues("pin").Inc()
-		} else {
-			s.metrics.reconnects.WithLabelValues("error").Inc()
+	var c *conn
+	if err == nil {
+		if c, err = s.newConn(ctx, raw, st); err != nil {
+			closeSigner(raw)
 		}
-		return nil, err
 	}
-	c, err := s.newConn(ctx, raw, st)
-	if err != nil {
-		closeSigner(raw)
-		s.metrics.reconnects.WithLabelValues("error").Inc()
-		return nil, err
+	result := "ok"
+	switch {
+	case isPINError(err):
+		result = "pin"
+	case err != nil:
+		result = "error"
 	}
-	s.metrics.reconnects.WithLabelValues("ok").Inc()
-	return c, nil
+	s.metrics.reconnects.WithLabelValues(result).Inc()
+	return c, err
 }
 
 // installLocked makes c the current conn and returns the one it replaces,
@@ -222,7 +195,7 @@ func (s *Server) installLocked(c *conn) *conn {
 	s.lastLeaf.Store(c.leaf)
 	if s.identity != c.identity {
 		if s.identity != "" {
-			n := s.cache.Clear()
+			n := s.cache.clear()
 			s.log().Info(identityChange(s.identity, c.identity)+" changed: cached tokens dropped", "dropped", n)
 		}
 		s.identity = c.identity
@@ -401,7 +374,10 @@ func (s *Server) probeLoop() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-		err := probe(ctx, c.raw)
+		var err error
+		if p, ok := c.raw.(Prober); ok {
+			err = p.Probe(ctx)
+		}
 		cancel()
 		if err != nil && isDeviceFault(err) {
 			s.fault(c, err)

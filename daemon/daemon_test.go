@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
@@ -101,25 +103,25 @@ func TestTCPNeedsBasicAuth(t *testing.T) {
 
 func TestListenersRefused(t *testing.T) {
 	t.Parallel()
-	if ln, err := daemon.Listen("tcp:0.0.0.0:0", daemon.ListenOptions{}); !errors.Is(err, daemon.ErrConfig) {
+	if ln, err := socket.Listen("tcp:0.0.0.0:0", socket.Options{}); !errors.Is(err, socket.ErrConfig) {
 		if ln != nil {
 			ln.Close()
 		}
 		t.Fatalf("Listen on 0.0.0.0 without AllowRemote = %v, want ErrConfig", err)
 	}
-	if ln, err := daemon.Listen("tcp::0", daemon.ListenOptions{}); err == nil {
+	if ln, err := socket.Listen("tcp::0", socket.Options{}); err == nil {
 		ln.Close()
 		t.Fatal("Listen on all interfaces without AllowRemote succeeded")
 	}
 	for _, bad := range []string{"", "tcp", "udp:127.0.0.1:1", "unix:", "127.0.0.1:80"} {
-		if ln, err := daemon.Listen(bad, daemon.ListenOptions{}); err == nil {
+		if ln, err := socket.Listen(bad, socket.Options{}); err == nil {
 			ln.Close()
 			t.Errorf("Listen(%q) succeeded", bad)
 		}
 	}
 	// A TCP listener without a client secret is refused by Serve.
 	f := newFixture(t, options{noTCP: true, modify: func(c *daemon.Config) { c.ClientSecret = "" }})
-	ln, err := daemon.Listen("tcp:127.0.0.1:0", daemon.ListenOptions{})
+	ln, err := socket.Listen("tcp:127.0.0.1:0", socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,13 +130,13 @@ func TestListenersRefused(t *testing.T) {
 	}
 	// A second daemon on a live socket is refused; a stale socket is
 	// replaced; a file that is not a socket is left alone.
-	if ln, err := daemon.Listen("unix:"+f.sock, daemon.ListenOptions{}); err == nil {
+	if ln, err := socket.Listen("unix:"+f.sock, socket.Options{}); err == nil {
 		ln.Close()
 		t.Fatal("Listen on a socket another server listens on succeeded")
 	}
 	file := filepath.Join(filepath.Dir(f.sock), "file")
 	os.WriteFile(file, []byte("keep"), 0o600)
-	if ln, err := daemon.Listen("unix:"+file, daemon.ListenOptions{}); err == nil {
+	if ln, err := socket.Listen("unix:"+file, socket.Options{}); err == nil {
 		ln.Close()
 		t.Fatal("Listen over a regular file succeeded")
 	}
@@ -142,14 +144,14 @@ func TestListenersRefused(t *testing.T) {
 		t.Fatal("Listen removed a regular file")
 	}
 	stale := filepath.Join(filepath.Dir(f.sock), "stale.sock")
-	ln1, err := daemon.Listen("unix:"+stale, daemon.ListenOptions{})
+	ln1, err := socket.Listen("unix:"+stale, socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Link(stale, stale+".keep") // keeps the inode when ln1 removes its socket
 	ln1.Close()
 	os.Rename(stale+".keep", stale) // a socket file nobody listens on
-	ln2, err := daemon.Listen("unix:"+stale, daemon.ListenOptions{SocketGroup: strconv.Itoa(os.Getgid())})
+	ln2, err := socket.Listen("unix:"+stale, socket.Options{SocketGroup: strconv.Itoa(os.Getgid())})
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}

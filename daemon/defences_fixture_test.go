@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -153,7 +155,7 @@ func (a defAnswer) String() string {
 func unixPeer(uid uint32) func(*http.Request) *http.Request {
 	return func(r *http.Request) *http.Request {
 		ctx := context.WithValue(r.Context(), http.LocalAddrContextKey, &net.UnixAddr{Name: "/run/mp-hsm.sock", Net: "unix"})
-		return r.WithContext(context.WithValue(ctx, peerKey{}, &peer{uid: uid, gid: uid}))
+		return r.WithContext(context.WithValue(ctx, peerKey{}, &socket.Peer{UID: uid, GID: uid}))
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
@@ -51,7 +53,7 @@ func ExampleNew() {
 	dir, _ := os.MkdirTemp("", "mphsm")
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "mp-hsm.sock")
-	ln, err := daemon.Listen("unix:"+sock, daemon.ListenOptions{}) // mode 0600
+	ln, err := socket.Listen("unix:"+sock, socket.Options{}) // mode 0600
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -6,29 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// newCache returns the daemon's token cache: grant's one cache, refreshing
-// the tokens callers use in the background, and refusing new keys rather
-// than evicting used ones when it holds MaxKeys.
-func newCache(cfg Config) *grant.Cache {
-	return &grant.Cache{
-		MaxEntries:     cfg.MaxKeys,
-		RefreshMargin:  cfg.RefreshMargin,
-		RefreshJitter:  cfg.RefreshJitter,
-		RefusalTTL:     max(cfg.RefusalTTL, 0),
-		Background:     true,
-		RefuseWhenFull: true,
-	}
-}
-
-// request is what one cache key asks for, and the grant.Fetcher of its
-// entry.
+// request is what one cache key asks for, and how its tokens are fetched.
 type request struct {
 	s      *Server
 	client string // the name of the client whose grant is signed
@@ -36,82 +23,175 @@ type request struct {
 	altinn bool
 	mpKey  string // for an Altinn request: the key of its Maskinporten token
 
-	// by is the caller whose request found no token to serve: the next
-	// fetch that a caller waits for uses its share of the slots (see
-	// admission). At first, the caller that added the key.
+	// by is the caller whose request found no token to serve: a fetch it
+	// waits for runs on its share of the slots (see admission).
 	by atomic.Pointer[callerID]
 }
 
-// newRequest returns the fetcher of a key that who adds.
 func newRequest(s *Server, client string, req grant.Request, altinn bool, who callerID) *request {
 	r := &request{s: s, client: client, req: req, altinn: altinn}
 	r.by.Store(&who)
 	return r
 }
 
-// caller returns whom a fetch is for: background refreshes are the
-// daemon's own (refreshCaller).
-func (r *request) caller(background bool) callerID {
-	if background {
-		return refreshCaller
+// addKey adds c's key to the cache within its caller's bounds (quotas):
+// over MaxResourcesPerCaller is 400 invalid_target (RFC 8707), over
+// MaxKeysPerCaller 503; nothing is signed for either.
+func (s *Server) addKey(c *call) (*entry, error) {
+	q := &c.req
+	req := grant.Request{Scopes: slices.Clone(q.Scopes), Resources: slices.Clone(q.Resources), ConsumerOrg: q.ConsumerOrg,
+		PID: q.PID, SystemUserOrg: q.SystemUserOrg, AuthorizationDetails: q.AuthorizationDetails}
+	f := newRequest(s, c.client.Name, req, c.altinn, c.who)
+	if c.altinn {
+		_, rest, _ := strings.Cut(string(c.key), "\x00")
+		f.mpKey = "mp\x00" + rest
 	}
-	if who := r.by.Load(); who != nil {
-		return *who
-	}
-	return callerID{uid: -1}
+	return s.quotas.add(s.cache, c.who, string(c.key), f, c.st)
 }
 
-var _ grant.Fetcher = (*request)(nil)
+// quotas bound what one caller may put in the cache, so that no caller can
+// fill MaxKeys for the others. A key counts for each caller that added it
+// for as long as its entry is in the cache. Only requests for keys not in
+// the cache come here.
+type quotas struct {
+	mu      sync.Mutex
+	callers map[callerID]*holding
+	swept   time.Time // every caller's holding pruned, once a minute
+}
 
-// notReadyError is returned for a token that cannot be served from the
-// cache while the daemon is not ready.
-type notReadyError struct{ reason string }
+// holding is what one caller has in the cache.
+type holding struct {
+	keys      map[string]heldKey
+	resources map[string]int // resource -> how many of keys hold it
+}
 
-func (e *notReadyError) Error() string { return e.reason }
+type heldKey struct {
+	e         *entry
+	resources []string
+}
 
-// token returns e's token for r, from the cache or from a fetch that it
-// starts for r's caller or joins, waiting for it no longer than ctx and
-// timeout (if positive) allow. hit reports a cached answer.
-func (s *Server) token(ctx context.Context, timeout time.Duration, e *grant.Entry, r *http.Request) (t *grant.Token, hit bool, err error) {
-	if t, ok := e.Cached(grant.ForUse); ok {
+func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *settings) (*entry, error) {
+	maxKeys, maxRes := st.cfg.MaxKeysPerCaller, st.maxRes
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if now := time.Now(); now.Sub(q.swept) >= time.Minute {
+		q.swept = now
+		for id, h := range q.callers {
+			if h.prune(cache); len(h.keys) == 0 {
+				delete(q.callers, id)
+			}
+		}
+	}
+	h := q.callers[who]
+	if h == nil {
+		h = &holding{keys: map[string]heldKey{}, resources: map[string]int{}}
+		if q.callers == nil {
+			q.callers = map[callerID]*holding{}
+		}
+		q.callers[who] = h
+	}
+	h.drop(key) // the cache missed it: the entry it was held for is gone
+	res := f.req.Resources
+	newRes := func() int {
+		n := 0
+		for _, r := range res {
+			if h.resources[r] == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	if maxKeys > 0 && len(h.keys) >= maxKeys || maxRes > 0 && len(h.resources)+newRes() > maxRes {
+		h.prune(cache)
+	}
+	if maxRes > 0 && len(h.resources)+newRes() > maxRes {
+		return nil, badRequest(errInvalidTarget, fmt.Sprintf(
+			"%s already has tokens for %d distinct resources, the most one caller may have (--max-resources-per-caller %d); "+
+				"ask for fewer distinct resources, or ask the daemon's operator to allow them (--allowed-resources)",
+			who, len(h.resources), maxRes))
+	}
+	if maxKeys > 0 && len(h.keys) >= maxKeys {
+		return nil, unavailable(fmt.Sprintf("%s has %d distinct requests cached, the most one caller may have (--max-keys-per-caller); "+
+			"a request nobody asks for is dropped after two token lifetimes", who, len(h.keys)), 30)
+	}
+	e, err := cache.add(key, f)
+	if err != nil {
+		return nil, err
+	}
+	h.keys[key] = heldKey{e: e, resources: res}
+	for _, r := range res {
+		h.resources[r]++
+	}
+	return e, nil
+}
+
+// prune forgets the keys whose entries are no longer in c.
+func (h *holding) prune(c *cache) {
+	for k, hk := range h.keys {
+		if c.lookup([]byte(k)) != hk.e {
+			h.drop(k)
+		}
+	}
+}
+
+func (h *holding) drop(key string) {
+	hk, ok := h.keys[key]
+	if !ok {
+		return
+	}
+	delete(h.keys, key)
+	for _, r := range hk.resources {
+		if h.resources[r]--; h.resources[r] <= 0 {
+			delete(h.resources, r)
+		}
+	}
+}
+
+// tokenOf returns e's token for c, from the cache or from a fetch that it
+// starts for c's caller or joins, within RequestTimeout. hit reports a
+// cached one.
+func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
+	if t := e.cached(forUse); t != nil {
 		return t, true, nil
 	}
-	if f, ok := e.Fetcher().(*request); ok {
-		who := callerOf(r)
-		f.by.Store(&who)    // a fetch this starts is for r's caller,
-		s.adm.offer(f, who) // and one that waits may run on its share
-	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	return e.Token(ctx, grant.ForUse)
+	s.claim(e.req, c.who)
+	ctx, cancel := context.WithTimeout(c.r.Context(), c.st.cfg.RequestTimeout)
+	defer cancel()
+	return e.token(ctx, forUse)
 }
 
-// Fetch implements grant.Fetcher: it makes the exchange for r within
-// ExchangeTimeout, counts background refreshes and logs failures.
-func (r *request) Fetch(ctx context.Context, background bool) (*grant.Token, error) {
+// claim makes r's next fetch run for who, and lets one that waits for a
+// slot run on who's share (admission.offer).
+func (s *Server) claim(r *request, who callerID) {
+	r.by.Store(&who)
+	s.adm.offer(r, who)
+}
+
+// fetch makes r's exchange within ExchangeTimeout; it is the cache's. A
+// signature that met a card or HSM fault is made once more after the
+// reconnect: the failed grant was never sent.
+func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, error) {
 	s := r.s
 	ctx, cancel := context.WithTimeout(ctx, s.settings().cfg.ExchangeTimeout)
 	defer cancel()
-	c := s.status().conn
-	t, err := r.exchange(ctx, r.caller(background))
-	if err != nil && isDeviceFault(err) && !isPINError(err) && s.awaitReconnect(ctx, c) {
-		// The card or HSM failed under this request and is back: one more
-		// try, with the new session, rather than a 503.
-		t, err = r.exchange(ctx, r.caller(background))
+	who := refreshCaller
+	if !background {
+		who = *r.by.Load()
 	}
-	var nre *notReadyError
-	if errors.As(err, &nre) {
-		return nil, err // /readyz says why; retried by the cache
+	c := s.status().conn
+	t, err := r.exchange(ctx, who)
+	if err != nil && isDeviceFault(err) && !isPINError(err) && s.awaitReconnect(ctx, c) {
+		t, err = r.exchange(ctx, who)
+	}
+	if nre := (*notReadyError)(nil); errors.As(err, &nre) {
+		return nil, err // /readyz says why
 	}
 	if background {
+		result := "ok"
 		if err != nil {
-			s.metrics.refreshes.WithLabelValues("error").Inc()
-		} else {
-			s.metrics.refreshes.WithLabelValues("ok").Inc()
+			result = "error"
 		}
+		s.metrics.refreshes.WithLabelValues(result).Inc()
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log().LogAttrs(ctx, slog.LevelWarn, "no token", append(r.attrs(), slog.String("error", err.Error()), slog.Bool("background", background))...)
@@ -119,84 +199,129 @@ func (r *request) Fetch(ctx context.Context, background bool) (*grant.Token, err
 	return t, err
 }
 
-// exchange gets a new token for r from Maskinporten, or for an Altinn
-// request from Altinn with a Maskinporten token that has half its life left.
+// exchange gets a token for r from Maskinporten, or for an Altinn request
+// from Altinn with a Maskinporten token that has half its life left.
 func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, error) {
 	s := r.s
 	c := s.status().conn
 	if c == nil {
 		return nil, s.notReady()
 	}
-	gc, err := c.grantFor(r.client)
-	if err != nil {
-		return nil, err
+	gc := c.grants[r.client]
+	if gc == nil {
+		return nil, &notReadyError{reason: "the client '" + r.client + "' is no longer configured"}
 	}
-	if !r.altinn {
-		ctx = withCallInfo(ctx, &callInfo{endpoint: "token", attrs: r.attrs()})
-		who, err := s.adm.acquire(ctx, who, r)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errSlotWait, err)
+	endpoint, mpToken := "token", ""
+	if r.altinn {
+		if gc.Environment.AltinnExchange == "" {
+			return nil, &grant.ConfigError{Field: "Environment.AltinnExchange", Reason: "this environment has no Altinn token exchange; give its URL"}
 		}
-		defer s.adm.release(who)
-		return gc.Exchange(ctx, r.req)
+		mp, err := s.cache.add(r.mpKey, newRequest(s, r.client, r.req, false, who))
+		if err != nil {
+			return nil, err
+		}
+		s.claim(mp.req, who)
+		mt, _, err := mp.token(ctx, forExchange)
+		if err != nil {
+			return nil, err
+		}
+		endpoint, mpToken = "altinn", mt.token.AccessToken
 	}
-	if gc.Environment.AltinnExchange == "" {
-		return nil, &grant.ConfigError{Field: "Environment.AltinnExchange", Reason: "this environment has no Altinn token exchange; give its URL"}
-	}
-	mp, err := s.cache.Add(r.mpKey, newRequest(s, r.client, r.req, false, who))
-	if err != nil {
-		return nil, err
-	}
-	if f, ok := mp.Fetcher().(*request); ok {
-		f.by.Store(&who)
-		s.adm.offer(f, who)
-	}
-	mt, _, err := mp.Token(ctx, grant.ForExchange)
-	if err != nil {
-		return nil, err
-	}
-	ctx = withCallInfo(ctx, &callInfo{endpoint: "altinn", attrs: r.attrs()})
-	who, err = s.adm.acquire(ctx, who, r)
+	ctx = context.WithValue(ctx, callInfoKey{}, &callInfo{endpoint: endpoint, attrs: r.attrs()})
+	who, err := s.adm.acquire(ctx, who, r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errSlotWait, err)
 	}
 	defer s.adm.release(who)
-	return gc.AltinnToken(ctx, mt.AccessToken)
+	if r.altinn {
+		return gc.AltinnToken(ctx, mpToken)
+	}
+	return gc.Exchange(ctx, r.req)
 }
 
-// attrs describe r for logs: never the pid in clear.
+// attrs describe r for logs: the pid masked, of authorization_details the
+// types and consent ids only (a consent's from may be a person's number).
 func (r *request) attrs() []slog.Attr {
-	a := []slog.Attr{slog.String("client", r.client), slog.String("scope", strings.Join(r.req.Scopes, " "))}
-	if len(r.req.Resources) > 0 {
-		a = append(a, slog.String("resource", strings.Join(r.req.Resources, " ")))
+	q := r.req
+	a := []slog.Attr{slog.String("client", r.client), slog.String("scope", strings.Join(q.Scopes, " "))}
+	add := func(k, v string) {
+		if v != "" {
+			a = append(a, slog.String(k, v))
+		}
 	}
-	if r.req.ConsumerOrg != "" {
-		a = append(a, slog.String("consumer_org", r.req.ConsumerOrg))
+	add("resource", strings.Join(q.Resources, " "))
+	add("consumer_org", q.ConsumerOrg)
+	if q.PID != "" {
+		add("pid", grant.MaskPID(q.PID))
 	}
-	if r.req.PID != "" {
-		a = append(a, slog.String("pid", grant.MaskPID(r.req.PID)))
-	}
-	if r.req.SystemUserOrg != "" {
-		a = append(a, slog.String("system_user_org", r.req.SystemUserOrg))
-	}
-	if len(r.req.AuthorizationDetails) > 0 {
-		// The types and consent ids only: a consent's from may be a
-		// person's identity number.
+	add("system_user_org", q.SystemUserOrg)
+	if len(q.AuthorizationDetails) > 0 {
 		var types, ids []string
-		details, _ := grant.ParseAuthorizationDetails(r.req.AuthorizationDetails)
+		details, _ := grant.ParseAuthorizationDetails(q.AuthorizationDetails)
 		for _, d := range details {
 			types = append(types, d.Type)
 			if d.Consent.ID != "" {
 				ids = append(ids, d.Consent.ID)
 			}
 		}
-		a = append(a, slog.String("authorization_types", strings.Join(types, " ")))
-		if len(ids) > 0 {
-			a = append(a, slog.String("consent_id", strings.Join(ids, " ")))
-		}
+		add("authorization_types", strings.Join(types, " "))
+		add("consent_id", strings.Join(ids, " "))
 	}
 	if r.altinn {
 		a = append(a, slog.Bool("altinn", true))
 	}
 	return a
 }
+
+// callInfo tells the instrumented transport what a call is for, for its
+// metrics and log line; never a secret.
+type callInfo struct {
+	endpoint string // "token" or "altinn"
+	attrs    []slog.Attr
+}
+
+type callInfoKey struct{}
+
+// instrumentedClient returns a client like base (or grant's default: 30 s,
+// the environment's proxy, no redirects) that counts and logs every call:
+// one line with the status and duration, never a header or a body.
+func (s *Server) instrumentedClient(base *http.Client) *http.Client {
+	hc := http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if base != nil {
+		hc = *base
+	}
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	hc.Transport = roundTripper(func(req *http.Request) (*http.Response, error) {
+		ci, _ := req.Context().Value(callInfoKey{}).(*callInfo)
+		if ci == nil {
+			ci = &callInfo{endpoint: "token"}
+		}
+		start := time.Now()
+		resp, err := rt.RoundTrip(req)
+		d := time.Since(start)
+		s.metrics.upstreamTime.WithLabelValues(ci.endpoint).Observe(d.Seconds())
+		u := *req.URL
+		u.RawQuery, u.User, u.Fragment = "", nil, ""
+		attrs := append([]slog.Attr{slog.String("endpoint", ci.endpoint), slog.String("url", u.String())}, ci.attrs...)
+		if err != nil {
+			s.metrics.upstream.WithLabelValues(ci.endpoint, "error").Inc()
+			s.log().LogAttrs(req.Context(), slog.LevelWarn, "maskinporten call failed", append(attrs, slog.Duration("duration", d), slog.String("error", err.Error()))...)
+			return nil, err
+		}
+		s.metrics.upstream.WithLabelValues(ci.endpoint, fmt.Sprint(resp.StatusCode)).Inc()
+		level := slog.LevelInfo
+		if resp.StatusCode >= 400 {
+			level = slog.LevelWarn
+		}
+		s.log().LogAttrs(req.Context(), level, "maskinporten call", append(attrs, slog.Int("status", resp.StatusCode), slog.Duration("duration", d))...)
+		return resp, nil
+	})
+	return &hc
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

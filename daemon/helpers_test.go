@@ -27,6 +27,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -268,7 +270,7 @@ func newFixture(t testing.TB, o options) *fixture {
 		}
 	})
 	f.sock = socketPath(t)
-	ln, err := daemon.Listen("unix:"+f.sock, daemon.ListenOptions{})
+	ln, err := socket.Listen("unix:"+f.sock, socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +278,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	f.unix = unixClient(f.sock)
 	t.Cleanup(f.unix.CloseIdleConnections)
 	if !o.noTCP {
-		tl, err := daemon.Listen("tcp:127.0.0.1:0", daemon.ListenOptions{})
+		tl, err := socket.Listen("tcp:127.0.0.1:0", socket.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
@@ -54,7 +56,7 @@ func TestHostChecked(t *testing.T) {
 		}
 	}
 	for _, host := range []string{"evil.example" + p, "evil.example", "localhost.evil.example" + p, "127.0.0.1.nip.io" + p, "192.0.2.1" + p, "mp-hsm.internal.evil" + p} {
-		for _, path := range []string{"/metrics", "/healthz", "/readyz", metadataPath, "/token"} {
+		for _, path := range []string{"/metrics", "/healthz", "/readyz", "/.well-known/oauth-authorization-server", "/token"} {
 			code, body := get(t, tcp, base+path, host)
 			if code != http.StatusMisdirectedRequest || !strings.Contains(body, "the Host header does not name this daemon") {
 				t.Errorf("Host %q: %s %d %q, want 421 saying why", host, path, code, excerpt(body))
@@ -71,7 +73,7 @@ func TestHostChecked(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "d.sock")
-	uln, err := Listen("unix:"+sock, ListenOptions{})
+	uln, err := socket.Listen("unix:"+sock, socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,8 +82,8 @@ func TestHostChecked(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
 	t.Cleanup(unix.CloseIdleConnections)
-	code, body := get(t, unix, "http://mp-hsm"+metadataPath, "my-daemon.example")
-	var m metadata
+	code, body := get(t, unix, "http://mp-hsm"+"/.well-known/oauth-authorization-server", "my-daemon.example")
+	var m struct{ Issuer string }
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &m) != nil || m.Issuer != "http://my-daemon.example" {
 		t.Fatalf("unix socket metadata: %d %s, want the issuer from Host", code, body)
 	}

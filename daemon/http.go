@@ -1,52 +1,216 @@
 package daemon
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
-	"net/url"
+	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// ServeHTTP answers POST /token, GET /healthz, GET /readyz, GET /metrics
-// and GET of the authorization server metadata (RFC 8414, at
+// The HTTP surface: who the caller is, the routes, and every error answer
+// (one table, mapError).
+
+// callerID is who asks, for the per-caller bounds (slots, keys, resources),
+// failed authentication and refusals: on a unix socket the peer's uid, on
+// TCP the remote address, IPv6 by its /64 (a host has a whole /64), every
+// loopback address as one (any local program may pick any). It is
+// comparable, for map keys, and made without allocating.
+type callerID struct {
+	unix    bool
+	refresh bool       // refreshCaller
+	uid     int64      // unix: the peer's uid; -1 if unknown
+	ip      netip.Addr // TCP: the address or /64 prefix; invalid if unknown
+}
+
+// refreshCaller stands for the daemon's own background refreshes.
+var refreshCaller = callerID{refresh: true, uid: -1}
+
+// loopbackCaller is the address every loopback TCP caller is counted as.
+var loopbackCaller = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+
+// String names the caller in logs and error descriptions.
+func (c callerID) String() string {
+	switch {
+	case c.refresh:
+		return "background refreshes"
+	case c.unix && c.uid >= 0:
+		return "uid " + strconv.FormatInt(c.uid, 10)
+	case c.unix:
+		return "unix socket peer of unknown uid"
+	case c.ip == loopbackCaller:
+		return "loopback TCP (127.0.0.0/8, ::1)"
+	case c.ip.Is6():
+		return c.ip.String() + "/64"
+	case c.ip.IsValid():
+		return c.ip.String()
+	}
+	return "unknown address"
+}
+
+// addressOf returns a TCP peer "host:port" as callerID keeps it.
+func addressOf(hostport string) netip.Addr {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return netip.Addr{}
+	}
+	ip := ap.Addr().Unmap().WithZone("")
+	if ip.IsLoopback() {
+		return loopbackCaller
+	}
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
+	}
+	return ip
+}
+
+// peerKey is the context key of a unix socket's *socket.Peer, read once
+// per connection (connContext).
+type peerKey struct{}
+
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if p := socket.PeerOf(c); p != nil {
+		return context.WithValue(ctx, peerKey{}, p)
+	}
+	return ctx
+}
+
+// ServeHTTP answers POST /token, GET /healthz, /readyz, /metrics and the
+// authorization server metadata (RFC 8414, at
 // /.well-known/oauth-authorization-server and
-// /.well-known/openid-configuration). Callers on a unix socket need no
-// credentials; others must authenticate for /token (see
-// Config.ClientSecret). On TCP, a request whose Host header does not name
-// the daemon gets 421 (see Config.AllowedHosts).
+// /.well-known/openid-configuration). It establishes who asks once: on a
+// unix socket, the peer; on TCP, the address, whose Host header must name
+// the daemon (else 421, see Config.AllowedHosts).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !onUnixSocket(r) && !hostAllowed(r, s.settings()) {
-		writeMisdirected(w)
-		return
+	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	who := callerID{uid: -1}
+	var peer *socket.Peer
+	if la != nil && la.Network() == "unix" {
+		who.unix = true
+		if peer, _ = r.Context().Value(peerKey{}).(*socket.Peer); peer != nil {
+			who.uid = int64(peer.UID)
+		}
+	} else {
+		who.ip = addressOf(r.RemoteAddr)
+		if !hostAllowed(r.Host, la, s.settings()) {
+			writeText(w, http.StatusMisdirectedRequest, "421 misdirected request: the Host header does not name this daemon. "+
+				"It answers on TCP only to localhost, a loopback address, its listen address, or a name its operator allows (--allowed-hosts); "+
+				"this protects it from DNS rebinding.\n")
+			return
+		}
 	}
 	switch r.URL.Path {
 	case "/token":
-		s.serveTokenAnswered(w, r)
+		s.serveToken(w, r, who, peer)
 	case "/healthz":
 		if getOnly(w, r) {
 			writeText(w, http.StatusOK, "ok\n")
 		}
 	case "/readyz":
-		if getOnly(w, r) {
-			if ok, reason := s.Ready(); ok {
-				writeText(w, http.StatusOK, "ready\n")
-			} else {
-				writeText(w, http.StatusServiceUnavailable, "not ready: "+reason+"\n")
-			}
+		if !getOnly(w, r) {
+		} else if ok, reason := s.Ready(); ok {
+			writeText(w, http.StatusOK, "ready\n")
+		} else {
+			writeText(w, http.StatusServiceUnavailable, "not ready: "+reason+"\n")
 		}
 	case "/metrics":
 		if getOnly(w, r) {
 			s.metricsH.ServeHTTP(w, r)
 		}
-	case metadataPath, oidcMetadataPath:
-		s.serveMetadata(w, r)
+	case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":
+		if getOnly(w, r) {
+			s.serveMetadata(w, r, who.unix, la)
+		}
 	default:
 		s.writeError(w, &oauthError{status: http.StatusNotFound, code: errInvalidRequest,
 			description: "no such endpoint; the token endpoint is POST /token"})
 	}
+}
+
+// hostAllowed reports whether a TCP request's Host names the daemon as
+// this machine knows it: localhost, a loopback address, the address the
+// connection came to, or an AllowedHosts name; any port. Anything else is
+// a name that merely resolves here, as DNS rebinding makes a browser send.
+// No Host (HTTP/1.0; no browser) is allowed.
+func hostAllowed(host string, la net.Addr, st *settings) bool {
+	if host == "" {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else {
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if host == "localhost" || st.hosts[host] {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	if ip = ip.Unmap().WithZone(""); ip.IsLoopback() {
+		return true
+	}
+	tcp, ok := la.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	local, _ := netip.AddrFromSlice(tcp.IP)
+	return local.Unmap() == ip
+}
+
+// serveMetadata answers the RFC 8414 metadata. The URLs are those by
+// which the request reached the daemon (its Host; without one, the
+// listener's address on TCP and http://mp-hsm, which resolves nowhere, on a
+// unix socket), so the issuer is the URL the client discovered it from.
+// The auth methods are what the listener accepts.
+func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request, unix bool, la net.Addr) {
+	scheme := "http://"
+	if r.TLS != nil {
+		scheme = "https://"
+	}
+	issuer := scheme + r.Host
+	switch {
+	case r.Host != "":
+	case unix:
+		issuer = "http://mp-hsm"
+	case la != nil:
+		issuer = scheme + la.String()
+	default:
+		issuer = scheme + "localhost"
+	}
+	methods := []string{string(authBasic), string(authPost)}
+	if unix {
+		methods = []string{string(authNone), string(authBasic), string(authPost)}
+	}
+	types := []string{}
+	for _, c := range s.settings().clients {
+		for typ := range c.authzTypes {
+			types = append(types, typ)
+		}
+	}
+	slices.Sort(types)
+	h := w.Header()
+	h["Content-Type"], h["Cache-Control"] = hdrJSON, hdrNoStore
+	_ = json.NewEncoder(w).Encode(struct {
+		Issuer        string   `json:"issuer"`
+		TokenEndpoint string   `json:"token_endpoint"`
+		GrantTypes    []string `json:"grant_types_supported"`
+		AuthMethods   []string `json:"token_endpoint_auth_methods_supported"`
+		ResponseTypes []string `json:"response_types_supported"` // required; no authorization endpoint
+		AuthzTypes    []string `json:"authorization_details_types_supported"`
+	}{issuer, issuer + "/token", []string{"client_credentials"}, methods, []string{}, slices.Compact(types)})
 }
 
 func getOnly(w http.ResponseWriter, r *http.Request) bool {
@@ -66,10 +230,131 @@ func writeText(w http.ResponseWriter, status int, body string) {
 	_, _ = io.WriteString(w, body)
 }
 
-// bufPool holds request and answer buffers.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+// OAuth 2 error codes: RFC 6749 section 5.2 (temporarily_unavailable from
+// section 4.1.2.1), RFC 8707's invalid_target, RFC 9396's
+// invalid_authorization_details.
+const (
+	errInvalidRequest         = "invalid_request"
+	errInvalidClient          = "invalid_client"
+	errUnsupportedGrantType   = "unsupported_grant_type"
+	errInvalidScope           = "invalid_scope"
+	errInvalidTarget          = "invalid_target"
+	errInvalidAuthzDetails    = "invalid_authorization_details"
+	errServerError            = "server_error"
+	errTemporarilyUnavailable = "temporarily_unavailable"
+)
 
-// Header values shared by every answer, so that setting them allocates
+// oauthError is an OAuth 2 error answer.
+type oauthError struct {
+	status      int
+	code        string
+	description string
+	retryAfter  int    // seconds, for 503
+	reason      string // why a caller was refused before its request was read (reason...); "" for others
+}
+
+func (e *oauthError) Error() string { return e.code + ": " + e.description }
+
+func badRequest(code, description string) *oauthError {
+	return &oauthError{status: http.StatusBadRequest, code: code, description: description}
+}
+
+func unavailable(description string, retryAfter int) *oauthError {
+	return &oauthError{status: http.StatusServiceUnavailable, code: errTemporarilyUnavailable, description: description, retryAfter: retryAfter}
+}
+
+func refuse(reason string, status int, code, description string) *oauthError {
+	return &oauthError{status: status, code: code, description: description, reason: reason}
+}
+
+// notReadyError is the error for a token that the cache cannot answer
+// while the daemon is not ready.
+type notReadyError struct{ reason string }
+
+func (e *notReadyError) Error() string { return e.reason }
+
+// errSlotWait is matched by the error of an exchange that ended before it
+// got a slot (see admission).
+var errSlotWait = errors.New("waited too long for a turn to call Maskinporten: this caller's other requests take its share (--max-concurrent-per-caller), or all requests do (--max-concurrent)")
+
+var errShuttingDown = errors.New("the daemon is shutting down")
+
+// errAuditUnwritable answers a request whose token's audit line could not
+// be written.
+var errAuditUnwritable = unavailable("the daemon cannot write its audit log and serves no token without its audit line; ask its operator (the daemon's log says why)", 30)
+
+// mapError is the one table from an error to the answer: 503 when the card
+// is away or Maskinporten fails or asks to slow down (with its
+// Retry-After), the caller's own 400 when Maskinporten refused what the
+// caller asked for, and 5xx when the daemon's configuration is at fault.
+func (s *Server) mapError(err error) *oauthError {
+	var oe *oauthError
+	var nre *notReadyError
+	var te *grant.TokenError
+	isTE := errors.As(err, &te)
+	switch {
+	case errors.As(err, &oe):
+		return oe
+	case errors.As(err, &nre):
+		return unavailable("cannot get a token now: "+nre.reason, 5)
+	case isDeviceFault(err):
+		return unavailable("the card or HSM failed while signing ("+err.Error()+"); reconnecting", 5)
+	case isPINError(err):
+		return unavailable(loginRefusedReason(err), 0)
+	case isTE && te.StatusCode == http.StatusTooManyRequests:
+		return unavailable("Maskinporten asks the daemon to slow down: "+te.Error(), retrySeconds(te.RetryAfter))
+	case isTE && te.StatusCode < 500:
+		desc := "Maskinporten refused: " + te.Error()
+		switch {
+		case te.Code == errInvalidScope, te.StatusCode == http.StatusForbidden:
+			// A scope not delegated (MP-250/251, 403) exceeds what the
+			// resource owner granted: the caller's invalid_scope.
+			return badRequest(errInvalidScope, desc)
+		case te.Code == errInvalidAuthzDetails && strings.HasPrefix(te.MPCode, "MP-30"):
+			// MP-301..303: no system user of this client for the caller's
+			// system_user_org.
+			return badRequest(errInvalidRequest, desc+" (the request's system_user_org: "+
+				"that organisation has no system user for this client in Altinn)")
+		case te.Code == errInvalidAuthzDetails:
+			return badRequest(errInvalidAuthzDetails, desc) // a consent unknown, or not given to this organisation
+		}
+		return &oauthError{status: http.StatusBadGateway, code: errServerError,
+			description: desc + " (the daemon's client id, key or environment is wrong)"}
+	case errors.Is(err, errSlotWait) && errors.Is(err, context.DeadlineExceeded):
+		return unavailable(errSlotWait.Error(), 5)
+	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		var ra time.Duration
+		if isTE {
+			ra = te.RetryAfter
+		}
+		return unavailable("Maskinporten is unavailable: "+err.Error(), retrySeconds(ra))
+	case errors.Is(err, errCacheFull):
+		return unavailable(err.Error(), 5)
+	case errors.Is(err, errShuttingDown), errors.Is(err, errCacheClosed):
+		return unavailable(err.Error(), 1)
+	case errors.Is(err, context.Canceled):
+		return unavailable("the request was canceled", 1)
+	case errors.Is(err, grant.ErrBadResponse):
+		return &oauthError{status: http.StatusBadGateway, code: errServerError, description: err.Error()}
+	case errors.Is(err, grant.ErrInvalidRequest):
+		return badRequest(errInvalidRequest, err.Error())
+	case errors.Is(err, grant.ErrInvalidConfig), errors.Is(err, ErrConfig):
+		return &oauthError{status: http.StatusInternalServerError, code: errServerError,
+			description: "the daemon's configuration is invalid: " + err.Error()}
+	}
+	return &oauthError{status: http.StatusInternalServerError, code: errServerError, description: err.Error()}
+}
+
+// retrySeconds is the Retry-After, in whole seconds, after an upstream
+// asked to wait d: d rounded up, or 5 s if it did not ask.
+func retrySeconds(d time.Duration) int {
+	if d <= 0 {
+		return 5
+	}
+	return int((d + time.Second - 1) / time.Second)
+}
+
+// Header values every JSON answer shares, so that setting them allocates
 // nothing.
 var (
 	hdrJSON    = []string{"application/json;charset=UTF-8"}
@@ -77,135 +362,34 @@ var (
 	hdrNoCache = []string{"no-cache"}
 )
 
-func (s *Server) serveToken(w *answer, r *http.Request, st *settings) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		s.fail(w, &oauthError{status: http.StatusMethodNotAllowed, code: errInvalidRequest,
-			description: "the token endpoint takes POST only"})
-		return
-	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	body, err := readBody(w, r, (*bp)[:0])
-	*bp = body[:0]
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	// The client is authenticated before the body's type and content are
-	// judged, so that a caller without the right credentials learns only
-	// invalid_client (RFC 6749 section 5.2). A body that is not a form
-	// holds no credentials; a form with a fault still gives what it holds.
-	isFormBody := isForm(r.Header.Get("Content-Type"))
-	var form url.Values
-	var formErr error
-	if isFormBody {
-		form, formErr = url.ParseQuery(string(body))
-	}
-	creds, twice := presentedCredentials(r, form)
-	if twice != nil {
-		s.fail(w, twice)
-		return
-	}
-	w.form = form
-	cl, err := s.admit(r, &creds, form, st)
-	if err != nil {
-		if oe := new(oauthError); errors.As(err, &oe) && oe.status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
-		}
-		s.fail(w, err)
-		return
-	}
-	w.client = cl
-	if !isFormBody {
-		s.fail(w, badRequest(errInvalidRequest, "Content-Type must be application/x-www-form-urlencoded"))
-		return
-	}
-	if formErr != nil {
-		// Not formErr's text: it quotes the bad %-escape, which may be a
-		// piece of the client_secret, and descriptions reach the audit log.
-		s.fail(w, badRequest(errInvalidRequest, "the body is not a valid form: a '%' not followed by two hex digits, or a ';' between parameters"))
-		return
-	}
-	req, err := parseRequest(form, cl, st.resources, (*bp)[:0])
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	w.req = req
-	*bp = req.key[:0]
-	// A key in the cache was validated when it was added: only a new key
-	// is validated in full.
-	e := s.cache.Lookup(req.key)
-	if e == nil {
-		if err := req.validate(); err != nil {
-			s.fail(w, err)
-			return
-		}
-		who := callerOf(r)
-		f := newRequest(s, cl.Name, req.req, req.altinn, who)
-		if req.altinn {
-			f.mpKey = req.mpKey()
-		}
-		if e, err = s.addKey(who, string(req.key), f, st); err != nil {
-			s.fail(w, err)
-			return
-		}
-	}
-	t, hit, err := s.token(r.Context(), st.cfg.RequestTimeout, e, r)
-	if err != nil {
-		s.metrics.cacheMisses.Inc()
-		s.fail(w, s.mapError(err))
-		return
-	}
-	w.hit = hit
-	if hit {
-		s.metrics.cacheHits.Inc()
-	} else {
-		s.metrics.cacheMisses.Inc()
-	}
-	if err := s.auditToken(w, r, st); err != nil {
-		s.fail(w, err)
-		return
-	}
-	s.metrics.requestsOK.Inc()
-	scope := t.Scope
-	if scope == "" {
-		scope = strings.Join(req.req.Scopes, " ")
-	}
-	left := int64(t.Expiry.Sub(s.now()) / time.Second)
-	out := appendTokenJSON((*bp)[:0], t.AccessToken, max(left, 1), scope)
-	*bp = out[:0]
+// writeJSON answers status with v as JSON, never to be cached.
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
-	h["Content-Type"] = hdrJSON
-	h["Cache-Control"] = hdrNoStore
-	h["Pragma"] = hdrNoCache
-	_, _ = w.Write(out)
+	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
-// readBody reads the request body into buf, at most maxBody bytes.
-func readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, error) {
-	if r.ContentLength > maxBody {
-		return buf, &oauthError{status: http.StatusRequestEntityTooLarge, code: errInvalidRequest,
-			description: "the request body is larger than 64 KiB"}
+// writeError answers oe. Its error_description keeps to RFC 6749 section
+// 5.2's characters (%x20-21 / %x23-5B / %x5D-7E): a double quote becomes a
+// single one, a backslash a slash, any other byte outside a question mark.
+func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
+	if oe.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(oe.retryAfter))
 	}
-	rd := http.MaxBytesReader(w, r.Body, maxBody)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return buf, &oauthError{status: http.StatusRequestEntityTooLarge, code: errInvalidRequest,
-					description: "the request body is larger than 64 KiB"}
-			}
-			return buf, badRequest(errInvalidRequest, "the request body could not be read")
+	desc := []byte(oe.description)
+	for i, c := range desc {
+		switch {
+		case c == '"':
+			desc[i] = '\''
+		case c == '\\':
+			desc[i] = '/'
+		case c < 0x20 || c > 0x7e:
+			desc[i] = '?'
 		}
 	}
+	writeJSON(w, oe.status, struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}{oe.code, string(desc)})
 }

@@ -1,8 +1,15 @@
 package daemon
 
 import (
+	"crypto"
+	"errors"
+	"io"
 	"math"
 	"sync"
+	"time"
+
+	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -66,10 +73,14 @@ func (m *metrics) client(name string) *clientMetrics {
 	return cm
 }
 
-// count counts a request answered for cm's client with outcome, and a
-// refusal's reason.
-func (m *metrics) count(cm *clientMetrics, outcome, reason string) {
-	if cm == nil {
+// count counts a request answered for cl (nil before one was chosen)
+// with outcome, and a refusal's reason: why the caller was refused, or the
+// OAuth 2 error code.
+func (m *metrics) count(cl *client, outcome string, oe *oauthError) {
+	var cm *clientMetrics
+	if cl != nil {
+		cm = cl.m
+	} else {
 		cm = m.client(noClient)
 	}
 	switch outcome {
@@ -79,10 +90,21 @@ func (m *metrics) count(cm *clientMetrics, outcome, reason string) {
 		cm.cached.Inc()
 	case outcomeRefused:
 		cm.refused.Inc()
+		reason := oe.reason
+		if reason == "" {
+			reason = oe.code
+		}
 		m.clientRefusals.WithLabelValues(cm.name, reason).Inc()
 	default:
 		cm.failed.Inc()
 	}
+}
+
+// collectors are the metrics to register.
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime, m.refreshes,
+		m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.auditFailures,
+		m.ready, m.storeSize, m.certExpiry, m.clientRequests, m.clientRefusals}
 }
 
 func newMetrics(s *Server) *metrics {
@@ -166,13 +188,13 @@ func newMetrics(s *Server) *metrics {
 	m.storeSize = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mphsm_token_store_keys",
 		Help: "Keys (distinct requests) in the token cache.",
-	}, func() float64 { return float64(s.cache.Len()) })
+	}, func() float64 { return float64(s.cache.len()) })
 	m.certExpiry = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "mphsm_certificate_expiry_seconds",
 		Help: "Seconds until the key's certificate expires (negative once expired); NaN without a certificate.",
 	}, func() float64 {
-		if leaf := s.leaf(); leaf != nil {
-			return leaf.NotAfter.Sub(s.now()).Seconds()
+		if leaf := s.lastLeaf.Load(); leaf != nil {
+			return time.Until(leaf.NotAfter).Seconds()
 		}
 		return math.NaN()
 	})
@@ -182,3 +204,41 @@ func newMetrics(s *Server) *metrics {
 	m.refreshes.WithLabelValues("error")
 	return m
 }
+
+// meteredSigner measures signatures and reports card faults to the server.
+type meteredSigner struct {
+	signer.Signer
+	c *conn
+	s *Server
+}
+
+// Sign signs on the token, observes the latency and reports a card or HSM
+// fault, which starts the reconnect loop.
+func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	start := time.Now()
+	sig, err := ms.Signer.Sign(rand, digest, opts)
+	ms.s.metrics.signSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		ms.s.metrics.signErrors.Inc()
+		if isDeviceFault(err) && !isPINError(err) {
+			ms.s.fault(ms.c, err)
+		}
+	}
+	return sig, err
+}
+
+// isDeviceFault reports errors that a new session, or the token coming
+// back, may cure: tokenerr's transient kinds (a removed card, a broken
+// session, a device error, a lost login, a stale key handle) and
+// ErrClosed, a token closed under the daemon.
+func isDeviceFault(err error) bool {
+	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed)
+}
+
+// isPINError reports a login the token refused, or refused to try: it is
+// never retried.
+func isPINError(err error) bool { return tokenerr.IsPINRefused(err) }
+
+// isTransient reports open errors with which New starts anyway, not
+// ready, and waits for the token.
+func isTransient(err error) bool { return tokenerr.Transient(err) }

@@ -67,7 +67,7 @@ func TestResourcesPerCaller(t *testing.T) {
 	if n := f.signer.n.Load() - signs; n != 0 {
 		t.Fatalf("%d grants signed for refused resources", n)
 	}
-	if n := f.srv.cache.Len(); n != 3 {
+	if n := f.srv.cache.len(); n != 3 {
 		t.Fatalf("%d keys in the cache, want the flooder's 3", n)
 	}
 	// Within the bound: a cached request, and a new key of known resources.
@@ -77,7 +77,7 @@ func TestResourcesPerCaller(t *testing.T) {
 	wantTokenAnswer(t, f.ask(other, tokenForm("test:read", res(29))))
 	wantTokenAnswer(t, f.ask(other, tokenForm("test:s2")))
 	// Once the cache has dropped the flooder's keys, it may ask again.
-	f.srv.cache.Clear()
+	f.srv.cache.clear()
 	wantTokenAnswer(t, f.ask(flooder, tokenForm("test:read", res(10))))
 }
 

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/grant"
 )
@@ -36,14 +38,14 @@ func TestReloadChecksWhatStartChecks(t *testing.T) {
 	withClients := flat
 	withClients.Grant.ClientID = ""
 	withClients.Clients = []daemon.Client{{Name: "mine", ClientID: testClient, Scopes: []string{"test:read"}, Users: []string{uid}, Secret: testSecret}}
-	open := daemon.ListenOptions{SocketMode: 0o666}
+	open := socket.Options{SocketMode: 0o666}
 
 	// Start: no clients on a socket for everyone is refused by Serve.
 	srv, err := daemon.New(flat)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := daemon.Listen("unix:"+socketPath(t), open)
+	ln, err := socket.Listen("unix:"+socketPath(t), open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,10 +67,10 @@ func TestReloadChecksWhatStartChecks(t *testing.T) {
 	}
 	t.Cleanup(func() { shutdown(t, srv) })
 	sock := socketPath(t)
-	if ln, err = daemon.Listen("unix:"+sock, open); err != nil {
+	if ln, err = socket.Listen("unix:"+sock, open); err != nil {
 		t.Fatal(err)
 	}
-	tl, err := daemon.Listen("tcp:127.0.0.1:0", daemon.ListenOptions{})
+	tl, err := socket.Listen("tcp:127.0.0.1:0", socket.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 )
 
 // Server is the token daemon. Make one with New, give it listeners with
@@ -26,35 +28,28 @@ type Server struct {
 	st       atomic.Pointer[settings]
 	reg      *prometheus.Registry
 	metrics  *metrics
-	adm      *admission // the MaxConcurrent slots for exchanges
-	cache    *grant.Cache
-	quotas   quotas        // per-caller bounds on the cache
-	authFail *authFailures // failed authentication on TCP, per address
-	refusals *refusalLog   // refusals of callers no client admits, summarized for the audit log
 	metricsH http.Handler
+	adm      *admission // the MaxConcurrent slots for exchanges
+	cache    *cache
+	quotas   quotas       // per-caller bounds on the cache
+	authFail authFailures // failed authentication on TCP, per address
+	refusals tallies      // refusals of callers no client admits, summarized in the audit log
 
-	ctx    context.Context // ends when the server has stopped serving
+	ctx    context.Context // ends when the server stops
 	cancel context.CancelFunc
+	bgMu   sync.Mutex // orders bg.Add against stopBackground
+	bg     sync.WaitGroup
 
-	// bgMu orders bg.Add against stopBackground's cancel: no background
-	// work starts once ctx has ended and Shutdown waits for bg.
-	bgMu sync.Mutex
-	bg   sync.WaitGroup
-
-	mu      sync.Mutex
-	looping bool // the reconnect loop runs
-	// openFailures counts the reconnect loop's failed attempts, so that a
-	// request waiting for the reconnect (awaitReconnect) sees one fail.
-	openFailures atomic.Int64
-	identity     string // the identity of the cached tokens' key
+	mu           sync.Mutex
+	looping      bool         // the reconnect loop runs
+	openFailures atomic.Int64 // the reconnect loop's failed attempts (awaitReconnect)
+	identity     string       // of the cached tokens' keys
 	servers      []*http.Server
-	lns          []net.Listener // what Serve was given: Reload checks them against the new settings
-	closing      bool           // Shutdown has begun: listeners drain; ctx ends later
+	lns          []net.Listener // what Serve was given: Reload checks them
+	closing      bool           // Shutdown has begun
 
-	// stat is the daemon's state, its reason and its signer as one
-	// value: replaced under mu, read without it (requests, /readyz).
-	stat     atomic.Pointer[status]
-	lastLeaf atomic.Pointer[x509.Certificate] // the last key's certificate
+	stat     atomic.Pointer[status] // replaced under mu, read without it
+	lastLeaf atomic.Pointer[x509.Certificate]
 }
 
 type state int
@@ -67,22 +62,21 @@ const (
 	stateClosed             // Shutdown was called
 )
 
-// status is one state of the daemon. It is never changed: a new one
-// replaces it.
+// status is one state of the daemon, never changed: a new one replaces it.
 type status struct {
 	state  state
-	reason string // why it is not ready; "" when ready
+	reason string // why it is not ready
 	conn   *conn  // the signer; set exactly when ready
 }
 
 // New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
-// a Server that is ready to Serve.
+// a Server ready to Serve.
 //
-// If the token is absent or the device fails at start (an error
-// tokenerr.Transient reports, such as ErrNoToken, ErrTokenRemoved or
-// ErrDevice), New still returns a Server: not ready, reconnecting in the
-// background until the token is there. Any other error, such as a refused PIN, a key that is not found or
-// an invalid Config (ErrConfig), is returned and nothing keeps running.
+// If the token is absent or the device fails at start (tokenerr.Transient:
+// ErrNoToken, ErrTokenRemoved, ErrDevice, ...), New still returns a Server,
+// not ready and reconnecting in the background. Any other error, such as a
+// refused PIN, a key not found or an invalid Config (ErrConfig), is
+// returned and nothing keeps running.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -92,8 +86,8 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, cache: newCache(cfg), authFail: newAuthFailures(), refusals: newRefusalLog()}
-	s.metrics = newMetrics(s) // registered on reg below, once New succeeds
+	s := &Server{reg: reg, cache: newCache(cfg), refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}}
+	s.metrics = newMetrics(s)
 	st, err := newSettings(cfg, s.metrics)
 	if err != nil {
 		return nil, err
@@ -102,14 +96,14 @@ func New(cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.stat.Store(&status{state: stateStarting, reason: "starting"})
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
-	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{cfg.Logger}})
+	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(logWriter{cfg.Logger, slog.LevelError, "metrics: "}, "", 0)})
 
-	c, err := s.open(s.ctx, s.settings())
+	c, err := s.open(s.ctx, st)
 	s.mu.Lock()
 	switch {
 	case err == nil:
 		s.installLocked(c)
-	case isTransientAtStart(err):
+	case isTransient(err):
 		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); waiting for it")
 		s.startLoopLocked()
 	default:
@@ -123,40 +117,31 @@ func New(cfg Config) (*Server, error) {
 	} else {
 		s.logReady(c, "logged in: ready")
 	}
-	if err := s.register(reg); err != nil {
-		s.stopBackground()
-		s.closeConn()
-		return nil, fmt.Errorf("%w: Registry: %w", ErrConfig, err)
+	for _, col := range s.metrics.collectors() {
+		if err := reg.Register(col); err != nil {
+			s.stopBackground()
+			s.closeConn()
+			return nil, fmt.Errorf("%w: Registry: %w", ErrConfig, err)
+		}
 	}
 	s.goBackground(s.probeLoop)
 	return s, nil
 }
 
-// register moves the metrics onto reg.
-func (s *Server) register(reg prometheus.Registerer) error {
-	m := s.metrics
-	for _, c := range []prometheus.Collector{m.requests, m.cacheHits, m.cacheMisses, m.upstream, m.upstreamTime,
-		m.refreshes, m.signSeconds, m.signErrors, m.reconnects, m.faults, m.inflight, m.queued, m.authFailures, m.auditFailures, m.ready, m.storeSize, m.certExpiry,
-		m.clientRequests, m.clientRefusals} {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Registry returns the registry the metrics are in and /metrics serves:
-// Config.Registry, or the Server's own.
+// Registry returns the registry the metrics are in and /metrics serves.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 func (s *Server) settings() *settings { return s.st.Load() }
 
 func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
 
-func (s *Server) now() time.Time { return time.Now() }
+func (s *Server) status() *status { return s.stat.Load() }
 
-// leaf returns the certificate of the key in use, or of the last one.
-func (s *Server) leaf() *x509.Certificate { return s.lastLeaf.Load() }
+// setStateLocked makes the daemon not ready, in st, for reason. s.mu must
+// be held.
+func (s *Server) setStateLocked(st state, reason string) {
+	s.stat.Store(&status{state: st, reason: reason})
+}
 
 // goBackground runs f in a goroutine that Shutdown waits for; false if the
 // server is stopping.
@@ -166,22 +151,8 @@ func (s *Server) goBackground(f func()) bool {
 	if s.ctx.Err() != nil {
 		return false
 	}
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		f()
-	}()
+	s.bg.Go(f)
 	return true
-}
-
-// status returns the daemon's current state.
-func (s *Server) status() *status { return s.stat.Load() }
-
-// setStateLocked makes the daemon not ready, in state st (not stateReady:
-// see installLocked), for reason; it holds no signer then. s.mu must be
-// held.
-func (s *Server) setStateLocked(st state, reason string) {
-	s.stat.Store(&status{state: st, reason: reason})
 }
 
 // Ready reports whether the daemon is logged in and able to sign, and if
@@ -190,7 +161,7 @@ func (s *Server) Ready() (bool, string) {
 	if st := s.status(); st.state != stateReady {
 		return false, st.reason
 	}
-	if leaf := s.leaf(); leaf != nil && s.now().After(leaf.NotAfter) {
+	if leaf := s.lastLeaf.Load(); leaf != nil && time.Now().After(leaf.NotAfter) {
 		return false, fmt.Sprintf("the certificate %q expired at %s; renew it", leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return true, ""
@@ -204,13 +175,11 @@ func (s *Server) notReady() error {
 	return &notReadyError{reason: reason}
 }
 
-// Serve answers requests on ln until Shutdown; it returns
-// http.ErrServerClosed then, like http.Server.Serve. A TCP listener is
-// refused (and closed) without Config.ClientSecret, and on an address that
-// is not loopback unless Config.AllowRemote; a unix socket that every
-// local user may connect to (write permission for others, or an abstract
-// socket) is refused without Clients, which would serve them all. Reload
-// checks its configuration against the same listeners.
+// Serve answers requests on ln until Shutdown, then returns
+// http.ErrServerClosed. It refuses (and closes) a listener the
+// configuration would open to more callers than it means to serve (see
+// checkListener); Reload checks its configuration against the same
+// listeners.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
 	hs := &http.Server{
@@ -221,18 +190,18 @@ func (s *Server) Serve(ln net.Listener) error {
 		WriteTimeout:      st.cfg.WriteTimeout,
 		IdleTimeout:       st.cfg.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          log.New(slogWriter{st.cfg.Logger}, "", 0),
+		// net/http's own lines are about callers' broken connections.
+		ErrorLog: log.New(logWriter{st.cfg.Logger, slog.LevelDebug, "http: "}, "", 0),
 	}
 	s.mu.Lock()
-	if err := s.settings().checkListener(ln); err != nil {
+	err := s.settings().checkListener(ln)
+	if err == nil && s.closing {
+		err = http.ErrServerClosed
+	}
+	if err != nil {
 		s.mu.Unlock()
 		ln.Close()
 		return err
-	}
-	if s.closing {
-		s.mu.Unlock()
-		ln.Close()
-		return http.ErrServerClosed
 	}
 	s.servers = append(s.servers, hs)
 	s.lns = append(s.lns, ln)
@@ -241,11 +210,37 @@ func (s *Server) Serve(ln net.Listener) error {
 	return hs.Serve(ln)
 }
 
+// checkListener refuses a TCP listener without a client secret, or not on
+// loopback unless AllowRemote; and a unix socket every local user can
+// connect to while a client admits any caller on it (a Config without
+// Clients). Serve and Reload call it.
+func (st *settings) checkListener(ln net.Listener) error {
+	switch a := ln.Addr().(type) {
+	case *net.UnixAddr:
+		if !slices.ContainsFunc(st.clients, func(c *client) bool { return c.anyUnix }) {
+			return nil
+		}
+		if mode, open := socket.OpenToAll(a.Name); open {
+			return configErr("unix socket %s (%s) lets every local user connect, and without clients (Config.Clients, [[client]] tables) nothing else decides who gets tokens: add clients with users or groups, or narrow the socket (mode 0600, or 0660 with a socket group)", a.Name, mode)
+		}
+		return nil
+	case *net.TCPAddr:
+		if !slices.ContainsFunc(st.clients, func(c *client) bool { return c.Secret != "" }) {
+			return configErr("TCP listener %s: callers on TCP must authenticate, and no client secret is configured (--client-secret-file)", a)
+		}
+		if !st.cfg.AllowRemote && !a.IP.IsLoopback() {
+			return configErr("TCP listener %s is not on a loopback address; allow it explicitly (--allow-remote)", a)
+		}
+		return nil
+	}
+	return configErr("listener on %s %s: only unix and tcp are supported", ln.Addr().Network(), ln.Addr())
+}
+
 // Shutdown stops the server gracefully: the listeners close at once,
-// requests in flight are answered (waiting, if they must, for their
-// exchange), then background refreshes and the reconnect loop stop and the
-// signer is closed. If ctx ends first, the remaining connections are closed
-// and ctx's error is returned. Shutdown may be called more than once.
+// requests in flight are answered (waiting for their exchange if they
+// must), then background work stops and the signer is closed. If ctx ends
+// first, the remaining connections are closed and ctx's error returned.
+// Shutdown may be called more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -256,20 +251,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(servers))
 	for i, hs := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := hs.Shutdown(ctx); err != nil {
+		wg.Go(func() {
+			if errs[i] = hs.Shutdown(ctx); errs[i] != nil {
 				hs.Close()
-				errs[i] = err
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	s.stopBackground()
 	done := make(chan struct{})
 	go func() {
-		s.cache.Close()
+		s.cache.close()
 		s.bg.Wait()
 		close(done)
 	}()
@@ -297,7 +289,7 @@ func (s *Server) stopBackground() {
 func (s *Server) closeConn() {
 	s.mu.Lock()
 	c := s.status().conn
-	s.setStateLocked(stateClosed, "the daemon is shutting down")
+	s.setStateLocked(stateClosed, errShuttingDown.Error())
 	s.mu.Unlock()
 	if c != nil {
 		c.close()
@@ -306,35 +298,24 @@ func (s *Server) closeConn() {
 
 // Reload applies a new configuration: it opens the key with the new
 // OpenSigner (a new login with the new PIN source) and swaps it in. Cached
-// tokens are kept when the key, the client and the environment are
-// unchanged, and dropped otherwise.
+// tokens are kept when the keys, clients and environment are unchanged.
 //
 // When the daemon is ready and the new key cannot be opened, nothing
-// changes and the error is returned. When it is not ready (the card is
-// away, or a PIN was refused), the new configuration is adopted even if
-// the key cannot be opened yet: a refused PIN is reported again, any other
-// failure starts the reconnect loop with the new OpenSigner.
+// changes and the error is returned. When it is not ready, the new
+// configuration is adopted even so: a refused PIN is reported again, any
+// other failure starts the reconnect loop with the new OpenSigner.
 //
-// The new Clients (admission, scopes, keys) and Audit apply to the
-// requests that follow; a client added, removed or changed empties the
-// cache, as a new key does.
-//
-// The new configuration must suit the listeners being served, as at
-// Serve: a unix socket that every local user can connect to needs Clients
-// that decide who is served, and a TCP listener needs a secret. One that
-// does not is refused (ErrConfig) and the current one kept.
-//
-// Listeners, MaxConcurrent, MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the token
-// cache's settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep
-// their values from New.
+// The new Clients and Audit apply to the requests that follow. The new
+// configuration must suit the listeners being served, as at Serve, or it
+// is refused (ErrConfig). Listeners, MaxConcurrent, MaxConcurrentPerCaller,
+// the HTTP timeouts, the Registry and the cache's settings (MaxKeys,
+// RefreshMargin, RefreshJitter, RefusalTTL) keep their values from New.
 //
 // PKCS#11 login state belongs to the process: while the old signer is
-// still open, the new one's login finds the token logged in, so a PIN
-// changed in the PIN source is only checked once the token is opened
-// afresh (after a fault or a restart).
+// open, the new one's login finds the token logged in, so a PIN changed in
+// the PIN source is only checked once the token is opened afresh.
 func (s *Server) Reload(cfg Config) error {
-	old := s.settings().cfg
-	cfg.Registry = old.Registry
+	cfg.Registry = s.settings().cfg.Registry
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return err
@@ -343,33 +324,26 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	err = s.checkListenersLocked(st)
-	s.mu.Unlock()
-	if err != nil {
+	if err := s.checkListeners(st); err != nil {
 		return err
 	}
 	c, err := s.open(s.ctx, st)
 	s.mu.Lock()
-	if err := s.checkListenersLocked(st); err != nil { // a Serve since
+	refused := s.checkListenersLocked(st) // a Serve since
+	if refused == nil && s.status().state == stateClosed {
+		refused = errShuttingDown
+	}
+	switch {
+	case refused != nil:
 		s.mu.Unlock()
 		if c != nil {
 			c.close()
 		}
-		return err
-	}
-	if s.status().state == stateClosed {
+		return refused
+	case err != nil && s.status().state == stateReady:
 		s.mu.Unlock()
-		if c != nil {
-			c.close()
-		}
-		return errShuttingDown
-	}
-	if err != nil {
-		if s.status().state == stateReady {
-			s.mu.Unlock()
-			return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
-		}
+		return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
+	case err != nil:
 		s.st.Store(st)
 		if isPINError(err) {
 			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
@@ -390,9 +364,14 @@ func (s *Server) Reload(cfg Config) error {
 	return nil
 }
 
-// checkListenersLocked checks st against every listener Serve was given,
-// as Serve checked the settings it started with: what start refuses,
-// Reload refuses.
+func (s *Server) checkListeners(st *settings) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.checkListenersLocked(st)
+}
+
+// checkListenersLocked checks st against every listener Serve was given:
+// what start refuses, Reload refuses.
 func (s *Server) checkListenersLocked(st *settings) error {
 	for _, ln := range s.lns {
 		if err := st.checkListener(ln); err != nil {
@@ -402,24 +381,14 @@ func (s *Server) checkListenersLocked(st *settings) error {
 	return nil
 }
 
-var errShuttingDown = errors.New("the daemon is shutting down")
-
-// slogWriter sends net/http's error log lines to slog at debug level
-// (they are about callers' broken connections, not about the daemon).
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Debug("http: " + string(trimNewline(p)))
-	return len(p), nil
+// logWriter sends a log.Logger's lines to slog, at level with prefix.
+type logWriter struct {
+	l      *slog.Logger
+	level  slog.Level
+	prefix string
 }
 
-type slogPrinter struct{ l *slog.Logger }
-
-func (p slogPrinter) Println(v ...any) { p.l.Error("metrics: " + fmt.Sprint(v...)) }
-
-func trimNewline(p []byte) []byte {
-	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
-		p = p[:len(p)-1]
-	}
-	return p
+func (w logWriter) Write(p []byte) (int, error) {
+	w.l.Log(context.Background(), w.level, w.prefix+strings.TrimRight(string(p), "\r\n"))
+	return len(p), nil
 }

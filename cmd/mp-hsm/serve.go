@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -121,7 +122,7 @@ func (e *env) serve(c *cli.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	activated, err := daemon.ActivationListeners()
+	activated, err := socket.Activated()
 	if err != nil {
 		return err
 	}
@@ -145,11 +146,11 @@ func (e *env) serve(c *cli.Context) error {
 		}
 	}
 	for _, s := range plan.specs {
-		ln, err := daemon.Listen(s, plan.listen)
+		ln, err := socket.Listen(s, plan.listen)
 		if err != nil {
 			closeAll()
 			// A socket or port in use is the configuration's to fix.
-			if errors.Is(err, daemon.ErrConfig) || errors.Is(err, syscall.EADDRINUSE) {
+			if errors.Is(err, socket.ErrConfig) || errors.Is(err, syscall.EADDRINUSE) {
 				return usageErr(err)
 			}
 			return err

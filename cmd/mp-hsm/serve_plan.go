@@ -8,17 +8,18 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 )
 
 // servePlan is what serve's command line, environment and --config file
 // ask for, checked: checkServe makes it at start and again at each SIGHUP,
 // so that a reload is judged by exactly the checks start makes.
 type servePlan struct {
-	specs    []string             // the --listen addresses (none with socket activation alone)
-	listen   daemon.ListenOptions // how they are opened
-	auditLog string               // --audit-log, "" for none
-	cfg      daemon.Config        // the daemon's configuration, without Audit
-	explain  func(error) error    // adds to an OpenSigner error what the flags can do
+	specs    []string          // the --listen addresses (none with socket activation alone)
+	listen   socket.Options    // how they are opened
+	auditLog string            // --audit-log, "" for none
+	cfg      daemon.Config     // the daemon's configuration, without Audit
+	explain  func(error) error // adds to an OpenSigner error what the flags can do
 }
 
 // checkServe checks c as serve's one validation: the list flags, the
@@ -34,7 +35,7 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 	}
 	p := &servePlan{specs: c.StringSlice("listen"), auditLog: c.String("audit-log")}
 	if len(p.specs) == 0 && len(activated) == 0 {
-		def := daemon.DefaultSocketPath()
+		def := socket.DefaultPath()
 		if def == "" {
 			return nil, usagef("XDG_RUNTIME_DIR is not set: give --listen unix:PATH")
 		}
@@ -63,7 +64,7 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 	if mode&0o006 != 0 && !e.hasClients() {
 		return nil, usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
 	}
-	p.listen = daemon.ListenOptions{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
+	p.listen = socket.Options{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
 	if p.cfg, p.explain, err = e.daemonConfig(c); err != nil {
 		return nil, err
 	}

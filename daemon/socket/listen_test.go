@@ -1,15 +1,14 @@
-package daemon_test
+package socket_test
 
 import (
 	"errors"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/mp-hsm/mp-hsm/daemon"
 )
 
 // TestListenConfigErrors: what the user got wrong is a configuration error
@@ -23,22 +22,22 @@ func TestListenConfigErrors(t *testing.T) {
 	long := "unix:/tmp/" + strings.Repeat("x", 110)
 	for _, tc := range []struct {
 		addr  string
-		opts  daemon.ListenOptions
+		opts  socket.Options
 		wants string
 	}{
-		{"unix:" + file, daemon.ListenOptions{}, "exists and is not a socket"},
-		{"unix:" + filepath.Join(dir, "s"), daemon.ListenOptions{SocketGroup: "no-such-group-mphsm"}, "no-such-group-mphsm"},
-		{"tcp:127.0.0.1:99999", daemon.ListenOptions{}, `port "99999"`},
-		{"tcp:127.0.0.1:http-nope", daemon.ListenOptions{}, `port "http-nope"`},
-		{long, daemon.ListenOptions{}, "at most 107"},
+		{"unix:" + file, socket.Options{}, "exists and is not a socket"},
+		{"unix:" + filepath.Join(dir, "s"), socket.Options{SocketGroup: "no-such-group-mphsm"}, "no-such-group-mphsm"},
+		{"tcp:127.0.0.1:99999", socket.Options{}, `port "99999"`},
+		{"tcp:127.0.0.1:http-nope", socket.Options{}, `port "http-nope"`},
+		{long, socket.Options{}, "at most 107"},
 	} {
-		ln, err := daemon.Listen(tc.addr, tc.opts)
+		ln, err := socket.Listen(tc.addr, tc.opts)
 		if err == nil {
 			ln.Close()
 			t.Errorf("Listen(%s) succeeded", tc.addr)
 			continue
 		}
-		if !errors.Is(err, daemon.ErrConfig) || !strings.Contains(err.Error(), tc.wants) {
+		if !errors.Is(err, socket.ErrConfig) || !strings.Contains(err.Error(), tc.wants) {
 			t.Errorf("Listen(%s) = %v, want ErrConfig saying %q", tc.addr, err, tc.wants)
 		}
 	}
@@ -61,7 +60,7 @@ func TestListenLongSocketPaths(t *testing.T) {
 		for _, group := range []string{"", gid} {
 			path := filepath.Join(base, "a")
 			path += strings.Repeat("b", n-len(path))
-			ln, err := daemon.Listen("unix:"+path, daemon.ListenOptions{SocketGroup: group})
+			ln, err := socket.Listen("unix:"+path, socket.Options{SocketGroup: group})
 			if err != nil {
 				t.Fatalf("%d bytes, group %q: %v", len(path), group, err)
 			}

@@ -1,0 +1,406 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// cache holds the daemon's tokens, one entry per request key. The rule for
+// a token that lives L and expires at E: it is served while more than its
+// reserve (L/10, 1 to 10 s, at most L/3) is left; it is due for refresh at
+// E - max(min(RefreshMargin, L/2), 2 reserves), moved earlier by a jitter
+// below min(RefreshJitter, L/10), and a timer refreshes it then if anyone
+// asked for it during its life, while callers keep getting it. A refresh
+// that fails keeps a token that is still served and tries again L/20 later
+// (50 ms to 5 s). With no token, a refusal (grant.ErrRefused) is remembered
+// for RefusalTTL. One fetch per entry runs at a time; callers that come
+// meanwhile wait for it. An entry whose token expired and that nobody asked
+// for within two lifetimes is dropped; a full cache refuses a new key
+// rather than push out the tokens other callers use.
+type cache struct {
+	max           int
+	refreshMargin time.Duration
+	refreshJitter time.Duration
+	refusalTTL    time.Duration
+
+	mu        sync.RWMutex
+	entries   map[string]*entry
+	lastSweep time.Time
+
+	closed  atomic.Bool
+	bgMu    sync.Mutex // orders starting flights against close
+	flights sync.WaitGroup
+	ctx     context.Context // the flights', canceled by close
+	cancel  context.CancelFunc
+}
+
+// Errors of the cache.
+var (
+	errCacheFull   = errors.New("the token cache is full (MaxKeys, --max-keys); try again later")
+	errCacheClosed = errors.New("the token cache is closed")
+)
+
+// Purposes of a token: ForExchange must have half its lifetime left, so
+// that the Altinn token exchanged for it, which expires with it, lives long
+// enough.
+const (
+	forUse = iota
+	forExchange
+)
+
+func newCache(cfg Config) *cache {
+	c := &cache{max: cfg.MaxKeys, refreshMargin: cfg.RefreshMargin, refreshJitter: cfg.RefreshJitter,
+		refusalTTL: max(cfg.RefusalTTL, 0), entries: map[string]*entry{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
+// entry is one key's token and the fetch that replaces it.
+type entry struct {
+	c   *cache
+	key string
+	req *request // fetches its tokens
+
+	tok       atomic.Pointer[cached] // read without locks
+	lastUsed  atomic.Int64           // unix nanoseconds
+	failUntil atomic.Int64           // unix nanoseconds until which failErr is answered
+	busy      atomic.Bool            // a flight runs
+	dead      atomic.Bool            // removed from the cache
+
+	mu      sync.Mutex
+	flight  *flight
+	timer   *time.Timer
+	failErr error
+}
+
+// flight is one fetch in progress; every caller of the entry waits for it.
+type flight struct {
+	done chan struct{}
+	tok  *cached
+	err  error
+}
+
+// cached is a token with the times the rule gives it, and its answer but
+// for expires_in, encoded once: encoding a 1 KiB token for each request
+// took a third of a cached request's time (BenchmarkHandlerCachedToken).
+type cached struct {
+	token      *grant.Token
+	lifetime   time.Duration
+	refreshAt  time.Time
+	serveUntil time.Time
+	head, tail []byte // {"access_token":...,"expires_in": and ,"scope":...}
+}
+
+func reserve(l time.Duration) time.Duration { return min(max(l/10, time.Second), 10*time.Second, l/3) }
+
+func retryDelay(l time.Duration) time.Duration {
+	return min(max(l/20, 50*time.Millisecond), 5*time.Second)
+}
+
+func (c *cache) newCached(t *grant.Token, r *request) *cached {
+	l := time.Duration(t.ExpiresIn) * time.Second
+	margin := max(min(c.refreshMargin, l/2), 2*reserve(l))
+	if j := min(c.refreshJitter, l/10); j > 0 {
+		margin += rand.N(j)
+	}
+	scope := t.Scope
+	if scope == "" {
+		scope = strings.Join(r.req.Scopes, " ")
+	}
+	access, _ := json.Marshal(t.AccessToken)
+	sc, _ := json.Marshal(scope)
+	return &cached{token: t, lifetime: l, refreshAt: t.Expiry.Add(-margin), serveUntil: t.Expiry.Add(-reserve(l)),
+		head: fmt.Appendf(nil, `{"access_token":%s,"token_type":"Bearer","expires_in":`, access),
+		tail: fmt.Appendf(nil, `,"scope":%s}`+"\n", sc)}
+}
+
+// usable reports whether t may be served for purpose p at now.
+func usable(t *cached, now time.Time, p int) bool {
+	return t != nil && now.Before(t.serveUntil) && (p == forUse || !now.After(t.token.Expiry.Add(-t.lifetime/2)))
+}
+
+// lookup returns the entry of key, or nil, without allocating.
+func (c *cache) lookup(key []byte) *entry {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.entries[string(key)]
+}
+
+// add returns the entry of key, adding one that r fetches for if there is
+// none. A full cache first drops idle entries (at most once a second),
+// then refuses with errCacheFull.
+func (c *cache) add(key string, r *request) (*entry, error) {
+	if e := c.lookup([]byte(key)); e != nil {
+		return e, nil
+	}
+	if c.closed.Load() {
+		return nil, errCacheClosed
+	}
+	now := time.Now()
+	var dropped []*entry
+	c.mu.Lock()
+	e := c.entries[key]
+	if e == nil && len(c.entries) >= c.max && now.Sub(c.lastSweep) >= time.Second {
+		c.lastSweep = now
+		for k, old := range c.entries {
+			if old.idle(now) {
+				delete(c.entries, k)
+				dropped = append(dropped, old)
+			}
+		}
+	}
+	if e == nil && len(c.entries) < c.max {
+		e = &entry{c: c, key: key, req: r}
+		e.lastUsed.Store(now.UnixNano())
+		c.entries[key] = e
+	}
+	c.mu.Unlock()
+	for _, d := range dropped {
+		d.kill() // outside c.mu: onTimer takes e.mu, then c.mu
+	}
+	if e == nil {
+		return nil, errCacheFull
+	}
+	return e, nil
+}
+
+// len returns the number of keys.
+func (c *cache) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}
+
+// clear drops every entry and returns how many there were. Fetches in
+// progress finish into the dropped entries: their callers get their tokens.
+func (c *cache) clear() int {
+	c.mu.Lock()
+	old := c.entries
+	c.entries = map[string]*entry{}
+	c.mu.Unlock()
+	for _, e := range old {
+		e.kill()
+	}
+	return len(old)
+}
+
+// close cancels the fetches in progress, drops every entry and waits for
+// the fetches to end; afterwards, a token that must be fetched fails with
+// errCacheClosed.
+func (c *cache) close() {
+	c.bgMu.Lock()
+	c.closed.Store(true)
+	c.bgMu.Unlock()
+	c.cancel()
+	c.clear()
+	c.flights.Wait()
+}
+
+// cached returns e's token if it may be served for p now, and starts a
+// background refresh that is due.
+func (e *entry) cached(p int) *cached {
+	now := time.Now()
+	if n := now.UnixNano(); n-e.lastUsed.Load() >= int64(time.Millisecond) {
+		e.lastUsed.Store(n) // at most once a millisecond: callers on many cores do not fight over it
+	}
+	t := e.tok.Load()
+	if !usable(t, now, p) {
+		return nil
+	}
+	if !now.Before(t.refreshAt) && !e.busy.Load() && !e.dead.Load() {
+		e.mu.Lock()
+		e.startLocked(true)
+		e.mu.Unlock()
+	}
+	return t
+}
+
+// token returns a token for p: the cached one, or one from the flight it
+// starts or joins, waiting no longer than ctx. hit reports a cached one.
+func (e *entry) token(ctx context.Context, p int) (tok *cached, hit bool, err error) {
+	if t := e.cached(p); t != nil {
+		return t, true, nil
+	}
+	e.mu.Lock()
+	now := time.Now()
+	if t := e.tok.Load(); usable(t, now, p) { // a flight ended meanwhile
+		e.mu.Unlock()
+		return t, true, nil
+	}
+	if e.failErr != nil && now.UnixNano() < e.failUntil.Load() {
+		err := e.failErr
+		e.mu.Unlock()
+		return nil, false, err
+	}
+	fl := e.startLocked(false)
+	e.mu.Unlock()
+	if fl == nil {
+		return nil, false, errCacheClosed
+	}
+	select {
+	case <-fl.done:
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+	if fl.err != nil {
+		return nil, false, fl.err
+	}
+	return fl.tok, false, nil
+}
+
+// startLocked starts a flight unless one runs, and returns it; nil once
+// the cache is closed. e.mu must be held.
+func (e *entry) startLocked(background bool) *flight {
+	if e.flight != nil {
+		return e.flight
+	}
+	c := e.c
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.closed.Load() {
+		return nil
+	}
+	fl := &flight{done: make(chan struct{})}
+	e.flight = fl
+	e.busy.Store(true)
+	c.flights.Add(1)
+	go func() {
+		defer c.flights.Done()
+		e.run(fl, background)
+	}()
+	return fl
+}
+
+// run makes fl's fetch and stores its token, or keeps the old one while it
+// is served, and sets the entry's timer.
+func (e *entry) run(fl *flight, background bool) {
+	tok, err := e.req.fetch(e.c.ctx, background)
+	now := time.Now()
+	e.mu.Lock()
+	e.flight = nil
+	if err == nil {
+		fl.tok = e.c.newCached(tok, e.req)
+		e.tok.Store(fl.tok)
+		e.failErr = nil
+	} else {
+		if errors.Is(err, grant.ErrRefused) && e.c.refusalTTL > 0 {
+			e.failErr = err
+			e.failUntil.Store(now.Add(e.c.refusalTTL).UnixNano())
+		}
+		if old := e.tok.Load(); old != nil && now.Before(old.serveUntil) {
+			t := *old
+			if t.refreshAt = now.Add(retryDelay(old.lifetime)); t.refreshAt.After(old.serveUntil) {
+				t.refreshAt = old.serveUntil
+			}
+			fl.tok, err = &t, nil
+			e.tok.Store(&t)
+		}
+		fl.err = err
+	}
+	e.busy.Store(false)
+	e.scheduleLocked(now)
+	e.mu.Unlock()
+	close(fl.done)
+}
+
+// idle reports whether e may be dropped: no fetch runs, and its token
+// expired and nobody asked for it within two lifetimes, or it has no token,
+// no refusal to remember and nobody asked for it for a second.
+func (e *entry) idle(now time.Time) bool {
+	if e.busy.Load() {
+		return false
+	}
+	last := time.Unix(0, e.lastUsed.Load())
+	if t := e.tok.Load(); t != nil {
+		return !now.Before(t.token.Expiry) && now.Sub(last) > 2*t.lifetime
+	}
+	return now.UnixNano() >= e.failUntil.Load() && now.Sub(last) >= time.Second
+}
+
+// hot reports whether e was asked for during the life of its token t.
+func (e *entry) hot(t *cached) bool {
+	return e.lastUsed.Load() >= t.token.Expiry.Add(-t.lifetime).UnixNano()
+}
+
+// scheduleLocked sets e's timer for its next refresh or idle check. e.mu
+// must be held.
+func (e *entry) scheduleLocked(now time.Time) {
+	if e.dead.Load() || e.c.closed.Load() {
+		return
+	}
+	last := time.Unix(0, e.lastUsed.Load())
+	var at time.Time
+	switch t := e.tok.Load(); {
+	case t == nil:
+		at = later(time.Unix(0, e.failUntil.Load()), last.Add(time.Second))
+	case now.Before(t.refreshAt):
+		at = t.refreshAt
+	case now.Before(t.token.Expiry) && e.hot(t):
+		at = now.Add(retryDelay(t.lifetime)) // a refresh failed or could not start
+	default:
+		at = later(t.token.Expiry, last.Add(2*t.lifetime))
+	}
+	d := max(at.Sub(now), time.Millisecond)
+	if e.timer == nil {
+		e.timer = time.AfterFunc(d, e.onTimer)
+	} else {
+		e.timer.Reset(d)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// onTimer drops e if it is idle, refreshes it if it is due and hot, and
+// otherwise sets the timer again.
+func (e *entry) onTimer() {
+	if e.c.closed.Load() {
+		return
+	}
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead.Load() || e.flight != nil {
+		return
+	}
+	t := e.tok.Load()
+	switch {
+	case e.idle(now):
+		e.dead.Store(true)
+		e.c.mu.Lock()
+		if e.c.entries[e.key] == e {
+			delete(e.c.entries, e.key)
+		}
+		e.c.mu.Unlock()
+		return
+	case t != nil && !now.Before(t.refreshAt) && now.Before(t.token.Expiry) && e.hot(t):
+		if e.startLocked(true) != nil {
+			return
+		}
+	}
+	e.scheduleLocked(now)
+}
+
+// kill marks e removed and stops its timer; a flight in progress finishes
+// into it.
+func (e *entry) kill() {
+	e.mu.Lock()
+	e.dead.Store(true)
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.mu.Unlock()
+}

@@ -1,0 +1,332 @@
+package daemon
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+	"github.com/mp-hsm/mp-hsm/grant"
+)
+
+// The token endpoint, one request read top to bottom (serveToken): parse
+// the body, authenticate the caller (auth.go) and choose its client,
+// authorize what it asks for against the client's policy, get the token
+// from the cache or Maskinporten (fetch.go, cache.go), answer, audit
+// (audit.go). The caller is established once, by ServeHTTP, and passed
+// down in the call.
+
+// call is one token request on its way down the pipeline.
+type call struct {
+	r      *http.Request
+	st     *settings
+	who    callerID     // who asks: established once
+	peer   *socket.Peer // the unix socket peer; nil on TCP or if unknown
+	form   url.Values
+	creds  credentials
+	client *client
+	req    grant.Request // what it asks for, once authorized
+	altinn bool
+	asked  bool // req holds the request
+	detail []grant.AuthorizationDetail
+	key    []byte // the cache key: "mp" or "altinn", then the fields, separated by NUL
+	buf    []byte // the body
+	hit    bool
+}
+
+var callPool = sync.Pool{New: func() any { return &call{buf: make([]byte, 0, 2048), key: make([]byte, 0, 256)} }}
+
+// serveToken answers POST /token for who.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, who callerID, peer *socket.Peer) {
+	c := callPool.Get().(*call)
+	*c = call{r: r, st: s.settings(), who: who, peer: peer, buf: c.buf[:0], key: c.key[:0], req: grant.Request{Scopes: c.req.Scopes[:0]}}
+	tok, err := s.pipeline(w, c)
+	s.answer(w, c, tok, err)
+	if cap(c.buf) <= maxBody {
+		*c = call{buf: c.buf, key: c.key, req: grant.Request{Scopes: c.req.Scopes[:0]}}
+		callPool.Put(c)
+	}
+}
+
+// pipeline runs the stages up to the token.
+func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
+	r := c.r
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return nil, &oauthError{status: http.StatusMethodNotAllowed, code: errInvalidRequest, description: "the token endpoint takes POST only"}
+	}
+	// Parse. The client is authenticated before the body's type and
+	// content are judged, so that a caller without the right credentials
+	// learns only invalid_client (RFC 6749 section 5.2); a form with a
+	// fault still gives the credentials it holds.
+	if err := c.readBody(w); err != nil {
+		return nil, err
+	}
+	isForm, formErr := false, error(nil)
+	if ct := r.Header.Get("Content-Type"); ct == "application/x-www-form-urlencoded" {
+		isForm = true
+	} else if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/x-www-form-urlencoded" {
+		isForm = true
+	}
+	if isForm {
+		c.form, formErr = url.ParseQuery(string(c.buf))
+	}
+	var err error
+	if c.creds, err = presentedCredentials(r, c.form); err != nil {
+		return nil, err
+	}
+
+	// Authenticate.
+	if c.client, err = s.authenticate(c); err != nil {
+		if oe := err.(*oauthError); oe.status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
+		}
+		return nil, err
+	}
+
+	// Authorize.
+	switch {
+	case !isForm:
+		return nil, badRequest(errInvalidRequest, "Content-Type must be application/x-www-form-urlencoded")
+	case formErr != nil:
+		// Not formErr's text: it quotes the bad %-escape, which may be a
+		// piece of the client_secret, and descriptions reach the audit log.
+		return nil, badRequest(errInvalidRequest, "the body is not a valid form: a '%' not followed by two hex digits, or a ';' between parameters")
+	}
+	if err := c.authorize(); err != nil {
+		return nil, err
+	}
+
+	// Get the token. A key in the cache was validated when it was added.
+	e := s.cache.lookup(c.key)
+	if e == nil {
+		if err := c.validate(); err != nil {
+			return nil, err
+		}
+		if e, err = s.addKey(c); err != nil {
+			return nil, err
+		}
+	}
+	tok, hit, err := s.tokenOf(e, c)
+	if c.hit = hit; hit {
+		s.metrics.cacheHits.Inc()
+	} else {
+		s.metrics.cacheMisses.Inc()
+	}
+	return tok, err
+}
+
+// readBody reads the body into c.buf, at most maxBody bytes.
+func (c *call) readBody(w http.ResponseWriter) error {
+	if c.r.ContentLength > maxBody {
+		return errTooLarge
+	}
+	rd := http.MaxBytesReader(w, c.r.Body, maxBody)
+	for {
+		if len(c.buf) == cap(c.buf) {
+			c.buf = slices.Grow(c.buf, 512)
+		}
+		n, err := rd.Read(c.buf[len(c.buf):cap(c.buf)])
+		c.buf = c.buf[:len(c.buf)+n]
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+				return errTooLarge
+			}
+			return badRequest(errInvalidRequest, "the request body could not be read")
+		}
+	}
+}
+
+var errTooLarge = &oauthError{status: http.StatusRequestEntityTooLarge, code: errInvalidRequest, description: "the request body is larger than 64 KiB"}
+
+// authorize checks the form against the client's policy and builds the
+// cache key. Scopes and resources are sorted and deduplicated, so that the
+// same set makes the same key and the same grant.
+func (c *call) authorize() error {
+	form, cl := c.form, c.client
+	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "authorization_details", "altinn", "client_id", "client_secret"} {
+		if len(form[name]) > 1 {
+			return badRequest(errInvalidRequest, "the parameter "+name+" is given more than once")
+		}
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "client_credentials":
+	case "":
+		return badRequest(errInvalidRequest, "grant_type is missing; use client_credentials")
+	default:
+		return badRequest(errUnsupportedGrantType, "grant_type "+strconv.Quote(excerpt(gt))+" is not supported; use client_credentials")
+	}
+	q := &c.req
+	for sc := range strings.SplitSeq(form.Get("scope"), " ") {
+		switch {
+		case sc == "":
+			continue
+		case !grant.ValidScope(sc):
+			return badRequest(errInvalidScope, "the scope "+strconv.Quote(excerpt(sc))+" holds characters a scope cannot hold")
+		case !cl.policy.allows(sc) && cl.anyUnix:
+			return badRequest(errInvalidScope, "the scope "+strconv.Quote(excerpt(sc))+" is not allowed by this daemon (--allowed-scopes)")
+		case !cl.policy.allows(sc):
+			return badRequest(errInvalidScope, "the scope "+strconv.Quote(excerpt(sc))+" is not allowed for the client '"+cl.Name+"' (its scopes)")
+		}
+		q.Scopes = append(q.Scopes, sc)
+	}
+	if len(q.Scopes) == 0 {
+		return badRequest(errInvalidScope, "scope is missing: give the scopes to ask Maskinporten for, separated by spaces")
+	}
+	slices.Sort(q.Scopes)
+	q.Scopes = slices.Compact(q.Scopes)
+	q.Resources = form["resource"]
+	for _, res := range q.Resources {
+		if !c.st.resources.allows(res) {
+			return badRequest(errInvalidTarget, "the resource '"+excerpt(res)+"' is not allowed by this daemon (--allowed-resources)")
+		}
+	}
+	slices.Sort(q.Resources)
+	q.Resources = slices.Compact(q.Resources)
+	q.ConsumerOrg, q.PID, q.SystemUserOrg = form.Get("consumer_org"), form.Get("pid"), form.Get("system_user_org")
+	if raw := form.Get("authorization_details"); raw != "" {
+		details, err := grant.ParseAuthorizationDetails([]byte(raw))
+		if ve := (*grant.ValidationError)(nil); errors.As(err, &ve) {
+			return badRequest(errInvalidAuthzDetails, "invalid authorization_details: "+ve.Reason)
+		} else if err != nil {
+			return badRequest(errInvalidAuthzDetails, "invalid authorization_details")
+		}
+		for _, d := range details {
+			switch {
+			case cl.authzTypes[d.Type]:
+			case cl.anyUnix:
+				return badRequest(errInvalidAuthzDetails, "authorization_details of type "+strconv.Quote(excerpt(d.Type))+" is not allowed: a daemon without [[client]] tables allows none")
+			default:
+				return badRequest(errInvalidAuthzDetails, "authorization_details of type "+strconv.Quote(excerpt(d.Type))+" is not allowed for the client '"+cl.Name+"' (its authorization-types)")
+			}
+		}
+		q.AuthorizationDetails, c.detail = []byte(raw), details
+	}
+	kind := "mp"
+	switch v := form.Get("altinn"); v {
+	case "", "false", "0":
+	case "true", "1":
+		c.altinn, kind = true, "altinn"
+	default:
+		return badRequest(errInvalidRequest, "altinn must be true or false, not "+strconv.Quote(excerpt(v)))
+	}
+	k := append(append(append(c.key[:0], kind...), 0), cl.Name...)
+	for _, list := range [][]string{q.Scopes, q.Resources} {
+		k = append(k, 0)
+		for i, v := range list {
+			if i > 0 {
+				k = append(k, ' ')
+			}
+			k = append(k, v...)
+		}
+	}
+	for _, v := range []string{q.ConsumerOrg, q.PID, q.SystemUserOrg, string(q.AuthorizationDetails)} {
+		k = append(append(k, 0), v...)
+	}
+	c.key, c.asked = k, true
+	return nil
+}
+
+// validate checks the claims as grant.Request.Validate does, as OAuth 2
+// errors: needed only for a key that is not in the cache yet.
+func (c *call) validate() error {
+	if slices.ContainsFunc(c.req.Resources, func(r string) bool { return strings.ContainsRune(r, 0) }) {
+		return badRequest(errInvalidRequest, "invalid resource")
+	}
+	err := c.req.Validate()
+	var ve *grant.ValidationError
+	switch {
+	case err == nil:
+		return nil
+	case !errors.As(err, &ve):
+		return badRequest(errInvalidRequest, err.Error())
+	case ve.Field == "scope":
+		return badRequest(errInvalidScope, "invalid scope: "+ve.Reason)
+	case ve.Field == "authorization_details":
+		return badRequest(errInvalidAuthzDetails, "invalid authorization_details: "+ve.Reason)
+	case ve.Field == "systemuser_org":
+		return badRequest(errInvalidRequest, "invalid system_user_org: "+ve.Reason)
+	}
+	return badRequest(errInvalidRequest, "invalid "+ve.Field+": "+ve.Reason)
+}
+
+// answer writes the token, or the error, and the audit line: a token's
+// before the token is sent (no token without its line, unless
+// AuditServeOnFailure), any other answer's after it.
+func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) {
+	audited := err == nil // a token's line is written, or tried, once: before the token
+	if audited && s.audit(c, http.StatusOK, nil) != nil && !c.st.cfg.AuditServeOnFailure {
+		err = errAuditUnwritable
+	}
+	if err != nil {
+		oe := s.mapError(err)
+		s.metrics.count(c.client, outcomeOf(oe.status, false), oe)
+		s.metrics.requests.WithLabelValues(oe.code).Inc()
+		s.writeError(w, oe)
+		if !audited {
+			s.audit(c, oe.status, oe)
+		}
+		return
+	}
+	s.metrics.count(c.client, outcomeOf(http.StatusOK, c.hit), nil)
+	s.metrics.requestsOK.Inc()
+	h := w.Header()
+	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
+	b := append(c.buf[:0], tok.head...)
+	b = strconv.AppendInt(b, max(int64(time.Until(tok.token.Expiry)/time.Second), 1), 10)
+	c.buf = append(b, tok.tail...)
+	_, _ = w.Write(c.buf)
+}
+
+// Outcomes of a token request, in the audit log and the metrics.
+const (
+	outcomeIssued  = "issued"  // a token this request waited for
+	outcomeCached  = "cached"  // a token from the cache
+	outcomeRefused = "refused" // 4xx
+	outcomeFailed  = "failed"  // 5xx
+)
+
+func outcomeOf(status int, hit bool) string {
+	switch {
+	case status >= 500:
+		return outcomeFailed
+	case status >= 400:
+		return outcomeRefused
+	case hit:
+		return outcomeCached
+	}
+	return outcomeIssued
+}
+
+// Bounds on a caller's values where the daemon repeats them: error
+// descriptions and the audit log.
+const (
+	maxCallerValue  = 100 // bytes of one value
+	maxCallerValues = 20  // values of a list
+)
+
+// excerpt bounds a caller's value wherever the daemon repeats it.
+func excerpt(v string) string { return shorten(v, maxCallerValue) }
+
+// shorten cuts v to at most n bytes, at the start of a UTF-8 character,
+// and adds "..." after a cut.
+func shorten(v string, n int) string {
+	if len(v) <= n {
+		return v
+	}
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n] + "..."
+}
