@@ -47,7 +47,7 @@
 // errors of package tokenerr, which this package exports under the same
 // names (ErrTokenRemoved, ErrPINIncorrect, ErrKeyNotFound, ...) and which
 // errors.Is recognises; the original return value stays reachable with
-// errors.As(err, new(pkcs11.Error)). IsPINRefused and Transient classify an
+// errors.As(err, new(ReturnValue)). IsPINRefused and Transient classify an
 // error for a caller deciding whether to stop (a PIN problem: never retry)
 // or to open the token again (a removed card, a broken session). Because
 // the sentinels live in tokenerr, which needs no cgo, code that only

@@ -15,7 +15,7 @@ import (
 // tokenerr.ErrPINLocked), so errors.Is works with either, and code without
 // cgo can test an error from this package through tokenerr. Errors
 // returned by this package match one of them with errors.Is; most also
-// carry the PKCS#11 return value (errors.As with a pkcs11.Error). See
+// carry the PKCS#11 return value (errors.As with a ReturnValue). See
 // tokenerr for what each means.
 var (
 	ErrModuleNotFound = tokenerr.ErrModuleNotFound
@@ -48,14 +48,18 @@ var (
 	ErrUnsupported   = tokenerr.ErrUnsupported
 )
 
+// ErrNoCgo is returned by Open, and so by everything that loads a module,
+// in a program built without cgo (CGO_ENABLED=0): PKCS#11 needs cgo.
+var ErrNoCgo = errors.New("built without cgo: PKCS#11 needs cgo")
+
 // Error is a failed PKCS#11 operation: what was done, which sentinel it
 // matches, and the module's return value (zero when the failure did not come
 // from the module).
 type Error struct {
-	Op     string       // the operation, such as "C_Login" or "open module"
-	Kind   error        // one of the sentinels of this package (and of tokenerr)
-	Code   pkcs11.Error // the PKCS#11 return value, or 0
-	Detail string       // what else helps a person act, or ""
+	Op     string      // the operation, such as "C_Login" or "open module"
+	Kind   error       // one of the sentinels of this package (and of tokenerr)
+	Code   ReturnValue // the PKCS#11 return value, or 0
+	Detail string      // what else helps a person act, or ""
 }
 
 // Error returns one line: the operation, the sentinel's text, the return
@@ -92,7 +96,7 @@ func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var rv pkcs11.Error
+	var rv ReturnValue
 	if !errors.As(err, &rv) {
 		return &Error{Op: op, Kind: ErrModule, Detail: err.Error()}
 	}
@@ -104,7 +108,7 @@ func wrap(op string, err error) error {
 }
 
 // kindOf maps a PKCS#11 return value to a sentinel.
-func kindOf(rv pkcs11.Error) error {
+func kindOf(rv ReturnValue) error {
 	switch rv {
 	case pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED:
 		return ErrTokenRemoved
@@ -158,10 +162,10 @@ func Transient(err error) bool { return tokenerr.Transient(err) }
 // the attempt (or before, when no attempt was made), so that the caller can
 // say how many tries are left without trying again.
 type PINError struct {
-	Kind      error        // ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...
-	Code      pkcs11.Error // the C_Login return value, or 0 when no attempt was made
-	Flags     TokenFlags   // the token's flags
-	Attempted bool         // whether C_Login was called
+	Kind      error       // ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...
+	Code      ReturnValue // the C_Login return value, or 0 when no attempt was made
+	Flags     TokenFlags  // the token's flags
+	Attempted bool        // whether C_Login was called
 }
 
 // Error says what happened and what the token's flags now say. It never

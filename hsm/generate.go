@@ -22,12 +22,10 @@ var ErrReadOnly = errors.New("token opened read-only")
 // writer is the part of the PKCS#11 binding that writes to a token. It is
 // kept apart from p11, which only reads and signs: *pkcs11.Ctx has both.
 type writer interface {
-	GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, pub, priv []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error)
-	CreateObject(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
-	DestroyObject(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error
+	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
+	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
+	DestroyObject(sh sessionHandle, oh objectHandle) error
 }
-
-var _ writer = (*pkcs11.Ctx)(nil)
 
 // KeySpec is a key type and size that GenerateKey can make.
 type KeySpec struct {
@@ -98,24 +96,24 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	if o.Spec == (KeySpec{}) {
 		o.Spec = KeySpecs["rsa:2048"]
 	}
-	var mech []*pkcs11.Mechanism
-	var pubT, privT []*pkcs11.Attribute
+	var mech []*mechanism
+	var pubT, privT []*attribute
 	switch o.Spec {
 	case KeySpecs["rsa:2048"], KeySpecs["rsa:3072"]:
-		mech = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
-		pubT = []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, o.Spec.Bits),
-			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+		mech = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
+		pubT = []*attribute{
+			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+			newAttribute(pkcs11.CKA_MODULUS_BITS, o.Spec.Bits),
+			newAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
 		}
-		privT = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)}
+		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)}
 	case KeySpecs["ec:p256"]:
-		mech = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}
-		pubT = []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256OID),
+		mech = []*mechanism{newMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}
+		pubT = []*attribute{
+			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+			newAttribute(pkcs11.CKA_EC_PARAMS, p256OID),
 		}
-		privT = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC)}
+		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC)}
 	default:
 		return nil, &Error{Op: op, Kind: ErrUnsupported, Detail: "key type " + o.Spec.String()}
 	}
@@ -126,22 +124,22 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}
 	}
-	common := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, o.Label),
+	common := []*attribute{
+		newAttribute(pkcs11.CKA_TOKEN, true),
+		newAttribute(pkcs11.CKA_ID, id),
+		newAttribute(pkcs11.CKA_LABEL, o.Label),
 	}
 	pubT = append(append(pubT, common...),
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		newAttribute(pkcs11.CKA_PRIVATE, false),
+		newAttribute(pkcs11.CKA_VERIFY, true),
 	)
 	privT = append(append(privT, common...),
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		newAttribute(pkcs11.CKA_PRIVATE, true),
+		newAttribute(pkcs11.CKA_SENSITIVE, true),
+		newAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		newAttribute(pkcs11.CKA_SIGN, true),
 	)
 
 	w, err := t.enterWrite(op)
@@ -218,7 +216,7 @@ func (t *Token) enterWrite(op string) (writer, error) {
 // label (if not empty) or id (if not empty). t.mu must be held.
 func (t *Token) refuseTaken(op, label string, id []byte) error {
 	if label != "" {
-		hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)})
+		hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_LABEL, label)})
 		if err != nil {
 			return err
 		}
@@ -227,7 +225,7 @@ func (t *Token) refuseTaken(op, label string, id []byte) error {
 		}
 	}
 	if len(id) > 0 {
-		hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)})
+		hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_ID, id)})
 		if err != nil {
 			return err
 		}

@@ -26,7 +26,7 @@ type Key struct {
 	// Type and AlwaysAuthenticate, and Info hands out copies.
 	info   KeyInfo
 	t      *Token
-	handle pkcs11.ObjectHandle
+	handle objectHandle
 }
 
 var _ crypto.Signer = (*Key)(nil)
@@ -110,7 +110,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 
 // signOn runs one signature on session sh. After an error the session's
 // operation state is unknown (see SignContext).
-func (k *Key) signOn(sh pkcs11.SessionHandle, mech []*pkcs11.Mechanism, input []byte) ([]byte, error) {
+func (k *Key) signOn(sh sessionHandle, mech []*mechanism, input []byte) ([]byte, error) {
 	if err := k.t.p.SignInit(sh, mech, k.handle); err != nil {
 		return nil, wrap("C_SignInit", err)
 	}
@@ -146,11 +146,11 @@ var pssHash = map[crypto.Hash][2]uint{
 // Mechanisms without parameters are shared, so that a signature allocates
 // no mechanism.
 var (
-	mechRSAPKCS = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)}
-	mechECDSA   = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}
+	mechRSAPKCS = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS, nil)}
+	mechECDSA   = []*mechanism{newMechanism(pkcs11.CKM_ECDSA, nil)}
 )
 
-func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*pkcs11.Mechanism, []byte, error) {
+func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []byte, error) {
 	h := opts.HashFunc()
 	switch k.info.Type {
 	case KeyTypeRSA:
@@ -167,8 +167,8 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*pkcs11.Mechan
 			if salt < 0 {
 				return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS salt length %d", pss.SaltLength)}
 			}
-			params := pkcs11.NewPSSParams(hm[0], hm[1], uint(salt))
-			return []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, params)}, digest, nil
+			params := newPSSParams(hm[0], hm[1], uint(salt))
+			return []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_PSS, params)}, digest, nil
 		}
 		if h == 0 {
 			return mechRSAPKCS, digest, nil

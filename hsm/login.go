@@ -91,8 +91,8 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 		return &PINError{Kind: ErrPINRequired, Flags: flags}
 	}
 	err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
-	if err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
-		var rv pkcs11.Error
+	if err != nil && !errors.Is(err, ReturnValue(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
+		var rv ReturnValue
 		errors.As(err, &rv)
 		kind := kindOf(rv)
 		if kind == ErrPINIncorrect || kind == ErrPINLocked || kind == ErrPINExpired || kind == ErrPINInvalid {
@@ -140,7 +140,7 @@ func bytesAsString(b []byte) string {
 // signature then goes on without a context login, this and every later
 // time on this Token (C_Login is not called again), and the debug log says
 // so once.
-func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
+func (t *Token) contextLogin(sh sessionHandle) error {
 	t.mu.Lock()
 	src, refused, skip := t.pin, t.refused, t.noContextLogin
 	t.mu.Unlock()
@@ -163,7 +163,7 @@ func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
 	if err == nil {
 		return nil
 	}
-	var rv pkcs11.Error
+	var rv ReturnValue
 	errors.As(err, &rv)
 	if rv == pkcs11.CKR_USER_TYPE_INVALID {
 		t.mu.Lock()

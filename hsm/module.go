@@ -17,25 +17,23 @@ import (
 // Ctx, with mechanism parameters kept until C_Sign) implements it; tests put a double in front of a real module to reach states
 // SoftHSM2 cannot show (a PIN on its final try, a removed token).
 type p11 interface {
-	GetInfo() (pkcs11.Info, error)
+	GetInfo() (ckInfo, error)
 	GetSlotList(tokenPresent bool) ([]uint, error)
-	GetSlotInfo(slotID uint) (pkcs11.SlotInfo, error)
-	GetTokenInfo(slotID uint) (pkcs11.TokenInfo, error)
-	GetMechanismList(slotID uint) ([]*pkcs11.Mechanism, error)
-	OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error)
-	CloseSession(sh pkcs11.SessionHandle) error
-	GetSessionInfo(sh pkcs11.SessionHandle) (pkcs11.SessionInfo, error)
-	Login(sh pkcs11.SessionHandle, userType uint, pin string) error
-	Logout(sh pkcs11.SessionHandle) error
-	FindObjectsInit(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) error
-	FindObjects(sh pkcs11.SessionHandle, max int) ([]pkcs11.ObjectHandle, bool, error)
-	FindObjectsFinal(sh pkcs11.SessionHandle) error
-	GetAttributeValue(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, a []*pkcs11.Attribute) ([]*pkcs11.Attribute, error)
-	SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
-	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
+	GetSlotInfo(slotID uint) (ckSlotInfo, error)
+	GetTokenInfo(slotID uint) (ckTokenInfo, error)
+	GetMechanismList(slotID uint) ([]*mechanism, error)
+	OpenSession(slotID uint, flags uint) (sessionHandle, error)
+	CloseSession(sh sessionHandle) error
+	GetSessionInfo(sh sessionHandle) (ckSessionInfo, error)
+	Login(sh sessionHandle, userType uint, pin string) error
+	Logout(sh sessionHandle) error
+	FindObjectsInit(sh sessionHandle, temp []*attribute) error
+	FindObjects(sh sessionHandle, max int) ([]objectHandle, bool, error)
+	FindObjectsFinal(sh sessionHandle) error
+	GetAttributeValue(sh sessionHandle, o objectHandle, a []*attribute) ([]*attribute, error)
+	SignInit(sh sessionHandle, m []*mechanism, o objectHandle) error
+	Sign(sh sessionHandle, message []byte) ([]byte, error)
 }
-
-var _ p11 = (*pkcs11.Ctx)(nil)
 
 // library is one loaded module, shared by every Module opened on the same
 // path in this process.
@@ -133,6 +131,9 @@ func Open(path string) (*Module, error) {
 }
 
 func open(path string, o OpenOptions) (*Module, error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
 	if path == "" {
 		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: "no module path given"}
 	}
@@ -154,36 +155,32 @@ func open(path string, o OpenOptions) (*Module, error) {
 	defer libMu.Unlock()
 	lib := libraries[abs]
 	if lib != nil {
-		if _, err := lib.ctx.GetInfo(); errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
+		if _, err := lib.ctx.GetInfo(); errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
 			lib.gone.Store(true)
 			delete(libraries, abs)
 			lib = nil
 		}
 	}
 	if lib == nil {
-		var ctx *pkcs11.Ctx
+		var c *ctx
 		var initErr error
-		load := func() {
-			if ctx = pkcs11.New(abs); ctx != nil {
-				initErr = ctx.Initialize()
-			}
-		}
+		load := func() { c, initErr = loadModule(abs) }
 		var held string
 		if o.HoldLoadOutput {
 			held = holdStderr(load)
 		} else {
 			load()
 		}
-		if ctx == nil {
+		if c == nil {
 			return nil, &Error{Op: "open module", Kind: ErrNotModule,
 				Detail: fmt.Sprintf("%s could not be loaded or has no C_GetFunctionList", abs)}
 		}
-		lib = &library{path: abs, ctx: newCtx(ctx), finalize: true, loadOutput: held}
+		lib = &library{path: abs, ctx: c, finalize: true, loadOutput: held}
 		if err := initErr; err != nil {
-			if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+			if errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 				lib.finalize = false
 			} else {
-				ctx.Destroy()
+				c.Destroy()
 				if held != "" {
 					// The module failed: what it wrote may say why.
 					fmt.Fprintln(os.Stderr, held)

@@ -41,7 +41,7 @@ type Token struct {
 	gate gate
 
 	mu      sync.Mutex // serialises use of loginSH (object searches, login) and guards the fields below
-	loginSH pkcs11.SessionHandle
+	loginSH sessionHandle
 	pin     PINSource // kept for CKU_CONTEXT_SPECIFIC logins
 	// refused is the context login's refusal, once one failed: the PIN
 	// is not presented again on this Token (see contextLogin).
@@ -54,8 +54,8 @@ type Token struct {
 	// nil until read, and again after a Login, which may show more.
 	certs []Certificate
 
-	pool    chan pkcs11.SessionHandle // idle signing sessions
-	slots   chan struct{}             // one per session that exists
+	pool    chan sessionHandle // idle signing sessions
+	slots   chan struct{}      // one per session that exists
 	maxSess int
 }
 
@@ -69,7 +69,7 @@ func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 	defer m.gate.leave()
 	ti, err := m.p.GetTokenInfo(slotID)
 	if err != nil {
-		if errors.Is(err, pkcs11.Error(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
+		if errors.Is(err, ReturnValue(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
 			return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
 		}
 		return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
@@ -123,7 +123,7 @@ func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Toke
 	t := &Token{
 		m: m, p: m.p, slotID: slotID, flags: flags, log: log,
 		loginSH: sh,
-		pool:    make(chan pkcs11.SessionHandle, n),
+		pool:    make(chan sessionHandle, n),
 		slots:   make(chan struct{}, n),
 		maxSess: n,
 	}
@@ -253,7 +253,7 @@ func (t *Token) closeSessions() error {
 		return nil
 	}
 	err := t.p.CloseSession(sh)
-	if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
+	if errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
 		// Finalised by other code: the sessions are gone already, which
 		// is what Close wants. Nothing of this load is used again.
 		if t.m.lib != nil {

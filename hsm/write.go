@@ -24,9 +24,9 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	hs, err := t.findObjects([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	hs, err := t.findObjects([]*attribute{
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_VALUE, cert.Raw),
 	})
 	if err != nil {
 		return err
@@ -38,21 +38,21 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	if err != nil {
 		return &Error{Op: op, Kind: ErrUnsupported, Detail: err.Error()}
 	}
-	temp := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SUBJECT, cert.RawSubject),
-		pkcs11.NewAttribute(pkcs11.CKA_ISSUER, cert.RawIssuer),
-		pkcs11.NewAttribute(pkcs11.CKA_SERIAL_NUMBER, serial),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	temp := []*attribute{
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
+		newAttribute(pkcs11.CKA_TOKEN, true),
+		newAttribute(pkcs11.CKA_PRIVATE, false),
+		newAttribute(pkcs11.CKA_SUBJECT, cert.RawSubject),
+		newAttribute(pkcs11.CKA_ISSUER, cert.RawIssuer),
+		newAttribute(pkcs11.CKA_SERIAL_NUMBER, serial),
+		newAttribute(pkcs11.CKA_VALUE, cert.Raw),
 	}
 	if len(id) > 0 {
-		temp = append(temp, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+		temp = append(temp, newAttribute(pkcs11.CKA_ID, id))
 	}
 	if label != "" {
-		temp = append(temp, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
+		temp = append(temp, newAttribute(pkcs11.CKA_LABEL, label))
 	}
 	if _, err = w.CreateObject(t.loginSH, temp); err != nil {
 		return wrap("C_CreateObject", err)
@@ -73,9 +73,9 @@ func (t *Token) DeleteCertificate(cert *x509.Certificate) (int, error) {
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	hs, err := t.findObjects([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	hs, err := t.findObjects([]*attribute{
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_VALUE, cert.Raw),
 	})
 	if err != nil {
 		return 0, err
