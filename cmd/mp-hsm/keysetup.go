@@ -1,5 +1,3 @@
-//go:build cgo
-
 package main
 
 import (
@@ -31,9 +29,17 @@ type keySetup struct {
 	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
 }
 
+// errNoCgo says why a command that needs a token cannot run in a build
+// without cgo: a usage error (exit 2), since nothing is wrong with the
+// token; --p12, emulate, inspect and completion work there.
+var errNoCgo = errors.New("this mp-hsm was built without cgo: PKCS#11 tokens need a cgo build (CGO_ENABLED=1); --p12 works")
+
 // resolveKey turns the key flags into a p11.Config. The PIN is not read
 // here: the token asks for it when it needs it.
 func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
+	if hsm.Available() != nil {
+		return nil, usageErr(errNoCgo)
+	}
 	ks := &keySetup{}
 	cfg := &ks.cfg
 	cfg.Logger = e.log
