@@ -45,7 +45,7 @@ func absentAttr(err error) bool {
 // then), attrs reads the required attributes in one call and each optional
 // one alone: an optional attribute the module calls absent is left out of
 // the map, a required one is an error. Any other error, such as a card
-// pulled out (ErrTokenRemoved), is returned as it is, never swallowed.
+// pulled out (tokenerr.ErrTokenRemoved), is returned as it is, never swallowed.
 func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byte, error) {
 	out := make(map[uint][]byte, len(required)+len(optional))
 	all := make([]uint, 0, len(required)+len(optional))

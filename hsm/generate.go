@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // ErrObjectExists: an object with the label or CKA_ID asked for is already
@@ -82,7 +84,7 @@ var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 // is a token object that can verify. Both get o.Label and o.ID.
 //
 // The token must have been opened with TokenOptions.ReadWrite (else
-// ErrReadOnly) and logged in with Login (else ErrNotLoggedIn): GenerateKey
+// ErrReadOnly) and logged in with Login (else tokenerr.ErrNotLoggedIn): GenerateKey
 // never logs in itself. When any object on the token already has the label
 // or the id, it returns ErrObjectExists before anything is generated. That
 // check and the generation are atomic within the process; between
@@ -91,7 +93,7 @@ var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	const op = "generate key"
 	if o.Label == "" {
-		return nil, &Error{Op: op, Kind: ErrUnsupported, Detail: "a label is needed"}
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "a label is needed"}
 	}
 	if o.Spec == (KeySpec{}) {
 		o.Spec = KeySpecs["rsa:2048"]
@@ -115,7 +117,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		}
 		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC)}
 	default:
-		return nil, &Error{Op: op, Kind: ErrUnsupported, Detail: "key type " + o.Spec.String()}
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "key type " + o.Spec.String()}
 	}
 	id := o.ID
 	if len(id) == 0 {
@@ -156,7 +158,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	if err != nil {
 		err = wrap("C_GenerateKeyPair", err)
 		var e *Error
-		if errors.As(err, &e) && e.Kind == ErrUnsupported {
+		if errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
 			// The mechanism is the key pair generation, not a signature.
 			e.Detail = "the token cannot generate " + o.Spec.String() + " keys (" +
 				pkcs11MechanismName(mech[0].Mechanism) + " is not among its mechanisms): choose another --type"
@@ -172,7 +174,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 			return t.newKey(ko)
 		}
 	}
-	return nil, &Error{Op: op, Kind: ErrObjectGone, Detail: "the generated key is not among the token's keys"}
+	return nil, &Error{Op: op, Kind: tokenerr.ErrObjectGone, Detail: "the generated key is not among the token's keys"}
 }
 
 // CheckFree returns ErrObjectExists when an object on the token has label
@@ -204,10 +206,10 @@ func (t *Token) enterWrite(op string) (writer, error) {
 		return nil, &Error{Op: op, Kind: ErrReadOnly, Detail: "open the token with TokenOptions.ReadWrite"}
 	case !t.LoggedIn():
 		t.leave()
-		return nil, &Error{Op: op, Kind: ErrNotLoggedIn, Detail: "log in before writing to the token"}
+		return nil, &Error{Op: op, Kind: tokenerr.ErrNotLoggedIn, Detail: "log in before writing to the token"}
 	case !ok:
 		t.leave()
-		return nil, &Error{Op: op, Kind: ErrUnsupported, Detail: "the module binding cannot write objects"}
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "the module binding cannot write objects"}
 	}
 	return w, nil
 }

@@ -12,6 +12,8 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // Key is a private key on a token. It implements crypto.Signer: RSA
@@ -20,7 +22,7 @@ import (
 // crypto.Signer requires). A Key is bound to its Token: closing the token
 // ends it. Safe for concurrent use; signatures run in parallel up to the
 // token's session limit. After Close of its Token or Module, its methods
-// that reach the token return ErrClosed.
+// that reach the token return tokenerr.ErrClosed.
 type Key struct {
 	// info is what FindKey found. It is never changed: signing reads its
 	// Type and AlwaysAuthenticate, and Info hands out copies.
@@ -33,14 +35,14 @@ var _ crypto.Signer = (*Key)(nil)
 
 func (t *Token) newKey(o keyObject) (*Key, error) {
 	if !o.info.CanSign {
-		return nil, &Error{Op: "find key", Kind: ErrKeyCannotSign, Detail: o.info.String() + " has CKA_SIGN false"}
+		return nil, &Error{Op: "find key", Kind: tokenerr.ErrKeyCannotSign, Detail: o.info.String() + " has CKA_SIGN false"}
 	}
 	if o.info.Public == nil {
-		return nil, &Error{Op: "find key", Kind: ErrKeyNotFound,
+		return nil, &Error{Op: "find key", Kind: tokenerr.ErrKeyNotFound,
 			Detail: o.info.String() + ": the token shows neither its public key nor a certificate for it"}
 	}
 	if o.info.Type != KeyTypeRSA && o.info.Type != KeyTypeEC {
-		return nil, &Error{Op: "find key", Kind: ErrUnsupported, Detail: o.info.String() + ": only RSA and EC keys can sign"}
+		return nil, &Error{Op: "find key", Kind: tokenerr.ErrUnsupported, Detail: o.info.String() + ": only RSA and EC keys can sign"}
 	}
 	return &Key{info: o.info.clone(), t: t, handle: o.handle}, nil
 }
@@ -80,7 +82,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	}
 	h := opts.HashFunc()
 	if h != 0 && len(digest) != h.Size() {
-		return nil, &Error{Op: "sign", Kind: ErrUnsupported,
+		return nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported,
 			Detail: fmt.Sprintf("digest is %d bytes, %v needs %d", len(digest), h, h.Size())}
 	}
 	mech, input, err := k.mechanism(digest, opts)
@@ -157,7 +159,7 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
 			hm, ok := pssHash[h]
 			if !ok {
-				return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS with %v", h)}
+				return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS with %v", h)}
 			}
 			salt := pss.SaltLength
 			switch salt {
@@ -165,7 +167,7 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []
 				salt = h.Size()
 			}
 			if salt < 0 {
-				return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS salt length %d", pss.SaltLength)}
+				return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS salt length %d", pss.SaltLength)}
 			}
 			params := newPSSParams(hm[0], hm[1], uint(salt))
 			return []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_PSS, params)}, digest, nil
@@ -175,25 +177,25 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []
 		}
 		prefix, ok := digestInfoPrefix[h]
 		if !ok {
-			return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA PKCS #1 v1.5 with %v", h)}
+			return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA PKCS #1 v1.5 with %v", h)}
 		}
 		in := make([]byte, 0, len(prefix)+len(digest))
 		in = append(append(in, prefix...), digest...)
 		return mechRSAPKCS, in, nil
 	case KeyTypeEC:
 		if _, ok := opts.(*rsa.PSSOptions); ok {
-			return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: "RSA-PSS options with an EC key"}
+			return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: "RSA-PSS options with an EC key"}
 		}
 		return mechECDSA, digest, nil
 	}
-	return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: "key type " + k.info.Type.String()}
+	return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: "key type " + k.info.Type.String()}
 }
 
 // ecdsaDER turns the raw r||s that CKM_ECDSA returns into the ASN.1 DER
 // form crypto.Signer callers expect.
 func ecdsaDER(raw []byte) ([]byte, error) {
 	if len(raw) == 0 || len(raw)%2 != 0 {
-		return nil, &Error{Op: "C_Sign", Kind: ErrDevice, Detail: fmt.Sprintf("ECDSA signature of odd length %d", len(raw))}
+		return nil, &Error{Op: "C_Sign", Kind: tokenerr.ErrDevice, Detail: fmt.Sprintf("ECDSA signature of odd length %d", len(raw))}
 	}
 	r := new(big.Int).SetBytes(raw[:len(raw)/2])
 	s := new(big.Int).SetBytes(raw[len(raw)/2:])

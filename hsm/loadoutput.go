@@ -3,6 +3,8 @@ package hsm
 import (
 	"errors"
 	"strings"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // OpenOptions are the choices of OpenWith; the zero value is Open's.
@@ -50,7 +52,7 @@ func (m *Module) withLoadOutput(err error) error {
 		return err
 	}
 	switch se.Kind {
-	case ErrTokenNotFound, ErrNoToken, ErrSlotNotFound:
+	case tokenerr.ErrTokenNotFound, tokenerr.ErrNoToken, tokenerr.ErrSlotNotFound:
 		c := *se
 		c.ModuleOutput = out
 		return &c

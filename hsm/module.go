@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // p11 is the part of the PKCS#11 API this package uses. *ctx (miekg/pkcs11's
@@ -51,7 +53,7 @@ type library struct {
 	// last Context closes). The session and object handles of its Modules
 	// belong to the finalised module and may name another's in a module
 	// initialised again: they are never used again, every call through
-	// them returns ErrClosed, and the last Close finalises nothing.
+	// them returns tokenerr.ErrClosed, and the last Close finalises nothing.
 	gone atomic.Bool
 }
 
@@ -95,7 +97,7 @@ func firstModule(paths []string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", &Error{Op: "find module", Kind: ErrModuleNotFound,
+	return "", &Error{Op: "find module", Kind: tokenerr.ErrModuleNotFound,
 		Detail: "none of " + strings.Join(paths, ", ") + " exists; install opensc (smart cards) or give the module path"}
 }
 
@@ -122,10 +124,10 @@ type Module struct {
 // When other code has finalised the module under the Modules this process
 // has open (C_GetInfo answers CKR_CRYPTOKI_NOT_INITIALIZED), Open loads and
 // initialises it afresh, and those older Modules, their tokens and keys
-// return ErrClosed from then on.
+// return tokenerr.ErrClosed from then on.
 //
-// A missing file gives ErrModuleNotFound; a file that cannot be loaded as a
-// PKCS#11 module gives ErrNotModule.
+// A missing file gives tokenerr.ErrModuleNotFound; a file that cannot be loaded as a
+// PKCS#11 module gives tokenerr.ErrNotModule.
 func Open(path string) (*Module, error) {
 	return open(path, OpenOptions{})
 }
@@ -135,20 +137,20 @@ func open(path string, o OpenOptions) (*Module, error) {
 		return nil, err
 	}
 	if path == "" {
-		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: "no module path given"}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrModuleNotFound, Detail: "no module path given"}
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: err.Error()}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrModuleNotFound, Detail: err.Error()}
 	}
 	st, err := os.Stat(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: fmt.Sprintf("%s does not exist", abs)}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrModuleNotFound, Detail: fmt.Sprintf("%s does not exist", abs)}
 	case err != nil:
-		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: err.Error()}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrModuleNotFound, Detail: err.Error()}
 	case st.IsDir():
-		return nil, &Error{Op: "open module", Kind: ErrNotModule, Detail: fmt.Sprintf("%s is a directory", abs)}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrNotModule, Detail: fmt.Sprintf("%s is a directory", abs)}
 	}
 
 	libMu.Lock()
@@ -172,7 +174,7 @@ func open(path string, o OpenOptions) (*Module, error) {
 			load()
 		}
 		if c == nil {
-			return nil, &Error{Op: "open module", Kind: ErrNotModule,
+			return nil, &Error{Op: "open module", Kind: tokenerr.ErrNotModule,
 				Detail: fmt.Sprintf("%s could not be loaded or has no C_GetFunctionList", abs)}
 		}
 		lib = &library{path: abs, ctx: c, finalize: true, loadOutput: held}
@@ -200,7 +202,7 @@ func (m *Module) Path() string { return m.path }
 // Close releases the module. It first waits for the calls in flight on the
 // module and on its tokens and keys (a signature under way finishes), then
 // closes every token opened from it, so that later calls on them return
-// ErrClosed. The last Close of a path in the process unloads the module,
+// tokenerr.ErrClosed. The last Close of a path in the process unloads the module,
 // and finalises it when Open initialised it: never a module that other code
 // initialised, nor one that other code finalised under it. Close is
 // idempotent; it must not be called from a PINSource.
@@ -238,15 +240,15 @@ func (m *Module) Close() error {
 	return err
 }
 
-// enter counts a call into the module in, or returns ErrClosed for op.
+// enter counts a call into the module in, or returns tokenerr.ErrClosed for op.
 // Every successful enter is paired with m.gate.leave().
 func (m *Module) enter(op string) error {
 	if !m.gate.enter() {
-		return &Error{Op: op, Kind: ErrClosed, Detail: "the module was closed"}
+		return &Error{Op: op, Kind: tokenerr.ErrClosed, Detail: "the module was closed"}
 	}
 	if m.gone() {
 		m.gate.leave()
-		return &Error{Op: op, Kind: ErrClosed, Code: pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, Detail: finalisedDetail}
+		return &Error{Op: op, Kind: tokenerr.ErrClosed, Code: pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, Detail: finalisedDetail}
 	}
 	return nil
 }

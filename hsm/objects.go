@@ -23,7 +23,7 @@ var (
 // Certificates returns the X.509 certificates on the token. Certificates are
 // public objects: no login is needed. Objects that do not parse as X.509 are
 // skipped with a warning in the log; a failure to read them (a card pulled
-// out: ErrTokenRemoved) is returned.
+// out: tokenerr.ErrTokenRemoved) is returned.
 //
 // The certificates are read once per Token (FindKey reads them too) and
 // kept; a Login reads them again at the next call, since a token may show

@@ -5,6 +5,8 @@ import (
 	"encoding/asn1"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // WriteCertificate writes cert onto the token as a public token object
@@ -13,7 +15,7 @@ import (
 // To sit beside a key, id must be the key's CKA_ID.
 //
 // Like GenerateKey, it needs a read-write token (ErrReadOnly) that is
-// logged in (ErrNotLoggedIn). When the same certificate is already on the
+// logged in (tokenerr.ErrNotLoggedIn). When the same certificate is already on the
 // token it returns ErrObjectExists and writes nothing.
 func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string) error {
 	const op = "write certificate"
@@ -36,7 +38,7 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	}
 	serial, err := asn1Integer(cert)
 	if err != nil {
-		return &Error{Op: op, Kind: ErrUnsupported, Detail: err.Error()}
+		return &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: err.Error()}
 	}
 	temp := []*attribute{
 		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),

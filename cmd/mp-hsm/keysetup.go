@@ -15,6 +15,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // keySetup is what the key flags resolve to.
@@ -180,7 +181,7 @@ func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
 // do: a wrong PIN is never retried, and the next ones lock the token.
 func explainPINError(err error, ks *keySetup) error {
 	var pe *hsm.PINError
-	if !errors.As(err, &pe) || pe.Kind != hsm.ErrPINIncorrect {
+	if !errors.As(err, &pe) || pe.Kind != tokenerr.ErrPINIncorrect {
 		return err
 	}
 	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
@@ -210,13 +211,13 @@ func (e *env) explainKeyError(err error) error {
 	}
 	var hints []string
 	switch se.Kind {
-	case hsm.ErrAmbiguousToken, hsm.ErrTokenNotFound, hsm.ErrSlotNotFound:
+	case tokenerr.ErrAmbiguousToken, tokenerr.ErrTokenNotFound, tokenerr.ErrSlotNotFound:
 		for _, s := range se.Tokens {
 			if s.Token != nil && s.Token.Flags.Initialized() {
 				hints = append(hints, fmt.Sprintf("--token-label %q or --token-serial %s or --slot %d", s.Token.Label, s.Token.Serial, s.ID))
 			}
 		}
-	case hsm.ErrAmbiguousKey, hsm.ErrKeyNotFound:
+	case tokenerr.ErrAmbiguousKey, tokenerr.ErrKeyNotFound:
 		for _, k := range se.Keys {
 			if k.Label != "" {
 				hints = append(hints, fmt.Sprintf("--key-id %s or --key-label %q", k.IDHex(), k.Label))
