@@ -43,12 +43,6 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	}
 	ks := &keySetup{}
 	cfg := &ks.cfg
-	cfg.Logger = e.log
-	// A command that asked for a token shows what modules write while
-	// they load (p11-kit's proxy loads every registered one) only if no
-	// token is found; serve, which logs, and doctor, which diagnoses, turn
-	// this off.
-	cfg.ModuleOptions.HoldLoadOutput = true
 	sel, fromEnv := selectors(c)
 	ks.fromEnv = fromEnv
 	if raw := sel["key"]; raw != "" {
@@ -56,22 +50,25 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
-		ts, kso, err := hsm.SelectorsFromURI(u)
-		if err != nil {
-			return nil, usageErr(fmt.Errorf("--key: %w", err))
-		}
 		ks.uri = u
-		cfg.Token, cfg.Key = ts, kso
-		if c.String("module") == "" {
-			mod, err := hsm.ModuleFromURI(u)
-			if err != nil {
-				return nil, fmt.Errorf("--key: %w", err)
-			}
-			if mod != "" {
-				cfg.Module, ks.moduleSource = mod, "uri"
-			}
+		if c.String("module") != "" { // --module wins: the URI's module is not looked for
+			v := *u
+			v.ModuleName, v.ModulePath = "", ""
+			u = &v
+		}
+		if *cfg, err = p11.ConfigFromURI(u); err != nil {
+			return nil, fmt.Errorf("--key: %w", err)
+		}
+		if cfg.Module != "" {
+			ks.moduleSource = "uri"
 		}
 	}
+	cfg.Logger = e.log
+	// A command that asked for a token shows what modules write while
+	// they load (p11-kit's proxy loads every registered one) only if no
+	// token is found; serve, which logs, and doctor, which diagnoses, turn
+	// this off.
+	cfg.ModuleOptions.HoldLoadOutput = true
 	if m := c.String("module"); m != "" {
 		cfg.Module, ks.moduleSource = m, "flag"
 	}
@@ -113,7 +110,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 		cfg.ExtraChain = certs
 	}
-	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri)
+	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri, cfg.PIN)
 	ks.pinFrom = e.pinOrigin(c.String("pin-file"), ks.uri)
 	cfg.PIN = explicit
 	cfg.Login = hsm.LoginOptions{AllowFinalTry: c.Bool("allow-final-pin-try"), Prompt: prompt}
