@@ -8,11 +8,12 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 // Env is the Maskinporten environment a CA imitates; the issuing CA's name
@@ -51,10 +52,6 @@ const DefaultOrgName = "MP-HSM TEST AS"
 
 // buypassOrgID is Buypass AS's organizationIdentifier.
 const buypassOrgID = "NTRNO-983163327"
-
-// oidOrganizationIdentifier is the X.520 organizationIdentifier attribute
-// (OID 2.5.4.97) in which SEID 2 certificates carry "NTRNO-<org number>".
-var oidOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
 
 // CA is a test PKI imitating Buypass SEID 2 hard-token enterprise
 // certificates: a root and an issuing CA named as Buypass's, with RSA 2048
@@ -134,7 +131,7 @@ func caTemplate(cn string, pub crypto.PublicKey, notBefore time.Time, years, max
 			Country:      []string{"NO"},
 			Organization: []string{"Buypass AS"},
 			CommonName:   cn,
-			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: oidOrganizationIdentifier, Value: buypassOrgID}},
+			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: signer.OIDOrganizationIdentifier, Value: buypassOrgID}},
 		},
 		NotBefore:             notBefore,
 		NotAfter:              notBefore.AddDate(years, 0, 0),
@@ -195,7 +192,7 @@ func (ca *CA) IssueLeaf(pub crypto.PublicKey, o LeafOptions) (*x509.Certificate,
 			Organization: []string{o.OrgName},
 			CommonName:   o.OrgName,
 			SerialNumber: o.OrgNumber,
-			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: oidOrganizationIdentifier, Value: "NTRNO-" + o.OrgNumber}},
+			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: signer.OIDOrganizationIdentifier, Value: "NTRNO-" + o.OrgNumber}},
 		},
 		NotBefore:             o.NotBefore,
 		NotAfter:              o.NotAfter,

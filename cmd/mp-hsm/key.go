@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 // keyCommand groups the commands that make and equip a key on the token:
@@ -69,10 +69,6 @@ func keyCommand(e *env) *cli.Command {
 	}
 }
 
-// oidOrganizationIdentifier is X.520 organizationIdentifier (2.5.4.97),
-// which holds NTRNO-<orgnr> in Norwegian enterprise certificates.
-var oidOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
-
 // X.520's upper bounds (RFC 5280 appendix A.1) of the subject fields key
 // csr fills: ub-common-name, ub-organization-name and ub-serial-number are
 // 64 characters.
@@ -112,7 +108,7 @@ func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
 		CommonName:   cn,
 		SerialNumber: serial,
 		ExtraNames: []pkix.AttributeTypeAndValue{
-			{Type: oidOrganizationIdentifier, Value: "NTRNO-" + orgNumber},
+			{Type: signer.OIDOrganizationIdentifier, Value: "NTRNO-" + orgNumber},
 		},
 	}, nil
 }
