@@ -100,6 +100,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	}
 	var mech []*mechanism
 	var pubT, privT []*attribute
+	mechName := "CKM_RSA_PKCS_KEY_PAIR_GEN"
 	switch o.Spec {
 	case KeySpecs["rsa:2048"], KeySpecs["rsa:3072"]:
 		mech = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
@@ -110,7 +111,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		}
 		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)}
 	case KeySpecs["ec:p256"]:
-		mech = []*mechanism{newMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}
+		mech, mechName = []*mechanism{newMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, "CKM_EC_KEY_PAIR_GEN"
 		pubT = []*attribute{
 			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 			newAttribute(pkcs11.CKA_EC_PARAMS, p256OID),
@@ -161,7 +162,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		if errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
 			// The mechanism is the key pair generation, not a signature.
 			e.Detail = "the token cannot generate " + o.Spec.String() + " keys (" +
-				pkcs11MechanismName(mech[0].Mechanism) + " is not among its mechanisms): choose another --type"
+				mechName + " is not among its mechanisms): choose another --type"
 		}
 		return nil, err
 	}
@@ -236,16 +237,4 @@ func (t *Token) refuseTaken(op, label string, id []byte) error {
 		}
 	}
 	return nil
-}
-
-// pkcs11MechanismName names the key pair generation mechanisms GenerateKey
-// uses.
-func pkcs11MechanismName(m uint) string {
-	switch m {
-	case pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN:
-		return "CKM_RSA_PKCS_KEY_PAIR_GEN"
-	case pkcs11.CKM_EC_KEY_PAIR_GEN:
-		return "CKM_EC_KEY_PAIR_GEN"
-	}
-	return fmt.Sprintf("mechanism 0x%x", m)
 }

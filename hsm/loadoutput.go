@@ -27,11 +27,6 @@ type OpenOptions struct {
 // maxLoadOutput bounds what is kept of a module's output on loading.
 const maxLoadOutput = 8 << 10
 
-// OpenWith is Open with options.
-func OpenWith(path string, o OpenOptions) (*Module, error) {
-	return open(path, o)
-}
-
 // LoadOutput returns what the module and the modules it loaded wrote on
 // standard error while this process loaded it, when OpenWith held it back
 // (HoldLoadOutput), at most 8 KiB; "" otherwise.

@@ -79,11 +79,6 @@ func DefaultModulePaths() []string {
 	}
 }
 
-// Multiarch is Debian's multiarch triplet for the architecture this
-// program was built for ("x86_64-linux-gnu" on amd64), the directory under
-// /usr/lib where Debian installs PKCS#11 modules; "" where there is none.
-func Multiarch() string { return multiarchTriplet() }
-
 // FindDefaultModule returns the first of DefaultModulePaths that exists.
 func FindDefaultModule() (string, error) {
 	return firstModule(DefaultModulePaths())
@@ -128,11 +123,10 @@ type Module struct {
 //
 // A missing file gives tokenerr.ErrModuleNotFound; a file that cannot be loaded as a
 // PKCS#11 module gives tokenerr.ErrNotModule.
-func Open(path string) (*Module, error) {
-	return open(path, OpenOptions{})
-}
+func Open(path string) (*Module, error) { return OpenWith(path, OpenOptions{}) }
 
-func open(path string, o OpenOptions) (*Module, error) {
+// OpenWith is Open with options.
+func OpenWith(path string, o OpenOptions) (*Module, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}

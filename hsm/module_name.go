@@ -46,9 +46,10 @@ type moduleDirs struct {
 	libs      []string // where NAME.so is looked for
 }
 
-// multiarchTriplet returns the Debian multiarch directory name of the
-// running architecture, or "" when there is none.
-func multiarchTriplet() string {
+// Multiarch is Debian's multiarch triplet for the architecture this
+// program was built for ("x86_64-linux-gnu" on amd64), the directory under
+// /usr/lib where Debian installs PKCS#11 modules; "" where there is none.
+func Multiarch() string {
 	if runtime.GOOS != "linux" {
 		return ""
 	}
@@ -73,7 +74,7 @@ func systemModuleDirs() moduleDirs {
 		d.configs = append(d.configs, filepath.Join(home, "pkcs11", "modules"))
 	}
 	d.configs = append(d.configs, "/etc/pkcs11/modules", "/usr/share/p11-kit/modules")
-	if t := multiarchTriplet(); t != "" {
+	if t := Multiarch(); t != "" {
 		d.p11kitLib = append(d.p11kitLib, "/usr/lib/"+t+"/pkcs11")
 		d.libs = append(d.libs, "/usr/lib/"+t+"/pkcs11", "/usr/lib/"+t)
 	}

@@ -141,7 +141,7 @@ func TestResolveModuleName(t *testing.T) {
 
 func TestMultiarchDirsFollowTheArchitecture(t *testing.T) {
 	d := systemModuleDirs()
-	if trip := multiarchTriplet(); trip != "" && (d.libs[0] != "/usr/lib/"+trip+"/pkcs11" || d.p11kitLib[0] != d.libs[0]) {
+	if trip := Multiarch(); trip != "" && (d.libs[0] != "/usr/lib/"+trip+"/pkcs11" || d.p11kitLib[0] != d.libs[0]) {
 		t.Errorf("dirs %+v do not start with the %s multiarch directory", d, trip)
 	}
 }

@@ -36,7 +36,7 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	if len(hs) > 0 {
 		return &Error{Op: op, Kind: ErrObjectExists, Detail: "the certificate for " + cert.Subject.String() + " is already on the token"}
 	}
-	serial, err := asn1Integer(cert)
+	serial, err := asn1.Marshal(cert.SerialNumber) // CKA_SERIAL_NUMBER is the DER INTEGER
 	if err != nil {
 		return &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: err.Error()}
 	}
@@ -89,10 +89,4 @@ func (t *Token) DeleteCertificate(cert *x509.Certificate) (int, error) {
 		}
 	}
 	return len(hs), nil
-}
-
-// asn1Integer returns the DER INTEGER of cert's serial number, the form of
-// CKA_SERIAL_NUMBER.
-func asn1Integer(cert *x509.Certificate) ([]byte, error) {
-	return asn1.Marshal(cert.SerialNumber)
 }
