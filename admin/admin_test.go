@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/oauth2"
+
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
@@ -66,7 +68,7 @@ func newFixture(t *testing.T) *fixture {
 }
 
 // tokens is a token source of client, signing kid grants with key i.
-func tokens(t *testing.T, srv *emulator.Server, client string, i int, kid, scope string) *grant.Source {
+func tokens(t *testing.T, srv *emulator.Server, client string, i int, kid, scope string) oauth2.TokenSource {
 	t.Helper()
 	s, err := signer.NewFileSigner(rsaKey(i), nil)
 	if err != nil {

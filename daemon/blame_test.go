@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"github.com/mp-hsm/mp-hsm/softhsm"
 )
 
 // TestUnknownSystemUserBlamesCaller: Maskinporten's refusal of a
@@ -19,7 +17,9 @@ func TestUnknownSystemUserBlamesCaller(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, options{})
 	wantToken(t, f.post(scopeForm("test:read", "system_user_org", sysUserOrg)))
-	a := f.post(scopeForm("test:read", "system_user_org", softhsm.ValidOrgNumber(5)))
+	// 910000055: a valid organisation number that gave the test client no
+	// system user.
+	a := f.post(scopeForm("test:read", "system_user_org", "910000055"))
 	wantError(t, a, http.StatusBadRequest, "invalid_request")
 	for _, want := range []string{"MP-303", "system_user_org"} {
 		if !strings.Contains(a.Description, want) {

@@ -58,13 +58,9 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		if len(chain) == 0 {
 			return nil, fmt.Errorf("%w: no Maskinporten environment given and the key has no certificate to tell it from", ErrConfig)
 		}
-		name, err := grant.EnvironmentForCertificate(chain[0])
+		preset, err := grant.EnvironmentForCertificate(chain[0])
 		if err != nil {
 			return nil, fmt.Errorf("%w: no Maskinporten environment given, and the certificate does not tell it: %w", ErrConfig, err)
-		}
-		preset, err := grant.EnvironmentByName(name)
-		if err != nil {
-			return nil, err
 		}
 		if env.AltinnExchange != "" {
 			preset.AltinnExchange = env.AltinnExchange
@@ -103,7 +99,6 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		gc.KeyID = cl.KeyID
 		gc.Environment = env
 		gc.Signer = &meteredSigner{s: key, c: c, m: s}
-		gc.Cache = nil
 		gc.Logger = st.cfg.Logger
 		gc.HTTPClient = hc
 		if _, err := gc.Grant(probeRequest); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/inspect"
+	"github.com/mp-hsm/mp-hsm/internal/orgid"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -184,7 +185,7 @@ func (r *run) checkIssuer() {
 			"Maskinporten accepts x5c only with Buypass or Commfides enterprise certificates; with another key register it (mp-hsm jwk) and give --kid, and give --env")
 		return
 	}
-	r.ok(check, fmt.Sprintf("%s: a %s certificate", ca, env))
+	r.ok(check, fmt.Sprintf("%s: a %s certificate", ca, env.Name))
 }
 
 // checkOrgNumber checks that the certificate holds an organisation number.
@@ -193,7 +194,7 @@ func (r *run) checkOrgNumber() {
 	if r.certSkip(check) {
 		return
 	}
-	org, ok := grant.CertificateOrgNumber(r.cert)
+	org, ok := orgid.FromCertificate(r.cert)
 	switch {
 	case !ok && r.cfg.KeyID != "":
 		r.warn(check, "the certificate holds no organisation number", "with --kid the certificate is not sent, so this only matters for x5c grants")

@@ -71,12 +71,11 @@ func fromCertificate(_ context.Context, chain []*x509.Certificate) (grant.Enviro
 	if len(chain) == 0 {
 		return grant.Environment{}, "", errors.New("no certificate to tell the environment from: give the environment")
 	}
-	name, err := grant.EnvironmentForCertificate(chain[0])
+	envr, err := grant.EnvironmentForCertificate(chain[0])
 	if err != nil {
 		return grant.Environment{}, "", fmt.Errorf("cannot tell the environment from the certificate: %w", err)
 	}
-	envr, err := grant.EnvironmentByName(name)
-	return envr, "certificate issued by " + chain[0].Issuer.CommonName, err
+	return envr, "certificate issued by " + chain[0].Issuer.CommonName, nil
 }
 
 // fitsCert says whether the certificate's CA tells the same environment.
@@ -84,7 +83,7 @@ func (r *run) fitsCert(envr grant.Environment) string {
 	if r.cert == nil {
 		return ""
 	}
-	if ce, err := grant.EnvironmentForCertificate(r.cert); err == nil && (envr.Name == "test" || envr.Name == "prod") && ce == envr.Name {
+	if ce, err := grant.EnvironmentForCertificate(r.cert); err == nil && (envr.Name == "test" || envr.Name == "prod") && ce.Name == envr.Name {
 		return "; the certificate fits"
 	}
 	return ""

@@ -22,10 +22,10 @@ func (c *Config) AltinnToken(ctx context.Context, mpToken string) (*Token, error
 	if endpoint == "" {
 		return nil, &ConfigError{Field: "Environment.AltinnExchange", Reason: "missing: this environment has no Altinn token exchange"}
 	}
-	if err := checkEndpoint("Environment.AltinnExchange", endpoint, c.AllowInsecure); err != nil {
+	if err := CheckEndpoint("Environment.AltinnExchange", endpoint, c.AllowInsecure); err != nil {
 		return nil, err
 	}
-	if mpToken == "" || !validScopeToken(mpToken) {
+	if mpToken == "" || !ValidScope(mpToken) {
 		return nil, &ValidationError{Field: "access_token", Reason: "the Maskinporten token is empty or holds characters a token cannot hold"}
 	}
 	log := c.logger()
@@ -85,14 +85,4 @@ func (c *Config) AltinnToken(ctx context.Context, mpToken string) (*Token, error
 	}
 	log.DebugContext(ctx, "altinn token issued", "token", t)
 	return t, nil
-}
-
-// AltinnTokenSource returns a token source of Altinn tokens for req: each
-// is exchanged for a Maskinporten token for req. Both are cached as
-// TokenSource does, under keys that differ only in kind, so the two sources
-// share Maskinporten tokens.
-func (c *Config) AltinnTokenSource(ctx context.Context, req Request) *Source {
-	s := c.newSource(ctx, req, kindAltinn, nil)
-	s.mp = c.newSource(ctx, req, kindMaskinporten, s.cache)
-	return s
 }

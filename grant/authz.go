@@ -196,6 +196,20 @@ func (c Consent) check() error {
 	return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "must be " + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>"}
 }
 
+// systemUserDetail is the authorization_details element asking for the
+// Altinn system user of the organisation orgnr.
+func systemUserDetail(orgnr string) json.RawMessage {
+	type partyOrg struct {
+		Authority string `json:"authority"`
+		ID        string `json:"ID"`
+	}
+	b, _ := json.Marshal(struct {
+		Type          string   `json:"type"`
+		SystemUserOrg partyOrg `json:"systemuser_org"`
+	}{SystemUserType, partyOrg{Authority: "iso6523-actorid-upis", ID: "0192:" + orgnr}})
+	return b
+}
+
 // detail is the consent's authorization detail as sent.
 func (c Consent) detail() json.RawMessage {
 	b, _ := json.Marshal(struct {

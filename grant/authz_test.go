@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/oauth2"
+
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 )
 
@@ -144,13 +146,20 @@ func TestConsentCacheKey(t *testing.T) {
 		Logf: func(string, ...any) {},
 	})
 	cfg := testConfig(t, srv, 0)
-	cfg.Cache = &Cache{}
 	ctx := context.Background()
 	scopes := []string{"altinn:consentrequests.read"}
+	sources := map[string]oauth2.TokenSource{} // one per claim, as a caller keeps them
 	token := func(r Request) string {
 		t.Helper()
 		r.Scopes = scopes
-		tok, err := cfg.TokenSource(ctx, r).Token()
+		n, err := r.normalize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sources[string(n.authzDetails)] == nil {
+			sources[string(n.authzDetails)] = cfg.TokenSource(ctx, r)
+		}
+		tok, err := sources[string(n.authzDetails)].Token()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,15 +180,14 @@ func TestConsentCacheKey(t *testing.T) {
 		t.Errorf("emulator issued %d tokens, want 2", got)
 	}
 
-	// Every part of authorization_details is in the key.
+	// Every part of authorization_details is in the claim.
 	keyOf := func(r Request) string {
 		r.Scopes = scopes
-		s := cfg.TokenSource(ctx, r)
-		if s.err != nil {
-			t.Fatal(s.err)
+		n, err := r.normalize()
+		if err != nil {
+			t.Fatal(err)
 		}
-		k := s.key(&keyInfo{identity: "x"})
-		return k.String()
+		return string(n.authzDetails)
 	}
 	keys := map[string]string{}
 	for name, r := range map[string]Request{

@@ -8,13 +8,11 @@ import (
 	"time"
 )
 
-// Cache holds access tokens under string keys: the one token cache of
-// mp-hsm, used by Source (Config.TokenSource, AltinnTokenSource, Client) and
-// by the token daemon. Each key has an Entry, whose tokens come from the
-// Fetcher it was added with.
+// Cache holds access tokens under string keys: the token daemon's cache
+// of many clients, keys and requests. Each key has an Entry, whose tokens
+// come from the Fetcher it was added with.
 //
-// Tokens are handed out and refreshed by one rule (see the package
-// documentation, "Token cache"): with the defaults, a token that lives
+// Tokens are handed out and refreshed by one rule (see refresh.go): with the defaults, a token that lives
 // 120 s is replaced 30 s before it expires, and one that lives less than a
 // minute halfway. One fetch per key runs at a time; callers that arrive
 // meanwhile wait for it. A refresh that fails while the cached token is

@@ -9,28 +9,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// A Cache shared by token sources: sources for the same request share one
-// token, got with one request to Maskinporten.
-func ExampleCache() {
-	srv, sig := newExampleEmulator()
-	defer srv.Close()
-
-	cache := &grant.Cache{MaxEntries: 100}
-	cfg := &grant.Config{ClientID: "my-client", Signer: sig, KeyID: "my-kid", Cache: cache,
-		Environment: grant.Environment{Issuer: srv.Issuer(), TokenEndpoint: srv.TokenURL()}}
-	req := grant.Request{Scopes: []string{"example:read"}}
-	a, err := cfg.TokenSource(context.Background(), req).Token()
-	if err != nil {
-		log.Fatal(err)
-	}
-	b, err := cfg.TokenSource(context.Background(), req).Token()
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(a == b, cache.Len(), srv.Stats().TokenRequests)
-	// Output: true 1 1
-}
-
 // exchanger fetches tokens for a cache entry with Config.Exchange, as the
 // token daemon does for each distinct request.
 type exchanger struct {

@@ -58,36 +58,24 @@ func EnvironmentByName(name string) (Environment, error) {
 	return Environment{}, &ConfigError{Field: "Environment", Value: name, Reason: `unknown environment: want "test" or "prod"`}
 }
 
-// presetName returns "test" or "prod" for an environment that uses a
-// preset's issuer, or its Name.
-func (e Environment) presetName() string {
-	switch e.Issuer {
-	case Test.Issuer:
-		return "test"
-	case Prod.Issuer:
-		return "prod"
+// presetOf returns the preset whose issuer is issuer.
+func presetOf(issuer string) (Environment, bool) {
+	for _, p := range []Environment{Test, Prod} {
+		if p.Issuer == issuer {
+			return p, true
+		}
 	}
-	return e.Name
+	return Environment{}, false
 }
 
-// Validate checks that the issuer and the endpoints are usable URLs:
-// absolute, https (or http on a loopback host, or anywhere when
-// allowInsecure is set), without credentials or a fragment. The error is a
-// *ConfigError naming the field; credentials in a URL are never echoed.
+// Validate checks that the issuer and the endpoints are usable URLs, by
+// CheckEndpoint's rule. The error is a *ConfigError naming the field.
 func (e Environment) Validate(allowInsecure bool) error {
-	return e.validate(allowInsecure)
-}
-
-// validate is Validate.
-func (e Environment) validate(allowInsecure bool) error {
-	if err := checkEndpoint("Environment.Issuer", e.Issuer, allowInsecure); err != nil {
-		return err
-	}
-	if err := checkEndpoint("Environment.TokenEndpoint", e.TokenEndpoint, allowInsecure); err != nil {
-		return err
-	}
-	if e.AltinnExchange != "" {
-		if err := checkEndpoint("Environment.AltinnExchange", e.AltinnExchange, allowInsecure); err != nil {
+	for _, f := range []struct{ name, url string }{{"Issuer", e.Issuer}, {"TokenEndpoint", e.TokenEndpoint}, {"AltinnExchange", e.AltinnExchange}} {
+		if f.url == "" && f.name == "AltinnExchange" {
+			continue
+		}
+		if err := CheckEndpoint("Environment."+f.name, f.url, allowInsecure); err != nil {
 			return err
 		}
 	}
@@ -96,15 +84,11 @@ func (e Environment) validate(allowInsecure bool) error {
 
 // CheckEndpoint is the rule for every URL mp-hsm sends a credential to
 // (the token endpoint, the Altinn exchange, Digdir's self-service API): an
-// absolute https URL with a host; http is allowed for loopback hosts, or
-// for any host if allowInsecure is set. A refusal is a *ConfigError naming
-// field, with any credentials in the URL redacted.
+// absolute https URL with a host, without credentials or a fragment; http
+// is allowed for loopback hosts, or for any host if allowInsecure is set.
+// A refusal is a *ConfigError naming field, with any credentials in the URL
+// redacted.
 func CheckEndpoint(field, raw string, allowInsecure bool) error {
-	return checkEndpoint(field, raw, allowInsecure)
-}
-
-// checkEndpoint is CheckEndpoint.
-func checkEndpoint(field, raw string, allowInsecure bool) error {
 	if raw == "" {
 		return &ConfigError{Field: field, Reason: "missing"}
 	}
@@ -178,7 +162,7 @@ func Discover(ctx context.Context, client *http.Client, metadataURL string) (Env
 const maxBody = 1 << 20 // the largest response body read
 
 func discover(ctx context.Context, client *http.Client, metadataURL string, allowInsecure bool) (Environment, error) {
-	if err := checkEndpoint("metadata URL", metadataURL, allowInsecure); err != nil {
+	if err := CheckEndpoint("metadata URL", metadataURL, allowInsecure); err != nil {
 		return Environment{}, err
 	}
 	if client == nil {
@@ -221,13 +205,10 @@ func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bo
 		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata has no token_endpoint"}
 	}
 	env := Environment{Issuer: m.Issuer, TokenEndpoint: m.TokenEndpoint}
-	switch m.Issuer {
-	case Test.Issuer:
-		env.Name, env.AltinnExchange = Test.Name, Test.AltinnExchange
-	case Prod.Issuer:
-		env.Name, env.AltinnExchange = Prod.Name, Prod.AltinnExchange
+	if p, ok := presetOf(m.Issuer); ok {
+		env.Name, env.AltinnExchange = p.Name, p.AltinnExchange
 	}
-	if err := env.validate(allowInsecure); err != nil {
+	if err := env.Validate(allowInsecure); err != nil {
 		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata holds an unusable endpoint", Err: err}
 	}
 	return env, nil
@@ -330,18 +311,19 @@ var issuingCAs = map[string]string{
 	"Commfides Legal Person - G3":       "prod",
 }
 
-// EnvironmentForCertificate tells from the issuing CA of an enterprise
-// certificate (Buypass or Commfides) which environment accepts it: "test"
-// or "prod". For any other issuer it returns an error matching
-// ErrUnknownIssuer.
-func EnvironmentForCertificate(cert *x509.Certificate) (string, error) {
+// EnvironmentForCertificate returns the preset, Test or Prod, whose
+// Maskinporten accepts cert, an enterprise certificate, told by its issuing
+// CA (Buypass or Commfides). It is the one place the environment is
+// inferred from a certificate. For any other issuer it returns an error
+// matching ErrUnknownIssuer.
+func EnvironmentForCertificate(cert *x509.Certificate) (Environment, error) {
 	if cert == nil {
-		return "", fmt.Errorf("%w: no certificate", ErrUnknownIssuer)
+		return Environment{}, fmt.Errorf("%w: no certificate", ErrUnknownIssuer)
 	}
-	if env, ok := issuingCAs[cert.Issuer.CommonName]; ok {
-		return env, nil
+	if name, ok := issuingCAs[cert.Issuer.CommonName]; ok {
+		return EnvironmentByName(name)
 	}
-	return "", fmt.Errorf("%w: %q", ErrUnknownIssuer, cert.Issuer.CommonName)
+	return Environment{}, fmt.Errorf("%w: %q", ErrUnknownIssuer, cert.Issuer.CommonName)
 }
 
 // CheckEnvironment refuses a test certificate for the production
@@ -353,13 +335,16 @@ func CheckEnvironment(env Environment, chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return nil
 	}
-	want := env.presetName()
-	if want != "test" && want != "prod" {
+	want := env.Name
+	if p, ok := presetOf(env.Issuer); ok {
+		want = p.Name
+	}
+	if want != Test.Name && want != Prod.Name {
 		return nil
 	}
 	got, err := EnvironmentForCertificate(chain[0])
-	if err != nil || got == want {
+	if err != nil || got.Name == want {
 		return nil
 	}
-	return &EnvironmentMismatchError{Environment: want, CertificateEnvironment: got, Issuer: chain[0].Issuer.CommonName}
+	return &EnvironmentMismatchError{Environment: want, CertificateEnvironment: got.Name, Issuer: chain[0].Issuer.CommonName}
 }

@@ -24,7 +24,7 @@ func TestEnvironmentByName(t *testing.T) {
 		t.Errorf("EnvironmentByName(ver2) = %v, want ErrInvalidConfig", err)
 	}
 	for _, e := range []Environment{Test, Prod} {
-		if err := e.validate(false); err != nil {
+		if err := e.Validate(false); err != nil {
 			t.Errorf("%s: %v", e.Name, err)
 		}
 		if !strings.HasSuffix(e.Issuer, "/") {
@@ -53,13 +53,13 @@ func TestCheckEndpoint(t *testing.T) {
 		{"https://user:pw@maskinporten.no/token", false, false},
 		{"", false, false},
 	} {
-		err := checkEndpoint("TokenEndpoint", tc.url, tc.insecure)
+		err := CheckEndpoint("TokenEndpoint", tc.url, tc.insecure)
 		if tc.ok != (err == nil) {
-			t.Errorf("checkEndpoint(%q, %v) = %v, want ok=%v", tc.url, tc.insecure, err, tc.ok)
+			t.Errorf("CheckEndpoint(%q, %v) = %v, want ok=%v", tc.url, tc.insecure, err, tc.ok)
 		}
 		var ce *ConfigError
 		if err != nil && (!errors.Is(err, ErrInvalidConfig) || !errors.As(err, &ce)) {
-			t.Errorf("checkEndpoint(%q) = %T %v, want *ConfigError", tc.url, err, err)
+			t.Errorf("CheckEndpoint(%q) = %T %v, want *ConfigError", tc.url, err, err)
 		}
 	}
 }
@@ -150,8 +150,8 @@ func TestEnvironmentForCertificate(t *testing.T) {
 		"Commfides Legal Person - G3":                          "prod",
 	} {
 		got, err := EnvironmentForCertificate(certIssuedBy(cn))
-		if err != nil || got != want {
-			t.Errorf("EnvironmentForCertificate(%q) = %q, %v; want %q", cn, got, err, want)
+		if err != nil || got.Name != want {
+			t.Errorf("EnvironmentForCertificate(%q) = %q, %v; want %q", cn, got.Name, err, want)
 		}
 	}
 	if _, err := EnvironmentForCertificate(certIssuedBy("Some Other CA")); !errors.Is(err, ErrUnknownIssuer) {

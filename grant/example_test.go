@@ -5,6 +5,8 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
@@ -100,4 +102,26 @@ func ExampleConfig_Client() {
 	body, _ := io.ReadAll(resp.Body)
 	fmt.Println(resp.StatusCode, string(body))
 	// Output: 200 hello, machine
+}
+
+func ExampleConfig_Exchange() {
+	srv, sig := newExampleEmulator()
+	defer srv.Close()
+
+	cfg := &grant.Config{ClientID: "my-client", Signer: sig, KeyID: "my-kid",
+		Environment: grant.Environment{Issuer: srv.Issuer(), TokenEndpoint: srv.TokenURL()}}
+	// One new grant, one request, no cache: what mp-hsm token does.
+	tok, err := cfg.Exchange(context.Background(), grant.Request{Scopes: []string{"example:read"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tok.TokenType, tok.Scope, tok.ExpiresIn)
+	// Output: Bearer example:read 120
+}
+
+func ExampleEnvironmentForCertificate() {
+	leaf := &x509.Certificate{Issuer: pkix.Name{CommonName: "Buypass Class 3 Test4 CA G2 ST Business"}}
+	env, err := grant.EnvironmentForCertificate(leaf)
+	fmt.Println(env.Name, env.Issuer, err)
+	// Output: test https://test.maskinporten.no/ <nil>
 }

@@ -73,7 +73,7 @@ func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
 	return c.exchange(ctx, k, n)
 }
 
-func (c *Config) exchange(ctx context.Context, k *keyInfo, n *normRequest) (*Token, error) {
+func (c *Config) exchange(ctx context.Context, k *key, n *normRequest) (*Token, error) {
 	endpoint := c.Environment.TokenEndpoint
 	log := c.logger()
 	a, err := c.send(ctx, endpoint, func() (*http.Request, error) {

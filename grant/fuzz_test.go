@@ -74,7 +74,7 @@ func FuzzMetadata(f *testing.F) {
 		if env.Issuer == "" || env.TokenEndpoint == "" {
 			t.Fatalf("accepted metadata without issuer or token endpoint: %+v", env)
 		}
-		if err := env.validate(false); err != nil {
+		if err := env.Validate(false); err != nil {
 			t.Fatalf("accepted an environment that does not validate: %v", err)
 		}
 	})

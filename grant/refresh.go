@@ -2,15 +2,45 @@ package grant
 
 import (
 	"math/rand/v2"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/oauth2"
 )
 
-// The refresh rule, described in the package documentation ("Token
-// cache"). Its numbers live in these functions and nowhere else; reserve,
-// margin and retryDelay take a token's lifetime l (its expires_in).
+// The refresh rule of Cache, the token daemon's cache, decides when a
+// cached token is handed out and when it is replaced. For a token that
+// lives L (its expires_in) and expires at E:
+//
+//   - It is handed out only while more than its reserve is left: L/10, at
+//     least 1 s, at most 10 s and at most L/3 (10 s for a token of 120 s).
+//   - It is due for refresh at E - margin, where margin is
+//     min(Cache.RefreshMargin, L/2) but at least two reserves, moved earlier
+//     by a random jitter below min(Cache.RefreshJitter, L/10). With the
+//     defaults (30 s, no jitter) a token of 120 s is due at 90 s, one of
+//     40 s halfway, one of 3 s after 1 s.
+//   - When it is due, without Background the caller refreshes it and waits, and
+//     other callers wait for the same request. With Cache.Background (the
+//     daemon) callers keep getting it, until only its reserve is left, while
+//     a refresh runs in the background; a timer starts that refresh at the
+//     due time for every key that was asked for during the token's life.
+//   - A refresh that fails while the token has more than its reserve left
+//     keeps it, and the next try is L/20 later (50 ms to 5 s). With no token
+//     to serve, the error goes to every waiting caller; a refusal (4xx) is
+//     then remembered for Cache.RefusalTTL (the daemon: 5 s).
+//   - A token to exchange for one that expires with it (the Altinn token,
+//     Purpose ForExchange) must have half of its lifetime left.
+//   - A key whose token expired and that nobody asked for within two
+//     lifetimes is dropped. A full cache drops those first, then the least
+//     recently used key; the daemon refuses the new key instead.
+//
+// Why these numbers: the half-lifetime cap keeps a refresh window as long
+// as the token has been in use, for retries when Maskinporten fails under
+// load, and for the common 120 s token it gives the same 30 s as a
+// quarter-lifetime cap would. The reserve means no caller gets a token
+// about to expire, and the two-reserve floor means a background refresh
+// starts while the old token can still be served. The L/20 backoff is 5 s
+// for every token that lives 100 s or more, and scales down for short ones.
+//
+// Its numbers live in these functions and nowhere else; reserve, margin and
+// retryDelay take a token's lifetime l (its expires_in).
 
 // reserve is how much of a token's lifetime l must be left for it to be
 // handed out.
@@ -40,12 +70,9 @@ func retryDelay(l time.Duration) time.Duration {
 	return min(max(l/20, 50*time.Millisecond), 5*time.Second)
 }
 
-// cached is a cached token with the times the rule gives it. Only oauth
-// changes, once: Source makes it on first use, so that the daemon, which
-// never needs it, does not keep one per key.
+// cached is a cached token with the times the rule gives it.
 type cached struct {
 	token      *Token
-	oauth      atomic.Pointer[oauth2.Token] // shared by all callers: read-only
 	lifetime   time.Duration
 	refreshAt  time.Time // due for refresh from then on
 	serveUntil time.Time // E - reserve(L): handed out only before then
@@ -64,22 +91,10 @@ func (c *Cache) newCached(t *Token) *cached {
 // issued is when the request that got t started: E - L.
 func (t *cached) issued() time.Time { return t.token.Expiry.Add(-t.lifetime) }
 
-// oauthToken returns t as an *oauth2.Token, the same one on every call.
-func (t *cached) oauthToken() *oauth2.Token {
-	if o := t.oauth.Load(); o != nil {
-		return o
-	}
-	t.oauth.CompareAndSwap(nil, t.token.OAuth2())
-	return t.oauth.Load()
-}
-
 // backoff returns t with its refresh moved retryDelay after now, but not
 // past the time it is served until.
 func backoff(t *cached, now time.Time) *cached {
 	r := &cached{token: t.token, lifetime: t.lifetime, serveUntil: t.serveUntil}
-	if o := t.oauth.Load(); o != nil {
-		r.oauth.Store(o) // so that callers that hold it can still invalidate it
-	}
 	r.refreshAt = now.Add(retryDelay(t.lifetime))
 	if r.refreshAt.After(t.serveUntil) {
 		r.refreshAt = t.serveUntil

@@ -102,7 +102,7 @@ func (r Request) normalize() (*normRequest, error) {
 			if s == "" {
 				continue
 			}
-			if !validScopeToken(s) {
+			if !ValidScope(s) {
 				return nil, &ValidationError{Field: "scope", Value: s, Reason: "a scope may not hold whitespace, control characters, '\"', '\\' or non-ASCII characters"}
 			}
 			if !slices.Contains(n.scopes, s) {
@@ -130,7 +130,7 @@ func (r Request) normalize() (*normRequest, error) {
 		return nil, &ValidationError{Field: "consumer_org", Value: r.ConsumerOrg, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
 	}
 	if r.OnBehalfOf != "" {
-		if len(r.OnBehalfOf) > 255 || !validScopeToken(r.OnBehalfOf) {
+		if len(r.OnBehalfOf) > 255 || !ValidScope(r.OnBehalfOf) {
 			return nil, &ValidationError{Field: "iss_onbehalfof", Value: r.OnBehalfOf, Reason: "must be 1 to 255 printable ASCII characters without spaces"}
 		}
 		if r.ConsumerOrg != "" {
@@ -187,12 +187,9 @@ func (n *normRequest) authorizationDetails(r Request) error {
 // ValidScope reports whether s is one RFC 6749 scope-token,
 // 1*( %x21 / %x23-5B / %x5D-7E ): printable ASCII without space, '"' or
 // '\'. Maskinporten scopes are case-sensitive and look like
-// "altinn:serviceowner".
-func ValidScope(s string) bool { return validScopeToken(s) }
-
-// validScopeToken is ValidScope; the grant package also uses it for other
-// values that must be printable ASCII without spaces.
-func validScopeToken(s string) bool {
+// "altinn:serviceowner". The package uses it for the other values that
+// must be printable ASCII without spaces too.
+func ValidScope(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -206,7 +203,7 @@ func validScopeToken(s string) bool {
 }
 
 func validResource(res string) error {
-	if !validScopeToken(res) {
+	if !ValidScope(res) {
 		return &ValidationError{Field: "resource", Value: res, Reason: "must be a URI without whitespace or control characters"}
 	}
 	u, err := url.Parse(res)

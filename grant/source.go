@@ -3,234 +3,203 @@ package grant
 import (
 	"context"
 	"crypto/x509"
-	"errors"
-	"strings"
+	"io"
+	"net/http"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/oauth2"
 )
 
-type tokenKind uint8
+// refreshMargin is how long before it expires a token is replaced, or,
+// for a token that lives less than twice as long, halfway through its life.
+const refreshMargin = 30 * time.Second
 
-const (
-	kindMaskinporten tokenKind = iota
-	kindAltinn
-)
-
-// cacheKey identifies a token.
-type cacheKey struct {
-	kind          tokenKind
-	issuer        string
-	endpoint      string // token endpoint, or Altinn exchange URL
-	clientID      string
-	keyIdentity   string
-	scopes        string // sorted, space-separated
-	resources     string // sorted, space-separated
-	consumerOrg   string
-	onBehalfOf    string
-	pid           string
-	systemUserOrg string
-	authzDetails  string // the authorization_details claim: system user, consents, the caller's own
-}
-
-func (k *cacheKey) String() string {
-	return strings.Join([]string{string('0' + k.kind), k.issuer, k.endpoint, k.clientID, k.keyIdentity, k.scopes,
-		k.resources, k.consumerOrg, k.onBehalfOf, k.pid, k.systemUserOrg, k.authzDetails}, "\x00")
-}
-
-// Source is an oauth2.TokenSource that caches tokens from one Config for one
-// Request, in a Cache entry. Make one with Config.TokenSource or
-// Config.AltinnTokenSource. It is safe for concurrent use.
-type Source struct {
-	ctx   context.Context
-	cfg   *Config
-	req   *normRequest
-	err   error // from validating the request
-	kind  tokenKind
-	cache *Cache
-	mp    *Source // for kindAltinn: the Maskinporten token source
-
-	bound atomic.Pointer[binding]
-}
-
-var _ oauth2.TokenSource = (*Source)(nil)
-
-// binding is the cache entry a Source found for its key, and the leaf
-// certificate the key was computed from.
-type binding struct {
-	leaf  *x509.Certificate
-	entry *Entry
-}
-
-// TokenSource returns a token source for req that caches its token in
-// c.Cache, or in a cache of its own if c.Cache is nil. ctx is used for the
-// token requests; its cancellation fails them.
+// TokenSource returns an oauth2.TokenSource of Maskinporten tokens for req:
+// oauth2.ReuseTokenSourceWithExpiry over a source that signs a new grant
+// and exchanges it (Exchange) for each new token. ctx is used for the token
+// requests; its cancellation fails them.
 //
-// An invalid request or Config is reported by Token, without a request.
-// Token returns a cached token without allocating (but for one allocation
-// the first time a new token is handed out); the *oauth2.Token is shared by
-// all callers and must not be modified.
-func (c *Config) TokenSource(ctx context.Context, req Request) *Source {
-	return c.newSource(ctx, req, kindMaskinporten, nil)
+// A token is reused until refreshMargin (30 s) before it expires, or until
+// half its life is gone if that comes later. If getting its replacement
+// fails while it still has a tenth of its life left (at most 10 s), it is
+// handed out again and the next try comes a twentieth of its life later
+// (at most 5 s). One request runs at a time; other callers wait for it. An
+// invalid request or Config is reported by Token, without a request.
+func (c *Config) TokenSource(ctx context.Context, req Request) oauth2.TokenSource {
+	return c.reuse(ctx, req, false)
 }
 
-func (c *Config) newSource(ctx context.Context, req Request, kind tokenKind, cache *Cache) *Source {
-	if cache == nil {
-		cache = c.Cache
-	}
-	if cache == nil {
-		cache = &Cache{now: c.now}
-	}
-	n, err := req.normalize()
-	return &Source{ctx: ctx, cfg: c, req: n, err: err, kind: kind, cache: cache}
+// AltinnTokenSource returns a token source of Altinn tokens for req, reused
+// as TokenSource reuses its tokens: each is exchanged (AltinnToken) for a
+// new Maskinporten token for req, so that it lives as long as it can.
+func (c *Config) AltinnTokenSource(ctx context.Context, req Request) oauth2.TokenSource {
+	return c.reuse(ctx, req, true)
 }
 
-// Token returns the cached token while the cache's refresh rule allows, and
-// otherwise gets a new one: one request per cache key at a time, other
-// callers wait for it. If a refresh fails while the cached token is still
-// good, the cached token is returned and the refresh is tried again a
-// little later (at most five seconds).
-func (s *Source) Token() (*oauth2.Token, error) {
-	if b := s.bound.Load(); b != nil && b.leaf == s.leaf() {
-		if t := b.entry.fresh(s.cache.clock(), ForUse); t != nil {
-			return t.oauthToken(), nil
+// source signs a grant and exchanges it: the one-method source that
+// TokenSource reuses. Its fields after req are guarded by the lock of the
+// oauth2.ReuseTokenSource that calls it.
+type source struct {
+	ctx    context.Context
+	cfg    *Config
+	req    Request
+	altinn bool
+	last   *oauth2.Token // the token handed out last
+	next   time.Time     // no request before then while last serves
+}
+
+// Token returns the last token while it is not due, else a new one, or
+// the last one if getting a new one fails while it is still good.
+func (s *source) Token() (*oauth2.Token, error) {
+	now := s.cfg.clock()
+	if s.last != nil && now.Before(s.next) {
+		return s.last, nil
+	}
+	t, err := s.cfg.Exchange(s.ctx, s.req)
+	if err == nil && s.altinn {
+		t, err = s.cfg.AltinnToken(s.ctx, t.AccessToken)
+	}
+	if err == nil {
+		life := time.Duration(t.ExpiresIn) * time.Second
+		s.last, s.next = t.OAuth2(), t.Expiry.Add(-min(refreshMargin, life/2))
+		return s.last, nil
+	}
+	if s.last != nil {
+		life := time.Duration(s.last.ExpiresIn) * time.Second
+		if until := s.last.Expiry.Add(-min(max(life/10, time.Second), 10*time.Second)); now.Before(until) {
+			s.next = now.Add(min(max(life/20, 50*time.Millisecond), 5*time.Second, until.Sub(now)))
+			s.cfg.logger().WarnContext(s.ctx, "token refresh failed; using the cached token until it expires",
+				"expiry", s.last.Expiry, "error", err)
+			return s.last, nil
 		}
 	}
-	t, err := s.token(ForUse)
-	if err != nil {
-		return nil, err
-	}
-	return t.oauthToken(), nil
+	return nil, err
 }
 
-// leaf returns the signer's current leaf certificate, or nil.
-func (s *Source) leaf() *x509.Certificate {
-	if s.cfg.Signer == nil {
+// reusing is the token source TokenSource returns: the reuse of a source,
+// replaced by a new one when the signer's certificate changes (a new key
+// gets a new token at once) and when Client's transport drops a token an
+// API refused.
+type reusing struct {
+	ctx    context.Context
+	cfg    *Config
+	req    Request
+	altinn bool
+	cur    atomic.Pointer[reused]
+}
+
+type reused struct {
+	oauth2.TokenSource
+	leaf *x509.Certificate // the signer's leaf when it was made
+}
+
+func (c *Config) reuse(ctx context.Context, req Request, altinn bool) *reusing {
+	r := &reusing{ctx: ctx, cfg: c, req: req, altinn: altinn}
+	r.cur.Store(r.fresh())
+	return r
+}
+
+func (r *reusing) fresh() *reused {
+	s := &source{ctx: r.ctx, cfg: r.cfg, req: r.req, altinn: r.altinn}
+	return &reused{oauth2.ReuseTokenSourceWithExpiry(nil, s, refreshMargin), r.leaf()}
+}
+
+func (r *reusing) leaf() *x509.Certificate {
+	if r.cfg.Signer == nil {
 		return nil
 	}
-	if chain := s.cfg.Signer.Chain(); len(chain) > 0 {
+	if chain := r.cfg.Signer.Chain(); len(chain) > 0 {
 		return chain[0]
 	}
 	return nil
 }
 
-// token is the slow path of Token: a token for p from the Source's cache
-// entry, fetched by s if need be.
-func (s *Source) token(p Purpose) (*cached, error) {
-	if s.err != nil {
-		return nil, s.err
+// Token implements oauth2.TokenSource. A cached token is returned without
+// allocating; it is shared by all callers and must not be modified.
+func (r *reusing) Token() (*oauth2.Token, error) {
+	cur := r.cur.Load()
+	if cur.leaf != r.leaf() {
+		r.cur.CompareAndSwap(cur, r.fresh())
+		cur = r.cur.Load()
 	}
-	for retried := false; ; retried = true {
-		e, err := s.entry()
-		if err != nil {
-			return nil, err
-		}
-		t, fl, err := e.get(s.ctx, sourceFetcher{s}, p)
-		if fl != nil && fl.failed != nil && fl.by == (sourceFetcher{s}) {
-			s.cfg.logger().WarnContext(s.ctx, "token refresh failed; using the cached token until it expires",
-				"expiry", t.token.Expiry, "error", fl.failed)
-		}
-		if err != nil && !retried && fl != nil && fl.by != (sourceFetcher{s}) && s.ctx.Err() == nil &&
-			(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
-			continue // the caller that made the request gave up; try with our context
-		}
-		return t, err
-	}
-}
-
-// entry returns the cache entry for the Source's key, which depends on the
-// signer's current certificate.
-func (s *Source) entry() (*Entry, error) {
-	if b := s.bound.Load(); b != nil && b.leaf == s.leaf() && !b.entry.dead.Load() {
-		return b.entry, nil
-	}
-	k, err := s.cfg.prepare()
-	if err != nil {
-		return nil, err
-	}
-	key := s.key(k)
-	e, err := s.cache.Add(key.String(), sourceFetcher{s})
-	if err != nil {
-		return nil, err
-	}
-	s.bound.Store(&binding{leaf: k.leaf, entry: e})
-	return e, nil
-}
-
-func (s *Source) key(k *keyInfo) cacheKey {
-	key := cacheKey{
-		kind:          s.kind,
-		issuer:        s.cfg.Environment.Issuer,
-		endpoint:      s.cfg.Environment.TokenEndpoint,
-		clientID:      s.cfg.ClientID,
-		keyIdentity:   k.identity,
-		scopes:        s.req.scopeKey,
-		resources:     s.req.resourceKey,
-		consumerOrg:   s.req.consumerOrg,
-		onBehalfOf:    s.req.onBehalfOf,
-		pid:           s.req.pid,
-		systemUserOrg: s.req.systemUser,
-		authzDetails:  string(s.req.authzDetails),
-	}
-	if s.kind == kindAltinn {
-		key.endpoint += " " + s.cfg.Environment.AltinnExchange
-	}
-	return key
-}
-
-// sourceFetcher fetches a Source's tokens for the cache. It holds one
-// pointer, so that making a Fetcher of it does not allocate.
-type sourceFetcher struct{ s *Source }
-
-var _ Fetcher = sourceFetcher{}
-
-// Fetch gets a new token with the Source's context, which ctx (the cache's)
-// also ends.
-func (f sourceFetcher) Fetch(ctx context.Context, background bool) (*Token, error) {
-	s := f.s
-	rctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	defer context.AfterFunc(ctx, cancel)()
-	t, err := s.fetch(rctx)
-	if err != nil && background {
-		s.cfg.logger().WarnContext(rctx, "background token refresh failed", "error", err)
-	}
-	return t, err
-}
-
-func (s *Source) fetch(ctx context.Context) (*Token, error) {
-	k, err := s.cfg.prepare()
-	if err != nil {
-		return nil, err
-	}
-	if s.kind == kindMaskinporten {
-		return s.cfg.exchange(ctx, k, s.req)
-	}
-	// A Maskinporten token with at least half its lifetime left, so that
-	// the Altinn token, which expires with it, lives long enough.
-	mt, err := s.mp.token(ForExchange)
-	if err != nil {
-		return nil, err
-	}
-	return s.cfg.AltinnToken(ctx, mt.token.AccessToken)
-}
-
-// Invalidate drops the cached token, so that the next call to Token gets a
-// new one. Use it when an API refuses the token.
-func (s *Source) Invalidate() {
-	if b := s.bound.Load(); b != nil {
-		b.entry.tok.Store(nil)
-	}
+	return cur.Token()
 }
 
 // invalidate drops the cached token if it is still t, so that callers that
 // saw the same refused token cause one new request, not one each.
-func (s *Source) invalidate(t *oauth2.Token) {
-	b := s.bound.Load()
-	if b == nil {
-		return
+func (r *reusing) invalidate(t *oauth2.Token) {
+	cur := r.cur.Load()
+	if now, err := cur.Token(); err == nil && now == t {
+		r.cur.CompareAndSwap(cur, r.fresh())
 	}
-	if cur := b.entry.tok.Load(); cur != nil && cur.oauth.Load() == t {
-		b.entry.tok.CompareAndSwap(cur, nil)
+}
+
+// Client returns an HTTP client that authorises its requests with tokens
+// from c.TokenSource(ctx, req), over the transport of c.HTTPClient. Its
+// timeout, redirect policy and cookie jar are those of c.HTTPClient, or, if
+// that is nil, a 30-second timeout and Go's default redirect policy.
+//
+// If an API answers 401, the token is dropped and the request is sent once
+// more with a new one, provided its body can be sent again (it has none, or
+// GetBody is set, as http.NewRequest does for in-memory bodies). The token
+// is not sent to another host a redirect leads to (oauth2.Transport would
+// send it).
+func (c *Config) Client(ctx context.Context, req Request) *http.Client {
+	hc := http.Client{Timeout: defaultHTTPClient.Timeout}
+	if c.HTTPClient != nil {
+		hc = *c.HTTPClient
 	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	hc.Transport = &transport{src: c.reuse(ctx, req, false), base: base}
+	return &hc
+}
+
+type transport struct {
+	src  *reusing
+	base http.RoundTripper
+}
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if prev := req.Response; prev != nil && prev.Request != nil &&
+		(prev.Request.URL.Scheme != req.URL.Scheme || prev.Request.URL.Host != req.URL.Host) {
+		return t.base.RoundTrip(req) // a redirect to another host: no token
+	}
+	tok, err := t.src.Token()
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	resp, err := t.base.RoundTrip(authorised(req, tok))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized ||
+		req.Body != nil && req.Body != http.NoBody && req.GetBody == nil { // the body cannot be sent again
+		return resp, err
+	}
+	t.src.invalidate(tok)
+	tok2, err := t.src.Token()
+	if err != nil {
+		return resp, nil // report the 401 rather than the token failure
+	}
+	retry := authorised(req, tok2)
+	if req.GetBody != nil {
+		if retry.Body, err = req.GetBody(); err != nil {
+			return resp, nil
+		}
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return t.base.RoundTrip(retry)
+}
+
+// authorised returns a copy of req with the bearer token set, as a
+// RoundTripper must not modify the request it is given.
+func authorised(req *http.Request, tok *oauth2.Token) *http.Request {
+	r := req.Clone(req.Context())
+	tok.SetAuthHeader(r)
+	return r
 }

@@ -19,7 +19,6 @@ func TestTokenSourceOneRequestForManyCallers(t *testing.T) {
 	srv := newEmulator(t, nil)
 	srv.SetLatency(50 * time.Millisecond)
 	cfg := testConfig(t, srv, 0)
-	cfg.Cache = new(Cache)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	tokens := make([]string, 1000)
@@ -28,12 +27,7 @@ func TestTokenSourceOneRequestForManyCallers(t *testing.T) {
 	for i := range tokens {
 		wg.Go(func() {
 			<-start
-			// Half share one Source, half make their own over the same cache.
-			ts := shared
-			if i%2 == 1 {
-				ts = cfg.TokenSource(context.Background(), Request{Scopes: []string{"test:write test:read"}})
-			}
-			tok, err := ts.Token()
+			tok, err := shared.Token()
 			if err != nil {
 				failed.Add(1)
 				return
@@ -61,7 +55,7 @@ func TestTokenSourceRefreshesAfterMargin(t *testing.T) {
 	srv := newEmulator(t, clk) // tokens live 120 s
 	cfg := testConfig(t, srv, 0)
 	cfg.now = clk.Now
-	ts := cfg.TokenSource(context.Background(), testReq)
+	ts := &source{ctx: context.Background(), cfg: cfg, req: testReq} // the reuse's clock is real
 	first, err := ts.Token()
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +89,7 @@ func TestTokenSourceShortTokenRefreshedHalfway(t *testing.T) {
 	})
 	cfg := testConfig(t, srv, 0)
 	cfg.now = clk.Now
-	ts := cfg.TokenSource(context.Background(), testReq)
+	ts := &source{ctx: context.Background(), cfg: cfg, req: testReq}
 	first, err := ts.Token()
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +109,7 @@ func TestTokenSourceKeepsValidTokenWhenRefreshFails(t *testing.T) {
 	srv := newEmulator(t, clk)
 	cfg := testConfig(t, srv, 0)
 	cfg.now = clk.Now
-	ts := cfg.TokenSource(context.Background(), testReq)
+	ts := &source{ctx: context.Background(), cfg: cfg, req: testReq}
 	first, err := ts.Token()
 	if err != nil {
 		t.Fatal(err)
@@ -150,13 +144,10 @@ func (r *rotatingSigner) Chain() []*x509.Certificate { return r.cur.Load().Chain
 func TestTokenSourceKeyRotation(t *testing.T) {
 	srv := newEmulator(t, nil)
 	p := thePKI(t)
-	cache := new(Cache)
 
 	// A new Config with a new certificate gets a new token at once.
 	a := testConfig(t, srv, 0)
-	a.Cache = cache
 	b := testConfig(t, srv, 1)
-	b.Cache = cache
 	ta, err := a.TokenSource(context.Background(), testReq).Token()
 	if err != nil {
 		t.Fatal(err)
@@ -189,77 +180,36 @@ func TestTokenSourceKeyRotation(t *testing.T) {
 	}
 }
 
-func TestCacheKeys(t *testing.T) {
-	srv := newEmulator(t, nil)
-	cfg := testConfig(t, srv, 0)
-	cfg.Cache = new(Cache)
-	ctx := context.Background()
-	get := func(r Request) string {
-		t.Helper()
-		tok, err := cfg.TokenSource(ctx, r).Token()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok.AccessToken
-	}
-	x := get(Request{Scopes: []string{"test:read", "test:write"}})
-	if y := get(Request{Scopes: []string{"test:write test:read test:read"}}); y != x {
-		t.Error("the same scope set in another order got another token")
-	}
-	if y := get(Request{Scopes: []string{"test:read"}}); y == x {
-		t.Error("another scope set got the same token")
-	}
-	if y := get(Request{Scopes: []string{"test:read", "test:write"}, ConsumerOrg: "910000004"}); y == x {
-		t.Error("a consumer_org request got the plain token")
-	}
-	if n := srv.Stats().TokenRequests; n != 3 {
-		t.Errorf("TokenRequests = %d, want 3", n)
-	}
-	if cfg.Cache.Len() != 3 {
-		t.Errorf("Len = %d, want 3", cfg.Cache.Len())
-	}
-}
-
-func TestCacheBounded(t *testing.T) {
-	srv := newEmulator(t, nil)
-	cfg := testConfig(t, srv, 0)
-	cfg.Cache = &Cache{MaxEntries: 2}
-	for _, s := range []string{"test:read", "test:write", "altinn:serviceowner"} {
-		if _, err := cfg.TokenSource(context.Background(), Request{Scopes: []string{s}}).Token(); err != nil {
+// TestTokenSourceShortTokenNotFetchedPerCall: a token that lives less
+// than refreshMargin is due for the reuse at once; the source under it
+// still hands it out until half its life is gone.
+func TestTokenSourceShortTokenNotFetchedPerCall(t *testing.T) {
+	p := thePKI(t)
+	srv := emulator.NewTest(t, emulator.Config{
+		Roots:         []*x509.Certificate{p.root},
+		Clients:       []emulator.Client{{ID: testClient, OrgNumber: testOrg, Scopes: []string{"test:read"}}},
+		TokenLifetime: 20 * time.Second,
+		Logf:          func(string, ...any) {},
+	})
+	ts := testConfig(t, srv, 0).TokenSource(context.Background(), testReq)
+	for range 3 {
+		if _, err := ts.Token(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := cfg.Cache.Len(); n > 2 {
-		t.Errorf("Len = %d, want at most 2", n)
-	}
-}
-
-func TestCacheSweepsExpired(t *testing.T) {
-	clk := newFakeClock()
-	srv := newEmulator(t, clk)
-	cfg := testConfig(t, srv, 0)
-	cfg.now = clk.Now
-	cfg.Cache = &Cache{now: clk.Now}
-	if _, err := cfg.TokenSource(context.Background(), Request{Scopes: []string{"test:read"}}).Token(); err != nil {
-		t.Fatal(err)
-	}
-	clk.Advance(5 * time.Minute)
-	if _, err := cfg.TokenSource(context.Background(), Request{Scopes: []string{"test:write"}}).Token(); err != nil {
-		t.Fatal(err)
-	}
-	if n := cfg.Cache.Len(); n != 1 {
-		t.Errorf("Len = %d, want 1 (the expired token swept)", n)
+	if n := srv.Stats().TokenRequests; n != 1 {
+		t.Errorf("TokenRequests = %d, want 1", n)
 	}
 }
 
 func TestInvalidate(t *testing.T) {
 	srv := newEmulator(t, nil)
-	ts := testConfig(t, srv, 0).TokenSource(context.Background(), testReq)
+	ts := testConfig(t, srv, 0).reuse(context.Background(), testReq, false)
 	t1, err := ts.Token()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.Invalidate()
+	ts.invalidate(t1)
 	t2, err := ts.Token()
 	if err != nil {
 		t.Fatal(err)
@@ -277,32 +227,5 @@ func TestCachedTokenDoesNotAllocate(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { ts.Token() }); n != 0 {
 		t.Errorf("Token allocates %v times per call, want 0", n)
-	}
-}
-
-func TestTokenSourceBackgroundCache(t *testing.T) {
-	clk := newFakeClock()
-	srv := newEmulator(t, clk) // tokens live 120 s
-	cfg := testConfig(t, srv, 0)
-	cfg.now = clk.Now
-	cfg.Cache = &Cache{Background: true, now: clk.Now}
-	t.Cleanup(cfg.Cache.Close)
-	ts := cfg.TokenSource(context.Background(), testReq)
-	first, err := ts.Token()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Due at 90 s: handed out at once while a refresh runs.
-	clk.Advance(91 * time.Second)
-	if tok, err := ts.Token(); err != nil || tok != first {
-		t.Fatalf("Token = %v, %v; want the due token without waiting", tok, err)
-	}
-	waitFlight(ts.bound.Load().entry)
-	second, err := ts.Token()
-	if err != nil || second.AccessToken == first.AccessToken {
-		t.Fatalf("after the background refresh: %v, same token %v", err, second.AccessToken == first.AccessToken)
-	}
-	if n := srv.Stats().TokenRequests; n != 2 {
-		t.Errorf("TokenRequests = %d, want 2", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/orgid"
 )
 
 // Certificate describes one certificate of the x5c header. When it cannot
@@ -24,7 +25,7 @@ type Certificate struct {
 	Issuer      string   `json:"issuer,omitempty"`      // distinguished name of the issuer
 	IssuerCN    string   `json:"issuer_cn,omitempty"`   // the issuer's common name, which tells the environment
 	Serial      string   `json:"serial,omitempty"`      // hex
-	OrgNumber   string   `json:"org_number,omitempty"`  // grant.CertificateOrgNumber
+	OrgNumber   string   `json:"org_number,omitempty"`  // orgid.FromCertificate
 	Environment string   `json:"environment,omitempty"` // test or prod, from the issuing CA
 	NotBefore   string   `json:"not_before,omitempty"`  // RFC 3339, UTC
 	NotAfter    string   `json:"not_after,omitempty"`   // RFC 3339, UTC
@@ -84,11 +85,11 @@ func describeCert(i int, cert *x509.Certificate, now time.Time) Certificate {
 	}
 	sum := sha256.Sum256(cert.Raw)
 	ic.SHA256 = hex.EncodeToString(sum[:])
-	if o, ok := grant.CertificateOrgNumber(cert); ok {
+	if o, ok := orgid.FromCertificate(cert); ok {
 		ic.OrgNumber = o
 	}
 	if env, err := grant.EnvironmentForCertificate(cert); err == nil {
-		ic.Environment = env
+		ic.Environment = env.Name
 	}
 	switch {
 	case now.Before(cert.NotBefore):

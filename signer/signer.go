@@ -18,14 +18,7 @@ package signer
 import (
 	"crypto"
 	"crypto/x509"
-	"encoding/asn1"
 )
-
-// OIDOrganizationIdentifier is the X.520 organizationIdentifier attribute
-// (2.5.4.97), in which Norwegian enterprise certificates (SEID 2) carry
-// "NTRNO-<organisation number>". Declared once for every package that
-// reads or writes it.
-var OIDOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
 
 // Signer is a crypto.Signer that knows the certificate chain of its key.
 //

@@ -13,7 +13,7 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/internal/orgid"
 )
 
 // Env is the Maskinporten environment a CA imitates; the issuing CA's name
@@ -131,7 +131,7 @@ func caTemplate(cn string, pub crypto.PublicKey, notBefore time.Time, years, max
 			Country:      []string{"NO"},
 			Organization: []string{"Buypass AS"},
 			CommonName:   cn,
-			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: signer.OIDOrganizationIdentifier, Value: buypassOrgID}},
+			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: orgid.OID, Value: buypassOrgID}},
 		},
 		NotBefore:             notBefore,
 		NotAfter:              notBefore.AddDate(years, 0, 0),
@@ -192,7 +192,7 @@ func (ca *CA) IssueLeaf(pub crypto.PublicKey, o LeafOptions) (*x509.Certificate,
 			Organization: []string{o.OrgName},
 			CommonName:   o.OrgName,
 			SerialNumber: o.OrgNumber,
-			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: signer.OIDOrganizationIdentifier, Value: "NTRNO-" + o.OrgNumber}},
+			ExtraNames:   []pkix.AttributeTypeAndValue{{Type: orgid.OID, Value: "NTRNO-" + o.OrgNumber}},
 		},
 		NotBefore:             o.NotBefore,
 		NotAfter:              o.NotAfter,

@@ -10,8 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/orgid"
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
-	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 // keyCommand groups the commands that make and equip a key on the token:
@@ -108,7 +108,7 @@ func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
 		CommonName:   cn,
 		SerialNumber: serial,
 		ExtraNames: []pkix.AttributeTypeAndValue{
-			{Type: signer.OIDOrganizationIdentifier, Value: "NTRNO-" + orgNumber},
+			{Type: orgid.OID, Value: "NTRNO-" + orgNumber},
 		},
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/inspect"
+	"github.com/mp-hsm/mp-hsm/internal/orgid"
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
@@ -72,11 +73,11 @@ func describeCert(c hsm.Certificate, now time.Time) listCert {
 		NotAfter: c.Cert.NotAfter.UTC(), DaysLeft: int(math.Floor(c.Cert.NotAfter.Sub(now).Hours() / 24)),
 		KeyUsage: inspect.KeyUsageNames(c.Cert.KeyUsage),
 	}
-	if o, ok := grant.CertificateOrgNumber(c.Cert); ok {
+	if o, ok := orgid.FromCertificate(c.Cert); ok {
 		lc.OrgNumber = o
 	}
 	if env, err := grant.EnvironmentForCertificate(c.Cert); err == nil {
-		lc.Environment = env
+		lc.Environment = env.Name
 	}
 	return lc
 }

@@ -67,11 +67,10 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 		if len(chain) == 0 {
 			return envr, "", usagef("no certificate to tell the environment from: give --env test or --env prod (or --well-known)")
 		}
-		n, err := grant.EnvironmentForCertificate(chain[0])
-		if err != nil {
+		var err error
+		if envr, err = grant.EnvironmentForCertificate(chain[0]); err != nil {
 			return envr, "", usagef("cannot tell the environment from the certificate's issuer %q: give --env test or --env prod", chain[0].Issuer.CommonName)
 		}
-		envr, _ = grant.EnvironmentByName(n)
 		how = "certificate issued by " + chain[0].Issuer.CommonName
 	}
 	if x := c.String("altinn-exchange"); x != "" {

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 // The self-service ("selvbetjening") API, as Digdir serves it under
@@ -256,17 +258,12 @@ func jwkPublic(k map[string]any) (crypto.PublicKey, string) {
 // publicJWK is pub as a JWK with use sig and kid, or nil for a key type
 // the API does not show.
 func publicJWK(pub crypto.PublicKey, kid string) map[string]any {
-	switch p := pub.(type) {
-	case *rsa.PublicKey:
-		return map[string]any{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-			"n": b64.EncodeToString(p.N.Bytes()), "e": b64.EncodeToString(big.NewInt(int64(p.E)).Bytes())}
-	case *ecdsa.PublicKey:
-		point, err := p.Bytes()
-		if err != nil || len(point) != 65 {
-			return nil
-		}
-		return map[string]any{"kty": "EC", "use": "sig", "alg": "ES256", "kid": kid, "crv": "P-256",
-			"x": b64.EncodeToString(point[1:33]), "y": b64.EncodeToString(point[33:])}
+	j, err := signer.PublicJWK(pub, "", kid)
+	if err != nil {
+		return nil
 	}
-	return nil
+	var m map[string]any
+	b, _ := json.Marshal(j)
+	_ = json.Unmarshal(b, &m)
+	return m
 }

@@ -2,35 +2,9 @@ package emulator
 
 import (
 	"crypto/x509"
-	"encoding/asn1"
 	"errors"
-	"strings"
 	"time"
 )
-
-// oidOrganizationIdentifier is organizationIdentifier (X.520, 2.5.4.97),
-// where SEID 2 enterprise certificates carry "NTRNO-<org number>".
-var oidOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
-
-// certOrgNumber returns the Norwegian organisation number of an enterprise
-// certificate: organizationIdentifier NTRNO-<9 digits> (SEID 2), else a
-// subject serialNumber of 9 digits (SEID 1).
-func certOrgNumber(c *x509.Certificate) (string, bool) {
-	for _, atv := range c.Subject.Names {
-		if !atv.Type.Equal(oidOrganizationIdentifier) {
-			continue
-		}
-		if s, ok := atv.Value.(string); ok {
-			if org, found := strings.CutPrefix(s, "NTRNO-"); found && isDigits(org, 9) {
-				return org, true
-			}
-		}
-	}
-	if isDigits(c.Subject.SerialNumber, 9) {
-		return c.Subject.SerialNumber, true
-	}
-	return "", false
-}
 
 // verifyChain checks the x5c chain (leaf first) against the trusted roots at
 // now. The rejection tells an expired certificate (MP-121) from any other
@@ -39,10 +13,10 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 	leaf := chain[0]
 	for _, c := range chain {
 		if now.After(c.NotAfter) {
-			return mp121("The certificate " + describe(c) + " expired at " + c.NotAfter.UTC().Format(time.RFC3339) + ".")
+			return mp("MP-121", "The certificate "+describe(c)+" expired at "+c.NotAfter.UTC().Format(time.RFC3339)+".")
 		}
 		if now.Before(c.NotBefore) {
-			return mp120("The certificate " + describe(c) + " is not valid before " + c.NotBefore.UTC().Format(time.RFC3339) + ".")
+			return mp("MP-120", "The certificate "+describe(c)+" is not valid before "+c.NotBefore.UTC().Format(time.RFC3339)+".")
 		}
 	}
 	inter := x509.NewCertPool()
@@ -60,13 +34,13 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 	}
 	var inv x509.CertificateInvalidError
 	if errors.As(err, &inv) && inv.Reason == x509.Expired && now.After(inv.Cert.NotAfter) {
-		return mp121("The certificate " + describe(inv.Cert) + " has expired.")
+		return mp("MP-121", "The certificate "+describe(inv.Cert)+" has expired.")
 	}
 	var unknown x509.UnknownAuthorityError
 	if errors.As(err, &unknown) {
-		return mp120("The certificate chain does not lead to a trusted root; is it a production certificate in test, or the other way round?")
+		return mp("MP-120", "The certificate chain does not lead to a trusted root; is it a production certificate in test, or the other way round?")
 	}
-	return mp120("The certificate chain does not verify: " + err.Error() + ".")
+	return mp("MP-120", "The certificate chain does not verify: "+err.Error()+".")
 }
 
 func describe(c *x509.Certificate) string {

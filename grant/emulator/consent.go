@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"encoding/json"
-	"net/http"
 	"time"
 )
 
@@ -71,7 +70,7 @@ func parseConsentDetail(d map[string]json.RawMessage) (consentRequest, *rejectio
 		switch name {
 		case "type", "id", "from":
 		default:
-			return c, mp302("Field " + name + " is not known for " + consentType + ".")
+			return c, mp("MP-302", "Field "+name+" is not known for "+consentType+".")
 		}
 	}
 	if err := json.Unmarshal(d["id"], &c.id); err != nil || c.id == "" {
@@ -153,6 +152,5 @@ func consentTime(t time.Time) string {
 // invalid_authorization_details, as for its other authorization_details
 // refusals, with HTTP 400 and no error_uri.
 func consentRefused(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidAuthzDetails,
-		text: "Invalid consent in authorization details.", detail: detail}
+	return refusal(errInvalidAuthzDetails, "Invalid consent in authorization details.", detail)
 }

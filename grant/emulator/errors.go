@@ -26,14 +26,18 @@ type rejection struct {
 }
 
 func (r *rejection) Error() string {
-	s := r.error + ": " + r.text
-	if r.detail != "" {
-		s += " " + r.detail
-	}
+	s := r.error + ": " + r.description()
 	if r.code != "" {
 		s += " (" + r.code + ")"
 	}
 	return s
+}
+
+func (r *rejection) description() string {
+	if r.detail == "" {
+		return r.text
+	}
+	return r.text + " " + r.detail
 }
 
 // statsKey is the key under which Stats.Rejected counts the rejection.
@@ -56,110 +60,59 @@ const (
 	errUnavailable          = "temporarily_unavailable"
 )
 
-// The texts below are Maskinporten's own, from the troubleshooting page
-// (docs.digdir.no maskinporten_feilsoking, felleslosninger/docs) and from
-// answers of the real service quoted in public issues.
+// mpErrors are Maskinporten's refusals by MP code. The texts are its own,
+// from the troubleshooting page (docs.digdir.no maskinporten_feilsoking,
+// felleslosninger/docs) and from answers of the real service quoted in
+// public issues; a detail given to mp follows the text.
+var mpErrors = map[string]rejection{
+	// MP-011 covers a grant that cannot be read or carries a claim of the
+	// wrong shape or a claim Maskinporten does not know.
+	"MP-011": {error: errInvalidRequest, text: "Invalid assertion. Invalid parameter value."},
+	"MP-012": {error: errInvalidGrant, text: "Grant is used before.", detail: "Build and sign a new grant, with a new jti, for every request."},
+	"MP-100": {error: errInvalidGrant, text: "Invalid assertion. Client authentication failed.", detail: "Client not found."},
+	"MP-110": {error: errInvalidGrant, text: "Invalid assertion. Client authentication failed. Invalid JWT claim aud."},
+	"MP-120": {error: errInvalidGrant, text: "Invalid assertion. Client authentication failed. The JWT is signed with an invalid certificate."},
+	"MP-121": {error: errInvalidGrant, text: "Invalid assertion. Client authentication failed. Expired key."},
+	"MP-122": {error: errInvalidGrant, text: "Invalid JWT. Invalid organization number for client. Does not match certificate orgno."},
+	"MP-123": {error: errInvalidGrant, text: "Invalid JWT header x5c."},
+	"MP-124": {error: errInvalidGrant, text: "Invalid JWT signature."},
+	"MP-130": {error: errInvalidGrant, text: "JWT is expired."},
+	"MP-200": {error: errInvalidScope, text: "Token request contains invalid scopes for client,"},
+	"MP-201": {error: errInvalidScope, text: "Token request contains scopes not allowed for maskinporten,"},
+	"MP-251": {status: http.StatusForbidden, error: errAccessDenied, text: "Consumer"},
+	"MP-301": {error: errInvalidAuthzDetails, text: "Unknown authorization details type."},
+	"MP-302": {error: errInvalidAuthzDetails, text: "Unknown fields in the authorization details."},
+	"MP-303": {error: errInvalidAuthzDetails, text: "Invalid authorization details values."},
+}
+
+// mp returns Maskinporten's refusal code, with detail if it is not empty.
+func mp(code, detail string) *rejection {
+	r := mpErrors[code]
+	r.code = code
+	if r.status == 0 {
+		r.status = http.StatusBadRequest
+	}
+	if detail != "" {
+		r.detail = detail
+	}
+	return &r
+}
+
+// refusal is a refusal without an MP code: Maskinporten documents none, and
+// answers without an error_uri.
+func refusal(oauthErr, text, detail string) *rejection {
+	return &rejection{status: http.StatusBadRequest, error: oauthErr, text: text, detail: detail}
+}
+
+// tooLong is MP-130 for a grant that lives longer than the server allows.
+func tooLong(detail string) *rejection {
+	r := mp("MP-130", detail)
+	r.text = "JWT has too long lifetime."
+	return r
+}
 
 func badRequest(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidRequest, text: "Invalid request.", detail: detail}
-}
-
-// mp011 covers a grant that cannot be read or carries a claim of the wrong
-// shape or a claim Maskinporten does not know.
-func mp011(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidRequest, code: "MP-011",
-		text: "Invalid assertion. Invalid parameter value.", detail: detail}
-}
-
-func mp012() *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-012",
-		text: "Grant is used before.", detail: "Build and sign a new grant, with a new jti, for every request."}
-}
-
-func mp100() *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-100",
-		text: "Invalid assertion. Client authentication failed.", detail: "Client not found."}
-}
-
-func mp110(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-110",
-		text: "Invalid assertion. Client authentication failed. Invalid JWT claim aud.", detail: detail}
-}
-
-func mp120(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-120",
-		text: "Invalid assertion. Client authentication failed. The JWT is signed with an invalid certificate.", detail: detail}
-}
-
-func mp121(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-121",
-		text: "Invalid assertion. Client authentication failed. Expired key.", detail: detail}
-}
-
-func mp122(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-122",
-		text: "Invalid JWT. Invalid organization number for client. Does not match certificate orgno.", detail: detail}
-}
-
-func mp123(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-123",
-		text: "Invalid JWT header x5c.", detail: detail}
-}
-
-func mp124(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-124",
-		text: "Invalid JWT signature.", detail: detail}
-}
-
-func mp130(text, detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, code: "MP-130", text: text, detail: detail}
-}
-
-// unknownKid has no documented MP code; the real service answers it without
-// an error_uri.
-func unknownKid() *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant,
-		text: "Invalid assertion. Client authentication failed. Unknown key identifier (kid) for client."}
-}
-
-// issuedInFuture has no documented MP code.
-func issuedInFuture(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidGrant, text: "Issue time is after now.", detail: detail}
-}
-
-func ownConsumerOrg() *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidRequest,
-		text: "Validation of JWT claim failed: The combination consumer_org in claim and delegation scope on client is invalid."}
-}
-
-func mp200(scopes string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidScope, code: "MP-200",
-		text: "Token request contains invalid scopes for client, " + scopes}
-}
-
-func mp201(scopes string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidScope, code: "MP-201",
-		text: "Token request contains scopes not allowed for maskinporten, " + scopes}
-}
-
-func mp251(consumer, scope, supplier string) *rejection {
-	return &rejection{status: http.StatusForbidden, error: errAccessDenied, code: "MP-251",
-		text: "Consumer " + consumer + " has not delegated access to the scope " + scope + " to supplier " + supplier}
-}
-
-func mp301(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidAuthzDetails, code: "MP-301",
-		text: "Unknown authorization details type.", detail: detail}
-}
-
-func mp302(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidAuthzDetails, code: "MP-302",
-		text: "Unknown fields in the authorization details.", detail: detail}
-}
-
-func mp303(detail string) *rejection {
-	return &rejection{status: http.StatusBadRequest, error: errInvalidAuthzDetails, code: "MP-303",
-		text: "Invalid authorization details values.", detail: detail}
+	return refusal(errInvalidRequest, "Invalid request.", detail)
 }
 
 // injected is the answer FailNext asks for.
@@ -186,24 +139,24 @@ type errorBody struct {
 // trailing slash; error_uri is built from it as the real service builds
 // https://test.maskinporten.no/errors/MP-200.
 func (r *rejection) write(w http.ResponseWriter, issuer string) {
-	desc := r.text
-	if r.detail != "" {
-		desc += " " + r.detail
-	}
-	desc += " (trace_id: " + traceID() + ")"
-	body := errorBody{Error: r.error, Description: desc}
+	body := errorBody{Error: r.error, Description: r.description() + " (trace_id: " + traceID() + ")"}
 	if r.code != "" {
 		body.URI = issuer + "errors/" + r.code
 	}
+	if r.status == http.StatusServiceUnavailable || r.status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeNoStore(w, r.status, body)
+}
+
+// writeNoStore sends v as JSON with the headers of a token endpoint answer.
+func writeNoStore(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json;charset=UTF-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Pragma", "no-cache")
-	if r.status == http.StatusServiceUnavailable || r.status == http.StatusTooManyRequests {
-		h.Set("Retry-After", "1")
-	}
-	w.WriteHeader(r.status)
-	_ = json.NewEncoder(w).Encode(body)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 func traceID() string {

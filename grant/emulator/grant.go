@@ -49,19 +49,19 @@ var allowedClaims = []string{
 func parseGrant(s string) (*grant, *rejection) {
 	parts := strings.Split(s, ".")
 	if len(parts) != 3 {
-		return nil, mp011("The assertion is not a compact JWS (three base64url parts separated by dots).")
+		return nil, mp("MP-011", "The assertion is not a compact JWS (three base64url parts separated by dots).")
 	}
 	var hdr map[string]json.RawMessage
 	if err := decodeSegment(parts[0], &hdr); err != nil {
-		return nil, mp011("The JWT header is not base64url-encoded JSON.")
+		return nil, mp("MP-011", "The JWT header is not base64url-encoded JSON.")
 	}
 	var raw map[string]json.RawMessage
 	if err := decodeSegment(parts[1], &raw); err != nil {
-		return nil, mp011("The JWT payload is not base64url-encoded JSON.")
+		return nil, mp("MP-011", "The JWT payload is not base64url-encoded JSON.")
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil || len(sig) == 0 {
-		return nil, mp124("The signature is not base64url.")
+		return nil, mp("MP-124", "The signature is not base64url.")
 	}
 	g := &grant{input: parts[0] + "." + parts[1], sig: sig}
 	if r := g.readHeader(hdr); r != nil {
@@ -83,47 +83,47 @@ func decodeSegment(seg string, v any) error {
 
 func (g *grant) readHeader(hdr map[string]json.RawMessage) *rejection {
 	if err := json.Unmarshal(hdr["alg"], &g.alg); err != nil || g.alg == "" {
-		return mp011("The JWT header has no alg.")
+		return mp("MP-011", "The JWT header has no alg.")
 	}
 	switch g.alg {
 	case "RS256", "RS384", "RS512":
 	default:
-		return mp124("alg " + g.alg + " is not accepted; use RS256, RS384 or RS512.")
+		return mp("MP-124", "alg "+g.alg+" is not accepted; use RS256, RS384 or RS512.")
 	}
 	if _, ok := hdr["crit"]; ok {
-		return mp011("The JWT header has crit; no extension is understood.")
+		return mp("MP-011", "The JWT header has crit; no extension is understood.")
 	}
 	rawKid, hasKid := hdr["kid"]
 	rawX5C, hasX5C := hdr["x5c"]
 	switch {
 	case hasKid && hasX5C:
-		return mp011("The JWT header has both kid and x5c; identify the key one way only.")
+		return mp("MP-011", "The JWT header has both kid and x5c; identify the key one way only.")
 	case !hasKid && !hasX5C:
-		return mp011("The JWT header has neither kid nor x5c.")
+		return mp("MP-011", "The JWT header has neither kid nor x5c.")
 	case hasKid:
 		if err := json.Unmarshal(rawKid, &g.kid); err != nil || g.kid == "" {
-			return mp011("kid must be a non-empty string.")
+			return mp("MP-011", "kid must be a non-empty string.")
 		}
 	default:
 		var elems []json.RawMessage
 		if err := json.Unmarshal(rawX5C, &elems); err != nil || elems == nil {
-			return mp123("x5c must be a JSON array of base64-encoded DER certificates, not a single string.")
+			return mp("MP-123", "x5c must be a JSON array of base64-encoded DER certificates, not a single string.")
 		}
 		if len(elems) == 0 {
-			return mp123("x5c is empty.")
+			return mp("MP-123", "x5c is empty.")
 		}
 		for i, e := range elems {
 			var s string
 			if err := json.Unmarshal(e, &s); err != nil {
-				return mp123("x5c[" + strconv.Itoa(i) + "] is not a string.")
+				return mp("MP-123", "x5c["+strconv.Itoa(i)+"] is not a string.")
 			}
 			der, err := base64.StdEncoding.DecodeString(s)
 			if err != nil {
-				return mp123("x5c[" + strconv.Itoa(i) + "] is not standard base64 (RFC 7515 4.1.6: not base64url, not PEM).")
+				return mp("MP-123", "x5c["+strconv.Itoa(i)+"] is not standard base64 (RFC 7515 4.1.6: not base64url, not PEM).")
 			}
 			c, err := x509.ParseCertificate(der)
 			if err != nil {
-				return mp123("x5c[" + strconv.Itoa(i) + "] is not a DER certificate.")
+				return mp("MP-123", "x5c["+strconv.Itoa(i)+"] is not a DER certificate.")
 			}
 			g.x5c = append(g.x5c, c)
 		}
@@ -140,29 +140,29 @@ func (c *grantClaims) read(raw map[string]json.RawMessage) *rejection {
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return mp011("Claims not allowed in a grant: " + strings.Join(unknown, ", ") + ".")
+		return mp("MP-011", "Claims not allowed in a grant: "+strings.Join(unknown, ", ")+".")
 	}
 	str := func(name string, dst *string, required bool) *rejection {
 		v, ok := raw[name]
 		if !ok {
 			if required {
-				return mp011("The grant has no " + name + " claim.")
+				return mp("MP-011", "The grant has no "+name+" claim.")
 			}
 			return nil
 		}
 		if err := json.Unmarshal(v, dst); err != nil || isNull(v) || *dst == "" {
-			return mp011("Claim " + name + " must be a non-empty string.")
+			return mp("MP-011", "Claim "+name+" must be a non-empty string.")
 		}
 		return nil
 	}
 	date := func(name string, dst *time.Time) *rejection {
 		v, ok := raw[name]
 		if !ok {
-			return mp011("The grant has no " + name + " claim.")
+			return mp("MP-011", "The grant has no "+name+" claim.")
 		}
 		var f float64
 		if err := json.Unmarshal(v, &f); err != nil || isNull(v) || f < 0 || math.IsInf(f, 0) {
-			return mp011("Claim " + name + " must be a NumericDate (seconds since the epoch, a JSON number).")
+			return mp("MP-011", "Claim "+name+" must be a NumericDate (seconds since the epoch, a JSON number).")
 		}
 		sec, frac := math.Modf(f)
 		*dst = time.Unix(int64(sec), int64(frac*1e9))
@@ -184,28 +184,28 @@ func (c *grantClaims) read(raw map[string]json.RawMessage) *rejection {
 	}
 	aud, ok := raw["aud"]
 	if !ok {
-		return mp110("The grant has no aud claim.")
+		return mp("MP-110", "The grant has no aud claim.")
 	}
 	c.aud = aud
 	if strings.TrimSpace(c.scope) == "" {
-		return mp011("Claim scope must list at least one scope.")
+		return mp("MP-011", "Claim scope must list at least one scope.")
 	}
 	if v, ok := raw["resource"]; ok {
 		if err := json.Unmarshal(v, &c.resource); err != nil || c.resource == nil {
-			return mp011("Claim resource must be a JSON array of strings (Maskinporten supports only the array form).")
+			return mp("MP-011", "Claim resource must be a JSON array of strings (Maskinporten supports only the array form).")
 		}
 		if len(c.resource) == 0 || slices.Contains(c.resource, "") {
-			return mp011("Claim resource must hold at least one non-empty string.")
+			return mp("MP-011", "Claim resource must hold at least one non-empty string.")
 		}
 	}
 	if c.consumerOrg != "" && c.onBehalfOf != "" {
-		return mp011("consumer_org and iss_onbehalfof cannot be used together.")
+		return mp("MP-011", "consumer_org and iss_onbehalfof cannot be used together.")
 	}
 	if c.consumerOrg != "" && !isDigits(c.consumerOrg, 9) {
-		return mp011("consumer_org must be a 9-digit organisation number.")
+		return mp("MP-011", "consumer_org must be a 9-digit organisation number.")
 	}
 	if c.pid != "" && !isDigits(c.pid, 11) {
-		return mp011("pid must be an 11-digit Norwegian identification number.")
+		return mp("MP-011", "pid must be an 11-digit Norwegian identification number.")
 	}
 	if v, ok := raw["authorization_details"]; ok {
 		c.authzDetails = v
@@ -218,17 +218,17 @@ func (c *grantClaims) read(raw map[string]json.RawMessage) *rejection {
 func audience(raw json.RawMessage, issuer, tokenURL string) *rejection {
 	var aud string
 	if err := json.Unmarshal(raw, &aud); err != nil {
-		return mp110("aud must be a single JSON string, not an array: exactly " + issuer + ".")
+		return mp("MP-110", "aud must be a single JSON string, not an array: exactly "+issuer+".")
 	}
 	switch aud {
 	case issuer:
 		return nil
 	case tokenURL:
-		return mp110("The token endpoint URL is no longer valid as audience; use the issuer " + issuer + ".")
+		return mp("MP-110", "The token endpoint URL is no longer valid as audience; use the issuer "+issuer+".")
 	case strings.TrimSuffix(issuer, "/"):
-		return mp110("aud lacks the issuer's trailing slash; use " + issuer + ".")
+		return mp("MP-110", "aud lacks the issuer's trailing slash; use "+issuer+".")
 	}
-	return mp110("Expected " + issuer + ".")
+	return mp("MP-110", "Expected "+issuer+".")
 }
 
 // systemUserRequest is one element of authorization_details of type
@@ -259,21 +259,21 @@ type authzRequest struct {
 func parseAuthzDetails(raw json.RawMessage) (*authzRequest, *rejection) {
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
-		return nil, mp303("authorization_details must be a JSON array of objects.")
+		return nil, mp("MP-303", "authorization_details must be a JSON array of objects.")
 	}
 	if len(list) == 0 {
-		return nil, mp303("authorization_details must hold at least one element.")
+		return nil, mp("MP-303", "authorization_details must hold at least one element.")
 	}
 	req := &authzRequest{}
 	for _, d := range list {
 		var typ string
 		if err := json.Unmarshal(d["type"], &typ); err != nil {
-			return nil, mp301("Each element needs a type.")
+			return nil, mp("MP-301", "Each element needs a type.")
 		}
 		switch typ {
 		case systemUserType:
 			if req.sysUser != nil {
-				return nil, mp303("authorization_details may hold one " + systemUserType + " element: one party per request.")
+				return nil, mp("MP-303", "authorization_details may hold one "+systemUserType+" element: one party per request.")
 			}
 			su, rej := parseSystemUser(d)
 			if rej != nil {
@@ -282,7 +282,7 @@ func parseAuthzDetails(raw json.RawMessage) (*authzRequest, *rejection) {
 			req.sysUser = su
 		case consentType:
 			if req.consent != nil {
-				return nil, mp303("authorization_details may hold one " + consentType + " element: one party per request.")
+				return nil, mp("MP-303", "authorization_details may hold one "+consentType+" element: one party per request.")
 			}
 			c, rej := parseConsentDetail(d)
 			if rej != nil {
@@ -290,7 +290,7 @@ func parseAuthzDetails(raw json.RawMessage) (*authzRequest, *rejection) {
 			}
 			req.consent = &c
 		default:
-			return nil, mp301("type " + typ + " is not supported; the supported types are " + systemUserType + " and " + consentType + ".")
+			return nil, mp("MP-301", "type "+typ+" is not supported; the supported types are "+systemUserType+" and "+consentType+".")
 		}
 	}
 	return req, nil
@@ -301,37 +301,37 @@ func parseSystemUser(d map[string]json.RawMessage) (*systemUserRequest, *rejecti
 		switch name {
 		case "type", "systemuser_org", "externalRef":
 		default:
-			return nil, mp302("Field " + name + " is not known for " + systemUserType + ".")
+			return nil, mp("MP-302", "Field "+name+" is not known for "+systemUserType+".")
 		}
 	}
 	rawOrg, ok := d["systemuser_org"]
 	if !ok {
-		return nil, mp303("systemuser_org is missing.")
+		return nil, mp("MP-303", "systemuser_org is missing.")
 	}
 	var org map[string]json.RawMessage
 	if err := json.Unmarshal(rawOrg, &org); err != nil || org == nil {
-		return nil, mp303("systemuser_org must be an object {\"authority\",\"ID\"}.")
+		return nil, mp("MP-303", "systemuser_org must be an object {\"authority\",\"ID\"}.")
 	}
 	for name := range org {
 		if name != "authority" && name != "ID" {
-			return nil, mp302("Field systemuser_org." + name + " is not known.")
+			return nil, mp("MP-302", "Field systemuser_org."+name+" is not known.")
 		}
 	}
 	var authority, id string
 	if err := json.Unmarshal(org["authority"], &authority); err != nil || authority != "iso6523-actorid-upis" {
-		return nil, mp303("systemuser_org.authority must be iso6523-actorid-upis.")
+		return nil, mp("MP-303", "systemuser_org.authority must be iso6523-actorid-upis.")
 	}
 	if err := json.Unmarshal(org["ID"], &id); err != nil {
-		return nil, mp303("systemuser_org.ID must be a string 0192:<organisation number>.")
+		return nil, mp("MP-303", "systemuser_org.ID must be a string 0192:<organisation number>.")
 	}
 	orgnr, found := strings.CutPrefix(id, "0192:")
 	if !found || !isDigits(orgnr, 9) {
-		return nil, mp303("systemuser_org.ID " + id + " is not of the form 0192:<9-digit organisation number>.")
+		return nil, mp("MP-303", "systemuser_org.ID "+id+" is not of the form 0192:<9-digit organisation number>.")
 	}
 	req := &systemUserRequest{org: orgnr}
 	if v, ok := d["externalRef"]; ok {
 		if err := json.Unmarshal(v, &req.externalRef); err != nil || req.externalRef == "" {
-			return nil, mp303("externalRef must be a non-empty string.")
+			return nil, mp("MP-303", "externalRef must be a non-empty string.")
 		}
 	}
 	return req, nil

@@ -12,6 +12,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/mp-hsm/mp-hsm/internal/orgid"
 )
 
 const jwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -58,11 +60,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.countIssued()
 	s.logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
-	h := w.Header()
-	h.Set("Content-Type", "application/json;charset=UTF-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	_ = json.NewEncoder(w).Encode(tok)
+	writeNoStore(w, http.StatusOK, tok)
 }
 
 // issue applies every rule of the token endpoint and returns the answer.
@@ -110,7 +108,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	*clientID = cl.iss
 	client, ok := s.client(cl.iss)
 	if !ok {
-		return nil, mp100()
+		return nil, mp("MP-100", "")
 	}
 	now := s.now()
 
@@ -121,28 +119,28 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	)
 	if g.kid != "" {
 		if pub, ok = client.Keys[g.kid]; !ok {
-			return nil, unknownKid()
+			return nil, refusal(errInvalidGrant, "Invalid assertion. Client authentication failed. Unknown key identifier (kid) for client.", "")
 		}
 		amr = "private_key_jwt"
 	} else {
 		if rej := verifyChain(g.x5c, s.roots, now); rej != nil {
 			return nil, rej
 		}
-		org, ok := certOrgNumber(g.x5c[0])
+		org, ok := orgid.FromCertificate(g.x5c[0])
 		if !ok {
-			return nil, mp122("The certificate carries no organisation number (organizationIdentifier NTRNO-<orgnr>, or serialNumber).")
+			return nil, mp("MP-122", "The certificate carries no organisation number (organizationIdentifier NTRNO-<orgnr>, or serialNumber).")
 		}
 		if org != client.OrgNumber {
-			return nil, mp122("Client orgno " + client.OrgNumber + " does not match certificate orgno " + org + ".")
+			return nil, mp("MP-122", "Client orgno "+client.OrgNumber+" does not match certificate orgno "+org+".")
 		}
 		pub = g.x5c[0].PublicKey
 		amr = "virksomhetssertifikat"
 	}
 	if err := rsaMethods[g.alg].Verify(g.input, g.sig, pub); err != nil {
 		if errors.Is(err, jwt.ErrInvalidKeyType) {
-			return nil, mp124("The key is not an RSA key, so it cannot verify " + g.alg + ".")
+			return nil, mp("MP-124", "The key is not an RSA key, so it cannot verify "+g.alg+".")
 		}
-		return nil, mp124("The signature does not verify with the key named in the header.")
+		return nil, mp("MP-124", "The signature does not verify with the key named in the header.")
 	}
 
 	if rej := audience(cl.aud, s.Issuer(), s.TokenURL()); rej != nil {
@@ -152,27 +150,27 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	skew := s.cfg.ClockSkew
 	switch {
 	case cl.iat.After(now.Add(skew)):
-		return nil, issuedInFuture("iat is " + cl.iat.Sub(now).Round(time.Second).String() + " ahead of the server clock; at most " + skew.String() + " is allowed.")
+		return nil, refusal(errInvalidGrant, "Issue time is after now.", "iat is "+cl.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
 	case !cl.exp.After(cl.iat):
-		return nil, mp130("JWT is expired.", "exp is not after iat.")
+		return nil, mp("MP-130", "exp is not after iat.")
 	case cl.exp.Sub(cl.iat) > s.cfg.MaxGrantLifetime:
-		return nil, mp130("JWT has too long lifetime.", "exp - iat is "+cl.exp.Sub(cl.iat).String()+"; at most "+s.cfg.MaxGrantLifetime.String()+" is allowed.")
+		return nil, tooLong("exp - iat is " + cl.exp.Sub(cl.iat).String() + "; at most " + s.cfg.MaxGrantLifetime.String() + " is allowed.")
 	case now.Add(-skew).After(cl.exp):
-		return nil, mp130("JWT is expired.", "exp was "+now.Sub(cl.exp).Round(time.Second).String()+" ago.")
+		return nil, mp("MP-130", "exp was "+now.Sub(cl.exp).Round(time.Second).String()+" ago.")
 	}
 
 	if !s.useJTI(cl.jti, cl.exp) {
-		return nil, mp012()
+		return nil, mp("MP-012", "")
 	}
 
 	// What the client asks for.
 	consumer := client.OrgNumber
 	if cl.consumerOrg != "" {
 		if cl.consumerOrg == client.OrgNumber {
-			return nil, ownConsumerOrg()
+			return nil, refusal(errInvalidRequest, "Validation of JWT claim failed: The combination consumer_org in claim and delegation scope on client is invalid.", "")
 		}
 		if !slices.Contains(client.DelegatedBy, cl.consumerOrg) {
-			return nil, mp251(cl.consumerOrg, cl.scope, client.OrgNumber)
+			return nil, mp("MP-251", cl.consumerOrg+" has not delegated access to the scope "+cl.scope+" to supplier "+client.OrgNumber)
 		}
 		consumer = cl.consumerOrg
 	}
@@ -184,7 +182,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 			return nil, rej
 		}
 		if sysUser = ad.sysUser; sysUser != nil && !slices.Contains(client.SystemUserOrgs, sysUser.org) {
-			return nil, mp303("No system user of organisation " + sysUser.org + " is tied to this client's system.")
+			return nil, mp("MP-303", "No system user of organisation "+sysUser.org+" is tied to this client's system.")
 		}
 		if ad.consent != nil {
 			if consent, rej = s.consentFor(*ad.consent, consumer, now); rej != nil {
@@ -203,10 +201,10 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		}
 	}
 	if len(userLogin) > 0 {
-		return nil, mp201(strings.Join(userLogin, " "))
+		return nil, mp("MP-201", strings.Join(userLogin, " "))
 	}
 	if len(notAllowed) > 0 {
-		return nil, mp200(strings.Join(notAllowed, " "))
+		return nil, mp("MP-200", strings.Join(notAllowed, " "))
 	}
 
 	// The access token, with the claims Maskinporten's tokens carry.
@@ -308,7 +306,7 @@ func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	if !getOnly(w, r) {
 		return
 	}
-	writeJSON(w, map[string]any{"keys": []any{s.key.jwk()}})
+	writeJSON(w, map[string]any{"keys": []any{s.key.jwk}})
 }
 
 func getOnly(w http.ResponseWriter, r *http.Request) bool {
