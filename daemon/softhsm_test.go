@@ -112,7 +112,7 @@ func TestWrongPINOneLogin(t *testing.T) {
 	sc := p11.Config{Module: module, Token: hsm.TokenSelector{Serial: tok.Serial}, PIN: wrong}
 	open := func(context.Context) (signer.Signer, error) {
 		if opens.Add(1) == 1 { // the card is not inserted when the daemon starts
-			return nil, &hsm.Error{Op: "C_GetTokenInfo", Kind: hsm.ErrNoToken}
+			return nil, &hsm.Error{Op: "C_GetTokenInfo", Kind: tokenerr.ErrNoToken}
 		}
 		return p11.Open(sc)
 	}
@@ -174,7 +174,7 @@ func TestNewFailsOnWrongPIN(t *testing.T) {
 		OpenSigner: func(context.Context) (signer.Signer, error) { return p11.Open(sc) },
 		Grant:      grant.Config{ClientID: testClient, Environment: environment(emu)},
 	})
-	if !errors.Is(err, hsm.ErrPINIncorrect) || reads.Load() != 1 {
+	if !errors.Is(err, tokenerr.ErrPINIncorrect) || reads.Load() != 1 {
 		t.Fatalf("New with a wrong PIN = %v after %d PIN reads, want ErrPINIncorrect after 1", err, reads.Load())
 	}
 	if _, err := daemon.New(daemon.Config{Grant: grant.Config{ClientID: "x"}}); !errors.Is(err, daemon.ErrConfig) {

@@ -9,11 +9,11 @@ import (
 )
 
 // findObjects runs one search on the login session. t.mu must be held.
-func (t *Token) findObjects(template []*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+func (t *Token) findObjects(template []*attribute) ([]objectHandle, error) {
 	if err := t.p.FindObjectsInit(t.loginSH, template); err != nil {
 		return nil, wrap("C_FindObjectsInit", err)
 	}
-	var all []pkcs11.ObjectHandle
+	var all []objectHandle
 	for {
 		hs, _, err := t.p.FindObjects(t.loginSH, 64)
 		if err != nil {
@@ -33,8 +33,8 @@ func (t *Token) findObjects(template []*pkcs11.Attribute) ([]pkcs11.ObjectHandle
 // attribute (CKR_ATTRIBUTE_TYPE_INVALID), or will not reveal it
 // (CKR_ATTRIBUTE_SENSITIVE).
 func absentAttr(err error) bool {
-	return errors.Is(err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)) ||
-		errors.Is(err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_SENSITIVE))
+	return errors.Is(err, ReturnValue(pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)) ||
+		errors.Is(err, ReturnValue(pkcs11.CKR_ATTRIBUTE_SENSITIVE))
 }
 
 // attrs reads the attributes required and optional of object h, in one
@@ -45,8 +45,8 @@ func absentAttr(err error) bool {
 // then), attrs reads the required attributes in one call and each optional
 // one alone: an optional attribute the module calls absent is left out of
 // the map, a required one is an error. Any other error, such as a card
-// pulled out (ErrTokenRemoved), is returned as it is, never swallowed.
-func (t *Token) attrs(h pkcs11.ObjectHandle, required, optional []uint) (map[uint][]byte, error) {
+// pulled out (tokenerr.ErrTokenRemoved), is returned as it is, never swallowed.
+func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byte, error) {
 	out := make(map[uint][]byte, len(required)+len(optional))
 	all := make([]uint, 0, len(required)+len(optional))
 	all = append(append(all, required...), optional...)
@@ -80,10 +80,10 @@ func (t *Token) attrs(h pkcs11.ObjectHandle, required, optional []uint) (map[uin
 
 // readAttrs makes one C_GetAttributeValue call for types and stores the
 // values in out.
-func (t *Token) readAttrs(h pkcs11.ObjectHandle, types []uint, out map[uint][]byte) error {
-	tmpl := make([]*pkcs11.Attribute, len(types))
+func (t *Token) readAttrs(h objectHandle, types []uint, out map[uint][]byte) error {
+	tmpl := make([]*attribute, len(types))
 	for i, ty := range types {
-		tmpl[i] = pkcs11.NewAttribute(ty, nil)
+		tmpl[i] = newAttribute(ty, nil)
 	}
 	got, err := t.p.GetAttributeValue(t.loginSH, h, tmpl)
 	if err != nil {

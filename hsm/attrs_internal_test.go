@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm
 
 import (
@@ -12,6 +14,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // attrDouble sits in front of a real SoftHSM2 module. It counts
@@ -101,7 +104,7 @@ func rsaCard(t *testing.T) *softhsm.Token {
 
 // TestCardRemovedMidListing pulls the card out at every attribute read of
 // a key listing in turn, on a Token that has read nothing yet: each time
-// the listing must fail with ErrTokenRemoved, never give keys with empty
+// the listing must fail with tokenerr.ErrTokenRemoved, never give keys with empty
 // fields or skip certificates as unparseable.
 func TestCardRemovedMidListing(t *testing.T) {
 	st := rsaCard(t)
@@ -124,8 +127,8 @@ func TestCardRemovedMidListing(t *testing.T) {
 			d.mu.Lock()
 			d.failFrom, d.failWith = d.calls+i, pkcs11.CKR_DEVICE_REMOVED
 			d.mu.Unlock()
-			if err := list.f(tok); !errors.Is(err, ErrTokenRemoved) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED)) {
-				t.Errorf("card removed at attribute read %d of %d: %s = %v; want ErrTokenRemoved", i, reads, list.name, err)
+			if err := list.f(tok); !errors.Is(err, tokenerr.ErrTokenRemoved) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED)) {
+				t.Errorf("card removed at attribute read %d of %d: %s = %v; want tokenerr.ErrTokenRemoved", i, reads, list.name, err)
 			}
 		}
 	}
@@ -133,8 +136,8 @@ func TestCardRemovedMidListing(t *testing.T) {
 	d.mu.Lock()
 	d.failFrom, d.failWith = d.calls+1, pkcs11.CKR_DEVICE_REMOVED
 	d.mu.Unlock()
-	if certs, err := tok.Certificates(); !errors.Is(err, ErrTokenRemoved) || certs != nil {
-		t.Errorf("Certificates() with the card removed = %v, %v; want ErrTokenRemoved", certs, err)
+	if certs, err := tok.Certificates(); !errors.Is(err, tokenerr.ErrTokenRemoved) || certs != nil {
+		t.Errorf("Certificates() with the card removed = %v, %v; want tokenerr.ErrTokenRemoved", certs, err)
 	}
 }
 
@@ -229,7 +232,7 @@ func TestAbsentAttributes(t *testing.T) {
 		tok, d := openAttrDouble(t, st)
 		d.absent = map[uint]pkcs11.Error{pkcs11.CKA_KEY_TYPE: pkcs11.CKR_ATTRIBUTE_TYPE_INVALID}
 		keys, err := tok.Keys()
-		if !errors.Is(err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)) || !errors.Is(err, ErrModule) ||
+		if !errors.Is(err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)) || !errors.Is(err, tokenerr.ErrModule) ||
 			!strings.Contains(err.Error(), "CKA_KEY_TYPE") || keys != nil {
 			t.Fatalf("Keys() = %v, %v; want an error naming CKA_KEY_TYPE", keys, err)
 		}

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm
 
 import (
@@ -7,6 +9,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // pulledCard is OpenSC with the card pulled: C_GetTokenInfo still answers
@@ -50,20 +53,20 @@ func TestCheckSeesWhatTokenInfoHides(t *testing.T) {
 	if _, err := tok.Info(); err != nil {
 		t.Fatalf("the double should leave C_GetTokenInfo answering: %v", err)
 	}
-	if err := tok.Check(); !errors.Is(err, ErrTokenRemoved) || !Transient(err) {
-		t.Errorf("Check with the card pulled = %v, want ErrTokenRemoved", err)
+	if err := tok.Check(); !errors.Is(err, tokenerr.ErrTokenRemoved) || !tokenerr.Transient(err) {
+		t.Errorf("Check with the card pulled = %v, want tokenerr.ErrTokenRemoved", err)
 	}
 	d.pulled = false
 	if err := d.p11.Logout(tok.loginSH); err != nil {
 		t.Fatal(err)
 	}
-	if err := tok.Check(); !errors.Is(err, ErrNotLoggedIn) || !Transient(err) {
-		t.Errorf("Check after the login was lost = %v, want ErrNotLoggedIn", err)
+	if err := tok.Check(); !errors.Is(err, tokenerr.ErrNotLoggedIn) || !tokenerr.Transient(err) {
+		t.Errorf("Check after the login was lost = %v, want tokenerr.ErrNotLoggedIn", err)
 	}
 	if err := d.p11.CloseSession(tok.loginSH); err != nil {
 		t.Fatal(err)
 	}
-	if err := tok.Check(); !errors.Is(err, ErrSessionClosed) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID)) {
-		t.Errorf("Check after the session was closed = %v, want ErrSessionClosed (CKR_SESSION_HANDLE_INVALID)", err)
+	if err := tok.Check(); !errors.Is(err, tokenerr.ErrSessionClosed) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID)) {
+		t.Errorf("Check after the session was closed = %v, want tokenerr.ErrSessionClosed (CKR_SESSION_HANDLE_INVALID)", err)
 	}
 }

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm_test
 
 import (
@@ -11,6 +13,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // opened is a module, a logged-in token and a key on it, not yet closed.
@@ -112,7 +115,7 @@ func TestEveryMethodAfterModuleClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range append(moduleCalls(o), tokenCalls(o)...) {
-		if err := c.f(); !errors.Is(err, hsm.ErrClosed) {
+		if err := c.f(); !errors.Is(err, tokenerr.ErrClosed) {
 			t.Errorf("%s after Module.Close = %v, want ErrClosed", c.name, err)
 		}
 	}
@@ -127,7 +130,7 @@ func TestEveryMethodAfterTokenClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range tokenCalls(o) {
-		if err := c.f(); !errors.Is(err, hsm.ErrClosed) {
+		if err := c.f(); !errors.Is(err, tokenerr.ErrClosed) {
 			t.Errorf("%s after Token.Close = %v, want ErrClosed", c.name, err)
 		}
 	}
@@ -155,7 +158,7 @@ func TestModuleCloseLeavesOtherModulesAlone(t *testing.T) {
 	if err := a.m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.tok.Info(); !errors.Is(err, hsm.ErrClosed) {
+	if _, err := a.tok.Info(); !errors.Is(err, tokenerr.ErrClosed) {
 		t.Errorf("Info on a token of the closed module = %v, want ErrClosed", err)
 	}
 	if _, err := tok2.Info(); err != nil {
@@ -214,7 +217,7 @@ func TestCloseDuringSignatures(t *testing.T) {
 						}
 						continue
 					}
-					if !errors.Is(err, hsm.ErrClosed) {
+					if !errors.Is(err, tokenerr.ErrClosed) {
 						errs <- err
 					}
 					return

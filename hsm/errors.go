@@ -10,52 +10,18 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// The sentinel errors of package tokenerr, under the names this package
-// has always used: each is the same value (hsm.ErrPINLocked ==
-// tokenerr.ErrPINLocked), so errors.Is works with either, and code without
-// cgo can test an error from this package through tokenerr. Errors
-// returned by this package match one of them with errors.Is; most also
-// carry the PKCS#11 return value (errors.As with a pkcs11.Error). See
-// tokenerr for what each means.
-var (
-	ErrModuleNotFound = tokenerr.ErrModuleNotFound
-	ErrNotModule      = tokenerr.ErrNotModule
-	ErrModule         = tokenerr.ErrModule
-	ErrClosed         = tokenerr.ErrClosed
-
-	ErrSlotNotFound   = tokenerr.ErrSlotNotFound
-	ErrNoToken        = tokenerr.ErrNoToken
-	ErrTokenNotFound  = tokenerr.ErrTokenNotFound
-	ErrAmbiguousToken = tokenerr.ErrAmbiguousToken
-	ErrTokenRemoved   = tokenerr.ErrTokenRemoved
-	ErrSessionClosed  = tokenerr.ErrSessionClosed
-	ErrDevice         = tokenerr.ErrDevice
-	ErrWriteProtected = tokenerr.ErrWriteProtected
-
-	ErrPINRequired  = tokenerr.ErrPINRequired
-	ErrPINIncorrect = tokenerr.ErrPINIncorrect
-	ErrPINLocked    = tokenerr.ErrPINLocked
-	ErrPINFinalTry  = tokenerr.ErrPINFinalTry // Login refuses unless LoginOptions.AllowFinalTry
-	ErrPINExpired   = tokenerr.ErrPINExpired
-	ErrPINInvalid   = tokenerr.ErrPINInvalid
-	ErrNotLoggedIn  = tokenerr.ErrNotLoggedIn
-	ErrLoginFailed  = tokenerr.ErrLoginFailed
-
-	ErrObjectGone    = tokenerr.ErrObjectGone
-	ErrKeyNotFound   = tokenerr.ErrKeyNotFound
-	ErrAmbiguousKey  = tokenerr.ErrAmbiguousKey
-	ErrKeyCannotSign = tokenerr.ErrKeyCannotSign
-	ErrUnsupported   = tokenerr.ErrUnsupported
-)
+// ErrNoCgo is returned by Open, and so by everything that loads a module,
+// in a program built without cgo (CGO_ENABLED=0): PKCS#11 needs cgo.
+var ErrNoCgo = errors.New("built without cgo: PKCS#11 needs cgo")
 
 // Error is a failed PKCS#11 operation: what was done, which sentinel it
 // matches, and the module's return value (zero when the failure did not come
 // from the module).
 type Error struct {
-	Op     string       // the operation, such as "C_Login" or "open module"
-	Kind   error        // one of the sentinels of this package (and of tokenerr)
-	Code   pkcs11.Error // the PKCS#11 return value, or 0
-	Detail string       // what else helps a person act, or ""
+	Op     string      // the operation, such as "C_Login" or "open module"
+	Kind   error       // one of the sentinels of this package (and of tokenerr)
+	Code   ReturnValue // the PKCS#11 return value, or 0
+	Detail string      // what else helps a person act, or ""
 }
 
 // Error returns one line: the operation, the sentinel's text, the return
@@ -87,14 +53,14 @@ func (e *Error) Unwrap() []error {
 }
 
 // wrap turns a PKCS#11 call's error into an *Error. Non-PKCS#11 errors are
-// wrapped as ErrModule. nil stays nil.
+// wrapped as tokenerr.ErrModule. nil stays nil.
 func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	var rv pkcs11.Error
+	var rv ReturnValue
 	if !errors.As(err, &rv) {
-		return &Error{Op: op, Kind: ErrModule, Detail: err.Error()}
+		return &Error{Op: op, Kind: tokenerr.ErrModule, Detail: err.Error()}
 	}
 	e := &Error{Op: op, Kind: kindOf(rv), Code: rv}
 	if rv == pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED {
@@ -104,64 +70,49 @@ func wrap(op string, err error) error {
 }
 
 // kindOf maps a PKCS#11 return value to a sentinel.
-func kindOf(rv pkcs11.Error) error {
+func kindOf(rv ReturnValue) error {
 	switch rv {
 	case pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED:
-		return ErrTokenRemoved
+		return tokenerr.ErrTokenRemoved
 	case pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_COUNT:
-		return ErrSessionClosed
+		return tokenerr.ErrSessionClosed
 	case pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY, pkcs11.CKR_FUNCTION_FAILED, pkcs11.CKR_GENERAL_ERROR:
-		return ErrDevice
+		return tokenerr.ErrDevice
 	case pkcs11.CKR_TOKEN_WRITE_PROTECTED:
-		return ErrWriteProtected
+		return tokenerr.ErrWriteProtected
 	case pkcs11.CKR_PIN_INCORRECT:
-		return ErrPINIncorrect
+		return tokenerr.ErrPINIncorrect
 	case pkcs11.CKR_PIN_LOCKED:
-		return ErrPINLocked
+		return tokenerr.ErrPINLocked
 	case pkcs11.CKR_PIN_EXPIRED:
-		return ErrPINExpired
+		return tokenerr.ErrPINExpired
 	case pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
-		return ErrPINInvalid
+		return tokenerr.ErrPINInvalid
 	case pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_USER_PIN_NOT_INITIALIZED:
-		return ErrNotLoggedIn
+		return tokenerr.ErrNotLoggedIn
 	case pkcs11.CKR_SLOT_ID_INVALID:
-		return ErrSlotNotFound
+		return tokenerr.ErrSlotNotFound
 	case pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT:
-		return ErrKeyCannotSign
+		return tokenerr.ErrKeyCannotSign
 	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID:
-		return ErrUnsupported
+		return tokenerr.ErrUnsupported
 	case pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_KEY_HANDLE_INVALID:
-		return ErrObjectGone
+		return tokenerr.ErrObjectGone
 	case pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED:
-		return ErrClosed
+		return tokenerr.ErrClosed
 	}
-	return ErrModule
+	return tokenerr.ErrModule
 }
-
-// IsPINRefused reports whether err says that the token refused the PIN, or
-// that Login refused to present one (every *PINError does). Such an error
-// must never be retried on its own: each retry with the same PIN spends a
-// try, and cards lock after a few. Tell the user (Error says what the
-// token's flags now report) and let them act. It is tokenerr.IsPINRefused.
-func IsPINRefused(err error) bool { return tokenerr.IsPINRefused(err) }
-
-// Transient reports whether err is a failure of the token or the reader
-// that may pass once the token is opened again (a new module, token and
-// login, and the key found again): a removed card, a broken session, a
-// device error, a lost login, a stale key handle. It is false for PIN
-// errors, for ErrClosed and for a wrong choice of token or key. It is
-// tokenerr.Transient.
-func Transient(err error) bool { return tokenerr.Transient(err) }
 
 // PINError is returned by Token.Login when the token refused the PIN or when
 // Login refused to try one. Flags holds the token's PIN flags as read after
 // the attempt (or before, when no attempt was made), so that the caller can
 // say how many tries are left without trying again.
 type PINError struct {
-	Kind      error        // ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ...
-	Code      pkcs11.Error // the C_Login return value, or 0 when no attempt was made
-	Flags     TokenFlags   // the token's flags
-	Attempted bool         // whether C_Login was called
+	Kind      error       // tokenerr.ErrPINIncorrect, tokenerr.ErrPINLocked, tokenerr.ErrPINFinalTry, ...
+	Code      ReturnValue // the C_Login return value, or 0 when no attempt was made
+	Flags     TokenFlags  // the token's flags
+	Attempted bool        // whether C_Login was called
 }
 
 // Error says what happened and what the token's flags now say. It never
@@ -174,10 +125,10 @@ func (e *PINError) Error() string {
 		return "login: refusing to present the PIN again: the token refused it before (" + e.Code.Error() + "); check the PIN and the token, then start again"
 	}
 	switch e.Kind {
-	case ErrPINFinalTry:
+	case tokenerr.ErrPINFinalTry:
 		msg = "refusing to try a PIN: the token says the next wrong PIN locks it; when you are certain of the PIN, " +
 			"allow the final try explicitly (mp-hsm --allow-final-pin-try; LoginOptions.AllowFinalTry)"
-	case ErrPINLocked:
+	case tokenerr.ErrPINLocked:
 		switch {
 		case e.Attempted && !e.Flags.PINLocked():
 			// tpm2-pkcs11 answers every PIN, the SO PIN too, so while the
@@ -190,11 +141,11 @@ func (e *PINError) Error() string {
 		default:
 			msg = "refusing to try a PIN: the token says the PIN is locked; unblock it with the PUK (or SO PIN) first"
 		}
-	case ErrPINIncorrect:
+	case tokenerr.ErrPINIncorrect:
 		msg = "PIN incorrect (one try spent, not retried): " + e.Flags.TriesLeft()
-	case ErrPINRequired:
+	case tokenerr.ErrPINRequired:
 		msg = "the token needs a PIN and none was given"
-	case ErrLoginFailed:
+	case tokenerr.ErrLoginFailed:
 		msg = "the token refused the login without naming a PIN error (it may have counted a wrong PIN); the PIN is not presented again: check it and the token, then retry by hand"
 	default:
 		msg = e.Kind.Error()
@@ -215,11 +166,11 @@ func (e *PINError) Unwrap() []error {
 }
 
 // SelectionError is returned when a token or key selection matches nothing or
-// more than one. Candidates lists what exists (for ErrTokenNotFound and
-// ErrKeyNotFound) or what matched (for the ambiguous cases), so the caller
+// more than one. Candidates lists what exists (for tokenerr.ErrTokenNotFound and
+// tokenerr.ErrKeyNotFound) or what matched (for the ambiguous cases), so the caller
 // can tell the user how to pick one.
 type SelectionError struct {
-	Kind       error  // ErrTokenNotFound, ErrAmbiguousToken, ErrSlotNotFound, ErrNoToken, ErrKeyNotFound or ErrAmbiguousKey
+	Kind       error  // tokenerr.ErrTokenNotFound, tokenerr.ErrAmbiguousToken, tokenerr.ErrSlotNotFound, tokenerr.ErrNoToken, tokenerr.ErrKeyNotFound or tokenerr.ErrAmbiguousKey
 	Wanted     string // the selection, as text ("label \"x\"", "id 01"), or "" for the default choice
 	Candidates []string
 	Tokens     []Slot    // for token errors: the slots considered
@@ -240,15 +191,15 @@ func (e *SelectionError) Error() string {
 	}
 	if len(e.Candidates) > 0 {
 		switch e.Kind {
-		case ErrAmbiguousKey, ErrAmbiguousToken:
+		case tokenerr.ErrAmbiguousKey, tokenerr.ErrAmbiguousToken:
 			b.WriteString("; choose one of: ")
-		case ErrNoToken:
+		case tokenerr.ErrNoToken:
 			b.WriteString(": ")
 		default:
 			b.WriteString("; available: ")
 		}
 		b.WriteString(strings.Join(e.Candidates, "; "))
-	} else if e.Kind == ErrKeyNotFound {
+	} else if e.Kind == tokenerr.ErrKeyNotFound {
 		b.WriteString("; the token shows no private keys (log in first?)")
 	}
 	return b.String()

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm
 
 import (
@@ -11,6 +13,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 func TestErrorPredicates(t *testing.T) {
@@ -22,39 +25,39 @@ func TestErrorPredicates(t *testing.T) {
 		pinRefused bool
 	}{
 		{"nil", nil, nil, false, false},
-		{"device removed", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED)), ErrTokenRemoved, true, false},
-		{"token not present", wrap("C_GetTokenInfo", pkcs11.Error(pkcs11.CKR_TOKEN_NOT_PRESENT)), ErrTokenRemoved, true, false},
-		{"session handle invalid", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID)), ErrSessionClosed, true, false},
-		{"device error", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_ERROR)), ErrDevice, true, false},
-		{"not logged in", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)), ErrNotLoggedIn, true, false},
-		{"key handle invalid", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_KEY_HANDLE_INVALID)), ErrObjectGone, true, false},
-		{"object handle invalid", wrap("C_GetAttributeValue", pkcs11.Error(pkcs11.CKR_OBJECT_HANDLE_INVALID)), ErrObjectGone, true, false},
-		{"no token in the slot", &SelectionError{Kind: ErrNoToken}, ErrNoToken, true, false},
-		{"wrapped again with %w", fmt.Errorf("signing: %w", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED))), ErrTokenRemoved, true, false},
+		{"device removed", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED)), tokenerr.ErrTokenRemoved, true, false},
+		{"token not present", wrap("C_GetTokenInfo", pkcs11.Error(pkcs11.CKR_TOKEN_NOT_PRESENT)), tokenerr.ErrTokenRemoved, true, false},
+		{"session handle invalid", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID)), tokenerr.ErrSessionClosed, true, false},
+		{"device error", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_ERROR)), tokenerr.ErrDevice, true, false},
+		{"not logged in", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN)), tokenerr.ErrNotLoggedIn, true, false},
+		{"key handle invalid", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_KEY_HANDLE_INVALID)), tokenerr.ErrObjectGone, true, false},
+		{"object handle invalid", wrap("C_GetAttributeValue", pkcs11.Error(pkcs11.CKR_OBJECT_HANDLE_INVALID)), tokenerr.ErrObjectGone, true, false},
+		{"no token in the slot", &SelectionError{Kind: tokenerr.ErrNoToken}, tokenerr.ErrNoToken, true, false},
+		{"wrapped again with %w", fmt.Errorf("signing: %w", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED))), tokenerr.ErrTokenRemoved, true, false},
 
-		{"PIN incorrect", &PINError{Kind: ErrPINIncorrect, Code: pkcs11.CKR_PIN_INCORRECT, Attempted: true}, ErrPINIncorrect, false, true},
-		{"PIN locked", &PINError{Kind: ErrPINLocked}, ErrPINLocked, false, true},
-		{"PIN final try", &PINError{Kind: ErrPINFinalTry}, ErrPINFinalTry, false, true},
-		{"PIN required", &PINError{Kind: ErrPINRequired}, ErrPINRequired, false, true},
-		{"PIN expired from C_Login", wrap("C_Login", pkcs11.Error(pkcs11.CKR_PIN_EXPIRED)), ErrPINExpired, false, true},
-		{"PIN length", wrap("C_Login", pkcs11.Error(pkcs11.CKR_PIN_LEN_RANGE)), ErrPINInvalid, false, true},
-		{"context login, wrong PIN", fmt.Errorf("sign: %w", &PINError{Kind: ErrPINIncorrect}), ErrPINIncorrect, false, true},
+		{"PIN incorrect", &PINError{Kind: tokenerr.ErrPINIncorrect, Code: pkcs11.CKR_PIN_INCORRECT, Attempted: true}, tokenerr.ErrPINIncorrect, false, true},
+		{"PIN locked", &PINError{Kind: tokenerr.ErrPINLocked}, tokenerr.ErrPINLocked, false, true},
+		{"PIN final try", &PINError{Kind: tokenerr.ErrPINFinalTry}, tokenerr.ErrPINFinalTry, false, true},
+		{"PIN required", &PINError{Kind: tokenerr.ErrPINRequired}, tokenerr.ErrPINRequired, false, true},
+		{"PIN expired from C_Login", wrap("C_Login", pkcs11.Error(pkcs11.CKR_PIN_EXPIRED)), tokenerr.ErrPINExpired, false, true},
+		{"PIN length", wrap("C_Login", pkcs11.Error(pkcs11.CKR_PIN_LEN_RANGE)), tokenerr.ErrPINInvalid, false, true},
+		{"context login, wrong PIN", fmt.Errorf("sign: %w", &PINError{Kind: tokenerr.ErrPINIncorrect}), tokenerr.ErrPINIncorrect, false, true},
 
-		{"closed", &Error{Op: "sign", Kind: ErrClosed}, ErrClosed, false, false},
-		{"key not found", &SelectionError{Kind: ErrKeyNotFound}, ErrKeyNotFound, false, false},
-		{"mechanism invalid", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID)), ErrUnsupported, false, false},
-		{"other module error", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DATA_LEN_RANGE)), ErrModule, false, false},
+		{"closed", &Error{Op: "sign", Kind: tokenerr.ErrClosed}, tokenerr.ErrClosed, false, false},
+		{"key not found", &SelectionError{Kind: tokenerr.ErrKeyNotFound}, tokenerr.ErrKeyNotFound, false, false},
+		{"mechanism invalid", wrap("C_SignInit", pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID)), tokenerr.ErrUnsupported, false, false},
+		{"other module error", wrap("C_Sign", pkcs11.Error(pkcs11.CKR_DATA_LEN_RANGE)), tokenerr.ErrModule, false, false},
 		{"not from hsm", errors.New("EOF"), nil, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.kind != nil && !errors.Is(tc.err, tc.kind) {
 				t.Errorf("errors.Is(%v, %v) = false", tc.err, tc.kind)
 			}
-			if got := Transient(tc.err); got != tc.transient {
-				t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.transient)
+			if got := tokenerr.Transient(tc.err); got != tc.transient {
+				t.Errorf("tokenerr.Transient(%v) = %v, want %v", tc.err, got, tc.transient)
 			}
-			if got := IsPINRefused(tc.err); got != tc.pinRefused {
-				t.Errorf("IsPINRefused(%v) = %v, want %v", tc.err, got, tc.pinRefused)
+			if got := tokenerr.IsPINRefused(tc.err); got != tc.pinRefused {
+				t.Errorf("tokenerr.IsPINRefused(%v) = %v, want %v", tc.err, got, tc.pinRefused)
 			}
 		})
 	}
@@ -77,8 +80,8 @@ func TestErrorPredicatesOnSoftHSM(t *testing.T) {
 	defer tok.Close()
 
 	err = tok.Login(StaticPIN([]byte("000000")), LoginOptions{})
-	if !IsPINRefused(err) || Transient(err) {
-		t.Errorf("wrong PIN %v: IsPINRefused %v, Transient %v; want true, false", err, IsPINRefused(err), Transient(err))
+	if !tokenerr.IsPINRefused(err) || tokenerr.Transient(err) {
+		t.Errorf("wrong PIN %v: IsPINRefused %v, Transient %v; want true, false", err, tokenerr.IsPINRefused(err), tokenerr.Transient(err))
 	}
 	if err := tok.Login(StaticPIN([]byte(st.PIN)), LoginOptions{}); err != nil {
 		t.Fatal(err)
@@ -97,14 +100,14 @@ func TestErrorPredicatesOnSoftHSM(t *testing.T) {
 	m.lib.ctx.CloseSession(sh)
 	d := sha256.Sum256(nil)
 	_, err = k.Sign(nil, d[:], crypto.SHA256)
-	if !errors.Is(err, ErrObjectGone) || !Transient(err) || IsPINRefused(err) {
-		t.Errorf("signing with a deleted key = %v; want ErrObjectGone, transient", err)
+	if !errors.Is(err, tokenerr.ErrObjectGone) || !tokenerr.Transient(err) || tokenerr.IsPINRefused(err) {
+		t.Errorf("signing with a deleted key = %v; want tokenerr.ErrObjectGone, transient", err)
 	}
 
 	tok.Close()
 	_, err = k.Sign(nil, d[:], crypto.SHA256)
-	if !errors.Is(err, ErrClosed) || Transient(err) || IsPINRefused(err) {
-		t.Errorf("signing after Close = %v; want ErrClosed, not transient", err)
+	if !errors.Is(err, tokenerr.ErrClosed) || tokenerr.Transient(err) || tokenerr.IsPINRefused(err) {
+		t.Errorf("signing after Close = %v; want tokenerr.ErrClosed, not transient", err)
 	}
 }
 
@@ -113,9 +116,9 @@ func TestErrorPredicatesOnSoftHSM(t *testing.T) {
 // them (tpm2-pkcs11 in the TPM's dictionary-attack lockout, whose SO PIN
 // is refused as well) is not.
 func TestPINLockedMessage(t *testing.T) {
-	card := (&PINError{Kind: ErrPINLocked, Code: pkcs11.CKR_PIN_LOCKED, Attempted: true,
+	card := (&PINError{Kind: tokenerr.ErrPINLocked, Code: pkcs11.CKR_PIN_LOCKED, Attempted: true,
 		Flags: TokenFlags(pkcs11.CKF_LOGIN_REQUIRED | pkcs11.CKF_USER_PIN_LOCKED)}).Error()
-	tpm := (&PINError{Kind: ErrPINLocked, Code: pkcs11.CKR_PIN_LOCKED, Attempted: true,
+	tpm := (&PINError{Kind: tokenerr.ErrPINLocked, Code: pkcs11.CKR_PIN_LOCKED, Attempted: true,
 		Flags: TokenFlags(pkcs11.CKF_LOGIN_REQUIRED)}).Error()
 	if !strings.Contains(card, "PUK") || strings.Contains(card, "dictionary-attack") {
 		t.Errorf("card locked: %q", card)

@@ -12,7 +12,7 @@ import "sync"
 // A counter, not a sync.RWMutex: a method in flight may enter again (FindSlot
 // lists the slots), and an RWMutex would deadlock that second entry once a
 // Close is waiting. With the gate the second entry simply fails with
-// ErrClosed.
+// tokenerr.ErrClosed.
 //
 // The zero gate is open.
 type gate struct {

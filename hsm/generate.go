@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // ErrObjectExists: an object with the label or CKA_ID asked for is already
@@ -22,12 +24,10 @@ var ErrReadOnly = errors.New("token opened read-only")
 // writer is the part of the PKCS#11 binding that writes to a token. It is
 // kept apart from p11, which only reads and signs: *pkcs11.Ctx has both.
 type writer interface {
-	GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, pub, priv []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error)
-	CreateObject(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
-	DestroyObject(sh pkcs11.SessionHandle, oh pkcs11.ObjectHandle) error
+	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
+	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
+	DestroyObject(sh sessionHandle, oh objectHandle) error
 }
-
-var _ writer = (*pkcs11.Ctx)(nil)
 
 // KeySpec is a key type and size that GenerateKey can make.
 type KeySpec struct {
@@ -84,7 +84,7 @@ var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 // is a token object that can verify. Both get o.Label and o.ID.
 //
 // The token must have been opened with TokenOptions.ReadWrite (else
-// ErrReadOnly) and logged in with Login (else ErrNotLoggedIn): GenerateKey
+// ErrReadOnly) and logged in with Login (else tokenerr.ErrNotLoggedIn): GenerateKey
 // never logs in itself. When any object on the token already has the label
 // or the id, it returns ErrObjectExists before anything is generated. That
 // check and the generation are atomic within the process; between
@@ -93,31 +93,32 @@ var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	const op = "generate key"
 	if o.Label == "" {
-		return nil, &Error{Op: op, Kind: ErrUnsupported, Detail: "a label is needed"}
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "a label is needed"}
 	}
 	if o.Spec == (KeySpec{}) {
 		o.Spec = KeySpecs["rsa:2048"]
 	}
-	var mech []*pkcs11.Mechanism
-	var pubT, privT []*pkcs11.Attribute
+	var mech []*mechanism
+	var pubT, privT []*attribute
+	mechName := "CKM_RSA_PKCS_KEY_PAIR_GEN"
 	switch o.Spec {
 	case KeySpecs["rsa:2048"], KeySpecs["rsa:3072"]:
-		mech = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
-		pubT = []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, o.Spec.Bits),
-			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+		mech = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
+		pubT = []*attribute{
+			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+			newAttribute(pkcs11.CKA_MODULUS_BITS, o.Spec.Bits),
+			newAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
 		}
-		privT = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)}
+		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)}
 	case KeySpecs["ec:p256"]:
-		mech = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}
-		pubT = []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256OID),
+		mech, mechName = []*mechanism{newMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, "CKM_EC_KEY_PAIR_GEN"
+		pubT = []*attribute{
+			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+			newAttribute(pkcs11.CKA_EC_PARAMS, p256OID),
 		}
-		privT = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC)}
+		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC)}
 	default:
-		return nil, &Error{Op: op, Kind: ErrUnsupported, Detail: "key type " + o.Spec.String()}
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "key type " + o.Spec.String()}
 	}
 	id := o.ID
 	if len(id) == 0 {
@@ -126,22 +127,22 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}
 	}
-	common := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, o.Label),
+	common := []*attribute{
+		newAttribute(pkcs11.CKA_TOKEN, true),
+		newAttribute(pkcs11.CKA_ID, id),
+		newAttribute(pkcs11.CKA_LABEL, o.Label),
 	}
 	pubT = append(append(pubT, common...),
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		newAttribute(pkcs11.CKA_PRIVATE, false),
+		newAttribute(pkcs11.CKA_VERIFY, true),
 	)
 	privT = append(append(privT, common...),
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		newAttribute(pkcs11.CKA_PRIVATE, true),
+		newAttribute(pkcs11.CKA_SENSITIVE, true),
+		newAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		newAttribute(pkcs11.CKA_SIGN, true),
 	)
 
 	w, err := t.enterWrite(op)
@@ -158,10 +159,10 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	if err != nil {
 		err = wrap("C_GenerateKeyPair", err)
 		var e *Error
-		if errors.As(err, &e) && e.Kind == ErrUnsupported {
+		if errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
 			// The mechanism is the key pair generation, not a signature.
 			e.Detail = "the token cannot generate " + o.Spec.String() + " keys (" +
-				pkcs11MechanismName(mech[0].Mechanism) + " is not among its mechanisms): choose another --type"
+				mechName + " is not among its mechanisms): choose another --type"
 		}
 		return nil, err
 	}
@@ -174,7 +175,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 			return t.newKey(ko)
 		}
 	}
-	return nil, &Error{Op: op, Kind: ErrObjectGone, Detail: "the generated key is not among the token's keys"}
+	return nil, &Error{Op: op, Kind: tokenerr.ErrObjectGone, Detail: "the generated key is not among the token's keys"}
 }
 
 // CheckFree returns ErrObjectExists when an object on the token has label
@@ -206,10 +207,10 @@ func (t *Token) enterWrite(op string) (writer, error) {
 		return nil, &Error{Op: op, Kind: ErrReadOnly, Detail: "open the token with TokenOptions.ReadWrite"}
 	case !t.LoggedIn():
 		t.leave()
-		return nil, &Error{Op: op, Kind: ErrNotLoggedIn, Detail: "log in before writing to the token"}
+		return nil, &Error{Op: op, Kind: tokenerr.ErrNotLoggedIn, Detail: "log in before writing to the token"}
 	case !ok:
 		t.leave()
-		return nil, &Error{Op: op, Kind: ErrUnsupported, Detail: "the module binding cannot write objects"}
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "the module binding cannot write objects"}
 	}
 	return w, nil
 }
@@ -218,7 +219,7 @@ func (t *Token) enterWrite(op string) (writer, error) {
 // label (if not empty) or id (if not empty). t.mu must be held.
 func (t *Token) refuseTaken(op, label string, id []byte) error {
 	if label != "" {
-		hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)})
+		hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_LABEL, label)})
 		if err != nil {
 			return err
 		}
@@ -227,7 +228,7 @@ func (t *Token) refuseTaken(op, label string, id []byte) error {
 		}
 	}
 	if len(id) > 0 {
-		hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)})
+		hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_ID, id)})
 		if err != nil {
 			return err
 		}
@@ -236,16 +237,4 @@ func (t *Token) refuseTaken(op, label string, id []byte) error {
 		}
 	}
 	return nil
-}
-
-// pkcs11MechanismName names the key pair generation mechanisms GenerateKey
-// uses.
-func pkcs11MechanismName(m uint) string {
-	switch m {
-	case pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN:
-		return "CKM_RSA_PKCS_KEY_PAIR_GEN"
-	case pkcs11.CKM_EC_KEY_PAIR_GEN:
-		return "CKM_EC_KEY_PAIR_GEN"
-	}
-	return fmt.Sprintf("mechanism 0x%x", m)
 }

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm_test
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // openRW opens tok read-write, logged in.
@@ -120,8 +123,8 @@ func TestGenerateKeyRefusals(t *testing.T) {
 	}{
 		{"label taken", hsm.GenerateOptions{Label: "taken"}, hsm.ErrObjectExists},
 		{"id taken", hsm.GenerateOptions{Label: "free", ID: []byte{0x01}}, hsm.ErrObjectExists},
-		{"no label", hsm.GenerateOptions{}, hsm.ErrUnsupported},
-		{"bad spec", hsm.GenerateOptions{Label: "x", Spec: hsm.KeySpec{Type: hsm.KeyTypeRSA, Bits: 1024}}, hsm.ErrUnsupported},
+		{"no label", hsm.GenerateOptions{}, tokenerr.ErrUnsupported},
+		{"bad spec", hsm.GenerateOptions{Label: "x", Spec: hsm.KeySpec{Type: hsm.KeyTypeRSA, Bits: 1024}}, tokenerr.ErrUnsupported},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := ht.GenerateKey(tc.o); !errors.Is(err, tc.want) {
@@ -152,7 +155,7 @@ func TestGenerateKeyRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer nt.Close()
-		if _, err := nt.GenerateKey(hsm.GenerateOptions{Label: "nl"}); !errors.Is(err, hsm.ErrNotLoggedIn) {
+		if _, err := nt.GenerateKey(hsm.GenerateOptions{Label: "nl"}); !errors.Is(err, tokenerr.ErrNotLoggedIn) {
 			t.Fatalf("GenerateKey before Login = %v, want ErrNotLoggedIn", err)
 		}
 	})

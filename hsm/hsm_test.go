@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm_test
 
 import (
@@ -21,6 +23,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 func TestMain(m *testing.M) { os.Exit(softhsm.Main(m)) }
@@ -56,10 +59,10 @@ func TestOpenBadModule(t *testing.T) {
 		name, path string
 		want       error
 	}{
-		{"missing", filepath.Join(dir, "missing.so"), hsm.ErrModuleNotFound},
-		{"empty path", "", hsm.ErrModuleNotFound},
-		{"text file", text, hsm.ErrNotModule},
-		{"directory", dir, hsm.ErrNotModule},
+		{"missing", filepath.Join(dir, "missing.so"), tokenerr.ErrModuleNotFound},
+		{"empty path", "", tokenerr.ErrModuleNotFound},
+		{"text file", text, tokenerr.ErrNotModule},
+		{"directory", dir, tokenerr.ErrNotModule},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := hsm.Open(tc.path)
@@ -90,7 +93,7 @@ func TestModuleSharedAndIdempotentClose(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := a.Slots(); !errors.Is(err, hsm.ErrClosed) {
+	if _, err := a.Slots(); !errors.Is(err, tokenerr.ErrClosed) {
 		t.Fatalf("Slots after Close = %v, want ErrClosed", err)
 	}
 	// b still works: the module is shared.
@@ -141,10 +144,10 @@ func TestSlotsAndTokenSelection(t *testing.T) {
 		{"label", hsm.TokenSelector{Label: tok.Label}, nil},
 		{"serial", hsm.TokenSelector{Serial: tok.Serial}, nil},
 		{"label and serial", hsm.TokenSelector{Label: tok.Label, Serial: tok.Serial}, nil},
-		{"label of one, serial of other", hsm.TokenSelector{Label: tok.Label, Serial: other.Serial}, hsm.ErrTokenNotFound},
-		{"unknown slot", hsm.TokenSelector{SlotID: &bogus}, hsm.ErrSlotNotFound},
-		{"unknown label", hsm.TokenSelector{Label: "no such token"}, hsm.ErrTokenNotFound},
-		{"several tokens, no choice", hsm.TokenSelector{}, hsm.ErrAmbiguousToken},
+		{"label of one, serial of other", hsm.TokenSelector{Label: tok.Label, Serial: other.Serial}, tokenerr.ErrTokenNotFound},
+		{"unknown slot", hsm.TokenSelector{SlotID: &bogus}, tokenerr.ErrSlotNotFound},
+		{"unknown label", hsm.TokenSelector{Label: "no such token"}, tokenerr.ErrTokenNotFound},
+		{"several tokens, no choice", hsm.TokenSelector{}, tokenerr.ErrAmbiguousToken},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := m.FindSlot(tc.sel)
@@ -161,7 +164,7 @@ func TestSlotsAndTokenSelection(t *testing.T) {
 			if !errors.As(err, &se) || len(se.Candidates) == 0 {
 				t.Fatalf("error %v: want a *SelectionError listing candidates", err)
 			}
-			if tc.want == hsm.ErrTokenNotFound && !strings.Contains(err.Error(), tok.Label) {
+			if tc.want == tokenerr.ErrTokenNotFound && !strings.Contains(err.Error(), tok.Label) {
 				t.Errorf("error %q does not list the existing token %q", err, tok.Label)
 			}
 		})
@@ -228,8 +231,8 @@ func TestKeysCertificatesAndKeySelection(t *testing.T) {
 		{"by id", hsm.KeySelector{ID: []byte{2}}, "Signing", nil},
 		{"by label", hsm.KeySelector{Label: "Signing"}, "Signing", nil},
 		{"by id and label", hsm.KeySelector{ID: []byte{1}, Label: "Authentication"}, "Authentication", nil},
-		{"id matches nothing", hsm.KeySelector{ID: []byte{9}}, "", hsm.ErrKeyNotFound},
-		{"label matches nothing", hsm.KeySelector{Label: "nope"}, "", hsm.ErrKeyNotFound},
+		{"id matches nothing", hsm.KeySelector{ID: []byte{9}}, "", tokenerr.ErrKeyNotFound},
+		{"label matches nothing", hsm.KeySelector{Label: "nope"}, "", tokenerr.ErrKeyNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k, err := ht.FindKey(tc.sel)
@@ -257,7 +260,7 @@ func TestAmbiguousKeys(t *testing.T) {
 	for _, sel := range []hsm.KeySelector{{}, {Label: "same"}} {
 		_, err := ht.FindKey(sel)
 		var se *hsm.SelectionError
-		if !errors.Is(err, hsm.ErrAmbiguousKey) || !errors.As(err, &se) || len(se.Candidates) != 2 {
+		if !errors.Is(err, tokenerr.ErrAmbiguousKey) || !errors.As(err, &se) || len(se.Candidates) != 2 {
 			t.Fatalf("FindKey(%v) = %v; want ErrAmbiguousKey listing both keys", sel, err)
 		}
 		if !strings.Contains(err.Error(), "id 01") || !strings.Contains(err.Error(), "id 02") {
@@ -274,10 +277,10 @@ func TestKeyWithoutSign(t *testing.T) {
 	tok := softhsm.New(t)
 	tok.GenerateRSA(t, 2048, softhsm.KeyOptions{ID: []byte{1}, Label: "decrypt-only", NoSign: true})
 	ht := open(t, tok, tok.PIN)
-	if _, err := ht.FindKey(hsm.KeySelector{}); !errors.Is(err, hsm.ErrKeyNotFound) {
+	if _, err := ht.FindKey(hsm.KeySelector{}); !errors.Is(err, tokenerr.ErrKeyNotFound) {
 		t.Errorf("default key with no signing key = %v, want ErrKeyNotFound", err)
 	}
-	if _, err := ht.FindKey(hsm.KeySelector{ID: []byte{1}}); !errors.Is(err, hsm.ErrKeyCannotSign) {
+	if _, err := ht.FindKey(hsm.KeySelector{ID: []byte{1}}); !errors.Is(err, tokenerr.ErrKeyCannotSign) {
 		t.Errorf("FindKey(decrypt-only) = %v, want ErrKeyCannotSign", err)
 	}
 }
@@ -328,7 +331,7 @@ func TestSignVerifiedByStandardLibrary(t *testing.T) {
 			t.Errorf("PSS %v does not verify: %v", h, err)
 		}
 	}
-	if _, err := rsaKey.Sign(nil, []byte("short"), crypto.SHA256); !errors.Is(err, hsm.ErrUnsupported) {
+	if _, err := rsaKey.Sign(nil, []byte("short"), crypto.SHA256); !errors.Is(err, tokenerr.ErrUnsupported) {
 		t.Errorf("wrong digest length: %v, want ErrUnsupported", err)
 	}
 
@@ -396,7 +399,7 @@ func TestWrongPINOneLoginOnly(t *testing.T) {
 	}
 	defer ht.Close()
 	err = ht.Login(hsm.StaticPIN([]byte("999999")), hsm.LoginOptions{})
-	if !errors.Is(err, hsm.ErrPINIncorrect) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)) {
+	if !errors.Is(err, tokenerr.ErrPINIncorrect) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)) {
 		t.Fatalf("Login with a wrong PIN = %v, want ErrPINIncorrect", err)
 	}
 	if strings.Contains(err.Error(), "999999") {
@@ -414,10 +417,10 @@ func TestWrongPINOneLoginOnly(t *testing.T) {
 func TestPINRequired(t *testing.T) {
 	tok := softhsm.New(t)
 	ht := open(t, tok, "")
-	if err := ht.Login(nil, hsm.LoginOptions{}); !errors.Is(err, hsm.ErrPINRequired) {
+	if err := ht.Login(nil, hsm.LoginOptions{}); !errors.Is(err, tokenerr.ErrPINRequired) {
 		t.Fatalf("Login(nil) on a token without PIN pad = %v, want ErrPINRequired", err)
 	}
-	if err := ht.Login(hsm.StaticPIN(nil), hsm.LoginOptions{}); !errors.Is(err, hsm.ErrPINRequired) {
+	if err := ht.Login(hsm.StaticPIN(nil), hsm.LoginOptions{}); !errors.Is(err, tokenerr.ErrPINRequired) {
 		t.Fatalf("Login(empty PIN) = %v, want ErrPINRequired", err)
 	}
 	if ht.LoggedIn() {
@@ -472,7 +475,7 @@ func TestUseAfterClose(t *testing.T) {
 	if err := ht.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := k.Sign(nil, digest(crypto.SHA256, nil), crypto.SHA256); !errors.Is(err, hsm.ErrClosed) {
+	if _, err := k.Sign(nil, digest(crypto.SHA256, nil), crypto.SHA256); !errors.Is(err, tokenerr.ErrClosed) {
 		t.Fatalf("Sign after Close = %v, want ErrClosed", err)
 	}
 }
@@ -492,9 +495,9 @@ func TestSelectionByURI(t *testing.T) {
 		{"pkcs11:token=" + tok.Label + ";id=%02", "Signing", nil},
 		{"pkcs11:serial=" + tok.Serial + ";object=Authentication;type=private", "Authentication", nil},
 		{"pkcs11:token=" + tok.Label + ";type=cert", "Authentication", nil}, // no key named: the default
-		{"pkcs11:token=" + tok.Label + ";id=%09", "", hsm.ErrKeyNotFound},
-		{"pkcs11:token=no-such-token", "", hsm.ErrTokenNotFound},
-		{"pkcs11:token=" + tok.Label + ";type=secret-key", "", hsm.ErrInvalidURI},
+		{"pkcs11:token=" + tok.Label + ";id=%09", "", tokenerr.ErrKeyNotFound},
+		{"pkcs11:token=no-such-token", "", tokenerr.ErrTokenNotFound},
+		{"pkcs11:token=" + tok.Label + ";type=secret-key", "", pkcs11uri.ErrInvalid},
 	} {
 		t.Run(tc.uri, func(t *testing.T) {
 			u, err := pkcs11uri.Parse(tc.uri)

@@ -12,6 +12,8 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // Key is a private key on a token. It implements crypto.Signer: RSA
@@ -20,27 +22,27 @@ import (
 // crypto.Signer requires). A Key is bound to its Token: closing the token
 // ends it. Safe for concurrent use; signatures run in parallel up to the
 // token's session limit. After Close of its Token or Module, its methods
-// that reach the token return ErrClosed.
+// that reach the token return tokenerr.ErrClosed.
 type Key struct {
 	// info is what FindKey found. It is never changed: signing reads its
 	// Type and AlwaysAuthenticate, and Info hands out copies.
 	info   KeyInfo
 	t      *Token
-	handle pkcs11.ObjectHandle
+	handle objectHandle
 }
 
 var _ crypto.Signer = (*Key)(nil)
 
 func (t *Token) newKey(o keyObject) (*Key, error) {
 	if !o.info.CanSign {
-		return nil, &Error{Op: "find key", Kind: ErrKeyCannotSign, Detail: o.info.String() + " has CKA_SIGN false"}
+		return nil, &Error{Op: "find key", Kind: tokenerr.ErrKeyCannotSign, Detail: o.info.String() + " has CKA_SIGN false"}
 	}
 	if o.info.Public == nil {
-		return nil, &Error{Op: "find key", Kind: ErrKeyNotFound,
+		return nil, &Error{Op: "find key", Kind: tokenerr.ErrKeyNotFound,
 			Detail: o.info.String() + ": the token shows neither its public key nor a certificate for it"}
 	}
 	if o.info.Type != KeyTypeRSA && o.info.Type != KeyTypeEC {
-		return nil, &Error{Op: "find key", Kind: ErrUnsupported, Detail: o.info.String() + ": only RSA and EC keys can sign"}
+		return nil, &Error{Op: "find key", Kind: tokenerr.ErrUnsupported, Detail: o.info.String() + ": only RSA and EC keys can sign"}
 	}
 	return &Key{info: o.info.clone(), t: t, handle: o.handle}, nil
 }
@@ -80,7 +82,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	}
 	h := opts.HashFunc()
 	if h != 0 && len(digest) != h.Size() {
-		return nil, &Error{Op: "sign", Kind: ErrUnsupported,
+		return nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported,
 			Detail: fmt.Sprintf("digest is %d bytes, %v needs %d", len(digest), h, h.Size())}
 	}
 	mech, input, err := k.mechanism(digest, opts)
@@ -110,7 +112,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 
 // signOn runs one signature on session sh. After an error the session's
 // operation state is unknown (see SignContext).
-func (k *Key) signOn(sh pkcs11.SessionHandle, mech []*pkcs11.Mechanism, input []byte) ([]byte, error) {
+func (k *Key) signOn(sh sessionHandle, mech []*mechanism, input []byte) ([]byte, error) {
 	if err := k.t.p.SignInit(sh, mech, k.handle); err != nil {
 		return nil, wrap("C_SignInit", err)
 	}
@@ -146,18 +148,18 @@ var pssHash = map[crypto.Hash][2]uint{
 // Mechanisms without parameters are shared, so that a signature allocates
 // no mechanism.
 var (
-	mechRSAPKCS = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)}
-	mechECDSA   = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}
+	mechRSAPKCS = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS, nil)}
+	mechECDSA   = []*mechanism{newMechanism(pkcs11.CKM_ECDSA, nil)}
 )
 
-func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*pkcs11.Mechanism, []byte, error) {
+func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []byte, error) {
 	h := opts.HashFunc()
 	switch k.info.Type {
 	case KeyTypeRSA:
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
 			hm, ok := pssHash[h]
 			if !ok {
-				return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS with %v", h)}
+				return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS with %v", h)}
 			}
 			salt := pss.SaltLength
 			switch salt {
@@ -165,35 +167,35 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*pkcs11.Mechan
 				salt = h.Size()
 			}
 			if salt < 0 {
-				return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS salt length %d", pss.SaltLength)}
+				return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS salt length %d", pss.SaltLength)}
 			}
-			params := pkcs11.NewPSSParams(hm[0], hm[1], uint(salt))
-			return []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, params)}, digest, nil
+			params := newPSSParams(hm[0], hm[1], uint(salt))
+			return []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_PSS, params)}, digest, nil
 		}
 		if h == 0 {
 			return mechRSAPKCS, digest, nil
 		}
 		prefix, ok := digestInfoPrefix[h]
 		if !ok {
-			return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: fmt.Sprintf("RSA PKCS #1 v1.5 with %v", h)}
+			return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA PKCS #1 v1.5 with %v", h)}
 		}
 		in := make([]byte, 0, len(prefix)+len(digest))
 		in = append(append(in, prefix...), digest...)
 		return mechRSAPKCS, in, nil
 	case KeyTypeEC:
 		if _, ok := opts.(*rsa.PSSOptions); ok {
-			return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: "RSA-PSS options with an EC key"}
+			return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: "RSA-PSS options with an EC key"}
 		}
 		return mechECDSA, digest, nil
 	}
-	return nil, nil, &Error{Op: "sign", Kind: ErrUnsupported, Detail: "key type " + k.info.Type.String()}
+	return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: "key type " + k.info.Type.String()}
 }
 
 // ecdsaDER turns the raw r||s that CKM_ECDSA returns into the ASN.1 DER
 // form crypto.Signer callers expect.
 func ecdsaDER(raw []byte) ([]byte, error) {
 	if len(raw) == 0 || len(raw)%2 != 0 {
-		return nil, &Error{Op: "C_Sign", Kind: ErrDevice, Detail: fmt.Sprintf("ECDSA signature of odd length %d", len(raw))}
+		return nil, &Error{Op: "C_Sign", Kind: tokenerr.ErrDevice, Detail: fmt.Sprintf("ECDSA signature of odd length %d", len(raw))}
 	}
 	r := new(big.Int).SetBytes(raw[:len(raw)/2])
 	s := new(big.Int).SetBytes(raw[len(raw)/2:])

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm
 
 import (
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // keptPIN is a PINSource that remembers every slice it hands out, so that
@@ -52,8 +55,8 @@ func TestPINZeroedAfterLogin(t *testing.T) {
 	tok, d, st := openDouble(t, 0)
 
 	wrong := &keptPIN{pin: []byte("0000")}
-	if err := tok.Login(wrong.source, LoginOptions{}); !errors.Is(err, ErrPINIncorrect) {
-		t.Fatalf("Login with a wrong PIN = %v, want ErrPINIncorrect", err)
+	if err := tok.Login(wrong.source, LoginOptions{}); !errors.Is(err, tokenerr.ErrPINIncorrect) {
+		t.Fatalf("Login with a wrong PIN = %v, want tokenerr.ErrPINIncorrect", err)
 	}
 	wrong.zeroed(t, "a wrong PIN")
 

@@ -3,6 +3,8 @@ package hsm
 import (
 	"errors"
 	"strings"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // OpenOptions are the choices of OpenWith; the zero value is Open's.
@@ -25,11 +27,6 @@ type OpenOptions struct {
 // maxLoadOutput bounds what is kept of a module's output on loading.
 const maxLoadOutput = 8 << 10
 
-// OpenWith is Open with options.
-func OpenWith(path string, o OpenOptions) (*Module, error) {
-	return open(path, o)
-}
-
 // LoadOutput returns what the module and the modules it loaded wrote on
 // standard error while this process loaded it, when OpenWith held it back
 // (HoldLoadOutput), at most 8 KiB; "" otherwise.
@@ -50,7 +47,7 @@ func (m *Module) withLoadOutput(err error) error {
 		return err
 	}
 	switch se.Kind {
-	case ErrTokenNotFound, ErrNoToken, ErrSlotNotFound:
+	case tokenerr.ErrTokenNotFound, tokenerr.ErrNoToken, tokenerr.ErrSlotNotFound:
 		c := *se
 		c.ModuleOutput = out
 		return &c

@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // PINSource returns the PIN to present to the token. The caller of a
@@ -41,11 +43,11 @@ type LoginOptions struct {
 // reads the token flags first and
 //   - does nothing when the token needs no login;
 //   - refuses, without presenting the PIN, when the PIN is locked
-//     (ErrPINLocked) or on its final try (ErrPINFinalTry, unless
+//     (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry, unless
 //     opts.AllowFinalTry);
 //   - logs a warning when the token reports a low PIN count;
 //   - calls pin once and C_Login exactly once, and never again on its own:
-//     a wrong PIN returns a *PINError (ErrPINIncorrect) with the token's
+//     a wrong PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the token's
 //     flags as read after the attempt.
 //
 // The PIN bytes are zeroed after C_Login. The PIN source is kept for keys
@@ -68,10 +70,10 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 		return nil
 	}
 	if flags.PINLocked() {
-		return &PINError{Kind: ErrPINLocked, Flags: flags}
+		return &PINError{Kind: tokenerr.ErrPINLocked, Flags: flags}
 	}
 	if flags.PINFinalTry() && !opts.AllowFinalTry {
-		return &PINError{Kind: ErrPINFinalTry, Flags: flags}
+		return &PINError{Kind: tokenerr.ErrPINFinalTry, Flags: flags}
 	}
 	if flags.PINCountLow() {
 		t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
@@ -88,27 +90,27 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 		defer clear(secret)
 	}
 	if len(secret) == 0 && !flags.ProtectedAuthPath() {
-		return &PINError{Kind: ErrPINRequired, Flags: flags}
+		return &PINError{Kind: tokenerr.ErrPINRequired, Flags: flags}
 	}
 	err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
-	if err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
-		var rv pkcs11.Error
+	if err != nil && !errors.Is(err, ReturnValue(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
+		var rv ReturnValue
 		errors.As(err, &rv)
 		kind := kindOf(rv)
-		if kind == ErrPINIncorrect || kind == ErrPINLocked || kind == ErrPINExpired || kind == ErrPINInvalid {
+		if kind == tokenerr.ErrPINIncorrect || kind == tokenerr.ErrPINLocked || kind == tokenerr.ErrPINExpired || kind == tokenerr.ErrPINInvalid {
 			after := flags
 			if ti2, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
 				after = TokenFlags(ti2.Flags)
 			}
-			if kind == ErrPINIncorrect && after.PINLocked() {
-				kind = ErrPINLocked
+			if kind == tokenerr.ErrPINIncorrect && after.PINLocked() {
+				kind = tokenerr.ErrPINLocked
 			}
 			return &PINError{Kind: kind, Code: rv, Flags: after, Attempted: true}
 		}
 		// Any other refusal may still have counted a wrong PIN: some
 		// drivers report one as CKR_FUNCTION_FAILED or CKR_DEVICE_ERROR.
 		// It is a refused login too, never a fault to log in again after.
-		return &PINError{Kind: ErrLoginFailed, Code: rv, Flags: flags, Attempted: true}
+		return &PINError{Kind: tokenerr.ErrLoginFailed, Code: rv, Flags: flags, Attempted: true}
 	}
 	t.loggedIn = true
 	t.pin = pin
@@ -140,7 +142,7 @@ func bytesAsString(b []byte) string {
 // signature then goes on without a context login, this and every later
 // time on this Token (C_Login is not called again), and the debug log says
 // so once.
-func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
+func (t *Token) contextLogin(sh sessionHandle) error {
 	t.mu.Lock()
 	src, refused, skip := t.pin, t.refused, t.noContextLogin
 	t.mu.Unlock()
@@ -163,7 +165,7 @@ func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
 	if err == nil {
 		return nil
 	}
-	var rv pkcs11.Error
+	var rv ReturnValue
 	errors.As(err, &rv)
 	if rv == pkcs11.CKR_USER_TYPE_INVALID {
 		t.mu.Lock()
@@ -177,15 +179,15 @@ func (t *Token) contextLogin(sh pkcs11.SessionHandle) error {
 		return nil
 	}
 	k := kindOf(rv)
-	if k != ErrPINIncorrect && k != ErrPINLocked && k != ErrPINExpired && k != ErrPINInvalid {
-		k = ErrLoginFailed
+	if k != tokenerr.ErrPINIncorrect && k != tokenerr.ErrPINLocked && k != tokenerr.ErrPINExpired && k != tokenerr.ErrPINInvalid {
+		k = tokenerr.ErrLoginFailed
 	}
 	flags := TokenFlags(0)
 	if ti, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
 		flags = TokenFlags(ti.Flags)
 	}
-	if k == ErrPINIncorrect && flags.PINLocked() {
-		k = ErrPINLocked
+	if k == tokenerr.ErrPINIncorrect && flags.PINLocked() {
+		k = tokenerr.ErrPINLocked
 	}
 	t.mu.Lock()
 	if t.refused == nil {

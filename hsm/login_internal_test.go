@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm
 
 import (
@@ -11,6 +13,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // flagDouble sits in front of a real SoftHSM2 module, adds token flags that
@@ -60,8 +63,8 @@ func TestLoginRefusesFinalTryAndLocked(t *testing.T) {
 		want   error
 		logins int32
 	}{
-		{"final try refused", pkcs11.CKF_USER_PIN_FINAL_TRY, LoginOptions{}, ErrPINFinalTry, 0},
-		{"locked refused", pkcs11.CKF_USER_PIN_LOCKED, LoginOptions{AllowFinalTry: true}, ErrPINLocked, 0},
+		{"final try refused", pkcs11.CKF_USER_PIN_FINAL_TRY, LoginOptions{}, tokenerr.ErrPINFinalTry, 0},
+		{"locked refused", pkcs11.CKF_USER_PIN_LOCKED, LoginOptions{AllowFinalTry: true}, tokenerr.ErrPINLocked, 0},
 		{"final try allowed", pkcs11.CKF_USER_PIN_FINAL_TRY, LoginOptions{AllowFinalTry: true}, nil, 1},
 		{"count low warns and tries", pkcs11.CKF_USER_PIN_COUNT_LOW, LoginOptions{}, nil, 1},
 	} {
@@ -83,7 +86,7 @@ func TestLoginRefusesFinalTryAndLocked(t *testing.T) {
 			if tc.want != nil && (!errors.As(err, &pe) || pe.Attempted) {
 				t.Errorf("error %v: want a *PINError with Attempted false", err)
 			}
-			if tc.want == ErrPINFinalTry && !strings.Contains(err.Error(), "--allow-final-pin-try") {
+			if tc.want == tokenerr.ErrPINFinalTry && !strings.Contains(err.Error(), "--allow-final-pin-try") {
 				t.Errorf("error %q does not name the flag that allows the final try", err)
 			}
 		})
@@ -95,8 +98,8 @@ func TestWrongPINReportsFlagsAndNeverRetries(t *testing.T) {
 	d.extra = 0
 	err := tok.Login(StaticPIN([]byte("0000")), LoginOptions{})
 	var pe *PINError
-	if !errors.As(err, &pe) || !errors.Is(err, ErrPINIncorrect) || !pe.Attempted {
-		t.Fatalf("Login with a wrong PIN = %v, want an attempted *PINError ErrPINIncorrect", err)
+	if !errors.As(err, &pe) || !errors.Is(err, tokenerr.ErrPINIncorrect) || !pe.Attempted {
+		t.Fatalf("Login with a wrong PIN = %v, want an attempted *PINError tokenerr.ErrPINIncorrect", err)
 	}
 	if d.logins.Load() != 1 {
 		t.Fatalf("C_Login called %d times, want 1", d.logins.Load())
@@ -105,8 +108,8 @@ func TestWrongPINReportsFlagsAndNeverRetries(t *testing.T) {
 	// without calling C_Login, even with the right PIN.
 	d.extra = pkcs11.CKF_USER_PIN_FINAL_TRY
 	err = tok.Login(StaticPIN([]byte("123456")), LoginOptions{})
-	if !errors.Is(err, ErrPINFinalTry) || d.logins.Load() != 1 {
-		t.Fatalf("Login on final try = %v with %d C_Login calls; want ErrPINFinalTry and no new call", err, d.logins.Load())
+	if !errors.Is(err, tokenerr.ErrPINFinalTry) || d.logins.Load() != 1 {
+		t.Fatalf("Login on final try = %v with %d C_Login calls; want tokenerr.ErrPINFinalTry and no new call", err, d.logins.Load())
 	}
 }
 
@@ -144,8 +147,8 @@ func TestAlwaysAuthenticateIsEnforced(t *testing.T) {
 	if err := tok.p.SignInit(sh, mech, k.handle); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_OPERATION_ACTIVE)) {
 		t.Fatal(err)
 	}
-	if err := bad.contextLogin(sh); !errors.Is(err, ErrPINIncorrect) {
-		t.Fatalf("context login with a wrong PIN = %v, want ErrPINIncorrect", err)
+	if err := bad.contextLogin(sh); !errors.Is(err, tokenerr.ErrPINIncorrect) {
+		t.Fatalf("context login with a wrong PIN = %v, want tokenerr.ErrPINIncorrect", err)
 	}
 }
 

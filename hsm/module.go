@@ -11,31 +11,31 @@ import (
 	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // p11 is the part of the PKCS#11 API this package uses. *ctx (miekg/pkcs11's
 // Ctx, with mechanism parameters kept until C_Sign) implements it; tests put a double in front of a real module to reach states
 // SoftHSM2 cannot show (a PIN on its final try, a removed token).
 type p11 interface {
-	GetInfo() (pkcs11.Info, error)
+	GetInfo() (ckInfo, error)
 	GetSlotList(tokenPresent bool) ([]uint, error)
-	GetSlotInfo(slotID uint) (pkcs11.SlotInfo, error)
-	GetTokenInfo(slotID uint) (pkcs11.TokenInfo, error)
-	GetMechanismList(slotID uint) ([]*pkcs11.Mechanism, error)
-	OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error)
-	CloseSession(sh pkcs11.SessionHandle) error
-	GetSessionInfo(sh pkcs11.SessionHandle) (pkcs11.SessionInfo, error)
-	Login(sh pkcs11.SessionHandle, userType uint, pin string) error
-	Logout(sh pkcs11.SessionHandle) error
-	FindObjectsInit(sh pkcs11.SessionHandle, temp []*pkcs11.Attribute) error
-	FindObjects(sh pkcs11.SessionHandle, max int) ([]pkcs11.ObjectHandle, bool, error)
-	FindObjectsFinal(sh pkcs11.SessionHandle) error
-	GetAttributeValue(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, a []*pkcs11.Attribute) ([]*pkcs11.Attribute, error)
-	SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error
-	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
+	GetSlotInfo(slotID uint) (ckSlotInfo, error)
+	GetTokenInfo(slotID uint) (ckTokenInfo, error)
+	GetMechanismList(slotID uint) ([]*mechanism, error)
+	OpenSession(slotID uint, flags uint) (sessionHandle, error)
+	CloseSession(sh sessionHandle) error
+	GetSessionInfo(sh sessionHandle) (ckSessionInfo, error)
+	Login(sh sessionHandle, userType uint, pin string) error
+	Logout(sh sessionHandle) error
+	FindObjectsInit(sh sessionHandle, temp []*attribute) error
+	FindObjects(sh sessionHandle, max int) ([]objectHandle, bool, error)
+	FindObjectsFinal(sh sessionHandle) error
+	GetAttributeValue(sh sessionHandle, o objectHandle, a []*attribute) ([]*attribute, error)
+	SignInit(sh sessionHandle, m []*mechanism, o objectHandle) error
+	Sign(sh sessionHandle, message []byte) ([]byte, error)
 }
-
-var _ p11 = (*pkcs11.Ctx)(nil)
 
 // library is one loaded module, shared by every Module opened on the same
 // path in this process.
@@ -53,7 +53,7 @@ type library struct {
 	// last Context closes). The session and object handles of its Modules
 	// belong to the finalised module and may name another's in a module
 	// initialised again: they are never used again, every call through
-	// them returns ErrClosed, and the last Close finalises nothing.
+	// them returns tokenerr.ErrClosed, and the last Close finalises nothing.
 	gone atomic.Bool
 }
 
@@ -79,11 +79,6 @@ func DefaultModulePaths() []string {
 	}
 }
 
-// Multiarch is Debian's multiarch triplet for the architecture this
-// program was built for ("x86_64-linux-gnu" on amd64), the directory under
-// /usr/lib where Debian installs PKCS#11 modules; "" where there is none.
-func Multiarch() string { return multiarchTriplet() }
-
 // FindDefaultModule returns the first of DefaultModulePaths that exists.
 func FindDefaultModule() (string, error) {
 	return firstModule(DefaultModulePaths())
@@ -97,7 +92,7 @@ func firstModule(paths []string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", &Error{Op: "find module", Kind: ErrModuleNotFound,
+	return "", &Error{Op: "find module", Kind: tokenerr.ErrModuleNotFound,
 		Detail: "none of " + strings.Join(paths, ", ") + " exists; install opensc (smart cards) or give the module path"}
 }
 
@@ -124,66 +119,64 @@ type Module struct {
 // When other code has finalised the module under the Modules this process
 // has open (C_GetInfo answers CKR_CRYPTOKI_NOT_INITIALIZED), Open loads and
 // initialises it afresh, and those older Modules, their tokens and keys
-// return ErrClosed from then on.
+// return tokenerr.ErrClosed from then on.
 //
-// A missing file gives ErrModuleNotFound; a file that cannot be loaded as a
-// PKCS#11 module gives ErrNotModule.
-func Open(path string) (*Module, error) {
-	return open(path, OpenOptions{})
-}
+// A missing file gives tokenerr.ErrModuleNotFound; a file that cannot be loaded as a
+// PKCS#11 module gives tokenerr.ErrNotModule.
+func Open(path string) (*Module, error) { return OpenWith(path, OpenOptions{}) }
 
-func open(path string, o OpenOptions) (*Module, error) {
+// OpenWith is Open with options.
+func OpenWith(path string, o OpenOptions) (*Module, error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
 	if path == "" {
-		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: "no module path given"}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrModuleNotFound, Detail: "no module path given"}
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: err.Error()}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrModuleNotFound, Detail: err.Error()}
 	}
 	st, err := os.Stat(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: fmt.Sprintf("%s does not exist", abs)}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrModuleNotFound, Detail: fmt.Sprintf("%s does not exist", abs)}
 	case err != nil:
-		return nil, &Error{Op: "open module", Kind: ErrModuleNotFound, Detail: err.Error()}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrModuleNotFound, Detail: err.Error()}
 	case st.IsDir():
-		return nil, &Error{Op: "open module", Kind: ErrNotModule, Detail: fmt.Sprintf("%s is a directory", abs)}
+		return nil, &Error{Op: "open module", Kind: tokenerr.ErrNotModule, Detail: fmt.Sprintf("%s is a directory", abs)}
 	}
 
 	libMu.Lock()
 	defer libMu.Unlock()
 	lib := libraries[abs]
 	if lib != nil {
-		if _, err := lib.ctx.GetInfo(); errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
+		if _, err := lib.ctx.GetInfo(); errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
 			lib.gone.Store(true)
 			delete(libraries, abs)
 			lib = nil
 		}
 	}
 	if lib == nil {
-		var ctx *pkcs11.Ctx
+		var c *ctx
 		var initErr error
-		load := func() {
-			if ctx = pkcs11.New(abs); ctx != nil {
-				initErr = ctx.Initialize()
-			}
-		}
+		load := func() { c, initErr = loadModule(abs) }
 		var held string
 		if o.HoldLoadOutput {
 			held = holdStderr(load)
 		} else {
 			load()
 		}
-		if ctx == nil {
-			return nil, &Error{Op: "open module", Kind: ErrNotModule,
+		if c == nil {
+			return nil, &Error{Op: "open module", Kind: tokenerr.ErrNotModule,
 				Detail: fmt.Sprintf("%s could not be loaded or has no C_GetFunctionList", abs)}
 		}
-		lib = &library{path: abs, ctx: newCtx(ctx), finalize: true, loadOutput: held}
+		lib = &library{path: abs, ctx: c, finalize: true, loadOutput: held}
 		if err := initErr; err != nil {
-			if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+			if errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 				lib.finalize = false
 			} else {
-				ctx.Destroy()
+				c.Destroy()
 				if held != "" {
 					// The module failed: what it wrote may say why.
 					fmt.Fprintln(os.Stderr, held)
@@ -203,7 +196,7 @@ func (m *Module) Path() string { return m.path }
 // Close releases the module. It first waits for the calls in flight on the
 // module and on its tokens and keys (a signature under way finishes), then
 // closes every token opened from it, so that later calls on them return
-// ErrClosed. The last Close of a path in the process unloads the module,
+// tokenerr.ErrClosed. The last Close of a path in the process unloads the module,
 // and finalises it when Open initialised it: never a module that other code
 // initialised, nor one that other code finalised under it. Close is
 // idempotent; it must not be called from a PINSource.
@@ -241,15 +234,15 @@ func (m *Module) Close() error {
 	return err
 }
 
-// enter counts a call into the module in, or returns ErrClosed for op.
+// enter counts a call into the module in, or returns tokenerr.ErrClosed for op.
 // Every successful enter is paired with m.gate.leave().
 func (m *Module) enter(op string) error {
 	if !m.gate.enter() {
-		return &Error{Op: op, Kind: ErrClosed, Detail: "the module was closed"}
+		return &Error{Op: op, Kind: tokenerr.ErrClosed, Detail: "the module was closed"}
 	}
 	if m.gone() {
 		m.gate.leave()
-		return &Error{Op: op, Kind: ErrClosed, Code: pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, Detail: finalisedDetail}
+		return &Error{Op: op, Kind: tokenerr.ErrClosed, Code: pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, Detail: finalisedDetail}
 	}
 	return nil
 }

@@ -7,11 +7,13 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // TestFirstModuleOrder: the default module is the first of the list that
 // exists as a regular file, whatever exists after it; a directory or a
-// missing file is passed over; none gives ErrModuleNotFound naming them all.
+// missing file is passed over; none gives tokenerr.ErrModuleNotFound naming them all.
 func TestFirstModuleOrder(t *testing.T) {
 	dir := t.TempDir()
 	proxy := filepath.Join(dir, "p11-kit-proxy.so")
@@ -24,8 +26,8 @@ func TestFirstModuleOrder(t *testing.T) {
 		}
 	}
 
-	if _, err := firstModule(paths); !errors.Is(err, ErrModuleNotFound) || !strings.Contains(err.Error(), opensc) {
-		t.Fatalf("nothing installed: %v, want ErrModuleNotFound naming every path", err)
+	if _, err := firstModule(paths); !errors.Is(err, tokenerr.ErrModuleNotFound) || !strings.Contains(err.Error(), opensc) {
+		t.Fatalf("nothing installed: %v, want tokenerr.ErrModuleNotFound naming every path", err)
 	}
 	touch(softhsm)
 	if got, err := firstModule(paths); err != nil || got != softhsm {

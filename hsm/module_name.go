@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // maxModuleConfig bounds a p11-kit module config: a few lines.
@@ -33,7 +34,7 @@ const maxModuleConfig = 64 << 10
 // <multiarch> is the Debian triplet of the running architecture, such as
 // x86_64-linux-gnu or aarch64-linux-gnu. A name that holds a path separator
 // is refused (give a path as module-path). When nothing is found, the error
-// matches ErrModuleNotFound and lists the places looked at.
+// matches tokenerr.ErrModuleNotFound and lists the places looked at.
 func ResolveModuleName(name string) (string, error) {
 	return systemModuleDirs().resolve(name)
 }
@@ -45,9 +46,10 @@ type moduleDirs struct {
 	libs      []string // where NAME.so is looked for
 }
 
-// multiarchTriplet returns the Debian multiarch directory name of the
-// running architecture, or "" when there is none.
-func multiarchTriplet() string {
+// Multiarch is Debian's multiarch triplet for the architecture this
+// program was built for ("x86_64-linux-gnu" on amd64), the directory under
+// /usr/lib where Debian installs PKCS#11 modules; "" where there is none.
+func Multiarch() string {
 	if runtime.GOOS != "linux" {
 		return ""
 	}
@@ -72,7 +74,7 @@ func systemModuleDirs() moduleDirs {
 		d.configs = append(d.configs, filepath.Join(home, "pkcs11", "modules"))
 	}
 	d.configs = append(d.configs, "/etc/pkcs11/modules", "/usr/share/p11-kit/modules")
-	if t := multiarchTriplet(); t != "" {
+	if t := Multiarch(); t != "" {
 		d.p11kitLib = append(d.p11kitLib, "/usr/lib/"+t+"/pkcs11")
 		d.libs = append(d.libs, "/usr/lib/"+t+"/pkcs11", "/usr/lib/"+t)
 	}
@@ -84,10 +86,10 @@ func systemModuleDirs() moduleDirs {
 func (d moduleDirs) resolve(name string) (string, error) {
 	const op = "resolve module-name"
 	if name == "" {
-		return "", &Error{Op: op, Kind: ErrModuleNotFound, Detail: "no module name given"}
+		return "", &Error{Op: op, Kind: tokenerr.ErrModuleNotFound, Detail: "no module name given"}
 	}
 	if strings.ContainsRune(name, '/') || strings.ContainsRune(name, filepath.Separator) || name == "." || name == ".." {
-		return "", &Error{Op: op, Kind: ErrModuleNotFound,
+		return "", &Error{Op: op, Kind: tokenerr.ErrModuleNotFound,
 			Detail: fmt.Sprintf("module-name %q is a path, not a name such as opensc-pkcs11; give a path as module-path", name)}
 	}
 	for _, dir := range d.configs {
@@ -97,7 +99,7 @@ func (d moduleDirs) resolve(name string) (string, error) {
 		case err == nil:
 			return p, nil
 		case !errors.Is(err, fs.ErrNotExist):
-			return "", &Error{Op: op, Kind: ErrModuleNotFound, Detail: err.Error()}
+			return "", &Error{Op: op, Kind: tokenerr.ErrModuleNotFound, Detail: err.Error()}
 		}
 	}
 	file := name
@@ -110,7 +112,7 @@ func (d moduleDirs) resolve(name string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", &Error{Op: op, Kind: ErrModuleNotFound, Detail: fmt.Sprintf(
+	return "", &Error{Op: op, Kind: tokenerr.ErrModuleNotFound, Detail: fmt.Sprintf(
 		"no module named %q: no %s.module in %s, and no %s in %s; install the module, or give its path as module-path",
 		name, name, strings.Join(d.configs, ", "), file, strings.Join(d.libs, ", "))}
 }

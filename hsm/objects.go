@@ -23,7 +23,7 @@ var (
 // Certificates returns the X.509 certificates on the token. Certificates are
 // public objects: no login is needed. Objects that do not parse as X.509 are
 // skipped with a warning in the log; a failure to read them (a card pulled
-// out: ErrTokenRemoved) is returned.
+// out: tokenerr.ErrTokenRemoved) is returned.
 //
 // The certificates are read once per Token (FindKey reads them too) and
 // kept; a Login reads them again at the next call, since a token may show
@@ -55,9 +55,9 @@ func (t *Token) certificates() ([]Certificate, error) {
 	if t.certs != nil {
 		return t.certs, nil
 	}
-	hs, err := t.findObjects([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
+	hs, err := t.findObjects([]*attribute{
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
 	})
 	if err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func (t *Token) certificates() ([]Certificate, error) {
 // keyObject is a private key found on the token, with its handle.
 type keyObject struct {
 	info   KeyInfo
-	handle pkcs11.ObjectHandle
+	handle objectHandle
 }
 
 // Keys returns the private keys the session can see, each with its public
@@ -112,7 +112,7 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 // public key objects are searched only for a private key that does not
 // show its public half itself (an RSA key shows its modulus).
 func (t *Token) keys() ([]keyObject, error) {
-	hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)})
+	hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)})
 	if err != nil {
 		return nil, err
 	}
@@ -189,12 +189,12 @@ func (t *Token) publicHalves(keys []keyObject) error {
 	if !need {
 		return nil
 	}
-	pubs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY)})
+	pubs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY)})
 	if err != nil {
 		return err
 	}
 	type pubObject struct {
-		h   pkcs11.ObjectHandle
+		h   objectHandle
 		typ KeyType
 	}
 	pubByID := map[string]pubObject{}

@@ -37,7 +37,7 @@ func rsaPublic(modulus, exponent []byte) *rsa.PublicKey {
 // error, when the object's attributes do not make a key this package
 // knows (a curve it does not support, or attributes the module says it
 // does not have). t.mu must be held.
-func (t *Token) publicKey(h pkcs11.ObjectHandle, typ KeyType) (crypto.PublicKey, error) {
+func (t *Token) publicKey(h objectHandle, typ KeyType) (crypto.PublicKey, error) {
 	switch typ {
 	case KeyTypeRSA:
 		a, err := t.attrs(h, nil, []uint{pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT})

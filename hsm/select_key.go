@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // KeySelector chooses a private key. The zero KeySelector chooses the
@@ -33,7 +35,7 @@ func (s KeySelector) String() string {
 // one signing key whose certificate is for authentication (keyUsage
 // digitalSignature without nonRepudiation), as on a Buypass or Commfides
 // card; failing that, the only private key that can sign. No match gives
-// ErrKeyNotFound and several give ErrAmbiguousKey, both as a
+// tokenerr.ErrKeyNotFound and several give tokenerr.ErrAmbiguousKey, both as a
 // *SelectionError listing the keys.
 func (t *Token) FindKey(sel KeySelector) (*Key, error) {
 	if err := t.enter("find key"); err != nil {
@@ -66,11 +68,11 @@ func (t *Token) FindKey(sel KeySelector) (*Key, error) {
 		}
 		switch len(matched) {
 		case 0:
-			return nil, &SelectionError{Kind: ErrKeyNotFound, Wanted: sel.String(), Candidates: describe(objs), Keys: all}
+			return nil, &SelectionError{Kind: tokenerr.ErrKeyNotFound, Wanted: sel.String(), Candidates: describe(objs), Keys: all}
 		case 1:
 			return t.newKey(matched[0])
 		default:
-			return nil, &SelectionError{Kind: ErrAmbiguousKey, Wanted: sel.String(), Candidates: describe(matched), Keys: all}
+			return nil, &SelectionError{Kind: tokenerr.ErrAmbiguousKey, Wanted: sel.String(), Candidates: describe(matched), Keys: all}
 		}
 	}
 	var signers, auth []keyObject
@@ -87,11 +89,11 @@ func (t *Token) FindKey(sel KeySelector) (*Key, error) {
 	case len(auth) == 1:
 		return t.newKey(auth[0])
 	case len(auth) > 1:
-		return nil, &SelectionError{Kind: ErrAmbiguousKey, Candidates: describe(auth), Keys: all}
+		return nil, &SelectionError{Kind: tokenerr.ErrAmbiguousKey, Candidates: describe(auth), Keys: all}
 	case len(signers) == 1:
 		return t.newKey(signers[0])
 	case len(signers) > 1:
-		return nil, &SelectionError{Kind: ErrAmbiguousKey, Candidates: describe(signers), Keys: all}
+		return nil, &SelectionError{Kind: tokenerr.ErrAmbiguousKey, Candidates: describe(signers), Keys: all}
 	}
-	return nil, &SelectionError{Kind: ErrKeyNotFound, Candidates: describe(objs), Keys: all}
+	return nil, &SelectionError{Kind: tokenerr.ErrKeyNotFound, Candidates: describe(objs), Keys: all}
 }

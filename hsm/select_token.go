@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // TokenSelector chooses a token. Every field that is set must match; the
@@ -70,7 +72,7 @@ func (s TokenSelector) matches(slot Slot) bool {
 }
 
 // checkLibrary compares the library fields of s with the module's
-// C_GetInfo. It returns a *SelectionError (ErrTokenNotFound) that says what
+// C_GetInfo. It returns a *SelectionError (tokenerr.ErrTokenNotFound) that says what
 // the module is when they differ. The caller is inside m.gate.
 func (m *Module) checkLibrary(s TokenSelector) error {
 	if s.LibraryManufacturer == "" && s.LibraryDescription == "" && s.LibraryVersion == "" {
@@ -86,7 +88,7 @@ func (m *Module) checkLibrary(s TokenSelector) error {
 	if ok && s.LibraryVersion != "" {
 		major, minor, valid := parseVersion(s.LibraryVersion)
 		if !valid {
-			return &SelectionError{Kind: ErrTokenNotFound, Wanted: s.String(),
+			return &SelectionError{Kind: tokenerr.ErrTokenNotFound, Wanted: s.String(),
 				Candidates: []string{"library-version must be M or M.N, decimal numbers up to 255"}}
 		}
 		ok = major == i.LibraryVersion.Major && minor == i.LibraryVersion.Minor
@@ -94,7 +96,7 @@ func (m *Module) checkLibrary(s TokenSelector) error {
 	if ok {
 		return nil
 	}
-	return &SelectionError{Kind: ErrTokenNotFound, Wanted: s.String(), Candidates: []string{fmt.Sprintf(
+	return &SelectionError{Kind: tokenerr.ErrTokenNotFound, Wanted: s.String(), Candidates: []string{fmt.Sprintf(
 		"module %s is library-manufacturer %q, library-description %q, library-version %d.%d",
 		m.path, manuf, desc, i.LibraryVersion.Major, i.LibraryVersion.Minor)}}
 }
@@ -142,11 +144,11 @@ func describeTokens(slots []Slot) []string {
 
 // FindSlot returns the one slot whose token matches sel. It needs no login.
 //
-// With a slot ID that the module does not know, it returns ErrSlotNotFound;
-// with a known slot that holds no token, ErrNoToken; when nothing matches
-// (or the module does not match sel's library fields), ErrTokenNotFound
+// With a slot ID that the module does not know, it returns tokenerr.ErrSlotNotFound;
+// with a known slot that holds no token, tokenerr.ErrNoToken; when nothing matches
+// (or the module does not match sel's library fields), tokenerr.ErrTokenNotFound
 // listing the tokens present; when several match (or, for the zero
-// selector, several tokens are present), ErrAmbiguousToken listing them.
+// selector, several tokens are present), tokenerr.ErrAmbiguousToken listing them.
 // All are *SelectionError.
 //
 // Economy: when sel names no slot field, FindSlot reads only the tokens'
@@ -184,7 +186,7 @@ func (m *Module) findSlot(sel TokenSelector) (Slot, error) {
 			// An uninitialised token (SoftHSM2's free slot, a blank
 			// card) holds no keys: never choose it.
 			if sel.SlotID != nil && *sel.SlotID == s.ID {
-				return Slot{}, &SelectionError{Kind: ErrNoToken, Wanted: sel.String(), Tokens: slots,
+				return Slot{}, &SelectionError{Kind: tokenerr.ErrNoToken, Wanted: sel.String(), Tokens: slots,
 					Candidates: []string{fmt.Sprintf("the token in slot %d is not initialised", s.ID)}}
 			}
 			continue
@@ -200,12 +202,12 @@ func (m *Module) findSlot(sel TokenSelector) (Slot, error) {
 		return matched[0], nil
 	}
 	if len(matched) > 1 {
-		return Slot{}, &SelectionError{Kind: ErrAmbiguousToken, Wanted: sel.String(), Candidates: describeTokens(matched), Tokens: matched}
+		return Slot{}, &SelectionError{Kind: tokenerr.ErrAmbiguousToken, Wanted: sel.String(), Candidates: describeTokens(matched), Tokens: matched}
 	}
 	if sel.SlotID != nil {
 		for _, s := range slots {
 			if s.ID == *sel.SlotID && s.Token == nil {
-				return Slot{}, &SelectionError{Kind: ErrNoToken, Wanted: sel.String(),
+				return Slot{}, &SelectionError{Kind: tokenerr.ErrNoToken, Wanted: sel.String(),
 					Candidates: []string{"insert the card or token into slot " + strconv.FormatUint(uint64(s.ID), 10)}, Tokens: slots}
 			}
 		}
@@ -218,12 +220,12 @@ func (m *Module) findSlot(sel TokenSelector) (Slot, error) {
 			for _, s := range slots {
 				ids = append(ids, s.String())
 			}
-			return Slot{}, &SelectionError{Kind: ErrSlotNotFound, Wanted: sel.String(), Candidates: ids, Tokens: slots}
+			return Slot{}, &SelectionError{Kind: tokenerr.ErrSlotNotFound, Wanted: sel.String(), Candidates: ids, Tokens: slots}
 		}
 	}
 	if len(present) == 0 {
-		return Slot{}, &SelectionError{Kind: ErrNoToken, Wanted: sel.String(), Tokens: slots,
+		return Slot{}, &SelectionError{Kind: tokenerr.ErrNoToken, Wanted: sel.String(), Tokens: slots,
 			Candidates: []string{"no slot holds a token; insert the card (is pcscd running?)"}}
 	}
-	return Slot{}, &SelectionError{Kind: ErrTokenNotFound, Wanted: sel.String(), Candidates: describeTokens(present), Tokens: present}
+	return Slot{}, &SelectionError{Kind: tokenerr.ErrTokenNotFound, Wanted: sel.String(), Candidates: describeTokens(present), Tokens: present}
 }

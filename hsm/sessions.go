@@ -2,15 +2,13 @@ package hsm
 
 import (
 	"context"
-
-	"github.com/miekg/pkcs11"
 )
 
 // acquire returns a signing session, opening one when fewer than MaxSessions
 // exist, and otherwise waiting for one to come back or for ctx to end. The
 // caller is inside the token's gate, so Close waits for the session to come
 // back.
-func (t *Token) acquire(ctx context.Context) (pkcs11.SessionHandle, error) {
+func (t *Token) acquire(ctx context.Context) (sessionHandle, error) {
 	select {
 	case sh := <-t.pool:
 		return sh, nil
@@ -35,7 +33,7 @@ func (t *Token) acquire(ctx context.Context) (pkcs11.SessionHandle, error) {
 // state unknown after an error: a new one is opened when needed). The
 // caller is still inside the token's gate: Close closes the pool's sessions
 // only once every call has left it.
-func (t *Token) release(sh pkcs11.SessionHandle, broken bool) {
+func (t *Token) release(sh sessionHandle, broken bool) {
 	if broken {
 		t.discard(sh)
 		return
@@ -44,7 +42,7 @@ func (t *Token) release(sh pkcs11.SessionHandle, broken bool) {
 }
 
 // discard closes a signing session and frees its place.
-func (t *Token) discard(sh pkcs11.SessionHandle) {
+func (t *Token) discard(sh sessionHandle) {
 	_ = t.p.CloseSession(sh)
 	<-t.slots
 }

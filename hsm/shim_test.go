@@ -1,3 +1,5 @@
+//go:build cgo
+
 package hsm_test
 
 // Tests with internal/p11shim in front of SoftHSM2, loaded into this

@@ -122,7 +122,7 @@ func (s Slot) String() string {
 	return fmt.Sprintf("slot %d: token %q serial %q", s.ID, s.Token.Label, s.Token.Serial)
 }
 
-func tokenInfo(ti pkcs11.TokenInfo) *TokenInfo {
+func tokenInfo(ti ckTokenInfo) *TokenInfo {
 	maxs := ti.MaxSessionCount
 	if maxs == pkcs11.CK_UNAVAILABLE_INFORMATION {
 		maxs = 0

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // TokenOptions configures OpenToken. The zero value is ready to use.
@@ -41,7 +43,7 @@ type Token struct {
 	gate gate
 
 	mu      sync.Mutex // serialises use of loginSH (object searches, login) and guards the fields below
-	loginSH pkcs11.SessionHandle
+	loginSH sessionHandle
 	pin     PINSource // kept for CKU_CONTEXT_SPECIFIC logins
 	// refused is the context login's refusal, once one failed: the PIN
 	// is not presented again on this Token (see contextLogin).
@@ -54,8 +56,8 @@ type Token struct {
 	// nil until read, and again after a Login, which may show more.
 	certs []Certificate
 
-	pool    chan pkcs11.SessionHandle // idle signing sessions
-	slots   chan struct{}             // one per session that exists
+	pool    chan sessionHandle // idle signing sessions
+	slots   chan struct{}      // one per session that exists
 	maxSess int
 }
 
@@ -69,8 +71,8 @@ func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 	defer m.gate.leave()
 	ti, err := m.p.GetTokenInfo(slotID)
 	if err != nil {
-		if errors.Is(err, pkcs11.Error(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
-			return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
+		if errors.Is(err, ReturnValue(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
+			return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: tokenerr.ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
 		}
 		return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
 	}
@@ -80,14 +82,14 @@ func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 // OpenSlot opens the token of s, a Slot that FindSlot or Slots returned,
 // like OpenToken but with the token information read then: it makes no
 // C_GetTokenInfo call of its own. A Slot without token information gives
-// ErrNoToken.
+// tokenerr.ErrNoToken.
 func (m *Module) OpenSlot(s Slot, opts TokenOptions) (*Token, error) {
 	if err := m.enter("open token"); err != nil {
 		return nil, err
 	}
 	defer m.gate.leave()
 	if s.Token == nil {
-		return nil, &Error{Op: fmt.Sprintf("open token in slot %d", s.ID), Kind: ErrNoToken, Detail: "the slot showed no token"}
+		return nil, &Error{Op: fmt.Sprintf("open token in slot %d", s.ID), Kind: tokenerr.ErrNoToken, Detail: "the slot showed no token"}
 	}
 	return m.openToken(s.ID, s.Token, opts)
 }
@@ -123,7 +125,7 @@ func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Toke
 	t := &Token{
 		m: m, p: m.p, slotID: slotID, flags: flags, log: log,
 		loginSH: sh,
-		pool:    make(chan pkcs11.SessionHandle, n),
+		pool:    make(chan sessionHandle, n),
 		slots:   make(chan struct{}, n),
 		maxSess: n,
 	}
@@ -134,11 +136,11 @@ func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Toke
 }
 
 // enter counts a call on the token in, into the token's gate and then the
-// module's, or returns ErrClosed for op when either is closed. Every
+// module's, or returns tokenerr.ErrClosed for op when either is closed. Every
 // successful enter is paired with t.leave().
 func (t *Token) enter(op string) error {
 	if !t.gate.enter() {
-		return &Error{Op: op, Kind: ErrClosed, Detail: "the token was closed"}
+		return &Error{Op: op, Kind: tokenerr.ErrClosed, Detail: "the token was closed"}
 	}
 	if err := t.m.enter(op); err != nil {
 		t.gate.leave()
@@ -179,8 +181,8 @@ func (t *Token) Info() (TokenInfo, error) {
 // the login (is it still open, and logged in when Login succeeded?). Unlike
 // C_GetTokenInfo, which OpenSC answers from its cache while the card is
 // away, both reach the reader or the HSM. A removed token gives
-// ErrTokenRemoved; a closed session ErrSessionClosed; a lost login
-// ErrNotLoggedIn; a dead link or device ErrDevice: all Transient.
+// tokenerr.ErrTokenRemoved; a closed session tokenerr.ErrSessionClosed; a lost login
+// tokenerr.ErrNotLoggedIn; a dead link or device tokenerr.ErrDevice: all Transient.
 func (t *Token) Check() error {
 	if err := t.enter("check token"); err != nil {
 		return err
@@ -191,7 +193,7 @@ func (t *Token) Check() error {
 		return wrap(fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID), err)
 	}
 	if si.Flags&pkcs11.CKF_TOKEN_PRESENT == 0 {
-		return &Error{Op: fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID), Kind: ErrTokenRemoved, Detail: "the slot says no token is present"}
+		return &Error{Op: fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID), Kind: tokenerr.ErrTokenRemoved, Detail: "the slot says no token is present"}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -200,14 +202,14 @@ func (t *Token) Check() error {
 		return wrap("C_GetSessionInfo", err)
 	}
 	if t.loggedIn && ss.State != pkcs11.CKS_RO_USER_FUNCTIONS && ss.State != pkcs11.CKS_RW_USER_FUNCTIONS {
-		return &Error{Op: "C_GetSessionInfo", Kind: ErrNotLoggedIn, Detail: fmt.Sprintf("the session lost its login (state %d)", ss.State)}
+		return &Error{Op: "C_GetSessionInfo", Kind: tokenerr.ErrNotLoggedIn, Detail: fmt.Sprintf("the session lost its login (state %d)", ss.State)}
 	}
 	return nil
 }
 
 // Close closes every session of the token, which ends its login. It waits
 // for the calls in flight on the token and its keys (a signature under way
-// finishes); later calls return ErrClosed. It does not close the Module.
+// finishes); later calls return tokenerr.ErrClosed. It does not close the Module.
 // Close is idempotent; it must not be called from a PINSource.
 func (t *Token) Close() error {
 	if !t.gate.close() {
@@ -253,7 +255,7 @@ func (t *Token) closeSessions() error {
 		return nil
 	}
 	err := t.p.CloseSession(sh)
-	if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
+	if errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
 		// Finalised by other code: the sessions are gone already, which
 		// is what Close wants. Nothing of this load is used again.
 		if t.m.lib != nil {

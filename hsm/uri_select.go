@@ -10,11 +10,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 )
 
-// ErrInvalidURI is pkcs11uri.ErrInvalid, under the name this package has
-// always used: it is matched by every error of pkcs11uri.Parse and by the
-// refusals of SelectorsFromURI and ModuleFromURI.
-var ErrInvalidURI = pkcs11uri.ErrInvalid
-
 // SelectorsFromURI returns the token and key selection the RFC 7512 URI u
 // describes (see pkcs11uri.Parse). Every path attribute is used:
 //
@@ -25,7 +20,7 @@ var ErrInvalidURI = pkcs11uri.ErrInvalid
 //   - id and object choose the key, and type says what kind of object the
 //     URI names: private, public or cert all lead to the key pair.
 //
-// It refuses, with a *pkcs11uri.Error matching ErrInvalidURI: a type that
+// It refuses, with a *pkcs11uri.Error matching pkcs11uri.ErrInvalid: a type that
 // cannot name a signing key (secret-key, data), and any vendor ("x-")
 // attribute, since mp-hsm knows none and would otherwise ignore it. The
 // query attributes are not selectors: ModuleFromURI resolves module-name
@@ -62,8 +57,8 @@ func SelectorsFromURI(u *pkcs11uri.URI) (TokenSelector, KeySelector, error) {
 //
 // With both, module-path is used and module-name must name the same file:
 // module-path's file name is NAME.so, or module-name resolves to that file.
-// Otherwise the error matches ErrInvalidURI. A module-name that resolves to
-// nothing gives an *Error matching ErrModuleNotFound.
+// Otherwise the error matches pkcs11uri.ErrInvalid. A module-name that resolves to
+// nothing gives an *Error matching tokenerr.ErrModuleNotFound.
 func ModuleFromURI(u *pkcs11uri.URI) (string, error) {
 	switch {
 	case u.ModuleName == "":

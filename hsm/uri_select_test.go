@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 func uintPtr(n uint) *uint { return &n }
@@ -61,7 +62,7 @@ func TestSelectorsFromURIRefuse(t *testing.T) {
 			}
 			_, _, err = SelectorsFromURI(u)
 			var ue *pkcs11uri.Error
-			if !errors.Is(err, ErrInvalidURI) || !errors.As(err, &ue) {
+			if !errors.Is(err, pkcs11uri.ErrInvalid) || !errors.As(err, &ue) {
 				t.Fatalf("SelectorsFromURI = %v, want a *pkcs11uri.Error", err)
 			}
 			if ue.Attr != tc.attr || ue.Offset != tc.offset || !strings.Contains(ue.Reason, tc.reason) {
@@ -108,7 +109,7 @@ func fakeModules(t *testing.T) (moduleDirs, string) {
 func TestResolveModuleName(t *testing.T) {
 	d, root := fakeModules(t)
 	for _, tc := range []struct {
-		name, want string // want "" for ErrModuleNotFound
+		name, want string // want "" for tokenerr.ErrModuleNotFound
 		reason     string // part of the error
 	}{
 		{"opensc-pkcs11", "lib/pkcs11/opensc-pkcs11.so", ""},
@@ -131,8 +132,8 @@ func TestResolveModuleName(t *testing.T) {
 				return
 			}
 			var he *Error
-			if !errors.Is(err, ErrModuleNotFound) || !errors.As(err, &he) || !strings.Contains(he.Detail, tc.reason) {
-				t.Fatalf("resolve(%q) = %q, %v; want ErrModuleNotFound saying %q", tc.name, got, err, tc.reason)
+			if !errors.Is(err, tokenerr.ErrModuleNotFound) || !errors.As(err, &he) || !strings.Contains(he.Detail, tc.reason) {
+				t.Fatalf("resolve(%q) = %q, %v; want tokenerr.ErrModuleNotFound saying %q", tc.name, got, err, tc.reason)
 			}
 		})
 	}
@@ -140,7 +141,7 @@ func TestResolveModuleName(t *testing.T) {
 
 func TestMultiarchDirsFollowTheArchitecture(t *testing.T) {
 	d := systemModuleDirs()
-	if trip := multiarchTriplet(); trip != "" && (d.libs[0] != "/usr/lib/"+trip+"/pkcs11" || d.p11kitLib[0] != d.libs[0]) {
+	if trip := Multiarch(); trip != "" && (d.libs[0] != "/usr/lib/"+trip+"/pkcs11" || d.p11kitLib[0] != d.libs[0]) {
 		t.Errorf("dirs %+v do not start with the %s multiarch directory", d, trip)
 	}
 }
@@ -164,9 +165,9 @@ func TestModuleFromURI(t *testing.T) {
 		{"pkcs11:token=t?module-name=opensc-pkcs11", opensc, nil},
 		{"pkcs11:?module-name=opensc-pkcs11&module-path=/elsewhere/opensc-pkcs11.so", "/elsewhere/opensc-pkcs11.so", nil},
 		{"pkcs11:?module-name=opensc-pkcs11&module-path=" + opensc, opensc, nil},
-		{"pkcs11:?module-name=opensc-pkcs11&module-path=/usr/lib/softhsm/libsofthsm2.so", "", ErrInvalidURI},
-		{"pkcs11:?module-name=no-such-module-here", "", ErrModuleNotFound},
-		{"pkcs11:?module-name=no-such-module-here&module-path=/x/y.so", "", ErrInvalidURI},
+		{"pkcs11:?module-name=opensc-pkcs11&module-path=/usr/lib/softhsm/libsofthsm2.so", "", pkcs11uri.ErrInvalid},
+		{"pkcs11:?module-name=no-such-module-here", "", tokenerr.ErrModuleNotFound},
+		{"pkcs11:?module-name=no-such-module-here&module-path=/x/y.so", "", pkcs11uri.ErrInvalid},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			u, err := pkcs11uri.Parse(tc.in)

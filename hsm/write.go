@@ -5,6 +5,8 @@ import (
 	"encoding/asn1"
 
 	"github.com/miekg/pkcs11"
+
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // WriteCertificate writes cert onto the token as a public token object
@@ -13,7 +15,7 @@ import (
 // To sit beside a key, id must be the key's CKA_ID.
 //
 // Like GenerateKey, it needs a read-write token (ErrReadOnly) that is
-// logged in (ErrNotLoggedIn). When the same certificate is already on the
+// logged in (tokenerr.ErrNotLoggedIn). When the same certificate is already on the
 // token it returns ErrObjectExists and writes nothing.
 func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string) error {
 	const op = "write certificate"
@@ -24,9 +26,9 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	hs, err := t.findObjects([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	hs, err := t.findObjects([]*attribute{
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_VALUE, cert.Raw),
 	})
 	if err != nil {
 		return err
@@ -34,25 +36,25 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	if len(hs) > 0 {
 		return &Error{Op: op, Kind: ErrObjectExists, Detail: "the certificate for " + cert.Subject.String() + " is already on the token"}
 	}
-	serial, err := asn1Integer(cert)
+	serial, err := asn1.Marshal(cert.SerialNumber) // CKA_SERIAL_NUMBER is the DER INTEGER
 	if err != nil {
-		return &Error{Op: op, Kind: ErrUnsupported, Detail: err.Error()}
+		return &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: err.Error()}
 	}
-	temp := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SUBJECT, cert.RawSubject),
-		pkcs11.NewAttribute(pkcs11.CKA_ISSUER, cert.RawIssuer),
-		pkcs11.NewAttribute(pkcs11.CKA_SERIAL_NUMBER, serial),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	temp := []*attribute{
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
+		newAttribute(pkcs11.CKA_TOKEN, true),
+		newAttribute(pkcs11.CKA_PRIVATE, false),
+		newAttribute(pkcs11.CKA_SUBJECT, cert.RawSubject),
+		newAttribute(pkcs11.CKA_ISSUER, cert.RawIssuer),
+		newAttribute(pkcs11.CKA_SERIAL_NUMBER, serial),
+		newAttribute(pkcs11.CKA_VALUE, cert.Raw),
 	}
 	if len(id) > 0 {
-		temp = append(temp, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+		temp = append(temp, newAttribute(pkcs11.CKA_ID, id))
 	}
 	if label != "" {
-		temp = append(temp, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
+		temp = append(temp, newAttribute(pkcs11.CKA_LABEL, label))
 	}
 	if _, err = w.CreateObject(t.loginSH, temp); err != nil {
 		return wrap("C_CreateObject", err)
@@ -73,9 +75,9 @@ func (t *Token) DeleteCertificate(cert *x509.Certificate) (int, error) {
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	hs, err := t.findObjects([]*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE, cert.Raw),
+	hs, err := t.findObjects([]*attribute{
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_VALUE, cert.Raw),
 	})
 	if err != nil {
 		return 0, err
@@ -87,10 +89,4 @@ func (t *Token) DeleteCertificate(cert *x509.Certificate) (int, error) {
 		}
 	}
 	return len(hs), nil
-}
-
-// asn1Integer returns the DER INTEGER of cert's serial number, the form of
-// CKA_SERIAL_NUMBER.
-func asn1Integer(cert *x509.Certificate) ([]byte, error) {
-	return asn1.Marshal(cert.SerialNumber)
 }

@@ -98,6 +98,10 @@ func (u *URI) String() string {
 // HasPIN reports whether the URI carried a pin-value.
 func (u *URI) HasPIN() bool { return u.PINValue != "" }
 
+// PINFile returns the file pin-source names: its value without a "file:"
+// prefix (RFC 7512's example is pin-source=file:/etc/token); "" without one.
+func (u *URI) PINFile() string { return strings.TrimPrefix(u.PINSource, "file:") }
+
 // uriNameChar reports whether c may be in an attribute name (pk11-v-attr-nm-char).
 func uriNameChar(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'

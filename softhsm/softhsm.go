@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package softhsm provides real SoftHSM2 tokens for tests and for the demo,
 // and a test PKI that imitates Buypass SEID 2 enterprise certificates
 // (see pki.go).

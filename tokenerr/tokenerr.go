@@ -5,11 +5,9 @@
 //
 // Package hsm classifies every PKCS#11 return value once, into one of these
 // sentinels, and every error it returns (hsm.Error, hsm.PINError,
-// hsm.SelectionError) matches its sentinel with errors.Is. hsm exports the
-// same values under the same names (hsm.ErrPINLocked is
-// tokenerr.ErrPINLocked), so either name works. This package imports no
-// PKCS#11 binding and needs no cgo; it holds only the sentinels and the
-// predicates over them.
+// hsm.SelectionError) matches its sentinel with errors.Is. This package
+// imports no PKCS#11 binding and needs no cgo; it holds only the sentinels
+// and the predicates over them.
 package tokenerr
 
 import "errors"

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 // The docs run as written: TestDocsOrganisation reads docs/daemon.md's

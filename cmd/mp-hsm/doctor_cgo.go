@@ -1,8 +1,7 @@
-//go:build cgo
-
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -17,7 +16,10 @@ func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		hint := "fix the flag named; see mp-hsm --help"
-		if exitCode(err) != exitUsage {
+		switch {
+		case errors.Is(err, errNoCgo):
+			hint = "build mp-hsm with CGO_ENABLED=1 (and a C compiler) to use a smart card or HSM, or give --p12 FILE"
+		case exitCode(err) != exitUsage:
 			hint = tokencheck.ModuleHint
 		}
 		return tokencheck.Failed(err, hint)

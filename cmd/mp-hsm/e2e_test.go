@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 // End-to-end tests: the built mp-hsm binary, run as a user runs it, against

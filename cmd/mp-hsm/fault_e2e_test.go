@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 // Fault injection against the built binary: a slow Maskinporten, answers

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 // The promises an adversarial probe tested (issue 10), each against the

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package main
 
 // The secret-leak check of the command: every command, at debug level in

@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"golang.org/x/term"
 
+	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 )
@@ -28,52 +27,30 @@ func (e *pinFileError) Unwrap() error { return e.err }
 
 var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PIN or --pin-file (or use a PIN-pad reader)")
 
-// readPINFile reads a PIN file: a regular file of at most
-// safefile.MaxPIN bytes, one trailing newline (or CRLF) trimmed. A file
-// that is empty after that, or that holds another control character (a
-// second newline, a NUL), is an error, never a PIN that would spend a login
-// attempt. A file that another user can change is refused
-// (safefile.ReadPrivate: safefile.ErrUnsafe, exit 2); one that group or
-// others can read is used, with a warning.
+// readPINFile reads a PIN file by the one rule, safefile.ReadSecret's
+// (hsm.PINFile's too): a regular file of at most safefile.MaxPIN bytes
+// that no other user can change (else safefile.ErrUnsafe, exit 2), one
+// trailing newline (or CRLF) trimmed; empty or holding another control
+// character is an error, never a PIN that would spend a login attempt. A
+// file that group or others can read is used, with a warning.
 func (e *env) readPINFile(path string) ([]byte, error) { return e.readPINFileAs("PIN file", path) }
 
 // readPINFileAs is readPINFile for a file that what names in messages
 // ("PIN file", "password file").
 func (e *env) readPINFileAs(what, path string) ([]byte, error) {
-	data, fi, err := safefile.ReadPrivate(path, safefile.MaxPIN)
+	pin, shared, err := safefile.ReadSecret(path, safefile.MaxPIN)
 	if err != nil {
+		reason := "cannot be read"
 		var fe *safefile.Error
 		if errors.As(err, &fe) {
-			return nil, &pinFileError{what: what, path: path, reason: fe.Reason, err: err}
+			reason = fe.Reason
 		}
-		return nil, &pinFileError{what: what, path: path, reason: "cannot be read", err: err}
+		return nil, &pinFileError{what: what, path: path, reason: reason, err: err}
 	}
-	defer clear(data)
-	if safefile.ReadableByOthers(fi) {
-		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path, "mode", fi.Mode().Perm().String())
+	if shared {
+		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path)
 	}
-	pin, reason := trimSecret(data)
-	if reason != "" {
-		return nil, &pinFileError{what: what, path: path, reason: reason}
-	}
-	return append([]byte(nil), pin...), nil
-}
-
-// trimSecret trims one trailing newline (or CRLF) from the content of a
-// PIN, password or secret file and returns it, or why it cannot be one:
-// empty, or holding a control character. The reason never quotes it.
-func trimSecret(data []byte) (secret []byte, reason string) {
-	s := bytes.TrimSuffix(data, []byte("\n"))
-	s = bytes.TrimSuffix(s, []byte("\r"))
-	if len(s) == 0 {
-		return nil, "is empty"
-	}
-	for i, c := range s {
-		if c < 0x20 || c == 0x7f {
-			return nil, fmt.Sprintf("holds a control character at byte %d (more than one line?): it must hold the value and at most one newline", i+1)
-		}
-	}
-	return s, ""
+	return pin, nil
 }
 
 // pinOrigin names the PIN source pinSources chooses, for messages.
@@ -91,11 +68,12 @@ func (e *env) pinOrigin(pinFile string, uri *pkcs11uri.URI) string {
 	return "the terminal"
 }
 
-// pinSources returns the PIN source from --pin-file, MP_HSM_PIN or the URI's
-// pin-source or pin-value, in that order, and the terminal prompt to use
-// when none is set (nil when stdin is not a terminal). The PIN is read when
-// the token asks for it, not before.
-func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI) (explicit, prompt func() ([]byte, error)) {
+// pinSources returns the PIN source from --pin-file, MP_HSM_PIN or the URI
+// (fromURI, as p11.ConfigFromURI resolved it; a pin-source file is read
+// here, with readPINFile's warning), in that order, and the terminal
+// prompt to use when none is set. The PIN is read when the token asks for
+// it, not before.
+func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSource) (explicit, prompt hsm.PINSource) {
 	switch {
 	case pinFile != "":
 		explicit = func() ([]byte, error) { return e.readPINFile(pinFile) }
@@ -107,12 +85,10 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI) (explicit, prompt f
 			}
 			return []byte(v), nil
 		}
-	case uri != nil && uri.PINSource != "":
-		path := strings.TrimPrefix(uri.PINSource, "file:")
-		explicit = func() ([]byte, error) { return e.readPINFile(path) }
-	case uri != nil && uri.HasPIN():
-		v := uri.PINValue
-		explicit = func() ([]byte, error) { return []byte(v), nil }
+	case uri != nil && uri.PINFile() != "":
+		explicit = func() ([]byte, error) { return e.readPINFile(uri.PINFile()) }
+	default:
+		explicit = fromURI
 	}
 	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		prompt = func() ([]byte, error) {

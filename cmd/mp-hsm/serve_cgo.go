@@ -1,5 +1,3 @@
-//go:build cgo
-
 package main
 
 import (
@@ -14,6 +12,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // tokenOpener returns the daemon's OpenSigner for the key on the token the
@@ -52,7 +51,7 @@ func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer,
 // than a card not yet inserted, unlike a known token that is away.
 func moduleHasNoToken(err error) bool {
 	var se *hsm.SelectionError
-	if !errors.As(err, &se) || se.Kind != hsm.ErrNoToken {
+	if !errors.As(err, &se) || se.Kind != tokenerr.ErrNoToken {
 		return false
 	}
 	for _, s := range se.Tokens {

@@ -21,8 +21,10 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // ModuleHint is the hint of a module that cannot be found or loaded.
@@ -114,7 +116,7 @@ func skip(check, msg string) doctor.Result {
 // otherwise.
 func failed(check string, err error, hint string) doctor.Result {
 	def := doctor.ClassToken
-	if errors.Is(err, hsm.ErrInvalidURI) {
+	if errors.Is(err, pkcs11uri.ErrInvalid) {
 		def = doctor.ClassUsage
 	}
 	return doctor.Failed(check, def, err, hint)
@@ -255,7 +257,7 @@ func (c *Checks) checkLogin(report func(doctor.Result)) {
 	if err := c.tok.Login(pin, opts); err != nil {
 		hint := "check the PIN in MP_HSM_PIN or --pin-file before trying again: the card locks after a few wrong PINs"
 		var pe *hsm.PINError
-		if errors.As(err, &pe) && errors.Is(err, hsm.ErrPINLocked) {
+		if errors.As(err, &pe) && errors.Is(err, tokenerr.ErrPINLocked) {
 			hint = "unblock the PIN with the PUK (or SO PIN) using the card issuer's tools"
 			if !pe.Flags.PINLocked() { // tpm2-pkcs11 during the TPM's lockout: no PIN helps
 				hint = "wait until the TPM's dictionary-attack lockout has passed (its recovery time), " +

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package tokencheck_test
 
 import (
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/miekg/pkcs11"
+
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/doctor/tokencheck"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
@@ -16,6 +19,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/p11shim"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 func TestMain(m *testing.M) { os.Exit(softhsm.Main(m)) }
@@ -88,7 +92,7 @@ func TestChecksWrongPIN(t *testing.T) {
 	rs := run(t, &tokencheck.Checks{Config: config(tok, hsm.StaticPIN([]byte(wrong)))}, srv)
 	r := want(t, rs, "login", doctor.Fail, "PIN incorrect")
 	var pe *hsm.PINError
-	if !errors.As(r.Err, &pe) || pe.Kind != hsm.ErrPINIncorrect || r.Class != doctor.ClassToken || r.Hint == "" {
+	if !errors.As(r.Err, &pe) || pe.Kind != tokenerr.ErrPINIncorrect || r.Class != doctor.ClassToken || r.Hint == "" {
 		t.Errorf("login: class %d, err %v, hint %q; want a *hsm.PINError for an incorrect PIN", r.Class, r.Err, r.Hint)
 	}
 	want(t, rs, "key", doctor.Skip, "needs a login")
@@ -115,7 +119,7 @@ func TestChecksPINLockedWithoutFlag(t *testing.T) {
 	cfg.Module = shim
 	rs := run(t, &tokencheck.Checks{Config: cfg}, srv)
 	r := want(t, rs, "login", doctor.Fail, "dictionary-attack lockout")
-	if !errors.Is(r.Err, hsm.ErrPINLocked) || strings.Contains(r.Hint, "PUK") || !strings.Contains(r.Hint, "tpm2_dictionarylockout") {
+	if !errors.Is(r.Err, tokenerr.ErrPINLocked) || strings.Contains(r.Hint, "PUK") || !strings.Contains(r.Hint, "tpm2_dictionarylockout") {
 		t.Errorf("login: err %v, hint %q; want ErrPINLocked and the TPM's remedy", r.Err, r.Hint)
 	}
 }
@@ -147,7 +151,7 @@ func TestChecksExplain(t *testing.T) {
 	}}, srv)
 	r := want(t, rs, "key", doctor.Fail, "pick another")
 	var se *hsm.SelectionError
-	if !explained || !errors.As(r.Err, &se) || se.Kind != hsm.ErrKeyNotFound || r.Class != doctor.ClassToken {
+	if !explained || !errors.As(r.Err, &se) || se.Kind != tokenerr.ErrKeyNotFound || r.Class != doctor.ClassToken {
 		t.Errorf("key: explained %v, class %d, err %v; want the *hsm.SelectionError kept", explained, r.Class, r.Err)
 	}
 	want(t, rs, "signature", doctor.Skip, "needs the key")

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package backends starts, for tests, the PKCS#11 implementations that the
 // conformance suite (internal/conformance) runs on: SoftHSM2 alone, through
 // p11-kit's proxy, through OpenSC's pkcs11-spy and behind p11-kit's RPC (a

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package backends
 
 import (
@@ -25,6 +27,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // ockNeed fails the test (under CI) or skips it when opencryptoki is not
@@ -310,7 +313,7 @@ func TestOpenCryptoki(t *testing.T) {
 		// No EC on opencryptoki: the error says the token cannot make
 		// such keys, not that a signature algorithm is unsupported.
 		_, err = tok.GenerateKey(hsm.GenerateOptions{Label: "ock-ec", Spec: hsm.KeySpecs["ec:p256"]})
-		if !errors.Is(err, hsm.ErrUnsupported) || !strings.Contains(fmt.Sprint(err), "cannot generate ec:p256 keys (CKM_EC_KEY_PAIR_GEN") {
+		if !errors.Is(err, tokenerr.ErrUnsupported) || !strings.Contains(fmt.Sprint(err), "cannot generate ec:p256 keys (CKM_EC_KEY_PAIR_GEN") {
 			t.Errorf("generating an EC key on opencryptoki: %v, want ErrUnsupported saying the token cannot generate ec:p256 keys", err)
 		}
 	})
@@ -477,14 +480,14 @@ func ockWrongPIN(t *testing.T, r *Running) {
 		flags     uint // the user PIN flags after
 		reopen    bool // close the module (logging out) before the step
 	}{
-		{"1st wrong PIN", wrong, hsm.LoginOptions{}, hsm.ErrPINIncorrect, true, pkcs11.CKF_USER_PIN_COUNT_LOW, false},
-		{"2nd wrong PIN", wrong, hsm.LoginOptions{}, hsm.ErrPINIncorrect, true, pkcs11.CKF_USER_PIN_FINAL_TRY, false},
-		{"right PIN on the final try, not allowed", right, hsm.LoginOptions{}, hsm.ErrPINFinalTry, false, pkcs11.CKF_USER_PIN_FINAL_TRY, false},
+		{"1st wrong PIN", wrong, hsm.LoginOptions{}, tokenerr.ErrPINIncorrect, true, pkcs11.CKF_USER_PIN_COUNT_LOW, false},
+		{"2nd wrong PIN", wrong, hsm.LoginOptions{}, tokenerr.ErrPINIncorrect, true, pkcs11.CKF_USER_PIN_FINAL_TRY, false},
+		{"right PIN on the final try, not allowed", right, hsm.LoginOptions{}, tokenerr.ErrPINFinalTry, false, pkcs11.CKF_USER_PIN_FINAL_TRY, false},
 		{"right PIN on the final try, allowed", right, final, nil, true, 0, false},
-		{"1st wrong PIN again", wrong, hsm.LoginOptions{}, hsm.ErrPINIncorrect, true, pkcs11.CKF_USER_PIN_COUNT_LOW, true},
-		{"2nd wrong PIN again", wrong, hsm.LoginOptions{}, hsm.ErrPINIncorrect, true, pkcs11.CKF_USER_PIN_FINAL_TRY, false},
-		{"3rd wrong PIN, final try allowed", wrong, final, hsm.ErrPINLocked, true, pkcs11.CKF_USER_PIN_LOCKED, false},
-		{"right PIN when locked", right, final, hsm.ErrPINLocked, false, pkcs11.CKF_USER_PIN_LOCKED, false},
+		{"1st wrong PIN again", wrong, hsm.LoginOptions{}, tokenerr.ErrPINIncorrect, true, pkcs11.CKF_USER_PIN_COUNT_LOW, true},
+		{"2nd wrong PIN again", wrong, hsm.LoginOptions{}, tokenerr.ErrPINIncorrect, true, pkcs11.CKF_USER_PIN_FINAL_TRY, false},
+		{"3rd wrong PIN, final try allowed", wrong, final, tokenerr.ErrPINLocked, true, pkcs11.CKF_USER_PIN_LOCKED, false},
+		{"right PIN when locked", right, final, tokenerr.ErrPINLocked, false, pkcs11.CKF_USER_PIN_LOCKED, false},
 	} {
 		if step.reopen {
 			if err := mod.Close(); err != nil {

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package backends
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // This file's name sorts after opencryptoki_test.go on purpose: go test
@@ -195,7 +198,7 @@ func checkRPC(t *testing.T, r *Running) {
 	if err := r.RPC.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Slots(); !errors.Is(err, hsm.ErrDevice) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_DEVICE_ERROR)) {
+	if _, err := m.Slots(); !errors.Is(err, tokenerr.ErrDevice) || !errors.Is(err, pkcs11.Error(pkcs11.CKR_DEVICE_ERROR)) {
 		t.Errorf("slots with the server stopped: %v, want ErrDevice (CKR_DEVICE_ERROR)", err)
 	}
 	m.Close()

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package backends
 
 import (
@@ -28,6 +30,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/testexec"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // startTPMs starts n TPM backends at once, each in a new directory, and
@@ -481,7 +484,7 @@ func testTPMSign(t *testing.T, r *Running) {
 			}
 			const signing = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJ0cG0ifQ"
 			sig, err := m.Sign(signing, s)
-			if c.alg == "PS256" && errors.Is(err, hsm.ErrUnsupported) && errors.Is(err, pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID)) {
+			if c.alg == "PS256" && errors.Is(err, tokenerr.ErrUnsupported) && errors.Is(err, pkcs11.Error(pkcs11.CKR_MECHANISM_INVALID)) {
 				t.Logf("PS256 on the TPM, which does not offer RSA-PSS: %v", err)
 				return
 			}
@@ -622,7 +625,7 @@ func testTPMAlwaysAuthenticate(t *testing.T, r *Running) {
 	}
 	var pe *hsm.PINError
 	err = tok.Login(hsm.StaticPIN([]byte("000000")), hsm.LoginOptions{})
-	if !errors.As(err, &pe) || !errors.Is(err, hsm.ErrPINIncorrect) || !pe.Attempted {
+	if !errors.As(err, &pe) || !errors.Is(err, tokenerr.ErrPINIncorrect) || !pe.Attempted {
 		t.Fatalf("Login with a wrong PIN: %v, want ErrPINIncorrect", err)
 	}
 	if pe.Flags.PINCountLow() || pe.Flags.PINFinalTry() || pe.Flags.PINLocked() {
@@ -687,7 +690,7 @@ func testTPMAlwaysAuthenticate(t *testing.T, r *Running) {
 	signs(plainKey, plain.public)
 
 	_, err = aaKey.Sign(nil, digest[:], crypto.SHA256)
-	if !errors.As(err, &pe) || !errors.Is(err, hsm.ErrPINIncorrect) || !pe.Attempted {
+	if !errors.As(err, &pe) || !errors.Is(err, tokenerr.ErrPINIncorrect) || !pe.Attempted {
 		t.Fatalf("context login with a wrong PIN: %v, want ErrPINIncorrect", err)
 	}
 	asked := pins.count()
@@ -795,12 +798,12 @@ func testTPMLockout(t *testing.T, r *Running) {
 	}
 	for i := range 2 {
 		pe, err := login("000000")
-		if !errors.Is(err, hsm.ErrPINIncorrect) || pe.Flags.PINCountLow() || pe.Flags.PINFinalTry() || pe.Flags.PINLocked() {
+		if !errors.Is(err, tokenerr.ErrPINIncorrect) || pe.Flags.PINCountLow() || pe.Flags.PINFinalTry() || pe.Flags.PINLocked() {
 			t.Fatalf("wrong PIN %d of 2: %v, flags %v; want ErrPINIncorrect and no PIN flags", i+1, err, pe.Flags)
 		}
 	}
 	pe, err := login(r.PIN)
-	if !errors.Is(err, hsm.ErrPINLocked) || !pe.Attempted || pe.Flags.PINLocked() || !strings.Contains(err.Error(), "dictionary-attack lockout") {
+	if !errors.Is(err, tokenerr.ErrPINLocked) || !pe.Attempted || pe.Flags.PINLocked() || !strings.Contains(err.Error(), "dictionary-attack lockout") {
 		t.Fatalf("the right PIN in the TPM's lockout: %v (flags %v), want ErrPINLocked after one C_Login, no flag, the lockout named", err, pe.Flags)
 	}
 

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Command p11bare is the baseline for mp-hsm's economy of PKCS#11 calls:
 // the job of `mp-hsm token` on the token's side done with miekg/pkcs11 and
 // nothing else, in the fewest calls (minimumCalls in cmd/mp-hsm's

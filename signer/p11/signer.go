@@ -1,19 +1,8 @@
 // Package p11 is the signer.Signer over a private key on a smart card or
 // HSM: it opens the key through package hsm (PKCS#11), reads the
-// certificate chain from the same token, and signs there.
-//
-// It is a package of its own, beside signer, so that signer (the file
-// signers, the JWS methods, the JWK) and everything built on it (grant,
-// daemon, doctor) need no cgo; only this package and hsm do. It is not in
-// hsm either, which stays free of X.509 chains and JWS.
-//
-//	s, err := p11.Open(p11.Config{
-//		Module: "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
-//		PIN:    hsm.StaticPIN(pin),
-//	})
-//	if err != nil { ... }
-//	defer s.Close()
-//	cfg := &grant.Config{ClientID: clientID, Signer: s}
+// certificate chain from the same token, and signs there. OpenURI opens
+// one from a pkcs11: URI; Open from a Config. It is apart from signer so
+// that signer, and everything built on it, needs no cgo.
 package p11
 
 import (

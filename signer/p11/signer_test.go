@@ -1,3 +1,5 @@
+//go:build cgo
+
 package p11_test
 
 import (
@@ -14,6 +16,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/softhsm"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 func TestMain(m *testing.M) { os.Exit(softhsm.Main(m)) }
@@ -159,7 +162,7 @@ func TestTokenSignerBadKeys(t *testing.T) {
 		tok := softhsm.New(t)
 		tok.GenerateRSA(t, 2048, softhsm.KeyOptions{ID: []byte{1}})
 		_, err := p11.Open(p11.Config{Module: tok.Module, Token: hsm.TokenSelector{Label: tok.Label}, PIN: hsm.StaticPIN([]byte("0000"))})
-		if !errors.Is(err, hsm.ErrPINIncorrect) {
+		if !errors.Is(err, tokenerr.ErrPINIncorrect) {
 			t.Fatalf("Open with a wrong PIN = %v, want ErrPINIncorrect", err)
 		}
 	})

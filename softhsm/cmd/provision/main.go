@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Command provision creates the SoftHSM2 store for the mp-hsm demo:
 //
 //	go run ./softhsm/cmd/provision -dir .demo

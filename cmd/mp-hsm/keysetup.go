@@ -1,5 +1,3 @@
-//go:build cgo
-
 package main
 
 import (
@@ -17,6 +15,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // keySetup is what the key flags resolve to.
@@ -31,17 +30,19 @@ type keySetup struct {
 	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
 }
 
+// errNoCgo says why a command that needs a token cannot run in a build
+// without cgo: a usage error (exit 2), since nothing is wrong with the
+// token; --p12, emulate, inspect and completion work there.
+var errNoCgo = errors.New("this mp-hsm was built without cgo: PKCS#11 tokens need a cgo build (CGO_ENABLED=1); --p12 works")
+
 // resolveKey turns the key flags into a p11.Config. The PIN is not read
 // here: the token asks for it when it needs it.
 func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
+	if hsm.Available() != nil {
+		return nil, usageErr(errNoCgo)
+	}
 	ks := &keySetup{}
 	cfg := &ks.cfg
-	cfg.Logger = e.log
-	// A command that asked for a token shows what modules write while
-	// they load (p11-kit's proxy loads every registered one) only if no
-	// token is found; serve, which logs, and doctor, which diagnoses, turn
-	// this off.
-	cfg.ModuleOptions.HoldLoadOutput = true
 	sel, fromEnv := selectors(c)
 	ks.fromEnv = fromEnv
 	if raw := sel["key"]; raw != "" {
@@ -49,22 +50,25 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
-		ts, kso, err := hsm.SelectorsFromURI(u)
-		if err != nil {
-			return nil, usageErr(fmt.Errorf("--key: %w", err))
-		}
 		ks.uri = u
-		cfg.Token, cfg.Key = ts, kso
-		if c.String("module") == "" {
-			mod, err := hsm.ModuleFromURI(u)
-			if err != nil {
-				return nil, fmt.Errorf("--key: %w", err)
-			}
-			if mod != "" {
-				cfg.Module, ks.moduleSource = mod, "uri"
-			}
+		if c.String("module") != "" { // --module wins: the URI's module is not looked for
+			v := *u
+			v.ModuleName, v.ModulePath = "", ""
+			u = &v
+		}
+		if *cfg, err = p11.ConfigFromURI(u); err != nil {
+			return nil, fmt.Errorf("--key: %w", err)
+		}
+		if cfg.Module != "" {
+			ks.moduleSource = "uri"
 		}
 	}
+	cfg.Logger = e.log
+	// A command that asked for a token shows what modules write while
+	// they load (p11-kit's proxy loads every registered one) only if no
+	// token is found; serve, which logs, and doctor, which diagnoses, turn
+	// this off.
+	cfg.ModuleOptions.HoldLoadOutput = true
 	if m := c.String("module"); m != "" {
 		cfg.Module, ks.moduleSource = m, "flag"
 	}
@@ -106,7 +110,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 		cfg.ExtraChain = certs
 	}
-	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri)
+	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri, cfg.PIN)
 	ks.pinFrom = e.pinOrigin(c.String("pin-file"), ks.uri)
 	cfg.PIN = explicit
 	cfg.Login = hsm.LoginOptions{AllowFinalTry: c.Bool("allow-final-pin-try"), Prompt: prompt}
@@ -174,7 +178,7 @@ func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
 // do: a wrong PIN is never retried, and the next ones lock the token.
 func explainPINError(err error, ks *keySetup) error {
 	var pe *hsm.PINError
-	if !errors.As(err, &pe) || pe.Kind != hsm.ErrPINIncorrect {
+	if !errors.As(err, &pe) || pe.Kind != tokenerr.ErrPINIncorrect {
 		return err
 	}
 	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
@@ -204,13 +208,13 @@ func (e *env) explainKeyError(err error) error {
 	}
 	var hints []string
 	switch se.Kind {
-	case hsm.ErrAmbiguousToken, hsm.ErrTokenNotFound, hsm.ErrSlotNotFound:
+	case tokenerr.ErrAmbiguousToken, tokenerr.ErrTokenNotFound, tokenerr.ErrSlotNotFound:
 		for _, s := range se.Tokens {
 			if s.Token != nil && s.Token.Flags.Initialized() {
 				hints = append(hints, fmt.Sprintf("--token-label %q or --token-serial %s or --slot %d", s.Token.Label, s.Token.Serial, s.ID))
 			}
 		}
-	case hsm.ErrAmbiguousKey, hsm.ErrKeyNotFound:
+	case tokenerr.ErrAmbiguousKey, tokenerr.ErrKeyNotFound:
 		for _, k := range se.Keys {
 			if k.Label != "" {
 				hints = append(hints, fmt.Sprintf("--key-id %s or --key-label %q", k.IDHex(), k.Label))
