@@ -24,6 +24,11 @@ var errNoCgo = errors.New("this mp-hsm was built without cgo: PKCS#11 tokens nee
 // openToken refuses: see errNoCgo.
 func (e *env) openToken(*cli.Context) (keySigner, error) { return nil, usageErr(errNoCgo) }
 
+// openTokenKey refuses: see errNoCgo.
+func (e *env) openTokenKey(*cli.Context, []byte, string) (keySigner, error) {
+	return nil, usageErr(errNoCgo)
+}
+
 // warnAlwaysAuthenticate does nothing: without cgo no key is on a token.
 func (e *env) warnAlwaysAuthenticate(signer.Signer) {}
 
