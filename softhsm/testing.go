@@ -100,7 +100,7 @@ func New(t testing.TB, opts ...Options) *Token {
 	default:
 		t.Fatalf("softhsm.New: at most one Options, got %d", len(opts))
 	}
-	s, err := processStore()
+	tok, err := NewToken(o)
 	if err != nil {
 		if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") == "" {
 			t.Skipf("%v (with CI set, this fails the test)", err)
@@ -109,8 +109,19 @@ func New(t testing.TB, opts ...Options) *Token {
 	}
 	if !process.main.Load() {
 		process.warnOnce.Do(func() {
-			t.Logf("softhsm: TestMain does not call softhsm.Main, so the store %s will be left behind", s.Dir)
+			t.Logf("softhsm: TestMain does not call softhsm.Main, so the store %s will be left behind", tok.store.Dir)
 		})
+	}
+	return tok
+}
+
+// NewToken is New for code without a testing.TB, such as an Example: it
+// returns the error (ErrNotInstalled without SoftHSM2) instead of failing
+// or skipping a test.
+func NewToken(o Options) (*Token, error) {
+	s, err := processStore()
+	if err != nil {
+		return nil, err
 	}
 	if o.Label == "" {
 		o.Label = fmt.Sprintf("mp-hsm-test-%d", process.labels.Add(1))
@@ -121,11 +132,7 @@ func New(t testing.TB, opts ...Options) *Token {
 	if o.SOPIN == "" {
 		o.SOPIN = DefaultSOPIN
 	}
-	tok, err := s.InitToken(o.Label, o.PIN, o.SOPIN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return s.InitToken(o.Label, o.PIN, o.SOPIN)
 }
 
 // GenerateRSA is GenerateRSAKey for tests: it fails t on error.

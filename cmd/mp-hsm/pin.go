@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -28,11 +27,11 @@ func (e *pinFileError) Unwrap() error { return e.err }
 
 var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PIN or --pin-file (or use a PIN-pad reader)")
 
-// readPINFile reads a PIN file: a regular file of at most
-// safefile.MaxPIN bytes, one trailing newline (or CRLF) trimmed. A file
-// that is empty after that, or that holds another control character (a
-// second newline, a NUL), is an error, never a PIN that would spend a login
-// attempt. A file that another user can change is refused
+// readPINFile reads a PIN file as safefile.ReadSecret does (the one
+// implementation, which hsm.PINFile uses too): a regular file of at most
+// safefile.MaxPIN bytes, one trailing newline (or CRLF) trimmed; empty or
+// holding another control character is an error, never a PIN that would
+// spend a login attempt. A file that another user can change is refused
 // (safefile.ReadPrivate: safefile.ErrUnsafe, exit 2); one that group or
 // others can read is used, with a warning.
 func (e *env) readPINFile(path string) ([]byte, error) { return e.readPINFileAs("PIN file", path) }
@@ -40,7 +39,7 @@ func (e *env) readPINFile(path string) ([]byte, error) { return e.readPINFileAs(
 // readPINFileAs is readPINFile for a file that what names in messages
 // ("PIN file", "password file").
 func (e *env) readPINFileAs(what, path string) ([]byte, error) {
-	data, fi, err := safefile.ReadPrivate(path, safefile.MaxPIN)
+	pin, fi, err := safefile.ReadSecret(path, safefile.MaxPIN)
 	if err != nil {
 		var fe *safefile.Error
 		if errors.As(err, &fe) {
@@ -48,32 +47,10 @@ func (e *env) readPINFileAs(what, path string) ([]byte, error) {
 		}
 		return nil, &pinFileError{what: what, path: path, reason: "cannot be read", err: err}
 	}
-	defer clear(data)
 	if safefile.ReadableByOthers(fi) {
 		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path, "mode", fi.Mode().Perm().String())
 	}
-	pin, reason := trimSecret(data)
-	if reason != "" {
-		return nil, &pinFileError{what: what, path: path, reason: reason}
-	}
-	return append([]byte(nil), pin...), nil
-}
-
-// trimSecret trims one trailing newline (or CRLF) from the content of a
-// PIN, password or secret file and returns it, or why it cannot be one:
-// empty, or holding a control character. The reason never quotes it.
-func trimSecret(data []byte) (secret []byte, reason string) {
-	s := bytes.TrimSuffix(data, []byte("\n"))
-	s = bytes.TrimSuffix(s, []byte("\r"))
-	if len(s) == 0 {
-		return nil, "is empty"
-	}
-	for i, c := range s {
-		if c < 0x20 || c == 0x7f {
-			return nil, fmt.Sprintf("holds a control character at byte %d (more than one line?): it must hold the value and at most one newline", i+1)
-		}
-	}
-	return s, ""
+	return pin, nil
 }
 
 // pinOrigin names the PIN source pinSources chooses, for messages.

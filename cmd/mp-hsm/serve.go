@@ -343,17 +343,13 @@ func (e *env) readSecretFile(path string) (string, error) {
 // readSecret reads a secret file as readSecretFile does; what names it in
 // errors.
 func (e *env) readSecret(path, what string) (string, error) {
-	data, fi, err := safefile.ReadPrivate(path, safefile.MaxSecret)
+	secret, fi, err := safefile.ReadSecret(path, safefile.MaxSecret)
 	if err != nil {
 		return "", usageErr(fmt.Errorf("%s %w", what, err))
 	}
-	defer clear(data)
+	defer clear(secret)
 	if safefile.ReadableByOthers(fi) {
 		e.log.Warn("the client secret file can be read by group or others; restrict it with chmod 600", "path", path)
-	}
-	secret, reason := trimSecret(data)
-	if reason != "" {
-		return "", usagef("%s %s %s", what, path, reason)
 	}
 	return string(secret), nil
 }

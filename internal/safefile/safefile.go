@@ -20,6 +20,7 @@
 package safefile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +65,10 @@ func (e *Error) Error() string { return e.Path + ": " + e.Reason }
 // the system call (fs.ErrNotExist, fs.ErrPermission, ...).
 func (e *Error) Unwrap() error { return e.Err }
 
+// ErrNotSecret is wrapped by the error ReadSecret returns for a file whose
+// content cannot be a secret: empty, or holding a control character.
+var ErrNotSecret = errors.New("not a usable secret")
+
 // Read returns the content of the regular file at path, at most max bytes.
 // Use it for what anyone may give mp-hsm to read (a certificate chain, a
 // PKCS#12 file, a certificate to import, a JWK); use ReadPrivate for a
@@ -71,6 +76,34 @@ func (e *Error) Unwrap() error { return e.Err }
 func Read(path string, max int64) ([]byte, error) {
 	data, _, err := read(path, max)
 	return data, err
+}
+
+// ReadSecret reads a PIN, password or secret file as ReadPrivate does (a
+// regular file of at most max bytes, MaxPIN or MaxSecret, that no other
+// user can change), with one trailing newline (or CRLF) trimmed. A file
+// that is empty after that, or that holds another control character (a
+// second line, a NUL), is an error wrapping ErrNotSecret, never a secret
+// that would spend a PIN try; the error never quotes the content. fi is
+// the file's information, for ReadableByOthers. The bytes read are zeroed
+// but for the secret returned, which the caller zeroes after use.
+func ReadSecret(path string, max int64) (secret []byte, fi fs.FileInfo, err error) {
+	data, fi, err := ReadPrivate(path, max)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(data)
+	s := bytes.TrimSuffix(data, []byte("\n"))
+	s = bytes.TrimSuffix(s, []byte("\r"))
+	if len(s) == 0 {
+		return nil, nil, &Error{Path: path, Reason: "is empty", Err: ErrNotSecret}
+	}
+	for i, c := range s {
+		if c < 0x20 || c == 0x7f {
+			return nil, nil, &Error{Path: path, Err: ErrNotSecret,
+				Reason: fmt.Sprintf("holds a control character at byte %d (more than one line?): it must hold the value and at most one newline", i+1)}
+		}
+	}
+	return bytes.Clone(s), fi, nil
 }
 
 // read opens path without blocking, checks that it is a regular file
