@@ -55,6 +55,17 @@ type Config struct {
 	// signed.
 	Clients []Client
 
+	// WaitOnPINRefused, if true, makes New start the Server, not ready,
+	// when the token refuses the login at start (tokenerr.IsPINRefused),
+	// instead of returning the error: Ready and /readyz then say that the
+	// PIN was refused and what to do, and the PIN is not presented again
+	// until Reload (or a new process). For a supervisor that restarts a
+	// process that exited, such as Kubernetes' kubelet, which would present
+	// the PIN again at each restart. If false, the default, New returns the
+	// error. Either way a refused PIN is never retried, and nothing about
+	// it is written anywhere but the log.
+	WaitOnPINRefused bool
+
 	// Audit, if not nil, receives one line per answered token request
 	// (see AuditLog). The caller opens and closes it.
 	Audit *AuditLog
