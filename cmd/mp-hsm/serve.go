@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -244,21 +243,14 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 		// Chosen by the daemon from the certificate's issuing CA.
 		envr.AltinnExchange = c.String("altinn-exchange")
 	}
-	auditServe := false
-	switch v := strings.TrimSpace(c.String("audit-failure")); v {
-	case "refuse", "":
-	case "serve":
-		auditServe = true
-	default:
-		return daemon.Config{}, nil, usagef("--audit-failure %q: want refuse (no token without its audit line; the default) or serve", v)
+	auditServe, err := flagChoice(c, "audit-failure", "refuse", "serve", "refuse (no token without its audit line; the default) or serve")
+	if err != nil {
+		return daemon.Config{}, nil, err
 	}
-	waitOnPIN := false
-	switch v := strings.TrimSpace(c.String("pin-refused")); v {
-	case "exit", "":
-	case "wait":
-		waitOnPIN = true
-	default:
-		return daemon.Config{}, nil, usagef("--pin-refused %q: want exit (status 3 when the token refuses the PIN at start; the default) or wait (stay up, not ready, the PIN not presented again)", v)
+	waitOnPIN, err := flagChoice(c, "pin-refused", "exit", "wait",
+		"exit (status 3 when the token refuses the PIN at start; the default) or wait (stay up, not ready, the PIN not presented again)")
+	if err != nil {
+		return daemon.Config{}, nil, err
 	}
 	secret := ""
 	if p := c.String("client-secret-file"); p != "" {
@@ -293,28 +285,6 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 		ExchangeTimeout:        c.Duration("timeout"),
 		Logger:                 e.log,
 	}, explain, nil
-}
-
-// emptyListFlag refuses a list flag of c's command that is given, on the
-// command line or in its environment variable, but holds no entry once
-// split at commas and spaces: "--allowed-scopes ," would otherwise read as
-// no list at all, which allows everything.
-func emptyListFlag(c *cli.Context) error {
-	for _, f := range c.Command.Flags {
-		sf, ok := unwrapFlag(f).(*cli.StringSliceFlag)
-		if !ok || !c.IsSet(sf.Name) {
-			continue
-		}
-		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
-			continue
-		}
-		name := "--" + sf.Name
-		if len(sf.EnvVars) > 0 {
-			name += " (or " + sf.EnvVars[0] + ")"
-		}
-		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
-	}
-	return nil
 }
 
 // rememberedPrompt asks a terminal for the PIN once and keeps it for the
