@@ -29,8 +29,9 @@ func StaticPIN(pin []byte) PINSource {
 // PIN between logins. The file must be a regular file of at most
 // safefile.MaxPIN (1 KiB); one trailing newline (or CRLF) is trimmed. A file
 // that cannot be read, is empty, or holds another control character is an
-// error naming the path, never a PIN that spends a login attempt. It does
-// not judge the file's mode: keep it readable by the program's user alone
+// error naming the path, never a PIN that spends a login attempt; so is a
+// file that a user other than root and the program's own can change
+// (safefile.ErrUnsafe). Keep it readable by the program's user alone
 // (mp-hsm warns when group or others can read it). This is how mp-hsm's
 // --pin-file reads the PIN.
 func PINFile(path string) PINSource {
