@@ -107,6 +107,16 @@ type Config struct {
 	// AuditLog). The caller opens and closes it.
 	Audit *AuditLog
 
+	// WaitOnPINRefused, if true, makes New start the Server, not ready,
+	// when the token refuses the login at start (tokenerr.IsPINRefused),
+	// instead of returning the error: Ready and /readyz then say that the
+	// PIN was refused and what to do, and the PIN is not presented again
+	// until Reload (or a new process). For a supervisor that restarts a
+	// process that exited, such as Kubernetes' kubelet, which would present
+	// the PIN again at each restart. If false, the default, New returns the
+	// error. Either way a refused PIN is never retried.
+	WaitOnPINRefused bool
+
 	// AuditServeOnFailure sends a token whose audit line could not be
 	// written all the same. If false, such a request gets 503: no token
 	// leaves without its line. Failures are counted and logged either way.

@@ -72,11 +72,13 @@ type status struct {
 // New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
 // a Server ready to Serve.
 //
-// If the token is absent or the device fails at start (tokenerr.Transient:
-// ErrNoToken, ErrTokenRemoved, ErrDevice, ...), New still returns a Server,
-// not ready and reconnecting in the background. Any other error, such as a
-// refused PIN, a key not found or an invalid Config (ErrConfig), is
-// returned and nothing keeps running.
+// If the token is absent or the device fails at start (an error
+// tokenerr.Transient reports, such as ErrNoToken, ErrTokenRemoved or
+// ErrDevice), New still returns a Server: not ready, reconnecting in the
+// background until the token is there. So does a refused PIN with
+// cfg.WaitOnPINRefused, but without reconnecting: it waits for Reload. Any
+// other error, such as a refused PIN, a key that is not found or
+// an invalid Config (ErrConfig), is returned and nothing keeps running.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -106,15 +108,22 @@ func New(cfg Config) (*Server, error) {
 	case isTransient(err):
 		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); waiting for it")
 		s.startLoopLocked()
+	case isPINError(err) && cfg.WaitOnPINRefused:
+		// Not ready, and no reconnect loop: nothing presents the PIN
+		// again but Reload.
+		s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
 	default:
 		s.mu.Unlock()
 		s.cancel()
 		return nil, err
 	}
 	s.mu.Unlock()
-	if err != nil {
+	switch {
+	case isPINError(err):
+		cfg.Logger.Error("the token refused the login; the PIN is not retried: starting not ready. Fix the PIN source and reload (SIGHUP) or restart", "error", err)
+	case err != nil:
 		cfg.Logger.Warn("the card or HSM is not available; starting not ready and waiting for it", "error", err)
-	} else {
+	default:
 		s.logReady(c, "logged in: ready")
 	}
 	for _, col := range s.metrics.collectors() {

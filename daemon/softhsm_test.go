@@ -181,3 +181,45 @@ func TestNewFailsOnWrongPIN(t *testing.T) {
 		t.Fatalf("New without OpenSigner = %v, want ErrConfig", err)
 	}
 }
+
+// TestWaitOnPINRefused: with WaitOnPINRefused a PIN refused at start leaves
+// the Server up and not ready, saying why, and the PIN is not read or
+// presented again (no reconnect loop) until Reload, which logs in with
+// the PIN source as it is then.
+func TestWaitOnPINRefused(t *testing.T) {
+	t.Parallel()
+	tok := tokenWithKey(t, "pin3")
+	var reads atomic.Int32
+	var pin atomic.Value
+	pin.Store("000000")
+	sc := signerConfig(tok)
+	sc.PIN = func() ([]byte, error) { reads.Add(1); return []byte(pin.Load().(string)), nil }
+	emu := newEmulator(t, 0)
+	cfg := daemon.Config{
+		OpenSigner:       func(context.Context) (signer.Signer, error) { return p11.Open(sc) },
+		Grant:            grant.Config{ClientID: testClient, Environment: environment(emu)},
+		WaitOnPINRefused: true,
+		ReconnectMin:     time.Millisecond,
+		ReconnectMax:     time.Millisecond,
+	}
+	srv, err := daemon.New(cfg)
+	if err != nil {
+		t.Fatalf("New with a wrong PIN and WaitOnPINRefused = %v, want a Server", err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	ok, reason := srv.Ready()
+	if ok || !strings.Contains(reason, "login refused") || !strings.Contains(reason, "CKR_PIN_INCORRECT") {
+		t.Errorf("Ready = %v, %q; want not ready, the login refused", ok, reason)
+	}
+	time.Sleep(100 * time.Millisecond) // a hundred reconnect backoffs
+	if n := reads.Load(); n != 1 {
+		t.Errorf("%d PIN reads, want 1", n)
+	}
+	pin.Store(tok.PIN)
+	if err := srv.Reload(cfg); err != nil {
+		t.Fatalf("Reload with the right PIN: %v", err)
+	}
+	if ok, reason := srv.Ready(); !ok || reads.Load() != 2 {
+		t.Errorf("after Reload: Ready = %v, %q after %d PIN reads; want ready after 2", ok, reason, reads.Load())
+	}
+}

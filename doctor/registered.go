@@ -19,8 +19,10 @@ import (
 const KeyAgeWarn = 335 * 24 * time.Hour
 
 // RegisteredKeysFunc reads the key set registered on the client through
-// Digdir's self-service API, authenticating with s (the key the doctor
-// found, with its certificate).
+// Digdir's self-service API. s is the key the doctor found: the
+// self-service client authenticates with it and its certificate, or with
+// another key the function finds beside it (mp-hsm's --admin-key-id), as
+// the key checked may be one registered by kid, without a certificate.
 type RegisteredKeysFunc func(ctx context.Context, s signer.Signer) (*admin.KeySet, error)
 
 // checkRegisteredKey looks the kid up in the client's registered keys.
@@ -51,7 +53,8 @@ func (r *run) checkRegisteredKey(ctx context.Context) {
 		if errors.As(err, &ae) && ae.Status < 500 {
 			class = ClassRefused
 		}
-		r.fail(check, class, err, err.Error(), "check --admin-client-id and --admin-api, and that the self-service client has idporten:dcr.read")
+		r.fail(check, class, err, err.Error(), "check --admin-client-id and --admin-api, that the self-service client has idporten:dcr.read, "+
+			"and that its key (--admin-key-id or --admin-key-label, else the key checked) has the enterprise certificate")
 		return
 	}
 	client := strings.TrimSpace(cfg.ClientID)

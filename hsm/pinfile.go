@@ -10,11 +10,13 @@ import (
 // each time the token asks for it (at a login, and for keys with
 // CKA_ALWAYS_AUTHENTICATE before each signature), so that nothing keeps the
 // PIN between logins. The file must be a regular file of at most
-// safefile.MaxPIN (1 KiB) that no user but its owner and root can change;
-// one trailing newline (or CRLF) is trimmed. A file that cannot be read,
-// is empty, or holds another control character is an error naming the
-// path, never a PIN that spends a login attempt. This is how mp-hsm's
-// --pin-file and a URI's pin-source read the PIN.
+// safefile.MaxPIN (1 KiB); one trailing newline (or CRLF) is trimmed. A file
+// that cannot be read, is empty, or holds another control character is an
+// error naming the path, never a PIN that spends a login attempt; so is a
+// file that a user other than root and the program's own can change
+// (safefile.ErrUnsafe). Keep it readable by the program's user alone
+// (mp-hsm warns when group or others can read it). This is how mp-hsm's
+// --pin-file reads the PIN.
 func PINFile(path string) PINSource {
 	return func() ([]byte, error) {
 		pin, _, err := safefile.ReadSecret(path, safefile.MaxPIN)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +34,46 @@ func adminFlags(extra ...cli.Flag) []cli.Flag {
 		&cli.StringFlag{Category: catAdmin, Name: "client-id", Usage: "the Maskinporten client `ID` whose keys to manage"},
 		&cli.StringFlag{Category: catAdmin, Name: "admin-client-id", Usage: "the organisation's self-service client `ID` (its token authenticates the API calls)", EnvVars: []string{"MP_HSM_ADMIN_CLIENT_ID"}},
 		&cli.StringFlag{Category: catAdmin, Name: "admin-api", Usage: "the self-service API's base `URL` (.../api/v1/; default: the environment's)", EnvVars: []string{"MP_HSM_ADMIN_API"}},
-	}, extra)
+	}, adminKeyFlags(), extra)
+}
+
+// adminKeyFlags choose the self-service client's key (the one with the
+// enterprise certificate) apart from the key flags, on the token they
+// choose: so that the key the key flags choose, such as a client's key
+// registered by kid, can be another.
+func adminKeyFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Category: catAdmin, Name: "admin-key-id", Usage: "the self-service client's key by CKA_ID in `HEX`, on the token the key flags choose (default: the key flags' key)", EnvVars: []string{"MP_HSM_ADMIN_KEY_ID"}},
+		&cli.StringFlag{Category: catAdmin, Name: "admin-key-label", Usage: "the self-service client's key by CKA_LABEL `LABEL`, on the token the key flags choose (default: the key flags' key)", EnvVars: []string{"MP_HSM_ADMIN_KEY_LABEL"}},
+	}
+}
+
+// adminKeyChoice returns the CKA_ID and label that --admin-key-id and
+// --admin-key-label give, and whether either is given. Both given: the key
+// must match both.
+func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err error) {
+	label = c.String("admin-key-label")
+	if h := strings.TrimSpace(c.String("admin-key-id")); h != "" {
+		if id, err = parseKeyID(h); err != nil {
+			return nil, "", false, usagef("--admin-key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", h)
+		}
+	}
+	given = id != nil || label != ""
+	if given && c.String("p12") != "" {
+		return nil, "", false, usagef("--admin-key-id and --admin-key-label choose a key on a token; with --p12 the file's key is the self-service client's")
+	}
+	return id, label, given, nil
+}
+
+// parseKeyID reads a CKA_ID in hex as the key flags take it: 01, 0a1b,
+// 0x0a1b or 0a:1b.
+func parseKeyID(h string) ([]byte, error) {
+	h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(h)), ":", ""), "0x")
+	id, err := hex.DecodeString(h)
+	if err == nil && len(id) == 0 {
+		err = errors.New("empty")
+	}
+	return id, err
 }
 
 func adminCommand(e *env) *cli.Command {
@@ -123,7 +163,7 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	if err := preflight(c); err != nil {
 		return err
 	}
-	s, err := e.openSigner(c)
+	s, err := e.openAdminSigner(c)
 	if err != nil {
 		return err
 	}
@@ -149,6 +189,20 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	return writeKeySet(e.stdout, format, clientID, set)
 }
 
+// openAdminSigner opens the self-service client's key: the one
+// --admin-key-id or --admin-key-label choose on the key flags' token, or
+// else the key flags' key (or --p12's).
+func (e *env) openAdminSigner(c *cli.Context) (keySigner, error) {
+	id, label, given, err := adminKeyChoice(c)
+	if err != nil {
+		return nil, err
+	}
+	if !given {
+		return e.openSigner(c)
+	}
+	return e.openTokenKey(c, id, label)
+}
+
 // checkAdminAPI refuses, before any PIN is asked, an --admin-api that the
 // self-service token must not be sent to (admin.CheckBaseURL).
 func checkAdminAPI(c *cli.Context) error {
@@ -159,6 +213,11 @@ func checkAdminAPI(c *cli.Context) error {
 	}
 	return nil
 }
+
+// errNoAdminCertificate is a self-service key without a certificate, such
+// as a client's key registered by kid.
+var errNoAdminCertificate = errors.New("the self-service client's key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate); " +
+	"choose that key with --admin-key-id or --admin-key-label (MP_HSM_ADMIN_KEY_ID, MP_HSM_ADMIN_KEY_LABEL)")
 
 // adminAPI resolves the environment and the API's base, and returns a
 // client of the API that authenticates as adminID with s and its x5c.
@@ -179,7 +238,7 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 		}
 	}
 	if len(s.Chain()) == 0 {
-		return nil, envr, withCode(exitToken, errors.New("the key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate)"))
+		return nil, envr, withCode(exitToken, errNoAdminCertificate)
 	}
 	cfg := &grant.Config{ClientID: adminID, Signer: s, Algorithm: c.String("alg"), Environment: envr,
 		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}

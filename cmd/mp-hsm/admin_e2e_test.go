@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,4 +235,63 @@ func adminFixture(t *testing.T) (*e2eFixture, *emulator.Server, []string, string
 		t.Fatal(err)
 	}
 	return fx, srv, env, old
+}
+
+// TestE2EDoctorAfterRotate: after admin keys rotate, doctor checks the new
+// key (registered by kid, without a certificate) while the self-service
+// client authenticates with the enterprise key, chosen apart with
+// --admin-key-id or --admin-key-label; admin keys takes the same flags, so
+// that client.env's MP_HSM_KEY_ID (the client's signing key) can stay set.
+func TestE2EDoctorAfterRotate(t *testing.T) {
+	t.Parallel()
+	_, srv, env, _ := adminFixture(t)
+	res := runCLI(t, env, "admin", "keys", "rotate", "--client-id", e2eClient, "--label", "R1", "--id", "0f", "--scope", e2eScopeRead, "--output", "json")
+	e2eWantOK(t, res)
+	var rot rotatedJSON
+	if err := json.Unmarshal([]byte(res.stdout), &rot); err != nil || rot.Kid == "" {
+		t.Fatalf("rotate printed %+v (%v)", rot, err)
+	}
+	env = e2eSetenv(env, "MP_HSM_CLIENT_ID="+e2eClient, "MP_HSM_SCOPE="+e2eScopeRead, "MP_HSM_WELL_KNOWN="+srv.MetadataURL())
+	doctorNew := []string{"doctor", "--key-id", "0f", "--kid", rot.Kid}
+
+	// The new key has no certificate, so it cannot be the self-service
+	// client's: the check says which flag chooses that key.
+	res = runCLI(t, env, doctorNew...)
+	if res.code != exitToken {
+		t.Errorf("doctor on the new key without --admin-key-*: exit %d, want %d:\n%s", res.code, exitToken, res)
+	}
+	wantDoctorCheck(t, doctorResult{stdout: res.stdout, stderr: res.stderr, code: res.code}, "registered-key", "fail", "no certificate", "--admin-key-id")
+	registered := fmt.Sprintf("kid %q is registered on client %s", rot.Kid, e2eClient)
+	for _, admin := range [][]string{
+		{"--admin-key-label", "Authentication"},
+		{"--admin-key-id", "01"},
+	} {
+		res = runCLI(t, env, append(doctorNew, admin...)...)
+		e2eWantOK(t, res)
+		r := doctorResult{stdout: res.stdout, stderr: res.stderr, code: res.code}
+		wantDoctorCheck(t, r, "key", "ok", `id 0f label "R1"`)
+		wantDoctorCheck(t, r, "token-request", "ok")
+		wantDoctorCheck(t, r, "registered-key", "ok", registered)
+	}
+	// From the environment, beside client.env's key: the same.
+	clientEnv := e2eSetenv(env, "MP_HSM_KEY_ID=0f", "MP_HSM_KID="+rot.Kid, "MP_HSM_ADMIN_KEY_ID=01")
+	res = runCLI(t, clientEnv, "doctor")
+	e2eWantOK(t, res)
+	wantDoctorCheck(t, doctorResult{stdout: res.stdout, stderr: res.stderr, code: res.code}, "registered-key", "ok", registered)
+	res = runCLI(t, clientEnv, "admin", "keys", "list", "--client-id", e2eClient)
+	e2eWantOK(t, res)
+	if !strings.Contains(res.stdout, rot.Kid) {
+		t.Errorf("admin keys list with MP_HSM_ADMIN_KEY_ID:\n%s", res.stdout)
+	}
+	// rotate again from there: the self-service client signs with key 01.
+	res = runCLI(t, clientEnv, "admin", "keys", "rotate", "--client-id", e2eClient, "--label", "R2", "--id", "10", "--remove", rot.Kid, "--output", "json")
+	e2eWantOK(t, res)
+	var rot2 rotatedJSON
+	if err := json.Unmarshal([]byte(res.stdout), &rot2); err != nil || rot2.Removed != rot.Kid {
+		t.Errorf("second rotate printed %+v (%v)", rot2, err)
+	}
+	// Without it, admin keys authenticates with the key flags' key, which
+	// has no certificate: the error names the flag that fixes it.
+	e2eWantFail(t, runCLI(t, e2eSetenv(clientEnv, "MP_HSM_ADMIN_KEY_ID"), "admin", "keys", "list", "--client-id", e2eClient),
+		exitToken, "no certificate", "--admin-key-id")
 }

@@ -35,7 +35,9 @@ func doctorCommand(e *env) *cli.Command {
 			"the server's Date header (clock); and, only with --client-id and --scope, a real token\n" +
 			"request (token-request); and, only with --admin-client-id, --client-id and --kid, the kid looked up\n" +
 			"in the client's keys through Digdir's self-service API (registered-key: missing fails; a key set\n" +
-			"last changed 335 days or more ago warns, as registered keys last a year). The token itself is\n" +
+			"last changed 335 days or more ago warns, as registered keys last a year), as the self-service\n" +
+			"client authenticated with the key --admin-key-id or --admin-key-label choose on the same token\n" +
+			"(the one with the enterprise certificate), else with the key checked. The token itself is\n" +
 			"never shown; nor are the PIN or the grant.\n" +
 			"With --p12 the checks of the module, token, PIN and login give way to one that opens the\n" +
 			"file (key).\n\n" +
@@ -47,7 +49,7 @@ func doctorCommand(e *env) *cli.Command {
 		Flags: concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{textOutputFlag(),
 			&cli.StringFlag{Category: catAdmin, Name: "admin-client-id", Usage: "the self-service client `ID`: look --kid up in --client-id's registered keys", EnvVars: []string{"MP_HSM_ADMIN_CLIENT_ID"}},
 			&cli.StringFlag{Category: catAdmin, Name: "admin-api", Usage: "the self-service API's base `URL` (default: the environment's)", EnvVars: []string{"MP_HSM_ADMIN_API"}},
-		}),
+		}, adminKeyFlags()),
 		Action: func(c *cli.Context) error { return e.doctor(c) },
 	}
 }
@@ -103,7 +105,21 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 		}
 	}
 	if adminID := c.String("admin-client-id"); adminID != "" {
+		openAdmin, adminErr := e.doctorAdminKey(c)
 		cfg.RegisteredKeys = func(ctx context.Context, s signer.Signer) (*admin.KeySet, error) {
+			if adminErr != nil {
+				return nil, adminErr
+			}
+			if openAdmin != nil {
+				as, err := openAdmin(ctx, s)
+				if err != nil {
+					return nil, fmt.Errorf("the self-service client's key (--admin-key-id, --admin-key-label): %w", err)
+				}
+				if cl, ok := as.(io.Closer); ok {
+					defer cl.Close()
+				}
+				s = as
+			}
 			api, _, err := e.adminAPI(ctx, c, adminID, s)
 			if err != nil {
 				return nil, err
@@ -115,6 +131,18 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 	cfg.Request = req
 	cfg.CheckRequest = func(grant.Request) error { return reqErr }
 	return cfg
+}
+
+// doctorAdminKey returns what finds the self-service client's key beside
+// the key checked, on its token and through its login, when
+// --admin-key-id or --admin-key-label choose one; nil when they do not
+// (the key checked is the self-service client's).
+func (e *env) doctorAdminKey(c *cli.Context) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
+	id, label, given, err := adminKeyChoice(c)
+	if err != nil || !given {
+		return nil, err
+	}
+	return e.clientKeyOpener(c, id, label)
 }
 
 // doctorP12 returns the doctor's check of the key in --p12: it opens the

@@ -3,6 +3,8 @@ package main
 import (
 	"crypto/x509"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -132,4 +134,39 @@ func (e *env) openSigner(c *cli.Context) (keySigner, error) {
 		return e.openP12(c)
 	}
 	return e.openToken(c)
+}
+
+// flagChoice reads a flag that takes one of two values: false for def (or
+// empty), true for alt, and a usage error saying want for anything else.
+func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
+	switch v := strings.TrimSpace(c.String(name)); v {
+	case def, "":
+		return false, nil
+	case alt:
+		return true, nil
+	default:
+		return false, usagef("--%s %q: want %s", name, v, want)
+	}
+}
+
+// emptyListFlag refuses a list flag of c's command that is given, on the
+// command line or in its environment variable, but holds no entry once
+// split at commas and spaces: "--allowed-scopes ," would otherwise read as
+// no list at all, which allows everything.
+func emptyListFlag(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		sf, ok := unwrapFlag(f).(*cli.StringSliceFlag)
+		if !ok || !c.IsSet(sf.Name) {
+			continue
+		}
+		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
+			continue
+		}
+		name := "--" + sf.Name
+		if len(sf.EnvVars) > 0 {
+			name += " (or " + sf.EnvVars[0] + ")"
+		}
+		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
+	}
+	return nil
 }

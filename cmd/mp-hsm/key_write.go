@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -104,8 +102,8 @@ func generateOptions(c *cli.Context) (hsm.GenerateOptions, error) {
 		return o, usageErr(err)
 	}
 	if h := c.String("id"); h != "" {
-		id, err := hex.DecodeString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(h), ":", ""), "0x"))
-		if err != nil || len(id) == 0 {
+		id, err := parseKeyID(h)
+		if err != nil {
 			return o, usagef("--id %q: want the CKA_ID in hex, such as 01 or 0a1b", h)
 		}
 		o.ID = id

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -93,13 +92,12 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		return nil, err
 	}
 	if h := sel["key-id"]; h != "" {
-		h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(h), ":", ""), "0x")
-		id, err := hex.DecodeString(h)
-		if err != nil || len(id) == 0 {
+		id, err := parseKeyID(h)
+		if err != nil {
 			return nil, usagef("--key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", sel["key-id"])
 		}
 		if cfg.Key.ID != nil && string(cfg.Key.ID) != string(id) {
-			return nil, usagef("--key-id %s and the --key URI's id disagree", h)
+			return nil, usagef("--key-id %x and the --key URI's id disagree", id)
 		}
 		cfg.Key.ID = id
 	}
@@ -147,10 +145,18 @@ func merge(flag, val string, dst *string, attr string) error {
 }
 
 // openToken opens the key on the token the key flags choose.
-func (e *env) openToken(c *cli.Context) (keySigner, error) {
+func (e *env) openToken(c *cli.Context) (keySigner, error) { return e.openTokenKey(c, nil, "") }
+
+// openTokenKey opens the key with CKA_ID id and CKA_LABEL label, when
+// either is given, on the token the key flags choose; otherwise the key
+// flags' key.
+func (e *env) openTokenKey(c *cli.Context, id []byte, label string) (keySigner, error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
+	}
+	if id != nil || label != "" {
+		ks.cfg.Key, ks.keyChosen, ks.fromEnv = hsm.KeySelector{ID: id, Label: label}, true, nil
 	}
 	s, err := p11.Open(ks.cfg)
 	if err != nil {

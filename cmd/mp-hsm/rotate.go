@@ -66,8 +66,9 @@ func (k *tokenKey) Undo() string {
 
 // adminRotate runs admin.Client.Rotate with a key made on the token. The
 // token is opened read-write, locked against other mp-hsm processes and
-// logged in once; the self-service client signs with the key the key
-// flags choose, on the same login.
+// logged in once; the self-service client signs with the key
+// --admin-key-id or --admin-key-label choose, else the key flags' key, on
+// the same login.
 func (e *env) adminRotate(c *cli.Context) error {
 	format, err := outputFormat(c, "text", "json")
 	if err != nil {
@@ -87,6 +88,10 @@ func (e *env) adminRotate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	adminKeyID, adminKeyLabel, adminKeyGiven, err := adminKeyChoice(c)
+	if err != nil {
+		return err
+	}
 	if err := checkAdminAPI(c); err != nil {
 		return err
 	}
@@ -100,7 +105,11 @@ func (e *env) adminRotate(c *cli.Context) error {
 		return timedOut(ctx, c, err)
 	}
 	defer w.close()
-	authKey, err := w.tok.FindKey(w.ks.cfg.Key)
+	authSel := w.ks.cfg.Key
+	if adminKeyGiven {
+		authSel = hsm.KeySelector{ID: adminKeyID, Label: adminKeyLabel}
+	}
+	authKey, err := w.tok.FindKey(authSel)
 	if err != nil {
 		return e.explainKeyError(err)
 	}

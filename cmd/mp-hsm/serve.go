@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,7 +45,8 @@ func serveCommand(e *env) *cli.Command {
 			"must authenticate with HTTP Basic: the client id and the secret in --client-secret-file.\n" +
 			"Sockets passed by systemd (socket activation) are used when no --listen is given.\n\n" +
 			"A removed card or a device error makes the daemon not ready; it reconnects by itself. A PIN\n" +
-			"the token refuses is never retried. SIGHUP re-reads the PIN, secret and chain files and logs\n" +
+			"the token refuses is never retried: at start serve exits 3, or with --pin-refused wait stays up,\n" +
+			"not ready, until SIGHUP or a restart. SIGHUP re-reads the PIN, secret and chain files and logs\n" +
 			"in again, keeping cached tokens if the key is the same; SIGTERM drains and exits.\n\n" +
 			"Prefer --pin-file to MP_HSM_PIN: an environment variable stays readable in /proc/PID/environ\n" +
 			"by the same user and root for the life of the daemon.\n\n" +
@@ -92,6 +92,7 @@ func serveFlags() []cli.Flag {
 		&cli.BoolFlag{Category: catServ, Name: "allow-remote", Usage: "allow TCP listeners on addresses that are not loopback", EnvVars: []string{"MP_HSM_ALLOW_REMOTE"}},
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-hosts", Usage: "host `NAME`s TCP callers may send in the Host header besides localhost, loopback addresses and the listen address (repeatable, or separated by spaces or commas); others get 421, against DNS rebinding", EnvVars: []string{"MP_HSM_ALLOWED_HOSTS"}},
 		&cli.StringFlag{Category: catServ, Name: "audit-failure", Value: "refuse", Usage: "when an audit line cannot be written (a full disk): `refuse` the token (503), or serve it all the same; counted and logged either way", EnvVars: []string{"MP_HSM_AUDIT_FAILURE"}},
+		&cli.StringFlag{Category: catServ, Name: "pin-refused", Value: "exit", Usage: "when the token refuses the PIN at start: `exit` with status 3, or wait: stay up, not ready (/readyz says why), never presenting the PIN again until SIGHUP or a restart; for supervisors that restart what exits (Kubernetes), where each restart would spend a PIN try", EnvVars: []string{"MP_HSM_PIN_REFUSED"}},
 		&cli.StringFlag{Category: catServ, Name: "client-secret-file", Usage: "`PATH` of the secret TCP callers must send (HTTP Basic, with the client id)", EnvVars: []string{"MP_HSM_CLIENT_SECRET_FILE"}},
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-scopes", Usage: "`SCOPE`s callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); default: any", EnvVars: []string{"MP_HSM_ALLOWED_SCOPES"}},
 		&cli.StringSliceFlag{Category: catServ, Name: "allowed-resources", Usage: "resource `URL`s (token audiences) callers may ask for (repeatable, or separated by spaces or commas; 'prefix*' allowed); others get 400 invalid_target; default: any, within --max-resources-per-caller", EnvVars: []string{"MP_HSM_ALLOWED_RESOURCES"}},
@@ -243,13 +244,14 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 		// Chosen by the daemon from the certificate's issuing CA.
 		envr.AltinnExchange = c.String("altinn-exchange")
 	}
-	auditServe := false
-	switch v := strings.TrimSpace(c.String("audit-failure")); v {
-	case "refuse", "":
-	case "serve":
-		auditServe = true
-	default:
-		return daemon.Config{}, nil, usagef("--audit-failure %q: want refuse (no token without its audit line; the default) or serve", v)
+	auditServe, err := flagChoice(c, "audit-failure", "refuse", "serve", "refuse (no token without its audit line; the default) or serve")
+	if err != nil {
+		return daemon.Config{}, nil, err
+	}
+	waitOnPIN, err := flagChoice(c, "pin-refused", "exit", "wait",
+		"exit (status 3 when the token refuses the PIN at start; the default) or wait (stay up, not ready, the PIN not presented again)")
+	if err != nil {
+		return daemon.Config{}, nil, err
 	}
 	secret := ""
 	if p := c.String("client-secret-file"); p != "" {
@@ -269,6 +271,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 		ClientSecret:           secret,
 		Clients:                clients,
 		AuditServeOnFailure:    auditServe,
+		WaitOnPINRefused:       waitOnPIN,
 		AllowedHosts:           c.StringSlice("allowed-hosts"),
 		AllowedScopes:          c.StringSlice("allowed-scopes"),
 		AllowedResources:       c.StringSlice("allowed-resources"),
@@ -283,28 +286,6 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 		ExchangeTimeout:        c.Duration("timeout"),
 		Logger:                 e.log,
 	}, explain, nil
-}
-
-// emptyListFlag refuses a list flag of c's command that is given, on the
-// command line or in its environment variable, but holds no entry once
-// split at commas and spaces: "--allowed-scopes ," would otherwise read as
-// no list at all, which allows everything.
-func emptyListFlag(c *cli.Context) error {
-	for _, f := range c.Command.Flags {
-		sf, ok := unwrapFlag(f).(*cli.StringSliceFlag)
-		if !ok || !c.IsSet(sf.Name) {
-			continue
-		}
-		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
-			continue
-		}
-		name := "--" + sf.Name
-		if len(sf.EnvVars) > 0 {
-			name += " (or " + sf.EnvVars[0] + ")"
-		}
-		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
-	}
-	return nil
 }
 
 // rememberedPrompt asks a terminal for the PIN once and keeps it for the

@@ -73,3 +73,56 @@ func TestCheckRegular(t *testing.T) {
 		t.Errorf("/bin/sh: %v", err)
 	}
 }
+
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, content string
+		mode          os.FileMode
+		want          string
+		shared        bool
+	}{
+		{"plain", "1234", 0o600, "1234", false},
+		{"newline", "1234\n", 0o600, "1234", false},
+		{"crlf", "1234\r\n", 0o400, "1234", false},
+		{"group", "1234\n", 0o640, "1234", true},
+	} {
+		got, shared, err := ReadSecret(write(tc.name, tc.content, tc.mode), MaxPIN)
+		if err != nil || string(got) != tc.want || shared != tc.shared {
+			t.Errorf("%s: ReadSecret = %q, %v, %v; want %q, %v", tc.name, got, shared, err, tc.want, tc.shared)
+		}
+	}
+	for _, tc := range []struct{ name, content, reason string }{
+		{"empty", "", "is empty"},
+		{"newline-only", "\n", "is empty"},
+		{"crlf-only", "\r\n", "is empty"},
+		{"two-lines", "1234\n5678\n", "holds a control character at byte 5"},
+		{"nul", "12\x0034", "holds a control character at byte 3"},
+	} {
+		p := write(tc.name, tc.content, 0o600)
+		got, _, err := ReadSecret(p, MaxPIN)
+		var fe *Error
+		if got != nil || !errors.Is(err, ErrNotSecret) || !errors.As(err, &fe) || fe.Path != p || !strings.HasPrefix(fe.Reason, tc.reason) {
+			t.Errorf("%s: ReadSecret = %q, %v; want ErrNotSecret saying %q", tc.name, got, err, tc.reason)
+		}
+		if err != nil && tc.content != "" && strings.Contains(err.Error(), "1234") {
+			t.Errorf("%s: the error %q quotes the content", tc.name, err)
+		}
+	}
+	if _, _, err := ReadSecret(write("big", strings.Repeat("1", MaxPIN+1), 0o600), MaxPIN); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("ReadSecret of a file over the limit: %v, want ErrTooLarge", err)
+	}
+	if _, _, err := ReadSecret(write("writable", "1234\n", 0o666), MaxPIN); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("ReadSecret of a file others can write: %v, want ErrUnsafe", err)
+	}
+}
