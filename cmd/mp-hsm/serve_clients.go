@@ -1,12 +1,21 @@
 package main
 
 import (
+	"context"
+	"crypto/x509"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // daemonClients builds the daemon's clients from the --config file's
@@ -71,4 +80,77 @@ func (e *env) clientWithSecret() bool {
 		}
 	}
 	return false
+}
+
+// tokenOpener returns the daemon's OpenSigner for the key on the token the
+// key flags choose, and the function that explains its errors with the
+// flags (explainKeyError, explainPINError). The PIN is read at each open,
+// from the file or variable; one typed on a terminal is asked once and
+// kept, since a daemon cannot ask again.
+func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer, error), func(error) error, error) {
+	ks, err := e.resolveKey(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc := ks.cfg
+	sc.ModuleOptions.HoldLoadOutput = false // a daemon logs: what modules write goes with it
+	if sc.PIN == nil && sc.Login.Prompt != nil {
+		sc.Login.Prompt = e.rememberedPrompt(sc.Login.Prompt)
+	}
+	var opened atomic.Bool
+	open := func(context.Context) (signer.Signer, error) {
+		s, err := p11.Open(sc)
+		if err == nil && !opened.Load() {
+			e.warnAlwaysAuthenticate(s)
+		}
+		if !opened.Swap(true) && moduleHasNoToken(err) {
+			e.log.Warn("the module has no token in any slot; still waiting for one. If the token is behind another module, choose it with --module PATH (MP_HSM_MODULE) or module-path in --key",
+				"module", sc.Module, "module_from", ks.moduleSource)
+		}
+		return s, err
+	}
+	explain := func(err error) error { return explainPINError(ks.explainSelection(e.explainKeyError(err)), ks) }
+	return open, explain, nil
+}
+
+// moduleHasNoToken reports a selection that failed because no slot of the
+// module holds an initialised token at all: a misconfiguration more often
+// than a card not yet inserted, unlike a known token that is away.
+func moduleHasNoToken(err error) bool {
+	var se *hsm.SelectionError
+	if !errors.As(err, &se) || se.Kind != tokenerr.ErrNoToken {
+		return false
+	}
+	for _, s := range se.Tokens {
+		if s.Token != nil && s.Token.Flags.Initialized() {
+			return false
+		}
+	}
+	return true
+}
+
+// clientKeyOpener returns a client's OpenKey: the key sel chooses on the
+// token of the daemon's signer (id and label as hsm.KeySelector), found through its logged-in session (no
+// second login), with the chain from the token and --chain-file.
+func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
+	var extra []*x509.Certificate
+	if f := c.String("chain-file"); f != "" {
+		certs, err := readChainFile(f)
+		if err != nil {
+			return nil, err
+		}
+		extra = certs
+	}
+	sel := hsm.KeySelector{ID: id, Label: label}
+	return func(_ context.Context, primary signer.Signer) (signer.Signer, error) {
+		ts, ok := primary.(*p11.TokenSigner)
+		if !ok {
+			return nil, fmt.Errorf("key %s: the daemon's key is not on a token", sel)
+		}
+		key, err := ts.Key().Token().FindKey(sel)
+		if err != nil {
+			return nil, err
+		}
+		return p11.New(key, p11.Options{ExtraChain: extra})
+	}, nil
 }
