@@ -322,20 +322,13 @@ func writeKeySet(w io.Writer, format, clientID string, set *admin.KeySet) error 
 		_, err := fmt.Fprintf(w, "client %s has no registered keys\n", textsafe.Escape(clientID))
 		return err
 	}
-	fmt.Fprintf(w, "client %s: %d key(s); set created %s, last updated %s\n", textsafe.Escape(clientID), len(out.Keys), orDash(out.Created), orDash(out.LastUpdated))
+	fmt.Fprintf(w, "client %s: %d key(s); set created %s, last updated %s\n", textsafe.Escape(clientID), len(out.Keys), dash(out.Created), dash(out.LastUpdated))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KID\tALG\tKTY\tSIZE")
 	// The API's values are escaped: a kid with a newline or an escape
 	// sequence could forge a row.
 	for _, k := range out.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", textsafe.Escape(k.Kid), orDash(textsafe.Escape(k.Alg)), textsafe.Escape(k.Kty), k.Size)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", textsafe.Escape(k.Kid), dash(textsafe.Escape(k.Alg)), textsafe.Escape(k.Kty), k.Size)
 	}
 	return tw.Flush()
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

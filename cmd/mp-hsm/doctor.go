@@ -179,9 +179,9 @@ func (p *p12Check) Close() error {
 	return p.s.Close()
 }
 
-// isTerminal reports whether r is a terminal a person can type on.
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
+// isTerminal reports whether stdin or stdout v is a terminal.
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 

@@ -127,13 +127,12 @@ func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	return fileKey{fs}, nil
 }
 
-// openSigner opens the key the flags name: in --p12, or on a token (see
-// openToken, which a build without cgo does not have).
+// openSigner opens the key the flags name: in --p12, or on a token.
 func (e *env) openSigner(c *cli.Context) (keySigner, error) {
 	if c.String("p12") != "" {
 		return e.openP12(c)
 	}
-	return e.openToken(c)
+	return e.openTokenKey(c, nil, "")
 }
 
 // flagChoice reads a flag that takes one of two values: false for def (or

@@ -144,9 +144,6 @@ func merge(flag, val string, dst *string, attr string) error {
 	return nil
 }
 
-// openToken opens the key on the token the key flags choose.
-func (e *env) openToken(c *cli.Context) (keySigner, error) { return e.openTokenKey(c, nil, "") }
-
 // openTokenKey opens the key with CKA_ID id and CKA_LABEL label, when
 // either is given, on the token the key flags choose; otherwise the key
 // flags' key.

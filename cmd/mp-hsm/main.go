@@ -73,8 +73,7 @@ func version() string {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, args: args,
-		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, args: args, log: newLogger(stderr, "text", slog.LevelWarn)}
 	if i := pinInArgv(args); i > 0 {
 		// Refused before anything else, and without echoing the argument:
 		// every user of the machine can read argv (ps, /proc).
@@ -195,31 +194,31 @@ func newApp(e *env) *cli.App {
 
 func (e *env) setupLogging(c *cli.Context) error {
 	var level slog.Level
-	switch strings.ToLower(c.String("log-level")) {
-	case "debug":
-		level = slog.LevelDebug
-	case "info":
-		level = slog.LevelInfo
-	case "warn", "warning", "":
+	switch lv := strings.ToLower(c.String("log-level")); lv {
+	case "debug", "info", "warn", "error":
+		_ = level.UnmarshalText([]byte(lv))
+	case "warning", "":
 		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
 	default:
-		return usageErr(fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level")))
+		return usagef("--log-level %q: use debug, info, warn or error", c.String("log-level"))
 	}
 	if c.Bool("quiet") {
 		level = slog.LevelError
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch c.String("log-format") {
-	case "text", "":
-		e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
-	case "json":
-		e.log = slog.New(slog.NewJSONHandler(e.stderr, opts))
-	default:
-		return usageErr(fmt.Errorf("--log-format %q: use text or json", c.String("log-format")))
+	if f := c.String("log-format"); f != "text" && f != "" && f != "json" {
+		return usagef("--log-format %q: use text or json", f)
 	}
+	e.log = newLogger(e.stderr, c.String("log-format"), level)
 	return nil
+}
+
+// newLogger logs to w at level, as JSON for format "json", else as text.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // usageError marks an error as bad usage or bad input (exit code 2).

@@ -4,13 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
@@ -91,8 +89,7 @@ func (e *env) printToken(out string, tok *grant.Token) error {
 // colourOK reports whether text on stdout may be coloured: only on a
 // terminal, never with NO_COLOR set or TERM=dumb.
 func (e *env) colourOK() bool {
-	f, ok := e.stdout.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd())) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
+	return isTerminal(e.stdout) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
 }
 
 // doctorColours are the ANSI colours of the doctor's statuses.

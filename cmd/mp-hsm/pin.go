@@ -27,16 +27,9 @@ func (e *pinFileError) Unwrap() error { return e.err }
 
 var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PIN or --pin-file (or use a PIN-pad reader)")
 
-// readPINFile reads a PIN file by the one rule, safefile.ReadSecret's
-// (hsm.PINFile's too): a regular file of at most safefile.MaxPIN bytes
-// that no other user can change (else safefile.ErrUnsafe, exit 2), one
-// trailing newline (or CRLF) trimmed; empty or holding another control
-// character is an error, never a PIN that would spend a login attempt. A
-// file that group or others can read is used, with a warning.
-func (e *env) readPINFile(path string) ([]byte, error) { return e.readPINFileAs("PIN file", path) }
-
-// readPINFileAs is readPINFile for a file that what names in messages
-// ("PIN file", "password file").
+// readPINFileAs reads a PIN (or password) file by safefile.ReadSecret's
+// rule, hsm.PINFile's too; what names it in messages. A file that group or
+// others can read is used, with a warning.
 func (e *env) readPINFileAs(what, path string) ([]byte, error) {
 	pin, shared, err := safefile.ReadSecret(path, safefile.MaxPIN)
 	if err != nil {
@@ -76,7 +69,7 @@ func (e *env) pinOrigin(pinFile string, uri *pkcs11uri.URI) string {
 func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSource) (explicit, prompt hsm.PINSource) {
 	switch {
 	case pinFile != "":
-		explicit = func() ([]byte, error) { return e.readPINFile(pinFile) }
+		explicit = func() ([]byte, error) { return e.readPINFileAs("PIN file", pinFile) }
 	case e.getenv("MP_HSM_PIN") != "":
 		explicit = func() ([]byte, error) {
 			v := e.getenv("MP_HSM_PIN")
@@ -86,7 +79,7 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 			return []byte(v), nil
 		}
 	case uri != nil && uri.PINFile() != "":
-		explicit = func() ([]byte, error) { return e.readPINFile(uri.PINFile()) }
+		explicit = func() ([]byte, error) { return e.readPINFileAs("PIN file", uri.PINFile()) }
 	default:
 		explicit = fromURI
 	}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -107,15 +106,8 @@ func serveFlags() []cli.Flag {
 }
 
 func (e *env) serve(c *cli.Context) error {
-	if !c.IsSet("log-level") && !c.Bool("quiet") {
-		// A daemon logs one line per Maskinporten call: info, unless asked
-		// otherwise.
-		opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-		if c.String("log-format") == "json" {
-			e.log = slog.New(slog.NewJSONHandler(e.stderr, opts))
-		} else {
-			e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
-		}
+	if !c.IsSet("log-level") && !c.Bool("quiet") { // a daemon logs each Maskinporten call
+		e.log = newLogger(e.stderr, c.String("log-format"), slog.LevelInfo)
 	}
 	// SIGHUP reloads; registered first, so that an early one cannot kill
 	// the process.
@@ -255,7 +247,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 	}
 	secret := ""
 	if p := c.String("client-secret-file"); p != "" {
-		if secret, err = e.readSecretFile(p); err != nil {
+		if secret, err = e.readSecret(p, "--client-secret-file"); err != nil {
 			return daemon.Config{}, nil, err
 		}
 	}
@@ -293,8 +285,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 // when the token needs a PIN and has no PIN pad. Without a terminal it is
 // prompt itself, which fails.
 func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, error) {
-	f, ok := e.stdin.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
+	if !isTerminal(e.stdin) {
 		return prompt
 	}
 	var mu sync.Mutex
@@ -314,16 +305,8 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 	}
 }
 
-// readSecretFile reads the TCP callers' secret as readPINFile reads a PIN
-// (a regular file of at most safefile.MaxSecret bytes, one trailing newline
-// trimmed, no control characters, refused when another user can change
-// it). It is never logged.
-func (e *env) readSecretFile(path string) (string, error) {
-	return e.readSecret(path, "--client-secret-file")
-}
-
-// readSecret reads a secret file as readSecretFile does; what names it in
-// errors.
+// readSecret reads a client secret by safefile.ReadSecret's rule, as a PIN
+// file is read; what names it in errors. It is never logged.
 func (e *env) readSecret(path, what string) (string, error) {
 	secret, shared, err := safefile.ReadSecret(path, safefile.MaxSecret)
 	if err != nil {

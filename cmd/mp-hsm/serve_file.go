@@ -220,6 +220,9 @@ func clientTable(t map[string]any, i int) (clientSection, error) {
 	if name != "" {
 		where = fmt.Sprintf("client %q", name)
 	}
+	strs := map[string]*string{"name": &cs.Name, "client-id": &cs.ClientID, "secret-file": &cs.SecretFile,
+		"kid": &cs.KID, "key-id": &cs.KeyID, "key-label": &cs.KeyLabel}
+	lists := map[string]*[]string{"scopes": &cs.Scopes, "users": &cs.Users, "groups": &cs.Groups, "authorization-types": &cs.AuthzTypes}
 	keys := make([]string, 0, len(t))
 	for k := range t {
 		keys = append(keys, k)
@@ -227,63 +230,34 @@ func clientTable(t map[string]any, i int) (clientSection, error) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		v := t[k]
-		str := func(dst *string) error {
-			s, ok := v.(string)
-			if !ok {
-				return fmt.Errorf("%s: %s: want a string, not %s", where, k, tomlType(v))
+		if dst, ok := strs[k]; ok {
+			if *dst, ok = v.(string); !ok {
+				return cs, fmt.Errorf("%s: %s: want a string, not %s", where, k, tomlType(v))
 			}
-			*dst = s
-			return nil
+			continue
 		}
-		list := func(dst *[]string, ids bool) error {
-			vs, ok := v.([]any)
-			if !ok {
-				return fmt.Errorf("%s: %s: want a list, such as [\"a\", \"b\"], not %s", where, k, tomlType(v))
-			}
-			*dst = []string{} // given: an empty list is refused, never read as "not given"
-			for _, e := range vs {
-				switch e := e.(type) {
-				case string:
-					*dst = append(*dst, e)
-				case int64:
-					if ids && e >= 0 {
-						*dst = append(*dst, strconv.FormatInt(e, 10))
-						continue
-					}
-					return fmt.Errorf("%s: %s: %d is not a name or id", where, k, e)
-				default:
-					return fmt.Errorf("%s: %s: want strings, not %s", where, k, tomlType(e))
+		dst, ok := lists[k]
+		if !ok {
+			return cs, fmt.Errorf("%s: unknown field %q (want name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types)", where, k)
+		}
+		vs, ok := v.([]any)
+		if !ok {
+			return cs, fmt.Errorf("%s: %s: want a list, such as [\"a\", \"b\"], not %s", where, k, tomlType(v))
+		}
+		*dst = []string{} // given: an empty list is refused, never read as "not given"
+		ids := k == "users" || k == "groups"
+		for _, e := range vs {
+			switch e := e.(type) {
+			case string:
+				*dst = append(*dst, e)
+			case int64:
+				if !ids || e < 0 {
+					return cs, fmt.Errorf("%s: %s: %d is not a name or id", where, k, e)
 				}
+				*dst = append(*dst, strconv.FormatInt(e, 10))
+			default:
+				return cs, fmt.Errorf("%s: %s: want strings, not %s", where, k, tomlType(e))
 			}
-			return nil
-		}
-		var err error
-		switch k {
-		case "name":
-			err = str(&cs.Name)
-		case "client-id":
-			err = str(&cs.ClientID)
-		case "secret-file":
-			err = str(&cs.SecretFile)
-		case "kid":
-			err = str(&cs.KID)
-		case "key-id":
-			err = str(&cs.KeyID)
-		case "key-label":
-			err = str(&cs.KeyLabel)
-		case "scopes":
-			err = list(&cs.Scopes, false)
-		case "users":
-			err = list(&cs.Users, true)
-		case "groups":
-			err = list(&cs.Groups, true)
-		case "authorization-types":
-			err = list(&cs.AuthzTypes, false)
-		default:
-			err = fmt.Errorf("%s: unknown field %q (want name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types)", where, k)
-		}
-		if err != nil {
-			return cs, err
 		}
 	}
 	if cs.Name == "" {
