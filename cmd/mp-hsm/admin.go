@@ -37,10 +37,8 @@ func adminFlags(extra ...cli.Flag) []cli.Flag {
 	}, adminKeyFlags(), extra)
 }
 
-// adminKeyFlags choose the self-service client's key (the one with the
-// enterprise certificate) apart from the key flags, on the token they
-// choose: so that the key the key flags choose, such as a client's key
-// registered by kid, can be another.
+// adminKeyFlags choose the self-service client's key on the key flags' token,
+// when it is not the key the key flags choose.
 func adminKeyFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Category: catAdmin, Name: "admin-key-id", Usage: "the self-service client's key by CKA_ID in `HEX`, on the token the key flags choose (default: the key flags' key)", EnvVars: []string{"MP_HSM_ADMIN_KEY_ID"}},

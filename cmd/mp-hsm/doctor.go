@@ -82,10 +82,8 @@ func (e *env) doctor(c *cli.Context) error {
 	return nil
 }
 
-// doctorConfig fills the doctor's configuration from the flags: the key as
-// the key flags choose it (see tokencheck), the environment as token
-// chooses it (resolveEnvironment) unless --well-known alone names it, and
-// the request as token makes it.
+// doctorConfig fills the doctor's configuration from the flags, as token
+// would use them.
 func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 	key := e.doctorKey
 	if c.String("p12") != "" {
@@ -135,10 +133,8 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 	return cfg
 }
 
-// doctorAdminKey returns what finds the self-service client's key beside
-// the key checked, on its token and through its login, when
-// --admin-key-id or --admin-key-label choose one; nil when they do not
-// (the key checked is the self-service client's).
+// doctorAdminKey opens the key --admin-key-id or --admin-key-label choose
+// beside the key checked; nil when neither is given.
 func (e *env) doctorAdminKey(c *cli.Context) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
 	id, label, given, err := adminKeyChoice(c)
 	if err != nil || !given {

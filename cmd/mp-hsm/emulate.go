@@ -124,10 +124,7 @@ func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 	return out, nil
 }
 
-// emulateClients are the clients of the flags (each --client-id with the
-// shared --org-number, --scope, --delegated-by, --system-user-org and
-// --jwks keys) and of the --config file, checked, and the consents of
-// --consent and of the file's clients.
+// emulateClients are the clients and consents of the flags and --config, checked.
 func emulateClients(c *cli.Context) ([]emulator.Client, []emulator.Consent, error) {
 	var keys map[string]crypto.PublicKey
 	if f := c.String("jwks"); f != "" {

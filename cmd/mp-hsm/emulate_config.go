@@ -12,11 +12,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
-// An emulate --config file is TOML with [[client]] tables, one per client
-// the emulator knows, each with its own organisation, scopes, delegations,
-// system users and registered keys. It is decoded into the tagged structs
-// below and refused whole if it holds a key they do not name.
-
 // emulateFile is a parsed emulate --config file.
 type emulateFile struct {
 	Clients []emulateClient `toml:"client"`

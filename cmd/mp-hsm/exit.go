@@ -51,10 +51,8 @@ func isTokenProblem(err error) bool {
 		errors.Is(err, errNoPIN)
 }
 
-// doctorExit returns the exit code of a failed doctor check: that of an
-// error this command made itself from its flags (a usage error, or one
-// with an explicit code), which package doctor cannot know; else the one
-// the contract gives the check's class.
+// doctorExit returns a failed check's exit code: that of an error the
+// command made from its flags, else the one of the check's class.
 func doctorExit(r doctor.Result) int {
 	var ce *codedError
 	var ue *usageError

@@ -148,10 +148,8 @@ func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	}
 }
 
-// emptyListFlag refuses a list flag of c's command that is given, on the
-// command line or in its environment variable, but holds no entry once
-// split at commas and spaces: "--allowed-scopes ," would otherwise read as
-// no list at all, which allows everything.
+// emptyListFlag refuses a list flag given with no entry: "--allowed-scopes ,"
+// would otherwise read as no list, which allows everything.
 func emptyListFlag(c *cli.Context) error {
 	for _, f := range c.Command.Flags {
 		sf, ok := unwrapFlag(f).(*cli.StringSliceFlag)

@@ -26,15 +26,10 @@ type certWrite struct {
 	replaces []*x509.Certificate // the key's certificates from other issuers, removed with --replace
 }
 
-// keyImportCert writes the certificates of a file onto the token: each
-// one that holds a key's public key with that key's CKA_ID and label, the
-// others (issuers) with their SubjectKeyId and common name. The whole file
-// is checked before anything is written, with the token's change lock
-// held: an expired or not yet valid certificate (without --force), one
-// that fits no key and is no CA, a key's certificate already on the token,
-// and a key's certificate whose key has one from another issuer (without
-// --replace) are refused. After writing, the token is read back and what
-// it holds is reported.
+// keyImportCert writes a file's certificates onto the token: a key's with
+// that key's CKA_ID and label, issuers with their SubjectKeyId. The whole
+// file is checked under the token's change lock before anything is written,
+// and the token is read back after.
 func (e *env) keyImportCert(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usagef("key import-cert takes one FILE of PEM certificates")

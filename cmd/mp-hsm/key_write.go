@@ -29,12 +29,9 @@ func (w *writableToken) close() {
 	w.lock.Unlock()
 }
 
-// openWritable opens the token the key flags choose in a read-write
-// session, takes the token's change lock (waiting, until ctx ends, for
-// another mp-hsm process that changes it), and logs in: one C_Login,
-// never retried (hsm.Token.Login). Everything the command checks on the
-// token and writes to it is done under the lock, so two commands at once
-// cannot both find a label free and both take it.
+// openWritable opens the chosen token read-write under its change lock
+// (so that two commands cannot both take a free label) and logs in once,
+// never retried.
 func (e *env) openWritable(ctx context.Context, c *cli.Context) (*writableToken, error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {

@@ -162,10 +162,9 @@ func (e *env) openTokenKey(c *cli.Context, id []byte, label string) (keySigner, 
 	return s, nil
 }
 
-// warnAlwaysAuthenticate warns when the chosen key asks for the PIN before
-// every signature: on a Buypass or Commfides card that is the signing
-// (non-repudiation) key, not the authentication key grants are for.
-// Keys that are not on a token are never warned about.
+// warnAlwaysAuthenticate warns of a token key that wants the PIN before each
+// signature: on a Buypass or Commfides card that is the signing key, not
+// the authentication key.
 func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
 	ts, ok := s.(*p11.TokenSigner)
 	if !ok {

@@ -199,10 +199,8 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// printList prints the table for people. Every value from the card
-// (labels, descriptions, certificate names) is escaped and bounded
-// (textsafe.Escape): a label with a newline or a tab could forge a row. Each table gets its own
-// tabwriter, so that columns align within a table and not across slots.
+// printList prints the tables for people, every value from the card escaped
+// (a label with a newline could forge a row), one tabwriter per table.
 func (e *env) printList(res listOutput) error {
 	fmt.Fprintf(e.stdout, "Module %s\n", textsafe.Escape(res.Module))
 	for _, s := range res.Slots {

@@ -278,13 +278,9 @@ func flagOf(args []string, i int) string {
 	return ""
 }
 
-// interruptContext is cancelled by the first SIGINT or SIGTERM, so that
-// the command stops cleanly (the daemon drains its requests). A second one
-// ends the process at once: a call that does not look at the context (a
-// PKCS#11 module busy in C) cannot keep it alive. It returns the context,
-// the function that stops listening, and one that tells the signal that
-// cancelled the context (0 if none did): a command that fails after it
-// exits with 128 + that signal.
+// interruptContext is cancelled by the first SIGINT or SIGTERM; a second
+// ends the process at once (a module busy in C cannot keep it alive). It
+// also returns the stop function and the signal that cancelled it, if any.
 func interruptContext(stderr io.Writer) (context.Context, func(), func() syscall.Signal) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)

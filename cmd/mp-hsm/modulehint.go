@@ -8,10 +8,8 @@ import (
 	"github.com/xrash/smetrics"
 )
 
-// moduleSuggestion says, for a module path that does not exist, which
-// module the user may have meant: the shared object in the same directory
-// whose name is closest to the one given (at most three edits away), or
-// else "" .
+// moduleSuggestion names the shared object beside a missing module path
+// whose name is at most three edits away, or "".
 func moduleSuggestion(path string) string {
 	dir, base := filepath.Split(path)
 	if dir == "" {

@@ -15,10 +15,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// resolveEnvironment chooses the Maskinporten environment from --env,
-// --well-known, or --issuer with --token-endpoint; failing those, from the
-// certificate's issuing CA. A preset chosen by name is checked against the
-// certificate.
+// resolveEnvironment chooses the environment from --env, --well-known, or
+// --issuer with --token-endpoint, else from the certificate's issuing CA.
 func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
 	name, wk, iss, te := c.String("env"), c.String("well-known"), c.String("issuer"), c.String("token-endpoint")
 	given := 0

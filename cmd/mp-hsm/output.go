@@ -15,12 +15,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
-// This file decides the commands' output formats: the --output flags, the
-// one validator every command calls with the formats it has, and the
-// writers: JSON for every --output json, the token's forms and the
-// doctor's lines. A report with a text form of its own is written by its
-// package (inspect.Report.WriteText) or command (list's tables).
-
 // outputFlag is the --output flag of token and list, whose value is
 // "token" unless set, so that MP_HSM_OUTPUT can be shared by every
 // command; --help shows shown, the command's own default.
@@ -33,10 +27,8 @@ func textOutputFlag() cli.Flag {
 	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "`FORMAT`: text or json", EnvVars: []string{"MP_HSM_OUTPUT"}}
 }
 
-// outputFormat returns the --output format c was given, one of formats,
-// whose first is the command's default. "token", the shared default of
-// MP_HSM_OUTPUT, means that default for a command without a token format.
-// Any other value is a usage error naming the formats.
+// outputFormat returns --output, one of formats (the first is the default);
+// "token", MP_HSM_OUTPUT's shared default, means the default elsewhere.
 func outputFormat(c *cli.Context, formats ...string) (string, error) {
 	o := c.String("output")
 	if o == "token" && !slices.Contains(formats, "token") {
@@ -95,10 +87,8 @@ func (e *env) colourOK() bool {
 // doctorColours are the ANSI colours of the doctor's statuses.
 var doctorColours = map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}
 
-// writeDoctorLine writes one check as a line of text: status, check,
-// message, and for a warning or failure its hint. Messages quote the card,
-// certificates and APIs, so they are escaped (one line each) and bounded.
-// maxDoctorText is the bound; error chains and hints run long.
+// writeDoctorLine writes one check as a line: status, check, message and,
+// for warn or fail, the hint, escaped and bounded (they quote the card).
 func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
 	status := fmt.Sprintf("%-4s", r.Status)
 	if colour {

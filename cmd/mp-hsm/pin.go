@@ -61,11 +61,9 @@ func (e *env) pinOrigin(pinFile string, uri *pkcs11uri.URI) string {
 	return "the terminal"
 }
 
-// pinSources returns the PIN source from --pin-file, MP_HSM_PIN or the URI
-// (fromURI, as p11.ConfigFromURI resolved it; a pin-source file is read
-// here, with readPINFile's warning), in that order, and the terminal
-// prompt to use when none is set. The PIN is read when the token asks for
-// it, not before.
+// pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's
+// fromURI) and the terminal prompt for when none is set; the PIN is read
+// when the token asks for it.
 func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSource) (explicit, prompt hsm.PINSource) {
 	switch {
 	case pinFile != "":

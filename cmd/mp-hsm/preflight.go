@@ -10,10 +10,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// preflight checks every Maskinporten flag that can be checked without the
-// token, so that a typo exits 2 before the module is even opened, and never
-// costs a PIN try. Commands call it first; what needs the key (the
-// certificate's environment, the key's algorithm) is checked after.
+// preflight checks the Maskinporten flags that need no token, so that a typo
+// exits 2 before the module is opened and never costs a PIN try.
 func preflight(c *cli.Context) error {
 	if id := c.String("client-id"); id != "" && !grant.ValidScope(id) {
 		return usagef("--client-id %q: a Maskinporten client id is printable ASCII without spaces", id)

@@ -64,11 +64,8 @@ func (k *tokenKey) Undo() string {
 	return fmt.Sprintf("pkcs11-tool --login --delete-object --type privkey --id %s (and --type pubkey)", id)
 }
 
-// adminRotate runs admin.Client.Rotate with a key made on the token. The
-// token is opened read-write, locked against other mp-hsm processes and
-// logged in once; the self-service client signs with the key
-// --admin-key-id or --admin-key-label choose, else the key flags' key, on
-// the same login.
+// adminRotate runs admin.Client.Rotate with a key made on the token, in one
+// locked, read-write login that the self-service key signs through too.
 func (e *env) adminRotate(c *cli.Context) error {
 	format, err := outputFormat(c, "text", "json")
 	if err != nil {

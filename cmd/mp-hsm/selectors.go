@@ -8,13 +8,10 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// How selectors from the command line and from the environment combine:
-// within each group below, a selector given on the command line (or in a
-// serve --config file) replaces every selector of the group that came
-// from the environment. So with client.env's MP_HSM_KEY_ID=01 sourced,
-// `mp-hsm jwk --key-label ops-signing` chooses the key by its label alone,
-// as it would without the variable. Selectors of one origin combine: all
-// must match.
+// Within each group, a selector given on the command line (or in a serve
+// --config file) replaces the group's selectors from the environment, so
+// that a sourced MP_HSM_KEY_ID=01 does not narrow --key-label. Selectors of
+// one origin must all match.
 var selectorGroups = [][]string{
 	{"key", "key-id", "key-label"},
 	{"slot", "token-label", "token-serial"},

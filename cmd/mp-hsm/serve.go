@@ -199,11 +199,9 @@ func (e *env) serve(c *cli.Context) error {
 	}
 }
 
-// daemonConfig builds the daemon's configuration from the flags, reading
-// the secret, chain and (when it is used) PIN files afresh.
-//
-// It returns, beside the configuration, the function that adds to an error
-// of OpenSigner what the flags can do about it.
+// daemonConfig builds the daemon's configuration from the flags, reading the
+// secret, chain and PIN files afresh, and the function that explains an
+// OpenSigner error with the flags.
 func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, error) {
 	if err := preflight(c); err != nil {
 		return daemon.Config{}, nil, err
@@ -281,9 +279,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 }
 
 // rememberedPrompt asks a terminal for the PIN once and keeps it for the
-// logins after a reconnect; a daemon cannot ask again. It is asked only
-// when the token needs a PIN and has no PIN pad. Without a terminal it is
-// prompt itself, which fails.
+// logins after a reconnect: a daemon cannot ask again.
 func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, error) {
 	if !isTerminal(e.stdin) {
 		return prompt

@@ -82,11 +82,8 @@ func (e *env) clientWithSecret() bool {
 	return false
 }
 
-// tokenOpener returns the daemon's OpenSigner for the key on the token the
-// key flags choose, and the function that explains its errors with the
-// flags (explainKeyError, explainPINError). The PIN is read at each open,
-// from the file or variable; one typed on a terminal is asked once and
-// kept, since a daemon cannot ask again.
+// tokenOpener returns the daemon's OpenSigner for the chosen token key and
+// the function that explains its errors with the flags.
 func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer, error), func(error) error, error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {

@@ -54,11 +54,9 @@ func (e *env) applyConfigFile(c *cli.Context) error {
 	return nil
 }
 
-// reloadContext parses the command line, the environment and the --config
-// file afresh, as at start, and calls use with the env and the serve
-// command's context they made: what SIGHUP applies. Without the process's
-// arguments (e.args, as in tests that call serve directly) it calls use
-// with e and c.
+// reloadContext parses the command line, environment and --config afresh
+// (SIGHUP) and calls use with what they make; without e.args (tests) it
+// calls use with e and c.
 func (e *env) reloadContext(c *cli.Context, use func(*env, *cli.Context) error) error {
 	if e.args == nil {
 		return use(e, c)

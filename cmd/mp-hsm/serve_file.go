@@ -16,11 +16,9 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
-// A serve --config file is TOML: any serve flag by its long name, and
-// [[client]] tables. The flag values go through urfave/cli's altsrc, so a
-// flag or its MP_HSM_* variable still wins over the file; the file is
-// parsed with the TOML library altsrc uses (BurntSushi/toml), and checked
-// here first so that a mistake is named by file, client and field.
+// A serve --config file holds serve flags by long name (through altsrc, so
+// flags and variables win) and [[client]] tables; it is checked here first
+// so that a mistake is named by file, client and field.
 
 // clientSection is one [[client]] table.
 type clientSection struct {
@@ -109,12 +107,9 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 	return sf, nil
 }
 
-// repeatedKey refuses a key the file sets twice in the same table. The
-// TOML library refuses most repeats itself, but not one whose value is a
-// list (`scopes = ["a"]` then `scopes = []`: the last would win), so the
-// keys it read are checked here, in order: a new [[table]] element starts
-// its keys afresh. An inline array of tables cannot be checked so (its
-// elements' keys are not told apart) and is refused: write [[tables]].
+// repeatedKey refuses a key set twice in one table, which the TOML library
+// allows for lists (the last would win), and inline arrays of tables, whose
+// elements' keys it cannot tell apart.
 func repeatedKey(md toml.MetaData) error {
 	seen := map[string]bool{}
 	for _, k := range md.Keys() {

@@ -22,13 +22,8 @@ type servePlan struct {
 	explain  func(error) error // adds to an OpenSigner error what the flags can do
 }
 
-// checkServe checks c as serve's one validation: the list flags, the
-// listeners (activated: those systemd passed), who may connect to the unix
-// socket against who is admitted, and the daemon's configuration with its
-// clients (daemonConfig, which reads the config's secret and chain files
-// afresh). daemon.New and Server.Serve then judge the configuration
-// against the listeners, and Server.Reload judges a reload against the
-// same listeners.
+// checkServe is serve's one validation, at start and at each SIGHUP: list
+// flags, listeners (activated: systemd's), socket access, the daemon config.
 func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, error) {
 	if err := emptyListFlag(c); err != nil {
 		return nil, err
@@ -71,13 +66,9 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 	return p, nil
 }
 
-// reload is SIGHUP: the audit log is reopened (for logrotate), then the
-// command line, the environment and the --config file are read again,
-// checked by checkServe as at start, and applied with Server.Reload, which
-// judges them against the listeners being served. A configuration that
-// fails is refused, logged, and the running one kept. What only a restart
-// changes (the listeners, the socket's mode and group, the audit log's
-// path) is logged when it differs.
+// reload is SIGHUP: the audit log is reopened, and what checkServe makes
+// afresh is applied by Server.Reload, or refused and logged, keeping the
+// running configuration. What needs a restart is logged when it changed.
 func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listener, srv *daemon.Server, audit *daemon.AuditLog) {
 	if audit != nil {
 		if err := audit.Reopen(); err != nil {

@@ -75,10 +75,8 @@ func (e *env) grant(c *cli.Context) error {
 	})
 }
 
-// withGrantConfig does what token and grant share: it checks every flag
-// that needs no token (preflight), the request flags and the client id
-// before the token is opened (so that bad input costs no PIN), opens the key, resolves Maskinporten within --timeout, and
-// calls f. The key is closed when f returns.
+// withGrantConfig checks everything that needs no token (so bad input costs
+// no PIN), opens the key, resolves Maskinporten within --timeout, and calls f.
 func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Config, grant.Request) error) error {
 	if err := preflight(c); err != nil {
 		return err
