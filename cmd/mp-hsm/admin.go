@@ -128,13 +128,9 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	if err != nil {
 		return err
 	}
-	clientID := strings.TrimSpace(c.String("client-id"))
-	if clientID == "" {
-		return usagef("missing --client-id: the client whose keys to manage")
-	}
-	adminID := strings.TrimSpace(c.String("admin-client-id"))
-	if adminID == "" {
-		return usagef("missing --admin-client-id (or MP_HSM_ADMIN_CLIENT_ID): the organisation's self-service client")
+	clientID, adminID, err := adminClientIDs(c, "keys to manage")
+	if err != nil {
+		return err
 	}
 	var keys []admin.Key
 	switch op {
@@ -155,10 +151,7 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	if c.NArg() > 0 && op != "add" {
 		return usagef("admin keys %s takes no arguments, got %q", op, textsafe.Escape(c.Args().First()))
 	}
-	if err := checkAdminAPI(c); err != nil {
-		return err
-	}
-	if err := preflight(c); err != nil {
+	if err := adminPreflight(c); err != nil {
 		return err
 	}
 	s, err := e.openAdminSigner(c)
@@ -201,15 +194,28 @@ func (e *env) openAdminSigner(c *cli.Context) (keySigner, error) {
 	return e.openTokenKey(c, id, label)
 }
 
-// checkAdminAPI refuses, before any PIN is asked, an --admin-api that the
-// self-service token must not be sent to (admin.CheckBaseURL).
-func checkAdminAPI(c *cli.Context) error {
+// adminClientIDs returns --client-id (the client whose what) and
+// --admin-client-id, both required.
+func adminClientIDs(c *cli.Context, what string) (clientID, adminID string, err error) {
+	clientID, adminID = strings.TrimSpace(c.String("client-id")), strings.TrimSpace(c.String("admin-client-id"))
+	switch {
+	case clientID == "":
+		err = usagef("missing --client-id: the client whose %s", what)
+	case adminID == "":
+		err = usagef("missing --admin-client-id (or MP_HSM_ADMIN_CLIENT_ID): the organisation's self-service client")
+	}
+	return clientID, adminID, err
+}
+
+// adminPreflight is preflight plus admin.CheckBaseURL of --admin-api, before
+// any PIN is asked.
+func adminPreflight(c *cli.Context) error {
 	if base := c.String("admin-api"); base != "" {
 		if err := admin.CheckBaseURL(base, c.Bool("allow-insecure")); err != nil {
 			return usageErr(fmt.Errorf("--admin-api: %w", err))
 		}
 	}
-	return nil
+	return preflight(c)
 }
 
 // errNoAdminCertificate is a self-service key without a certificate, such

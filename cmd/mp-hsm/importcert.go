@@ -6,6 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -45,7 +48,7 @@ func (e *env) keyImportCert(c *cli.Context) error {
 	}
 	var certs []*x509.Certificate // each once, in the file's order
 	for _, cert := range all {
-		if !containsCert(certs, cert) {
+		if !slices.ContainsFunc(certs, cert.Equal) {
 			certs = append(certs, cert)
 		}
 	}
@@ -87,7 +90,7 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 		cn := textsafe.Escape(cert.Subject.CommonName)
 		wr := certWrite{cert: cert, id: cert.SubjectKeyId, label: cert.Subject.CommonName}
 		for _, k := range keys {
-			if pub, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(cert.PublicKey) {
+			if publicEqual(k.Public, cert.PublicKey) {
 				wr = certWrite{cert: cert, id: k.ID, label: k.Label, forKey: true, key: textsafe.Escape(k.String())}
 				break
 			}
@@ -152,7 +155,7 @@ func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 	}
 	for _, wr := range plan {
 		cn := textsafe.Escape(wr.cert.Subject.CommonName)
-		if !slicesContainsCert(onToken, wr.cert) {
+		if !slices.ContainsFunc(onToken, func(o hsm.Certificate) bool { return o.Cert.Equal(wr.cert) }) {
 			return withCode(exitToken, fmt.Errorf("certificate %q was written but is not on the token when read back (see mp-hsm list)", cn))
 		}
 		if wr.forKey {
@@ -167,36 +170,15 @@ func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 	return nil
 }
 
-func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
-	for _, o := range certs {
-		if bytes.Equal(o.Raw, c.Raw) {
-			return true
-		}
-	}
-	return false
-}
-
-func slicesContainsCert(certs []hsm.Certificate, c *x509.Certificate) bool {
-	for _, o := range certs {
-		if bytes.Equal(o.Cert.Raw, c.Raw) {
-			return true
-		}
-	}
-	return false
-}
-
 func publicEqual(a, b crypto.PublicKey) bool {
 	pa, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && pa.Equal(b)
 }
 
 func joinQuoted(s []string) string {
-	var b bytes.Buffer
+	q := make([]string, len(s))
 	for i, v := range s {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%q", v)
+		q[i] = strconv.Quote(v)
 	}
-	return b.String()
+	return strings.Join(q, ", ")
 }

@@ -71,14 +71,11 @@ func (e *env) adminRotate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	clientID := strings.TrimSpace(c.String("client-id"))
-	adminID := strings.TrimSpace(c.String("admin-client-id"))
-	switch {
-	case clientID == "":
-		return usagef("missing --client-id: the client whose key to rotate")
-	case adminID == "":
-		return usagef("missing --admin-client-id (or MP_HSM_ADMIN_CLIENT_ID): the organisation's self-service client")
-	case len(c.StringSlice("scope")) == 0:
+	clientID, adminID, err := adminClientIDs(c, "key to rotate")
+	if err != nil {
+		return err
+	}
+	if len(c.StringSlice("scope")) == 0 {
 		return usagef("missing --scope: a scope of --client-id, to prove the new key with a token before anything is removed")
 	}
 	opts, err := generateOptions(c)
@@ -89,10 +86,7 @@ func (e *env) adminRotate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkAdminAPI(c); err != nil {
-		return err
-	}
-	if err := preflight(c); err != nil {
+	if err := adminPreflight(c); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
