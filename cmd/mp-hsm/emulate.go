@@ -60,13 +60,9 @@ func emulateCommand(e *env) *cli.Command {
 func (e *env) emulate(c *cli.Context) error {
 	cfg := emulator.Config{TokenLifetime: c.Duration("token-lifetime"), Logf: func(f string, a ...any) { e.log.Info(fmt.Sprintf(f, a...)) }}
 	for _, f := range c.StringSlice("root") {
-		data, err := safefile.Read(f, safefile.MaxCertificates)
+		certs, err := readCertFile("--root", f)
 		if err != nil {
-			return usagef("--root %v", err)
-		}
-		certs, err := signer.ReadCertificates(data)
-		if err != nil {
-			return usagef("--root %s: %v", f, err)
+			return err
 		}
 		cfg.Roots = append(cfg.Roots, certs...)
 	}

@@ -80,15 +80,15 @@ func concat(groups ...[]cli.Flag) []cli.Flag {
 	return out
 }
 
-// readChainFile reads the issuer certificates of --chain-file.
-func readChainFile(path string) ([]*x509.Certificate, error) {
+// readCertFile reads the PEM certificates in the file path that flag names.
+func readCertFile(flag, path string) ([]*x509.Certificate, error) {
 	data, err := safefile.Read(path, safefile.MaxCertificates)
 	if err != nil {
-		return nil, fmt.Errorf("--chain-file %w", err)
+		return nil, usageErr(fmt.Errorf("%s %w", flag, err))
 	}
 	certs, err := signer.ReadCertificates(data)
 	if err != nil {
-		return nil, fmt.Errorf("--chain-file %s: %w", path, err)
+		return nil, usageErr(fmt.Errorf("%s %s: %w", flag, path, err))
 	}
 	return certs, nil
 }

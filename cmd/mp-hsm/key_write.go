@@ -24,15 +24,19 @@ type writableToken struct {
 }
 
 func (w *writableToken) close() {
-	w.tok.Close()
+	if w.tok != nil {
+		w.tok.Close()
+	}
 	w.mod.Close()
-	w.lock.Unlock()
+	if w.lock != nil {
+		w.lock.Unlock()
+	}
 }
 
 // openWritable opens the chosen token read-write under its change lock
 // (so that two commands cannot both take a free label) and logs in once,
 // never retried.
-func (e *env) openWritable(ctx context.Context, c *cli.Context) (*writableToken, error) {
+func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToken, err error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
@@ -42,36 +46,32 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (*writableToken,
 	if err != nil {
 		return nil, withCode(exitToken, err)
 	}
+	w := &writableToken{mod: mod, ks: ks}
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
 	slot, err := mod.FindSlot(cfg.Token)
 	if err != nil {
-		mod.Close()
 		return nil, ks.explainSelection(e.explainKeyError(err))
 	}
 	ti := slot.Token
 	if ti == nil {
-		mod.Close()
 		return nil, withCode(exitToken, fmt.Errorf("slot %d has no token", slot.ID))
 	}
-	lock, err := changelock.Acquire(ctx, "token", ti.Manufacturer, ti.Model, ti.Serial, ti.Label)
-	if err != nil {
-		mod.Close()
+	if w.lock, err = changelock.Acquire(ctx, "token", ti.Manufacturer, ti.Model, ti.Serial, ti.Label); err != nil {
 		return nil, err
 	}
 	opts := cfg.TokenOptions()
 	opts.ReadWrite = true
-	tok, err := mod.OpenToken(slot.ID, opts)
-	if err != nil {
-		mod.Close()
-		lock.Unlock()
+	if w.tok, err = mod.OpenToken(slot.ID, opts); err != nil {
 		return nil, err
 	}
-	if err := tok.Login(cfg.PIN, cfg.Login); err != nil {
-		tok.Close()
-		mod.Close()
-		lock.Unlock()
+	if err := w.tok.Login(cfg.PIN, cfg.Login); err != nil {
 		return nil, explainPINError(err, ks)
 	}
-	return &writableToken{mod: mod, tok: tok, ks: ks, lock: lock}, nil
+	return w, nil
 }
 
 // changeContext bounds how long a key command waits for another mp-hsm

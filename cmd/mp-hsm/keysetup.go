@@ -102,11 +102,10 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		cfg.Key.ID = id
 	}
 	if f := c.String("chain-file"); f != "" {
-		certs, err := readChainFile(f)
-		if err != nil {
-			return nil, usageErr(err)
+		var err error
+		if cfg.ExtraChain, err = readCertFile("--chain-file", f); err != nil {
+			return nil, err
 		}
-		cfg.ExtraChain = certs
 	}
 	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri, cfg.PIN)
 	ks.pinFrom = e.pinOrigin(c.String("pin-file"), ks.uri)

@@ -132,11 +132,10 @@ func moduleHasNoToken(err error) bool {
 func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
 	var extra []*x509.Certificate
 	if f := c.String("chain-file"); f != "" {
-		certs, err := readChainFile(f)
-		if err != nil {
+		var err error
+		if extra, err = readCertFile("--chain-file", f); err != nil {
 			return nil, err
 		}
-		extra = certs
 	}
 	sel := hsm.KeySelector{ID: id, Label: label}
 	return func(_ context.Context, primary signer.Signer) (signer.Signer, error) {
