@@ -22,9 +22,8 @@ import (
 
 const catAdmin = "Self-service API"
 
-// adminFlags are the key flags (the self-service client's key), the
-// Maskinporten flags but --client-id and --kid (the self-service client
-// authenticates with x5c), and the API's own.
+// adminFlags: the key and Maskinporten flags but --client-id and --kid (the
+// self-service client sends x5c), and the API's own.
 func adminFlags(extra ...cli.Flag) []cli.Flag {
 	mp := slices.DeleteFunc(mpFlags(), func(f cli.Flag) bool {
 		n := f.Names()[0]
@@ -46,9 +45,7 @@ func adminKeyFlags() []cli.Flag {
 	}
 }
 
-// adminKeyChoice returns the CKA_ID and label that --admin-key-id and
-// --admin-key-label give, and whether either is given. Both given: the key
-// must match both.
+// adminKeyChoice returns --admin-key-id, --admin-key-label, and whether either is given.
 func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err error) {
 	label = c.String("admin-key-label")
 	if h := strings.TrimSpace(c.String("admin-key-id")); h != "" {
@@ -180,9 +177,7 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	return writeKeySet(e.stdout, format, clientID, set)
 }
 
-// openAdminSigner opens the self-service client's key: the one
-// --admin-key-id or --admin-key-label choose on the key flags' token, or
-// else the key flags' key (or --p12's).
+// openAdminSigner opens the key adminKeyChoice names, else the key flags' key.
 func (e *env) openAdminSigner(c *cli.Context) (keySigner, error) {
 	id, label, given, err := adminKeyChoice(c)
 	if err != nil {
@@ -254,9 +249,8 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 	}, envr, nil
 }
 
-// adminExit gives the admin package's errors their exit codes: a refusal
-// of ours, or a set changed by someone else meanwhile, is bad input (2); the API's 4xx is a refusal (4), its 5xx an
-// unavailable service (5).
+// adminExit maps admin's errors to exit codes: our refusals and a set
+// changed meanwhile 2, the API's 4xx 4, its 5xx 5.
 func adminExit(err error) error {
 	var ae *admin.APIError
 	switch {

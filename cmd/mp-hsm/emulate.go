@@ -170,9 +170,8 @@ func emulateClients(c *cli.Context) ([]emulator.Client, []emulator.Consent, erro
 	return clients, consents, nil
 }
 
-// addAdminClient makes admin the self-service client of cfg: a client of
-// its own, of org (or, if empty, of the one organisation of the other
-// clients), with both self-service scopes.
+// addAdminClient adds admin as a client of its own with both self-service
+// scopes, of org or else of the other clients' one organisation.
 func addAdminClient(cfg *emulator.Config, admin, org string) error {
 	for _, cl := range cfg.Clients {
 		if cl.ID == admin {

@@ -32,9 +32,8 @@ type emulateClient struct {
 // error about an unknown one.
 const emulateClientFields = "client-id, org-number, scopes, delegated-by, system-user-org, jwks, consents"
 
-// readEmulateFile reads an emulate --config file into clients and the
-// consents given to their organisations ("ID:FROM", as --consent). A jwks
-// path is taken relative to the file's directory.
+// readEmulateFile reads an emulate --config file's clients and consents; a
+// jwks path is relative to the file.
 func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error) {
 	bad := func(format string, args ...any) ([]emulator.Client, []emulator.Consent, error) {
 		return nil, nil, usagef("emulate --config %s: %s (see mp-hsm emulate --help)", path, fmt.Sprintf(format, args...))

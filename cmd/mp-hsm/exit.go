@@ -40,9 +40,8 @@ func exitCode(err error) int {
 	return exitInternal
 }
 
-// isTokenProblem reports errors about the module, token, key, PIN or
-// certificate. Every error of package hsm matches a tokenerr sentinel, so
-// this needs no PKCS#11 and works the same in a build without cgo.
+// isTokenProblem reports a module, token, key, PIN or certificate error; it
+// needs no PKCS#11, as every hsm error matches a tokenerr sentinel.
 func isTokenProblem(err error) bool {
 	var pf *pinFileError
 	return tokenerr.Kind(err) != nil || errors.As(err, &pf) ||

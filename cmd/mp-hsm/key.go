@@ -14,9 +14,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
-// keyCommand groups the commands that make and equip a key on the token:
-// generate, csr and import-cert. generate and import-cert write to the
-// token (key_write_cgo.go); csr only signs, so it works with --p12 too.
+// keyCommand: generate and import-cert write to the token; csr only signs,
+// so it works with --p12 too.
 func keyCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "key",
@@ -69,18 +68,14 @@ func keyCommand(e *env) *cli.Command {
 	}
 }
 
-// X.520's upper bounds (RFC 5280 appendix A.1) of the subject fields key
-// csr fills: ub-common-name, ub-organization-name and ub-serial-number are
-// 64 characters.
+// X.520's upper bounds (RFC 5280 appendix A.1) of the fields key csr fills.
 const (
 	ubCommonName   = 64
 	ubOrganization = 64
 	ubSerialNumber = 64
 )
 
-// csrSubject is the subject key csr asks for. Each field is checked
-// against its X.520 upper bound and refused with a control character
-// (textsafe.Check); C is always NO.
+// csrSubject is key csr's subject, each field checked by textsafe.Check; C is NO.
 func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
 	if !grant.ValidOrgNumber(orgNumber) {
 		return pkix.Name{}, usagef("--org-number %q: want the organisation's 9-digit number", textsafe.EscapeN(orgNumber, 40))

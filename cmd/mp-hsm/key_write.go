@@ -74,9 +74,8 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	return w, nil
 }
 
-// changeContext bounds how long a key command waits for another mp-hsm
-// process's change of the same token: --timeout where the command has
-// it, else 30 s.
+// changeContext bounds the wait for another process's change of the token:
+// --timeout, else 30 s.
 func changeContext(c *cli.Context) (context.Context, context.CancelFunc) {
 	d := c.Duration("timeout")
 	if d <= 0 {

@@ -29,9 +29,8 @@ type keySetup struct {
 	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
 }
 
-// errNoCgo says why a command that needs a token cannot run in a build
-// without cgo: a usage error (exit 2), since nothing is wrong with the
-// token; --p12, emulate, inspect and completion work there.
+// errNoCgo is a token asked of a build without cgo: exit 2, as nothing is
+// wrong with the token.
 var errNoCgo = errors.New("this mp-hsm was built without cgo: PKCS#11 tokens need a cgo build (CGO_ENABLED=1); --p12 works")
 
 // resolveKey turns the key flags into a p11.Config. The PIN is not read
@@ -143,9 +142,8 @@ func merge(flag, val string, dst *string, attr string) error {
 	return nil
 }
 
-// openTokenKey opens the key with CKA_ID id and CKA_LABEL label, when
-// either is given, on the token the key flags choose; otherwise the key
-// flags' key.
+// openTokenKey opens the key id and label choose (when given, else the key
+// flags') on the token the key flags choose.
 func (e *env) openTokenKey(c *cli.Context, id []byte, label string) (keySigner, error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {
@@ -185,9 +183,8 @@ func explainPINError(err error, ks *keySetup) error {
 	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
 }
 
-// explainSelection adds to a selection error which selectors came from
-// the environment and, when the module has no token, which module that
-// was and how it was chosen.
+// explainSelection adds to a selection error the selectors from the
+// environment and, when the module has no token, which module it was.
 func (ks *keySetup) explainSelection(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {

@@ -55,9 +55,8 @@ type env struct {
 // (-ldflags "-X main.buildVersion=...").
 var buildVersion string
 
-// version returns the module version: the one set at build time, else the
-// one Go recorded (a tagged version for `go install ...@vX`), else "devel",
-// followed by the module path and the Go version.
+// version is the build's version (set by the Makefile, else Go's record,
+// else "devel"), module path and Go version.
 func version() string {
 	v, mod, gov := buildVersion, "github.com/mp-hsm/mp-hsm", runtime.Version()
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -130,9 +129,8 @@ func helpCommand(app *cli.App, args []string) string {
 	return strings.Join(path, " ")
 }
 
-// showLoadOutput shows what modules wrote on standard error while they
-// loaded, held back (hsm.OpenOptions.HoldLoadOutput) because it is noise
-// while the token is found, and shown when none is, as it may say why.
+// showLoadOutput shows what modules wrote while they loaded, held back
+// (HoldLoadOutput) as noise unless no token was found.
 func (e *env) showLoadOutput(out string) {
 	if out == "" {
 		return
@@ -252,9 +250,8 @@ func withCode(code int, err error) error {
 	return &codedError{code, err}
 }
 
-// pinInArgv returns the position of the first argument that holds an RFC
-// 7512 pin-value attribute, or 0. It looks at the real argv, whatever the
-// environment holds.
+// pinInArgv returns the position of the first argument with an RFC 7512
+// pin-value, or 0.
 func pinInArgv(args []string) int {
 	for i, a := range args {
 		if i > 0 && strings.Contains(strings.ToLower(a), "pin-value") {

@@ -8,9 +8,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/manpage"
 )
 
-// manPagesCommand writes the man pages (mp-hsm.1, mp-hsm-token.1, ...)
-// made from this application's own commands and flags, so they say what
-// --help says. Hidden: the Debian package build (scripts/deb.sh) runs it.
+// manPagesCommand writes the man pages from the commands' own help; hidden,
+// for scripts/deb.sh.
 func manPagesCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:      "man-pages",

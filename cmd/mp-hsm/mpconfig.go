@@ -107,9 +107,7 @@ func (e *env) grantConfig(ctx context.Context, c *cli.Context, s signer.Signer) 
 	return cfg, nil
 }
 
-// clientIDFlag returns --client-id, or a usage error when it is missing.
-// Commands check it before they open the token, so that a missing flag
-// costs no PIN entry.
+// clientIDFlag returns --client-id, required; checked before the token opens.
 func clientIDFlag(c *cli.Context) (string, error) {
 	id := strings.TrimSpace(c.String("client-id"))
 	if id == "" {
@@ -165,9 +163,8 @@ var claimFlags = map[string]string{
 	"lifetime":              "--lifetime",
 }
 
-// fromConfigFile says which of the options names a serve --config file
-// set, for an error about their conflict with a flag or variable: "" when
-// none.
+// fromConfigFile names, for a conflict error, which of names the serve
+// --config file set; "" when none.
 func (e *env) fromConfigFile(names ...string) string {
 	if e.serveFile == nil {
 		return ""

@@ -15,9 +15,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
-// outputFlag is the --output flag of token and list, whose value is
-// "token" unless set, so that MP_HSM_OUTPUT can be shared by every
-// command; --help shows shown, the command's own default.
+// outputFlag is token's and list's --output: "token" unless set, so that
+// MP_HSM_OUTPUT can be shared; --help shows shown.
 func outputFlag(usage, shown string) cli.Flag {
 	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", DefaultText: shown, Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
 }

@@ -17,9 +17,8 @@ var selectorGroups = [][]string{
 	{"slot", "token-label", "token-serial"},
 }
 
-// selectors returns the value of every selector flag of c after the rule
-// above, and the variables (NAME=value) among them that came from the
-// environment, for messages.
+// selectors returns the selector flags' values by the rule above, and those
+// from the environment as NAME=value.
 func selectors(c *cli.Context) (vals map[string]string, fromEnv []string) {
 	vals = map[string]string{}
 	for _, group := range selectorGroups {
@@ -51,9 +50,7 @@ func selectors(c *cli.Context) (vals map[string]string, fromEnv []string) {
 	return vals, fromEnv
 }
 
-// envOrigin returns the environment variable that gave flag name its value
-// v, or "" when v came from the command line or a config file (a flag
-// given with the variable's own value counts as the variable's).
+// envOrigin returns the variable that gave flag name its value v, or "".
 func envOrigin(c *cli.Context, name, v string) string {
 	for _, f := range c.Command.Flags {
 		ef, ok := f.(interface{ GetEnvVars() []string })

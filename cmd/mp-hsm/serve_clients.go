@@ -18,9 +18,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// daemonClients builds the daemon's clients from the --config file's
-// [[client]] tables: each client's secret file read, and an opener for a
-// client's own key (key-id, key-label) on the daemon's token.
+// daemonClients builds the daemon's clients from the [[client]] tables,
+// reading their secret files.
 func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 	if !e.hasClients() {
 		return nil, nil
@@ -110,9 +109,8 @@ func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer,
 	return open, explain, nil
 }
 
-// moduleHasNoToken reports a selection that failed because no slot of the
-// module holds an initialised token at all: a misconfiguration more often
-// than a card not yet inserted, unlike a known token that is away.
+// moduleHasNoToken reports a selection that failed because no slot holds an
+// initialised token: more often a wrong module than a card not inserted.
 func moduleHasNoToken(err error) bool {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) || se.Kind != tokenerr.ErrNoToken {
@@ -126,9 +124,8 @@ func moduleHasNoToken(err error) bool {
 	return true
 }
 
-// clientKeyOpener returns a client's OpenKey: the key sel chooses on the
-// token of the daemon's signer (id and label as hsm.KeySelector), found through its logged-in session (no
-// second login), with the chain from the token and --chain-file.
+// clientKeyOpener returns a client's OpenKey: the key id and label choose,
+// found through the daemon signer's session (no second login).
 func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
 	var extra []*x509.Certificate
 	if f := c.String("chain-file"); f != "" {

@@ -33,9 +33,8 @@ func withConfigFile(flags []cli.Flag) []cli.Flag {
 	return out
 }
 
-// applyConfigFile is the serve command's Before: it reads --config, if
-// given, into the flags not set on the command line or in the
-// environment, and keeps its clients for the action.
+// applyConfigFile is serve's Before: --config fills the flags not set, and
+// its clients are kept for the action.
 func (e *env) applyConfigFile(c *cli.Context) error {
 	e.serveFile = nil
 	path := c.String("config")

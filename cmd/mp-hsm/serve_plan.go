@@ -11,9 +11,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
 )
 
-// servePlan is what serve's command line, environment and --config file
-// ask for, checked: checkServe makes it at start and again at each SIGHUP,
-// so that a reload is judged by exactly the checks start makes.
+// servePlan is serve's checked configuration, made by checkServe at start
+// and at each SIGHUP alike.
 type servePlan struct {
 	specs    []string          // the --listen addresses (none with socket activation alone)
 	listen   socket.Options    // how they are opened
