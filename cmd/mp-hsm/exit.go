@@ -55,21 +55,12 @@ func isTokenProblem(err error) bool {
 func doctorExit(r doctor.Result) int {
 	var ce *codedError
 	var ue *usageError
-	switch {
-	case errors.As(r.Err, &ce):
-		return ce.code
-	case errors.As(r.Err, &ue):
-		return exitUsage
+	if errors.As(r.Err, &ce) || errors.As(r.Err, &ue) {
+		return exitCode(r.Err)
 	}
-	switch r.Class {
-	case doctor.ClassUsage:
-		return exitUsage
-	case doctor.ClassToken:
-		return exitToken
-	case doctor.ClassRefused:
-		return exitRefused
-	case doctor.ClassUnavailable:
-		return exitUnavailable
+	if code, ok := map[doctor.Class]int{doctor.ClassUsage: exitUsage, doctor.ClassToken: exitToken,
+		doctor.ClassRefused: exitRefused, doctor.ClassUnavailable: exitUnavailable}[r.Class]; ok {
+		return code
 	}
 	return exitInternal
 }

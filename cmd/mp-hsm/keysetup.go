@@ -81,14 +81,16 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		v := uint(id)
 		cfg.Token.SlotID = &v
 	}
-	if err := merge("--token-label", sel["token-label"], &cfg.Token.Label, "token"); err != nil {
-		return nil, err
-	}
-	if err := merge("--token-serial", sel["token-serial"], &cfg.Token.Serial, "serial"); err != nil {
-		return nil, err
-	}
-	if err := merge("--key-label", sel["key-label"], &cfg.Key.Label, "object"); err != nil {
-		return nil, err
+	for _, m := range []struct {
+		name string
+		dst  *string
+		attr string
+	}{{"token-label", &cfg.Token.Label, "token"}, {"token-serial", &cfg.Token.Serial, "serial"}, {"key-label", &cfg.Key.Label, "object"}} {
+		if v := sel[m.name]; v != "" && *m.dst != "" && *m.dst != v {
+			return nil, usagef("--%s %q and the --key URI's %s=%q disagree", m.name, v, m.attr, *m.dst)
+		} else if v != "" {
+			*m.dst = v
+		}
 	}
 	if h := sel["key-id"]; h != "" {
 		id, err := parseKeyID(h)
@@ -129,17 +131,6 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module %w", err))
 	}
 	return ks, nil
-}
-
-func merge(flag, val string, dst *string, attr string) error {
-	if val == "" {
-		return nil
-	}
-	if *dst != "" && *dst != val {
-		return usagef("%s %q and the --key URI's %s=%q disagree", flag, val, attr, *dst)
-	}
-	*dst = val
-	return nil
 }
 
 // openTokenKey opens the key id and label choose (when given, else the key

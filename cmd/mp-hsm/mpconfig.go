@@ -19,13 +19,7 @@ import (
 // --issuer with --token-endpoint, else from the certificate's issuing CA.
 func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
 	name, wk, iss, te := c.String("env"), c.String("well-known"), c.String("issuer"), c.String("token-endpoint")
-	given := 0
-	for _, v := range []bool{name != "", wk != "", iss != "" || te != ""} {
-		if v {
-			given++
-		}
-	}
-	if given > 1 {
+	if (name != "") && (wk != "") || (name != "" || wk != "") && (iss != "" || te != "") {
 		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint%s", e.fromConfigFile("env", "well-known", "issuer", "token-endpoint"))
 	}
 	var envr grant.Environment
@@ -140,27 +134,16 @@ func requestFromFlags(c *cli.Context) (grant.Request, error) {
 	}
 	if err := req.Validate(); err != nil {
 		var ve *grant.ValidationError
-		if errors.As(err, &ve) && claimFlags[ve.Field] != "" {
-			return req, fmt.Errorf("%s: %w", claimFlags[ve.Field], err)
+		if errors.As(err, &ve) { // name the flag that sets the claim
+			flag := map[string]string{"iss_onbehalfof": "on-behalf-of", "systemuser_org": "system-user-org"}[ve.Field]
+			if flag == "" {
+				flag = strings.ReplaceAll(ve.Field, "_", "-")
+			}
+			return req, fmt.Errorf("--%s: %w", flag, err)
 		}
 		return req, err
 	}
 	return req, nil
-}
-
-// claimFlags name the flag that sets each claim grant.ValidationError
-// names, so that an error says which flag to fix.
-var claimFlags = map[string]string{
-	"scope":                 "--scope",
-	"resource":              "--resource",
-	"consumer_org":          "--consumer-org",
-	"iss_onbehalfof":        "--on-behalf-of",
-	"pid":                   "--pid",
-	"systemuser_org":        "--system-user-org",
-	"consent_id":            "--consent-id",
-	"consent_from":          "--consent-from",
-	"authorization_details": "--authorization-details",
-	"lifetime":              "--lifetime",
 }
 
 // fromConfigFile names, for a conflict error, which of names the serve
