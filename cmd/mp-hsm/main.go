@@ -282,32 +282,21 @@ func interruptContext(stderr io.Writer) (context.Context, func(), func() syscall
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
 	var first atomic.Int32 // the signal that cancelled ctx, 0 before
 	go func() {
-		select {
-		case sig := <-sigs:
-			if s, ok := sig.(syscall.Signal); ok {
-				first.Store(int32(s))
+		for sig := range sigs {
+			s, _ := sig.(syscall.Signal)
+			if first.CompareAndSwap(0, int32(s)) {
+				cancel()
+				continue
 			}
-			cancel()
-		case <-done:
-			return
-		}
-		select {
-		case sig := <-sigs:
 			fmt.Fprintf(stderr, "mp-hsm: second %v: exiting at once\n", sig)
-			code := 128 + int(syscall.SIGTERM)
-			if sig == os.Interrupt {
-				code = 128 + int(syscall.SIGINT)
-			}
-			os.Exit(code)
-		case <-done:
+			os.Exit(128 + int(s))
 		}
 	}()
 	return ctx, func() {
-			signal.Stop(sigs)
-			close(done)
+			signal.Stop(sigs) // no sends after it returns
+			close(sigs)
 			cancel()
 		}, func() syscall.Signal {
 			return syscall.Signal(first.Load())
