@@ -108,8 +108,8 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 			return nil, err
 		}
 	}
-	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri, cfg.PIN)
-	ks.pinFrom = e.pinOrigin(c.String("pin-file"), ks.uri)
+	explicit, prompt, pinFrom := e.pinSources(c.String("pin-file"), ks.uri, cfg.PIN)
+	ks.pinFrom = pinFrom
 	cfg.PIN = explicit
 	cfg.Login = hsm.LoginOptions{AllowFinalTry: c.Bool("allow-final-pin-try"), Prompt: prompt}
 	ks.explicitPIN = explicit != nil

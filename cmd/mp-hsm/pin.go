@@ -46,29 +46,16 @@ func (e *env) readPINFileAs(what, path string) ([]byte, error) {
 	return pin, nil
 }
 
-// pinOrigin names the PIN source pinSources chooses, for messages.
-func (e *env) pinOrigin(pinFile string, uri *pkcs11uri.URI) string {
-	switch {
-	case pinFile != "":
-		return "the PIN file " + pinFile
-	case e.getenv("MP_HSM_PIN") != "":
-		return "MP_HSM_PIN"
-	case uri != nil && uri.PINSource != "":
-		return "the --key URI's pin-source"
-	case uri != nil && uri.HasPIN():
-		return "the --key URI's pin-value"
-	}
-	return "the terminal"
-}
-
 // pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's
 // fromURI) and the terminal prompt for when none is set; the PIN is read
-// when the token asks for it.
-func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSource) (explicit, prompt hsm.PINSource) {
+// when the token asks for it. origin names the source for messages.
+func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSource) (explicit, prompt hsm.PINSource, origin string) {
+	origin = "the terminal"
 	switch {
 	case pinFile != "":
-		explicit = func() ([]byte, error) { return e.readPINFileAs("PIN file", pinFile) }
+		explicit, origin = func() ([]byte, error) { return e.readPINFileAs("PIN file", pinFile) }, "the PIN file "+pinFile
 	case e.getenv("MP_HSM_PIN") != "":
+		origin = "MP_HSM_PIN"
 		explicit = func() ([]byte, error) {
 			v := e.getenv("MP_HSM_PIN")
 			if v == "" {
@@ -77,9 +64,14 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 			return []byte(v), nil
 		}
 	case uri != nil && uri.PINFile() != "":
-		explicit = func() ([]byte, error) { return e.readPINFileAs("PIN file", uri.PINFile()) }
+		explicit, origin = func() ([]byte, error) { return e.readPINFileAs("PIN file", uri.PINFile()) }, "the --key URI's pin-source"
 	default:
 		explicit = fromURI
+		if uri != nil && uri.PINSource != "" {
+			origin = "the --key URI's pin-source"
+		} else if uri != nil && uri.HasPIN() {
+			origin = "the --key URI's pin-value"
+		}
 	}
 	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		prompt = func() ([]byte, error) {
@@ -97,5 +89,5 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 	} else {
 		prompt = func() ([]byte, error) { return nil, errNoPIN }
 	}
-	return explicit, prompt
+	return explicit, prompt, origin
 }
