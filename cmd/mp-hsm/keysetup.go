@@ -20,10 +20,6 @@ import (
 // keySetup is what the key flags resolve to.
 type keySetup struct {
 	cfg          p11.Config
-	uri          *pkcs11uri.URI
-	explicitPIN  bool
-	tokenChosen  bool
-	keyChosen    bool
 	moduleSource string   // "flag", "uri" or "default"
 	pinFrom      string   // where the PIN comes from, for messages
 	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
@@ -40,6 +36,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		return nil, usageErr(errNoCgo)
 	}
 	ks := &keySetup{}
+	var uri *pkcs11uri.URI
 	cfg := &ks.cfg
 	sel, fromEnv := selectors(c)
 	ks.fromEnv = fromEnv
@@ -48,7 +45,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
-		ks.uri = u
+		uri = u
 		if c.String("module") != "" { // --module wins: the URI's module is not looked for
 			v := *u
 			v.ModuleName, v.ModulePath = "", ""
@@ -108,13 +105,10 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 			return nil, err
 		}
 	}
-	explicit, prompt, pinFrom := e.pinSources(c.String("pin-file"), ks.uri, cfg.PIN)
-	ks.pinFrom = pinFrom
+	var explicit, prompt hsm.PINSource
+	explicit, prompt, ks.pinFrom = e.pinSources(c.String("pin-file"), uri, cfg.PIN)
 	cfg.PIN = explicit
 	cfg.Login = hsm.LoginOptions{AllowFinalTry: c.Bool("allow-final-pin-try"), Prompt: prompt}
-	ks.explicitPIN = explicit != nil
-	ks.tokenChosen = !cfg.Token.IsZero()
-	ks.keyChosen = len(cfg.Key.ID) > 0 || cfg.Key.Label != ""
 	if cfg.Module == "" {
 		p, err := hsm.FindDefaultModule()
 		if err != nil {
@@ -141,7 +135,7 @@ func (e *env) openTokenKey(c *cli.Context, id []byte, label string) (keySigner, 
 		return nil, err
 	}
 	if id != nil || label != "" {
-		ks.cfg.Key, ks.keyChosen, ks.fromEnv = hsm.KeySelector{ID: id, Label: label}, true, nil
+		ks.cfg.Key, ks.fromEnv = hsm.KeySelector{ID: id, Label: label}, nil
 	}
 	s, err := p11.Open(ks.cfg)
 	if err != nil {

@@ -141,7 +141,7 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 		return nil, err
 	}
 	defer tok.Close()
-	if ks.explicitPIN && t.Flags.LoginRequired() {
+	if ks.cfg.PIN != nil && t.Flags.LoginRequired() {
 		opts := ks.cfg.Login
 		opts.Prompt = nil
 		if err := tok.Login(ks.cfg.PIN, opts); err != nil {

@@ -25,8 +25,8 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 		return nil, nil
 	}
 	path := e.serveFile.path
-	for _, name := range []string{"client-id", "client-secret-file", "allowed-scopes"} {
-		if name != "allowed-scopes" && c.IsSet(name) {
+	for _, name := range []string{"client-id", "client-secret-file"} {
+		if c.IsSet(name) {
 			return nil, usagef("config %s has [[client]] tables, and --%s is given too (flag, variable or file): give each client's client-id and secret-file in its table", path, name)
 		}
 	}
