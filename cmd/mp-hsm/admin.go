@@ -36,8 +36,7 @@ func adminFlags(extra ...cli.Flag) []cli.Flag {
 	}, adminKeyFlags(), extra)
 }
 
-// adminKeyFlags choose the self-service client's key on the key flags' token,
-// when it is not the key the key flags choose.
+// adminKeyFlags choose the self-service client's key on the key flags' token.
 func adminKeyFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Category: catAdmin, Name: "admin-key-id", Usage: "the self-service client's key by CKA_ID in `HEX`, on the token the key flags choose (default: the key flags' key)", EnvVars: []string{"MP_HSM_ADMIN_KEY_ID"}},
@@ -60,8 +59,7 @@ func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err er
 	return id, label, given, nil
 }
 
-// parseKeyID reads a CKA_ID in hex as the key flags take it: 01, 0a1b,
-// 0x0a1b or 0a:1b.
+// parseKeyID reads a CKA_ID in hex: 01, 0a1b, 0x0a1b or 0a:1b.
 func parseKeyID(h string) ([]byte, error) {
 	h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(h)), ":", ""), "0x")
 	id, err := hex.DecodeString(h)
@@ -118,8 +116,7 @@ func adminCommand(e *env) *cli.Command {
 	}
 }
 
-// adminKeys runs list, add or remove. What needs no token is checked
-// first, so that bad input costs no PIN.
+// adminKeys runs list, add or remove, checking input before the token.
 func (e *env) adminKeys(c *cli.Context, op string) error {
 	format, err := outputFormat(c, "text", "json")
 	if err != nil {
@@ -189,8 +186,7 @@ func (e *env) openAdminSigner(c *cli.Context) (keySigner, error) {
 	return e.openTokenKey(c, id, label)
 }
 
-// adminClientIDs returns --client-id (the client whose what) and
-// --admin-client-id, both required.
+// adminClientIDs returns the required --client-id and --admin-client-id.
 func adminClientIDs(c *cli.Context, what string) (clientID, adminID string, err error) {
 	clientID, adminID = strings.TrimSpace(c.String("client-id")), strings.TrimSpace(c.String("admin-client-id"))
 	switch {
@@ -202,8 +198,7 @@ func adminClientIDs(c *cli.Context, what string) (clientID, adminID string, err 
 	return clientID, adminID, err
 }
 
-// adminPreflight is preflight plus admin.CheckBaseURL of --admin-api, before
-// any PIN is asked.
+// adminPreflight is preflight plus admin.CheckBaseURL of --admin-api.
 func adminPreflight(c *cli.Context) error {
 	if base := c.String("admin-api"); base != "" {
 		if err := admin.CheckBaseURL(base, c.Bool("allow-insecure")); err != nil {
@@ -213,13 +208,11 @@ func adminPreflight(c *cli.Context) error {
 	return preflight(c)
 }
 
-// errNoAdminCertificate is a self-service key without a certificate, such
-// as a client's key registered by kid.
+// errNoAdminCertificate: a self-service key without a certificate (x5c).
 var errNoAdminCertificate = errors.New("the self-service client's key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate); " +
 	"choose that key with --admin-key-id or --admin-key-label (MP_HSM_ADMIN_KEY_ID, MP_HSM_ADMIN_KEY_LABEL)")
 
-// adminAPI resolves the environment and the API's base, and returns a
-// client of the API that authenticates as adminID with s and its x5c.
+// adminAPI returns the API client that authenticates as adminID with s's x5c.
 func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s signer.Signer) (*admin.Client, grant.Environment, error) {
 	envr, _, err := e.resolveEnvironment(ctx, c, s.Chain())
 	if err != nil {

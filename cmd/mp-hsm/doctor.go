@@ -56,8 +56,7 @@ func doctorCommand(e *env) *cli.Command {
 	}
 }
 
-// doctor runs the checks of package doctor on the key and Maskinporten the
-// flags choose, printing each line of text as its check ends.
+// doctor runs package doctor's checks, printing each text line as it ends.
 func (e *env) doctor(c *cli.Context) error {
 	out, err := outputFormat(c, "text", "json")
 	if err != nil {
@@ -82,8 +81,7 @@ func (e *env) doctor(c *cli.Context) error {
 	return nil
 }
 
-// doctorConfig fills the doctor's configuration from the flags, as token
-// would use them.
+// doctorConfig fills the doctor's configuration from the flags.
 func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 	key := e.doctorKey
 	if c.String("p12") != "" {
@@ -143,8 +141,7 @@ func (e *env) doctorAdminKey(c *cli.Context) (func(context.Context, signer.Signe
 	return e.clientKeyOpener(c, id, label)
 }
 
-// doctorP12 returns the doctor's check of the key in --p12: it opens the
-// file, and the checks after it judge the key and its chain.
+// doctorP12 returns the doctor's check of the key in --p12.
 func (e *env) doctorP12(c *cli.Context) doctor.KeyFinder {
 	return &p12Check{open: func() (keySigner, error) { return e.openP12(c) }, path: c.String("p12")}
 }
@@ -181,8 +178,8 @@ func isTerminal(v any) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// doctorKey returns the doctor's checks of the key the key flags choose,
-// or, when the flags do not resolve, a module check that fails saying why.
+// doctorKey returns the doctor's checks of the key the key flags choose, or
+// a failing module check when they do not resolve.
 func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 	ks, err := e.resolveKey(c)
 	if err != nil {

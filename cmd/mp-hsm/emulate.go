@@ -102,8 +102,7 @@ func (e *env) emulate(c *cli.Context) error {
 	return nil
 }
 
-// consentsFlag reads --consent ID:FROM values: consents given to org, valid
-// for a year from now.
+// consentsFlag reads --consent ID:FROM values, consents given to org.
 func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 	var out []emulator.Consent
 	for _, v := range vals {

@@ -28,8 +28,7 @@ type emulateClient struct {
 	Consents      []string `toml:"consents"`
 }
 
-// emulateClientFields are the field names of a [[client]] table, for the
-// error about an unknown one.
+// emulateClientFields are a [[client]] table's fields, for errors.
 const emulateClientFields = "client-id, org-number, scopes, delegated-by, system-user-org, jwks, consents"
 
 // readEmulateFile reads an emulate --config file's clients and consents; a
@@ -88,8 +87,7 @@ func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error)
 	return out, consents, nil
 }
 
-// checkEmulateClient checks what the emulator needs of a client, from the
-// flags or a config file alike.
+// checkEmulateClient checks a client from the flags or a config file alike.
 func checkEmulateClient(c emulator.Client) error {
 	if c.ID == "" {
 		return errors.New("no client-id")

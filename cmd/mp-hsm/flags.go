@@ -93,8 +93,7 @@ func readCertFile(flag, path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// keySigner is the key a command signs with: on a token, or in a PKCS#12
-// file.
+// keySigner is the key a command signs with: on a token or in a PKCS#12 file.
 type keySigner interface {
 	signer.Signer
 	Close() error
@@ -105,8 +104,7 @@ type fileKey struct{ *signer.FileSigner }
 
 func (fileKey) Close() error { return nil }
 
-// openP12 reads the --p12 file with the password from MP_HSM_P12_PASSWORD
-// or --p12-password-file.
+// openP12 reads --p12 with MP_HSM_P12_PASSWORD or --p12-password-file.
 func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	path := c.String("p12")
 	var password string
@@ -135,8 +133,7 @@ func (e *env) openSigner(c *cli.Context) (keySigner, error) {
 	return e.openTokenKey(c, nil, "")
 }
 
-// flagChoice reads a flag that takes one of two values: false for def (or
-// empty), true for alt, and a usage error saying want for anything else.
+// flagChoice reads a two-valued flag: false for def or "", true for alt.
 func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	switch v := strings.TrimSpace(c.String(name)); v {
 	case def, "":

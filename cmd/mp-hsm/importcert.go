@@ -73,8 +73,7 @@ func (e *env) keyImportCert(c *cli.Context) error {
 	return e.writeImport(w.tok, plan)
 }
 
-// planImport decides, reading the token only, what to write for each
-// certificate, or refuses the file.
+// planImport decides, reading the token only, what to write, or refuses.
 func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace bool) ([]certWrite, error) {
 	keys, err := tok.Keys()
 	if err != nil {
@@ -126,8 +125,8 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 	return plan, nil
 }
 
-// writeImport writes the plan in the file's order and reports what the token
-// then holds; on a failure it says what was written and what to do.
+// writeImport writes the plan and reports what the token then holds; on a
+// failure it says what was written.
 func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 	var done []string
 	fail := func(err error) error {

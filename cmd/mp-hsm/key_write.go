@@ -14,8 +14,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// writableToken is a token opened read-write and logged in, with its
-// module; close closes both.
+// writableToken is a token opened read-write, logged in and locked.
 type writableToken struct {
 	mod  *hsm.Module
 	tok  *hsm.Token
@@ -74,8 +73,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	return w, nil
 }
 
-// changeContext bounds the wait for another process's change of the token:
-// --timeout, else 30 s.
+// changeContext bounds the wait for the token's change lock: --timeout, else 30 s.
 func changeContext(c *cli.Context) (context.Context, context.CancelFunc) {
 	d := c.Duration("timeout")
 	if d <= 0 {

@@ -29,8 +29,7 @@ type keySetup struct {
 // wrong with the token.
 var errNoCgo = errors.New("this mp-hsm was built without cgo: PKCS#11 tokens need a cgo build (CGO_ENABLED=1); --p12 works")
 
-// resolveKey turns the key flags into a p11.Config. The PIN is not read
-// here: the token asks for it when it needs it.
+// resolveKey turns the key flags into a p11.Config; the PIN is read later.
 func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	if hsm.Available() != nil {
 		return nil, usageErr(errNoCgo)
@@ -182,8 +181,7 @@ func (ks *keySetup) explainSelection(err error) error {
 	return explainEnvSelectors(err, ks.fromEnv)
 }
 
-// explainKeyError adds what to do to selection errors: which flag picks
-// which token or key.
+// explainKeyError adds to a selection error the flags that pick each candidate.
 func (e *env) explainKeyError(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {
@@ -212,8 +210,7 @@ func (e *env) explainKeyError(err error) error {
 	return fmt.Errorf("%w\npick one with: %s", err, strings.Join(hints, "; "))
 }
 
-// moduleOutputOf returns what the module wrote while it loaded, held back
-// and kept in a selection error that found no token.
+// moduleOutputOf returns what the module wrote while it loaded, if held back.
 func moduleOutputOf(err error) string {
 	var se *hsm.SelectionError
 	if errors.As(err, &se) {

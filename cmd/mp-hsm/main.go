@@ -37,8 +37,7 @@ func main() {
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
-// env is what a command needs from the process, so that tests and the
-// daemon's reload can give their own.
+// env is what a command needs from the process; tests and reload give their own.
 type env struct {
 	stdin  io.Reader
 	stdout io.Writer
@@ -51,8 +50,7 @@ type env struct {
 	reparsed  func(*cli.Context) error // set when parsing again: serve's action calls it instead
 }
 
-// buildVersion is set at build time by the Makefile
-// (-ldflags "-X main.buildVersion=...").
+// buildVersion is set by the Makefile (-ldflags "-X main.buildVersion=...").
 var buildVersion string
 
 // version is the build's version (set by the Makefile, else Go's record,
@@ -108,8 +106,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return code
 }
 
-// helpCommand is the command line whose --help a usage error points to:
-// mp-hsm and the (sub)commands args named before their first flag.
+// helpCommand is the (sub)command whose --help a usage error points to.
 func helpCommand(app *cli.App, args []string) string {
 	path := []string{"mp-hsm"}
 	cmds := app.Commands

@@ -43,8 +43,7 @@ func outputFormat(c *cli.Context, formats ...string) (string, error) {
 	return "", usagef("--output %q: use %s", o, use)
 }
 
-// writeJSON writes v as JSON indented by two spaces, and a newline: the
-// form of every --output json.
+// writeJSON writes v as JSON indented by two spaces: every --output json.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -60,8 +59,7 @@ type tokenJSON struct {
 	ExpiresAt   string `json:"expires_at"`
 }
 
-// printToken writes tok as the token command's --output says: the access
-// token alone, the token response as JSON, or an Authorization header.
+// printToken writes tok as token's --output says: token, json or header.
 func (e *env) printToken(out string, tok *grant.Token) error {
 	switch out {
 	case "json":
@@ -77,8 +75,7 @@ func (e *env) printToken(out string, tok *grant.Token) error {
 	return err
 }
 
-// colourOK reports whether text on stdout may be coloured: only on a
-// terminal, never with NO_COLOR set or TERM=dumb.
+// colourOK: colour only on a terminal, without NO_COLOR or TERM=dumb.
 func (e *env) colourOK() bool {
 	return isTerminal(e.stdout) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
 }

@@ -25,8 +25,7 @@ type rotatedJSON struct {
 	Removed  string `json:"removed,omitempty"`
 }
 
-// tokenKey is admin.NewKey on a token opened read-write, logged in, with
-// its change lock held: the token side of admin.Client.Rotate.
+// tokenKey is admin.NewKey on a writable, logged-in and locked token.
 type tokenKey struct {
 	tok  *hsm.Token
 	opts hsm.GenerateOptions
@@ -54,8 +53,7 @@ func (k *tokenKey) Generate() (crypto.PublicKey, error) {
 	return key.Public(), nil
 }
 
-// Undo names the tool that deletes the new key: mp-hsm writes keys but
-// deletes none.
+// Undo names the tool that deletes the new key: mp-hsm deletes no key.
 func (k *tokenKey) Undo() string {
 	id := fmt.Sprintf("%x", k.opts.ID)
 	if k.key != nil {

@@ -66,8 +66,7 @@ func envOrigin(c *cli.Context, name, v string) string {
 	return ""
 }
 
-// explainEnvSelectors adds to a key or token selection error which of its
-// selectors came from the environment, and how to replace them.
+// explainEnvSelectors adds the selectors from the environment to err.
 func explainEnvSelectors(err error, fromEnv []string) error {
 	if err == nil || len(fromEnv) == 0 {
 		return err

@@ -23,8 +23,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// drainTimeout bounds the graceful shutdown, so that the process exits
-// within 10 seconds of SIGTERM.
+// drainTimeout bounds shutdown: exit within 10 s of SIGTERM.
 const drainTimeout = 9 * time.Second
 
 func serveCommand(e *env) *cli.Command {
@@ -315,8 +314,7 @@ func (e *env) readSecret(path, what string) (string, error) {
 	return string(secret), nil
 }
 
-// sdNotify tells systemd about the daemon's state (sd_notify(3)) when it
-// runs as a Type=notify service; otherwise it does nothing.
+// sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens.
 func sdNotify(state string) {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {

@@ -18,8 +18,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// daemonClients builds the daemon's clients from the [[client]] tables,
-// reading their secret files.
+// daemonClients builds the daemon's clients from the [[client]] tables.
 func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 	if !e.hasClients() {
 		return nil, nil
@@ -67,8 +66,7 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 	return out, nil
 }
 
-// clientWithSecret reports whether a [[client]] table has a secret-file,
-// so that callers on TCP can use it.
+// clientWithSecret reports whether a [[client]] has a secret-file (TCP).
 func (e *env) clientWithSecret() bool {
 	if !e.hasClients() {
 		return false

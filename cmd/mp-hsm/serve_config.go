@@ -10,8 +10,7 @@ import (
 	"github.com/urfave/cli/v2/altsrc"
 )
 
-// withConfigFile makes the flags settable from the --config file (see
-// altsrc); the other flag types are left as they are.
+// withConfigFile makes the flags settable from the --config file (altsrc).
 func withConfigFile(flags []cli.Flag) []cli.Flag {
 	out := make([]cli.Flag, len(flags))
 	for i, f := range flags {
@@ -77,8 +76,7 @@ func (e *env) reloadContext(c *cli.Context, use func(*env, *cli.Context) error) 
 	return useErr
 }
 
-// configFlags are the serve flags about the config file and what only it
-// needs.
+// configFlags are the serve flags about the config file.
 func configFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Category: catServ, Name: "config", Usage: "read serve options (by their long names) and [[client]] tables from the TOML `FILE`; flags and MP_HSM_* variables win over it; re-read on SIGHUP", EnvVars: []string{"MP_HSM_CONFIG"}},

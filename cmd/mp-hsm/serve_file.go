@@ -43,8 +43,7 @@ type serveFile struct {
 	clients []clientSection
 }
 
-// readServeFile reads and checks a --config file against the command's
-// flags.
+// readServeFile reads a --config file and checks it against flags.
 func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 	bad := func(format string, args ...any) (*serveFile, error) {
 		return nil, usagef("config %s: %s", path, fmt.Sprintf(format, args...))
@@ -135,8 +134,7 @@ func repeatedKey(md toml.MetaData) error {
 	return nil
 }
 
-// holdsPINValue reports whether a value of the file, at any depth, holds
-// an RFC 7512 pin-value (in a key URI): the PIN itself.
+// holdsPINValue reports an RFC 7512 pin-value at any depth of v.
 func holdsPINValue(v any) bool {
 	switch v := v.(type) {
 	case string:
@@ -159,8 +157,7 @@ func holdsPINValue(v any) bool {
 	return false
 }
 
-// flagValue checks a file value for flag f and gives it the type altsrc
-// wants.
+// flagValue checks a file value for flag f, typed as altsrc wants it.
 func flagValue(f cli.Flag, v any) (any, error) {
 	switch f.(type) {
 	case *altsrc.StringFlag:
