@@ -15,7 +15,6 @@ import (
 // exitCode maps an error to the contract's exit codes.
 func exitCode(err error) int {
 	var ce *codedError
-	var ue *usageError
 	switch {
 	case err == nil:
 		return exitOK
@@ -23,8 +22,7 @@ func exitCode(err error) int {
 		return ce.code
 	case errors.Is(err, grant.ErrCertificateExpired):
 		return exitToken
-	case errors.As(err, &ue),
-		errors.Is(err, pkcs11uri.ErrInvalid),
+	case errors.Is(err, pkcs11uri.ErrInvalid),
 		errors.Is(err, safefile.ErrUnsafe),
 		errors.Is(err, grant.ErrInvalidRequest),
 		errors.Is(err, grant.ErrInvalidConfig) && !errors.Is(err, grant.ErrEnvironmentMismatch):
@@ -54,9 +52,8 @@ func isTokenProblem(err error) bool {
 // command made from its flags, else the one of the check's class.
 func doctorExit(r doctor.Result) int {
 	var ce *codedError
-	var ue *usageError
-	if errors.As(r.Err, &ce) || errors.As(r.Err, &ue) {
-		return exitCode(r.Err)
+	if errors.As(r.Err, &ce) {
+		return ce.code
 	}
 	if code, ok := map[doctor.Class]int{doctor.ClassUsage: exitUsage, doctor.ClassToken: exitToken,
 		doctor.ClassRefused: exitRefused, doctor.ClassUnavailable: exitUnavailable}[r.Class]; ok {

@@ -216,21 +216,6 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// usageError marks an error as bad usage or bad input (exit code 2).
-type usageError struct{ err error }
-
-func (u *usageError) Error() string { return u.err.Error() }
-func (u *usageError) Unwrap() error { return u.err }
-
-func usageErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &usageError{err}
-}
-
-func usagef(format string, args ...any) error { return usageErr(fmt.Errorf(format, args...)) }
-
 // codedError carries an explicit exit code.
 type codedError struct {
 	code int
@@ -246,6 +231,11 @@ func withCode(code int, err error) error {
 	}
 	return &codedError{code, err}
 }
+
+// usageErr marks err as bad usage or bad input (exit code 2).
+func usageErr(err error) error { return withCode(exitUsage, err) }
+
+func usagef(format string, args ...any) error { return usageErr(fmt.Errorf(format, args...)) }
 
 // pinInArgv returns the position of the first argument with an RFC 7512
 // pin-value, or 0.
