@@ -316,8 +316,7 @@ func writeKeySet(w io.Writer, format, clientID string, set *admin.KeySet) error 
 	fmt.Fprintf(w, "client %s: %d key(s); set created %s, last updated %s\n", textsafe.Escape(clientID), len(out.Keys), dash(out.Created), dash(out.LastUpdated))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KID\tALG\tKTY\tSIZE")
-	// The API's values are escaped: a kid with a newline or an escape
-	// sequence could forge a row.
+	// Escaped: a kid with a newline could forge a row.
 	for _, k := range out.Keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", textsafe.Escape(k.Kid), dash(textsafe.Escape(k.Alg)), textsafe.Escape(k.Kty), k.Size)
 	}

@@ -192,8 +192,7 @@ func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 		}
 		return tokencheck.Failed(err, hint)
 	}
-	// doctor diagnoses: what modules write while they load is part of
-	// the diagnosis, so it goes through, not held back as for token.
+	// what modules write while they load is part of the diagnosis
 	ks.cfg.ModuleOptions.HoldLoadOutput = false
 	return &tokencheck.Checks{
 		Config:        ks.cfg,

@@ -147,7 +147,6 @@ func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 			}
 		}
 	}
-	// Read back what the token holds now.
 	onToken, err := tok.Certificates()
 	if err != nil {
 		return fmt.Errorf("the certificates were written, but reading them back failed: %w (see mp-hsm list)", err)

@@ -58,10 +58,8 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 	}
 	cfg.Logger = e.log
-	// A command that asked for a token shows what modules write while
-	// they load (p11-kit's proxy loads every registered one) only if no
-	// token is found; serve, which logs, and doctor, which diagnoses, turn
-	// this off.
+	// What modules write while they load is shown only if no token is found;
+	// serve (which logs) and doctor (which diagnoses) show it always.
 	cfg.ModuleOptions.HoldLoadOutput = true
 	if m := c.String("module"); m != "" {
 		cfg.Module, ks.moduleSource = m, "flag"
@@ -115,8 +113,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 		cfg.Module, ks.moduleSource = p, "default"
 	}
-	// A module is loaded with dlopen, which no signal interrupts: a FIFO
-	// or a device there would hang the process for good.
+	// dlopen of a FIFO or device would hang the process for good.
 	if err := safefile.CheckRegular(cfg.Module); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w%s", err, moduleSuggestion(cfg.Module)))

@@ -72,8 +72,7 @@ func version() string {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, args: args, log: newLogger(stderr, "text", slog.LevelWarn)}
 	if i := pinInArgv(args); i > 0 {
-		// Refused before anything else, and without echoing the argument:
-		// every user of the machine can read argv (ps, /proc).
+		// Refused first, not echoed: every user can read argv.
 		fmt.Fprintf(stderr, "mp-hsm: argument %d%s holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n",
 			i, flagOf(args, i))
 		return exitUsage
@@ -86,10 +85,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if sig := stoppedBy(); sig != 0 {
-		// What was in flight failed because the user stopped it: say so,
-		// with the shell's code for the signal, not the failure's (a
-		// metadata request cancelled would otherwise read "Maskinporten
-		// unreachable", exit 5).
+		// Stopped by the user: the signal's code, not the failure's (a cancelled
+		// metadata request would read "unreachable", exit 5).
 		fmt.Fprintf(stderr, "mp-hsm: stopped by %v (%v)\n", sig, err)
 		return 128 + int(sig)
 	}

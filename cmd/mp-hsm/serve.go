@@ -108,8 +108,7 @@ func (e *env) serve(c *cli.Context) error {
 	if !c.IsSet("log-level") && !c.Bool("quiet") { // a daemon logs each Maskinporten call
 		e.log = newLogger(e.stderr, c.String("log-format"), slog.LevelInfo)
 	}
-	// SIGHUP reloads; registered first, so that an early one cannot kill
-	// the process.
+	// SIGHUP reloads; registered first, so that an early one cannot kill us.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -31,8 +31,7 @@ type clientSection struct {
 	KID        string
 	KeyID      string
 	KeyLabel   string
-	// AuthzTypes are the authorization_details types callers may send for
-	// this client (authorization-types); none if not given.
+	// authorization-types: the authorization_details types callers may send
 	AuthzTypes []string
 }
 
