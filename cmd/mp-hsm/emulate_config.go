@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/BurntSushi/toml"
-
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
@@ -42,12 +40,8 @@ func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error)
 		return nil, nil, usagef("emulate --config %v", err)
 	}
 	var f emulateFile
-	md, err := toml.Decode(string(data), &f)
+	md, err := decodeTOML(data, &f)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return bad("line %d: %s", pe.Position.Line, pe.Message)
-		}
 		return bad("%v", err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {

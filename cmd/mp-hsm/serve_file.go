@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -52,12 +52,8 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 		return nil, usageErr(fmt.Errorf("config %w", err))
 	}
 	var raw map[string]any
-	md, err := toml.Decode(string(data), &raw)
+	md, err := decodeTOML(data, &raw)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return bad("line %d: %s", pe.Position.Line, pe.Message)
-		}
 		return bad("%v", err)
 	}
 	if err := repeatedKey(md); err != nil {
@@ -71,12 +67,7 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 		byName[f.Names()[0]] = f
 	}
 	sf := &serveFile{path: path, values: map[any]any{}}
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
 		v := raw[k]
 		if k == "client" {
 			tables, ok := v.([]map[string]any)
@@ -103,6 +94,15 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 		sf.values[k] = val
 	}
 	return sf, nil
+}
+
+// decodeTOML decodes data into v; a syntax error names its line.
+func decodeTOML(data []byte, v any) (toml.MetaData, error) {
+	md, err := toml.Decode(string(data), v)
+	if pe := (toml.ParseError{}); errors.As(err, &pe) {
+		return md, fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
+	}
+	return md, err
 }
 
 // repeatedKey refuses a key set twice in one table, which the TOML library
@@ -214,12 +214,7 @@ func clientTable(t map[string]any, i int) (clientSection, error) {
 	strs := map[string]*string{"name": &cs.Name, "client-id": &cs.ClientID, "secret-file": &cs.SecretFile,
 		"kid": &cs.KID, "key-id": &cs.KeyID, "key-label": &cs.KeyLabel}
 	lists := map[string]*[]string{"scopes": &cs.Scopes, "users": &cs.Users, "groups": &cs.Groups, "authorization-types": &cs.AuthzTypes}
-	keys := make([]string, 0, len(t))
-	for k := range t {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(t)) {
 		v := t[k]
 		if dst, ok := strs[k]; ok {
 			if *dst, ok = v.(string); !ok {
