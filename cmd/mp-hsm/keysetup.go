@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"github.com/xrash/smetrics"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
@@ -214,4 +217,98 @@ func moduleOutputOf(err error) string {
 		return se.ModuleOutput
 	}
 	return ""
+}
+
+// moduleSuggestion names the shared object beside a missing module path
+// whose name is at most three edits away, or "".
+func moduleSuggestion(path string) string {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	best, bestDist := "", 4
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.Contains(name, ".so") || e.IsDir() {
+			continue
+		}
+		if d := smetrics.WagnerFischer(base, name, 1, 1, 2); d < bestDist {
+			best, bestDist = filepath.Join(dir, name), d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return "; did you mean " + best + "?"
+}
+
+// Within each group, a selector given on the command line (or in a serve
+// --config file) replaces the group's selectors from the environment, so
+// that a sourced MP_HSM_KEY_ID=01 does not narrow --key-label. Selectors of
+// one origin must all match.
+var selectorGroups = [][]string{
+	{"key", "key-id", "key-label"},
+	{"slot", "token-label", "token-serial"},
+}
+
+// selectors returns the selector flags' values by the rule above, and those
+// from the environment as NAME=value.
+func selectors(c *cli.Context) (vals map[string]string, fromEnv []string) {
+	vals = map[string]string{}
+	for _, group := range selectorGroups {
+		env := map[string]string{}
+		given := false
+		for _, name := range group {
+			v := c.String(name)
+			if v == "" {
+				continue
+			}
+			if variable := envOrigin(c, name, v); variable != "" {
+				env[name] = variable
+			} else {
+				given = true
+			}
+			vals[name] = v
+		}
+		for _, name := range group {
+			if env[name] == "" {
+				continue
+			}
+			if given {
+				delete(vals, name)
+			} else {
+				fromEnv = append(fromEnv, env[name]+"="+vals[name])
+			}
+		}
+	}
+	return vals, fromEnv
+}
+
+// envOrigin returns the variable that gave flag name its value v, or "".
+func envOrigin(c *cli.Context, name, v string) string {
+	for _, f := range c.Command.Flags {
+		ef, ok := f.(interface{ GetEnvVars() []string })
+		if !ok || f.Names()[0] != name {
+			continue
+		}
+		for _, variable := range ef.GetEnvVars() {
+			if x, ok := os.LookupEnv(variable); ok && strings.TrimSpace(x) == strings.TrimSpace(v) {
+				return variable
+			}
+		}
+	}
+	return ""
+}
+
+// explainEnvSelectors adds the selectors from the environment to err.
+func explainEnvSelectors(err error, fromEnv []string) error {
+	if err == nil || len(fromEnv) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\nfrom the environment: %s (a --key-id, --key-label or --key flag replaces the key's variables; --slot, --token-label or --token-serial the token's)",
+		err, strings.Join(fromEnv, ", "))
 }
