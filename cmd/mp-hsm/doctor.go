@@ -202,3 +202,33 @@ func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 		Explain:       e.explainKeyError,
 	}
 }
+
+// colourOK: colour only on a terminal, without NO_COLOR or TERM=dumb.
+func (e *env) colourOK() bool {
+	return isTerminal(e.stdout) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
+}
+
+// doctorColours are the ANSI colours of the doctor's statuses.
+var doctorColours = map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}
+
+// writeDoctorLine writes one check as a line: status, check, message and,
+// for warn or fail, the hint, escaped and bounded (they quote the card).
+func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
+	status := fmt.Sprintf("%-4s", r.Status)
+	if colour {
+		status = "\x1b[" + doctorColours[r.Status] + "m" + status + "\x1b[0m"
+	}
+	line := fmt.Sprintf("%s  %-13s  %s", status, r.Check, textsafe.EscapeN(r.Message, maxDoctorText))
+	if r.Hint != "" && (r.Status == doctor.Warn || r.Status == doctor.Fail) {
+		line += "  hint: " + textsafe.EscapeN(r.Hint, maxDoctorText)
+	}
+	fmt.Fprintln(w, line)
+}
+
+const maxDoctorText = 2000
+
+// writeDoctorSummary writes the last line of the doctor's text.
+func writeDoctorSummary(w io.Writer, rs doctor.Results) {
+	fmt.Fprintf(w, "%d ok, %d warning(s), %d failed, %d skipped\n",
+		rs.Count(doctor.OK), rs.Count(doctor.Warn), rs.Count(doctor.Fail), rs.Count(doctor.Skip))
+}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -163,4 +165,39 @@ func emptyListFlag(c *cli.Context) error {
 		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
 	}
 	return nil
+}
+
+// outputFlag is token's and list's --output: "token" unless set, so that
+// MP_HSM_OUTPUT can be shared; --help shows shown.
+func outputFlag(usage, shown string) cli.Flag {
+	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", DefaultText: shown, Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
+}
+
+// textOutputFlag is the --output flag of doctor and inspect.
+func textOutputFlag() cli.Flag {
+	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "`FORMAT`: text or json", EnvVars: []string{"MP_HSM_OUTPUT"}}
+}
+
+// outputFormat returns --output, one of formats (the first is the default);
+// "token", MP_HSM_OUTPUT's shared default, means the default elsewhere.
+func outputFormat(c *cli.Context, formats ...string) (string, error) {
+	o := c.String("output")
+	if o == "token" && !slices.Contains(formats, "token") {
+		o = formats[0]
+	}
+	if slices.Contains(formats, o) {
+		return o, nil
+	}
+	use := formats[0]
+	if n := len(formats); n > 1 {
+		use = strings.Join(formats[:n-1], ", ") + " or " + formats[n-1]
+	}
+	return "", usagef("--output %q: use %s", o, use)
+}
+
+// writeJSON writes v as JSON indented by two spaces: every --output json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
