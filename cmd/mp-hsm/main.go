@@ -23,6 +23,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mp-hsm/mp-hsm/daemon"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
@@ -301,11 +303,14 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ce):
+	case errors.As(err, &ce) && ce.code != exitUsage:
 		return ce.code
 	case errors.Is(err, grant.ErrCertificateExpired):
 		return exitToken
-	case errors.Is(err, pkcs11uri.ErrInvalid),
+	case ce != nil, // a usage error
+		// A socket or port in use, like a bad daemon config, is the configuration's to fix.
+		errors.Is(err, daemon.ErrConfig), errors.Is(err, socket.ErrConfig), errors.Is(err, syscall.EADDRINUSE),
+		errors.Is(err, pkcs11uri.ErrInvalid),
 		errors.Is(err, safefile.ErrUnsafe),
 		errors.Is(err, grant.ErrInvalidRequest),
 		errors.Is(err, grant.ErrInvalidConfig) && !errors.Is(err, grant.ErrEnvironmentMismatch):

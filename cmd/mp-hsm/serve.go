@@ -140,10 +140,6 @@ func (e *env) serve(c *cli.Context) error {
 		ln, err := socket.Listen(s, plan.listen)
 		if err != nil {
 			closeAll()
-			// A socket or port in use is the configuration's to fix.
-			if errors.Is(err, socket.ErrConfig) || errors.Is(err, syscall.EADDRINUSE) {
-				return usageErr(err)
-			}
 			return err
 		}
 		listeners = append(listeners, ln)
@@ -152,9 +148,6 @@ func (e *env) serve(c *cli.Context) error {
 	srv, err := daemon.New(cfg)
 	if err != nil {
 		closeAll()
-		if errors.Is(err, daemon.ErrConfig) {
-			return usageErr(err)
-		}
 		return explain(err)
 	}
 	if ok, reason := srv.Ready(); !ok {
@@ -190,7 +183,7 @@ func (e *env) serve(c *cli.Context) error {
 			}
 			shutdown()
 			if errors.Is(err, daemon.ErrConfig) {
-				return usageErr(err)
+				return err
 			}
 			return fmt.Errorf("serve: %w", err)
 		}
