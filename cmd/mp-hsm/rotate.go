@@ -18,11 +18,8 @@ import (
 // rotatedJSON is what admin keys rotate prints with --output json.
 type rotatedJSON struct {
 	ClientID string `json:"client_id"`
-	ID       string `json:"id"`
-	Label    string `json:"label"`
-	Type     string `json:"type"`
-	Kid      string `json:"kid"`
-	Removed  string `json:"removed,omitempty"`
+	generatedJSON
+	Removed string `json:"removed,omitempty"`
 }
 
 // tokenKey is admin.NewKey on a writable, logged-in and locked token.
@@ -126,7 +123,7 @@ func (e *env) adminRotate(c *cli.Context) error {
 		return timedOut(ctx, c, adminExit(err))
 	}
 	info := nk.key.Info()
-	out := rotatedJSON{ClientID: clientID, ID: info.IDHex(), Label: info.Label, Type: opts.Spec.String(), Kid: res.Kid, Removed: res.Removed}
+	out := rotatedJSON{clientID, generatedJSON{ID: info.IDHex(), Label: info.Label, Type: opts.Spec.String(), Kid: res.Kid}, res.Removed}
 	if format == "json" {
 		return writeJSON(e.stdout, out)
 	}
