@@ -83,12 +83,12 @@ func (e *env) doctor(c *cli.Context) error {
 
 // doctorConfig fills the doctor's configuration from the flags.
 func (e *env) doctorConfig(c *cli.Context) doctor.Config {
-	key := e.doctorKey
-	if c.String("p12") != "" {
-		key = e.doctorP12
+	var key doctor.KeyFinder = p12Check{e, c}
+	if c.String("p12") == "" {
+		key = e.doctorKey(c)
 	}
 	cfg := doctor.Config{
-		Key:           key(c),
+		Key:           key,
 		KeyID:         c.String("kid"),
 		Algorithm:     c.String("alg"),
 		WellKnown:     c.String("well-known"),
@@ -141,36 +141,25 @@ func (e *env) doctorAdminKey(c *cli.Context) (func(context.Context, signer.Signe
 	return e.clientKeyOpener(c, id, label)
 }
 
-// doctorP12 returns the doctor's check of the key in --p12.
-func (e *env) doctorP12(c *cli.Context) doctor.KeyFinder {
-	return &p12Check{open: func() (keySigner, error) { return e.openP12(c) }, path: c.String("p12")}
-}
-
-// p12Check is a doctor.KeyFinder over a PKCS#12 file: one check, key.
+// p12Check is a doctor.KeyFinder over the --p12 file: one check, key.
 type p12Check struct {
-	open func() (keySigner, error)
-	path string
-	s    keySigner
+	e *env
+	c *cli.Context
 }
 
-func (p *p12Check) FindKey(_ context.Context, report func(doctor.Result)) doctor.FoundKey {
-	s, err := p.open()
+func (p p12Check) FindKey(_ context.Context, report func(doctor.Result)) doctor.FoundKey {
+	s, err := p.e.openP12(p.c)
 	if err != nil {
 		report(doctor.Failed("key", doctor.ClassToken, err,
 			"check the file and its password (MP_HSM_P12_PASSWORD or --p12-password-file)"))
 		return doctor.FoundKey{}
 	}
-	p.s = s
-	report(doctor.Result{Check: "key", Status: doctor.OK, Message: "the key in the PKCS#12 file " + p.path})
+	report(doctor.Result{Check: "key", Status: doctor.OK, Message: "the key in the PKCS#12 file " + p.c.String("p12")})
 	return doctor.FoundKey{Key: s, Signer: s, Chain: s.Chain()}
 }
 
-func (p *p12Check) Close() error {
-	if p.s == nil {
-		return nil
-	}
-	return p.s.Close()
-}
+// Close closes nothing: a PKCS#12 key holds no resource (fileKey).
+func (p12Check) Close() error { return nil }
 
 // isTerminal reports whether stdin or stdout v is a terminal.
 func isTerminal(v any) bool {
