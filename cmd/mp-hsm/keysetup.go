@@ -197,11 +197,11 @@ func (e *env) explainKeyError(err error) error {
 		}
 	case tokenerr.ErrAmbiguousKey, tokenerr.ErrKeyNotFound:
 		for _, k := range se.Keys {
+			h := "--key-id " + k.IDHex()
 			if k.Label != "" {
-				hints = append(hints, fmt.Sprintf("--key-id %s or --key-label %q", k.IDHex(), k.Label))
-			} else {
-				hints = append(hints, "--key-id "+k.IDHex())
+				h += fmt.Sprintf(" or --key-label %q", k.Label)
 			}
+			hints = append(hints, h)
 		}
 	}
 	if len(hints) == 0 {
