@@ -53,11 +53,7 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 			return nil, usagef("--listen %q: want unix:PATH or tcp:HOST:PORT", s)
 		}
 	}
-	for _, ln := range activated {
-		if _, ok := ln.Addr().(*net.TCPAddr); ok {
-			tcp = true
-		}
-	}
+	tcp = tcp || slices.ContainsFunc(activated, func(ln net.Listener) bool { _, ok := ln.Addr().(*net.TCPAddr); return ok })
 	if tcp && c.String("client-secret-file") == "" && !e.clientWithSecret() {
 		return nil, usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
 	}
