@@ -220,12 +220,7 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 	}
 	base := c.String("admin-api")
 	if base == "" {
-		switch envr.Name {
-		case "test":
-			base = admin.TestAPI
-		case "prod":
-			base = admin.ProdAPI
-		default:
+		if base = map[string]string{"test": admin.TestAPI, "prod": admin.ProdAPI}[envr.Name]; base == "" {
 			return nil, envr, usagef("missing --admin-api (or MP_HSM_ADMIN_API): the environment has no preset self-service API")
 		}
 	}

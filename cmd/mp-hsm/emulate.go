@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto"
 	"encoding/json"
 	"errors"
@@ -301,18 +302,15 @@ func checkEmulateClient(c emulator.Client) error {
 	if c.ID == "" {
 		return errors.New("no client-id")
 	}
-	if err := checkOrgNumber("org-number", c.OrgNumber); err != nil {
-		return fmt.Errorf("client %q: %w", c.ID, err)
-	}
+	err := checkOrgNumber("org-number", c.OrgNumber)
 	for _, o := range c.DelegatedBy {
-		if err := checkOrgNumber("delegated-by", o); err != nil {
-			return fmt.Errorf("client %q: %w", c.ID, err)
-		}
+		err = cmp.Or(err, checkOrgNumber("delegated-by", o))
 	}
 	for _, o := range c.SystemUserOrgs {
-		if err := checkOrgNumber("system-user-org", o); err != nil {
-			return fmt.Errorf("client %q: %w", c.ID, err)
-		}
+		err = cmp.Or(err, checkOrgNumber("system-user-org", o))
+	}
+	if err != nil {
+		return fmt.Errorf("client %q: %w", c.ID, err)
 	}
 	return nil
 }
