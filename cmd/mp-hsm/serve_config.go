@@ -142,17 +142,9 @@ func holdsPINValue(v any) bool {
 	case []any:
 		return slices.ContainsFunc(v, holdsPINValue)
 	case []map[string]any:
-		for _, t := range v {
-			if holdsPINValue(t) {
-				return true
-			}
-		}
+		return slices.ContainsFunc(v, func(t map[string]any) bool { return holdsPINValue(t) })
 	case map[string]any:
-		for _, e := range v {
-			if holdsPINValue(e) {
-				return true
-			}
-		}
+		return slices.ContainsFunc(slices.Collect(maps.Values(v)), holdsPINValue)
 	}
 	return false
 }
