@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -69,12 +70,9 @@ func keyCommand(e *env) *cli.Command {
 	}
 }
 
-// X.520's upper bounds (RFC 5280 appendix A.1) of the fields key csr fills.
-const (
-	ubCommonName   = 64
-	ubOrganization = 64
-	ubSerialNumber = 64
-)
+// ubName is X.520's upper bound (RFC 5280 appendix A.1) of each field key
+// csr fills: ub-common-name, ub-organization-name, ub-serial-number.
+const ubName = 64
 
 // csrSubject is key csr's subject, each field checked by textsafe.Check; C is NO.
 func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
@@ -84,17 +82,9 @@ func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
 	if orgName == "" {
 		return pkix.Name{}, usagef("--org-name is needed (the organisation's name, subject O)")
 	}
-	if cn == "" {
-		cn = orgName
-	}
-	if serial == "" {
-		serial = orgNumber
-	}
-	for _, f := range []struct {
-		flag, v string
-		max     int
-	}{{"--org-name", orgName, ubOrganization}, {"--common-name", cn, ubCommonName}, {"--serial-number", serial, ubSerialNumber}} {
-		if err := textsafe.Check(f.flag, f.v, f.max); err != nil {
+	cn, serial = cmp.Or(cn, orgName), cmp.Or(serial, orgNumber)
+	for _, f := range [][2]string{{"--org-name", orgName}, {"--common-name", cn}, {"--serial-number", serial}} {
+		if err := textsafe.Check(f[0], f[1], ubName); err != nil {
 			return pkix.Name{}, usageErr(err)
 		}
 	}
