@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -118,17 +119,11 @@ func helpCommand(app *cli.App, args []string) string {
 	path := []string{"mp-hsm"}
 	cmds := app.Commands
 	for _, a := range args[min(1, len(args)):] {
-		var found *cli.Command
-		for _, c := range cmds {
-			if c.HasName(a) {
-				found = c
-			}
-		}
-		if found == nil {
+		i := slices.IndexFunc(cmds, func(c *cli.Command) bool { return c.HasName(a) })
+		if i < 0 {
 			break
 		}
-		path = append(path, found.Name)
-		cmds = found.Subcommands
+		path, cmds = append(path, cmds[i].Name), cmds[i].Subcommands
 	}
 	return strings.Join(path, " ")
 }
