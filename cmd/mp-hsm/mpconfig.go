@@ -24,16 +24,15 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 	}
 	var envr grant.Environment
 	var how string
+	var err error
 	switch {
 	case name != "":
-		var err error
 		envr, err = grant.EnvironmentByName(name)
 		if err != nil {
 			return envr, "", usagef("--env %q: use test or prod", name)
 		}
 		how = "--env " + envr.Name
 	case wk != "":
-		var err error
 		envr, err = grant.Discover(ctx, nil, wk)
 		if err != nil {
 			err = fmt.Errorf("--well-known %s: %w", wk, err)
@@ -59,7 +58,6 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 		if len(chain) == 0 {
 			return envr, "", usagef("no certificate to tell the environment from: give --env test or --env prod (or --well-known)")
 		}
-		var err error
 		if envr, err = grant.EnvironmentForCertificate(chain[0]); err != nil {
 			return envr, "", usagef("cannot tell the environment from the certificate's issuer %q: give --env test or --env prod", chain[0].Issuer.CommonName)
 		}
@@ -68,10 +66,7 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 	if x := c.String("altinn-exchange"); x != "" {
 		envr.AltinnExchange = x
 	}
-	if err := grant.CheckEnvironment(envr, chain); err != nil {
-		return envr, how, err
-	}
-	return envr, how, nil
+	return envr, how, grant.CheckEnvironment(envr, chain)
 }
 
 // grantConfig builds the grant.Config for the key s and the flags.
@@ -89,16 +84,8 @@ func (e *env) grantConfig(ctx context.Context, c *cli.Context, s signer.Signer) 
 	if kid == "" && len(s.Chain()) == 0 {
 		return nil, withCode(exitToken, errors.New("the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate"))
 	}
-	cfg := &grant.Config{
-		ClientID:      clientID,
-		Signer:        s,
-		Algorithm:     c.String("alg"),
-		KeyID:         kid,
-		Environment:   envr,
-		AllowInsecure: c.Bool("allow-insecure"),
-		Logger:        e.log,
-	}
-	return cfg, nil
+	return &grant.Config{ClientID: clientID, Signer: s, Algorithm: c.String("alg"), KeyID: kid, Environment: envr,
+		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}, nil
 }
 
 // clientIDFlag returns --client-id, required; checked before the token opens.
