@@ -23,10 +23,10 @@ import (
 
 // writableToken is a token opened read-write, logged in and locked.
 type writableToken struct {
-	mod  *hsm.Module
-	tok  *hsm.Token
-	ks   *keySetup
-	lock *changelock.Lock
+	mod   *hsm.Module
+	tok   *hsm.Token
+	ks    *keySetup
+	locks []*changelock.Lock // the token's, then the module's
 }
 
 func (w *writableToken) close() {
@@ -34,25 +34,33 @@ func (w *writableToken) close() {
 		w.tok.Close()
 	}
 	w.mod.Close()
-	if w.lock != nil {
-		w.lock.Unlock()
+	for _, l := range w.locks {
+		l.Unlock()
 	}
 }
 
-// openWritable opens the chosen token read-write under its change lock
-// (so that two commands cannot both take a free label) and logs in once,
-// never retried.
+// openWritable takes the module's change lock, then opens the chosen token
+// read-write under its own (so that two commands cannot both take a free
+// label, nor load the module while the other rewrites the token's store),
+// and logs in once, never retried.
 func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToken, err error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
 	}
 	cfg := ks.cfg
+	// The module's lock comes before the module is loaded: see
+	// changelock.AcquireModule for why the token's alone is too late.
+	mlock, err := changelock.AcquireModule(ctx, cfg.Module)
+	if err != nil {
+		return nil, err
+	}
 	mod, err := hsm.OpenWith(cfg.Module, cfg.ModuleOptions)
 	if err != nil {
+		mlock.Unlock()
 		return nil, withCode(exitToken, err)
 	}
-	w := &writableToken{mod: mod, ks: ks}
+	w := &writableToken{mod: mod, ks: ks, locks: []*changelock.Lock{mlock}}
 	defer func() {
 		if err != nil {
 			w.close()
@@ -66,9 +74,11 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	if ti == nil {
 		return nil, withCode(exitToken, fmt.Errorf("slot %d has no token", slot.ID))
 	}
-	if w.lock, err = changelock.Acquire(ctx, "token", ti.Manufacturer, ti.Model, ti.Serial, ti.Label); err != nil {
+	lock, err := changelock.Acquire(ctx, "token", ti.Manufacturer, ti.Model, ti.Serial, ti.Label)
+	if err != nil {
 		return nil, err
 	}
+	w.locks = append([]*changelock.Lock{lock}, w.locks...)
 	opts := cfg.TokenOptions()
 	opts.ReadWrite = true
 	if w.tok, err = mod.OpenToken(slot.ID, opts); err != nil {
