@@ -216,10 +216,7 @@ func (e *env) printList(res listOutput) error {
 				if k.Bits > 0 {
 					typ = fmt.Sprintf("%s %d", k.Type, k.Bits)
 				}
-				cert := textsafe.Escape(k.Certificate)
-				if cert == "" {
-					cert = "-"
-				}
+				cert := dash(textsafe.Escape(k.Certificate))
 				if k.Authentication {
 					cert += " [authentication]"
 				}
