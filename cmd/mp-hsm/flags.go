@@ -152,26 +152,6 @@ func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	}
 }
 
-// emptyListFlag refuses a list flag given with no entry: "--allowed-scopes ,"
-// would otherwise read as no list, which allows everything.
-func emptyListFlag(c *cli.Context) error {
-	for _, f := range c.Command.Flags {
-		sf, ok := unwrapFlag(f).(*cli.StringSliceFlag)
-		if !ok || !c.IsSet(sf.Name) {
-			continue
-		}
-		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
-			continue
-		}
-		name := "--" + sf.Name
-		if len(sf.EnvVars) > 0 {
-			name += " (or " + sf.EnvVars[0] + ")"
-		}
-		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
-	}
-	return nil
-}
-
 // outputFlag is token's and list's --output: "token" unless set, so that
 // MP_HSM_OUTPUT can be shared; --help shows shown.
 func outputFlag(usage, shown string) cli.Flag {

@@ -352,15 +352,25 @@ func socketMode(c *cli.Context) (os.FileMode, error) {
 	return os.FileMode(n), nil
 }
 
-// unwrapFlag returns the cli flag an altsrc flag wraps.
-func unwrapFlag(f cli.Flag) cli.Flag {
-	switch f := f.(type) {
-	case *altsrc.StringSliceFlag:
-		return f.StringSliceFlag
-	case *altsrc.StringFlag:
-		return f.StringFlag
+// emptyListFlag refuses a serve list flag given with no entry:
+// "--allowed-scopes ," would otherwise read as no list, which allows
+// everything.
+func emptyListFlag(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		sf, ok := f.(*altsrc.StringSliceFlag)
+		if !ok || !c.IsSet(sf.Name) {
+			continue
+		}
+		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
+			continue
+		}
+		name := "--" + sf.Name
+		if len(sf.EnvVars) > 0 {
+			name += " (or " + sf.EnvVars[0] + ")"
+		}
+		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
 	}
-	return f
+	return nil
 }
 
 // hasClients reports whether the config file has [[client]] tables.
