@@ -50,22 +50,17 @@ func completionCommand(e *env) *cli.Command {
 		UsageText: "source <(mp-hsm completion bash)",
 		ArgsUsage: "bash|zsh|fish",
 		Action: func(c *cli.Context) error {
-			switch c.Args().First() {
-			case "bash":
-				_, err := fmt.Fprint(e.stdout, bashCompletion)
-				return err
-			case "zsh":
-				_, err := fmt.Fprint(e.stdout, zshCompletion)
-				return err
-			case "fish":
-				s, err := c.App.ToFishCompletion()
-				if err != nil {
+			script, ok := map[string]string{"bash": bashCompletion, "zsh": zshCompletion}[c.Args().First()]
+			if c.Args().First() == "fish" {
+				var err error
+				if script, err = c.App.ToFishCompletion(); err != nil {
 					return err
 				}
-				_, err = fmt.Fprint(e.stdout, s)
-				return err
+			} else if !ok {
+				return usagef("completion: name a shell: bash, zsh or fish")
 			}
-			return usagef("completion: name a shell: bash, zsh or fish")
+			_, err := fmt.Fprint(e.stdout, script)
+			return err
 		},
 	}
 }
