@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -26,18 +27,8 @@ var defaultHTTPClient = &http.Client{
 
 var discardLogger = slog.New(slog.DiscardHandler)
 
-func (c *Config) httpClient() *http.Client {
-	if c.HTTPClient != nil {
-		return c.HTTPClient
-	}
-	return defaultHTTPClient
-}
-
 func (c *Config) logger() *slog.Logger {
-	if c.Logger != nil {
-		return c.Logger
-	}
-	return discardLogger
+	return cmp.Or(c.Logger, discardLogger)
 }
 
 func (c *Config) clock() time.Time {
@@ -105,7 +96,7 @@ type answer struct {
 // error matching ErrUnavailable.
 func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.Request, error)) (*answer, error) {
 	log := c.logger()
-	hc := c.httpClient()
+	hc := cmp.Or(c.HTTPClient, defaultHTTPClient)
 	var lastErr error
 	var last5xx *answer
 	attempt := 0
@@ -191,9 +182,6 @@ func (c *Config) sleep(ctx context.Context, d time.Duration) {
 // date. It reports false when there is none or it does not parse.
 func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0, false
-	}
 	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
 		return time.Duration(n) * time.Second, true
 	}
@@ -206,27 +194,19 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 // backoff returns the wait before attempt+1: the base doubled per attempt,
 // with the upper half drawn at random.
 func (c *Config) backoff(attempt int) time.Duration {
-	base := c.retryBase
-	if base <= 0 {
-		base = defaultRetryBase
-	}
-	d := base << (attempt - 1)
+	d := cmp.Or(c.retryBase, defaultRetryBase) << (attempt - 1)
 	return d/2 + rand.N(d/2+1)
 }
 
 // skew returns the server's clock minus the local clock from a Date header,
 // or zero when it is within skewThreshold or unknown.
 func (c *Config) skew(ctx context.Context, h http.Header) time.Duration {
-	date := h.Get("Date")
-	if date == "" {
-		return 0
-	}
-	t, err := http.ParseTime(date)
+	t, err := http.ParseTime(h.Get("Date"))
 	if err != nil {
 		return 0
 	}
 	d := t.Sub(c.clock()).Truncate(time.Second)
-	if absDuration(d) <= skewThreshold {
+	if d >= -skewThreshold && d <= skewThreshold {
 		return 0
 	}
 	c.logger().DebugContext(ctx, "clock skew", "server_minus_local", d)

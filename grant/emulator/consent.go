@@ -74,10 +74,10 @@ func parseConsentDetail(d map[string]json.RawMessage) (consentRequest, *rejectio
 		}
 	}
 	if err := json.Unmarshal(d["id"], &c.id); err != nil || c.id == "" {
-		return c, consentRefused("id must be the consent request's id, a string.")
+		return c, mp("consent", "id must be the consent request's id, a string.")
 	}
 	if err := json.Unmarshal(d["from"], &c.from); err != nil || c.from == "" {
-		return c, consentRefused("from must be a string naming who gave the consent.")
+		return c, mp("consent", "from must be a string naming who gave the consent.")
 	}
 	return c, nil
 }
@@ -97,13 +97,13 @@ func (s *Server) consentFor(req consentRequest, consumer string, now time.Time) 
 	}
 	switch {
 	case c == nil:
-		return nil, consentRefused("No consent with id " + req.id + " is known.")
+		return nil, mp("consent", "No consent with id " + req.id + " is known.")
 	case c.From != req.from:
-		return nil, consentRefused("Consent " + req.id + " was not given by the party named in from.")
+		return nil, mp("consent", "Consent " + req.id + " was not given by the party named in from.")
 	case c.To != consumer:
-		return nil, consentRefused("Consent " + req.id + " was given to organisation " + c.To + ", not to " + consumer + ".")
+		return nil, mp("consent", "Consent " + req.id + " was given to organisation " + c.To + ", not to " + consumer + ".")
 	case !now.Before(s.consentValidTo(c)):
-		return nil, consentRefused("Consent " + req.id + " expired at " + consentTime(s.consentValidTo(c)) + ".")
+		return nil, mp("consent", "Consent " + req.id + " expired at " + consentTime(s.consentValidTo(c)) + ".")
 	}
 	return c, nil
 }
@@ -145,12 +145,4 @@ func (s *Server) consentClaim(c *Consent) map[string]any {
 // 2026-01-15T10:34:39.676924+00:00.
 func consentTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.999999-07:00")
-}
-
-// consentRefused answers a grant whose consent cannot be used. Maskinporten
-// documents no MP code for it; the emulator answers RFC 9396's
-// invalid_authorization_details, as for its other authorization_details
-// refusals, with HTTP 400 and no error_uri.
-func consentRefused(detail string) *rejection {
-	return refusal(errInvalidAuthzDetails, "Invalid consent in authorization details.", detail)
 }

@@ -70,34 +70,32 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string) (*tokenAnswer, *rejection) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return nil, &rejection{status: http.StatusMethodNotAllowed, error: errInvalidRequest,
-			text: "Invalid request.", detail: "The token endpoint takes POST only."}
+		return nil, mp("method", "The token endpoint takes POST only.")
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
-		return nil, badRequest("Content-Type must be application/x-www-form-urlencoded.")
+		return nil, mp("request", "Content-Type must be application/x-www-form-urlencoded.")
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
-		return nil, badRequest("The form body cannot be read.")
+		return nil, mp("request", "The form body cannot be read.")
 	}
 	form := r.PostForm
 	for name, vals := range form {
 		if len(vals) > 1 {
-			return nil, badRequest("Parameter " + name + " is given more than once.")
+			return nil, mp("request", "Parameter " + name + " is given more than once.")
 		}
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case "":
-		return nil, badRequest("Missing grant_type.")
+		return nil, mp("request", "Missing grant_type.")
 	case jwtBearer:
 	default:
-		return nil, &rejection{status: http.StatusBadRequest, error: errUnsupportedGrantType,
-			text: "Unsupported grant type.", detail: "Use " + jwtBearer + "."}
+		return nil, mp("grant_type", "Use "+jwtBearer+".")
 	}
 	assertion := form.Get("assertion")
 	if assertion == "" {
-		return nil, badRequest("Missing assertion.")
+		return nil, mp("request", "Missing assertion.")
 	}
 
 	g, rej := parseGrant(assertion)
@@ -119,7 +117,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	)
 	if g.kid != "" {
 		if pub, ok = client.Keys[g.kid]; !ok {
-			return nil, refusal(errInvalidGrant, "Invalid assertion. Client authentication failed. Unknown key identifier (kid) for client.", "")
+			return nil, mp("kid", "")
 		}
 		amr = "private_key_jwt"
 	} else {
@@ -150,11 +148,11 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	skew := s.cfg.ClockSkew
 	switch {
 	case cl.iat.After(now.Add(skew)):
-		return nil, refusal(errInvalidGrant, "Issue time is after now.", "iat is "+cl.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
+		return nil, mp("iat", "iat is "+cl.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
 	case !cl.exp.After(cl.iat):
 		return nil, mp("MP-130", "exp is not after iat.")
 	case cl.exp.Sub(cl.iat) > s.cfg.MaxGrantLifetime:
-		return nil, tooLong("exp - iat is " + cl.exp.Sub(cl.iat).String() + "; at most " + s.cfg.MaxGrantLifetime.String() + " is allowed.")
+		return nil, mp("MP-130 long", "exp - iat is " + cl.exp.Sub(cl.iat).String() + "; at most " + s.cfg.MaxGrantLifetime.String() + " is allowed.")
 	case now.Add(-skew).After(cl.exp):
 		return nil, mp("MP-130", "exp was "+now.Sub(cl.exp).Round(time.Second).String()+" ago.")
 	}
@@ -167,7 +165,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	consumer := client.OrgNumber
 	if cl.consumerOrg != "" {
 		if cl.consumerOrg == client.OrgNumber {
-			return nil, refusal(errInvalidRequest, "Validation of JWT claim failed: The combination consumer_org in claim and delegation scope on client is invalid.", "")
+			return nil, mp("consumer_org", "")
 		}
 		if !slices.Contains(client.DelegatedBy, cl.consumerOrg) {
 			return nil, mp("MP-251", cl.consumerOrg+" has not delegated access to the scope "+cl.scope+" to supplier "+client.OrgNumber)
@@ -252,8 +250,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	}
 	at, err := s.key.sign(claims)
 	if err != nil {
-		return nil, &rejection{status: http.StatusInternalServerError, error: errServerError,
-			text: "The emulator could not sign the token.", detail: err.Error()}
+		return nil, mp("server_error", err.Error())
 	}
 	return &tokenAnswer{
 		AccessToken: at,
