@@ -2,14 +2,11 @@ package emulator
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
-	"math/big"
 	"net/http"
 	"slices"
 	"strings"
@@ -220,39 +217,25 @@ func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey
 	return set.Keys, pubs, ""
 }
 
-// jwkPublic reads an RSA (2048 bits or more) or EC P-256 public JWK.
+// jwkPublic reads a public JWK of a key that can sign grants (signer.CheckKey:
+// RSA of 2048 bits or more), or EC on P-256, as Digdir takes.
 func jwkPublic(k map[string]any) (crypto.PublicKey, string) {
-	num := func(name string) *big.Int {
-		s, _ := k[name].(string)
-		b, err := b64.DecodeString(s)
-		if err != nil || len(b) == 0 {
-			return nil
-		}
-		return new(big.Int).SetBytes(b)
+	var j signer.JWK
+	b, _ := json.Marshal(k)
+	if err := json.Unmarshal(b, &j); err != nil || j.Kty == "EC" && j.Crv != "P-256" {
+		return nil, "an RSA key with n and e, or an EC key of crv P-256 with x and y"
 	}
-	switch k["kty"] {
-	case "RSA":
-		n, e := num("n"), num("e")
-		if n == nil || e == nil || !e.IsInt64() || e.Int64() < 3 {
-			return nil, "n and e must be base64url big-endian integers"
-		}
-		if n.BitLen() < 2048 {
-			return nil, fmt.Sprintf("an RSA key of %d bits; at least 2048", n.BitLen())
-		}
-		return &rsa.PublicKey{N: n, E: int(e.Int64())}, ""
-	case "EC":
-		x, y := num("x"), num("y")
-		if k["crv"] != "P-256" || x == nil || y == nil || x.BitLen() > 256 || y.BitLen() > 256 {
-			return nil, "an EC key must be crv P-256 with x and y"
-		}
-		point := append([]byte{4}, x.FillBytes(make([]byte, 32))...)
-		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(point, y.FillBytes(make([]byte, 32))...))
-		if err != nil {
-			return nil, "the point is not on P-256"
-		}
-		return pub, ""
+	pub, err := j.PublicKey()
+	if err == nil {
+		err = signer.CheckKey(pub)
 	}
-	return nil, fmt.Sprintf("kty %v: want RSA or EC", k["kty"])
+	if err != nil {
+		return nil, err.Error()
+	}
+	if r, ok := pub.(*rsa.PublicKey); ok && r.E < 3 {
+		return nil, "e must be 3 or more"
+	}
+	return pub, ""
 }
 
 // publicJWK is pub as a JWK with use sig and kid, or nil for a key type

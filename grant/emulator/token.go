@@ -14,17 +14,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mp-hsm/mp-hsm/internal/orgid"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 const jwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
-// rsaMethods are the accepted grant algorithms. They are named here rather
-// than looked up in golang-jwt's global registry, which other code may change.
-var rsaMethods = map[string]jwt.SigningMethod{
-	"RS256": jwt.SigningMethodRS256,
-	"RS384": jwt.SigningMethodRS384,
-	"RS512": jwt.SigningMethodRS512,
-}
 
 // scopesForUserLogin are scopes of ID-porten's user login, which a
 // Maskinporten client cannot get (MP-201).
@@ -83,7 +76,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	form := r.PostForm
 	for name, vals := range form {
 		if len(vals) > 1 {
-			return nil, mp("request", "Parameter " + name + " is given more than once.")
+			return nil, mp("request", "Parameter "+name+" is given more than once.")
 		}
 	}
 	switch gt := form.Get("grant_type"); gt {
@@ -134,7 +127,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		pub = g.x5c[0].PublicKey
 		amr = "virksomhetssertifikat"
 	}
-	if err := rsaMethods[g.alg].Verify(g.input, g.sig, pub); err != nil {
+	method, _ := signer.Method(g.alg) // one of RS256, RS384, RS512 (readHeader)
+	if err := method.Verify(g.input, g.sig, pub); err != nil {
 		if errors.Is(err, jwt.ErrInvalidKeyType) {
 			return nil, mp("MP-124", "The key is not an RSA key, so it cannot verify "+g.alg+".")
 		}
@@ -152,7 +146,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	case !cl.exp.After(cl.iat):
 		return nil, mp("MP-130", "exp is not after iat.")
 	case cl.exp.Sub(cl.iat) > s.cfg.MaxGrantLifetime:
-		return nil, mp("MP-130 long", "exp - iat is " + cl.exp.Sub(cl.iat).String() + "; at most " + s.cfg.MaxGrantLifetime.String() + " is allowed.")
+		return nil, mp("MP-130 long", "exp - iat is "+cl.exp.Sub(cl.iat).String()+"; at most "+s.cfg.MaxGrantLifetime.String()+" is allowed.")
 	case now.Add(-skew).After(cl.exp):
 		return nil, mp("MP-130", "exp was "+now.Sub(cl.exp).Round(time.Second).String()+" ago.")
 	}
@@ -272,38 +266,26 @@ func systemUserID(clientID, org string) string {
 	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+clientID+":"+org)).String()
 }
 
-// metadata is the authorization server metadata (RFC 8414) Maskinporten
-// publishes, restricted to what the emulator does.
-type metadata struct {
-	Issuer                      string   `json:"issuer"`
-	TokenEndpoint               string   `json:"token_endpoint"`
-	JWKSURI                     string   `json:"jwks_uri"`
-	TokenEndpointAuthMethods    []string `json:"token_endpoint_auth_methods_supported"`
-	GrantTypes                  []string `json:"grant_types_supported"`
-	TokenEndpointAuthSigningAlg []string `json:"token_endpoint_auth_signing_alg_values_supported"`
-	AuthorizationDetailsTypes   []string `json:"authorization_details_types_supported"`
-}
-
+// serveMetadata serves the authorization server metadata (RFC 8414)
+// Maskinporten publishes, restricted to what the emulator does.
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	if !getOnly(w, r) {
-		return
+	if getOnly(w, r) {
+		writeJSON(w, map[string]any{
+			"issuer":                                s.Issuer(),
+			"token_endpoint":                        s.TokenURL(),
+			"jwks_uri":                              s.JWKSURL(),
+			"token_endpoint_auth_methods_supported": []string{"private_key_jwt"},
+			"grant_types_supported":                 []string{jwtBearer},
+			"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "RS384", "RS512"},
+			"authorization_details_types_supported":            []string{systemUserType, consentType},
+		})
 	}
-	writeJSON(w, metadata{
-		Issuer:                      s.Issuer(),
-		TokenEndpoint:               s.TokenURL(),
-		JWKSURI:                     s.JWKSURL(),
-		TokenEndpointAuthMethods:    []string{"private_key_jwt"},
-		GrantTypes:                  []string{jwtBearer},
-		TokenEndpointAuthSigningAlg: []string{"RS256", "RS384", "RS512"},
-		AuthorizationDetailsTypes:   []string{systemUserType, consentType},
-	})
 }
 
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	if !getOnly(w, r) {
-		return
+	if getOnly(w, r) {
+		writeJSON(w, map[string]any{"keys": []any{s.key.jwk}})
 	}
-	writeJSON(w, map[string]any{"keys": []any{s.key.jwk}})
 }
 
 func getOnly(w http.ResponseWriter, r *http.Request) bool {
