@@ -58,9 +58,7 @@ func adminError(w http.ResponseWriter, status int, code, detail string) {
 // /api/v1/clients/{id}/jwks, for a bearer token this emulator issued to
 // Config.AdminClient with the scope the method needs.
 func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.stats.AdminRequests++
-	s.mu.Unlock()
+	s.count(func(st *Stats) { st.AdminRequests++ })
 	if s.cfg.AdminClient == "" {
 		adminError(w, http.StatusNotFound, "not_found", "the self-service API is not served: the emulator has no self-service client")
 		return

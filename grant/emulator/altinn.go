@@ -24,9 +24,7 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	mp, why := s.verifyAccessToken(r.Header.Get("Authorization"))
 	if mp == nil {
-		s.mu.Lock()
-		s.stats.AltinnRejected++
-		s.mu.Unlock()
+		s.count(func(st *Stats) { st.AltinnRejected++ })
 		s.logf("emulator: Altinn exchange refused: %s", why)
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		w.WriteHeader(http.StatusUnauthorized)
@@ -62,9 +60,7 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot sign", http.StatusInternalServerError)
 		return
 	}
-	s.mu.Lock()
-	s.stats.AltinnExchanges++
-	s.mu.Unlock()
+	s.count(func(st *Stats) { st.AltinnExchanges++ })
 	s.logf("emulator: Altinn exchange for client %v", mp["client_id"])
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")

@@ -97,29 +97,15 @@ func (s *Server) consentFor(req consentRequest, consumer string, now time.Time) 
 	}
 	switch {
 	case c == nil:
-		return nil, mp("consent", "No consent with id " + req.id + " is known.")
+		return nil, mp("consent", "No consent with id "+req.id+" is known.")
 	case c.From != req.from:
-		return nil, mp("consent", "Consent " + req.id + " was not given by the party named in from.")
+		return nil, mp("consent", "Consent "+req.id+" was not given by the party named in from.")
 	case c.To != consumer:
-		return nil, mp("consent", "Consent " + req.id + " was given to organisation " + c.To + ", not to " + consumer + ".")
-	case !now.Before(s.consentValidTo(c)):
-		return nil, mp("consent", "Consent " + req.id + " expired at " + consentTime(s.consentValidTo(c)) + ".")
+		return nil, mp("consent", "Consent "+req.id+" was given to organisation "+c.To+", not to "+consumer+".")
+	case !now.Before(c.ValidTo):
+		return nil, mp("consent", "Consent "+req.id+" expired at "+consentTime(c.ValidTo)+".")
 	}
 	return c, nil
-}
-
-func (s *Server) consentGiven(c *Consent) time.Time {
-	if c.Consented.IsZero() {
-		return s.made
-	}
-	return c.Consented
-}
-
-func (s *Server) consentValidTo(c *Consent) time.Time {
-	if c.ValidTo.IsZero() {
-		return s.consentGiven(c).AddDate(1, 0, 0)
-	}
-	return c.ValidTo
 }
 
 // consentClaim is the consent's element of the token's
@@ -135,8 +121,8 @@ func (s *Server) consentClaim(c *Consent) map[string]any {
 		"id":            c.ID,
 		"from":          c.From,
 		"to":            orgID(c.To),
-		"consented":     consentTime(s.consentGiven(c)),
-		"validTo":       consentTime(s.consentValidTo(c)),
+		"consented":     consentTime(c.Consented),
+		"validTo":       consentTime(c.ValidTo),
 		"consentRights": rights,
 	}
 }

@@ -24,7 +24,6 @@ type Server struct {
 	URL string
 
 	cfg     Config
-	made    time.Time // when NewUnstartedServer made it, on cfg.Now
 	key     *tokenKey
 	roots   *x509.CertPool
 	handler http.Handler
@@ -103,11 +102,18 @@ func NewUnstartedServer(cfg Config) *Server {
 	for _, r := range cfg.Roots {
 		s.roots.AddCert(r)
 	}
-	s.made = cfg.Now()
+	made := cfg.Now()
 	s.cfg.Consents = slices.Clone(cfg.Consents)
-	for _, c := range s.cfg.Consents {
+	for i := range s.cfg.Consents {
+		c := &s.cfg.Consents[i]
 		if c.ID == "" || c.From == "" || !isDigits(c.To, 9) {
 			panic(fmt.Sprintf("emulator: consent %q: ID and From are required, and To must be 9 digits (%q)", c.ID, c.To))
+		}
+		if c.Consented.IsZero() {
+			c.Consented = made
+		}
+		if c.ValidTo.IsZero() {
+			c.ValidTo = c.Consented.AddDate(1, 0, 0)
 		}
 	}
 	for _, c := range cfg.Clients {
@@ -296,18 +302,13 @@ func (s *Server) useJTI(jti string, exp time.Time) bool {
 		s.nextPrune = now.Add(time.Minute)
 	}
 	s.jtis[jti] = exp
-	s.stats.JTIs++
+	s.stats.JTIs++ // under s.mu
 	return true
 }
 
-func (s *Server) countRejected(r *rejection) {
+// count changes the counters under the lock.
+func (s *Server) count(f func(st *Stats)) {
 	s.mu.Lock()
-	s.stats.Rejected[r.statsKey()]++
-	s.mu.Unlock()
-}
-
-func (s *Server) countIssued() {
-	s.mu.Lock()
-	s.stats.Issued++
+	f(&s.stats)
 	s.mu.Unlock()
 }

@@ -46,12 +46,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	var clientID string
 	tok, rej := s.issue(w, r, &clientID)
 	if rej != nil {
-		s.countRejected(rej)
+		s.count(func(st *Stats) { st.Rejected[rej.statsKey()]++ })
 		s.logf("emulator: /token: refused client %q: %v", clientID, rej)
 		rej.write(w, s.Issuer())
 		return
 	}
-	s.countIssued()
+	s.count(func(st *Stats) { st.Issued++ })
 	s.logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
 	writeNoStore(w, http.StatusOK, tok)
 }
