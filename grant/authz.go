@@ -189,7 +189,7 @@ func (c Consent) check() error {
 	}
 	if org, ok := strings.CutPrefix(c.From, OrganizationURNPrefix); ok {
 		if !ValidOrgNumber(org) {
-			return &ValidationError{Field: "consent_from", Value: c.From, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
+			return &ValidationError{Field: "consent_from", Value: c.From, Reason: badOrgNumber}
 		}
 		return nil
 	}
