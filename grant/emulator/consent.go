@@ -9,37 +9,22 @@ import (
 const consentType = "urn:altinn:consent"
 
 // Consent is a consent given in Altinn 3 (Config.Consents) that a grant may
-// name in authorization_details,
-//
-//	[{"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}]
-//
-// to get a consent token: an access token whose authorization_details also
-// carry to, consented, validTo and consentRights.
+// name in authorization_details as
+// {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"} to get a
+// consent token, whose element also carries to, consented, validTo and
+// consentRights.
 type Consent struct {
-	// ID is the consent request's id, a UUID.
-	ID string
-
-	// From is who gave the consent, exactly as grants must name it:
-	// urn:altinn:person:identifier-no:<11-digit number> or
-	// urn:altinn:organization:identifier-no:<9-digit number>.
+	ID string // the consent request's id, a UUID
+	// From is who gave the consent, as grants must name it:
+	// urn:altinn:person:identifier-no:<11 digits> or
+	// urn:altinn:organization:identifier-no:<9 digits>.
 	From string
-
-	// To is the 9-digit organisation number the consent was given to. A
-	// grant may use the consent only if To is the organisation that owns
-	// the client or, with consumer_org, the organisation that delegated
-	// the scopes (as Maskinporten requires).
-	To string
-
-	// Consented is when the consent was given. If zero, when the server
-	// was made.
-	Consented time.Time
-
-	// ValidTo is when the consent runs out; a grant that names it later is
-	// refused. If zero, a year after Consented.
-	ValidTo time.Time
-
-	// Rights are the consent's rights, copied to consentRights. If empty,
-	// one right: action "consent" on the resource
+	// To is the 9-digit organisation number the consent was given to: the
+	// client's owner, or with consumer_org the delegating organisation.
+	To        string
+	Consented time.Time // when it was given; if zero, when the server was made
+	ValidTo   time.Time // when it runs out; if zero, a year after Consented
+	// Rights are copied to consentRights. If empty, action "consent" on
 	// {"type":"urn:altinn:resource","value":"mp-hsm-emulator"}.
 	Rights []ConsentRight
 }
@@ -66,12 +51,8 @@ type consentRequest struct{ id, from string }
 // {"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}.
 func parseConsentDetail(d map[string]json.RawMessage) (consentRequest, *rejection) {
 	var c consentRequest
-	for name := range d {
-		switch name {
-		case "type", "id", "from":
-		default:
-			return c, mp("MP-302", "Field "+name+" is not known for "+consentType+".")
-		}
+	if rej := onlyFields(d, consentType, "type", "id", "from"); rej != nil {
+		return c, rej
 	}
 	if err := json.Unmarshal(d["id"], &c.id); err != nil || c.id == "" {
 		return c, mp("consent", "id must be the consent request's id, a string.")
@@ -82,11 +63,9 @@ func parseConsentDetail(d map[string]json.RawMessage) (consentRequest, *rejectio
 	return c, nil
 }
 
-// consentFor checks a consent the grant names against the known consents:
-// it must exist, be from the party named, be given to consumer (the
-// client's organisation, or the one named in consumer_org) and still be
-// valid. The descriptions never repeat from: it may be a person's
-// identity number.
+// consentFor finds the consent the grant names, from the party named, given
+// to consumer and still valid. Descriptions never repeat from: it may be a
+// person's identity number.
 func (s *Server) consentFor(req consentRequest, consumer string, now time.Time) (*Consent, *rejection) {
 	var c *Consent
 	for i := range s.cfg.Consents {

@@ -296,13 +296,19 @@ func parseAuthzDetails(raw json.RawMessage) (*authzRequest, *rejection) {
 	return req, nil
 }
 
-func parseSystemUser(d map[string]json.RawMessage) (*systemUserRequest, *rejection) {
+// onlyFields refuses a member of d that is not one of names (MP-302).
+func onlyFields(d map[string]json.RawMessage, typ string, names ...string) *rejection {
 	for name := range d {
-		switch name {
-		case "type", "systemuser_org", "externalRef":
-		default:
-			return nil, mp("MP-302", "Field "+name+" is not known for "+systemUserType+".")
+		if !slices.Contains(names, name) {
+			return mp("MP-302", "Field "+name+" is not known for "+typ+".")
 		}
+	}
+	return nil
+}
+
+func parseSystemUser(d map[string]json.RawMessage) (*systemUserRequest, *rejection) {
+	if rej := onlyFields(d, systemUserType, "type", "systemuser_org", "externalRef"); rej != nil {
+		return nil, rej
 	}
 	rawOrg, ok := d["systemuser_org"]
 	if !ok {
