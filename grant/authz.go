@@ -63,14 +63,11 @@ type AuthorizationDetail struct {
 const maxAuthorizationDetails = 16 << 10
 
 // ParseAuthorizationDetails checks raw, an RFC 9396 authorization_details
-// value, and returns its elements. raw must be a JSON array of one or more
-// objects, each with a non-empty string member "type" and no member given
-// twice; an element of ConsentType must hold an id and a from that
-// Consent's rules accept. It is the one check of authorization details:
-// Request.Validate, the command line and the token daemon all use it.
-//
-// The error is a *ValidationError for the field "authorization_details"
-// that never quotes a person's identity number in clear.
+// value (a JSON array of objects with a non-empty string "type" and no
+// member twice; a ConsentType element's id and from as Consent.Validate
+// accepts), and returns its elements: the one check that Request.Validate,
+// the command line and the daemon use. The error is a *ValidationError that
+// never quotes a person's identity number in clear.
 func ParseAuthorizationDetails(raw []byte) ([]AuthorizationDetail, error) {
 	_, details, err := parseAuthorizationDetails(raw)
 	return details, err
@@ -110,7 +107,7 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 			if err := json.Unmarshal(members["from"], &d.Consent.From); err != nil || d.Consent.From == "" {
 				return nil, nil, bad(where + ` (` + ConsentType + `): "from" must be a string, ` + PersonURNPrefix + `<national identity number> or ` + OrganizationURNPrefix + `<organisation number>`)
 			}
-			if err := d.Consent.check(); err != nil {
+			if err := d.Consent.Validate(); err != nil {
 				var ve *ValidationError
 				if errors.As(err, &ve) {
 					ve.Reason = where + " (" + ConsentType + ") " + ve.Field[len("consent_"):] + ": " + ve.Reason
@@ -166,10 +163,7 @@ func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
 // and a From of one of the two URN forms whose number has valid check
 // digits. The error is a *ValidationError for the field consent_id or
 // consent_from, with a person's number masked (MaskParty).
-func (c Consent) Validate() error { return c.check() }
-
-// check is Validate.
-func (c Consent) check() error {
+func (c Consent) Validate() error {
 	switch {
 	case c.ID == "" && c.From == "":
 		return nil

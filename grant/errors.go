@@ -18,40 +18,29 @@ import (
 var (
 	// ErrInvalidRequest is matched by a *ValidationError.
 	ErrInvalidRequest = errors.New("grant: invalid request")
-
-	// ErrInvalidConfig is matched by a *ConfigError and by an
-	// *EnvironmentMismatchError.
+	// ErrInvalidConfig is matched by a *ConfigError and an *EnvironmentMismatchError.
 	ErrInvalidConfig = errors.New("grant: invalid configuration")
-
 	// ErrRefused is matched by a *TokenError for an HTTP 4xx answer.
 	ErrRefused = errors.New("grant: request refused")
-
-	// ErrUnavailable is matched by a *TokenError for an HTTP 5xx answer and
-	// by errors for network failures and timeouts, after the retries.
+	// ErrUnavailable is matched by a *TokenError for a 5xx answer and by
+	// network failures and timeouts, after the retries.
 	ErrUnavailable = errors.New("grant: server unavailable")
-
 	// ErrBadResponse is matched by a *ResponseError.
 	ErrBadResponse = errors.New("grant: bad response")
-
-	// ErrUnknownIssuer is returned by EnvironmentForCertificate for a
-	// certificate from a CA that is not a known Buypass or Commfides CA.
+	// ErrUnknownIssuer is returned by EnvironmentForCertificate for a CA
+	// that is not a known Buypass or Commfides CA.
 	ErrUnknownIssuer = errors.New("grant: unknown certificate issuer")
-
 	// ErrCertificateExpired is wrapped by the *ConfigError for a signer
 	// whose certificate has expired: a key problem, not a usage error.
 	ErrCertificateExpired = errors.New("grant: the certificate has expired")
-
 	// ErrEnvironmentMismatch is matched by an *EnvironmentMismatchError.
 	ErrEnvironmentMismatch = errors.New("grant: certificate does not belong to the environment")
 )
 
 // ValidationError reports a Request field that cannot be sent.
-//
-// Value is the offending value as given, except that a personal
-// identification number is masked beyond its first six digits.
 type ValidationError struct {
 	Field  string // the claim name: "scope", "resource", "consumer_org", "pid", ...
-	Value  string // the offending value, masked if it is a pid
+	Value  string // the offending value as given; a pid masked after six digits
 	Reason string // why it cannot be sent
 }
 
@@ -115,8 +104,6 @@ func (e *EnvironmentMismatchError) Is(target error) bool {
 
 // TokenError is an error answer from Maskinporten's token endpoint or from
 // Altinn's exchange endpoint.
-//
-// It matches ErrRefused for a 4xx status and ErrUnavailable for a 5xx status.
 type TokenError struct {
 	URL        string // the endpoint that answered
 	StatusCode int    // the HTTP status code

@@ -18,17 +18,12 @@ const GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 // Token is an access token from Maskinporten or Altinn.
 type Token struct {
-	// AccessToken is the token. It is opaque: do not parse it.
-	AccessToken string
-	// TokenType is "Bearer".
-	TokenType string
-	// Scope is the scopes granted, separated by spaces, as the server
-	// reported them. It is informational.
-	Scope string
-	// ExpiresIn is the lifetime in seconds the server gave.
-	ExpiresIn int
-	// Expiry is the local time at which the request that got the token was
-	// started, plus ExpiresIn: a little early, never late.
+	AccessToken string // the token; opaque: do not parse it
+	TokenType   string // "Bearer"
+	Scope       string // the scopes granted, as the server reported them; informational
+	ExpiresIn   int    // the lifetime in seconds the server gave
+	// Expiry is the local time the request that got the token started, plus
+	// ExpiresIn: a little early, never late.
 	Expiry time.Time
 }
 
@@ -53,14 +48,10 @@ func (t *Token) LogValue() slog.Value {
 }
 
 // Exchange gets a new access token for req from the environment's token
-// endpoint, without a cache (see TokenSource for one).
-//
-// req and c are checked first; if either is invalid, nothing is sent and
-// the error matches ErrInvalidRequest or ErrInvalidConfig. Network errors
-// and 5xx answers are retried, at most three attempts in all, with a
-// backoff and within ctx's deadline; every attempt signs a new grant. A 4xx
-// answer is not retried: it gives a *TokenError matching ErrRefused, with a
-// hint for Maskinporten's known error codes.
+// endpoint, without a cache (see TokenSource for one). If req or c is
+// invalid, nothing is sent. Network errors and 5xx answers are retried, at
+// most three attempts in all, within ctx's deadline, each with a new grant;
+// a 4xx answer is a *TokenError matching ErrRefused, with a hint.
 func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
 	n, err := req.normalize()
 	if err != nil {

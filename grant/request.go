@@ -133,7 +133,7 @@ func (r Request) normalize() (*normRequest, error) {
 // authorizationDetails builds the authorization_details claim from the
 // system user, the consent and the caller's own elements, each checked.
 func (n *normRequest) authorizationDetails(r Request) error {
-	if err := r.Consent.check(); err != nil {
+	if err := r.Consent.Validate(); err != nil {
 		return err
 	}
 	var elems []json.RawMessage

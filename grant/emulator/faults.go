@@ -8,41 +8,24 @@ import (
 // FailNext makes the next n requests to /token answer status (such as 503)
 // with a Maskinporten-shaped error body, before looking at the grant. The
 // answers to 503 and 429 carry Retry-After: 1.
-func (s *Server) FailNext(n int, status int) {
-	s.mu.Lock()
-	s.failN, s.failStatus = n, status
-	s.mu.Unlock()
-}
+func (s *Server) FailNext(n int, status int) { s.locked(func() { s.failN, s.failStatus = n, status }) }
 
 // SetLatency delays every answer by d; Close cuts the delay short.
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	s.latency = d
-	s.mu.Unlock()
-}
+func (s *Server) SetLatency(d time.Duration) { s.locked(func() { s.latency = d }) }
 
 // DropNext makes the next n requests to /token fail mid-answer: the client
 // reads the status line and headers of a 200 answer, then the connection
 // closes before the body is complete (reading it fails with an unexpected
 // EOF).
-func (s *Server) DropNext(n int) {
-	s.mu.Lock()
-	s.dropN = n
-	s.mu.Unlock()
-}
+func (s *Server) DropNext(n int) { s.locked(func() { s.dropN = n }) }
 
 // SetDateOffset makes the Date header of every answer lie by d, for tests
 // of clients that estimate the server's clock.
-func (s *Server) SetDateOffset(d time.Duration) {
-	s.mu.Lock()
-	s.dateOffset = d
-	s.mu.Unlock()
-}
+func (s *Server) SetDateOffset(d time.Duration) { s.locked(func() { s.dateOffset = d }) }
 
 func (s *Server) date() string {
-	s.mu.Lock()
-	off := s.dateOffset
-	s.mu.Unlock()
+	var off time.Duration
+	s.locked(func() { off = s.dateOffset })
 	return s.now().Add(off).UTC().Format(http.TimeFormat)
 }
 

@@ -265,9 +265,8 @@ func (s *Server) logf(format string, args ...any) {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.inflight.Add(1)
 	defer s.inflight.Done()
-	s.mu.Lock()
-	latency := s.latency
-	s.mu.Unlock()
+	var latency time.Duration
+	s.locked(func() { latency = s.latency })
 	if latency > 0 {
 		t := time.NewTimer(latency)
 		select {
@@ -306,9 +305,12 @@ func (s *Server) useJTI(jti string, exp time.Time) bool {
 	return true
 }
 
-// count changes the counters under the lock.
-func (s *Server) count(f func(st *Stats)) {
+// locked runs f under s.mu.
+func (s *Server) locked(f func()) {
 	s.mu.Lock()
-	f(&s.stats)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	f()
 }
+
+// count changes the counters under s.mu.
+func (s *Server) count(f func(st *Stats)) { s.locked(func() { f(&s.stats) }) }
