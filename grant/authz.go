@@ -28,20 +28,14 @@ const (
 	OrganizationURNPrefix = "urn:altinn:organization:identifier-no:"
 )
 
-// Consent names a consent given in Altinn 3, to be carried in the token as
-// the authorization detail
-//
-//	{"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}
-//
+// Consent names a consent given in Altinn 3, carried in the token as the
+// authorization detail {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}.
 // The zero value asks for no consent.
 type Consent struct {
-	// ID is the consent request's id, a UUID
-	// (77ed8698-e619-4066-9eb4-5c1eb3f165a1).
-	ID string
-	// From is who gave the consent: PersonURNPrefix followed by an 11-digit
-	// national identity number, or OrganizationURNPrefix followed by a
-	// 9-digit organisation number. A person's number is personal data: it
-	// is never written in clear to errors or logs (see MaskParty).
+	ID string // the consent request's id, a UUID (77ed8698-e619-4066-9eb4-5c1eb3f165a1)
+	// From is who gave the consent: PersonURNPrefix and an 11-digit national
+	// identity number (never written in clear to errors or logs: MaskParty),
+	// or OrganizationURNPrefix and a 9-digit organisation number.
 	From string
 }
 
@@ -51,11 +45,8 @@ func (c Consent) IsZero() bool { return c.ID == "" && c.From == "" }
 // AuthorizationDetail is one element of an authorization_details array, as
 // ParseAuthorizationDetails read it.
 type AuthorizationDetail struct {
-	// Type is the element's type, such as ConsentType.
-	Type string
-	// Consent holds id and from of an element of ConsentType, and is zero
-	// for other types.
-	Consent Consent
+	Type    string  // the element's type, such as ConsentType
+	Consent Consent // id and from of a ConsentType element; zero for others
 }
 
 // maxAuthorizationDetails bounds the size of an authorization_details
@@ -117,9 +108,7 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 			}
 		}
 		var b bytes.Buffer
-		if err := json.Compact(&b, e); err != nil {
-			return nil, nil, bad(where + ": not JSON")
-		}
+		_ = json.Compact(&b, e) // valid: it was unmarshalled
 		elems[i] = b.Bytes()
 		details[i] = d
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -135,7 +136,7 @@ func tokenError(a *answer) *TokenError {
 	// The code may be in the description or only in error_uri, such as
 	// https://maskinporten.no/errors/MP-121.
 	for _, s := range []string{e.Description, e.ErrorURI, e.Code} {
-		if e.MPCode = mpCode(s); e.MPCode != "" {
+		if e.MPCode = mpCode.FindString(s); e.MPCode != "" {
 			break
 		}
 	}
@@ -150,23 +151,8 @@ func oneLine(s string) string {
 	return excerpt([]byte(s))
 }
 
-// mpCode returns the first "MP-" followed by digits in s, or "".
-func mpCode(s string) string {
-	for {
-		i := strings.Index(s, "MP-")
-		if i < 0 {
-			return ""
-		}
-		j := i + 3
-		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
-			j++
-		}
-		if j > i+3 {
-			return s[i:j]
-		}
-		s = s[j:]
-	}
-}
+// mpCode finds Maskinporten's error code, such as MP-121.
+var mpCode = regexp.MustCompile(`MP-[0-9]+`)
 
 // mpHints maps Maskinporten's error codes to advice.
 var mpHints = map[string]string{

@@ -72,10 +72,8 @@ func excerpt(b []byte) string {
 const (
 	maxAttempts      = 3
 	defaultRetryBase = 250 * time.Millisecond
-	// maxRetryAfter is the longest Retry-After honoured by waiting; a
-	// server that asks for more gets no retry, and its answer is returned.
-	maxRetryAfter = 60 * time.Second
-	skewThreshold = 5 * time.Second
+	maxRetryAfter    = 60 * time.Second // a server asking for longer is not retried
+	skewThreshold    = 5 * time.Second
 )
 
 // answer is an HTTP answer with status below 500, its body read.
@@ -107,10 +105,12 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 			return nil, err
 		}
 		start := c.clock()
-		resp, err := hc.Do(req)
-		if err == nil {
-			var body []byte
-			body, err = readLimited(resp.Body)
+		last5xx, lastErr = nil, nil
+		if resp, err := hc.Do(req); err != nil {
+			lastErr = err
+			log.DebugContext(ctx, "http request failed", "url", endpoint, "attempt", attempt, "error", err)
+		} else {
+			body, err := readLimited(resp.Body) // nil if too large
 			resp.Body.Close()
 			a := &answer{url: endpoint, status: resp.StatusCode, header: resp.Header, body: body, start: start, attempts: attempt}
 			a.skew = c.skew(ctx, resp.Header)
@@ -118,19 +118,13 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 			switch {
 			case err == errTooLarge && resp.StatusCode < 500:
 				return nil, &ResponseError{URL: endpoint, StatusCode: resp.StatusCode, Reason: "body larger than 1 MiB"}
-			case err == errTooLarge:
-				a.body, err = nil, nil
-				last5xx, lastErr = a, nil
-			case err != nil:
-				lastErr, last5xx = err, nil
+			case err != nil && err != errTooLarge:
+				lastErr = err
 			case resp.StatusCode < 500:
 				return a, nil
 			default:
-				last5xx, lastErr = a, nil
+				last5xx = a
 			}
-		} else {
-			lastErr, last5xx = err, nil
-			log.DebugContext(ctx, "http request failed", "url", endpoint, "attempt", attempt, "error", err)
 		}
 		if attempt >= maxAttempts || ctx.Err() != nil {
 			break
@@ -164,7 +158,6 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 	return nil, &unavailableError{url: endpoint, attempts: attempt, err: lastErr}
 }
 
-// sleep waits d, or until ctx ends.
 func (c *Config) sleep(ctx context.Context, d time.Duration) {
 	if c.wait != nil {
 		c.wait(ctx, d)

@@ -20,12 +20,10 @@ import (
 // GET, POST and DELETE on /api/v1/clients/{client_id}/jwks.
 const (
 	adminAPIPath = "/api/v1/"
-
 	// ScopeAdminRead is the scope a self-service token needs to read.
 	ScopeAdminRead = "idporten:dcr.read"
 	// ScopeAdminWrite is the scope a self-service token needs to change.
 	ScopeAdminWrite = "idporten:dcr.write"
-
 	// MaxClientKeys is how many keys Digdir lets a client have.
 	MaxClientKeys = 5
 )
@@ -42,8 +40,7 @@ type clientJWKS struct {
 }
 
 // AdminAPIURL returns the base URL of the emulated self-service API, with
-// its trailing slash, as mp-hsm admin's --admin-api takes it. The API
-// answers only when Config.AdminClient is set.
+// its trailing slash, as --admin-api takes it (served if Config.AdminClient is set).
 func (s *Server) AdminAPIURL() string { return s.URL + adminAPIPath }
 
 // adminError answers with status and a JSON body
@@ -133,7 +130,7 @@ func (j *clientJWKS) answer() map[string]any {
 func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if j, ok := s.jwks[id]; ok {
+	if j, ok := s.jwks[id]; ok { // made from Client.Keys the first time
 		return j
 	}
 	j := &clientJWKS{}

@@ -11,11 +11,9 @@ import (
 // token for an Altinn token (platform.altinn.no, platform.tt02.altinn.no).
 const altinnExchangePath = "/authentication/api/v1/exchange/maskinporten"
 
-// serveAltinnExchange answers GET with Authorization: Bearer <an access
-// token this emulator issued and that is still valid> with an Altinn token,
-// a JWT as text/plain that expires with the Maskinporten token; anything
-// else gets 401. The optional ?test=true of Altinn's test environment is
-// accepted and ignored.
+// serveAltinnExchange answers a GET with a valid access token of this
+// emulator as Bearer with an Altinn token (a JWT as text/plain expiring with
+// it), anything else with 401. Altinn test's ?test=true is ignored.
 func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)

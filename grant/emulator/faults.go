@@ -13,10 +13,8 @@ func (s *Server) FailNext(n int, status int) { s.locked(func() { s.failN, s.fail
 // SetLatency delays every answer by d; Close cuts the delay short.
 func (s *Server) SetLatency(d time.Duration) { s.locked(func() { s.latency = d }) }
 
-// DropNext makes the next n requests to /token fail mid-answer: the client
-// reads the status line and headers of a 200 answer, then the connection
-// closes before the body is complete (reading it fails with an unexpected
-// EOF).
+// DropNext makes the next n requests to /token fail mid-answer: the
+// connection closes within the body of a 200 answer (an unexpected EOF).
 func (s *Server) DropNext(n int) { s.locked(func() { s.dropN = n }) }
 
 // SetDateOffset makes the Date header of every answer lie by d, for tests

@@ -35,11 +35,9 @@ type grantClaims struct {
 	authzDetails    json.RawMessage
 }
 
-// allowedClaims are the claims Maskinporten documents for a JWT grant;
-// any other claim is refused ("Adding claims not present in the following
-// documentation will result in a response of 400 Bad request with error
-// description containing Invalid assertion", maskinporten_protocol_jwtgrant).
-// nbf and sub are not among them.
+// allowedClaims are the claims Maskinporten documents for a JWT grant (not
+// nbf, not sub); others get "400 Bad request ... Invalid assertion"
+// (maskinporten_protocol_jwtgrant).
 var allowedClaims = []string{
 	"aud", "iss", "iat", "exp", "jti", "scope", "resource",
 	"consumer_org", "iss_onbehalfof", "pid", "authorization_details",
@@ -247,15 +245,10 @@ type authzRequest struct {
 	consent *consentRequest
 }
 
-// parseAuthzDetails checks that authorization_details is a JSON array of
-// objects of the known types, at most one of each (one party per request),
-// in the documented shapes: for system users
-//
-//	{"type":"urn:altinn:systemuser",
-//	 "systemuser_org":{"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}}
-//
-// with an optional externalRef, and for consents
-// {"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}.
+// parseAuthzDetails checks that authorization_details is a JSON array of at
+// most one system user, {"type":"urn:altinn:systemuser","systemuser_org":
+// {"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}} with an optional
+// externalRef, and one consent (parseConsentDetail): one party per request.
 func parseAuthzDetails(raw json.RawMessage) (*authzRequest, *rejection) {
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil || list == nil {

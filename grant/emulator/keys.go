@@ -38,8 +38,6 @@ func newTokenKey(k crypto.Signer) (*tokenKey, error) {
 	return &tokenKey{signer: k, pub: pub, jwk: jwk}, nil
 }
 
-var b64 = base64.RawURLEncoding
-
 // sign returns a compact JWS over claims, header {"alg":"RS256","kid"}.
 func (k *tokenKey) sign(claims jwt.MapClaims) (string, error) {
 	t := jwt.NewWithClaims(signer.RS256, claims)
@@ -52,5 +50,5 @@ func (k *tokenKey) sign(claims jwt.MapClaims) (string, error) {
 func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
-	return b64.EncodeToString(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
