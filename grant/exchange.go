@@ -113,9 +113,7 @@ func checkStatus(a *answer) error {
 // OAuth 2 error object, Altinn's problem details, or anything else.
 func tokenError(a *answer) *TokenError {
 	e := &TokenError{URL: a.url, StatusCode: a.status, Skew: a.skew, Attempts: a.attempts}
-	if ra, ok := retryAfter(a.header, a.start); ok {
-		e.RetryAfter = ra
-	}
+	e.RetryAfter, _ = retryAfter(a.header, a.start)
 	var body struct {
 		Error            string `json:"error"`
 		ErrorDescription string `json:"error_description"`
