@@ -92,25 +92,20 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 		}
 		return &ConfigError{Field: field, Value: shown, Reason: "not a URL", Err: err}
 	}
-	if !u.IsAbs() || u.Host == "" || u.Opaque != "" {
-		return &ConfigError{Field: field, Value: shown, Reason: "not an absolute URL"}
-	}
-	if u.User != nil {
-		return &ConfigError{Field: field, Value: shown, Reason: "credentials in a URL are not allowed"}
-	}
-	if u.Fragment != "" {
-		return &ConfigError{Field: field, Value: shown, Reason: "a fragment is not allowed"}
-	}
-	switch u.Scheme {
-	case "https":
+	bad := func(reason string) error { return &ConfigError{Field: field, Value: shown, Reason: reason} }
+	switch {
+	case !u.IsAbs() || u.Host == "" || u.Opaque != "":
+		return bad("not an absolute URL")
+	case u.User != nil:
+		return bad("credentials in a URL are not allowed")
+	case u.Fragment != "":
+		return bad("a fragment is not allowed")
+	case u.Scheme == "https", u.Scheme == "http" && (allowInsecure || isLoopback(u.Hostname())):
 		return nil
-	case "http":
-		if allowInsecure || isLoopback(u.Hostname()) {
-			return nil
-		}
-		return &ConfigError{Field: field, Value: shown, Reason: "http is allowed only for loopback hosts unless insecure endpoints are allowed; use https"}
+	case u.Scheme == "http":
+		return bad("http is allowed only for loopback hosts unless insecure endpoints are allowed; use https")
 	}
-	return &ConfigError{Field: field, Value: shown, Reason: "scheme must be https"}
+	return bad("scheme must be https")
 }
 
 // RedactURL returns raw with any user information (user:password@)

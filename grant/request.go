@@ -202,8 +202,7 @@ func ValidOrgNumber(s string) bool {
 	if len(s) != 9 || !allDigits(s) {
 		return false
 	}
-	c, ok := mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2})
-	return ok && c == int(s[8]-'0')
+	return mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2}) == int(s[8]-'0')
 }
 
 // ValidPID reports whether s is a Norwegian personal identification number
@@ -213,12 +212,8 @@ func ValidPID(s string) bool {
 	if len(s) != 11 || !allDigits(s) {
 		return false
 	}
-	k1, ok := mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2})
-	if !ok || k1 != int(s[9]-'0') {
-		return false
-	}
-	k2, ok := mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2})
-	return ok && k2 == int(s[10]-'0')
+	return mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2}) == int(s[9]-'0') &&
+		mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2}) == int(s[10]-'0')
 }
 
 // MaskPID returns s with every character after the sixth replaced by '*',
@@ -230,21 +225,21 @@ func MaskPID(s string) string {
 	return s[:6] + strings.Repeat("*", len(s)-6)
 }
 
-// mod11 returns the modulus-11 check digit of digits with the given weights;
-// ok is false when no check digit exists (the remainder gives 10).
-func mod11(digits string, weights []int) (int, bool) {
+// mod11 returns the modulus-11 check digit of digits with the given weights,
+// or -1 when none exists (the remainder gives 10).
+func mod11(digits string, weights []int) int {
 	sum := 0
 	for i := range len(digits) {
 		sum += int(digits[i]-'0') * weights[i]
 	}
-	c := 11 - sum%11
-	switch c {
+	switch c := 11 - sum%11; c {
 	case 11:
-		return 0, true
+		return 0
 	case 10:
-		return 0, false
+		return -1
+	default:
+		return c
 	}
-	return c, true
 }
 
 func allDigits(s string) bool {
