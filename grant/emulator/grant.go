@@ -49,13 +49,12 @@ func parseGrant(s string) (*grant, *rejection) {
 	if len(parts) != 3 {
 		return nil, mp("MP-011", "The assertion is not a compact JWS (three base64url parts separated by dots).")
 	}
-	var hdr map[string]json.RawMessage
-	if err := decodeSegment(parts[0], &hdr); err != nil {
-		return nil, mp("MP-011", "The JWT header is not base64url-encoded JSON.")
-	}
-	var raw map[string]json.RawMessage
-	if err := decodeSegment(parts[1], &raw); err != nil {
-		return nil, mp("MP-011", "The JWT payload is not base64url-encoded JSON.")
+	var hdr, raw map[string]json.RawMessage
+	for i, name := range []string{"header", "payload"} {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil || json.Unmarshal(b, []*map[string]json.RawMessage{&hdr, &raw}[i]) != nil {
+			return nil, mp("MP-011", "The JWT "+name+" is not base64url-encoded JSON.")
+		}
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil || len(sig) == 0 {
@@ -69,14 +68,6 @@ func parseGrant(s string) (*grant, *rejection) {
 		return nil, r
 	}
 	return g, nil
-}
-
-func decodeSegment(seg string, v any) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
 }
 
 func (g *grant) readHeader(hdr map[string]json.RawMessage) *rejection {
