@@ -119,31 +119,29 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 // twice: parsers disagree on which one counts, so a duplicated type could
 // pass one check and mean another thing to Maskinporten.
 func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
+	notObject := errors.New("not a JSON object")
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
+		return nil, notObject
 	}
 	m := map[string]json.RawMessage{}
 	for dec.More() {
 		t, err := dec.Token()
-		if err != nil {
-			return nil, errors.New("not a JSON object")
-		}
 		name, _ := t.(string)
+		var v json.RawMessage
+		if err != nil || dec.Decode(&v) != nil {
+			return nil, notObject
+		}
 		if _, dup := m[name]; dup {
 			return nil, fmt.Errorf("the member %q is given twice", name)
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, errors.New("not a JSON object")
 		}
 		m[name] = v
 	}
 	if _, err := dec.Token(); err != nil {
-		return nil, errors.New("not a JSON object")
+		return nil, notObject
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("not a JSON object")
+		return nil, notObject
 	}
 	return m, nil
 }

@@ -52,7 +52,6 @@ func EnvironmentByName(name string) (Environment, error) {
 	return Environment{}, &ConfigError{Field: "Environment", Value: name, Reason: `unknown environment: want "test" or "prod"`}
 }
 
-// presetOf returns the preset whose issuer is issuer.
 func presetOf(issuer string) (Environment, bool) {
 	for _, p := range []Environment{Test, Prod} {
 		if p.Issuer == issuer {

@@ -97,8 +97,7 @@ func (c *Config) exchange(ctx context.Context, k *key, n *normRequest) (*Token, 
 	return t, nil
 }
 
-// checkStatus returns a *TokenError for a 4xx answer and a *ResponseError
-// for any other answer that is not 2xx.
+// checkStatus returns a *TokenError for 4xx and a *ResponseError for non-2xx.
 func checkStatus(a *answer) error {
 	switch {
 	case a.status >= 400:
@@ -109,8 +108,8 @@ func checkStatus(a *answer) error {
 	return nil
 }
 
-// tokenError makes a *TokenError from an error answer. The body may be an
-// OAuth 2 error object, Altinn's problem details, or anything else.
+// tokenError makes a *TokenError from an OAuth 2 error object, Altinn's
+// problem details, or any other body.
 func tokenError(a *answer) *TokenError {
 	e := &TokenError{URL: a.url, StatusCode: a.status, Skew: a.skew, Attempts: a.attempts}
 	e.RetryAfter, _ = retryAfter(a.header, a.start)
@@ -189,9 +188,8 @@ func hint(e *TokenError) string {
 	return ""
 }
 
-// parseTokenResponse reads a 2xx token response: a JSON object with a
-// non-empty access_token, token_type Bearer (or none) and a positive integer
-// expires_in. Expiry counts from start, the local time the request began.
+// parseTokenResponse reads a 2xx token response; Expiry counts from start,
+// the local time the request began.
 func parseTokenResponse(endpoint string, status int, body []byte, start time.Time) (*Token, error) {
 	var resp struct {
 		AccessToken string      `json:"access_token"`

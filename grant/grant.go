@@ -72,7 +72,6 @@ type key struct {
 	header map[string]any
 }
 
-// prepare checks the Config and the signer, and returns the grant's key.
 func (c *Config) prepare() (*key, error) {
 	if c.ClientID == "" {
 		return nil, &ConfigError{Field: "ClientID", Reason: "missing"}

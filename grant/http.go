@@ -52,8 +52,7 @@ func readLimited(r io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// excerpt returns the start of a body that is not the JSON expected, as one
-// printable line.
+// excerpt returns the start of an unexpected body as one printable line.
 func excerpt(b []byte) string {
 	const max = 200
 	s := strings.TrimSpace(string(b))
@@ -76,7 +75,7 @@ const (
 	skewThreshold    = 5 * time.Second
 )
 
-// answer is an HTTP answer with status below 500, its body read.
+// answer is an HTTP answer, its body read.
 type answer struct {
 	url      string
 	status   int
@@ -87,11 +86,8 @@ type answer struct {
 	attempts int
 }
 
-// send makes up to maxAttempts requests, each built anew by build, until one
-// is answered with a status below 500. Network errors and 5xx answers are
-// retried after an exponential backoff with jitter, unless ctx ends first.
-// After the last attempt a 5xx gives a *TokenError and a network error an
-// error matching ErrUnavailable.
+// send makes up to maxAttempts requests, each built anew by build, retrying
+// network errors and 5xx answers after a backoff with jitter within ctx.
 func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.Request, error)) (*answer, error) {
 	log := c.logger()
 	hc := cmp.Or(c.HTTPClient, defaultHTTPClient)
@@ -171,8 +167,7 @@ func (c *Config) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// retryAfter reads a Retry-After header: a number of seconds or an HTTP
-// date. It reports false when there is none or it does not parse.
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
 func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	v := strings.TrimSpace(h.Get("Retry-After"))
 	if n, err := strconv.ParseUint(v, 10, 32); err == nil {

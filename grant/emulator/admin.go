@@ -43,22 +43,24 @@ type clientJWKS struct {
 // its trailing slash, as --admin-api takes it (served if Config.AdminClient is set).
 func (s *Server) AdminAPIURL() string { return s.URL + adminAPIPath }
 
-// adminError answers with status and a JSON body
-// {"error": code, "error_description": detail}.
 func adminError(w http.ResponseWriter, status int, code, detail string) {
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": detail})
 }
 
-// serveClientJWKS serves GET, POST and DELETE on
-// /api/v1/clients/{id}/jwks, for a bearer token this emulator issued to
-// Config.AdminClient with the scope the method needs.
 func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
 	s.count(func(st *Stats) { st.AdminRequests++ })
+	if status, code, detail := s.clientJWKS(w, r); status != 0 {
+		adminError(w, status, code, detail)
+	}
+}
+
+// clientJWKS answers GET, POST and DELETE on /api/v1/clients/{id}/jwks for a
+// token of Config.AdminClient with the scope the method needs, or returns the refusal.
+func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int, code, detail string) {
 	if s.cfg.AdminClient == "" {
-		adminError(w, http.StatusNotFound, "not_found", "the self-service API is not served: the emulator has no self-service client")
-		return
+		return http.StatusNotFound, "not_found", "the self-service API is not served: the emulator has no self-service client"
 	}
 	need := ScopeAdminWrite
 	switch r.Method {
@@ -67,30 +69,24 @@ func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost, http.MethodDelete:
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
-		adminError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not served here")
-		return
+		return http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not served here"
 	}
 	claims, why := s.verifyAccessToken(r.Header.Get("Authorization"))
 	if why != "" {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		adminError(w, http.StatusUnauthorized, "invalid_token", "a Maskinporten access token is needed: "+why)
-		return
+		return http.StatusUnauthorized, "invalid_token", "a Maskinporten access token is needed: " + why
 	}
 	if claims["client_id"] != s.cfg.AdminClient {
-		adminError(w, http.StatusForbidden, "access_denied", "the token's client is not a self-service client")
-		return
+		return http.StatusForbidden, "access_denied", "the token's client is not a self-service client"
 	}
-	scope, _ := claims["scope"].(string)
-	if !slices.Contains(strings.Fields(scope), need) {
-		adminError(w, http.StatusForbidden, "insufficient_scope", "the token lacks scope "+need)
-		return
+	if scope, _ := claims["scope"].(string); !slices.Contains(strings.Fields(scope), need) {
+		return http.StatusForbidden, "insufficient_scope", "the token lacks scope " + need
 	}
 	admin, _ := s.client(s.cfg.AdminClient)
 	id := r.PathValue("id")
 	target, ok := s.client(id)
 	if !ok || target.OrgNumber != admin.OrgNumber {
-		adminError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no client %q in the organisation", id))
-		return
+		return http.StatusNotFound, "not_found", fmt.Sprintf("no client %q in the organisation", id)
 	}
 	switch r.Method {
 	case http.MethodGet:
@@ -101,19 +97,17 @@ func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 		if err != nil {
-			adminError(w, http.StatusBadRequest, "invalid_request", "the body could not be read: "+err.Error())
-			return
+			return http.StatusBadRequest, "invalid_request", "the body could not be read: " + err.Error()
 		}
 		keys, pubs, detail := parseClientJWKS(body)
 		if detail != "" {
-			adminError(w, http.StatusBadRequest, "invalid_request", detail)
-			return
+			return http.StatusBadRequest, "invalid_request", detail
 		}
 		writeJSON(w, s.setClientKeys(id, keys, pubs).answer())
 	}
+	return 0, "", ""
 }
 
-// answer is the key set in the API's shape.
 func (j *clientJWKS) answer() map[string]any {
 	out := map[string]any{"keys": j.keys}
 	if j.keys == nil {
@@ -126,7 +120,6 @@ func (j *clientJWKS) answer() map[string]any {
 	return out
 }
 
-// jwksOf returns client id's key set, made from Client.Keys the first time.
 func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -32,7 +32,6 @@ func (r *rejection) description() string {
 	return strings.TrimSpace(r.text + " " + r.detail)
 }
 
-// statsKey is the key under which Stats.Rejected counts the rejection.
 func (r *rejection) statsKey() string {
 	if r.code != "" {
 		return r.code
@@ -123,7 +122,6 @@ func (r *rejection) write(w http.ResponseWriter, issuer string) {
 	writeNoStore(w, r.status, body)
 }
 
-// writeNoStore sends v as JSON with the headers of a token endpoint answer.
 func writeNoStore(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json;charset=UTF-8")

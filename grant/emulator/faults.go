@@ -27,7 +27,6 @@ func (s *Server) date() string {
 	return s.now().Add(off).UTC().Format(http.TimeFormat)
 }
 
-// fault reports which fault, if any, the next token request meets.
 func (s *Server) fault() (drop bool, failStatus int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -38,7 +38,6 @@ func newTokenKey(k crypto.Signer) (*tokenKey, error) {
 	return &tokenKey{signer: k, pub: pub, jwk: jwk}, nil
 }
 
-// sign returns a compact JWS over claims, header {"alg":"RS256","kid"}.
 func (k *tokenKey) sign(claims jwt.MapClaims) (string, error) {
 	t := jwt.NewWithClaims(signer.RS256, claims)
 	t.Header = map[string]any{"alg": "RS256", "kid": k.jwk.Kid}

@@ -293,12 +293,10 @@ func (s *Server) useJTI(jti string, exp time.Time) bool {
 	return true
 }
 
-// locked runs f under s.mu.
 func (s *Server) locked(f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f()
 }
 
-// count changes the counters under s.mu.
 func (s *Server) count(f func(st *Stats)) { s.locked(func() { f(&s.stats) }) }
