@@ -177,8 +177,7 @@ func (c Consent) Validate() error {
 	return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "must be " + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>"}
 }
 
-// systemUserDetail is the authorization_details element asking for the
-// Altinn system user of the organisation orgnr.
+// systemUserDetail is the element asking for the Altinn system user of orgnr.
 func systemUserDetail(orgnr string) json.RawMessage {
 	type partyOrg struct {
 		Authority string `json:"authority"`

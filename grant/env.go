@@ -171,8 +171,7 @@ func discover(ctx context.Context, client *http.Client, metadataURL string, allo
 	return parseMetadata(metadataURL, resp.StatusCode, body, allowInsecure)
 }
 
-// parseMetadata reads an authorization-server metadata document: a JSON
-// object with issuer and token_endpoint, both usable endpoints.
+// parseMetadata reads RFC 8414 metadata with usable issuer and token_endpoint.
 func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bool) (Environment, error) {
 	var m struct {
 		Issuer        string `json:"issuer"`

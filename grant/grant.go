@@ -13,11 +13,9 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// Config describes a Maskinporten client and its key. Its zero value is not
-// usable: ClientID, Signer and Environment are required.
-//
-// A Config is safe for concurrent use, but must not be modified after its
-// first use.
+// Config describes a Maskinporten client and its key; ClientID, Signer and
+// Environment are required. A Config is safe for concurrent use, but must not
+// be modified after its first use.
 type Config struct {
 	// ClientID is the client's id in Maskinporten, sent as the grant's iss.
 	ClientID string
@@ -129,8 +127,7 @@ func (c *Config) prepare() (*key, error) {
 	return k, nil
 }
 
-// grant builds and signs a grant with golang-jwt; it returns the grant and
-// its jti.
+// grant builds and signs a grant with golang-jwt, and returns it and its jti.
 func (c *Config) grant(k *key, n *normRequest) (string, string, error) {
 	id, err := uuid.NewRandom() // version 4, from crypto/rand
 	if err != nil {

@@ -130,8 +130,8 @@ func (r Request) normalize() (*normRequest, error) {
 	return n, nil
 }
 
-// authorizationDetails builds the authorization_details claim from the
-// system user, the consent and the caller's own elements, each checked.
+// authorizationDetails builds the claim from the system user, the consent and
+// the caller's own elements, each checked.
 func (n *normRequest) authorizationDetails(r Request) error {
 	if err := r.Consent.Validate(); err != nil {
 		return err

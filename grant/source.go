@@ -76,10 +76,9 @@ func (s *source) Token() (*oauth2.Token, error) {
 	return nil, err
 }
 
-// reusing is the token source TokenSource returns: the reuse of a source,
-// replaced by a new one when the signer's certificate changes (a new key
-// gets a new token at once) and when Client's transport drops a token an
-// API refused.
+// reusing is the token source TokenSource returns: a reused source, replaced
+// when the signer's certificate changes (a new key gets a new token at once)
+// and when Client's transport drops a token an API refused.
 type reusing struct {
 	src source // the template of each new source
 	cur atomic.Pointer[reused]

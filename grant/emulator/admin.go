@@ -163,9 +163,8 @@ func (s *Server) setClientKeys(id string, keys []map[string]any, pubs map[string
 	return j
 }
 
-// parseClientJWKS checks a posted key set as Digdir does: {"keys": [...]}
-// of 1 to MaxClientKeys public keys, each with a kid of its own and use
-// sig. It returns the keys, their public keys by kid, or why it refuses.
+// parseClientJWKS checks a posted key set as Digdir does (1 to MaxClientKeys
+// public keys, each with its own kid and use sig), or says why it refuses.
 func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey, string) {
 	var set struct {
 		Keys []map[string]any `json:"keys"`

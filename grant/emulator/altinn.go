@@ -65,8 +65,7 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(tok))
 }
 
-// verifyAccessToken checks an Authorization header value carrying an access
-// token of this emulator, and returns its claims, or why it is refused.
+// verifyAccessToken returns the claims of this emulator's Bearer token, or why not.
 func (s *Server) verifyAccessToken(authz string) (jwt.MapClaims, string) {
 	scheme, tok, ok := strings.Cut(authz, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {

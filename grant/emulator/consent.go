@@ -87,8 +87,7 @@ func (s *Server) consentFor(req consentRequest, consumer string, now time.Time) 
 	return c, nil
 }
 
-// consentClaim is the consent's element of the token's
-// authorization_details, shaped as Altinn documents it.
+// consentClaim is the consent's element of the token's authorization_details.
 func (s *Server) consentClaim(c *Consent) map[string]any {
 	rights := c.Rights
 	if len(rights) == 0 {
@@ -106,8 +105,7 @@ func (s *Server) consentClaim(c *Consent) map[string]any {
 	}
 }
 
-// consentTime writes a time as Altinn's consent tokens do:
-// 2026-01-15T10:34:39.676924+00:00.
+// consentTime writes a time as Altinn does: 2026-01-15T10:34:39.676924+00:00.
 func consentTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.999999-07:00")
 }

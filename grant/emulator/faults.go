@@ -44,8 +44,7 @@ func (s *Server) fault() (drop bool, failStatus int) {
 	return false, 0
 }
 
-// drop hijacks the connection, writes the head of a 200 answer and part of
-// its body, and closes the connection.
+// drop writes the head of a 200 answer and part of its body, and hangs up.
 func (s *Server) drop(w http.ResponseWriter) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {

@@ -44,8 +44,7 @@ func (k *tokenKey) sign(claims jwt.MapClaims) (string, error) {
 	return t.SignedString(k.signer)
 }
 
-// randomID returns n random bytes, base64url: the form of Maskinporten's
-// access-token jti.
+// randomID returns n random bytes, base64url, as Maskinporten's token jti.
 func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

@@ -253,14 +253,12 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	}, nil
 }
 
-// orgID is an organisation in ISO 6523 notation, as in consumer and
-// supplier.
+// orgID is an organisation in ISO 6523 notation, as in consumer and supplier.
 func orgID(orgnr string) map[string]string {
 	return map[string]string{"authority": "iso6523-actorid-upis", "ID": "0192:" + orgnr}
 }
 
-// systemUserID is a stable identifier for the system user of org on the
-// client's system.
+// systemUserID is a stable id for the system user of org on the client's system.
 func systemUserID(clientID, org string) string {
 	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+clientID+":"+org)).String()
 }
