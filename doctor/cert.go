@@ -18,19 +18,16 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// signTimeout bounds the test signature, which may wait for a PIN on a
-// PIN pad or for a key that asks for the PIN before each signature.
+// signTimeout bounds the test signature, which may wait for a PIN pad.
 const signTimeout = 2 * time.Minute
 
-// contextSigner is a signer that can be given a deadline, as hsm.Key and
-// p11.TokenSigner are.
+// contextSigner is hsm.Key's and p11.TokenSigner's signing with a deadline.
 type contextSigner interface {
 	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
 }
 
-// checkSignature signs a random digest with the key and verifies it with
-// the certificate's public key, or the key's own when there is no
-// certificate.
+// checkSignature signs a random digest and verifies it with the
+// certificate's public key, or the key's own without a certificate.
 func (r *run) checkSignature(ctx context.Context) {
 	const check = "signature"
 	key := r.key.Key
@@ -124,8 +121,7 @@ func (r *run) certSkip(check string) bool {
 	return true
 }
 
-// checkValidity checks that the certificate is valid now and for
-// ExpiryWarn more.
+// checkValidity checks that the certificate is valid for ExpiryWarn more.
 func (r *run) checkValidity() {
 	const check = "validity"
 	if r.certSkip(check) {
@@ -149,8 +145,7 @@ func (r *run) checkValidity() {
 	}
 }
 
-// checkKeyUsage checks that the certificate allows signatures, and warns
-// for a card's signing (nonRepudiation) certificate.
+// checkKeyUsage warns for a card's signing (nonRepudiation) certificate.
 func (r *run) checkKeyUsage() {
 	const check = "key-usage"
 	if r.certSkip(check) {

@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
@@ -65,8 +64,7 @@ func (r *run) checkEnvironment(ctx context.Context) {
 	r.ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", name, envr.Issuer, how, r.fitsCert(envr)))
 }
 
-// fromCertificate is the EnvironmentFunc of a Config without one: the
-// environment the certificate's issuing CA is for.
+// fromCertificate is the default EnvironmentFunc: the issuing CA's.
 func fromCertificate(_ context.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
 	if len(chain) == 0 {
 		return grant.Environment{}, "", errors.New("no certificate to tell the environment from: give the environment")
@@ -89,8 +87,7 @@ func (r *run) fitsCert(envr grant.Environment) string {
 	return ""
 }
 
-// metadata is a metadata fetch: the environment it describes and the
-// server's Date header.
+// metadata is a metadata fetch and the server's Date header.
 type metadata struct {
 	url        string
 	env        grant.Environment
@@ -99,10 +96,10 @@ type metadata struct {
 	start, end time.Time // local clock around the request
 }
 
-// datesTransport records the Date header and timing of the last answer.
+// datesTransport records the Date header and timing of the last answer;
+// one fetch's requests are sequential.
 type datesTransport struct {
 	base http.RoundTripper
-	mu   sync.Mutex
 	m    *metadata
 	now  func() time.Time
 }
@@ -110,17 +107,9 @@ type datesTransport struct {
 func (t *datesTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := t.now()
 	resp, err := t.base.RoundTrip(req)
-	end := t.now()
 	if err == nil {
-		t.mu.Lock()
-		t.m.start, t.m.end = start, end
-		t.m.date = time.Time{}
-		if v := resp.Header.Get("Date"); v != "" {
-			if dt, perr := http.ParseTime(v); perr == nil {
-				t.m.date = dt
-			}
-		}
-		t.mu.Unlock()
+		t.m.start, t.m.end = start, t.now()
+		t.m.date, _ = http.ParseTime(resp.Header.Get("Date")) // zero without one
 	}
 	return resp, err
 }

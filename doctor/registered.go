@@ -13,23 +13,16 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// KeyAgeWarn is how old the registered-key check lets a registered key
-// get before it warns: Maskinporten takes a registered key for a year
-// (then MP-121).
+// KeyAgeWarn is the key-set age the registered-key check warns at: a
+// registered key is valid for a year (MP-121).
 const KeyAgeWarn = 335 * 24 * time.Hour
 
-// RegisteredKeysFunc reads the key set registered on the client through
-// Digdir's self-service API. s is the key the doctor found: the
-// self-service client authenticates with it and its certificate, or with
-// another key the function finds beside it (mp-hsm's --admin-key-id), as
-// the key checked may be one registered by kid, without a certificate.
+// RegisteredKeysFunc reads the client's registered key set through the
+// self-service API, authenticating with s (the key found) or a key beside it.
 type RegisteredKeysFunc func(ctx context.Context, s signer.Signer) (*admin.KeySet, error)
 
-// checkRegisteredKey looks the kid up in the client's registered keys.
-// The API dates the set, not each key: every key in it was registered on
-// or before last_updated, so when that is KeyAgeWarn or more ago each key
-// is at least that old, and the check warns. It runs only when
-// Config.RegisteredKeys is set.
+// checkRegisteredKey looks the kid up in the client's registered keys. The
+// API dates only the set, so a set last changed KeyAgeWarn ago warns.
 func (r *run) checkRegisteredKey(ctx context.Context) {
 	const check = "registered-key"
 	cfg := r.cfg
@@ -71,12 +64,9 @@ func (r *run) checkRegisteredKey(ctx context.Context) {
 			return
 		}
 	}
-	r.ok(check, fmt.Sprintf("kid %q is registered on client %s (key set last changed %s)", cfg.KeyID, client, dayOrUnknown(set.LastUpdated)))
-}
-
-func dayOrUnknown(t time.Time) string {
-	if t.IsZero() {
-		return "at a date the API did not give"
+	day := "at a date the API did not give"
+	if !set.LastUpdated.IsZero() {
+		day = "on " + set.LastUpdated.UTC().Format("2006-01-02")
 	}
-	return "on " + t.UTC().Format("2006-01-02")
+	r.ok(check, fmt.Sprintf("kid %q is registered on client %s (key set last changed %s)", cfg.KeyID, client, day))
 }
