@@ -1,16 +1,9 @@
 // Package tokencheck runs the doctor's checks of a key on a smart card or
-// HSM: module, token, pin, login and key. Checks is a doctor.KeyFinder: it
-// takes the steps of p11.Open one at a time, through the same hsm and
-// p11 calls, reporting each, and goes on where it can after a failure
-// (without a login it still finds the key's certificate), so that the
-// doctor's later checks have as much to judge as possible.
+// HSM (module, token, pin, login, key) through the same hsm and p11 calls
+// as p11.Open, one step at a time, going on after a failure where it can.
 //
-// It never spends a PIN try the card warns about: no login is tried when
-// the token's PIN flags say it is locked or on its final try, and at most
-// one C_Login is made.
-//
-// It speaks PKCS#11 through hsm and so needs cgo; package doctor, which
-// reaches it through doctor.KeyFinder, does not.
+// It never spends a PIN try the card warns about: no login when the PIN
+// flags say locked or final try, and at most one C_Login.
 package tokencheck
 
 import (
@@ -33,25 +26,16 @@ const ModuleHint = "install the card's PKCS#11 module (apt install opensc for Bu
 // Checks finds the key p11.Open would find for Config, checking each
 // step. Use a Checks once: Run calls FindKey, then Close.
 type Checks struct {
-	// Config says where the key is and how to log in, as for p11.Open.
-	// The login differs in two ways: it never allows a final PIN try,
-	// whatever Config.Login says, and it asks Config.Login.Prompt only when
-	// Interactive is set.
-	Config p11.Config
-	// DefaultModule says that Config.Module was found in the default
-	// places, for the module check's message. An empty Config.Module is
-	// looked for there too (see p11.Config.ModulePath).
-	DefaultModule bool
-	// Interactive says that a person can answer Config.Login.Prompt or
-	// enter the PIN on a PIN pad. Without it and without Config.PIN no
-	// login is tried.
+	// Config is as for p11.Open, but the login never allows a final PIN
+	// try and prompts only when Interactive.
+	Config        p11.Config
+	DefaultModule bool // Config.Module was found in the default places
+	// Interactive says a person can answer the prompt or use a PIN pad;
+	// without it and without Config.PIN no login is tried.
 	Interactive bool
-	// OnPINPad, if set, is called before a login on the reader's PIN pad,
-	// to tell the person to use it.
-	OnPINPad func()
-	// Explain, if set, rewrites a token or key selection error before it
-	// becomes a check's message: mp-hsm adds the flags that pick each
-	// token or key. It must wrap the error it is given.
+	OnPINPad    func() // if set, called before a login on the PIN pad
+	// Explain, if set, rewrites (wrapping) a token or key selection error,
+	// such as to name the flags that pick each.
 	Explain func(error) error
 
 	configErr  error // see Failed
@@ -67,15 +51,13 @@ type Checks struct {
 
 var _ doctor.KeyFinder = (*Checks)(nil)
 
-// Failed returns a KeyFinder for a key whose Config could not be made, such
-// as from a flag that does not parse: its module check fails with err and
-// hint, and the token checks after it are skipped.
+// Failed returns a KeyFinder whose Config could not be made: the module
+// check fails with err and hint, the rest are skipped.
 func Failed(err error, hint string) doctor.KeyFinder {
 	return &Checks{configErr: err, configHint: hint}
 }
 
-// FindKey runs the checks module, token, pin, login and key, passing each
-// result to report, and returns what they found.
+// FindKey runs the checks module, token, pin, login and key.
 func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor.FoundKey {
 	c.checkModule(report)
 	c.checkToken(report)
@@ -89,8 +71,7 @@ func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor
 	return c.found
 }
 
-// Close closes the token and the module. The key found is not usable after
-// it. Idempotent.
+// Close closes the token and the module, and so the key. Idempotent.
 func (c *Checks) Close() error {
 	var err error
 	if c.tok != nil {
@@ -112,8 +93,7 @@ func skip(check, msg string) doctor.Result {
 	return doctor.Result{Check: check, Status: doctor.Skip, Message: msg}
 }
 
-// failed is a failed check for err, a token problem unless err says
-// otherwise.
+// failed is a failed check, a token problem unless err says otherwise.
 func failed(check string, err error, hint string) doctor.Result {
 	def := doctor.ClassToken
 	if errors.Is(err, pkcs11uri.ErrInvalid) {
@@ -122,7 +102,6 @@ func failed(check string, err error, hint string) doctor.Result {
 	return doctor.Failed(check, def, err, hint)
 }
 
-// explain applies Explain.
 func (c *Checks) explain(err error) error {
 	if c.Explain == nil {
 		return err
@@ -310,11 +289,9 @@ func (c *Checks) checkKey(report func(doctor.Result)) {
 	report(ok(check, key.String()+how))
 }
 
-// certificateWithoutLogin returns the chain of the certificate the key
-// selection points at, found without a login (when keys are not visible):
-// by CKA_ID or label; else the one authentication certificate, by the rule
-// FindKey chooses keys by (hsm.KeyInfo.Authentication); else the only
-// end-entity certificate. Nil when none or several match.
+// certificateWithoutLogin returns the chain of the one certificate the key
+// selection points at without a login: by CKA_ID or label, else the one
+// authentication certificate, else the only end-entity one.
 func (c *Checks) certificateWithoutLogin() []*x509.Certificate {
 	certs, err := c.tok.Certificates()
 	if err != nil {
