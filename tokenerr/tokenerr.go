@@ -1,16 +1,14 @@
 // Package tokenerr names the kinds of failure of a PKCS#11 module, token,
-// PIN or key, so that code without cgo can tell them apart: the daemon
-// deciding whether to reconnect or to stop, the command line choosing an
-// exit code, a server logging why its signer failed.
-//
-// Package hsm classifies every PKCS#11 return value once, into one of these
-// sentinels, and every error it returns (hsm.Error, hsm.PINError,
-// hsm.SelectionError) matches its sentinel with errors.Is. This package
-// imports no PKCS#11 binding and needs no cgo; it holds only the sentinels
-// and the predicates over them.
+// PIN or key, so that code without cgo can tell them apart (reconnect or
+// stop, which exit code). Package hsm classifies every PKCS#11 return
+// value once into one of these sentinels, and its errors match it with
+// errors.Is.
 package tokenerr
 
-import "errors"
+import (
+	"errors"
+	"slices"
+)
 
 // The module: loading it and using it.
 var (
@@ -90,71 +88,43 @@ var (
 	ErrUnsupported = errors.New("unsupported signature algorithm")
 )
 
-// kinds are every sentinel, in the order Kind tries them: the PIN
-// refusals first.
-var kinds = []error{
-	ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid, ErrPINRequired, ErrLoginFailed,
-	ErrModuleNotFound, ErrNotModule, ErrModule, ErrClosed,
-	ErrSlotNotFound, ErrNoToken, ErrTokenNotFound, ErrAmbiguousToken, ErrTokenRemoved, ErrSessionClosed, ErrDevice, ErrWriteProtected,
-	ErrNotLoggedIn, ErrObjectGone, ErrKeyNotFound, ErrAmbiguousKey, ErrKeyCannotSign, ErrUnsupported,
-}
-
 // pinRefusals are the kinds IsPINRefused reports.
 var pinRefusals = []error{ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid, ErrPINRequired, ErrLoginFailed}
+
+// kinds are every sentinel, in the order Kind tries them: the PIN
+// refusals first.
+var kinds = append(slices.Clip(pinRefusals),
+	ErrModuleNotFound, ErrNotModule, ErrModule, ErrClosed,
+	ErrSlotNotFound, ErrNoToken, ErrTokenNotFound, ErrAmbiguousToken, ErrTokenRemoved, ErrSessionClosed, ErrDevice, ErrWriteProtected,
+	ErrNotLoggedIn, ErrObjectGone, ErrKeyNotFound, ErrAmbiguousKey, ErrKeyCannotSign, ErrUnsupported)
 
 // transients are the kinds Transient reports.
 var transients = []error{ErrTokenRemoved, ErrNoToken, ErrSessionClosed, ErrDevice, ErrNotLoggedIn, ErrObjectGone}
 
-// Kind returns the sentinel of this package that err matches (errors.Is),
-// or nil when it matches none: the error did not come from a module, token
-// or key. An error that matches several gives a PIN refusal (see
-// IsPINRefused) before any other kind, so that it is never mistaken for a
-// fault worth retrying.
+// Kind returns the sentinel err matches, or nil for none. A PIN refusal
+// wins over any other kind, so that it is never mistaken for a fault worth
+// retrying.
 func Kind(err error) error {
-	if err == nil {
-		return nil
-	}
-	for _, k := range kinds {
-		if errors.Is(err, k) {
-			return k
-		}
+	if i := slices.IndexFunc(kinds, func(k error) bool { return errors.Is(err, k) }); i >= 0 {
+		return kinds[i]
 	}
 	return nil
 }
 
-// IsPINRefused reports whether err says that the token refused the PIN, or
-// that the login refused to present one: it matches ErrPINIncorrect,
-// ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid,
-// ErrPINRequired or ErrLoginFailed. Such an error must never be retried on
-// its own: each retry with the same PIN spends a try, and cards lock after
-// a few. Tell the user and let them act.
+// IsPINRefused reports whether err says the token refused the PIN or the
+// login refused to present one (pinRefusals). Never retry such an error:
+// each retry spends a PIN try, and cards lock after a few.
 func IsPINRefused(err error) bool {
 	return matchesAny(err, pinRefusals)
 }
 
-// Transient reports whether err is a failure of the token or the reader
-// that may pass once the token is opened again (a new module, token and
-// login, and the key found again): the card was removed (ErrTokenRemoved)
-// or is not in the reader (ErrNoToken), the session broke
-// (ErrSessionClosed), the device failed (ErrDevice), the login was lost
-// (ErrNotLoggedIn), or the key's handle is stale (ErrObjectGone).
-//
-// It is false for PIN refusals (see IsPINRefused), which must not be
-// retried, for ErrClosed, which says this process closed the module or
-// token itself, and for errors that name a wrong choice (ErrKeyNotFound,
-// ErrUnsupported, ...), which opening again does not cure.
+// Transient reports whether err is a token or reader failure that opening
+// the token again may cure (transients). It is false for PIN refusals,
+// which must not be retried, and for ErrClosed and wrong choices.
 func Transient(err error) bool {
 	return !IsPINRefused(err) && matchesAny(err, transients)
 }
 
 func matchesAny(err error, targets []error) bool {
-	if err == nil {
-		return false
-	}
-	for _, k := range targets {
-		if errors.Is(err, k) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(targets, func(k error) bool { return errors.Is(err, k) })
 }
