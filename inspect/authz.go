@@ -122,30 +122,20 @@ func rightInWords(v any) string {
 func writeDetailsText(w io.Writer, details []Detail) {
 	for i, d := range details {
 		fmt.Fprintf(w, "authorization detail %d\t%s\n", i+1, printable(d.Type))
-		if d.ConsentID != "" {
-			fmt.Fprintf(w, "  consent id\t%s\n", printable(d.ConsentID))
-		}
-		if d.From != "" {
-			fmt.Fprintf(w, "  from\t%s\n", printable(d.From))
-		}
+		row(w, "consent id", printable(d.ConsentID))
+		row(w, "from", printable(d.From))
 		if d.To != "" {
 			_, org := orgClaim(d.raw["to"])
-			fmt.Fprintf(w, "  to\t%s (organisation number %s)\n", printable(d.To), printable(org))
+			row(w, "to", printable(d.To)+" (organisation number "+printable(org)+")")
 		}
-		if d.Consented != nil {
-			fmt.Fprintf(w, "  consented\t%s  (%s)\n", d.Consented.Time, d.Consented.Relative)
-		}
-		if d.ValidTo != nil {
-			fmt.Fprintf(w, "  valid to\t%s  (%s)\n", d.ValidTo.Time, d.ValidTo.Relative)
-		}
+		row(w, "consented", d.Consented.text())
+		row(w, "valid to", d.ValidTo.text())
 		for _, r := range d.Rights {
-			fmt.Fprintf(w, "  right\t%s\n", r)
+			row(w, "right", r)
 		}
-		if d.SystemUserOrg != "" {
-			fmt.Fprintf(w, "  system user of\t%s\n", printable(d.SystemUserOrg))
-		}
+		row(w, "system user of", printable(d.SystemUserOrg))
 		for _, p := range d.Problems {
-			fmt.Fprintf(w, "  problem\t%s\n", printable(p))
+			row(w, "problem", printable(p))
 		}
 	}
 }

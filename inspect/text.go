@@ -109,6 +109,21 @@ func (r *Report) WriteText(out io.Writer) error {
 	return w.Flush()
 }
 
+// row writes one indented line of a section, none for an empty value.
+func row(w io.Writer, name, v string) {
+	if v != "" {
+		fmt.Fprintf(w, "  %s\t%s\n", name, v)
+	}
+}
+
+// text is t as a report line shows it; empty for nil.
+func (t *Time) text() string {
+	if t == nil {
+		return ""
+	}
+	return t.Time + "  (" + t.Relative + ")"
+}
+
 func writeCertText(w io.Writer, c Certificate) {
 	role := "leaf"
 	if c.Index > 0 {
@@ -116,27 +131,26 @@ func writeCertText(w io.Writer, c Certificate) {
 	}
 	fmt.Fprintf(w, "certificate %d (x5c, %s)\n", c.Index, role)
 	if c.Error != "" {
-		fmt.Fprintf(w, "  error\t%s\n", c.Error)
+		row(w, "error", c.Error)
 		return
 	}
+	leaf := func(v, none string) string {
+		if v == "" && c.Index == 0 {
+			return none
+		}
+		return v
+	}
+	env := c.Environment
+	if env != "" {
+		env += " (from the issuing CA)"
+	}
 	fmt.Fprintf(w, "  subject\t%s\n", printable(c.Subject))
-	if c.OrgNumber != "" {
-		fmt.Fprintf(w, "  org number\t%s\n", c.OrgNumber)
-	} else if c.Index == 0 {
-		fmt.Fprintf(w, "  org number\tnone found\n")
-	}
+	row(w, "org number", leaf(c.OrgNumber, "none found"))
 	fmt.Fprintf(w, "  issuer\t%s\n", printable(c.Issuer))
-	switch {
-	case c.Environment != "":
-		fmt.Fprintf(w, "  environment\t%s (from the issuing CA)\n", c.Environment)
-	case c.Index == 0:
-		fmt.Fprintf(w, "  environment\tunknown: not a known Buypass or Commfides CA\n")
-	}
-	fmt.Fprintf(w, "  valid\t%s to %s  (%s)\n", c.NotBefore, c.NotAfter, c.Validity)
-	if len(c.KeyUsage) > 0 {
-		fmt.Fprintf(w, "  key usage\t%s\n", strings.Join(c.KeyUsage, ", "))
-	}
-	fmt.Fprintf(w, "  public key\t%s\n", c.PublicKey)
+	row(w, "environment", leaf(env, "unknown: not a known Buypass or Commfides CA"))
+	row(w, "valid", fmt.Sprintf("%s to %s  (%s)", c.NotBefore, c.NotAfter, c.Validity))
+	row(w, "key usage", strings.Join(c.KeyUsage, ", "))
+	row(w, "public key", c.PublicKey)
 	fmt.Fprintf(w, "  serial\t%s\n", c.Serial)
-	fmt.Fprintf(w, "  sha256\t%s\n", c.SHA256)
+	row(w, "sha256", c.SHA256)
 }
