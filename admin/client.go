@@ -132,6 +132,14 @@ func (c *Client) Add(ctx context.Context, clientID string, keys ...Key) (*KeySet
 	if err := checkNew(keys); err != nil {
 		return nil, err
 	}
+	return c.change(ctx, clientID, "add", func(set *KeySet) ([]Key, error) {
+		return append(slices.Clip(set.Keys), keys...), checkAdd(clientID, set, keys)
+	})
+}
+
+// change reads clientID's set under its change lock and writes what next
+// makes of it, unless next fails.
+func (c *Client) change(ctx context.Context, clientID, op string, next func(*KeySet) ([]Key, error)) (*KeySet, error) {
 	l, err := c.Lock(ctx, clientID)
 	if err != nil {
 		return nil, err
@@ -141,10 +149,11 @@ func (c *Client) Add(ctx context.Context, clientID string, keys ...Key) (*KeySet
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAdd(clientID, set, keys); err != nil {
+	keys, err := next(set)
+	if err != nil {
 		return nil, err
 	}
-	return c.write(ctx, clientID, set, append(slices.Clip(set.Keys), keys...), "add")
+	return c.write(ctx, clientID, set, keys, op)
 }
 
 // checkNew refuses, with no request sent, an empty list, a key Digdir
@@ -184,20 +193,7 @@ func checkAdd(clientID string, set *KeySet, keys []Key) error {
 // change lock; an unknown kid is ErrKidNotFound. The set is read back, as
 // for Add.
 func (c *Client) Remove(ctx context.Context, clientID, kid string) (*KeySet, error) {
-	l, err := c.Lock(ctx, clientID)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Unlock()
-	set, err := c.List(ctx, clientID)
-	if err != nil {
-		return nil, err
-	}
-	keep, err := without(clientID, set, kid)
-	if err != nil {
-		return nil, err
-	}
-	return c.write(ctx, clientID, set, keep, "remove")
+	return c.change(ctx, clientID, "remove", func(set *KeySet) ([]Key, error) { return without(clientID, set, kid) })
 }
 
 // without returns set's keys but kid, or ErrKidNotFound.

@@ -120,22 +120,21 @@ func (r *run) fetchMetadata(ctx context.Context, url string) *metadata {
 		return r.meta
 	}
 	m := &metadata{url: url}
-	hc := &http.Client{Timeout: r.timeout}
-	base := http.DefaultTransport
+	var hc http.Client
 	if r.cfg.HTTPClient != nil {
-		c := *r.cfg.HTTPClient
-		hc = &c
-		if hc.Transport != nil {
-			base = hc.Transport
-		}
-		if hc.Timeout == 0 {
-			hc.Timeout = r.timeout
-		}
+		hc = *r.cfg.HTTPClient
+	}
+	if hc.Timeout == 0 {
+		hc.Timeout = r.timeout
+	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
 	}
 	hc.Transport = &datesTransport{base: base, m: m, now: r.now}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	md := &grant.Metadata{URL: url, AllowInsecure: r.cfg.AllowInsecure, HTTPClient: hc}
+	md := &grant.Metadata{URL: url, AllowInsecure: r.cfg.AllowInsecure, HTTPClient: &hc}
 	m.env, m.err = md.Environment(ctx)
 	r.meta = m
 	return m

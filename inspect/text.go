@@ -116,7 +116,6 @@ func row(w io.Writer, name, v string) {
 	}
 }
 
-// text is t as a report line shows it; empty for nil.
 func (t *Time) text() string {
 	if t == nil {
 		return ""
@@ -134,20 +133,20 @@ func writeCertText(w io.Writer, c Certificate) {
 		row(w, "error", c.Error)
 		return
 	}
-	leaf := func(v, none string) string {
-		if v == "" && c.Index == 0 {
-			return none
-		}
-		return v
-	}
-	env := c.Environment
+	org, env := c.OrgNumber, c.Environment
 	if env != "" {
 		env += " (from the issuing CA)"
 	}
+	if c.Index == 0 && org == "" {
+		org = "none found"
+	}
+	if c.Index == 0 && env == "" {
+		env = "unknown: not a known Buypass or Commfides CA"
+	}
 	fmt.Fprintf(w, "  subject\t%s\n", printable(c.Subject))
-	row(w, "org number", leaf(c.OrgNumber, "none found"))
+	row(w, "org number", org)
 	fmt.Fprintf(w, "  issuer\t%s\n", printable(c.Issuer))
-	row(w, "environment", leaf(env, "unknown: not a known Buypass or Commfides CA"))
+	row(w, "environment", env)
 	row(w, "valid", fmt.Sprintf("%s to %s  (%s)", c.NotBefore, c.NotAfter, c.Validity))
 	row(w, "key usage", strings.Join(c.KeyUsage, ", "))
 	row(w, "public key", c.PublicKey)
