@@ -11,9 +11,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// Detail sums up one element of an authorization_details claim (RFC 9396)
-// of a grant or an access token: its type and, for an Altinn consent or
-// system user, what it names. A person's identity number in From is
+// Detail sums up one element of an authorization_details claim (RFC 9396),
+// such as an Altinn consent or system user; a person's number in From is
 // masked unless Options.ShowPID.
 type Detail struct {
 	Type          string   `json:"type"`
@@ -28,9 +27,8 @@ type Detail struct {
 	raw           map[string]any
 }
 
-// describeDetails reads the authorization_details claim v. It returns the
-// claim to show (from masked unless showPID) and the summary of each
-// element.
+// describeDetails returns the authorization_details claim v to show (from
+// masked unless showPID) and each element's summary.
 func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string) {
 	arr, ok := v.([]any)
 	if !ok {

@@ -44,10 +44,8 @@ func decodeErr(part int, cause error, format string, args ...any) *DecodeError {
 	return &DecodeError{Part: part, Err: cause, msg: fmt.Sprintf(format, args...)}
 }
 
-// Decode takes a compact JWS apart: three base64url parts, the first two
-// JSON objects. input may be surrounded by white space, may start with
-// "Authorization:" and "Bearer", or be a token response (a JSON object with
-// access_token). Every error is a *DecodeError. Decode never panics.
+// Decode takes a compact JWS apart, given alone, after "Authorization:
+// Bearer" or in a token response. Every error is a *DecodeError.
 func Decode(input string) (*JWT, error) {
 	s, err := extract(input)
 	if err != nil {

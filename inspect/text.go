@@ -59,10 +59,9 @@ func value(v any) string {
 	return printable(string(b))
 }
 
-// WriteText writes the report for people, as mp-hsm inspect prints it: the
-// kind, the header, the claims with their times in words, each x5c
-// certificate, any problems and the signature's size. Every value from the
-// JWT is written printable: no control character reaches w.
+// WriteText writes the report for people, as mp-hsm inspect prints it.
+// Every value from the JWT is written printable: no control character
+// reaches out.
 func (r *Report) WriteText(out io.Writer) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "%s\n", r.Description)
