@@ -128,17 +128,16 @@ func Run(ctx context.Context, cfg Config) Results {
 	if len(r.key.Chain) > 0 {
 		r.cert = r.key.Chain[0]
 	}
-	r.checkSignature(ctx)
-	r.checkCertificate()
-	r.checkValidity()
-	r.checkKeyUsage()
-	r.checkIssuer()
-	r.checkOrgNumber()
-	r.checkEnvironment(ctx)
-	r.checkMetadata(ctx)
-	r.checkClock()
-	r.checkTokenRequest(ctx)
-	r.checkRegisteredKey(ctx)
+	for _, check := range []func(context.Context) Result{
+		r.checkSignature, r.checkCertificate,
+		r.needsCert("validity", r.checkValidity), r.needsCert("key-usage", r.checkKeyUsage),
+		r.needsCert("issuer", r.checkIssuer), r.needsCert("org-number", r.checkOrgNumber),
+		r.checkEnvironment, r.checkMetadata, r.checkClock, r.checkTokenRequest, r.checkRegisteredKey,
+	} {
+		if res := check(ctx); res.Check != "" {
+			r.add(res)
+		}
+	}
 	return r.results
 }
 
@@ -151,18 +150,14 @@ func (r *run) add(res Result) {
 	}
 }
 
-func (r *run) ok(check, msg string) {
-	r.add(Result{Check: check, Status: OK, Message: msg})
+func ok(check, msg string) Result { return Result{Check: check, Status: OK, Message: msg} }
+
+func warn(check, msg, hint string) Result {
+	return Result{Check: check, Status: Warn, Message: msg, Hint: hint}
 }
 
-func (r *run) warn(check, msg, hint string) {
-	r.add(Result{Check: check, Status: Warn, Message: msg, Hint: hint})
+func fail(check string, class Class, err error, msg, hint string) Result {
+	return Result{Check: check, Status: Fail, Message: msg, Hint: hint, Class: class, Err: err}
 }
 
-func (r *run) fail(check string, class Class, err error, msg, hint string) {
-	r.add(Result{Check: check, Status: Fail, Message: msg, Hint: hint, Class: class, Err: err})
-}
-
-func (r *run) skip(check, msg string) {
-	r.add(Result{Check: check, Status: Skip, Message: msg})
-}
+func skip(check, msg string) Result { return Result{Check: check, Status: Skip, Message: msg} }

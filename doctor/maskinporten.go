@@ -16,25 +16,22 @@ import (
 
 // checkEnvironment chooses the environment and checks it against the
 // certificate.
-func (r *run) checkEnvironment(ctx context.Context) {
+func (r *run) checkEnvironment(ctx context.Context) Result {
 	const check = "environment"
 	cfg := r.cfg
 	if cfg.Environment == nil && cfg.WellKnown != "" {
 		m := r.fetchMetadata(ctx, cfg.WellKnown)
 		if m.err != nil {
-			r.skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 			r.envFail = true
-			return
+			return skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 		}
 		envr := m.env
 		if err := grant.CheckEnvironment(envr, r.key.Chain); err != nil {
 			r.envFail = true
-			r.add(Failed(check, ClassToken, err, "use the certificate for that environment, or the other environment's metadata"))
-			return
+			return Failed(check, ClassToken, err, "use the certificate for that environment, or the other environment's metadata")
 		}
 		r.envr = &envr
-		r.ok(check, fmt.Sprintf("issuer %s from the metadata at %s%s", envr.Issuer, cfg.WellKnown, r.fitsCert(envr)))
-		return
+		return ok(check, fmt.Sprintf("issuer %s from the metadata at %s%s", envr.Issuer, cfg.WellKnown, r.fitsCert(envr)))
 	}
 	choose := cfg.Environment
 	if choose == nil {
@@ -53,15 +50,14 @@ func (r *run) checkEnvironment(ctx context.Context) {
 		if errors.As(err, &me) {
 			hint = fmt.Sprintf("a %s certificate works only in %s: give --env %s, or use a %s certificate", me.CertificateEnvironment, me.CertificateEnvironment, me.CertificateEnvironment, me.Environment)
 		}
-		r.add(Failed(check, ClassUsage, err, hint))
-		return
+		return Failed(check, ClassUsage, err, hint)
 	}
 	r.envr = &envr
 	name := envr.Name
 	if name == "" {
 		name = "custom"
 	}
-	r.ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", name, envr.Issuer, how, r.fitsCert(envr)))
+	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", name, envr.Issuer, how, r.fitsCert(envr)))
 }
 
 // fromCertificate is the default EnvironmentFunc: the issuing CA's.
@@ -141,13 +137,12 @@ func (r *run) fetchMetadata(ctx context.Context, url string) *metadata {
 }
 
 // checkMetadata fetches the metadata and compares it with the environment.
-func (r *run) checkMetadata(ctx context.Context) {
+func (r *run) checkMetadata(ctx context.Context) Result {
 	const check = "metadata"
 	url := r.cfg.WellKnown
 	if url == "" {
 		if r.envr == nil {
-			r.skip(check, "needs the environment")
-			return
+			return skip(check, "needs the environment")
 		}
 		iss := r.envr.Issuer
 		if !strings.HasSuffix(iss, "/") {
@@ -161,34 +156,29 @@ func (r *run) checkMetadata(ctx context.Context) {
 		if errors.Is(m.err, grant.ErrInvalidConfig) {
 			class = ClassUsage
 		}
-		r.fail(check, class, m.err, m.err.Error(),
+		return fail(check, class, m.err, m.err.Error(),
 			"check the network, a proxy (HTTPS_PROXY, NO_PROXY) and firewalls, and that the URL is Maskinporten's (status.digdir.no)")
-		return
 	}
 	if r.envr != nil && m.env.Issuer != r.envr.Issuer {
-		r.fail(check, ClassUsage, nil, fmt.Sprintf("the metadata at %s names issuer %s, but grants would carry aud %s", url, m.env.Issuer, r.envr.Issuer),
+		return fail(check, ClassUsage, nil, fmt.Sprintf("the metadata at %s names issuer %s, but grants would carry aud %s", url, m.env.Issuer, r.envr.Issuer),
 			"give --well-known "+url+" so that the grant's aud is the server's issuer, or fix --issuer")
-		return
 	}
 	if r.envr != nil && m.env.TokenEndpoint != r.envr.TokenEndpoint {
-		r.warn(check, fmt.Sprintf("the metadata at %s names token endpoint %s, but grants would go to %s", url, m.env.TokenEndpoint, r.envr.TokenEndpoint),
+		return warn(check, fmt.Sprintf("the metadata at %s names token endpoint %s, but grants would go to %s", url, m.env.TokenEndpoint, r.envr.TokenEndpoint),
 			"give --well-known "+url+" to use the server's own token endpoint")
-		return
 	}
-	r.ok(check, fmt.Sprintf("%s answers: issuer %s, token endpoint %s", url, m.env.Issuer, m.env.TokenEndpoint))
+	return ok(check, fmt.Sprintf("%s answers: issuer %s, token endpoint %s", url, m.env.Issuer, m.env.TokenEndpoint))
 }
 
 // checkClock compares the local clock with the metadata's Date header.
-func (r *run) checkClock() {
+func (r *run) checkClock(context.Context) Result {
 	const check = "clock"
 	m := r.meta
 	switch {
 	case m == nil || m.err != nil:
-		r.skip(check, "needs the metadata")
-		return
+		return skip(check, "needs the metadata")
 	case m.date.IsZero():
-		r.skip(check, "the server sent no Date header")
-		return
+		return skip(check, "the server sent no Date header")
 	}
 	// Date has whole seconds: the server's clock was in [date, date+1s)
 	// while the local clock was between start and end.
@@ -203,10 +193,10 @@ func (r *run) checkClock() {
 	const hint = "synchronise the clock with NTP (timedatectl set-ntp true): Maskinporten refuses grants issued in the future (\"Issue time is after now\") and expired ones (MP-130)"
 	switch {
 	case skew.Abs() > SkewFail:
-		r.fail(check, ClassRefused, nil, msg, hint)
+		return fail(check, ClassRefused, nil, msg, hint)
 	case skew.Abs() > SkewWarn:
-		r.warn(check, msg, hint)
+		return warn(check, msg, hint)
 	default:
-		r.ok(check, "within "+inspect.Duration(SkewWarn)+" of the server's clock (Date header)")
+		return ok(check, "within "+inspect.Duration(SkewWarn)+" of the server's clock (Date header)")
 	}
 }
