@@ -59,11 +59,9 @@ func Failed(err error, hint string) doctor.KeyFinder {
 
 // FindKey runs the checks module, token, pin, login and key.
 func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor.FoundKey {
-	c.checkModule(report)
-	c.checkToken(report)
-	c.checkPIN(report)
-	c.checkLogin(report)
-	c.checkKey(report)
+	for _, check := range []func() doctor.Result{c.checkModule, c.checkToken, c.checkPIN, c.checkLogin, c.checkKey} {
+		report(check())
+	}
 	if c.tok != nil && !c.loggedIn {
 		c.found.NoLogin = true
 		c.found.Chain = c.certificateWithoutLogin()
@@ -109,21 +107,18 @@ func (c *Checks) explain(err error) error {
 	return c.Explain(err)
 }
 
-func (c *Checks) checkModule(report func(doctor.Result)) {
+func (c *Checks) checkModule() doctor.Result {
 	const check = "module"
 	if c.configErr != nil {
-		report(doctor.Failed(check, doctor.ClassUsage, c.configErr, c.configHint))
-		return
+		return doctor.Failed(check, doctor.ClassUsage, c.configErr, c.configHint)
 	}
 	path, err := c.Config.ModulePath()
 	if err != nil {
-		report(failed(check, err, ModuleHint))
-		return
+		return failed(check, err, ModuleHint)
 	}
 	m, err := hsm.OpenWith(path, c.Config.ModuleOptions)
 	if err != nil {
-		report(failed(check, err, ModuleHint))
-		return
+		return failed(check, err, ModuleHint)
 	}
 	c.mod = m
 	msg := m.Path()
@@ -133,24 +128,21 @@ func (c *Checks) checkModule(report func(doctor.Result)) {
 	if c.DefaultModule || c.Config.Module == "" {
 		msg += "; found in the default places"
 	}
-	report(ok(check, msg))
+	return ok(check, msg)
 }
 
-func (c *Checks) checkToken(report func(doctor.Result)) {
+func (c *Checks) checkToken() doctor.Result {
 	const check = "token"
 	if c.mod == nil {
-		report(skip(check, "needs the module"))
-		return
+		return skip(check, "needs the module")
 	}
 	slot, err := c.mod.FindSlot(c.Config.Token)
 	if err != nil {
-		report(failed(check, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)"))
-		return
+		return failed(check, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
 	}
 	tok, err := c.mod.OpenToken(slot.ID, c.Config.TokenOptions())
 	if err != nil {
-		report(failed(check, err, "the token is present but cannot be opened: reinsert the card and try again"))
-		return
+		return failed(check, err, "the token is present but cannot be opened: reinsert the card and try again")
 	}
 	c.slot, c.tok = slot, tok
 	t := slot.Token
@@ -158,20 +150,18 @@ func (c *Checks) checkToken(report func(doctor.Result)) {
 	if c.Config.Token.IsZero() {
 		how = "; the only token present"
 	}
-	report(ok(check, fmt.Sprintf("%q (serial %s, %s %s) in slot %d%s", t.Label, t.Serial, t.Manufacturer, t.Model, slot.ID, how)))
+	return ok(check, fmt.Sprintf("%q (serial %s, %s %s) in slot %d%s", t.Label, t.Serial, t.Manufacturer, t.Model, slot.ID, how))
 }
 
-func (c *Checks) checkPIN(report func(doctor.Result)) {
+func (c *Checks) checkPIN() doctor.Result {
 	const check = "pin"
 	if c.tok == nil {
-		report(skip(check, "needs the token"))
-		return
+		return skip(check, "needs the token")
 	}
 	info, err := c.tok.Info()
 	if err != nil {
-		report(failed(check, err, "reinsert the card and try again"))
 		c.pinBlock = true
-		return
+		return failed(check, err, "reinsert the card and try again")
 	}
 	f := info.Flags
 	c.slot.Token.Flags = f
@@ -184,39 +174,36 @@ func (c *Checks) checkPIN(report func(doctor.Result)) {
 	}
 	switch {
 	case !f.LoginRequired():
-		report(ok(check, "the token needs no login"))
+		return ok(check, "the token needs no login")
 	case f.PINLocked():
-		report(block("the PIN is locked (CKF_USER_PIN_LOCKED); no login was tried",
-			"unblock the PIN with the PUK (or SO PIN) using the card issuer's tools, then run doctor again"))
+		return block("the PIN is locked (CKF_USER_PIN_LOCKED); no login was tried",
+			"unblock the PIN with the PUK (or SO PIN) using the card issuer's tools, then run doctor again")
 	case f.PINFinalTry():
-		report(block("one more wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY); no login was tried",
-			"doctor never spends the final try: when you are certain of the PIN, log in once with mp-hsm token --allow-final-pin-try"))
+		return block("one more wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY); no login was tried",
+			"doctor never spends the final try: when you are certain of the PIN, log in once with mp-hsm token --allow-final-pin-try")
 	case f.PINCountLow():
-		report(warn("a wrong PIN was entered since the last login (CKF_USER_PIN_COUNT_LOW)",
-			"make sure the PIN is right before the next try: the card locks after a few wrong PINs"))
+		return warn("a wrong PIN was entered since the last login (CKF_USER_PIN_COUNT_LOW)",
+			"make sure the PIN is right before the next try: the card locks after a few wrong PINs")
 	case f.PINToBeChanged():
-		report(warn("the token wants its PIN changed (CKF_USER_PIN_TO_BE_CHANGED)",
-			"change the PIN with the card issuer's tools before using the key"))
+		return warn("the token wants its PIN changed (CKF_USER_PIN_TO_BE_CHANGED)",
+			"change the PIN with the card issuer's tools before using the key")
 	case f.ProtectedAuthPath():
-		report(ok(check, "no PIN problems reported; the reader has a PIN pad"))
+		return ok(check, "no PIN problems reported; the reader has a PIN pad")
 	default:
-		report(ok(check, "no PIN problems reported"))
+		return ok(check, "no PIN problems reported")
 	}
 }
 
-func (c *Checks) checkLogin(report func(doctor.Result)) {
+func (c *Checks) checkLogin() doctor.Result {
 	const check = "login"
 	switch {
 	case c.tok == nil:
-		report(skip(check, "needs the token"))
-		return
+		return skip(check, "needs the token")
 	case c.pinBlock:
-		report(skip(check, "not tried: see the PIN check"))
-		return
+		return skip(check, "not tried: see the PIN check")
 	case !c.slot.Token.Flags.LoginRequired():
 		c.loggedIn = true
-		report(skip(check, "the token needs no login"))
-		return
+		return skip(check, "the token needs no login")
 	}
 	var pin hsm.PINSource
 	opts := hsm.LoginOptions{} // never the final try, whatever Config.Login says
@@ -230,8 +217,7 @@ func (c *Checks) checkLogin(report func(doctor.Result)) {
 	case c.Interactive:
 		opts.Prompt = c.Config.Login.Prompt
 	default:
-		report(skip(check, "no PIN given (MP_HSM_PIN or --pin-file) and no terminal to ask on; the key checks need a login"))
-		return
+		return skip(check, "no PIN given (MP_HSM_PIN or --pin-file) and no terminal to ask on; the key checks need a login")
 	}
 	if err := c.tok.Login(pin, opts); err != nil {
 		hint := "check the PIN in MP_HSM_PIN or --pin-file before trying again: the card locks after a few wrong PINs"
@@ -243,27 +229,23 @@ func (c *Checks) checkLogin(report func(doctor.Result)) {
 					"or clear it with tpm2_dictionarylockout --clear-lockout, then run doctor again"
 			}
 		}
-		report(failed(check, err, hint))
-		return
+		return failed(check, err, hint)
 	}
 	c.loggedIn = true
-	report(ok(check, "logged in"))
+	return ok(check, "logged in")
 }
 
-func (c *Checks) checkKey(report func(doctor.Result)) {
+func (c *Checks) checkKey() doctor.Result {
 	const check = "key"
 	switch {
 	case c.tok == nil:
-		report(skip(check, "needs the token"))
-		return
+		return skip(check, "needs the token")
 	case !c.loggedIn:
-		report(skip(check, "needs a login"))
-		return
+		return skip(check, "needs a login")
 	}
 	key, err := c.tok.FindKey(c.Config.Key)
 	if err != nil {
-		report(failed(check, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)"))
-		return
+		return failed(check, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)")
 	}
 	c.found.Key = key
 	s, err := p11.New(key, p11.Options{ExtraChain: c.Config.ExtraChain})
@@ -271,8 +253,7 @@ func (c *Checks) checkKey(report func(doctor.Result)) {
 	case errors.Is(err, signer.ErrCertificateMismatch):
 		c.found.CertErr = err // the certificate check reports it
 	case err != nil:
-		report(failed(check, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)"))
-		return
+		return failed(check, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)")
 	default:
 		c.found.Signer = s
 		c.found.Chain = s.Chain()
@@ -282,11 +263,10 @@ func (c *Checks) checkKey(report func(doctor.Result)) {
 		how = "; chosen as the authentication key"
 	}
 	if key.Info().AlwaysAuthenticate {
-		report(doctor.Result{Check: check, Status: doctor.Warn, Message: key.String() + how,
-			Hint: "the key wants the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is likely the card's signing key; use the authentication key (see mp-hsm list)"})
-		return
+		return doctor.Result{Check: check, Status: doctor.Warn, Message: key.String() + how,
+			Hint: "the key wants the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is likely the card's signing key; use the authentication key (see mp-hsm list)"}
 	}
-	report(ok(check, key.String()+how))
+	return ok(check, key.String()+how)
 }
 
 // certificateWithoutLogin returns the chain of the one certificate the key
