@@ -106,22 +106,19 @@ func (c *Client) List(ctx context.Context, clientID string) (*KeySet, error) {
 		}
 		set.Keys = append(set.Keys, k)
 	}
-	set.Created, _ = parseTime(raw.Created)
-	set.LastUpdated, _ = parseTime(raw.LastUpdated)
+	set.Created, set.LastUpdated = parseTime(raw.Created), parseTime(raw.LastUpdated)
 	return set, nil
 }
 
-// parseTime reads the API's dates: RFC 3339, with or without a zone.
-func parseTime(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
+// parseTime reads the API's dates: RFC 3339, with or without a zone; zero
+// when it cannot.
+func parseTime(s string) time.Time {
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
+			return t
 		}
 	}
-	return time.Time{}, fmt.Errorf("date %q", s)
+	return time.Time{}
 }
 
 // Add registers keys on clientID beside its others, under the change lock.

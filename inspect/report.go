@@ -188,15 +188,12 @@ func numericDate(v any) (int64, error) {
 	if !ok {
 		return 0, errors.New("not a NumericDate (a number of seconds)")
 	}
-	if i, err := n.Int64(); err == nil {
-		if i > maxDate || i < -maxDate {
-			return 0, errors.New("out of range for a date")
-		}
-		return i, nil
-	}
 	f, err := n.Float64()
-	if err != nil || math.IsNaN(f) || f > maxDate || f < -maxDate {
+	if err != nil || math.IsNaN(f) || math.Abs(f) > maxDate {
 		return 0, errors.New("out of range for a date")
+	}
+	if i, err := n.Int64(); err == nil {
+		return i, nil // exact where float64 is not
 	}
 	return int64(f), nil
 }
