@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,20 +22,15 @@ var (
 )
 
 func ordered(m map[string]any, first []string) []string {
-	keys := make([]string, 0, len(m))
-	for _, k := range first {
-		if _, ok := m[k]; ok {
-			keys = append(keys, k)
+	rank := func(k string) int {
+		if i := slices.Index(first, k); i >= 0 {
+			return i
 		}
+		return len(first)
 	}
-	var rest []string
-	for k := range m {
-		if !slices.Contains(first, k) {
-			rest = append(rest, k)
-		}
-	}
-	slices.Sort(rest)
-	return append(keys, rest...)
+	keys := slices.Sorted(maps.Keys(m))
+	slices.SortStableFunc(keys, func(a, b string) int { return rank(a) - rank(b) })
+	return keys
 }
 
 // printable returns s as is when it is printable UTF-8, and quoted
