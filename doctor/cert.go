@@ -103,11 +103,11 @@ func (r *run) checkCertificate(context.Context) Result {
 
 // needsCert runs a check of the certificate, or skips it, saying why, when
 // there is none.
-func (r *run) needsCert(check string, f func(context.Context) Result) func(context.Context) Result {
-	return func(ctx context.Context) Result {
+func (r *run) needsCert(check string, f func(check string) Result) func(context.Context) Result {
+	return func(context.Context) Result {
 		switch {
 		case r.cert != nil:
-			return f(ctx)
+			return f(check)
 		case r.key.Key != nil && r.cfg.KeyID != "":
 			return skip(check, "no certificate: the key is identified by --kid")
 		}
@@ -116,8 +116,7 @@ func (r *run) needsCert(check string, f func(context.Context) Result) func(conte
 }
 
 // checkValidity checks that the certificate is valid for ExpiryWarn more.
-func (r *run) checkValidity(context.Context) Result {
-	const check = "validity"
+func (r *run) checkValidity(check string) Result {
 	now := r.now()
 	c := r.cert
 	day := func(t time.Time) string { return t.UTC().Format("2006-01-02") }
@@ -137,8 +136,7 @@ func (r *run) checkValidity(context.Context) Result {
 }
 
 // checkKeyUsage warns for a card's signing (nonRepudiation) certificate.
-func (r *run) checkKeyUsage(context.Context) Result {
-	const check = "key-usage"
+func (r *run) checkKeyUsage(check string) Result {
 	u := r.cert.KeyUsage
 	names := strings.Join(inspect.KeyUsageNames(u), ", ")
 	switch {
@@ -156,8 +154,7 @@ func (r *run) checkKeyUsage(context.Context) Result {
 }
 
 // checkIssuer tells the environment from the issuing CA.
-func (r *run) checkIssuer(context.Context) Result {
-	const check = "issuer"
+func (r *run) checkIssuer(check string) Result {
 	ca := r.cert.Issuer.CommonName
 	env, err := grant.EnvironmentForCertificate(r.cert)
 	if err != nil {
@@ -168,8 +165,7 @@ func (r *run) checkIssuer(context.Context) Result {
 }
 
 // checkOrgNumber checks that the certificate holds an organisation number.
-func (r *run) checkOrgNumber(context.Context) Result {
-	const check = "org-number"
+func (r *run) checkOrgNumber(check string) Result {
 	org, found := orgid.FromCertificate(r.cert)
 	switch {
 	case !found && r.cfg.KeyID != "":
