@@ -13,10 +13,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/changelock"
 )
 
-// ErrChanged: the set read back after a write is neither the set written
-// nor the set before it: something else changed the client's keys at the
-// same time (a process that does not take the change lock, or a person in
-// Samarbeidsportalen).
+// ErrChanged: the set read back is neither the one written nor the one
+// before: someone else changed the keys at the same time.
 var ErrChanged = errors.New("the key set changed under us")
 
 // readBackTimeout bounds the read that follows a write, also when the
