@@ -113,10 +113,10 @@ func (c *Checks) checkModule() doctor.Result {
 		return doctor.Failed(check, doctor.ClassUsage, c.configErr, c.configHint)
 	}
 	path, err := c.Config.ModulePath()
-	if err != nil {
-		return failed(check, err, ModuleHint)
+	var m *hsm.Module
+	if err == nil {
+		m, err = hsm.OpenWith(path, c.Config.ModuleOptions)
 	}
-	m, err := hsm.OpenWith(path, c.Config.ModuleOptions)
 	if err != nil {
 		return failed(check, err, ModuleHint)
 	}
