@@ -70,14 +70,20 @@ func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string)
 			}
 			*dst = &Time{Unix: t.Unix(), Time: t.UTC().Format(time.RFC3339), Relative: Relative(rel, t, now)}
 		}
-		if rights, ok := m["consentRights"].([]any); ok {
-			for _, r := range rights {
-				d.Rights = append(d.Rights, rightInWords(r))
-			}
-		}
+		d.Rights = each(m["consentRights"], rightInWords)
 		out = append(out, d)
 	}
 	return shown, out, ""
+}
+
+// each applies f to each element of v, a JSON array; nil for anything else.
+func each(v any, f func(any) string) []string {
+	a, _ := v.([]any)
+	var out []string
+	for _, x := range a {
+		out = append(out, f(x))
+	}
+	return out
 }
 
 // rightInWords writes a consentRights element as "consent on
@@ -87,21 +93,14 @@ func rightInWords(v any) string {
 	if !ok {
 		return value(v)
 	}
-	var actions, resources, meta []string
-	if a, ok := m["action"].([]any); ok {
-		for _, x := range a {
-			actions = append(actions, value(x))
+	actions := each(m["action"], value)
+	resources := each(m["resource"], func(r any) string {
+		if rm, ok := r.(map[string]any); ok && rm["value"] != nil {
+			return value(rm["value"])
 		}
-	}
-	if rs, ok := m["resource"].([]any); ok {
-		for _, r := range rs {
-			if rm, ok := r.(map[string]any); ok && rm["value"] != nil {
-				resources = append(resources, value(rm["value"]))
-			} else {
-				resources = append(resources, value(r))
-			}
-		}
-	}
+		return value(r)
+	})
+	var meta []string
 	md, ok := m["metaData"].(map[string]any)
 	if !ok {
 		md, _ = m["metadata"].(map[string]any)
