@@ -177,7 +177,7 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	}
 	result := "ok"
 	switch {
-	case isPINError(err):
+	case tokenerr.IsPINRefused(err):
 		result = "pin"
 	case err != nil:
 		result = "error"
@@ -280,7 +280,7 @@ func (s *Server) reconnectLoop() {
 			}
 			s.logReady(c, "reconnected: ready")
 			return
-		case isPINError(err):
+		case tokenerr.IsPINRefused(err):
 			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
 			s.looping = false
 			s.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // The HTTP surface: who the caller is, the routes, and every error answer
@@ -299,7 +300,7 @@ func (s *Server) mapError(err error) *oauthError {
 		return unavailable("cannot get a token now: "+nre.reason, 5)
 	case isDeviceFault(err):
 		return unavailable("the card or HSM failed while signing ("+err.Error()+"); reconnecting", 5)
-	case isPINError(err):
+	case tokenerr.IsPINRefused(err):
 		return unavailable(loginRefusedReason(err), 0)
 	case isTE && te.StatusCode == http.StatusTooManyRequests:
 		return unavailable("Maskinporten asks the daemon to slow down: "+te.Error(), retrySeconds(te.RetryAfter))

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // Server is the token daemon. Make one with New, give it listeners with
@@ -105,10 +106,10 @@ func New(cfg Config) (*Server, error) {
 	switch {
 	case err == nil:
 		s.installLocked(c)
-	case isTransient(err):
+	case tokenerr.Transient(err):
 		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); waiting for it")
 		s.startLoopLocked()
-	case isPINError(err) && cfg.WaitOnPINRefused:
+	case tokenerr.IsPINRefused(err) && cfg.WaitOnPINRefused:
 		// Not ready, and no reconnect loop: nothing presents the PIN
 		// again but Reload.
 		s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
@@ -119,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.mu.Unlock()
 	switch {
-	case isPINError(err):
+	case tokenerr.IsPINRefused(err):
 		cfg.Logger.Error("the token refused the login; the PIN is not retried: starting not ready. Fix the PIN source and reload (SIGHUP) or restart", "error", err)
 	case err != nil:
 		cfg.Logger.Warn("the card or HSM is not available; starting not ready and waiting for it", "error", err)
@@ -354,7 +355,7 @@ func (s *Server) Reload(cfg Config) error {
 		return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
 	case err != nil:
 		s.st.Store(st)
-		if isPINError(err) {
+		if tokenerr.IsPINRefused(err) {
 			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
 		} else {
 			s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
