@@ -214,8 +214,7 @@ func (s *Server) fault(c *conn, err error) {
 		s.mu.Unlock()
 		return
 	}
-	s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
-	s.startLoopLocked()
+	s.adoptLocked(nil, err)
 	s.mu.Unlock()
 	s.metrics.faults.Inc()
 	s.log().Warn("card or HSM fault: not ready; reconnecting", "error", err)
@@ -236,63 +235,56 @@ func (s *Server) startLoopLocked() {
 // reconnectLoop calls OpenSigner until it succeeds, the PIN is refused,
 // or the server stops: every PresencePoll while the token is away (see
 // tokenAway), with a doubling backoff from ReconnectMin to ReconnectMax
-// after other failures. It never retries a refused PIN.
+// after other failures. It never retries a refused PIN. It clears
+// s.looping under the same lock as it decides to stop, so that a fault
+// after that starts a new loop.
 func (s *Server) reconnectLoop() {
-	wait := s.settings().cfg.PresencePoll
-	backoff := time.Duration(0)
-	lastMsg := ""
+	wait, backoff, lastMsg := s.settings().cfg.PresencePoll, time.Duration(0), ""
+	stopLocked := func() bool {
+		st := s.status().state
+		if s.ctx.Err() != nil || st == stateReady || st == stateClosed || st == stateLoginRefused {
+			s.looping = false
+			return true
+		}
+		return false
+	}
 	for {
 		t := time.NewTimer(wait)
 		select {
 		case <-s.ctx.Done():
 			t.Stop()
-			s.mu.Lock()
-			s.looping = false
-			s.mu.Unlock()
-			return
 		case <-t.C:
 		}
 		st := s.settings()
 		s.mu.Lock()
-		if st := s.status().state; st == stateReady || st == stateClosed {
-			s.looping = false
-			s.mu.Unlock()
+		stop := stopLocked()
+		s.mu.Unlock()
+		if stop {
 			return
 		}
-		s.mu.Unlock()
-
 		c, err := s.open(s.ctx, st)
 		s.mu.Lock()
+		if stopLocked() { // shut down, or a Reload got there first
+			s.mu.Unlock()
+			if c != nil {
+				c.close()
+			}
+			return
+		}
+		old := s.adoptLocked(c, err)
+		stop = stopLocked()
+		s.mu.Unlock()
 		switch {
 		case err == nil:
-			if st := s.status().state; st == stateClosed || st == stateReady {
-				// Shut down, or a Reload got there first.
-				s.looping = false
-				s.mu.Unlock()
-				c.close()
-				return
-			}
-			old := s.installLocked(c)
-			s.looping = false
-			s.mu.Unlock()
 			if old != nil {
 				old.close()
 			}
 			s.logReady(c, "reconnected: ready")
 			return
-		case tokenerr.IsPINRefused(err):
-			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
-			s.looping = false
-			s.mu.Unlock()
+		case stop:
 			s.log().Error("the token refused the login; the PIN is not retried: fix the PIN source and reload (SIGHUP) or restart", "error", err)
 			return
-		case s.ctx.Err() != nil:
-			s.looping = false
-			s.mu.Unlock()
-			return
 		}
-		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
-		s.mu.Unlock()
 		s.openFailures.Add(1)
 		if tokenAway(err) {
 			wait, backoff = st.cfg.PresencePoll, 0

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
-	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // request is what one cache key asks for, and how its tokens are fetched.
@@ -181,7 +180,7 @@ func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, err
 	}
 	c := s.status().conn
 	t, err := r.exchange(ctx, who)
-	if err != nil && isDeviceFault(err) && !tokenerr.IsPINRefused(err) && s.awaitReconnect(ctx, c) {
+	if err != nil && isDeviceFault(err) && s.awaitReconnect(ctx, c) {
 		t, err = r.exchange(ctx, who)
 	}
 	if nre := (*notReadyError)(nil); errors.As(err, &nre) {

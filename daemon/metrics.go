@@ -172,7 +172,7 @@ func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerO
 	ms.s.metrics.signSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		ms.s.metrics.signErrors.Inc()
-		if isDeviceFault(err) && !tokenerr.IsPINRefused(err) {
+		if isDeviceFault(err) {
 			ms.s.fault(ms.c, err)
 		}
 	}
@@ -184,5 +184,5 @@ func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerO
 // session, a device error, a lost login, a stale key handle) and
 // ErrClosed, a token closed under the daemon.
 func isDeviceFault(err error) bool {
-	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed)
+	return !tokenerr.IsPINRefused(err) && (tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed))
 }

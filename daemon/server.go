@@ -102,22 +102,12 @@ func New(cfg Config) (*Server, error) {
 	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(logWriter{cfg.Logger, slog.LevelError, "metrics: "}, "", 0)})
 
 	c, err := s.open(s.ctx, st)
-	s.mu.Lock()
-	switch {
-	case err == nil:
-		s.installLocked(c)
-	case tokenerr.Transient(err):
-		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); waiting for it")
-		s.startLoopLocked()
-	case tokenerr.IsPINRefused(err) && cfg.WaitOnPINRefused:
-		// Not ready, and no reconnect loop: nothing presents the PIN
-		// again but Reload.
-		s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
-	default:
-		s.mu.Unlock()
+	if err != nil && !tokenerr.Transient(err) && !(tokenerr.IsPINRefused(err) && cfg.WaitOnPINRefused) {
 		s.cancel()
 		return nil, err
 	}
+	s.mu.Lock()
+	s.adoptLocked(c, err)
 	s.mu.Unlock()
 	switch {
 	case tokenerr.IsPINRefused(err):
@@ -151,6 +141,23 @@ func (s *Server) status() *status { return s.stat.Load() }
 // be held.
 func (s *Server) setStateLocked(st state, reason string) {
 	s.stat.Store(&status{state: st, reason: reason})
+}
+
+// adoptLocked makes the daemon ready with c, or records err, the failure
+// to open it: a refused PIN waits for Reload (the PIN is never presented
+// again); any other failure starts the reconnect loop. It returns the conn
+// c replaces, for the caller to close outside s.mu, which must be held.
+func (s *Server) adoptLocked(c *conn, err error) *conn {
+	switch {
+	case err == nil:
+		return s.installLocked(c)
+	case tokenerr.IsPINRefused(err):
+		s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
+	default:
+		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
+		s.startLoopLocked()
+	}
+	return nil
 }
 
 // goBackground runs f in a goroutine that Shutdown waits for; false if the
@@ -353,20 +360,13 @@ func (s *Server) Reload(cfg Config) error {
 	case err != nil && s.status().state == stateReady:
 		s.mu.Unlock()
 		return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
-	case err != nil:
-		s.st.Store(st)
-		if tokenerr.IsPINRefused(err) {
-			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
-		} else {
-			s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
-			s.startLoopLocked()
-		}
-		s.mu.Unlock()
-		return fmt.Errorf("reload: %w", err)
 	}
 	s.st.Store(st)
-	prev := s.installLocked(c)
+	prev := s.adoptLocked(c, err)
 	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
 	if prev != nil {
 		prev.close()
 	}
