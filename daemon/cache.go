@@ -36,11 +36,10 @@ type cache struct {
 	entries   map[string]*entry
 	lastSweep time.Time
 
-	closed  atomic.Bool
-	bgMu    sync.Mutex // orders starting flights against close
-	flights sync.WaitGroup
-	ctx     context.Context // the flights', canceled by close
-	cancel  context.CancelFunc
+	// The server's: its end closes the cache; flights run as its
+	// background work, which Shutdown waits for.
+	ctx   context.Context
+	spawn func(func()) bool
 }
 
 // Errors of the cache.
@@ -57,12 +56,12 @@ const (
 	forExchange
 )
 
-func newCache(cfg Config) *cache {
-	c := &cache{max: cfg.MaxKeys, refreshMargin: cfg.RefreshMargin, refreshJitter: cfg.RefreshJitter,
-		refusalTTL: max(cfg.RefusalTTL, 0), entries: map[string]*entry{}}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	return c
+func newCache(cfg Config, ctx context.Context, spawn func(func()) bool) *cache {
+	return &cache{max: cfg.MaxKeys, refreshMargin: cfg.RefreshMargin, refreshJitter: cfg.RefreshJitter,
+		refusalTTL: max(cfg.RefusalTTL, 0), entries: map[string]*entry{}, ctx: ctx, spawn: spawn}
 }
+
+func (c *cache) closed() bool { return c.ctx.Err() != nil }
 
 // entry is one key's token and the fetch that replaces it.
 type entry struct {
@@ -142,7 +141,7 @@ func (c *cache) add(key string, r *request) (*entry, error) {
 	if e := c.lookup([]byte(key)); e != nil {
 		return e, nil
 	}
-	if c.closed.Load() {
+	if c.closed() {
 		return nil, errCacheClosed
 	}
 	now := time.Now()
@@ -191,18 +190,6 @@ func (c *cache) clear() int {
 		e.kill()
 	}
 	return len(old)
-}
-
-// close cancels the fetches in progress, drops every entry and waits for
-// the fetches to end; afterwards, a token that must be fetched fails with
-// errCacheClosed.
-func (c *cache) close() {
-	c.bgMu.Lock()
-	c.closed.Store(true)
-	c.bgMu.Unlock()
-	c.cancel()
-	c.clear()
-	c.flights.Wait()
 }
 
 // cached returns e's token if it may be served for p now, and starts a
@@ -263,20 +250,12 @@ func (e *entry) startLocked(background bool) *flight {
 	if e.flight != nil {
 		return e.flight
 	}
-	c := e.c
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	if c.closed.Load() {
+	fl := &flight{done: make(chan struct{})}
+	if !e.c.spawn(func() { e.run(fl, background) }) {
 		return nil
 	}
-	fl := &flight{done: make(chan struct{})}
 	e.flight = fl
 	e.busy.Store(true)
-	c.flights.Add(1)
-	go func() {
-		defer c.flights.Done()
-		e.run(fl, background)
-	}()
 	return fl
 }
 
@@ -334,7 +313,7 @@ func (e *entry) hot(t *cached) bool {
 // scheduleLocked sets e's timer for its next refresh or idle check. e.mu
 // must be held.
 func (e *entry) scheduleLocked(now time.Time) {
-	if e.dead.Load() || e.c.closed.Load() {
+	if e.dead.Load() || e.c.closed() {
 		return
 	}
 	last := time.Unix(0, e.lastUsed.Load())
@@ -367,7 +346,7 @@ func later(a, b time.Time) time.Time {
 // onTimer drops e if it is idle, refreshes it if it is due and hot, and
 // otherwise sets the timer again.
 func (e *entry) onTimer() {
-	if e.c.closed.Load() {
+	if e.c.closed() {
 		return
 	}
 	now := time.Now()

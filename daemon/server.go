@@ -89,14 +89,16 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, cache: newCache(cfg), refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}}
+	s := &Server{reg: reg, refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.cache = newCache(cfg, s.ctx, s.goBackground)
 	s.metrics = newMetrics(s)
 	st, err := newSettings(cfg, s.metrics)
 	if err != nil {
+		s.cancel()
 		return nil, err
 	}
 	s.st.Store(st)
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.stat.Store(&status{state: stateStarting, reason: "starting"})
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
 	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(logWriter{cfg.Logger, slog.LevelError, "metrics: "}, "", 0)})
@@ -278,7 +280,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopBackground()
 	done := make(chan struct{})
 	go func() {
-		s.cache.close()
+		s.cache.clear()
 		s.bg.Wait()
 		close(done)
 	}()
