@@ -243,15 +243,26 @@ func (t *tallies) note(who callerID, f func(*tally, time.Time)) (events int, rep
 			t.m[who] = r
 		}
 	}
+	r.count(now)
+	if f != nil {
+		f(r, now)
+	}
+	return r.report(now)
+}
+
+// count counts an event at now; a quiet minute before it starts n anew.
+func (r *tally) count(now time.Time) {
 	if now.Sub(r.last) >= authWindow {
 		r.n = 0
 	}
 	r.n++
 	r.pending++
 	r.last = now
-	if f != nil {
-		f(r, now)
-	}
+}
+
+// report reports whether to report now, at most once a minute, and the
+// events pending that the report stands for.
+func (r *tally) report(now time.Time) (events int, report bool) {
 	if !r.reported.IsZero() && now.Sub(r.reported) < authWindow {
 		return 0, false
 	}
