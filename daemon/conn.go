@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -24,7 +25,7 @@ type conn struct {
 	grant    *grant.Config            // the first client's; its Signer is a meteredSigner
 	grants   map[string]*grant.Config // every client's, by client name
 	subs     []signer.Signer          // clients' own keys (Client.OpenKey)
-	identity string                   // what the cache's tokens depend on; see identity
+	identity identities               // what the cache's tokens depend on
 	leaf     *x509.Certificate
 }
 
@@ -73,7 +74,7 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		}
 		return nil, fmt.Errorf(format, args...)
 	}
-	ids := make([]string, 0, len(st.clients))
+	c.identity = identities{}
 	for _, cl := range st.clients {
 		key := raw
 		if cl.OpenKey != nil {
@@ -104,17 +105,20 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		if c.grant == nil {
 			c.grant = &gc
 		}
-		ids = append(ids, cl.Name+"\x01"+id)
+		c.identity[cl.Name] = id
 	}
-	slices.Sort(ids)
-	c.identity = strings.Join(ids, "\x02")
 	return c, nil
 }
 
-// identity is what tokens in the cache depend on besides the request: the
-// client, the environment, how the key is named (kid or x5c, alg) and the
-// key itself (its certificate, or its public key's thumbprint).
-func identity(gc *grant.Config, s signer.Signer) (string, error) {
+// identities are, by client name, what tokens in the cache depend on
+// besides the request: the client id, the environment, how the key is
+// named (kid or x5c, alg) and the key itself (its certificate, or its
+// public key's thumbprint); identityParts name them.
+type identities map[string][7]string
+
+var identityParts = [7]string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
+
+func identity(gc *grant.Config, s signer.Signer) ([7]string, error) {
 	var key string
 	if chain := s.Chain(); len(chain) > 0 {
 		sum := sha256.Sum256(chain[0].Raw)
@@ -122,33 +126,27 @@ func identity(gc *grant.Config, s signer.Signer) (string, error) {
 	} else {
 		tp, err := signer.Thumbprint(s.Public())
 		if err != nil {
-			return "", err
+			return [7]string{}, err
 		}
 		key = "jwk:" + tp
 	}
-	return strings.Join([]string{gc.ClientID, gc.Environment.Issuer, gc.Environment.TokenEndpoint,
-		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, "\x00"), nil
+	return [7]string{gc.ClientID, gc.Environment.Issuer, gc.Environment.TokenEndpoint,
+		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, nil
 }
 
-// identityParts name the fields of a client's identity, in order.
-var identityParts = []string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
-
-// identityChange names what differs between two identities (as conn
-// joins them), for the log line of a cache emptied on a change.
-func identityChange(old, new string) string {
-	o, n := strings.Split(old, "\x02"), strings.Split(new, "\x02")
-	if len(o) != len(n) {
+// change names what differs from old to ids, for the log line of a cache
+// emptied on a change.
+func (ids identities) change(old identities) string {
+	if len(old) != len(ids) {
 		return "the clients"
 	}
-	for i := range o {
-		on, oid, _ := strings.Cut(o[i], "\x01")
-		nn, nid, _ := strings.Cut(n[i], "\x01")
-		if on != nn {
+	for _, name := range slices.Sorted(maps.Keys(old)) {
+		n, ok := ids[name]
+		if !ok {
 			return "the clients"
 		}
-		of, nf := strings.Split(oid, "\x00"), strings.Split(nid, "\x00")
-		for j := range min(len(of), len(nf), len(identityParts)) {
-			if of[j] != nf[j] {
+		for j, o := range old[name] {
+			if o != n[j] {
 				return identityParts[j]
 			}
 		}
@@ -193,10 +191,10 @@ func (s *Server) installLocked(c *conn) *conn {
 	old := s.status().conn
 	s.stat.Store(&status{state: stateReady, conn: c})
 	s.lastLeaf.Store(c.leaf)
-	if s.identity != c.identity {
-		if s.identity != "" {
+	if !maps.Equal(s.identity, c.identity) {
+		if s.identity != nil {
 			n := s.cache.clear()
-			s.log().Info(identityChange(s.identity, c.identity)+" changed: cached tokens dropped", "dropped", n)
+			s.log().Info(c.identity.change(s.identity)+" changed: cached tokens dropped", "dropped", n)
 		}
 		s.identity = c.identity
 	}

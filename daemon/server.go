@@ -44,7 +44,7 @@ type Server struct {
 	mu           sync.Mutex
 	looping      bool         // the reconnect loop runs
 	openFailures atomic.Int64 // the reconnect loop's failed attempts (awaitReconnect)
-	identity     string       // of the cached tokens' keys
+	identity     identities   // of the cached tokens' keys
 	servers      []*http.Server
 	lns          []net.Listener // what Serve was given: Reload checks them
 	closing      bool           // Shutdown has begun
