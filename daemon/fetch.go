@@ -23,9 +23,7 @@ type request struct {
 	altinn bool
 	mpKey  string // for an Altinn request: the key of its Maskinporten token
 
-	// by is the caller whose request found no token to serve: a fetch it
-	// waits for runs on its share of the slots (see admission).
-	by atomic.Pointer[callerID]
+	by atomic.Pointer[callerID] // whose share of the slots a fetch runs on
 }
 
 func newRequest(s *Server, client string, req grant.Request, altinn bool, who callerID) *request {
@@ -34,9 +32,7 @@ func newRequest(s *Server, client string, req grant.Request, altinn bool, who ca
 	return r
 }
 
-// addKey adds c's key to the cache within its caller's bounds (quotas):
-// over MaxResourcesPerCaller is 400 invalid_target (RFC 8707), over
-// MaxKeysPerCaller 503; nothing is signed for either.
+// addKey adds c's key to the cache within its caller's quotas.
 func (s *Server) addKey(c *call) (*entry, error) {
 	q := &c.req
 	req := grant.Request{Scopes: slices.Clone(q.Scopes), Resources: slices.Clone(q.Resources), ConsumerOrg: q.ConsumerOrg,
@@ -49,10 +45,10 @@ func (s *Server) addKey(c *call) (*entry, error) {
 	return s.quotas.add(s.cache, c.who, string(c.key), f, c.st)
 }
 
-// quotas bound what one caller may put in the cache, so that no caller can
-// fill MaxKeys for the others. A key counts for each caller that added it
-// for as long as its entry is in the cache. Only requests for keys not in
-// the cache come here.
+// quotas bound what one caller may add to the cache (MaxKeysPerCaller:
+// 503; MaxResourcesPerCaller: 400 invalid_target), so that none can fill
+// MaxKeys for the others. A key counts for each caller that added it while
+// its entry is in the cache.
 type quotas struct {
 	mu      sync.Mutex
 	callers map[callerID]*holding
@@ -147,9 +143,8 @@ func (h *holding) drop(key string) {
 	}
 }
 
-// tokenOf returns e's token for c, from the cache or from a fetch that it
-// starts for c's caller or joins, within RequestTimeout. hit reports a
-// cached one.
+// tokenOf returns e's token for c, cached (hit) or fetched for c's caller
+// within RequestTimeout.
 func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
 	if t := e.cached(forUse); t != nil {
 		return t, true, nil
@@ -160,16 +155,15 @@ func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
 	return e.token(ctx, forUse)
 }
 
-// claim makes r's next fetch run for who, and lets one that waits for a
-// slot run on who's share (admission.offer).
+// claim makes r's next fetch, or one waiting for a slot, run for who.
 func (s *Server) claim(r *request, who callerID) {
 	r.by.Store(&who)
 	s.adm.offer(r, who)
 }
 
-// fetch makes r's exchange within ExchangeTimeout; it is the cache's. A
-// signature that met a card or HSM fault is made once more after the
-// reconnect: the failed grant was never sent.
+// fetch makes r's exchange within ExchangeTimeout, once more after a
+// reconnect if its signature met a card or HSM fault (that grant was never
+// sent).
 func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, error) {
 	s := r.s
 	ctx, cancel := context.WithTimeout(ctx, s.settings().cfg.ExchangeTimeout)
@@ -273,8 +267,7 @@ func (r *request) attrs() []slog.Attr {
 	return a
 }
 
-// callInfo tells the instrumented transport what a call is for, for its
-// metrics and log line; never a secret.
+// callInfo tells the instrumented transport what a call is for.
 type callInfo struct {
 	endpoint string // "token" or "altinn"
 	attrs    []slog.Attr
@@ -282,9 +275,8 @@ type callInfo struct {
 
 type callInfoKey struct{}
 
-// instrumentedClient returns a client like base (or grant's default: 30 s,
-// the environment's proxy, no redirects) that counts and logs every call:
-// one line with the status and duration, never a header or a body.
+// instrumentedClient returns base (or grant's default: 30 s, no
+// redirects) counting and logging every call, never a header or a body.
 func (s *Server) instrumentedClient(base *http.Client) *http.Client {
 	hc := http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	if base != nil {
