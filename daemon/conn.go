@@ -18,8 +18,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// conn is one opened signer and the grant configuration that signs with it.
-// A new conn is made at start, after each reconnect and on Reload.
+// conn is one opened signer and the grant configurations that sign with
+// it, made at start, after each reconnect and on Reload.
 type conn struct {
 	raw      signer.Signer
 	grant    *grant.Config            // the first client's; its Signer is a meteredSigner
@@ -39,10 +39,9 @@ func (c *conn) close() {
 // probeRequest is signed once per new conn to prove that the key can sign.
 var probeRequest = grant.Request{Scopes: []string{"mp-hsm:probe"}}
 
-// newConn checks raw and builds every client's grant configuration around
-// it (or around the client's own key, see Client.OpenKey): the environment
-// (from the certificate if the template has none), the instrumented HTTP
-// client, and one test signature with each key.
+// newConn builds every client's grant configuration around raw (or the
+// client's own key): the environment, the instrumented HTTP client, and a
+// test signature with each key.
 func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (*conn, error) {
 	tmpl := st.cfg.Grant
 	chain := raw.Chain()
@@ -184,9 +183,8 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	return c, err
 }
 
-// installLocked makes c the current conn and returns the one it replaces,
-// for the caller to close outside the lock. The cache is emptied when c's
-// identity differs from the cache's. s.mu must be held.
+// installLocked makes c the current conn, emptying the cache when its
+// identities differ, and returns the one it replaces.
 func (s *Server) installLocked(c *conn) *conn {
 	old := s.status().conn
 	s.stat.Store(&status{state: stateReady, conn: c})
@@ -204,8 +202,8 @@ func (s *Server) installLocked(c *conn) *conn {
 	return old
 }
 
-// fault handles a card or HSM fault seen on c: unless c was already
-// replaced, the daemon turns not ready, closes c and starts reconnecting.
+// fault makes the daemon, unless c was already replaced, not ready; it
+// closes c and reconnects.
 func (s *Server) fault(c *conn, err error) {
 	s.mu.Lock()
 	if s.status().conn != c || c == nil {
@@ -219,8 +217,6 @@ func (s *Server) fault(c *conn, err error) {
 	c.close()
 }
 
-// startLoopLocked starts the reconnect loop unless it runs. s.mu must be
-// held.
 func (s *Server) startLoopLocked() {
 	if s.looping {
 		return
@@ -300,18 +296,15 @@ func (s *Server) reconnectLoop() {
 }
 
 // tokenAway reports an open that failed because the token is not there
-// (yet): none present, none matching (a network HSM whose server is down
-// lists no token), or a device error. Such an open fails before any PIN is
-// read, so polling for the token's return spends no login.
+// (a network HSM whose server is down lists none) or a device error: such
+// an open fails before any PIN is read, so polling spends no login.
 func tokenAway(err error) bool {
 	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrTokenNotFound) || errors.Is(err, tokenerr.ErrSlotNotFound)
 }
 
-// awaitReconnect waits, after a request met a fault on old, until the
-// daemon is ready with a newer conn, for at most retryWait or ctx, and
-// only until the reconnect loop's next attempt fails (the token is away:
-// the caller gets its 503 now). It reports whether the daemon is ready
-// again: the request may then be made once more.
+// awaitReconnect reports whether the daemon is ready with a conn newer
+// than old within retryWait and ctx, giving up when the reconnect loop's
+// next attempt fails (the token is away: the caller gets its 503 now).
 func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	ctx, cancel := context.WithTimeout(ctx, retryWait)
 	defer cancel()
@@ -333,16 +326,14 @@ func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	}
 }
 
-// retryWait bounds how long a request that met a card or HSM fault waits
-// for the reconnect before it is answered 503.
 const retryWait = 5 * time.Second
 
 func loginRefusedReason(err error) string {
 	return "login refused, not retried (" + err.Error() + "); fix the PIN source and reload (SIGHUP) or restart"
 }
 
-// probeLoop probes the current signer every ProbeInterval, so that a
-// removed token is noticed while nobody signs.
+// probeLoop probes the signer every ProbeInterval, so that a removed
+// token is noticed while nobody signs.
 func (s *Server) probeLoop() {
 	for {
 		iv := s.settings().cfg.ProbeInterval

@@ -71,15 +71,11 @@ type status struct {
 }
 
 // New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
-// a Server ready to Serve.
-//
-// If the token is absent or the device fails at start (an error
-// tokenerr.Transient reports, such as ErrNoToken, ErrTokenRemoved or
-// ErrDevice), New still returns a Server: not ready, reconnecting in the
-// background until the token is there. So does a refused PIN with
-// cfg.WaitOnPINRefused, but without reconnecting: it waits for Reload. Any
-// other error, such as a refused PIN, a key that is not found or
-// an invalid Config (ErrConfig), is returned and nothing keeps running.
+// a Server ready to Serve. If the token is absent or the device fails (an
+// error tokenerr.Transient reports), the Server starts not ready and
+// reconnects in the background; with cfg.WaitOnPINRefused, a refused PIN
+// starts it not ready until Reload. Any other error, such as a refused
+// PIN, a key not found or an invalid Config (ErrConfig), is returned.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -145,10 +141,10 @@ func (s *Server) setStateLocked(st state, reason string) {
 	s.stat.Store(&status{state: st, reason: reason})
 }
 
-// adoptLocked makes the daemon ready with c, or records err, the failure
-// to open it: a refused PIN waits for Reload (the PIN is never presented
-// again); any other failure starts the reconnect loop. It returns the conn
-// c replaces, for the caller to close outside s.mu, which must be held.
+// adoptLocked makes the daemon ready with c and returns the conn it
+// replaces, to close outside s.mu; or records err, the failure to open c:
+// a refused PIN waits for Reload, never presented again; any other
+// failure starts the reconnect loop.
 func (s *Server) adoptLocked(c *conn, err error) *conn {
 	switch {
 	case err == nil:
@@ -162,7 +158,7 @@ func (s *Server) adoptLocked(c *conn, err error) *conn {
 	return nil
 }
 
-// goBackground runs f in a goroutine that Shutdown waits for; false if the
+// goBackground runs f in a goroutine that Shutdown waits for, unless the
 // server is stopping.
 func (s *Server) goBackground(f func()) bool {
 	s.bgMu.Lock()
@@ -196,9 +192,7 @@ func (s *Server) notReady() error {
 
 // Serve answers requests on ln until Shutdown, then returns
 // http.ErrServerClosed. It refuses (and closes) a listener the
-// configuration would open to more callers than it means to serve (see
-// checkListener); Reload checks its configuration against the same
-// listeners.
+// configuration would open to more callers than it means to serve.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
 	hs := &http.Server{
@@ -229,10 +223,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	return hs.Serve(ln)
 }
 
-// checkListener refuses a TCP listener without a client secret, or not on
-// loopback unless AllowRemote; and a unix socket every local user can
-// connect to while a client admits any caller on it (a Config without
-// Clients). Serve and Reload call it.
+// checkListener refuses, for Serve and Reload alike, a TCP listener
+// without a client secret or, unless AllowRemote, not on loopback; and a
+// unix socket open to every local user while a client admits every peer.
 func (st *settings) checkListener(ln net.Listener) error {
 	switch a := ln.Addr().(type) {
 	case *net.UnixAddr:
@@ -256,10 +249,9 @@ func (st *settings) checkListener(ln net.Listener) error {
 }
 
 // Shutdown stops the server gracefully: the listeners close at once,
-// requests in flight are answered (waiting for their exchange if they
-// must), then background work stops and the signer is closed. If ctx ends
-// first, the remaining connections are closed and ctx's error returned.
-// Shutdown may be called more than once.
+// requests in flight are answered, then background work stops and the
+// signer is closed. If ctx ends first, the remaining connections are
+// closed and ctx's error returned. It may be called more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -316,19 +308,17 @@ func (s *Server) closeConn() {
 }
 
 // Reload applies a new configuration: it opens the key with the new
-// OpenSigner (a new login with the new PIN source) and swaps it in. Cached
-// tokens are kept when the keys, clients and environment are unchanged.
+// OpenSigner (a new login) and swaps it in; cached tokens are kept when
+// keys, clients and environment are unchanged. When the daemon is ready and
+// the new key cannot be opened, nothing changes and the error is returned;
+// when it is not ready, the new configuration is adopted even so (a
+// refused PIN is reported again, any other failure reconnects).
 //
-// When the daemon is ready and the new key cannot be opened, nothing
-// changes and the error is returned. When it is not ready, the new
-// configuration is adopted even so: a refused PIN is reported again, any
-// other failure starts the reconnect loop with the new OpenSigner.
-//
-// The new Clients and Audit apply to the requests that follow. The new
-// configuration must suit the listeners being served, as at Serve, or it
-// is refused (ErrConfig). Listeners, MaxConcurrent, MaxConcurrentPerCaller,
-// the HTTP timeouts, the Registry and the cache's settings (MaxKeys,
-// RefreshMargin, RefreshJitter, RefusalTTL) keep their values from New.
+// The new configuration must suit the listeners being served, as at Serve,
+// or it is refused (ErrConfig). Listeners, MaxConcurrent,
+// MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the cache's
+// settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep their
+// values from New.
 //
 // PKCS#11 login state belongs to the process: while the old signer is
 // open, the new one's login finds the token logged in, so a PIN changed in
@@ -343,7 +333,10 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := s.checkListeners(st); err != nil {
+	s.mu.Lock()
+	err = s.checkListenersLocked(st)
+	s.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	c, err := s.open(s.ctx, st)
@@ -376,14 +369,7 @@ func (s *Server) Reload(cfg Config) error {
 	return nil
 }
 
-func (s *Server) checkListeners(st *settings) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.checkListenersLocked(st)
-}
-
-// checkListenersLocked checks st against every listener Serve was given:
-// what start refuses, Reload refuses.
+// checkListenersLocked checks st against every listener Serve was given.
 func (s *Server) checkListenersLocked(st *settings) error {
 	for _, ln := range s.lns {
 		if err := st.checkListener(ln); err != nil {
