@@ -51,15 +51,12 @@ func (s *Server) addKey(c *call) (*entry, error) {
 // its entry is in the cache.
 type quotas struct {
 	mu      sync.Mutex
-	callers map[callerID]*holding
-	swept   time.Time // every caller's holding pruned, once a minute
+	callers map[callerID]held
+	swept   time.Time // every caller's keys pruned, once a minute
 }
 
-// holding is what one caller has in the cache.
-type holding struct {
-	keys      map[string]heldKey
-	resources map[string]int // resource -> how many of keys hold it
-}
+// held are the keys one caller added, with their entries and resources.
+type held map[string]heldKey
 
 type heldKey struct {
 	e         *entry
@@ -73,72 +70,62 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	if now := time.Now(); now.Sub(q.swept) >= time.Minute {
 		q.swept = now
 		for id, h := range q.callers {
-			if h.prune(cache); len(h.keys) == 0 {
+			if h.prune(cache); len(h) == 0 {
 				delete(q.callers, id)
 			}
 		}
 	}
 	h := q.callers[who]
 	if h == nil {
-		h = &holding{keys: map[string]heldKey{}, resources: map[string]int{}}
+		h = held{}
 		if q.callers == nil {
-			q.callers = map[callerID]*holding{}
+			q.callers = map[callerID]held{}
 		}
 		q.callers[who] = h
 	}
-	h.drop(key) // the cache missed it: the entry it was held for is gone
+	delete(h, key) // the cache missed it: the entry it was held for is gone
 	res := f.req.Resources
-	newRes := func() int {
-		n := 0
-		for _, r := range res {
-			if h.resources[r] == 0 {
-				n++
+	// over reports the bounds res would pass, and the resources h holds.
+	over := func() (keys, resources bool, n int) {
+		set := map[string]bool{}
+		for _, hk := range h {
+			for _, r := range hk.resources {
+				set[r] = true
 			}
 		}
-		return n
+		n = len(set)
+		for _, r := range res {
+			set[r] = true
+		}
+		return maxKeys > 0 && len(h) >= maxKeys, maxRes > 0 && len(set) > maxRes, n
 	}
-	if maxKeys > 0 && len(h.keys) >= maxKeys || maxRes > 0 && len(h.resources)+newRes() > maxRes {
+	if k, r, _ := over(); k || r {
 		h.prune(cache)
 	}
-	if maxRes > 0 && len(h.resources)+newRes() > maxRes {
+	keys, resources, n := over()
+	if resources {
 		return nil, badRequest(errInvalidTarget, fmt.Sprintf(
 			"%s already has tokens for %d distinct resources, the most one caller may have (--max-resources-per-caller %d); "+
 				"ask for fewer distinct resources, or ask the daemon's operator to allow them (--allowed-resources)",
-			who, len(h.resources), maxRes))
+			who, n, maxRes))
 	}
-	if maxKeys > 0 && len(h.keys) >= maxKeys {
+	if keys {
 		return nil, unavailable(fmt.Sprintf("%s has %d distinct requests cached, the most one caller may have (--max-keys-per-caller); "+
-			"a request nobody asks for is dropped after two token lifetimes", who, len(h.keys)), 30)
+			"a request nobody asks for is dropped after two token lifetimes", who, len(h)), 30)
 	}
 	e, err := cache.add(key, f)
 	if err != nil {
 		return nil, err
 	}
-	h.keys[key] = heldKey{e: e, resources: res}
-	for _, r := range res {
-		h.resources[r]++
-	}
+	h[key] = heldKey{e: e, resources: res}
 	return e, nil
 }
 
 // prune forgets the keys whose entries are no longer in c.
-func (h *holding) prune(c *cache) {
-	for k, hk := range h.keys {
+func (h held) prune(c *cache) {
+	for k, hk := range h {
 		if c.lookup([]byte(k)) != hk.e {
-			h.drop(k)
-		}
-	}
-}
-
-func (h *holding) drop(key string) {
-	hk, ok := h.keys[key]
-	if !ok {
-		return
-	}
-	delete(h.keys, key)
-	for _, r := range hk.resources {
-		if h.resources[r]--; h.resources[r] <= 0 {
-			delete(h.resources, r)
+			delete(h, k)
 		}
 	}
 }
