@@ -24,10 +24,7 @@ import (
 // lifetimes after expiry is dropped; a full cache refuses a new key rather
 // than push out the tokens other callers use.
 type cache struct {
-	max           int
-	refreshMargin time.Duration
-	refreshJitter time.Duration
-	refusalTTL    time.Duration
+	cfg Config // MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL: New's
 
 	mu        sync.RWMutex
 	entries   map[string]*entry
@@ -53,8 +50,7 @@ const (
 )
 
 func newCache(cfg Config, ctx context.Context, spawn func(func()) bool) *cache {
-	return &cache{max: cfg.MaxKeys, refreshMargin: cfg.RefreshMargin, refreshJitter: cfg.RefreshJitter,
-		refusalTTL: max(cfg.RefusalTTL, 0), entries: map[string]*entry{}, ctx: ctx, spawn: spawn}
+	return &cache{cfg: cfg, entries: map[string]*entry{}, ctx: ctx, spawn: spawn}
 }
 
 func (c *cache) closed() bool { return c.ctx.Err() != nil }
@@ -102,8 +98,8 @@ func retryDelay(l time.Duration) time.Duration {
 
 func (c *cache) newCached(t *grant.Token, r *request) *cached {
 	l := time.Duration(t.ExpiresIn) * time.Second
-	margin := max(min(c.refreshMargin, l/2), 2*reserve(l))
-	if j := min(c.refreshJitter, l/10); j > 0 {
+	margin := max(min(c.cfg.RefreshMargin, l/2), 2*reserve(l))
+	if j := min(c.cfg.RefreshJitter, l/10); j > 0 {
 		margin += rand.N(j)
 	}
 	scope := t.Scope
@@ -142,7 +138,7 @@ func (c *cache) add(key string, r *request) (*entry, error) {
 	var dropped []*entry
 	c.mu.Lock()
 	e := c.entries[key]
-	if e == nil && len(c.entries) >= c.max && now.Sub(c.lastSweep) >= time.Second {
+	if e == nil && len(c.entries) >= c.cfg.MaxKeys && now.Sub(c.lastSweep) >= time.Second {
 		c.lastSweep = now
 		for k, old := range c.entries {
 			if old.idle(now) {
@@ -151,7 +147,7 @@ func (c *cache) add(key string, r *request) (*entry, error) {
 			}
 		}
 	}
-	if e == nil && len(c.entries) < c.max {
+	if e == nil && len(c.entries) < c.cfg.MaxKeys {
 		e = &entry{c: c, key: key, req: r}
 		e.lastUsed.Store(now.UnixNano())
 		c.entries[key] = e
@@ -264,9 +260,9 @@ func (e *entry) run(fl *flight, background bool) {
 		e.tok.Store(fl.tok)
 		e.failErr = nil
 	} else {
-		if errors.Is(err, grant.ErrRefused) && e.c.refusalTTL > 0 {
+		if errors.Is(err, grant.ErrRefused) && e.c.cfg.RefusalTTL > 0 {
 			e.failErr = err
-			e.failUntil.Store(now.Add(e.c.refusalTTL).UnixNano())
+			e.failUntil.Store(now.Add(e.c.cfg.RefusalTTL).UnixNano())
 		}
 		if old := e.tok.Load(); old != nil && now.Before(old.serveUntil) {
 			t := *old

@@ -346,20 +346,15 @@ var (
 	hdrNoCache = []string{"no-cache"}
 )
 
-// writeJSON answers status with v as JSON, never to be cached.
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writeError answers oe, never to be cached. Its error_description keeps
+// to RFC 6749 section 5.2's characters (%x20-21 / %x23-5B / %x5D-7E): a
+// double quote becomes a single one, a backslash a slash, any other byte
+// outside a question mark.
+func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError answers oe. Its error_description keeps to RFC 6749 section
-// 5.2's characters (%x20-21 / %x23-5B / %x5D-7E): a double quote becomes a
-// single one, a backslash a slash, any other byte outside a question mark.
-func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	if oe.retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(oe.retryAfter))
+		h.Set("Retry-After", strconv.Itoa(oe.retryAfter))
 	}
 	desc := []byte(oe.description)
 	for i, c := range desc {
@@ -372,7 +367,8 @@ func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 			desc[i] = '?'
 		}
 	}
-	writeJSON(w, oe.status, struct {
+	w.WriteHeader(oe.status)
+	_ = json.NewEncoder(w).Encode(struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
 	}{oe.code, string(desc)})
