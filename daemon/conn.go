@@ -243,11 +243,9 @@ func (s *Server) reconnectLoop() {
 		return false
 	}
 	for {
-		t := time.NewTimer(wait)
 		select {
 		case <-s.ctx.Done():
-			t.Stop()
-		case <-t.C:
+		case <-time.After(wait):
 		}
 		st := s.settings()
 		s.mu.Lock()
@@ -340,27 +338,23 @@ func (s *Server) probeLoop() {
 		if iv < 0 {
 			iv = time.Second // probing is off; look again for a reload
 		}
-		t := time.NewTimer(iv)
 		select {
 		case <-s.ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
-		}
-		if s.settings().cfg.ProbeInterval < 0 {
-			continue
+		case <-time.After(iv):
 		}
 		c := s.status().conn
-		if c == nil {
+		p, ok := Prober(nil), false
+		if c != nil {
+			p, ok = c.raw.(Prober)
+		}
+		if !ok || s.settings().cfg.ProbeInterval < 0 {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-		var err error
-		if p, ok := c.raw.(Prober); ok {
-			err = p.Probe(ctx)
-		}
+		err := p.Probe(ctx)
 		cancel()
-		if err != nil && isDeviceFault(err) {
+		if isDeviceFault(err) {
 			s.fault(c, err)
 		}
 	}
@@ -370,12 +364,11 @@ func (s *Server) probeLoop() {
 func (s *Server) logReady(c *conn, msg string) {
 	attrs := []any{"client_id", c.grant.ClientID, "issuer", c.grant.Environment.Issuer}
 	if len(c.grants) > 1 {
-		names := make([]string, 0, len(c.grants))
-		for name, gc := range c.grants {
-			names = append(names, name+"="+gc.ClientID)
+		var names []string
+		for _, name := range slices.Sorted(maps.Keys(c.grants)) {
+			names = append(names, name+"="+c.grants[name].ClientID)
 		}
-		slices.Sort(names)
-		attrs = []any{"clients", strings.Join(names, " "), "issuer", c.grant.Environment.Issuer}
+		attrs[0], attrs[1] = "clients", strings.Join(names, " ")
 	}
 	if c.leaf != nil {
 		attrs = append(attrs, "certificate", c.leaf.Subject.CommonName, "issued_by", c.leaf.Issuer.CommonName,
