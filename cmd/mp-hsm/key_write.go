@@ -17,64 +17,75 @@ import (
 // writableToken is a token opened read-write and logged in, with its
 // module; close closes both.
 type writableToken struct {
-	mod  *hsm.Module
-	tok  *hsm.Token
-	ks   *keySetup
-	lock *changelock.Lock
+	mod   *hsm.Module
+	tok   *hsm.Token
+	ks    *keySetup
+	locks []*changelock.Lock // the token's, then the module's
 }
 
 func (w *writableToken) close() {
 	w.tok.Close()
 	w.mod.Close()
-	w.lock.Unlock()
+	for _, l := range w.locks {
+		l.Unlock()
+	}
 }
 
-// openWritable opens the token the key flags choose in a read-write
-// session, takes the token's change lock (waiting, until ctx ends, for
-// another mp-hsm process that changes it), and logs in: one C_Login,
-// never retried (hsm.Token.Login). Everything the command checks on the
-// token and writes to it is done under the lock, so two commands at once
-// cannot both find a label free and both take it.
+// openWritable takes the module's change lock, then opens the token the
+// key flags choose in a read-write session, takes the token's change lock
+// (waiting for each, until ctx ends, for another mp-hsm process that
+// changes a token), and logs in: one C_Login, never retried
+// (hsm.Token.Login). Everything the command reads from the module and the
+// token and writes to it is done under the locks, so two commands at once
+// cannot both find a label free and both take it, and neither loads the
+// module while the other rewrites the token's store.
 func (e *env) openWritable(ctx context.Context, c *cli.Context) (*writableToken, error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
 	}
 	cfg := ks.cfg
+	// The module's lock comes before the module is loaded: see
+	// changelock.AcquireModule for why the token's alone is too late.
+	mlock, err := changelock.AcquireModule(ctx, cfg.Module)
+	if err != nil {
+		return nil, err
+	}
 	mod, err := hsm.OpenWith(cfg.Module, cfg.ModuleOptions)
 	if err != nil {
+		mlock.Unlock()
 		return nil, withCode(exitToken, err)
+	}
+	fail := func(err error) (*writableToken, error) {
+		mod.Close()
+		mlock.Unlock()
+		return nil, err
 	}
 	slot, err := mod.FindSlot(cfg.Token)
 	if err != nil {
-		mod.Close()
-		return nil, ks.explainSelection(e.explainKeyError(err))
+		return fail(ks.explainSelection(e.explainKeyError(err)))
 	}
 	ti := slot.Token
 	if ti == nil {
-		mod.Close()
-		return nil, withCode(exitToken, fmt.Errorf("slot %d has no token", slot.ID))
+		return fail(withCode(exitToken, fmt.Errorf("slot %d has no token", slot.ID)))
 	}
 	lock, err := changelock.Acquire(ctx, "token", ti.Manufacturer, ti.Model, ti.Serial, ti.Label)
 	if err != nil {
-		mod.Close()
-		return nil, err
+		return fail(err)
 	}
 	opts := cfg.TokenOptions()
 	opts.ReadWrite = true
 	tok, err := mod.OpenToken(slot.ID, opts)
 	if err != nil {
-		mod.Close()
 		lock.Unlock()
-		return nil, err
+		return fail(err)
 	}
 	if err := tok.Login(cfg.PIN, cfg.Login); err != nil {
 		tok.Close()
-		mod.Close()
 		lock.Unlock()
-		return nil, explainPINError(err, ks)
+		return fail(explainPINError(err, ks))
 	}
-	return &writableToken{mod: mod, tok: tok, ks: ks, lock: lock}, nil
+	return &writableToken{mod: mod, tok: tok, ks: ks, locks: []*changelock.Lock{lock, mlock}}, nil
 }
 
 // changeContext bounds how long a key command waits for another mp-hsm

@@ -13,6 +13,25 @@
 // user, so the lock is per user: processes of two users changing the same
 // token do not see each other's locks unless MP_HSM_LOCK_DIR names a
 // directory they share.
+//
+// A change of a token takes two locks, in this order: the module's
+// (AcquireModule), before the PKCS#11 module is loaded, and then the
+// token's, once the token is found, both held until the change ends. The
+// token's alone comes too late: a module may read its store only when it
+// is loaded, and SoftHSM2 rewrites a token's file in place at every login
+// (it truncates token.object, then takes its file lock and writes). A
+// second process that loads the module while the first logs in can read
+// the file empty or half written, and then sees no such token ("token not
+// found") or a token whose PIN is not initialised (CKR_USER_PIN_NOT_INITIALIZED
+// at its login). Retrying the lookup would not cure the second, and a
+// login is never retried; so the second process waits, before it loads
+// the module, for the first to finish, then finds the token as the first
+// left it and is refused by what it finds (a label that is taken). The
+// module lock is keyed by the module's resolved path, so changes of other
+// tokens through the same module wait too: changes are rare and short.
+// Processes that change no token (list, token, serve) take no lock: one
+// that logs in while a change loads the module can still upset it so,
+// and the lock only keeps mp-hsm's changes apart from each other.
 package changelock
 
 import (
@@ -83,10 +102,24 @@ func Acquire(ctx context.Context, kind string, parts ...string) (*Lock, error) {
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("another mp-hsm process is changing the same %s (lock %s): try again when it has finished: %w", kind, path, context.Cause(ctx))
+			return nil, fmt.Errorf("another mp-hsm process is changing the same %s (lock %s): try again when it has finished: %w", what(kind), path, context.Cause(ctx))
 		case <-time.After(poll):
 		}
 	}
+}
+
+// AcquireModule takes the lock of the PKCS#11 module at path (symbolic
+// links resolved, so two names of one file share it), waiting as Acquire
+// does. Take it before the module is loaded and hold it, with the token's
+// lock, until the change ends (see the package doc).
+func AcquireModule(ctx context.Context, path string) (*Lock, error) {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	return Acquire(ctx, "module", path)
 }
 
 // Unlock releases the lock. It may be called more than once.
@@ -96,6 +129,14 @@ func (l *Lock) Unlock() {
 	}
 	l.f.Close() // closing the last descriptor releases the flock
 	l.f = nil
+}
+
+// what names the thing a lock of kind guards, for the error.
+func what(kind string) string {
+	if kind == "module" {
+		return "PKCS#11 module (a token it serves)"
+	}
+	return kind
 }
 
 // ensureDir makes dir (mode 0700) if it is missing and refuses one that is

@@ -19,5 +19,10 @@ func Acquire(ctx context.Context, kind string, parts ...string) (*Lock, error) {
 	return nil, errors.New("changes to tokens and key sets need flock(2), which this system lacks")
 }
 
+// AcquireModule fails, as Acquire does.
+func AcquireModule(ctx context.Context, path string) (*Lock, error) {
+	return Acquire(ctx, "module", path)
+}
+
 // Unlock does nothing.
 func (l *Lock) Unlock() {}

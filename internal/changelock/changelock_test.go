@@ -73,3 +73,35 @@ func TestDirRefused(t *testing.T) {
 		t.Errorf("symlinked lock directory: %v", err)
 	}
 }
+
+// TestAcquireModuleResolves: the module lock of a path and of a symbolic
+// link to it is one lock, so a second change through either name waits;
+// another module's is another lock.
+func TestAcquireModuleResolves(t *testing.T) {
+	t.Setenv("MP_HSM_LOCK_DIR", filepath.Join(t.TempDir(), "locks"))
+	dir := t.TempDir()
+	mod := filepath.Join(dir, "libmodule.so")
+	if err := os.WriteFile(mod, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.so")
+	if err := os.Symlink(mod, link); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	l, err := changelock.AcquireModule(ctx, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	short, cancel := context.WithTimeout(ctx, 150*time.Millisecond)
+	defer cancel()
+	if _, err := changelock.AcquireModule(short, link); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "same PKCS#11 module") {
+		t.Fatalf("module lock through a link while held: %v, want a deadline error naming the module", err)
+	}
+	other, err := changelock.AcquireModule(ctx, filepath.Join(dir, "other.so"))
+	if err != nil {
+		t.Fatalf("another module's lock: %v", err)
+	}
+	other.Unlock()
+}
