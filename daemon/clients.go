@@ -181,17 +181,14 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 	if cl.Scopes != nil {
 		c.policy = newListPolicy(cl.Scopes)
 	}
-	for _, ids := range []struct {
-		field string
-		list  []string
-		into  map[uint32]bool
-	}{{"users", cl.Users, c.uids}, {"groups", cl.Groups, c.gids}} {
-		for _, v := range ids.list {
-			id, err := lookupID(strings.TrimSpace(v), ids.field == "users")
+	into := map[string]map[uint32]bool{"users": c.uids, "groups": c.gids}
+	for field, list := range map[string][]string{"users": cl.Users, "groups": cl.Groups} {
+		for _, v := range list {
+			id, err := lookupID(strings.TrimSpace(v), field == "users")
 			if err != nil {
-				return nil, configErr("%s: %s: %v", where, ids.field, err)
+				return nil, configErr("%s: %s: %v", where, field, err)
 			}
-			ids.into[id] = true
+			into[field][id] = true
 		}
 	}
 	return c, nil
