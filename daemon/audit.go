@@ -171,12 +171,7 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	}
 	switch p := c.peer; {
 	case p != nil:
-		l.Peer = struct {
-			UID    uint32   `json:"uid"`
-			GID    uint32   `json:"gid"`
-			PID    int32    `json:"pid"`
-			Groups []uint32 `json:"groups,omitempty"`
-		}{p.UID, p.GID, p.PID, p.Groups}
+		l.Peer = p // its JSON leaves ExeAtAccept to its own field
 		l.ExeAtAccept = shorten(p.ExeAtAccept, maxAuditField)
 	case c.who.unix:
 		l.Peer = map[string]string{"unix": "unknown"}

@@ -7,8 +7,9 @@ package socket
 // (/proc/PID/exe), and a caller may exec another program between connect
 // and accept: a hint for the audit log, never used to admit.
 type Peer struct {
-	UID, GID    uint32
-	PID         int32
-	Groups      []uint32 // supplementary groups
-	ExeAtAccept string   // "" if unknown
+	UID         uint32   `json:"uid"`
+	GID         uint32   `json:"gid"`
+	PID         int32    `json:"pid"`
+	Groups      []uint32 `json:"groups,omitempty"` // supplementary groups
+	ExeAtAccept string   `json:"-"`                // "" if unknown
 }
