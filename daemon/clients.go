@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -143,10 +144,9 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 	if !validClientName(cl.ClientID) {
 		return nil, configErr("%s: client-id %q is not a valid Maskinporten client id", where, cl.ClientID)
 	}
-	if err := checkList(where+": scopes", cl.Scopes, cl.Scopes != nil, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
-		return nil, err
-	}
-	if err := checkList(where+": authorization-types", cl.AuthorizationTypes, cl.AuthorizationTypes != nil, grant.ValidScope, "an authorization_details type such as urn:altinn:consent"); err != nil {
+	if err := cmp.Or(checkList(where+": scopes", cl.Scopes, cl.Scopes != nil, validScopeEntry, "a scope, 'prefix*' or '*'"),
+		checkList(where+": authorization-types", cl.AuthorizationTypes, cl.AuthorizationTypes != nil, grant.ValidScope,
+			"an authorization_details type such as urn:altinn:consent")); err != nil {
 		return nil, err
 	}
 	secretWhat := where + ": the secret (secret-file)"

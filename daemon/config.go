@@ -28,6 +28,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -191,19 +192,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 || cfg.MaxConcurrentPerCaller < 0 {
 		return cfg, configErr("MaxConcurrent, MaxConcurrentPerCaller and MaxKeys may not be negative")
 	}
-	for _, l := range []struct {
-		field string
-		list  []string
-		valid func(string) bool
-		want  string
-	}{
-		{"AllowedScopes", cfg.AllowedScopes, validScopeEntry, "a scope, 'prefix*' or '*'"},
-		{"AllowedResources", cfg.AllowedResources, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"},
-		{"AllowedHosts", cfg.AllowedHosts, validHostEntry, "a host name without port or wildcard"},
-	} {
-		if err := checkList(l.field, l.list, len(l.list) > 0, l.valid, l.want); err != nil {
-			return cfg, err
-		}
+	if err := cmp.Or(
+		checkList("AllowedScopes", cfg.AllowedScopes, len(cfg.AllowedScopes) > 0, validScopeEntry, "a scope, 'prefix*' or '*'"),
+		checkList("AllowedResources", cfg.AllowedResources, len(cfg.AllowedResources) > 0, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"),
+		checkList("AllowedHosts", cfg.AllowedHosts, len(cfg.AllowedHosts) > 0, validHostEntry, "a host name without port or wildcard"),
+	); err != nil {
+		return cfg, err
 	}
 	def := func(v *int, d int) {
 		if *v == 0 {
