@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -186,7 +187,8 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 	s := r.s
 	c := s.status().conn
 	if c == nil {
-		return nil, s.notReady()
+		_, reason := s.Ready()
+		return nil, &notReadyError{reason: cmp.Or(reason, "not ready")}
 	}
 	gc := c.grants[r.client]
 	if gc == nil {

@@ -182,14 +182,6 @@ func (s *Server) Ready() (bool, string) {
 	return true, ""
 }
 
-func (s *Server) notReady() error {
-	_, reason := s.Ready()
-	if reason == "" {
-		reason = "not ready"
-	}
-	return &notReadyError{reason: reason}
-}
-
 // Serve answers requests on ln until Shutdown, then returns
 // http.ErrServerClosed. It refuses (and closes) a listener the
 // configuration would open to more callers than it means to serve.
