@@ -13,10 +13,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/changelock"
 )
 
-// ErrChanged: the set read back after a write is neither the set written
-// nor the set before it: something else changed the client's keys at the
-// same time (a process that does not take the change lock, or a person in
-// Samarbeidsportalen).
+// ErrChanged: the set read back is neither the one written nor the one
+// before: someone else changed the keys at the same time.
 var ErrChanged = errors.New("the key set changed under us")
 
 // readBackTimeout bounds the read that follows a write, also when the
@@ -24,10 +22,8 @@ var ErrChanged = errors.New("the key set changed under us")
 const readBackTimeout = 10 * time.Second
 
 // ChangeError is a change of a client's key set that failed, or whose
-// answer was lost, with the set read back from the API afterwards. Err
-// says what failed; State is the set as the API has it now (nil when it
-// could not be read, then ReadErr says why); Next is the command that
-// undoes or completes the change, when one is needed.
+// answer was lost: State is the set read back afterwards (nil, then
+// ReadErr says why) and Next the command that undoes or completes it.
 type ChangeError struct {
 	ClientID string
 	Err      error
@@ -54,10 +50,9 @@ func (e *ChangeError) Error() string {
 // Unwrap returns Err.
 func (e *ChangeError) Unwrap() error { return e.Err }
 
-// Lock takes the change lock of clientID's key set at this API, which
-// every mp-hsm process takes before it reads a set to change it (see
-// internal/changelock): Add, Remove and Rotate take it themselves. It
-// waits while another process holds it, until ctx ends.
+// Lock takes the change lock of clientID's key set at this API (see
+// internal/changelock), waiting until ctx ends; Add, Remove and Rotate
+// take it themselves.
 func (c *Client) Lock(ctx context.Context, clientID string) (*changelock.Lock, error) {
 	base := strings.TrimSuffix(c.BaseURL, "/")
 	l, err := changelock.Acquire(ctx, "key-set", base, clientID)
@@ -67,11 +62,9 @@ func (c *Client) Lock(ctx context.Context, clientID string) (*changelock.Lock, e
 	return l, nil
 }
 
-// write replaces clientID's set, read as before, with keys (the lock
-// held), and reads it back. A write that failed or whose answer was lost
-// is judged by the set read back: if it is keys, the change was made and
-// write returns it; otherwise a *ChangeError. op is "add" or "remove", for
-// the command that completes the change.
+// write replaces clientID's set (before) with keys, the lock held, and
+// judges the write by the set read back: keys, or a *ChangeError. op
+// ("add", "remove") names the command that retries it.
 func (c *Client) write(ctx context.Context, clientID string, before *KeySet, keys []Key, op string) (*KeySet, error) {
 	var err error
 	if len(keys) == 0 {
@@ -87,13 +80,9 @@ func (c *Client) write(ctx context.Context, clientID string, before *KeySet, key
 		}
 		err = c.do(ctx, http.MethodPost, clientID, body, nil)
 	}
-	// Read back even when the write failed: an answer lost on the way
-	// back says nothing of what the API did. The read gets its own
-	// context, so that a deadline that cut the write short still lets it
-	// report the truth.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
-	defer cancel()
-	got, rerr := c.List(rctx, clientID)
+	// Read back even when the write failed: a lost answer says nothing of
+	// what the API did.
+	got, rerr := c.readBack(ctx, clientID)
 	want := kidsOf(keys)
 	switch {
 	case rerr == nil && sameKids(got.Kids(), want):
@@ -109,6 +98,14 @@ func (c *Client) write(ctx context.Context, clientID string, before *KeySet, key
 		ce.Next = fmt.Sprintf("nothing was changed; to try again: mp-hsm admin keys %s --client-id %s ...", op, clientID)
 	}
 	return nil, ce
+}
+
+// readBack lists clientID's keys with a context of its own, so that a
+// deadline that cut the write short still lets it report the truth.
+func (c *Client) readBack(ctx context.Context, clientID string) (*KeySet, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
+	defer cancel()
+	return c.List(rctx, clientID)
 }
 
 // sameKids reports whether a and b hold the same kids, in any order.

@@ -1,18 +1,11 @@
 // Package admin manages a Maskinporten client's registered keys through
-// Digdir's self-service API ("selvbetjening via API"), as the
-// organisation's self-service client.
+// Digdir's self-service API, as the organisation's self-service client,
+// with access tokens of scope idporten:dcr.read to read and
+// idporten:dcr.write to change from any oauth2.TokenSource.
 //
-// The API keeps a client's keys as one JWK set: POST replaces the whole
-// set, and the last key is removed with DELETE. Client.Add and
-// Client.Remove therefore read the set, change it, and write it back,
-// keeping the other keys; they check what Digdir would refuse (a private
-// key, a key without kid or with a use other than sig, a kid already
-// registered, a sixth key) before they change anything.
-//
-// Authentication is an ordinary Maskinporten access token of the
-// self-service client, from any oauth2.TokenSource (such as
-// grant.Config.TokenSource): scope idporten:dcr.read to read and
-// idporten:dcr.write to change.
+// The API keeps a client's keys as one JWK set that POST replaces whole
+// (the last key goes with DELETE), so Add and Remove read, change and
+// write it back, refusing first what Digdir would refuse.
 package admin
 
 import (
@@ -51,20 +44,12 @@ const (
 // Client talks to the self-service API. Its fields map onto mp-hsm
 // admin's flags. A Client is safe for concurrent use once set up.
 type Client struct {
-	// BaseURL is the API's base, with or without its trailing slash, such
-	// as TestAPI.
-	BaseURL string
-	// Read gives access tokens with scope idporten:dcr.read, for List.
-	Read oauth2.TokenSource
-	// Write gives access tokens with scope idporten:dcr.write, for the
-	// changes. If nil, Read is used for them too (a token with both
-	// scopes).
-	Write oauth2.TokenSource
-	// HTTPClient sends the requests. If nil, http.DefaultClient.
-	HTTPClient *http.Client
+	BaseURL    string             // such as TestAPI; the trailing slash is optional
+	Read       oauth2.TokenSource // scope idporten:dcr.read
+	Write      oauth2.TokenSource // scope idporten:dcr.write; nil means Read
+	HTTPClient *http.Client       // nil means http.DefaultClient
 	// AllowInsecure allows an http BaseURL for a host that is not
-	// loopback. Without it such a URL is refused before any token is sent
-	// (CheckBaseURL): the self-service token may change every client's keys.
+	// loopback; the self-service token may change every client's keys.
 	AllowInsecure bool
 }
 
@@ -121,35 +106,37 @@ func (c *Client) List(ctx context.Context, clientID string) (*KeySet, error) {
 		}
 		set.Keys = append(set.Keys, k)
 	}
-	set.Created, _ = parseTime(raw.Created)
-	set.LastUpdated, _ = parseTime(raw.LastUpdated)
+	set.Created, set.LastUpdated = parseTime(raw.Created), parseTime(raw.LastUpdated)
 	return set, nil
 }
 
-// parseTime reads the API's dates: RFC 3339, with or without a zone.
-func parseTime(s string) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
+// parseTime reads the API's dates: RFC 3339, with or without a zone; zero
+// when it cannot.
+func parseTime(s string) time.Time {
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
+			return t
 		}
 	}
-	return time.Time{}, fmt.Errorf("date %q", s)
+	return time.Time{}
 }
 
-// Add registers keys on clientID beside the keys it has. Each key is
-// checked first (see CheckKey), with no request sent; then, under the
-// client's change lock (see Lock), the set is read, and a kid already
-// registered (ErrKidTaken) or more than MaxKeys keys in all
-// (ErrTooManyKeys) is refused before the set is written. The set returned
-// is read back from the API; a failed or unanswered write is reported as a
-// *ChangeError holding the state read back.
+// Add registers keys on clientID beside its others, under the change lock.
+// Keys Digdir would refuse (CheckKey), a kid taken (ErrKidTaken) and more
+// than MaxKeys (ErrTooManyKeys) are refused before anything is written.
+// The set returned is read back; a failed write is a *ChangeError.
 func (c *Client) Add(ctx context.Context, clientID string, keys ...Key) (*KeySet, error) {
 	if err := checkNew(keys); err != nil {
 		return nil, err
 	}
+	return c.change(ctx, clientID, "add", func(set *KeySet) ([]Key, error) {
+		return append(slices.Clip(set.Keys), keys...), checkAdd(clientID, set, keys)
+	})
+}
+
+// change reads clientID's set under its change lock and writes what next
+// makes of it, unless next fails.
+func (c *Client) change(ctx context.Context, clientID, op string, next func(*KeySet) ([]Key, error)) (*KeySet, error) {
 	l, err := c.Lock(ctx, clientID)
 	if err != nil {
 		return nil, err
@@ -159,10 +146,11 @@ func (c *Client) Add(ctx context.Context, clientID string, keys ...Key) (*KeySet
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAdd(clientID, set, keys); err != nil {
+	keys, err := next(set)
+	if err != nil {
 		return nil, err
 	}
-	return c.write(ctx, clientID, set, append(slices.Clip(set.Keys), keys...), "add")
+	return c.write(ctx, clientID, set, keys, op)
 }
 
 // checkNew refuses, with no request sent, an empty list, a key Digdir
@@ -198,25 +186,11 @@ func checkAdd(clientID string, set *KeySet, keys []Key) error {
 	return nil
 }
 
-// Remove removes the key kid from clientID and keeps the others; removing
-// the last key deletes the set. Under the client's change lock, a kid the
-// client does not have is ErrKidNotFound, before anything is written. The
-// set returned is read back, as for Add.
+// Remove removes the key kid from clientID, keeping the others, under the
+// change lock; an unknown kid is ErrKidNotFound. The set is read back, as
+// for Add.
 func (c *Client) Remove(ctx context.Context, clientID, kid string) (*KeySet, error) {
-	l, err := c.Lock(ctx, clientID)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Unlock()
-	set, err := c.List(ctx, clientID)
-	if err != nil {
-		return nil, err
-	}
-	keep, err := without(clientID, set, kid)
-	if err != nil {
-		return nil, err
-	}
-	return c.write(ctx, clientID, set, keep, "remove")
+	return c.change(ctx, clientID, "remove", func(set *KeySet) ([]Key, error) { return without(clientID, set, kid) })
 }
 
 // without returns set's keys but kid, or ErrKidNotFound.
@@ -227,16 +201,26 @@ func without(clientID string, set *KeySet, kid string) ([]Key, error) {
 	return slices.DeleteFunc(slices.Clone(set.Keys), func(k Key) bool { return k.Kid == kid }), nil
 }
 
-// do sends one request to clientID's jwks with a token of the scope the
-// method needs, and decodes a 2xx answer into out (if not nil). Any other
-// status is an *APIError.
-func (c *Client) do(ctx context.Context, method, clientID string, body []byte, out any) error {
+// tokenSource returns the token source for method: Write for changes
+// when set, else Read.
+func (c *Client) tokenSource(method string) (oauth2.TokenSource, error) {
 	ts := c.Read
 	if method != http.MethodGet && c.Write != nil {
 		ts = c.Write
 	}
 	if ts == nil {
-		return fmt.Errorf("admin: no token source for the self-service client")
+		return nil, fmt.Errorf("admin: no token source for the self-service client")
+	}
+	return ts, nil
+}
+
+// do sends one request to clientID's jwks with a token of the scope the
+// method needs, and decodes a 2xx answer into out (if not nil). Any other
+// status is an *APIError.
+func (c *Client) do(ctx context.Context, method, clientID string, body []byte, out any) error {
+	ts, err := c.tokenSource(method)
+	if err != nil {
+		return err
 	}
 	if err := CheckBaseURL(c.BaseURL, c.AllowInsecure); err != nil {
 		return err

@@ -27,22 +27,18 @@ var (
 	ErrKidNotFound = errors.New("no key with that kid")
 )
 
-// privateMembers are the JWK members of private or symmetric keys (RFC 7518
-// section 6). A member by one of these names, in any letter case and at
-// any depth, makes a key private.
+// privateMembers name the members of private or symmetric JWKs (RFC 7518
+// section 6), matched in any letter case at any depth.
 var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "r", "t", "k"}
 
-// publicMembers is the allowlist: the only members of a JWK that are sent
-// to the API, by key type. x5c and x5t carry the key's public certificate
-// chain and its thumbprint, nothing secret.
+// publicMembers are the only JWK members sent to the API, by key type.
 var publicMembers = map[string][]string{
 	"RSA": {"kty", "kid", "alg", "use", "n", "e", "x5c", "x5t", "x5t#S256"},
 	"EC":  {"kty", "kid", "alg", "use", "crv", "x", "y", "x5c", "x5t", "x5t#S256"},
 }
 
-// Key is one registered (or to be registered) key: its public members
-// (Raw, rebuilt from the allowlist, is what is sent) and what a person
-// choosing keys needs.
+// Key is one registered (or to be registered) key; Raw, rebuilt from the
+// allowlist, is what is sent.
 type Key struct {
 	Raw     json.RawMessage
 	Kid     string
@@ -53,12 +49,10 @@ type Key struct {
 	Private []string // the private members present, if any, as spelled
 }
 
-// ParseKey reads one JWK. It fails only when raw is not a JSON object;
-// what Digdir would refuse is for CheckKey. Raw keeps only the public
-// members of the key's type (RSA: kty, kid, alg, use, n, e; EC: kty, kid,
-// alg, use, crv, x, y; both: x5c, x5t, x5t#S256), spelled so, so that no
-// other member, private or unknown, is ever sent; private members
-// anywhere in raw, in any letter case, are listed in Private.
+// ParseKey reads one JWK; it fails only when raw is not a JSON object
+// (CheckKey judges the rest). Raw keeps only the publicMembers of the
+// key's type, so nothing private or unknown is ever sent; private members
+// anywhere, in any letter case, are listed in Private.
 func ParseKey(raw []byte) (Key, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -66,30 +60,20 @@ func ParseKey(raw []byte) (Key, error) {
 	}
 	var k Key
 	var all any
-	if err := json.Unmarshal(raw, &all); err != nil {
-		return Key{}, fmt.Errorf("not a JWK: %w", err)
-	}
+	_ = json.Unmarshal(raw, &all) // cannot fail: raw decoded as an object above
 	findPrivate(all, "", &k.Private)
 	var kty string
 	_ = json.Unmarshal(m["kty"], &kty)
-	pub := map[string]json.RawMessage{}
-	for _, name := range publicMembers[kty] {
+	names, pub := publicMembers[kty], map[string]json.RawMessage{}
+	if names == nil {
+		names = []string{"kty", "kid", "alg", "use"}
+	}
+	for _, name := range names {
 		if v, ok := m[name]; ok {
 			pub[name] = v
 		}
 	}
-	if kty == "" || publicMembers[kty] == nil {
-		pub = map[string]json.RawMessage{}
-		for _, name := range []string{"kty", "kid", "alg", "use"} {
-			if v, ok := m[name]; ok {
-				pub[name] = v
-			}
-		}
-	}
-	clean, err := json.Marshal(pub)
-	if err != nil {
-		return Key{}, fmt.Errorf("not a JWK: %w", err)
-	}
+	clean, _ := json.Marshal(pub) // values are JSON just decoded
 	var j signer.JWK
 	if err := json.Unmarshal(clean, &j); err != nil {
 		return Key{}, fmt.Errorf("not a JWK: %w", err)
@@ -106,8 +90,7 @@ func ParseKey(raw []byte) (Key, error) {
 	return k, nil
 }
 
-// findPrivate appends to out the path of each member of v, at any depth,
-// whose name is a private member's in any letter case.
+// findPrivate appends the path of each private member of v to out.
 func findPrivate(v any, path string, out *[]string) {
 	switch v := v.(type) {
 	case map[string]any:
@@ -155,10 +138,8 @@ func ParseKeys(data []byte) ([]Key, error) {
 	return out, nil
 }
 
-// CheckKey returns an ErrInvalidKey error when Digdir would refuse k or
-// when it is not a public key mp-hsm can read: it has private members (in
-// any case, at any depth), no kid, a use other than sig, or no readable
-// RSA or EC public key.
+// CheckKey returns an ErrInvalidKey error when Digdir would refuse k
+// (private members, no kid, use not sig) or its public key is unreadable.
 func CheckKey(k Key) error {
 	name := textsafe.Escape(k.Kid)
 	if name == "" {

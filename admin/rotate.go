@@ -5,36 +5,28 @@ import (
 	"crypto"
 	"encoding/json"
 	"fmt"
+	"net/http"
 
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// NewKey is the token side of a rotation: the key pair Rotate has made
-// there. mp-hsm fills it from hsm (a read-write token, logged in, its
-// change lock held); admin knows nothing of PKCS#11.
+// NewKey is the token side of a rotation, so that admin knows nothing of
+// PKCS#11: Check refuses a key that cannot be made (before any change),
+// Generate makes it, and Undo is the command that removes it again.
 type NewKey interface {
-	// Check refuses, before anything is changed, a key that cannot be
-	// made (a label or id the token already has).
 	Check() error
-	// Generate makes the key pair and returns its public key.
 	Generate() (crypto.PublicKey, error)
-	// Undo is the command that removes the made key from the token, for
-	// messages.
 	Undo() string
 }
 
 // Rotation is what Rotate does.
 type Rotation struct {
-	// ClientID is the client whose key is rotated.
 	ClientID string
-	// Key makes the new key.
-	Key NewKey
-	// Prove gets a token for ClientID with the new key, sent with kid: the
-	// old key is removed only once it succeeds.
-	Prove func(ctx context.Context, kid string) error
-	// Remove is the kid of the key to remove once the new one works; empty
-	// for none.
-	Remove string
+	Key      NewKey
+	// Prove gets a token for ClientID with the new key's kid; the old key
+	// is removed only once it succeeds.
+	Prove  func(ctx context.Context, kid string) error
+	Remove string // the kid to remove once the new key works; empty for none
 }
 
 // Rotated is what a rotation did, read back from the API.
@@ -45,15 +37,11 @@ type Rotated struct {
 }
 
 // Rotate makes a new key, registers it beside ClientID's keys, proves it
-// with a token, and then removes r.Remove. Everything that can be checked
-// before the first change is checked first, with no key made: the API
-// answers with the client's set and gives a token that may change it, the
-// set has room for one more key (MaxKeys), r.Remove is registered
-// (ErrKidNotFound), and r.Key.Check passes. The client's change lock is
-// held throughout, so another mp-hsm process cannot change the set in
-// between. After a failure the set is read back and the error, a
-// *ChangeError, holds the real state and the command that undoes or
-// completes the rotation.
+// with a token, and then removes r.Remove, holding the client's change
+// lock throughout. What can be checked (the set and write token, room for
+// a key, r.Remove registered, r.Key.Check) is checked before any key is
+// made. After a failure the error is a *ChangeError with the set read back
+// and the command that undoes or completes the rotation.
 func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	l, err := c.Lock(ctx, r.ClientID)
 	if err != nil {
@@ -83,15 +71,11 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w\nnothing was changed", err)
 	}
-	kid, err := signer.Thumbprint(pub)
-	if err != nil {
-		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
+	kid, key, err := publicKey(pub)
+	if err == nil {
+		err = checkAdd(r.ClientID, set, []Key{key})
 	}
-	key, err := publicKey(pub, kid)
 	if err != nil {
-		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
-	}
-	if err := checkAdd(r.ClientID, set, []Key{key}); err != nil {
 		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
 	}
 	set, err = c.write(ctx, r.ClientID, set, append(set.Keys, key), "add")
@@ -101,7 +85,8 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	}
 	out := &Rotated{Kid: kid, Set: set}
 	if err := r.Prove(ctx, kid); err != nil {
-		return nil, &ChangeError{ClientID: r.ClientID, State: c.readBack(ctx, r.ClientID),
+		state, rerr := c.readBack(ctx, r.ClientID)
+		return nil, &ChangeError{ClientID: r.ClientID, State: state, ReadErr: rerr,
 			Err:  fmt.Errorf("the new key %s is registered on client %s, but a token with it failed; nothing was removed: %w", kid, r.ClientID, err),
 			Next: fmt.Sprintf("mp-hsm admin keys remove --client-id %s --kid %s takes the new one away", r.ClientID, kid)}
 	}
@@ -122,25 +107,14 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 // canWrite gets a token of the scope that changes a set, so that missing
 // rights show before a key is made.
 func (c *Client) canWrite() error {
-	ts := c.Write
-	if ts == nil {
-		ts = c.Read
-	}
-	if ts == nil {
-		return fmt.Errorf("admin: no token source for the self-service client")
+	ts, err := c.tokenSource(http.MethodPost)
+	if err != nil {
+		return err
 	}
 	if _, err := ts.Token(); err != nil {
 		return fmt.Errorf("admin: a token to change keys (scope %s) for the self-service client: %w", ScopeWrite, err)
 	}
 	return nil
-}
-
-// readBack lists clientID's keys for a report, nil if that fails.
-func (c *Client) readBack(ctx context.Context, clientID string) *KeySet {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
-	defer cancel()
-	set, _ := c.List(rctx, clientID)
-	return set
 }
 
 // withNext sets the command that completes the change on a *ChangeError,
@@ -153,19 +127,23 @@ func withNext(err error, next string) error {
 	return fmt.Errorf("%w\n%s", err, next)
 }
 
-// publicKey is pub as a Key with kid and use sig.
-func publicKey(pub crypto.PublicKey, kid string) (Key, error) {
+// publicKey is pub as a Key with use sig and its thumbprint as kid.
+func publicKey(pub crypto.PublicKey) (string, Key, error) {
+	kid, err := signer.Thumbprint(pub)
+	if err != nil {
+		return "", Key{}, err
+	}
 	j, err := signer.PublicJWK(pub, "", kid)
 	if err != nil {
-		return Key{}, err
+		return "", Key{}, err
 	}
 	b, err := json.Marshal(j)
 	if err != nil {
-		return Key{}, err
+		return "", Key{}, err
 	}
 	k, err := ParseKey(b)
-	if err != nil {
-		return Key{}, err
+	if err == nil {
+		err = CheckKey(k)
 	}
-	return k, CheckKey(k)
+	return kid, k, err
 }

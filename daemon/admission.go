@@ -6,26 +6,16 @@ import (
 	"sync"
 )
 
-// admission hands out the MaxConcurrent slots for exchanges with
-// Maskinporten and Altinn, so that one caller's cold requests cannot
-// starve the others':
-//
-//   - a caller holds at most share slots at once (MaxConcurrentPerCaller);
-//     at its share, it waits for one of its own exchanges to end even
-//     while other slots are free;
-//   - a slot that comes free goes to the waiting caller that holds the
-//     fewest, and among equals to the one whose turn it is (round robin);
-//     each caller's exchanges go in the order they came.
-//
-// An exchange counts for the caller whose request started it, for as long
-// as it runs, even if that caller hangs up. Callers that ask for the same
-// key meanwhile wait for the same exchange: if one of them could run it
-// at once (it is under its share with nothing waiting), offer moves the
-// exchange to it, so that a flooder cannot hold back a key that others
-// ask for by asking for it first. Background refreshes count for
-// refreshCaller, which is bounded by MaxConcurrent alone but takes its
-// turn like a caller: they use the slots nobody else waits for, and a
-// caller's cold request gets the next slot that comes free.
+// admission hands out the MaxConcurrent slots for exchanges so that one
+// caller's cold requests cannot starve the others': a caller holds at most
+// share slots (MaxConcurrentPerCaller), even while others are free; a free
+// slot goes to the waiting caller that holds the fewest, round robin among
+// equals, each caller's exchanges in order. An exchange counts for the
+// caller that started it while it runs. offer moves a waiting exchange to
+// another caller of the same key that could run it at once, so that a
+// flooder cannot hold back a key others ask for by asking first.
+// Background refreshes count for refreshCaller, bounded by MaxConcurrent
+// alone but taking turns like a caller.
 type admission struct {
 	total int // MaxConcurrent
 	share int // MaxConcurrentPerCaller
@@ -39,8 +29,7 @@ type admission struct {
 	waiting map[any]*slotWaiter // by the exchange's key (its *request)
 }
 
-// slotWaiter is an exchange waiting for a slot. Its fields are guarded by
-// admission.mu.
+// slotWaiter is an exchange waiting for a slot, guarded by admission.mu.
 type slotWaiter struct {
 	ready   chan struct{} // closed when granted
 	granted bool
@@ -53,10 +42,9 @@ func newAdmission(total, share int, m *metrics) *admission {
 		queues: map[callerID][]*slotWaiter{}, waiting: map[any]*slotWaiter{}}
 }
 
-// acquire takes a slot for who's exchange key (comparable; nil for an
-// exchange nobody else can join), waiting for its turn as long as ctx
-// allows, and returns the caller whose slot it took, for release: who, or
-// a caller that offer moved the exchange to.
+// acquire takes a slot for who's exchange key (nil if none can join it),
+// waiting for its turn within ctx, and returns the caller whose slot it
+// took, for release: who, or one that offer moved the exchange to.
 func (a *admission) acquire(ctx context.Context, who callerID, key any) (callerID, error) {
 	a.mu.Lock()
 	if a.canRunLocked(who) {
@@ -93,9 +81,8 @@ func (a *admission) acquire(ctx context.Context, who callerID, key any) (callerI
 	return who, ctx.Err()
 }
 
-// offer tells that who waits for the exchange key too: if it waits for a
-// slot in another caller's queue and who could run it at once, it moves
-// to who and runs.
+// offer moves the exchange key, waiting in another caller's queue, to who
+// if who could run it at once.
 func (a *admission) offer(key any, who callerID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -110,8 +97,7 @@ func (a *admission) offer(key any, who callerID) {
 	a.dispatchLocked()
 }
 
-// release returns who's slot and grants free slots to the waiters whose
-// turn it is.
+// release returns who's slot and grants free slots to waiters.
 func (a *admission) release(who callerID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -149,12 +135,10 @@ func (a *admission) dispatchLocked() {
 	}
 }
 
-// canRunLocked reports whether an exchange of who may take a slot now.
 func (a *admission) canRunLocked(who callerID) bool {
 	return a.free > 0 && a.held[who] < a.shareOf(who) && len(a.queues[who]) == 0
 }
 
-// enqueueLocked puts w at the end of its caller's queue.
 func (a *admission) enqueueLocked(w *slotWaiter) {
 	if len(a.queues[w.who]) == 0 {
 		a.turn = append(a.turn, w.who)
@@ -162,8 +146,7 @@ func (a *admission) enqueueLocked(w *slotWaiter) {
 	a.queues[w.who] = append(a.queues[w.who], w)
 }
 
-// dequeueLocked takes w out of its caller's queue (and of the turn, if it
-// was the caller's last) and out of waiting.
+// dequeueLocked takes w out of its caller's queue, the turn and waiting.
 func (a *admission) dequeueLocked(w *slotWaiter) {
 	q := a.queues[w.who]
 	if i := slices.Index(q, w); i >= 0 {

@@ -14,38 +14,25 @@ import (
 )
 
 // AuditLog is the daemon's audit trail (Config.Audit): one JSON line per
-// answered token request, saying who asked (the unix socket peer's uid,
-// gid, pid and groups, or the TCP address), for which client, for what
-// (scope, resource, consumer_org, system_user_org, the pid claim masked,
-// the authorization_details types and a consent's id and from with a
-// person's number masked), and how it ended: outcome issued, cached, refused (4xx) or failed (5xx),
-// the HTTP status and the OAuth 2 error. It never holds a token, grant,
-// PIN or secret, and a caller's values in it are bounded (see excerpt).
+// answered token request (auditLine): who asked, for which client, for
+// what (personal numbers masked), and how it ended. It never holds a
+// token, grant, PIN or secret, and a caller's values in it are bounded.
 // Refusals of callers admitted to no client are summarized: at most one
 // line per caller a minute, with their count.
 //
-// Every line is whole: it is written in one write call, and when a write
-// is cut short (a full disk) the part written is cut off the file again;
-// where that cannot be done (standard output, a writer, or the truncation
-// failed), the next line starts on a new line. The daemon must be the
-// file's only writer. A token whose line cannot be written is not served
-// (see Config.AuditServeOnFailure).
-//
-// Safe for concurrent use.
+// Every line is whole: it is written in one write call, and a write cut
+// short (a full disk) is cut off the file again, or, where that cannot be
+// done, the next line starts on a new line. The daemon must be the file's
+// only writer. Safe for concurrent use.
 type AuditLog struct {
 	path string // "" for a writer given to NewAuditLog
 
-	// mu is held by each write (a line is one write call), and by Reopen
-	// and Close.
-	mu   sync.Mutex
+	mu   sync.Mutex // held by each write, Reopen and Close
 	w    io.Writer
 	f    *os.File // the file opened, nil for standard output or a writer
 	torn bool     // a short write left part of a line: the next starts with a newline
 
-	// failures counts the writes that failed since one last worked; the
-	// first reported of them were logged, the last time at reportedAt.
-	failures, reported int
-	reportedAt         time.Time
+	fails tally // the writes that failed since one last worked
 }
 
 // OpenAuditLog opens path for appending (created with mode 0600; an
@@ -104,10 +91,7 @@ func (a *AuditLog) Close() error {
 	return err
 }
 
-// write writes line whole or not at all, in one write call. When the
-// write is cut short, the bytes written are cut off the file again; where
-// that fails (or there is no file), the next line starts with a newline,
-// so that it is whole.
+// write writes line whole, in one write call (see AuditLog).
 func (a *AuditLog) write(line []byte) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -165,11 +149,9 @@ type auditLine struct {
 // maxAuditField bounds every string of an audit line, whatever its source.
 const maxAuditField = 512
 
-// audit writes c's audit line, if there is an audit log. Refusals of
-// callers that no client admits are summarized: at most one line per
-// caller a minute, with their count (s.refusals). A failure to write is
-// counted and logged at most once a minute; the first line that works
-// again after failures is logged too.
+// audit writes c's audit line, if there is an audit log. A failure to
+// write is counted and logged at most once a minute, and the first line
+// that works again.
 func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	al := c.st.cfg.Audit
 	if al == nil {
@@ -189,12 +171,7 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	}
 	switch p := c.peer; {
 	case p != nil:
-		l.Peer = struct {
-			UID    uint32   `json:"uid"`
-			GID    uint32   `json:"gid"`
-			PID    int32    `json:"pid"`
-			Groups []uint32 `json:"groups,omitempty"`
-		}{p.UID, p.GID, p.PID, p.Groups}
+		l.Peer = p // its JSON leaves ExeAtAccept to its own field
 		l.ExeAtAccept = shorten(p.ExeAtAccept, maxAuditField)
 	case c.who.unix:
 		l.Peer = map[string]string{"unix": "unknown"}
@@ -229,20 +206,20 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	al.mu.Lock()
 	defer al.mu.Unlock()
 	if err == nil {
-		if al.failures > 0 {
-			s.log().Warn("the audit log is written again", "path", al.path, "failures_not_logged_before", al.failures-al.reported)
-			al.failures, al.reported, al.reportedAt = 0, 0, time.Time{}
+		if al.fails.n > 0 {
+			s.log().Warn("the audit log is written again", "path", al.path, "failures_not_logged_before", al.fails.pending)
+			al.fails = tally{}
 		}
 		return nil
 	}
 	s.metrics.auditFailures.Inc()
-	if al.failures++; al.reportedAt.IsZero() || time.Since(al.reportedAt) >= time.Minute {
+	al.fails.count(time.Now())
+	if n, report := al.fails.report(time.Now()); report {
 		then := "tokens are refused (503) until it can be written"
 		if c.st.cfg.AuditServeOnFailure {
 			then = "tokens are served without their audit lines (AuditServeOnFailure, --audit-failure serve)"
 		}
-		s.log().Error("cannot write the audit log: "+then, "path", al.path, "failures", al.failures-al.reported, "error", err)
-		al.reported, al.reportedAt = al.failures, time.Now()
+		s.log().Error("cannot write the audit log: "+then, "path", al.path, "failures", n, "error", err)
 	}
 	return err
 }

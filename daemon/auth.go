@@ -12,11 +12,6 @@ import (
 	"time"
 )
 
-// Authentication and the choice of client: who the caller is allowed to
-// be. A caller on a unix socket is its peer (uid, groups), admitted by the
-// clients' users and groups; a caller on TCP is the client whose name and
-// secret it sends.
-
 // authMethod is how a request presents client credentials, by RFC 8414's
 // names.
 type authMethod string
@@ -45,13 +40,15 @@ type candidates struct {
 
 func (c *candidates) list() []string { return c.v[:c.n] }
 
+func one(v string) candidates { return candidates{v: [2]string{v}, n: 1} }
+
 // decodedAndRaw returns v form-decoded and v as it came, once if they are
 // the same or v does not decode.
 func decodedAndRaw(v string) candidates {
 	if d, err := url.QueryUnescape(v); err == nil && d != v {
 		return candidates{v: [2]string{d, v}, n: 2}
 	}
-	return candidates{v: [2]string{v}, n: 1}
+	return one(v)
 }
 
 // presentedCredentials returns the credentials of r and its form. Two
@@ -66,10 +63,10 @@ func presentedCredentials(r *http.Request, form url.Values) (credentials, error)
 			c.method = authNone
 		}
 		if len(ids) > 0 {
-			c.ids = candidates{v: [2]string{ids[0]}, n: 1}
+			c.ids = one(ids[0])
 		}
 		if len(secrets) > 0 {
-			c.secrets = candidates{v: [2]string{secrets[0]}, n: 1}
+			c.secrets = one(secrets[0])
 		}
 		return c, nil
 	}
@@ -93,8 +90,7 @@ type hashed struct {
 	n int
 }
 
-func (c *candidates) hash() hashed {
-	var h hashed
+func (c *candidates) hash() (h hashed) {
 	for i, v := range c.list() {
 		h.h[i] = sha256.Sum256([]byte(v))
 	}
@@ -202,12 +198,11 @@ const (
 	authWaitMax      = 10 * time.Second       // the most one answer waits, however many come at once
 )
 
-// tallies count events per caller for logs that say each at most once a
-// minute, with the count since the last: failed authentication on TCP,
-// and refusals of callers no client admits (refusalLog). At most 4096
-// callers are tracked; beyond, the callers without events pending and
-// quiet for a minute are forgotten, and if none is, the rest share one
-// record.
+// tallies count events per caller for reports made at most once a minute
+// with the count since the last: failed authentication on TCP and the
+// audit log's refusal summaries. At most 4096 callers are tracked; beyond,
+// those quiet for a minute with nothing pending are forgotten, and if none
+// is, the rest share one record.
 type tallies struct {
 	now func() time.Time // tests replace it
 
@@ -248,15 +243,26 @@ func (t *tallies) note(who callerID, f func(*tally, time.Time)) (events int, rep
 			t.m[who] = r
 		}
 	}
+	r.count(now)
+	if f != nil {
+		f(r, now)
+	}
+	return r.report(now)
+}
+
+// count counts an event at now; a quiet minute before it starts n anew.
+func (r *tally) count(now time.Time) {
 	if now.Sub(r.last) >= authWindow {
 		r.n = 0
 	}
 	r.n++
 	r.pending++
 	r.last = now
-	if f != nil {
-		f(r, now)
-	}
+}
+
+// report reports whether to report now, at most once a minute, and the
+// events pending that the report stands for.
+func (r *tally) report(now time.Time) (events int, report bool) {
 	if !r.reported.IsZero() && now.Sub(r.reported) < authWindow {
 		return 0, false
 	}
@@ -266,9 +272,8 @@ func (t *tallies) note(who callerID, f func(*tally, time.Time)) (events int, rep
 
 // authFailures slow the answers to an address that keeps failing: after
 // authFreeFailures failures without a quiet minute, each further one waits
-// a delay that doubles from authDelayFirst to authDelayMax, spaced even
-// when its attempts come in parallel. Other addresses are not slowed, nor
-// are the right credentials; neither they nor the id tried are logged.
+// a delay doubling up to authDelayMax, spaced even when its attempts come
+// in parallel. Other addresses and the right credentials are not slowed.
 type authFailures struct {
 	tallies
 	sleep func(ctx context.Context, d time.Duration) // tests replace it
@@ -304,10 +309,8 @@ func (s *Server) authFailed(c *call) {
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(d):
 	case <-ctx.Done():
 	}
 }

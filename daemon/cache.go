@@ -14,33 +14,26 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// cache holds the daemon's tokens, one entry per request key. The rule for
-// a token that lives L and expires at E: it is served while more than its
-// reserve (L/10, 1 to 10 s, at most L/3) is left; it is due for refresh at
-// E - max(min(RefreshMargin, L/2), 2 reserves), moved earlier by a jitter
-// below min(RefreshJitter, L/10), and a timer refreshes it then if anyone
-// asked for it during its life, while callers keep getting it. A refresh
-// that fails keeps a token that is still served and tries again L/20 later
-// (50 ms to 5 s). With no token, a refusal (grant.ErrRefused) is remembered
-// for RefusalTTL. One fetch per entry runs at a time; callers that come
-// meanwhile wait for it. An entry whose token expired and that nobody asked
-// for within two lifetimes is dropped; a full cache refuses a new key
-// rather than push out the tokens other callers use.
+// cache holds the daemon's tokens, one entry per request key. A token that
+// lives L and expires at E is served while more than its reserve (L/10, 1
+// to 10 s, at most L/3) is left; if asked for during its life it is
+// refreshed at E - max(min(RefreshMargin, L/2), 2 reserves), less a jitter
+// below min(RefreshJitter, L/10), and a failed refresh tries again L/20
+// later (50 ms to 5 s). A refusal (grant.ErrRefused) is remembered for
+// RefusalTTL. One fetch per entry runs at a time. An entry unused for two
+// lifetimes after expiry is dropped; a full cache refuses a new key rather
+// than push out the tokens other callers use.
 type cache struct {
-	max           int
-	refreshMargin time.Duration
-	refreshJitter time.Duration
-	refusalTTL    time.Duration
+	cfg Config // MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL: New's
 
 	mu        sync.RWMutex
 	entries   map[string]*entry
 	lastSweep time.Time
 
-	closed  atomic.Bool
-	bgMu    sync.Mutex // orders starting flights against close
-	flights sync.WaitGroup
-	ctx     context.Context // the flights', canceled by close
-	cancel  context.CancelFunc
+	// The server's: its end closes the cache; flights run as its
+	// background work, which Shutdown waits for.
+	ctx   context.Context
+	spawn func(func()) bool
 }
 
 // Errors of the cache.
@@ -49,20 +42,18 @@ var (
 	errCacheClosed = errors.New("the token cache is closed")
 )
 
-// Purposes of a token: ForExchange must have half its lifetime left, so
-// that the Altinn token exchanged for it, which expires with it, lives long
-// enough.
+// Purposes of a token: forExchange needs half its lifetime left, as the
+// Altinn token exchanged for it expires with it.
 const (
 	forUse = iota
 	forExchange
 )
 
-func newCache(cfg Config) *cache {
-	c := &cache{max: cfg.MaxKeys, refreshMargin: cfg.RefreshMargin, refreshJitter: cfg.RefreshJitter,
-		refusalTTL: max(cfg.RefusalTTL, 0), entries: map[string]*entry{}}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
-	return c
+func newCache(cfg Config, ctx context.Context, spawn func(func()) bool) *cache {
+	return &cache{cfg: cfg, entries: map[string]*entry{}, ctx: ctx, spawn: spawn}
 }
+
+func (c *cache) closed() bool { return c.ctx.Err() != nil }
 
 // entry is one key's token and the fetch that replaces it.
 type entry struct {
@@ -89,9 +80,8 @@ type flight struct {
 	err  error
 }
 
-// cached is a token with the times the rule gives it, and its answer but
-// for expires_in, encoded once: encoding a 1 KiB token for each request
-// took a third of a cached request's time (BenchmarkHandlerCachedToken).
+// cached is a token, its times, and its answer but for expires_in encoded
+// once: encoding it per request took a third of a cached request's time.
 type cached struct {
 	token      *grant.Token
 	lifetime   time.Duration
@@ -108,8 +98,8 @@ func retryDelay(l time.Duration) time.Duration {
 
 func (c *cache) newCached(t *grant.Token, r *request) *cached {
 	l := time.Duration(t.ExpiresIn) * time.Second
-	margin := max(min(c.refreshMargin, l/2), 2*reserve(l))
-	if j := min(c.refreshJitter, l/10); j > 0 {
+	margin := max(min(c.cfg.RefreshMargin, l/2), 2*reserve(l))
+	if j := min(c.cfg.RefreshJitter, l/10); j > 0 {
 		margin += rand.N(j)
 	}
 	scope := t.Scope
@@ -135,21 +125,20 @@ func (c *cache) lookup(key []byte) *entry {
 	return c.entries[string(key)]
 }
 
-// add returns the entry of key, adding one that r fetches for if there is
-// none. A full cache first drops idle entries (at most once a second),
-// then refuses with errCacheFull.
+// add returns the entry of key, adding one that r fetches for. A full
+// cache drops idle entries (at most once a second), or errCacheFull.
 func (c *cache) add(key string, r *request) (*entry, error) {
 	if e := c.lookup([]byte(key)); e != nil {
 		return e, nil
 	}
-	if c.closed.Load() {
+	if c.closed() {
 		return nil, errCacheClosed
 	}
 	now := time.Now()
 	var dropped []*entry
 	c.mu.Lock()
 	e := c.entries[key]
-	if e == nil && len(c.entries) >= c.max && now.Sub(c.lastSweep) >= time.Second {
+	if e == nil && len(c.entries) >= c.cfg.MaxKeys && now.Sub(c.lastSweep) >= time.Second {
 		c.lastSweep = now
 		for k, old := range c.entries {
 			if old.idle(now) {
@@ -158,7 +147,7 @@ func (c *cache) add(key string, r *request) (*entry, error) {
 			}
 		}
 	}
-	if e == nil && len(c.entries) < c.max {
+	if e == nil && len(c.entries) < c.cfg.MaxKeys {
 		e = &entry{c: c, key: key, req: r}
 		e.lastUsed.Store(now.UnixNano())
 		c.entries[key] = e
@@ -173,15 +162,14 @@ func (c *cache) add(key string, r *request) (*entry, error) {
 	return e, nil
 }
 
-// len returns the number of keys.
 func (c *cache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.entries)
 }
 
-// clear drops every entry and returns how many there were. Fetches in
-// progress finish into the dropped entries: their callers get their tokens.
+// clear drops every entry and returns how many; fetches in progress
+// finish into them for their callers.
 func (c *cache) clear() int {
 	c.mu.Lock()
 	old := c.entries
@@ -193,20 +181,8 @@ func (c *cache) clear() int {
 	return len(old)
 }
 
-// close cancels the fetches in progress, drops every entry and waits for
-// the fetches to end; afterwards, a token that must be fetched fails with
-// errCacheClosed.
-func (c *cache) close() {
-	c.bgMu.Lock()
-	c.closed.Store(true)
-	c.bgMu.Unlock()
-	c.cancel()
-	c.clear()
-	c.flights.Wait()
-}
-
-// cached returns e's token if it may be served for p now, and starts a
-// background refresh that is due.
+// cached returns e's token if it may be served for p, and starts a
+// refresh that is due.
 func (e *entry) cached(p int) *cached {
 	now := time.Now()
 	if n := now.UnixNano(); n-e.lastUsed.Load() >= int64(time.Millisecond) {
@@ -224,8 +200,8 @@ func (e *entry) cached(p int) *cached {
 	return t
 }
 
-// token returns a token for p: the cached one, or one from the flight it
-// starts or joins, waiting no longer than ctx. hit reports a cached one.
+// token returns a token for p: the cached one (hit), or one from the
+// flight it starts or joins, within ctx.
 func (e *entry) token(ctx context.Context, p int) (tok *cached, hit bool, err error) {
 	if t := e.cached(p); t != nil {
 		return t, true, nil
@@ -263,25 +239,17 @@ func (e *entry) startLocked(background bool) *flight {
 	if e.flight != nil {
 		return e.flight
 	}
-	c := e.c
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	if c.closed.Load() {
+	fl := &flight{done: make(chan struct{})}
+	if !e.c.spawn(func() { e.run(fl, background) }) {
 		return nil
 	}
-	fl := &flight{done: make(chan struct{})}
 	e.flight = fl
 	e.busy.Store(true)
-	c.flights.Add(1)
-	go func() {
-		defer c.flights.Done()
-		e.run(fl, background)
-	}()
 	return fl
 }
 
-// run makes fl's fetch and stores its token, or keeps the old one while it
-// is served, and sets the entry's timer.
+// run makes fl's fetch and stores its token (or keeps the old one while
+// it is served), and sets the entry's timer.
 func (e *entry) run(fl *flight, background bool) {
 	tok, err := e.req.fetch(e.c.ctx, background)
 	now := time.Now()
@@ -292,9 +260,9 @@ func (e *entry) run(fl *flight, background bool) {
 		e.tok.Store(fl.tok)
 		e.failErr = nil
 	} else {
-		if errors.Is(err, grant.ErrRefused) && e.c.refusalTTL > 0 {
+		if errors.Is(err, grant.ErrRefused) && e.c.cfg.RefusalTTL > 0 {
 			e.failErr = err
-			e.failUntil.Store(now.Add(e.c.refusalTTL).UnixNano())
+			e.failUntil.Store(now.Add(e.c.cfg.RefusalTTL).UnixNano())
 		}
 		if old := e.tok.Load(); old != nil && now.Before(old.serveUntil) {
 			t := *old
@@ -313,8 +281,8 @@ func (e *entry) run(fl *flight, background bool) {
 }
 
 // idle reports whether e may be dropped: no fetch runs, and its token
-// expired and nobody asked for it within two lifetimes, or it has no token,
-// no refusal to remember and nobody asked for it for a second.
+// expired two lifetimes after its last use, or with no token nor refusal
+// to remember it was unused for a second.
 func (e *entry) idle(now time.Time) bool {
 	if e.busy.Load() {
 		return false
@@ -331,10 +299,9 @@ func (e *entry) hot(t *cached) bool {
 	return e.lastUsed.Load() >= t.token.Expiry.Add(-t.lifetime).UnixNano()
 }
 
-// scheduleLocked sets e's timer for its next refresh or idle check. e.mu
-// must be held.
+// scheduleLocked sets e's timer for its next refresh or idle check.
 func (e *entry) scheduleLocked(now time.Time) {
-	if e.dead.Load() || e.c.closed.Load() {
+	if e.dead.Load() || e.c.closed() {
 		return
 	}
 	last := time.Unix(0, e.lastUsed.Load())
@@ -364,10 +331,8 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// onTimer drops e if it is idle, refreshes it if it is due and hot, and
-// otherwise sets the timer again.
 func (e *entry) onTimer() {
-	if e.c.closed.Load() {
+	if e.c.closed() {
 		return
 	}
 	now := time.Now()
@@ -394,8 +359,7 @@ func (e *entry) onTimer() {
 	e.scheduleLocked(now)
 }
 
-// kill marks e removed and stops its timer; a flight in progress finishes
-// into it.
+// kill marks e removed and stops its timer.
 func (e *entry) kill() {
 	e.mu.Lock()
 	e.dead.Store(true)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -18,8 +19,8 @@ import (
 // Client is one Maskinporten client the daemon serves (Config.Clients),
 // and who may ask for its tokens.
 type Client struct {
-	// Name is what callers send as client_id (form, or HTTP Basic user) to
-	// choose this client. Required, unique, printable ASCII without spaces.
+	// Name is what callers send as client_id (form or HTTP Basic) to choose
+	// this client. Required, unique, printable ASCII without spaces.
 	Name string
 
 	// ClientID is the Maskinporten client id, the grant's iss. If empty,
@@ -27,8 +28,8 @@ type Client struct {
 	ClientID string
 
 	// Scopes, if not nil, are the only scopes callers may ask for, written
-	// as Config.AllowedScopes; if nil, Config.AllowedScopes applies. A list
-	// that is not nil but holds no scope is refused (ErrConfig).
+	// as Config.AllowedScopes (which applies if nil). An empty list is
+	// refused (ErrConfig).
 	Scopes []string
 
 	// AuthorizationTypes are the RFC 9396 authorization_details types
@@ -36,25 +37,22 @@ type Client struct {
 	// If empty, a request with authorization_details is refused.
 	AuthorizationTypes []string
 
-	// Users and Groups admit callers on a unix socket: a user by name or
-	// uid; a group by name or gid, the caller's primary or supplementary
-	// (as the kernel recorded them when it connected). Names are looked up
-	// by New and Reload. A list that is not nil but empty is refused.
+	// Users and Groups admit callers on a unix socket: by name or id, a
+	// group primary or supplementary (as when the caller connected). Names
+	// are looked up by New and Reload. An empty list is refused.
 	Users, Groups []string
 
 	// Secret admits callers on TCP that send Name and this secret (HTTP
-	// Basic, or client_id and client_secret in the form); at least
-	// MinSecretLength bytes. If empty, no caller on TCP.
+	// Basic or the form); at least MinSecretLength bytes. If empty, none.
 	Secret string
 
 	// KeyID is the kid sent instead of x5c. If empty: Config.Grant.KeyID
 	// with the daemon's key, none with OpenKey.
 	KeyID string
 
-	// OpenKey, if set, gives this client a key of its own derived from the
-	// daemon's signer, such as another key on the same token found through
-	// its logged-in session (one login). It is called each time OpenSigner
-	// is; a signer it returns that implements io.Closer is closed first.
+	// OpenKey, if set, gives this client a key of its own from the daemon's
+	// signer, such as another key on the same token (one login). It is
+	// called each time OpenSigner is; an io.Closer it returns is closed.
 	OpenKey func(ctx context.Context, primary signer.Signer) (signer.Signer, error)
 }
 
@@ -88,8 +86,7 @@ func (c *client) admitsPeer(p *socket.Peer) bool {
 }
 
 // CheckClients checks clients as New and Reload do, without opening
-// anything, so that a configuration file can be refused with its name. The
-// error matches ErrConfig and names the client and field.
+// anything; the error matches ErrConfig and names the client and field.
 func CheckClients(clients []Client) error {
 	if len(clients) == 0 {
 		return nil
@@ -100,8 +97,7 @@ func CheckClients(clients []Client) error {
 
 // resolveClients is the one model of who may have what, for New and
 // Reload alike: cfg's Clients, or the flat fields as one client that every
-// unix socket caller may use. A list given but holding no entry is refused:
-// an empty list never means "anything".
+// unix socket caller may use. An empty list never means "anything".
 func resolveClients(cfg Config) ([]*client, error) {
 	if len(cfg.Clients) == 0 {
 		name := cfg.ClientID
@@ -148,10 +144,9 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 	if !validClientName(cl.ClientID) {
 		return nil, configErr("%s: client-id %q is not a valid Maskinporten client id", where, cl.ClientID)
 	}
-	if err := checkList(where+": scopes", cl.Scopes, cl.Scopes != nil, validScopeEntry, "a scope, 'prefix*' or '*'"); err != nil {
-		return nil, err
-	}
-	if err := checkList(where+": authorization-types", cl.AuthorizationTypes, cl.AuthorizationTypes != nil, grant.ValidScope, "an authorization_details type such as urn:altinn:consent"); err != nil {
+	if err := cmp.Or(checkList(where+": scopes", cl.Scopes, cl.Scopes != nil, validScopeEntry, "a scope, 'prefix*' or '*'"),
+		checkList(where+": authorization-types", cl.AuthorizationTypes, cl.AuthorizationTypes != nil, grant.ValidScope,
+			"an authorization_details type such as urn:altinn:consent")); err != nil {
 		return nil, err
 	}
 	secretWhat := where + ": the secret (secret-file)"
@@ -186,17 +181,14 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 	if cl.Scopes != nil {
 		c.policy = newListPolicy(cl.Scopes)
 	}
-	for _, ids := range []struct {
-		field string
-		list  []string
-		into  map[uint32]bool
-	}{{"users", cl.Users, c.uids}, {"groups", cl.Groups, c.gids}} {
-		for _, v := range ids.list {
-			id, err := lookupID(strings.TrimSpace(v), ids.field == "users")
+	into := map[string]map[uint32]bool{"users": c.uids, "groups": c.gids}
+	for field, list := range map[string][]string{"users": cl.Users, "groups": cl.Groups} {
+		for _, v := range list {
+			id, err := lookupID(strings.TrimSpace(v), field == "users")
 			if err != nil {
-				return nil, configErr("%s: %s: %v", where, ids.field, err)
+				return nil, configErr("%s: %s: %v", where, field, err)
 			}
-			ids.into[id] = true
+			into[field][id] = true
 		}
 	}
 	return c, nil
@@ -241,9 +233,8 @@ func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' })
 }
 
-// checkList checks a list option: one given but holding no entry once
-// split ([], ",", " ") is refused rather than read as "no list", which
-// would allow everything; each entry must pass valid.
+// checkList checks a list option's entries with valid; one given but
+// empty once split ([], ",") is refused, not read as "allow everything".
 func checkList(field string, list []string, given bool, valid func(string) bool, want string) error {
 	if !given {
 		return nil
@@ -266,8 +257,7 @@ func checkList(field string, list []string, given bool, valid func(string) bool,
 // validScopeEntry: a scope, a scope prefix followed by '*', or '*'.
 func validScopeEntry(v string) bool { return v == "*" || grant.ValidScope(strings.TrimSuffix(v, "*")) }
 
-// validResourceEntry: an absolute URI, its beginning (at least the
-// scheme) followed by '*', or '*'.
+// validResourceEntry: an absolute URI, 'URI-prefix*' or '*'.
 func validResourceEntry(v string) bool {
 	if v == "*" {
 		return true
@@ -277,16 +267,15 @@ func validResourceEntry(v string) bool {
 	return grant.ValidScope(v) && err == nil && u.Scheme != ""
 }
 
-// validHostEntry: a DNS name (letters, digits, '-', '.'), no port or
-// wildcard.
+// validHostEntry: a DNS name, no port or wildcard.
 func validHostEntry(v string) bool {
 	return v != "" && len(v) <= 253 && !strings.ContainsFunc(v, func(r rune) bool {
 		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '.')
 	})
 }
 
-// listPolicy decides which values (scopes, or resources) callers may ask
-// for: an entry ending in '*' allows its prefix, "*" or no entry any.
+// listPolicy decides which scopes or resources callers may ask for: an
+// entry ending in '*' allows its prefix, "*" or no entry any.
 type listPolicy struct {
 	exact    map[string]bool
 	prefixes []string

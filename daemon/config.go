@@ -12,47 +12,23 @@
 //	...
 //	srv.Shutdown(ctx) // drains in-flight requests
 //
-// POST /token takes an OAuth 2 client-credentials form (grant_type, scope,
-// and optional resource, consumer_org, pid, system_user_org, altinn=true,
-// and authorization_details for a client whose AuthorizationTypes list
-// its types) and answers in Maskinporten's shape, expires_in counted down
-// to what is left of the cached token; errors are RFC 6749 error objects.
-// GET /healthz, /readyz (503 and the reason when not able to sign),
-// /metrics and the RFC 8414 metadata answer too.
+// POST /token takes an OAuth 2 client-credentials form and answers in
+// Maskinporten's shape; GET /healthz, /readyz, /metrics and the RFC 8414
+// metadata answer too. A request goes one way (docs/ARCHITECTURE.md draws
+// it): the caller is established once, then the form parsed, the caller
+// authenticated and its client chosen, the request authorized, the token
+// taken from the cache or Maskinporten, answered and audited.
 //
-// Each request goes one way, in order: ServeHTTP establishes the caller
-// once (a unix socket peer's uid, or a TCP address) and serveToken parses
-// the form, authenticates the caller and chooses its client, authorizes
-// the request against the client's policy, gets the token from the cache
-// or Maskinporten, answers, and writes the audit line (a token's before
-// the token is sent). Errors become answers in one table (mapError).
-//
-// Tokens are cached per request (client, scopes, resources, consumer_org,
-// pid, system user, authorization_details, Altinn or not) and refreshed in
-// the background before they expire when callers use them. One exchange
-// per key runs at a time; exchanges are bounded (MaxConcurrent), and so is
-// each caller's share of them and of the cache. A new key, client or
-// environment empties the cache.
-//
-// The daemon imports no PKCS#11: the key comes from OpenSigner, and token
-// failures are told apart by package tokenerr. A removed token, broken
-// session or device error makes the daemon not ready; it closes the signer
-// and calls OpenSigner again (every PresencePoll while the token is away,
-// with a backoff after other failures) until it succeeds; cached tokens are
-// still served. A request whose signature met the fault is made once more
-// after the reconnect. A PIN the token refused is never retried: the
-// daemon says so until Reload or a restart.
-//
-// Callers on a unix socket are admitted by the clients' Users and Groups
-// (SO_PEERCRED, SO_PEERGROUPS), or all of them by the one client of a
-// Config without Clients; callers on TCP send a client's name and secret
-// (HTTP Basic or the form, one method), compared in constant time; failures
-// are logged at most once a minute per address and answered ever more
-// slowly. Grants, tokens, PINs and secrets are never logged or audited;
-// personal identification numbers are masked.
+// Tokens are cached per request and refreshed in the background while
+// used; exchanges are bounded overall and per caller, and so is each
+// caller's share of the cache. A card or HSM fault makes the daemon not
+// ready and reconnect while cached tokens are still served. A PIN the
+// token refused is never retried. Grants, tokens, PINs and secrets are
+// never logged or audited.
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,30 +46,23 @@ import (
 // Clients) are required; every other zero value is documented. New and
 // Reload read it and keep no reference to it.
 type Config struct {
-	// OpenSigner opens the key: on a token it loads the module, logs in and
-	// finds the key, as p11.Open (package signer/p11) does. It is called
-	// at start, by the reconnect loop after a card or HSM fault (with a
-	// backoff), and on Reload. A signer that implements io.Closer is closed
-	// when the daemon stops using it; one that implements Prober is probed.
+	// OpenSigner opens the key (loads the module, logs in, finds the key, as
+	// p11.Open does), at start, on reconnect and on Reload. A signer that is
+	// an io.Closer is closed when no longer used; a Prober is probed.
 	OpenSigner func(ctx context.Context) (signer.Signer, error)
 
-	// Grant is the template of every client's grant.Config: ClientID,
-	// Algorithm, KeyID, Environment, AllowInsecure, HTTPClient. Its Signer,
-	// Cache and Logger are the daemon's. An Environment without Issuer is
-	// the preset (test or prod) the leaf certificate's issuing CA tells;
-	// its AltinnExchange, if set, overrides the preset's.
+	// Grant is the template of every client's grant.Config; its Signer and
+	// Logger are the daemon's. An Environment without Issuer is the preset
+	// the leaf certificate's CA tells, with this AltinnExchange if set.
 	Grant grant.Config
 
-	// ClientID, ClientSecret and AllowedScopes describe the one client of a
-	// daemon without Clients: it is Client{Name: ClientID (default
-	// Grant.ClientID), ClientID: Grant.ClientID, Secret: ClientSecret,
-	// Scopes: AllowedScopes}, admitting every caller on a unix socket and
-	// callers on TCP that send its name and secret (without ClientSecret,
-	// none). With Clients, ClientID and ClientSecret must be empty and
-	// AllowedScopes is the default of each client's Scopes. An element of
-	// AllowedScopes ending in '*' allows every scope with that prefix; each
-	// element may hold several scopes separated by spaces or commas; a list
-	// with elements but no scope in them is an error (ErrConfig).
+	// ClientID, ClientSecret and AllowedScopes are, without Clients, the one
+	// Client{Name: ClientID (default Grant.ClientID), ClientID:
+	// Grant.ClientID, Secret: ClientSecret, Scopes: AllowedScopes}, which
+	// admits every unix socket caller. With Clients, ClientID and
+	// ClientSecret must be empty and AllowedScopes is each client's default
+	// Scopes. Scopes are separated by spaces or commas; 'prefix*' allows a
+	// prefix; a list with elements but no scope is an error (ErrConfig).
 	ClientID      string
 	ClientSecret  string
 	AllowedScopes []string
@@ -107,25 +76,20 @@ type Config struct {
 	// AuditLog). The caller opens and closes it.
 	Audit *AuditLog
 
-	// WaitOnPINRefused, if true, makes New start the Server, not ready,
-	// when the token refuses the login at start (tokenerr.IsPINRefused),
-	// instead of returning the error: Ready and /readyz then say that the
-	// PIN was refused and what to do, and the PIN is not presented again
-	// until Reload (or a new process). For a supervisor that restarts a
-	// process that exited, such as Kubernetes' kubelet, which would present
-	// the PIN again at each restart. If false, the default, New returns the
-	// error. Either way a refused PIN is never retried.
+	// WaitOnPINRefused makes New start the Server not ready, instead of
+	// returning the error, when the token refuses the login at start; the
+	// PIN is not presented again until Reload. For supervisors such as
+	// Kubernetes that would present it again at each restart. Either way
+	// a refused PIN is never retried.
 	WaitOnPINRefused bool
 
 	// AuditServeOnFailure sends a token whose audit line could not be
-	// written all the same. If false, such a request gets 503: no token
-	// leaves without its line. Failures are counted and logged either way.
+	// written all the same. If false, such a request gets 503.
 	AuditServeOnFailure bool
 
-	// AllowedResources, if not empty, are the only resource values (RFC
-	// 8707) callers may ask for: absolute URIs, a URI's beginning followed
-	// by '*', or "*"; separated by spaces or commas. Others get 400
-	// invalid_target. A list with elements but no entry is an error.
+	// AllowedResources, if not empty, are the only resources (RFC 8707)
+	// callers may ask for (else 400 invalid_target): absolute URIs,
+	// 'URI-prefix*' or "*", separated by spaces or commas.
 	AllowedResources []string
 
 	// MaxResourcesPerCaller bounds the distinct resources among the cached
@@ -140,8 +104,7 @@ type Config struct {
 
 	// AllowedHosts are host names, besides localhost, loopback addresses
 	// and the address a connection came to, that TCP callers may send as
-	// Host; others get 421, against DNS rebinding. Names only, without case,
-	// separated by spaces or commas.
+	// Host; others get 421, against DNS rebinding.
 	AllowedHosts []string
 
 	// AllowRemote lets Serve accept TCP listeners that are not loopback.
@@ -152,10 +115,8 @@ type Config struct {
 	MaxConcurrent int
 
 	// MaxConcurrentPerCaller is the share of MaxConcurrent one caller's
-	// exchanges may hold: at its share a caller waits for one of its own
-	// (within ExchangeTimeout), so that its cold requests cannot starve
-	// others'. A free slot goes to the waiting caller that holds the
-	// fewest, then in turn. If zero, half of MaxConcurrent (at least 1).
+	// exchanges may hold, so that its cold requests cannot starve others'.
+	// If zero, half of MaxConcurrent (at least 1).
 	MaxConcurrentPerCaller int
 
 	// MaxKeys bounds the cached requests; when reached, idle keys make room
@@ -178,19 +139,17 @@ type Config struct {
 	RefusalTTL time.Duration
 
 	// PresencePoll is how often the reconnect loop calls OpenSigner while
-	// the token is away (such an open fails before a PIN is read). If zero,
-	// 500 ms. ReconnectMin and ReconnectMax bound the doubling backoff after
-	// other failures. If zero, 1 s and 30 s.
+	// the token is away, if zero 500 ms; ReconnectMin and ReconnectMax bound
+	// the doubling backoff after other failures, if zero 1 s and 30 s.
 	PresencePoll, ReconnectMin, ReconnectMax time.Duration
 
 	// ProbeInterval is how often a Prober signer is probed while ready. If
 	// zero, 2 s; negative: never.
 	ProbeInterval time.Duration
 
-	// ReadTimeout bounds reading a request (headers within half). If zero,
-	// 10 s. WriteTimeout bounds a request from its headers to the end of
-	// the answer. If zero, RequestTimeout + 5 s. IdleTimeout bounds a
-	// kept-alive connection's wait. If zero, 2 minutes.
+	// ReadTimeout bounds reading a request (headers within half), if zero
+	// 10 s; WriteTimeout the answer, if zero RequestTimeout + 5 s;
+	// IdleTimeout a kept-alive connection's wait, if zero 2 minutes.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 
 	// Logger receives one line per Maskinporten call, state changes and
@@ -233,19 +192,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 || cfg.MaxConcurrentPerCaller < 0 {
 		return cfg, configErr("MaxConcurrent, MaxConcurrentPerCaller and MaxKeys may not be negative")
 	}
-	for _, l := range []struct {
-		field string
-		list  []string
-		valid func(string) bool
-		want  string
-	}{
-		{"AllowedScopes", cfg.AllowedScopes, validScopeEntry, "a scope, 'prefix*' or '*'"},
-		{"AllowedResources", cfg.AllowedResources, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"},
-		{"AllowedHosts", cfg.AllowedHosts, validHostEntry, "a host name without port or wildcard"},
-	} {
-		if err := checkList(l.field, l.list, len(l.list) > 0, l.valid, l.want); err != nil {
-			return cfg, err
-		}
+	if err := cmp.Or(
+		checkList("AllowedScopes", cfg.AllowedScopes, len(cfg.AllowedScopes) > 0, validScopeEntry, "a scope, 'prefix*' or '*'"),
+		checkList("AllowedResources", cfg.AllowedResources, len(cfg.AllowedResources) > 0, validResourceEntry, "an absolute URI, 'URI-prefix*' or '*'"),
+		checkList("AllowedHosts", cfg.AllowedHosts, len(cfg.AllowedHosts) > 0, validHostEntry, "a host name without port or wildcard"),
+	); err != nil {
+		return cfg, err
 	}
 	def := func(v *int, d int) {
 		if *v == 0 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -17,14 +18,14 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// conn is one opened signer and the grant configuration that signs with it.
-// A new conn is made at start, after each reconnect and on Reload.
+// conn is one opened signer and the grant configurations that sign with
+// it, made at start, after each reconnect and on Reload.
 type conn struct {
 	raw      signer.Signer
 	grant    *grant.Config            // the first client's; its Signer is a meteredSigner
 	grants   map[string]*grant.Config // every client's, by client name
 	subs     []signer.Signer          // clients' own keys (Client.OpenKey)
-	identity string                   // what the cache's tokens depend on; see identity
+	identity identities               // what the cache's tokens depend on
 	leaf     *x509.Certificate
 }
 
@@ -38,10 +39,9 @@ func (c *conn) close() {
 // probeRequest is signed once per new conn to prove that the key can sign.
 var probeRequest = grant.Request{Scopes: []string{"mp-hsm:probe"}}
 
-// newConn checks raw and builds every client's grant configuration around
-// it (or around the client's own key, see Client.OpenKey): the environment
-// (from the certificate if the template has none), the instrumented HTTP
-// client, and one test signature with each key.
+// newConn builds every client's grant configuration around raw (or the
+// client's own key): the environment, the instrumented HTTP client, and a
+// test signature with each key.
 func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (*conn, error) {
 	tmpl := st.cfg.Grant
 	chain := raw.Chain()
@@ -73,7 +73,7 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		}
 		return nil, fmt.Errorf(format, args...)
 	}
-	ids := make([]string, 0, len(st.clients))
+	c.identity = identities{}
 	for _, cl := range st.clients {
 		key := raw
 		if cl.OpenKey != nil {
@@ -104,17 +104,20 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		if c.grant == nil {
 			c.grant = &gc
 		}
-		ids = append(ids, cl.Name+"\x01"+id)
+		c.identity[cl.Name] = id
 	}
-	slices.Sort(ids)
-	c.identity = strings.Join(ids, "\x02")
 	return c, nil
 }
 
-// identity is what tokens in the cache depend on besides the request: the
-// client, the environment, how the key is named (kid or x5c, alg) and the
-// key itself (its certificate, or its public key's thumbprint).
-func identity(gc *grant.Config, s signer.Signer) (string, error) {
+// identities are, by client name, what tokens in the cache depend on
+// besides the request: the client id, the environment, how the key is
+// named (kid or x5c, alg) and the key itself (its certificate, or its
+// public key's thumbprint); identityParts name them.
+type identities map[string][7]string
+
+var identityParts = [7]string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
+
+func identity(gc *grant.Config, s signer.Signer) ([7]string, error) {
 	var key string
 	if chain := s.Chain(); len(chain) > 0 {
 		sum := sha256.Sum256(chain[0].Raw)
@@ -122,33 +125,27 @@ func identity(gc *grant.Config, s signer.Signer) (string, error) {
 	} else {
 		tp, err := signer.Thumbprint(s.Public())
 		if err != nil {
-			return "", err
+			return [7]string{}, err
 		}
 		key = "jwk:" + tp
 	}
-	return strings.Join([]string{gc.ClientID, gc.Environment.Issuer, gc.Environment.TokenEndpoint,
-		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, "\x00"), nil
+	return [7]string{gc.ClientID, gc.Environment.Issuer, gc.Environment.TokenEndpoint,
+		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, nil
 }
 
-// identityParts name the fields of a client's identity, in order.
-var identityParts = []string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
-
-// identityChange names what differs between two identities (as conn
-// joins them), for the log line of a cache emptied on a change.
-func identityChange(old, new string) string {
-	o, n := strings.Split(old, "\x02"), strings.Split(new, "\x02")
-	if len(o) != len(n) {
+// change names what differs from old to ids, for the log line of a cache
+// emptied on a change.
+func (ids identities) change(old identities) string {
+	if len(old) != len(ids) {
 		return "the clients"
 	}
-	for i := range o {
-		on, oid, _ := strings.Cut(o[i], "\x01")
-		nn, nid, _ := strings.Cut(n[i], "\x01")
-		if on != nn {
+	for _, name := range slices.Sorted(maps.Keys(old)) {
+		n, ok := ids[name]
+		if !ok {
 			return "the clients"
 		}
-		of, nf := strings.Split(oid, "\x00"), strings.Split(nid, "\x00")
-		for j := range min(len(of), len(nf), len(identityParts)) {
-			if of[j] != nf[j] {
+		for j, o := range old[name] {
+			if o != n[j] {
 				return identityParts[j]
 			}
 		}
@@ -177,7 +174,7 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	}
 	result := "ok"
 	switch {
-	case isPINError(err):
+	case tokenerr.IsPINRefused(err):
 		result = "pin"
 	case err != nil:
 		result = "error"
@@ -186,17 +183,16 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	return c, err
 }
 
-// installLocked makes c the current conn and returns the one it replaces,
-// for the caller to close outside the lock. The cache is emptied when c's
-// identity differs from the cache's. s.mu must be held.
+// installLocked makes c the current conn, emptying the cache when its
+// identities differ, and returns the one it replaces.
 func (s *Server) installLocked(c *conn) *conn {
 	old := s.status().conn
 	s.stat.Store(&status{state: stateReady, conn: c})
 	s.lastLeaf.Store(c.leaf)
-	if s.identity != c.identity {
-		if s.identity != "" {
+	if !maps.Equal(s.identity, c.identity) {
+		if s.identity != nil {
 			n := s.cache.clear()
-			s.log().Info(identityChange(s.identity, c.identity)+" changed: cached tokens dropped", "dropped", n)
+			s.log().Info(c.identity.change(s.identity)+" changed: cached tokens dropped", "dropped", n)
 		}
 		s.identity = c.identity
 	}
@@ -206,24 +202,21 @@ func (s *Server) installLocked(c *conn) *conn {
 	return old
 }
 
-// fault handles a card or HSM fault seen on c: unless c was already
-// replaced, the daemon turns not ready, closes c and starts reconnecting.
+// fault makes the daemon, unless c was already replaced, not ready; it
+// closes c and reconnects.
 func (s *Server) fault(c *conn, err error) {
 	s.mu.Lock()
 	if s.status().conn != c || c == nil {
 		s.mu.Unlock()
 		return
 	}
-	s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
-	s.startLoopLocked()
+	s.adoptLocked(nil, err)
 	s.mu.Unlock()
 	s.metrics.faults.Inc()
 	s.log().Warn("card or HSM fault: not ready; reconnecting", "error", err)
 	c.close()
 }
 
-// startLoopLocked starts the reconnect loop unless it runs. s.mu must be
-// held.
 func (s *Server) startLoopLocked() {
 	if s.looping {
 		return
@@ -236,63 +229,54 @@ func (s *Server) startLoopLocked() {
 // reconnectLoop calls OpenSigner until it succeeds, the PIN is refused,
 // or the server stops: every PresencePoll while the token is away (see
 // tokenAway), with a doubling backoff from ReconnectMin to ReconnectMax
-// after other failures. It never retries a refused PIN.
+// after other failures. It never retries a refused PIN. It clears
+// s.looping under the same lock as it decides to stop, so that a fault
+// after that starts a new loop.
 func (s *Server) reconnectLoop() {
-	wait := s.settings().cfg.PresencePoll
-	backoff := time.Duration(0)
-	lastMsg := ""
+	wait, backoff, lastMsg := s.settings().cfg.PresencePoll, time.Duration(0), ""
+	stopLocked := func() bool {
+		st := s.status().state
+		if s.ctx.Err() != nil || st == stateReady || st == stateClosed || st == stateLoginRefused {
+			s.looping = false
+			return true
+		}
+		return false
+	}
 	for {
-		t := time.NewTimer(wait)
 		select {
 		case <-s.ctx.Done():
-			t.Stop()
-			s.mu.Lock()
-			s.looping = false
-			s.mu.Unlock()
-			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 		st := s.settings()
 		s.mu.Lock()
-		if st := s.status().state; st == stateReady || st == stateClosed {
-			s.looping = false
-			s.mu.Unlock()
+		stop := stopLocked()
+		s.mu.Unlock()
+		if stop {
 			return
 		}
-		s.mu.Unlock()
-
 		c, err := s.open(s.ctx, st)
 		s.mu.Lock()
+		if stopLocked() { // shut down, or a Reload got there first
+			s.mu.Unlock()
+			if c != nil {
+				c.close()
+			}
+			return
+		}
+		old := s.adoptLocked(c, err)
+		stop = stopLocked()
+		s.mu.Unlock()
 		switch {
 		case err == nil:
-			if st := s.status().state; st == stateClosed || st == stateReady {
-				// Shut down, or a Reload got there first.
-				s.looping = false
-				s.mu.Unlock()
-				c.close()
-				return
-			}
-			old := s.installLocked(c)
-			s.looping = false
-			s.mu.Unlock()
 			if old != nil {
 				old.close()
 			}
 			s.logReady(c, "reconnected: ready")
 			return
-		case isPINError(err):
-			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
-			s.looping = false
-			s.mu.Unlock()
+		case stop:
 			s.log().Error("the token refused the login; the PIN is not retried: fix the PIN source and reload (SIGHUP) or restart", "error", err)
 			return
-		case s.ctx.Err() != nil:
-			s.looping = false
-			s.mu.Unlock()
-			return
 		}
-		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
-		s.mu.Unlock()
 		s.openFailures.Add(1)
 		if tokenAway(err) {
 			wait, backoff = st.cfg.PresencePoll, 0
@@ -310,18 +294,15 @@ func (s *Server) reconnectLoop() {
 }
 
 // tokenAway reports an open that failed because the token is not there
-// (yet): none present, none matching (a network HSM whose server is down
-// lists no token), or a device error. Such an open fails before any PIN is
-// read, so polling for the token's return spends no login.
+// (a network HSM whose server is down lists none) or a device error: such
+// an open fails before any PIN is read, so polling spends no login.
 func tokenAway(err error) bool {
 	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrTokenNotFound) || errors.Is(err, tokenerr.ErrSlotNotFound)
 }
 
-// awaitReconnect waits, after a request met a fault on old, until the
-// daemon is ready with a newer conn, for at most retryWait or ctx, and
-// only until the reconnect loop's next attempt fails (the token is away:
-// the caller gets its 503 now). It reports whether the daemon is ready
-// again: the request may then be made once more.
+// awaitReconnect reports whether the daemon is ready with a conn newer
+// than old within retryWait and ctx, giving up when the reconnect loop's
+// next attempt fails (the token is away: the caller gets its 503 now).
 func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	ctx, cancel := context.WithTimeout(ctx, retryWait)
 	defer cancel()
@@ -343,43 +324,37 @@ func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	}
 }
 
-// retryWait bounds how long a request that met a card or HSM fault waits
-// for the reconnect before it is answered 503.
 const retryWait = 5 * time.Second
 
 func loginRefusedReason(err error) string {
 	return "login refused, not retried (" + err.Error() + "); fix the PIN source and reload (SIGHUP) or restart"
 }
 
-// probeLoop probes the current signer every ProbeInterval, so that a
-// removed token is noticed while nobody signs.
+// probeLoop probes the signer every ProbeInterval, so that a removed
+// token is noticed while nobody signs.
 func (s *Server) probeLoop() {
 	for {
 		iv := s.settings().cfg.ProbeInterval
 		if iv < 0 {
 			iv = time.Second // probing is off; look again for a reload
 		}
-		t := time.NewTimer(iv)
 		select {
 		case <-s.ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
-		}
-		if s.settings().cfg.ProbeInterval < 0 {
-			continue
+		case <-time.After(iv):
 		}
 		c := s.status().conn
-		if c == nil {
+		p, ok := Prober(nil), false
+		if c != nil {
+			p, ok = c.raw.(Prober)
+		}
+		if !ok || s.settings().cfg.ProbeInterval < 0 {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-		var err error
-		if p, ok := c.raw.(Prober); ok {
-			err = p.Probe(ctx)
-		}
+		err := p.Probe(ctx)
 		cancel()
-		if err != nil && isDeviceFault(err) {
+		if isDeviceFault(err) {
 			s.fault(c, err)
 		}
 	}
@@ -389,12 +364,11 @@ func (s *Server) probeLoop() {
 func (s *Server) logReady(c *conn, msg string) {
 	attrs := []any{"client_id", c.grant.ClientID, "issuer", c.grant.Environment.Issuer}
 	if len(c.grants) > 1 {
-		names := make([]string, 0, len(c.grants))
-		for name, gc := range c.grants {
-			names = append(names, name+"="+gc.ClientID)
+		var names []string
+		for _, name := range slices.Sorted(maps.Keys(c.grants)) {
+			names = append(names, name+"="+c.grants[name].ClientID)
 		}
-		slices.Sort(names)
-		attrs = []any{"clients", strings.Join(names, " "), "issuer", c.grant.Environment.Issuer}
+		attrs[0], attrs[1] = "clients", strings.Join(names, " ")
 	}
 	if c.leaf != nil {
 		attrs = append(attrs, "certificate", c.leaf.Subject.CommonName, "issued_by", c.leaf.Issuer.CommonName,

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,9 +24,7 @@ type request struct {
 	altinn bool
 	mpKey  string // for an Altinn request: the key of its Maskinporten token
 
-	// by is the caller whose request found no token to serve: a fetch it
-	// waits for runs on its share of the slots (see admission).
-	by atomic.Pointer[callerID]
+	by atomic.Pointer[callerID] // whose share of the slots a fetch runs on
 }
 
 func newRequest(s *Server, client string, req grant.Request, altinn bool, who callerID) *request {
@@ -34,9 +33,7 @@ func newRequest(s *Server, client string, req grant.Request, altinn bool, who ca
 	return r
 }
 
-// addKey adds c's key to the cache within its caller's bounds (quotas):
-// over MaxResourcesPerCaller is 400 invalid_target (RFC 8707), over
-// MaxKeysPerCaller 503; nothing is signed for either.
+// addKey adds c's key to the cache within its caller's quotas.
 func (s *Server) addKey(c *call) (*entry, error) {
 	q := &c.req
 	req := grant.Request{Scopes: slices.Clone(q.Scopes), Resources: slices.Clone(q.Resources), ConsumerOrg: q.ConsumerOrg,
@@ -49,21 +46,18 @@ func (s *Server) addKey(c *call) (*entry, error) {
 	return s.quotas.add(s.cache, c.who, string(c.key), f, c.st)
 }
 
-// quotas bound what one caller may put in the cache, so that no caller can
-// fill MaxKeys for the others. A key counts for each caller that added it
-// for as long as its entry is in the cache. Only requests for keys not in
-// the cache come here.
+// quotas bound what one caller may add to the cache (MaxKeysPerCaller:
+// 503; MaxResourcesPerCaller: 400 invalid_target), so that none can fill
+// MaxKeys for the others. A key counts for each caller that added it while
+// its entry is in the cache.
 type quotas struct {
 	mu      sync.Mutex
-	callers map[callerID]*holding
-	swept   time.Time // every caller's holding pruned, once a minute
+	callers map[callerID]held
+	swept   time.Time // every caller's keys pruned, once a minute
 }
 
-// holding is what one caller has in the cache.
-type holding struct {
-	keys      map[string]heldKey
-	resources map[string]int // resource -> how many of keys hold it
-}
+// held are the keys one caller added, with their entries and resources.
+type held map[string]heldKey
 
 type heldKey struct {
 	e         *entry
@@ -77,79 +71,68 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	if now := time.Now(); now.Sub(q.swept) >= time.Minute {
 		q.swept = now
 		for id, h := range q.callers {
-			if h.prune(cache); len(h.keys) == 0 {
+			if h.prune(cache); len(h) == 0 {
 				delete(q.callers, id)
 			}
 		}
 	}
 	h := q.callers[who]
 	if h == nil {
-		h = &holding{keys: map[string]heldKey{}, resources: map[string]int{}}
+		h = held{}
 		if q.callers == nil {
-			q.callers = map[callerID]*holding{}
+			q.callers = map[callerID]held{}
 		}
 		q.callers[who] = h
 	}
-	h.drop(key) // the cache missed it: the entry it was held for is gone
+	delete(h, key) // the cache missed it: the entry it was held for is gone
 	res := f.req.Resources
-	newRes := func() int {
-		n := 0
-		for _, r := range res {
-			if h.resources[r] == 0 {
-				n++
+	// over reports the bounds res would pass, and the resources h holds.
+	over := func() (keys, resources bool, n int) {
+		set := map[string]bool{}
+		for _, hk := range h {
+			for _, r := range hk.resources {
+				set[r] = true
 			}
 		}
-		return n
+		n = len(set)
+		for _, r := range res {
+			set[r] = true
+		}
+		return maxKeys > 0 && len(h) >= maxKeys, maxRes > 0 && len(set) > maxRes, n
 	}
-	if maxKeys > 0 && len(h.keys) >= maxKeys || maxRes > 0 && len(h.resources)+newRes() > maxRes {
+	if k, r, _ := over(); k || r {
 		h.prune(cache)
 	}
-	if maxRes > 0 && len(h.resources)+newRes() > maxRes {
+	keys, resources, n := over()
+	if resources {
 		return nil, badRequest(errInvalidTarget, fmt.Sprintf(
 			"%s already has tokens for %d distinct resources, the most one caller may have (--max-resources-per-caller %d); "+
 				"ask for fewer distinct resources, or ask the daemon's operator to allow them (--allowed-resources)",
-			who, len(h.resources), maxRes))
+			who, n, maxRes))
 	}
-	if maxKeys > 0 && len(h.keys) >= maxKeys {
+	if keys {
 		return nil, unavailable(fmt.Sprintf("%s has %d distinct requests cached, the most one caller may have (--max-keys-per-caller); "+
-			"a request nobody asks for is dropped after two token lifetimes", who, len(h.keys)), 30)
+			"a request nobody asks for is dropped after two token lifetimes", who, len(h)), 30)
 	}
 	e, err := cache.add(key, f)
 	if err != nil {
 		return nil, err
 	}
-	h.keys[key] = heldKey{e: e, resources: res}
-	for _, r := range res {
-		h.resources[r]++
-	}
+	h[key] = heldKey{e: e, resources: res}
 	return e, nil
 }
 
 // prune forgets the keys whose entries are no longer in c.
-func (h *holding) prune(c *cache) {
-	for k, hk := range h.keys {
+func (h held) prune(c *cache) {
+	for k, hk := range h {
 		if c.lookup([]byte(k)) != hk.e {
-			h.drop(k)
+			delete(h, k)
 		}
 	}
 }
 
-func (h *holding) drop(key string) {
-	hk, ok := h.keys[key]
-	if !ok {
-		return
-	}
-	delete(h.keys, key)
-	for _, r := range hk.resources {
-		if h.resources[r]--; h.resources[r] <= 0 {
-			delete(h.resources, r)
-		}
-	}
-}
-
-// tokenOf returns e's token for c, from the cache or from a fetch that it
-// starts for c's caller or joins, within RequestTimeout. hit reports a
-// cached one.
+// tokenOf returns e's token for c, cached (hit) or fetched for c's caller
+// within RequestTimeout.
 func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
 	if t := e.cached(forUse); t != nil {
 		return t, true, nil
@@ -160,16 +143,15 @@ func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
 	return e.token(ctx, forUse)
 }
 
-// claim makes r's next fetch run for who, and lets one that waits for a
-// slot run on who's share (admission.offer).
+// claim makes r's next fetch, or one waiting for a slot, run for who.
 func (s *Server) claim(r *request, who callerID) {
 	r.by.Store(&who)
 	s.adm.offer(r, who)
 }
 
-// fetch makes r's exchange within ExchangeTimeout; it is the cache's. A
-// signature that met a card or HSM fault is made once more after the
-// reconnect: the failed grant was never sent.
+// fetch makes r's exchange within ExchangeTimeout, once more after a
+// reconnect if its signature met a card or HSM fault (that grant was never
+// sent).
 func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, error) {
 	s := r.s
 	ctx, cancel := context.WithTimeout(ctx, s.settings().cfg.ExchangeTimeout)
@@ -180,7 +162,7 @@ func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, err
 	}
 	c := s.status().conn
 	t, err := r.exchange(ctx, who)
-	if err != nil && isDeviceFault(err) && !isPINError(err) && s.awaitReconnect(ctx, c) {
+	if err != nil && isDeviceFault(err) && s.awaitReconnect(ctx, c) {
 		t, err = r.exchange(ctx, who)
 	}
 	if nre := (*notReadyError)(nil); errors.As(err, &nre) {
@@ -205,7 +187,8 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 	s := r.s
 	c := s.status().conn
 	if c == nil {
-		return nil, s.notReady()
+		_, reason := s.Ready()
+		return nil, &notReadyError{reason: cmp.Or(reason, "not ready")}
 	}
 	gc := c.grants[r.client]
 	if gc == nil {
@@ -273,8 +256,7 @@ func (r *request) attrs() []slog.Attr {
 	return a
 }
 
-// callInfo tells the instrumented transport what a call is for, for its
-// metrics and log line; never a secret.
+// callInfo tells the instrumented transport what a call is for.
 type callInfo struct {
 	endpoint string // "token" or "altinn"
 	attrs    []slog.Attr
@@ -282,9 +264,8 @@ type callInfo struct {
 
 type callInfoKey struct{}
 
-// instrumentedClient returns a client like base (or grant's default: 30 s,
-// the environment's proxy, no redirects) that counts and logs every call:
-// one line with the status and duration, never a header or a body.
+// instrumentedClient returns base (or grant's default: 30 s, no
+// redirects) counting and logging every call, never a header or a body.
 func (s *Server) instrumentedClient(base *http.Client) *http.Client {
 	hc := http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	if base != nil {

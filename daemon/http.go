@@ -15,16 +15,12 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// The HTTP surface: who the caller is, the routes, and every error answer
-// (one table, mapError).
-
-// callerID is who asks, for the per-caller bounds (slots, keys, resources),
-// failed authentication and refusals: on a unix socket the peer's uid, on
-// TCP the remote address, IPv6 by its /64 (a host has a whole /64), every
-// loopback address as one (any local program may pick any). It is
-// comparable, for map keys, and made without allocating.
+// callerID is who asks, for the per-caller bounds: on a unix socket the
+// peer's uid, on TCP the address, IPv6 by its /64 (a host has a whole /64),
+// all loopback as one (any local program may pick any). Comparable.
 type callerID struct {
 	unix    bool
 	refresh bool       // refreshCaller
@@ -75,7 +71,7 @@ func addressOf(hostport string) netip.Addr {
 }
 
 // peerKey is the context key of a unix socket's *socket.Peer, read once
-// per connection (connContext).
+// per connection.
 type peerKey struct{}
 
 func connContext(ctx context.Context, c net.Conn) context.Context {
@@ -86,11 +82,9 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // ServeHTTP answers POST /token, GET /healthz, /readyz, /metrics and the
-// authorization server metadata (RFC 8414, at
-// /.well-known/oauth-authorization-server and
-// /.well-known/openid-configuration). It establishes who asks once: on a
-// unix socket, the peer; on TCP, the address, whose Host header must name
-// the daemon (else 421, see Config.AllowedHosts).
+// RFC 8414 metadata (/.well-known/oauth-authorization-server and
+// /.well-known/openid-configuration). It establishes who asks, once; on
+// TCP the Host header must name the daemon (else 421, Config.AllowedHosts).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	who := callerID{uid: -1}
@@ -137,11 +131,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// hostAllowed reports whether a TCP request's Host names the daemon as
-// this machine knows it: localhost, a loopback address, the address the
-// connection came to, or an AllowedHosts name; any port. Anything else is
-// a name that merely resolves here, as DNS rebinding makes a browser send.
-// No Host (HTTP/1.0; no browser) is allowed.
+// hostAllowed reports whether a TCP request's Host names the daemon:
+// localhost, a loopback address, the address the connection came to, an
+// AllowedHosts name, or none (HTTP/1.0, no browser); not a name that
+// merely resolves here, as DNS rebinding makes a browser send.
 func hostAllowed(host string, la net.Addr, st *settings) bool {
 	if host == "" {
 		return true
@@ -170,11 +163,9 @@ func hostAllowed(host string, la net.Addr, st *settings) bool {
 	return local.Unmap() == ip
 }
 
-// serveMetadata answers the RFC 8414 metadata. The URLs are those by
-// which the request reached the daemon (its Host; without one, the
-// listener's address on TCP and http://mp-hsm, which resolves nowhere, on a
-// unix socket), so the issuer is the URL the client discovered it from.
-// The auth methods are what the listener accepts.
+// serveMetadata answers the RFC 8414 metadata, with the URLs by which the
+// request reached the daemon (without Host: the TCP listener's address, or
+// http://mp-hsm, which resolves nowhere) and the listener's auth methods.
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request, unix bool, la net.Addr) {
 	scheme := "http://"
 	if r.TLS != nil {
@@ -267,26 +258,21 @@ func refuse(reason string, status int, code, description string) *oauthError {
 	return &oauthError{status: status, code: code, description: description, reason: reason}
 }
 
-// notReadyError is the error for a token that the cache cannot answer
-// while the daemon is not ready.
+// notReadyError: no token while the daemon is not ready.
 type notReadyError struct{ reason string }
 
 func (e *notReadyError) Error() string { return e.reason }
 
-// errSlotWait is matched by the error of an exchange that ended before it
-// got a slot (see admission).
+// errSlotWait: an exchange ended before it got a slot.
 var errSlotWait = errors.New("waited too long for a turn to call Maskinporten: this caller's other requests take its share (--max-concurrent-per-caller), or all requests do (--max-concurrent)")
 
 var errShuttingDown = errors.New("the daemon is shutting down")
 
-// errAuditUnwritable answers a request whose token's audit line could not
-// be written.
 var errAuditUnwritable = unavailable("the daemon cannot write its audit log and serves no token without its audit line; ask its operator (the daemon's log says why)", 30)
 
 // mapError is the one table from an error to the answer: 503 when the card
-// is away or Maskinporten fails or asks to slow down (with its
-// Retry-After), the caller's own 400 when Maskinporten refused what the
-// caller asked for, and 5xx when the daemon's configuration is at fault.
+// is away or Maskinporten fails or asks to slow down, the caller's 400 when
+// Maskinporten refused what it asked for, 5xx for the daemon's own faults.
 func (s *Server) mapError(err error) *oauthError {
 	var oe *oauthError
 	var nre *notReadyError
@@ -299,7 +285,7 @@ func (s *Server) mapError(err error) *oauthError {
 		return unavailable("cannot get a token now: "+nre.reason, 5)
 	case isDeviceFault(err):
 		return unavailable("the card or HSM failed while signing ("+err.Error()+"); reconnecting", 5)
-	case isPINError(err):
+	case tokenerr.IsPINRefused(err):
 		return unavailable(loginRefusedReason(err), 0)
 	case isTE && te.StatusCode == http.StatusTooManyRequests:
 		return unavailable("Maskinporten asks the daemon to slow down: "+te.Error(), retrySeconds(te.RetryAfter))
@@ -345,8 +331,7 @@ func (s *Server) mapError(err error) *oauthError {
 	return &oauthError{status: http.StatusInternalServerError, code: errServerError, description: err.Error()}
 }
 
-// retrySeconds is the Retry-After, in whole seconds, after an upstream
-// asked to wait d: d rounded up, or 5 s if it did not ask.
+// retrySeconds is the Retry-After for an upstream's d: rounded up, or 5.
 func retrySeconds(d time.Duration) int {
 	if d <= 0 {
 		return 5
@@ -354,28 +339,22 @@ func retrySeconds(d time.Duration) int {
 	return int((d + time.Second - 1) / time.Second)
 }
 
-// Header values every JSON answer shares, so that setting them allocates
-// nothing.
+// Header values shared so that setting them allocates nothing.
 var (
 	hdrJSON    = []string{"application/json;charset=UTF-8"}
 	hdrNoStore = []string{"no-store"}
 	hdrNoCache = []string{"no-cache"}
 )
 
-// writeJSON answers status with v as JSON, never to be cached.
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writeError answers oe, never to be cached. Its error_description keeps
+// to RFC 6749 section 5.2's characters (%x20-21 / %x23-5B / %x5D-7E): a
+// double quote becomes a single one, a backslash a slash, any other byte
+// outside a question mark.
+func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// writeError answers oe. Its error_description keeps to RFC 6749 section
-// 5.2's characters (%x20-21 / %x23-5B / %x5D-7E): a double quote becomes a
-// single one, a backslash a slash, any other byte outside a question mark.
-func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	if oe.retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(oe.retryAfter))
+		h.Set("Retry-After", strconv.Itoa(oe.retryAfter))
 	}
 	desc := []byte(oe.description)
 	for i, c := range desc {
@@ -388,7 +367,8 @@ func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 			desc[i] = '?'
 		}
 	}
-	writeJSON(w, oe.status, struct {
+	w.WriteHeader(oe.status)
+	_ = json.NewEncoder(w).Encode(struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
 	}{oe.code, string(desc)})

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // Server is the token daemon. Make one with New, give it listeners with
@@ -43,7 +44,7 @@ type Server struct {
 	mu           sync.Mutex
 	looping      bool         // the reconnect loop runs
 	openFailures atomic.Int64 // the reconnect loop's failed attempts (awaitReconnect)
-	identity     string       // of the cached tokens' keys
+	identity     identities   // of the cached tokens' keys
 	servers      []*http.Server
 	lns          []net.Listener // what Serve was given: Reload checks them
 	closing      bool           // Shutdown has begun
@@ -70,15 +71,11 @@ type status struct {
 }
 
 // New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
-// a Server ready to Serve.
-//
-// If the token is absent or the device fails at start (an error
-// tokenerr.Transient reports, such as ErrNoToken, ErrTokenRemoved or
-// ErrDevice), New still returns a Server: not ready, reconnecting in the
-// background until the token is there. So does a refused PIN with
-// cfg.WaitOnPINRefused, but without reconnecting: it waits for Reload. Any
-// other error, such as a refused PIN, a key that is not found or
-// an invalid Config (ErrConfig), is returned and nothing keeps running.
+// a Server ready to Serve. If the token is absent or the device fails (an
+// error tokenerr.Transient reports), the Server starts not ready and
+// reconnects in the background; with cfg.WaitOnPINRefused, a refused PIN
+// starts it not ready until Reload. Any other error, such as a refused
+// PIN, a key not found or an invalid Config (ErrConfig), is returned.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -88,38 +85,30 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, cache: newCache(cfg), refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}}
+	s := &Server{reg: reg, refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.cache = newCache(cfg, s.ctx, s.goBackground)
 	s.metrics = newMetrics(s)
 	st, err := newSettings(cfg, s.metrics)
 	if err != nil {
+		s.cancel()
 		return nil, err
 	}
 	s.st.Store(st)
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.stat.Store(&status{state: stateStarting, reason: "starting"})
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
 	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(logWriter{cfg.Logger, slog.LevelError, "metrics: "}, "", 0)})
 
 	c, err := s.open(s.ctx, st)
-	s.mu.Lock()
-	switch {
-	case err == nil:
-		s.installLocked(c)
-	case isTransient(err):
-		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); waiting for it")
-		s.startLoopLocked()
-	case isPINError(err) && cfg.WaitOnPINRefused:
-		// Not ready, and no reconnect loop: nothing presents the PIN
-		// again but Reload.
-		s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
-	default:
-		s.mu.Unlock()
+	if err != nil && !tokenerr.Transient(err) && !(tokenerr.IsPINRefused(err) && cfg.WaitOnPINRefused) {
 		s.cancel()
 		return nil, err
 	}
+	s.mu.Lock()
+	s.adoptLocked(c, err)
 	s.mu.Unlock()
 	switch {
-	case isPINError(err):
+	case tokenerr.IsPINRefused(err):
 		cfg.Logger.Error("the token refused the login; the PIN is not retried: starting not ready. Fix the PIN source and reload (SIGHUP) or restart", "error", err)
 	case err != nil:
 		cfg.Logger.Warn("the card or HSM is not available; starting not ready and waiting for it", "error", err)
@@ -152,7 +141,24 @@ func (s *Server) setStateLocked(st state, reason string) {
 	s.stat.Store(&status{state: st, reason: reason})
 }
 
-// goBackground runs f in a goroutine that Shutdown waits for; false if the
+// adoptLocked makes the daemon ready with c and returns the conn it
+// replaces, to close outside s.mu; or records err, the failure to open c:
+// a refused PIN waits for Reload, never presented again; any other
+// failure starts the reconnect loop.
+func (s *Server) adoptLocked(c *conn, err error) *conn {
+	switch {
+	case err == nil:
+		return s.installLocked(c)
+	case tokenerr.IsPINRefused(err):
+		s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
+	default:
+		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
+		s.startLoopLocked()
+	}
+	return nil
+}
+
+// goBackground runs f in a goroutine that Shutdown waits for, unless the
 // server is stopping.
 func (s *Server) goBackground(f func()) bool {
 	s.bgMu.Lock()
@@ -176,19 +182,9 @@ func (s *Server) Ready() (bool, string) {
 	return true, ""
 }
 
-func (s *Server) notReady() error {
-	_, reason := s.Ready()
-	if reason == "" {
-		reason = "not ready"
-	}
-	return &notReadyError{reason: reason}
-}
-
 // Serve answers requests on ln until Shutdown, then returns
 // http.ErrServerClosed. It refuses (and closes) a listener the
-// configuration would open to more callers than it means to serve (see
-// checkListener); Reload checks its configuration against the same
-// listeners.
+// configuration would open to more callers than it means to serve.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
 	hs := &http.Server{
@@ -219,10 +215,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	return hs.Serve(ln)
 }
 
-// checkListener refuses a TCP listener without a client secret, or not on
-// loopback unless AllowRemote; and a unix socket every local user can
-// connect to while a client admits any caller on it (a Config without
-// Clients). Serve and Reload call it.
+// checkListener refuses, for Serve and Reload alike, a TCP listener
+// without a client secret or, unless AllowRemote, not on loopback; and a
+// unix socket open to every local user while a client admits every peer.
 func (st *settings) checkListener(ln net.Listener) error {
 	switch a := ln.Addr().(type) {
 	case *net.UnixAddr:
@@ -246,10 +241,9 @@ func (st *settings) checkListener(ln net.Listener) error {
 }
 
 // Shutdown stops the server gracefully: the listeners close at once,
-// requests in flight are answered (waiting for their exchange if they
-// must), then background work stops and the signer is closed. If ctx ends
-// first, the remaining connections are closed and ctx's error returned.
-// Shutdown may be called more than once.
+// requests in flight are answered, then background work stops and the
+// signer is closed. If ctx ends first, the remaining connections are
+// closed and ctx's error returned. It may be called more than once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -270,7 +264,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopBackground()
 	done := make(chan struct{})
 	go func() {
-		s.cache.close()
+		s.cache.clear()
 		s.bg.Wait()
 		close(done)
 	}()
@@ -306,19 +300,17 @@ func (s *Server) closeConn() {
 }
 
 // Reload applies a new configuration: it opens the key with the new
-// OpenSigner (a new login with the new PIN source) and swaps it in. Cached
-// tokens are kept when the keys, clients and environment are unchanged.
+// OpenSigner (a new login) and swaps it in; cached tokens are kept when
+// keys, clients and environment are unchanged. When the daemon is ready and
+// the new key cannot be opened, nothing changes and the error is returned;
+// when it is not ready, the new configuration is adopted even so (a
+// refused PIN is reported again, any other failure reconnects).
 //
-// When the daemon is ready and the new key cannot be opened, nothing
-// changes and the error is returned. When it is not ready, the new
-// configuration is adopted even so: a refused PIN is reported again, any
-// other failure starts the reconnect loop with the new OpenSigner.
-//
-// The new Clients and Audit apply to the requests that follow. The new
-// configuration must suit the listeners being served, as at Serve, or it
-// is refused (ErrConfig). Listeners, MaxConcurrent, MaxConcurrentPerCaller,
-// the HTTP timeouts, the Registry and the cache's settings (MaxKeys,
-// RefreshMargin, RefreshJitter, RefusalTTL) keep their values from New.
+// The new configuration must suit the listeners being served, as at Serve,
+// or it is refused (ErrConfig). Listeners, MaxConcurrent,
+// MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the cache's
+// settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep their
+// values from New.
 //
 // PKCS#11 login state belongs to the process: while the old signer is
 // open, the new one's login finds the token logged in, so a PIN changed in
@@ -333,7 +325,10 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := s.checkListeners(st); err != nil {
+	s.mu.Lock()
+	err = s.checkListenersLocked(st)
+	s.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	c, err := s.open(s.ctx, st)
@@ -352,20 +347,13 @@ func (s *Server) Reload(cfg Config) error {
 	case err != nil && s.status().state == stateReady:
 		s.mu.Unlock()
 		return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
-	case err != nil:
-		s.st.Store(st)
-		if isPINError(err) {
-			s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
-		} else {
-			s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
-			s.startLoopLocked()
-		}
-		s.mu.Unlock()
-		return fmt.Errorf("reload: %w", err)
 	}
 	s.st.Store(st)
-	prev := s.installLocked(c)
+	prev := s.adoptLocked(c, err)
 	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
 	if prev != nil {
 		prev.close()
 	}
@@ -373,14 +361,7 @@ func (s *Server) Reload(cfg Config) error {
 	return nil
 }
 
-func (s *Server) checkListeners(st *settings) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.checkListenersLocked(st)
-}
-
-// checkListenersLocked checks st against every listener Serve was given:
-// what start refuses, Reload refuses.
+// checkListenersLocked checks st against every listener Serve was given.
 func (s *Server) checkListenersLocked(st *settings) error {
 	for _, ln := range s.lns {
 		if err := st.checkListener(ln); err != nil {

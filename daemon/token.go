@@ -17,14 +17,9 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// The token endpoint, one request read top to bottom (serveToken): parse
-// the body, authenticate the caller (auth.go) and choose its client,
-// authorize what it asks for against the client's policy, get the token
-// from the cache or Maskinporten (fetch.go, cache.go), answer, audit
-// (audit.go). The caller is established once, by ServeHTTP, and passed
-// down in the call.
-
-// call is one token request on its way down the pipeline.
+// call is one token request on its way down the pipeline (serveToken):
+// parse, authenticate (auth.go), authorize, token (fetch.go, cache.go),
+// answer, audit (audit.go). The caller is established once, by ServeHTTP.
 type call struct {
 	r      *http.Request
 	st     *settings
@@ -63,10 +58,8 @@ func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
 		w.Header().Set("Allow", http.MethodPost)
 		return nil, &oauthError{status: http.StatusMethodNotAllowed, code: errInvalidRequest, description: "the token endpoint takes POST only"}
 	}
-	// Parse. The client is authenticated before the body's type and
-	// content are judged, so that a caller without the right credentials
-	// learns only invalid_client (RFC 6749 section 5.2); a form with a
-	// fault still gives the credentials it holds.
+	// Parse. The body is judged only after authentication, so that a
+	// caller without credentials learns only invalid_client (RFC 6749 5.2).
 	if err := c.readBody(w); err != nil {
 		return nil, err
 	}
@@ -238,8 +231,7 @@ func (c *call) authorize() error {
 	return nil
 }
 
-// validate checks the claims as grant.Request.Validate does, as OAuth 2
-// errors: needed only for a key that is not in the cache yet.
+// validate is grant.Request.Validate as OAuth 2 errors, for a new key.
 func (c *call) validate() error {
 	if slices.ContainsFunc(c.req.Resources, func(r string) bool { return strings.ContainsRune(r, 0) }) {
 		return badRequest(errInvalidRequest, "invalid resource")
@@ -261,9 +253,8 @@ func (c *call) validate() error {
 	return badRequest(errInvalidRequest, "invalid "+ve.Field+": "+ve.Reason)
 }
 
-// answer writes the token, or the error, and the audit line: a token's
-// before the token is sent (no token without its line, unless
-// AuditServeOnFailure), any other answer's after it.
+// answer writes the token or the error, and the audit line: a token's
+// before the token is sent (unless AuditServeOnFailure, none without it).
 func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) {
 	audited := err == nil // a token's line is written, or tried, once: before the token
 	if audited && s.audit(c, http.StatusOK, nil) != nil && !c.st.cfg.AuditServeOnFailure {
@@ -309,8 +300,7 @@ func outcomeOf(status int, hit bool) string {
 	return outcomeIssued
 }
 
-// Bounds on a caller's values where the daemon repeats them: error
-// descriptions and the audit log.
+// Bounds on a caller's values repeated in errors and the audit log.
 const (
 	maxCallerValue  = 100 // bytes of one value
 	maxCallerValues = 20  // values of a list
@@ -319,8 +309,7 @@ const (
 // excerpt bounds a caller's value wherever the daemon repeats it.
 func excerpt(v string) string { return shorten(v, maxCallerValue) }
 
-// shorten cuts v to at most n bytes, at the start of a UTF-8 character,
-// and adds "..." after a cut.
+// shorten cuts v to at most n bytes at a UTF-8 boundary, adding "...".
 func shorten(v string, n int) string {
 	if len(v) <= n {
 		return v

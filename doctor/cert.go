@@ -18,25 +18,21 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// signTimeout bounds the test signature, which may wait for a PIN on a
-// PIN pad or for a key that asks for the PIN before each signature.
+// signTimeout bounds the test signature, which may wait for a PIN pad.
 const signTimeout = 2 * time.Minute
 
-// contextSigner is a signer that can be given a deadline, as hsm.Key and
-// p11.TokenSigner are.
+// contextSigner is hsm.Key's and p11.TokenSigner's signing with a deadline.
 type contextSigner interface {
 	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
 }
 
-// checkSignature signs a random digest with the key and verifies it with
-// the certificate's public key, or the key's own when there is no
-// certificate.
-func (r *run) checkSignature(ctx context.Context) {
+// checkSignature signs a random digest and verifies it with the
+// certificate's public key, or the key's own without a certificate.
+func (r *run) checkSignature(ctx context.Context) Result {
 	const check = "signature"
 	key := r.key.Key
 	if key == nil {
-		r.skip(check, "needs the key")
-		return
+		return skip(check, "needs the key")
 	}
 	pub := key.Public()
 	verifyWith := "the key's public half"
@@ -45,8 +41,7 @@ func (r *run) checkSignature(ctx context.Context) {
 	}
 	digest := make([]byte, 32)
 	if _, err := rand.Read(digest); err != nil {
-		r.fail(check, ClassInternal, err, "cannot make a random digest: "+err.Error(), "")
-		return
+		return fail(check, ClassInternal, err, "cannot make a random digest: "+err.Error(), "")
 	}
 	ctx, cancel := context.WithTimeout(ctx, signTimeout)
 	defer cancel()
@@ -58,8 +53,7 @@ func (r *run) checkSignature(ctx context.Context) {
 		sig, err = key.Sign(rand.Reader, digest, crypto.SHA256)
 	}
 	if err != nil {
-		r.add(Failed(check, ClassToken, err, "the token refused to sign with the key: check that it is a signing key (CKA_SIGN) and the card is still inserted"))
-		return
+		return Failed(check, ClassToken, err, "the token refused to sign with the key: check that it is a signing key (CKA_SIGN) and the card is still inserted")
 	}
 	var verr error
 	switch k := pub.(type) {
@@ -73,137 +67,115 @@ func (r *run) checkSignature(ctx context.Context) {
 		verr = fmt.Errorf("cannot verify with a %T", pub)
 	}
 	if verr != nil {
-		r.fail(check, ClassToken, verr, "a test signature made on the token does not verify with "+verifyWith+": "+verr.Error(),
+		return fail(check, ClassToken, verr, "a test signature made on the token does not verify with "+verifyWith+": "+verr.Error(),
 			"the certificate does not belong to this key, or the token signs wrongly: choose the key that matches the certificate (see mp-hsm list)")
-		return
 	}
-	r.ok(check, "a test signature over a random SHA-256 digest verifies with "+verifyWith)
+	return ok(check, "a test signature over a random SHA-256 digest verifies with "+verifyWith)
 }
 
 // checkCertificate checks that the certificate holds the key.
-func (r *run) checkCertificate() {
+func (r *run) checkCertificate(context.Context) Result {
 	const check = "certificate"
 	key, cert := r.key.Key, r.cert
 	switch {
 	case key == nil && cert == nil && r.key.NoLogin:
-		r.skip(check, "cannot tell which certificate is the key's without a login: give --key-id or a PIN")
+		return skip(check, "cannot tell which certificate is the key's without a login: give --key-id or a PIN")
 	case key == nil && cert == nil:
-		r.skip(check, "needs the key")
+		return skip(check, "needs the key")
 	case key == nil:
-		r.skip(check, fmt.Sprintf("not compared with the key (no login); checking %q", cert.Subject.CommonName))
+		return skip(check, fmt.Sprintf("not compared with the key (no login); checking %q", cert.Subject.CommonName))
 	case cert == nil:
 		if r.key.CertErr != nil {
-			r.add(Failed(check, ClassToken, r.key.CertErr, "the certificate with the key's CKA_ID holds another public key: replace it with the key's certificate"))
-			return
+			return Failed(check, ClassToken, r.key.CertErr, "the certificate with the key's CKA_ID holds another public key: replace it with the key's certificate")
 		}
 		if r.cfg.KeyID != "" {
-			r.ok(check, fmt.Sprintf("no certificate for the key on the token; grants carry kid %q", r.cfg.KeyID))
-			return
+			return ok(check, fmt.Sprintf("no certificate for the key on the token; grants carry kid %q", r.cfg.KeyID))
 		}
-		r.fail(check, ClassToken, nil, "no certificate for the key on the token, so grants cannot carry x5c",
+		return fail(check, ClassToken, nil, "no certificate for the key on the token, so grants cannot carry x5c",
 			"write the key's certificate to the token, or register the public key (mp-hsm jwk) on the client and give --kid")
 	default:
 		if err := signer.MatchCertificate(key.Public(), cert); err != nil {
-			r.add(Failed(check, ClassToken, err, "choose the key that matches the certificate (see mp-hsm list)"))
-			return
+			return Failed(check, ClassToken, err, "choose the key that matches the certificate (see mp-hsm list)")
 		}
-		r.ok(check, fmt.Sprintf("%q (serial %x) holds the key; x5c carries a chain of %d", cert.Subject.CommonName, cert.SerialNumber, len(r.key.Chain)))
+		return ok(check, fmt.Sprintf("%q (serial %x) holds the key; x5c carries a chain of %d", cert.Subject.CommonName, cert.SerialNumber, len(r.key.Chain)))
 	}
 }
 
-// certSkip skips check, saying why, when there is no certificate.
-func (r *run) certSkip(check string) bool {
-	if r.cert != nil {
-		return false
+// needsCert runs a check of the certificate, or skips it, saying why, when
+// there is none.
+func (r *run) needsCert(check string, f func(check string) Result) func(context.Context) Result {
+	return func(context.Context) Result {
+		switch {
+		case r.cert != nil:
+			return f(check)
+		case r.key.Key != nil && r.cfg.KeyID != "":
+			return skip(check, "no certificate: the key is identified by --kid")
+		}
+		return skip(check, "needs the certificate")
 	}
-	if r.key.Key != nil && r.cfg.KeyID != "" {
-		r.skip(check, "no certificate: the key is identified by --kid")
-	} else {
-		r.skip(check, "needs the certificate")
-	}
-	return true
 }
 
-// checkValidity checks that the certificate is valid now and for
-// ExpiryWarn more.
-func (r *run) checkValidity() {
-	const check = "validity"
-	if r.certSkip(check) {
-		return
-	}
+// checkValidity checks that the certificate is valid for ExpiryWarn more.
+func (r *run) checkValidity(check string) Result {
 	now := r.now()
 	c := r.cert
 	day := func(t time.Time) string { return t.UTC().Format("2006-01-02") }
 	switch {
 	case now.After(c.NotAfter):
-		r.fail(check, ClassToken, nil, fmt.Sprintf("the certificate expired on %s (%s)", day(c.NotAfter), inspect.Relative("not_after", c.NotAfter, now)),
+		return fail(check, ClassToken, nil, fmt.Sprintf("the certificate expired on %s (%s)", day(c.NotAfter), inspect.Relative("not_after", c.NotAfter, now)),
 			"renew the enterprise certificate with Buypass or Commfides and put the new one on the token (and register it where a kid is used)")
 	case now.Before(c.NotBefore):
-		r.fail(check, ClassToken, nil, fmt.Sprintf("the certificate is valid only from %s (%s)", day(c.NotBefore), inspect.Relative("not_before", c.NotBefore, now)),
+		return fail(check, ClassToken, nil, fmt.Sprintf("the certificate is valid only from %s (%s)", day(c.NotBefore), inspect.Relative("not_before", c.NotBefore, now)),
 			"wait until it is valid, or check the local clock")
 	case c.NotAfter.Sub(now) < ExpiryWarn:
-		r.warn(check, fmt.Sprintf("the certificate expires on %s (in %s)", day(c.NotAfter), inspect.Duration(c.NotAfter.Sub(now))),
+		return warn(check, fmt.Sprintf("the certificate expires on %s (in %s)", day(c.NotAfter), inspect.Duration(c.NotAfter.Sub(now))),
 			"order a new certificate now: renewal takes days, and the key must be registered again where a kid is used")
 	default:
-		r.ok(check, fmt.Sprintf("valid until %s (in %s)", day(c.NotAfter), inspect.Duration(c.NotAfter.Sub(now))))
+		return ok(check, fmt.Sprintf("valid until %s (in %s)", day(c.NotAfter), inspect.Duration(c.NotAfter.Sub(now))))
 	}
 }
 
-// checkKeyUsage checks that the certificate allows signatures, and warns
-// for a card's signing (nonRepudiation) certificate.
-func (r *run) checkKeyUsage() {
-	const check = "key-usage"
-	if r.certSkip(check) {
-		return
-	}
+// checkKeyUsage warns for a card's signing (nonRepudiation) certificate.
+func (r *run) checkKeyUsage(check string) Result {
 	u := r.cert.KeyUsage
 	names := strings.Join(inspect.KeyUsageNames(u), ", ")
 	switch {
 	case u == 0:
-		r.ok(check, "no keyUsage extension: any use allowed")
+		return ok(check, "no keyUsage extension: any use allowed")
 	case u&x509.KeyUsageDigitalSignature != 0:
-		r.ok(check, names+": fits authentication")
+		return ok(check, names+": fits authentication")
 	case u&x509.KeyUsageContentCommitment != 0:
-		r.warn(check, "keyUsage "+names+" only: this is the card's signing key, not its authentication key",
+		return warn(check, "keyUsage "+names+" only: this is the card's signing key, not its authentication key",
 			"choose the authentication key, whose certificate has keyUsage digitalSignature (see mp-hsm list, then --key-id)")
 	default:
-		r.fail(check, ClassToken, nil, "keyUsage "+names+" does not allow signatures",
+		return fail(check, ClassToken, nil, "keyUsage "+names+" does not allow signatures",
 			"choose the authentication key, whose certificate has keyUsage digitalSignature (see mp-hsm list)")
 	}
 }
 
 // checkIssuer tells the environment from the issuing CA.
-func (r *run) checkIssuer() {
-	const check = "issuer"
-	if r.certSkip(check) {
-		return
-	}
+func (r *run) checkIssuer(check string) Result {
 	ca := r.cert.Issuer.CommonName
 	env, err := grant.EnvironmentForCertificate(r.cert)
 	if err != nil {
-		r.warn(check, fmt.Sprintf("%q is not a known Buypass or Commfides CA, so the environment cannot be told from it", ca),
+		return warn(check, fmt.Sprintf("%q is not a known Buypass or Commfides CA, so the environment cannot be told from it", ca),
 			"Maskinporten accepts x5c only with Buypass or Commfides enterprise certificates; with another key register it (mp-hsm jwk) and give --kid, and give --env")
-		return
 	}
-	r.ok(check, fmt.Sprintf("%s: a %s certificate", ca, env.Name))
+	return ok(check, fmt.Sprintf("%s: a %s certificate", ca, env.Name))
 }
 
 // checkOrgNumber checks that the certificate holds an organisation number.
-func (r *run) checkOrgNumber() {
-	const check = "org-number"
-	if r.certSkip(check) {
-		return
-	}
-	org, ok := orgid.FromCertificate(r.cert)
+func (r *run) checkOrgNumber(check string) Result {
+	org, found := orgid.FromCertificate(r.cert)
 	switch {
-	case !ok && r.cfg.KeyID != "":
-		r.warn(check, "the certificate holds no organisation number", "with --kid the certificate is not sent, so this only matters for x5c grants")
-	case !ok:
-		r.fail(check, ClassToken, nil, "the certificate holds no organisation number (organizationIdentifier NTRNO-... or serialNumber)",
+	case !found && r.cfg.KeyID != "":
+		return warn(check, "the certificate holds no organisation number", "with --kid the certificate is not sent, so this only matters for x5c grants")
+	case !found:
+		return fail(check, ClassToken, nil, "the certificate holds no organisation number (organizationIdentifier NTRNO-... or serialNumber)",
 			"Maskinporten needs an enterprise certificate (virksomhetssertifikat) whose organisation owns the client")
 	case !grant.ValidOrgNumber(org):
-		r.warn(check, org+" has a wrong check digit", "this certificate is unlikely to be a real enterprise certificate")
+		return warn(check, org+" has a wrong check digit", "this certificate is unlikely to be a real enterprise certificate")
 	default:
-		r.ok(check, org)
+		return ok(check, org)
 	}
 }

@@ -1,18 +1,9 @@
-// Package doctor checks a Maskinporten setup, one check at a time, and says
-// what is wrong and how to fix it: the key and its certificate (validity,
-// key usage, issuing CA, organisation number), the environment, the
-// metadata, the clock against the server's, and a real token request.
-// mp-hsm doctor prints its results; a server can run the same checks at
-// start and log them.
-//
-// Run runs the checks in a fixed order; each check uses what the earlier
-// ones found and is skipped, with a message saying why, when that is
-// missing. The checks that find the key on a smart card or HSM (module,
-// token, pin, login, key) need PKCS#11 and live in package
-// doctor/tokencheck, which Run reaches through the KeyFinder interface.
-// This package imports no PKCS#11 (package hsm) itself: give it an open
-// signer.Signer, or a KeyFinder. Nothing secret (PIN, grant, token) is
-// ever put in a Result.
+// Package doctor checks a Maskinporten setup one check at a time and says
+// what is wrong and how to fix it. Run runs the checks in a fixed order; a
+// check whose input an earlier one did not find is skipped, saying why.
+// The PKCS#11 checks (module, token, pin, login, key) live in
+// doctor/tokencheck behind KeyFinder, so this package needs no cgo. No
+// Result ever holds a PIN, grant or token.
 package doctor
 
 import (
@@ -31,107 +22,69 @@ import (
 // server fills in what it has. With the zero value there is nothing to
 // check: the environment check fails and the others are skipped.
 type Config struct {
-	// Key finds the key, running checks of its own first (package
-	// doctor/tokencheck: module, token, pin, login and key). Run closes it.
-	// If nil, Signer is the key.
-	Key KeyFinder
-	// Signer is a key the caller opened already, used when Key is nil; the
-	// checks begin with the signature. If both are nil, the checks of the
-	// key and certificate are skipped.
+	// Key finds the key with checks of its own (doctor/tokencheck); Run
+	// closes it. If nil, Signer is the key; if both are nil the key and
+	// certificate checks are skipped.
+	Key    KeyFinder
 	Signer signer.Signer
 
-	// KeyID is the kid grants carry instead of x5c (a key registered on
-	// the client); empty means x5c.
-	KeyID string
-	// Algorithm is the JWS alg of the token request; empty means the key's
-	// default (see grant.Config.Algorithm).
-	Algorithm string
+	KeyID     string // the kid grants carry instead of x5c; empty means x5c
+	Algorithm string // the JWS alg; empty means the key's default
 
-	// WellKnown is the URL of Maskinporten's metadata. When Environment is
-	// nil, the environment is the one the metadata names; otherwise the
-	// metadata check compares the two. If empty, the metadata is fetched
-	// from the environment's issuer.
+	// WellKnown is the metadata URL. With a nil Environment it chooses the
+	// environment; otherwise the metadata check compares the two. If
+	// empty, the metadata is fetched from the environment's issuer.
 	WellKnown string
-	// Environment chooses Maskinporten's environment for the key's chain.
-	// If nil: from WellKnown, or else from the certificate's issuing CA.
-	// Whatever it chooses is then checked against the certificate
-	// (grant.CheckEnvironment).
+	// Environment chooses the environment for the key's chain; if nil,
+	// from WellKnown or else the certificate's CA. The choice is checked
+	// against the certificate (grant.CheckEnvironment).
 	Environment EnvironmentFunc
 
-	// ClientID is the Maskinporten client. The token-request check runs
-	// only with ClientID and Request.Scopes.
+	// ClientID and Request are what the token-request check asks for; it
+	// runs only with both a ClientID and scopes.
 	ClientID string
-	// Request is what the token-request check asks for.
-	Request grant.Request
-	// CheckRequest checks Request before it is sent; a program may name
-	// its own flags in the error. If nil, Request.Validate.
+	Request  grant.Request
+	// CheckRequest checks Request before it is sent; if nil,
+	// Request.Validate.
 	CheckRequest func(grant.Request) error
 
-	// AllowInsecure allows http endpoints for hosts that are not loopback.
-	AllowInsecure bool
-	// Timeout bounds each network step (environment, metadata, token
-	// request). If zero, 30 seconds.
-	Timeout time.Duration
-	// HTTPClient fetches the metadata and sends the token request. If nil,
-	// the metadata is fetched with http.DefaultTransport and the token
-	// request uses grant's default client.
+	AllowInsecure bool          // allow http endpoints for hosts that are not loopback
+	Timeout       time.Duration // bounds each network step; zero means 30 s
+	// HTTPClient fetches the metadata and sends the token request; nil
+	// means the defaults.
 	HTTPClient *http.Client
-	// Logger receives the token request's debug records; nil discards.
-	Logger *slog.Logger
-	// Now is the clock the certificate's validity and the clock skew are
-	// judged by. If nil, time.Now.
-	Now func() time.Time
+	Logger     *slog.Logger     // the token request's debug records; nil discards
+	Now        func() time.Time // the clock validity and skew are judged by; nil means time.Now
 
-	// RegisteredKeys, if set, reads the client's registered keys through
-	// Digdir's self-service API for the registered-key check, which looks
-	// KeyID up there and warns when the set was last changed KeyAgeWarn
-	// or more ago. If nil, that check does not run.
+	// RegisteredKeys, if set, reads the client's registered keys (Digdir's
+	// self-service API) for the registered-key check.
 	RegisteredKeys RegisteredKeysFunc
-
-	// Report, if set, is called with each result as its check ends, so
-	// that slow checks can show progress.
+	// Report, if set, gets each result as its check ends (progress).
 	Report func(Result)
 }
 
-// EnvironmentFunc chooses Maskinporten's environment for a key whose
-// certificate chain (leaf first, possibly empty) is given, and says in a
-// few words how it chose, such as "--env test". mp-hsm's resolves its
-// flags.
+// EnvironmentFunc chooses the environment for a chain (leaf first,
+// possibly empty) and says in a few words how, such as "--env test".
 type EnvironmentFunc func(ctx context.Context, chain []*x509.Certificate) (env grant.Environment, how string, err error)
 
-// KeyFinder finds the key the checks after it judge. Package
-// doctor/tokencheck implements it on a PKCS#11 token.
+// KeyFinder finds the key the later checks judge, reporting checks of its
+// own; doctor/tokencheck implements it on a PKCS#11 token. Close releases
+// what FindKey opened.
 type KeyFinder interface {
-	// FindKey runs the finder's own checks in order, passing each result
-	// to report as it ends, and returns what they found.
 	FindKey(ctx context.Context, report func(Result)) FoundKey
-	// Close releases what FindKey opened; the key is not used after it.
 	Close() error
 }
 
 // FoundKey is what a KeyFinder found, for the checks after it.
 type FoundKey struct {
-	// Key is the private key the signature check signs with; nil when no
-	// key was found.
-	Key crypto.Signer
-	// Signer is Key with its certificate chain, as grants are signed; nil
-	// when there is no usable key, such as when the certificate for the
-	// key holds another public key.
-	Signer signer.Signer
-	// Chain is the key's certificate chain, leaf first, which the
-	// certificate checks judge. Without a login it is the chain of the
-	// certificate the key selection points at. Empty: no certificate.
-	Chain []*x509.Certificate
-	// CertErr is why the certificate the token holds for the key cannot be
-	// used with it (see signer.ErrCertificateMismatch), or nil.
-	CertErr error
-	// NoLogin is set when the token was found but not logged in, so that
-	// whether the certificate in Chain is the key's cannot be told.
-	NoLogin bool
+	Key    crypto.Signer // signs the test signature; nil when none found
+	Signer signer.Signer // Key with its chain; nil when unusable
+	// Chain is the key's chain, leaf first; without a login, the chain of
+	// the certificate the key selection points at.
+	Chain   []*x509.Certificate
+	CertErr error // why the token's certificate for the key does not fit it
+	NoLogin bool  // the token was not logged in: Chain may not be the key's
 }
-
-// defaultTimeout is Config.Timeout's zero value.
-const defaultTimeout = 30 * time.Second
 
 // Thresholds of the checks.
 const (
@@ -154,19 +107,16 @@ type run struct {
 	meta    *metadata // the fetched metadata, once fetched
 }
 
-// Run runs the checks, in order: those of cfg.Key (or none for
-// cfg.Signer), then signature, certificate, validity, key-usage, issuer,
-// org-number, environment, metadata, clock and token-request, and
-// registered-key when cfg.RegisteredKeys is set. Each ends in
-// one Result; Run never stops early, and the Results say what failed.
-// Canceling ctx makes the remaining network checks fail.
+// Run runs cfg.Key's checks, then signature, certificate, validity,
+// key-usage, issuer, org-number, environment, metadata, clock,
+// token-request and registered-key, one Result each, never stopping early.
 func Run(ctx context.Context, cfg Config) Results {
 	r := &run{cfg: cfg, now: cfg.Now, timeout: cfg.Timeout}
 	if r.now == nil {
 		r.now = time.Now
 	}
 	if r.timeout <= 0 {
-		r.timeout = defaultTimeout
+		r.timeout = 30 * time.Second
 	}
 	switch {
 	case cfg.Key != nil:
@@ -178,17 +128,16 @@ func Run(ctx context.Context, cfg Config) Results {
 	if len(r.key.Chain) > 0 {
 		r.cert = r.key.Chain[0]
 	}
-	r.checkSignature(ctx)
-	r.checkCertificate()
-	r.checkValidity()
-	r.checkKeyUsage()
-	r.checkIssuer()
-	r.checkOrgNumber()
-	r.checkEnvironment(ctx)
-	r.checkMetadata(ctx)
-	r.checkClock()
-	r.checkTokenRequest(ctx)
-	r.checkRegisteredKey(ctx)
+	for _, check := range []func(context.Context) Result{
+		r.checkSignature, r.checkCertificate,
+		r.needsCert("validity", r.checkValidity), r.needsCert("key-usage", r.checkKeyUsage),
+		r.needsCert("issuer", r.checkIssuer), r.needsCert("org-number", r.checkOrgNumber),
+		r.checkEnvironment, r.checkMetadata, r.checkClock, r.checkTokenRequest, r.checkRegisteredKey,
+	} {
+		if res := check(ctx); res.Check != "" {
+			r.add(res)
+		}
+	}
 	return r.results
 }
 
@@ -201,18 +150,14 @@ func (r *run) add(res Result) {
 	}
 }
 
-func (r *run) ok(check, msg string) {
-	r.add(Result{Check: check, Status: OK, Message: msg})
+func ok(check, msg string) Result { return Result{Check: check, Status: OK, Message: msg} }
+
+func warn(check, msg, hint string) Result {
+	return Result{Check: check, Status: Warn, Message: msg, Hint: hint}
 }
 
-func (r *run) warn(check, msg, hint string) {
-	r.add(Result{Check: check, Status: Warn, Message: msg, Hint: hint})
+func fail(check string, class Class, err error, msg, hint string) Result {
+	return Result{Check: check, Status: Fail, Message: msg, Hint: hint, Class: class, Err: err}
 }
 
-func (r *run) fail(check string, class Class, err error, msg, hint string) {
-	r.add(Result{Check: check, Status: Fail, Message: msg, Hint: hint, Class: class, Err: err})
-}
-
-func (r *run) skip(check, msg string) {
-	r.add(Result{Check: check, Status: Skip, Message: msg})
-}
+func skip(check, msg string) Result { return Result{Check: check, Status: Skip, Message: msg} }

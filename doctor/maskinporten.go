@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
@@ -17,25 +16,22 @@ import (
 
 // checkEnvironment chooses the environment and checks it against the
 // certificate.
-func (r *run) checkEnvironment(ctx context.Context) {
+func (r *run) checkEnvironment(ctx context.Context) Result {
 	const check = "environment"
 	cfg := r.cfg
 	if cfg.Environment == nil && cfg.WellKnown != "" {
 		m := r.fetchMetadata(ctx, cfg.WellKnown)
 		if m.err != nil {
-			r.skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 			r.envFail = true
-			return
+			return skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 		}
 		envr := m.env
 		if err := grant.CheckEnvironment(envr, r.key.Chain); err != nil {
 			r.envFail = true
-			r.add(Failed(check, ClassToken, err, "use the certificate for that environment, or the other environment's metadata"))
-			return
+			return Failed(check, ClassToken, err, "use the certificate for that environment, or the other environment's metadata")
 		}
 		r.envr = &envr
-		r.ok(check, fmt.Sprintf("issuer %s from the metadata at %s%s", envr.Issuer, cfg.WellKnown, r.fitsCert(envr)))
-		return
+		return ok(check, fmt.Sprintf("issuer %s from the metadata at %s%s", envr.Issuer, cfg.WellKnown, r.fitsCert(envr)))
 	}
 	choose := cfg.Environment
 	if choose == nil {
@@ -54,19 +50,17 @@ func (r *run) checkEnvironment(ctx context.Context) {
 		if errors.As(err, &me) {
 			hint = fmt.Sprintf("a %s certificate works only in %s: give --env %s, or use a %s certificate", me.CertificateEnvironment, me.CertificateEnvironment, me.CertificateEnvironment, me.Environment)
 		}
-		r.add(Failed(check, ClassUsage, err, hint))
-		return
+		return Failed(check, ClassUsage, err, hint)
 	}
 	r.envr = &envr
 	name := envr.Name
 	if name == "" {
 		name = "custom"
 	}
-	r.ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", name, envr.Issuer, how, r.fitsCert(envr)))
+	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", name, envr.Issuer, how, r.fitsCert(envr)))
 }
 
-// fromCertificate is the EnvironmentFunc of a Config without one: the
-// environment the certificate's issuing CA is for.
+// fromCertificate is the default EnvironmentFunc: the issuing CA's.
 func fromCertificate(_ context.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
 	if len(chain) == 0 {
 		return grant.Environment{}, "", errors.New("no certificate to tell the environment from: give the environment")
@@ -89,8 +83,7 @@ func (r *run) fitsCert(envr grant.Environment) string {
 	return ""
 }
 
-// metadata is a metadata fetch: the environment it describes and the
-// server's Date header.
+// metadata is a metadata fetch and the server's Date header.
 type metadata struct {
 	url        string
 	env        grant.Environment
@@ -99,10 +92,10 @@ type metadata struct {
 	start, end time.Time // local clock around the request
 }
 
-// datesTransport records the Date header and timing of the last answer.
+// datesTransport records the Date header and timing of the last answer;
+// one fetch's requests are sequential.
 type datesTransport struct {
 	base http.RoundTripper
-	mu   sync.Mutex
 	m    *metadata
 	now  func() time.Time
 }
@@ -110,17 +103,9 @@ type datesTransport struct {
 func (t *datesTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := t.now()
 	resp, err := t.base.RoundTrip(req)
-	end := t.now()
 	if err == nil {
-		t.mu.Lock()
-		t.m.start, t.m.end = start, end
-		t.m.date = time.Time{}
-		if v := resp.Header.Get("Date"); v != "" {
-			if dt, perr := http.ParseTime(v); perr == nil {
-				t.m.date = dt
-			}
-		}
-		t.mu.Unlock()
+		t.m.start, t.m.end = start, t.now()
+		t.m.date, _ = http.ParseTime(resp.Header.Get("Date")) // zero without one
 	}
 	return resp, err
 }
@@ -131,35 +116,33 @@ func (r *run) fetchMetadata(ctx context.Context, url string) *metadata {
 		return r.meta
 	}
 	m := &metadata{url: url}
-	hc := &http.Client{Timeout: r.timeout}
-	base := http.DefaultTransport
+	var hc http.Client
 	if r.cfg.HTTPClient != nil {
-		c := *r.cfg.HTTPClient
-		hc = &c
-		if hc.Transport != nil {
-			base = hc.Transport
-		}
-		if hc.Timeout == 0 {
-			hc.Timeout = r.timeout
-		}
+		hc = *r.cfg.HTTPClient
+	}
+	if hc.Timeout == 0 {
+		hc.Timeout = r.timeout
+	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
 	}
 	hc.Transport = &datesTransport{base: base, m: m, now: r.now}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	md := &grant.Metadata{URL: url, AllowInsecure: r.cfg.AllowInsecure, HTTPClient: hc}
+	md := &grant.Metadata{URL: url, AllowInsecure: r.cfg.AllowInsecure, HTTPClient: &hc}
 	m.env, m.err = md.Environment(ctx)
 	r.meta = m
 	return m
 }
 
 // checkMetadata fetches the metadata and compares it with the environment.
-func (r *run) checkMetadata(ctx context.Context) {
+func (r *run) checkMetadata(ctx context.Context) Result {
 	const check = "metadata"
 	url := r.cfg.WellKnown
 	if url == "" {
 		if r.envr == nil {
-			r.skip(check, "needs the environment")
-			return
+			return skip(check, "needs the environment")
 		}
 		iss := r.envr.Issuer
 		if !strings.HasSuffix(iss, "/") {
@@ -173,34 +156,29 @@ func (r *run) checkMetadata(ctx context.Context) {
 		if errors.Is(m.err, grant.ErrInvalidConfig) {
 			class = ClassUsage
 		}
-		r.fail(check, class, m.err, m.err.Error(),
+		return fail(check, class, m.err, m.err.Error(),
 			"check the network, a proxy (HTTPS_PROXY, NO_PROXY) and firewalls, and that the URL is Maskinporten's (status.digdir.no)")
-		return
 	}
 	if r.envr != nil && m.env.Issuer != r.envr.Issuer {
-		r.fail(check, ClassUsage, nil, fmt.Sprintf("the metadata at %s names issuer %s, but grants would carry aud %s", url, m.env.Issuer, r.envr.Issuer),
+		return fail(check, ClassUsage, nil, fmt.Sprintf("the metadata at %s names issuer %s, but grants would carry aud %s", url, m.env.Issuer, r.envr.Issuer),
 			"give --well-known "+url+" so that the grant's aud is the server's issuer, or fix --issuer")
-		return
 	}
 	if r.envr != nil && m.env.TokenEndpoint != r.envr.TokenEndpoint {
-		r.warn(check, fmt.Sprintf("the metadata at %s names token endpoint %s, but grants would go to %s", url, m.env.TokenEndpoint, r.envr.TokenEndpoint),
+		return warn(check, fmt.Sprintf("the metadata at %s names token endpoint %s, but grants would go to %s", url, m.env.TokenEndpoint, r.envr.TokenEndpoint),
 			"give --well-known "+url+" to use the server's own token endpoint")
-		return
 	}
-	r.ok(check, fmt.Sprintf("%s answers: issuer %s, token endpoint %s", url, m.env.Issuer, m.env.TokenEndpoint))
+	return ok(check, fmt.Sprintf("%s answers: issuer %s, token endpoint %s", url, m.env.Issuer, m.env.TokenEndpoint))
 }
 
 // checkClock compares the local clock with the metadata's Date header.
-func (r *run) checkClock() {
+func (r *run) checkClock(context.Context) Result {
 	const check = "clock"
 	m := r.meta
 	switch {
 	case m == nil || m.err != nil:
-		r.skip(check, "needs the metadata")
-		return
+		return skip(check, "needs the metadata")
 	case m.date.IsZero():
-		r.skip(check, "the server sent no Date header")
-		return
+		return skip(check, "the server sent no Date header")
 	}
 	// Date has whole seconds: the server's clock was in [date, date+1s)
 	// while the local clock was between start and end.
@@ -215,10 +193,10 @@ func (r *run) checkClock() {
 	const hint = "synchronise the clock with NTP (timedatectl set-ntp true): Maskinporten refuses grants issued in the future (\"Issue time is after now\") and expired ones (MP-130)"
 	switch {
 	case skew.Abs() > SkewFail:
-		r.fail(check, ClassRefused, nil, msg, hint)
+		return fail(check, ClassRefused, nil, msg, hint)
 	case skew.Abs() > SkewWarn:
-		r.warn(check, msg, hint)
+		return warn(check, msg, hint)
 	default:
-		r.ok(check, "within "+inspect.Duration(SkewWarn)+" of the server's clock (Date header)")
+		return ok(check, "within "+inspect.Duration(SkewWarn)+" of the server's clock (Date header)")
 	}
 }

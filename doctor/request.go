@@ -12,36 +12,30 @@ import (
 
 // checkTokenRequest asks Maskinporten for a real token, and explains a
 // refusal. The token is never shown.
-func (r *run) checkTokenRequest(ctx context.Context) {
+func (r *run) checkTokenRequest(ctx context.Context) Result {
 	const check = "token-request"
 	cfg := r.cfg
 	if len(cfg.Request.Scopes) == 0 || strings.TrimSpace(cfg.ClientID) == "" {
-		r.skip(check, "give --client-id and --scope to try a real token request")
-		return
+		return skip(check, "give --client-id and --scope to try a real token request")
 	}
 	switch {
 	case r.key.Signer == nil:
-		r.skip(check, "needs the key and its certificate")
-		return
+		return skip(check, "needs the key and its certificate")
 	case r.envFail || r.envr == nil:
-		r.skip(check, "needs the environment")
-		return
+		return skip(check, "needs the environment")
 	case r.meta != nil && r.meta.err != nil:
-		r.skip(check, "the metadata could not be read")
-		return
+		return skip(check, "the metadata could not be read")
 	}
 	validate := cfg.CheckRequest
 	if validate == nil {
 		validate = grant.Request.Validate
 	}
 	if err := validate(cfg.Request); err != nil {
-		r.add(Failed(check, ClassUsage, err, "fix the request flags"))
-		return
+		return Failed(check, ClassUsage, err, "fix the request flags")
 	}
 	if cfg.KeyID == "" && len(r.key.Signer.Chain()) == 0 {
-		r.fail(check, ClassToken, nil, "the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate",
+		return fail(check, ClassToken, nil, "the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate",
 			"fix the flags named")
-		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
@@ -68,10 +62,9 @@ func (r *run) checkTokenRequest(ctx context.Context) {
 		if errors.As(err, &te) {
 			msg, hint = explainRefusal(te)
 		}
-		r.fail(check, class, err, msg, hint)
-		return
+		return fail(check, class, err, msg, hint)
 	}
-	r.ok(check, fmt.Sprintf("Maskinporten issued a token for scope %q, valid %d s (not shown)", tok.Scope, tok.ExpiresIn))
+	return ok(check, fmt.Sprintf("Maskinporten issued a token for scope %q, valid %d s (not shown)", tok.Scope, tok.ExpiresIn))
 }
 
 // explainRefusal says what the token endpoint answered, and what to do.

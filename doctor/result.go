@@ -20,10 +20,8 @@ const (
 	Skip Status = "skip" // not run: what it needs is missing (see Message)
 )
 
-// Class says what kind of problem a failed check found. mp-hsm doctor exits
-// with the code its command-line contract gives each class (the numbers in
-// parentheses); a server may use it to tell its own configuration from the
-// card from Maskinporten.
+// Class is the kind of problem a failed check found; mp-hsm doctor exits
+// with the code in parentheses.
 type Class int
 
 // The classes of failures.
@@ -40,23 +38,12 @@ const (
 // hint) is what mp-hsm doctor --output json prints, and part of its
 // command-line contract.
 type Result struct {
-	// Check names the check, such as "pin" or "token-request".
-	Check string `json:"check"`
-	// Status is the outcome.
-	Status Status `json:"status"`
-	// Message says what the check found, in one line. It never holds a
-	// PIN, a grant or a token.
-	Message string `json:"message"`
-	// Hint says what to do, for a warning or a failure; it may be empty.
-	// Hints name mp-hsm's commands and flags.
-	Hint string `json:"hint"`
-	// Class is, for a failed check, the kind of problem; ClassNone
-	// otherwise.
-	Class Class `json:"-"`
-	// Err is the error that failed the check, when an error did: callers
-	// can tell causes apart with errors.Is and errors.As (a *hsm.PINError,
-	// a *grant.TokenError, ...). Message is written from it.
-	Err error `json:"-"`
+	Check   string `json:"check"`   // such as "pin" or "token-request"
+	Status  Status `json:"status"`  // the outcome
+	Message string `json:"message"` // one line; never a PIN, grant or token
+	Hint    string `json:"hint"`    // what to do, naming mp-hsm's commands and flags
+	Class   Class  `json:"-"`       // for a failure, the kind of problem
+	Err     error  `json:"-"`       // the error that failed the check, for errors.Is/As
 }
 
 // Results are the results of a Run, in the order the checks ran.
@@ -89,11 +76,8 @@ func Failed(check string, def Class, err error, hint string) Result {
 	return Result{Check: check, Status: Fail, Message: err.Error(), Hint: hint, Class: ClassOf(err, def), Err: err}
 }
 
-// ClassOf returns the class of err: ClassUsage for an invalid grant request
-// or configuration, ClassRefused for a refusal by Maskinporten,
-// ClassUnavailable for an outage or a timeout, ClassToken for a key or
-// certificate that cannot be used (including a certificate for the other
-// environment); def for any other error, and ClassNone for nil.
+// ClassOf returns the class of err (ClassNone for nil), or def when grant
+// and signer's sentinels do not tell.
 func ClassOf(err error, def Class) Class {
 	switch {
 	case err == nil:
@@ -113,19 +97,14 @@ func ClassOf(err error, def Class) Class {
 	return def
 }
 
-// normalize keeps the message and hint on one line each, and gives a
-// failure without a class ClassInternal: a failed check is never "none".
+// normalize keeps the message and hint on one line each; a failure is
+// never ClassNone.
 func (r Result) normalize() Result {
-	r.Message = oneLine(r.Message)
-	r.Hint = oneLine(r.Hint)
+	oneLine := strings.NewReplacer("\r", "", "\n", "; ")
+	r.Message = oneLine.Replace(strings.TrimSpace(r.Message))
+	r.Hint = oneLine.Replace(strings.TrimSpace(r.Hint))
 	if r.Status == Fail && r.Class == ClassNone {
 		r.Class = ClassInternal
 	}
 	return r
-}
-
-func oneLine(s string) string {
-	s = strings.TrimSpace(s)
-	s = strings.ReplaceAll(s, "\r", "")
-	return strings.ReplaceAll(s, "\n", "; ")
 }

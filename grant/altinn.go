@@ -12,11 +12,8 @@ import (
 )
 
 // AltinnToken exchanges a Maskinporten access token for an Altinn platform
-// token at the environment's AltinnExchange URL. The Altinn token is a JWT;
-// its exp claim is read, without verifying the token, to set Expiry.
-//
-// Errors and retries follow Exchange: network errors and 5xx answers are
-// retried, a 4xx answer gives a *TokenError matching ErrRefused.
+// token (a JWT whose exp, read unverified, sets Expiry) at the environment's
+// AltinnExchange URL. Errors and retries follow Exchange.
 func (c *Config) AltinnToken(ctx context.Context, mpToken string) (*Token, error) {
 	endpoint := c.Environment.AltinnExchange
 	if endpoint == "" {

@@ -28,20 +28,14 @@ const (
 	OrganizationURNPrefix = "urn:altinn:organization:identifier-no:"
 )
 
-// Consent names a consent given in Altinn 3, to be carried in the token as
-// the authorization detail
-//
-//	{"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}
-//
+// Consent names a consent given in Altinn 3, carried in the token as the
+// authorization detail {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}.
 // The zero value asks for no consent.
 type Consent struct {
-	// ID is the consent request's id, a UUID
-	// (77ed8698-e619-4066-9eb4-5c1eb3f165a1).
-	ID string
-	// From is who gave the consent: PersonURNPrefix followed by an 11-digit
-	// national identity number, or OrganizationURNPrefix followed by a
-	// 9-digit organisation number. A person's number is personal data: it
-	// is never written in clear to errors or logs (see MaskParty).
+	ID string // the consent request's id, a UUID (77ed8698-e619-4066-9eb4-5c1eb3f165a1)
+	// From is who gave the consent: PersonURNPrefix and an 11-digit national
+	// identity number (never written in clear to errors or logs: MaskParty),
+	// or OrganizationURNPrefix and a 9-digit organisation number.
 	From string
 }
 
@@ -51,11 +45,8 @@ func (c Consent) IsZero() bool { return c.ID == "" && c.From == "" }
 // AuthorizationDetail is one element of an authorization_details array, as
 // ParseAuthorizationDetails read it.
 type AuthorizationDetail struct {
-	// Type is the element's type, such as ConsentType.
-	Type string
-	// Consent holds id and from of an element of ConsentType, and is zero
-	// for other types.
-	Consent Consent
+	Type    string  // the element's type, such as ConsentType
+	Consent Consent // id and from of a ConsentType element; zero for others
 }
 
 // maxAuthorizationDetails bounds the size of an authorization_details
@@ -63,14 +54,11 @@ type AuthorizationDetail struct {
 const maxAuthorizationDetails = 16 << 10
 
 // ParseAuthorizationDetails checks raw, an RFC 9396 authorization_details
-// value, and returns its elements. raw must be a JSON array of one or more
-// objects, each with a non-empty string member "type" and no member given
-// twice; an element of ConsentType must hold an id and a from that
-// Consent's rules accept. It is the one check of authorization details:
-// Request.Validate, the command line and the token daemon all use it.
-//
-// The error is a *ValidationError for the field "authorization_details"
-// that never quotes a person's identity number in clear.
+// value (a JSON array of objects with a non-empty string "type" and no
+// member twice; a ConsentType element's id and from as Consent.Validate
+// accepts), and returns its elements: the one check that Request.Validate,
+// the command line and the daemon use. The error is a *ValidationError that
+// never quotes a person's identity number in clear.
 func ParseAuthorizationDetails(raw []byte) ([]AuthorizationDetail, error) {
 	_, details, err := parseAuthorizationDetails(raw)
 	return details, err
@@ -110,7 +98,7 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 			if err := json.Unmarshal(members["from"], &d.Consent.From); err != nil || d.Consent.From == "" {
 				return nil, nil, bad(where + ` (` + ConsentType + `): "from" must be a string, ` + PersonURNPrefix + `<national identity number> or ` + OrganizationURNPrefix + `<organisation number>`)
 			}
-			if err := d.Consent.check(); err != nil {
+			if err := d.Consent.Validate(); err != nil {
 				var ve *ValidationError
 				if errors.As(err, &ve) {
 					ve.Reason = where + " (" + ConsentType + ") " + ve.Field[len("consent_"):] + ": " + ve.Reason
@@ -120,9 +108,7 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 			}
 		}
 		var b bytes.Buffer
-		if err := json.Compact(&b, e); err != nil {
-			return nil, nil, bad(where + ": not JSON")
-		}
+		_ = json.Compact(&b, e) // valid: it was unmarshalled
 		elems[i] = b.Bytes()
 		details[i] = d
 	}
@@ -133,31 +119,29 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 // twice: parsers disagree on which one counts, so a duplicated type could
 // pass one check and mean another thing to Maskinporten.
 func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
+	notObject := errors.New("not a JSON object")
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
+		return nil, notObject
 	}
 	m := map[string]json.RawMessage{}
 	for dec.More() {
 		t, err := dec.Token()
-		if err != nil {
-			return nil, errors.New("not a JSON object")
-		}
 		name, _ := t.(string)
+		var v json.RawMessage
+		if err != nil || dec.Decode(&v) != nil {
+			return nil, notObject
+		}
 		if _, dup := m[name]; dup {
 			return nil, fmt.Errorf("the member %q is given twice", name)
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, errors.New("not a JSON object")
 		}
 		m[name] = v
 	}
 	if _, err := dec.Token(); err != nil {
-		return nil, errors.New("not a JSON object")
+		return nil, notObject
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("not a JSON object")
+		return nil, notObject
 	}
 	return m, nil
 }
@@ -166,10 +150,7 @@ func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
 // and a From of one of the two URN forms whose number has valid check
 // digits. The error is a *ValidationError for the field consent_id or
 // consent_from, with a person's number masked (MaskParty).
-func (c Consent) Validate() error { return c.check() }
-
-// check is Validate.
-func (c Consent) check() error {
+func (c Consent) Validate() error {
 	switch {
 	case c.ID == "" && c.From == "":
 		return nil
@@ -189,15 +170,14 @@ func (c Consent) check() error {
 	}
 	if org, ok := strings.CutPrefix(c.From, OrganizationURNPrefix); ok {
 		if !ValidOrgNumber(org) {
-			return &ValidationError{Field: "consent_from", Value: c.From, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
+			return &ValidationError{Field: "consent_from", Value: c.From, Reason: badOrgNumber}
 		}
 		return nil
 	}
 	return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "must be " + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>"}
 }
 
-// systemUserDetail is the authorization_details element asking for the
-// Altinn system user of the organisation orgnr.
+// systemUserDetail is the element asking for the Altinn system user of orgnr.
 func systemUserDetail(orgnr string) json.RawMessage {
 	type partyOrg struct {
 		Authority string `json:"authority"`

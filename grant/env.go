@@ -16,16 +16,10 @@ import (
 
 // Environment names the endpoints of one Maskinporten environment.
 type Environment struct {
-	// Name is "test" or "prod" for the presets, and empty for others.
-	Name string
-	// Issuer is Maskinporten's issuer identifier, sent as the grant's aud
-	// claim exactly as written, trailing slash included.
-	Issuer string
-	// TokenEndpoint is the URL grants are posted to.
-	TokenEndpoint string
-	// AltinnExchange is the URL of Altinn's token exchange for this
-	// environment, or empty if there is none.
-	AltinnExchange string
+	Name           string // "test" or "prod" for the presets, else empty
+	Issuer         string // sent as the grant's aud exactly as written, trailing slash included
+	TokenEndpoint  string // the URL grants are posted to
+	AltinnExchange string // the URL of Altinn's token exchange, or empty if there is none
 }
 
 // The public Maskinporten environments.
@@ -58,7 +52,6 @@ func EnvironmentByName(name string) (Environment, error) {
 	return Environment{}, &ConfigError{Field: "Environment", Value: name, Reason: `unknown environment: want "test" or "prod"`}
 }
 
-// presetOf returns the preset whose issuer is issuer.
 func presetOf(issuer string) (Environment, bool) {
 	for _, p := range []Environment{Test, Prod} {
 		if p.Issuer == issuer {
@@ -72,10 +65,7 @@ func presetOf(issuer string) (Environment, bool) {
 // CheckEndpoint's rule. The error is a *ConfigError naming the field.
 func (e Environment) Validate(allowInsecure bool) error {
 	for _, f := range []struct{ name, url string }{{"Issuer", e.Issuer}, {"TokenEndpoint", e.TokenEndpoint}, {"AltinnExchange", e.AltinnExchange}} {
-		if f.url == "" && f.name == "AltinnExchange" {
-			continue
-		}
-		if err := CheckEndpoint("Environment."+f.name, f.url, allowInsecure); err != nil {
+		if err := CheckEndpoint("Environment."+f.name, f.url, allowInsecure); err != nil && (f.url != "" || f.name != "AltinnExchange") {
 			return err
 		}
 	}
@@ -101,31 +91,25 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 		}
 		return &ConfigError{Field: field, Value: shown, Reason: "not a URL", Err: err}
 	}
-	if !u.IsAbs() || u.Host == "" || u.Opaque != "" {
-		return &ConfigError{Field: field, Value: shown, Reason: "not an absolute URL"}
-	}
-	if u.User != nil {
-		return &ConfigError{Field: field, Value: shown, Reason: "credentials in a URL are not allowed"}
-	}
-	if u.Fragment != "" {
-		return &ConfigError{Field: field, Value: shown, Reason: "a fragment is not allowed"}
-	}
-	switch u.Scheme {
-	case "https":
+	bad := func(reason string) error { return &ConfigError{Field: field, Value: shown, Reason: reason} }
+	switch {
+	case !u.IsAbs() || u.Host == "" || u.Opaque != "":
+		return bad("not an absolute URL")
+	case u.User != nil:
+		return bad("credentials in a URL are not allowed")
+	case u.Fragment != "":
+		return bad("a fragment is not allowed")
+	case u.Scheme == "https", u.Scheme == "http" && (allowInsecure || isLoopback(u.Hostname())):
 		return nil
-	case "http":
-		if allowInsecure || isLoopback(u.Hostname()) {
-			return nil
-		}
-		return &ConfigError{Field: field, Value: shown, Reason: "http is allowed only for loopback hosts unless insecure endpoints are allowed; use https"}
+	case u.Scheme == "http":
+		return bad("http is allowed only for loopback hosts unless insecure endpoints are allowed; use https")
 	}
-	return &ConfigError{Field: field, Value: shown, Reason: "scheme must be https"}
+	return bad("scheme must be https")
 }
 
 // RedactURL returns raw with any user information (user:password@)
-// replaced by "REDACTED@", for error messages and logs. It works on text
-// that does not parse as a URL too: everything between "://" and the last
-// "@" is dropped.
+// replaced by "REDACTED@", for messages and logs, even if raw does not parse:
+// everything between "://" and the last "@" is dropped.
 func RedactURL(raw string) string {
 	i := strings.Index(raw, "://")
 	if i < 0 {
@@ -148,13 +132,10 @@ func isLoopback(host string) bool {
 }
 
 // Discover fetches the authorization server metadata (RFC 8414) at
-// metadataURL and returns the Environment it describes. If client is nil, a
-// client with a 30-second timeout is used.
-//
-// The metadata must hold issuer and token_endpoint; if the issuer is a
-// preset's, Name and AltinnExchange are taken from the preset. metadataURL
-// and the endpoints must be https, or http on a loopback host; use Metadata
-// with AllowInsecure to relax this.
+// metadataURL and returns the Environment it describes (Name and
+// AltinnExchange from the preset with the same issuer). If client is nil, a
+// client with a 30-second timeout is used. The URLs must pass CheckEndpoint
+// without allowInsecure; Metadata can relax this.
 func Discover(ctx context.Context, client *http.Client, metadataURL string) (Environment, error) {
 	return discover(ctx, client, metadataURL, false)
 }
@@ -178,9 +159,11 @@ func discover(ctx context.Context, client *http.Client, metadataURL string, allo
 		return Environment{}, &unavailableError{url: metadataURL, attempts: 1, err: err}
 	}
 	defer resp.Body.Close()
-	body, err := readBody(resp)
-	if err != nil {
-		return Environment{}, err
+	body, err := readLimited(resp.Body)
+	if err == errTooLarge {
+		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "body larger than 1 MiB"}
+	} else if err != nil {
+		return Environment{}, &unavailableError{url: metadataURL, attempts: 1, err: fmt.Errorf("reading body: %w", err)}
 	}
 	if err := checkStatus(&answer{url: metadataURL, status: resp.StatusCode, body: body, attempts: 1}); err != nil {
 		return Environment{}, err
@@ -188,8 +171,7 @@ func discover(ctx context.Context, client *http.Client, metadataURL string, allo
 	return parseMetadata(metadataURL, resp.StatusCode, body, allowInsecure)
 }
 
-// parseMetadata reads an authorization-server metadata document: a JSON
-// object with issuer and token_endpoint, both usable endpoints.
+// parseMetadata reads RFC 8414 metadata with usable issuer and token_endpoint.
 func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bool) (Environment, error) {
 	var m struct {
 		Issuer        string `json:"issuer"`
@@ -214,39 +196,16 @@ func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bo
 	return env, nil
 }
 
-// readBody reads at most maxBody bytes of resp's body.
-func readBody(resp *http.Response) ([]byte, error) {
-	body, err := readLimited(resp.Body)
-	if err == errTooLarge {
-		return nil, &ResponseError{URL: resp.Request.URL.String(), StatusCode: resp.StatusCode, Reason: "body larger than 1 MiB"}
-	}
-	if err != nil {
-		return nil, &unavailableError{url: resp.Request.URL.String(), attempts: 1, err: fmt.Errorf("reading body: %w", err)}
-	}
-	return body, nil
-}
-
 // Metadata caches the Environment discovered at URL. If a refetch fails, it
 // keeps serving the last good copy and logs a warning. A Metadata must not
 // be copied after first use; its methods are safe for concurrent use.
 type Metadata struct {
-	// URL is the metadata URL, such as
-	// https://maskinporten.no/.well-known/oauth-authorization-server.
-	URL string
-	// HTTPClient is used for fetching. If nil, a client with a 30-second
-	// timeout is used.
-	HTTPClient *http.Client
-	// AllowInsecure allows http URLs for hosts that are not loopback.
-	AllowInsecure bool
-	// MaxAge is how long a fetched copy is used before refetching. If zero,
-	// 24 hours.
-	MaxAge time.Duration
-	// RetryAfter is how long to wait after a failed refetch before the next
-	// try, serving the last good copy meanwhile. If zero, one minute.
-	RetryAfter time.Duration
-	// Logger receives a warning when a stale copy is served. If nil,
-	// nothing is logged.
-	Logger *slog.Logger
+	URL           string        // such as https://maskinporten.no/.well-known/oauth-authorization-server
+	HTTPClient    *http.Client  // if nil, a client with a 30-second timeout
+	AllowInsecure bool          // allow http URLs for hosts that are not loopback
+	MaxAge        time.Duration // how long a copy is used before refetching; if zero, 24 hours
+	RetryAfter    time.Duration // the wait after a failed refetch; if zero, one minute
+	Logger        *slog.Logger  // warned when a stale copy is served; if nil, nothing is logged
 
 	mu      sync.Mutex
 	env     Environment
@@ -261,11 +220,10 @@ type Metadata struct {
 func (m *Metadata) Environment(ctx context.Context) (Environment, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now
+	t := time.Now()
 	if m.now != nil {
-		now = m.now
+		t = m.now()
 	}
-	t := now()
 	if m.have && t.Before(m.nextTry) {
 		return m.env, nil
 	}
@@ -292,8 +250,8 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Issuing CAs of Norwegian enterprise certificates (subject CN), by the
-// Maskinporten environment they are accepted in.
+// issuingCAs are the CAs of Norwegian enterprise certificates (subject CN), by
+// the Maskinporten environment that accepts them.
 var issuingCAs = map[string]string{
 	"Buypass Class 3 Test4 CA 1":                           "test",
 	"Buypass Class 3 Test4 CA 3":                           "test",
@@ -311,11 +269,10 @@ var issuingCAs = map[string]string{
 	"Commfides Legal Person - G3":       "prod",
 }
 
-// EnvironmentForCertificate returns the preset, Test or Prod, whose
-// Maskinporten accepts cert, an enterprise certificate, told by its issuing
-// CA (Buypass or Commfides). It is the one place the environment is
-// inferred from a certificate. For any other issuer it returns an error
-// matching ErrUnknownIssuer.
+// EnvironmentForCertificate returns the preset, Test or Prod, that accepts
+// the enterprise certificate cert, told by its issuing CA (Buypass or
+// Commfides): the one place the environment is inferred from a certificate.
+// For any other issuer the error matches ErrUnknownIssuer.
 func EnvironmentForCertificate(cert *x509.Certificate) (Environment, error) {
 	if cert == nil {
 		return Environment{}, fmt.Errorf("%w: no certificate", ErrUnknownIssuer)
@@ -326,11 +283,9 @@ func EnvironmentForCertificate(cert *x509.Certificate) (Environment, error) {
 	return Environment{}, fmt.Errorf("%w: %q", ErrUnknownIssuer, cert.Issuer.CommonName)
 }
 
-// CheckEnvironment refuses a test certificate for the production
-// environment and a production certificate for the test environment, with
-// an *EnvironmentMismatchError. It accepts everything it cannot judge: an
-// empty chain, a certificate from an unknown CA, or an environment that is
-// neither test nor prod.
+// CheckEnvironment refuses a test certificate in production and a production
+// certificate in test with an *EnvironmentMismatchError. It accepts what it
+// cannot judge: an empty chain, an unknown CA, an environment of neither.
 func CheckEnvironment(env Environment, chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return nil

@@ -18,40 +18,29 @@ import (
 var (
 	// ErrInvalidRequest is matched by a *ValidationError.
 	ErrInvalidRequest = errors.New("grant: invalid request")
-
-	// ErrInvalidConfig is matched by a *ConfigError and by an
-	// *EnvironmentMismatchError.
+	// ErrInvalidConfig is matched by a *ConfigError and an *EnvironmentMismatchError.
 	ErrInvalidConfig = errors.New("grant: invalid configuration")
-
 	// ErrRefused is matched by a *TokenError for an HTTP 4xx answer.
 	ErrRefused = errors.New("grant: request refused")
-
-	// ErrUnavailable is matched by a *TokenError for an HTTP 5xx answer and
-	// by errors for network failures and timeouts, after the retries.
+	// ErrUnavailable is matched by a *TokenError for a 5xx answer and by
+	// network failures and timeouts, after the retries.
 	ErrUnavailable = errors.New("grant: server unavailable")
-
 	// ErrBadResponse is matched by a *ResponseError.
 	ErrBadResponse = errors.New("grant: bad response")
-
-	// ErrUnknownIssuer is returned by EnvironmentForCertificate for a
-	// certificate from a CA that is not a known Buypass or Commfides CA.
+	// ErrUnknownIssuer is returned by EnvironmentForCertificate for a CA
+	// that is not a known Buypass or Commfides CA.
 	ErrUnknownIssuer = errors.New("grant: unknown certificate issuer")
-
 	// ErrCertificateExpired is wrapped by the *ConfigError for a signer
 	// whose certificate has expired: a key problem, not a usage error.
 	ErrCertificateExpired = errors.New("grant: the certificate has expired")
-
 	// ErrEnvironmentMismatch is matched by an *EnvironmentMismatchError.
 	ErrEnvironmentMismatch = errors.New("grant: certificate does not belong to the environment")
 )
 
 // ValidationError reports a Request field that cannot be sent.
-//
-// Value is the offending value as given, except that a personal
-// identification number is masked beyond its first six digits.
 type ValidationError struct {
 	Field  string // the claim name: "scope", "resource", "consumer_org", "pid", ...
-	Value  string // the offending value, masked if it is a pid
+	Value  string // the offending value as given; a pid masked after six digits
 	Reason string // why it cannot be sent
 }
 
@@ -76,19 +65,15 @@ type ConfigError struct {
 
 // Error returns a one-line message.
 func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString("grant: invalid ")
-	b.WriteString(e.Field)
+	s := "grant: invalid " + e.Field
 	if e.Value != "" {
-		fmt.Fprintf(&b, " %q", e.Value)
+		s += fmt.Sprintf(" %q", e.Value)
 	}
-	b.WriteString(": ")
-	b.WriteString(e.Reason)
+	s += ": " + e.Reason
 	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
+		s += ": " + e.Err.Error()
 	}
-	return b.String()
+	return s
 }
 
 // Is reports whether target is ErrInvalidConfig.
@@ -119,30 +104,22 @@ func (e *EnvironmentMismatchError) Is(target error) bool {
 
 // TokenError is an error answer from Maskinporten's token endpoint or from
 // Altinn's exchange endpoint.
-//
-// It matches ErrRefused for a 4xx status and ErrUnavailable for a 5xx status.
 type TokenError struct {
-	// URL is the endpoint that answered.
-	URL string
-	// StatusCode is the HTTP status code.
-	StatusCode int
-	// Code is the OAuth 2 "error" field, such as "invalid_grant".
-	Code string
+	URL        string // the endpoint that answered
+	StatusCode int    // the HTTP status code
+	Code       string // the OAuth 2 "error" field, such as "invalid_grant"
 	// Description is the "error_description" field, or a short excerpt of a
 	// body that was not an OAuth 2 error object.
 	Description string
-	// ErrorURI is the "error_uri" field, if any.
-	ErrorURI string
+	ErrorURI    string // the "error_uri" field, if any
 	// MPCode is Maskinporten's error code, such as "MP-124", found in
 	// Description or ErrorURI, or empty.
 	MPCode string
-	// Hint tells the user what usually fixes this error, or is empty.
-	Hint string
+	Hint   string // what usually fixes this error, or empty
 	// Skew is the server's clock minus the local clock, read from the
 	// response's Date header. It is zero unless it exceeds five seconds.
-	Skew time.Duration
-	// Attempts is the number of requests made, at least 1.
-	Attempts int
+	Skew     time.Duration
+	Attempts int // the number of requests made, at least 1
 	// RetryAfter is how long the server asked to be left alone, from the
 	// Retry-After header of the last answer (RFC 9110 section 10.2.3: a
 	// 503 or 429), or zero. Ask again no sooner.
@@ -153,18 +130,16 @@ type TokenError struct {
 // grant or a token.
 func (e *TokenError) Error() string {
 	var b strings.Builder
+	what := "refused the request"
 	if e.StatusCode >= 500 {
-		fmt.Fprintf(&b, "grant: %s unavailable: HTTP %d", e.URL, e.StatusCode)
-	} else {
-		fmt.Fprintf(&b, "grant: %s refused the request: HTTP %d", e.URL, e.StatusCode)
+		what = "unavailable"
 	}
+	fmt.Fprintf(&b, "grant: %s %s: HTTP %d", e.URL, what, e.StatusCode)
 	if e.Code != "" {
-		b.WriteString(" ")
-		b.WriteString(e.Code)
+		b.WriteString(" " + e.Code)
 	}
 	if e.Description != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Description)
+		b.WriteString(": " + e.Description)
 	}
 	if e.MPCode != "" && !strings.Contains(e.Description, e.MPCode) {
 		fmt.Fprintf(&b, " (%s)", e.MPCode)
@@ -172,25 +147,23 @@ func (e *TokenError) Error() string {
 	if e.Attempts > 1 {
 		fmt.Fprintf(&b, " (after %d attempts)", e.Attempts)
 	}
-	if e.Skew != 0 {
-		fmt.Fprintf(&b, "; clock skew: the server's clock is %s %s the local clock", absDuration(e.Skew), aheadBehind(e.Skew))
+	if d := e.Skew; d != 0 {
+		rel := "ahead of"
+		if d < 0 {
+			d, rel = -d, "behind"
+		}
+		fmt.Fprintf(&b, "; clock skew: the server's clock is %s %s the local clock", d, rel)
 	}
 	if e.Hint != "" {
-		b.WriteString("; hint: ")
-		b.WriteString(e.Hint)
+		b.WriteString("; hint: " + e.Hint)
 	}
 	return b.String()
 }
 
 // Is reports whether target is ErrRefused (4xx) or ErrUnavailable (5xx).
 func (e *TokenError) Is(target error) bool {
-	switch target {
-	case ErrRefused:
-		return e.StatusCode >= 400 && e.StatusCode < 500
-	case ErrUnavailable:
-		return e.StatusCode >= 500
-	}
-	return false
+	return target == ErrRefused && e.StatusCode >= 400 && e.StatusCode < 500 ||
+		target == ErrUnavailable && e.StatusCode >= 500
 }
 
 // ResponseError reports a successful HTTP answer whose body cannot be used:
@@ -226,25 +199,12 @@ type unavailableError struct {
 }
 
 func (e *unavailableError) Error() string {
+	after := ""
 	if e.attempts > 1 {
-		return fmt.Sprintf("grant: %s unavailable after %d attempts: %v", e.url, e.attempts, e.err)
+		after = fmt.Sprintf(" after %d attempts", e.attempts)
 	}
-	return fmt.Sprintf("grant: %s unavailable: %v", e.url, e.err)
+	return fmt.Sprintf("grant: %s unavailable%s: %v", e.url, after, e.err)
 }
 
 func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
 func (e *unavailableError) Unwrap() error        { return e.err }
-
-func absDuration(d time.Duration) time.Duration {
-	if d < 0 {
-		return -d
-	}
-	return d
-}
-
-func aheadBehind(d time.Duration) string {
-	if d < 0 {
-		return "behind"
-	}
-	return "ahead of"
-}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -18,17 +19,12 @@ const GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 // Token is an access token from Maskinporten or Altinn.
 type Token struct {
-	// AccessToken is the token. It is opaque: do not parse it.
-	AccessToken string
-	// TokenType is "Bearer".
-	TokenType string
-	// Scope is the scopes granted, separated by spaces, as the server
-	// reported them. It is informational.
-	Scope string
-	// ExpiresIn is the lifetime in seconds the server gave.
-	ExpiresIn int
-	// Expiry is the local time at which the request that got the token was
-	// started, plus ExpiresIn: a little early, never late.
+	AccessToken string // the token; opaque: do not parse it
+	TokenType   string // "Bearer"
+	Scope       string // the scopes granted, as the server reported them; informational
+	ExpiresIn   int    // the lifetime in seconds the server gave
+	// Expiry is the local time the request that got the token started, plus
+	// ExpiresIn: a little early, never late.
 	Expiry time.Time
 }
 
@@ -53,14 +49,10 @@ func (t *Token) LogValue() slog.Value {
 }
 
 // Exchange gets a new access token for req from the environment's token
-// endpoint, without a cache (see TokenSource for one).
-//
-// req and c are checked first; if either is invalid, nothing is sent and
-// the error matches ErrInvalidRequest or ErrInvalidConfig. Network errors
-// and 5xx answers are retried, at most three attempts in all, with a
-// backoff and within ctx's deadline; every attempt signs a new grant. A 4xx
-// answer is not retried: it gives a *TokenError matching ErrRefused, with a
-// hint for Maskinporten's known error codes.
+// endpoint, without a cache (see TokenSource for one). If req or c is
+// invalid, nothing is sent. Network errors and 5xx answers are retried, at
+// most three attempts in all, within ctx's deadline, each with a new grant;
+// a 4xx answer is a *TokenError matching ErrRefused, with a hint.
 func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
 	n, err := req.normalize()
 	if err != nil {
@@ -105,8 +97,7 @@ func (c *Config) exchange(ctx context.Context, k *key, n *normRequest) (*Token, 
 	return t, nil
 }
 
-// checkStatus returns a *TokenError for a 4xx answer and a *ResponseError
-// for any other answer that is not 2xx.
+// checkStatus returns a *TokenError for 4xx and a *ResponseError for non-2xx.
 func checkStatus(a *answer) error {
 	switch {
 	case a.status >= 400:
@@ -117,13 +108,11 @@ func checkStatus(a *answer) error {
 	return nil
 }
 
-// tokenError makes a *TokenError from an error answer. The body may be an
-// OAuth 2 error object, Altinn's problem details, or anything else.
+// tokenError makes a *TokenError from an OAuth 2 error object, Altinn's
+// problem details, or any other body.
 func tokenError(a *answer) *TokenError {
 	e := &TokenError{URL: a.url, StatusCode: a.status, Skew: a.skew, Attempts: a.attempts}
-	if ra, ok := retryAfter(a.header, a.start); ok {
-		e.RetryAfter = ra
-	}
+	e.RetryAfter, _ = retryAfter(a.header, a.start)
 	var body struct {
 		Error            string `json:"error"`
 		ErrorDescription string `json:"error_description"`
@@ -144,7 +133,7 @@ func tokenError(a *answer) *TokenError {
 	// The code may be in the description or only in error_uri, such as
 	// https://maskinporten.no/errors/MP-121.
 	for _, s := range []string{e.Description, e.ErrorURI, e.Code} {
-		if e.MPCode = mpCode(s); e.MPCode != "" {
+		if e.MPCode = mpCode.FindString(s); e.MPCode != "" {
 			break
 		}
 	}
@@ -159,23 +148,8 @@ func oneLine(s string) string {
 	return excerpt([]byte(s))
 }
 
-// mpCode returns the first "MP-" followed by digits in s, or "".
-func mpCode(s string) string {
-	for {
-		i := strings.Index(s, "MP-")
-		if i < 0 {
-			return ""
-		}
-		j := i + 3
-		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
-			j++
-		}
-		if j > i+3 {
-			return s[i:j]
-		}
-		s = s[j:]
-	}
-}
+// mpCode finds Maskinporten's error code, such as MP-121.
+var mpCode = regexp.MustCompile(`MP-[0-9]+`)
 
 // mpHints maps Maskinporten's error codes to advice.
 var mpHints = map[string]string{
@@ -214,9 +188,8 @@ func hint(e *TokenError) string {
 	return ""
 }
 
-// parseTokenResponse reads a 2xx token response: a JSON object with a
-// non-empty access_token, token_type Bearer (or none) and a positive integer
-// expires_in. Expiry counts from start, the local time the request began.
+// parseTokenResponse reads a 2xx token response; Expiry counts from start,
+// the local time the request began.
 func parseTokenResponse(endpoint string, status int, body []byte, start time.Time) (*Token, error) {
 	var resp struct {
 		AccessToken string      `json:"access_token"`

@@ -13,61 +13,43 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// Config describes a Maskinporten client and its key. Its zero value is not
-// usable: ClientID, Signer and Environment are required.
-//
-// A Config is safe for concurrent use, but must not be modified after its
-// first use.
+// Config describes a Maskinporten client and its key; ClientID, Signer and
+// Environment are required. A Config is safe for concurrent use, but must not
+// be modified after its first use.
 type Config struct {
-	// ClientID is the client's identifier in Maskinporten
-	// ("integrasjonens identifikator"), sent as the grant's iss claim.
+	// ClientID is the client's id in Maskinporten, sent as the grant's iss.
 	ClientID string
-
-	// Signer signs grants. If its chain is not empty and KeyID is empty,
-	// the chain is sent in the x5c header.
+	// Signer signs grants; its chain, if any, is sent as x5c unless KeyID is set.
 	Signer signer.Signer
-
-	// Algorithm is the JWS alg, such as "RS256" (see signer.Method). If
-	// empty, it follows from the key (signer.DefaultAlgorithm): RS256 for
-	// RSA keys.
+	// Algorithm is the JWS alg (signer.Method); if empty, the key's
+	// signer.DefaultAlgorithm (RS256 for RSA).
 	Algorithm string
-
-	// KeyID, if set, is sent as the kid header instead of x5c: the id of a
-	// key registered on the client. It is required when the signer has no
-	// certificate chain.
+	// KeyID, if set, is sent as kid instead of x5c: a key registered on the
+	// client. It is required when the signer has no certificate chain.
 	KeyID string
-
 	// Environment names the issuer and the endpoints, such as Test or Prod.
 	Environment Environment
-
-	// AllowInsecure allows http endpoints for hosts that are not loopback.
-	// http is always allowed for localhost, 127.0.0.0/8 and ::1.
+	// AllowInsecure allows http endpoints for hosts that are not loopback
+	// (http is always allowed for localhost, 127.0.0.0/8 and ::1).
 	AllowInsecure bool
-
 	// HTTPClient sends the token and exchange requests. If nil, a client
-	// with a 30-second timeout that uses the proxy from the environment
-	// (HTTPS_PROXY, NO_PROXY) and does not follow redirects is used.
+	// with a 30-second timeout, the proxy from the environment and no
+	// redirects.
 	HTTPClient *http.Client
-
-	// Logger receives debug records of requests, retries and clock skew.
-	// Grants, tokens and personal identification numbers are never logged.
-	// If nil, nothing is logged.
+	// Logger receives debug records of requests, retries and clock skew,
+	// never a grant, token or pid. If nil, nothing is logged.
 	Logger *slog.Logger
 
-	now       func() time.Time // for tests; nil means time.Now
-	retryBase time.Duration    // for tests; zero means defaultRetryBase
-	// wait sleeps d or until ctx ends, before a retry; for tests; nil
-	// means a timer.
-	wait func(ctx context.Context, d time.Duration)
+	now       func() time.Time                           // for tests; nil means time.Now
+	retryBase time.Duration                              // for tests; zero means defaultRetryBase
+	wait      func(ctx context.Context, d time.Duration) // for tests: the sleep before a retry; nil means a timer
 }
 
-// Grant returns a new signed grant (a JWT per RFC 7523) for req. Each call
-// makes a grant with a new jti; a grant can be used once.
-//
-// The header holds alg and either x5c or kid; the claims are aud, iss, iat,
-// exp, jti and scope, and resource, consumer_org, iss_onbehalfof, pid and
-// authorization_details when req sets them. No other claims are sent, as
-// Maskinporten refuses unknown ones.
+// Grant returns a new signed grant (a JWT per RFC 7523, with a new jti: a
+// grant can be used once) for req. The header holds alg and x5c or kid; the
+// claims are aud, iss, iat, exp, jti, scope, and resource, consumer_org,
+// iss_onbehalfof, pid and authorization_details when req sets them: no
+// others, as Maskinporten refuses unknown claims.
 func (c *Config) Grant(req Request) (string, error) {
 	n, err := req.normalize()
 	if err != nil {
@@ -88,7 +70,6 @@ type key struct {
 	header map[string]any
 }
 
-// prepare checks the Config and the signer, and returns the grant's key.
 func (c *Config) prepare() (*key, error) {
 	if c.ClientID == "" {
 		return nil, &ConfigError{Field: "ClientID", Reason: "missing"}
@@ -118,8 +99,7 @@ func (c *Config) prepare() (*key, error) {
 		return nil, &ConfigError{Field: "Algorithm", Value: alg, Reason: "does not suit the key", Err: err}
 	}
 	k := &key{method: method, header: map[string]any{"alg": alg}}
-	chain := c.Signer.Chain()
-	if len(chain) > 0 {
+	if chain := c.Signer.Chain(); len(chain) > 0 {
 		if err := signer.MatchCertificate(pub, chain[0]); err != nil {
 			return nil, &ConfigError{Field: "Signer", Reason: "the leaf certificate does not hold the signer's key", Err: err}
 		}
@@ -128,6 +108,7 @@ func (c *Config) prepare() (*key, error) {
 		k.header["kid"] = c.KeyID
 		return k, nil
 	}
+	chain := c.Signer.Chain()
 	if len(chain) == 0 {
 		return nil, &ConfigError{Field: "KeyID", Reason: "missing, and the signer has no certificate chain to send as x5c"}
 	}
@@ -146,8 +127,7 @@ func (c *Config) prepare() (*key, error) {
 	return k, nil
 }
 
-// grant builds and signs a grant with golang-jwt; it returns the grant and
-// its jti.
+// grant builds and signs a grant with golang-jwt, and returns it and its jti.
 func (c *Config) grant(k *key, n *normRequest) (string, string, error) {
 	id, err := uuid.NewRandom() // version 4, from crypto/rand
 	if err != nil {
@@ -156,7 +136,7 @@ func (c *Config) grant(k *key, n *normRequest) (string, string, error) {
 	iat := c.clock().Unix()
 	cl := jwt.MapClaims{"aud": c.Environment.Issuer, "iss": c.ClientID, "iat": iat, "exp": iat + n.lifetime,
 		"jti": id.String(), "scope": n.scope}
-	for name, v := range map[string]string{"consumer_org": n.consumerOrg, "iss_onbehalfof": n.onBehalfOf, "pid": n.pid} {
+	for name, v := range map[string]string{"consumer_org": n.ConsumerOrg, "iss_onbehalfof": n.OnBehalfOf, "pid": n.PID} {
 		if v != "" {
 			cl[name] = v
 		}

@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -26,18 +27,8 @@ var defaultHTTPClient = &http.Client{
 
 var discardLogger = slog.New(slog.DiscardHandler)
 
-func (c *Config) httpClient() *http.Client {
-	if c.HTTPClient != nil {
-		return c.HTTPClient
-	}
-	return defaultHTTPClient
-}
-
 func (c *Config) logger() *slog.Logger {
-	if c.Logger != nil {
-		return c.Logger
-	}
-	return discardLogger
+	return cmp.Or(c.Logger, discardLogger)
 }
 
 func (c *Config) clock() time.Time {
@@ -61,8 +52,7 @@ func readLimited(r io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// excerpt returns the start of a body that is not the JSON expected, as one
-// printable line.
+// excerpt returns the start of an unexpected body as one printable line.
 func excerpt(b []byte) string {
 	const max = 200
 	s := strings.TrimSpace(string(b))
@@ -81,13 +71,11 @@ func excerpt(b []byte) string {
 const (
 	maxAttempts      = 3
 	defaultRetryBase = 250 * time.Millisecond
-	// maxRetryAfter is the longest Retry-After honoured by waiting; a
-	// server that asks for more gets no retry, and its answer is returned.
-	maxRetryAfter = 60 * time.Second
-	skewThreshold = 5 * time.Second
+	maxRetryAfter    = 60 * time.Second // a server asking for longer is not retried
+	skewThreshold    = 5 * time.Second
 )
 
-// answer is an HTTP answer with status below 500, its body read.
+// answer is an HTTP answer, its body read.
 type answer struct {
 	url      string
 	status   int
@@ -98,14 +86,11 @@ type answer struct {
 	attempts int
 }
 
-// send makes up to maxAttempts requests, each built anew by build, until one
-// is answered with a status below 500. Network errors and 5xx answers are
-// retried after an exponential backoff with jitter, unless ctx ends first.
-// After the last attempt a 5xx gives a *TokenError and a network error an
-// error matching ErrUnavailable.
+// send makes up to maxAttempts requests, each built anew by build, retrying
+// network errors and 5xx answers after a backoff with jitter within ctx.
 func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.Request, error)) (*answer, error) {
 	log := c.logger()
-	hc := c.httpClient()
+	hc := cmp.Or(c.HTTPClient, defaultHTTPClient)
 	var lastErr error
 	var last5xx *answer
 	attempt := 0
@@ -116,10 +101,12 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 			return nil, err
 		}
 		start := c.clock()
-		resp, err := hc.Do(req)
-		if err == nil {
-			var body []byte
-			body, err = readLimited(resp.Body)
+		last5xx, lastErr = nil, nil
+		if resp, err := hc.Do(req); err != nil {
+			lastErr = err
+			log.DebugContext(ctx, "http request failed", "url", endpoint, "attempt", attempt, "error", err)
+		} else {
+			body, err := readLimited(resp.Body) // nil if too large
 			resp.Body.Close()
 			a := &answer{url: endpoint, status: resp.StatusCode, header: resp.Header, body: body, start: start, attempts: attempt}
 			a.skew = c.skew(ctx, resp.Header)
@@ -127,19 +114,13 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 			switch {
 			case err == errTooLarge && resp.StatusCode < 500:
 				return nil, &ResponseError{URL: endpoint, StatusCode: resp.StatusCode, Reason: "body larger than 1 MiB"}
-			case err == errTooLarge:
-				a.body, err = nil, nil
-				last5xx, lastErr = a, nil
-			case err != nil:
-				lastErr, last5xx = err, nil
+			case err != nil && err != errTooLarge:
+				lastErr = err
 			case resp.StatusCode < 500:
 				return a, nil
 			default:
-				last5xx, lastErr = a, nil
+				last5xx = a
 			}
-		} else {
-			lastErr, last5xx = err, nil
-			log.DebugContext(ctx, "http request failed", "url", endpoint, "attempt", attempt, "error", err)
 		}
 		if attempt >= maxAttempts || ctx.Err() != nil {
 			break
@@ -173,7 +154,6 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 	return nil, &unavailableError{url: endpoint, attempts: attempt, err: lastErr}
 }
 
-// sleep waits d, or until ctx ends.
 func (c *Config) sleep(ctx context.Context, d time.Duration) {
 	if c.wait != nil {
 		c.wait(ctx, d)
@@ -187,13 +167,9 @@ func (c *Config) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// retryAfter reads a Retry-After header: a number of seconds or an HTTP
-// date. It reports false when there is none or it does not parse.
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
 func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0, false
-	}
 	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
 		return time.Duration(n) * time.Second, true
 	}
@@ -206,27 +182,19 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 // backoff returns the wait before attempt+1: the base doubled per attempt,
 // with the upper half drawn at random.
 func (c *Config) backoff(attempt int) time.Duration {
-	base := c.retryBase
-	if base <= 0 {
-		base = defaultRetryBase
-	}
-	d := base << (attempt - 1)
+	d := cmp.Or(c.retryBase, defaultRetryBase) << (attempt - 1)
 	return d/2 + rand.N(d/2+1)
 }
 
 // skew returns the server's clock minus the local clock from a Date header,
 // or zero when it is within skewThreshold or unknown.
 func (c *Config) skew(ctx context.Context, h http.Header) time.Duration {
-	date := h.Get("Date")
-	if date == "" {
-		return 0
-	}
-	t, err := http.ParseTime(date)
+	t, err := http.ParseTime(h.Get("Date"))
 	if err != nil {
 		return 0
 	}
 	d := t.Sub(c.clock()).Truncate(time.Second)
-	if absDuration(d) <= skewThreshold {
+	if d >= -skewThreshold && d <= skewThreshold {
 		return 0
 	}
 	c.logger().DebugContext(ctx, "clock skew", "server_minus_local", d)

@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/url"
 	"slices"
@@ -18,49 +19,37 @@ const (
 // Request is what a token is asked for: the claims of a grant that vary
 // from one token to another. The zero value is not valid: Scopes is required.
 type Request struct {
-	// Scopes are the scopes asked for. An element may hold several scopes
-	// separated by spaces. Order is kept, duplicates are dropped. Scopes are
-	// case-sensitive and must be RFC 6749 scope tokens (printable ASCII
-	// without space, '"' or '\').
+	// Scopes are the scopes asked for, RFC 6749 scope tokens (case-sensitive,
+	// printable ASCII without space, '"' or '\'); an element may hold several
+	// separated by spaces. Order is kept, duplicates are dropped.
 	Scopes []string
-
 	// Resources, if any, restrict the token's audience (claim "resource",
-	// sent as an array). Each is an absolute URI. Duplicates are dropped.
+	// an array of absolute URIs). Duplicates are dropped.
 	Resources []string
-
 	// ConsumerOrg is the organisation number of the organisation that
 	// delegated the scopes to the client in Altinn (claim "consumer_org").
 	// It may not be combined with OnBehalfOf.
 	ConsumerOrg string
-
 	// OnBehalfOf is the legacy "iss_onbehalfof" claim, a value registered on
-	// the client. Maskinporten plans to remove it; prefer ConsumerOrg.
+	// the client; prefer ConsumerOrg.
 	OnBehalfOf string
-
 	// PID is an 11-digit Norwegian personal identification number (claim
-	// "pid"). It is never written in clear to errors or logs.
+	// "pid"), never written in clear to errors or logs.
 	PID string
-
 	// SystemUserOrg is the organisation number of the customer whose Altinn
-	// system user the token is for (claim "authorization_details" of type
-	// "urn:altinn:systemuser").
+	// system user the token is for (an authorization_details element of
+	// SystemUserType).
 	SystemUserOrg string
-
-	// Consent, if not zero, asks for a consent token: the consent's
-	// authorization detail (type "urn:altinn:consent", id, from) is sent in
-	// "authorization_details". ID and From go together.
+	// Consent, if not zero, asks for a consent token (an
+	// authorization_details element of ConsentType).
 	Consent Consent
-
-	// AuthorizationDetails, if not empty, is an RFC 9396
-	// authorization_details array (JSON) whose elements are sent as given,
-	// after the system user's and the consent's, for types Maskinporten
-	// adds later. It is checked by ParseAuthorizationDetails.
+	// AuthorizationDetails, if not empty, is an RFC 9396 JSON array whose
+	// elements are sent as given after the system user's and the consent's,
+	// checked by ParseAuthorizationDetails.
 	AuthorizationDetails json.RawMessage
-
-	// Lifetime is the grant's lifetime (exp - iat), from MinLifetime to
-	// MaxLifetime, in whole seconds. If zero, DefaultLifetime is used. It
-	// does not set the token's lifetime, which Maskinporten takes from the
-	// client's registration.
+	// Lifetime is the grant's exp - iat, from MinLifetime to MaxLifetime in
+	// whole seconds; if zero, DefaultLifetime. Maskinporten takes the
+	// token's lifetime from the client's registration.
 	Lifetime time.Duration
 }
 
@@ -74,29 +63,19 @@ func (r Request) Validate() error {
 // normRequest is a validated Request in the form the grant and the cache
 // use.
 type normRequest struct {
-	scopes      []string // deduplicated, in the order given
-	scope       string   // the scope claim: scopes joined by spaces
-	scopeKey    string   // the scope set for cache keys: sorted, joined by spaces
-	resources   []string // deduplicated, in the order given
-	resourceKey string   // sorted, joined by spaces
-	consumerOrg string
-	onBehalfOf  string
-	pid         string
-	systemUser  string
+	scopes    []string // deduplicated, in the order given
+	scope     string   // the scope claim: scopes joined by spaces
+	scopeKey  string   // the scope set for cache keys: sorted, joined by spaces
+	resources []string // deduplicated, in the order given
 	// authzDetails is the authorization_details claim, compact JSON: the
 	// system user's element, the consent's, then AuthorizationDetails'.
-	// It is part of the cache key, so two consents never share a token.
 	authzDetails json.RawMessage
 	lifetime     int64 // seconds
+	Request
 }
 
 func (r Request) normalize() (*normRequest, error) {
-	n := &normRequest{
-		consumerOrg: r.ConsumerOrg,
-		onBehalfOf:  r.OnBehalfOf,
-		pid:         r.PID,
-		systemUser:  r.SystemUserOrg,
-	}
+	n := &normRequest{Request: r}
 	for _, v := range r.Scopes {
 		for s := range strings.SplitSeq(v, " ") {
 			if s == "" {
@@ -115,7 +94,6 @@ func (r Request) normalize() (*normRequest, error) {
 	}
 	n.scope = strings.Join(n.scopes, " ")
 	n.scopeKey = sortedKey(n.scopes)
-
 	for _, res := range r.Resources {
 		if err := validResource(res); err != nil {
 			return nil, err
@@ -124,10 +102,8 @@ func (r Request) normalize() (*normRequest, error) {
 			n.resources = append(n.resources, res)
 		}
 	}
-	n.resourceKey = sortedKey(n.resources)
-
 	if r.ConsumerOrg != "" && !ValidOrgNumber(r.ConsumerOrg) {
-		return nil, &ValidationError{Field: "consumer_org", Value: r.ConsumerOrg, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
+		return nil, &ValidationError{Field: "consumer_org", Value: r.ConsumerOrg, Reason: badOrgNumber}
 	}
 	if r.OnBehalfOf != "" {
 		if len(r.OnBehalfOf) > 255 || !ValidScope(r.OnBehalfOf) {
@@ -141,16 +117,12 @@ func (r Request) normalize() (*normRequest, error) {
 		return nil, &ValidationError{Field: "pid", Value: MaskPID(r.PID), Reason: "not a valid personal identification number (11 digits with two check digits)"}
 	}
 	if r.SystemUserOrg != "" && !ValidOrgNumber(r.SystemUserOrg) {
-		return nil, &ValidationError{Field: "systemuser_org", Value: r.SystemUserOrg, Reason: "not a valid organisation number (9 digits with a modulus-11 check digit)"}
+		return nil, &ValidationError{Field: "systemuser_org", Value: r.SystemUserOrg, Reason: badOrgNumber}
 	}
 	if err := n.authorizationDetails(r); err != nil {
 		return nil, err
 	}
-
-	lt := r.Lifetime
-	if lt == 0 {
-		lt = DefaultLifetime
-	}
+	lt := cmp.Or(r.Lifetime, DefaultLifetime)
 	if lt < MinLifetime || lt > MaxLifetime {
 		return nil, &ValidationError{Field: "lifetime", Value: r.Lifetime.String(), Reason: "must be from 1s to 120s"}
 	}
@@ -158,15 +130,15 @@ func (r Request) normalize() (*normRequest, error) {
 	return n, nil
 }
 
-// authorizationDetails builds the authorization_details claim from the
-// system user, the consent and the caller's own elements, each checked.
+// authorizationDetails builds the claim from the system user, the consent and
+// the caller's own elements, each checked.
 func (n *normRequest) authorizationDetails(r Request) error {
-	if err := r.Consent.check(); err != nil {
+	if err := r.Consent.Validate(); err != nil {
 		return err
 	}
 	var elems []json.RawMessage
-	if n.systemUser != "" {
-		elems = append(elems, systemUserDetail(n.systemUser))
+	if r.SystemUserOrg != "" {
+		elems = append(elems, systemUserDetail(r.SystemUserOrg))
 	}
 	if !r.Consent.IsZero() {
 		elems = append(elems, r.Consent.detail())
@@ -186,9 +158,8 @@ func (n *normRequest) authorizationDetails(r Request) error {
 
 // ValidScope reports whether s is one RFC 6749 scope-token,
 // 1*( %x21 / %x23-5B / %x5D-7E ): printable ASCII without space, '"' or
-// '\'. Maskinporten scopes are case-sensitive and look like
-// "altinn:serviceowner". The package uses it for the other values that
-// must be printable ASCII without spaces too.
+// '\', such as "altinn:serviceowner". The package checks other such values
+// with it too.
 func ValidScope(s string) bool {
 	if s == "" {
 		return false
@@ -222,6 +193,8 @@ func sortedKey(s []string) string {
 	return strings.Join(c, " ")
 }
 
+const badOrgNumber = "not a valid organisation number (9 digits with a modulus-11 check digit)"
+
 // ValidOrgNumber reports whether s is a Norwegian organisation number: nine
 // digits of which the last is a modulus-11 check digit (weights 3, 2, 7, 6,
 // 5, 4, 3, 2).
@@ -229,8 +202,7 @@ func ValidOrgNumber(s string) bool {
 	if len(s) != 9 || !allDigits(s) {
 		return false
 	}
-	c, ok := mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2})
-	return ok && c == int(s[8]-'0')
+	return mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2}) == int(s[8]-'0')
 }
 
 // ValidPID reports whether s is a Norwegian personal identification number
@@ -240,12 +212,8 @@ func ValidPID(s string) bool {
 	if len(s) != 11 || !allDigits(s) {
 		return false
 	}
-	k1, ok := mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2})
-	if !ok || k1 != int(s[9]-'0') {
-		return false
-	}
-	k2, ok := mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2})
-	return ok && k2 == int(s[10]-'0')
+	return mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2}) == int(s[9]-'0') &&
+		mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2}) == int(s[10]-'0')
 }
 
 // MaskPID returns s with every character after the sixth replaced by '*',
@@ -257,21 +225,21 @@ func MaskPID(s string) string {
 	return s[:6] + strings.Repeat("*", len(s)-6)
 }
 
-// mod11 returns the modulus-11 check digit of digits with the given weights;
-// ok is false when no check digit exists (the remainder gives 10).
-func mod11(digits string, weights []int) (int, bool) {
+// mod11 returns the modulus-11 check digit of digits with the given weights,
+// or -1 when none exists (the remainder gives 10).
+func mod11(digits string, weights []int) int {
 	sum := 0
 	for i := range len(digits) {
 		sum += int(digits[i]-'0') * weights[i]
 	}
-	c := 11 - sum%11
-	switch c {
+	switch c := 11 - sum%11; c {
 	case 11:
-		return 0, true
+		return 0
 	case 10:
-		return 0, false
+		return -1
+	default:
+		return c
 	}
-	return c, true
 }
 
 func allDigits(s string) bool {

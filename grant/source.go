@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"io"
@@ -16,16 +17,14 @@ import (
 const refreshMargin = 30 * time.Second
 
 // TokenSource returns an oauth2.TokenSource of Maskinporten tokens for req:
-// oauth2.ReuseTokenSourceWithExpiry over a source that signs a new grant
-// and exchanges it (Exchange) for each new token. ctx is used for the token
+// oauth2.ReuseTokenSourceWithExpiry over Exchange. ctx is used for the token
 // requests; its cancellation fails them.
 //
-// A token is reused until refreshMargin (30 s) before it expires, or until
-// half its life is gone if that comes later. If getting its replacement
-// fails while it still has a tenth of its life left (at most 10 s), it is
-// handed out again and the next try comes a twentieth of its life later
-// (at most 5 s). One request runs at a time; other callers wait for it. An
-// invalid request or Config is reported by Token, without a request.
+// A token is reused until 30 s before it expires, or until half its life is
+// gone if that comes later. If its replacement fails while it still has a
+// tenth of its life left (at most 10 s), it is handed out again and the next
+// try comes a twentieth of its life later (at most 5 s). One request runs at
+// a time; other callers wait for it.
 func (c *Config) TokenSource(ctx context.Context, req Request) oauth2.TokenSource {
 	return c.reuse(ctx, req, false)
 }
@@ -38,7 +37,7 @@ func (c *Config) AltinnTokenSource(ctx context.Context, req Request) oauth2.Toke
 }
 
 // source signs a grant and exchanges it: the one-method source that
-// TokenSource reuses. Its fields after req are guarded by the lock of the
+// TokenSource reuses. last and next are guarded by the lock of the
 // oauth2.ReuseTokenSource that calls it.
 type source struct {
 	ctx    context.Context
@@ -77,16 +76,12 @@ func (s *source) Token() (*oauth2.Token, error) {
 	return nil, err
 }
 
-// reusing is the token source TokenSource returns: the reuse of a source,
-// replaced by a new one when the signer's certificate changes (a new key
-// gets a new token at once) and when Client's transport drops a token an
-// API refused.
+// reusing is the token source TokenSource returns: a reused source, replaced
+// when the signer's certificate changes (a new key gets a new token at once)
+// and when Client's transport drops a token an API refused.
 type reusing struct {
-	ctx    context.Context
-	cfg    *Config
-	req    Request
-	altinn bool
-	cur    atomic.Pointer[reused]
+	src source // the template of each new source
+	cur atomic.Pointer[reused]
 }
 
 type reused struct {
@@ -95,22 +90,21 @@ type reused struct {
 }
 
 func (c *Config) reuse(ctx context.Context, req Request, altinn bool) *reusing {
-	r := &reusing{ctx: ctx, cfg: c, req: req, altinn: altinn}
+	r := &reusing{src: source{ctx: ctx, cfg: c, req: req, altinn: altinn}}
 	r.cur.Store(r.fresh())
 	return r
 }
 
 func (r *reusing) fresh() *reused {
-	s := &source{ctx: r.ctx, cfg: r.cfg, req: r.req, altinn: r.altinn}
-	return &reused{oauth2.ReuseTokenSourceWithExpiry(nil, s, refreshMargin), r.leaf()}
+	s := r.src
+	return &reused{oauth2.ReuseTokenSourceWithExpiry(nil, &s, refreshMargin), r.leaf()}
 }
 
 func (r *reusing) leaf() *x509.Certificate {
-	if r.cfg.Signer == nil {
-		return nil
-	}
-	if chain := r.cfg.Signer.Chain(); len(chain) > 0 {
-		return chain[0]
+	if r.src.cfg.Signer != nil {
+		if chain := r.src.cfg.Signer.Chain(); len(chain) > 0 {
+			return chain[0]
+		}
 	}
 	return nil
 }
@@ -136,25 +130,20 @@ func (r *reusing) invalidate(t *oauth2.Token) {
 }
 
 // Client returns an HTTP client that authorises its requests with tokens
-// from c.TokenSource(ctx, req), over the transport of c.HTTPClient. Its
-// timeout, redirect policy and cookie jar are those of c.HTTPClient, or, if
-// that is nil, a 30-second timeout and Go's default redirect policy.
+// from c.TokenSource(ctx, req), over c.HTTPClient's transport, timeout,
+// redirect policy and cookie jar (if nil: a 30-second timeout and Go's
+// defaults).
 //
 // If an API answers 401, the token is dropped and the request is sent once
-// more with a new one, provided its body can be sent again (it has none, or
-// GetBody is set, as http.NewRequest does for in-memory bodies). The token
-// is not sent to another host a redirect leads to (oauth2.Transport would
-// send it).
+// more with a new one, if its body can be sent again (none, or GetBody
+// set). The token is not sent to another host a redirect leads to
+// (oauth2.Transport would send it).
 func (c *Config) Client(ctx context.Context, req Request) *http.Client {
 	hc := http.Client{Timeout: defaultHTTPClient.Timeout}
 	if c.HTTPClient != nil {
 		hc = *c.HTTPClient
 	}
-	base := hc.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	hc.Transport = &transport{src: c.reuse(ctx, req, false), base: base}
+	hc.Transport = &transport{src: c.reuse(ctx, req, false), base: cmp.Or(hc.Transport, http.DefaultTransport)}
 	return &hc
 }
 

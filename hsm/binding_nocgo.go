@@ -49,6 +49,7 @@ func newPSSParams(hashAlg, mgf, saltLength uint) []byte { return nil }
 func loadModule(string) (*ctx, error)                   { return nil, ErrNoCgo }
 func (*ctx) Finalize() error                            { return nil }
 func (*ctx) Destroy()                                   {}
+func (*ctx) closeAllSessions([]uint) error              { return nil }
 
 // ctx would be the loaded module.
 type ctx struct{ p11 }

@@ -40,7 +40,10 @@ type LoginOptions struct {
 // pad when pin is nil and the token has a protected authentication path.
 //
 // Lockout warning: smart cards lock after a few wrong PINs. Login therefore
-// reads the token flags first and
+// reads the token flags first (C_GetTokenInfo, or the flags that the
+// Module read less than a second before, when finding or opening the
+// token, with no login attempt in this process since: as fresh, and one
+// round trip fewer) and
 //   - does nothing when the token needs no login;
 //   - refuses, without presenting the PIN, when the PIN is locked
 //     (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry, unless
@@ -60,11 +63,14 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ti, err := t.p.GetTokenInfo(t.slotID)
-	if err != nil {
-		return wrap("C_GetTokenInfo", err)
+	flags, ok := t.m.freshFlags(t.slotID)
+	if !ok {
+		ti, err := t.p.GetTokenInfo(t.slotID)
+		if err != nil {
+			return wrap("C_GetTokenInfo", err)
+		}
+		flags = TokenFlags(ti.Flags)
 	}
-	flags := TokenFlags(ti.Flags)
 	if !flags.LoginRequired() {
 		t.loggedIn = true
 		return nil
@@ -83,6 +89,7 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	}
 	var secret []byte
 	if pin != nil {
+		var err error
 		secret, err = pin()
 		if err != nil {
 			return fmt.Errorf("login: reading the PIN: %w", err)
@@ -92,7 +99,8 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	if len(secret) == 0 && !flags.ProtectedAuthPath() {
 		return &PINError{Kind: tokenerr.ErrPINRequired, Flags: flags}
 	}
-	err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
+	loginAttempts.Add(1)
+	err := t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
 	if err != nil && !errors.Is(err, ReturnValue(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
 		var rv ReturnValue
 		errors.As(err, &rv)
@@ -161,6 +169,7 @@ func (t *Token) contextLogin(sh sessionHandle) error {
 		}
 		defer clear(secret)
 	}
+	loginAttempts.Add(1)
 	err := t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret))
 	if err == nil {
 		return nil

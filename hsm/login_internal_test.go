@@ -23,9 +23,11 @@ type flagDouble struct {
 	extra   uint
 	logins  atomic.Int32
 	lastPIN atomic.Int32 // length of the last PIN presented; 0 means NULL
+	infos   atomic.Int32 // C_GetTokenInfo calls
 }
 
 func (d *flagDouble) GetTokenInfo(slot uint) (pkcs11.TokenInfo, error) {
+	d.infos.Add(1)
 	ti, err := d.p11.GetTokenInfo(slot)
 	ti.Flags |= d.extra
 	return ti, err

@@ -42,6 +42,7 @@ static unsigned long mp_sign_init(void *list, unsigned long session, mp_mechanis
 import "C"
 
 import (
+	"errors"
 	"sync"
 	"unsafe"
 
@@ -118,6 +119,24 @@ func (c *ctx) Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error) {
 func (c *ctx) CloseSession(sh pkcs11.SessionHandle) error {
 	defer c.hold(sh, nil)
 	return c.Ctx.CloseSession(sh)
+}
+
+// closeAllSessions closes every session of each of slots in one call per
+// slot (C_CloseAllSessions), and frees every mechanism kept: the caller
+// finalises the module next, so no session of this load is left.
+func (c *ctx) closeAllSessions(slots []uint) error {
+	var err error
+	for _, s := range slots {
+		err = errors.Join(err, c.Ctx.CloseAllSessions(s))
+	}
+	c.mu.Lock()
+	held := c.held
+	c.held = map[pkcs11.SessionHandle]*C.mp_mechanism{}
+	c.mu.Unlock()
+	for _, cm := range held {
+		C.free(unsafe.Pointer(cm))
+	}
+	return err
 }
 
 // hold makes cm the mechanism kept for sh, freeing the one kept before.

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,6 +109,9 @@ type Module struct {
 
 	tokMu  sync.Mutex
 	tokens map[*Token]struct{} // open tokens, closed by Module.Close
+
+	seenMu sync.Mutex
+	seen   map[uint]seenFlags // per slot, the flags last read (see freshFlags)
 }
 
 // Open loads the PKCS#11 module at path and initialises it (C_Initialize with
@@ -198,7 +202,9 @@ func (m *Module) Path() string { return m.path }
 // closes every token opened from it, so that later calls on them return
 // tokenerr.ErrClosed. The last Close of a path in the process unloads the module,
 // and finalises it when Open initialised it: never a module that other code
-// initialised, nor one that other code finalised under it. Close is
+// initialised, nor one that other code finalised under it; before
+// finalising, it ends the tokens' sessions with one C_CloseAllSessions per
+// slot. Close is
 // idempotent; it must not be called from a PINSource.
 func (m *Module) Close() error {
 	if !m.gate.close() {
@@ -210,16 +216,42 @@ func (m *Module) Close() error {
 	toks := m.tokens
 	m.tokens = nil
 	m.tokMu.Unlock()
-	for t := range toks {
-		t.gate.close()
-		_ = t.closeSessions()
-	}
 	if m.lib == nil {
+		for t := range toks {
+			t.gate.close()
+			_ = t.closeSessions()
+		}
 		return nil
 	}
 	libMu.Lock()
 	defer libMu.Unlock()
 	m.lib.refs--
+	final := m.lib.refs == 0 && m.lib.finalize && !m.lib.gone.Load()
+	// alone: this is the last Module of a load that this package
+	// initialised, so the module is finalised next and no other code in
+	// the process has sessions on it (crypto11 v1.6.2 refuses a module
+	// initialised before it: internal/crypto11interop). One
+	// C_CloseAllSessions per slot then ends the tokens' sessions, where
+	// C_CloseSession would cost one call each (a round trip on a network
+	// HSM). Not through a test double (m.p is then not the load's ctx).
+	alone := final && m.p == p11(m.lib.ctx)
+	var slots []uint
+	for t := range toks {
+		t.gate.close()
+		if alone {
+			t.dropSessions()
+			if !slices.Contains(slots, t.slotID) {
+				slots = append(slots, t.slotID)
+			}
+		} else {
+			_ = t.closeSessions()
+		}
+	}
+	if alone {
+		// Ignored as closeSessions's errors are: the module is
+		// finalised next.
+		_ = m.lib.ctx.closeAllSessions(slots)
+	}
 	if m.lib.refs > 0 {
 		return nil
 	}
@@ -227,7 +259,7 @@ func (m *Module) Close() error {
 		delete(libraries, m.lib.path)
 	}
 	var err error
-	if m.lib.finalize && !m.lib.gone.Load() {
+	if final {
 		err = wrap("C_Finalize", m.lib.ctx.Finalize())
 	}
 	m.lib.ctx.Destroy()

@@ -180,6 +180,7 @@ func (m *Module) tokenSlots() ([]Slot, error) {
 		if ti, err := m.p.GetTokenInfo(id); err == nil {
 			slots[i].TokenPresent = true
 			slots[i].Token = tokenInfo(ti)
+			m.noteFlags(id, slots[i].Token.Flags)
 		}
 	}
 	return slots, nil
@@ -207,6 +208,7 @@ func (m *Module) slot(id uint) (Slot, error) {
 			return s, nil
 		}
 		s.Token = tokenInfo(ti)
+		m.noteFlags(id, s.Token.Flags)
 	}
 	return s, nil
 }

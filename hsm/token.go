@@ -76,6 +76,7 @@ func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 		}
 		return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
 	}
+	m.noteFlags(slotID, TokenFlags(ti.Flags))
 	return m.openToken(slotID, tokenInfo(ti), opts)
 }
 
@@ -224,6 +225,26 @@ func (t *Token) Close() error {
 	// gate: Module.Close, which waits for this, will not close them again.
 	t.m.forget(t)
 	return t.closeSessions()
+}
+
+// dropSessions forgets the token's sessions and login without closing
+// them, for Module.Close, which closes every session of the slot in one
+// call before it finalises the module. The token's gate is closed and
+// drained.
+func (t *Token) dropSessions() {
+	t.mu.Lock()
+	t.pin = nil
+	t.loggedIn = false
+	t.certs = nil
+	t.mu.Unlock()
+	for idle := true; idle; {
+		select {
+		case <-t.pool:
+			<-t.slots
+		default:
+			idle = false
+		}
+	}
 }
 
 // closeSessions closes the idle signing sessions and the login session.

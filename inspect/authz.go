@@ -11,9 +11,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// Detail sums up one element of an authorization_details claim (RFC 9396)
-// of a grant or an access token: its type and, for an Altinn consent or
-// system user, what it names. A person's identity number in From is
+// Detail sums up one element of an authorization_details claim (RFC 9396),
+// such as an Altinn consent or system user; a person's number in From is
 // masked unless Options.ShowPID.
 type Detail struct {
 	Type          string   `json:"type"`
@@ -28,9 +27,8 @@ type Detail struct {
 	raw           map[string]any
 }
 
-// describeDetails reads the authorization_details claim v. It returns the
-// claim to show (from masked unless showPID) and the summary of each
-// element.
+// describeDetails returns the authorization_details claim v to show (from
+// masked unless showPID) and each element's summary.
 func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string) {
 	arr, ok := v.([]any)
 	if !ok {
@@ -72,14 +70,20 @@ func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string)
 			}
 			*dst = &Time{Unix: t.Unix(), Time: t.UTC().Format(time.RFC3339), Relative: Relative(rel, t, now)}
 		}
-		if rights, ok := m["consentRights"].([]any); ok {
-			for _, r := range rights {
-				d.Rights = append(d.Rights, rightInWords(r))
-			}
-		}
+		d.Rights = each(m["consentRights"], rightInWords)
 		out = append(out, d)
 	}
 	return shown, out, ""
+}
+
+// each applies f to each element of v, a JSON array; nil for anything else.
+func each(v any, f func(any) string) []string {
+	a, _ := v.([]any)
+	var out []string
+	for _, x := range a {
+		out = append(out, f(x))
+	}
+	return out
 }
 
 // rightInWords writes a consentRights element as "consent on
@@ -89,21 +93,14 @@ func rightInWords(v any) string {
 	if !ok {
 		return value(v)
 	}
-	var actions, resources, meta []string
-	if a, ok := m["action"].([]any); ok {
-		for _, x := range a {
-			actions = append(actions, value(x))
+	actions := each(m["action"], value)
+	resources := each(m["resource"], func(r any) string {
+		if rm, ok := r.(map[string]any); ok && rm["value"] != nil {
+			return value(rm["value"])
 		}
-	}
-	if rs, ok := m["resource"].([]any); ok {
-		for _, r := range rs {
-			if rm, ok := r.(map[string]any); ok && rm["value"] != nil {
-				resources = append(resources, value(rm["value"]))
-			} else {
-				resources = append(resources, value(r))
-			}
-		}
-	}
+		return value(r)
+	})
+	var meta []string
 	md, ok := m["metaData"].(map[string]any)
 	if !ok {
 		md, _ = m["metadata"].(map[string]any)
@@ -122,30 +119,20 @@ func rightInWords(v any) string {
 func writeDetailsText(w io.Writer, details []Detail) {
 	for i, d := range details {
 		fmt.Fprintf(w, "authorization detail %d\t%s\n", i+1, printable(d.Type))
-		if d.ConsentID != "" {
-			fmt.Fprintf(w, "  consent id\t%s\n", printable(d.ConsentID))
-		}
-		if d.From != "" {
-			fmt.Fprintf(w, "  from\t%s\n", printable(d.From))
-		}
+		row(w, "consent id", printable(d.ConsentID))
+		row(w, "from", printable(d.From))
 		if d.To != "" {
 			_, org := orgClaim(d.raw["to"])
-			fmt.Fprintf(w, "  to\t%s (organisation number %s)\n", printable(d.To), printable(org))
+			row(w, "to", printable(d.To)+" (organisation number "+printable(org)+")")
 		}
-		if d.Consented != nil {
-			fmt.Fprintf(w, "  consented\t%s  (%s)\n", d.Consented.Time, d.Consented.Relative)
-		}
-		if d.ValidTo != nil {
-			fmt.Fprintf(w, "  valid to\t%s  (%s)\n", d.ValidTo.Time, d.ValidTo.Relative)
-		}
+		row(w, "consented", d.Consented.text())
+		row(w, "valid to", d.ValidTo.text())
 		for _, r := range d.Rights {
-			fmt.Fprintf(w, "  right\t%s\n", r)
+			row(w, "right", r)
 		}
-		if d.SystemUserOrg != "" {
-			fmt.Fprintf(w, "  system user of\t%s\n", printable(d.SystemUserOrg))
-		}
+		row(w, "system user of", printable(d.SystemUserOrg))
 		for _, p := range d.Problems {
-			fmt.Fprintf(w, "  problem\t%s\n", printable(p))
+			row(w, "problem", printable(p))
 		}
 	}
 }

@@ -45,28 +45,25 @@ func describeX5C(v any, now time.Time) (certs []Certificate, problem string) {
 	}
 	out := make([]Certificate, 0, len(arr))
 	for i, el := range arr {
-		ic := Certificate{Index: i}
-		s, ok := el.(string)
-		if !ok {
-			ic.Error = "not a string"
-			out = append(out, ic)
-			continue
-		}
-		der, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			ic.Error = "not standard base64 (x5c is not base64url)"
-			out = append(out, ic)
-			continue
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			ic.Error = "not a DER certificate: " + strings.TrimPrefix(err.Error(), "x509: ")
-			out = append(out, ic)
-			continue
-		}
-		out = append(out, describeCert(i, cert, now))
+		out = append(out, describeX5CElement(i, el, now))
 	}
 	return out, ""
+}
+
+func describeX5CElement(i int, el any, now time.Time) Certificate {
+	s, ok := el.(string)
+	if !ok {
+		return Certificate{Index: i, Error: "not a string"}
+	}
+	der, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return Certificate{Index: i, Error: "not standard base64 (x5c is not base64url)"}
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return Certificate{Index: i, Error: "not a DER certificate: " + strings.TrimPrefix(err.Error(), "x509: ")}
+	}
+	return describeCert(i, cert, now)
 }
 
 func describeCert(i int, cert *x509.Certificate, now time.Time) Certificate {

@@ -1,12 +1,11 @@
 // Package inspect decodes a JWT, such as a Maskinporten grant or access
-// token, into a Report for people and scripts: header, claims, the times
-// iat, nbf and exp relative to a given now, the certificates in x5c and, for
-// an access token, its client, scope and consumer.
+// token, into a Report for people and scripts: header, claims, times
+// relative to now, the x5c certificates and an access token's client,
+// scope and consumer.
 //
-// It only decodes: neither the signature nor the claims are verified, so
-// what a Report shows may be forged. Errors and the text form never quote
-// the input, which may be a live token; a pid claim is masked unless asked
-// for (Options.ShowPID). Nothing is sent anywhere, and no token is touched.
+// Nothing is verified, so a Report may show forgeries. Errors and the text
+// form never quote the input, which may be a live token; a pid is masked
+// unless Options.ShowPID.
 package inspect
 
 import (
@@ -22,25 +21,17 @@ import (
 
 // JWT is a compact JWS taken apart, nothing verified.
 type JWT struct {
-	// Header is the JOSE header; numbers are json.Number.
-	Header map[string]any
-	// Claims is the payload; numbers are json.Number.
-	Claims map[string]any
-	// SignatureLen is the length of the signature in bytes; 0 for an
-	// unsigned JWT.
-	SignatureLen int
+	Header       map[string]any // numbers are json.Number
+	Claims       map[string]any // numbers are json.Number
+	SignatureLen int            // 0 for an unsigned JWT
 }
 
-// DecodeError is why Decode could not take its input apart. Its message
-// says precisely what is wrong without quoting the input.
+// DecodeError is why Decode could not take its input apart, without
+// quoting the input.
 type DecodeError struct {
-	// Part is the part at fault: 1 the header, 2 the claims, 3 the
-	// signature, or 0 the input as a whole.
-	Part int
-	// Err is the underlying error, such as a *json.SyntaxError or a
-	// base64.CorruptInputError, or nil.
-	Err error
-	msg string
+	Part int   // 1 the header, 2 the claims, 3 the signature, 0 the whole input
+	Err  error // the decoder's error (*json.SyntaxError, base64.CorruptInputError), or nil
+	msg  string
 }
 
 // Error returns the one-line message.
@@ -53,10 +44,8 @@ func decodeErr(part int, cause error, format string, args ...any) *DecodeError {
 	return &DecodeError{Part: part, Err: cause, msg: fmt.Sprintf(format, args...)}
 }
 
-// Decode takes a compact JWS apart: three base64url parts, the first two
-// JSON objects. input may be surrounded by white space, may start with
-// "Authorization:" and "Bearer", or be a token response (a JSON object with
-// access_token). Every error is a *DecodeError. Decode never panics.
+// Decode takes a compact JWS apart, given alone, after "Authorization:
+// Bearer" or in a token response. Every error is a *DecodeError.
 func Decode(input string) (*JWT, error) {
 	s, err := extract(input)
 	if err != nil {
@@ -78,9 +67,9 @@ func Decode(input string) (*JWT, error) {
 	if j.Claims, err = decodePart(parts[1], 2, "part 2 (the claims)"); err != nil {
 		return nil, err
 	}
-	sig, err := base64URL(parts[2])
+	sig, err := base64URL(parts[2], 3, "part 3 (the signature)")
 	if err != nil {
-		return nil, decodeErr(3, errors.Unwrap(err), "part 3 (the signature) is not base64url: %v", err)
+		return nil, err
 	}
 	j.SignatureLen = len(sig)
 	return j, nil
@@ -93,11 +82,10 @@ func extract(input string) (string, error) {
 	if s == "" {
 		return "", decodeErr(0, nil, "no JWT given: pass it as the argument, or on stdin (mp-hsm inspect -)")
 	}
-	if rest, ok := cutPrefixFold(s, "authorization:"); ok {
-		s = strings.TrimSpace(rest)
-	}
-	if rest, ok := cutPrefixFold(s, "bearer "); ok {
-		s = strings.TrimSpace(rest)
+	for _, prefix := range []string{"authorization:", "bearer "} {
+		if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+			s = strings.TrimSpace(s[len(prefix):])
+		}
 	}
 	if strings.HasPrefix(s, "{") {
 		var resp struct {
@@ -120,43 +108,29 @@ func extract(input string) (string, error) {
 	return s, nil
 }
 
-func cutPrefixFold(s, prefix string) (string, bool) {
-	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
-		return s[len(prefix):], true
+// base64URL decodes base64url, tolerating padding; the error names the
+// part without quoting it.
+func base64URL(part string, index int, name string) ([]byte, error) {
+	fail := func(cause error, format string, args ...any) ([]byte, error) {
+		return nil, decodeErr(index, cause, "%s is not base64url: "+format, append([]any{name}, args...)...)
 	}
-	return s, false
-}
-
-// partError is a base64url problem in one part; it wraps the decoder's
-// error when there is one.
-type partError struct {
-	msg string
-	err error
-}
-
-func (e *partError) Error() string { return e.msg }
-func (e *partError) Unwrap() error { return e.err }
-
-// base64URL decodes base64url without padding, tolerating padding.
-func base64URL(part string) ([]byte, error) {
 	if i := strings.IndexAny(part, "+/"); i >= 0 {
-		return nil, &partError{msg: fmt.Sprintf("%q at byte %d is standard base64, not base64url (which has '-' and '_')", part[i], i)}
+		return fail(nil, "%q at byte %d is standard base64, not base64url (which has '-' and '_')", part[i], i)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(part, "="))
-	if err != nil {
-		var ce base64.CorruptInputError
-		if errors.As(err, &ce) {
-			if int(ce) < len(part) && part[ce] >= 0x21 && part[ce] < 0x7f {
-				return nil, &partError{fmt.Sprintf("character %q at byte %d is not base64url", part[ce], int64(ce)), err}
-			}
-			if int(ce) >= len(strings.TrimRight(part, "=")) {
-				return nil, &partError{"its length is impossible for base64url (cut short?)", err}
-			}
-			return nil, &partError{fmt.Sprintf("byte %d is not base64url", int64(ce)), err}
-		}
-		return nil, &partError{err.Error(), err}
+	trimmed := strings.TrimRight(part, "=")
+	b, err := base64.RawURLEncoding.DecodeString(trimmed)
+	var ce base64.CorruptInputError
+	switch {
+	case err == nil:
+		return b, nil
+	case !errors.As(err, &ce):
+		return fail(err, "%v", err)
+	case int(ce) < len(part) && part[ce] >= 0x21 && part[ce] < 0x7f:
+		return fail(err, "character %q at byte %d is not base64url", part[ce], int64(ce))
+	case int(ce) >= len(trimmed):
+		return fail(err, "its length is impossible for base64url (cut short?)")
 	}
-	return b, nil
+	return fail(err, "byte %d is not base64url", int64(ce))
 }
 
 // decodePart decodes one base64url part holding a JSON object.
@@ -164,9 +138,9 @@ func decodePart(part string, index int, name string) (map[string]any, error) {
 	if part == "" {
 		return nil, decodeErr(index, nil, "%s is empty", name)
 	}
-	raw, err := base64URL(part)
+	raw, err := base64URL(part, index, name)
 	if err != nil {
-		return nil, decodeErr(index, errors.Unwrap(err), "%s is not base64url: %v", name, err)
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()

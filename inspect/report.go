@@ -88,38 +88,34 @@ func Inspect(input string, opts Options) (*Report, error) {
 }
 
 // Describe describes j, counting relative times from opts.Now. It does not
-// change j: a masked pid is in the Report's own copy of the claims.
+// change j: the Report has its own copy of the claims.
 func Describe(j *JWT, opts Options) *Report {
 	now := opts.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
-	claims := j.Claims
+	claims := maps.Clone(j.Claims)
 	if pid, ok := claims["pid"].(string); ok && !opts.ShowPID {
-		claims = maps.Clone(claims)
 		claims["pid"] = grant.MaskPID(pid)
 	}
-	var details []Detail
-	var detailsProblem string
-	if v, ok := claims["authorization_details"]; ok {
-		var shown any
-		shown, details, detailsProblem = describeDetails(v, opts.ShowPID, now)
-		if !opts.ShowPID {
-			claims = maps.Clone(claims)
-			claims["authorization_details"] = shown
-		}
-	}
 	r := &Report{
-		Header: j.Header, Claims: claims, Times: map[string]Time{}, Details: details,
+		Header: j.Header, Claims: claims, Times: map[string]Time{}, Kind: kind(j),
 		Now: now.UTC().Format(time.RFC3339), Certificates: []Certificate{}, Signature: j.SignatureLen,
 	}
-	if detailsProblem != "" {
-		r.Problems = append(r.Problems, detailsProblem)
-	}
-	r.Kind = kind(j)
 	r.Description = kindNames[r.Kind]
 	r.KeyID, _ = j.Header["kid"].(string)
 	r.Algorithm, _ = j.Header["alg"].(string)
+	if v, ok := claims["authorization_details"]; ok {
+		var shown any
+		var problem string
+		shown, r.Details, problem = describeDetails(v, opts.ShowPID, now)
+		if !opts.ShowPID {
+			claims["authorization_details"] = shown
+		}
+		if problem != "" {
+			r.Problems = append(r.Problems, problem)
+		}
+	}
 	unix := map[string]int64{}
 	for _, name := range []string{"iat", "nbf", "exp"} {
 		v, ok := claims[name]
@@ -192,15 +188,12 @@ func numericDate(v any) (int64, error) {
 	if !ok {
 		return 0, errors.New("not a NumericDate (a number of seconds)")
 	}
-	if i, err := n.Int64(); err == nil {
-		if i > maxDate || i < -maxDate {
-			return 0, errors.New("out of range for a date")
-		}
-		return i, nil
-	}
 	f, err := n.Float64()
-	if err != nil || math.IsNaN(f) || f > maxDate || f < -maxDate {
+	if err != nil || math.IsNaN(f) || math.Abs(f) > maxDate {
 		return 0, errors.New("out of range for a date")
+	}
+	if i, err := n.Int64(); err == nil {
+		return i, nil // exact where float64 is not
 	}
 	return int64(f), nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,20 +22,15 @@ var (
 )
 
 func ordered(m map[string]any, first []string) []string {
-	keys := make([]string, 0, len(m))
-	for _, k := range first {
-		if _, ok := m[k]; ok {
-			keys = append(keys, k)
+	rank := func(k string) int {
+		if i := slices.Index(first, k); i >= 0 {
+			return i
 		}
+		return len(first)
 	}
-	var rest []string
-	for k := range m {
-		if !slices.Contains(first, k) {
-			rest = append(rest, k)
-		}
-	}
-	slices.Sort(rest)
-	return append(keys, rest...)
+	keys := slices.Sorted(maps.Keys(m))
+	slices.SortStableFunc(keys, func(a, b string) int { return rank(a) - rank(b) })
+	return keys
 }
 
 // printable returns s as is when it is printable UTF-8, and quoted
@@ -59,10 +55,9 @@ func value(v any) string {
 	return printable(string(b))
 }
 
-// WriteText writes the report for people, as mp-hsm inspect prints it: the
-// kind, the header, the claims with their times in words, each x5c
-// certificate, any problems and the signature's size. Every value from the
-// JWT is written printable: no control character reaches w.
+// WriteText writes the report for people, as mp-hsm inspect prints it.
+// Every value from the JWT is written printable: no control character
+// reaches out.
 func (r *Report) WriteText(out io.Writer) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "%s\n", r.Description)
@@ -109,6 +104,20 @@ func (r *Report) WriteText(out io.Writer) error {
 	return w.Flush()
 }
 
+// row writes one indented line of a section, none for an empty value.
+func row(w io.Writer, name, v string) {
+	if v != "" {
+		fmt.Fprintf(w, "  %s\t%s\n", name, v)
+	}
+}
+
+func (t *Time) text() string {
+	if t == nil {
+		return ""
+	}
+	return t.Time + "  (" + t.Relative + ")"
+}
+
 func writeCertText(w io.Writer, c Certificate) {
 	role := "leaf"
 	if c.Index > 0 {
@@ -116,27 +125,26 @@ func writeCertText(w io.Writer, c Certificate) {
 	}
 	fmt.Fprintf(w, "certificate %d (x5c, %s)\n", c.Index, role)
 	if c.Error != "" {
-		fmt.Fprintf(w, "  error\t%s\n", c.Error)
+		row(w, "error", c.Error)
 		return
 	}
+	org, env := c.OrgNumber, c.Environment
+	if env != "" {
+		env += " (from the issuing CA)"
+	}
+	if c.Index == 0 && org == "" {
+		org = "none found"
+	}
+	if c.Index == 0 && env == "" {
+		env = "unknown: not a known Buypass or Commfides CA"
+	}
 	fmt.Fprintf(w, "  subject\t%s\n", printable(c.Subject))
-	if c.OrgNumber != "" {
-		fmt.Fprintf(w, "  org number\t%s\n", c.OrgNumber)
-	} else if c.Index == 0 {
-		fmt.Fprintf(w, "  org number\tnone found\n")
-	}
+	row(w, "org number", org)
 	fmt.Fprintf(w, "  issuer\t%s\n", printable(c.Issuer))
-	switch {
-	case c.Environment != "":
-		fmt.Fprintf(w, "  environment\t%s (from the issuing CA)\n", c.Environment)
-	case c.Index == 0:
-		fmt.Fprintf(w, "  environment\tunknown: not a known Buypass or Commfides CA\n")
-	}
-	fmt.Fprintf(w, "  valid\t%s to %s  (%s)\n", c.NotBefore, c.NotAfter, c.Validity)
-	if len(c.KeyUsage) > 0 {
-		fmt.Fprintf(w, "  key usage\t%s\n", strings.Join(c.KeyUsage, ", "))
-	}
-	fmt.Fprintf(w, "  public key\t%s\n", c.PublicKey)
+	row(w, "environment", env)
+	row(w, "valid", fmt.Sprintf("%s to %s  (%s)", c.NotBefore, c.NotAfter, c.Validity))
+	row(w, "key usage", strings.Join(c.KeyUsage, ", "))
+	row(w, "public key", c.PublicKey)
 	fmt.Fprintf(w, "  serial\t%s\n", c.Serial)
-	fmt.Fprintf(w, "  sha256\t%s\n", c.SHA256)
+	row(w, "sha256", c.SHA256)
 }

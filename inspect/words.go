@@ -7,10 +7,8 @@ import (
 )
 
 // Relative says in words how t relates to now for the claim or field
-// name: "in 45 s", "3 min ago", and for exp and not_after "expires now"
-// and "expired 2 days ago"; an iat in the future says "(issued in the
-// future: clock skew?)" and an nbf or not_before in the future "(not yet
-// valid)". Within a second of now it says "now" (or "expires now").
+// name: "in 45 s", "3 min ago", "expired 2 days ago" (exp, not_after), with
+// a warning for a future iat, nbf or not_before.
 func Relative(name string, t, now time.Time) string {
 	d := t.Sub(now)
 	if d.Abs() < time.Second {
@@ -52,10 +50,8 @@ func Duration(d time.Duration) string {
 	return fmt.Sprintf("%d days", s/86400)
 }
 
-// KeyUsageNames returns the names RFC 5280 gives the bits set in u, in the
-// order of the bits: digitalSignature, nonRepudiation, keyEncipherment,
-// dataEncipherment, keyAgreement, keyCertSign, cRLSign. Other bits are
-// left out; nil when none is set.
+// KeyUsageNames returns the RFC 5280 names of the bits set in u, in bit
+// order; nil when none is set.
 func KeyUsageNames(u x509.KeyUsage) []string {
 	var out []string
 	for _, n := range []struct {

@@ -1,7 +1,6 @@
-// Package socket opens the token daemon's listeners: a unix socket that no
-// one else can ever reach with a wider mode than asked for, loopback TCP,
-// and the sockets systemd passes (socket activation). It also tells who is
-// at the other end of a unix socket (Peer).
+// Package socket opens the token daemon's listeners (a unix socket never
+// reachable with a wider mode than asked for, loopback TCP, systemd socket
+// activation) and tells who is at the other end of a unix socket (Peer).
 package socket
 
 import (
@@ -19,8 +18,8 @@ import (
 	"time"
 )
 
-// ErrConfig is matched by the errors of Listen for an address or option
-// that is malformed or refused: the configuration's to fix.
+// ErrConfig is matched by Listen's errors for a malformed or refused
+// address or option.
 var ErrConfig = errors.New("invalid listen configuration")
 
 // Options configure Listen.
@@ -29,12 +28,11 @@ type Options struct {
 	// unix socket; its mode is then 0660 instead of 0600.
 	SocketGroup string
 
-	// SocketMode, if not zero, is a unix socket's mode (permission bits
-	// only, such as 0666 when the daemon's clients decide who is served).
+	// SocketMode, if not zero, is a unix socket's mode (permission bits,
+	// such as 0666 when the daemon's clients decide who is served).
 	SocketMode os.FileMode
 
-	// AllowRemote allows TCP addresses that are not loopback. If false,
-	// only 127.0.0.0/8, ::1 and localhost are accepted.
+	// AllowRemote allows TCP addresses that are not loopback.
 	AllowRemote bool
 }
 
@@ -52,16 +50,15 @@ func DefaultPath() string {
 }
 
 // Listen opens "unix:PATH" or "tcp:HOST:PORT" (HOST an IP address or
-// localhost; port 0 chooses a free port).
+// localhost; port 0 chooses a free port; not loopback only with
+// AllowRemote).
 //
 // A unix socket is bound under a temporary name in a private directory,
 // given its mode (0600, 0660 with SocketGroup) and group, and only then
-// renamed into place, so no other user can ever connect to it. A socket
-// already at PATH is removed if no process answers on it; anything else
-// there is never removed. The socket is removed when the listener is
-// closed. PATH's directory is created (mode 0755) if missing.
-//
-// A TCP address that is not loopback is refused unless AllowRemote.
+// renamed into place, so no other user can ever connect to it. A socket at
+// PATH that no process answers on is replaced; anything else there is
+// never removed. Closing the listener removes the socket. PATH's directory
+// is created (mode 0755) if missing.
 func Listen(addr string, opts Options) (net.Listener, error) {
 	network, rest, _ := strings.Cut(addr, ":")
 	switch {
@@ -141,9 +138,8 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 	if err := removeStale(path); err != nil {
 		return fail(err)
 	}
-	// The private directory's name is short (".NNNNNNNNN/s"); when even
-	// that makes the path too long, the socket is bound in place under a
-	// umask that leaves it to its owner until its mode is set.
+	// When even the private directory's short name makes the path too
+	// long, the socket is bound in place under a umask of 0177.
 	tmp, err := os.MkdirTemp(dir, ".")
 	if err != nil {
 		return fail(err)
@@ -227,9 +223,8 @@ func removeStale(path string) error {
 }
 
 // OpenToAll reports whether every local user may connect to the unix
-// socket at path (connecting needs write permission), and describes its
-// mode. An abstract socket has no permissions at all; a socket whose file
-// is gone cannot be reached; one that cannot be examined is taken as open.
+// socket at path, and describes its mode. An abstract socket, or one that
+// cannot be examined, is taken as open; one whose file is gone is not.
 func OpenToAll(path string) (string, bool) {
 	if path == "" || path[0] == '@' || path[0] == 0 {
 		return "an abstract socket, without permissions", true
@@ -244,10 +239,9 @@ func OpenToAll(path string) (string, bool) {
 	return fmt.Sprintf("mode %04o", fi.Mode().Perm()), fi.Mode().Perm()&0o002 != 0
 }
 
-// Activated returns the listeners systemd passed to this process by socket
-// activation (LISTEN_PID, LISTEN_FDS; sd_listen_fds(3)), or none. It unsets
-// the variables, so that child processes do not take the sockets for
-// theirs. Each socket must be a listening stream socket.
+// Activated returns the listening stream sockets systemd passed to this
+// process (LISTEN_PID, LISTEN_FDS; sd_listen_fds(3)), or none, and unsets
+// the variables so that child processes do not take them for theirs.
 func Activated() ([]net.Listener, error) {
 	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
 	if pid == "" || fds == "" {

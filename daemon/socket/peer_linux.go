@@ -14,10 +14,8 @@ import (
 )
 
 // PeerOf returns the peer of a unix socket connection (SO_PEERCRED,
-// SO_PEERGROUPS), or nil. What /proc says (the groups where the kernel
-// cannot tell, the executable) is used only while its process has the
-// peer's effective uid, so that a pid reused by another user's process is
-// not read as the caller.
+// SO_PEERGROUPS), or nil. /proc is read only while its process has the
+// peer's effective uid, so that a reused pid is not read as the caller.
 func PeerOf(c net.Conn) *Peer {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -50,9 +48,8 @@ func PeerOf(c net.Conn) *Peer {
 	return p
 }
 
-// peerGroups returns the supplementary groups the kernel recorded when
-// the peer connected (SO_PEERGROUPS, Linux 4.13); false where it cannot
-// tell.
+// peerGroups returns the peer's supplementary groups (SO_PEERGROUPS,
+// Linux 4.13); false where the kernel cannot tell.
 func peerGroups(fd uintptr) ([]uint32, bool) {
 	buf := make([]uint32, 32)
 	for range 2 {

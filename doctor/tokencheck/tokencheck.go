@@ -1,16 +1,9 @@
 // Package tokencheck runs the doctor's checks of a key on a smart card or
-// HSM: module, token, pin, login and key. Checks is a doctor.KeyFinder: it
-// takes the steps of p11.Open one at a time, through the same hsm and
-// p11 calls, reporting each, and goes on where it can after a failure
-// (without a login it still finds the key's certificate), so that the
-// doctor's later checks have as much to judge as possible.
+// HSM (module, token, pin, login, key) through the same hsm and p11 calls
+// as p11.Open, one step at a time, going on after a failure where it can.
 //
-// It never spends a PIN try the card warns about: no login is tried when
-// the token's PIN flags say it is locked or on its final try, and at most
-// one C_Login is made.
-//
-// It speaks PKCS#11 through hsm and so needs cgo; package doctor, which
-// reaches it through doctor.KeyFinder, does not.
+// It never spends a PIN try the card warns about: no login when the PIN
+// flags say locked or final try, and at most one C_Login.
 package tokencheck
 
 import (
@@ -33,25 +26,16 @@ const ModuleHint = "install the card's PKCS#11 module (apt install opensc for Bu
 // Checks finds the key p11.Open would find for Config, checking each
 // step. Use a Checks once: Run calls FindKey, then Close.
 type Checks struct {
-	// Config says where the key is and how to log in, as for p11.Open.
-	// The login differs in two ways: it never allows a final PIN try,
-	// whatever Config.Login says, and it asks Config.Login.Prompt only when
-	// Interactive is set.
-	Config p11.Config
-	// DefaultModule says that Config.Module was found in the default
-	// places, for the module check's message. An empty Config.Module is
-	// looked for there too (see p11.Config.ModulePath).
-	DefaultModule bool
-	// Interactive says that a person can answer Config.Login.Prompt or
-	// enter the PIN on a PIN pad. Without it and without Config.PIN no
-	// login is tried.
+	// Config is as for p11.Open, but the login never allows a final PIN
+	// try and prompts only when Interactive.
+	Config        p11.Config
+	DefaultModule bool // Config.Module was found in the default places
+	// Interactive says a person can answer the prompt or use a PIN pad;
+	// without it and without Config.PIN no login is tried.
 	Interactive bool
-	// OnPINPad, if set, is called before a login on the reader's PIN pad,
-	// to tell the person to use it.
-	OnPINPad func()
-	// Explain, if set, rewrites a token or key selection error before it
-	// becomes a check's message: mp-hsm adds the flags that pick each
-	// token or key. It must wrap the error it is given.
+	OnPINPad    func() // if set, called before a login on the PIN pad
+	// Explain, if set, rewrites (wrapping) a token or key selection error,
+	// such as to name the flags that pick each.
 	Explain func(error) error
 
 	configErr  error // see Failed
@@ -67,21 +51,17 @@ type Checks struct {
 
 var _ doctor.KeyFinder = (*Checks)(nil)
 
-// Failed returns a KeyFinder for a key whose Config could not be made, such
-// as from a flag that does not parse: its module check fails with err and
-// hint, and the token checks after it are skipped.
+// Failed returns a KeyFinder whose Config could not be made: the module
+// check fails with err and hint, the rest are skipped.
 func Failed(err error, hint string) doctor.KeyFinder {
 	return &Checks{configErr: err, configHint: hint}
 }
 
-// FindKey runs the checks module, token, pin, login and key, passing each
-// result to report, and returns what they found.
+// FindKey runs the checks module, token, pin, login and key.
 func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor.FoundKey {
-	c.checkModule(report)
-	c.checkToken(report)
-	c.checkPIN(report)
-	c.checkLogin(report)
-	c.checkKey(report)
+	for _, check := range []func() doctor.Result{c.checkModule, c.checkToken, c.checkPIN, c.checkLogin, c.checkKey} {
+		report(check())
+	}
 	if c.tok != nil && !c.loggedIn {
 		c.found.NoLogin = true
 		c.found.Chain = c.certificateWithoutLogin()
@@ -89,8 +69,7 @@ func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor
 	return c.found
 }
 
-// Close closes the token and the module. The key found is not usable after
-// it. Idempotent.
+// Close closes the token and the module, and so the key. Idempotent.
 func (c *Checks) Close() error {
 	var err error
 	if c.tok != nil {
@@ -112,8 +91,7 @@ func skip(check, msg string) doctor.Result {
 	return doctor.Result{Check: check, Status: doctor.Skip, Message: msg}
 }
 
-// failed is a failed check for err, a token problem unless err says
-// otherwise.
+// failed is a failed check, a token problem unless err says otherwise.
 func failed(check string, err error, hint string) doctor.Result {
 	def := doctor.ClassToken
 	if errors.Is(err, pkcs11uri.ErrInvalid) {
@@ -122,7 +100,6 @@ func failed(check string, err error, hint string) doctor.Result {
 	return doctor.Failed(check, def, err, hint)
 }
 
-// explain applies Explain.
 func (c *Checks) explain(err error) error {
 	if c.Explain == nil {
 		return err
@@ -130,21 +107,18 @@ func (c *Checks) explain(err error) error {
 	return c.Explain(err)
 }
 
-func (c *Checks) checkModule(report func(doctor.Result)) {
+func (c *Checks) checkModule() doctor.Result {
 	const check = "module"
 	if c.configErr != nil {
-		report(doctor.Failed(check, doctor.ClassUsage, c.configErr, c.configHint))
-		return
+		return doctor.Failed(check, doctor.ClassUsage, c.configErr, c.configHint)
 	}
 	path, err := c.Config.ModulePath()
-	if err != nil {
-		report(failed(check, err, ModuleHint))
-		return
+	var m *hsm.Module
+	if err == nil {
+		m, err = hsm.OpenWith(path, c.Config.ModuleOptions)
 	}
-	m, err := hsm.OpenWith(path, c.Config.ModuleOptions)
 	if err != nil {
-		report(failed(check, err, ModuleHint))
-		return
+		return failed(check, err, ModuleHint)
 	}
 	c.mod = m
 	msg := m.Path()
@@ -154,24 +128,21 @@ func (c *Checks) checkModule(report func(doctor.Result)) {
 	if c.DefaultModule || c.Config.Module == "" {
 		msg += "; found in the default places"
 	}
-	report(ok(check, msg))
+	return ok(check, msg)
 }
 
-func (c *Checks) checkToken(report func(doctor.Result)) {
+func (c *Checks) checkToken() doctor.Result {
 	const check = "token"
 	if c.mod == nil {
-		report(skip(check, "needs the module"))
-		return
+		return skip(check, "needs the module")
 	}
 	slot, err := c.mod.FindSlot(c.Config.Token)
 	if err != nil {
-		report(failed(check, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)"))
-		return
+		return failed(check, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
 	}
 	tok, err := c.mod.OpenToken(slot.ID, c.Config.TokenOptions())
 	if err != nil {
-		report(failed(check, err, "the token is present but cannot be opened: reinsert the card and try again"))
-		return
+		return failed(check, err, "the token is present but cannot be opened: reinsert the card and try again")
 	}
 	c.slot, c.tok = slot, tok
 	t := slot.Token
@@ -179,20 +150,18 @@ func (c *Checks) checkToken(report func(doctor.Result)) {
 	if c.Config.Token.IsZero() {
 		how = "; the only token present"
 	}
-	report(ok(check, fmt.Sprintf("%q (serial %s, %s %s) in slot %d%s", t.Label, t.Serial, t.Manufacturer, t.Model, slot.ID, how)))
+	return ok(check, fmt.Sprintf("%q (serial %s, %s %s) in slot %d%s", t.Label, t.Serial, t.Manufacturer, t.Model, slot.ID, how))
 }
 
-func (c *Checks) checkPIN(report func(doctor.Result)) {
+func (c *Checks) checkPIN() doctor.Result {
 	const check = "pin"
 	if c.tok == nil {
-		report(skip(check, "needs the token"))
-		return
+		return skip(check, "needs the token")
 	}
 	info, err := c.tok.Info()
 	if err != nil {
-		report(failed(check, err, "reinsert the card and try again"))
 		c.pinBlock = true
-		return
+		return failed(check, err, "reinsert the card and try again")
 	}
 	f := info.Flags
 	c.slot.Token.Flags = f
@@ -205,39 +174,36 @@ func (c *Checks) checkPIN(report func(doctor.Result)) {
 	}
 	switch {
 	case !f.LoginRequired():
-		report(ok(check, "the token needs no login"))
+		return ok(check, "the token needs no login")
 	case f.PINLocked():
-		report(block("the PIN is locked (CKF_USER_PIN_LOCKED); no login was tried",
-			"unblock the PIN with the PUK (or SO PIN) using the card issuer's tools, then run doctor again"))
+		return block("the PIN is locked (CKF_USER_PIN_LOCKED); no login was tried",
+			"unblock the PIN with the PUK (or SO PIN) using the card issuer's tools, then run doctor again")
 	case f.PINFinalTry():
-		report(block("one more wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY); no login was tried",
-			"doctor never spends the final try: when you are certain of the PIN, log in once with mp-hsm token --allow-final-pin-try"))
+		return block("one more wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY); no login was tried",
+			"doctor never spends the final try: when you are certain of the PIN, log in once with mp-hsm token --allow-final-pin-try")
 	case f.PINCountLow():
-		report(warn("a wrong PIN was entered since the last login (CKF_USER_PIN_COUNT_LOW)",
-			"make sure the PIN is right before the next try: the card locks after a few wrong PINs"))
+		return warn("a wrong PIN was entered since the last login (CKF_USER_PIN_COUNT_LOW)",
+			"make sure the PIN is right before the next try: the card locks after a few wrong PINs")
 	case f.PINToBeChanged():
-		report(warn("the token wants its PIN changed (CKF_USER_PIN_TO_BE_CHANGED)",
-			"change the PIN with the card issuer's tools before using the key"))
+		return warn("the token wants its PIN changed (CKF_USER_PIN_TO_BE_CHANGED)",
+			"change the PIN with the card issuer's tools before using the key")
 	case f.ProtectedAuthPath():
-		report(ok(check, "no PIN problems reported; the reader has a PIN pad"))
+		return ok(check, "no PIN problems reported; the reader has a PIN pad")
 	default:
-		report(ok(check, "no PIN problems reported"))
+		return ok(check, "no PIN problems reported")
 	}
 }
 
-func (c *Checks) checkLogin(report func(doctor.Result)) {
+func (c *Checks) checkLogin() doctor.Result {
 	const check = "login"
 	switch {
 	case c.tok == nil:
-		report(skip(check, "needs the token"))
-		return
+		return skip(check, "needs the token")
 	case c.pinBlock:
-		report(skip(check, "not tried: see the PIN check"))
-		return
+		return skip(check, "not tried: see the PIN check")
 	case !c.slot.Token.Flags.LoginRequired():
 		c.loggedIn = true
-		report(skip(check, "the token needs no login"))
-		return
+		return skip(check, "the token needs no login")
 	}
 	var pin hsm.PINSource
 	opts := hsm.LoginOptions{} // never the final try, whatever Config.Login says
@@ -251,8 +217,7 @@ func (c *Checks) checkLogin(report func(doctor.Result)) {
 	case c.Interactive:
 		opts.Prompt = c.Config.Login.Prompt
 	default:
-		report(skip(check, "no PIN given (MP_HSM_PIN or --pin-file) and no terminal to ask on; the key checks need a login"))
-		return
+		return skip(check, "no PIN given (MP_HSM_PIN or --pin-file) and no terminal to ask on; the key checks need a login")
 	}
 	if err := c.tok.Login(pin, opts); err != nil {
 		hint := "check the PIN in MP_HSM_PIN or --pin-file before trying again: the card locks after a few wrong PINs"
@@ -264,27 +229,23 @@ func (c *Checks) checkLogin(report func(doctor.Result)) {
 					"or clear it with tpm2_dictionarylockout --clear-lockout, then run doctor again"
 			}
 		}
-		report(failed(check, err, hint))
-		return
+		return failed(check, err, hint)
 	}
 	c.loggedIn = true
-	report(ok(check, "logged in"))
+	return ok(check, "logged in")
 }
 
-func (c *Checks) checkKey(report func(doctor.Result)) {
+func (c *Checks) checkKey() doctor.Result {
 	const check = "key"
 	switch {
 	case c.tok == nil:
-		report(skip(check, "needs the token"))
-		return
+		return skip(check, "needs the token")
 	case !c.loggedIn:
-		report(skip(check, "needs a login"))
-		return
+		return skip(check, "needs a login")
 	}
 	key, err := c.tok.FindKey(c.Config.Key)
 	if err != nil {
-		report(failed(check, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)"))
-		return
+		return failed(check, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)")
 	}
 	c.found.Key = key
 	s, err := p11.New(key, p11.Options{ExtraChain: c.Config.ExtraChain})
@@ -292,8 +253,7 @@ func (c *Checks) checkKey(report func(doctor.Result)) {
 	case errors.Is(err, signer.ErrCertificateMismatch):
 		c.found.CertErr = err // the certificate check reports it
 	case err != nil:
-		report(failed(check, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)"))
-		return
+		return failed(check, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)")
 	default:
 		c.found.Signer = s
 		c.found.Chain = s.Chain()
@@ -303,18 +263,15 @@ func (c *Checks) checkKey(report func(doctor.Result)) {
 		how = "; chosen as the authentication key"
 	}
 	if key.Info().AlwaysAuthenticate {
-		report(doctor.Result{Check: check, Status: doctor.Warn, Message: key.String() + how,
-			Hint: "the key wants the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is likely the card's signing key; use the authentication key (see mp-hsm list)"})
-		return
+		return doctor.Result{Check: check, Status: doctor.Warn, Message: key.String() + how,
+			Hint: "the key wants the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is likely the card's signing key; use the authentication key (see mp-hsm list)"}
 	}
-	report(ok(check, key.String()+how))
+	return ok(check, key.String()+how)
 }
 
-// certificateWithoutLogin returns the chain of the certificate the key
-// selection points at, found without a login (when keys are not visible):
-// by CKA_ID or label; else the one authentication certificate, by the rule
-// FindKey chooses keys by (hsm.KeyInfo.Authentication); else the only
-// end-entity certificate. Nil when none or several match.
+// certificateWithoutLogin returns the chain of the one certificate the key
+// selection points at without a login: by CKA_ID or label, else the one
+// authentication certificate, else the only end-entity one.
 func (c *Checks) certificateWithoutLogin() []*x509.Certificate {
 	certs, err := c.tok.Certificates()
 	if err != nil {

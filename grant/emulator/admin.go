@@ -2,14 +2,11 @@ package emulator
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
-	"math/big"
 	"net/http"
 	"slices"
 	"strings"
@@ -23,12 +20,10 @@ import (
 // GET, POST and DELETE on /api/v1/clients/{client_id}/jwks.
 const (
 	adminAPIPath = "/api/v1/"
-
 	// ScopeAdminRead is the scope a self-service token needs to read.
 	ScopeAdminRead = "idporten:dcr.read"
 	// ScopeAdminWrite is the scope a self-service token needs to change.
 	ScopeAdminWrite = "idporten:dcr.write"
-
 	// MaxClientKeys is how many keys Digdir lets a client have.
 	MaxClientKeys = 5
 )
@@ -45,28 +40,27 @@ type clientJWKS struct {
 }
 
 // AdminAPIURL returns the base URL of the emulated self-service API, with
-// its trailing slash, as mp-hsm admin's --admin-api takes it. The API
-// answers only when Config.AdminClient is set.
+// its trailing slash, as --admin-api takes it (served if Config.AdminClient is set).
 func (s *Server) AdminAPIURL() string { return s.URL + adminAPIPath }
 
-// adminError answers with status and a JSON body
-// {"error": code, "error_description": detail}.
 func adminError(w http.ResponseWriter, status int, code, detail string) {
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": detail})
 }
 
-// serveClientJWKS serves GET, POST and DELETE on
-// /api/v1/clients/{id}/jwks, for a bearer token this emulator issued to
-// Config.AdminClient with the scope the method needs.
 func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.stats.AdminRequests++
-	s.mu.Unlock()
+	s.count(func(st *Stats) { st.AdminRequests++ })
+	if status, code, detail := s.clientJWKS(w, r); status != 0 {
+		adminError(w, status, code, detail)
+	}
+}
+
+// clientJWKS answers GET, POST and DELETE on /api/v1/clients/{id}/jwks for a
+// token of Config.AdminClient with the scope the method needs, or returns the refusal.
+func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int, code, detail string) {
 	if s.cfg.AdminClient == "" {
-		adminError(w, http.StatusNotFound, "not_found", "the self-service API is not served: the emulator has no self-service client")
-		return
+		return http.StatusNotFound, "not_found", "the self-service API is not served: the emulator has no self-service client"
 	}
 	need := ScopeAdminWrite
 	switch r.Method {
@@ -75,30 +69,24 @@ func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost, http.MethodDelete:
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
-		adminError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not served here")
-		return
+		return http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not served here"
 	}
 	claims, why := s.verifyAccessToken(r.Header.Get("Authorization"))
 	if why != "" {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		adminError(w, http.StatusUnauthorized, "invalid_token", "a Maskinporten access token is needed: "+why)
-		return
+		return http.StatusUnauthorized, "invalid_token", "a Maskinporten access token is needed: " + why
 	}
 	if claims["client_id"] != s.cfg.AdminClient {
-		adminError(w, http.StatusForbidden, "access_denied", "the token's client is not a self-service client")
-		return
+		return http.StatusForbidden, "access_denied", "the token's client is not a self-service client"
 	}
-	scope, _ := claims["scope"].(string)
-	if !slices.Contains(strings.Fields(scope), need) {
-		adminError(w, http.StatusForbidden, "insufficient_scope", "the token lacks scope "+need)
-		return
+	if scope, _ := claims["scope"].(string); !slices.Contains(strings.Fields(scope), need) {
+		return http.StatusForbidden, "insufficient_scope", "the token lacks scope " + need
 	}
 	admin, _ := s.client(s.cfg.AdminClient)
 	id := r.PathValue("id")
 	target, ok := s.client(id)
 	if !ok || target.OrgNumber != admin.OrgNumber {
-		adminError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no client %q in the organisation", id))
-		return
+		return http.StatusNotFound, "not_found", fmt.Sprintf("no client %q in the organisation", id)
 	}
 	switch r.Method {
 	case http.MethodGet:
@@ -109,19 +97,17 @@ func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 		if err != nil {
-			adminError(w, http.StatusBadRequest, "invalid_request", "the body could not be read: "+err.Error())
-			return
+			return http.StatusBadRequest, "invalid_request", "the body could not be read: " + err.Error()
 		}
 		keys, pubs, detail := parseClientJWKS(body)
 		if detail != "" {
-			adminError(w, http.StatusBadRequest, "invalid_request", detail)
-			return
+			return http.StatusBadRequest, "invalid_request", detail
 		}
 		writeJSON(w, s.setClientKeys(id, keys, pubs).answer())
 	}
+	return 0, "", ""
 }
 
-// answer is the key set in the API's shape.
 func (j *clientJWKS) answer() map[string]any {
 	out := map[string]any{"keys": j.keys}
 	if j.keys == nil {
@@ -134,11 +120,10 @@ func (j *clientJWKS) answer() map[string]any {
 	return out
 }
 
-// jwksOf returns client id's key set, made from Client.Keys the first time.
 func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if j, ok := s.jwks[id]; ok {
+	if j, ok := s.jwks[id]; ok { // made from Client.Keys the first time
 		return j
 	}
 	j := &clientJWKS{}
@@ -178,9 +163,8 @@ func (s *Server) setClientKeys(id string, keys []map[string]any, pubs map[string
 	return j
 }
 
-// parseClientJWKS checks a posted key set as Digdir does: {"keys": [...]}
-// of 1 to MaxClientKeys public keys, each with a kid of its own and use
-// sig. It returns the keys, their public keys by kid, or why it refuses.
+// parseClientJWKS checks a posted key set as Digdir does (1 to MaxClientKeys
+// public keys, each with its own kid and use sig), or says why it refuses.
 func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey, string) {
 	var set struct {
 		Keys []map[string]any `json:"keys"`
@@ -220,39 +204,25 @@ func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey
 	return set.Keys, pubs, ""
 }
 
-// jwkPublic reads an RSA (2048 bits or more) or EC P-256 public JWK.
+// jwkPublic reads a public JWK of a key that can sign grants (signer.CheckKey:
+// RSA of 2048 bits or more), or EC on P-256, as Digdir takes.
 func jwkPublic(k map[string]any) (crypto.PublicKey, string) {
-	num := func(name string) *big.Int {
-		s, _ := k[name].(string)
-		b, err := b64.DecodeString(s)
-		if err != nil || len(b) == 0 {
-			return nil
-		}
-		return new(big.Int).SetBytes(b)
+	var j signer.JWK
+	b, _ := json.Marshal(k)
+	if err := json.Unmarshal(b, &j); err != nil || j.Kty == "EC" && j.Crv != "P-256" {
+		return nil, "an RSA key with n and e, or an EC key of crv P-256 with x and y"
 	}
-	switch k["kty"] {
-	case "RSA":
-		n, e := num("n"), num("e")
-		if n == nil || e == nil || !e.IsInt64() || e.Int64() < 3 {
-			return nil, "n and e must be base64url big-endian integers"
-		}
-		if n.BitLen() < 2048 {
-			return nil, fmt.Sprintf("an RSA key of %d bits; at least 2048", n.BitLen())
-		}
-		return &rsa.PublicKey{N: n, E: int(e.Int64())}, ""
-	case "EC":
-		x, y := num("x"), num("y")
-		if k["crv"] != "P-256" || x == nil || y == nil || x.BitLen() > 256 || y.BitLen() > 256 {
-			return nil, "an EC key must be crv P-256 with x and y"
-		}
-		point := append([]byte{4}, x.FillBytes(make([]byte, 32))...)
-		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(point, y.FillBytes(make([]byte, 32))...))
-		if err != nil {
-			return nil, "the point is not on P-256"
-		}
-		return pub, ""
+	pub, err := j.PublicKey()
+	if err == nil {
+		err = signer.CheckKey(pub)
 	}
-	return nil, fmt.Sprintf("kty %v: want RSA or EC", k["kty"])
+	if err != nil {
+		return nil, err.Error()
+	}
+	if r, ok := pub.(*rsa.PublicKey); ok && r.E < 3 {
+		return nil, "e must be 3 or more"
+	}
+	return pub, ""
 }
 
 // publicJWK is pub as a JWK with use sig and kid, or nil for a key type

@@ -11,11 +11,9 @@ import (
 // token for an Altinn token (platform.altinn.no, platform.tt02.altinn.no).
 const altinnExchangePath = "/authentication/api/v1/exchange/maskinporten"
 
-// serveAltinnExchange answers GET with Authorization: Bearer <an access
-// token this emulator issued and that is still valid> with an Altinn token,
-// a JWT as text/plain that expires with the Maskinporten token; anything
-// else gets 401. The optional ?test=true of Altinn's test environment is
-// accepted and ignored.
+// serveAltinnExchange answers a GET with a valid access token of this
+// emulator as Bearer with an Altinn token (a JWT as text/plain expiring with
+// it), anything else with 401. Altinn test's ?test=true is ignored.
 func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
@@ -24,9 +22,7 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 	}
 	mp, why := s.verifyAccessToken(r.Header.Get("Authorization"))
 	if mp == nil {
-		s.mu.Lock()
-		s.stats.AltinnRejected++
-		s.mu.Unlock()
+		s.count(func(st *Stats) { st.AltinnRejected++ })
 		s.logf("emulator: Altinn exchange refused: %s", why)
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		w.WriteHeader(http.StatusUnauthorized)
@@ -62,17 +58,14 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot sign", http.StatusInternalServerError)
 		return
 	}
-	s.mu.Lock()
-	s.stats.AltinnExchanges++
-	s.mu.Unlock()
+	s.count(func(st *Stats) { st.AltinnExchanges++ })
 	s.logf("emulator: Altinn exchange for client %v", mp["client_id"])
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte(tok))
 }
 
-// verifyAccessToken checks an Authorization header value carrying an access
-// token of this emulator, and returns its claims, or why it is refused.
+// verifyAccessToken returns the claims of this emulator's Bearer token, or why not.
 func (s *Server) verifyAccessToken(authz string) (jwt.MapClaims, string) {
 	scheme, tok, ok := strings.Cut(authz, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {

@@ -6,9 +6,8 @@ import (
 	"time"
 )
 
-// verifyChain checks the x5c chain (leaf first) against the trusted roots at
-// now. The rejection tells an expired certificate (MP-121) from any other
-// fault (MP-120).
+// verifyChain checks the x5c chain (leaf first) against roots at now: MP-121
+// for an expired certificate, MP-120 for any other fault.
 func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) *rejection {
 	leaf := chain[0]
 	for _, c := range chain {

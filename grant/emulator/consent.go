@@ -9,37 +9,22 @@ import (
 const consentType = "urn:altinn:consent"
 
 // Consent is a consent given in Altinn 3 (Config.Consents) that a grant may
-// name in authorization_details,
-//
-//	[{"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}]
-//
-// to get a consent token: an access token whose authorization_details also
-// carry to, consented, validTo and consentRights.
+// name in authorization_details as
+// {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"} to get a
+// consent token, whose element also carries to, consented, validTo and
+// consentRights.
 type Consent struct {
-	// ID is the consent request's id, a UUID.
-	ID string
-
-	// From is who gave the consent, exactly as grants must name it:
-	// urn:altinn:person:identifier-no:<11-digit number> or
-	// urn:altinn:organization:identifier-no:<9-digit number>.
+	ID string // the consent request's id, a UUID
+	// From is who gave the consent, as grants must name it:
+	// urn:altinn:person:identifier-no:<11 digits> or
+	// urn:altinn:organization:identifier-no:<9 digits>.
 	From string
-
-	// To is the 9-digit organisation number the consent was given to. A
-	// grant may use the consent only if To is the organisation that owns
-	// the client or, with consumer_org, the organisation that delegated
-	// the scopes (as Maskinporten requires).
-	To string
-
-	// Consented is when the consent was given. If zero, when the server
-	// was made.
-	Consented time.Time
-
-	// ValidTo is when the consent runs out; a grant that names it later is
-	// refused. If zero, a year after Consented.
-	ValidTo time.Time
-
-	// Rights are the consent's rights, copied to consentRights. If empty,
-	// one right: action "consent" on the resource
+	// To is the 9-digit organisation number the consent was given to: the
+	// client's owner, or with consumer_org the delegating organisation.
+	To        string
+	Consented time.Time // when it was given; if zero, when the server was made
+	ValidTo   time.Time // when it runs out; if zero, a year after Consented
+	// Rights are copied to consentRights. If empty, action "consent" on
 	// {"type":"urn:altinn:resource","value":"mp-hsm-emulator"}.
 	Rights []ConsentRight
 }
@@ -66,27 +51,21 @@ type consentRequest struct{ id, from string }
 // {"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}.
 func parseConsentDetail(d map[string]json.RawMessage) (consentRequest, *rejection) {
 	var c consentRequest
-	for name := range d {
-		switch name {
-		case "type", "id", "from":
-		default:
-			return c, mp("MP-302", "Field "+name+" is not known for "+consentType+".")
-		}
+	if rej := onlyFields(d, consentType, "type", "id", "from"); rej != nil {
+		return c, rej
 	}
 	if err := json.Unmarshal(d["id"], &c.id); err != nil || c.id == "" {
-		return c, consentRefused("id must be the consent request's id, a string.")
+		return c, mp("consent", "id must be the consent request's id, a string.")
 	}
 	if err := json.Unmarshal(d["from"], &c.from); err != nil || c.from == "" {
-		return c, consentRefused("from must be a string naming who gave the consent.")
+		return c, mp("consent", "from must be a string naming who gave the consent.")
 	}
 	return c, nil
 }
 
-// consentFor checks a consent the grant names against the known consents:
-// it must exist, be from the party named, be given to consumer (the
-// client's organisation, or the one named in consumer_org) and still be
-// valid. The descriptions never repeat from: it may be a person's
-// identity number.
+// consentFor finds the consent the grant names, from the party named, given
+// to consumer and still valid. Descriptions never repeat from: it may be a
+// person's identity number.
 func (s *Server) consentFor(req consentRequest, consumer string, now time.Time) (*Consent, *rejection) {
 	var c *Consent
 	for i := range s.cfg.Consents {
@@ -97,33 +76,18 @@ func (s *Server) consentFor(req consentRequest, consumer string, now time.Time) 
 	}
 	switch {
 	case c == nil:
-		return nil, consentRefused("No consent with id " + req.id + " is known.")
+		return nil, mp("consent", "No consent with id "+req.id+" is known.")
 	case c.From != req.from:
-		return nil, consentRefused("Consent " + req.id + " was not given by the party named in from.")
+		return nil, mp("consent", "Consent "+req.id+" was not given by the party named in from.")
 	case c.To != consumer:
-		return nil, consentRefused("Consent " + req.id + " was given to organisation " + c.To + ", not to " + consumer + ".")
-	case !now.Before(s.consentValidTo(c)):
-		return nil, consentRefused("Consent " + req.id + " expired at " + consentTime(s.consentValidTo(c)) + ".")
+		return nil, mp("consent", "Consent "+req.id+" was given to organisation "+c.To+", not to "+consumer+".")
+	case !now.Before(c.ValidTo):
+		return nil, mp("consent", "Consent "+req.id+" expired at "+consentTime(c.ValidTo)+".")
 	}
 	return c, nil
 }
 
-func (s *Server) consentGiven(c *Consent) time.Time {
-	if c.Consented.IsZero() {
-		return s.made
-	}
-	return c.Consented
-}
-
-func (s *Server) consentValidTo(c *Consent) time.Time {
-	if c.ValidTo.IsZero() {
-		return s.consentGiven(c).AddDate(1, 0, 0)
-	}
-	return c.ValidTo
-}
-
-// consentClaim is the consent's element of the token's
-// authorization_details, shaped as Altinn documents it.
+// consentClaim is the consent's element of the token's authorization_details.
 func (s *Server) consentClaim(c *Consent) map[string]any {
 	rights := c.Rights
 	if len(rights) == 0 {
@@ -135,22 +99,13 @@ func (s *Server) consentClaim(c *Consent) map[string]any {
 		"id":            c.ID,
 		"from":          c.From,
 		"to":            orgID(c.To),
-		"consented":     consentTime(s.consentGiven(c)),
-		"validTo":       consentTime(s.consentValidTo(c)),
+		"consented":     consentTime(c.Consented),
+		"validTo":       consentTime(c.ValidTo),
 		"consentRights": rights,
 	}
 }
 
-// consentTime writes a time as Altinn's consent tokens do:
-// 2026-01-15T10:34:39.676924+00:00.
+// consentTime writes a time as Altinn does: 2026-01-15T10:34:39.676924+00:00.
 func consentTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.999999-07:00")
-}
-
-// consentRefused answers a grant whose consent cannot be used. Maskinporten
-// documents no MP code for it; the emulator answers RFC 9396's
-// invalid_authorization_details, as for its other authorization_details
-// refusals, with HTTP 400 and no error_uri.
-func consentRefused(detail string) *rejection {
-	return refusal(errInvalidAuthzDetails, "Invalid consent in authorization details.", detail)
 }

@@ -12,70 +12,31 @@
 //	GET  /authentication/api/v1/exchange/maskinporten   Altinn token exchange
 //	GET, POST, DELETE /api/v1/clients/{id}/jwks     self-service key API (Config.AdminClient)
 //
-// # What /token enforces
-//
-// Every rule Maskinporten documents for a grant, answered with the error,
-// HTTP status and MP code the real service uses: POST with
-// application/x-www-form-urlencoded, grant_type
-// urn:ietf:params:oauth:grant-type:jwt-bearer and an assertion; alg RS256,
-// RS384 or RS512; exactly one of kid (a key registered on the client) or
-// x5c (a JSON array of standard-base64 DER certificates whose chain leads to
-// one of Config.Roots, and whose leaf carries the client's organisation
-// number); a valid signature; aud exactly the issuer with its trailing slash,
-// as one string; iss a registered client; iat not ahead of the server clock,
-// exp - iat at most Config.MaxGrantLifetime, exp not past; a jti never seen
-// before; no claims but aud, iss, iat, exp, jti, scope, resource,
-// consumer_org, iss_onbehalfof, pid and authorization_details; resource as
-// an array; consumer_org only from an organisation that delegated to the
-// client, never with iss_onbehalfof; authorization_details as an array of
-// at most one system user (urn:altinn:systemuser, for Client.SystemUserOrgs)
-// and at most one consent (urn:altinn:consent: a Config.Consents entry
-// with the same id and from, given to the client's organisation or to the
-// consumer_org, and not past its ValidTo); and only scopes registered on
-// the client.
-//
-// # Errors
-//
-// An error answer is Maskinporten's JSON body
+// /token enforces every rule Maskinporten documents for a grant (the form,
+// alg RS256/384/512, one of kid or x5c chaining to Config.Roots with the
+// client's organisation number, the signature, aud exactly the issuer, iat,
+// exp and Config.MaxGrantLifetime, a fresh jti, only the documented claims,
+// consumer_org delegations, system users, Config.Consents and registered
+// scopes), answering with the error, HTTP status and MP code the real
+// service uses. As there, the MP code is only the last path element of
+// error_uri, absent for errors without a code:
 //
 //	{"error":"invalid_grant",
 //	 "error_description":"Invalid assertion. Client authentication failed. Expired key. ... (trace_id: 5f1c…)",
 //	 "error_uri":"<issuer>errors/MP-121"}
 //
-// As in the real service, the MP code is the last path element of error_uri,
-// which is absent for the errors Maskinporten has no code for (an unknown
-// kid, "Issue time is after now").
-//
-// # Access tokens
-//
-// Issued tokens are JWTs signed with RS256 by Config.Key, verifiable with
-// Server.PublicKey or the JWK set, carrying the claims of Maskinporten's
-// tokens: iss, client_id, client_amr ("virksomhetssertifikat" for x5c
-// grants, "private_key_jwt" for kid grants), token_type, scope, consumer
-// ({"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}), iat, exp, jti;
-// aud when the grant asked for a resource; supplier and delegation_source
-// when it named a consumer_org; pid; and authorization_details with
-// systemuser_id and system_id for a system user, and with to, consented,
-// validTo and consentRights for a consent.
-//
-// # The self-service key API
+// Issued tokens are RS256 JWTs by Config.Key (Server.PublicKey, /jwks) with
+// the claims of Maskinporten's tokens: iss, client_id, client_amr, token_type,
+// scope, consumer, iat, exp, jti; aud for a resource; supplier and
+// delegation_source for a consumer_org; pid; and authorization_details for a
+// system user or a consent.
 //
 // With Config.AdminClient set, the server also plays Digdir's self-service
-// API for a client's registered keys, under Server.AdminAPIURL. Each call
-// needs a bearer access token this server issued to AdminClient, with scope
-// idporten:dcr.read (GET) or idporten:dcr.write (POST, DELETE), for a
-// client of AdminClient's organisation. GET answers {"keys", "created",
-// "last_updated"}; POST replaces the whole set with 1 to MaxClientKeys
-// public RSA (2048 bits or more) or EC P-256 keys, each with its own kid
-// and use "sig" and no private members; DELETE removes every key. The set
-// is at once what kid grants of that client are checked against. Refusals
-// are {"error", "error_description"} with 400, 401, 403 or 404.
-//
-// # Faults
+// API for a client's keys under Server.AdminAPIURL, for bearer tokens it
+// issued to AdminClient with idporten:dcr.read (GET) or idporten:dcr.write
+// (POST replaces the set with 1 to MaxClientKeys public keys, DELETE
+// empties it); kid grants are checked against that set at once.
 //
 // FailNext, DropNext, SetLatency and SetDateOffset make the server misbehave
-// in the ways a client must survive: 5xx answers, connections cut
-// mid-answer, slowness, and a lying Date header.
-//
-// The server never logs a grant or a token.
+// in the ways a client must survive. The server never logs a grant or a token.
 package emulator

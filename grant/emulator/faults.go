@@ -8,45 +8,25 @@ import (
 // FailNext makes the next n requests to /token answer status (such as 503)
 // with a Maskinporten-shaped error body, before looking at the grant. The
 // answers to 503 and 429 carry Retry-After: 1.
-func (s *Server) FailNext(n int, status int) {
-	s.mu.Lock()
-	s.failN, s.failStatus = n, status
-	s.mu.Unlock()
-}
+func (s *Server) FailNext(n int, status int) { s.locked(func() { s.failN, s.failStatus = n, status }) }
 
 // SetLatency delays every answer by d; Close cuts the delay short.
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	s.latency = d
-	s.mu.Unlock()
-}
+func (s *Server) SetLatency(d time.Duration) { s.locked(func() { s.latency = d }) }
 
-// DropNext makes the next n requests to /token fail mid-answer: the client
-// reads the status line and headers of a 200 answer, then the connection
-// closes before the body is complete (reading it fails with an unexpected
-// EOF).
-func (s *Server) DropNext(n int) {
-	s.mu.Lock()
-	s.dropN = n
-	s.mu.Unlock()
-}
+// DropNext makes the next n requests to /token fail mid-answer: the
+// connection closes within the body of a 200 answer (an unexpected EOF).
+func (s *Server) DropNext(n int) { s.locked(func() { s.dropN = n }) }
 
 // SetDateOffset makes the Date header of every answer lie by d, for tests
 // of clients that estimate the server's clock.
-func (s *Server) SetDateOffset(d time.Duration) {
-	s.mu.Lock()
-	s.dateOffset = d
-	s.mu.Unlock()
-}
+func (s *Server) SetDateOffset(d time.Duration) { s.locked(func() { s.dateOffset = d }) }
 
 func (s *Server) date() string {
-	s.mu.Lock()
-	off := s.dateOffset
-	s.mu.Unlock()
+	var off time.Duration
+	s.locked(func() { off = s.dateOffset })
 	return s.now().Add(off).UTC().Format(http.TimeFormat)
 }
 
-// fault reports which fault, if any, the next token request meets.
 func (s *Server) fault() (drop bool, failStatus int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -64,8 +44,7 @@ func (s *Server) fault() (drop bool, failStatus int) {
 	return false, 0
 }
 
-// drop hijacks the connection, writes the head of a 200 answer and part of
-// its body, and closes the connection.
+// drop writes the head of a 200 answer and part of its body, and hangs up.
 func (s *Server) drop(w http.ResponseWriter) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {

@@ -35,11 +35,9 @@ type grantClaims struct {
 	authzDetails    json.RawMessage
 }
 
-// allowedClaims are the claims Maskinporten documents for a JWT grant;
-// any other claim is refused ("Adding claims not present in the following
-// documentation will result in a response of 400 Bad request with error
-// description containing Invalid assertion", maskinporten_protocol_jwtgrant).
-// nbf and sub are not among them.
+// allowedClaims are the claims Maskinporten documents for a JWT grant (not
+// nbf, not sub); others get "400 Bad request ... Invalid assertion"
+// (maskinporten_protocol_jwtgrant).
 var allowedClaims = []string{
 	"aud", "iss", "iat", "exp", "jti", "scope", "resource",
 	"consumer_org", "iss_onbehalfof", "pid", "authorization_details",
@@ -51,13 +49,12 @@ func parseGrant(s string) (*grant, *rejection) {
 	if len(parts) != 3 {
 		return nil, mp("MP-011", "The assertion is not a compact JWS (three base64url parts separated by dots).")
 	}
-	var hdr map[string]json.RawMessage
-	if err := decodeSegment(parts[0], &hdr); err != nil {
-		return nil, mp("MP-011", "The JWT header is not base64url-encoded JSON.")
-	}
-	var raw map[string]json.RawMessage
-	if err := decodeSegment(parts[1], &raw); err != nil {
-		return nil, mp("MP-011", "The JWT payload is not base64url-encoded JSON.")
+	var hdr, raw map[string]json.RawMessage
+	for i, name := range []string{"header", "payload"} {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		if err != nil || json.Unmarshal(b, []*map[string]json.RawMessage{&hdr, &raw}[i]) != nil {
+			return nil, mp("MP-011", "The JWT "+name+" is not base64url-encoded JSON.")
+		}
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil || len(sig) == 0 {
@@ -71,14 +68,6 @@ func parseGrant(s string) (*grant, *rejection) {
 		return nil, r
 	}
 	return g, nil
-}
-
-func decodeSegment(seg string, v any) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
 }
 
 func (g *grant) readHeader(hdr map[string]json.RawMessage) *rejection {
@@ -247,15 +236,10 @@ type authzRequest struct {
 	consent *consentRequest
 }
 
-// parseAuthzDetails checks that authorization_details is a JSON array of
-// objects of the known types, at most one of each (one party per request),
-// in the documented shapes: for system users
-//
-//	{"type":"urn:altinn:systemuser",
-//	 "systemuser_org":{"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}}
-//
-// with an optional externalRef, and for consents
-// {"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}.
+// parseAuthzDetails checks that authorization_details is a JSON array of at
+// most one system user, {"type":"urn:altinn:systemuser","systemuser_org":
+// {"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}} with an optional
+// externalRef, and one consent (parseConsentDetail): one party per request.
 func parseAuthzDetails(raw json.RawMessage) (*authzRequest, *rejection) {
 	var list []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil || list == nil {
@@ -296,13 +280,19 @@ func parseAuthzDetails(raw json.RawMessage) (*authzRequest, *rejection) {
 	return req, nil
 }
 
-func parseSystemUser(d map[string]json.RawMessage) (*systemUserRequest, *rejection) {
+// onlyFields refuses a member of d that is not one of names (MP-302).
+func onlyFields(d map[string]json.RawMessage, typ string, names ...string) *rejection {
 	for name := range d {
-		switch name {
-		case "type", "systemuser_org", "externalRef":
-		default:
-			return nil, mp("MP-302", "Field "+name+" is not known for "+systemUserType+".")
+		if !slices.Contains(names, name) {
+			return mp("MP-302", "Field "+name+" is not known for "+typ+".")
 		}
+	}
+	return nil
+}
+
+func parseSystemUser(d map[string]json.RawMessage) (*systemUserRequest, *rejection) {
+	if rej := onlyFields(d, systemUserType, "type", "systemuser_org", "externalRef"); rej != nil {
+		return nil, rej
 	}
 	rawOrg, ok := d["systemuser_org"]
 	if !ok {

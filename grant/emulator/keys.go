@@ -38,19 +38,15 @@ func newTokenKey(k crypto.Signer) (*tokenKey, error) {
 	return &tokenKey{signer: k, pub: pub, jwk: jwk}, nil
 }
 
-var b64 = base64.RawURLEncoding
-
-// sign returns a compact JWS over claims, header {"alg":"RS256","kid"}.
 func (k *tokenKey) sign(claims jwt.MapClaims) (string, error) {
 	t := jwt.NewWithClaims(signer.RS256, claims)
 	t.Header = map[string]any{"alg": "RS256", "kid": k.jwk.Kid}
 	return t.SignedString(k.signer)
 }
 
-// randomID returns n random bytes, base64url: the form of Maskinporten's
-// access-token jti.
+// randomID returns n random bytes, base64url, as Maskinporten's token jti.
 func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
-	return b64.EncodeToString(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }

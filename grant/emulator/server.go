@@ -19,12 +19,11 @@ import (
 // Server is a Maskinporten emulator listening on a local address, shaped
 // like httptest.Server. It is safe for concurrent use.
 type Server struct {
-	// URL is the base URL, http://127.0.0.1:port with no trailing slash.
-	// It is set by Start or StartOn.
+	// URL is the base URL, http://127.0.0.1:port with no trailing slash,
+	// set by Start or StartOn.
 	URL string
 
 	cfg     Config
-	made    time.Time // when NewUnstartedServer made it, on cfg.Now
 	key     *tokenKey
 	roots   *x509.CertPool
 	handler http.Handler
@@ -48,9 +47,8 @@ type Server struct {
 	inflight  sync.WaitGroup
 }
 
-// NewServer starts and returns a new emulator on 127.0.0.1 and a port the
-// system chooses. The caller should Close it when done. Like httptest, it
-// panics if it cannot start.
+// NewServer starts a new emulator on 127.0.0.1 and a port the system
+// chooses; Close it when done. Like httptest, it panics if it cannot start.
 func NewServer(cfg Config) *Server {
 	s := NewUnstartedServer(cfg)
 	s.Start()
@@ -70,18 +68,13 @@ func NewTest(tb testing.TB, cfg Config) *Server {
 }
 
 // NewUnstartedServer returns a new emulator that is not yet listening; call
-// Start or StartOn. It panics on a configuration error: a Key that is not
-// RSA, a client without ID or with an OrgNumber that is not 9 digits, or a
-// consent without ID or From or with a To that is not 9 digits.
+// Start or StartOn. It panics on a Key that is not RSA, and on a client or
+// consent AddClient or Config.Consents would refuse.
 func NewUnstartedServer(cfg Config) *Server {
-	if cfg.TokenLifetime <= 0 {
-		cfg.TokenLifetime = 120 * time.Second
-	}
-	if cfg.MaxGrantLifetime <= 0 {
-		cfg.MaxGrantLifetime = 120 * time.Second
-	}
-	if cfg.ClockSkew <= 0 {
-		cfg.ClockSkew = 10 * time.Second
+	for d, def := range map[*time.Duration]time.Duration{&cfg.TokenLifetime: 120 * time.Second, &cfg.MaxGrantLifetime: 120 * time.Second, &cfg.ClockSkew: 10 * time.Second} {
+		if *d <= 0 {
+			*d = def
+		}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -103,11 +96,18 @@ func NewUnstartedServer(cfg Config) *Server {
 	for _, r := range cfg.Roots {
 		s.roots.AddCert(r)
 	}
-	s.made = cfg.Now()
+	made := cfg.Now()
 	s.cfg.Consents = slices.Clone(cfg.Consents)
-	for _, c := range s.cfg.Consents {
+	for i := range s.cfg.Consents {
+		c := &s.cfg.Consents[i]
 		if c.ID == "" || c.From == "" || !isDigits(c.To, 9) {
 			panic(fmt.Sprintf("emulator: consent %q: ID and From are required, and To must be 9 digits (%q)", c.ID, c.To))
+		}
+		if c.Consented.IsZero() {
+			c.Consented = made
+		}
+		if c.ValidTo.IsZero() {
+			c.ValidTo = c.Consented.AddDate(1, 0, 0)
 		}
 	}
 	for _, c := range cfg.Clients {
@@ -123,8 +123,8 @@ func NewUnstartedServer(cfg Config) *Server {
 	return s
 }
 
-// Start starts the server on 127.0.0.1 and a port the system chooses. It
-// panics if the server was already started or cannot listen.
+// Start starts the server on 127.0.0.1 and a port the system chooses, or
+// panics.
 func (s *Server) Start() {
 	if err := s.StartOn("127.0.0.1:0"); err != nil {
 		panic("emulator: " + err.Error())
@@ -132,8 +132,7 @@ func (s *Server) Start() {
 }
 
 // StartOn starts the server listening on addr (host:port, as for
-// net.Listen), for `mp-hsm emulate --listen`. URL is then http:// and the
-// listening address.
+// net.Listen), for `mp-hsm emulate --listen`.
 func (s *Server) StartOn(addr string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -152,8 +151,7 @@ func (s *Server) StartOn(addr string) error {
 }
 
 // Close stops the server: it aborts pending latency, waits briefly for the
-// answers under way, and closes all connections. It may be called more
-// than once.
+// answers under way, and closes all connections. It is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closing)
@@ -170,9 +168,8 @@ func (s *Server) Close() {
 	})
 }
 
-// Issuer returns the issuer identifier, with its trailing slash: the aud a
-// grant must carry. Unless Config.Issuer was set, it is empty until the
-// server has started.
+// Issuer returns the issuer identifier with its trailing slash, the aud a
+// grant must carry: Config.Issuer, else URL + "/" (empty before Start).
 func (s *Server) Issuer() string {
 	if s.cfg.Issuer != "" {
 		return s.cfg.Issuer
@@ -200,9 +197,8 @@ func (s *Server) AltinnExchangeURL() string { return s.URL + altinnExchangePath 
 // Altinn tokens the server issues (an *rsa.PublicKey; RS256).
 func (s *Server) PublicKey() crypto.PublicKey { return s.key.pub }
 
-// AddClient registers c, replacing any client with the same ID. It is safe
-// while the server runs. It panics if c has no ID or its OrgNumber is not
-// 9 digits.
+// AddClient registers c, replacing any client with the same ID, also while
+// the server runs. It panics if c has no ID or its OrgNumber is not 9 digits.
 func (s *Server) AddClient(c Client) {
 	if c.ID == "" {
 		panic("emulator: client without ID")
@@ -225,16 +221,14 @@ func (s *Server) AddClient(c Client) {
 	c.Keys = keys
 	c.DelegatedBy = slices.Clone(c.DelegatedBy)
 	c.SystemUserOrgs = slices.Clone(c.SystemUserOrgs)
-	s.mu.Lock()
-	s.clients[c.ID] = c
-	delete(s.jwks, c.ID)
-	s.mu.Unlock()
+	s.locked(func() {
+		s.clients[c.ID] = c
+		delete(s.jwks, c.ID)
+	})
 }
 
-func (s *Server) client(id string) (Client, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.clients[id]
+func (s *Server) client(id string) (c Client, ok bool) {
+	s.locked(func() { c, ok = s.clients[id] })
 	return c, ok
 }
 
@@ -249,7 +243,7 @@ func (s *Server) Stats() Stats {
 
 func (s *Server) now() time.Time { return s.cfg.Now() }
 
-func (s *Server) logf(format string, args ...any) {
+func (s *Server) logf(format string, args ...any) { // never given a grant or token
 	if s.cfg.Logf != nil {
 		s.cfg.Logf(format, args...)
 	}
@@ -259,9 +253,8 @@ func (s *Server) logf(format string, args ...any) {
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.inflight.Add(1)
 	defer s.inflight.Done()
-	s.mu.Lock()
-	latency := s.latency
-	s.mu.Unlock()
+	var latency time.Duration
+	s.locked(func() { latency = s.latency })
 	if latency > 0 {
 		t := time.NewTimer(latency)
 		select {
@@ -296,18 +289,14 @@ func (s *Server) useJTI(jti string, exp time.Time) bool {
 		s.nextPrune = now.Add(time.Minute)
 	}
 	s.jtis[jti] = exp
-	s.stats.JTIs++
+	s.stats.JTIs++ // under s.mu
 	return true
 }
 
-func (s *Server) countRejected(r *rejection) {
+func (s *Server) locked(f func()) {
 	s.mu.Lock()
-	s.stats.Rejected[r.statsKey()]++
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	f()
 }
 
-func (s *Server) countIssued() {
-	s.mu.Lock()
-	s.stats.Issued++
-	s.mu.Unlock()
-}
+func (s *Server) count(f func(st *Stats)) { s.locked(func() { f(&s.stats) }) }

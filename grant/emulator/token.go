@@ -14,17 +14,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mp-hsm/mp-hsm/internal/orgid"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 const jwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
-// rsaMethods are the accepted grant algorithms. They are named here rather
-// than looked up in golang-jwt's global registry, which other code may change.
-var rsaMethods = map[string]jwt.SigningMethod{
-	"RS256": jwt.SigningMethodRS256,
-	"RS384": jwt.SigningMethodRS384,
-	"RS512": jwt.SigningMethodRS512,
-}
 
 // scopesForUserLogin are scopes of ID-porten's user login, which a
 // Maskinporten client cannot get (MP-201).
@@ -53,51 +46,48 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	var clientID string
 	tok, rej := s.issue(w, r, &clientID)
 	if rej != nil {
-		s.countRejected(rej)
+		s.count(func(st *Stats) { st.Rejected[rej.statsKey()]++ })
 		s.logf("emulator: /token: refused client %q: %v", clientID, rej)
 		rej.write(w, s.Issuer())
 		return
 	}
-	s.countIssued()
+	s.count(func(st *Stats) { st.Issued++ })
 	s.logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
 	writeNoStore(w, http.StatusOK, tok)
 }
 
-// issue applies every rule of the token endpoint and returns the answer.
-// The order of the checks follows the grant's life: the request, the JWT,
-// the client and its key, the signature, the audience, time, reuse, and
-// last what the client asks for.
+// issue applies every rule of the token endpoint, in the order of the
+// grant's life: request, JWT, client and key, signature, audience, time,
+// reuse, and last what the client asks for.
 func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string) (*tokenAnswer, *rejection) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return nil, &rejection{status: http.StatusMethodNotAllowed, error: errInvalidRequest,
-			text: "Invalid request.", detail: "The token endpoint takes POST only."}
+		return nil, mp("method", "The token endpoint takes POST only.")
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
-		return nil, badRequest("Content-Type must be application/x-www-form-urlencoded.")
+		return nil, mp("request", "Content-Type must be application/x-www-form-urlencoded.")
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
-		return nil, badRequest("The form body cannot be read.")
+		return nil, mp("request", "The form body cannot be read.")
 	}
 	form := r.PostForm
 	for name, vals := range form {
 		if len(vals) > 1 {
-			return nil, badRequest("Parameter " + name + " is given more than once.")
+			return nil, mp("request", "Parameter "+name+" is given more than once.")
 		}
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case "":
-		return nil, badRequest("Missing grant_type.")
+		return nil, mp("request", "Missing grant_type.")
 	case jwtBearer:
 	default:
-		return nil, &rejection{status: http.StatusBadRequest, error: errUnsupportedGrantType,
-			text: "Unsupported grant type.", detail: "Use " + jwtBearer + "."}
+		return nil, mp("grant_type", "Use "+jwtBearer+".")
 	}
 	assertion := form.Get("assertion")
 	if assertion == "" {
-		return nil, badRequest("Missing assertion.")
+		return nil, mp("request", "Missing assertion.")
 	}
 
 	g, rej := parseGrant(assertion)
@@ -119,7 +109,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	)
 	if g.kid != "" {
 		if pub, ok = client.Keys[g.kid]; !ok {
-			return nil, refusal(errInvalidGrant, "Invalid assertion. Client authentication failed. Unknown key identifier (kid) for client.", "")
+			return nil, mp("kid", "")
 		}
 		amr = "private_key_jwt"
 	} else {
@@ -136,7 +126,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		pub = g.x5c[0].PublicKey
 		amr = "virksomhetssertifikat"
 	}
-	if err := rsaMethods[g.alg].Verify(g.input, g.sig, pub); err != nil {
+	method, _ := signer.Method(g.alg) // one of RS256, RS384, RS512 (readHeader)
+	if err := method.Verify(g.input, g.sig, pub); err != nil {
 		if errors.Is(err, jwt.ErrInvalidKeyType) {
 			return nil, mp("MP-124", "The key is not an RSA key, so it cannot verify "+g.alg+".")
 		}
@@ -150,11 +141,11 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	skew := s.cfg.ClockSkew
 	switch {
 	case cl.iat.After(now.Add(skew)):
-		return nil, refusal(errInvalidGrant, "Issue time is after now.", "iat is "+cl.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
+		return nil, mp("iat", "iat is "+cl.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
 	case !cl.exp.After(cl.iat):
 		return nil, mp("MP-130", "exp is not after iat.")
 	case cl.exp.Sub(cl.iat) > s.cfg.MaxGrantLifetime:
-		return nil, tooLong("exp - iat is " + cl.exp.Sub(cl.iat).String() + "; at most " + s.cfg.MaxGrantLifetime.String() + " is allowed.")
+		return nil, mp("MP-130 long", "exp - iat is "+cl.exp.Sub(cl.iat).String()+"; at most "+s.cfg.MaxGrantLifetime.String()+" is allowed.")
 	case now.Add(-skew).After(cl.exp):
 		return nil, mp("MP-130", "exp was "+now.Sub(cl.exp).Round(time.Second).String()+" ago.")
 	}
@@ -167,7 +158,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	consumer := client.OrgNumber
 	if cl.consumerOrg != "" {
 		if cl.consumerOrg == client.OrgNumber {
-			return nil, refusal(errInvalidRequest, "Validation of JWT claim failed: The combination consumer_org in claim and delegation scope on client is invalid.", "")
+			return nil, mp("consumer_org", "")
 		}
 		if !slices.Contains(client.DelegatedBy, cl.consumerOrg) {
 			return nil, mp("MP-251", cl.consumerOrg+" has not delegated access to the scope "+cl.scope+" to supplier "+client.OrgNumber)
@@ -252,8 +243,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	}
 	at, err := s.key.sign(claims)
 	if err != nil {
-		return nil, &rejection{status: http.StatusInternalServerError, error: errServerError,
-			text: "The emulator could not sign the token.", detail: err.Error()}
+		return nil, mp("server_error", err.Error())
 	}
 	return &tokenAnswer{
 		AccessToken: at,
@@ -263,50 +253,36 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	}, nil
 }
 
-// orgID is an organisation in ISO 6523 notation, as in consumer and
-// supplier.
+// orgID is an organisation in ISO 6523 notation, as in consumer and supplier.
 func orgID(orgnr string) map[string]string {
 	return map[string]string{"authority": "iso6523-actorid-upis", "ID": "0192:" + orgnr}
 }
 
-// systemUserID is a stable identifier for the system user of org on the
-// client's system.
+// systemUserID is a stable id for the system user of org on the client's system.
 func systemUserID(clientID, org string) string {
 	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+clientID+":"+org)).String()
 }
 
-// metadata is the authorization server metadata (RFC 8414) Maskinporten
-// publishes, restricted to what the emulator does.
-type metadata struct {
-	Issuer                      string   `json:"issuer"`
-	TokenEndpoint               string   `json:"token_endpoint"`
-	JWKSURI                     string   `json:"jwks_uri"`
-	TokenEndpointAuthMethods    []string `json:"token_endpoint_auth_methods_supported"`
-	GrantTypes                  []string `json:"grant_types_supported"`
-	TokenEndpointAuthSigningAlg []string `json:"token_endpoint_auth_signing_alg_values_supported"`
-	AuthorizationDetailsTypes   []string `json:"authorization_details_types_supported"`
-}
-
+// serveMetadata serves the authorization server metadata (RFC 8414)
+// Maskinporten publishes, restricted to what the emulator does.
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	if !getOnly(w, r) {
-		return
+	if getOnly(w, r) {
+		writeJSON(w, map[string]any{
+			"issuer":                                s.Issuer(),
+			"token_endpoint":                        s.TokenURL(),
+			"jwks_uri":                              s.JWKSURL(),
+			"token_endpoint_auth_methods_supported": []string{"private_key_jwt"},
+			"grant_types_supported":                 []string{jwtBearer},
+			"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "RS384", "RS512"},
+			"authorization_details_types_supported":            []string{systemUserType, consentType},
+		})
 	}
-	writeJSON(w, metadata{
-		Issuer:                      s.Issuer(),
-		TokenEndpoint:               s.TokenURL(),
-		JWKSURI:                     s.JWKSURL(),
-		TokenEndpointAuthMethods:    []string{"private_key_jwt"},
-		GrantTypes:                  []string{jwtBearer},
-		TokenEndpointAuthSigningAlg: []string{"RS256", "RS384", "RS512"},
-		AuthorizationDetailsTypes:   []string{systemUserType, consentType},
-	})
 }
 
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	if !getOnly(w, r) {
-		return
+	if getOnly(w, r) {
+		writeJSON(w, map[string]any{"keys": []any{s.key.jwk}})
 	}
-	writeJSON(w, map[string]any{"keys": []any{s.key.jwk}})
 }
 
 func getOnly(w http.ResponseWriter, r *http.Request) bool {

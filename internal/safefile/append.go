@@ -6,13 +6,9 @@ import (
 	"syscall"
 )
 
-// OpenAppend opens path to append to it, as the daemon's audit log is: it
-// is created with mode perm if missing (an existing file keeps its mode),
-// a symbolic link at path is refused (O_NOFOLLOW: the file written is the
-// one named), the open never blocks (O_NONBLOCK: a FIFO without a reader
-// fails at once instead of waiting), and what was opened must be a
-// regular file, not a FIFO or a device such as /dev/zero or /dev/null.
-// The error is an *Error naming the path.
+// OpenAppend opens path to append to, as the audit log, creating it with
+// perm if missing. It refuses a symbolic link (the file written is the one
+// named), never blocks on a FIFO, and takes only a regular file.
 func OpenAppend(path string, perm os.FileMode) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, perm)
 	if err != nil {

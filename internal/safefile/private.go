@@ -11,21 +11,14 @@ import (
 )
 
 // ErrUnsafe is wrapped by the error for a file that a user other than its
-// owner or root can change: one owned by another user who is not root, or
-// one that group or others may write.
+// owner or root can change.
 var ErrUnsafe = errors.New("another user can change it")
 
-// ReadPrivate reads path as Read does, for a file whose content decides
-// what mp-hsm does or proves who it is: the daemon's config, a PIN or
-// password file, a client secret. Such a file must be one that only its
-// owner and root can change: it is refused (ErrUnsafe) when group or
-// others may write it, or when it is owned by a user who is neither root
-// nor the one mp-hsm runs as (its effective uid); the error gives the
-// chmod or chown command that fixes it. The owner and mode are those of
-// the file opened (a symbolic link is followed), not of the path.
-//
-// It returns the file's information too, so that the caller can judge who
-// may read it (see ReadableByOthers).
+// ReadPrivate reads path as Read does, for a file whose content mp-hsm
+// trusts (config, PIN, secret): it is refused (ErrUnsafe, with the chmod
+// or chown that fixes it) when group or others may write the file opened,
+// or its owner is neither root nor the effective uid. The information
+// returned tells who may read it (ReadableByOthers).
 func ReadPrivate(path string, max int64) ([]byte, fs.FileInfo, error) {
 	data, fi, err := read(path, max)
 	if err != nil {
@@ -42,8 +35,6 @@ func ReadPrivate(path string, max int64) ([]byte, fs.FileInfo, error) {
 // file.
 func ReadableByOthers(fi fs.FileInfo) bool { return fi.Mode().Perm()&0o044 != 0 }
 
-// private applies ReadPrivate's rule to fi, the information of the open
-// file at path.
 func private(path string, fi fs.FileInfo) error {
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
 		return &Error{Path: path, Err: ErrUnsafe, Reason: fmt.Sprintf(
@@ -76,8 +67,8 @@ func writers(perm fs.FileMode) string {
 // userName names a uid for a message: "user NAME (uid N)", or "uid N".
 func userName(uid uint32) string {
 	id := strconv.FormatUint(uint64(uid), 10)
-	if u, err := user.LookupId(id); err == nil && u.Username != "" {
-		return "user " + u.Username + " (uid " + id + ")"
+	if name := chownUser(uid); name != id {
+		return "user " + name + " (uid " + id + ")"
 	}
 	return "uid " + id
 }

@@ -1,22 +1,11 @@
-// Package safefile is the one way mp-hsm opens a file: every file it reads
-// (a config, a PIN, a secret, a certificate chain, a PKCS#12 file, a
-// certificate to import, a JWK to register) and the audit log it appends
-// to. A path can hold surprises: a FIFO that blocks the open or the read
-// forever, a device such as /dev/zero that never ends, a file far larger
-// than its kind can be, a symbolic link where a file is written, or a
-// config that another user can edit.
-//
-// Read opens a file with O_NONBLOCK, so that opening a FIFO does not wait
-// for a writer, and then it must be a regular file (symbolic links are
-// followed: secrets mounted by Kubernetes or systemd credentials are links)
-// no larger than the limit given for its kind. It is read to its end, and
-// a file that grew past the limit while being read is refused too.
-// ReadPrivate adds, for a file whose content mp-hsm trusts (config, PIN,
-// secret), that no user but its owner and root can change it. OpenAppend
-// opens a file to append to (never through a symbolic link), and
-// CheckRegular checks a path that another library opens (a PKCS#11
-// module). Code outside this package does not call os.Open, os.OpenFile or
-// os.ReadFile (TestOneOpener).
+// Package safefile is the one way mp-hsm opens a file (TestOneOpener), as a
+// path can hold a FIFO that blocks forever, a device that never ends, a
+// file far too large, a symbolic link where a file is written, or a config
+// another user can edit. Read opens without blocking, takes only a
+// regular file (following links, as Kubernetes and systemd mount secrets
+// so) within its kind's limit; ReadPrivate adds that only the owner and
+// root can change it; OpenAppend appends, never through a link; and
+// CheckRegular checks a path another library opens.
 package safefile
 
 import (
@@ -30,25 +19,18 @@ import (
 
 // Limits for the kinds of file mp-hsm reads.
 const (
-	// MaxPIN bounds a PIN or password file: PKCS#11 PINs are short, and
-	// no token takes one of more than a few hundred bytes.
-	MaxPIN = 1 << 10
-	// MaxSecret bounds a client secret file.
-	MaxSecret = 4 << 10
-	// MaxCertificates bounds a PEM file of certificates or a key.
-	MaxCertificates = 1 << 20
-	// MaxConfig bounds a configuration file (mp-hsm serve --config).
-	MaxConfig = 1 << 20
-	// MaxPKCS12 bounds a PKCS#12 file.
-	MaxPKCS12 = 1 << 20
+	MaxPIN          = 1 << 10 // a PIN or password file: no token takes a longer PIN
+	MaxSecret       = 4 << 10 // a client secret file
+	MaxCertificates = 1 << 20 // a PEM file of certificates or a key
+	MaxConfig       = 1 << 20 // mp-hsm serve --config
+	MaxPKCS12       = 1 << 20 // a PKCS#12 file
 )
 
-// ErrNotRegular is wrapped by the error for a path that is not a regular
-// file (a FIFO, a device, a socket or a directory).
-var ErrNotRegular = errors.New("not a regular file")
-
-// ErrTooLarge is wrapped by the error for a file over its limit.
-var ErrTooLarge = errors.New("too large")
+// Causes an *Error wraps.
+var (
+	ErrNotRegular = errors.New("not a regular file") // a FIFO, device, socket or directory
+	ErrTooLarge   = errors.New("too large")          // over its kind's limit
+)
 
 // Error is a file that could not be read. It names the path and the
 // reason, never the content.
@@ -65,17 +47,13 @@ func (e *Error) Error() string { return e.Path + ": " + e.Reason }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Read returns the content of the regular file at path, at most max bytes.
-// Use it for what anyone may give mp-hsm to read (a certificate chain, a
-// PKCS#12 file, a certificate to import, a JWK); use ReadPrivate for a
-// file whose content decides what mp-hsm does or proves who it is.
+// Use ReadPrivate instead for a file whose content mp-hsm trusts.
 func Read(path string, max int64) ([]byte, error) {
 	data, _, err := read(path, max)
 	return data, err
 }
 
-// read opens path without blocking, checks that it is a regular file
-// within max bytes and reads it; it returns the file's information as the
-// open file (not the path) has it.
+// read is Read, also returning the open file's (not the path's) information.
 func read(path string, max int64) ([]byte, fs.FileInfo, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {

@@ -10,13 +10,11 @@ import (
 // content cannot be a secret: empty, or holding a control character.
 var ErrNotSecret = errors.New("not a usable secret")
 
-// ReadSecret reads a PIN, password or secret file as ReadPrivate does (at
-// most max bytes: MaxPIN, MaxSecret), one trailing newline (or CRLF)
-// trimmed. A file that is empty after that, or that holds another control
-// character (a second line, a NUL), is an error wrapping ErrNotSecret that
-// never quotes the content: never a secret that would spend a PIN try.
-// shared reports that group or others can read the file, which the caller
-// should warn about. The caller zeroes the secret after use.
+// ReadSecret reads a PIN, password or secret file as ReadPrivate does, one
+// trailing newline (or CRLF) trimmed. An empty file or one with another
+// control character is ErrNotSecret, never quoted, so that no wrong PIN
+// spends a try. shared reports that group or others can read it. The
+// caller zeroes the secret after use.
 func ReadSecret(path string, max int64) (secret []byte, shared bool, err error) {
 	data, fi, err := ReadPrivate(path, max)
 	if err != nil {

@@ -123,14 +123,16 @@ func (s *TokenSigner) Probe(ctx context.Context) error {
 // from New it does nothing. Idempotent.
 func (s *TokenSigner) Close() error {
 	var err error
-	if s.tok != nil {
+	if s.tok != nil && s.mod == nil {
 		err = s.tok.Close()
-		s.tok = nil
 	}
 	if s.mod != nil {
-		err = errors.Join(err, s.mod.Close())
-		s.mod = nil
+		// Closes the token too, and when this is the module's last
+		// Close, in one C_CloseAllSessions rather than a C_CloseSession
+		// per session (see hsm.Module.Close).
+		err = s.mod.Close()
 	}
+	s.tok, s.mod = nil, nil
 	return err
 }
 
