@@ -22,9 +22,8 @@ import (
 
 const catAdmin = "Self-service API"
 
-// adminFlags are the key flags (the self-service client's key), the
-// Maskinporten flags but --client-id and --kid (the self-service client
-// authenticates with x5c), and the API's own.
+// adminFlags: the key and Maskinporten flags but --client-id and --kid (the
+// self-service client sends x5c), and the API's own.
 func adminFlags(extra ...cli.Flag) []cli.Flag {
 	mp := slices.DeleteFunc(mpFlags(), func(f cli.Flag) bool {
 		n := f.Names()[0]
@@ -37,10 +36,7 @@ func adminFlags(extra ...cli.Flag) []cli.Flag {
 	}, adminKeyFlags(), extra)
 }
 
-// adminKeyFlags choose the self-service client's key (the one with the
-// enterprise certificate) apart from the key flags, on the token they
-// choose: so that the key the key flags choose, such as a client's key
-// registered by kid, can be another.
+// adminKeyFlags choose the self-service client's key on the key flags' token.
 func adminKeyFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Category: catAdmin, Name: "admin-key-id", Usage: "the self-service client's key by CKA_ID in `HEX`, on the token the key flags choose (default: the key flags' key)", EnvVars: []string{"MP_HSM_ADMIN_KEY_ID"}},
@@ -48,9 +44,7 @@ func adminKeyFlags() []cli.Flag {
 	}
 }
 
-// adminKeyChoice returns the CKA_ID and label that --admin-key-id and
-// --admin-key-label give, and whether either is given. Both given: the key
-// must match both.
+// adminKeyChoice returns --admin-key-id, --admin-key-label, and whether either is given.
 func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err error) {
 	label = c.String("admin-key-label")
 	if h := strings.TrimSpace(c.String("admin-key-id")); h != "" {
@@ -65,8 +59,7 @@ func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err er
 	return id, label, given, nil
 }
 
-// parseKeyID reads a CKA_ID in hex as the key flags take it: 01, 0a1b,
-// 0x0a1b or 0a:1b.
+// parseKeyID reads a CKA_ID in hex: 01, 0a1b, 0x0a1b or 0a:1b.
 func parseKeyID(h string) ([]byte, error) {
 	h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(h)), ":", ""), "0x")
 	id, err := hex.DecodeString(h)
@@ -123,20 +116,15 @@ func adminCommand(e *env) *cli.Command {
 	}
 }
 
-// adminKeys runs list, add or remove. What needs no token is checked
-// first, so that bad input costs no PIN.
+// adminKeys runs list, add or remove, checking input before the token.
 func (e *env) adminKeys(c *cli.Context, op string) error {
 	format, err := outputFormat(c, "text", "json")
 	if err != nil {
 		return err
 	}
-	clientID := strings.TrimSpace(c.String("client-id"))
-	if clientID == "" {
-		return usagef("missing --client-id: the client whose keys to manage")
-	}
-	adminID := strings.TrimSpace(c.String("admin-client-id"))
-	if adminID == "" {
-		return usagef("missing --admin-client-id (or MP_HSM_ADMIN_CLIENT_ID): the organisation's self-service client")
+	clientID, adminID, err := adminClientIDs(c, "keys to manage")
+	if err != nil {
+		return err
 	}
 	var keys []admin.Key
 	switch op {
@@ -157,10 +145,7 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	if c.NArg() > 0 && op != "add" {
 		return usagef("admin keys %s takes no arguments, got %q", op, textsafe.Escape(c.Args().First()))
 	}
-	if err := checkAdminAPI(c); err != nil {
-		return err
-	}
-	if err := preflight(c); err != nil {
+	if err := adminPreflight(c); err != nil {
 		return err
 	}
 	s, err := e.openAdminSigner(c)
@@ -189,9 +174,7 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	return writeKeySet(e.stdout, format, clientID, set)
 }
 
-// openAdminSigner opens the self-service client's key: the one
-// --admin-key-id or --admin-key-label choose on the key flags' token, or
-// else the key flags' key (or --p12's).
+// openAdminSigner opens the key adminKeyChoice names, else the key flags' key.
 func (e *env) openAdminSigner(c *cli.Context) (keySigner, error) {
 	id, label, given, err := adminKeyChoice(c)
 	if err != nil {
@@ -203,24 +186,33 @@ func (e *env) openAdminSigner(c *cli.Context) (keySigner, error) {
 	return e.openTokenKey(c, id, label)
 }
 
-// checkAdminAPI refuses, before any PIN is asked, an --admin-api that the
-// self-service token must not be sent to (admin.CheckBaseURL).
-func checkAdminAPI(c *cli.Context) error {
+// adminClientIDs returns the required --client-id and --admin-client-id.
+func adminClientIDs(c *cli.Context, what string) (clientID, adminID string, err error) {
+	clientID, adminID = strings.TrimSpace(c.String("client-id")), strings.TrimSpace(c.String("admin-client-id"))
+	switch {
+	case clientID == "":
+		err = usagef("missing --client-id: the client whose %s", what)
+	case adminID == "":
+		err = usagef("missing --admin-client-id (or MP_HSM_ADMIN_CLIENT_ID): the organisation's self-service client")
+	}
+	return clientID, adminID, err
+}
+
+// adminPreflight is preflight plus admin.CheckBaseURL of --admin-api.
+func adminPreflight(c *cli.Context) error {
 	if base := c.String("admin-api"); base != "" {
 		if err := admin.CheckBaseURL(base, c.Bool("allow-insecure")); err != nil {
 			return usageErr(fmt.Errorf("--admin-api: %w", err))
 		}
 	}
-	return nil
+	return preflight(c)
 }
 
-// errNoAdminCertificate is a self-service key without a certificate, such
-// as a client's key registered by kid.
+// errNoAdminCertificate: a self-service key without a certificate (x5c).
 var errNoAdminCertificate = errors.New("the self-service client's key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate); " +
 	"choose that key with --admin-key-id or --admin-key-label (MP_HSM_ADMIN_KEY_ID, MP_HSM_ADMIN_KEY_LABEL)")
 
-// adminAPI resolves the environment and the API's base, and returns a
-// client of the API that authenticates as adminID with s and its x5c.
+// adminAPI returns the API client that authenticates as adminID with s's x5c.
 func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s signer.Signer) (*admin.Client, grant.Environment, error) {
 	envr, _, err := e.resolveEnvironment(ctx, c, s.Chain())
 	if err != nil {
@@ -228,12 +220,7 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 	}
 	base := c.String("admin-api")
 	if base == "" {
-		switch envr.Name {
-		case "test":
-			base = admin.TestAPI
-		case "prod":
-			base = admin.ProdAPI
-		default:
+		if base = map[string]string{"test": admin.TestAPI, "prod": admin.ProdAPI}[envr.Name]; base == "" {
 			return nil, envr, usagef("missing --admin-api (or MP_HSM_ADMIN_API): the environment has no preset self-service API")
 		}
 	}
@@ -250,9 +237,8 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 	}, envr, nil
 }
 
-// adminExit gives the admin package's errors their exit codes: a refusal
-// of ours, or a set changed by someone else meanwhile, is bad input (2); the API's 4xx is a refusal (4), its 5xx an
-// unavailable service (5).
+// adminExit maps admin's errors to exit codes: our refusals and a set
+// changed meanwhile 2, the API's 4xx 4, its 5xx 5.
 func adminExit(err error) error {
 	var ae *admin.APIError
 	switch {
@@ -322,20 +308,12 @@ func writeKeySet(w io.Writer, format, clientID string, set *admin.KeySet) error 
 		_, err := fmt.Fprintf(w, "client %s has no registered keys\n", textsafe.Escape(clientID))
 		return err
 	}
-	fmt.Fprintf(w, "client %s: %d key(s); set created %s, last updated %s\n", textsafe.Escape(clientID), len(out.Keys), orDash(out.Created), orDash(out.LastUpdated))
+	fmt.Fprintf(w, "client %s: %d key(s); set created %s, last updated %s\n", textsafe.Escape(clientID), len(out.Keys), dash(out.Created), dash(out.LastUpdated))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KID\tALG\tKTY\tSIZE")
-	// The API's values are escaped: a kid with a newline or an escape
-	// sequence could forge a row.
+	// Escaped: a kid with a newline could forge a row.
 	for _, k := range out.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", textsafe.Escape(k.Kid), orDash(textsafe.Escape(k.Alg)), textsafe.Escape(k.Kty), k.Size)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", textsafe.Escape(k.Kid), dash(textsafe.Escape(k.Alg)), textsafe.Escape(k.Kty), k.Size)
 	}
 	return tw.Flush()
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/internal/manpage"
 )
 
 const bashCompletion = `# bash completion for mp-hsm; load with: source <(mp-hsm completion bash)
@@ -48,22 +50,41 @@ func completionCommand(e *env) *cli.Command {
 		UsageText: "source <(mp-hsm completion bash)",
 		ArgsUsage: "bash|zsh|fish",
 		Action: func(c *cli.Context) error {
-			switch c.Args().First() {
-			case "bash":
-				_, err := fmt.Fprint(e.stdout, bashCompletion)
-				return err
-			case "zsh":
-				_, err := fmt.Fprint(e.stdout, zshCompletion)
-				return err
-			case "fish":
-				s, err := c.App.ToFishCompletion()
-				if err != nil {
+			script, ok := map[string]string{"bash": bashCompletion, "zsh": zshCompletion}[c.Args().First()]
+			if c.Args().First() == "fish" {
+				var err error
+				if script, err = c.App.ToFishCompletion(); err != nil {
 					return err
 				}
-				_, err = fmt.Fprint(e.stdout, s)
+			} else if !ok {
+				return usagef("completion: name a shell: bash, zsh or fish")
+			}
+			_, err := fmt.Fprint(e.stdout, script)
+			return err
+		},
+	}
+}
+
+// manPagesCommand writes the man pages from the commands' own help; hidden,
+// for scripts/deb.sh.
+func manPagesCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "man-pages",
+		Usage:     "write the man pages into DIR",
+		ArgsUsage: "DIR",
+		Hidden:    true,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("man-pages: give the one directory to write the pages into")
+			}
+			names, err := manpage.Write(c.App, c.Args().First())
+			if err != nil {
 				return err
 			}
-			return usagef("completion: name a shell: bash, zsh or fish")
+			for _, n := range names {
+				fmt.Fprintln(e.stdout, n)
+			}
+			return nil
 		},
 	}
 }

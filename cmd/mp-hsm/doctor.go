@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/doctor"
+	"github.com/mp-hsm/mp-hsm/doctor/tokencheck"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -54,8 +56,7 @@ func doctorCommand(e *env) *cli.Command {
 	}
 }
 
-// doctor runs the checks of package doctor on the key and Maskinporten the
-// flags choose, printing each line of text as its check ends.
+// doctor runs package doctor's checks, printing each text line as it ends.
 func (e *env) doctor(c *cli.Context) error {
 	out, err := outputFormat(c, "text", "json")
 	if err != nil {
@@ -80,17 +81,14 @@ func (e *env) doctor(c *cli.Context) error {
 	return nil
 }
 
-// doctorConfig fills the doctor's configuration from the flags: the key as
-// the key flags choose it (see tokencheck), the environment as token
-// chooses it (resolveEnvironment) unless --well-known alone names it, and
-// the request as token makes it.
+// doctorConfig fills the doctor's configuration from the flags.
 func (e *env) doctorConfig(c *cli.Context) doctor.Config {
-	key := e.doctorKey
-	if c.String("p12") != "" {
-		key = e.doctorP12
+	var key doctor.KeyFinder = p12Check{e, c}
+	if c.String("p12") == "" {
+		key = e.doctorKey(c)
 	}
 	cfg := doctor.Config{
-		Key:           key(c),
+		Key:           key,
 		KeyID:         c.String("kid"),
 		Algorithm:     c.String("alg"),
 		WellKnown:     c.String("well-known"),
@@ -133,10 +131,8 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 	return cfg
 }
 
-// doctorAdminKey returns what finds the self-service client's key beside
-// the key checked, on its token and through its login, when
-// --admin-key-id or --admin-key-label choose one; nil when they do not
-// (the key checked is the self-service client's).
+// doctorAdminKey opens the key --admin-key-id or --admin-key-label choose
+// beside the key checked; nil when neither is given.
 func (e *env) doctorAdminKey(c *cli.Context) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
 	id, label, given, err := adminKeyChoice(c)
 	if err != nil || !given {
@@ -145,40 +141,83 @@ func (e *env) doctorAdminKey(c *cli.Context) (func(context.Context, signer.Signe
 	return e.clientKeyOpener(c, id, label)
 }
 
-// doctorP12 returns the doctor's check of the key in --p12: it opens the
-// file, and the checks after it judge the key and its chain.
-func (e *env) doctorP12(c *cli.Context) doctor.KeyFinder {
-	return &p12Check{open: func() (keySigner, error) { return e.openP12(c) }, path: c.String("p12")}
-}
-
-// p12Check is a doctor.KeyFinder over a PKCS#12 file: one check, key.
+// p12Check is a doctor.KeyFinder over the --p12 file: one check, key.
 type p12Check struct {
-	open func() (keySigner, error)
-	path string
-	s    keySigner
+	e *env
+	c *cli.Context
 }
 
-func (p *p12Check) FindKey(_ context.Context, report func(doctor.Result)) doctor.FoundKey {
-	s, err := p.open()
+func (p p12Check) FindKey(_ context.Context, report func(doctor.Result)) doctor.FoundKey {
+	s, err := p.e.openP12(p.c)
 	if err != nil {
 		report(doctor.Failed("key", doctor.ClassToken, err,
 			"check the file and its password (MP_HSM_P12_PASSWORD or --p12-password-file)"))
 		return doctor.FoundKey{}
 	}
-	p.s = s
-	report(doctor.Result{Check: "key", Status: doctor.OK, Message: "the key in the PKCS#12 file " + p.path})
+	report(doctor.Result{Check: "key", Status: doctor.OK, Message: "the key in the PKCS#12 file " + p.c.String("p12")})
 	return doctor.FoundKey{Key: s, Signer: s, Chain: s.Chain()}
 }
 
-func (p *p12Check) Close() error {
-	if p.s == nil {
-		return nil
-	}
-	return p.s.Close()
+// Close closes nothing: a PKCS#12 key holds no resource (fileKey).
+func (p12Check) Close() error { return nil }
+
+// isTerminal reports whether stdin or stdout v is a terminal.
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// isTerminal reports whether r is a terminal a person can type on.
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+// doctorKey returns the doctor's checks of the key the key flags choose, or
+// a failing module check when they do not resolve.
+func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
+	ks, err := e.resolveKey(c)
+	if err != nil {
+		hint := "fix the flag named; see mp-hsm --help"
+		switch {
+		case errors.Is(err, errNoCgo):
+			hint = "build mp-hsm with CGO_ENABLED=1 (and a C compiler) to use a smart card or HSM, or give --p12 FILE"
+		case exitCode(err) != exitUsage:
+			hint = tokencheck.ModuleHint
+		}
+		return tokencheck.Failed(err, hint)
+	}
+	// what modules write while they load is part of the diagnosis
+	ks.cfg.ModuleOptions.HoldLoadOutput = false
+	return &tokencheck.Checks{
+		Config:        ks.cfg,
+		DefaultModule: ks.moduleSource == "default",
+		Interactive:   isTerminal(e.stdin),
+		OnPINPad:      func() { fmt.Fprintln(e.stderr, "mp-hsm doctor: enter the PIN on the reader's PIN pad") },
+		Explain:       e.explainKeyError,
+	}
+}
+
+// colourOK: colour only on a terminal, without NO_COLOR or TERM=dumb.
+func (e *env) colourOK() bool {
+	return isTerminal(e.stdout) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
+}
+
+// doctorColours are the ANSI colours of the doctor's statuses.
+var doctorColours = map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}
+
+// writeDoctorLine writes one check as a line: status, check, message and,
+// for warn or fail, the hint, escaped and bounded (they quote the card).
+func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
+	status := fmt.Sprintf("%-4s", r.Status)
+	if colour {
+		status = "\x1b[" + doctorColours[r.Status] + "m" + status + "\x1b[0m"
+	}
+	line := fmt.Sprintf("%s  %-13s  %s", status, r.Check, textsafe.EscapeN(r.Message, maxDoctorText))
+	if r.Hint != "" && (r.Status == doctor.Warn || r.Status == doctor.Fail) {
+		line += "  hint: " + textsafe.EscapeN(r.Hint, maxDoctorText)
+	}
+	fmt.Fprintln(w, line)
+}
+
+const maxDoctorText = 2000
+
+// writeDoctorSummary writes the last line of the doctor's text.
+func writeDoctorSummary(w io.Writer, rs doctor.Results) {
+	fmt.Fprintf(w, "%d ok, %d warning(s), %d failed, %d skipped\n",
+		rs.Count(doctor.OK), rs.Count(doctor.Warn), rs.Count(doctor.Fail), rs.Count(doctor.Skip))
 }

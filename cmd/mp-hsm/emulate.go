@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -60,13 +62,9 @@ func emulateCommand(e *env) *cli.Command {
 func (e *env) emulate(c *cli.Context) error {
 	cfg := emulator.Config{TokenLifetime: c.Duration("token-lifetime"), Logf: func(f string, a ...any) { e.log.Info(fmt.Sprintf(f, a...)) }}
 	for _, f := range c.StringSlice("root") {
-		data, err := safefile.Read(f, safefile.MaxCertificates)
+		certs, err := readCertFile("--root", f)
 		if err != nil {
-			return usagef("--root %v", err)
-		}
-		certs, err := signer.ReadCertificates(data)
-		if err != nil {
-			return usagef("--root %s: %v", f, err)
+			return err
 		}
 		cfg.Roots = append(cfg.Roots, certs...)
 	}
@@ -106,8 +104,7 @@ func (e *env) emulate(c *cli.Context) error {
 	return nil
 }
 
-// consentsFlag reads --consent ID:FROM values: consents given to org, valid
-// for a year from now.
+// consentsFlag reads --consent ID:FROM values, consents given to org.
 func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 	var out []emulator.Consent
 	for _, v := range vals {
@@ -124,10 +121,7 @@ func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 	return out, nil
 }
 
-// emulateClients are the clients of the flags (each --client-id with the
-// shared --org-number, --scope, --delegated-by, --system-user-org and
-// --jwks keys) and of the --config file, checked, and the consents of
-// --consent and of the file's clients.
+// emulateClients are the clients and consents of the flags and --config, checked.
 func emulateClients(c *cli.Context) ([]emulator.Client, []emulator.Consent, error) {
 	var keys map[string]crypto.PublicKey
 	if f := c.String("jwks"); f != "" {
@@ -177,9 +171,8 @@ func emulateClients(c *cli.Context) ([]emulator.Client, []emulator.Consent, erro
 	return clients, consents, nil
 }
 
-// addAdminClient makes admin the self-service client of cfg: a client of
-// its own, of org (or, if empty, of the one organisation of the other
-// clients), with both self-service scopes.
+// addAdminClient adds admin as a client of its own with both self-service
+// scopes, of org or else of the other clients' one organisation.
 func addAdminClient(cfg *emulator.Config, admin, org string) error {
 	for _, cl := range cfg.Clients {
 		if cl.ID == admin {
@@ -231,4 +224,104 @@ func readJWKS(path string) (map[string]crypto.PublicKey, error) {
 		out[kid] = pub
 	}
 	return out, nil
+}
+
+// emulateFile is a parsed emulate --config file.
+type emulateFile struct {
+	Clients []emulateClient `toml:"client"`
+}
+
+// emulateClient is one [[client]] table of an emulate --config file.
+type emulateClient struct {
+	ClientID      string   `toml:"client-id"`
+	OrgNumber     string   `toml:"org-number"`
+	Scopes        []string `toml:"scopes"`
+	DelegatedBy   []string `toml:"delegated-by"`
+	SystemUserOrg []string `toml:"system-user-org"`
+	JWKS          string   `toml:"jwks"`
+	Consents      []string `toml:"consents"`
+}
+
+// emulateClientFields are a [[client]] table's fields, for errors.
+const emulateClientFields = "client-id, org-number, scopes, delegated-by, system-user-org, jwks, consents"
+
+// readEmulateFile reads an emulate --config file's clients and consents; a
+// jwks path is relative to the file.
+func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error) {
+	bad := func(format string, args ...any) ([]emulator.Client, []emulator.Consent, error) {
+		return nil, nil, usagef("emulate --config %s: %s (see mp-hsm emulate --help)", path, fmt.Sprintf(format, args...))
+	}
+	data, err := safefile.Read(path, safefile.MaxCertificates)
+	if err != nil {
+		return nil, nil, usagef("emulate --config %v", err)
+	}
+	var f emulateFile
+	md, err := decodeTOML(data, &f)
+	if err != nil {
+		return bad("%v", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		if len(k) > 1 && k[0] == "client" {
+			return bad("[[client]]: unknown field %q (want %s)", k[len(k)-1], emulateClientFields)
+		}
+		return bad("unknown key %q (the file holds [[client]] tables only)", k.String())
+	}
+	if len(f.Clients) == 0 {
+		return bad("no [[client]] table")
+	}
+	var out []emulator.Client
+	var consents []emulator.Consent
+	for i, fc := range f.Clients {
+		c := emulator.Client{ID: fc.ClientID, OrgNumber: fc.OrgNumber, Scopes: fc.Scopes,
+			DelegatedBy: fc.DelegatedBy, SystemUserOrgs: fc.SystemUserOrg}
+		if fc.JWKS != "" {
+			p := fc.JWKS
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(filepath.Dir(path), p)
+			}
+			if c.Keys, err = readJWKS(p); err != nil {
+				return bad("client %d (%q): jwks %s: %v", i+1, fc.ClientID, p, err)
+			}
+		}
+		if err := checkEmulateClient(c); err != nil {
+			return bad("client %d: %v", i+1, err)
+		}
+		given, err := consentsFlag(fc.Consents, fc.OrgNumber)
+		if err != nil {
+			return bad("client %d (%q): consents: %v", i+1, fc.ClientID, err)
+		}
+		out = append(out, c)
+		consents = append(consents, given...)
+	}
+	return out, consents, nil
+}
+
+// checkEmulateClient checks a client from the flags or a config file alike.
+func checkEmulateClient(c emulator.Client) error {
+	if c.ID == "" {
+		return errors.New("no client-id")
+	}
+	err := checkOrgNumber("org-number", c.OrgNumber)
+	for _, o := range c.DelegatedBy {
+		err = cmp.Or(err, checkOrgNumber("delegated-by", o))
+	}
+	for _, o := range c.SystemUserOrgs {
+		err = cmp.Or(err, checkOrgNumber("system-user-org", o))
+	}
+	if err != nil {
+		return fmt.Errorf("client %q: %w", c.ID, err)
+	}
+	return nil
+}
+
+// checkOrgNumber says whether org, given as name, is 9 digits.
+func checkOrgNumber(name, org string) error {
+	if org == "" {
+		return fmt.Errorf("no %s", name)
+	}
+	if len(org) != 9 || strings.Trim(org, "0123456789") != "" {
+		return fmt.Errorf("%s %q: want 9 digits", name, org)
+	}
+	return nil
 }

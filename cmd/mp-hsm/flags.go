@@ -2,15 +2,22 @@ package main
 
 import (
 	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -80,21 +87,20 @@ func concat(groups ...[]cli.Flag) []cli.Flag {
 	return out
 }
 
-// readChainFile reads the issuer certificates of --chain-file.
-func readChainFile(path string) ([]*x509.Certificate, error) {
+// readCertFile reads the PEM certificates in the file path that flag names.
+func readCertFile(flag, path string) ([]*x509.Certificate, error) {
 	data, err := safefile.Read(path, safefile.MaxCertificates)
 	if err != nil {
-		return nil, fmt.Errorf("--chain-file %w", err)
+		return nil, usageErr(fmt.Errorf("%s %w", flag, err))
 	}
 	certs, err := signer.ReadCertificates(data)
 	if err != nil {
-		return nil, fmt.Errorf("--chain-file %s: %w", path, err)
+		return nil, usageErr(fmt.Errorf("%s %s: %w", flag, path, err))
 	}
 	return certs, nil
 }
 
-// keySigner is the key a command signs with: on a token, or in a PKCS#12
-// file.
+// keySigner is the key a command signs with: on a token or in a PKCS#12 file.
 type keySigner interface {
 	signer.Signer
 	Close() error
@@ -105,8 +111,7 @@ type fileKey struct{ *signer.FileSigner }
 
 func (fileKey) Close() error { return nil }
 
-// openP12 reads the --p12 file with the password from MP_HSM_P12_PASSWORD
-// or --p12-password-file.
+// openP12 reads --p12 with MP_HSM_P12_PASSWORD or --p12-password-file.
 func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	path := c.String("p12")
 	var password string
@@ -127,17 +132,15 @@ func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	return fileKey{fs}, nil
 }
 
-// openSigner opens the key the flags name: in --p12, or on a token (see
-// openToken, which a build without cgo does not have).
+// openSigner opens the key the flags name: in --p12, or on a token.
 func (e *env) openSigner(c *cli.Context) (keySigner, error) {
 	if c.String("p12") != "" {
 		return e.openP12(c)
 	}
-	return e.openToken(c)
+	return e.openTokenKey(c, nil, "")
 }
 
-// flagChoice reads a flag that takes one of two values: false for def (or
-// empty), true for alt, and a usage error saying want for anything else.
+// flagChoice reads a two-valued flag: false for def or "", true for alt.
 func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	switch v := strings.TrimSpace(c.String(name)); v {
 	case def, "":
@@ -149,24 +152,117 @@ func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	}
 }
 
-// emptyListFlag refuses a list flag of c's command that is given, on the
-// command line or in its environment variable, but holds no entry once
-// split at commas and spaces: "--allowed-scopes ," would otherwise read as
-// no list at all, which allows everything.
-func emptyListFlag(c *cli.Context) error {
-	for _, f := range c.Command.Flags {
-		sf, ok := unwrapFlag(f).(*cli.StringSliceFlag)
-		if !ok || !c.IsSet(sf.Name) {
-			continue
-		}
-		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
-			continue
-		}
-		name := "--" + sf.Name
-		if len(sf.EnvVars) > 0 {
-			name += " (or " + sf.EnvVars[0] + ")"
-		}
-		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
+// outputFlag is token's and list's --output: "token" unless set, so that
+// MP_HSM_OUTPUT can be shared; --help shows shown.
+func outputFlag(usage, shown string) cli.Flag {
+	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", DefaultText: shown, Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
+}
+
+// textOutputFlag is the --output flag of doctor and inspect.
+func textOutputFlag() cli.Flag {
+	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "`FORMAT`: text or json", EnvVars: []string{"MP_HSM_OUTPUT"}}
+}
+
+// outputFormat returns --output, one of formats (the first is the default);
+// "token", MP_HSM_OUTPUT's shared default, means the default elsewhere.
+func outputFormat(c *cli.Context, formats ...string) (string, error) {
+	o := c.String("output")
+	if o == "token" && !slices.Contains(formats, "token") {
+		o = formats[0]
 	}
-	return nil
+	if slices.Contains(formats, o) {
+		return o, nil
+	}
+	use := formats[0]
+	if n := len(formats); n > 1 {
+		use = strings.Join(formats[:n-1], ", ") + " or " + formats[n-1]
+	}
+	return "", usagef("--output %q: use %s", o, use)
+}
+
+// writeJSON writes v as JSON indented by two spaces: every --output json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// pinFileError is a PIN file that cannot be used. It never holds the PIN.
+type pinFileError struct {
+	what   string // "PIN file" or "password file"
+	path   string
+	reason string
+	err    error
+}
+
+func (e *pinFileError) Error() string {
+	return fmt.Sprintf("%s %s: %s", e.what, e.path, e.reason)
+}
+func (e *pinFileError) Unwrap() error { return e.err }
+
+var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PIN or --pin-file (or use a PIN-pad reader)")
+
+// readPINFileAs reads a PIN (or password) file by safefile.ReadSecret's
+// rule, hsm.PINFile's too; what names it in messages. A file that group or
+// others can read is used, with a warning.
+func (e *env) readPINFileAs(what, path string) ([]byte, error) {
+	pin, shared, err := safefile.ReadSecret(path, safefile.MaxPIN)
+	if err != nil {
+		reason := "cannot be read"
+		var fe *safefile.Error
+		if errors.As(err, &fe) {
+			reason = fe.Reason
+		}
+		return nil, &pinFileError{what: what, path: path, reason: reason, err: err}
+	}
+	if shared {
+		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path)
+	}
+	return pin, nil
+}
+
+// pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's
+// fromURI) and the terminal prompt for when none is set; the PIN is read
+// when the token asks for it. origin names the source for messages.
+func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSource) (explicit, prompt hsm.PINSource, origin string) {
+	origin = "the terminal"
+	switch {
+	case pinFile != "":
+		explicit, origin = func() ([]byte, error) { return e.readPINFileAs("PIN file", pinFile) }, "the PIN file "+pinFile
+	case e.getenv("MP_HSM_PIN") != "":
+		origin = "MP_HSM_PIN"
+		explicit = func() ([]byte, error) {
+			v := e.getenv("MP_HSM_PIN")
+			if v == "" {
+				return nil, errNoPIN
+			}
+			return []byte(v), nil
+		}
+	case uri != nil && uri.PINFile() != "":
+		explicit, origin = func() ([]byte, error) { return e.readPINFileAs("PIN file", uri.PINFile()) }, "the --key URI's pin-source"
+	default:
+		explicit = fromURI
+		if uri != nil && uri.PINSource != "" {
+			origin = "the --key URI's pin-source"
+		} else if uri != nil && uri.HasPIN() {
+			origin = "the --key URI's pin-value"
+		}
+	}
+	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		prompt = func() ([]byte, error) {
+			fmt.Fprint(e.stderr, "PIN: ")
+			pin, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(e.stderr)
+			if err != nil {
+				return nil, fmt.Errorf("reading the PIN from the terminal: %w", err)
+			}
+			if len(pin) == 0 {
+				return nil, errNoPIN
+			}
+			return pin, nil
+		}
+	} else {
+		prompt = func() ([]byte, error) { return nil, errNoPIN }
+	}
+	return explicit, prompt, origin
 }

@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/mp-hsm/mp-hsm/inspect"
 )
@@ -80,7 +78,7 @@ func (e *env) inspectInput(c *cli.Context) (string, error) {
 	default:
 		return "", usagef("inspect takes one JWT (or - for stdin), not %d arguments", c.NArg())
 	}
-	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if isTerminal(e.stdin) {
 		fmt.Fprintln(e.stderr, "mp-hsm inspect: paste the JWT, then press Ctrl-D")
 	}
 	data, err := io.ReadAll(io.LimitReader(e.stdin, maxInspectInput+1))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -12,11 +13,11 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/orgid"
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// keyCommand groups the commands that make and equip a key on the token:
-// generate, csr and import-cert. generate and import-cert write to the
-// token (key_write_cgo.go); csr only signs, so it works with --p12 too.
+// keyCommand: generate and import-cert write to the token; csr only signs,
+// so it works with --p12 too.
 func keyCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "key",
@@ -69,18 +70,11 @@ func keyCommand(e *env) *cli.Command {
 	}
 }
 
-// X.520's upper bounds (RFC 5280 appendix A.1) of the subject fields key
-// csr fills: ub-common-name, ub-organization-name and ub-serial-number are
-// 64 characters.
-const (
-	ubCommonName   = 64
-	ubOrganization = 64
-	ubSerialNumber = 64
-)
+// ubName is X.520's upper bound (RFC 5280 appendix A.1) of each field key
+// csr fills: ub-common-name, ub-organization-name, ub-serial-number.
+const ubName = 64
 
-// csrSubject is the subject key csr asks for. Each field is checked
-// against its X.520 upper bound and refused with a control character
-// (textsafe.Check); C is always NO.
+// csrSubject is key csr's subject, each field checked by textsafe.Check; C is NO.
 func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
 	if !grant.ValidOrgNumber(orgNumber) {
 		return pkix.Name{}, usagef("--org-number %q: want the organisation's 9-digit number", textsafe.EscapeN(orgNumber, 40))
@@ -88,17 +82,9 @@ func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
 	if orgName == "" {
 		return pkix.Name{}, usagef("--org-name is needed (the organisation's name, subject O)")
 	}
-	if cn == "" {
-		cn = orgName
-	}
-	if serial == "" {
-		serial = orgNumber
-	}
-	for _, f := range []struct {
-		flag, v string
-		max     int
-	}{{"--org-name", orgName, ubOrganization}, {"--common-name", cn, ubCommonName}, {"--serial-number", serial, ubSerialNumber}} {
-		if err := textsafe.Check(f.flag, f.v, f.max); err != nil {
+	cn, serial = cmp.Or(cn, orgName), cmp.Or(serial, orgNumber)
+	for _, f := range [][2]string{{"--org-name", orgName}, {"--common-name", cn}, {"--serial-number", serial}} {
+		if err := textsafe.Check(f[0], f[1], ubName); err != nil {
 			return pkix.Name{}, usageErr(err)
 		}
 	}
@@ -132,4 +118,43 @@ func (e *env) keyCSR(c *cli.Context) error {
 		return withCode(exitToken, fmt.Errorf("signing the certificate request: %w", err))
 	}
 	return pem.Encode(e.stdout, &pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+func jwkCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "jwk",
+		Usage: "print the key's public half as a JWK, for registering it in Samarbeidsportalen",
+		Description: "Prints kty, n, e (or crv, x, y), alg, use sig and kid, where kid is the RFC 7638 thumbprint\n" +
+			"unless --kid names one. --jwks wraps it in a key set; --pem prints the public key as PEM.",
+		Flags: concat(keyFlags(), []cli.Flag{
+			&cli.StringFlag{Category: catOut, Name: "kid", Usage: "`KID` to put in the JWK (default: the RFC 7638 thumbprint)", EnvVars: []string{"MP_HSM_KID"}},
+			&cli.StringFlag{Category: catOut, Name: "alg", Usage: "`ALG` to put in the JWK (default: RS256 for RSA keys)", EnvVars: []string{"MP_HSM_ALG"}},
+			&cli.BoolFlag{Category: catOut, Name: "jwks", Usage: "wrap the JWK in a JWK set {\"keys\":[...]}", EnvVars: []string{"MP_HSM_JWKS"}},
+			&cli.BoolFlag{Category: catOut, Name: "pem", Usage: "print the public key as PEM instead", EnvVars: []string{"MP_HSM_PEM"}},
+		}),
+		Action: func(c *cli.Context) error { return e.jwk(c) },
+	}
+}
+
+func (e *env) jwk(c *cli.Context) error {
+	s, err := e.openSigner(c)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if c.Bool("pem") {
+		der, err := x509.MarshalPKIXPublicKey(s.Public())
+		if err != nil {
+			return err
+		}
+		return pem.Encode(e.stdout, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	}
+	j, err := signer.PublicJWK(s.Public(), c.String("alg"), c.String("kid"))
+	if err != nil {
+		return usageErr(err)
+	}
+	if c.Bool("jwks") {
+		return writeJSON(e.stdout, map[string]any{"keys": []*signer.JWK{j}})
+	}
+	return writeJSON(e.stdout, j)
 }

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"github.com/xrash/smetrics"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
@@ -20,27 +23,22 @@ import (
 // keySetup is what the key flags resolve to.
 type keySetup struct {
 	cfg          p11.Config
-	uri          *pkcs11uri.URI
-	explicitPIN  bool
-	tokenChosen  bool
-	keyChosen    bool
 	moduleSource string   // "flag", "uri" or "default"
 	pinFrom      string   // where the PIN comes from, for messages
 	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
 }
 
-// errNoCgo says why a command that needs a token cannot run in a build
-// without cgo: a usage error (exit 2), since nothing is wrong with the
-// token; --p12, emulate, inspect and completion work there.
+// errNoCgo is a token asked of a build without cgo: exit 2, as nothing is
+// wrong with the token.
 var errNoCgo = errors.New("this mp-hsm was built without cgo: PKCS#11 tokens need a cgo build (CGO_ENABLED=1); --p12 works")
 
-// resolveKey turns the key flags into a p11.Config. The PIN is not read
-// here: the token asks for it when it needs it.
+// resolveKey turns the key flags into a p11.Config; the PIN is read later.
 func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	if hsm.Available() != nil {
 		return nil, usageErr(errNoCgo)
 	}
 	ks := &keySetup{}
+	var uri *pkcs11uri.URI
 	cfg := &ks.cfg
 	sel, fromEnv := selectors(c)
 	ks.fromEnv = fromEnv
@@ -49,7 +47,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--key: %w", err))
 		}
-		ks.uri = u
+		uri = u
 		if c.String("module") != "" { // --module wins: the URI's module is not looked for
 			v := *u
 			v.ModuleName, v.ModulePath = "", ""
@@ -63,10 +61,8 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 	}
 	cfg.Logger = e.log
-	// A command that asked for a token shows what modules write while
-	// they load (p11-kit's proxy loads every registered one) only if no
-	// token is found; serve, which logs, and doctor, which diagnoses, turn
-	// this off.
+	// What modules write while they load is shown only if no token is found;
+	// serve (which logs) and doctor (which diagnoses) show it always.
 	cfg.ModuleOptions.HoldLoadOutput = true
 	if m := c.String("module"); m != "" {
 		cfg.Module, ks.moduleSource = m, "flag"
@@ -82,14 +78,16 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		v := uint(id)
 		cfg.Token.SlotID = &v
 	}
-	if err := merge("--token-label", sel["token-label"], &cfg.Token.Label, "token"); err != nil {
-		return nil, err
-	}
-	if err := merge("--token-serial", sel["token-serial"], &cfg.Token.Serial, "serial"); err != nil {
-		return nil, err
-	}
-	if err := merge("--key-label", sel["key-label"], &cfg.Key.Label, "object"); err != nil {
-		return nil, err
+	for _, m := range []struct {
+		name string
+		dst  *string
+		attr string
+	}{{"token-label", &cfg.Token.Label, "token"}, {"token-serial", &cfg.Token.Serial, "serial"}, {"key-label", &cfg.Key.Label, "object"}} {
+		if v := sel[m.name]; v != "" && *m.dst != "" && *m.dst != v {
+			return nil, usagef("--%s %q and the --key URI's %s=%q disagree", m.name, v, m.attr, *m.dst)
+		} else if v != "" {
+			*m.dst = v
+		}
 	}
 	if h := sel["key-id"]; h != "" {
 		id, err := parseKeyID(h)
@@ -102,19 +100,15 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		cfg.Key.ID = id
 	}
 	if f := c.String("chain-file"); f != "" {
-		certs, err := readChainFile(f)
-		if err != nil {
-			return nil, usageErr(err)
+		var err error
+		if cfg.ExtraChain, err = readCertFile("--chain-file", f); err != nil {
+			return nil, err
 		}
-		cfg.ExtraChain = certs
 	}
-	explicit, prompt := e.pinSources(c.String("pin-file"), ks.uri, cfg.PIN)
-	ks.pinFrom = e.pinOrigin(c.String("pin-file"), ks.uri)
+	var explicit, prompt hsm.PINSource
+	explicit, prompt, ks.pinFrom = e.pinSources(c.String("pin-file"), uri, cfg.PIN)
 	cfg.PIN = explicit
 	cfg.Login = hsm.LoginOptions{AllowFinalTry: c.Bool("allow-final-pin-try"), Prompt: prompt}
-	ks.explicitPIN = explicit != nil
-	ks.tokenChosen = !cfg.Token.IsZero()
-	ks.keyChosen = len(cfg.Key.ID) > 0 || cfg.Key.Label != ""
 	if cfg.Module == "" {
 		p, err := hsm.FindDefaultModule()
 		if err != nil {
@@ -122,8 +116,7 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 		cfg.Module, ks.moduleSource = p, "default"
 	}
-	// A module is loaded with dlopen, which no signal interrupts: a FIFO
-	// or a device there would hang the process for good.
+	// dlopen of a FIFO or device would hang the process for good.
 	if err := safefile.CheckRegular(cfg.Module); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, withCode(exitToken, fmt.Errorf("PKCS#11 module not found: %w%s", err, moduleSuggestion(cfg.Module)))
@@ -133,30 +126,15 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	return ks, nil
 }
 
-func merge(flag, val string, dst *string, attr string) error {
-	if val == "" {
-		return nil
-	}
-	if *dst != "" && *dst != val {
-		return usagef("%s %q and the --key URI's %s=%q disagree", flag, val, attr, *dst)
-	}
-	*dst = val
-	return nil
-}
-
-// openToken opens the key on the token the key flags choose.
-func (e *env) openToken(c *cli.Context) (keySigner, error) { return e.openTokenKey(c, nil, "") }
-
-// openTokenKey opens the key with CKA_ID id and CKA_LABEL label, when
-// either is given, on the token the key flags choose; otherwise the key
-// flags' key.
+// openTokenKey opens the key id and label choose (when given, else the key
+// flags') on the token the key flags choose.
 func (e *env) openTokenKey(c *cli.Context, id []byte, label string) (keySigner, error) {
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
 	}
 	if id != nil || label != "" {
-		ks.cfg.Key, ks.keyChosen, ks.fromEnv = hsm.KeySelector{ID: id, Label: label}, true, nil
+		ks.cfg.Key, ks.fromEnv = hsm.KeySelector{ID: id, Label: label}, nil
 	}
 	s, err := p11.Open(ks.cfg)
 	if err != nil {
@@ -165,10 +143,9 @@ func (e *env) openTokenKey(c *cli.Context, id []byte, label string) (keySigner, 
 	return s, nil
 }
 
-// warnAlwaysAuthenticate warns when the chosen key asks for the PIN before
-// every signature: on a Buypass or Commfides card that is the signing
-// (non-repudiation) key, not the authentication key grants are for.
-// Keys that are not on a token are never warned about.
+// warnAlwaysAuthenticate warns of a token key that wants the PIN before each
+// signature: on a Buypass or Commfides card that is the signing key, not
+// the authentication key.
 func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
 	ts, ok := s.(*p11.TokenSigner)
 	if !ok {
@@ -190,9 +167,8 @@ func explainPINError(err error, ks *keySetup) error {
 	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
 }
 
-// explainSelection adds to a selection error which selectors came from
-// the environment and, when the module has no token, which module that
-// was and how it was chosen.
+// explainSelection adds to a selection error the selectors from the
+// environment and, when the module has no token, which module it was.
 func (ks *keySetup) explainSelection(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {
@@ -205,8 +181,7 @@ func (ks *keySetup) explainSelection(err error) error {
 	return explainEnvSelectors(err, ks.fromEnv)
 }
 
-// explainKeyError adds what to do to selection errors: which flag picks
-// which token or key.
+// explainKeyError adds to a selection error the flags that pick each candidate.
 func (e *env) explainKeyError(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {
@@ -222,11 +197,11 @@ func (e *env) explainKeyError(err error) error {
 		}
 	case tokenerr.ErrAmbiguousKey, tokenerr.ErrKeyNotFound:
 		for _, k := range se.Keys {
+			h := "--key-id " + k.IDHex()
 			if k.Label != "" {
-				hints = append(hints, fmt.Sprintf("--key-id %s or --key-label %q", k.IDHex(), k.Label))
-			} else {
-				hints = append(hints, "--key-id "+k.IDHex())
+				h += fmt.Sprintf(" or --key-label %q", k.Label)
 			}
+			hints = append(hints, h)
 		}
 	}
 	if len(hints) == 0 {
@@ -235,12 +210,105 @@ func (e *env) explainKeyError(err error) error {
 	return fmt.Errorf("%w\npick one with: %s", err, strings.Join(hints, "; "))
 }
 
-// moduleOutputOf returns what the module wrote while it loaded, held back
-// and kept in a selection error that found no token.
+// moduleOutputOf returns what the module wrote while it loaded, if held back.
 func moduleOutputOf(err error) string {
 	var se *hsm.SelectionError
 	if errors.As(err, &se) {
 		return se.ModuleOutput
 	}
 	return ""
+}
+
+// moduleSuggestion names the shared object beside a missing module path
+// whose name is at most three edits away, or "".
+func moduleSuggestion(path string) string {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return ""
+	}
+	best, bestDist := "", 4
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.Contains(name, ".so") || e.IsDir() {
+			continue
+		}
+		if d := smetrics.WagnerFischer(base, name, 1, 1, 2); d < bestDist {
+			best, bestDist = filepath.Join(dir, name), d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return "; did you mean " + best + "?"
+}
+
+// Within each group, a selector given on the command line (or in a serve
+// --config file) replaces the group's selectors from the environment, so
+// that a sourced MP_HSM_KEY_ID=01 does not narrow --key-label. Selectors of
+// one origin must all match.
+var selectorGroups = [][]string{
+	{"key", "key-id", "key-label"},
+	{"slot", "token-label", "token-serial"},
+}
+
+// selectors returns the selector flags' values by the rule above, and those
+// from the environment as NAME=value.
+func selectors(c *cli.Context) (vals map[string]string, fromEnv []string) {
+	vals = map[string]string{}
+	for _, group := range selectorGroups {
+		env := map[string]string{}
+		given := false
+		for _, name := range group {
+			v := c.String(name)
+			if v == "" {
+				continue
+			}
+			if variable := envOrigin(c, name, v); variable != "" {
+				env[name] = variable
+			} else {
+				given = true
+			}
+			vals[name] = v
+		}
+		for _, name := range group {
+			if env[name] == "" {
+				continue
+			}
+			if given {
+				delete(vals, name)
+			} else {
+				fromEnv = append(fromEnv, env[name]+"="+vals[name])
+			}
+		}
+	}
+	return vals, fromEnv
+}
+
+// envOrigin returns the variable that gave flag name its value v, or "".
+func envOrigin(c *cli.Context, name, v string) string {
+	for _, f := range c.Command.Flags {
+		ef, ok := f.(interface{ GetEnvVars() []string })
+		if !ok || f.Names()[0] != name {
+			continue
+		}
+		for _, variable := range ef.GetEnvVars() {
+			if x, ok := os.LookupEnv(variable); ok && strings.TrimSpace(x) == strings.TrimSpace(v) {
+				return variable
+			}
+		}
+	}
+	return ""
+}
+
+// explainEnvSelectors adds the selectors from the environment to err.
+func explainEnvSelectors(err error, fromEnv []string) error {
+	if err == nil || len(fromEnv) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\nfrom the environment: %s (a --key-id, --key-label or --key flag replaces the key's variables; --slot, --token-label or --token-serial the token's)",
+		err, strings.Join(fromEnv, ", "))
 }

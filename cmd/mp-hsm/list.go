@@ -67,14 +67,12 @@ type listOutput struct {
 }
 
 func describeCert(c hsm.Certificate, now time.Time) listCert {
+	org, _ := orgid.FromCertificate(c.Cert)
 	lc := listCert{
-		ID: fmt.Sprintf("%x", c.ID), Label: c.Label,
+		ID: fmt.Sprintf("%x", c.ID), Label: c.Label, OrgNumber: org,
 		Subject: c.Cert.Subject.String(), CommonName: c.Cert.Subject.CommonName, Issuer: c.Cert.Issuer.CommonName,
 		NotAfter: c.Cert.NotAfter.UTC(), DaysLeft: int(math.Floor(c.Cert.NotAfter.Sub(now).Hours() / 24)),
 		KeyUsage: inspect.KeyUsageNames(c.Cert.KeyUsage),
-	}
-	if o, ok := orgid.FromCertificate(c.Cert); ok {
-		lc.OrgNumber = o
 	}
 	if env, err := grant.EnvironmentForCertificate(c.Cert); err == nil {
 		lc.Environment = env.Name
@@ -115,23 +113,13 @@ func (e *env) list(c *cli.Context) error {
 		}
 		res.Slots = append(res.Slots, ls)
 	}
-	if !res.hasToken() {
+	if !slices.ContainsFunc(res.Slots, func(s listSlot) bool { return s.Token != nil }) {
 		e.showLoadOutput(m.LoadOutput())
 	}
 	if out == "json" {
 		return writeJSON(e.stdout, res)
 	}
 	return e.printList(res)
-}
-
-// hasToken reports whether the listing shows a token.
-func (l listOutput) hasToken() bool {
-	for _, s := range l.Slots {
-		if s.Token != nil {
-			return true
-		}
-	}
-	return false
 }
 
 func matchesToken(sel hsm.TokenSelector, s hsm.Slot) bool {
@@ -153,7 +141,7 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 		return nil, err
 	}
 	defer tok.Close()
-	if ks.explicitPIN && t.Flags.LoginRequired() {
+	if ks.cfg.PIN != nil && t.Flags.LoginRequired() {
 		opts := ks.cfg.Login
 		opts.Prompt = nil
 		if err := tok.Login(ks.cfg.PIN, opts); err != nil {
@@ -184,9 +172,7 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 	}
 	// The module's object order is arbitrary; sort for stable output.
 	slices.SortStableFunc(lt.Keys, func(a, b listKey) int { return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Label, b.Label)) })
-	slices.SortStableFunc(lt.Certificates, func(a, b listCert) int {
-		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Label, b.Label))
-	})
+	slices.SortStableFunc(lt.Certificates, func(a, b listCert) int { return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Label, b.Label)) })
 	return lt, nil
 }
 
@@ -199,10 +185,8 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// printList prints the table for people. Every value from the card
-// (labels, descriptions, certificate names) is escaped and bounded
-// (textsafe.Escape): a label with a newline or a tab could forge a row. Each table gets its own
-// tabwriter, so that columns align within a table and not across slots.
+// printList prints the tables for people, every value from the card escaped
+// (a label with a newline could forge a row), one tabwriter per table.
 func (e *env) printList(res listOutput) error {
 	fmt.Fprintf(e.stdout, "Module %s\n", textsafe.Escape(res.Module))
 	for _, s := range res.Slots {
@@ -232,10 +216,7 @@ func (e *env) printList(res listOutput) error {
 				if k.Bits > 0 {
 					typ = fmt.Sprintf("%s %d", k.Type, k.Bits)
 				}
-				cert := textsafe.Escape(k.Certificate)
-				if cert == "" {
-					cert = "-"
-				}
+				cert := dash(textsafe.Escape(k.Certificate))
 				if k.Authentication {
 					cert += " [authentication]"
 				}

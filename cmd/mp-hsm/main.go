@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,11 +17,21 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/mp-hsm/mp-hsm/daemon"
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
+	"github.com/mp-hsm/mp-hsm/doctor"
+	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
+	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // Exit codes, as the command-line contract fixes them.
@@ -37,8 +48,7 @@ func main() {
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
-// env is what a command needs from the process, so that tests and the
-// daemon's reload can give their own.
+// env is what a command needs from the process; tests and reload give their own.
 type env struct {
 	stdin  io.Reader
 	stdout io.Writer
@@ -51,13 +61,11 @@ type env struct {
 	reparsed  func(*cli.Context) error // set when parsing again: serve's action calls it instead
 }
 
-// buildVersion is set at build time by the Makefile
-// (-ldflags "-X main.buildVersion=...").
+// buildVersion is set by the Makefile (-ldflags "-X main.buildVersion=...").
 var buildVersion string
 
-// version returns the module version: the one set at build time, else the
-// one Go recorded (a tagged version for `go install ...@vX`), else "devel",
-// followed by the module path and the Go version.
+// version is the build's version (set by the Makefile, else Go's record,
+// else "devel"), module path and Go version.
 func version() string {
 	v, mod, gov := buildVersion, "github.com/mp-hsm/mp-hsm", runtime.Version()
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -73,11 +81,9 @@ func version() string {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, args: args,
-		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, args: args, log: newLogger(stderr, "text", slog.LevelWarn)}
 	if i := pinInArgv(args); i > 0 {
-		// Refused before anything else, and without echoing the argument:
-		// every user of the machine can read argv (ps, /proc).
+		// Refused first, not echoed: every user can read argv.
 		fmt.Fprintf(stderr, "mp-hsm: argument %d%s holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n",
 			i, flagOf(args, i))
 		return exitUsage
@@ -90,10 +96,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if sig := stoppedBy(); sig != 0 {
-		// What was in flight failed because the user stopped it: say so,
-		// with the shell's code for the signal, not the failure's (a
-		// metadata request cancelled would otherwise read "Maskinporten
-		// unreachable", exit 5).
+		// Stopped by the user: the signal's code, not the failure's (a cancelled
+		// metadata request would read "unreachable", exit 5).
 		fmt.Fprintf(stderr, "mp-hsm: stopped by %v (%v)\n", sig, err)
 		return 128 + int(sig)
 	}
@@ -110,30 +114,22 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return code
 }
 
-// helpCommand is the command line whose --help a usage error points to:
-// mp-hsm and the (sub)commands args named before their first flag.
+// helpCommand is the (sub)command whose --help a usage error points to.
 func helpCommand(app *cli.App, args []string) string {
 	path := []string{"mp-hsm"}
 	cmds := app.Commands
 	for _, a := range args[min(1, len(args)):] {
-		var found *cli.Command
-		for _, c := range cmds {
-			if c.HasName(a) {
-				found = c
-			}
-		}
-		if found == nil {
+		i := slices.IndexFunc(cmds, func(c *cli.Command) bool { return c.HasName(a) })
+		if i < 0 {
 			break
 		}
-		path = append(path, found.Name)
-		cmds = found.Subcommands
+		path, cmds = append(path, cmds[i].Name), cmds[i].Subcommands
 	}
 	return strings.Join(path, " ")
 }
 
-// showLoadOutput shows what modules wrote on standard error while they
-// loaded, held back (hsm.OpenOptions.HoldLoadOutput) because it is noise
-// while the token is found, and shown when none is, as it may say why.
+// showLoadOutput shows what modules wrote while they loaded, held back
+// (HoldLoadOutput) as noise unless no token was found.
 func (e *env) showLoadOutput(out string) {
 	if out == "" {
 		return
@@ -195,47 +191,32 @@ func newApp(e *env) *cli.App {
 
 func (e *env) setupLogging(c *cli.Context) error {
 	var level slog.Level
-	switch strings.ToLower(c.String("log-level")) {
-	case "debug":
-		level = slog.LevelDebug
-	case "info":
-		level = slog.LevelInfo
-	case "warn", "warning", "":
+	switch lv := strings.ToLower(c.String("log-level")); lv {
+	case "debug", "info", "warn", "error":
+		_ = level.UnmarshalText([]byte(lv))
+	case "warning", "":
 		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
 	default:
-		return usageErr(fmt.Errorf("--log-level %q: use debug, info, warn or error", c.String("log-level")))
+		return usagef("--log-level %q: use debug, info, warn or error", c.String("log-level"))
 	}
 	if c.Bool("quiet") {
 		level = slog.LevelError
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch c.String("log-format") {
-	case "text", "":
-		e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
-	case "json":
-		e.log = slog.New(slog.NewJSONHandler(e.stderr, opts))
-	default:
-		return usageErr(fmt.Errorf("--log-format %q: use text or json", c.String("log-format")))
+	if f := c.String("log-format"); f != "text" && f != "" && f != "json" {
+		return usagef("--log-format %q: use text or json", f)
 	}
+	e.log = newLogger(e.stderr, c.String("log-format"), level)
 	return nil
 }
 
-// usageError marks an error as bad usage or bad input (exit code 2).
-type usageError struct{ err error }
-
-func (u *usageError) Error() string { return u.err.Error() }
-func (u *usageError) Unwrap() error { return u.err }
-
-func usageErr(err error) error {
-	if err == nil {
-		return nil
+// newLogger logs to w at level, as JSON for format "json", else as text.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return &usageError{err}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
-
-func usagef(format string, args ...any) error { return usageErr(fmt.Errorf(format, args...)) }
 
 // codedError carries an explicit exit code.
 type codedError struct {
@@ -253,9 +234,13 @@ func withCode(code int, err error) error {
 	return &codedError{code, err}
 }
 
-// pinInArgv returns the position of the first argument that holds an RFC
-// 7512 pin-value attribute, or 0. It looks at the real argv, whatever the
-// environment holds.
+// usageErr marks err as bad usage or bad input (exit code 2).
+func usageErr(err error) error { return withCode(exitUsage, err) }
+
+func usagef(format string, args ...any) error { return usageErr(fmt.Errorf(format, args...)) }
+
+// pinInArgv returns the position of the first argument with an RFC 7512
+// pin-value, or 0.
 func pinInArgv(args []string) int {
 	for i, a := range args {
 		if i > 0 && strings.Contains(strings.ToLower(a), "pin-value") {
@@ -279,45 +264,83 @@ func flagOf(args []string, i int) string {
 	return ""
 }
 
-// interruptContext is cancelled by the first SIGINT or SIGTERM, so that
-// the command stops cleanly (the daemon drains its requests). A second one
-// ends the process at once: a call that does not look at the context (a
-// PKCS#11 module busy in C) cannot keep it alive. It returns the context,
-// the function that stops listening, and one that tells the signal that
-// cancelled the context (0 if none did): a command that fails after it
-// exits with 128 + that signal.
+// interruptContext is cancelled by the first SIGINT or SIGTERM; a second
+// ends the process at once (a module busy in C cannot keep it alive). It
+// also returns the stop function and the signal that cancelled it, if any.
 func interruptContext(stderr io.Writer) (context.Context, func(), func() syscall.Signal) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
 	var first atomic.Int32 // the signal that cancelled ctx, 0 before
 	go func() {
-		select {
-		case sig := <-sigs:
-			if s, ok := sig.(syscall.Signal); ok {
-				first.Store(int32(s))
+		for sig := range sigs {
+			s, _ := sig.(syscall.Signal)
+			if first.CompareAndSwap(0, int32(s)) {
+				cancel()
+				continue
 			}
-			cancel()
-		case <-done:
-			return
-		}
-		select {
-		case sig := <-sigs:
 			fmt.Fprintf(stderr, "mp-hsm: second %v: exiting at once\n", sig)
-			code := 128 + int(syscall.SIGTERM)
-			if sig == os.Interrupt {
-				code = 128 + int(syscall.SIGINT)
-			}
-			os.Exit(code)
-		case <-done:
+			os.Exit(128 + int(s))
 		}
 	}()
 	return ctx, func() {
-			signal.Stop(sigs)
-			close(done)
+			signal.Stop(sigs) // no sends after it returns
+			close(sigs)
 			cancel()
 		}, func() syscall.Signal {
 			return syscall.Signal(first.Load())
 		}
+}
+
+// exitCode maps an error to the contract's exit codes.
+func exitCode(err error) int {
+	var ce *codedError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ce) && ce.code != exitUsage:
+		return ce.code
+	case errors.Is(err, grant.ErrCertificateExpired):
+		return exitToken
+	case ce != nil, // a usage error
+		// A socket or port in use, like a bad daemon config, is the configuration's to fix.
+		errors.Is(err, daemon.ErrConfig), errors.Is(err, socket.ErrConfig), errors.Is(err, syscall.EADDRINUSE),
+		errors.Is(err, pkcs11uri.ErrInvalid),
+		errors.Is(err, safefile.ErrUnsafe),
+		errors.Is(err, grant.ErrInvalidRequest),
+		errors.Is(err, grant.ErrInvalidConfig) && !errors.Is(err, grant.ErrEnvironmentMismatch):
+		return exitUsage
+	case errors.Is(err, grant.ErrRefused):
+		return exitRefused
+	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, grant.ErrBadResponse),
+		errors.Is(err, context.DeadlineExceeded):
+		return exitUnavailable
+	case isTokenProblem(err):
+		return exitToken
+	}
+	return exitInternal
+}
+
+// isTokenProblem reports a module, token, key, PIN or certificate error; it
+// needs no PKCS#11, as every hsm error matches a tokenerr sentinel.
+func isTokenProblem(err error) bool {
+	var pf *pinFileError
+	return tokenerr.Kind(err) != nil || errors.As(err, &pf) ||
+		errors.Is(err, signer.ErrKeyTooSmall) || errors.Is(err, signer.ErrCertificateMismatch) ||
+		errors.Is(err, signer.ErrUnsupportedKey) || errors.Is(err, grant.ErrEnvironmentMismatch) ||
+		errors.Is(err, errNoPIN)
+}
+
+// doctorExit returns a failed check's exit code: that of an error the
+// command made from its flags, else the one of the check's class.
+func doctorExit(r doctor.Result) int {
+	var ce *codedError
+	if errors.As(r.Err, &ce) {
+		return ce.code
+	}
+	if code, ok := map[doctor.Class]int{doctor.ClassUsage: exitUsage, doctor.ClassToken: exitToken,
+		doctor.ClassRefused: exitRefused, doctor.ClassUnavailable: exitUnavailable}[r.Class]; ok {
+		return code
+	}
+	return exitInternal
 }

@@ -15,33 +15,24 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// resolveEnvironment chooses the Maskinporten environment from --env,
-// --well-known, or --issuer with --token-endpoint; failing those, from the
-// certificate's issuing CA. A preset chosen by name is checked against the
-// certificate.
+// resolveEnvironment chooses the environment from --env, --well-known, or
+// --issuer with --token-endpoint, else from the certificate's issuing CA.
 func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
 	name, wk, iss, te := c.String("env"), c.String("well-known"), c.String("issuer"), c.String("token-endpoint")
-	given := 0
-	for _, v := range []bool{name != "", wk != "", iss != "" || te != ""} {
-		if v {
-			given++
-		}
-	}
-	if given > 1 {
+	if (name != "") && (wk != "") || (name != "" || wk != "") && (iss != "" || te != "") {
 		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint%s", e.fromConfigFile("env", "well-known", "issuer", "token-endpoint"))
 	}
 	var envr grant.Environment
 	var how string
+	var err error
 	switch {
 	case name != "":
-		var err error
 		envr, err = grant.EnvironmentByName(name)
 		if err != nil {
 			return envr, "", usagef("--env %q: use test or prod", name)
 		}
 		how = "--env " + envr.Name
 	case wk != "":
-		var err error
 		envr, err = grant.Discover(ctx, nil, wk)
 		if err != nil {
 			err = fmt.Errorf("--well-known %s: %w", wk, err)
@@ -67,7 +58,6 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 		if len(chain) == 0 {
 			return envr, "", usagef("no certificate to tell the environment from: give --env test or --env prod (or --well-known)")
 		}
-		var err error
 		if envr, err = grant.EnvironmentForCertificate(chain[0]); err != nil {
 			return envr, "", usagef("cannot tell the environment from the certificate's issuer %q: give --env test or --env prod", chain[0].Issuer.CommonName)
 		}
@@ -76,10 +66,7 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 	if x := c.String("altinn-exchange"); x != "" {
 		envr.AltinnExchange = x
 	}
-	if err := grant.CheckEnvironment(envr, chain); err != nil {
-		return envr, how, err
-	}
-	return envr, how, nil
+	return envr, how, grant.CheckEnvironment(envr, chain)
 }
 
 // grantConfig builds the grant.Config for the key s and the flags.
@@ -97,21 +84,11 @@ func (e *env) grantConfig(ctx context.Context, c *cli.Context, s signer.Signer) 
 	if kid == "" && len(s.Chain()) == 0 {
 		return nil, withCode(exitToken, errors.New("the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate"))
 	}
-	cfg := &grant.Config{
-		ClientID:      clientID,
-		Signer:        s,
-		Algorithm:     c.String("alg"),
-		KeyID:         kid,
-		Environment:   envr,
-		AllowInsecure: c.Bool("allow-insecure"),
-		Logger:        e.log,
-	}
-	return cfg, nil
+	return &grant.Config{ClientID: clientID, Signer: s, Algorithm: c.String("alg"), KeyID: kid, Environment: envr,
+		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}, nil
 }
 
-// clientIDFlag returns --client-id, or a usage error when it is missing.
-// Commands check it before they open the token, so that a missing flag
-// costs no PIN entry.
+// clientIDFlag returns --client-id, required; checked before the token opens.
 func clientIDFlag(c *cli.Context) (string, error) {
 	id := strings.TrimSpace(c.String("client-id"))
 	if id == "" {
@@ -144,32 +121,20 @@ func requestFromFlags(c *cli.Context) (grant.Request, error) {
 	}
 	if err := req.Validate(); err != nil {
 		var ve *grant.ValidationError
-		if errors.As(err, &ve) && claimFlags[ve.Field] != "" {
-			return req, fmt.Errorf("%s: %w", claimFlags[ve.Field], err)
+		if errors.As(err, &ve) { // name the flag that sets the claim
+			flag := map[string]string{"iss_onbehalfof": "on-behalf-of", "systemuser_org": "system-user-org"}[ve.Field]
+			if flag == "" {
+				flag = strings.ReplaceAll(ve.Field, "_", "-")
+			}
+			return req, fmt.Errorf("--%s: %w", flag, err)
 		}
 		return req, err
 	}
 	return req, nil
 }
 
-// claimFlags name the flag that sets each claim grant.ValidationError
-// names, so that an error says which flag to fix.
-var claimFlags = map[string]string{
-	"scope":                 "--scope",
-	"resource":              "--resource",
-	"consumer_org":          "--consumer-org",
-	"iss_onbehalfof":        "--on-behalf-of",
-	"pid":                   "--pid",
-	"systemuser_org":        "--system-user-org",
-	"consent_id":            "--consent-id",
-	"consent_from":          "--consent-from",
-	"authorization_details": "--authorization-details",
-	"lifetime":              "--lifetime",
-}
-
-// fromConfigFile says which of the options names a serve --config file
-// set, for an error about their conflict with a flag or variable: "" when
-// none.
+// fromConfigFile names, for a conflict error, which of names the serve
+// --config file set; "" when none.
 func (e *env) fromConfigFile(names ...string) string {
 	if e.serveFile == nil {
 		return ""
@@ -184,4 +149,50 @@ func (e *env) fromConfigFile(names ...string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (%s from config %s: a flag or variable replaces only the same option)", strings.Join(set, ", "), e.serveFile.path)
+}
+
+// preflight checks the Maskinporten flags that need no token, so that a typo
+// exits 2 before the module is opened and never costs a PIN try.
+func preflight(c *cli.Context) error {
+	if id := c.String("client-id"); id != "" && !grant.ValidScope(id) {
+		return usagef("--client-id %q: a Maskinporten client id is printable ASCII without spaces", id)
+	}
+	if name := c.String("env"); name != "" {
+		if _, err := grant.EnvironmentByName(name); err != nil {
+			return usagef("--env %q: use test or prod", name)
+		}
+	}
+	if alg := c.String("alg"); alg != "" {
+		if _, err := signer.Method(alg); err != nil {
+			return usageErr(fmt.Errorf("--alg: %w", err))
+		}
+	}
+	if c.IsSet("timeout") && c.Duration("timeout") <= 0 {
+		return usagef("--timeout %s: give how long to wait for Maskinporten, such as 30s", c.Duration("timeout"))
+	}
+	if c.IsSet("lifetime") {
+		if l := c.Duration("lifetime"); l%time.Second != 0 {
+			return usagef("--lifetime %s: a grant's lifetime is whole seconds (exp and iat are in seconds), such as %s",
+				l, l.Truncate(time.Second))
+		}
+	}
+	iss, te, x := c.String("issuer"), c.String("token-endpoint"), c.String("altinn-exchange")
+	insecure := c.Bool("allow-insecure")
+	if iss != "" && te != "" {
+		if err := (grant.Environment{Issuer: iss, TokenEndpoint: te, AltinnExchange: x}).Validate(insecure); err != nil {
+			return usageErr(err)
+		}
+	} else if x != "" {
+		probe := grant.Environment{Issuer: "https://preflight.invalid/", TokenEndpoint: "https://preflight.invalid/token", AltinnExchange: x}
+		if err := probe.Validate(insecure); err != nil {
+			return usageErr(err)
+		}
+	}
+	if wk := c.String("well-known"); wk != "" {
+		probe := grant.Environment{Issuer: wk, TokenEndpoint: wk}
+		if err := probe.Validate(insecure); err != nil {
+			return usageErr(fmt.Errorf("--well-known: %w", err))
+		}
+	}
+	return nil
 }

@@ -18,15 +18,11 @@ import (
 // rotatedJSON is what admin keys rotate prints with --output json.
 type rotatedJSON struct {
 	ClientID string `json:"client_id"`
-	ID       string `json:"id"`
-	Label    string `json:"label"`
-	Type     string `json:"type"`
-	Kid      string `json:"kid"`
-	Removed  string `json:"removed,omitempty"`
+	generatedJSON
+	Removed string `json:"removed,omitempty"`
 }
 
-// tokenKey is admin.NewKey on a token opened read-write, logged in, with
-// its change lock held: the token side of admin.Client.Rotate.
+// tokenKey is admin.NewKey on a writable, logged-in and locked token.
 type tokenKey struct {
 	tok  *hsm.Token
 	opts hsm.GenerateOptions
@@ -54,8 +50,7 @@ func (k *tokenKey) Generate() (crypto.PublicKey, error) {
 	return key.Public(), nil
 }
 
-// Undo names the tool that deletes the new key: mp-hsm writes keys but
-// deletes none.
+// Undo names the tool that deletes the new key: mp-hsm deletes no key.
 func (k *tokenKey) Undo() string {
 	id := fmt.Sprintf("%x", k.opts.ID)
 	if k.key != nil {
@@ -64,24 +59,18 @@ func (k *tokenKey) Undo() string {
 	return fmt.Sprintf("pkcs11-tool --login --delete-object --type privkey --id %s (and --type pubkey)", id)
 }
 
-// adminRotate runs admin.Client.Rotate with a key made on the token. The
-// token is opened read-write, locked against other mp-hsm processes and
-// logged in once; the self-service client signs with the key
-// --admin-key-id or --admin-key-label choose, else the key flags' key, on
-// the same login.
+// adminRotate runs admin.Client.Rotate with a key made on the token, in one
+// locked, read-write login that the self-service key signs through too.
 func (e *env) adminRotate(c *cli.Context) error {
 	format, err := outputFormat(c, "text", "json")
 	if err != nil {
 		return err
 	}
-	clientID := strings.TrimSpace(c.String("client-id"))
-	adminID := strings.TrimSpace(c.String("admin-client-id"))
-	switch {
-	case clientID == "":
-		return usagef("missing --client-id: the client whose key to rotate")
-	case adminID == "":
-		return usagef("missing --admin-client-id (or MP_HSM_ADMIN_CLIENT_ID): the organisation's self-service client")
-	case len(c.StringSlice("scope")) == 0:
+	clientID, adminID, err := adminClientIDs(c, "key to rotate")
+	if err != nil {
+		return err
+	}
+	if len(c.StringSlice("scope")) == 0 {
 		return usagef("missing --scope: a scope of --client-id, to prove the new key with a token before anything is removed")
 	}
 	opts, err := generateOptions(c)
@@ -92,10 +81,7 @@ func (e *env) adminRotate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkAdminAPI(c); err != nil {
-		return err
-	}
-	if err := preflight(c); err != nil {
+	if err := adminPreflight(c); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
@@ -137,7 +123,7 @@ func (e *env) adminRotate(c *cli.Context) error {
 		return timedOut(ctx, c, adminExit(err))
 	}
 	info := nk.key.Info()
-	out := rotatedJSON{ClientID: clientID, ID: info.IDHex(), Label: info.Label, Type: opts.Spec.String(), Kid: res.Kid, Removed: res.Removed}
+	out := rotatedJSON{clientID, generatedJSON{ID: info.IDHex(), Label: info.Label, Type: opts.Spec.String(), Kid: res.Kid}, res.Removed}
 	if format == "json" {
 		return writeJSON(e.stdout, out)
 	}

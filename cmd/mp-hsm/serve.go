@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -24,8 +23,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// drainTimeout bounds the graceful shutdown, so that the process exits
-// within 10 seconds of SIGTERM.
+// drainTimeout bounds shutdown: exit within 10 s of SIGTERM.
 const drainTimeout = 9 * time.Second
 
 func serveCommand(e *env) *cli.Command {
@@ -107,18 +105,10 @@ func serveFlags() []cli.Flag {
 }
 
 func (e *env) serve(c *cli.Context) error {
-	if !c.IsSet("log-level") && !c.Bool("quiet") {
-		// A daemon logs one line per Maskinporten call: info, unless asked
-		// otherwise.
-		opts := &slog.HandlerOptions{Level: slog.LevelInfo}
-		if c.String("log-format") == "json" {
-			e.log = slog.New(slog.NewJSONHandler(e.stderr, opts))
-		} else {
-			e.log = slog.New(slog.NewTextHandler(e.stderr, opts))
-		}
+	if !c.IsSet("log-level") && !c.Bool("quiet") { // a daemon logs each Maskinporten call
+		e.log = newLogger(e.stderr, c.String("log-format"), slog.LevelInfo)
 	}
-	// SIGHUP reloads; registered first, so that an early one cannot kill
-	// the process.
+	// SIGHUP reloads; registered first, so that an early one cannot kill us.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -150,10 +140,6 @@ func (e *env) serve(c *cli.Context) error {
 		ln, err := socket.Listen(s, plan.listen)
 		if err != nil {
 			closeAll()
-			// A socket or port in use is the configuration's to fix.
-			if errors.Is(err, socket.ErrConfig) || errors.Is(err, syscall.EADDRINUSE) {
-				return usageErr(err)
-			}
 			return err
 		}
 		listeners = append(listeners, ln)
@@ -162,9 +148,6 @@ func (e *env) serve(c *cli.Context) error {
 	srv, err := daemon.New(cfg)
 	if err != nil {
 		closeAll()
-		if errors.Is(err, daemon.ErrConfig) {
-			return usageErr(err)
-		}
 		return explain(err)
 	}
 	if ok, reason := srv.Ready(); !ok {
@@ -200,18 +183,16 @@ func (e *env) serve(c *cli.Context) error {
 			}
 			shutdown()
 			if errors.Is(err, daemon.ErrConfig) {
-				return usageErr(err)
+				return err
 			}
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
 }
 
-// daemonConfig builds the daemon's configuration from the flags, reading
-// the secret, chain and (when it is used) PIN files afresh.
-//
-// It returns, beside the configuration, the function that adds to an error
-// of OpenSigner what the flags can do about it.
+// daemonConfig builds the daemon's configuration from the flags, reading the
+// secret, chain and PIN files afresh, and the function that explains an
+// OpenSigner error with the flags.
 func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, error) {
 	if err := preflight(c); err != nil {
 		return daemon.Config{}, nil, err
@@ -255,7 +236,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 	}
 	secret := ""
 	if p := c.String("client-secret-file"); p != "" {
-		if secret, err = e.readSecretFile(p); err != nil {
+		if secret, err = e.readSecret(p, "--client-secret-file"); err != nil {
 			return daemon.Config{}, nil, err
 		}
 	}
@@ -289,12 +270,9 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 }
 
 // rememberedPrompt asks a terminal for the PIN once and keeps it for the
-// logins after a reconnect; a daemon cannot ask again. It is asked only
-// when the token needs a PIN and has no PIN pad. Without a terminal it is
-// prompt itself, which fails.
+// logins after a reconnect: a daemon cannot ask again.
 func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, error) {
-	f, ok := e.stdin.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
+	if !isTerminal(e.stdin) {
 		return prompt
 	}
 	var mu sync.Mutex
@@ -314,16 +292,8 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 	}
 }
 
-// readSecretFile reads the TCP callers' secret as readPINFile reads a PIN
-// (a regular file of at most safefile.MaxSecret bytes, one trailing newline
-// trimmed, no control characters, refused when another user can change
-// it). It is never logged.
-func (e *env) readSecretFile(path string) (string, error) {
-	return e.readSecret(path, "--client-secret-file")
-}
-
-// readSecret reads a secret file as readSecretFile does; what names it in
-// errors.
+// readSecret reads a client secret by safefile.ReadSecret's rule, as a PIN
+// file is read; what names it in errors. It is never logged.
 func (e *env) readSecret(path, what string) (string, error) {
 	secret, shared, err := safefile.ReadSecret(path, safefile.MaxSecret)
 	if err != nil {
@@ -336,8 +306,7 @@ func (e *env) readSecret(path, what string) (string, error) {
 	return string(secret), nil
 }
 
-// sdNotify tells systemd about the daemon's state (sd_notify(3)) when it
-// runs as a Type=notify service; otherwise it does nothing.
+// sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens.
 func sdNotify(state string) {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {

@@ -1,19 +1,28 @@
 package main
 
 import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
+	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/signer"
+	"github.com/mp-hsm/mp-hsm/signer/p11"
+	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// servePlan is what serve's command line, environment and --config file
-// ask for, checked: checkServe makes it at start and again at each SIGHUP,
-// so that a reload is judged by exactly the checks start makes.
+// servePlan is serve's checked configuration, made by checkServe at start
+// and at each SIGHUP alike.
 type servePlan struct {
 	specs    []string          // the --listen addresses (none with socket activation alone)
 	listen   socket.Options    // how they are opened
@@ -22,13 +31,8 @@ type servePlan struct {
 	explain  func(error) error // adds to an OpenSigner error what the flags can do
 }
 
-// checkServe checks c as serve's one validation: the list flags, the
-// listeners (activated: those systemd passed), who may connect to the unix
-// socket against who is admitted, and the daemon's configuration with its
-// clients (daemonConfig, which reads the config's secret and chain files
-// afresh). daemon.New and Server.Serve then judge the configuration
-// against the listeners, and Server.Reload judges a reload against the
-// same listeners.
+// checkServe is serve's one validation, at start and at each SIGHUP: list
+// flags, listeners (activated: systemd's), socket access, the daemon config.
 func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, error) {
 	if err := emptyListFlag(c); err != nil {
 		return nil, err
@@ -49,11 +53,7 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 			return nil, usagef("--listen %q: want unix:PATH or tcp:HOST:PORT", s)
 		}
 	}
-	for _, ln := range activated {
-		if _, ok := ln.Addr().(*net.TCPAddr); ok {
-			tcp = true
-		}
-	}
+	tcp = tcp || slices.ContainsFunc(activated, func(ln net.Listener) bool { _, ok := ln.Addr().(*net.TCPAddr); return ok })
 	if tcp && c.String("client-secret-file") == "" && !e.clientWithSecret() {
 		return nil, usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
 	}
@@ -71,13 +71,9 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 	return p, nil
 }
 
-// reload is SIGHUP: the audit log is reopened (for logrotate), then the
-// command line, the environment and the --config file are read again,
-// checked by checkServe as at start, and applied with Server.Reload, which
-// judges them against the listeners being served. A configuration that
-// fails is refused, logged, and the running one kept. What only a restart
-// changes (the listeners, the socket's mode and group, the audit log's
-// path) is logged when it differs.
+// reload is SIGHUP: the audit log is reopened, and what checkServe makes
+// afresh is applied by Server.Reload, or refused and logged, keeping the
+// running configuration. What needs a restart is logged when it changed.
 func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listener, srv *daemon.Server, audit *daemon.AuditLog) {
 	if audit != nil {
 		if err := audit.Reopen(); err != nil {
@@ -103,4 +99,132 @@ func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listene
 	if err != nil {
 		e.log.Error("reload refused; the running configuration is kept", "config", c.String("config"), "error", err)
 	}
+}
+
+// daemonClients builds the daemon's clients from the [[client]] tables.
+func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
+	if !e.hasClients() {
+		return nil, nil
+	}
+	path := e.serveFile.path
+	for _, name := range []string{"client-id", "client-secret-file"} {
+		if c.IsSet(name) {
+			return nil, usagef("config %s has [[client]] tables, and --%s is given too (flag, variable or file): give each client's client-id and secret-file in its table", path, name)
+		}
+	}
+	out := make([]daemon.Client, 0, len(e.serveFile.clients))
+	for _, cs := range e.serveFile.clients {
+		dc := daemon.Client{Name: cs.Name, ClientID: strings.TrimSpace(cs.ClientID), Scopes: cs.Scopes, AuthorizationTypes: cs.AuthzTypes,
+			Users: cs.Users, Groups: cs.Groups, KeyID: cs.KID}
+		if cs.SecretFile != "" {
+			secret, err := e.readSecret(cs.SecretFile, "config "+path+": client \""+cs.Name+"\": secret-file")
+			if err != nil {
+				return nil, err
+			}
+			dc.Secret = secret
+		}
+		if cs.KeyID != "" || cs.KeyLabel != "" {
+			var id []byte
+			if cs.KeyID != "" {
+				var err error
+				id, err = hex.DecodeString(strings.TrimSpace(cs.KeyID))
+				if err != nil || len(id) == 0 {
+					return nil, usagef("config %s: client %q: key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", path, cs.Name, cs.KeyID)
+				}
+			}
+			if c.String("p12") != "" {
+				return nil, usagef("config %s: client %q: key-id and key-label choose another key on the token; with --p12 there is none", path, cs.Name)
+			}
+			open, err := e.clientKeyOpener(c, id, cs.KeyLabel)
+			if err != nil {
+				return nil, err
+			}
+			dc.OpenKey = open
+		}
+		out = append(out, dc)
+	}
+	if err := daemon.CheckClients(out); err != nil {
+		return nil, usagef("config %s: %v", path, err)
+	}
+	return out, nil
+}
+
+// clientWithSecret reports whether a [[client]] has a secret-file (TCP).
+func (e *env) clientWithSecret() bool {
+	if !e.hasClients() {
+		return false
+	}
+	for _, cs := range e.serveFile.clients {
+		if cs.SecretFile != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenOpener returns the daemon's OpenSigner for the chosen token key and
+// the function that explains its errors with the flags.
+func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer, error), func(error) error, error) {
+	ks, err := e.resolveKey(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc := ks.cfg
+	sc.ModuleOptions.HoldLoadOutput = false // a daemon logs: what modules write goes with it
+	if sc.PIN == nil && sc.Login.Prompt != nil {
+		sc.Login.Prompt = e.rememberedPrompt(sc.Login.Prompt)
+	}
+	var opened atomic.Bool
+	open := func(context.Context) (signer.Signer, error) {
+		s, err := p11.Open(sc)
+		if err == nil && !opened.Load() {
+			e.warnAlwaysAuthenticate(s)
+		}
+		if !opened.Swap(true) && moduleHasNoToken(err) {
+			e.log.Warn("the module has no token in any slot; still waiting for one. If the token is behind another module, choose it with --module PATH (MP_HSM_MODULE) or module-path in --key",
+				"module", sc.Module, "module_from", ks.moduleSource)
+		}
+		return s, err
+	}
+	explain := func(err error) error { return explainPINError(ks.explainSelection(e.explainKeyError(err)), ks) }
+	return open, explain, nil
+}
+
+// moduleHasNoToken reports a selection that failed because no slot holds an
+// initialised token: more often a wrong module than a card not inserted.
+func moduleHasNoToken(err error) bool {
+	var se *hsm.SelectionError
+	if !errors.As(err, &se) || se.Kind != tokenerr.ErrNoToken {
+		return false
+	}
+	for _, s := range se.Tokens {
+		if s.Token != nil && s.Token.Flags.Initialized() {
+			return false
+		}
+	}
+	return true
+}
+
+// clientKeyOpener returns a client's OpenKey: the key id and label choose,
+// found through the daemon signer's session (no second login).
+func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
+	var extra []*x509.Certificate
+	if f := c.String("chain-file"); f != "" {
+		var err error
+		if extra, err = readCertFile("--chain-file", f); err != nil {
+			return nil, err
+		}
+	}
+	sel := hsm.KeySelector{ID: id, Label: label}
+	return func(_ context.Context, primary signer.Signer) (signer.Signer, error) {
+		ts, ok := primary.(*p11.TokenSigner)
+		if !ok {
+			return nil, fmt.Errorf("key %s: the daemon's key is not on a token", sel)
+		}
+		key, err := ts.Key().Token().FindKey(sel)
+		if err != nil {
+			return nil, err
+		}
+		return p11.New(key, p11.Options{ExtraChain: extra})
+	}, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -75,10 +76,8 @@ func (e *env) grant(c *cli.Context) error {
 	})
 }
 
-// withGrantConfig does what token and grant share: it checks every flag
-// that needs no token (preflight), the request flags and the client id
-// before the token is opened (so that bad input costs no PIN), opens the key, resolves Maskinporten within --timeout, and
-// calls f. The key is closed when f returns.
+// withGrantConfig checks everything that needs no token (so bad input costs
+// no PIN), opens the key, resolves Maskinporten within --timeout, and calls f.
 func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Config, grant.Request) error) error {
 	if err := preflight(c); err != nil {
 		return err
@@ -110,5 +109,30 @@ func timedOut(ctx context.Context, c *cli.Context, err error) error {
 	if err != nil && ctx.Err() == context.DeadlineExceeded {
 		return fmt.Errorf("%w\ngave up after --timeout %s; raise it if Maskinporten is slow", err, c.Duration("timeout"))
 	}
+	return err
+}
+
+// tokenJSON is Maskinporten's token response plus expires_at.
+type tokenJSON struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+	Scope       string `json:"scope,omitempty"`
+	ExpiresAt   string `json:"expires_at"`
+}
+
+// printToken writes tok as token's --output says: token, json or header.
+func (e *env) printToken(out string, tok *grant.Token) error {
+	switch out {
+	case "json":
+		return writeJSON(e.stdout, tokenJSON{
+			AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresIn: tok.ExpiresIn,
+			Scope: tok.Scope, ExpiresAt: tok.Expiry.UTC().Format(time.RFC3339),
+		})
+	case "header":
+		_, err := fmt.Fprintf(e.stdout, "Authorization: Bearer %s\n", tok.AccessToken)
+		return err
+	}
+	_, err := fmt.Fprintln(e.stdout, tok.AccessToken)
 	return err
 }
