@@ -55,9 +55,9 @@ func (fx *fixture) runCard(t *testing.T) {
 		t.Fatal(err)
 	}
 	fx.feature(t, "slow-card", fx.slowCard)
-	fx.feature(t, "pull-idle", fx.pullIdle)
-	fx.feature(t, "pull-signing", fx.pullSigning)
-	fx.feature(t, "pcscd-restart", fx.pcscdRestart)
+	fx.faultFeature(t, "pull-idle", fx.pullIdle)
+	fx.faultFeature(t, "pull-signing", fx.pullSigning)
+	fx.faultFeature(t, "pcscd-restart", fx.pcscdRestart)
 }
 
 // cardList finds the card's token, its key and both certificates.

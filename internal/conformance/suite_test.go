@@ -121,13 +121,28 @@ func record(t *testing.T, r *backends.Running, name, version string, res Result)
 // that go test's -run leaves out is neither run nor recorded.
 func (fx *fixture) feature(t *testing.T, name string, f func(c *check)) {
 	t.Helper()
+	fx.featureLocked(t, name, f, provisionMu.RLock, provisionMu.RUnlock)
+}
+
+// faultFeature is feature for a fault that other backends can see: a card
+// pulled or pcscd restarted (p11-kit's proxy loads OpenSC, which sees the
+// suite's card) or the network HSM's server killed. It holds provisionMu
+// for writing, so that no other backend's step runs meanwhile and meets
+// the fault (C_GetSlotInfo through the proxy: CKR_GENERAL_ERROR).
+func (fx *fixture) faultFeature(t *testing.T, name string, f func(c *check)) {
+	t.Helper()
+	fx.featureLocked(t, name, f, provisionMu.Lock, provisionMu.Unlock)
+}
+
+func (fx *fixture) featureLocked(t *testing.T, name string, f func(c *check), lock, unlock func()) {
+	t.Helper()
 	c := &check{}
-	provisionMu.RLock()
+	lock()
 	t.Run(name, func(t *testing.T) {
 		c.t = t
 		f(c)
 	})
-	provisionMu.RUnlock()
+	unlock()
 	if c.t != nil {
 		fx.record(t, name, c)
 	}
@@ -237,7 +252,7 @@ func (fx *fixture) run(t *testing.T) {
 	fx.feature(t, "pin-flags", fx.pinFlags)
 	if fx.r.RPC != nil {
 		// Last: it breaks this process's connections to the server.
-		fx.feature(t, "hsm-faults", fx.rpcFaults)
+		fx.faultFeature(t, "hsm-faults", fx.rpcFaults)
 	}
 }
 
