@@ -15,7 +15,8 @@ import (
 // An emulate --config file is TOML with [[client]] tables, one per client
 // the emulator knows, each with its own organisation, scopes, delegations,
 // system users and registered keys. It is decoded into the tagged structs
-// below and refused whole if it holds a key they do not name.
+// below and refused whole if it holds a key they do not name or sets one
+// twice (repeatedKey, as serve --config).
 
 // emulateFile is a parsed emulate --config file.
 type emulateFile struct {
@@ -55,6 +56,9 @@ func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error)
 		if errors.As(err, &pe) {
 			return bad("line %d: %s", pe.Position.Line, pe.Message)
 		}
+		return bad("%v", err)
+	}
+	if err := repeatedKey(md); err != nil {
 		return bad("%v", err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestEmulateConfigRepeatedKey: emulate --config refuses a key set twice,
+// as serve --config does (repeatedKey). Before, the TOML library took the
+// last of `scopes = ["a"]` then `scopes = []`, and the file meant another
+// thing than it seemed to.
+func TestEmulateConfigRepeatedKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	client := "[[client]]\nclient-id = \"a\"\norg-number = \"910000004\"\n"
+	for _, tc := range []struct{ name, file, want string }{
+		{"repeated list", client + "scopes = [\"x\"]\nscopes = []\n", "client.scopes is set twice"},
+		{"repeated list in the second client", client + "consents = []\n" + strings.Replace(client, `"a"`, `"b"`, 1) + "delegated-by = [\"910000004\"]\ndelegated-by = []\n", "client.delegated-by is set twice"},
+	} {
+		conf := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
+		if err := os.WriteFile(conf, []byte(tc.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := readEmulateFile(conf)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error with %q", tc.name, err, tc.want)
+		}
+		if code := exitCode(err); err != nil && code != exitUsage {
+			t.Errorf("%s: exit code %d, want %d", tc.name, code, exitUsage)
+		}
+	}
+	ok := filepath.Join(dir, "ok.toml")
+	if err := os.WriteFile(ok, []byte(client+"scopes = [\"x\"]\n"+strings.Replace(client, `"a"`, `"b"`, 1)+"scopes = [\"y\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if clients, _, err := readEmulateFile(ok); err != nil || len(clients) != 2 {
+		t.Fatalf("a file that sets each key once per table: %d clients, %v", len(clients), err)
+	}
+}
