@@ -249,7 +249,7 @@ func checkList(field string, list []string, given bool, valid func(string) bool,
 		}
 	}
 	if n == 0 {
-		return configErr("%s is given but holds no entry (only spaces or commas); leave it out to allow any value, or name the values to allow", field)
+		return configErr("%s is given but holds no entry (only spaces or commas); leave it out for its default, or name the values to allow", field)
 	}
 	return nil
 }
