@@ -110,14 +110,17 @@ func (e *env) emulate(c *cli.Context) error {
 // for a year from now.
 func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 	var out []emulator.Consent
-	for _, v := range vals {
+	for i, v := range vals {
 		id, from, _ := strings.Cut(v, ":")
 		gc := grant.Consent{ID: id, From: from}
 		if err := gc.Validate(); err != nil || from == "" {
 			if err == nil {
 				err = errors.New("missing FROM")
 			}
-			return nil, usagef("--consent %s: want ID:FROM: %v", grant.MaskParty(v), err)
+			// Not v itself: written the wrong way round (FROM:ID), it
+			// holds a person's number that MaskParty would not find.
+			// Validate's error masks the from it quotes.
+			return nil, usagef("--consent (value %d of %d): want ID:FROM: %v", i+1, len(vals), err)
 		}
 		out = append(out, emulator.Consent{ID: id, From: from, To: org})
 	}

@@ -39,3 +39,28 @@ func TestEmulateConfigRepeatedKey(t *testing.T) {
 		t.Fatalf("a file that sets each key once per table: %d clients, %v", len(clients), err)
 	}
 }
+
+// TestConsentFlagErrorHidesThePersonNumber: a --consent (or a config's
+// consents) value written the wrong way round (FROM:ID) is refused without
+// the person's number in clear. Before, the error showed the value with
+// only its last part (the id) masked.
+func TestConsentFlagErrorHidesThePersonNumber(t *testing.T) {
+	t.Parallel()
+	const fnr = "13097248022"
+	for _, v := range []string{
+		"urn:altinn:person:identifier-no:" + fnr + ":77ed8698-e619-4066-9eb4-5c1eb3f165a1",
+		"77ed8698-e619-4066-9eb4-5c1eb3f165a1:urn:altinn:person:identifier-no:" + fnr + "x",
+		fnr,
+	} {
+		_, err := consentsFlag([]string{v}, "910000004")
+		if err == nil {
+			t.Fatalf("%s: accepted", v)
+		}
+		if strings.Contains(err.Error(), fnr) {
+			t.Errorf("the error shows the person's number: %v", err)
+		}
+		if exitCode(err) != exitUsage {
+			t.Errorf("%v: exit code %d, want %d", err, exitCode(err), exitUsage)
+		}
+	}
+}
