@@ -117,9 +117,9 @@ func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 			if err == nil {
 				err = errors.New("missing FROM")
 			}
-			// Not v itself: written the wrong way round (FROM:ID), it
-			// holds a person's number that MaskParty would not find.
-			// Validate's error masks the from it quotes.
+			// Not v itself, which may hold a person's number (written
+			// FROM:ID): Validate's error quotes what was wrong, a from
+			// masked.
 			return nil, usagef("--consent (value %d of %d): want ID:FROM: %v", i+1, len(vals), err)
 		}
 		out = append(out, emulator.Consent{ID: id, From: from, To: org})
