@@ -64,3 +64,18 @@ func TestConsentFlagErrorHidesThePersonNumber(t *testing.T) {
 		}
 	}
 }
+
+// TestConsentFlagNeedsOrganisation: --consent without --org-number (the
+// clients from --config only) is refused; before, the emulator knew a
+// consent given to no organisation, which every consent token request
+// then met as "given to organisation , not to ...".
+func TestConsentFlagNeedsOrganisation(t *testing.T) {
+	t.Parallel()
+	_, err := consentsFlag([]string{"77ed8698-e619-4066-9eb4-5c1eb3f165a1:urn:altinn:organization:identifier-no:910000004"}, "")
+	if err == nil || !strings.Contains(err.Error(), "--org-number") || exitCode(err) != exitUsage {
+		t.Fatalf("consentsFlag without an organisation: %v, want a usage error naming --org-number", err)
+	}
+	if got, err := consentsFlag(nil, ""); err != nil || len(got) != 0 {
+		t.Fatalf("no --consent: %v, %v", got, err)
+	}
+}
