@@ -34,7 +34,8 @@ type Client struct {
 
 	// AuthorizationTypes are the RFC 9396 authorization_details types
 	// callers may send for this client, such as "urn:altinn:consent".
-	// If empty, a request with authorization_details is refused.
+	// If nil, a request with authorization_details is refused; a list
+	// given with no entry is refused (ErrConfig).
 	AuthorizationTypes []string
 
 	// Users and Groups admit callers on a unix socket: by name or id, a
