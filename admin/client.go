@@ -47,7 +47,7 @@ type Client struct {
 	BaseURL    string             // such as TestAPI; the trailing slash is optional
 	Read       oauth2.TokenSource // scope idporten:dcr.read
 	Write      oauth2.TokenSource // scope idporten:dcr.write; nil means Read
-	HTTPClient *http.Client       // nil means http.DefaultClient
+	HTTPClient *http.Client       // nil means http.DefaultClient's settings; redirects are never followed
 	// AllowInsecure allows an http BaseURL for a host that is not
 	// loopback; the self-service token may change every client's keys.
 	AllowInsecure bool
@@ -244,10 +244,14 @@ func (c *Client) do(ctx context.Context, method, clientID string, body []byte, o
 		return fmt.Errorf("admin: a token for the self-service client: %w", err)
 	}
 	tok.SetAuthHeader(req)
-	hc := c.HTTPClient
-	if hc == nil {
-		hc = http.DefaultClient
+	hc := http.Client{}
+	if c.HTTPClient != nil {
+		hc = *c.HTTPClient
 	}
+	// A redirect is not followed: it would carry the token past
+	// CheckBaseURL (net/http keeps Authorization for the same host, also
+	// from https to http). Its 3xx is the API's error.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("admin: %s %s: %w", method, u, err)

@@ -34,7 +34,8 @@ type Client struct {
 
 	// AuthorizationTypes are the RFC 9396 authorization_details types
 	// callers may send for this client, such as "urn:altinn:consent".
-	// If empty, a request with authorization_details is refused.
+	// If nil, a request with authorization_details is refused; a list
+	// given with no entry is refused (ErrConfig).
 	AuthorizationTypes []string
 
 	// Users and Groups admit callers on a unix socket: by name or id, a
@@ -249,7 +250,7 @@ func checkList(field string, list []string, given bool, valid func(string) bool,
 		}
 	}
 	if n == 0 {
-		return configErr("%s is given but holds no entry (only spaces or commas); leave it out to allow any value, or name the values to allow", field)
+		return configErr("%s is given but holds no entry (only spaces or commas); leave it out for its default, or name the values to allow", field)
 	}
 	return nil
 }

@@ -64,3 +64,22 @@ func TestConfigResourceEntries(t *testing.T) {
 func nopOpen(context.Context) (signer.Signer, error) {
 	return nil, errors.New("not opened in this test")
 }
+
+// TestEmptyListErrorNamesNoWiderDefault: the error for a list given empty
+// does not tell the operator that leaving it out allows any value, which
+// is false for authorization-types (left out: none) and AllowedHosts
+// (left out: loopback names only). Before, every such error said so.
+func TestEmptyListErrorNamesNoWiderDefault(t *testing.T) {
+	t.Parallel()
+	open := func(context.Context) (signer.Signer, error) { return nil, errors.New("no") }
+	_, errTypes := resolveClients(Config{Clients: []Client{{Name: "a", Users: []string{"0"}, AuthorizationTypes: []string{","}}}})
+	_, errHosts := Config{OpenSigner: open, Grant: grant.Config{ClientID: "c"}, AllowedHosts: []string{" , "}}.withDefaults()
+	for name, err := range map[string]error{"authorization-types": errTypes, "AllowedHosts": errHosts} {
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), name+" is given but holds no entry") {
+			t.Fatalf("%s: %v, want ErrConfig for a list with no entry", name, err)
+		}
+		if strings.Contains(err.Error(), "any value") {
+			t.Errorf("%s: %v: leaving it out does not allow any value", name, err)
+		}
+	}
+}

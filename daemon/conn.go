@@ -203,7 +203,10 @@ func (s *Server) installLocked(c *conn) *conn {
 }
 
 // fault makes the daemon, unless c was already replaced, not ready; it
-// closes c and reconnects.
+// closes c and, after a card or HSM fault, reconnects. After a PIN refused
+// while signing (a context login) it waits for Reload, as after a login
+// refused at start: a reconnect would open a fresh token, which does not
+// remember the refusal, and present the PIN again.
 func (s *Server) fault(c *conn, err error) {
 	s.mu.Lock()
 	if s.status().conn != c || c == nil {
@@ -212,8 +215,12 @@ func (s *Server) fault(c *conn, err error) {
 	}
 	s.adoptLocked(nil, err)
 	s.mu.Unlock()
-	s.metrics.faults.Inc()
-	s.log().Warn("card or HSM fault: not ready; reconnecting", "error", err)
+	if tokenerr.IsPINRefused(err) {
+		s.log().Error("the token refused the PIN while signing; it is not presented again: not ready. Fix the PIN source and reload (SIGHUP) or restart", "error", err)
+	} else {
+		s.metrics.faults.Inc()
+		s.log().Warn("card or HSM fault: not ready; reconnecting", "error", err)
+	}
 	c.close()
 }
 

@@ -165,14 +165,15 @@ type meteredSigner struct {
 }
 
 // Sign signs on the token, observes the latency and reports a card or HSM
-// fault, which starts the reconnect loop.
+// fault, which starts the reconnect loop, or a PIN refused (a context
+// login), which stops signing until Reload.
 func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	start := time.Now()
 	sig, err := ms.Signer.Sign(rand, digest, opts)
 	ms.s.metrics.signSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		ms.s.metrics.signErrors.Inc()
-		if isDeviceFault(err) {
+		if isDeviceFault(err) || tokenerr.IsPINRefused(err) {
 			ms.s.fault(ms.c, err)
 		}
 	}

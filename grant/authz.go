@@ -202,12 +202,17 @@ func (c Consent) detail() json.RawMessage {
 
 // MaskParty returns a party's URN for messages and logs: a person's
 // national identity number masked as MaskPID masks a pid; an
-// organisation's URN as it is. Text of no known form is masked after its
-// last ':' (or whole), since it may be a mistyped identity number.
+// organisation's URN as it is. Text of no known form, since it may hold a
+// mistyped identity number, is masked from the ':'-separated part with its
+// first digit on (without a digit: after its last ':'; or whole).
 func MaskParty(urn string) string {
 	if org, ok := strings.CutPrefix(urn, OrganizationURNPrefix); ok && ValidOrgNumber(org) {
 		return urn
 	}
-	i := strings.LastIndexByte(urn, ':') + 1
+	end := strings.IndexAny(urn, "0123456789")
+	if end < 0 {
+		end = len(urn)
+	}
+	i := strings.LastIndexByte(urn[:end], ':') + 1
 	return urn[:i] + MaskPID(urn[i:])
 }

@@ -93,7 +93,9 @@ func TestConsentAccepted(t *testing.T) {
 }
 
 // TestMaskParty: a person's number shows its first six digits; an
-// organisation's URN is shown; unknown text is masked after its last ':'.
+// organisation's URN is shown; unknown text is masked from its first
+// digit's segment on, so that a number followed by ':' is masked too (before,
+// only the text after the last ':' was).
 func TestMaskParty(t *testing.T) {
 	for in, want := range map[string]string{
 		personFrom:                            PersonURNPrefix + "010190*****",
@@ -101,6 +103,8 @@ func TestMaskParty(t *testing.T) {
 		OrganizationURNPrefix + "01019012480": OrganizationURNPrefix + "010190*****",
 		"urn:x:" + personFNR:                  "urn:x:010190*****",
 		personFNR:                             "010190*****",
+		PersonURNPrefix + personFNR + ":x":    PersonURNPrefix + "010190*******",
+		personFNR + ":x":                      "010190*******",
 	} {
 		if got := MaskParty(in); got != want {
 			t.Errorf("MaskParty(%q) = %q, want %q", in, got, want)

@@ -104,17 +104,24 @@ func (e *env) emulate(c *cli.Context) error {
 	return nil
 }
 
-// consentsFlag reads --consent ID:FROM values, consents given to org.
+// consentsFlag reads --consent ID:FROM values: consents given to org
+// (required when a value is given), valid for a year from now.
 func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
+	if len(vals) > 0 && org == "" {
+		return nil, usagef("--consent needs --org-number: the organisation the consents were given to (a [[client]] table's consents take its org-number)")
+	}
 	var out []emulator.Consent
-	for _, v := range vals {
+	for i, v := range vals {
 		id, from, _ := strings.Cut(v, ":")
 		gc := grant.Consent{ID: id, From: from}
 		if err := gc.Validate(); err != nil || from == "" {
 			if err == nil {
 				err = errors.New("missing FROM")
 			}
-			return nil, usagef("--consent %s: want ID:FROM: %v", grant.MaskParty(v), err)
+			// Not v itself, which may hold a person's number (written
+			// FROM:ID): Validate's error quotes what was wrong, a from
+			// masked.
+			return nil, usagef("--consent (value %d of %d): want ID:FROM: %v", i+1, len(vals), err)
 		}
 		out = append(out, emulator.Consent{ID: id, From: from, To: org})
 	}

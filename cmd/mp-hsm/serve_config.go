@@ -53,11 +53,7 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 		return nil, usageErr(fmt.Errorf("config %w", err))
 	}
 	var raw map[string]any
-	md, err := decodeTOML(data, &raw)
-	if err != nil {
-		return bad("%v", err)
-	}
-	if err := repeatedKey(md); err != nil {
+	if _, err := decodeTOML(data, &raw); err != nil {
 		return bad("%v", err)
 	}
 	if holdsPINValue(raw) && safefile.ReadableByOthers(fi) {
@@ -97,13 +93,18 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 	return sf, nil
 }
 
-// decodeTOML decodes data into v; a syntax error names its line.
+// decodeTOML decodes data into v, the one TOML decoder of serve and
+// emulate: a syntax error names its line, and a key set twice is refused
+// (repeatedKey).
 func decodeTOML(data []byte, v any) (toml.MetaData, error) {
 	md, err := toml.Decode(string(data), v)
 	if pe := (toml.ParseError{}); errors.As(err, &pe) {
 		return md, fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
 	}
-	return md, err
+	if err != nil {
+		return md, err
+	}
+	return md, repeatedKey(md)
 }
 
 // repeatedKey refuses a key set twice in one table, which the TOML library
