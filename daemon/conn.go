@@ -254,17 +254,20 @@ func (s *Server) reconnectLoop() {
 		case <-s.ctx.Done():
 		case <-time.After(wait):
 		}
+		s.openMu.Lock() // a Reload's login is over, and none starts
 		st := s.settings()
 		s.mu.Lock()
-		stop := stopLocked()
+		stop := stopLocked() // shut down, or a Reload got there first
 		s.mu.Unlock()
 		if stop {
+			s.openMu.Unlock()
 			return
 		}
 		c, err := s.open(s.ctx, st)
 		s.mu.Lock()
-		if stopLocked() { // shut down, or a Reload got there first
+		if stopLocked() { // shut down while it opened
 			s.mu.Unlock()
+			s.openMu.Unlock()
 			if c != nil {
 				c.close()
 			}
@@ -273,6 +276,7 @@ func (s *Server) reconnectLoop() {
 		old := s.adoptLocked(c, err)
 		stop = stopLocked()
 		s.mu.Unlock()
+		s.openMu.Unlock()
 		switch {
 		case err == nil:
 			if old != nil {

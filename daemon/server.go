@@ -41,6 +41,11 @@ type Server struct {
 	bgMu   sync.Mutex // orders bg.Add against stopBackground
 	bg     sync.WaitGroup
 
+	// openMu is held from each OpenSigner call (a login) to adopting what
+	// it gave, so that a Reload and the reconnect loop never present a PIN
+	// at once: two wrong tries where one tells.
+	openMu sync.Mutex
+
 	mu           sync.Mutex
 	looping      bool         // the reconnect loop runs
 	openFailures atomic.Int64 // the reconnect loop's failed attempts (awaitReconnect)
@@ -331,6 +336,8 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
 	c, err := s.open(s.ctx, st)
 	s.mu.Lock()
 	refused := s.checkListenersLocked(st) // a Serve since

@@ -223,3 +223,55 @@ func TestWaitOnPINRefused(t *testing.T) {
 		t.Errorf("after Reload: Ready = %v, %q after %d PIN reads; want ready after 2", ok, reason, reads.Load())
 	}
 }
+
+// TestReloadAndReconnectLogInOneAtATime: while the reconnect loop polls
+// for a token that is away, a Reload comes with a wrong PIN just as the
+// token returns. The loop and the Reload must not both log in: one
+// refusal tells, a second would spend another try.
+func TestReloadAndReconnectLogInOneAtATime(t *testing.T) {
+	t.Parallel()
+	tok := tokenWithKey(t, "pin-race")
+	var reads, inFlight, most atomic.Int32
+	sc := signerConfig(tok)
+	sc.PIN = func() ([]byte, error) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		if n > most.Load() {
+			most.Store(n)
+		}
+		reads.Add(1)
+		time.Sleep(20 * time.Millisecond) // a slow PIN pad or network HSM
+		return []byte("000000"), nil
+	}
+	var away atomic.Bool
+	away.Store(true)
+	emu := newEmulator(t, 0)
+	cfg := daemon.Config{
+		OpenSigner: func(context.Context) (signer.Signer, error) {
+			if away.Load() {
+				return nil, tokenerr.ErrNoToken
+			}
+			return p11.Open(sc)
+		},
+		Grant:        grant.Config{ClientID: testClient, Environment: environment(emu)},
+		PresencePoll: time.Millisecond,
+		ReconnectMin: time.Millisecond,
+		ReconnectMax: time.Millisecond,
+	}
+	srv, err := daemon.New(cfg)
+	if err != nil {
+		t.Fatalf("New with the token away = %v, want a Server that reconnects", err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	away.Store(false)
+	if err := srv.Reload(cfg); !tokenerr.IsPINRefused(err) {
+		t.Errorf("Reload with a wrong PIN = %v, want the PIN refused", err)
+	}
+	time.Sleep(100 * time.Millisecond) // a hundred polls
+	if n, m := reads.Load(), most.Load(); n != 1 || m != 1 {
+		t.Errorf("%d PIN reads, at most %d at once; want 1 and 1", n, m)
+	}
+	if ok, reason := srv.Ready(); ok || !strings.Contains(reason, "login refused") {
+		t.Errorf("Ready = %v, %q; want not ready, the login refused", ok, reason)
+	}
+}
