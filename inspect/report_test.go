@@ -234,3 +234,26 @@ func FuzzInspect(f *testing.F) {
 		}
 	})
 }
+
+// TestTextEscapedAndBounded: a claim that would reorder the terminal's
+// text (U+202E) or flood it is shown by textsafe's rule, escaped and cut.
+func TestTextEscapedAndBounded(t *testing.T) {
+	long := strings.Repeat("a", 10000)
+	input := b64url(`{"alg":"RS256","kid":"k"}`) + "." +
+		b64url(`{"iss":"c\u202ex","aud":"https://test.maskinporten.no/","scope":"s","jti":"`+long+`"}`) + ".c2ln"
+	j, err := inspect.Decode(input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := inspect.Describe(j, inspect.Options{}).WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	out := text.String()
+	if strings.ContainsRune(out, '\u202e') || !strings.Contains(out, `c\u202ex`) {
+		t.Errorf("U+202E not escaped:\n%s", out)
+	}
+	if strings.Contains(out, long) || !strings.Contains(out, strings.Repeat("a", 4096)+"...") {
+		t.Errorf("a 10,000-character claim not cut to 4,096 with ...")
+	}
+}

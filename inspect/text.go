@@ -6,11 +6,10 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
 // The order claims and header fields are shown in; others follow sorted.
@@ -33,14 +32,15 @@ func ordered(m map[string]any, first []string) []string {
 	return keys
 }
 
-// printable returns s as is when it is printable UTF-8, and quoted
-// otherwise, so that a token cannot send control sequences to a terminal.
-func printable(s string) string {
-	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' }) >= 0 {
-		return strconv.Quote(s)
-	}
-	return s
-}
+// printable returns s for a terminal by textsafe's one rule: control and
+// reordering characters escaped, so that a token cannot send control
+// sequences to a terminal, and at most maxShown runes.
+func printable(s string) string { return textsafe.EscapeN(s, maxShown) }
+
+// maxShown bounds each value inspect prints: far above any real claim,
+// scope list or authorization_details array, yet a hostile token cannot
+// flood the terminal.
+const maxShown = 4096
 
 // value writes a JSON value in one line: strings as they are, others as
 // compact JSON.
