@@ -43,16 +43,10 @@ type clientJWKS struct {
 // its trailing slash, as --admin-api takes it (served if Config.AdminClient is set).
 func (s *Server) AdminAPIURL() string { return s.URL + adminAPIPath }
 
-func adminError(w http.ResponseWriter, status int, code, detail string) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": detail})
-}
-
 func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
 	s.count(func(st *Stats) { st.AdminRequests++ })
 	if status, code, detail := s.clientJWKS(w, r); status != 0 {
-		adminError(w, status, code, detail)
+		writeJSON(w, status, map[string]string{"error": code, "error_description": detail})
 	}
 }
 
@@ -90,7 +84,7 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 	}
 	switch r.Method {
 	case http.MethodGet:
-		writeJSON(w, s.jwksOf(id, target).answer())
+		writeJSON(w, http.StatusOK, s.jwksOf(id, target).answer())
 	case http.MethodDelete:
 		s.setClientKeys(id, nil, nil)
 		w.WriteHeader(http.StatusNoContent)
@@ -103,7 +97,7 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 		if detail != "" {
 			return http.StatusBadRequest, "invalid_request", detail
 		}
-		writeJSON(w, s.setClientKeys(id, keys, pubs).answer())
+		writeJSON(w, http.StatusOK, s.setClientKeys(id, keys, pubs).answer())
 	}
 	return 0, "", ""
 }

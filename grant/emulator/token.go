@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"crypto"
-	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
@@ -53,7 +52,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.count(func(st *Stats) { st.Issued++ })
 	s.logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
-	writeNoStore(w, http.StatusOK, tok)
+	writeJSON(w, http.StatusOK, tok)
 }
 
 // issue applies every rule of the token endpoint, in the order of the
@@ -267,7 +266,7 @@ func systemUserID(clientID, org string) string {
 // Maskinporten publishes, restricted to what the emulator does.
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if getOnly(w, r) {
-		writeJSON(w, map[string]any{
+		writeJSON(w, http.StatusOK, map[string]any{
 			"issuer":                                s.Issuer(),
 			"token_endpoint":                        s.TokenURL(),
 			"jwks_uri":                              s.JWKSURL(),
@@ -281,7 +280,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	if getOnly(w, r) {
-		writeJSON(w, map[string]any{"keys": []any{s.key.jwk}})
+		writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.key.jwk}})
 	}
 }
 
@@ -294,7 +293,3 @@ func getOnly(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	_ = json.NewEncoder(w).Encode(v)
-}
