@@ -121,14 +121,14 @@ func tokenError(a *answer) *TokenError {
 		Detail           string `json:"detail"`
 	}
 	if json.Unmarshal(a.body, &body) == nil {
-		e.Code = oneLine(body.Error)
-		e.Description = oneLine(body.ErrorDescription)
-		e.ErrorURI = oneLine(body.ErrorURI)
+		e.Code = excerpt(body.Error)
+		e.Description = excerpt(body.ErrorDescription)
+		e.ErrorURI = excerpt(body.ErrorURI)
 		if e.Code == "" && e.Description == "" {
-			e.Description = oneLine(strings.TrimSpace(body.Title + " " + body.Detail))
+			e.Description = excerpt(strings.TrimSpace(body.Title + " " + body.Detail))
 		}
 	} else {
-		e.Description = excerpt(a.body)
+		e.Description = excerpt(string(a.body))
 	}
 	// The code may be in the description or only in error_uri, such as
 	// https://maskinporten.no/errors/MP-121.
@@ -139,13 +139,6 @@ func tokenError(a *answer) *TokenError {
 	}
 	e.Hint = hint(e)
 	return e
-}
-
-func oneLine(s string) string {
-	if len(s) > 500 {
-		s = s[:500] + "..."
-	}
-	return excerpt([]byte(s))
 }
 
 // mpCode finds Maskinporten's error code, such as MP-121.

@@ -40,6 +40,7 @@ type Config struct {
 	// never a grant, token or pid. If nil, nothing is logged.
 	Logger *slog.Logger
 
+	attempts  int                                        // at most this many requests; zero means maxAttempts
 	now       func() time.Time                           // for tests; nil means time.Now
 	retryBase time.Duration                              // for tests; zero means defaultRetryBase
 	wait      func(ctx context.Context, d time.Duration) // for tests: the sleep before a retry; nil means a timer
