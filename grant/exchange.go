@@ -19,13 +19,11 @@ const GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 // Token is an access token from Maskinporten or Altinn.
 type Token struct {
-	AccessToken string // the token; opaque: do not parse it
-	TokenType   string // "Bearer"
-	Scope       string // the scopes granted, as the server reported them; informational
-	ExpiresIn   int    // the lifetime in seconds the server gave
-	// Expiry is the local time the request that got the token started, plus
-	// ExpiresIn: a little early, never late.
-	Expiry time.Time
+	AccessToken string    // the token; opaque: do not parse it
+	TokenType   string    // "Bearer"
+	Scope       string    // the scopes granted, as the server reported them; informational
+	ExpiresIn   int       // the lifetime in seconds the server gave
+	Expiry      time.Time // when the request started plus ExpiresIn: a little early, never late
 }
 
 // OAuth2 returns the token as an *oauth2.Token.
@@ -48,11 +46,11 @@ func (t *Token) LogValue() slog.Value {
 	)
 }
 
-// Exchange gets a new access token for req from the environment's token
-// endpoint, without a cache (see TokenSource for one). If req or c is
-// invalid, nothing is sent. Network errors and 5xx answers are retried, at
-// most three attempts in all, within ctx's deadline, each with a new grant;
-// a 4xx answer is a *TokenError matching ErrRefused, with a hint.
+// Exchange gets a new access token for req, without a cache (TokenSource has
+// one). If req or c is invalid, nothing is sent. Network errors and 5xx
+// answers are retried (three attempts within ctx's deadline), each with a
+// new grant, never the same one; a 4xx answer is a *TokenError matching
+// ErrRefused, with a hint.
 func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
 	n, err := req.normalize()
 	if err != nil {
@@ -108,8 +106,8 @@ func checkStatus(a *answer) error {
 	return nil
 }
 
-// tokenError makes a *TokenError from an OAuth 2 error object, Altinn's
-// problem details, or any other body.
+// tokenError makes a *TokenError from an OAuth 2 error, Altinn's problem
+// details, or any other body.
 func tokenError(a *answer) *TokenError {
 	e := &TokenError{URL: a.url, StatusCode: a.status, Skew: a.skew, Attempts: a.attempts}
 	e.RetryAfter, _ = retryAfter(a.header, a.start)
@@ -130,8 +128,7 @@ func tokenError(a *answer) *TokenError {
 	} else {
 		e.Description = excerpt(string(a.body))
 	}
-	// The code may be in the description or only in error_uri, such as
-	// https://maskinporten.no/errors/MP-121.
+	// The code may be only in error_uri (https://maskinporten.no/errors/MP-121).
 	for _, s := range []string{e.Description, e.ErrorURI, e.Code} {
 		if e.MPCode = mpCode.FindString(s); e.MPCode != "" {
 			break
@@ -181,8 +178,7 @@ func hint(e *TokenError) string {
 	return ""
 }
 
-// parseTokenResponse reads a 2xx token response; Expiry counts from start,
-// the local time the request began.
+// parseTokenResponse reads a 2xx token response; Expiry counts from start.
 func parseTokenResponse(endpoint string, status int, body []byte, start time.Time) (*Token, error) {
 	var resp struct {
 		AccessToken string      `json:"access_token"`
