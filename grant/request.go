@@ -55,12 +55,12 @@ func (r Request) Validate() error {
 
 // normRequest is a validated Request in the form the grant and cache use.
 type normRequest struct {
-	scopes    []string // deduplicated, in the order given
-	scope     string   // the scope claim: scopes joined by spaces
-	scopeKey  string   // the scope set for cache keys: sorted, joined by spaces
-	resources []string // deduplicated, in the order given
+	scopes       []string        // deduplicated, in the order given
+	scope        string          // the scope claim: scopes joined by spaces
+	scopeKey     string          // the scope set for cache keys: sorted, joined by spaces
+	resources    []string        // deduplicated, in the order given
 	authzDetails json.RawMessage // the claim: system user, consent, then AuthorizationDetails
-	lifetime     int64 // seconds
+	lifetime     int64           // seconds
 	Request
 }
 

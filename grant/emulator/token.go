@@ -292,4 +292,3 @@ func getOnly(w http.ResponseWriter, r *http.Request) bool {
 	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	return false
 }
-
