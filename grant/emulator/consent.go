@@ -1,7 +1,6 @@
 package emulator
 
 import (
-	"encoding/json"
 	"time"
 )
 
@@ -43,22 +42,21 @@ type ConsentResource struct {
 	Value string `json:"value"`
 }
 
-// consentRequest is one element of authorization_details of type
-// urn:altinn:consent.
+// consentRequest is an authorization_details element of type urn:altinn:consent.
 type consentRequest struct{ id, from string }
 
 // parseConsentDetail checks the documented shape
 // {"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}.
-func parseConsentDetail(d map[string]json.RawMessage) (consentRequest, *rejection) {
-	var c consentRequest
+func parseConsentDetail(d map[string]any) (*consentRequest, *rejection) {
 	if rej := onlyFields(d, consentType, "type", "id", "from"); rej != nil {
-		return c, rej
+		return nil, rej
 	}
-	if err := json.Unmarshal(d["id"], &c.id); err != nil || c.id == "" {
-		return c, mp("consent", "id must be the consent request's id, a string.")
+	c := &consentRequest{}
+	if c.id, _ = d["id"].(string); c.id == "" {
+		return nil, mp("consent", "id must be the consent request's id, a string.")
 	}
-	if err := json.Unmarshal(d["from"], &c.from); err != nil || c.from == "" {
-		return c, mp("consent", "from must be a string naming who gave the consent.")
+	if c.from, _ = d["from"].(string); c.from == "" {
+		return nil, mp("consent", "from must be a string naming who gave the consent.")
 	}
 	return c, nil
 }

@@ -93,7 +93,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if rej != nil {
 		return nil, rej
 	}
-	cl := g.claims
+	cl := g
 	*clientID = cl.iss
 	client, ok := s.client(cl.iss)
 	if !ok {
@@ -125,7 +125,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		pub = g.x5c[0].PublicKey
 		amr = "virksomhetssertifikat"
 	}
-	method, _ := signer.Method(g.alg) // one of RS256, RS384, RS512 (readHeader)
+	method, _ := signer.Method(g.alg) // RS256, RS384 or RS512 (readHeader)
 	if err := method.Verify(g.input, g.sig, pub); err != nil {
 		if errors.Is(err, jwt.ErrInvalidKeyType) {
 			return nil, mp("MP-124", "The key is not an RSA key, so it cannot verify "+g.alg+".")
@@ -164,15 +164,14 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		}
 		consumer = cl.consumerOrg
 	}
-	var sysUser *systemUserRequest
+	ad := &authzRequest{}
 	var consent *Consent
-	if cl.authzDetails != nil {
-		ad, rej := parseAuthzDetails(cl.authzDetails)
-		if rej != nil {
+	if cl.hasAuthz {
+		if ad, rej = parseAuthzDetails(cl.authzDetails); rej != nil {
 			return nil, rej
 		}
-		if sysUser = ad.sysUser; sysUser != nil && !slices.Contains(client.SystemUserOrgs, sysUser.org) {
-			return nil, mp("MP-303", "No system user of organisation "+sysUser.org+" is tied to this client's system.")
+		if ad.sysUserOrg != "" && !slices.Contains(client.SystemUserOrgs, ad.sysUserOrg) {
+			return nil, mp("MP-303", "No system user of organisation "+ad.sysUserOrg+" is tied to this client's system.")
 		}
 		if ad.consent != nil {
 			if consent, rej = s.consentFor(*ad.consent, consumer, now); rej != nil {
@@ -226,11 +225,11 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		claims["pid"] = cl.pid
 	}
 	var details []map[string]any
-	if sysUser != nil {
+	if ad.sysUserOrg != "" {
 		details = append(details, map[string]any{
 			"type":           systemUserType,
-			"systemuser_org": orgID(sysUser.org),
-			"systemuser_id":  []string{systemUserID(client.ID, sysUser.org)},
+			"systemuser_org": orgID(ad.sysUserOrg),
+			"systemuser_id":  []string{systemUserID(client.ID, ad.sysUserOrg)},
 			"system_id":      client.OrgNumber + "_" + client.ID,
 		})
 	}
