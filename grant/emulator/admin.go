@@ -15,9 +15,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// The self-service ("selvbetjening") API, as Digdir serves it under
-// https://api.test.samarbeid.digdir.no/api/v1/: here only a client's keys,
-// GET, POST and DELETE on /api/v1/clients/{client_id}/jwks.
+// The self-service API as Digdir serves it under
+// https://api.test.samarbeid.digdir.no/api/v1/, here only a client's keys.
 const (
 	adminAPIPath = "/api/v1/"
 	// ScopeAdminRead is the scope a self-service token needs to read.
@@ -28,15 +27,15 @@ const (
 	MaxClientKeys = 5
 )
 
-// privateJWKMembers are the JWK members of private or symmetric keys (RFC
-// 7518 section 6): a key set holding one is refused.
+// privateJWKMembers are the members of private or symmetric JWKs (RFC 7518
+// section 6): a key set holding one is refused.
 var privateJWKMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
-// clientJWKS is a client's key set as the self-service API keeps it.
+// clientJWKS is a client's key set as the self-service API keeps and shows it.
 type clientJWKS struct {
-	keys    []map[string]any
-	created time.Time
-	updated time.Time
+	Keys    []any  `json:"keys"` // as posted, or *signer.JWK made from Client.Keys
+	Created string `json:"created,omitempty"`
+	Updated string `json:"last_updated,omitempty"`
 }
 
 // AdminAPIURL returns the base URL of the emulated self-service API, with
@@ -84,7 +83,7 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 	}
 	switch r.Method {
 	case http.MethodGet:
-		writeJSON(w, http.StatusOK, s.jwksOf(id, target).answer())
+		writeJSON(w, http.StatusOK, s.jwksOf(id, target))
 	case http.MethodDelete:
 		s.setClientKeys(id, nil, nil)
 		w.WriteHeader(http.StatusNoContent)
@@ -97,21 +96,9 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 		if detail != "" {
 			return http.StatusBadRequest, "invalid_request", detail
 		}
-		writeJSON(w, http.StatusOK, s.setClientKeys(id, keys, pubs).answer())
+		writeJSON(w, http.StatusOK, s.setClientKeys(id, keys, pubs))
 	}
 	return 0, "", ""
-}
-
-func (j *clientJWKS) answer() map[string]any {
-	out := map[string]any{"keys": j.keys}
-	if j.keys == nil {
-		out["keys"] = []any{}
-	}
-	if !j.created.IsZero() {
-		out["created"] = j.created.UTC().Format(time.RFC3339)
-		out["last_updated"] = j.updated.UTC().Format(time.RFC3339)
-	}
-	return out
 }
 
 func (s *Server) jwksOf(id string, c Client) *clientJWKS {
@@ -120,15 +107,15 @@ func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 	if j, ok := s.jwks[id]; ok { // made from Client.Keys the first time
 		return j
 	}
-	j := &clientJWKS{}
+	j := &clientJWKS{Keys: []any{}}
 	for _, kid := range slices.Sorted(maps.Keys(c.Keys)) {
-		if m := publicJWK(c.Keys[kid], kid); m != nil {
-			j.keys = append(j.keys, m)
+		if k, err := signer.PublicJWK(c.Keys[kid], "", kid); err == nil {
+			j.Keys = append(j.Keys, k)
 		}
 	}
-	if len(j.keys) > 0 {
-		j.created = s.now()
-		j.updated = j.created
+	if len(j.Keys) > 0 {
+		j.Created = s.now().UTC().Format(time.RFC3339)
+		j.Updated = j.Created
 	}
 	s.jwks[id] = j
 	return j
@@ -136,21 +123,21 @@ func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 
 // setClientKeys replaces client id's key set (keys nil: removes it) and the
 // keys kid grants may use, at once.
-func (s *Server) setClientKeys(id string, keys []map[string]any, pubs map[string]crypto.PublicKey) *clientJWKS {
-	now := s.now()
+func (s *Server) setClientKeys(id string, keys []any, pubs map[string]crypto.PublicKey) *clientJWKS {
+	now := s.now().UTC().Format(time.RFC3339)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := &clientJWKS{keys: keys}
+	j := &clientJWKS{Keys: []any{}}
 	if keys != nil {
-		j.created, j.updated = now, now
-		if old, ok := s.jwks[id]; ok && !old.created.IsZero() {
-			j.created = old.created
+		j.Keys, j.Created, j.Updated = keys, now, now
+		if old, ok := s.jwks[id]; ok && old.Created != "" {
+			j.Created = old.Created
 		}
 	}
 	s.jwks[id] = j
 	c := s.clients[id]
 	c.Keys = pubs
-	if c.Keys == nil {
+	if pubs == nil {
 		c.Keys = map[string]crypto.PublicKey{}
 	}
 	s.clients[id] = c
@@ -159,7 +146,7 @@ func (s *Server) setClientKeys(id string, keys []map[string]any, pubs map[string
 
 // parseClientJWKS checks a posted key set as Digdir does (1 to MaxClientKeys
 // public keys, each with its own kid and use sig), or says why it refuses.
-func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey, string) {
+func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 	var set struct {
 		Keys []map[string]any `json:"keys"`
 	}
@@ -195,7 +182,11 @@ func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey
 		}
 		pubs[kid] = pub
 	}
-	return set.Keys, pubs, ""
+	keys := make([]any, len(set.Keys))
+	for i, k := range set.Keys {
+		keys[i] = k
+	}
+	return keys, pubs, ""
 }
 
 // jwkPublic reads a public JWK of a key that can sign grants (signer.CheckKey:
@@ -217,17 +208,4 @@ func jwkPublic(k map[string]any) (crypto.PublicKey, string) {
 		return nil, "e must be 3 or more"
 	}
 	return pub, ""
-}
-
-// publicJWK is pub as a JWK with use sig and kid, or nil for a key type
-// the API does not show.
-func publicJWK(pub crypto.PublicKey, kid string) map[string]any {
-	j, err := signer.PublicJWK(pub, "", kid)
-	if err != nil {
-		return nil
-	}
-	var m map[string]any
-	b, _ := json.Marshal(j)
-	_ = json.Unmarshal(b, &m)
-	return m
 }

@@ -6,8 +6,8 @@ import (
 )
 
 // FailNext makes the next n requests to /token answer status (such as 503)
-// with a Maskinporten-shaped error body, before looking at the grant. The
-// answers to 503 and 429 carry Retry-After: 1.
+// with a Maskinporten-shaped error, before looking at the grant; 503 and 429
+// carry Retry-After: 1.
 func (s *Server) FailNext(n int, status int) { s.locked(func() { s.failN, s.failStatus = n, status }) }
 
 // SetLatency delays every answer by d; Close cuts the delay short.
@@ -17,8 +17,7 @@ func (s *Server) SetLatency(d time.Duration) { s.locked(func() { s.latency = d }
 // connection closes within the body of a 200 answer (an unexpected EOF).
 func (s *Server) DropNext(n int) { s.locked(func() { s.dropN = n }) }
 
-// SetDateOffset makes the Date header of every answer lie by d, for tests
-// of clients that estimate the server's clock.
+// SetDateOffset makes the Date header of every answer lie by d.
 func (s *Server) SetDateOffset(d time.Duration) { s.locked(func() { s.dateOffset = d }) }
 
 func (s *Server) date() string {
@@ -63,5 +62,3 @@ func (s *Server) drop(w http.ResponseWriter) {
 		`{"access_token":"eyJ`)
 	_ = buf.Flush()
 }
-
-// useJTI records jti and reports whether it was new.

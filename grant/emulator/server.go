@@ -16,12 +16,10 @@ import (
 	"time"
 )
 
-// Server is a Maskinporten emulator listening on a local address, shaped
-// like httptest.Server. It is safe for concurrent use.
+// Server is a Maskinporten emulator shaped like httptest.Server. It is safe
+// for concurrent use.
 type Server struct {
-	// URL is the base URL, http://127.0.0.1:port with no trailing slash,
-	// set by Start or StartOn.
-	URL string
+	URL string // http://127.0.0.1:port without a trailing slash, set by Start or StartOn
 
 	cfg     Config
 	key     *tokenKey
@@ -47,8 +45,8 @@ type Server struct {
 	inflight  sync.WaitGroup
 }
 
-// NewServer starts a new emulator on 127.0.0.1 and a port the system
-// chooses; Close it when done. Like httptest, it panics if it cannot start.
+// NewServer starts a new emulator on 127.0.0.1; Close it when done. Like
+// httptest, it panics if it cannot start.
 func NewServer(cfg Config) *Server {
 	s := NewUnstartedServer(cfg)
 	s.Start()
@@ -69,7 +67,7 @@ func NewTest(tb testing.TB, cfg Config) *Server {
 
 // NewUnstartedServer returns a new emulator that is not yet listening; call
 // Start or StartOn. It panics on a Key that is not RSA, and on a client or
-// consent AddClient or Config.Consents would refuse.
+// consent that AddClient or Config.Consents refuse.
 func NewUnstartedServer(cfg Config) *Server {
 	for d, def := range map[*time.Duration]time.Duration{&cfg.TokenLifetime: 120 * time.Second, &cfg.MaxGrantLifetime: 120 * time.Second, &cfg.ClockSkew: 10 * time.Second} {
 		if *d <= 0 {
@@ -114,10 +112,11 @@ func NewUnstartedServer(cfg Config) *Server {
 		s.AddClient(c)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/oauth-authorization-server", s.serveMetadata)
-	mux.HandleFunc("/jwks", s.serveJWKS)
+	// The mux answers 405 to other methods than GET and HEAD.
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.serveMetadata)
+	mux.HandleFunc("GET /jwks", s.serveJWKS)
 	mux.HandleFunc("/token", s.serveToken)
-	mux.HandleFunc(altinnExchangePath, s.serveAltinnExchange)
+	mux.HandleFunc("GET "+altinnExchangePath, s.serveAltinnExchange)
 	mux.HandleFunc(adminAPIPath+"clients/{id}/jwks", s.serveClientJWKS)
 	s.handler = mux
 	return s
@@ -150,7 +149,7 @@ func (s *Server) StartOn(addr string) error {
 	return nil
 }
 
-// Close stops the server: it aborts pending latency, waits briefly for the
+// Close stops the server: it cuts latency short, waits briefly for the
 // answers under way, and closes all connections. It is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
@@ -180,8 +179,7 @@ func (s *Server) Issuer() string {
 	return s.URL + "/"
 }
 
-// MetadataURL returns the URL of the OAuth 2.0 authorization server
-// metadata (RFC 8414).
+// MetadataURL returns the URL of the RFC 8414 metadata.
 func (s *Server) MetadataURL() string { return s.URL + "/.well-known/oauth-authorization-server" }
 
 // TokenURL returns the URL of the token endpoint.
@@ -193,8 +191,8 @@ func (s *Server) JWKSURL() string { return s.URL + "/jwks" }
 // AltinnExchangeURL returns the URL of the emulated Altinn token exchange.
 func (s *Server) AltinnExchangeURL() string { return s.URL + altinnExchangePath }
 
-// PublicKey returns the public key that verifies the access tokens and
-// Altinn tokens the server issues (an *rsa.PublicKey; RS256).
+// PublicKey returns the *rsa.PublicKey that verifies the access tokens and
+// Altinn tokens the server issues (RS256).
 func (s *Server) PublicKey() crypto.PublicKey { return s.key.pub }
 
 // AddClient registers c, replacing any client with the same ID, also while
@@ -271,6 +269,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
+// useJTI records jti and reports whether it was new.
 func (s *Server) useJTI(jti string, exp time.Time) bool {
 	now := s.now()
 	s.mu.Lock()
@@ -289,7 +288,7 @@ func (s *Server) useJTI(jti string, exp time.Time) bool {
 		s.nextPrune = now.Add(time.Minute)
 	}
 	s.jtis[jti] = exp
-	s.stats.JTIs++ // under s.mu
+	s.stats.JTIs++
 	return true
 }
 

@@ -93,9 +93,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if rej != nil {
 		return nil, rej
 	}
-	cl := g
-	*clientID = cl.iss
-	client, ok := s.client(cl.iss)
+	*clientID = g.iss
+	client, ok := s.client(g.iss)
 	if !ok {
 		return nil, mp("MP-100", "")
 	}
@@ -133,41 +132,41 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		return nil, mp("MP-124", "The signature does not verify with the key named in the header.")
 	}
 
-	if rej := audience(cl.aud, s.Issuer(), s.TokenURL()); rej != nil {
+	if rej := audience(g.aud, s.Issuer(), s.TokenURL()); rej != nil {
 		return nil, rej
 	}
 
 	skew := s.cfg.ClockSkew
 	switch {
-	case cl.iat.After(now.Add(skew)):
-		return nil, mp("iat", "iat is "+cl.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
-	case !cl.exp.After(cl.iat):
+	case g.iat.After(now.Add(skew)):
+		return nil, mp("iat", "iat is "+g.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
+	case !g.exp.After(g.iat):
 		return nil, mp("MP-130", "exp is not after iat.")
-	case cl.exp.Sub(cl.iat) > s.cfg.MaxGrantLifetime:
-		return nil, mp("MP-130 long", "exp - iat is "+cl.exp.Sub(cl.iat).String()+"; at most "+s.cfg.MaxGrantLifetime.String()+" is allowed.")
-	case now.Add(-skew).After(cl.exp):
-		return nil, mp("MP-130", "exp was "+now.Sub(cl.exp).Round(time.Second).String()+" ago.")
+	case g.exp.Sub(g.iat) > s.cfg.MaxGrantLifetime:
+		return nil, mp("MP-130 long", "exp - iat is "+g.exp.Sub(g.iat).String()+"; at most "+s.cfg.MaxGrantLifetime.String()+" is allowed.")
+	case now.Add(-skew).After(g.exp):
+		return nil, mp("MP-130", "exp was "+now.Sub(g.exp).Round(time.Second).String()+" ago.")
 	}
 
-	if !s.useJTI(cl.jti, cl.exp) {
+	if !s.useJTI(g.jti, g.exp) {
 		return nil, mp("MP-012", "")
 	}
 
 	// What the client asks for.
 	consumer := client.OrgNumber
-	if cl.consumerOrg != "" {
-		if cl.consumerOrg == client.OrgNumber {
+	if g.consumerOrg != "" {
+		if g.consumerOrg == client.OrgNumber {
 			return nil, mp("consumer_org", "")
 		}
-		if !slices.Contains(client.DelegatedBy, cl.consumerOrg) {
-			return nil, mp("MP-251", cl.consumerOrg+" has not delegated access to the scope "+cl.scope+" to supplier "+client.OrgNumber)
+		if !slices.Contains(client.DelegatedBy, g.consumerOrg) {
+			return nil, mp("MP-251", g.consumerOrg+" has not delegated access to the scope "+g.scope+" to supplier "+client.OrgNumber)
 		}
-		consumer = cl.consumerOrg
+		consumer = g.consumerOrg
 	}
 	ad := &authzRequest{}
 	var consent *Consent
-	if cl.hasAuthz {
-		if ad, rej = parseAuthzDetails(cl.authzDetails); rej != nil {
+	if g.hasAuthz {
+		if ad, rej = parseAuthzDetails(g.authzDetails); rej != nil {
 			return nil, rej
 		}
 		if ad.sysUserOrg != "" && !slices.Contains(client.SystemUserOrgs, ad.sysUserOrg) {
@@ -179,7 +178,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 			}
 		}
 	}
-	scopes := strings.Fields(cl.scope)
+	scopes := strings.Fields(g.scope)
 	var userLogin, notAllowed []string
 	for _, sc := range scopes {
 		switch {
@@ -210,19 +209,19 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		"exp":        exp.Unix(),
 		"jti":        randomID(32),
 	}
-	switch len(cl.resource) {
+	switch len(g.resource) {
 	case 0:
 	case 1:
-		claims["aud"] = cl.resource[0]
+		claims["aud"] = g.resource[0]
 	default:
-		claims["aud"] = cl.resource
+		claims["aud"] = g.resource
 	}
-	if cl.consumerOrg != "" {
+	if g.consumerOrg != "" {
 		claims["supplier"] = orgID(client.OrgNumber)
 		claims["delegation_source"] = s.URL + "/"
 	}
-	if cl.pid != "" {
-		claims["pid"] = cl.pid
+	if g.pid != "" {
+		claims["pid"] = g.pid
 	}
 	var details []map[string]any
 	if ad.sysUserOrg != "" {
@@ -263,31 +262,18 @@ func systemUserID(clientID, org string) string {
 
 // serveMetadata serves the authorization server metadata (RFC 8414)
 // Maskinporten publishes, restricted to what the emulator does.
-func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	if getOnly(w, r) {
-		writeJSON(w, http.StatusOK, map[string]any{
-			"issuer":                                s.Issuer(),
-			"token_endpoint":                        s.TokenURL(),
-			"jwks_uri":                              s.JWKSURL(),
-			"token_endpoint_auth_methods_supported": []string{"private_key_jwt"},
-			"grant_types_supported":                 []string{jwtBearer},
-			"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "RS384", "RS512"},
-			"authorization_details_types_supported":            []string{systemUserType, consentType},
-		})
-	}
+func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                s.Issuer(),
+		"token_endpoint":                        s.TokenURL(),
+		"jwks_uri":                              s.JWKSURL(),
+		"token_endpoint_auth_methods_supported": []string{"private_key_jwt"},
+		"grant_types_supported":                 []string{jwtBearer},
+		"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "RS384", "RS512"},
+		"authorization_details_types_supported":            []string{systemUserType, consentType},
+	})
 }
 
-func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	if getOnly(w, r) {
-		writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.key.jwk}})
-	}
-}
-
-func getOnly(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		return true
-	}
-	w.Header().Set("Allow", "GET, HEAD")
-	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-	return false
+func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.key.jwk}})
 }
