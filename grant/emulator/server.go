@@ -1,7 +1,6 @@
 package emulator
 
 import (
-	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
@@ -10,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -38,11 +38,9 @@ type Server struct {
 	latency    time.Duration
 	dateOffset time.Duration
 
-	started   bool
-	srv       *http.Server
-	closing   chan struct{}
+	ts        *httptest.Server
+	closing   chan struct{} // closed by Close, to cut latency short
 	closeOnce sync.Once
-	inflight  sync.WaitGroup
 }
 
 // NewServer starts a new emulator on 127.0.0.1; Close it when done. Like
@@ -119,51 +117,40 @@ func NewUnstartedServer(cfg Config) *Server {
 	mux.HandleFunc("GET "+altinnExchangePath, s.serveAltinnExchange)
 	mux.HandleFunc(adminAPIPath+"clients/{id}/jwks", s.serveClientJWKS)
 	s.handler = mux
+	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	s.ts.Config.ReadHeaderTimeout = 10 * time.Second
 	return s
 }
 
 // Start starts the server on 127.0.0.1 and a port the system chooses, or
 // panics.
 func (s *Server) Start() {
-	if err := s.StartOn("127.0.0.1:0"); err != nil {
-		panic("emulator: " + err.Error())
-	}
+	s.ts.Start()
+	s.URL = s.ts.URL
 }
 
 // StartOn starts the server listening on addr (host:port, as for
 // net.Listen), for `mp-hsm emulate --listen`.
 func (s *Server) StartOn(addr string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
+	if s.URL != "" {
 		return errors.New("server already started")
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	s.started = true
-	s.URL = "http://" + ln.Addr().String()
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = s.srv.Serve(ln) }()
+	s.ts.Listener.Close()
+	s.ts.Listener = ln
+	s.Start()
 	return nil
 }
 
-// Close stops the server: it cuts latency short, waits briefly for the
-// answers under way, and closes all connections. It is idempotent.
+// Close stops the server: it cuts latency short, waits for the answers
+// under way, and closes all connections. It is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closing)
-		s.mu.Lock()
-		srv := s.srv
-		s.mu.Unlock()
-		if srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = srv.Shutdown(ctx)
-			cancel()
-			_ = srv.Close()
-		}
-		s.inflight.Wait()
+		s.ts.Close()
 	})
 }
 
@@ -249,8 +236,6 @@ func (s *Server) logf(format string, args ...any) { // never given a grant or to
 
 // serveHTTP applies latency and the Date header to every answer.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	s.inflight.Add(1)
-	defer s.inflight.Done()
 	var latency time.Duration
 	s.locked(func() { latency = s.latency })
 	if latency > 0 {
