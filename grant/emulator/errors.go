@@ -73,15 +73,13 @@ func mp(key, detail string) *rejection {
 
 // injected is the answer FailNext asks for.
 func injected(status int) *rejection {
-	e := "invalid_request"
-	switch {
-	case status == http.StatusServiceUnavailable:
-		e = "temporarily_unavailable"
-	case status >= 500:
-		e = "server_error"
+	r := &rejection{status: status, error: "invalid_request", text: "The emulator was told to fail this request (HTTP " + strconv.Itoa(status) + ")."}
+	if status == http.StatusServiceUnavailable {
+		r.error = "temporarily_unavailable"
+	} else if status >= 500 {
+		r.error = "server_error"
 	}
-	return &rejection{status: status, error: e,
-		text: "The emulator was told to fail this request (HTTP " + strconv.Itoa(status) + ")."}
+	return r
 }
 
 // write sends the rejection; error_uri is issuer + "errors/MP-200" as the

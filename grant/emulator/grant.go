@@ -214,7 +214,7 @@ const systemUserType = "urn:altinn:systemuser"
 // user (the customer's 9-digit org number, "" for none), a consent, or both.
 type authzRequest struct {
 	sysUserOrg string
-	consent    *consentRequest
+	consent    *Consent // ID and From as the grant names them
 }
 
 // parseAuthzDetails checks that authorization_details is a JSON array of at
