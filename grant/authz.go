@@ -170,6 +170,8 @@ func (c Consent) Validate() error {
 }
 
 // systemUserDetail is the element asking for the Altinn system user of orgnr.
+// Its members and the consent's are in the documented order, so that the
+// same element given as AuthorizationDetails is the same claim (and cache key).
 func systemUserDetail(orgnr string) json.RawMessage {
 	type partyOrg struct {
 		Authority string `json:"authority"`
