@@ -105,10 +105,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	now := s.now()
 
 	// The key: a registered one by kid, or the leaf of a trusted chain.
-	var (
-		pub crypto.PublicKey
-		amr string
-	)
+	var pub crypto.PublicKey
+	amr := "virksomhetssertifikat"
 	if g.kid != "" {
 		if pub, ok = client.Keys[g.kid]; !ok {
 			return nil, mp("kid", "")
@@ -126,7 +124,6 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 			return nil, mp("MP-122", "Client orgno "+client.OrgNumber+" does not match certificate orgno "+org+".")
 		}
 		pub = g.x5c[0].PublicKey
-		amr = "virksomhetssertifikat"
 	}
 	method, _ := signer.Method(g.alg) // RS256, RS384 or RS512 (readHeader)
 	if err := method.Verify(g.input, g.sig, pub); err != nil {
@@ -213,11 +210,9 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		"exp":        exp.Unix(),
 		"jti":        randomID(32),
 	}
-	switch len(g.resource) {
-	case 0:
-	case 1:
+	if len(g.resource) == 1 {
 		claims["aud"] = g.resource[0]
-	default:
+	} else if len(g.resource) > 1 {
 		claims["aud"] = g.resource
 	}
 	if g.consumerOrg != "" {
