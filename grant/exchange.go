@@ -54,18 +54,10 @@ func (t *Token) LogValue() slog.Value {
 // new grant, never the same one; a 4xx answer is a *TokenError matching
 // ErrRefused, with a hint.
 func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
-	n, err := req.normalize()
+	k, n, err := c.prepare(req)
 	if err != nil {
 		return nil, err
 	}
-	k, err := c.prepare()
-	if err != nil {
-		return nil, err
-	}
-	return c.exchange(ctx, k, n)
-}
-
-func (c *Config) exchange(ctx context.Context, k *key, n *normRequest) (*Token, error) {
 	endpoint := c.Environment.TokenEndpoint
 	log := c.logger()
 	a, err := c.send(ctx, endpoint, func() (*http.Request, error) {

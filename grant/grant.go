@@ -48,11 +48,7 @@ type Config struct {
 // consumer_org, iss_onbehalfof, pid, authorization_details): no others, as
 // Maskinporten refuses unknown claims.
 func (c *Config) Grant(req Request) (string, error) {
-	n, err := req.normalize()
-	if err != nil {
-		return "", err
-	}
-	k, err := c.prepare()
+	k, n, err := c.prepare(req)
 	if err != nil {
 		return "", err
 	}
@@ -66,7 +62,17 @@ type key struct {
 	header map[string]any
 }
 
-func (c *Config) prepare() (*key, error) {
+// prepare checks req and c; nothing is sent unless both are good.
+func (c *Config) prepare(req Request) (*key, *normRequest, error) {
+	n, err := req.normalize()
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := c.key()
+	return k, n, err
+}
+
+func (c *Config) key() (*key, error) {
 	if c.ClientID == "" {
 		return nil, &ConfigError{Field: "ClientID", Reason: "missing"}
 	}

@@ -85,8 +85,8 @@ func (r Request) normalize() (*normRequest, error) {
 	n.scope = strings.Join(n.scopes, " ")
 	n.scopeKey = strings.Join(slices.Sorted(slices.Values(n.scopes)), " ")
 	for _, res := range r.Resources {
-		if err := validResource(res); err != nil {
-			return nil, err
+		if u, err := url.Parse(res); !ValidScope(res) || err != nil || u.Scheme == "" {
+			return nil, &ValidationError{Field: "resource", Value: res, Reason: "must be an absolute URI without whitespace or control characters"}
 		}
 		if !slices.Contains(n.resources, res) {
 			n.resources = append(n.resources, res)
@@ -150,17 +150,6 @@ func (n *normRequest) authorizationDetails(r Request) error {
 // without space, '"' or '\', such as "altinn:serviceowner".
 func ValidScope(s string) bool {
 	return s != "" && !strings.ContainsFunc(s, func(c rune) bool { return c < 0x21 || c > 0x7e || c == '"' || c == '\\' })
-}
-
-func validResource(res string) error {
-	if !ValidScope(res) {
-		return &ValidationError{Field: "resource", Value: res, Reason: "must be a URI without whitespace or control characters"}
-	}
-	u, err := url.Parse(res)
-	if err != nil || u.Scheme == "" {
-		return &ValidationError{Field: "resource", Value: res, Reason: "must be an absolute URI"}
-	}
-	return nil
 }
 
 const badOrgNumber = "not a valid organisation number (9 digits with a modulus-11 check digit)"
