@@ -159,7 +159,7 @@ func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 	case n > MaxClientKeys:
 		return nil, nil, fmt.Sprintf("%d keys: a client may have at most %d", n, MaxClientKeys)
 	}
-	pubs := map[string]crypto.PublicKey{}
+	keys, pubs := []any{}, map[string]crypto.PublicKey{}
 	for i, k := range set.Keys {
 		for _, m := range privateJWKMembers {
 			if _, ok := k[m]; ok {
@@ -180,11 +180,7 @@ func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 		if why != "" {
 			return nil, nil, fmt.Sprintf("key %q: %s", kid, why)
 		}
-		pubs[kid] = pub
-	}
-	keys := make([]any, len(set.Keys))
-	for i, k := range set.Keys {
-		keys[i] = k
+		keys, pubs[kid] = append(keys, k), pub
 	}
 	return keys, pubs, ""
 }

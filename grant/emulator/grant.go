@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -108,14 +109,8 @@ func (g *grant) readHeader(hdr map[string]any) *rejection {
 }
 
 func (g *grant) readClaims(raw jwt.MapClaims) *rejection {
-	var unknown []string
-	for name := range raw {
-		if !slices.Contains(allowedClaims, name) {
-			unknown = append(unknown, name)
-		}
-	}
+	unknown := slices.DeleteFunc(slices.Sorted(maps.Keys(raw)), func(n string) bool { return slices.Contains(allowedClaims, n) })
 	if len(unknown) > 0 {
-		slices.Sort(unknown)
 		return mp("MP-011", "Claims not allowed in a grant: "+strings.Join(unknown, ", ")+".")
 	}
 	missing := func(name string) *rejection { return mp("MP-011", "The grant has no "+name+" claim.") }

@@ -157,11 +157,8 @@ func (s *Server) Close() {
 // Issuer returns the issuer identifier with its trailing slash, the aud a
 // grant must carry: Config.Issuer, else URL + "/" (empty before Start).
 func (s *Server) Issuer() string {
-	if s.cfg.Issuer != "" {
+	if s.cfg.Issuer != "" || s.URL == "" {
 		return s.cfg.Issuer
-	}
-	if s.URL == "" {
-		return ""
 	}
 	return s.URL + "/"
 }
@@ -312,15 +309,14 @@ func (s *Server) fault() (drop bool, failStatus int) {
 	s.stats.TokenRequests++
 	switch {
 	case s.dropN > 0:
-		s.dropN--
-		s.stats.Injected++
-		return true, 0
+		s.dropN, drop = s.dropN-1, true
 	case s.failN > 0:
-		s.failN--
-		s.stats.Injected++
-		return false, s.failStatus
+		s.failN, failStatus = s.failN-1, s.failStatus
+	default:
+		return false, 0
 	}
-	return false, 0
+	s.stats.Injected++
+	return drop, failStatus
 }
 
 // drop writes the head of a 200 answer and part of its body, and hangs up.
