@@ -240,13 +240,7 @@ func (c *Config) AltinnToken(ctx context.Context, mpToken string) (*Token, error
 		return nil, err
 	}
 	raw := strings.TrimSpace(string(a.body))
-	if strings.HasPrefix(raw, `"`) { // some versions answer with a JSON string
-		var s string
-		if err := json.Unmarshal([]byte(raw), &s); err != nil {
-			return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "Altinn token is a malformed JSON string", Err: err}
-		}
-		raw = s
-	}
+	_ = json.Unmarshal(a.body, &raw) // some versions answer with a JSON string; else raw is kept
 	var cl struct {
 		jwt.RegisteredClaims
 		Scope string `json:"scope"`
