@@ -283,10 +283,10 @@ func parseSystemUser(d map[string]any) (string, *rejection) {
 func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) *rejection {
 	for _, c := range chain {
 		if now.After(c.NotAfter) {
-			return mp("MP-121", "The certificate "+describe(c)+" expired at "+c.NotAfter.UTC().Format(time.RFC3339)+".")
+			return mp("MP-121", "The certificate "+c.Subject.String()+" expired at "+c.NotAfter.UTC().Format(time.RFC3339)+".")
 		}
 		if now.Before(c.NotBefore) {
-			return mp("MP-120", "The certificate "+describe(c)+" is not valid before "+c.NotBefore.UTC().Format(time.RFC3339)+".")
+			return mp("MP-120", "The certificate "+c.Subject.String()+" is not valid before "+c.NotBefore.UTC().Format(time.RFC3339)+".")
 		}
 	}
 	inter := x509.NewCertPool()
@@ -302,13 +302,6 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 		return mp("MP-120", "The certificate chain does not lead to a trusted root; is it a production certificate in test, or the other way round?")
 	}
 	return mp("MP-120", "The certificate chain does not verify: "+err.Error()+".")
-}
-
-func describe(c *x509.Certificate) string {
-	if c.Subject.CommonName != "" {
-		return "\"" + c.Subject.CommonName + "\""
-	}
-	return "with serial " + c.SerialNumber.String()
 }
 
 func isDigits(s string, n int) bool {
