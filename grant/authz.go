@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/google/uuid"
@@ -108,33 +107,24 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 	return elems, details, nil
 }
 
-// objectMembers reads a JSON object's members, refusing a member given
-// twice: parsers disagree on which one counts, so a duplicated type could
-// pass one check and mean another thing to Maskinporten.
+// objectMembers reads the members of raw, one valid JSON value, refusing a
+// member given twice: parsers disagree on which one counts, so a duplicated
+// type could pass one check and mean another thing to Maskinporten.
 func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
-	notObject := errors.New("not a JSON object")
 	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, notObject
+	if t, _ := dec.Token(); t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
 	}
 	m := map[string]json.RawMessage{}
 	for dec.More() {
-		t, err := dec.Token()
+		t, _ := dec.Token()
 		name, _ := t.(string)
 		var v json.RawMessage
-		if err != nil || dec.Decode(&v) != nil {
-			return nil, notObject
-		}
+		_ = dec.Decode(&v)
 		if _, dup := m[name]; dup {
 			return nil, fmt.Errorf("the member %q is given twice", name)
 		}
 		m[name] = v
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, notObject
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, notObject
 	}
 	return m, nil
 }
