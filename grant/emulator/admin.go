@@ -55,12 +55,8 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 	if s.cfg.AdminClient == "" {
 		return http.StatusNotFound, "not_found", "the self-service API is not served: the emulator has no self-service client"
 	}
-	need := ScopeAdminWrite
-	switch r.Method {
-	case http.MethodGet:
-		need = ScopeAdminRead
-	case http.MethodPost, http.MethodDelete:
-	default:
+	need := map[string]string{http.MethodGet: ScopeAdminRead, http.MethodPost: ScopeAdminWrite, http.MethodDelete: ScopeAdminWrite}[r.Method]
+	if need == "" {
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		return http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not served here"
 	}
