@@ -3,10 +3,12 @@ package hsm
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/miekg/pkcs11"
-
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
@@ -212,4 +214,74 @@ func (t *Token) LoggedIn() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.loggedIn && !t.gate.closed()
+}
+
+// Login's guard (no PIN presented to a locked token or one on its final
+// try) needs the token's PIN flags as they are just before C_Login. A
+// C_GetTokenInfo that this Module made moments before, with no login
+// attempt since, is as fresh as a second one, and on a network HSM a
+// second one is a round trip: so the Module keeps the flags of each
+// slot's last read for Login to take, once.
+
+// flagsFreshFor is how long a C_GetTokenInfo's flags stand in for a new
+// read: long enough for FindSlot, OpenSlot and Login in a row over a slow
+// link, short enough that nothing a person does comes in between.
+const flagsFreshFor = time.Second
+
+// loginAttempts counts the C_Login calls this package made, on any
+// module: a login attempt (ours, on any Token) may change the PIN flags,
+// so flags read before one are never reused.
+var loginAttempts atomic.Uint64
+
+// seenFlags are a slot's token flags as C_GetTokenInfo gave them, when,
+// and how many login attempts had been made then.
+type seenFlags struct {
+	flags    TokenFlags
+	at       time.Time
+	attempts uint64
+}
+
+// noteFlags records the flags just read (C_GetTokenInfo) of slot's token.
+func (m *Module) noteFlags(slot uint, f TokenFlags) {
+	m.seenMu.Lock()
+	defer m.seenMu.Unlock()
+	if m.seen == nil {
+		m.seen = map[uint]seenFlags{}
+	}
+	m.seen[slot] = seenFlags{flags: f, at: time.Now(), attempts: loginAttempts.Load()}
+}
+
+// freshFlags returns, and forgets, the flags of slot's token when they
+// were read less than flagsFreshFor ago and no login attempt was made
+// since; otherwise ok is false and the caller reads them.
+func (m *Module) freshFlags(slot uint) (f TokenFlags, ok bool) {
+	m.seenMu.Lock()
+	defer m.seenMu.Unlock()
+	s, ok := m.seen[slot]
+	delete(m.seen, slot)
+	if !ok || s.attempts != loginAttempts.Load() || time.Since(s.at) >= flagsFreshFor {
+		return 0, false
+	}
+	return s.flags, true
+}
+
+// PINFile returns a PINSource that reads the PIN from the file at path
+// each time the token asks for it (at a login, and for keys with
+// CKA_ALWAYS_AUTHENTICATE before each signature), so that nothing keeps the
+// PIN between logins. The file must be a regular file of at most
+// safefile.MaxPIN (1 KiB); one trailing newline (or CRLF) is trimmed. A file
+// that cannot be read, is empty, or holds another control character is an
+// error naming the path, never a PIN that spends a login attempt; so is a
+// file that a user other than root and the program's own can change
+// (safefile.ErrUnsafe). Keep it readable by the program's user alone
+// (mp-hsm warns when group or others can read it). This is how mp-hsm's
+// --pin-file reads the PIN.
+func PINFile(path string) PINSource {
+	return func() ([]byte, error) {
+		pin, _, err := safefile.ReadSecret(path, safefile.MaxPIN)
+		if err != nil {
+			return nil, fmt.Errorf("PIN file %w", err)
+		}
+		return pin, nil
+	}
 }

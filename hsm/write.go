@@ -1,13 +1,244 @@
 package hsm
 
 import (
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/miekg/pkcs11"
-
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
+
+// ErrObjectExists: an object with the label or CKA_ID asked for is already
+// on the token, so nothing was written. It is a usage problem, not a
+// token fault: choose another label or id.
+var ErrObjectExists = errors.New("an object with that label or id is already on the token")
+
+// ErrReadOnly: the token was opened without TokenOptions.ReadWrite, so it
+// cannot be written to.
+var ErrReadOnly = errors.New("token opened read-only")
+
+// writer is the part of the PKCS#11 binding that writes to a token. It is
+// kept apart from p11, which only reads and signs: *pkcs11.Ctx has both.
+type writer interface {
+	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
+	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
+	DestroyObject(sh sessionHandle, oh objectHandle) error
+}
+
+// KeySpec is a key type and size that GenerateKey can make.
+type KeySpec struct {
+	Type KeyType // KeyTypeRSA or KeyTypeEC
+	Bits int     // RSA modulus size, or 256 for EC P-256
+}
+
+// KeySpecs are the specs GenerateKey accepts, by the name ParseKeySpec
+// reads: those Maskinporten takes (RS256 on 2048 or 3072 bits, ES256).
+var KeySpecs = map[string]KeySpec{
+	"rsa:2048": {KeyTypeRSA, 2048},
+	"rsa:3072": {KeyTypeRSA, 3072},
+	"ec:p256":  {KeyTypeEC, 256},
+}
+
+// ParseKeySpec reads a key spec by name: rsa:2048, rsa:3072 or ec:p256.
+// An empty name is rsa:2048.
+func ParseKeySpec(name string) (KeySpec, error) {
+	if name == "" {
+		name = "rsa:2048"
+	}
+	s, ok := KeySpecs[strings.ToLower(name)]
+	if !ok {
+		return KeySpec{}, fmt.Errorf("key type %q: want rsa:2048, rsa:3072 or ec:p256", name)
+	}
+	return s, nil
+}
+
+// String returns the spec's name, as ParseKeySpec reads it.
+func (s KeySpec) String() string {
+	if s.Type == KeyTypeEC {
+		return fmt.Sprintf("ec:p%d", s.Bits)
+	}
+	return fmt.Sprintf("rsa:%d", s.Bits)
+}
+
+// GenerateOptions describes the key pair GenerateKey makes.
+type GenerateOptions struct {
+	// Label is the CKA_LABEL of both halves. It must not be empty.
+	Label string
+	// ID is the CKA_ID of both halves. Empty: 8 random bytes.
+	ID []byte
+	// Spec is the key type; the zero value is rsa:2048.
+	Spec KeySpec
+}
+
+// p256OID is the DER of the prime256v1 curve's OID, CKA_EC_PARAMS of a
+// P-256 key.
+var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+
+// GenerateKey makes a key pair on the token and returns its private half
+// as a Key. The private key is a token object, CKA_PRIVATE, CKA_SENSITIVE,
+// never extractable (CKA_EXTRACTABLE false), and can sign; the public key
+// is a token object that can verify. Both get o.Label and o.ID.
+//
+// The token must have been opened with TokenOptions.ReadWrite (else
+// ErrReadOnly) and logged in with Login (else tokenerr.ErrNotLoggedIn): GenerateKey
+// never logs in itself. When any object on the token already has the label
+// or the id, it returns ErrObjectExists before anything is generated. That
+// check and the generation are atomic within the process; between
+// processes, hold the token's change lock (internal/changelock, which
+// every mp-hsm command that writes takes) around them.
+func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
+	const op = "generate key"
+	if o.Label == "" {
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "a label is needed"}
+	}
+	if o.Spec == (KeySpec{}) {
+		o.Spec = KeySpecs["rsa:2048"]
+	}
+	var mech []*mechanism
+	var pubT, privT []*attribute
+	mechName := "CKM_RSA_PKCS_KEY_PAIR_GEN"
+	switch o.Spec {
+	case KeySpecs["rsa:2048"], KeySpecs["rsa:3072"]:
+		mech = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
+		pubT = []*attribute{
+			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+			newAttribute(pkcs11.CKA_MODULUS_BITS, o.Spec.Bits),
+			newAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+		}
+		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)}
+	case KeySpecs["ec:p256"]:
+		mech, mechName = []*mechanism{newMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, "CKM_EC_KEY_PAIR_GEN"
+		pubT = []*attribute{
+			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+			newAttribute(pkcs11.CKA_EC_PARAMS, p256OID),
+		}
+		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC)}
+	default:
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "key type " + o.Spec.String()}
+	}
+	id := o.ID
+	if len(id) == 0 {
+		id = make([]byte, 8)
+		if _, err := rand.Read(id); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	common := []*attribute{
+		newAttribute(pkcs11.CKA_TOKEN, true),
+		newAttribute(pkcs11.CKA_ID, id),
+		newAttribute(pkcs11.CKA_LABEL, o.Label),
+	}
+	pubT = append(append(pubT, common...),
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		newAttribute(pkcs11.CKA_PRIVATE, false),
+		newAttribute(pkcs11.CKA_VERIFY, true),
+	)
+	privT = append(append(privT, common...),
+		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		newAttribute(pkcs11.CKA_PRIVATE, true),
+		newAttribute(pkcs11.CKA_SENSITIVE, true),
+		newAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		newAttribute(pkcs11.CKA_SIGN, true),
+	)
+
+	w, err := t.enterWrite(op)
+	if err != nil {
+		return nil, err
+	}
+	defer t.leave()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.refuseTaken(op, o.Label, id); err != nil {
+		return nil, err
+	}
+	_, privH, err := w.GenerateKeyPair(t.loginSH, mech, pubT, privT)
+	if err != nil {
+		err = wrap("C_GenerateKeyPair", err)
+		var e *Error
+		if errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
+			// The mechanism is the key pair generation, not a signature.
+			e.Detail = "the token cannot generate " + o.Spec.String() + " keys (" +
+				mechName + " is not among its mechanisms): choose another --type"
+		}
+		return nil, err
+	}
+	objs, err := t.keys()
+	if err != nil {
+		return nil, err
+	}
+	for _, ko := range objs {
+		if ko.handle == privH {
+			return t.newKey(ko)
+		}
+	}
+	return nil, &Error{Op: op, Kind: tokenerr.ErrObjectGone, Detail: "the generated key is not among the token's keys"}
+}
+
+// CheckFree returns ErrObjectExists when an object on the token has label
+// or id (either may be empty), so that a change of several steps can
+// refuse a clash before its first step. Only a lock held across processes
+// (mp-hsm takes internal/changelock's) keeps it true until GenerateKey.
+func (t *Token) CheckFree(label string, id []byte) error {
+	const op = "generate key"
+	if err := t.enter(op); err != nil {
+		return err
+	}
+	defer t.leave()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.refuseTaken(op, label, id)
+}
+
+// enterWrite enters the token's gate for a write and checks that the token
+// can be written to: read-write, logged in, a module that writes. On
+// success the caller must call t.leave.
+func (t *Token) enterWrite(op string) (writer, error) {
+	if err := t.enter(op); err != nil {
+		return nil, err
+	}
+	w, ok := t.p.(writer)
+	switch {
+	case t.flags&pkcs11.CKF_RW_SESSION == 0:
+		t.leave()
+		return nil, &Error{Op: op, Kind: ErrReadOnly, Detail: "open the token with TokenOptions.ReadWrite"}
+	case !t.LoggedIn():
+		t.leave()
+		return nil, &Error{Op: op, Kind: tokenerr.ErrNotLoggedIn, Detail: "log in before writing to the token"}
+	case !ok:
+		t.leave()
+		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "the module binding cannot write objects"}
+	}
+	return w, nil
+}
+
+// refuseTaken returns ErrObjectExists when an object on the token has
+// label (if not empty) or id (if not empty). t.mu must be held.
+func (t *Token) refuseTaken(op, label string, id []byte) error {
+	if label != "" {
+		hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_LABEL, label)})
+		if err != nil {
+			return err
+		}
+		if len(hs) > 0 {
+			return &Error{Op: op, Kind: ErrObjectExists, Detail: fmt.Sprintf("label %q is taken by %d object(s)", label, len(hs))}
+		}
+	}
+	if len(id) > 0 {
+		hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_ID, id)})
+		if err != nil {
+			return err
+		}
+		if len(hs) > 0 {
+			return &Error{Op: op, Kind: ErrObjectExists, Detail: fmt.Sprintf("id %s is taken by %d object(s)", hex.EncodeToString(id), len(hs))}
+		}
+	}
+	return nil
+}
 
 // WriteCertificate writes cert onto the token as a public token object
 // (CKO_CERTIFICATE, CKC_X_509) with CKA_ID id and CKA_LABEL label, the
