@@ -18,15 +18,11 @@ import (
 
 // Key is a private key on a token. It implements crypto.Signer: RSA
 // PKCS #1 v1.5 (CKM_RSA_PKCS over a DigestInfo), RSA-PSS (CKM_RSA_PKCS_PSS)
-// and ECDSA (CKM_ECDSA, with the signature returned as ASN.1 DER as
-// crypto.Signer requires). A Key is bound to its Token: closing the token
-// ends it. Safe for concurrent use; signatures run in parallel up to the
-// token's session limit. After Close of its Token or Module, its methods
-// that reach the token return tokenerr.ErrClosed.
+// and ECDSA (CKM_ECDSA, the signature returned as ASN.1 DER). Safe for
+// concurrent use; signatures run in parallel up to the token's session
+// limit. After Close of its Token or Module, it returns tokenerr.ErrClosed.
 type Key struct {
-	// info is what FindKey found. It is never changed: signing reads its
-	// Type and AlwaysAuthenticate, and Info hands out copies.
-	info   KeyInfo
+	info   KeyInfo // what FindKey found, never changed: Info hands out copies
 	t      *Token
 	handle objectHandle
 }
@@ -94,12 +90,10 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 		return nil, err
 	}
 	sig, err := k.signOn(sh, mech, input)
-	// A session on which a signature failed goes back to the pool only
-	// after it was replaced: its operation state is unknown (tpm2-pkcs11
-	// leaves the operation active after a failed C_Sign, and answers the
-	// next C_SignInit with CKR_OPERATION_ACTIVE), and PKCS#11 before 3.0
-	// has no call to reset it. Closing it is one C_CloseSession, and the
-	// next signature opens a new one; failures are rare, signatures not.
+	// A session on which a signature failed is closed, not pooled: its
+	// operation state is unknown (tpm2-pkcs11 leaves the operation active
+	// after a failed C_Sign and answers the next C_SignInit with
+	// CKR_OPERATION_ACTIVE), and PKCS#11 before 3.0 cannot reset it.
 	k.t.release(sh, err != nil)
 	if err != nil {
 		return nil, err
@@ -110,8 +104,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	return sig, nil
 }
 
-// signOn runs one signature on session sh. After an error the session's
-// operation state is unknown (see SignContext).
+// signOn runs one signature on session sh.
 func (k *Key) signOn(sh sessionHandle, mech []*mechanism, input []byte) ([]byte, error) {
 	if err := k.t.p.SignInit(sh, mech, k.handle); err != nil {
 		return nil, wrap("C_SignInit", err)
@@ -122,10 +115,7 @@ func (k *Key) signOn(sh sessionHandle, mech []*mechanism, input []byte) ([]byte,
 		}
 	}
 	sig, err := k.t.p.Sign(sh, input)
-	if err != nil {
-		return nil, wrap("C_Sign", err)
-	}
-	return sig, nil
+	return sig, wrap("C_Sign", err)
 }
 
 // DigestInfo prefixes for PKCS #1 v1.5 (RFC 8017 section 9.2, note 1).
@@ -137,6 +127,7 @@ var digestInfoPrefix = map[crypto.Hash][]byte{
 	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
 }
 
+// pssHash gives RSA-PSS's hash and MGF for each hash.
 var pssHash = map[crypto.Hash][2]uint{
 	crypto.SHA1:   {pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1},
 	crypto.SHA224: {pkcs11.CKM_SHA224, pkcs11.CKG_MGF1_SHA224},
@@ -145,8 +136,7 @@ var pssHash = map[crypto.Hash][2]uint{
 	crypto.SHA512: {pkcs11.CKM_SHA512, pkcs11.CKG_MGF1_SHA512},
 }
 
-// Mechanisms without parameters are shared, so that a signature allocates
-// no mechanism.
+// Mechanisms without parameters are shared: a signature allocates none.
 var (
 	mechRSAPKCS = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS, nil)}
 	mechECDSA   = []*mechanism{newMechanism(pkcs11.CKM_ECDSA, nil)}

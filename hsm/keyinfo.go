@@ -37,6 +37,17 @@ func (k KeyType) String() string {
 	return "other"
 }
 
+// keyType maps CKA_KEY_TYPE to a KeyType.
+func keyType(v []byte) KeyType {
+	switch attrUint(v) {
+	case pkcs11.CKK_RSA:
+		return KeyTypeRSA
+	case pkcs11.CKK_EC:
+		return KeyTypeEC
+	}
+	return KeyTypeOther
+}
+
 // Certificate is an X.509 certificate object on a token.
 type Certificate struct {
 	ID    []byte // CKA_ID
@@ -54,14 +65,11 @@ type KeyInfo struct {
 	CanSign            bool             // CKA_SIGN
 	AlwaysAuthenticate bool             // CKA_ALWAYS_AUTHENTICATE: the PIN is needed before each signature
 	Public             crypto.PublicKey // nil when the token shows no public half
-	// Certificate is the token's certificate for this key (same public
-	// key), or nil.
-	Certificate *Certificate
+	Certificate        *Certificate     // the token's certificate for this key (same public key), or nil
 }
 
 // clone returns a copy of k that shares no byte slice or Certificate with
-// it. The public key and the parsed certificate are shared: crypto and
-// x509 values are not changed after they are made.
+// it; the public key and parsed certificate, never changed, are shared.
 func (k KeyInfo) clone() KeyInfo {
 	k.ID = bytes.Clone(k.ID)
 	if k.Certificate != nil {
@@ -112,17 +120,6 @@ func (k KeyInfo) String() string {
 	return b.String()
 }
 
-// keyType maps CKA_KEY_TYPE to a KeyType.
-func keyType(v []byte) KeyType {
-	switch attrUint(v) {
-	case pkcs11.CKK_RSA:
-		return KeyTypeRSA
-	case pkcs11.CKK_EC:
-		return KeyTypeEC
-	}
-	return KeyTypeOther
-}
-
 // rsaPublic builds an RSA public key from CKA_MODULUS and
 // CKA_PUBLIC_EXPONENT, or returns nil when they do not make one.
 func rsaPublic(modulus, exponent []byte) *rsa.PublicKey {
@@ -133,37 +130,14 @@ func rsaPublic(modulus, exponent []byte) *rsa.PublicKey {
 	return &rsa.PublicKey{N: new(big.Int).SetBytes(modulus), E: int(e.Int64())}
 }
 
-// publicKey reads a public key object of type typ. It returns nil, and no
-// error, when the object's attributes do not make a key this package
-// knows (a curve it does not support, or attributes the module says it
-// does not have). t.mu must be held.
-func (t *Token) publicKey(h objectHandle, typ KeyType) (crypto.PublicKey, error) {
-	switch typ {
-	case KeyTypeRSA:
-		a, err := t.attrs(h, nil, []uint{pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT})
-		if err != nil {
-			return nil, err
-		}
-		if pub := rsaPublic(a[pkcs11.CKA_MODULUS], a[pkcs11.CKA_PUBLIC_EXPONENT]); pub != nil {
-			return pub, nil
-		}
-	case KeyTypeEC:
-		a, err := t.attrs(h, nil, []uint{pkcs11.CKA_EC_PARAMS, pkcs11.CKA_EC_POINT})
-		if err != nil {
-			return nil, err
-		}
-		if pub, err := parseECPublic(a[pkcs11.CKA_EC_PARAMS], a[pkcs11.CKA_EC_POINT]); err == nil {
-			return pub, nil
-		}
-	}
-	return nil, nil
+var ecCurves = []struct {
+	oid   asn1.ObjectIdentifier
+	curve elliptic.Curve
+}{
+	{asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}, elliptic.P256()},
+	{asn1.ObjectIdentifier{1, 3, 132, 0, 34}, elliptic.P384()},
+	{asn1.ObjectIdentifier{1, 3, 132, 0, 35}, elliptic.P521()},
 }
-
-var (
-	oidP256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}
-	oidP384 = asn1.ObjectIdentifier{1, 3, 132, 0, 34}
-	oidP521 = asn1.ObjectIdentifier{1, 3, 132, 0, 35}
-)
 
 // parseECPublic decodes CKA_EC_PARAMS (a named curve OID) and CKA_EC_POINT
 // (an uncompressed point, DER OCTET STRING-wrapped or raw).
@@ -173,14 +147,12 @@ func parseECPublic(params, point []byte) (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("EC params: %w", err)
 	}
 	var curve elliptic.Curve
-	switch {
-	case oid.Equal(oidP256):
-		curve = elliptic.P256()
-	case oid.Equal(oidP384):
-		curve = elliptic.P384()
-	case oid.Equal(oidP521):
-		curve = elliptic.P521()
-	default:
+	for _, c := range ecCurves {
+		if oid.Equal(c.oid) {
+			curve = c.curve
+		}
+	}
+	if curve == nil {
 		return nil, fmt.Errorf("EC curve %v is not supported", oid)
 	}
 	var raw []byte

@@ -8,14 +8,15 @@ import (
 	"unsafe"
 
 	"github.com/miekg/pkcs11"
+
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// PINSource returns the PIN to present to the token. The caller of a
-// PINSource zeroes the returned slice as soon as it has been presented, so a
-// PINSource must return a fresh slice each time. A nil PINSource means: no
-// PIN, use the reader's PIN pad if it has one.
+// PINSource returns the PIN to present to the token. The caller zeroes the
+// returned slice as soon as it has been presented, so a PINSource must
+// return a fresh slice each time. A nil PINSource means: no PIN, use the
+// reader's PIN pad if it has one.
 type PINSource func() ([]byte, error)
 
 // StaticPIN returns a PINSource that hands out copies of pin. It keeps its
@@ -25,6 +26,25 @@ func StaticPIN(pin []byte) PINSource {
 	return func() ([]byte, error) { return append([]byte(nil), kept...), nil }
 }
 
+// PINFile returns a PINSource that reads the PIN from the file at path each
+// time the token asks for it (at a login, and for keys with
+// CKA_ALWAYS_AUTHENTICATE before each signature), so that nothing keeps the
+// PIN between logins; this is how mp-hsm's --pin-file reads it. The file
+// is read by safefile.ReadSecret: a regular file of at most safefile.MaxPIN
+// bytes, one trailing newline (or CRLF) trimmed. A file that cannot be
+// read, is empty, holds another control character or that a user other
+// than root and the program's own can change (safefile.ErrUnsafe) is an
+// error naming the path, never a PIN that spends a login attempt.
+func PINFile(path string) PINSource {
+	return func() ([]byte, error) {
+		pin, _, err := safefile.ReadSecret(path, safefile.MaxPIN)
+		if err != nil {
+			return nil, fmt.Errorf("PIN file %w", err)
+		}
+		return pin, nil
+	}
+}
+
 // LoginOptions configures Token.Login.
 type LoginOptions struct {
 	// AllowFinalTry lets Login present a PIN although the token says the
@@ -32,9 +52,9 @@ type LoginOptions struct {
 	// person has just typed the PIN and was told the risk.
 	AllowFinalTry bool
 	// Prompt, when set, is asked for the PIN when Login is given no PIN
-	// source and the reader has no PIN pad, for instance a terminal
-	// prompt. It is not asked when the token needs no login or when the
-	// login is refused before a PIN is presented.
+	// source and the reader has no PIN pad (a terminal prompt, say). It is
+	// not asked when the token needs no login or the login is refused before
+	// a PIN is presented.
 	Prompt PINSource
 }
 
@@ -42,18 +62,17 @@ type LoginOptions struct {
 // pad when pin is nil and the token has a protected authentication path.
 //
 // Lockout warning: smart cards lock after a few wrong PINs. Login therefore
-// reads the token flags first (C_GetTokenInfo, or the flags that the
-// Module read less than a second before, when finding or opening the
-// token, with no login attempt in this process since: as fresh, and one
-// round trip fewer) and
+// reads the token flags first (C_GetTokenInfo, or the flags this Module
+// read less than a second before with no login attempt since, see
+// freshFlags) and
 //   - does nothing when the token needs no login;
 //   - refuses, without presenting the PIN, when the PIN is locked
-//     (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry, unless
-//     opts.AllowFinalTry);
+//     (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry,
+//     unless opts.AllowFinalTry);
 //   - logs a warning when the token reports a low PIN count;
 //   - calls pin once and C_Login exactly once, and never again on its own:
-//     a wrong PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the token's
-//     flags as read after the attempt.
+//     a wrong PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the
+//     token's flags as read after the attempt.
 //
 // The PIN bytes are zeroed after C_Login. The PIN source is kept for keys
 // with CKA_ALWAYS_AUTHENTICATE, which need the PIN again before each
@@ -73,59 +92,73 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 		}
 		flags = TokenFlags(ti.Flags)
 	}
-	if !flags.LoginRequired() {
+	switch {
+	case !flags.LoginRequired():
 		t.loggedIn = true
 		return nil
-	}
-	if flags.PINLocked() {
+	case flags.PINLocked():
 		return &PINError{Kind: tokenerr.ErrPINLocked, Flags: flags}
-	}
-	if flags.PINFinalTry() && !opts.AllowFinalTry {
+	case flags.PINFinalTry() && !opts.AllowFinalTry:
 		return &PINError{Kind: tokenerr.ErrPINFinalTry, Flags: flags}
-	}
-	if flags.PINCountLow() {
+	case flags.PINCountLow():
 		t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
 	}
 	if pin == nil && !flags.ProtectedAuthPath() {
 		pin = opts.Prompt
 	}
-	var secret []byte
-	if pin != nil {
-		var err error
-		secret, err = pin()
-		if err != nil {
-			return fmt.Errorf("login: reading the PIN: %w", err)
-		}
-		defer clear(secret)
+	secret, err := readPIN(pin, "login")
+	if err != nil {
+		return err
 	}
+	defer clear(secret)
 	if len(secret) == 0 && !flags.ProtectedAuthPath() {
 		return &PINError{Kind: tokenerr.ErrPINRequired, Flags: flags}
 	}
 	loginAttempts.Add(1)
-	err := t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
+	err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
 	if err != nil && !errors.Is(err, ReturnValue(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
-		var rv ReturnValue
-		errors.As(err, &rv)
-		kind := kindOf(rv)
-		if kind == tokenerr.ErrPINIncorrect || kind == tokenerr.ErrPINLocked || kind == tokenerr.ErrPINExpired || kind == tokenerr.ErrPINInvalid {
-			after := flags
-			if ti2, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
-				after = TokenFlags(ti2.Flags)
-			}
-			if kind == tokenerr.ErrPINIncorrect && after.PINLocked() {
-				kind = tokenerr.ErrPINLocked
-			}
-			return &PINError{Kind: kind, Code: rv, Flags: after, Attempted: true}
-		}
-		// Any other refusal may still have counted a wrong PIN: some
-		// drivers report one as CKR_FUNCTION_FAILED or CKR_DEVICE_ERROR.
-		// It is a refused login too, never a fault to log in again after.
-		return &PINError{Kind: tokenerr.ErrLoginFailed, Code: rv, Flags: flags, Attempted: true}
+		return t.refusal(err, flags)
 	}
 	t.loggedIn = true
 	t.pin = pin
 	t.certs = nil // a token may show more certificates after a login
 	return nil
+}
+
+// readPIN asks src, which may be nil, for the PIN. The caller clears it.
+func readPIN(src PINSource, op string) ([]byte, error) {
+	if src == nil {
+		return nil, nil
+	}
+	secret, err := src()
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading the PIN: %w", op, err)
+	}
+	return secret, nil
+}
+
+// refusal describes the failed C_Login err, with the token's flags read
+// afresh (before, when they cannot be read). Any refusal that names no PIN
+// error may still have counted a wrong PIN (some drivers report one as
+// CKR_FUNCTION_FAILED or CKR_DEVICE_ERROR): it is ErrLoginFailed, never a
+// fault to log in again after.
+func (t *Token) refusal(err error, before TokenFlags) *PINError {
+	var rv ReturnValue
+	errors.As(err, &rv)
+	e := &PINError{Kind: kindOf(rv), Code: rv, Flags: before, Attempted: true}
+	if ti, err := t.p.GetTokenInfo(t.slotID); err == nil {
+		e.Flags = TokenFlags(ti.Flags)
+	}
+	switch e.Kind {
+	case tokenerr.ErrPINIncorrect:
+		if e.Flags.PINLocked() {
+			e.Kind = tokenerr.ErrPINLocked
+		}
+	case tokenerr.ErrPINLocked, tokenerr.ErrPINExpired, tokenerr.ErrPINInvalid:
+	default:
+		e.Kind = tokenerr.ErrLoginFailed
+	}
+	return e
 }
 
 // bytesAsString views b as a string without copying, so that the only copy
@@ -141,17 +174,16 @@ func bytesAsString(b []byte) string {
 // contextLogin presents the PIN for one operation on a key with
 // CKA_ALWAYS_AUTHENTICATE, on session sh, between C_SignInit and C_Sign.
 //
-// Once a context login has failed, for whatever reason the module gives,
-// every later one returns that refusal without calling C_Login: the PIN
-// may be wrong, and presenting it per signature would lock the card.
+// Once a context login has failed, for whatever reason, every later one
+// returns that refusal without calling C_Login: the PIN may be wrong, and
+// presenting it per signature would lock the card.
 //
-// One refusal is not a failure: CKR_USER_TYPE_INVALID, with which a module
-// that knows no context-specific login answers (opencryptoki stores
-// CKA_ALWAYS_AUTHENTICATE but does not enforce it). The module rejects the
-// user type before it looks at the PIN, so no PIN try is spent. The
-// signature then goes on without a context login, this and every later
-// time on this Token (C_Login is not called again), and the debug log says
-// so once.
+// Except CKR_USER_TYPE_INVALID, with which a module that knows no
+// context-specific login answers (opencryptoki stores
+// CKA_ALWAYS_AUTHENTICATE but does not enforce it). It rejects the user
+// type before it looks at the PIN, so no try is spent; this Token then signs
+// without a context login (C_Login is not called again), and the debug log
+// says so once.
 func (t *Token) contextLogin(sh sessionHandle) error {
 	t.mu.Lock()
 	src, refused, skip := t.pin, t.refused, t.noContextLogin
@@ -162,23 +194,17 @@ func (t *Token) contextLogin(sh sessionHandle) error {
 	if refused != nil {
 		return refused
 	}
-	var secret []byte
-	if src != nil {
-		var err error
-		secret, err = src()
-		if err != nil {
-			return fmt.Errorf("context login: reading the PIN: %w", err)
-		}
-		defer clear(secret)
+	secret, err := readPIN(src, "context login")
+	if err != nil {
+		return err
 	}
+	defer clear(secret)
 	loginAttempts.Add(1)
-	err := t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret))
+	err = t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret))
 	if err == nil {
 		return nil
 	}
-	var rv ReturnValue
-	errors.As(err, &rv)
-	if rv == pkcs11.CKR_USER_TYPE_INVALID {
+	if errors.Is(err, ReturnValue(pkcs11.CKR_USER_TYPE_INVALID)) {
 		t.mu.Lock()
 		first := !t.noContextLogin
 		t.noContextLogin = true
@@ -189,23 +215,15 @@ func (t *Token) contextLogin(sh sessionHandle) error {
 		}
 		return nil
 	}
-	k := kindOf(rv)
-	if k != tokenerr.ErrPINIncorrect && k != tokenerr.ErrPINLocked && k != tokenerr.ErrPINExpired && k != tokenerr.ErrPINInvalid {
-		k = tokenerr.ErrLoginFailed
-	}
-	flags := TokenFlags(0)
-	if ti, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
-		flags = TokenFlags(ti.Flags)
-	}
-	if k == tokenerr.ErrPINIncorrect && flags.PINLocked() {
-		k = tokenerr.ErrPINLocked
-	}
+	e := t.refusal(err, 0)
 	t.mu.Lock()
 	if t.refused == nil {
-		t.refused = &PINError{Kind: k, Code: rv, Flags: flags} // not attempted again
+		r := *e
+		r.Attempted = false // remembered: not presented again
+		t.refused = &r
 	}
 	t.mu.Unlock()
-	return &PINError{Kind: k, Code: rv, Flags: flags, Attempted: true}
+	return e
 }
 
 // LoggedIn reports whether Login succeeded on this token and the token is
@@ -216,29 +234,25 @@ func (t *Token) LoggedIn() bool {
 	return t.loggedIn && !t.gate.closed()
 }
 
-// Login's guard (no PIN presented to a locked token or one on its final
-// try) needs the token's PIN flags as they are just before C_Login. A
-// C_GetTokenInfo that this Module made moments before, with no login
-// attempt since, is as fresh as a second one, and on a network HSM a
-// second one is a round trip: so the Module keeps the flags of each
-// slot's last read for Login to take, once.
+// Login's guard needs the PIN flags as they are just before C_Login. A
+// C_GetTokenInfo this Module made moments before, with no login attempt
+// since, is as fresh as a second one, which on a network HSM is a round
+// trip: so the Module keeps each slot's last flags for Login to take, once.
 
-// flagsFreshFor is how long a C_GetTokenInfo's flags stand in for a new
-// read: long enough for FindSlot, OpenSlot and Login in a row over a slow
-// link, short enough that nothing a person does comes in between.
+// flagsFreshFor is how long read flags stand in for a new read: long enough
+// for FindSlot, OpenSlot and Login in a row over a slow link, short enough
+// that nothing a person does comes in between.
 const flagsFreshFor = time.Second
 
-// loginAttempts counts the C_Login calls this package made, on any
-// module: a login attempt (ours, on any Token) may change the PIN flags,
-// so flags read before one are never reused.
+// loginAttempts counts this package's C_Login calls on any module: an
+// attempt may change the PIN flags, so flags read before one are never
+// reused.
 var loginAttempts atomic.Uint64
 
-// seenFlags are a slot's token flags as C_GetTokenInfo gave them, when,
-// and how many login attempts had been made then.
 type seenFlags struct {
 	flags    TokenFlags
 	at       time.Time
-	attempts uint64
+	attempts uint64 // loginAttempts when read
 }
 
 // noteFlags records the flags just read (C_GetTokenInfo) of slot's token.
@@ -251,9 +265,8 @@ func (m *Module) noteFlags(slot uint, f TokenFlags) {
 	m.seen[slot] = seenFlags{flags: f, at: time.Now(), attempts: loginAttempts.Load()}
 }
 
-// freshFlags returns, and forgets, the flags of slot's token when they
-// were read less than flagsFreshFor ago and no login attempt was made
-// since; otherwise ok is false and the caller reads them.
+// freshFlags returns, and forgets, the flags of slot's token when they were
+// read less than flagsFreshFor ago with no login attempt since.
 func (m *Module) freshFlags(slot uint) (f TokenFlags, ok bool) {
 	m.seenMu.Lock()
 	defer m.seenMu.Unlock()
@@ -263,25 +276,4 @@ func (m *Module) freshFlags(slot uint) (f TokenFlags, ok bool) {
 		return 0, false
 	}
 	return s.flags, true
-}
-
-// PINFile returns a PINSource that reads the PIN from the file at path
-// each time the token asks for it (at a login, and for keys with
-// CKA_ALWAYS_AUTHENTICATE before each signature), so that nothing keeps the
-// PIN between logins. The file must be a regular file of at most
-// safefile.MaxPIN (1 KiB); one trailing newline (or CRLF) is trimmed. A file
-// that cannot be read, is empty, or holds another control character is an
-// error naming the path, never a PIN that spends a login attempt; so is a
-// file that a user other than root and the program's own can change
-// (safefile.ErrUnsafe). Keep it readable by the program's user alone
-// (mp-hsm warns when group or others can read it). This is how mp-hsm's
-// --pin-file reads the PIN.
-func PINFile(path string) PINSource {
-	return func() ([]byte, error) {
-		pin, _, err := safefile.ReadSecret(path, safefile.MaxPIN)
-		if err != nil {
-			return nil, fmt.Errorf("PIN file %w", err)
-		}
-		return pin, nil
-	}
 }

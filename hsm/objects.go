@@ -23,16 +23,15 @@ var (
 	privAttrsOption = []uint{pkcs11.CKA_ALWAYS_AUTHENTICATE, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT}
 )
 
-// Certificates returns the X.509 certificates on the token. Certificates are
-// public objects: no login is needed. Objects that do not parse as X.509 are
+// Certificates returns the X.509 certificates on the token; they are public
+// objects, so no login is needed. Objects that do not parse as X.509 are
 // skipped with a warning in the log; a failure to read them (a card pulled
 // out: tokenerr.ErrTokenRemoved) is returned.
 //
-// The certificates are read once per Token (FindKey reads them too) and
-// kept; a Login reads them again at the next call, since a token may show
-// more objects after it. A certificate written to the token later is seen
-// by a Token opened later. The caller may change the returned slice and
-// the Certificates' IDs; the parsed certificates are shared.
+// They are read once per Token (FindKey reads them too), and again after a
+// Login, which may show more; a certificate written by another program is
+// seen by a Token opened later. The caller may change the returned slice and
+// IDs; the parsed certificates are shared.
 func (t *Token) Certificates() ([]Certificate, error) {
 	if err := t.enter("list certificates"); err != nil {
 		return nil, err
@@ -58,10 +57,8 @@ func (t *Token) certificates() ([]Certificate, error) {
 	if t.certs != nil {
 		return t.certs, nil
 	}
-	hs, err := t.findObjects([]*attribute{
-		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		newAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
-	})
+	hs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509))
 	if err != nil {
 		return nil, err
 	}
@@ -102,20 +99,23 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	return infos(objs), nil
+}
+
+func infos(objs []keyObject) []KeyInfo {
 	out := make([]KeyInfo, len(objs))
 	for i, o := range objs {
 		out[i] = o.info
 	}
-	return out, nil
+	return out
 }
 
-// keys lists the private keys. t.mu must be held, inside the gates. Each
-// object's attributes are read in one C_GetAttributeValue call when the
-// module allows (see attrs); the certificates are read once per Token, and
-// public key objects are searched only for a private key that does not
-// show its public half itself (an RSA key shows its modulus).
+// keys lists the private keys. t.mu must be held, inside the gates. The
+// certificates are read once per Token, and public key objects are searched
+// only for a private key that does not show its public half itself (an RSA
+// key shows its modulus).
 func (t *Token) keys() ([]keyObject, error) {
-	hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)})
+	hs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY))
 	if err != nil {
 		return nil, err
 	}
@@ -123,49 +123,41 @@ func (t *Token) keys() ([]keyObject, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]keyObject, 0, len(hs))
-	for _, h := range hs {
+	out := make([]keyObject, len(hs))
+	for i, h := range hs {
 		a, err := t.attrs(h, privAttrs, privAttrsOption)
 		if err != nil {
 			return nil, err
 		}
-		k := KeyInfo{
+		out[i] = keyObject{handle: h, info: KeyInfo{
 			ID:                 a[pkcs11.CKA_ID],
 			Label:              string(a[pkcs11.CKA_LABEL]),
 			Type:               keyType(a[pkcs11.CKA_KEY_TYPE]),
 			CanSign:            attrBool(a[pkcs11.CKA_SIGN]),
 			AlwaysAuthenticate: attrBool(a[pkcs11.CKA_ALWAYS_AUTHENTICATE]),
-		}
-		if k.Type == KeyTypeRSA {
+		}}
+		if out[i].info.Type == KeyTypeRSA {
 			if pub := rsaPublic(a[pkcs11.CKA_MODULUS], a[pkcs11.CKA_PUBLIC_EXPONENT]); pub != nil {
-				k.Public = pub
+				out[i].info.Public = pub
 			}
 		}
-		out = append(out, keyObject{info: k, handle: h})
 	}
 	if err := t.publicHalves(out); err != nil {
 		return nil, err
 	}
 	for i := range out {
 		k := &out[i].info
-		// The certificate: same public key (every public key type of the
-		// standard library has an Equal method); failing that (no public
-		// half visible), same CKA_ID.
-		if pub, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool }); ok {
-			for i := range certs {
-				if pub.Equal(certs[i].Cert.PublicKey) {
-					k.Certificate = &certs[i]
-					break
+		// The certificate has the same public key (every public key type of
+		// the standard library has Equal) or, with no public half visible,
+		// the same CKA_ID.
+		for j, c := range certs {
+			if pub, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(c.Cert.PublicKey) ||
+				k.Public == nil && len(k.ID) > 0 && bytes.Equal(c.ID, k.ID) {
+				k.Certificate = &certs[j]
+				if k.Public == nil {
+					k.Public = c.Cert.PublicKey
 				}
-			}
-		}
-		if k.Public == nil {
-			for i := range certs {
-				if len(k.ID) > 0 && bytes.Equal(certs[i].ID, k.ID) {
-					k.Certificate = &certs[i]
-					k.Public = certs[i].Cert.PublicKey
-					break
-				}
+				break
 			}
 		}
 		switch pub := k.Public.(type) {
@@ -174,16 +166,17 @@ func (t *Token) keys() ([]keyObject, error) {
 		case *ecdsa.PublicKey:
 			k.Bits = pub.Curve.Params().BitSize
 		}
-		// KeyInfo hands out its own copy of the certificate (clone).
-		*k = k.clone()
+		*k = k.clone() // its own copy of the certificate
 	}
 	return out, nil
 }
 
-// publicHalves fills in the public key of each key in keys that lacks one
-// from the public key object with the same CKA_ID and type. It searches
-// the public key objects only when some key lacks its public half. t.mu
-// must be held, inside the gates.
+// publicHalves fills in the public key of each key that lacks one from the
+// public key object with the same CKA_ID and type, searching the public key
+// objects only when some key lacks its public half. A public key object
+// whose attributes make no key this package knows (a curve it does not
+// support, attributes the module does not give) is skipped. t.mu must be
+// held, inside the gates.
 func (t *Token) publicHalves(keys []keyObject) error {
 	need := false
 	for _, k := range keys {
@@ -192,7 +185,7 @@ func (t *Token) publicHalves(keys []keyObject) error {
 	if !need {
 		return nil
 	}
-	pubs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY)})
+	pubs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY))
 	if err != nil {
 		return err
 	}
@@ -210,9 +203,26 @@ func (t *Token) publicHalves(keys []keyObject) error {
 	}
 	for i := range keys {
 		k := &keys[i].info
-		if p, ok := pubByID[string(k.ID)]; ok && k.Public == nil && p.typ == k.Type {
-			if k.Public, err = t.publicKey(p.h, k.Type); err != nil {
+		p, ok := pubByID[string(k.ID)]
+		if !ok || k.Public != nil || p.typ != k.Type {
+			continue
+		}
+		switch k.Type {
+		case KeyTypeRSA:
+			a, err := t.attrs(p.h, nil, []uint{pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT})
+			if err != nil {
 				return err
+			}
+			if pub := rsaPublic(a[pkcs11.CKA_MODULUS], a[pkcs11.CKA_PUBLIC_EXPONENT]); pub != nil {
+				k.Public = pub
+			}
+		case KeyTypeEC:
+			a, err := t.attrs(p.h, nil, []uint{pkcs11.CKA_EC_PARAMS, pkcs11.CKA_EC_POINT})
+			if err != nil {
+				return err
+			}
+			if pub, err := parseECPublic(a[pkcs11.CKA_EC_PARAMS], a[pkcs11.CKA_EC_POINT]); err == nil {
+				k.Public = pub
 			}
 		}
 	}
@@ -220,7 +230,7 @@ func (t *Token) publicHalves(keys []keyObject) error {
 }
 
 // findObjects runs one search on the login session. t.mu must be held.
-func (t *Token) findObjects(template []*attribute) ([]objectHandle, error) {
+func (t *Token) findObjects(template ...*attribute) ([]objectHandle, error) {
 	if err := t.p.FindObjectsInit(t.loginSH, template); err != nil {
 		return nil, wrap("C_FindObjectsInit", err)
 	}
@@ -240,9 +250,8 @@ func (t *Token) findObjects(template []*attribute) ([]objectHandle, error) {
 }
 
 // absentAttr reports the two return values with which C_GetAttributeValue
-// says that an attribute has no value to give: the object has no such
-// attribute (CKR_ATTRIBUTE_TYPE_INVALID), or will not reveal it
-// (CKR_ATTRIBUTE_SENSITIVE).
+// says an attribute has no value to give: the object has no such attribute,
+// or will not reveal it.
 func absentAttr(err error) bool {
 	return errors.Is(err, ReturnValue(pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)) ||
 		errors.Is(err, ReturnValue(pkcs11.CKR_ATTRIBUTE_SENSITIVE))
@@ -251,18 +260,15 @@ func absentAttr(err error) bool {
 // attrs reads the attributes required and optional of object h, in one
 // C_GetAttributeValue call when the object has them all. t.mu must be held.
 //
-// When the module answers that some attribute is absent (type invalid or
-// sensitive; PKCS#11 does not say which, and miekg/pkcs11 returns no values
-// then), attrs reads the required attributes in one call and each optional
-// one alone: an optional attribute the module calls absent is left out of
-// the map, a required one is an error. Any other error, such as a card
-// pulled out (tokenerr.ErrTokenRemoved), is returned as it is, never swallowed.
+// When the module answers that some attribute is absent (PKCS#11 does not
+// say which, and miekg/pkcs11 returns no values then), attrs reads the
+// required ones in one call and each optional one alone: an absent optional
+// attribute is left out of the map, an absent required one is an error
+// naming it. Any other error (a card pulled out: tokenerr.ErrTokenRemoved)
+// is returned as it is, never swallowed.
 func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byte, error) {
 	out := make(map[uint][]byte, len(required)+len(optional))
-	all := make([]uint, 0, len(required)+len(optional))
-	all = append(append(all, required...), optional...)
-	err := t.readAttrs(h, all, out)
-	switch {
+	switch err := t.readAttrs(h, append(append([]uint(nil), required...), optional...), out); {
 	case err == nil:
 		return out, nil
 	case !absentAttr(err):
@@ -273,10 +279,12 @@ func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byt
 			if !absentAttr(err) {
 				return nil, err
 			}
-			// Name the attribute that is missing.
-			for _, ty := range required {
+			for _, ty := range required { // name the one that is missing
 				if err := t.readAttrs(h, []uint{ty}, out); err != nil {
-					return nil, withDetail(err, fmt.Sprintf("the object has no readable %s", attrName(ty)))
+					if e := (*Error)(nil); errors.As(err, &e) && e.Detail == "" {
+						e.Detail = "the object has no readable " + attrName(ty)
+					}
+					return nil, err
 				}
 			}
 		}
@@ -293,30 +301,18 @@ func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byt
 // values in out.
 func (t *Token) readAttrs(h objectHandle, types []uint, out map[uint][]byte) error {
 	tmpl := make([]*attribute, len(types))
+	names := make([]string, len(types))
 	for i, ty := range types {
-		tmpl[i] = newAttribute(ty, nil)
+		tmpl[i], names[i] = newAttribute(ty, nil), attrName(ty)
 	}
 	got, err := t.p.GetAttributeValue(t.loginSH, h, tmpl)
 	if err != nil {
-		names := make([]string, len(types))
-		for i, ty := range types {
-			names[i] = attrName(ty)
-		}
 		return wrap("C_GetAttributeValue("+strings.Join(names, ",")+")", err)
 	}
 	for _, a := range got {
 		out[a.Type] = a.Value
 	}
 	return nil
-}
-
-// withDetail sets the Detail of the *Error err, when it is one.
-func withDetail(err error, detail string) error {
-	var e *Error
-	if errors.As(err, &e) && e.Detail == "" {
-		e.Detail = detail
-	}
-	return err
 }
 
 var attrNames = map[uint]string{
@@ -343,9 +339,10 @@ func attrName(ty uint) string {
 
 func attrBool(v []byte) bool { return len(v) > 0 && v[0] != 0 }
 
+// attrUint reads a CK_ULONG, in native order (little-endian on the
+// platforms we build for).
 func attrUint(v []byte) uint {
 	var n uint
-	// CK_ULONG in native (little-endian on the platforms we build for) order.
 	for i := len(v) - 1; i >= 0; i-- {
 		n = n<<8 | uint(v[i])
 	}

@@ -249,10 +249,7 @@ func (t *Token) FindKey(sel KeySelector) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	all := make([]KeyInfo, len(objs))
-	for i, o := range objs {
-		all[i] = o.info
-	}
+	all := infos(objs)
 	fail := func(kind error, wanted string, ks []keyObject) (*Key, error) {
 		e := &SelectionError{Kind: kind, Wanted: wanted, Candidates: make([]string, len(ks)), Keys: all}
 		for i, k := range ks {

@@ -7,23 +7,25 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/miekg/pkcs11"
+
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
 // ErrObjectExists: an object with the label or CKA_ID asked for is already
-// on the token, so nothing was written. It is a usage problem, not a
-// token fault: choose another label or id.
+// on the token, so nothing was written. A usage problem, not a token fault:
+// choose another label or id.
 var ErrObjectExists = errors.New("an object with that label or id is already on the token")
 
 // ErrReadOnly: the token was opened without TokenOptions.ReadWrite, so it
 // cannot be written to.
 var ErrReadOnly = errors.New("token opened read-only")
 
-// writer is the part of the PKCS#11 binding that writes to a token. It is
-// kept apart from p11, which only reads and signs: *pkcs11.Ctx has both.
+// writer is the part of the PKCS#11 binding that writes to a token, kept
+// apart from p11, which only reads and signs: *pkcs11.Ctx has both.
 type writer interface {
 	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
 	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
@@ -67,30 +69,27 @@ func (s KeySpec) String() string {
 
 // GenerateOptions describes the key pair GenerateKey makes.
 type GenerateOptions struct {
-	// Label is the CKA_LABEL of both halves. It must not be empty.
-	Label string
-	// ID is the CKA_ID of both halves. Empty: 8 random bytes.
-	ID []byte
-	// Spec is the key type; the zero value is rsa:2048.
-	Spec KeySpec
+	Label string  // CKA_LABEL of both halves; must not be empty
+	ID    []byte  // CKA_ID of both halves; empty: 8 random bytes
+	Spec  KeySpec // the key type; the zero value is rsa:2048
 }
 
 // p256OID is the DER of the prime256v1 curve's OID, CKA_EC_PARAMS of a
 // P-256 key.
 var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 
-// GenerateKey makes a key pair on the token and returns its private half
-// as a Key. The private key is a token object, CKA_PRIVATE, CKA_SENSITIVE,
-// never extractable (CKA_EXTRACTABLE false), and can sign; the public key
-// is a token object that can verify. Both get o.Label and o.ID.
+// GenerateKey makes a key pair on the token and returns its private half.
+// The private key is a token object, CKA_PRIVATE, CKA_SENSITIVE, never
+// extractable (CKA_EXTRACTABLE false), and can sign; the public key is a
+// token object that can verify. Both get o.Label and o.ID.
 //
-// The token must have been opened with TokenOptions.ReadWrite (else
-// ErrReadOnly) and logged in with Login (else tokenerr.ErrNotLoggedIn): GenerateKey
-// never logs in itself. When any object on the token already has the label
-// or the id, it returns ErrObjectExists before anything is generated. That
-// check and the generation are atomic within the process; between
-// processes, hold the token's change lock (internal/changelock, which
-// every mp-hsm command that writes takes) around them.
+// The token must be open with TokenOptions.ReadWrite (else ErrReadOnly) and
+// logged in (else tokenerr.ErrNotLoggedIn): GenerateKey never logs in
+// itself. When any object on the token already has the label or the id, it
+// returns ErrObjectExists before generating anything. That check and the
+// generation are atomic within the process; between processes, hold the
+// token's change lock (internal/changelock, which every mp-hsm command that
+// writes takes) around them.
 func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	const op = "generate key"
 	if o.Label == "" {
@@ -99,25 +98,17 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	if o.Spec == (KeySpec{}) {
 		o.Spec = KeySpecs["rsa:2048"]
 	}
-	var mech []*mechanism
-	var pubT, privT []*attribute
-	mechName := "CKM_RSA_PKCS_KEY_PAIR_GEN"
+	mech, mechName, typ := uint(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN), "CKM_RSA_PKCS_KEY_PAIR_GEN", uint(pkcs11.CKK_RSA)
+	var pubT []*attribute
 	switch o.Spec {
 	case KeySpecs["rsa:2048"], KeySpecs["rsa:3072"]:
-		mech = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
 		pubT = []*attribute{
-			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
 			newAttribute(pkcs11.CKA_MODULUS_BITS, o.Spec.Bits),
 			newAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
 		}
-		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)}
 	case KeySpecs["ec:p256"]:
-		mech, mechName = []*mechanism{newMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, "CKM_EC_KEY_PAIR_GEN"
-		pubT = []*attribute{
-			newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-			newAttribute(pkcs11.CKA_EC_PARAMS, p256OID),
-		}
-		privT = []*attribute{newAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC)}
+		mech, mechName, typ = pkcs11.CKM_EC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN", pkcs11.CKK_EC
+		pubT = []*attribute{newAttribute(pkcs11.CKA_EC_PARAMS, p256OID)}
 	default:
 		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "key type " + o.Spec.String()}
 	}
@@ -129,6 +120,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		}
 	}
 	common := []*attribute{
+		newAttribute(pkcs11.CKA_KEY_TYPE, typ),
 		newAttribute(pkcs11.CKA_TOKEN, true),
 		newAttribute(pkcs11.CKA_ID, id),
 		newAttribute(pkcs11.CKA_LABEL, o.Label),
@@ -138,7 +130,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		newAttribute(pkcs11.CKA_PRIVATE, false),
 		newAttribute(pkcs11.CKA_VERIFY, true),
 	)
-	privT = append(append(privT, common...),
+	privT := append(slices.Clone(common),
 		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
 		newAttribute(pkcs11.CKA_PRIVATE, true),
 		newAttribute(pkcs11.CKA_SENSITIVE, true),
@@ -156,11 +148,10 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	if err := t.refuseTaken(op, o.Label, id); err != nil {
 		return nil, err
 	}
-	_, privH, err := w.GenerateKeyPair(t.loginSH, mech, pubT, privT)
+	_, privH, err := w.GenerateKeyPair(t.loginSH, []*mechanism{newMechanism(mech, nil)}, pubT, privT)
 	if err != nil {
 		err = wrap("C_GenerateKeyPair", err)
-		var e *Error
-		if errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
+		if e := (*Error)(nil); errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
 			// The mechanism is the key pair generation, not a signature.
 			e.Detail = "the token cannot generate " + o.Spec.String() + " keys (" +
 				mechName + " is not among its mechanisms): choose another --type"
@@ -180,9 +171,9 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 }
 
 // CheckFree returns ErrObjectExists when an object on the token has label
-// or id (either may be empty), so that a change of several steps can
-// refuse a clash before its first step. Only a lock held across processes
-// (mp-hsm takes internal/changelock's) keeps it true until GenerateKey.
+// or id (either may be empty), so that a change of several steps can refuse
+// a clash before its first step. Only a lock held across processes (mp-hsm
+// takes internal/changelock's) keeps it true until GenerateKey.
 func (t *Token) CheckFree(label string, id []byte) error {
 	const op = "generate key"
 	if err := t.enter(op); err != nil {
@@ -202,25 +193,26 @@ func (t *Token) enterWrite(op string) (writer, error) {
 		return nil, err
 	}
 	w, ok := t.p.(writer)
+	e := &Error{Op: op}
 	switch {
 	case t.flags&pkcs11.CKF_RW_SESSION == 0:
-		t.leave()
-		return nil, &Error{Op: op, Kind: ErrReadOnly, Detail: "open the token with TokenOptions.ReadWrite"}
+		e.Kind, e.Detail = ErrReadOnly, "open the token with TokenOptions.ReadWrite"
 	case !t.LoggedIn():
-		t.leave()
-		return nil, &Error{Op: op, Kind: tokenerr.ErrNotLoggedIn, Detail: "log in before writing to the token"}
+		e.Kind, e.Detail = tokenerr.ErrNotLoggedIn, "log in before writing to the token"
 	case !ok:
-		t.leave()
-		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "the module binding cannot write objects"}
+		e.Kind, e.Detail = tokenerr.ErrUnsupported, "the module binding cannot write objects"
+	default:
+		return w, nil
 	}
-	return w, nil
+	t.leave()
+	return nil, e
 }
 
 // refuseTaken returns ErrObjectExists when an object on the token has
-// label (if not empty) or id (if not empty). t.mu must be held.
+// label or id (each when not empty). t.mu must be held.
 func (t *Token) refuseTaken(op, label string, id []byte) error {
 	if label != "" {
-		hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_LABEL, label)})
+		hs, err := t.findObjects(newAttribute(pkcs11.CKA_LABEL, label))
 		if err != nil {
 			return err
 		}
@@ -229,7 +221,7 @@ func (t *Token) refuseTaken(op, label string, id []byte) error {
 		}
 	}
 	if len(id) > 0 {
-		hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_ID, id)})
+		hs, err := t.findObjects(newAttribute(pkcs11.CKA_ID, id))
 		if err != nil {
 			return err
 		}
@@ -240,14 +232,20 @@ func (t *Token) refuseTaken(op, label string, id []byte) error {
 	return nil
 }
 
+// certObjects finds the certificate objects whose value is cert. t.mu must
+// be held.
+func (t *Token) certObjects(cert *x509.Certificate) ([]objectHandle, error) {
+	return t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE), newAttribute(pkcs11.CKA_VALUE, cert.Raw))
+}
+
 // WriteCertificate writes cert onto the token as a public token object
 // (CKO_CERTIFICATE, CKC_X_509) with CKA_ID id and CKA_LABEL label, the
 // subject, issuer and serial number PKCS#11 asks for, and the DER value.
 // To sit beside a key, id must be the key's CKA_ID.
 //
 // Like GenerateKey, it needs a read-write token (ErrReadOnly) that is
-// logged in (tokenerr.ErrNotLoggedIn). When the same certificate is already on the
-// token it returns ErrObjectExists and writes nothing.
+// logged in (tokenerr.ErrNotLoggedIn). When the same certificate is already
+// on the token it returns ErrObjectExists and writes nothing.
 func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string) error {
 	const op = "write certificate"
 	w, err := t.enterWrite(op)
@@ -257,14 +255,9 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	hs, err := t.findObjects([]*attribute{
-		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		newAttribute(pkcs11.CKA_VALUE, cert.Raw),
-	})
-	if err != nil {
+	if hs, err := t.certObjects(cert); err != nil {
 		return err
-	}
-	if len(hs) > 0 {
+	} else if len(hs) > 0 {
 		return &Error{Op: op, Kind: ErrObjectExists, Detail: "the certificate for " + cert.Subject.String() + " is already on the token"}
 	}
 	serial, err := asn1.Marshal(cert.SerialNumber) // CKA_SERIAL_NUMBER is the DER INTEGER
@@ -298,18 +291,14 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 // value is cert, and returns how many it removed. It needs a read-write
 // token that is logged in, as WriteCertificate does.
 func (t *Token) DeleteCertificate(cert *x509.Certificate) (int, error) {
-	const op = "delete certificate"
-	w, err := t.enterWrite(op)
+	w, err := t.enterWrite("delete certificate")
 	if err != nil {
 		return 0, err
 	}
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	hs, err := t.findObjects([]*attribute{
-		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		newAttribute(pkcs11.CKA_VALUE, cert.Raw),
-	})
+	hs, err := t.certObjects(cert)
 	if err != nil {
 		return 0, err
 	}
