@@ -13,28 +13,25 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// PINSource returns the PIN to present to the token. The caller zeroes the
-// returned slice as soon as it has been presented, so a PINSource must
-// return a fresh slice each time. A nil PINSource means: no PIN, use the
-// reader's PIN pad if it has one.
+// PINSource returns the PIN to present to the token, a fresh slice each
+// time: the caller zeroes it once presented. A nil PINSource means: no PIN,
+// use the reader's PIN pad if it has one.
 type PINSource func() ([]byte, error)
 
-// StaticPIN returns a PINSource that hands out copies of pin. It keeps its
-// own copy of pin for as long as the PINSource is reachable.
+// StaticPIN returns a PINSource that hands out copies of its own copy of pin.
 func StaticPIN(pin []byte) PINSource {
 	kept := append([]byte(nil), pin...)
 	return func() ([]byte, error) { return append([]byte(nil), kept...), nil }
 }
 
 // PINFile returns a PINSource that reads the PIN from the file at path each
-// time the token asks for it (at a login, and for keys with
-// CKA_ALWAYS_AUTHENTICATE before each signature), so that nothing keeps the
-// PIN between logins; this is how mp-hsm's --pin-file reads it. The file
-// is read by safefile.ReadSecret: a regular file of at most safefile.MaxPIN
-// bytes, one trailing newline (or CRLF) trimmed. A file that cannot be
-// read, is empty, holds another control character or that a user other
-// than root and the program's own can change (safefile.ErrUnsafe) is an
-// error naming the path, never a PIN that spends a login attempt.
+// time the token asks (at a login, and before each signature of a
+// CKA_ALWAYS_AUTHENTICATE key), so nothing keeps it between logins; this is
+// mp-hsm's --pin-file. safefile.ReadSecret reads it (a regular file of at
+// most safefile.MaxPIN bytes, one trailing newline trimmed): a file that
+// cannot be read, is empty, holds a control character or is unsafe
+// (safefile.ErrUnsafe) is an error naming the path, never a PIN that spends
+// a login attempt.
 func PINFile(path string) PINSource {
 	return func() ([]byte, error) {
 		pin, _, err := safefile.ReadSecret(path, safefile.MaxPIN)
@@ -52,9 +49,8 @@ type LoginOptions struct {
 	// person has just typed the PIN and was told the risk.
 	AllowFinalTry bool
 	// Prompt, when set, is asked for the PIN when Login is given no PIN
-	// source and the reader has no PIN pad (a terminal prompt, say). It is
-	// not asked when the token needs no login or the login is refused before
-	// a PIN is presented.
+	// source and the reader has no PIN pad, and only when a PIN is needed
+	// and would be presented.
 	Prompt PINSource
 }
 
@@ -125,7 +121,7 @@ func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	return nil
 }
 
-// readPIN asks src, which may be nil, for the PIN. The caller clears it.
+// readPIN asks src, which may be nil, for the PIN; the caller clears it.
 func readPIN(src PINSource, op string) ([]byte, error) {
 	if src == nil {
 		return nil, nil
@@ -137,11 +133,10 @@ func readPIN(src PINSource, op string) ([]byte, error) {
 	return secret, nil
 }
 
-// refusal describes the failed C_Login err, with the token's flags read
-// afresh (before, when they cannot be read). Any refusal that names no PIN
-// error may still have counted a wrong PIN (some drivers report one as
-// CKR_FUNCTION_FAILED or CKR_DEVICE_ERROR): it is ErrLoginFailed, never a
-// fault to log in again after.
+// refusal describes the failed C_Login err, with the flags read afresh
+// (before, when they cannot be). A refusal naming no PIN error may still
+// have counted a wrong PIN (some drivers say CKR_FUNCTION_FAILED): it is
+// ErrLoginFailed, never a fault to log in again after.
 func (t *Token) refusal(err error, before TokenFlags) *PINError {
 	var rv ReturnValue
 	errors.As(err, &rv)
@@ -174,16 +169,12 @@ func bytesAsString(b []byte) string {
 // contextLogin presents the PIN for one operation on a key with
 // CKA_ALWAYS_AUTHENTICATE, on session sh, between C_SignInit and C_Sign.
 //
-// Once a context login has failed, for whatever reason, every later one
-// returns that refusal without calling C_Login: the PIN may be wrong, and
-// presenting it per signature would lock the card.
-//
-// Except CKR_USER_TYPE_INVALID, with which a module that knows no
-// context-specific login answers (opencryptoki stores
-// CKA_ALWAYS_AUTHENTICATE but does not enforce it). It rejects the user
-// type before it looks at the PIN, so no try is spent; this Token then signs
-// without a context login (C_Login is not called again), and the debug log
-// says so once.
+// Once a context login has failed, every later one returns that refusal
+// without calling C_Login: the PIN may be wrong, and presenting it per
+// signature would lock the card. Except CKR_USER_TYPE_INVALID, from a
+// module that knows no context login (opencryptoki): it rejects the user
+// type before the PIN, so no try is spent, and this Token then signs
+// without one, saying so once in the debug log.
 func (t *Token) contextLogin(sh sessionHandle) error {
 	t.mu.Lock()
 	src, refused, skip := t.pin, t.refused, t.noContextLogin
@@ -234,19 +225,16 @@ func (t *Token) LoggedIn() bool {
 	return t.loggedIn && !t.gate.closed()
 }
 
-// Login's guard needs the PIN flags as they are just before C_Login. A
-// C_GetTokenInfo this Module made moments before, with no login attempt
-// since, is as fresh as a second one, which on a network HSM is a round
-// trip: so the Module keeps each slot's last flags for Login to take, once.
-
-// flagsFreshFor is how long read flags stand in for a new read: long enough
-// for FindSlot, OpenSlot and Login in a row over a slow link, short enough
-// that nothing a person does comes in between.
+// Login's guard needs the PIN flags as they are just before C_Login. Flags
+// this Module read moments before, with no login attempt since, are as
+// fresh, and a second C_GetTokenInfo is a round trip on a network HSM: so
+// the Module keeps each slot's last flags for Login to take, once, for
+// flagsFreshFor (FindSlot, OpenSlot and Login in a row over a slow link,
+// with nothing a person does in between). An attempt on any Token may
+// change the flags: loginAttempts counts them, and flags read before one
+// are never reused.
 const flagsFreshFor = time.Second
 
-// loginAttempts counts this package's C_Login calls on any module: an
-// attempt may change the PIN flags, so flags read before one are never
-// reused.
 var loginAttempts atomic.Uint64
 
 type seenFlags struct {
@@ -255,7 +243,7 @@ type seenFlags struct {
 	attempts uint64 // loginAttempts when read
 }
 
-// noteFlags records the flags just read (C_GetTokenInfo) of slot's token.
+// noteFlags records the flags just read of slot's token.
 func (m *Module) noteFlags(slot uint, f TokenFlags) {
 	m.seenMu.Lock()
 	defer m.seenMu.Unlock()
@@ -265,8 +253,7 @@ func (m *Module) noteFlags(slot uint, f TokenFlags) {
 	m.seen[slot] = seenFlags{flags: f, at: time.Now(), attempts: loginAttempts.Load()}
 }
 
-// freshFlags returns, and forgets, the flags of slot's token when they were
-// read less than flagsFreshFor ago with no login attempt since.
+// freshFlags returns, and forgets, slot's fresh flags (see above).
 func (m *Module) freshFlags(slot uint) (f TokenFlags, ok bool) {
 	m.seenMu.Lock()
 	defer m.seenMu.Unlock()

@@ -16,9 +16,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// p11 is the part of the PKCS#11 API this package uses: *ctx implements it;
-// tests put a double in front of a real module to reach states SoftHSM2
-// cannot show (a PIN on its final try, a removed token).
+// p11 is the part of the PKCS#11 API this package uses, so that tests can
+// put a double in front of a real module for states SoftHSM2 cannot show.
 type p11 interface {
 	GetInfo() (ckInfo, error)
 	GetSlotList(tokenPresent bool) ([]uint, error)
@@ -47,16 +46,12 @@ type library struct {
 	finalize   bool   // we initialised it, so we finalise it
 	loadOutput string // what the module wrote on standard error while it loaded, when held
 
-	// gone is set once other code in the process finalised the module under
-	// this load (crypto11 does when its last Context closes). Its session and
-	// object handles may now name another load's, so they are never used
-	// again: every call returns tokenerr.ErrClosed, and the last Close
-	// finalises nothing.
+	// gone: other code finalised the module under this load (crypto11 does
+	// when its last Context closes), so its handles may now name another
+	// load's: never used again, every call returns tokenerr.ErrClosed.
 	gone atomic.Bool
 }
 
-// finalisedDetail explains CKR_CRYPTOKI_NOT_INITIALIZED from a module that
-// this package had open.
 const finalisedDetail = "other code in this process finalised the module (C_Finalize), " +
 	"as crypto11 does when its last Context closes; open the module again"
 
@@ -82,31 +77,23 @@ type Module struct {
 // OpenOptions are the choices of OpenWith; the zero value is Open's.
 type OpenOptions struct {
 	// HoldLoadOutput holds back what modules write on standard error while
-	// the module loads and initialises. p11-kit's proxy loads every
-	// registered module, and one without its device (tpm2-pkcs11 without a
-	// TPM) writes a dozen lines of errors though the token asked for is in
-	// another. What was held is shown where it can explain something: in a
-	// SelectionError that found no token (ModuleOutput) and by
-	// Module.LoadOutput. Everything the process writes to file descriptor 2
-	// meanwhile is held too, so ask for it only while nothing else writes
-	// there (a command line tool at start, not a daemon that logs). It holds
-	// only on Linux, and only when this call loads the module.
+	// the module loads (p11-kit's proxy loads every registered module, and
+	// tpm2-pkcs11 without a TPM writes a dozen lines of errors), to show it
+	// only where it may explain something: SelectionError.ModuleOutput and
+	// Module.LoadOutput. All of file descriptor 2 is held meanwhile, so use
+	// it only while nothing else writes there (a command line tool at start,
+	// not a daemon). Linux only, and only when this call loads the module.
 	HoldLoadOutput bool
 }
 
-// maxLoadOutput bounds what is kept of a module's output on loading.
-const maxLoadOutput = 8 << 10
+const maxLoadOutput = 8 << 10 // bytes kept of a module's output on loading
 
 // Open loads the PKCS#11 module at path and initialises it (C_Initialize with
-// CKF_OS_LOCKING_OK). Opening a path this process already has open shares
-// the loaded module; a module that another library in the process
-// initialised first (CKR_CRYPTOKI_ALREADY_INITIALIZED) is used as it is and
-// never finalised by this package. When other code has finalised the module
-// under open Modules, Open loads it afresh, and the older Modules, their
-// tokens and keys return tokenerr.ErrClosed from then on.
-//
-// A missing file gives tokenerr.ErrModuleNotFound; a file that cannot be
-// loaded as a PKCS#11 module gives tokenerr.ErrNotModule.
+// CKF_OS_LOCKING_OK). A path this process has open already is shared; a
+// module that other code initialised first is used and never finalised here;
+// one that other code finalised is loaded afresh (the older Modules then
+// return tokenerr.ErrClosed). A missing file gives
+// tokenerr.ErrModuleNotFound, a file that is no PKCS#11 module ErrNotModule.
 func Open(path string) (*Module, error) { return OpenWith(path, OpenOptions{}) }
 
 // OpenWith is Open with options.
@@ -186,8 +173,7 @@ func (m *Module) Close() error {
 	if !m.gate.close() {
 		return nil
 	}
-	// No call is in flight now and none can start: the tokens' sessions can
-	// be closed without racing a signature.
+	// No call is in flight now and none can start.
 	m.tokMu.Lock()
 	toks := m.tokens
 	m.tokens = nil
@@ -203,11 +189,10 @@ func (m *Module) Close() error {
 	defer libMu.Unlock()
 	m.lib.refs--
 	final := m.lib.refs == 0 && m.lib.finalize && !m.lib.gone.Load()
-	// alone: the last Module of a load this package initialised, finalised
-	// next, and no other code has sessions on it (crypto11 v1.6.2 refuses a
-	// module initialised before it: internal/crypto11interop). Then one
-	// C_CloseAllSessions per slot ends the sessions, not one C_CloseSession
-	// each (a round trip each on a network HSM). Not through a test double.
+	// alone: finalised next, and no other code has sessions on it (crypto11
+	// v1.6.2 refuses a module initialised before it). Then one
+	// C_CloseAllSessions per slot ends the sessions, not a round trip per
+	// session. Not through a test double.
 	alone := final && m.p == p11(m.lib.ctx)
 	var slots []uint
 	for t := range toks {
@@ -238,8 +223,8 @@ func (m *Module) Close() error {
 	return err
 }
 
-// enter counts a call into the module in, or returns tokenerr.ErrClosed for
-// op. Every successful enter is paired with m.gate.leave().
+// enter counts a call in, or returns tokenerr.ErrClosed for op. Every
+// successful enter is paired with m.gate.leave().
 func (m *Module) enter(op string) error {
 	if !m.gate.enter() {
 		return &Error{Op: op, Kind: tokenerr.ErrClosed, Detail: "the module was closed"}
@@ -251,7 +236,6 @@ func (m *Module) enter(op string) error {
 	return nil
 }
 
-// gone reports whether other code finalised the module under m.
 func (m *Module) gone() bool { return m.lib != nil && m.lib.gone.Load() }
 
 // ModuleInfo describes a module (C_GetInfo).
@@ -291,7 +275,7 @@ func (m *Module) LoadOutput() string {
 }
 
 // withLoadOutput adds the load output to a selection error that found no
-// token: it may say why (a module that could not reach its device).
+// token: it may say why.
 func (m *Module) withLoadOutput(err error) error {
 	var se *SelectionError
 	out := m.LoadOutput()
@@ -307,8 +291,6 @@ func (m *Module) withLoadOutput(err error) error {
 	return err
 }
 
-// trimLoadOutput returns out without blank lines at its ends, cut at
-// maxLoadOutput bytes.
 func trimLoadOutput(out []byte) string {
 	s := strings.Trim(string(out), "\r\n")
 	if len(s) > maxLoadOutput {

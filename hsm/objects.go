@@ -13,9 +13,8 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// The attributes read per object: those every object of the class has, and
-// those it may lack or keep secret (CKA_ALWAYS_AUTHENTICATE is PKCS#11 2.20;
-// an EC key has no modulus; some cards hide the public exponent).
+// The attributes read per object, and those it may lack or keep secret
+// (CKA_ALWAYS_AUTHENTICATE is PKCS#11 2.20; some cards hide the exponent).
 var (
 	certAttrs       = []uint{pkcs11.CKA_ID, pkcs11.CKA_LABEL, pkcs11.CKA_VALUE}
 	pubAttrs        = []uint{pkcs11.CKA_ID, pkcs11.CKA_KEY_TYPE}
@@ -23,15 +22,11 @@ var (
 	privAttrsOption = []uint{pkcs11.CKA_ALWAYS_AUTHENTICATE, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT}
 )
 
-// Certificates returns the X.509 certificates on the token; they are public
-// objects, so no login is needed. Objects that do not parse as X.509 are
-// skipped with a warning in the log; a failure to read them (a card pulled
-// out: tokenerr.ErrTokenRemoved) is returned.
-//
-// They are read once per Token (FindKey reads them too), and again after a
-// Login, which may show more; a certificate written by another program is
-// seen by a Token opened later. The caller may change the returned slice and
-// IDs; the parsed certificates are shared.
+// Certificates returns the X.509 certificates on the token (no login
+// needed), skipping with a logged warning objects that do not parse; a
+// failure to read (tokenerr.ErrTokenRemoved) is returned. They are read once
+// per Token, and again after a Login, which may show more. The caller may
+// change the slice and IDs; the parsed certificates are shared.
 func (t *Token) Certificates() ([]Certificate, error) {
 	if err := t.enter("list certificates"); err != nil {
 		return nil, err
@@ -51,8 +46,8 @@ func (t *Token) Certificates() ([]Certificate, error) {
 	return out, nil
 }
 
-// certificates returns the certificates, read once and kept in t.certs.
-// t.mu must be held, inside the gates. The result must not be changed.
+// certificates returns t.certs, reading them first if need be. t.mu must be
+// held, inside the gates. The result must not be changed.
 func (t *Token) certificates() ([]Certificate, error) {
 	if t.certs != nil {
 		return t.certs, nil
@@ -110,10 +105,7 @@ func infos(objs []keyObject) []KeyInfo {
 	return out
 }
 
-// keys lists the private keys. t.mu must be held, inside the gates. The
-// certificates are read once per Token, and public key objects are searched
-// only for a private key that does not show its public half itself (an RSA
-// key shows its modulus).
+// keys lists the private keys, t.mu held inside the gates.
 func (t *Token) keys() ([]keyObject, error) {
 	hs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY))
 	if err != nil {
@@ -147,9 +139,7 @@ func (t *Token) keys() ([]keyObject, error) {
 	}
 	for i := range out {
 		k := &out[i].info
-		// The certificate has the same public key (every public key type of
-		// the standard library has Equal) or, with no public half visible,
-		// the same CKA_ID.
+		// The certificate has the same public key or, with none visible, CKA_ID.
 		for j, c := range certs {
 			if pub, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(c.Cert.PublicKey) ||
 				k.Public == nil && len(k.ID) > 0 && bytes.Equal(c.ID, k.ID) {
@@ -171,12 +161,10 @@ func (t *Token) keys() ([]keyObject, error) {
 	return out, nil
 }
 
-// publicHalves fills in the public key of each key that lacks one from the
-// public key object with the same CKA_ID and type, searching the public key
-// objects only when some key lacks its public half. A public key object
-// whose attributes make no key this package knows (a curve it does not
-// support, attributes the module does not give) is skipped. t.mu must be
-// held, inside the gates.
+// publicHalves fills in a missing public key (an RSA key shows its modulus,
+// an EC key does not) from the public key object of the same CKA_ID and
+// type, skipping objects that make no key this package knows. It searches
+// only when some key lacks one. t.mu must be held, inside the gates.
 func (t *Token) publicHalves(keys []keyObject) error {
 	need := false
 	for _, k := range keys {
@@ -249,23 +237,18 @@ func (t *Token) findObjects(template ...*attribute) ([]objectHandle, error) {
 	return all, wrap("C_FindObjectsFinal", t.p.FindObjectsFinal(t.loginSH))
 }
 
-// absentAttr reports the two return values with which C_GetAttributeValue
-// says an attribute has no value to give: the object has no such attribute,
-// or will not reveal it.
+// absentAttr reports that C_GetAttributeValue has no value to give.
 func absentAttr(err error) bool {
 	return errors.Is(err, ReturnValue(pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)) ||
 		errors.Is(err, ReturnValue(pkcs11.CKR_ATTRIBUTE_SENSITIVE))
 }
 
-// attrs reads the attributes required and optional of object h, in one
-// C_GetAttributeValue call when the object has them all. t.mu must be held.
-//
-// When the module answers that some attribute is absent (PKCS#11 does not
-// say which, and miekg/pkcs11 returns no values then), attrs reads the
-// required ones in one call and each optional one alone: an absent optional
-// attribute is left out of the map, an absent required one is an error
-// naming it. Any other error (a card pulled out: tokenerr.ErrTokenRemoved)
-// is returned as it is, never swallowed.
+// attrs reads the attributes required and optional of object h, in one call
+// when the object has them all. t.mu must be held. When one is absent
+// (PKCS#11 does not say which), it reads the required ones together and
+// each optional one alone: an absent optional attribute is left out, an
+// absent required one is an error naming it. Any other error (a card pulled
+// out) is returned as it is, never swallowed.
 func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byte, error) {
 	out := make(map[uint][]byte, len(required)+len(optional))
 	switch err := t.readAttrs(h, append(append([]uint(nil), required...), optional...), out); {
@@ -297,8 +280,7 @@ func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byt
 	return out, nil
 }
 
-// readAttrs makes one C_GetAttributeValue call for types and stores the
-// values in out.
+// readAttrs makes one C_GetAttributeValue call, storing the values in out.
 func (t *Token) readAttrs(h objectHandle, types []uint, out map[uint][]byte) error {
 	tmpl := make([]*attribute, len(types))
 	names := make([]string, len(types))

@@ -25,13 +25,10 @@ type TokenSelector struct {
 	SlotDescription  string // the slot's description (CK_SLOT_INFO), exact
 	SlotManufacturer string // the slot's manufacturer ID (CK_SLOT_INFO), exact
 
-	// The library fields describe the module itself (C_GetInfo). When one
-	// is set and the module does not match it, FindSlot finds no token.
+	// The module itself (C_GetInfo) must match these, or FindSlot finds no token.
 	LibraryManufacturer string // the module's manufacturer ID, exact
 	LibraryDescription  string // the module's library description, exact
-	// LibraryVersion is the module's library version, "M.N" or "M"; as
-	// p11-kit reads RFC 7512, "M" means M.0.
-	LibraryVersion string
+	LibraryVersion      string // "M.N", or "M" meaning M.0 as p11-kit reads RFC 7512
 }
 
 // IsZero reports whether the selector chooses nothing in particular.
@@ -75,9 +72,9 @@ func (s TokenSelector) matching(slots []Slot) []Slot {
 	return out
 }
 
-// checkLibrary compares the library fields of s with the module's
-// C_GetInfo, and returns a *SelectionError (tokenerr.ErrTokenNotFound)
-// saying what the module is when they differ. The caller is inside m.gate.
+// checkLibrary returns a *SelectionError (tokenerr.ErrTokenNotFound) saying
+// what the module is when it does not match s's library fields. The caller
+// is inside m.gate.
 func (m *Module) checkLibrary(s TokenSelector) error {
 	if s.LibraryManufacturer == "" && s.LibraryDescription == "" && s.LibraryVersion == "" {
 		return nil
@@ -130,20 +127,15 @@ func describeTokens(slots []Slot) []string {
 	return out
 }
 
-// FindSlot returns the one slot whose token matches sel. It needs no login.
-//
-// With a slot ID that the module does not know, it returns
-// tokenerr.ErrSlotNotFound; with a known slot that holds no token,
-// tokenerr.ErrNoToken; when nothing matches (or the module does not match
-// sel's library fields), tokenerr.ErrTokenNotFound listing the tokens
-// present; when several match (for the zero selector: several tokens are
-// present), tokenerr.ErrAmbiguousToken listing them. All are *SelectionError.
+// FindSlot returns the one slot whose initialised token matches sel, with no
+// login. Failing that, a *SelectionError: tokenerr.ErrSlotNotFound for a
+// slot ID the module does not know, ErrNoToken for a slot without a token,
+// ErrTokenNotFound listing the tokens present, or ErrAmbiguousToken listing
+// the matches.
 //
 // When sel names no slot field, FindSlot reads only the tokens' information
-// (one C_GetTokenInfo per slot: every call is a round trip on a network
-// HSM), and the returned Slot's own fields (Description, Manufacturer,
-// Removable, Hardware) are empty; Slots reads them. Only when no single
-// token matches does it read the slots too, to explain the error.
+// (a round trip per call on a network HSM), so the Slot's own fields are
+// empty (Slots reads them); only to explain an error does it read the slots.
 func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
 	s, err := m.findSlot(sel)
 	return s, m.withLoadOutput(err)
@@ -229,15 +221,12 @@ func (s KeySelector) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// FindKey finds the private key to sign with, once; the Key keeps its handle
-// for every later signature. It usually needs Login first.
-//
-// With an ID or label, the one private key that matches. With neither: the
-// one signing key whose certificate is for authentication (keyUsage
-// digitalSignature without nonRepudiation), as on a Buypass or Commfides
-// card; failing that, the only private key that can sign. No match gives
-// tokenerr.ErrKeyNotFound and several give tokenerr.ErrAmbiguousKey, both as a
-// *SelectionError listing the keys.
+// FindKey finds the private key to sign with, once: the Key keeps its handle
+// for every signature. It usually needs Login first. With an ID or label,
+// the one key that matches; with neither, the one signing key whose
+// certificate is for authentication (KeyInfo.Authentication), or else the
+// only key that can sign. No match gives tokenerr.ErrKeyNotFound, several
+// ErrAmbiguousKey, both as a *SelectionError listing the keys.
 func (t *Token) FindKey(sel KeySelector) (*Key, error) {
 	if err := t.enter("find key"); err != nil {
 		return nil, err
@@ -292,18 +281,12 @@ func (t *Token) FindKey(sel KeySelector) (*Key, error) {
 }
 
 // SelectorsFromURI returns the token and key selection the RFC 7512 URI u
-// describes (see pkcs11uri.Parse). Every path attribute is used: token,
-// serial, manufacturer, model and slot-id choose the token;
-// slot-description and slot-manufacturer the slot (CK_SLOT_INFO);
-// library-manufacturer, library-description and library-version must match
-// the module (C_GetInfo), or Module.FindSlot finds no token; id and object
-// choose the key, and type private, public or cert all lead to the key pair.
-//
-// It refuses, with a *pkcs11uri.Error matching pkcs11uri.ErrInvalid, a type
-// that cannot name a signing key (secret-key, data) and any vendor ("x-")
-// attribute, which would otherwise be ignored. The query attributes are not
-// selectors: ModuleFromURI resolves module-name and module-path, and the
-// PIN attributes are for the caller.
+// describes: every path attribute maps to its TokenSelector or KeySelector
+// field (object is the label), and type private, public or cert all lead to
+// the key pair. A type that cannot name a signing key (secret-key, data) and
+// any vendor ("x-") attribute, which would be ignored, give a
+// *pkcs11uri.Error matching pkcs11uri.ErrInvalid. Query attributes are not
+// selectors (see ModuleFromURI; the PIN attributes are the caller's).
 func SelectorsFromURI(u *pkcs11uri.URI) (TokenSelector, KeySelector, error) {
 	switch u.Type {
 	case "", "private", "public", "cert":

@@ -19,8 +19,7 @@ type TokenOptions struct {
 	// means the token's own limit less one (for the login session), capped
 	// at twice GOMAXPROCS and at least one.
 	MaxSessions int
-	// ReadWrite opens read-write sessions. The default is read-only, which
-	// qualified cards that refuse read-write sessions also accept.
+	// ReadWrite opens read-write sessions; some qualified cards refuse them.
 	ReadWrite bool
 	// Logger receives warnings, such as a low PIN count. Nil discards them.
 	// Nothing secret is ever logged.
@@ -38,28 +37,20 @@ type Token struct {
 	log    *slog.Logger
 	gate   gate // the token's closed state; counts the calls in flight on it and its keys
 
-	mu      sync.Mutex // serialises use of loginSH (object searches, login) and guards the fields below
-	loginSH sessionHandle
-	pin     PINSource // kept for CKU_CONTEXT_SPECIFIC logins
-	// refused is the context login's refusal, once one failed: the PIN is
-	// not presented again on this Token (see contextLogin).
-	refused  error
-	loggedIn bool
-	// noContextLogin is set once the module answered a context login with
-	// CKR_USER_TYPE_INVALID (see contextLogin).
-	noContextLogin bool
-	// certs are the token's certificates, read once (see certificates);
-	// nil until read, and again after a Login, which may show more.
-	certs []Certificate
+	mu             sync.Mutex // serialises use of loginSH (object searches, login) and guards the fields below
+	loginSH        sessionHandle
+	pin            PINSource // kept for CKU_CONTEXT_SPECIFIC logins
+	refused        error     // the context login's first refusal (see contextLogin)
+	loggedIn       bool
+	noContextLogin bool          // the module knows no context login (see contextLogin)
+	certs          []Certificate // read once (see certificates); nil until read
 
-	pool    chan sessionHandle // idle signing sessions
-	slots   chan struct{}      // one per session that exists
-	maxSess int
+	pool  chan sessionHandle // idle signing sessions
+	slots chan struct{}      // one per session that exists
 }
 
-// OpenToken opens the token in slotID: one session that holds the login
-// state and serves object searches, and, lazily, up to MaxSessions signing
-// sessions.
+// OpenToken opens the token in slotID: one session for the login and
+// searches and, lazily, up to MaxSessions signing sessions.
 func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 	if err := m.enter("open token"); err != nil {
 		return nil, err
@@ -89,8 +80,7 @@ func (m *Module) OpenSlot(s Slot, opts TokenOptions) (*Token, error) {
 	return m.openToken(s.ID, s.Token, opts)
 }
 
-// openToken opens a token whose information ti was just read. The caller
-// is inside m.gate.
+// openToken opens a token whose information ti was just read, inside m.gate.
 func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Token, error) {
 	flags := uint(pkcs11.CKF_SERIAL_SESSION)
 	if opts.ReadWrite {
@@ -103,9 +93,7 @@ func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Toke
 	n := opts.MaxSessions
 	if n <= 0 {
 		n = 2 * runtime.GOMAXPROCS(0)
-		// The token's limit less the login session, compared as uint: a
-		// module may report a count that int would make negative
-		// (opencryptoki 3.8.1 reports 2^64-2).
+		// Compared as uint: opencryptoki 3.8.1 reports 2^64-2 sessions.
 		if max := ti.MaxSessions; max > 1 && max-1 < uint(n) {
 			n = int(max - 1)
 		}
@@ -116,16 +104,16 @@ func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Toke
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &Token{m: m, p: m.p, slotID: slotID, flags: flags, log: log, loginSH: sh,
-		pool: make(chan sessionHandle, n), slots: make(chan struct{}, n), maxSess: n}
+		pool: make(chan sessionHandle, n), slots: make(chan struct{}, n)}
 	m.tokMu.Lock()
 	m.tokens[t] = struct{}{}
 	m.tokMu.Unlock()
 	return t, nil
 }
 
-// enter counts a call on the token in, into the token's gate and then the
-// module's, or returns tokenerr.ErrClosed for op when either is closed.
-// Every successful enter is paired with t.leave().
+// enter counts a call in through the token's gate and the module's, or
+// returns tokenerr.ErrClosed for op. Every successful enter is paired with
+// t.leave().
 func (t *Token) enter(op string) error {
 	if !t.gate.enter() {
 		return &Error{Op: op, Kind: tokenerr.ErrClosed, Detail: "the token was closed"}
@@ -146,10 +134,9 @@ func (t *Token) leave() {
 func (t *Token) SlotID() uint { return t.slotID }
 
 // MaxSessions returns how many signing sessions may run in parallel.
-func (t *Token) MaxSessions() int { return t.maxSess }
+func (t *Token) MaxSessions() int { return cap(t.pool) }
 
-// Info reads the token's information afresh (C_GetTokenInfo), for instance
-// to see its PIN flags.
+// Info reads the token's information afresh (C_GetTokenInfo).
 func (t *Token) Info() (TokenInfo, error) {
 	if err := t.enter("token info"); err != nil {
 		return TokenInfo{}, err
@@ -162,13 +149,12 @@ func (t *Token) Info() (TokenInfo, error) {
 	return *tokenInfo(ti), nil
 }
 
-// Check asks the module whether the token is still there and the login
-// still holds, without signing and without a PIN: C_GetSlotInfo (is
-// CKF_TOKEN_PRESENT set?) and C_GetSessionInfo on the login session. Unlike
-// C_GetTokenInfo, which OpenSC answers from its cache while the card is
-// away, both reach the reader or the HSM. A removed token gives
-// tokenerr.ErrTokenRemoved, a closed session ErrSessionClosed, a lost login
-// ErrNotLoggedIn, a dead link or device ErrDevice: all Transient.
+// Check asks whether the token is still there and the login still holds,
+// with no signature and no PIN: C_GetSlotInfo and C_GetSessionInfo reach
+// the reader or HSM (OpenSC answers C_GetTokenInfo from its cache while the
+// card is away). A removed token gives tokenerr.ErrTokenRemoved, a closed
+// session ErrSessionClosed, a lost login ErrNotLoggedIn, a dead link or
+// device ErrDevice: all Transient.
 func (t *Token) Check() error {
 	if err := t.enter("check token"); err != nil {
 		return err
@@ -194,10 +180,10 @@ func (t *Token) Check() error {
 	return nil
 }
 
-// Close closes every session of the token, which ends its login. It waits
-// for the calls in flight on the token and its keys (a signature under way
-// finishes); later calls return tokenerr.ErrClosed. It does not close the
-// Module. Close is idempotent; it must not be called from a PINSource.
+// Close closes the token's sessions, which ends its login, after the calls
+// in flight (a signature under way finishes); later calls return
+// tokenerr.ErrClosed. It is idempotent and must not be called from a
+// PINSource. The Module stays open.
 func (t *Token) Close() error {
 	if !t.gate.close() {
 		return nil
@@ -206,18 +192,16 @@ func (t *Token) Close() error {
 		return nil // the module is closing, and closes this token's sessions
 	}
 	defer t.m.gate.leave()
-	// Forgotten before the sessions are closed, inside the module's gate:
-	// Module.Close, which waits for this, will not close them again.
+	// Forgotten inside the module's gate: Module.Close will not close them.
 	t.m.tokMu.Lock()
 	delete(t.m.tokens, t)
 	t.m.tokMu.Unlock()
 	return t.closeSessions()
 }
 
-// dropSessions forgets the token's login and sessions, closing the idle
-// signing sessions when closeIdle (Module.Close instead closes every session
-// of the slot in one call), and returns the login session. The token's gate
-// is closed and drained, so every signing session is back in the pool.
+// dropSessions forgets the login and sessions, closing the signing
+// sessions when closeIdle, and returns the login session. The token's gate
+// is closed and drained: every signing session is in the pool.
 func (t *Token) dropSessions(closeIdle bool) sessionHandle {
 	t.mu.Lock()
 	t.pin, t.loggedIn, t.certs = nil, false, nil
@@ -236,19 +220,16 @@ func (t *Token) dropSessions(closeIdle bool) sessionHandle {
 	}
 }
 
-// closeSessions closes the idle signing sessions and the login session. The
-// token's gate is closed and drained.
+// closeSessions closes the token's sessions; its gate is closed and drained.
 func (t *Token) closeSessions() error {
 	if t.m.gone() {
-		// Finalised under this token: its sessions went with the module, and
-		// their handles may now be another's.
+		// Finalised: the sessions went with it; their handles may be another's.
 		t.dropSessions(false)
 		return nil
 	}
 	err := t.p.CloseSession(t.dropSessions(true))
 	if errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
-		// Finalised by other code: the sessions are gone already, which is
-		// what Close wants. Nothing of this load is used again.
+		// Finalised by other code: the sessions are gone already.
 		if t.m.lib != nil {
 			t.m.lib.gone.Store(true)
 		}
@@ -257,9 +238,9 @@ func (t *Token) closeSessions() error {
 	return wrap("C_CloseSession", err)
 }
 
-// acquire returns a signing session, opening one when fewer than MaxSessions
-// exist, and otherwise waiting for one to come back or for ctx to end. The
-// caller is inside the token's gate, so Close waits for the session.
+// acquire returns a pooled signing session, opens one when fewer than
+// MaxSessions exist, or waits for one or for ctx. The caller is inside the
+// token's gate, so Close waits for the session.
 func (t *Token) acquire(ctx context.Context) (sessionHandle, error) {
 	select {
 	case sh := <-t.pool:
@@ -281,9 +262,7 @@ func (t *Token) acquire(ctx context.Context) (sessionHandle, error) {
 	}
 }
 
-// release gives a session back to the pool, or closes it when broken (its
-// state unknown after an error; a new one is opened when needed). The
-// caller is still inside the token's gate.
+// release gives a session back to the pool, or closes it when broken.
 func (t *Token) release(sh sessionHandle, broken bool) {
 	if broken {
 		_ = t.p.CloseSession(sh)
@@ -294,13 +273,10 @@ func (t *Token) release(sh sessionHandle, broken bool) {
 }
 
 // gate is the closed state of a Module or Token and the count of calls in
-// flight through it. Every exported method that reaches the module enters
-// the gate first and leaves when the module has answered; Close shuts the
-// gate and waits for the calls in flight, so that sessions are closed and
-// the module finalised only when no call uses them. A counter, not a
-// sync.RWMutex: a method in flight may enter again (FindSlot lists the
-// slots), which an RWMutex would deadlock once a Close waits; here the
-// second entry fails with tokenerr.ErrClosed. The zero gate is open.
+// flight through it, so that Close closes sessions and finalises only when
+// no call uses them. A counter, not a sync.RWMutex: a method in flight may
+// enter again (FindSlot lists the slots), which an RWMutex would deadlock
+// once a Close waits; here the second entry fails. The zero gate is open.
 type gate struct {
 	mu      sync.Mutex
 	shut    bool
@@ -328,9 +304,8 @@ func (g *gate) leave() {
 	}
 }
 
-// close shuts the gate and waits until every call in flight has left. It
-// reports whether this call shut it (it waits either way). A goroutine must
-// not close a gate it is inside.
+// close shuts the gate, waits for the calls in flight, and reports whether
+// this call shut it. A goroutine must not close a gate it is inside.
 func (g *gate) close() (first bool) {
 	g.mu.Lock()
 	first = !g.shut
