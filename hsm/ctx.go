@@ -59,11 +59,6 @@ static mp_attribute *mp_attributes_new(const unsigned long *types, const unsigne
 	return t;
 }
 
-static void *mp_attribute_value(mp_attribute *t, unsigned long i, unsigned long *len) {
-	*len = t[i].ulValueLen;
-	return t[i].pValue;
-}
-
 // mp_get_attribute_value calls C_GetAttributeValue, or returns
 // CKR_FUNCTION_NOT_SUPPORTED (0x54) when the function list has none.
 static unsigned long mp_get_attribute_value(void *list, unsigned long session, unsigned long object, mp_attribute *t, unsigned long n) {
@@ -226,13 +221,11 @@ func (c *ctx) GetAttributeValue(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, 
 		return nil, pkcs11.Error(rv)
 	}
 	out := make([]*pkcs11.Attribute, len(a))
-	for i, x := range a {
-		var n C.ulong
-		p := C.mp_attribute_value(t, C.ulong(i), &n)
-		if n > sizes[i] { // CK_UNAVAILABLE_INFORMATION, or a module that overran
+	for i, v := range unsafe.Slice(t, len(a)) {
+		if v.ulValueLen > sizes[i] { // CK_UNAVAILABLE_INFORMATION, or a module that overran
 			return c.Ctx.GetAttributeValue(sh, o, a)
 		}
-		out[i] = &pkcs11.Attribute{Type: x.Type, Value: C.GoBytes(p, C.int(n))}
+		out[i] = &pkcs11.Attribute{Type: a[i].Type, Value: C.GoBytes(v.pValue, C.int(v.ulValueLen))}
 	}
 	return out, nil
 }

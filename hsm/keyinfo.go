@@ -139,33 +139,23 @@ var ecCurves = []struct {
 	{asn1.ObjectIdentifier{1, 3, 132, 0, 35}, elliptic.P521()},
 }
 
-// parseECPublic decodes CKA_EC_PARAMS (a named curve OID) and CKA_EC_POINT
-// (an uncompressed point, DER OCTET STRING-wrapped or raw).
-func parseECPublic(params, point []byte) (*ecdsa.PublicKey, error) {
+// ecPublic decodes CKA_EC_PARAMS (a named curve OID) and CKA_EC_POINT (an
+// uncompressed point, DER OCTET STRING-wrapped or raw), or returns nil.
+func ecPublic(params, point []byte) *ecdsa.PublicKey {
 	var oid asn1.ObjectIdentifier
 	if _, err := asn1.Unmarshal(params, &oid); err != nil {
-		return nil, fmt.Errorf("EC params: %w", err)
-	}
-	var curve elliptic.Curve
-	for _, c := range ecCurves {
-		if oid.Equal(c.oid) {
-			curve = c.curve
-		}
-	}
-	if curve == nil {
-		return nil, fmt.Errorf("EC curve %v is not supported", oid)
+		return nil
 	}
 	var raw []byte
 	if _, err := asn1.Unmarshal(point, &raw); err != nil {
 		raw = point
 	}
-	size := (curve.Params().BitSize + 7) / 8
-	if len(raw) != 1+2*size || raw[0] != 4 {
-		return nil, fmt.Errorf("EC point is not an uncompressed point on %s", curve.Params().Name)
+	for _, c := range ecCurves {
+		if oid.Equal(c.oid) {
+			if pub, err := ecdsa.ParseUncompressedPublicKey(c.curve, raw); err == nil {
+				return pub
+			}
+		}
 	}
-	pub, err := ecdsa.ParseUncompressedPublicKey(curve, raw)
-	if err != nil {
-		return nil, fmt.Errorf("EC point is not on %s", curve.Params().Name)
-	}
-	return pub, nil
+	return nil
 }

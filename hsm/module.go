@@ -23,7 +23,6 @@ type p11 interface {
 	GetSlotList(tokenPresent bool) ([]uint, error)
 	GetSlotInfo(slotID uint) (ckSlotInfo, error)
 	GetTokenInfo(slotID uint) (ckTokenInfo, error)
-	GetMechanismList(slotID uint) ([]*mechanism, error)
 	OpenSession(slotID uint, flags uint) (sessionHandle, error)
 	CloseSession(sh sessionHandle) error
 	GetSessionInfo(sh sessionHandle) (ckSessionInfo, error)
@@ -178,13 +177,6 @@ func (m *Module) Close() error {
 	toks := m.tokens
 	m.tokens = nil
 	m.tokMu.Unlock()
-	if m.lib == nil {
-		for t := range toks {
-			t.gate.close()
-			_ = t.closeSessions()
-		}
-		return nil
-	}
 	libMu.Lock()
 	defer libMu.Unlock()
 	m.lib.refs--
@@ -236,7 +228,7 @@ func (m *Module) enter(op string) error {
 	return nil
 }
 
-func (m *Module) gone() bool { return m.lib != nil && m.lib.gone.Load() }
+func (m *Module) gone() bool { return m.lib.gone.Load() }
 
 // ModuleInfo describes a module (C_GetInfo).
 type ModuleInfo struct {
@@ -267,12 +259,7 @@ func (m *Module) Info() (ModuleInfo, error) {
 // LoadOutput returns what the module (and the modules it loaded) wrote on
 // standard error while this process loaded it, when OpenWith held it back
 // (HoldLoadOutput), at most 8 KiB; "" otherwise.
-func (m *Module) LoadOutput() string {
-	if m.lib == nil {
-		return ""
-	}
-	return m.lib.loadOutput
-}
+func (m *Module) LoadOutput() string { return m.lib.loadOutput }
 
 // withLoadOutput adds the load output to a selection error that found no
 // token: it may say why.

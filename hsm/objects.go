@@ -209,7 +209,7 @@ func (t *Token) publicHalves(keys []keyObject) error {
 			if err != nil {
 				return err
 			}
-			if pub, err := parseECPublic(a[pkcs11.CKA_EC_PARAMS], a[pkcs11.CKA_EC_POINT]); err == nil {
+			if pub := ecPublic(a[pkcs11.CKA_EC_PARAMS], a[pkcs11.CKA_EC_POINT]); pub != nil {
 				k.Public = pub
 			}
 		}

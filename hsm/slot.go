@@ -95,8 +95,6 @@ type Slot struct {
 	Description  string
 	Manufacturer string
 	TokenPresent bool
-	Removable    bool
-	Hardware     bool
 	Token        *TokenInfo // nil when no token is present or it cannot be read
 	Problem      string     // why a present token's information could not be read, or ""
 }
@@ -161,8 +159,6 @@ func (m *Module) slots(slotInfo bool) ([]Slot, error) {
 			}
 			s.Description, s.Manufacturer = trimPadded(si.SlotDescription), trimPadded(si.ManufacturerID)
 			s.TokenPresent = si.Flags&pkcs11.CKF_TOKEN_PRESENT != 0
-			s.Removable = si.Flags&pkcs11.CKF_REMOVABLE_DEVICE != 0
-			s.Hardware = si.Flags&pkcs11.CKF_HW_SLOT != 0
 			if !s.TokenPresent {
 				continue
 			}

@@ -230,9 +230,7 @@ func (t *Token) closeSessions() error {
 	err := t.p.CloseSession(t.dropSessions(true))
 	if errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
 		// Finalised by other code: the sessions are gone already.
-		if t.m.lib != nil {
-			t.m.lib.gone.Store(true)
-		}
+		t.m.lib.gone.Store(true)
 		return nil
 	}
 	return wrap("C_CloseSession", err)
