@@ -74,51 +74,47 @@ type LoginOptions struct {
 // with CKA_ALWAYS_AUTHENTICATE, which need the PIN again before each
 // signature.
 func (t *Token) Login(pin PINSource, opts LoginOptions) error {
-	if err := t.enter("login"); err != nil {
-		return err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	flags, ok := t.m.freshFlags(t.slotID)
-	if !ok {
-		ti, err := t.p.GetTokenInfo(t.slotID)
-		if err != nil {
-			return wrap("C_GetTokenInfo", err)
+	return t.locked("login", false, func(writer) error {
+		flags, ok := t.m.freshFlags(t.slotID)
+		if !ok {
+			ti, err := t.p.GetTokenInfo(t.slotID)
+			if err != nil {
+				return wrap("C_GetTokenInfo", err)
+			}
+			flags = TokenFlags(ti.Flags)
 		}
-		flags = TokenFlags(ti.Flags)
-	}
-	switch {
-	case !flags.LoginRequired():
+		switch {
+		case !flags.LoginRequired():
+			t.loggedIn = true
+			return nil
+		case flags.PINLocked():
+			return &PINError{Kind: tokenerr.ErrPINLocked, Flags: flags}
+		case flags.PINFinalTry() && !opts.AllowFinalTry:
+			return &PINError{Kind: tokenerr.ErrPINFinalTry, Flags: flags}
+		case flags.PINCountLow():
+			t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
+		}
+		if pin == nil && !flags.ProtectedAuthPath() {
+			pin = opts.Prompt
+		}
+		secret, err := readPIN(pin, "login")
+		if err != nil {
+			return err
+		}
+		defer clear(secret)
+		if len(secret) == 0 && !flags.ProtectedAuthPath() {
+			return &PINError{Kind: tokenerr.ErrPINRequired, Flags: flags}
+		}
+		loginAttempts.Add(1)
+		err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
+		if err != nil && !errors.Is(err, ReturnValue(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
+			return t.refusal(err, flags)
+		}
 		t.loggedIn = true
+		t.pin = pin
+		t.certs = nil // a token may show more certificates after a login
 		return nil
-	case flags.PINLocked():
-		return &PINError{Kind: tokenerr.ErrPINLocked, Flags: flags}
-	case flags.PINFinalTry() && !opts.AllowFinalTry:
-		return &PINError{Kind: tokenerr.ErrPINFinalTry, Flags: flags}
-	case flags.PINCountLow():
-		t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
-	}
-	if pin == nil && !flags.ProtectedAuthPath() {
-		pin = opts.Prompt
-	}
-	secret, err := readPIN(pin, "login")
-	if err != nil {
-		return err
-	}
-	defer clear(secret)
-	if len(secret) == 0 && !flags.ProtectedAuthPath() {
-		return &PINError{Kind: tokenerr.ErrPINRequired, Flags: flags}
-	}
-	loginAttempts.Add(1)
-	err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
-	if err != nil && !errors.Is(err, ReturnValue(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
-		return t.refusal(err, flags)
-	}
-	t.loggedIn = true
-	t.pin = pin
-	t.certs = nil // a token may show more certificates after a login
-	return nil
+	})
 }
 
 // readPIN asks src, which may be nil, for the PIN; the caller clears it.

@@ -27,21 +27,18 @@ var (
 // failure to read (tokenerr.ErrTokenRemoved) is returned. They are read once
 // per Token, and again after a Login, which may show more. The caller may
 // change the slice and IDs; the parsed certificates are shared.
-func (t *Token) Certificates() ([]Certificate, error) {
-	if err := t.enter("list certificates"); err != nil {
-		return nil, err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	certs, err := t.certificates()
+func (t *Token) Certificates() (out []Certificate, err error) {
+	err = t.locked("list certificates", false, func(writer) error {
+		certs, err := t.certificates()
+		out = make([]Certificate, len(certs))
+		for i, c := range certs {
+			c.ID = bytes.Clone(c.ID)
+			out[i] = c
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	out := make([]Certificate, len(certs))
-	for i, c := range certs {
-		c.ID = bytes.Clone(c.ID)
-		out[i] = c
 	}
 	return out, nil
 }
@@ -84,17 +81,19 @@ type keyObject struct {
 // key and certificate when the token has them. Most tokens show private
 // keys only after Login.
 func (t *Token) Keys() ([]KeyInfo, error) {
-	if err := t.enter("list keys"); err != nil {
-		return nil, err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	objs, err := t.keys()
+	objs, err := t.lockedKeys("list keys")
 	if err != nil {
 		return nil, err
 	}
 	return infos(objs), nil
+}
+
+func (t *Token) lockedKeys(op string) (objs []keyObject, err error) {
+	err = t.locked(op, false, func(writer) (err error) {
+		objs, err = t.keys()
+		return err
+	})
+	return objs, err
 }
 
 func infos(objs []keyObject) []KeyInfo {

@@ -228,13 +228,7 @@ func (s KeySelector) String() string {
 // only key that can sign. No match gives tokenerr.ErrKeyNotFound, several
 // ErrAmbiguousKey, both as a *SelectionError listing the keys.
 func (t *Token) FindKey(sel KeySelector) (*Key, error) {
-	if err := t.enter("find key"); err != nil {
-		return nil, err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	objs, err := t.keys()
-	t.mu.Unlock()
+	objs, err := t.lockedKeys("find key")
 	if err != nil {
 		return nil, err
 	}

@@ -130,6 +130,29 @@ func (t *Token) leave() {
 	t.gate.leave()
 }
 
+// locked runs f inside the gates with t.mu held. For a write it first
+// checks that the token can be written to (read-write, logged in, a module
+// that writes) and gives f the writer.
+func (t *Token) locked(op string, write bool, f func(w writer) error) error {
+	if err := t.enter(op); err != nil {
+		return err
+	}
+	defer t.leave()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w, ok := t.p.(writer)
+	switch {
+	case !write:
+	case t.flags&pkcs11.CKF_RW_SESSION == 0:
+		return &Error{Op: op, Kind: ErrReadOnly, Detail: "open the token with TokenOptions.ReadWrite"}
+	case !t.loggedIn:
+		return &Error{Op: op, Kind: tokenerr.ErrNotLoggedIn, Detail: "log in before writing to the token"}
+	case !ok:
+		return &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "the module binding cannot write objects"}
+	}
+	return f(w)
+}
+
 // SlotID returns the slot the token is in.
 func (t *Token) SlotID() uint { return t.slotID }
 

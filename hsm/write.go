@@ -138,36 +138,34 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		newAttribute(pkcs11.CKA_SIGN, true),
 	)
 
-	w, err := t.enterWrite(op)
-	if err != nil {
-		return nil, err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.refuseTaken(op, o.Label, id); err != nil {
-		return nil, err
-	}
-	_, privH, err := w.GenerateKeyPair(t.loginSH, []*mechanism{newMechanism(mech, nil)}, pubT, privT)
-	if err != nil {
-		err = wrap("C_GenerateKeyPair", err)
-		if e := (*Error)(nil); errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
-			// The mechanism is the key pair generation, not a signature.
-			e.Detail = "the token cannot generate " + o.Spec.String() + " keys (" +
-				mechName + " is not among its mechanisms): choose another --type"
+	var key *Key
+	err := t.locked(op, true, func(w writer) error {
+		if err := t.refuseTaken(op, o.Label, id); err != nil {
+			return err
 		}
-		return nil, err
-	}
-	objs, err := t.keys()
-	if err != nil {
-		return nil, err
-	}
-	for _, ko := range objs {
-		if ko.handle == privH {
-			return t.newKey(ko)
+		_, privH, err := w.GenerateKeyPair(t.loginSH, []*mechanism{newMechanism(mech, nil)}, pubT, privT)
+		if err != nil {
+			err = wrap("C_GenerateKeyPair", err)
+			if e := (*Error)(nil); errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
+				// The mechanism is the key pair generation, not a signature.
+				e.Detail = "the token cannot generate " + o.Spec.String() + " keys (" +
+					mechName + " is not among its mechanisms): choose another --type"
+			}
+			return err
 		}
-	}
-	return nil, &Error{Op: op, Kind: tokenerr.ErrObjectGone, Detail: "the generated key is not among the token's keys"}
+		objs, err := t.keys()
+		for _, ko := range objs {
+			if ko.handle == privH {
+				key, err = t.newKey(ko)
+				return err
+			}
+		}
+		if err == nil {
+			err = &Error{Op: op, Kind: tokenerr.ErrObjectGone, Detail: "the generated key is not among the token's keys"}
+		}
+		return err
+	})
+	return key, err
 }
 
 // CheckFree returns ErrObjectExists when an object on the token has label
@@ -175,37 +173,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 // a clash before its first step. Only a lock held across processes (mp-hsm
 // takes internal/changelock's) keeps it true until GenerateKey.
 func (t *Token) CheckFree(label string, id []byte) error {
-	const op = "generate key"
-	if err := t.enter(op); err != nil {
-		return err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.refuseTaken(op, label, id)
-}
-
-// enterWrite enters the token's gate for a write and checks that the token
-// can be written to: read-write, logged in, a module that writes. On
-// success the caller must call t.leave.
-func (t *Token) enterWrite(op string) (writer, error) {
-	if err := t.enter(op); err != nil {
-		return nil, err
-	}
-	w, ok := t.p.(writer)
-	e := &Error{Op: op}
-	switch {
-	case t.flags&pkcs11.CKF_RW_SESSION == 0:
-		e.Kind, e.Detail = ErrReadOnly, "open the token with TokenOptions.ReadWrite"
-	case !t.LoggedIn():
-		e.Kind, e.Detail = tokenerr.ErrNotLoggedIn, "log in before writing to the token"
-	case !ok:
-		e.Kind, e.Detail = tokenerr.ErrUnsupported, "the module binding cannot write objects"
-	default:
-		return w, nil
-	}
-	t.leave()
-	return nil, e
+	return t.locked("generate key", false, func(writer) error { return t.refuseTaken("generate key", label, id) })
 }
 
 // refuseTaken returns ErrObjectExists when an object on the token has
@@ -248,18 +216,6 @@ func (t *Token) certObjects(cert *x509.Certificate) ([]objectHandle, error) {
 // on the token it returns ErrObjectExists and writes nothing.
 func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string) error {
 	const op = "write certificate"
-	w, err := t.enterWrite(op)
-	if err != nil {
-		return err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if hs, err := t.certObjects(cert); err != nil {
-		return err
-	} else if len(hs) > 0 {
-		return &Error{Op: op, Kind: ErrObjectExists, Detail: "the certificate for " + cert.Subject.String() + " is already on the token"}
-	}
 	serial, err := asn1.Marshal(cert.SerialNumber) // CKA_SERIAL_NUMBER is the DER INTEGER
 	if err != nil {
 		return &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: err.Error()}
@@ -280,33 +236,34 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	if label != "" {
 		temp = append(temp, newAttribute(pkcs11.CKA_LABEL, label))
 	}
-	if _, err = w.CreateObject(t.loginSH, temp); err != nil {
-		return wrap("C_CreateObject", err)
-	}
-	t.certs = nil // the certificates read before are no longer all of them
-	return nil
+	return t.locked(op, true, func(w writer) error {
+		if hs, err := t.certObjects(cert); err != nil {
+			return err
+		} else if len(hs) > 0 {
+			return &Error{Op: op, Kind: ErrObjectExists, Detail: "the certificate for " + cert.Subject.String() + " is already on the token"}
+		}
+		if _, err = w.CreateObject(t.loginSH, temp); err != nil {
+			return wrap("C_CreateObject", err)
+		}
+		t.certs = nil // the certificates read before are no longer all of them
+		return nil
+	})
 }
 
 // DeleteCertificate removes every certificate object on the token whose
 // value is cert, and returns how many it removed. It needs a read-write
 // token that is logged in, as WriteCertificate does.
-func (t *Token) DeleteCertificate(cert *x509.Certificate) (int, error) {
-	w, err := t.enterWrite("delete certificate")
-	if err != nil {
-		return 0, err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	hs, err := t.certObjects(cert)
-	if err != nil {
-		return 0, err
-	}
-	t.certs = nil
-	for i, h := range hs {
-		if err := w.DestroyObject(t.loginSH, h); err != nil {
-			return i, wrap("C_DestroyObject", err)
+func (t *Token) DeleteCertificate(cert *x509.Certificate) (n int, err error) {
+	err = t.locked("delete certificate", true, func(w writer) error {
+		hs, err := t.certObjects(cert)
+		t.certs = nil
+		for _, h := range hs {
+			if err := w.DestroyObject(t.loginSH, h); err != nil {
+				return wrap("C_DestroyObject", err)
+			}
+			n++
 		}
-	}
-	return len(hs), nil
+		return err
+	})
+	return n, err
 }
