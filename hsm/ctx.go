@@ -88,27 +88,20 @@ const (
 	attrBufDefault, attrBufValue = 1024, 8192
 )
 
-// ctx is a loaded module: miekg/pkcs11's Ctx, with two calls made directly
-// through the module's function list.
-//
-// SignInit keeps a mechanism's parameters (RSA-PSS) until the signature is
-// made. PKCS#11 does not say how long they must live; miekg/pkcs11 frees its
-// copy when C_SignInit returns, and tpm2-pkcs11 1.9 reads them again in
+// ctx is a loaded module: miekg/pkcs11's Ctx with two calls made directly
+// through the module's function list. GetAttributeValue makes one call where
+// miekg/pkcs11 makes two. SignInit keeps a mechanism's parameters (RSA-PSS)
+// until the next C_Sign returns or the session closes: miekg/pkcs11 frees
+// them when C_SignInit returns, but tpm2-pkcs11 1.9 reads them again in
 // C_Sign (a freed CK_RSA_PKCS_PSS_PARAMS gives CKR_MECHANISM_INVALID, or
-// worse). So the copy here lives until the next C_Sign on the session
-// returns or the session is closed.
-//
-// GetAttributeValue makes one call where miekg/pkcs11 makes two.
+// worse), and PKCS#11 does not say how long they must live.
 type ctx struct {
 	*pkcs11.Ctx
 	// list is the module's CK_FUNCTION_LIST, nil when miekg/pkcs11's context
 	// does not have the layout of the version go.mod pins: then every call
-	// goes through miekg/pkcs11 as it is.
-	list unsafe.Pointer
-
-	// attrBufSize, when set, replaces attrBufSize (tests: values that do
-	// not fit).
-	attrBufSize func(ty uint) int
+	// goes through miekg/pkcs11.
+	list        unsafe.Pointer
+	attrBufSize func(ty uint) int // replaces attrBufSize when set (tests)
 
 	mu   sync.Mutex
 	held map[pkcs11.SessionHandle]*C.mp_mechanism // the signing operation's mechanism, per session
@@ -189,12 +182,10 @@ func (c *ctx) hold(sh pkcs11.SessionHandle, cm *C.mp_mechanism) {
 	}
 }
 
-// GetAttributeValue reads the attributes a of object o in one
-// C_GetAttributeValue call with a buffer for each, where miekg/pkcs11 makes
-// two (lengths, then values): on a network HSM every call is a round trip.
-// When a value does not fit or the function list could not be read, it
-// reads them as miekg/pkcs11 does; any other refusal comes back as
-// miekg/pkcs11 returns it, a pkcs11.Error with no values.
+// GetAttributeValue reads a of object o in one call with a buffer for each,
+// where miekg/pkcs11 makes two (a round trip each on a network HSM). When a
+// value does not fit, it reads them as miekg/pkcs11 does; any other refusal
+// comes back as miekg/pkcs11 returns it.
 func (c *ctx) GetAttributeValue(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, a []*pkcs11.Attribute) ([]*pkcs11.Attribute, error) {
 	if c.list == nil || len(a) == 0 {
 		return c.Ctx.GetAttributeValue(sh, o, a)

@@ -43,8 +43,7 @@ func (t *Token) newKey(o keyObject) (*Key, error) {
 	return &Key{info: o.info.clone(), t: t, handle: o.handle}, nil
 }
 
-// Info describes the key: a copy, which the caller may change without
-// changing the Key.
+// Info describes the key: a copy the caller may change.
 func (k *Key) Info() KeyInfo { return k.info.clone() }
 
 // String describes the key as KeyInfo.String does.
@@ -63,11 +62,9 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 
 // SignContext signs digest like Sign, waiting for a free session no longer
 // than ctx allows. opts.HashFunc() names the hash; an *rsa.PSSOptions asks
-// for RSA-PSS. The randomness comes from the token. For a key with
-// CKA_ALWAYS_AUTHENTICATE the PIN source given to Login is asked again and
-// presented with C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit and C_Sign;
-// a wrong PIN there is never retried, and a module that knows no context
-// login (CKR_USER_TYPE_INVALID, as opencryptoki) is signed on without one.
+// for RSA-PSS. For a CKA_ALWAYS_AUTHENTICATE key, the PIN source given to
+// Login is asked again and presented with a context login (never retried;
+// see Token.contextLogin).
 func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if err := k.t.enter("sign"); err != nil {
 		return nil, err
@@ -181,18 +178,15 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []
 	return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: "key type " + k.info.Type.String()}
 }
 
-// ecdsaDER turns the raw r||s that CKM_ECDSA returns into the ASN.1 DER
-// form crypto.Signer callers expect.
+// ecdsaDER turns CKM_ECDSA's raw r||s into the DER crypto.Signer returns.
 func ecdsaDER(raw []byte) ([]byte, error) {
 	if len(raw) == 0 || len(raw)%2 != 0 {
 		return nil, &Error{Op: "C_Sign", Kind: tokenerr.ErrDevice, Detail: fmt.Sprintf("ECDSA signature of odd length %d", len(raw))}
 	}
-	r := new(big.Int).SetBytes(raw[:len(raw)/2])
-	s := new(big.Int).SetBytes(raw[len(raw)/2:])
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1BigInt(r)
-		b.AddASN1BigInt(s)
+		b.AddASN1BigInt(new(big.Int).SetBytes(raw[:len(raw)/2]))
+		b.AddASN1BigInt(new(big.Int).SetBytes(raw[len(raw)/2:]))
 	})
 	return b.Bytes()
 }

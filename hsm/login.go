@@ -58,21 +58,14 @@ type LoginOptions struct {
 // pad when pin is nil and the token has a protected authentication path.
 //
 // Lockout warning: smart cards lock after a few wrong PINs. Login therefore
-// reads the token flags first (C_GetTokenInfo, or the flags this Module
-// read less than a second before with no login attempt since, see
-// freshFlags) and
-//   - does nothing when the token needs no login;
-//   - refuses, without presenting the PIN, when the PIN is locked
-//     (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry,
-//     unless opts.AllowFinalTry);
-//   - logs a warning when the token reports a low PIN count;
-//   - calls pin once and C_Login exactly once, and never again on its own:
-//     a wrong PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the
-//     token's flags as read after the attempt.
-//
-// The PIN bytes are zeroed after C_Login. The PIN source is kept for keys
-// with CKA_ALWAYS_AUTHENTICATE, which need the PIN again before each
-// signature.
+// reads the token flags first (see freshFlags) and does nothing when the
+// token needs no login; refuses, presenting nothing, when the PIN is locked
+// (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry,
+// unless opts.AllowFinalTry); warns in the log on a low PIN count; and
+// calls pin once and C_Login exactly once, never again on its own: a wrong
+// PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the flags read
+// after the attempt. The PIN bytes are zeroed after C_Login; the source is
+// kept for CKA_ALWAYS_AUTHENTICATE keys, which need it before each signature.
 func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	return t.locked("login", false, func(writer) error {
 		flags, ok := t.m.freshFlags(t.slotID)

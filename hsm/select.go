@@ -128,14 +128,11 @@ func describeTokens(slots []Slot) []string {
 }
 
 // FindSlot returns the one slot whose initialised token matches sel, with no
-// login. Failing that, a *SelectionError: tokenerr.ErrSlotNotFound for a
-// slot ID the module does not know, ErrNoToken for a slot without a token,
-// ErrTokenNotFound listing the tokens present, or ErrAmbiguousToken listing
-// the matches.
-//
-// When sel names no slot field, FindSlot reads only the tokens' information
-// (a round trip per call on a network HSM), so the Slot's own fields are
-// empty (Slots reads them); only to explain an error does it read the slots.
+// login; else a *SelectionError: tokenerr.ErrSlotNotFound for an unknown
+// slot ID, ErrNoToken for a slot without a token, ErrTokenNotFound listing
+// the tokens, or ErrAmbiguousToken listing the matches. Unless sel names a
+// slot field, it reads only the tokens' information (a round trip per call
+// on a network HSM) and leaves the Slot's own fields empty.
 func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
 	s, err := m.findSlot(sel)
 	return s, m.withLoadOutput(err)

@@ -179,28 +179,22 @@ func (t *Token) Info() (TokenInfo, error) {
 // session ErrSessionClosed, a lost login ErrNotLoggedIn, a dead link or
 // device ErrDevice: all Transient.
 func (t *Token) Check() error {
-	if err := t.enter("check token"); err != nil {
-		return err
-	}
-	defer t.leave()
-	op := fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID)
-	si, err := t.p.GetSlotInfo(t.slotID)
-	if err != nil {
-		return wrap(op, err)
-	}
-	if si.Flags&pkcs11.CKF_TOKEN_PRESENT == 0 {
-		return &Error{Op: op, Kind: tokenerr.ErrTokenRemoved, Detail: "the slot says no token is present"}
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ss, err := t.p.GetSessionInfo(t.loginSH)
-	if err != nil {
-		return wrap("C_GetSessionInfo", err)
-	}
-	if t.loggedIn && ss.State != pkcs11.CKS_RO_USER_FUNCTIONS && ss.State != pkcs11.CKS_RW_USER_FUNCTIONS {
-		return &Error{Op: "C_GetSessionInfo", Kind: tokenerr.ErrNotLoggedIn, Detail: fmt.Sprintf("the session lost its login (state %d)", ss.State)}
-	}
-	return nil
+	return t.locked("check token", false, func(writer) error {
+		op := fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID)
+		if si, err := t.p.GetSlotInfo(t.slotID); err != nil {
+			return wrap(op, err)
+		} else if si.Flags&pkcs11.CKF_TOKEN_PRESENT == 0 {
+			return &Error{Op: op, Kind: tokenerr.ErrTokenRemoved, Detail: "the slot says no token is present"}
+		}
+		ss, err := t.p.GetSessionInfo(t.loginSH)
+		if err != nil {
+			return wrap("C_GetSessionInfo", err)
+		}
+		if t.loggedIn && ss.State != pkcs11.CKS_RO_USER_FUNCTIONS && ss.State != pkcs11.CKS_RW_USER_FUNCTIONS {
+			return &Error{Op: "C_GetSessionInfo", Kind: tokenerr.ErrNotLoggedIn, Detail: fmt.Sprintf("the session lost its login (state %d)", ss.State)}
+		}
+		return nil
+	})
 }
 
 // Close closes the token's sessions, which ends its login, after the calls

@@ -24,8 +24,8 @@ var ErrObjectExists = errors.New("an object with that label or id is already on 
 // cannot be written to.
 var ErrReadOnly = errors.New("token opened read-only")
 
-// writer is the part of the PKCS#11 binding that writes to a token, kept
-// apart from p11, which only reads and signs: *pkcs11.Ctx has both.
+// writer is the part of the binding that writes, apart from p11, which
+// reads and signs: *pkcs11.Ctx has both.
 type writer interface {
 	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
 	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
@@ -74,22 +74,17 @@ type GenerateOptions struct {
 	Spec  KeySpec // the key type; the zero value is rsa:2048
 }
 
-// p256OID is the DER of the prime256v1 curve's OID, CKA_EC_PARAMS of a
-// P-256 key.
+// p256OID is CKA_EC_PARAMS of a P-256 key: the DER of its OID.
 var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 
-// GenerateKey makes a key pair on the token and returns its private half.
-// The private key is a token object, CKA_PRIVATE, CKA_SENSITIVE, never
-// extractable (CKA_EXTRACTABLE false), and can sign; the public key is a
-// token object that can verify. Both get o.Label and o.ID.
-//
-// The token must be open with TokenOptions.ReadWrite (else ErrReadOnly) and
-// logged in (else tokenerr.ErrNotLoggedIn): GenerateKey never logs in
-// itself. When any object on the token already has the label or the id, it
-// returns ErrObjectExists before generating anything. That check and the
-// generation are atomic within the process; between processes, hold the
-// token's change lock (internal/changelock, which every mp-hsm command that
-// writes takes) around them.
+// GenerateKey makes a key pair on the token, both halves with o.Label and
+// o.ID, and returns its private half: a sensitive, never extractable
+// private token object that can sign. The token must be open with
+// TokenOptions.ReadWrite (else ErrReadOnly) and logged in (else
+// tokenerr.ErrNotLoggedIn). When an object already has the label or id, it
+// returns ErrObjectExists and generates nothing; that check is atomic only
+// within the process, so across processes hold the token's change lock
+// (internal/changelock, which every mp-hsm command that writes takes).
 func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	const op = "generate key"
 	if o.Label == "" {
@@ -176,8 +171,7 @@ func (t *Token) CheckFree(label string, id []byte) error {
 	return t.locked("generate key", false, func(writer) error { return t.refuseTaken("generate key", label, id) })
 }
 
-// refuseTaken returns ErrObjectExists when an object on the token has
-// label or id (each when not empty). t.mu must be held.
+// refuseTaken is CheckFree with t.mu held.
 func (t *Token) refuseTaken(op, label string, id []byte) error {
 	if label != "" {
 		hs, err := t.findObjects(newAttribute(pkcs11.CKA_LABEL, label))
@@ -200,20 +194,15 @@ func (t *Token) refuseTaken(op, label string, id []byte) error {
 	return nil
 }
 
-// certObjects finds the certificate objects whose value is cert. t.mu must
-// be held.
+// certObjects finds the certificate objects whose value is cert; t.mu held.
 func (t *Token) certObjects(cert *x509.Certificate) ([]objectHandle, error) {
 	return t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE), newAttribute(pkcs11.CKA_VALUE, cert.Raw))
 }
 
-// WriteCertificate writes cert onto the token as a public token object
-// (CKO_CERTIFICATE, CKC_X_509) with CKA_ID id and CKA_LABEL label, the
-// subject, issuer and serial number PKCS#11 asks for, and the DER value.
-// To sit beside a key, id must be the key's CKA_ID.
-//
-// Like GenerateKey, it needs a read-write token (ErrReadOnly) that is
-// logged in (tokenerr.ErrNotLoggedIn). When the same certificate is already
-// on the token it returns ErrObjectExists and writes nothing.
+// WriteCertificate writes cert onto the token as a public X.509 certificate
+// object with CKA_ID id (the key's, to sit beside it) and CKA_LABEL label.
+// Like GenerateKey, it needs a read-write token that is logged in. When the
+// same certificate is already there it returns ErrObjectExists.
 func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string) error {
 	const op = "write certificate"
 	serial, err := asn1.Marshal(cert.SerialNumber) // CKA_SERIAL_NUMBER is the DER INTEGER
@@ -250,9 +239,9 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	})
 }
 
-// DeleteCertificate removes every certificate object on the token whose
-// value is cert, and returns how many it removed. It needs a read-write
-// token that is logged in, as WriteCertificate does.
+// DeleteCertificate removes every certificate object whose value is cert,
+// and returns how many it removed; like WriteCertificate, it needs a
+// read-write token that is logged in.
 func (t *Token) DeleteCertificate(cert *x509.Certificate) (n int, err error) {
 	err = t.locked("delete certificate", true, func(w writer) error {
 		hs, err := t.certObjects(cert)
