@@ -115,22 +115,17 @@ func (k *Key) signOn(sh sessionHandle, mech []*mechanism, input []byte) ([]byte,
 	return sig, wrap("C_Sign", err)
 }
 
-// DigestInfo prefixes for PKCS #1 v1.5 (RFC 8017 section 9.2, note 1).
-var digestInfoPrefix = map[crypto.Hash][]byte{
-	crypto.SHA1:   {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
-	crypto.SHA224: {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c},
-	crypto.SHA256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
-	crypto.SHA384: {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
-	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
-}
-
-// pssHash gives RSA-PSS's hash and MGF for each hash.
-var pssHash = map[crypto.Hash][2]uint{
-	crypto.SHA1:   {pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1},
-	crypto.SHA224: {pkcs11.CKM_SHA224, pkcs11.CKG_MGF1_SHA224},
-	crypto.SHA256: {pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256},
-	crypto.SHA384: {pkcs11.CKM_SHA384, pkcs11.CKG_MGF1_SHA384},
-	crypto.SHA512: {pkcs11.CKM_SHA512, pkcs11.CKG_MGF1_SHA512},
+// rsaHashes are the hashes RSA signs with: the DigestInfo prefix for
+// PKCS #1 v1.5 (RFC 8017 section 9.2, note 1), and RSA-PSS's hash and MGF.
+var rsaHashes = map[crypto.Hash]struct {
+	prefix    []byte
+	hash, mgf uint
+}{
+	crypto.SHA1:   {[]byte{0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14}, pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1},
+	crypto.SHA224: {[]byte{0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c}, pkcs11.CKM_SHA224, pkcs11.CKG_MGF1_SHA224},
+	crypto.SHA256: {[]byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}, pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256},
+	crypto.SHA384: {[]byte{0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30}, pkcs11.CKM_SHA384, pkcs11.CKG_MGF1_SHA384},
+	crypto.SHA512: {[]byte{0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40}, pkcs11.CKM_SHA512, pkcs11.CKG_MGF1_SHA512},
 }
 
 // Mechanisms without parameters are shared: a signature allocates none.
@@ -141,11 +136,11 @@ var (
 
 func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []byte, error) {
 	h := opts.HashFunc()
+	rh, known := rsaHashes[h]
 	switch k.info.Type {
 	case KeyTypeRSA:
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
-			hm, ok := pssHash[h]
-			if !ok {
+			if !known {
 				return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS with %v", h)}
 			}
 			salt := pss.SaltLength
@@ -156,19 +151,15 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []
 			if salt < 0 {
 				return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS salt length %d", pss.SaltLength)}
 			}
-			params := newPSSParams(hm[0], hm[1], uint(salt))
-			return []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_PSS, params)}, digest, nil
+			return []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_PSS, newPSSParams(rh.hash, rh.mgf, uint(salt)))}, digest, nil
 		}
 		if h == 0 {
 			return mechRSAPKCS, digest, nil
 		}
-		prefix, ok := digestInfoPrefix[h]
-		if !ok {
+		if !known {
 			return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA PKCS #1 v1.5 with %v", h)}
 		}
-		in := make([]byte, 0, len(prefix)+len(digest))
-		in = append(append(in, prefix...), digest...)
-		return mechRSAPKCS, in, nil
+		return mechRSAPKCS, append(append(make([]byte, 0, len(rh.prefix)+len(digest)), rh.prefix...), digest...), nil
 	case KeyTypeEC:
 		if _, ok := opts.(*rsa.PSSOptions); ok {
 			return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: "RSA-PSS options with an EC key"}
