@@ -10,9 +10,8 @@ enum { mp_get_attribute_value_index = 24, mp_sign_init_index = 42 };
 typedef unsigned long (*mp_sign_init_fn)(unsigned long, mp_mechanism *, unsigned long);
 typedef unsigned long (*mp_get_attribute_value_fn)(unsigned long, unsigned long, mp_attribute *, unsigned long);
 
-// mp_function_list_of returns the function list in miekg/pkcs11's
-// struct ctx { void *handle; CK_FUNCTION_LIST_PTR sym; }, or NULL when it
-// does not look like one.
+// mp_function_list_of returns the function list of miekg/pkcs11's
+// struct ctx { void *handle; CK_FUNCTION_LIST_PTR sym; }, or NULL.
 static void *mp_function_list_of(void *ctx) {
 	if (ctx == NULL)
 		return NULL;
@@ -22,8 +21,7 @@ static void *mp_function_list_of(void *ctx) {
 	return l;
 }
 
-// mp_mechanism_new copies a mechanism and its parameters into one block
-// that the caller frees.
+// mp_mechanism_new copies a mechanism and its parameters into one block.
 static mp_mechanism *mp_mechanism_new(unsigned long type, const void *param, unsigned long len) {
 	mp_mechanism *m = calloc(1, sizeof *m + len);
 	if (m == NULL)
@@ -40,8 +38,8 @@ static unsigned long mp_sign_init(void *list, unsigned long session, mp_mechanis
 	return f(session, m, key);
 }
 
-// mp_attributes_new allocates a template of n attributes followed by one
-// buffer per attribute of sizes[i] bytes, in one block that the caller frees.
+// mp_attributes_new allocates n attributes followed by their buffers of
+// sizes[i] bytes, in one block.
 static mp_attribute *mp_attributes_new(const unsigned long *types, const unsigned long *sizes, unsigned long n) {
 	unsigned long total = 0, i;
 	for (i = 0; i < n; i++)
@@ -78,9 +76,8 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// PKCS#11 return values this file tells apart, and GetAttributeValue's
-// buffer sizes: enough for an ID, a label, an 8192-bit modulus or an EC
-// point, and for CKA_VALUE, a certificate.
+// Return values told apart here, and GetAttributeValue's buffer sizes: for
+// an ID, label, 8192-bit modulus or EC point, and for a certificate.
 const (
 	ckrHostMemory                = 0x2
 	ckrBufferTooSmall            = 0x150
@@ -150,8 +147,8 @@ func (c *ctx) CloseSession(sh pkcs11.SessionHandle) error {
 	return c.Ctx.CloseSession(sh)
 }
 
-// closeAllSessions makes one C_CloseAllSessions per slot and frees every
-// mechanism kept: the caller finalises the module next.
+// closeAllSessions closes each slot's sessions and frees every mechanism
+// kept: the caller finalises the module next.
 func (c *ctx) closeAllSessions(slots []uint) error {
 	var err error
 	for _, s := range slots {

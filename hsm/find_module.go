@@ -16,8 +16,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// maxModuleConfig bounds a p11-kit module config: a few lines.
-const maxModuleConfig = 64 << 10
+const maxModuleConfig = 64 << 10 // a p11-kit module config is a few lines
 
 // Multiarch is Debian's multiarch triplet for the architecture this
 // program was built for ("x86_64-linux-gnu" on amd64), the directory under
@@ -62,13 +61,11 @@ func firstModule(paths []string) (string, error) {
 		Detail: "none of " + strings.Join(paths, ", ") + " exists; install opensc (smart cards) or give the module path"}
 }
 
-// ModuleFromURI returns the path of the PKCS#11 module the URI u names:
-// module-path as given, or the file module-name resolves to (see
-// ResolveModuleName); "" when the URI names no module (the caller then
-// picks one, see FindDefaultModule). With both, module-name must name
-// module-path's file (NAME.so, or resolving to the same file), else the
-// error matches pkcs11uri.ErrInvalid. A module-name that resolves to
-// nothing gives an *Error matching tokenerr.ErrModuleNotFound.
+// ModuleFromURI returns the module the URI u names: module-path, or the file
+// module-name resolves to (ResolveModuleName); "" when it names none. With
+// both, module-name must name module-path's file (NAME.so, or resolving to
+// it), else the error matches pkcs11uri.ErrInvalid. A module-name that
+// resolves to nothing gives tokenerr.ErrModuleNotFound.
 func ModuleFromURI(u *pkcs11uri.URI) (string, error) {
 	switch {
 	case u.ModuleName == "":
@@ -165,8 +162,8 @@ func (d moduleDirs) resolve(name string) (string, error) {
 		name, name, strings.Join(d.configs, ", "), file, strings.Join(d.libs, ", ")))
 }
 
-// fromConfig reads the "module:" line of a p11-kit module config. A
-// missing config gives an error matching fs.ErrNotExist.
+// fromConfig reads a p11-kit module config's "module:" line; a missing
+// config gives fs.ErrNotExist.
 func (d moduleDirs) fromConfig(conf string) (string, error) {
 	data, err := safefile.Read(conf, maxModuleConfig)
 	if err != nil {

@@ -138,11 +138,10 @@ func (m *Module) Slots() ([]Slot, error) {
 	return m.slots(true)
 }
 
-// slots lists the slots and their tokens. Without slotInfo it makes no
-// C_GetSlotInfo, only one C_GetTokenInfo per slot (on a network HSM every
-// call is a round trip), and leaves the slot's own fields empty. A token
-// that cannot be read gets a nil Token (and a Problem with slotInfo): one
-// unreadable token must not hide the others. The caller is inside m.gate.
+// slots lists the slots and tokens, inside m.gate. Without slotInfo it makes
+// only one C_GetTokenInfo per slot (a round trip each on a network HSM). A
+// token that cannot be read gets a nil Token (and with slotInfo a Problem):
+// one unreadable token must not hide the others.
 func (m *Module) slots(slotInfo bool) ([]Slot, error) {
 	ids, err := m.p.GetSlotList(false)
 	if err != nil {
