@@ -236,9 +236,6 @@ type seenFlags struct {
 func (m *Module) noteFlags(slot uint, f TokenFlags) {
 	m.seenMu.Lock()
 	defer m.seenMu.Unlock()
-	if m.seen == nil {
-		m.seen = map[uint]seenFlags{}
-	}
 	m.seen[slot] = seenFlags{flags: f, at: time.Now(), attempts: loginAttempts.Load()}
 }
 

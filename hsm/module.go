@@ -61,7 +61,6 @@ var (
 
 // Module is a loaded and initialised PKCS#11 module. Close it when done.
 type Module struct {
-	path string
 	p    p11
 	lib  *library
 	gate gate // counts the calls in flight, including those of its tokens and keys
@@ -156,11 +155,11 @@ func OpenWith(path string, o OpenOptions) (*Module, error) {
 		libraries[abs] = lib
 	}
 	lib.refs++
-	return &Module{path: abs, p: lib.ctx, lib: lib, tokens: map[*Token]struct{}{}}, nil
+	return &Module{p: lib.ctx, lib: lib, tokens: map[*Token]struct{}{}, seen: map[uint]seenFlags{}}, nil
 }
 
 // Path returns the module's absolute path.
-func (m *Module) Path() string { return m.path }
+func (m *Module) Path() string { return m.lib.path }
 
 // Close releases the module. It waits for the calls in flight on the module
 // and its tokens and keys (a signature under way finishes), then closes

@@ -99,7 +99,7 @@ func (m *Module) checkLibrary(s TokenSelector) error {
 	}
 	return &SelectionError{Kind: tokenerr.ErrTokenNotFound, Wanted: s.String(), Candidates: []string{fmt.Sprintf(
 		"module %s is library-manufacturer %q, library-description %q, library-version %d.%d",
-		m.path, manuf, desc, i.LibraryVersion.Major, i.LibraryVersion.Minor)}}
+		m.lib.path, manuf, desc, i.LibraryVersion.Major, i.LibraryVersion.Minor)}}
 }
 
 // parseVersion reads "M" or "M.N" (decimal, each at most 255); "M" is M.0.
