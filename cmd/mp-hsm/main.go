@@ -56,9 +56,7 @@ type env struct {
 	log    *slog.Logger
 	getenv func(string) string
 
-	args      []string                 // the process's arguments, parsed again on SIGHUP
-	serveFile *serveFile               // serve's --config file, read by the command's Before
-	reparsed  func(*cli.Context) error // set when parsing again: serve's action calls it instead
+	serveFile *serveFile // serve's --config file, read by the command's Before
 }
 
 // buildVersion is set by the Makefile (-ldflags "-X main.buildVersion=...").
@@ -81,7 +79,7 @@ func version() string {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, args: args, log: newLogger(stderr, "text", slog.LevelWarn)}
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, log: newLogger(stderr, "text", slog.LevelWarn)}
 	if i := pinInArgv(args); i > 0 {
 		// Refused first, not echoed: every user can read argv.
 		fmt.Fprintf(stderr, "mp-hsm: argument %d%s holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n",

@@ -68,18 +68,13 @@ func serveCommand(e *env) *cli.Command {
 			"signed. Without [[client]] tables, --client-id is the one client, for every caller on the\n" +
 			"socket. --audit-log PATH writes one JSON line per answered token request (who, which client,\n" +
 			"what, outcome; never a token or secret); no token is sent without its line (--audit-failure).\n" +
-			"SIGHUP reopens the audit log and reads the command line, environment and file again; what\n" +
+			"SIGHUP reopens the audit log and reads the file (flags and variables as at start) again; what\n" +
 			"start would refuse is refused and logged, and the running configuration kept. The file must be\n" +
 			"one only its owner and root can change; a key set twice or an empty list is refused. See\n" +
 			"docs/daemon.md.",
 		Flags:  withConfigFile(concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
 		Before: func(c *cli.Context) error { return e.applyConfigFile(c) },
-		Action: func(c *cli.Context) error {
-			if e.reparsed != nil {
-				return e.reparsed(c)
-			}
-			return e.serve(c)
-		},
+		Action: func(c *cli.Context) error { return e.serve(c) },
 	}
 }
 

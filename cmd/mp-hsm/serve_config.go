@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"maps"
 	"os"
@@ -23,17 +24,51 @@ import (
 
 // clientSection is one [[client]] table.
 type clientSection struct {
-	Name       string
-	ClientID   string
-	Scopes     []string
-	Users      []string
-	Groups     []string
-	SecretFile string
-	KID        string
-	KeyID      string
-	KeyLabel   string
-	// authorization-types: the authorization_details types callers may send
-	AuthzTypes []string
+	Name       string `toml:"name"`
+	ClientID   string `toml:"client-id"`
+	Scopes     names  `toml:"scopes"`
+	Users      ids    `toml:"users"`
+	Groups     ids    `toml:"groups"`
+	SecretFile string `toml:"secret-file"`
+	KID        string `toml:"kid"`
+	KeyID      string `toml:"key-id"`
+	KeyLabel   string `toml:"key-label"`
+	AuthzTypes names  `toml:"authorization-types"` // the authorization_details types callers may send
+}
+
+const clientFields = "name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types"
+
+// names is a [[client]] list of strings; ids takes uids and gids as numbers
+// too. A list given is never nil: an empty one is refused, never read as
+// "not given".
+type (
+	names []string
+	ids   []string
+)
+
+func (l *names) UnmarshalTOML(v any) error { return decodeList((*[]string)(l), v, false) }
+func (l *ids) UnmarshalTOML(v any) error   { return decodeList((*[]string)(l), v, true) }
+
+func decodeList(dst *[]string, v any, numbers bool) error {
+	vs, ok := v.([]any)
+	if !ok {
+		return fmt.Errorf("want a list, such as [\"a\", \"b\"], not %s", tomlType(v))
+	}
+	*dst = []string{}
+	for _, e := range vs {
+		switch e := e.(type) {
+		case string:
+			*dst = append(*dst, e)
+		case int64:
+			if !numbers || e < 0 {
+				return fmt.Errorf("%d is not a name or id", e)
+			}
+			*dst = append(*dst, strconv.FormatInt(e, 10))
+		default:
+			return fmt.Errorf("want strings, not %s", tomlType(e))
+		}
+	}
+	return nil
 }
 
 // serveFile is a parsed --config file.
@@ -41,6 +76,7 @@ type serveFile struct {
 	path    string
 	values  map[any]any // flag values for altsrc, by long name
 	clients []clientSection
+	applied map[string]bool // the flags the file set (no flag or variable did)
 }
 
 // readServeFile reads a --config file and checks it against flags.
@@ -59,40 +95,69 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 	if holdsPINValue(raw) && safefile.ReadableByOthers(fi) {
 		return bad("holds a pin-value, and group or others can read the file (mode %04o): make it readable by its owner only (chmod 600 %s), or better give the PIN with pin-file", fi.Mode().Perm(), path)
 	}
-	byName := map[string]cli.Flag{}
-	for _, f := range flags {
-		byName[f.Names()[0]] = f
+	sf := &serveFile{path: path, values: map[any]any{}, applied: map[string]bool{}}
+	if v, ok := raw["client"]; ok {
+		tables, ok := v.([]map[string]any)
+		if !ok {
+			return bad("client: want [[client]] tables")
+		}
+		if sf.clients, err = clientTables(data, tables); err != nil {
+			return bad("%v", err)
+		}
 	}
-	sf := &serveFile{path: path, values: map[any]any{}}
 	for _, k := range slices.Sorted(maps.Keys(raw)) {
-		v := raw[k]
-		if k == "client" {
-			tables, ok := v.([]map[string]any)
-			if !ok {
-				return bad("client: want [[client]] tables")
-			}
-			for i, t := range tables {
-				cs, err := clientTable(t, i)
-				if err != nil {
-					return bad("%v", err)
-				}
-				sf.clients = append(sf.clients, cs)
-			}
-			continue
-		}
-		f, ok := byName[k]
-		if !ok || k == "config" {
+		i := slices.IndexFunc(flags, func(f cli.Flag) bool { return f.Names()[0] == k })
+		switch {
+		case k == "client":
+		case i < 0 || k == "config":
 			return bad("%q is not a serve option (see mp-hsm serve --help; clients are [[client]] tables)", k)
+		default:
+			if sf.values[k], err = flagValue(flags[i], raw[k]); err != nil {
+				return bad("%s: %v", k, err)
+			}
 		}
-		val, err := flagValue(f, v)
-		if err != nil {
-			return bad("%s: %v", k, err)
-		}
-		sf.values[k] = val
 	}
 	return sf, nil
 }
 
+// clientTables decodes the [[client]] tables of data (raw: the same tables
+// undecoded, for their names); an error names the client and the field.
+func clientTables(data []byte, raw []map[string]any) ([]clientSection, error) {
+	var file struct {
+		Client []toml.Primitive `toml:"client"`
+	}
+	md, err := toml.Decode(string(data), &file)
+	if err != nil {
+		return nil, err
+	}
+	where := func(i int) string {
+		if name, _ := raw[i]["name"].(string); name != "" {
+			return fmt.Sprintf("client %q", name)
+		}
+		return fmt.Sprintf("client %d", i+1)
+	}
+	out := make([]clientSection, len(file.Client))
+	for i, p := range file.Client {
+		if err := md.PrimitiveDecode(p, &out[i]); err != nil {
+			if pe := (toml.ParseError{}); errors.As(err, &pe) {
+				err = fmt.Errorf("%s: %s", strings.TrimPrefix(pe.LastKey, "client."), pe.Message)
+			}
+			return nil, fmt.Errorf("%s: %w", where(i), err)
+		}
+	}
+	for _, k := range md.Undecoded() {
+		if len(k) > 1 && k[0] == "client" {
+			i := slices.IndexFunc(raw, func(t map[string]any) bool { _, ok := t[k[1]]; return ok })
+			return nil, fmt.Errorf("%s: unknown field %q (want %s)", where(max(i, 0)), k[1], clientFields)
+		}
+	}
+	for i, cs := range out {
+		if cs.Name == "" {
+			return nil, fmt.Errorf("%s: name is missing", where(i))
+		}
+	}
+	return out, nil
+}
 // decodeTOML decodes data into v, the one TOML decoder of serve and
 // emulate: a syntax error names its line, and a key set twice is refused
 // (repeatedKey).
@@ -197,55 +262,6 @@ func flagValue(f cli.Flag, v any) (any, error) {
 	return nil, errors.New("cannot be set in the file")
 }
 
-// clientTable checks the i-th [[client]] table.
-func clientTable(t map[string]any, i int) (clientSection, error) {
-	var cs clientSection
-	name, _ := t["name"].(string)
-	where := fmt.Sprintf("client %d", i+1)
-	if name != "" {
-		where = fmt.Sprintf("client %q", name)
-	}
-	strs := map[string]*string{"name": &cs.Name, "client-id": &cs.ClientID, "secret-file": &cs.SecretFile,
-		"kid": &cs.KID, "key-id": &cs.KeyID, "key-label": &cs.KeyLabel}
-	lists := map[string]*[]string{"scopes": &cs.Scopes, "users": &cs.Users, "groups": &cs.Groups, "authorization-types": &cs.AuthzTypes}
-	for _, k := range slices.Sorted(maps.Keys(t)) {
-		v := t[k]
-		if dst, ok := strs[k]; ok {
-			if *dst, ok = v.(string); !ok {
-				return cs, fmt.Errorf("%s: %s: want a string, not %s", where, k, tomlType(v))
-			}
-			continue
-		}
-		dst, ok := lists[k]
-		if !ok {
-			return cs, fmt.Errorf("%s: unknown field %q (want name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types)", where, k)
-		}
-		vs, ok := v.([]any)
-		if !ok {
-			return cs, fmt.Errorf("%s: %s: want a list, such as [\"a\", \"b\"], not %s", where, k, tomlType(v))
-		}
-		*dst = []string{} // given: an empty list is refused, never read as "not given"
-		ids := k == "users" || k == "groups"
-		for _, e := range vs {
-			switch e := e.(type) {
-			case string:
-				*dst = append(*dst, e)
-			case int64:
-				if !ids || e < 0 {
-					return cs, fmt.Errorf("%s: %s: %d is not a name or id", where, k, e)
-				}
-				*dst = append(*dst, strconv.FormatInt(e, 10))
-			default:
-				return cs, fmt.Errorf("%s: %s: want strings, not %s", where, k, tomlType(e))
-			}
-		}
-	}
-	if cs.Name == "" {
-		return cs, fmt.Errorf("%s: name is missing", where)
-	}
-	return cs, nil
-}
-
 // tomlType names the TOML type of v for an error.
 func tomlType(v any) string {
 	switch v.(type) {
@@ -299,6 +315,9 @@ func (e *env) applyConfigFile(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	for k := range sf.values {
+		sf.applied[k.(string)] = !c.IsSet(k.(string))
+	}
 	src := altsrc.NewMapInputSource(path, sf.values)
 	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
 		return usagef("config %s: %v", path, err)
@@ -307,28 +326,34 @@ func (e *env) applyConfigFile(c *cli.Context) error {
 	return nil
 }
 
-// reloadContext parses the command line, environment and --config afresh
-// (SIGHUP) and calls use with what they make; without e.args (tests) it
-// calls use with e and c.
-func (e *env) reloadContext(c *cli.Context, use func(*env, *cli.Context) error) error {
-	if e.args == nil {
-		return use(e, c)
+// reloadContext is what a SIGHUP serves from: c's command line and
+// environment, and the --config file read again (in the env returned).
+func (e *env) reloadContext(c *cli.Context) (*env, *cli.Context, error) {
+	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(set); err != nil { // defaults and variables
+			return nil, nil, err
+		}
 	}
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		if !c.IsSet(name) || e.serveFile != nil && e.serveFile.applied[name] {
+			continue
+		}
+		vals := c.StringSlice(name)
+		if _, ok := f.(*altsrc.StringSliceFlag); !ok {
+			vals = []string{fmt.Sprint(c.Value(name))}
+		}
+		for _, v := range vals {
+			if err := set.Set(name, v); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	nc := cli.NewContext(c.App, set, c.Lineage()[1])
+	nc.Command = c.Command
 	re := *e
-	var useErr error
-	used := false
-	re.reparsed = func(nc *cli.Context) error {
-		used = true
-		useErr = use(&re, nc)
-		return nil
-	}
-	if err := newApp(&re).RunContext(c.Context, e.args); err != nil {
-		return err
-	}
-	if !used {
-		return errors.New("the command line did not run serve again")
-	}
-	return useErr
+	return &re, nc, re.applyConfigFile(nc)
 }
 
 // configFlags are the serve flags about the config file.

@@ -80,7 +80,11 @@ func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listene
 			e.log.Error("SIGHUP: cannot reopen the audit log; writing on to the file open", "path", audit.Path(), "error", err)
 		}
 	}
-	err := e.reloadContext(c, func(re *env, nc *cli.Context) error {
+	err := func() error {
+		re, nc, err := e.reloadContext(c)
+		if err != nil {
+			return err
+		}
 		p, err := re.checkServe(nc, activated)
 		if err != nil {
 			return err
@@ -95,7 +99,7 @@ func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listene
 		cfg.Audit = audit
 		cfg.Logger = e.log
 		return srv.Reload(cfg)
-	})
+	}()
 	if err != nil {
 		e.log.Error("reload refused; the running configuration is kept", "config", c.String("config"), "error", err)
 	}
