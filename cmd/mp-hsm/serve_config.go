@@ -158,6 +158,7 @@ func clientTables(data []byte, raw []map[string]any) ([]clientSection, error) {
 	}
 	return out, nil
 }
+
 // decodeTOML decodes data into v, the one TOML decoder of serve and
 // emulate: a syntax error names its line, and a key set twice is refused
 // (repeatedKey).
@@ -217,49 +218,47 @@ func holdsPINValue(v any) bool {
 
 // flagValue checks a file value for flag f, typed as altsrc wants it.
 func flagValue(f cli.Flag, v any) (any, error) {
+	var want string
 	switch f.(type) {
 	case *altsrc.StringFlag:
-		if s, ok := v.(string); ok {
-			return s, nil
-		}
-		return nil, fmt.Errorf("want a string, not %s", tomlType(v))
-	case *altsrc.StringSliceFlag:
-		switch v := v.(type) {
-		case string:
-			return []any{v}, nil
-		case []any:
-			if len(v) == 0 {
-				return nil, errors.New("[] holds no entry; leave it out for its default, or name at least one value")
-			}
-			for _, e := range v {
-				if _, ok := e.(string); !ok {
-					return nil, fmt.Errorf("want strings, not %s", tomlType(e))
-				}
-			}
+		if _, ok := v.(string); ok {
 			return v, nil
 		}
-		return nil, fmt.Errorf("want a list of strings, not %s", tomlType(v))
-	case *altsrc.BoolFlag:
-		if b, ok := v.(bool); ok {
-			return b, nil
+		want = "a string"
+	case *altsrc.StringSliceFlag:
+		if s, ok := v.(string); ok {
+			v = []any{s}
 		}
-		return nil, fmt.Errorf("want true or false, not %s", tomlType(v))
+		var l []string
+		if err := decodeList(&l, v, false); err != nil {
+			return nil, err
+		}
+		if len(l) == 0 {
+			return nil, errors.New("[] holds no entry; leave it out for its default, or name at least one value")
+		}
+		return v, nil
+	case *altsrc.BoolFlag:
+		if _, ok := v.(bool); ok {
+			return v, nil
+		}
+		want = "true or false"
 	case *altsrc.IntFlag:
 		if n, ok := v.(int64); ok && int64(int(n)) == n {
 			return int(n), nil
 		}
-		return nil, fmt.Errorf("want an integer, not %s", tomlType(v))
+		want = "an integer"
 	case *altsrc.DurationFlag:
-		s, ok := v.(string)
-		if !ok {
-			return nil, fmt.Errorf("want a duration such as \"30s\", not %s", tomlType(v))
+		want = "a duration such as \"30s\""
+		if s, ok := v.(string); ok {
+			if _, err := time.ParseDuration(s); err != nil {
+				return nil, fmt.Errorf("want %s: %v", want, err)
+			}
+			return s, nil
 		}
-		if _, err := time.ParseDuration(s); err != nil {
-			return nil, fmt.Errorf("want a duration such as \"30s\": %v", err)
-		}
-		return s, nil
+	default:
+		return nil, errors.New("cannot be set in the file")
 	}
-	return nil, errors.New("cannot be set in the file")
+	return nil, fmt.Errorf("want %s, not %s", want, tomlType(v))
 }
 
 // tomlType names the TOML type of v for an error.
@@ -269,16 +268,12 @@ func tomlType(v any) string {
 		return "a string"
 	case int64:
 		return "an integer"
-	case float64:
-		return "a number"
-	case bool:
-		return "a boolean"
 	case []any:
 		return "a list"
 	case map[string]any, []map[string]any:
 		return "a table"
 	}
-	return fmt.Sprintf("%T", v)
+	return fmt.Sprintf("a %T", v) // float64, bool, time.Time
 }
 
 // withConfigFile makes the flags settable from the --config file (altsrc).
