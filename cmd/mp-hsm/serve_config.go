@@ -56,17 +56,17 @@ func decodeList(dst *[]string, v any, numbers bool) error {
 	}
 	*dst = []string{}
 	for _, e := range vs {
-		switch e := e.(type) {
-		case string:
-			*dst = append(*dst, e)
-		case int64:
-			if !numbers || e < 0 {
-				return fmt.Errorf("%d is not a name or id", e)
-			}
-			*dst = append(*dst, strconv.FormatInt(e, 10))
-		default:
+		s, isStr := e.(string)
+		n, isInt := e.(int64)
+		switch {
+		case isInt && numbers && n >= 0:
+			s = strconv.FormatInt(n, 10)
+		case isInt && numbers:
+			return fmt.Errorf("%d is not a name or id", n)
+		case !isStr:
 			return fmt.Errorf("want strings, not %s", tomlType(e))
 		}
+		*dst = append(*dst, s)
 	}
 	return nil
 }
