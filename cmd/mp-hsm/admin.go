@@ -48,8 +48,8 @@ func adminKeyFlags() []cli.Flag {
 func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err error) {
 	label = c.String("admin-key-label")
 	if h := strings.TrimSpace(c.String("admin-key-id")); h != "" {
-		if id, err = parseKeyID(h); err != nil {
-			return nil, "", false, usagef("--admin-key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", h)
+		if id, err = parseKeyID("--admin-key-id", h); err != nil {
+			return nil, "", false, err
 		}
 	}
 	given = id != nil || label != ""
@@ -59,14 +59,13 @@ func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err er
 	return id, label, given, nil
 }
 
-// parseKeyID reads a CKA_ID in hex: 01, 0a1b, 0x0a1b or 0a:1b.
-func parseKeyID(h string) ([]byte, error) {
-	h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(h)), ":", ""), "0x")
-	id, err := hex.DecodeString(h)
-	if err == nil && len(id) == 0 {
-		err = errors.New("empty")
+// parseKeyID reads the CKA_ID in hex that what gives: 01, 0a1b, 0x0a1b or 0a:1b.
+func parseKeyID(what, h string) ([]byte, error) {
+	id, err := hex.DecodeString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(h)), ":", ""), "0x"))
+	if err != nil || len(id) == 0 {
+		return nil, usagef("%s %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", what, h)
 	}
-	return id, err
+	return id, nil
 }
 
 func adminCommand(e *env) *cli.Command {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -42,8 +43,11 @@ func (w *writableToken) close() {
 // openWritable takes the module's change lock, then opens the chosen token
 // read-write under its own (so that two commands cannot both take a free
 // label, nor load the module while the other rewrites the token's store),
-// and logs in once, never retried.
+// and logs in once, never retried. The locks are waited for --timeout
+// (where a command has it), else 30 s.
 func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToken, err error) {
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(c.Duration("timeout"), 30*time.Second))
+	defer cancel()
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
@@ -90,15 +94,6 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	return w, nil
 }
 
-// changeContext bounds the wait for the token's change lock: --timeout, else 30 s.
-func changeContext(c *cli.Context) (context.Context, context.CancelFunc) {
-	d := c.Duration("timeout")
-	if d <= 0 {
-		d = 30 * time.Second
-	}
-	return context.WithTimeout(c.Context, d)
-}
-
 // maxLabel bounds a new key's CKA_LABEL: PKCS#11 sets none, but cards
 // keep labels short and list prints them in a column.
 const maxLabel = 64
@@ -113,9 +108,9 @@ func generateOptions(c *cli.Context) (hsm.GenerateOptions, error) {
 		return o, usageErr(err)
 	}
 	if h := c.String("id"); h != "" {
-		id, err := parseKeyID(h)
+		id, err := parseKeyID("--id", h)
 		if err != nil {
-			return o, usagef("--id %q: want the CKA_ID in hex, such as 01 or 0a1b", h)
+			return o, err
 		}
 		o.ID = id
 	}
@@ -145,9 +140,7 @@ func (e *env) keyGenerate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := changeContext(c)
-	defer cancel()
-	w, err := e.openWritable(ctx, c)
+	w, err := e.openWritable(c.Context, c)
 	if err != nil {
 		return err
 	}
@@ -213,9 +206,7 @@ func (e *env) keyImportCert(c *cli.Context) error {
 				path, textsafe.Escape(cert.Subject.CommonName), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
 		}
 	}
-	ctx, cancel := changeContext(c)
-	defer cancel()
-	w, err := e.openWritable(ctx, c)
+	w, err := e.openWritable(c.Context, c)
 	if err != nil {
 		return err
 	}

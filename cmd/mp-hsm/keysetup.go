@@ -90,9 +90,9 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 	}
 	if h := sel["key-id"]; h != "" {
-		id, err := parseKeyID(h)
+		id, err := parseKeyID("--key-id", h)
 		if err != nil {
-			return nil, usagef("--key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", sel["key-id"])
+			return nil, err
 		}
 		if cfg.Key.ID != nil && string(cfg.Key.ID) != string(id) {
 			return nil, usagef("--key-id %x and the --key URI's id disagree", id)

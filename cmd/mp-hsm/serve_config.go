@@ -394,5 +394,10 @@ func emptyListFlag(c *cli.Context) error {
 	return nil
 }
 
-// hasClients reports whether the config file has [[client]] tables.
-func (e *env) hasClients() bool { return e.serveFile != nil && len(e.serveFile.clients) > 0 }
+// clients are the config file's [[client]] tables.
+func (e *env) clients() []clientSection {
+	if e.serveFile == nil {
+		return nil
+	}
+	return e.serveFile.clients
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -54,14 +53,14 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 		}
 	}
 	tcp = tcp || slices.ContainsFunc(activated, func(ln net.Listener) bool { _, ok := ln.Addr().(*net.TCPAddr); return ok })
-	if tcp && c.String("client-secret-file") == "" && !e.clientWithSecret() {
+	if tcp && c.String("client-secret-file") == "" && !slices.ContainsFunc(e.clients(), func(cs clientSection) bool { return cs.SecretFile != "" }) {
 		return nil, usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
 	}
 	mode, err := socketMode(c)
 	if err != nil {
 		return nil, err
 	}
-	if mode&0o006 != 0 && !e.hasClients() {
+	if mode&0o006 != 0 && len(e.clients()) == 0 {
 		return nil, usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
 	}
 	p.listen = socket.Options{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
@@ -107,7 +106,7 @@ func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listene
 
 // daemonClients builds the daemon's clients from the [[client]] tables.
 func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
-	if !e.hasClients() {
+	if len(e.clients()) == 0 {
 		return nil, nil
 	}
 	path := e.serveFile.path
@@ -131,9 +130,8 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 			var id []byte
 			if cs.KeyID != "" {
 				var err error
-				id, err = hex.DecodeString(strings.TrimSpace(cs.KeyID))
-				if err != nil || len(id) == 0 {
-					return nil, usagef("config %s: client %q: key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", path, cs.Name, cs.KeyID)
+				if id, err = parseKeyID(fmt.Sprintf("config %s: client %q: key-id", path, cs.Name), cs.KeyID); err != nil {
+					return nil, err
 				}
 			}
 			if c.String("p12") != "" {
@@ -151,19 +149,6 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 		return nil, usagef("config %s: %v", path, err)
 	}
 	return out, nil
-}
-
-// clientWithSecret reports whether a [[client]] has a secret-file (TCP).
-func (e *env) clientWithSecret() bool {
-	if !e.hasClients() {
-		return false
-	}
-	for _, cs := range e.serveFile.clients {
-		if cs.SecretFile != "" {
-			return true
-		}
-	}
-	return false
 }
 
 // tokenOpener returns the daemon's OpenSigner for the chosen token key and
