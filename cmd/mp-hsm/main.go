@@ -322,7 +322,7 @@ func exitCode(err error) int {
 // isTokenProblem reports a module, token, key, PIN or certificate error; it
 // needs no PKCS#11, as every hsm error matches a tokenerr sentinel.
 func isTokenProblem(err error) bool {
-	var pf *pinFileError
+	var pf *safefile.Error // a PIN file's: other files' errors are usage errors
 	return tokenerr.Kind(err) != nil || errors.As(err, &pf) ||
 		errors.Is(err, signer.ErrKeyTooSmall) || errors.Is(err, signer.ErrCertificateMismatch) ||
 		errors.Is(err, signer.ErrUnsupportedKey) || errors.Is(err, grant.ErrEnvironmentMismatch) ||

@@ -229,11 +229,9 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 	if err != nil {
 		return daemon.Config{}, nil, err
 	}
-	secret := ""
-	if p := c.String("client-secret-file"); p != "" {
-		if secret, err = e.readSecret(p, "--client-secret-file"); err != nil {
-			return daemon.Config{}, nil, err
-		}
+	secret, err := e.clientSecret("--client-secret-file", c.String("client-secret-file"))
+	if err != nil {
+		return daemon.Config{}, nil, err
 	}
 	return daemon.Config{
 		OpenSigner: open,
@@ -287,18 +285,14 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 	}
 }
 
-// readSecret reads a client secret by safefile.ReadSecret's rule, as a PIN
-// file is read; what names it in errors. It is never logged.
-func (e *env) readSecret(path, what string) (string, error) {
-	secret, shared, err := safefile.ReadSecret(path, safefile.MaxSecret)
-	if err != nil {
-		return "", usageErr(fmt.Errorf("%s %w", what, err))
+// clientSecret reads a client secret file by readSecretFile ("" for none).
+func (e *env) clientSecret(what, path string) (string, error) {
+	if path == "" {
+		return "", nil
 	}
-	defer clear(secret)
-	if shared {
-		e.log.Warn("the client secret file can be read by group or others; restrict it with chmod 600", "path", path)
-	}
-	return string(secret), nil
+	b, err := e.readSecretFile(what, path, safefile.MaxSecret)
+	defer clear(b)
+	return string(b), usageErr(err)
 }
 
 // sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens.

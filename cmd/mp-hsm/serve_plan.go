@@ -117,15 +117,12 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 	}
 	out := make([]daemon.Client, 0, len(e.serveFile.clients))
 	for _, cs := range e.serveFile.clients {
-		dc := daemon.Client{Name: cs.Name, ClientID: strings.TrimSpace(cs.ClientID), Scopes: cs.Scopes, AuthorizationTypes: cs.AuthzTypes,
-			Users: cs.Users, Groups: cs.Groups, KeyID: cs.KID}
-		if cs.SecretFile != "" {
-			secret, err := e.readSecret(cs.SecretFile, "config "+path+": client \""+cs.Name+"\": secret-file")
-			if err != nil {
-				return nil, err
-			}
-			dc.Secret = secret
+		secret, err := e.clientSecret(fmt.Sprintf("config %s: client %q: secret-file", path, cs.Name), cs.SecretFile)
+		if err != nil {
+			return nil, err
 		}
+		dc := daemon.Client{Name: cs.Name, ClientID: strings.TrimSpace(cs.ClientID), Scopes: cs.Scopes, AuthorizationTypes: cs.AuthzTypes,
+			Users: cs.Users, Groups: cs.Groups, KeyID: cs.KID, Secret: secret}
 		if cs.KeyID != "" || cs.KeyLabel != "" {
 			var id []byte
 			if cs.KeyID != "" {
