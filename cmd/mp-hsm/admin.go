@@ -15,6 +15,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -44,19 +45,23 @@ func adminKeyFlags() []cli.Flag {
 	}
 }
 
-// adminKeyChoice returns --admin-key-id, --admin-key-label, and whether either is given.
-func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err error) {
-	label = c.String("admin-key-label")
+// adminKeyChoice returns the key --admin-key-id and --admin-key-label
+// choose, nil when neither is given.
+func adminKeyChoice(c *cli.Context) (*hsm.KeySelector, error) {
+	sel := &hsm.KeySelector{Label: c.String("admin-key-label")}
 	if h := strings.TrimSpace(c.String("admin-key-id")); h != "" {
-		if id, err = parseKeyID("--admin-key-id", h); err != nil {
-			return nil, "", false, err
+		var err error
+		if sel.ID, err = parseKeyID("--admin-key-id", h); err != nil {
+			return nil, err
 		}
 	}
-	given = id != nil || label != ""
-	if given && c.String("p12") != "" {
-		return nil, "", false, usagef("--admin-key-id and --admin-key-label choose a key on a token; with --p12 the file's key is the self-service client's")
+	switch {
+	case sel.ID == nil && sel.Label == "":
+		return nil, nil
+	case c.String("p12") != "":
+		return nil, usagef("--admin-key-id and --admin-key-label choose a key on a token; with --p12 the file's key is the self-service client's")
 	}
-	return id, label, given, nil
+	return sel, nil
 }
 
 // parseKeyID reads the CKA_ID in hex that what gives: 01, 0a1b, 0x0a1b or 0a:1b.
@@ -102,12 +107,9 @@ func adminCommand(e *env) *cli.Command {
 					Description: "In one login: generates the key pair --label (as key generate), registers its JWK (kid: the\n" +
 						"thumbprint) on --client-id, gets a token for --client-id with --scope using the new kid, and only\n" +
 						"then removes the key --remove, if given. On a failure it says what state the client is left in.",
-					Flags: adminFlags(textOutputFlag(),
-						&cli.StringFlag{Category: catAdmin, Name: "label", Usage: "CKA_LABEL `L` of the new key pair"},
-						&cli.StringFlag{Category: catAdmin, Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
-						&cli.StringFlag{Category: catAdmin, Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
+					Flags: adminFlags(append(newKeyFlags(catAdmin), textOutputFlag(),
 						&cli.StringSliceFlag{Category: catAdmin, Name: "scope", Usage: "`SCOPE` of --client-id to prove the new key with (repeatable)", EnvVars: []string{"MP_HSM_SCOPE"}},
-						&cli.StringFlag{Category: catAdmin, Name: "remove", Usage: "`KID` of the old key to remove once the new one works"}),
+						&cli.StringFlag{Category: catAdmin, Name: "remove", Usage: "`KID` of the old key to remove once the new one works"})...),
 					Action: func(c *cli.Context) error { return e.adminRotate(c) },
 				},
 			},
@@ -147,7 +149,11 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	if err := adminPreflight(c); err != nil {
 		return err
 	}
-	s, err := e.openAdminSigner(c)
+	sel, err := adminKeyChoice(c)
+	if err != nil {
+		return err
+	}
+	s, err := e.openSigner(c, sel)
 	if err != nil {
 		return err
 	}
@@ -171,18 +177,6 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 		return timedOut(ctx, c, adminExit(err))
 	}
 	return writeKeySet(e.stdout, format, clientID, set)
-}
-
-// openAdminSigner opens the key adminKeyChoice names, else the key flags' key.
-func (e *env) openAdminSigner(c *cli.Context) (keySigner, error) {
-	id, label, given, err := adminKeyChoice(c)
-	if err != nil {
-		return nil, err
-	}
-	if !given {
-		return e.openSigner(c)
-	}
-	return e.openTokenKey(c, id, label)
 }
 
 // adminClientIDs returns the required --client-id and --admin-client-id.

@@ -134,11 +134,11 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 // doctorAdminKey opens the key --admin-key-id or --admin-key-label choose
 // beside the key checked; nil when neither is given.
 func (e *env) doctorAdminKey(c *cli.Context) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
-	id, label, given, err := adminKeyChoice(c)
-	if err != nil || !given {
+	sel, err := adminKeyChoice(c)
+	if err != nil || sel == nil {
 		return nil, err
 	}
-	return e.clientKeyOpener(c, id, label)
+	return e.clientKeyOpener(c, sel.ID, sel.Label)
 }
 
 // p12Check is a doctor.KeyFinder over the --p12 file: one check, key.

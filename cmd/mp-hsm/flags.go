@@ -132,14 +132,6 @@ func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	return fileKey{fs}, nil
 }
 
-// openSigner opens the key the flags name: in --p12, or on a token.
-func (e *env) openSigner(c *cli.Context) (keySigner, error) {
-	if c.String("p12") != "" {
-		return e.openP12(c)
-	}
-	return e.openTokenKey(c, nil, "")
-}
-
 // flagChoice reads a two-valued flag: false for def or "", true for alt.
 func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	switch v := strings.TrimSpace(c.String(name)); v {

@@ -29,12 +29,7 @@ func keyCommand(e *env) *cli.Command {
 				Description: "Opens a read-write session, logs in once, refuses a --label or --id that any object on the token\n" +
 					"already has, and generates the pair. Prints its id, label, type and JWK thumbprint (the kid\n" +
 					"mp-hsm jwk prints).",
-				Flags: concat(keyFlags(), []cli.Flag{
-					&cli.StringFlag{Name: "label", Usage: "CKA_LABEL `L` of the new key pair (required)"},
-					&cli.StringFlag{Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
-					&cli.StringFlag{Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
-					outputFlag("`FORMAT`: text or json", "text"),
-				}),
+				Flags:  concat(keyFlags(), newKeyFlags(""), []cli.Flag{outputFlag("`FORMAT`: text or json", "text")}),
 				Action: func(c *cli.Context) error { return e.keyGenerate(c) },
 			},
 			{
@@ -108,7 +103,7 @@ func (e *env) keyCSR(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	s, err := e.openSigner(c)
+	s, err := e.openSigner(c, nil)
 	if err != nil {
 		return err
 	}
@@ -137,7 +132,7 @@ func jwkCommand(e *env) *cli.Command {
 }
 
 func (e *env) jwk(c *cli.Context) error {
-	s, err := e.openSigner(c)
+	s, err := e.openSigner(c, nil)
 	if err != nil {
 		return err
 	}

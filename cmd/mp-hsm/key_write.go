@@ -98,6 +98,15 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 // keep labels short and list prints them in a column.
 const maxLabel = 64
 
+// newKeyFlags are the new key pair's, of key generate and admin keys rotate.
+func newKeyFlags(category string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Category: category, Name: "label", Usage: "CKA_LABEL `L` of the new key pair (required)"},
+		&cli.StringFlag{Category: category, Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
+		&cli.StringFlag{Category: category, Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
+	}
+}
+
 // generateOptions reads --label, --id and --type, before any PIN is asked.
 func generateOptions(c *cli.Context) (hsm.GenerateOptions, error) {
 	o := hsm.GenerateOptions{Label: c.String("label")}

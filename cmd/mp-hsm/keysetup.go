@@ -126,15 +126,18 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	return ks, nil
 }
 
-// openTokenKey opens the key id and label choose (when given, else the key
-// flags') on the token the key flags choose.
-func (e *env) openTokenKey(c *cli.Context, id []byte, label string) (keySigner, error) {
+// openSigner opens the key the flags name: in --p12, or on a token, where
+// sel (if not nil) chooses the key instead of the key flags.
+func (e *env) openSigner(c *cli.Context, sel *hsm.KeySelector) (keySigner, error) {
+	if c.String("p12") != "" {
+		return e.openP12(c)
+	}
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
 	}
-	if id != nil || label != "" {
-		ks.cfg.Key, ks.fromEnv = hsm.KeySelector{ID: id, Label: label}, nil
+	if sel != nil {
+		ks.cfg.Key, ks.fromEnv = *sel, nil
 	}
 	s, err := p11.Open(ks.cfg)
 	if err != nil {

@@ -123,27 +123,24 @@ func (e *env) serve(c *cli.Context) error {
 		}
 		defer audit.Close()
 	}
-	cfg, explain := plan.cfg, plan.explain
-	cfg.Audit = audit
 	listeners := activated
-	closeAll := func() {
+	defer func() { // Shutdown closes them too: a second Close is harmless
 		for _, ln := range listeners {
 			ln.Close()
 		}
-	}
+	}()
 	for _, s := range plan.specs {
 		ln, err := socket.Listen(s, plan.listen)
 		if err != nil {
-			closeAll()
 			return err
 		}
 		listeners = append(listeners, ln)
 	}
-
+	cfg := plan.cfg
+	cfg.Audit = audit
 	srv, err := daemon.New(cfg)
 	if err != nil {
-		closeAll()
-		return explain(err)
+		return plan.explain(err)
 	}
 	if ok, reason := srv.Ready(); !ok {
 		e.log.Warn("not ready yet", "reason", reason)

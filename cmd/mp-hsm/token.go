@@ -89,7 +89,7 @@ func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Con
 	if _, err := clientIDFlag(c); err != nil {
 		return err
 	}
-	s, err := e.openSigner(c)
+	s, err := e.openSigner(c, nil)
 	if err != nil {
 		return err
 	}
