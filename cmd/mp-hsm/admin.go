@@ -30,7 +30,7 @@ func adminFlags(extra ...cli.Flag) []cli.Flag {
 		n := f.Names()[0]
 		return n == "client-id" || n == "kid"
 	})
-	return concat(keyFlags(), mp, []cli.Flag{
+	return slices.Concat(keyFlags(), mp, []cli.Flag{
 		&cli.StringFlag{Category: catAdmin, Name: "client-id", Usage: "the Maskinporten client `ID` whose keys to manage"},
 		&cli.StringFlag{Category: catAdmin, Name: "admin-client-id", Usage: "the organisation's self-service client `ID` (its token authenticates the API calls)", EnvVars: []string{"MP_HSM_ADMIN_CLIENT_ID"}},
 		&cli.StringFlag{Category: catAdmin, Name: "admin-api", Usage: "the self-service API's base `URL` (.../api/v1/; default: the environment's)", EnvVars: []string{"MP_HSM_ADMIN_API"}},

@@ -79,14 +79,6 @@ func requestFlags() []cli.Flag {
 	}
 }
 
-func concat(groups ...[]cli.Flag) []cli.Flag {
-	var out []cli.Flag
-	for _, g := range groups {
-		out = append(out, g...)
-	}
-	return out
-}
-
 // readCertFile reads the PEM certificates in the file path that flag names.
 func readCertFile(flag, path string) ([]*x509.Certificate, error) {
 	data, err := safefile.Read(path, safefile.MaxCertificates)
