@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -358,40 +357,6 @@ func configFlags() []cli.Flag {
 		&cli.StringFlag{Category: catServ, Name: "socket-mode", Usage: "`MODE` of the unix socket, such as 0666 when the [[client]] tables' users and groups decide who is served", DefaultText: "0600, 0660 with --socket-group", EnvVars: []string{"MP_HSM_SOCKET_MODE"}},
 		&cli.StringFlag{Category: catServ, Name: "audit-log", Usage: "append one JSON line per answered token request to `PATH` (mode 0600, reopened on SIGHUP); - for standard output", EnvVars: []string{"MP_HSM_AUDIT_LOG"}},
 	}
-}
-
-// socketMode parses --socket-mode: an octal mode; 0 when not given.
-func socketMode(c *cli.Context) (os.FileMode, error) {
-	v := strings.TrimSpace(c.String("socket-mode"))
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(v, 8, 32)
-	if err != nil || n == 0 || n&^0o666 != 0 {
-		return 0, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
-	}
-	return os.FileMode(n), nil
-}
-
-// emptyListFlag refuses a serve list flag given with no entry:
-// "--allowed-scopes ," would otherwise read as no list, which allows
-// everything.
-func emptyListFlag(c *cli.Context) error {
-	for _, f := range c.Command.Flags {
-		sf, ok := f.(*altsrc.StringSliceFlag)
-		if !ok || !c.IsSet(sf.Name) {
-			continue
-		}
-		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
-			continue
-		}
-		name := "--" + sf.Name
-		if len(sf.EnvVars) > 0 {
-			name += " (or " + sf.EnvVars[0] + ")"
-		}
-		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
-	}
-	return nil
 }
 
 // clients are the config file's [[client]] tables.

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -68,6 +71,40 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 		return nil, err
 	}
 	return p, nil
+}
+
+// socketMode parses --socket-mode: an octal mode; 0 when not given.
+func socketMode(c *cli.Context) (os.FileMode, error) {
+	v := strings.TrimSpace(c.String("socket-mode"))
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n == 0 || n&^0o666 != 0 {
+		return 0, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
+	}
+	return os.FileMode(n), nil
+}
+
+// emptyListFlag refuses a serve list flag given with no entry:
+// "--allowed-scopes ," would otherwise read as no list, which allows
+// everything.
+func emptyListFlag(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		sf, ok := f.(*altsrc.StringSliceFlag)
+		if !ok || !c.IsSet(sf.Name) {
+			continue
+		}
+		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
+			continue
+		}
+		name := "--" + sf.Name
+		if len(sf.EnvVars) > 0 {
+			name += " (or " + sf.EnvVars[0] + ")"
+		}
+		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
+	}
+	return nil
 }
 
 // reload is SIGHUP: the audit log is reopened, and what checkServe makes
