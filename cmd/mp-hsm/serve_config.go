@@ -125,7 +125,7 @@ func clientTables(data []byte, raw []map[string]any) ([]clientSection, error) {
 	var file struct {
 		Client []toml.Primitive `toml:"client"`
 	}
-	md, err := toml.Decode(string(data), &file)
+	md, err := decodeTOML(data, &file)
 	if err != nil {
 		return nil, err
 	}
