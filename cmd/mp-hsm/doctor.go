@@ -185,7 +185,7 @@ func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 		DefaultModule: ks.moduleSource == "default",
 		Interactive:   isTerminal(e.stdin),
 		OnPINPad:      func() { fmt.Fprintln(e.stderr, "mp-hsm doctor: enter the PIN on the reader's PIN pad") },
-		Explain:       e.explainKeyError,
+		Explain:       explainKeyError,
 	}
 }
 

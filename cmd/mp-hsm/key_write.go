@@ -72,7 +72,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	}()
 	slot, err := mod.FindSlot(cfg.Token)
 	if err != nil {
-		return nil, ks.explainSelection(e.explainKeyError(err))
+		return nil, ks.explain(err)
 	}
 	ti := slot.Token
 	if ti == nil {
@@ -89,7 +89,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 		return nil, err
 	}
 	if err := w.tok.Login(cfg.PIN, cfg.Login); err != nil {
-		return nil, explainPINError(err, ks)
+		return nil, ks.explain(err)
 	}
 	return w, nil
 }

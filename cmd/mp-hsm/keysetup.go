@@ -141,7 +141,7 @@ func (e *env) openSigner(c *cli.Context, sel *hsm.KeySelector) (keySigner, error
 	}
 	s, err := p11.Open(ks.cfg)
 	if err != nil {
-		return nil, explainPINError(ks.explainSelection(e.explainKeyError(err)), ks)
+		return nil, ks.explain(err)
 	}
 	return s, nil
 }
@@ -160,23 +160,21 @@ func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
 	}
 }
 
-// explainPINError says where a PIN the token refused came from, and what to
-// do: a wrong PIN is never retried, and the next ones lock the token.
-func explainPINError(err error, ks *keySetup) error {
+// explain adds what to do to an error of opening the key: for a PIN the
+// token refused, where it came from (a wrong PIN is never retried, and the
+// next ones lock the token); for a selection error, the flags that pick
+// each candidate, the selectors from the environment and, when the module
+// has no token, which module it was.
+func (ks *keySetup) explain(err error) error {
 	var pe *hsm.PINError
-	if !errors.As(err, &pe) || pe.Kind != tokenerr.ErrPINIncorrect {
-		return err
+	if errors.As(err, &pe) && pe.Kind == tokenerr.ErrPINIncorrect {
+		return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
 	}
-	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
-}
-
-// explainSelection adds to a selection error the selectors from the
-// environment and, when the module has no token, which module it was.
-func (ks *keySetup) explainSelection(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {
 		return err
 	}
+	err = explainKeyError(err)
 	if moduleHasNoToken(err) {
 		how := map[string]string{"default": "the first default module found", "flag": "--module (MP_HSM_MODULE)", "uri": "the --key URI's module-path"}[ks.moduleSource]
 		err = fmt.Errorf("%w\nthe module was %s (%s); if the token is behind another module, choose it with --module PATH", err, ks.cfg.Module, how)
@@ -185,7 +183,7 @@ func (ks *keySetup) explainSelection(err error) error {
 }
 
 // explainKeyError adds to a selection error the flags that pick each candidate.
-func (e *env) explainKeyError(err error) error {
+func explainKeyError(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {
 		return err

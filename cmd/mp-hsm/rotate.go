@@ -94,7 +94,7 @@ func (e *env) adminRotate(c *cli.Context) error {
 	defer w.close()
 	authKey, err := w.tok.FindKey(*cmp.Or(adminKey, &w.ks.cfg.Key))
 	if err != nil {
-		return e.explainKeyError(err)
+		return explainKeyError(err)
 	}
 	self, err := p11.New(authKey, p11.Options{ExtraChain: w.ks.cfg.ExtraChain})
 	if err != nil {

@@ -209,8 +209,7 @@ func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer,
 		}
 		return s, err
 	}
-	explain := func(err error) error { return explainPINError(ks.explainSelection(e.explainKeyError(err)), ks) }
-	return open, explain, nil
+	return open, ks.explain, nil
 }
 
 // moduleHasNoToken reports a selection that failed because no slot holds an
