@@ -48,7 +48,8 @@ func main() {
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
-// env is what a command needs from the process; tests and reload give their own.
+// env is what a command needs from the process; tests give their own, and
+// a reload a copy with its own --config file.
 type env struct {
 	stdin  io.Reader
 	stdout io.Writer
