@@ -136,16 +136,14 @@ func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	}
 }
 
-// outputFlag is token's and list's --output: "token" unless set, so that
-// MP_HSM_OUTPUT can be shared; --help shows shown.
+// outputFlag is every command's --output: "token" unless set, so that
+// MP_HSM_OUTPUT can be shared (outputFormat reads it as the command's
+// default, shown by --help).
 func outputFlag(usage, shown string) cli.Flag {
 	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", DefaultText: shown, Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
 }
 
-// textOutputFlag is the --output flag of doctor and inspect.
-func textOutputFlag() cli.Flag {
-	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "`FORMAT`: text or json", EnvVars: []string{"MP_HSM_OUTPUT"}}
-}
+func textOutputFlag() cli.Flag { return outputFlag("`FORMAT`: text or json", "text") }
 
 // outputFormat returns --output, one of formats (the first is the default);
 // "token", MP_HSM_OUTPUT's shared default, means the default elsewhere.

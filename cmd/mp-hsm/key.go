@@ -30,7 +30,7 @@ func keyCommand(e *env) *cli.Command {
 				Description: "Opens a read-write session, logs in once, refuses a --label or --id that any object on the token\n" +
 					"already has, and generates the pair. Prints its id, label, type and JWK thumbprint (the kid\n" +
 					"mp-hsm jwk prints).",
-				Flags:  slices.Concat(keyFlags(), newKeyFlags(""), []cli.Flag{outputFlag("`FORMAT`: text or json", "text")}),
+				Flags:  slices.Concat(keyFlags(), newKeyFlags(""), []cli.Flag{textOutputFlag()}),
 				Action: func(c *cli.Context) error { return e.keyGenerate(c) },
 			},
 			{

@@ -211,15 +211,6 @@ func explainKeyError(err error) error {
 	return fmt.Errorf("%w\npick one with: %s", err, strings.Join(hints, "; "))
 }
 
-// moduleOutputOf returns what the module wrote while it loaded, if held back.
-func moduleOutputOf(err error) string {
-	var se *hsm.SelectionError
-	if errors.As(err, &se) {
-		return se.ModuleOutput
-	}
-	return ""
-}
-
 // moduleSuggestion names the shared object beside a missing module path
 // whose name is at most three edits away, or "".
 func moduleSuggestion(path string) string {

@@ -28,6 +28,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -109,7 +110,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		msg += "\n(see " + helpCommand(app, args) + " --help)"
 	}
 	fmt.Fprintf(stderr, "mp-hsm: %s\n", msg)
-	e.showLoadOutput(moduleOutputOf(err))
+	if se := (*hsm.SelectionError)(nil); errors.As(err, &se) {
+		e.showLoadOutput(se.ModuleOutput)
+	}
 	return code
 }
 
