@@ -9,8 +9,8 @@ import (
 	"unicode/utf8"
 )
 
-// attribute parses a, one name=value attribute of the path (or, when query
-// is set, of the query) starting at byte off, into p.u.
+// attribute parses a, one name=value attribute of the path (or the query)
+// starting at byte off, into p.u.
 func (p *uriParser) attribute(a string, off int, query bool) error {
 	part, sep := "path", ';'
 	seen, names := p.path, uriPathNames
@@ -77,45 +77,19 @@ func (p *uriParser) attribute(a string, off int, query bool) error {
 	if !vendor && !utf8.Valid(b) {
 		return p.notUTF8(name, raw, voff, b)
 	}
-	v := string(b)
-	switch name {
-	case "token":
-		p.u.Token = v
-	case "manufacturer":
-		p.u.Manufacturer = v
-	case "model":
-		p.u.Model = v
-	case "serial":
-		p.u.Serial = v
-	case "slot-description":
-		p.u.SlotDescription = v
-	case "slot-manufacturer":
-		p.u.SlotManufacturer = v
-	case "library-manufacturer":
-		p.u.LibraryManufacturer = v
-	case "library-description":
-		p.u.LibraryDescription = v
-	case "object":
-		p.u.Object = v
-	case "module-name":
-		p.u.ModuleName = v
-	case "module-path":
-		p.u.ModulePath = v
-	case "pin-source":
-		p.u.PINSource = v
-	case "pin-value":
-		p.u.PINValue = v
-	default: // vendor
-		if p.u.Vendor == nil {
-			p.u.Vendor = map[string]string{}
+	if f := p.u.field(name); f != nil {
+		*f = string(b)
+		return nil
+	}
+	if p.u.Vendor == nil {
+		p.u.Vendor = map[string]string{}
+	}
+	p.u.Vendor[name] = string(b)
+	if query {
+		if p.u.vendorQuery == nil {
+			p.u.vendorQuery = map[string]bool{}
 		}
-		p.u.Vendor[name] = v
-		if query {
-			if p.u.vendorQuery == nil {
-				p.u.vendorQuery = map[string]bool{}
-			}
-			p.u.vendorQuery[name] = true
-		}
+		p.u.vendorQuery[name] = true
 	}
 	return nil
 }
@@ -136,15 +110,18 @@ func uriUnknown(name, part string, names []string) string {
 		part, name, part, strings.Join(names, ", "))
 }
 
+// nonDigit returns the index of the first byte of s that is not 0-9, or -1.
+func nonDigit(s string) int {
+	return strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+}
+
 func (p *uriParser) slotID(raw string, off int) error {
 	if raw == "" {
 		return p.fail(off, "slot-id", "slot-id needs a value: a decimal slot number, as in slot-id=0")
 	}
-	for i := 0; i < len(raw); i++ {
-		if raw[i] < '0' || raw[i] > '9' {
-			return p.fail(off+i, "slot-id", "slot-id must be a decimal number written with the digits 0-9, found %s",
-				uriDescribe(raw[i]))
-		}
+	if i := nonDigit(raw); i >= 0 {
+		return p.fail(off+i, "slot-id", "slot-id must be a decimal number written with the digits 0-9, found %s",
+			uriDescribe(raw[i]))
 	}
 	n, err := strconv.ParseUint(raw, 10, bits.UintSize)
 	if err != nil {
@@ -157,22 +134,14 @@ func (p *uriParser) slotID(raw string, off int) error {
 
 func (p *uriParser) libraryVersion(raw string, off int) error {
 	const want = "library-version must be M or M.N, decimal numbers of at most 255 (the CK_VERSION of the library), as in library-version=2.20"
-	major, minor, dot := strings.Cut(raw, ".")
-	for i, part := range []string{major, minor} {
-		if i == 1 && !dot {
-			break
-		}
-		start := off
-		if i == 1 {
-			start = off + len(major) + 1
-		}
+	major, _, _ := strings.Cut(raw, ".")
+	for i, part := range strings.SplitN(raw, ".", 2) {
+		start := off + i*(len(major)+1)
 		if part == "" {
 			return p.fail(start, "library-version", "%s; a number is missing", want)
 		}
-		for j := 0; j < len(part); j++ {
-			if part[j] < '0' || part[j] > '9' {
-				return p.fail(start+j, "library-version", "%s; found %s", want, uriDescribe(part[j]))
-			}
+		if j := nonDigit(part); j >= 0 {
+			return p.fail(start+j, "library-version", "%s; found %s", want, uriDescribe(part[j]))
 		}
 		if _, err := strconv.ParseUint(part, 10, 8); err != nil {
 			return p.fail(start, "library-version", "%s; %s is too large", want, part)
@@ -198,9 +167,9 @@ func (p *uriParser) objectType(raw string, off int) error {
 	return p.fail(off, "type", "%s", reason)
 }
 
-// unescape percent-decodes raw, the value of attribute name at byte off, and
-// checks that every other character may stand unescaped in its part. Reasons
-// for a PIN-like attribute do not show its characters.
+// unescape percent-decodes raw, the value of attribute name at byte off,
+// checking that the other characters may stand unescaped; for a PIN-like
+// attribute the reason shows none of its characters.
 func (p *uriParser) unescape(name, raw string, off int, query bool) ([]byte, error) {
 	secret := uriSecretName(name)
 	part := "path"
@@ -212,7 +181,8 @@ func (p *uriParser) unescape(name, raw string, off int, query bool) ([]byte, err
 		c := raw[i]
 		switch {
 		case c == '%':
-			if i+2 >= len(raw) || uriUnhex(raw[i+1]) < 0 || uriUnhex(raw[i+2]) < 0 {
+			h, err := strconv.ParseUint(raw[i+1:min(i+3, len(raw))], 16, 8)
+			if err != nil || i+2 >= len(raw) {
 				if secret {
 					return nil, p.fail(off, name, "the value of %s has a '%%' not followed by two hexadecimal digits "+
 						"(not shown; write a literal '%%' as %%25)", name)
@@ -220,7 +190,7 @@ func (p *uriParser) unescape(name, raw string, off int, query bool) ([]byte, err
 				return nil, p.fail(off+i, name, "malformed percent-encoding: '%%' must be followed by two hexadecimal "+
 					"digits; write a literal '%%' as %%25")
 			}
-			out = append(out, byte(uriUnhex(raw[i+1])<<4|uriUnhex(raw[i+2])))
+			out = append(out, byte(h))
 			i += 2
 		case uriAllowed(c, query):
 			out = append(out, c)
