@@ -9,28 +9,21 @@ import (
 	"fmt"
 )
 
-// Errors returned when a key, certificate or algorithm cannot be used. They
-// are wrapped with details; test for them with errors.Is.
+// Errors for a key, certificate or algorithm that cannot be used, wrapped
+// with details; test for them with errors.Is.
 var (
-	// ErrKeyTooSmall reports an RSA key shorter than the 2048 bits
-	// Maskinporten requires.
+	// ErrKeyTooSmall reports an RSA key shorter than Maskinporten's 2048 bits.
 	ErrKeyTooSmall = errors.New("signer: key too small")
-
-	// ErrCertificateMismatch reports a certificate whose public key is not
-	// the public key of the signing key.
+	// ErrCertificateMismatch reports a certificate for another public key.
 	ErrCertificateMismatch = errors.New("signer: certificate does not match the key")
-
-	// ErrUnsupportedKey reports a key type or curve that cannot sign a
-	// grant: only RSA and ECDSA on P-256 or P-384 can.
+	// ErrUnsupportedKey reports a key that cannot sign a grant: only RSA and
+	// ECDSA on P-256 or P-384 can.
 	ErrUnsupportedKey = errors.New("signer: unsupported key")
-
-	// ErrUnsupportedAlgorithm reports a JWS alg this package does not
-	// implement.
+	// ErrUnsupportedAlgorithm reports a JWS alg this package does not implement.
 	ErrUnsupportedAlgorithm = errors.New("signer: unsupported algorithm")
 )
 
-// minRSABits is the smallest RSA modulus Maskinporten accepts.
-const minRSABits = 2048
+const minRSABits = 2048 // Maskinporten's smallest RSA modulus
 
 // CheckKey reports whether pub can sign Maskinporten grants: an RSA key of at
 // least 2048 bits (ErrKeyTooSmall otherwise), or an ECDSA key on P-256 or
@@ -46,18 +39,15 @@ func CheckKey(pub crypto.PublicKey) error {
 		}
 		return nil
 	case *ecdsa.PublicKey:
-		if _, err := ecdsaSize(k); err != nil {
-			return err
-		}
-		return nil
+		_, err := ecdsaSize(k)
+		return err
 	default:
 		return fmt.Errorf("%w: %s; use RSA (2048 bits or more) or ECDSA P-256/P-384", ErrUnsupportedKey, keyDescription(pub))
 	}
 }
 
-// MatchCertificate returns nil when cert certifies pub, and otherwise an
-// error wrapping ErrCertificateMismatch that names the certificate's subject
-// and serial number.
+// MatchCertificate returns nil when cert certifies pub, else an error
+// wrapping ErrCertificateMismatch naming the certificate's subject and serial.
 func MatchCertificate(pub crypto.PublicKey, cert *x509.Certificate) error {
 	if cert == nil {
 		return fmt.Errorf("%w: no certificate", ErrCertificateMismatch)
@@ -69,14 +59,14 @@ func MatchCertificate(pub crypto.PublicKey, cert *x509.Certificate) error {
 	return nil
 }
 
-// publicKeyEqual reports whether a and b are the same public key. All public
-// key types of the standard library have an Equal method.
+// publicKeyEqual reports whether a and b are the same public key (every
+// standard library public key has an Equal method).
 func publicKeyEqual(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
 }
 
-// ecdsaSize returns the byte length of one of r and s for the curve of k, or
+// ecdsaSize returns the byte length of r and of s for k's curve, or
 // ErrUnsupportedKey for curves other than P-256 and P-384.
 func ecdsaSize(k *ecdsa.PublicKey) (int, error) {
 	if k == nil || k.Curve == nil {

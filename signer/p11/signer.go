@@ -1,8 +1,7 @@
 // Package p11 is the signer.Signer over a private key on a smart card or
-// HSM: it opens the key through package hsm (PKCS#11), reads the
-// certificate chain from the same token, and signs there. OpenURI opens
-// one from a pkcs11: URI; Open from a Config. It is apart from signer so
-// that signer, and everything built on it, needs no cgo.
+// HSM, with the chain read from the same token, through package hsm. OpenURI
+// opens one from a pkcs11: URI, Open from a Config. It is apart from signer
+// so that signer, and all built on it, needs no cgo.
 package p11
 
 import (
@@ -19,37 +18,30 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// TokenSigner is a signer.Signer over a private key on a smart card or HSM, with the
-// certificate chain read from the same token. Create it with Open (which
-// owns the module and token and closes them) or New (over a Key you manage).
-// Safe for concurrent use.
+// TokenSigner is a signer.Signer over a token key. Open creates one that owns
+// (and closes) the module and token; New one over a Key you manage. Safe for
+// concurrent use.
 type TokenSigner struct {
 	key   *hsm.Key
 	chain []*x509.Certificate
-
-	// owned resources, closed by Close when Open created them
-	tok *hsm.Token
-	mod *hsm.Module
+	tok   *hsm.Token // owned when Open created them; closed by Close
+	mod   *hsm.Module
 }
 
 var _ signer.Signer = (*TokenSigner)(nil)
 
 // Options configures New.
 type Options struct {
-	// ExtraChain completes a chain the token lacks: issuer certificates
-	// (for instance from a PEM file) used after those on the token. Never
-	// the leaf's only source: the leaf must be on the token or here.
+	// ExtraChain holds issuer certificates (say from a PEM file) that
+	// complete a chain the token lacks; they may also hold the leaf.
 	ExtraChain []*x509.Certificate
 }
 
-// New wraps key, which must be an RSA key of at least 2048 bits or a P-256
-// or P-384 key, with its chain: the token's certificate whose public key is
-// the key's, then each issuer found on the token or in opts.ExtraChain
-// (matched by name and verified signature), without the self-signed root.
-//
-// A key without any certificate gives an empty chain (grants must then use
-// a kid). A certificate that shares the key's CKA_ID but holds another
-// public key gives signer.ErrCertificateMismatch.
+// New wraps key (passing signer.CheckKey) with its chain, built by
+// signer.BuildChain from the token's certificates and opts.ExtraChain. A key
+// without a certificate gets an empty chain (grants then use a kid); a
+// certificate with the key's CKA_ID but another public key gives
+// signer.ErrCertificateMismatch.
 func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	if key == nil {
 		return nil, errors.New("p11: no key given")
@@ -105,13 +97,10 @@ func (s *TokenSigner) Chain() []*x509.Certificate { return s.chain }
 func (s *TokenSigner) Key() *hsm.Key { return s.key }
 
 // Probe reports whether the key's token is still there and logged in,
-// without signing and without a PIN: hsm.Token.Check (C_GetSlotInfo and
-// C_GetSessionInfo, which reach the reader or the HSM, where
-// C_GetTokenInfo may be answered from a cache), after ctx is checked. A
-// removed card gives an error matching tokenerr.ErrTokenRemoved (or
-// ErrSessionClosed, ErrNotLoggedIn, ErrDevice for a dead HSM link); a
-// signer closed by Close gives one matching tokenerr.ErrClosed. The daemon
-// calls it (daemon.Prober) to notice a removed card while no one signs.
+// without signing or a PIN (hsm.Token.Check, which reaches the reader or
+// HSM), after checking ctx. A removed card matches tokenerr.ErrTokenRemoved
+// (or ErrSessionClosed, ErrNotLoggedIn, ErrDevice), a closed signer
+// tokenerr.ErrClosed. The daemon probes to notice a removed card while idle.
 func (s *TokenSigner) Probe(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -127,10 +116,7 @@ func (s *TokenSigner) Close() error {
 		err = s.tok.Close()
 	}
 	if s.mod != nil {
-		// Closes the token too, and when this is the module's last
-		// Close, in one C_CloseAllSessions rather than a C_CloseSession
-		// per session (see hsm.Module.Close).
-		err = s.mod.Close()
+		err = s.mod.Close() // closes the token too (see hsm.Module.Close)
 	}
 	s.tok, s.mod = nil, nil
 	return err
@@ -139,8 +125,7 @@ func (s *TokenSigner) Close() error {
 // Config says where a token key is and how to log in. Its fields map one to
 // one onto mp-hsm's command-line flags.
 type Config struct {
-	// Module is the PKCS#11 module path. Empty: the first of
-	// hsm.DefaultModulePaths that exists.
+	// Module is the PKCS#11 module path; empty: see ModulePath.
 	Module string
 	// Token chooses the token; the zero value chooses the only token present.
 	Token hsm.TokenSelector
@@ -154,10 +139,7 @@ type Config struct {
 	Login hsm.LoginOptions
 	// Session tunes the token's sessions.
 	Session hsm.TokenOptions
-
-	// ModuleOptions are the options the module is loaded with
-	// (hsm.OpenWith): HoldLoadOutput keeps what modules write on loading
-	// out of the way unless no token matches.
+	// ModuleOptions are passed to hsm.OpenWith.
 	ModuleOptions hsm.OpenOptions
 	// ExtraChain completes the chain (see Options).
 	ExtraChain []*x509.Certificate
@@ -174,8 +156,7 @@ func (cfg Config) ModulePath() (string, error) {
 	return hsm.FindDefaultModule()
 }
 
-// TokenOptions returns the options Open opens the token with: Session,
-// with Logger when Session names no logger.
+// TokenOptions returns Session, with Logger when Session names none.
 func (cfg Config) TokenOptions() hsm.TokenOptions {
 	o := cfg.Session
 	if o.Logger == nil {
@@ -186,7 +167,7 @@ func (cfg Config) TokenOptions() hsm.TokenOptions {
 
 // Open loads the module, finds the token, logs in (one C_Login at most, see
 // hsm.Token.Login), finds the key once, reads the chain and returns a signer
-// that owns all of it: Close it when done.
+// that owns it all: Close it when done.
 func Open(cfg Config) (*TokenSigner, error) {
 	path, err := cfg.ModulePath()
 	if err != nil {
@@ -196,20 +177,17 @@ func Open(cfg Config) (*TokenSigner, error) {
 	if err != nil {
 		return nil, err
 	}
+	fail := func(err error) (*TokenSigner, error) {
+		mod.Close() // closes the token too
+		return nil, err
+	}
 	slot, err := mod.FindSlot(cfg.Token)
 	if err != nil {
-		mod.Close()
-		return nil, err
+		return fail(err)
 	}
 	tok, err := mod.OpenSlot(slot, cfg.TokenOptions())
 	if err != nil {
-		mod.Close()
-		return nil, err
-	}
-	fail := func(err error) (*TokenSigner, error) {
-		tok.Close()
-		mod.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := tok.Login(cfg.PIN, cfg.Login); err != nil {
 		return fail(err)

@@ -6,7 +6,7 @@ import (
 )
 
 // OpenURI opens the signer that uri, an RFC 7512 pkcs11: URI, describes
-// (see ConfigFromURI), as smallstep's kms/pkcs11 opens a key from one URI:
+// (see ConfigFromURI):
 //
 //	s, err := p11.OpenURI("pkcs11:token=Buypass%20ID;object=Authentication" +
 //		"?module-name=opensc-pkcs11&pin-source=file:/run/secrets/pin")
@@ -25,22 +25,14 @@ func OpenURI(uri string) (*TokenSigner, error) {
 }
 
 // ConfigFromURI returns the Config that u describes, loading nothing and
-// reading no PIN:
-//
-//   - token, serial, manufacturer, model, slot-id, slot-description,
-//     slot-manufacturer and the library attributes choose the token; id and
-//     object the key (hsm.SelectorsFromURI, which refuses vendor attributes
-//     and types that name no key);
-//   - module-path, or module-name found where p11-kit looks
-//     (hsm.ModuleFromURI), is the module; with neither, Open takes the
-//     first of hsm.DefaultModulePaths;
-//   - pin-source names a file holding the PIN ("file:" optional), read at
-//     each login (hsm.PINFile); pin-value is the PIN itself (keep such a
-//     URI out of argv and logs; String never writes it). With neither, the
-//     reader's PIN pad is used, or no login when the token needs none.
-//
-// Refusals match pkcs11uri.ErrInvalid; a module-name that names no module
-// matches tokenerr.ErrModuleNotFound.
+// reading no PIN: the path attributes choose the token and key
+// (hsm.SelectorsFromURI, which refuses vendor attributes and types that name
+// no key); module-path or module-name the module (hsm.ModuleFromURI; with
+// neither, Open takes a default); pin-source a file read at each login
+// (hsm.PINFile, "file:" optional), pin-value the PIN itself (keep such a URI
+// out of argv and logs). With no PIN, the PIN pad is used, or no login when
+// the token needs none. Refusals match pkcs11uri.ErrInvalid; a module-name
+// that names no module matches tokenerr.ErrModuleNotFound.
 func ConfigFromURI(u *pkcs11uri.URI) (Config, error) {
 	var cfg Config
 	var err error
