@@ -28,14 +28,15 @@ var (
 )
 
 // privateMembers name the members of private or symmetric JWKs (RFC 7518
-// section 6), matched in any letter case at any depth.
-var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "r", "t", "k"}
-
-// publicMembers are the only JWK members sent to the API, by key type.
-var publicMembers = map[string][]string{
-	"RSA": {"kty", "kid", "alg", "use", "n", "e", "x5c", "x5t", "x5t#S256"},
-	"EC":  {"kty", "kid", "alg", "use", "crv", "x", "y", "x5c", "x5t", "x5t#S256"},
-}
+// section 6), matched in any letter case at any depth; publicMembers are the
+// only members sent to the API, by key type.
+var (
+	privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "r", "t", "k"}
+	publicMembers  = map[string][]string{
+		"RSA": {"kty", "kid", "alg", "use", "n", "e", "x5c", "x5t", "x5t#S256"},
+		"EC":  {"kty", "kid", "alg", "use", "crv", "x", "y", "x5c", "x5t", "x5t#S256"},
+	}
+)
 
 // Key is one registered (or to be registered) key; Raw, rebuilt from the
 // allowlist, is what is sent.
@@ -50,9 +51,9 @@ type Key struct {
 }
 
 // ParseKey reads one JWK; it fails only when raw is not a JSON object
-// (CheckKey judges the rest). Raw keeps only the publicMembers of the
-// key's type, so nothing private or unknown is ever sent; private members
-// anywhere, in any letter case, are listed in Private.
+// (CheckKey judges the rest). Raw keeps only the public members of the key's
+// type, so nothing private or unknown is ever sent; Private lists private
+// members found anywhere.
 func ParseKey(raw []byte) (Key, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -111,8 +112,7 @@ func findPrivate(v any, path string, out *[]string) {
 	}
 }
 
-// ParseKeys reads a JWK or a JWK set {"keys": [...]}, as mp-hsm jwk prints
-// them.
+// ParseKeys reads a JWK or a JWK set {"keys": [...]}, as mp-hsm jwk prints them.
 func ParseKeys(data []byte) ([]Key, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
