@@ -1,9 +1,8 @@
-// Package doctor checks a Maskinporten setup one check at a time and says
-// what is wrong and how to fix it. Run runs the checks in a fixed order; a
-// check whose input an earlier one did not find is skipped, saying why.
-// The PKCS#11 checks (module, token, pin, login, key) live in
-// doctor/tokencheck behind KeyFinder, so this package needs no cgo. No
-// Result ever holds a PIN, grant or token.
+// Package doctor checks a Maskinporten setup one check at a time, saying
+// what is wrong and how to fix it; a check whose input an earlier one did not
+// find is skipped, saying why. The PKCS#11 checks live in doctor/tokencheck
+// behind KeyFinder, so this package needs no cgo. No Result ever holds a
+// PIN, grant or token.
 package doctor
 
 import (
@@ -18,12 +17,11 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// Config is what Run checks. Its fields map onto mp-hsm doctor's flags; a
-// server fills in what it has. With the zero value there is nothing to
-// check: the environment check fails and the others are skipped.
+// Config is what Run checks; its fields map onto mp-hsm doctor's flags.
+// With the zero value the environment check fails and the others skip.
 type Config struct {
 	// Key finds the key with checks of its own (doctor/tokencheck); Run
-	// closes it. If nil, Signer is the key; if both are nil the key and
+	// closes it. If nil, Signer is the key; with neither, the key and
 	// certificate checks are skipped.
 	Key    KeyFinder
 	Signer signer.Signer
@@ -31,30 +29,27 @@ type Config struct {
 	KeyID     string // the kid grants carry instead of x5c; empty means x5c
 	Algorithm string // the JWS alg; empty means the key's default
 
-	// WellKnown is the metadata URL. With a nil Environment it chooses the
-	// environment; otherwise the metadata check compares the two. If
-	// empty, the metadata is fetched from the environment's issuer.
+	// WellKnown is the metadata URL: with a nil Environment it chooses the
+	// environment, else the metadata check compares the two. Empty: the
+	// environment issuer's.
 	WellKnown string
 	// Environment chooses the environment for the key's chain; if nil,
-	// from WellKnown or else the certificate's CA. The choice is checked
-	// against the certificate (grant.CheckEnvironment).
+	// WellKnown or else the certificate's CA do. grant.CheckEnvironment
+	// checks the choice against the certificate.
 	Environment EnvironmentFunc
 
 	// ClientID and Request are what the token-request check asks for; it
-	// runs only with both a ClientID and scopes.
-	ClientID string
-	Request  grant.Request
-	// CheckRequest checks Request before it is sent; if nil,
-	// Request.Validate.
+	// runs only with a ClientID and scopes. CheckRequest checks Request
+	// before it is sent; nil means Request.Validate.
+	ClientID     string
+	Request      grant.Request
 	CheckRequest func(grant.Request) error
 
-	AllowInsecure bool          // allow http endpoints for hosts that are not loopback
-	Timeout       time.Duration // bounds each network step; zero means 30 s
-	// HTTPClient fetches the metadata and sends the token request; nil
-	// means the defaults.
-	HTTPClient *http.Client
-	Logger     *slog.Logger     // the token request's debug records; nil discards
-	Now        func() time.Time // the clock validity and skew are judged by; nil means time.Now
+	AllowInsecure bool             // allow http endpoints for hosts that are not loopback
+	Timeout       time.Duration    // bounds each network step; zero means 30 s
+	HTTPClient    *http.Client     // for the metadata and the token request; nil means the defaults
+	Logger        *slog.Logger     // the token request's debug records; nil discards
+	Now           func() time.Time // the clock validity and skew are judged by; nil means time.Now
 
 	// RegisteredKeys, if set, reads the client's registered keys (Digdir's
 	// self-service API) for the registered-key check.
@@ -68,8 +63,7 @@ type Config struct {
 type EnvironmentFunc func(ctx context.Context, chain []*x509.Certificate) (env grant.Environment, how string, err error)
 
 // KeyFinder finds the key the later checks judge, reporting checks of its
-// own; doctor/tokencheck implements it on a PKCS#11 token. Close releases
-// what FindKey opened.
+// own (doctor/tokencheck on a PKCS#11 token); Close releases what it opened.
 type KeyFinder interface {
 	FindKey(ctx context.Context, report func(Result)) FoundKey
 	Close() error
@@ -77,13 +71,11 @@ type KeyFinder interface {
 
 // FoundKey is what a KeyFinder found, for the checks after it.
 type FoundKey struct {
-	Key    crypto.Signer // signs the test signature; nil when none found
-	Signer signer.Signer // Key with its chain; nil when unusable
-	// Chain is the key's chain, leaf first; without a login, the chain of
-	// the certificate the key selection points at.
-	Chain   []*x509.Certificate
-	CertErr error // why the token's certificate for the key does not fit it
-	NoLogin bool  // the token was not logged in: Chain may not be the key's
+	Key     crypto.Signer       // signs the test signature; nil when none found
+	Signer  signer.Signer       // Key with its chain; nil when unusable
+	Chain   []*x509.Certificate // leaf first; without a login, that of the certificate the selection points at
+	CertErr error               // why the token's certificate for the key does not fit it
+	NoLogin bool                // the token was not logged in: Chain may not be the key's
 }
 
 // Thresholds of the checks.
@@ -141,7 +133,6 @@ func Run(ctx context.Context, cfg Config) Results {
 	return r.results
 }
 
-// add records a result and reports it.
 func (r *run) add(res Result) {
 	res = res.normalize()
 	r.results = append(r.results, res)
@@ -151,13 +142,10 @@ func (r *run) add(res Result) {
 }
 
 func ok(check, msg string) Result { return Result{Check: check, Status: OK, Message: msg} }
-
 func warn(check, msg, hint string) Result {
 	return Result{Check: check, Status: Warn, Message: msg, Hint: hint}
 }
-
+func skip(check, msg string) Result { return Result{Check: check, Status: Skip, Message: msg} }
 func fail(check string, class Class, err error, msg, hint string) Result {
 	return Result{Check: check, Status: Fail, Message: msg, Hint: hint, Class: class, Err: err}
 }
-
-func skip(check, msg string) Result { return Result{Check: check, Status: Skip, Message: msg} }

@@ -34,9 +34,8 @@ const (
 	ClassUnavailable              // Maskinporten unreachable or failing (5)
 )
 
-// Result is what one check found. Its JSON form (check, status, message,
-// hint) is what mp-hsm doctor --output json prints, and part of its
-// command-line contract.
+// Result is what one check found. Its JSON form is what mp-hsm doctor
+// --output json prints, part of the command-line contract.
 type Result struct {
 	Check   string `json:"check"`   // such as "pin" or "token-request"
 	Status  Status `json:"status"`  // the outcome
@@ -76,7 +75,7 @@ func Failed(check string, def Class, err error, hint string) Result {
 	return Result{Check: check, Status: Fail, Message: err.Error(), Hint: hint, Class: ClassOf(err, def), Err: err}
 }
 
-// ClassOf returns the class of err (ClassNone for nil), or def when grant
+// ClassOf returns the class of err (ClassNone for nil), or def when grant's
 // and signer's sentinels do not tell.
 func ClassOf(err error, def Class) Class {
 	switch {
@@ -97,8 +96,7 @@ func ClassOf(err error, def Class) Class {
 	return def
 }
 
-// normalize keeps the message and hint on one line each; a failure is
-// never ClassNone.
+// normalize keeps message and hint on one line each; a failure is never ClassNone.
 func (r Result) normalize() Result {
 	oneLine := strings.NewReplacer("\r", "", "\n", "; ")
 	r.Message = oneLine.Replace(strings.TrimSpace(r.Message))

@@ -23,20 +23,18 @@ import (
 // ModuleHint is the hint of a module that cannot be found or loaded.
 const ModuleHint = "install the card's PKCS#11 module (apt install opensc for Buypass and Commfides cards) or give --module PATH"
 
-// Checks finds the key p11.Open would find for Config, checking each
-// step. Use a Checks once: Run calls FindKey, then Close.
+// Checks finds the key p11.Open would find for Config, checking each step.
+// Use a Checks once: Run calls FindKey, then Close.
 type Checks struct {
-	// Config is as for p11.Open, but the login never allows a final PIN
-	// try and prompts only when Interactive.
+	// Config is as for p11.Open, but the login never allows a final PIN try
+	// and prompts only when Interactive.
 	Config        p11.Config
 	DefaultModule bool // Config.Module was found in the default places
 	// Interactive says a person can answer the prompt or use a PIN pad;
 	// without it and without Config.PIN no login is tried.
 	Interactive bool
-	OnPINPad    func() // if set, called before a login on the PIN pad
-	// Explain, if set, rewrites (wrapping) a token or key selection error,
-	// such as to name the flags that pick each.
-	Explain func(error) error
+	OnPINPad    func()            // if set, called before a login on the PIN pad
+	Explain     func(error) error // if set, wraps a token or key selection error, say to name the flags
 
 	configErr  error // see Failed
 	configHint string
@@ -69,24 +67,19 @@ func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor
 	return c.found
 }
 
-// Close closes the token and the module, and so the key. Idempotent.
+// Close closes the module, and so the token and the key. Idempotent.
 func (c *Checks) Close() error {
 	var err error
-	if c.tok != nil {
-		err = c.tok.Close()
-		c.tok = nil
-	}
 	if c.mod != nil {
-		err = errors.Join(err, c.mod.Close())
-		c.mod = nil
+		err = c.mod.Close() // closes its tokens (hsm.Module.Close)
 	}
+	c.mod, c.tok = nil, nil
 	return err
 }
 
 func ok(check, msg string) doctor.Result {
 	return doctor.Result{Check: check, Status: doctor.OK, Message: msg}
 }
-
 func skip(check, msg string) doctor.Result {
 	return doctor.Result{Check: check, Status: doctor.Skip, Message: msg}
 }
