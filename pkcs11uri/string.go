@@ -19,14 +19,22 @@ import (
 // String never writes PINValue: URIs end up in logs, errors and process
 // listings, where a PIN is one anyone could read. Use HasPIN.
 func (u *URI) String() string {
+	s, _ := u.format()
+	return s
+}
+
+// format is String, also returning where each attribute written starts.
+func (u *URI) format() (string, map[string]int) {
 	var b strings.Builder
 	b.WriteString(uriScheme)
+	at := map[string]int{}
 	n, sep := 0, byte(';') // attributes written in the current part, and its separator
 	put := func(attr, value string) {
 		if n > 0 {
 			b.WriteByte(sep)
 		}
 		n++
+		at[attr] = b.Len()
 		b.WriteString(attr + "=")
 		uriEscape(&b, value, sep == '&')
 	}
@@ -61,9 +69,9 @@ func (u *URI) String() string {
 	}
 	vendor()
 	if n == 0 {
-		return b.String()[:path]
+		return b.String()[:path], at
 	}
-	return b.String()
+	return b.String(), at
 }
 
 // HasPIN reports whether the URI carried a pin-value.
@@ -129,28 +137,6 @@ func uriDescribe(c byte) string {
 // what a URI says although Parse accepted it, as hsm.SelectorsFromURI
 // refuses vendor attributes; the error matches ErrInvalid like Parse's.
 func (u *URI) AttrError(attr, reason string) *Error {
-	s := u.String()
-	return &Error{URI: s, Attr: attr, Offset: attrOffset(s, attr), Reason: reason}
-}
-
-// attrOffset returns the byte offset of attribute attr in s, a URI as
-// String writes it, or 0. Unescaped ';' and '?' never occur in path values,
-// nor '&' in query values, so the separators are found unambiguously.
-func attrOffset(s, attr string) int {
-	start := len(uriScheme)
-	path, query, _ := strings.Cut(s[start:], "?")
-	for _, part := range []struct {
-		text string
-		at   int
-		sep  string
-	}{{path, start, ";"}, {query, start + len(path) + 1, "&"}} {
-		at := part.at
-		for _, a := range strings.Split(part.text, part.sep) {
-			if strings.HasPrefix(a, attr+"=") {
-				return at
-			}
-			at += len(a) + 1
-		}
-	}
-	return 0
+	s, at := u.format()
+	return &Error{URI: s, Attr: attr, Offset: at[attr], Reason: reason}
 }
