@@ -29,21 +29,35 @@ const minRSABits = 2048 // Maskinporten's smallest RSA modulus
 // least 2048 bits (ErrKeyTooSmall otherwise), or an ECDSA key on P-256 or
 // P-384. Any other key gives ErrUnsupportedKey.
 func CheckKey(pub crypto.PublicKey) error {
+	if _, err := defaultMethod(pub); err != nil {
+		return err
+	}
+	if k, ok := pub.(*rsa.PublicKey); ok && k.N.BitLen() < minRSABits {
+		return fmt.Errorf("%w: RSA key has %d bits; Maskinporten requires %d or more", ErrKeyTooSmall, k.N.BitLen(), minRSABits)
+	}
+	return nil
+}
+
+// defaultMethod returns the method a key signs with unless told otherwise:
+// RS256 for RSA, ES256 for P-256, ES384 for P-384; else ErrUnsupportedKey.
+func defaultMethod(pub crypto.PublicKey) (*SigningMethod, error) {
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		if k == nil || k.N == nil {
-			return fmt.Errorf("%w: empty RSA public key", ErrUnsupportedKey)
+		if k != nil && k.N != nil {
+			return RS256, nil
 		}
-		if bits := k.N.BitLen(); bits < minRSABits {
-			return fmt.Errorf("%w: RSA key has %d bits; Maskinporten requires %d or more", ErrKeyTooSmall, bits, minRSABits)
-		}
-		return nil
 	case *ecdsa.PublicKey:
-		_, err := ecdsaSize(k)
-		return err
-	default:
-		return fmt.Errorf("%w: %s; use RSA (2048 bits or more) or ECDSA P-256/P-384", ErrUnsupportedKey, keyDescription(pub))
+		if k == nil || k.Curve == nil {
+			break
+		}
+		switch k.Curve.Params().Name {
+		case "P-256":
+			return ES256, nil
+		case "P-384":
+			return ES384, nil
+		}
 	}
+	return nil, fmt.Errorf("%w: %s; use RSA (2048 bits or more) or ECDSA P-256/P-384", ErrUnsupportedKey, keyDescription(pub))
 }
 
 // MatchCertificate returns nil when cert certifies pub, else an error
@@ -64,22 +78,6 @@ func MatchCertificate(pub crypto.PublicKey, cert *x509.Certificate) error {
 func publicKeyEqual(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
-}
-
-// ecdsaSize returns the byte length of r and of s for k's curve, or
-// ErrUnsupportedKey for curves other than P-256 and P-384.
-func ecdsaSize(k *ecdsa.PublicKey) (int, error) {
-	if k == nil || k.Curve == nil {
-		return 0, fmt.Errorf("%w: empty ECDSA public key", ErrUnsupportedKey)
-	}
-	switch name := k.Curve.Params().Name; name {
-	case "P-256":
-		return 32, nil
-	case "P-384":
-		return 48, nil
-	default:
-		return 0, fmt.Errorf("%w: ECDSA curve %s; use P-256 or P-384", ErrUnsupportedKey, name)
-	}
 }
 
 // keyDescription names a public key for error messages, e.g. "RSA 2048 key".

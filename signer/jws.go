@@ -74,24 +74,11 @@ func Method(alg string) (*SigningMethod, error) {
 // DefaultAlgorithm returns the alg for a key when none is configured: RS256
 // for RSA, ES256 for P-256, ES384 for P-384; other keys give ErrUnsupportedKey.
 func DefaultAlgorithm(pub crypto.PublicKey) (string, error) {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		if k == nil || k.N == nil {
-			return "", fmt.Errorf("%w: empty RSA public key", ErrUnsupportedKey)
-		}
-		return RS256.alg, nil
-	case *ecdsa.PublicKey:
-		size, err := ecdsaSize(k)
-		if err != nil {
-			return "", err
-		}
-		if size == ES256.size {
-			return ES256.alg, nil
-		}
-		return ES384.alg, nil
-	default:
-		return "", fmt.Errorf("%w: %s; use RSA or ECDSA P-256/P-384", ErrUnsupportedKey, keyDescription(pub))
+	m, err := defaultMethod(pub)
+	if err != nil {
+		return "", err
 	}
+	return m.alg, nil
 }
 
 // Alg returns the JWS alg name, such as "RS256".
@@ -104,25 +91,17 @@ func (m *SigningMethod) Hash() crypto.Hash { return m.hash }
 // P-256 for ES256, P-384 for ES384), else an error wrapping ErrUnsupportedKey
 // and jwt.ErrInvalidKeyType. The RSA key size is CheckKey's job.
 func (m *SigningMethod) Compatible(pub crypto.PublicKey) error {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		if m.kind != kindECDSA && k != nil && k.N != nil {
-			return nil
-		}
-	case *ecdsa.PublicKey:
-		if m.kind == kindECDSA {
-			if size, err := ecdsaSize(k); err == nil && size == m.size {
-				return nil
-			}
-		}
+	d, err := defaultMethod(pub)
+	if err == nil && (d == m || d.kind != kindECDSA && m.kind != kindECDSA) {
+		return nil
 	}
 	want := "an RSA key"
 	if m.kind == kindECDSA {
 		want = fmt.Sprintf("an ECDSA P-%d key", m.size*8)
 	}
 	hint := ""
-	if alg, err := DefaultAlgorithm(pub); err == nil {
-		hint = "; use " + alg
+	if err == nil {
+		hint = "; use " + d.alg
 	}
 	return fmt.Errorf("%w: %s needs %s, got: %s%s (%w)", ErrUnsupportedKey, m.alg, want, keyDescription(pub), hint, jwt.ErrInvalidKeyType)
 }
