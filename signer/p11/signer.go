@@ -24,8 +24,7 @@ import (
 type TokenSigner struct {
 	key   *hsm.Key
 	chain []*x509.Certificate
-	tok   *hsm.Token // owned when Open created them; closed by Close
-	mod   *hsm.Module
+	mod   *hsm.Module // owned when Open created it; Close closes it
 }
 
 var _ signer.Signer = (*TokenSigner)(nil)
@@ -83,8 +82,7 @@ func (s *TokenSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts
 	return s.key.Sign(rand, digest, opts)
 }
 
-// SignContext signs like Sign, waiting for a free token session no longer
-// than ctx allows.
+// SignContext signs like Sign, waiting for a token session no longer than ctx allows.
 func (s *TokenSigner) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	return s.key.SignContext(ctx, digest, opts)
 }
@@ -108,47 +106,33 @@ func (s *TokenSigner) Probe(ctx context.Context) error {
 	return s.key.Token().Check()
 }
 
-// Close closes the token and module when Open opened them; for a signer
+// Close closes the module and token when Open opened them; for a signer
 // from New it does nothing. Idempotent.
 func (s *TokenSigner) Close() error {
 	var err error
-	if s.tok != nil && s.mod == nil {
-		err = s.tok.Close()
-	}
 	if s.mod != nil {
 		err = s.mod.Close() // closes the token too (see hsm.Module.Close)
 	}
-	s.tok, s.mod = nil, nil
+	s.mod = nil
 	return err
 }
 
 // Config says where a token key is and how to log in. Its fields map one to
 // one onto mp-hsm's command-line flags.
 type Config struct {
-	// Module is the PKCS#11 module path; empty: see ModulePath.
-	Module string
-	// Token chooses the token; the zero value chooses the only token present.
-	Token hsm.TokenSelector
-	// Key chooses the key; the zero value chooses the authentication key
-	// (see hsm.Token.FindKey).
-	Key hsm.KeySelector
-	// PIN gives the PIN; nil means the reader's PIN pad, or no login when
-	// the token needs none.
-	PIN hsm.PINSource
-	// Login tunes the login, such as allowing a final PIN try.
-	Login hsm.LoginOptions
-	// Session tunes the token's sessions.
-	Session hsm.TokenOptions
-	// ModuleOptions are passed to hsm.OpenWith.
-	ModuleOptions hsm.OpenOptions
-	// ExtraChain completes the chain (see Options).
-	ExtraChain []*x509.Certificate
-	// Logger receives warnings (such as a low PIN count); nil discards.
-	Logger *slog.Logger
+	Module        string              // the PKCS#11 module path; empty: see ModulePath
+	Token         hsm.TokenSelector   // the zero value chooses the only token present
+	Key           hsm.KeySelector     // the zero value chooses the authentication key (hsm.Token.FindKey)
+	PIN           hsm.PINSource       // nil: the reader's PIN pad, or no login when the token needs none
+	Login         hsm.LoginOptions    // such as allowing a final PIN try
+	Session       hsm.TokenOptions    // tunes the token's sessions
+	ModuleOptions hsm.OpenOptions     // passed to hsm.OpenWith
+	ExtraChain    []*x509.Certificate // completes the chain (see Options)
+	Logger        *slog.Logger        // receives warnings (such as a low PIN count); nil discards
 }
 
-// ModulePath returns the module Open loads: Module, or when it is empty the
-// first of hsm.DefaultModulePaths that exists.
+// ModulePath returns Module, or when it is empty the first of
+// hsm.DefaultModulePaths that exists.
 func (cfg Config) ModulePath() (string, error) {
 	if cfg.Module != "" {
 		return cfg.Module, nil
@@ -200,6 +184,6 @@ func Open(cfg Config) (*TokenSigner, error) {
 	if err != nil {
 		return fail(err)
 	}
-	s.tok, s.mod = tok, mod
+	s.mod = mod
 	return s, nil
 }
