@@ -43,11 +43,11 @@ func describeX5C(v any, now time.Time) (certs []Certificate, problem string) {
 	if !ok {
 		return []Certificate{}, "header x5c is not an array (Maskinporten answers MP-123)"
 	}
-	out := make([]Certificate, 0, len(arr))
+	certs = []Certificate{}
 	for i, el := range arr {
-		out = append(out, describeX5CElement(i, el, now))
+		certs = append(certs, describeX5CElement(i, el, now))
 	}
-	return out, ""
+	return certs, ""
 }
 
 func describeX5CElement(i int, el any, now time.Time) Certificate {
@@ -82,9 +82,7 @@ func describeCert(i int, cert *x509.Certificate, now time.Time) Certificate {
 	}
 	sum := sha256.Sum256(cert.Raw)
 	ic.SHA256 = hex.EncodeToString(sum[:])
-	if o, ok := orgid.FromCertificate(cert); ok {
-		ic.OrgNumber = o
-	}
+	ic.OrgNumber, _ = orgid.FromCertificate(cert)
 	if env, err := grant.EnvironmentForCertificate(cert); err == nil {
 		ic.Environment = env.Name
 	}
@@ -99,7 +97,7 @@ func describeCert(i int, cert *x509.Certificate, now time.Time) Certificate {
 	return ic
 }
 
-// attrNames are the short names of distinguished-name attributes;
+// attrNames are the short names of distinguished-name attributes, since
 // pkix.Name.String shows organizationIdentifier, which enterprise
 // certificates carry, only as hex.
 var attrNames = map[string]string{
@@ -118,11 +116,7 @@ func dn(n pkix.Name) string {
 		if !ok {
 			name = a.Type.String()
 		}
-		v, isStr := a.Value.(string)
-		if !isStr {
-			v = fmt.Sprint(a.Value)
-		}
-		parts = append(parts, name+"="+v)
+		parts = append(parts, name+"="+fmt.Sprint(a.Value))
 	}
 	if len(parts) == 0 {
 		return n.String()
