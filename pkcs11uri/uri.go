@@ -111,25 +111,15 @@ var (
 //
 //	pkcs11:[path-attr *(";" path-attr)][?[query-attr *("&" query-attr)]]
 //
-// The scheme is case-insensitive; attribute names are not. Every attribute is
-// name=value. The path attributes are
-//
-//	token, manufacturer, model, serial     token selection (CK_TOKEN_INFO)
-//	slot-description, slot-manufacturer    slot selection (CK_SLOT_INFO)
-//	slot-id                                a decimal CK_SLOT_ID, e.g. slot-id=0
-//	library-manufacturer, library-description
-//	library-version                        M or M.N, decimal, each at most 255
-//	object                                 the CKA_LABEL
-//	type                                   private, public, cert, secret-key or data
-//	id                                     the CKA_ID bytes, e.g. id=%01%02
-//
-// and the query attributes are module-name, module-path, pin-source and
-// pin-value. Vendor attributes ("x-" then letters, digits, '-' or '_') may be
-// in either part. RFC 7512 allows any other such name as a vendor attribute;
-// Parse asks for "x-" so that a misspelt name such as tokn is reported, not
-// ignored. Parse checks the grammar only: hsm.SelectorsFromURI and
-// hsm.ModuleFromURI apply the attributes, pin-source and pin-value are for the
-// caller, and nothing that parses is silently dropped.
+// The scheme is case-insensitive; attribute names are not. The attributes are
+// URI's fields: slot-id is a decimal CK_SLOT_ID, library-version M or M.N
+// (each at most 255), type one of private, public, cert, secret-key or data,
+// id the CKA_ID bytes. Vendor attributes ("x-" then letters, digits, '-' or
+// '_') may be in either part; RFC 7512 allows any such name, but Parse asks
+// for "x-" so that a misspelt name such as tokn is reported, not ignored.
+// Parse checks the grammar only: hsm.SelectorsFromURI and hsm.ModuleFromURI
+// apply the attributes, pin-source and pin-value are for the caller, and
+// nothing that parses is silently dropped.
 //
 // Values are percent-encoded UTF-8, except id (raw bytes). Letters, digits and
 // -._~:[]@!$'()*+,= may stand as they are in both parts; '&' also in the path,
