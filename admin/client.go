@@ -88,16 +88,11 @@ func (c *Client) List(ctx context.Context, clientID string) (*KeySet, error) {
 	if err := c.do(ctx, http.MethodGet, clientID, nil, &raw); err != nil {
 		return nil, err
 	}
-	set := &KeySet{}
-	for i, r := range raw.Keys {
-		k, err := ParseKey(r)
-		if err != nil {
-			return nil, fmt.Errorf("admin: the API's key %d: %w", i, err)
-		}
-		set.Keys = append(set.Keys, k)
+	keys, err := parseKeys(raw.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("admin: the API's %w", err)
 	}
-	set.Created, set.LastUpdated = parseTime(raw.Created), parseTime(raw.LastUpdated)
-	return set, nil
+	return &KeySet{Keys: keys, Created: parseTime(raw.Created), LastUpdated: parseTime(raw.LastUpdated)}, nil
 }
 
 // parseTime reads the API's dates: RFC 3339, with or without a zone; else zero.

@@ -127,8 +127,13 @@ func ParseKeys(data []byte) ([]Key, error) {
 		}
 		return []Key{k}, nil
 	}
-	out := make([]Key, 0, len(set.Keys))
-	for i, r := range set.Keys {
+	return parseKeys(set.Keys)
+}
+
+// parseKeys reads each JWK of a set.
+func parseKeys(raws []json.RawMessage) ([]Key, error) {
+	out := make([]Key, 0, len(raws))
+	for i, r := range raws {
 		k, err := ParseKey(r)
 		if err != nil {
 			return nil, fmt.Errorf("key %d: %w", i, err)
