@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
@@ -218,13 +219,13 @@ func Failed(check string, def Class, err error, hint string) Result {
 	return Result{Check: check, Status: Fail, Message: err.Error(), Hint: hint, Class: ClassOf(err, def), Err: err}
 }
 
-// ClassOf returns the class of err (ClassNone for nil), or def when grant's
-// and signer's sentinels do not tell.
+// ClassOf returns the class of err (ClassNone for nil), or def when the
+// sentinels of grant, signer and pkcs11uri do not tell.
 func ClassOf(err error, def Class) Class {
 	switch {
 	case err == nil:
 		return ClassNone
-	case errors.Is(err, grant.ErrInvalidRequest),
+	case errors.Is(err, grant.ErrInvalidRequest), errors.Is(err, pkcs11uri.ErrInvalid),
 		errors.Is(err, grant.ErrInvalidConfig) && !errors.Is(err, grant.ErrEnvironmentMismatch):
 		return ClassUsage
 	case errors.Is(err, grant.ErrRefused):

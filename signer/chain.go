@@ -46,7 +46,7 @@ func buildChain(now time.Time, pub crypto.PublicKey, pool, extra []*x509.Certifi
 	for len(chain) < maxChainLength {
 		cert := chain[len(chain)-1]
 		issuer := best(now, candidates, func(c *x509.Certificate) bool {
-			return !inChain(chain, c) && issuedBy(cert, c)
+			return !slices.ContainsFunc(chain, c.Equal) && issuedBy(cert, c)
 		})
 		if issuer == nil || selfSigned(issuer) {
 			break
@@ -95,15 +95,6 @@ func issuedBy(child, parent *x509.Certificate) bool {
 func selfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
 		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
-}
-
-func inChain(chain []*x509.Certificate, c *x509.Certificate) bool {
-	for _, x := range chain {
-		if x == c || bytes.Equal(x.Raw, c.Raw) {
-			return true
-		}
-	}
-	return false
 }
 
 // ReadCertificates parses certificates from PEM (every CERTIFICATE block,

@@ -14,7 +14,6 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/hsm"
-	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/tokenerr"
@@ -84,15 +83,6 @@ func skip(check, msg string) doctor.Result {
 	return doctor.Result{Check: check, Status: doctor.Skip, Message: msg}
 }
 
-// failed is a failed check, a token problem unless err says otherwise.
-func failed(check string, err error, hint string) doctor.Result {
-	def := doctor.ClassToken
-	if errors.Is(err, pkcs11uri.ErrInvalid) {
-		def = doctor.ClassUsage
-	}
-	return doctor.Failed(check, def, err, hint)
-}
-
 func (c *Checks) explain(err error) error {
 	if c.Explain == nil {
 		return err
@@ -111,7 +101,7 @@ func (c *Checks) checkModule() doctor.Result {
 		m, err = hsm.OpenWith(path, c.Config.ModuleOptions)
 	}
 	if err != nil {
-		return failed(check, err, ModuleHint)
+		return doctor.Failed(check, doctor.ClassToken, err, ModuleHint)
 	}
 	c.mod = m
 	msg := m.Path()
@@ -131,11 +121,11 @@ func (c *Checks) checkToken() doctor.Result {
 	}
 	slot, err := c.mod.FindSlot(c.Config.Token)
 	if err != nil {
-		return failed(check, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
+		return doctor.Failed(check, doctor.ClassToken, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
 	}
 	tok, err := c.mod.OpenToken(slot.ID, c.Config.TokenOptions())
 	if err != nil {
-		return failed(check, err, "the token is present but cannot be opened: reinsert the card and try again")
+		return doctor.Failed(check, doctor.ClassToken, err, "the token is present but cannot be opened: reinsert the card and try again")
 	}
 	c.slot, c.tok = slot, tok
 	t := slot.Token
@@ -154,7 +144,7 @@ func (c *Checks) checkPIN() doctor.Result {
 	info, err := c.tok.Info()
 	if err != nil {
 		c.pinBlock = true
-		return failed(check, err, "reinsert the card and try again")
+		return doctor.Failed(check, doctor.ClassToken, err, "reinsert the card and try again")
 	}
 	f := info.Flags
 	c.slot.Token.Flags = f
@@ -222,7 +212,7 @@ func (c *Checks) checkLogin() doctor.Result {
 					"or clear it with tpm2_dictionarylockout --clear-lockout, then run doctor again"
 			}
 		}
-		return failed(check, err, hint)
+		return doctor.Failed(check, doctor.ClassToken, err, hint)
 	}
 	c.loggedIn = true
 	return ok(check, "logged in")
@@ -238,7 +228,7 @@ func (c *Checks) checkKey() doctor.Result {
 	}
 	key, err := c.tok.FindKey(c.Config.Key)
 	if err != nil {
-		return failed(check, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)")
+		return doctor.Failed(check, doctor.ClassToken, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)")
 	}
 	c.found.Key = key
 	s, err := p11.New(key, p11.Options{ExtraChain: c.Config.ExtraChain})
@@ -246,7 +236,7 @@ func (c *Checks) checkKey() doctor.Result {
 	case errors.Is(err, signer.ErrCertificateMismatch):
 		c.found.CertErr = err // the certificate check reports it
 	case err != nil:
-		return failed(check, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)")
+		return doctor.Failed(check, doctor.ClassToken, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)")
 	default:
 		c.found.Signer = s
 		c.found.Chain = s.Chain()
