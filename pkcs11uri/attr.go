@@ -64,7 +64,7 @@ func (p *uriParser) attribute(a string, off int, query bool) error {
 	case "type":
 		return p.objectType(raw, voff)
 	}
-	b, err := p.unescape(name, raw, voff, query)
+	b, err := p.unescape(name, raw, voff, part)
 	if err != nil {
 		return err
 	}
@@ -170,12 +170,8 @@ func (p *uriParser) objectType(raw string, off int) error {
 // unescape percent-decodes raw, the value of attribute name at byte off,
 // checking that the other characters may stand unescaped; for a PIN-like
 // attribute the reason shows none of its characters.
-func (p *uriParser) unescape(name, raw string, off int, query bool) ([]byte, error) {
-	secret := uriSecretName(name)
-	part := "path"
-	if query {
-		part = "query"
-	}
+func (p *uriParser) unescape(name, raw string, off int, part string) ([]byte, error) {
+	secret, query := uriSecretName(name), part == "query"
 	out := make([]byte, 0, len(raw))
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
@@ -213,11 +209,7 @@ func (p *uriParser) notUTF8(name, raw string, off int, b []byte) error {
 		return p.fail(off, name, "the value of %s is not valid UTF-8 after percent-decoding (not shown)", name)
 	}
 	k := 0 // index in b of the first byte of the invalid sequence
-	for k < len(b) {
-		r, size := utf8.DecodeRune(b[k:])
-		if r == utf8.RuneError && size <= 1 {
-			break
-		}
+	for r, size := utf8.DecodeRune(b); r != utf8.RuneError || size > 1; r, size = utf8.DecodeRune(b[k:]) {
 		k += size
 	}
 	i := 0 // the offset in raw that decoded to b[k]
