@@ -95,11 +95,10 @@ type run struct {
 	timeout time.Duration
 	results Results
 
-	key     FoundKey
-	cert    *x509.Certificate // key.Chain[0], the leaf the checks judge
-	envr    *grant.Environment
-	envFail bool
-	meta    *metadata // the fetched metadata, once fetched
+	key  FoundKey
+	cert *x509.Certificate // key.Chain[0], the leaf the checks judge
+	envr *grant.Environment
+	meta *metadata // the fetched metadata, once fetched
 }
 
 // Run runs cfg.Key's checks, then signature, certificate, validity,

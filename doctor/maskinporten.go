@@ -22,12 +22,10 @@ func (r *run) checkEnvironment(ctx context.Context) Result {
 	if cfg.Environment == nil && cfg.WellKnown != "" {
 		m := r.fetchMetadata(ctx, cfg.WellKnown)
 		if m.err != nil {
-			r.envFail = true
 			return skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 		}
 		envr := m.env
 		if err := grant.CheckEnvironment(envr, r.key.Chain); err != nil {
-			r.envFail = true
 			return Failed(check, ClassToken, err, "use the certificate for that environment, or the other environment's metadata")
 		}
 		r.envr = &envr
@@ -44,7 +42,6 @@ func (r *run) checkEnvironment(ctx context.Context) Result {
 		err = grant.CheckEnvironment(envr, r.key.Chain)
 	}
 	if err != nil {
-		r.envFail = true
 		hint := "give --env test or --env prod, or --well-known URL"
 		var me *grant.EnvironmentMismatchError
 		if errors.As(err, &me) {
