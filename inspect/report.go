@@ -108,7 +108,6 @@ func Describe(j *JWT, opts Options) *Report {
 			r.Problems = append(r.Problems, problem)
 		}
 	}
-	unix := map[string]int64{}
 	for _, name := range []string{"iat", "nbf", "exp"} {
 		v, ok := claims[name]
 		if !ok {
@@ -119,15 +118,14 @@ func Describe(j *JWT, opts Options) *Report {
 			r.Problems = append(r.Problems, fmt.Sprintf("claim %s: %v", name, err))
 			continue
 		}
-		unix[name] = sec
 		t := time.Unix(sec, 0)
 		r.Times[name] = Time{Unix: sec, Time: t.UTC().Format(time.RFC3339), Relative: Relative(name, t, now)}
 	}
-	if exp, ok := unix["exp"]; ok {
-		expired := !time.Unix(exp, 0).After(now)
+	if exp, ok := r.Times["exp"]; ok {
+		expired := !time.Unix(exp.Unix, 0).After(now)
 		r.Expired = &expired
-		if iat, ok := unix["iat"]; ok {
-			l := exp - iat
+		if iat, ok := r.Times["iat"]; ok {
+			l := exp.Unix - iat.Unix
 			r.Lifetime = &l
 		}
 	}
