@@ -85,17 +85,16 @@ func FromFiles(keyPath, chainPath string) (*FileSigner, error) {
 	}
 	defer clear(keyPEM)
 	var chainPEM []byte
+	where := "key " + keyPath
 	if chainPath != "" {
+		where += ", chain " + chainPath
 		if chainPEM, err = safefile.Read(chainPath, safefile.MaxCertificates); err != nil {
 			return nil, fmt.Errorf("signer: reading certificate chain: %w", err)
 		}
 	}
 	s, err := FromPEM(keyPEM, chainPEM)
 	if err != nil {
-		if chainPath != "" {
-			return nil, fmt.Errorf("%w (key %s, chain %s)", err, keyPath, chainPath)
-		}
-		return nil, fmt.Errorf("%w (key %s)", err, keyPath)
+		return nil, fmt.Errorf("%w (%s)", err, where)
 	}
 	return s, nil
 }

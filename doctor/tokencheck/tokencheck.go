@@ -56,6 +56,9 @@ func Failed(err error, hint string) doctor.KeyFinder {
 
 // FindKey runs the checks module, token, pin, login and key.
 func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor.FoundKey {
+	if c.Explain == nil {
+		c.Explain = func(err error) error { return err }
+	}
 	for _, check := range []func() doctor.Result{c.checkModule, c.checkToken, c.checkPIN, c.checkLogin, c.checkKey} {
 		report(check())
 	}
@@ -81,13 +84,6 @@ func ok(check, msg string) doctor.Result {
 }
 func skip(check, msg string) doctor.Result {
 	return doctor.Result{Check: check, Status: doctor.Skip, Message: msg}
-}
-
-func (c *Checks) explain(err error) error {
-	if c.Explain == nil {
-		return err
-	}
-	return c.Explain(err)
 }
 
 func (c *Checks) checkModule() doctor.Result {
@@ -121,7 +117,7 @@ func (c *Checks) checkToken() doctor.Result {
 	}
 	slot, err := c.mod.FindSlot(c.Config.Token)
 	if err != nil {
-		return doctor.Failed(check, doctor.ClassToken, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
+		return doctor.Failed(check, doctor.ClassToken, c.Explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
 	}
 	tok, err := c.mod.OpenToken(slot.ID, c.Config.TokenOptions())
 	if err != nil {
@@ -228,7 +224,7 @@ func (c *Checks) checkKey() doctor.Result {
 	}
 	key, err := c.tok.FindKey(c.Config.Key)
 	if err != nil {
-		return doctor.Failed(check, doctor.ClassToken, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)")
+		return doctor.Failed(check, doctor.ClassToken, c.Explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)")
 	}
 	c.found.Key = key
 	s, err := p11.New(key, p11.Options{ExtraChain: c.Config.ExtraChain})
