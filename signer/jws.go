@@ -120,17 +120,13 @@ func (m *SigningMethod) Sign(signingString string, key any) ([]byte, error) {
 	}
 	var buf [sha512.Size]byte
 	sig, err := s.Sign(rand.Reader, m.digest(&buf, signingString), m.opts)
+	if err == nil && m.kind == kindECDSA {
+		sig, err = rawECDSA(sig, m.size)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("signer: %s: %w", m.alg, err)
 	}
-	if m.kind != kindECDSA {
-		return sig, nil
-	}
-	raw, err := rawECDSA(sig, m.size)
-	if err != nil {
-		return nil, fmt.Errorf("signer: %s: %w", m.alg, err)
-	}
-	return raw, nil
+	return sig, nil
 }
 
 // Verify implements jwt.SigningMethod: it checks sig, in JWS form, over
@@ -153,11 +149,8 @@ func (m *SigningMethod) Verify(signingString string, sig []byte, key any) error 
 	case kindPSS:
 		valid = rsa.VerifyPSS(pub.(*rsa.PublicKey), m.hash, digest, sig, m.opts.(*rsa.PSSOptions)) == nil
 	case kindECDSA:
-		if len(sig) == 2*m.size {
-			r := new(big.Int).SetBytes(sig[:m.size])
-			s := new(big.Int).SetBytes(sig[m.size:])
-			valid = ecdsa.Verify(pub.(*ecdsa.PublicKey), digest, r, s)
-		}
+		valid = len(sig) == 2*m.size && ecdsa.Verify(pub.(*ecdsa.PublicKey), digest,
+			new(big.Int).SetBytes(sig[:m.size]), new(big.Int).SetBytes(sig[m.size:]))
 	}
 	if !valid {
 		return fmt.Errorf("signer: %s: %w", m.alg, jwt.ErrSignatureInvalid)
