@@ -56,41 +56,22 @@ func (r *run) checkTokenRequest(ctx context.Context) Result {
 	tok, err := gc.Exchange(ctx, cfg.Request)
 	if err != nil {
 		class := ClassOf(err, ClassUnavailable)
-		msg, hint := err.Error(), "check the network and Maskinporten's status (status.digdir.no)"
+		hint := "check the network and Maskinporten's status (status.digdir.no)"
 		if class != ClassUnavailable {
 			// Refused before anything was sent (an expired certificate,
 			// a bad setting): the network is not to blame.
 			hint = "nothing was sent to Maskinporten: fix what the message (and any failed check above) says"
 		}
-		var te *grant.TokenError
+		var te *grant.TokenError // its message has the code, description and any clock skew
 		if errors.As(err, &te) {
-			msg, hint = explainRefusal(te)
+			hint = te.Hint
+			if hint == "" {
+				hint = "see Maskinporten's error documentation for the code"
+			}
 		}
-		return fail(check, class, err, msg, hint)
+		return fail(check, class, err, err.Error(), hint)
 	}
 	return ok(check, fmt.Sprintf("Maskinporten issued a token for scope %q, valid %d s (not shown)", tok.Scope, tok.ExpiresIn))
-}
-
-// explainRefusal says what the token endpoint answered, and what to do.
-func explainRefusal(te *grant.TokenError) (msg, hint string) {
-	msg = fmt.Sprintf("%s answered HTTP %d", te.URL, te.StatusCode)
-	if te.Code != "" {
-		msg += " " + te.Code
-	}
-	if te.Description != "" {
-		msg += ": " + te.Description
-	}
-	if te.MPCode != "" && !strings.Contains(te.Description, te.MPCode) {
-		msg += " (" + te.MPCode + ")"
-	}
-	if te.Skew != 0 {
-		msg += fmt.Sprintf("; its clock differs from the local one by %s", te.Skew.Round(time.Second))
-	}
-	hint = te.Hint
-	if hint == "" {
-		hint = "see Maskinporten's error documentation for the code"
-	}
-	return msg, hint
 }
 
 // KeyAgeWarn is the key-set age the registered-key check warns at: a
