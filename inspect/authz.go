@@ -27,20 +27,20 @@ type Detail struct {
 	raw           map[string]any
 }
 
-// describeDetails returns the authorization_details claim v to show (from
-// masked unless showPID) and each element's summary.
-func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string) {
+// describeDetails sums up each element of the authorization_details claim v
+// in r.Details, and returns the claim to show (from masked unless showPID).
+func (r *Report) describeDetails(v any, showPID bool, now time.Time) any {
 	arr, ok := v.([]any)
 	if !ok {
-		return v, nil, "claim authorization_details: not a JSON array"
+		r.Problems = append(r.Problems, "claim authorization_details: not a JSON array")
+		return v
 	}
 	shown := make([]any, len(arr))
-	var out []Detail
 	for i, e := range arr {
 		m, ok := e.(map[string]any)
 		if !ok {
 			shown[i] = e
-			out = append(out, Detail{Problems: []string{fmt.Sprintf("element %d is not an object", i+1)}})
+			r.Details = append(r.Details, Detail{Problems: []string{fmt.Sprintf("element %d is not an object", i+1)}})
 			continue
 		}
 		if from, ok := m["from"].(string); ok && !showPID {
@@ -71,9 +71,9 @@ func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string)
 			*dst = &Time{Unix: t.Unix(), Time: t.UTC().Format(time.RFC3339), Relative: Relative(rel, t, now)}
 		}
 		d.Rights = each(m["consentRights"], rightInWords)
-		out = append(out, d)
+		r.Details = append(r.Details, d)
 	}
-	return shown, out, ""
+	return shown
 }
 
 // each applies f to each element of v, a JSON array; nil for anything else.

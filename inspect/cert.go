@@ -36,18 +36,16 @@ type Certificate struct {
 	Error       string   `json:"error,omitempty"`       // why it could not be decoded
 }
 
-// describeX5C reads the x5c header: an array of standard base64 DER
-// certificates, leaf first. problem says why the header itself is unusable.
-func describeX5C(v any, now time.Time) (certs []Certificate, problem string) {
+// describeX5C reads the x5c header into r.Certificates: an array of
+// standard base64 DER certificates, leaf first.
+func (r *Report) describeX5C(v any, now time.Time) {
 	arr, ok := v.([]any)
 	if !ok {
-		return []Certificate{}, "header x5c is not an array (Maskinporten answers MP-123)"
+		r.Problems = append(r.Problems, "header x5c is not an array (Maskinporten answers MP-123)")
 	}
-	certs = []Certificate{}
 	for i, el := range arr {
-		certs = append(certs, describeX5CElement(i, el, now))
+		r.Certificates = append(r.Certificates, describeX5CElement(i, el, now))
 	}
-	return certs, ""
 }
 
 func describeX5CElement(i int, el any, now time.Time) Certificate {

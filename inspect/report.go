@@ -102,11 +102,7 @@ func Describe(j *JWT, opts Options) *Report {
 	r.KeyID, _ = j.Header["kid"].(string)
 	r.Algorithm, _ = j.Header["alg"].(string)
 	if v, ok := claims["authorization_details"]; ok {
-		var problem string
-		claims["authorization_details"], r.Details, problem = describeDetails(v, opts.ShowPID, now)
-		if problem != "" {
-			r.Problems = append(r.Problems, problem)
-		}
+		claims["authorization_details"] = r.describeDetails(v, opts.ShowPID, now)
 	}
 	for _, name := range []string{"iat", "nbf", "exp"} {
 		v, ok := claims[name]
@@ -130,10 +126,7 @@ func Describe(j *JWT, opts Options) *Report {
 		}
 	}
 	if v, ok := j.Header["x5c"]; ok {
-		var problem string
-		if r.Certificates, problem = describeX5C(v, now); problem != "" {
-			r.Problems = append(r.Problems, problem)
-		}
+		r.describeX5C(v, now)
 	}
 	if r.Kind == KindAccessToken {
 		a := &AccessToken{}
