@@ -72,13 +72,14 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w\nnothing was changed", err)
 	}
-	kid, key, err := publicKey(pub)
+	key, err := publicKey(pub)
 	if err == nil {
 		err = checkAdd(r.ClientID, set, []Key{key})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
 	}
+	kid := key.Kid
 	set, err = c.write(ctx, r.ClientID, set, append(set.Keys, key), "add")
 	if err != nil {
 		return nil, withNext(err, fmt.Sprintf("the new key %s is on the token but not registered; register it with mp-hsm jwk --kid %s | mp-hsm admin keys add --client-id %s -, or remove it with %s",
@@ -115,23 +116,16 @@ func withNext(err error, next string) error {
 	return fmt.Errorf("%w\n%s", err, next)
 }
 
-// publicKey is pub as a Key with use sig and its thumbprint as kid.
-func publicKey(pub crypto.PublicKey) (string, Key, error) {
-	kid, err := signer.Thumbprint(pub)
+// publicKey is pub as a Key with use sig and its RFC 7638 thumbprint as kid.
+func publicKey(pub crypto.PublicKey) (Key, error) {
+	j, err := signer.PublicJWK(pub, "", "")
 	if err != nil {
-		return "", Key{}, err
+		return Key{}, err
 	}
-	j, err := signer.PublicJWK(pub, "", kid)
-	if err != nil {
-		return "", Key{}, err
-	}
-	b, err := json.Marshal(j)
-	if err != nil {
-		return "", Key{}, err
-	}
+	b, _ := json.Marshal(j) // strings only: cannot fail
 	k, err := ParseKey(b)
 	if err == nil {
 		err = CheckKey(k)
 	}
-	return kid, k, err
+	return k, err
 }
