@@ -26,29 +26,20 @@ import (
 type SigningMethod struct {
 	alg  string
 	hash crypto.Hash
-	kind methodKind
-	size int               // ECDSA only: bytes in each of r and s
+	size int               // ECDSA: bytes in each of r and s; 0 for RSA
 	opts crypto.SignerOpts // passed to crypto.Signer.Sign; shared, never modified
 }
-
-type methodKind uint8
-
-const (
-	kindPKCS1v15 methodKind = iota
-	kindPSS
-	kindECDSA
-)
 
 // The JWS algorithms this package implements. Maskinporten accepts RS256,
 // RS384 and RS512 today; ES256 is announced but not live.
 var (
-	RS256 = &SigningMethod{alg: "RS256", hash: crypto.SHA256, kind: kindPKCS1v15, opts: crypto.SHA256}
-	RS384 = &SigningMethod{alg: "RS384", hash: crypto.SHA384, kind: kindPKCS1v15, opts: crypto.SHA384}
-	RS512 = &SigningMethod{alg: "RS512", hash: crypto.SHA512, kind: kindPKCS1v15, opts: crypto.SHA512}
-	PS256 = &SigningMethod{alg: "PS256", hash: crypto.SHA256, kind: kindPSS,
+	RS256 = &SigningMethod{alg: "RS256", hash: crypto.SHA256, opts: crypto.SHA256}
+	RS384 = &SigningMethod{alg: "RS384", hash: crypto.SHA384, opts: crypto.SHA384}
+	RS512 = &SigningMethod{alg: "RS512", hash: crypto.SHA512, opts: crypto.SHA512}
+	PS256 = &SigningMethod{alg: "PS256", hash: crypto.SHA256,
 		opts: &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}}
-	ES256 = &SigningMethod{alg: "ES256", hash: crypto.SHA256, kind: kindECDSA, size: 32, opts: crypto.SHA256}
-	ES384 = &SigningMethod{alg: "ES384", hash: crypto.SHA384, kind: kindECDSA, size: 48, opts: crypto.SHA384}
+	ES256 = &SigningMethod{alg: "ES256", hash: crypto.SHA256, size: 32, opts: crypto.SHA256}
+	ES384 = &SigningMethod{alg: "ES384", hash: crypto.SHA384, size: 48, opts: crypto.SHA384}
 )
 
 var _ jwt.SigningMethod = (*SigningMethod)(nil)
@@ -92,11 +83,11 @@ func (m *SigningMethod) Hash() crypto.Hash { return m.hash }
 // and jwt.ErrInvalidKeyType. The RSA key size is CheckKey's job.
 func (m *SigningMethod) Compatible(pub crypto.PublicKey) error {
 	d, err := defaultMethod(pub)
-	if err == nil && (d == m || d.kind != kindECDSA && m.kind != kindECDSA) {
+	if err == nil && (d == m || d.size == 0 && m.size == 0) {
 		return nil
 	}
 	want := "an RSA key"
-	if m.kind == kindECDSA {
+	if m.size > 0 {
 		want = fmt.Sprintf("an ECDSA P-%d key", m.size*8)
 	}
 	hint := ""
@@ -120,7 +111,7 @@ func (m *SigningMethod) Sign(signingString string, key any) ([]byte, error) {
 	}
 	var buf [sha512.Size]byte
 	sig, err := s.Sign(rand.Reader, m.digest(&buf, signingString), m.opts)
-	if err == nil && m.kind == kindECDSA {
+	if err == nil && m.size > 0 {
 		sig, err = rawECDSA(sig, m.size)
 	}
 	if err != nil {
@@ -143,14 +134,15 @@ func (m *SigningMethod) Verify(signingString string, sig []byte, key any) error 
 	var buf [sha512.Size]byte
 	digest := m.digest(&buf, signingString)
 	var valid bool
-	switch m.kind {
-	case kindPKCS1v15:
-		valid = rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), m.hash, digest, sig) == nil
-	case kindPSS:
-		valid = rsa.VerifyPSS(pub.(*rsa.PublicKey), m.hash, digest, sig, m.opts.(*rsa.PSSOptions)) == nil
-	case kindECDSA:
+	pss, isPSS := m.opts.(*rsa.PSSOptions)
+	switch {
+	case m.size > 0:
 		valid = len(sig) == 2*m.size && ecdsa.Verify(pub.(*ecdsa.PublicKey), digest,
 			new(big.Int).SetBytes(sig[:m.size]), new(big.Int).SetBytes(sig[m.size:]))
+	case isPSS:
+		valid = rsa.VerifyPSS(pub.(*rsa.PublicKey), m.hash, digest, sig, pss) == nil
+	default:
+		valid = rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), m.hash, digest, sig) == nil
 	}
 	if !valid {
 		return fmt.Errorf("signer: %s: %w", m.alg, jwt.ErrSignatureInvalid)
