@@ -95,19 +95,12 @@ func uriVendorName(name string) bool {
 // (pk11-pchar) or the query (pk11-qchar), '%' aside.
 func uriAllowed(c byte, query bool) bool {
 	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+	case uriNameChar(c) || strings.IndexByte(".~:[]@!$'()*+,=", c) >= 0: // unreserved (RFC 3986) and pk11-res-avail
 		return true
-	}
-	switch c {
-	case '-', '.', '_', '~', // unreserved (RFC 3986)
-		':', '[', ']', '@', '!', '$', '\'', '(', ')', '*', '+', ',', '=': // pk11-res-avail
-		return true
-	case '&':
+	case c == '&':
 		return !query
-	case '/', '?', '|':
-		return query
 	}
-	return false
+	return query && (c == '/' || c == '?' || c == '|')
 }
 
 func uriEscape(b *strings.Builder, s string, query bool) {

@@ -102,13 +102,8 @@ func (j *JWK) PublicKey() (crypto.PublicKey, error) {
 		exp := int(new(big.Int).SetBytes(e).Int64())
 		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: exp}, nil
 	case "EC":
-		var curve elliptic.Curve
-		switch j.Crv {
-		case "P-256":
-			curve = elliptic.P256()
-		case "P-384":
-			curve = elliptic.P384()
-		default:
+		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[j.Crv]
+		if curve == nil {
 			return nil, fmt.Errorf("%w: curve %q", ErrUnsupportedKey, j.Crv)
 		}
 		x, err1 := dec(j.X)
