@@ -28,15 +28,13 @@ func (p *uriParser) attribute(a string, off int, query bool) error {
 	if name == "" {
 		return p.fail(off, "", "empty attribute name before '='")
 	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !uriNameChar(c) {
-			hint := ""
-			if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
-				hint = " (a PKCS #11 URI holds no whitespace: remove it)"
-			}
-			return p.fail(off+i, "", "%s is not allowed in an attribute name; names are letters, digits, '-' and '_'%s",
-				uriDescribe(c), hint)
+	if i := strings.IndexFunc(name, notNameChar); i >= 0 {
+		hint := ""
+		if strings.IndexByte(" \t\n\r", name[i]) >= 0 {
+			hint = " (a PKCS #11 URI holds no whitespace: remove it)"
 		}
+		return p.fail(off+i, "", "%s is not allowed in an attribute name; names are letters, digits, '-' and '_'%s",
+			uriDescribe(name[i]), hint)
 	}
 	vendor := uriVendorName(name)
 	if !vendor && !slices.Contains(names, name) {

@@ -86,9 +86,10 @@ func uriNameChar(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
 }
 
+func notNameChar(r rune) bool { return r >= 0x80 || !uriNameChar(byte(r)) }
+
 func uriVendorName(name string) bool {
-	return len(name) > 2 && strings.HasPrefix(name, "x-") &&
-		!strings.ContainsFunc(name, func(r rune) bool { return r >= 0x80 || !uriNameChar(byte(r)) })
+	return len(name) > 2 && strings.HasPrefix(name, "x-") && !strings.ContainsFunc(name, notNameChar)
 }
 
 // uriAllowed reports whether c may stand unescaped in a value in the path
