@@ -189,13 +189,10 @@ func Open(cfg Config) (*TokenSigner, error) {
 	return s, nil
 }
 
-// OpenURI opens the signer that uri, an RFC 7512 pkcs11: URI, describes
-// (see ConfigFromURI):
-//
-//	s, err := p11.OpenURI("pkcs11:token=Buypass%20ID;object=Authentication" +
-//		"?module-name=opensc-pkcs11&pin-source=file:/run/secrets/pin")
-//
-// Close it when done. Errors in the URI match pkcs11uri.ErrInvalid.
+// OpenURI opens the signer that uri, an RFC 7512 pkcs11: URI such as
+// "pkcs11:token=Buypass%20ID;object=Authentication?pin-source=file:/run/pin",
+// describes (see ConfigFromURI); Close it when done. Errors in the URI match
+// pkcs11uri.ErrInvalid.
 func OpenURI(uri string) (*TokenSigner, error) {
 	u, err := pkcs11uri.Parse(uri)
 	if err != nil {
