@@ -156,11 +156,8 @@ func newFromCertificates(key crypto.Signer, certs []*x509.Certificate) (*FileSig
 	if chain == nil && len(certs) > 0 {
 		// Name the certificate most likely meant as the leaf.
 		named := certs[0]
-		for _, c := range certs {
-			if !c.IsCA {
-				named = c
-				break
-			}
+		if i := slices.IndexFunc(certs, func(c *x509.Certificate) bool { return !c.IsCA }); i >= 0 {
+			named = certs[i]
 		}
 		return nil, MatchCertificate(pub, named)
 	}

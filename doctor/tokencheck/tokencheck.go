@@ -272,20 +272,17 @@ func (c *Checks) certificateWithoutLogin() []*x509.Certificate {
 			auth = append(auth, hc.Cert)
 		}
 	}
-	var cert *x509.Certificate
+	one := leaves // auth is a subset of leaves
 	switch {
 	case named:
-		if len(byName) == 1 {
-			cert = byName[0]
-		}
+		one = byName
 	case len(auth) == 1:
-		cert = auth[0]
-	case len(leaves) == 1:
-		cert = leaves[0]
+		one = auth
 	}
-	if cert == nil {
+	if len(one) != 1 {
 		return nil
 	}
+	cert := one[0]
 	chain, err := signer.BuildChain(cert.PublicKey, pool, c.Config.ExtraChain)
 	if err != nil || len(chain) == 0 {
 		return []*x509.Certificate{cert}
