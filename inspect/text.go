@@ -150,26 +150,20 @@ func writeCertText(w io.Writer, c Certificate) {
 // name: "in 45 s", "3 min ago", "expired 2 days ago" (exp, not_after), with
 // a warning for a future iat, nbf or not_before.
 func Relative(name string, t, now time.Time) string {
-	d := t.Sub(now)
-	if d.Abs() < time.Second {
-		switch name {
-		case "exp", "not_after":
-			return "expires now"
-		}
-		return "now"
-	}
+	d, expiry := t.Sub(now), name == "exp" || name == "not_after"
 	h := Duration(d)
-	if d > 0 {
-		switch name {
-		case "iat":
-			return "in " + h + " (issued in the future: clock skew?)"
-		case "nbf", "not_before":
-			return "in " + h + " (not yet valid)"
-		}
+	switch {
+	case d.Abs() < time.Second && expiry:
+		return "expires now"
+	case d.Abs() < time.Second:
+		return "now"
+	case d > 0 && name == "iat":
+		return "in " + h + " (issued in the future: clock skew?)"
+	case d > 0 && (name == "nbf" || name == "not_before"):
+		return "in " + h + " (not yet valid)"
+	case d > 0:
 		return "in " + h
-	}
-	switch name {
-	case "exp", "not_after":
+	case expiry:
 		return "expired " + h + " ago"
 	}
 	return h + " ago"
