@@ -7,6 +7,7 @@ package admin
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -270,11 +271,7 @@ func newAPIError(method, u string, status int, body []byte) *APIError {
 		Message     string `json:"message"`
 	}
 	if json.Unmarshal(body, &b) == nil {
-		e.Code = b.Error
-		e.Message = b.Description
-		if e.Message == "" {
-			e.Message = b.Message
-		}
+		e.Code, e.Message = b.Error, cmp.Or(b.Description, b.Message)
 	}
 	if e.Code == "" && e.Message == "" {
 		e.Message = strings.TrimSpace(string(body))

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"encoding/json"
@@ -146,10 +147,7 @@ func parseKeys(raws []json.RawMessage) ([]Key, error) {
 // CheckKey returns an ErrInvalidKey error when Digdir would refuse k
 // (private members, no kid, use not sig) or its public key is unreadable.
 func CheckKey(k Key) error {
-	name := textsafe.Escape(k.Kid)
-	if name == "" {
-		name = "without kid"
-	}
+	name := cmp.Or(textsafe.Escape(k.Kid), "without kid")
 	switch {
 	case len(k.Private) > 0:
 		return fmt.Errorf("admin: key %s has private members (%s): register the public key only (mp-hsm jwk prints it): %w", name, strings.Join(k.Private, ", "), ErrInvalidKey)

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -53,11 +54,7 @@ func (r *run) checkEnvironment(ctx context.Context) Result {
 		return Failed(check, ClassUsage, err, hint)
 	}
 	r.envr = &envr
-	name := envr.Name
-	if name == "" {
-		name = "custom"
-	}
-	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", name, envr.Issuer, how, r.fitsCert(envr)))
+	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", cmp.Or(envr.Name, "custom"), envr.Issuer, how, r.fitsCert(envr)))
 }
 
 // fromCertificate is the default EnvironmentFunc: the issuing CA's.
@@ -120,14 +117,8 @@ func (r *run) fetchMetadata(ctx context.Context, url string) *metadata {
 	if r.cfg.HTTPClient != nil {
 		hc = *r.cfg.HTTPClient
 	}
-	if hc.Timeout == 0 {
-		hc.Timeout = r.timeout
-	}
-	base := hc.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	hc.Transport = &datesTransport{base: base, m: m, now: r.now}
+	hc.Timeout = cmp.Or(hc.Timeout, r.timeout)
+	hc.Transport = &datesTransport{base: cmp.Or(hc.Transport, http.DefaultTransport), m: m, now: r.now}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	md := &grant.Metadata{URL: url, AllowInsecure: r.cfg.AllowInsecure, HTTPClient: &hc}
@@ -251,10 +242,7 @@ func (r *run) checkTokenRequest(ctx context.Context) Result {
 		}
 		var te *grant.TokenError // its message has the code, description and any clock skew
 		if errors.As(err, &te) {
-			hint = te.Hint
-			if hint == "" {
-				hint = "see Maskinporten's error documentation for the code"
-			}
+			hint = cmp.Or(te.Hint, "see Maskinporten's error documentation for the code")
 		}
 		return fail(check, class, err, err.Error(), hint)
 	}

@@ -6,6 +6,7 @@ package p11
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -144,9 +145,7 @@ func (cfg Config) ModulePath() (string, error) {
 // TokenOptions returns Session, with Logger when Session names none.
 func (cfg Config) TokenOptions() hsm.TokenOptions {
 	o := cfg.Session
-	if o.Logger == nil {
-		o.Logger = cfg.Logger
-	}
+	o.Logger = cmp.Or(o.Logger, cfg.Logger)
 	return o
 }
 
