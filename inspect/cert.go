@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -110,10 +111,7 @@ func dn(n pkix.Name) string {
 	parts := make([]string, 0, len(n.Names))
 	for i := len(n.Names) - 1; i >= 0; i-- {
 		a := n.Names[i]
-		name, ok := attrNames[a.Type.String()]
-		if !ok {
-			name = a.Type.String()
-		}
+		name := cmp.Or(attrNames[a.Type.String()], a.Type.String())
 		parts = append(parts, name+"="+fmt.Sprint(a.Value))
 	}
 	if len(parts) == 0 {

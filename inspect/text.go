@@ -46,10 +46,7 @@ func value(v any) string {
 	if s, ok := v.(string); ok {
 		return printable(s)
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return "?"
-	}
+	b, _ := json.Marshal(v) // decoded JSON: cannot fail
 	return printable(string(b))
 }
 
