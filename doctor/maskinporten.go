@@ -135,19 +135,11 @@ func (r *run) checkMetadata(ctx context.Context) Result {
 		if r.envr == nil {
 			return skip(check, "needs the environment")
 		}
-		iss := r.envr.Issuer
-		if !strings.HasSuffix(iss, "/") {
-			iss += "/"
-		}
-		url = iss + ".well-known/oauth-authorization-server"
+		url = strings.TrimSuffix(r.envr.Issuer, "/") + "/.well-known/oauth-authorization-server"
 	}
 	m := r.fetchMetadata(ctx, url)
 	if m.err != nil {
-		class := ClassUnavailable
-		if errors.Is(m.err, grant.ErrInvalidConfig) {
-			class = ClassUsage
-		}
-		return fail(check, class, m.err, m.err.Error(),
+		return fail(check, ClassOf(m.err, ClassUnavailable), m.err, m.err.Error(),
 			"check the network, a proxy (HTTPS_PROXY, NO_PROXY) and firewalls, and that the URL is Maskinporten's (status.digdir.no)")
 	}
 	if r.envr != nil && m.env.Issuer != r.envr.Issuer {
