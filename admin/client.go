@@ -25,8 +25,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
-// The self-service API's scopes, base URLs, and how many keys Digdir lets
-// a client have.
+// The self-service API's scopes, base URLs, and how many keys Digdir lets a client have.
 const (
 	ScopeRead  = "idporten:dcr.read"
 	ScopeWrite = "idporten:dcr.write"
@@ -119,8 +118,7 @@ func (c *Client) Add(ctx context.Context, clientID string, keys ...Key) (*KeySet
 	})
 }
 
-// change reads clientID's set under its change lock and writes what next
-// makes of it, unless next fails.
+// change reads clientID's set under its change lock and writes what next makes of it, unless next fails.
 func (c *Client) change(ctx context.Context, clientID, op string, next func(*KeySet) ([]Key, error)) (*KeySet, error) {
 	l, err := c.Lock(ctx, clientID)
 	if err != nil {
@@ -254,8 +252,7 @@ func (c *Client) do(ctx context.Context, method, clientID string, body []byte, o
 	return nil
 }
 
-// APIError is an answer of the self-service API other than 2xx: its HTTP
-// status and what it said.
+// APIError is an answer of the self-service API other than 2xx: its HTTP status and what it said.
 type APIError struct {
 	Method, URL string
 	Status      int

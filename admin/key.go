@@ -39,8 +39,7 @@ var (
 	}
 )
 
-// Key is one registered (or to be registered) key; Raw, rebuilt from the
-// allowlist, is what is sent.
+// Key is one registered (or to be registered) key; Raw, rebuilt from the allowlist, is what is sent.
 type Key struct {
 	Raw     json.RawMessage
 	Kid     string

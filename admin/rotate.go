@@ -106,8 +106,7 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	return out, nil
 }
 
-// withNext sets next, the command that completes the change, on a
-// *ChangeError, or adds it to another error.
+// withNext sets next, the command that completes the change, on a *ChangeError, or adds it to another error.
 func withNext(err error, next string) error {
 	if ce, ok := err.(*ChangeError); ok {
 		ce.Next = next

@@ -99,8 +99,7 @@ func (r *run) checkCertificate(context.Context) Result {
 	}
 }
 
-// needsCert runs a check of the certificate, or skips it, saying why, when
-// there is none.
+// needsCert runs a check of the certificate, or skips it, saying why, when there is none.
 func (r *run) needsCert(check string, f func(check string) Result) func(context.Context) Result {
 	return func(context.Context) Result {
 		switch {

@@ -163,8 +163,7 @@ const (
 	Skip Status = "skip" // not run: what it needs is missing (see Message)
 )
 
-// Class is the kind of problem a failed check found; mp-hsm doctor exits
-// with the code in parentheses.
+// Class is the kind of problem a failed check found; mp-hsm doctor exits with the code in parentheses.
 type Class int
 
 // The classes of failures.
@@ -212,8 +211,7 @@ func (rs Results) FirstFailure() *Result {
 	return nil
 }
 
-// Failed returns a failed result of check for err, with err's class (see
-// ClassOf) or def when err has none.
+// Failed returns a failed result of check for err, with err's class (see ClassOf) or def when err has none.
 func Failed(check string, def Class, err error, hint string) Result {
 	return Result{Check: check, Status: Fail, Message: err.Error(), Hint: hint, Class: ClassOf(err, def), Err: err}
 }

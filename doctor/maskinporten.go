@@ -18,8 +18,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// checkEnvironment chooses the environment and checks it against the
-// certificate.
+// checkEnvironment chooses the environment and checks it against the certificate.
 func (r *run) checkEnvironment(ctx context.Context) Result {
 	const check = "environment"
 	cfg := r.cfg
@@ -89,8 +88,7 @@ type metadata struct {
 	start, end time.Time // local clock around the request
 }
 
-// datesTransport records the Date header and timing of the last answer;
-// one fetch's requests are sequential.
+// datesTransport records the Date header and timing of the last answer; one fetch's requests are sequential.
 type datesTransport struct {
 	base http.RoundTripper
 	m    *metadata
@@ -184,8 +182,7 @@ func (r *run) checkClock(context.Context) Result {
 	}
 }
 
-// checkTokenRequest asks Maskinporten for a real token, and explains a
-// refusal. The token is never shown.
+// checkTokenRequest asks Maskinporten for a real token, and explains a refusal. The token is never shown.
 func (r *run) checkTokenRequest(ctx context.Context) Result {
 	const check = "token-request"
 	cfg := r.cfg

@@ -105,8 +105,7 @@ func extract(input string) (string, error) {
 	return s, nil
 }
 
-// base64URL decodes base64url, tolerating padding; the error names the part
-// without quoting it.
+// base64URL decodes base64url, tolerating padding; the error names the part without quoting it.
 func base64URL(part string, index int, name string) ([]byte, error) {
 	fail := func(cause error, format string, args ...any) ([]byte, error) {
 		return nil, decodeErr(index, cause, "%s is not base64url: "+format, append([]any{name}, args...)...)

@@ -83,8 +83,7 @@ func Inspect(input string, opts Options) (*Report, error) {
 	return Describe(j, opts), nil
 }
 
-// Describe describes j, counting relative times from opts.Now. It does not
-// change j.
+// Describe describes j, counting relative times from opts.Now. It does not change j.
 func Describe(j *JWT, opts Options) *Report {
 	now := opts.Now
 	if now.IsZero() {

@@ -50,8 +50,7 @@ func value(v any) string {
 	return printable(string(b))
 }
 
-// WriteText writes the report for people, as mp-hsm inspect prints it,
-// every value from the JWT printable.
+// WriteText writes the report for people, as mp-hsm inspect prints it, every value from the JWT printable.
 func (r *Report) WriteText(out io.Writer) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "%s\n", r.Description)
@@ -181,8 +180,7 @@ func Duration(d time.Duration) string {
 	return fmt.Sprintf("%d days", s/86400)
 }
 
-// KeyUsageNames returns the RFC 5280 names of the bits set in u, in bit
-// order; nil when none is set.
+// KeyUsageNames returns the RFC 5280 names of the bits set in u, in bit order; nil when none is set.
 func KeyUsageNames(u x509.KeyUsage) []string {
 	var out []string
 	for bit, name := range []string{"digitalSignature", "nonRepudiation", "keyEncipherment",

@@ -9,8 +9,7 @@ import (
 	"unicode/utf8"
 )
 
-// attribute parses a, one name=value attribute of the path (or the query)
-// starting at byte off, into p.u.
+// attribute parses a, one name=value attribute of the path (or the query) starting at byte off, into p.u.
 func (p *uriParser) attribute(a string, off int, query bool) error {
 	part, sep := "path", ';'
 	seen, names := p.path, uriPathNames

@@ -37,8 +37,7 @@ var (
 	ErrNotSecret  = errors.New("not a usable secret")        // empty, or holding a control character
 )
 
-// Error is a file that could not be read. It names the path and the
-// reason, never the content.
+// Error is a file that could not be read. It names the path and the reason, never the content.
 type Error struct {
 	Path   string
 	Reason string

@@ -89,8 +89,7 @@ func (s *TokenSigner) SignContext(ctx context.Context, digest []byte, opts crypt
 	return s.key.SignContext(ctx, digest, opts)
 }
 
-// Chain returns the certificate chain, leaf first; empty when the token
-// holds no certificate for the key.
+// Chain returns the certificate chain, leaf first; empty when the token holds no certificate for the key.
 func (s *TokenSigner) Chain() []*x509.Certificate { return s.chain }
 
 // Key returns the token key.
@@ -108,8 +107,7 @@ func (s *TokenSigner) Probe(ctx context.Context) error {
 	return s.key.Token().Check()
 }
 
-// Close closes the module and token when Open opened them; for a signer
-// from New it does nothing. Idempotent.
+// Close closes the module and token when Open opened them; for a signer from New it does nothing. Idempotent.
 func (s *TokenSigner) Close() error {
 	var err error
 	if s.mod != nil {
@@ -133,8 +131,7 @@ type Config struct {
 	Logger        *slog.Logger        // receives warnings (such as a low PIN count); nil discards
 }
 
-// ModulePath returns Module, or when it is empty the first of
-// hsm.DefaultModulePaths that exists.
+// ModulePath returns Module, or when it is empty the first of hsm.DefaultModulePaths that exists.
 func (cfg Config) ModulePath() (string, error) {
 	if cfg.Module != "" {
 		return cfg.Module, nil
