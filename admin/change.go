@@ -77,8 +77,7 @@ func (c *Client) write(ctx context.Context, clientID string, before *KeySet, key
 		}
 		err = c.do(ctx, http.MethodPost, clientID, body, nil)
 	}
-	// Read back even when the write failed: a lost answer says nothing of
-	// what the API did.
+	// Read back even when the write failed: a lost answer says nothing of what the API did.
 	got, rerr := c.readBack(ctx, clientID)
 	want := kidsOf(keys)
 	switch {

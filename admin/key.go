@@ -17,8 +17,7 @@ import (
 
 // Refusals, checked before anything is written; errors.Is finds them.
 var (
-	// ErrInvalidKey: a key Digdir would refuse: a private key, no kid, or
-	// a use other than sig.
+	// ErrInvalidKey: a key Digdir would refuse: a private key, no kid, or a use other than sig.
 	ErrInvalidKey = errors.New("key not accepted")
 	// ErrKidTaken: the client already has a key with the kid.
 	ErrKidTaken = errors.New("kid already registered")

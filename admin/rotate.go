@@ -23,8 +23,7 @@ type NewKey interface {
 type Rotation struct {
 	ClientID string
 	Key      NewKey
-	// Prove gets a token for ClientID with the new key's kid; the old key
-	// is removed only once it succeeds.
+	// Prove gets a token for ClientID with the new key's kid; the old key is removed only once it succeeds.
 	Prove  func(ctx context.Context, kid string) error
 	Remove string // the kid to remove once the new key works; empty for none
 }

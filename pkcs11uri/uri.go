@@ -41,15 +41,13 @@ type URI struct {
 	ModuleName string // module-name= : a module name, as in "opensc-pkcs11"
 	ModulePath string // module-path= : the module's file path
 	PINSource  string // pin-source= : where to read the PIN, as given
-	// PINValue is pin-value=, the PIN itself; String never writes it and
-	// Parse's errors never show it.
+	// PINValue is pin-value=, the PIN itself; String never writes it and Parse's errors never show it.
 	PINValue string
 
 	// Vendor holds the "x-" attributes of both parts by full name, values
 	// percent-decoded; nil when there are none.
 	Vendor map[string]string
-	// vendorQuery marks the Vendor names read from the query, so that
-	// String writes them back there.
+	// vendorQuery marks the Vendor names read from the query, so that String writes them back there.
 	vendorQuery map[string]bool
 }
 

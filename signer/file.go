@@ -20,8 +20,7 @@ var (
 	// ErrPKCS12Password reports a PKCS#12 file the password does not open;
 	// the message never holds the password.
 	ErrPKCS12Password = errors.New("signer: wrong PKCS#12 password")
-	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM
-	// does not decrypt.
+	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM does not decrypt.
 	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
 )
 

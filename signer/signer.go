@@ -42,8 +42,7 @@ var (
 	ErrKeyTooSmall = errors.New("signer: key too small")
 	// ErrCertificateMismatch reports a certificate for another public key.
 	ErrCertificateMismatch = errors.New("signer: certificate does not match the key")
-	// ErrUnsupportedKey reports a key that cannot sign a grant: only RSA and
-	// ECDSA on P-256 or P-384 can.
+	// ErrUnsupportedKey reports a key that cannot sign a grant: only RSA and ECDSA on P-256 or P-384 can.
 	ErrUnsupportedKey = errors.New("signer: unsupported key")
 	// ErrUnsupportedAlgorithm reports a JWS alg this package does not implement.
 	ErrUnsupportedAlgorithm = errors.New("signer: unsupported algorithm")
