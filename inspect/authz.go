@@ -54,7 +54,11 @@ func (r *Report) describeDetails(v any, showPID bool, now time.Time) any {
 		d.From, _ = m["from"].(string)
 		d.To, _ = orgClaim(m["to"])
 		d.SystemUserOrg, _ = orgClaim(m["systemuser_org"])
-		for name, dst := range map[string]**Time{"consented": &d.Consented, "validTo": &d.ValidTo} {
+		for _, name := range []string{"consented", "validTo"} { // in this order, so that problems are too
+			dst, rel := &d.Consented, name
+			if name == "validTo" {
+				dst, rel = &d.ValidTo, "exp" // says "expired ... ago" once past
+			}
 			s, ok := m[name].(string)
 			if !ok {
 				continue
@@ -63,10 +67,6 @@ func (r *Report) describeDetails(v any, showPID bool, now time.Time) any {
 			if err != nil {
 				d.Problems = append(d.Problems, name+" is not an RFC 3339 time")
 				continue
-			}
-			rel := name
-			if name == "validTo" {
-				rel = "exp" // says "expired ... ago" once past
 			}
 			*dst = &Time{Unix: t.Unix(), Time: t.UTC().Format(time.RFC3339), Relative: Relative(rel, t, now)}
 		}
