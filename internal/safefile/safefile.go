@@ -71,10 +71,11 @@ func read(path string, max int64) ([]byte, fs.FileInfo, error) {
 	if err := regular(path, fi); err != nil {
 		return nil, nil, err
 	}
-	tooLarge := &Error{Path: path, Err: ErrTooLarge,
-		Reason: fmt.Sprintf("is larger than the %d bytes such a file can hold; is it the right file?", max)}
+	tooLarge := func() error {
+		return &Error{Path: path, Err: ErrTooLarge, Reason: fmt.Sprintf("is larger than the %d bytes such a file can hold; is it the right file?", max)}
+	}
 	if fi.Size() > max {
-		return nil, nil, tooLarge
+		return nil, nil, tooLarge()
 	}
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
@@ -82,7 +83,7 @@ func read(path string, max int64) ([]byte, fs.FileInfo, error) {
 	}
 	if int64(len(data)) > max {
 		clear(data)
-		return nil, nil, tooLarge
+		return nil, nil, tooLarge()
 	}
 	return data, fi, nil
 }
