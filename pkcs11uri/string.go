@@ -46,7 +46,7 @@ func (u *URI) format() (string, map[string]int) {
 		}
 	}
 	for _, name := range uriPathNames {
-		switch {
+		switch f := u.field(name); {
 		case name == "slot-id" && u.SlotID != nil:
 			put(name, strconv.FormatUint(uint64(*u.SlotID), 10))
 		case name == "id" && len(u.ID) > 0:
@@ -54,8 +54,8 @@ func (u *URI) format() (string, map[string]int) {
 			for _, c := range u.ID {
 				fmt.Fprintf(&b, "%%%02X", c)
 			}
-		case u.field(name) != nil && *u.field(name) != "":
-			put(name, *u.field(name))
+		case f != nil && *f != "":
+			put(name, *f)
 		}
 	}
 	vendor()
