@@ -106,6 +106,7 @@ type run struct {
 // token-request and registered-key, one Result each, never stopping early.
 func Run(ctx context.Context, cfg Config) Results {
 	r := &run{cfg: cfg, now: cfg.Now, timeout: cfg.Timeout}
+	r.cfg.ClientID = strings.TrimSpace(cfg.ClientID)
 	if r.now == nil {
 		r.now = time.Now
 	}

@@ -186,7 +186,7 @@ func (r *run) checkClock(context.Context) Result {
 func (r *run) checkTokenRequest(ctx context.Context) Result {
 	const check = "token-request"
 	cfg := r.cfg
-	if len(cfg.Request.Scopes) == 0 || strings.TrimSpace(cfg.ClientID) == "" {
+	if len(cfg.Request.Scopes) == 0 || cfg.ClientID == "" {
 		return skip(check, "give --client-id and --scope to try a real token request")
 	}
 	switch {
@@ -211,7 +211,7 @@ func (r *run) checkTokenRequest(ctx context.Context) Result {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	gc := &grant.Config{
-		ClientID:      strings.TrimSpace(cfg.ClientID),
+		ClientID:      cfg.ClientID,
 		Signer:        r.key.Signer,
 		Algorithm:     cfg.Algorithm,
 		KeyID:         cfg.KeyID,
@@ -255,7 +255,7 @@ func (r *run) checkRegisteredKey(ctx context.Context) Result {
 		return Result{} // not run
 	}
 	switch {
-	case cfg.KeyID == "" || strings.TrimSpace(cfg.ClientID) == "":
+	case cfg.KeyID == "" || cfg.ClientID == "":
 		return skip(check, "give --client-id and --kid to look the key up in the self-service API")
 	case r.key.Signer == nil:
 		return skip(check, "needs the key and its certificate")
@@ -272,19 +272,18 @@ func (r *run) checkRegisteredKey(ctx context.Context) Result {
 		return fail(check, class, err, err.Error(), "check --admin-client-id and --admin-api, that the self-service client has idporten:dcr.read, "+
 			"and that its key (--admin-key-id or --admin-key-label, else the key checked) has the enterprise certificate")
 	}
-	client := strings.TrimSpace(cfg.ClientID)
 	if !slices.Contains(set.Kids(), cfg.KeyID) {
-		return fail(check, ClassRefused, nil, fmt.Sprintf("kid %q is not registered on client %s (it has: %s)", cfg.KeyID, client, strings.Join(set.Kids(), ", ")),
-			fmt.Sprintf("register it: mp-hsm jwk --kid %s | mp-hsm admin keys add --client-id %s -", cfg.KeyID, client))
+		return fail(check, ClassRefused, nil, fmt.Sprintf("kid %q is not registered on client %s (it has: %s)", cfg.KeyID, cfg.ClientID, strings.Join(set.Kids(), ", ")),
+			fmt.Sprintf("register it: mp-hsm jwk --kid %s | mp-hsm admin keys add --client-id %s -", cfg.KeyID, cfg.ClientID))
 	}
 	day := "at a date the API did not give"
 	if !set.LastUpdated.IsZero() {
 		day = "on " + set.LastUpdated.UTC().Format("2006-01-02")
 		if age := r.now().Sub(set.LastUpdated); age >= KeyAgeWarn {
 			return warn(check, fmt.Sprintf("kid %q is registered on client %s, but the key set was last changed %s (%s ago): every key in it is that old or older, "+
-				"and a registered key is valid for a year (MP-121)", cfg.KeyID, client, day, inspect.Duration(age)),
-				fmt.Sprintf("rotate: mp-hsm admin keys rotate --client-id %s --label NEW --scope SCOPE --remove %s", client, cfg.KeyID))
+				"and a registered key is valid for a year (MP-121)", cfg.KeyID, cfg.ClientID, day, inspect.Duration(age)),
+				fmt.Sprintf("rotate: mp-hsm admin keys rotate --client-id %s --label NEW --scope SCOPE --remove %s", cfg.ClientID, cfg.KeyID))
 		}
 	}
-	return ok(check, fmt.Sprintf("kid %q is registered on client %s (key set last changed %s)", cfg.KeyID, client, day))
+	return ok(check, fmt.Sprintf("kid %q is registered on client %s (key set last changed %s)", cfg.KeyID, cfg.ClientID, day))
 }
