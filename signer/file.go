@@ -17,8 +17,7 @@ import (
 
 // Errors from reading key files; test for them with errors.Is.
 var (
-	// ErrPKCS12Password reports a PKCS#12 file the password does not open;
-	// the message never holds the password.
+	// ErrPKCS12Password reports a PKCS#12 file the password does not open; the message never holds it.
 	ErrPKCS12Password = errors.New("signer: wrong PKCS#12 password")
 	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM does not decrypt.
 	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
@@ -46,11 +45,10 @@ func NewFileSigner(key crypto.Signer, chain []*x509.Certificate) (*FileSigner, e
 	if err := CheckKey(pub); err != nil {
 		return nil, err
 	}
-	if len(chain) == 0 {
-		return &FileSigner{key: key}, nil
-	}
-	if err := MatchCertificate(pub, chain[0]); err != nil {
-		return nil, err
+	if len(chain) > 0 {
+		if err := MatchCertificate(pub, chain[0]); err != nil {
+			return nil, err
+		}
 	}
 	return &FileSigner{key: key, chain: slices.Clone(chain)}, nil
 }
