@@ -22,20 +22,17 @@ import (
 func (r *run) checkEnvironment(ctx context.Context) Result {
 	const check = "environment"
 	cfg := r.cfg
-	if cfg.Environment == nil && cfg.WellKnown != "" {
+	choose := cfg.Environment
+	switch {
+	case choose == nil && cfg.WellKnown != "":
 		m := r.fetchMetadata(ctx, cfg.WellKnown)
 		if m.err != nil {
 			return skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 		}
-		envr := m.env
-		if err := grant.CheckEnvironment(envr, r.key.Chain); err != nil {
-			return Failed(check, ClassToken, err, "use the certificate for that environment, or the other environment's metadata")
+		choose = func(context.Context, []*x509.Certificate) (grant.Environment, string, error) {
+			return m.env, "the metadata at " + cfg.WellKnown, nil
 		}
-		r.envr = &envr
-		return ok(check, fmt.Sprintf("issuer %s from the metadata at %s%s", envr.Issuer, cfg.WellKnown, r.fitsCert(envr)))
-	}
-	choose := cfg.Environment
-	if choose == nil {
+	case choose == nil:
 		choose = fromCertificate
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
