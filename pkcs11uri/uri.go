@@ -68,15 +68,10 @@ var ErrInvalid = errors.New("invalid PKCS #11 URI")
 
 // Error reports why Parse refused a URI; it matches ErrInvalid.
 type Error struct {
-	// URI is the input with the value of pin-value (and of any attribute
-	// whose name suggests a PIN or password) replaced by "REDACTED".
-	URI string
-	// Attr names the attribute at fault, or "" (the scheme, a stray separator).
-	Attr string
-	// Offset is the byte offset of the fault in URI (the redacted form).
-	Offset int
-	// Reason says what is wrong and, where there is one, the fix.
-	Reason string
+	URI    string // the input, the value of pin-value (or of any PIN- or password-like name) replaced by "REDACTED"
+	Attr   string // the attribute at fault, or "" (the scheme, a stray separator)
+	Offset int    // the byte offset of the fault in URI (the redacted form)
+	Reason string // what is wrong and, where there is one, the fix
 }
 
 // Error returns the reason with its place, and the redacted URI.
@@ -204,9 +199,8 @@ func (p *uriParser) component(c string, off int, query bool) error {
 	return nil
 }
 
-// uriSecretName reports whether an attribute's value may be a PIN or a
-// password and must not appear in an error: pin-value and, since people
-// misspell it, any name that mentions a PIN or a password.
+// uriSecretName reports whether an attribute's value must not appear in an
+// error: pin-value and, as people misspell it, any name with pin or pass.
 func uriSecretName(name string) bool {
 	n := strings.ToLower(strings.TrimSpace(name))
 	return n != "pin-source" && (strings.Contains(n, "pin") || strings.Contains(n, "pass"))
@@ -214,11 +208,10 @@ func uriSecretName(name string) bool {
 
 const uriRedacted = "REDACTED"
 
-// uriRedact replaces the value of the first secret attribute in s (see
-// uriSecretName), and all that follows, with "REDACTED": a PIN may hold an
-// unencoded '&' or ';', so its value may run to the end. It reads s loosely,
-// to find them also in input Parse refuses, and returns a function that maps
-// a byte offset in s to one in the redacted text.
+// uriRedact replaces the value of the first secret attribute in s, and all
+// that follows (a PIN may hold an unencoded '&' or ';'), with "REDACTED",
+// reading s loosely to find it also in input Parse refuses; the function
+// returned maps a byte offset in s to one in the redacted text.
 func uriRedact(s string) (string, func(int) int) {
 	for start := 0; start < len(s); {
 		j := strings.IndexAny(s[start:], "=:;&?")
