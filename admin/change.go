@@ -109,7 +109,6 @@ func sameKids(a, b []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
-// kidsOf returns the kids of keys, in order.
 func kidsOf(keys []Key) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {

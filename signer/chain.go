@@ -87,7 +87,6 @@ func issuedBy(child, parent *x509.Certificate) bool {
 	return err == nil
 }
 
-// selfSigned reports whether c names itself as issuer and verifies itself.
 func selfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
 		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
