@@ -131,8 +131,31 @@ var (
 //	pkcs11:token=SoftHSM;object=k1;x-vendor-flag=1?module-name=softhsm2&pin-value=1234
 func Parse(s string) (*URI, error) {
 	p := uriParser{in: s, u: &URI{}, path: map[string]int{}, query: map[string]int{}}
-	if err := p.parse(); err != nil {
+	if !hasScheme(s) {
+		hint := ""
+		if t := strings.TrimSpace(s); t != s && hasScheme(t) {
+			hint = "; remove the whitespace around it"
+		}
+		return nil, p.fail(0, "", `a PKCS #11 URI starts with "pkcs11:", as in "pkcs11:token=mytoken;object=mykey"%s`, hint)
+	}
+	path, query, hasQuery := strings.Cut(s[len(uriScheme):], "?")
+	if err := p.component(path, len(uriScheme), false); err != nil {
 		return nil, err
+	}
+	if hasQuery {
+		if err := p.component(query, len(uriScheme)+len(path)+1, true); err != nil {
+			return nil, err
+		}
+	}
+	src, hasSrc := p.query["pin-source"]
+	val, hasVal := p.query["pin-value"]
+	if hasSrc && hasVal {
+		attr, at := "pin-value", val
+		if src > val {
+			attr, at = "pin-source", src
+		}
+		return nil, p.fail(at, attr, "pin-source and pin-value must not both be given (RFC 7512 says to refuse such a URI); "+
+			"keep pin-source and remove pin-value")
 	}
 	return p.u, nil
 }
@@ -152,36 +175,6 @@ const uriScheme = "pkcs11:"
 
 func hasScheme(s string) bool {
 	return len(s) >= len(uriScheme) && strings.EqualFold(s[:len(uriScheme)], uriScheme)
-}
-
-func (p *uriParser) parse() error {
-	if !hasScheme(p.in) {
-		hint := ""
-		if t := strings.TrimSpace(p.in); t != p.in && hasScheme(t) {
-			hint = "; remove the whitespace around it"
-		}
-		return p.fail(0, "", `a PKCS #11 URI starts with "pkcs11:", as in "pkcs11:token=mytoken;object=mykey"%s`, hint)
-	}
-	path, query, hasQuery := strings.Cut(p.in[len(uriScheme):], "?")
-	if err := p.component(path, len(uriScheme), false); err != nil {
-		return err
-	}
-	if hasQuery {
-		if err := p.component(query, len(uriScheme)+len(path)+1, true); err != nil {
-			return err
-		}
-	}
-	src, hasSrc := p.query["pin-source"]
-	val, hasVal := p.query["pin-value"]
-	if hasSrc && hasVal {
-		attr, at := "pin-value", val
-		if src > val {
-			attr, at = "pin-source", src
-		}
-		return p.fail(at, attr, "pin-source and pin-value must not both be given (RFC 7512 says to refuse such a URI); "+
-			"keep pin-source and remove pin-value")
-	}
-	return nil
 }
 
 // component parses the path (query false) or the query starting at byte off.
