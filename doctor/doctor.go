@@ -83,9 +83,10 @@ type FoundKey struct {
 
 // Thresholds of the checks.
 const (
-	ExpiryWarn = 60 * 24 * time.Hour // validity warns when the certificate expires sooner
-	SkewWarn   = 2 * time.Second     // clock warns beyond this
-	SkewFail   = 5 * time.Second     // clock fails beyond this
+	expiryWarn = 60 * 24 * time.Hour  // validity warns when the certificate expires sooner
+	skewWarn   = 2 * time.Second      // clock warns beyond this
+	skewFail   = 5 * time.Second      // clock fails beyond this
+	keyAgeWarn = 335 * 24 * time.Hour // registered-key warns at this key-set age: a registered key is valid for a year (MP-121)
 )
 
 // run holds what the checks found so far.

@@ -15,14 +15,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
-// Errors from reading key files; test for them with errors.Is.
-var (
-	// ErrPKCS12Password reports a PKCS#12 file the password does not open; the message never holds it.
-	ErrPKCS12Password = errors.New("signer: wrong PKCS#12 password")
-	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM does not decrypt.
-	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
-)
-
 // FileSigner is a Signer over a crypto.Signer and its chain: a key read from
 // a PKCS#12 or PEM file and held in memory, or any crypto.Signer a program
 // holds (NewFileSigner). It is safe for concurrent use when the key is.

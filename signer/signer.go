@@ -29,8 +29,8 @@ type Signer interface {
 	Chain() []*x509.Certificate
 }
 
-// Errors for a key, certificate or algorithm that cannot be used, wrapped
-// with details; test for them with errors.Is.
+// Errors for a key, key file, certificate or algorithm that cannot be used,
+// wrapped with details; test for them with errors.Is.
 var (
 	// ErrKeyTooSmall reports an RSA key shorter than Maskinporten's 2048 bits.
 	ErrKeyTooSmall = errors.New("signer: key too small")
@@ -40,6 +40,10 @@ var (
 	ErrUnsupportedKey = errors.New("signer: unsupported key")
 	// ErrUnsupportedAlgorithm reports a JWS alg this package does not implement.
 	ErrUnsupportedAlgorithm = errors.New("signer: unsupported algorithm")
+	// ErrPKCS12Password reports a PKCS#12 file the password does not open; the message never holds it.
+	ErrPKCS12Password = errors.New("signer: wrong PKCS#12 password")
+	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM does not decrypt.
+	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
 )
 
 const minRSABits = 2048 // Maskinporten's smallest RSA modulus

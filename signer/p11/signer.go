@@ -67,10 +67,8 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the certificate chain: %w", err)
 	}
-	if len(chain) == 0 && sameID != nil {
-		if err := signer.MatchCertificate(pub, sameID); err != nil {
-			return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.String(), err)
-		}
+	if len(chain) == 0 && sameID != nil { // not the leaf BuildChain looked for, so another key's
+		return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.String(), signer.MatchCertificate(pub, sameID))
 	}
 	return &TokenSigner{key: key, chain: chain}, nil
 }
