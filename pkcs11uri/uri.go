@@ -31,24 +31,18 @@ type URI struct {
 	LibraryManufacturer string // library-manufacturer=
 	LibraryDescription  string // library-description=
 	LibraryVersion      string // library-version= : "M" or "M.N", as written
-	// ID is id=, the object's CKA_ID: exactly the percent-decoded bytes
-	// ("id=7370" is the four bytes "7370"), never read as hex or text.
-	ID     []byte
-	Object string // object= : the object's CKA_LABEL
-	Type   string // type= : "private", "public", "cert", "secret-key" or "data"
+	ID                  []byte // id= : the object's CKA_ID, the percent-decoded bytes ("id=7370" is "7370", never hex)
+	Object              string // object= : the object's CKA_LABEL
+	Type                string // type= : "private", "public", "cert", "secret-key" or "data"
 
 	// Query attributes say how to reach the token.
 	ModuleName string // module-name= : a module name, as in "opensc-pkcs11"
 	ModulePath string // module-path= : the module's file path
 	PINSource  string // pin-source= : where to read the PIN, as given
-	// PINValue is pin-value=, the PIN itself; String never writes it and Parse's errors never show it.
-	PINValue string
+	PINValue   string // pin-value= : the PIN itself; String never writes it, Parse's errors never show it
 
-	// Vendor holds the "x-" attributes of both parts by full name, values
-	// percent-decoded; nil when there are none.
-	Vendor map[string]string
-	// vendorQuery marks the Vendor names read from the query, so that String writes them back there.
-	vendorQuery map[string]bool
+	Vendor      map[string]string // the "x-" attributes of both parts by full name, values decoded; nil for none
+	vendorQuery map[string]bool   // the Vendor names read from the query, which String writes back there
 }
 
 // field returns the string field of the text attribute name, or nil.
@@ -105,25 +99,18 @@ var (
 //	pkcs11:[path-attr *(";" path-attr)][?[query-attr *("&" query-attr)]]
 //
 // The scheme is case-insensitive; attribute names are not. The attributes are
-// URI's fields: slot-id is a decimal CK_SLOT_ID, library-version M or M.N
-// (each at most 255), type one of private, public, cert, secret-key or data,
-// id the CKA_ID bytes. Vendor attributes ("x-" then letters, digits, '-' or
-// '_') may be in either part; RFC 7512 allows any such name, but Parse asks
-// for "x-" so that a misspelt name such as tokn is reported, not ignored.
-// Parse checks the grammar only: hsm.SelectorsFromURI and hsm.ModuleFromURI
-// apply the attributes, pin-source and pin-value are for the caller, and
-// nothing that parses is silently dropped.
+// URI's fields (library-version's numbers at most 255). Vendor attributes
+// ("x-" then letters, digits, '-' or '_') may be in either part: RFC 7512
+// allows any name, but Parse asks for "x-" so that a misspelt name such as
+// tokn is reported, not ignored. Nothing that parses is silently dropped.
 //
 // Values are percent-encoded UTF-8, except id (raw bytes). Letters, digits and
 // -._~:[]@!$'()*+,= may stand as they are in both parts; '&' also in the path,
 // and '/', '?' and '|' in the query; anything else (';', '%', '#', spaces)
 // must be encoded. slot-id, library-version and type take plain text only.
 //
-// Parse refuses, with a *Error: a missing scheme, an unknown or misplaced
-// attribute, one given twice, an empty attribute, bad percent-encoding, a
-// character that needs encoding, text that is not UTF-8, a malformed slot-id,
-// library-version or type, and pin-value together with pin-source (RFC 7512
-// says to refuse such a URI). Examples:
+// Anything else is refused with a *Error, as is an attribute given twice or
+// pin-value beside pin-source (RFC 7512 says to refuse such a URI). Examples:
 //
 //	pkcs11:token=Buypass%20ID;object=Authentication;type=private
 //	pkcs11:slot-id=0;id=%01%02?module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so
