@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -75,7 +76,7 @@ func (c *Client) write(ctx context.Context, clientID string, before *KeySet, key
 		if merr != nil {
 			return nil, fmt.Errorf("admin: %w", merr)
 		}
-		err = c.do(ctx, http.MethodPost, clientID, body, nil)
+		err = c.do(ctx, http.MethodPost, clientID, bytes.NewReader(body), nil)
 	}
 	// Read back even when the write failed: a lost answer says nothing of what the API did.
 	got, rerr := c.readBack(ctx, clientID)

@@ -201,16 +201,12 @@ func (c *Client) token(method, what string) (*oauth2.Token, error) {
 
 // do sends one request to clientID's jwks and decodes a 2xx answer into
 // out (if not nil); any other status is an *APIError.
-func (c *Client) do(ctx context.Context, method, clientID string, body []byte, out any) error {
+func (c *Client) do(ctx context.Context, method, clientID string, body io.Reader, out any) error {
 	if err := CheckBaseURL(c.BaseURL, c.AllowInsecure); err != nil {
 		return err
 	}
 	u := strings.TrimSuffix(c.BaseURL, "/") + "/clients/" + url.PathEscape(clientID) + "/jwks"
-	var rd io.Reader // nil for no body, so that the request has none
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}

@@ -150,7 +150,7 @@ func newFromCertificates(key crypto.Signer, certs []*x509.Certificate) (*FileSig
 		}
 		return nil, MatchCertificate(pub, named)
 	}
-	return NewFileSigner(key, chain)
+	return &FileSigner{key: key, chain: chain}, nil // CheckKey passed, and BuildChain's leaf holds pub
 }
 
 // parseKeyPEM returns the one private key in data and the certificates beside it.

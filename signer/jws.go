@@ -38,11 +38,10 @@ var (
 		opts: &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}}
 	ES256 = &SigningMethod{alg: "ES256", hash: crypto.SHA256, size: 32, opts: crypto.SHA256}
 	ES384 = &SigningMethod{alg: "ES384", hash: crypto.SHA384, size: 48, opts: crypto.SHA384}
+
+	methods                   = []*SigningMethod{RS256, RS384, RS512, PS256, ES256, ES384}
+	_       jwt.SigningMethod = (*SigningMethod)(nil)
 )
-
-var _ jwt.SigningMethod = (*SigningMethod)(nil)
-
-var methods = []*SigningMethod{RS256, RS384, RS512, PS256, ES256, ES384}
 
 // Method returns the SigningMethod for a JWS alg name such as "RS256"
 // (case-sensitive); an unknown name gives ErrUnsupportedAlgorithm with the
