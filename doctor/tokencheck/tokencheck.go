@@ -71,12 +71,10 @@ func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor
 
 // Close closes the module, and so the token and the key. Idempotent.
 func (c *Checks) Close() error {
-	var err error
-	if c.mod != nil {
-		err = c.mod.Close() // closes its tokens (hsm.Module.Close)
+	if c.mod == nil {
+		return nil
 	}
-	c.mod, c.tok = nil, nil
-	return err
+	return c.mod.Close() // idempotent; closes its tokens, and so the key
 }
 
 func ok(check, msg string) doctor.Result {

@@ -105,12 +105,10 @@ func (s *TokenSigner) Probe(ctx context.Context) error {
 
 // Close closes the module and token when Open opened them; for a signer from New it does nothing. Idempotent.
 func (s *TokenSigner) Close() error {
-	var err error
-	if s.mod != nil {
-		err = s.mod.Close() // closes the token too (see hsm.Module.Close)
+	if s.mod == nil {
+		return nil
 	}
-	s.mod = nil
-	return err
+	return s.mod.Close() // idempotent; closes the token too
 }
 
 // Config says where a token key is and how to log in. Its fields map one to
