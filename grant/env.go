@@ -1,18 +1,14 @@
 package grant
 
 import (
-	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"time"
 )
 
 // Environment names the endpoints of one Maskinporten environment.
@@ -126,14 +122,9 @@ func isLoopback(host string) bool {
 
 // Discover fetches the authorization server metadata (RFC 8414) at
 // metadataURL and returns the Environment it describes (Name and
-// AltinnExchange from the preset with its issuer). If client is nil, one
-// with a 30-second timeout. The URLs must pass CheckEndpoint without
-// allowInsecure; Metadata can relax this.
-func Discover(ctx context.Context, client *http.Client, metadataURL string) (Environment, error) {
-	return discover(ctx, client, metadataURL, false)
-}
-
-func discover(ctx context.Context, client *http.Client, metadataURL string, allowInsecure bool) (Environment, error) {
+// AltinnExchange from the preset with its issuer), in one request. If client
+// is nil, one with a 30-second timeout. The URLs must pass CheckEndpoint.
+func Discover(ctx context.Context, client *http.Client, metadataURL string, allowInsecure bool) (Environment, error) {
 	if err := CheckEndpoint("metadata URL", metadataURL, allowInsecure); err != nil {
 		return Environment{}, err
 	}
@@ -177,52 +168,6 @@ func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bo
 	if err := env.Validate(allowInsecure); err != nil {
 		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata holds an unusable endpoint", Err: err}
 	}
-	return env, nil
-}
-
-// Metadata caches the Environment discovered at URL, serving the last good
-// copy (with a warning) while a refetch fails. It must not be copied after
-// first use; its methods are safe for concurrent use.
-type Metadata struct {
-	URL           string        // such as https://maskinporten.no/.well-known/oauth-authorization-server
-	HTTPClient    *http.Client  // if nil, a client with a 30-second timeout
-	AllowInsecure bool          // allow http URLs for hosts that are not loopback
-	MaxAge        time.Duration // how long a copy is used before refetching; if zero, 24 hours
-	RetryAfter    time.Duration // the wait after a failed refetch; if zero, one minute
-	Logger        *slog.Logger  // warned when a stale copy is served; if nil, nothing is logged
-
-	mu      sync.Mutex
-	env     Environment
-	have    bool
-	nextTry time.Time
-	now     func() time.Time // for tests; nil means time.Now
-}
-
-// Environment returns the cached Environment, fetched if there is none or
-// it is older than MaxAge; it fails only if no copy was ever fetched.
-func (m *Metadata) Environment(ctx context.Context) (Environment, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t := time.Now()
-	if m.now != nil {
-		t = m.now()
-	}
-	if m.have && t.Before(m.nextTry) {
-		return m.env, nil
-	}
-	env, err := discover(ctx, m.HTTPClient, m.URL, m.AllowInsecure)
-	if err != nil {
-		if !m.have {
-			return Environment{}, err
-		}
-		m.nextTry = t.Add(cmp.Or(max(m.RetryAfter, 0), time.Minute))
-		if m.Logger != nil {
-			m.Logger.WarnContext(ctx, "metadata refetch failed; using the last good copy", "url", m.URL, "error", err)
-		}
-		return m.env, nil
-	}
-	m.env, m.have = env, true
-	m.nextTry = t.Add(cmp.Or(max(m.MaxAge, 0), 24*time.Hour))
 	return env, nil
 }
 
