@@ -34,9 +34,6 @@ type Consent struct {
 	From string
 }
 
-// IsZero reports whether c asks for no consent.
-func (c Consent) IsZero() bool { return c.ID == "" && c.From == "" }
-
 // AuthorizationDetail is one element of an authorization_details array, as
 // ParseAuthorizationDetails read it.
 type AuthorizationDetail struct {
@@ -134,7 +131,7 @@ func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
 // *ValidationError for consent_id or consent_from, a person's number masked.
 func (c Consent) Validate() error {
 	switch {
-	case c.ID == "" && c.From == "":
+	case c == Consent{}:
 		return nil
 	case c.From == "":
 		return &ValidationError{Field: "consent_from", Reason: "missing: a consent id needs the from of the consent (" + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>)"}

@@ -35,18 +35,16 @@ func preset(name, host, altinn string) Environment {
 // EnvironmentByName returns the preset named "test" or "prod" (case is
 // ignored), or a *ConfigError.
 func EnvironmentByName(name string) (Environment, error) {
-	for _, p := range []Environment{Test, Prod} {
-		if strings.EqualFold(name, p.Name) {
-			return p, nil
-		}
+	if p, ok := presetWhere(func(p Environment) bool { return strings.EqualFold(name, p.Name) }); ok {
+		return p, nil
 	}
 	return Environment{}, &ConfigError{Field: "Environment", Value: name, Reason: `unknown environment: want "test" or "prod"`}
 }
 
-// presetOf returns the preset whose issuer is issuer.
-func presetOf(issuer string) (Environment, bool) {
+// presetWhere returns the first preset that match accepts.
+func presetWhere(match func(Environment) bool) (Environment, bool) {
 	for _, p := range []Environment{Test, Prod} {
-		if p.Issuer == issuer {
+		if match(p) {
 			return p, true
 		}
 	}
@@ -72,7 +70,7 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 	if raw == "" {
 		return &ConfigError{Field: field, Reason: "missing"}
 	}
-	shown := RedactURL(raw)
+	shown := redactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
 		if shown != raw {
@@ -97,9 +95,9 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 	return bad("scheme must be https")
 }
 
-// RedactURL returns raw with everything between "://" and the last "@"
+// redactURL returns raw with everything between "://" and the last "@"
 // (user:password@) replaced by "REDACTED@", even if raw does not parse.
-func RedactURL(raw string) string {
+func redactURL(raw string) string {
 	i := strings.Index(raw, "://")
 	if i < 0 {
 		return raw
@@ -162,7 +160,7 @@ func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bo
 		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata has no token_endpoint"}
 	}
 	env := Environment{Issuer: m.Issuer, TokenEndpoint: m.TokenEndpoint}
-	if p, ok := presetOf(m.Issuer); ok {
+	if p, ok := presetWhere(func(p Environment) bool { return p.Issuer == m.Issuer }); ok {
 		env.Name, env.AltinnExchange = p.Name, p.AltinnExchange
 	}
 	if err := env.Validate(allowInsecure); err != nil {
@@ -212,7 +210,7 @@ func CheckEnvironment(env Environment, chain []*x509.Certificate) error {
 		return nil
 	}
 	want := env.Name
-	if p, ok := presetOf(env.Issuer); ok {
+	if p, ok := presetWhere(func(p Environment) bool { return p.Issuer == env.Issuer }); ok {
 		want = p.Name
 	}
 	if want != Test.Name && want != Prod.Name {

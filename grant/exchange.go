@@ -16,9 +16,6 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// GrantType is the OAuth 2 grant_type of a JWT bearer grant (RFC 7523).
-const GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
 // Token is an access token from Maskinporten or Altinn.
 type Token struct {
 	AccessToken string    // the token; opaque: do not parse it
@@ -66,7 +63,7 @@ func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
 			return nil, err
 		}
 		log.DebugContext(ctx, "maskinporten token request", "url", endpoint, "client_id", c.ClientID, "scope", n.scope, "jti", jti)
-		body := url.Values{"grant_type": {GrantType}, "assertion": {g}}.Encode()
+		body := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"}, "assertion": {g}}.Encode()
 		r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(body))
 		if err != nil {
 			return nil, &ConfigError{Field: "Environment.TokenEndpoint", Value: endpoint, Reason: "cannot build a request", Err: err}
@@ -117,7 +114,7 @@ func tokenError(a *answer) *TokenError {
 		e.Description = excerpt(body.ErrorDescription)
 		e.ErrorURI = excerpt(body.ErrorURI)
 		if e.Code == "" && e.Description == "" {
-			e.Description = excerpt(strings.TrimSpace(body.Title + " " + body.Detail))
+			e.Description = excerpt(body.Title + " " + body.Detail)
 		}
 	} else {
 		e.Description = excerpt(string(a.body))

@@ -130,7 +130,7 @@ func (n *normRequest) authorizationDetails(r Request) error {
 	if r.SystemUserOrg != "" {
 		elems = append(elems, systemUserDetail(r.SystemUserOrg))
 	}
-	if !r.Consent.IsZero() {
+	if r.Consent != (Consent{}) {
 		elems = append(elems, r.Consent.detail())
 	}
 	if len(r.AuthorizationDetails) > 0 {
