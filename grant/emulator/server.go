@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 // Server is a Maskinporten emulator shaped like httptest.Server. It is safe
@@ -22,7 +25,7 @@ type Server struct {
 	URL string // http://127.0.0.1:port without a trailing slash, set by Start or StartOn
 
 	cfg     Config
-	key     *tokenKey
+	jwk     *signer.JWK // Config.Key's public half as /jwks shows it; its kid is the RFC 7638 thumbprint
 	roots   *x509.CertPool
 	handler http.Handler
 
@@ -75,13 +78,19 @@ func NewUnstartedServer(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	key, err := newTokenKey(cfg.Key)
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.Key == nil {
+		cfg.Key, _ = rsa.GenerateKey(rand.Reader, 2048) // cannot fail: crypto/rand does not
+	}
+	jwk, err := signer.PublicJWK(cfg.Key.Public(), "RS256", "")
 	if err != nil {
-		panic("emulator: " + err.Error())
+		panic("emulator: Config.Key must be an RSA key (Maskinporten signs with RS256): " + err.Error())
 	}
 	s := &Server{
 		cfg:     cfg,
-		key:     key,
+		jwk:     jwk,
 		roots:   x509.NewCertPool(),
 		clients: make(map[string]Client),
 		jtis:    make(map[string]time.Time),
@@ -177,7 +186,7 @@ func (s *Server) AltinnExchangeURL() string { return s.URL + altinnExchangePath 
 
 // PublicKey returns the *rsa.PublicKey that verifies the access tokens and
 // Altinn tokens the server issues (RS256).
-func (s *Server) PublicKey() crypto.PublicKey { return s.key.pub }
+func (s *Server) PublicKey() crypto.PublicKey { return s.cfg.Key.Public() }
 
 // AddClient registers c, replacing any client with the same ID, also while
 // the server runs. It panics if c has no ID or its OrgNumber is not 9 digits.
@@ -224,12 +233,6 @@ func (s *Server) Stats() Stats {
 }
 
 func (s *Server) now() time.Time { return s.cfg.Now() }
-
-func (s *Server) logf(format string, args ...any) { // never given a grant or token
-	if s.cfg.Logf != nil {
-		s.cfg.Logf(format, args...)
-	}
-}
 
 // serveHTTP applies latency and the Date header to every answer.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {

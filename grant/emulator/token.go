@@ -3,10 +3,8 @@ package emulator
 import (
 	"crypto"
 	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"mime"
 	"net/http"
 	"slices"
@@ -38,11 +36,11 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	drop, failStatus := s.fault()
 	switch {
 	case drop:
-		s.logf("emulator: /token: dropping the connection (DropNext)")
+		s.cfg.Logf("emulator: /token: dropping the connection (DropNext)")
 		s.drop(w)
 		return
 	case failStatus != 0:
-		s.logf("emulator: /token: answering %d (FailNext)", failStatus)
+		s.cfg.Logf("emulator: /token: answering %d (FailNext)", failStatus)
 		injected(failStatus).write(w, s.Issuer())
 		return
 	}
@@ -50,12 +48,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	tok, rej := s.issue(w, r, &clientID)
 	if rej != nil {
 		s.count(func(st *Stats) { st.Rejected[rej.statsKey()]++ })
-		s.logf("emulator: /token: refused client %q: %v", clientID, rej)
+		s.cfg.Logf("emulator: /token: refused client %q: %v", clientID, rej)
 		rej.write(w, s.Issuer())
 		return
 	}
 	s.count(func(st *Stats) { st.Issued++ })
-	s.logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
+	s.cfg.Logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
 	writeJSON(w, http.StatusOK, tok)
 }
 
@@ -237,7 +235,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if details != nil {
 		claims["authorization_details"] = details
 	}
-	at, err := s.key.sign(claims)
+	at, err := s.sign(claims)
 	if err != nil {
 		return nil, mp("server_error", err.Error())
 	}
@@ -274,39 +272,15 @@ func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.key.jwk}})
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.jwk}})
 }
 
-// tokenKey signs the access tokens and Altinn tokens the emulator issues,
-// with RS256 as Maskinporten does.
-type tokenKey struct {
-	signer crypto.Signer
-	pub    *rsa.PublicKey
-	jwk    *signer.JWK // as published on /jwks; its kid is the RFC 7638 thumbprint
-}
-
-func newTokenKey(k crypto.Signer) (*tokenKey, error) {
-	if k == nil {
-		var err error
-		if k, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			return nil, err
-		}
-	}
-	pub, ok := k.Public().(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("Config.Key must be an RSA key (Maskinporten signs with RS256), not %T", k.Public())
-	}
-	jwk, err := signer.PublicJWK(pub, "RS256", "")
-	if err != nil {
-		return nil, fmt.Errorf("Config.Key: %w", err)
-	}
-	return &tokenKey{signer: k, pub: pub, jwk: jwk}, nil
-}
-
-func (k *tokenKey) sign(claims jwt.MapClaims) (string, error) {
+// sign signs an access token or Altinn token with Config.Key, RS256 as
+// Maskinporten does.
+func (s *Server) sign(claims jwt.MapClaims) (string, error) {
 	t := jwt.NewWithClaims(signer.RS256, claims)
-	t.Header = map[string]any{"alg": "RS256", "kid": k.jwk.Kid}
-	return t.SignedString(k.signer)
+	t.Header = map[string]any{"alg": "RS256", "kid": s.jwk.Kid}
+	return t.SignedString(s.cfg.Key)
 }
 
 // randomID returns n random bytes, base64url, as Maskinporten's token jti.
