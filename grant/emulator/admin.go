@@ -23,8 +23,7 @@ const (
 	ScopeAdminRead = "idporten:dcr.read"
 	// ScopeAdminWrite is the scope a self-service token needs to change.
 	ScopeAdminWrite = "idporten:dcr.write"
-	// MaxClientKeys is how many keys Digdir lets a client have.
-	MaxClientKeys = 5
+	maxClientKeys   = 5 // how many keys Digdir lets a client have
 )
 
 // privateJWKMembers are the members of private or symmetric JWKs (RFC 7518
@@ -110,7 +109,7 @@ func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 		}
 	}
 	if len(j.Keys) > 0 {
-		j.Created = s.now().UTC().Format(time.RFC3339)
+		j.Created = s.cfg.Now().UTC().Format(time.RFC3339)
 		j.Updated = j.Created
 	}
 	s.jwks[id] = j
@@ -120,7 +119,7 @@ func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 // setClientKeys replaces client id's key set (keys nil: removes it) and the
 // keys kid grants may use, at once.
 func (s *Server) setClientKeys(id string, keys []any, pubs map[string]crypto.PublicKey) *clientJWKS {
-	now := s.now().UTC().Format(time.RFC3339)
+	now := s.cfg.Now().UTC().Format(time.RFC3339)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := &clientJWKS{Keys: []any{}}
@@ -140,7 +139,7 @@ func (s *Server) setClientKeys(id string, keys []any, pubs map[string]crypto.Pub
 	return j
 }
 
-// parseClientJWKS checks a posted key set as Digdir does (1 to MaxClientKeys
+// parseClientJWKS checks a posted key set as Digdir does (1 to maxClientKeys
 // public keys, each with its own kid and use sig), or says why it refuses.
 func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 	var set struct {
@@ -152,8 +151,8 @@ func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 	switch n := len(set.Keys); {
 	case n == 0:
 		return nil, nil, "the JWK set is empty; to remove every key, DELETE the set"
-	case n > MaxClientKeys:
-		return nil, nil, fmt.Sprintf("%d keys: a client may have at most %d", n, MaxClientKeys)
+	case n > maxClientKeys:
+		return nil, nil, fmt.Sprintf("%d keys: a client may have at most %d", n, maxClientKeys)
 	}
 	keys, pubs := []any{}, map[string]crypto.PublicKey{}
 	for i, k := range set.Keys {

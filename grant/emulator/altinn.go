@@ -23,7 +23,7 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	now := s.now()
+	now := s.cfg.Now()
 	claims := map[string]any{
 		"iss":                           s.URL + "/authentication/api/v1/openid/",
 		"iat":                           now.Unix(),
@@ -66,7 +66,7 @@ func (s *Server) verifyAccessToken(authz string) (jwt.MapClaims, string) {
 		jwt.WithValidMethods([]string{"RS256"}),
 		jwt.WithIssuer(s.Issuer()),
 		jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(s.now),
+		jwt.WithTimeFunc(s.cfg.Now),
 	).ParseWithClaims(tok, claims, func(t *jwt.Token) (any, error) {
 		return s.cfg.Key.Public(), nil
 	})

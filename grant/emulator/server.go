@@ -232,8 +232,6 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-func (s *Server) now() time.Time { return s.cfg.Now() }
-
 // serveHTTP applies latency and the Date header to every answer.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	var latency time.Duration
@@ -256,7 +254,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // useJTI records jti and reports whether it was new.
 func (s *Server) useJTI(jti string, exp time.Time) bool {
-	now := s.now()
+	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, seen := s.jtis[jti]; seen {
@@ -303,7 +301,7 @@ func (s *Server) SetDateOffset(d time.Duration) { s.locked(func() { s.dateOffset
 func (s *Server) date() string {
 	var off time.Duration
 	s.locked(func() { off = s.dateOffset })
-	return s.now().Add(off).UTC().Format(http.TimeFormat)
+	return s.cfg.Now().Add(off).UTC().Format(http.TimeFormat)
 }
 
 func (s *Server) fault() (drop bool, failStatus int) {

@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/rand"
 	"encoding/base64"
@@ -47,7 +48,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	var clientID string
 	tok, rej := s.issue(w, r, &clientID)
 	if rej != nil {
-		s.count(func(st *Stats) { st.Rejected[rej.statsKey()]++ })
+		s.count(func(st *Stats) { st.Rejected[cmp.Or(rej.code, rej.error)]++ })
 		s.cfg.Logf("emulator: /token: refused client %q: %v", clientID, rej)
 		rej.write(w, s.Issuer())
 		return
@@ -100,7 +101,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if !ok {
 		return nil, mp("MP-100", "")
 	}
-	now := s.now()
+	now := s.cfg.Now()
 
 	// The key: a registered one by kid, or the leaf of a trusted chain.
 	var pub crypto.PublicKey
