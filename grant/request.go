@@ -53,11 +53,10 @@ func (r Request) Validate() error {
 	return err
 }
 
-// normRequest is a validated Request in the form the grant and cache use.
+// normRequest is a validated Request in the form the grant uses.
 type normRequest struct {
 	scopes       []string        // deduplicated, in the order given
 	scope        string          // the scope claim: scopes joined by spaces
-	scopeKey     string          // the scope set for cache keys: sorted, joined by spaces
 	resources    []string        // deduplicated, in the order given
 	authzDetails json.RawMessage // the claim: system user, consent, then AuthorizationDetails
 	lifetime     int64           // seconds
@@ -83,7 +82,6 @@ func (r Request) normalize() (*normRequest, error) {
 		return nil, &ValidationError{Field: "scope", Reason: "at least one scope is required"}
 	}
 	n.scope = strings.Join(n.scopes, " ")
-	n.scopeKey = strings.Join(slices.Sorted(slices.Values(n.scopes)), " ")
 	for _, res := range r.Resources {
 		if u, err := url.Parse(res); !ValidScope(res) || err != nil || u.Scheme == "" {
 			return nil, &ValidationError{Field: "resource", Value: res, Reason: "must be an absolute URI without whitespace or control characters"}
@@ -134,14 +132,16 @@ func (n *normRequest) authorizationDetails(r Request) error {
 		elems = append(elems, r.Consent.detail())
 	}
 	if len(r.AuthorizationDetails) > 0 {
-		given, _, err := parseAuthorizationDetails(r.AuthorizationDetails)
+		given, err := ParseAuthorizationDetails(r.AuthorizationDetails)
 		if err != nil {
 			return err
 		}
-		elems = append(elems, given...)
+		for _, d := range given {
+			elems = append(elems, d.raw)
+		}
 	}
 	if len(elems) > 0 {
-		n.authzDetails, _ = json.Marshal(elems)
+		n.authzDetails, _ = json.Marshal(elems) // compacts each element
 	}
 	return nil
 }
