@@ -27,22 +27,13 @@ type Token struct {
 
 // OAuth2 returns the token as an *oauth2.Token.
 func (t *Token) OAuth2() *oauth2.Token {
-	return &oauth2.Token{
-		AccessToken: t.AccessToken,
-		TokenType:   t.TokenType,
-		Expiry:      t.Expiry,
-		ExpiresIn:   int64(t.ExpiresIn),
-	}
+	return &oauth2.Token{AccessToken: t.AccessToken, TokenType: t.TokenType, Expiry: t.Expiry, ExpiresIn: int64(t.ExpiresIn)}
 }
 
 // LogValue implements slog.LogValuer: it logs everything but the token.
 func (t *Token) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("token_type", t.TokenType),
-		slog.String("scope", t.Scope),
-		slog.Int("expires_in", t.ExpiresIn),
-		slog.Time("expiry", t.Expiry),
-	)
+	return slog.GroupValue(slog.String("token_type", t.TokenType), slog.String("scope", t.Scope),
+		slog.Int("expires_in", t.ExpiresIn), slog.Time("expiry", t.Expiry))
 }
 
 // Exchange gets a new access token for req, without a cache (TokenSource has
@@ -193,13 +184,8 @@ func parseTokenResponse(endpoint string, status int, body []byte, start time.Tim
 	if err != nil || exp <= 0 {
 		return nil, &ResponseError{URL: endpoint, StatusCode: status, Reason: "expires_in " + strconv.Quote(resp.ExpiresIn.String()) + " is not a positive integer"}
 	}
-	return &Token{
-		AccessToken: resp.AccessToken,
-		TokenType:   "Bearer",
-		Scope:       resp.Scope,
-		ExpiresIn:   int(exp),
-		Expiry:      start.Add(time.Duration(exp) * time.Second),
-	}, nil
+	return &Token{AccessToken: resp.AccessToken, TokenType: "Bearer", Scope: resp.Scope, ExpiresIn: int(exp),
+		Expiry: start.Add(time.Duration(exp) * time.Second)}, nil
 }
 
 // AltinnToken exchanges a Maskinporten access token for an Altinn platform
@@ -258,13 +244,7 @@ func (c *Config) AltinnToken(ctx context.Context, mpToken string) (*Token, error
 	if secs <= 0 {
 		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "Altinn token has already expired"}
 	}
-	t := &Token{
-		AccessToken: raw,
-		TokenType:   "Bearer",
-		Scope:       cl.Scope,
-		ExpiresIn:   secs,
-		Expiry:      a.start.Add(time.Duration(secs) * time.Second),
-	}
+	t := &Token{AccessToken: raw, TokenType: "Bearer", Scope: cl.Scope, ExpiresIn: secs, Expiry: a.start.Add(time.Duration(secs) * time.Second)}
 	log.DebugContext(ctx, "altinn token issued", "token", t)
 	return t, nil
 }

@@ -157,20 +157,14 @@ const badOrgNumber = "not a valid organisation number (9 digits with a modulus-1
 // ValidOrgNumber reports whether s is a Norwegian organisation number: nine
 // digits, the last a modulus-11 check digit.
 func ValidOrgNumber(s string) bool {
-	if len(s) != 9 || !allDigits(s) {
-		return false
-	}
-	return mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2}) == int(s[8]-'0')
+	return len(s) == 9 && allDigits(s) && mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2}) == int(s[8]-'0')
 }
 
 // ValidPID reports whether s is a Norwegian personal identification number
 // (fødselsnummer, D-number or synthetic): eleven digits, the last two
 // modulus-11 check digits; the date is not checked.
 func ValidPID(s string) bool {
-	if len(s) != 11 || !allDigits(s) {
-		return false
-	}
-	return mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2}) == int(s[9]-'0') &&
+	return len(s) == 11 && allDigits(s) && mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2}) == int(s[9]-'0') &&
 		mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2}) == int(s[10]-'0')
 }
 
@@ -188,14 +182,10 @@ func mod11(digits string, weights []int) int {
 	for i := range len(digits) {
 		sum += int(digits[i]-'0') * weights[i]
 	}
-	switch c := 11 - sum%11; c {
-	case 11:
-		return 0
-	case 10:
-		return -1
-	default:
+	if c := (11 - sum%11) % 11; c != 10 {
 		return c
 	}
+	return -1
 }
 
 func allDigits(s string) bool {

@@ -331,11 +331,7 @@ func (s *Server) drop(w http.ResponseWriter) {
 		return
 	}
 	defer conn.Close()
-	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\n" +
-		"Date: " + s.date() + "\r\n" +
-		"Content-Type: application/json;charset=UTF-8\r\n" +
-		"Content-Length: 1024\r\n" +
-		"\r\n" +
-		`{"access_token":"eyJ`)
+	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nDate: " + s.date() + "\r\nContent-Type: application/json;charset=UTF-8\r\n" +
+		"Content-Length: 1024\r\n\r\n" + `{"access_token":"eyJ`)
 	_ = buf.Flush()
 }

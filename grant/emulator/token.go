@@ -197,7 +197,6 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 
 	// The access token, with the claims Maskinporten's tokens carry.
 	scope := strings.Join(scopes, " ")
-	exp := now.Add(s.cfg.TokenLifetime)
 	claims := map[string]any{
 		"iss":        s.Issuer(),
 		"client_id":  client.ID,
@@ -206,7 +205,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		"scope":      scope,
 		"consumer":   orgID(consumer),
 		"iat":        now.Unix(),
-		"exp":        exp.Unix(),
+		"exp":        now.Add(s.cfg.TokenLifetime).Unix(),
 		"jti":        randomID(32),
 	}
 	if len(g.resource) == 1 {
@@ -226,8 +225,9 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		details = append(details, map[string]any{
 			"type":           systemUserType,
 			"systemuser_org": orgID(ad.sysUserOrg),
-			"systemuser_id":  []string{systemUserID(client.ID, ad.sysUserOrg)},
-			"system_id":      client.OrgNumber + "_" + client.ID,
+			// A stable id for the system user of the organisation on the client's system.
+			"systemuser_id": []string{uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+client.ID+":"+ad.sysUserOrg)).String()},
+			"system_id":     client.OrgNumber + "_" + client.ID,
 		})
 	}
 	if consent != nil {
@@ -240,22 +240,12 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if err != nil {
 		return nil, mp("server_error", err.Error())
 	}
-	return &tokenAnswer{
-		AccessToken: at,
-		TokenType:   "Bearer",
-		ExpiresIn:   int64(s.cfg.TokenLifetime / time.Second),
-		Scope:       scope,
-	}, nil
+	return &tokenAnswer{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenLifetime / time.Second), Scope: scope}, nil
 }
 
 // orgID is an organisation in ISO 6523 notation, as in consumer and supplier.
 func orgID(orgnr string) map[string]string {
 	return map[string]string{"authority": "iso6523-actorid-upis", "ID": "0192:" + orgnr}
-}
-
-// systemUserID is a stable id for the system user of org on the client's system.
-func systemUserID(clientID, org string) string {
-	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+clientID+":"+org)).String()
 }
 
 // serveMetadata serves the authorization server metadata (RFC 8414)
