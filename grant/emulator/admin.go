@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -78,7 +77,9 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 	}
 	switch r.Method {
 	case http.MethodGet:
-		writeJSON(w, http.StatusOK, s.jwksOf(id, target))
+		var j *clientJWKS
+		s.locked(func() { j = s.jwks[id] })
+		writeJSON(w, http.StatusOK, j)
 	case http.MethodDelete:
 		s.setClientKeys(id, nil, nil)
 		w.WriteHeader(http.StatusNoContent)
@@ -94,26 +95,6 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 		writeJSON(w, http.StatusOK, s.setClientKeys(id, keys, pubs))
 	}
 	return 0, "", ""
-}
-
-func (s *Server) jwksOf(id string, c Client) *clientJWKS {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if j, ok := s.jwks[id]; ok { // made from Client.Keys the first time
-		return j
-	}
-	j := &clientJWKS{Keys: []any{}}
-	for _, kid := range slices.Sorted(maps.Keys(c.Keys)) {
-		if k, err := signer.PublicJWK(c.Keys[kid], "", kid); err == nil {
-			j.Keys = append(j.Keys, k)
-		}
-	}
-	if len(j.Keys) > 0 {
-		j.Created = s.cfg.Now().UTC().Format(time.RFC3339)
-		j.Updated = j.Created
-	}
-	s.jwks[id] = j
-	return j
 }
 
 // setClientKeys replaces client id's key set (keys nil: removes it) and the

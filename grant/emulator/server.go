@@ -32,7 +32,7 @@ type Server struct {
 	mu         sync.Mutex
 	clients    map[string]Client
 	jtis       map[string]time.Time   // jti -> grant exp, for pruning
-	jwks       map[string]*clientJWKS // key sets by client, once the self-service API has seen them
+	jwks       map[string]*clientJWKS // key sets by client
 	nextPrune  time.Time
 	stats      Stats
 	failN      int
@@ -41,9 +41,9 @@ type Server struct {
 	latency    time.Duration
 	dateOffset time.Duration
 
-	ts        *httptest.Server
-	closing   chan struct{} // closed by Close, to cut latency short
-	closeOnce sync.Once
+	ts      *httptest.Server
+	closing chan struct{} // closed by Close, to cut latency short
+	stop    func()        // closes closing, once
 }
 
 // NewServer starts a new emulator on 127.0.0.1; Close it when done. Like
@@ -96,8 +96,9 @@ func NewUnstartedServer(cfg Config) *Server {
 		jtis:    make(map[string]time.Time),
 		jwks:    make(map[string]*clientJWKS),
 		stats:   Stats{Rejected: make(map[string]int)},
-		closing: make(chan struct{}),
 	}
+	s.closing = make(chan struct{})
+	s.stop = sync.OnceFunc(func() { close(s.closing) })
 	for _, r := range cfg.Roots {
 		s.roots.AddCert(r)
 	}
@@ -157,10 +158,8 @@ func (s *Server) StartOn(addr string) error {
 // Close stops the server: it cuts latency short, waits for the answers
 // under way, and closes all connections. It is idempotent.
 func (s *Server) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closing)
-		s.ts.Close()
-	})
+	s.stop()
+	s.ts.Close() // itself idempotent
 }
 
 // Issuer returns the issuer identifier with its trailing slash, the aud a
@@ -212,10 +211,17 @@ func (s *Server) AddClient(c Client) {
 	c.Keys = keys
 	c.DelegatedBy = slices.Clone(c.DelegatedBy)
 	c.SystemUserOrgs = slices.Clone(c.SystemUserOrgs)
-	s.locked(func() {
-		s.clients[c.ID] = c
-		delete(s.jwks, c.ID)
-	})
+	j := &clientJWKS{Keys: []any{}} // as the self-service API shows it
+	for _, kid := range slices.Sorted(maps.Keys(keys)) {
+		if k, err := signer.PublicJWK(keys[kid], "", kid); err == nil {
+			j.Keys = append(j.Keys, k)
+		}
+	}
+	if len(j.Keys) > 0 {
+		j.Created = s.cfg.Now().UTC().Format(time.RFC3339)
+		j.Updated = j.Created
+	}
+	s.locked(func() { s.clients[c.ID], s.jwks[c.ID] = c, j })
 }
 
 func (s *Server) client(id string) (c Client, ok bool) {
