@@ -134,19 +134,17 @@ func (c Consent) Validate() error {
 	if _, err := uuid.Parse(c.ID); err != nil || len(c.ID) != 36 {
 		return &ValidationError{Field: "consent_id", Value: c.ID, Reason: "not a UUID in its usual form (77ed8698-e619-4066-9eb4-5c1eb3f165a1)"}
 	}
-	if pid, ok := strings.CutPrefix(c.From, PersonURNPrefix); ok {
-		if !ValidPID(pid) {
-			return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "not a valid national identity number (11 digits with two modulus-11 check digits)"}
-		}
-		return nil
+	pid, person := strings.CutPrefix(c.From, PersonURNPrefix)
+	org, organisation := strings.CutPrefix(c.From, OrganizationURNPrefix)
+	switch {
+	case person && !ValidPID(pid):
+		return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "not a valid national identity number (11 digits with two modulus-11 check digits)"}
+	case organisation && !ValidOrgNumber(org):
+		return &ValidationError{Field: "consent_from", Value: c.From, Reason: badOrgNumber}
+	case !person && !organisation:
+		return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "must be " + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>"}
 	}
-	if org, ok := strings.CutPrefix(c.From, OrganizationURNPrefix); ok {
-		if !ValidOrgNumber(org) {
-			return &ValidationError{Field: "consent_from", Value: c.From, Reason: badOrgNumber}
-		}
-		return nil
-	}
-	return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "must be " + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>"}
+	return nil
 }
 
 // systemUserDetail is the element asking for the Altinn system user of orgnr.

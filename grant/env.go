@@ -19,9 +19,8 @@ type Environment struct {
 	AltinnExchange string // the URL of Altinn's token exchange, or empty if there is none
 }
 
-// The public Maskinporten environments; Test is paired with Altinn's tt02.
 var (
-	// Test is Maskinporten's test environment.
+	// Test is Maskinporten's test environment, paired with Altinn's tt02.
 	Test = preset("test", "test.maskinporten.no", "platform.tt02.altinn.no")
 	// Prod is Maskinporten's production environment.
 	Prod = preset("prod", "maskinporten.no", "platform.altinn.no")
@@ -111,11 +110,8 @@ func redactURL(raw string) string {
 }
 
 func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	h := strings.ToLower(host)
+	return h == "localhost" || strings.HasSuffix(h, ".localhost") || net.ParseIP(host).IsLoopback() // a nil IP is not loopback
 }
 
 // Discover fetches the authorization server metadata (RFC 8414) at
