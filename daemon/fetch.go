@@ -35,9 +35,8 @@ func newRequest(s *Server, client string, req grant.Request, altinn bool, who ca
 
 // addKey adds c's key to the cache within its caller's quotas.
 func (s *Server) addKey(c *call) (*entry, error) {
-	q := &c.req
-	req := grant.Request{Scopes: slices.Clone(q.Scopes), Resources: slices.Clone(q.Resources), ConsumerOrg: q.ConsumerOrg,
-		PID: q.PID, SystemUserOrg: q.SystemUserOrg, AuthorizationDetails: q.AuthorizationDetails}
+	req := c.req // its lists are the pooled call's
+	req.Scopes, req.Resources = slices.Clone(req.Scopes), slices.Clone(req.Resources)
 	f := newRequest(s, c.client.Name, req, c.altinn, c.who)
 	if c.altinn {
 		_, rest, _ := strings.Cut(string(c.key), "\x00")
@@ -76,12 +75,12 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 			}
 		}
 	}
+	if q.callers == nil {
+		q.callers = map[callerID]held{}
+	}
 	h := q.callers[who]
 	if h == nil {
 		h = held{}
-		if q.callers == nil {
-			q.callers = map[callerID]held{}
-		}
 		q.callers[who] = h
 	}
 	delete(h, key) // the cache missed it: the entry it was held for is gone
@@ -103,23 +102,21 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	if k, r, _ := over(); k || r {
 		h.prune(cache)
 	}
-	keys, resources, n := over()
-	if resources {
+	switch keys, resources, n := over(); {
+	case resources:
 		return nil, badRequest(errInvalidTarget, fmt.Sprintf(
 			"%s already has tokens for %d distinct resources, the most one caller may have (--max-resources-per-caller %d); "+
 				"ask for fewer distinct resources, or ask the daemon's operator to allow them (--allowed-resources)",
 			who, n, maxRes))
-	}
-	if keys {
+	case keys:
 		return nil, unavailable(fmt.Sprintf("%s has %d distinct requests cached, the most one caller may have (--max-keys-per-caller); "+
 			"a request nobody asks for is dropped after two token lifetimes", who, len(h)), 30)
 	}
 	e, err := cache.add(key, f)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		h[key] = heldKey{e: e, resources: res}
 	}
-	h[key] = heldKey{e: e, resources: res}
-	return e, nil
+	return e, err
 }
 
 // prune forgets the keys whose entries are no longer in c.
@@ -165,15 +162,11 @@ func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, err
 	if err != nil && isDeviceFault(err) && s.awaitReconnect(ctx, c) {
 		t, err = r.exchange(ctx, who)
 	}
-	if nre := (*notReadyError)(nil); errors.As(err, &nre) {
+	if nre := notReadyError(""); errors.As(err, &nre) {
 		return nil, err // /readyz says why
 	}
 	if background {
-		result := "ok"
-		if err != nil {
-			result = "error"
-		}
-		s.metrics.refreshes.WithLabelValues(result).Inc()
+		s.metrics.refreshes.WithLabelValues(map[bool]string{true: "ok", false: "error"}[err == nil]).Inc()
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log().LogAttrs(ctx, slog.LevelWarn, "no token", append(r.attrs(), slog.String("error", err.Error()), slog.Bool("background", background))...)
@@ -188,11 +181,11 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 	c := s.status().conn
 	if c == nil {
 		_, reason := s.Ready()
-		return nil, &notReadyError{reason: cmp.Or(reason, "not ready")}
+		return nil, notReadyError(cmp.Or(reason, "not ready"))
 	}
 	gc := c.grants[r.client]
 	if gc == nil {
-		return nil, &notReadyError{reason: "the client '" + r.client + "' is no longer configured"}
+		return nil, notReadyError("the client '" + r.client + "' is no longer configured")
 	}
 	endpoint, mpToken := "token", ""
 	if r.altinn {
@@ -226,29 +219,23 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 // types and consent ids only (a consent's from may be a person's number).
 func (r *request) attrs() []slog.Attr {
 	q := r.req
-	a := []slog.Attr{slog.String("client", r.client), slog.String("scope", strings.Join(q.Scopes, " "))}
-	add := func(k, v string) {
-		if v != "" {
-			a = append(a, slog.String(k, v))
+	var types, ids []string
+	details, _ := grant.ParseAuthorizationDetails(q.AuthorizationDetails)
+	for _, d := range details {
+		types = append(types, d.Type)
+		if d.Consent.ID != "" {
+			ids = append(ids, d.Consent.ID)
 		}
 	}
-	add("resource", strings.Join(q.Resources, " "))
-	add("consumer_org", q.ConsumerOrg)
 	if q.PID != "" {
-		add("pid", grant.MaskPID(q.PID))
+		q.PID = grant.MaskPID(q.PID)
 	}
-	add("system_user_org", q.SystemUserOrg)
-	if len(q.AuthorizationDetails) > 0 {
-		var types, ids []string
-		details, _ := grant.ParseAuthorizationDetails(q.AuthorizationDetails)
-		for _, d := range details {
-			types = append(types, d.Type)
-			if d.Consent.ID != "" {
-				ids = append(ids, d.Consent.ID)
-			}
+	a := []slog.Attr{slog.String("client", r.client), slog.String("scope", strings.Join(q.Scopes, " "))}
+	for _, kv := range [][2]string{{"resource", strings.Join(q.Resources, " ")}, {"consumer_org", q.ConsumerOrg}, {"pid", q.PID},
+		{"system_user_org", q.SystemUserOrg}, {"authorization_types", strings.Join(types, " ")}, {"consent_id", strings.Join(ids, " ")}} {
+		if kv[1] != "" {
+			a = append(a, slog.String(kv[0], kv[1]))
 		}
-		add("authorization_types", strings.Join(types, " "))
-		add("consent_id", strings.Join(ids, " "))
 	}
 	if r.altinn {
 		a = append(a, slog.Bool("altinn", true))

@@ -22,9 +22,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// Server is the token daemon. Make one with New, give it listeners with
-// Serve, and stop it with Shutdown. It is an http.Handler too. All methods
-// are safe for concurrent use.
+// Server is the token daemon: New, Serve, Shutdown; an http.Handler too.
+// All methods are safe for concurrent use.
 type Server struct {
 	st       atomic.Pointer[settings]
 	reg      *prometheus.Registry
@@ -41,9 +40,9 @@ type Server struct {
 	bgMu   sync.Mutex // orders bg.Add against stopBackground
 	bg     sync.WaitGroup
 
-	// openMu is held from each OpenSigner call (a login) to adopting what
-	// it gave, so that a Reload and the reconnect loop never present a PIN
-	// at once: two wrong tries where one tells.
+	// openMu is held from each OpenSigner call (a login) to adopting its
+	// result, so that a Reload and the reconnect loop never present a PIN at
+	// once: two wrong tries where one tells.
 	openMu sync.Mutex
 
 	mu           sync.Mutex
@@ -76,11 +75,11 @@ type status struct {
 }
 
 // New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
-// a Server ready to Serve. If the token is absent or the device fails (an
-// error tokenerr.Transient reports), the Server starts not ready and
-// reconnects in the background; with cfg.WaitOnPINRefused, a refused PIN
-// starts it not ready until Reload. Any other error, such as a refused
-// PIN, a key not found or an invalid Config (ErrConfig), is returned.
+// a Server ready to Serve. If the token is absent or the device fails
+// (tokenerr.Transient), it starts not ready and reconnects in the
+// background; with WaitOnPINRefused, a refused PIN starts it not ready
+// until Reload. Any other error (a refused PIN, no key, ErrConfig) is
+// returned.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -140,12 +139,6 @@ func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
 
 func (s *Server) status() *status { return s.stat.Load() }
 
-// setStateLocked makes the daemon not ready, in st, for reason. s.mu must
-// be held.
-func (s *Server) setStateLocked(st state, reason string) {
-	s.stat.Store(&status{state: st, reason: reason})
-}
-
 // adoptLocked makes the daemon ready with c and returns the conn it
 // replaces, to close outside s.mu; or records err, the failure to open c:
 // a refused PIN waits for Reload, never presented again; any other
@@ -155,10 +148,12 @@ func (s *Server) adoptLocked(c *conn, err error) *conn {
 	case err == nil:
 		return s.installLocked(c)
 	case tokenerr.IsPINRefused(err):
-		s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
+		s.stat.Store(&status{state: stateLoginRefused, reason: loginRefusedReason(err)})
 	default:
-		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
-		s.startLoopLocked()
+		s.stat.Store(&status{state: stateFault, reason: "the card or HSM is not available (" + err.Error() + "); reconnecting"})
+		if !s.looping && s.goBackground(s.reconnectLoop) {
+			s.looping = true
+		}
 	}
 	return nil
 }
@@ -245,10 +240,9 @@ func (st *settings) checkListener(ln net.Listener) error {
 	return configErr("listener on %s %s: only unix and tcp are supported", ln.Addr().Network(), ln.Addr())
 }
 
-// Shutdown stops the server gracefully: the listeners close at once,
-// requests in flight are answered, then background work stops and the
-// signer is closed. If ctx ends first, the remaining connections are
-// closed and ctx's error returned. It may be called more than once.
+// Shutdown closes the listeners, answers the requests in flight, then
+// stops background work and closes the signer; if ctx ends first, it closes
+// the remaining connections and returns ctx's error. It may be called again.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -297,29 +291,26 @@ func (s *Server) stopBackground() {
 func (s *Server) closeConn() {
 	s.mu.Lock()
 	c := s.status().conn
-	s.setStateLocked(stateClosed, errShuttingDown.Error())
+	s.stat.Store(&status{state: stateClosed, reason: errShuttingDown.Error()})
 	s.mu.Unlock()
 	if c != nil {
 		c.close()
 	}
 }
 
-// Reload applies a new configuration: it opens the key with the new
-// OpenSigner (a new login) and swaps it in; cached tokens are kept when
-// keys, clients and environment are unchanged. When the daemon is ready and
-// the new key cannot be opened, nothing changes and the error is returned;
-// when it is not ready, the new configuration is adopted even so (a
-// refused PIN is reported again, any other failure reconnects).
-//
-// The new configuration must suit the listeners being served, as at Serve,
-// or it is refused (ErrConfig). Listeners, MaxConcurrent,
-// MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the cache's
-// settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep their
-// values from New.
+// Reload opens the key with cfg's OpenSigner (a new login) and swaps it and
+// cfg in; cached tokens are kept when keys, clients and environment are
+// unchanged. If the daemon is ready and the key cannot be opened, nothing
+// changes and the error is returned; if it is not ready, cfg is adopted
+// even so (a refused PIN is reported again, any other failure reconnects).
+// A cfg that does not suit the listeners served, as at Serve, is refused
+// (ErrConfig). Listeners, MaxConcurrent, MaxConcurrentPerCaller, the HTTP
+// timeouts, the Registry, MaxKeys, RefreshMargin, RefreshJitter and
+// RefusalTTL keep their values from New.
 //
 // PKCS#11 login state belongs to the process: while the old signer is
-// open, the new one's login finds the token logged in, so a PIN changed in
-// the PIN source is only checked once the token is opened afresh.
+// open, the new one's login finds the token logged in, so a changed PIN is
+// only checked once the token is opened afresh.
 func (s *Server) Reload(cfg Config) error {
 	cfg.Registry = s.settings().cfg.Registry
 	cfg, err := cfg.withDefaults()
