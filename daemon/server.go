@@ -119,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 	default:
 		s.logReady(c, "logged in: ready")
 	}
-	for _, col := range s.metrics.collectors() {
+	for _, col := range s.metrics.all {
 		if err := reg.Register(col); err != nil {
 			s.stopBackground()
 			s.closeConn()

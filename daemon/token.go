@@ -263,7 +263,6 @@ func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) 
 	if err != nil {
 		oe := s.mapError(err)
 		s.metrics.count(c.client, outcomeOf(oe.status, false), oe)
-		s.metrics.requests.WithLabelValues(oe.code).Inc()
 		s.writeError(w, oe)
 		if !audited {
 			s.audit(c, oe.status, oe)
@@ -271,7 +270,6 @@ func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) 
 		return
 	}
 	s.metrics.count(c.client, outcomeOf(http.StatusOK, c.hit), nil)
-	s.metrics.requestsOK.Inc()
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
 	b := append(c.buf[:0], tok.head...)
