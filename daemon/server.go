@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,7 +100,7 @@ func New(cfg Config) (*Server, error) {
 	s.st.Store(st)
 	s.stat.Store(&status{state: stateStarting, reason: "starting"})
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
-	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(logWriter{cfg.Logger, slog.LevelError, "metrics: "}, "", 0)})
+	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: logLogger(cfg.Logger, slog.LevelError, "metrics: ")})
 
 	c, err := s.open(s.ctx, st)
 	if err != nil && !tokenerr.Transient(err) && !(tokenerr.IsPINRefused(err) && cfg.WaitOnPINRefused) {
@@ -196,7 +195,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		IdleTimeout:       st.cfg.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		// net/http's own lines are about callers' broken connections.
-		ErrorLog: log.New(logWriter{st.cfg.Logger, slog.LevelDebug, "http: "}, "", 0),
+		ErrorLog: logLogger(st.cfg.Logger, slog.LevelDebug, "http: "),
 	}
 	s.mu.Lock()
 	err := s.settings().checkListener(ln)
@@ -369,14 +368,9 @@ func (s *Server) checkListenersLocked(st *settings) error {
 	return nil
 }
 
-// logWriter sends a log.Logger's lines to slog, at level with prefix.
-type logWriter struct {
-	l      *slog.Logger
-	level  slog.Level
-	prefix string
-}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.l.Log(context.Background(), w.level, w.prefix+strings.TrimRight(string(p), "\r\n"))
-	return len(p), nil
+// logLogger sends a log.Logger's lines to l at level, with prefix.
+func logLogger(l *slog.Logger, level slog.Level, prefix string) *log.Logger {
+	ll := slog.NewLogLogger(l.Handler(), level)
+	ll.SetPrefix(prefix)
+	return ll
 }
