@@ -90,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{reg: reg, refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.cache = newCache(cfg, s.ctx, s.goBackground)
+	s.cache = &cache{cfg: cfg, entries: map[string]*entry{}, ctx: s.ctx, spawn: s.goBackground}
 	s.metrics = newMetrics(s)
 	st, err := newSettings(cfg, s.metrics)
 	if err != nil {
