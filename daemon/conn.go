@@ -1,10 +1,9 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -115,19 +114,12 @@ type identities map[string][7]string
 var identityParts = [7]string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
 
 func identity(gc *grant.Config, s signer.Signer) ([7]string, error) {
-	var key string
+	key, err := signer.Thumbprint(s.Public())
 	if chain := s.Chain(); len(chain) > 0 {
-		sum := sha256.Sum256(chain[0].Raw)
-		key = "x5c:" + hex.EncodeToString(sum[:])
-	} else {
-		tp, err := signer.Thumbprint(s.Public())
-		if err != nil {
-			return [7]string{}, err
-		}
-		key = "jwk:" + tp
+		key, err = "x5c:"+string(chain[0].Raw), nil
 	}
 	return [7]string{gc.ClientID, gc.Environment.Issuer, gc.Environment.TokenEndpoint,
-		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, nil
+		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, err
 }
 
 // change names what differs from old to ids, for the log.
@@ -326,20 +318,17 @@ func loginRefusedReason(err error) string {
 func (s *Server) probeLoop() {
 	for {
 		iv := s.settings().cfg.ProbeInterval
-		if iv < 0 {
-			iv = time.Second // probing is off; look again for a reload
-		}
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-time.After(iv):
+		case <-time.After(cmp.Or(max(iv, 0), time.Second)): // probing off: look again for a reload
 		}
 		c := s.status().conn
-		p, ok := Prober(nil), false
-		if c != nil {
-			p, ok = c.raw.(Prober)
+		if c == nil || s.settings().cfg.ProbeInterval < 0 {
+			continue
 		}
-		if !ok || s.settings().cfg.ProbeInterval < 0 {
+		p, ok := c.raw.(Prober)
+		if !ok {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)

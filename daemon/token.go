@@ -17,9 +17,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// call is one token request on its way down the pipeline (serveToken):
-// parse, authenticate (auth.go), authorize, token (fetch.go, cache.go),
-// answer, audit (audit.go). The caller is established once, by ServeHTTP.
+// call is one token request on its way down the pipeline (serveToken); its
+// caller is established once, by ServeHTTP.
 type call struct {
 	r      *http.Request
 	st     *settings
@@ -63,11 +62,11 @@ func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
 	if err := c.readBody(w); err != nil {
 		return nil, err
 	}
-	isForm, formErr := false, error(nil)
-	if ct := r.Header.Get("Content-Type"); ct == "application/x-www-form-urlencoded" {
-		isForm = true
-	} else if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/x-www-form-urlencoded" {
-		isForm = true
+	ct, formErr := r.Header.Get("Content-Type"), error(nil)
+	isForm := ct == "application/x-www-form-urlencoded" // the common case, without ParseMediaType's allocations
+	if !isForm {
+		mt, _, _ := mime.ParseMediaType(ct)
+		isForm = mt == "application/x-www-form-urlencoded"
 	}
 	if isForm {
 		c.form, formErr = url.ParseQuery(string(c.buf))
