@@ -75,9 +75,6 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 			}
 		}
 	}
-	if q.callers == nil {
-		q.callers = map[callerID]held{}
-	}
 	h := q.callers[who]
 	if h == nil {
 		h = held{}
@@ -114,7 +111,7 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	}
 	e, err := cache.add(key, f)
 	if err == nil {
-		h[key] = heldKey{e: e, resources: res}
+		h[key] = heldKey{e, res}
 	}
 	return e, err
 }
@@ -128,7 +125,7 @@ func (h held) prune(c *cache) {
 	}
 }
 
-// tokenOf returns e's token for c, cached (hit) or fetched for c's caller
+// tokenOf returns e's token for c: cached (hit), or fetched for c's caller
 // within RequestTimeout.
 func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
 	if t := e.cached(forUse); t != nil {
@@ -147,8 +144,7 @@ func (s *Server) claim(r *request, who callerID) {
 }
 
 // fetch makes r's exchange within ExchangeTimeout, once more after a
-// reconnect if its signature met a card or HSM fault (that grant was never
-// sent).
+// reconnect if its signature met a card fault (that grant was never sent).
 func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, error) {
 	s := r.s
 	ctx, cancel := context.WithTimeout(ctx, s.settings().cfg.ExchangeTimeout)

@@ -88,7 +88,7 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{reg: reg, refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}}
+	s := &Server{reg: reg, refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}, quotas: quotas{callers: map[callerID]held{}}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cache = &cache{cfg: cfg, entries: map[string]*entry{}, ctx: s.ctx, spawn: s.goBackground}
 	s.metrics = newMetrics(s)
