@@ -191,9 +191,7 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 		l.Client, l.ClientID = cl.Name, cl.ClientID
 	}
 	if q := &c.req; c.asked {
-		scopes := q.Scopes[:min(len(q.Scopes), maxCallerValues)]
-		l.Scope = strings.Join(bounded(scopes), " ")
-		if len(q.Scopes) > maxCallerValues {
+		if l.Scope = strings.Join(bounded(q.Scopes), " "); len(q.Scopes) > maxCallerValues {
 			l.Scope += " ..."
 		}
 		l.Resource, l.ConsumerOrg, l.SystemUserOrg, l.PID, l.Altinn = bounded(q.Resources), excerpt(q.ConsumerOrg), excerpt(q.SystemUserOrg), q.PID, c.altinn

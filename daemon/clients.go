@@ -284,6 +284,3 @@ func newListPolicy(allowed []string) *listPolicy {
 func (p *listPolicy) allows(v string) bool {
 	return p.any || p.exact[v] || slices.ContainsFunc(p.prefixes, func(pre string) bool { return strings.HasPrefix(v, pre) })
 }
-
-// finite reports whether p allows exact values only.
-func (p *listPolicy) finite() bool { return !p.any && len(p.prefixes) == 0 }

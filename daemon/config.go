@@ -226,8 +226,10 @@ func newSettings(cfg Config, m *metrics) (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &settings{cfg: cfg, clients: clients, byName: map[string]*client{}, hosts: map[string]bool{},
-		resources: newListPolicy(cfg.AllowedResources), maxRes: max(cfg.MaxResourcesPerCaller, 0)}
+	st := &settings{cfg: cfg, clients: clients, byName: map[string]*client{}, hosts: map[string]bool{}, resources: newListPolicy(cfg.AllowedResources)}
+	if p := st.resources; p.any || len(p.prefixes) > 0 {
+		st.maxRes = max(cfg.MaxResourcesPerCaller, 0)
+	}
 	for _, a := range cfg.AllowedHosts {
 		for _, h := range splitList(a) {
 			st.hosts[strings.ToLower(strings.TrimSuffix(h, "."))] = true
@@ -236,9 +238,6 @@ func newSettings(cfg Config, m *metrics) (*settings, error) {
 	for _, c := range clients {
 		st.byName[c.Name] = c
 		c.m = m.client(c.Name)
-	}
-	if st.resources.finite() {
-		st.maxRes = 0
 	}
 	return st, nil
 }

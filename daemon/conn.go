@@ -213,7 +213,7 @@ func (s *Server) fault(c *conn, err error) {
 
 // reconnectLoop calls OpenSigner until it succeeds, the PIN is refused,
 // or the server stops: every PresencePoll while the token is away (see
-// tokenAway), with a doubling backoff from ReconnectMin to ReconnectMax
+// below), with a doubling backoff from ReconnectMin to ReconnectMax
 // after other failures. It never retries a refused PIN.
 func (s *Server) reconnectLoop() {
 	wait, backoff, lastMsg := s.settings().cfg.PresencePoll, time.Duration(0), ""
@@ -262,7 +262,9 @@ func (s *Server) reconnectLoop() {
 			return
 		}
 		s.openFailures.Add(1)
-		if tokenAway(err) {
+		// An open that failed before any PIN was read (no token or slot, a
+		// device error) is polled for: it spends no login.
+		if tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrTokenNotFound) || errors.Is(err, tokenerr.ErrSlotNotFound) {
 			wait, backoff = st.cfg.PresencePoll, 0
 		} else {
 			backoff = min(max(2*backoff, st.cfg.ReconnectMin), st.cfg.ReconnectMax)
@@ -275,12 +277,6 @@ func (s *Server) reconnectLoop() {
 			s.log().Debug("reconnect failed; trying again", "error", err)
 		}
 	}
-}
-
-// tokenAway reports an open that failed before any PIN was read (the token
-// or slot is not there, a device error), so that polling spends no login.
-func tokenAway(err error) bool {
-	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrTokenNotFound) || errors.Is(err, tokenerr.ErrSlotNotFound)
 }
 
 // awaitReconnect reports whether the daemon is ready with a conn newer

@@ -102,31 +102,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	switch r.URL.Path {
-	case "/token":
+	switch path := r.URL.Path; {
+	case path == "/token":
 		s.serveToken(w, r, who, peer)
-	case "/healthz":
-		if getOnly(w, r) {
-			writeText(w, http.StatusOK, "ok\n")
-		}
-	case "/readyz":
-		if !getOnly(w, r) {
-		} else if ok, reason := s.Ready(); ok {
-			writeText(w, http.StatusOK, "ready\n")
-		} else {
-			writeText(w, http.StatusServiceUnavailable, "not ready: "+reason+"\n")
-		}
-	case "/metrics":
-		if getOnly(w, r) {
-			s.metricsH.ServeHTTP(w, r)
-		}
-	case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":
-		if getOnly(w, r) {
-			s.serveMetadata(w, r, who.unix, la)
-		}
-	default:
+	case !slices.Contains([]string{"/healthz", "/readyz", "/metrics", "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"}, path):
 		s.writeError(w, &oauthError{status: http.StatusNotFound, code: errInvalidRequest,
 			description: "no such endpoint; the token endpoint is POST /token"})
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		w.Header().Set("Allow", "GET, HEAD")
+		writeText(w, http.StatusMethodNotAllowed, "method not allowed\n")
+	case path == "/healthz":
+		writeText(w, http.StatusOK, "ok\n")
+	case path == "/readyz":
+		if ok, reason := s.Ready(); !ok {
+			writeText(w, http.StatusServiceUnavailable, "not ready: "+reason+"\n")
+		} else {
+			writeText(w, http.StatusOK, "ready\n")
+		}
+	case path == "/metrics":
+		s.metricsH.ServeHTTP(w, r)
+	default:
+		s.serveMetadata(w, r, who.unix, la)
 	}
 }
 
@@ -201,15 +197,6 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request, unix bool
 		ResponseTypes []string `json:"response_types_supported"` // required; no authorization endpoint
 		AuthzTypes    []string `json:"authorization_details_types_supported"`
 	}{issuer, issuer + "/token", []string{"client_credentials"}, methods, []string{}, slices.Compact(types)})
-}
-
-func getOnly(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		return true
-	}
-	w.Header().Set("Allow", "GET, HEAD")
-	writeText(w, http.StatusMethodNotAllowed, "method not allowed\n")
-	return false
 }
 
 func writeText(w http.ResponseWriter, status int, body string) {
