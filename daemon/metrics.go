@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"math"
-	"sync"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -29,33 +28,26 @@ type metrics struct {
 	inflight, queued                prometheus.Gauge
 	upstreamTime                    *prometheus.HistogramVec
 	clientRequests, clientRefusals  *prometheus.CounterVec
-	clientsMu                       sync.Mutex
-	clients                         map[string]*clientMetrics // by client name
+	noClient                        *clientMetrics // the requests refused before a client was chosen
 }
 
-// clientMetrics are one client's series by outcome, made once per client
-// name so that a request counts without looking them up.
+// noClient is the client label of requests refused before a client was
+// chosen: a name a caller sent is never a label.
+const noClient = "(none)"
+
+// clientMetrics are one client's series by outcome, looked up when the
+// client is resolved rather than per request.
 type clientMetrics struct {
 	name     string
 	outcomes map[string]prometheus.Counter
 }
 
-// noClient names, in the per-client metrics, the requests refused before
-// a client was chosen: a name a caller sent is never a label.
-const noClient = "(none)"
-
 // client returns the series of the client called name.
 func (m *metrics) client(name string) *clientMetrics {
-	m.clientsMu.Lock()
-	defer m.clientsMu.Unlock()
-	if cm := m.clients[name]; cm != nil {
-		return cm
-	}
 	cm := &clientMetrics{name, map[string]prometheus.Counter{}}
 	for _, o := range []string{outcomeIssued, outcomeCached, outcomeRefused, outcomeFailed} {
 		cm.outcomes[o] = m.clientRequests.WithLabelValues(name, o)
 	}
-	m.clients[name] = cm
 	return cm
 }
 
@@ -68,11 +60,9 @@ func (m *metrics) count(cl *client, outcome string, oe *oauthError) {
 	} else {
 		m.requests.WithLabelValues(oe.code).Inc()
 	}
-	var cm *clientMetrics
+	cm := m.noClient
 	if cl != nil {
 		cm = cl.m
-	} else {
-		cm = m.client(noClient)
 	}
 	cm.outcomes[outcome].Inc()
 	if outcome == outcomeRefused {
@@ -87,7 +77,7 @@ func reg[C prometheus.Collector](m *metrics, c C) C {
 }
 
 func newMetrics(s *Server) *metrics {
-	m := &metrics{clients: map[string]*clientMetrics{}}
+	m := &metrics{}
 	type c = prometheus.CounterOpts
 	type g = prometheus.GaugeOpts
 	m.requests = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_token_requests_total",
@@ -124,6 +114,7 @@ func newMetrics(s *Server) *metrics {
 	m.clientRequests = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_client_requests_total",
 		Help: "Token requests by client (its name; (none) before one was chosen) and outcome: issued, cached, refused (4xx), failed (5xx)."},
 		[]string{"client", "outcome"}))
+	m.noClient = m.client(noClient)
 	m.clientRefusals = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_client_refusals_total",
 		Help: "Token requests refused (4xx) by client and reason: unknown_client, not_admitted, no_client, ambiguous_client, bad_credentials, or the OAuth 2 error code."},
 		[]string{"client", "reason"}))
