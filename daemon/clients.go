@@ -6,9 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/url"
-	"os/user"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -171,7 +169,7 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 	into := map[string]map[uint32]bool{"users": c.uids, "groups": c.gids}
 	for field, list := range lists {
 		for _, v := range list {
-			id, err := lookupID(strings.TrimSpace(v), field == "users")
+			id, err := socket.LookupID(strings.TrimSpace(v), field == "users")
 			if err != nil {
 				return nil, configErr("%s: %s: %v", where, field, err)
 			}
@@ -187,30 +185,6 @@ func validClientName(v string) bool {
 	return v != "" && len(v) <= 200 && !strings.ContainsFunc(v, func(r rune) bool {
 		return r <= ' ' || r >= 0x7f || strings.ContainsRune(`"\:%`, r)
 	})
-}
-
-// lookupID resolves a user (or group) given by name or numeric id.
-func lookupID(v string, isUser bool) (uint32, error) {
-	id, err := v, error(nil)
-	if _, perr := strconv.ParseUint(v, 10, 32); perr != nil && isUser {
-		var u *user.User
-		if u, err = user.Lookup(v); err == nil {
-			id = u.Uid
-		}
-	} else if perr != nil {
-		var g *user.Group
-		if g, err = user.LookupGroup(v); err == nil {
-			id = g.Gid
-		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("no %s %q on this system", map[bool]string{true: "user", false: "group"}[isUser], v)
-	}
-	n, err := strconv.ParseUint(id, 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("%q has the id %q, not a number", v, id)
-	}
-	return uint32(n), nil
 }
 
 // splitList splits an element of a list option at spaces and commas.

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -100,17 +99,11 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 	}
 	mode, gid := os.FileMode(0o600), -1
 	if g := opts.SocketGroup; g != "" {
-		id, err := strconv.Atoi(g)
-		if err != nil || id < 0 {
-			grp, lerr := user.LookupGroup(g)
-			if lerr != nil {
-				return bad("socket group: %v", lerr)
-			}
-			if id, err = strconv.Atoi(grp.Gid); err != nil {
-				return bad("socket group %q: gid %q is not a number", g, grp.Gid)
-			}
+		id, err := LookupID(g, false)
+		if err != nil {
+			return bad("socket group: %v", err)
 		}
-		gid, mode = id, 0o660
+		gid, mode = int(id), 0o660
 	}
 	if m := opts.SocketMode; m != 0 {
 		if m&^os.ModePerm != 0 || m&0o111 != 0 {
