@@ -40,9 +40,8 @@ import (
 // Clients) are required; every other zero value is documented. New and
 // Reload read it and keep no reference to it.
 type Config struct {
-	// OpenSigner opens the key (loads the module, logs in, finds the key, as
-	// p11.Open does), at start, on reconnect and on Reload. A signer that is
-	// an io.Closer is closed when no longer used; a Prober is probed.
+	// OpenSigner opens the key (as p11.Open does: one login) at start, on
+	// reconnect and on Reload; an io.Closer is closed after use, a Prober probed.
 	OpenSigner func(ctx context.Context) (signer.Signer, error)
 
 	// Grant is the template of every client's grant.Config; its Signer and
@@ -65,8 +64,8 @@ type Config struct {
 	// admits; a caller names one as client_id, or gets the only one it may use.
 	Clients []Client
 
-	// Audit, if not nil, receives one line per answered token request (see
-	// AuditLog). The caller opens and closes it.
+	// Audit, if not nil, receives one line per answered token request; the
+	// caller opens and closes it.
 	Audit *AuditLog
 
 	// WaitOnPINRefused makes New start not ready, instead of failing, when
@@ -83,19 +82,17 @@ type Config struct {
 	// 'URI-prefix*' or "*", separated by spaces or commas.
 	AllowedResources []string
 
-	// MaxResourcesPerCaller bounds the distinct resources among the cached
-	// requests one caller added (400 invalid_target beyond it), unless
-	// AllowedResources names exact URIs only. If zero, 16; negative: none.
+	// MaxResourcesPerCaller bounds the distinct resources in one caller's
+	// cached requests (400 invalid_target beyond), unless AllowedResources
+	// names exact URIs only. If zero, 16; negative: none.
 	MaxResourcesPerCaller int
 
-	// MaxKeysPerCaller bounds the cached requests one caller added (503
-	// beyond it, until its keys are dropped two token lifetimes after their
-	// last use). If zero, half of MaxKeys; negative: only MaxKeys.
+	// MaxKeysPerCaller bounds one caller's cached requests (503 beyond, until
+	// unused ones are dropped). If zero, half of MaxKeys; negative: MaxKeys.
 	MaxKeysPerCaller int
 
-	// AllowedHosts are host names, besides localhost, loopback addresses
-	// and the address a connection came to, that TCP callers may send as
-	// Host; others get 421, against DNS rebinding.
+	// AllowedHosts are host names TCP callers may send as Host besides
+	// localhost and the connection's addresses; others get 421 (DNS rebinding).
 	AllowedHosts []string
 
 	// AllowRemote lets Serve accept TCP listeners that are not loopback.
@@ -110,10 +107,9 @@ type Config struct {
 	// or a new key gets 503. If zero, 20000 (about 35 MiB of tokens).
 	MaxKeys int
 
-	// RefreshMargin is how long before expiry a used token is replaced
-	// (at most half its lifetime), if zero 30 s; RefreshJitter moves each
-	// refresh earlier by a random time below it (at most a tenth of the
-	// lifetime), if zero 10 s.
+	// RefreshMargin is how long before expiry a used token is replaced (at
+	// most half its lifetime), if zero 30 s; RefreshJitter a random advance
+	// below it (at most a tenth of the lifetime), if zero 10 s.
 	RefreshMargin, RefreshJitter time.Duration
 
 	// ExchangeTimeout bounds one exchange, retries included, if zero 30 s;
@@ -139,24 +135,22 @@ type Config struct {
 	// IdleTimeout a kept-alive connection's wait, if zero 2 minutes.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 
-	// Logger receives one line per Maskinporten call, state changes and
-	// faults; never a secret. If nil, nothing is logged.
+	// Logger receives Maskinporten calls, state changes and faults, never a
+	// secret. If nil, nothing is logged.
 	Logger *slog.Logger
 
-	// Registry receives the metrics and is served on /metrics. If nil, a
-	// new one (see Server.Registry). One Registry per Server.
+	// Registry, one per Server, receives the metrics served on /metrics. If
+	// nil, a new one (Server.Registry).
 	Registry *prometheus.Registry
 }
 
-// Prober is implemented by signers that can tell, without signing, whether
-// their token is still there, such as *p11.TokenSigner. An error matching
-// a transient kind of tokenerr makes the daemon not ready; it reconnects.
+// Prober is a signer that can tell, without signing, whether its token is
+// still there (*p11.TokenSigner); a transient error makes the daemon reconnect.
 type Prober interface {
 	Probe(ctx context.Context) error
 }
 
-// ErrConfig is matched by the errors of New and Reload for an invalid
-// Config.
+// ErrConfig is matched by New's and Reload's errors for an invalid Config.
 var ErrConfig = errors.New("daemon: invalid configuration")
 
 const (
@@ -219,8 +213,7 @@ type settings struct {
 	hosts     map[string]bool    // AllowedHosts, lower case
 }
 
-// newSettings resolves cfg (checked by withDefaults) for requests, each
-// client counted in m.
+// newSettings resolves cfg (checked by withDefaults) for requests.
 func newSettings(cfg Config, m *metrics) (*settings, error) {
 	clients, err := resolveClients(cfg)
 	if err != nil {
