@@ -91,8 +91,8 @@ type Config struct {
 	// unused ones are dropped). If zero, half of MaxKeys; negative: MaxKeys.
 	MaxKeysPerCaller int
 
-	// AllowedHosts are host names TCP callers may send as Host besides
-	// localhost and the connection's addresses; others get 421 (DNS rebinding).
+	// AllowedHosts are names TCP callers may send as Host besides localhost,
+	// loopback and the listen address; others get 421 (DNS rebinding).
 	AllowedHosts []string
 
 	// AllowRemote lets Serve accept TCP listeners that are not loopback.
