@@ -27,8 +27,11 @@ type conn struct {
 	leaf     *x509.Certificate
 }
 
-// close closes the clients' own keys, then the daemon's signer.
+// close closes the clients' own keys, then the daemon's signer; nil: nothing.
 func (c *conn) close() {
+	if c == nil {
+		return
+	}
 	for _, s := range append(c.subs, c.raw) {
 		closeSigner(s)
 	}
@@ -248,9 +251,7 @@ func (s *Server) reconnectLoop() {
 		refused := doneLocked()
 		s.mu.Unlock()
 		s.openMu.Unlock()
-		if old != nil {
-			old.close()
-		}
+		old.close()
 		switch {
 		case stopped:
 			return

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -25,7 +26,6 @@ import (
 // All methods are safe for concurrent use.
 type Server struct {
 	st       atomic.Pointer[settings]
-	reg      *prometheus.Registry
 	metrics  *metrics
 	metricsH http.Handler
 	adm      *admission // the MaxConcurrent slots for exchanges
@@ -84,11 +84,9 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := cfg.Registry
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	s := &Server{reg: reg, refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}, quotas: quotas{callers: map[callerID]held{}}}
+	reg := cmp.Or(cfg.Registry, prometheus.NewRegistry())
+	cfg.Registry = reg
+	s := &Server{refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}, quotas: quotas{callers: map[callerID]held{}}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cache = &cache{cfg: cfg, entries: map[string]*entry{}, ctx: s.ctx, spawn: s.goBackground}
 	s.metrics = newMetrics(s)
@@ -130,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Registry returns the registry the metrics are in and /metrics serves.
-func (s *Server) Registry() *prometheus.Registry { return s.reg }
+func (s *Server) Registry() *prometheus.Registry { return s.settings().cfg.Registry }
 
 func (s *Server) settings() *settings { return s.st.Load() }
 
@@ -292,9 +290,7 @@ func (s *Server) closeConn() {
 	c := s.status().conn
 	s.stat.Store(&status{state: stateClosed, reason: errShuttingDown.Error()})
 	s.mu.Unlock()
-	if c != nil {
-		c.close()
-	}
+	c.close()
 }
 
 // Reload opens the key with cfg's OpenSigner (a new login) and swaps it and
@@ -337,9 +333,7 @@ func (s *Server) Reload(cfg Config) error {
 	switch {
 	case refused != nil:
 		s.mu.Unlock()
-		if c != nil {
-			c.close()
-		}
+		c.close()
 		return refused
 	case err != nil && s.status().state == stateReady:
 		s.mu.Unlock()
@@ -351,9 +345,7 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	if prev != nil {
-		prev.close()
-	}
+	prev.close()
 	s.logReady(c, "configuration reloaded; ready")
 	return nil
 }
