@@ -260,7 +260,7 @@ var errAuditUnwritable = unavailable("the daemon cannot write its audit log and 
 func (s *Server) mapError(err error) *oauthError {
 	var oe *oauthError
 	var nre notReadyError
-	var te *grant.TokenError
+	te := new(grant.TokenError) // zero unless err holds one
 	isTE := errors.As(err, &te)
 	switch {
 	case errors.As(err, &oe):
@@ -271,7 +271,7 @@ func (s *Server) mapError(err error) *oauthError {
 		return unavailable("the card or HSM failed while signing ("+err.Error()+"); reconnecting", 5)
 	case tokenerr.IsPINRefused(err):
 		return unavailable(loginRefusedReason(err), 0)
-	case isTE && te.StatusCode == http.StatusTooManyRequests:
+	case te.StatusCode == http.StatusTooManyRequests:
 		return unavailable("Maskinporten asks the daemon to slow down: "+te.Error(), retrySeconds(te.RetryAfter))
 	case isTE && te.StatusCode < 500:
 		desc := "Maskinporten refused: " + te.Error()
@@ -289,11 +289,7 @@ func (s *Server) mapError(err error) *oauthError {
 	case errors.Is(err, errSlotWait) && errors.Is(err, context.DeadlineExceeded):
 		return unavailable(errSlotWait.Error(), 5)
 	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		var ra time.Duration
-		if isTE {
-			ra = te.RetryAfter
-		}
-		return unavailable("Maskinporten is unavailable: "+err.Error(), retrySeconds(ra))
+		return unavailable("Maskinporten is unavailable: "+err.Error(), retrySeconds(te.RetryAfter))
 	case errors.Is(err, errCacheFull):
 		return unavailable(err.Error(), 5)
 	case errors.Is(err, errShuttingDown), errors.Is(err, errCacheClosed):
