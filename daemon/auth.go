@@ -122,10 +122,9 @@ const (
 const newLoginHint = " (a group added with usermod counts only for processes started after the user's next login: `id` shows the groups a shell has)"
 
 // authenticate returns the client c's caller may use. On a unix socket: the
-// one it names (client_id or the HTTP Basic user), or, naming none, the
-// only one its peer is admitted to. On TCP: the one whose name and secret
-// it sends, compared with every client's in constant time; a failure is
-// counted, logged and slowed (authFailed).
+// one it names (client_id or Basic user), or else the only one its peer is
+// admitted to. On TCP: the one whose name and secret it sends, compared with
+// every client's in constant time; a failure is slowed (authFailed).
 func (s *Server) authenticate(c *call) (*client, error) {
 	st := c.st
 	if !c.who.unix {

@@ -214,10 +214,9 @@ func (s *Server) fault(c *conn, err error) {
 	c.close()
 }
 
-// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused,
-// or the server stops: every PresencePoll while the token is away (see
-// below), with a doubling backoff from ReconnectMin to ReconnectMax
-// after other failures. It never retries a refused PIN.
+// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused (it
+// is never retried) or the server stops: every PresencePoll while the token
+// is away, with a doubling backoff (ReconnectMin to Max) after other failures.
 func (s *Server) reconnectLoop() {
 	wait, backoff, lastMsg := s.settings().cfg.PresencePoll, time.Duration(0), ""
 	// doneLocked clears s.looping under the lock under which it decides to
@@ -280,9 +279,8 @@ func (s *Server) reconnectLoop() {
 	}
 }
 
-// awaitReconnect reports whether the daemon is ready with a conn newer
-// than old within retryWait and ctx; it gives up when the reconnect loop's
-// next attempt fails, so that the caller gets its 503 now.
+// awaitReconnect reports whether the daemon is ready with a conn newer than
+// old within retryWait and ctx, giving up when a reconnect attempt fails.
 func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	ctx, cancel := context.WithTimeout(ctx, retryWait)
 	defer cancel()

@@ -73,12 +73,10 @@ type status struct {
 	conn   *conn  // the signer; set exactly when ready
 }
 
-// New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
-// a Server ready to Serve. If the token is absent or the device fails
-// (tokenerr.Transient), it starts not ready and reconnects in the
-// background; with WaitOnPINRefused, a refused PIN starts it not ready
-// until Reload. Any other error (a refused PIN, no key, ErrConfig) is
-// returned.
+// New checks cfg and opens the key with cfg.OpenSigner (one login). If the
+// token is absent or the device fails (tokenerr.Transient), the Server
+// starts not ready and reconnects; with WaitOnPINRefused, a refused PIN
+// starts it not ready until Reload. Other errors (ErrConfig) are returned.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -137,9 +135,8 @@ func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
 func (s *Server) status() *status { return s.stat.Load() }
 
 // adoptLocked makes the daemon ready with c and returns the conn it
-// replaces, to close outside s.mu; or records err, the failure to open c:
-// a refused PIN waits for Reload, never presented again; any other
-// failure starts the reconnect loop.
+// replaces, to close outside s.mu; or records err, the failure to open c: a
+// refused PIN waits for Reload, any other failure reconnects.
 func (s *Server) adoptLocked(c *conn, err error) *conn {
 	switch {
 	case err == nil:
@@ -179,9 +176,8 @@ func (s *Server) Ready() (bool, string) {
 	return true, ""
 }
 
-// Serve answers requests on ln until Shutdown, then returns
-// http.ErrServerClosed. It refuses (and closes) a listener the
-// configuration would open to more callers than it means to serve.
+// Serve answers on ln until Shutdown (http.ErrServerClosed). It refuses and
+// closes a listener that would serve more callers than configured.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
 	hs := &http.Server{
@@ -293,19 +289,15 @@ func (s *Server) closeConn() {
 	c.close()
 }
 
-// Reload opens the key with cfg's OpenSigner (a new login) and swaps it and
-// cfg in; cached tokens are kept when keys, clients and environment are
-// unchanged. If the daemon is ready and the key cannot be opened, nothing
-// changes and the error is returned; if it is not ready, cfg is adopted
-// even so (a refused PIN is reported again, any other failure reconnects).
-// A cfg that does not suit the listeners served, as at Serve, is refused
-// (ErrConfig). Listeners, MaxConcurrent, MaxConcurrentPerCaller, the HTTP
-// timeouts, the Registry, MaxKeys, RefreshMargin, RefreshJitter and
-// RefusalTTL keep their values from New.
-//
-// PKCS#11 login state belongs to the process: while the old signer is
-// open, the new one's login finds the token logged in, so a changed PIN is
-// only checked once the token is opened afresh.
+// Reload opens the key with cfg's OpenSigner (a new login) and swaps both
+// in, keeping cached tokens if keys, clients and environment are the same.
+// If the daemon is ready and the key cannot be opened, nothing changes; if
+// it is not ready, cfg is adopted even so. A cfg that does not suit the
+// listeners served is refused (ErrConfig). Listeners, MaxConcurrent(PerCaller),
+// the HTTP timeouts, the Registry and the cache's settings stay New's.
+// PKCS#11 login state belongs to the process: while the old signer is open,
+// the new login finds the token logged in, so a changed PIN is only checked
+// once the token is opened afresh.
 func (s *Server) Reload(cfg Config) error {
 	cfg.Registry = s.settings().cfg.Registry
 	cfg, err := cfg.withDefaults()
