@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"mime"
@@ -235,21 +236,15 @@ func (c *call) validate() error {
 	if slices.ContainsFunc(c.req.Resources, func(r string) bool { return strings.ContainsRune(r, 0) }) {
 		return badRequest(errInvalidRequest, "invalid resource")
 	}
-	err := c.req.Validate()
 	var ve *grant.ValidationError
-	switch {
-	case err == nil:
+	if err := c.req.Validate(); err == nil {
 		return nil
-	case !errors.As(err, &ve):
+	} else if !errors.As(err, &ve) {
 		return badRequest(errInvalidRequest, err.Error())
-	case ve.Field == "scope":
-		return badRequest(errInvalidScope, "invalid scope: "+ve.Reason)
-	case ve.Field == "authorization_details":
-		return badRequest(errInvalidAuthzDetails, "invalid authorization_details: "+ve.Reason)
-	case ve.Field == "systemuser_org":
-		return badRequest(errInvalidRequest, "invalid system_user_org: "+ve.Reason)
 	}
-	return badRequest(errInvalidRequest, "invalid "+ve.Field+": "+ve.Reason)
+	code := map[string]string{"scope": errInvalidScope, "authorization_details": errInvalidAuthzDetails}[ve.Field]
+	field := strings.Replace(ve.Field, "systemuser_org", "system_user_org", 1) // as the form names it
+	return badRequest(cmp.Or(code, errInvalidRequest), "invalid "+field+": "+ve.Reason)
 }
 
 // answer writes the token or the error, and the audit line: a token's
