@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -254,10 +255,7 @@ func (s *Server) instrumentedClient(base *http.Client) *http.Client {
 	if base != nil {
 		hc = *base
 	}
-	rt := hc.Transport
-	if rt == nil {
-		rt = http.DefaultTransport
-	}
+	rt := cmp.Or(hc.Transport, http.DefaultTransport)
 	hc.Transport = roundTripper(func(req *http.Request) (*http.Response, error) {
 		ci, _ := req.Context().Value(callInfoKey{}).(*callInfo)
 		if ci == nil {
@@ -270,18 +268,19 @@ func (s *Server) instrumentedClient(base *http.Client) *http.Client {
 		u := *req.URL
 		u.RawQuery, u.User, u.Fragment = "", nil, ""
 		attrs := append([]slog.Attr{slog.String("endpoint", ci.endpoint), slog.String("url", u.String())}, ci.attrs...)
+		msg, status, level := "maskinporten call failed", "error", slog.LevelWarn
 		if err != nil {
-			s.metrics.upstream.WithLabelValues(ci.endpoint, "error").Inc()
-			s.log().LogAttrs(req.Context(), slog.LevelWarn, "maskinporten call failed", append(attrs, slog.Duration("duration", d), slog.String("error", err.Error()))...)
-			return nil, err
+			attrs = append(attrs, slog.Duration("duration", d), slog.String("error", err.Error()))
+		} else {
+			msg, status = "maskinporten call", strconv.Itoa(resp.StatusCode)
+			attrs = append(attrs, slog.Int("status", resp.StatusCode), slog.Duration("duration", d))
+			if resp.StatusCode < 400 {
+				level = slog.LevelInfo
+			}
 		}
-		s.metrics.upstream.WithLabelValues(ci.endpoint, fmt.Sprint(resp.StatusCode)).Inc()
-		level := slog.LevelInfo
-		if resp.StatusCode >= 400 {
-			level = slog.LevelWarn
-		}
-		s.log().LogAttrs(req.Context(), level, "maskinporten call", append(attrs, slog.Int("status", resp.StatusCode), slog.Duration("duration", d))...)
-		return resp, nil
+		s.metrics.upstream.WithLabelValues(ci.endpoint, status).Inc()
+		s.log().LogAttrs(req.Context(), level, msg, attrs...)
+		return resp, err
 	})
 	return &hc
 }
