@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"maps"
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
@@ -224,21 +225,16 @@ func (t *tallies) note(who callerID, f func(*tally, time.Time)) (events int, rep
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.m[who]
-	if r == nil {
-		if len(t.m) >= 4096 {
-			for id, old := range t.m {
-				if old.pending == 0 && now.Sub(old.last) >= authWindow {
-					delete(t.m, id)
-				}
-			}
-		}
+	if r == nil && len(t.m) >= 4096 {
+		maps.DeleteFunc(t.m, func(_ callerID, old *tally) bool { return old.pending == 0 && now.Sub(old.last) >= authWindow })
 		if len(t.m) >= 4096 {
 			who = callerID{} // the callers beyond the bound share one record
 		}
-		if r = t.m[who]; r == nil {
-			r = &tally{}
-			t.m[who] = r
-		}
+		r = t.m[who]
+	}
+	if r == nil {
+		r = &tally{}
+		t.m[who] = r
 	}
 	r.count(now)
 	if f != nil {
