@@ -2,9 +2,9 @@ package daemon
 
 import (
 	"context"
-	"maps"
 	"crypto/sha256"
 	"crypto/subtle"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
