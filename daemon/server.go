@@ -267,10 +267,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	s.closeConn()
-	if err == nil {
-		err = errors.Join(errs...)
-	}
-	return err
+	return cmp.Or(err, errors.Join(errs...))
 }
 
 // stopBackground cancels the background work and refuses more.
