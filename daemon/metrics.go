@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -39,14 +40,16 @@ const noClient = "(none)"
 // client is resolved rather than per request.
 type clientMetrics struct {
 	name     string
-	outcomes map[string]prometheus.Counter
+	outcomes [len(outcomes)]prometheus.Counter
 }
+
+var outcomes = [...]string{outcomeIssued, outcomeCached, outcomeRefused, outcomeFailed}
 
 // client returns the series of the client called name.
 func (m *metrics) client(name string) *clientMetrics {
-	cm := &clientMetrics{name, map[string]prometheus.Counter{}}
-	for _, o := range []string{outcomeIssued, outcomeCached, outcomeRefused, outcomeFailed} {
-		cm.outcomes[o] = m.clientRequests.WithLabelValues(name, o)
+	cm := &clientMetrics{name: name}
+	for i, o := range outcomes {
+		cm.outcomes[i] = m.clientRequests.WithLabelValues(name, o)
 	}
 	return cm
 }
@@ -64,7 +67,7 @@ func (m *metrics) count(cl *client, outcome string, oe *oauthError) {
 	if cl != nil {
 		cm = cl.m
 	}
-	cm.outcomes[outcome].Inc()
+	cm.outcomes[slices.Index(outcomes[:], outcome)].Inc()
 	if outcome == outcomeRefused {
 		m.clientRefusals.WithLabelValues(cm.name, cmp.Or(oe.reason, oe.code)).Inc()
 	}
