@@ -62,7 +62,7 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	if err := grant.CheckEnvironment(env, chain); err != nil {
 		return nil, err
 	}
-	c := &conn{raw: raw, grants: map[string]*grant.Config{}}
+	c := &conn{raw: raw, grants: map[string]*grant.Config{}, identity: identities{}}
 	if len(chain) > 0 {
 		c.leaf = chain[0]
 	}
@@ -73,7 +73,6 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		}
 		return nil, fmt.Errorf(format, args...)
 	}
-	c.identity = identities{}
 	for _, cl := range st.clients {
 		key := raw
 		if cl.OpenKey != nil {

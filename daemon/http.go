@@ -55,10 +55,7 @@ func (c callerID) String() string {
 
 // addressOf returns a TCP peer "host:port" as callerID keeps it.
 func addressOf(hostport string) netip.Addr {
-	ap, err := netip.ParseAddrPort(hostport)
-	if err != nil {
-		return netip.Addr{}
-	}
+	ap, _ := netip.ParseAddrPort(hostport) // invalid if it does not parse
 	ip := ap.Addr().Unmap().WithZone("")
 	if ip.IsLoopback() {
 		return loopbackCaller
