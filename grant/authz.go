@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/google/uuid"
@@ -13,29 +12,25 @@ import (
 
 // Types of RFC 9396 authorization details that Maskinporten knows.
 const (
-	// SystemUserType asks for an Altinn system user token
-	// (Request.SystemUserOrg).
-	SystemUserType = "urn:altinn:systemuser"
-	// ConsentType asks for a consent token (Request.Consent): the consent a
-	// person or organisation gave in Altinn 3.
-	ConsentType = "urn:altinn:consent"
+	SystemUserType = "urn:altinn:systemuser" // an Altinn system user token (Request.SystemUserOrg)
+	ConsentType    = "urn:altinn:consent"    // a consent token (Request.Consent)
 )
 
-// The two forms of a consent's from: a person by national identity number
-// (fødselsnummer or D-number), or an organisation by organisation number.
+// The two forms of a consent's from: a person by national identity number,
+// or an organisation by organisation number.
 const (
 	PersonURNPrefix       = "urn:altinn:person:identifier-no:"
 	OrganizationURNPrefix = "urn:altinn:organization:identifier-no:"
 )
 
-// Consent names a consent given in Altinn 3, carried in the token as the
-// authorization detail {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}.
-// The zero value asks for no consent.
+// Consent names a consent given in Altinn 3, sent as the authorization
+// detail {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}. The zero
+// value asks for none.
 type Consent struct {
 	ID string // the consent request's id, a UUID (77ed8698-e619-4066-9eb4-5c1eb3f165a1)
-	// From is who gave the consent: PersonURNPrefix and an 11-digit national
-	// identity number (never written in clear to errors or logs: MaskParty),
-	// or OrganizationURNPrefix and a 9-digit organisation number.
+	// From is PersonURNPrefix and an 11-digit national identity number
+	// (never in clear in errors or logs: MaskParty), or OrganizationURNPrefix
+	// and a 9-digit organisation number.
 	From string
 }
 
@@ -49,23 +44,20 @@ type AuthorizationDetail struct {
 	Consent Consent // id and from of a ConsentType element; zero for others
 }
 
-// maxAuthorizationDetails bounds the size of an authorization_details
-// array, well above what Maskinporten's grants carry.
+// maxAuthorizationDetails bounds an authorization_details array.
 const maxAuthorizationDetails = 16 << 10
 
 // ParseAuthorizationDetails checks raw, an RFC 9396 authorization_details
-// value (a JSON array of objects with a non-empty string "type" and no
-// member twice; a ConsentType element's id and from as Consent.Validate
-// accepts), and returns its elements: the one check that Request.Validate,
-// the command line and the daemon use. The error is a *ValidationError that
-// never quotes a person's identity number in clear.
+// value (a JSON array of objects with a non-empty string "type", no member
+// twice, ConsentType elements as Consent.Validate accepts), and returns its
+// elements: the one check Request.Validate, the CLI and the daemon use. The
+// *ValidationError never quotes a person's identity number in clear.
 func ParseAuthorizationDetails(raw []byte) ([]AuthorizationDetail, error) {
 	_, details, err := parseAuthorizationDetails(raw)
 	return details, err
 }
 
-// parseAuthorizationDetails is ParseAuthorizationDetails; it also returns
-// each element, compacted, as it is sent.
+// parseAuthorizationDetails also returns each element, compacted, as sent.
 func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDetail, error) {
 	bad := func(reason string) error {
 		return &ValidationError{Field: "authorization_details", Reason: reason}
@@ -115,41 +107,31 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 	return elems, details, nil
 }
 
-// objectMembers reads a JSON object's members, refusing a member given
-// twice: parsers disagree on which one counts, so a duplicated type could
-// pass one check and mean another thing to Maskinporten.
+// objectMembers reads the members of raw, one valid JSON value, refusing a
+// member given twice: parsers disagree on which one counts, so a duplicated
+// type could pass one check and mean another thing to Maskinporten.
 func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
-	notObject := errors.New("not a JSON object")
 	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, notObject
+	if t, _ := dec.Token(); t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
 	}
 	m := map[string]json.RawMessage{}
 	for dec.More() {
-		t, err := dec.Token()
+		t, _ := dec.Token()
 		name, _ := t.(string)
 		var v json.RawMessage
-		if err != nil || dec.Decode(&v) != nil {
-			return nil, notObject
-		}
+		_ = dec.Decode(&v)
 		if _, dup := m[name]; dup {
 			return nil, fmt.Errorf("the member %q is given twice", name)
 		}
 		m[name] = v
 	}
-	if _, err := dec.Token(); err != nil {
-		return nil, notObject
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, notObject
-	}
 	return m, nil
 }
 
-// Validate reports whether c can be sent: zero, or an ID that is a UUID
-// and a From of one of the two URN forms whose number has valid check
-// digits. The error is a *ValidationError for the field consent_id or
-// consent_from, with a person's number masked (MaskParty).
+// Validate reports whether c can be sent: zero, or a UUID ID and a From of
+// one of the two URN forms with valid check digits. The error is a
+// *ValidationError for consent_id or consent_from, a person's number masked.
 func (c Consent) Validate() error {
 	switch {
 	case c.ID == "" && c.From == "":
@@ -178,6 +160,8 @@ func (c Consent) Validate() error {
 }
 
 // systemUserDetail is the element asking for the Altinn system user of orgnr.
+// Its members and the consent's are in the documented order, so that the
+// same element given as AuthorizationDetails is the same claim (and cache key).
 func systemUserDetail(orgnr string) json.RawMessage {
 	type partyOrg struct {
 		Authority string `json:"authority"`
@@ -200,11 +184,10 @@ func (c Consent) detail() json.RawMessage {
 	return b
 }
 
-// MaskParty returns a party's URN for messages and logs: a person's
-// national identity number masked as MaskPID masks a pid; an
-// organisation's URN as it is. Text of no known form, since it may hold a
-// mistyped identity number, is masked from the ':'-separated part with its
-// first digit on (without a digit: after its last ':'; or whole).
+// MaskParty returns a party's URN for messages and logs: an organisation's
+// as it is, anything else (it may hold an identity number, perhaps
+// mistyped) masked by MaskPID from the ':'-separated part with its first
+// digit on (without a digit: after its last ':').
 func MaskParty(urn string) string {
 	if org, ok := strings.CutPrefix(urn, OrganizationURNPrefix); ok && ValidOrgNumber(org) {
 		return urn

@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -22,36 +23,31 @@ type Environment struct {
 	AltinnExchange string // the URL of Altinn's token exchange, or empty if there is none
 }
 
-// The public Maskinporten environments.
+// The public Maskinporten environments; Test is paired with Altinn's tt02.
 var (
-	// Test is Maskinporten's test environment, paired with Altinn's tt02.
-	Test = Environment{
-		Name:           "test",
-		Issuer:         "https://test.maskinporten.no/",
-		TokenEndpoint:  "https://test.maskinporten.no/token",
-		AltinnExchange: "https://platform.tt02.altinn.no/authentication/api/v1/exchange/maskinporten",
-	}
+	// Test is Maskinporten's test environment.
+	Test = preset("test", "test.maskinporten.no", "platform.tt02.altinn.no")
 	// Prod is Maskinporten's production environment.
-	Prod = Environment{
-		Name:           "prod",
-		Issuer:         "https://maskinporten.no/",
-		TokenEndpoint:  "https://maskinporten.no/token",
-		AltinnExchange: "https://platform.altinn.no/authentication/api/v1/exchange/maskinporten",
-	}
+	Prod = preset("prod", "maskinporten.no", "platform.altinn.no")
 )
+
+func preset(name, host, altinn string) Environment {
+	return Environment{Name: name, Issuer: "https://" + host + "/", TokenEndpoint: "https://" + host + "/token",
+		AltinnExchange: "https://" + altinn + "/authentication/api/v1/exchange/maskinporten"}
+}
 
 // EnvironmentByName returns the preset named "test" or "prod" (case is
 // ignored), or a *ConfigError.
 func EnvironmentByName(name string) (Environment, error) {
-	switch strings.ToLower(name) {
-	case "test":
-		return Test, nil
-	case "prod":
-		return Prod, nil
+	for _, p := range []Environment{Test, Prod} {
+		if strings.EqualFold(name, p.Name) {
+			return p, nil
+		}
 	}
 	return Environment{}, &ConfigError{Field: "Environment", Value: name, Reason: `unknown environment: want "test" or "prod"`}
 }
 
+// presetOf returns the preset whose issuer is issuer.
 func presetOf(issuer string) (Environment, bool) {
 	for _, p := range []Environment{Test, Prod} {
 		if p.Issuer == issuer {
@@ -72,12 +68,10 @@ func (e Environment) Validate(allowInsecure bool) error {
 	return nil
 }
 
-// CheckEndpoint is the rule for every URL mp-hsm sends a credential to
-// (the token endpoint, the Altinn exchange, Digdir's self-service API): an
+// CheckEndpoint is the rule for every URL mp-hsm sends a credential to: an
 // absolute https URL with a host, without credentials or a fragment; http
-// is allowed for loopback hosts, or for any host if allowInsecure is set.
-// A refusal is a *ConfigError naming field, with any credentials in the URL
-// redacted.
+// only for loopback hosts unless allowInsecure. A refusal is a *ConfigError
+// naming field, with any credentials in the URL redacted.
 func CheckEndpoint(field, raw string, allowInsecure bool) error {
 	if raw == "" {
 		return &ConfigError{Field: field, Reason: "missing"}
@@ -107,9 +101,8 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 	return bad("scheme must be https")
 }
 
-// RedactURL returns raw with any user information (user:password@)
-// replaced by "REDACTED@", for messages and logs, even if raw does not parse:
-// everything between "://" and the last "@" is dropped.
+// RedactURL returns raw with everything between "://" and the last "@"
+// (user:password@) replaced by "REDACTED@", even if raw does not parse.
 func RedactURL(raw string) string {
 	i := strings.Index(raw, "://")
 	if i < 0 {
@@ -133,42 +126,33 @@ func isLoopback(host string) bool {
 
 // Discover fetches the authorization server metadata (RFC 8414) at
 // metadataURL and returns the Environment it describes (Name and
-// AltinnExchange from the preset with the same issuer). If client is nil, a
-// client with a 30-second timeout is used. The URLs must pass CheckEndpoint
-// without allowInsecure; Metadata can relax this.
+// AltinnExchange from the preset with its issuer). If client is nil, one
+// with a 30-second timeout. The URLs must pass CheckEndpoint without
+// allowInsecure; Metadata can relax this.
 func Discover(ctx context.Context, client *http.Client, metadataURL string) (Environment, error) {
 	return discover(ctx, client, metadataURL, false)
 }
-
-const maxBody = 1 << 20 // the largest response body read
 
 func discover(ctx context.Context, client *http.Client, metadataURL string, allowInsecure bool) (Environment, error) {
 	if err := CheckEndpoint("metadata URL", metadataURL, allowInsecure); err != nil {
 		return Environment{}, err
 	}
-	if client == nil {
-		client = defaultHTTPClient
+	c := &Config{HTTPClient: client, attempts: 1}
+	a, err := c.send(ctx, metadataURL, func() (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, metadataURL, nil)
+		if err != nil {
+			return nil, &ConfigError{Field: "metadata URL", Value: metadataURL, Reason: "cannot build request", Err: err}
+		}
+		req.Header.Set("Accept", "application/json")
+		return req, nil
+	})
+	if err == nil {
+		err = checkStatus(a)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metadataURL, nil)
 	if err != nil {
-		return Environment{}, &ConfigError{Field: "metadata URL", Value: metadataURL, Reason: "cannot build request", Err: err}
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return Environment{}, &unavailableError{url: metadataURL, attempts: 1, err: err}
-	}
-	defer resp.Body.Close()
-	body, err := readLimited(resp.Body)
-	if err == errTooLarge {
-		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: resp.StatusCode, Reason: "body larger than 1 MiB"}
-	} else if err != nil {
-		return Environment{}, &unavailableError{url: metadataURL, attempts: 1, err: fmt.Errorf("reading body: %w", err)}
-	}
-	if err := checkStatus(&answer{url: metadataURL, status: resp.StatusCode, body: body, attempts: 1}); err != nil {
 		return Environment{}, err
 	}
-	return parseMetadata(metadataURL, resp.StatusCode, body, allowInsecure)
+	return parseMetadata(metadataURL, a.status, a.body, allowInsecure)
 }
 
 // parseMetadata reads RFC 8414 metadata with usable issuer and token_endpoint.
@@ -196,9 +180,9 @@ func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bo
 	return env, nil
 }
 
-// Metadata caches the Environment discovered at URL. If a refetch fails, it
-// keeps serving the last good copy and logs a warning. A Metadata must not
-// be copied after first use; its methods are safe for concurrent use.
+// Metadata caches the Environment discovered at URL, serving the last good
+// copy (with a warning) while a refetch fails. It must not be copied after
+// first use; its methods are safe for concurrent use.
 type Metadata struct {
 	URL           string        // such as https://maskinporten.no/.well-known/oauth-authorization-server
 	HTTPClient    *http.Client  // if nil, a client with a 30-second timeout
@@ -214,9 +198,8 @@ type Metadata struct {
 	now     func() time.Time // for tests; nil means time.Now
 }
 
-// Environment returns the cached Environment, fetching it first if there is
-// none or the copy is older than MaxAge. An error is returned only if no
-// copy was ever fetched.
+// Environment returns the cached Environment, fetched if there is none or
+// it is older than MaxAge; it fails only if no copy was ever fetched.
 func (m *Metadata) Environment(ctx context.Context) (Environment, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -232,26 +215,19 @@ func (m *Metadata) Environment(ctx context.Context) (Environment, error) {
 		if !m.have {
 			return Environment{}, err
 		}
-		m.nextTry = t.Add(orDefault(m.RetryAfter, time.Minute))
+		m.nextTry = t.Add(cmp.Or(max(m.RetryAfter, 0), time.Minute))
 		if m.Logger != nil {
 			m.Logger.WarnContext(ctx, "metadata refetch failed; using the last good copy", "url", m.URL, "error", err)
 		}
 		return m.env, nil
 	}
 	m.env, m.have = env, true
-	m.nextTry = t.Add(orDefault(m.MaxAge, 24*time.Hour))
+	m.nextTry = t.Add(cmp.Or(max(m.MaxAge, 0), 24*time.Hour))
 	return env, nil
 }
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
-}
-
-// issuingCAs are the CAs of Norwegian enterprise certificates (subject CN), by
-// the Maskinporten environment that accepts them.
+// issuingCAs are the CAs (subject CN) of enterprise certificates, by the
+// environment that accepts them.
 var issuingCAs = map[string]string{
 	"Buypass Class 3 Test4 CA 1":                           "test",
 	"Buypass Class 3 Test4 CA 3":                           "test",
@@ -270,9 +246,9 @@ var issuingCAs = map[string]string{
 }
 
 // EnvironmentForCertificate returns the preset, Test or Prod, that accepts
-// the enterprise certificate cert, told by its issuing CA (Buypass or
-// Commfides): the one place the environment is inferred from a certificate.
-// For any other issuer the error matches ErrUnknownIssuer.
+// the enterprise certificate cert by its Buypass or Commfides issuing CA:
+// the one place the environment is inferred from a certificate. For other
+// issuers the error matches ErrUnknownIssuer.
 func EnvironmentForCertificate(cert *x509.Certificate) (Environment, error) {
 	if cert == nil {
 		return Environment{}, fmt.Errorf("%w: no certificate", ErrUnknownIssuer)
@@ -283,9 +259,9 @@ func EnvironmentForCertificate(cert *x509.Certificate) (Environment, error) {
 	return Environment{}, fmt.Errorf("%w: %q", ErrUnknownIssuer, cert.Issuer.CommonName)
 }
 
-// CheckEnvironment refuses a test certificate in production and a production
-// certificate in test with an *EnvironmentMismatchError. It accepts what it
-// cannot judge: an empty chain, an unknown CA, an environment of neither.
+// CheckEnvironment refuses a test certificate in production and the other
+// way round with an *EnvironmentMismatchError; it accepts what it cannot
+// judge (no chain, an unknown CA, another environment).
 func CheckEnvironment(env Environment, chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return nil

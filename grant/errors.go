@@ -7,14 +7,10 @@ import (
 	"time"
 )
 
-// Sentinel errors. Every error returned by this package matches at most one
-// of ErrInvalidRequest, ErrInvalidConfig, ErrRefused, ErrUnavailable and
-// ErrBadResponse under errors.Is, so a caller can map it to an outcome:
-//
-//   - ErrInvalidRequest, ErrInvalidConfig: fix the input; nothing was sent.
-//   - ErrRefused: the server answered 4xx; retrying will not help.
-//   - ErrUnavailable: network failure, timeout or 5xx after the retries.
-//   - ErrBadResponse: the server answered 2xx with something unusable.
+// Sentinel errors. Every error of this package matches at most one of
+// ErrInvalidRequest and ErrInvalidConfig (fix the input; nothing was sent),
+// ErrRefused (4xx; retrying will not help), ErrUnavailable (network, timeout
+// or 5xx after the retries) and ErrBadResponse (an unusable 2xx answer).
 var (
 	// ErrInvalidRequest is matched by a *ValidationError.
 	ErrInvalidRequest = errors.New("grant: invalid request")
@@ -23,7 +19,7 @@ var (
 	// ErrRefused is matched by a *TokenError for an HTTP 4xx answer.
 	ErrRefused = errors.New("grant: request refused")
 	// ErrUnavailable is matched by a *TokenError for a 5xx answer and by
-	// network failures and timeouts, after the retries.
+	// network failures and timeouts.
 	ErrUnavailable = errors.New("grant: server unavailable")
 	// ErrBadResponse is matched by a *ResponseError.
 	ErrBadResponse = errors.New("grant: bad response")
@@ -37,6 +33,19 @@ var (
 	ErrEnvironmentMismatch = errors.New("grant: certificate does not belong to the environment")
 )
 
+// fieldError is the message of ValidationError and ConfigError.
+func fieldError(field, value, reason string, err error) string {
+	s := "grant: invalid " + field
+	if value != "" {
+		s += fmt.Sprintf(" %q", value)
+	}
+	s += ": " + reason
+	if err != nil {
+		s += ": " + err.Error()
+	}
+	return s
+}
+
 // ValidationError reports a Request field that cannot be sent.
 type ValidationError struct {
 	Field  string // the claim name: "scope", "resource", "consumer_org", "pid", ...
@@ -45,12 +54,7 @@ type ValidationError struct {
 }
 
 // Error returns a one-line message.
-func (e *ValidationError) Error() string {
-	if e.Value == "" {
-		return fmt.Sprintf("grant: invalid %s: %s", e.Field, e.Reason)
-	}
-	return fmt.Sprintf("grant: invalid %s %q: %s", e.Field, e.Value, e.Reason)
-}
+func (e *ValidationError) Error() string { return fieldError(e.Field, e.Value, e.Reason, nil) }
 
 // Is reports whether target is ErrInvalidRequest.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalidRequest }
@@ -64,17 +68,7 @@ type ConfigError struct {
 }
 
 // Error returns a one-line message.
-func (e *ConfigError) Error() string {
-	s := "grant: invalid " + e.Field
-	if e.Value != "" {
-		s += fmt.Sprintf(" %q", e.Value)
-	}
-	s += ": " + e.Reason
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	return s
-}
+func (e *ConfigError) Error() string { return fieldError(e.Field, e.Value, e.Reason, e.Err) }
 
 // Is reports whether target is ErrInvalidConfig.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
@@ -82,9 +76,8 @@ func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig 
 // Unwrap returns the underlying error.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// EnvironmentMismatchError reports a certificate issued for one environment
-// used against the other: Maskinporten refuses production certificates in
-// test and test certificates in production.
+// EnvironmentMismatchError reports a certificate of one environment used
+// in the other, which Maskinporten refuses.
 type EnvironmentMismatchError struct {
 	Environment            string // the environment asked for: "test" or "prod"
 	CertificateEnvironment string // the environment of the certificate's issuer
@@ -108,26 +101,21 @@ type TokenError struct {
 	URL        string // the endpoint that answered
 	StatusCode int    // the HTTP status code
 	Code       string // the OAuth 2 "error" field, such as "invalid_grant"
-	// Description is the "error_description" field, or a short excerpt of a
-	// body that was not an OAuth 2 error object.
+	// Description is "error_description", or an excerpt of another body.
 	Description string
 	ErrorURI    string // the "error_uri" field, if any
-	// MPCode is Maskinporten's error code, such as "MP-124", found in
-	// Description or ErrorURI, or empty.
-	MPCode string
-	Hint   string // what usually fixes this error, or empty
-	// Skew is the server's clock minus the local clock, read from the
-	// response's Date header. It is zero unless it exceeds five seconds.
+	MPCode      string // Maskinporten's code, such as "MP-124", from Description or ErrorURI
+	Hint        string // what usually fixes this error, or empty
+	// Skew is the server's clock (its Date header) minus the local clock,
+	// or zero if within five seconds.
 	Skew     time.Duration
 	Attempts int // the number of requests made, at least 1
-	// RetryAfter is how long the server asked to be left alone, from the
-	// Retry-After header of the last answer (RFC 9110 section 10.2.3: a
-	// 503 or 429), or zero. Ask again no sooner.
+	// RetryAfter is the last answer's Retry-After (RFC 9110 10.2.3), or
+	// zero: ask again no sooner.
 	RetryAfter time.Duration
 }
 
-// Error returns a one-line message with the hint, if any. It never holds a
-// grant or a token.
+// Error returns a one-line message with the hint, never a grant or token.
 func (e *TokenError) Error() string {
 	var b strings.Builder
 	what := "refused the request"
@@ -166,9 +154,7 @@ func (e *TokenError) Is(target error) bool {
 		target == ErrUnavailable && e.StatusCode >= 500
 }
 
-// ResponseError reports a successful HTTP answer whose body cannot be used:
-// not JSON, no access_token, a non-positive expires_in, too large, or (for
-// discovery) metadata without issuer or token_endpoint.
+// ResponseError reports a successful HTTP answer whose body cannot be used.
 type ResponseError struct {
 	URL        string // the endpoint that answered
 	StatusCode int    // the HTTP status code

@@ -3,6 +3,7 @@ package grant
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2"
 )
 
@@ -19,13 +21,11 @@ const GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 // Token is an access token from Maskinporten or Altinn.
 type Token struct {
-	AccessToken string // the token; opaque: do not parse it
-	TokenType   string // "Bearer"
-	Scope       string // the scopes granted, as the server reported them; informational
-	ExpiresIn   int    // the lifetime in seconds the server gave
-	// Expiry is the local time the request that got the token started, plus
-	// ExpiresIn: a little early, never late.
-	Expiry time.Time
+	AccessToken string    // the token; opaque: do not parse it
+	TokenType   string    // "Bearer"
+	Scope       string    // the scopes granted, as the server reported them; informational
+	ExpiresIn   int       // the lifetime in seconds the server gave
+	Expiry      time.Time // when the request started plus ExpiresIn: a little early, never late
 }
 
 // OAuth2 returns the token as an *oauth2.Token.
@@ -48,24 +48,16 @@ func (t *Token) LogValue() slog.Value {
 	)
 }
 
-// Exchange gets a new access token for req from the environment's token
-// endpoint, without a cache (see TokenSource for one). If req or c is
-// invalid, nothing is sent. Network errors and 5xx answers are retried, at
-// most three attempts in all, within ctx's deadline, each with a new grant;
-// a 4xx answer is a *TokenError matching ErrRefused, with a hint.
+// Exchange gets a new access token for req, without a cache (TokenSource has
+// one). If req or c is invalid, nothing is sent. Network errors and 5xx
+// answers are retried (three attempts within ctx's deadline), each with a
+// new grant, never the same one; a 4xx answer is a *TokenError matching
+// ErrRefused, with a hint.
 func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
-	n, err := req.normalize()
+	k, n, err := c.prepare(req)
 	if err != nil {
 		return nil, err
 	}
-	k, err := c.prepare()
-	if err != nil {
-		return nil, err
-	}
-	return c.exchange(ctx, k, n)
-}
-
-func (c *Config) exchange(ctx context.Context, k *key, n *normRequest) (*Token, error) {
 	endpoint := c.Environment.TokenEndpoint
 	log := c.logger()
 	a, err := c.send(ctx, endpoint, func() (*http.Request, error) {
@@ -108,8 +100,8 @@ func checkStatus(a *answer) error {
 	return nil
 }
 
-// tokenError makes a *TokenError from an OAuth 2 error object, Altinn's
-// problem details, or any other body.
+// tokenError makes a *TokenError from an OAuth 2 error, Altinn's problem
+// details, or any other body.
 func tokenError(a *answer) *TokenError {
 	e := &TokenError{URL: a.url, StatusCode: a.status, Skew: a.skew, Attempts: a.attempts}
 	e.RetryAfter, _ = retryAfter(a.header, a.start)
@@ -121,17 +113,16 @@ func tokenError(a *answer) *TokenError {
 		Detail           string `json:"detail"`
 	}
 	if json.Unmarshal(a.body, &body) == nil {
-		e.Code = oneLine(body.Error)
-		e.Description = oneLine(body.ErrorDescription)
-		e.ErrorURI = oneLine(body.ErrorURI)
+		e.Code = excerpt(body.Error)
+		e.Description = excerpt(body.ErrorDescription)
+		e.ErrorURI = excerpt(body.ErrorURI)
 		if e.Code == "" && e.Description == "" {
-			e.Description = oneLine(strings.TrimSpace(body.Title + " " + body.Detail))
+			e.Description = excerpt(strings.TrimSpace(body.Title + " " + body.Detail))
 		}
 	} else {
-		e.Description = excerpt(a.body)
+		e.Description = excerpt(string(a.body))
 	}
-	// The code may be in the description or only in error_uri, such as
-	// https://maskinporten.no/errors/MP-121.
+	// The code may be only in error_uri (https://maskinporten.no/errors/MP-121).
 	for _, s := range []string{e.Description, e.ErrorURI, e.Code} {
 		if e.MPCode = mpCode.FindString(s); e.MPCode != "" {
 			break
@@ -139,13 +130,6 @@ func tokenError(a *answer) *TokenError {
 	}
 	e.Hint = hint(e)
 	return e
-}
-
-func oneLine(s string) string {
-	if len(s) > 500 {
-		s = s[:500] + "..."
-	}
-	return excerpt([]byte(s))
 }
 
 // mpCode finds Maskinporten's error code, such as MP-121.
@@ -188,8 +172,7 @@ func hint(e *TokenError) string {
 	return ""
 }
 
-// parseTokenResponse reads a 2xx token response; Expiry counts from start,
-// the local time the request began.
+// parseTokenResponse reads a 2xx token response; Expiry counts from start.
 func parseTokenResponse(endpoint string, status int, body []byte, start time.Time) (*Token, error) {
 	var resp struct {
 		AccessToken string      `json:"access_token"`
@@ -220,4 +203,71 @@ func parseTokenResponse(endpoint string, status int, body []byte, start time.Tim
 		ExpiresIn:   int(exp),
 		Expiry:      start.Add(time.Duration(exp) * time.Second),
 	}, nil
+}
+
+// AltinnToken exchanges a Maskinporten access token for an Altinn platform
+// token (a JWT whose exp, read unverified, sets Expiry) at the environment's
+// AltinnExchange URL. Errors and retries follow Exchange.
+func (c *Config) AltinnToken(ctx context.Context, mpToken string) (*Token, error) {
+	endpoint := c.Environment.AltinnExchange
+	if endpoint == "" {
+		return nil, &ConfigError{Field: "Environment.AltinnExchange", Reason: "missing: this environment has no Altinn token exchange"}
+	}
+	if err := CheckEndpoint("Environment.AltinnExchange", endpoint, c.AllowInsecure); err != nil {
+		return nil, err
+	}
+	if mpToken == "" || !ValidScope(mpToken) {
+		return nil, &ValidationError{Field: "access_token", Reason: "the Maskinporten token is empty or holds characters a token cannot hold"}
+	}
+	log := c.logger()
+	a, err := c.send(ctx, endpoint, func() (*http.Request, error) {
+		log.DebugContext(ctx, "altinn token exchange", "url", endpoint)
+		r, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
+		if err != nil {
+			return nil, &ConfigError{Field: "Environment.AltinnExchange", Value: endpoint, Reason: "cannot build a request", Err: err}
+		}
+		r.Header.Set("Authorization", "Bearer "+mpToken)
+		return r, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStatus(a); err != nil {
+		var e *TokenError
+		if errors.As(err, &e) && (a.status == http.StatusUnauthorized || a.status == http.StatusForbidden) {
+			e.Hint = "Altinn did not accept the Maskinporten token: check the environment and that the token has the scopes the Altinn API needs"
+		}
+		return nil, err
+	}
+	raw := strings.TrimSpace(string(a.body))
+	_ = json.Unmarshal(a.body, &raw) // some versions answer with a JSON string; else raw is kept
+	var cl struct {
+		jwt.RegisteredClaims
+		Scope string `json:"scope"`
+	}
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, &cl); err != nil {
+		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "Altinn token is not a JWT", Err: err}
+	}
+	if cl.ExpiresAt == nil {
+		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "Altinn token has no exp claim"}
+	}
+	// Measure the lifetime on the server's clock (exp - iat) and apply it
+	// to the local clock, so that clock skew does not shift the expiry.
+	lifetime := cl.ExpiresAt.Sub(a.start)
+	if cl.IssuedAt != nil {
+		lifetime = cl.ExpiresAt.Sub(cl.IssuedAt.Time)
+	}
+	secs := int(lifetime / time.Second)
+	if secs <= 0 {
+		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "Altinn token has already expired"}
+	}
+	t := &Token{
+		AccessToken: raw,
+		TokenType:   "Bearer",
+		Scope:       cl.Scope,
+		ExpiresIn:   secs,
+		Expiry:      a.start.Add(time.Duration(secs) * time.Second),
+	}
+	log.DebugContext(ctx, "altinn token issued", "token", t)
+	return t, nil
 }

@@ -14,48 +14,41 @@ import (
 )
 
 // Config describes a Maskinporten client and its key; ClientID, Signer and
-// Environment are required. A Config is safe for concurrent use, but must not
-// be modified after its first use.
+// Environment are required. It is safe for concurrent use, but must not be
+// modified after its first use.
 type Config struct {
-	// ClientID is the client's id in Maskinporten, sent as the grant's iss.
-	ClientID string
-	// Signer signs grants; its chain, if any, is sent as x5c unless KeyID is set.
-	Signer signer.Signer
+	ClientID string        // the client's id in Maskinporten, the grant's iss
+	Signer   signer.Signer // signs grants; its chain is sent as x5c unless KeyID is set
 	// Algorithm is the JWS alg (signer.Method); if empty, the key's
 	// signer.DefaultAlgorithm (RS256 for RSA).
 	Algorithm string
 	// KeyID, if set, is sent as kid instead of x5c: a key registered on the
 	// client. It is required when the signer has no certificate chain.
-	KeyID string
-	// Environment names the issuer and the endpoints, such as Test or Prod.
-	Environment Environment
+	KeyID       string
+	Environment Environment // the issuer and the endpoints, such as Test or Prod
 	// AllowInsecure allows http endpoints for hosts that are not loopback
 	// (http is always allowed for localhost, 127.0.0.0/8 and ::1).
 	AllowInsecure bool
 	// HTTPClient sends the token and exchange requests. If nil, a client
-	// with a 30-second timeout, the proxy from the environment and no
-	// redirects.
+	// with a 30-second timeout, the environment's proxy and no redirects.
 	HTTPClient *http.Client
 	// Logger receives debug records of requests, retries and clock skew,
 	// never a grant, token or pid. If nil, nothing is logged.
 	Logger *slog.Logger
 
+	attempts  int                                        // at most this many requests; zero means maxAttempts
 	now       func() time.Time                           // for tests; nil means time.Now
 	retryBase time.Duration                              // for tests; zero means defaultRetryBase
 	wait      func(ctx context.Context, d time.Duration) // for tests: the sleep before a retry; nil means a timer
 }
 
-// Grant returns a new signed grant (a JWT per RFC 7523, with a new jti: a
-// grant can be used once) for req. The header holds alg and x5c or kid; the
-// claims are aud, iss, iat, exp, jti, scope, and resource, consumer_org,
-// iss_onbehalfof, pid and authorization_details when req sets them: no
-// others, as Maskinporten refuses unknown claims.
+// Grant returns a new signed grant for req (an RFC 7523 JWT with a new jti:
+// a grant can be used once). The header holds alg and x5c or kid; the claims
+// are aud, iss, iat, exp, jti, scope, and those req sets (resource,
+// consumer_org, iss_onbehalfof, pid, authorization_details): no others, as
+// Maskinporten refuses unknown claims.
 func (c *Config) Grant(req Request) (string, error) {
-	n, err := req.normalize()
-	if err != nil {
-		return "", err
-	}
-	k, err := c.prepare()
+	k, n, err := c.prepare(req)
 	if err != nil {
 		return "", err
 	}
@@ -63,14 +56,23 @@ func (c *Config) Grant(req Request) (string, error) {
 	return g, err
 }
 
-// key is what a grant needs to know about the signer: its JWS method and
-// the JOSE header.
+// key is the signer's JWS method and the JOSE header.
 type key struct {
 	method *signer.SigningMethod
 	header map[string]any
 }
 
-func (c *Config) prepare() (*key, error) {
+// prepare checks req and c; nothing is sent unless both are good.
+func (c *Config) prepare(req Request) (*key, *normRequest, error) {
+	n, err := req.normalize()
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := c.key()
+	return k, n, err
+}
+
+func (c *Config) key() (*key, error) {
 	if c.ClientID == "" {
 		return nil, &ConfigError{Field: "ClientID", Reason: "missing"}
 	}
@@ -99,7 +101,8 @@ func (c *Config) prepare() (*key, error) {
 		return nil, &ConfigError{Field: "Algorithm", Value: alg, Reason: "does not suit the key", Err: err}
 	}
 	k := &key{method: method, header: map[string]any{"alg": alg}}
-	if chain := c.Signer.Chain(); len(chain) > 0 {
+	chain := c.Signer.Chain()
+	if len(chain) > 0 {
 		if err := signer.MatchCertificate(pub, chain[0]); err != nil {
 			return nil, &ConfigError{Field: "Signer", Reason: "the leaf certificate does not hold the signer's key", Err: err}
 		}
@@ -108,7 +111,6 @@ func (c *Config) prepare() (*key, error) {
 		k.header["kid"] = c.KeyID
 		return k, nil
 	}
-	chain := c.Signer.Chain()
 	if len(chain) == 0 {
 		return nil, &ConfigError{Field: "KeyID", Reason: "missing, and the signer has no certificate chain to send as x5c"}
 	}

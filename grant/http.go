@@ -15,8 +15,7 @@ import (
 )
 
 // defaultHTTPClient is used when Config.HTTPClient is nil. It does not follow
-// redirects: a token endpoint that redirects is misconfigured, and following
-// a 307 would post the grant to another URL.
+// redirects: following a 307 would post the grant to another URL.
 var defaultHTTPClient = &http.Client{
 	Timeout:   30 * time.Second,
 	Transport: http.DefaultTransport, // honours HTTP(S)_PROXY and NO_PROXY
@@ -27,9 +26,7 @@ var defaultHTTPClient = &http.Client{
 
 var discardLogger = slog.New(slog.DiscardHandler)
 
-func (c *Config) logger() *slog.Logger {
-	return cmp.Or(c.Logger, discardLogger)
-}
+func (c *Config) logger() *slog.Logger { return cmp.Or(c.Logger, discardLogger) }
 
 func (c *Config) clock() time.Time {
 	if c.now != nil {
@@ -38,26 +35,10 @@ func (c *Config) clock() time.Time {
 	return time.Now()
 }
 
-var errTooLarge = errors.New("body too large")
-
-// readLimited reads r to its end, failing with errTooLarge past maxBody bytes.
-func readLimited(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxBody+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxBody {
-		return nil, errTooLarge
-	}
-	return b, nil
-}
-
-// excerpt returns the start of an unexpected body as one printable line.
-func excerpt(b []byte) string {
-	const max = 200
-	s := strings.TrimSpace(string(b))
-	if len(s) > max {
-		s = s[:max] + "..."
+// excerpt returns the start of an unexpected text as one printable line.
+func excerpt(s string) string {
+	if s = strings.TrimSpace(s); len(s) > 200 {
+		s = s[:200] + "..."
 	}
 	return strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
@@ -73,6 +54,7 @@ const (
 	defaultRetryBase = 250 * time.Millisecond
 	maxRetryAfter    = 60 * time.Second // a server asking for longer is not retried
 	skewThreshold    = 5 * time.Second
+	maxBody          = 1 << 20 // the largest response body read
 )
 
 // answer is an HTTP answer, its body read.
@@ -81,13 +63,14 @@ type answer struct {
 	status   int
 	header   http.Header
 	body     []byte
-	start    time.Time     // local clock when the successful attempt started
+	start    time.Time     // local clock when the answered attempt started
 	skew     time.Duration // server clock minus local clock, if over skewThreshold
 	attempts int
 }
 
-// send makes up to maxAttempts requests, each built anew by build, retrying
-// network errors and 5xx answers after a backoff with jitter within ctx.
+// send makes up to maxAttempts requests, each built anew by build (a new
+// grant each time), retrying network errors and 5xx answers after a backoff
+// with jitter within ctx.
 func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.Request, error)) (*answer, error) {
 	log := c.logger()
 	hc := cmp.Or(c.HTTPClient, defaultHTTPClient)
@@ -106,15 +89,19 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 			lastErr = err
 			log.DebugContext(ctx, "http request failed", "url", endpoint, "attempt", attempt, "error", err)
 		} else {
-			body, err := readLimited(resp.Body) // nil if too large
+			body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 			resp.Body.Close()
-			a := &answer{url: endpoint, status: resp.StatusCode, header: resp.Header, body: body, start: start, attempts: attempt}
-			a.skew = c.skew(ctx, resp.Header)
+			tooLarge := len(body) > maxBody
+			if tooLarge {
+				body = nil
+			}
+			a := &answer{url: endpoint, status: resp.StatusCode, header: resp.Header, body: body, start: start, attempts: attempt,
+				skew: c.skew(ctx, resp.Header)}
 			log.DebugContext(ctx, "http answer", "url", endpoint, "attempt", attempt, "status", resp.StatusCode, "duration", c.clock().Sub(start))
 			switch {
-			case err == errTooLarge && resp.StatusCode < 500:
+			case tooLarge && resp.StatusCode < 500:
 				return nil, &ResponseError{URL: endpoint, StatusCode: resp.StatusCode, Reason: "body larger than 1 MiB"}
-			case err != nil && err != errTooLarge:
+			case err != nil:
 				lastErr = err
 			case resp.StatusCode < 500:
 				return a, nil
@@ -122,13 +109,13 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 				last5xx = a
 			}
 		}
-		if attempt >= maxAttempts || ctx.Err() != nil {
+		if attempt >= cmp.Or(c.attempts, maxAttempts) || ctx.Err() != nil {
 			break
 		}
 		delay := c.backoff(attempt)
 		if last5xx != nil {
-			// A server that says when to come back (RFC 9110 section
-			// 10.2.3) is not asked sooner, nor waited for beyond reason.
+			// A server that says when to come back is not asked sooner, nor
+			// waited for beyond reason.
 			if ra, ok := retryAfter(last5xx.header, c.clock()); ok {
 				if ra > maxRetryAfter {
 					log.DebugContext(ctx, "not retried: Retry-After too long", "url", endpoint, "retry_after", ra)
@@ -140,8 +127,7 @@ func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
 			break
 		}
-		c.sleep(ctx, delay)
-		if ctx.Err() != nil {
+		if c.sleep(ctx, delay); ctx.Err() != nil {
 			break
 		}
 	}
@@ -180,7 +166,7 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 }
 
 // backoff returns the wait before attempt+1: the base doubled per attempt,
-// with the upper half drawn at random.
+// the upper half drawn at random.
 func (c *Config) backoff(attempt int) time.Duration {
 	d := cmp.Or(c.retryBase, defaultRetryBase) << (attempt - 1)
 	return d/2 + rand.N(d/2+1)

@@ -16,61 +16,51 @@ const (
 	MaxLifetime     = 120 * time.Second // Maskinporten's documented limit
 )
 
-// Request is what a token is asked for: the claims of a grant that vary
-// from one token to another. The zero value is not valid: Scopes is required.
+// Request is the claims of a grant that vary from one token to another.
+// Scopes is required.
 type Request struct {
-	// Scopes are the scopes asked for, RFC 6749 scope tokens (case-sensitive,
-	// printable ASCII without space, '"' or '\'); an element may hold several
-	// separated by spaces. Order is kept, duplicates are dropped.
+	// Scopes are RFC 6749 scope tokens (case-sensitive); an element may hold
+	// several separated by spaces. Order is kept, duplicates are dropped.
 	Scopes []string
-	// Resources, if any, restrict the token's audience (claim "resource",
-	// an array of absolute URIs). Duplicates are dropped.
+	// Resources restrict the token's audience (claim "resource", absolute URIs).
 	Resources []string
 	// ConsumerOrg is the organisation number of the organisation that
-	// delegated the scopes to the client in Altinn (claim "consumer_org").
-	// It may not be combined with OnBehalfOf.
+	// delegated the scopes in Altinn (claim "consumer_org"); not with OnBehalfOf.
 	ConsumerOrg string
-	// OnBehalfOf is the legacy "iss_onbehalfof" claim, a value registered on
-	// the client; prefer ConsumerOrg.
+	// OnBehalfOf is the legacy "iss_onbehalfof" claim; prefer ConsumerOrg.
 	OnBehalfOf string
-	// PID is an 11-digit Norwegian personal identification number (claim
-	// "pid"), never written in clear to errors or logs.
+	// PID is an 11-digit personal identification number (claim "pid"),
+	// never written in clear to errors or logs.
 	PID string
 	// SystemUserOrg is the organisation number of the customer whose Altinn
-	// system user the token is for (an authorization_details element of
-	// SystemUserType).
+	// system user the token is for (a SystemUserType authorization detail).
 	SystemUserOrg string
-	// Consent, if not zero, asks for a consent token (an
-	// authorization_details element of ConsentType).
+	// Consent, if not zero, asks for a consent token (a ConsentType detail).
 	Consent Consent
-	// AuthorizationDetails, if not empty, is an RFC 9396 JSON array whose
-	// elements are sent as given after the system user's and the consent's,
-	// checked by ParseAuthorizationDetails.
+	// AuthorizationDetails is an RFC 9396 JSON array, checked by
+	// ParseAuthorizationDetails, whose elements are sent after the system
+	// user's and the consent's.
 	AuthorizationDetails json.RawMessage
-	// Lifetime is the grant's exp - iat, from MinLifetime to MaxLifetime in
-	// whole seconds; if zero, DefaultLifetime. Maskinporten takes the
-	// token's lifetime from the client's registration.
+	// Lifetime is the grant's exp - iat, MinLifetime to MaxLifetime in whole
+	// seconds; if zero, DefaultLifetime. The token's lifetime is the client's.
 	Lifetime time.Duration
 }
 
 // Validate reports the first problem that would make Maskinporten refuse the
-// request, as a *ValidationError, or nil.
+// request as a *ValidationError.
 func (r Request) Validate() error {
 	_, err := r.normalize()
 	return err
 }
 
-// normRequest is a validated Request in the form the grant and the cache
-// use.
+// normRequest is a validated Request in the form the grant and cache use.
 type normRequest struct {
-	scopes    []string // deduplicated, in the order given
-	scope     string   // the scope claim: scopes joined by spaces
-	scopeKey  string   // the scope set for cache keys: sorted, joined by spaces
-	resources []string // deduplicated, in the order given
-	// authzDetails is the authorization_details claim, compact JSON: the
-	// system user's element, the consent's, then AuthorizationDetails'.
-	authzDetails json.RawMessage
-	lifetime     int64 // seconds
+	scopes       []string        // deduplicated, in the order given
+	scope        string          // the scope claim: scopes joined by spaces
+	scopeKey     string          // the scope set for cache keys: sorted, joined by spaces
+	resources    []string        // deduplicated, in the order given
+	authzDetails json.RawMessage // the claim: system user, consent, then AuthorizationDetails
+	lifetime     int64           // seconds
 	Request
 }
 
@@ -93,10 +83,10 @@ func (r Request) normalize() (*normRequest, error) {
 		return nil, &ValidationError{Field: "scope", Reason: "at least one scope is required"}
 	}
 	n.scope = strings.Join(n.scopes, " ")
-	n.scopeKey = sortedKey(n.scopes)
+	n.scopeKey = strings.Join(slices.Sorted(slices.Values(n.scopes)), " ")
 	for _, res := range r.Resources {
-		if err := validResource(res); err != nil {
-			return nil, err
+		if u, err := url.Parse(res); !ValidScope(res) || err != nil || u.Scheme == "" {
+			return nil, &ValidationError{Field: "resource", Value: res, Reason: "must be an absolute URI without whitespace or control characters"}
 		}
 		if !slices.Contains(n.resources, res) {
 			n.resources = append(n.resources, res)
@@ -131,7 +121,7 @@ func (r Request) normalize() (*normRequest, error) {
 }
 
 // authorizationDetails builds the claim from the system user, the consent and
-// the caller's own elements, each checked.
+// the caller's own elements.
 func (n *normRequest) authorizationDetails(r Request) error {
 	if err := r.Consent.Validate(); err != nil {
 		return err
@@ -156,48 +146,16 @@ func (n *normRequest) authorizationDetails(r Request) error {
 	return nil
 }
 
-// ValidScope reports whether s is one RFC 6749 scope-token,
-// 1*( %x21 / %x23-5B / %x5D-7E ): printable ASCII without space, '"' or
-// '\', such as "altinn:serviceowner". The package checks other such values
-// with it too.
+// ValidScope reports whether s is one RFC 6749 scope-token: printable ASCII
+// without space, '"' or '\', such as "altinn:serviceowner".
 func ValidScope(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-func validResource(res string) error {
-	if !ValidScope(res) {
-		return &ValidationError{Field: "resource", Value: res, Reason: "must be a URI without whitespace or control characters"}
-	}
-	u, err := url.Parse(res)
-	if err != nil || u.Scheme == "" {
-		return &ValidationError{Field: "resource", Value: res, Reason: "must be an absolute URI"}
-	}
-	return nil
-}
-
-func sortedKey(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	c := slices.Clone(s)
-	slices.Sort(c)
-	return strings.Join(c, " ")
+	return s != "" && !strings.ContainsFunc(s, func(c rune) bool { return c < 0x21 || c > 0x7e || c == '"' || c == '\\' })
 }
 
 const badOrgNumber = "not a valid organisation number (9 digits with a modulus-11 check digit)"
 
 // ValidOrgNumber reports whether s is a Norwegian organisation number: nine
-// digits of which the last is a modulus-11 check digit (weights 3, 2, 7, 6,
-// 5, 4, 3, 2).
+// digits, the last a modulus-11 check digit.
 func ValidOrgNumber(s string) bool {
 	if len(s) != 9 || !allDigits(s) {
 		return false
@@ -206,8 +164,8 @@ func ValidOrgNumber(s string) bool {
 }
 
 // ValidPID reports whether s is a Norwegian personal identification number
-// (fødselsnummer, D-number or synthetic test number): eleven digits of which
-// the last two are modulus-11 check digits. The date part is not checked.
+// (fødselsnummer, D-number or synthetic): eleven digits, the last two
+// modulus-11 check digits; the date is not checked.
 func ValidPID(s string) bool {
 	if len(s) != 11 || !allDigits(s) {
 		return false
@@ -216,8 +174,7 @@ func ValidPID(s string) bool {
 		mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2}) == int(s[10]-'0')
 }
 
-// MaskPID returns s with every character after the sixth replaced by '*',
-// for use in messages and logs.
+// MaskPID returns s with every character after the sixth replaced by '*'.
 func MaskPID(s string) string {
 	if len(s) <= 6 {
 		return strings.Repeat("*", len(s))
@@ -225,8 +182,7 @@ func MaskPID(s string) string {
 	return s[:6] + strings.Repeat("*", len(s)-6)
 }
 
-// mod11 returns the modulus-11 check digit of digits with the given weights,
-// or -1 when none exists (the remainder gives 10).
+// mod11 returns the modulus-11 check digit of digits, or -1 if none exists.
 func mod11(digits string, weights []int) int {
 	sum := 0
 	for i := range len(digits) {
@@ -243,10 +199,5 @@ func mod11(digits string, weights []int) int {
 }
 
 func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return !strings.ContainsFunc(s, func(c rune) bool { return c < '0' || c > '9' })
 }

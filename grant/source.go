@@ -12,13 +12,12 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// refreshMargin is how long before it expires a token is replaced, or,
-// for a token that lives less than twice as long, halfway through its life.
+// refreshMargin is how long before it expires a token is replaced (for a
+// short-lived token, halfway through its life).
 const refreshMargin = 30 * time.Second
 
 // TokenSource returns an oauth2.TokenSource of Maskinporten tokens for req:
-// oauth2.ReuseTokenSourceWithExpiry over Exchange. ctx is used for the token
-// requests; its cancellation fails them.
+// oauth2.ReuseTokenSourceWithExpiry over Exchange, requests made with ctx.
 //
 // A token is reused until 30 s before it expires, or until half its life is
 // gone if that comes later. If its replacement fails while it still has a
@@ -30,15 +29,14 @@ func (c *Config) TokenSource(ctx context.Context, req Request) oauth2.TokenSourc
 }
 
 // AltinnTokenSource returns a token source of Altinn tokens for req, reused
-// as TokenSource reuses its tokens: each is exchanged (AltinnToken) for a
-// new Maskinporten token for req, so that it lives as long as it can.
+// as TokenSource's are, each exchanged (AltinnToken) for a new Maskinporten
+// token so that it lives as long as it can.
 func (c *Config) AltinnTokenSource(ctx context.Context, req Request) oauth2.TokenSource {
 	return c.reuse(ctx, req, true)
 }
 
-// source signs a grant and exchanges it: the one-method source that
-// TokenSource reuses. last and next are guarded by the lock of the
-// oauth2.ReuseTokenSource that calls it.
+// source is the one-method source TokenSource reuses; last and next are
+// guarded by the lock of the oauth2.ReuseTokenSource that calls it.
 type source struct {
 	ctx    context.Context
 	cfg    *Config
@@ -49,7 +47,7 @@ type source struct {
 }
 
 // Token returns the last token while it is not due, else a new one, or
-// the last one if getting a new one fails while it is still good.
+// the last one while it is good if getting a new one fails.
 func (s *source) Token() (*oauth2.Token, error) {
 	now := s.cfg.clock()
 	if s.last != nil && now.Before(s.next) {
@@ -76,9 +74,9 @@ func (s *source) Token() (*oauth2.Token, error) {
 	return nil, err
 }
 
-// reusing is the token source TokenSource returns: a reused source, replaced
-// when the signer's certificate changes (a new key gets a new token at once)
-// and when Client's transport drops a token an API refused.
+// reusing is TokenSource's source: a reused source, replaced when the
+// signer's certificate changes (a new key gets a new token at once) and when
+// Client's transport drops a token an API refused.
 type reusing struct {
 	src source // the template of each new source
 	cur atomic.Pointer[reused]
@@ -109,8 +107,8 @@ func (r *reusing) leaf() *x509.Certificate {
 	return nil
 }
 
-// Token implements oauth2.TokenSource. A cached token is returned without
-// allocating; it is shared by all callers and must not be modified.
+// Token implements oauth2.TokenSource. A cached token is shared by all
+// callers, without allocating: it must not be modified.
 func (r *reusing) Token() (*oauth2.Token, error) {
 	cur := r.cur.Load()
 	if cur.leaf != r.leaf() {
@@ -120,8 +118,8 @@ func (r *reusing) Token() (*oauth2.Token, error) {
 	return cur.Token()
 }
 
-// invalidate drops the cached token if it is still t, so that callers that
-// saw the same refused token cause one new request, not one each.
+// invalidate drops the cached token if it is still t: callers that saw the
+// same refused token cause one new request, not one each.
 func (r *reusing) invalidate(t *oauth2.Token) {
 	cur := r.cur.Load()
 	if now, err := cur.Token(); err == nil && now == t {
@@ -130,14 +128,11 @@ func (r *reusing) invalidate(t *oauth2.Token) {
 }
 
 // Client returns an HTTP client that authorises its requests with tokens
-// from c.TokenSource(ctx, req), over c.HTTPClient's transport, timeout,
-// redirect policy and cookie jar (if nil: a 30-second timeout and Go's
-// defaults).
-//
-// If an API answers 401, the token is dropped and the request is sent once
-// more with a new one, if its body can be sent again (none, or GetBody
-// set). The token is not sent to another host a redirect leads to
-// (oauth2.Transport would send it).
+// from c.TokenSource(ctx, req), over c.HTTPClient (if nil: a 30-second
+// timeout and Go's defaults). If an API answers 401, the token is dropped
+// and the request sent once more with a new one if its body can be sent
+// again. Unlike oauth2.Transport, it sends no token to another host a
+// redirect leads to.
 func (c *Config) Client(ctx context.Context, req Request) *http.Client {
 	hc := http.Client{Timeout: defaultHTTPClient.Timeout}
 	if c.HTTPClient != nil {
@@ -185,8 +180,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(retry)
 }
 
-// authorised returns a copy of req with the bearer token set, as a
-// RoundTripper must not modify the request it is given.
+// authorised returns a copy of req with the bearer token set: a
+// RoundTripper must not modify its request.
 func authorised(req *http.Request, tok *oauth2.Token) *http.Request {
 	r := req.Clone(req.Context())
 	tok.SetAuthHeader(r)

@@ -45,7 +45,7 @@ func TestGetAttributeValueOneCall(t *testing.T) {
 		t.Helper()
 		tok.mu.Lock()
 		defer tok.mu.Unlock()
-		hs, err := tok.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)})
+		hs, err := tok.findObjects(pkcs11.NewAttribute(pkcs11.CKA_CLASS, class))
 		if err != nil || len(hs) == 0 {
 			t.Fatalf("objects of class %d: %v, %v", class, hs, err)
 		}

@@ -4,9 +4,9 @@ package hsm
 
 import "github.com/miekg/pkcs11"
 
-// The types of miekg/pkcs11 that need cgo, under the names this package
-// uses, so that one source builds with and without cgo (see
-// binding_nocgo.go). Its constants need no cgo and are used as they are.
+// miekg/pkcs11's types that need cgo, under this package's names, so that
+// one source builds with and without cgo (binding_nocgo.go). Its constants
+// need no cgo and are used as they are.
 type (
 	// ReturnValue is a PKCS#11 return value (CK_RV): miekg/pkcs11's
 	// pkcs11.Error, which Error and PINError carry as Code.
@@ -28,10 +28,7 @@ var (
 	newPSSParams = pkcs11.NewPSSParams
 )
 
-var (
-	_ p11    = (*pkcs11.Ctx)(nil)
-	_ writer = (*pkcs11.Ctx)(nil)
-)
+var _ writer = (*pkcs11.Ctx)(nil)
 
 // Available returns nil: this program was built with cgo and can load
 // PKCS#11 modules.

@@ -4,9 +4,9 @@ package hsm
 
 import "fmt"
 
-// Without cgo no PKCS#11 module can be loaded: Open returns ErrNoCgo, and
-// these stand in for the types of miekg/pkcs11 that need cgo, so that the
-// rest of this package, and every program built on it, still compiles.
+// Without cgo no module can be loaded (Open returns ErrNoCgo); these stand
+// in for miekg/pkcs11's types that need cgo, so that this package and every
+// program built on it still compile. Their values never reach a module.
 
 // ReturnValue is a PKCS#11 return value (CK_RV); in a cgo build it is
 // miekg/pkcs11's pkcs11.Error.
@@ -40,9 +40,9 @@ type (
 		Flags, MaxSessionCount                     uint
 	}
 	ckSessionInfo struct{ State uint }
+	ctx           struct{ p11 }
 )
 
-// The values never reach a module: none is ever loaded.
 func newAttribute(typ uint, _ any) *attribute           { return &attribute{Type: typ} }
 func newMechanism(m uint, _ any) *mechanism             { return &mechanism{Mechanism: m} }
 func newPSSParams(hashAlg, mgf, saltLength uint) []byte { return nil }
@@ -50,9 +50,6 @@ func loadModule(string) (*ctx, error)                   { return nil, ErrNoCgo }
 func (*ctx) Finalize() error                            { return nil }
 func (*ctx) Destroy()                                   {}
 func (*ctx) closeAllSessions([]uint) error              { return nil }
-
-// ctx would be the loaded module.
-type ctx struct{ p11 }
 
 // Available returns ErrNoCgo: this program was built without cgo.
 func Available() error { return ErrNoCgo }

@@ -19,7 +19,7 @@ var ErrNoCgo = errors.New("built without cgo: PKCS#11 needs cgo")
 // from the module).
 type Error struct {
 	Op     string      // the operation, such as "C_Login" or "open module"
-	Kind   error       // one of the sentinels of this package (and of tokenerr)
+	Kind   error       // one of the sentinels of package tokenerr (or ErrObjectExists, ErrReadOnly)
 	Code   ReturnValue // the PKCS#11 return value, or 0
 	Detail string      // what else helps a person act, or ""
 }
@@ -27,33 +27,29 @@ type Error struct {
 // Error returns one line: the operation, the sentinel's text, the return
 // value's name and the detail.
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.Op)
-	b.WriteString(": ")
-	b.WriteString(e.Kind.Error())
+	s := e.Op + ": " + e.Kind.Error()
 	if e.Code != 0 {
-		b.WriteString(" (")
-		b.WriteString(e.Code.Error())
-		b.WriteString(")")
+		s += " (" + e.Code.Error() + ")"
 	}
 	if e.Detail != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Detail)
+		s += ": " + e.Detail
 	}
-	return b.String()
+	return s
 }
 
 // Unwrap gives errors.Is and errors.As both the sentinel and the PKCS#11
 // return value.
-func (e *Error) Unwrap() []error {
-	if e.Code != 0 {
-		return []error{e.Kind, e.Code}
+func (e *Error) Unwrap() []error { return kindAndCode(e.Kind, e.Code) }
+
+func kindAndCode(kind error, code ReturnValue) []error {
+	if code != 0 {
+		return []error{kind, code}
 	}
-	return []error{e.Kind}
+	return []error{kind}
 }
 
-// wrap turns a PKCS#11 call's error into an *Error. Non-PKCS#11 errors are
-// wrapped as tokenerr.ErrModule. nil stays nil.
+// wrap turns a PKCS#11 call's error into an *Error; other errors become
+// tokenerr.ErrModule. nil stays nil.
 func wrap(op string, err error) error {
 	if err == nil {
 		return nil
@@ -69,7 +65,7 @@ func wrap(op string, err error) error {
 	return e
 }
 
-// kindOf maps a PKCS#11 return value to a sentinel.
+// kindOf maps a PKCS#11 return value to a sentinel: the one place.
 func kindOf(rv ReturnValue) error {
 	switch rv {
 	case pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED:
@@ -106,8 +102,8 @@ func kindOf(rv ReturnValue) error {
 
 // PINError is returned by Token.Login when the token refused the PIN or when
 // Login refused to try one. Flags holds the token's PIN flags as read after
-// the attempt (or before, when no attempt was made), so that the caller can
-// say how many tries are left without trying again.
+// the attempt (or before, when none was made), so that the caller can say
+// how many tries are left without trying again.
 type PINError struct {
 	Kind      error       // tokenerr.ErrPINIncorrect, tokenerr.ErrPINLocked, tokenerr.ErrPINFinalTry, ...
 	Code      ReturnValue // the C_Login return value, or 0 when no attempt was made
@@ -118,12 +114,10 @@ type PINError struct {
 // Error says what happened and what the token's flags now say. It never
 // contains the PIN.
 func (e *PINError) Error() string {
-	var msg string
-	switch {
-	case !e.Attempted && e.Code != 0:
-		// A refusal remembered: nothing was presented this time.
+	if !e.Attempted && e.Code != 0 { // a refusal remembered: nothing was presented this time
 		return "login: refusing to present the PIN again: the token refused it before (" + e.Code.Error() + "); check the PIN and the token, then start again"
 	}
+	var msg string
 	switch e.Kind {
 	case tokenerr.ErrPINFinalTry:
 		msg = "refusing to try a PIN: the token says the next wrong PIN locks it; when you are certain of the PIN, " +
@@ -131,8 +125,8 @@ func (e *PINError) Error() string {
 	case tokenerr.ErrPINLocked:
 		switch {
 		case e.Attempted && !e.Flags.PINLocked():
-			// tpm2-pkcs11 answers every PIN, the SO PIN too, so while the
-			// TPM's dictionary-attack lockout lasts, and never sets the flag.
+			// tpm2-pkcs11 answers every PIN so while the TPM's
+			// dictionary-attack lockout lasts, and never sets the flag.
 			msg = "PIN locked: the token refuses PINs as locked although its flags do not say so; " +
 				"a TPM does while its dictionary-attack lockout lasts (until its recovery time has passed, " +
 				"or tpm2_dictionarylockout --clear-lockout)"
@@ -142,7 +136,7 @@ func (e *PINError) Error() string {
 			msg = "refusing to try a PIN: the token says the PIN is locked; unblock it with the PUK (or SO PIN) first"
 		}
 	case tokenerr.ErrPINIncorrect:
-		msg = "PIN incorrect (one try spent, not retried): " + e.Flags.TriesLeft()
+		msg = "PIN incorrect (one try spent, not retried): " + e.Flags.triesLeft()
 	case tokenerr.ErrPINRequired:
 		msg = "the token needs a PIN and none was given"
 	case tokenerr.ErrLoginFailed:
@@ -157,28 +151,20 @@ func (e *PINError) Error() string {
 }
 
 // Unwrap exposes the sentinel and the PKCS#11 return value.
-func (e *PINError) Unwrap() []error {
-	errs := []error{e.Kind}
-	if e.Code != 0 {
-		errs = append(errs, e.Code)
-	}
-	return errs
-}
+func (e *PINError) Unwrap() []error { return kindAndCode(e.Kind, e.Code) }
 
-// SelectionError is returned when a token or key selection matches nothing or
-// more than one. Candidates lists what exists (for tokenerr.ErrTokenNotFound and
-// tokenerr.ErrKeyNotFound) or what matched (for the ambiguous cases), so the caller
-// can tell the user how to pick one.
+// SelectionError is returned when a token or key selection matches nothing
+// or more than one. Candidates lists what exists (not found) or what matched
+// (ambiguous), so the caller can tell the user how to pick one.
 type SelectionError struct {
-	Kind       error  // tokenerr.ErrTokenNotFound, tokenerr.ErrAmbiguousToken, tokenerr.ErrSlotNotFound, tokenerr.ErrNoToken, tokenerr.ErrKeyNotFound or tokenerr.ErrAmbiguousKey
-	Wanted     string // the selection, as text ("label \"x\"", "id 01"), or "" for the default choice
-	Candidates []string
+	Kind       error     // tokenerr.ErrTokenNotFound, ErrAmbiguousToken, ErrSlotNotFound, ErrNoToken, ErrKeyNotFound or ErrAmbiguousKey
+	Wanted     string    // the selection, as text ("label \"x\"", "id 01"), or "" for the default choice
+	Candidates []string  // as a person picks one
 	Tokens     []Slot    // for token errors: the slots considered
 	Keys       []KeyInfo // for key errors: the keys considered
 	// ModuleOutput is what the module wrote on standard error while it
-	// loaded, held back by OpenOptions.HoldLoadOutput, for errors that
-	// found no token: it may say why (a module that could not reach its
-	// device). Error does not include it; show it beside the error.
+	// loaded (OpenOptions.HoldLoadOutput), for errors that found no token: it
+	// may say why. Error does not include it; show it beside the error.
 	ModuleOutput string
 }
 

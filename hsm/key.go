@@ -18,15 +18,11 @@ import (
 
 // Key is a private key on a token. It implements crypto.Signer: RSA
 // PKCS #1 v1.5 (CKM_RSA_PKCS over a DigestInfo), RSA-PSS (CKM_RSA_PKCS_PSS)
-// and ECDSA (CKM_ECDSA, with the signature returned as ASN.1 DER as
-// crypto.Signer requires). A Key is bound to its Token: closing the token
-// ends it. Safe for concurrent use; signatures run in parallel up to the
-// token's session limit. After Close of its Token or Module, its methods
-// that reach the token return tokenerr.ErrClosed.
+// and ECDSA (CKM_ECDSA, the signature returned as ASN.1 DER). Safe for
+// concurrent use; signatures run in parallel up to the token's session
+// limit. After Close of its Token or Module, it returns tokenerr.ErrClosed.
 type Key struct {
-	// info is what FindKey found. It is never changed: signing reads its
-	// Type and AlwaysAuthenticate, and Info hands out copies.
-	info   KeyInfo
+	info   KeyInfo // what FindKey found, never changed: Info hands out copies
 	t      *Token
 	handle objectHandle
 }
@@ -47,8 +43,7 @@ func (t *Token) newKey(o keyObject) (*Key, error) {
 	return &Key{info: o.info.clone(), t: t, handle: o.handle}, nil
 }
 
-// Info describes the key: a copy, which the caller may change without
-// changing the Key.
+// Info describes the key: a copy the caller may change.
 func (k *Key) Info() KeyInfo { return k.info.clone() }
 
 // String describes the key as KeyInfo.String does.
@@ -67,11 +62,9 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 
 // SignContext signs digest like Sign, waiting for a free session no longer
 // than ctx allows. opts.HashFunc() names the hash; an *rsa.PSSOptions asks
-// for RSA-PSS. The randomness comes from the token. For a key with
-// CKA_ALWAYS_AUTHENTICATE the PIN source given to Login is asked again and
-// presented with C_Login(CKU_CONTEXT_SPECIFIC) between C_SignInit and C_Sign;
-// a wrong PIN there is never retried, and a module that knows no context
-// login (CKR_USER_TYPE_INVALID, as opencryptoki) is signed on without one.
+// for RSA-PSS. For a CKA_ALWAYS_AUTHENTICATE key, the PIN source given to
+// Login is asked again and presented with a context login (never retried;
+// see Token.contextLogin).
 func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if err := k.t.enter("sign"); err != nil {
 		return nil, err
@@ -94,12 +87,10 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 		return nil, err
 	}
 	sig, err := k.signOn(sh, mech, input)
-	// A session on which a signature failed goes back to the pool only
-	// after it was replaced: its operation state is unknown (tpm2-pkcs11
-	// leaves the operation active after a failed C_Sign, and answers the
-	// next C_SignInit with CKR_OPERATION_ACTIVE), and PKCS#11 before 3.0
-	// has no call to reset it. Closing it is one C_CloseSession, and the
-	// next signature opens a new one; failures are rare, signatures not.
+	// A session on which a signature failed is closed, not pooled: its
+	// operation state is unknown (tpm2-pkcs11 leaves the operation active
+	// after a failed C_Sign and answers the next C_SignInit with
+	// CKR_OPERATION_ACTIVE), and PKCS#11 before 3.0 cannot reset it.
 	k.t.release(sh, err != nil)
 	if err != nil {
 		return nil, err
@@ -110,8 +101,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	return sig, nil
 }
 
-// signOn runs one signature on session sh. After an error the session's
-// operation state is unknown (see SignContext).
+// signOn runs one signature on session sh.
 func (k *Key) signOn(sh sessionHandle, mech []*mechanism, input []byte) ([]byte, error) {
 	if err := k.t.p.SignInit(sh, mech, k.handle); err != nil {
 		return nil, wrap("C_SignInit", err)
@@ -122,31 +112,23 @@ func (k *Key) signOn(sh sessionHandle, mech []*mechanism, input []byte) ([]byte,
 		}
 	}
 	sig, err := k.t.p.Sign(sh, input)
-	if err != nil {
-		return nil, wrap("C_Sign", err)
-	}
-	return sig, nil
+	return sig, wrap("C_Sign", err)
 }
 
-// DigestInfo prefixes for PKCS #1 v1.5 (RFC 8017 section 9.2, note 1).
-var digestInfoPrefix = map[crypto.Hash][]byte{
-	crypto.SHA1:   {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
-	crypto.SHA224: {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c},
-	crypto.SHA256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
-	crypto.SHA384: {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
-	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
+// rsaHashes are the hashes RSA signs with: the DigestInfo prefix for
+// PKCS #1 v1.5 (RFC 8017 section 9.2, note 1), and RSA-PSS's hash and MGF.
+var rsaHashes = map[crypto.Hash]struct {
+	prefix    []byte
+	hash, mgf uint
+}{
+	crypto.SHA1:   {[]byte{0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14}, pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1},
+	crypto.SHA224: {[]byte{0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c}, pkcs11.CKM_SHA224, pkcs11.CKG_MGF1_SHA224},
+	crypto.SHA256: {[]byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}, pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256},
+	crypto.SHA384: {[]byte{0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30}, pkcs11.CKM_SHA384, pkcs11.CKG_MGF1_SHA384},
+	crypto.SHA512: {[]byte{0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40}, pkcs11.CKM_SHA512, pkcs11.CKG_MGF1_SHA512},
 }
 
-var pssHash = map[crypto.Hash][2]uint{
-	crypto.SHA1:   {pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1},
-	crypto.SHA224: {pkcs11.CKM_SHA224, pkcs11.CKG_MGF1_SHA224},
-	crypto.SHA256: {pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256},
-	crypto.SHA384: {pkcs11.CKM_SHA384, pkcs11.CKG_MGF1_SHA384},
-	crypto.SHA512: {pkcs11.CKM_SHA512, pkcs11.CKG_MGF1_SHA512},
-}
-
-// Mechanisms without parameters are shared, so that a signature allocates
-// no mechanism.
+// Mechanisms without parameters are shared: a signature allocates none.
 var (
 	mechRSAPKCS = []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS, nil)}
 	mechECDSA   = []*mechanism{newMechanism(pkcs11.CKM_ECDSA, nil)}
@@ -154,11 +136,11 @@ var (
 
 func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []byte, error) {
 	h := opts.HashFunc()
+	rh, known := rsaHashes[h]
 	switch k.info.Type {
 	case KeyTypeRSA:
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
-			hm, ok := pssHash[h]
-			if !ok {
+			if !known {
 				return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS with %v", h)}
 			}
 			salt := pss.SaltLength
@@ -169,19 +151,15 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []
 			if salt < 0 {
 				return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA-PSS salt length %d", pss.SaltLength)}
 			}
-			params := newPSSParams(hm[0], hm[1], uint(salt))
-			return []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_PSS, params)}, digest, nil
+			return []*mechanism{newMechanism(pkcs11.CKM_RSA_PKCS_PSS, newPSSParams(rh.hash, rh.mgf, uint(salt)))}, digest, nil
 		}
 		if h == 0 {
 			return mechRSAPKCS, digest, nil
 		}
-		prefix, ok := digestInfoPrefix[h]
-		if !ok {
+		if !known {
 			return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: fmt.Sprintf("RSA PKCS #1 v1.5 with %v", h)}
 		}
-		in := make([]byte, 0, len(prefix)+len(digest))
-		in = append(append(in, prefix...), digest...)
-		return mechRSAPKCS, in, nil
+		return mechRSAPKCS, append(append(make([]byte, 0, len(rh.prefix)+len(digest)), rh.prefix...), digest...), nil
 	case KeyTypeEC:
 		if _, ok := opts.(*rsa.PSSOptions); ok {
 			return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: "RSA-PSS options with an EC key"}
@@ -191,18 +169,15 @@ func (k *Key) mechanism(digest []byte, opts crypto.SignerOpts) ([]*mechanism, []
 	return nil, nil, &Error{Op: "sign", Kind: tokenerr.ErrUnsupported, Detail: "key type " + k.info.Type.String()}
 }
 
-// ecdsaDER turns the raw r||s that CKM_ECDSA returns into the ASN.1 DER
-// form crypto.Signer callers expect.
+// ecdsaDER turns CKM_ECDSA's raw r||s into the DER crypto.Signer returns.
 func ecdsaDER(raw []byte) ([]byte, error) {
 	if len(raw) == 0 || len(raw)%2 != 0 {
 		return nil, &Error{Op: "C_Sign", Kind: tokenerr.ErrDevice, Detail: fmt.Sprintf("ECDSA signature of odd length %d", len(raw))}
 	}
-	r := new(big.Int).SetBytes(raw[:len(raw)/2])
-	s := new(big.Int).SetBytes(raw[len(raw)/2:])
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1BigInt(r)
-		b.AddASN1BigInt(s)
+		b.AddASN1BigInt(new(big.Int).SetBytes(raw[:len(raw)/2]))
+		b.AddASN1BigInt(new(big.Int).SetBytes(raw[len(raw)/2:]))
 	})
 	return b.Bytes()
 }

@@ -3,10 +3,17 @@ package hsm
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
+	"math/big"
 	"strings"
+
+	"github.com/miekg/pkcs11"
 )
 
 // KeyType is the type of a private key.
@@ -30,6 +37,17 @@ func (k KeyType) String() string {
 	return "other"
 }
 
+// keyType maps CKA_KEY_TYPE to a KeyType.
+func keyType(v []byte) KeyType {
+	switch attrUint(v) {
+	case pkcs11.CKK_RSA:
+		return KeyTypeRSA
+	case pkcs11.CKK_EC:
+		return KeyTypeEC
+	}
+	return KeyTypeOther
+}
+
 // Certificate is an X.509 certificate object on a token.
 type Certificate struct {
 	ID    []byte // CKA_ID
@@ -47,14 +65,11 @@ type KeyInfo struct {
 	CanSign            bool             // CKA_SIGN
 	AlwaysAuthenticate bool             // CKA_ALWAYS_AUTHENTICATE: the PIN is needed before each signature
 	Public             crypto.PublicKey // nil when the token shows no public half
-	// Certificate is the token's certificate for this key (same public
-	// key), or nil.
-	Certificate *Certificate
+	Certificate        *Certificate     // the token's certificate for this key (same public key), or nil
 }
 
 // clone returns a copy of k that shares no byte slice or Certificate with
-// it. The public key and the parsed certificate are shared: crypto and
-// x509 values are not changed after they are made.
+// it; the public key and parsed certificate, never changed, are shared.
 func (k KeyInfo) clone() KeyInfo {
 	k.ID = bytes.Clone(k.ID)
 	if k.Certificate != nil {
@@ -103,4 +118,44 @@ func (k KeyInfo) String() string {
 		}
 	}
 	return b.String()
+}
+
+// rsaPublic builds an RSA public key from CKA_MODULUS and
+// CKA_PUBLIC_EXPONENT, or returns nil when they do not make one.
+func rsaPublic(modulus, exponent []byte) *rsa.PublicKey {
+	e := new(big.Int).SetBytes(exponent)
+	if len(modulus) == 0 || !e.IsInt64() || e.Int64() < 2 || e.Int64() >= 1<<31 {
+		return nil
+	}
+	return &rsa.PublicKey{N: new(big.Int).SetBytes(modulus), E: int(e.Int64())}
+}
+
+var ecCurves = []struct {
+	oid   asn1.ObjectIdentifier
+	curve elliptic.Curve
+}{
+	{asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}, elliptic.P256()},
+	{asn1.ObjectIdentifier{1, 3, 132, 0, 34}, elliptic.P384()},
+	{asn1.ObjectIdentifier{1, 3, 132, 0, 35}, elliptic.P521()},
+}
+
+// ecPublic decodes CKA_EC_PARAMS (a named curve OID) and CKA_EC_POINT (an
+// uncompressed point, DER OCTET STRING-wrapped or raw), or returns nil.
+func ecPublic(params, point []byte) *ecdsa.PublicKey {
+	var oid asn1.ObjectIdentifier
+	if _, err := asn1.Unmarshal(params, &oid); err != nil {
+		return nil
+	}
+	var raw []byte
+	if _, err := asn1.Unmarshal(point, &raw); err != nil {
+		raw = point
+	}
+	for _, c := range ecCurves {
+		if oid.Equal(c.oid) {
+			if pub, err := ecdsa.ParseUncompressedPublicKey(c.curve, raw); err == nil {
+				return pub
+			}
+		}
+	}
+	return nil
 }

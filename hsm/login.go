@@ -3,24 +3,43 @@ package hsm
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/miekg/pkcs11"
 
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// PINSource returns the PIN to present to the token. The caller of a
-// PINSource zeroes the returned slice as soon as it has been presented, so a
-// PINSource must return a fresh slice each time. A nil PINSource means: no
-// PIN, use the reader's PIN pad if it has one.
+// PINSource returns the PIN to present to the token, a fresh slice each
+// time: the caller zeroes it once presented. A nil PINSource means: no PIN,
+// use the reader's PIN pad if it has one.
 type PINSource func() ([]byte, error)
 
-// StaticPIN returns a PINSource that hands out copies of pin. It keeps its
-// own copy of pin for as long as the PINSource is reachable.
+// StaticPIN returns a PINSource that hands out copies of its own copy of pin.
 func StaticPIN(pin []byte) PINSource {
 	kept := append([]byte(nil), pin...)
 	return func() ([]byte, error) { return append([]byte(nil), kept...), nil }
+}
+
+// PINFile returns a PINSource that reads the PIN from the file at path each
+// time the token asks (at a login, and before each signature of a
+// CKA_ALWAYS_AUTHENTICATE key), so nothing keeps it between logins; this is
+// mp-hsm's --pin-file. safefile.ReadSecret reads it (a regular file of at
+// most safefile.MaxPIN bytes, one trailing newline trimmed): a file that
+// cannot be read, is empty, holds a control character or is unsafe
+// (safefile.ErrUnsafe) is an error naming the path, never a PIN that spends
+// a login attempt.
+func PINFile(path string) PINSource {
+	return func() ([]byte, error) {
+		pin, _, err := safefile.ReadSecret(path, safefile.MaxPIN)
+		if err != nil {
+			return nil, fmt.Errorf("PIN file %w", err)
+		}
+		return pin, nil
+	}
 }
 
 // LoginOptions configures Token.Login.
@@ -30,9 +49,8 @@ type LoginOptions struct {
 	// person has just typed the PIN and was told the risk.
 	AllowFinalTry bool
 	// Prompt, when set, is asked for the PIN when Login is given no PIN
-	// source and the reader has no PIN pad, for instance a terminal
-	// prompt. It is not asked when the token needs no login or when the
-	// login is refused before a PIN is presented.
+	// source and the reader has no PIN pad, and only when a PIN is needed
+	// and would be presented.
 	Prompt PINSource
 }
 
@@ -40,90 +58,91 @@ type LoginOptions struct {
 // pad when pin is nil and the token has a protected authentication path.
 //
 // Lockout warning: smart cards lock after a few wrong PINs. Login therefore
-// reads the token flags first (C_GetTokenInfo, or the flags that the
-// Module read less than a second before, when finding or opening the
-// token, with no login attempt in this process since: as fresh, and one
-// round trip fewer) and
-//   - does nothing when the token needs no login;
-//   - refuses, without presenting the PIN, when the PIN is locked
-//     (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry, unless
-//     opts.AllowFinalTry);
-//   - logs a warning when the token reports a low PIN count;
-//   - calls pin once and C_Login exactly once, and never again on its own:
-//     a wrong PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the token's
-//     flags as read after the attempt.
-//
-// The PIN bytes are zeroed after C_Login. The PIN source is kept for keys
-// with CKA_ALWAYS_AUTHENTICATE, which need the PIN again before each
-// signature.
+// reads the token flags first (see freshFlags) and does nothing when the
+// token needs no login; refuses, presenting nothing, when the PIN is locked
+// (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry,
+// unless opts.AllowFinalTry); warns in the log on a low PIN count; and
+// calls pin once and C_Login exactly once, never again on its own: a wrong
+// PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the flags read
+// after the attempt. The PIN bytes are zeroed after C_Login; the source is
+// kept for CKA_ALWAYS_AUTHENTICATE keys, which need it before each signature.
 func (t *Token) Login(pin PINSource, opts LoginOptions) error {
-	if err := t.enter("login"); err != nil {
-		return err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	flags, ok := t.m.freshFlags(t.slotID)
-	if !ok {
-		ti, err := t.p.GetTokenInfo(t.slotID)
-		if err != nil {
-			return wrap("C_GetTokenInfo", err)
+	return t.locked("login", false, func(writer) error {
+		flags, ok := t.m.freshFlags(t.slotID)
+		if !ok {
+			ti, err := t.p.GetTokenInfo(t.slotID)
+			if err != nil {
+				return wrap("C_GetTokenInfo", err)
+			}
+			flags = TokenFlags(ti.Flags)
 		}
-		flags = TokenFlags(ti.Flags)
-	}
-	if !flags.LoginRequired() {
-		t.loggedIn = true
-		return nil
-	}
-	if flags.PINLocked() {
-		return &PINError{Kind: tokenerr.ErrPINLocked, Flags: flags}
-	}
-	if flags.PINFinalTry() && !opts.AllowFinalTry {
-		return &PINError{Kind: tokenerr.ErrPINFinalTry, Flags: flags}
-	}
-	if flags.PINCountLow() {
-		t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
-	}
-	if pin == nil && !flags.ProtectedAuthPath() {
-		pin = opts.Prompt
-	}
-	var secret []byte
-	if pin != nil {
-		var err error
-		secret, err = pin()
+		switch {
+		case !flags.LoginRequired():
+			t.loggedIn = true
+			return nil
+		case flags.PINLocked():
+			return &PINError{Kind: tokenerr.ErrPINLocked, Flags: flags}
+		case flags.PINFinalTry() && !opts.AllowFinalTry:
+			return &PINError{Kind: tokenerr.ErrPINFinalTry, Flags: flags}
+		case flags.PINCountLow():
+			t.log.Warn("the token reports a low PIN count: a wrong PIN was entered since the last login", "slot", t.slotID)
+		}
+		if pin == nil && !flags.ProtectedAuthPath() {
+			pin = opts.Prompt
+		}
+		secret, err := readPIN(pin, "login")
 		if err != nil {
-			return fmt.Errorf("login: reading the PIN: %w", err)
+			return err
 		}
 		defer clear(secret)
-	}
-	if len(secret) == 0 && !flags.ProtectedAuthPath() {
-		return &PINError{Kind: tokenerr.ErrPINRequired, Flags: flags}
-	}
-	loginAttempts.Add(1)
-	err := t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
-	if err != nil && !errors.Is(err, ReturnValue(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
-		var rv ReturnValue
-		errors.As(err, &rv)
-		kind := kindOf(rv)
-		if kind == tokenerr.ErrPINIncorrect || kind == tokenerr.ErrPINLocked || kind == tokenerr.ErrPINExpired || kind == tokenerr.ErrPINInvalid {
-			after := flags
-			if ti2, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
-				after = TokenFlags(ti2.Flags)
-			}
-			if kind == tokenerr.ErrPINIncorrect && after.PINLocked() {
-				kind = tokenerr.ErrPINLocked
-			}
-			return &PINError{Kind: kind, Code: rv, Flags: after, Attempted: true}
+		if len(secret) == 0 && !flags.ProtectedAuthPath() {
+			return &PINError{Kind: tokenerr.ErrPINRequired, Flags: flags}
 		}
-		// Any other refusal may still have counted a wrong PIN: some
-		// drivers report one as CKR_FUNCTION_FAILED or CKR_DEVICE_ERROR.
-		// It is a refused login too, never a fault to log in again after.
-		return &PINError{Kind: tokenerr.ErrLoginFailed, Code: rv, Flags: flags, Attempted: true}
+		loginAttempts.Add(1)
+		err = t.p.Login(t.loginSH, pkcs11.CKU_USER, bytesAsString(secret))
+		if err != nil && !errors.Is(err, ReturnValue(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
+			return t.refusal(err, flags)
+		}
+		t.loggedIn = true
+		t.pin = pin
+		t.certs = nil // a token may show more certificates after a login
+		return nil
+	})
+}
+
+// readPIN asks src, which may be nil, for the PIN; the caller clears it.
+func readPIN(src PINSource, op string) ([]byte, error) {
+	if src == nil {
+		return nil, nil
 	}
-	t.loggedIn = true
-	t.pin = pin
-	t.certs = nil // a token may show more certificates after a login
-	return nil
+	secret, err := src()
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading the PIN: %w", op, err)
+	}
+	return secret, nil
+}
+
+// refusal describes the failed C_Login err, with the flags read afresh
+// (before, when they cannot be). A refusal naming no PIN error may still
+// have counted a wrong PIN (some drivers say CKR_FUNCTION_FAILED): it is
+// ErrLoginFailed, never a fault to log in again after.
+func (t *Token) refusal(err error, before TokenFlags) *PINError {
+	var rv ReturnValue
+	errors.As(err, &rv)
+	e := &PINError{Kind: kindOf(rv), Code: rv, Flags: before, Attempted: true}
+	if ti, err := t.p.GetTokenInfo(t.slotID); err == nil {
+		e.Flags = TokenFlags(ti.Flags)
+	}
+	switch e.Kind {
+	case tokenerr.ErrPINIncorrect:
+		if e.Flags.PINLocked() {
+			e.Kind = tokenerr.ErrPINLocked
+		}
+	case tokenerr.ErrPINLocked, tokenerr.ErrPINExpired, tokenerr.ErrPINInvalid:
+	default:
+		e.Kind = tokenerr.ErrLoginFailed
+	}
+	return e
 }
 
 // bytesAsString views b as a string without copying, so that the only copy
@@ -139,17 +158,12 @@ func bytesAsString(b []byte) string {
 // contextLogin presents the PIN for one operation on a key with
 // CKA_ALWAYS_AUTHENTICATE, on session sh, between C_SignInit and C_Sign.
 //
-// Once a context login has failed, for whatever reason the module gives,
-// every later one returns that refusal without calling C_Login: the PIN
-// may be wrong, and presenting it per signature would lock the card.
-//
-// One refusal is not a failure: CKR_USER_TYPE_INVALID, with which a module
-// that knows no context-specific login answers (opencryptoki stores
-// CKA_ALWAYS_AUTHENTICATE but does not enforce it). The module rejects the
-// user type before it looks at the PIN, so no PIN try is spent. The
-// signature then goes on without a context login, this and every later
-// time on this Token (C_Login is not called again), and the debug log says
-// so once.
+// Once a context login has failed, every later one returns that refusal
+// without calling C_Login: the PIN may be wrong, and presenting it per
+// signature would lock the card. Except CKR_USER_TYPE_INVALID, from a
+// module that knows no context login (opencryptoki): it rejects the user
+// type before the PIN, so no try is spent, and this Token then signs
+// without one, saying so once in the debug log.
 func (t *Token) contextLogin(sh sessionHandle) error {
 	t.mu.Lock()
 	src, refused, skip := t.pin, t.refused, t.noContextLogin
@@ -160,23 +174,17 @@ func (t *Token) contextLogin(sh sessionHandle) error {
 	if refused != nil {
 		return refused
 	}
-	var secret []byte
-	if src != nil {
-		var err error
-		secret, err = src()
-		if err != nil {
-			return fmt.Errorf("context login: reading the PIN: %w", err)
-		}
-		defer clear(secret)
+	secret, err := readPIN(src, "context login")
+	if err != nil {
+		return err
 	}
+	defer clear(secret)
 	loginAttempts.Add(1)
-	err := t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret))
+	err = t.p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, bytesAsString(secret))
 	if err == nil {
 		return nil
 	}
-	var rv ReturnValue
-	errors.As(err, &rv)
-	if rv == pkcs11.CKR_USER_TYPE_INVALID {
+	if errors.Is(err, ReturnValue(pkcs11.CKR_USER_TYPE_INVALID)) {
 		t.mu.Lock()
 		first := !t.noContextLogin
 		t.noContextLogin = true
@@ -187,23 +195,15 @@ func (t *Token) contextLogin(sh sessionHandle) error {
 		}
 		return nil
 	}
-	k := kindOf(rv)
-	if k != tokenerr.ErrPINIncorrect && k != tokenerr.ErrPINLocked && k != tokenerr.ErrPINExpired && k != tokenerr.ErrPINInvalid {
-		k = tokenerr.ErrLoginFailed
-	}
-	flags := TokenFlags(0)
-	if ti, err2 := t.p.GetTokenInfo(t.slotID); err2 == nil {
-		flags = TokenFlags(ti.Flags)
-	}
-	if k == tokenerr.ErrPINIncorrect && flags.PINLocked() {
-		k = tokenerr.ErrPINLocked
-	}
+	e := t.refusal(err, 0)
 	t.mu.Lock()
 	if t.refused == nil {
-		t.refused = &PINError{Kind: k, Code: rv, Flags: flags} // not attempted again
+		r := *e
+		r.Attempted = false // remembered: not presented again
+		t.refused = &r
 	}
 	t.mu.Unlock()
-	return &PINError{Kind: k, Code: rv, Flags: flags, Attempted: true}
+	return e
 }
 
 // LoggedIn reports whether Login succeeded on this token and the token is
@@ -212,4 +212,41 @@ func (t *Token) LoggedIn() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.loggedIn && !t.gate.closed()
+}
+
+// Login's guard needs the PIN flags as they are just before C_Login. Flags
+// this Module read moments before, with no login attempt since, are as
+// fresh, and a second C_GetTokenInfo is a round trip on a network HSM: so
+// the Module keeps each slot's last flags for Login to take, once, for
+// flagsFreshFor (FindSlot, OpenSlot and Login in a row over a slow link,
+// with nothing a person does in between). An attempt on any Token may
+// change the flags: loginAttempts counts them, and flags read before one
+// are never reused.
+const flagsFreshFor = time.Second
+
+var loginAttempts atomic.Uint64
+
+type seenFlags struct {
+	flags    TokenFlags
+	at       time.Time
+	attempts uint64 // loginAttempts when read
+}
+
+// noteFlags records the flags just read of slot's token.
+func (m *Module) noteFlags(slot uint, f TokenFlags) {
+	m.seenMu.Lock()
+	defer m.seenMu.Unlock()
+	m.seen[slot] = seenFlags{flags: f, at: time.Now(), attempts: loginAttempts.Load()}
+}
+
+// freshFlags returns, and forgets, slot's fresh flags (see above).
+func (m *Module) freshFlags(slot uint) (f TokenFlags, ok bool) {
+	m.seenMu.Lock()
+	defer m.seenMu.Unlock()
+	s, ok := m.seen[slot]
+	delete(m.seen, slot)
+	if !ok || s.attempts != loginAttempts.Load() || time.Since(s.at) >= flagsFreshFor {
+		return 0, false
+	}
+	return s.flags, true
 }

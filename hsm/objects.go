@@ -6,13 +6,15 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/miekg/pkcs11"
 )
 
-// The attributes read per object: those every object of the class has, and
-// those it may lack or keep secret (CKA_ALWAYS_AUTHENTICATE is PKCS#11 2.20;
-// an EC key has no modulus; some cards hide the public exponent).
+// The attributes read per object, and those it may lack or keep secret
+// (CKA_ALWAYS_AUTHENTICATE is PKCS#11 2.20; some cards hide the exponent).
 var (
 	certAttrs       = []uint{pkcs11.CKA_ID, pkcs11.CKA_LABEL, pkcs11.CKA_VALUE}
 	pubAttrs        = []uint{pkcs11.CKA_ID, pkcs11.CKA_KEY_TYPE}
@@ -20,45 +22,35 @@ var (
 	privAttrsOption = []uint{pkcs11.CKA_ALWAYS_AUTHENTICATE, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT}
 )
 
-// Certificates returns the X.509 certificates on the token. Certificates are
-// public objects: no login is needed. Objects that do not parse as X.509 are
-// skipped with a warning in the log; a failure to read them (a card pulled
-// out: tokenerr.ErrTokenRemoved) is returned.
-//
-// The certificates are read once per Token (FindKey reads them too) and
-// kept; a Login reads them again at the next call, since a token may show
-// more objects after it. A certificate written to the token later is seen
-// by a Token opened later. The caller may change the returned slice and
-// the Certificates' IDs; the parsed certificates are shared.
-func (t *Token) Certificates() ([]Certificate, error) {
-	if err := t.enter("list certificates"); err != nil {
-		return nil, err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	certs, err := t.certificates()
+// Certificates returns the X.509 certificates on the token (no login
+// needed), skipping with a logged warning objects that do not parse; a
+// failure to read (tokenerr.ErrTokenRemoved) is returned. They are read once
+// per Token, and again after a Login, which may show more. The caller may
+// change the slice and IDs; the parsed certificates are shared.
+func (t *Token) Certificates() (out []Certificate, err error) {
+	err = t.locked("list certificates", false, func(writer) error {
+		certs, err := t.certificates()
+		out = make([]Certificate, len(certs))
+		for i, c := range certs {
+			c.ID = bytes.Clone(c.ID)
+			out[i] = c
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	out := make([]Certificate, len(certs))
-	for i, c := range certs {
-		c.ID = bytes.Clone(c.ID)
-		out[i] = c
 	}
 	return out, nil
 }
 
-// certificates returns the certificates, read once and kept in t.certs.
-// t.mu must be held, inside the gates. The result must not be changed.
+// certificates returns t.certs, reading them first if need be. t.mu must be
+// held, inside the gates. The result must not be changed.
 func (t *Token) certificates() ([]Certificate, error) {
 	if t.certs != nil {
 		return t.certs, nil
 	}
-	hs, err := t.findObjects([]*attribute{
-		newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
-		newAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509),
-	})
+	hs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_CERTIFICATE),
+		newAttribute(pkcs11.CKA_CERTIFICATE_TYPE, pkcs11.CKC_X_509))
 	if err != nil {
 		return nil, err
 	}
@@ -89,30 +81,32 @@ type keyObject struct {
 // key and certificate when the token has them. Most tokens show private
 // keys only after Login.
 func (t *Token) Keys() ([]KeyInfo, error) {
-	if err := t.enter("list keys"); err != nil {
-		return nil, err
-	}
-	defer t.leave()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	objs, err := t.keys()
+	objs, err := t.lockedKeys("list keys")
 	if err != nil {
 		return nil, err
 	}
+	return infos(objs), nil
+}
+
+func (t *Token) lockedKeys(op string) (objs []keyObject, err error) {
+	err = t.locked(op, false, func(writer) (err error) {
+		objs, err = t.keys()
+		return err
+	})
+	return objs, err
+}
+
+func infos(objs []keyObject) []KeyInfo {
 	out := make([]KeyInfo, len(objs))
 	for i, o := range objs {
 		out[i] = o.info
 	}
-	return out, nil
+	return out
 }
 
-// keys lists the private keys. t.mu must be held, inside the gates. Each
-// object's attributes are read in one C_GetAttributeValue call when the
-// module allows (see attrs); the certificates are read once per Token, and
-// public key objects are searched only for a private key that does not
-// show its public half itself (an RSA key shows its modulus).
+// keys lists the private keys, t.mu held inside the gates.
 func (t *Token) keys() ([]keyObject, error) {
-	hs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)})
+	hs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY))
 	if err != nil {
 		return nil, err
 	}
@@ -120,49 +114,39 @@ func (t *Token) keys() ([]keyObject, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]keyObject, 0, len(hs))
-	for _, h := range hs {
+	out := make([]keyObject, len(hs))
+	for i, h := range hs {
 		a, err := t.attrs(h, privAttrs, privAttrsOption)
 		if err != nil {
 			return nil, err
 		}
-		k := KeyInfo{
+		out[i] = keyObject{handle: h, info: KeyInfo{
 			ID:                 a[pkcs11.CKA_ID],
 			Label:              string(a[pkcs11.CKA_LABEL]),
 			Type:               keyType(a[pkcs11.CKA_KEY_TYPE]),
 			CanSign:            attrBool(a[pkcs11.CKA_SIGN]),
 			AlwaysAuthenticate: attrBool(a[pkcs11.CKA_ALWAYS_AUTHENTICATE]),
-		}
-		if k.Type == KeyTypeRSA {
+		}}
+		if out[i].info.Type == KeyTypeRSA {
 			if pub := rsaPublic(a[pkcs11.CKA_MODULUS], a[pkcs11.CKA_PUBLIC_EXPONENT]); pub != nil {
-				k.Public = pub
+				out[i].info.Public = pub
 			}
 		}
-		out = append(out, keyObject{info: k, handle: h})
 	}
 	if err := t.publicHalves(out); err != nil {
 		return nil, err
 	}
 	for i := range out {
 		k := &out[i].info
-		// The certificate: same public key (every public key type of the
-		// standard library has an Equal method); failing that (no public
-		// half visible), same CKA_ID.
-		if pub, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool }); ok {
-			for i := range certs {
-				if pub.Equal(certs[i].Cert.PublicKey) {
-					k.Certificate = &certs[i]
-					break
+		// The certificate has the same public key or, with none visible, CKA_ID.
+		for j, c := range certs {
+			if pub, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(c.Cert.PublicKey) ||
+				k.Public == nil && len(k.ID) > 0 && bytes.Equal(c.ID, k.ID) {
+				k.Certificate = &certs[j]
+				if k.Public == nil {
+					k.Public = c.Cert.PublicKey
 				}
-			}
-		}
-		if k.Public == nil {
-			for i := range certs {
-				if len(k.ID) > 0 && bytes.Equal(certs[i].ID, k.ID) {
-					k.Certificate = &certs[i]
-					k.Public = certs[i].Cert.PublicKey
-					break
-				}
+				break
 			}
 		}
 		switch pub := k.Public.(type) {
@@ -171,16 +155,15 @@ func (t *Token) keys() ([]keyObject, error) {
 		case *ecdsa.PublicKey:
 			k.Bits = pub.Curve.Params().BitSize
 		}
-		// KeyInfo hands out its own copy of the certificate (clone).
-		*k = k.clone()
+		*k = k.clone() // its own copy of the certificate
 	}
 	return out, nil
 }
 
-// publicHalves fills in the public key of each key in keys that lacks one
-// from the public key object with the same CKA_ID and type. It searches
-// the public key objects only when some key lacks its public half. t.mu
-// must be held, inside the gates.
+// publicHalves fills in a missing public key (an RSA key shows its modulus,
+// an EC key does not) from the public key object of the same CKA_ID and
+// type, skipping objects that make no key this package knows. It searches
+// only when some key lacks one. t.mu must be held, inside the gates.
 func (t *Token) publicHalves(keys []keyObject) error {
 	need := false
 	for _, k := range keys {
@@ -189,7 +172,7 @@ func (t *Token) publicHalves(keys []keyObject) error {
 	if !need {
 		return nil
 	}
-	pubs, err := t.findObjects([]*attribute{newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY)})
+	pubs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY))
 	if err != nil {
 		return err
 	}
@@ -207,11 +190,142 @@ func (t *Token) publicHalves(keys []keyObject) error {
 	}
 	for i := range keys {
 		k := &keys[i].info
-		if p, ok := pubByID[string(k.ID)]; ok && k.Public == nil && p.typ == k.Type {
-			if k.Public, err = t.publicKey(p.h, k.Type); err != nil {
+		p, ok := pubByID[string(k.ID)]
+		if !ok || k.Public != nil || p.typ != k.Type {
+			continue
+		}
+		switch k.Type {
+		case KeyTypeRSA:
+			a, err := t.attrs(p.h, nil, []uint{pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT})
+			if err != nil {
 				return err
+			}
+			if pub := rsaPublic(a[pkcs11.CKA_MODULUS], a[pkcs11.CKA_PUBLIC_EXPONENT]); pub != nil {
+				k.Public = pub
+			}
+		case KeyTypeEC:
+			a, err := t.attrs(p.h, nil, []uint{pkcs11.CKA_EC_PARAMS, pkcs11.CKA_EC_POINT})
+			if err != nil {
+				return err
+			}
+			if pub := ecPublic(a[pkcs11.CKA_EC_PARAMS], a[pkcs11.CKA_EC_POINT]); pub != nil {
+				k.Public = pub
 			}
 		}
 	}
 	return nil
+}
+
+// findObjects runs one search on the login session. t.mu must be held.
+func (t *Token) findObjects(template ...*attribute) ([]objectHandle, error) {
+	if err := t.p.FindObjectsInit(t.loginSH, template); err != nil {
+		return nil, wrap("C_FindObjectsInit", err)
+	}
+	var all []objectHandle
+	for {
+		hs, _, err := t.p.FindObjects(t.loginSH, 64)
+		if err != nil {
+			_ = t.p.FindObjectsFinal(t.loginSH)
+			return nil, wrap("C_FindObjects", err)
+		}
+		all = append(all, hs...)
+		if len(hs) < 64 {
+			break
+		}
+	}
+	return all, wrap("C_FindObjectsFinal", t.p.FindObjectsFinal(t.loginSH))
+}
+
+// absentAttr reports that C_GetAttributeValue has no value to give.
+func absentAttr(err error) bool {
+	return errors.Is(err, ReturnValue(pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)) ||
+		errors.Is(err, ReturnValue(pkcs11.CKR_ATTRIBUTE_SENSITIVE))
+}
+
+// attrs reads the attributes required and optional of object h, in one call
+// when the object has them all. t.mu must be held. When one is absent
+// (PKCS#11 does not say which), it reads the required ones together and
+// each optional one alone: an absent optional attribute is left out, an
+// absent required one is an error naming it. Any other error (a card pulled
+// out) is returned as it is, never swallowed.
+func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byte, error) {
+	out := make(map[uint][]byte, len(required)+len(optional))
+	switch err := t.readAttrs(h, append(append([]uint(nil), required...), optional...), out); {
+	case err == nil:
+		return out, nil
+	case !absentAttr(err):
+		return nil, err
+	}
+	if len(required) > 0 {
+		if err := t.readAttrs(h, required, out); err != nil {
+			if !absentAttr(err) {
+				return nil, err
+			}
+			for _, ty := range required { // name the one that is missing
+				if err := t.readAttrs(h, []uint{ty}, out); err != nil {
+					if e := (*Error)(nil); errors.As(err, &e) && e.Detail == "" {
+						e.Detail = "the object has no readable " + attrName(ty)
+					}
+					return nil, err
+				}
+			}
+		}
+	}
+	for _, ty := range optional {
+		if err := t.readAttrs(h, []uint{ty}, out); err != nil && !absentAttr(err) {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// readAttrs makes one C_GetAttributeValue call, storing the values in out.
+func (t *Token) readAttrs(h objectHandle, types []uint, out map[uint][]byte) error {
+	tmpl := make([]*attribute, len(types))
+	names := make([]string, len(types))
+	for i, ty := range types {
+		tmpl[i], names[i] = newAttribute(ty, nil), attrName(ty)
+	}
+	got, err := t.p.GetAttributeValue(t.loginSH, h, tmpl)
+	if err != nil {
+		return wrap("C_GetAttributeValue("+strings.Join(names, ",")+")", err)
+	}
+	for _, a := range got {
+		out[a.Type] = a.Value
+	}
+	return nil
+}
+
+var attrNames = map[uint]string{
+	pkcs11.CKA_CLASS:               "CKA_CLASS",
+	pkcs11.CKA_ID:                  "CKA_ID",
+	pkcs11.CKA_LABEL:               "CKA_LABEL",
+	pkcs11.CKA_VALUE:               "CKA_VALUE",
+	pkcs11.CKA_KEY_TYPE:            "CKA_KEY_TYPE",
+	pkcs11.CKA_SIGN:                "CKA_SIGN",
+	pkcs11.CKA_ALWAYS_AUTHENTICATE: "CKA_ALWAYS_AUTHENTICATE",
+	pkcs11.CKA_MODULUS:             "CKA_MODULUS",
+	pkcs11.CKA_PUBLIC_EXPONENT:     "CKA_PUBLIC_EXPONENT",
+	pkcs11.CKA_EC_PARAMS:           "CKA_EC_PARAMS",
+	pkcs11.CKA_EC_POINT:            "CKA_EC_POINT",
+}
+
+// attrName names an attribute type for an error message.
+func attrName(ty uint) string {
+	if n, ok := attrNames[ty]; ok {
+		return n
+	}
+	return fmt.Sprintf("attribute 0x%X", ty)
+}
+
+func attrBool(v []byte) bool { return len(v) > 0 && v[0] != 0 }
+
+// attrUint reads a CK_ULONG, in native order (little-endian on the
+// platforms we build for).
+func attrUint(v []byte) uint {
+	var n uint
+	for i := len(v) - 1; i >= 0; i-- {
+		n = n<<8 | uint(v[i])
+	}
+	return n
 }

@@ -1,5 +1,5 @@
 // The few PKCS#11 types that hsm's direct calls into a module's function
-// list need (mechparams.go, attrcall.go), as pkcs11.h declares them
+// list need (ctx.go), as pkcs11.h declares them
 // (packed on Windows, as miekg/pkcs11 builds them there).
 #ifndef MP_P11ABI_H
 #define MP_P11ABI_H

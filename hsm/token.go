@@ -1,9 +1,9 @@
 package hsm
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -19,9 +19,7 @@ type TokenOptions struct {
 	// means the token's own limit less one (for the login session), capped
 	// at twice GOMAXPROCS and at least one.
 	MaxSessions int
-	// ReadWrite opens read-write sessions. mp-hsm only reads and signs, so
-	// the default is read-only, which qualified cards that refuse
-	// read-write sessions also accept.
+	// ReadWrite opens read-write sessions; some qualified cards refuse them.
 	ReadWrite bool
 	// Logger receives warnings, such as a low PIN count. Nil discards them.
 	// Nothing secret is ever logged.
@@ -37,43 +35,31 @@ type Token struct {
 	slotID uint
 	flags  uint // session flags
 	log    *slog.Logger
+	gate   gate // the token's closed state; counts the calls in flight on it and its keys
 
-	// gate is the token's closed state, the only one, and counts the
-	// calls in flight on the token and its keys.
-	gate gate
+	mu             sync.Mutex // serialises use of loginSH (object searches, login) and guards the fields below
+	loginSH        sessionHandle
+	pin            PINSource // kept for CKU_CONTEXT_SPECIFIC logins
+	refused        error     // the context login's first refusal (see contextLogin)
+	loggedIn       bool
+	noContextLogin bool          // the module knows no context login (see contextLogin)
+	certs          []Certificate // read once (see certificates); nil until read
 
-	mu      sync.Mutex // serialises use of loginSH (object searches, login) and guards the fields below
-	loginSH sessionHandle
-	pin     PINSource // kept for CKU_CONTEXT_SPECIFIC logins
-	// refused is the context login's refusal, once one failed: the PIN
-	// is not presented again on this Token (see contextLogin).
-	refused  error
-	loggedIn bool
-	// noContextLogin is set once the module answered a context login with
-	// CKR_USER_TYPE_INVALID: it signs without one (see contextLogin).
-	noContextLogin bool
-	// certs are the token's certificates, read once (see certificates);
-	// nil until read, and again after a Login, which may show more.
-	certs []Certificate
-
-	pool    chan sessionHandle // idle signing sessions
-	slots   chan struct{}      // one per session that exists
-	maxSess int
+	pool  chan sessionHandle // idle signing sessions
+	slots chan struct{}      // one per session that exists
 }
 
-// OpenToken opens the token in slotID: one session that holds the login
-// state and serves object searches, and, lazily, up to MaxSessions signing
-// sessions.
+// OpenToken opens the token in slotID: one session for the login and
+// searches and, lazily, up to MaxSessions signing sessions.
 func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 	if err := m.enter("open token"); err != nil {
 		return nil, err
 	}
 	defer m.gate.leave()
 	ti, err := m.p.GetTokenInfo(slotID)
-	if err != nil {
-		if errors.Is(err, ReturnValue(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
-			return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: tokenerr.ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
-		}
+	if errors.Is(err, ReturnValue(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
+		return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: tokenerr.ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
+	} else if err != nil {
 		return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
 	}
 	m.noteFlags(slotID, TokenFlags(ti.Flags))
@@ -81,9 +67,8 @@ func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
 }
 
 // OpenSlot opens the token of s, a Slot that FindSlot or Slots returned,
-// like OpenToken but with the token information read then: it makes no
-// C_GetTokenInfo call of its own. A Slot without token information gives
-// tokenerr.ErrNoToken.
+// like OpenToken but with no C_GetTokenInfo call of its own. A Slot without
+// token information gives tokenerr.ErrNoToken.
 func (m *Module) OpenSlot(s Slot, opts TokenOptions) (*Token, error) {
 	if err := m.enter("open token"); err != nil {
 		return nil, err
@@ -95,8 +80,7 @@ func (m *Module) OpenSlot(s Slot, opts TokenOptions) (*Token, error) {
 	return m.openToken(s.ID, s.Token, opts)
 }
 
-// openToken opens a token whose information ti was just read. The caller
-// is inside m.gate.
+// openToken opens a token whose information ti was just read, inside m.gate.
 func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Token, error) {
 	flags := uint(pkcs11.CKF_SERIAL_SESSION)
 	if opts.ReadWrite {
@@ -109,36 +93,27 @@ func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Toke
 	n := opts.MaxSessions
 	if n <= 0 {
 		n = 2 * runtime.GOMAXPROCS(0)
-		// The token's limit less the login session, compared as uint: a
-		// module may report a count that int would make negative
-		// (opencryptoki 3.8.1 reports 2^64-2), which gave one session.
+		// Compared as uint: opencryptoki 3.8.1 reports 2^64-2 sessions.
 		if max := ti.MaxSessions; max > 1 && max-1 < uint(n) {
 			n = int(max - 1)
 		}
 	}
-	if n < 1 {
-		n = 1
-	}
+	n = max(n, 1)
 	log := opts.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Token{
-		m: m, p: m.p, slotID: slotID, flags: flags, log: log,
-		loginSH: sh,
-		pool:    make(chan sessionHandle, n),
-		slots:   make(chan struct{}, n),
-		maxSess: n,
-	}
+	t := &Token{m: m, p: m.p, slotID: slotID, flags: flags, log: log, loginSH: sh,
+		pool: make(chan sessionHandle, n), slots: make(chan struct{}, n)}
 	m.tokMu.Lock()
 	m.tokens[t] = struct{}{}
 	m.tokMu.Unlock()
 	return t, nil
 }
 
-// enter counts a call on the token in, into the token's gate and then the
-// module's, or returns tokenerr.ErrClosed for op when either is closed. Every
-// successful enter is paired with t.leave().
+// enter counts a call in through the token's gate and the module's, or
+// returns tokenerr.ErrClosed for op. Every successful enter is paired with
+// t.leave().
 func (t *Token) enter(op string) error {
 	if !t.gate.enter() {
 		return &Error{Op: op, Kind: tokenerr.ErrClosed, Detail: "the token was closed"}
@@ -150,20 +125,41 @@ func (t *Token) enter(op string) error {
 	return nil
 }
 
-// leave counts a call out of the module's gate and the token's.
 func (t *Token) leave() {
 	t.m.gate.leave()
 	t.gate.leave()
+}
+
+// locked runs f inside the gates with t.mu held. For a write it first
+// checks that the token can be written to (read-write, logged in, a module
+// that writes) and gives f the writer.
+func (t *Token) locked(op string, write bool, f func(w writer) error) error {
+	if err := t.enter(op); err != nil {
+		return err
+	}
+	defer t.leave()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w, ok := t.p.(writer)
+	switch {
+	case !write:
+	case t.flags&pkcs11.CKF_RW_SESSION == 0:
+		return &Error{Op: op, Kind: ErrReadOnly, Detail: "open the token with TokenOptions.ReadWrite"}
+	case !t.loggedIn:
+		return &Error{Op: op, Kind: tokenerr.ErrNotLoggedIn, Detail: "log in before writing to the token"}
+	case !ok:
+		return &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "the module binding cannot write objects"}
+	}
+	return f(w)
 }
 
 // SlotID returns the slot the token is in.
 func (t *Token) SlotID() uint { return t.slotID }
 
 // MaxSessions returns how many signing sessions may run in parallel.
-func (t *Token) MaxSessions() int { return t.maxSess }
+func (t *Token) MaxSessions() int { return cap(t.pool) }
 
-// Info reads the token's information afresh (C_GetTokenInfo), for instance
-// to see its PIN flags.
+// Info reads the token's information afresh (C_GetTokenInfo).
 func (t *Token) Info() (TokenInfo, error) {
 	if err := t.enter("token info"); err != nil {
 		return TokenInfo{}, err
@@ -176,113 +172,175 @@ func (t *Token) Info() (TokenInfo, error) {
 	return *tokenInfo(ti), nil
 }
 
-// Check asks the module whether the token is still there and the login
-// still holds, without signing and without a PIN: C_GetSlotInfo (is
-// CKF_TOKEN_PRESENT set?) and C_GetSessionInfo on the session that holds
-// the login (is it still open, and logged in when Login succeeded?). Unlike
-// C_GetTokenInfo, which OpenSC answers from its cache while the card is
-// away, both reach the reader or the HSM. A removed token gives
-// tokenerr.ErrTokenRemoved; a closed session tokenerr.ErrSessionClosed; a lost login
-// tokenerr.ErrNotLoggedIn; a dead link or device tokenerr.ErrDevice: all Transient.
+// Check asks whether the token is still there and the login still holds,
+// with no signature and no PIN: C_GetSlotInfo and C_GetSessionInfo reach
+// the reader or HSM (OpenSC answers C_GetTokenInfo from its cache while the
+// card is away). A removed token gives tokenerr.ErrTokenRemoved, a closed
+// session ErrSessionClosed, a lost login ErrNotLoggedIn, a dead link or
+// device ErrDevice: all Transient.
 func (t *Token) Check() error {
-	if err := t.enter("check token"); err != nil {
-		return err
-	}
-	defer t.leave()
-	si, err := t.p.GetSlotInfo(t.slotID)
-	if err != nil {
-		return wrap(fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID), err)
-	}
-	if si.Flags&pkcs11.CKF_TOKEN_PRESENT == 0 {
-		return &Error{Op: fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID), Kind: tokenerr.ErrTokenRemoved, Detail: "the slot says no token is present"}
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	ss, err := t.p.GetSessionInfo(t.loginSH)
-	if err != nil {
-		return wrap("C_GetSessionInfo", err)
-	}
-	if t.loggedIn && ss.State != pkcs11.CKS_RO_USER_FUNCTIONS && ss.State != pkcs11.CKS_RW_USER_FUNCTIONS {
-		return &Error{Op: "C_GetSessionInfo", Kind: tokenerr.ErrNotLoggedIn, Detail: fmt.Sprintf("the session lost its login (state %d)", ss.State)}
-	}
-	return nil
+	return t.locked("check token", false, func(writer) error {
+		op := fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID)
+		if si, err := t.p.GetSlotInfo(t.slotID); err != nil {
+			return wrap(op, err)
+		} else if si.Flags&pkcs11.CKF_TOKEN_PRESENT == 0 {
+			return &Error{Op: op, Kind: tokenerr.ErrTokenRemoved, Detail: "the slot says no token is present"}
+		}
+		ss, err := t.p.GetSessionInfo(t.loginSH)
+		if err != nil {
+			return wrap("C_GetSessionInfo", err)
+		}
+		if t.loggedIn && ss.State != pkcs11.CKS_RO_USER_FUNCTIONS && ss.State != pkcs11.CKS_RW_USER_FUNCTIONS {
+			return &Error{Op: "C_GetSessionInfo", Kind: tokenerr.ErrNotLoggedIn, Detail: fmt.Sprintf("the session lost its login (state %d)", ss.State)}
+		}
+		return nil
+	})
 }
 
-// Close closes every session of the token, which ends its login. It waits
-// for the calls in flight on the token and its keys (a signature under way
-// finishes); later calls return tokenerr.ErrClosed. It does not close the Module.
-// Close is idempotent; it must not be called from a PINSource.
+// Close closes the token's sessions, which ends its login, after the calls
+// in flight (a signature under way finishes); later calls return
+// tokenerr.ErrClosed. It is idempotent and must not be called from a
+// PINSource. The Module stays open.
 func (t *Token) Close() error {
 	if !t.gate.close() {
 		return nil
 	}
 	if !t.m.gate.enter() {
-		// The module is closing, and closes this token's sessions.
-		return nil
+		return nil // the module is closing, and closes this token's sessions
 	}
 	defer t.m.gate.leave()
-	// Forgotten before the sessions are closed, and inside the module's
-	// gate: Module.Close, which waits for this, will not close them again.
-	t.m.forget(t)
+	// Forgotten inside the module's gate: Module.Close will not close them.
+	t.m.tokMu.Lock()
+	delete(t.m.tokens, t)
+	t.m.tokMu.Unlock()
 	return t.closeSessions()
 }
 
-// dropSessions forgets the token's sessions and login without closing
-// them, for Module.Close, which closes every session of the slot in one
-// call before it finalises the module. The token's gate is closed and
-// drained.
-func (t *Token) dropSessions() {
+// dropSessions forgets the login and sessions, closing the signing
+// sessions when closeIdle, and returns the login session. The token's gate
+// is closed and drained: every signing session is in the pool.
+func (t *Token) dropSessions(closeIdle bool) sessionHandle {
 	t.mu.Lock()
-	t.pin = nil
-	t.loggedIn = false
-	t.certs = nil
+	t.pin, t.loggedIn, t.certs = nil, false, nil
+	sh := t.loginSH
 	t.mu.Unlock()
-	for idle := true; idle; {
+	for {
 		select {
-		case <-t.pool:
+		case s := <-t.pool:
+			if closeIdle {
+				_ = t.p.CloseSession(s)
+			}
 			<-t.slots
 		default:
-			idle = false
+			return sh
 		}
 	}
 }
 
-// closeSessions closes the idle signing sessions and the login session.
-// The token's gate is closed and drained, so every signing session is back
-// in the pool, and nothing else uses the module's sessions of this token.
+// closeSessions closes the token's sessions; its gate is closed and drained.
 func (t *Token) closeSessions() error {
-	t.mu.Lock()
-	t.pin = nil
-	t.loggedIn = false
-	t.certs = nil
-	sh := t.loginSH
-	t.mu.Unlock()
-	gone := t.m.gone()
-	for idle := true; idle; {
-		select {
-		case s := <-t.pool:
-			if gone {
-				<-t.slots
-			} else {
-				t.discard(s)
-			}
-		default:
-			idle = false
-		}
-	}
-	if gone {
-		// The module was finalised under this token: its sessions went
-		// with it, and their handles may now be another's.
+	if t.m.gone() {
+		// Finalised: the sessions went with it; their handles may be another's.
+		t.dropSessions(false)
 		return nil
 	}
-	err := t.p.CloseSession(sh)
+	err := t.p.CloseSession(t.dropSessions(true))
 	if errors.Is(err, ReturnValue(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
-		// Finalised by other code: the sessions are gone already, which
-		// is what Close wants. Nothing of this load is used again.
-		if t.m.lib != nil {
-			t.m.lib.gone.Store(true)
-		}
+		// Finalised by other code: the sessions are gone already.
+		t.m.lib.gone.Store(true)
 		return nil
 	}
 	return wrap("C_CloseSession", err)
+}
+
+// acquire returns a pooled signing session, opens one when fewer than
+// MaxSessions exist, or waits for one or for ctx. The caller is inside the
+// token's gate, so Close waits for the session.
+func (t *Token) acquire(ctx context.Context) (sessionHandle, error) {
+	select {
+	case sh := <-t.pool:
+		return sh, nil
+	default:
+	}
+	select {
+	case sh := <-t.pool:
+		return sh, nil
+	case t.slots <- struct{}{}:
+		sh, err := t.p.OpenSession(t.slotID, t.flags)
+		if err != nil {
+			<-t.slots
+			return 0, wrap("C_OpenSession", err)
+		}
+		return sh, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// release gives a session back to the pool, or closes it when broken.
+func (t *Token) release(sh sessionHandle, broken bool) {
+	if broken {
+		_ = t.p.CloseSession(sh)
+		<-t.slots
+		return
+	}
+	t.pool <- sh // never blocks: at most cap(pool) sessions exist
+}
+
+// gate is the closed state of a Module or Token and the count of calls in
+// flight through it, so that Close closes sessions and finalises only when
+// no call uses them. A counter, not a sync.RWMutex: a method in flight may
+// enter again (FindSlot lists the slots), which an RWMutex would deadlock
+// once a Close waits; here the second entry fails. The zero gate is open.
+type gate struct {
+	mu      sync.Mutex
+	shut    bool
+	busy    int
+	drained chan struct{} // made by close while busy > 0; closed when busy reaches 0
+}
+
+// enter counts a call in, or reports false once the gate is shut.
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.shut {
+		g.busy++
+	}
+	return !g.shut
+}
+
+func (g *gate) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.busy--
+	if g.busy == 0 && g.drained != nil {
+		close(g.drained)
+		g.drained = nil
+	}
+}
+
+// close shuts the gate, waits for the calls in flight, and reports whether
+// this call shut it. A goroutine must not close a gate it is inside.
+func (g *gate) close() (first bool) {
+	g.mu.Lock()
+	first = !g.shut
+	g.shut = true
+	var wait chan struct{}
+	if g.busy > 0 {
+		if g.drained == nil {
+			g.drained = make(chan struct{})
+		}
+		wait = g.drained
+	}
+	g.mu.Unlock()
+	if wait != nil {
+		<-wait
+	}
+	return first
+}
+
+func (g *gate) closed() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.shut
 }

@@ -15,9 +15,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// The self-service ("selvbetjening") API, as Digdir serves it under
-// https://api.test.samarbeid.digdir.no/api/v1/: here only a client's keys,
-// GET, POST and DELETE on /api/v1/clients/{client_id}/jwks.
+// The self-service API as Digdir serves it under
+// https://api.test.samarbeid.digdir.no/api/v1/, here only a client's keys.
 const (
 	adminAPIPath = "/api/v1/"
 	// ScopeAdminRead is the scope a self-service token needs to read.
@@ -28,31 +27,25 @@ const (
 	MaxClientKeys = 5
 )
 
-// privateJWKMembers are the JWK members of private or symmetric keys (RFC
-// 7518 section 6): a key set holding one is refused.
+// privateJWKMembers are the members of private or symmetric JWKs (RFC 7518
+// section 6): a key set holding one is refused.
 var privateJWKMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
-// clientJWKS is a client's key set as the self-service API keeps it.
+// clientJWKS is a client's key set as the self-service API keeps and shows it.
 type clientJWKS struct {
-	keys    []map[string]any
-	created time.Time
-	updated time.Time
+	Keys    []any  `json:"keys"` // as posted, or *signer.JWK made from Client.Keys
+	Created string `json:"created,omitempty"`
+	Updated string `json:"last_updated,omitempty"`
 }
 
 // AdminAPIURL returns the base URL of the emulated self-service API, with
 // its trailing slash, as --admin-api takes it (served if Config.AdminClient is set).
 func (s *Server) AdminAPIURL() string { return s.URL + adminAPIPath }
 
-func adminError(w http.ResponseWriter, status int, code, detail string) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": detail})
-}
-
 func (s *Server) serveClientJWKS(w http.ResponseWriter, r *http.Request) {
 	s.count(func(st *Stats) { st.AdminRequests++ })
 	if status, code, detail := s.clientJWKS(w, r); status != 0 {
-		adminError(w, status, code, detail)
+		writeJSON(w, status, map[string]string{"error": code, "error_description": detail})
 	}
 }
 
@@ -62,12 +55,8 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 	if s.cfg.AdminClient == "" {
 		return http.StatusNotFound, "not_found", "the self-service API is not served: the emulator has no self-service client"
 	}
-	need := ScopeAdminWrite
-	switch r.Method {
-	case http.MethodGet:
-		need = ScopeAdminRead
-	case http.MethodPost, http.MethodDelete:
-	default:
+	need := map[string]string{http.MethodGet: ScopeAdminRead, http.MethodPost: ScopeAdminWrite, http.MethodDelete: ScopeAdminWrite}[r.Method]
+	if need == "" {
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		return http.StatusMethodNotAllowed, "method_not_allowed", r.Method + " is not served here"
 	}
@@ -90,7 +79,7 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 	}
 	switch r.Method {
 	case http.MethodGet:
-		writeJSON(w, s.jwksOf(id, target).answer())
+		writeJSON(w, http.StatusOK, s.jwksOf(id, target))
 	case http.MethodDelete:
 		s.setClientKeys(id, nil, nil)
 		w.WriteHeader(http.StatusNoContent)
@@ -103,21 +92,9 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 		if detail != "" {
 			return http.StatusBadRequest, "invalid_request", detail
 		}
-		writeJSON(w, s.setClientKeys(id, keys, pubs).answer())
+		writeJSON(w, http.StatusOK, s.setClientKeys(id, keys, pubs))
 	}
 	return 0, "", ""
-}
-
-func (j *clientJWKS) answer() map[string]any {
-	out := map[string]any{"keys": j.keys}
-	if j.keys == nil {
-		out["keys"] = []any{}
-	}
-	if !j.created.IsZero() {
-		out["created"] = j.created.UTC().Format(time.RFC3339)
-		out["last_updated"] = j.updated.UTC().Format(time.RFC3339)
-	}
-	return out
 }
 
 func (s *Server) jwksOf(id string, c Client) *clientJWKS {
@@ -126,15 +103,15 @@ func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 	if j, ok := s.jwks[id]; ok { // made from Client.Keys the first time
 		return j
 	}
-	j := &clientJWKS{}
+	j := &clientJWKS{Keys: []any{}}
 	for _, kid := range slices.Sorted(maps.Keys(c.Keys)) {
-		if m := publicJWK(c.Keys[kid], kid); m != nil {
-			j.keys = append(j.keys, m)
+		if k, err := signer.PublicJWK(c.Keys[kid], "", kid); err == nil {
+			j.Keys = append(j.Keys, k)
 		}
 	}
-	if len(j.keys) > 0 {
-		j.created = s.now()
-		j.updated = j.created
+	if len(j.Keys) > 0 {
+		j.Created = s.now().UTC().Format(time.RFC3339)
+		j.Updated = j.Created
 	}
 	s.jwks[id] = j
 	return j
@@ -142,21 +119,21 @@ func (s *Server) jwksOf(id string, c Client) *clientJWKS {
 
 // setClientKeys replaces client id's key set (keys nil: removes it) and the
 // keys kid grants may use, at once.
-func (s *Server) setClientKeys(id string, keys []map[string]any, pubs map[string]crypto.PublicKey) *clientJWKS {
-	now := s.now()
+func (s *Server) setClientKeys(id string, keys []any, pubs map[string]crypto.PublicKey) *clientJWKS {
+	now := s.now().UTC().Format(time.RFC3339)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := &clientJWKS{keys: keys}
+	j := &clientJWKS{Keys: []any{}}
 	if keys != nil {
-		j.created, j.updated = now, now
-		if old, ok := s.jwks[id]; ok && !old.created.IsZero() {
-			j.created = old.created
+		j.Keys, j.Created, j.Updated = keys, now, now
+		if old, ok := s.jwks[id]; ok && old.Created != "" {
+			j.Created = old.Created
 		}
 	}
 	s.jwks[id] = j
 	c := s.clients[id]
 	c.Keys = pubs
-	if c.Keys == nil {
+	if pubs == nil {
 		c.Keys = map[string]crypto.PublicKey{}
 	}
 	s.clients[id] = c
@@ -165,7 +142,7 @@ func (s *Server) setClientKeys(id string, keys []map[string]any, pubs map[string
 
 // parseClientJWKS checks a posted key set as Digdir does (1 to MaxClientKeys
 // public keys, each with its own kid and use sig), or says why it refuses.
-func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey, string) {
+func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 	var set struct {
 		Keys []map[string]any `json:"keys"`
 	}
@@ -178,7 +155,7 @@ func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey
 	case n > MaxClientKeys:
 		return nil, nil, fmt.Sprintf("%d keys: a client may have at most %d", n, MaxClientKeys)
 	}
-	pubs := map[string]crypto.PublicKey{}
+	keys, pubs := []any{}, map[string]crypto.PublicKey{}
 	for i, k := range set.Keys {
 		for _, m := range privateJWKMembers {
 			if _, ok := k[m]; ok {
@@ -199,9 +176,9 @@ func parseClientJWKS(body []byte) ([]map[string]any, map[string]crypto.PublicKey
 		if why != "" {
 			return nil, nil, fmt.Sprintf("key %q: %s", kid, why)
 		}
-		pubs[kid] = pub
+		keys, pubs[kid] = append(keys, k), pub
 	}
-	return set.Keys, pubs, ""
+	return keys, pubs, ""
 }
 
 // jwkPublic reads a public JWK of a key that can sign grants (signer.CheckKey:
@@ -223,17 +200,4 @@ func jwkPublic(k map[string]any) (crypto.PublicKey, string) {
 		return nil, "e must be 3 or more"
 	}
 	return pub, ""
-}
-
-// publicJWK is pub as a JWK with use sig and kid, or nil for a key type
-// the API does not show.
-func publicJWK(pub crypto.PublicKey, kid string) map[string]any {
-	j, err := signer.PublicJWK(pub, "", kid)
-	if err != nil {
-		return nil
-	}
-	var m map[string]any
-	b, _ := json.Marshal(j)
-	_ = json.Unmarshal(b, &m)
-	return m
 }

@@ -15,11 +15,6 @@ const altinnExchangePath = "/authentication/api/v1/exchange/maskinporten"
 // emulator as Bearer with an Altinn token (a JWT as text/plain expiring with
 // it), anything else with 401. Altinn test's ?test=true is ignored.
 func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
 	mp, why := s.verifyAccessToken(r.Header.Get("Authorization"))
 	if mp == nil {
 		s.count(func(st *Stats) { st.AltinnRejected++ })
@@ -33,22 +28,17 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 		"iss":                           s.URL + "/authentication/api/v1/openid/",
 		"iat":                           now.Unix(),
 		"nbf":                           now.Unix(),
-		"exp":                           mp["exp"],
 		"jti":                           randomID(32),
 		"token_type":                    "Bearer",
-		"scope":                         mp["scope"],
-		"client_id":                     mp["client_id"],
-		"client_amr":                    mp["client_amr"],
-		"consumer":                      mp["consumer"],
 		"urn:altinn:authenticatemethod": "maskinporten",
 		"urn:altinn:authlevel":          3,
 	}
 	if c, ok := mp["consumer"].(map[string]any); ok {
-		if id, ok := c["ID"].(string); ok {
-			claims["urn:altinn:orgNumber"] = strings.TrimPrefix(id, "0192:")
-		}
+		id, _ := c["ID"].(string)
+		claims["urn:altinn:orgNumber"] = strings.TrimPrefix(id, "0192:")
 	}
-	for _, k := range []string{"supplier", "authorization_details"} {
+	// The Maskinporten token's claims the Altinn token carries on, if present.
+	for _, k := range []string{"exp", "scope", "client_id", "client_amr", "consumer", "supplier", "authorization_details"} {
 		if v, ok := mp[k]; ok {
 			claims[k] = v
 		}

@@ -1,23 +1,21 @@
 package emulator
 
 import (
-	"encoding/json"
+	"slices"
 	"time"
 )
 
 // consentType is the authorization_details type of a consent token.
 const consentType = "urn:altinn:consent"
 
-// Consent is a consent given in Altinn 3 (Config.Consents) that a grant may
-// name in authorization_details as
-// {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"} to get a
-// consent token, whose element also carries to, consented, validTo and
-// consentRights.
+// Consent is a consent given in Altinn 3 that a grant may name in
+// authorization_details as {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}
+// to get a consent token, whose element also carries to, consented, validTo
+// and consentRights.
 type Consent struct {
 	ID string // the consent request's id, a UUID
-	// From is who gave the consent, as grants must name it:
-	// urn:altinn:person:identifier-no:<11 digits> or
-	// urn:altinn:organization:identifier-no:<9 digits>.
+	// From is who gave the consent: urn:altinn:person:identifier-no:<11
+	// digits> or urn:altinn:organization:identifier-no:<9 digits>.
 	From string
 	// To is the 9-digit organisation number the consent was given to: the
 	// client's owner, or with consumer_org the delegating organisation.
@@ -43,48 +41,40 @@ type ConsentResource struct {
 	Value string `json:"value"`
 }
 
-// consentRequest is one element of authorization_details of type
-// urn:altinn:consent.
-type consentRequest struct{ id, from string }
-
 // parseConsentDetail checks the documented shape
 // {"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}.
-func parseConsentDetail(d map[string]json.RawMessage) (consentRequest, *rejection) {
-	var c consentRequest
+func parseConsentDetail(d map[string]any) (*Consent, *rejection) {
 	if rej := onlyFields(d, consentType, "type", "id", "from"); rej != nil {
-		return c, rej
+		return nil, rej
 	}
-	if err := json.Unmarshal(d["id"], &c.id); err != nil || c.id == "" {
-		return c, mp("consent", "id must be the consent request's id, a string.")
+	c := &Consent{}
+	if c.ID, _ = d["id"].(string); c.ID == "" {
+		return nil, mp("consent", "id must be the consent request's id, a string.")
 	}
-	if err := json.Unmarshal(d["from"], &c.from); err != nil || c.from == "" {
-		return c, mp("consent", "from must be a string naming who gave the consent.")
+	if c.From, _ = d["from"].(string); c.From == "" {
+		return nil, mp("consent", "from must be a string naming who gave the consent.")
 	}
 	return c, nil
 }
 
-// consentFor finds the consent the grant names, from the party named, given
-// to consumer and still valid. Descriptions never repeat from: it may be a
+// consentFor finds the consent req names, from the party named, given to
+// consumer and still valid. Descriptions never repeat from: it may be a
 // person's identity number.
-func (s *Server) consentFor(req consentRequest, consumer string, now time.Time) (*Consent, *rejection) {
-	var c *Consent
-	for i := range s.cfg.Consents {
-		if s.cfg.Consents[i].ID == req.id {
-			c = &s.cfg.Consents[i]
-			break
-		}
+func (s *Server) consentFor(req Consent, consumer string, now time.Time) (*Consent, *rejection) {
+	i := slices.IndexFunc(s.cfg.Consents, func(c Consent) bool { return c.ID == req.ID })
+	if i < 0 {
+		return nil, mp("consent", "No consent with id "+req.ID+" is known.")
 	}
-	switch {
-	case c == nil:
-		return nil, mp("consent", "No consent with id "+req.id+" is known.")
-	case c.From != req.from:
-		return nil, mp("consent", "Consent "+req.id+" was not given by the party named in from.")
+	switch c := &s.cfg.Consents[i]; {
+	case c.From != req.From:
+		return nil, mp("consent", "Consent "+req.ID+" was not given by the party named in from.")
 	case c.To != consumer:
-		return nil, mp("consent", "Consent "+req.id+" was given to organisation "+c.To+", not to "+consumer+".")
+		return nil, mp("consent", "Consent "+req.ID+" was given to organisation "+c.To+", not to "+consumer+".")
 	case !now.Before(c.ValidTo):
-		return nil, mp("consent", "Consent "+req.id+" expired at "+consentTime(c.ValidTo)+".")
+		return nil, mp("consent", "Consent "+req.ID+" expired at "+consentTime(c.ValidTo)+".")
+	default:
+		return c, nil
 	}
-	return c, nil
 }
 
 // consentClaim is the consent's element of the token's authorization_details.

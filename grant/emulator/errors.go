@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -9,9 +10,8 @@ import (
 	"strings"
 )
 
-// A rejection is an answer of the token endpoint other than a token, shaped
-// as Maskinporten shapes it (see the package doc): the MP code is carried
-// only in error_uri, never in the description.
+// A rejection is a refusal of the token endpoint, shaped as Maskinporten's:
+// the MP code is only in error_uri, never in the description.
 type rejection struct {
 	status int    // HTTP status
 	error  string // OAuth 2.0 error code
@@ -21,29 +21,16 @@ type rejection struct {
 }
 
 func (r *rejection) Error() string {
-	s := r.error + ": " + r.description()
-	if r.code != "" {
-		s += " (" + r.code + ")"
-	}
-	return s
+	return strings.TrimSuffix(r.error+": "+r.description()+" ("+r.code+")", " ()")
 }
 
-func (r *rejection) description() string {
-	return strings.TrimSpace(r.text + " " + r.detail)
-}
+func (r *rejection) description() string { return strings.TrimSpace(r.text + " " + r.detail) }
 
-func (r *rejection) statsKey() string {
-	if r.code != "" {
-		return r.code
-	}
-	return r.error
-}
+func (r *rejection) statsKey() string { return cmp.Or(r.code, r.error) }
 
-// mpErrors are Maskinporten's refusals, by MP code (then their first word)
-// or by a name of ours for those it has no code for. The texts are its own,
-// from the troubleshooting page (docs.digdir.no maskinporten_feilsoking)
-// and answers of the real service quoted in public issues. The consent and
-// authorization_details ones are RFC 9396's invalid_authorization_details.
+// mpErrors are Maskinporten's refusals by MP code (then a word of ours) or
+// by our name where it has no code. The texts are its own (docs.digdir.no
+// maskinporten_feilsoking, and answers quoted in public issues).
 var mpErrors = map[string]rejection{
 	// MP-011: a grant that cannot be read, or a claim of the wrong shape or unknown.
 	"MP-011":       {error: "invalid_request", text: "Invalid assertion. Invalid parameter value."},
@@ -73,38 +60,30 @@ var mpErrors = map[string]rejection{
 	"server_error": {status: http.StatusInternalServerError, error: "server_error", text: "The emulator could not sign the token."},
 }
 
-// mp returns the refusal named key (see mpErrors), with detail if it is not
-// empty.
+// mp returns the refusal named key (see mpErrors), with detail if not empty.
 func mp(key, detail string) *rejection {
 	r := mpErrors[key]
 	if code, _, _ := strings.Cut(key, " "); strings.HasPrefix(code, "MP-") {
 		r.code = code
 	}
-	if r.status == 0 {
-		r.status = http.StatusBadRequest
-	}
-	if detail != "" {
-		r.detail = detail
-	}
+	r.status = cmp.Or(r.status, http.StatusBadRequest)
+	r.detail = cmp.Or(detail, r.detail)
 	return &r
 }
 
 // injected is the answer FailNext asks for.
 func injected(status int) *rejection {
-	e := "invalid_request"
-	switch {
-	case status == http.StatusServiceUnavailable:
-		e = "temporarily_unavailable"
-	case status >= 500:
-		e = "server_error"
+	r := &rejection{status: status, error: "invalid_request", text: "The emulator was told to fail this request (HTTP " + strconv.Itoa(status) + ")."}
+	if status == http.StatusServiceUnavailable {
+		r.error = "temporarily_unavailable"
+	} else if status >= 500 {
+		r.error = "server_error"
 	}
-	return &rejection{status: status, error: e,
-		text: "The emulator was told to fail this request (HTTP " + strconv.Itoa(status) + ")."}
+	return r
 }
 
-// write sends the rejection; error_uri is built from issuer (with its
-// trailing slash) as the real service builds
-// https://test.maskinporten.no/errors/MP-200.
+// write sends the rejection; error_uri is issuer + "errors/MP-200" as the
+// real service builds it.
 func (r *rejection) write(w http.ResponseWriter, issuer string) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -119,10 +98,11 @@ func (r *rejection) write(w http.ResponseWriter, issuer string) {
 	if r.status == http.StatusServiceUnavailable || r.status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeNoStore(w, r.status, body)
+	writeJSON(w, r.status, body)
 }
 
-func writeNoStore(w http.ResponseWriter, status int, v any) {
+// writeJSON is every JSON answer of the emulator.
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json;charset=UTF-8")
 	h.Set("Cache-Control", "no-store")

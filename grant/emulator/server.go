@@ -1,7 +1,6 @@
 package emulator
 
 import (
-	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
@@ -10,18 +9,17 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 )
 
-// Server is a Maskinporten emulator listening on a local address, shaped
-// like httptest.Server. It is safe for concurrent use.
+// Server is a Maskinporten emulator shaped like httptest.Server. It is safe
+// for concurrent use.
 type Server struct {
-	// URL is the base URL, http://127.0.0.1:port with no trailing slash,
-	// set by Start or StartOn.
-	URL string
+	URL string // http://127.0.0.1:port without a trailing slash, set by Start or StartOn
 
 	cfg     Config
 	key     *tokenKey
@@ -40,15 +38,13 @@ type Server struct {
 	latency    time.Duration
 	dateOffset time.Duration
 
-	started   bool
-	srv       *http.Server
-	closing   chan struct{}
+	ts        *httptest.Server
+	closing   chan struct{} // closed by Close, to cut latency short
 	closeOnce sync.Once
-	inflight  sync.WaitGroup
 }
 
-// NewServer starts a new emulator on 127.0.0.1 and a port the system
-// chooses; Close it when done. Like httptest, it panics if it cannot start.
+// NewServer starts a new emulator on 127.0.0.1; Close it when done. Like
+// httptest, it panics if it cannot start.
 func NewServer(cfg Config) *Server {
 	s := NewUnstartedServer(cfg)
 	s.Start()
@@ -69,7 +65,7 @@ func NewTest(tb testing.TB, cfg Config) *Server {
 
 // NewUnstartedServer returns a new emulator that is not yet listening; call
 // Start or StartOn. It panics on a Key that is not RSA, and on a client or
-// consent AddClient or Config.Consents would refuse.
+// consent that AddClient or Config.Consents refuse.
 func NewUnstartedServer(cfg Config) *Server {
 	for d, def := range map[*time.Duration]time.Duration{&cfg.TokenLifetime: 120 * time.Second, &cfg.MaxGrantLifetime: 120 * time.Second, &cfg.ClockSkew: 10 * time.Second} {
 		if *d <= 0 {
@@ -114,74 +110,60 @@ func NewUnstartedServer(cfg Config) *Server {
 		s.AddClient(c)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/oauth-authorization-server", s.serveMetadata)
-	mux.HandleFunc("/jwks", s.serveJWKS)
+	// The mux answers 405 to other methods than GET and HEAD.
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.serveMetadata)
+	mux.HandleFunc("GET /jwks", s.serveJWKS)
 	mux.HandleFunc("/token", s.serveToken)
-	mux.HandleFunc(altinnExchangePath, s.serveAltinnExchange)
+	mux.HandleFunc("GET "+altinnExchangePath, s.serveAltinnExchange)
 	mux.HandleFunc(adminAPIPath+"clients/{id}/jwks", s.serveClientJWKS)
 	s.handler = mux
+	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	s.ts.Config.ReadHeaderTimeout = 10 * time.Second
 	return s
 }
 
 // Start starts the server on 127.0.0.1 and a port the system chooses, or
 // panics.
 func (s *Server) Start() {
-	if err := s.StartOn("127.0.0.1:0"); err != nil {
-		panic("emulator: " + err.Error())
-	}
+	s.ts.Start()
+	s.URL = s.ts.URL
 }
 
 // StartOn starts the server listening on addr (host:port, as for
 // net.Listen), for `mp-hsm emulate --listen`.
 func (s *Server) StartOn(addr string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
+	if s.URL != "" {
 		return errors.New("server already started")
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	s.started = true
-	s.URL = "http://" + ln.Addr().String()
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = s.srv.Serve(ln) }()
+	s.ts.Listener.Close()
+	s.ts.Listener = ln
+	s.Start()
 	return nil
 }
 
-// Close stops the server: it aborts pending latency, waits briefly for the
-// answers under way, and closes all connections. It is idempotent.
+// Close stops the server: it cuts latency short, waits for the answers
+// under way, and closes all connections. It is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closing)
-		s.mu.Lock()
-		srv := s.srv
-		s.mu.Unlock()
-		if srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = srv.Shutdown(ctx)
-			cancel()
-			_ = srv.Close()
-		}
-		s.inflight.Wait()
+		s.ts.Close()
 	})
 }
 
 // Issuer returns the issuer identifier with its trailing slash, the aud a
 // grant must carry: Config.Issuer, else URL + "/" (empty before Start).
 func (s *Server) Issuer() string {
-	if s.cfg.Issuer != "" {
+	if s.cfg.Issuer != "" || s.URL == "" {
 		return s.cfg.Issuer
-	}
-	if s.URL == "" {
-		return ""
 	}
 	return s.URL + "/"
 }
 
-// MetadataURL returns the URL of the OAuth 2.0 authorization server
-// metadata (RFC 8414).
+// MetadataURL returns the URL of the RFC 8414 metadata.
 func (s *Server) MetadataURL() string { return s.URL + "/.well-known/oauth-authorization-server" }
 
 // TokenURL returns the URL of the token endpoint.
@@ -193,8 +175,8 @@ func (s *Server) JWKSURL() string { return s.URL + "/jwks" }
 // AltinnExchangeURL returns the URL of the emulated Altinn token exchange.
 func (s *Server) AltinnExchangeURL() string { return s.URL + altinnExchangePath }
 
-// PublicKey returns the public key that verifies the access tokens and
-// Altinn tokens the server issues (an *rsa.PublicKey; RS256).
+// PublicKey returns the *rsa.PublicKey that verifies the access tokens and
+// Altinn tokens the server issues (RS256).
 func (s *Server) PublicKey() crypto.PublicKey { return s.key.pub }
 
 // AddClient registers c, replacing any client with the same ID, also while
@@ -251,8 +233,6 @@ func (s *Server) logf(format string, args ...any) { // never given a grant or to
 
 // serveHTTP applies latency and the Date header to every answer.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	s.inflight.Add(1)
-	defer s.inflight.Done()
 	var latency time.Duration
 	s.locked(func() { latency = s.latency })
 	if latency > 0 {
@@ -271,6 +251,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
+// useJTI records jti and reports whether it was new.
 func (s *Server) useJTI(jti string, exp time.Time) bool {
 	now := s.now()
 	s.mu.Lock()
@@ -289,7 +270,7 @@ func (s *Server) useJTI(jti string, exp time.Time) bool {
 		s.nextPrune = now.Add(time.Minute)
 	}
 	s.jtis[jti] = exp
-	s.stats.JTIs++ // under s.mu
+	s.stats.JTIs++
 	return true
 }
 
@@ -300,3 +281,60 @@ func (s *Server) locked(f func()) {
 }
 
 func (s *Server) count(f func(st *Stats)) { s.locked(func() { f(&s.stats) }) }
+
+// FailNext makes the next n requests to /token answer status (such as 503)
+// with a Maskinporten-shaped error, before looking at the grant; 503 and 429
+// carry Retry-After: 1.
+func (s *Server) FailNext(n int, status int) { s.locked(func() { s.failN, s.failStatus = n, status }) }
+
+// SetLatency delays every answer by d; Close cuts the delay short.
+func (s *Server) SetLatency(d time.Duration) { s.locked(func() { s.latency = d }) }
+
+// DropNext makes the next n requests to /token fail mid-answer: the
+// connection closes within the body of a 200 answer (an unexpected EOF).
+func (s *Server) DropNext(n int) { s.locked(func() { s.dropN = n }) }
+
+// SetDateOffset makes the Date header of every answer lie by d.
+func (s *Server) SetDateOffset(d time.Duration) { s.locked(func() { s.dateOffset = d }) }
+
+func (s *Server) date() string {
+	var off time.Duration
+	s.locked(func() { off = s.dateOffset })
+	return s.now().Add(off).UTC().Format(http.TimeFormat)
+}
+
+func (s *Server) fault() (drop bool, failStatus int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.TokenRequests++
+	switch {
+	case s.dropN > 0:
+		s.dropN, drop = s.dropN-1, true
+	case s.failN > 0:
+		s.failN, failStatus = s.failN-1, s.failStatus
+	default:
+		return false, 0
+	}
+	s.stats.Injected++
+	return drop, failStatus
+}
+
+// drop writes the head of a 200 answer and part of its body, and hangs up.
+func (s *Server) drop(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\n" +
+		"Date: " + s.date() + "\r\n" +
+		"Content-Type: application/json;charset=UTF-8\r\n" +
+		"Content-Length: 1024\r\n" +
+		"\r\n" +
+		`{"access_token":"eyJ`)
+	_ = buf.Flush()
+}

@@ -2,8 +2,11 @@ package emulator
 
 import (
 	"crypto"
-	"encoding/json"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"slices"
@@ -53,7 +56,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.count(func(st *Stats) { st.Issued++ })
 	s.logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
-	writeNoStore(w, http.StatusOK, tok)
+	writeJSON(w, http.StatusOK, tok)
 }
 
 // issue applies every rule of the token endpoint, in the order of the
@@ -94,19 +97,16 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if rej != nil {
 		return nil, rej
 	}
-	cl := g.claims
-	*clientID = cl.iss
-	client, ok := s.client(cl.iss)
+	*clientID = g.iss
+	client, ok := s.client(g.iss)
 	if !ok {
 		return nil, mp("MP-100", "")
 	}
 	now := s.now()
 
 	// The key: a registered one by kid, or the leaf of a trusted chain.
-	var (
-		pub crypto.PublicKey
-		amr string
-	)
+	var pub crypto.PublicKey
+	amr := "virksomhetssertifikat"
 	if g.kid != "" {
 		if pub, ok = client.Keys[g.kid]; !ok {
 			return nil, mp("kid", "")
@@ -124,9 +124,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 			return nil, mp("MP-122", "Client orgno "+client.OrgNumber+" does not match certificate orgno "+org+".")
 		}
 		pub = g.x5c[0].PublicKey
-		amr = "virksomhetssertifikat"
 	}
-	method, _ := signer.Method(g.alg) // one of RS256, RS384, RS512 (readHeader)
+	method, _ := signer.Method(g.alg) // RS256, RS384 or RS512 (readHeader)
 	if err := method.Verify(g.input, g.sig, pub); err != nil {
 		if errors.Is(err, jwt.ErrInvalidKeyType) {
 			return nil, mp("MP-124", "The key is not an RSA key, so it cannot verify "+g.alg+".")
@@ -134,46 +133,45 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		return nil, mp("MP-124", "The signature does not verify with the key named in the header.")
 	}
 
-	if rej := audience(cl.aud, s.Issuer(), s.TokenURL()); rej != nil {
+	if rej := audience(g.aud, s.Issuer(), s.TokenURL()); rej != nil {
 		return nil, rej
 	}
 
 	skew := s.cfg.ClockSkew
 	switch {
-	case cl.iat.After(now.Add(skew)):
-		return nil, mp("iat", "iat is "+cl.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
-	case !cl.exp.After(cl.iat):
+	case g.iat.After(now.Add(skew)):
+		return nil, mp("iat", "iat is "+g.iat.Sub(now).Round(time.Second).String()+" ahead of the server clock; at most "+skew.String()+" is allowed.")
+	case !g.exp.After(g.iat):
 		return nil, mp("MP-130", "exp is not after iat.")
-	case cl.exp.Sub(cl.iat) > s.cfg.MaxGrantLifetime:
-		return nil, mp("MP-130 long", "exp - iat is "+cl.exp.Sub(cl.iat).String()+"; at most "+s.cfg.MaxGrantLifetime.String()+" is allowed.")
-	case now.Add(-skew).After(cl.exp):
-		return nil, mp("MP-130", "exp was "+now.Sub(cl.exp).Round(time.Second).String()+" ago.")
+	case g.exp.Sub(g.iat) > s.cfg.MaxGrantLifetime:
+		return nil, mp("MP-130 long", "exp - iat is "+g.exp.Sub(g.iat).String()+"; at most "+s.cfg.MaxGrantLifetime.String()+" is allowed.")
+	case now.Add(-skew).After(g.exp):
+		return nil, mp("MP-130", "exp was "+now.Sub(g.exp).Round(time.Second).String()+" ago.")
 	}
 
-	if !s.useJTI(cl.jti, cl.exp) {
+	if !s.useJTI(g.jti, g.exp) {
 		return nil, mp("MP-012", "")
 	}
 
 	// What the client asks for.
 	consumer := client.OrgNumber
-	if cl.consumerOrg != "" {
-		if cl.consumerOrg == client.OrgNumber {
+	if g.consumerOrg != "" {
+		if g.consumerOrg == client.OrgNumber {
 			return nil, mp("consumer_org", "")
 		}
-		if !slices.Contains(client.DelegatedBy, cl.consumerOrg) {
-			return nil, mp("MP-251", cl.consumerOrg+" has not delegated access to the scope "+cl.scope+" to supplier "+client.OrgNumber)
+		if !slices.Contains(client.DelegatedBy, g.consumerOrg) {
+			return nil, mp("MP-251", g.consumerOrg+" has not delegated access to the scope "+g.scope+" to supplier "+client.OrgNumber)
 		}
-		consumer = cl.consumerOrg
+		consumer = g.consumerOrg
 	}
-	var sysUser *systemUserRequest
+	ad := &authzRequest{}
 	var consent *Consent
-	if cl.authzDetails != nil {
-		ad, rej := parseAuthzDetails(cl.authzDetails)
-		if rej != nil {
+	if g.hasAuthz {
+		if ad, rej = parseAuthzDetails(g.authzDetails); rej != nil {
 			return nil, rej
 		}
-		if sysUser = ad.sysUser; sysUser != nil && !slices.Contains(client.SystemUserOrgs, sysUser.org) {
-			return nil, mp("MP-303", "No system user of organisation "+sysUser.org+" is tied to this client's system.")
+		if ad.sysUserOrg != "" && !slices.Contains(client.SystemUserOrgs, ad.sysUserOrg) {
+			return nil, mp("MP-303", "No system user of organisation "+ad.sysUserOrg+" is tied to this client's system.")
 		}
 		if ad.consent != nil {
 			if consent, rej = s.consentFor(*ad.consent, consumer, now); rej != nil {
@@ -181,7 +179,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 			}
 		}
 	}
-	scopes := strings.Fields(cl.scope)
+	scopes := strings.Fields(g.scope)
 	var userLogin, notAllowed []string
 	for _, sc := range scopes {
 		switch {
@@ -212,26 +210,24 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		"exp":        exp.Unix(),
 		"jti":        randomID(32),
 	}
-	switch len(cl.resource) {
-	case 0:
-	case 1:
-		claims["aud"] = cl.resource[0]
-	default:
-		claims["aud"] = cl.resource
+	if len(g.resource) == 1 {
+		claims["aud"] = g.resource[0]
+	} else if len(g.resource) > 1 {
+		claims["aud"] = g.resource
 	}
-	if cl.consumerOrg != "" {
+	if g.consumerOrg != "" {
 		claims["supplier"] = orgID(client.OrgNumber)
 		claims["delegation_source"] = s.URL + "/"
 	}
-	if cl.pid != "" {
-		claims["pid"] = cl.pid
+	if g.pid != "" {
+		claims["pid"] = g.pid
 	}
 	var details []map[string]any
-	if sysUser != nil {
+	if ad.sysUserOrg != "" {
 		details = append(details, map[string]any{
 			"type":           systemUserType,
-			"systemuser_org": orgID(sysUser.org),
-			"systemuser_id":  []string{systemUserID(client.ID, sysUser.org)},
+			"systemuser_org": orgID(ad.sysUserOrg),
+			"systemuser_id":  []string{systemUserID(client.ID, ad.sysUserOrg)},
 			"system_id":      client.OrgNumber + "_" + client.ID,
 		})
 	}
@@ -265,36 +261,57 @@ func systemUserID(clientID, org string) string {
 
 // serveMetadata serves the authorization server metadata (RFC 8414)
 // Maskinporten publishes, restricted to what the emulator does.
-func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	if getOnly(w, r) {
-		writeJSON(w, map[string]any{
-			"issuer":                                s.Issuer(),
-			"token_endpoint":                        s.TokenURL(),
-			"jwks_uri":                              s.JWKSURL(),
-			"token_endpoint_auth_methods_supported": []string{"private_key_jwt"},
-			"grant_types_supported":                 []string{jwtBearer},
-			"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "RS384", "RS512"},
-			"authorization_details_types_supported":            []string{systemUserType, consentType},
-		})
-	}
+func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                s.Issuer(),
+		"token_endpoint":                        s.TokenURL(),
+		"jwks_uri":                              s.JWKSURL(),
+		"token_endpoint_auth_methods_supported": []string{"private_key_jwt"},
+		"grant_types_supported":                 []string{jwtBearer},
+		"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "RS384", "RS512"},
+		"authorization_details_types_supported":            []string{systemUserType, consentType},
+	})
 }
 
-func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	if getOnly(w, r) {
-		writeJSON(w, map[string]any{"keys": []any{s.key.jwk}})
-	}
+func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.key.jwk}})
 }
 
-func getOnly(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		return true
-	}
-	w.Header().Set("Allow", "GET, HEAD")
-	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-	return false
+// tokenKey signs the access tokens and Altinn tokens the emulator issues,
+// with RS256 as Maskinporten does.
+type tokenKey struct {
+	signer crypto.Signer
+	pub    *rsa.PublicKey
+	jwk    *signer.JWK // as published on /jwks; its kid is the RFC 7638 thumbprint
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	_ = json.NewEncoder(w).Encode(v)
+func newTokenKey(k crypto.Signer) (*tokenKey, error) {
+	if k == nil {
+		var err error
+		if k, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			return nil, err
+		}
+	}
+	pub, ok := k.Public().(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("Config.Key must be an RSA key (Maskinporten signs with RS256), not %T", k.Public())
+	}
+	jwk, err := signer.PublicJWK(pub, "RS256", "")
+	if err != nil {
+		return nil, fmt.Errorf("Config.Key: %w", err)
+	}
+	return &tokenKey{signer: k, pub: pub, jwk: jwk}, nil
+}
+
+func (k *tokenKey) sign(claims jwt.MapClaims) (string, error) {
+	t := jwt.NewWithClaims(signer.RS256, claims)
+	t.Header = map[string]any{"alg": "RS256", "kid": k.jwk.Kid}
+	return t.SignedString(k.signer)
+}
+
+// randomID returns n random bytes, base64url, as Maskinporten's token jti.
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
