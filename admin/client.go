@@ -41,8 +41,7 @@ type Client struct {
 	Read       oauth2.TokenSource // scope idporten:dcr.read
 	Write      oauth2.TokenSource // scope idporten:dcr.write; nil means Read
 	HTTPClient *http.Client       // nil means http.DefaultClient's settings; redirects are never followed
-	// AllowInsecure allows an http BaseURL for a host that is not
-	// loopback; the self-service token may change every client's keys.
+	// AllowInsecure allows an http BaseURL for a host that is not loopback (its token may change every client's keys).
 	AllowInsecure bool
 }
 
