@@ -33,8 +33,8 @@ type Config struct {
 	Algorithm string // the JWS alg; empty means the key's default
 
 	// Environment chooses the environment for the key's chain; if nil,
-	// WellKnown, the metadata URL, or else the certificate's CA do. An
-	// empty WellKnown is the environment issuer's.
+	// WellKnown (the metadata URL) or else the certificate's CA do. With both,
+	// the metadata check compares them; an empty WellKnown is the issuer's.
 	WellKnown   string
 	Environment EnvironmentFunc
 
