@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -79,6 +80,8 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 		return &ConfigError{Field: field, Value: shown, Reason: "not a URL", Err: err}
 	}
 	bad := func(reason string) error { return &ConfigError{Field: field, Value: shown, Reason: reason} }
+	h := strings.ToLower(u.Hostname())
+	loopback := h == "localhost" || strings.HasSuffix(h, ".localhost") || net.ParseIP(h).IsLoopback() // a nil IP is not loopback
 	switch {
 	case !u.IsAbs() || u.Host == "" || u.Opaque != "":
 		return bad("not an absolute URL")
@@ -86,7 +89,7 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 		return bad("credentials in a URL are not allowed")
 	case u.Fragment != "":
 		return bad("a fragment is not allowed")
-	case u.Scheme == "https", u.Scheme == "http" && (allowInsecure || isLoopback(u.Hostname())):
+	case u.Scheme == "https", u.Scheme == "http" && (allowInsecure || loopback):
 		return nil
 	case u.Scheme == "http":
 		return bad("http is allowed only for loopback hosts unless insecure endpoints are allowed; use https")
@@ -94,25 +97,11 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 	return bad("scheme must be https")
 }
 
-// redactURL returns raw with everything between "://" and the last "@"
-// (user:password@) replaced by "REDACTED@", even if raw does not parse.
-func redactURL(raw string) string {
-	i := strings.Index(raw, "://")
-	if i < 0 {
-		return raw
-	}
-	rest := raw[i+3:]
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return raw
-	}
-	return raw[:i+3] + "REDACTED@" + rest[at+1:]
-}
+// urlCredentials is everything between "://" and the last "@" (user:password@).
+var urlCredentials = regexp.MustCompile(`(?s)://.*@`)
 
-func isLoopback(host string) bool {
-	h := strings.ToLower(host)
-	return h == "localhost" || strings.HasSuffix(h, ".localhost") || net.ParseIP(host).IsLoopback() // a nil IP is not loopback
-}
+// redactURL returns raw with its credentials replaced, even if raw does not parse.
+func redactURL(raw string) string { return urlCredentials.ReplaceAllLiteralString(raw, "://REDACTED@") }
 
 // Discover fetches the authorization server metadata (RFC 8414) at
 // metadataURL and returns the Environment it describes (Name and
