@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -29,21 +30,19 @@ type Server struct {
 	roots   *x509.CertPool
 	handler http.Handler
 
-	mu         sync.Mutex
-	clients    map[string]Client
-	jtis       map[string]time.Time   // jti -> grant exp, for pruning
-	jwks       map[string]*clientJWKS // key sets by client
-	nextPrune  time.Time
-	stats      Stats
-	failN      int
-	failStatus int
-	dropN      int
-	latency    time.Duration
-	dateOffset time.Duration
+	mu        sync.Mutex
+	clients   map[string]Client
+	jtis      map[string]time.Time   // jti -> grant exp, for pruning
+	jwks      map[string]*clientJWKS // key sets by client
+	nextPrune time.Time
+	stats     Stats
+
+	failN, failStatus, dropN int
+	latency, dateOffset      time.Duration
 
 	ts      *httptest.Server
-	closing chan struct{} // closed by Close, to cut latency short
-	stop    func()        // closes closing, once
+	closing context.Context // done once Close is called, to cut latency short
+	stop    context.CancelFunc
 }
 
 // NewServer starts a new emulator on 127.0.0.1; Close it when done. Like
@@ -97,8 +96,7 @@ func NewUnstartedServer(cfg Config) *Server {
 		jwks:    make(map[string]*clientJWKS),
 		stats:   Stats{Rejected: make(map[string]int)},
 	}
-	s.closing = make(chan struct{})
-	s.stop = sync.OnceFunc(func() { close(s.closing) })
+	s.closing, s.stop = context.WithCancel(context.Background())
 	for _, r := range cfg.Roots {
 		s.roots.AddCert(r)
 	}
@@ -230,11 +228,8 @@ func (s *Server) client(id string) (c Client, ok bool) {
 }
 
 // Stats returns a copy of the counters.
-func (s *Server) Stats() Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.stats
-	st.Rejected = maps.Clone(s.stats.Rejected)
+func (s *Server) Stats() (st Stats) {
+	s.locked(func() { st = s.stats; st.Rejected = maps.Clone(s.stats.Rejected) })
 	return st
 }
 
@@ -246,7 +241,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		t := time.NewTimer(latency)
 		select {
 		case <-t.C:
-		case <-s.closing:
+		case <-s.closing.Done():
 			t.Stop()
 			panic(http.ErrAbortHandler) // close the connection without an answer
 		case <-r.Context().Done():
@@ -304,10 +299,9 @@ func (s *Server) DropNext(n int) { s.locked(func() { s.dropN = n }) }
 // SetDateOffset makes the Date header of every answer lie by d.
 func (s *Server) SetDateOffset(d time.Duration) { s.locked(func() { s.dateOffset = d }) }
 
-func (s *Server) date() string {
-	var off time.Duration
-	s.locked(func() { off = s.dateOffset })
-	return s.cfg.Now().Add(off).UTC().Format(http.TimeFormat)
+func (s *Server) date() (d string) {
+	s.locked(func() { d = s.cfg.Now().Add(s.dateOffset).UTC().Format(http.TimeFormat) })
+	return d
 }
 
 func (s *Server) fault() (drop bool, failStatus int) {

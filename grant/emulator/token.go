@@ -21,10 +21,6 @@ import (
 
 const jwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
-// scopesForUserLogin are scopes of ID-porten's user login, which a
-// Maskinporten client cannot get (MP-201).
-var scopesForUserLogin = []string{"openid", "profile"}
-
 // tokenAnswer is the body of a successful token answer.
 type tokenAnswer struct {
 	AccessToken string `json:"access_token"`
@@ -182,7 +178,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	var userLogin, notAllowed []string
 	for _, sc := range scopes {
 		switch {
-		case slices.Contains(scopesForUserLogin, sc):
+		case sc == "openid" || sc == "profile": // ID-porten's user login, never Maskinporten's
 			userLogin = append(userLogin, sc)
 		case !slices.Contains(client.Scopes, sc):
 			notAllowed = append(notAllowed, sc)
