@@ -147,28 +147,24 @@ func (c Consent) Validate() error {
 	return nil
 }
 
-// systemUserDetail is the element asking for the Altinn system user of orgnr.
-// Its members and the consent's are in the documented order, so that the
-// same element given as AuthorizationDetails is the same claim (and cache key).
-func systemUserDetail(orgnr string) json.RawMessage {
+// detail is a system user's or a consent's element as sent, its members in
+// the documented order, so that the same element given as
+// AuthorizationDetails is the same claim (and cache key).
+func detail(typ, systemUserOrg string, c Consent) json.RawMessage {
 	type partyOrg struct {
 		Authority string `json:"authority"`
 		ID        string `json:"ID"`
 	}
+	var org *partyOrg
+	if systemUserOrg != "" {
+		org = &partyOrg{"iso6523-actorid-upis", "0192:" + systemUserOrg}
+	}
 	b, _ := json.Marshal(struct {
-		Type          string   `json:"type"`
-		SystemUserOrg partyOrg `json:"systemuser_org"`
-	}{SystemUserType, partyOrg{Authority: "iso6523-actorid-upis", ID: "0192:" + orgnr}})
-	return b
-}
-
-// detail is the consent's authorization detail as sent.
-func (c Consent) detail() json.RawMessage {
-	b, _ := json.Marshal(struct {
-		Type string `json:"type"`
-		ID   string `json:"id"`
-		From string `json:"from"`
-	}{ConsentType, c.ID, c.From})
+		Type          string    `json:"type"`
+		SystemUserOrg *partyOrg `json:"systemuser_org,omitempty"`
+		ID            string    `json:"id,omitempty"`
+		From          string    `json:"from,omitempty"`
+	}{typ, org, c.ID, c.From})
 	return b
 }
 

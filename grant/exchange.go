@@ -63,10 +63,10 @@ func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
 		r.Header.Set("Accept", "application/json")
 		return r, nil
 	})
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = checkStatus(a)
 	}
-	if err := checkStatus(a); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	t, err := parseTokenResponse(endpoint, a.status, a.body, a.start)
@@ -174,10 +174,7 @@ func parseTokenResponse(endpoint string, status int, body []byte, start time.Tim
 	if resp.AccessToken == "" {
 		return nil, &ResponseError{URL: endpoint, StatusCode: status, Reason: "token response has no access_token"}
 	}
-	if resp.TokenType == "" {
-		resp.TokenType = "Bearer"
-	}
-	if !strings.EqualFold(resp.TokenType, "Bearer") {
+	if resp.TokenType != "" && !strings.EqualFold(resp.TokenType, "Bearer") {
 		return nil, &ResponseError{URL: endpoint, StatusCode: status, Reason: "token_type " + strconv.Quote(resp.TokenType) + " is not Bearer"}
 	}
 	exp, err := strconv.ParseInt(resp.ExpiresIn.String(), 10, 32)

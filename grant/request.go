@@ -126,10 +126,10 @@ func (n *normRequest) authorizationDetails(r Request) error {
 	}
 	var elems []json.RawMessage
 	if r.SystemUserOrg != "" {
-		elems = append(elems, systemUserDetail(r.SystemUserOrg))
+		elems = append(elems, detail(SystemUserType, r.SystemUserOrg, Consent{}))
 	}
 	if r.Consent != (Consent{}) {
-		elems = append(elems, r.Consent.detail())
+		elems = append(elems, detail(ConsentType, "", r.Consent))
 	}
 	if len(r.AuthorizationDetails) > 0 {
 		given, err := ParseAuthorizationDetails(r.AuthorizationDetails)

@@ -9,20 +9,14 @@ import (
 // Config describes the Maskinporten the emulator plays. The zero value is a
 // working emulator with no clients.
 type Config struct {
-	// Roots are the trusted roots for x5c chains; with none, every x5c
-	// grant is refused (MP-120).
-	Roots []*x509.Certificate
-	// Clients are the registered clients; AddClient adds more.
-	Clients []Client
-	// TokenLifetime is the access tokens' expires_in; if zero, 120 s.
-	TokenLifetime time.Duration
-	// MaxGrantLifetime is the largest exp - iat of a grant; if zero, 120 s.
-	MaxGrantLifetime time.Duration
+	Roots            []*x509.Certificate // trusted roots of x5c chains; with none, x5c grants get MP-120
+	Clients          []Client            // the registered clients; AddClient adds more
+	TokenLifetime    time.Duration       // the access tokens' expires_in; if zero, 120 s
+	MaxGrantLifetime time.Duration       // the largest exp - iat of a grant; if zero, 120 s
 	// ClockSkew is how far iat may be ahead and exp behind the server's
 	// clock; if zero, 10 s as Maskinporten allows.
 	ClockSkew time.Duration
-	// Now is the server's clock; if nil, time.Now.
-	Now func() time.Time
+	Now       func() time.Time // the server's clock; if nil, time.Now
 	// Issuer is the only accepted grant audience, the iss of issued tokens
 	// and the base of error_uri; if empty, URL + "/".
 	Issuer string
@@ -52,12 +46,9 @@ type Client struct {
 	Scopes    []string // the scopes the client may ask for
 	// Keys are the public keys of kid grants by kid; only RSA keys verify,
 	// and an *x509.Certificate stands for its key.
-	Keys map[string]crypto.PublicKey
-	// DelegatedBy are the organisations consumer_org may name (else 403 MP-251).
-	DelegatedBy []string
-	// SystemUserOrgs are the organisations a urn:altinn:systemuser element
-	// may name (else MP-303).
-	SystemUserOrgs []string
+	Keys           map[string]crypto.PublicKey
+	DelegatedBy    []string // the organisations consumer_org may name (else 403 MP-251)
+	SystemUserOrgs []string // the organisations a urn:altinn:systemuser element may name (else MP-303)
 }
 
 // Stats counts what the server has seen. Server.Stats returns a copy.
