@@ -104,29 +104,16 @@ func (r Request) normalize() (*normRequest, error) {
 	if r.PID != "" && !ValidPID(r.PID) {
 		return nil, &ValidationError{Field: "pid", Value: MaskPID(r.PID), Reason: "not a valid personal identification number (11 digits with two check digits)"}
 	}
-	if r.SystemUserOrg != "" && !ValidOrgNumber(r.SystemUserOrg) {
-		return nil, &ValidationError{Field: "systemuser_org", Value: r.SystemUserOrg, Reason: badOrgNumber}
-	}
-	if err := n.authorizationDetails(r); err != nil {
-		return nil, err
-	}
-	lt := cmp.Or(r.Lifetime, DefaultLifetime)
-	if lt < MinLifetime || lt > MaxLifetime {
-		return nil, &ValidationError{Field: "lifetime", Value: r.Lifetime.String(), Reason: "must be from 1s to 120s"}
-	}
-	n.lifetime = int64(lt / time.Second)
-	return n, nil
-}
-
-// authorizationDetails builds the claim from the system user, the consent and
-// the caller's own elements.
-func (n *normRequest) authorizationDetails(r Request) error {
-	if err := r.Consent.Validate(); err != nil {
-		return err
-	}
+	// The authorization_details claim: the system user, the consent, then the caller's own elements.
 	var elems []json.RawMessage
 	if r.SystemUserOrg != "" {
+		if !ValidOrgNumber(r.SystemUserOrg) {
+			return nil, &ValidationError{Field: "systemuser_org", Value: r.SystemUserOrg, Reason: badOrgNumber}
+		}
 		elems = append(elems, detail(SystemUserType, r.SystemUserOrg, Consent{}))
+	}
+	if err := r.Consent.Validate(); err != nil {
+		return nil, err
 	}
 	if r.Consent != (Consent{}) {
 		elems = append(elems, detail(ConsentType, "", r.Consent))
@@ -134,7 +121,7 @@ func (n *normRequest) authorizationDetails(r Request) error {
 	if len(r.AuthorizationDetails) > 0 {
 		given, err := ParseAuthorizationDetails(r.AuthorizationDetails)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, d := range given {
 			elems = append(elems, d.raw)
@@ -143,7 +130,12 @@ func (n *normRequest) authorizationDetails(r Request) error {
 	if len(elems) > 0 {
 		n.authzDetails, _ = json.Marshal(elems) // compacts each element
 	}
-	return nil
+	lt := cmp.Or(r.Lifetime, DefaultLifetime)
+	if lt < MinLifetime || lt > MaxLifetime {
+		return nil, &ValidationError{Field: "lifetime", Value: r.Lifetime.String(), Reason: "must be from 1s to 120s"}
+	}
+	n.lifetime = int64(lt / time.Second)
+	return n, nil
 }
 
 // ValidScope reports whether s is one RFC 6749 scope-token: printable ASCII

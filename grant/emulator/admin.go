@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/rsa"
 	"encoding/json"
@@ -105,17 +106,11 @@ func (s *Server) setClientKeys(id string, keys []any, pubs map[string]crypto.Pub
 	defer s.mu.Unlock()
 	j := &clientJWKS{Keys: []any{}}
 	if keys != nil {
-		j.Keys, j.Created, j.Updated = keys, now, now
-		if old, ok := s.jwks[id]; ok && old.Created != "" {
-			j.Created = old.Created
-		}
+		j.Keys, j.Created, j.Updated = keys, cmp.Or(s.jwks[id].Created, now), now // AddClient made s.jwks[id]
 	}
 	s.jwks[id] = j
 	c := s.clients[id]
-	c.Keys = pubs
-	if pubs == nil {
-		c.Keys = map[string]crypto.PublicKey{}
-	}
+	c.Keys = pubs // nil after DELETE: no kid verifies
 	s.clients[id] = c
 	return j
 }
