@@ -84,12 +84,9 @@ func ParseAuthorizationDetails(raw []byte) ([]AuthorizationDetail, error) {
 				return nil, bad(where + ` (` + ConsentType + `): "from" must be a string, ` + PersonURNPrefix + `<national identity number> or ` + OrganizationURNPrefix + `<organisation number>`)
 			}
 			if err := d.Consent.Validate(); err != nil {
-				var ve *ValidationError
-				if errors.As(err, &ve) {
-					ve.Reason = where + " (" + ConsentType + ") " + ve.Field[len("consent_"):] + ": " + ve.Reason
-					ve.Field = "authorization_details"
-				}
-				return nil, err
+				ve := err.(*ValidationError) // Validate's only error
+				ve.Field, ve.Reason = "authorization_details", where+" ("+ConsentType+") "+ve.Field[len("consent_"):]+": "+ve.Reason
+				return nil, ve
 			}
 		}
 		details[i] = d

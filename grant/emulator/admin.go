@@ -26,10 +26,6 @@ const (
 	maxClientKeys   = 5 // how many keys Digdir lets a client have
 )
 
-// privateJWKMembers are the members of private or symmetric JWKs (RFC 7518
-// section 6): a key set holding one is refused.
-var privateJWKMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
-
 // clientJWKS is a client's key set as the self-service API keeps and shows it.
 type clientJWKS struct {
 	Keys    []any  `json:"keys"` // as posted, or *signer.JWK made from Client.Keys
@@ -132,7 +128,7 @@ func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 	}
 	keys, pubs := []any{}, map[string]crypto.PublicKey{}
 	for i, k := range set.Keys {
-		for _, m := range privateJWKMembers {
+		for _, m := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} { // of private or symmetric JWKs (RFC 7518 6)
 			if _, ok := k[m]; ok {
 				return nil, nil, fmt.Sprintf("key %d has the private member %q: register public keys only", i, m)
 			}

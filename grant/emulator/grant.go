@@ -52,10 +52,7 @@ func parseGrant(s string) (*grant, *rejection) {
 	if err != nil || len(g.sig) == 0 { // only the signature is left to be malformed
 		return nil, mp("MP-124", "The signature is not base64url.")
 	}
-	if r := g.readClaims(claims); r != nil {
-		return nil, r
-	}
-	return g, nil
+	return g, g.readClaims(claims)
 }
 
 func (g *grant) readHeader(hdr map[string]any) *rejection {
@@ -138,7 +135,7 @@ func (g *grant) readClaims(raw jwt.MapClaims) *rejection {
 		*dst = time.Unix(int64(sec), int64(frac*1e9))
 		return nil
 	}
-	for _, r := range []*rejection{
+	if r := cmp.Or(
 		str("iss", &g.iss, true),
 		date("iat", &g.iat),
 		date("exp", &g.exp),
@@ -147,10 +144,8 @@ func (g *grant) readClaims(raw jwt.MapClaims) *rejection {
 		str("consumer_org", &g.consumerOrg, false),
 		str("iss_onbehalfof", &g.onBehalfOf, false),
 		str("pid", &g.pid, false),
-	} {
-		if r != nil {
-			return r
-		}
+	); r != nil {
+		return r
 	}
 	var ok bool
 	if g.aud, ok = raw["aud"]; !ok {
