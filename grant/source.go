@@ -134,10 +134,7 @@ func (r *reusing) invalidate(t *oauth2.Token) {
 // again. Unlike oauth2.Transport, it sends no token to another host a
 // redirect leads to.
 func (c *Config) Client(ctx context.Context, req Request) *http.Client {
-	hc := http.Client{Timeout: defaultHTTPClient.Timeout}
-	if c.HTTPClient != nil {
-		hc = *c.HTTPClient
-	}
+	hc := *cmp.Or(c.HTTPClient, &http.Client{Timeout: defaultHTTPClient.Timeout})
 	hc.Transport = &transport{src: c.reuse(ctx, req, false), base: cmp.Or(hc.Transport, http.DefaultTransport)}
 	return &hc
 }

@@ -195,48 +195,39 @@ func audience(raw any, issuer, tokenURL string) *rejection {
 
 const systemUserType = "urn:altinn:systemuser"
 
-// authzRequest is what a grant's authorization_details ask for: a system
-// user (the customer's 9-digit org number, "" for none), a consent, or both.
-type authzRequest struct {
-	sysUserOrg string
-	consent    *Consent // ID and From as the grant names them
-}
-
 // parseAuthzDetails checks that authorization_details is a JSON array of at
 // most one system user, {"type":"urn:altinn:systemuser","systemuser_org":
 // {"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}} with an optional
 // externalRef, and one consent (parseConsentDetail): one party per request.
-func parseAuthzDetails(raw any) (*authzRequest, *rejection) {
+// It returns the system user's organisation ("" for none) and the consent.
+func parseAuthzDetails(raw any) (sysUserOrg string, consent *Consent, rej *rejection) {
 	list, ok := raw.([]any)
 	if !ok || slices.ContainsFunc(list, func(e any) bool { _, ok := e.(map[string]any); return !ok }) {
-		return nil, mp("MP-303", "authorization_details must be a JSON array of objects.")
+		return "", nil, mp("MP-303", "authorization_details must be a JSON array of objects.")
 	}
 	if len(list) == 0 {
-		return nil, mp("MP-303", "authorization_details must hold at least one element.")
+		return "", nil, mp("MP-303", "authorization_details must hold at least one element.")
 	}
-	req := &authzRequest{}
 	for _, e := range list {
 		d := e.(map[string]any)
 		typ, ok := d["type"].(string)
-		if !ok {
-			return nil, mp("MP-301", "Each element needs a type.")
-		}
-		var rej *rejection
 		switch {
-		case typ == systemUserType && req.sysUserOrg == "":
-			req.sysUserOrg, rej = parseSystemUser(d)
-		case typ == consentType && req.consent == nil:
-			req.consent, rej = parseConsentDetail(d)
+		case !ok:
+			rej = mp("MP-301", "Each element needs a type.")
+		case typ == systemUserType && sysUserOrg == "":
+			sysUserOrg, rej = parseSystemUser(d)
+		case typ == consentType && consent == nil:
+			consent, rej = parseConsentDetail(d)
 		case typ == systemUserType || typ == consentType:
 			rej = mp("MP-303", "authorization_details may hold one "+typ+" element: one party per request.")
 		default:
 			rej = mp("MP-301", "type "+typ+" is not supported; the supported types are "+systemUserType+" and "+consentType+".")
 		}
 		if rej != nil {
-			return nil, rej
+			return "", nil, rej
 		}
 	}
-	return req, nil
+	return sysUserOrg, consent, nil
 }
 
 // onlyFields refuses a member of d, the object at path, that is not one of

@@ -159,17 +159,17 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		}
 		consumer = g.consumerOrg
 	}
-	ad := &authzRequest{}
-	var consent *Consent
+	var sysUserOrg string
+	var consent, asked *Consent
 	if g.hasAuthz {
-		if ad, rej = parseAuthzDetails(g.authzDetails); rej != nil {
+		if sysUserOrg, asked, rej = parseAuthzDetails(g.authzDetails); rej != nil {
 			return nil, rej
 		}
-		if ad.sysUserOrg != "" && !slices.Contains(client.SystemUserOrgs, ad.sysUserOrg) {
-			return nil, mp("MP-303", "No system user of organisation "+ad.sysUserOrg+" is tied to this client's system.")
+		if sysUserOrg != "" && !slices.Contains(client.SystemUserOrgs, sysUserOrg) {
+			return nil, mp("MP-303", "No system user of organisation "+sysUserOrg+" is tied to this client's system.")
 		}
-		if ad.consent != nil {
-			if consent, rej = s.consentFor(*ad.consent, consumer, now); rej != nil {
+		if asked != nil {
+			if consent, rej = s.consentFor(*asked, consumer, now); rej != nil {
 				return nil, rej
 			}
 		}
@@ -217,12 +217,12 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		claims["pid"] = g.pid
 	}
 	var details []map[string]any
-	if ad.sysUserOrg != "" {
+	if sysUserOrg != "" {
 		details = append(details, map[string]any{
 			"type":           systemUserType,
-			"systemuser_org": orgID(ad.sysUserOrg),
+			"systemuser_org": orgID(sysUserOrg),
 			// A stable id for the system user of the organisation on the client's system.
-			"systemuser_id": []string{uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+client.ID+":"+ad.sysUserOrg)).String()},
+			"systemuser_id": []string{uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+client.ID+":"+sysUserOrg)).String()},
 			"system_id":     client.OrgNumber + "_" + client.ID,
 		})
 	}
