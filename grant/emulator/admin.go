@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -143,9 +144,9 @@ func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 		if use, _ := k["use"].(string); use != "sig" {
 			return nil, nil, fmt.Sprintf("key %q: use must be \"sig\"", kid)
 		}
-		pub, why := jwkPublic(k)
-		if why != "" {
-			return nil, nil, fmt.Sprintf("key %q: %s", kid, why)
+		pub, err := jwkPublic(k)
+		if err != nil {
+			return nil, nil, fmt.Sprintf("key %q: %v", kid, err)
 		}
 		keys, pubs[kid] = append(keys, k), pub
 	}
@@ -154,21 +155,18 @@ func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 
 // jwkPublic reads a public JWK of a key that can sign grants (signer.CheckKey:
 // RSA of 2048 bits or more), or EC on P-256, as Digdir takes.
-func jwkPublic(k map[string]any) (crypto.PublicKey, string) {
+func jwkPublic(k map[string]any) (crypto.PublicKey, error) {
 	var j signer.JWK
 	b, _ := json.Marshal(k)
 	if err := json.Unmarshal(b, &j); err != nil || j.Kty == "EC" && j.Crv != "P-256" {
-		return nil, "an RSA key with n and e, or an EC key of crv P-256 with x and y"
+		return nil, errors.New("an RSA key with n and e, or an EC key of crv P-256 with x and y")
 	}
 	pub, err := j.PublicKey()
 	if err == nil {
 		err = signer.CheckKey(pub)
 	}
-	if err != nil {
-		return nil, err.Error()
+	if r, ok := pub.(*rsa.PublicKey); ok && err == nil && r.E < 3 {
+		err = errors.New("e must be 3 or more")
 	}
-	if r, ok := pub.(*rsa.PublicKey); ok && r.E < 3 {
-		return nil, "e must be 3 or more"
-	}
-	return pub, ""
+	return pub, err
 }

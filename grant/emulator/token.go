@@ -175,20 +175,14 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		}
 	}
 	scopes := strings.Fields(g.scope)
-	var userLogin, notAllowed []string
-	for _, sc := range scopes {
-		switch {
-		case sc == "openid" || sc == "profile": // ID-porten's user login, never Maskinporten's
-			userLogin = append(userLogin, sc)
-		case !slices.Contains(client.Scopes, sc):
-			notAllowed = append(notAllowed, sc)
-		}
+	without := func(keep func(string) bool) string {
+		return strings.Join(slices.DeleteFunc(slices.Clone(scopes), keep), " ")
 	}
-	if len(userLogin) > 0 {
-		return nil, mp("MP-201", strings.Join(userLogin, " "))
+	if login := without(func(sc string) bool { return sc != "openid" && sc != "profile" }); login != "" {
+		return nil, mp("MP-201", login) // ID-porten's user login, never Maskinporten's
 	}
-	if len(notAllowed) > 0 {
-		return nil, mp("MP-200", strings.Join(notAllowed, " "))
+	if bad := without(func(sc string) bool { return slices.Contains(client.Scopes, sc) }); bad != "" {
+		return nil, mp("MP-200", bad)
 	}
 
 	// The access token, with the claims Maskinporten's tokens carry.
@@ -253,7 +247,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
 		"jwks_uri":                              s.JWKSURL(),
 		"token_endpoint_auth_methods_supported": []string{"private_key_jwt"},
 		"grant_types_supported":                 []string{jwtBearer},
-		"token_endpoint_auth_signing_alg_values_supported": []string{"RS256", "RS384", "RS512"},
+		"token_endpoint_auth_signing_alg_values_supported": grantAlgs,
 		"authorization_details_types_supported":            []string{systemUserType, consentType},
 	})
 }
