@@ -175,8 +175,8 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		}
 	}
 	scopes := strings.Fields(g.scope)
-	without := func(keep func(string) bool) string {
-		return strings.Join(slices.DeleteFunc(slices.Clone(scopes), keep), " ")
+	without := func(drop func(string) bool) string {
+		return strings.Join(slices.DeleteFunc(slices.Clone(scopes), drop), " ")
 	}
 	if login := without(func(sc string) bool { return sc != "openid" && sc != "profile" }); login != "" {
 		return nil, mp("MP-201", login) // ID-porten's user login, never Maskinporten's
