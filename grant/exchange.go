@@ -1,6 +1,7 @@
 package grant
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -101,9 +102,7 @@ func tokenError(a *answer) *TokenError {
 		Detail           string `json:"detail"`
 	}
 	if json.Unmarshal(a.body, &body) == nil {
-		e.Code = excerpt(body.Error)
-		e.Description = excerpt(body.ErrorDescription)
-		e.ErrorURI = excerpt(body.ErrorURI)
+		e.Code, e.Description, e.ErrorURI = excerpt(body.Error), excerpt(body.ErrorDescription), excerpt(body.ErrorURI)
 		if e.Code == "" && e.Description == "" {
 			e.Description = excerpt(body.Title + " " + body.Detail)
 		}
@@ -111,11 +110,7 @@ func tokenError(a *answer) *TokenError {
 		e.Description = excerpt(string(a.body))
 	}
 	// The code may be only in error_uri (https://maskinporten.no/errors/MP-121).
-	for _, s := range []string{e.Description, e.ErrorURI, e.Code} {
-		if e.MPCode = mpCode.FindString(s); e.MPCode != "" {
-			break
-		}
-	}
+	e.MPCode = cmp.Or(mpCode.FindString(e.Description), mpCode.FindString(e.ErrorURI), mpCode.FindString(e.Code))
 	e.Hint = hint(e)
 	return e
 }

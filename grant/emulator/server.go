@@ -20,8 +20,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// Server is a Maskinporten emulator shaped like httptest.Server. It is safe
-// for concurrent use.
+// Server is a Maskinporten emulator shaped like httptest.Server, safe for concurrent use.
 type Server struct {
 	URL string // http://127.0.0.1:port without a trailing slash, set by Start or StartOn
 
@@ -130,15 +129,13 @@ func NewUnstartedServer(cfg Config) *Server {
 	return s
 }
 
-// Start starts the server on 127.0.0.1 and a port the system chooses, or
-// panics.
+// Start starts the server on 127.0.0.1 and a port the system chooses, or panics.
 func (s *Server) Start() {
 	s.ts.Start()
 	s.URL = s.ts.URL
 }
 
-// StartOn starts the server listening on addr (host:port, as for
-// net.Listen), for `mp-hsm emulate --listen`.
+// StartOn starts the server on addr (host:port), for `mp-hsm emulate --listen`.
 func (s *Server) StartOn(addr string) error {
 	if s.URL != "" {
 		return errors.New("server already started")
@@ -181,8 +178,7 @@ func (s *Server) JWKSURL() string { return s.URL + "/jwks" }
 // AltinnExchangeURL returns the URL of the emulated Altinn token exchange.
 func (s *Server) AltinnExchangeURL() string { return s.URL + altinnExchangePath }
 
-// PublicKey returns the *rsa.PublicKey that verifies the access tokens and
-// Altinn tokens the server issues (RS256).
+// PublicKey returns the *rsa.PublicKey that verifies the server's access and Altinn tokens (RS256).
 func (s *Server) PublicKey() crypto.PublicKey { return s.cfg.Key.Public() }
 
 // AddClient registers c, replacing any client with the same ID, also while
