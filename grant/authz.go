@@ -23,9 +23,8 @@ const (
 	OrganizationURNPrefix = "urn:altinn:organization:identifier-no:"
 )
 
-// Consent names a consent given in Altinn 3, sent as the authorization
-// detail {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}. The zero
-// value asks for none.
+// Consent names an Altinn 3 consent, sent as the authorization detail
+// {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}; the zero value asks for none.
 type Consent struct {
 	ID string // the consent request's id, a UUID (77ed8698-e619-4066-9eb4-5c1eb3f165a1)
 	// From is PersonURNPrefix and an 11-digit national identity number
@@ -144,9 +143,8 @@ func (c Consent) Validate() error {
 	return nil
 }
 
-// detail is a system user's or a consent's element as sent, its members in
-// the documented order, so that the same element given as
-// AuthorizationDetails is the same claim (and cache key).
+// detail is a system user's or a consent's element, its members in the documented order:
+// the same element given as AuthorizationDetails is then the same claim (and cache key).
 func detail(typ, systemUserOrg string, c Consent) json.RawMessage {
 	type partyOrg struct {
 		Authority string `json:"authority"`
@@ -165,10 +163,9 @@ func detail(typ, systemUserOrg string, c Consent) json.RawMessage {
 	return b
 }
 
-// MaskParty returns a party's URN for messages and logs: an organisation's
-// as it is, anything else (it may hold an identity number, perhaps
-// mistyped) masked by MaskPID from the ':'-separated part with its first
-// digit on (without a digit: after its last ':').
+// MaskParty returns a party's URN for messages and logs: an organisation's as it is,
+// anything else (it may hold an identity number, perhaps mistyped) masked by MaskPID
+// from the ':'-separated part with its first digit on (without a digit: after its last ':').
 func MaskParty(urn string) string {
 	if org, ok := strings.CutPrefix(urn, OrganizationURNPrefix); ok && ValidOrgNumber(org) {
 		return urn

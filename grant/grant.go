@@ -13,9 +13,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// Config describes a Maskinporten client and its key; ClientID, Signer and
-// Environment are required. It is safe for concurrent use, but must not be
-// modified after its first use.
+// Config describes a Maskinporten client and its key; ClientID, Signer and Environment are
+// required. It is safe for concurrent use, but must not be modified after its first use.
 type Config struct {
 	ClientID string        // the client's id in Maskinporten, the grant's iss
 	Signer   signer.Signer // signs grants; its chain is sent as x5c unless KeyID is set

@@ -37,9 +37,8 @@ type Request struct {
 	SystemUserOrg string
 	// Consent, if not zero, asks for a consent token (a ConsentType detail).
 	Consent Consent
-	// AuthorizationDetails is an RFC 9396 JSON array, checked by
-	// ParseAuthorizationDetails, whose elements are sent after the system
-	// user's and the consent's.
+	// AuthorizationDetails is an RFC 9396 JSON array (ParseAuthorizationDetails checks
+	// it), its elements sent after the system user's and the consent's.
 	AuthorizationDetails json.RawMessage
 	// Lifetime is the grant's exp - iat, MinLifetime to MaxLifetime in whole
 	// seconds; if zero, DefaultLifetime. The token's lifetime is the client's.
@@ -152,9 +151,8 @@ func ValidOrgNumber(s string) bool {
 	return len(s) == 9 && allDigits(s) && mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2}) == int(s[8]-'0')
 }
 
-// ValidPID reports whether s is a Norwegian personal identification number
-// (fødselsnummer, D-number or synthetic): eleven digits, the last two
-// modulus-11 check digits; the date is not checked.
+// ValidPID reports whether s is a Norwegian personal identification number (fødselsnummer,
+// D-number or synthetic): eleven digits, the last two modulus-11 check digits; no date check.
 func ValidPID(s string) bool {
 	return len(s) == 11 && allDigits(s) && mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2}) == int(s[9]-'0') &&
 		mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2}) == int(s[10]-'0')

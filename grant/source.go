@@ -28,9 +28,8 @@ func (c *Config) TokenSource(ctx context.Context, req Request) oauth2.TokenSourc
 	return c.reuse(ctx, req, false)
 }
 
-// AltinnTokenSource returns a token source of Altinn tokens for req, reused
-// as TokenSource's are, each exchanged (AltinnToken) for a new Maskinporten
-// token so that it lives as long as it can.
+// AltinnTokenSource returns a source of Altinn tokens for req, reused as TokenSource's are,
+// each exchanged (AltinnToken) for a new Maskinporten token so that it lives as long as it can.
 func (c *Config) AltinnTokenSource(ctx context.Context, req Request) oauth2.TokenSource {
 	return c.reuse(ctx, req, true)
 }
@@ -74,9 +73,8 @@ func (s *source) Token() (*oauth2.Token, error) {
 	return nil, err
 }
 
-// reusing is TokenSource's source: a reused source, replaced when the
-// signer's certificate changes (a new key gets a new token at once) and when
-// Client's transport drops a token an API refused.
+// reusing is TokenSource's source: a reused source, replaced when the signer's certificate
+// changes (a new key gets a new token at once) and when Client's transport drops a token.
 type reusing struct {
 	src source // the template of each new source
 	cur atomic.Pointer[reused]
@@ -127,12 +125,11 @@ func (r *reusing) invalidate(t *oauth2.Token) {
 	}
 }
 
-// Client returns an HTTP client that authorises its requests with tokens
-// from c.TokenSource(ctx, req), over c.HTTPClient (if nil: a 30-second
-// timeout and Go's defaults). If an API answers 401, the token is dropped
-// and the request sent once more with a new one if its body can be sent
-// again. Unlike oauth2.Transport, it sends no token to another host a
-// redirect leads to.
+// Client returns an HTTP client that authorises its requests with tokens from
+// c.TokenSource(ctx, req), over c.HTTPClient (if nil: a 30-second timeout and Go's
+// defaults). If an API answers 401, the token is dropped and the request sent once more
+// with a new one if its body can be sent again. Unlike oauth2.Transport, it sends no
+// token to another host a redirect leads to.
 func (c *Config) Client(ctx context.Context, req Request) *http.Client {
 	hc := *cmp.Or(c.HTTPClient, &http.Client{Timeout: defaultHTTPClient.Timeout})
 	hc.Transport = &transport{src: c.reuse(ctx, req, false), base: cmp.Or(hc.Transport, http.DefaultTransport)}

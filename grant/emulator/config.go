@@ -23,10 +23,9 @@ type Config struct {
 	// Key signs the access tokens (RS256; kid is its RFC 7638 thumbprint);
 	// if nil, a fresh 2048-bit RSA key.
 	Key crypto.Signer
-	// AdminClient is the ID of the organisation's self-service client: its
-	// tokens with idporten:dcr.read read, and with idporten:dcr.write
-	// change, the keys of its organisation's clients (Server.AdminAPIURL).
-	// If empty, that API is not served.
+	// AdminClient is the ID of the organisation's self-service client, whose tokens read
+	// (idporten:dcr.read) and change (idporten:dcr.write) the keys of the organisation's
+	// clients (Server.AdminAPIURL). If empty, that API is not served.
 	AdminClient string
 	// Consents are the Altinn 3 consents grants may name; an unknown id,
 	// another from or organisation, or one past ValidTo gets 400

@@ -278,14 +278,13 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 		inter.AddCert(c)
 	}
 	_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	if err == nil {
-		return nil
-	}
-	var unknown x509.UnknownAuthorityError
-	if errors.As(err, &unknown) {
+	switch {
+	case errors.As(err, new(x509.UnknownAuthorityError)):
 		return mp("MP-120", "The certificate chain does not lead to a trusted root; is it a production certificate in test, or the other way round?")
+	case err != nil:
+		return mp("MP-120", "The certificate chain does not verify: "+err.Error()+".")
 	}
-	return mp("MP-120", "The certificate chain does not verify: "+err.Error()+".")
+	return nil
 }
 
 func isDigits(s string, n int) bool {

@@ -64,9 +64,8 @@ func NewTest(tb testing.TB, cfg Config) *Server {
 	return s
 }
 
-// NewUnstartedServer returns a new emulator that is not yet listening; call
-// Start or StartOn. It panics on a Key that is not RSA, and on a client or
-// consent that AddClient or Config.Consents refuse.
+// NewUnstartedServer returns an emulator not yet listening (call Start or StartOn). It
+// panics on a Key that is not RSA, and on a client or consent AddClient or Consents refuse.
 func NewUnstartedServer(cfg Config) *Server {
 	for d, def := range map[*time.Duration]time.Duration{&cfg.TokenLifetime: 120 * time.Second, &cfg.MaxGrantLifetime: 120 * time.Second, &cfg.ClockSkew: 10 * time.Second} {
 		if *d <= 0 {
@@ -280,9 +279,8 @@ func (s *Server) locked(f func()) {
 
 func (s *Server) count(f func(st *Stats)) { s.locked(func() { f(&s.stats) }) }
 
-// FailNext makes the next n requests to /token answer status (such as 503)
-// with a Maskinporten-shaped error, before looking at the grant; 503 and 429
-// carry Retry-After: 1.
+// FailNext makes the next n requests to /token answer status (such as 503) with a
+// Maskinporten-shaped error, before looking at the grant; 503 and 429 carry Retry-After: 1.
 func (s *Server) FailNext(n int, status int) { s.locked(func() { s.failN, s.failStatus = n, status }) }
 
 // SetLatency delays every answer by d; Close cuts the delay short.

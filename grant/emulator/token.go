@@ -54,9 +54,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, tok)
 }
 
-// issue applies every rule of the token endpoint, in the order of the
-// grant's life: request, JWT, client and key, signature, audience, time,
-// reuse, and last what the client asks for.
+// issue applies every rule of the token endpoint in the order of the grant's life: request,
+// JWT, client and key, signature, audience, time, reuse, and last what the client asks for.
 func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string) (*tokenAnswer, *rejection) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
