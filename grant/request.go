@@ -66,13 +66,11 @@ func (r Request) normalize() (*normRequest, error) {
 	n := &normRequest{Request: r}
 	for _, v := range r.Scopes {
 		for s := range strings.SplitSeq(v, " ") {
-			if s == "" {
-				continue
-			}
-			if !ValidScope(s) {
+			switch {
+			case s == "" || slices.Contains(n.scopes, s):
+			case !ValidScope(s):
 				return nil, &ValidationError{Field: "scope", Value: s, Reason: "a scope may not hold whitespace, control characters, '\"', '\\' or non-ASCII characters"}
-			}
-			if !slices.Contains(n.scopes, s) {
+			default:
 				n.scopes = append(n.scopes, s)
 			}
 		}

@@ -112,11 +112,10 @@ func (g *grant) readClaims(raw jwt.MapClaims) *rejection {
 	if len(unknown) > 0 {
 		return mp("MP-011", "Claims not allowed in a grant: "+strings.Join(unknown, ", ")+".")
 	}
-	missing := func(name string) *rejection { return mp("MP-011", "The grant has no "+name+" claim.") }
 	str := func(name string, dst *string, required bool) *rejection {
 		v, ok := raw[name]
 		if !ok && required {
-			return missing(name)
+			return mp("MP-011", "The grant has no "+name+" claim.")
 		}
 		if *dst, _ = v.(string); ok && *dst == "" {
 			return mp("MP-011", "Claim "+name+" must be a non-empty string.")
@@ -126,7 +125,7 @@ func (g *grant) readClaims(raw jwt.MapClaims) *rejection {
 	date := func(name string, dst *time.Time) *rejection {
 		v, ok := raw[name]
 		if !ok {
-			return missing(name)
+			return mp("MP-011", "The grant has no "+name+" claim.")
 		}
 		f, ok := v.(float64)
 		if !ok || f < 0 || math.IsInf(f, 0) {
