@@ -62,10 +62,9 @@ func (e Environment) Validate(allowInsecure bool) error {
 	return nil
 }
 
-// CheckEndpoint is the rule for every URL mp-hsm sends a credential to: an
-// absolute https URL with a host, without credentials or a fragment; http
-// only for loopback hosts unless allowInsecure. A refusal is a *ConfigError
-// naming field, with any credentials in the URL redacted.
+// CheckEndpoint is the rule for every URL mp-hsm sends a credential to: an absolute https
+// URL with a host, without credentials or a fragment; http only for loopback hosts unless
+// allowInsecure. A refusal is a *ConfigError naming field, credentials redacted.
 func CheckEndpoint(field, raw string, allowInsecure bool) error {
 	if raw == "" {
 		return &ConfigError{Field: field, Reason: "missing"}
@@ -103,10 +102,9 @@ var urlCredentials = regexp.MustCompile(`(?s)://.*@`)
 // redactURL returns raw with its credentials replaced, even if raw does not parse.
 func redactURL(raw string) string { return urlCredentials.ReplaceAllLiteralString(raw, "://REDACTED@") }
 
-// Discover fetches the authorization server metadata (RFC 8414) at
-// metadataURL and returns the Environment it describes (Name and
-// AltinnExchange from the preset with its issuer), in one request. If client
-// is nil, one with a 30-second timeout. The URLs must pass CheckEndpoint.
+// Discover fetches the RFC 8414 metadata at metadataURL in one request and returns the
+// Environment it describes (Name and AltinnExchange from the preset with its issuer). If
+// client is nil, one with a 30-second timeout. The URLs must pass CheckEndpoint.
 func Discover(ctx context.Context, client *http.Client, metadataURL string, allowInsecure bool) (Environment, error) {
 	if err := CheckEndpoint("metadata URL", metadataURL, allowInsecure); err != nil {
 		return Environment{}, err
@@ -173,10 +171,9 @@ var issuingCAs = map[string]string{
 	"Commfides Legal Person - G3":       "prod",
 }
 
-// EnvironmentForCertificate returns the preset, Test or Prod, that accepts
-// the enterprise certificate cert by its Buypass or Commfides issuing CA:
-// the one place the environment is inferred from a certificate. For other
-// issuers the error matches ErrUnknownIssuer.
+// EnvironmentForCertificate returns the preset, Test or Prod, that accepts the enterprise
+// certificate cert by its Buypass or Commfides issuing CA: the one place the environment
+// is inferred from a certificate. For other issuers the error matches ErrUnknownIssuer.
 func EnvironmentForCertificate(cert *x509.Certificate) (Environment, error) {
 	if cert == nil {
 		return Environment{}, fmt.Errorf("%w: no certificate", ErrUnknownIssuer)

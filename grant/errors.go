@@ -7,10 +7,9 @@ import (
 	"time"
 )
 
-// Sentinel errors. Every error of this package matches at most one of
-// ErrInvalidRequest and ErrInvalidConfig (fix the input; nothing was sent),
-// ErrRefused (4xx; retrying will not help), ErrUnavailable (network, timeout
-// or 5xx after the retries) and ErrBadResponse (an unusable 2xx answer).
+// Sentinel errors. Every error of this package matches at most one of ErrInvalidRequest and
+// ErrInvalidConfig (fix the input; nothing was sent), ErrRefused (4xx; retrying will not
+// help), ErrUnavailable (network, timeout or 5xx after the retries) and ErrBadResponse.
 var (
 	// ErrInvalidRequest is matched by a *ValidationError.
 	ErrInvalidRequest = errors.New("grant: invalid request")

@@ -37,11 +37,10 @@ func (t *Token) LogValue() slog.Value {
 		slog.Int("expires_in", t.ExpiresIn), slog.Time("expiry", t.Expiry))
 }
 
-// Exchange gets a new access token for req, without a cache (TokenSource has
-// one). If req or c is invalid, nothing is sent. Network errors and 5xx
-// answers are retried (three attempts within ctx's deadline), each with a
-// new grant, never the same one; a 4xx answer is a *TokenError matching
-// ErrRefused, with a hint.
+// Exchange gets a new access token for req, without a cache (TokenSource has one). If req
+// or c is invalid, nothing is sent. Network errors and 5xx answers are retried (three
+// attempts within ctx's deadline), each with a new grant, never the same one; a 4xx answer
+// is a *TokenError matching ErrRefused, with a hint.
 func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
 	k, n, err := c.prepare(req)
 	if err != nil {

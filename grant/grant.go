@@ -41,11 +41,10 @@ type Config struct {
 	wait      func(ctx context.Context, d time.Duration) // for tests: the sleep before a retry; nil means a timer
 }
 
-// Grant returns a new signed grant for req (an RFC 7523 JWT with a new jti:
-// a grant can be used once). The header holds alg and x5c or kid; the claims
-// are aud, iss, iat, exp, jti, scope, and those req sets (resource,
-// consumer_org, iss_onbehalfof, pid, authorization_details): no others, as
-// Maskinporten refuses unknown claims.
+// Grant returns a new signed grant for req (an RFC 7523 JWT with a new jti: a grant can be
+// used once). The header holds alg and x5c or kid; the claims are aud, iss, iat, exp, jti,
+// scope, and those req sets (resource, consumer_org, iss_onbehalfof, pid,
+// authorization_details): no others, as Maskinporten refuses unknown claims.
 func (c *Config) Grant(req Request) (string, error) {
 	k, n, err := c.prepare(req)
 	if err != nil {

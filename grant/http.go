@@ -60,9 +60,8 @@ type answer struct {
 	attempts int
 }
 
-// send makes up to maxAttempts requests, each built anew by build (a new
-// grant each time), retrying network errors and 5xx answers after a backoff
-// with jitter within ctx.
+// send makes up to maxAttempts requests, each built anew by build (a new grant each time),
+// retrying network errors and 5xx answers after a backoff with jitter within ctx.
 func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.Request, error)) (*answer, error) {
 	log := c.logger()
 	hc := cmp.Or(c.HTTPClient, defaultHTTPClient)

@@ -16,8 +16,7 @@ const (
 	MaxLifetime     = 120 * time.Second // Maskinporten's documented limit
 )
 
-// Request is the claims of a grant that vary from one token to another.
-// Scopes is required.
+// Request is the claims of a grant that vary from one token to another; Scopes is required.
 type Request struct {
 	// Scopes are RFC 6749 scope tokens (case-sensitive); an element may hold
 	// several separated by spaces. Order is kept, duplicates are dropped.

@@ -19,11 +19,10 @@ const refreshMargin = 30 * time.Second
 // TokenSource returns an oauth2.TokenSource of Maskinporten tokens for req:
 // oauth2.ReuseTokenSourceWithExpiry over Exchange, requests made with ctx.
 //
-// A token is reused until 30 s before it expires, or until half its life is
-// gone if that comes later. If its replacement fails while it still has a
-// tenth of its life left (at most 10 s), it is handed out again and the next
-// try comes a twentieth of its life later (at most 5 s). One request runs at
-// a time; other callers wait for it.
+// A token is reused until 30 s before it expires, or until half its life is gone if that
+// comes later. If its replacement fails while it still has a tenth of its life left (at
+// most 10 s), it is handed out again and the next try comes a twentieth of its life later
+// (at most 5 s). One request runs at a time; other callers wait for it.
 func (c *Config) TokenSource(ctx context.Context, req Request) oauth2.TokenSource {
 	return c.reuse(ctx, req, false)
 }

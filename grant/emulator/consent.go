@@ -8,10 +8,9 @@ import (
 // consentType is the authorization_details type of a consent token.
 const consentType = "urn:altinn:consent"
 
-// Consent is a consent given in Altinn 3 that a grant may name in
-// authorization_details as {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"}
-// to get a consent token, whose element also carries to, consented, validTo
-// and consentRights.
+// Consent is an Altinn 3 consent a grant may name in authorization_details as
+// {"type":"urn:altinn:consent","id":"<ID>","from":"<From>"} to get a consent token, whose
+// element also carries to, consented, validTo and consentRights.
 type Consent struct {
 	ID string // the consent request's id, a UUID
 	// From is who gave the consent: urn:altinn:person:identifier-no:<11

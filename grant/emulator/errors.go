@@ -80,8 +80,7 @@ func injected(status int) *rejection {
 	return r
 }
 
-// write sends the rejection; error_uri is issuer + "errors/MP-200" as the
-// real service builds it.
+// write sends the rejection; error_uri is issuer + "errors/MP-200" as Maskinporten has it.
 func (r *rejection) write(w http.ResponseWriter, issuer string) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])

@@ -177,8 +177,7 @@ func (g *grant) readClaims(raw jwt.MapClaims) *rejection {
 	return nil
 }
 
-// audience checks the aud claim: one JSON string, exactly the issuer with
-// its trailing slash.
+// audience checks the aud claim: one JSON string, the issuer with its trailing slash.
 func audience(raw any, issuer, tokenURL string) *rejection {
 	switch aud, ok := raw.(string); {
 	case !ok:

@@ -237,8 +237,7 @@ func orgID(orgnr string) map[string]string {
 	return map[string]string{"authority": "iso6523-actorid-upis", "ID": "0192:" + orgnr}
 }
 
-// serveMetadata serves the authorization server metadata (RFC 8414)
-// Maskinporten publishes, restricted to what the emulator does.
+// serveMetadata serves Maskinporten's RFC 8414 metadata, restricted to what the emulator does.
 func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"issuer":                                s.Issuer(),
