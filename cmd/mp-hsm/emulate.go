@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"crypto"
 	"encoding/json"
 	"errors"
@@ -229,11 +228,6 @@ func readJWKS(path string) (map[string]crypto.PublicKey, error) {
 	return out, nil
 }
 
-// emulateFile is a parsed emulate --config file.
-type emulateFile struct {
-	Clients []emulateClient `toml:"client"`
-}
-
 // emulateClient is one [[client]] table of an emulate --config file.
 type emulateClient struct {
 	ClientID      string   `toml:"client-id"`
@@ -245,9 +239,6 @@ type emulateClient struct {
 	Consents      []string `toml:"consents"`
 }
 
-// emulateClientFields are a [[client]] table's fields, for errors.
-const emulateClientFields = "client-id, org-number, scopes, delegated-by, system-user-org, jwks, consents"
-
 // readEmulateFile reads an emulate --config file's clients and consents; a
 // jwks path is relative to the file.
 func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error) {
@@ -258,7 +249,9 @@ func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error)
 	if err != nil {
 		return nil, nil, usagef("emulate --config %v", err)
 	}
-	var f emulateFile
+	var f struct {
+		Clients []emulateClient `toml:"client"`
+	}
 	md, err := decodeTOML(data, &f)
 	if err != nil {
 		return bad("%v", err)
@@ -266,7 +259,7 @@ func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error)
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0]
 		if len(k) > 1 && k[0] == "client" {
-			return bad("[[client]]: unknown field %q (want %s)", k[len(k)-1], emulateClientFields)
+			return bad("[[client]]: unknown field %q (want client-id, org-number, scopes, delegated-by, system-user-org, jwks, consents)", k[len(k)-1])
 		}
 		return bad("unknown key %q (the file holds [[client]] tables only)", k.String())
 	}
@@ -305,26 +298,18 @@ func checkEmulateClient(c emulator.Client) error {
 	if c.ID == "" {
 		return errors.New("no client-id")
 	}
-	err := checkOrgNumber("org-number", c.OrgNumber)
-	for _, o := range c.DelegatedBy {
-		err = cmp.Or(err, checkOrgNumber("delegated-by", o))
+	if c.OrgNumber == "" {
+		return fmt.Errorf("client %q: no org-number", c.ID)
 	}
-	for _, o := range c.SystemUserOrgs {
-		err = cmp.Or(err, checkOrgNumber("system-user-org", o))
-	}
-	if err != nil {
-		return fmt.Errorf("client %q: %w", c.ID, err)
-	}
-	return nil
-}
-
-// checkOrgNumber says whether org, given as name, is 9 digits.
-func checkOrgNumber(name, org string) error {
-	if org == "" {
-		return fmt.Errorf("no %s", name)
-	}
-	if len(org) != 9 || strings.Trim(org, "0123456789") != "" {
-		return fmt.Errorf("%s %q: want 9 digits", name, org)
+	for _, f := range []struct {
+		name string
+		orgs []string
+	}{{"org-number", []string{c.OrgNumber}}, {"delegated-by", c.DelegatedBy}, {"system-user-org", c.SystemUserOrgs}} {
+		for _, o := range f.orgs {
+			if len(o) != 9 || strings.Trim(o, "0123456789") != "" {
+				return fmt.Errorf("client %q: %s %q: want 9 digits", c.ID, f.name, o)
+			}
+		}
 	}
 	return nil
 }

@@ -179,7 +179,11 @@ func (ks *keySetup) explain(err error) error {
 		how := map[string]string{"default": "the first default module found", "flag": "--module (MP_HSM_MODULE)", "uri": "the --key URI's module-path"}[ks.moduleSource]
 		err = fmt.Errorf("%w\nthe module was %s (%s); if the token is behind another module, choose it with --module PATH", err, ks.cfg.Module, how)
 	}
-	return explainEnvSelectors(err, ks.fromEnv)
+	if len(ks.fromEnv) > 0 {
+		err = fmt.Errorf("%w\nfrom the environment: %s (a --key-id, --key-label or --key flag replaces the key's variables; --slot, --token-label or --token-serial the token's)",
+			err, strings.Join(ks.fromEnv, ", "))
+	}
+	return err
 }
 
 // explainKeyError adds to a selection error the flags that pick each candidate.
@@ -294,13 +298,4 @@ func envOrigin(c *cli.Context, name, v string) string {
 		}
 	}
 	return ""
-}
-
-// explainEnvSelectors adds the selectors from the environment to err.
-func explainEnvSelectors(err error, fromEnv []string) error {
-	if err == nil || len(fromEnv) == 0 {
-		return err
-	}
-	return fmt.Errorf("%w\nfrom the environment: %s (a --key-id, --key-label or --key flag replaces the key's variables; --slot, --token-label or --token-serial the token's)",
-		err, strings.Join(fromEnv, ", "))
 }

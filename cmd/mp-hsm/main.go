@@ -317,20 +317,12 @@ func exitCode(err error) int {
 	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, grant.ErrBadResponse),
 		errors.Is(err, context.DeadlineExceeded):
 		return exitUnavailable
-	case isTokenProblem(err):
-		return exitToken
+	case tokenerr.Kind(err) != nil, errors.As(err, new(*safefile.Error)), // a PIN file's: other files' errors are usage errors
+		errors.Is(err, signer.ErrKeyTooSmall), errors.Is(err, signer.ErrCertificateMismatch),
+		errors.Is(err, signer.ErrUnsupportedKey), errors.Is(err, grant.ErrEnvironmentMismatch), errors.Is(err, errNoPIN):
+		return exitToken // a module, token, key, PIN or certificate error
 	}
 	return exitInternal
-}
-
-// isTokenProblem reports a module, token, key, PIN or certificate error; it
-// needs no PKCS#11, as every hsm error matches a tokenerr sentinel.
-func isTokenProblem(err error) bool {
-	var pf *safefile.Error // a PIN file's: other files' errors are usage errors
-	return tokenerr.Kind(err) != nil || errors.As(err, &pf) ||
-		errors.Is(err, signer.ErrKeyTooSmall) || errors.Is(err, signer.ErrCertificateMismatch) ||
-		errors.Is(err, signer.ErrUnsupportedKey) || errors.Is(err, grant.ErrEnvironmentMismatch) ||
-		errors.Is(err, errNoPIN)
 }
 
 // doctorExit returns a failed check's exit code: that of an error the
