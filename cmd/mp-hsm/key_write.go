@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -243,7 +242,7 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 		cn := textsafe.Escape(cert.Subject.CommonName)
 		wr := certWrite{cert: cert, id: cert.SubjectKeyId, label: cert.Subject.CommonName}
 		for _, k := range keys {
-			if publicEqual(k.Public, cert.PublicKey) {
+			if signer.MatchCertificate(k.Public, cert) == nil {
 				wr = certWrite{cert: cert, id: k.ID, label: k.Label, forKey: true, key: textsafe.Escape(k.String())}
 				break
 			}
@@ -253,7 +252,7 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 			switch {
 			case bytes.Equal(o.Cert.Raw, cert.Raw):
 				there = true
-			case wr.forKey && publicEqual(o.Cert.PublicKey, cert.PublicKey) && !bytes.Equal(o.Cert.RawIssuer, cert.RawIssuer):
+			case wr.forKey && signer.MatchCertificate(o.Cert.PublicKey, cert) == nil && !bytes.Equal(o.Cert.RawIssuer, cert.RawIssuer):
 				wr.replaces = append(wr.replaces, o.Cert)
 			}
 		}
@@ -287,13 +286,13 @@ func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 		if len(done) == 0 {
 			return fmt.Errorf("%w\nnothing was written", err)
 		}
-		return fmt.Errorf("%w\nalready written: %s (see mp-hsm list); import the rest from a file without them", err, joinQuoted(done))
+		return fmt.Errorf("%w\nalready written: %s (see mp-hsm list); import the rest from a file without them", err, strings.Join(done, ", "))
 	}
 	for _, wr := range plan {
 		if err := tok.WriteCertificate(wr.cert, wr.id, wr.label); err != nil && !(errors.Is(err, hsm.ErrObjectExists) && !wr.forKey) {
 			return fail(err)
 		}
-		done = append(done, textsafe.Escape(wr.cert.Subject.CommonName))
+		done = append(done, strconv.Quote(textsafe.Escape(wr.cert.Subject.CommonName)))
 		for _, old := range wr.replaces {
 			if _, err := tok.DeleteCertificate(old); err != nil {
 				return fmt.Errorf("%w\ncertificate %q is written beside key %s, but the old one, %q, is still there: remove it with pkcs11-tool --login --delete-object --type cert --id %x",
@@ -320,17 +319,4 @@ func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 		}
 	}
 	return nil
-}
-
-func publicEqual(a, b crypto.PublicKey) bool {
-	pa, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && pa.Equal(b)
-}
-
-func joinQuoted(s []string) string {
-	q := make([]string, len(s))
-	for i, v := range s {
-		q[i] = strconv.Quote(v)
-	}
-	return strings.Join(q, ", ")
 }
