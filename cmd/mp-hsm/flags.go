@@ -193,18 +193,12 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 	origin = "the terminal"
 	switch {
 	case pinFile != "":
-		explicit, origin = func() ([]byte, error) { return e.readSecretFile("PIN file", pinFile, safefile.MaxPIN) }, "the PIN file "+pinFile
+		origin = "the PIN file " + pinFile
 	case e.getenv("MP_HSM_PIN") != "":
 		origin = "MP_HSM_PIN"
-		explicit = func() ([]byte, error) {
-			v := e.getenv("MP_HSM_PIN")
-			if v == "" {
-				return nil, errNoPIN
-			}
-			return []byte(v), nil
-		}
+		explicit = func() ([]byte, error) { return []byte(e.getenv("MP_HSM_PIN")), nil }
 	case uri != nil && uri.PINFile() != "":
-		explicit, origin = func() ([]byte, error) { return e.readSecretFile("PIN file", uri.PINFile(), safefile.MaxPIN) }, "the --key URI's pin-source"
+		pinFile, origin = uri.PINFile(), "the --key URI's pin-source"
 	default:
 		explicit = fromURI
 		if uri != nil && uri.PINSource != "" {
@@ -213,10 +207,15 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 			origin = "the --key URI's pin-value"
 		}
 	}
-	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if pinFile != "" {
+		explicit = func() ([]byte, error) { return e.readSecretFile("PIN file", pinFile, safefile.MaxPIN) }
+	}
+	prompt = func() ([]byte, error) { return nil, errNoPIN }
+	if isTerminal(e.stdin) {
+		fd := int(e.stdin.(*os.File).Fd())
 		prompt = func() ([]byte, error) {
 			fmt.Fprint(e.stderr, "PIN: ")
-			pin, err := term.ReadPassword(int(f.Fd()))
+			pin, err := term.ReadPassword(fd)
 			fmt.Fprintln(e.stderr)
 			if err != nil {
 				return nil, fmt.Errorf("reading the PIN from the terminal: %w", err)
@@ -226,8 +225,6 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 			}
 			return pin, nil
 		}
-	} else {
-		prompt = func() ([]byte, error) { return nil, errNoPIN }
 	}
 	return explicit, prompt, origin
 }
