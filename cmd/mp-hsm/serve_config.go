@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,13 +13,12 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
-	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
-// A serve --config file holds serve flags by long name (through altsrc, so
-// flags and variables win) and [[client]] tables; it is checked here first
+// A serve --config file holds serve flags by long name (flags and variables
+// win) and [[client]] tables; it is checked here first
 // so that a mistake is named by file, client and field.
 
 // clientSection is one [[client]] table.
@@ -73,7 +73,7 @@ func decodeList(dst *[]string, v any, numbers bool) error {
 // serveFile is a parsed --config file.
 type serveFile struct {
 	path    string
-	values  map[any]any // flag values for altsrc, by long name
+	values  map[string]any // flag values by long name
 	clients []clientSection
 	applied map[string]bool // the flags the file set (no flag or variable did)
 }
@@ -94,7 +94,7 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 	if holdsPINValue(raw) && safefile.ReadableByOthers(fi) {
 		return bad("holds a pin-value, and group or others can read the file (mode %04o): make it readable by its owner only (chmod 600 %s), or better give the PIN with pin-file", fi.Mode().Perm(), path)
 	}
-	sf := &serveFile{path: path, values: map[any]any{}, applied: map[string]bool{}}
+	sf := &serveFile{path: path, values: map[string]any{}, applied: map[string]bool{}}
 	if v, ok := raw["client"]; ok {
 		tables, ok := v.([]map[string]any)
 		if !ok {
@@ -215,16 +215,16 @@ func holdsPINValue(v any) bool {
 	return false
 }
 
-// flagValue checks a file value for flag f, typed as altsrc wants it.
+// flagValue checks a file value for flag f.
 func flagValue(f cli.Flag, v any) (any, error) {
 	var want string
 	switch f.(type) {
-	case *altsrc.StringFlag:
+	case *cli.StringFlag:
 		if _, ok := v.(string); ok {
 			return v, nil
 		}
 		want = "a string"
-	case *altsrc.StringSliceFlag:
+	case *cli.StringSliceFlag:
 		if s, ok := v.(string); ok {
 			v = []any{s}
 		}
@@ -235,18 +235,18 @@ func flagValue(f cli.Flag, v any) (any, error) {
 		if len(l) == 0 {
 			return nil, errors.New("[] holds no entry; leave it out for its default, or name at least one value")
 		}
-		return v, nil
-	case *altsrc.BoolFlag:
+		return l, nil
+	case *cli.BoolFlag:
 		if _, ok := v.(bool); ok {
 			return v, nil
 		}
 		want = "true or false"
-	case *altsrc.IntFlag:
+	case *cli.IntFlag:
 		if n, ok := v.(int64); ok && int64(int(n)) == n {
 			return int(n), nil
 		}
 		want = "an integer"
-	case *altsrc.DurationFlag:
+	case *cli.DurationFlag:
 		want = "a duration such as \"30s\""
 		if s, ok := v.(string); ok {
 			if _, err := time.ParseDuration(s); err != nil {
@@ -275,30 +275,9 @@ func tomlType(v any) string {
 	return fmt.Sprintf("a %T", v) // float64, bool, time.Time
 }
 
-// withConfigFile makes the flags settable from the --config file (altsrc).
-func withConfigFile(flags []cli.Flag) []cli.Flag {
-	out := make([]cli.Flag, len(flags))
-	for i, f := range flags {
-		switch f := f.(type) {
-		case *cli.StringFlag:
-			out[i] = altsrc.NewStringFlag(f)
-		case *cli.StringSliceFlag:
-			out[i] = altsrc.NewStringSliceFlag(f)
-		case *cli.BoolFlag:
-			out[i] = altsrc.NewBoolFlag(f)
-		case *cli.IntFlag:
-			out[i] = altsrc.NewIntFlag(f)
-		case *cli.DurationFlag:
-			out[i] = altsrc.NewDurationFlag(f)
-		default:
-			out[i] = f
-		}
-	}
-	return out
-}
-
-// applyConfigFile is serve's Before: --config fills the flags not set, and
-// its clients are kept for the action.
+// applyConfigFile is serve's Before: --config fills the flags that no flag
+// or variable (even an empty one) set, and its clients are kept for the
+// action.
 func (e *env) applyConfigFile(c *cli.Context) error {
 	e.serveFile = nil
 	path := c.String("config")
@@ -309,12 +288,20 @@ func (e *env) applyConfigFile(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	for k := range sf.values {
-		sf.applied[k.(string)] = !c.IsSet(k.(string))
-	}
-	src := altsrc.NewMapInputSource(path, sf.values)
-	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
-		return usagef("config %s: %v", path, err)
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		v, ok := sf.values[name]
+		inEnv := slices.ContainsFunc(f.(interface{ GetEnvVars() []string }).GetEnvVars(), func(n string) bool { _, ok := os.LookupEnv(n); return ok })
+		if !ok || inEnv || c.IsSet(name) {
+			continue
+		}
+		if l, ok := v.([]string); ok {
+			v = cli.NewStringSlice(l...).Serialize() // taken whole, not split at commas
+		}
+		if err := c.Set(name, fmt.Sprint(v)); err != nil {
+			return usagef("config %s: %s: %v", path, name, err)
+		}
+		sf.applied[name] = true
 	}
 	e.serveFile = sf
 	return nil
@@ -335,7 +322,7 @@ func (e *env) reloadContext(c *cli.Context) (*env, *cli.Context, error) {
 			continue
 		}
 		vals := c.StringSlice(name)
-		if _, ok := f.(*altsrc.StringSliceFlag); !ok {
+		if _, ok := f.(*cli.StringSliceFlag); !ok {
 			vals = []string{fmt.Sprint(c.Value(name))}
 		}
 		for _, v := range vals {

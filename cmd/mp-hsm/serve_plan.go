@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
-	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -91,7 +90,7 @@ func socketMode(c *cli.Context) (os.FileMode, error) {
 // everything.
 func emptyListFlag(c *cli.Context) error {
 	for _, f := range c.Command.Flags {
-		sf, ok := f.(*altsrc.StringSliceFlag)
+		sf, ok := f.(*cli.StringSliceFlag)
 		if !ok || !c.IsSet(sf.Name) {
 			continue
 		}
