@@ -69,34 +69,6 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 	return envr, how, grant.CheckEnvironment(envr, chain)
 }
 
-// grantConfig builds the grant.Config for the key s and the flags.
-func (e *env) grantConfig(ctx context.Context, c *cli.Context, s signer.Signer) (*grant.Config, error) {
-	clientID, err := clientIDFlag(c)
-	if err != nil {
-		return nil, err
-	}
-	envr, how, err := e.resolveEnvironment(ctx, c, s.Chain())
-	if err != nil {
-		return nil, err
-	}
-	e.log.Debug("Maskinporten environment", "issuer", envr.Issuer, "token_endpoint", envr.TokenEndpoint, "from", how)
-	kid := c.String("kid")
-	if kid == "" && len(s.Chain()) == 0 {
-		return nil, withCode(exitToken, errors.New("the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate"))
-	}
-	return &grant.Config{ClientID: clientID, Signer: s, Algorithm: c.String("alg"), KeyID: kid, Environment: envr,
-		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}, nil
-}
-
-// clientIDFlag returns --client-id, required; checked before the token opens.
-func clientIDFlag(c *cli.Context) (string, error) {
-	id := strings.TrimSpace(c.String("client-id"))
-	if id == "" {
-		return "", usagef("missing --client-id (or MP_HSM_CLIENT_ID or MASKINPORTEN_CLIENT_ID): the Maskinporten client the grant is for")
-	}
-	return id, nil
-}
-
 // requestFromFlags builds the grant.Request from the request flags.
 func requestFromFlags(c *cli.Context) (grant.Request, error) {
 	req := grant.Request{
