@@ -189,15 +189,12 @@ func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 	}
 }
 
-// doctorColours are the ANSI colours of the doctor's statuses.
-var doctorColours = map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}
-
 // writeDoctorLine writes one check as a line: status, check, message and,
 // for warn or fail, the hint, escaped and bounded (they quote the card).
 func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
 	status := fmt.Sprintf("%-4s", r.Status)
 	if colour {
-		status = "\x1b[" + doctorColours[r.Status] + "m" + status + "\x1b[0m"
+		status = "\x1b[" + map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}[r.Status] + "m" + status + "\x1b[0m"
 	}
 	line := fmt.Sprintf("%s  %-13s  %s", status, r.Check, textsafe.EscapeN(r.Message, maxDoctorText))
 	if r.Hint != "" && (r.Status == doctor.Warn || r.Status == doctor.Fail) {

@@ -337,15 +337,6 @@ func (e *env) reloadContext(c *cli.Context) (*env, *cli.Context, error) {
 	return &re, nc, re.applyConfigFile(nc)
 }
 
-// configFlags are the serve flags about the config file.
-func configFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Category: catServ, Name: "config", Usage: "read serve options (by their long names) and [[client]] tables from the TOML `FILE`; flags and MP_HSM_* variables win over it; re-read on SIGHUP", EnvVars: []string{"MP_HSM_CONFIG"}},
-		&cli.StringFlag{Category: catServ, Name: "socket-mode", Usage: "`MODE` of the unix socket, such as 0666 when the [[client]] tables' users and groups decide who is served", DefaultText: "0600, 0660 with --socket-group", EnvVars: []string{"MP_HSM_SOCKET_MODE"}},
-		&cli.StringFlag{Category: catServ, Name: "audit-log", Usage: "append one JSON line per answered token request to `PATH` (mode 0600, reopened on SIGHUP); - for standard output", EnvVars: []string{"MP_HSM_AUDIT_LOG"}},
-	}
-}
-
 // clients are the config file's [[client]] tables.
 func (e *env) clients() []clientSection {
 	if e.serveFile == nil {
