@@ -73,10 +73,21 @@ func (e *env) emulate(c *cli.Context) error {
 		return err
 	}
 	cfg.Clients, cfg.Consents = clients, consents
-	if admin := c.String("admin-client-id"); admin != "" {
-		if err := addAdminClient(&cfg, admin, c.String("org-number")); err != nil {
-			return err
+	// The self-service client is a client of its own with both self-service
+	// scopes, of --org-number or else of the other clients' one organisation.
+	if admin, org := c.String("admin-client-id"), c.String("org-number"); admin != "" {
+		for _, cl := range cfg.Clients {
+			if cl.ID == admin {
+				return usagef("--admin-client-id %q is also a client: the self-service client is a client of its own", admin)
+			}
+			if org == "" {
+				org = cl.OrgNumber
+			} else if cl.OrgNumber != org {
+				return usagef("--admin-client-id %q: the clients are of several organisations; give its --org-number", admin)
+			}
 		}
+		cfg.AdminClient = admin
+		cfg.Clients = append(cfg.Clients, emulator.Client{ID: admin, OrgNumber: org, Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
 	}
 	srv := emulator.NewUnstartedServer(cfg)
 	if err := srv.StartOn(c.String("listen")); err != nil {
@@ -176,24 +187,6 @@ func emulateClients(c *cli.Context) ([]emulator.Client, []emulator.Consent, erro
 		return nil, nil, usagef("the emulator trusts nothing: give --root (for x5c grants) or --jwks (for kid grants)")
 	}
 	return clients, consents, nil
-}
-
-// addAdminClient adds admin as a client of its own with both self-service
-// scopes, of org or else of the other clients' one organisation.
-func addAdminClient(cfg *emulator.Config, admin, org string) error {
-	for _, cl := range cfg.Clients {
-		if cl.ID == admin {
-			return usagef("--admin-client-id %q is also a client: the self-service client is a client of its own", admin)
-		}
-		if org == "" {
-			org = cl.OrgNumber
-		} else if cl.OrgNumber != org {
-			return usagef("--admin-client-id %q: the clients are of several organisations; give its --org-number", admin)
-		}
-	}
-	cfg.AdminClient = admin
-	cfg.Clients = append(cfg.Clients, emulator.Client{ID: admin, OrgNumber: org, Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
-	return nil
 }
 
 // readJWKS reads a JWK set (or a single JWK) of public keys by admin's

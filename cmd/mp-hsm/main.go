@@ -82,8 +82,8 @@ func version() string {
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, log: newLogger(stderr, "text", slog.LevelWarn)}
-	if i := pinInArgv(args); i > 0 {
-		// Refused first, not echoed: every user can read argv.
+	// An RFC 7512 pin-value is refused first, not echoed: every user can read argv.
+	if i := 1 + slices.IndexFunc(args[min(1, len(args)):], func(a string) bool { return strings.Contains(strings.ToLower(a), "pin-value") }); i > 0 {
 		fmt.Fprintf(stderr, "mp-hsm: argument %d%s holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n",
 			i, flagOf(args, i))
 		return exitUsage
@@ -240,17 +240,6 @@ func withCode(code int, err error) error {
 func usageErr(err error) error { return withCode(exitUsage, err) }
 
 func usagef(format string, args ...any) error { return usageErr(fmt.Errorf(format, args...)) }
-
-// pinInArgv returns the position of the first argument with an RFC 7512
-// pin-value, or 0.
-func pinInArgv(args []string) int {
-	for i, a := range args {
-		if i > 0 && strings.Contains(strings.ToLower(a), "pin-value") {
-			return i
-		}
-	}
-	return 0
-}
 
 // flagOf names the flag that argument i belongs to, as " (--key)", or "".
 func flagOf(args []string, i int) string {
