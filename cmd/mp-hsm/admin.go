@@ -239,8 +239,7 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 	}, envr, nil
 }
 
-// adminExit maps admin's errors to exit codes: our refusals and a set
-// changed meanwhile 2, the API's 4xx 4, its 5xx 5.
+// adminExit maps admin's errors to exit codes: refusals and ErrChanged 2, the API's 4xx 4, 5xx 5.
 func adminExit(err error) error {
 	var ae *admin.APIError
 	switch {

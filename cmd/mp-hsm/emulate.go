@@ -115,8 +115,7 @@ func (e *env) emulate(c *cli.Context) error {
 	return nil
 }
 
-// consentsFlag reads --consent ID:FROM values: consents given to org
-// (required when a value is given), valid for a year from now.
+// consentsFlag reads --consent ID:FROM values: consents given to org.
 func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 	if len(vals) > 0 && org == "" {
 		return nil, usagef("--consent needs --org-number: the organisation the consents were given to (a [[client]] table's consents take its org-number)")

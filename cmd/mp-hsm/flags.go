@@ -171,10 +171,8 @@ func writeJSON(w io.Writer, v any) error {
 
 var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PIN or --pin-file (or use a PIN-pad reader)")
 
-// readSecretFile reads a PIN, password or client secret file by
-// safefile.ReadSecret's rule (hsm.PINFile's too); what names it in errors,
-// which never hold its content. One that group or others can read is used,
-// with a warning.
+// readSecretFile reads a PIN, password or secret file by safefile.ReadSecret
+// (what names it in errors); one that others can read is used with a warning.
 func (e *env) readSecretFile(what, path string, max int64) ([]byte, error) {
 	b, shared, err := safefile.ReadSecret(path, max)
 	if err != nil {
@@ -186,9 +184,8 @@ func (e *env) readSecretFile(what, path string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-// pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's
-// fromURI) and the terminal prompt for when none is set; the PIN is read
-// when the token asks for it. origin names the source for messages.
+// pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's),
+// read when the token asks, the terminal prompt, and the source's name.
 func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSource) (explicit, prompt hsm.PINSource, origin string) {
 	origin = "the terminal"
 	switch {

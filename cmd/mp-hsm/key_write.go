@@ -39,11 +39,9 @@ func (w *writableToken) close() {
 	}
 }
 
-// openWritable takes the module's change lock, then opens the chosen token
-// read-write under its own (so that two commands cannot both take a free
-// label, nor load the module while the other rewrites the token's store),
-// and logs in once, never retried. The locks are waited for --timeout
-// (where a command has it), else 30 s.
+// openWritable opens the chosen token read-write under the module's and the
+// token's change locks (waited for --timeout, else 30 s), so that two commands
+// cannot both take a free label, and logs in once, never retried.
 func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToken, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(c.Duration("timeout"), 30*time.Second))
 	defer cancel()
@@ -93,8 +91,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	return w, nil
 }
 
-// maxLabel bounds a new key's CKA_LABEL: PKCS#11 sets none, but cards
-// keep labels short and list prints them in a column.
+// maxLabel bounds a new key's CKA_LABEL: cards keep labels short, list prints a column.
 const maxLabel = 64
 
 // newKeyFlags are the new key pair's, of key generate and admin keys rotate.
@@ -153,15 +150,13 @@ func (e *env) keyGenerate(c *cli.Context) error {
 		return err
 	}
 	defer w.close()
-	key, err := w.tok.GenerateKey(opts)
-	if errors.Is(err, hsm.ErrObjectExists) {
-		return usageErr(fmt.Errorf("%w\nchoose another --label or --id (see mp-hsm list)", err))
-	}
+	nk := &tokenKey{tok: w.tok, opts: opts}
+	pub, err := nk.Generate()
 	if err != nil {
 		return err
 	}
-	info := key.Info()
-	kid, err := signer.Thumbprint(key.Public())
+	info := nk.key.Info()
+	kid, err := signer.Thumbprint(pub)
 	if err != nil {
 		return err
 	}
@@ -184,10 +179,8 @@ type certWrite struct {
 	replaces []*x509.Certificate // the key's certificates from other issuers, removed with --replace
 }
 
-// keyImportCert writes a file's certificates onto the token: a key's with
-// that key's CKA_ID and label, issuers with their SubjectKeyId. The whole
-// file is checked under the token's change lock before anything is written,
-// and the token is read back after.
+// keyImportCert writes a file's certificates onto the token (a key's with its
+// CKA_ID and label), all checked first under the change lock, then read back.
 func (e *env) keyImportCert(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usagef("key import-cert takes one FILE of PEM certificates")
@@ -278,8 +271,7 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 	return plan, nil
 }
 
-// writeImport writes the plan and reports what the token then holds; on a
-// failure it says what was written.
+// writeImport writes the plan and reports it as read back, or what was written.
 func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 	var done []string
 	fail := func(err error) error {

@@ -167,8 +167,8 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 
 const noteUninitialised = "token not initialised"
 
-// printList prints the tables for people, every value from the card escaped
-// (a label with a newline could forge a row), one tabwriter per table.
+// printList prints tables, every value from the card escaped (a label with
+// a newline could forge a row).
 func (e *env) printList(res listOutput) error {
 	fmt.Fprintf(e.stdout, "Module %s\n", textsafe.Escape(res.Module))
 	for _, s := range res.Slots {

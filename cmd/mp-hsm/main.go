@@ -49,8 +49,7 @@ func main() {
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
-// env is what a command needs from the process; tests give their own, and
-// a reload a copy with its own --config file.
+// env is what a command needs from the process (tests give their own; a reload, a copy).
 type env struct {
 	stdin  io.Reader
 	stdout io.Writer
@@ -64,8 +63,7 @@ type env struct {
 // buildVersion is set by the Makefile (-ldflags "-X main.buildVersion=...").
 var buildVersion string
 
-// version is the build's version (set by the Makefile, else Go's record,
-// else "devel"), module path and Go version.
+// version is the build's version (the Makefile's, Go's, or "devel"), module and Go.
 func version() string {
 	v, mod, gov := buildVersion, "github.com/mp-hsm/mp-hsm", runtime.Version()
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -130,8 +128,7 @@ func helpCommand(app *cli.App, args []string) string {
 	return strings.Join(path, " ")
 }
 
-// showLoadOutput shows what modules wrote while they loaded, held back
-// (HoldLoadOutput) as noise unless no token was found.
+// showLoadOutput shows what modules wrote while loading (HoldLoadOutput).
 func (e *env) showLoadOutput(out string) {
 	if out == "" {
 		return

@@ -186,9 +186,8 @@ func (e *env) serve(c *cli.Context) error {
 	}
 }
 
-// daemonConfig builds the daemon's configuration from the flags, reading the
-// secret, chain and PIN files afresh, and the function that explains an
-// OpenSigner error with the flags.
+// daemonConfig builds the daemon's configuration from the flags (the files
+// read afresh), and the function that explains an OpenSigner error.
 func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, error) {
 	if err := preflight(c); err != nil {
 		return daemon.Config{}, nil, err

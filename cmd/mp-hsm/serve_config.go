@@ -17,10 +17,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
-// A serve --config file holds serve flags by long name (flags and variables
-// win) and [[client]] tables; it is checked here first
-// so that a mistake is named by file, client and field.
-
 // clientSection is one [[client]] table.
 type clientSection struct {
 	Name       string `toml:"name"`
@@ -37,9 +33,8 @@ type clientSection struct {
 
 const clientFields = "name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types"
 
-// names is a [[client]] list of strings; ids takes uids and gids as numbers
-// too. A list given is never nil: an empty one is refused, never read as
-// "not given".
+// names is a [[client]] list of strings, ids takes numbers too; never nil
+// when given, so that an empty list is refused, not read as "not given".
 type (
 	names []string
 	ids   []string
@@ -158,9 +153,8 @@ func clientTables(data []byte, raw []map[string]any) ([]clientSection, error) {
 	return out, nil
 }
 
-// decodeTOML decodes data into v, the one TOML decoder of serve and
-// emulate: a syntax error names its line, and a key set twice is refused
-// (repeatedKey).
+// decodeTOML is serve's and emulate's one TOML decoder: errors name the line,
+// and a key set twice is refused (repeatedKey).
 func decodeTOML(data []byte, v any) (toml.MetaData, error) {
 	md, err := toml.Decode(string(data), v)
 	if pe := (toml.ParseError{}); errors.As(err, &pe) {
@@ -275,9 +269,8 @@ func tomlType(v any) string {
 	return fmt.Sprintf("a %T", v) // float64, bool, time.Time
 }
 
-// applyConfigFile is serve's Before: --config fills the flags that no flag
-// or variable (even an empty one) set, and its clients are kept for the
-// action.
+// applyConfigFile is serve's Before: --config fills the flags no flag or
+// variable (even empty) set, and its clients are kept.
 func (e *env) applyConfigFile(c *cli.Context) error {
 	e.serveFile = nil
 	path := c.String("config")

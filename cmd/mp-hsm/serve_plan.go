@@ -22,8 +22,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// servePlan is serve's checked configuration, made by checkServe at start
-// and at each SIGHUP alike.
+// servePlan is serve's checked configuration (checkServe).
 type servePlan struct {
 	specs    []string          // the --listen addresses (none with socket activation alone)
 	listen   socket.Options    // how they are opened
@@ -85,9 +84,8 @@ func socketMode(c *cli.Context) (os.FileMode, error) {
 	return os.FileMode(n), nil
 }
 
-// emptyListFlag refuses a serve list flag given with no entry:
-// "--allowed-scopes ," would otherwise read as no list, which allows
-// everything.
+// emptyListFlag refuses a list flag given empty: "--allowed-scopes ," would
+// read as no list, which allows everything.
 func emptyListFlag(c *cli.Context) error {
 	for _, f := range c.Command.Flags {
 		sf, ok := f.(*cli.StringSliceFlag)
@@ -106,9 +104,8 @@ func emptyListFlag(c *cli.Context) error {
 	return nil
 }
 
-// reload is SIGHUP: the audit log is reopened, and what checkServe makes
-// afresh is applied by Server.Reload, or refused and logged, keeping the
-// running configuration. What needs a restart is logged when it changed.
+// reload is SIGHUP: the audit log reopened and checkServe's new plan applied,
+// or refused and logged; a change that needs a restart is logged.
 func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listener, srv *daemon.Server, audit *daemon.AuditLog) {
 	if audit != nil {
 		if err := audit.Reopen(); err != nil {
