@@ -112,7 +112,7 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 				return nil, err
 			}
 			if sel != nil {
-				open, err := e.clientKeyOpener(c, sel.ID, sel.Label)
+				open, err := e.clientKeyOpener(c, *sel)
 				if err != nil {
 					return nil, err
 				}

@@ -295,14 +295,12 @@ func (e *env) clientSecret(what, path string) (string, error) {
 	return string(b), usageErr(err)
 }
 
-// sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens.
+// sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens; Go
+// reads a leading @ as an abstract socket.
 func sdNotify(state string) {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
 		return
-	}
-	if strings.HasPrefix(addr, "@") {
-		addr = "\x00" + addr[1:]
 	}
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {

@@ -45,15 +45,13 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 		}
 		p.specs = []string{"unix:" + def}
 	}
-	tcp := false
+	tcp := slices.ContainsFunc(activated, func(ln net.Listener) bool { _, ok := ln.Addr().(*net.TCPAddr); return ok })
 	for _, s := range p.specs {
-		if strings.HasPrefix(s, "tcp:") {
-			tcp = true
-		} else if !strings.HasPrefix(s, "unix:") {
+		tcp = tcp || strings.HasPrefix(s, "tcp:")
+		if !strings.HasPrefix(s, "tcp:") && !strings.HasPrefix(s, "unix:") {
 			return nil, usagef("--listen %q: want unix:PATH or tcp:HOST:PORT", s)
 		}
 	}
-	tcp = tcp || slices.ContainsFunc(activated, func(ln net.Listener) bool { _, ok := ln.Addr().(*net.TCPAddr); return ok })
 	if tcp && c.String("client-secret-file") == "" && !slices.ContainsFunc(e.clients(), func(cs clientSection) bool { return cs.SecretFile != "" }) {
 		return nil, usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
 	}
@@ -150,28 +148,25 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 	}
 	out := make([]daemon.Client, 0, len(e.serveFile.clients))
 	for _, cs := range e.serveFile.clients {
-		secret, err := e.clientSecret(fmt.Sprintf("config %s: client %q: secret-file", path, cs.Name), cs.SecretFile)
+		where := fmt.Sprintf("config %s: client %q", path, cs.Name)
+		secret, err := e.clientSecret(where+": secret-file", cs.SecretFile)
 		if err != nil {
 			return nil, err
 		}
 		dc := daemon.Client{Name: cs.Name, ClientID: strings.TrimSpace(cs.ClientID), Scopes: cs.Scopes, AuthorizationTypes: cs.AuthzTypes,
 			Users: cs.Users, Groups: cs.Groups, KeyID: cs.KID, Secret: secret}
-		if cs.KeyID != "" || cs.KeyLabel != "" {
-			var id []byte
+		if sel := (hsm.KeySelector{Label: cs.KeyLabel}); cs.KeyID != "" || sel.Label != "" {
 			if cs.KeyID != "" {
-				var err error
-				if id, err = parseKeyID(fmt.Sprintf("config %s: client %q: key-id", path, cs.Name), cs.KeyID); err != nil {
+				if sel.ID, err = parseKeyID(where+": key-id", cs.KeyID); err != nil {
 					return nil, err
 				}
 			}
 			if c.String("p12") != "" {
-				return nil, usagef("config %s: client %q: key-id and key-label choose another key on the token; with --p12 there is none", path, cs.Name)
+				return nil, usagef("%s: key-id and key-label choose another key on the token; with --p12 there is none", where)
 			}
-			open, err := e.clientKeyOpener(c, id, cs.KeyLabel)
-			if err != nil {
+			if dc.OpenKey, err = e.clientKeyOpener(c, sel); err != nil {
 				return nil, err
 			}
-			dc.OpenKey = open
 		}
 		out = append(out, dc)
 	}
@@ -225,7 +220,7 @@ func moduleHasNoToken(err error) bool {
 
 // clientKeyOpener returns a client's OpenKey: the key id and label choose,
 // found through the daemon signer's session (no second login).
-func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
+func (e *env) clientKeyOpener(c *cli.Context, sel hsm.KeySelector) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
 	var extra []*x509.Certificate
 	if f := c.String("chain-file"); f != "" {
 		var err error
@@ -233,7 +228,6 @@ func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(con
 			return nil, err
 		}
 	}
-	sel := hsm.KeySelector{ID: id, Label: label}
 	return func(_ context.Context, primary signer.Signer) (signer.Signer, error) {
 		ts, ok := primary.(*p11.TokenSigner)
 		if !ok {
