@@ -101,15 +101,13 @@ func (e *env) emulate(c *cli.Context) error {
 		srv.SetLatency(d)
 	}
 	fmt.Fprintln(e.stdout, srv.MetadataURL())
+	e.log.Info("emulator running", "issuer", srv.Issuer(), "token_endpoint", srv.TokenURL())
 	if cfg.AdminClient != "" {
 		fmt.Fprintln(e.stdout, srv.AdminAPIURL())
+		e.log.Info("self-service API", "url", srv.AdminAPIURL(), "client_id", cfg.AdminClient)
 	}
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
-	}
-	e.log.Info("emulator running", "issuer", srv.Issuer(), "token_endpoint", srv.TokenURL())
-	if cfg.AdminClient != "" {
-		e.log.Info("self-service API", "url", srv.AdminAPIURL(), "client_id", cfg.AdminClient)
 	}
 	<-c.Context.Done()
 	return nil

@@ -105,19 +105,14 @@ func (fileKey) Close() error { return nil }
 
 // openP12 reads --p12 with MP_HSM_P12_PASSWORD or --p12-password-file.
 func (e *env) openP12(c *cli.Context) (keySigner, error) {
-	path := c.String("p12")
-	var password string
+	password := e.getenv("MP_HSM_P12_PASSWORD")
 	if f := c.String("p12-password-file"); f != "" {
-		pw, err := e.readSecretFile("password file", f, safefile.MaxPIN)
-		if err != nil {
-			return nil, usageErr(fmt.Errorf("--p12-password-file: %w", err))
+		var err error
+		if password, err = e.readSecretString("--p12-password-file: password file", f, safefile.MaxPIN); err != nil {
+			return nil, err
 		}
-		password = string(pw)
-		clear(pw)
-	} else {
-		password = e.getenv("MP_HSM_P12_PASSWORD")
 	}
-	fs, err := signer.FromPKCS12File(path, password)
+	fs, err := signer.FromPKCS12File(c.String("p12"), password)
 	if err != nil {
 		return nil, withCode(exitToken, fmt.Errorf("--p12: %w", err))
 	}
@@ -182,6 +177,17 @@ func (e *env) readSecretFile(what, path string, max int64) ([]byte, error) {
 		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path)
 	}
 	return b, nil
+}
+
+// readSecretString reads a password or client secret file by readSecretFile
+// ("" for none) as a string; an error is a usage error.
+func (e *env) readSecretString(what, path string, max int64) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := e.readSecretFile(what, path, max)
+	defer clear(b)
+	return string(b), usageErr(err)
 }
 
 // pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's),

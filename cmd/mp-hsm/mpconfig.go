@@ -148,15 +148,13 @@ func preflight(c *cli.Context) error {
 				l, l.Truncate(time.Second))
 		}
 	}
-	iss, te, x := c.String("issuer"), c.String("token-endpoint"), c.String("altinn-exchange")
-	insecure := c.Bool("allow-insecure")
-	if iss != "" && te != "" {
-		if err := (grant.Environment{Issuer: iss, TokenEndpoint: te, AltinnExchange: x}).Validate(insecure); err != nil {
-			return usageErr(err)
+	// The endpoints given, with stand-ins for the pair when only the exchange is.
+	iss, te, x, insecure := c.String("issuer"), c.String("token-endpoint"), c.String("altinn-exchange"), c.Bool("allow-insecure")
+	if iss != "" && te != "" || x != "" {
+		if iss == "" || te == "" {
+			iss, te = "https://preflight.invalid/", "https://preflight.invalid/token"
 		}
-	} else if x != "" {
-		probe := grant.Environment{Issuer: "https://preflight.invalid/", TokenEndpoint: "https://preflight.invalid/token", AltinnExchange: x}
-		if err := probe.Validate(insecure); err != nil {
+		if err := (grant.Environment{Issuer: iss, TokenEndpoint: te, AltinnExchange: x}).Validate(insecure); err != nil {
 			return usageErr(err)
 		}
 	}

@@ -229,7 +229,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 	if err != nil {
 		return daemon.Config{}, nil, err
 	}
-	secret, err := e.clientSecret("--client-secret-file", c.String("client-secret-file"))
+	secret, err := e.readSecretString("--client-secret-file", c.String("client-secret-file"), safefile.MaxSecret)
 	if err != nil {
 		return daemon.Config{}, nil, err
 	}
@@ -283,16 +283,6 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 		}
 		return append([]byte(nil), kept...), nil
 	}
-}
-
-// clientSecret reads a client secret file by readSecretFile ("" for none).
-func (e *env) clientSecret(what, path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	b, err := e.readSecretFile(what, path, safefile.MaxSecret)
-	defer clear(b)
-	return string(b), usageErr(err)
 }
 
 // sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens; Go

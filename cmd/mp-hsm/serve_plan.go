@@ -17,6 +17,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/tokenerr"
@@ -149,7 +150,7 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 	out := make([]daemon.Client, 0, len(e.serveFile.clients))
 	for _, cs := range e.serveFile.clients {
 		where := fmt.Sprintf("config %s: client %q", path, cs.Name)
-		secret, err := e.clientSecret(where+": secret-file", cs.SecretFile)
+		secret, err := e.readSecretString(where+": secret-file", cs.SecretFile, safefile.MaxSecret)
 		if err != nil {
 			return nil, err
 		}
