@@ -195,13 +195,12 @@ func (e *env) keyImportCert(c *cli.Context) error {
 		return usageErr(fmt.Errorf("%s: %w", path, err))
 	}
 	var certs []*x509.Certificate // each once, in the file's order
-	for _, cert := range all {
-		if !slices.ContainsFunc(certs, cert.Equal) {
-			certs = append(certs, cert)
-		}
-	}
 	now := time.Now()
-	for _, cert := range certs {
+	for _, cert := range all {
+		if slices.ContainsFunc(certs, cert.Equal) {
+			continue
+		}
+		certs = append(certs, cert)
 		if (now.After(cert.NotAfter) || now.Before(cert.NotBefore)) && !c.Bool("force") {
 			return usagef("%s: certificate %q is valid from %s to %s, not now: Maskinporten refuses it; --force writes it anyway; nothing written",
 				path, textsafe.Escape(cert.Subject.CommonName), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -20,7 +21,19 @@ import (
 func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
 	name, wk, iss, te := c.String("env"), c.String("well-known"), c.String("issuer"), c.String("token-endpoint")
 	if (name != "") && (wk != "") || (name != "" || wk != "") && (iss != "" || te != "") {
-		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint%s", e.fromConfigFile("env", "well-known", "issuer", "token-endpoint"))
+		// Name what the serve --config file set: a flag replaces only the same option.
+		sf := cmp.Or(e.serveFile, &serveFile{})
+		var set []string
+		for _, n := range []string{"env", "well-known", "issuer", "token-endpoint"} {
+			if v, ok := sf.values[n]; ok && v != "" {
+				set = append(set, n)
+			}
+		}
+		how := ""
+		if len(set) > 0 {
+			how = fmt.Sprintf(" (%s from config %s: a flag or variable replaces only the same option)", strings.Join(set, ", "), sf.path)
+		}
+		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint%s", how)
 	}
 	var envr grant.Environment
 	var how string
@@ -103,24 +116,6 @@ func requestFromFlags(c *cli.Context) (grant.Request, error) {
 		return req, err
 	}
 	return req, nil
-}
-
-// fromConfigFile names, for a conflict error, which of names the serve
-// --config file set; "" when none.
-func (e *env) fromConfigFile(names ...string) string {
-	if e.serveFile == nil {
-		return ""
-	}
-	var set []string
-	for _, n := range names {
-		if v, ok := e.serveFile.values[n]; ok && v != "" {
-			set = append(set, n)
-		}
-	}
-	if len(set) == 0 {
-		return ""
-	}
-	return fmt.Sprintf(" (%s from config %s: a flag or variable replaces only the same option)", strings.Join(set, ", "), e.serveFile.path)
 }
 
 // preflight checks the Maskinporten flags that need no token, so that a typo

@@ -308,8 +308,6 @@ func (e *env) reloadContext(c *cli.Context) (*env, *cli.Context, error) {
 		if err := f.Apply(set); err != nil { // defaults and variables
 			return nil, nil, err
 		}
-	}
-	for _, f := range c.Command.Flags {
 		name := f.Names()[0]
 		if !c.IsSet(name) || e.serveFile != nil && e.serveFile.applied[name] {
 			continue

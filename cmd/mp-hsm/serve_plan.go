@@ -35,8 +35,18 @@ type servePlan struct {
 // checkServe is serve's one validation, at start and at each SIGHUP: list
 // flags, listeners (activated: systemd's), socket access, the daemon config.
 func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, error) {
-	if err := emptyListFlag(c); err != nil {
-		return nil, err
+	// A list flag given empty ("--allowed-scopes ,") would read as no list,
+	// which allows everything.
+	for _, f := range c.Command.Flags {
+		sf, ok := f.(*cli.StringSliceFlag)
+		if !ok || !c.IsSet(sf.Name) || slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
+			continue
+		}
+		name := "--" + sf.Name
+		if len(sf.EnvVars) > 0 {
+			name += " (or " + sf.EnvVars[0] + ")"
+		}
+		return nil, usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
 	}
 	p := &servePlan{specs: c.StringSlice("listen"), auditLog: c.String("audit-log")}
 	if len(p.specs) == 0 && len(activated) == 0 {
@@ -56,51 +66,23 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 	if tcp && c.String("client-secret-file") == "" && !slices.ContainsFunc(e.clients(), func(cs clientSection) bool { return cs.SecretFile != "" }) {
 		return nil, usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
 	}
-	mode, err := socketMode(c)
-	if err != nil {
-		return nil, err
+	var mode os.FileMode
+	if v := strings.TrimSpace(c.String("socket-mode")); v != "" {
+		n, err := strconv.ParseUint(v, 8, 32)
+		if err != nil || n == 0 || n&^0o666 != 0 {
+			return nil, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
+		}
+		mode = os.FileMode(n)
 	}
 	if mode&0o006 != 0 && len(e.clients()) == 0 {
 		return nil, usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
 	}
 	p.listen = socket.Options{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
+	var err error
 	if p.cfg, p.explain, err = e.daemonConfig(c); err != nil {
 		return nil, err
 	}
 	return p, nil
-}
-
-// socketMode parses --socket-mode: an octal mode; 0 when not given.
-func socketMode(c *cli.Context) (os.FileMode, error) {
-	v := strings.TrimSpace(c.String("socket-mode"))
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(v, 8, 32)
-	if err != nil || n == 0 || n&^0o666 != 0 {
-		return 0, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
-	}
-	return os.FileMode(n), nil
-}
-
-// emptyListFlag refuses a list flag given empty: "--allowed-scopes ," would
-// read as no list, which allows everything.
-func emptyListFlag(c *cli.Context) error {
-	for _, f := range c.Command.Flags {
-		sf, ok := f.(*cli.StringSliceFlag)
-		if !ok || !c.IsSet(sf.Name) {
-			continue
-		}
-		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
-			continue
-		}
-		name := "--" + sf.Name
-		if len(sf.EnvVars) > 0 {
-			name += " (or " + sf.EnvVars[0] + ")"
-		}
-		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
-	}
-	return nil
 }
 
 // reload is SIGHUP: the audit log reopened and checkServe's new plan applied,
