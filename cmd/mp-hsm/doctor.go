@@ -79,7 +79,15 @@ func (e *env) doctor(c *cli.Context) error {
 			rs.Count(doctor.OK), rs.Count(doctor.Warn), rs.Count(doctor.Fail), rs.Count(doctor.Skip))
 	}
 	if first := rs.FirstFailure(); first != nil {
-		return withCode(doctorExit(*first), fmt.Errorf("doctor: %d check(s) failed, first %s: %s", rs.Count(doctor.Fail), first.Check, textsafe.EscapeN(first.Message, maxDoctorText)))
+		// The exit code of an error the command made from its flags, else the check's class's.
+		code, ok := map[doctor.Class]int{doctor.ClassUsage: exitUsage, doctor.ClassToken: exitToken,
+			doctor.ClassRefused: exitRefused, doctor.ClassUnavailable: exitUnavailable}[first.Class]
+		if ce := (*codedError)(nil); errors.As(first.Err, &ce) {
+			code = ce.code
+		} else if !ok {
+			code = exitInternal
+		}
+		return withCode(code, fmt.Errorf("doctor: %d check(s) failed, first %s: %s", rs.Count(doctor.Fail), first.Check, textsafe.EscapeN(first.Message, maxDoctorText)))
 	}
 	return nil
 }

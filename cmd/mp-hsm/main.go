@@ -26,7 +26,6 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
-	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
@@ -307,20 +306,6 @@ func exitCode(err error) int {
 		errors.Is(err, signer.ErrKeyTooSmall), errors.Is(err, signer.ErrCertificateMismatch),
 		errors.Is(err, signer.ErrUnsupportedKey), errors.Is(err, grant.ErrEnvironmentMismatch), errors.Is(err, errNoPIN):
 		return exitToken // a module, token, key, PIN or certificate error
-	}
-	return exitInternal
-}
-
-// doctorExit returns a failed check's exit code: that of an error the
-// command made from its flags, else the one of the check's class.
-func doctorExit(r doctor.Result) int {
-	var ce *codedError
-	if errors.As(r.Err, &ce) {
-		return ce.code
-	}
-	if code, ok := map[doctor.Class]int{doctor.ClassUsage: exitUsage, doctor.ClassToken: exitToken,
-		doctor.ClassRefused: exitRefused, doctor.ClassUnavailable: exitUnavailable}[r.Class]; ok {
-		return code
 	}
 	return exitInternal
 }
