@@ -273,15 +273,12 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 // writeImport writes the plan and reports it as read back, or what was written.
 func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 	var done []string
-	fail := func(err error) error {
-		if len(done) == 0 {
-			return fmt.Errorf("%w\nnothing was written", err)
-		}
-		return fmt.Errorf("%w\nalready written: %s (see mp-hsm list); import the rest from a file without them", err, strings.Join(done, ", "))
-	}
 	for _, wr := range plan {
 		if err := tok.WriteCertificate(wr.cert, wr.id, wr.label); err != nil && !(errors.Is(err, hsm.ErrObjectExists) && !wr.forKey) {
-			return fail(err)
+			if len(done) == 0 {
+				return fmt.Errorf("%w\nnothing was written", err)
+			}
+			return fmt.Errorf("%w\nalready written: %s (see mp-hsm list); import the rest from a file without them", err, strings.Join(done, ", "))
 		}
 		done = append(done, strconv.Quote(textsafe.Escape(wr.cert.Subject.CommonName)))
 		for _, old := range wr.replaces {

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,17 +65,14 @@ var buildVersion string
 
 // version is the build's version (the Makefile's, Go's, or "devel"), module and Go.
 func version() string {
-	v, mod, gov := buildVersion, "github.com/mp-hsm/mp-hsm", runtime.Version()
+	v, mod := buildVersion, "github.com/mp-hsm/mp-hsm"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		mod = bi.Main.Path
-		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		if v == "" && bi.Main.Version != "(devel)" {
 			v = bi.Main.Version
 		}
 	}
-	if v == "" {
-		v = "devel"
-	}
-	return v + " (" + mod + ", " + gov + ")"
+	return cmp.Or(v, "devel") + " (" + mod + ", " + runtime.Version() + ")"
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -157,7 +155,25 @@ func newApp(e *env) *cli.App {
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT` of diagnostics: text or json", EnvVars: []string{"MP_HSM_LOG_FORMAT"}},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing on stderr but errors", EnvVars: []string{"MP_HSM_QUIET"}},
 		},
-		Before: func(c *cli.Context) error { return e.setupLogging(c) },
+		Before: func(c *cli.Context) error {
+			var level slog.Level
+			switch lv := strings.ToLower(c.String("log-level")); lv {
+			case "debug", "info", "warn", "error":
+				_ = level.UnmarshalText([]byte(lv))
+			case "warning", "":
+				level = slog.LevelWarn
+			default:
+				return usagef("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+			}
+			if c.Bool("quiet") {
+				level = slog.LevelError
+			}
+			if f := c.String("log-format"); f != "text" && f != "" && f != "json" {
+				return usagef("--log-format %q: use text or json", f)
+			}
+			e.log = newLogger(e.stderr, c.String("log-format"), level)
+			return nil
+		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageErr(err)
 		},
@@ -185,26 +201,6 @@ func newApp(e *env) *cli.App {
 		cmd.OnUsageError = app.OnUsageError
 	}
 	return app
-}
-
-func (e *env) setupLogging(c *cli.Context) error {
-	var level slog.Level
-	switch lv := strings.ToLower(c.String("log-level")); lv {
-	case "debug", "info", "warn", "error":
-		_ = level.UnmarshalText([]byte(lv))
-	case "warning", "":
-		level = slog.LevelWarn
-	default:
-		return usagef("--log-level %q: use debug, info, warn or error", c.String("log-level"))
-	}
-	if c.Bool("quiet") {
-		level = slog.LevelError
-	}
-	if f := c.String("log-format"); f != "text" && f != "" && f != "json" {
-		return usagef("--log-format %q: use text or json", f)
-	}
-	e.log = newLogger(e.stderr, c.String("log-format"), level)
-	return nil
 }
 
 // newLogger logs to w at level, as JSON for format "json", else as text.
