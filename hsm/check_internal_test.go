@@ -39,7 +39,7 @@ func TestCheckSeesWhatTokenInfoHides(t *testing.T) {
 	t.Cleanup(func() { m.Close() })
 	d := &pulledCard{p11: m.p}
 	m.p = d
-	tok, err := m.OpenToken(st.SlotID, TokenOptions{})
+	tok, err := m.OpenSlot(Slot{ID: st.SlotID}, TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// TokenOptions configures OpenToken. The zero value is ready to use.
+// TokenOptions configures OpenSlot. The zero value is ready to use.
 type TokenOptions struct {
 	// MaxSessions bounds the signing sessions opened in parallel. Zero
 	// means the token's own limit less one (for the login session), capped
@@ -49,39 +49,27 @@ type Token struct {
 	slots chan struct{}      // one per session that exists
 }
 
-// OpenToken opens the token in slotID: one session for the login and
-// searches and, lazily, up to MaxSessions signing sessions.
-func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
-	if err := m.enter("open token"); err != nil {
-		return nil, err
-	}
-	defer m.gate.leave()
-	ti, err := m.p.GetTokenInfo(slotID)
-	if errors.Is(err, ReturnValue(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
-		return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: tokenerr.ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
-	} else if err != nil {
-		return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
-	}
-	m.noteFlags(slotID, TokenFlags(ti.Flags))
-	return m.openToken(slotID, tokenInfo(ti), opts)
-}
-
-// OpenSlot opens the token of s, a Slot that FindSlot or Slots returned,
-// like OpenToken but with no C_GetTokenInfo call of its own. A Slot without
-// token information gives tokenerr.ErrNoToken.
+// OpenSlot opens the token of s: one session for the login and searches
+// and, lazily, up to MaxSessions signing sessions. With s.Token (a Slot
+// that FindSlot or Slots returned) it calls nothing more; Slot{ID: id}
+// opens the token in slot id after reading its information afresh (a slot
+// without a token gives tokenerr.ErrNoToken).
 func (m *Module) OpenSlot(s Slot, opts TokenOptions) (*Token, error) {
 	if err := m.enter("open token"); err != nil {
 		return nil, err
 	}
 	defer m.gate.leave()
-	if s.Token == nil {
-		return nil, &Error{Op: fmt.Sprintf("open token in slot %d", s.ID), Kind: tokenerr.ErrNoToken, Detail: "the slot showed no token"}
+	slotID, ti := s.ID, s.Token
+	if ti == nil {
+		info, err := m.p.GetTokenInfo(slotID)
+		if errors.Is(err, ReturnValue(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
+			return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: tokenerr.ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
+		} else if err != nil {
+			return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
+		}
+		ti = tokenInfo(info)
+		m.noteFlags(slotID, ti.Flags)
 	}
-	return m.openToken(s.ID, s.Token, opts)
-}
-
-// openToken opens a token whose information ti was just read, inside m.gate.
-func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Token, error) {
 	flags := uint(pkcs11.CKF_SERIAL_SESSION)
 	if opts.ReadWrite {
 		flags |= pkcs11.CKF_RW_SESSION
@@ -152,9 +140,6 @@ func (t *Token) locked(op string, write bool, f func(w writer) error) error {
 	}
 	return f(w)
 }
-
-// SlotID returns the slot the token is in.
-func (t *Token) SlotID() uint { return t.slotID }
 
 // MaxSessions returns how many signing sessions may run in parallel.
 func (t *Token) MaxSessions() int { return cap(t.pool) }
