@@ -30,17 +30,13 @@ var (
 func (t *Token) Certificates() (out []Certificate, err error) {
 	err = t.locked("list certificates", false, func(writer) error {
 		certs, err := t.certificates()
-		out = make([]Certificate, len(certs))
-		for i, c := range certs {
+		for _, c := range certs {
 			c.ID = bytes.Clone(c.ID)
-			out[i] = c
+			out = append(out, c)
 		}
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, err
 }
 
 // certificates returns t.certs, reading them first if need be. t.mu must be

@@ -133,12 +133,8 @@ func describeTokens(slots []Slot) []string {
 // the tokens, or ErrAmbiguousToken listing the matches. Unless sel names a
 // slot field, it reads only the tokens' information (a round trip per call
 // on a network HSM) and leaves the Slot's own fields empty.
-func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
-	s, err := m.findSlot(sel)
-	return s, m.withLoadOutput(err)
-}
-
-func (m *Module) findSlot(sel TokenSelector) (Slot, error) {
+func (m *Module) FindSlot(sel TokenSelector) (_ Slot, err error) {
+	defer func() { err = m.withLoadOutput(err) }()
 	if err := m.enter("find slot"); err != nil {
 		return Slot{}, err
 	}

@@ -173,22 +173,19 @@ func (t *Token) CheckFree(label string, id []byte) error {
 
 // refuseTaken is CheckFree with t.mu held.
 func (t *Token) refuseTaken(op, label string, id []byte) error {
-	if label != "" {
-		hs, err := t.findObjects(newAttribute(pkcs11.CKA_LABEL, label))
-		if err != nil {
+	for _, c := range []struct {
+		set  bool
+		attr *attribute
+		what string
+	}{{label != "", newAttribute(pkcs11.CKA_LABEL, label), fmt.Sprintf("label %q", label)},
+		{len(id) > 0, newAttribute(pkcs11.CKA_ID, id), "id " + hex.EncodeToString(id)}} {
+		if !c.set {
+			continue
+		}
+		if hs, err := t.findObjects(c.attr); err != nil {
 			return err
-		}
-		if len(hs) > 0 {
-			return &Error{Op: op, Kind: ErrObjectExists, Detail: fmt.Sprintf("label %q is taken by %d object(s)", label, len(hs))}
-		}
-	}
-	if len(id) > 0 {
-		hs, err := t.findObjects(newAttribute(pkcs11.CKA_ID, id))
-		if err != nil {
-			return err
-		}
-		if len(hs) > 0 {
-			return &Error{Op: op, Kind: ErrObjectExists, Detail: fmt.Sprintf("id %s is taken by %d object(s)", hex.EncodeToString(id), len(hs))}
+		} else if len(hs) > 0 {
+			return &Error{Op: op, Kind: ErrObjectExists, Detail: fmt.Sprintf("%s is taken by %d object(s)", c.what, len(hs))}
 		}
 	}
 	return nil
