@@ -272,16 +272,15 @@ func (t *Token) release(sh sessionHandle, broken bool) {
 	t.pool <- sh // never blocks: at most cap(pool) sessions exist
 }
 
-// gate is the closed state of a Module or Token and the count of calls in
-// flight through it, so that Close closes sessions and finalises only when
-// no call uses them. A counter, not a sync.RWMutex: a method in flight may
-// enter again (FindSlot lists the slots), which an RWMutex would deadlock
-// once a Close waits; here the second entry fails. The zero gate is open.
+// gate is the closed state of a Module or Token and the calls in flight
+// through it, so that Close closes sessions and finalises only when no call
+// uses them. Not a sync.RWMutex: a method in flight may enter again
+// (FindSlot lists the slots), which an RWMutex would deadlock once a Close
+// waits; here the second entry fails. The zero gate is open.
 type gate struct {
-	mu      sync.Mutex
-	shut    bool
-	busy    int
-	drained chan struct{} // made by close while busy > 0; closed when busy reaches 0
+	mu    sync.Mutex
+	shut  bool
+	calls sync.WaitGroup // Add only before shut, under mu: Wait never races an Add from zero
 }
 
 // enter counts a call in, or reports false once the gate is shut.
@@ -289,38 +288,20 @@ func (g *gate) enter() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.shut {
-		g.busy++
+		g.calls.Add(1)
 	}
 	return !g.shut
 }
 
-func (g *gate) leave() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.busy--
-	if g.busy == 0 && g.drained != nil {
-		close(g.drained)
-		g.drained = nil
-	}
-}
+func (g *gate) leave() { g.calls.Done() }
 
 // close shuts the gate, waits for the calls in flight, and reports whether
 // this call shut it. A goroutine must not close a gate it is inside.
 func (g *gate) close() (first bool) {
 	g.mu.Lock()
-	first = !g.shut
-	g.shut = true
-	var wait chan struct{}
-	if g.busy > 0 {
-		if g.drained == nil {
-			g.drained = make(chan struct{})
-		}
-		wait = g.drained
-	}
+	first, g.shut = !g.shut, true
 	g.mu.Unlock()
-	if wait != nil {
-		<-wait
-	}
+	g.calls.Wait()
 	return first
 }
 
