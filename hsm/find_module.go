@@ -1,8 +1,6 @@
 package hsm
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -162,16 +160,13 @@ func (d moduleDirs) fromConfig(conf string) (string, error) {
 		return "", err
 	}
 	module := ""
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimSpace(line)
 		if key, val, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") && strings.TrimSpace(key) == "module" {
 			module = strings.TrimSpace(val)
 		}
 	}
 	switch {
-	case sc.Err() != nil:
-		return "", fmt.Errorf("p11-kit config %s: %w", conf, sc.Err())
 	case module == "":
 		return "", fmt.Errorf("p11-kit config %s has no \"module:\" line", conf)
 	case filepath.IsAbs(module):

@@ -148,12 +148,7 @@ func (t *Token) refusal(err error, before TokenFlags) *PINError {
 // bytesAsString views b as a string without copying, so that the only copy
 // of the PIN in Go memory is the caller's slice, which is zeroed after use.
 // The string must not outlive b's contents.
-func bytesAsString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
-}
+func bytesAsString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // contextLogin presents the PIN for one operation on a key with
 // CKA_ALWAYS_AUTHENTICATE, on session sh, between C_SignInit and C_Sign.

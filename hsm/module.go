@@ -220,14 +220,12 @@ func (m *Module) enter(op string) error {
 	if !m.gate.enter() {
 		return &Error{Op: op, Kind: tokenerr.ErrClosed, Detail: "the module was closed"}
 	}
-	if m.gone() {
+	if m.lib.gone.Load() {
 		m.gate.leave()
 		return &Error{Op: op, Kind: tokenerr.ErrClosed, Code: pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, Detail: finalisedDetail}
 	}
 	return nil
 }
-
-func (m *Module) gone() bool { return m.lib.gone.Load() }
 
 // ModuleInfo describes a module (C_GetInfo).
 type ModuleInfo struct {

@@ -224,7 +224,7 @@ func (t *Token) dropSessions(closeIdle bool) sessionHandle {
 
 // closeSessions closes the token's sessions; its gate is closed and drained.
 func (t *Token) closeSessions() error {
-	if t.m.gone() {
+	if t.m.lib.gone.Load() {
 		// Finalised: the sessions went with it; their handles may be another's.
 		t.dropSessions(false)
 		return nil
