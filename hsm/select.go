@@ -105,17 +105,12 @@ func (m *Module) checkLibrary(s TokenSelector) error {
 // parseVersion reads "M" or "M.N" (decimal, each at most 255); "M" is M.0.
 func parseVersion(v string) (major, minor byte, ok bool) {
 	ms, ns, dot := strings.Cut(v, ".")
-	a, err := strconv.ParseUint(ms, 10, 8)
-	if err != nil {
-		return 0, 0, false
+	if !dot {
+		ns = "0"
 	}
-	var b uint64
-	if dot {
-		if b, err = strconv.ParseUint(ns, 10, 8); err != nil {
-			return 0, 0, false
-		}
-	}
-	return byte(a), byte(b), true
+	a, errA := strconv.ParseUint(ms, 10, 8)
+	b, errB := strconv.ParseUint(ns, 10, 8)
+	return byte(a), byte(b), errA == nil && errB == nil
 }
 
 // describeTokens lists tokens the way a person picks one: slot, label, serial.
