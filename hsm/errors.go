@@ -159,9 +159,8 @@ type SelectionError struct {
 	Candidates []string  // as a person picks one
 	Tokens     []Slot    // for token errors: the slots considered
 	Keys       []KeyInfo // for key errors: the keys considered
-	// ModuleOutput is what the module wrote on standard error while it
-	// loaded (OpenOptions.HoldLoadOutput), for errors that found no token: it
-	// may say why. Error does not include it; show it beside the error.
+	// ModuleOutput, for errors that found no token, is what the module wrote
+	// while it loaded (OpenOptions.HoldLoadOutput): show it beside the error.
 	ModuleOutput string
 }
 

@@ -25,13 +25,10 @@ func StaticPIN(pin []byte) PINSource {
 }
 
 // PINFile returns a PINSource that reads the PIN from the file at path each
-// time the token asks (at a login, and before each signature of a
-// CKA_ALWAYS_AUTHENTICATE key), so nothing keeps it between logins; this is
-// mp-hsm's --pin-file. safefile.ReadSecret reads it (a regular file of at
-// most safefile.MaxPIN bytes, one trailing newline trimmed): a file that
-// cannot be read, is empty, holds a control character or is unsafe
-// (safefile.ErrUnsafe) is an error naming the path, never a PIN that spends
-// a login attempt.
+// time the token asks (a login, each signature of a CKA_ALWAYS_AUTHENTICATE
+// key), as mp-hsm's --pin-file does, with safefile.ReadSecret: a file that is
+// unsafe, empty or unreadable is an error naming the path, never a PIN that
+// spends a login attempt.
 func PINFile(path string) PINSource {
 	return func() ([]byte, error) {
 		pin, _, err := safefile.ReadSecret(path, safefile.MaxPIN)
@@ -210,13 +207,10 @@ func (t *Token) LoggedIn() bool {
 }
 
 // Login's guard needs the PIN flags as they are just before C_Login. Flags
-// this Module read moments before, with no login attempt since, are as
-// fresh, and a second C_GetTokenInfo is a round trip on a network HSM: so
-// the Module keeps each slot's last flags for Login to take, once, for
-// flagsFreshFor (FindSlot, OpenSlot and Login in a row over a slow link,
-// with nothing a person does in between). An attempt on any Token may
-// change the flags: loginAttempts counts them, and flags read before one
-// are never reused.
+// this Module read under flagsFreshFor ago (FindSlot, OpenSlot, Login in a
+// row) with no login attempt since are as fresh, and save a round trip on a
+// network HSM: Login takes them once. A login attempt on any Token may change
+// the flags, so loginAttempts counts them and flags read before one go unused.
 const flagsFreshFor = time.Second
 
 var loginAttempts atomic.Uint64

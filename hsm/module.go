@@ -75,12 +75,10 @@ type Module struct {
 // OpenOptions are the choices of OpenWith; the zero value is Open's.
 type OpenOptions struct {
 	// HoldLoadOutput holds back what modules write on standard error while
-	// the module loads (p11-kit's proxy loads every registered module, and
-	// tpm2-pkcs11 without a TPM writes a dozen lines of errors), to show it
-	// only where it may explain something: SelectionError.ModuleOutput and
-	// Module.LoadOutput. All of file descriptor 2 is held meanwhile, so use
-	// it only while nothing else writes there (a command line tool at start,
-	// not a daemon). Linux only, and only when this call loads the module.
+	// this call loads the module (tpm2-pkcs11 without a TPM writes a dozen
+	// lines of errors), for SelectionError.ModuleOutput and LoadOutput. All of
+	// file descriptor 2 is held meanwhile: use it only while nothing else
+	// writes there (a command line tool at start, not a daemon). Linux only.
 	HoldLoadOutput bool
 }
 
@@ -161,12 +159,11 @@ func OpenWith(path string, o OpenOptions) (*Module, error) {
 // Path returns the module's absolute path.
 func (m *Module) Path() string { return m.lib.path }
 
-// Close releases the module. It waits for the calls in flight on the module
-// and its tokens and keys (a signature under way finishes), then closes
-// every token opened from it, so that later calls return tokenerr.ErrClosed.
-// The last Close of a path in the process unloads the module, and finalises
-// it when Open initialised it (never one that other code initialised or
-// finalised). Close is idempotent; it must not be called from a PINSource.
+// Close waits for the calls in flight on the module, its tokens and keys,
+// then closes every token opened from it (later calls return
+// tokenerr.ErrClosed). The last Close of a path unloads the module, and
+// finalises it only when Open initialised it. Close is idempotent; it must
+// not be called from a PINSource.
 func (m *Module) Close() error {
 	if !m.gate.close() {
 		return nil

@@ -22,11 +22,10 @@ var (
 	privAttrsOption = []uint{pkcs11.CKA_ALWAYS_AUTHENTICATE, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT}
 )
 
-// Certificates returns the X.509 certificates on the token (no login
-// needed), skipping with a logged warning objects that do not parse; a
-// failure to read (tokenerr.ErrTokenRemoved) is returned. They are read once
-// per Token, and again after a Login, which may show more. The caller may
-// change the slice and IDs; the parsed certificates are shared.
+// Certificates returns the X.509 certificates on the token (no login needed),
+// skipping with a logged warning objects that do not parse. They are read once
+// per Token and again after a Login, which may show more; the parsed
+// certificates are shared, the slice and IDs are the caller's.
 func (t *Token) Certificates() (out []Certificate, err error) {
 	err = t.locked("list certificates", false, func(writer) error {
 		certs, err := t.certificates()
@@ -239,11 +238,10 @@ func absentAttr(err error) bool {
 }
 
 // attrs reads the attributes required and optional of object h, in one call
-// when the object has them all. t.mu must be held. When one is absent
-// (PKCS#11 does not say which), it reads the required ones together and
-// each optional one alone: an absent optional attribute is left out, an
-// absent required one is an error naming it. Any other error (a card pulled
-// out) is returned as it is, never swallowed.
+// when the object has them all; t.mu held. When one is absent (PKCS#11 does
+// not say which), it reads the required ones together and each optional one
+// alone: a missing required one is an error naming it. Any other error (a
+// card pulled out) is returned as it is.
 func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byte, error) {
 	out := make(map[uint][]byte, len(required)+len(optional))
 	switch err := t.readAttrs(h, append(append([]uint(nil), required...), optional...), out); {

@@ -262,13 +262,11 @@ func (t *Token) FindKey(sel KeySelector) (*Key, error) {
 	return fail(tokenerr.ErrKeyNotFound, "", objs)
 }
 
-// SelectorsFromURI returns the token and key selection the RFC 7512 URI u
-// describes: every path attribute maps to its TokenSelector or KeySelector
-// field (object is the label), and type private, public or cert all lead to
-// the key pair. A type that cannot name a signing key (secret-key, data) and
-// any vendor ("x-") attribute, which would be ignored, give a
-// *pkcs11uri.Error matching pkcs11uri.ErrInvalid. Query attributes are not
-// selectors (see ModuleFromURI; the PIN attributes are the caller's).
+// SelectorsFromURI returns the token and key selection of the RFC 7512 URI
+// u's path attributes (object is the label; type private, public or cert all
+// lead to the key pair). A type that cannot name a signing key and a vendor
+// ("x-") attribute, which would be ignored, give a *pkcs11uri.Error matching
+// pkcs11uri.ErrInvalid. The query (module, PIN) is the caller's.
 func SelectorsFromURI(u *pkcs11uri.URI) (TokenSelector, KeySelector, error) {
 	switch u.Type {
 	case "", "private", "public", "cert":

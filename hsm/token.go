@@ -157,12 +157,10 @@ func (t *Token) Info() (TokenInfo, error) {
 	return *tokenInfo(ti), nil
 }
 
-// Check asks whether the token is still there and the login still holds,
-// with no signature and no PIN: C_GetSlotInfo and C_GetSessionInfo reach
-// the reader or HSM (OpenSC answers C_GetTokenInfo from its cache while the
-// card is away). A removed token gives tokenerr.ErrTokenRemoved, a closed
-// session ErrSessionClosed, a lost login ErrNotLoggedIn, a dead link or
-// device ErrDevice: all Transient.
+// Check asks, with no signature and no PIN, whether the token is still there
+// and the login holds: C_GetSlotInfo and C_GetSessionInfo reach the reader
+// (OpenSC answers C_GetTokenInfo from a cache). It returns tokenerr's
+// ErrTokenRemoved, ErrSessionClosed, ErrNotLoggedIn or ErrDevice: all Transient.
 func (t *Token) Check() error {
 	return t.locked("check token", false, func(writer) error {
 		op := fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID)

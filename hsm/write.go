@@ -78,13 +78,11 @@ type GenerateOptions struct {
 var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 
 // GenerateKey makes a key pair on the token, both halves with o.Label and
-// o.ID, and returns its private half: a sensitive, never extractable
-// private token object that can sign. The token must be open with
-// TokenOptions.ReadWrite (else ErrReadOnly) and logged in (else
-// tokenerr.ErrNotLoggedIn). When an object already has the label or id, it
-// returns ErrObjectExists and generates nothing; that check is atomic only
-// within the process, so across processes hold the token's change lock
-// (internal/changelock, which every mp-hsm command that writes takes).
+// o.ID, and returns its private half: sensitive, never extractable, can
+// sign. The token must be open with TokenOptions.ReadWrite (else
+// ErrReadOnly) and logged in (else tokenerr.ErrNotLoggedIn). An object with
+// the label or id gives ErrObjectExists; that check is atomic only within
+// the process, so across processes hold internal/changelock's token lock.
 func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	const op = "generate key"
 	if o.Label == "" {
