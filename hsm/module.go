@@ -255,23 +255,6 @@ func (m *Module) Info() (ModuleInfo, error) {
 // (HoldLoadOutput), at most 8 KiB; "" otherwise.
 func (m *Module) LoadOutput() string { return m.lib.loadOutput }
 
-// withLoadOutput adds the load output to a selection error that found no
-// token: it may say why.
-func (m *Module) withLoadOutput(err error) error {
-	var se *SelectionError
-	out := m.LoadOutput()
-	if out == "" || !errors.As(err, &se) {
-		return err
-	}
-	switch se.Kind {
-	case tokenerr.ErrTokenNotFound, tokenerr.ErrNoToken, tokenerr.ErrSlotNotFound:
-		c := *se
-		c.ModuleOutput = out
-		return &c
-	}
-	return err
-}
-
 func trimLoadOutput(out []byte) string {
 	s := strings.Trim(string(out), "\r\n")
 	if len(s) > maxLoadOutput {

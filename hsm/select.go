@@ -3,6 +3,7 @@ package hsm
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -129,7 +130,11 @@ func describeTokens(slots []Slot) []string {
 // slot field, it reads only the tokens' information (a round trip per call
 // on a network HSM) and leaves the Slot's own fields empty.
 func (m *Module) FindSlot(sel TokenSelector) (_ Slot, err error) {
-	defer func() { err = m.withLoadOutput(err) }()
+	defer func() { // what the module wrote while loading may say why no token was found
+		if se := (*SelectionError)(nil); errors.As(err, &se) && se.Kind != tokenerr.ErrAmbiguousToken {
+			se.ModuleOutput = m.lib.loadOutput
+		}
+	}()
 	if err := m.enter("find slot"); err != nil {
 		return Slot{}, err
 	}
