@@ -60,22 +60,16 @@ func firstModule(paths []string) (string, error) {
 }
 
 // ModuleFromURI returns the module the URI u names: module-path, or the
-// file of the module module-name names ("opensc-pkcs11", "softhsm2"); ""
-// when it names none. module-name is looked for where p11-kit looks:
-//
-//  1. a p11-kit module config NAME.module in ~/.config/pkcs11/modules,
-//     /etc/pkcs11/modules or /usr/share/p11-kit/modules (the first found
-//     wins), whose "module:" line is the path, relative to p11-kit's module
-//     directory (/usr/lib/<multiarch>/pkcs11 on Debian, /usr/lib64/pkcs11
-//     elsewhere) unless absolute;
-//  2. NAME.so (or NAME, when it ends in .so) in /usr/lib/<multiarch>/pkcs11,
-//     /usr/lib/<multiarch>, /usr/lib64/pkcs11, /usr/lib/pkcs11,
-//     /usr/local/lib/pkcs11, /usr/lib64 and /usr/lib, in that order.
-//
-// <multiarch> is Multiarch(). A module-name holding a path separator, or
-// found nowhere, gives tokenerr.ErrModuleNotFound (listing the places
-// looked at). With both, module-name must name module-path's file (NAME.so,
-// or found as it), else the error matches pkcs11uri.ErrInvalid.
+// file of the module module-name names ("opensc-pkcs11"); "" when it names
+// none. A module-name is looked for where p11-kit looks: first a NAME.module
+// config in ~/.config/pkcs11/modules, /etc/pkcs11/modules or
+// /usr/share/p11-kit/modules (its "module:" path, if relative, in p11-kit's
+// module directory), then NAME.so in the pkcs11 and library directories under
+// /usr/lib/<Multiarch()>, /usr/lib64, /usr/lib and /usr/local/lib. A name
+// with a path separator, or found nowhere, gives tokenerr.ErrModuleNotFound
+// listing the places looked at. With both, module-name must name
+// module-path's file (NAME.so, or found as it), else the error matches
+// pkcs11uri.ErrInvalid.
 func ModuleFromURI(u *pkcs11uri.URI) (string, error) {
 	switch {
 	case u.ModuleName == "":

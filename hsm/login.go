@@ -54,15 +54,15 @@ type LoginOptions struct {
 // Login logs the user in with the PIN from pin, or through the reader's PIN
 // pad when pin is nil and the token has a protected authentication path.
 //
-// Lockout warning: smart cards lock after a few wrong PINs. Login therefore
-// reads the token flags first (see freshFlags) and does nothing when the
-// token needs no login; refuses, presenting nothing, when the PIN is locked
+// Lockout warning: smart cards lock after a few wrong PINs. Login reads the
+// token flags first (see freshFlags) and does nothing when no login is
+// needed; refuses, presenting nothing, when the PIN is locked
 // (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry,
-// unless opts.AllowFinalTry); warns in the log on a low PIN count; and
-// calls pin once and C_Login exactly once, never again on its own: a wrong
-// PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the flags read
-// after the attempt. The PIN bytes are zeroed after C_Login; the source is
-// kept for CKA_ALWAYS_AUTHENTICATE keys, which need it before each signature.
+// unless opts.AllowFinalTry); warns in the log on a low PIN count; and calls
+// pin and C_Login exactly once, never again: a wrong PIN returns a *PINError
+// with the flags read after the attempt. The PIN bytes are zeroed after
+// C_Login; the source is kept for CKA_ALWAYS_AUTHENTICATE keys, which need it
+// before each signature.
 func (t *Token) Login(pin PINSource, opts LoginOptions) error {
 	return t.locked("login", false, func(writer) error {
 		flags, ok := t.m.freshFlags(t.slotID)
