@@ -64,7 +64,7 @@ type LoginOptions struct {
 // C_Login; the source is kept for CKA_ALWAYS_AUTHENTICATE keys, which need it
 // before each signature.
 func (t *Token) Login(pin PINSource, opts LoginOptions) error {
-	return t.locked("login", false, func(writer) error {
+	return t.locked("login", false, func() error {
 		flags, ok := t.m.freshFlags(t.slotID)
 		if !ok {
 			ti, err := t.p.GetTokenInfo(t.slotID)

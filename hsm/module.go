@@ -34,6 +34,9 @@ type p11 interface {
 	GetAttributeValue(sh sessionHandle, o objectHandle, a []*attribute) ([]*attribute, error)
 	SignInit(sh sessionHandle, m []*mechanism, o objectHandle) error
 	Sign(sh sessionHandle, message []byte) ([]byte, error)
+	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
+	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
+	DestroyObject(sh sessionHandle, oh objectHandle) error
 }
 
 // library is one loaded module, shared by every Module opened on the same

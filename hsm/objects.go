@@ -27,7 +27,7 @@ var (
 // per Token and again after a Login, which may show more; the parsed
 // certificates are shared, the slice and IDs are the caller's.
 func (t *Token) Certificates() (out []Certificate, err error) {
-	err = t.locked("list certificates", false, func(writer) error {
+	err = t.locked("list certificates", false, func() error {
 		certs, err := t.certificates()
 		for _, c := range certs {
 			c.ID = bytes.Clone(c.ID)
@@ -84,7 +84,7 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 }
 
 func (t *Token) lockedKeys(op string) (objs []keyObject, err error) {
-	err = t.locked(op, false, func(writer) (err error) {
+	err = t.locked(op, false, func() (err error) {
 		objs, err = t.keys()
 		return err
 	})

@@ -119,26 +119,22 @@ func (t *Token) leave() {
 }
 
 // locked runs f inside the gates with t.mu held. For a write it first
-// checks that the token can be written to (read-write, logged in, a module
-// that writes) and gives f the writer.
-func (t *Token) locked(op string, write bool, f func(w writer) error) error {
+// checks that the token can be written to (read-write, logged in).
+func (t *Token) locked(op string, write bool, f func() error) error {
 	if err := t.enter(op); err != nil {
 		return err
 	}
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	w, ok := t.p.(writer)
 	switch {
 	case !write:
 	case t.flags&pkcs11.CKF_RW_SESSION == 0:
 		return &Error{Op: op, Kind: ErrReadOnly, Detail: "open the token with TokenOptions.ReadWrite"}
 	case !t.loggedIn:
 		return &Error{Op: op, Kind: tokenerr.ErrNotLoggedIn, Detail: "log in before writing to the token"}
-	case !ok:
-		return &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "the module binding cannot write objects"}
 	}
-	return f(w)
+	return f()
 }
 
 // MaxSessions returns how many signing sessions may run in parallel.
@@ -162,7 +158,7 @@ func (t *Token) Info() (TokenInfo, error) {
 // (OpenSC answers C_GetTokenInfo from a cache). It returns tokenerr's
 // ErrTokenRemoved, ErrSessionClosed, ErrNotLoggedIn or ErrDevice: all Transient.
 func (t *Token) Check() error {
-	return t.locked("check token", false, func(writer) error {
+	return t.locked("check token", false, func() error {
 		op := fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID)
 		if si, err := t.p.GetSlotInfo(t.slotID); err != nil {
 			return wrap(op, err)

@@ -24,14 +24,6 @@ var ErrObjectExists = errors.New("an object with that label or id is already on 
 // cannot be written to.
 var ErrReadOnly = errors.New("token opened read-only")
 
-// writer is the part of the binding that writes, apart from p11, which
-// reads and signs: *pkcs11.Ctx has both.
-type writer interface {
-	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
-	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
-	DestroyObject(sh sessionHandle, oh objectHandle) error
-}
-
 // KeySpec is a key type and size that GenerateKey can make.
 type KeySpec struct {
 	Type KeyType // KeyTypeRSA or KeyTypeEC
@@ -132,11 +124,11 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	)
 
 	var key *Key
-	err := t.locked(op, true, func(w writer) error {
+	err := t.locked(op, true, func() error {
 		if err := t.refuseTaken(op, o.Label, id); err != nil {
 			return err
 		}
-		_, privH, err := w.GenerateKeyPair(t.loginSH, []*mechanism{newMechanism(mech, nil)}, pubT, privT)
+		_, privH, err := t.p.GenerateKeyPair(t.loginSH, []*mechanism{newMechanism(mech, nil)}, pubT, privT)
 		if err != nil {
 			err = wrap("C_GenerateKeyPair", err)
 			if e := (*Error)(nil); errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
@@ -166,7 +158,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 // a clash before its first step. Only a lock held across processes (mp-hsm
 // takes internal/changelock's) keeps it true until GenerateKey.
 func (t *Token) CheckFree(label string, id []byte) error {
-	return t.locked("generate key", false, func(writer) error { return t.refuseTaken("generate key", label, id) })
+	return t.locked("generate key", false, func() error { return t.refuseTaken("generate key", label, id) })
 }
 
 // refuseTaken is CheckFree with t.mu held.
@@ -220,13 +212,13 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	if label != "" {
 		temp = append(temp, newAttribute(pkcs11.CKA_LABEL, label))
 	}
-	return t.locked(op, true, func(w writer) error {
+	return t.locked(op, true, func() error {
 		if hs, err := t.certObjects(cert); err != nil {
 			return err
 		} else if len(hs) > 0 {
 			return &Error{Op: op, Kind: ErrObjectExists, Detail: "the certificate for " + cert.Subject.String() + " is already on the token"}
 		}
-		if _, err = w.CreateObject(t.loginSH, temp); err != nil {
+		if _, err = t.p.CreateObject(t.loginSH, temp); err != nil {
 			return wrap("C_CreateObject", err)
 		}
 		t.certs = nil // the certificates read before are no longer all of them
@@ -238,11 +230,11 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 // and returns how many it removed; like WriteCertificate, it needs a
 // read-write token that is logged in.
 func (t *Token) DeleteCertificate(cert *x509.Certificate) (n int, err error) {
-	err = t.locked("delete certificate", true, func(w writer) error {
+	err = t.locked("delete certificate", true, func() error {
 		hs, err := t.certObjects(cert)
 		t.certs = nil
 		for _, h := range hs {
-			if err := w.DestroyObject(t.loginSH, h); err != nil {
+			if err := t.p.DestroyObject(t.loginSH, h); err != nil {
 				return wrap("C_DestroyObject", err)
 			}
 			n++
