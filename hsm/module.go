@@ -27,7 +27,6 @@ type p11 interface {
 	CloseSession(sh sessionHandle) error
 	GetSessionInfo(sh sessionHandle) (ckSessionInfo, error)
 	Login(sh sessionHandle, userType uint, pin string) error
-	Logout(sh sessionHandle) error
 	FindObjectsInit(sh sessionHandle, temp []*attribute) error
 	FindObjects(sh sessionHandle, max int) ([]objectHandle, bool, error)
 	FindObjectsFinal(sh sessionHandle) error

@@ -66,8 +66,8 @@ type GenerateOptions struct {
 	Spec  KeySpec // the key type; the zero value is rsa:2048
 }
 
-// p256OID is CKA_EC_PARAMS of a P-256 key: the DER of its OID.
-var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+// p256Params is CKA_EC_PARAMS of a P-256 key: the DER of its OID.
+var p256Params, _ = asn1.Marshal(ecCurves[0].oid)
 
 // GenerateKey makes a key pair on the token, both halves with o.Label and
 // o.ID, and returns its private half: sensitive, never extractable, can
@@ -93,7 +93,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		}
 	case KeySpecs["ec:p256"]:
 		mech, mechName, typ = pkcs11.CKM_EC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN", pkcs11.CKK_EC
-		pubT = []*attribute{newAttribute(pkcs11.CKA_EC_PARAMS, p256OID)}
+		pubT = []*attribute{newAttribute(pkcs11.CKA_EC_PARAMS, p256Params)}
 	default:
 		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "key type " + o.Spec.String()}
 	}
