@@ -17,9 +17,7 @@ import (
 // before: someone else changed the keys at the same time.
 var ErrChanged = errors.New("the key set changed under us")
 
-// readBackTimeout bounds the read that follows a write, also when the
-// write used up the caller's deadline.
-const readBackTimeout = 10 * time.Second
+const readBackTimeout = 10 * time.Second // also when the write used up the caller's deadline
 
 // ChangeError is a change of a client's key set that failed, or whose
 // answer was lost: State is the set read back afterwards (nil, then
@@ -50,9 +48,8 @@ func (e *ChangeError) Error() string {
 // Unwrap returns Err.
 func (e *ChangeError) Unwrap() error { return e.Err }
 
-// Lock takes the change lock of clientID's key set at this API (see
-// internal/changelock), waiting until ctx ends; Add, Remove and Rotate
-// take it themselves.
+// Lock takes the change lock (internal/changelock) of clientID's key set at
+// this API, waiting until ctx ends; Add, Remove and Rotate take it themselves.
 func (c *Client) Lock(ctx context.Context, clientID string) (*changelock.Lock, error) {
 	base := strings.TrimSuffix(c.BaseURL, "/")
 	l, err := changelock.Acquire(ctx, "key-set", base, clientID)
@@ -63,8 +60,8 @@ func (c *Client) Lock(ctx context.Context, clientID string) (*changelock.Lock, e
 }
 
 // write replaces clientID's set (before) with keys, the lock held, and
-// judges the write by the set read back: keys, or a *ChangeError. op
-// ("add", "remove") names the command that retries it.
+// judges the write by the set read back: keys, or a *ChangeError. op names
+// the command that retries it.
 func (c *Client) write(ctx context.Context, clientID string, before *KeySet, keys []Key, op string) (*KeySet, error) {
 	var err error
 	if len(keys) == 0 {
@@ -80,8 +77,7 @@ func (c *Client) write(ctx context.Context, clientID string, before *KeySet, key
 		}
 		err = c.do(ctx, http.MethodPost, clientID, body, nil)
 	}
-	// Read back even when the write failed: a lost answer says nothing of
-	// what the API did.
+	// Read back even when the write failed: a lost answer says nothing of what the API did.
 	got, rerr := c.readBack(ctx, clientID)
 	want := kidsOf(keys)
 	switch {

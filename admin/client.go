@@ -1,17 +1,16 @@
 // Package admin manages a Maskinporten client's registered keys through
-// Digdir's self-service API, as the organisation's self-service client,
-// with access tokens of scope idporten:dcr.read to read and
-// idporten:dcr.write to change from any oauth2.TokenSource.
-//
-// The API keeps a client's keys as one JWK set that POST replaces whole
-// (the last key goes with DELETE), so Add and Remove read, change and
-// write it back, refusing first what Digdir would refuse.
+// Digdir's self-service API, with the self-service client's tokens from any
+// oauth2.TokenSource. The API keeps a client's keys as one JWK set that POST
+// replaces whole (the last key goes with DELETE), so Add, Remove and Rotate
+// read, change and write it back, refusing first what Digdir would refuse.
 package admin
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,19 +25,13 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
-// The scopes the self-service API asks for.
+// The self-service API's scopes, base URLs, and how many keys Digdir lets a client have.
 const (
 	ScopeRead  = "idporten:dcr.read"
 	ScopeWrite = "idporten:dcr.write"
-)
-
-// MaxKeys is how many keys Digdir lets a client have.
-const MaxKeys = 5
-
-// Base URLs of the self-service API.
-const (
-	TestAPI = "https://api.test.samarbeid.digdir.no/api/v1/"
-	ProdAPI = "https://api.samarbeid.digdir.no/api/v1/"
+	TestAPI    = "https://api.test.samarbeid.digdir.no/api/v1/"
+	ProdAPI    = "https://api.samarbeid.digdir.no/api/v1/"
+	MaxKeys    = 5
 )
 
 // Client talks to the self-service API. Its fields map onto mp-hsm
@@ -53,9 +46,9 @@ type Client struct {
 	AllowInsecure bool
 }
 
-// CheckBaseURL refuses an API base URL that a self-service token must not
-// be sent to, by the rule of the token endpoint (grant.CheckEndpoint):
-// https, or http to a loopback host, unless allowInsecure.
+// CheckBaseURL refuses an API base URL a self-service token must not go to,
+// by grant.CheckEndpoint's rule: https, or http to loopback, unless
+// allowInsecure.
 func CheckBaseURL(raw string, allowInsecure bool) error {
 	if err := grant.CheckEndpoint("self-service API URL", raw, allowInsecure); err != nil {
 		return fmt.Errorf("admin: %w", err)
@@ -70,7 +63,6 @@ type KeySet struct {
 	LastUpdated time.Time // zero when the API did not say
 }
 
-// has reports whether the set has a key with kid.
 func (s *KeySet) has(kid string) bool {
 	return slices.ContainsFunc(s.Keys, func(k Key) bool { return k.Kid == kid })
 }
@@ -84,9 +76,7 @@ func (s *KeySet) kidList() string {
 }
 
 // Kids returns the kids of the set, in order.
-func (s *KeySet) Kids() []string {
-	return kidsOf(s.Keys)
-}
+func (s *KeySet) Kids() []string { return kidsOf(s.Keys) }
 
 // List returns the keys registered on clientID.
 func (c *Client) List(ctx context.Context, clientID string) (*KeySet, error) {
@@ -98,20 +88,14 @@ func (c *Client) List(ctx context.Context, clientID string) (*KeySet, error) {
 	if err := c.do(ctx, http.MethodGet, clientID, nil, &raw); err != nil {
 		return nil, err
 	}
-	set := &KeySet{}
-	for i, r := range raw.Keys {
-		k, err := ParseKey(r)
-		if err != nil {
-			return nil, fmt.Errorf("admin: the API's key %d: %w", i, err)
-		}
-		set.Keys = append(set.Keys, k)
+	keys, err := parseKeys(raw.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("admin: the API's %w", err)
 	}
-	set.Created, set.LastUpdated = parseTime(raw.Created), parseTime(raw.LastUpdated)
-	return set, nil
+	return &KeySet{Keys: keys, Created: parseTime(raw.Created), LastUpdated: parseTime(raw.LastUpdated)}, nil
 }
 
-// parseTime reads the API's dates: RFC 3339, with or without a zone; zero
-// when it cannot.
+// parseTime reads the API's dates: RFC 3339, with or without a zone; else zero.
 func parseTime(s string) time.Time {
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
@@ -134,8 +118,7 @@ func (c *Client) Add(ctx context.Context, clientID string, keys ...Key) (*KeySet
 	})
 }
 
-// change reads clientID's set under its change lock and writes what next
-// makes of it, unless next fails.
+// change reads clientID's set under its change lock and writes what next makes of it, unless next fails.
 func (c *Client) change(ctx context.Context, clientID, op string, next func(*KeySet) ([]Key, error)) (*KeySet, error) {
 	l, err := c.Lock(ctx, clientID)
 	if err != nil {
@@ -153,8 +136,7 @@ func (c *Client) change(ctx context.Context, clientID, op string, next func(*Key
 	return c.write(ctx, clientID, set, keys, op)
 }
 
-// checkNew refuses, with no request sent, an empty list, a key Digdir
-// would refuse and a kid given twice.
+// checkNew refuses an empty list, a key Digdir would refuse and a kid given twice.
 func checkNew(keys []Key) error {
 	if len(keys) == 0 {
 		return fmt.Errorf("admin: no key to add: %w", ErrInvalidKey)
@@ -186,9 +168,8 @@ func checkAdd(clientID string, set *KeySet, keys []Key) error {
 	return nil
 }
 
-// Remove removes the key kid from clientID, keeping the others, under the
-// change lock; an unknown kid is ErrKidNotFound. The set is read back, as
-// for Add.
+// Remove removes the key kid from clientID, keeping the others, as Add
+// does; an unknown kid is ErrKidNotFound.
 func (c *Client) Remove(ctx context.Context, clientID, kid string) (*KeySet, error) {
 	return c.change(ctx, clientID, "remove", func(set *KeySet) ([]Key, error) { return without(clientID, set, kid) })
 }
@@ -201,33 +182,31 @@ func without(clientID string, set *KeySet, kid string) ([]Key, error) {
 	return slices.DeleteFunc(slices.Clone(set.Keys), func(k Key) bool { return k.Kid == kid }), nil
 }
 
-// tokenSource returns the token source for method: Write for changes
-// when set, else Read.
-func (c *Client) tokenSource(method string) (oauth2.TokenSource, error) {
+// token returns a token of the scope method needs (Write's for changes when
+// set, else Read's); what says in an error what it is for.
+func (c *Client) token(method, what string) (*oauth2.Token, error) {
 	ts := c.Read
 	if method != http.MethodGet && c.Write != nil {
 		ts = c.Write
 	}
 	if ts == nil {
-		return nil, fmt.Errorf("admin: no token source for the self-service client")
+		return nil, errors.New("admin: no token source for the self-service client")
 	}
-	return ts, nil
+	tok, err := ts.Token()
+	if err != nil {
+		return nil, fmt.Errorf("admin: a token %sfor the self-service client: %w", what, err)
+	}
+	return tok, nil
 }
 
-// do sends one request to clientID's jwks with a token of the scope the
-// method needs, and decodes a 2xx answer into out (if not nil). Any other
-// status is an *APIError.
+// do sends one request to clientID's jwks and decodes a 2xx answer into
+// out (if not nil); any other status is an *APIError.
 func (c *Client) do(ctx context.Context, method, clientID string, body []byte, out any) error {
-	ts, err := c.tokenSource(method)
-	if err != nil {
-		return err
-	}
 	if err := CheckBaseURL(c.BaseURL, c.AllowInsecure); err != nil {
 		return err
 	}
-	base := strings.TrimSuffix(c.BaseURL, "/")
-	u := base + "/clients/" + url.PathEscape(clientID) + "/jwks"
-	var rd io.Reader
+	u := strings.TrimSuffix(c.BaseURL, "/") + "/clients/" + url.PathEscape(clientID) + "/jwks"
+	var rd io.Reader // nil for no body, so that the request has none
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
@@ -239,9 +218,9 @@ func (c *Client) do(ctx context.Context, method, clientID string, body []byte, o
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	tok, err := ts.Token()
+	tok, err := c.token(method, "")
 	if err != nil {
-		return fmt.Errorf("admin: a token for the self-service client: %w", err)
+		return err
 	}
 	tok.SetAuthHeader(req)
 	hc := http.Client{}
@@ -271,4 +250,43 @@ func (c *Client) do(ctx context.Context, method, clientID string, body []byte, o
 		return fmt.Errorf("admin: %s %s: the answer is not the JSON expected: %w", method, u, err)
 	}
 	return nil
+}
+
+// APIError is an answer of the self-service API other than 2xx: its HTTP status and what it said.
+type APIError struct {
+	Method, URL string
+	Status      int
+	Code        string // "error", when the body had one
+	Message     string // "error_description" or "message", or the body's start
+}
+
+func newAPIError(method, u string, status int, body []byte) *APIError {
+	e := &APIError{Method: method, URL: u, Status: status}
+	var b struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+		Message     string `json:"message"`
+	}
+	if json.Unmarshal(body, &b) == nil {
+		e.Code, e.Message = b.Error, cmp.Or(b.Description, b.Message)
+	}
+	if e.Code == "" && e.Message == "" {
+		e.Message = strings.TrimSpace(string(body))
+		if len(e.Message) > 200 {
+			e.Message = e.Message[:200] + "..."
+		}
+	}
+	return e
+}
+
+// Error returns one line: the request, the status and what the API said.
+func (e *APIError) Error() string {
+	s := fmt.Sprintf("self-service API: %s %s: HTTP %d", e.Method, e.URL, e.Status)
+	if e.Code != "" {
+		s += " " + e.Code
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
 }

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"encoding/json"
@@ -16,8 +17,7 @@ import (
 
 // Refusals, checked before anything is written; errors.Is finds them.
 var (
-	// ErrInvalidKey: a key Digdir would refuse: a private key, no kid, or
-	// a use other than sig.
+	// ErrInvalidKey: a key Digdir would refuse: a private key, no kid, or a use other than sig.
 	ErrInvalidKey = errors.New("key not accepted")
 	// ErrKidTaken: the client already has a key with the kid.
 	ErrKidTaken = errors.New("kid already registered")
@@ -28,17 +28,17 @@ var (
 )
 
 // privateMembers name the members of private or symmetric JWKs (RFC 7518
-// section 6), matched in any letter case at any depth.
-var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "r", "t", "k"}
+// section 6), matched in any letter case at any depth; publicMembers are the
+// only members sent to the API, by key type.
+var (
+	privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "r", "t", "k"}
+	publicMembers  = map[string][]string{
+		"RSA": {"kty", "kid", "alg", "use", "n", "e", "x5c", "x5t", "x5t#S256"},
+		"EC":  {"kty", "kid", "alg", "use", "crv", "x", "y", "x5c", "x5t", "x5t#S256"},
+	}
+)
 
-// publicMembers are the only JWK members sent to the API, by key type.
-var publicMembers = map[string][]string{
-	"RSA": {"kty", "kid", "alg", "use", "n", "e", "x5c", "x5t", "x5t#S256"},
-	"EC":  {"kty", "kid", "alg", "use", "crv", "x", "y", "x5c", "x5t", "x5t#S256"},
-}
-
-// Key is one registered (or to be registered) key; Raw, rebuilt from the
-// allowlist, is what is sent.
+// Key is one registered (or to be registered) key; Raw, rebuilt from the allowlist, is what is sent.
 type Key struct {
 	Raw     json.RawMessage
 	Kid     string
@@ -50,9 +50,9 @@ type Key struct {
 }
 
 // ParseKey reads one JWK; it fails only when raw is not a JSON object
-// (CheckKey judges the rest). Raw keeps only the publicMembers of the
-// key's type, so nothing private or unknown is ever sent; private members
-// anywhere, in any letter case, are listed in Private.
+// (CheckKey judges the rest). Raw keeps only the public members of the key's
+// type, so nothing private or unknown is ever sent; Private lists private
+// members found anywhere.
 func ParseKey(raw []byte) (Key, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -111,8 +111,7 @@ func findPrivate(v any, path string, out *[]string) {
 	}
 }
 
-// ParseKeys reads a JWK or a JWK set {"keys": [...]}, as mp-hsm jwk prints
-// them.
+// ParseKeys reads a JWK or a JWK set {"keys": [...]}, as mp-hsm jwk prints them.
 func ParseKeys(data []byte) ([]Key, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -127,8 +126,13 @@ func ParseKeys(data []byte) ([]Key, error) {
 		}
 		return []Key{k}, nil
 	}
-	out := make([]Key, 0, len(set.Keys))
-	for i, r := range set.Keys {
+	return parseKeys(set.Keys)
+}
+
+// parseKeys reads each JWK of a set.
+func parseKeys(raws []json.RawMessage) ([]Key, error) {
+	out := make([]Key, 0, len(raws))
+	for i, r := range raws {
 		k, err := ParseKey(r)
 		if err != nil {
 			return nil, fmt.Errorf("key %d: %w", i, err)
@@ -141,10 +145,7 @@ func ParseKeys(data []byte) ([]Key, error) {
 // CheckKey returns an ErrInvalidKey error when Digdir would refuse k
 // (private members, no kid, use not sig) or its public key is unreadable.
 func CheckKey(k Key) error {
-	name := textsafe.Escape(k.Kid)
-	if name == "" {
-		name = "without kid"
-	}
+	name := cmp.Or(textsafe.Escape(k.Kid), "without kid")
 	switch {
 	case len(k.Private) > 0:
 		return fmt.Errorf("admin: key %s has private members (%s): register the public key only (mp-hsm jwk prints it): %w", name, strings.Join(k.Private, ", "), ErrInvalidKey)

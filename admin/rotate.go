@@ -23,8 +23,7 @@ type NewKey interface {
 type Rotation struct {
 	ClientID string
 	Key      NewKey
-	// Prove gets a token for ClientID with the new key's kid; the old key
-	// is removed only once it succeeds.
+	// Prove gets a token for ClientID with the new key's kid; the old key is removed only once it succeeds.
 	Prove  func(ctx context.Context, kid string) error
 	Remove string // the kid to remove once the new key works; empty for none
 }
@@ -37,11 +36,11 @@ type Rotated struct {
 }
 
 // Rotate makes a new key, registers it beside ClientID's keys, proves it
-// with a token, and then removes r.Remove, holding the client's change
-// lock throughout. What can be checked (the set and write token, room for
-// a key, r.Remove registered, r.Key.Check) is checked before any key is
-// made. After a failure the error is a *ChangeError with the set read back
-// and the command that undoes or completes the rotation.
+// with a token, then removes r.Remove, holding the change lock throughout.
+// All that can be checked (the set, a write token, room for a key, r.Remove
+// registered, r.Key.Check) is checked before a key is made. A failure after
+// that is a *ChangeError with the set read back and the command that undoes
+// or completes the rotation.
 func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	l, err := c.Lock(ctx, r.ClientID)
 	if err != nil {
@@ -60,7 +59,8 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 		return nil, fmt.Errorf("admin: client %s has %d keys (%s), the most it may have, and the new key is registered before the old is removed: remove one first (mp-hsm admin keys remove --client-id %s --kid KID): %w",
 			r.ClientID, len(set.Keys), set.kidList(), r.ClientID, ErrTooManyKeys)
 	}
-	if err := c.canWrite(); err != nil {
+	// A token that may change the set, so that missing rights show before a key is made.
+	if _, err := c.token(http.MethodPost, "to change keys (scope "+ScopeWrite+") "); err != nil {
 		return nil, err
 	}
 	if err := r.Key.Check(); err != nil {
@@ -71,13 +71,14 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w\nnothing was changed", err)
 	}
-	kid, key, err := publicKey(pub)
+	key, err := publicKey(pub)
 	if err == nil {
 		err = checkAdd(r.ClientID, set, []Key{key})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
 	}
+	kid := key.Kid
 	set, err = c.write(ctx, r.ClientID, set, append(set.Keys, key), "add")
 	if err != nil {
 		return nil, withNext(err, fmt.Sprintf("the new key %s is on the token but not registered; register it with mp-hsm jwk --kid %s | mp-hsm admin keys add --client-id %s -, or remove it with %s",
@@ -104,21 +105,7 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	return out, nil
 }
 
-// canWrite gets a token of the scope that changes a set, so that missing
-// rights show before a key is made.
-func (c *Client) canWrite() error {
-	ts, err := c.tokenSource(http.MethodPost)
-	if err != nil {
-		return err
-	}
-	if _, err := ts.Token(); err != nil {
-		return fmt.Errorf("admin: a token to change keys (scope %s) for the self-service client: %w", ScopeWrite, err)
-	}
-	return nil
-}
-
-// withNext sets the command that completes the change on a *ChangeError,
-// or adds it to another error.
+// withNext sets next, the command that completes the change, on a *ChangeError, or adds it to another error.
 func withNext(err error, next string) error {
 	if ce, ok := err.(*ChangeError); ok {
 		ce.Next = next
@@ -127,23 +114,16 @@ func withNext(err error, next string) error {
 	return fmt.Errorf("%w\n%s", err, next)
 }
 
-// publicKey is pub as a Key with use sig and its thumbprint as kid.
-func publicKey(pub crypto.PublicKey) (string, Key, error) {
-	kid, err := signer.Thumbprint(pub)
+// publicKey is pub as a Key with use sig and its RFC 7638 thumbprint as kid.
+func publicKey(pub crypto.PublicKey) (Key, error) {
+	j, err := signer.PublicJWK(pub, "", "")
 	if err != nil {
-		return "", Key{}, err
+		return Key{}, err
 	}
-	j, err := signer.PublicJWK(pub, "", kid)
-	if err != nil {
-		return "", Key{}, err
-	}
-	b, err := json.Marshal(j)
-	if err != nil {
-		return "", Key{}, err
-	}
+	b, _ := json.Marshal(j) // strings only: cannot fail
 	k, err := ParseKey(b)
 	if err == nil {
 		err = CheckKey(k)
 	}
-	return kid, k, err
+	return k, err
 }

@@ -8,92 +8,80 @@ import (
 
 // admission hands out the MaxConcurrent slots for exchanges so that one
 // caller's cold requests cannot starve the others': a caller holds at most
-// share slots (MaxConcurrentPerCaller), even while others are free; a free
-// slot goes to the waiting caller that holds the fewest, round robin among
-// equals, each caller's exchanges in order. An exchange counts for the
-// caller that started it while it runs. offer moves a waiting exchange to
-// another caller of the same key that could run it at once, so that a
+// its share (MaxConcurrentPerCaller) even while slots are free; a free slot
+// goes to the waiting caller that holds the fewest, round robin among
+// equals, each caller's exchanges in order. offer moves a waiting exchange
+// to another caller of the same key that could run it at once, so that a
 // flooder cannot hold back a key others ask for by asking first.
-// Background refreshes count for refreshCaller, bounded by MaxConcurrent
-// alone but taking turns like a caller.
+// Background refreshes count for refreshCaller, whose share is every slot.
 type admission struct {
-	total int // MaxConcurrent
-	share int // MaxConcurrentPerCaller
-	m     *metrics
+	total, share int
+	m            *metrics
 
-	mu      sync.Mutex
-	free    int
-	held    map[callerID]int
-	queues  map[callerID][]*slotWaiter
-	turn    []callerID          // callers with waiters, next first
-	waiting map[any]*slotWaiter // by the exchange's key (its *request)
+	mu    sync.Mutex
+	free  int
+	held  map[callerID]int
+	queue []*slotWaiter // the callers take turns in the order of their first waiters
 }
 
 // slotWaiter is an exchange waiting for a slot, guarded by admission.mu.
 type slotWaiter struct {
 	ready   chan struct{} // closed when granted
 	granted bool
-	who     callerID // whose queue it is in, and whose slot it gets
-	key     any
+	who     callerID // whose turn it waits in, and whose slot it gets
+	key     any      // the exchange's *request, for offer; nil if none
 }
 
 func newAdmission(total, share int, m *metrics) *admission {
-	return &admission{total: total, share: share, m: m, free: total, held: map[callerID]int{},
-		queues: map[callerID][]*slotWaiter{}, waiting: map[any]*slotWaiter{}}
+	return &admission{total: total, share: share, m: m, free: total, held: map[callerID]int{}}
 }
 
-// acquire takes a slot for who's exchange key (nil if none can join it),
-// waiting for its turn within ctx, and returns the caller whose slot it
-// took, for release: who, or one that offer moved the exchange to.
+// acquire takes a slot for who's exchange key, waiting for its turn within
+// ctx, and returns the caller whose slot it took, for release: who, or one
+// that offer moved the exchange to.
 func (a *admission) acquire(ctx context.Context, who callerID, key any) (callerID, error) {
 	a.mu.Lock()
-	if a.canRunLocked(who) {
+	if a.free > 0 && a.held[who] < a.shareOf(who) && a.waiters(who) == 0 {
 		a.takeLocked(who)
 		a.mu.Unlock()
 		return who, nil
 	}
 	w := &slotWaiter{ready: make(chan struct{}), who: who, key: key}
-	a.enqueueLocked(w)
-	if key != nil {
-		a.waiting[key] = w
-	}
+	a.queue = append(a.queue, w)
 	a.m.queued.Inc()
 	a.mu.Unlock()
-
+	var err error
 	select {
 	case <-w.ready:
-		a.mu.Lock()
-		who = w.who
-		a.mu.Unlock()
-		return who, nil
 	case <-ctx.Done():
+		err = ctx.Err()
 	}
 	a.mu.Lock()
-	who = w.who
-	if w.granted { // granted as ctx ended: pass the slot on
-		a.mu.Unlock()
-		a.release(who)
-		return who, ctx.Err()
+	defer a.mu.Unlock()
+	switch {
+	case err == nil:
+	case w.granted: // granted as ctx ended: pass the slot on
+		a.releaseLocked(w.who)
+	default:
+		a.removeLocked(w)
+		a.m.queued.Dec()
 	}
-	a.dequeueLocked(w)
-	a.m.queued.Dec()
-	a.mu.Unlock()
-	return who, ctx.Err()
+	return w.who, err
 }
 
-// offer moves the exchange key, waiting in another caller's queue, to who
+// offer moves the exchange key, waiting in another caller's turn, to who
 // if who could run it at once.
 func (a *admission) offer(key any, who callerID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	w := a.waiting[key]
-	if w == nil || w.who == who || a.held[who] >= a.shareOf(who) || len(a.queues[who]) > 0 {
+	i := slices.IndexFunc(a.queue, func(w *slotWaiter) bool { return w.key == key })
+	if i < 0 || a.queue[i].who == who || a.held[who] >= a.shareOf(who) || a.waiters(who) > 0 {
 		return
 	}
-	a.dequeueLocked(w)
+	w := a.queue[i]
+	a.removeLocked(w)
 	w.who = who
-	a.enqueueLocked(w)
-	a.waiting[key] = w
+	a.queue = append(a.queue, w)
 	a.dispatchLocked()
 }
 
@@ -101,6 +89,10 @@ func (a *admission) offer(key any, who callerID) {
 func (a *admission) release(who callerID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.releaseLocked(who)
+}
+
+func (a *admission) releaseLocked(who callerID) {
 	if a.held[who]--; a.held[who] <= 0 {
 		delete(a.held, who)
 	}
@@ -109,58 +101,56 @@ func (a *admission) release(who callerID) {
 	a.dispatchLocked()
 }
 
-// dispatchLocked grants free slots to waiters: each to the waiting caller
-// under its share that holds the fewest, the first in turn among equals.
+// dispatchLocked grants free slots: each to the first waiter of the caller
+// under its share that holds the fewest, whose other waiters then go last.
 func (a *admission) dispatchLocked() {
 	for a.free > 0 {
 		i := -1
-		for j, c := range a.turn {
-			if h := a.held[c]; h < a.shareOf(c) && (i < 0 || h < a.held[a.turn[i]]) {
+		for j, w := range a.queue {
+			if h := a.held[w.who]; h < a.shareOf(w.who) && (i < 0 || h < a.held[a.queue[i].who]) {
 				i = j
 			}
 		}
 		if i < 0 {
 			return // every waiting caller is at its share
 		}
-		c := a.turn[i]
-		w := a.queues[c][0]
-		a.dequeueLocked(w)
-		if len(a.queues[c]) > 0 { // still in turn at i: its next waiter goes after the others'
-			a.turn = append(slices.Delete(a.turn, i, i+1), c)
-		}
+		w := a.queue[i]
+		a.removeLocked(w)
+		var next []*slotWaiter
+		a.queue = slices.DeleteFunc(a.queue, func(o *slotWaiter) bool {
+			if o.who == w.who {
+				next = append(next, o)
+			}
+			return o.who == w.who
+		})
+		a.queue = append(a.queue, next...)
 		a.m.queued.Dec()
 		w.granted = true
 		close(w.ready)
-		a.takeLocked(c)
+		a.takeLocked(w.who)
 	}
 }
 
-func (a *admission) canRunLocked(who callerID) bool {
-	return a.free > 0 && a.held[who] < a.shareOf(who) && len(a.queues[who]) == 0
+// removeLocked takes w out of the queue; its caller's later waiters move up
+// into their predecessors' places, so that the caller keeps its turn.
+func (a *admission) removeLocked(w *slotWaiter) {
+	i := slices.Index(a.queue, w)
+	for k := i + 1; k < len(a.queue); k++ {
+		if a.queue[k].who == w.who {
+			a.queue[i], i = a.queue[k], k
+		}
+	}
+	a.queue = slices.Delete(a.queue, i, i+1)
 }
 
-func (a *admission) enqueueLocked(w *slotWaiter) {
-	if len(a.queues[w.who]) == 0 {
-		a.turn = append(a.turn, w.who)
+func (a *admission) waiters(who callerID) int {
+	n := 0
+	for _, w := range a.queue {
+		if w.who == who {
+			n++
+		}
 	}
-	a.queues[w.who] = append(a.queues[w.who], w)
-}
-
-// dequeueLocked takes w out of its caller's queue, the turn and waiting.
-func (a *admission) dequeueLocked(w *slotWaiter) {
-	q := a.queues[w.who]
-	if i := slices.Index(q, w); i >= 0 {
-		q = slices.Delete(q, i, i+1)
-	}
-	if len(q) == 0 {
-		delete(a.queues, w.who)
-		a.turn = slices.DeleteFunc(a.turn, func(c callerID) bool { return c == w.who })
-	} else {
-		a.queues[w.who] = q
-	}
-	if w.key != nil && a.waiting[w.key] == w {
-		delete(a.waiting, w.key)
-	}
+	return n
 }
 
 // shareOf is the most slots who may hold.

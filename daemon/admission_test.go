@@ -278,5 +278,5 @@ func TestShareWaitTimesOut(t *testing.T) {
 func (a *admission) load(who callerID) (held, waiting int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.held[who], len(a.queues[who])
+	return a.held[who], a.waiters(who)
 }

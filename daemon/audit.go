@@ -1,29 +1,31 @@
 package daemon
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
 // AuditLog is the daemon's audit trail (Config.Audit): one JSON line per
 // answered token request (auditLine): who asked, for which client, for
-// what (personal numbers masked), and how it ended. It never holds a
-// token, grant, PIN or secret, and a caller's values in it are bounded.
-// Refusals of callers admitted to no client are summarized: at most one
-// line per caller a minute, with their count.
+// what (personal numbers masked), and how it ended; never a token, grant,
+// PIN or secret, and a caller's values bounded. Refusals of callers no
+// client admits are summarized: one line per caller a minute at most.
 //
-// Every line is whole: it is written in one write call, and a write cut
-// short (a full disk) is cut off the file again, or, where that cannot be
-// done, the next line starts on a new line. The daemon must be the file's
-// only writer. Safe for concurrent use.
+// Every line is written whole in one write call; a write cut short (a full
+// disk) is cut off the file again or, where that cannot be done, the next
+// line starts on a new line. The daemon must be the file's only writer.
+// Safe for concurrent use.
 type AuditLog struct {
 	path string // "" for a writer given to NewAuditLog
 
@@ -56,10 +58,9 @@ func NewAuditLog(w io.Writer) *AuditLog { return &AuditLog{w: w} }
 // output, "" for a writer.
 func (a *AuditLog) Path() string { return a.path }
 
-// Reopen opens the log's path afresh and closes the file it wrote to, so
-// that a rotated log (renamed by logrotate) is followed by a new file. If
-// the path cannot be opened, the log keeps writing where it did and the
-// error is returned. For standard output or a writer it does nothing.
+// Reopen opens the log's path afresh and closes the old file, to follow a
+// rotated log; if the path cannot be opened, the log writes on where it did
+// and the error is returned. For standard output or a writer it does nothing.
 func (a *AuditLog) Reopen() error {
 	if a.path == "" || a.path == "-" {
 		return nil
@@ -111,8 +112,7 @@ func (a *AuditLog) write(line []byte) error {
 	return err
 }
 
-// cutBack cuts the last n bytes, the part of a line a short write left,
-// off f.
+// cutBack cuts the last n bytes, a short write's part of a line, off f.
 func cutBack(f *os.File, n int64) error {
 	st, err := f.Stat()
 	if err != nil {
@@ -125,29 +125,39 @@ func cutBack(f *os.File, n int64) error {
 // bounded by excerpt, lists to maxCallerValues values, every string to
 // maxAuditField bytes.
 type auditLine struct {
-	Time          string   `json:"time"`
-	Peer          any      `json:"peer"`
-	ExeAtAccept   string   `json:"exe_at_accept,omitempty"` // a hint, not who asked: see socket.Peer
-	Client        string   `json:"client,omitempty"`
-	ClientID      string   `json:"client_id,omitempty"`
-	Scope         string   `json:"scope,omitempty"`
-	Resource      []string `json:"resource,omitempty"`
-	ConsumerOrg   string   `json:"consumer_org,omitempty"`
-	SystemUserOrg string   `json:"system_user_org,omitempty"`
-	PID           string   `json:"pid,omitempty"` // masked
-	AuthzTypes    []string `json:"authorization_types,omitempty"`
-	ConsentID     []string `json:"consent_id,omitempty"`
-	ConsentFrom   []string `json:"consent_from,omitempty"` // a person's number masked
-	Altinn        bool     `json:"altinn,omitempty"`
-	Outcome       string   `json:"outcome"`
-	Status        int      `json:"status"`
-	Error         string   `json:"error,omitempty"`
-	Description   string   `json:"error_description,omitempty"`
-	Refusals      int      `json:"refusals,omitempty"` // the refusals of this caller the line stands for
+	Time          string    `json:"time"`
+	Peer          auditPeer `json:"peer"`
+	ExeAtAccept   string    `json:"exe_at_accept,omitempty"` // a hint, not who asked: see socket.Peer
+	Client        string    `json:"client,omitempty"`
+	ClientID      string    `json:"client_id,omitempty"`
+	Scope         string    `json:"scope,omitempty"`
+	Resource      []string  `json:"resource,omitempty"`
+	ConsumerOrg   string    `json:"consumer_org,omitempty"`
+	SystemUserOrg string    `json:"system_user_org,omitempty"`
+	PID           string    `json:"pid,omitempty"` // masked
+	AuthzTypes    []string  `json:"authorization_types,omitempty"`
+	ConsentID     []string  `json:"consent_id,omitempty"`
+	ConsentFrom   []string  `json:"consent_from,omitempty"` // a person's number masked
+	Altinn        bool      `json:"altinn,omitempty"`
+	Outcome       string    `json:"outcome"`
+	Status        int       `json:"status"`
+	Error         string    `json:"error,omitempty"`
+	Description   string    `json:"error_description,omitempty"`
+	Refusals      int       `json:"refusals,omitempty"` // the refusals of this caller the line stands for
+}
+
+// auditPeer is who asked: a unix socket peer, "unknown", or a TCP address.
+type auditPeer struct {
+	*socket.Peer        // its JSON leaves ExeAtAccept to auditLine's own field
+	Unix         string `json:"unix,omitempty"`
+	Address      string `json:"address,omitempty"`
 }
 
 // maxAuditField bounds every string of an audit line, whatever its source.
 const maxAuditField = 512
+
+// auditBufs hold lines being encoded.
+var auditBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // audit writes c's audit line, if there is an audit log. A failure to
 // write is counted and logged at most once a minute, and the first line
@@ -171,20 +181,17 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	}
 	switch p := c.peer; {
 	case p != nil:
-		l.Peer = p // its JSON leaves ExeAtAccept to its own field
-		l.ExeAtAccept = shorten(p.ExeAtAccept, maxAuditField)
+		l.Peer.Peer, l.ExeAtAccept = p, shorten(p.ExeAtAccept, maxAuditField)
 	case c.who.unix:
-		l.Peer = map[string]string{"unix": "unknown"}
+		l.Peer.Unix = "unknown"
 	default:
-		l.Peer = map[string]string{"address": shorten(c.r.RemoteAddr, maxAuditField)}
+		l.Peer.Address = shorten(c.r.RemoteAddr, maxAuditField)
 	}
 	if cl := c.client; cl != nil {
 		l.Client, l.ClientID = cl.Name, cl.ClientID
 	}
 	if q := &c.req; c.asked {
-		scopes := q.Scopes[:min(len(q.Scopes), maxCallerValues)]
-		l.Scope = strings.Join(bounded(scopes), " ")
-		if len(q.Scopes) > maxCallerValues {
+		if l.Scope = strings.Join(bounded(q.Scopes), " "); len(q.Scopes) > maxCallerValues {
 			l.Scope += " ..."
 		}
 		l.Resource, l.ConsumerOrg, l.SystemUserOrg, l.PID, l.Altinn = bounded(q.Resources), excerpt(q.ConsumerOrg), excerpt(q.SystemUserOrg), q.PID, c.altinn
@@ -201,8 +208,11 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	if l.PID != "" {
 		l.PID = grant.MaskPID(excerpt(l.PID))
 	}
-	line, _ := json.Marshal(l) // strings, numbers and lists of them only
-	err := al.write(append(line, '\n'))
+	b := auditBufs.Get().(*bytes.Buffer)
+	b.Reset()
+	_ = json.NewEncoder(b).Encode(&l) // strings, numbers and lists of them only; ends with a newline
+	err := al.write(b.Bytes())
+	auditBufs.Put(b)
 	al.mu.Lock()
 	defer al.mu.Unlock()
 	if err == nil {
@@ -224,10 +234,11 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	return err
 }
 
-// bounded returns at most maxCallerValues of vs, each bounded by excerpt.
+// bounded returns at most maxCallerValues of vs, each bounded by excerpt:
+// vs itself if that is all of it.
 func bounded(vs []string) []string {
-	if len(vs) == 0 {
-		return nil
+	if len(vs) <= maxCallerValues && !slices.ContainsFunc(vs, func(v string) bool { return len(v) > maxCallerValue }) {
+		return vs
 	}
 	out := make([]string, 0, min(len(vs), maxCallerValues))
 	for _, v := range vs[:cap(out)] {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,8 +13,7 @@ import (
 	"time"
 )
 
-// authMethod is how a request presents client credentials, by RFC 8414's
-// names.
+// authMethod is how a request presents client credentials (RFC 8414 names).
 type authMethod string
 
 const (
@@ -22,9 +22,9 @@ const (
 	authPost  authMethod = "client_secret_post"
 )
 
-// credentials are what a request presents. For HTTP Basic each of id and
-// secret has up to two candidates: form-decoded, as RFC 6749 section 2.3.1
-// says, and raw, as many libraries send them.
+// credentials are what a request presents. For HTTP Basic, id and secret
+// each have up to two candidates: form-decoded (RFC 6749 2.3.1) and raw, as
+// many libraries send them.
 type credentials struct {
 	method   authMethod
 	ids      candidates
@@ -40,7 +40,13 @@ type candidates struct {
 
 func (c *candidates) list() []string { return c.v[:c.n] }
 
-func one(v string) candidates { return candidates{v: [2]string{v}, n: 1} }
+// first is the first of vs, if any.
+func first(vs []string) (c candidates) {
+	if len(vs) > 0 {
+		c.v[0], c.n = vs[0], 1
+	}
+	return c
+}
 
 // decodedAndRaw returns v form-decoded and v as it came, once if they are
 // the same or v does not decode.
@@ -48,7 +54,7 @@ func decodedAndRaw(v string) candidates {
 	if d, err := url.QueryUnescape(v); err == nil && d != v {
 		return candidates{v: [2]string{d, v}, n: 2}
 	}
-	return one(v)
+	return candidates{v: [2]string{v}, n: 1}
 }
 
 // presentedCredentials returns the credentials of r and its form. Two
@@ -58,15 +64,9 @@ func presentedCredentials(r *http.Request, form url.Values) (credentials, error)
 	id, secret, basic := r.BasicAuth()
 	if !basic {
 		ids, secrets := form["client_id"], form["client_secret"]
-		c := credentials{method: authPost, repeated: len(ids) > 1 || len(secrets) > 1}
+		c := credentials{method: authPost, ids: first(ids), secrets: first(secrets), repeated: len(ids) > 1 || len(secrets) > 1}
 		if len(ids) == 0 && len(secrets) == 0 {
 			c.method = authNone
-		}
-		if len(ids) > 0 {
-			c.ids = one(ids[0])
-		}
-		if len(secrets) > 0 {
-			c.secrets = one(secrets[0])
 		}
 		return c, nil
 	}
@@ -108,8 +108,8 @@ func (h *hashed) matches(want *[32]byte) bool {
 	return ok == 1
 }
 
-// Reasons a caller is refused before its request is looked at, as the
-// metrics and the audit log name them.
+// Reasons a caller is refused before its request is looked at, in the
+// metrics and the audit log.
 const (
 	reasonUnknownClient = "unknown_client"   // no client of that name
 	reasonNotAdmitted   = "not_admitted"     // the client's users and groups do not admit the peer
@@ -118,15 +118,14 @@ const (
 	reasonCredentials   = "bad_credentials"  // TCP without a client's name and secret
 )
 
-// newLoginHint ends a refusal of a unix socket peer: it is judged by the
-// groups its process started with.
+// newLoginHint ends a refusal of a unix socket peer, judged by the groups
+// its process started with.
 const newLoginHint = " (a group added with usermod counts only for processes started after the user's next login: `id` shows the groups a shell has)"
 
 // authenticate returns the client c's caller may use. On a unix socket: the
-// one it names (client_id, or the HTTP Basic user), or, naming none, the
-// only one its peer is admitted to. On TCP: the one whose name and secret
-// it sends, compared with every client's in constant time; a failure is
-// counted, logged and slowed (authFailures).
+// one it names (client_id or Basic user), or else the only one its peer is
+// admitted to. On TCP: the one whose name and secret it sends, compared with
+// every client's in constant time; a failure is slowed (authFailed).
 func (s *Server) authenticate(c *call) (*client, error) {
 	st := c.st
 	if !c.who.unix {
@@ -199,10 +198,9 @@ const (
 )
 
 // tallies count events per caller for reports made at most once a minute
-// with the count since the last: failed authentication on TCP and the
-// audit log's refusal summaries. At most 4096 callers are tracked; beyond,
-// those quiet for a minute with nothing pending are forgotten, and if none
-// is, the rest share one record.
+// with the count since the last (failed authentication on TCP, the audit
+// log's refusal summaries). Of more than 4096 callers, those quiet for a
+// minute with nothing pending are forgotten, or else the rest share one.
 type tallies struct {
 	now func() time.Time // tests replace it
 
@@ -221,27 +219,22 @@ type tally struct {
 func newTallies() tallies { return tallies{now: time.Now, m: map[callerID]*tally{}} }
 
 // note counts an event of who, lets f see its record under the lock, and
-// reports whether to report now, with the events that stand for.
+// reports whether to report now, and the events the report stands for.
 func (t *tallies) note(who callerID, f func(*tally, time.Time)) (events int, report bool) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.m[who]
-	if r == nil {
-		if len(t.m) >= 4096 {
-			for id, old := range t.m {
-				if old.pending == 0 && now.Sub(old.last) >= authWindow {
-					delete(t.m, id)
-				}
-			}
-		}
+	if r == nil && len(t.m) >= 4096 {
+		maps.DeleteFunc(t.m, func(_ callerID, old *tally) bool { return old.pending == 0 && now.Sub(old.last) >= authWindow })
 		if len(t.m) >= 4096 {
 			who = callerID{} // the callers beyond the bound share one record
 		}
-		if r = t.m[who]; r == nil {
-			r = &tally{}
-			t.m[who] = r
-		}
+		r = t.m[who]
+	}
+	if r == nil {
+		r = &tally{}
+		t.m[who] = r
 	}
 	r.count(now)
 	if f != nil {
@@ -260,7 +253,7 @@ func (r *tally) count(now time.Time) {
 	r.last = now
 }
 
-// report reports whether to report now, at most once a minute, and the
+// report reports whether to report now (once a minute at most), and the
 // events pending that the report stands for.
 func (r *tally) report(now time.Time) (events int, report bool) {
 	if !r.reported.IsZero() && now.Sub(r.reported) < authWindow {
@@ -270,16 +263,16 @@ func (r *tally) report(now time.Time) (events int, report bool) {
 	return events, true
 }
 
-// authFailures slow the answers to an address that keeps failing: after
-// authFreeFailures failures without a quiet minute, each further one waits
-// a delay doubling up to authDelayMax, spaced even when its attempts come
-// in parallel. Other addresses and the right credentials are not slowed.
+// authFailures are failed authentications on TCP, per address.
 type authFailures struct {
 	tallies
 	sleep func(ctx context.Context, d time.Duration) // tests replace it
 }
 
-// authFailed counts, logs and slows a failed authentication of c.
+// authFailed counts, logs and slows a failed authentication of c: after
+// authFreeFailures failures without a quiet minute, each further one waits
+// a delay doubling up to authDelayMax, spaced even when its attempts come
+// in parallel. Other addresses and the right credentials are not slowed.
 func (s *Server) authFailed(c *call) {
 	s.metrics.authFailures.Inc()
 	var wait time.Duration

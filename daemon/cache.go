@@ -18,8 +18,8 @@ import (
 // lives L and expires at E is served while more than its reserve (L/10, 1
 // to 10 s, at most L/3) is left; if asked for during its life it is
 // refreshed at E - max(min(RefreshMargin, L/2), 2 reserves), less a jitter
-// below min(RefreshJitter, L/10), and a failed refresh tries again L/20
-// later (50 ms to 5 s). A refusal (grant.ErrRefused) is remembered for
+// below min(RefreshJitter, L/10); a failed refresh tries again L/20 later
+// (50 ms to 5 s). A refusal (grant.ErrRefused) is remembered for
 // RefusalTTL. One fetch per entry runs at a time. An entry unused for two
 // lifetimes after expiry is dropped; a full cache refuses a new key rather
 // than push out the tokens other callers use.
@@ -30,10 +30,8 @@ type cache struct {
 	entries   map[string]*entry
 	lastSweep time.Time
 
-	// The server's: its end closes the cache; flights run as its
-	// background work, which Shutdown waits for.
-	ctx   context.Context
-	spawn func(func()) bool
+	ctx   context.Context   // the server's: its end closes the cache
+	spawn func(func()) bool // runs a flight as the server's background work
 }
 
 // Errors of the cache.
@@ -48,10 +46,6 @@ const (
 	forUse = iota
 	forExchange
 )
-
-func newCache(cfg Config, ctx context.Context, spawn func(func()) bool) *cache {
-	return &cache{cfg: cfg, entries: map[string]*entry{}, ctx: ctx, spawn: spawn}
-}
 
 func (c *cache) closed() bool { return c.ctx.Err() != nil }
 
@@ -80,7 +74,7 @@ type flight struct {
 	err  error
 }
 
-// cached is a token, its times, and its answer but for expires_in encoded
+// cached is a token, its times, and its answer but for expires_in, encoded
 // once: encoding it per request took a third of a cached request's time.
 type cached struct {
 	token      *grant.Token
@@ -224,13 +218,10 @@ func (e *entry) token(ctx context.Context, p int) (tok *cached, hit bool, err er
 	}
 	select {
 	case <-fl.done:
+		return fl.tok, false, fl.err // no token with an error
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
 	}
-	if fl.err != nil {
-		return nil, false, fl.err
-	}
-	return fl.tok, false, nil
 }
 
 // startLocked starts a flight unless one runs, and returns it; nil once
@@ -248,8 +239,8 @@ func (e *entry) startLocked(background bool) *flight {
 	return fl
 }
 
-// run makes fl's fetch and stores its token (or keeps the old one while
-// it is served), and sets the entry's timer.
+// run makes fl's fetch, stores its token (or keeps the old one while it
+// is served) and sets the entry's timer.
 func (e *entry) run(fl *flight, background bool) {
 	tok, err := e.req.fetch(e.c.ctx, background)
 	now := time.Now()
@@ -281,8 +272,8 @@ func (e *entry) run(fl *flight, background bool) {
 }
 
 // idle reports whether e may be dropped: no fetch runs, and its token
-// expired two lifetimes after its last use, or with no token nor refusal
-// to remember it was unused for a second.
+// expired two lifetimes after its last use, or, with no token or refusal
+// to keep, it was unused for a second.
 func (e *entry) idle(now time.Time) bool {
 	if e.busy.Load() {
 		return false

@@ -6,9 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/url"
-	"os/user"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -58,8 +56,7 @@ type Client struct {
 }
 
 // MinSecretLength is the fewest bytes a client secret may have: the delay
-// after failed attempts bounds how fast a secret can be guessed, not
-// whether.
+// after failed attempts bounds how fast a secret can be guessed, not whether.
 const MinSecretLength = 16
 
 // client is a Client resolved for requests.
@@ -77,13 +74,7 @@ type client struct {
 // admitsPeer reports whether p, a unix socket peer (nil if unknown), may
 // use c.
 func (c *client) admitsPeer(p *socket.Peer) bool {
-	if c.anyUnix {
-		return true
-	}
-	if p == nil {
-		return false
-	}
-	return c.uids[p.UID] || c.gids[p.GID] || slices.ContainsFunc(p.Groups, func(g uint32) bool { return c.gids[g] })
+	return c.anyUnix || p != nil && (c.uids[p.UID] || c.gids[p.GID] || slices.ContainsFunc(p.Groups, func(g uint32) bool { return c.gids[g] }))
 }
 
 // CheckClients checks clients as New and Reload do, without opening
@@ -101,16 +92,11 @@ func CheckClients(clients []Client) error {
 // unix socket caller may use. An empty list never means "anything".
 func resolveClients(cfg Config) ([]*client, error) {
 	if len(cfg.Clients) == 0 {
-		name := cfg.ClientID
-		if name == "" {
-			name = cfg.Grant.ClientID
-		}
-		var scopes []string
+		flat := Client{Name: cmp.Or(cfg.ClientID, cfg.Grant.ClientID), ClientID: cfg.Grant.ClientID, Secret: cfg.ClientSecret, KeyID: cfg.Grant.KeyID}
 		if len(cfg.AllowedScopes) > 0 {
-			scopes = cfg.AllowedScopes
+			flat.Scopes = cfg.AllowedScopes
 		}
-		c, err := resolveClient(cfg, Client{Name: name, ClientID: cfg.Grant.ClientID, Secret: cfg.ClientSecret,
-			Scopes: scopes, KeyID: cfg.Grant.KeyID}, "the client (ClientID, Grant.ClientID)", true)
+		c, err := resolveClient(cfg, flat, "the client (ClientID, Grant.ClientID)", true)
 		return []*client{c}, err
 	}
 	if cfg.ClientSecret != "" || (cfg.ClientID != "" && cfg.ClientID != cfg.Grant.ClientID) {
@@ -139,10 +125,7 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 	if !validClientName(cl.Name) {
 		return nil, configErr("%s: name must be printable ASCII without spaces, quotes, backslashes, ':' or '%%', and not empty", where)
 	}
-	if cl.ClientID == "" {
-		cl.ClientID = cl.Name
-	}
-	if !validClientName(cl.ClientID) {
+	if cl.ClientID = cmp.Or(cl.ClientID, cl.Name); !validClientName(cl.ClientID) {
 		return nil, configErr("%s: client-id %q is not a valid Maskinporten client id", where, cl.ClientID)
 	}
 	if err := cmp.Or(checkList(where+": scopes", cl.Scopes, cl.Scopes != nil, validScopeEntry, "a scope, 'prefix*' or '*'"),
@@ -158,7 +141,8 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 		return nil, configErr("%s is %d bytes; a client secret must have at least %d, "+
 			"such as 32 random bytes in base64 (head -c 32 /dev/urandom | base64)", secretWhat, n, MinSecretLength)
 	}
-	for field, list := range map[string][]string{"users": cl.Users, "groups": cl.Groups} {
+	lists := map[string][]string{"users": cl.Users, "groups": cl.Groups}
+	for field, list := range lists {
 		if list != nil && len(list) == 0 {
 			return nil, configErr("%s: %s is given but holds no entry; leave it out, or name who is admitted", where, field)
 		}
@@ -183,9 +167,9 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 		c.policy = newListPolicy(cl.Scopes)
 	}
 	into := map[string]map[uint32]bool{"users": c.uids, "groups": c.gids}
-	for field, list := range map[string][]string{"users": cl.Users, "groups": cl.Groups} {
+	for field, list := range lists {
 		for _, v := range list {
-			id, err := lookupID(strings.TrimSpace(v), field == "users")
+			id, err := socket.LookupID(strings.TrimSpace(v), field == "users")
 			if err != nil {
 				return nil, configErr("%s: %s: %v", where, field, err)
 			}
@@ -201,32 +185,6 @@ func validClientName(v string) bool {
 	return v != "" && len(v) <= 200 && !strings.ContainsFunc(v, func(r rune) bool {
 		return r <= ' ' || r >= 0x7f || strings.ContainsRune(`"\:%`, r)
 	})
-}
-
-// lookupID resolves a user (or group) given by name or numeric id.
-func lookupID(v string, isUser bool) (uint32, error) {
-	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
-		return uint32(n), nil
-	}
-	var id string
-	if isUser {
-		u, err := user.Lookup(v)
-		if err != nil {
-			return 0, fmt.Errorf("no user %q on this system", v)
-		}
-		id = u.Uid
-	} else {
-		g, err := user.LookupGroup(v)
-		if err != nil {
-			return 0, fmt.Errorf("no group %q on this system", v)
-		}
-		id = g.Gid
-	}
-	n, err := strconv.ParseUint(id, 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("%q has the id %q, not a number", v, id)
-	}
-	return uint32(n), nil
 }
 
 // splitList splits an element of a list option at spaces and commas.
@@ -260,12 +218,8 @@ func validScopeEntry(v string) bool { return v == "*" || grant.ValidScope(string
 
 // validResourceEntry: an absolute URI, 'URI-prefix*' or '*'.
 func validResourceEntry(v string) bool {
-	if v == "*" {
-		return true
-	}
-	v = strings.TrimSuffix(v, "*")
-	u, err := url.Parse(v)
-	return grant.ValidScope(v) && err == nil && u.Scheme != ""
+	u, err := url.Parse(strings.TrimSuffix(v, "*"))
+	return v == "*" || grant.ValidScope(strings.TrimSuffix(v, "*")) && err == nil && u.Scheme != ""
 }
 
 // validHostEntry: a DNS name, no port or wildcard.
@@ -304,6 +258,3 @@ func newListPolicy(allowed []string) *listPolicy {
 func (p *listPolicy) allows(v string) bool {
 	return p.any || p.exact[v] || slices.ContainsFunc(p.prefixes, func(pre string) bool { return strings.HasPrefix(v, pre) })
 }
-
-// finite reports whether p allows exact values only.
-func (p *listPolicy) finite() bool { return !p.any && len(p.prefixes) == 0 }

@@ -1,7 +1,6 @@
 // Package daemon is mp-hsm's token daemon: one process holds the smart card
 // or HSM, logs in once, and serves Maskinporten access tokens to local
-// programs over a unix socket or loopback TCP (listeners from package
-// daemon/socket). `mp-hsm serve` is a thin command around it.
+// programs over a unix socket or loopback TCP (listeners from daemon/socket).
 //
 //	srv, err := daemon.New(daemon.Config{
 //		OpenSigner: func(context.Context) (signer.Signer, error) { return p11.Open(sigCfg) },
@@ -14,17 +13,12 @@
 //
 // POST /token takes an OAuth 2 client-credentials form and answers in
 // Maskinporten's shape; GET /healthz, /readyz, /metrics and the RFC 8414
-// metadata answer too. A request goes one way (docs/ARCHITECTURE.md draws
-// it): the caller is established once, then the form parsed, the caller
-// authenticated and its client chosen, the request authorized, the token
-// taken from the cache or Maskinporten, answered and audited.
-//
-// Tokens are cached per request and refreshed in the background while
-// used; exchanges are bounded overall and per caller, and so is each
-// caller's share of the cache. A card or HSM fault makes the daemon not
-// ready and reconnect while cached tokens are still served. A PIN the
-// token refused is never retried. Grants, tokens, PINs and secrets are
-// never logged or audited.
+// metadata answer too. A request goes one way (docs/ARCHITECTURE.md): caller
+// established once, form parsed, caller authenticated, request authorized,
+// token from the cache or Maskinporten, answered and audited. Tokens are
+// refreshed in the background while used; a card fault makes the daemon
+// reconnect while cached tokens are served. A refused PIN is never retried;
+// grants, tokens, PINs and secrets are never logged or audited.
 package daemon
 
 import (
@@ -46,9 +40,8 @@ import (
 // Clients) are required; every other zero value is documented. New and
 // Reload read it and keep no reference to it.
 type Config struct {
-	// OpenSigner opens the key (loads the module, logs in, finds the key, as
-	// p11.Open does), at start, on reconnect and on Reload. A signer that is
-	// an io.Closer is closed when no longer used; a Prober is probed.
+	// OpenSigner opens the key (as p11.Open does: one login) at start, on
+	// reconnect and on Reload; an io.Closer is closed after use, a Prober probed.
 	OpenSigner func(ctx context.Context) (signer.Signer, error)
 
 	// Grant is the template of every client's grant.Config; its Signer and
@@ -67,24 +60,21 @@ type Config struct {
 	ClientSecret  string
 	AllowedScopes []string
 
-	// Clients, if not empty, are the Maskinporten clients the daemon
-	// serves, each to the callers it admits (see Client). A caller names
-	// one as client_id, or gets the only one it is admitted to.
+	// Clients, if not empty, are the clients served, each to the callers it
+	// admits; a caller names one as client_id, or gets the only one it may use.
 	Clients []Client
 
-	// Audit, if not nil, receives one line per answered token request (see
-	// AuditLog). The caller opens and closes it.
+	// Audit, if not nil, receives one line per answered token request; the
+	// caller opens and closes it.
 	Audit *AuditLog
 
-	// WaitOnPINRefused makes New start the Server not ready, instead of
-	// returning the error, when the token refuses the login at start; the
-	// PIN is not presented again until Reload. For supervisors such as
-	// Kubernetes that would present it again at each restart. Either way
-	// a refused PIN is never retried.
+	// WaitOnPINRefused makes New start not ready, instead of failing, when
+	// the token refuses the login, for supervisors that would present the PIN
+	// again at each restart. The PIN is not presented again until Reload.
 	WaitOnPINRefused bool
 
 	// AuditServeOnFailure sends a token whose audit line could not be
-	// written all the same. If false, such a request gets 503.
+	// written all the same; if false, such a request gets 503.
 	AuditServeOnFailure bool
 
 	// AllowedResources, if not empty, are the only resources (RFC 8707)
@@ -92,46 +82,39 @@ type Config struct {
 	// 'URI-prefix*' or "*", separated by spaces or commas.
 	AllowedResources []string
 
-	// MaxResourcesPerCaller bounds the distinct resources among the cached
-	// requests one caller added (400 invalid_target beyond it), unless
-	// AllowedResources names exact URIs only. If zero, 16; negative: none.
+	// MaxResourcesPerCaller bounds the distinct resources in one caller's
+	// cached requests (400 invalid_target beyond), unless AllowedResources
+	// names exact URIs only. If zero, 16; negative: none.
 	MaxResourcesPerCaller int
 
-	// MaxKeysPerCaller bounds the cached requests one caller added (503
-	// beyond it, until its keys are dropped two token lifetimes after their
-	// last use). If zero, half of MaxKeys; negative: only MaxKeys.
+	// MaxKeysPerCaller bounds one caller's cached requests (503 beyond, until
+	// unused ones are dropped). If zero, half of MaxKeys; negative: MaxKeys.
 	MaxKeysPerCaller int
 
-	// AllowedHosts are host names, besides localhost, loopback addresses
-	// and the address a connection came to, that TCP callers may send as
-	// Host; others get 421, against DNS rebinding.
+	// AllowedHosts are names TCP callers may send as Host besides localhost,
+	// loopback and the listen address; others get 421 (DNS rebinding).
 	AllowedHosts []string
 
 	// AllowRemote lets Serve accept TCP listeners that are not loopback.
 	AllowRemote bool
 
-	// MaxConcurrent bounds the requests to Maskinporten and Altinn in
-	// flight. If zero, 4.
-	MaxConcurrent int
-
-	// MaxConcurrentPerCaller is the share of MaxConcurrent one caller's
-	// exchanges may hold, so that its cold requests cannot starve others'.
-	// If zero, half of MaxConcurrent (at least 1).
-	MaxConcurrentPerCaller int
+	// MaxConcurrent bounds the exchanges with Maskinporten and Altinn in
+	// flight (if zero, 4); MaxConcurrentPerCaller is one caller's share of
+	// them (if zero, half of MaxConcurrent, at least 1).
+	MaxConcurrent, MaxConcurrentPerCaller int
 
 	// MaxKeys bounds the cached requests; when reached, idle keys make room
 	// or a new key gets 503. If zero, 20000 (about 35 MiB of tokens).
 	MaxKeys int
 
-	// RefreshMargin is how long before expiry a used token is replaced
-	// (at most half its lifetime). If zero, 30 s. RefreshJitter moves each
-	// refresh earlier by a random time below it (at most a tenth of the
-	// lifetime). If zero, 10 s.
+	// RefreshMargin is how long before expiry a used token is replaced (at
+	// most half its lifetime), if zero 30 s; RefreshJitter a random advance
+	// below it (at most a tenth of the lifetime), if zero 10 s.
 	RefreshMargin, RefreshJitter time.Duration
 
-	// ExchangeTimeout bounds one exchange with Maskinporten, retries
-	// included. If zero, 30 s. RequestTimeout bounds a caller's wait for a
-	// token that is not cached. If zero, ExchangeTimeout + 5 s.
+	// ExchangeTimeout bounds one exchange, retries included, if zero 30 s;
+	// RequestTimeout a caller's wait for a token not cached, if zero
+	// ExchangeTimeout + 5 s.
 	ExchangeTimeout, RequestTimeout time.Duration
 
 	// RefusalTTL is how long a refusal from Maskinporten (4xx) is answered
@@ -152,24 +135,22 @@ type Config struct {
 	// IdleTimeout a kept-alive connection's wait, if zero 2 minutes.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 
-	// Logger receives one line per Maskinporten call, state changes and
-	// faults; never a secret. If nil, nothing is logged.
+	// Logger receives Maskinporten calls, state changes and faults, never a
+	// secret. If nil, nothing is logged.
 	Logger *slog.Logger
 
-	// Registry receives the metrics and is served on /metrics. If nil, a
-	// new one (see Server.Registry). One Registry per Server.
+	// Registry, one per Server, receives the metrics served on /metrics. If
+	// nil, a new one (Server.Registry).
 	Registry *prometheus.Registry
 }
 
-// Prober is implemented by signers that can tell, without signing, whether
-// their token is still there, such as *p11.TokenSigner. An error matching
-// a transient kind of tokenerr makes the daemon not ready; it reconnects.
+// Prober is a signer that can tell, without signing, whether its token is
+// still there (*p11.TokenSigner); a transient error makes the daemon reconnect.
 type Prober interface {
 	Probe(ctx context.Context) error
 }
 
-// ErrConfig is matched by the errors of New and Reload for an invalid
-// Config.
+// ErrConfig is matched by New's and Reload's errors for an invalid Config.
 var ErrConfig = errors.New("daemon: invalid configuration")
 
 const (
@@ -183,13 +164,12 @@ func configErr(format string, args ...any) error {
 
 // withDefaults returns cfg with its zero values replaced, or an error.
 func (cfg Config) withDefaults() (Config, error) {
-	if cfg.OpenSigner == nil {
+	switch {
+	case cfg.OpenSigner == nil:
 		return cfg, configErr("OpenSigner is required")
-	}
-	if strings.TrimSpace(cfg.Grant.ClientID) == "" && len(cfg.Clients) == 0 {
+	case strings.TrimSpace(cfg.Grant.ClientID) == "" && len(cfg.Clients) == 0:
 		return cfg, configErr("Grant.ClientID (or Clients) is required")
-	}
-	if cfg.MaxConcurrent < 0 || cfg.MaxKeys < 0 || cfg.MaxConcurrentPerCaller < 0 {
+	case min(cfg.MaxConcurrent, cfg.MaxKeys, cfg.MaxConcurrentPerCaller) < 0:
 		return cfg, configErr("MaxConcurrent, MaxConcurrentPerCaller and MaxKeys may not be negative")
 	}
 	if err := cmp.Or(
@@ -199,46 +179,26 @@ func (cfg Config) withDefaults() (Config, error) {
 	); err != nil {
 		return cfg, err
 	}
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&cfg.MaxConcurrent, 4)
-	def(&cfg.MaxConcurrentPerCaller, max(cfg.MaxConcurrent/2, 1))
+	cfg.MaxConcurrent = cmp.Or(cfg.MaxConcurrent, 4)
+	cfg.MaxConcurrentPerCaller = cmp.Or(cfg.MaxConcurrentPerCaller, max(cfg.MaxConcurrent/2, 1))
 	if cfg.MaxConcurrentPerCaller > cfg.MaxConcurrent {
 		return cfg, configErr("MaxConcurrentPerCaller (%d) is more than MaxConcurrent (%d)", cfg.MaxConcurrentPerCaller, cfg.MaxConcurrent)
 	}
-	def(&cfg.MaxKeys, 20000)
-	def(&cfg.MaxResourcesPerCaller, 16)
-	def(&cfg.MaxKeysPerCaller, max(cfg.MaxKeys/2, 1))
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-	}{
-		{&cfg.RefreshMargin, 30 * time.Second}, {&cfg.RefreshJitter, 10 * time.Second},
-		{&cfg.ExchangeTimeout, 30 * time.Second},
-		{&cfg.RefusalTTL, 5 * time.Second}, {&cfg.ReconnectMin, time.Second}, {&cfg.ReconnectMax, 30 * time.Second},
-		{&cfg.ProbeInterval, 2 * time.Second}, {&cfg.PresencePoll, 500 * time.Millisecond},
-		{&cfg.ReadTimeout, 10 * time.Second}, {&cfg.WriteTimeout, 0}, {&cfg.IdleTimeout, 2 * time.Minute},
-	} {
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
-	if cfg.RequestTimeout == 0 {
-		cfg.RequestTimeout = cfg.ExchangeTimeout + 5*time.Second
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = cfg.RequestTimeout + 5*time.Second
-	}
-	cfg.ReconnectMax = max(cfg.ReconnectMax, cfg.ReconnectMin)
+	cfg.MaxKeys = cmp.Or(cfg.MaxKeys, 20000)
+	cfg.MaxResourcesPerCaller = cmp.Or(cfg.MaxResourcesPerCaller, 16)
+	cfg.MaxKeysPerCaller = cmp.Or(cfg.MaxKeysPerCaller, max(cfg.MaxKeys/2, 1))
+	cfg.RefreshMargin, cfg.RefreshJitter = cmp.Or(cfg.RefreshMargin, 30*time.Second), cmp.Or(cfg.RefreshJitter, 10*time.Second)
+	cfg.ExchangeTimeout = cmp.Or(cfg.ExchangeTimeout, 30*time.Second)
+	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, cfg.ExchangeTimeout+5*time.Second)
+	cfg.RefusalTTL, cfg.ProbeInterval = cmp.Or(cfg.RefusalTTL, 5*time.Second), cmp.Or(cfg.ProbeInterval, 2*time.Second)
+	cfg.ReconnectMin, cfg.PresencePoll = cmp.Or(cfg.ReconnectMin, time.Second), cmp.Or(cfg.PresencePoll, 500*time.Millisecond)
+	cfg.ReconnectMax = max(cmp.Or(cfg.ReconnectMax, 30*time.Second), cfg.ReconnectMin)
+	cfg.ReadTimeout, cfg.IdleTimeout = cmp.Or(cfg.ReadTimeout, 10*time.Second), cmp.Or(cfg.IdleTimeout, 2*time.Minute)
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, cfg.RequestTimeout+5*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if min(cfg.RefreshMargin, cfg.RefreshJitter, cfg.ExchangeTimeout, cfg.RequestTimeout, cfg.ReconnectMin,
 		cfg.PresencePoll, cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout) < 0 {
 		return cfg, configErr("durations may not be negative (except RefusalTTL and ProbeInterval)")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg, nil
 }
@@ -253,15 +213,16 @@ type settings struct {
 	hosts     map[string]bool    // AllowedHosts, lower case
 }
 
-// newSettings resolves cfg (checked by withDefaults) for requests, each
-// client counted in m.
+// newSettings resolves cfg (checked by withDefaults) for requests.
 func newSettings(cfg Config, m *metrics) (*settings, error) {
 	clients, err := resolveClients(cfg)
 	if err != nil {
 		return nil, err
 	}
-	st := &settings{cfg: cfg, clients: clients, byName: map[string]*client{}, hosts: map[string]bool{},
-		resources: newListPolicy(cfg.AllowedResources), maxRes: max(cfg.MaxResourcesPerCaller, 0)}
+	st := &settings{cfg: cfg, clients: clients, byName: map[string]*client{}, hosts: map[string]bool{}, resources: newListPolicy(cfg.AllowedResources)}
+	if p := st.resources; p.any || len(p.prefixes) > 0 {
+		st.maxRes = max(cfg.MaxResourcesPerCaller, 0)
+	}
 	for _, a := range cfg.AllowedHosts {
 		for _, h := range splitList(a) {
 			st.hosts[strings.ToLower(strings.TrimSuffix(h, "."))] = true
@@ -270,9 +231,6 @@ func newSettings(cfg Config, m *metrics) (*settings, error) {
 	for _, c := range clients {
 		st.byName[c.Name] = c
 		c.m = m.client(c.Name)
-	}
-	if st.resources.finite() {
-		st.maxRes = 0
 	}
 	return st, nil
 }

@@ -1,10 +1,9 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,8 +17,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// conn is one opened signer and the grant configurations that sign with
-// it, made at start, after each reconnect and on Reload.
+// conn is one opened signer and the grant configurations that sign with it.
 type conn struct {
 	raw      signer.Signer
 	grant    *grant.Config            // the first client's; its Signer is a meteredSigner
@@ -29,8 +27,11 @@ type conn struct {
 	leaf     *x509.Certificate
 }
 
-// close closes the clients' own keys, then the daemon's signer.
+// close closes the clients' own keys, then the daemon's signer; nil: nothing.
 func (c *conn) close() {
+	if c == nil {
+		return
+	}
 	for _, s := range append(c.subs, c.raw) {
 		closeSigner(s)
 	}
@@ -40,8 +41,7 @@ func (c *conn) close() {
 var probeRequest = grant.Request{Scopes: []string{"mp-hsm:probe"}}
 
 // newConn builds every client's grant configuration around raw (or the
-// client's own key): the environment, the instrumented HTTP client, and a
-// test signature with each key.
+// client's own key), and signs a test grant with each key.
 func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (*conn, error) {
 	tmpl := st.cfg.Grant
 	chain := raw.Chain()
@@ -62,7 +62,7 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	if err := grant.CheckEnvironment(env, chain); err != nil {
 		return nil, err
 	}
-	c := &conn{raw: raw, grants: map[string]*grant.Config{}}
+	c := &conn{raw: raw, grants: map[string]*grant.Config{}, identity: identities{}}
 	if len(chain) > 0 {
 		c.leaf = chain[0]
 	}
@@ -73,7 +73,6 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 		}
 		return nil, fmt.Errorf(format, args...)
 	}
-	c.identity = identities{}
 	for _, cl := range st.clients {
 		key := raw
 		if cl.OpenKey != nil {
@@ -109,32 +108,23 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	return c, nil
 }
 
-// identities are, by client name, what tokens in the cache depend on
-// besides the request: the client id, the environment, how the key is
-// named (kid or x5c, alg) and the key itself (its certificate, or its
-// public key's thumbprint); identityParts name them.
+// identities are, by client name, what cached tokens depend on besides the
+// request (client id, environment, kid, alg, the key's certificate or
+// thumbprint); identityParts name them.
 type identities map[string][7]string
 
 var identityParts = [7]string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
 
 func identity(gc *grant.Config, s signer.Signer) ([7]string, error) {
-	var key string
+	key, err := signer.Thumbprint(s.Public())
 	if chain := s.Chain(); len(chain) > 0 {
-		sum := sha256.Sum256(chain[0].Raw)
-		key = "x5c:" + hex.EncodeToString(sum[:])
-	} else {
-		tp, err := signer.Thumbprint(s.Public())
-		if err != nil {
-			return [7]string{}, err
-		}
-		key = "jwk:" + tp
+		key, err = "x5c:"+string(chain[0].Raw), nil
 	}
 	return [7]string{gc.ClientID, gc.Environment.Issuer, gc.Environment.TokenEndpoint,
-		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, nil
+		gc.Environment.AltinnExchange, gc.KeyID, gc.Algorithm, key}, err
 }
 
-// change names what differs from old to ids, for the log line of a cache
-// emptied on a change.
+// change names what differs from old to ids, for the log.
 func (ids identities) change(old identities) string {
 	if len(old) != len(ids) {
 		return "the clients"
@@ -202,11 +192,10 @@ func (s *Server) installLocked(c *conn) *conn {
 	return old
 }
 
-// fault makes the daemon, unless c was already replaced, not ready; it
-// closes c and, after a card or HSM fault, reconnects. After a PIN refused
-// while signing (a context login) it waits for Reload, as after a login
-// refused at start: a reconnect would open a fresh token, which does not
-// remember the refusal, and present the PIN again.
+// fault makes the daemon, unless c was already replaced, not ready and
+// closes c: after a card or HSM fault it reconnects; after a PIN refused
+// while signing (a context login) it waits for Reload, since a reconnect
+// would present the PIN again to a fresh token.
 func (s *Server) fault(c *conn, err error) {
 	s.mu.Lock()
 	if s.status().conn != c || c == nil {
@@ -224,30 +213,17 @@ func (s *Server) fault(c *conn, err error) {
 	c.close()
 }
 
-func (s *Server) startLoopLocked() {
-	if s.looping {
-		return
-	}
-	if s.goBackground(s.reconnectLoop) {
-		s.looping = true
-	}
-}
-
-// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused,
-// or the server stops: every PresencePoll while the token is away (see
-// tokenAway), with a doubling backoff from ReconnectMin to ReconnectMax
-// after other failures. It never retries a refused PIN. It clears
-// s.looping under the same lock as it decides to stop, so that a fault
-// after that starts a new loop.
+// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused (it
+// is never retried) or the server stops: every PresencePoll while the token
+// is away, with a doubling backoff (ReconnectMin to Max) after other failures.
 func (s *Server) reconnectLoop() {
 	wait, backoff, lastMsg := s.settings().cfg.PresencePoll, time.Duration(0), ""
-	stopLocked := func() bool {
+	// doneLocked clears s.looping under the lock under which it decides to
+	// stop, so that a fault after that starts a new loop.
+	doneLocked := func() bool {
 		st := s.status().state
-		if s.ctx.Err() != nil || st == stateReady || st == stateClosed || st == stateLoginRefused {
-			s.looping = false
-			return true
-		}
-		return false
+		s.looping = s.ctx.Err() == nil && st != stateReady && st != stateClosed && st != stateLoginRefused
+		return !s.looping
 	}
 	for {
 		select {
@@ -256,40 +232,38 @@ func (s *Server) reconnectLoop() {
 		}
 		s.openMu.Lock() // a Reload's login is over, and none starts
 		st := s.settings()
+		var c, old *conn
+		var err error
 		s.mu.Lock()
-		stop := stopLocked() // shut down, or a Reload got there first
-		s.mu.Unlock()
-		if stop {
-			s.openMu.Unlock()
-			return
-		}
-		c, err := s.open(s.ctx, st)
-		s.mu.Lock()
-		if stopLocked() { // shut down while it opened
+		stopped := doneLocked() // shut down, or a Reload got there first
+		if !stopped {
 			s.mu.Unlock()
-			s.openMu.Unlock()
-			if c != nil {
-				c.close()
+			c, err = s.open(s.ctx, st)
+			s.mu.Lock()
+			if stopped = doneLocked(); stopped { // while it opened
+				old = c
+			} else {
+				old = s.adoptLocked(c, err)
 			}
-			return
 		}
-		old := s.adoptLocked(c, err)
-		stop = stopLocked()
+		refused := doneLocked()
 		s.mu.Unlock()
 		s.openMu.Unlock()
+		old.close()
 		switch {
+		case stopped:
+			return
 		case err == nil:
-			if old != nil {
-				old.close()
-			}
 			s.logReady(c, "reconnected: ready")
 			return
-		case stop:
+		case refused:
 			s.log().Error("the token refused the login; the PIN is not retried: fix the PIN source and reload (SIGHUP) or restart", "error", err)
 			return
 		}
 		s.openFailures.Add(1)
-		if tokenAway(err) {
+		// An open that failed before any PIN was read (no token or slot, a
+		// device error) is polled for: it spends no login.
+		if tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrTokenNotFound) || errors.Is(err, tokenerr.ErrSlotNotFound) {
 			wait, backoff = st.cfg.PresencePoll, 0
 		} else {
 			backoff = min(max(2*backoff, st.cfg.ReconnectMin), st.cfg.ReconnectMax)
@@ -304,16 +278,8 @@ func (s *Server) reconnectLoop() {
 	}
 }
 
-// tokenAway reports an open that failed because the token is not there
-// (a network HSM whose server is down lists none) or a device error: such
-// an open fails before any PIN is read, so polling spends no login.
-func tokenAway(err error) bool {
-	return tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrTokenNotFound) || errors.Is(err, tokenerr.ErrSlotNotFound)
-}
-
-// awaitReconnect reports whether the daemon is ready with a conn newer
-// than old within retryWait and ctx, giving up when the reconnect loop's
-// next attempt fails (the token is away: the caller gets its 503 now).
+// awaitReconnect reports whether the daemon is ready with a conn newer than
+// old within retryWait and ctx, giving up when a reconnect attempt fails.
 func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	ctx, cancel := context.WithTimeout(ctx, retryWait)
 	defer cancel()
@@ -341,25 +307,22 @@ func loginRefusedReason(err error) string {
 	return "login refused, not retried (" + err.Error() + "); fix the PIN source and reload (SIGHUP) or restart"
 }
 
-// probeLoop probes the signer every ProbeInterval, so that a removed
-// token is noticed while nobody signs.
+// probeLoop probes the signer every ProbeInterval, to notice a removed
+// token while nobody signs.
 func (s *Server) probeLoop() {
 	for {
 		iv := s.settings().cfg.ProbeInterval
-		if iv < 0 {
-			iv = time.Second // probing is off; look again for a reload
-		}
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-time.After(iv):
+		case <-time.After(cmp.Or(max(iv, 0), time.Second)): // probing off: look again for a reload
 		}
 		c := s.status().conn
-		p, ok := Prober(nil), false
-		if c != nil {
-			p, ok = c.raw.(Prober)
+		if c == nil || s.settings().cfg.ProbeInterval < 0 {
+			continue
 		}
-		if !ok || s.settings().cfg.ProbeInterval < 0 {
+		p, ok := c.raw.(Prober)
+		if !ok {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)

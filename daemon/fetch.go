@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,9 +36,8 @@ func newRequest(s *Server, client string, req grant.Request, altinn bool, who ca
 
 // addKey adds c's key to the cache within its caller's quotas.
 func (s *Server) addKey(c *call) (*entry, error) {
-	q := &c.req
-	req := grant.Request{Scopes: slices.Clone(q.Scopes), Resources: slices.Clone(q.Resources), ConsumerOrg: q.ConsumerOrg,
-		PID: q.PID, SystemUserOrg: q.SystemUserOrg, AuthorizationDetails: q.AuthorizationDetails}
+	req := c.req // its lists are the pooled call's
+	req.Scopes, req.Resources = slices.Clone(req.Scopes), slices.Clone(req.Resources)
 	f := newRequest(s, c.client.Name, req, c.altinn, c.who)
 	if c.altinn {
 		_, rest, _ := strings.Cut(string(c.key), "\x00")
@@ -79,9 +79,6 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	h := q.callers[who]
 	if h == nil {
 		h = held{}
-		if q.callers == nil {
-			q.callers = map[callerID]held{}
-		}
 		q.callers[who] = h
 	}
 	delete(h, key) // the cache missed it: the entry it was held for is gone
@@ -103,23 +100,21 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	if k, r, _ := over(); k || r {
 		h.prune(cache)
 	}
-	keys, resources, n := over()
-	if resources {
+	switch keys, resources, n := over(); {
+	case resources:
 		return nil, badRequest(errInvalidTarget, fmt.Sprintf(
 			"%s already has tokens for %d distinct resources, the most one caller may have (--max-resources-per-caller %d); "+
 				"ask for fewer distinct resources, or ask the daemon's operator to allow them (--allowed-resources)",
 			who, n, maxRes))
-	}
-	if keys {
+	case keys:
 		return nil, unavailable(fmt.Sprintf("%s has %d distinct requests cached, the most one caller may have (--max-keys-per-caller); "+
 			"a request nobody asks for is dropped after two token lifetimes", who, len(h)), 30)
 	}
 	e, err := cache.add(key, f)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		h[key] = heldKey{e, res}
 	}
-	h[key] = heldKey{e: e, resources: res}
-	return e, nil
+	return e, err
 }
 
 // prune forgets the keys whose entries are no longer in c.
@@ -131,7 +126,7 @@ func (h held) prune(c *cache) {
 	}
 }
 
-// tokenOf returns e's token for c, cached (hit) or fetched for c's caller
+// tokenOf returns e's token for c: cached (hit), or fetched for c's caller
 // within RequestTimeout.
 func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
 	if t := e.cached(forUse); t != nil {
@@ -150,8 +145,7 @@ func (s *Server) claim(r *request, who callerID) {
 }
 
 // fetch makes r's exchange within ExchangeTimeout, once more after a
-// reconnect if its signature met a card or HSM fault (that grant was never
-// sent).
+// reconnect if its signature met a card fault (that grant was never sent).
 func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, error) {
 	s := r.s
 	ctx, cancel := context.WithTimeout(ctx, s.settings().cfg.ExchangeTimeout)
@@ -165,15 +159,11 @@ func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, err
 	if err != nil && isDeviceFault(err) && s.awaitReconnect(ctx, c) {
 		t, err = r.exchange(ctx, who)
 	}
-	if nre := (*notReadyError)(nil); errors.As(err, &nre) {
+	if nre := notReadyError(""); errors.As(err, &nre) {
 		return nil, err // /readyz says why
 	}
 	if background {
-		result := "ok"
-		if err != nil {
-			result = "error"
-		}
-		s.metrics.refreshes.WithLabelValues(result).Inc()
+		s.metrics.refreshes.WithLabelValues(map[bool]string{true: "ok", false: "error"}[err == nil]).Inc()
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log().LogAttrs(ctx, slog.LevelWarn, "no token", append(r.attrs(), slog.String("error", err.Error()), slog.Bool("background", background))...)
@@ -188,11 +178,11 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 	c := s.status().conn
 	if c == nil {
 		_, reason := s.Ready()
-		return nil, &notReadyError{reason: cmp.Or(reason, "not ready")}
+		return nil, notReadyError(cmp.Or(reason, "not ready"))
 	}
 	gc := c.grants[r.client]
 	if gc == nil {
-		return nil, &notReadyError{reason: "the client '" + r.client + "' is no longer configured"}
+		return nil, notReadyError("the client '" + r.client + "' is no longer configured")
 	}
 	endpoint, mpToken := "token", ""
 	if r.altinn {
@@ -226,29 +216,23 @@ func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, err
 // types and consent ids only (a consent's from may be a person's number).
 func (r *request) attrs() []slog.Attr {
 	q := r.req
-	a := []slog.Attr{slog.String("client", r.client), slog.String("scope", strings.Join(q.Scopes, " "))}
-	add := func(k, v string) {
-		if v != "" {
-			a = append(a, slog.String(k, v))
+	var types, ids []string
+	details, _ := grant.ParseAuthorizationDetails(q.AuthorizationDetails)
+	for _, d := range details {
+		types = append(types, d.Type)
+		if d.Consent.ID != "" {
+			ids = append(ids, d.Consent.ID)
 		}
 	}
-	add("resource", strings.Join(q.Resources, " "))
-	add("consumer_org", q.ConsumerOrg)
 	if q.PID != "" {
-		add("pid", grant.MaskPID(q.PID))
+		q.PID = grant.MaskPID(q.PID)
 	}
-	add("system_user_org", q.SystemUserOrg)
-	if len(q.AuthorizationDetails) > 0 {
-		var types, ids []string
-		details, _ := grant.ParseAuthorizationDetails(q.AuthorizationDetails)
-		for _, d := range details {
-			types = append(types, d.Type)
-			if d.Consent.ID != "" {
-				ids = append(ids, d.Consent.ID)
-			}
+	a := []slog.Attr{slog.String("client", r.client), slog.String("scope", strings.Join(q.Scopes, " "))}
+	for _, kv := range [][2]string{{"resource", strings.Join(q.Resources, " ")}, {"consumer_org", q.ConsumerOrg}, {"pid", q.PID},
+		{"system_user_org", q.SystemUserOrg}, {"authorization_types", strings.Join(types, " ")}, {"consent_id", strings.Join(ids, " ")}} {
+		if kv[1] != "" {
+			a = append(a, slog.String(kv[0], kv[1]))
 		}
-		add("authorization_types", strings.Join(types, " "))
-		add("consent_id", strings.Join(ids, " "))
 	}
 	if r.altinn {
 		a = append(a, slog.Bool("altinn", true))
@@ -271,10 +255,7 @@ func (s *Server) instrumentedClient(base *http.Client) *http.Client {
 	if base != nil {
 		hc = *base
 	}
-	rt := hc.Transport
-	if rt == nil {
-		rt = http.DefaultTransport
-	}
+	rt := cmp.Or(hc.Transport, http.DefaultTransport)
 	hc.Transport = roundTripper(func(req *http.Request) (*http.Response, error) {
 		ci, _ := req.Context().Value(callInfoKey{}).(*callInfo)
 		if ci == nil {
@@ -287,18 +268,19 @@ func (s *Server) instrumentedClient(base *http.Client) *http.Client {
 		u := *req.URL
 		u.RawQuery, u.User, u.Fragment = "", nil, ""
 		attrs := append([]slog.Attr{slog.String("endpoint", ci.endpoint), slog.String("url", u.String())}, ci.attrs...)
+		msg, status, level := "maskinporten call failed", "error", slog.LevelWarn
 		if err != nil {
-			s.metrics.upstream.WithLabelValues(ci.endpoint, "error").Inc()
-			s.log().LogAttrs(req.Context(), slog.LevelWarn, "maskinporten call failed", append(attrs, slog.Duration("duration", d), slog.String("error", err.Error()))...)
-			return nil, err
+			attrs = append(attrs, slog.Duration("duration", d), slog.String("error", err.Error()))
+		} else {
+			msg, status = "maskinporten call", strconv.Itoa(resp.StatusCode)
+			attrs = append(attrs, slog.Int("status", resp.StatusCode), slog.Duration("duration", d))
+			if resp.StatusCode < 400 {
+				level = slog.LevelInfo
+			}
 		}
-		s.metrics.upstream.WithLabelValues(ci.endpoint, fmt.Sprint(resp.StatusCode)).Inc()
-		level := slog.LevelInfo
-		if resp.StatusCode >= 400 {
-			level = slog.LevelWarn
-		}
-		s.log().LogAttrs(req.Context(), level, "maskinporten call", append(attrs, slog.Int("status", resp.StatusCode), slog.Duration("duration", d))...)
-		return resp, nil
+		s.metrics.upstream.WithLabelValues(ci.endpoint, status).Inc()
+		s.log().LogAttrs(req.Context(), level, msg, attrs...)
+		return resp, err
 	})
 	return &hc
 }

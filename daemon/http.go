@@ -18,9 +18,9 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// callerID is who asks, for the per-caller bounds: on a unix socket the
-// peer's uid, on TCP the address, IPv6 by its /64 (a host has a whole /64),
-// all loopback as one (any local program may pick any). Comparable.
+// callerID is who asks, for the per-caller bounds: a unix socket peer's
+// uid, or a TCP address (IPv6 by its /64; all loopback as one, as any local
+// program may pick any).
 type callerID struct {
 	unix    bool
 	refresh bool       // refreshCaller
@@ -55,10 +55,7 @@ func (c callerID) String() string {
 
 // addressOf returns a TCP peer "host:port" as callerID keeps it.
 func addressOf(hostport string) netip.Addr {
-	ap, err := netip.ParseAddrPort(hostport)
-	if err != nil {
-		return netip.Addr{}
-	}
+	ap, _ := netip.ParseAddrPort(hostport) // invalid if it does not parse
 	ip := ap.Addr().Unmap().WithZone("")
 	if ip.IsLoopback() {
 		return loopbackCaller
@@ -82,9 +79,8 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // ServeHTTP answers POST /token, GET /healthz, /readyz, /metrics and the
-// RFC 8414 metadata (/.well-known/oauth-authorization-server and
-// /.well-known/openid-configuration). It establishes who asks, once; on
-// TCP the Host header must name the daemon (else 421, Config.AllowedHosts).
+// RFC 8414 metadata. It establishes who asks, once; on TCP the Host header
+// must name the daemon (else 421, Config.AllowedHosts).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	who := callerID{uid: -1}
@@ -103,38 +99,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	switch r.URL.Path {
-	case "/token":
+	switch path := r.URL.Path; {
+	case path == "/token":
 		s.serveToken(w, r, who, peer)
-	case "/healthz":
-		if getOnly(w, r) {
-			writeText(w, http.StatusOK, "ok\n")
-		}
-	case "/readyz":
-		if !getOnly(w, r) {
-		} else if ok, reason := s.Ready(); ok {
-			writeText(w, http.StatusOK, "ready\n")
-		} else {
-			writeText(w, http.StatusServiceUnavailable, "not ready: "+reason+"\n")
-		}
-	case "/metrics":
-		if getOnly(w, r) {
-			s.metricsH.ServeHTTP(w, r)
-		}
-	case "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration":
-		if getOnly(w, r) {
-			s.serveMetadata(w, r, who.unix, la)
-		}
-	default:
+	case !slices.Contains([]string{"/healthz", "/readyz", "/metrics", "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"}, path):
 		s.writeError(w, &oauthError{status: http.StatusNotFound, code: errInvalidRequest,
 			description: "no such endpoint; the token endpoint is POST /token"})
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		w.Header().Set("Allow", "GET, HEAD")
+		writeText(w, http.StatusMethodNotAllowed, "method not allowed\n")
+	case path == "/healthz":
+		writeText(w, http.StatusOK, "ok\n")
+	case path == "/readyz":
+		if ok, reason := s.Ready(); !ok {
+			writeText(w, http.StatusServiceUnavailable, "not ready: "+reason+"\n")
+		} else {
+			writeText(w, http.StatusOK, "ready\n")
+		}
+	case path == "/metrics":
+		s.metricsH.ServeHTTP(w, r)
+	default:
+		s.serveMetadata(w, r, who.unix, la)
 	}
 }
 
 // hostAllowed reports whether a TCP request's Host names the daemon:
 // localhost, a loopback address, the address the connection came to, an
-// AllowedHosts name, or none (HTTP/1.0, no browser); not a name that
-// merely resolves here, as DNS rebinding makes a browser send.
+// AllowedHosts name, or none (HTTP/1.0); not a name that merely resolves
+// here, as DNS rebinding makes a browser send.
 func hostAllowed(host string, la net.Addr, st *settings) bool {
 	if host == "" {
 		return true
@@ -181,9 +173,9 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request, unix bool
 	default:
 		issuer = scheme + "localhost"
 	}
-	methods := []string{string(authBasic), string(authPost)}
-	if unix {
-		methods = []string{string(authNone), string(authBasic), string(authPost)}
+	methods := []string{string(authNone), string(authBasic), string(authPost)}
+	if !unix {
+		methods = methods[1:]
 	}
 	types := []string{}
 	for _, c := range s.settings().clients {
@@ -204,15 +196,6 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request, unix bool
 	}{issuer, issuer + "/token", []string{"client_credentials"}, methods, []string{}, slices.Compact(types)})
 }
 
-func getOnly(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		return true
-	}
-	w.Header().Set("Allow", "GET, HEAD")
-	writeText(w, http.StatusMethodNotAllowed, "method not allowed\n")
-	return false
-}
-
 func writeText(w http.ResponseWriter, status int, body string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
@@ -221,9 +204,7 @@ func writeText(w http.ResponseWriter, status int, body string) {
 	_, _ = io.WriteString(w, body)
 }
 
-// OAuth 2 error codes: RFC 6749 section 5.2 (temporarily_unavailable from
-// section 4.1.2.1), RFC 8707's invalid_target, RFC 9396's
-// invalid_authorization_details.
+// OAuth 2 error codes: RFC 6749 (5.2, 4.1.2.1), RFC 8707, RFC 9396.
 const (
 	errInvalidRequest         = "invalid_request"
 	errInvalidClient          = "invalid_client"
@@ -241,7 +222,7 @@ type oauthError struct {
 	code        string
 	description string
 	retryAfter  int    // seconds, for 503
-	reason      string // why a caller was refused before its request was read (reason...); "" for others
+	reason      string // why a caller was refused before its request was read (reason...)
 }
 
 func (e *oauthError) Error() string { return e.code + ": " + e.description }
@@ -258,10 +239,10 @@ func refuse(reason string, status int, code, description string) *oauthError {
 	return &oauthError{status: status, code: code, description: description, reason: reason}
 }
 
-// notReadyError: no token while the daemon is not ready.
-type notReadyError struct{ reason string }
+// notReadyError is why there is no token while the daemon is not ready.
+type notReadyError string
 
-func (e *notReadyError) Error() string { return e.reason }
+func (e notReadyError) Error() string { return string(e) }
 
 // errSlotWait: an exchange ended before it got a slot.
 var errSlotWait = errors.New("waited too long for a turn to call Maskinporten: this caller's other requests take its share (--max-concurrent-per-caller), or all requests do (--max-concurrent)")
@@ -275,30 +256,26 @@ var errAuditUnwritable = unavailable("the daemon cannot write its audit log and 
 // Maskinporten refused what it asked for, 5xx for the daemon's own faults.
 func (s *Server) mapError(err error) *oauthError {
 	var oe *oauthError
-	var nre *notReadyError
-	var te *grant.TokenError
+	var nre notReadyError
+	te := new(grant.TokenError) // zero unless err holds one
 	isTE := errors.As(err, &te)
 	switch {
 	case errors.As(err, &oe):
 		return oe
 	case errors.As(err, &nre):
-		return unavailable("cannot get a token now: "+nre.reason, 5)
+		return unavailable("cannot get a token now: "+string(nre), 5)
 	case isDeviceFault(err):
 		return unavailable("the card or HSM failed while signing ("+err.Error()+"); reconnecting", 5)
 	case tokenerr.IsPINRefused(err):
 		return unavailable(loginRefusedReason(err), 0)
-	case isTE && te.StatusCode == http.StatusTooManyRequests:
+	case te.StatusCode == http.StatusTooManyRequests:
 		return unavailable("Maskinporten asks the daemon to slow down: "+te.Error(), retrySeconds(te.RetryAfter))
 	case isTE && te.StatusCode < 500:
 		desc := "Maskinporten refused: " + te.Error()
 		switch {
-		case te.Code == errInvalidScope, te.StatusCode == http.StatusForbidden:
-			// A scope not delegated (MP-250/251, 403) exceeds what the
-			// resource owner granted: the caller's invalid_scope.
+		case te.Code == errInvalidScope, te.StatusCode == http.StatusForbidden: // 403: a scope not delegated (MP-250/251)
 			return badRequest(errInvalidScope, desc)
-		case te.Code == errInvalidAuthzDetails && strings.HasPrefix(te.MPCode, "MP-30"):
-			// MP-301..303: no system user of this client for the caller's
-			// system_user_org.
+		case te.Code == errInvalidAuthzDetails && strings.HasPrefix(te.MPCode, "MP-30"): // no system user (MP-301..303)
 			return badRequest(errInvalidRequest, desc+" (the request's system_user_org: "+
 				"that organisation has no system user for this client in Altinn)")
 		case te.Code == errInvalidAuthzDetails:
@@ -309,11 +286,7 @@ func (s *Server) mapError(err error) *oauthError {
 	case errors.Is(err, errSlotWait) && errors.Is(err, context.DeadlineExceeded):
 		return unavailable(errSlotWait.Error(), 5)
 	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		var ra time.Duration
-		if isTE {
-			ra = te.RetryAfter
-		}
-		return unavailable("Maskinporten is unavailable: "+err.Error(), retrySeconds(ra))
+		return unavailable("Maskinporten is unavailable: "+err.Error(), retrySeconds(te.RetryAfter))
 	case errors.Is(err, errCacheFull):
 		return unavailable(err.Error(), 5)
 	case errors.Is(err, errShuttingDown), errors.Is(err, errCacheClosed):
@@ -339,7 +312,7 @@ func retrySeconds(d time.Duration) int {
 	return int((d + time.Second - 1) / time.Second)
 }
 
-// Header values shared so that setting them allocates nothing.
+// Header values shared, so that setting them allocates nothing.
 var (
 	hdrJSON    = []string{"application/json;charset=UTF-8"}
 	hdrNoStore = []string{"no-store"}
@@ -347,9 +320,8 @@ var (
 )
 
 // writeError answers oe, never to be cached. Its error_description keeps
-// to RFC 6749 section 5.2's characters (%x20-21 / %x23-5B / %x5D-7E): a
-// double quote becomes a single one, a backslash a slash, any other byte
-// outside a question mark.
+// to RFC 6749 5.2's characters: a double quote becomes a single one, a
+// backslash a slash, any other byte outside %x20-7E a question mark.
 func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache

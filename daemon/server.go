@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -10,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,12 +22,10 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// Server is the token daemon. Make one with New, give it listeners with
-// Serve, and stop it with Shutdown. It is an http.Handler too. All methods
-// are safe for concurrent use.
+// Server is the token daemon: New, Serve, Shutdown; an http.Handler too.
+// All methods are safe for concurrent use.
 type Server struct {
 	st       atomic.Pointer[settings]
-	reg      *prometheus.Registry
 	metrics  *metrics
 	metricsH http.Handler
 	adm      *admission // the MaxConcurrent slots for exchanges
@@ -41,9 +39,9 @@ type Server struct {
 	bgMu   sync.Mutex // orders bg.Add against stopBackground
 	bg     sync.WaitGroup
 
-	// openMu is held from each OpenSigner call (a login) to adopting what
-	// it gave, so that a Reload and the reconnect loop never present a PIN
-	// at once: two wrong tries where one tells.
+	// openMu is held from each OpenSigner call (a login) to adopting its
+	// result, so that a Reload and the reconnect loop never present a PIN at
+	// once: two wrong tries where one tells.
 	openMu sync.Mutex
 
 	mu           sync.Mutex
@@ -75,24 +73,20 @@ type status struct {
 	conn   *conn  // the signer; set exactly when ready
 }
 
-// New checks cfg, opens the key with cfg.OpenSigner (one login) and returns
-// a Server ready to Serve. If the token is absent or the device fails (an
-// error tokenerr.Transient reports), the Server starts not ready and
-// reconnects in the background; with cfg.WaitOnPINRefused, a refused PIN
-// starts it not ready until Reload. Any other error, such as a refused
-// PIN, a key not found or an invalid Config (ErrConfig), is returned.
+// New checks cfg and opens the key with cfg.OpenSigner (one login). If the
+// token is absent or the device fails (tokenerr.Transient), the Server
+// starts not ready and reconnects; with WaitOnPINRefused, a refused PIN
+// starts it not ready until Reload. Other errors (ErrConfig) are returned.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	reg := cfg.Registry
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	s := &Server{reg: reg, refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}}
+	reg := cmp.Or(cfg.Registry, prometheus.NewRegistry())
+	cfg.Registry = reg
+	s := &Server{refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}, quotas: quotas{callers: map[callerID]held{}}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.cache = newCache(cfg, s.ctx, s.goBackground)
+	s.cache = &cache{cfg: cfg, entries: map[string]*entry{}, ctx: s.ctx, spawn: s.goBackground}
 	s.metrics = newMetrics(s)
 	st, err := newSettings(cfg, s.metrics)
 	if err != nil {
@@ -102,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 	s.st.Store(st)
 	s.stat.Store(&status{state: stateStarting, reason: "starting"})
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
-	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: log.New(logWriter{cfg.Logger, slog.LevelError, "metrics: "}, "", 0)})
+	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: logLogger(cfg.Logger, slog.LevelError, "metrics: ")})
 
 	c, err := s.open(s.ctx, st)
 	if err != nil && !tokenerr.Transient(err) && !(tokenerr.IsPINRefused(err) && cfg.WaitOnPINRefused) {
@@ -120,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	default:
 		s.logReady(c, "logged in: ready")
 	}
-	for _, col := range s.metrics.collectors() {
+	for _, col := range s.metrics.all {
 		if err := reg.Register(col); err != nil {
 			s.stopBackground()
 			s.closeConn()
@@ -132,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Registry returns the registry the metrics are in and /metrics serves.
-func (s *Server) Registry() *prometheus.Registry { return s.reg }
+func (s *Server) Registry() *prometheus.Registry { return s.settings().cfg.Registry }
 
 func (s *Server) settings() *settings { return s.st.Load() }
 
@@ -140,25 +134,20 @@ func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
 
 func (s *Server) status() *status { return s.stat.Load() }
 
-// setStateLocked makes the daemon not ready, in st, for reason. s.mu must
-// be held.
-func (s *Server) setStateLocked(st state, reason string) {
-	s.stat.Store(&status{state: st, reason: reason})
-}
-
 // adoptLocked makes the daemon ready with c and returns the conn it
-// replaces, to close outside s.mu; or records err, the failure to open c:
-// a refused PIN waits for Reload, never presented again; any other
-// failure starts the reconnect loop.
+// replaces, to close outside s.mu; or records err, the failure to open c: a
+// refused PIN waits for Reload, any other failure reconnects.
 func (s *Server) adoptLocked(c *conn, err error) *conn {
 	switch {
 	case err == nil:
 		return s.installLocked(c)
 	case tokenerr.IsPINRefused(err):
-		s.setStateLocked(stateLoginRefused, loginRefusedReason(err))
+		s.stat.Store(&status{state: stateLoginRefused, reason: loginRefusedReason(err)})
 	default:
-		s.setStateLocked(stateFault, "the card or HSM is not available ("+err.Error()+"); reconnecting")
-		s.startLoopLocked()
+		s.stat.Store(&status{state: stateFault, reason: "the card or HSM is not available (" + err.Error() + "); reconnecting"})
+		if !s.looping && s.goBackground(s.reconnectLoop) {
+			s.looping = true
+		}
 	}
 	return nil
 }
@@ -187,9 +176,8 @@ func (s *Server) Ready() (bool, string) {
 	return true, ""
 }
 
-// Serve answers requests on ln until Shutdown, then returns
-// http.ErrServerClosed. It refuses (and closes) a listener the
-// configuration would open to more callers than it means to serve.
+// Serve answers on ln until Shutdown (http.ErrServerClosed). It refuses and
+// closes a listener that would serve more callers than configured.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
 	hs := &http.Server{
@@ -201,7 +189,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		IdleTimeout:       st.cfg.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		// net/http's own lines are about callers' broken connections.
-		ErrorLog: log.New(logWriter{st.cfg.Logger, slog.LevelDebug, "http: "}, "", 0),
+		ErrorLog: logLogger(st.cfg.Logger, slog.LevelDebug, "http: "),
 	}
 	s.mu.Lock()
 	err := s.settings().checkListener(ln)
@@ -245,10 +233,9 @@ func (st *settings) checkListener(ln net.Listener) error {
 	return configErr("listener on %s %s: only unix and tcp are supported", ln.Addr().Network(), ln.Addr())
 }
 
-// Shutdown stops the server gracefully: the listeners close at once,
-// requests in flight are answered, then background work stops and the
-// signer is closed. If ctx ends first, the remaining connections are
-// closed and ctx's error returned. It may be called more than once.
+// Shutdown closes the listeners, answers the requests in flight, then
+// stops background work and closes the signer; if ctx ends first, it closes
+// the remaining connections and returns ctx's error. It may be called again.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -280,10 +267,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	s.closeConn()
-	if err == nil {
-		err = errors.Join(errs...)
-	}
-	return err
+	return cmp.Or(err, errors.Join(errs...))
 }
 
 // stopBackground cancels the background work and refuses more.
@@ -297,29 +281,20 @@ func (s *Server) stopBackground() {
 func (s *Server) closeConn() {
 	s.mu.Lock()
 	c := s.status().conn
-	s.setStateLocked(stateClosed, errShuttingDown.Error())
+	s.stat.Store(&status{state: stateClosed, reason: errShuttingDown.Error()})
 	s.mu.Unlock()
-	if c != nil {
-		c.close()
-	}
+	c.close()
 }
 
-// Reload applies a new configuration: it opens the key with the new
-// OpenSigner (a new login) and swaps it in; cached tokens are kept when
-// keys, clients and environment are unchanged. When the daemon is ready and
-// the new key cannot be opened, nothing changes and the error is returned;
-// when it is not ready, the new configuration is adopted even so (a
-// refused PIN is reported again, any other failure reconnects).
-//
-// The new configuration must suit the listeners being served, as at Serve,
-// or it is refused (ErrConfig). Listeners, MaxConcurrent,
-// MaxConcurrentPerCaller, the HTTP timeouts, the Registry and the cache's
-// settings (MaxKeys, RefreshMargin, RefreshJitter, RefusalTTL) keep their
-// values from New.
-//
-// PKCS#11 login state belongs to the process: while the old signer is
-// open, the new one's login finds the token logged in, so a PIN changed in
-// the PIN source is only checked once the token is opened afresh.
+// Reload opens the key with cfg's OpenSigner (a new login) and swaps both
+// in, keeping cached tokens if keys, clients and environment are the same.
+// If the daemon is ready and the key cannot be opened, nothing changes; if
+// it is not ready, cfg is adopted even so. A cfg that does not suit the
+// listeners served is refused (ErrConfig). Listeners, MaxConcurrent(PerCaller),
+// the HTTP timeouts, the Registry and the cache's settings stay New's.
+// PKCS#11 login state belongs to the process: while the old signer is open,
+// the new login finds the token logged in, so a changed PIN is only checked
+// once the token is opened afresh.
 func (s *Server) Reload(cfg Config) error {
 	cfg.Registry = s.settings().cfg.Registry
 	cfg, err := cfg.withDefaults()
@@ -347,9 +322,7 @@ func (s *Server) Reload(cfg Config) error {
 	switch {
 	case refused != nil:
 		s.mu.Unlock()
-		if c != nil {
-			c.close()
-		}
+		c.close()
 		return refused
 	case err != nil && s.status().state == stateReady:
 		s.mu.Unlock()
@@ -361,9 +334,7 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	if prev != nil {
-		prev.close()
-	}
+	prev.close()
 	s.logReady(c, "configuration reloaded; ready")
 	return nil
 }
@@ -378,14 +349,9 @@ func (s *Server) checkListenersLocked(st *settings) error {
 	return nil
 }
 
-// logWriter sends a log.Logger's lines to slog, at level with prefix.
-type logWriter struct {
-	l      *slog.Logger
-	level  slog.Level
-	prefix string
-}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.l.Log(context.Background(), w.level, w.prefix+strings.TrimRight(string(p), "\r\n"))
-	return len(p), nil
+// logLogger sends a log.Logger's lines to l at level, with prefix.
+func logLogger(l *slog.Logger, level slog.Level, prefix string) *log.Logger {
+	ll := slog.NewLogLogger(l.Handler(), level)
+	ll.SetPrefix(prefix)
+	return ll
 }

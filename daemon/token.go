@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"mime"
@@ -17,9 +18,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// call is one token request on its way down the pipeline (serveToken):
-// parse, authenticate (auth.go), authorize, token (fetch.go, cache.go),
-// answer, audit (audit.go). The caller is established once, by ServeHTTP.
+// call is one token request on its way down the pipeline (serveToken); its
+// caller is established once, by ServeHTTP.
 type call struct {
 	r      *http.Request
 	st     *settings
@@ -63,11 +63,11 @@ func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
 	if err := c.readBody(w); err != nil {
 		return nil, err
 	}
-	isForm, formErr := false, error(nil)
-	if ct := r.Header.Get("Content-Type"); ct == "application/x-www-form-urlencoded" {
-		isForm = true
-	} else if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/x-www-form-urlencoded" {
-		isForm = true
+	ct, formErr := r.Header.Get("Content-Type"), error(nil)
+	isForm := ct == "application/x-www-form-urlencoded" // the common case, without ParseMediaType's allocations
+	if !isForm {
+		mt, _, _ := mime.ParseMediaType(ct)
+		isForm = mt == "application/x-www-form-urlencoded"
 	}
 	if isForm {
 		c.form, formErr = url.ParseQuery(string(c.buf))
@@ -148,8 +148,8 @@ var errTooLarge = &oauthError{status: http.StatusRequestEntityTooLarge, code: er
 // same set makes the same key and the same grant.
 func (c *call) authorize() error {
 	form, cl := c.form, c.client
-	for _, name := range []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "authorization_details", "altinn", "client_id", "client_secret"} {
-		if len(form[name]) > 1 {
+	for name, vs := range form { // a form holds a few names: fewer lookups than asking for each
+		if len(vs) > 1 && slices.Contains(singleParams, name) {
 			return badRequest(errInvalidRequest, "the parameter "+name+" is given more than once")
 		}
 	}
@@ -231,26 +231,23 @@ func (c *call) authorize() error {
 	return nil
 }
 
+// singleParams are the form's parameters given at most once.
+var singleParams = []string{"grant_type", "scope", "consumer_org", "pid", "system_user_org", "authorization_details", "altinn", "client_id", "client_secret"}
+
 // validate is grant.Request.Validate as OAuth 2 errors, for a new key.
 func (c *call) validate() error {
 	if slices.ContainsFunc(c.req.Resources, func(r string) bool { return strings.ContainsRune(r, 0) }) {
 		return badRequest(errInvalidRequest, "invalid resource")
 	}
-	err := c.req.Validate()
 	var ve *grant.ValidationError
-	switch {
-	case err == nil:
+	if err := c.req.Validate(); err == nil {
 		return nil
-	case !errors.As(err, &ve):
+	} else if !errors.As(err, &ve) {
 		return badRequest(errInvalidRequest, err.Error())
-	case ve.Field == "scope":
-		return badRequest(errInvalidScope, "invalid scope: "+ve.Reason)
-	case ve.Field == "authorization_details":
-		return badRequest(errInvalidAuthzDetails, "invalid authorization_details: "+ve.Reason)
-	case ve.Field == "systemuser_org":
-		return badRequest(errInvalidRequest, "invalid system_user_org: "+ve.Reason)
 	}
-	return badRequest(errInvalidRequest, "invalid "+ve.Field+": "+ve.Reason)
+	code := map[string]string{"scope": errInvalidScope, "authorization_details": errInvalidAuthzDetails}[ve.Field]
+	field := strings.Replace(ve.Field, "systemuser_org", "system_user_org", 1) // as the form names it
+	return badRequest(cmp.Or(code, errInvalidRequest), "invalid "+field+": "+ve.Reason)
 }
 
 // answer writes the token or the error, and the audit line: a token's
@@ -263,7 +260,6 @@ func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) 
 	if err != nil {
 		oe := s.mapError(err)
 		s.metrics.count(c.client, outcomeOf(oe.status, false), oe)
-		s.metrics.requests.WithLabelValues(oe.code).Inc()
 		s.writeError(w, oe)
 		if !audited {
 			s.audit(c, oe.status, oe)
@@ -271,7 +267,6 @@ func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) 
 		return
 	}
 	s.metrics.count(c.client, outcomeOf(http.StatusOK, c.hit), nil)
-	s.metrics.requestsOK.Inc()
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
 	b := append(c.buf[:0], tok.head...)

@@ -1,29 +1,30 @@
-// Package doctor checks a Maskinporten setup one check at a time and says
-// what is wrong and how to fix it. Run runs the checks in a fixed order; a
-// check whose input an earlier one did not find is skipped, saying why.
-// The PKCS#11 checks (module, token, pin, login, key) live in
-// doctor/tokencheck behind KeyFinder, so this package needs no cgo. No
-// Result ever holds a PIN, grant or token.
+// Package doctor checks a Maskinporten setup one check at a time, saying
+// what is wrong and how to fix it; a check whose input an earlier one did not
+// find is skipped, saying why. The PKCS#11 checks live in doctor/tokencheck
+// behind KeyFinder, so this package needs no cgo. No Result ever holds a
+// PIN, grant or token.
 package doctor
 
 import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// Config is what Run checks. Its fields map onto mp-hsm doctor's flags; a
-// server fills in what it has. With the zero value there is nothing to
-// check: the environment check fails and the others are skipped.
+// Config is what Run checks; its fields map onto mp-hsm doctor's flags.
+// With the zero value the environment check fails and the others skip.
 type Config struct {
 	// Key finds the key with checks of its own (doctor/tokencheck); Run
-	// closes it. If nil, Signer is the key; if both are nil the key and
+	// closes it. If nil, Signer is the key; with neither, the key and
 	// certificate checks are skipped.
 	Key    KeyFinder
 	Signer signer.Signer
@@ -31,30 +32,27 @@ type Config struct {
 	KeyID     string // the kid grants carry instead of x5c; empty means x5c
 	Algorithm string // the JWS alg; empty means the key's default
 
-	// WellKnown is the metadata URL. With a nil Environment it chooses the
-	// environment; otherwise the metadata check compares the two. If
-	// empty, the metadata is fetched from the environment's issuer.
+	// WellKnown is the metadata URL: with a nil Environment it chooses the
+	// environment, else the metadata check compares the two. Empty: the
+	// environment issuer's.
 	WellKnown string
 	// Environment chooses the environment for the key's chain; if nil,
-	// from WellKnown or else the certificate's CA. The choice is checked
-	// against the certificate (grant.CheckEnvironment).
+	// WellKnown or else the certificate's CA do. grant.CheckEnvironment
+	// checks the choice against the certificate.
 	Environment EnvironmentFunc
 
 	// ClientID and Request are what the token-request check asks for; it
-	// runs only with both a ClientID and scopes.
-	ClientID string
-	Request  grant.Request
-	// CheckRequest checks Request before it is sent; if nil,
-	// Request.Validate.
+	// runs only with a ClientID and scopes. CheckRequest checks Request
+	// before it is sent; nil means Request.Validate.
+	ClientID     string
+	Request      grant.Request
 	CheckRequest func(grant.Request) error
 
-	AllowInsecure bool          // allow http endpoints for hosts that are not loopback
-	Timeout       time.Duration // bounds each network step; zero means 30 s
-	// HTTPClient fetches the metadata and sends the token request; nil
-	// means the defaults.
-	HTTPClient *http.Client
-	Logger     *slog.Logger     // the token request's debug records; nil discards
-	Now        func() time.Time // the clock validity and skew are judged by; nil means time.Now
+	AllowInsecure bool             // allow http endpoints for hosts that are not loopback
+	Timeout       time.Duration    // bounds each network step; zero means 30 s
+	HTTPClient    *http.Client     // for the metadata and the token request; nil means the defaults
+	Logger        *slog.Logger     // the token request's debug records; nil discards
+	Now           func() time.Time // the clock validity and skew are judged by; nil means time.Now
 
 	// RegisteredKeys, if set, reads the client's registered keys (Digdir's
 	// self-service API) for the registered-key check.
@@ -68,8 +66,7 @@ type Config struct {
 type EnvironmentFunc func(ctx context.Context, chain []*x509.Certificate) (env grant.Environment, how string, err error)
 
 // KeyFinder finds the key the later checks judge, reporting checks of its
-// own; doctor/tokencheck implements it on a PKCS#11 token. Close releases
-// what FindKey opened.
+// own (doctor/tokencheck on a PKCS#11 token); Close releases what it opened.
 type KeyFinder interface {
 	FindKey(ctx context.Context, report func(Result)) FoundKey
 	Close() error
@@ -77,13 +74,11 @@ type KeyFinder interface {
 
 // FoundKey is what a KeyFinder found, for the checks after it.
 type FoundKey struct {
-	Key    crypto.Signer // signs the test signature; nil when none found
-	Signer signer.Signer // Key with its chain; nil when unusable
-	// Chain is the key's chain, leaf first; without a login, the chain of
-	// the certificate the key selection points at.
-	Chain   []*x509.Certificate
-	CertErr error // why the token's certificate for the key does not fit it
-	NoLogin bool  // the token was not logged in: Chain may not be the key's
+	Key     crypto.Signer       // signs the test signature; nil when none found
+	Signer  signer.Signer       // Key with its chain; nil when unusable
+	Chain   []*x509.Certificate // leaf first; without a login, that of the certificate the selection points at
+	CertErr error               // why the token's certificate for the key does not fit it
+	NoLogin bool                // the token was not logged in: Chain may not be the key's
 }
 
 // Thresholds of the checks.
@@ -100,11 +95,10 @@ type run struct {
 	timeout time.Duration
 	results Results
 
-	key     FoundKey
-	cert    *x509.Certificate // key.Chain[0], the leaf the checks judge
-	envr    *grant.Environment
-	envFail bool
-	meta    *metadata // the fetched metadata, once fetched
+	key  FoundKey
+	cert *x509.Certificate // key.Chain[0], the leaf the checks judge
+	envr *grant.Environment
+	meta *metadata // the fetched metadata, once fetched
 }
 
 // Run runs cfg.Key's checks, then signature, certificate, validity,
@@ -112,6 +106,7 @@ type run struct {
 // token-request and registered-key, one Result each, never stopping early.
 func Run(ctx context.Context, cfg Config) Results {
 	r := &run{cfg: cfg, now: cfg.Now, timeout: cfg.Timeout}
+	r.cfg.ClientID = strings.TrimSpace(cfg.ClientID)
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -141,7 +136,6 @@ func Run(ctx context.Context, cfg Config) Results {
 	return r.results
 }
 
-// add records a result and reports it.
 func (r *run) add(res Result) {
 	res = res.normalize()
 	r.results = append(r.results, res)
@@ -151,13 +145,106 @@ func (r *run) add(res Result) {
 }
 
 func ok(check, msg string) Result { return Result{Check: check, Status: OK, Message: msg} }
-
 func warn(check, msg, hint string) Result {
 	return Result{Check: check, Status: Warn, Message: msg, Hint: hint}
 }
-
+func skip(check, msg string) Result { return Result{Check: check, Status: Skip, Message: msg} }
 func fail(check string, class Class, err error, msg, hint string) Result {
 	return Result{Check: check, Status: Fail, Message: msg, Hint: hint, Class: class, Err: err}
 }
 
-func skip(check, msg string) Result { return Result{Check: check, Status: Skip, Message: msg} }
+// Status is the outcome of one check.
+type Status string
+
+// The statuses of a check.
+const (
+	OK   Status = "ok"   // nothing wrong
+	Warn Status = "warn" // works, but something needs attention (see Hint)
+	Fail Status = "fail" // a token cannot be had this way (see Hint and Class)
+	Skip Status = "skip" // not run: what it needs is missing (see Message)
+)
+
+// Class is the kind of problem a failed check found; mp-hsm doctor exits with the code in parentheses.
+type Class int
+
+// The classes of failures.
+const (
+	ClassNone        Class = iota // the check did not fail
+	ClassInternal                 // an unexpected error (1)
+	ClassUsage                    // bad configuration or input (2)
+	ClassToken                    // module, token, PIN, key or certificate (3)
+	ClassRefused                  // Maskinporten refused, or would refuse, the grant (4)
+	ClassUnavailable              // Maskinporten unreachable or failing (5)
+)
+
+// Result is what one check found. Its JSON form is what mp-hsm doctor
+// --output json prints, part of the command-line contract.
+type Result struct {
+	Check   string `json:"check"`   // such as "pin" or "token-request"
+	Status  Status `json:"status"`  // the outcome
+	Message string `json:"message"` // one line; never a PIN, grant or token
+	Hint    string `json:"hint"`    // what to do, naming mp-hsm's commands and flags
+	Class   Class  `json:"-"`       // for a failure, the kind of problem
+	Err     error  `json:"-"`       // the error that failed the check, for errors.Is/As
+}
+
+// Results are the results of a Run, in the order the checks ran.
+type Results []Result
+
+// Count returns how many results have status s.
+func (rs Results) Count(s Status) int {
+	n := 0
+	for _, r := range rs {
+		if r.Status == s {
+			n++
+		}
+	}
+	return n
+}
+
+// FirstFailure returns the first failed result, or nil when none failed.
+func (rs Results) FirstFailure() *Result {
+	for i := range rs {
+		if rs[i].Status == Fail {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+// Failed returns a failed result of check for err, with err's class (see ClassOf) or def when err has none.
+func Failed(check string, def Class, err error, hint string) Result {
+	return Result{Check: check, Status: Fail, Message: err.Error(), Hint: hint, Class: ClassOf(err, def), Err: err}
+}
+
+// ClassOf returns the class of err (ClassNone for nil), or def when the
+// sentinels of grant, signer and pkcs11uri do not tell.
+func ClassOf(err error, def Class) Class {
+	switch {
+	case err == nil:
+		return ClassNone
+	case errors.Is(err, grant.ErrInvalidRequest), errors.Is(err, pkcs11uri.ErrInvalid),
+		errors.Is(err, grant.ErrInvalidConfig) && !errors.Is(err, grant.ErrEnvironmentMismatch):
+		return ClassUsage
+	case errors.Is(err, grant.ErrRefused):
+		return ClassRefused
+	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, grant.ErrBadResponse),
+		errors.Is(err, context.DeadlineExceeded):
+		return ClassUnavailable
+	case errors.Is(err, signer.ErrKeyTooSmall), errors.Is(err, signer.ErrCertificateMismatch),
+		errors.Is(err, signer.ErrUnsupportedKey), errors.Is(err, grant.ErrEnvironmentMismatch):
+		return ClassToken
+	}
+	return def
+}
+
+// normalize keeps message and hint on one line each; a failure is never ClassNone.
+func (r Result) normalize() Result {
+	oneLine := strings.NewReplacer("\r", "", "\n", "; ")
+	r.Message = oneLine.Replace(strings.TrimSpace(r.Message))
+	r.Hint = oneLine.Replace(strings.TrimSpace(r.Hint))
+	if r.Status == Fail && r.Class == ClassNone {
+		r.Class = ClassInternal
+	}
+	return r
+}

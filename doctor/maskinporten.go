@@ -1,33 +1,34 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/inspect"
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// checkEnvironment chooses the environment and checks it against the
-// certificate.
+// checkEnvironment chooses the environment and checks it against the certificate.
 func (r *run) checkEnvironment(ctx context.Context) Result {
 	const check = "environment"
 	cfg := r.cfg
 	if cfg.Environment == nil && cfg.WellKnown != "" {
 		m := r.fetchMetadata(ctx, cfg.WellKnown)
 		if m.err != nil {
-			r.envFail = true
 			return skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 		}
 		envr := m.env
 		if err := grant.CheckEnvironment(envr, r.key.Chain); err != nil {
-			r.envFail = true
 			return Failed(check, ClassToken, err, "use the certificate for that environment, or the other environment's metadata")
 		}
 		r.envr = &envr
@@ -44,7 +45,6 @@ func (r *run) checkEnvironment(ctx context.Context) Result {
 		err = grant.CheckEnvironment(envr, r.key.Chain)
 	}
 	if err != nil {
-		r.envFail = true
 		hint := "give --env test or --env prod, or --well-known URL"
 		var me *grant.EnvironmentMismatchError
 		if errors.As(err, &me) {
@@ -53,11 +53,7 @@ func (r *run) checkEnvironment(ctx context.Context) Result {
 		return Failed(check, ClassUsage, err, hint)
 	}
 	r.envr = &envr
-	name := envr.Name
-	if name == "" {
-		name = "custom"
-	}
-	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", name, envr.Issuer, how, r.fitsCert(envr)))
+	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", cmp.Or(envr.Name, "custom"), envr.Issuer, how, r.fitsCert(envr)))
 }
 
 // fromCertificate is the default EnvironmentFunc: the issuing CA's.
@@ -92,8 +88,7 @@ type metadata struct {
 	start, end time.Time // local clock around the request
 }
 
-// datesTransport records the Date header and timing of the last answer;
-// one fetch's requests are sequential.
+// datesTransport records the Date header and timing of the last answer; one fetch's requests are sequential.
 type datesTransport struct {
 	base http.RoundTripper
 	m    *metadata
@@ -120,14 +115,8 @@ func (r *run) fetchMetadata(ctx context.Context, url string) *metadata {
 	if r.cfg.HTTPClient != nil {
 		hc = *r.cfg.HTTPClient
 	}
-	if hc.Timeout == 0 {
-		hc.Timeout = r.timeout
-	}
-	base := hc.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	hc.Transport = &datesTransport{base: base, m: m, now: r.now}
+	hc.Timeout = cmp.Or(hc.Timeout, r.timeout)
+	hc.Transport = &datesTransport{base: cmp.Or(hc.Transport, http.DefaultTransport), m: m, now: r.now}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	md := &grant.Metadata{URL: url, AllowInsecure: r.cfg.AllowInsecure, HTTPClient: &hc}
@@ -144,19 +133,11 @@ func (r *run) checkMetadata(ctx context.Context) Result {
 		if r.envr == nil {
 			return skip(check, "needs the environment")
 		}
-		iss := r.envr.Issuer
-		if !strings.HasSuffix(iss, "/") {
-			iss += "/"
-		}
-		url = iss + ".well-known/oauth-authorization-server"
+		url = strings.TrimSuffix(r.envr.Issuer, "/") + "/.well-known/oauth-authorization-server"
 	}
 	m := r.fetchMetadata(ctx, url)
 	if m.err != nil {
-		class := ClassUnavailable
-		if errors.Is(m.err, grant.ErrInvalidConfig) {
-			class = ClassUsage
-		}
-		return fail(check, class, m.err, m.err.Error(),
+		return fail(check, ClassOf(m.err, ClassUnavailable), m.err, m.err.Error(),
 			"check the network, a proxy (HTTPS_PROXY, NO_PROXY) and firewalls, and that the URL is Maskinporten's (status.digdir.no)")
 	}
 	if r.envr != nil && m.env.Issuer != r.envr.Issuer {
@@ -199,4 +180,110 @@ func (r *run) checkClock(context.Context) Result {
 	default:
 		return ok(check, "within "+inspect.Duration(SkewWarn)+" of the server's clock (Date header)")
 	}
+}
+
+// checkTokenRequest asks Maskinporten for a real token, and explains a refusal. The token is never shown.
+func (r *run) checkTokenRequest(ctx context.Context) Result {
+	const check = "token-request"
+	cfg := r.cfg
+	if len(cfg.Request.Scopes) == 0 || cfg.ClientID == "" {
+		return skip(check, "give --client-id and --scope to try a real token request")
+	}
+	switch {
+	case r.key.Signer == nil:
+		return skip(check, "needs the key and its certificate")
+	case r.envr == nil:
+		return skip(check, "needs the environment")
+	case r.meta != nil && r.meta.err != nil:
+		return skip(check, "the metadata could not be read")
+	}
+	validate := cfg.CheckRequest
+	if validate == nil {
+		validate = grant.Request.Validate
+	}
+	if err := validate(cfg.Request); err != nil {
+		return Failed(check, ClassUsage, err, "fix the request flags")
+	}
+	if cfg.KeyID == "" && len(r.key.Signer.Chain()) == 0 {
+		return fail(check, ClassToken, nil, "the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate",
+			"fix the flags named")
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	gc := &grant.Config{
+		ClientID:      cfg.ClientID,
+		Signer:        r.key.Signer,
+		Algorithm:     cfg.Algorithm,
+		KeyID:         cfg.KeyID,
+		Environment:   *r.envr,
+		AllowInsecure: cfg.AllowInsecure,
+		HTTPClient:    cfg.HTTPClient,
+		Logger:        cfg.Logger,
+	}
+	tok, err := gc.Exchange(ctx, cfg.Request)
+	if err != nil {
+		class := ClassOf(err, ClassUnavailable)
+		hint := "check the network and Maskinporten's status (status.digdir.no)"
+		if class != ClassUnavailable {
+			// Refused before anything was sent (an expired certificate,
+			// a bad setting): the network is not to blame.
+			hint = "nothing was sent to Maskinporten: fix what the message (and any failed check above) says"
+		}
+		var te *grant.TokenError // its message has the code, description and any clock skew
+		if errors.As(err, &te) {
+			hint = cmp.Or(te.Hint, "see Maskinporten's error documentation for the code")
+		}
+		return fail(check, class, err, err.Error(), hint)
+	}
+	return ok(check, fmt.Sprintf("Maskinporten issued a token for scope %q, valid %d s (not shown)", tok.Scope, tok.ExpiresIn))
+}
+
+// KeyAgeWarn is the key-set age the registered-key check warns at: a
+// registered key is valid for a year (MP-121).
+const KeyAgeWarn = 335 * 24 * time.Hour
+
+// RegisteredKeysFunc reads the client's registered key set through the
+// self-service API, authenticating with s (the key found) or a key beside it.
+type RegisteredKeysFunc func(ctx context.Context, s signer.Signer) (*admin.KeySet, error)
+
+// checkRegisteredKey looks the kid up in the client's registered keys. The
+// API dates only the set, so a set last changed KeyAgeWarn ago warns.
+func (r *run) checkRegisteredKey(ctx context.Context) Result {
+	const check = "registered-key"
+	cfg := r.cfg
+	if cfg.RegisteredKeys == nil {
+		return Result{} // not run
+	}
+	switch {
+	case cfg.KeyID == "" || cfg.ClientID == "":
+		return skip(check, "give --client-id and --kid to look the key up in the self-service API")
+	case r.key.Signer == nil:
+		return skip(check, "needs the key and its certificate")
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	set, err := cfg.RegisteredKeys(ctx, r.key.Signer)
+	if err != nil {
+		class := ClassOf(err, ClassUnavailable)
+		var ae *admin.APIError
+		if errors.As(err, &ae) && ae.Status < 500 {
+			class = ClassRefused
+		}
+		return fail(check, class, err, err.Error(), "check --admin-client-id and --admin-api, that the self-service client has idporten:dcr.read, "+
+			"and that its key (--admin-key-id or --admin-key-label, else the key checked) has the enterprise certificate")
+	}
+	if !slices.Contains(set.Kids(), cfg.KeyID) {
+		return fail(check, ClassRefused, nil, fmt.Sprintf("kid %q is not registered on client %s (it has: %s)", cfg.KeyID, cfg.ClientID, strings.Join(set.Kids(), ", ")),
+			fmt.Sprintf("register it: mp-hsm jwk --kid %s | mp-hsm admin keys add --client-id %s -", cfg.KeyID, cfg.ClientID))
+	}
+	day := "at a date the API did not give"
+	if !set.LastUpdated.IsZero() {
+		day = "on " + set.LastUpdated.UTC().Format("2006-01-02")
+		if age := r.now().Sub(set.LastUpdated); age >= KeyAgeWarn {
+			return warn(check, fmt.Sprintf("kid %q is registered on client %s, but the key set was last changed %s (%s ago): every key in it is that old or older, "+
+				"and a registered key is valid for a year (MP-121)", cfg.KeyID, cfg.ClientID, day, inspect.Duration(age)),
+				fmt.Sprintf("rotate: mp-hsm admin keys rotate --client-id %s --label NEW --scope SCOPE --remove %s", cfg.ClientID, cfg.KeyID))
+		}
+	}
+	return ok(check, fmt.Sprintf("kid %q is registered on client %s (key set last changed %s)", cfg.KeyID, cfg.ClientID, day))
 }

@@ -27,20 +27,20 @@ type Detail struct {
 	raw           map[string]any
 }
 
-// describeDetails returns the authorization_details claim v to show (from
-// masked unless showPID) and each element's summary.
-func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string) {
+// describeDetails sums up each element of the authorization_details claim v
+// in r.Details, and returns the claim to show (from masked unless showPID).
+func (r *Report) describeDetails(v any, showPID bool, now time.Time) any {
 	arr, ok := v.([]any)
 	if !ok {
-		return v, nil, "claim authorization_details: not a JSON array"
+		r.Problems = append(r.Problems, "claim authorization_details: not a JSON array")
+		return v
 	}
 	shown := make([]any, len(arr))
-	var out []Detail
 	for i, e := range arr {
 		m, ok := e.(map[string]any)
 		if !ok {
 			shown[i] = e
-			out = append(out, Detail{Problems: []string{fmt.Sprintf("element %d is not an object", i+1)}})
+			r.Details = append(r.Details, Detail{Problems: []string{fmt.Sprintf("element %d is not an object", i+1)}})
 			continue
 		}
 		if from, ok := m["from"].(string); ok && !showPID {
@@ -54,7 +54,11 @@ func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string)
 		d.From, _ = m["from"].(string)
 		d.To, _ = orgClaim(m["to"])
 		d.SystemUserOrg, _ = orgClaim(m["systemuser_org"])
-		for name, dst := range map[string]**Time{"consented": &d.Consented, "validTo": &d.ValidTo} {
+		for _, name := range []string{"consented", "validTo"} { // in this order, so that problems are too
+			dst, rel := &d.Consented, name
+			if name == "validTo" {
+				dst, rel = &d.ValidTo, "exp" // says "expired ... ago" once past
+			}
 			s, ok := m[name].(string)
 			if !ok {
 				continue
@@ -64,16 +68,12 @@ func describeDetails(v any, showPID bool, now time.Time) (any, []Detail, string)
 				d.Problems = append(d.Problems, name+" is not an RFC 3339 time")
 				continue
 			}
-			rel := name
-			if name == "validTo" {
-				rel = "exp" // says "expired ... ago" once past
-			}
 			*dst = &Time{Unix: t.Unix(), Time: t.UTC().Format(time.RFC3339), Relative: Relative(rel, t, now)}
 		}
 		d.Rights = each(m["consentRights"], rightInWords)
-		out = append(out, d)
+		r.Details = append(r.Details, d)
 	}
-	return shown, out, ""
+	return shown
 }
 
 // each applies f to each element of v, a JSON array; nil for anything else.

@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -36,18 +37,16 @@ type Certificate struct {
 	Error       string   `json:"error,omitempty"`       // why it could not be decoded
 }
 
-// describeX5C reads the x5c header: an array of standard base64 DER
-// certificates, leaf first. problem says why the header itself is unusable.
-func describeX5C(v any, now time.Time) (certs []Certificate, problem string) {
+// describeX5C reads the x5c header into r.Certificates: an array of
+// standard base64 DER certificates, leaf first.
+func (r *Report) describeX5C(v any, now time.Time) {
 	arr, ok := v.([]any)
 	if !ok {
-		return []Certificate{}, "header x5c is not an array (Maskinporten answers MP-123)"
+		r.Problems = append(r.Problems, "header x5c is not an array (Maskinporten answers MP-123)")
 	}
-	out := make([]Certificate, 0, len(arr))
 	for i, el := range arr {
-		out = append(out, describeX5CElement(i, el, now))
+		r.Certificates = append(r.Certificates, describeX5CElement(i, el, now))
 	}
-	return out, ""
 }
 
 func describeX5CElement(i int, el any, now time.Time) Certificate {
@@ -82,9 +81,7 @@ func describeCert(i int, cert *x509.Certificate, now time.Time) Certificate {
 	}
 	sum := sha256.Sum256(cert.Raw)
 	ic.SHA256 = hex.EncodeToString(sum[:])
-	if o, ok := orgid.FromCertificate(cert); ok {
-		ic.OrgNumber = o
-	}
+	ic.OrgNumber, _ = orgid.FromCertificate(cert)
 	if env, err := grant.EnvironmentForCertificate(cert); err == nil {
 		ic.Environment = env.Name
 	}
@@ -99,7 +96,7 @@ func describeCert(i int, cert *x509.Certificate, now time.Time) Certificate {
 	return ic
 }
 
-// attrNames are the short names of distinguished-name attributes;
+// attrNames are the short names of distinguished-name attributes, since
 // pkix.Name.String shows organizationIdentifier, which enterprise
 // certificates carry, only as hex.
 var attrNames = map[string]string{
@@ -114,15 +111,8 @@ func dn(n pkix.Name) string {
 	parts := make([]string, 0, len(n.Names))
 	for i := len(n.Names) - 1; i >= 0; i-- {
 		a := n.Names[i]
-		name, ok := attrNames[a.Type.String()]
-		if !ok {
-			name = a.Type.String()
-		}
-		v, isStr := a.Value.(string)
-		if !isStr {
-			v = fmt.Sprint(a.Value)
-		}
-		parts = append(parts, name+"="+v)
+		name := cmp.Or(attrNames[a.Type.String()], a.Type.String())
+		parts = append(parts, name+"="+fmt.Sprint(a.Value))
 	}
 	if len(parts) == 0 {
 		return n.String()

@@ -1,8 +1,6 @@
 // Package inspect decodes a JWT, such as a Maskinporten grant or access
-// token, into a Report for people and scripts: header, claims, times
-// relative to now, the x5c certificates and an access token's client,
-// scope and consumer.
-//
+// token, into a Report for people and scripts: header, claims, times relative
+// to now, the x5c certificates and an access token's client and scope.
 // Nothing is verified, so a Report may show forgeries. Errors and the text
 // form never quote the input, which may be a live token; a pid is masked
 // unless Options.ShowPID.
@@ -26,8 +24,7 @@ type JWT struct {
 	SignatureLen int            // 0 for an unsigned JWT
 }
 
-// DecodeError is why Decode could not take its input apart, without
-// quoting the input.
+// DecodeError is why Decode could not take its input apart, never quoting it.
 type DecodeError struct {
 	Part int   // 1 the header, 2 the claims, 3 the signature, 0 the whole input
 	Err  error // the decoder's error (*json.SyntaxError, base64.CorruptInputError), or nil
@@ -108,8 +105,7 @@ func extract(input string) (string, error) {
 	return s, nil
 }
 
-// base64URL decodes base64url, tolerating padding; the error names the
-// part without quoting it.
+// base64URL decodes base64url, tolerating padding; the error names the part without quoting it.
 func base64URL(part string, index int, name string) ([]byte, error) {
 	fail := func(cause error, format string, args ...any) ([]byte, error) {
 		return nil, decodeErr(index, cause, "%s is not base64url: "+format, append([]any{name}, args...)...)

@@ -28,8 +28,7 @@ var kindNames = map[string]string{
 }
 
 // Report describes a JWT. Its JSON form is what mp-hsm inspect --output
-// json prints and is part of the command-line contract, so fields are only
-// ever added.
+// json prints, part of the command-line contract: fields are only added.
 type Report struct {
 	Kind         string          `json:"kind"`                            // KindGrant, KindAccessToken, KindAltinnToken or KindJWT
 	Description  string          `json:"description"`                     // the kind in words
@@ -66,15 +65,12 @@ type AccessToken struct {
 	ClientAMR   string `json:"client_amr,omitempty"`   // how the client authenticated, such as virksomhetssertifikat
 }
 
-// Options tunes Describe and Inspect. The zero value counts from the
-// current time and masks a pid.
+// Options tunes Describe and Inspect.
 type Options struct {
-	// Now is the time relative times count from; zero means time.Now().
-	Now time.Time
-	// ShowPID shows personal identification numbers in full: a pid claim
-	// and a person's number in an authorization detail's from (a consent).
-	// By default only their first six digits are shown (grant.MaskPID,
-	// grant.MaskParty), as in mp-hsm's logs.
+	Now time.Time // the time relative times count from; zero means time.Now()
+	// ShowPID shows personal identification numbers (a pid claim, a
+	// consent's from) in full, not only their first six digits as mp-hsm's
+	// logs do (grant.MaskPID, grant.MaskParty).
 	ShowPID bool
 }
 
@@ -87,8 +83,7 @@ func Inspect(input string, opts Options) (*Report, error) {
 	return Describe(j, opts), nil
 }
 
-// Describe describes j, counting relative times from opts.Now. It does not
-// change j: the Report has its own copy of the claims.
+// Describe describes j, counting relative times from opts.Now. It does not change j.
 func Describe(j *JWT, opts Options) *Report {
 	now := opts.Now
 	if now.IsZero() {
@@ -106,17 +101,8 @@ func Describe(j *JWT, opts Options) *Report {
 	r.KeyID, _ = j.Header["kid"].(string)
 	r.Algorithm, _ = j.Header["alg"].(string)
 	if v, ok := claims["authorization_details"]; ok {
-		var shown any
-		var problem string
-		shown, r.Details, problem = describeDetails(v, opts.ShowPID, now)
-		if !opts.ShowPID {
-			claims["authorization_details"] = shown
-		}
-		if problem != "" {
-			r.Problems = append(r.Problems, problem)
-		}
+		claims["authorization_details"] = r.describeDetails(v, opts.ShowPID, now)
 	}
-	unix := map[string]int64{}
 	for _, name := range []string{"iat", "nbf", "exp"} {
 		v, ok := claims[name]
 		if !ok {
@@ -127,24 +113,19 @@ func Describe(j *JWT, opts Options) *Report {
 			r.Problems = append(r.Problems, fmt.Sprintf("claim %s: %v", name, err))
 			continue
 		}
-		unix[name] = sec
 		t := time.Unix(sec, 0)
 		r.Times[name] = Time{Unix: sec, Time: t.UTC().Format(time.RFC3339), Relative: Relative(name, t, now)}
 	}
-	if exp, ok := unix["exp"]; ok {
-		expired := !time.Unix(exp, 0).After(now)
+	if exp, ok := r.Times["exp"]; ok {
+		expired := !time.Unix(exp.Unix, 0).After(now)
 		r.Expired = &expired
-		if iat, ok := unix["iat"]; ok {
-			l := exp - iat
+		if iat, ok := r.Times["iat"]; ok {
+			l := exp.Unix - iat.Unix
 			r.Lifetime = &l
 		}
 	}
 	if v, ok := j.Header["x5c"]; ok {
-		certs, problem := describeX5C(v, now)
-		r.Certificates = certs
-		if problem != "" {
-			r.Problems = append(r.Problems, problem)
-		}
+		r.describeX5C(v, now)
 	}
 	if r.Kind == KindAccessToken {
 		a := &AccessToken{}
@@ -158,8 +139,7 @@ func Describe(j *JWT, opts Options) *Report {
 	return r
 }
 
-// kind tells a Maskinporten grant, access token or Altinn token by its
-// claims.
+// kind tells a Maskinporten grant, access token or Altinn token by its claims.
 func kind(j *JWT) string {
 	c := j.Claims
 	has := func(k string) bool { _, ok := c[k]; return ok }
@@ -178,11 +158,9 @@ func kind(j *JWT) string {
 	return KindJWT
 }
 
-// NumericDates beyond year 9999 are not shown as dates.
-const maxDate = 253402300799
+const maxDate = 253402300799 // NumericDates beyond year 9999 are not shown as dates
 
-// numericDate reads a NumericDate (seconds since the epoch; a fraction is
-// cut off).
+// numericDate reads a NumericDate (seconds since the epoch, a fraction cut off).
 func numericDate(v any) (int64, error) {
 	n, ok := v.(json.Number)
 	if !ok {

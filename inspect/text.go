@@ -1,6 +1,7 @@
 package inspect
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
@@ -32,32 +34,23 @@ func ordered(m map[string]any, first []string) []string {
 	return keys
 }
 
-// printable returns s for a terminal by textsafe's one rule: control and
-// reordering characters escaped, so that a token cannot send control
-// sequences to a terminal, and at most maxShown runes.
+// printable returns s for a terminal by textsafe's one rule (control and
+// reordering characters escaped), cut at maxShown runes: far above any real
+// claim, yet a hostile token cannot flood the terminal.
 func printable(s string) string { return textsafe.EscapeN(s, maxShown) }
 
-// maxShown bounds each value inspect prints: far above any real claim,
-// scope list or authorization_details array, yet a hostile token cannot
-// flood the terminal.
 const maxShown = 4096
 
-// value writes a JSON value in one line: strings as they are, others as
-// compact JSON.
+// value writes a JSON value in one line: strings as they are, others as JSON.
 func value(v any) string {
 	if s, ok := v.(string); ok {
 		return printable(s)
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return "?"
-	}
+	b, _ := json.Marshal(v) // decoded JSON: cannot fail
 	return printable(string(b))
 }
 
-// WriteText writes the report for people, as mp-hsm inspect prints it.
-// Every value from the JWT is written printable: no control character
-// reaches out.
+// WriteText writes the report for people, as mp-hsm inspect prints it, every value from the JWT printable.
 func (r *Report) WriteText(out io.Writer) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "%s\n", r.Description)
@@ -75,7 +68,7 @@ func (r *Report) WriteText(out io.Writer) error {
 	for _, k := range ordered(r.Claims, claimOrder) {
 		v := value(r.Claims[k])
 		if t, ok := r.Times[k]; ok {
-			v = fmt.Sprintf("%s  (%s)", t.Time, t.Relative)
+			v = t.text()
 		} else if k == "authorization_details" && len(r.Details) > 0 {
 			v = fmt.Sprintf("%d element(s), below", len(r.Details))
 		} else if id, org := orgClaim(r.Claims[k]); id != "" {
@@ -147,4 +140,54 @@ func writeCertText(w io.Writer, c Certificate) {
 	row(w, "public key", c.PublicKey)
 	fmt.Fprintf(w, "  serial\t%s\n", c.Serial)
 	row(w, "sha256", c.SHA256)
+}
+
+// Relative says in words how t relates to now for the claim or field
+// name: "in 45 s", "3 min ago", "expired 2 days ago" (exp, not_after), with
+// a warning for a future iat, nbf or not_before.
+func Relative(name string, t, now time.Time) string {
+	d, expiry := t.Sub(now), name == "exp" || name == "not_after"
+	h := Duration(d)
+	switch {
+	case d.Abs() < time.Second && expiry:
+		return "expires now"
+	case d.Abs() < time.Second:
+		return "now"
+	case d > 0 && name == "iat":
+		return "in " + h + " (issued in the future: clock skew?)"
+	case d > 0 && (name == "nbf" || name == "not_before"):
+		return "in " + h + " (not yet valid)"
+	case d > 0:
+		return "in " + h
+	case expiry:
+		return "expired " + h + " ago"
+	}
+	return h + " ago"
+}
+
+// Duration writes |d|, rounded to the second, in the largest whole unit
+// that suits it: "45 s", "3 min", "47 h" (up to two days), "300 days".
+func Duration(d time.Duration) string {
+	s := int64(d.Abs().Round(time.Second) / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%d s", s)
+	case s < 3600:
+		return fmt.Sprintf("%d min", s/60)
+	case s < 48*3600:
+		return fmt.Sprintf("%d h", s/3600)
+	}
+	return fmt.Sprintf("%d days", s/86400)
+}
+
+// KeyUsageNames returns the RFC 5280 names of the bits set in u, in bit order; nil when none is set.
+func KeyUsageNames(u x509.KeyUsage) []string {
+	var out []string
+	for bit, name := range []string{"digitalSignature", "nonRepudiation", "keyEncipherment",
+		"dataEncipherment", "keyAgreement", "keyCertSign", "cRLSign"} { // x509.KeyUsage's bits, in order
+		if u&(x509.KeyUsage(1)<<bit) != 0 {
+			out = append(out, name)
+		}
+	}
+	return out
 }

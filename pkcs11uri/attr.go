@@ -9,8 +9,7 @@ import (
 	"unicode/utf8"
 )
 
-// attribute parses a, one name=value attribute of the path (or, when query
-// is set, of the query) starting at byte off, into p.u.
+// attribute parses a, one name=value attribute of the path (or the query) starting at byte off, into p.u.
 func (p *uriParser) attribute(a string, off int, query bool) error {
 	part, sep := "path", ';'
 	seen, names := p.path, uriPathNames
@@ -28,15 +27,13 @@ func (p *uriParser) attribute(a string, off int, query bool) error {
 	if name == "" {
 		return p.fail(off, "", "empty attribute name before '='")
 	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; !uriNameChar(c) {
-			hint := ""
-			if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
-				hint = " (a PKCS #11 URI holds no whitespace: remove it)"
-			}
-			return p.fail(off+i, "", "%s is not allowed in an attribute name; names are letters, digits, '-' and '_'%s",
-				uriDescribe(c), hint)
+	if i := strings.IndexFunc(name, notNameChar); i >= 0 {
+		hint := ""
+		if strings.IndexByte(" \t\n\r", name[i]) >= 0 {
+			hint = " (a PKCS #11 URI holds no whitespace: remove it)"
 		}
+		return p.fail(off+i, "", "%s is not allowed in an attribute name; names are letters, digits, '-' and '_'%s",
+			uriDescribe(name[i]), hint)
 	}
 	vendor := uriVendorName(name)
 	if !vendor && !slices.Contains(names, name) {
@@ -64,7 +61,7 @@ func (p *uriParser) attribute(a string, off int, query bool) error {
 	case "type":
 		return p.objectType(raw, voff)
 	}
-	b, err := p.unescape(name, raw, voff, query)
+	b, err := p.unescape(name, raw, voff, part)
 	if err != nil {
 		return err
 	}
@@ -77,45 +74,19 @@ func (p *uriParser) attribute(a string, off int, query bool) error {
 	if !vendor && !utf8.Valid(b) {
 		return p.notUTF8(name, raw, voff, b)
 	}
-	v := string(b)
-	switch name {
-	case "token":
-		p.u.Token = v
-	case "manufacturer":
-		p.u.Manufacturer = v
-	case "model":
-		p.u.Model = v
-	case "serial":
-		p.u.Serial = v
-	case "slot-description":
-		p.u.SlotDescription = v
-	case "slot-manufacturer":
-		p.u.SlotManufacturer = v
-	case "library-manufacturer":
-		p.u.LibraryManufacturer = v
-	case "library-description":
-		p.u.LibraryDescription = v
-	case "object":
-		p.u.Object = v
-	case "module-name":
-		p.u.ModuleName = v
-	case "module-path":
-		p.u.ModulePath = v
-	case "pin-source":
-		p.u.PINSource = v
-	case "pin-value":
-		p.u.PINValue = v
-	default: // vendor
-		if p.u.Vendor == nil {
-			p.u.Vendor = map[string]string{}
+	if f := p.u.field(name); f != nil {
+		*f = string(b)
+		return nil
+	}
+	if p.u.Vendor == nil {
+		p.u.Vendor = map[string]string{}
+	}
+	p.u.Vendor[name] = string(b)
+	if query {
+		if p.u.vendorQuery == nil {
+			p.u.vendorQuery = map[string]bool{}
 		}
-		p.u.Vendor[name] = v
-		if query {
-			if p.u.vendorQuery == nil {
-				p.u.vendorQuery = map[string]bool{}
-			}
-			p.u.vendorQuery[name] = true
-		}
+		p.u.vendorQuery[name] = true
 	}
 	return nil
 }
@@ -136,15 +107,18 @@ func uriUnknown(name, part string, names []string) string {
 		part, name, part, strings.Join(names, ", "))
 }
 
+// nonDigit returns the index of the first byte of s that is not 0-9, or -1.
+func nonDigit(s string) int {
+	return strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+}
+
 func (p *uriParser) slotID(raw string, off int) error {
 	if raw == "" {
 		return p.fail(off, "slot-id", "slot-id needs a value: a decimal slot number, as in slot-id=0")
 	}
-	for i := 0; i < len(raw); i++ {
-		if raw[i] < '0' || raw[i] > '9' {
-			return p.fail(off+i, "slot-id", "slot-id must be a decimal number written with the digits 0-9, found %s",
-				uriDescribe(raw[i]))
-		}
+	if i := nonDigit(raw); i >= 0 {
+		return p.fail(off+i, "slot-id", "slot-id must be a decimal number written with the digits 0-9, found %s",
+			uriDescribe(raw[i]))
 	}
 	n, err := strconv.ParseUint(raw, 10, bits.UintSize)
 	if err != nil {
@@ -157,22 +131,14 @@ func (p *uriParser) slotID(raw string, off int) error {
 
 func (p *uriParser) libraryVersion(raw string, off int) error {
 	const want = "library-version must be M or M.N, decimal numbers of at most 255 (the CK_VERSION of the library), as in library-version=2.20"
-	major, minor, dot := strings.Cut(raw, ".")
-	for i, part := range []string{major, minor} {
-		if i == 1 && !dot {
-			break
-		}
-		start := off
-		if i == 1 {
-			start = off + len(major) + 1
-		}
+	major, _, _ := strings.Cut(raw, ".")
+	for i, part := range strings.SplitN(raw, ".", 2) {
+		start := off + i*(len(major)+1)
 		if part == "" {
 			return p.fail(start, "library-version", "%s; a number is missing", want)
 		}
-		for j := 0; j < len(part); j++ {
-			if part[j] < '0' || part[j] > '9' {
-				return p.fail(start+j, "library-version", "%s; found %s", want, uriDescribe(part[j]))
-			}
+		if j := nonDigit(part); j >= 0 {
+			return p.fail(start+j, "library-version", "%s; found %s", want, uriDescribe(part[j]))
 		}
 		if _, err := strconv.ParseUint(part, 10, 8); err != nil {
 			return p.fail(start, "library-version", "%s; %s is too large", want, part)
@@ -198,21 +164,18 @@ func (p *uriParser) objectType(raw string, off int) error {
 	return p.fail(off, "type", "%s", reason)
 }
 
-// unescape percent-decodes raw, the value of attribute name at byte off, and
-// checks that every other character may stand unescaped in its part. Reasons
-// for a PIN-like attribute do not show its characters.
-func (p *uriParser) unescape(name, raw string, off int, query bool) ([]byte, error) {
-	secret := uriSecretName(name)
-	part := "path"
-	if query {
-		part = "query"
-	}
+// unescape percent-decodes raw, the value of attribute name at byte off,
+// checking that the other characters may stand unescaped; for a PIN-like
+// attribute the reason shows none of its characters.
+func (p *uriParser) unescape(name, raw string, off int, part string) ([]byte, error) {
+	secret, query := uriSecretName(name), part == "query"
 	out := make([]byte, 0, len(raw))
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		switch {
 		case c == '%':
-			if i+2 >= len(raw) || uriUnhex(raw[i+1]) < 0 || uriUnhex(raw[i+2]) < 0 {
+			h, err := strconv.ParseUint(raw[i+1:min(i+3, len(raw))], 16, 8)
+			if err != nil || i+2 >= len(raw) {
 				if secret {
 					return nil, p.fail(off, name, "the value of %s has a '%%' not followed by two hexadecimal digits "+
 						"(not shown; write a literal '%%' as %%25)", name)
@@ -220,7 +183,7 @@ func (p *uriParser) unescape(name, raw string, off int, query bool) ([]byte, err
 				return nil, p.fail(off+i, name, "malformed percent-encoding: '%%' must be followed by two hexadecimal "+
 					"digits; write a literal '%%' as %%25")
 			}
-			out = append(out, byte(uriUnhex(raw[i+1])<<4|uriUnhex(raw[i+2])))
+			out = append(out, byte(h))
 			i += 2
 		case uriAllowed(c, query):
 			out = append(out, c)
@@ -243,11 +206,7 @@ func (p *uriParser) notUTF8(name, raw string, off int, b []byte) error {
 		return p.fail(off, name, "the value of %s is not valid UTF-8 after percent-decoding (not shown)", name)
 	}
 	k := 0 // index in b of the first byte of the invalid sequence
-	for k < len(b) {
-		r, size := utf8.DecodeRune(b[k:])
-		if r == utf8.RuneError && size <= 1 {
-			break
-		}
+	for r, size := utf8.DecodeRune(b); r != utf8.RuneError || size > 1; r, size = utf8.DecodeRune(b[k:]) {
 		k += size
 	}
 	i := 0 // the offset in raw that decoded to b[k]

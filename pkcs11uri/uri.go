@@ -2,15 +2,12 @@
 //
 //	pkcs11:token=Buypass%20ID;object=Authentication;type=private
 //
-// It is the grammar only, in pure Go, as smallstep keeps its kms/uri: it
-// loads no module and needs no cgo, so that code which only reads or
-// writes a URI (a configuration file, the command line's PIN sources) does
-// not depend on PKCS#11. What the attributes select is applied by package
-// hsm (hsm.SelectorsFromURI, hsm.ModuleFromURI).
-//
-// Parse follows RFC 7512's percent-encoding and nothing else: it never
-// guesses whether id=7370 is hex or text, and resolves no environment
-// variable. Neither Parse's errors nor String ever show a PIN.
+// It is the grammar only, in pure Go (as smallstep's kms/uri), so that code
+// which only reads or writes a URI does not depend on PKCS#11; package hsm
+// applies what the attributes select (hsm.SelectorsFromURI, hsm.ModuleFromURI).
+// Parse follows RFC 7512's percent-encoding only: it never guesses whether
+// id=7370 is hex or text and resolves no environment variable. Neither
+// Parse's errors nor String ever show a PIN.
 package pkcs11uri
 
 import (
@@ -19,67 +16,62 @@ import (
 	"strings"
 )
 
-// URI is a parsed RFC 7512 PKCS #11 URI.
-//
-// String fields hold percent-decoded UTF-8 text, and "" means the attribute
-// is absent. An attribute written with an empty value ("serial=") is also
-// stored as "": the struct cannot tell the two apart, and an empty value
-// selects nothing in particular. The same holds for ID, which is nil then.
+// URI is a parsed RFC 7512 PKCS #11 URI. String fields hold percent-decoded
+// UTF-8 text; "" means absent, and an empty value ("serial=") is stored as
+// absent too (ID is then nil), since it selects nothing.
 type URI struct {
 	// Path attributes select a library, slot, token and object.
-
-	Token        string // token= : the token label (CK_TOKEN_INFO label)
-	Manufacturer string // manufacturer= : the token's manufacturer ID
-	Model        string // model= : the token model
-	Serial       string // serial= : the token serial number
-
-	SlotID           *uint  // slot-id= : the decimal CK_SLOT_ID; nil when absent
-	SlotDescription  string // slot-description=
-	SlotManufacturer string // slot-manufacturer=
-
+	Token               string // token= : the token label (CK_TOKEN_INFO label)
+	Manufacturer        string // manufacturer= : the token's manufacturer ID
+	Model               string // model= : the token model
+	Serial              string // serial= : the token serial number
+	SlotID              *uint  // slot-id= : the decimal CK_SLOT_ID; nil when absent
+	SlotDescription     string // slot-description=
+	SlotManufacturer    string // slot-manufacturer=
 	LibraryManufacturer string // library-manufacturer=
 	LibraryDescription  string // library-description=
 	LibraryVersion      string // library-version= : "M" or "M.N", as written
-
-	// ID is id=, the object's CKA_ID: exactly the percent-decoded bytes.
-	// "id=%01%02" is the two bytes 0x01 0x02 and "id=7370" is the four
-	// bytes "7370"; the value is never read as hex or as text.
+	// ID is id=, the object's CKA_ID: exactly the percent-decoded bytes
+	// ("id=7370" is the four bytes "7370"), never read as hex or text.
 	ID     []byte
 	Object string // object= : the object's CKA_LABEL
-	// Type is type=: "private", "public", "cert", "secret-key" or "data".
-	Type string
+	Type   string // type= : "private", "public", "cert", "secret-key" or "data"
 
 	// Query attributes say how to reach the token.
-
 	ModuleName string // module-name= : a module name, as in "opensc-pkcs11"
 	ModulePath string // module-path= : the module's file path
 	PINSource  string // pin-source= : where to read the PIN, as given
-	// PINValue is pin-value=, the PIN itself. String never writes it, and
-	// errors from Parse never show it.
+	// PINValue is pin-value=, the PIN itself; String never writes it and Parse's errors never show it.
 	PINValue string
 
-	// Vendor holds the vendor attributes (names starting with "x-") from the
-	// path and the query, keyed by their full name, values percent-decoded
-	// and otherwise as given. It is nil when there are none.
+	// Vendor holds the "x-" attributes of both parts by full name, values
+	// percent-decoded; nil when there are none.
 	Vendor map[string]string
-
-	// vendorQuery records which Vendor names came from the query, so that
-	// String writes them back there; names not in it go to the path.
+	// vendorQuery marks the Vendor names read from the query, so that String writes them back there.
 	vendorQuery map[string]bool
+}
+
+// field returns the string field of the text attribute name, or nil.
+func (u *URI) field(name string) *string {
+	return map[string]*string{
+		"token": &u.Token, "manufacturer": &u.Manufacturer, "model": &u.Model, "serial": &u.Serial,
+		"slot-description": &u.SlotDescription, "slot-manufacturer": &u.SlotManufacturer,
+		"library-manufacturer": &u.LibraryManufacturer, "library-description": &u.LibraryDescription,
+		"library-version": &u.LibraryVersion, "object": &u.Object, "type": &u.Type,
+		"module-name": &u.ModuleName, "module-path": &u.ModulePath, "pin-source": &u.PINSource,
+		"pin-value": &u.PINValue,
+	}[name]
 }
 
 // ErrInvalid is matched, with errors.Is, by every error Parse returns.
 var ErrInvalid = errors.New("invalid PKCS #11 URI")
 
-// Error reports why Parse refused a URI. errors.Is(err, ErrInvalid)
-// is true for it.
+// Error reports why Parse refused a URI; it matches ErrInvalid.
 type Error struct {
-	// URI is the input, with the value of any pin-value (and of any other
-	// attribute whose name suggests a PIN or password) replaced by
-	// "REDACTED".
+	// URI is the input with the value of pin-value (and of any attribute
+	// whose name suggests a PIN or password) replaced by "REDACTED".
 	URI string
-	// Attr names the attribute at fault, or is "" when the fault is not in
-	// one (the scheme, a stray separator).
+	// Attr names the attribute at fault, or "" (the scheme, a stray separator).
 	Attr string
 	// Offset is the byte offset of the fault in URI (the redacted form).
 	Offset int
@@ -100,21 +92,13 @@ func (e *Error) Error() string {
 func (e *Error) Is(target error) bool { return target == ErrInvalid }
 
 // The attribute names of RFC 7512, section 2.3, in the order String writes
-// them.
+// them; the values of type=, with spellings people try instead.
 var (
-	uriPathNames = []string{
-		"token", "manufacturer", "model", "serial",
-		"slot-description", "slot-manufacturer", "slot-id",
-		"library-manufacturer", "library-description", "library-version",
-		"object", "type", "id",
-	}
+	uriPathNames = []string{"token", "manufacturer", "model", "serial", "slot-description", "slot-manufacturer",
+		"slot-id", "library-manufacturer", "library-description", "library-version", "object", "type", "id"}
 	uriQueryNames = []string{"module-name", "module-path", "pin-source", "pin-value"}
-)
-
-// uriTypes are the values of type=, with spellings people try instead.
-var (
-	uriTypes    = []string{"private", "public", "cert", "secret-key", "data"}
-	uriTypeHint = map[string]string{
+	uriTypes      = []string{"private", "public", "cert", "secret-key", "data"}
+	uriTypeHint   = map[string]string{
 		"private-key": "private", "privkey": "private", "public-key": "public",
 		"pubkey": "public", "certificate": "cert", "x509": "cert",
 		"secret": "secret-key", "secretkey": "secret-key",
@@ -125,47 +109,26 @@ var (
 //
 //	pkcs11:[path-attr *(";" path-attr)][?[query-attr *("&" query-attr)]]
 //
-// The scheme is case-insensitive; attribute names are not. Every attribute is
-// name=value. The path attributes are
+// The scheme is case-insensitive; attribute names are not. The attributes are
+// URI's fields: slot-id is a decimal CK_SLOT_ID, library-version M or M.N
+// (each at most 255), type one of private, public, cert, secret-key or data,
+// id the CKA_ID bytes. Vendor attributes ("x-" then letters, digits, '-' or
+// '_') may be in either part; RFC 7512 allows any such name, but Parse asks
+// for "x-" so that a misspelt name such as tokn is reported, not ignored.
+// Parse checks the grammar only: hsm.SelectorsFromURI and hsm.ModuleFromURI
+// apply the attributes, pin-source and pin-value are for the caller, and
+// nothing that parses is silently dropped.
 //
-//	token, manufacturer, model, serial     token selection (CK_TOKEN_INFO)
-//	slot-description, slot-manufacturer    slot selection (CK_SLOT_INFO)
-//	slot-id                                a decimal CK_SLOT_ID, e.g. slot-id=0
-//	library-manufacturer, library-description
-//	library-version                        M or M.N, decimal, each at most 255
-//	object                                 the CKA_LABEL
-//	type                                   private, public, cert, secret-key or data
-//	id                                     the CKA_ID bytes, e.g. id=%01%02
+// Values are percent-encoded UTF-8, except id (raw bytes). Letters, digits and
+// -._~:[]@!$'()*+,= may stand as they are in both parts; '&' also in the path,
+// and '/', '?' and '|' in the query; anything else (';', '%', '#', spaces)
+// must be encoded. slot-id, library-version and type take plain text only.
 //
-// and the query attributes are module-name, module-path, pin-source and
-// pin-value. Vendor attributes are names starting with "x-" followed by
-// letters, digits, '-' or '_'; they may appear in either part. (RFC 7512
-// itself lets any other name made of those characters be a vendor attribute,
-// and its own example uses vendor-aaa; Parse asks for "x-" so that a
-// misspelt standard name, such as tokn, is reported instead of ignored.)
-//
-// Parse checks the grammar only. What the attributes mean is applied by
-// hsm.SelectorsFromURI (every path attribute; vendor attributes are refused
-// there) and hsm.ModuleFromURI (module-name and module-path); pin-source
-// and pin-value are for the caller. No attribute that parses is silently
-// dropped.
-//
-// Values are percent-encoded UTF-8 ("%20" for a space), except id, whose
-// value is raw bytes and best written fully encoded. Letters, digits and
-// -._~:[]@!$'()*+,= may be written as they are in both parts; '&' may also be
-// in the path, and '/', '?' and '|' in the query. Anything else, including
-// ';', '%', '#' and spaces, must be percent-encoded. slot-id, library-version
-// and type take plain text only.
-//
-// Parse refuses, with a *Error: a missing scheme, an unknown attribute,
-// an attribute in the wrong part, a path attribute or a standard query
-// attribute given twice, a vendor attribute given twice, an empty attribute,
-// bad percent-encoding, a character that needs percent-encoding, text that
-// is not UTF-8, a malformed slot-id, library-version or type, and pin-value
-// together with pin-source (RFC 7512 says such a URI SHOULD be refused).
-// An attribute with an empty value counts as absent (see URI).
-//
-// Examples:
+// Parse refuses, with a *Error: a missing scheme, an unknown or misplaced
+// attribute, one given twice, an empty attribute, bad percent-encoding, a
+// character that needs encoding, text that is not UTF-8, a malformed slot-id,
+// library-version or type, and pin-value together with pin-source (RFC 7512
+// says to refuse such a URI). Examples:
 //
 //	pkcs11:token=Buypass%20ID;object=Authentication;type=private
 //	pkcs11:slot-id=0;id=%01%02?module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so
@@ -192,23 +155,24 @@ func (p *uriParser) fail(off int, attr, format string, args ...any) *Error {
 
 const uriScheme = "pkcs11:"
 
+func hasScheme(s string) bool {
+	return len(s) >= len(uriScheme) && strings.EqualFold(s[:len(uriScheme)], uriScheme)
+}
+
 func (p *uriParser) parse() error {
-	s := p.in
-	if len(s) < len(uriScheme) || !strings.EqualFold(s[:len(uriScheme)], uriScheme) {
+	if !hasScheme(p.in) {
 		hint := ""
-		if t := strings.TrimSpace(s); t != s && len(t) >= len(uriScheme) && strings.EqualFold(t[:len(uriScheme)], uriScheme) {
+		if t := strings.TrimSpace(p.in); t != p.in && hasScheme(t) {
 			hint = "; remove the whitespace around it"
 		}
 		return p.fail(0, "", `a PKCS #11 URI starts with "pkcs11:", as in "pkcs11:token=mytoken;object=mykey"%s`, hint)
 	}
-	off := len(uriScheme)
-	rest := s[off:]
-	path, query, hasQuery := strings.Cut(rest, "?")
-	if err := p.component(path, off, false); err != nil {
+	path, query, hasQuery := strings.Cut(p.in[len(uriScheme):], "?")
+	if err := p.component(path, len(uriScheme), false); err != nil {
 		return err
 	}
 	if hasQuery {
-		if err := p.component(query, off+len(path)+1, true); err != nil {
+		if err := p.component(query, len(uriScheme)+len(path)+1, true); err != nil {
 			return err
 		}
 	}
@@ -230,19 +194,52 @@ func (p *uriParser) component(c string, off int, query bool) error {
 	if c == "" {
 		return nil
 	}
-	sep := ";"
-	if query {
-		sep = "&"
-	}
-	for {
-		attr, more, found := strings.Cut(c, sep)
+	sep := map[bool]string{false: ";", true: "&"}[query]
+	for _, attr := range strings.Split(c, sep) {
 		if err := p.attribute(attr, off, query); err != nil {
 			return err
 		}
-		if !found {
-			return nil
-		}
 		off += len(attr) + 1
-		c = more
 	}
+	return nil
+}
+
+// uriSecretName reports whether an attribute's value may be a PIN or a
+// password and must not appear in an error: pin-value and, since people
+// misspell it, any name that mentions a PIN or a password.
+func uriSecretName(name string) bool {
+	n := strings.ToLower(strings.TrimSpace(name))
+	return n != "pin-source" && (strings.Contains(n, "pin") || strings.Contains(n, "pass"))
+}
+
+const uriRedacted = "REDACTED"
+
+// uriRedact replaces the value of the first secret attribute in s (see
+// uriSecretName), and all that follows, with "REDACTED": a PIN may hold an
+// unencoded '&' or ';', so its value may run to the end. It reads s loosely,
+// to find them also in input Parse refuses, and returns a function that maps
+// a byte offset in s to one in the redacted text.
+func uriRedact(s string) (string, func(int) int) {
+	for start := 0; start < len(s); {
+		j := strings.IndexAny(s[start:], "=:;&?")
+		if j < 0 {
+			break
+		}
+		j += start
+		if s[j] != '=' || !uriSecretName(s[start:j]) {
+			start = j + 1
+			continue
+		}
+		v := j + 1
+		if v == len(s) {
+			break
+		}
+		return s[:v] + uriRedacted, func(off int) int {
+			if off >= len(s) {
+				return v + len(uriRedacted)
+			}
+			return min(off, v)
+		}
+	}
+	return s, func(off int) int { return off }
 }

@@ -7,37 +7,25 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
-// maxChainLength bounds BuildChain; real chains have two or three elements.
-const maxChainLength = 10
+const maxChainLength = 10 // real chains have two or three elements
 
-// BuildChain returns the certificate chain of the key pub, in the order the
-// x5c header wants it: the leaf, then its issuer, then that issuer's issuer,
-// and so on.
-//
-// The leaf is a certificate from pool or extra whose public key equals pub.
-// When several certificates hold the key (a renewed certificate beside the
-// old one), BuildChain prefers one valid now, and among those the one with
-// the latest NotAfter. When none holds the key, BuildChain returns a nil
-// chain and a nil error: the key can then only be identified by kid.
-//
-// Each next element is a certificate from pool or extra whose subject equals
-// the previous element's issuer and whose key verifies the previous
-// element's signature (x509.Certificate.CheckSignatureFrom, except that
-// SHA-1 signatures, still found between older CAs, are accepted: the chain is
-// only assembled here, and Maskinporten validates it). Among several
-// candidates the same preference as for the leaf applies.
+// BuildChain returns the certificate chain of the key pub in x5c order: the
+// leaf, its issuer, that issuer's issuer, and so on. Each element comes from
+// pool or extra: the leaf holds pub, each next one has the previous one's
+// issuer as subject and verifies its signature (CheckSignatureFrom, but
+// SHA-1, still found between older CAs, is accepted: Maskinporten validates
+// the chain, this only assembles it). Among several candidates (a renewed
+// certificate beside the old one) it prefers one valid now, then the latest
+// NotAfter; expired ones are not refused. No leaf gives a nil chain and nil
+// error: the key can then only be named by kid.
 //
 // The chain ends when no issuer is found or the issuer is self-signed. A
-// self-signed root is left out: the verifier must already trust it (RFC 7515
-// section 4.1.6 allows omitting it, and Maskinporten validates against its
-// own store of Buypass and Commfides roots). A self-signed leaf is kept, as
-// the only element.
-//
-// Validity periods are only used to choose among candidates; expired
-// certificates are not rejected.
+// self-signed root is left out (RFC 7515 section 4.1.6; Maskinporten trusts
+// its own Buypass and Commfides roots); a self-signed leaf is kept, alone.
 func BuildChain(pub crypto.PublicKey, pool []*x509.Certificate, extra []*x509.Certificate) ([]*x509.Certificate, error) {
 	return buildChain(time.Now(), pub, pool, extra)
 }
@@ -46,14 +34,7 @@ func buildChain(now time.Time, pub crypto.PublicKey, pool, extra []*x509.Certifi
 	if _, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedKey, keyDescription(pub))
 	}
-	candidates := make([]*x509.Certificate, 0, len(pool)+len(extra))
-	for _, certs := range [][]*x509.Certificate{pool, extra} {
-		for _, c := range certs {
-			if c != nil {
-				candidates = append(candidates, c)
-			}
-		}
-	}
+	candidates := slices.DeleteFunc(slices.Concat(pool, extra), func(c *x509.Certificate) bool { return c == nil })
 
 	leaf := best(now, candidates, func(c *x509.Certificate) bool {
 		return publicKeyEqual(pub, c.PublicKey)
@@ -65,7 +46,7 @@ func buildChain(now time.Time, pub crypto.PublicKey, pool, extra []*x509.Certifi
 	for len(chain) < maxChainLength {
 		cert := chain[len(chain)-1]
 		issuer := best(now, candidates, func(c *x509.Certificate) bool {
-			return !inChain(chain, c) && issuedBy(cert, c)
+			return !slices.ContainsFunc(chain, c.Equal) && issuedBy(cert, c)
 		})
 		if issuer == nil || selfSigned(issuer) {
 			break
@@ -75,9 +56,8 @@ func buildChain(now time.Time, pub crypto.PublicKey, pool, extra []*x509.Certifi
 	return chain, nil
 }
 
-// best returns the certificate among certs that satisfies ok and is valid at
-// now with the latest NotAfter; failing that, the one with the latest
-// NotAfter. It returns nil if none satisfies ok.
+// best returns, among the certs that satisfy ok, one valid at now with the
+// latest NotAfter, else the one with the latest NotAfter, else nil.
 func best(now time.Time, certs []*x509.Certificate, ok func(*x509.Certificate) bool) *x509.Certificate {
 	var found *x509.Certificate
 	foundValid := false
@@ -111,27 +91,15 @@ func issuedBy(child, parent *x509.Certificate) bool {
 	return err == nil
 }
 
-// selfSigned reports whether c names itself as issuer and its own key
-// verifies its signature.
+// selfSigned reports whether c names itself as issuer and verifies itself.
 func selfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
 		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
-func inChain(chain []*x509.Certificate, c *x509.Certificate) bool {
-	for _, x := range chain {
-		if x == c || bytes.Equal(x.Raw, c.Raw) {
-			return true
-		}
-	}
-	return false
-}
-
-// ReadCertificates parses certificates from PEM or DER. PEM input may hold
-// several CERTIFICATE blocks, in any order, with other blocks (a private key)
-// and text between them, as "openssl pkcs12 -nodes" writes; those are
-// skipped. Input that is neither PEM with at least one certificate nor a
-// single DER certificate is an error.
+// ReadCertificates parses certificates from PEM (every CERTIFICATE block,
+// skipping other blocks and text, as "openssl pkcs12 -nodes" writes) or one
+// DER certificate. Input with no certificate is an error.
 func ReadCertificates(pemOrDER []byte) ([]*x509.Certificate, error) {
 	if len(bytes.TrimSpace(pemOrDER)) == 0 {
 		return nil, errors.New("signer: reading certificates: empty input")
@@ -144,13 +112,7 @@ func ReadCertificates(pemOrDER []byte) ([]*x509.Certificate, error) {
 		return []*x509.Certificate{cert}, nil
 	}
 	var certs []*x509.Certificate
-	rest := pemOrDER
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for block, rest := pem.Decode(pemOrDER); block != nil; block, rest = pem.Decode(rest) {
 		if block.Type != "CERTIFICATE" {
 			continue
 		}

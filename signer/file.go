@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"software.sslmate.com/src/go-pkcs12"
@@ -16,21 +17,16 @@ import (
 
 // Errors from reading key files; test for them with errors.Is.
 var (
-	// ErrPKCS12Password reports that a PKCS#12 file could not be opened
-	// with the password given. The password is never part of the message.
+	// ErrPKCS12Password reports a PKCS#12 file the password does not open;
+	// the message never holds the password.
 	ErrPKCS12Password = errors.New("signer: wrong PKCS#12 password")
-
-	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM
-	// does not decrypt.
+	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM does not decrypt.
 	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
 )
 
-// FileSigner is a Signer over a crypto.Signer and a chain given to it: a
-// private key read from a soft enterprise certificate (PKCS#12) or a PEM
-// file and held in memory, for development and for users without a smart
-// card, or any crypto.Signer a program already holds (NewFileSigner), such
-// as a crypto11 key on a token or a KMS client. Sign calls the key's Sign.
-// It is safe for concurrent use when the key is.
+// FileSigner is a Signer over a crypto.Signer and its chain: a key read from
+// a PKCS#12 or PEM file and held in memory, or any crypto.Signer a program
+// holds (NewFileSigner). It is safe for concurrent use when the key is.
 type FileSigner struct {
 	key   crypto.Signer
 	chain []*x509.Certificate
@@ -38,12 +34,10 @@ type FileSigner struct {
 
 var _ Signer = (*FileSigner)(nil)
 
-// NewFileSigner returns a Signer over key, for callers that already hold a
-// crypto.Signer: a key in memory (tests), a crypto11 key on a token, a KMS
-// adapter. chain, which may be empty, must be in Chain order, leaf first;
-// it is used as given (BuildChain orders a set of certificates, such as
-// those read from the token, and leaves the root out). The key must pass
-// CheckKey and the leaf must match it (MatchCertificate).
+// NewFileSigner returns a Signer over key (a key in memory, a crypto11 key, a
+// KMS adapter). chain, possibly empty, is used as given, leaf first (see
+// BuildChain to order one). The key must pass CheckKey and the leaf must
+// match it (MatchCertificate).
 func NewFileSigner(key crypto.Signer, chain []*x509.Certificate) (*FileSigner, error) {
 	if key == nil {
 		return nil, fmt.Errorf("%w: nil key", ErrUnsupportedKey)
@@ -52,27 +46,20 @@ func NewFileSigner(key crypto.Signer, chain []*x509.Certificate) (*FileSigner, e
 	if err := CheckKey(pub); err != nil {
 		return nil, err
 	}
-	if len(chain) > 0 {
-		if err := MatchCertificate(pub, chain[0]); err != nil {
-			return nil, err
-		}
+	if len(chain) == 0 {
+		return &FileSigner{key: key}, nil
 	}
-	var c []*x509.Certificate
-	if len(chain) > 0 {
-		c = append(c, chain...)
+	if err := MatchCertificate(pub, chain[0]); err != nil {
+		return nil, err
 	}
-	return &FileSigner{key: key, chain: c}, nil
+	return &FileSigner{key: key, chain: slices.Clone(chain)}, nil
 }
 
-// FromPEM returns a Signer over the PEM private key in keyPEM: PKCS#8
-// ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY").
-// Encrypted keys are refused with ErrEncryptedKey.
-//
-// chainPEM is optional: certificates in PEM (or one in DER), in any order.
-// Certificates found in keyPEM are used too, so the output of
-// "openssl pkcs12 -nodes" works as keyPEM alone. The chain is assembled with
-// BuildChain; if certificates are given but none matches the key, the error
-// wraps ErrCertificateMismatch.
+// FromPEM returns a Signer over the PEM private key in keyPEM: PKCS#8,
+// PKCS#1 or SEC 1; encrypted keys give ErrEncryptedKey. The chain is built
+// (BuildChain) from the optional chainPEM (PEM, or one DER certificate) and
+// any certificates in keyPEM, so "openssl pkcs12 -nodes" output works alone;
+// certificates of which none matches the key give ErrCertificateMismatch.
 func FromPEM(keyPEM []byte, chainPEM []byte) (*FileSigner, error) {
 	key, certs, err := parseKeyPEM(keyPEM)
 	if err != nil {
@@ -97,26 +84,23 @@ func FromFiles(keyPath, chainPath string) (*FileSigner, error) {
 	}
 	defer clear(keyPEM)
 	var chainPEM []byte
+	where := "key " + keyPath
 	if chainPath != "" {
+		where += ", chain " + chainPath
 		if chainPEM, err = safefile.Read(chainPath, safefile.MaxCertificates); err != nil {
 			return nil, fmt.Errorf("signer: reading certificate chain: %w", err)
 		}
 	}
 	s, err := FromPEM(keyPEM, chainPEM)
 	if err != nil {
-		if chainPath != "" {
-			return nil, fmt.Errorf("%w (key %s, chain %s)", err, keyPath, chainPath)
-		}
-		return nil, fmt.Errorf("%w (key %s)", err, keyPath)
+		return nil, fmt.Errorf("%w (%s)", err, where)
 	}
 	return s, nil
 }
 
-// FromPKCS12 returns a Signer over the key in a PKCS#12 (.p12, .pfx) file,
-// such as a soft virksomhetssertifikat. The file must hold exactly one
-// private key. Its certificates may come in any order; the chain is
-// assembled with BuildChain, so the root is left out. A wrong password gives
-// an error wrapping ErrPKCS12Password.
+// FromPKCS12 returns a Signer over the one key in a PKCS#12 (.p12, .pfx)
+// file, such as a soft virksomhetssertifikat, with the chain built by
+// BuildChain. A wrong password gives ErrPKCS12Password.
 func FromPKCS12(data []byte, password string) (*FileSigner, error) {
 	priv, cert, caCerts, err := pkcs12.DecodeChain(data, password)
 	if err != nil {
@@ -158,8 +142,7 @@ func (s *FileSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts)
 // certificate was given. Callers must not modify the returned slice.
 func (s *FileSigner) Chain() []*x509.Certificate { return s.chain }
 
-// newFromCertificates builds the chain of key from certs, which may be in
-// any order, and returns the signer.
+// newFromCertificates builds key's chain from certs, in any order.
 func newFromCertificates(key crypto.Signer, certs []*x509.Certificate) (*FileSigner, error) {
 	pub := key.Public()
 	if err := CheckKey(pub); err != nil {
@@ -172,31 +155,22 @@ func newFromCertificates(key crypto.Signer, certs []*x509.Certificate) (*FileSig
 	if chain == nil && len(certs) > 0 {
 		// Name the certificate most likely meant as the leaf.
 		named := certs[0]
-		for _, c := range certs {
-			if !c.IsCA {
-				named = c
-				break
-			}
+		if i := slices.IndexFunc(certs, func(c *x509.Certificate) bool { return !c.IsCA }); i >= 0 {
+			named = certs[i]
 		}
 		return nil, MatchCertificate(pub, named)
 	}
 	return NewFileSigner(key, chain)
 }
 
-// parseKeyPEM returns the one private key in data, and any certificates
-// found beside it.
+// parseKeyPEM returns the one private key in data and the certificates beside it.
 func parseKeyPEM(data []byte) (crypto.Signer, []*x509.Certificate, error) {
 	var (
 		key   crypto.Signer
 		certs []*x509.Certificate
 		seen  []string
 	)
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
 		seen = append(seen, block.Type)
 		if strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") || block.Type == "ENCRYPTED PRIVATE KEY" {
 			return nil, nil, fmt.Errorf("%w: decrypt it first (openssl pkey -in key.pem -out plain.pem) or use the PKCS#12 file", ErrEncryptedKey)

@@ -7,7 +7,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"math/big"
 )
@@ -80,28 +79,13 @@ func Thumbprint(pub crypto.PublicKey) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// RFC 7638: the required members only, in lexicographic order, no
-	// white space. json.Marshal of these structs keeps field order.
-	var canon []byte
-	switch j.Kty {
-	case "RSA":
-		canon, err = json.Marshal(struct {
-			E   string `json:"e"`
-			Kty string `json:"kty"`
-			N   string `json:"n"`
-		}{j.E, j.Kty, j.N})
-	default:
-		canon, err = json.Marshal(struct {
-			Crv string `json:"crv"`
-			Kty string `json:"kty"`
-			X   string `json:"x"`
-			Y   string `json:"y"`
-		}{j.Crv, j.Kty, j.X, j.Y})
+	// RFC 7638: the required members only, in lexicographic order, no white
+	// space; the base64url values and curve names need no JSON escaping.
+	canon := fmt.Sprintf(`{"e":"%s","kty":"RSA","n":"%s"}`, j.E, j.N)
+	if j.Kty == "EC" {
+		canon = fmt.Sprintf(`{"crv":"%s","kty":"EC","x":"%s","y":"%s"}`, j.Crv, j.X, j.Y)
 	}
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(canon)
+	sum := sha256.Sum256([]byte(canon))
 	return b64(sum[:]), nil
 }
 
@@ -118,13 +102,8 @@ func (j *JWK) PublicKey() (crypto.PublicKey, error) {
 		exp := int(new(big.Int).SetBytes(e).Int64())
 		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: exp}, nil
 	case "EC":
-		var curve elliptic.Curve
-		switch j.Crv {
-		case "P-256":
-			curve = elliptic.P256()
-		case "P-384":
-			curve = elliptic.P384()
-		default:
+		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[j.Crv]
+		if curve == nil {
 			return nil, fmt.Errorf("%w: curve %q", ErrUnsupportedKey, j.Crv)
 		}
 		x, err1 := dec(j.X)

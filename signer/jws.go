@@ -19,84 +19,57 @@ import (
 )
 
 // SigningMethod is a JWS algorithm (RFC 7518) that signs with any
-// crypto.Signer, such as a key on a smart card. It implements
-// jwt.SigningMethod, so it can be passed to jwt.NewWithClaims; the key given
-// to Token.SignedString must then be a crypto.Signer.
-//
-// The package variables RS256, RS384, RS512, PS256, ES256 and ES384 are the
-// only values; they are safe for concurrent use and are never registered with
-// jwt.RegisterSigningMethod.
+// crypto.Signer, such as a key on a smart card: a jwt.SigningMethod for
+// jwt.NewWithClaims, whose Token.SignedString then takes a crypto.Signer. The
+// package variables RS256 ... ES384 are the only values; safe for concurrent
+// use, never registered with jwt.RegisterSigningMethod.
 type SigningMethod struct {
 	alg  string
 	hash crypto.Hash
-	kind methodKind
-	size int               // ECDSA only: bytes in each of r and s
+	size int               // ECDSA: bytes in each of r and s; 0 for RSA
 	opts crypto.SignerOpts // passed to crypto.Signer.Sign; shared, never modified
 }
-
-type methodKind uint8
-
-const (
-	kindPKCS1v15 methodKind = iota
-	kindPSS
-	kindECDSA
-)
 
 // The JWS algorithms this package implements. Maskinporten accepts RS256,
 // RS384 and RS512 today; ES256 is announced but not live.
 var (
-	RS256 = &SigningMethod{alg: "RS256", hash: crypto.SHA256, kind: kindPKCS1v15, opts: crypto.SHA256}
-	RS384 = &SigningMethod{alg: "RS384", hash: crypto.SHA384, kind: kindPKCS1v15, opts: crypto.SHA384}
-	RS512 = &SigningMethod{alg: "RS512", hash: crypto.SHA512, kind: kindPKCS1v15, opts: crypto.SHA512}
-	PS256 = &SigningMethod{alg: "PS256", hash: crypto.SHA256, kind: kindPSS,
+	RS256 = &SigningMethod{alg: "RS256", hash: crypto.SHA256, opts: crypto.SHA256}
+	RS384 = &SigningMethod{alg: "RS384", hash: crypto.SHA384, opts: crypto.SHA384}
+	RS512 = &SigningMethod{alg: "RS512", hash: crypto.SHA512, opts: crypto.SHA512}
+	PS256 = &SigningMethod{alg: "PS256", hash: crypto.SHA256,
 		opts: &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}}
-	ES256 = &SigningMethod{alg: "ES256", hash: crypto.SHA256, kind: kindECDSA, size: 32, opts: crypto.SHA256}
-	ES384 = &SigningMethod{alg: "ES384", hash: crypto.SHA384, kind: kindECDSA, size: 48, opts: crypto.SHA384}
+	ES256 = &SigningMethod{alg: "ES256", hash: crypto.SHA256, size: 32, opts: crypto.SHA256}
+	ES384 = &SigningMethod{alg: "ES384", hash: crypto.SHA384, size: 48, opts: crypto.SHA384}
 )
 
 var _ jwt.SigningMethod = (*SigningMethod)(nil)
 
-// methods lists the algorithms in the order error messages name them.
 var methods = []*SigningMethod{RS256, RS384, RS512, PS256, ES256, ES384}
 
-// Method returns the SigningMethod for a JWS alg name such as "RS256". The
-// name is case-sensitive, as in JWS. An unknown name gives an error wrapping
-// ErrUnsupportedAlgorithm that lists the supported names.
+// Method returns the SigningMethod for a JWS alg name such as "RS256"
+// (case-sensitive); an unknown name gives ErrUnsupportedAlgorithm with the
+// supported names.
 func Method(alg string) (*SigningMethod, error) {
 	for _, m := range methods {
 		if m.alg == alg {
 			return m, nil
 		}
 	}
-	names := make([]string, len(methods))
-	for i, m := range methods {
-		names[i] = m.alg
+	var names []string
+	for _, m := range methods {
+		names = append(names, m.alg)
 	}
 	return nil, fmt.Errorf("%w %q; supported: %s", ErrUnsupportedAlgorithm, alg, strings.Join(names, ", "))
 }
 
-// DefaultAlgorithm returns the alg to use for a key when none is configured:
-// RS256 for RSA keys, ES256 for ECDSA P-256 and ES384 for ECDSA P-384. Other
-// keys give an error wrapping ErrUnsupportedKey.
+// DefaultAlgorithm returns the alg for a key when none is configured: RS256
+// for RSA, ES256 for P-256, ES384 for P-384; other keys give ErrUnsupportedKey.
 func DefaultAlgorithm(pub crypto.PublicKey) (string, error) {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		if k == nil || k.N == nil {
-			return "", fmt.Errorf("%w: empty RSA public key", ErrUnsupportedKey)
-		}
-		return RS256.alg, nil
-	case *ecdsa.PublicKey:
-		size, err := ecdsaSize(k)
-		if err != nil {
-			return "", err
-		}
-		if size == ES256.size {
-			return ES256.alg, nil
-		}
-		return ES384.alg, nil
-	default:
-		return "", fmt.Errorf("%w: %s; use RSA or ECDSA P-256/P-384", ErrUnsupportedKey, keyDescription(pub))
+	m, err := defaultMethod(pub)
+	if err != nil {
+		return "", err
 	}
+	return m.alg, nil
 }
 
 // Alg returns the JWS alg name, such as "RS256".
@@ -105,42 +78,29 @@ func (m *SigningMethod) Alg() string { return m.alg }
 // Hash returns the hash function the algorithm signs a digest of.
 func (m *SigningMethod) Hash() crypto.Hash { return m.hash }
 
-// Compatible returns nil when pub can sign with m: an RSA key for RS* and
-// PS*, an ECDSA P-256 key for ES256, a P-384 key for ES384. Otherwise the
-// error wraps both ErrUnsupportedKey and jwt.ErrInvalidKeyType. It does not
-// check the RSA key size; see CheckKey.
+// Compatible returns nil when pub can sign with m (RSA for RS* and PS*,
+// P-256 for ES256, P-384 for ES384), else an error wrapping ErrUnsupportedKey
+// and jwt.ErrInvalidKeyType. The RSA key size is CheckKey's job.
 func (m *SigningMethod) Compatible(pub crypto.PublicKey) error {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		if m.kind != kindECDSA && k != nil && k.N != nil {
-			return nil
-		}
-	case *ecdsa.PublicKey:
-		if m.kind == kindECDSA {
-			if size, err := ecdsaSize(k); err == nil && size == m.size {
-				return nil
-			}
-		}
+	d, err := defaultMethod(pub)
+	if err == nil && (d == m || d.size == 0 && m.size == 0) {
+		return nil
 	}
 	want := "an RSA key"
-	if m.kind == kindECDSA {
+	if m.size > 0 {
 		want = fmt.Sprintf("an ECDSA P-%d key", m.size*8)
 	}
 	hint := ""
-	if alg, err := DefaultAlgorithm(pub); err == nil {
-		hint = "; use " + alg
+	if err == nil {
+		hint = "; use " + d.alg
 	}
 	return fmt.Errorf("%w: %s needs %s, got: %s%s (%w)", ErrUnsupportedKey, m.alg, want, keyDescription(pub), hint, jwt.ErrInvalidKeyType)
 }
 
-// Sign signs signingString with key, which must be a crypto.Signer whose
-// public key is Compatible with m. It hashes signingString with m.Hash and
-// calls key.Sign with crypto/rand as the random source and, as opts, the
-// crypto.Hash or, for PS256, an *rsa.PSSOptions with the salt length equal to
-// the hash length. ECDSA signatures are converted from ASN.1 DER to the
-// fixed-size r||s form JWS requires.
-//
-// Sign implements jwt.SigningMethod, so Token.SignedString(key) works.
+// Sign implements jwt.SigningMethod: it hashes signingString and signs it
+// with key, a crypto.Signer Compatible with m, passing crypto/rand and the
+// hash (for PS256 *rsa.PSSOptions with salt length = hash length). ECDSA
+// signatures are converted from ASN.1 DER to the r||s form JWS requires.
 func (m *SigningMethod) Sign(signingString string, key any) ([]byte, error) {
 	s, ok := key.(crypto.Signer)
 	if !ok {
@@ -151,25 +111,18 @@ func (m *SigningMethod) Sign(signingString string, key any) ([]byte, error) {
 	}
 	var buf [sha512.Size]byte
 	sig, err := s.Sign(rand.Reader, m.digest(&buf, signingString), m.opts)
+	if err == nil && m.size > 0 {
+		sig, err = rawECDSA(sig, m.size)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("signer: %s: %w", m.alg, err)
 	}
-	if m.kind != kindECDSA {
-		return sig, nil
-	}
-	raw, err := rawECDSA(sig, m.size)
-	if err != nil {
-		return nil, fmt.Errorf("signer: %s: %w", m.alg, err)
-	}
-	return raw, nil
+	return sig, nil
 }
 
-// Verify checks sig, the JWS form of a signature, over signingString. key is
-// an *rsa.PublicKey, an *ecdsa.PublicKey, or a crypto.Signer whose Public key
-// is used. A signature that does not verify gives an error wrapping
-// jwt.ErrSignatureInvalid.
-//
-// Verify implements jwt.SigningMethod.
+// Verify implements jwt.SigningMethod: it checks sig, in JWS form, over
+// signingString with key (a public key, or a crypto.Signer's Public). A bad
+// signature gives jwt.ErrSignatureInvalid.
 func (m *SigningMethod) Verify(signingString string, sig []byte, key any) error {
 	pub := key
 	if s, ok := key.(crypto.Signer); ok {
@@ -181,17 +134,15 @@ func (m *SigningMethod) Verify(signingString string, sig []byte, key any) error 
 	var buf [sha512.Size]byte
 	digest := m.digest(&buf, signingString)
 	var valid bool
-	switch m.kind {
-	case kindPKCS1v15:
+	pss, isPSS := m.opts.(*rsa.PSSOptions)
+	switch {
+	case m.size > 0:
+		valid = len(sig) == 2*m.size && ecdsa.Verify(pub.(*ecdsa.PublicKey), digest,
+			new(big.Int).SetBytes(sig[:m.size]), new(big.Int).SetBytes(sig[m.size:]))
+	case isPSS:
+		valid = rsa.VerifyPSS(pub.(*rsa.PublicKey), m.hash, digest, sig, pss) == nil
+	default:
 		valid = rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), m.hash, digest, sig) == nil
-	case kindPSS:
-		valid = rsa.VerifyPSS(pub.(*rsa.PublicKey), m.hash, digest, sig, m.opts.(*rsa.PSSOptions)) == nil
-	case kindECDSA:
-		if len(sig) == 2*m.size {
-			r := new(big.Int).SetBytes(sig[:m.size])
-			s := new(big.Int).SetBytes(sig[m.size:])
-			valid = ecdsa.Verify(pub.(*ecdsa.PublicKey), digest, r, s)
-		}
 	}
 	if !valid {
 		return fmt.Errorf("signer: %s: %w", m.alg, jwt.ErrSignatureInvalid)
@@ -220,10 +171,8 @@ func (m *SigningMethod) digest(buf *[sha512.Size]byte, s string) []byte {
 
 var errECDSASignature = errors.New("signer returned a malformed ECDSA signature; want ASN.1 DER")
 
-// rawECDSA converts an ASN.1 DER ECDSA signature, SEQUENCE { r INTEGER,
-// s INTEGER }, to r||s with each of r and s left-padded to size bytes, the form
-// RFC 7518 section 3.4 requires. It reads the DER with cryptobyte, as
-// hsm writes it, and so accepts only minimal (DER, not BER) encodings.
+// rawECDSA converts an ASN.1 DER ECDSA signature to r||s, each left-padded
+// to size bytes (RFC 7518 section 3.4); cryptobyte accepts DER only, not BER.
 func rawECDSA(der []byte, size int) ([]byte, error) {
 	var r, s big.Int
 	in, seq := cryptobyte.String(der), cryptobyte.String(nil)

@@ -2,36 +2,125 @@
 // chain, and JWS signing methods for github.com/golang-jwt/jwt/v5 that sign
 // with any crypto.Signer.
 //
-// The primary Signer is backed by a key on a smart card or HSM: it is in
-// package signer/p11, the only part that speaks PKCS#11 and so needs cgo.
-// This package needs none: FromPEM and FromPKCS12 give the same interface
-// over a key held in a file, for soft enterprise certificates and for
-// development, and NewFileSigner over any crypto.Signer a program holds
-// (a KMS client, or a key that github.com/ThalesGroup/crypto11 opened:
-// see docs/crypto11.md).
+// The key on a smart card or HSM is in package signer/p11, the only part
+// that needs cgo. This package offers the same interface over a key file
+// (FromPEM, FromPKCS12), for soft enterprise certificates and development,
+// and over any crypto.Signer a program holds (NewFileSigner: a KMS client,
+// a crypto11 key, see docs/crypto11.md).
 //
 // The JWS methods (RS256, RS384, RS512, PS256, ES256, ES384) are package
-// variables; they are never registered in golang-jwt's global registry, so
-// they cannot change how other code in the process verifies tokens.
+// variables, never registered in golang-jwt's global registry, so they
+// cannot change how other code in the process verifies tokens.
 package signer
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/x509"
+	"errors"
+	"fmt"
 )
 
 // Signer is a crypto.Signer that knows the certificate chain of its key.
-//
-// Sign follows the crypto.Signer conventions of the standard library: RSA
-// signatures are PKCS #1 v1.5 unless opts is an *rsa.PSSOptions, and ECDSA
-// signatures are ASN.1 DER. The JWS methods in this package convert to the
-// forms JWS needs.
+// Sign follows the standard library: RSA signatures are PKCS #1 v1.5 unless
+// opts is an *rsa.PSSOptions, ECDSA signatures ASN.1 DER; the JWS methods
+// convert to what JWS needs.
 type Signer interface {
 	crypto.Signer
 
-	// Chain returns the certificate chain: the leaf certificate of the key
-	// first, then each issuer in order. It is empty when no certificate for
-	// the key is known; a grant must then identify the key by kid. Callers
-	// must not modify the returned slice.
+	// Chain returns the chain, leaf first, then each issuer in order; empty
+	// when no certificate is known (a grant must then use a kid). Callers
+	// must not modify it.
 	Chain() []*x509.Certificate
+}
+
+// Errors for a key, certificate or algorithm that cannot be used, wrapped
+// with details; test for them with errors.Is.
+var (
+	// ErrKeyTooSmall reports an RSA key shorter than Maskinporten's 2048 bits.
+	ErrKeyTooSmall = errors.New("signer: key too small")
+	// ErrCertificateMismatch reports a certificate for another public key.
+	ErrCertificateMismatch = errors.New("signer: certificate does not match the key")
+	// ErrUnsupportedKey reports a key that cannot sign a grant: only RSA and ECDSA on P-256 or P-384 can.
+	ErrUnsupportedKey = errors.New("signer: unsupported key")
+	// ErrUnsupportedAlgorithm reports a JWS alg this package does not implement.
+	ErrUnsupportedAlgorithm = errors.New("signer: unsupported algorithm")
+)
+
+const minRSABits = 2048 // Maskinporten's smallest RSA modulus
+
+// CheckKey reports whether pub can sign Maskinporten grants: an RSA key of at
+// least 2048 bits (ErrKeyTooSmall otherwise), or an ECDSA key on P-256 or
+// P-384. Any other key gives ErrUnsupportedKey.
+func CheckKey(pub crypto.PublicKey) error {
+	if _, err := defaultMethod(pub); err != nil {
+		return err
+	}
+	if k, ok := pub.(*rsa.PublicKey); ok && k.N.BitLen() < minRSABits {
+		return fmt.Errorf("%w: RSA key has %d bits; Maskinporten requires %d or more", ErrKeyTooSmall, k.N.BitLen(), minRSABits)
+	}
+	return nil
+}
+
+// defaultMethod returns the method a key signs with unless told otherwise:
+// RS256 for RSA, ES256 for P-256, ES384 for P-384; else ErrUnsupportedKey.
+func defaultMethod(pub crypto.PublicKey) (*SigningMethod, error) {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k != nil && k.N != nil {
+			return RS256, nil
+		}
+	case *ecdsa.PublicKey:
+		if k == nil || k.Curve == nil {
+			break
+		}
+		switch k.Curve.Params().Name {
+		case "P-256":
+			return ES256, nil
+		case "P-384":
+			return ES384, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s; use RSA (2048 bits or more) or ECDSA P-256/P-384", ErrUnsupportedKey, keyDescription(pub))
+}
+
+// MatchCertificate returns nil when cert certifies pub, else an error
+// wrapping ErrCertificateMismatch naming the certificate's subject and serial.
+func MatchCertificate(pub crypto.PublicKey, cert *x509.Certificate) error {
+	if cert == nil {
+		return fmt.Errorf("%w: no certificate", ErrCertificateMismatch)
+	}
+	if !publicKeyEqual(pub, cert.PublicKey) {
+		return fmt.Errorf("%w: certificate %q (serial %X) holds a %s, the key is a %s",
+			ErrCertificateMismatch, cert.Subject.String(), cert.SerialNumber, keyDescription(cert.PublicKey), keyDescription(pub))
+	}
+	return nil
+}
+
+// publicKeyEqual reports whether a and b are the same public key (every
+// standard library public key has an Equal method).
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}
+
+// keyDescription names a public key for error messages, e.g. "RSA 2048 key".
+func keyDescription(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k == nil || k.N == nil {
+			return "empty RSA key"
+		}
+		return fmt.Sprintf("RSA %d key", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		if k == nil || k.Curve == nil {
+			return "empty ECDSA key"
+		}
+		return fmt.Sprintf("ECDSA %s key", k.Curve.Params().Name)
+	case nil:
+		return "nil key"
+	default:
+		return fmt.Sprintf("%T key", pub)
+	}
 }

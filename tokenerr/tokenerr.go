@@ -1,8 +1,7 @@
 // Package tokenerr names the kinds of failure of a PKCS#11 module, token,
 // PIN or key, so that code without cgo can tell them apart (reconnect or
-// stop, which exit code). Package hsm classifies every PKCS#11 return
-// value once into one of these sentinels, and its errors match it with
-// errors.Is.
+// stop, which exit code). Package hsm maps every PKCS#11 return value once
+// to one of these sentinels, which its errors match with errors.Is.
 package tokenerr
 
 import (
@@ -59,18 +58,16 @@ var (
 	ErrUnsupported   = errors.New("unsupported signature algorithm") // or signature option
 )
 
-// pinRefusals are the kinds IsPINRefused reports.
-var pinRefusals = []error{ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid, ErrPINRequired, ErrLoginFailed}
-
-// kinds are every sentinel, in the order Kind tries them: the PIN
-// refusals first.
-var kinds = append(slices.Clip(pinRefusals),
-	ErrModuleNotFound, ErrNotModule, ErrModule, ErrClosed,
-	ErrSlotNotFound, ErrNoToken, ErrTokenNotFound, ErrAmbiguousToken, ErrTokenRemoved, ErrSessionClosed, ErrDevice, ErrWriteProtected,
-	ErrNotLoggedIn, ErrObjectGone, ErrKeyNotFound, ErrAmbiguousKey, ErrKeyCannotSign, ErrUnsupported)
-
-// transients are the kinds Transient reports.
-var transients = []error{ErrTokenRemoved, ErrNoToken, ErrSessionClosed, ErrDevice, ErrNotLoggedIn, ErrObjectGone}
+// pinRefusals are IsPINRefused's kinds, transients Transient's, and kinds
+// every sentinel in the order Kind tries them, the PIN refusals first.
+var (
+	pinRefusals = []error{ErrPINIncorrect, ErrPINLocked, ErrPINFinalTry, ErrPINExpired, ErrPINInvalid, ErrPINRequired, ErrLoginFailed}
+	transients  = []error{ErrTokenRemoved, ErrNoToken, ErrSessionClosed, ErrDevice, ErrNotLoggedIn, ErrObjectGone}
+	kinds       = append(slices.Clip(pinRefusals),
+		ErrModuleNotFound, ErrNotModule, ErrModule, ErrClosed,
+		ErrSlotNotFound, ErrNoToken, ErrTokenNotFound, ErrAmbiguousToken, ErrTokenRemoved, ErrSessionClosed, ErrDevice, ErrWriteProtected,
+		ErrNotLoggedIn, ErrObjectGone, ErrKeyNotFound, ErrAmbiguousKey, ErrKeyCannotSign, ErrUnsupported)
+)
 
 // Kind returns the sentinel err matches, or nil for none. A PIN refusal
 // wins over any other kind, so that it is never mistaken for a fault worth
@@ -82,16 +79,16 @@ func Kind(err error) error {
 	return nil
 }
 
-// IsPINRefused reports whether err says the token refused the PIN or the
-// login refused to present one (pinRefusals). Never retry such an error:
-// each retry spends a PIN try, and cards lock after a few.
+// IsPINRefused reports whether the token refused the PIN or the login
+// refused to present one. Never retry such an error: each retry spends a
+// PIN try, and cards lock after a few.
 func IsPINRefused(err error) bool {
 	return matchesAny(err, pinRefusals)
 }
 
 // Transient reports whether err is a token or reader failure that opening
-// the token again may cure (transients). It is false for PIN refusals,
-// which must not be retried, and for ErrClosed and wrong choices.
+// the token again may cure; false for PIN refusals (never retried),
+// ErrClosed and wrong choices.
 func Transient(err error) bool {
 	return !IsPINRefused(err) && matchesAny(err, transients)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -29,7 +30,7 @@ func adminFlags(extra ...cli.Flag) []cli.Flag {
 		n := f.Names()[0]
 		return n == "client-id" || n == "kid"
 	})
-	return concat(keyFlags(), mp, []cli.Flag{
+	return slices.Concat(keyFlags(), mp, []cli.Flag{
 		&cli.StringFlag{Category: catAdmin, Name: "client-id", Usage: "the Maskinporten client `ID` whose keys to manage"},
 		&cli.StringFlag{Category: catAdmin, Name: "admin-client-id", Usage: "the organisation's self-service client `ID` (its token authenticates the API calls)", EnvVars: []string{"MP_HSM_ADMIN_CLIENT_ID"}},
 		&cli.StringFlag{Category: catAdmin, Name: "admin-api", Usage: "the self-service API's base `URL` (.../api/v1/; default: the environment's)", EnvVars: []string{"MP_HSM_ADMIN_API"}},
@@ -44,29 +45,32 @@ func adminKeyFlags() []cli.Flag {
 	}
 }
 
-// adminKeyChoice returns --admin-key-id, --admin-key-label, and whether either is given.
-func adminKeyChoice(c *cli.Context) (id []byte, label string, given bool, err error) {
-	label = c.String("admin-key-label")
+// adminKeyChoice returns the key --admin-key-id and --admin-key-label
+// choose, nil when neither is given.
+func adminKeyChoice(c *cli.Context) (*hsm.KeySelector, error) {
+	sel := &hsm.KeySelector{Label: c.String("admin-key-label")}
 	if h := strings.TrimSpace(c.String("admin-key-id")); h != "" {
-		if id, err = parseKeyID(h); err != nil {
-			return nil, "", false, usagef("--admin-key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", h)
+		var err error
+		if sel.ID, err = parseKeyID("--admin-key-id", h); err != nil {
+			return nil, err
 		}
 	}
-	given = id != nil || label != ""
-	if given && c.String("p12") != "" {
-		return nil, "", false, usagef("--admin-key-id and --admin-key-label choose a key on a token; with --p12 the file's key is the self-service client's")
+	switch {
+	case sel.ID == nil && sel.Label == "":
+		return nil, nil
+	case c.String("p12") != "":
+		return nil, usagef("--admin-key-id and --admin-key-label choose a key on a token; with --p12 the file's key is the self-service client's")
 	}
-	return id, label, given, nil
+	return sel, nil
 }
 
-// parseKeyID reads a CKA_ID in hex: 01, 0a1b, 0x0a1b or 0a:1b.
-func parseKeyID(h string) ([]byte, error) {
-	h = strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(h)), ":", ""), "0x")
-	id, err := hex.DecodeString(h)
-	if err == nil && len(id) == 0 {
-		err = errors.New("empty")
+// parseKeyID reads the CKA_ID in hex that what gives: 01, 0a1b, 0x0a1b or 0a:1b.
+func parseKeyID(what, h string) ([]byte, error) {
+	id, err := hex.DecodeString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(h)), ":", ""), "0x"))
+	if err != nil || len(id) == 0 {
+		return nil, usagef("%s %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", what, h)
 	}
-	return id, err
+	return id, nil
 }
 
 func adminCommand(e *env) *cli.Command {
@@ -103,12 +107,9 @@ func adminCommand(e *env) *cli.Command {
 					Description: "In one login: generates the key pair --label (as key generate), registers its JWK (kid: the\n" +
 						"thumbprint) on --client-id, gets a token for --client-id with --scope using the new kid, and only\n" +
 						"then removes the key --remove, if given. On a failure it says what state the client is left in.",
-					Flags: adminFlags(textOutputFlag(),
-						&cli.StringFlag{Category: catAdmin, Name: "label", Usage: "CKA_LABEL `L` of the new key pair"},
-						&cli.StringFlag{Category: catAdmin, Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
-						&cli.StringFlag{Category: catAdmin, Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
+					Flags: adminFlags(append(newKeyFlags(catAdmin), textOutputFlag(),
 						&cli.StringSliceFlag{Category: catAdmin, Name: "scope", Usage: "`SCOPE` of --client-id to prove the new key with (repeatable)", EnvVars: []string{"MP_HSM_SCOPE"}},
-						&cli.StringFlag{Category: catAdmin, Name: "remove", Usage: "`KID` of the old key to remove once the new one works"}),
+						&cli.StringFlag{Category: catAdmin, Name: "remove", Usage: "`KID` of the old key to remove once the new one works"})...),
 					Action: func(c *cli.Context) error { return e.adminRotate(c) },
 				},
 			},
@@ -148,7 +149,11 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	if err := adminPreflight(c); err != nil {
 		return err
 	}
-	s, err := e.openAdminSigner(c)
+	sel, err := adminKeyChoice(c)
+	if err != nil {
+		return err
+	}
+	s, err := e.openSigner(c, sel)
 	if err != nil {
 		return err
 	}
@@ -172,18 +177,6 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 		return timedOut(ctx, c, adminExit(err))
 	}
 	return writeKeySet(e.stdout, format, clientID, set)
-}
-
-// openAdminSigner opens the key adminKeyChoice names, else the key flags' key.
-func (e *env) openAdminSigner(c *cli.Context) (keySigner, error) {
-	id, label, given, err := adminKeyChoice(c)
-	if err != nil {
-		return nil, err
-	}
-	if !given {
-		return e.openSigner(c)
-	}
-	return e.openTokenKey(c, id, label)
 }
 
 // adminClientIDs returns the required --client-id and --admin-client-id.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -48,7 +49,7 @@ func doctorCommand(e *env) *cli.Command {
 			"check: 2 bad flags or input; 3 module, token, PIN, key or certificate (environment mismatch\n" +
 			"included); 4 Maskinporten would refuse the grant: refused token request, or clock skew;\n" +
 			"5 metadata or token endpoint unreachable or failing.",
-		Flags: concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{textOutputFlag(),
+		Flags: slices.Concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{textOutputFlag(),
 			&cli.StringFlag{Category: catAdmin, Name: "admin-client-id", Usage: "the self-service client `ID`: look --kid up in --client-id's registered keys", EnvVars: []string{"MP_HSM_ADMIN_CLIENT_ID"}},
 			&cli.StringFlag{Category: catAdmin, Name: "admin-api", Usage: "the self-service API's base `URL` (default: the environment's)", EnvVars: []string{"MP_HSM_ADMIN_API"}},
 		}, adminKeyFlags()),
@@ -64,7 +65,8 @@ func (e *env) doctor(c *cli.Context) error {
 	}
 	cfg := e.doctorConfig(c)
 	if out == "text" {
-		colour := e.colourOK()
+		// colour only on a terminal, without NO_COLOR or TERM=dumb
+		colour := isTerminal(e.stdout) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
 		cfg.Report = func(r doctor.Result) { writeDoctorLine(e.stdout, r, colour) }
 	}
 	rs := doctor.Run(c.Context, cfg)
@@ -73,7 +75,8 @@ func (e *env) doctor(c *cli.Context) error {
 			return err
 		}
 	} else {
-		writeDoctorSummary(e.stdout, rs)
+		fmt.Fprintf(e.stdout, "%d ok, %d warning(s), %d failed, %d skipped\n",
+			rs.Count(doctor.OK), rs.Count(doctor.Warn), rs.Count(doctor.Fail), rs.Count(doctor.Skip))
 	}
 	if first := rs.FirstFailure(); first != nil {
 		return withCode(doctorExit(*first), fmt.Errorf("doctor: %d check(s) failed, first %s: %s", rs.Count(doctor.Fail), first.Check, textsafe.EscapeN(first.Message, maxDoctorText)))
@@ -103,13 +106,17 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 		}
 	}
 	if adminID := c.String("admin-client-id"); adminID != "" {
-		openAdmin, adminErr := e.doctorAdminKey(c)
 		cfg.RegisteredKeys = func(ctx context.Context, s signer.Signer) (*admin.KeySet, error) {
-			if adminErr != nil {
-				return nil, adminErr
+			sel, err := adminKeyChoice(c) // the key checked unless one is chosen
+			if err != nil {
+				return nil, err
 			}
-			if openAdmin != nil {
-				as, err := openAdmin(ctx, s)
+			if sel != nil {
+				open, err := e.clientKeyOpener(c, sel.ID, sel.Label)
+				if err != nil {
+					return nil, err
+				}
+				as, err := open(ctx, s)
 				if err != nil {
 					return nil, fmt.Errorf("the self-service client's key (--admin-key-id, --admin-key-label): %w", err)
 				}
@@ -129,16 +136,6 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 	cfg.Request = req
 	cfg.CheckRequest = func(grant.Request) error { return reqErr }
 	return cfg
-}
-
-// doctorAdminKey opens the key --admin-key-id or --admin-key-label choose
-// beside the key checked; nil when neither is given.
-func (e *env) doctorAdminKey(c *cli.Context) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
-	id, label, given, err := adminKeyChoice(c)
-	if err != nil || !given {
-		return nil, err
-	}
-	return e.clientKeyOpener(c, id, label)
 }
 
 // p12Check is a doctor.KeyFinder over the --p12 file: one check, key.
@@ -188,13 +185,8 @@ func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 		DefaultModule: ks.moduleSource == "default",
 		Interactive:   isTerminal(e.stdin),
 		OnPINPad:      func() { fmt.Fprintln(e.stderr, "mp-hsm doctor: enter the PIN on the reader's PIN pad") },
-		Explain:       e.explainKeyError,
+		Explain:       explainKeyError,
 	}
-}
-
-// colourOK: colour only on a terminal, without NO_COLOR or TERM=dumb.
-func (e *env) colourOK() bool {
-	return isTerminal(e.stdout) && e.getenv("NO_COLOR") == "" && e.getenv("TERM") != "dumb"
 }
 
 // doctorColours are the ANSI colours of the doctor's statuses.
@@ -215,9 +207,3 @@ func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
 }
 
 const maxDoctorText = 2000
-
-// writeDoctorSummary writes the last line of the doctor's text.
-func writeDoctorSummary(w io.Writer, rs doctor.Results) {
-	fmt.Fprintf(w, "%d ok, %d warning(s), %d failed, %d skipped\n",
-		rs.Count(doctor.OK), rs.Count(doctor.Warn), rs.Count(doctor.Fail), rs.Count(doctor.Skip))
-}

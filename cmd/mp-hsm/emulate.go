@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/grant/emulator"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
@@ -196,33 +197,28 @@ func addAdminClient(cfg *emulator.Config, admin, org string) error {
 	return nil
 }
 
-// readJWKS reads a JWK set (or a single JWK) of public keys, keyed by kid.
+// readJWKS reads a JWK set (or a single JWK) of public keys by admin's
+// parser, keyed by kid (else the RFC 7638 thumbprint).
 func readJWKS(path string) (map[string]crypto.PublicKey, error) {
 	data, err := safefile.Read(path, safefile.MaxCertificates)
 	if err != nil {
 		return nil, err
 	}
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal(data, &set); err != nil {
-		return nil, fmt.Errorf("not JSON: %w", err)
-	}
-	raws := set.Keys
-	if len(raws) == 0 {
-		raws = []json.RawMessage{data}
+	keys, err := admin.ParseKeys(data)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string]crypto.PublicKey{}
-	for _, raw := range raws {
+	for _, k := range keys {
 		var j signer.JWK
-		if err := json.Unmarshal(raw, &j); err != nil {
+		if err := json.Unmarshal(k.Raw, &j); err != nil {
 			return nil, err
 		}
 		pub, err := j.PublicKey()
 		if err != nil {
 			return nil, err
 		}
-		kid := j.Kid
+		kid := k.Kid
 		if kid == "" {
 			if kid, err = signer.Thumbprint(pub); err != nil {
 				return nil, err

@@ -79,14 +79,6 @@ func requestFlags() []cli.Flag {
 	}
 }
 
-func concat(groups ...[]cli.Flag) []cli.Flag {
-	var out []cli.Flag
-	for _, g := range groups {
-		out = append(out, g...)
-	}
-	return out
-}
-
 // readCertFile reads the PEM certificates in the file path that flag names.
 func readCertFile(flag, path string) ([]*x509.Certificate, error) {
 	data, err := safefile.Read(path, safefile.MaxCertificates)
@@ -116,7 +108,7 @@ func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	path := c.String("p12")
 	var password string
 	if f := c.String("p12-password-file"); f != "" {
-		pw, err := e.readPINFileAs("password file", f)
+		pw, err := e.readSecretFile("password file", f, safefile.MaxPIN)
 		if err != nil {
 			return nil, usageErr(fmt.Errorf("--p12-password-file: %w", err))
 		}
@@ -132,14 +124,6 @@ func (e *env) openP12(c *cli.Context) (keySigner, error) {
 	return fileKey{fs}, nil
 }
 
-// openSigner opens the key the flags name: in --p12, or on a token.
-func (e *env) openSigner(c *cli.Context) (keySigner, error) {
-	if c.String("p12") != "" {
-		return e.openP12(c)
-	}
-	return e.openTokenKey(c, nil, "")
-}
-
 // flagChoice reads a two-valued flag: false for def or "", true for alt.
 func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	switch v := strings.TrimSpace(c.String(name)); v {
@@ -152,16 +136,14 @@ func flagChoice(c *cli.Context, name, def, alt, want string) (bool, error) {
 	}
 }
 
-// outputFlag is token's and list's --output: "token" unless set, so that
-// MP_HSM_OUTPUT can be shared; --help shows shown.
+// outputFlag is every command's --output: "token" unless set, so that
+// MP_HSM_OUTPUT can be shared (outputFormat reads it as the command's
+// default, shown by --help).
 func outputFlag(usage, shown string) cli.Flag {
 	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "token", DefaultText: shown, Usage: usage, EnvVars: []string{"MP_HSM_OUTPUT"}}
 }
 
-// textOutputFlag is the --output flag of doctor and inspect.
-func textOutputFlag() cli.Flag {
-	return &cli.StringFlag{Category: catOut, Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "`FORMAT`: text or json", EnvVars: []string{"MP_HSM_OUTPUT"}}
-}
+func textOutputFlag() cli.Flag { return outputFlag("`FORMAT`: text or json", "text") }
 
 // outputFormat returns --output, one of formats (the first is the default);
 // "token", MP_HSM_OUTPUT's shared default, means the default elsewhere.
@@ -187,38 +169,21 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// pinFileError is a PIN file that cannot be used. It never holds the PIN.
-type pinFileError struct {
-	what   string // "PIN file" or "password file"
-	path   string
-	reason string
-	err    error
-}
-
-func (e *pinFileError) Error() string {
-	return fmt.Sprintf("%s %s: %s", e.what, e.path, e.reason)
-}
-func (e *pinFileError) Unwrap() error { return e.err }
-
 var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PIN or --pin-file (or use a PIN-pad reader)")
 
-// readPINFileAs reads a PIN (or password) file by safefile.ReadSecret's
-// rule, hsm.PINFile's too; what names it in messages. A file that group or
-// others can read is used, with a warning.
-func (e *env) readPINFileAs(what, path string) ([]byte, error) {
-	pin, shared, err := safefile.ReadSecret(path, safefile.MaxPIN)
+// readSecretFile reads a PIN, password or client secret file by
+// safefile.ReadSecret's rule (hsm.PINFile's too); what names it in errors,
+// which never hold its content. One that group or others can read is used,
+// with a warning.
+func (e *env) readSecretFile(what, path string, max int64) ([]byte, error) {
+	b, shared, err := safefile.ReadSecret(path, max)
 	if err != nil {
-		reason := "cannot be read"
-		var fe *safefile.Error
-		if errors.As(err, &fe) {
-			reason = fe.Reason
-		}
-		return nil, &pinFileError{what: what, path: path, reason: reason, err: err}
+		return nil, fmt.Errorf("%s %w", what, err)
 	}
 	if shared {
 		e.log.Warn("the "+what+" can be read by group or others; restrict it with chmod 600", "path", path)
 	}
-	return pin, nil
+	return b, nil
 }
 
 // pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's
@@ -228,7 +193,7 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 	origin = "the terminal"
 	switch {
 	case pinFile != "":
-		explicit, origin = func() ([]byte, error) { return e.readPINFileAs("PIN file", pinFile) }, "the PIN file "+pinFile
+		explicit, origin = func() ([]byte, error) { return e.readSecretFile("PIN file", pinFile, safefile.MaxPIN) }, "the PIN file "+pinFile
 	case e.getenv("MP_HSM_PIN") != "":
 		origin = "MP_HSM_PIN"
 		explicit = func() ([]byte, error) {
@@ -239,7 +204,7 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 			return []byte(v), nil
 		}
 	case uri != nil && uri.PINFile() != "":
-		explicit, origin = func() ([]byte, error) { return e.readPINFileAs("PIN file", uri.PINFile()) }, "the --key URI's pin-source"
+		explicit, origin = func() ([]byte, error) { return e.readSecretFile("PIN file", uri.PINFile(), safefile.MaxPIN) }, "the --key URI's pin-source"
 	default:
 		explicit = fromURI
 		if uri != nil && uri.PINSource != "" {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 
@@ -29,12 +30,7 @@ func keyCommand(e *env) *cli.Command {
 				Description: "Opens a read-write session, logs in once, refuses a --label or --id that any object on the token\n" +
 					"already has, and generates the pair. Prints its id, label, type and JWK thumbprint (the kid\n" +
 					"mp-hsm jwk prints).",
-				Flags: concat(keyFlags(), []cli.Flag{
-					&cli.StringFlag{Name: "label", Usage: "CKA_LABEL `L` of the new key pair (required)"},
-					&cli.StringFlag{Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
-					&cli.StringFlag{Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
-					outputFlag("`FORMAT`: text or json", "text"),
-				}),
+				Flags:  slices.Concat(keyFlags(), newKeyFlags(""), []cli.Flag{textOutputFlag()}),
 				Action: func(c *cli.Context) error { return e.keyGenerate(c) },
 			},
 			{
@@ -42,7 +38,7 @@ func keyCommand(e *env) *cli.Command {
 				Usage: "print a PKCS#10 certificate request (PEM) signed with the chosen key",
 				Description: "The subject is O=--org-name, organizationIdentifier=NTRNO-<--org-number>, serialNumber,\n" +
 					"CN and C=NO, as Norwegian enterprise certificates have them.",
-				Flags: concat(keyFlags(), []cli.Flag{
+				Flags: slices.Concat(keyFlags(), []cli.Flag{
 					&cli.StringFlag{Name: "org-number", Usage: "the organisation's `ORGNR` (9 digits)"},
 					&cli.StringFlag{Name: "org-name", Usage: "the organisation's `NAME` (subject O)"},
 					&cli.StringFlag{Name: "common-name", Usage: "subject CN `NAME` (default: --org-name)"},
@@ -60,7 +56,7 @@ func keyCommand(e *env) *cli.Command {
 					"expired or not yet valid one (unless --force), and one for a key that has a certificate from\n" +
 					"another issuer (unless --replace, which removes that one) are refused. A token with several\n" +
 					"certificates for one key sends the first the module lists (see docs/lifecycle.md).",
-				Flags: concat(keyFlags(), []cli.Flag{
+				Flags: slices.Concat(keyFlags(), []cli.Flag{
 					&cli.BoolFlag{Name: "force", Usage: "write certificates that are expired or not yet valid"},
 					&cli.BoolFlag{Name: "replace", Usage: "remove the key's certificates from other issuers once the new one is written"},
 				}),
@@ -108,7 +104,7 @@ func (e *env) keyCSR(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	s, err := e.openSigner(c)
+	s, err := e.openSigner(c, nil)
 	if err != nil {
 		return err
 	}
@@ -126,7 +122,7 @@ func jwkCommand(e *env) *cli.Command {
 		Usage: "print the key's public half as a JWK, for registering it in Samarbeidsportalen",
 		Description: "Prints kty, n, e (or crv, x, y), alg, use sig and kid, where kid is the RFC 7638 thumbprint\n" +
 			"unless --kid names one. --jwks wraps it in a key set; --pem prints the public key as PEM.",
-		Flags: concat(keyFlags(), []cli.Flag{
+		Flags: slices.Concat(keyFlags(), []cli.Flag{
 			&cli.StringFlag{Category: catOut, Name: "kid", Usage: "`KID` to put in the JWK (default: the RFC 7638 thumbprint)", EnvVars: []string{"MP_HSM_KID"}},
 			&cli.StringFlag{Category: catOut, Name: "alg", Usage: "`ALG` to put in the JWK (default: RS256 for RSA keys)", EnvVars: []string{"MP_HSM_ALG"}},
 			&cli.BoolFlag{Category: catOut, Name: "jwks", Usage: "wrap the JWK in a JWK set {\"keys\":[...]}", EnvVars: []string{"MP_HSM_JWKS"}},
@@ -137,7 +133,7 @@ func jwkCommand(e *env) *cli.Command {
 }
 
 func (e *env) jwk(c *cli.Context) error {
-	s, err := e.openSigner(c)
+	s, err := e.openSigner(c, nil)
 	if err != nil {
 		return err
 	}

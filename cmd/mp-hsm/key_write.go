@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -42,8 +43,11 @@ func (w *writableToken) close() {
 // openWritable takes the module's change lock, then opens the chosen token
 // read-write under its own (so that two commands cannot both take a free
 // label, nor load the module while the other rewrites the token's store),
-// and logs in once, never retried.
+// and logs in once, never retried. The locks are waited for --timeout
+// (where a command has it), else 30 s.
 func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToken, err error) {
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(c.Duration("timeout"), 30*time.Second))
+	defer cancel()
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
@@ -68,7 +72,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	}()
 	slot, err := mod.FindSlot(cfg.Token)
 	if err != nil {
-		return nil, ks.explainSelection(e.explainKeyError(err))
+		return nil, ks.explain(err)
 	}
 	ti := slot.Token
 	if ti == nil {
@@ -85,23 +89,23 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 		return nil, err
 	}
 	if err := w.tok.Login(cfg.PIN, cfg.Login); err != nil {
-		return nil, explainPINError(err, ks)
+		return nil, ks.explain(err)
 	}
 	return w, nil
-}
-
-// changeContext bounds the wait for the token's change lock: --timeout, else 30 s.
-func changeContext(c *cli.Context) (context.Context, context.CancelFunc) {
-	d := c.Duration("timeout")
-	if d <= 0 {
-		d = 30 * time.Second
-	}
-	return context.WithTimeout(c.Context, d)
 }
 
 // maxLabel bounds a new key's CKA_LABEL: PKCS#11 sets none, but cards
 // keep labels short and list prints them in a column.
 const maxLabel = 64
+
+// newKeyFlags are the new key pair's, of key generate and admin keys rotate.
+func newKeyFlags(category string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Category: category, Name: "label", Usage: "CKA_LABEL `L` of the new key pair (required)"},
+		&cli.StringFlag{Category: category, Name: "id", Usage: "CKA_ID of the new key pair in `HEX` (default: 8 random bytes)"},
+		&cli.StringFlag{Category: category, Name: "type", Value: "rsa:2048", Usage: "key `TYPE`: rsa:2048, rsa:3072 or ec:p256"},
+	}
+}
 
 // generateOptions reads --label, --id and --type, before any PIN is asked.
 func generateOptions(c *cli.Context) (hsm.GenerateOptions, error) {
@@ -113,9 +117,9 @@ func generateOptions(c *cli.Context) (hsm.GenerateOptions, error) {
 		return o, usageErr(err)
 	}
 	if h := c.String("id"); h != "" {
-		id, err := parseKeyID(h)
+		id, err := parseKeyID("--id", h)
 		if err != nil {
-			return o, usagef("--id %q: want the CKA_ID in hex, such as 01 or 0a1b", h)
+			return o, err
 		}
 		o.ID = id
 	}
@@ -145,9 +149,7 @@ func (e *env) keyGenerate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := changeContext(c)
-	defer cancel()
-	w, err := e.openWritable(ctx, c)
+	w, err := e.openWritable(c.Context, c)
 	if err != nil {
 		return err
 	}
@@ -213,9 +215,7 @@ func (e *env) keyImportCert(c *cli.Context) error {
 				path, textsafe.Escape(cert.Subject.CommonName), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
 		}
 	}
-	ctx, cancel := changeContext(c)
-	defer cancel()
-	w, err := e.openWritable(ctx, c)
+	w, err := e.openWritable(c.Context, c)
 	if err != nil {
 		return err
 	}

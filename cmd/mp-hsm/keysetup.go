@@ -90,9 +90,9 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 		}
 	}
 	if h := sel["key-id"]; h != "" {
-		id, err := parseKeyID(h)
+		id, err := parseKeyID("--key-id", h)
 		if err != nil {
-			return nil, usagef("--key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", sel["key-id"])
+			return nil, err
 		}
 		if cfg.Key.ID != nil && string(cfg.Key.ID) != string(id) {
 			return nil, usagef("--key-id %x and the --key URI's id disagree", id)
@@ -126,19 +126,22 @@ func (e *env) resolveKey(c *cli.Context) (*keySetup, error) {
 	return ks, nil
 }
 
-// openTokenKey opens the key id and label choose (when given, else the key
-// flags') on the token the key flags choose.
-func (e *env) openTokenKey(c *cli.Context, id []byte, label string) (keySigner, error) {
+// openSigner opens the key the flags name: in --p12, or on a token, where
+// sel (if not nil) chooses the key instead of the key flags.
+func (e *env) openSigner(c *cli.Context, sel *hsm.KeySelector) (keySigner, error) {
+	if c.String("p12") != "" {
+		return e.openP12(c)
+	}
 	ks, err := e.resolveKey(c)
 	if err != nil {
 		return nil, err
 	}
-	if id != nil || label != "" {
-		ks.cfg.Key, ks.fromEnv = hsm.KeySelector{ID: id, Label: label}, nil
+	if sel != nil {
+		ks.cfg.Key, ks.fromEnv = *sel, nil
 	}
 	s, err := p11.Open(ks.cfg)
 	if err != nil {
-		return nil, explainPINError(ks.explainSelection(e.explainKeyError(err)), ks)
+		return nil, ks.explain(err)
 	}
 	return s, nil
 }
@@ -157,23 +160,21 @@ func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
 	}
 }
 
-// explainPINError says where a PIN the token refused came from, and what to
-// do: a wrong PIN is never retried, and the next ones lock the token.
-func explainPINError(err error, ks *keySetup) error {
+// explain adds what to do to an error of opening the key: for a PIN the
+// token refused, where it came from (a wrong PIN is never retried, and the
+// next ones lock the token); for a selection error, the flags that pick
+// each candidate, the selectors from the environment and, when the module
+// has no token, which module it was.
+func (ks *keySetup) explain(err error) error {
 	var pe *hsm.PINError
-	if !errors.As(err, &pe) || pe.Kind != tokenerr.ErrPINIncorrect {
-		return err
+	if errors.As(err, &pe) && pe.Kind == tokenerr.ErrPINIncorrect {
+		return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
 	}
-	return fmt.Errorf("%w\nthe PIN came from %s: correct it there before the next try; a few wrong PINs lock the token", err, ks.pinFrom)
-}
-
-// explainSelection adds to a selection error the selectors from the
-// environment and, when the module has no token, which module it was.
-func (ks *keySetup) explainSelection(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {
 		return err
 	}
+	err = explainKeyError(err)
 	if moduleHasNoToken(err) {
 		how := map[string]string{"default": "the first default module found", "flag": "--module (MP_HSM_MODULE)", "uri": "the --key URI's module-path"}[ks.moduleSource]
 		err = fmt.Errorf("%w\nthe module was %s (%s); if the token is behind another module, choose it with --module PATH", err, ks.cfg.Module, how)
@@ -182,7 +183,7 @@ func (ks *keySetup) explainSelection(err error) error {
 }
 
 // explainKeyError adds to a selection error the flags that pick each candidate.
-func (e *env) explainKeyError(err error) error {
+func explainKeyError(err error) error {
 	var se *hsm.SelectionError
 	if !errors.As(err, &se) {
 		return err
@@ -208,15 +209,6 @@ func (e *env) explainKeyError(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w\npick one with: %s", err, strings.Join(hints, "; "))
-}
-
-// moduleOutputOf returns what the module wrote while it loaded, if held back.
-func moduleOutputOf(err error) string {
-	var se *hsm.SelectionError
-	if errors.As(err, &se) {
-		return se.ModuleOutput
-	}
-	return ""
 }
 
 // moduleSuggestion names the shared object beside a missing module path

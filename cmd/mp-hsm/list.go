@@ -257,7 +257,7 @@ func listCommand(e *env) *cli.Command {
 			"--token-serial or --key narrow it to one token. It logs in only when a PIN is given\n" +
 			"(MP_HSM_PIN, --pin-file, or the --key URI's pin-source); without one it shows what the token\n" +
 			"shows without login, which on most tokens leaves out the private keys, and says so.",
-		Flags:  concat(keyFlags(), []cli.Flag{outputFlag("`FORMAT`: table or json", "table")}),
+		Flags:  slices.Concat(keyFlags(), []cli.Flag{outputFlag("`FORMAT`: table or json", "table")}),
 		Action: func(c *cli.Context) error { return e.list(c) },
 	}
 }

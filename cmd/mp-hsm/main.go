@@ -28,6 +28,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
+	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
@@ -48,7 +49,8 @@ func main() {
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
-// env is what a command needs from the process; tests and reload give their own.
+// env is what a command needs from the process; tests give their own, and
+// a reload a copy with its own --config file.
 type env struct {
 	stdin  io.Reader
 	stdout io.Writer
@@ -56,9 +58,7 @@ type env struct {
 	log    *slog.Logger
 	getenv func(string) string
 
-	args      []string                 // the process's arguments, parsed again on SIGHUP
-	serveFile *serveFile               // serve's --config file, read by the command's Before
-	reparsed  func(*cli.Context) error // set when parsing again: serve's action calls it instead
+	serveFile *serveFile // serve's --config file, read by the command's Before
 }
 
 // buildVersion is set by the Makefile (-ldflags "-X main.buildVersion=...").
@@ -81,7 +81,7 @@ func version() string {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, args: args, log: newLogger(stderr, "text", slog.LevelWarn)}
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, log: newLogger(stderr, "text", slog.LevelWarn)}
 	if i := pinInArgv(args); i > 0 {
 		// Refused first, not echoed: every user can read argv.
 		fmt.Fprintf(stderr, "mp-hsm: argument %d%s holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n",
@@ -110,7 +110,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		msg += "\n(see " + helpCommand(app, args) + " --help)"
 	}
 	fmt.Fprintf(stderr, "mp-hsm: %s\n", msg)
-	e.showLoadOutput(moduleOutputOf(err))
+	if se := (*hsm.SelectionError)(nil); errors.As(err, &se) {
+		e.showLoadOutput(se.ModuleOutput)
+	}
 	return code
 }
 
@@ -324,7 +326,7 @@ func exitCode(err error) int {
 // isTokenProblem reports a module, token, key, PIN or certificate error; it
 // needs no PKCS#11, as every hsm error matches a tokenerr sentinel.
 func isTokenProblem(err error) bool {
-	var pf *pinFileError
+	var pf *safefile.Error // a PIN file's: other files' errors are usage errors
 	return tokenerr.Kind(err) != nil || errors.As(err, &pf) ||
 		errors.Is(err, signer.ErrKeyTooSmall) || errors.Is(err, signer.ErrCertificateMismatch) ||
 		errors.Is(err, signer.ErrUnsupportedKey) || errors.Is(err, grant.ErrEnvironmentMismatch) ||

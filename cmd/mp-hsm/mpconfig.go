@@ -97,7 +97,7 @@ func clientIDFlag(c *cli.Context) (string, error) {
 	return id, nil
 }
 
-// request builds the grant.Request from the request flags.
+// requestFromFlags builds the grant.Request from the request flags.
 func requestFromFlags(c *cli.Context) (grant.Request, error) {
 	req := grant.Request{
 		Scopes:        c.StringSlice("scope"),

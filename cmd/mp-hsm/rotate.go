@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"errors"
@@ -77,7 +78,7 @@ func (e *env) adminRotate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	adminKeyID, adminKeyLabel, adminKeyGiven, err := adminKeyChoice(c)
+	adminKey, err := adminKeyChoice(c)
 	if err != nil {
 		return err
 	}
@@ -91,13 +92,9 @@ func (e *env) adminRotate(c *cli.Context) error {
 		return timedOut(ctx, c, err)
 	}
 	defer w.close()
-	authSel := w.ks.cfg.Key
-	if adminKeyGiven {
-		authSel = hsm.KeySelector{ID: adminKeyID, Label: adminKeyLabel}
-	}
-	authKey, err := w.tok.FindKey(authSel)
+	authKey, err := w.tok.FindKey(*cmp.Or(adminKey, &w.ks.cfg.Key))
 	if err != nil {
-		return e.explainKeyError(err)
+		return explainKeyError(err)
 	}
 	self, err := p11.New(authKey, p11.Options{ExtraChain: w.ks.cfg.ExtraChain})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,18 +69,13 @@ func serveCommand(e *env) *cli.Command {
 			"signed. Without [[client]] tables, --client-id is the one client, for every caller on the\n" +
 			"socket. --audit-log PATH writes one JSON line per answered token request (who, which client,\n" +
 			"what, outcome; never a token or secret); no token is sent without its line (--audit-failure).\n" +
-			"SIGHUP reopens the audit log and reads the command line, environment and file again; what\n" +
+			"SIGHUP reopens the audit log and reads the file (flags and variables as at start) again; what\n" +
 			"start would refuse is refused and logged, and the running configuration kept. The file must be\n" +
 			"one only its owner and root can change; a key set twice or an empty list is refused. See\n" +
 			"docs/daemon.md.",
-		Flags:  withConfigFile(concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
+		Flags:  withConfigFile(slices.Concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
 		Before: func(c *cli.Context) error { return e.applyConfigFile(c) },
-		Action: func(c *cli.Context) error {
-			if e.reparsed != nil {
-				return e.reparsed(c)
-			}
-			return e.serve(c)
-		},
+		Action: func(c *cli.Context) error { return e.serve(c) },
 	}
 }
 
@@ -128,27 +124,24 @@ func (e *env) serve(c *cli.Context) error {
 		}
 		defer audit.Close()
 	}
-	cfg, explain := plan.cfg, plan.explain
-	cfg.Audit = audit
 	listeners := activated
-	closeAll := func() {
+	defer func() { // Shutdown closes them too: a second Close is harmless
 		for _, ln := range listeners {
 			ln.Close()
 		}
-	}
+	}()
 	for _, s := range plan.specs {
 		ln, err := socket.Listen(s, plan.listen)
 		if err != nil {
-			closeAll()
 			return err
 		}
 		listeners = append(listeners, ln)
 	}
-
+	cfg := plan.cfg
+	cfg.Audit = audit
 	srv, err := daemon.New(cfg)
 	if err != nil {
-		closeAll()
-		return explain(err)
+		return plan.explain(err)
 	}
 	if ok, reason := srv.Ready(); !ok {
 		e.log.Warn("not ready yet", "reason", reason)
@@ -234,11 +227,9 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 	if err != nil {
 		return daemon.Config{}, nil, err
 	}
-	secret := ""
-	if p := c.String("client-secret-file"); p != "" {
-		if secret, err = e.readSecret(p, "--client-secret-file"); err != nil {
-			return daemon.Config{}, nil, err
-		}
+	secret, err := e.clientSecret("--client-secret-file", c.String("client-secret-file"))
+	if err != nil {
+		return daemon.Config{}, nil, err
 	}
 	return daemon.Config{
 		OpenSigner: open,
@@ -292,18 +283,14 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 	}
 }
 
-// readSecret reads a client secret by safefile.ReadSecret's rule, as a PIN
-// file is read; what names it in errors. It is never logged.
-func (e *env) readSecret(path, what string) (string, error) {
-	secret, shared, err := safefile.ReadSecret(path, safefile.MaxSecret)
-	if err != nil {
-		return "", usageErr(fmt.Errorf("%s %w", what, err))
+// clientSecret reads a client secret file by readSecretFile ("" for none).
+func (e *env) clientSecret(what, path string) (string, error) {
+	if path == "" {
+		return "", nil
 	}
-	defer clear(secret)
-	if shared {
-		e.log.Warn("the client secret file can be read by group or others; restrict it with chmod 600", "path", path)
-	}
-	return string(secret), nil
+	b, err := e.readSecretFile(what, path, safefile.MaxSecret)
+	defer clear(b)
+	return string(b), usageErr(err)
 }
 
 // sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens.

@@ -2,9 +2,9 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,17 +23,51 @@ import (
 
 // clientSection is one [[client]] table.
 type clientSection struct {
-	Name       string
-	ClientID   string
-	Scopes     []string
-	Users      []string
-	Groups     []string
-	SecretFile string
-	KID        string
-	KeyID      string
-	KeyLabel   string
-	// authorization-types: the authorization_details types callers may send
-	AuthzTypes []string
+	Name       string `toml:"name"`
+	ClientID   string `toml:"client-id"`
+	Scopes     names  `toml:"scopes"`
+	Users      ids    `toml:"users"`
+	Groups     ids    `toml:"groups"`
+	SecretFile string `toml:"secret-file"`
+	KID        string `toml:"kid"`
+	KeyID      string `toml:"key-id"`
+	KeyLabel   string `toml:"key-label"`
+	AuthzTypes names  `toml:"authorization-types"` // the authorization_details types callers may send
+}
+
+const clientFields = "name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types"
+
+// names is a [[client]] list of strings; ids takes uids and gids as numbers
+// too. A list given is never nil: an empty one is refused, never read as
+// "not given".
+type (
+	names []string
+	ids   []string
+)
+
+func (l *names) UnmarshalTOML(v any) error { return decodeList((*[]string)(l), v, false) }
+func (l *ids) UnmarshalTOML(v any) error   { return decodeList((*[]string)(l), v, true) }
+
+func decodeList(dst *[]string, v any, numbers bool) error {
+	vs, ok := v.([]any)
+	if !ok {
+		return fmt.Errorf("want a list, such as [\"a\", \"b\"], not %s", tomlType(v))
+	}
+	*dst = []string{}
+	for _, e := range vs {
+		s, isStr := e.(string)
+		n, isInt := e.(int64)
+		switch {
+		case isInt && numbers && n >= 0:
+			s = strconv.FormatInt(n, 10)
+		case isInt && numbers:
+			return fmt.Errorf("%d is not a name or id", n)
+		case !isStr:
+			return fmt.Errorf("want strings, not %s", tomlType(e))
+		}
+		*dst = append(*dst, s)
+	}
+	return nil
 }
 
 // serveFile is a parsed --config file.
@@ -41,6 +75,7 @@ type serveFile struct {
 	path    string
 	values  map[any]any // flag values for altsrc, by long name
 	clients []clientSection
+	applied map[string]bool // the flags the file set (no flag or variable did)
 }
 
 // readServeFile reads a --config file and checks it against flags.
@@ -59,38 +94,68 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 	if holdsPINValue(raw) && safefile.ReadableByOthers(fi) {
 		return bad("holds a pin-value, and group or others can read the file (mode %04o): make it readable by its owner only (chmod 600 %s), or better give the PIN with pin-file", fi.Mode().Perm(), path)
 	}
-	byName := map[string]cli.Flag{}
-	for _, f := range flags {
-		byName[f.Names()[0]] = f
+	sf := &serveFile{path: path, values: map[any]any{}, applied: map[string]bool{}}
+	if v, ok := raw["client"]; ok {
+		tables, ok := v.([]map[string]any)
+		if !ok {
+			return bad("client: want [[client]] tables")
+		}
+		if sf.clients, err = clientTables(data, tables); err != nil {
+			return bad("%v", err)
+		}
 	}
-	sf := &serveFile{path: path, values: map[any]any{}}
 	for _, k := range slices.Sorted(maps.Keys(raw)) {
-		v := raw[k]
-		if k == "client" {
-			tables, ok := v.([]map[string]any)
-			if !ok {
-				return bad("client: want [[client]] tables")
-			}
-			for i, t := range tables {
-				cs, err := clientTable(t, i)
-				if err != nil {
-					return bad("%v", err)
-				}
-				sf.clients = append(sf.clients, cs)
-			}
-			continue
-		}
-		f, ok := byName[k]
-		if !ok || k == "config" {
+		i := slices.IndexFunc(flags, func(f cli.Flag) bool { return f.Names()[0] == k })
+		switch {
+		case k == "client":
+		case i < 0 || k == "config":
 			return bad("%q is not a serve option (see mp-hsm serve --help; clients are [[client]] tables)", k)
+		default:
+			if sf.values[k], err = flagValue(flags[i], raw[k]); err != nil {
+				return bad("%s: %v", k, err)
+			}
 		}
-		val, err := flagValue(f, v)
-		if err != nil {
-			return bad("%s: %v", k, err)
-		}
-		sf.values[k] = val
 	}
 	return sf, nil
+}
+
+// clientTables decodes the [[client]] tables of data (raw: the same tables
+// undecoded, for their names); an error names the client and the field.
+func clientTables(data []byte, raw []map[string]any) ([]clientSection, error) {
+	var file struct {
+		Client []toml.Primitive `toml:"client"`
+	}
+	md, err := decodeTOML(data, &file)
+	if err != nil {
+		return nil, err
+	}
+	where := func(i int) string {
+		if name, _ := raw[i]["name"].(string); name != "" {
+			return fmt.Sprintf("client %q", name)
+		}
+		return fmt.Sprintf("client %d", i+1)
+	}
+	out := make([]clientSection, len(file.Client))
+	for i, p := range file.Client {
+		if err := md.PrimitiveDecode(p, &out[i]); err != nil {
+			if pe := (toml.ParseError{}); errors.As(err, &pe) {
+				err = fmt.Errorf("%s: %s", strings.TrimPrefix(pe.LastKey, "client."), pe.Message)
+			}
+			return nil, fmt.Errorf("%s: %w", where(i), err)
+		}
+	}
+	for _, k := range md.Undecoded() {
+		if len(k) > 1 && k[0] == "client" {
+			i := slices.IndexFunc(raw, func(t map[string]any) bool { _, ok := t[k[1]]; return ok })
+			return nil, fmt.Errorf("%s: unknown field %q (want %s)", where(max(i, 0)), k[1], clientFields)
+		}
+	}
+	for i, cs := range out {
+		if cs.Name == "" {
+			return nil, fmt.Errorf("%s: name is missing", where(i))
+		}
+	}
+	return out, nil
 }
 
 // decodeTOML decodes data into v, the one TOML decoder of serve and
@@ -152,98 +217,47 @@ func holdsPINValue(v any) bool {
 
 // flagValue checks a file value for flag f, typed as altsrc wants it.
 func flagValue(f cli.Flag, v any) (any, error) {
+	var want string
 	switch f.(type) {
 	case *altsrc.StringFlag:
-		if s, ok := v.(string); ok {
-			return s, nil
-		}
-		return nil, fmt.Errorf("want a string, not %s", tomlType(v))
-	case *altsrc.StringSliceFlag:
-		switch v := v.(type) {
-		case string:
-			return []any{v}, nil
-		case []any:
-			if len(v) == 0 {
-				return nil, errors.New("[] holds no entry; leave it out for its default, or name at least one value")
-			}
-			for _, e := range v {
-				if _, ok := e.(string); !ok {
-					return nil, fmt.Errorf("want strings, not %s", tomlType(e))
-				}
-			}
+		if _, ok := v.(string); ok {
 			return v, nil
 		}
-		return nil, fmt.Errorf("want a list of strings, not %s", tomlType(v))
-	case *altsrc.BoolFlag:
-		if b, ok := v.(bool); ok {
-			return b, nil
+		want = "a string"
+	case *altsrc.StringSliceFlag:
+		if s, ok := v.(string); ok {
+			v = []any{s}
 		}
-		return nil, fmt.Errorf("want true or false, not %s", tomlType(v))
+		var l []string
+		if err := decodeList(&l, v, false); err != nil {
+			return nil, err
+		}
+		if len(l) == 0 {
+			return nil, errors.New("[] holds no entry; leave it out for its default, or name at least one value")
+		}
+		return v, nil
+	case *altsrc.BoolFlag:
+		if _, ok := v.(bool); ok {
+			return v, nil
+		}
+		want = "true or false"
 	case *altsrc.IntFlag:
 		if n, ok := v.(int64); ok && int64(int(n)) == n {
 			return int(n), nil
 		}
-		return nil, fmt.Errorf("want an integer, not %s", tomlType(v))
+		want = "an integer"
 	case *altsrc.DurationFlag:
-		s, ok := v.(string)
-		if !ok {
-			return nil, fmt.Errorf("want a duration such as \"30s\", not %s", tomlType(v))
-		}
-		if _, err := time.ParseDuration(s); err != nil {
-			return nil, fmt.Errorf("want a duration such as \"30s\": %v", err)
-		}
-		return s, nil
-	}
-	return nil, errors.New("cannot be set in the file")
-}
-
-// clientTable checks the i-th [[client]] table.
-func clientTable(t map[string]any, i int) (clientSection, error) {
-	var cs clientSection
-	name, _ := t["name"].(string)
-	where := fmt.Sprintf("client %d", i+1)
-	if name != "" {
-		where = fmt.Sprintf("client %q", name)
-	}
-	strs := map[string]*string{"name": &cs.Name, "client-id": &cs.ClientID, "secret-file": &cs.SecretFile,
-		"kid": &cs.KID, "key-id": &cs.KeyID, "key-label": &cs.KeyLabel}
-	lists := map[string]*[]string{"scopes": &cs.Scopes, "users": &cs.Users, "groups": &cs.Groups, "authorization-types": &cs.AuthzTypes}
-	for _, k := range slices.Sorted(maps.Keys(t)) {
-		v := t[k]
-		if dst, ok := strs[k]; ok {
-			if *dst, ok = v.(string); !ok {
-				return cs, fmt.Errorf("%s: %s: want a string, not %s", where, k, tomlType(v))
+		want = "a duration such as \"30s\""
+		if s, ok := v.(string); ok {
+			if _, err := time.ParseDuration(s); err != nil {
+				return nil, fmt.Errorf("want %s: %v", want, err)
 			}
-			continue
+			return s, nil
 		}
-		dst, ok := lists[k]
-		if !ok {
-			return cs, fmt.Errorf("%s: unknown field %q (want name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types)", where, k)
-		}
-		vs, ok := v.([]any)
-		if !ok {
-			return cs, fmt.Errorf("%s: %s: want a list, such as [\"a\", \"b\"], not %s", where, k, tomlType(v))
-		}
-		*dst = []string{} // given: an empty list is refused, never read as "not given"
-		ids := k == "users" || k == "groups"
-		for _, e := range vs {
-			switch e := e.(type) {
-			case string:
-				*dst = append(*dst, e)
-			case int64:
-				if !ids || e < 0 {
-					return cs, fmt.Errorf("%s: %s: %d is not a name or id", where, k, e)
-				}
-				*dst = append(*dst, strconv.FormatInt(e, 10))
-			default:
-				return cs, fmt.Errorf("%s: %s: want strings, not %s", where, k, tomlType(e))
-			}
-		}
+	default:
+		return nil, errors.New("cannot be set in the file")
 	}
-	if cs.Name == "" {
-		return cs, fmt.Errorf("%s: name is missing", where)
-	}
-	return cs, nil
+	return nil, fmt.Errorf("want %s, not %s", want, tomlType(v))
 }
 
 // tomlType names the TOML type of v for an error.
@@ -253,16 +267,12 @@ func tomlType(v any) string {
 		return "a string"
 	case int64:
 		return "an integer"
-	case float64:
-		return "a number"
-	case bool:
-		return "a boolean"
 	case []any:
 		return "a list"
 	case map[string]any, []map[string]any:
 		return "a table"
 	}
-	return fmt.Sprintf("%T", v)
+	return fmt.Sprintf("a %T", v) // float64, bool, time.Time
 }
 
 // withConfigFile makes the flags settable from the --config file (altsrc).
@@ -299,6 +309,9 @@ func (e *env) applyConfigFile(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	for k := range sf.values {
+		sf.applied[k.(string)] = !c.IsSet(k.(string))
+	}
 	src := altsrc.NewMapInputSource(path, sf.values)
 	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
 		return usagef("config %s: %v", path, err)
@@ -307,28 +320,34 @@ func (e *env) applyConfigFile(c *cli.Context) error {
 	return nil
 }
 
-// reloadContext parses the command line, environment and --config afresh
-// (SIGHUP) and calls use with what they make; without e.args (tests) it
-// calls use with e and c.
-func (e *env) reloadContext(c *cli.Context, use func(*env, *cli.Context) error) error {
-	if e.args == nil {
-		return use(e, c)
+// reloadContext is what a SIGHUP serves from: c's command line and
+// environment, and the --config file read again (in the env returned).
+func (e *env) reloadContext(c *cli.Context) (*env, *cli.Context, error) {
+	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(set); err != nil { // defaults and variables
+			return nil, nil, err
+		}
 	}
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		if !c.IsSet(name) || e.serveFile != nil && e.serveFile.applied[name] {
+			continue
+		}
+		vals := c.StringSlice(name)
+		if _, ok := f.(*altsrc.StringSliceFlag); !ok {
+			vals = []string{fmt.Sprint(c.Value(name))}
+		}
+		for _, v := range vals {
+			if err := set.Set(name, v); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	nc := cli.NewContext(c.App, set, c.Lineage()[1])
+	nc.Command = c.Command
 	re := *e
-	var useErr error
-	used := false
-	re.reparsed = func(nc *cli.Context) error {
-		used = true
-		useErr = use(&re, nc)
-		return nil
-	}
-	if err := newApp(&re).RunContext(c.Context, e.args); err != nil {
-		return err
-	}
-	if !used {
-		return errors.New("the command line did not run serve again")
-	}
-	return useErr
+	return &re, nc, re.applyConfigFile(nc)
 }
 
 // configFlags are the serve flags about the config file.
@@ -340,39 +359,10 @@ func configFlags() []cli.Flag {
 	}
 }
 
-// socketMode parses --socket-mode: an octal mode; 0 when not given.
-func socketMode(c *cli.Context) (os.FileMode, error) {
-	v := strings.TrimSpace(c.String("socket-mode"))
-	if v == "" {
-		return 0, nil
+// clients are the config file's [[client]] tables.
+func (e *env) clients() []clientSection {
+	if e.serveFile == nil {
+		return nil
 	}
-	n, err := strconv.ParseUint(v, 8, 32)
-	if err != nil || n == 0 || n&^0o666 != 0 {
-		return 0, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
-	}
-	return os.FileMode(n), nil
+	return e.serveFile.clients
 }
-
-// emptyListFlag refuses a serve list flag given with no entry:
-// "--allowed-scopes ," would otherwise read as no list, which allows
-// everything.
-func emptyListFlag(c *cli.Context) error {
-	for _, f := range c.Command.Flags {
-		sf, ok := f.(*altsrc.StringSliceFlag)
-		if !ok || !c.IsSet(sf.Name) {
-			continue
-		}
-		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
-			continue
-		}
-		name := "--" + sf.Name
-		if len(sf.EnvVars) > 0 {
-			name += " (or " + sf.EnvVars[0] + ")"
-		}
-		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
-	}
-	return nil
-}
-
-// hasClients reports whether the config file has [[client]] tables.
-func (e *env) hasClients() bool { return e.serveFile != nil && len(e.serveFile.clients) > 0 }

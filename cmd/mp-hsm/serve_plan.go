@@ -3,15 +3,17 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -54,14 +56,14 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 		}
 	}
 	tcp = tcp || slices.ContainsFunc(activated, func(ln net.Listener) bool { _, ok := ln.Addr().(*net.TCPAddr); return ok })
-	if tcp && c.String("client-secret-file") == "" && !e.clientWithSecret() {
+	if tcp && c.String("client-secret-file") == "" && !slices.ContainsFunc(e.clients(), func(cs clientSection) bool { return cs.SecretFile != "" }) {
 		return nil, usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
 	}
 	mode, err := socketMode(c)
 	if err != nil {
 		return nil, err
 	}
-	if mode&0o006 != 0 && !e.hasClients() {
+	if mode&0o006 != 0 && len(e.clients()) == 0 {
 		return nil, usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
 	}
 	p.listen = socket.Options{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
@@ -69,6 +71,40 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 		return nil, err
 	}
 	return p, nil
+}
+
+// socketMode parses --socket-mode: an octal mode; 0 when not given.
+func socketMode(c *cli.Context) (os.FileMode, error) {
+	v := strings.TrimSpace(c.String("socket-mode"))
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n == 0 || n&^0o666 != 0 {
+		return 0, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
+	}
+	return os.FileMode(n), nil
+}
+
+// emptyListFlag refuses a serve list flag given with no entry:
+// "--allowed-scopes ," would otherwise read as no list, which allows
+// everything.
+func emptyListFlag(c *cli.Context) error {
+	for _, f := range c.Command.Flags {
+		sf, ok := f.(*altsrc.StringSliceFlag)
+		if !ok || !c.IsSet(sf.Name) {
+			continue
+		}
+		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
+			continue
+		}
+		name := "--" + sf.Name
+		if len(sf.EnvVars) > 0 {
+			name += " (or " + sf.EnvVars[0] + ")"
+		}
+		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
+	}
+	return nil
 }
 
 // reload is SIGHUP: the audit log is reopened, and what checkServe makes
@@ -80,7 +116,11 @@ func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listene
 			e.log.Error("SIGHUP: cannot reopen the audit log; writing on to the file open", "path", audit.Path(), "error", err)
 		}
 	}
-	err := e.reloadContext(c, func(re *env, nc *cli.Context) error {
+	err := func() error {
+		re, nc, err := e.reloadContext(c)
+		if err != nil {
+			return err
+		}
 		p, err := re.checkServe(nc, activated)
 		if err != nil {
 			return err
@@ -95,7 +135,7 @@ func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listene
 		cfg.Audit = audit
 		cfg.Logger = e.log
 		return srv.Reload(cfg)
-	})
+	}()
 	if err != nil {
 		e.log.Error("reload refused; the running configuration is kept", "config", c.String("config"), "error", err)
 	}
@@ -103,7 +143,7 @@ func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listene
 
 // daemonClients builds the daemon's clients from the [[client]] tables.
 func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
-	if !e.hasClients() {
+	if len(e.clients()) == 0 {
 		return nil, nil
 	}
 	path := e.serveFile.path
@@ -114,22 +154,18 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 	}
 	out := make([]daemon.Client, 0, len(e.serveFile.clients))
 	for _, cs := range e.serveFile.clients {
-		dc := daemon.Client{Name: cs.Name, ClientID: strings.TrimSpace(cs.ClientID), Scopes: cs.Scopes, AuthorizationTypes: cs.AuthzTypes,
-			Users: cs.Users, Groups: cs.Groups, KeyID: cs.KID}
-		if cs.SecretFile != "" {
-			secret, err := e.readSecret(cs.SecretFile, "config "+path+": client \""+cs.Name+"\": secret-file")
-			if err != nil {
-				return nil, err
-			}
-			dc.Secret = secret
+		secret, err := e.clientSecret(fmt.Sprintf("config %s: client %q: secret-file", path, cs.Name), cs.SecretFile)
+		if err != nil {
+			return nil, err
 		}
+		dc := daemon.Client{Name: cs.Name, ClientID: strings.TrimSpace(cs.ClientID), Scopes: cs.Scopes, AuthorizationTypes: cs.AuthzTypes,
+			Users: cs.Users, Groups: cs.Groups, KeyID: cs.KID, Secret: secret}
 		if cs.KeyID != "" || cs.KeyLabel != "" {
 			var id []byte
 			if cs.KeyID != "" {
 				var err error
-				id, err = hex.DecodeString(strings.TrimSpace(cs.KeyID))
-				if err != nil || len(id) == 0 {
-					return nil, usagef("config %s: client %q: key-id %q: want the CKA_ID in hex, such as 01 or 0a1b (see mp-hsm list)", path, cs.Name, cs.KeyID)
+				if id, err = parseKeyID(fmt.Sprintf("config %s: client %q: key-id", path, cs.Name), cs.KeyID); err != nil {
+					return nil, err
 				}
 			}
 			if c.String("p12") != "" {
@@ -147,19 +183,6 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 		return nil, usagef("config %s: %v", path, err)
 	}
 	return out, nil
-}
-
-// clientWithSecret reports whether a [[client]] has a secret-file (TCP).
-func (e *env) clientWithSecret() bool {
-	if !e.hasClients() {
-		return false
-	}
-	for _, cs := range e.serveFile.clients {
-		if cs.SecretFile != "" {
-			return true
-		}
-	}
-	return false
 }
 
 // tokenOpener returns the daemon's OpenSigner for the chosen token key and
@@ -186,8 +209,7 @@ func (e *env) tokenOpener(c *cli.Context) (func(context.Context) (signer.Signer,
 		}
 		return s, err
 	}
-	explain := func(err error) error { return explainPINError(ks.explainSelection(e.explainKeyError(err)), ks) }
-	return open, explain, nil
+	return open, ks.explain, nil
 }
 
 // moduleHasNoToken reports a selection that failed because no slot holds an

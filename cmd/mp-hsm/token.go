@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -19,7 +20,7 @@ func tokenCommand(e *env) *cli.Command {
 			"alone on stdout, so that $(mp-hsm token ...) works. --output json prints the token response\n" +
 			"with expires_at; --output header prints 'Authorization: Bearer <token>'. --altinn exchanges\n" +
 			"the Maskinporten token for an Altinn token and prints that instead.",
-		Flags: concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{
+		Flags: slices.Concat(keyFlags(), mpFlags(), requestFlags(), []cli.Flag{
 			outputFlag("`FORMAT`: token, json or header", "token"),
 			&cli.BoolFlag{Category: catOut, Name: "altinn", Usage: "exchange the token for an Altinn token", EnvVars: []string{"MP_HSM_ALTINN"}},
 		}),
@@ -60,7 +61,7 @@ func grantCommand(e *env) *cli.Command {
 			"sent anywhere. A grant can be used once and lives --lifetime (default 60s). With --well-known\n" +
 			"the metadata document is fetched to learn the issuer; with --env or --issuer nothing goes over\n" +
 			"the network.",
-		Flags:  concat(keyFlags(), mpFlags(), requestFlags()),
+		Flags:  slices.Concat(keyFlags(), mpFlags(), requestFlags()),
 		Action: func(c *cli.Context) error { return e.grant(c) },
 	}
 }
@@ -89,7 +90,7 @@ func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Con
 	if _, err := clientIDFlag(c); err != nil {
 		return err
 	}
-	s, err := e.openSigner(c)
+	s, err := e.openSigner(c, nil)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,16 +23,9 @@ var ErrConfig = errors.New("invalid listen configuration")
 
 // Options configure Listen.
 type Options struct {
-	// SocketGroup, if set, is the group (name or numeric id) that owns a
-	// unix socket; its mode is then 0660 instead of 0600.
-	SocketGroup string
-
-	// SocketMode, if not zero, is a unix socket's mode (permission bits,
-	// such as 0666 when the daemon's clients decide who is served).
-	SocketMode os.FileMode
-
-	// AllowRemote allows TCP addresses that are not loopback.
-	AllowRemote bool
+	SocketGroup string      // a unix socket's group (name or id), making its mode 0660
+	SocketMode  os.FileMode // a unix socket's permission bits, if not zero (0666 where clients decide)
+	AllowRemote bool        // allows TCP addresses that are not loopback
 }
 
 // DefaultPath returns where the daemon listens by default:
@@ -50,15 +42,14 @@ func DefaultPath() string {
 }
 
 // Listen opens "unix:PATH" or "tcp:HOST:PORT" (HOST an IP address or
-// localhost; port 0 chooses a free port; not loopback only with
-// AllowRemote).
+// localhost, loopback unless AllowRemote; port 0 chooses a free port).
 //
 // A unix socket is bound under a temporary name in a private directory,
 // given its mode (0600, 0660 with SocketGroup) and group, and only then
 // renamed into place, so no other user can ever connect to it. A socket at
-// PATH that no process answers on is replaced; anything else there is
-// never removed. Closing the listener removes the socket. PATH's directory
-// is created (mode 0755) if missing.
+// PATH that no process answers on is replaced, anything else never.
+// Closing the listener removes the socket. PATH's directory is created
+// (mode 0755) if missing.
 func Listen(addr string, opts Options) (net.Listener, error) {
 	network, rest, _ := strings.Cut(addr, ":")
 	switch {
@@ -95,9 +86,7 @@ func listenTCP(hostport string, allowRemote bool) (net.Listener, error) {
 	return ln, nil
 }
 
-// maxUnixPath is the longest path a unix socket can be bound to on Linux
-// (sun_path is 108 bytes with its NUL).
-const maxUnixPath = 107
+const maxUnixPath = 107 // Linux's sun_path is 108 bytes with its NUL
 
 func listenUnix(path string, opts Options) (net.Listener, error) {
 	fail := func(err error) (net.Listener, error) { return nil, fmt.Errorf("listen unix:%s: %w", path, err) }
@@ -110,17 +99,11 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 	}
 	mode, gid := os.FileMode(0o600), -1
 	if g := opts.SocketGroup; g != "" {
-		id, err := strconv.Atoi(g)
-		if err != nil || id < 0 {
-			grp, lerr := user.LookupGroup(g)
-			if lerr != nil {
-				return bad("socket group: %v", lerr)
-			}
-			if id, err = strconv.Atoi(grp.Gid); err != nil {
-				return bad("socket group %q: gid %q is not a number", g, grp.Gid)
-			}
+		id, err := LookupID(g, false)
+		if err != nil {
+			return bad("socket group: %v", err)
 		}
-		gid, mode = id, 0o660
+		gid, mode = int(id), 0o660
 	}
 	if m := opts.SocketMode; m != 0 {
 		if m&^os.ModePerm != 0 || m&0o111 != 0 {
@@ -129,25 +112,23 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 		mode = m
 	}
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fail(err)
-	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSocket == 0 {
 		return bad("%s exists and is not a socket; choose another path", path)
 	}
-	if err := removeStale(path); err != nil {
-		return fail(err)
+	tmp, err := "", os.MkdirAll(dir, 0o755)
+	if err == nil {
+		err = removeStale(path)
 	}
-	// When even the private directory's short name makes the path too
-	// long, the socket is bound in place under a umask of 0177.
-	tmp, err := os.MkdirTemp(dir, ".")
+	if err == nil {
+		tmp, err = os.MkdirTemp(dir, ".")
+	}
 	if err != nil {
 		return fail(err)
 	}
 	defer os.RemoveAll(tmp)
 	tmpPath := filepath.Join(tmp, "s")
 	if len(tmpPath) > maxUnixPath {
-		tmpPath = path
+		tmpPath = path // bound in place, under a umask of 0177
 	}
 	umaskMu.Lock()
 	old := syscall.Umask(0o177)
@@ -178,8 +159,7 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 	return &unixListener{UnixListener: ln, path: path, fi: fi}, nil
 }
 
-// umaskMu serialises the package's umask changes.
-var umaskMu sync.Mutex
+var umaskMu sync.Mutex // serialises the package's umask changes
 
 // unixListener removes its socket file on Close, if it is still its own.
 type unixListener struct {
@@ -223,7 +203,7 @@ func removeStale(path string) error {
 }
 
 // OpenToAll reports whether every local user may connect to the unix
-// socket at path, and describes its mode. An abstract socket, or one that
+// socket at path, and describes its mode: an abstract socket, or one that
 // cannot be examined, is taken as open; one whose file is gone is not.
 func OpenToAll(path string) (string, bool) {
 	if path == "" || path[0] == '@' || path[0] == 0 {
@@ -248,9 +228,9 @@ func Activated() ([]net.Listener, error) {
 		return nil, nil
 	}
 	defer func() {
-		os.Unsetenv("LISTEN_PID")
-		os.Unsetenv("LISTEN_FDS")
-		os.Unsetenv("LISTEN_FDNAMES")
+		for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+			os.Unsetenv(v)
+		}
 	}()
 	if p, err := strconv.Atoi(pid); err != nil || p != os.Getpid() {
 		return nil, nil // meant for another process

@@ -76,21 +76,21 @@ func procStatus(path string) (euid uint32, groups []uint32, ok bool) {
 		return 0, nil, false
 	}
 	for line := range bytes.SplitSeq(data, []byte("\n")) {
-		if rest, found := bytes.CutPrefix(line, []byte("Uid:")); found {
-			f := bytes.Fields(rest)
-			if len(f) < 2 {
-				return 0, nil, false
+		key, rest, _ := bytes.Cut(line, []byte(":"))
+		switch f := bytes.Fields(rest); string(key) {
+		case "Uid": // real, effective, saved, file system
+			u, err := uint64(0), strconv.ErrSyntax
+			if len(f) > 1 {
+				u, err = strconv.ParseUint(string(f[1]), 10, 32)
 			}
-			u, err := strconv.ParseUint(string(f[1]), 10, 32)
 			if err != nil {
 				return 0, nil, false
 			}
 			euid, ok = uint32(u), true
-		}
-		if rest, found := bytes.CutPrefix(line, []byte("Groups:")); found {
-			for _, f := range bytes.Fields(rest) {
-				if g, err := strconv.ParseUint(string(f), 10, 32); err == nil {
-					groups = append(groups, uint32(g))
+		case "Groups":
+			for _, g := range f {
+				if n, err := strconv.ParseUint(string(g), 10, 32); err == nil {
+					groups = append(groups, uint32(n))
 				}
 			}
 		}

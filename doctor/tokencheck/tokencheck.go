@@ -14,7 +14,6 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/hsm"
-	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/tokenerr"
@@ -23,20 +22,18 @@ import (
 // ModuleHint is the hint of a module that cannot be found or loaded.
 const ModuleHint = "install the card's PKCS#11 module (apt install opensc for Buypass and Commfides cards) or give --module PATH"
 
-// Checks finds the key p11.Open would find for Config, checking each
-// step. Use a Checks once: Run calls FindKey, then Close.
+// Checks finds the key p11.Open would find for Config, checking each step.
+// Use a Checks once: Run calls FindKey, then Close.
 type Checks struct {
-	// Config is as for p11.Open, but the login never allows a final PIN
-	// try and prompts only when Interactive.
+	// Config is as for p11.Open, but the login never allows a final PIN try
+	// and prompts only when Interactive.
 	Config        p11.Config
 	DefaultModule bool // Config.Module was found in the default places
 	// Interactive says a person can answer the prompt or use a PIN pad;
 	// without it and without Config.PIN no login is tried.
 	Interactive bool
-	OnPINPad    func() // if set, called before a login on the PIN pad
-	// Explain, if set, rewrites (wrapping) a token or key selection error,
-	// such as to name the flags that pick each.
-	Explain func(error) error
+	OnPINPad    func()            // if set, called before a login on the PIN pad
+	Explain     func(error) error // if set, wraps a token or key selection error, say to name the flags
 
 	configErr  error // see Failed
 	configHint string
@@ -59,6 +56,9 @@ func Failed(err error, hint string) doctor.KeyFinder {
 
 // FindKey runs the checks module, token, pin, login and key.
 func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor.FoundKey {
+	if c.Explain == nil {
+		c.Explain = func(err error) error { return err }
+	}
 	for _, check := range []func() doctor.Result{c.checkModule, c.checkToken, c.checkPIN, c.checkLogin, c.checkKey} {
 		report(check())
 	}
@@ -69,42 +69,21 @@ func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor
 	return c.found
 }
 
-// Close closes the token and the module, and so the key. Idempotent.
+// Close closes the module, and so the token and the key. Idempotent.
 func (c *Checks) Close() error {
 	var err error
-	if c.tok != nil {
-		err = c.tok.Close()
-		c.tok = nil
-	}
 	if c.mod != nil {
-		err = errors.Join(err, c.mod.Close())
-		c.mod = nil
+		err = c.mod.Close() // closes its tokens (hsm.Module.Close)
 	}
+	c.mod, c.tok = nil, nil
 	return err
 }
 
 func ok(check, msg string) doctor.Result {
 	return doctor.Result{Check: check, Status: doctor.OK, Message: msg}
 }
-
 func skip(check, msg string) doctor.Result {
 	return doctor.Result{Check: check, Status: doctor.Skip, Message: msg}
-}
-
-// failed is a failed check, a token problem unless err says otherwise.
-func failed(check string, err error, hint string) doctor.Result {
-	def := doctor.ClassToken
-	if errors.Is(err, pkcs11uri.ErrInvalid) {
-		def = doctor.ClassUsage
-	}
-	return doctor.Failed(check, def, err, hint)
-}
-
-func (c *Checks) explain(err error) error {
-	if c.Explain == nil {
-		return err
-	}
-	return c.Explain(err)
 }
 
 func (c *Checks) checkModule() doctor.Result {
@@ -118,7 +97,7 @@ func (c *Checks) checkModule() doctor.Result {
 		m, err = hsm.OpenWith(path, c.Config.ModuleOptions)
 	}
 	if err != nil {
-		return failed(check, err, ModuleHint)
+		return doctor.Failed(check, doctor.ClassToken, err, ModuleHint)
 	}
 	c.mod = m
 	msg := m.Path()
@@ -138,11 +117,11 @@ func (c *Checks) checkToken() doctor.Result {
 	}
 	slot, err := c.mod.FindSlot(c.Config.Token)
 	if err != nil {
-		return failed(check, c.explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
+		return doctor.Failed(check, doctor.ClassToken, c.Explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
 	}
 	tok, err := c.mod.OpenSlot(hsm.Slot{ID: slot.ID}, c.Config.TokenOptions())
 	if err != nil {
-		return failed(check, err, "the token is present but cannot be opened: reinsert the card and try again")
+		return doctor.Failed(check, doctor.ClassToken, err, "the token is present but cannot be opened: reinsert the card and try again")
 	}
 	c.slot, c.tok = slot, tok
 	t := slot.Token
@@ -161,7 +140,7 @@ func (c *Checks) checkPIN() doctor.Result {
 	info, err := c.tok.Info()
 	if err != nil {
 		c.pinBlock = true
-		return failed(check, err, "reinsert the card and try again")
+		return doctor.Failed(check, doctor.ClassToken, err, "reinsert the card and try again")
 	}
 	f := info.Flags
 	c.slot.Token.Flags = f
@@ -229,7 +208,7 @@ func (c *Checks) checkLogin() doctor.Result {
 					"or clear it with tpm2_dictionarylockout --clear-lockout, then run doctor again"
 			}
 		}
-		return failed(check, err, hint)
+		return doctor.Failed(check, doctor.ClassToken, err, hint)
 	}
 	c.loggedIn = true
 	return ok(check, "logged in")
@@ -245,7 +224,7 @@ func (c *Checks) checkKey() doctor.Result {
 	}
 	key, err := c.tok.FindKey(c.Config.Key)
 	if err != nil {
-		return failed(check, c.explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)")
+		return doctor.Failed(check, doctor.ClassToken, c.Explain(err), "choose the key with --key-id or --key-label (see mp-hsm list)")
 	}
 	c.found.Key = key
 	s, err := p11.New(key, p11.Options{ExtraChain: c.Config.ExtraChain})
@@ -253,7 +232,7 @@ func (c *Checks) checkKey() doctor.Result {
 	case errors.Is(err, signer.ErrCertificateMismatch):
 		c.found.CertErr = err // the certificate check reports it
 	case err != nil:
-		return failed(check, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)")
+		return doctor.Failed(check, doctor.ClassToken, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)")
 	default:
 		c.found.Signer = s
 		c.found.Chain = s.Chain()
@@ -293,20 +272,17 @@ func (c *Checks) certificateWithoutLogin() []*x509.Certificate {
 			auth = append(auth, hc.Cert)
 		}
 	}
-	var cert *x509.Certificate
+	one := leaves // auth is a subset of leaves
 	switch {
 	case named:
-		if len(byName) == 1 {
-			cert = byName[0]
-		}
+		one = byName
 	case len(auth) == 1:
-		cert = auth[0]
-	case len(leaves) == 1:
-		cert = leaves[0]
+		one = auth
 	}
-	if cert == nil {
+	if len(one) != 1 {
 		return nil
 	}
+	cert := one[0]
 	chain, err := signer.BuildChain(cert.PublicKey, pool, c.Config.ExtraChain)
 	if err != nil || len(chain) == 0 {
 		return []*x509.Certificate{cert}

@@ -1,12 +1,12 @@
 // Package p11 is the signer.Signer over a private key on a smart card or
-// HSM: it opens the key through package hsm (PKCS#11), reads the
-// certificate chain from the same token, and signs there. OpenURI opens
-// one from a pkcs11: URI; Open from a Config. It is apart from signer so
-// that signer, and everything built on it, needs no cgo.
+// HSM, with the chain read from the same token, through package hsm. OpenURI
+// opens one from a pkcs11: URI, Open from a Config. It is apart from signer
+// so that signer, and all built on it, needs no cgo.
 package p11
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -16,40 +16,33 @@ import (
 	"log/slog"
 
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/pkcs11uri"
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// TokenSigner is a signer.Signer over a private key on a smart card or HSM, with the
-// certificate chain read from the same token. Create it with Open (which
-// owns the module and token and closes them) or New (over a Key you manage).
-// Safe for concurrent use.
+// TokenSigner is a signer.Signer over a token key. Open creates one that owns
+// (and closes) the module and token; New one over a Key you manage. Safe for
+// concurrent use.
 type TokenSigner struct {
 	key   *hsm.Key
 	chain []*x509.Certificate
-
-	// owned resources, closed by Close when Open created them
-	tok *hsm.Token
-	mod *hsm.Module
+	mod   *hsm.Module // owned when Open created it; Close closes it
 }
 
 var _ signer.Signer = (*TokenSigner)(nil)
 
 // Options configures New.
 type Options struct {
-	// ExtraChain completes a chain the token lacks: issuer certificates
-	// (for instance from a PEM file) used after those on the token. Never
-	// the leaf's only source: the leaf must be on the token or here.
+	// ExtraChain holds issuer certificates (say from a PEM file) that
+	// complete a chain the token lacks; they may also hold the leaf.
 	ExtraChain []*x509.Certificate
 }
 
-// New wraps key, which must be an RSA key of at least 2048 bits or a P-256
-// or P-384 key, with its chain: the token's certificate whose public key is
-// the key's, then each issuer found on the token or in opts.ExtraChain
-// (matched by name and verified signature), without the self-signed root.
-//
-// A key without any certificate gives an empty chain (grants must then use
-// a kid). A certificate that shares the key's CKA_ID but holds another
-// public key gives signer.ErrCertificateMismatch.
+// New wraps key (passing signer.CheckKey) with its chain, built by
+// signer.BuildChain from the token's certificates and opts.ExtraChain. A key
+// without a certificate gets an empty chain (grants then use a kid); a
+// certificate with the key's CKA_ID but another public key gives
+// signer.ErrCertificateMismatch.
 func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	if key == nil {
 		return nil, errors.New("p11: no key given")
@@ -91,27 +84,22 @@ func (s *TokenSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts
 	return s.key.Sign(rand, digest, opts)
 }
 
-// SignContext signs like Sign, waiting for a free token session no longer
-// than ctx allows.
+// SignContext signs like Sign, waiting for a token session no longer than ctx allows.
 func (s *TokenSigner) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	return s.key.SignContext(ctx, digest, opts)
 }
 
-// Chain returns the certificate chain, leaf first; empty when the token
-// holds no certificate for the key.
+// Chain returns the certificate chain, leaf first; empty when the token holds no certificate for the key.
 func (s *TokenSigner) Chain() []*x509.Certificate { return s.chain }
 
 // Key returns the token key.
 func (s *TokenSigner) Key() *hsm.Key { return s.key }
 
 // Probe reports whether the key's token is still there and logged in,
-// without signing and without a PIN: hsm.Token.Check (C_GetSlotInfo and
-// C_GetSessionInfo, which reach the reader or the HSM, where
-// C_GetTokenInfo may be answered from a cache), after ctx is checked. A
-// removed card gives an error matching tokenerr.ErrTokenRemoved (or
-// ErrSessionClosed, ErrNotLoggedIn, ErrDevice for a dead HSM link); a
-// signer closed by Close gives one matching tokenerr.ErrClosed. The daemon
-// calls it (daemon.Prober) to notice a removed card while no one signs.
+// without signing or a PIN (hsm.Token.Check, which reaches the reader or
+// HSM), after checking ctx. A removed card matches tokenerr.ErrTokenRemoved
+// (or ErrSessionClosed, ErrNotLoggedIn, ErrDevice), a closed signer
+// tokenerr.ErrClosed. The daemon probes to notice a removed card while idle.
 func (s *TokenSigner) Probe(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -119,54 +107,31 @@ func (s *TokenSigner) Probe(ctx context.Context) error {
 	return s.key.Token().Check()
 }
 
-// Close closes the token and module when Open opened them; for a signer
-// from New it does nothing. Idempotent.
+// Close closes the module and token when Open opened them; for a signer from New it does nothing. Idempotent.
 func (s *TokenSigner) Close() error {
 	var err error
-	if s.tok != nil && s.mod == nil {
-		err = s.tok.Close()
-	}
 	if s.mod != nil {
-		// Closes the token too, and when this is the module's last
-		// Close, in one C_CloseAllSessions rather than a C_CloseSession
-		// per session (see hsm.Module.Close).
-		err = s.mod.Close()
+		err = s.mod.Close() // closes the token too (see hsm.Module.Close)
 	}
-	s.tok, s.mod = nil, nil
+	s.mod = nil
 	return err
 }
 
 // Config says where a token key is and how to log in. Its fields map one to
 // one onto mp-hsm's command-line flags.
 type Config struct {
-	// Module is the PKCS#11 module path. Empty: the first of
-	// hsm.DefaultModulePaths that exists.
-	Module string
-	// Token chooses the token; the zero value chooses the only token present.
-	Token hsm.TokenSelector
-	// Key chooses the key; the zero value chooses the authentication key
-	// (see hsm.Token.FindKey).
-	Key hsm.KeySelector
-	// PIN gives the PIN; nil means the reader's PIN pad, or no login when
-	// the token needs none.
-	PIN hsm.PINSource
-	// Login tunes the login, such as allowing a final PIN try.
-	Login hsm.LoginOptions
-	// Session tunes the token's sessions.
-	Session hsm.TokenOptions
-
-	// ModuleOptions are the options the module is loaded with
-	// (hsm.OpenWith): HoldLoadOutput keeps what modules write on loading
-	// out of the way unless no token matches.
-	ModuleOptions hsm.OpenOptions
-	// ExtraChain completes the chain (see Options).
-	ExtraChain []*x509.Certificate
-	// Logger receives warnings (such as a low PIN count); nil discards.
-	Logger *slog.Logger
+	Module        string              // the PKCS#11 module path; empty: see ModulePath
+	Token         hsm.TokenSelector   // the zero value chooses the only token present
+	Key           hsm.KeySelector     // the zero value chooses the authentication key (hsm.Token.FindKey)
+	PIN           hsm.PINSource       // nil: the reader's PIN pad, or no login when the token needs none
+	Login         hsm.LoginOptions    // such as allowing a final PIN try
+	Session       hsm.TokenOptions    // tunes the token's sessions
+	ModuleOptions hsm.OpenOptions     // passed to hsm.OpenWith
+	ExtraChain    []*x509.Certificate // completes the chain (see Options)
+	Logger        *slog.Logger        // receives warnings (such as a low PIN count); nil discards
 }
 
-// ModulePath returns the module Open loads: Module, or when it is empty the
-// first of hsm.DefaultModulePaths that exists.
+// ModulePath returns Module, or when it is empty the first of hsm.DefaultModulePaths that exists.
 func (cfg Config) ModulePath() (string, error) {
 	if cfg.Module != "" {
 		return cfg.Module, nil
@@ -174,19 +139,16 @@ func (cfg Config) ModulePath() (string, error) {
 	return hsm.FindDefaultModule()
 }
 
-// TokenOptions returns the options Open opens the token with: Session,
-// with Logger when Session names no logger.
+// TokenOptions returns Session, with Logger when Session names none.
 func (cfg Config) TokenOptions() hsm.TokenOptions {
 	o := cfg.Session
-	if o.Logger == nil {
-		o.Logger = cfg.Logger
-	}
+	o.Logger = cmp.Or(o.Logger, cfg.Logger)
 	return o
 }
 
 // Open loads the module, finds the token, logs in (one C_Login at most, see
 // hsm.Token.Login), finds the key once, reads the chain and returns a signer
-// that owns all of it: Close it when done.
+// that owns it all: Close it when done.
 func Open(cfg Config) (*TokenSigner, error) {
 	path, err := cfg.ModulePath()
 	if err != nil {
@@ -196,20 +158,17 @@ func Open(cfg Config) (*TokenSigner, error) {
 	if err != nil {
 		return nil, err
 	}
+	fail := func(err error) (*TokenSigner, error) {
+		mod.Close() // closes the token too
+		return nil, err
+	}
 	slot, err := mod.FindSlot(cfg.Token)
 	if err != nil {
-		mod.Close()
-		return nil, err
+		return fail(err)
 	}
 	tok, err := mod.OpenSlot(slot, cfg.TokenOptions())
 	if err != nil {
-		mod.Close()
-		return nil, err
-	}
-	fail := func(err error) (*TokenSigner, error) {
-		tok.Close()
-		mod.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := tok.Login(cfg.PIN, cfg.Login); err != nil {
 		return fail(err)
@@ -222,6 +181,49 @@ func Open(cfg Config) (*TokenSigner, error) {
 	if err != nil {
 		return fail(err)
 	}
-	s.tok, s.mod = tok, mod
+	s.mod = mod
 	return s, nil
+}
+
+// OpenURI opens the signer that uri, an RFC 7512 pkcs11: URI such as
+// "pkcs11:token=Buypass%20ID;object=Authentication?pin-source=file:/run/pin",
+// describes (see ConfigFromURI); Close it when done. Errors in the URI match
+// pkcs11uri.ErrInvalid.
+func OpenURI(uri string) (*TokenSigner, error) {
+	u, err := pkcs11uri.Parse(uri)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ConfigFromURI(u)
+	if err != nil {
+		return nil, err
+	}
+	return Open(cfg)
+}
+
+// ConfigFromURI returns the Config that u describes, loading nothing and
+// reading no PIN: the path attributes choose the token and key
+// (hsm.SelectorsFromURI, which refuses vendor attributes and types that name
+// no key); module-path or module-name the module (hsm.ModuleFromURI; with
+// neither, Open takes a default); pin-source a file read at each login
+// (hsm.PINFile, "file:" optional), pin-value the PIN itself (keep such a URI
+// out of argv and logs). With no PIN, the PIN pad is used, or no login when
+// the token needs none. Refusals match pkcs11uri.ErrInvalid; a module-name
+// that names no module matches tokenerr.ErrModuleNotFound.
+func ConfigFromURI(u *pkcs11uri.URI) (Config, error) {
+	var cfg Config
+	var err error
+	if cfg.Token, cfg.Key, err = hsm.SelectorsFromURI(u); err != nil {
+		return Config{}, err
+	}
+	if cfg.Module, err = hsm.ModuleFromURI(u); err != nil {
+		return Config{}, err
+	}
+	switch {
+	case u.PINFile() != "":
+		cfg.PIN = hsm.PINFile(u.PINFile())
+	case u.HasPIN():
+		cfg.PIN = hsm.StaticPIN([]byte(u.PINValue))
+	}
+	return cfg, nil
 }
