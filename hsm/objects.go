@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/miekg/pkcs11"
@@ -160,11 +161,7 @@ func (t *Token) keys() ([]keyObject, error) {
 // type, skipping objects that make no key this package knows. It searches
 // only when some key lacks one. t.mu must be held, inside the gates.
 func (t *Token) publicHalves(keys []keyObject) error {
-	need := false
-	for _, k := range keys {
-		need = need || k.info.Public == nil
-	}
-	if !need {
+	if !slices.ContainsFunc(keys, func(k keyObject) bool { return k.info.Public == nil }) {
 		return nil
 	}
 	pubs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY))
