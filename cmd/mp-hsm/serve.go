@@ -73,7 +73,7 @@ func serveCommand(e *env) *cli.Command {
 			"start would refuse is refused and logged, and the running configuration kept. The file must be\n" +
 			"one only its owner and root can change; a key set twice or an empty list is refused. See\n" +
 			"docs/daemon.md.",
-		Flags:  slices.Concat(keyFlags(), mpFlags(), serveFlags()),
+		Flags:  withConfigFile(slices.Concat(keyFlags(), mpFlags(), serveFlags())),
 		Before: func(c *cli.Context) error { return e.applyConfigFile(c) },
 		Action: func(c *cli.Context) error { return e.serve(c) },
 	}

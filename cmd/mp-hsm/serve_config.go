@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,9 +12,13 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
+
+// A serve --config file holds serve flags by long name, applied through
+// altsrc (so flags and variables win), and [[client]] tables.
 
 // clientSection is one [[client]] table.
 type clientSection struct {
@@ -68,7 +71,7 @@ func decodeList(dst *[]string, v any, numbers bool) error {
 // serveFile is a parsed --config file.
 type serveFile struct {
 	path    string
-	values  map[string]any // flag values by long name
+	values  map[any]any // flag values by long name
 	clients []clientSection
 	applied map[string]bool // the flags the file set (no flag or variable did)
 }
@@ -89,7 +92,7 @@ func readServeFile(path string, flags []cli.Flag) (*serveFile, error) {
 	if holdsPINValue(raw) && safefile.ReadableByOthers(fi) {
 		return bad("holds a pin-value, and group or others can read the file (mode %04o): make it readable by its owner only (chmod 600 %s), or better give the PIN with pin-file", fi.Mode().Perm(), path)
 	}
-	sf := &serveFile{path: path, values: map[string]any{}, applied: map[string]bool{}}
+	sf := &serveFile{path: path, values: map[any]any{}, applied: map[string]bool{}}
 	if v, ok := raw["client"]; ok {
 		tables, ok := v.([]map[string]any)
 		if !ok {
@@ -213,12 +216,12 @@ func holdsPINValue(v any) bool {
 func flagValue(f cli.Flag, v any) (any, error) {
 	var want string
 	switch f.(type) {
-	case *cli.StringFlag:
+	case *altsrc.StringFlag:
 		if _, ok := v.(string); ok {
 			return v, nil
 		}
 		want = "a string"
-	case *cli.StringSliceFlag:
+	case *altsrc.StringSliceFlag:
 		if s, ok := v.(string); ok {
 			v = []any{s}
 		}
@@ -229,18 +232,22 @@ func flagValue(f cli.Flag, v any) (any, error) {
 		if len(l) == 0 {
 			return nil, errors.New("[] holds no entry; leave it out for its default, or name at least one value")
 		}
-		return l, nil
-	case *cli.BoolFlag:
+		out := make([]any, len(l)) // as altsrc's map source wants a list
+		for i, x := range l {
+			out[i] = x
+		}
+		return out, nil
+	case *altsrc.BoolFlag:
 		if _, ok := v.(bool); ok {
 			return v, nil
 		}
 		want = "true or false"
-	case *cli.IntFlag:
+	case *altsrc.IntFlag:
 		if n, ok := v.(int64); ok && int64(int(n)) == n {
 			return int(n), nil
 		}
 		want = "an integer"
-	case *cli.DurationFlag:
+	case *altsrc.DurationFlag:
 		want = "a duration such as \"30s\""
 		if s, ok := v.(string); ok {
 			if _, err := time.ParseDuration(s); err != nil {
@@ -269,6 +276,26 @@ func tomlType(v any) string {
 	return fmt.Sprintf("a %T", v) // float64, bool, time.Time
 }
 
+// withConfigFile makes the flags settable from the --config file (altsrc).
+func withConfigFile(flags []cli.Flag) []cli.Flag {
+	out := slices.Clone(flags)
+	for i, f := range flags {
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			out[i] = altsrc.NewStringFlag(f)
+		case *cli.StringSliceFlag:
+			out[i] = altsrc.NewStringSliceFlag(f)
+		case *cli.BoolFlag:
+			out[i] = altsrc.NewBoolFlag(f)
+		case *cli.IntFlag:
+			out[i] = altsrc.NewIntFlag(f)
+		case *cli.DurationFlag:
+			out[i] = altsrc.NewDurationFlag(f)
+		}
+	}
+	return out
+}
+
 // applyConfigFile is serve's Before: --config fills the flags no flag or
 // variable (even empty) set, and its clients are kept.
 func (e *env) applyConfigFile(c *cli.Context) error {
@@ -281,20 +308,11 @@ func (e *env) applyConfigFile(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range c.Command.Flags {
-		name := f.Names()[0]
-		v, ok := sf.values[name]
-		inEnv := slices.ContainsFunc(f.(interface{ GetEnvVars() []string }).GetEnvVars(), func(n string) bool { _, ok := os.LookupEnv(n); return ok })
-		if !ok || inEnv || c.IsSet(name) {
-			continue
-		}
-		if l, ok := v.([]string); ok {
-			v = cli.NewStringSlice(l...).Serialize() // taken whole, not split at commas
-		}
-		if err := c.Set(name, fmt.Sprint(v)); err != nil {
-			return usagef("config %s: %s: %v", path, name, err)
-		}
-		sf.applied[name] = true
+	for k := range sf.values {
+		sf.applied[k.(string)] = !c.IsSet(k.(string))
+	}
+	if err := altsrc.ApplyInputSourceValues(c, altsrc.NewMapInputSource(path, sf.values), c.Command.Flags); err != nil {
+		return usagef("config %s: %v", path, err)
 	}
 	e.serveFile = sf
 	return nil
@@ -313,7 +331,7 @@ func (e *env) reloadContext(c *cli.Context) (*env, *cli.Context, error) {
 			continue
 		}
 		vals := c.StringSlice(name)
-		if _, ok := f.(*cli.StringSliceFlag); !ok {
+		if _, ok := f.(*altsrc.StringSliceFlag); !ok {
 			vals = []string{fmt.Sprint(c.Value(name))}
 		}
 		for _, v := range vals {

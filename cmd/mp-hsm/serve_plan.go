@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -38,7 +39,7 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 	// A list flag given empty ("--allowed-scopes ,") would read as no list,
 	// which allows everything.
 	for _, f := range c.Command.Flags {
-		sf, ok := f.(*cli.StringSliceFlag)
+		sf, ok := f.(*altsrc.StringSliceFlag)
 		if !ok || !c.IsSet(sf.Name) || slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
 			continue
 		}
