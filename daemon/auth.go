@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,14 +158,14 @@ func (s *Server) authenticate(c *call) (*client, error) {
 		who = "uid " + strconv.FormatUint(uint64(p.UID), 10) + " (gid " + strconv.FormatUint(uint64(p.GID), 10) + ")"
 	}
 	if ids := c.creds.ids.list(); len(ids) > 0 {
-		for _, id := range ids {
-			if cl := st.byName[id]; cl != nil {
-				if !cl.admitsPeer(p) {
-					return cl, refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
-						who+" is not admitted to the client '"+cl.Name+"': neither its users nor its groups name it; ask the daemon's operator"+newLoginHint)
-				}
-				return cl, nil
+		for _, cl := range st.clients {
+			if !slices.Contains(ids, cl.Name) {
+				continue
+			} else if !cl.admitsPeer(p) {
+				return cl, refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
+					who+" is not admitted to the client '"+cl.Name+"': neither its users nor its groups name it; ask the daemon's operator"+newLoginHint)
 			}
+			return cl, nil
 		}
 		return nil, refuse(reasonUnknownClient, http.StatusUnauthorized, errInvalidClient,
 			"this daemon has no client '"+excerpt(ids[0])+"'; send the name of one of its clients as client_id")

@@ -190,11 +190,10 @@ func (cfg Config) withDefaults() (Config, error) {
 // settings are what requests read of a Config, swapped whole by Reload.
 type settings struct {
 	cfg       Config
-	clients   []*client          // the Clients, or the one client of the flat fields
-	byName    map[string]*client // by Name
-	resources *listPolicy        // AllowedResources
-	maxRes    int                // MaxResourcesPerCaller; 0 where AllowedResources bounds them
-	hosts     map[string]bool    // AllowedHosts, lower case
+	clients   []*client       // the Clients, or the one client of the flat fields
+	resources *listPolicy     // AllowedResources
+	maxRes    int             // MaxResourcesPerCaller; 0 where AllowedResources bounds them
+	hosts     map[string]bool // AllowedHosts, lower case
 }
 
 // newSettings resolves cfg (checked by withDefaults) for requests.
@@ -203,7 +202,7 @@ func newSettings(cfg Config, m *metrics) (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &settings{cfg: cfg, clients: clients, byName: map[string]*client{}, hosts: map[string]bool{}, resources: newListPolicy(cfg.AllowedResources)}
+	st := &settings{cfg: cfg, clients: clients, hosts: map[string]bool{}, resources: newListPolicy(cfg.AllowedResources)}
 	if p := st.resources; p.any || len(p.prefixes) > 0 {
 		st.maxRes = max(cfg.MaxResourcesPerCaller, 0)
 	}
@@ -213,7 +212,6 @@ func newSettings(cfg Config, m *metrics) (*settings, error) {
 		}
 	}
 	for _, c := range clients {
-		st.byName[c.Name] = c
 		c.m = m.client(c.Name)
 	}
 	return st, nil

@@ -56,13 +56,8 @@ type quotas struct {
 	swept   time.Time // every caller's keys pruned, once a minute
 }
 
-// held are the keys one caller added, with their entries and resources.
-type held map[string]heldKey
-
-type heldKey struct {
-	e         *entry
-	resources []string
-}
+// held are the keys one caller added, with their entries.
+type held map[string]*entry
 
 func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *settings) (*entry, error) {
 	maxKeys, maxRes := st.cfg.MaxKeysPerCaller, st.maxRes
@@ -86,8 +81,8 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	// over reports the bounds res would pass, and the resources h holds.
 	over := func() (keys, resources bool, n int) {
 		set := map[string]bool{}
-		for _, hk := range h {
-			for _, r := range hk.resources {
+		for _, e := range h {
+			for _, r := range e.req.req.Resources {
 				set[r] = true
 			}
 		}
@@ -112,15 +107,15 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	}
 	e, err := cache.add(key, f)
 	if err == nil {
-		h[key] = heldKey{e, res}
+		h[key] = e
 	}
 	return e, err
 }
 
 // prune forgets the keys whose entries are no longer in c.
 func (h held) prune(c *cache) {
-	for k, hk := range h {
-		if c.lookup([]byte(k)) != hk.e {
+	for k, e := range h {
+		if c.lookup([]byte(k)) != e {
 			delete(h, k)
 		}
 	}
