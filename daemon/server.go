@@ -56,19 +56,17 @@ type Server struct {
 	lastLeaf atomic.Pointer[x509.Certificate]
 }
 
-type state int
-
 const (
-	stateStarting     state = iota
-	stateReady              // logged in and able to sign
-	stateFault              // the card or HSM failed; reconnecting
-	stateLoginRefused       // the PIN was refused; waiting for Reload
-	stateClosed             // Shutdown was called
+	stateStarting     = iota
+	stateReady        // logged in and able to sign
+	stateFault        // the card or HSM failed; reconnecting
+	stateLoginRefused // the PIN was refused; waiting for Reload
+	stateClosed       // Shutdown was called
 )
 
 // status is one state of the daemon, never changed: a new one replaces it.
 type status struct {
-	state  state
+	state  int
 	reason string // why it is not ready
 	conn   *conn  // the signer; set exactly when ready
 }
@@ -134,9 +132,8 @@ func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
 
 func (s *Server) status() *status { return s.stat.Load() }
 
-// adoptLocked makes the daemon ready with c and returns the conn it
-// replaces, to close outside s.mu; or records err, the failure to open c: a
-// refused PIN waits for Reload, any other failure reconnects.
+// adoptLocked makes the daemon ready with c and returns the conn it replaces, to
+// close outside s.mu; or records err: a refused PIN waits for Reload, else reconnect.
 func (s *Server) adoptLocked(c *conn, err error) *conn {
 	switch {
 	case err == nil:
@@ -152,8 +149,7 @@ func (s *Server) adoptLocked(c *conn, err error) *conn {
 	return nil
 }
 
-// goBackground runs f in a goroutine that Shutdown waits for, unless the
-// server is stopping.
+// goBackground runs f in a goroutine that Shutdown waits for, unless stopping.
 func (s *Server) goBackground(f func()) bool {
 	s.bgMu.Lock()
 	defer s.bgMu.Unlock()
@@ -164,8 +160,8 @@ func (s *Server) goBackground(f func()) bool {
 	return true
 }
 
-// Ready reports whether the daemon is logged in and able to sign, and if
-// not, why. An expired certificate makes it not ready.
+// Ready reports whether the daemon is logged in and able to sign (and its
+// certificate not expired), and if not, why.
 func (s *Server) Ready() (bool, string) {
 	if st := s.status(); st.state != stateReady {
 		return false, st.reason
@@ -176,7 +172,7 @@ func (s *Server) Ready() (bool, string) {
 	return true, ""
 }
 
-// Serve answers on ln until Shutdown (http.ErrServerClosed). It refuses and
+// Serve answers on ln until Shutdown (http.ErrServerClosed); it refuses and
 // closes a listener that would serve more callers than configured.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
