@@ -18,8 +18,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// call is one token request on its way down the pipeline (serveToken); its
-// caller is established once, by ServeHTTP.
+// call is one token request down the pipeline; its caller established once, by ServeHTTP.
 type call struct {
 	r      *http.Request
 	st     *settings
@@ -51,7 +50,6 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, who callerID
 	}
 }
 
-// pipeline runs the stages up to the token.
 func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
 	r := c.r
 	if r.Method != http.MethodPost {
@@ -143,9 +141,8 @@ func (c *call) readBody(w http.ResponseWriter) error {
 
 var errTooLarge = &oauthError{status: http.StatusRequestEntityTooLarge, code: errInvalidRequest, description: "the request body is larger than 64 KiB"}
 
-// authorize checks the form against the client's policy and builds the
-// cache key. Scopes and resources are sorted and deduplicated, so that the
-// same set makes the same key and the same grant.
+// authorize checks the form against the client's policy and builds the cache key;
+// scopes and resources sorted and deduplicated: one set, one key, one grant.
 func (c *call) authorize() error {
 	form, cl := c.form, c.client
 	for name, vs := range form { // a form holds a few names: fewer lookups than asking for each
@@ -250,8 +247,8 @@ func (c *call) validate() error {
 	return badRequest(cmp.Or(code, errInvalidRequest), "invalid "+field+": "+ve.Reason)
 }
 
-// answer writes the token or the error, and the audit line: a token's
-// before the token is sent (unless AuditServeOnFailure, none without it).
+// answer writes the token or the error, and the audit line: a token's before the
+// token is sent (unless AuditServeOnFailure, none without it).
 func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) {
 	audited := err == nil // a token's line is written, or tried, once: before the token
 	if audited && s.audit(c, http.StatusOK, nil) != nil && !c.st.cfg.AuditServeOnFailure {
@@ -295,11 +292,8 @@ func outcomeOf(status int, hit bool) string {
 	return outcomeIssued
 }
 
-// Bounds on a caller's values repeated in errors and the audit log.
-const (
-	maxCallerValue  = 100 // bytes of one value
-	maxCallerValues = 20  // values of a list
-)
+// Bounds on a caller's values repeated in errors and the audit log: bytes of one, values of a list.
+const maxCallerValue, maxCallerValues = 100, 20
 
 // excerpt bounds a caller's value wherever the daemon repeats it.
 func excerpt(v string) string { return shorten(v, maxCallerValue) }
