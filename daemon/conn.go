@@ -29,11 +29,17 @@ type conn struct {
 
 // close closes the clients' own keys, then the daemon's signer; nil: nothing.
 func (c *conn) close() {
-	if c == nil {
-		return
+	if c != nil {
+		closeSigners(append(c.subs, c.raw))
 	}
-	for _, s := range append(c.subs, c.raw) {
-		closeSigner(s)
+}
+
+// closeSigners closes those of ss that can be closed.
+func closeSigners(ss []signer.Signer) {
+	for _, s := range ss {
+		if c, ok := s.(io.Closer); ok {
+			_ = c.Close()
+		}
 	}
 }
 
@@ -68,9 +74,7 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	}
 	hc := s.instrumentedClient(tmpl.HTTPClient)
 	fail := func(format string, args ...any) (*conn, error) {
-		for _, sub := range c.subs {
-			closeSigner(sub)
-		}
+		closeSigners(c.subs)
 		return nil, fmt.Errorf(format, args...)
 	}
 	for _, cl := range st.clients {
@@ -108,9 +112,8 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	return c, nil
 }
 
-// identities are, by client name, what cached tokens depend on besides the
-// request (client id, environment, kid, alg, the key's certificate or
-// thumbprint); identityParts name them.
+// identities are, by client name, what cached tokens depend on besides the request
+// (client id, environment, kid, alg, the key's certificate or thumbprint).
 type identities map[string][7]string
 
 var identityParts = [7]string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
@@ -143,13 +146,6 @@ func (ids identities) change(old identities) string {
 	return "the key"
 }
 
-// closeSigner closes s if it can be closed.
-func closeSigner(s signer.Signer) {
-	if c, ok := s.(io.Closer); ok {
-		_ = c.Close()
-	}
-}
-
 // open calls OpenSigner and builds a conn, counting the attempt.
 func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	raw, err := st.cfg.OpenSigner(ctx)
@@ -159,7 +155,7 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	var c *conn
 	if err == nil {
 		if c, err = s.newConn(ctx, raw, st); err != nil {
-			closeSigner(raw)
+			closeSigners([]signer.Signer{raw})
 		}
 	}
 	result := "ok"
@@ -173,8 +169,8 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	return c, err
 }
 
-// installLocked makes c the current conn, emptying the cache when its
-// identities differ, and returns the one it replaces.
+// installLocked makes c the current conn, emptying the cache when its identities
+// differ, and returns the one it replaces.
 func (s *Server) installLocked(c *conn) *conn {
 	old := s.status().conn
 	s.stat.Store(&status{state: stateReady, conn: c})
@@ -192,10 +188,9 @@ func (s *Server) installLocked(c *conn) *conn {
 	return old
 }
 
-// fault makes the daemon, unless c was already replaced, not ready and
-// closes c: after a card or HSM fault it reconnects; after a PIN refused
-// while signing (a context login) it waits for Reload, since a reconnect
-// would present the PIN again to a fresh token.
+// fault makes the daemon, unless c was replaced, not ready and closes c: after a
+// card or HSM fault it reconnects; after a PIN refused while signing (a context
+// login) it waits for Reload, as a reconnect would present the PIN again.
 func (s *Server) fault(c *conn, err error) {
 	s.mu.Lock()
 	if s.status().conn != c || c == nil {
@@ -213,9 +208,9 @@ func (s *Server) fault(c *conn, err error) {
 	c.close()
 }
 
-// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused (it
-// is never retried) or the server stops: every PresencePoll while the token
-// is away, with a doubling backoff (ReconnectMin to Max) after other failures.
+// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused (never
+// retried) or the server stops: every PresencePoll while the token is away, with
+// a doubling backoff (ReconnectMin to Max) after other failures.
 func (s *Server) reconnectLoop() {
 	wait, backoff, lastMsg := s.settings().cfg.PresencePoll, time.Duration(0), ""
 	// doneLocked clears s.looping under the lock under which it decides to
@@ -278,8 +273,8 @@ func (s *Server) reconnectLoop() {
 	}
 }
 
-// awaitReconnect reports whether the daemon is ready with a conn newer than
-// old within retryWait and ctx, giving up when a reconnect attempt fails.
+// awaitReconnect reports whether the daemon is ready with a conn newer than old
+// within retryWait and ctx, giving up when a reconnect attempt fails.
 func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	ctx, cancel := context.WithTimeout(ctx, retryWait)
 	defer cancel()
@@ -307,8 +302,7 @@ func loginRefusedReason(err error) string {
 	return "login refused, not retried (" + err.Error() + "); fix the PIN source and reload (SIGHUP) or restart"
 }
 
-// probeLoop probes the signer every ProbeInterval, to notice a removed
-// token while nobody signs.
+// probeLoop probes the signer every ProbeInterval: a token removed while nobody signs.
 func (s *Server) probeLoop() {
 	for {
 		iv := s.settings().cfg.ProbeInterval
@@ -338,9 +332,9 @@ func (s *Server) probeLoop() {
 func (s *Server) logReady(c *conn, msg string) {
 	attrs := []any{"client_id", c.grant.ClientID, "issuer", c.grant.Environment.Issuer}
 	if len(c.grants) > 1 {
-		var names []string
-		for _, name := range slices.Sorted(maps.Keys(c.grants)) {
-			names = append(names, name+"="+c.grants[name].ClientID)
+		names := slices.Sorted(maps.Keys(c.grants))
+		for i, name := range names {
+			names[i] += "=" + c.grants[name].ClientID
 		}
 		attrs[0], attrs[1] = "clients", strings.Join(names, " ")
 	}
