@@ -125,7 +125,7 @@ type Config struct {
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 
 	Logger   *slog.Logger         // Maskinporten calls, state changes and faults, never a secret; if nil, none
-	Registry *prometheus.Registry // one per Server, for the metrics on /metrics; if nil, a new one
+	Registry *prometheus.Registry // one per Server, for the metrics on /metrics; if nil, the Server's own
 }
 
 // Prober is a signer that can tell, without signing, whether its token is

@@ -123,9 +123,6 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Registry returns the registry the metrics are in and /metrics serves.
-func (s *Server) Registry() *prometheus.Registry { return s.settings().cfg.Registry }
-
 func (s *Server) settings() *settings { return s.st.Load() }
 
 func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
