@@ -15,8 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the daemon's Prometheus metrics, named mphsm_*; each Help
-// says what it counts.
+// metrics are the daemon's Prometheus metrics, named mphsm_*; each Help says what it counts.
 type metrics struct {
 	all                             []prometheus.Collector // to register
 	requests                        *prometheus.CounterVec
@@ -32,12 +31,10 @@ type metrics struct {
 	noClient                        *clientMetrics // the requests refused before a client was chosen
 }
 
-// noClient is the client label of requests refused before a client was
-// chosen: a name a caller sent is never a label.
+// noClient labels requests refused before a client was chosen: a name a caller sent is never a label.
 const noClient = "(none)"
 
-// clientMetrics are one client's series by outcome, looked up when the
-// client is resolved rather than per request.
+// clientMetrics are one client's series by outcome, looked up once, not per request.
 type clientMetrics struct {
 	name     string
 	outcomes [len(outcomes)]prometheus.Counter
@@ -54,9 +51,8 @@ func (m *metrics) client(name string) *clientMetrics {
 	return cm
 }
 
-// count counts a token request answered for cl (nil before one was
-// chosen) with outcome and oe (nil for a token); a refusal by its reason:
-// why the caller was refused, or the OAuth 2 error code.
+// count counts a request answered for cl (nil before one was chosen) with outcome
+// and oe (nil for a token); a refusal by why the caller was refused, or the code.
 func (m *metrics) count(cl *client, outcome string, oe *oauthError) {
 	if oe == nil {
 		m.requestsOK.Inc()
@@ -146,9 +142,8 @@ type meteredSigner struct {
 	s *Server
 }
 
-// Sign signs on the token, observes the latency and reports a card or HSM
-// fault, which starts the reconnect loop, or a PIN refused (a context
-// login), which stops signing until Reload.
+// Sign signs on the token, observes the latency and reports a card or HSM fault
+// (reconnect) or a PIN refused (a context login: no signing until Reload).
 func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	start := time.Now()
 	sig, err := ms.Signer.Sign(rand, digest, opts)
@@ -162,10 +157,9 @@ func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerO
 	return sig, err
 }
 
-// isDeviceFault reports errors that a new session, or the token coming
-// back, may cure: tokenerr's transient kinds (a removed card, a broken
-// session, a device error, a lost login, a stale key handle) and
-// ErrClosed, a token closed under the daemon.
+// isDeviceFault reports errors a new session or the token's return may cure:
+// tokenerr's transient kinds (a removed card, a broken session, a device error, a
+// lost login, a stale key handle) and ErrClosed, a token closed under the daemon.
 func isDeviceFault(err error) bool {
 	return !tokenerr.IsPINRefused(err) && (tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed))
 }
