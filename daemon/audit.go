@@ -182,7 +182,7 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	if cl := c.client; cl != nil {
 		l.Client, l.ClientID = cl.Name, cl.ClientID
 	}
-	if q := &c.req; c.asked {
+	if q := &c.req; len(c.key) > 0 {
 		if l.Scope = strings.Join(bounded(q.Scopes), " "); len(q.Scopes) > maxCallerValues {
 			l.Scope += " ..."
 		}

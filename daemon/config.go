@@ -180,6 +180,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.ReadTimeout, cfg.IdleTimeout = cmp.Or(cfg.ReadTimeout, 10*time.Second), cmp.Or(cfg.IdleTimeout, 2*time.Minute)
 	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, cfg.RequestTimeout+5*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	cfg.Registry = cmp.Or(cfg.Registry, prometheus.NewRegistry())
 	if min(cfg.RefreshMargin, cfg.RefreshJitter, cfg.ExchangeTimeout, cfg.RequestTimeout, cfg.ReconnectMin,
 		cfg.PresencePoll, cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout) < 0 {
 		return cfg, configErr("durations may not be negative (except RefusalTTL and ProbeInterval)")

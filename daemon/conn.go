@@ -158,12 +158,9 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 			closeSigners([]signer.Signer{raw})
 		}
 	}
-	result := "ok"
-	switch {
-	case tokenerr.IsPINRefused(err):
+	result := map[bool]string{false: "ok", true: "error"}[err != nil]
+	if tokenerr.IsPINRefused(err) {
 		result = "pin"
-	case err != nil:
-		result = "error"
 	}
 	s.metrics.reconnects.WithLabelValues(result).Inc()
 	return c, err

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -80,8 +79,6 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := cmp.Or(cfg.Registry, prometheus.NewRegistry())
-	cfg.Registry = reg
 	s := &Server{refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}, quotas: quotas{callers: map[callerID]held{}}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cache = &cache{cfg: cfg, entries: map[string]*entry{}, ctx: s.ctx, spawn: s.goBackground}
@@ -94,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 	s.st.Store(st)
 	s.stat.Store(&status{state: stateStarting, reason: "starting"})
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
-	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: logLogger(cfg.Logger, slog.LevelError, "metrics: ")})
+	s.metricsH = promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{ErrorLog: logLogger(cfg.Logger, slog.LevelError, "metrics: ")})
 
 	c, err := s.open(s.ctx, st)
 	if err != nil && !tokenerr.Transient(err) && !(tokenerr.IsPINRefused(err) && cfg.WaitOnPINRefused) {
@@ -113,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 		s.logReady(c, "logged in: ready")
 	}
 	for _, col := range s.metrics.all {
-		if err := reg.Register(col); err != nil {
+		if err := cfg.Registry.Register(col); err != nil {
 			s.stopBackground()
 			s.closeConn()
 			return nil, fmt.Errorf("%w: Registry: %w", ErrConfig, err)

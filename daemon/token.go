@@ -29,9 +29,8 @@ type call struct {
 	client *client
 	req    grant.Request // what it asks for, once authorized
 	altinn bool
-	asked  bool // req holds the request
 	detail []grant.AuthorizationDetail
-	key    []byte // the cache key: "mp" or "altinn", then the fields, separated by NUL
+	key    []byte // the cache key: "mp" or "altinn", then the fields, separated by NUL; once authorized
 	buf    []byte // the body
 	hit    bool
 }
@@ -224,7 +223,7 @@ func (c *call) authorize() error {
 	for _, v := range []string{q.ConsumerOrg, q.PID, q.SystemUserOrg, string(q.AuthorizationDetails)} {
 		k = append(append(k, 0), v...)
 	}
-	c.key, c.asked = k, true
+	c.key = k
 	return nil
 }
 
