@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -171,9 +172,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request, unix bool
 	}
 	types := []string{}
 	for _, c := range s.settings().clients {
-		for typ := range c.authzTypes {
-			types = append(types, typ)
-		}
+		types = slices.AppendSeq(types, maps.Keys(c.authzTypes))
 	}
 	slices.Sort(types)
 	h := w.Header()
@@ -308,13 +307,15 @@ var ( // header values shared, so that setting them allocates nothing
 	hdrNoCache = []string{"no-cache"}
 )
 
-// writeError answers oe, never cached; error_description keeps to RFC 6749 5.2's
-// characters: " becomes ', \ a slash, any other byte outside %x20-7E a '?'.
+// writeError answers oe, never cached, a 401 with its challenge; error_description keeps
+// to RFC 6749 5.2's characters: " becomes ', \ a slash, any other byte outside %x20-7E a '?'.
 func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
 	if oe.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(oe.retryAfter))
+	} else if oe.status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
 	}
 	desc := []byte(oe.description)
 	for i, c := range desc {

@@ -76,9 +76,6 @@ func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
 
 	// Authenticate.
 	if c.client, err = s.authenticate(c); err != nil {
-		if oe := err.(*oauthError); oe.status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
-		}
 		return nil, err
 	}
 
