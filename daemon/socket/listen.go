@@ -215,7 +215,7 @@ func OpenToAll(path string) (string, bool) {
 	return fmt.Sprintf("mode %04o", fi.Mode().Perm()), fi.Mode().Perm()&0o002 != 0
 }
 
-// Activated returns the listening sockets systemd passed to this process
+// Activated returns the listening stream sockets systemd passed to this process
 // (LISTEN_PID, LISTEN_FDS; sd_listen_fds(3)), or none, and unsets the variables
 // so that child processes do not take them for theirs.
 func Activated() ([]net.Listener, error) {
