@@ -119,8 +119,7 @@ func (r *run) fetchMetadata(ctx context.Context, url string) *metadata {
 	hc.Transport = &datesTransport{base: cmp.Or(hc.Transport, http.DefaultTransport), m: m, now: r.now}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	md := &grant.Metadata{URL: url, AllowInsecure: r.cfg.AllowInsecure, HTTPClient: &hc}
-	m.env, m.err = md.Environment(ctx)
+	m.env, m.err = grant.Discover(ctx, &hc, url, r.cfg.AllowInsecure)
 	r.meta = m
 	return m
 }

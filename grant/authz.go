@@ -34,14 +34,13 @@ type Consent struct {
 	From string
 }
 
-// IsZero reports whether c asks for no consent.
-func (c Consent) IsZero() bool { return c.ID == "" && c.From == "" }
-
 // AuthorizationDetail is one element of an authorization_details array, as
 // ParseAuthorizationDetails read it.
 type AuthorizationDetail struct {
 	Type    string  // the element's type, such as ConsentType
 	Consent Consent // id and from of a ConsentType element; zero for others
+
+	raw json.RawMessage // the element as given
 }
 
 // maxAuthorizationDetails bounds an authorization_details array.
@@ -53,42 +52,36 @@ const maxAuthorizationDetails = 16 << 10
 // elements: the one check Request.Validate, the CLI and the daemon use. The
 // *ValidationError never quotes a person's identity number in clear.
 func ParseAuthorizationDetails(raw []byte) ([]AuthorizationDetail, error) {
-	_, details, err := parseAuthorizationDetails(raw)
-	return details, err
-}
-
-// parseAuthorizationDetails also returns each element, compacted, as sent.
-func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDetail, error) {
 	bad := func(reason string) error {
 		return &ValidationError{Field: "authorization_details", Reason: reason}
 	}
 	if len(raw) > maxAuthorizationDetails {
-		return nil, nil, bad(fmt.Sprintf("longer than %d bytes", maxAuthorizationDetails))
+		return nil, bad(fmt.Sprintf("longer than %d bytes", maxAuthorizationDetails))
 	}
 	var elems []json.RawMessage
 	if err := json.Unmarshal(raw, &elems); err != nil || elems == nil {
-		return nil, nil, bad(`must be a JSON array of objects, such as [{"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}]`)
+		return nil, bad(`must be a JSON array of objects, such as [{"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}]`)
 	}
 	if len(elems) == 0 {
-		return nil, nil, bad("the array is empty: give at least one object with a type, or leave it out")
+		return nil, bad("the array is empty: give at least one object with a type, or leave it out")
 	}
 	details := make([]AuthorizationDetail, len(elems))
 	for i, e := range elems {
 		where := fmt.Sprintf("element %d", i+1)
 		members, err := objectMembers(e)
 		if err != nil {
-			return nil, nil, bad(where + ": " + err.Error())
+			return nil, bad(where + ": " + err.Error())
 		}
-		var d AuthorizationDetail
+		d := AuthorizationDetail{raw: e}
 		if err := json.Unmarshal(members["type"], &d.Type); err != nil || d.Type == "" {
-			return nil, nil, bad(where + `: "type" must be a non-empty string`)
+			return nil, bad(where + `: "type" must be a non-empty string`)
 		}
 		if d.Type == ConsentType {
 			if err := json.Unmarshal(members["id"], &d.Consent.ID); err != nil || d.Consent.ID == "" {
-				return nil, nil, bad(where + ` (` + ConsentType + `): "id" must be a string, the consent request's UUID`)
+				return nil, bad(where + ` (` + ConsentType + `): "id" must be a string, the consent request's UUID`)
 			}
 			if err := json.Unmarshal(members["from"], &d.Consent.From); err != nil || d.Consent.From == "" {
-				return nil, nil, bad(where + ` (` + ConsentType + `): "from" must be a string, ` + PersonURNPrefix + `<national identity number> or ` + OrganizationURNPrefix + `<organisation number>`)
+				return nil, bad(where + ` (` + ConsentType + `): "from" must be a string, ` + PersonURNPrefix + `<national identity number> or ` + OrganizationURNPrefix + `<organisation number>`)
 			}
 			if err := d.Consent.Validate(); err != nil {
 				var ve *ValidationError
@@ -96,15 +89,12 @@ func parseAuthorizationDetails(raw []byte) ([]json.RawMessage, []AuthorizationDe
 					ve.Reason = where + " (" + ConsentType + ") " + ve.Field[len("consent_"):] + ": " + ve.Reason
 					ve.Field = "authorization_details"
 				}
-				return nil, nil, err
+				return nil, err
 			}
 		}
-		var b bytes.Buffer
-		_ = json.Compact(&b, e) // valid: it was unmarshalled
-		elems[i] = b.Bytes()
 		details[i] = d
 	}
-	return elems, details, nil
+	return details, nil
 }
 
 // objectMembers reads the members of raw, one valid JSON value, refusing a
@@ -134,7 +124,7 @@ func objectMembers(raw json.RawMessage) (map[string]json.RawMessage, error) {
 // *ValidationError for consent_id or consent_from, a person's number masked.
 func (c Consent) Validate() error {
 	switch {
-	case c.ID == "" && c.From == "":
+	case c == Consent{}:
 		return nil
 	case c.From == "":
 		return &ValidationError{Field: "consent_from", Reason: "missing: a consent id needs the from of the consent (" + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>)"}
@@ -144,19 +134,17 @@ func (c Consent) Validate() error {
 	if _, err := uuid.Parse(c.ID); err != nil || len(c.ID) != 36 {
 		return &ValidationError{Field: "consent_id", Value: c.ID, Reason: "not a UUID in its usual form (77ed8698-e619-4066-9eb4-5c1eb3f165a1)"}
 	}
-	if pid, ok := strings.CutPrefix(c.From, PersonURNPrefix); ok {
-		if !ValidPID(pid) {
-			return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "not a valid national identity number (11 digits with two modulus-11 check digits)"}
-		}
-		return nil
+	pid, person := strings.CutPrefix(c.From, PersonURNPrefix)
+	org, organisation := strings.CutPrefix(c.From, OrganizationURNPrefix)
+	switch {
+	case person && !ValidPID(pid):
+		return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "not a valid national identity number (11 digits with two modulus-11 check digits)"}
+	case organisation && !ValidOrgNumber(org):
+		return &ValidationError{Field: "consent_from", Value: c.From, Reason: badOrgNumber}
+	case !person && !organisation:
+		return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "must be " + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>"}
 	}
-	if org, ok := strings.CutPrefix(c.From, OrganizationURNPrefix); ok {
-		if !ValidOrgNumber(org) {
-			return &ValidationError{Field: "consent_from", Value: c.From, Reason: badOrgNumber}
-		}
-		return nil
-	}
-	return &ValidationError{Field: "consent_from", Value: MaskParty(c.From), Reason: "must be " + PersonURNPrefix + "<national identity number> or " + OrganizationURNPrefix + "<organisation number>"}
+	return nil
 }
 
 // systemUserDetail is the element asking for the Altinn system user of orgnr.

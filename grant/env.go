@@ -1,18 +1,14 @@
 package grant
 
 import (
-	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"time"
 )
 
 // Environment names the endpoints of one Maskinporten environment.
@@ -23,9 +19,8 @@ type Environment struct {
 	AltinnExchange string // the URL of Altinn's token exchange, or empty if there is none
 }
 
-// The public Maskinporten environments; Test is paired with Altinn's tt02.
 var (
-	// Test is Maskinporten's test environment.
+	// Test is Maskinporten's test environment, paired with Altinn's tt02.
 	Test = preset("test", "test.maskinporten.no", "platform.tt02.altinn.no")
 	// Prod is Maskinporten's production environment.
 	Prod = preset("prod", "maskinporten.no", "platform.altinn.no")
@@ -39,18 +34,16 @@ func preset(name, host, altinn string) Environment {
 // EnvironmentByName returns the preset named "test" or "prod" (case is
 // ignored), or a *ConfigError.
 func EnvironmentByName(name string) (Environment, error) {
-	for _, p := range []Environment{Test, Prod} {
-		if strings.EqualFold(name, p.Name) {
-			return p, nil
-		}
+	if p, ok := presetWhere(func(p Environment) bool { return strings.EqualFold(name, p.Name) }); ok {
+		return p, nil
 	}
 	return Environment{}, &ConfigError{Field: "Environment", Value: name, Reason: `unknown environment: want "test" or "prod"`}
 }
 
-// presetOf returns the preset whose issuer is issuer.
-func presetOf(issuer string) (Environment, bool) {
+// presetWhere returns the first preset that match accepts.
+func presetWhere(match func(Environment) bool) (Environment, bool) {
 	for _, p := range []Environment{Test, Prod} {
-		if p.Issuer == issuer {
+		if match(p) {
 			return p, true
 		}
 	}
@@ -76,7 +69,7 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 	if raw == "" {
 		return &ConfigError{Field: field, Reason: "missing"}
 	}
-	shown := RedactURL(raw)
+	shown := redactURL(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
 		if shown != raw {
@@ -101,9 +94,9 @@ func CheckEndpoint(field, raw string, allowInsecure bool) error {
 	return bad("scheme must be https")
 }
 
-// RedactURL returns raw with everything between "://" and the last "@"
+// redactURL returns raw with everything between "://" and the last "@"
 // (user:password@) replaced by "REDACTED@", even if raw does not parse.
-func RedactURL(raw string) string {
+func redactURL(raw string) string {
 	i := strings.Index(raw, "://")
 	if i < 0 {
 		return raw
@@ -117,23 +110,15 @@ func RedactURL(raw string) string {
 }
 
 func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	h := strings.ToLower(host)
+	return h == "localhost" || strings.HasSuffix(h, ".localhost") || net.ParseIP(host).IsLoopback() // a nil IP is not loopback
 }
 
 // Discover fetches the authorization server metadata (RFC 8414) at
 // metadataURL and returns the Environment it describes (Name and
-// AltinnExchange from the preset with its issuer). If client is nil, one
-// with a 30-second timeout. The URLs must pass CheckEndpoint without
-// allowInsecure; Metadata can relax this.
-func Discover(ctx context.Context, client *http.Client, metadataURL string) (Environment, error) {
-	return discover(ctx, client, metadataURL, false)
-}
-
-func discover(ctx context.Context, client *http.Client, metadataURL string, allowInsecure bool) (Environment, error) {
+// AltinnExchange from the preset with its issuer), in one request. If client
+// is nil, one with a 30-second timeout. The URLs must pass CheckEndpoint.
+func Discover(ctx context.Context, client *http.Client, metadataURL string, allowInsecure bool) (Environment, error) {
 	if err := CheckEndpoint("metadata URL", metadataURL, allowInsecure); err != nil {
 		return Environment{}, err
 	}
@@ -171,58 +156,12 @@ func parseMetadata(metadataURL string, status int, body []byte, allowInsecure bo
 		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata has no token_endpoint"}
 	}
 	env := Environment{Issuer: m.Issuer, TokenEndpoint: m.TokenEndpoint}
-	if p, ok := presetOf(m.Issuer); ok {
+	if p, ok := presetWhere(func(p Environment) bool { return p.Issuer == m.Issuer }); ok {
 		env.Name, env.AltinnExchange = p.Name, p.AltinnExchange
 	}
 	if err := env.Validate(allowInsecure); err != nil {
 		return Environment{}, &ResponseError{URL: metadataURL, StatusCode: status, Reason: "metadata holds an unusable endpoint", Err: err}
 	}
-	return env, nil
-}
-
-// Metadata caches the Environment discovered at URL, serving the last good
-// copy (with a warning) while a refetch fails. It must not be copied after
-// first use; its methods are safe for concurrent use.
-type Metadata struct {
-	URL           string        // such as https://maskinporten.no/.well-known/oauth-authorization-server
-	HTTPClient    *http.Client  // if nil, a client with a 30-second timeout
-	AllowInsecure bool          // allow http URLs for hosts that are not loopback
-	MaxAge        time.Duration // how long a copy is used before refetching; if zero, 24 hours
-	RetryAfter    time.Duration // the wait after a failed refetch; if zero, one minute
-	Logger        *slog.Logger  // warned when a stale copy is served; if nil, nothing is logged
-
-	mu      sync.Mutex
-	env     Environment
-	have    bool
-	nextTry time.Time
-	now     func() time.Time // for tests; nil means time.Now
-}
-
-// Environment returns the cached Environment, fetched if there is none or
-// it is older than MaxAge; it fails only if no copy was ever fetched.
-func (m *Metadata) Environment(ctx context.Context) (Environment, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t := time.Now()
-	if m.now != nil {
-		t = m.now()
-	}
-	if m.have && t.Before(m.nextTry) {
-		return m.env, nil
-	}
-	env, err := discover(ctx, m.HTTPClient, m.URL, m.AllowInsecure)
-	if err != nil {
-		if !m.have {
-			return Environment{}, err
-		}
-		m.nextTry = t.Add(cmp.Or(max(m.RetryAfter, 0), time.Minute))
-		if m.Logger != nil {
-			m.Logger.WarnContext(ctx, "metadata refetch failed; using the last good copy", "url", m.URL, "error", err)
-		}
-		return m.env, nil
-	}
-	m.env, m.have = env, true
-	m.nextTry = t.Add(cmp.Or(max(m.MaxAge, 0), 24*time.Hour))
 	return env, nil
 }
 
@@ -267,7 +206,7 @@ func CheckEnvironment(env Environment, chain []*x509.Certificate) error {
 		return nil
 	}
 	want := env.Name
-	if p, ok := presetOf(env.Issuer); ok {
+	if p, ok := presetWhere(func(p Environment) bool { return p.Issuer == env.Issuer }); ok {
 		want = p.Name
 	}
 	if want != Test.Name && want != Prod.Name {

@@ -87,7 +87,7 @@ func ExampleConfig_Client() {
 	defer api.Close()
 
 	ctx := context.Background()
-	env, err := grant.Discover(ctx, nil, srv.MetadataURL())
+	env, err := grant.Discover(ctx, nil, srv.MetadataURL(), false)
 	if err != nil {
 		log.Fatal(err)
 	}

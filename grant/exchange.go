@@ -16,9 +16,6 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// GrantType is the OAuth 2 grant_type of a JWT bearer grant (RFC 7523).
-const GrantType = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
 // Token is an access token from Maskinporten or Altinn.
 type Token struct {
 	AccessToken string    // the token; opaque: do not parse it
@@ -30,22 +27,13 @@ type Token struct {
 
 // OAuth2 returns the token as an *oauth2.Token.
 func (t *Token) OAuth2() *oauth2.Token {
-	return &oauth2.Token{
-		AccessToken: t.AccessToken,
-		TokenType:   t.TokenType,
-		Expiry:      t.Expiry,
-		ExpiresIn:   int64(t.ExpiresIn),
-	}
+	return &oauth2.Token{AccessToken: t.AccessToken, TokenType: t.TokenType, Expiry: t.Expiry, ExpiresIn: int64(t.ExpiresIn)}
 }
 
 // LogValue implements slog.LogValuer: it logs everything but the token.
 func (t *Token) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("token_type", t.TokenType),
-		slog.String("scope", t.Scope),
-		slog.Int("expires_in", t.ExpiresIn),
-		slog.Time("expiry", t.Expiry),
-	)
+	return slog.GroupValue(slog.String("token_type", t.TokenType), slog.String("scope", t.Scope),
+		slog.Int("expires_in", t.ExpiresIn), slog.Time("expiry", t.Expiry))
 }
 
 // Exchange gets a new access token for req, without a cache (TokenSource has
@@ -66,7 +54,7 @@ func (c *Config) Exchange(ctx context.Context, req Request) (*Token, error) {
 			return nil, err
 		}
 		log.DebugContext(ctx, "maskinporten token request", "url", endpoint, "client_id", c.ClientID, "scope", n.scope, "jti", jti)
-		body := url.Values{"grant_type": {GrantType}, "assertion": {g}}.Encode()
+		body := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"}, "assertion": {g}}.Encode()
 		r, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(body))
 		if err != nil {
 			return nil, &ConfigError{Field: "Environment.TokenEndpoint", Value: endpoint, Reason: "cannot build a request", Err: err}
@@ -117,7 +105,7 @@ func tokenError(a *answer) *TokenError {
 		e.Description = excerpt(body.ErrorDescription)
 		e.ErrorURI = excerpt(body.ErrorURI)
 		if e.Code == "" && e.Description == "" {
-			e.Description = excerpt(strings.TrimSpace(body.Title + " " + body.Detail))
+			e.Description = excerpt(body.Title + " " + body.Detail)
 		}
 	} else {
 		e.Description = excerpt(string(a.body))
@@ -196,13 +184,8 @@ func parseTokenResponse(endpoint string, status int, body []byte, start time.Tim
 	if err != nil || exp <= 0 {
 		return nil, &ResponseError{URL: endpoint, StatusCode: status, Reason: "expires_in " + strconv.Quote(resp.ExpiresIn.String()) + " is not a positive integer"}
 	}
-	return &Token{
-		AccessToken: resp.AccessToken,
-		TokenType:   "Bearer",
-		Scope:       resp.Scope,
-		ExpiresIn:   int(exp),
-		Expiry:      start.Add(time.Duration(exp) * time.Second),
-	}, nil
+	return &Token{AccessToken: resp.AccessToken, TokenType: "Bearer", Scope: resp.Scope, ExpiresIn: int(exp),
+		Expiry: start.Add(time.Duration(exp) * time.Second)}, nil
 }
 
 // AltinnToken exchanges a Maskinporten access token for an Altinn platform
@@ -261,13 +244,7 @@ func (c *Config) AltinnToken(ctx context.Context, mpToken string) (*Token, error
 	if secs <= 0 {
 		return nil, &ResponseError{URL: endpoint, StatusCode: a.status, Reason: "Altinn token has already expired"}
 	}
-	t := &Token{
-		AccessToken: raw,
-		TokenType:   "Bearer",
-		Scope:       cl.Scope,
-		ExpiresIn:   secs,
-		Expiry:      a.start.Add(time.Duration(secs) * time.Second),
-	}
+	t := &Token{AccessToken: raw, TokenType: "Bearer", Scope: cl.Scope, ExpiresIn: secs, Expiry: a.start.Add(time.Duration(secs) * time.Second)}
 	log.DebugContext(ctx, "altinn token issued", "token", t)
 	return t, nil
 }

@@ -11,7 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
+
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
 // defaultHTTPClient is used when Config.HTTPClient is nil. It does not follow
@@ -35,18 +36,9 @@ func (c *Config) clock() time.Time {
 	return time.Now()
 }
 
-// excerpt returns the start of an unexpected text as one printable line.
-func excerpt(s string) string {
-	if s = strings.TrimSpace(s); len(s) > 200 {
-		s = s[:200] + "..."
-	}
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == unicode.ReplacementChar {
-			return ' '
-		}
-		return r
-	}, s)
-}
+// excerpt returns the start of an unexpected text as one line, escaped by
+// the project's one rule for text from a server.
+func excerpt(s string) string { return textsafe.Escape(strings.TrimSpace(s)) }
 
 // The retry policy for network errors and 5xx answers.
 const (

@@ -17,7 +17,7 @@ func TestEndpointCredentialsNotEchoed(t *testing.T) {
 		err := Environment{Issuer: raw, TokenEndpoint: raw}.Validate(false)
 		var ce *ConfigError
 		if !errors.As(err, &ce) || !errors.Is(err, ErrInvalidConfig) {
-			t.Fatalf("%s: %v, want a *ConfigError", RedactURL(raw), err)
+			t.Fatalf("%s: %v, want a *ConfigError", redactURL(raw), err)
 		}
 		if strings.Contains(err.Error(), "S3cret") || strings.Contains(err.Error(), "user:") {
 			t.Errorf("the error echoes the credentials: %v", err)
@@ -35,8 +35,8 @@ func TestRedactURL(t *testing.T) {
 		"https://maskinporten.no/": "https://maskinporten.no/",
 		"not a url user:pw@":       "not a url user:pw@",
 	} {
-		if got := RedactURL(in); got != want {
-			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -53,11 +53,10 @@ func (r Request) Validate() error {
 	return err
 }
 
-// normRequest is a validated Request in the form the grant and cache use.
+// normRequest is a validated Request in the form the grant uses.
 type normRequest struct {
 	scopes       []string        // deduplicated, in the order given
 	scope        string          // the scope claim: scopes joined by spaces
-	scopeKey     string          // the scope set for cache keys: sorted, joined by spaces
 	resources    []string        // deduplicated, in the order given
 	authzDetails json.RawMessage // the claim: system user, consent, then AuthorizationDetails
 	lifetime     int64           // seconds
@@ -83,7 +82,6 @@ func (r Request) normalize() (*normRequest, error) {
 		return nil, &ValidationError{Field: "scope", Reason: "at least one scope is required"}
 	}
 	n.scope = strings.Join(n.scopes, " ")
-	n.scopeKey = strings.Join(slices.Sorted(slices.Values(n.scopes)), " ")
 	for _, res := range r.Resources {
 		if u, err := url.Parse(res); !ValidScope(res) || err != nil || u.Scheme == "" {
 			return nil, &ValidationError{Field: "resource", Value: res, Reason: "must be an absolute URI without whitespace or control characters"}
@@ -130,18 +128,20 @@ func (n *normRequest) authorizationDetails(r Request) error {
 	if r.SystemUserOrg != "" {
 		elems = append(elems, systemUserDetail(r.SystemUserOrg))
 	}
-	if !r.Consent.IsZero() {
+	if r.Consent != (Consent{}) {
 		elems = append(elems, r.Consent.detail())
 	}
 	if len(r.AuthorizationDetails) > 0 {
-		given, _, err := parseAuthorizationDetails(r.AuthorizationDetails)
+		given, err := ParseAuthorizationDetails(r.AuthorizationDetails)
 		if err != nil {
 			return err
 		}
-		elems = append(elems, given...)
+		for _, d := range given {
+			elems = append(elems, d.raw)
+		}
 	}
 	if len(elems) > 0 {
-		n.authzDetails, _ = json.Marshal(elems)
+		n.authzDetails, _ = json.Marshal(elems) // compacts each element
 	}
 	return nil
 }
@@ -157,20 +157,14 @@ const badOrgNumber = "not a valid organisation number (9 digits with a modulus-1
 // ValidOrgNumber reports whether s is a Norwegian organisation number: nine
 // digits, the last a modulus-11 check digit.
 func ValidOrgNumber(s string) bool {
-	if len(s) != 9 || !allDigits(s) {
-		return false
-	}
-	return mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2}) == int(s[8]-'0')
+	return len(s) == 9 && allDigits(s) && mod11(s[:8], []int{3, 2, 7, 6, 5, 4, 3, 2}) == int(s[8]-'0')
 }
 
 // ValidPID reports whether s is a Norwegian personal identification number
 // (fødselsnummer, D-number or synthetic): eleven digits, the last two
 // modulus-11 check digits; the date is not checked.
 func ValidPID(s string) bool {
-	if len(s) != 11 || !allDigits(s) {
-		return false
-	}
-	return mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2}) == int(s[9]-'0') &&
+	return len(s) == 11 && allDigits(s) && mod11(s[:9], []int{3, 7, 6, 1, 8, 9, 4, 5, 2}) == int(s[9]-'0') &&
 		mod11(s[:10], []int{5, 4, 3, 2, 7, 6, 5, 4, 3, 2}) == int(s[10]-'0')
 }
 
@@ -188,14 +182,10 @@ func mod11(digits string, weights []int) int {
 	for i := range len(digits) {
 		sum += int(digits[i]-'0') * weights[i]
 	}
-	switch c := 11 - sum%11; c {
-	case 11:
-		return 0
-	case 10:
-		return -1
-	default:
+	if c := (11 - sum%11) % 11; c != 10 {
 		return c
 	}
+	return -1
 }
 
 func allDigits(s string) bool {

@@ -71,9 +71,6 @@ func TestRequestNormalize(t *testing.T) {
 	if n.scope != "b:two a:one c:three" {
 		t.Errorf("scope claim = %q", n.scope)
 	}
-	if n.scopeKey != "a:one b:two c:three" {
-		t.Errorf("scope key = %q", n.scopeKey)
-	}
 	if len(n.resources) != 1 {
 		t.Errorf("resources = %q, want one", n.resources)
 	}

@@ -33,7 +33,7 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 		}
 		how = "--env " + envr.Name
 	case wk != "":
-		envr, err = grant.Discover(ctx, nil, wk)
+		envr, err = grant.Discover(ctx, nil, wk, false)
 		if err != nil {
 			err = fmt.Errorf("--well-known %s: %w", wk, err)
 			if errors.Is(err, grant.ErrRefused) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -23,8 +22,7 @@ const (
 	ScopeAdminRead = "idporten:dcr.read"
 	// ScopeAdminWrite is the scope a self-service token needs to change.
 	ScopeAdminWrite = "idporten:dcr.write"
-	// MaxClientKeys is how many keys Digdir lets a client have.
-	MaxClientKeys = 5
+	maxClientKeys   = 5 // how many keys Digdir lets a client have
 )
 
 // privateJWKMembers are the members of private or symmetric JWKs (RFC 7518
@@ -79,7 +77,9 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 	}
 	switch r.Method {
 	case http.MethodGet:
-		writeJSON(w, http.StatusOK, s.jwksOf(id, target))
+		var j *clientJWKS
+		s.locked(func() { j = s.jwks[id] })
+		writeJSON(w, http.StatusOK, j)
 	case http.MethodDelete:
 		s.setClientKeys(id, nil, nil)
 		w.WriteHeader(http.StatusNoContent)
@@ -97,30 +97,10 @@ func (s *Server) clientJWKS(w http.ResponseWriter, r *http.Request) (status int,
 	return 0, "", ""
 }
 
-func (s *Server) jwksOf(id string, c Client) *clientJWKS {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if j, ok := s.jwks[id]; ok { // made from Client.Keys the first time
-		return j
-	}
-	j := &clientJWKS{Keys: []any{}}
-	for _, kid := range slices.Sorted(maps.Keys(c.Keys)) {
-		if k, err := signer.PublicJWK(c.Keys[kid], "", kid); err == nil {
-			j.Keys = append(j.Keys, k)
-		}
-	}
-	if len(j.Keys) > 0 {
-		j.Created = s.now().UTC().Format(time.RFC3339)
-		j.Updated = j.Created
-	}
-	s.jwks[id] = j
-	return j
-}
-
 // setClientKeys replaces client id's key set (keys nil: removes it) and the
 // keys kid grants may use, at once.
 func (s *Server) setClientKeys(id string, keys []any, pubs map[string]crypto.PublicKey) *clientJWKS {
-	now := s.now().UTC().Format(time.RFC3339)
+	now := s.cfg.Now().UTC().Format(time.RFC3339)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := &clientJWKS{Keys: []any{}}
@@ -140,7 +120,7 @@ func (s *Server) setClientKeys(id string, keys []any, pubs map[string]crypto.Pub
 	return j
 }
 
-// parseClientJWKS checks a posted key set as Digdir does (1 to MaxClientKeys
+// parseClientJWKS checks a posted key set as Digdir does (1 to maxClientKeys
 // public keys, each with its own kid and use sig), or says why it refuses.
 func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 	var set struct {
@@ -152,8 +132,8 @@ func parseClientJWKS(body []byte) ([]any, map[string]crypto.PublicKey, string) {
 	switch n := len(set.Keys); {
 	case n == 0:
 		return nil, nil, "the JWK set is empty; to remove every key, DELETE the set"
-	case n > MaxClientKeys:
-		return nil, nil, fmt.Sprintf("%d keys: a client may have at most %d", n, MaxClientKeys)
+	case n > maxClientKeys:
+		return nil, nil, fmt.Sprintf("%d keys: a client may have at most %d", n, maxClientKeys)
 	}
 	keys, pubs := []any{}, map[string]crypto.PublicKey{}
 	for i, k := range set.Keys {

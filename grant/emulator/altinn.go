@@ -18,12 +18,12 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 	mp, why := s.verifyAccessToken(r.Header.Get("Authorization"))
 	if mp == nil {
 		s.count(func(st *Stats) { st.AltinnRejected++ })
-		s.logf("emulator: Altinn exchange refused: %s", why)
+		s.cfg.Logf("emulator: Altinn exchange refused: %s", why)
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	now := s.now()
+	now := s.cfg.Now()
 	claims := map[string]any{
 		"iss":                           s.URL + "/authentication/api/v1/openid/",
 		"iat":                           now.Unix(),
@@ -43,13 +43,13 @@ func (s *Server) serveAltinnExchange(w http.ResponseWriter, r *http.Request) {
 			claims[k] = v
 		}
 	}
-	tok, err := s.key.sign(claims)
+	tok, err := s.sign(claims)
 	if err != nil {
 		http.Error(w, "cannot sign", http.StatusInternalServerError)
 		return
 	}
 	s.count(func(st *Stats) { st.AltinnExchanges++ })
-	s.logf("emulator: Altinn exchange for client %v", mp["client_id"])
+	s.cfg.Logf("emulator: Altinn exchange for client %v", mp["client_id"])
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write([]byte(tok))
@@ -66,9 +66,9 @@ func (s *Server) verifyAccessToken(authz string) (jwt.MapClaims, string) {
 		jwt.WithValidMethods([]string{"RS256"}),
 		jwt.WithIssuer(s.Issuer()),
 		jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(s.now),
+		jwt.WithTimeFunc(s.cfg.Now),
 	).ParseWithClaims(tok, claims, func(t *jwt.Token) (any, error) {
-		return s.key.pub, nil
+		return s.cfg.Key.Public(), nil
 	})
 	if err != nil {
 		return nil, err.Error()

@@ -44,7 +44,7 @@ type ConsentResource struct {
 // parseConsentDetail checks the documented shape
 // {"type":"urn:altinn:consent","id":"<UUID>","from":"<URN>"}.
 func parseConsentDetail(d map[string]any) (*Consent, *rejection) {
-	if rej := onlyFields(d, consentType, "type", "id", "from"); rej != nil {
+	if rej := onlyFields(d, "", "type", "id", "from"); rej != nil {
 		return nil, rej
 	}
 	c := &Consent{}

@@ -13,9 +13,8 @@
 // with the real service's error, HTTP status and MP code; as there, the MP
 // code is only the last path element of error_uri:
 //
-//	{"error":"invalid_grant",
-//	 "error_description":"Invalid assertion. Client authentication failed. Expired key. ... (trace_id: 5f1c…)",
-//	 "error_uri":"<issuer>errors/MP-121"}
+//	{"error":"invalid_grant","error_uri":"<issuer>errors/MP-121",
+//	 "error_description":"Invalid assertion. Client authentication failed. Expired key. ... (trace_id: 5f1c…)"}
 //
 // Issued tokens are RS256 JWTs by Config.Key (Server.PublicKey, /jwks) with
 // the claims of Maskinporten's tokens. FailNext, DropNext, SetLatency and

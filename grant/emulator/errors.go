@@ -26,8 +26,6 @@ func (r *rejection) Error() string {
 
 func (r *rejection) description() string { return strings.TrimSpace(r.text + " " + r.detail) }
 
-func (r *rejection) statsKey() string { return cmp.Or(r.code, r.error) }
-
 // mpErrors are Maskinporten's refusals by MP code (then a word of ours) or
 // by our name where it has no code. The texts are its own (docs.digdir.no
 // maskinporten_feilsoking, and answers quoted in public issues).

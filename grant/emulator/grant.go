@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"cmp"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -243,11 +244,12 @@ func parseAuthzDetails(raw any) (*authzRequest, *rejection) {
 	return req, nil
 }
 
-// onlyFields refuses a member of d that is not one of names (MP-302).
-func onlyFields(d map[string]any, typ string, names ...string) *rejection {
+// onlyFields refuses a member of d, the object at path, that is not one of
+// names (MP-302).
+func onlyFields(d map[string]any, path string, names ...string) *rejection {
 	for name := range d {
 		if !slices.Contains(names, name) {
-			return mp("MP-302", "Field "+name+" is not known for "+typ+".")
+			return mp("MP-302", "Field "+path+name+" is not known.")
 		}
 	}
 	return nil
@@ -255,14 +257,9 @@ func onlyFields(d map[string]any, typ string, names ...string) *rejection {
 
 // parseSystemUser returns the organisation number of a system user element.
 func parseSystemUser(d map[string]any) (string, *rejection) {
-	if rej := onlyFields(d, systemUserType, "type", "systemuser_org", "externalRef"); rej != nil {
-		return "", rej
-	}
 	org, _ := d["systemuser_org"].(map[string]any)
-	for name := range org {
-		if name != "authority" && name != "ID" {
-			return "", mp("MP-302", "Field systemuser_org."+name+" is not known.")
-		}
+	if rej := cmp.Or(onlyFields(d, "", "type", "systemuser_org", "externalRef"), onlyFields(org, "systemuser_org.", "authority", "ID")); rej != nil {
+		return "", rej
 	}
 	authority, _ := org["authority"].(string)
 	id, _ := org["ID"].(string)

@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mp-hsm/mp-hsm/signer"
 )
 
 // Server is a Maskinporten emulator shaped like httptest.Server. It is safe
@@ -22,14 +25,14 @@ type Server struct {
 	URL string // http://127.0.0.1:port without a trailing slash, set by Start or StartOn
 
 	cfg     Config
-	key     *tokenKey
+	jwk     *signer.JWK // Config.Key's public half as /jwks shows it; its kid is the RFC 7638 thumbprint
 	roots   *x509.CertPool
 	handler http.Handler
 
 	mu         sync.Mutex
 	clients    map[string]Client
 	jtis       map[string]time.Time   // jti -> grant exp, for pruning
-	jwks       map[string]*clientJWKS // key sets by client, once the self-service API has seen them
+	jwks       map[string]*clientJWKS // key sets by client
 	nextPrune  time.Time
 	stats      Stats
 	failN      int
@@ -38,9 +41,9 @@ type Server struct {
 	latency    time.Duration
 	dateOffset time.Duration
 
-	ts        *httptest.Server
-	closing   chan struct{} // closed by Close, to cut latency short
-	closeOnce sync.Once
+	ts      *httptest.Server
+	closing chan struct{} // closed by Close, to cut latency short
+	stop    func()        // closes closing, once
 }
 
 // NewServer starts a new emulator on 127.0.0.1; Close it when done. Like
@@ -75,20 +78,27 @@ func NewUnstartedServer(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	key, err := newTokenKey(cfg.Key)
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.Key == nil {
+		cfg.Key, _ = rsa.GenerateKey(rand.Reader, 2048) // cannot fail: crypto/rand does not
+	}
+	jwk, err := signer.PublicJWK(cfg.Key.Public(), "RS256", "")
 	if err != nil {
-		panic("emulator: " + err.Error())
+		panic("emulator: Config.Key must be an RSA key (Maskinporten signs with RS256): " + err.Error())
 	}
 	s := &Server{
 		cfg:     cfg,
-		key:     key,
+		jwk:     jwk,
 		roots:   x509.NewCertPool(),
 		clients: make(map[string]Client),
 		jtis:    make(map[string]time.Time),
 		jwks:    make(map[string]*clientJWKS),
 		stats:   Stats{Rejected: make(map[string]int)},
-		closing: make(chan struct{}),
 	}
+	s.closing = make(chan struct{})
+	s.stop = sync.OnceFunc(func() { close(s.closing) })
 	for _, r := range cfg.Roots {
 		s.roots.AddCert(r)
 	}
@@ -148,10 +158,8 @@ func (s *Server) StartOn(addr string) error {
 // Close stops the server: it cuts latency short, waits for the answers
 // under way, and closes all connections. It is idempotent.
 func (s *Server) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closing)
-		s.ts.Close()
-	})
+	s.stop()
+	s.ts.Close() // itself idempotent
 }
 
 // Issuer returns the issuer identifier with its trailing slash, the aud a
@@ -177,7 +185,7 @@ func (s *Server) AltinnExchangeURL() string { return s.URL + altinnExchangePath 
 
 // PublicKey returns the *rsa.PublicKey that verifies the access tokens and
 // Altinn tokens the server issues (RS256).
-func (s *Server) PublicKey() crypto.PublicKey { return s.key.pub }
+func (s *Server) PublicKey() crypto.PublicKey { return s.cfg.Key.Public() }
 
 // AddClient registers c, replacing any client with the same ID, also while
 // the server runs. It panics if c has no ID or its OrgNumber is not 9 digits.
@@ -203,10 +211,17 @@ func (s *Server) AddClient(c Client) {
 	c.Keys = keys
 	c.DelegatedBy = slices.Clone(c.DelegatedBy)
 	c.SystemUserOrgs = slices.Clone(c.SystemUserOrgs)
-	s.locked(func() {
-		s.clients[c.ID] = c
-		delete(s.jwks, c.ID)
-	})
+	j := &clientJWKS{Keys: []any{}} // as the self-service API shows it
+	for _, kid := range slices.Sorted(maps.Keys(keys)) {
+		if k, err := signer.PublicJWK(keys[kid], "", kid); err == nil {
+			j.Keys = append(j.Keys, k)
+		}
+	}
+	if len(j.Keys) > 0 {
+		j.Created = s.cfg.Now().UTC().Format(time.RFC3339)
+		j.Updated = j.Created
+	}
+	s.locked(func() { s.clients[c.ID], s.jwks[c.ID] = c, j })
 }
 
 func (s *Server) client(id string) (c Client, ok bool) {
@@ -221,14 +236,6 @@ func (s *Server) Stats() Stats {
 	st := s.stats
 	st.Rejected = maps.Clone(s.stats.Rejected)
 	return st
-}
-
-func (s *Server) now() time.Time { return s.cfg.Now() }
-
-func (s *Server) logf(format string, args ...any) { // never given a grant or token
-	if s.cfg.Logf != nil {
-		s.cfg.Logf(format, args...)
-	}
 }
 
 // serveHTTP applies latency and the Date header to every answer.
@@ -253,7 +260,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // useJTI records jti and reports whether it was new.
 func (s *Server) useJTI(jti string, exp time.Time) bool {
-	now := s.now()
+	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, seen := s.jtis[jti]; seen {
@@ -300,7 +307,7 @@ func (s *Server) SetDateOffset(d time.Duration) { s.locked(func() { s.dateOffset
 func (s *Server) date() string {
 	var off time.Duration
 	s.locked(func() { off = s.dateOffset })
-	return s.now().Add(off).UTC().Format(http.TimeFormat)
+	return s.cfg.Now().Add(off).UTC().Format(http.TimeFormat)
 }
 
 func (s *Server) fault() (drop bool, failStatus int) {
@@ -330,11 +337,7 @@ func (s *Server) drop(w http.ResponseWriter) {
 		return
 	}
 	defer conn.Close()
-	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\n" +
-		"Date: " + s.date() + "\r\n" +
-		"Content-Type: application/json;charset=UTF-8\r\n" +
-		"Content-Length: 1024\r\n" +
-		"\r\n" +
-		`{"access_token":"eyJ`)
+	_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nDate: " + s.date() + "\r\nContent-Type: application/json;charset=UTF-8\r\n" +
+		"Content-Length: 1024\r\n\r\n" + `{"access_token":"eyJ`)
 	_ = buf.Flush()
 }

@@ -1,12 +1,11 @@
 package emulator
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"mime"
 	"net/http"
 	"slices"
@@ -38,24 +37,24 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	drop, failStatus := s.fault()
 	switch {
 	case drop:
-		s.logf("emulator: /token: dropping the connection (DropNext)")
+		s.cfg.Logf("emulator: /token: dropping the connection (DropNext)")
 		s.drop(w)
 		return
 	case failStatus != 0:
-		s.logf("emulator: /token: answering %d (FailNext)", failStatus)
+		s.cfg.Logf("emulator: /token: answering %d (FailNext)", failStatus)
 		injected(failStatus).write(w, s.Issuer())
 		return
 	}
 	var clientID string
 	tok, rej := s.issue(w, r, &clientID)
 	if rej != nil {
-		s.count(func(st *Stats) { st.Rejected[rej.statsKey()]++ })
-		s.logf("emulator: /token: refused client %q: %v", clientID, rej)
+		s.count(func(st *Stats) { st.Rejected[cmp.Or(rej.code, rej.error)]++ })
+		s.cfg.Logf("emulator: /token: refused client %q: %v", clientID, rej)
 		rej.write(w, s.Issuer())
 		return
 	}
 	s.count(func(st *Stats) { st.Issued++ })
-	s.logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
+	s.cfg.Logf("emulator: /token: issued a token to client %q for %q, expires in %ds", clientID, tok.Scope, tok.ExpiresIn)
 	writeJSON(w, http.StatusOK, tok)
 }
 
@@ -102,7 +101,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if !ok {
 		return nil, mp("MP-100", "")
 	}
-	now := s.now()
+	now := s.cfg.Now()
 
 	// The key: a registered one by kid, or the leaf of a trusted chain.
 	var pub crypto.PublicKey
@@ -198,7 +197,6 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 
 	// The access token, with the claims Maskinporten's tokens carry.
 	scope := strings.Join(scopes, " ")
-	exp := now.Add(s.cfg.TokenLifetime)
 	claims := map[string]any{
 		"iss":        s.Issuer(),
 		"client_id":  client.ID,
@@ -207,7 +205,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		"scope":      scope,
 		"consumer":   orgID(consumer),
 		"iat":        now.Unix(),
-		"exp":        exp.Unix(),
+		"exp":        now.Add(s.cfg.TokenLifetime).Unix(),
 		"jti":        randomID(32),
 	}
 	if len(g.resource) == 1 {
@@ -227,8 +225,9 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 		details = append(details, map[string]any{
 			"type":           systemUserType,
 			"systemuser_org": orgID(ad.sysUserOrg),
-			"systemuser_id":  []string{systemUserID(client.ID, ad.sysUserOrg)},
-			"system_id":      client.OrgNumber + "_" + client.ID,
+			// A stable id for the system user of the organisation on the client's system.
+			"systemuser_id": []string{uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+client.ID+":"+ad.sysUserOrg)).String()},
+			"system_id":     client.OrgNumber + "_" + client.ID,
 		})
 	}
 	if consent != nil {
@@ -237,26 +236,16 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request, clientID *string)
 	if details != nil {
 		claims["authorization_details"] = details
 	}
-	at, err := s.key.sign(claims)
+	at, err := s.sign(claims)
 	if err != nil {
 		return nil, mp("server_error", err.Error())
 	}
-	return &tokenAnswer{
-		AccessToken: at,
-		TokenType:   "Bearer",
-		ExpiresIn:   int64(s.cfg.TokenLifetime / time.Second),
-		Scope:       scope,
-	}, nil
+	return &tokenAnswer{AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenLifetime / time.Second), Scope: scope}, nil
 }
 
 // orgID is an organisation in ISO 6523 notation, as in consumer and supplier.
 func orgID(orgnr string) map[string]string {
 	return map[string]string{"authority": "iso6523-actorid-upis", "ID": "0192:" + orgnr}
-}
-
-// systemUserID is a stable id for the system user of org on the client's system.
-func systemUserID(clientID, org string) string {
-	return uuid.NewSHA1(uuid.NameSpaceURL, []byte("mp-hsm-emulator:systemuser:"+clientID+":"+org)).String()
 }
 
 // serveMetadata serves the authorization server metadata (RFC 8414)
@@ -274,39 +263,15 @@ func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.key.jwk}})
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.jwk}})
 }
 
-// tokenKey signs the access tokens and Altinn tokens the emulator issues,
-// with RS256 as Maskinporten does.
-type tokenKey struct {
-	signer crypto.Signer
-	pub    *rsa.PublicKey
-	jwk    *signer.JWK // as published on /jwks; its kid is the RFC 7638 thumbprint
-}
-
-func newTokenKey(k crypto.Signer) (*tokenKey, error) {
-	if k == nil {
-		var err error
-		if k, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			return nil, err
-		}
-	}
-	pub, ok := k.Public().(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("Config.Key must be an RSA key (Maskinporten signs with RS256), not %T", k.Public())
-	}
-	jwk, err := signer.PublicJWK(pub, "RS256", "")
-	if err != nil {
-		return nil, fmt.Errorf("Config.Key: %w", err)
-	}
-	return &tokenKey{signer: k, pub: pub, jwk: jwk}, nil
-}
-
-func (k *tokenKey) sign(claims jwt.MapClaims) (string, error) {
+// sign signs an access token or Altinn token with Config.Key, RS256 as
+// Maskinporten does.
+func (s *Server) sign(claims jwt.MapClaims) (string, error) {
 	t := jwt.NewWithClaims(signer.RS256, claims)
-	t.Header = map[string]any{"alg": "RS256", "kid": k.jwk.Kid}
-	return t.SignedString(k.signer)
+	t.Header = map[string]any{"alg": "RS256", "kid": s.jwk.Kid}
+	return t.SignedString(s.cfg.Key)
 }
 
 // randomID returns n random bytes, base64url, as Maskinporten's token jti.

@@ -51,7 +51,7 @@ func ExampleOpen() {
 	// metadata URL names, such as the one `mp-hsm emulate` prints.
 	env := grant.Test
 	if metadataURL != "" {
-		if env, err = grant.Discover(ctx, nil, metadataURL); err != nil {
+		if env, err = grant.Discover(ctx, nil, metadataURL, false); err != nil {
 			log.Fatal(err)
 		}
 	}

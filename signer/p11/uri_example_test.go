@@ -27,7 +27,7 @@ func ExampleOpenURI() {
 		log.Fatal(err)
 	}
 	defer s.Close()
-	env, err := grant.Discover(ctx, nil, metadataURL)
+	env, err := grant.Discover(ctx, nil, metadataURL, false)
 	if err != nil {
 		log.Fatal(err)
 	}
