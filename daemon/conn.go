@@ -49,28 +49,22 @@ var probeRequest = grant.Request{Scopes: []string{"mp-hsm:probe"}}
 // newConn builds every client's grant configuration around raw (or the
 // client's own key), and signs a test grant with each key.
 func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (*conn, error) {
-	tmpl := st.cfg.Grant
-	chain := raw.Chain()
+	tmpl, chain := st.cfg.Grant, raw.Chain()
+	c := &conn{raw: raw, grants: map[string]*grant.Config{}, identity: identities{}}
+	if len(chain) > 0 {
+		c.leaf = chain[0]
+	}
 	env := tmpl.Environment
 	if env.Issuer == "" {
-		if len(chain) == 0 {
-			return nil, fmt.Errorf("%w: no Maskinporten environment given and the key has no certificate to tell it from", ErrConfig)
-		}
-		preset, err := grant.EnvironmentForCertificate(chain[0])
+		preset, err := grant.EnvironmentForCertificate(c.leaf) // the one place it is inferred
 		if err != nil {
-			return nil, fmt.Errorf("%w: no Maskinporten environment given, and the certificate does not tell it: %w", ErrConfig, err)
+			return nil, fmt.Errorf("%w: no Maskinporten environment given, and the key's certificate does not tell it: %w", ErrConfig, err)
 		}
-		if env.AltinnExchange != "" {
-			preset.AltinnExchange = env.AltinnExchange
-		}
+		preset.AltinnExchange = cmp.Or(env.AltinnExchange, preset.AltinnExchange)
 		env = preset
 	}
 	if err := grant.CheckEnvironment(env, chain); err != nil {
 		return nil, err
-	}
-	c := &conn{raw: raw, grants: map[string]*grant.Config{}, identity: identities{}}
-	if len(chain) > 0 {
-		c.leaf = chain[0]
 	}
 	hc := s.instrumentedClient(tmpl.HTTPClient)
 	fail := func(format string, args ...any) (*conn, error) {
