@@ -140,12 +140,8 @@ func hostAllowed(host string, la net.Addr, st *settings) bool {
 	if ip = ip.Unmap().WithZone(""); ip.IsLoopback() {
 		return true
 	}
-	tcp, ok := la.(*net.TCPAddr)
-	if !ok {
-		return false
-	}
-	local, _ := netip.AddrFromSlice(tcp.IP)
-	return local.Unmap() == ip
+	tcp, _ := la.(*net.TCPAddr)
+	return tcp != nil && tcp.AddrPort().Addr().Unmap().WithZone("") == ip
 }
 
 // serveMetadata answers the RFC 8414 metadata with the URLs the request came by
