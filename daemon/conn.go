@@ -163,7 +163,7 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 // installLocked makes c the current conn, emptying the cache when its identities
 // differ, and returns the one it replaces.
 func (s *Server) installLocked(c *conn) *conn {
-	old := s.status().conn
+	old := s.stat.Load().conn
 	s.stat.Store(&status{state: stateReady, conn: c})
 	s.lastLeaf.Store(c.leaf)
 	if !maps.Equal(s.identity, c.identity) {
@@ -184,7 +184,7 @@ func (s *Server) installLocked(c *conn) *conn {
 // login) it waits for Reload, as a reconnect would present the PIN again.
 func (s *Server) fault(c *conn, err error) {
 	s.mu.Lock()
-	if s.status().conn != c || c == nil {
+	if s.stat.Load().conn != c || c == nil {
 		s.mu.Unlock()
 		return
 	}
@@ -207,7 +207,7 @@ func (s *Server) reconnectLoop() {
 	// doneLocked clears s.looping under the lock under which it decides to
 	// stop, so that a fault after that starts a new loop.
 	doneLocked := func() bool {
-		st := s.status().state
+		st := s.stat.Load().state
 		s.looping = s.ctx.Err() == nil && st != stateReady && st != stateClosed && st != stateLoginRefused
 		return !s.looping
 	}
@@ -273,7 +273,7 @@ func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		switch st := s.status(); {
+		switch st := s.stat.Load(); {
 		case st.state == stateReady && st.conn != old:
 			return true
 		case st.state == stateLoginRefused || st.state == stateClosed || s.openFailures.Load() != failures:
@@ -302,7 +302,7 @@ func (s *Server) probeLoop() {
 			return
 		case <-time.After(cmp.Or(max(iv, 0), time.Second)): // probing off: look again for a reload
 		}
-		c := s.status().conn
+		c := s.stat.Load().conn
 		if c == nil || s.settings().cfg.ProbeInterval < 0 {
 			continue
 		}

@@ -146,7 +146,7 @@ func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, err
 	if !background {
 		who = *r.by.Load()
 	}
-	c := s.status().conn
+	c := s.stat.Load().conn
 	t, err := r.exchange(ctx, who)
 	if err != nil && isDeviceFault(err) && s.awaitReconnect(ctx, c) {
 		t, err = r.exchange(ctx, who)
@@ -167,7 +167,7 @@ func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, err
 // token that has half its life left.
 func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, error) {
 	s := r.s
-	c := s.status().conn
+	c := s.stat.Load().conn
 	if c == nil {
 		_, reason := s.Ready()
 		return nil, notReadyError(cmp.Or(reason, "not ready"))

@@ -124,8 +124,6 @@ func (s *Server) settings() *settings { return s.st.Load() }
 
 func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
 
-func (s *Server) status() *status { return s.stat.Load() }
-
 // adoptLocked makes the daemon ready with c and returns the conn it replaces, to
 // close outside s.mu; or records err: a refused PIN waits for Reload, else reconnect.
 func (s *Server) adoptLocked(c *conn, err error) *conn {
@@ -157,7 +155,7 @@ func (s *Server) goBackground(f func()) bool {
 // Ready reports whether the daemon is logged in and able to sign (and its
 // certificate not expired), and if not, why.
 func (s *Server) Ready() (bool, string) {
-	if st := s.status(); st.state != stateReady {
+	if st := s.stat.Load(); st.state != stateReady {
 		return false, st.reason
 	}
 	if leaf := s.lastLeaf.Load(); leaf != nil && time.Now().After(leaf.NotAfter) {
@@ -270,7 +268,7 @@ func (s *Server) stopBackground() {
 // closeConn closes the current signer and marks the server closed.
 func (s *Server) closeConn() {
 	s.mu.Lock()
-	c := s.status().conn
+	c := s.stat.Load().conn
 	s.stat.Store(&status{state: stateClosed, reason: errShuttingDown.Error()})
 	s.mu.Unlock()
 	c.close()
@@ -306,7 +304,7 @@ func (s *Server) Reload(cfg Config) error {
 	c, err := s.open(s.ctx, st)
 	s.mu.Lock()
 	refused := s.checkListenersLocked(st) // a Serve since
-	if refused == nil && s.status().state == stateClosed {
+	if refused == nil && s.stat.Load().state == stateClosed {
 		refused = errShuttingDown
 	}
 	switch {
@@ -314,7 +312,7 @@ func (s *Server) Reload(cfg Config) error {
 		s.mu.Unlock()
 		c.close()
 		return refused
-	case err != nil && s.status().state == stateReady:
+	case err != nil && s.stat.Load().state == stateReady:
 		s.mu.Unlock()
 		return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
 	}
