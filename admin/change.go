@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -75,7 +76,7 @@ func (c *Client) write(ctx context.Context, clientID string, before *KeySet, key
 		if merr != nil {
 			return nil, fmt.Errorf("admin: %w", merr)
 		}
-		err = c.do(ctx, http.MethodPost, clientID, body, nil)
+		err = c.do(ctx, http.MethodPost, clientID, bytes.NewReader(body), nil)
 	}
 	// Read back even when the write failed: a lost answer says nothing of what the API did.
 	got, rerr := c.readBack(ctx, clientID)
@@ -109,7 +110,6 @@ func sameKids(a, b []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
-// kidsOf returns the kids of keys, in order.
 func kidsOf(keys []Key) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {

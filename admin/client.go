@@ -41,8 +41,7 @@ type Client struct {
 	Read       oauth2.TokenSource // scope idporten:dcr.read
 	Write      oauth2.TokenSource // scope idporten:dcr.write; nil means Read
 	HTTPClient *http.Client       // nil means http.DefaultClient's settings; redirects are never followed
-	// AllowInsecure allows an http BaseURL for a host that is not
-	// loopback; the self-service token may change every client's keys.
+	// AllowInsecure allows an http BaseURL for a host that is not loopback (its token may change every client's keys).
 	AllowInsecure bool
 }
 
@@ -201,16 +200,12 @@ func (c *Client) token(method, what string) (*oauth2.Token, error) {
 
 // do sends one request to clientID's jwks and decodes a 2xx answer into
 // out (if not nil); any other status is an *APIError.
-func (c *Client) do(ctx context.Context, method, clientID string, body []byte, out any) error {
+func (c *Client) do(ctx context.Context, method, clientID string, body io.Reader, out any) error {
 	if err := CheckBaseURL(c.BaseURL, c.AllowInsecure); err != nil {
 		return err
 	}
 	u := strings.TrimSuffix(c.BaseURL, "/") + "/clients/" + url.PathEscape(clientID) + "/jwks"
-	var rd io.Reader // nil for no body, so that the request has none
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}

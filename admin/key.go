@@ -90,7 +90,7 @@ func ParseKey(raw []byte) (Key, error) {
 	return k, nil
 }
 
-// findPrivate appends the path of each private member of v to out.
+// findPrivate appends the path of each private member of v to out, escaped.
 func findPrivate(v any, path string, out *[]string) {
 	switch v := v.(type) {
 	case map[string]any:
@@ -129,7 +129,6 @@ func ParseKeys(data []byte) ([]Key, error) {
 	return parseKeys(set.Keys)
 }
 
-// parseKeys reads each JWK of a set.
 func parseKeys(raws []json.RawMessage) ([]Key, error) {
 	out := make([]Key, 0, len(raws))
 	for i, r := range raws {

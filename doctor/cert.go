@@ -112,7 +112,7 @@ func (r *run) needsCert(check string, f func(check string) Result) func(context.
 	}
 }
 
-// checkValidity checks that the certificate is valid for ExpiryWarn more.
+// checkValidity checks that the certificate is valid for expiryWarn more.
 func (r *run) checkValidity(check string) Result {
 	now := r.now()
 	c := r.cert
@@ -124,7 +124,7 @@ func (r *run) checkValidity(check string) Result {
 	case now.Before(c.NotBefore):
 		return fail(check, ClassToken, nil, fmt.Sprintf("the certificate is valid only from %s (%s)", day(c.NotBefore), inspect.Relative("not_before", c.NotBefore, now)),
 			"wait until it is valid, or check the local clock")
-	case c.NotAfter.Sub(now) < ExpiryWarn:
+	case c.NotAfter.Sub(now) < expiryWarn:
 		return warn(check, fmt.Sprintf("the certificate expires on %s (in %s)", day(c.NotAfter), inspect.Duration(c.NotAfter.Sub(now))),
 			"order a new certificate now: renewal takes days, and the key must be registered again where a kid is used")
 	default:

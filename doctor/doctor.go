@@ -32,13 +32,10 @@ type Config struct {
 	KeyID     string // the kid grants carry instead of x5c; empty means x5c
 	Algorithm string // the JWS alg; empty means the key's default
 
-	// WellKnown is the metadata URL: with a nil Environment it chooses the
-	// environment, else the metadata check compares the two. Empty: the
-	// environment issuer's.
-	WellKnown string
 	// Environment chooses the environment for the key's chain; if nil,
-	// WellKnown or else the certificate's CA do. grant.CheckEnvironment
-	// checks the choice against the certificate.
+	// WellKnown (the metadata URL) or else the certificate's CA do. With both,
+	// the metadata check compares them; an empty WellKnown is the issuer's.
+	WellKnown   string
 	Environment EnvironmentFunc
 
 	// ClientID and Request are what the token-request check asks for; it
@@ -54,11 +51,8 @@ type Config struct {
 	Logger        *slog.Logger     // the token request's debug records; nil discards
 	Now           func() time.Time // the clock validity and skew are judged by; nil means time.Now
 
-	// RegisteredKeys, if set, reads the client's registered keys (Digdir's
-	// self-service API) for the registered-key check.
-	RegisteredKeys RegisteredKeysFunc
-	// Report, if set, gets each result as its check ends (progress).
-	Report func(Result)
+	RegisteredKeys RegisteredKeysFunc // if set, reads the client's registered keys for the registered-key check
+	Report         func(Result)       // if set, gets each result as its check ends (progress)
 }
 
 // EnvironmentFunc chooses the environment for a chain (leaf first,
@@ -83,9 +77,10 @@ type FoundKey struct {
 
 // Thresholds of the checks.
 const (
-	ExpiryWarn = 60 * 24 * time.Hour // validity warns when the certificate expires sooner
-	SkewWarn   = 2 * time.Second     // clock warns beyond this
-	SkewFail   = 5 * time.Second     // clock fails beyond this
+	expiryWarn = 60 * 24 * time.Hour  // validity warns when the certificate expires sooner
+	skewWarn   = 2 * time.Second      // clock warns beyond this
+	skewFail   = 5 * time.Second      // clock fails beyond this
+	keyAgeWarn = 335 * 24 * time.Hour // registered-key warns at this key-set age: a registered key is valid for a year (MP-121)
 )
 
 // run holds what the checks found so far.

@@ -22,20 +22,17 @@ import (
 func (r *run) checkEnvironment(ctx context.Context) Result {
 	const check = "environment"
 	cfg := r.cfg
-	if cfg.Environment == nil && cfg.WellKnown != "" {
+	choose := cfg.Environment
+	switch {
+	case choose == nil && cfg.WellKnown != "":
 		m := r.fetchMetadata(ctx, cfg.WellKnown)
 		if m.err != nil {
 			return skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 		}
-		envr := m.env
-		if err := grant.CheckEnvironment(envr, r.key.Chain); err != nil {
-			return Failed(check, ClassToken, err, "use the certificate for that environment, or the other environment's metadata")
+		choose = func(context.Context, []*x509.Certificate) (grant.Environment, string, error) {
+			return m.env, "the metadata at " + cfg.WellKnown, nil
 		}
-		r.envr = &envr
-		return ok(check, fmt.Sprintf("issuer %s from the metadata at %s%s", envr.Issuer, cfg.WellKnown, r.fitsCert(envr)))
-	}
-	choose := cfg.Environment
-	if choose == nil {
+	case choose == nil:
 		choose = fromCertificate
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
@@ -172,12 +169,12 @@ func (r *run) checkClock(context.Context) Result {
 	msg := fmt.Sprintf("the local clock is %.0f s %s the server's (Date header of %s)", secs, dir, m.url)
 	const hint = "synchronise the clock with NTP (timedatectl set-ntp true): Maskinporten refuses grants issued in the future (\"Issue time is after now\") and expired ones (MP-130)"
 	switch {
-	case skew.Abs() > SkewFail:
+	case skew.Abs() > skewFail:
 		return fail(check, ClassRefused, nil, msg, hint)
-	case skew.Abs() > SkewWarn:
+	case skew.Abs() > skewWarn:
 		return warn(check, msg, hint)
 	default:
-		return ok(check, "within "+inspect.Duration(SkewWarn)+" of the server's clock (Date header)")
+		return ok(check, "within "+inspect.Duration(skewWarn)+" of the server's clock (Date header)")
 	}
 }
 
@@ -237,16 +234,12 @@ func (r *run) checkTokenRequest(ctx context.Context) Result {
 	return ok(check, fmt.Sprintf("Maskinporten issued a token for scope %q, valid %d s (not shown)", tok.Scope, tok.ExpiresIn))
 }
 
-// KeyAgeWarn is the key-set age the registered-key check warns at: a
-// registered key is valid for a year (MP-121).
-const KeyAgeWarn = 335 * 24 * time.Hour
-
 // RegisteredKeysFunc reads the client's registered key set through the
 // self-service API, authenticating with s (the key found) or a key beside it.
 type RegisteredKeysFunc func(ctx context.Context, s signer.Signer) (*admin.KeySet, error)
 
 // checkRegisteredKey looks the kid up in the client's registered keys. The
-// API dates only the set, so a set last changed KeyAgeWarn ago warns.
+// API dates only the set, so a set last changed keyAgeWarn ago warns.
 func (r *run) checkRegisteredKey(ctx context.Context) Result {
 	const check = "registered-key"
 	cfg := r.cfg
@@ -278,7 +271,7 @@ func (r *run) checkRegisteredKey(ctx context.Context) Result {
 	day := "at a date the API did not give"
 	if !set.LastUpdated.IsZero() {
 		day = "on " + set.LastUpdated.UTC().Format("2006-01-02")
-		if age := r.now().Sub(set.LastUpdated); age >= KeyAgeWarn {
+		if age := r.now().Sub(set.LastUpdated); age >= keyAgeWarn {
 			return warn(check, fmt.Sprintf("kid %q is registered on client %s, but the key set was last changed %s (%s ago): every key in it is that old or older, "+
 				"and a registered key is valid for a year (MP-121)", cfg.KeyID, cfg.ClientID, day, inspect.Duration(age)),
 				fmt.Sprintf("rotate: mp-hsm admin keys rotate --client-id %s --label NEW --scope SCOPE --remove %s", cfg.ClientID, cfg.KeyID))

@@ -24,7 +24,6 @@ type Detail struct {
 	Rights        []string `json:"rights,omitempty"`         // consentRights in words (tokens)
 	SystemUserOrg string   `json:"systemuser_org,omitempty"` // ISO 6523 ID of a system user's organisation
 	Problems      []string `json:"problems,omitempty"`       // what could not be read
-	raw           map[string]any
 }
 
 // describeDetails sums up each element of the authorization_details claim v
@@ -48,7 +47,7 @@ func (r *Report) describeDetails(v any, showPID bool, now time.Time) any {
 			m["from"] = grant.MaskParty(from)
 		}
 		shown[i] = m
-		d := Detail{raw: m}
+		var d Detail
 		d.Type, _ = m["type"].(string)
 		d.ConsentID, _ = m["id"].(string)
 		d.From, _ = m["from"].(string)
@@ -122,8 +121,7 @@ func writeDetailsText(w io.Writer, details []Detail) {
 		row(w, "consent id", printable(d.ConsentID))
 		row(w, "from", printable(d.From))
 		if d.To != "" {
-			_, org := orgClaim(d.raw["to"])
-			row(w, "to", printable(d.To)+" (organisation number "+printable(org)+")")
+			row(w, "to", printable(d.To)+" (organisation number "+printable(orgNumber(d.To))+")")
 		}
 		row(w, "consented", d.Consented.text())
 		row(w, "valid to", d.ValidTo.text())

@@ -49,6 +49,7 @@ func (r *Report) describeX5C(v any, now time.Time) {
 	}
 }
 
+// describeX5CElement describes the x5c element at index i, or says why it is no certificate.
 func describeX5CElement(i int, el any, now time.Time) Certificate {
 	s, ok := el.(string)
 	if !ok {
@@ -62,10 +63,6 @@ func describeX5CElement(i int, el any, now time.Time) Certificate {
 	if err != nil {
 		return Certificate{Index: i, Error: "not a DER certificate: " + strings.TrimPrefix(err.Error(), "x509: ")}
 	}
-	return describeCert(i, cert, now)
-}
-
-func describeCert(i int, cert *x509.Certificate, now time.Time) Certificate {
 	ic := Certificate{
 		Index:     i,
 		Subject:   dn(cert.Subject),

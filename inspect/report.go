@@ -179,13 +179,15 @@ func numericDate(v any) (int64, error) {
 // orgClaim reads an ISO 6523 organisation claim such as consumer:
 // {"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}.
 func orgClaim(v any) (id, orgnr string) {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return "", ""
-	}
+	m, _ := v.(map[string]any)
 	id, _ = m["ID"].(string)
+	return id, orgNumber(id)
+}
+
+// orgNumber is the organisation number in an ISO 6523 ID "0192:<orgnr>", else "".
+func orgNumber(id string) string {
 	if n, ok := strings.CutPrefix(id, "0192:"); ok {
-		orgnr = n
+		return n
 	}
-	return id, orgnr
+	return ""
 }

@@ -107,7 +107,6 @@ func uriUnknown(name, part string, names []string) string {
 		part, name, part, strings.Join(names, ", "))
 }
 
-// nonDigit returns the index of the first byte of s that is not 0-9, or -1.
 func nonDigit(s string) int {
 	return strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
 }

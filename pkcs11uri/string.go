@@ -9,15 +9,11 @@ import (
 )
 
 // String returns u in RFC 7512 form: the path attributes in the order of
-// Parse's table, then vendor attributes by name; then the query
-// (module-name, module-path, pin-source, vendor attributes). Values are
-// percent-encoded where RFC 7512 requires it, id always in full, byte by
-// byte. Empty fields are left out, except vendor attributes. Parse of String
-// gives back u for every URI Parse returned, apart from PINValue and vendor
-// entries whose name is not a valid "x-" name (they could not be read back).
-//
-// String never writes PINValue: URIs end up in logs, errors and process
-// listings, where a PIN is one anyone could read. Use HasPIN.
+// Parse's table, then vendor ones by name; then the query likewise. Values
+// are percent-encoded where RFC 7512 requires it, id byte by byte; empty
+// fields (but vendor ones) are left out. Parse of String gives back any u
+// Parse returned, apart from PINValue, which String never writes: URIs end
+// up in logs, errors and process listings (use HasPIN).
 func (u *URI) String() string {
 	s, _ := u.format()
 	return s
@@ -125,11 +121,9 @@ func uriDescribe(c byte) string {
 	return fmt.Sprintf("byte 0x%02X", c)
 }
 
-// AttrError returns the *Error that refuses attribute attr of u for
-// reason: its URI is u.String() and its Offset is where attr starts there
-// (0 when String does not write attr). It is for a caller that refuses
-// what a URI says although Parse accepted it, as hsm.SelectorsFromURI
-// refuses vendor attributes; the error matches ErrInvalid like Parse's.
+// AttrError returns the *Error, matching ErrInvalid, that refuses attribute
+// attr of u for reason, with the offset of attr in u.String() (0 when absent):
+// for a caller that refuses what Parse accepted, as hsm.SelectorsFromURI does.
 func (u *URI) AttrError(attr, reason string) *Error {
 	s, at := u.format()
 	return &Error{URI: s, Attr: attr, Offset: at[attr], Reason: reason}

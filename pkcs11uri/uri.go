@@ -31,24 +31,18 @@ type URI struct {
 	LibraryManufacturer string // library-manufacturer=
 	LibraryDescription  string // library-description=
 	LibraryVersion      string // library-version= : "M" or "M.N", as written
-	// ID is id=, the object's CKA_ID: exactly the percent-decoded bytes
-	// ("id=7370" is the four bytes "7370"), never read as hex or text.
-	ID     []byte
-	Object string // object= : the object's CKA_LABEL
-	Type   string // type= : "private", "public", "cert", "secret-key" or "data"
+	ID                  []byte // id= : the object's CKA_ID, the percent-decoded bytes ("id=7370" is "7370", never hex)
+	Object              string // object= : the object's CKA_LABEL
+	Type                string // type= : "private", "public", "cert", "secret-key" or "data"
 
 	// Query attributes say how to reach the token.
 	ModuleName string // module-name= : a module name, as in "opensc-pkcs11"
 	ModulePath string // module-path= : the module's file path
 	PINSource  string // pin-source= : where to read the PIN, as given
-	// PINValue is pin-value=, the PIN itself; String never writes it and Parse's errors never show it.
-	PINValue string
+	PINValue   string // pin-value= : the PIN itself; String never writes it, Parse's errors never show it
 
-	// Vendor holds the "x-" attributes of both parts by full name, values
-	// percent-decoded; nil when there are none.
-	Vendor map[string]string
-	// vendorQuery marks the Vendor names read from the query, so that String writes them back there.
-	vendorQuery map[string]bool
+	Vendor      map[string]string // the "x-" attributes of both parts by full name, values decoded; nil for none
+	vendorQuery map[string]bool   // the Vendor names read from the query, which String writes back there
 }
 
 // field returns the string field of the text attribute name, or nil.
@@ -68,15 +62,10 @@ var ErrInvalid = errors.New("invalid PKCS #11 URI")
 
 // Error reports why Parse refused a URI; it matches ErrInvalid.
 type Error struct {
-	// URI is the input with the value of pin-value (and of any attribute
-	// whose name suggests a PIN or password) replaced by "REDACTED".
-	URI string
-	// Attr names the attribute at fault, or "" (the scheme, a stray separator).
-	Attr string
-	// Offset is the byte offset of the fault in URI (the redacted form).
-	Offset int
-	// Reason says what is wrong and, where there is one, the fix.
-	Reason string
+	URI    string // the input, the value of pin-value (or of any PIN- or password-like name) replaced by "REDACTED"
+	Attr   string // the attribute at fault, or "" (the scheme, a stray separator)
+	Offset int    // the byte offset of the fault in URI (the redacted form)
+	Reason string // what is wrong and, where there is one, the fix
 }
 
 // Error returns the reason with its place, and the redacted URI.
@@ -110,25 +99,18 @@ var (
 //	pkcs11:[path-attr *(";" path-attr)][?[query-attr *("&" query-attr)]]
 //
 // The scheme is case-insensitive; attribute names are not. The attributes are
-// URI's fields: slot-id is a decimal CK_SLOT_ID, library-version M or M.N
-// (each at most 255), type one of private, public, cert, secret-key or data,
-// id the CKA_ID bytes. Vendor attributes ("x-" then letters, digits, '-' or
-// '_') may be in either part; RFC 7512 allows any such name, but Parse asks
-// for "x-" so that a misspelt name such as tokn is reported, not ignored.
-// Parse checks the grammar only: hsm.SelectorsFromURI and hsm.ModuleFromURI
-// apply the attributes, pin-source and pin-value are for the caller, and
-// nothing that parses is silently dropped.
+// URI's fields (library-version's numbers at most 255). Vendor attributes
+// ("x-" then letters, digits, '-' or '_') may be in either part: RFC 7512
+// allows any name, but Parse asks for "x-" so that a misspelt name such as
+// tokn is reported, not ignored. Nothing that parses is silently dropped.
 //
 // Values are percent-encoded UTF-8, except id (raw bytes). Letters, digits and
 // -._~:[]@!$'()*+,= may stand as they are in both parts; '&' also in the path,
 // and '/', '?' and '|' in the query; anything else (';', '%', '#', spaces)
 // must be encoded. slot-id, library-version and type take plain text only.
 //
-// Parse refuses, with a *Error: a missing scheme, an unknown or misplaced
-// attribute, one given twice, an empty attribute, bad percent-encoding, a
-// character that needs encoding, text that is not UTF-8, a malformed slot-id,
-// library-version or type, and pin-value together with pin-source (RFC 7512
-// says to refuse such a URI). Examples:
+// Anything else is refused with a *Error, as is an attribute given twice or
+// pin-value beside pin-source (RFC 7512 says to refuse such a URI). Examples:
 //
 //	pkcs11:token=Buypass%20ID;object=Authentication;type=private
 //	pkcs11:slot-id=0;id=%01%02?module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so
@@ -136,8 +118,31 @@ var (
 //	pkcs11:token=SoftHSM;object=k1;x-vendor-flag=1?module-name=softhsm2&pin-value=1234
 func Parse(s string) (*URI, error) {
 	p := uriParser{in: s, u: &URI{}, path: map[string]int{}, query: map[string]int{}}
-	if err := p.parse(); err != nil {
+	if !hasScheme(s) {
+		hint := ""
+		if t := strings.TrimSpace(s); t != s && hasScheme(t) {
+			hint = "; remove the whitespace around it"
+		}
+		return nil, p.fail(0, "", `a PKCS #11 URI starts with "pkcs11:", as in "pkcs11:token=mytoken;object=mykey"%s`, hint)
+	}
+	path, query, hasQuery := strings.Cut(s[len(uriScheme):], "?")
+	if err := p.component(path, len(uriScheme), false); err != nil {
 		return nil, err
+	}
+	if hasQuery {
+		if err := p.component(query, len(uriScheme)+len(path)+1, true); err != nil {
+			return nil, err
+		}
+	}
+	src, hasSrc := p.query["pin-source"]
+	val, hasVal := p.query["pin-value"]
+	if hasSrc && hasVal {
+		attr, at := "pin-value", val
+		if src > val {
+			attr, at = "pin-source", src
+		}
+		return nil, p.fail(at, attr, "pin-source and pin-value must not both be given (RFC 7512 says to refuse such a URI); "+
+			"keep pin-source and remove pin-value")
 	}
 	return p.u, nil
 }
@@ -159,36 +164,6 @@ func hasScheme(s string) bool {
 	return len(s) >= len(uriScheme) && strings.EqualFold(s[:len(uriScheme)], uriScheme)
 }
 
-func (p *uriParser) parse() error {
-	if !hasScheme(p.in) {
-		hint := ""
-		if t := strings.TrimSpace(p.in); t != p.in && hasScheme(t) {
-			hint = "; remove the whitespace around it"
-		}
-		return p.fail(0, "", `a PKCS #11 URI starts with "pkcs11:", as in "pkcs11:token=mytoken;object=mykey"%s`, hint)
-	}
-	path, query, hasQuery := strings.Cut(p.in[len(uriScheme):], "?")
-	if err := p.component(path, len(uriScheme), false); err != nil {
-		return err
-	}
-	if hasQuery {
-		if err := p.component(query, len(uriScheme)+len(path)+1, true); err != nil {
-			return err
-		}
-	}
-	src, hasSrc := p.query["pin-source"]
-	val, hasVal := p.query["pin-value"]
-	if hasSrc && hasVal {
-		attr, at := "pin-value", val
-		if src > val {
-			attr, at = "pin-source", src
-		}
-		return p.fail(at, attr, "pin-source and pin-value must not both be given (RFC 7512 says to refuse such a URI); "+
-			"keep pin-source and remove pin-value")
-	}
-	return nil
-}
-
 // component parses the path (query false) or the query starting at byte off.
 func (p *uriParser) component(c string, off int, query bool) error {
 	if c == "" {
@@ -204,9 +179,8 @@ func (p *uriParser) component(c string, off int, query bool) error {
 	return nil
 }
 
-// uriSecretName reports whether an attribute's value may be a PIN or a
-// password and must not appear in an error: pin-value and, since people
-// misspell it, any name that mentions a PIN or a password.
+// uriSecretName reports whether an attribute's value must not appear in an
+// error: pin-value and, as people misspell it, any name with pin or pass.
 func uriSecretName(name string) bool {
 	n := strings.ToLower(strings.TrimSpace(name))
 	return n != "pin-source" && (strings.Contains(n, "pin") || strings.Contains(n, "pass"))
@@ -214,11 +188,10 @@ func uriSecretName(name string) bool {
 
 const uriRedacted = "REDACTED"
 
-// uriRedact replaces the value of the first secret attribute in s (see
-// uriSecretName), and all that follows, with "REDACTED": a PIN may hold an
-// unencoded '&' or ';', so its value may run to the end. It reads s loosely,
-// to find them also in input Parse refuses, and returns a function that maps
-// a byte offset in s to one in the redacted text.
+// uriRedact replaces the value of the first secret attribute in s, and all
+// that follows (a PIN may hold an unencoded '&' or ';'), with "REDACTED",
+// reading s loosely to find it also in input Parse refuses; the function
+// returned maps a byte offset in s to one in the redacted text.
 func uriRedact(s string) (string, func(int) int) {
 	for start := 0; start < len(s); {
 		j := strings.IndexAny(s[start:], "=:;&?")

@@ -13,19 +13,15 @@ import (
 
 const maxChainLength = 10 // real chains have two or three elements
 
-// BuildChain returns the certificate chain of the key pub in x5c order: the
-// leaf, its issuer, that issuer's issuer, and so on. Each element comes from
-// pool or extra: the leaf holds pub, each next one has the previous one's
-// issuer as subject and verifies its signature (CheckSignatureFrom, but
-// SHA-1, still found between older CAs, is accepted: Maskinporten validates
-// the chain, this only assembles it). Among several candidates (a renewed
-// certificate beside the old one) it prefers one valid now, then the latest
-// NotAfter; expired ones are not refused. No leaf gives a nil chain and nil
-// error: the key can then only be named by kid.
-//
-// The chain ends when no issuer is found or the issuer is self-signed. A
-// self-signed root is left out (RFC 7515 section 4.1.6; Maskinporten trusts
-// its own Buypass and Commfides roots); a self-signed leaf is kept, alone.
+// BuildChain returns the certificate chain of the key pub in x5c order (the
+// leaf, its issuer, and so on) from pool and extra: each next one has the
+// previous one's issuer as subject and verifies its signature, SHA-1 (found
+// between older CAs) accepted: Maskinporten validates the chain, this only
+// assembles it. Among several candidates (a renewed certificate beside the
+// old) it prefers one valid now, then the latest NotAfter. No leaf gives a nil
+// chain and nil error: the key can then only be named by kid. A self-signed
+// root is left out (RFC 7515 section 4.1.6; Maskinporten trusts its Buypass
+// and Commfides roots); a self-signed leaf is kept, alone.
 func BuildChain(pub crypto.PublicKey, pool []*x509.Certificate, extra []*x509.Certificate) ([]*x509.Certificate, error) {
 	return buildChain(time.Now(), pub, pool, extra)
 }
@@ -91,7 +87,6 @@ func issuedBy(child, parent *x509.Certificate) bool {
 	return err == nil
 }
 
-// selfSigned reports whether c names itself as issuer and verifies itself.
 func selfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
 		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil

@@ -15,15 +15,6 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
-// Errors from reading key files; test for them with errors.Is.
-var (
-	// ErrPKCS12Password reports a PKCS#12 file the password does not open;
-	// the message never holds the password.
-	ErrPKCS12Password = errors.New("signer: wrong PKCS#12 password")
-	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM does not decrypt.
-	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
-)
-
 // FileSigner is a Signer over a crypto.Signer and its chain: a key read from
 // a PKCS#12 or PEM file and held in memory, or any crypto.Signer a program
 // holds (NewFileSigner). It is safe for concurrent use when the key is.
@@ -46,11 +37,10 @@ func NewFileSigner(key crypto.Signer, chain []*x509.Certificate) (*FileSigner, e
 	if err := CheckKey(pub); err != nil {
 		return nil, err
 	}
-	if len(chain) == 0 {
-		return &FileSigner{key: key}, nil
-	}
-	if err := MatchCertificate(pub, chain[0]); err != nil {
-		return nil, err
+	if len(chain) > 0 {
+		if err := MatchCertificate(pub, chain[0]); err != nil {
+			return nil, err
+		}
 	}
 	return &FileSigner{key: key, chain: slices.Clone(chain)}, nil
 }
@@ -160,7 +150,7 @@ func newFromCertificates(key crypto.Signer, certs []*x509.Certificate) (*FileSig
 		}
 		return nil, MatchCertificate(pub, named)
 	}
-	return NewFileSigner(key, chain)
+	return &FileSigner{key: key, chain: chain}, nil // CheckKey passed, and BuildChain's leaf holds pub
 }
 
 // parseKeyPEM returns the one private key in data and the certificates beside it.

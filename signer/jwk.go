@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -34,24 +35,16 @@ func PublicJWK(pub crypto.PublicKey, alg, kid string) (*JWK, error) {
 	if err != nil {
 		return nil, err
 	}
-	if alg == "" {
-		if alg, err = DefaultAlgorithm(pub); err != nil {
-			return nil, err
+	m, err := defaultMethod(pub)
+	if alg != "" {
+		if m, err = Method(alg); err == nil {
+			err = m.Compatible(pub)
 		}
 	}
-	m, err := Method(alg)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Compatible(pub); err != nil {
-		return nil, err
-	}
-	if kid == "" {
-		if kid, err = Thumbprint(pub); err != nil {
-			return nil, err
-		}
-	}
-	j.Use, j.Alg, j.Kid = "sig", alg, kid
+	j.Use, j.Alg, j.Kid = "sig", m.alg, cmp.Or(kid, j.thumbprint())
 	return j, nil
 }
 
@@ -79,14 +72,18 @@ func Thumbprint(pub crypto.PublicKey) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// RFC 7638: the required members only, in lexicographic order, no white
-	// space; the base64url values and curve names need no JSON escaping.
+	return j.thumbprint(), nil
+}
+
+// thumbprint is Thumbprint of a bare JWK: RFC 7638's required members only,
+// in lexicographic order, no white space; the values need no JSON escaping.
+func (j *JWK) thumbprint() string {
 	canon := fmt.Sprintf(`{"e":"%s","kty":"RSA","n":"%s"}`, j.E, j.N)
 	if j.Kty == "EC" {
 		canon = fmt.Sprintf(`{"crv":"%s","kty":"EC","x":"%s","y":"%s"}`, j.Crv, j.X, j.Y)
 	}
 	sum := sha256.Sum256([]byte(canon))
-	return b64(sum[:]), nil
+	return b64(sum[:])
 }
 
 // PublicKey decodes the JWK's public key (RSA, or EC on P-256 or P-384).

@@ -18,11 +18,9 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// SigningMethod is a JWS algorithm (RFC 7518) that signs with any
-// crypto.Signer, such as a key on a smart card: a jwt.SigningMethod for
-// jwt.NewWithClaims, whose Token.SignedString then takes a crypto.Signer. The
-// package variables RS256 ... ES384 are the only values; safe for concurrent
-// use, never registered with jwt.RegisterSigningMethod.
+// SigningMethod is a JWS algorithm (RFC 7518), a jwt.SigningMethod whose
+// Token.SignedString takes any crypto.Signer, such as a key on a smart card.
+// The package variables RS256 ... ES384 are the only values; safe for concurrent use.
 type SigningMethod struct {
 	alg  string
 	hash crypto.Hash
@@ -40,23 +38,20 @@ var (
 		opts: &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}}
 	ES256 = &SigningMethod{alg: "ES256", hash: crypto.SHA256, size: 32, opts: crypto.SHA256}
 	ES384 = &SigningMethod{alg: "ES384", hash: crypto.SHA384, size: 48, opts: crypto.SHA384}
+
+	methods                   = []*SigningMethod{RS256, RS384, RS512, PS256, ES256, ES384}
+	_       jwt.SigningMethod = (*SigningMethod)(nil)
 )
-
-var _ jwt.SigningMethod = (*SigningMethod)(nil)
-
-var methods = []*SigningMethod{RS256, RS384, RS512, PS256, ES256, ES384}
 
 // Method returns the SigningMethod for a JWS alg name such as "RS256"
 // (case-sensitive); an unknown name gives ErrUnsupportedAlgorithm with the
 // supported names.
 func Method(alg string) (*SigningMethod, error) {
+	var names []string
 	for _, m := range methods {
 		if m.alg == alg {
 			return m, nil
 		}
-	}
-	var names []string
-	for _, m := range methods {
 		names = append(names, m.alg)
 	}
 	return nil, fmt.Errorf("%w %q; supported: %s", ErrUnsupportedAlgorithm, alg, strings.Join(names, ", "))
@@ -97,9 +92,8 @@ func (m *SigningMethod) Compatible(pub crypto.PublicKey) error {
 	return fmt.Errorf("%w: %s needs %s, got: %s%s (%w)", ErrUnsupportedKey, m.alg, want, keyDescription(pub), hint, jwt.ErrInvalidKeyType)
 }
 
-// Sign implements jwt.SigningMethod: it hashes signingString and signs it
-// with key, a crypto.Signer Compatible with m, passing crypto/rand and the
-// hash (for PS256 *rsa.PSSOptions with salt length = hash length). ECDSA
+// Sign implements jwt.SigningMethod with key, a crypto.Signer Compatible
+// with m (PS256 passes *rsa.PSSOptions, salt length = hash length); ECDSA
 // signatures are converted from ASN.1 DER to the r||s form JWS requires.
 func (m *SigningMethod) Sign(signingString string, key any) ([]byte, error) {
 	s, ok := key.(crypto.Signer)

@@ -1,16 +1,10 @@
 // Package signer provides crypto.Signers that carry their X.509 certificate
-// chain, and JWS signing methods for github.com/golang-jwt/jwt/v5 that sign
-// with any crypto.Signer.
-//
-// The key on a smart card or HSM is in package signer/p11, the only part
-// that needs cgo. This package offers the same interface over a key file
-// (FromPEM, FromPKCS12), for soft enterprise certificates and development,
-// and over any crypto.Signer a program holds (NewFileSigner: a KMS client,
-// a crypto11 key, see docs/crypto11.md).
-//
-// The JWS methods (RS256, RS384, RS512, PS256, ES256, ES384) are package
-// variables, never registered in golang-jwt's global registry, so they
-// cannot change how other code in the process verifies tokens.
+// chain, over a key file (FromPEM, FromPKCS12) or any crypto.Signer a program
+// holds (NewFileSigner: a KMS client, a crypto11 key, see docs/crypto11.md);
+// a token key is in package signer/p11, the only part that needs cgo. Its JWS
+// methods for github.com/golang-jwt/jwt/v5 sign with any crypto.Signer and are
+// never registered in golang-jwt's global registry, so they cannot change how
+// other code in the process verifies tokens.
 package signer
 
 import (
@@ -35,8 +29,8 @@ type Signer interface {
 	Chain() []*x509.Certificate
 }
 
-// Errors for a key, certificate or algorithm that cannot be used, wrapped
-// with details; test for them with errors.Is.
+// Errors for a key, key file, certificate or algorithm that cannot be used,
+// wrapped with details; test for them with errors.Is.
 var (
 	// ErrKeyTooSmall reports an RSA key shorter than Maskinporten's 2048 bits.
 	ErrKeyTooSmall = errors.New("signer: key too small")
@@ -46,6 +40,10 @@ var (
 	ErrUnsupportedKey = errors.New("signer: unsupported key")
 	// ErrUnsupportedAlgorithm reports a JWS alg this package does not implement.
 	ErrUnsupportedAlgorithm = errors.New("signer: unsupported algorithm")
+	// ErrPKCS12Password reports a PKCS#12 file the password does not open; the message never holds it.
+	ErrPKCS12Password = errors.New("signer: wrong PKCS#12 password")
+	// ErrEncryptedKey reports an encrypted PEM private key, which FromPEM does not decrypt.
+	ErrEncryptedKey = errors.New("signer: encrypted PEM private key")
 )
 
 const minRSABits = 2048 // Maskinporten's smallest RSA modulus
@@ -98,8 +96,7 @@ func MatchCertificate(pub crypto.PublicKey, cert *x509.Certificate) error {
 	return nil
 }
 
-// publicKeyEqual reports whether a and b are the same public key (every
-// standard library public key has an Equal method).
+// publicKeyEqual reports whether a and b are the same public key (every standard library one has Equal).
 func publicKeyEqual(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)

@@ -85,7 +85,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	w.locks = append([]*changelock.Lock{lock}, w.locks...)
 	opts := cfg.TokenOptions()
 	opts.ReadWrite = true
-	if w.tok, err = mod.OpenToken(slot.ID, opts); err != nil {
+	if w.tok, err = mod.OpenSlot(hsm.Slot{ID: slot.ID}, opts); err != nil {
 		return nil, err
 	}
 	if err := w.tok.Login(cfg.PIN, cfg.Login); err != nil {

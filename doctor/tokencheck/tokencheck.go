@@ -71,12 +71,10 @@ func (c *Checks) FindKey(ctx context.Context, report func(doctor.Result)) doctor
 
 // Close closes the module, and so the token and the key. Idempotent.
 func (c *Checks) Close() error {
-	var err error
-	if c.mod != nil {
-		err = c.mod.Close() // closes its tokens (hsm.Module.Close)
+	if c.mod == nil {
+		return nil
 	}
-	c.mod, c.tok = nil, nil
-	return err
+	return c.mod.Close() // idempotent; closes its tokens, and so the key
 }
 
 func ok(check, msg string) doctor.Result {
@@ -119,7 +117,7 @@ func (c *Checks) checkToken() doctor.Result {
 	if err != nil {
 		return doctor.Failed(check, doctor.ClassToken, c.Explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
 	}
-	tok, err := c.mod.OpenToken(slot.ID, c.Config.TokenOptions())
+	tok, err := c.mod.OpenSlot(hsm.Slot{ID: slot.ID}, c.Config.TokenOptions())
 	if err != nil {
 		return doctor.Failed(check, doctor.ClassToken, err, "the token is present but cannot be opened: reinsert the card and try again")
 	}

@@ -1,7 +1,6 @@
-// Package p11 is the signer.Signer over a private key on a smart card or
-// HSM, with the chain read from the same token, through package hsm. OpenURI
-// opens one from a pkcs11: URI, Open from a Config. It is apart from signer
-// so that signer, and all built on it, needs no cgo.
+// Package p11 is the signer.Signer over a private key on a smart card or HSM,
+// with the chain read from the same token, through package hsm: OpenURI opens
+// one from a pkcs11: URI, Open from a Config. It is apart so that signer needs no cgo.
 package p11
 
 import (
@@ -68,10 +67,8 @@ func New(key *hsm.Key, opts Options) (*TokenSigner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the certificate chain: %w", err)
 	}
-	if len(chain) == 0 && sameID != nil {
-		if err := signer.MatchCertificate(pub, sameID); err != nil {
-			return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.String(), err)
-		}
+	if len(chain) == 0 && sameID != nil { // not the leaf BuildChain looked for, so another key's
+		return nil, fmt.Errorf("key %s: the certificate with the same CKA_ID belongs to another key: %w", key.String(), signer.MatchCertificate(pub, sameID))
 	}
 	return &TokenSigner{key: key, chain: chain}, nil
 }
@@ -95,11 +92,10 @@ func (s *TokenSigner) Chain() []*x509.Certificate { return s.chain }
 // Key returns the token key.
 func (s *TokenSigner) Key() *hsm.Key { return s.key }
 
-// Probe reports whether the key's token is still there and logged in,
-// without signing or a PIN (hsm.Token.Check, which reaches the reader or
-// HSM), after checking ctx. A removed card matches tokenerr.ErrTokenRemoved
-// (or ErrSessionClosed, ErrNotLoggedIn, ErrDevice), a closed signer
-// tokenerr.ErrClosed. The daemon probes to notice a removed card while idle.
+// Probe reports whether the key's token is still there and logged in, without
+// signing or a PIN (hsm.Token.Check): a removed card matches
+// tokenerr.ErrTokenRemoved (or ErrSessionClosed, ErrNotLoggedIn, ErrDevice),
+// a closed signer tokenerr.ErrClosed.
 func (s *TokenSigner) Probe(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -109,12 +105,10 @@ func (s *TokenSigner) Probe(ctx context.Context) error {
 
 // Close closes the module and token when Open opened them; for a signer from New it does nothing. Idempotent.
 func (s *TokenSigner) Close() error {
-	var err error
-	if s.mod != nil {
-		err = s.mod.Close() // closes the token too (see hsm.Module.Close)
+	if s.mod == nil {
+		return nil
 	}
-	s.mod = nil
-	return err
+	return s.mod.Close() // idempotent; closes the token too
 }
 
 // Config says where a token key is and how to log in. Its fields map one to
@@ -203,13 +197,12 @@ func OpenURI(uri string) (*TokenSigner, error) {
 
 // ConfigFromURI returns the Config that u describes, loading nothing and
 // reading no PIN: the path attributes choose the token and key
-// (hsm.SelectorsFromURI, which refuses vendor attributes and types that name
-// no key); module-path or module-name the module (hsm.ModuleFromURI; with
-// neither, Open takes a default); pin-source a file read at each login
-// (hsm.PINFile, "file:" optional), pin-value the PIN itself (keep such a URI
-// out of argv and logs). With no PIN, the PIN pad is used, or no login when
-// the token needs none. Refusals match pkcs11uri.ErrInvalid; a module-name
-// that names no module matches tokenerr.ErrModuleNotFound.
+// (hsm.SelectorsFromURI), module-path or module-name the module
+// (hsm.ModuleFromURI; neither: Open's default), pin-source a file read at
+// each login (hsm.PINFile), pin-value the PIN itself (keep such a URI out of
+// argv and logs); no PIN means the PIN pad, or no login when the token needs
+// none. Refusals match pkcs11uri.ErrInvalid, a module-name that names no
+// module tokenerr.ErrModuleNotFound.
 func ConfigFromURI(u *pkcs11uri.URI) (Config, error) {
 	var cfg Config
 	var err error
