@@ -183,15 +183,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	err := s.settings().checkListener(ln)
 	if err == nil && s.closing {
 		err = http.ErrServerClosed
+	} else if err == nil {
+		s.servers, s.lns = append(s.servers, hs), append(s.lns, ln)
 	}
+	s.mu.Unlock()
 	if err != nil {
-		s.mu.Unlock()
 		ln.Close()
 		return err
 	}
-	s.servers = append(s.servers, hs)
-	s.lns = append(s.lns, ln)
-	s.mu.Unlock()
 	s.log().Info("listening", "address", ln.Addr().Network()+":"+ln.Addr().String())
 	return hs.Serve(ln)
 }
