@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -105,12 +106,8 @@ func NewUnstartedServer(cfg Config) *Server {
 		if c.ID == "" || c.From == "" || !isDigits(c.To, 9) {
 			panic(fmt.Sprintf("emulator: consent %q: ID and From are required, and To must be 9 digits (%q)", c.ID, c.To))
 		}
-		if c.Consented.IsZero() {
-			c.Consented = made
-		}
-		if c.ValidTo.IsZero() {
-			c.ValidTo = c.Consented.AddDate(1, 0, 0)
-		}
+		c.Consented = cmp.Or(c.Consented, made)
+		c.ValidTo = cmp.Or(c.ValidTo, c.Consented.AddDate(1, 0, 0))
 	}
 	for _, c := range cfg.Clients {
 		s.AddClient(c)
