@@ -27,9 +27,8 @@ type Config struct {
 	// (idporten:dcr.read) and change (idporten:dcr.write) the keys of the organisation's
 	// clients (Server.AdminAPIURL). If empty, that API is not served.
 	AdminClient string
-	// Consents are the Altinn 3 consents grants may name; an unknown id,
-	// another from or organisation, or one past ValidTo gets 400
-	// invalid_authorization_details.
+	// Consents are the Altinn 3 consents grants may name; an unknown id, another from or
+	// organisation, or one past ValidTo gets 400 invalid_authorization_details.
 	Consents []Consent
 	// Logf, if not nil, is told of each answer of the token and exchange
 	// endpoints, never of a grant or a token.

@@ -56,9 +56,8 @@ func parseConsentDetail(d map[string]any) (*Consent, *rejection) {
 	return c, nil
 }
 
-// consentFor finds the consent req names, from the party named, given to
-// consumer and still valid. Descriptions never repeat from: it may be a
-// person's identity number.
+// consentFor finds the consent req names, from the party named, given to consumer and
+// still valid. Descriptions never repeat from: it may be a person's identity number.
 func (s *Server) consentFor(req Consent, consumer string, now time.Time) (*Consent, *rejection) {
 	i := slices.IndexFunc(s.cfg.Consents, func(c Consent) bool { return c.ID == req.ID })
 	if i < 0 {

@@ -229,8 +229,7 @@ func parseAuthzDetails(raw any) (sysUserOrg string, consent *Consent, rej *rejec
 	return sysUserOrg, consent, nil
 }
 
-// onlyFields refuses a member of d, the object at path, that is not one of
-// names (MP-302).
+// onlyFields refuses (MP-302) a member of d, the object at path, not in names.
 func onlyFields(d map[string]any, path string, names ...string) *rejection {
 	for name := range d {
 		if !slices.Contains(names, name) {

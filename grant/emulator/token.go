@@ -254,8 +254,7 @@ func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.jwk}})
 }
 
-// sign signs an access token or Altinn token with Config.Key, RS256 as
-// Maskinporten does.
+// sign signs an access or Altinn token with Config.Key, RS256 as Maskinporten does.
 func (s *Server) sign(claims jwt.MapClaims) (string, error) {
 	t := jwt.NewWithClaims(signer.RS256, claims)
 	t.Header = map[string]any{"alg": "RS256", "kid": s.jwk.Kid}
