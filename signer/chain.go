@@ -27,14 +27,13 @@ func BuildChain(pub crypto.PublicKey, pool []*x509.Certificate, extra []*x509.Ce
 }
 
 func buildChain(now time.Time, pub crypto.PublicKey, pool, extra []*x509.Certificate) ([]*x509.Certificate, error) {
-	if _, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok {
+	eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }) // every standard library key has Equal
+	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedKey, keyDescription(pub))
 	}
 	candidates := slices.DeleteFunc(slices.Concat(pool, extra), func(c *x509.Certificate) bool { return c == nil })
 
-	leaf := best(now, candidates, func(c *x509.Certificate) bool {
-		return publicKeyEqual(pub, c.PublicKey)
-	})
+	leaf := best(now, candidates, func(c *x509.Certificate) bool { return eq.Equal(c.PublicKey) })
 	if leaf == nil {
 		return nil, nil
 	}
