@@ -75,7 +75,13 @@ func (s *KeySet) kidList() string {
 }
 
 // Kids returns the kids of the set, in order.
-func (s *KeySet) Kids() []string { return kidsOf(s.Keys) }
+func (s *KeySet) Kids() []string {
+	out := make([]string, len(s.Keys))
+	for i, k := range s.Keys {
+		out[i] = k.Kid
+	}
+	return out
+}
 
 // List returns the keys registered on clientID.
 func (c *Client) List(ctx context.Context, clientID string) (*KeySet, error) {

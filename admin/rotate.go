@@ -51,8 +51,7 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.Remove != "" && !set.has(r.Remove) {
-		_, err := without(r.ClientID, set, r.Remove)
+	if _, err := without(r.ClientID, set, r.Remove); r.Remove != "" && err != nil {
 		return nil, err
 	}
 	if len(set.Keys) >= MaxKeys {
