@@ -50,7 +50,11 @@ func (r *run) checkEnvironment(ctx context.Context) Result {
 		return Failed(check, ClassUsage, err, hint)
 	}
 	r.envr = &envr
-	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", cmp.Or(envr.Name, "custom"), envr.Issuer, how, r.fitsCert(envr)))
+	fits := "" // whether the certificate's CA tells the same environment
+	if ce, err := grant.EnvironmentForCertificate(r.cert); err == nil && ce.Name == envr.Name {
+		fits = "; the certificate fits"
+	}
+	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", cmp.Or(envr.Name, "custom"), envr.Issuer, how, fits))
 }
 
 // fromCertificate is the default EnvironmentFunc: the issuing CA's.
@@ -63,17 +67,6 @@ func fromCertificate(_ context.Context, chain []*x509.Certificate) (grant.Enviro
 		return grant.Environment{}, "", fmt.Errorf("cannot tell the environment from the certificate: %w", err)
 	}
 	return envr, "certificate issued by " + chain[0].Issuer.CommonName, nil
-}
-
-// fitsCert says whether the certificate's CA tells the same environment.
-func (r *run) fitsCert(envr grant.Environment) string {
-	if r.cert == nil {
-		return ""
-	}
-	if ce, err := grant.EnvironmentForCertificate(r.cert); err == nil && (envr.Name == "test" || envr.Name == "prod") && ce.Name == envr.Name {
-		return "; the certificate fits"
-	}
-	return ""
 }
 
 // metadata is a metadata fetch and the server's Date header.
@@ -133,7 +126,7 @@ func (r *run) checkMetadata(ctx context.Context) Result {
 	}
 	m := r.fetchMetadata(ctx, url)
 	if m.err != nil {
-		return fail(check, ClassOf(m.err, ClassUnavailable), m.err, m.err.Error(),
+		return Failed(check, ClassUnavailable, m.err,
 			"check the network, a proxy (HTTPS_PROXY, NO_PROXY) and firewalls, and that the URL is Maskinporten's (status.digdir.no)")
 	}
 	if r.envr != nil && m.env.Issuer != r.envr.Issuer {
