@@ -199,16 +199,8 @@ func (r *run) checkTokenRequest(ctx context.Context) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	gc := &grant.Config{
-		ClientID:      cfg.ClientID,
-		Signer:        r.key.Signer,
-		Algorithm:     cfg.Algorithm,
-		KeyID:         cfg.KeyID,
-		Environment:   *r.envr,
-		AllowInsecure: cfg.AllowInsecure,
-		HTTPClient:    cfg.HTTPClient,
-		Logger:        cfg.Logger,
-	}
+	gc := &grant.Config{ClientID: cfg.ClientID, Signer: r.key.Signer, Algorithm: cfg.Algorithm, KeyID: cfg.KeyID,
+		Environment: *r.envr, AllowInsecure: cfg.AllowInsecure, HTTPClient: cfg.HTTPClient, Logger: cfg.Logger}
 	tok, err := gc.Exchange(ctx, cfg.Request)
 	if err != nil {
 		class := ClassOf(err, ClassUnavailable)
