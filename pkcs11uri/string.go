@@ -32,7 +32,13 @@ func (u *URI) format() (string, map[string]int) {
 		n++
 		at[attr] = b.Len()
 		b.WriteString(attr + "=")
-		uriEscape(&b, value, sep == '&')
+		for i := 0; i < len(value); i++ {
+			if c := value[i]; uriAllowed(c, sep == '&') {
+				b.WriteByte(c)
+			} else {
+				fmt.Fprintf(&b, "%%%02X", c)
+			}
+		}
 	}
 	vendor := func() {
 		for _, v := range slices.Sorted(maps.Keys(u.Vendor)) {
@@ -98,16 +104,6 @@ func uriAllowed(c byte, query bool) bool {
 		return !query
 	}
 	return query && (c == '/' || c == '?' || c == '|')
-}
-
-func uriEscape(b *strings.Builder, s string, query bool) {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; uriAllowed(c, query) {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(b, "%%%02X", c)
-		}
-	}
 }
 
 // uriDescribe names a byte for an error message.

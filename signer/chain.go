@@ -43,7 +43,7 @@ func buildChain(now time.Time, pub crypto.PublicKey, pool, extra []*x509.Certifi
 		issuer := best(now, candidates, func(c *x509.Certificate) bool {
 			return !slices.ContainsFunc(chain, c.Equal) && issuedBy(cert, c)
 		})
-		if issuer == nil || selfSigned(issuer) {
+		if issuer == nil || issuedBy(issuer, issuer) { // a self-signed root
 			break
 		}
 		chain = append(chain, issuer)
@@ -84,11 +84,6 @@ func issuedBy(child, parent *x509.Certificate) bool {
 		err = parent.CheckSignature(child.SignatureAlgorithm, child.RawTBSCertificate, child.Signature)
 	}
 	return err == nil
-}
-
-func selfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
-		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // ReadCertificates parses certificates from PEM (every CERTIFICATE block,
