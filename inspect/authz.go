@@ -47,10 +47,7 @@ func (r *Report) describeDetails(v any, showPID bool, now time.Time) any {
 			m["from"] = grant.MaskParty(from)
 		}
 		shown[i] = m
-		var d Detail
-		d.Type, _ = m["type"].(string)
-		d.ConsentID, _ = m["id"].(string)
-		d.From, _ = m["from"].(string)
+		d := Detail{Type: str(m, "type"), ConsentID: str(m, "id"), From: str(m, "from")}
 		d.To, _ = orgClaim(m["to"])
 		d.SystemUserOrg, _ = orgClaim(m["systemuser_org"])
 		for _, name := range []string{"consented", "validTo"} { // in this order, so that problems are too

@@ -71,7 +71,15 @@ func describeX5CElement(i int, el any, now time.Time) Certificate {
 		NotBefore: cert.NotBefore.UTC().Format(time.RFC3339),
 		NotAfter:  cert.NotAfter.UTC().Format(time.RFC3339),
 		KeyUsage:  KeyUsageNames(cert.KeyUsage),
-		PublicKey: publicKey(cert.PublicKey),
+		PublicKey: "unknown",
+	}
+	switch k := cert.PublicKey.(type) {
+	case *rsa.PublicKey:
+		ic.PublicKey = fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		ic.PublicKey = "ECDSA " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		ic.PublicKey = "Ed25519"
 	}
 	if cert.SerialNumber != nil {
 		ic.Serial = hex.EncodeToString(cert.SerialNumber.Bytes())
@@ -115,16 +123,4 @@ func dn(n pkix.Name) string {
 		return n.String()
 	}
 	return strings.Join(parts, ", ")
-}
-
-func publicKey(pub any) string {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		return fmt.Sprintf("RSA %d", k.N.BitLen())
-	case *ecdsa.PublicKey:
-		return "ECDSA " + k.Curve.Params().Name
-	case ed25519.PublicKey:
-		return "Ed25519"
-	}
-	return "unknown"
 }

@@ -94,12 +94,10 @@ func Describe(j *JWT, opts Options) *Report {
 		claims["pid"] = grant.MaskPID(pid)
 	}
 	r := &Report{
-		Header: j.Header, Claims: claims, Times: map[string]Time{}, Kind: kind(j),
-		Now: now.UTC().Format(time.RFC3339), Certificates: []Certificate{}, Signature: j.SignatureLen,
+		Header: j.Header, Claims: claims, Times: map[string]Time{}, Kind: kind(j), KeyID: str(j.Header, "kid"),
+		Algorithm: str(j.Header, "alg"), Now: now.UTC().Format(time.RFC3339), Certificates: []Certificate{}, Signature: j.SignatureLen,
 	}
 	r.Description = kindNames[r.Kind]
-	r.KeyID, _ = j.Header["kid"].(string)
-	r.Algorithm, _ = j.Header["alg"].(string)
 	if v, ok := claims["authorization_details"]; ok {
 		claims["authorization_details"] = r.describeDetails(v, opts.ShowPID, now)
 	}
@@ -128,10 +126,7 @@ func Describe(j *JWT, opts Options) *Report {
 		r.describeX5C(v, now)
 	}
 	if r.Kind == KindAccessToken {
-		a := &AccessToken{}
-		a.ClientID, _ = claims["client_id"].(string)
-		a.Scope, _ = claims["scope"].(string)
-		a.ClientAMR, _ = claims["client_amr"].(string)
+		a := &AccessToken{ClientID: str(claims, "client_id"), Scope: str(claims, "scope"), ClientAMR: str(claims, "client_amr")}
 		a.Consumer, a.ConsumerOrg = orgClaim(claims["consumer"])
 		a.Supplier, _ = orgClaim(claims["supplier"])
 		r.AccessToken = a
@@ -175,6 +170,9 @@ func numericDate(v any) (int64, error) {
 	}
 	return int64(f), nil
 }
+
+// str is m[k] when it is a string, else "".
+func str(m map[string]any, k string) string { s, _ := m[k].(string); return s }
 
 // orgClaim reads an ISO 6523 organisation claim such as consumer:
 // {"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}.
