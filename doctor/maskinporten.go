@@ -3,7 +3,6 @@ package doctor
 import (
 	"cmp"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -22,22 +21,28 @@ import (
 func (r *run) checkEnvironment(ctx context.Context) Result {
 	const check = "environment"
 	cfg := r.cfg
-	choose := cfg.Environment
+	var envr grant.Environment
+	var how string
+	var err error
 	switch {
-	case choose == nil && cfg.WellKnown != "":
+	case cfg.Environment != nil:
+		ctx, cancel := context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+		envr, how, err = cfg.Environment(ctx, r.key.Chain)
+	case cfg.WellKnown != "":
 		m := r.fetchMetadata(ctx, cfg.WellKnown)
 		if m.err != nil {
 			return skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 		}
-		choose = func(context.Context, []*x509.Certificate) (grant.Environment, string, error) {
-			return m.env, "the metadata at " + cfg.WellKnown, nil
+		envr, how = m.env, "the metadata at "+cfg.WellKnown
+	case r.cert == nil:
+		err = errors.New("no certificate to tell the environment from: give the environment")
+	default: // the issuing CA's
+		if envr, err = grant.EnvironmentForCertificate(r.cert); err != nil {
+			err = fmt.Errorf("cannot tell the environment from the certificate: %w", err)
 		}
-	case choose == nil:
-		choose = fromCertificate
+		how = "certificate issued by " + r.cert.Issuer.CommonName
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	envr, how, err := choose(ctx, r.key.Chain)
 	if err == nil {
 		err = grant.CheckEnvironment(envr, r.key.Chain)
 	}
@@ -55,18 +60,6 @@ func (r *run) checkEnvironment(ctx context.Context) Result {
 		fits = "; the certificate fits"
 	}
 	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", cmp.Or(envr.Name, "custom"), envr.Issuer, how, fits))
-}
-
-// fromCertificate is the default EnvironmentFunc: the issuing CA's.
-func fromCertificate(_ context.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
-	if len(chain) == 0 {
-		return grant.Environment{}, "", errors.New("no certificate to tell the environment from: give the environment")
-	}
-	envr, err := grant.EnvironmentForCertificate(chain[0])
-	if err != nil {
-		return grant.Environment{}, "", fmt.Errorf("cannot tell the environment from the certificate: %w", err)
-	}
-	return envr, "certificate issued by " + chain[0].Issuer.CommonName, nil
 }
 
 // metadata is a metadata fetch and the server's Date header.
