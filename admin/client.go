@@ -62,10 +62,6 @@ type KeySet struct {
 	LastUpdated time.Time // zero when the API did not say
 }
 
-func (s *KeySet) has(kid string) bool {
-	return slices.ContainsFunc(s.Keys, func(k Key) bool { return k.Kid == kid })
-}
-
 // kidList is the set's kids for a message, escaped.
 func (s *KeySet) kidList() string {
 	if len(s.Keys) == 0 {
@@ -162,7 +158,7 @@ func checkNew(keys []Key) error {
 // checkAdd refuses keys whose kid set has, and more than MaxKeys in all.
 func checkAdd(clientID string, set *KeySet, keys []Key) error {
 	for _, k := range keys {
-		if set.has(k.Kid) {
+		if slices.Contains(set.Kids(), k.Kid) {
 			return fmt.Errorf("admin: client %s already has a key with kid %q: %w", clientID, textsafe.Escape(k.Kid), ErrKidTaken)
 		}
 	}
@@ -181,10 +177,11 @@ func (c *Client) Remove(ctx context.Context, clientID, kid string) (*KeySet, err
 
 // without returns set's keys but kid, or ErrKidNotFound.
 func without(clientID string, set *KeySet, kid string) ([]Key, error) {
-	if !set.has(kid) {
+	keep := slices.DeleteFunc(slices.Clone(set.Keys), func(k Key) bool { return k.Kid == kid })
+	if len(keep) == len(set.Keys) {
 		return nil, fmt.Errorf("admin: client %s has no key with kid %q (it has: %s): %w", clientID, textsafe.Escape(kid), set.kidList(), ErrKidNotFound)
 	}
-	return slices.DeleteFunc(slices.Clone(set.Keys), func(k Key) bool { return k.Kid == kid }), nil
+	return keep, nil
 }
 
 // token returns a token of the scope method needs (Write's for changes when
