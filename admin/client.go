@@ -221,10 +221,7 @@ func (c *Client) do(ctx context.Context, method, clientID string, body io.Reader
 		return err
 	}
 	tok.SetAuthHeader(req)
-	hc := http.Client{}
-	if c.HTTPClient != nil {
-		hc = *c.HTTPClient
-	}
+	hc := *cmp.Or(c.HTTPClient, &http.Client{}) // a copy: its CheckRedirect is replaced
 	// A redirect is not followed: it would carry the token past
 	// CheckBaseURL (net/http keeps Authorization for the same host, also
 	// from https to http). Its 3xx is the API's error.

@@ -94,10 +94,7 @@ func (r *run) fetchMetadata(ctx context.Context, url string) *metadata {
 		return r.meta
 	}
 	m := &metadata{url: url}
-	var hc http.Client
-	if r.cfg.HTTPClient != nil {
-		hc = *r.cfg.HTTPClient
-	}
+	hc := *cmp.Or(r.cfg.HTTPClient, &http.Client{}) // a copy: its Transport is replaced
 	hc.Timeout = cmp.Or(hc.Timeout, r.timeout)
 	hc.Transport = &datesTransport{base: cmp.Or(hc.Transport, http.DefaultTransport), m: m, now: r.now}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
