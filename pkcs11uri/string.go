@@ -40,36 +40,32 @@ func (u *URI) format() (string, map[string]int) {
 			}
 		}
 	}
-	vendor := func() {
+	path := 0                                                           // where the path ends
+	for _, names := range [][]string{uriPathNames, uriQueryNames[:3]} { // never pin-value: see String
+		for _, name := range names {
+			switch f := u.field(name); {
+			case name == "slot-id" && u.SlotID != nil:
+				put(name, strconv.FormatUint(uint64(*u.SlotID), 10))
+			case name == "id" && len(u.ID) > 0:
+				put(name, "")
+				for _, c := range u.ID {
+					fmt.Fprintf(&b, "%%%02X", c)
+				}
+			case f != nil && *f != "":
+				put(name, *f)
+			}
+		}
 		for _, v := range slices.Sorted(maps.Keys(u.Vendor)) {
 			if uriVendorName(v) && u.vendorQuery[v] == (sep == '&') {
 				put(v, u.Vendor[v])
 			}
 		}
-	}
-	for _, name := range uriPathNames {
-		switch f := u.field(name); {
-		case name == "slot-id" && u.SlotID != nil:
-			put(name, strconv.FormatUint(uint64(*u.SlotID), 10))
-		case name == "id" && len(u.ID) > 0:
-			put(name, "")
-			for _, c := range u.ID {
-				fmt.Fprintf(&b, "%%%02X", c)
-			}
-		case f != nil && *f != "":
-			put(name, *f)
+		if sep == ';' {
+			path = b.Len()
+			b.WriteByte('?')
+			n, sep = 0, '&'
 		}
 	}
-	vendor()
-	path := b.Len()
-	b.WriteByte('?')
-	n, sep = 0, '&'
-	for _, name := range uriQueryNames[:3] { // never pin-value: see above
-		if v := *u.field(name); v != "" {
-			put(name, v)
-		}
-	}
-	vendor()
 	if n == 0 {
 		return b.String()[:path], at
 	}
