@@ -40,7 +40,7 @@ func (u *URI) format() (string, map[string]int) {
 			}
 		}
 	}
-	path := 0                                                           // where the path ends
+	path := 0
 	for _, names := range [][]string{uriPathNames, uriQueryNames[:3]} { // never pin-value: see String
 		for _, name := range names {
 			switch f := u.field(name); {
