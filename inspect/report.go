@@ -20,13 +20,6 @@ const (
 	KindJWT         = "jwt"          // any other JWT
 )
 
-var kindNames = map[string]string{
-	KindGrant:       "Maskinporten grant (JWT bearer grant, RFC 7523)",
-	KindAccessToken: "Maskinporten access token",
-	KindAltinnToken: "Altinn token",
-	KindJWT:         "JWT",
-}
-
 // Report describes a JWT. Its JSON form is what mp-hsm inspect --output
 // json prints, part of the command-line contract: fields are only added.
 type Report struct {
@@ -94,10 +87,10 @@ func Describe(j *JWT, opts Options) *Report {
 		claims["pid"] = grant.MaskPID(pid)
 	}
 	r := &Report{
-		Header: j.Header, Claims: claims, Times: map[string]Time{}, Kind: kind(j), KeyID: str(j.Header, "kid"),
-		Algorithm: str(j.Header, "alg"), Now: now.UTC().Format(time.RFC3339), Certificates: []Certificate{}, Signature: j.SignatureLen,
+		Header: j.Header, Claims: claims, Times: map[string]Time{}, KeyID: str(j.Header, "kid"), Algorithm: str(j.Header, "alg"),
+		Now: now.UTC().Format(time.RFC3339), Certificates: []Certificate{}, Signature: j.SignatureLen,
 	}
-	r.Description = kindNames[r.Kind]
+	r.Kind, r.Description = kind(j)
 	if v, ok := claims["authorization_details"]; ok {
 		claims["authorization_details"] = r.describeDetails(v, opts.ShowPID, now)
 	}
@@ -134,23 +127,23 @@ func Describe(j *JWT, opts Options) *Report {
 	return r
 }
 
-// kind tells a Maskinporten grant, access token or Altinn token by its claims.
-func kind(j *JWT) string {
+// kind tells a Maskinporten grant, access token or Altinn token by its claims, and says it in words.
+func kind(j *JWT) (kind, description string) {
 	c := j.Claims
 	has := func(k string) bool { _, ok := c[k]; return ok }
 	for k := range c {
 		if strings.HasPrefix(k, "urn:altinn:") {
-			return KindAltinnToken
+			return KindAltinnToken, "Altinn token"
 		}
 	}
 	switch {
 	case has("client_id") || has("consumer") && has("token_type"):
-		return KindAccessToken
+		return KindAccessToken, "Maskinporten access token"
 	case has("aud") && has("iss") && has("jti") && (has("scope") || has("authorization_details")) &&
 		(j.Header["x5c"] != nil || j.Header["kid"] != nil):
-		return KindGrant
+		return KindGrant, "Maskinporten grant (JWT bearer grant, RFC 7523)"
 	}
-	return KindJWT
+	return KindJWT, "JWT"
 }
 
 const maxDate = 253402300799 // NumericDates beyond year 9999 are not shown as dates
