@@ -231,8 +231,7 @@ func (c *Checks) checkKey() doctor.Result {
 	case err != nil:
 		return doctor.Failed(check, doctor.ClassToken, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)")
 	default:
-		c.found.Signer = s
-		c.found.Chain = s.Chain()
+		c.found.Signer, c.found.Chain = s, s.Chain()
 	}
 	how := ""
 	if len(c.Config.Key.ID) == 0 && c.Config.Key.Label == "" {
