@@ -116,7 +116,13 @@ func Describe(j *JWT, opts Options) *Report {
 		}
 	}
 	if v, ok := j.Header["x5c"]; ok {
-		r.describeX5C(v, now)
+		arr, ok := v.([]any)
+		if !ok {
+			r.Problems = append(r.Problems, "header x5c is not an array (Maskinporten answers MP-123)")
+		}
+		for i, el := range arr {
+			r.Certificates = append(r.Certificates, describeX5CElement(i, el, now))
+		}
 	}
 	if r.Kind == KindAccessToken {
 		a := &AccessToken{ClientID: str(claims, "client_id"), Scope: str(claims, "scope"), ClientAMR: str(claims, "client_amr")}
