@@ -6,14 +6,13 @@ import (
 	"sync"
 )
 
-// admission hands out the MaxConcurrent slots for exchanges so that one
-// caller's cold requests cannot starve the others': a caller holds at most
-// its share (MaxConcurrentPerCaller) even while slots are free; a free slot
-// goes to the waiting caller that holds the fewest, round robin among
-// equals, each caller's exchanges in order. offer moves a waiting exchange
-// to another caller of the same key that could run it at once, so that a
-// flooder cannot hold back a key others ask for by asking first.
-// Background refreshes count for refreshCaller, whose share is every slot.
+// admission hands out the MaxConcurrent slots for exchanges so that one caller's
+// cold requests cannot starve the others': a caller holds at most its share
+// (MaxConcurrentPerCaller) even while slots are free; a free slot goes to the
+// waiting caller that holds the fewest, round robin among equals, each caller's
+// exchanges in order. offer moves a waiting exchange to another caller of the same
+// key that could run it at once, so that a flooder cannot hold back a key others
+// ask for by asking first. Background refreshes (refreshCaller) share every slot.
 type admission struct {
 	total, share int
 	m            *metrics
@@ -24,8 +23,7 @@ type admission struct {
 	queue []*slotWaiter // the callers take turns in the order of their first waiters
 }
 
-// slotWaiter is an exchange waiting for a slot, guarded by admission.mu.
-type slotWaiter struct {
+type slotWaiter struct { // an exchange waiting for a slot, guarded by admission.mu
 	ready   chan struct{} // closed when granted
 	granted bool
 	who     callerID // whose turn it waits in, and whose slot it gets
@@ -36,9 +34,8 @@ func newAdmission(total, share int, m *metrics) *admission {
 	return &admission{total: total, share: share, m: m, free: total, held: map[callerID]int{}}
 }
 
-// acquire takes a slot for who's exchange key, waiting for its turn within
-// ctx, and returns the caller whose slot it took, for release: who, or one
-// that offer moved the exchange to.
+// acquire takes a slot for who's exchange key, waiting its turn within ctx, and
+// returns the caller whose slot it took, for release: who, or one offer chose.
 func (a *admission) acquire(ctx context.Context, who callerID, key any) (callerID, error) {
 	a.mu.Lock()
 	if a.free > 0 && a.held[who] < a.shareOf(who) && a.waiters(who) == 0 {
@@ -69,8 +66,7 @@ func (a *admission) acquire(ctx context.Context, who callerID, key any) (callerI
 	return w.who, err
 }
 
-// offer moves the exchange key, waiting in another caller's turn, to who
-// if who could run it at once.
+// offer moves the exchange key, waiting in another caller's turn, to who if who could run it at once.
 func (a *admission) offer(key any, who callerID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -101,8 +97,8 @@ func (a *admission) releaseLocked(who callerID) {
 	a.dispatchLocked()
 }
 
-// dispatchLocked grants free slots: each to the first waiter of the caller
-// under its share that holds the fewest, whose other waiters then go last.
+// dispatchLocked grants free slots: each to the first waiter of the caller under
+// its share that holds the fewest, whose other waiters then go last.
 func (a *admission) dispatchLocked() {
 	for a.free > 0 {
 		i := -1
@@ -131,8 +127,8 @@ func (a *admission) dispatchLocked() {
 	}
 }
 
-// removeLocked takes w out of the queue; its caller's later waiters move up
-// into their predecessors' places, so that the caller keeps its turn.
+// removeLocked takes w out of the queue; its caller's later waiters move up into
+// their predecessors' places, so that the caller keeps its turn.
 func (a *admission) removeLocked(w *slotWaiter) {
 	i := slices.Index(a.queue, w)
 	for k := i + 1; k < len(a.queue); k++ {

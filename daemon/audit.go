@@ -16,16 +16,14 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
-// AuditLog is the daemon's audit trail (Config.Audit): one JSON line per
-// answered token request (auditLine): who asked, for which client, for
-// what (personal numbers masked), and how it ended; never a token, grant,
-// PIN or secret, and a caller's values bounded. Refusals of callers no
-// client admits are summarized: one line per caller a minute at most.
+// AuditLog is the daemon's audit trail (Config.Audit): one JSON line per answered
+// token request: who asked, for which client, for what (personal numbers masked),
+// how it ended; never a token, grant, PIN or secret, a caller's values bounded.
+// Refusals of callers no client admits are summarized: a line per caller a minute.
 //
-// Every line is written whole in one write call; a write cut short (a full
-// disk) is cut off the file again or, where that cannot be done, the next
-// line starts on a new line. The daemon must be the file's only writer.
-// Safe for concurrent use.
+// Each line is written whole in one write call; a write cut short (a full disk) is
+// cut off the file again or, where it cannot be, the next line starts on a new
+// line. The daemon must be the file's only writer. Safe for concurrent use.
 type AuditLog struct {
 	path string // "" for a writer given to NewAuditLog
 
@@ -37,9 +35,8 @@ type AuditLog struct {
 	fails tally // the writes that failed since one last worked
 }
 
-// OpenAuditLog opens path for appending (created with mode 0600; an
-// existing file keeps its mode; a symbolic link is refused), or standard
-// output when path is "-" (for the systemd journal).
+// OpenAuditLog opens path for appending (made with mode 0600, else keeping its mode;
+// a symbolic link refused), or standard output when path is "-" (systemd journal).
 func OpenAuditLog(path string) (*AuditLog, error) {
 	if path == "-" {
 		return &AuditLog{path: path, w: os.Stdout}, nil
@@ -54,13 +51,12 @@ func OpenAuditLog(path string) (*AuditLog, error) {
 // NewAuditLog returns an audit log that writes its lines to w.
 func NewAuditLog(w io.Writer) *AuditLog { return &AuditLog{w: w} }
 
-// Path returns the path the log was opened with: "-" for standard
-// output, "" for a writer.
+// Path returns the path the log was opened with: "-" for standard output, "" for a writer.
 func (a *AuditLog) Path() string { return a.path }
 
-// Reopen opens the log's path afresh and closes the old file, to follow a
-// rotated log; if the path cannot be opened, the log writes on where it did
-// and the error is returned. For standard output or a writer it does nothing.
+// Reopen opens the log's path afresh and closes the old file, to follow a rotated
+// log; if the path cannot be opened, the log writes on where it did and the error
+// is returned. For standard output or a writer it does nothing.
 func (a *AuditLog) Reopen() error {
 	if a.path == "" || a.path == "-" {
 		return nil
@@ -121,9 +117,8 @@ func cutBack(f *os.File, n int64) error {
 	return f.Truncate(max(st.Size()-n, 0))
 }
 
-// auditLine is one line of the audit log. A caller's values in it are
-// bounded by excerpt, lists to maxCallerValues values, every string to
-// maxAuditField bytes.
+// auditLine is one line of the audit log; a caller's values bounded by excerpt,
+// lists to maxCallerValues values, every string to maxAuditField bytes.
 type auditLine struct {
 	Time          string    `json:"time"`
 	Peer          auditPeer `json:"peer"`
@@ -146,8 +141,7 @@ type auditLine struct {
 	Refusals      int       `json:"refusals,omitempty"` // the refusals of this caller the line stands for
 }
 
-// auditPeer is who asked: a unix socket peer, "unknown", or a TCP address.
-type auditPeer struct {
+type auditPeer struct { // who asked: a unix socket peer, "unknown", or a TCP address
 	*socket.Peer        // its JSON leaves ExeAtAccept to auditLine's own field
 	Unix         string `json:"unix,omitempty"`
 	Address      string `json:"address,omitempty"`
@@ -156,12 +150,10 @@ type auditPeer struct {
 // maxAuditField bounds every string of an audit line, whatever its source.
 const maxAuditField = 512
 
-// auditBufs hold lines being encoded.
-var auditBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+var auditBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }} // lines being encoded
 
-// audit writes c's audit line, if there is an audit log. A failure to
-// write is counted and logged at most once a minute, and the first line
-// that works again.
+// audit writes c's audit line, if there is an audit log; a failure to write is
+// counted and logged at most once a minute, and the first line that works again.
 func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	al := c.st.cfg.Audit
 	if al == nil {
@@ -190,7 +182,7 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	if cl := c.client; cl != nil {
 		l.Client, l.ClientID = cl.Name, cl.ClientID
 	}
-	if q := &c.req; c.asked {
+	if q := &c.req; len(c.key) > 0 {
 		if l.Scope = strings.Join(bounded(q.Scopes), " "); len(q.Scopes) > maxCallerValues {
 			l.Scope += " ..."
 		}

@@ -119,7 +119,7 @@ func TestUnadmittedRefusalsSummarized(t *testing.T) {
 // refusalCount reads mphsm_client_refusals_total{client, reason}.
 func refusalCount(t *testing.T, s *Server, client, reason string) float64 {
 	t.Helper()
-	mfs, err := s.Registry().Gather()
+	mfs, err := s.settings().cfg.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

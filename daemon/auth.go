@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,9 +23,8 @@ const (
 	authPost  authMethod = "client_secret_post"
 )
 
-// credentials are what a request presents. For HTTP Basic, id and secret
-// each have up to two candidates: form-decoded (RFC 6749 2.3.1) and raw, as
-// many libraries send them.
+// credentials are what a request presents; for HTTP Basic, id and secret each have
+// two candidates: form-decoded (RFC 6749 2.3.1) and raw, as many libraries send them.
 type credentials struct {
 	method   authMethod
 	ids      candidates
@@ -32,8 +32,7 @@ type credentials struct {
 	repeated bool // client_id or client_secret given more than once
 }
 
-// candidates are the values one credential may stand for.
-type candidates struct {
+type candidates struct { // the values one credential may stand for
 	v [2]string
 	n int
 }
@@ -48,8 +47,7 @@ func first(vs []string) (c candidates) {
 	return c
 }
 
-// decodedAndRaw returns v form-decoded and v as it came, once if they are
-// the same or v does not decode.
+// decodedAndRaw returns v form-decoded and as it came; once if the same or undecodable.
 func decodedAndRaw(v string) candidates {
 	if d, err := url.QueryUnescape(v); err == nil && d != v {
 		return candidates{v: [2]string{d, v}, n: 2}
@@ -57,9 +55,8 @@ func decodedAndRaw(v string) candidates {
 	return candidates{v: [2]string{v}, n: 1}
 }
 
-// presentedCredentials returns the credentials of r and its form. Two
-// methods at once (HTTP Basic, and client_secret or another client_id in
-// the form) are refused, as RFC 6749 section 2.3 says a client must not.
+// presentedCredentials returns the credentials of r and its form; two methods at
+// once are refused, as RFC 6749 section 2.3 says a client must not use them.
 func presentedCredentials(r *http.Request, form url.Values) (credentials, error) {
 	id, secret, basic := r.BasicAuth()
 	if !basic {
@@ -84,8 +81,7 @@ func presentedCredentials(r *http.Request, form url.Values) (credentials, error)
 	return c, nil
 }
 
-// hashed are the SHA-256 of candidates, computed once per request.
-type hashed struct {
+type hashed struct { // the SHA-256 of candidates, computed once per request
 	h [2][32]byte
 	n int
 }
@@ -98,8 +94,7 @@ func (c *candidates) hash() (h hashed) {
 	return h
 }
 
-// matches reports whether a hash equals want, comparing every one in
-// constant time whether or not an earlier one matched.
+// matches reports whether a hash equals want, comparing each in constant time.
 func (h *hashed) matches(want *[32]byte) bool {
 	ok := 0
 	for i := range h.n {
@@ -108,8 +103,7 @@ func (h *hashed) matches(want *[32]byte) bool {
 	return ok == 1
 }
 
-// Reasons a caller is refused before its request is looked at, in the
-// metrics and the audit log.
+// Reasons a caller is refused before its request is looked at (metrics, audit log).
 const (
 	reasonUnknownClient = "unknown_client"   // no client of that name
 	reasonNotAdmitted   = "not_admitted"     // the client's users and groups do not admit the peer
@@ -118,8 +112,7 @@ const (
 	reasonCredentials   = "bad_credentials"  // TCP without a client's name and secret
 )
 
-// newLoginHint ends a refusal of a unix socket peer, judged by the groups
-// its process started with.
+// newLoginHint ends a refusal of a unix socket peer, judged by its process's groups.
 const newLoginHint = " (a group added with usermod counts only for processes started after the user's next login: `id` shows the groups a shell has)"
 
 // authenticate returns the client c's caller may use. On a unix socket: the
@@ -157,14 +150,14 @@ func (s *Server) authenticate(c *call) (*client, error) {
 		who = "uid " + strconv.FormatUint(uint64(p.UID), 10) + " (gid " + strconv.FormatUint(uint64(p.GID), 10) + ")"
 	}
 	if ids := c.creds.ids.list(); len(ids) > 0 {
-		for _, id := range ids {
-			if cl := st.byName[id]; cl != nil {
-				if !cl.admitsPeer(p) {
-					return cl, refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
-						who+" is not admitted to the client '"+cl.Name+"': neither its users nor its groups name it; ask the daemon's operator"+newLoginHint)
-				}
-				return cl, nil
+		for _, cl := range st.clients {
+			if !slices.Contains(ids, cl.Name) {
+				continue
+			} else if !cl.admitsPeer(p) {
+				return cl, refuse(reasonNotAdmitted, http.StatusUnauthorized, errInvalidClient,
+					who+" is not admitted to the client '"+cl.Name+"': neither its users nor its groups name it; ask the daemon's operator"+newLoginHint)
 			}
+			return cl, nil
 		}
 		return nil, refuse(reasonUnknownClient, http.StatusUnauthorized, errInvalidClient,
 			"this daemon has no client '"+excerpt(ids[0])+"'; send the name of one of its clients as client_id")
@@ -197,10 +190,9 @@ const (
 	authWaitMax      = 10 * time.Second       // the most one answer waits, however many come at once
 )
 
-// tallies count events per caller for reports made at most once a minute
-// with the count since the last (failed authentication on TCP, the audit
-// log's refusal summaries). Of more than 4096 callers, those quiet for a
-// minute with nothing pending are forgotten, or else the rest share one.
+// tallies count events per caller for reports at most once a minute (failed TCP
+// authentication, the audit log's refusal summaries). Of more than 4096 callers,
+// those quiet for a minute with nothing pending are forgotten, or the rest share one.
 type tallies struct {
 	now func() time.Time // tests replace it
 
@@ -253,8 +245,7 @@ func (r *tally) count(now time.Time) {
 	r.last = now
 }
 
-// report reports whether to report now (once a minute at most), and the
-// events pending that the report stands for.
+// report reports whether to report now (once a minute at most), and the events pending.
 func (r *tally) report(now time.Time) (events int, report bool) {
 	if !r.reported.IsZero() && now.Sub(r.reported) < authWindow {
 		return 0, false
@@ -263,8 +254,7 @@ func (r *tally) report(now time.Time) (events int, report bool) {
 	return events, true
 }
 
-// authFailures are failed authentications on TCP, per address.
-type authFailures struct {
+type authFailures struct { // failed authentications on TCP, per address
 	tallies
 	sleep func(ctx context.Context, d time.Duration) // tests replace it
 }

@@ -147,7 +147,7 @@ func authLines(logs string) []string { return authLine.FindAllString(logs, -1) }
 // counterValue reads a counter without labels from s's registry.
 func counterValue(t *testing.T, s *Server, name string) float64 {
 	t.Helper()
-	mfs, err := s.Registry().Gather()
+	mfs, err := s.settings().cfg.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

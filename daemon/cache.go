@@ -34,7 +34,6 @@ type cache struct {
 	spawn func(func()) bool // runs a flight as the server's background work
 }
 
-// Errors of the cache.
 var (
 	errCacheFull   = errors.New("the token cache is full (MaxKeys, --max-keys); try again later")
 	errCacheClosed = errors.New("the token cache is closed")
@@ -42,10 +41,7 @@ var (
 
 // Purposes of a token: forExchange needs half its lifetime left, as the
 // Altinn token exchanged for it expires with it.
-const (
-	forUse = iota
-	forExchange
-)
+const forUse, forExchange = 0, 1
 
 func (c *cache) closed() bool { return c.ctx.Err() != nil }
 
@@ -85,7 +81,6 @@ type cached struct {
 }
 
 func reserve(l time.Duration) time.Duration { return min(max(l/10, time.Second), 10*time.Second, l/3) }
-
 func retryDelay(l time.Duration) time.Duration {
 	return min(max(l/20, 50*time.Millisecond), 5*time.Second)
 }
@@ -162,8 +157,7 @@ func (c *cache) len() int {
 	return len(c.entries)
 }
 
-// clear drops every entry and returns how many; fetches in progress
-// finish into them for their callers.
+// clear drops every entry and returns how many; fetches finish for their callers.
 func (c *cache) clear() int {
 	c.mu.Lock()
 	old := c.entries
@@ -175,8 +169,7 @@ func (c *cache) clear() int {
 	return len(old)
 }
 
-// cached returns e's token if it may be served for p, and starts a
-// refresh that is due.
+// cached returns e's token if it may be served for p, and starts a due refresh.
 func (e *entry) cached(p int) *cached {
 	now := time.Now()
 	if n := now.UnixNano(); n-e.lastUsed.Load() >= int64(time.Millisecond) {
@@ -194,8 +187,7 @@ func (e *entry) cached(p int) *cached {
 	return t
 }
 
-// token returns a token for p: the cached one (hit), or one from the
-// flight it starts or joins, within ctx.
+// token returns a token for p: cached (hit), or from the flight it starts or joins.
 func (e *entry) token(ctx context.Context, p int) (tok *cached, hit bool, err error) {
 	if t := e.cached(p); t != nil {
 		return t, true, nil
@@ -224,8 +216,7 @@ func (e *entry) token(ctx context.Context, p int) (tok *cached, hit bool, err er
 	}
 }
 
-// startLocked starts a flight unless one runs, and returns it; nil once
-// the cache is closed. e.mu must be held.
+// startLocked starts a flight unless one runs, and returns it; nil once closed.
 func (e *entry) startLocked(background bool) *flight {
 	if e.flight != nil {
 		return e.flight
@@ -239,8 +230,7 @@ func (e *entry) startLocked(background bool) *flight {
 	return fl
 }
 
-// run makes fl's fetch, stores its token (or keeps the old one while it
-// is served) and sets the entry's timer.
+// run makes fl's fetch, stores its token (or keeps a servable old one) and sets the timer.
 func (e *entry) run(fl *flight, background bool) {
 	tok, err := e.req.fetch(e.c.ctx, background)
 	now := time.Now()
@@ -271,9 +261,8 @@ func (e *entry) run(fl *flight, background bool) {
 	close(fl.done)
 }
 
-// idle reports whether e may be dropped: no fetch runs, and its token
-// expired two lifetimes after its last use, or, with no token or refusal
-// to keep, it was unused for a second.
+// idle reports whether e may be dropped: no fetch runs, and its token expired two
+// lifetimes after its last use, or, with no token or refusal to keep, unused for a second.
 func (e *entry) idle(now time.Time) bool {
 	if e.busy.Load() {
 		return false

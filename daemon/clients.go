@@ -14,26 +14,20 @@ import (
 	"github.com/mp-hsm/mp-hsm/signer"
 )
 
-// Client is one Maskinporten client the daemon serves (Config.Clients),
-// and who may ask for its tokens.
+// Client is one Maskinporten client the daemon serves (Config.Clients), and who may ask for its tokens.
 type Client struct {
 	// Name is what callers send as client_id (form or HTTP Basic) to choose
 	// this client. Required, unique, printable ASCII without spaces.
 	Name string
 
-	// ClientID is the Maskinporten client id, the grant's iss. If empty,
-	// Name.
-	ClientID string
+	ClientID string // the Maskinporten client id, the grant's iss; if empty, Name
 
-	// Scopes, if not nil, are the only scopes callers may ask for, written
-	// as Config.AllowedScopes (which applies if nil). An empty list is
-	// refused (ErrConfig).
+	// Scopes, if not nil, are the only scopes callers may ask for, written as
+	// Config.AllowedScopes (which applies if nil); an empty list is ErrConfig.
 	Scopes []string
 
-	// AuthorizationTypes are the RFC 9396 authorization_details types
-	// callers may send for this client, such as "urn:altinn:consent".
-	// If nil, a request with authorization_details is refused; a list
-	// given with no entry is refused (ErrConfig).
+	// AuthorizationTypes are the RFC 9396 authorization_details types callers may
+	// send, such as "urn:altinn:consent"; if nil, none; an empty list is ErrConfig.
 	AuthorizationTypes []string
 
 	// Users and Groups admit callers on a unix socket: by name or id, a
@@ -45,9 +39,7 @@ type Client struct {
 	// Basic or the form); at least MinSecretLength bytes. If empty, none.
 	Secret string
 
-	// KeyID is the kid sent instead of x5c. If empty: Config.Grant.KeyID
-	// with the daemon's key, none with OpenKey.
-	KeyID string
+	KeyID string // the kid sent instead of x5c; if empty, Config.Grant.KeyID (none with OpenKey)
 
 	// OpenKey, if set, gives this client a key of its own from the daemon's
 	// signer, such as another key on the same token (one login). It is
@@ -55,12 +47,11 @@ type Client struct {
 	OpenKey func(ctx context.Context, primary signer.Signer) (signer.Signer, error)
 }
 
-// MinSecretLength is the fewest bytes a client secret may have: the delay
-// after failed attempts bounds how fast a secret can be guessed, not whether.
+// MinSecretLength is the fewest bytes a client secret may have: the delay after
+// failed attempts bounds how fast a secret can be guessed, not whether.
 const MinSecretLength = 16
 
-// client is a Client resolved for requests.
-type client struct {
+type client struct { // a Client resolved for requests
 	Client
 	policy     *listPolicy
 	authzTypes map[string]bool
@@ -71,14 +62,13 @@ type client struct {
 	m          *clientMetrics
 }
 
-// admitsPeer reports whether p, a unix socket peer (nil if unknown), may
-// use c.
+// admitsPeer reports whether p, a unix socket peer (nil if unknown), may use c.
 func (c *client) admitsPeer(p *socket.Peer) bool {
 	return c.anyUnix || p != nil && (c.uids[p.UID] || c.gids[p.GID] || slices.ContainsFunc(p.Groups, func(g uint32) bool { return c.gids[g] }))
 }
 
-// CheckClients checks clients as New and Reload do, without opening
-// anything; the error matches ErrConfig and names the client and field.
+// CheckClients checks clients as New and Reload do, without opening anything;
+// the error matches ErrConfig and names the client and field.
 func CheckClients(clients []Client) error {
 	if len(clients) == 0 {
 		return nil
@@ -87,9 +77,9 @@ func CheckClients(clients []Client) error {
 	return err
 }
 
-// resolveClients is the one model of who may have what, for New and
-// Reload alike: cfg's Clients, or the flat fields as one client that every
-// unix socket caller may use. An empty list never means "anything".
+// resolveClients is the one model of who may have what, for New and Reload alike:
+// cfg's Clients, or the flat fields as one client every unix socket caller may
+// use. An empty list never means "anything".
 func resolveClients(cfg Config) ([]*client, error) {
 	if len(cfg.Clients) == 0 {
 		flat := Client{Name: cmp.Or(cfg.ClientID, cfg.Grant.ClientID), ClientID: cfg.Grant.ClientID, Secret: cfg.ClientSecret, KeyID: cfg.Grant.KeyID}
@@ -179,8 +169,7 @@ func resolveClient(cfg Config, cl Client, where string, anyUnix bool) (*client, 
 	return c, nil
 }
 
-// validClientName reports whether v may name a client: printable ASCII,
-// no space, quote, backslash, ':' (the HTTP Basic separator) or '%'.
+// validClientName: printable ASCII, no space, quote, backslash, ':' (HTTP Basic's separator) or '%'.
 func validClientName(v string) bool {
 	return v != "" && len(v) <= 200 && !strings.ContainsFunc(v, func(r rune) bool {
 		return r <= ' ' || r >= 0x7f || strings.ContainsRune(`"\:%`, r)
@@ -192,8 +181,8 @@ func splitList(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' })
 }
 
-// checkList checks a list option's entries with valid; one given but
-// empty once split ([], ",") is refused, not read as "allow everything".
+// checkList checks a list option's entries with valid; one given but empty once
+// split ([], ",") is refused, not read as "allow everything".
 func checkList(field string, list []string, given bool, valid func(string) bool, want string) error {
 	if !given {
 		return nil
@@ -229,8 +218,8 @@ func validHostEntry(v string) bool {
 	})
 }
 
-// listPolicy decides which scopes or resources callers may ask for: an
-// entry ending in '*' allows its prefix, "*" or no entry any.
+// listPolicy decides which scopes or resources callers may ask for: an entry
+// ending in '*' allows its prefix, "*" or no entry any.
 type listPolicy struct {
 	exact    map[string]bool
 	prefixes []string

@@ -40,22 +40,21 @@ import (
 // Clients) are required; every other zero value is documented. New and
 // Reload read it and keep no reference to it.
 type Config struct {
-	// OpenSigner opens the key (as p11.Open does: one login) at start, on
-	// reconnect and on Reload; an io.Closer is closed after use, a Prober probed.
+	// OpenSigner opens the key (as p11.Open: one login) at start, on reconnect
+	// and on Reload; an io.Closer is closed after use, a Prober probed.
 	OpenSigner func(ctx context.Context) (signer.Signer, error)
 
-	// Grant is the template of every client's grant.Config; its Signer and
-	// Logger are the daemon's. An Environment without Issuer is the preset
-	// the leaf certificate's CA tells, with this AltinnExchange if set.
+	// Grant is every client's grant.Config template (Signer and Logger are
+	// the daemon's); an Environment without Issuer is the preset the leaf
+	// certificate tells, with this AltinnExchange if set.
 	Grant grant.Config
 
 	// ClientID, ClientSecret and AllowedScopes are, without Clients, the one
-	// Client{Name: ClientID (default Grant.ClientID), ClientID:
-	// Grant.ClientID, Secret: ClientSecret, Scopes: AllowedScopes}, which
-	// admits every unix socket caller. With Clients, ClientID and
-	// ClientSecret must be empty and AllowedScopes is each client's default
-	// Scopes. Scopes are separated by spaces or commas; 'prefix*' allows a
-	// prefix; a list with elements but no scope is an error (ErrConfig).
+	// Client{Name: ClientID (default Grant.ClientID), ClientID: Grant.ClientID,
+	// Secret: ClientSecret, Scopes: AllowedScopes} admitting every unix socket
+	// caller. With Clients, ClientID and ClientSecret must be empty and
+	// AllowedScopes is each client's default Scopes: separated by spaces or
+	// commas, 'prefix*' a prefix; a list with no scope is ErrConfig.
 	ClientID      string
 	ClientSecret  string
 	AllowedScopes []string
@@ -64,18 +63,13 @@ type Config struct {
 	// admits; a caller names one as client_id, or gets the only one it may use.
 	Clients []Client
 
-	// Audit, if not nil, receives one line per answered token request; the
-	// caller opens and closes it.
-	Audit *AuditLog
+	Audit               *AuditLog // if not nil, one line per answered token request; the caller opens and closes it
+	AuditServeOnFailure bool      // serve a token whose audit line could not be written; if false, 503
 
-	// WaitOnPINRefused makes New start not ready, instead of failing, when
-	// the token refuses the login, for supervisors that would present the PIN
-	// again at each restart. The PIN is not presented again until Reload.
+	// WaitOnPINRefused makes New start not ready, not fail, when the token
+	// refuses the login (for supervisors that restart); the PIN is not
+	// presented again until Reload.
 	WaitOnPINRefused bool
-
-	// AuditServeOnFailure sends a token whose audit line could not be
-	// written all the same; if false, such a request gets 503.
-	AuditServeOnFailure bool
 
 	// AllowedResources, if not empty, are the only resources (RFC 8707)
 	// callers may ask for (else 400 invalid_target): absolute URIs,
@@ -95,12 +89,10 @@ type Config struct {
 	// loopback and the listen address; others get 421 (DNS rebinding).
 	AllowedHosts []string
 
-	// AllowRemote lets Serve accept TCP listeners that are not loopback.
-	AllowRemote bool
+	AllowRemote bool // lets Serve accept TCP listeners that are not loopback
 
-	// MaxConcurrent bounds the exchanges with Maskinporten and Altinn in
-	// flight (if zero, 4); MaxConcurrentPerCaller is one caller's share of
-	// them (if zero, half of MaxConcurrent, at least 1).
+	// MaxConcurrent bounds the exchanges in flight (if zero, 4);
+	// MaxConcurrentPerCaller is one caller's share (if zero, half, at least 1).
 	MaxConcurrent, MaxConcurrentPerCaller int
 
 	// MaxKeys bounds the cached requests; when reached, idle keys make room
@@ -113,8 +105,7 @@ type Config struct {
 	RefreshMargin, RefreshJitter time.Duration
 
 	// ExchangeTimeout bounds one exchange, retries included, if zero 30 s;
-	// RequestTimeout a caller's wait for a token not cached, if zero
-	// ExchangeTimeout + 5 s.
+	// RequestTimeout a caller's wait for a token, if zero ExchangeTimeout + 5 s.
 	ExchangeTimeout, RequestTimeout time.Duration
 
 	// RefusalTTL is how long a refusal from Maskinporten (4xx) is answered
@@ -126,22 +117,15 @@ type Config struct {
 	// the doubling backoff after other failures, if zero 1 s and 30 s.
 	PresencePoll, ReconnectMin, ReconnectMax time.Duration
 
-	// ProbeInterval is how often a Prober signer is probed while ready. If
-	// zero, 2 s; negative: never.
-	ProbeInterval time.Duration
+	ProbeInterval time.Duration // how often a Prober is probed while ready; if zero 2 s, negative never
 
 	// ReadTimeout bounds reading a request (headers within half), if zero
 	// 10 s; WriteTimeout the answer, if zero RequestTimeout + 5 s;
 	// IdleTimeout a kept-alive connection's wait, if zero 2 minutes.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 
-	// Logger receives Maskinporten calls, state changes and faults, never a
-	// secret. If nil, nothing is logged.
-	Logger *slog.Logger
-
-	// Registry, one per Server, receives the metrics served on /metrics. If
-	// nil, a new one (Server.Registry).
-	Registry *prometheus.Registry
+	Logger   *slog.Logger         // Maskinporten calls, state changes and faults, never a secret; if nil, none
+	Registry *prometheus.Registry // one per Server, for the metrics on /metrics; if nil, the Server's own
 }
 
 // Prober is a signer that can tell, without signing, whether its token is
@@ -196,6 +180,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.ReadTimeout, cfg.IdleTimeout = cmp.Or(cfg.ReadTimeout, 10*time.Second), cmp.Or(cfg.IdleTimeout, 2*time.Minute)
 	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, cfg.RequestTimeout+5*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	cfg.Registry = cmp.Or(cfg.Registry, prometheus.NewRegistry())
 	if min(cfg.RefreshMargin, cfg.RefreshJitter, cfg.ExchangeTimeout, cfg.RequestTimeout, cfg.ReconnectMin,
 		cfg.PresencePoll, cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout) < 0 {
 		return cfg, configErr("durations may not be negative (except RefusalTTL and ProbeInterval)")
@@ -206,11 +191,10 @@ func (cfg Config) withDefaults() (Config, error) {
 // settings are what requests read of a Config, swapped whole by Reload.
 type settings struct {
 	cfg       Config
-	clients   []*client          // the Clients, or the one client of the flat fields
-	byName    map[string]*client // by Name
-	resources *listPolicy        // AllowedResources
-	maxRes    int                // MaxResourcesPerCaller; 0 where AllowedResources bounds them
-	hosts     map[string]bool    // AllowedHosts, lower case
+	clients   []*client       // the Clients, or the one client of the flat fields
+	resources *listPolicy     // AllowedResources
+	maxRes    int             // MaxResourcesPerCaller; 0 where AllowedResources bounds them
+	hosts     map[string]bool // AllowedHosts, lower case
 }
 
 // newSettings resolves cfg (checked by withDefaults) for requests.
@@ -219,7 +203,7 @@ func newSettings(cfg Config, m *metrics) (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &settings{cfg: cfg, clients: clients, byName: map[string]*client{}, hosts: map[string]bool{}, resources: newListPolicy(cfg.AllowedResources)}
+	st := &settings{cfg: cfg, clients: clients, hosts: map[string]bool{}, resources: newListPolicy(cfg.AllowedResources)}
 	if p := st.resources; p.any || len(p.prefixes) > 0 {
 		st.maxRes = max(cfg.MaxResourcesPerCaller, 0)
 	}
@@ -229,7 +213,6 @@ func newSettings(cfg Config, m *metrics) (*settings, error) {
 		}
 	}
 	for _, c := range clients {
-		st.byName[c.Name] = c
 		c.m = m.client(c.Name)
 	}
 	return st, nil

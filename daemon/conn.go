@@ -29,11 +29,17 @@ type conn struct {
 
 // close closes the clients' own keys, then the daemon's signer; nil: nothing.
 func (c *conn) close() {
-	if c == nil {
-		return
+	if c != nil {
+		closeSigners(append(c.subs, c.raw))
 	}
-	for _, s := range append(c.subs, c.raw) {
-		closeSigner(s)
+}
+
+// closeSigners closes those of ss that can be closed.
+func closeSigners(ss []signer.Signer) {
+	for _, s := range ss {
+		if c, ok := s.(io.Closer); ok {
+			_ = c.Close()
+		}
 	}
 }
 
@@ -43,34 +49,26 @@ var probeRequest = grant.Request{Scopes: []string{"mp-hsm:probe"}}
 // newConn builds every client's grant configuration around raw (or the
 // client's own key), and signs a test grant with each key.
 func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (*conn, error) {
-	tmpl := st.cfg.Grant
-	chain := raw.Chain()
+	tmpl, chain := st.cfg.Grant, raw.Chain()
+	c := &conn{raw: raw, grants: map[string]*grant.Config{}, identity: identities{}}
+	if len(chain) > 0 {
+		c.leaf = chain[0]
+	}
 	env := tmpl.Environment
 	if env.Issuer == "" {
-		if len(chain) == 0 {
-			return nil, fmt.Errorf("%w: no Maskinporten environment given and the key has no certificate to tell it from", ErrConfig)
-		}
-		preset, err := grant.EnvironmentForCertificate(chain[0])
+		preset, err := grant.EnvironmentForCertificate(c.leaf) // the one place it is inferred
 		if err != nil {
-			return nil, fmt.Errorf("%w: no Maskinporten environment given, and the certificate does not tell it: %w", ErrConfig, err)
+			return nil, fmt.Errorf("%w: no Maskinporten environment given, and the key's certificate does not tell it: %w", ErrConfig, err)
 		}
-		if env.AltinnExchange != "" {
-			preset.AltinnExchange = env.AltinnExchange
-		}
+		preset.AltinnExchange = cmp.Or(env.AltinnExchange, preset.AltinnExchange)
 		env = preset
 	}
 	if err := grant.CheckEnvironment(env, chain); err != nil {
 		return nil, err
 	}
-	c := &conn{raw: raw, grants: map[string]*grant.Config{}, identity: identities{}}
-	if len(chain) > 0 {
-		c.leaf = chain[0]
-	}
 	hc := s.instrumentedClient(tmpl.HTTPClient)
 	fail := func(format string, args ...any) (*conn, error) {
-		for _, sub := range c.subs {
-			closeSigner(sub)
-		}
+		closeSigners(c.subs)
 		return nil, fmt.Errorf(format, args...)
 	}
 	for _, cl := range st.clients {
@@ -108,9 +106,8 @@ func (s *Server) newConn(ctx context.Context, raw signer.Signer, st *settings) (
 	return c, nil
 }
 
-// identities are, by client name, what cached tokens depend on besides the
-// request (client id, environment, kid, alg, the key's certificate or
-// thumbprint); identityParts name them.
+// identities are, by client name, what cached tokens depend on besides the request
+// (client id, environment, kid, alg, the key's certificate or thumbprint).
 type identities map[string][7]string
 
 var identityParts = [7]string{"the client id", "the environment", "the environment", "the environment", "the kid", "the algorithm", "the key"}
@@ -143,13 +140,6 @@ func (ids identities) change(old identities) string {
 	return "the key"
 }
 
-// closeSigner closes s if it can be closed.
-func closeSigner(s signer.Signer) {
-	if c, ok := s.(io.Closer); ok {
-		_ = c.Close()
-	}
-}
-
 // open calls OpenSigner and builds a conn, counting the attempt.
 func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	raw, err := st.cfg.OpenSigner(ctx)
@@ -159,24 +149,21 @@ func (s *Server) open(ctx context.Context, st *settings) (*conn, error) {
 	var c *conn
 	if err == nil {
 		if c, err = s.newConn(ctx, raw, st); err != nil {
-			closeSigner(raw)
+			closeSigners([]signer.Signer{raw})
 		}
 	}
-	result := "ok"
-	switch {
-	case tokenerr.IsPINRefused(err):
+	result := map[bool]string{false: "ok", true: "error"}[err != nil]
+	if tokenerr.IsPINRefused(err) {
 		result = "pin"
-	case err != nil:
-		result = "error"
 	}
 	s.metrics.reconnects.WithLabelValues(result).Inc()
 	return c, err
 }
 
-// installLocked makes c the current conn, emptying the cache when its
-// identities differ, and returns the one it replaces.
+// installLocked makes c the current conn, emptying the cache when its identities
+// differ, and returns the one it replaces.
 func (s *Server) installLocked(c *conn) *conn {
-	old := s.status().conn
+	old := s.stat.Load().conn
 	s.stat.Store(&status{state: stateReady, conn: c})
 	s.lastLeaf.Store(c.leaf)
 	if !maps.Equal(s.identity, c.identity) {
@@ -192,13 +179,12 @@ func (s *Server) installLocked(c *conn) *conn {
 	return old
 }
 
-// fault makes the daemon, unless c was already replaced, not ready and
-// closes c: after a card or HSM fault it reconnects; after a PIN refused
-// while signing (a context login) it waits for Reload, since a reconnect
-// would present the PIN again to a fresh token.
+// fault makes the daemon, unless c was replaced, not ready and closes c: after a
+// card or HSM fault it reconnects; after a PIN refused while signing (a context
+// login) it waits for Reload, as a reconnect would present the PIN again.
 func (s *Server) fault(c *conn, err error) {
 	s.mu.Lock()
-	if s.status().conn != c || c == nil {
+	if s.stat.Load().conn != c || c == nil {
 		s.mu.Unlock()
 		return
 	}
@@ -213,15 +199,15 @@ func (s *Server) fault(c *conn, err error) {
 	c.close()
 }
 
-// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused (it
-// is never retried) or the server stops: every PresencePoll while the token
-// is away, with a doubling backoff (ReconnectMin to Max) after other failures.
+// reconnectLoop calls OpenSigner until it succeeds, the PIN is refused (never
+// retried) or the server stops: every PresencePoll while the token is away, with
+// a doubling backoff (ReconnectMin to Max) after other failures.
 func (s *Server) reconnectLoop() {
 	wait, backoff, lastMsg := s.settings().cfg.PresencePoll, time.Duration(0), ""
 	// doneLocked clears s.looping under the lock under which it decides to
 	// stop, so that a fault after that starts a new loop.
 	doneLocked := func() bool {
-		st := s.status().state
+		st := s.stat.Load().state
 		s.looping = s.ctx.Err() == nil && st != stateReady && st != stateClosed && st != stateLoginRefused
 		return !s.looping
 	}
@@ -278,8 +264,8 @@ func (s *Server) reconnectLoop() {
 	}
 }
 
-// awaitReconnect reports whether the daemon is ready with a conn newer than
-// old within retryWait and ctx, giving up when a reconnect attempt fails.
+// awaitReconnect reports whether the daemon is ready with a conn newer than old
+// within retryWait and ctx, giving up when a reconnect attempt fails.
 func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	ctx, cancel := context.WithTimeout(ctx, retryWait)
 	defer cancel()
@@ -287,7 +273,7 @@ func (s *Server) awaitReconnect(ctx context.Context, old *conn) bool {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		switch st := s.status(); {
+		switch st := s.stat.Load(); {
 		case st.state == stateReady && st.conn != old:
 			return true
 		case st.state == stateLoginRefused || st.state == stateClosed || s.openFailures.Load() != failures:
@@ -307,8 +293,7 @@ func loginRefusedReason(err error) string {
 	return "login refused, not retried (" + err.Error() + "); fix the PIN source and reload (SIGHUP) or restart"
 }
 
-// probeLoop probes the signer every ProbeInterval, to notice a removed
-// token while nobody signs.
+// probeLoop probes the signer every ProbeInterval: a token removed while nobody signs.
 func (s *Server) probeLoop() {
 	for {
 		iv := s.settings().cfg.ProbeInterval
@@ -317,7 +302,7 @@ func (s *Server) probeLoop() {
 			return
 		case <-time.After(cmp.Or(max(iv, 0), time.Second)): // probing off: look again for a reload
 		}
-		c := s.status().conn
+		c := s.stat.Load().conn
 		if c == nil || s.settings().cfg.ProbeInterval < 0 {
 			continue
 		}
@@ -338,9 +323,9 @@ func (s *Server) probeLoop() {
 func (s *Server) logReady(c *conn, msg string) {
 	attrs := []any{"client_id", c.grant.ClientID, "issuer", c.grant.Environment.Issuer}
 	if len(c.grants) > 1 {
-		var names []string
-		for _, name := range slices.Sorted(maps.Keys(c.grants)) {
-			names = append(names, name+"="+c.grants[name].ClientID)
+		names := slices.Sorted(maps.Keys(c.grants))
+		for i, name := range names {
+			names[i] += "=" + c.grants[name].ClientID
 		}
 		attrs[0], attrs[1] = "clients", strings.Join(names, " ")
 	}

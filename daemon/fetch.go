@@ -46,23 +46,16 @@ func (s *Server) addKey(c *call) (*entry, error) {
 	return s.quotas.add(s.cache, c.who, string(c.key), f, c.st)
 }
 
-// quotas bound what one caller may add to the cache (MaxKeysPerCaller:
-// 503; MaxResourcesPerCaller: 400 invalid_target), so that none can fill
-// MaxKeys for the others. A key counts for each caller that added it while
-// its entry is in the cache.
+// quotas bound what one caller may add to the cache (MaxKeysPerCaller: 503;
+// MaxResourcesPerCaller: 400 invalid_target), so that none fills MaxKeys for the
+// others; a key counts for each caller that added it while its entry is cached.
 type quotas struct {
 	mu      sync.Mutex
 	callers map[callerID]held
 	swept   time.Time // every caller's keys pruned, once a minute
 }
 
-// held are the keys one caller added, with their entries and resources.
-type held map[string]heldKey
-
-type heldKey struct {
-	e         *entry
-	resources []string
-}
+type held map[string]*entry // the keys one caller added, with their entries
 
 func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *settings) (*entry, error) {
 	maxKeys, maxRes := st.cfg.MaxKeysPerCaller, st.maxRes
@@ -86,8 +79,8 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	// over reports the bounds res would pass, and the resources h holds.
 	over := func() (keys, resources bool, n int) {
 		set := map[string]bool{}
-		for _, hk := range h {
-			for _, r := range hk.resources {
+		for _, e := range h {
+			for _, r := range e.req.req.Resources {
 				set[r] = true
 			}
 		}
@@ -112,22 +105,21 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	}
 	e, err := cache.add(key, f)
 	if err == nil {
-		h[key] = heldKey{e, res}
+		h[key] = e
 	}
 	return e, err
 }
 
 // prune forgets the keys whose entries are no longer in c.
 func (h held) prune(c *cache) {
-	for k, hk := range h {
-		if c.lookup([]byte(k)) != hk.e {
+	for k, e := range h {
+		if c.lookup([]byte(k)) != e {
 			delete(h, k)
 		}
 	}
 }
 
-// tokenOf returns e's token for c: cached (hit), or fetched for c's caller
-// within RequestTimeout.
+// tokenOf returns e's token for c: cached (hit), or fetched within RequestTimeout.
 func (s *Server) tokenOf(e *entry, c *call) (*cached, bool, error) {
 	if t := e.cached(forUse); t != nil {
 		return t, true, nil
@@ -154,7 +146,7 @@ func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, err
 	if !background {
 		who = *r.by.Load()
 	}
-	c := s.status().conn
+	c := s.stat.Load().conn
 	t, err := r.exchange(ctx, who)
 	if err != nil && isDeviceFault(err) && s.awaitReconnect(ctx, c) {
 		t, err = r.exchange(ctx, who)
@@ -171,11 +163,11 @@ func (r *request) fetch(ctx context.Context, background bool) (*grant.Token, err
 	return t, err
 }
 
-// exchange gets a token for r from Maskinporten, or for an Altinn request
-// from Altinn with a Maskinporten token that has half its life left.
+// exchange gets r's token from Maskinporten, or from Altinn with a Maskinporten
+// token that has half its life left.
 func (r *request) exchange(ctx context.Context, who callerID) (*grant.Token, error) {
 	s := r.s
-	c := s.status().conn
+	c := s.stat.Load().conn
 	if c == nil {
 		_, reason := s.Ready()
 		return nil, notReadyError(cmp.Or(reason, "not ready"))
@@ -240,16 +232,15 @@ func (r *request) attrs() []slog.Attr {
 	return a
 }
 
-// callInfo tells the instrumented transport what a call is for.
-type callInfo struct {
+type callInfo struct { // tells the instrumented transport what a call is for
 	endpoint string // "token" or "altinn"
 	attrs    []slog.Attr
 }
 
 type callInfoKey struct{}
 
-// instrumentedClient returns base (or grant's default: 30 s, no
-// redirects) counting and logging every call, never a header or a body.
+// instrumentedClient returns base (or grant's default: 30 s, no redirects)
+// counting and logging every call, never a header or a body.
 func (s *Server) instrumentedClient(base *http.Client) *http.Client {
 	hc := http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	if base != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -18,9 +19,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// callerID is who asks, for the per-caller bounds: a unix socket peer's
-// uid, or a TCP address (IPv6 by its /64; all loopback as one, as any local
-// program may pick any).
+// callerID is who asks, for the per-caller bounds: a unix socket peer's uid, or a
+// TCP address (IPv6 by its /64; all loopback as one: a local program picks any).
 type callerID struct {
 	unix    bool
 	refresh bool       // refreshCaller
@@ -28,11 +28,10 @@ type callerID struct {
 	ip      netip.Addr // TCP: the address or /64 prefix; invalid if unknown
 }
 
-// refreshCaller stands for the daemon's own background refreshes.
-var refreshCaller = callerID{refresh: true, uid: -1}
-
-// loopbackCaller is the address every loopback TCP caller is counted as.
-var loopbackCaller = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+var (
+	refreshCaller  = callerID{refresh: true, uid: -1}       // the daemon's own background refreshes
+	loopbackCaller = netip.AddrFrom4([4]byte{127, 0, 0, 1}) // every loopback TCP caller
+)
 
 // String names the caller in logs and error descriptions.
 func (c callerID) String() string {
@@ -60,15 +59,11 @@ func addressOf(hostport string) netip.Addr {
 	if ip.IsLoopback() {
 		return loopbackCaller
 	}
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		ip = p.Addr()
-	}
-	return ip
+	p, _ := ip.Prefix(min(ip.BitLen(), 64))
+	return p.Addr()
 }
 
-// peerKey is the context key of a unix socket's *socket.Peer, read once
-// per connection.
+// peerKey is the context key of a unix socket's *socket.Peer, read once per connection.
 type peerKey struct{}
 
 func connContext(ctx context.Context, c net.Conn) context.Context {
@@ -78,9 +73,8 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// ServeHTTP answers POST /token, GET /healthz, /readyz, /metrics and the
-// RFC 8414 metadata. It establishes who asks, once; on TCP the Host header
-// must name the daemon (else 421, Config.AllowedHosts).
+// ServeHTTP answers POST /token, GET /healthz, /readyz, /metrics and the RFC 8414
+// metadata. It establishes who asks, once; on TCP Host must name the daemon (else 421).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	who := callerID{uid: -1}
@@ -123,10 +117,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// hostAllowed reports whether a TCP request's Host names the daemon:
-// localhost, a loopback address, the address the connection came to, an
-// AllowedHosts name, or none (HTTP/1.0); not a name that merely resolves
-// here, as DNS rebinding makes a browser send.
+// hostAllowed reports whether a TCP request's Host names the daemon: localhost, a
+// loopback address, the connection's local address, an AllowedHosts name, or none
+// (HTTP/1.0); not a name that merely resolves here, as DNS rebinding sends.
 func hostAllowed(host string, la net.Addr, st *settings) bool {
 	if host == "" {
 		return true
@@ -147,17 +140,13 @@ func hostAllowed(host string, la net.Addr, st *settings) bool {
 	if ip = ip.Unmap().WithZone(""); ip.IsLoopback() {
 		return true
 	}
-	tcp, ok := la.(*net.TCPAddr)
-	if !ok {
-		return false
-	}
-	local, _ := netip.AddrFromSlice(tcp.IP)
-	return local.Unmap() == ip
+	tcp, _ := la.(*net.TCPAddr)
+	return tcp != nil && tcp.AddrPort().Addr().Unmap().WithZone("") == ip
 }
 
-// serveMetadata answers the RFC 8414 metadata, with the URLs by which the
-// request reached the daemon (without Host: the TCP listener's address, or
-// http://mp-hsm, which resolves nowhere) and the listener's auth methods.
+// serveMetadata answers the RFC 8414 metadata with the URLs the request came by
+// (without Host: the TCP listener's address, or http://mp-hsm, which resolves
+// nowhere) and the listener's auth methods.
 func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request, unix bool, la net.Addr) {
 	scheme := "http://"
 	if r.TLS != nil {
@@ -179,9 +168,7 @@ func (s *Server) serveMetadata(w http.ResponseWriter, r *http.Request, unix bool
 	}
 	types := []string{}
 	for _, c := range s.settings().clients {
-		for typ := range c.authzTypes {
-			types = append(types, typ)
-		}
+		types = slices.AppendSeq(types, maps.Keys(c.authzTypes))
 	}
 	slices.Sort(types)
 	h := w.Header()
@@ -216,8 +203,7 @@ const (
 	errTemporarilyUnavailable = "temporarily_unavailable"
 )
 
-// oauthError is an OAuth 2 error answer.
-type oauthError struct {
+type oauthError struct { // an OAuth 2 error answer
 	status      int
 	code        string
 	description string
@@ -239,21 +225,20 @@ func refuse(reason string, status int, code, description string) *oauthError {
 	return &oauthError{status: status, code: code, description: description, reason: reason}
 }
 
-// notReadyError is why there is no token while the daemon is not ready.
-type notReadyError string
+type notReadyError string // why there is no token while the daemon is not ready
 
 func (e notReadyError) Error() string { return string(e) }
 
-// errSlotWait: an exchange ended before it got a slot.
-var errSlotWait = errors.New("waited too long for a turn to call Maskinporten: this caller's other requests take its share (--max-concurrent-per-caller), or all requests do (--max-concurrent)")
-
-var errShuttingDown = errors.New("the daemon is shutting down")
+var (
+	errSlotWait     = errors.New("waited too long for a turn to call Maskinporten: this caller's other requests take its share (--max-concurrent-per-caller), or all requests do (--max-concurrent)")
+	errShuttingDown = errors.New("the daemon is shutting down")
+)
 
 var errAuditUnwritable = unavailable("the daemon cannot write its audit log and serves no token without its audit line; ask its operator (the daemon's log says why)", 30)
 
-// mapError is the one table from an error to the answer: 503 when the card
-// is away or Maskinporten fails or asks to slow down, the caller's 400 when
-// Maskinporten refused what it asked for, 5xx for the daemon's own faults.
+// mapError is the one table from an error to the answer: 503 when the card is away
+// or Maskinporten fails or asks to slow down, 400 when Maskinporten refused what the
+// caller asked for, 5xx for the daemon's own faults.
 func (s *Server) mapError(err error) *oauthError {
 	var oe *oauthError
 	var nre notReadyError
@@ -312,21 +297,21 @@ func retrySeconds(d time.Duration) int {
 	return int((d + time.Second - 1) / time.Second)
 }
 
-// Header values shared, so that setting them allocates nothing.
-var (
+var ( // header values shared, so that setting them allocates nothing
 	hdrJSON    = []string{"application/json;charset=UTF-8"}
 	hdrNoStore = []string{"no-store"}
 	hdrNoCache = []string{"no-cache"}
 )
 
-// writeError answers oe, never to be cached. Its error_description keeps
-// to RFC 6749 5.2's characters: a double quote becomes a single one, a
-// backslash a slash, any other byte outside %x20-7E a question mark.
+// writeError answers oe, never cached, a 401 with its challenge; error_description keeps
+// to RFC 6749 5.2's characters: " becomes ', \ a slash, any other byte outside %x20-7E a '?'.
 func (s *Server) writeError(w http.ResponseWriter, oe *oauthError) {
 	h := w.Header()
 	h["Content-Type"], h["Cache-Control"], h["Pragma"] = hdrJSON, hdrNoStore, hdrNoCache
 	if oe.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(oe.retryAfter))
+	} else if oe.status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
 	}
 	desc := []byte(oe.description)
 	for i, c := range desc {

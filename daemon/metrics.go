@@ -15,8 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the daemon's Prometheus metrics, named mphsm_*; each Help
-// says what it counts.
+// metrics are the daemon's Prometheus metrics, named mphsm_*; each Help says what it counts.
 type metrics struct {
 	all                             []prometheus.Collector // to register
 	requests                        *prometheus.CounterVec
@@ -32,12 +31,10 @@ type metrics struct {
 	noClient                        *clientMetrics // the requests refused before a client was chosen
 }
 
-// noClient is the client label of requests refused before a client was
-// chosen: a name a caller sent is never a label.
+// noClient labels requests refused before a client was chosen: a name a caller sent is never a label.
 const noClient = "(none)"
 
-// clientMetrics are one client's series by outcome, looked up when the
-// client is resolved rather than per request.
+// clientMetrics are one client's series by outcome, looked up once, not per request.
 type clientMetrics struct {
 	name     string
 	outcomes [len(outcomes)]prometheus.Counter
@@ -54,9 +51,8 @@ func (m *metrics) client(name string) *clientMetrics {
 	return cm
 }
 
-// count counts a token request answered for cl (nil before one was
-// chosen) with outcome and oe (nil for a token); a refusal by its reason:
-// why the caller was refused, or the OAuth 2 error code.
+// count counts a request answered for cl (nil before one was chosen) with outcome
+// and oe (nil for a token); a refusal by why the caller was refused, or the code.
 func (m *metrics) count(cl *client, outcome string, oe *oauthError) {
 	if oe == nil {
 		m.requestsOK.Inc()
@@ -83,59 +79,59 @@ func newMetrics(s *Server) *metrics {
 	m := &metrics{}
 	type c = prometheus.CounterOpts
 	type g = prometheus.GaugeOpts
-	m.requests = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_token_requests_total",
-		Help: "Token requests by result: ok, or the OAuth 2 error code answered."}, []string{"result"}))
+	counter := func(name, help string) prometheus.Counter {
+		return reg(m, prometheus.NewCounter(c{Name: name, Help: help}))
+	}
+	vec := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return reg(m, prometheus.NewCounterVec(c{Name: name, Help: help}, labels))
+	}
+	gauge := func(name, help string, f func() float64) {
+		reg(m, prometheus.NewGaugeFunc(g{Name: name, Help: help}, f))
+	}
+	m.requests = vec("mphsm_token_requests_total", "Token requests by result: ok, or the OAuth 2 error code answered.", "result")
 	m.requestsOK = m.requests.WithLabelValues("ok")
-	m.cacheHits = reg(m, prometheus.NewCounter(c{Name: "mphsm_cache_hits_total", Help: "Token requests answered from the cache."}))
-	m.cacheMisses = reg(m, prometheus.NewCounter(c{Name: "mphsm_cache_misses_total", Help: "Token requests that could not be answered from the cache."}))
-	m.upstream = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_maskinporten_requests_total",
-		Help: "HTTP requests to Maskinporten (endpoint=token) and Altinn (endpoint=altinn) by status code, or status=error for network failures."},
-		[]string{"endpoint", "status"}))
+	m.cacheHits = counter("mphsm_cache_hits_total", "Token requests answered from the cache.")
+	m.cacheMisses = counter("mphsm_cache_misses_total", "Token requests that could not be answered from the cache.")
+	m.upstream = vec("mphsm_maskinporten_requests_total",
+		"HTTP requests to Maskinporten (endpoint=token) and Altinn (endpoint=altinn) by status code, or status=error for network failures.",
+		"endpoint", "status")
 	m.upstreamTime = reg(m, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mphsm_maskinporten_request_duration_seconds",
 		Help:    "Duration of HTTP requests to Maskinporten and Altinn.",
 		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"endpoint"}))
-	m.refreshes = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_background_refreshes_total",
-		Help: "Tokens refreshed in the background before they expired, by result."}, []string{"result"}))
+	m.refreshes = vec("mphsm_background_refreshes_total", "Tokens refreshed in the background before they expired, by result.", "result")
 	m.refreshes.WithLabelValues("ok") // exported at zero
 	m.refreshes.WithLabelValues("error")
 	m.signSeconds = reg(m, prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mphsm_signature_duration_seconds",
 		Help:    "Latency of grant signatures on the card or HSM.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}))
-	m.signErrors = reg(m, prometheus.NewCounter(c{Name: "mphsm_signature_errors_total", Help: "Grant signatures that failed."}))
-	m.reconnects = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_signer_opens_total",
-		Help: "Attempts to open the key (start, reconnect, reload) by result: ok, error, pin (a refused PIN; not retried)."}, []string{"result"}))
-	m.faults = reg(m, prometheus.NewCounter(c{Name: "mphsm_token_faults_total",
-		Help: "Card or HSM faults noticed (token removed, session closed, device error)."}))
-	m.inflight = reg(m, prometheus.NewGauge(g{Name: "mphsm_exchanges_in_flight",
-		Help: "Exchanges with Maskinporten or Altinn in flight (at most MaxConcurrent)."}))
+	m.signErrors = counter("mphsm_signature_errors_total", "Grant signatures that failed.")
+	m.reconnects = vec("mphsm_signer_opens_total", "Attempts to open the key (start, reconnect, reload) by result: ok, error, pin (a refused PIN; not retried).", "result")
+	m.faults = counter("mphsm_token_faults_total", "Card or HSM faults noticed (token removed, session closed, device error).")
+	m.inflight = reg(m, prometheus.NewGauge(g{Name: "mphsm_exchanges_in_flight", Help: "Exchanges with Maskinporten or Altinn in flight (at most MaxConcurrent)."}))
 	m.queued = reg(m, prometheus.NewGauge(g{Name: "mphsm_exchanges_queued",
 		Help: "Exchanges waiting for one of the MaxConcurrent slots, or for their caller's share of them (MaxConcurrentPerCaller)."}))
-	m.authFailures = reg(m, prometheus.NewCounter(c{Name: "mphsm_auth_failures_total",
-		Help: "Token requests on TCP refused for want of the right client id and secret."}))
-	m.auditFailures = reg(m, prometheus.NewCounter(c{Name: "mphsm_audit_write_failures_total",
-		Help: "Audit lines that could not be written whole (a full disk, an I/O error); each token among them was refused with 503 unless the audit failure policy is serve."}))
-	m.clientRequests = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_client_requests_total",
-		Help: "Token requests by client (its name; (none) before one was chosen) and outcome: issued, cached, refused (4xx), failed (5xx)."},
-		[]string{"client", "outcome"}))
+	m.authFailures = counter("mphsm_auth_failures_total", "Token requests on TCP refused for want of the right client id and secret.")
+	m.auditFailures = counter("mphsm_audit_write_failures_total",
+		"Audit lines that could not be written whole (a full disk, an I/O error); each token among them was refused with 503 unless the audit failure policy is serve.")
+	m.clientRequests = vec("mphsm_client_requests_total",
+		"Token requests by client (its name; (none) before one was chosen) and outcome: issued, cached, refused (4xx), failed (5xx).", "client", "outcome")
 	m.noClient = m.client(noClient)
-	m.clientRefusals = reg(m, prometheus.NewCounterVec(c{Name: "mphsm_client_refusals_total",
-		Help: "Token requests refused (4xx) by client and reason: unknown_client, not_admitted, no_client, ambiguous_client, bad_credentials, or the OAuth 2 error code."},
-		[]string{"client", "reason"}))
-	reg(m, prometheus.NewGaugeFunc(g{Name: "mphsm_ready", Help: "1 when the daemon is logged in and able to sign, else 0."}, func() float64 {
+	m.clientRefusals = vec("mphsm_client_refusals_total",
+		"Token requests refused (4xx) by client and reason: unknown_client, not_admitted, no_client, ambiguous_client, bad_credentials, or the OAuth 2 error code.",
+		"client", "reason")
+	gauge("mphsm_ready", "1 when the daemon is logged in and able to sign, else 0.", func() float64 {
 		if ok, _ := s.Ready(); ok {
 			return 1
 		}
 		return 0
-	}))
-	reg(m, prometheus.NewGaugeFunc(g{Name: "mphsm_token_store_keys", Help: "Keys (distinct requests) in the token cache."},
-		func() float64 { return float64(s.cache.len()) }))
-	reg(m, prometheus.NewGaugeFunc(g{Name: "mphsm_certificate_expiry_seconds",
-		Help: "Seconds until the key's certificate expires (negative once expired); NaN without a certificate."}, func() float64 {
+	})
+	gauge("mphsm_token_store_keys", "Keys (distinct requests) in the token cache.", func() float64 { return float64(s.cache.len()) })
+	gauge("mphsm_certificate_expiry_seconds", "Seconds until the key's certificate expires (negative once expired); NaN without a certificate.", func() float64 {
 		if leaf := s.lastLeaf.Load(); leaf != nil {
 			return time.Until(leaf.NotAfter).Seconds()
 		}
 		return math.NaN()
-	}))
+	})
 	return m
 }
 
@@ -146,9 +142,8 @@ type meteredSigner struct {
 	s *Server
 }
 
-// Sign signs on the token, observes the latency and reports a card or HSM
-// fault, which starts the reconnect loop, or a PIN refused (a context
-// login), which stops signing until Reload.
+// Sign signs on the token, observes the latency and reports a card or HSM fault
+// (reconnect) or a PIN refused (a context login: no signing until Reload).
 func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	start := time.Now()
 	sig, err := ms.Signer.Sign(rand, digest, opts)
@@ -162,10 +157,9 @@ func (ms *meteredSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerO
 	return sig, err
 }
 
-// isDeviceFault reports errors that a new session, or the token coming
-// back, may cure: tokenerr's transient kinds (a removed card, a broken
-// session, a device error, a lost login, a stale key handle) and
-// ErrClosed, a token closed under the daemon.
+// isDeviceFault reports errors a new session or the token's return may cure:
+// tokenerr's transient kinds (a removed card, a broken session, a device error, a
+// lost login, a stale key handle) and ErrClosed, a token closed under the daemon.
 func isDeviceFault(err error) bool {
 	return !tokenerr.IsPINRefused(err) && (tokenerr.Transient(err) || errors.Is(err, tokenerr.ErrClosed))
 }

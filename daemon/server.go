@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
@@ -56,19 +55,17 @@ type Server struct {
 	lastLeaf atomic.Pointer[x509.Certificate]
 }
 
-type state int
-
 const (
-	stateStarting     state = iota
-	stateReady              // logged in and able to sign
-	stateFault              // the card or HSM failed; reconnecting
-	stateLoginRefused       // the PIN was refused; waiting for Reload
-	stateClosed             // Shutdown was called
+	stateStarting     = iota
+	stateReady        // logged in and able to sign
+	stateFault        // the card or HSM failed; reconnecting
+	stateLoginRefused // the PIN was refused; waiting for Reload
+	stateClosed       // Shutdown was called
 )
 
 // status is one state of the daemon, never changed: a new one replaces it.
 type status struct {
-	state  state
+	state  int
 	reason string // why it is not ready
 	conn   *conn  // the signer; set exactly when ready
 }
@@ -82,8 +79,6 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := cmp.Or(cfg.Registry, prometheus.NewRegistry())
-	cfg.Registry = reg
 	s := &Server{refusals: newTallies(), authFail: authFailures{newTallies(), sleepCtx}, quotas: quotas{callers: map[callerID]held{}}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cache = &cache{cfg: cfg, entries: map[string]*entry{}, ctx: s.ctx, spawn: s.goBackground}
@@ -96,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 	s.st.Store(st)
 	s.stat.Store(&status{state: stateStarting, reason: "starting"})
 	s.adm = newAdmission(cfg.MaxConcurrent, cfg.MaxConcurrentPerCaller, s.metrics)
-	s.metricsH = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: logLogger(cfg.Logger, slog.LevelError, "metrics: ")})
+	s.metricsH = promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{ErrorLog: logLogger(cfg.Logger, slog.LevelError, "metrics: ")})
 
 	c, err := s.open(s.ctx, st)
 	if err != nil && !tokenerr.Transient(err) && !(tokenerr.IsPINRefused(err) && cfg.WaitOnPINRefused) {
@@ -115,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 		s.logReady(c, "logged in: ready")
 	}
 	for _, col := range s.metrics.all {
-		if err := reg.Register(col); err != nil {
+		if err := cfg.Registry.Register(col); err != nil {
 			s.stopBackground()
 			s.closeConn()
 			return nil, fmt.Errorf("%w: Registry: %w", ErrConfig, err)
@@ -125,18 +120,12 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Registry returns the registry the metrics are in and /metrics serves.
-func (s *Server) Registry() *prometheus.Registry { return s.settings().cfg.Registry }
-
 func (s *Server) settings() *settings { return s.st.Load() }
 
 func (s *Server) log() *slog.Logger { return s.settings().cfg.Logger }
 
-func (s *Server) status() *status { return s.stat.Load() }
-
-// adoptLocked makes the daemon ready with c and returns the conn it
-// replaces, to close outside s.mu; or records err, the failure to open c: a
-// refused PIN waits for Reload, any other failure reconnects.
+// adoptLocked makes the daemon ready with c and returns the conn it replaces, to
+// close outside s.mu; or records err: a refused PIN waits for Reload, else reconnect.
 func (s *Server) adoptLocked(c *conn, err error) *conn {
 	switch {
 	case err == nil:
@@ -152,8 +141,7 @@ func (s *Server) adoptLocked(c *conn, err error) *conn {
 	return nil
 }
 
-// goBackground runs f in a goroutine that Shutdown waits for, unless the
-// server is stopping.
+// goBackground runs f in a goroutine that Shutdown waits for, unless stopping.
 func (s *Server) goBackground(f func()) bool {
 	s.bgMu.Lock()
 	defer s.bgMu.Unlock()
@@ -164,10 +152,10 @@ func (s *Server) goBackground(f func()) bool {
 	return true
 }
 
-// Ready reports whether the daemon is logged in and able to sign, and if
-// not, why. An expired certificate makes it not ready.
+// Ready reports whether the daemon is logged in and able to sign (and its
+// certificate not expired), and if not, why.
 func (s *Server) Ready() (bool, string) {
-	if st := s.status(); st.state != stateReady {
+	if st := s.stat.Load(); st.state != stateReady {
 		return false, st.reason
 	}
 	if leaf := s.lastLeaf.Load(); leaf != nil && time.Now().After(leaf.NotAfter) {
@@ -176,7 +164,7 @@ func (s *Server) Ready() (bool, string) {
 	return true, ""
 }
 
-// Serve answers on ln until Shutdown (http.ErrServerClosed). It refuses and
+// Serve answers on ln until Shutdown (http.ErrServerClosed); it refuses and
 // closes a listener that would serve more callers than configured.
 func (s *Server) Serve(ln net.Listener) error {
 	st := s.settings()
@@ -195,15 +183,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	err := s.settings().checkListener(ln)
 	if err == nil && s.closing {
 		err = http.ErrServerClosed
+	} else if err == nil {
+		s.servers, s.lns = append(s.servers, hs), append(s.lns, ln)
 	}
+	s.mu.Unlock()
 	if err != nil {
-		s.mu.Unlock()
 		ln.Close()
 		return err
 	}
-	s.servers = append(s.servers, hs)
-	s.lns = append(s.lns, ln)
-	s.mu.Unlock()
 	s.log().Info("listening", "address", ln.Addr().Network()+":"+ln.Addr().String())
 	return hs.Serve(ln)
 }
@@ -280,7 +267,7 @@ func (s *Server) stopBackground() {
 // closeConn closes the current signer and marks the server closed.
 func (s *Server) closeConn() {
 	s.mu.Lock()
-	c := s.status().conn
+	c := s.stat.Load().conn
 	s.stat.Store(&status{state: stateClosed, reason: errShuttingDown.Error()})
 	s.mu.Unlock()
 	c.close()
@@ -316,7 +303,7 @@ func (s *Server) Reload(cfg Config) error {
 	c, err := s.open(s.ctx, st)
 	s.mu.Lock()
 	refused := s.checkListenersLocked(st) // a Serve since
-	if refused == nil && s.status().state == stateClosed {
+	if refused == nil && s.stat.Load().state == stateClosed {
 		refused = errShuttingDown
 	}
 	switch {
@@ -324,7 +311,7 @@ func (s *Server) Reload(cfg Config) error {
 		s.mu.Unlock()
 		c.close()
 		return refused
-	case err != nil && s.status().state == stateReady:
+	case err != nil && s.stat.Load().state == stateReady:
 		s.mu.Unlock()
 		return fmt.Errorf("reload: %w (the daemon keeps its current key and configuration)", err)
 	}

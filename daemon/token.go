@@ -18,8 +18,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/grant"
 )
 
-// call is one token request on its way down the pipeline (serveToken); its
-// caller is established once, by ServeHTTP.
+// call is one token request down the pipeline; its caller established once, by ServeHTTP.
 type call struct {
 	r      *http.Request
 	st     *settings
@@ -30,9 +29,8 @@ type call struct {
 	client *client
 	req    grant.Request // what it asks for, once authorized
 	altinn bool
-	asked  bool // req holds the request
 	detail []grant.AuthorizationDetail
-	key    []byte // the cache key: "mp" or "altinn", then the fields, separated by NUL
+	key    []byte // the cache key: "mp" or "altinn", then the fields, separated by NUL; once authorized
 	buf    []byte // the body
 	hit    bool
 }
@@ -51,7 +49,6 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, who callerID
 	}
 }
 
-// pipeline runs the stages up to the token.
 func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
 	r := c.r
 	if r.Method != http.MethodPost {
@@ -79,9 +76,6 @@ func (s *Server) pipeline(w http.ResponseWriter, c *call) (*cached, error) {
 
 	// Authenticate.
 	if c.client, err = s.authenticate(c); err != nil {
-		if oe := err.(*oauthError); oe.status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Basic realm="mp-hsm"`)
-		}
 		return nil, err
 	}
 
@@ -143,9 +137,8 @@ func (c *call) readBody(w http.ResponseWriter) error {
 
 var errTooLarge = &oauthError{status: http.StatusRequestEntityTooLarge, code: errInvalidRequest, description: "the request body is larger than 64 KiB"}
 
-// authorize checks the form against the client's policy and builds the
-// cache key. Scopes and resources are sorted and deduplicated, so that the
-// same set makes the same key and the same grant.
+// authorize checks the form against the client's policy and builds the cache key;
+// scopes and resources sorted and deduplicated: one set, one key, one grant.
 func (c *call) authorize() error {
 	form, cl := c.form, c.client
 	for name, vs := range form { // a form holds a few names: fewer lookups than asking for each
@@ -227,7 +220,7 @@ func (c *call) authorize() error {
 	for _, v := range []string{q.ConsumerOrg, q.PID, q.SystemUserOrg, string(q.AuthorizationDetails)} {
 		k = append(append(k, 0), v...)
 	}
-	c.key, c.asked = k, true
+	c.key = k
 	return nil
 }
 
@@ -250,8 +243,8 @@ func (c *call) validate() error {
 	return badRequest(cmp.Or(code, errInvalidRequest), "invalid "+field+": "+ve.Reason)
 }
 
-// answer writes the token or the error, and the audit line: a token's
-// before the token is sent (unless AuditServeOnFailure, none without it).
+// answer writes the token or the error, and the audit line: a token's before the
+// token is sent (unless AuditServeOnFailure, none without it).
 func (s *Server) answer(w http.ResponseWriter, c *call, tok *cached, err error) {
 	audited := err == nil // a token's line is written, or tried, once: before the token
 	if audited && s.audit(c, http.StatusOK, nil) != nil && !c.st.cfg.AuditServeOnFailure {
@@ -295,11 +288,8 @@ func outcomeOf(status int, hit bool) string {
 	return outcomeIssued
 }
 
-// Bounds on a caller's values repeated in errors and the audit log.
-const (
-	maxCallerValue  = 100 // bytes of one value
-	maxCallerValues = 20  // values of a list
-)
+// Bounds on a caller's values repeated in errors and the audit log: bytes of one, values of a list.
+const maxCallerValue, maxCallerValues = 100, 20
 
 // excerpt bounds a caller's value wherever the daemon repeats it.
 func excerpt(v string) string { return shorten(v, maxCallerValue) }

@@ -34,7 +34,7 @@ func TestGetAttributeValueOneCall(t *testing.T) {
 	if !ok || c.list == nil {
 		t.Fatalf("the module's function list was not found (%T): every read would take two calls", m.p)
 	}
-	tok, err := m.OpenToken(st.SlotID, TokenOptions{})
+	tok, err := m.OpenSlot(Slot{ID: st.SlotID}, TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

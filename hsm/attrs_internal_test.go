@@ -75,7 +75,7 @@ func openAttrDouble(t *testing.T, st *softhsm.Token) (*Token, *attrDouble) {
 	t.Cleanup(func() { m.Close() })
 	d := &attrDouble{p11: m.p}
 	m.p = d
-	tok, err := m.OpenToken(st.SlotID, TokenOptions{})
+	tok, err := m.OpenSlot(Slot{ID: st.SlotID}, TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,8 +28,6 @@ var (
 	newPSSParams = pkcs11.NewPSSParams
 )
 
-var _ writer = (*pkcs11.Ctx)(nil)
-
 // Available returns nil: this program was built with cgo and can load
 // PKCS#11 modules.
 func Available() error { return nil }

@@ -39,7 +39,7 @@ func TestCheckSeesWhatTokenInfoHides(t *testing.T) {
 	t.Cleanup(func() { m.Close() })
 	d := &pulledCard{p11: m.p}
 	m.p = d
-	tok, err := m.OpenToken(st.SlotID, TokenOptions{})
+	tok, err := m.OpenSlot(Slot{ID: st.SlotID}, TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestCheckSeesWhatTokenInfoHides(t *testing.T) {
 		t.Errorf("Check with the card pulled = %v, want tokenerr.ErrTokenRemoved", err)
 	}
 	d.pulled = false
-	if err := d.p11.Logout(tok.loginSH); err != nil {
+	if err := m.lib.ctx.Logout(tok.loginSH); err != nil {
 		t.Fatal(err)
 	}
 	if err := tok.Check(); !errors.Is(err, tokenerr.ErrNotLoggedIn) || !tokenerr.Transient(err) {

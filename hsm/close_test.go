@@ -33,7 +33,7 @@ func openAll(t *testing.T, opts hsm.TokenOptions) opened {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	tok, err := m.OpenToken(st.SlotID, opts)
+	tok, err := m.OpenSlot(hsm.Slot{ID: st.SlotID}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +57,8 @@ func moduleCalls(o opened) []call {
 		{"Module.Info", func() error { _, err := o.m.Info(); return err }},
 		{"Module.Slots", func() error { _, err := o.m.Slots(); return err }},
 		{"Module.FindSlot", func() error { _, err := o.m.FindSlot(hsm.TokenSelector{Label: o.st.Label}); return err }},
-		{"Module.OpenToken", func() error {
-			tok, err := o.m.OpenToken(o.st.SlotID, hsm.TokenOptions{})
+		{"Module.OpenSlot", func() error {
+			tok, err := o.m.OpenSlot(hsm.Slot{ID: o.st.SlotID}, hsm.TokenOptions{})
 			if err == nil {
 				tok.Close()
 			}
@@ -89,7 +89,6 @@ func tokenCalls(o opened) []call {
 func noCrashAfterClose(t *testing.T, o opened) {
 	t.Helper()
 	_ = o.m.Path()
-	_ = o.tok.SlotID()
 	_ = o.tok.MaxSessions()
 	if o.tok.LoggedIn() {
 		t.Error("LoggedIn() = true after Close")
@@ -106,7 +105,7 @@ func noCrashAfterClose(t *testing.T, o opened) {
 }
 
 // TestEveryMethodAfterModuleClose is the crash of the issue: Open,
-// OpenToken, Module.Close, then Token.Info() reached miekg/pkcs11 with a nil
+// OpenSlot, Module.Close, then Token.Info() reached miekg/pkcs11 with a nil
 // context (SIGSEGV). Every method of Module, Token and Key must now return
 // ErrClosed.
 func TestEveryMethodAfterModuleClose(t *testing.T) {
@@ -151,7 +150,7 @@ func TestModuleCloseLeavesOtherModulesAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m2.Close()
-	tok2, err := m2.OpenToken(a.st.SlotID, hsm.TokenOptions{})
+	tok2, err := m2.OpenSlot(hsm.Slot{ID: a.st.SlotID}, hsm.TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package hsm
 
 /*
 #include <stdlib.h>
-#include <string.h>
 #include "p11abi.h"
 
 enum { mp_get_attribute_value_index = 24, mp_sign_init_index = 42 };
@@ -21,40 +20,9 @@ static void *mp_function_list_of(void *ctx) {
 	return l;
 }
 
-// mp_mechanism_new copies a mechanism and its parameters into one block.
-static mp_mechanism *mp_mechanism_new(unsigned long type, const void *param, unsigned long len) {
-	mp_mechanism *m = calloc(1, sizeof *m + len);
-	if (m == NULL)
-		return NULL;
-	m->mechanism = type;
-	m->pParameter = m + 1;
-	memcpy(m->pParameter, param, len);
-	m->ulParameterLen = len;
-	return m;
-}
-
 static unsigned long mp_sign_init(void *list, unsigned long session, mp_mechanism *m, unsigned long key) {
 	mp_sign_init_fn f = (mp_sign_init_fn)((mp_function_list *)list)->fn[mp_sign_init_index];
 	return f(session, m, key);
-}
-
-// mp_attributes_new allocates n attributes followed by their buffers of
-// sizes[i] bytes, in one block.
-static mp_attribute *mp_attributes_new(const unsigned long *types, const unsigned long *sizes, unsigned long n) {
-	unsigned long total = 0, i;
-	for (i = 0; i < n; i++)
-		total += sizes[i];
-	mp_attribute *t = calloc(1, n * sizeof *t + total);
-	if (t == NULL)
-		return NULL;
-	unsigned char *p = (unsigned char *)(t + n);
-	for (i = 0; i < n; i++) {
-		t[i].type = types[i];
-		t[i].pValue = p;
-		t[i].ulValueLen = sizes[i];
-		p += sizes[i];
-	}
-	return t;
 }
 
 // mp_get_attribute_value calls C_GetAttributeValue, or returns
@@ -122,10 +90,12 @@ func (c *ctx) SignInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, key pkcs1
 		return c.Ctx.SignInit(sh, m, key)
 	}
 	p := m[0].Parameter
-	cm := C.mp_mechanism_new(C.ulong(m[0].Mechanism), unsafe.Pointer(&p[0]), C.ulong(len(p)))
+	cm := (*C.mp_mechanism)(C.calloc(1, C.size_t(C.sizeof_mp_mechanism+len(p)))) // the parameters follow it
 	if cm == nil {
 		return pkcs11.Error(ckrHostMemory)
 	}
+	cm.mechanism, cm.pParameter, cm.ulParameterLen = C.ulong(m[0].Mechanism), unsafe.Add(unsafe.Pointer(cm), C.sizeof_mp_mechanism), C.ulong(len(p))
+	copy(unsafe.Slice((*byte)(cm.pParameter), len(p)), p)
 	if rv := C.mp_sign_init(c.list, C.ulong(sh), cm, C.ulong(key)); rv != 0 {
 		C.free(unsafe.Pointer(cm))
 		return pkcs11.Error(rv)
@@ -191,17 +161,24 @@ func (c *ctx) GetAttributeValue(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, 
 	if size == nil {
 		size = attrBufSize
 	}
-	types := make([]C.ulong, len(a))
-	sizes := make([]C.ulong, len(a))
+	// One block: the attributes, then a buffer of size(type) bytes for each.
+	sizes, total := make([]int, len(a)), len(a)*C.sizeof_mp_attribute
 	for i, x := range a {
-		types[i], sizes[i] = C.ulong(x.Type), C.ulong(size(x.Type))
+		sizes[i] = size(x.Type)
+		total += sizes[i]
 	}
-	t := C.mp_attributes_new(&types[0], &sizes[0], C.ulong(len(a)))
-	if t == nil {
+	block := C.calloc(1, C.size_t(total))
+	if block == nil {
 		return nil, pkcs11.Error(ckrHostMemory)
 	}
-	defer C.free(unsafe.Pointer(t))
-	switch rv := C.mp_get_attribute_value(c.list, C.ulong(sh), C.ulong(o), t, C.ulong(len(a))); rv {
+	defer C.free(block)
+	t := unsafe.Slice((*C.mp_attribute)(block), len(a))
+	buf := unsafe.Add(block, len(a)*C.sizeof_mp_attribute)
+	for i, x := range a {
+		t[i]._type, t[i].pValue, t[i].ulValueLen = C.ulong(x.Type), buf, C.ulong(sizes[i])
+		buf = unsafe.Add(buf, sizes[i])
+	}
+	switch rv := C.mp_get_attribute_value(c.list, C.ulong(sh), C.ulong(o), &t[0], C.ulong(len(a))); rv {
 	case 0:
 	case ckrBufferTooSmall, ckrFunctionNotSupported:
 		return c.Ctx.GetAttributeValue(sh, o, a)
@@ -209,8 +186,8 @@ func (c *ctx) GetAttributeValue(sh pkcs11.SessionHandle, o pkcs11.ObjectHandle, 
 		return nil, pkcs11.Error(rv)
 	}
 	out := make([]*pkcs11.Attribute, len(a))
-	for i, v := range unsafe.Slice(t, len(a)) {
-		if v.ulValueLen > sizes[i] { // CK_UNAVAILABLE_INFORMATION, or a module that overran
+	for i, v := range t {
+		if v.ulValueLen > C.ulong(sizes[i]) { // CK_UNAVAILABLE_INFORMATION, or a module that overran
 			return c.Ctx.GetAttributeValue(sh, o, a)
 		}
 		out[i] = &pkcs11.Attribute{Type: a[i].Type, Value: C.GoBytes(v.pValue, C.int(v.ulValueLen))}

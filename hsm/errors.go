@@ -3,6 +3,7 @@ package hsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/miekg/pkcs11"
@@ -65,37 +66,33 @@ func wrap(op string, err error) error {
 	return e
 }
 
-// kindOf maps a PKCS#11 return value to a sentinel: the one place.
+// kinds maps PKCS#11 return values to sentinels: the one place (kindOf).
+var kinds = []struct {
+	kind  error
+	codes []ReturnValue
+}{
+	{tokenerr.ErrTokenRemoved, []ReturnValue{pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED}},
+	{tokenerr.ErrSessionClosed, []ReturnValue{pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_COUNT}},
+	{tokenerr.ErrDevice, []ReturnValue{pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY, pkcs11.CKR_FUNCTION_FAILED, pkcs11.CKR_GENERAL_ERROR}},
+	{tokenerr.ErrWriteProtected, []ReturnValue{pkcs11.CKR_TOKEN_WRITE_PROTECTED}},
+	{tokenerr.ErrPINIncorrect, []ReturnValue{pkcs11.CKR_PIN_INCORRECT}},
+	{tokenerr.ErrPINLocked, []ReturnValue{pkcs11.CKR_PIN_LOCKED}},
+	{tokenerr.ErrPINExpired, []ReturnValue{pkcs11.CKR_PIN_EXPIRED}},
+	{tokenerr.ErrPINInvalid, []ReturnValue{pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE}},
+	{tokenerr.ErrNotLoggedIn, []ReturnValue{pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_USER_PIN_NOT_INITIALIZED}},
+	{tokenerr.ErrSlotNotFound, []ReturnValue{pkcs11.CKR_SLOT_ID_INVALID}},
+	{tokenerr.ErrKeyCannotSign, []ReturnValue{pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT}},
+	{tokenerr.ErrUnsupported, []ReturnValue{pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID}},
+	{tokenerr.ErrObjectGone, []ReturnValue{pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_KEY_HANDLE_INVALID}},
+	{tokenerr.ErrClosed, []ReturnValue{pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED}},
+}
+
+// kindOf returns rv's sentinel in kinds, else tokenerr.ErrModule.
 func kindOf(rv ReturnValue) error {
-	switch rv {
-	case pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED:
-		return tokenerr.ErrTokenRemoved
-	case pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_COUNT:
-		return tokenerr.ErrSessionClosed
-	case pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY, pkcs11.CKR_FUNCTION_FAILED, pkcs11.CKR_GENERAL_ERROR:
-		return tokenerr.ErrDevice
-	case pkcs11.CKR_TOKEN_WRITE_PROTECTED:
-		return tokenerr.ErrWriteProtected
-	case pkcs11.CKR_PIN_INCORRECT:
-		return tokenerr.ErrPINIncorrect
-	case pkcs11.CKR_PIN_LOCKED:
-		return tokenerr.ErrPINLocked
-	case pkcs11.CKR_PIN_EXPIRED:
-		return tokenerr.ErrPINExpired
-	case pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
-		return tokenerr.ErrPINInvalid
-	case pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_USER_PIN_NOT_INITIALIZED:
-		return tokenerr.ErrNotLoggedIn
-	case pkcs11.CKR_SLOT_ID_INVALID:
-		return tokenerr.ErrSlotNotFound
-	case pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT:
-		return tokenerr.ErrKeyCannotSign
-	case pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID:
-		return tokenerr.ErrUnsupported
-	case pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_KEY_HANDLE_INVALID:
-		return tokenerr.ErrObjectGone
-	case pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED:
-		return tokenerr.ErrClosed
+	for _, k := range kinds {
+		if slices.Contains(k.codes, rv) {
+			return k.kind
+		}
 	}
 	return tokenerr.ErrModule
 }
@@ -162,9 +159,8 @@ type SelectionError struct {
 	Candidates []string  // as a person picks one
 	Tokens     []Slot    // for token errors: the slots considered
 	Keys       []KeyInfo // for key errors: the keys considered
-	// ModuleOutput is what the module wrote on standard error while it
-	// loaded (OpenOptions.HoldLoadOutput), for errors that found no token: it
-	// may say why. Error does not include it; show it beside the error.
+	// ModuleOutput, for errors that found no token, is what the module wrote
+	// while it loaded (OpenOptions.HoldLoadOutput): show it beside the error.
 	ModuleOutput string
 }
 

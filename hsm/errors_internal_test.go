@@ -73,7 +73,7 @@ func TestErrorPredicatesOnSoftHSM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	tok, err := m.OpenToken(st.SlotID, TokenOptions{})
+	tok, err := m.OpenSlot(Slot{ID: st.SlotID}, TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package hsm
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -61,23 +59,29 @@ func firstModule(paths []string) (string, error) {
 		Detail: "none of " + strings.Join(paths, ", ") + " exists; install opensc (smart cards) or give the module path"}
 }
 
-// ModuleFromURI returns the module the URI u names: module-path, or the file
-// module-name resolves to (ResolveModuleName); "" when it names none. With
-// both, module-name must name module-path's file (NAME.so, or resolving to
-// it), else the error matches pkcs11uri.ErrInvalid. A module-name that
-// resolves to nothing gives tokenerr.ErrModuleNotFound.
+// ModuleFromURI returns the module the URI u names: module-path, or the
+// file of the module module-name names ("opensc-pkcs11"); "" when it names
+// none. A module-name is looked for where p11-kit looks: first a NAME.module
+// config in ~/.config/pkcs11/modules, /etc/pkcs11/modules or
+// /usr/share/p11-kit/modules (its "module:" path, if relative, in p11-kit's
+// module directory), then NAME.so in the pkcs11 and library directories under
+// /usr/lib/<Multiarch()>, /usr/lib64, /usr/lib and /usr/local/lib. A name
+// with a path separator, or found nowhere, gives tokenerr.ErrModuleNotFound
+// listing the places looked at. With both, module-name must name
+// module-path's file (NAME.so, or found as it), else the error matches
+// pkcs11uri.ErrInvalid.
 func ModuleFromURI(u *pkcs11uri.URI) (string, error) {
 	switch {
 	case u.ModuleName == "":
 		return u.ModulePath, nil
 	case u.ModulePath == "":
-		return ResolveModuleName(u.ModuleName)
+		return systemModuleDirs().resolve(u.ModuleName)
 	}
 	base := filepath.Base(u.ModulePath)
 	if base == u.ModuleName || base == u.ModuleName+".so" {
 		return u.ModulePath, nil
 	}
-	named, err := ResolveModuleName(u.ModuleName)
+	named, err := systemModuleDirs().resolve(u.ModuleName)
 	what := "names no module here"
 	if err == nil {
 		if sameFile(named, u.ModulePath) {
@@ -89,27 +93,7 @@ func ModuleFromURI(u *pkcs11uri.URI) (string, error) {
 		u.ModuleName, what, u.ModulePath))
 }
 
-// ResolveModuleName returns the file of the PKCS#11 module called name, as
-// RFC 7512's module-name gives it ("opensc-pkcs11", "softhsm2"), looking
-// where p11-kit does:
-//
-//  1. a p11-kit module config NAME.module in ~/.config/pkcs11/modules,
-//     /etc/pkcs11/modules or /usr/share/p11-kit/modules (the first found
-//     wins), whose "module:" line is the path, relative to p11-kit's module
-//     directory (/usr/lib/<multiarch>/pkcs11 on Debian, /usr/lib64/pkcs11
-//     elsewhere) unless absolute;
-//  2. NAME.so (or NAME, when it ends in .so) in /usr/lib/<multiarch>/pkcs11,
-//     /usr/lib/<multiarch>, /usr/lib64/pkcs11, /usr/lib/pkcs11,
-//     /usr/local/lib/pkcs11, /usr/lib64 and /usr/lib, in that order.
-//
-// <multiarch> is Multiarch(). A name holding a path separator is refused
-// (give a path as module-path). When nothing is found, the error matches
-// tokenerr.ErrModuleNotFound and lists the places looked at.
-func ResolveModuleName(name string) (string, error) {
-	return systemModuleDirs().resolve(name)
-}
-
-// moduleDirs are the places ResolveModuleName looks, in order.
+// moduleDirs are the places a module-name is looked for, in order.
 type moduleDirs struct {
 	configs   []string // p11-kit module config directories
 	p11kitLib []string // where a relative "module:" path is looked for
@@ -170,16 +154,13 @@ func (d moduleDirs) fromConfig(conf string) (string, error) {
 		return "", err
 	}
 	module := ""
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimSpace(line)
 		if key, val, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") && strings.TrimSpace(key) == "module" {
 			module = strings.TrimSpace(val)
 		}
 	}
 	switch {
-	case sc.Err() != nil:
-		return "", fmt.Errorf("p11-kit config %s: %w", conf, sc.Err())
 	case module == "":
 		return "", fmt.Errorf("p11-kit config %s has no \"module:\" line", conf)
 	case filepath.IsAbs(module):

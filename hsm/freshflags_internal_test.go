@@ -12,7 +12,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// TestLoginTakesFlagsJustRead: the flags OpenToken read a moment ago guard
+// TestLoginTakesFlagsJustRead: the flags OpenSlot read a moment ago guard
 // the login; Login makes no C_GetTokenInfo of its own, and still refuses a
 // token on its final try without presenting the PIN.
 func TestLoginTakesFlagsJustRead(t *testing.T) {
@@ -33,7 +33,7 @@ func TestLoginTakesFlagsJustRead(t *testing.T) {
 				t.Fatalf("Login = %v, want %v", err, tc.want)
 			}
 			if n := d.infos.Load() - before; n != 0 {
-				t.Errorf("Login made %d C_GetTokenInfo calls, want 0 (the flags OpenToken read)", n)
+				t.Errorf("Login made %d C_GetTokenInfo calls, want 0 (the flags OpenSlot read)", n)
 			}
 			if got := d.logins.Load(); got != tc.logins {
 				t.Errorf("C_Login called %d times, want %d", got, tc.logins)
@@ -54,7 +54,7 @@ func TestLoginRereadsFlagsAfterALoginAttempt(t *testing.T) {
 	}
 	t.Cleanup(func() { m2.Close() })
 	m2.p = d
-	tokB, err := m2.OpenToken(st.SlotID, TokenOptions{}) // flags read now: no final try
+	tokB, err := m2.OpenSlot(Slot{ID: st.SlotID}, TokenOptions{}) // flags read now: no final try
 	if err != nil {
 		t.Fatal(err)
 	}

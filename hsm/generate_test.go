@@ -25,7 +25,7 @@ func openRW(t testing.TB, tok *softhsm.Token) *hsm.Token {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	ht, err := m.OpenToken(tok.SlotID, hsm.TokenOptions{ReadWrite: true})
+	ht, err := m.OpenSlot(hsm.Slot{ID: tok.SlotID}, hsm.TokenOptions{ReadWrite: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestGenerateKeyRefusals(t *testing.T) {
 		defer m.Close()
 		// Another process-wide login session exists (ht), but this Token
 		// never logged in: GenerateKey wants its own Login.
-		nt, err := m.OpenToken(tok.SlotID, hsm.TokenOptions{ReadWrite: true})
+		nt, err := m.OpenSlot(hsm.Slot{ID: tok.SlotID}, hsm.TokenOptions{ReadWrite: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func open(t testing.TB, tok *softhsm.Token, pin string) *hsm.Token {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	ht, err := m.OpenToken(tok.SlotID, hsm.TokenOptions{})
+	ht, err := m.OpenSlot(hsm.Slot{ID: tok.SlotID}, hsm.TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func TestWrongPINOneLoginOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	ht, err := m.OpenToken(tok.SlotID, hsm.TokenOptions{})
+	ht, err := m.OpenSlot(hsm.Slot{ID: tok.SlotID}, hsm.TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -509,7 +509,7 @@ func TestSelectionByURI(t *testing.T) {
 				var slot hsm.Slot
 				if slot, err = m.FindSlot(ts); err == nil {
 					var ht *hsm.Token
-					if ht, err = m.OpenToken(slot.ID, hsm.TokenOptions{}); err == nil {
+					if ht, err = m.OpenSlot(hsm.Slot{ID: slot.ID}, hsm.TokenOptions{}); err == nil {
 						defer ht.Close()
 						if err = ht.Login(hsm.StaticPIN([]byte(tok.PIN)), hsm.LoginOptions{}); err == nil {
 							var k *hsm.Key

@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto"
 	"crypto/rsa"
+	"encoding/asn1"
 	"fmt"
 	"io"
 	"math/big"
-
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/miekg/pkcs11"
 
@@ -174,10 +172,6 @@ func ecdsaDER(raw []byte) ([]byte, error) {
 	if len(raw) == 0 || len(raw)%2 != 0 {
 		return nil, &Error{Op: "C_Sign", Kind: tokenerr.ErrDevice, Detail: fmt.Sprintf("ECDSA signature of odd length %d", len(raw))}
 	}
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1BigInt(new(big.Int).SetBytes(raw[:len(raw)/2]))
-		b.AddASN1BigInt(new(big.Int).SetBytes(raw[len(raw)/2:]))
-	})
-	return b.Bytes()
+	n := len(raw) / 2
+	return asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:n]), new(big.Int).SetBytes(raw[n:])})
 }

@@ -26,27 +26,18 @@ const (
 	KeyTypeEC
 )
 
+var keyTypes = map[uint]KeyType{pkcs11.CKK_RSA: KeyTypeRSA, pkcs11.CKK_EC: KeyTypeEC}
+
 // String returns "RSA", "EC" or "other".
 func (k KeyType) String() string {
-	switch k {
-	case KeyTypeRSA:
-		return "RSA"
-	case KeyTypeEC:
-		return "EC"
+	if k == KeyTypeRSA || k == KeyTypeEC {
+		return [...]string{KeyTypeRSA: "RSA", KeyTypeEC: "EC"}[k]
 	}
 	return "other"
 }
 
 // keyType maps CKA_KEY_TYPE to a KeyType.
-func keyType(v []byte) KeyType {
-	switch attrUint(v) {
-	case pkcs11.CKK_RSA:
-		return KeyTypeRSA
-	case pkcs11.CKK_EC:
-		return KeyTypeEC
-	}
-	return KeyTypeOther
-}
+func keyType(v []byte) KeyType { return keyTypes[attrUint(v)] }
 
 // Certificate is an X.509 certificate object on a token.
 type Certificate struct {

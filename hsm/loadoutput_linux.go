@@ -16,30 +16,20 @@ var stderrMu sync.Mutex
 func holdStderr(f func()) string {
 	stderrMu.Lock()
 	defer stderrMu.Unlock()
+	saved := -1
 	mem, err := unix.MemfdCreate("mp-hsm-module-output", unix.MFD_CLOEXEC)
-	if err != nil {
-		f()
-		return ""
-	}
-	defer unix.Close(mem)
-	saved, err := unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 3)
-	if err != nil {
-		f()
-		return ""
-	}
-	defer unix.Close(saved)
-	if err := unix.Dup3(mem, 2, 0); err != nil {
-		f()
-		return ""
+	if err == nil {
+		defer unix.Close(mem)
+		if saved, err = unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 3); err == nil {
+			defer unix.Close(saved)
+			err = unix.Dup3(mem, 2, 0)
+		}
 	}
 	f()
-	if err := unix.Dup3(saved, 2, 0); err != nil {
-		return "" // standard error is the memory file until the process ends; nothing better to do
+	if err != nil || unix.Dup3(saved, 2, 0) != nil {
+		return "" // not held; or fd 2 stays the memory file, as nothing better can be done
 	}
 	buf := make([]byte, maxLoadOutput+1)
 	n, _ := unix.Pread(mem, buf, 0)
-	if n < 0 {
-		n = 0
-	}
-	return trimLoadOutput(buf[:n])
+	return trimLoadOutput(buf[:max(n, 0)])
 }

@@ -25,13 +25,10 @@ func StaticPIN(pin []byte) PINSource {
 }
 
 // PINFile returns a PINSource that reads the PIN from the file at path each
-// time the token asks (at a login, and before each signature of a
-// CKA_ALWAYS_AUTHENTICATE key), so nothing keeps it between logins; this is
-// mp-hsm's --pin-file. safefile.ReadSecret reads it (a regular file of at
-// most safefile.MaxPIN bytes, one trailing newline trimmed): a file that
-// cannot be read, is empty, holds a control character or is unsafe
-// (safefile.ErrUnsafe) is an error naming the path, never a PIN that spends
-// a login attempt.
+// time the token asks (a login, each signature of a CKA_ALWAYS_AUTHENTICATE
+// key), as mp-hsm's --pin-file does, with safefile.ReadSecret: a file that is
+// unsafe, empty or unreadable is an error naming the path, never a PIN that
+// spends a login attempt.
 func PINFile(path string) PINSource {
 	return func() ([]byte, error) {
 		pin, _, err := safefile.ReadSecret(path, safefile.MaxPIN)
@@ -57,17 +54,17 @@ type LoginOptions struct {
 // Login logs the user in with the PIN from pin, or through the reader's PIN
 // pad when pin is nil and the token has a protected authentication path.
 //
-// Lockout warning: smart cards lock after a few wrong PINs. Login therefore
-// reads the token flags first (see freshFlags) and does nothing when the
-// token needs no login; refuses, presenting nothing, when the PIN is locked
+// Lockout warning: smart cards lock after a few wrong PINs. Login reads the
+// token flags first (see freshFlags) and does nothing when no login is
+// needed; refuses, presenting nothing, when the PIN is locked
 // (tokenerr.ErrPINLocked) or on its final try (tokenerr.ErrPINFinalTry,
-// unless opts.AllowFinalTry); warns in the log on a low PIN count; and
-// calls pin once and C_Login exactly once, never again on its own: a wrong
-// PIN returns a *PINError (tokenerr.ErrPINIncorrect) with the flags read
-// after the attempt. The PIN bytes are zeroed after C_Login; the source is
-// kept for CKA_ALWAYS_AUTHENTICATE keys, which need it before each signature.
+// unless opts.AllowFinalTry); warns in the log on a low PIN count; and calls
+// pin and C_Login exactly once, never again: a wrong PIN returns a *PINError
+// with the flags read after the attempt. The PIN bytes are zeroed after
+// C_Login; the source is kept for CKA_ALWAYS_AUTHENTICATE keys, which need it
+// before each signature.
 func (t *Token) Login(pin PINSource, opts LoginOptions) error {
-	return t.locked("login", false, func(writer) error {
+	return t.locked("login", false, func() error {
 		flags, ok := t.m.freshFlags(t.slotID)
 		if !ok {
 			ti, err := t.p.GetTokenInfo(t.slotID)
@@ -148,12 +145,7 @@ func (t *Token) refusal(err error, before TokenFlags) *PINError {
 // bytesAsString views b as a string without copying, so that the only copy
 // of the PIN in Go memory is the caller's slice, which is zeroed after use.
 // The string must not outlive b's contents.
-func bytesAsString(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
-}
+func bytesAsString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // contextLogin presents the PIN for one operation on a key with
 // CKA_ALWAYS_AUTHENTICATE, on session sh, between C_SignInit and C_Sign.
@@ -215,13 +207,10 @@ func (t *Token) LoggedIn() bool {
 }
 
 // Login's guard needs the PIN flags as they are just before C_Login. Flags
-// this Module read moments before, with no login attempt since, are as
-// fresh, and a second C_GetTokenInfo is a round trip on a network HSM: so
-// the Module keeps each slot's last flags for Login to take, once, for
-// flagsFreshFor (FindSlot, OpenSlot and Login in a row over a slow link,
-// with nothing a person does in between). An attempt on any Token may
-// change the flags: loginAttempts counts them, and flags read before one
-// are never reused.
+// this Module read under flagsFreshFor ago (FindSlot, OpenSlot, Login in a
+// row) with no login attempt since are as fresh, and save a round trip on a
+// network HSM: Login takes them once. A login attempt on any Token may change
+// the flags, so loginAttempts counts them and flags read before one go unused.
 const flagsFreshFor = time.Second
 
 var loginAttempts atomic.Uint64

@@ -49,7 +49,7 @@ func openDouble(t *testing.T, extra uint) (*Token, *flagDouble, *softhsm.Token) 
 	t.Cleanup(func() { m.Close() })
 	d := &flagDouble{p11: m.p, extra: extra}
 	m.p = d
-	tok, err := m.OpenToken(st.SlotID, TokenOptions{})
+	tok, err := m.OpenSlot(Slot{ID: st.SlotID}, TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

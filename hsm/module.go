@@ -27,13 +27,15 @@ type p11 interface {
 	CloseSession(sh sessionHandle) error
 	GetSessionInfo(sh sessionHandle) (ckSessionInfo, error)
 	Login(sh sessionHandle, userType uint, pin string) error
-	Logout(sh sessionHandle) error
 	FindObjectsInit(sh sessionHandle, temp []*attribute) error
 	FindObjects(sh sessionHandle, max int) ([]objectHandle, bool, error)
 	FindObjectsFinal(sh sessionHandle) error
 	GetAttributeValue(sh sessionHandle, o objectHandle, a []*attribute) ([]*attribute, error)
 	SignInit(sh sessionHandle, m []*mechanism, o objectHandle) error
 	Sign(sh sessionHandle, message []byte) ([]byte, error)
+	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
+	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
+	DestroyObject(sh sessionHandle, oh objectHandle) error
 }
 
 // library is one loaded module, shared by every Module opened on the same
@@ -75,12 +77,10 @@ type Module struct {
 // OpenOptions are the choices of OpenWith; the zero value is Open's.
 type OpenOptions struct {
 	// HoldLoadOutput holds back what modules write on standard error while
-	// the module loads (p11-kit's proxy loads every registered module, and
-	// tpm2-pkcs11 without a TPM writes a dozen lines of errors), to show it
-	// only where it may explain something: SelectionError.ModuleOutput and
-	// Module.LoadOutput. All of file descriptor 2 is held meanwhile, so use
-	// it only while nothing else writes there (a command line tool at start,
-	// not a daemon). Linux only, and only when this call loads the module.
+	// this call loads the module (tpm2-pkcs11 without a TPM writes a dozen
+	// lines of errors), for SelectionError.ModuleOutput and LoadOutput. All of
+	// file descriptor 2 is held meanwhile: use it only while nothing else
+	// writes there (a command line tool at start, not a daemon). Linux only.
 	HoldLoadOutput bool
 }
 
@@ -161,12 +161,11 @@ func OpenWith(path string, o OpenOptions) (*Module, error) {
 // Path returns the module's absolute path.
 func (m *Module) Path() string { return m.lib.path }
 
-// Close releases the module. It waits for the calls in flight on the module
-// and its tokens and keys (a signature under way finishes), then closes
-// every token opened from it, so that later calls return tokenerr.ErrClosed.
-// The last Close of a path in the process unloads the module, and finalises
-// it when Open initialised it (never one that other code initialised or
-// finalised). Close is idempotent; it must not be called from a PINSource.
+// Close waits for the calls in flight on the module, its tokens and keys,
+// then closes every token opened from it (later calls return
+// tokenerr.ErrClosed). The last Close of a path unloads the module, and
+// finalises it only when Open initialised it. Close is idempotent; it must
+// not be called from a PINSource.
 func (m *Module) Close() error {
 	if !m.gate.close() {
 		return nil
@@ -220,14 +219,12 @@ func (m *Module) enter(op string) error {
 	if !m.gate.enter() {
 		return &Error{Op: op, Kind: tokenerr.ErrClosed, Detail: "the module was closed"}
 	}
-	if m.gone() {
+	if m.lib.gone.Load() {
 		m.gate.leave()
 		return &Error{Op: op, Kind: tokenerr.ErrClosed, Code: pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, Detail: finalisedDetail}
 	}
 	return nil
 }
-
-func (m *Module) gone() bool { return m.lib.gone.Load() }
 
 // ModuleInfo describes a module (C_GetInfo).
 type ModuleInfo struct {
@@ -259,23 +256,6 @@ func (m *Module) Info() (ModuleInfo, error) {
 // standard error while this process loaded it, when OpenWith held it back
 // (HoldLoadOutput), at most 8 KiB; "" otherwise.
 func (m *Module) LoadOutput() string { return m.lib.loadOutput }
-
-// withLoadOutput adds the load output to a selection error that found no
-// token: it may say why.
-func (m *Module) withLoadOutput(err error) error {
-	var se *SelectionError
-	out := m.LoadOutput()
-	if out == "" || !errors.As(err, &se) {
-		return err
-	}
-	switch se.Kind {
-	case tokenerr.ErrTokenNotFound, tokenerr.ErrNoToken, tokenerr.ErrSlotNotFound:
-		c := *se
-		c.ModuleOutput = out
-		return &c
-	}
-	return err
-}
 
 func trimLoadOutput(out []byte) string {
 	s := strings.Trim(string(out), "\r\n")

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/miekg/pkcs11"
@@ -22,25 +23,20 @@ var (
 	privAttrsOption = []uint{pkcs11.CKA_ALWAYS_AUTHENTICATE, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT}
 )
 
-// Certificates returns the X.509 certificates on the token (no login
-// needed), skipping with a logged warning objects that do not parse; a
-// failure to read (tokenerr.ErrTokenRemoved) is returned. They are read once
-// per Token, and again after a Login, which may show more. The caller may
-// change the slice and IDs; the parsed certificates are shared.
+// Certificates returns the X.509 certificates on the token (no login needed),
+// skipping with a logged warning objects that do not parse. They are read once
+// per Token and again after a Login, which may show more; the parsed
+// certificates are shared, the slice and IDs are the caller's.
 func (t *Token) Certificates() (out []Certificate, err error) {
-	err = t.locked("list certificates", false, func(writer) error {
+	err = t.locked("list certificates", false, func() error {
 		certs, err := t.certificates()
-		out = make([]Certificate, len(certs))
-		for i, c := range certs {
+		for _, c := range certs {
 			c.ID = bytes.Clone(c.ID)
-			out[i] = c
+			out = append(out, c)
 		}
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, err
 }
 
 // certificates returns t.certs, reading them first if need be. t.mu must be
@@ -89,7 +85,7 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 }
 
 func (t *Token) lockedKeys(op string) (objs []keyObject, err error) {
-	err = t.locked(op, false, func(writer) (err error) {
+	err = t.locked(op, false, func() (err error) {
 		objs, err = t.keys()
 		return err
 	})
@@ -165,11 +161,7 @@ func (t *Token) keys() ([]keyObject, error) {
 // type, skipping objects that make no key this package knows. It searches
 // only when some key lacks one. t.mu must be held, inside the gates.
 func (t *Token) publicHalves(keys []keyObject) error {
-	need := false
-	for _, k := range keys {
-		need = need || k.info.Public == nil
-	}
-	if !need {
+	if !slices.ContainsFunc(keys, func(k keyObject) bool { return k.info.Public == nil }) {
 		return nil
 	}
 	pubs, err := t.findObjects(newAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY))
@@ -243,11 +235,10 @@ func absentAttr(err error) bool {
 }
 
 // attrs reads the attributes required and optional of object h, in one call
-// when the object has them all. t.mu must be held. When one is absent
-// (PKCS#11 does not say which), it reads the required ones together and
-// each optional one alone: an absent optional attribute is left out, an
-// absent required one is an error naming it. Any other error (a card pulled
-// out) is returned as it is, never swallowed.
+// when the object has them all; t.mu held. When one is absent (PKCS#11 does
+// not say which), it reads the required ones together and each optional one
+// alone: a missing required one is an error naming it. Any other error (a
+// card pulled out) is returned as it is.
 func (t *Token) attrs(h objectHandle, required, optional []uint) (map[uint][]byte, error) {
 	out := make(map[uint][]byte, len(required)+len(optional))
 	switch err := t.readAttrs(h, append(append([]uint(nil), required...), optional...), out); {

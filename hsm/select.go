@@ -3,6 +3,7 @@ package hsm
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -105,17 +106,12 @@ func (m *Module) checkLibrary(s TokenSelector) error {
 // parseVersion reads "M" or "M.N" (decimal, each at most 255); "M" is M.0.
 func parseVersion(v string) (major, minor byte, ok bool) {
 	ms, ns, dot := strings.Cut(v, ".")
-	a, err := strconv.ParseUint(ms, 10, 8)
-	if err != nil {
-		return 0, 0, false
+	if !dot {
+		ns = "0"
 	}
-	var b uint64
-	if dot {
-		if b, err = strconv.ParseUint(ns, 10, 8); err != nil {
-			return 0, 0, false
-		}
-	}
-	return byte(a), byte(b), true
+	a, errA := strconv.ParseUint(ms, 10, 8)
+	b, errB := strconv.ParseUint(ns, 10, 8)
+	return byte(a), byte(b), errA == nil && errB == nil
 }
 
 // describeTokens lists tokens the way a person picks one: slot, label, serial.
@@ -133,12 +129,12 @@ func describeTokens(slots []Slot) []string {
 // the tokens, or ErrAmbiguousToken listing the matches. Unless sel names a
 // slot field, it reads only the tokens' information (a round trip per call
 // on a network HSM) and leaves the Slot's own fields empty.
-func (m *Module) FindSlot(sel TokenSelector) (Slot, error) {
-	s, err := m.findSlot(sel)
-	return s, m.withLoadOutput(err)
-}
-
-func (m *Module) findSlot(sel TokenSelector) (Slot, error) {
+func (m *Module) FindSlot(sel TokenSelector) (_ Slot, err error) {
+	defer func() { // what the module wrote while loading may say why no token was found
+		if se := (*SelectionError)(nil); errors.As(err, &se) && se.Kind != tokenerr.ErrAmbiguousToken {
+			se.ModuleOutput = m.lib.loadOutput
+		}
+	}()
 	if err := m.enter("find slot"); err != nil {
 		return Slot{}, err
 	}
@@ -271,13 +267,11 @@ func (t *Token) FindKey(sel KeySelector) (*Key, error) {
 	return fail(tokenerr.ErrKeyNotFound, "", objs)
 }
 
-// SelectorsFromURI returns the token and key selection the RFC 7512 URI u
-// describes: every path attribute maps to its TokenSelector or KeySelector
-// field (object is the label), and type private, public or cert all lead to
-// the key pair. A type that cannot name a signing key (secret-key, data) and
-// any vendor ("x-") attribute, which would be ignored, give a
-// *pkcs11uri.Error matching pkcs11uri.ErrInvalid. Query attributes are not
-// selectors (see ModuleFromURI; the PIN attributes are the caller's).
+// SelectorsFromURI returns the token and key selection of the RFC 7512 URI
+// u's path attributes (object is the label; type private, public or cert all
+// lead to the key pair). A type that cannot name a signing key and a vendor
+// ("x-") attribute, which would be ignored, give a *pkcs11uri.Error matching
+// pkcs11uri.ErrInvalid. The query (module, PIN) is the caller's.
 func SelectorsFromURI(u *pkcs11uri.URI) (TokenSelector, KeySelector, error) {
 	switch u.Type {
 	case "", "private", "public", "cert":

@@ -39,7 +39,7 @@ func openShim(t *testing.T, tok *softhsm.Token, o p11shim.Options, opts hsm.Toke
 	t.Cleanup(func() { m.Close() })
 	var log bytes.Buffer
 	opts.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ht, err := m.OpenToken(tok.SlotID, opts)
+	ht, err := m.OpenSlot(hsm.Slot{ID: tok.SlotID}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,6 @@ type Slot struct {
 	ID           uint
 	Description  string
 	Manufacturer string
-	TokenPresent bool
 	Token        *TokenInfo // nil when no token is present or it cannot be read
 	Problem      string     // why a present token's information could not be read, or ""
 }
@@ -157,8 +156,7 @@ func (m *Module) slots(slotInfo bool) ([]Slot, error) {
 				return nil, wrap(fmt.Sprintf("C_GetSlotInfo(slot %d)", id), err)
 			}
 			s.Description, s.Manufacturer = trimPadded(si.SlotDescription), trimPadded(si.ManufacturerID)
-			s.TokenPresent = si.Flags&pkcs11.CKF_TOKEN_PRESENT != 0
-			if !s.TokenPresent {
+			if si.Flags&pkcs11.CKF_TOKEN_PRESENT == 0 {
 				continue
 			}
 		}
@@ -169,7 +167,7 @@ func (m *Module) slots(slotInfo bool) ([]Slot, error) {
 			}
 			continue
 		}
-		s.TokenPresent, s.Token = true, tokenInfo(ti)
+		s.Token = tokenInfo(ti)
 		m.noteFlags(id, s.Token.Flags)
 	}
 	return slots, nil

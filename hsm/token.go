@@ -13,7 +13,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// TokenOptions configures OpenToken. The zero value is ready to use.
+// TokenOptions configures OpenSlot. The zero value is ready to use.
 type TokenOptions struct {
 	// MaxSessions bounds the signing sessions opened in parallel. Zero
 	// means the token's own limit less one (for the login session), capped
@@ -49,39 +49,27 @@ type Token struct {
 	slots chan struct{}      // one per session that exists
 }
 
-// OpenToken opens the token in slotID: one session for the login and
-// searches and, lazily, up to MaxSessions signing sessions.
-func (m *Module) OpenToken(slotID uint, opts TokenOptions) (*Token, error) {
-	if err := m.enter("open token"); err != nil {
-		return nil, err
-	}
-	defer m.gate.leave()
-	ti, err := m.p.GetTokenInfo(slotID)
-	if errors.Is(err, ReturnValue(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
-		return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: tokenerr.ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
-	} else if err != nil {
-		return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
-	}
-	m.noteFlags(slotID, TokenFlags(ti.Flags))
-	return m.openToken(slotID, tokenInfo(ti), opts)
-}
-
-// OpenSlot opens the token of s, a Slot that FindSlot or Slots returned,
-// like OpenToken but with no C_GetTokenInfo call of its own. A Slot without
-// token information gives tokenerr.ErrNoToken.
+// OpenSlot opens the token of s: one session for the login and searches
+// and, lazily, up to MaxSessions signing sessions. With s.Token (a Slot
+// that FindSlot or Slots returned) it calls nothing more; Slot{ID: id}
+// opens the token in slot id after reading its information afresh (a slot
+// without a token gives tokenerr.ErrNoToken).
 func (m *Module) OpenSlot(s Slot, opts TokenOptions) (*Token, error) {
 	if err := m.enter("open token"); err != nil {
 		return nil, err
 	}
 	defer m.gate.leave()
-	if s.Token == nil {
-		return nil, &Error{Op: fmt.Sprintf("open token in slot %d", s.ID), Kind: tokenerr.ErrNoToken, Detail: "the slot showed no token"}
+	slotID, ti := s.ID, s.Token
+	if ti == nil {
+		info, err := m.p.GetTokenInfo(slotID)
+		if errors.Is(err, ReturnValue(pkcs11.CKR_TOKEN_NOT_PRESENT)) {
+			return nil, &Error{Op: fmt.Sprintf("open token in slot %d", slotID), Kind: tokenerr.ErrNoToken, Code: pkcs11.CKR_TOKEN_NOT_PRESENT}
+		} else if err != nil {
+			return nil, wrap(fmt.Sprintf("C_GetTokenInfo(slot %d)", slotID), err)
+		}
+		ti = tokenInfo(info)
+		m.noteFlags(slotID, ti.Flags)
 	}
-	return m.openToken(s.ID, s.Token, opts)
-}
-
-// openToken opens a token whose information ti was just read, inside m.gate.
-func (m *Module) openToken(slotID uint, ti *TokenInfo, opts TokenOptions) (*Token, error) {
 	flags := uint(pkcs11.CKF_SERIAL_SESSION)
 	if opts.ReadWrite {
 		flags |= pkcs11.CKF_RW_SESSION
@@ -131,30 +119,23 @@ func (t *Token) leave() {
 }
 
 // locked runs f inside the gates with t.mu held. For a write it first
-// checks that the token can be written to (read-write, logged in, a module
-// that writes) and gives f the writer.
-func (t *Token) locked(op string, write bool, f func(w writer) error) error {
+// checks that the token can be written to (read-write, logged in).
+func (t *Token) locked(op string, write bool, f func() error) error {
 	if err := t.enter(op); err != nil {
 		return err
 	}
 	defer t.leave()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	w, ok := t.p.(writer)
 	switch {
 	case !write:
 	case t.flags&pkcs11.CKF_RW_SESSION == 0:
 		return &Error{Op: op, Kind: ErrReadOnly, Detail: "open the token with TokenOptions.ReadWrite"}
 	case !t.loggedIn:
 		return &Error{Op: op, Kind: tokenerr.ErrNotLoggedIn, Detail: "log in before writing to the token"}
-	case !ok:
-		return &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "the module binding cannot write objects"}
 	}
-	return f(w)
+	return f()
 }
-
-// SlotID returns the slot the token is in.
-func (t *Token) SlotID() uint { return t.slotID }
 
 // MaxSessions returns how many signing sessions may run in parallel.
 func (t *Token) MaxSessions() int { return cap(t.pool) }
@@ -172,14 +153,12 @@ func (t *Token) Info() (TokenInfo, error) {
 	return *tokenInfo(ti), nil
 }
 
-// Check asks whether the token is still there and the login still holds,
-// with no signature and no PIN: C_GetSlotInfo and C_GetSessionInfo reach
-// the reader or HSM (OpenSC answers C_GetTokenInfo from its cache while the
-// card is away). A removed token gives tokenerr.ErrTokenRemoved, a closed
-// session ErrSessionClosed, a lost login ErrNotLoggedIn, a dead link or
-// device ErrDevice: all Transient.
+// Check asks, with no signature and no PIN, whether the token is still there
+// and the login holds: C_GetSlotInfo and C_GetSessionInfo reach the reader
+// (OpenSC answers C_GetTokenInfo from a cache). It returns tokenerr's
+// ErrTokenRemoved, ErrSessionClosed, ErrNotLoggedIn or ErrDevice: all Transient.
 func (t *Token) Check() error {
-	return t.locked("check token", false, func(writer) error {
+	return t.locked("check token", false, func() error {
 		op := fmt.Sprintf("C_GetSlotInfo(slot %d)", t.slotID)
 		if si, err := t.p.GetSlotInfo(t.slotID); err != nil {
 			return wrap(op, err)
@@ -239,7 +218,7 @@ func (t *Token) dropSessions(closeIdle bool) sessionHandle {
 
 // closeSessions closes the token's sessions; its gate is closed and drained.
 func (t *Token) closeSessions() error {
-	if t.m.gone() {
+	if t.m.lib.gone.Load() {
 		// Finalised: the sessions went with it; their handles may be another's.
 		t.dropSessions(false)
 		return nil
@@ -287,16 +266,15 @@ func (t *Token) release(sh sessionHandle, broken bool) {
 	t.pool <- sh // never blocks: at most cap(pool) sessions exist
 }
 
-// gate is the closed state of a Module or Token and the count of calls in
-// flight through it, so that Close closes sessions and finalises only when
-// no call uses them. A counter, not a sync.RWMutex: a method in flight may
-// enter again (FindSlot lists the slots), which an RWMutex would deadlock
-// once a Close waits; here the second entry fails. The zero gate is open.
+// gate is the closed state of a Module or Token and the calls in flight
+// through it, so that Close closes sessions and finalises only when no call
+// uses them. Not a sync.RWMutex: a method in flight may enter again
+// (FindSlot lists the slots), which an RWMutex would deadlock once a Close
+// waits; here the second entry fails. The zero gate is open.
 type gate struct {
-	mu      sync.Mutex
-	shut    bool
-	busy    int
-	drained chan struct{} // made by close while busy > 0; closed when busy reaches 0
+	mu    sync.Mutex
+	shut  bool
+	calls sync.WaitGroup // Add only before shut, under mu: Wait never races an Add from zero
 }
 
 // enter counts a call in, or reports false once the gate is shut.
@@ -304,38 +282,20 @@ func (g *gate) enter() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.shut {
-		g.busy++
+		g.calls.Add(1)
 	}
 	return !g.shut
 }
 
-func (g *gate) leave() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.busy--
-	if g.busy == 0 && g.drained != nil {
-		close(g.drained)
-		g.drained = nil
-	}
-}
+func (g *gate) leave() { g.calls.Done() }
 
 // close shuts the gate, waits for the calls in flight, and reports whether
 // this call shut it. A goroutine must not close a gate it is inside.
 func (g *gate) close() (first bool) {
 	g.mu.Lock()
-	first = !g.shut
-	g.shut = true
-	var wait chan struct{}
-	if g.busy > 0 {
-		if g.drained == nil {
-			g.drained = make(chan struct{})
-		}
-		wait = g.drained
-	}
+	first, g.shut = !g.shut, true
 	g.mu.Unlock()
-	if wait != nil {
-		<-wait
-	}
+	g.calls.Wait()
 	return first
 }
 

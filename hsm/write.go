@@ -24,14 +24,6 @@ var ErrObjectExists = errors.New("an object with that label or id is already on 
 // cannot be written to.
 var ErrReadOnly = errors.New("token opened read-only")
 
-// writer is the part of the binding that writes, apart from p11, which
-// reads and signs: *pkcs11.Ctx has both.
-type writer interface {
-	GenerateKeyPair(sh sessionHandle, m []*mechanism, pub, priv []*attribute) (objectHandle, objectHandle, error)
-	CreateObject(sh sessionHandle, temp []*attribute) (objectHandle, error)
-	DestroyObject(sh sessionHandle, oh objectHandle) error
-}
-
 // KeySpec is a key type and size that GenerateKey can make.
 type KeySpec struct {
 	Type KeyType // KeyTypeRSA or KeyTypeEC
@@ -74,17 +66,15 @@ type GenerateOptions struct {
 	Spec  KeySpec // the key type; the zero value is rsa:2048
 }
 
-// p256OID is CKA_EC_PARAMS of a P-256 key: the DER of its OID.
-var p256OID = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+// p256Params is CKA_EC_PARAMS of a P-256 key: the DER of its OID.
+var p256Params, _ = asn1.Marshal(ecCurves[0].oid)
 
 // GenerateKey makes a key pair on the token, both halves with o.Label and
-// o.ID, and returns its private half: a sensitive, never extractable
-// private token object that can sign. The token must be open with
-// TokenOptions.ReadWrite (else ErrReadOnly) and logged in (else
-// tokenerr.ErrNotLoggedIn). When an object already has the label or id, it
-// returns ErrObjectExists and generates nothing; that check is atomic only
-// within the process, so across processes hold the token's change lock
-// (internal/changelock, which every mp-hsm command that writes takes).
+// o.ID, and returns its private half: sensitive, never extractable, can
+// sign. The token must be open with TokenOptions.ReadWrite (else
+// ErrReadOnly) and logged in (else tokenerr.ErrNotLoggedIn). An object with
+// the label or id gives ErrObjectExists; that check is atomic only within
+// the process, so across processes hold internal/changelock's token lock.
 func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	const op = "generate key"
 	if o.Label == "" {
@@ -103,7 +93,7 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 		}
 	case KeySpecs["ec:p256"]:
 		mech, mechName, typ = pkcs11.CKM_EC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN", pkcs11.CKK_EC
-		pubT = []*attribute{newAttribute(pkcs11.CKA_EC_PARAMS, p256OID)}
+		pubT = []*attribute{newAttribute(pkcs11.CKA_EC_PARAMS, p256Params)}
 	default:
 		return nil, &Error{Op: op, Kind: tokenerr.ErrUnsupported, Detail: "key type " + o.Spec.String()}
 	}
@@ -134,11 +124,11 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 	)
 
 	var key *Key
-	err := t.locked(op, true, func(w writer) error {
+	err := t.locked(op, true, func() error {
 		if err := t.refuseTaken(op, o.Label, id); err != nil {
 			return err
 		}
-		_, privH, err := w.GenerateKeyPair(t.loginSH, []*mechanism{newMechanism(mech, nil)}, pubT, privT)
+		_, privH, err := t.p.GenerateKeyPair(t.loginSH, []*mechanism{newMechanism(mech, nil)}, pubT, privT)
 		if err != nil {
 			err = wrap("C_GenerateKeyPair", err)
 			if e := (*Error)(nil); errors.As(err, &e) && e.Kind == tokenerr.ErrUnsupported {
@@ -168,27 +158,24 @@ func (t *Token) GenerateKey(o GenerateOptions) (*Key, error) {
 // a clash before its first step. Only a lock held across processes (mp-hsm
 // takes internal/changelock's) keeps it true until GenerateKey.
 func (t *Token) CheckFree(label string, id []byte) error {
-	return t.locked("generate key", false, func(writer) error { return t.refuseTaken("generate key", label, id) })
+	return t.locked("generate key", false, func() error { return t.refuseTaken("generate key", label, id) })
 }
 
 // refuseTaken is CheckFree with t.mu held.
 func (t *Token) refuseTaken(op, label string, id []byte) error {
-	if label != "" {
-		hs, err := t.findObjects(newAttribute(pkcs11.CKA_LABEL, label))
-		if err != nil {
+	for _, c := range []struct {
+		set  bool
+		attr *attribute
+		what string
+	}{{label != "", newAttribute(pkcs11.CKA_LABEL, label), fmt.Sprintf("label %q", label)},
+		{len(id) > 0, newAttribute(pkcs11.CKA_ID, id), "id " + hex.EncodeToString(id)}} {
+		if !c.set {
+			continue
+		}
+		if hs, err := t.findObjects(c.attr); err != nil {
 			return err
-		}
-		if len(hs) > 0 {
-			return &Error{Op: op, Kind: ErrObjectExists, Detail: fmt.Sprintf("label %q is taken by %d object(s)", label, len(hs))}
-		}
-	}
-	if len(id) > 0 {
-		hs, err := t.findObjects(newAttribute(pkcs11.CKA_ID, id))
-		if err != nil {
-			return err
-		}
-		if len(hs) > 0 {
-			return &Error{Op: op, Kind: ErrObjectExists, Detail: fmt.Sprintf("id %s is taken by %d object(s)", hex.EncodeToString(id), len(hs))}
+		} else if len(hs) > 0 {
+			return &Error{Op: op, Kind: ErrObjectExists, Detail: fmt.Sprintf("%s is taken by %d object(s)", c.what, len(hs))}
 		}
 	}
 	return nil
@@ -225,13 +212,13 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	if label != "" {
 		temp = append(temp, newAttribute(pkcs11.CKA_LABEL, label))
 	}
-	return t.locked(op, true, func(w writer) error {
+	return t.locked(op, true, func() error {
 		if hs, err := t.certObjects(cert); err != nil {
 			return err
 		} else if len(hs) > 0 {
 			return &Error{Op: op, Kind: ErrObjectExists, Detail: "the certificate for " + cert.Subject.String() + " is already on the token"}
 		}
-		if _, err = w.CreateObject(t.loginSH, temp); err != nil {
+		if _, err = t.p.CreateObject(t.loginSH, temp); err != nil {
 			return wrap("C_CreateObject", err)
 		}
 		t.certs = nil // the certificates read before are no longer all of them
@@ -243,11 +230,11 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 // and returns how many it removed; like WriteCertificate, it needs a
 // read-write token that is logged in.
 func (t *Token) DeleteCertificate(cert *x509.Certificate) (n int, err error) {
-	err = t.locked("delete certificate", true, func(w writer) error {
+	err = t.locked("delete certificate", true, func() error {
 		hs, err := t.certObjects(cert)
 		t.certs = nil
 		for _, h := range hs {
-			if err := w.DestroyObject(t.loginSH, h); err != nil {
+			if err := t.p.DestroyObject(t.loginSH, h); err != nil {
 				return wrap("C_DestroyObject", err)
 			}
 			n++

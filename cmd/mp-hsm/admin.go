@@ -130,8 +130,20 @@ func (e *env) adminKeys(c *cli.Context, op string) error {
 	var keys []admin.Key
 	switch op {
 	case "add":
-		if keys, err = e.readKeysArg(c); err != nil {
-			return err
+		if c.NArg() != 1 {
+			return usagef("admin keys add takes one FILE (or - for stdin) holding a JWK or a JWK set, as mp-hsm jwk prints")
+		}
+		name, data := c.Args().First(), []byte(nil)
+		if name == "-" {
+			data, err = io.ReadAll(io.LimitReader(e.stdin, safefile.MaxCertificates))
+		} else {
+			data, err = safefile.Read(name, safefile.MaxCertificates)
+		}
+		if err != nil {
+			return usageErr(err)
+		}
+		if keys, err = admin.ParseKeys(data); err != nil {
+			return usageErr(fmt.Errorf("%s: %w", name, err))
 		}
 		for _, k := range keys {
 			if err := admin.CheckKey(k); err != nil {
@@ -201,10 +213,6 @@ func adminPreflight(c *cli.Context) error {
 	return preflight(c)
 }
 
-// errNoAdminCertificate: a self-service key without a certificate (x5c).
-var errNoAdminCertificate = errors.New("the self-service client's key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate); " +
-	"choose that key with --admin-key-id or --admin-key-label (MP_HSM_ADMIN_KEY_ID, MP_HSM_ADMIN_KEY_LABEL)")
-
 // adminAPI returns the API client that authenticates as adminID with s's x5c.
 func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s signer.Signer) (*admin.Client, grant.Environment, error) {
 	envr, _, err := e.resolveEnvironment(ctx, c, s.Chain())
@@ -218,7 +226,8 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 		}
 	}
 	if len(s.Chain()) == 0 {
-		return nil, envr, withCode(exitToken, errNoAdminCertificate)
+		return nil, envr, withCode(exitToken, errors.New("the self-service client's key has no certificate on the token: the self-service client authenticates with x5c (its enterprise certificate); "+
+			"choose that key with --admin-key-id or --admin-key-label (MP_HSM_ADMIN_KEY_ID, MP_HSM_ADMIN_KEY_LABEL)"))
 	}
 	cfg := &grant.Config{ClientID: adminID, Signer: s, Algorithm: c.String("alg"), Environment: envr,
 		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}
@@ -230,8 +239,7 @@ func (e *env) adminAPI(ctx context.Context, c *cli.Context, adminID string, s si
 	}, envr, nil
 }
 
-// adminExit maps admin's errors to exit codes: our refusals and a set
-// changed meanwhile 2, the API's 4xx 4, its 5xx 5.
+// adminExit maps admin's errors to exit codes: refusals and ErrChanged 2, the API's 4xx 4, 5xx 5.
 func adminExit(err error) error {
 	var ae *admin.APIError
 	switch {
@@ -244,29 +252,6 @@ func adminExit(err error) error {
 		return withCode(exitRefused, err)
 	}
 	return err
-}
-
-// readKeysArg reads add's FILE or stdin.
-func (e *env) readKeysArg(c *cli.Context) ([]admin.Key, error) {
-	if c.NArg() != 1 {
-		return nil, usagef("admin keys add takes one FILE (or - for stdin) holding a JWK or a JWK set, as mp-hsm jwk prints")
-	}
-	name := c.Args().First()
-	var data []byte
-	var err error
-	if name == "-" {
-		data, err = io.ReadAll(io.LimitReader(e.stdin, safefile.MaxCertificates))
-	} else {
-		data, err = safefile.Read(name, safefile.MaxCertificates)
-	}
-	if err != nil {
-		return nil, usageErr(err)
-	}
-	keys, err := admin.ParseKeys(data)
-	if err != nil {
-		return nil, usageErr(fmt.Errorf("%s: %w", name, err))
-	}
-	return keys, nil
 }
 
 // keySetJSON is what list, add and remove print with --output json.

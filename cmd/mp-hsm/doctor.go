@@ -79,7 +79,15 @@ func (e *env) doctor(c *cli.Context) error {
 			rs.Count(doctor.OK), rs.Count(doctor.Warn), rs.Count(doctor.Fail), rs.Count(doctor.Skip))
 	}
 	if first := rs.FirstFailure(); first != nil {
-		return withCode(doctorExit(*first), fmt.Errorf("doctor: %d check(s) failed, first %s: %s", rs.Count(doctor.Fail), first.Check, textsafe.EscapeN(first.Message, maxDoctorText)))
+		// The exit code of an error the command made from its flags, else the check's class's.
+		code, ok := map[doctor.Class]int{doctor.ClassUsage: exitUsage, doctor.ClassToken: exitToken,
+			doctor.ClassRefused: exitRefused, doctor.ClassUnavailable: exitUnavailable}[first.Class]
+		if ce := (*codedError)(nil); errors.As(first.Err, &ce) {
+			code = ce.code
+		} else if !ok {
+			code = exitInternal
+		}
+		return withCode(code, fmt.Errorf("doctor: %d check(s) failed, first %s: %s", rs.Count(doctor.Fail), first.Check, textsafe.EscapeN(first.Message, maxDoctorText)))
 	}
 	return nil
 }
@@ -112,7 +120,7 @@ func (e *env) doctorConfig(c *cli.Context) doctor.Config {
 				return nil, err
 			}
 			if sel != nil {
-				open, err := e.clientKeyOpener(c, sel.ID, sel.Label)
+				open, err := e.clientKeyOpener(c, *sel)
 				if err != nil {
 					return nil, err
 				}
@@ -189,15 +197,12 @@ func (e *env) doctorKey(c *cli.Context) doctor.KeyFinder {
 	}
 }
 
-// doctorColours are the ANSI colours of the doctor's statuses.
-var doctorColours = map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}
-
 // writeDoctorLine writes one check as a line: status, check, message and,
 // for warn or fail, the hint, escaped and bounded (they quote the card).
 func writeDoctorLine(w io.Writer, r doctor.Result, colour bool) {
 	status := fmt.Sprintf("%-4s", r.Status)
 	if colour {
-		status = "\x1b[" + doctorColours[r.Status] + "m" + status + "\x1b[0m"
+		status = "\x1b[" + map[doctor.Status]string{doctor.OK: "32", doctor.Warn: "33", doctor.Fail: "31", doctor.Skip: "2"}[r.Status] + "m" + status + "\x1b[0m"
 	}
 	line := fmt.Sprintf("%s  %-13s  %s", status, r.Check, textsafe.EscapeN(r.Message, maxDoctorText))
 	if r.Hint != "" && (r.Status == doctor.Warn || r.Status == doctor.Fail) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"crypto"
 	"encoding/json"
 	"errors"
@@ -74,10 +73,21 @@ func (e *env) emulate(c *cli.Context) error {
 		return err
 	}
 	cfg.Clients, cfg.Consents = clients, consents
-	if admin := c.String("admin-client-id"); admin != "" {
-		if err := addAdminClient(&cfg, admin, c.String("org-number")); err != nil {
-			return err
+	// The self-service client is a client of its own with both self-service
+	// scopes, of --org-number or else of the other clients' one organisation.
+	if admin, org := c.String("admin-client-id"), c.String("org-number"); admin != "" {
+		for _, cl := range cfg.Clients {
+			if cl.ID == admin {
+				return usagef("--admin-client-id %q is also a client: the self-service client is a client of its own", admin)
+			}
+			if org == "" {
+				org = cl.OrgNumber
+			} else if cl.OrgNumber != org {
+				return usagef("--admin-client-id %q: the clients are of several organisations; give its --org-number", admin)
+			}
 		}
+		cfg.AdminClient = admin
+		cfg.Clients = append(cfg.Clients, emulator.Client{ID: admin, OrgNumber: org, Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
 	}
 	srv := emulator.NewUnstartedServer(cfg)
 	if err := srv.StartOn(c.String("listen")); err != nil {
@@ -91,22 +101,19 @@ func (e *env) emulate(c *cli.Context) error {
 		srv.SetLatency(d)
 	}
 	fmt.Fprintln(e.stdout, srv.MetadataURL())
+	e.log.Info("emulator running", "issuer", srv.Issuer(), "token_endpoint", srv.TokenURL())
 	if cfg.AdminClient != "" {
 		fmt.Fprintln(e.stdout, srv.AdminAPIURL())
+		e.log.Info("self-service API", "url", srv.AdminAPIURL(), "client_id", cfg.AdminClient)
 	}
 	if f, ok := e.stdout.(*os.File); ok {
 		f.Sync()
-	}
-	e.log.Info("emulator running", "issuer", srv.Issuer(), "token_endpoint", srv.TokenURL())
-	if cfg.AdminClient != "" {
-		e.log.Info("self-service API", "url", srv.AdminAPIURL(), "client_id", cfg.AdminClient)
 	}
 	<-c.Context.Done()
 	return nil
 }
 
-// consentsFlag reads --consent ID:FROM values: consents given to org
-// (required when a value is given), valid for a year from now.
+// consentsFlag reads --consent ID:FROM values: consents given to org.
 func consentsFlag(vals []string, org string) ([]emulator.Consent, error) {
 	if len(vals) > 0 && org == "" {
 		return nil, usagef("--consent needs --org-number: the organisation the consents were given to (a [[client]] table's consents take its org-number)")
@@ -179,24 +186,6 @@ func emulateClients(c *cli.Context) ([]emulator.Client, []emulator.Consent, erro
 	return clients, consents, nil
 }
 
-// addAdminClient adds admin as a client of its own with both self-service
-// scopes, of org or else of the other clients' one organisation.
-func addAdminClient(cfg *emulator.Config, admin, org string) error {
-	for _, cl := range cfg.Clients {
-		if cl.ID == admin {
-			return usagef("--admin-client-id %q is also a client: the self-service client is a client of its own", admin)
-		}
-		if org == "" {
-			org = cl.OrgNumber
-		} else if cl.OrgNumber != org {
-			return usagef("--admin-client-id %q: the clients are of several organisations; give its --org-number", admin)
-		}
-	}
-	cfg.AdminClient = admin
-	cfg.Clients = append(cfg.Clients, emulator.Client{ID: admin, OrgNumber: org, Scopes: []string{emulator.ScopeAdminRead, emulator.ScopeAdminWrite}})
-	return nil
-}
-
 // readJWKS reads a JWK set (or a single JWK) of public keys by admin's
 // parser, keyed by kid (else the RFC 7638 thumbprint).
 func readJWKS(path string) (map[string]crypto.PublicKey, error) {
@@ -229,11 +218,6 @@ func readJWKS(path string) (map[string]crypto.PublicKey, error) {
 	return out, nil
 }
 
-// emulateFile is a parsed emulate --config file.
-type emulateFile struct {
-	Clients []emulateClient `toml:"client"`
-}
-
 // emulateClient is one [[client]] table of an emulate --config file.
 type emulateClient struct {
 	ClientID      string   `toml:"client-id"`
@@ -245,9 +229,6 @@ type emulateClient struct {
 	Consents      []string `toml:"consents"`
 }
 
-// emulateClientFields are a [[client]] table's fields, for errors.
-const emulateClientFields = "client-id, org-number, scopes, delegated-by, system-user-org, jwks, consents"
-
 // readEmulateFile reads an emulate --config file's clients and consents; a
 // jwks path is relative to the file.
 func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error) {
@@ -258,7 +239,9 @@ func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error)
 	if err != nil {
 		return nil, nil, usagef("emulate --config %v", err)
 	}
-	var f emulateFile
+	var f struct {
+		Clients []emulateClient `toml:"client"`
+	}
 	md, err := decodeTOML(data, &f)
 	if err != nil {
 		return bad("%v", err)
@@ -266,7 +249,7 @@ func readEmulateFile(path string) ([]emulator.Client, []emulator.Consent, error)
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0]
 		if len(k) > 1 && k[0] == "client" {
-			return bad("[[client]]: unknown field %q (want %s)", k[len(k)-1], emulateClientFields)
+			return bad("[[client]]: unknown field %q (want client-id, org-number, scopes, delegated-by, system-user-org, jwks, consents)", k[len(k)-1])
 		}
 		return bad("unknown key %q (the file holds [[client]] tables only)", k.String())
 	}
@@ -305,26 +288,18 @@ func checkEmulateClient(c emulator.Client) error {
 	if c.ID == "" {
 		return errors.New("no client-id")
 	}
-	err := checkOrgNumber("org-number", c.OrgNumber)
-	for _, o := range c.DelegatedBy {
-		err = cmp.Or(err, checkOrgNumber("delegated-by", o))
+	if c.OrgNumber == "" {
+		return fmt.Errorf("client %q: no org-number", c.ID)
 	}
-	for _, o := range c.SystemUserOrgs {
-		err = cmp.Or(err, checkOrgNumber("system-user-org", o))
-	}
-	if err != nil {
-		return fmt.Errorf("client %q: %w", c.ID, err)
-	}
-	return nil
-}
-
-// checkOrgNumber says whether org, given as name, is 9 digits.
-func checkOrgNumber(name, org string) error {
-	if org == "" {
-		return fmt.Errorf("no %s", name)
-	}
-	if len(org) != 9 || strings.Trim(org, "0123456789") != "" {
-		return fmt.Errorf("%s %q: want 9 digits", name, org)
+	for _, f := range []struct {
+		name string
+		orgs []string
+	}{{"org-number", []string{c.OrgNumber}}, {"delegated-by", c.DelegatedBy}, {"system-user-org", c.SystemUserOrgs}} {
+		for _, o := range f.orgs {
+			if len(o) != 9 || strings.Trim(o, "0123456789") != "" {
+				return fmt.Errorf("client %q: %s %q: want 9 digits", c.ID, f.name, o)
+			}
+		}
 	}
 	return nil
 }

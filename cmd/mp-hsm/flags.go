@@ -105,19 +105,14 @@ func (fileKey) Close() error { return nil }
 
 // openP12 reads --p12 with MP_HSM_P12_PASSWORD or --p12-password-file.
 func (e *env) openP12(c *cli.Context) (keySigner, error) {
-	path := c.String("p12")
-	var password string
+	password := e.getenv("MP_HSM_P12_PASSWORD")
 	if f := c.String("p12-password-file"); f != "" {
-		pw, err := e.readSecretFile("password file", f, safefile.MaxPIN)
-		if err != nil {
-			return nil, usageErr(fmt.Errorf("--p12-password-file: %w", err))
+		var err error
+		if password, err = e.readSecretString("--p12-password-file: password file", f, safefile.MaxPIN); err != nil {
+			return nil, err
 		}
-		password = string(pw)
-		clear(pw)
-	} else {
-		password = e.getenv("MP_HSM_P12_PASSWORD")
 	}
-	fs, err := signer.FromPKCS12File(path, password)
+	fs, err := signer.FromPKCS12File(c.String("p12"), password)
 	if err != nil {
 		return nil, withCode(exitToken, fmt.Errorf("--p12: %w", err))
 	}
@@ -171,10 +166,8 @@ func writeJSON(w io.Writer, v any) error {
 
 var errNoPIN = errors.New("no PIN given and no terminal to ask on: set MP_HSM_PIN or --pin-file (or use a PIN-pad reader)")
 
-// readSecretFile reads a PIN, password or client secret file by
-// safefile.ReadSecret's rule (hsm.PINFile's too); what names it in errors,
-// which never hold its content. One that group or others can read is used,
-// with a warning.
+// readSecretFile reads a PIN, password or secret file by safefile.ReadSecret
+// (what names it in errors); one that others can read is used with a warning.
 func (e *env) readSecretFile(what, path string, max int64) ([]byte, error) {
 	b, shared, err := safefile.ReadSecret(path, max)
 	if err != nil {
@@ -186,25 +179,29 @@ func (e *env) readSecretFile(what, path string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-// pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's
-// fromURI) and the terminal prompt for when none is set; the PIN is read
-// when the token asks for it. origin names the source for messages.
+// readSecretString reads a password or client secret file by readSecretFile
+// ("" for none) as a string; an error is a usage error.
+func (e *env) readSecretString(what, path string, max int64) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := e.readSecretFile(what, path, max)
+	defer clear(b)
+	return string(b), usageErr(err)
+}
+
+// pinSources returns the PIN source (--pin-file, MP_HSM_PIN, then the URI's),
+// read when the token asks, the terminal prompt, and the source's name.
 func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSource) (explicit, prompt hsm.PINSource, origin string) {
 	origin = "the terminal"
 	switch {
 	case pinFile != "":
-		explicit, origin = func() ([]byte, error) { return e.readSecretFile("PIN file", pinFile, safefile.MaxPIN) }, "the PIN file "+pinFile
+		origin = "the PIN file " + pinFile
 	case e.getenv("MP_HSM_PIN") != "":
 		origin = "MP_HSM_PIN"
-		explicit = func() ([]byte, error) {
-			v := e.getenv("MP_HSM_PIN")
-			if v == "" {
-				return nil, errNoPIN
-			}
-			return []byte(v), nil
-		}
+		explicit = func() ([]byte, error) { return []byte(e.getenv("MP_HSM_PIN")), nil }
 	case uri != nil && uri.PINFile() != "":
-		explicit, origin = func() ([]byte, error) { return e.readSecretFile("PIN file", uri.PINFile(), safefile.MaxPIN) }, "the --key URI's pin-source"
+		pinFile, origin = uri.PINFile(), "the --key URI's pin-source"
 	default:
 		explicit = fromURI
 		if uri != nil && uri.PINSource != "" {
@@ -213,10 +210,15 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 			origin = "the --key URI's pin-value"
 		}
 	}
-	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+	if pinFile != "" {
+		explicit = func() ([]byte, error) { return e.readSecretFile("PIN file", pinFile, safefile.MaxPIN) }
+	}
+	prompt = func() ([]byte, error) { return nil, errNoPIN }
+	if isTerminal(e.stdin) {
+		fd := int(e.stdin.(*os.File).Fd())
 		prompt = func() ([]byte, error) {
 			fmt.Fprint(e.stderr, "PIN: ")
-			pin, err := term.ReadPassword(int(f.Fd()))
+			pin, err := term.ReadPassword(fd)
 			fmt.Fprintln(e.stderr)
 			if err != nil {
 				return nil, fmt.Errorf("reading the PIN from the terminal: %w", err)
@@ -226,8 +228,6 @@ func (e *env) pinSources(pinFile string, uri *pkcs11uri.URI, fromURI hsm.PINSour
 			}
 			return pin, nil
 		}
-	} else {
-		prompt = func() ([]byte, error) { return nil, errNoPIN }
 	}
 	return explicit, prompt, origin
 }

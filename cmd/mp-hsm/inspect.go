@@ -50,9 +50,22 @@ func (e *env) inspect(c *cli.Context) error {
 		}
 		opts.Now = t
 	}
-	input, err := e.inspectInput(c)
-	if err != nil {
-		return err
+	input := c.Args().First()
+	if c.NArg() > 1 {
+		return usagef("inspect takes one JWT (or - for stdin), not %d arguments", c.NArg())
+	}
+	if c.NArg() == 0 || input == "-" {
+		if isTerminal(e.stdin) {
+			fmt.Fprintln(e.stderr, "mp-hsm inspect: paste the JWT, then press Ctrl-D")
+		}
+		data, err := io.ReadAll(io.LimitReader(e.stdin, maxInspectInput+1))
+		if err != nil {
+			return fmt.Errorf("reading stdin: %w", err)
+		}
+		if len(data) > maxInspectInput {
+			return usagef("the input on stdin is larger than 1 MiB: not a JWT")
+		}
+		input = string(data)
 	}
 	rep, err := inspect.Inspect(input, opts)
 	if err != nil {
@@ -65,28 +78,4 @@ func (e *env) inspect(c *cli.Context) error {
 		return writeJSON(e.stdout, rep)
 	}
 	return rep.WriteText(e.stdout)
-}
-
-// inspectInput returns the JWT text from the argument or stdin.
-func (e *env) inspectInput(c *cli.Context) (string, error) {
-	switch c.NArg() {
-	case 0:
-	case 1:
-		if a := c.Args().First(); a != "-" {
-			return a, nil
-		}
-	default:
-		return "", usagef("inspect takes one JWT (or - for stdin), not %d arguments", c.NArg())
-	}
-	if isTerminal(e.stdin) {
-		fmt.Fprintln(e.stderr, "mp-hsm inspect: paste the JWT, then press Ctrl-D")
-	}
-	data, err := io.ReadAll(io.LimitReader(e.stdin, maxInspectInput+1))
-	if err != nil {
-		return "", fmt.Errorf("reading stdin: %w", err)
-	}
-	if len(data) > maxInspectInput {
-		return "", usagef("the input on stdin is larger than 1 MiB: not a JWT")
-	}
-	return string(data), nil
 }

@@ -70,40 +70,27 @@ func keyCommand(e *env) *cli.Command {
 // csr fills: ub-common-name, ub-organization-name, ub-serial-number.
 const ubName = 64
 
-// csrSubject is key csr's subject, each field checked by textsafe.Check; C is NO.
-func csrSubject(orgNumber, orgName, cn, serial string) (pkix.Name, error) {
-	if !grant.ValidOrgNumber(orgNumber) {
-		return pkix.Name{}, usagef("--org-number %q: want the organisation's 9-digit number", textsafe.EscapeN(orgNumber, 40))
-	}
-	if orgName == "" {
-		return pkix.Name{}, usagef("--org-name is needed (the organisation's name, subject O)")
-	}
-	cn, serial = cmp.Or(cn, orgName), cmp.Or(serial, orgNumber)
-	for _, f := range [][2]string{{"--org-name", orgName}, {"--common-name", cn}, {"--serial-number", serial}} {
-		if err := textsafe.Check(f[0], f[1], ubName); err != nil {
-			return pkix.Name{}, usageErr(err)
-		}
-	}
-	return pkix.Name{
-		Country:      []string{"NO"},
-		Organization: []string{orgName},
-		CommonName:   cn,
-		SerialNumber: serial,
-		ExtraNames: []pkix.AttributeTypeAndValue{
-			{Type: orgid.OID, Value: "NTRNO-" + orgNumber},
-		},
-	}, nil
-}
-
 // keyCSR signs a certificate request with the chosen key.
 func (e *env) keyCSR(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return usagef("key csr takes no arguments, got %q", c.Args().First())
 	}
-	subject, err := csrSubject(c.String("org-number"), c.String("org-name"), c.String("common-name"), c.String("serial-number"))
-	if err != nil {
-		return err
+	// The subject: each field checked by textsafe.Check; C is NO.
+	orgNumber, orgName := c.String("org-number"), c.String("org-name")
+	if !grant.ValidOrgNumber(orgNumber) {
+		return usagef("--org-number %q: want the organisation's 9-digit number", textsafe.EscapeN(orgNumber, 40))
 	}
+	if orgName == "" {
+		return usagef("--org-name is needed (the organisation's name, subject O)")
+	}
+	cn, serial := cmp.Or(c.String("common-name"), orgName), cmp.Or(c.String("serial-number"), orgNumber)
+	for _, f := range [][2]string{{"--org-name", orgName}, {"--common-name", cn}, {"--serial-number", serial}} {
+		if err := textsafe.Check(f[0], f[1], ubName); err != nil {
+			return usageErr(err)
+		}
+	}
+	subject := pkix.Name{Country: []string{"NO"}, Organization: []string{orgName}, CommonName: cn, SerialNumber: serial,
+		ExtraNames: []pkix.AttributeTypeAndValue{{Type: orgid.OID, Value: "NTRNO-" + orgNumber}}}
 	s, err := e.openSigner(c, nil)
 	if err != nil {
 		return err

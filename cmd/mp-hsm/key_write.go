@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -40,11 +39,9 @@ func (w *writableToken) close() {
 	}
 }
 
-// openWritable takes the module's change lock, then opens the chosen token
-// read-write under its own (so that two commands cannot both take a free
-// label, nor load the module while the other rewrites the token's store),
-// and logs in once, never retried. The locks are waited for --timeout
-// (where a command has it), else 30 s.
+// openWritable opens the chosen token read-write under the module's and the
+// token's change locks (waited for --timeout, else 30 s), so that two commands
+// cannot both take a free label, and logs in once, never retried.
 func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToken, err error) {
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(c.Duration("timeout"), 30*time.Second))
 	defer cancel()
@@ -85,7 +82,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	w.locks = append([]*changelock.Lock{lock}, w.locks...)
 	opts := cfg.TokenOptions()
 	opts.ReadWrite = true
-	if w.tok, err = mod.OpenToken(slot.ID, opts); err != nil {
+	if w.tok, err = mod.OpenSlot(hsm.Slot{ID: slot.ID}, opts); err != nil {
 		return nil, err
 	}
 	if err := w.tok.Login(cfg.PIN, cfg.Login); err != nil {
@@ -94,8 +91,7 @@ func (e *env) openWritable(ctx context.Context, c *cli.Context) (_ *writableToke
 	return w, nil
 }
 
-// maxLabel bounds a new key's CKA_LABEL: PKCS#11 sets none, but cards
-// keep labels short and list prints them in a column.
+// maxLabel bounds a new key's CKA_LABEL: cards keep labels short, list prints a column.
 const maxLabel = 64
 
 // newKeyFlags are the new key pair's, of key generate and admin keys rotate.
@@ -154,15 +150,13 @@ func (e *env) keyGenerate(c *cli.Context) error {
 		return err
 	}
 	defer w.close()
-	key, err := w.tok.GenerateKey(opts)
-	if errors.Is(err, hsm.ErrObjectExists) {
-		return usageErr(fmt.Errorf("%w\nchoose another --label or --id (see mp-hsm list)", err))
-	}
+	nk := &tokenKey{tok: w.tok, opts: opts}
+	pub, err := nk.Generate()
 	if err != nil {
 		return err
 	}
-	info := key.Info()
-	kid, err := signer.Thumbprint(key.Public())
+	info := nk.key.Info()
+	kid, err := signer.Thumbprint(pub)
 	if err != nil {
 		return err
 	}
@@ -185,10 +179,8 @@ type certWrite struct {
 	replaces []*x509.Certificate // the key's certificates from other issuers, removed with --replace
 }
 
-// keyImportCert writes a file's certificates onto the token: a key's with
-// that key's CKA_ID and label, issuers with their SubjectKeyId. The whole
-// file is checked under the token's change lock before anything is written,
-// and the token is read back after.
+// keyImportCert writes a file's certificates onto the token (a key's with its
+// CKA_ID and label), all checked first under the change lock, then read back.
 func (e *env) keyImportCert(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usagef("key import-cert takes one FILE of PEM certificates")
@@ -203,13 +195,12 @@ func (e *env) keyImportCert(c *cli.Context) error {
 		return usageErr(fmt.Errorf("%s: %w", path, err))
 	}
 	var certs []*x509.Certificate // each once, in the file's order
-	for _, cert := range all {
-		if !slices.ContainsFunc(certs, cert.Equal) {
-			certs = append(certs, cert)
-		}
-	}
 	now := time.Now()
-	for _, cert := range certs {
+	for _, cert := range all {
+		if slices.ContainsFunc(certs, cert.Equal) {
+			continue
+		}
+		certs = append(certs, cert)
 		if (now.After(cert.NotAfter) || now.Before(cert.NotBefore)) && !c.Bool("force") {
 			return usagef("%s: certificate %q is valid from %s to %s, not now: Maskinporten refuses it; --force writes it anyway; nothing written",
 				path, textsafe.Escape(cert.Subject.CommonName), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
@@ -243,7 +234,7 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 		cn := textsafe.Escape(cert.Subject.CommonName)
 		wr := certWrite{cert: cert, id: cert.SubjectKeyId, label: cert.Subject.CommonName}
 		for _, k := range keys {
-			if publicEqual(k.Public, cert.PublicKey) {
+			if signer.MatchCertificate(k.Public, cert) == nil {
 				wr = certWrite{cert: cert, id: k.ID, label: k.Label, forKey: true, key: textsafe.Escape(k.String())}
 				break
 			}
@@ -253,7 +244,7 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 			switch {
 			case bytes.Equal(o.Cert.Raw, cert.Raw):
 				there = true
-			case wr.forKey && publicEqual(o.Cert.PublicKey, cert.PublicKey) && !bytes.Equal(o.Cert.RawIssuer, cert.RawIssuer):
+			case wr.forKey && signer.MatchCertificate(o.Cert.PublicKey, cert) == nil && !bytes.Equal(o.Cert.RawIssuer, cert.RawIssuer):
 				wr.replaces = append(wr.replaces, o.Cert)
 			}
 		}
@@ -279,21 +270,17 @@ func planImport(tok *hsm.Token, path string, certs []*x509.Certificate, replace 
 	return plan, nil
 }
 
-// writeImport writes the plan and reports what the token then holds; on a
-// failure it says what was written.
+// writeImport writes the plan and reports it as read back, or what was written.
 func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 	var done []string
-	fail := func(err error) error {
-		if len(done) == 0 {
-			return fmt.Errorf("%w\nnothing was written", err)
-		}
-		return fmt.Errorf("%w\nalready written: %s (see mp-hsm list); import the rest from a file without them", err, joinQuoted(done))
-	}
 	for _, wr := range plan {
 		if err := tok.WriteCertificate(wr.cert, wr.id, wr.label); err != nil && !(errors.Is(err, hsm.ErrObjectExists) && !wr.forKey) {
-			return fail(err)
+			if len(done) == 0 {
+				return fmt.Errorf("%w\nnothing was written", err)
+			}
+			return fmt.Errorf("%w\nalready written: %s (see mp-hsm list); import the rest from a file without them", err, strings.Join(done, ", "))
 		}
-		done = append(done, textsafe.Escape(wr.cert.Subject.CommonName))
+		done = append(done, strconv.Quote(textsafe.Escape(wr.cert.Subject.CommonName)))
 		for _, old := range wr.replaces {
 			if _, err := tok.DeleteCertificate(old); err != nil {
 				return fmt.Errorf("%w\ncertificate %q is written beside key %s, but the old one, %q, is still there: remove it with pkcs11-tool --login --delete-object --type cert --id %x",
@@ -320,17 +307,4 @@ func (e *env) writeImport(tok *hsm.Token, plan []certWrite) error {
 		}
 	}
 	return nil
-}
-
-func publicEqual(a, b crypto.PublicKey) bool {
-	pa, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && pa.Equal(b)
-}
-
-func joinQuoted(s []string) string {
-	q := make([]string, len(s))
-	for i, v := range s {
-		q[i] = strconv.Quote(v)
-	}
-	return strings.Join(q, ", ")
 }

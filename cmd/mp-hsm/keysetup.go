@@ -28,8 +28,7 @@ type keySetup struct {
 	fromEnv      []string // the selectors (NAME=value) that came from the environment, for messages
 }
 
-// errNoCgo is a token asked of a build without cgo: exit 2, as nothing is
-// wrong with the token.
+// errNoCgo is a token asked of a build without cgo: exit 2, the token is fine.
 var errNoCgo = errors.New("this mp-hsm was built without cgo: PKCS#11 tokens need a cgo build (CGO_ENABLED=1); --p12 works")
 
 // resolveKey turns the key flags into a p11.Config; the PIN is read later.
@@ -146,9 +145,8 @@ func (e *env) openSigner(c *cli.Context, sel *hsm.KeySelector) (keySigner, error
 	return s, nil
 }
 
-// warnAlwaysAuthenticate warns of a token key that wants the PIN before each
-// signature: on a Buypass or Commfides card that is the signing key, not
-// the authentication key.
+// warnAlwaysAuthenticate warns of a key that wants the PIN for each signature:
+// on a Buypass or Commfides card, the signing key, not the authentication key.
 func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
 	ts, ok := s.(*p11.TokenSigner)
 	if !ok {
@@ -160,11 +158,8 @@ func (e *env) warnAlwaysAuthenticate(s signer.Signer) {
 	}
 }
 
-// explain adds what to do to an error of opening the key: for a PIN the
-// token refused, where it came from (a wrong PIN is never retried, and the
-// next ones lock the token); for a selection error, the flags that pick
-// each candidate, the selectors from the environment and, when the module
-// has no token, which module it was.
+// explain adds what to do to an error of opening the key: where a refused
+// PIN came from; for a selection error, the flags, variables and module.
 func (ks *keySetup) explain(err error) error {
 	var pe *hsm.PINError
 	if errors.As(err, &pe) && pe.Kind == tokenerr.ErrPINIncorrect {
@@ -179,7 +174,11 @@ func (ks *keySetup) explain(err error) error {
 		how := map[string]string{"default": "the first default module found", "flag": "--module (MP_HSM_MODULE)", "uri": "the --key URI's module-path"}[ks.moduleSource]
 		err = fmt.Errorf("%w\nthe module was %s (%s); if the token is behind another module, choose it with --module PATH", err, ks.cfg.Module, how)
 	}
-	return explainEnvSelectors(err, ks.fromEnv)
+	if len(ks.fromEnv) > 0 {
+		err = fmt.Errorf("%w\nfrom the environment: %s (a --key-id, --key-label or --key flag replaces the key's variables; --slot, --token-label or --token-serial the token's)",
+			err, strings.Join(ks.fromEnv, ", "))
+	}
+	return err
 }
 
 // explainKeyError adds to a selection error the flags that pick each candidate.
@@ -238,10 +237,8 @@ func moduleSuggestion(path string) string {
 	return "; did you mean " + best + "?"
 }
 
-// Within each group, a selector given on the command line (or in a serve
-// --config file) replaces the group's selectors from the environment, so
-// that a sourced MP_HSM_KEY_ID=01 does not narrow --key-label. Selectors of
-// one origin must all match.
+// Within each group, a selector given as a flag (or in serve --config) replaces
+// the group's variables: a sourced MP_HSM_KEY_ID=01 must not narrow --key-label.
 var selectorGroups = [][]string{
 	{"key", "key-id", "key-label"},
 	{"slot", "token-label", "token-serial"},
@@ -294,13 +291,4 @@ func envOrigin(c *cli.Context, name, v string) string {
 		}
 	}
 	return ""
-}
-
-// explainEnvSelectors adds the selectors from the environment to err.
-func explainEnvSelectors(err error, fromEnv []string) error {
-	if err == nil || len(fromEnv) == 0 {
-		return err
-	}
-	return fmt.Errorf("%w\nfrom the environment: %s (a --key-id, --key-label or --key flag replaces the key's variables; --slot, --token-label or --token-serial the token's)",
-		err, strings.Join(fromEnv, ", "))
 }

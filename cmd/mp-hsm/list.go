@@ -66,20 +66,6 @@ type listOutput struct {
 	Slots  []listSlot `json:"slots"`
 }
 
-func describeCert(c hsm.Certificate, now time.Time) listCert {
-	org, _ := orgid.FromCertificate(c.Cert)
-	lc := listCert{
-		ID: fmt.Sprintf("%x", c.ID), Label: c.Label, OrgNumber: org,
-		Subject: c.Cert.Subject.String(), CommonName: c.Cert.Subject.CommonName, Issuer: c.Cert.Issuer.CommonName,
-		NotAfter: c.Cert.NotAfter.UTC(), DaysLeft: int(math.Floor(c.Cert.NotAfter.Sub(now).Hours() / 24)),
-		KeyUsage: inspect.KeyUsageNames(c.Cert.KeyUsage),
-	}
-	if env, err := grant.EnvironmentForCertificate(c.Cert); err == nil {
-		lc.Environment = env.Name
-	}
-	return lc
-}
-
 func (e *env) list(c *cli.Context) error {
 	out, err := outputFormat(c, "table", "json")
 	if err != nil {
@@ -102,14 +88,13 @@ func (e *env) list(c *cli.Context) error {
 	now := time.Now()
 	for _, s := range slots {
 		ls := listSlot{ID: s.ID, Description: s.Description, Problem: s.Problem}
-		if s.Token != nil && (ks.cfg.Token.IsZero() || matchesToken(ks.cfg.Token, s)) {
-			lt, err := e.listToken(m, s, ks, now)
-			if err != nil {
+		if sel, t := ks.cfg.Token, s.Token; t != nil {
+			if sel.SlotID != nil && *sel.SlotID != s.ID || sel.Label != "" && sel.Label != t.Label || sel.Serial != "" && sel.Serial != t.Serial {
+				continue // another token was chosen
+			}
+			if ls.Token, err = e.listToken(m, s, ks, now); err != nil {
 				return err
 			}
-			ls.Token = lt
-		} else if s.Token != nil {
-			continue // another token was chosen
 		}
 		res.Slots = append(res.Slots, ls)
 	}
@@ -120,12 +105,6 @@ func (e *env) list(c *cli.Context) error {
 		return writeJSON(e.stdout, res)
 	}
 	return e.printList(res)
-}
-
-func matchesToken(sel hsm.TokenSelector, s hsm.Slot) bool {
-	t := s.Token
-	return (sel.SlotID == nil || *sel.SlotID == s.ID) && (sel.Label == "" || sel.Label == t.Label) &&
-		(sel.Serial == "" || sel.Serial == t.Serial)
 }
 
 func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) (*listToken, error) {
@@ -155,8 +134,18 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	for _, cert := range certs {
-		lt.Certificates = append(lt.Certificates, describeCert(cert, now))
+	for _, c := range certs {
+		org, _ := orgid.FromCertificate(c.Cert)
+		lc := listCert{
+			ID: fmt.Sprintf("%x", c.ID), Label: c.Label, OrgNumber: org,
+			Subject: c.Cert.Subject.String(), CommonName: c.Cert.Subject.CommonName, Issuer: c.Cert.Issuer.CommonName,
+			NotAfter: c.Cert.NotAfter.UTC(), DaysLeft: int(math.Floor(c.Cert.NotAfter.Sub(now).Hours() / 24)),
+			KeyUsage: inspect.KeyUsageNames(c.Cert.KeyUsage),
+		}
+		if env, err := grant.EnvironmentForCertificate(c.Cert); err == nil {
+			lc.Environment = env.Name
+		}
+		lt.Certificates = append(lt.Certificates, lc)
 	}
 	keys, err := tok.Keys()
 	if err != nil {
@@ -178,15 +167,8 @@ func (e *env) listToken(m *hsm.Module, s hsm.Slot, ks *keySetup, now time.Time) 
 
 const noteUninitialised = "token not initialised"
 
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
-// printList prints the tables for people, every value from the card escaped
-// (a label with a newline could forge a row), one tabwriter per table.
+// printList prints tables, every value from the card escaped (a label with
+// a newline could forge a row).
 func (e *env) printList(res listOutput) error {
 	fmt.Fprintf(e.stdout, "Module %s\n", textsafe.Escape(res.Module))
 	for _, s := range res.Slots {
@@ -209,7 +191,7 @@ func (e *env) printList(res listOutput) error {
 			fmt.Fprintf(e.stdout, "  note: %s\n", t.Note)
 		}
 		if len(t.Keys) > 0 {
-			w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			w, yesNo := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0), map[bool]string{true: "yes", false: "no"}
 			fmt.Fprintf(w, "\n  KEY ID\tLABEL\tTYPE\tSIGN\tPIN EACH USE\tCERTIFICATE\n")
 			for _, k := range t.Keys {
 				typ := k.Type
@@ -220,7 +202,7 @@ func (e *env) printList(res listOutput) error {
 				if k.Authentication {
 					cert += " [authentication]"
 				}
-				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\n", k.ID, dash(textsafe.Escape(k.Label)), typ, yesNo(k.CanSign), yesNo(k.AlwaysAuthenticate), cert)
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\n", k.ID, dash(textsafe.Escape(k.Label)), typ, yesNo[k.CanSign], yesNo[k.AlwaysAuthenticate], cert)
 			}
 			if err := w.Flush(); err != nil {
 				return err

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,7 +27,6 @@ import (
 
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
-	"github.com/mp-hsm/mp-hsm/doctor"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
@@ -49,8 +49,7 @@ func main() {
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
-// env is what a command needs from the process; tests give their own, and
-// a reload a copy with its own --config file.
+// env is what a command needs from the process (tests give their own; a reload, a copy).
 type env struct {
 	stdin  io.Reader
 	stdout io.Writer
@@ -64,26 +63,22 @@ type env struct {
 // buildVersion is set by the Makefile (-ldflags "-X main.buildVersion=...").
 var buildVersion string
 
-// version is the build's version (set by the Makefile, else Go's record,
-// else "devel"), module path and Go version.
+// version is the build's version (the Makefile's, Go's, or "devel"), module and Go.
 func version() string {
-	v, mod, gov := buildVersion, "github.com/mp-hsm/mp-hsm", runtime.Version()
+	v, mod := buildVersion, "github.com/mp-hsm/mp-hsm"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		mod = bi.Main.Path
-		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		if v == "" && bi.Main.Version != "(devel)" {
 			v = bi.Main.Version
 		}
 	}
-	if v == "" {
-		v = "devel"
-	}
-	return v + " (" + mod + ", " + gov + ")"
+	return cmp.Or(v, "devel") + " (" + mod + ", " + runtime.Version() + ")"
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, log: newLogger(stderr, "text", slog.LevelWarn)}
-	if i := pinInArgv(args); i > 0 {
-		// Refused first, not echoed: every user can read argv.
+	// An RFC 7512 pin-value is refused first, not echoed: every user can read argv.
+	if i := 1 + slices.IndexFunc(args[min(1, len(args)):], func(a string) bool { return strings.Contains(strings.ToLower(a), "pin-value") }); i > 0 {
 		fmt.Fprintf(stderr, "mp-hsm: argument %d%s holds a pin-value: a PIN on the command line is visible to every user of this machine (ps, shell history); put it in a file given by --pin-file (or MP_HSM_PIN)\n",
 			i, flagOf(args, i))
 		return exitUsage
@@ -130,8 +125,7 @@ func helpCommand(app *cli.App, args []string) string {
 	return strings.Join(path, " ")
 }
 
-// showLoadOutput shows what modules wrote while they loaded, held back
-// (HoldLoadOutput) as noise unless no token was found.
+// showLoadOutput shows what modules wrote while loading (HoldLoadOutput).
 func (e *env) showLoadOutput(out string) {
 	if out == "" {
 		return
@@ -161,7 +155,25 @@ func newApp(e *env) *cli.App {
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT` of diagnostics: text or json", EnvVars: []string{"MP_HSM_LOG_FORMAT"}},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing on stderr but errors", EnvVars: []string{"MP_HSM_QUIET"}},
 		},
-		Before: func(c *cli.Context) error { return e.setupLogging(c) },
+		Before: func(c *cli.Context) error {
+			var level slog.Level
+			switch lv := strings.ToLower(c.String("log-level")); lv {
+			case "debug", "info", "warn", "error":
+				_ = level.UnmarshalText([]byte(lv))
+			case "warning", "":
+				level = slog.LevelWarn
+			default:
+				return usagef("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+			}
+			if c.Bool("quiet") {
+				level = slog.LevelError
+			}
+			if f := c.String("log-format"); f != "text" && f != "" && f != "json" {
+				return usagef("--log-format %q: use text or json", f)
+			}
+			e.log = newLogger(e.stderr, c.String("log-format"), level)
+			return nil
+		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageErr(err)
 		},
@@ -189,26 +201,6 @@ func newApp(e *env) *cli.App {
 		cmd.OnUsageError = app.OnUsageError
 	}
 	return app
-}
-
-func (e *env) setupLogging(c *cli.Context) error {
-	var level slog.Level
-	switch lv := strings.ToLower(c.String("log-level")); lv {
-	case "debug", "info", "warn", "error":
-		_ = level.UnmarshalText([]byte(lv))
-	case "warning", "":
-		level = slog.LevelWarn
-	default:
-		return usagef("--log-level %q: use debug, info, warn or error", c.String("log-level"))
-	}
-	if c.Bool("quiet") {
-		level = slog.LevelError
-	}
-	if f := c.String("log-format"); f != "text" && f != "" && f != "json" {
-		return usagef("--log-format %q: use text or json", f)
-	}
-	e.log = newLogger(e.stderr, c.String("log-format"), level)
-	return nil
 }
 
 // newLogger logs to w at level, as JSON for format "json", else as text.
@@ -240,17 +232,6 @@ func withCode(code int, err error) error {
 func usageErr(err error) error { return withCode(exitUsage, err) }
 
 func usagef(format string, args ...any) error { return usageErr(fmt.Errorf(format, args...)) }
-
-// pinInArgv returns the position of the first argument with an RFC 7512
-// pin-value, or 0.
-func pinInArgv(args []string) int {
-	for i, a := range args {
-		if i > 0 && strings.Contains(strings.ToLower(a), "pin-value") {
-			return i
-		}
-	}
-	return 0
-}
 
 // flagOf names the flag that argument i belongs to, as " (--key)", or "".
 func flagOf(args []string, i int) string {
@@ -317,32 +298,10 @@ func exitCode(err error) int {
 	case errors.Is(err, grant.ErrUnavailable), errors.Is(err, grant.ErrBadResponse),
 		errors.Is(err, context.DeadlineExceeded):
 		return exitUnavailable
-	case isTokenProblem(err):
-		return exitToken
-	}
-	return exitInternal
-}
-
-// isTokenProblem reports a module, token, key, PIN or certificate error; it
-// needs no PKCS#11, as every hsm error matches a tokenerr sentinel.
-func isTokenProblem(err error) bool {
-	var pf *safefile.Error // a PIN file's: other files' errors are usage errors
-	return tokenerr.Kind(err) != nil || errors.As(err, &pf) ||
-		errors.Is(err, signer.ErrKeyTooSmall) || errors.Is(err, signer.ErrCertificateMismatch) ||
-		errors.Is(err, signer.ErrUnsupportedKey) || errors.Is(err, grant.ErrEnvironmentMismatch) ||
-		errors.Is(err, errNoPIN)
-}
-
-// doctorExit returns a failed check's exit code: that of an error the
-// command made from its flags, else the one of the check's class.
-func doctorExit(r doctor.Result) int {
-	var ce *codedError
-	if errors.As(r.Err, &ce) {
-		return ce.code
-	}
-	if code, ok := map[doctor.Class]int{doctor.ClassUsage: exitUsage, doctor.ClassToken: exitToken,
-		doctor.ClassRefused: exitRefused, doctor.ClassUnavailable: exitUnavailable}[r.Class]; ok {
-		return code
+	case tokenerr.Kind(err) != nil, errors.As(err, new(*safefile.Error)), // a PIN file's: other files' errors are usage errors
+		errors.Is(err, signer.ErrKeyTooSmall), errors.Is(err, signer.ErrCertificateMismatch),
+		errors.Is(err, signer.ErrUnsupportedKey), errors.Is(err, grant.ErrEnvironmentMismatch), errors.Is(err, errNoPIN):
+		return exitToken // a module, token, key, PIN or certificate error
 	}
 	return exitInternal
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -20,7 +21,19 @@ import (
 func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
 	name, wk, iss, te := c.String("env"), c.String("well-known"), c.String("issuer"), c.String("token-endpoint")
 	if (name != "") && (wk != "") || (name != "" || wk != "") && (iss != "" || te != "") {
-		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint%s", e.fromConfigFile("env", "well-known", "issuer", "token-endpoint"))
+		// Name what the serve --config file set: a flag replaces only the same option.
+		sf := cmp.Or(e.serveFile, &serveFile{})
+		var set []string
+		for _, n := range []string{"env", "well-known", "issuer", "token-endpoint"} {
+			if v, ok := sf.values[n]; ok && v != "" {
+				set = append(set, n)
+			}
+		}
+		how := ""
+		if len(set) > 0 {
+			how = fmt.Sprintf(" (%s from config %s: a flag or variable replaces only the same option)", strings.Join(set, ", "), sf.path)
+		}
+		return grant.Environment{}, "", usagef("choose Maskinporten one way: --env, --well-known, or --issuer with --token-endpoint%s", how)
 	}
 	var envr grant.Environment
 	var how string
@@ -69,34 +82,6 @@ func (e *env) resolveEnvironment(ctx context.Context, c *cli.Context, chain []*x
 	return envr, how, grant.CheckEnvironment(envr, chain)
 }
 
-// grantConfig builds the grant.Config for the key s and the flags.
-func (e *env) grantConfig(ctx context.Context, c *cli.Context, s signer.Signer) (*grant.Config, error) {
-	clientID, err := clientIDFlag(c)
-	if err != nil {
-		return nil, err
-	}
-	envr, how, err := e.resolveEnvironment(ctx, c, s.Chain())
-	if err != nil {
-		return nil, err
-	}
-	e.log.Debug("Maskinporten environment", "issuer", envr.Issuer, "token_endpoint", envr.TokenEndpoint, "from", how)
-	kid := c.String("kid")
-	if kid == "" && len(s.Chain()) == 0 {
-		return nil, withCode(exitToken, errors.New("the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate"))
-	}
-	return &grant.Config{ClientID: clientID, Signer: s, Algorithm: c.String("alg"), KeyID: kid, Environment: envr,
-		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}, nil
-}
-
-// clientIDFlag returns --client-id, required; checked before the token opens.
-func clientIDFlag(c *cli.Context) (string, error) {
-	id := strings.TrimSpace(c.String("client-id"))
-	if id == "" {
-		return "", usagef("missing --client-id (or MP_HSM_CLIENT_ID or MASKINPORTEN_CLIENT_ID): the Maskinporten client the grant is for")
-	}
-	return id, nil
-}
-
 // requestFromFlags builds the grant.Request from the request flags.
 func requestFromFlags(c *cli.Context) (grant.Request, error) {
 	req := grant.Request{
@@ -133,24 +118,6 @@ func requestFromFlags(c *cli.Context) (grant.Request, error) {
 	return req, nil
 }
 
-// fromConfigFile names, for a conflict error, which of names the serve
-// --config file set; "" when none.
-func (e *env) fromConfigFile(names ...string) string {
-	if e.serveFile == nil {
-		return ""
-	}
-	var set []string
-	for _, n := range names {
-		if v, ok := e.serveFile.values[n]; ok && v != "" {
-			set = append(set, n)
-		}
-	}
-	if len(set) == 0 {
-		return ""
-	}
-	return fmt.Sprintf(" (%s from config %s: a flag or variable replaces only the same option)", strings.Join(set, ", "), e.serveFile.path)
-}
-
 // preflight checks the Maskinporten flags that need no token, so that a typo
 // exits 2 before the module is opened and never costs a PIN try.
 func preflight(c *cli.Context) error {
@@ -176,15 +143,13 @@ func preflight(c *cli.Context) error {
 				l, l.Truncate(time.Second))
 		}
 	}
-	iss, te, x := c.String("issuer"), c.String("token-endpoint"), c.String("altinn-exchange")
-	insecure := c.Bool("allow-insecure")
-	if iss != "" && te != "" {
-		if err := (grant.Environment{Issuer: iss, TokenEndpoint: te, AltinnExchange: x}).Validate(insecure); err != nil {
-			return usageErr(err)
+	// The endpoints given, with stand-ins for the pair when only the exchange is.
+	iss, te, x, insecure := c.String("issuer"), c.String("token-endpoint"), c.String("altinn-exchange"), c.Bool("allow-insecure")
+	if iss != "" && te != "" || x != "" {
+		if iss == "" || te == "" {
+			iss, te = "https://preflight.invalid/", "https://preflight.invalid/token"
 		}
-	} else if x != "" {
-		probe := grant.Environment{Issuer: "https://preflight.invalid/", TokenEndpoint: "https://preflight.invalid/token", AltinnExchange: x}
-		if err := probe.Validate(insecure); err != nil {
+		if err := (grant.Environment{Issuer: iss, TokenEndpoint: te, AltinnExchange: x}).Validate(insecure); err != nil {
 			return usageErr(err)
 		}
 	}

@@ -38,11 +38,11 @@ func (k *tokenKey) Check() error {
 	return nil
 }
 
-// Generate makes the key pair.
+// Generate makes the key pair (for key generate too).
 func (k *tokenKey) Generate() (crypto.PublicKey, error) {
 	key, err := k.tok.GenerateKey(k.opts)
 	if errors.Is(err, hsm.ErrObjectExists) {
-		return nil, usageErr(err)
+		return nil, usageErr(fmt.Errorf("%w\nchoose another --label or --id (see mp-hsm list)", err))
 	}
 	if err != nil {
 		return nil, err
@@ -61,7 +61,7 @@ func (k *tokenKey) Undo() string {
 }
 
 // adminRotate runs admin.Client.Rotate with a key made on the token, in one
-// locked, read-write login that the self-service key signs through too.
+// locked read-write login that the self-service key signs through too.
 func (e *env) adminRotate(c *cli.Context) error {
 	format, err := outputFormat(c, "text", "json")
 	if err != nil {

@@ -73,7 +73,7 @@ func serveCommand(e *env) *cli.Command {
 			"start would refuse is refused and logged, and the running configuration kept. The file must be\n" +
 			"one only its owner and root can change; a key set twice or an empty list is refused. See\n" +
 			"docs/daemon.md.",
-		Flags:  withConfigFile(slices.Concat(keyFlags(), mpFlags(), serveFlags(), configFlags())),
+		Flags:  withConfigFile(slices.Concat(keyFlags(), mpFlags(), serveFlags())),
 		Before: func(c *cli.Context) error { return e.applyConfigFile(c) },
 		Action: func(c *cli.Context) error { return e.serve(c) },
 	}
@@ -97,6 +97,9 @@ func serveFlags() []cli.Flag {
 		&cli.IntFlag{Category: catServ, Name: "max-keys", Value: 20000, Usage: "at most `N` distinct requests cached", EnvVars: []string{"MP_HSM_MAX_KEYS"}},
 		&cli.DurationFlag{Category: catServ, Name: "refresh-margin", Value: 30 * time.Second, Usage: "refresh used tokens `DURATION` before they expire (at most half of their lifetime)", EnvVars: []string{"MP_HSM_REFRESH_MARGIN"}},
 		&cli.DurationFlag{Category: catServ, Name: "refresh-jitter", Value: 10 * time.Second, Usage: "refresh up to `DURATION` earlier, at random, to spread refreshes", EnvVars: []string{"MP_HSM_REFRESH_JITTER"}},
+		&cli.StringFlag{Category: catServ, Name: "config", Usage: "read serve options (by their long names) and [[client]] tables from the TOML `FILE`; flags and MP_HSM_* variables win over it; re-read on SIGHUP", EnvVars: []string{"MP_HSM_CONFIG"}},
+		&cli.StringFlag{Category: catServ, Name: "socket-mode", Usage: "`MODE` of the unix socket, such as 0666 when the [[client]] tables' users and groups decide who is served", DefaultText: "0600, 0660 with --socket-group", EnvVars: []string{"MP_HSM_SOCKET_MODE"}},
+		&cli.StringFlag{Category: catServ, Name: "audit-log", Usage: "append one JSON line per answered token request to `PATH` (mode 0600, reopened on SIGHUP); - for standard output", EnvVars: []string{"MP_HSM_AUDIT_LOG"}},
 	}
 }
 
@@ -183,9 +186,8 @@ func (e *env) serve(c *cli.Context) error {
 	}
 }
 
-// daemonConfig builds the daemon's configuration from the flags, reading the
-// secret, chain and PIN files afresh, and the function that explains an
-// OpenSigner error with the flags.
+// daemonConfig builds the daemon's configuration from the flags (the files
+// read afresh), and the function that explains an OpenSigner error.
 func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, error) {
 	if err := preflight(c); err != nil {
 		return daemon.Config{}, nil, err
@@ -227,7 +229,7 @@ func (e *env) daemonConfig(c *cli.Context) (daemon.Config, func(error) error, er
 	if err != nil {
 		return daemon.Config{}, nil, err
 	}
-	secret, err := e.clientSecret("--client-secret-file", c.String("client-secret-file"))
+	secret, err := e.readSecretString("--client-secret-file", c.String("client-secret-file"), safefile.MaxSecret)
 	if err != nil {
 		return daemon.Config{}, nil, err
 	}
@@ -283,24 +285,12 @@ func (e *env) rememberedPrompt(prompt func() ([]byte, error)) func() ([]byte, er
 	}
 }
 
-// clientSecret reads a client secret file by readSecretFile ("" for none).
-func (e *env) clientSecret(what, path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	b, err := e.readSecretFile(what, path, safefile.MaxSecret)
-	defer clear(b)
-	return string(b), usageErr(err)
-}
-
-// sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens.
+// sdNotify tells systemd the daemon's state (sd_notify(3)), if it listens; Go
+// reads a leading @ as an abstract socket.
 func sdNotify(state string) {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
 		return
-	}
-	if strings.HasPrefix(addr, "@") {
-		addr = "\x00" + addr[1:]
 	}
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {

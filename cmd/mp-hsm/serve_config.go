@@ -17,9 +17,8 @@ import (
 	"github.com/mp-hsm/mp-hsm/internal/safefile"
 )
 
-// A serve --config file holds serve flags by long name (through altsrc, so
-// flags and variables win) and [[client]] tables; it is checked here first
-// so that a mistake is named by file, client and field.
+// A serve --config file holds serve flags by long name, applied through
+// altsrc (so flags and variables win), and [[client]] tables.
 
 // clientSection is one [[client]] table.
 type clientSection struct {
@@ -37,9 +36,8 @@ type clientSection struct {
 
 const clientFields = "name, client-id, scopes, users, groups, secret-file, kid, key-id, key-label, authorization-types"
 
-// names is a [[client]] list of strings; ids takes uids and gids as numbers
-// too. A list given is never nil: an empty one is refused, never read as
-// "not given".
+// names is a [[client]] list of strings, ids takes numbers too; never nil
+// when given, so that an empty list is refused, not read as "not given".
 type (
 	names []string
 	ids   []string
@@ -73,7 +71,7 @@ func decodeList(dst *[]string, v any, numbers bool) error {
 // serveFile is a parsed --config file.
 type serveFile struct {
 	path    string
-	values  map[any]any // flag values for altsrc, by long name
+	values  map[any]any // flag values by long name
 	clients []clientSection
 	applied map[string]bool // the flags the file set (no flag or variable did)
 }
@@ -158,9 +156,8 @@ func clientTables(data []byte, raw []map[string]any) ([]clientSection, error) {
 	return out, nil
 }
 
-// decodeTOML decodes data into v, the one TOML decoder of serve and
-// emulate: a syntax error names its line, and a key set twice is refused
-// (repeatedKey).
+// decodeTOML is serve's and emulate's one TOML decoder: errors name the line,
+// and a key set twice is refused (repeatedKey).
 func decodeTOML(data []byte, v any) (toml.MetaData, error) {
 	md, err := toml.Decode(string(data), v)
 	if pe := (toml.ParseError{}); errors.As(err, &pe) {
@@ -215,7 +212,7 @@ func holdsPINValue(v any) bool {
 	return false
 }
 
-// flagValue checks a file value for flag f, typed as altsrc wants it.
+// flagValue checks a file value for flag f.
 func flagValue(f cli.Flag, v any) (any, error) {
 	var want string
 	switch f.(type) {
@@ -235,7 +232,11 @@ func flagValue(f cli.Flag, v any) (any, error) {
 		if len(l) == 0 {
 			return nil, errors.New("[] holds no entry; leave it out for its default, or name at least one value")
 		}
-		return v, nil
+		out := make([]any, len(l)) // as altsrc's map source wants a list
+		for i, x := range l {
+			out[i] = x
+		}
+		return out, nil
 	case *altsrc.BoolFlag:
 		if _, ok := v.(bool); ok {
 			return v, nil
@@ -277,7 +278,7 @@ func tomlType(v any) string {
 
 // withConfigFile makes the flags settable from the --config file (altsrc).
 func withConfigFile(flags []cli.Flag) []cli.Flag {
-	out := make([]cli.Flag, len(flags))
+	out := slices.Clone(flags)
 	for i, f := range flags {
 		switch f := f.(type) {
 		case *cli.StringFlag:
@@ -290,15 +291,13 @@ func withConfigFile(flags []cli.Flag) []cli.Flag {
 			out[i] = altsrc.NewIntFlag(f)
 		case *cli.DurationFlag:
 			out[i] = altsrc.NewDurationFlag(f)
-		default:
-			out[i] = f
 		}
 	}
 	return out
 }
 
-// applyConfigFile is serve's Before: --config fills the flags not set, and
-// its clients are kept for the action.
+// applyConfigFile is serve's Before: --config fills the flags no flag or
+// variable (even empty) set, and its clients are kept.
 func (e *env) applyConfigFile(c *cli.Context) error {
 	e.serveFile = nil
 	path := c.String("config")
@@ -312,8 +311,7 @@ func (e *env) applyConfigFile(c *cli.Context) error {
 	for k := range sf.values {
 		sf.applied[k.(string)] = !c.IsSet(k.(string))
 	}
-	src := altsrc.NewMapInputSource(path, sf.values)
-	if err := altsrc.ApplyInputSourceValues(c, src, c.Command.Flags); err != nil {
+	if err := altsrc.ApplyInputSourceValues(c, altsrc.NewMapInputSource(path, sf.values), c.Command.Flags); err != nil {
 		return usagef("config %s: %v", path, err)
 	}
 	e.serveFile = sf
@@ -328,8 +326,6 @@ func (e *env) reloadContext(c *cli.Context) (*env, *cli.Context, error) {
 		if err := f.Apply(set); err != nil { // defaults and variables
 			return nil, nil, err
 		}
-	}
-	for _, f := range c.Command.Flags {
 		name := f.Names()[0]
 		if !c.IsSet(name) || e.serveFile != nil && e.serveFile.applied[name] {
 			continue
@@ -348,15 +344,6 @@ func (e *env) reloadContext(c *cli.Context) (*env, *cli.Context, error) {
 	nc.Command = c.Command
 	re := *e
 	return &re, nc, re.applyConfigFile(nc)
-}
-
-// configFlags are the serve flags about the config file.
-func configFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Category: catServ, Name: "config", Usage: "read serve options (by their long names) and [[client]] tables from the TOML `FILE`; flags and MP_HSM_* variables win over it; re-read on SIGHUP", EnvVars: []string{"MP_HSM_CONFIG"}},
-		&cli.StringFlag{Category: catServ, Name: "socket-mode", Usage: "`MODE` of the unix socket, such as 0666 when the [[client]] tables' users and groups decide who is served", DefaultText: "0600, 0660 with --socket-group", EnvVars: []string{"MP_HSM_SOCKET_MODE"}},
-		&cli.StringFlag{Category: catServ, Name: "audit-log", Usage: "append one JSON line per answered token request to `PATH` (mode 0600, reopened on SIGHUP); - for standard output", EnvVars: []string{"MP_HSM_AUDIT_LOG"}},
-	}
 }
 
 // clients are the config file's [[client]] tables.

@@ -18,13 +18,13 @@ import (
 	"github.com/mp-hsm/mp-hsm/daemon"
 	"github.com/mp-hsm/mp-hsm/daemon/socket"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/safefile"
 	"github.com/mp-hsm/mp-hsm/signer"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 	"github.com/mp-hsm/mp-hsm/tokenerr"
 )
 
-// servePlan is serve's checked configuration, made by checkServe at start
-// and at each SIGHUP alike.
+// servePlan is serve's checked configuration (checkServe).
 type servePlan struct {
 	specs    []string          // the --listen addresses (none with socket activation alone)
 	listen   socket.Options    // how they are opened
@@ -36,8 +36,18 @@ type servePlan struct {
 // checkServe is serve's one validation, at start and at each SIGHUP: list
 // flags, listeners (activated: systemd's), socket access, the daemon config.
 func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, error) {
-	if err := emptyListFlag(c); err != nil {
-		return nil, err
+	// A list flag given empty ("--allowed-scopes ,") would read as no list,
+	// which allows everything.
+	for _, f := range c.Command.Flags {
+		sf, ok := f.(*altsrc.StringSliceFlag)
+		if !ok || !c.IsSet(sf.Name) || slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
+			continue
+		}
+		name := "--" + sf.Name
+		if len(sf.EnvVars) > 0 {
+			name += " (or " + sf.EnvVars[0] + ")"
+		}
+		return nil, usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
 	}
 	p := &servePlan{specs: c.StringSlice("listen"), auditLog: c.String("audit-log")}
 	if len(p.specs) == 0 && len(activated) == 0 {
@@ -47,69 +57,37 @@ func (e *env) checkServe(c *cli.Context, activated []net.Listener) (*servePlan, 
 		}
 		p.specs = []string{"unix:" + def}
 	}
-	tcp := false
+	tcp := slices.ContainsFunc(activated, func(ln net.Listener) bool { _, ok := ln.Addr().(*net.TCPAddr); return ok })
 	for _, s := range p.specs {
-		if strings.HasPrefix(s, "tcp:") {
-			tcp = true
-		} else if !strings.HasPrefix(s, "unix:") {
+		tcp = tcp || strings.HasPrefix(s, "tcp:")
+		if !strings.HasPrefix(s, "tcp:") && !strings.HasPrefix(s, "unix:") {
 			return nil, usagef("--listen %q: want unix:PATH or tcp:HOST:PORT", s)
 		}
 	}
-	tcp = tcp || slices.ContainsFunc(activated, func(ln net.Listener) bool { _, ok := ln.Addr().(*net.TCPAddr); return ok })
 	if tcp && c.String("client-secret-file") == "" && !slices.ContainsFunc(e.clients(), func(cs clientSection) bool { return cs.SecretFile != "" }) {
 		return nil, usagef("a TCP listener needs --client-secret-file (or a [[client]] with a secret-file): callers on TCP must authenticate with a client id and its secret")
 	}
-	mode, err := socketMode(c)
-	if err != nil {
-		return nil, err
+	var mode os.FileMode
+	if v := strings.TrimSpace(c.String("socket-mode")); v != "" {
+		n, err := strconv.ParseUint(v, 8, 32)
+		if err != nil || n == 0 || n&^0o666 != 0 {
+			return nil, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
+		}
+		mode = os.FileMode(n)
 	}
 	if mode&0o006 != 0 && len(e.clients()) == 0 {
 		return nil, usagef("--socket-mode %#o lets every local user connect, and without [[client]] tables in --config nothing else decides who gets tokens: use --socket-group, or add [[client]] tables", mode)
 	}
 	p.listen = socket.Options{SocketGroup: c.String("socket-group"), SocketMode: mode, AllowRemote: c.Bool("allow-remote")}
+	var err error
 	if p.cfg, p.explain, err = e.daemonConfig(c); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-// socketMode parses --socket-mode: an octal mode; 0 when not given.
-func socketMode(c *cli.Context) (os.FileMode, error) {
-	v := strings.TrimSpace(c.String("socket-mode"))
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(v, 8, 32)
-	if err != nil || n == 0 || n&^0o666 != 0 {
-		return 0, usagef("--socket-mode %q: want an octal mode of read and write bits, such as 0600, 0660 or 0666", v)
-	}
-	return os.FileMode(n), nil
-}
-
-// emptyListFlag refuses a serve list flag given with no entry:
-// "--allowed-scopes ," would otherwise read as no list, which allows
-// everything.
-func emptyListFlag(c *cli.Context) error {
-	for _, f := range c.Command.Flags {
-		sf, ok := f.(*altsrc.StringSliceFlag)
-		if !ok || !c.IsSet(sf.Name) {
-			continue
-		}
-		if slices.ContainsFunc(c.StringSlice(sf.Name), func(v string) bool { return strings.Trim(v, ", \t\r\n") != "" }) {
-			continue
-		}
-		name := "--" + sf.Name
-		if len(sf.EnvVars) > 0 {
-			name += " (or " + sf.EnvVars[0] + ")"
-		}
-		return usagef("%s is given but holds no entry; leave it out for its default, or name at least one value", name)
-	}
-	return nil
-}
-
-// reload is SIGHUP: the audit log is reopened, and what checkServe makes
-// afresh is applied by Server.Reload, or refused and logged, keeping the
-// running configuration. What needs a restart is logged when it changed.
+// reload is SIGHUP: the audit log reopened and checkServe's new plan applied,
+// or refused and logged; a change that needs a restart is logged.
 func (e *env) reload(c *cli.Context, started *servePlan, activated []net.Listener, srv *daemon.Server, audit *daemon.AuditLog) {
 	if audit != nil {
 		if err := audit.Reopen(); err != nil {
@@ -154,28 +132,25 @@ func (e *env) daemonClients(c *cli.Context) ([]daemon.Client, error) {
 	}
 	out := make([]daemon.Client, 0, len(e.serveFile.clients))
 	for _, cs := range e.serveFile.clients {
-		secret, err := e.clientSecret(fmt.Sprintf("config %s: client %q: secret-file", path, cs.Name), cs.SecretFile)
+		where := fmt.Sprintf("config %s: client %q", path, cs.Name)
+		secret, err := e.readSecretString(where+": secret-file", cs.SecretFile, safefile.MaxSecret)
 		if err != nil {
 			return nil, err
 		}
 		dc := daemon.Client{Name: cs.Name, ClientID: strings.TrimSpace(cs.ClientID), Scopes: cs.Scopes, AuthorizationTypes: cs.AuthzTypes,
 			Users: cs.Users, Groups: cs.Groups, KeyID: cs.KID, Secret: secret}
-		if cs.KeyID != "" || cs.KeyLabel != "" {
-			var id []byte
+		if sel := (hsm.KeySelector{Label: cs.KeyLabel}); cs.KeyID != "" || sel.Label != "" {
 			if cs.KeyID != "" {
-				var err error
-				if id, err = parseKeyID(fmt.Sprintf("config %s: client %q: key-id", path, cs.Name), cs.KeyID); err != nil {
+				if sel.ID, err = parseKeyID(where+": key-id", cs.KeyID); err != nil {
 					return nil, err
 				}
 			}
 			if c.String("p12") != "" {
-				return nil, usagef("config %s: client %q: key-id and key-label choose another key on the token; with --p12 there is none", path, cs.Name)
+				return nil, usagef("%s: key-id and key-label choose another key on the token; with --p12 there is none", where)
 			}
-			open, err := e.clientKeyOpener(c, id, cs.KeyLabel)
-			if err != nil {
+			if dc.OpenKey, err = e.clientKeyOpener(c, sel); err != nil {
 				return nil, err
 			}
-			dc.OpenKey = open
 		}
 		out = append(out, dc)
 	}
@@ -229,7 +204,7 @@ func moduleHasNoToken(err error) bool {
 
 // clientKeyOpener returns a client's OpenKey: the key id and label choose,
 // found through the daemon signer's session (no second login).
-func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
+func (e *env) clientKeyOpener(c *cli.Context, sel hsm.KeySelector) (func(context.Context, signer.Signer) (signer.Signer, error), error) {
 	var extra []*x509.Certificate
 	if f := c.String("chain-file"); f != "" {
 		var err error
@@ -237,7 +212,6 @@ func (e *env) clientKeyOpener(c *cli.Context, id []byte, label string) (func(con
 			return nil, err
 		}
 	}
-	sel := hsm.KeySelector{ID: id, Label: label}
 	return func(_ context.Context, primary signer.Signer) (signer.Signer, error) {
 		ts, ok := primary.(*p11.TokenSigner)
 		if !ok {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -48,7 +50,18 @@ func (e *env) token(c *cli.Context) error {
 				return fmt.Errorf("the Altinn exchange: %w", err)
 			}
 		}
-		return e.printToken(out, tok)
+		switch out {
+		case "json":
+			return writeJSON(e.stdout, tokenJSON{
+				AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresIn: tok.ExpiresIn,
+				Scope: tok.Scope, ExpiresAt: tok.Expiry.UTC().Format(time.RFC3339),
+			})
+		case "header":
+			_, err = fmt.Fprintf(e.stdout, "Authorization: Bearer %s\n", tok.AccessToken)
+			return err
+		}
+		_, err = fmt.Fprintln(e.stdout, tok.AccessToken)
+		return err
 	})
 }
 
@@ -87,8 +100,9 @@ func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Con
 	if err != nil {
 		return err
 	}
-	if _, err := clientIDFlag(c); err != nil {
-		return err
+	clientID := strings.TrimSpace(c.String("client-id"))
+	if clientID == "" {
+		return usagef("missing --client-id (or MP_HSM_CLIENT_ID or MASKINPORTEN_CLIENT_ID): the Maskinporten client the grant is for")
 	}
 	s, err := e.openSigner(c, nil)
 	if err != nil {
@@ -98,10 +112,16 @@ func (e *env) withGrantConfig(c *cli.Context, f func(context.Context, *grant.Con
 	e.warnAlwaysAuthenticate(s)
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	defer cancel()
-	cfg, err := e.grantConfig(ctx, c, s)
+	envr, how, err := e.resolveEnvironment(ctx, c, s.Chain())
 	if err != nil {
 		return timedOut(ctx, c, err)
 	}
+	e.log.Debug("Maskinporten environment", "issuer", envr.Issuer, "token_endpoint", envr.TokenEndpoint, "from", how)
+	if c.String("kid") == "" && len(s.Chain()) == 0 {
+		return withCode(exitToken, errors.New("the key has no certificate on the token, so no x5c can be sent: register the key (mp-hsm jwk) and give its --kid, or add the certificate"))
+	}
+	cfg := &grant.Config{ClientID: clientID, Signer: s, Algorithm: c.String("alg"), KeyID: c.String("kid"), Environment: envr,
+		AllowInsecure: c.Bool("allow-insecure"), Logger: e.log}
 	return timedOut(ctx, c, f(ctx, cfg, req))
 }
 
@@ -120,20 +140,4 @@ type tokenJSON struct {
 	ExpiresIn   int    `json:"expires_in"`
 	Scope       string `json:"scope,omitempty"`
 	ExpiresAt   string `json:"expires_at"`
-}
-
-// printToken writes tok as token's --output says: token, json or header.
-func (e *env) printToken(out string, tok *grant.Token) error {
-	switch out {
-	case "json":
-		return writeJSON(e.stdout, tokenJSON{
-			AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresIn: tok.ExpiresIn,
-			Scope: tok.Scope, ExpiresAt: tok.Expiry.UTC().Format(time.RFC3339),
-		})
-	case "header":
-		_, err := fmt.Fprintf(e.stdout, "Authorization: Bearer %s\n", tok.AccessToken)
-		return err
-	}
-	_, err := fmt.Fprintln(e.stdout, tok.AccessToken)
-	return err
 }

@@ -17,8 +17,7 @@ import (
 	"time"
 )
 
-// ErrConfig is matched by Listen's errors for a malformed or refused
-// address or option.
+// ErrConfig is matched by Listen's errors for a malformed or refused address or option.
 var ErrConfig = errors.New("invalid listen configuration")
 
 // Options configure Listen.
@@ -28,9 +27,8 @@ type Options struct {
 	AllowRemote bool        // allows TCP addresses that are not loopback
 }
 
-// DefaultPath returns where the daemon listens by default:
-// /run/mp-hsm/mp-hsm.sock for root, $XDG_RUNTIME_DIR/mp-hsm.sock for other
-// users, and "" when XDG_RUNTIME_DIR is unset for a user other than root.
+// DefaultPath returns where the daemon listens by default: /run/mp-hsm/mp-hsm.sock
+// for root, else $XDG_RUNTIME_DIR/mp-hsm.sock, or "" when XDG_RUNTIME_DIR is unset.
 func DefaultPath() string {
 	if os.Geteuid() == 0 {
 		return "/run/mp-hsm/mp-hsm.sock"
@@ -44,12 +42,11 @@ func DefaultPath() string {
 // Listen opens "unix:PATH" or "tcp:HOST:PORT" (HOST an IP address or
 // localhost, loopback unless AllowRemote; port 0 chooses a free port).
 //
-// A unix socket is bound under a temporary name in a private directory,
-// given its mode (0600, 0660 with SocketGroup) and group, and only then
-// renamed into place, so no other user can ever connect to it. A socket at
-// PATH that no process answers on is replaced, anything else never.
-// Closing the listener removes the socket. PATH's directory is created
-// (mode 0755) if missing.
+// A unix socket is bound under a temporary name in a private directory, given its
+// mode (0600, 0660 with SocketGroup) and group, and only then renamed into place,
+// so no other user can ever connect to it. A socket at PATH that no process
+// answers on is replaced, anything else never. Closing the listener removes the
+// socket. PATH's directory is created (mode 0755) if missing.
 func Listen(addr string, opts Options) (net.Listener, error) {
 	network, rest, _ := strings.Cut(addr, ":")
 	switch {
@@ -161,8 +158,7 @@ func listenUnix(path string, opts Options) (net.Listener, error) {
 
 var umaskMu sync.Mutex // serialises the package's umask changes
 
-// unixListener removes its socket file on Close, if it is still its own.
-type unixListener struct {
+type unixListener struct { // removes its socket file on Close, if it is still its own
 	*net.UnixListener
 	path string
 	fi   fs.FileInfo
@@ -202,9 +198,9 @@ func removeStale(path string) error {
 	return nil
 }
 
-// OpenToAll reports whether every local user may connect to the unix
-// socket at path, and describes its mode: an abstract socket, or one that
-// cannot be examined, is taken as open; one whose file is gone is not.
+// OpenToAll reports whether every local user may connect to the unix socket at
+// path, and describes its mode: an abstract socket, or one that cannot be
+// examined, is taken as open; one whose file is gone is not.
 func OpenToAll(path string) (string, bool) {
 	if path == "" || path[0] == '@' || path[0] == 0 {
 		return "an abstract socket, without permissions", true
@@ -219,9 +215,9 @@ func OpenToAll(path string) (string, bool) {
 	return fmt.Sprintf("mode %04o", fi.Mode().Perm()), fi.Mode().Perm()&0o002 != 0
 }
 
-// Activated returns the listening stream sockets systemd passed to this
-// process (LISTEN_PID, LISTEN_FDS; sd_listen_fds(3)), or none, and unsets
-// the variables so that child processes do not take them for theirs.
+// Activated returns the listening stream sockets systemd passed to this process
+// (LISTEN_PID, LISTEN_FDS; sd_listen_fds(3)), or none, and unsets the variables
+// so that child processes do not take them for theirs.
 func Activated() ([]net.Listener, error) {
 	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
 	if pid == "" || fds == "" {

@@ -48,8 +48,7 @@ func PeerOf(c net.Conn) *Peer {
 	return p
 }
 
-// peerGroups returns the peer's supplementary groups (SO_PEERGROUPS,
-// Linux 4.13); false where the kernel cannot tell.
+// peerGroups returns the peer's supplementary groups (SO_PEERGROUPS, Linux 4.13); false where the kernel cannot tell.
 func peerGroups(fd uintptr) ([]uint32, bool) {
 	buf := make([]uint32, 32)
 	for range 2 {
@@ -68,8 +67,7 @@ func peerGroups(fd uintptr) ([]uint32, bool) {
 	return nil, false
 }
 
-// procStatus returns the effective uid and the supplementary groups in
-// /proc/PID/status (at most 1 MiB: up to 65536 groups).
+// procStatus returns the effective uid and supplementary groups in /proc/PID/status (at most 1 MiB: 65536 groups).
 func procStatus(path string) (euid uint32, groups []uint32, ok bool) {
 	data, err := safefile.Read(path, 1<<20)
 	if err != nil {

@@ -122,7 +122,7 @@ func (c *Checks) checkToken() doctor.Result {
 	if err != nil {
 		return doctor.Failed(check, doctor.ClassToken, c.Explain(err), "insert the card (is pcscd running?), or choose the token with --slot, --token-label or --token-serial (see mp-hsm list)")
 	}
-	tok, err := c.mod.OpenToken(slot.ID, c.Config.TokenOptions())
+	tok, err := c.mod.OpenSlot(hsm.Slot{ID: slot.ID}, c.Config.TokenOptions())
 	if err != nil {
 		return doctor.Failed(check, doctor.ClassToken, err, "the token is present but cannot be opened: reinsert the card and try again")
 	}
