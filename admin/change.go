@@ -80,7 +80,7 @@ func (c *Client) write(ctx context.Context, clientID string, before *KeySet, key
 	}
 	// Read back even when the write failed: a lost answer says nothing of what the API did.
 	got, rerr := c.readBack(ctx, clientID)
-	want := kidsOf(keys)
+	want := (&KeySet{Keys: keys}).Kids()
 	switch {
 	case rerr == nil && sameKids(got.Kids(), want):
 		return got, nil // done, whatever the write's answer said
@@ -108,12 +108,4 @@ func (c *Client) readBack(ctx context.Context, clientID string) (*KeySet, error)
 // sameKids reports whether a and b hold the same kids, in any order.
 func sameKids(a, b []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
-}
-
-func kidsOf(keys []Key) []string {
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		out[i] = k.Kid
-	}
-	return out
 }

@@ -62,10 +62,6 @@ type KeySet struct {
 	LastUpdated time.Time // zero when the API did not say
 }
 
-func (s *KeySet) has(kid string) bool {
-	return slices.ContainsFunc(s.Keys, func(k Key) bool { return k.Kid == kid })
-}
-
 // kidList is the set's kids for a message, escaped.
 func (s *KeySet) kidList() string {
 	if len(s.Keys) == 0 {
@@ -75,7 +71,13 @@ func (s *KeySet) kidList() string {
 }
 
 // Kids returns the kids of the set, in order.
-func (s *KeySet) Kids() []string { return kidsOf(s.Keys) }
+func (s *KeySet) Kids() []string {
+	out := make([]string, len(s.Keys))
+	for i, k := range s.Keys {
+		out[i] = k.Kid
+	}
+	return out
+}
 
 // List returns the keys registered on clientID.
 func (c *Client) List(ctx context.Context, clientID string) (*KeySet, error) {
@@ -156,7 +158,7 @@ func checkNew(keys []Key) error {
 // checkAdd refuses keys whose kid set has, and more than MaxKeys in all.
 func checkAdd(clientID string, set *KeySet, keys []Key) error {
 	for _, k := range keys {
-		if set.has(k.Kid) {
+		if slices.Contains(set.Kids(), k.Kid) {
 			return fmt.Errorf("admin: client %s already has a key with kid %q: %w", clientID, textsafe.Escape(k.Kid), ErrKidTaken)
 		}
 	}
@@ -175,10 +177,11 @@ func (c *Client) Remove(ctx context.Context, clientID, kid string) (*KeySet, err
 
 // without returns set's keys but kid, or ErrKidNotFound.
 func without(clientID string, set *KeySet, kid string) ([]Key, error) {
-	if !set.has(kid) {
+	keep := slices.DeleteFunc(slices.Clone(set.Keys), func(k Key) bool { return k.Kid == kid })
+	if len(keep) == len(set.Keys) {
 		return nil, fmt.Errorf("admin: client %s has no key with kid %q (it has: %s): %w", clientID, textsafe.Escape(kid), set.kidList(), ErrKidNotFound)
 	}
-	return slices.DeleteFunc(slices.Clone(set.Keys), func(k Key) bool { return k.Kid == kid }), nil
+	return keep, nil
 }
 
 // token returns a token of the scope method needs (Write's for changes when
@@ -218,10 +221,7 @@ func (c *Client) do(ctx context.Context, method, clientID string, body io.Reader
 		return err
 	}
 	tok.SetAuthHeader(req)
-	hc := http.Client{}
-	if c.HTTPClient != nil {
-		hc = *c.HTTPClient
-	}
+	hc := *cmp.Or(c.HTTPClient, &http.Client{}) // a copy: its CheckRedirect is replaced
 	// A redirect is not followed: it would carry the token past
 	// CheckBaseURL (net/http keeps Authorization for the same host, also
 	// from https to http). Its 3xx is the API's error.

@@ -119,12 +119,8 @@ func ParseKeys(data []byte) ([]Key, error) {
 	if err := json.Unmarshal(data, &set); err != nil {
 		return nil, fmt.Errorf("not a JWK or JWK set: %w", err)
 	}
-	if set.Keys == nil {
-		k, err := ParseKey(data)
-		if err != nil {
-			return nil, err
-		}
-		return []Key{k}, nil
+	if set.Keys == nil { // one JWK: an object, so ParseKey takes it
+		set.Keys = []json.RawMessage{data}
 	}
 	return parseKeys(set.Keys)
 }

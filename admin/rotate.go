@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"encoding/json"
@@ -51,8 +52,7 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.Remove != "" && !set.has(r.Remove) {
-		_, err := without(r.ClientID, set, r.Remove)
+	if _, err := without(r.ClientID, set, r.Remove); r.Remove != "" && err != nil {
 		return nil, err
 	}
 	if len(set.Keys) >= MaxKeys {
@@ -71,9 +71,12 @@ func (c *Client) Rotate(ctx context.Context, r Rotation) (*Rotated, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w\nnothing was changed", err)
 	}
-	key, err := publicKey(pub)
+	var key Key
+	j, err := signer.PublicJWK(pub, "", "") // use sig, its RFC 7638 thumbprint as kid
 	if err == nil {
-		err = checkAdd(r.ClientID, set, []Key{key})
+		b, _ := json.Marshal(j) // strings only: cannot fail
+		key, _ = ParseKey(b)    // b is an object
+		err = cmp.Or(CheckKey(key), checkAdd(r.ClientID, set, []Key{key}))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w\nthe new key is on the token, unregistered (%s removes it)", err, r.Key.Undo())
@@ -112,18 +115,4 @@ func withNext(err error, next string) error {
 		return ce
 	}
 	return fmt.Errorf("%w\n%s", err, next)
-}
-
-// publicKey is pub as a Key with use sig and its RFC 7638 thumbprint as kid.
-func publicKey(pub crypto.PublicKey) (Key, error) {
-	j, err := signer.PublicJWK(pub, "", "")
-	if err != nil {
-		return Key{}, err
-	}
-	b, _ := json.Marshal(j) // strings only: cannot fail
-	k, err := ParseKey(b)
-	if err == nil {
-		err = CheckKey(k)
-	}
-	return k, err
 }

@@ -21,11 +21,6 @@ import (
 // signTimeout bounds the test signature, which may wait for a PIN pad.
 const signTimeout = 2 * time.Minute
 
-// contextSigner is hsm.Key's and p11.TokenSigner's signing with a deadline.
-type contextSigner interface {
-	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
-}
-
 // checkSignature signs a random digest and verifies it with the
 // certificate's public key, or the key's own without a certificate.
 func (r *run) checkSignature(ctx context.Context) Result {
@@ -45,7 +40,9 @@ func (r *run) checkSignature(ctx context.Context) Result {
 	defer cancel()
 	var sig []byte
 	var err error
-	if cs, ok := key.(contextSigner); ok {
+	if cs, ok := key.(interface { // hsm.Key's and p11.TokenSigner's signing with a deadline
+		SignContext(context.Context, []byte, crypto.SignerOpts) ([]byte, error)
+	}); ok {
 		sig, err = cs.SignContext(ctx, digest, crypto.SHA256)
 	} else {
 		sig, err = key.Sign(rand.Reader, digest, crypto.SHA256)

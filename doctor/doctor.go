@@ -6,6 +6,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -100,13 +101,10 @@ type run struct {
 // key-usage, issuer, org-number, environment, metadata, clock,
 // token-request and registered-key, one Result each, never stopping early.
 func Run(ctx context.Context, cfg Config) Results {
-	r := &run{cfg: cfg, now: cfg.Now, timeout: cfg.Timeout}
+	r := &run{cfg: cfg, now: cfg.Now, timeout: cmp.Or(max(cfg.Timeout, 0), 30*time.Second)}
 	r.cfg.ClientID = strings.TrimSpace(cfg.ClientID)
 	if r.now == nil {
 		r.now = time.Now
-	}
-	if r.timeout <= 0 {
-		r.timeout = 30 * time.Second
 	}
 	switch {
 	case cfg.Key != nil:

@@ -3,7 +3,6 @@ package doctor
 import (
 	"cmp"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -22,22 +21,28 @@ import (
 func (r *run) checkEnvironment(ctx context.Context) Result {
 	const check = "environment"
 	cfg := r.cfg
-	choose := cfg.Environment
+	var envr grant.Environment
+	var how string
+	var err error
 	switch {
-	case choose == nil && cfg.WellKnown != "":
+	case cfg.Environment != nil:
+		ctx, cancel := context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+		envr, how, err = cfg.Environment(ctx, r.key.Chain)
+	case cfg.WellKnown != "":
 		m := r.fetchMetadata(ctx, cfg.WellKnown)
 		if m.err != nil {
 			return skip(check, fmt.Sprintf("the metadata at %s could not be read (see the metadata check)", cfg.WellKnown))
 		}
-		choose = func(context.Context, []*x509.Certificate) (grant.Environment, string, error) {
-			return m.env, "the metadata at " + cfg.WellKnown, nil
+		envr, how = m.env, "the metadata at "+cfg.WellKnown
+	case r.cert == nil:
+		err = errors.New("no certificate to tell the environment from: give the environment")
+	default: // the issuing CA's
+		if envr, err = grant.EnvironmentForCertificate(r.cert); err != nil {
+			err = fmt.Errorf("cannot tell the environment from the certificate: %w", err)
 		}
-	case choose == nil:
-		choose = fromCertificate
+		how = "certificate issued by " + r.cert.Issuer.CommonName
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	envr, how, err := choose(ctx, r.key.Chain)
 	if err == nil {
 		err = grant.CheckEnvironment(envr, r.key.Chain)
 	}
@@ -50,30 +55,11 @@ func (r *run) checkEnvironment(ctx context.Context) Result {
 		return Failed(check, ClassUsage, err, hint)
 	}
 	r.envr = &envr
-	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", cmp.Or(envr.Name, "custom"), envr.Issuer, how, r.fitsCert(envr)))
-}
-
-// fromCertificate is the default EnvironmentFunc: the issuing CA's.
-func fromCertificate(_ context.Context, chain []*x509.Certificate) (grant.Environment, string, error) {
-	if len(chain) == 0 {
-		return grant.Environment{}, "", errors.New("no certificate to tell the environment from: give the environment")
+	fits := "" // whether the certificate's CA tells the same environment
+	if ce, err := grant.EnvironmentForCertificate(r.cert); err == nil && ce.Name == envr.Name {
+		fits = "; the certificate fits"
 	}
-	envr, err := grant.EnvironmentForCertificate(chain[0])
-	if err != nil {
-		return grant.Environment{}, "", fmt.Errorf("cannot tell the environment from the certificate: %w", err)
-	}
-	return envr, "certificate issued by " + chain[0].Issuer.CommonName, nil
-}
-
-// fitsCert says whether the certificate's CA tells the same environment.
-func (r *run) fitsCert(envr grant.Environment) string {
-	if r.cert == nil {
-		return ""
-	}
-	if ce, err := grant.EnvironmentForCertificate(r.cert); err == nil && (envr.Name == "test" || envr.Name == "prod") && ce.Name == envr.Name {
-		return "; the certificate fits"
-	}
-	return ""
+	return ok(check, fmt.Sprintf("%s (issuer %s), from %s%s", cmp.Or(envr.Name, "custom"), envr.Issuer, how, fits))
 }
 
 // metadata is a metadata fetch and the server's Date header.
@@ -108,10 +94,7 @@ func (r *run) fetchMetadata(ctx context.Context, url string) *metadata {
 		return r.meta
 	}
 	m := &metadata{url: url}
-	var hc http.Client
-	if r.cfg.HTTPClient != nil {
-		hc = *r.cfg.HTTPClient
-	}
+	hc := *cmp.Or(r.cfg.HTTPClient, &http.Client{}) // a copy: its Transport is replaced
 	hc.Timeout = cmp.Or(hc.Timeout, r.timeout)
 	hc.Transport = &datesTransport{base: cmp.Or(hc.Transport, http.DefaultTransport), m: m, now: r.now}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
@@ -133,7 +116,7 @@ func (r *run) checkMetadata(ctx context.Context) Result {
 	}
 	m := r.fetchMetadata(ctx, url)
 	if m.err != nil {
-		return fail(check, ClassOf(m.err, ClassUnavailable), m.err, m.err.Error(),
+		return Failed(check, ClassUnavailable, m.err,
 			"check the network, a proxy (HTTPS_PROXY, NO_PROXY) and firewalls, and that the URL is Maskinporten's (status.digdir.no)")
 	}
 	if r.envr != nil && m.env.Issuer != r.envr.Issuer {
@@ -206,16 +189,8 @@ func (r *run) checkTokenRequest(ctx context.Context) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	gc := &grant.Config{
-		ClientID:      cfg.ClientID,
-		Signer:        r.key.Signer,
-		Algorithm:     cfg.Algorithm,
-		KeyID:         cfg.KeyID,
-		Environment:   *r.envr,
-		AllowInsecure: cfg.AllowInsecure,
-		HTTPClient:    cfg.HTTPClient,
-		Logger:        cfg.Logger,
-	}
+	gc := &grant.Config{ClientID: cfg.ClientID, Signer: r.key.Signer, Algorithm: cfg.Algorithm, KeyID: cfg.KeyID,
+		Environment: *r.envr, AllowInsecure: cfg.AllowInsecure, HTTPClient: cfg.HTTPClient, Logger: cfg.Logger}
 	tok, err := gc.Exchange(ctx, cfg.Request)
 	if err != nil {
 		class := ClassOf(err, ClassUnavailable)

@@ -47,28 +47,21 @@ func (r *Report) describeDetails(v any, showPID bool, now time.Time) any {
 			m["from"] = grant.MaskParty(from)
 		}
 		shown[i] = m
-		var d Detail
-		d.Type, _ = m["type"].(string)
-		d.ConsentID, _ = m["id"].(string)
-		d.From, _ = m["from"].(string)
+		d := Detail{Type: str(m, "type"), ConsentID: str(m, "id"), From: str(m, "from")}
 		d.To, _ = orgClaim(m["to"])
 		d.SystemUserOrg, _ = orgClaim(m["systemuser_org"])
-		for _, name := range []string{"consented", "validTo"} { // in this order, so that problems are too
-			dst, rel := &d.Consented, name
-			if name == "validTo" {
-				dst, rel = &d.ValidTo, "exp" // says "expired ... ago" once past
-			}
+		at := func(name, rel string) *Time {
 			s, ok := m[name].(string)
-			if !ok {
-				continue
-			}
 			t, err := time.Parse(time.RFC3339Nano, s)
-			if err != nil {
+			if ok && err != nil {
 				d.Problems = append(d.Problems, name+" is not an RFC 3339 time")
-				continue
 			}
-			*dst = &Time{Unix: t.Unix(), Time: t.UTC().Format(time.RFC3339), Relative: Relative(rel, t, now)}
+			if !ok || err != nil {
+				return nil
+			}
+			return &Time{Unix: t.Unix(), Time: t.UTC().Format(time.RFC3339), Relative: Relative(rel, t, now)}
 		}
+		d.Consented, d.ValidTo = at("consented", "consented"), at("validTo", "exp") // left to right, as are problems; "expired ... ago" once past
 		d.Rights = each(m["consentRights"], rightInWords)
 		r.Details = append(r.Details, d)
 	}

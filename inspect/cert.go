@@ -37,19 +37,8 @@ type Certificate struct {
 	Error       string   `json:"error,omitempty"`       // why it could not be decoded
 }
 
-// describeX5C reads the x5c header into r.Certificates: an array of
-// standard base64 DER certificates, leaf first.
-func (r *Report) describeX5C(v any, now time.Time) {
-	arr, ok := v.([]any)
-	if !ok {
-		r.Problems = append(r.Problems, "header x5c is not an array (Maskinporten answers MP-123)")
-	}
-	for i, el := range arr {
-		r.Certificates = append(r.Certificates, describeX5CElement(i, el, now))
-	}
-}
-
-// describeX5CElement describes the x5c element at index i, or says why it is no certificate.
+// describeX5CElement describes the x5c element at index i (standard base64
+// DER, leaf first), or says why it is no certificate.
 func describeX5CElement(i int, el any, now time.Time) Certificate {
 	s, ok := el.(string)
 	if !ok {
@@ -71,13 +60,18 @@ func describeX5CElement(i int, el any, now time.Time) Certificate {
 		NotBefore: cert.NotBefore.UTC().Format(time.RFC3339),
 		NotAfter:  cert.NotAfter.UTC().Format(time.RFC3339),
 		KeyUsage:  KeyUsageNames(cert.KeyUsage),
-		PublicKey: publicKey(cert.PublicKey),
+		PublicKey: "unknown",
+		Serial:    hex.EncodeToString(cert.SerialNumber.Bytes()), // ParseCertificate always sets it
+		SHA256:    fmt.Sprintf("%x", sha256.Sum256(cert.Raw)),
 	}
-	if cert.SerialNumber != nil {
-		ic.Serial = hex.EncodeToString(cert.SerialNumber.Bytes())
+	switch k := cert.PublicKey.(type) {
+	case *rsa.PublicKey:
+		ic.PublicKey = fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		ic.PublicKey = "ECDSA " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		ic.PublicKey = "Ed25519"
 	}
-	sum := sha256.Sum256(cert.Raw)
-	ic.SHA256 = hex.EncodeToString(sum[:])
 	ic.OrgNumber, _ = orgid.FromCertificate(cert)
 	if env, err := grant.EnvironmentForCertificate(cert); err == nil {
 		ic.Environment = env.Name
@@ -115,16 +109,4 @@ func dn(n pkix.Name) string {
 		return n.String()
 	}
 	return strings.Join(parts, ", ")
-}
-
-func publicKey(pub any) string {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		return fmt.Sprintf("RSA %d", k.N.BitLen())
-	case *ecdsa.PublicKey:
-		return "ECDSA " + k.Curve.Params().Name
-	case ed25519.PublicKey:
-		return "Ed25519"
-	}
-	return "unknown"
 }

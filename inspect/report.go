@@ -20,13 +20,6 @@ const (
 	KindJWT         = "jwt"          // any other JWT
 )
 
-var kindNames = map[string]string{
-	KindGrant:       "Maskinporten grant (JWT bearer grant, RFC 7523)",
-	KindAccessToken: "Maskinporten access token",
-	KindAltinnToken: "Altinn token",
-	KindJWT:         "JWT",
-}
-
 // Report describes a JWT. Its JSON form is what mp-hsm inspect --output
 // json prints, part of the command-line contract: fields are only added.
 type Report struct {
@@ -94,12 +87,10 @@ func Describe(j *JWT, opts Options) *Report {
 		claims["pid"] = grant.MaskPID(pid)
 	}
 	r := &Report{
-		Header: j.Header, Claims: claims, Times: map[string]Time{}, Kind: kind(j),
+		Header: j.Header, Claims: claims, Times: map[string]Time{}, KeyID: str(j.Header, "kid"), Algorithm: str(j.Header, "alg"),
 		Now: now.UTC().Format(time.RFC3339), Certificates: []Certificate{}, Signature: j.SignatureLen,
 	}
-	r.Description = kindNames[r.Kind]
-	r.KeyID, _ = j.Header["kid"].(string)
-	r.Algorithm, _ = j.Header["alg"].(string)
+	r.Kind, r.Description = kind(j)
 	if v, ok := claims["authorization_details"]; ok {
 		claims["authorization_details"] = r.describeDetails(v, opts.ShowPID, now)
 	}
@@ -125,13 +116,16 @@ func Describe(j *JWT, opts Options) *Report {
 		}
 	}
 	if v, ok := j.Header["x5c"]; ok {
-		r.describeX5C(v, now)
+		arr, ok := v.([]any)
+		if !ok {
+			r.Problems = append(r.Problems, "header x5c is not an array (Maskinporten answers MP-123)")
+		}
+		for i, el := range arr {
+			r.Certificates = append(r.Certificates, describeX5CElement(i, el, now))
+		}
 	}
 	if r.Kind == KindAccessToken {
-		a := &AccessToken{}
-		a.ClientID, _ = claims["client_id"].(string)
-		a.Scope, _ = claims["scope"].(string)
-		a.ClientAMR, _ = claims["client_amr"].(string)
+		a := &AccessToken{ClientID: str(claims, "client_id"), Scope: str(claims, "scope"), ClientAMR: str(claims, "client_amr")}
 		a.Consumer, a.ConsumerOrg = orgClaim(claims["consumer"])
 		a.Supplier, _ = orgClaim(claims["supplier"])
 		r.AccessToken = a
@@ -139,23 +133,23 @@ func Describe(j *JWT, opts Options) *Report {
 	return r
 }
 
-// kind tells a Maskinporten grant, access token or Altinn token by its claims.
-func kind(j *JWT) string {
+// kind tells a Maskinporten grant, access token or Altinn token by its claims, and says it in words.
+func kind(j *JWT) (kind, description string) {
 	c := j.Claims
 	has := func(k string) bool { _, ok := c[k]; return ok }
 	for k := range c {
 		if strings.HasPrefix(k, "urn:altinn:") {
-			return KindAltinnToken
+			return KindAltinnToken, "Altinn token"
 		}
 	}
 	switch {
 	case has("client_id") || has("consumer") && has("token_type"):
-		return KindAccessToken
+		return KindAccessToken, "Maskinporten access token"
 	case has("aud") && has("iss") && has("jti") && (has("scope") || has("authorization_details")) &&
 		(j.Header["x5c"] != nil || j.Header["kid"] != nil):
-		return KindGrant
+		return KindGrant, "Maskinporten grant (JWT bearer grant, RFC 7523)"
 	}
-	return KindJWT
+	return KindJWT, "JWT"
 }
 
 const maxDate = 253402300799 // NumericDates beyond year 9999 are not shown as dates
@@ -175,6 +169,9 @@ func numericDate(v any) (int64, error) {
 	}
 	return int64(f), nil
 }
+
+// str is m[k] when it is a string, else "".
+func str(m map[string]any, k string) string { s, _ := m[k].(string); return s }
 
 // orgClaim reads an ISO 6523 organisation claim such as consumer:
 // {"authority":"iso6523-actorid-upis","ID":"0192:<orgnr>"}.

@@ -57,10 +57,8 @@ func (r *Report) WriteText(out io.Writer) error {
 	fmt.Fprintf(w, "header\n")
 	for _, k := range ordered(r.Header, headerOrder) {
 		v := value(r.Header[k])
-		if k == "x5c" {
-			if arr, ok := r.Header[k].([]any); ok {
-				v = fmt.Sprintf("%d certificate(s), below", len(arr))
-			}
+		if arr, ok := r.Header[k].([]any); ok && k == "x5c" {
+			v = fmt.Sprintf("%d certificate(s), below", len(arr))
 		}
 		fmt.Fprintf(w, "  %s\t%s\n", printable(k), v)
 	}

@@ -32,38 +32,40 @@ func (u *URI) format() (string, map[string]int) {
 		n++
 		at[attr] = b.Len()
 		b.WriteString(attr + "=")
-		uriEscape(&b, value, sep == '&')
+		for i := 0; i < len(value); i++ {
+			if c := value[i]; uriAllowed(c, sep == '&') {
+				b.WriteByte(c)
+			} else {
+				fmt.Fprintf(&b, "%%%02X", c)
+			}
+		}
 	}
-	vendor := func() {
+	path := 0
+	for _, names := range [][]string{uriPathNames, uriQueryNames[:3]} { // never pin-value: see String
+		for _, name := range names {
+			switch f := u.field(name); {
+			case name == "slot-id" && u.SlotID != nil:
+				put(name, strconv.FormatUint(uint64(*u.SlotID), 10))
+			case name == "id" && len(u.ID) > 0:
+				put(name, "")
+				for _, c := range u.ID {
+					fmt.Fprintf(&b, "%%%02X", c)
+				}
+			case f != nil && *f != "":
+				put(name, *f)
+			}
+		}
 		for _, v := range slices.Sorted(maps.Keys(u.Vendor)) {
 			if uriVendorName(v) && u.vendorQuery[v] == (sep == '&') {
 				put(v, u.Vendor[v])
 			}
 		}
-	}
-	for _, name := range uriPathNames {
-		switch f := u.field(name); {
-		case name == "slot-id" && u.SlotID != nil:
-			put(name, strconv.FormatUint(uint64(*u.SlotID), 10))
-		case name == "id" && len(u.ID) > 0:
-			put(name, "")
-			for _, c := range u.ID {
-				fmt.Fprintf(&b, "%%%02X", c)
-			}
-		case f != nil && *f != "":
-			put(name, *f)
+		if sep == ';' {
+			path = b.Len()
+			b.WriteByte('?')
+			n, sep = 0, '&'
 		}
 	}
-	vendor()
-	path := b.Len()
-	b.WriteByte('?')
-	n, sep = 0, '&'
-	for _, name := range uriQueryNames[:3] { // never pin-value: see above
-		if v := *u.field(name); v != "" {
-			put(name, v)
-		}
-	}
-	vendor()
 	if n == 0 {
 		return b.String()[:path], at
 	}
@@ -98,16 +100,6 @@ func uriAllowed(c byte, query bool) bool {
 		return !query
 	}
 	return query && (c == '/' || c == '?' || c == '|')
-}
-
-func uriEscape(b *strings.Builder, s string, query bool) {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; uriAllowed(c, query) {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(b, "%%%02X", c)
-		}
-	}
 }
 
 // uriDescribe names a byte for an error message.

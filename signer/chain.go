@@ -27,14 +27,13 @@ func BuildChain(pub crypto.PublicKey, pool []*x509.Certificate, extra []*x509.Ce
 }
 
 func buildChain(now time.Time, pub crypto.PublicKey, pool, extra []*x509.Certificate) ([]*x509.Certificate, error) {
-	if _, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok {
+	eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }) // every standard library key has Equal
+	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedKey, keyDescription(pub))
 	}
 	candidates := slices.DeleteFunc(slices.Concat(pool, extra), func(c *x509.Certificate) bool { return c == nil })
 
-	leaf := best(now, candidates, func(c *x509.Certificate) bool {
-		return publicKeyEqual(pub, c.PublicKey)
-	})
+	leaf := best(now, candidates, func(c *x509.Certificate) bool { return eq.Equal(c.PublicKey) })
 	if leaf == nil {
 		return nil, nil
 	}
@@ -44,7 +43,7 @@ func buildChain(now time.Time, pub crypto.PublicKey, pool, extra []*x509.Certifi
 		issuer := best(now, candidates, func(c *x509.Certificate) bool {
 			return !slices.ContainsFunc(chain, c.Equal) && issuedBy(cert, c)
 		})
-		if issuer == nil || selfSigned(issuer) {
+		if issuer == nil || issuedBy(issuer, issuer) { // a self-signed root
 			break
 		}
 		chain = append(chain, issuer)
@@ -85,11 +84,6 @@ func issuedBy(child, parent *x509.Certificate) bool {
 		err = parent.CheckSignature(child.SignatureAlgorithm, child.RawTBSCertificate, child.Signature)
 	}
 	return err == nil
-}
-
-func selfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
-		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // ReadCertificates parses certificates from PEM (every CERTIFICATE block,

@@ -153,22 +153,17 @@ func newFromCertificates(key crypto.Signer, certs []*x509.Certificate) (*FileSig
 	return &FileSigner{key: key, chain: chain}, nil // CheckKey passed, and BuildChain's leaf holds pub
 }
 
-// parseKeyPEM returns the one private key in data and the certificates beside it.
+// parseKeyPEM returns the one private key in data and the certificates beside it (ReadCertificates).
 func parseKeyPEM(data []byte) (crypto.Signer, []*x509.Certificate, error) {
-	var (
-		key   crypto.Signer
-		certs []*x509.Certificate
-		seen  []string
-	)
+	var key crypto.Signer
+	var seen []string
 	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
 		seen = append(seen, block.Type)
 		if strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") || block.Type == "ENCRYPTED PRIVATE KEY" {
 			return nil, nil, fmt.Errorf("%w: decrypt it first (openssl pkey -in key.pem -out plain.pem) or use the PKCS#12 file", ErrEncryptedKey)
 		}
-		var (
-			parsed any
-			err    error
-		)
+		var parsed any
+		var err error
 		switch block.Type {
 		case "PRIVATE KEY":
 			parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
@@ -176,14 +171,7 @@ func parseKeyPEM(data []byte) (crypto.Signer, []*x509.Certificate, error) {
 			parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
 		case "EC PRIVATE KEY":
 			parsed, err = x509.ParseECPrivateKey(block.Bytes)
-		case "CERTIFICATE":
-			cert, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				return nil, nil, fmt.Errorf("signer: reading certificate beside the key: %w", err)
-			}
-			certs = append(certs, cert)
-			continue
-		default: // EC PARAMETERS, PUBLIC KEY, ...
+		default: // CERTIFICATE (read below), EC PARAMETERS, PUBLIC KEY, ...
 			continue
 		}
 		if err != nil {
@@ -198,11 +186,14 @@ func parseKeyPEM(data []byte) (crypto.Signer, []*x509.Certificate, error) {
 		}
 		key = s
 	}
-	if key == nil {
-		if len(seen) == 0 {
-			return nil, nil, errors.New("signer: reading key: no PEM data")
-		}
+	switch {
+	case key == nil && len(seen) == 0:
+		return nil, nil, errors.New("signer: reading key: no PEM data")
+	case key == nil:
 		return nil, nil, fmt.Errorf("signer: reading key: no private key in the PEM input (found %s)", strings.Join(seen, ", "))
+	case !slices.Contains(seen, "CERTIFICATE"):
+		return key, nil, nil
 	}
-	return key, certs, nil
+	certs, err := ReadCertificates(data)
+	return key, certs, err
 }

@@ -96,8 +96,7 @@ func (j *JWK) PublicKey() (crypto.PublicKey, error) {
 		if err1 != nil || err2 != nil || len(n) == 0 || len(e) == 0 || len(e) > 4 {
 			return nil, fmt.Errorf("%w: malformed RSA JWK", ErrUnsupportedKey)
 		}
-		exp := int(new(big.Int).SetBytes(e).Int64())
-		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: exp}, nil
+		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, nil
 	case "EC":
 		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[j.Crv]
 		if curve == nil {

@@ -89,17 +89,11 @@ func MatchCertificate(pub crypto.PublicKey, cert *x509.Certificate) error {
 	if cert == nil {
 		return fmt.Errorf("%w: no certificate", ErrCertificateMismatch)
 	}
-	if !publicKeyEqual(pub, cert.PublicKey) {
+	if k, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(cert.PublicKey) {
 		return fmt.Errorf("%w: certificate %q (serial %X) holds a %s, the key is a %s",
 			ErrCertificateMismatch, cert.Subject.String(), cert.SerialNumber, keyDescription(cert.PublicKey), keyDescription(pub))
 	}
 	return nil
-}
-
-// publicKeyEqual reports whether a and b are the same public key (every standard library one has Equal).
-func publicKeyEqual(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
 }
 
 // keyDescription names a public key for error messages, e.g. "RSA 2048 key".

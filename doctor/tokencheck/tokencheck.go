@@ -77,11 +77,16 @@ func (c *Checks) Close() error {
 	return c.mod.Close() // idempotent; closes its tokens, and so the key
 }
 
-func ok(check, msg string) doctor.Result {
-	return doctor.Result{Check: check, Status: doctor.OK, Message: msg}
-}
-func skip(check, msg string) doctor.Result {
-	return doctor.Result{Check: check, Status: doctor.Skip, Message: msg}
+func ok(check, msg string) doctor.Result   { return result(check, doctor.OK, msg, "") }
+func skip(check, msg string) doctor.Result { return result(check, doctor.Skip, msg, "") }
+
+// result is a Result of check; a failure of these checks is the token's.
+func result(check string, s doctor.Status, msg, hint string) doctor.Result {
+	r := doctor.Result{Check: check, Status: s, Message: msg, Hint: hint}
+	if s == doctor.Fail {
+		r.Class = doctor.ClassToken
+	}
+	return r
 }
 
 func (c *Checks) checkModule() doctor.Result {
@@ -142,27 +147,21 @@ func (c *Checks) checkPIN() doctor.Result {
 	}
 	f := info.Flags
 	c.slot.Token.Flags = f
-	warn := func(msg, hint string) doctor.Result {
-		return doctor.Result{Check: check, Status: doctor.Warn, Message: msg, Hint: hint}
-	}
-	block := func(msg, hint string) doctor.Result {
-		c.pinBlock = true
-		return doctor.Result{Check: check, Status: doctor.Fail, Message: msg, Hint: hint, Class: doctor.ClassToken}
-	}
+	c.pinBlock = f.LoginRequired() && (f.PINLocked() || f.PINFinalTry()) // never spend a locked or final try
 	switch {
 	case !f.LoginRequired():
 		return ok(check, "the token needs no login")
 	case f.PINLocked():
-		return block("the PIN is locked (CKF_USER_PIN_LOCKED); no login was tried",
+		return result(check, doctor.Fail, "the PIN is locked (CKF_USER_PIN_LOCKED); no login was tried",
 			"unblock the PIN with the PUK (or SO PIN) using the card issuer's tools, then run doctor again")
 	case f.PINFinalTry():
-		return block("one more wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY); no login was tried",
+		return result(check, doctor.Fail, "one more wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY); no login was tried",
 			"doctor never spends the final try: when you are certain of the PIN, log in once with mp-hsm token --allow-final-pin-try")
 	case f.PINCountLow():
-		return warn("a wrong PIN was entered since the last login (CKF_USER_PIN_COUNT_LOW)",
+		return result(check, doctor.Warn, "a wrong PIN was entered since the last login (CKF_USER_PIN_COUNT_LOW)",
 			"make sure the PIN is right before the next try: the card locks after a few wrong PINs")
 	case f.PINToBeChanged():
-		return warn("the token wants its PIN changed (CKF_USER_PIN_TO_BE_CHANGED)",
+		return result(check, doctor.Warn, "the token wants its PIN changed (CKF_USER_PIN_TO_BE_CHANGED)",
 			"change the PIN with the card issuer's tools before using the key")
 	case f.ProtectedAuthPath():
 		return ok(check, "no PIN problems reported; the reader has a PIN pad")
@@ -232,16 +231,15 @@ func (c *Checks) checkKey() doctor.Result {
 	case err != nil:
 		return doctor.Failed(check, doctor.ClassToken, err, "Maskinporten needs an RSA key of at least 2048 bits: choose another key (see mp-hsm list)")
 	default:
-		c.found.Signer = s
-		c.found.Chain = s.Chain()
+		c.found.Signer, c.found.Chain = s, s.Chain()
 	}
 	how := ""
 	if len(c.Config.Key.ID) == 0 && c.Config.Key.Label == "" {
 		how = "; chosen as the authentication key"
 	}
 	if key.Info().AlwaysAuthenticate {
-		return doctor.Result{Check: check, Status: doctor.Warn, Message: key.String() + how,
-			Hint: "the key wants the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is likely the card's signing key; use the authentication key (see mp-hsm list)"}
+		return result(check, doctor.Warn, key.String()+how,
+			"the key wants the PIN before every signature (CKA_ALWAYS_AUTHENTICATE): it is likely the card's signing key; use the authentication key (see mp-hsm list)")
 	}
 	return ok(check, key.String()+how)
 }
