@@ -127,8 +127,8 @@ func NewUnstartedServer(cfg Config) *Server {
 
 // Start starts the server on 127.0.0.1 and a port the system chooses, or panics.
 func (s *Server) Start() {
+	s.URL = "http://" + s.ts.Listener.Addr().String() // set before serving: handlers read it
 	s.ts.Start()
-	s.URL = s.ts.URL
 }
 
 // StartOn starts the server on addr (host:port), for `mp-hsm emulate --listen`.
