@@ -1,7 +1,8 @@
 // Package grant gets Maskinporten access tokens with the JWT bearer grant
 // (RFC 7523), signing with a key on a smart card, an HSM or in a file.
 //
-// Config.Grant signs a grant with a signer.Signer through golang-jwt;
+// Config.Grant signs a grant with a signer.Signer through its golang-jwt
+// SigningMethod;
 // Config.Exchange posts one, retrying network errors and 5xx answers with a
 // new grant each time; Config.AltinnToken exchanges the token for an Altinn
 // one. Most programs want Config.TokenSource (x/oauth2's

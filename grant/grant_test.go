@@ -1,9 +1,11 @@
 package grant
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -179,5 +181,47 @@ func TestGrantConfigErrors(t *testing.T) {
 	cfg.Environment = Prod
 	if _, err := cfg.Grant(testReq); err != nil {
 		t.Errorf("unknown issuer against prod: %v, want accepted", err)
+	}
+}
+
+// The encoded header is kept for the last chain only: grants from configs
+// taken in turn each carry their own alg, kid or x5c.
+func TestGrantHeaderOfEachConfig(t *testing.T) {
+	p := thePKI(t)
+	cfgs := []*Config{
+		{ClientID: "c", Signer: p.x5cSigner(t, 0), Environment: Test},
+		{ClientID: "c", Signer: p.x5cSigner(t, 1), Environment: Test},
+		{ClientID: "c", Signer: p.x5cSigner(t, 1), Environment: Test, Algorithm: "PS256"},
+		{ClientID: "c", Signer: p.x5cSigner(t, 0), Environment: Test, KeyID: "kid-a"},
+		{ClientID: "c", Signer: p.x5cSigner(t, 0), Environment: Test, KeyID: "kid-b"},
+	}
+	want := []struct{ alg, kid string }{{"RS256", ""}, {"RS256", ""}, {"PS256", ""}, {"RS256", "kid-a"}, {"RS256", "kid-b"}}
+	for round := range 2 {
+		for i, cfg := range cfgs {
+			g, err := cfg.Grant(Request{Scopes: []string{"a:b"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf := 0
+			if i == 1 || i == 2 {
+				leaf = 1
+			}
+			var h map[string]any
+			js, err := base64.RawURLEncoding.DecodeString(strings.Split(g, ".")[0])
+			if err != nil || json.Unmarshal(js, &h) != nil {
+				t.Fatalf("round %d, config %d: header %q does not decode", round, i, js)
+			}
+			if h["alg"] != want[i].alg || want[i].kid != "" && h["kid"] != want[i].kid {
+				t.Errorf("round %d, config %d: header %v; want alg %s, kid %q", round, i, h, want[i].alg, want[i].kid)
+			}
+			if x5c, _ := h["x5c"].([]any); want[i].kid == "" {
+				der, err := base64.StdEncoding.DecodeString(fmt.Sprint(x5c[0]))
+				if err != nil || !bytes.Equal(der, p.leaves[leaf].Raw) {
+					t.Errorf("round %d, config %d: x5c[0] is not leaf %d", round, i, leaf)
+				}
+			} else if x5c != nil {
+				t.Errorf("round %d, config %d: x5c beside a kid", round, i)
+			}
+		}
 	}
 }
