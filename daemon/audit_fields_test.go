@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -238,5 +239,28 @@ func TestAuditExeAtAccept(t *testing.T) {
 	}
 	if got := lines[0]["exe_at_accept"]; got != sleep {
 		t.Fatalf("exe_at_accept %v, want %s, what the pid ran when the daemon accepted", got, sleep)
+	}
+}
+
+// Refusals before a client is chosen (a GET, a body too large) are summarized
+// like an unadmitted caller's: a caller who may connect cannot fill the disk.
+func TestEarlyRefusalsSummarized(t *testing.T) {
+	t.Parallel()
+	var audit syncBuffer
+	f := newDefFixture(t, func(c *Config) { c.Audit = NewAuditLog(&audit) })
+	big := tokenForm(strings.Repeat("a", 70<<10))
+	for range 100 {
+		r := unixPeer(65534)(httptest.NewRequest(http.MethodGet, "/token", nil))
+		w := httptest.NewRecorder()
+		f.srv.ServeHTTP(w, r)
+		if w.Code != http.StatusMethodNotAllowed {
+			t.Fatalf("GET /token: %d, want 405", w.Code)
+		}
+		if a := f.ask(unixPeer(65534), big); a.Status != http.StatusRequestEntityTooLarge {
+			t.Fatalf("a body over the limit: %s, want 413", a)
+		}
+	}
+	if lines := auditLines(t, audit.String()); len(lines) != 1 || lines[0]["refusals"] != float64(1) {
+		t.Fatalf("%d audit lines for 200 early refusals, want 1 with refusals 1:\n%s", len(lines), shorten(audit.String(), 2000))
 	}
 }
