@@ -157,6 +157,10 @@ func bytesAsString(b []byte) string { return unsafe.String(unsafe.SliceData(b), 
 // type before the PIN, so no try is spent, and this Token then signs
 // without one, saying so once in the debug log.
 func (t *Token) contextLogin(sh sessionHandle) error {
+	// Signatures run in parallel: without this, each could present a wrong PIN
+	// before the first refusal is recorded, and three would lock a card.
+	t.ctxLogin.Lock()
+	defer t.ctxLogin.Unlock()
 	t.mu.Lock()
 	src, refused, skip := t.pin, t.refused, t.noContextLogin
 	t.mu.Unlock()

@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 
@@ -151,6 +153,57 @@ func TestAlwaysAuthenticateIsEnforced(t *testing.T) {
 	}
 	if err := bad.contextLogin(sh); !errors.Is(err, tokenerr.ErrPINIncorrect) {
 		t.Fatalf("context login with a wrong PIN = %v, want tokenerr.ErrPINIncorrect", err)
+	}
+}
+
+// Signatures in parallel with a wrong PIN for an always-authenticate key
+// present it once: the others get the remembered refusal, no C_Login.
+func TestContextLoginRefusedOnceInParallel(t *testing.T) {
+	tok, d, st := openDouble(t, 0)
+	st.GenerateRSA(t, 2048, softhsm.KeyOptions{ID: []byte{8}, AlwaysAuthenticate: true})
+	if err := tok.Login(StaticPIN([]byte(st.PIN)), LoginOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := tok.FindKey(KeySelector{ID: []byte{8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("x"))
+	mech, _, err := k.mechanism(digest[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The source holds each reader a moment, so that without one context login
+	// at a time every goroutine would be past the refused check together.
+	slow := func() ([]byte, error) { time.Sleep(20 * time.Millisecond); return []byte("0000"), nil }
+	bad := &Token{p: tok.p, slotID: tok.slotID, pin: slow}
+	before := d.logins.Load()
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for range cap(errs) {
+		wg.Go(func() {
+			sh, err := tok.p.OpenSession(tok.slotID, pkcs11.CKF_SERIAL_SESSION)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer tok.p.CloseSession(sh)
+			if err := tok.p.SignInit(sh, mech, k.handle); err != nil {
+				errs <- err
+				return
+			}
+			errs <- bad.contextLogin(sh)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, tokenerr.ErrPINIncorrect) {
+			t.Errorf("context login = %v, want tokenerr.ErrPINIncorrect", err)
+		}
+	}
+	if n := d.logins.Load() - before; n != 1 {
+		t.Fatalf("%d C_Login calls for 8 parallel signatures with a wrong PIN, want 1", n)
 	}
 }
 

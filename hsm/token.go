@@ -37,6 +37,8 @@ type Token struct {
 	log    *slog.Logger
 	gate   gate // the token's closed state; counts the calls in flight on it and its keys
 
+	ctxLogin sync.Mutex // one context login at a time, so a refusal is seen before the next PIN
+
 	mu             sync.Mutex // serialises use of loginSH (object searches, login) and guards the fields below
 	loginSH        sessionHandle
 	pin            PINSource // kept for CKU_CONTEXT_SPECIFIC logins
