@@ -39,6 +39,11 @@ func (p *uriParser) attribute(a string, off int, query bool) error {
 	if !vendor && !slices.Contains(names, name) {
 		return p.fail(off, name, "%s", uriUnknown(name, part, names))
 	}
+	if vendor && uriSecretName(name) {
+		// String would write its value, and errors quote String.
+		return p.fail(off, name, "vendor attribute %s looks like a PIN or password (value not shown): "+
+			"give the PIN by pin-source (a file) instead, and remove %s", name, name)
+	}
 	if first, dup := seen[name]; dup {
 		if vendor {
 			return p.fail(off, name, "vendor attribute %s is given twice (first at byte %d); mp-hsm keeps one value "+

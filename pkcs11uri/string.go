@@ -57,7 +57,11 @@ func (u *URI) format() (string, map[string]int) {
 		}
 		for _, v := range slices.Sorted(maps.Keys(u.Vendor)) {
 			if uriVendorName(v) && u.vendorQuery[v] == (sep == '&') {
-				put(v, u.Vendor[v])
+				val := u.Vendor[v]
+				if uriSecretName(v) { // only in a URI built by hand: Parse refuses it
+					val = uriRedacted
+				}
+				put(v, val)
 			}
 		}
 		if sep == ';' {

@@ -491,3 +491,17 @@ func ExampleParse() {
 	// pkcs11:token=Buypass%20ID;object=Authentication;type=private
 	// invalid PKCS #11 URI "pkcs11:token=Buypass ID?pin-value=REDACTED": attribute "token" at byte 20: a space is not allowed unescaped in the path; percent-encode it as %20
 }
+
+// A vendor attribute named like a PIN is refused without showing its value,
+// and String never writes the value of one set by hand.
+func TestVendorSecretNeverShown(t *testing.T) {
+	const pin = "Zq7PINv"
+	_, err := Parse("pkcs11:token=X;object=k?module-name=softhsm2&x-pin=" + pin)
+	if !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), pin) || !strings.Contains(err.Error(), "x-pin") {
+		t.Fatalf("Parse with x-pin = %v; want ErrInvalid naming x-pin, without the value", err)
+	}
+	u := &URI{Token: "X", Vendor: map[string]string{"x-password": pin}}
+	if s := u.String(); strings.Contains(s, pin) || !strings.Contains(s, "x-password=REDACTED") {
+		t.Fatalf("String = %q; want x-password=REDACTED", s)
+	}
+}
