@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -224,6 +225,23 @@ func TestAPIError(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "eyJ") {
 		t.Errorf("a token in the error: %v", err)
+	}
+}
+
+// What an API answers is escaped in the error: it reaches terminals and logs.
+func TestAPIErrorEscaped(t *testing.T) {
+	for _, body := range []string{`{"error":"bad\u001b[31m","error_description":"x\u001b]0;owned\u0007"}`, "plain \x1b[2J text"} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write([]byte(body))
+		}))
+		api := &admin.Client{BaseURL: srv.URL + "/", Read: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t"}), AllowInsecure: true}
+		_, err := api.List(context.Background(), "app")
+		srv.Close()
+		var ae *admin.APIError
+		if !errors.As(err, &ae) || strings.ContainsRune(err.Error(), 0x1b) || !strings.Contains(err.Error(), `\x1b`) {
+			t.Errorf("answer %q: error %q, want an *APIError with the escape written as \\x1b", body, err)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mp-hsm/mp-hsm/internal/changelock"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 )
 
 // ErrChanged: the set read back is neither the one written nor the one
@@ -88,7 +89,7 @@ func (c *Client) write(ctx context.Context, clientID string, before *KeySet, key
 		err = fmt.Errorf("admin: the change was sent and answered, but reading it back failed")
 	case err == nil:
 		err = fmt.Errorf("admin: client %s: wrote the keys %s but read back %s: %w", clientID,
-			strings.Join(want, ", "), got.kidList(), ErrChanged)
+			textsafe.Escape(strings.Join(want, ", ")), got.kidList(), ErrChanged)
 	}
 	ce := &ChangeError{ClientID: clientID, Err: err, State: got, ReadErr: rerr}
 	if rerr == nil && sameKids(got.Kids(), before.Kids()) {

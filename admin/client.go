@@ -262,14 +262,11 @@ func newAPIError(method, u string, status int, body []byte) *APIError {
 		Description string `json:"error_description"`
 		Message     string `json:"message"`
 	}
-	if json.Unmarshal(body, &b) == nil {
-		e.Code, e.Message = b.Error, cmp.Or(b.Description, b.Message)
+	if json.Unmarshal(body, &b) == nil { // the API's text, escaped for terminals and logs
+		e.Code, e.Message = textsafe.Escape(b.Error), textsafe.Escape(cmp.Or(b.Description, b.Message))
 	}
 	if e.Code == "" && e.Message == "" {
-		e.Message = strings.TrimSpace(string(body))
-		if len(e.Message) > 200 {
-			e.Message = e.Message[:200] + "..."
-		}
+		e.Message = textsafe.EscapeN(strings.TrimSpace(string(body)), 200)
 	}
 	return e
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/mp-hsm/mp-hsm/admin"
 	"github.com/mp-hsm/mp-hsm/grant"
 	"github.com/mp-hsm/mp-hsm/hsm"
+	"github.com/mp-hsm/mp-hsm/internal/textsafe"
 	"github.com/mp-hsm/mp-hsm/signer/p11"
 )
 
@@ -124,12 +125,13 @@ func (e *env) adminRotate(c *cli.Context) error {
 	if format == "json" {
 		return writeJSON(e.stdout, out)
 	}
+	esc := textsafe.Escape // kids come from the API, the label and client id from the user
 	fmt.Fprintf(e.stdout, "new %s key on the token: id %s, label %s\nregistered on client %s as kid %s, and a token with it was issued\n",
-		out.Type, out.ID, out.Label, clientID, out.Kid)
+		out.Type, out.ID, esc(out.Label), esc(clientID), esc(out.Kid))
 	if out.Removed != "" {
-		fmt.Fprintf(e.stdout, "removed kid %s from client %s\n", out.Removed, clientID)
+		fmt.Fprintf(e.stdout, "removed kid %s from client %s\n", esc(out.Removed), esc(clientID))
 	}
-	fmt.Fprintf(e.stdout, "client %s now has (read back from the API): %s\n", clientID, strings.Join(res.Set.Kids(), ", "))
-	_, err = fmt.Fprintf(e.stdout, "use it with: --key-id %s --kid %s\n", out.ID, out.Kid)
+	fmt.Fprintf(e.stdout, "client %s now has (read back from the API): %s\n", esc(clientID), esc(strings.Join(res.Set.Kids(), ", ")))
+	_, err = fmt.Fprintf(e.stdout, "use it with: --key-id %s --kid %s\n", out.ID, esc(out.Kid))
 	return err
 }
