@@ -34,7 +34,8 @@ type Config struct {
 	// (http is always allowed for localhost, 127.0.0.0/8 and ::1).
 	AllowInsecure bool
 	// HTTPClient sends the token and exchange requests. If nil, a client
-	// with a 30-second timeout, the environment's proxy and no redirects.
+	// with a 30-second timeout and the environment's proxy. Redirects are
+	// never followed, this client's neither: that would post the grant again.
 	HTTPClient *http.Client
 	// Logger receives debug records of requests, retries and clock skew,
 	// never a grant, token or pid. If nil, nothing is logged.

@@ -18,12 +18,14 @@ import (
 // defaultHTTPClient is used when Config.HTTPClient is nil. It does not follow
 // redirects: following a 307 would post the grant to another URL.
 var defaultHTTPClient = &http.Client{
-	Timeout:   30 * time.Second,
-	Transport: http.DefaultTransport, // honours HTTP(S)_PROXY and NO_PROXY
-	CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	},
+	Timeout:       30 * time.Second,
+	Transport:     http.DefaultTransport, // honours HTTP(S)_PROXY and NO_PROXY
+	CheckRedirect: noRedirect,
 }
+
+// noRedirect answers a redirect with itself: send sets it on every client,
+// the caller's too.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 var discardLogger = slog.New(slog.DiscardHandler)
 
@@ -64,7 +66,8 @@ type answer struct {
 // retrying network errors and 5xx answers after a backoff with jitter within ctx.
 func (c *Config) send(ctx context.Context, endpoint string, build func() (*http.Request, error)) (*answer, error) {
 	log := c.logger()
-	hc := cmp.Or(c.HTTPClient, defaultHTTPClient)
+	hc := *cmp.Or(c.HTTPClient, defaultHTTPClient)
+	hc.CheckRedirect = noRedirect // a 307 or 308 would post the grant to its Location
 	var lastErr error
 	var last5xx *answer
 	attempt := 0

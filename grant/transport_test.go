@@ -126,3 +126,25 @@ func TestTransportKeepsTokenFromOtherHosts(t *testing.T) {
 		t.Error("token sent to the host a redirect led to")
 	}
 }
+
+// A token endpoint's redirect is not followed, with the caller's own client
+// too: following a 307 would post the grant to the redirect's target.
+func TestGrantNeverFollowsRedirect(t *testing.T) {
+	srv := newEmulator(t, nil)
+	var posted atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { posted.Add(1) }))
+	defer target.Close()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/token", http.StatusTemporaryRedirect)
+	}))
+	defer redirect.Close()
+	cfg := testConfig(t, srv, 0)
+	cfg.Environment.TokenEndpoint = redirect.URL + "/token"
+	cfg.HTTPClient = &http.Client{} // follows redirects by default
+	if _, err := cfg.Exchange(context.Background(), testReq); err == nil {
+		t.Fatal("Exchange through a 307 succeeded")
+	}
+	if n := posted.Load(); n != 0 {
+		t.Fatalf("the redirect's target got %d requests, want 0", n)
+	}
+}
