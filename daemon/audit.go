@@ -162,10 +162,10 @@ func (s *Server) audit(c *call, status int, oe *oauthError) error {
 	l := auditLine{Time: time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00"), Status: status, Outcome: outcomeOf(status, c.hit)}
 	if oe != nil {
 		l.Error, l.Description = oe.code, shorten(oe.description, maxAuditField)
-		// A caller no client admits, or one refused before a client was chosen
-		// (405, a body too large or malformed, two ways of authenticating), gets at
-		// most one line a minute: anyone who can connect could otherwise fill the disk.
-		if c.client == nil || slices.Contains([]string{reasonUnknownClient, reasonNotAdmitted, reasonNoClient, reasonCredentials}, oe.reason) {
+		// A caller no client admits, or one refused before authentication (405, a
+		// body too large or malformed, two ways of authenticating), gets at most
+		// one line a minute: anyone who can connect could otherwise fill the disk.
+		if oe.reason == "" && c.client == nil || slices.Contains([]string{reasonUnknownClient, reasonNotAdmitted, reasonNoClient, reasonCredentials}, oe.reason) {
 			n, write := s.refusals.note(c.who, nil)
 			if !write {
 				return nil
