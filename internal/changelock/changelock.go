@@ -71,7 +71,7 @@ func Dir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("mp-hsm-%d", os.Geteuid()))
 }
 
-// Acquire takes the lock named by kind ("token", "admin") and the parts
+// Acquire takes the lock named by kind ("token", "key-set") and the parts
 // that identify what is changed (a token's manufacturer, model and serial;
 // an API's URL and a client id). While another process holds it, Acquire
 // waits until ctx ends, then returns an error that says who to wait for.
@@ -82,7 +82,19 @@ func Acquire(ctx context.Context, kind string, parts ...string) (*Lock, error) {
 	}
 	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
 	path := filepath.Join(dir, kind+"-"+hex.EncodeToString(h[:12])+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	// Read-only (flock needs no more) and readable by all, so that users sharing
+	// MP_HSM_LOCK_DIR can open each other's lock files; created apart, since
+	// O_CREAT on another user's file in a sticky directory is refused
+	// (fs.protected_regular).
+	const flags = os.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	f, err := os.OpenFile(path, flags, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		if f, err = os.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+			_ = f.Chmod(0o644) // whatever the umask
+		} else if errors.Is(err, os.ErrExist) {
+			f, err = os.OpenFile(path, flags, 0) // made by another process meanwhile
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("change lock %s: %w (set MP_HSM_LOCK_DIR to a directory of yours)", path, err)
 	}
