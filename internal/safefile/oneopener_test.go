@@ -19,7 +19,15 @@ import (
 // suite) set up tests and are not mp-hsm: they are not checked.
 func TestOneOpener(t *testing.T) {
 	root := filepath.Join("..", "..")
-	dirs := []string{"cmd", "daemon", "signer", "admin", "grant", "doctor", "hsm", "inspect", "pkcs11uri", "tokenerr"}
+	dirs := []string{"cmd", "daemon", "signer", "admin", "grant", "doctor", "hsm", "inspect", "pkcs11uri", "tokenerr",
+		"internal/changelock", "internal/manpage", "internal/orgid", "internal/textsafe"}
+	// The binary's two other kinds of file, each opened in one place: lock
+	// files, only flocked (never read or written), and the man pages the
+	// hidden man-pages command writes for the Debian package.
+	exempt := map[string]bool{
+		"internal/changelock/changelock.go os.OpenFile": true,
+		"internal/manpage/manpage.go os.WriteFile":      true,
+	}
 	banned := map[string]bool{
 		"os.Open": true, "os.OpenFile": true, "os.ReadFile": true, "os.Create": true, "os.WriteFile": true,
 		"ioutil.ReadFile": true, "ioutil.ReadAll": true, "ioutil.WriteFile": true,
@@ -49,6 +57,7 @@ func TestOneOpener(t *testing.T) {
 				}
 				name := callName(call.Fun)
 				switch {
+				case banned[name] && exempt[filepath.ToSlash(strings.TrimPrefix(path, root+string(filepath.Separator)))+" "+name]:
 				case banned[name]:
 					t.Errorf("%s: %s: open files with internal/safefile (Read, ReadPrivate, OpenAppend)", fset.Position(call.Pos()), name)
 				case name == "io.ReadAll" && len(call.Args) == 1:
