@@ -90,7 +90,7 @@ var ErrInvalid = errors.New("value not accepted")
 // quotes s escaped.
 func Check(what, s string, max int) error {
 	if !utf8.ValidString(s) {
-		return fmt.Errorf("%s %q is not valid UTF-8: %w", what, EscapeN(s, 40), ErrInvalid)
+		return fmt.Errorf("%s \"%s\" is not valid UTF-8: %w", what, EscapeN(s, 40), ErrInvalid)
 	}
 	for _, r := range s {
 		if unsafeRune(r) {
