@@ -78,6 +78,9 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 	res := f.req.Resources
 	// over reports the bounds res would pass, and the resources h holds.
 	over := func() (keys, resources bool, n int) {
+		if keys = maxKeys > 0 && len(h) >= maxKeys; maxRes <= 0 {
+			return keys, false, 0 // no resource bound: no set of up to MaxKeysPerCaller entries' resources
+		}
 		set := map[string]bool{}
 		for _, e := range h {
 			for _, r := range e.req.req.Resources {
@@ -88,7 +91,7 @@ func (q *quotas) add(cache *cache, who callerID, key string, f *request, st *set
 		for _, r := range res {
 			set[r] = true
 		}
-		return maxKeys > 0 && len(h) >= maxKeys, maxRes > 0 && len(set) > maxRes, n
+		return keys, len(set) > maxRes, n
 	}
 	if k, r, _ := over(); k || r {
 		h.prune(cache)
